@@ -1,0 +1,13 @@
+//! Connections from the proxy to shards: transport, login, and cancel requests.
+//!
+//! A `ShardConnection` is a logged-in, idle (ReadyForQuery 'I') connection together with what the
+//! shard told us at login (ParameterStatus values, BackendKeyData). After login the connection is
+//! split into halves that the session relay drives; this module never interprets queries.
+
+mod cancel;
+mod connect;
+mod stream;
+
+pub use cancel::send_cancel;
+pub use connect::{connect, BackendError, ShardConnection};
+pub use stream::{ShardReader, ShardStream, ShardWriter};

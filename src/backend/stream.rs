@@ -1,0 +1,103 @@
+//! A shard socket that is either TCP or Unix-domain, and its owned halves.
+
+use crate::config::{ShardHost, ShardTarget};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{tcp, unix, TcpStream, UnixStream};
+
+pub enum ShardStream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+pub enum ShardReader {
+    Tcp(tcp::OwnedReadHalf),
+    Unix(unix::OwnedReadHalf),
+}
+
+pub enum ShardWriter {
+    Tcp(tcp::OwnedWriteHalf),
+    Unix(unix::OwnedWriteHalf),
+}
+
+impl ShardStream {
+    pub async fn open(target: &ShardTarget) -> io::Result<ShardStream> {
+        match &target.host {
+            ShardHost::Tcp(host) => {
+                let s = TcpStream::connect((host.as_str(), target.port)).await?;
+                s.set_nodelay(true)?;
+                Ok(ShardStream::Tcp(s))
+            }
+            ShardHost::Unix(dir) => {
+                let path = dir.join(format!(".s.PGSQL.{}", target.port));
+                Ok(ShardStream::Unix(UnixStream::connect(path).await?))
+            }
+        }
+    }
+
+    pub fn into_split(self) -> (ShardReader, ShardWriter) {
+        match self {
+            ShardStream::Tcp(s) => {
+                let (r, w) = s.into_split();
+                (ShardReader::Tcp(r), ShardWriter::Tcp(w))
+            }
+            ShardStream::Unix(s) => {
+                let (r, w) = s.into_split();
+                (ShardReader::Unix(r), ShardWriter::Unix(w))
+            }
+        }
+    }
+}
+
+macro_rules! delegate_read {
+    ($t:ty) => {
+        impl AsyncRead for $t {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+                    Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+                }
+            }
+        }
+    };
+}
+
+macro_rules! delegate_write {
+    ($t:ty) => {
+        impl AsyncWrite for $t {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+                    Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+                }
+            }
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+                    Self::Unix(s) => Pin::new(s).poll_flush(cx),
+                }
+            }
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+                    Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+                }
+            }
+        }
+    };
+}
+
+delegate_read!(ShardStream);
+delegate_read!(ShardReader);
+delegate_write!(ShardStream);
+delegate_write!(ShardWriter);

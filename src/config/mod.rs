@@ -1,0 +1,352 @@
+//! Configuration: the TOML file a proxy runs from.
+//!
+//! Owns the file format (`Config` and its sections), loading and validation. Invariants once
+//! `Config::load` / `Config::from_toml` returns `Ok`: shard names and user names are unique, every
+//! shard URL parsed into a `ShardTarget`, and listen addresses are valid socket addresses. Unknown
+//! keys are rejected (`deny_unknown_fields`) so a typo never silently becomes a default.
+
+mod shard_target;
+
+pub use shard_target::{ShardHost, ShardTarget};
+
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// Errors from reading or validating a config file. Each one names the key or shard at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Client-facing listener.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Who may connect to the proxy. At least one entry is required.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    /// The PostgreSQL servers behind the proxy, in order. At least one is required.
+    #[serde(default)]
+    pub shards: Vec<ShardConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address clients connect to. Default `127.0.0.1:6432`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Largest message a client may send, in bytes. Default 64 MiB (PostgreSQL allows 1 GiB;
+    /// a proxy that buffers a whole statement should not).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Seconds to wait for a shard connection to be established. Default 5.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the Prometheus `/metrics` endpoint. Default `127.0.0.1:9930`; empty disables it.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+/// How a user proves who they are to the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMethod {
+    /// SCRAM-SHA-256 (the default, as in PostgreSQL 14+).
+    ScramSha256,
+    /// MD5 challenge-response; needs a plain password or an `md5...` hash in `password`.
+    Md5,
+    /// No password.
+    Trust,
+}
+
+/// `[[users]]`
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// User name clients log in with.
+    pub name: String,
+    /// Plain password, a `SCRAM-SHA-256$...` verifier or an `md5...` hash. Not needed for trust.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// `scram-sha-256` (default), `md5` or `trust`.
+    #[serde(default = "default_auth")]
+    pub auth: AuthMethod,
+}
+
+// Hand-written so a password can never reach a log line through `{:?}`.
+impl std::fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("name", &self.name)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+/// `[[shards]]`
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardConfig {
+    /// Unique shard name, used in logs, metrics and error messages.
+    pub name: String,
+    /// `postgres://user:password@host:port/dbname`; host may be a Unix socket directory.
+    pub url: String,
+}
+
+impl std::fmt::Debug for ShardConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardConfig")
+            .field("name", &self.name)
+            .field("url", &shard_target::redact_url(&self.url))
+            .finish()
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:6432".into()
+}
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9930".into()
+}
+fn default_max_message_bytes() -> usize {
+    64 << 20
+}
+fn default_connect_timeout() -> u64 {
+    5
+}
+fn default_auth() -> AuthMethod {
+    AuthMethod::ScramSha256
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            max_message_bytes: default_max_message_bytes(),
+            connect_timeout_secs: default_connect_timeout(),
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// Parses and validates config text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            return invalid(format!(
+                "server.listen = {:?} is not an address like \"127.0.0.1:6432\"",
+                self.server.listen
+            ));
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
+            return invalid(format!(
+                "metrics.listen = {:?} is not an address like \"127.0.0.1:9930\"",
+                self.metrics.listen
+            ));
+        }
+        if self.server.max_message_bytes < 1024 {
+            return invalid("server.max_message_bytes must be at least 1024".into());
+        }
+        if self.shards.is_empty() {
+            return invalid("no [[shards]] configured: at least one shard is required".into());
+        }
+        let mut names = HashSet::new();
+        for shard in &self.shards {
+            if shard.name.is_empty() {
+                return invalid("a [[shards]] entry has an empty name".into());
+            }
+            if !names.insert(shard.name.as_str()) {
+                return invalid(format!("duplicate shard name {:?}", shard.name));
+            }
+            ShardTarget::parse(&shard.url)
+                .map_err(|e| ConfigError::Invalid(format!("shard {:?}: url: {e}", shard.name)))?;
+        }
+        if self.users.is_empty() {
+            return invalid("no [[users]] configured: nobody could connect".into());
+        }
+        let mut users = HashSet::new();
+        for user in &self.users {
+            if !users.insert(user.name.as_str()) {
+                return invalid(format!("duplicate user name {:?}", user.name));
+            }
+            crate::auth::Credential::from_config(user)
+                .map_err(|e| ConfigError::Invalid(format!("user {:?}: {e}", user.name)))?;
+        }
+        Ok(())
+    }
+
+    /// The parsed connection target of every shard, in config order.
+    pub fn shard_targets(&self) -> Vec<ShardTarget> {
+        self.shards
+            .iter()
+            .map(|s| {
+                let mut t = ShardTarget::parse(&s.url).expect("validated at load");
+                t.name = s.name.clone();
+                t
+            })
+            .collect()
+    }
+
+    /// A human-readable summary for `check-config`; never contains a password.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!("listen: {}\n", self.server.listen));
+        if self.metrics.listen.is_empty() {
+            out.push_str("metrics: disabled\n");
+        } else {
+            out.push_str(&format!(
+                "metrics: http://{}/metrics\n",
+                self.metrics.listen
+            ));
+        }
+        out.push_str(&format!("shards ({}):\n", self.shards.len()));
+        for t in self.shard_targets() {
+            out.push_str(&format!("  {}: {}\n", t.name, t.describe()));
+        }
+        out.push_str(&format!("users ({}):\n", self.users.len()));
+        for u in &self.users {
+            let method = match u.auth {
+                AuthMethod::ScramSha256 => "scram-sha-256",
+                AuthMethod::Md5 => "md5",
+                AuthMethod::Trust => "trust",
+            };
+            out.push_str(&format!("  {} ({method})\n", u.name));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [server]
+        listen = "127.0.0.1:7000"
+        [metrics]
+        listen = "127.0.0.1:9931"
+        [[users]]
+        name = "app"
+        password = "secret"
+        [[shards]]
+        name = "s0"
+        url = "postgres://postgres:pw@127.0.0.1:5433/app"
+        [[shards]]
+        name = "s1"
+        url = "postgres://postgres@%2Ftmp%2Fpg/app"
+    "#;
+
+    #[test]
+    fn good_config_loads() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:7000");
+        assert_eq!(c.shards.len(), 2);
+        assert_eq!(c.users[0].auth, AuthMethod::ScramSha256);
+        let summary = c.summary();
+        assert!(
+            summary.contains("s0: 127.0.0.1:5433 db=app user=postgres"),
+            "{summary}"
+        );
+        assert!(
+            !summary.contains("pw") && !summary.contains("secret"),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml(&GOOD.replace("listen = \"127.0.0.1:7000\"", "lisen = \"x\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = Config::from_toml(&GOOD.replace("name = \"s1\"", "name = 1"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("name"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_shard_is_named() {
+        let err = Config::from_toml(&GOOD.replace("name = \"s1\"", "name = \"s0\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("duplicate shard name \"s0\""), "{err}");
+    }
+
+    #[test]
+    fn bad_shard_url_is_named() {
+        let err = Config::from_toml(
+            &GOOD.replace("postgres://postgres:pw@127.0.0.1:5433/app", "mysql://x"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("shard \"s0\""), "{err}");
+    }
+
+    #[test]
+    fn no_shards_is_an_error() {
+        let err = Config::from_toml("[[users]]\nname=\"a\"\nauth=\"trust\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no [[shards]]"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_hides_passwords() {
+        let c = Config::from_toml(GOOD).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("secret") && !dbg.contains(":pw@"), "{dbg}");
+    }
+}

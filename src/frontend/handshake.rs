@@ -1,0 +1,319 @@
+//! From accepted socket to a relaying session: SSL/GSS refusal, startup packet, client
+//! authentication, shard login, and the greeting (ParameterStatus, BackendKeyData,
+//! ReadyForQuery). A CancelRequest is served here and the connection closed.
+//!
+//! The greeting forwards the shard's own ParameterStatus values (server_version, encodings,
+//! DateStyle ...) so drivers see exactly the server they would see directly.
+
+use super::cancel::ShardKey;
+use super::session;
+use crate::auth::{self, Credential};
+use crate::backend::{self, BackendError};
+use crate::error::{sqlstate, PgError};
+use crate::metrics as m;
+use crate::protocol::build;
+use crate::protocol::startup::{read_packet, StartupPacket};
+use crate::server::ProxyContext;
+use bytes::BytesMut;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+/// Largest message accepted before authentication completes (as PostgreSQL's startup limit).
+const MAX_AUTH_MESSAGE: usize = 10_000;
+
+/// Serves one client connection to the end. Never panics on client input; errors end this
+/// connection only.
+pub async fn handle_client(
+    ctx: Arc<ProxyContext>,
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = socket.set_nodelay(true);
+    let params = match negotiate(&ctx, &mut socket).await {
+        Ok(Some(params)) => params,
+        Ok(None) => return,
+        Err(err) => {
+            debug!(%peer, "startup rejected: {err}");
+            send_fatal(&mut socket, &err).await;
+            return;
+        }
+    };
+    let user = params.get("user").cloned().unwrap_or_default();
+    if let Err(err) = authenticate(&ctx, &mut socket, &user).await {
+        if err.code == sqlstate::INVALID_PASSWORD || err.code == sqlstate::INVALID_AUTHORIZATION {
+            metrics::counter!(m::AUTH_FAILURES).increment(1);
+            warn!(%peer, %user, "authentication failed");
+        }
+        send_fatal(&mut socket, &err).await;
+        return;
+    }
+
+    let forwarded: Vec<(String, String)> = params
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(k.as_str(), "user" | "database" | "replication") && !k.starts_with("_pq_.")
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let home = &ctx.shards[0];
+    let conn = match backend::connect(home, &forwarded, ctx.connect_timeout).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            metrics::counter!(m::BACKEND_CONNECT_ERRORS, "shard" => home.name.clone()).increment(1);
+            warn!(%peer, shard = %home.name, "shard login failed: {e}");
+            send_fatal(&mut socket, &shard_login_error(e)).await;
+            return;
+        }
+    };
+
+    let registration = ctx.cancel.register(vec![ShardKey {
+        target: home.clone(),
+        key: conn.key,
+    }]);
+    let mut greeting = BytesMut::with_capacity(512);
+    build::auth_ok(&mut greeting);
+    for (name, value) in &conn.parameters {
+        build::parameter_status(name, value, &mut greeting);
+    }
+    build::backend_key_data(registration.key.pid, registration.key.secret, &mut greeting);
+    build::ready_for_query(b'I', &mut greeting);
+    if socket.write_all(&greeting).await.is_err() {
+        return;
+    }
+
+    info!(%peer, %user, shard = %home.name, "client connected");
+    let _connected = m::ClientGauge::enter();
+    let end = session::run(&ctx, socket, conn.stream, 0, shutdown).await;
+    drop(registration);
+    info!(%peer, %user, "client disconnected: {end}");
+}
+
+/// Reads opening packets until a StartupMessage. `Ok(None)`: nothing more to do (closed, or a
+/// cancel request that has been served).
+async fn negotiate(
+    ctx: &ProxyContext,
+    socket: &mut TcpStream,
+) -> Result<Option<BTreeMap<String, String>>, PgError> {
+    loop {
+        match read_packet(socket).await? {
+            None => return Ok(None),
+            Some(StartupPacket::SslRequest) | Some(StartupPacket::GssEncRequest) => {
+                // No TLS or GSS encryption yet: 'N' tells the client to go on in plaintext.
+                socket
+                    .write_all(b"N")
+                    .await
+                    .map_err(|e| PgError::fatal(sqlstate::CONNECTION_FAILURE, e.to_string()))?;
+            }
+            Some(StartupPacket::Cancel { pid, secret }) => {
+                serve_cancel(ctx, pid, secret).await;
+                return Ok(None);
+            }
+            Some(StartupPacket::Startup { minor, params }) => {
+                if params.get("user").is_none_or(|u| u.is_empty()) {
+                    return Err(PgError::fatal(
+                        sqlstate::INVALID_AUTHORIZATION,
+                        "no PostgreSQL user name specified in startup packet",
+                    ));
+                }
+                if params
+                    .get("replication")
+                    .is_some_and(|r| r != "false" && r != "0" && r != "off")
+                {
+                    return Err(PgError::fatal(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        "replication connections are not supported through shardgate",
+                    )
+                    .with_hint("Connect to the shard directly for replication."));
+                }
+                let unsupported: Vec<String> = params
+                    .keys()
+                    .filter(|k| k.starts_with("_pq_."))
+                    .cloned()
+                    .collect();
+                if minor > 0 || !unsupported.is_empty() {
+                    let mut buf = BytesMut::new();
+                    build::negotiate_protocol_version(&unsupported, &mut buf);
+                    socket
+                        .write_all(&buf)
+                        .await
+                        .map_err(|e| PgError::fatal(sqlstate::CONNECTION_FAILURE, e.to_string()))?;
+                }
+                return Ok(Some(params));
+            }
+        }
+    }
+}
+
+async fn serve_cancel(ctx: &ProxyContext, pid: i32, secret: i32) {
+    // As in PostgreSQL, a cancel request gets no answer either way.
+    let Some(shards) = ctx.cancel.lookup(pid, secret) else {
+        debug!(pid, "cancel request for an unknown key ignored");
+        return;
+    };
+    for shard in shards {
+        if let Err(e) = backend::send_cancel(&shard.target, shard.key).await {
+            warn!(shard = %shard.target.name, "could not forward cancel request: {e}");
+        } else {
+            info!(shard = %shard.target.name, "cancel request forwarded");
+        }
+    }
+}
+
+async fn authenticate(
+    ctx: &ProxyContext,
+    socket: &mut TcpStream,
+    user: &str,
+) -> Result<(), PgError> {
+    let failed = || {
+        PgError::fatal(
+            sqlstate::INVALID_PASSWORD,
+            format!("password authentication failed for user \"{user}\""),
+        )
+    };
+    let mut out = BytesMut::new();
+    match ctx.users.get(user) {
+        Some(Credential::Trust) => Ok(()),
+        Some(Credential::Md5(stored)) => {
+            let salt: [u8; 4] = rand::random();
+            build::auth_md5(salt, &mut out);
+            write(socket, &out).await?;
+            let response = read_password_message(socket).await?;
+            let text =
+                std::str::from_utf8(response.strip_suffix(&[0]).unwrap_or(&response)).unwrap_or("");
+            if auth::md5::verify(stored, salt, text) {
+                Ok(())
+            } else {
+                Err(failed())
+            }
+        }
+        Some(Credential::Scram(v)) => scram(socket, v.clone(), &failed).await,
+        // Unknown users go through a mock exchange so the failure looks the same.
+        None => scram(socket, auth::scram::Verifier::mock(), &failed).await,
+    }
+}
+
+async fn scram(
+    socket: &mut TcpStream,
+    verifier: auth::scram::Verifier,
+    failed: &(dyn Fn() -> PgError + Sync),
+) -> Result<(), PgError> {
+    use auth::scram::{Exchange, ScramError};
+    let mut out = BytesMut::new();
+    build::auth_sasl(&["SCRAM-SHA-256"], &mut out);
+    write(socket, &out).await?;
+
+    let initial = read_password_message(socket).await?;
+    let (mechanism, rest) = crate::protocol::inspect::cstr(&initial).ok_or_else(malformed_sasl)?;
+    if mechanism != "SCRAM-SHA-256" {
+        return Err(PgError::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("client selected an invalid SASL authentication mechanism {mechanism:?}"),
+        ));
+    }
+    if rest.len() < 4 {
+        return Err(malformed_sasl());
+    }
+    let client_first = &rest[4..];
+    let to_pg = |e: ScramError| match e {
+        ScramError::Failed => failed(),
+        ScramError::ChannelBindingUnsupported => PgError::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            "channel binding is not supported: shardgate does not offer TLS yet",
+        ),
+        ScramError::Malformed(what) => PgError::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("malformed SCRAM message: {what}"),
+        ),
+    };
+    let (exchange, server_first) = Exchange::start(verifier, client_first).map_err(to_pg)?;
+    out.clear();
+    build::auth_sasl_continue(server_first.as_bytes(), &mut out);
+    write(socket, &out).await?;
+
+    let client_final = read_password_message(socket).await?;
+    let server_final = exchange.finish(&client_final).map_err(to_pg)?;
+    out.clear();
+    build::auth_sasl_final(server_final.as_bytes(), &mut out);
+    write(socket, &out).await
+}
+
+fn malformed_sasl() -> PgError {
+    PgError::fatal(sqlstate::PROTOCOL_VIOLATION, "malformed SASL message")
+}
+
+/// Reads one 'p' message body (password, SASLInitialResponse or SASLResponse).
+async fn read_password_message(socket: &mut TcpStream) -> Result<Vec<u8>, PgError> {
+    let mut head = [0u8; 5];
+    socket.read_exact(&mut head).await.map_err(|_| {
+        PgError::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            "connection closed during authentication",
+        )
+    })?;
+    if head[0] != b'p' {
+        return Err(PgError::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("expected password response, got message type {}", head[0]),
+        ));
+    }
+    let len = i32::from_be_bytes(head[1..].try_into().expect("4 bytes"));
+    if len < 4 || len as usize > MAX_AUTH_MESSAGE {
+        return Err(PgError::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("invalid message length {len}"),
+        ));
+    }
+    let mut body = vec![0u8; len as usize - 4];
+    socket.read_exact(&mut body).await.map_err(|_| {
+        PgError::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            "connection closed during authentication",
+        )
+    })?;
+    Ok(body)
+}
+
+async fn write(socket: &mut TcpStream, buf: &[u8]) -> Result<(), PgError> {
+    socket
+        .write_all(buf)
+        .await
+        .map_err(|e| PgError::fatal(sqlstate::CONNECTION_FAILURE, e.to_string()))
+}
+
+/// Best effort: the connection is closed right after.
+pub(super) async fn send_fatal<W: AsyncWriteExt + Unpin>(socket: &mut W, err: &PgError) {
+    let mut buf = BytesMut::new();
+    build::error(err, &mut buf);
+    let _ = socket.write_all(&buf).await;
+    let _ = socket.flush().await;
+}
+
+fn shard_login_error(e: BackendError) -> PgError {
+    match e {
+        BackendError::Refused {
+            shard,
+            message,
+            code,
+        } => {
+            let code: &'static str = match code.as_str() {
+                // Keep the shard's class where a client can act on it.
+                "3D000" => "3D000",
+                "53300" => sqlstate::TOO_MANY_CONNECTIONS,
+                "57P03" => "57P03",
+                _ => sqlstate::CONNECTION_UNABLE,
+            };
+            PgError::fatal(
+                code,
+                format!("shard {shard} refused the connection: {message}"),
+            )
+        }
+        other => PgError::fatal(sqlstate::CONNECTION_UNABLE, other.to_string())
+            .with_hint("Check that the shard is running and reachable from the proxy."),
+    }
+}

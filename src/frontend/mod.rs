@@ -1,0 +1,12 @@
+//! The client side of the proxy: one task per client connection.
+//!
+//! `handshake` takes a fresh socket through SSL/GSS negotiation, authentication and the shard
+//! login; `session` then relays messages between client and shard until either side ends;
+//! `cancel` maps the keys we hand to clients onto the shards' own keys.
+
+pub mod cancel;
+mod handshake;
+mod relay_state;
+mod session;
+
+pub use handshake::handle_client;

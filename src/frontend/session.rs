@@ -1,0 +1,313 @@
+//! The relay: client messages to the shard, shard messages to the client, as bytes.
+//!
+//! Two pumps run concurrently in the session's task, so a client that pipelines or streams COPY
+//! data can never deadlock against a shard that is writing results. The client pump validates
+//! framing, asks the router about each statement (only when there are several shards) and notes
+//! request boundaries in `RelayState`; the shard pump forwards whole runs of messages with one
+//! write and looks only at ReadyForQuery and ErrorResponse. Nothing else is decoded.
+
+use super::relay_state::{Event, RelayState, REJECT_MARKER};
+use crate::backend::{ShardReader, ShardStream, ShardWriter};
+use crate::error::{sqlstate, PgError};
+use crate::metrics as m;
+use crate::protocol::frame::{take_frame, FrameScanner, Scan};
+use crate::protocol::{build, inspect};
+use crate::router::{Decision, Router};
+use crate::server::ProxyContext;
+use bytes::{BufMut, BytesMut};
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+const READ_CHUNK: usize = 16 * 1024;
+/// Frontend message types a client may send after startup.
+const FRONTEND_TAGS: &[u8] = b"QPBEDCSHXdcfF";
+
+/// How a session ended.
+#[derive(Debug)]
+pub enum SessionEnd {
+    Terminated,
+    ClientGone,
+    ShardGone(String),
+    ProtocolViolation(String),
+    Shutdown,
+}
+
+impl fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionEnd::Terminated => f.write_str("terminate"),
+            SessionEnd::ClientGone => f.write_str("client closed the connection"),
+            SessionEnd::ShardGone(s) => write!(f, "lost connection to shard {s}"),
+            SessionEnd::ProtocolViolation(e) => write!(f, "protocol violation: {e}"),
+            SessionEnd::Shutdown => f.write_str("proxy shutting down"),
+        }
+    }
+}
+
+/// Relays until either side ends; `shard` indexes `ctx.shards`.
+pub async fn run(
+    ctx: &ProxyContext,
+    client: TcpStream,
+    shard_stream: ShardStream,
+    shard: usize,
+    mut shutdown: watch::Receiver<bool>,
+) -> SessionEnd {
+    let shard_name = ctx.shards[shard].name.clone();
+    let (client_rx, mut client_tx) = client.into_split();
+    let (shard_rx, shard_tx) = shard_stream.into_split();
+    let state = Mutex::new(RelayState::default());
+    let metrics = m::SessionMetrics::new(&shard_name);
+    let router = Router::new(ctx.shards.len());
+
+    let outcome = {
+        let upstream = client_to_shard(
+            client_rx,
+            shard_tx,
+            &state,
+            router,
+            &metrics,
+            ctx.max_message_bytes,
+        );
+        let downstream = shard_to_client(shard_rx, &mut client_tx, &state, &metrics, &shard_name);
+        tokio::select! {
+            end = upstream => end,
+            end = downstream => end,
+            _ = crate::server::stopped(&mut shutdown) => SessionEnd::Shutdown,
+        }
+    };
+    let last_words = match &outcome {
+        SessionEnd::ProtocolViolation(msg) => {
+            Some(PgError::fatal(sqlstate::PROTOCOL_VIOLATION, msg.clone()))
+        }
+        SessionEnd::ShardGone(name) => Some(
+            PgError::fatal(
+                sqlstate::CONNECTION_FAILURE,
+                format!("lost connection to shard {name}"),
+            )
+            .with_hint(
+                "The shard closed the connection or became unreachable; reconnect to retry.",
+            ),
+        ),
+        SessionEnd::Shutdown => Some(PgError::fatal(
+            sqlstate::ADMIN_SHUTDOWN,
+            "terminating connection because shardgate is shutting down",
+        )),
+        _ => None,
+    };
+    if let Some(err) = last_words {
+        super::handshake::send_fatal(&mut client_tx, &err).await;
+    }
+    outcome
+}
+
+async fn client_to_shard(
+    mut rx: OwnedReadHalf,
+    mut tx: ShardWriter,
+    state: &Mutex<RelayState>,
+    mut router: Router,
+    metrics: &m::SessionMetrics,
+    limit: usize,
+) -> SessionEnd {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut scanner = FrameScanner::new(limit);
+    let passthrough = router.is_passthrough();
+    // Whole frames are needed for routing (Query, Parse) and for Terminate.
+    let inspect_tag = |t: u8| t == b'X' || (!passthrough && (t == b'Q' || t == b'P'));
+    loop {
+        buf.reserve(READ_CHUNK);
+        match rx.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return SessionEnd::ClientGone,
+            Ok(_) => {}
+        }
+        let mut ready = 0;
+        loop {
+            let scan = match scanner.scan(&buf, ready, inspect_tag) {
+                Ok(s) => s,
+                Err(e) => return SessionEnd::ProtocolViolation(e.to_string()),
+            };
+            match scan {
+                Scan::NeedMore => break,
+                Scan::Pass { len, start } => {
+                    if let Some(tag) = start {
+                        if let Err(end) = note_request(tag, state, metrics) {
+                            return end;
+                        }
+                    }
+                    ready += len;
+                }
+                Scan::Whole { tag, len } => {
+                    if tag == b'X' {
+                        let _ = tx.write_all(&buf[..ready]).await;
+                        return SessionEnd::Terminated;
+                    }
+                    let sql = {
+                        let body = &buf[ready + 5..ready + len];
+                        let text = if tag == b'Q' {
+                            inspect::query_text(body)
+                        } else {
+                            inspect::parse_text(body).map(|(_, sql)| sql)
+                        };
+                        match text {
+                            Some(t) => t.to_string(),
+                            None => {
+                                return SessionEnd::ProtocolViolation(
+                                    "invalid string in message".into(),
+                                )
+                            }
+                        }
+                    };
+                    match router.decide(&sql) {
+                        Decision::Home => {
+                            if let Err(end) = note_request(tag, state, metrics) {
+                                return end;
+                            }
+                            ready += len;
+                        }
+                        Decision::Reject(err) => {
+                            metrics.rejected.increment(1);
+                            if tx.write_all(&buf.split_to(ready)).await.is_err() {
+                                return SessionEnd::ShardGone(metrics.shard.clone());
+                            }
+                            ready = 0;
+                            let _ = take_frame(&mut buf, tag, len);
+                            let marker = reject_marker(tag, err, state);
+                            if tx.write_all(&marker).await.is_err() {
+                                return SessionEnd::ShardGone(metrics.shard.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if ready > 0 && tx.write_all(&buf.split_to(ready)).await.is_err() {
+            return SessionEnd::ShardGone(metrics.shard.clone());
+        }
+    }
+}
+
+/// Validates a frontend message type and records request boundaries.
+fn note_request(
+    tag: u8,
+    state: &Mutex<RelayState>,
+    metrics: &m::SessionMetrics,
+) -> Result<(), SessionEnd> {
+    if !FRONTEND_TAGS.contains(&tag) {
+        return Err(SessionEnd::ProtocolViolation(format!(
+            "invalid frontend message type {tag}"
+        )));
+    }
+    match tag {
+        b'Q' | b'S' | b'F' => {
+            if tag != b'S' {
+                metrics.queries.increment(1);
+            }
+            state
+                .lock()
+                .expect("relay state poisoned")
+                .events
+                .push_back(Event::SyncPoint(Instant::now()));
+        }
+        b'E' => metrics.queries.increment(1),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The message sent to the shard in place of a refused statement (see `REJECT_MARKER`).
+fn reject_marker(tag: u8, err: PgError, state: &Mutex<RelayState>) -> BytesMut {
+    let mut out = BytesMut::new();
+    let mut st = state.lock().expect("relay state poisoned");
+    st.events.push_back(Event::Substitute(err));
+    if tag == b'Q' {
+        build::query(&format!("EXECUTE \"{REJECT_MARKER}\""), &mut out);
+        st.events.push_back(Event::SyncPoint(Instant::now()));
+    } else {
+        // Describe of a statement that does not exist: the shard errors and, as for any error in
+        // an extended-protocol batch, discards messages until the client's Sync.
+        out.put_u8(b'D');
+        out.put_i32((4 + 1 + REJECT_MARKER.len() + 1) as i32);
+        out.put_u8(b'S');
+        out.put_slice(REJECT_MARKER.as_bytes());
+        out.put_u8(0);
+    }
+    out
+}
+
+async fn shard_to_client(
+    mut rx: ShardReader,
+    tx: &mut OwnedWriteHalf,
+    state: &Mutex<RelayState>,
+    metrics: &m::SessionMetrics,
+    shard_name: &str,
+) -> SessionEnd {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // Shards are trusted to frame correctly; the limit only guards against a corrupt length.
+    let mut scanner = FrameScanner::new(i32::MAX as usize);
+    let mut fatal_seen = false;
+    loop {
+        buf.reserve(READ_CHUNK);
+        match rx.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => {
+                // A shard that sent FATAL has already told the client why it is closing.
+                return if fatal_seen {
+                    SessionEnd::ClientGone
+                } else {
+                    SessionEnd::ShardGone(shard_name.to_string())
+                };
+            }
+            Ok(_) => {}
+        }
+        let mut ready = 0;
+        loop {
+            let scan = match scanner.scan(&buf, ready, |t| t == b'Z' || t == b'E') {
+                Ok(s) => s,
+                Err(_) => return SessionEnd::ShardGone(shard_name.to_string()),
+            };
+            match scan {
+                Scan::NeedMore => break,
+                Scan::Pass { len, .. } => ready += len,
+                Scan::Whole { tag: b'Z', len } => {
+                    let status =
+                        inspect::ready_status(&buf[ready + 5..ready + len]).unwrap_or(b'I');
+                    if let Some(started) =
+                        state.lock().expect("relay state poisoned").on_ready(status)
+                    {
+                        metrics.latency.record(started.elapsed().as_secs_f64());
+                    }
+                    ready += len;
+                }
+                Scan::Whole { len, .. } => {
+                    let body = &buf[ready + 5..ready + len];
+                    fatal_seen |= matches!(
+                        inspect::error_field(body, b'S'),
+                        Some("FATAL") | Some("PANIC")
+                    );
+                    let substitute = state.lock().expect("relay state poisoned").on_error(
+                        inspect::error_field(body, b'C'),
+                        inspect::error_field(body, b'M'),
+                    );
+                    match substitute {
+                        None => ready += len,
+                        Some(err) => {
+                            let mut out = buf.split_to(ready);
+                            ready = 0;
+                            let _ = buf.split_to(len);
+                            build::error(&err, &mut out);
+                            if tx.write_all(&out).await.is_err() {
+                                return SessionEnd::ClientGone;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if ready > 0 && tx.write_all(&buf.split_to(ready)).await.is_err() {
+            return SessionEnd::ClientGone;
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! shardgate: a PostgreSQL wire-protocol proxy in front of several ordinary PostgreSQL servers.
+//!
+//! Data flow: client socket → `frontend` (handshake, relay) → `router` (which shard, using
+//! `sql` analysis) → `backend` (shard connections) → shard. `protocol` is the wire codec,
+//! `auth` the client authentication, `config` the TOML file, `metrics` the Prometheus names,
+//! `localpg` the throwaway PostgreSQL clusters used by `demo` and the tests. The crate is a
+//! library so tests and benchmarks run the same code as the binary.
+
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod frontend;
+pub mod localpg;
+pub mod metrics;
+pub mod protocol;
+pub mod router;
+pub mod server;
+pub mod sql;

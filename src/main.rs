@@ -1,0 +1,125 @@
+//! The `shardgate` command line. Everything it runs lives in the library.
+
+use clap::{Parser, Subcommand};
+use shardgate::config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "shardgate", version, about = "A PostgreSQL sharding proxy")]
+struct Cli {
+    /// Config file to run the proxy from.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Log filter (e.g. `info`, `shardgate=debug`); RUST_LOG overrides it.
+    #[arg(long, default_value = "info", global = true)]
+    log_level: String,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate a config file and print what it configures.
+    CheckConfig { file: PathBuf },
+    /// Start local PostgreSQL shards and a proxy in front of them.
+    Demo {
+        /// Number of shards.
+        #[arg(long, default_value_t = 2)]
+        shards: usize,
+        /// Proxy port; shard i listens on port + 1 + i.
+        #[arg(long, default_value_t = 6432)]
+        port: u16,
+        /// Prometheus endpoint port.
+        #[arg(long, default_value_t = 9930)]
+        metrics_port: u16,
+        /// Data directory (reused across runs).
+        #[arg(long, default_value = ".shardgate-demo")]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    match cli.command {
+        Some(Cmd::CheckConfig { file }) => match Config::load(&file) {
+            Ok(config) => {
+                print!("{}", config.summary());
+                println!("config OK");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Some(Cmd::Demo {
+            shards,
+            port,
+            metrics_port,
+            dir,
+        }) => {
+            let opts = shardgate::demo::DemoOptions {
+                shards,
+                port,
+                metrics_port,
+                dir,
+            };
+            match runtime().block_on(shardgate::demo::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        None => {
+            let Some(path) = cli.config else {
+                return fail("no config given: use `shardgate --config FILE`, or `shardgate demo` to try it out");
+            };
+            let config = match Config::load(&path) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            match runtime().block_on(serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    if !config.metrics.listen.is_empty() {
+        let addr = config
+            .metrics
+            .listen
+            .parse()
+            .map_err(|e| format!("metrics.listen: {e}"))?;
+        shardgate::metrics::install_exporter(addr)?;
+    }
+    let proxy = shardgate::server::Proxy::start(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    shardgate::demo::wait_for_signal().await;
+    tracing::info!("shutting down");
+    proxy.shutdown().await;
+    Ok(())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("shardgate: {e}");
+    ExitCode::from(2)
+}

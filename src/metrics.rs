@@ -1,0 +1,94 @@
+//! Metric names and the Prometheus exporter.
+//!
+//! Names are constants so docs, tests and code agree. Per-session handles are created once per
+//! session (label lookup happens at connect, not per query), so recording on the query path is an
+//! atomic add.
+
+use metrics::{Counter, Gauge, Histogram};
+use std::net::SocketAddr;
+
+/// Gauge: clients currently connected.
+pub const CLIENTS_CONNECTED: &str = "shardgate_clients_connected";
+/// Counter: client connections accepted.
+pub const CLIENT_CONNECTIONS: &str = "shardgate_client_connections_total";
+/// Counter, label `shard`: queries sent (simple Query, extended Execute, function call).
+pub const QUERIES: &str = "shardgate_queries_total";
+/// Histogram (seconds), label `shard`: request to ReadyForQuery.
+pub const QUERY_DURATION: &str = "shardgate_query_duration_seconds";
+/// Counter, label `shard`: failed logins to a shard (down, refused, timed out).
+pub const BACKEND_CONNECT_ERRORS: &str = "shardgate_backend_connect_errors_total";
+/// Counter: statements refused by the router.
+pub const STATEMENTS_REJECTED: &str = "shardgate_statements_rejected_total";
+/// Counter: client authentication failures.
+pub const AUTH_FAILURES: &str = "shardgate_auth_failures_total";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Starts the `/metrics` HTTP endpoint. Call once per process, inside a tokio runtime.
+pub fn install_exporter(addr: SocketAddr) -> Result<(), String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(QUERY_DURATION.to_string()),
+            LATENCY_BUCKETS,
+        )
+        .map_err(|e| e.to_string())?
+        .install()
+        .map_err(|e| format!("cannot start metrics endpoint on {addr}: {e}"))?;
+    describe();
+    Ok(())
+}
+
+fn describe() {
+    metrics::describe_gauge!(CLIENTS_CONNECTED, "Clients currently connected");
+    metrics::describe_counter!(CLIENT_CONNECTIONS, "Client connections accepted");
+    metrics::describe_counter!(QUERIES, "Queries sent to each shard");
+    metrics::describe_histogram!(
+        QUERY_DURATION,
+        metrics::Unit::Seconds,
+        "Request to ReadyForQuery, per shard"
+    );
+    metrics::describe_counter!(BACKEND_CONNECT_ERRORS, "Failed logins to each shard");
+    metrics::describe_counter!(STATEMENTS_REJECTED, "Statements refused by the router");
+    metrics::describe_counter!(AUTH_FAILURES, "Client authentication failures");
+}
+
+/// Handles a session records into.
+pub struct SessionMetrics {
+    pub shard: String,
+    pub queries: Counter,
+    pub latency: Histogram,
+    pub rejected: Counter,
+}
+
+impl SessionMetrics {
+    pub fn new(shard: &str) -> SessionMetrics {
+        SessionMetrics {
+            shard: shard.to_string(),
+            queries: metrics::counter!(QUERIES, "shard" => shard.to_string()),
+            latency: metrics::histogram!(QUERY_DURATION, "shard" => shard.to_string()),
+            rejected: metrics::counter!(STATEMENTS_REJECTED),
+        }
+    }
+}
+
+/// Counts a connected client for as long as it lives.
+pub struct ClientGauge(Gauge);
+
+impl ClientGauge {
+    pub fn enter() -> ClientGauge {
+        metrics::counter!(CLIENT_CONNECTIONS).increment(1);
+        let g = metrics::gauge!(CLIENTS_CONNECTED);
+        g.increment(1.0);
+        ClientGauge(g)
+    }
+}
+
+impl Drop for ClientGauge {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}

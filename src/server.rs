@@ -1,0 +1,133 @@
+//! A running proxy: the listener, the accept loop, shared context, start-up checks and shutdown.
+//!
+//! `Proxy::start` refuses to start when a shard cannot be reached, naming it, because a proxy
+//! that accepts clients it cannot serve only moves the failure somewhere harder to see.
+
+use crate::auth::UserDirectory;
+use crate::backend;
+use crate::config::{Config, ShardTarget};
+use crate::frontend::{self, cancel::CancelRegistry};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info};
+
+/// What every session shares. Read-only after start, except the cancel registry.
+#[derive(Debug)]
+pub struct ProxyContext {
+    pub shards: Vec<ShardTarget>,
+    pub users: UserDirectory,
+    pub cancel: CancelRegistry,
+    pub connect_timeout: Duration,
+    pub max_message_bytes: usize,
+}
+
+/// Errors that stop a proxy from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    ShardUnreachable(String),
+}
+
+/// A started proxy. Dropping it does not stop it; call `shutdown`.
+pub struct Proxy {
+    pub local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Checks every shard, binds the listener and starts accepting clients.
+    pub async fn start(config: &Config) -> Result<Proxy, StartError> {
+        let users = UserDirectory::from_config(&config.users).map_err(StartError::Config)?;
+        let ctx = Arc::new(ProxyContext {
+            shards: config.shard_targets(),
+            users,
+            cancel: CancelRegistry::default(),
+            connect_timeout: Duration::from_secs(config.server.connect_timeout_secs),
+            max_message_bytes: config.server.max_message_bytes,
+        });
+        check_shards(&ctx).await?;
+        let listener = TcpListener::bind(&config.server.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: config.server.listen.clone(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: config.server.listen.clone(),
+            source,
+        })?;
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(listener, ctx, stop_rx));
+        info!(%local_addr, shards = config.shards.len(), "shardgate listening");
+        Ok(Proxy {
+            local_addr,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops accepting, ends every session (clients get SQLSTATE 57P01) and waits for the loop.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn check_shards(ctx: &ProxyContext) -> Result<(), StartError> {
+    for shard in &ctx.shards {
+        let conn = backend::connect(shard, &[], ctx.connect_timeout)
+            .await
+            .map_err(|e| StartError::ShardUnreachable(e.to_string()))?;
+        drop(conn);
+        info!(shard = %shard.name, target = %shard.describe(), "shard reachable");
+    }
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<ProxyContext>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut sessions = tokio::task::JoinSet::new();
+    let session_stop = stop.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    sessions.spawn(frontend::handle_client(ctx.clone(), socket, peer, session_stop.clone()));
+                }
+                Err(e) => {
+                    // Usually EMFILE; back off instead of spinning.
+                    error!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            _ = stopped(&mut stop) => break,
+        }
+    }
+    drop(listener);
+    // Sessions see the same signal and close themselves; give them a moment to say why.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+/// Resolves once the stop flag is set (or its sender is gone).
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
