@@ -1,0 +1,141 @@
+//! Test harness: throwaway PostgreSQL shards (real servers, via `shardgate::localpg`) with a
+//! shardgate proxy in front, plus a raw protocol client for the bad-input tests.
+//!
+//! Every `TestCluster` has its own directory and ports, so test binaries and tests run in
+//! parallel. Dropping it stops the servers and removes the directory.
+#![allow(dead_code)]
+
+pub mod raw;
+
+use shardgate::config::Config;
+use shardgate::localpg::{free_port, ClusterOptions, LocalCluster, PgInstall};
+use shardgate::server::Proxy;
+use std::path::PathBuf;
+use tokio_postgres::{Client, NoTls};
+
+/// Users every test proxy accepts.
+pub const USERS: &str = r#"
+[[users]]
+name = "app"
+password = "secret"
+[[users]]
+name = "md5user"
+password = "md5secret"
+auth = "md5"
+[[users]]
+name = "trustuser"
+auth = "trust"
+"#;
+
+pub struct TestCluster {
+    pub shards: Vec<LocalCluster>,
+    pub dir: PathBuf,
+    pub proxy: Option<Proxy>,
+    pub port: u16,
+    pub config: Config,
+}
+
+/// Starts `n` shards (no proxy yet).
+pub fn start_shards(n: usize) -> (Vec<LocalCluster>, PathBuf) {
+    let install = PgInstall::find().expect("PostgreSQL server binaries are needed for the tests");
+    let dir = std::env::temp_dir().join(format!("shardgate-test-{}-{}", std::process::id(), rand_suffix()));
+    install.make_owned_dir(&dir).unwrap();
+    let mut shards = Vec::new();
+    for i in 0..n {
+        let mut last_err = None;
+        // A port can be taken between choosing and binding it; try a few.
+        for _ in 0..5 {
+            let port = free_port().unwrap();
+            let c = LocalCluster::create_or_reuse(&install, &dir.join(format!("s{i}")), port, ClusterOptions::for_tests()).unwrap();
+            match c.start() {
+                Ok(()) => {
+                    shards.push(c);
+                    last_err = None;
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if let Some(e) = last_err {
+            panic!("could not start shard {i}: {e}");
+        }
+    }
+    (shards, dir)
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Config text for a proxy on `port` in front of `shards`, with `extra` appended.
+pub fn config_for(port: u16, shards: &[LocalCluster], extra: &str) -> String {
+    let mut text = format!("[server]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n[metrics]\nlisten = \"\"\n{USERS}");
+    for (i, s) in shards.iter().enumerate() {
+        text.push_str(&format!("\n[[shards]]\nname = \"s{i}\"\nurl = \"{}\"\n", s.url("postgres")));
+    }
+    text
+}
+
+impl TestCluster {
+    /// `n` shards and a proxy in front of them.
+    pub async fn start(n: usize) -> TestCluster {
+        TestCluster::start_with(n, "").await
+    }
+
+    /// As `start`, with extra `[server]` keys.
+    pub async fn start_with(n: usize, server_extra: &str) -> TestCluster {
+        let (shards, dir) = tokio::task::spawn_blocking(move || start_shards(n)).await.unwrap();
+        let port = free_port().unwrap();
+        let config = Config::from_toml(&config_for(port, &shards, server_extra)).unwrap();
+        let proxy = Proxy::start(&config).await.expect("proxy starts");
+        TestCluster {
+            port: proxy.local_addr.port(),
+            shards,
+            dir,
+            proxy: Some(proxy),
+            config,
+        }
+    }
+
+    pub fn url(&self, user: &str, password: &str) -> String {
+        format!("postgres://{user}:{password}@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// A tokio-postgres client through the proxy as `app`.
+    pub async fn client(&self) -> Client {
+        connect(&self.url("app", "secret")).await.expect("client connects through the proxy")
+    }
+
+    /// A tokio-postgres client straight to shard `i`.
+    pub async fn direct(&self, i: usize) -> Client {
+        connect(&self.shards[i].url("postgres")).await.expect("direct connection to shard")
+    }
+}
+
+pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for s in &self.shards {
+            let _ = s.stop(true);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The SQLSTATE of a tokio-postgres error, if the server sent one.
+pub fn code(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("<no sqlstate: {e}>"))
+}
+
+pub fn db_error(e: &tokio_postgres::Error) -> &tokio_postgres::error::DbError {
+    e.as_db_error().unwrap_or_else(|| panic!("expected a server error, got {e}"))
+}

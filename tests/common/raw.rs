@@ -1,0 +1,103 @@
+//! A minimal raw protocol client: exact bytes in, messages out. For the cases a driver would
+//! never produce (bad versions, bad lengths, unknown message types).
+
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub struct Raw {
+    pub stream: TcpStream,
+}
+
+pub fn startup_packet(version: u32, params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = version.to_be_bytes().to_vec();
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut out = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    out.extend(body);
+    out
+}
+
+pub fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+pub fn query(sql: &str) -> Vec<u8> {
+    let mut body = sql.as_bytes().to_vec();
+    body.push(0);
+    message(b'Q', &body)
+}
+
+impl Raw {
+    pub async fn connect(port: u16) -> Raw {
+        Raw {
+            stream: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
+        }
+    }
+
+    /// Connects and logs in as the trust user; returns the greeting messages.
+    pub async fn login(port: u16) -> (Raw, Vec<(u8, Vec<u8>)>) {
+        let mut raw = Raw::connect(port).await;
+        raw.send(&startup_packet(196608, &[("user", "trustuser"), ("database", "postgres")])).await;
+        let greeting = raw.until_ready().await;
+        (raw, greeting)
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Next message, or None when the connection is closed (or silent for 10 s).
+    pub async fn recv(&mut self) -> Option<(u8, Vec<u8>)> {
+        let read = async {
+            let mut head = [0u8; 5];
+            self.stream.read_exact(&mut head).await.ok()?;
+            let len = i32::from_be_bytes(head[1..].try_into().unwrap()) as usize;
+            let mut body = vec![0u8; len - 4];
+            self.stream.read_exact(&mut body).await.ok()?;
+            Some((head[0], body))
+        };
+        tokio::time::timeout(Duration::from_secs(10), read).await.ok().flatten()
+    }
+
+    /// One byte (the answer to SSLRequest / GSSENCRequest).
+    pub async fn recv_byte(&mut self) -> u8 {
+        let mut b = [0u8; 1];
+        self.stream.read_exact(&mut b).await.unwrap();
+        b[0]
+    }
+
+    /// Messages up to and including ReadyForQuery (or until the connection closes).
+    pub async fn until_ready(&mut self) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some((tag, body)) = self.recv().await {
+            out.push((tag, body));
+            if tag == b'Z' {
+                break;
+            }
+        }
+        out
+    }
+
+    /// True once the server has closed the connection.
+    pub async fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 64];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+}
+
+/// A field of an ErrorResponse body.
+pub fn field(body: &[u8], code: u8) -> Option<String> {
+    shardgate::protocol::inspect::error_field(body, code).map(String::from)
+}
