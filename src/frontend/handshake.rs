@@ -89,7 +89,7 @@ pub async fn handle_client(
 
     info!(%peer, %user, shard = %home.name, "client connected");
     let _connected = m::ClientGauge::enter();
-    let end = session::run(&ctx, socket, conn.stream, 0, shutdown).await;
+    let end = session::run(&ctx, socket, conn.stream, 0, conn.key, shutdown).await;
     drop(registration);
     info!(%peer, %user, "client disconnected: {end}");
 }

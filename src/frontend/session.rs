@@ -55,6 +55,7 @@ pub async fn run(
     client: TcpStream,
     shard_stream: ShardStream,
     shard: usize,
+    shard_key: (i32, i32),
     mut shutdown: watch::Receiver<bool>,
 ) -> SessionEnd {
     let shard_name = ctx.shards[shard].name.clone();
@@ -101,6 +102,15 @@ pub async fn run(
     };
     if let Some(err) = last_words {
         super::handshake::send_fatal(&mut client_tx, &err).await;
+    }
+    let in_flight = !state.lock().expect("relay state poisoned").events.is_empty();
+    if in_flight && matches!(outcome, SessionEnd::ClientGone | SessionEnd::Shutdown | SessionEnd::ProtocolViolation(_)) {
+        // PostgreSQL only notices a closed socket when it next writes, so a long query of a
+        // vanished client would run on; cancel it so its locks and snapshot go now.
+        let target = &ctx.shards[shard];
+        if let Err(e) = crate::backend::send_cancel(target, shard_key).await {
+            tracing::debug!(shard = %target.name, "cancel of abandoned query failed: {e}");
+        }
     }
     outcome
 }
