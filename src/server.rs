@@ -57,6 +57,10 @@ impl Proxy {
             connect_timeout: Duration::from_secs(config.server.connect_timeout_secs),
             max_message_bytes: config.server.max_message_bytes,
         });
+        for shard in &ctx.shards {
+            // Registered at zero so the series exists before the first error.
+            metrics::counter!(crate::metrics::BACKEND_CONNECT_ERRORS, "shard" => shard.name.clone()).absolute(0);
+        }
         check_shards(&ctx).await?;
         let listener = TcpListener::bind(&config.server.listen)
             .await

@@ -1,0 +1,142 @@
+//! The `shardgate` binary: check-config, config errors and exit codes, start-up refusal when a
+//! shard is unreachable, the Prometheus endpoint, and that passwords never reach the logs.
+
+mod common;
+
+use shardgate::localpg::free_port;
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shardgate");
+
+fn write_config(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("shardgate.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn tmpdir(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("shardgate-cli-{name}-{}", std::process::id()))
+}
+
+#[test]
+fn check_config_prints_what_it_understood() {
+    let path = write_config(
+        &tmpdir("ok"),
+        "[server]\nlisten = \"127.0.0.1:7777\"\n[[users]]\nname = \"app\"\npassword = \"topsecret\"\n[[shards]]\nname = \"a\"\nurl = \"postgres://postgres:shardpw@127.0.0.1:5999/db\"\n",
+    );
+    let out = Command::new(BIN).arg("check-config").arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("listen: 127.0.0.1:7777"), "{stdout}");
+    assert!(stdout.contains("a: 127.0.0.1:5999 db=db user=postgres"), "{stdout}");
+    assert!(stdout.contains("app (scram-sha-256)"), "{stdout}");
+    assert!(!stdout.contains("topsecret") && !stdout.contains("shardpw"), "{stdout}");
+}
+
+#[test]
+fn bad_configs_exit_nonzero_naming_the_problem() {
+    let base = "[[users]]\nname = \"app\"\npassword = \"pw\"\n[[shards]]\nname = \"a\"\nurl = \"postgres://u@h/db\"\n";
+    let cases = [
+        (format!("{base}[server]\nlistne = \"x\"\n"), "listne"),
+        (base.replace("name = \"a\"", "name = 5"), "name"),
+        (format!("{base}[[shards]]\nname = \"a\"\nurl = \"postgres://u@h/db\"\n"), "duplicate shard name \"a\""),
+        ("[[users]]\nname = \"app\"\nauth = \"trust\"\n".to_string(), "no [[shards]]"),
+        ("this is not toml".to_string(), "invalid config"),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let path = write_config(&tmpdir(&format!("bad{i}")), text);
+        for args in [vec!["check-config".into(), path.clone().into_os_string()], vec!["--config".into(), path.clone().into_os_string()]] {
+            let out = Command::new(BIN).args(&args).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "case {i} must fail");
+            assert!(stderr.contains(needle), "case {i}: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn unreachable_shard_at_start_is_named_and_fatal() {
+    let port = free_port().unwrap();
+    let dead = free_port().unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nconnect_timeout_secs = 2\n[metrics]\nlisten = \"\"\n[[users]]\nname = \"app\"\npassword = \"pw\"\n[[shards]]\nname = \"deadshard\"\nurl = \"postgres://postgres:sekrit@127.0.0.1:{dead}/db\"\n"
+    );
+    let path = write_config(&tmpdir("dead"), &text);
+    let out = Command::new(BIN).arg("--config").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("shard deadshard"), "{stderr}");
+    assert!(!stderr.contains("sekrit"), "{stderr}");
+}
+
+struct Running(Child);
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_and_logs_without_passwords() {
+    let (shards, dir) = tokio::task::spawn_blocking(|| common::start_shards(1)).await.unwrap();
+    let port = free_port().unwrap();
+    let metrics_port = free_port().unwrap();
+    let text = common::config_for(port, &shards, "").replace("listen = \"\"", &format!("listen = \"127.0.0.1:{metrics_port}\""));
+    let path = write_config(&dir.join("cfg"), &text);
+    let log_path = dir.join("proxy.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let _proxy = Running(
+        Command::new(BIN)
+            .args(["--log-level", "debug", "--config"])
+            .arg(&path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("postgres://app:secret@127.0.0.1:{port}/postgres");
+    let mut client = None;
+    for _ in 0..100 {
+        if let Ok(c) = common::connect(&url).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = client.expect("proxy binary came up");
+    for _ in 0..5 {
+        client.query_one("select 1", &[]).await.unwrap();
+    }
+    let _ = common::connect(&format!("postgres://app:wrong@127.0.0.1:{port}/postgres")).await;
+    let body = tokio::task::spawn_blocking(move || http_get(metrics_port, "/metrics")).await.unwrap();
+    for needle in [
+        "shardgate_clients_connected 1",
+        "shardgate_queries_total{shard=\"s0\"}",
+        "shardgate_query_duration_seconds_bucket{shard=\"s0\"",
+        "shardgate_backend_connect_errors_total{shard=\"s0\"} 0",
+        "shardgate_auth_failures_total 1",
+    ] {
+        assert!(body.contains(needle), "missing {needle} in:\n{body}");
+    }
+    drop(client);
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logs.contains("client connected"), "{logs}");
+    assert!(!logs.contains("secret") && !logs.contains("md5secret"), "a password reached the log:\n{logs}");
+    for s in &shards {
+        let _ = s.stop(true);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

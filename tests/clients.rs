@@ -1,0 +1,66 @@
+//! Real clients through a one-shard proxy: psql (with its catalog meta-commands), pgbench in all
+//! three query modes, and the Python drivers psycopg 3 and asyncpg.
+//!
+//! The Python test makes its own virtualenv under `target/pyvenv` (from
+//! tests/python/requirements.txt) the first time it runs.
+
+mod common;
+
+use common::TestCluster;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_meta_commands_work() {
+    let tc = TestCluster::start(1).await;
+    let url = tc.url("app", "secret");
+    run(Command::new("psql").args([&url, "-v", "ON_ERROR_STOP=1", "-c", "create table widgets(id int primary key, name text)"]));
+    let out = run(Command::new("psql").args([&url, "-v", "ON_ERROR_STOP=1", "-c", "\\dt", "-c", "\\d widgets", "-c", "\\l", "-c", "\\dn", "-c", "select 1 as one"]));
+    assert!(out.contains("widgets"), "{out}");
+    assert!(out.contains("widgets_pkey"), "\\d shows the index:\n{out}");
+    assert!(out.contains("template1"), "\\l lists databases:\n{out}");
+    assert!(out.contains("one"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_initialises_and_runs_in_every_mode() {
+    let tc = TestCluster::start(1).await;
+    let url = tc.url("app", "secret");
+    run(Command::new("pgbench").args(["-i", "-s", "1", "-q", &url]));
+    for mode in ["simple", "extended", "prepared"] {
+        let out = run(Command::new("pgbench").args(["-M", mode, "-c", "4", "-j", "2", "-t", "50", &url]));
+        assert!(out.contains("number of transactions actually processed: 200/200"), "{mode}:\n{out}");
+        assert!(out.contains("number of failed transactions: 0"), "{mode}:\n{out}");
+    }
+}
+
+fn venv_python() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("target/pyvenv");
+    let python = venv.join("bin/python3");
+    let stamp = venv.join(".requirements-installed");
+    let requirements = root.join("tests/python/requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements).unwrap();
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+        run(Command::new(&python).args(["-m", "pip", "install", "-q", "-r"]).arg(&requirements));
+        std::fs::write(&stamp, wanted).unwrap();
+    }
+    python
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg3_and_asyncpg_work_unchanged() {
+    let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
+    let tc = TestCluster::start(1).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/clients.py");
+    let out = run(Command::new(python).arg(script).env("SHARDGATE_URL", tc.url("app", "secret")));
+    assert!(out.contains("psycopg ok") && out.contains("asyncpg ok"), "{out}");
+}
