@@ -27,13 +27,23 @@ fn check_config_prints_what_it_understood() {
         &tmpdir("ok"),
         "[server]\nlisten = \"127.0.0.1:7777\"\n[[users]]\nname = \"app\"\npassword = \"topsecret\"\n[[shards]]\nname = \"a\"\nurl = \"postgres://postgres:shardpw@127.0.0.1:5999/db\"\n",
     );
-    let out = Command::new(BIN).arg("check-config").arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("listen: 127.0.0.1:7777"), "{stdout}");
-    assert!(stdout.contains("a: 127.0.0.1:5999 db=db user=postgres"), "{stdout}");
+    assert!(
+        stdout.contains("a: 127.0.0.1:5999 db=db user=postgres"),
+        "{stdout}"
+    );
     assert!(stdout.contains("app (scram-sha-256)"), "{stdout}");
-    assert!(!stdout.contains("topsecret") && !stdout.contains("shardpw"), "{stdout}");
+    assert!(
+        !stdout.contains("topsecret") && !stdout.contains("shardpw"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -42,13 +52,22 @@ fn bad_configs_exit_nonzero_naming_the_problem() {
     let cases = [
         (format!("{base}[server]\nlistne = \"x\"\n"), "listne"),
         (base.replace("name = \"a\"", "name = 5"), "name"),
-        (format!("{base}[[shards]]\nname = \"a\"\nurl = \"postgres://u@h/db\"\n"), "duplicate shard name \"a\""),
-        ("[[users]]\nname = \"app\"\nauth = \"trust\"\n".to_string(), "no [[shards]]"),
+        (
+            format!("{base}[[shards]]\nname = \"a\"\nurl = \"postgres://u@h/db\"\n"),
+            "duplicate shard name \"a\"",
+        ),
+        (
+            "[[users]]\nname = \"app\"\nauth = \"trust\"\n".to_string(),
+            "no [[shards]]",
+        ),
         ("this is not toml".to_string(), "invalid config"),
     ];
     for (i, (text, needle)) in cases.iter().enumerate() {
         let path = write_config(&tmpdir(&format!("bad{i}")), text);
-        for args in [vec!["check-config".into(), path.clone().into_os_string()], vec!["--config".into(), path.clone().into_os_string()]] {
+        for args in [
+            vec!["check-config".into(), path.clone().into_os_string()],
+            vec!["--config".into(), path.clone().into_os_string()],
+        ] {
             let out = Command::new(BIN).args(&args).output().unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(!out.status.success(), "case {i} must fail");
@@ -65,7 +84,11 @@ fn unreachable_shard_at_start_is_named_and_fatal() {
         "[server]\nlisten = \"127.0.0.1:{port}\"\nconnect_timeout_secs = 2\n[metrics]\nlisten = \"\"\n[[users]]\nname = \"app\"\npassword = \"pw\"\n[[shards]]\nname = \"deadshard\"\nurl = \"postgres://postgres:sekrit@127.0.0.1:{dead}/db\"\n"
     );
     let path = write_config(&tmpdir("dead"), &text);
-    let out = Command::new(BIN).arg("--config").arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("shard deadshard"), "{stderr}");
@@ -90,10 +113,15 @@ fn http_get(port: u16, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_endpoint_and_logs_without_passwords() {
-    let (shards, dir) = tokio::task::spawn_blocking(|| common::start_shards(1)).await.unwrap();
+    let (shards, dir) = tokio::task::spawn_blocking(|| common::start_shards(1))
+        .await
+        .unwrap();
     let port = free_port().unwrap();
     let metrics_port = free_port().unwrap();
-    let text = common::config_for(port, &shards, "").replace("listen = \"\"", &format!("listen = \"127.0.0.1:{metrics_port}\""));
+    let text = common::config_for(port, &shards, "").replace(
+        "listen = \"\"",
+        &format!("listen = \"127.0.0.1:{metrics_port}\""),
+    );
     let path = write_config(&dir.join("cfg"), &text);
     let log_path = dir.join("proxy.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -121,7 +149,9 @@ async fn metrics_endpoint_and_logs_without_passwords() {
         client.query_one("select 1", &[]).await.unwrap();
     }
     let _ = common::connect(&format!("postgres://app:wrong@127.0.0.1:{port}/postgres")).await;
-    let body = tokio::task::spawn_blocking(move || http_get(metrics_port, "/metrics")).await.unwrap();
+    let body = tokio::task::spawn_blocking(move || http_get(metrics_port, "/metrics"))
+        .await
+        .unwrap();
     for needle in [
         "shardgate_clients_connected 1",
         "shardgate_queries_total{shard=\"s0\"}",
@@ -134,7 +164,10 @@ async fn metrics_endpoint_and_logs_without_passwords() {
     drop(client);
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(logs.contains("client connected"), "{logs}");
-    assert!(!logs.contains("secret") && !logs.contains("md5secret"), "a password reached the log:\n{logs}");
+    assert!(
+        !logs.contains("secret") && !logs.contains("md5secret"),
+        "a password reached the log:\n{logs}"
+    );
     for s in &shards {
         let _ = s.stop(true);
     }

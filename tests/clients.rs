@@ -11,8 +11,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{cmd:?} failed:\n{text}");
     text
 }
@@ -21,8 +27,28 @@ fn run(cmd: &mut Command) -> String {
 async fn psql_meta_commands_work() {
     let tc = TestCluster::start(1).await;
     let url = tc.url("app", "secret");
-    run(Command::new("psql").args([&url, "-v", "ON_ERROR_STOP=1", "-c", "create table widgets(id int primary key, name text)"]));
-    let out = run(Command::new("psql").args([&url, "-v", "ON_ERROR_STOP=1", "-c", "\\dt", "-c", "\\d widgets", "-c", "\\l", "-c", "\\dn", "-c", "select 1 as one"]));
+    run(Command::new("psql").args([
+        &url,
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        "create table widgets(id int primary key, name text)",
+    ]));
+    let out = run(Command::new("psql").args([
+        &url,
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        "\\dt",
+        "-c",
+        "\\d widgets",
+        "-c",
+        "\\l",
+        "-c",
+        "\\dn",
+        "-c",
+        "select 1 as one",
+    ]));
     assert!(out.contains("widgets"), "{out}");
     assert!(out.contains("widgets_pkey"), "\\d shows the index:\n{out}");
     assert!(out.contains("template1"), "\\l lists databases:\n{out}");
@@ -35,9 +61,16 @@ async fn pgbench_initialises_and_runs_in_every_mode() {
     let url = tc.url("app", "secret");
     run(Command::new("pgbench").args(["-i", "-s", "1", "-q", &url]));
     for mode in ["simple", "extended", "prepared"] {
-        let out = run(Command::new("pgbench").args(["-M", mode, "-c", "4", "-j", "2", "-t", "50", &url]));
-        assert!(out.contains("number of transactions actually processed: 200/200"), "{mode}:\n{out}");
-        assert!(out.contains("number of failed transactions: 0"), "{mode}:\n{out}");
+        let out =
+            run(Command::new("pgbench").args(["-M", mode, "-c", "4", "-j", "2", "-t", "50", &url]));
+        assert!(
+            out.contains("number of transactions actually processed: 200/200"),
+            "{mode}:\n{out}"
+        );
+        assert!(
+            out.contains("number of failed transactions: 0"),
+            "{mode}:\n{out}"
+        );
     }
 }
 
@@ -50,7 +83,9 @@ fn venv_python() -> PathBuf {
     let wanted = std::fs::read_to_string(&requirements).unwrap();
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-        run(Command::new(&python).args(["-m", "pip", "install", "-q", "-r"]).arg(&requirements));
+        run(Command::new(&python)
+            .args(["-m", "pip", "install", "-q", "-r"])
+            .arg(&requirements));
         std::fs::write(&stamp, wanted).unwrap();
     }
     python
@@ -61,6 +96,11 @@ async fn psycopg3_and_asyncpg_work_unchanged() {
     let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
     let tc = TestCluster::start(1).await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/clients.py");
-    let out = run(Command::new(python).arg(script).env("SHARDGATE_URL", tc.url("app", "secret")));
-    assert!(out.contains("psycopg ok") && out.contains("asyncpg ok"), "{out}");
+    let out = run(Command::new(python)
+        .arg(script)
+        .env("SHARDGATE_URL", tc.url("app", "secret")));
+    assert!(
+        out.contains("psycopg ok") && out.contains("asyncpg ok"),
+        "{out}"
+    );
 }

@@ -41,15 +41,27 @@ async fn simple_query_with_several_statements() {
 async fn extended_query_named_statements_binary_params_and_results() {
     let tc = TestCluster::start(1).await;
     let c = tc.client().await;
-    let stmt = c.prepare_typed("select $1::int8 * 2, $2::text || '!', $3::bytea", &[Type::INT8, Type::TEXT, Type::BYTEA]).await.unwrap();
+    let stmt = c
+        .prepare_typed(
+            "select $1::int8 * 2, $2::text || '!', $3::bytea",
+            &[Type::INT8, Type::TEXT, Type::BYTEA],
+        )
+        .await
+        .unwrap();
     for i in 0..3i64 {
-        let row = c.query_one(&stmt, &[&i, &"hi", &vec![0u8, 255, 7]]).await.unwrap();
+        let row = c
+            .query_one(&stmt, &[&i, &"hi", &vec![0u8, 255, 7]])
+            .await
+            .unwrap();
         assert_eq!(row.get::<_, i64>(0), i * 2);
         assert_eq!(row.get::<_, String>(1), "hi!");
         assert_eq!(row.get::<_, Vec<u8>>(2), vec![0u8, 255, 7]);
     }
     // Unnamed statement path.
-    let row = c.query_one("select $1::float8 + 0.5", &[&1.0f64]).await.unwrap();
+    let row = c
+        .query_one("select $1::float8 + 0.5", &[&1.0f64])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, f64>(0), 1.5);
 }
 
@@ -60,7 +72,8 @@ async fn pipelined_queries_all_answer_in_order() {
     let stmt = c.prepare("select $1::int4 + 100").await.unwrap();
     // tokio-postgres sends every request before reading any response when futures are joined.
     let params: Vec<i32> = (0..50).collect();
-    let refs: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 1]> = params.iter().map(|i| [i as _]).collect();
+    let refs: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 1]> =
+        params.iter().map(|i| [i as _]).collect();
     let futures: Vec<_> = refs.iter().map(|p| c.query_one(&stmt, p)).collect();
     let rows = futures_util::future::join_all(futures).await;
     for (i, r) in rows.into_iter().enumerate() {
@@ -73,7 +86,10 @@ async fn execute_with_row_limit_suspends_the_portal() {
     let tc = TestCluster::start(1).await;
     let mut c = tc.client().await;
     let tx = c.transaction().await.unwrap();
-    let stmt = tx.prepare("select g from generate_series(1, 5) g").await.unwrap();
+    let stmt = tx
+        .prepare("select g from generate_series(1, 5) g")
+        .await
+        .unwrap();
     let portal = tx.bind(&stmt, &[]).await.unwrap();
     let mut sizes = Vec::new();
     let mut all = Vec::new();
@@ -94,7 +110,9 @@ async fn execute_with_row_limit_suspends_the_portal() {
 async fn copy_in_and_copy_out() {
     let tc = TestCluster::start(1).await;
     let c = tc.client().await;
-    c.batch_execute("create table c(id int, v text)").await.unwrap();
+    c.batch_execute("create table c(id int, v text)")
+        .await
+        .unwrap();
     let sink = c.copy_in("copy c from stdin").await.unwrap();
     futures_util::pin_mut!(sink);
     let mut data = String::new();
@@ -104,17 +122,27 @@ async fn copy_in_and_copy_out() {
     sink.send(bytes::Bytes::from(data)).await.unwrap();
     let n = sink.finish().await.unwrap();
     assert_eq!(n, 10_000);
-    let out = c.copy_out("copy (select * from c order by id) to stdout").await.unwrap();
+    let out = c
+        .copy_out("copy (select * from c order by id) to stdout")
+        .await
+        .unwrap();
     let chunks: Vec<bytes::Bytes> = out.try_collect().await.unwrap();
-    let text: String = chunks.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
+    let text: String = chunks
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
     assert_eq!(text.lines().count(), 10_000);
     assert_eq!(text.lines().last(), Some("9999\tvalue 9999"));
     // A COPY the server rejects part-way leaves the session usable.
     let sink = c.copy_in("copy c from stdin").await.unwrap();
     futures_util::pin_mut!(sink);
-    sink.send(bytes::Bytes::from_static(b"1	ok
+    sink.send(bytes::Bytes::from_static(
+        b"1	ok
 not-a-number	bad
-")).await.unwrap();
+",
+    ))
+    .await
+    .unwrap();
     let err = sink.finish().await.unwrap_err();
     assert_eq!(code(&err), "22P02");
     let row = c.query_one("select count(*) from c", &[]).await.unwrap();
@@ -127,10 +155,20 @@ async fn errors_keep_every_field() {
     let c = tc.client().await;
     let e = c.simple_query("select 1/0").await.unwrap_err();
     assert_eq!(code(&e), "22012");
-    let e = c.simple_query("select nosuchcolumn from pg_class").await.unwrap_err();
+    let e = c
+        .simple_query("select nosuchcolumn from pg_class")
+        .await
+        .unwrap_err();
     let db = db_error(&e);
     assert_eq!(db.code().code(), "42703");
-    assert!(matches!(db.position(), Some(tokio_postgres::error::ErrorPosition::Original(8))), "{:?}", db.position());
+    assert!(
+        matches!(
+            db.position(),
+            Some(tokio_postgres::error::ErrorPosition::Original(8))
+        ),
+        "{:?}",
+        db.position()
+    );
     let e = c
         .batch_execute("do $$ begin raise exception 'custom' using errcode = 'P0042', detail = 'the detail', hint = 'the hint'; end $$")
         .await
@@ -141,13 +179,18 @@ async fn errors_keep_every_field() {
     assert_eq!(db.hint(), Some("the hint"));
     assert!(db.where_().is_some(), "context field is forwarded");
     // The session is fine afterwards.
-    assert_eq!(c.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        c.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notices_reach_the_client() {
     let tc = TestCluster::start(1).await;
-    let (client, mut conn) = tokio_postgres::connect(&tc.url("app", "secret"), NoTls).await.unwrap();
+    let (client, mut conn) = tokio_postgres::connect(&tc.url("app", "secret"), NoTls)
+        .await
+        .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
@@ -178,7 +221,10 @@ async fn transaction_status_follows_postgres() {
     assert_eq!(status(&raw.until_ready().await), Some((b'Z', b'E')));
     raw.send(&common::raw::query("select 1")).await;
     let msgs = raw.until_ready().await;
-    let err = msgs.iter().find(|(t, _)| *t == b'E').expect("error in failed transaction");
+    let err = msgs
+        .iter()
+        .find(|(t, _)| *t == b'E')
+        .expect("error in failed transaction");
     assert_eq!(common::raw::field(&err.1, b'C').as_deref(), Some("25P02"));
     raw.send(&common::raw::query("rollback")).await;
     assert_eq!(status(&raw.until_ready().await), Some((b'Z', b'I')));
@@ -193,22 +239,54 @@ async fn greeting_forwards_the_shards_parameters() {
         .filter(|(t, _)| *t == b'S')
         .map(|(_, b)| {
             let parts: Vec<&[u8]> = b.split(|&x| x == 0).collect();
-            (String::from_utf8_lossy(parts[0]).into_owned(), String::from_utf8_lossy(parts[1]).into_owned())
+            (
+                String::from_utf8_lossy(parts[0]).into_owned(),
+                String::from_utf8_lossy(parts[1]).into_owned(),
+            )
         })
         .collect();
-    let version = params.iter().find(|(k, _)| k == "server_version").map(|(_, v)| v.clone());
-    let direct: String = tc.direct(0).await.query_one("show server_version", &[]).await.unwrap().get(0);
+    let version = params
+        .iter()
+        .find(|(k, _)| k == "server_version")
+        .map(|(_, v)| v.clone());
+    let direct: String = tc
+        .direct(0)
+        .await
+        .query_one("show server_version", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(version, Some(direct));
-    assert!(params.iter().any(|(k, v)| k == "client_encoding" && v == "UTF8"));
-    assert!(greeting.iter().any(|(t, _)| *t == b'K'), "BackendKeyData sent");
+    assert!(params
+        .iter()
+        .any(|(k, v)| k == "client_encoding" && v == "UTF8"));
+    assert!(
+        greeting.iter().any(|(t, _)| *t == b'K'),
+        "BackendKeyData sent"
+    );
     assert_eq!(greeting.last().map(|(t, b)| (*t, b[0])), Some((b'Z', b'I')));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_parameters_reach_the_shard() {
     let tc = TestCluster::start(1).await;
-    let url = format!("{}?application_name=myapp&options=-c%20search_path%3Dfoo", tc.url("app", "secret"));
+    let url = format!(
+        "{}?application_name=myapp&options=-c%20search_path%3Dfoo",
+        tc.url("app", "secret")
+    );
     let c = common::connect(&url).await.unwrap();
-    let row = c.query_one("select current_setting('application_name'), current_setting('search_path')", &[]).await.unwrap();
-    assert_eq!((row.get::<_, String>(0).as_str(), row.get::<_, String>(1).as_str()), ("myapp", "foo"));
+    let row = c
+        .query_one(
+            "select current_setting('application_name'), current_setting('search_path')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0).as_str(),
+            row.get::<_, String>(1).as_str()
+        ),
+        ("myapp", "foo")
+    );
 }

@@ -76,6 +76,7 @@ pub struct MetricsConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum AuthMethod {
     /// SCRAM-SHA-256 (the default, as in PostgreSQL 14+).
+    #[serde(rename = "scram-sha-256")]
     ScramSha256,
     /// MD5 challenge-response; needs a plain password or an `md5...` hash in `password`.
     Md5,
@@ -276,6 +277,7 @@ mod tests {
         [[users]]
         name = "app"
         password = "secret"
+        auth = "scram-sha-256"
         [[shards]]
         name = "s0"
         url = "postgres://postgres:pw@127.0.0.1:5433/app"
@@ -341,6 +343,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no [[shards]]"), "{err}");
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let c = Config::from_toml(include_str!("../../config/shardgate.example.toml")).unwrap();
+        assert_eq!(c.shards.len(), 2);
     }
 
     #[test]

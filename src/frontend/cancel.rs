@@ -23,9 +23,12 @@ pub struct ShardKey {
     pub key: (i32, i32),
 }
 
+/// A live session's secret and the shard connections it uses, by proxy pid.
+type Sessions = HashMap<i32, (i32, Vec<ShardKey>)>;
+
 #[derive(Debug, Default, Clone)]
 pub struct CancelRegistry {
-    inner: Arc<Mutex<HashMap<i32, (i32, Vec<ShardKey>)>>>,
+    inner: Arc<Mutex<Sessions>>,
 }
 
 impl CancelRegistry {

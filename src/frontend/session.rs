@@ -103,8 +103,17 @@ pub async fn run(
     if let Some(err) = last_words {
         super::handshake::send_fatal(&mut client_tx, &err).await;
     }
-    let in_flight = !state.lock().expect("relay state poisoned").events.is_empty();
-    if in_flight && matches!(outcome, SessionEnd::ClientGone | SessionEnd::Shutdown | SessionEnd::ProtocolViolation(_)) {
+    let in_flight = !state
+        .lock()
+        .expect("relay state poisoned")
+        .events
+        .is_empty();
+    if in_flight
+        && matches!(
+            outcome,
+            SessionEnd::ClientGone | SessionEnd::Shutdown | SessionEnd::ProtocolViolation(_)
+        )
+    {
         // PostgreSQL only notices a closed socket when it next writes, so a long query of a
         // vanished client would run on; cancel it so its locks and snapshot go now.
         let target = &ctx.shards[shard];

@@ -38,7 +38,11 @@ pub struct TestCluster {
 /// Starts `n` shards (no proxy yet).
 pub fn start_shards(n: usize) -> (Vec<LocalCluster>, PathBuf) {
     let install = PgInstall::find().expect("PostgreSQL server binaries are needed for the tests");
-    let dir = std::env::temp_dir().join(format!("shardgate-test-{}-{}", std::process::id(), rand_suffix()));
+    let dir = std::env::temp_dir().join(format!(
+        "shardgate-test-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
     install.make_owned_dir(&dir).unwrap();
     let mut shards = Vec::new();
     for i in 0..n {
@@ -46,7 +50,13 @@ pub fn start_shards(n: usize) -> (Vec<LocalCluster>, PathBuf) {
         // A port can be taken between choosing and binding it; try a few.
         for _ in 0..5 {
             let port = free_port().unwrap();
-            let c = LocalCluster::create_or_reuse(&install, &dir.join(format!("s{i}")), port, ClusterOptions::for_tests()).unwrap();
+            let c = LocalCluster::create_or_reuse(
+                &install,
+                &dir.join(format!("s{i}")),
+                port,
+                ClusterOptions::for_tests(),
+            )
+            .unwrap();
             match c.start() {
                 Ok(()) => {
                     shards.push(c);
@@ -71,9 +81,14 @@ fn rand_suffix() -> u64 {
 
 /// Config text for a proxy on `port` in front of `shards`, with `extra` appended.
 pub fn config_for(port: u16, shards: &[LocalCluster], extra: &str) -> String {
-    let mut text = format!("[server]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n[metrics]\nlisten = \"\"\n{USERS}");
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n[metrics]\nlisten = \"\"\n{USERS}"
+    );
     for (i, s) in shards.iter().enumerate() {
-        text.push_str(&format!("\n[[shards]]\nname = \"s{i}\"\nurl = \"{}\"\n", s.url("postgres")));
+        text.push_str(&format!(
+            "\n[[shards]]\nname = \"s{i}\"\nurl = \"{}\"\n",
+            s.url("postgres")
+        ));
     }
     text
 }
@@ -86,7 +101,9 @@ impl TestCluster {
 
     /// As `start`, with extra `[server]` keys.
     pub async fn start_with(n: usize, server_extra: &str) -> TestCluster {
-        let (shards, dir) = tokio::task::spawn_blocking(move || start_shards(n)).await.unwrap();
+        let (shards, dir) = tokio::task::spawn_blocking(move || start_shards(n))
+            .await
+            .unwrap();
         let port = free_port().unwrap();
         let config = Config::from_toml(&config_for(port, &shards, server_extra)).unwrap();
         let proxy = Proxy::start(&config).await.expect("proxy starts");
@@ -100,17 +117,24 @@ impl TestCluster {
     }
 
     pub fn url(&self, user: &str, password: &str) -> String {
-        format!("postgres://{user}:{password}@127.0.0.1:{}/postgres", self.port)
+        format!(
+            "postgres://{user}:{password}@127.0.0.1:{}/postgres",
+            self.port
+        )
     }
 
     /// A tokio-postgres client through the proxy as `app`.
     pub async fn client(&self) -> Client {
-        connect(&self.url("app", "secret")).await.expect("client connects through the proxy")
+        connect(&self.url("app", "secret"))
+            .await
+            .expect("client connects through the proxy")
     }
 
     /// A tokio-postgres client straight to shard `i`.
     pub async fn direct(&self, i: usize) -> Client {
-        connect(&self.shards[i].url("postgres")).await.expect("direct connection to shard")
+        connect(&self.shards[i].url("postgres"))
+            .await
+            .expect("direct connection to shard")
     }
 }
 
@@ -133,9 +157,12 @@ impl Drop for TestCluster {
 
 /// The SQLSTATE of a tokio-postgres error, if the server sent one.
 pub fn code(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("<no sqlstate: {e}>"))
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("<no sqlstate: {e}>"))
 }
 
 pub fn db_error(e: &tokio_postgres::Error) -> &tokio_postgres::error::DbError {
-    e.as_db_error().unwrap_or_else(|| panic!("expected a server error, got {e}"))
+    e.as_db_error()
+        .unwrap_or_else(|| panic!("expected a server error, got {e}"))
 }

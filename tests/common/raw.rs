@@ -46,7 +46,11 @@ impl Raw {
     /// Connects and logs in as the trust user; returns the greeting messages.
     pub async fn login(port: u16) -> (Raw, Vec<(u8, Vec<u8>)>) {
         let mut raw = Raw::connect(port).await;
-        raw.send(&startup_packet(196608, &[("user", "trustuser"), ("database", "postgres")])).await;
+        raw.send(&startup_packet(
+            196608,
+            &[("user", "trustuser"), ("database", "postgres")],
+        ))
+        .await;
         let greeting = raw.until_ready().await;
         (raw, greeting)
     }
@@ -65,7 +69,10 @@ impl Raw {
             self.stream.read_exact(&mut body).await.ok()?;
             Some((head[0], body))
         };
-        tokio::time::timeout(Duration::from_secs(10), read).await.ok().flatten()
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// One byte (the answer to SSLRequest / GSSENCRequest).

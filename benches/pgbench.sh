@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# End-to-end throughput: pgbench -S (8 clients) in simple, extended and prepared mode, directly
+# against PostgreSQL, through PgBouncer (transaction mode) and through shardgate, in interleaved
+# rounds on the same server in the same run. Prints TPS per target and the ratios.
+#
+#   benches/pgbench.sh [DURATION_SECONDS=10] [ROUNDS=2]
+#
+# Uses `shardgate demo --shards 1` for the server and the proxy; installs PgBouncer if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+ROUNDS=${2:-2}
+CLIENTS=8
+BASE=${BENCH_PORT:-16432}
+PG_PORT=$((BASE + 1))
+BOUNCER_PORT=$((BASE + 100))
+WORK=$(mktemp -d /tmp/shardgate-bench.XXXXXX)
+chmod 755 "$WORK"
+
+if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer
+fi
+PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+
+cargo build --release -q
+./target/release/shardgate --log-level warn demo --shards 1 --port "$BASE" --metrics-port $((BASE + 200)) --dir "$WORK/demo" >"$WORK/demo.log" 2>&1 &
+DEMO=$!
+cleanup() {
+    kill "$DEMO" 2>/dev/null || true
+    [ -n "${BOUNCER:-}" ] && kill "$BOUNCER" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+for _ in $(seq 100); do grep -q "press Ctrl-C" "$WORK/demo.log" && break; sleep 0.2; done
+grep -q "press Ctrl-C" "$WORK/demo.log" || { cat "$WORK/demo.log"; exit 1; }
+
+cat >"$WORK/pgbouncer.ini" <<INI
+[databases]
+postgres = host=127.0.0.1 port=$PG_PORT dbname=postgres user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $WORK/userlist.txt
+pool_mode = transaction
+default_pool_size = $CLIENTS
+max_client_conn = 100
+logfile = $WORK/pgbouncer.log
+INI
+echo '"postgres" ""' >"$WORK/userlist.txt"
+chown -R postgres "$WORK/pgbouncer.ini" "$WORK/userlist.txt" 2>/dev/null || true
+if [ "$(id -u)" = 0 ]; then
+    chmod 777 "$WORK"
+    runuser -u postgres -- "$PGBOUNCER" "$WORK/pgbouncer.ini" &
+else
+    "$PGBOUNCER" "$WORK/pgbouncer.ini" &
+fi
+BOUNCER=$!
+sleep 1
+
+DIRECT="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+BOUNCED="postgres://postgres@127.0.0.1:$BOUNCER_PORT/postgres"
+PROXIED="postgres://app:app@127.0.0.1:$BASE/postgres"
+pgbench -i -s 10 -q "$DIRECT" >/dev/null 2>&1
+
+declare -A SUM
+run() { # mode target url
+    local out tps
+    out=$(pgbench -S -M "$1" -c $CLIENTS -j 2 -T "$DURATION" "$3" 2>&1) || true
+    tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
+    if [ -z "$tps" ] || grep -q "number of failed transactions: [1-9]" <<<"$out"; then
+        echo "  $1 $2: FAILED"; sed 's/^/    /' <<<"$out" | tail -5
+        tps=0
+    else
+        echo "  $1 $2: $tps tps"
+    fi
+    SUM[$1,$2]=$(awk -v a="${SUM[$1,$2]:-0}" -v b="$tps" 'BEGIN{print a+b}')
+}
+for round in $(seq "$ROUNDS"); do
+    echo "round $round"
+    for mode in simple extended prepared; do
+        run "$mode" direct "$DIRECT"
+        run "$mode" pgbouncer "$BOUNCED"
+        run "$mode" shardgate "$PROXIED"
+    done
+done
+
+echo
+echo "pgbench -S, $CLIENTS clients, ${DURATION}s x $ROUNDS rounds (mean TPS)"
+printf "%-9s %10s %10s %10s %12s %12s %14s\n" mode direct pgbouncer shardgate "sg/direct" "pgb/direct" "sg/pgbouncer"
+for mode in simple extended prepared; do
+    awk -v m="$mode" -v r="$ROUNDS" -v d="${SUM[$mode,direct]}" -v p="${SUM[$mode,pgbouncer]}" -v s="${SUM[$mode,shardgate]}" \
+        'BEGIN{d/=r; p/=r; s/=r; printf "%-9s %10.0f %10.0f %10.0f %12.2f %12.2f %14s\n", m, d, p, s, (d?s/d:0), (d?p/d:0), (p?sprintf("%.2f", s/p):"n/a")}'
+done
