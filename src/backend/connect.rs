@@ -216,23 +216,12 @@ async fn read_message(
 }
 
 fn startup_message(target: &ShardTarget, extra: &[(String, String)], out: &mut BytesMut) {
-    let start = out.len();
-    out.put_i32(0);
-    out.put_i32(196608);
-    let mut put = |k: &str, v: &str| {
-        out.put_slice(k.as_bytes());
-        out.put_u8(0);
-        out.put_slice(v.as_bytes());
-        out.put_u8(0);
-    };
-    put("user", &target.user);
-    put("database", &target.dbname);
-    for (k, v) in extra {
-        put(k, v);
-    }
-    out.put_u8(0);
-    let len = (out.len() - start) as i32;
-    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    let mut params = vec![
+        ("user", target.user.as_str()),
+        ("database", target.dbname.as_str()),
+    ];
+    params.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    crate::protocol::build::startup(196608, &params, out);
 }
 
 fn password_message(password: &[u8], out: &mut BytesMut) {

@@ -85,6 +85,22 @@ pub fn negotiate_protocol_version(unsupported: &[String], buf: &mut BytesMut) {
     buf[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
 }
 
+/// A StartupMessage (or, with another code, any untyped opening packet) with these parameters.
+pub fn startup(code: u32, params: &[(&str, &str)], buf: &mut BytesMut) {
+    let start = buf.len();
+    buf.put_i32(0);
+    buf.put_u32(code);
+    for (k, v) in params {
+        buf.put_slice(k.as_bytes());
+        buf.put_u8(0);
+        buf.put_slice(v.as_bytes());
+        buf.put_u8(0);
+    }
+    buf.put_u8(0);
+    let len = (buf.len() - start) as i32;
+    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
 /// A simple-protocol Query message (used toward shards).
 pub fn query(sql: &str, buf: &mut BytesMut) {
     buf.put_u8(b'Q');

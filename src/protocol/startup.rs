@@ -114,16 +114,11 @@ fn protocol_error(message: String) -> PgError {
 mod tests {
     use super::*;
 
+    /// The packet body (after the length) as `decode` receives it.
     fn startup(code: u32, params: &[(&str, &str)]) -> Vec<u8> {
-        let mut body = code.to_be_bytes().to_vec();
-        for (k, v) in params {
-            body.extend_from_slice(k.as_bytes());
-            body.push(0);
-            body.extend_from_slice(v.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        body
+        let mut buf = bytes::BytesMut::new();
+        crate::protocol::build::startup(code, params, &mut buf);
+        buf[4..].to_vec()
     }
 
     #[test]

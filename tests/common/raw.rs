@@ -10,17 +10,9 @@ pub struct Raw {
 }
 
 pub fn startup_packet(version: u32, params: &[(&str, &str)]) -> Vec<u8> {
-    let mut body = version.to_be_bytes().to_vec();
-    for (k, v) in params {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut out = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    out.extend(body);
-    out
+    let mut buf = bytes::BytesMut::new();
+    shardgate::protocol::build::startup(version, params, &mut buf);
+    buf.to_vec()
 }
 
 pub fn message(tag: u8, body: &[u8]) -> Vec<u8> {
