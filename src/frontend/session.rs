@@ -33,6 +33,8 @@ pub enum SessionEnd {
     Terminated,
     ClientGone,
     ShardGone(String),
+    /// The shard sent FATAL (already forwarded) and closed.
+    ShardFatal(String),
     ProtocolViolation(String),
     Shutdown,
 }
@@ -43,6 +45,7 @@ impl fmt::Display for SessionEnd {
             SessionEnd::Terminated => f.write_str("terminate"),
             SessionEnd::ClientGone => f.write_str("client closed the connection"),
             SessionEnd::ShardGone(s) => write!(f, "lost connection to shard {s}"),
+            SessionEnd::ShardFatal(s) => write!(f, "shard {s} ended the session with FATAL"),
             SessionEnd::ProtocolViolation(e) => write!(f, "protocol violation: {e}"),
             SessionEnd::Shutdown => f.write_str("proxy shutting down"),
         }
@@ -161,7 +164,8 @@ async fn client_to_shard(
                 }
                 Scan::Whole { tag, len } => {
                     if tag == b'X' {
-                        let _ = tx.write_all(&buf[..ready]).await;
+                        // Forward Terminate too, so the shard logs a clean goodbye, not an EOF.
+                        let _ = tx.write_all(&buf[..ready + len]).await;
                         return SessionEnd::Terminated;
                     }
                     let sql = {
@@ -274,7 +278,7 @@ async fn shard_to_client(
             Ok(0) | Err(_) => {
                 // A shard that sent FATAL has already told the client why it is closing.
                 return if fatal_seen {
-                    SessionEnd::ClientGone
+                    SessionEnd::ShardFatal(shard_name.to_string())
                 } else {
                     SessionEnd::ShardGone(shard_name.to_string())
                 };
