@@ -63,7 +63,7 @@ fn main() -> ExitCode {
                 metrics_port,
                 dir,
             };
-            match runtime().block_on(shardgate::demo::run(opts)) {
+            match runtime(1).block_on(shardgate::demo::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
@@ -76,7 +76,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
-            match runtime().block_on(serve(config)) {
+            match runtime(config.server.worker_threads).block_on(serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
@@ -102,8 +102,9 @@ async fn serve(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
         .expect("tokio runtime")

@@ -60,6 +60,11 @@ pub struct ServerConfig {
     /// Seconds to wait for a shard connection to be established. Default 5.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
+    /// Threads running client sessions. Default 1: a relay does little work per message, and on
+    /// machines shared with PostgreSQL one thread avoids cross-thread wake-ups; raise it when the
+    /// proxy has cores of its own.
+    #[serde(default = "default_worker_threads")]
+    pub worker_threads: usize,
 }
 
 /// `[metrics]`
@@ -140,6 +145,9 @@ fn default_max_message_bytes() -> usize {
 fn default_connect_timeout() -> u64 {
     5
 }
+fn default_worker_threads() -> usize {
+    1
+}
 fn default_auth() -> AuthMethod {
     AuthMethod::ScramSha256
 }
@@ -150,6 +158,7 @@ impl Default for ServerConfig {
             listen: default_listen(),
             max_message_bytes: default_max_message_bytes(),
             connect_timeout_secs: default_connect_timeout(),
+            worker_threads: default_worker_threads(),
         }
     }
 }
@@ -192,6 +201,9 @@ impl Config {
                 "metrics.listen = {:?} is not an address like \"127.0.0.1:9930\"",
                 self.metrics.listen
             ));
+        }
+        if self.server.worker_threads == 0 {
+            return invalid("server.worker_threads must be at least 1".into());
         }
         if self.server.max_message_bytes < 1024 {
             return invalid("server.max_message_bytes must be at least 1024".into());
