@@ -47,15 +47,14 @@ auth_file = $WORK/userlist.txt
 pool_mode = transaction
 default_pool_size = $CLIENTS
 max_client_conn = 100
-logfile = $WORK/pgbouncer.log
 INI
 echo '"postgres" ""' >"$WORK/userlist.txt"
 chown -R postgres "$WORK/pgbouncer.ini" "$WORK/userlist.txt" 2>/dev/null || true
 if [ "$(id -u)" = 0 ]; then
     chmod 777 "$WORK"
-    runuser -u postgres -- "$PGBOUNCER" "$WORK/pgbouncer.ini" &
+    runuser -u postgres -- "$PGBOUNCER" -q "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
 else
-    "$PGBOUNCER" "$WORK/pgbouncer.ini" &
+    "$PGBOUNCER" -q "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
 fi
 BOUNCER=$!
 sleep 1
