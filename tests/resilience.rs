@@ -85,20 +85,14 @@ async fn shard_closing_mid_session_reports_08006() {
         .unwrap();
     // Kill the shard backend process without a goodbye, as a crash or network cut would.
     let pid: i32 = pid.parse().unwrap();
-    unsafe { libc_kill(pid) };
+    // SAFETY: signalling a process of the test's own shard.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
     raw.send(&query("select 1")).await;
     let msgs = raw.until_ready().await;
     let err = msgs.iter().find(|(t, _)| *t == b'E').expect("an error");
     assert_eq!(field(&err.1, b'C').as_deref(), Some("08006"));
     assert!(field(&err.1, b'M').unwrap().contains("shard s0"));
     assert!(raw.is_closed().await);
-}
-
-unsafe fn libc_kill(pid: i32) {
-    extern "C" {
-        fn kill(pid: i32, sig: i32) -> i32;
-    }
-    kill(pid, 9);
 }
 
 /// Each bad input ends only its own connection; `witness` runs queries throughout.

@@ -13,7 +13,8 @@ pub struct PgInstall {
 }
 
 impl PgInstall {
-    /// `$SHARDGATE_PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`, else `pg_config --bindir`.
+    /// `$SHARDGATE_PG_BIN` if set (and then only there), else the newest
+    /// `/usr/lib/postgresql/*/bin`, else `pg_config --bindir`.
     pub fn find() -> Result<PgInstall, LocalPgError> {
         let bin_dir = candidates()
             .into_iter()
@@ -145,7 +146,7 @@ impl PgInstall {
 fn candidates() -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(dir) = std::env::var("SHARDGATE_PG_BIN") {
-        out.push(PathBuf::from(dir));
+        return vec![PathBuf::from(dir)];
     }
     if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
         let mut versions: Vec<(u32, PathBuf)> = entries

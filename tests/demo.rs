@@ -1,0 +1,101 @@
+//! `shardgate demo` as a user runs it: it starts its shards and proxy, serves psql, stops
+//! everything on Ctrl-C, keeps its data for the next run, and says what to install when
+//! PostgreSQL is missing.
+
+use shardgate::localpg::free_port;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shardgate");
+
+/// Starts the demo and waits for its connection hint; returns the child and the psql URL.
+fn start_demo(dir: &std::path::Path, port: u16) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args([
+            "demo",
+            "--shards",
+            "1",
+            "--port",
+            &port.to_string(),
+            "--metrics-port",
+            &free_port().unwrap().to_string(),
+            "--dir",
+        ])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut url = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.trim().strip_prefix("psql \"") {
+            url = Some(rest.trim_end_matches('"').to_string());
+        }
+        if line.contains("press Ctrl-C") {
+            break;
+        }
+    }
+    // Keep draining stdout so the demo never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, url.expect("demo prints a psql command"))
+}
+
+fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn interrupt_and_wait(mut child: Child) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "demo exits cleanly on Ctrl-C: {status}");
+}
+
+#[test]
+fn demo_serves_psql_stops_on_ctrl_c_and_keeps_its_data() {
+    let dir = std::env::temp_dir().join(format!("shardgate-demo-test-{}", std::process::id()));
+    let port = free_port().unwrap();
+    let (child, url) = start_demo(&dir, port);
+    assert_eq!(psql(&url, "select 1"), "1");
+    psql(
+        &url,
+        "create table kept(v text); insert into kept values ('still here')",
+    );
+    interrupt_and_wait(child);
+    let status = Command::new("pg_isready")
+        .args(["-h", "127.0.0.1", "-p", &(port + 1).to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        !status.status.success(),
+        "the shard was stopped with the demo"
+    );
+
+    let (child, url) = start_demo(&dir, port);
+    assert_eq!(psql(&url, "select v from kept"), "still here");
+    interrupt_and_wait(child);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn demo_without_postgres_says_what_to_install() {
+    let out = Command::new(BIN)
+        .args(["demo", "--dir", "/nonexistent-shardgate-demo"])
+        .env("SHARDGATE_PG_BIN", "/nonexistent-pg-bin")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("apt-get install postgresql"), "{stderr}");
+}
