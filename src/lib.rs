@@ -14,6 +14,7 @@ pub mod error;
 pub mod frontend;
 pub mod localpg;
 pub mod metrics;
+pub mod placement;
 pub mod protocol;
 pub mod router;
 pub mod server;

@@ -22,6 +22,18 @@ struct Cli {
 enum Cmd {
     /// Validate a config file and print what it configures.
     CheckConfig { file: PathBuf },
+    /// Print the slot and shard that own a key of a sharded table.
+    Route {
+        #[arg(long, short)]
+        config: PathBuf,
+        table: String,
+        key: String,
+    },
+    /// Print the slot table as a `[placement.slots]` block, to pin it in the config.
+    Slots {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Start local PostgreSQL shards and a proxy in front of them.
     Demo {
         /// Number of shards.
@@ -47,6 +59,32 @@ fn main() -> ExitCode {
             Ok(config) => {
                 print!("{}", config.summary());
                 println!("config OK");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Some(Cmd::Route { config, table, key }) => {
+            let placement = match Config::load(&config).and_then(|c| {
+                c.placement()
+                    .map_err(shardgate::config::ConfigError::Invalid)
+            }) {
+                Ok(p) => p,
+                Err(e) => return fail(e),
+            };
+            match placement.route_text(&table, &key) {
+                Ok((slot, shard)) => {
+                    println!("table={table} key={key} slot={slot} shard={shard}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Some(Cmd::Slots { config }) => match Config::load(&config).and_then(|c| {
+            c.placement()
+                .map_err(shardgate::config::ConfigError::Invalid)
+        }) {
+            Ok(p) => {
+                print!("{}", p.slots.to_config(&p.shard_names));
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),

@@ -9,8 +9,9 @@ mod shard_target;
 
 pub use shard_target::{ShardHost, ShardTarget};
 
+use crate::placement::{KeyType, Placement, SlotTable, TableRule};
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -44,6 +45,37 @@ pub struct Config {
     /// The PostgreSQL servers behind the proxy, in order. At least one is required.
     #[serde(default)]
     pub shards: Vec<ShardConfig>,
+    /// Sharded and reference tables, by table name. Default: none.
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableConfig>,
+    /// Slot table pinning. Default: derived from the shard names.
+    #[serde(default)]
+    pub placement: PlacementConfig,
+}
+
+/// `[tables.<name>]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Column whose value decides the shard. Required unless `reference = true`.
+    #[serde(default)]
+    pub shard_key: Option<String>,
+    /// `bigint`, `integer`, `smallint`, `text` or `uuid`. Required with `shard_key`.
+    #[serde(default)]
+    pub key_type: Option<String>,
+    /// A full copy on every shard. Default false.
+    #[serde(default)]
+    pub reference: bool,
+}
+
+/// `[placement]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementConfig {
+    /// Shard name → slot ranges (`"0-340,512-600"`), covering slots 0..1023 exactly once.
+    /// `shardgate slots --config FILE` prints the derived table in this form, to pin it.
+    #[serde(default)]
+    pub slots: Option<BTreeMap<String, String>>,
 }
 
 /// `[server]`
@@ -222,6 +254,7 @@ impl Config {
             ShardTarget::parse(&shard.url)
                 .map_err(|e| ConfigError::Invalid(format!("shard {:?}: url: {e}", shard.name)))?;
         }
+        self.placement().map_err(ConfigError::Invalid)?;
         if self.users.is_empty() {
             return invalid("no [[users]] configured: nobody could connect".into());
         }
@@ -234,6 +267,42 @@ impl Config {
                 .map_err(|e| ConfigError::Invalid(format!("user {:?}: {e}", user.name)))?;
         }
         Ok(())
+    }
+
+    /// Table rules and the slot table.
+    pub fn placement(&self) -> Result<Placement, String> {
+        let shard_names: Vec<String> = self.shards.iter().map(|s| s.name.clone()).collect();
+        let mut tables = HashMap::new();
+        for (name, t) in &self.tables {
+            let rule = match (t.reference, &t.shard_key, &t.key_type) {
+                (true, None, None) => TableRule::Reference,
+                (true, _, _) => {
+                    return Err(format!(
+                        "tables.{name}: a reference table has no shard_key or key_type"
+                    ))
+                }
+                (false, Some(col), Some(ty)) => TableRule::Sharded {
+                    key_column: col.to_ascii_lowercase(),
+                    key_type: KeyType::parse(ty).map_err(|e| format!("tables.{name}: {e}"))?,
+                },
+                (false, None, _) => {
+                    return Err(format!(
+                        "tables.{name}: needs shard_key (or reference = true)"
+                    ))
+                }
+                (false, Some(_), None) => return Err(format!("tables.{name}: needs key_type")),
+            };
+            tables.insert(name.to_ascii_lowercase(), rule);
+        }
+        let slots = match &self.placement.slots {
+            Some(map) => SlotTable::from_ranges(&shard_names, map)?,
+            None => SlotTable::derive(&shard_names),
+        };
+        Ok(Placement {
+            tables,
+            slots,
+            shard_names,
+        })
     }
 
     /// The parsed connection target of every shard, in config order.
@@ -264,6 +333,23 @@ impl Config {
         for t in self.shard_targets() {
             out.push_str(&format!("  {}: {}\n", t.name, t.describe()));
         }
+        if !self.tables.is_empty() {
+            out.push_str(&format!("tables ({}):\n", self.tables.len()));
+            for (name, t) in &self.tables {
+                match (&t.shard_key, &t.key_type) {
+                    (Some(k), Some(ty)) => {
+                        out.push_str(&format!("  {name}: sharded by {k} ({ty})\n"))
+                    }
+                    _ => out.push_str(&format!("  {name}: reference (copy on every shard)\n")),
+                }
+            }
+        }
+        let pinned = if self.placement.slots.is_some() {
+            "pinned"
+        } else {
+            "derived from shard names"
+        };
+        out.push_str(&format!("slot table: 1024 slots, {pinned}\n"));
         out.push_str(&format!("users ({}):\n", self.users.len()));
         for u in &self.users {
             let method = match u.auth {
@@ -355,6 +441,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no [[shards]]"), "{err}");
+    }
+
+    #[test]
+    fn tables_are_checked() {
+        let ok = format!("{GOOD}\n[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.countries]\nreference = true\n");
+        let c = Config::from_toml(&ok).unwrap();
+        let p = c.placement().unwrap();
+        assert!(matches!(
+            p.rule("public.accounts"),
+            Some(TableRule::Sharded { .. })
+        ));
+        assert_eq!(p.rule("\"countries\""), Some(&TableRule::Reference));
+        for (bad, needle) in [
+            ("[tables.t]\nkey_type = \"bigint\"", "needs shard_key"),
+            ("[tables.t]\nshard_key = \"id\"", "needs key_type"),
+            (
+                "[tables.t]\nshard_key = \"id\"\nkey_type = \"float\"",
+                "not supported",
+            ),
+            (
+                "[tables.t]\nreference = true\nshard_key = \"id\"",
+                "reference table",
+            ),
+        ] {
+            let err = Config::from_toml(&format!("{GOOD}\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
     }
 
     #[test]

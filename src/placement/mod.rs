@@ -1,0 +1,68 @@
+//! Placement: which shard owns a row. Key → PostgreSQL's partition hash of the typed key value
+//! → slot = hash mod 1024 → shard by the slot table. Stable across restarts and proxy instances
+//! (nothing depends on process state), computable in SQL (`KeyType::slot_sql`), and pinnable.
+
+pub mod hash;
+pub mod key;
+pub mod slots;
+
+pub use key::{KeyType, KeyValue};
+pub use slots::{SlotTable, SLOT_COUNT};
+
+use std::collections::HashMap;
+
+/// How one table is placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableRule {
+    Sharded {
+        key_column: String,
+        key_type: KeyType,
+    },
+    /// A full copy on every shard.
+    Reference,
+}
+
+/// The cluster's placement: table rules and the slot table.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub tables: HashMap<String, TableRule>,
+    pub slots: SlotTable,
+    pub shard_names: Vec<String>,
+}
+
+impl Placement {
+    pub fn slot_of(key: &KeyValue) -> u32 {
+        (key.partition_hash() % SLOT_COUNT as u64) as u32
+    }
+
+    pub fn shard_of(&self, key: &KeyValue) -> usize {
+        self.slots.shard_of_slot(Placement::slot_of(key))
+    }
+
+    /// The rule for a table name as written in SQL (schema-qualified or not, quoted or not).
+    pub fn rule(&self, name: &str) -> Option<&TableRule> {
+        let unquoted = name.replace('"', "");
+        let bare = unquoted.rsplit('.').next().unwrap_or(&unquoted);
+        self.tables
+            .get(bare)
+            .or_else(|| self.tables.get(&bare.to_ascii_lowercase()))
+    }
+
+    /// `(slot, shard name)` for a key given as text, for `shardgate route` and `SHOW`.
+    pub fn route_text(&self, table: &str, key: &str) -> Result<(u32, String), String> {
+        match self.rule(table) {
+            None => Err(format!("table {table:?} is not declared in the config")),
+            Some(TableRule::Reference) => Err(format!(
+                "table {table:?} is a reference table: every shard holds all of it"
+            )),
+            Some(TableRule::Sharded { key_type, .. }) => {
+                let value = KeyValue::from_text(*key_type, key)?;
+                let slot = Placement::slot_of(&value);
+                Ok((
+                    slot,
+                    self.shard_names[self.slots.shard_of_slot(slot)].clone(),
+                ))
+            }
+        }
+    }
+}
