@@ -1,0 +1,146 @@
+//! Bound parameter values as a Bind message carries them, for routing by `$n`.
+
+use crate::placement::{KeyType, KeyValue};
+use bytes::Bytes;
+
+/// Parameters of one execution: values, per-value format codes (0 text, 1 binary) as Bind
+/// gives them (none = all text, one = applies to all).
+#[derive(Debug, Default, Clone)]
+pub struct Params {
+    pub values: Vec<Option<Bytes>>,
+    pub formats: Vec<i16>,
+}
+
+impl Params {
+    fn format_of(&self, i: usize) -> i16 {
+        match self.formats.len() {
+            0 => 0,
+            1 => self.formats[0],
+            _ => self.formats.get(i).copied().unwrap_or(0),
+        }
+    }
+
+    /// `$n` (1-based) as a key value. `Ok(None)` means SQL NULL (matches no row).
+    pub fn key(&self, n: usize, ty: KeyType) -> Result<Option<KeyValue>, String> {
+        let i = n.checked_sub(1).ok_or("parameter $0")?;
+        let Some(slot) = self.values.get(i) else {
+            return Err(format!("there is no parameter ${n}"));
+        };
+        let Some(bytes) = slot else { return Ok(None) };
+        if self.format_of(i) == 1 {
+            KeyValue::from_binary(ty, bytes).map(Some)
+        } else {
+            let s = std::str::from_utf8(bytes).map_err(|_| "parameter is not UTF-8".to_string())?;
+            KeyValue::from_text(ty, s).map(Some)
+        }
+    }
+
+    /// `$n` as an array of keys (for `= ANY($n)`), in text (`{1,2}`) or binary array format.
+    pub fn key_array(&self, n: usize, ty: KeyType) -> Result<Vec<KeyValue>, String> {
+        let i = n.checked_sub(1).ok_or("parameter $0")?;
+        let Some(Some(bytes)) = self.values.get(i) else {
+            return Ok(vec![]);
+        };
+        if self.format_of(i) == 1 {
+            binary_array(bytes, ty)
+        } else {
+            let s = std::str::from_utf8(bytes).map_err(|_| "parameter is not UTF-8".to_string())?;
+            text_array(s, ty)
+        }
+    }
+}
+
+fn text_array(s: &str, ty: KeyType) -> Result<Vec<KeyValue>, String> {
+    let inner = s
+        .trim()
+        .strip_prefix('{')
+        .and_then(|r| r.strip_suffix('}'))
+        .ok_or_else(|| format!("{s:?} is not an array literal"))?;
+    if inner.contains('"') || inner.contains('\\') || inner.contains('{') {
+        return Err("quoted or nested array elements are not supported for routing".into());
+    }
+    inner
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("null"))
+        .map(|e| KeyValue::from_text(ty, e))
+        .collect()
+}
+
+fn binary_array(b: &[u8], ty: KeyType) -> Result<Vec<KeyValue>, String> {
+    let int = |at: usize| -> Result<i32, String> {
+        b.get(at..at + 4)
+            .map(|s| i32::from_be_bytes(s.try_into().expect("4 bytes")))
+            .ok_or_else(|| "truncated binary array".to_string())
+    };
+    let ndim = int(0)?;
+    if ndim == 0 {
+        return Ok(vec![]);
+    }
+    if ndim != 1 {
+        return Err("only one-dimensional arrays route".into());
+    }
+    let len = int(12)? as usize;
+    let mut at = 20;
+    let mut out = Vec::with_capacity(len);
+    for _ in 0..len {
+        let n = int(at)?;
+        at += 4;
+        if n < 0 {
+            continue;
+        }
+        let n = n as usize;
+        let elem = b.get(at..at + n).ok_or("truncated binary array")?;
+        out.push(KeyValue::from_binary(ty, elem)?);
+        at += n;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_and_binary_params() {
+        let p = Params {
+            values: vec![
+                Some(Bytes::from_static(b"42")),
+                Some(Bytes::from(7i64.to_be_bytes().to_vec())),
+                None,
+            ],
+            formats: vec![0, 1, 0],
+        };
+        assert_eq!(
+            p.key(1, KeyType::Integer).unwrap(),
+            Some(KeyValue::Integer(42))
+        );
+        assert_eq!(
+            p.key(2, KeyType::Integer).unwrap(),
+            Some(KeyValue::Integer(7))
+        );
+        assert_eq!(p.key(3, KeyType::Integer).unwrap(), None);
+        assert!(p.key(4, KeyType::Integer).is_err());
+    }
+
+    #[test]
+    fn arrays() {
+        assert_eq!(
+            text_array("{1, 2,NULL}", KeyType::Integer).unwrap().len(),
+            2
+        );
+        // int8[] {5, 6} in binary: ndim 1, flags 0, elemtype 20, dim 2, lbound 1, then elements.
+        let mut b = Vec::new();
+        for v in [1i32, 0, 20, 2, 1] {
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+        for v in [5i64, 6] {
+            b.extend_from_slice(&8i32.to_be_bytes());
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+        assert_eq!(
+            binary_array(&b, KeyType::Integer).unwrap(),
+            vec![KeyValue::Integer(5), KeyValue::Integer(6)]
+        );
+    }
+}

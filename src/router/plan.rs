@@ -1,0 +1,1088 @@
+//! Planning one statement for a cluster of several shards: run it on one shard, scatter it and
+//! merge, broadcast it, handle it as session or transaction control, answer it in the proxy, or
+//! refuse it with a reason. The planner only decides; `executor` carries plans out.
+//!
+//! Refusals are deliberate: a statement whose rows could be on several shards in a way the
+//! merger cannot reproduce exactly, or a write that would need an atomic commit on several shards
+//! (two-phase commit is not built yet), gets SQLSTATE 0A000 with a hint, never a guess.
+
+use super::keys::{keys_in, literal_key, strip, KeySet};
+use super::params::Params;
+use crate::error::{sqlstate, PgError};
+use crate::placement::{KeyType, KeyValue, Placement, TableRule};
+use crate::sql::is_catalog_relation;
+use sqlparser::ast::{
+    AssignmentTarget, Expr, FromTable, Ident, LimitClause, ObjectName, ObjectNamePart, OrderByKind,
+    OrderBySort, Query, Select, SelectItem, SetExpr, Statement, TableFactor, TableObject,
+    TableWithJoins, Value,
+};
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+
+/// The shard that answers statements every shard would answer alike.
+pub const HOME: usize = 0;
+
+/// What to do with a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Run as written on one shard.
+    Shard {
+        shard: usize,
+        write: bool,
+    },
+    /// Run `sql` on these shards and merge the results.
+    Scatter {
+        shards: Vec<usize>,
+        sql: String,
+        merge: MergeSpec,
+    },
+    /// Run on every shard (DDL); `transactional`: it may run inside a transaction block.
+    Broadcast {
+        transactional: bool,
+    },
+    /// Session settings (SET, RESET, DISCARD ...): every shard.
+    Session,
+    Txn(TxnCmd),
+    Admin(AdminCmd),
+    Reject(PgError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnCmd {
+    /// BEGIN / START TRANSACTION, with the text to replay on each shard as it enlists.
+    Begin(String),
+    Commit,
+    Rollback,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminCmd {
+    Route { table: String, key: String },
+}
+
+/// How to merge scattered results.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MergeSpec {
+    pub order: Vec<SortKey>,
+    pub limit: Option<u64>,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortKey {
+    pub column: SortColumn,
+    pub descending: bool,
+    pub nulls_first: bool,
+}
+
+/// An output column, by 1-based position or by name (resolved against the RowDescription).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SortColumn {
+    Position(usize),
+    Name(String),
+}
+
+fn refuse(message: impl Into<String>, hint: impl Into<String>) -> Plan {
+    Plan::Reject(PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(hint))
+}
+
+fn needs_2pc(what: &str) -> Plan {
+    refuse(
+        format!("{what} would write on several shards, which needs an atomic commit across shards"),
+        "Two-phase commit is not available yet in this version; write one shard's rows per statement and transaction.",
+    )
+}
+
+/// Plans SQL text that sqlparser could not parse, by its leading keywords.
+pub fn plan_unparsed(sql: &str) -> Plan {
+    let words: Vec<String> = sql
+        .split(|c: char| c.is_whitespace() || c == ';')
+        .filter(|w| !w.is_empty())
+        .take(3)
+        .map(|w| w.to_ascii_lowercase())
+        .collect();
+    let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    if w(0) == "show" && w(1).starts_with("shardgate.") {
+        return plan_admin(sql);
+    }
+    match (w(0), w(1)) {
+        ("begin" | "start", _) => Plan::Txn(TxnCmd::Begin(sql.trim().trim_end_matches(';').to_string())),
+        ("commit" | "end", "prepared") | ("rollback", "prepared") | ("prepare", "transaction") => refuse(
+            "client-issued two-phase commit commands are not supported on several shards",
+            "shardgate coordinates commits across shards itself.",
+        ),
+        ("commit" | "end", _) => Plan::Txn(TxnCmd::Commit),
+        ("rollback" | "abort", _) => Plan::Txn(TxnCmd::Rollback),
+        ("savepoint" | "release", _) => refuse(
+            "savepoints are not supported on several shards yet",
+            "Use a transaction without savepoints, or a single-shard cluster.",
+        ),
+        ("set" | "reset" | "discard", _) => Plan::Session,
+        ("show", _) => Plan::Shard { shard: HOME, write: false },
+        ("vacuum" | "analyze", _) => Plan::Broadcast { transactional: false },
+        _ => refuse(
+            "shardgate could not analyse this statement, so it cannot choose a shard for it",
+            "Statements that cannot be routed are refused rather than guessed; run it directly on each shard.",
+        ),
+    }
+}
+
+fn plan_admin(sql: &str) -> Plan {
+    let parts: Vec<&str> = sql
+        .split_whitespace()
+        .map(|p| p.trim_end_matches(';'))
+        .collect();
+    match parts.get(1).map(|s| s.to_ascii_lowercase()).as_deref() {
+        Some("shardgate.route") if parts.len() == 4 => Plan::Admin(AdminCmd::Route {
+            table: parts[2].to_string(),
+            key: parts[3].trim_matches('\'').to_string(),
+        }),
+        _ => refuse(
+            "unknown shardgate command",
+            "Try: SHOW shardgate.route <table> <key>",
+        ),
+    }
+}
+
+/// Plans one parsed statement.
+pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
+    match stmt {
+        Statement::Query(q) => plan_query(q, placement, params),
+        Statement::Insert(ins) => plan_insert(ins, placement, params),
+        Statement::Update(up) => {
+            let TableFactor::Table { name, alias, .. } = &up.table.relation else {
+                return refuse(
+                    "UPDATE of this form is not supported on several shards",
+                    "Update one table by its shard key.",
+                );
+            };
+            if up.from.is_some() || !up.table.joins.is_empty() {
+                return refuse(
+                    "UPDATE ... FROM is not supported on several shards",
+                    "Update one table by its shard key.",
+                );
+            }
+            if let Some(TableRule::Sharded { key_column, .. }) = placement.rule(&name.to_string()) {
+                let moves_key = up.assignments.iter().any(|a| match &a.target {
+                    AssignmentTarget::ColumnName(c) => {
+                        last_ident(c).eq_ignore_ascii_case(key_column)
+                    }
+                    AssignmentTarget::Tuple(cs) => cs
+                        .iter()
+                        .any(|c| last_ident(c).eq_ignore_ascii_case(key_column)),
+                });
+                if moves_key {
+                    return refuse(
+                        format!("UPDATE may not change the shard key {key_column} of {name}"),
+                        "The row would belong on another shard. DELETE it and INSERT it with the new key instead.",
+                    );
+                }
+            }
+            plan_write_where(
+                name,
+                alias.as_ref().map(|a| &a.name),
+                up.selection.as_ref(),
+                placement,
+                params,
+                "UPDATE",
+            )
+        }
+        Statement::Delete(del) => {
+            let tables = match &del.from {
+                FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+            };
+            let [TableWithJoins {
+                relation: TableFactor::Table { name, alias, .. },
+                joins,
+            }] = tables.as_slice()
+            else {
+                return refuse(
+                    "DELETE of this form is not supported on several shards",
+                    "Delete from one table by its shard key.",
+                );
+            };
+            if !joins.is_empty() || del.using.is_some() {
+                return refuse(
+                    "DELETE ... USING is not supported on several shards",
+                    "Delete from one table by its shard key.",
+                );
+            }
+            plan_write_where(
+                name,
+                alias.as_ref().map(|a| &a.name),
+                del.selection.as_ref(),
+                placement,
+                params,
+                "DELETE",
+            )
+        }
+        Statement::CreateTable(ct) => {
+            if let Some(TableRule::Sharded { .. }) = placement.rule(&ct.name.to_string()) {
+                let generated = ct.columns.iter().find(|c| {
+                    let text = c.to_string().to_ascii_uppercase();
+                    text.contains("SERIAL")
+                        || text.contains("AS IDENTITY")
+                        || text.contains("NEXTVAL(")
+                });
+                if let Some(col) = generated {
+                    return refuse(
+                        format!(
+                            "column {} of sharded table {} takes values from a sequence, which would repeat on every shard",
+                            col.name, ct.name
+                        ),
+                        "Use keys that are unique by construction (uuid with gen_random_uuid(), or ids the application assigns); see docs/routing.md.",
+                    );
+                }
+            }
+            Plan::Broadcast {
+                transactional: true,
+            }
+        }
+        Statement::CreateIndex(ci) => Plan::Broadcast {
+            transactional: !ci.concurrently,
+        },
+        Statement::AlterTable { .. }
+        | Statement::Drop { .. }
+        | Statement::CreateView { .. }
+        | Statement::CreateSchema { .. }
+        | Statement::CreateSequence { .. }
+        | Statement::CreateType { .. }
+        | Statement::CreateExtension { .. }
+        | Statement::CreateFunction { .. }
+        | Statement::AlterIndex { .. }
+        | Statement::Truncate { .. }
+        | Statement::Comment { .. }
+        | Statement::Grant { .. }
+        | Statement::Revoke { .. } => Plan::Broadcast {
+            transactional: true,
+        },
+        Statement::Set(_) | Statement::Discard { .. } => Plan::Session,
+        Statement::ShowVariable { variable } => {
+            let name = variable
+                .iter()
+                .map(|i| i.value.to_ascii_lowercase())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if name.starts_with("shardgate.") {
+                plan_admin(&format!("show {name}"))
+            } else {
+                Plan::Shard {
+                    shard: HOME,
+                    write: false,
+                }
+            }
+        }
+        Statement::StartTransaction { .. } => Plan::Txn(TxnCmd::Begin(stmt.to_string())),
+        Statement::Commit { chain: false, .. } => Plan::Txn(TxnCmd::Commit),
+        Statement::Rollback {
+            chain: false,
+            savepoint: None,
+        } => Plan::Txn(TxnCmd::Rollback),
+        Statement::Explain {
+            statement, analyze, ..
+        } => match plan(statement, placement, params) {
+            Plan::Shard { shard, write } if !(*analyze && write) => Plan::Shard { shard, write },
+            _ => refuse(
+                "EXPLAIN of a statement that is not single-shard is not supported",
+                "EXPLAIN it with a shard-key condition, or on a shard directly.",
+            ),
+        },
+        _ => plan_unparsed(&stmt.to_string()),
+    }
+}
+
+fn last_ident(name: &ObjectName) -> String {
+    match name.0.last() {
+        Some(ObjectNamePart::Identifier(i)) => i.value.clone(),
+        _ => name.to_string(),
+    }
+}
+
+/// A column reference `col`, `alias.col` or `table.col` naming `column` of the table seen as
+/// `names` (its alias or table name).
+fn is_column(e: &Expr, names: &[String], column: &str) -> bool {
+    match e {
+        Expr::Identifier(i) => i.value.eq_ignore_ascii_case(column),
+        Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+            let col = &parts[parts.len() - 1];
+            let qual = &parts[parts.len() - 2];
+            col.value.eq_ignore_ascii_case(column)
+                && names.iter().any(|n| n.eq_ignore_ascii_case(&qual.value))
+        }
+        _ => false,
+    }
+}
+
+fn shards_for(placement: &Placement, keys: &[KeyValue]) -> Vec<usize> {
+    let set: BTreeSet<usize> = keys.iter().map(|k| placement.shard_of(k)).collect();
+    set.into_iter().collect()
+}
+
+fn plan_write_where(
+    name: &ObjectName,
+    alias: Option<&Ident>,
+    selection: Option<&Expr>,
+    placement: &Placement,
+    params: &Params,
+    verb: &str,
+) -> Plan {
+    match placement.rule(&name.to_string()) {
+        Some(TableRule::Reference) => needs_2pc(&format!("{verb} of reference table {name}")),
+        None if is_catalog_relation(&name.to_string()) => refuse(
+            format!("{verb} of catalog {name} through shardgate"),
+            "Run it on each shard directly.",
+        ),
+        None => undeclared(&name.to_string()),
+        Some(TableRule::Sharded {
+            key_column,
+            key_type,
+        }) => {
+            let mut names = vec![last_ident(name)];
+            if let Some(a) = alias {
+                names.push(a.value.clone());
+            }
+            let is_key = |e: &Expr| is_column(e, &names, key_column);
+            let keys = match selection {
+                None => KeySet::Any,
+                Some(w) => match keys_in(w, &is_key, *key_type, params) {
+                    Ok(k) => k,
+                    Err(e) => return Plan::Reject(PgError::error("22P02", e)),
+                },
+            };
+            match keys {
+                KeySet::Values(vs) => match shards_for(placement, &vs).as_slice() {
+                    [] => Plan::Shard {
+                        shard: HOME,
+                        write: true,
+                    },
+                    [one] => Plan::Shard {
+                        shard: *one,
+                        write: true,
+                    },
+                    _ => needs_2pc(&format!("this {verb}")),
+                },
+                KeySet::Any => needs_2pc(&format!(
+                    "{verb} without a condition on the shard key {key_column}"
+                )),
+            }
+        }
+    }
+}
+
+fn undeclared(name: &str) -> Plan {
+    refuse(
+        format!("table {name} is not declared, and this cluster has several shards"),
+        format!("Declare it in the config as [tables.{name}] with shard_key and key_type, or with reference = true."),
+    )
+}
+
+fn plan_insert(ins: &sqlparser::ast::Insert, placement: &Placement, params: &Params) -> Plan {
+    let TableObject::TableName(name) = &ins.table else {
+        return refuse(
+            "INSERT into a table function is not supported",
+            "Insert into a table.",
+        );
+    };
+    match placement.rule(&name.to_string()) {
+        Some(TableRule::Reference) => needs_2pc(&format!("INSERT into reference table {name}")),
+        None => undeclared(&name.to_string()),
+        Some(TableRule::Sharded {
+            key_column,
+            key_type,
+        }) => {
+            let Some(source) = &ins.source else {
+                return refuse(
+                    "INSERT without VALUES is not supported on a sharded table",
+                    "Use INSERT ... VALUES.",
+                );
+            };
+            let SetExpr::Values(values) = source.body.as_ref() else {
+                return refuse(
+                    format!("INSERT ... SELECT into sharded table {name} is not supported"),
+                    "Rows read from other shards cannot be placed correctly by one statement; insert the rows with VALUES.",
+                );
+            };
+            if ins.columns.is_empty() {
+                return refuse(
+                    format!("INSERT into sharded table {name} needs a column list"),
+                    format!("Name the columns, including the shard key {key_column}: INSERT INTO {name} ({key_column}, ...) VALUES ..."),
+                );
+            }
+            let Some(key_idx) = ins
+                .columns
+                .iter()
+                .position(|c| last_ident(c).eq_ignore_ascii_case(key_column))
+            else {
+                return refuse(
+                    format!("INSERT into sharded table {name} must give the shard key {key_column}"),
+                    "The shard key decides where the row lives; a default generated on a shard could collide with other shards.",
+                );
+            };
+            let mut keys = Vec::new();
+            for row in &values.rows {
+                let Some(e) = row.get(key_idx) else {
+                    return Plan::Reject(PgError::error(
+                        "42601",
+                        "INSERT has more target columns than expressions",
+                    ));
+                };
+                match literal_key(e, *key_type, params) {
+                    Ok(Some(Some(k))) => keys.push(k),
+                    Ok(Some(None)) => {} // NULL key: the shard rejects it (or stores it) like PostgreSQL would.
+                    Ok(None) => {
+                        return refuse(
+                            format!("the shard key {key_column} must be a constant or a parameter"),
+                            "shardgate computes the shard from the value itself; pass it as a literal or $n.",
+                        )
+                    }
+                    Err(e) => return Plan::Reject(PgError::error("22P02", e)),
+                }
+            }
+            match shards_for(placement, &keys).as_slice() {
+                [] => Plan::Shard {
+                    shard: HOME,
+                    write: true,
+                },
+                [one] => Plan::Shard {
+                    shard: *one,
+                    write: true,
+                },
+                _ => needs_2pc("this INSERT (its rows belong on different shards)"),
+            }
+        }
+    }
+}
+
+/// Relations of a query and how each is placed.
+struct Relations {
+    sharded: Vec<(String, KeyType, String)>, // (table, key type, key column)
+    reference: usize,
+    undeclared: Option<String>,
+}
+
+fn relations(q: &Query, placement: &Placement) -> Relations {
+    let mut r = Relations {
+        sharded: Vec::new(),
+        reference: 0,
+        undeclared: None,
+    };
+    let cte_names: Vec<String> = q
+        .with
+        .as_ref()
+        .map(|w| {
+            w.cte_tables
+                .iter()
+                .map(|c| c.alias.name.value.to_ascii_lowercase())
+                .collect()
+        })
+        .unwrap_or_default();
+    let _ = sqlparser::ast::visit_relations(q, |name: &ObjectName| {
+        let text = name.to_string();
+        match placement.rule(&text) {
+            Some(TableRule::Sharded {
+                key_column,
+                key_type,
+            }) => r.sharded.push((text, *key_type, key_column.clone())),
+            Some(TableRule::Reference) => r.reference += 1,
+            None if is_catalog_relation(&text)
+                || cte_names.contains(&last_ident(name).to_ascii_lowercase()) => {}
+            None => {
+                if r.undeclared.is_none() {
+                    r.undeclared = Some(text)
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    r
+}
+
+fn plan_query(q: &Query, placement: &Placement, params: &Params) -> Plan {
+    let rels = relations(q, placement);
+    if let Some(name) = rels.undeclared {
+        return undeclared(&name);
+    }
+    if rels.sharded.is_empty() {
+        // Catalog, reference tables and table-less queries read the same on every shard.
+        return Plan::Shard {
+            shard: HOME,
+            write: false,
+        };
+    }
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return refuse(
+            "UNION, INTERSECT and EXCEPT over sharded tables are not supported",
+            "Run each part as its own query.",
+        );
+    };
+    if q.with.is_some() {
+        return refuse(
+            "WITH queries over sharded tables are not supported yet",
+            "Inline the CTE or query each shard key separately.",
+        );
+    }
+    // Sharded tables of the top-level FROM, with the names they are referred to by.
+    let mut top: Vec<(Vec<String>, KeyType, String)> = Vec::new();
+    for twj in &select.from {
+        for factor in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
+            if let TableFactor::Table {
+                name,
+                alias,
+                args: None,
+                ..
+            } = factor
+            {
+                if let Some(TableRule::Sharded {
+                    key_column,
+                    key_type,
+                }) = placement.rule(&name.to_string())
+                {
+                    let mut names = vec![last_ident(name)];
+                    if let Some(a) = alias {
+                        names.push(a.name.value.clone());
+                    }
+                    top.push((names, *key_type, key_column.clone()));
+                }
+            }
+        }
+    }
+    if top.len() != rels.sharded.len() {
+        return refuse(
+            "a sharded table inside a subquery is not supported",
+            "Subqueries over sharded tables would need rows from other shards; join co-located tables on their shard keys instead.",
+        );
+    }
+    if top.len() > 1 {
+        if let Some(reason) = colocation_problem(select, &top) {
+            return refuse(reason, "Join sharded tables only on their shard keys (tables with the same key type are co-located), or join with reference tables.");
+        }
+    }
+    let mut keys = KeySet::Any;
+    if let Some(w) = &select.selection {
+        for (names, ty, col) in &top {
+            let is_key = |e: &Expr| is_column(e, names, col);
+            match keys_in(w, &is_key, *ty, params) {
+                Ok(KeySet::Any) => {}
+                Ok(found) => {
+                    keys = found;
+                    break;
+                }
+                Err(e) => return Plan::Reject(PgError::error("22P02", e)),
+            }
+        }
+    }
+    let for_update = !q.locks.is_empty();
+    let shards = match keys {
+        KeySet::Values(vs) => shards_for(placement, &vs),
+        KeySet::Any => (0..placement.shard_names.len()).collect(),
+    };
+    match shards.as_slice() {
+        [] => Plan::Shard {
+            shard: HOME,
+            write: for_update,
+        },
+        [one] => Plan::Shard {
+            shard: *one,
+            write: for_update,
+        },
+        _ => plan_scatter(q, select, shards, params),
+    }
+}
+
+/// Every pair of sharded tables must be connected by equalities of their key columns.
+fn colocation_problem(select: &Select, top: &[(Vec<String>, KeyType, String)]) -> Option<String> {
+    if top.iter().any(|t| t.1 != top[0].1) {
+        return Some(
+            "a join of tables sharded on keys of different types runs across shards".into(),
+        );
+    }
+    let mut conjuncts: Vec<&Expr> = Vec::new();
+    fn collect<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
+        match e {
+            Expr::Nested(i) => collect(i, out),
+            Expr::BinaryOp {
+                left,
+                op: sqlparser::ast::BinaryOperator::And,
+                right,
+            } => {
+                collect(left, out);
+                collect(right, out);
+            }
+            other => out.push(other),
+        }
+    }
+    if let Some(w) = &select.selection {
+        collect(w, &mut conjuncts);
+    }
+    for twj in &select.from {
+        for j in &twj.joins {
+            use sqlparser::ast::{JoinConstraint, JoinOperator as J};
+            let c = match &j.join_operator {
+                J::Join(c)
+                | J::Inner(c)
+                | J::Left(c)
+                | J::LeftOuter(c)
+                | J::Right(c)
+                | J::RightOuter(c)
+                | J::FullOuter(c) => c,
+                _ => {
+                    return Some("this kind of join is not supported across sharded tables".into())
+                }
+            };
+            if let JoinConstraint::On(e) = c {
+                collect(e, &mut conjuncts);
+            }
+        }
+    }
+    // Union-find over the sharded tables by key equalities.
+    let mut parent: Vec<usize> = (0..top.len()).collect();
+    fn find(p: &mut Vec<usize>, i: usize) -> usize {
+        if p[i] != i {
+            let r = find(p, p[i]);
+            p[i] = r;
+        }
+        p[i]
+    }
+    for c in conjuncts {
+        if let Expr::BinaryOp {
+            left,
+            op: sqlparser::ast::BinaryOperator::Eq,
+            right,
+        } = c
+        {
+            let side = |e: &Expr| {
+                top.iter().position(|(names, _, col)| {
+                    matches!(strip(e), Expr::CompoundIdentifier(_))
+                        && is_column(strip(e), names, col)
+                })
+            };
+            if let (Some(a), Some(b)) = (side(left), side(right)) {
+                let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
+                parent[ra] = rb;
+            }
+        }
+    }
+    let root = find(&mut parent, 0);
+    (1..top.len())
+        .any(|i| find(&mut parent, i) != root)
+        .then(|| {
+            "a join of sharded tables that is not on their shard keys runs across shards"
+                .to_string()
+        })
+}
+
+const AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "array_agg",
+    "string_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "jsonb_object_agg",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "bit_and",
+    "bit_or",
+    "xmlagg",
+    "percentile_cont",
+    "percentile_disc",
+    "mode",
+];
+
+fn has_aggregate_or_window(items: &[SelectItem]) -> bool {
+    let mut found = false;
+    for item in items {
+        let _ = sqlparser::ast::visit_expressions(item, |e: &Expr| {
+            if let Expr::Function(f) = e {
+                let name = f.name.to_string().to_ascii_lowercase();
+                let bare = name.rsplit('.').next().unwrap_or(&name);
+                if f.over.is_some() || AGGREGATES.contains(&bare) {
+                    found = true;
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        });
+    }
+    found
+}
+
+fn plan_scatter(q: &Query, select: &Select, shards: Vec<usize>, params: &Params) -> Plan {
+    if select.distinct.is_some() {
+        return refuse(
+            "DISTINCT over several shards is not supported yet",
+            "Add a shard-key condition, or de-duplicate in the application.",
+        );
+    }
+    if !matches!(&select.group_by, sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty())
+        || select.having.is_some()
+    {
+        return refuse(
+            "GROUP BY over several shards is not supported yet",
+            "Add a shard-key condition so the query runs on one shard.",
+        );
+    }
+    if has_aggregate_or_window(&select.projection) {
+        return refuse(
+            "aggregate and window functions over several shards are not supported yet",
+            "Add a shard-key condition so the query runs on one shard.",
+        );
+    }
+    if q.fetch.is_some() {
+        return refuse(
+            "FETCH FIRST over several shards is not supported",
+            "Use LIMIT.",
+        );
+    }
+    let mut merge = MergeSpec::default();
+    if let Some(ob) = &q.order_by {
+        let OrderByKind::Expressions(exprs) = &ob.kind else {
+            return refuse("ORDER BY ALL is not supported", "List the sort columns.");
+        };
+        for oe in exprs {
+            let descending = match oe.options.sort {
+                None | Some(OrderBySort::Asc) => false,
+                Some(OrderBySort::Desc) => true,
+                Some(OrderBySort::Using(_)) => {
+                    return refuse(
+                        "ORDER BY ... USING over several shards is not supported",
+                        "Use ASC or DESC.",
+                    )
+                }
+            };
+            let Some(column) = sort_column(&oe.expr, &select.projection) else {
+                return refuse(
+                    format!("ORDER BY {} over several shards needs that value in the select list", oe.expr),
+                    "Add the sort expression to the select list (the merge sorts on returned columns).",
+                );
+            };
+            // PostgreSQL's default: NULLS LAST for ASC, NULLS FIRST for DESC.
+            merge.order.push(SortKey {
+                column,
+                descending,
+                nulls_first: oe.options.nulls_first.unwrap_or(descending),
+            });
+        }
+    }
+    let mut rewritten = q.clone();
+    let mut changed = false;
+    if let Some(LimitClause::LimitOffset {
+        limit,
+        offset,
+        limit_by,
+    }) = &q.limit_clause
+    {
+        if !limit_by.is_empty() {
+            return refuse("LIMIT BY is not supported", "Use LIMIT.");
+        }
+        let num = |e: &Expr| -> Option<u64> {
+            match strip(e) {
+                Expr::Value(v) => match &v.value {
+                    Value::Number(n, _) => n.parse().ok(),
+                    Value::Placeholder(p) => {
+                        let i: usize = p.strip_prefix('$')?.parse().ok()?;
+                        let raw = params.values.get(i.checked_sub(1)?)?.as_ref()?;
+                        std::str::from_utf8(raw).ok()?.trim().parse().ok()
+                    }
+                    Value::Null => None,
+                    _ => None,
+                },
+                _ => None,
+            }
+        };
+        merge.limit = match limit {
+            None => None,
+            Some(e) => match num(e) {
+                Some(n) => Some(n),
+                None => {
+                    return refuse(
+                        "LIMIT over several shards must be a constant",
+                        "Use a literal LIMIT (or a text-format parameter).",
+                    )
+                }
+            },
+        };
+        merge.offset = match offset {
+            None => 0,
+            Some(o) => match num(&o.value) {
+                Some(n) => n,
+                None => {
+                    return refuse(
+                        "OFFSET over several shards must be a constant",
+                        "Use a literal OFFSET.",
+                    )
+                }
+            },
+        };
+        // Each shard returns at most offset + limit rows; the merge applies both again.
+        rewritten.limit_clause = merge.limit.map(|l| LimitClause::LimitOffset {
+            limit: Some(Expr::value(Value::Number(
+                (l + merge.offset).to_string(),
+                false,
+            ))),
+            offset: None,
+            limit_by: vec![],
+        });
+        changed = true;
+    } else if q.limit_clause.is_some() {
+        return refuse(
+            "this LIMIT form is not supported over several shards",
+            "Use LIMIT n OFFSET m.",
+        );
+    }
+    let sql = if changed {
+        rewritten.to_string()
+    } else {
+        q.to_string()
+    };
+    Plan::Scatter { shards, sql, merge }
+}
+
+fn sort_column(e: &Expr, projection: &[SelectItem]) -> Option<SortColumn> {
+    if let Expr::Value(v) = e {
+        if let Value::Number(n, _) = &v.value {
+            return n.parse().ok().filter(|p| *p >= 1).map(SortColumn::Position);
+        }
+    }
+    let text = e.to_string();
+    for (i, item) in projection.iter().enumerate() {
+        match item {
+            SelectItem::ExprWithAlias { alias, .. } if matches!(e, Expr::Identifier(id) if id.value == alias.value) => {
+                return Some(SortColumn::Position(i + 1))
+            }
+            SelectItem::ExprWithAlias { expr, .. } | SelectItem::UnnamedExpr(expr)
+                if expr.to_string() == text =>
+            {
+                return Some(SortColumn::Position(i + 1))
+            }
+            _ => {}
+        }
+    }
+    // A plain column (possibly behind `*`): found by name in the result's RowDescription.
+    match e {
+        Expr::Identifier(i) => Some(SortColumn::Name(column_name(i))),
+        Expr::CompoundIdentifier(parts) => parts.last().map(|i| SortColumn::Name(column_name(i))),
+        _ => None,
+    }
+}
+
+fn column_name(i: &Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_ascii_lowercase()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use sqlparser::dialect::PostgreSqlDialect;
+    use sqlparser::parser::Parser;
+
+    fn placement() -> Placement {
+        let mut text = String::from("[[users]]\nname=\"a\"\nauth=\"trust\"\n");
+        for i in 0..3 {
+            text.push_str(&format!(
+                "[[shards]]\nname=\"s{i}\"\nurl=\"postgres://u@h/db\"\n"
+            ));
+        }
+        text.push_str(
+            "[tables.accounts]\nshard_key=\"id\"\nkey_type=\"bigint\"\n\
+             [tables.ledger]\nshard_key=\"account_id\"\nkey_type=\"bigint\"\n\
+             [tables.users]\nshard_key=\"name\"\nkey_type=\"text\"\n\
+             [tables.countries]\nreference=true\n",
+        );
+        Config::from_toml(&text).unwrap().placement().unwrap()
+    }
+
+    fn plan_sql(sql: &str) -> Plan {
+        let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
+        plan(&stmts[0], &placement(), &Params::default())
+    }
+
+    fn shard_of(id: i64) -> usize {
+        placement().shard_of(&KeyValue::Integer(id))
+    }
+
+    fn code(p: &Plan) -> &str {
+        match p {
+            Plan::Reject(e) => e.code,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn point_reads_and_writes_go_to_the_owner() {
+        assert_eq!(
+            plan_sql("select * from accounts where id = 42"),
+            Plan::Shard {
+                shard: shard_of(42),
+                write: false
+            }
+        );
+        assert_eq!(
+            plan_sql("update accounts set v = 1 where id = 42 and v > 0"),
+            Plan::Shard {
+                shard: shard_of(42),
+                write: true
+            }
+        );
+        assert_eq!(
+            plan_sql("delete from accounts a where a.id = 42"),
+            Plan::Shard {
+                shard: shard_of(42),
+                write: true
+            }
+        );
+        assert_eq!(
+            plan_sql("insert into accounts (id, v) values (42, 1)"),
+            Plan::Shard {
+                shard: shard_of(42),
+                write: true
+            }
+        );
+        assert_eq!(
+            plan_sql("select * from accounts where id = 42 for update"),
+            Plan::Shard {
+                shard: shard_of(42),
+                write: true
+            }
+        );
+    }
+
+    #[test]
+    fn reads_without_a_key_scatter_with_limit_pushed_down() {
+        let Plan::Scatter { shards, sql, merge } =
+            plan_sql("select id, v from accounts order by v desc, 1 limit 5 offset 2")
+        else {
+            panic!()
+        };
+        assert_eq!(shards, vec![0, 1, 2]);
+        assert!(sql.ends_with("LIMIT 7"), "{sql}");
+        assert_eq!((merge.limit, merge.offset), (Some(5), 2));
+        assert_eq!(
+            merge.order[0],
+            SortKey {
+                column: SortColumn::Position(2),
+                descending: true,
+                nulls_first: true
+            }
+        );
+        assert_eq!(merge.order[1].column, SortColumn::Position(1));
+        let Plan::Scatter { merge, .. } = plan_sql("select * from accounts order by v") else {
+            panic!()
+        };
+        assert_eq!(merge.order[0].column, SortColumn::Name("v".into()));
+    }
+
+    #[test]
+    fn in_lists_pick_the_owning_shards() {
+        let ids: Vec<i64> = (1..50).collect();
+        let owners: BTreeSet<usize> = ids.iter().map(|&i| shard_of(i)).collect();
+        let list = ids
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        match plan_sql(&format!("select * from accounts where id in ({list})")) {
+            Plan::Scatter { shards, .. } => {
+                assert_eq!(shards, owners.into_iter().collect::<Vec<_>>())
+            }
+            Plan::Shard { .. } => assert_eq!(owners.len(), 1),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn joins_colocated_or_with_reference_tables_stay_on_one_shard() {
+        assert_eq!(
+            plan_sql("select * from accounts a join ledger l on l.account_id = a.id join countries c on c.code = a.cc where a.id = 7"),
+            Plan::Shard { shard: shard_of(7), write: false }
+        );
+        assert_eq!(
+            code(&plan_sql(
+                "select * from accounts a join ledger l on l.note = a.name"
+            )),
+            "0A000"
+        );
+        assert_eq!(
+            code(&plan_sql(
+                "select * from accounts a join users u on u.name = a.id::text"
+            )),
+            "0A000"
+        );
+        assert_eq!(
+            plan_sql("select * from countries"),
+            Plan::Shard {
+                shard: HOME,
+                write: false
+            }
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        for sql in [
+            "update accounts set id = 5 where id = 4",
+            "update accounts set v = 0",
+            "delete from accounts",
+            "insert into accounts (id) values (1), (2), (3), (4), (5), (6), (7), (8)",
+            "insert into countries (code) values ('x')",
+            "insert into accounts values (1)",
+            "insert into accounts (v) values (1)",
+            "insert into accounts (id) select id from ledger",
+            "select * from nosuch",
+            "select count(*) from accounts",
+            "select v, count(*) from accounts group by v",
+            "select distinct v from accounts",
+            "select * from accounts order by lower(name)",
+            "select * from accounts where id in (select account_id from ledger)",
+            "create table accounts (id bigserial primary key)",
+            "create table accounts (id bigint generated always as identity)",
+        ] {
+            assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+        }
+    }
+
+    #[test]
+    fn ddl_session_and_transactions() {
+        assert_eq!(
+            plan_sql("create table accounts (id bigint primary key, v int)"),
+            Plan::Broadcast {
+                transactional: true
+            }
+        );
+        assert_eq!(
+            plan_sql("create index concurrently i on accounts (v)"),
+            Plan::Broadcast {
+                transactional: false
+            }
+        );
+        assert_eq!(plan_sql("set search_path = x"), Plan::Session);
+        assert_eq!(plan_sql("commit"), Plan::Txn(TxnCmd::Commit));
+        assert!(matches!(
+            plan_sql("begin isolation level repeatable read"),
+            Plan::Txn(TxnCmd::Begin(_))
+        ));
+        assert_eq!(
+            plan_unparsed("SHOW shardgate.route accounts 42"),
+            Plan::Admin(AdminCmd::Route {
+                table: "accounts".into(),
+                key: "42".into()
+            })
+        );
+    }
+}
