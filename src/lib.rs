@@ -11,6 +11,7 @@ pub mod backend;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod executor;
 pub mod frontend;
 pub mod localpg;
 pub mod metrics;

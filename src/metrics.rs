@@ -19,6 +19,10 @@ pub const QUERY_DURATION: &str = "shardgate_query_duration_seconds";
 pub const BACKEND_CONNECT_ERRORS: &str = "shardgate_backend_connect_errors_total";
 /// Counter: statements refused by the router.
 pub const STATEMENTS_REJECTED: &str = "shardgate_statements_rejected_total";
+/// Counter: rows sent to clients from merged multi-shard results.
+pub const MERGE_ROWS: &str = "shardgate_merge_rows_total";
+/// Counter, label `route`: statements by route kind (`single`, `several`, `all`, `broadcast`).
+pub const STATEMENTS_BY_ROUTE: &str = "shardgate_statements_total";
 /// Counter: client authentication failures.
 pub const AUTH_FAILURES: &str = "shardgate_auth_failures_total";
 
@@ -54,6 +58,11 @@ fn describe() {
     metrics::describe_counter!(BACKEND_CONNECT_ERRORS, "Failed logins to each shard");
     metrics::describe_counter!(STATEMENTS_REJECTED, "Statements refused by the router");
     metrics::describe_counter!(AUTH_FAILURES, "Client authentication failures");
+    metrics::describe_counter!(MERGE_ROWS, "Rows sent from merged multi-shard results");
+    metrics::describe_counter!(
+        STATEMENTS_BY_ROUTE,
+        "Statements by route kind on multi-shard clusters"
+    );
 }
 
 /// Handles a session records into.

@@ -23,6 +23,9 @@ pub struct ProxyContext {
     pub cancel: CancelRegistry,
     pub connect_timeout: Duration,
     pub max_message_bytes: usize,
+    pub placement: crate::placement::Placement,
+    /// The shards' database sorts text bytewise (C/POSIX collation); checked at start.
+    pub text_order_c: bool,
 }
 
 /// Errors that stop a proxy from starting.
@@ -50,18 +53,23 @@ impl Proxy {
     /// Checks every shard, binds the listener and starts accepting clients.
     pub async fn start(config: &Config) -> Result<Proxy, StartError> {
         let users = UserDirectory::from_config(&config.users).map_err(StartError::Config)?;
-        let ctx = Arc::new(ProxyContext {
+        let placement = config.placement().map_err(StartError::Config)?;
+        let mut ctx = ProxyContext {
             shards: config.shard_targets(),
             users,
             cancel: CancelRegistry::default(),
             connect_timeout: Duration::from_secs(config.server.connect_timeout_secs),
             max_message_bytes: config.server.max_message_bytes,
-        });
+            placement,
+            text_order_c: false,
+        };
         for shard in &ctx.shards {
             // Registered at zero so the series exists before the first error.
             metrics::counter!(crate::metrics::BACKEND_CONNECT_ERRORS, "shard" => shard.name.clone()).absolute(0);
         }
         check_shards(&ctx).await?;
+        ctx.text_order_c = text_order_is_c(&ctx.shards[0]).await;
+        let ctx = Arc::new(ctx);
         let listener = TcpListener::bind(&config.server.listen)
             .await
             .map_err(|source| StartError::Listen {
@@ -98,6 +106,36 @@ async fn check_shards(ctx: &ProxyContext) -> Result<(), StartError> {
         info!(shard = %shard.name, target = %shard.describe(), "shard reachable");
     }
     Ok(())
+}
+
+/// Whether the shard's database collates text as C/POSIX (bytewise), which the merge relies on
+/// for text sort keys. Any failure to find out counts as "no": merges on text are then refused.
+async fn text_order_is_c(shard: &ShardTarget) -> bool {
+    let mut cfg = tokio_postgres::Config::new();
+    match &shard.host {
+        crate::config::ShardHost::Tcp(h) => cfg.host(h),
+        crate::config::ShardHost::Unix(p) => cfg.host_path(p),
+    };
+    cfg.port(shard.port).user(&shard.user).dbname(&shard.dbname);
+    if let Some(pw) = &shard.password {
+        cfg.password(pw);
+    }
+    let Ok((client, conn)) = cfg.connect(tokio_postgres::NoTls).await else {
+        return false;
+    };
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    match client
+        .query_one(
+            "select datcollate::text from pg_database where datname = current_database()",
+            &[],
+        )
+        .await
+    {
+        Ok(row) => matches!(row.get::<_, String>(0).as_str(), "C" | "POSIX"),
+        Err(_) => false,
+    }
 }
 
 async fn accept_loop(

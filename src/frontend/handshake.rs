@@ -61,24 +61,45 @@ pub async fn handle_client(
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let home = &ctx.shards[0];
-    let conn = match backend::connect(home, &forwarded, ctx.connect_timeout).await {
-        Ok(conn) => conn,
-        Err(e) => {
-            metrics::counter!(m::BACKEND_CONNECT_ERRORS, "shard" => home.name.clone()).increment(1);
-            warn!(%peer, shard = %home.name, "shard login failed: {e}");
-            send_fatal(&mut socket, &shard_login_error(e)).await;
-            return;
-        }
+    let targets: &[crate::config::ShardTarget] = if ctx.shards.len() == 1 {
+        &ctx.shards[..1]
+    } else {
+        &ctx.shards
     };
+    let logins = targets
+        .iter()
+        .map(|t| backend::connect(t, &forwarded, ctx.connect_timeout));
+    let mut conns = Vec::with_capacity(targets.len());
+    for (target, result) in targets
+        .iter()
+        .zip(futures_util::future::join_all(logins).await)
+    {
+        match result {
+            Ok(conn) => conns.push(conn),
+            Err(e) => {
+                metrics::counter!(m::BACKEND_CONNECT_ERRORS, "shard" => target.name.clone())
+                    .increment(1);
+                warn!(%peer, shard = %target.name, "shard login failed: {e}");
+                send_fatal(&mut socket, &shard_login_error(e)).await;
+                return;
+            }
+        }
+    }
 
-    let registration = ctx.cancel.register(vec![ShardKey {
-        target: home.clone(),
-        key: conn.key,
-    }]);
+    let registration = ctx.cancel.register(
+        targets
+            .iter()
+            .zip(&conns)
+            .map(|(t, c)| ShardKey {
+                target: t.clone(),
+                key: c.key,
+            })
+            .collect(),
+    );
     let mut greeting = BytesMut::with_capacity(512);
     build::auth_ok(&mut greeting);
-    for (name, value) in &conn.parameters {
+    // Every shard runs the same server; the first one's parameters speak for the cluster.
+    for (name, value) in &conns[0].parameters {
         build::parameter_status(name, value, &mut greeting);
     }
     build::backend_key_data(registration.key.pid, registration.key.secret, &mut greeting);
@@ -87,9 +108,21 @@ pub async fn handle_client(
         return;
     }
 
-    info!(%peer, %user, shard = %home.name, "client connected");
+    info!(%peer, %user, shards = conns.len(), "client connected");
     let _connected = m::ClientGauge::enter();
-    let end = session::run(&ctx, socket, conn.stream, 0, conn.key, shutdown).await;
+    let end = if conns.len() == 1 {
+        let conn = conns.pop().expect("one connection");
+        session::run(&ctx, socket, conn.stream, 0, conn.key, shutdown).await
+    } else {
+        let links = conns
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                crate::executor::link::ShardLink::new(i, ctx.shards[i].name.clone(), c.stream)
+            })
+            .collect();
+        crate::executor::client_loop::run(&ctx, socket, links, shutdown).await
+    };
     drop(registration);
     info!(%peer, %user, "client disconnected: {end}");
 }
@@ -287,7 +320,7 @@ async fn write(socket: &mut TcpStream, buf: &[u8]) -> Result<(), PgError> {
 }
 
 /// Best effort: the connection is closed right after.
-pub(super) async fn send_fatal<W: AsyncWriteExt + Unpin>(socket: &mut W, err: &PgError) {
+pub async fn send_fatal<W: AsyncWriteExt + Unpin>(socket: &mut W, err: &PgError) {
     let mut buf = BytesMut::new();
     build::error(err, &mut buf);
     let _ = socket.write_all(&buf).await;

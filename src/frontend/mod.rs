@@ -7,6 +7,7 @@
 pub mod cancel;
 mod handshake;
 mod relay_state;
-mod session;
+pub mod session;
 
-pub use handshake::handle_client;
+pub use handshake::{handle_client, send_fatal};
+pub use session::SessionEnd;

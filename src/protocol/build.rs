@@ -109,6 +109,60 @@ pub fn query(sql: &str, buf: &mut BytesMut) {
     buf.put_u8(0);
 }
 
+/// A RowDescription of text columns.
+pub fn row_description_text(names: &[&str], buf: &mut BytesMut) {
+    let start = buf.len();
+    buf.put_u8(b'T');
+    buf.put_i32(0);
+    buf.put_i16(names.len() as i16);
+    for n in names {
+        buf.put_slice(n.as_bytes());
+        buf.put_u8(0);
+        buf.put_i32(0); // table oid
+        buf.put_i16(0); // attnum
+        buf.put_u32(25); // text
+        buf.put_i16(-1);
+        buf.put_i32(-1);
+        buf.put_i16(0);
+    }
+    let len = (buf.len() - start - 1) as i32;
+    buf[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+}
+
+/// A DataRow of text values.
+pub fn data_row_text(values: &[Option<&str>], buf: &mut BytesMut) {
+    let start = buf.len();
+    buf.put_u8(b'D');
+    buf.put_i32(0);
+    buf.put_i16(values.len() as i16);
+    for v in values {
+        match v {
+            None => buf.put_i32(-1),
+            Some(s) => {
+                buf.put_i32(s.len() as i32);
+                buf.put_slice(s.as_bytes());
+            }
+        }
+    }
+    let len = (buf.len() - start - 1) as i32;
+    buf[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+}
+
+/// CommandComplete with this tag.
+pub fn command_complete(tag: &str, buf: &mut BytesMut) {
+    buf.put_u8(b'C');
+    buf.put_i32((4 + tag.len() + 1) as i32);
+    buf.put_slice(tag.as_bytes());
+    buf.put_u8(0);
+}
+
+/// A message with no body (ParseComplete '1', BindComplete '2', CloseComplete '3', NoData 'n',
+/// EmptyQueryResponse 'I').
+pub fn empty(tag: u8, buf: &mut BytesMut) {
+    buf.put_u8(tag);
+    buf.put_i32(4);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

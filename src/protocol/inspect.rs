@@ -40,6 +40,84 @@ pub fn error_field(body: &[u8], field: u8) -> Option<&str> {
     None
 }
 
+/// One field of a RowDescription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldDesc {
+    pub name: String,
+    pub type_oid: u32,
+    pub format: i16,
+}
+
+/// The fields of a RowDescription body.
+pub fn row_description(body: &[u8]) -> Option<Vec<FieldDesc>> {
+    let n = i16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
+    let mut rest = &body[2..];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (name, after) = cstr(rest)?;
+        // table oid (4), attnum (2), type oid (4), typlen (2), typmod (4), format (2)
+        let fixed = after.get(..18)?;
+        out.push(FieldDesc {
+            name: name.to_string(),
+            type_oid: u32::from_be_bytes(fixed[6..10].try_into().ok()?),
+            format: i16::from_be_bytes(fixed[16..18].try_into().ok()?),
+        });
+        rest = &after[18..];
+    }
+    Some(out)
+}
+
+/// Column `i` (0-based) of a DataRow body: `Some(None)` is SQL NULL.
+pub fn data_row_column(body: &[u8], i: usize) -> Option<Option<&[u8]>> {
+    let n = i16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
+    if i >= n {
+        return None;
+    }
+    let mut at = 2;
+    for col in 0..=i {
+        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        if len < 0 {
+            if col == i {
+                return Some(None);
+            }
+            continue;
+        }
+        let len = len as usize;
+        if col == i {
+            return Some(Some(body.get(at..at + len)?));
+        }
+        at += len;
+    }
+    None
+}
+
+/// The row count of a CommandComplete tag such as `SELECT 5`, `UPDATE 3`, `INSERT 0 7`.
+pub fn command_rows(body: &[u8]) -> Option<u64> {
+    let (tag, _) = cstr(body)?;
+    tag.rsplit(' ').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod row_tests {
+    use super::*;
+
+    #[test]
+    fn data_row_columns() {
+        let mut body = 3i16.to_be_bytes().to_vec();
+        body.extend_from_slice(&2i32.to_be_bytes());
+        body.extend_from_slice(b"ab");
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        body.extend_from_slice(&1i32.to_be_bytes());
+        body.extend_from_slice(b"c");
+        assert_eq!(data_row_column(&body, 0), Some(Some(&b"ab"[..])));
+        assert_eq!(data_row_column(&body, 1), Some(None));
+        assert_eq!(data_row_column(&body, 2), Some(Some(&b"c"[..])));
+        assert_eq!(data_row_column(&body, 3), None);
+        assert_eq!(command_rows(b"INSERT 0 7\0"), Some(7));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

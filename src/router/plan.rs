@@ -93,6 +93,16 @@ fn needs_2pc(what: &str) -> Plan {
     )
 }
 
+/// `SHOW shardgate.*`: answered by the proxy, recognised before parsing (sqlparser would take
+/// it for an ordinary SHOW).
+pub fn is_admin(sql: &str) -> bool {
+    let mut words = sql.split_whitespace();
+    matches!(words.next(), Some(w) if w.eq_ignore_ascii_case("show"))
+        && words
+            .next()
+            .is_some_and(|w| w.to_ascii_lowercase().starts_with("shardgate."))
+}
+
 /// Plans SQL text that sqlparser could not parse, by its leading keywords.
 pub fn plan_unparsed(sql: &str) -> Plan {
     let words: Vec<String> = sql
@@ -141,6 +151,46 @@ fn plan_admin(sql: &str) -> Plan {
             "unknown shardgate command",
             "Try: SHOW shardgate.route <table> <key>",
         ),
+    }
+}
+
+/// What can be refused from the statement alone, before parameters are bound: a read or write of
+/// a table that is not declared. Key-dependent decisions wait for Bind.
+pub fn check_at_parse(stmt: &Statement, placement: &Placement) -> Option<PgError> {
+    if !matches!(
+        stmt,
+        Statement::Query(_) | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)
+    ) {
+        return None;
+    }
+    let ctes: Vec<String> = match stmt {
+        Statement::Query(q) => q
+            .with
+            .as_ref()
+            .map(|w| {
+                w.cte_tables
+                    .iter()
+                    .map(|c| c.alias.name.value.to_ascii_lowercase())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => vec![],
+    };
+    let mut found = None;
+    let _ = sqlparser::ast::visit_relations(stmt, |name: &ObjectName| {
+        let text = name.to_string();
+        if placement.rule(&text).is_none()
+            && !is_catalog_relation(&text)
+            && !ctes.contains(&last_ident(name).to_ascii_lowercase())
+        {
+            found = Some(text);
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    match found.map(|t| undeclared(&t)) {
+        Some(Plan::Reject(e)) => Some(e),
+        _ => None,
     }
 }
 

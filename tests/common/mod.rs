@@ -101,11 +101,17 @@ impl TestCluster {
 
     /// As `start`, with extra `[server]` keys.
     pub async fn start_with(n: usize, server_extra: &str) -> TestCluster {
+        TestCluster::start_configured(n, server_extra, "").await
+    }
+
+    /// As `start`, with extra `[server]` keys and extra top-level config (tables ...).
+    pub async fn start_configured(n: usize, server_extra: &str, tail: &str) -> TestCluster {
         let (shards, dir) = tokio::task::spawn_blocking(move || start_shards(n))
             .await
             .unwrap();
         let port = free_port().unwrap();
-        let config = Config::from_toml(&config_for(port, &shards, server_extra)).unwrap();
+        let text = format!("{}\n{tail}", config_for(port, &shards, server_extra));
+        let config = Config::from_toml(&text).unwrap();
         let proxy = Proxy::start(&config).await.expect("proxy starts");
         TestCluster {
             port: proxy.local_addr.port(),

@@ -1,0 +1,828 @@
+//! The extended query protocol on several shards.
+//!
+//! Messages are collected up to Sync (or Flush) and then routed: a Bind is planned with its
+//! bound values, so `WHERE id = $1` goes to the shard owning the value. When every message of a
+//! batch goes to one shard (the common case: Parse/Bind/Describe/Execute/Sync of a point query),
+//! the batch is sent there in one write, preceded by the Parse of any statement that shard has
+//! not prepared yet (whose ParseComplete the client must not see), and answered in one round
+//! trip. Other batches run message by message, with a Flush after each so answers come back in
+//! order. Statements are parsed (and planned from their AST) once per Parse, as PostgreSQL does.
+//!
+//! Statements the proxy carries out itself (transaction control, SET, DDL, refusals) and scatter
+//! reads are "local" portals: their Bind is answered by the proxy and their Execute runs through
+//! the same executor as the simple protocol; a scattered read re-binds the statement on every
+//! shard (Parse+Bind+Describe+Execute+Sync) and merges like a simple one.
+
+use super::session::{Exec, Step, R};
+use super::txn::{note_write, TxnState};
+use crate::error::{sqlstate, PgError};
+use crate::protocol::{build, inspect, Frame};
+use crate::router::params::Params;
+use crate::router::plan::{plan, plan_unparsed, Plan, HOME};
+use bytes::{BufMut, Bytes, BytesMut};
+use std::collections::{BTreeSet, HashMap};
+
+struct Statement {
+    /// The client's Parse message, replayed on shards that have not prepared it.
+    parse: Bytes,
+    sql: String,
+    ast: Option<sqlparser::ast::Statement>,
+    /// Shards where it is prepared under the client's name.
+    on: BTreeSet<usize>,
+}
+
+enum Portal {
+    /// Bound on this shard under the client's name.
+    Shard(usize),
+    /// Carried out by the proxy.
+    Local {
+        plan: Plan,
+        sql: String,
+        params: Params,
+        result_formats: Vec<i16>,
+    },
+}
+
+#[derive(Default)]
+pub struct Extended {
+    statements: HashMap<String, Statement>,
+    portals: HashMap<String, Portal>,
+    batch: Vec<Frame>,
+    /// An error happened in this batch: discard messages until Sync.
+    failed: bool,
+    /// Shards that received messages since the last Sync.
+    touched: BTreeSet<usize>,
+    /// Shard written in this batch (one at most, until two-phase commit).
+    batch_write: Option<usize>,
+}
+
+impl Extended {
+    pub async fn handle(&mut self, exec: &mut Exec<'_>, frame: Frame) -> R<()> {
+        let tag = frame.tag;
+        self.batch.push(frame);
+        match tag {
+            b'S' | b'H' => {
+                let batch = std::mem::take(&mut self.batch);
+                self.run_batch(exec, batch).await?;
+                exec.flush().await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn run_batch(&mut self, exec: &mut Exec<'_>, batch: Vec<Frame>) -> R<()> {
+        if !self.failed {
+            if let Some(shard) = self.single_destination(exec, &batch) {
+                return self.run_on_one_shard(exec, shard, batch).await;
+            }
+        }
+        for frame in batch {
+            self.run_message(exec, frame).await?;
+        }
+        Ok(())
+    }
+
+    /// The one shard every message of the batch goes to, if there is one and nothing in the
+    /// batch needs the proxy.
+    fn single_destination(&mut self, exec: &Exec<'_>, batch: &[Frame]) -> Option<usize> {
+        let mut parsed: HashMap<String, Option<usize>> = HashMap::new();
+        let mut bound: HashMap<String, usize> = HashMap::new();
+        let mut dest: Option<usize> = None;
+        fn agree(dest: &mut Option<usize>, d: usize) -> bool {
+            *dest.get_or_insert(d) == d
+        }
+        for f in batch {
+            let ok = match f.tag {
+                b'P' => {
+                    let (name, sql) = inspect::parse_text(f.body())?;
+                    parsed.insert(name.to_string(), None);
+                    parse_error(exec, sql).is_none()
+                }
+                b'B' => {
+                    let (portal, stmt, params) = bind_fields(f.body())?;
+                    let plan = self.plan_for(exec, &stmt, &params, batch)?;
+                    match plan {
+                        Plan::Shard { shard, .. } => {
+                            bound.insert(portal, shard);
+                            parsed.entry(stmt).and_modify(|d| *d = Some(shard));
+                            agree(&mut dest, shard)
+                        }
+                        _ => false,
+                    }
+                }
+                b'E' => {
+                    let (portal, _) = inspect::cstr(f.body())?;
+                    match bound
+                        .get(portal)
+                        .copied()
+                        .or_else(|| self.portal_shard(portal))
+                    {
+                        Some(s) => agree(&mut dest, s),
+                        None => false,
+                    }
+                }
+                b'D' => {
+                    let kind = *f.body().first()?;
+                    let (name, _) = inspect::cstr(&f.body()[1..])?;
+                    let target = if kind == b'P' {
+                        bound.get(name).copied().or_else(|| self.portal_shard(name))
+                    } else {
+                        match parsed.get(name) {
+                            Some(Some(s)) => Some(*s),
+                            Some(None) => dest.or(Some(HOME)),
+                            None => self
+                                .statements
+                                .get(name)
+                                .and_then(|s| s.on.iter().next().copied()),
+                        }
+                    };
+                    match target {
+                        Some(s) => agree(&mut dest, s),
+                        None => false,
+                    }
+                }
+                b'S' | b'H' => true,
+                _ => false,
+            };
+            if !ok {
+                return None;
+            }
+        }
+        // Parsed-but-unbound statements go to the batch's shard (or home).
+        Some(dest.unwrap_or(HOME))
+    }
+
+    fn portal_shard(&self, name: &str) -> Option<usize> {
+        match self.portals.get(name) {
+            Some(Portal::Shard(s)) => Some(*s),
+            _ => None,
+        }
+    }
+
+    /// The plan of statement `stmt` with these parameters; a statement parsed earlier in this
+    /// batch is looked up there.
+    fn plan_for(
+        &self,
+        exec: &Exec<'_>,
+        stmt: &str,
+        params: &Params,
+        batch: &[Frame],
+    ) -> Option<Plan> {
+        if let Some(p) = batch.iter().rev().find(|f| {
+            f.tag == b'P' && inspect::parse_text(f.body()).is_some_and(|(n, _)| n == stmt)
+        }) {
+            let (_, sql) = inspect::parse_text(p.body())?;
+            return Some(plan_sql(exec, sql, &parse_ast(sql), params));
+        }
+        let s = self.statements.get(stmt)?;
+        Some(plan_sql(exec, &s.sql, &s.ast, params))
+    }
+
+    /// Fast path: the whole batch to one shard, one round trip.
+    async fn run_on_one_shard(
+        &mut self,
+        exec: &mut Exec<'_>,
+        shard: usize,
+        batch: Vec<Frame>,
+    ) -> R<()> {
+        // Writes and transactions: check and enlist before anything is sent.
+        let mut writes = false;
+        for f in &batch {
+            if f.tag == b'B' {
+                if let Some((_, stmt, params)) = bind_fields(f.body()) {
+                    if let Some(Plan::Shard { write: true, .. }) =
+                        self.plan_for(exec, &stmt, &params, &batch)
+                    {
+                        writes = true;
+                    }
+                }
+            }
+        }
+        if writes {
+            if let Some(err) = self.write_conflict(exec, shard) {
+                exec.error(&err);
+                exec.txn.fail();
+                return self.fail_rest(exec, batch).await;
+            }
+            if let TxnState::Open(t) = &mut exec.txn {
+                let _ = note_write(t, shard);
+            }
+        }
+        if exec.enlist(shard).await? == Step::Failed {
+            exec.txn.fail();
+            return self.fail_rest(exec, batch).await;
+        }
+        let mut out = BytesMut::new();
+        let mut swallow = 0usize;
+        let mut ends_with_sync = false;
+        for f in &batch {
+            match f.tag {
+                b'P' => {
+                    let (name, sql) = inspect::parse_text(f.body()).expect("checked in routing");
+                    let st = Statement {
+                        parse: f.bytes.clone(),
+                        sql: sql.to_string(),
+                        ast: parse_ast(sql),
+                        on: BTreeSet::from([shard]),
+                    };
+                    self.statements.insert(name.to_string(), st);
+                    out.extend_from_slice(&f.bytes);
+                }
+                b'B' => {
+                    let (portal, stmt, _) = bind_fields(f.body()).expect("checked in routing");
+                    if let Some(st) = self.statements.get_mut(&stmt) {
+                        if !st.on.contains(&shard) {
+                            out.extend_from_slice(&st.parse);
+                            st.on.insert(shard);
+                            swallow += 1;
+                        }
+                    }
+                    self.portals.insert(portal, Portal::Shard(shard));
+                    out.extend_from_slice(&f.bytes);
+                }
+                b'S' => {
+                    ends_with_sync = true;
+                    out.extend_from_slice(&f.bytes);
+                }
+                _ => out.extend_from_slice(&f.bytes),
+            }
+        }
+        exec.links[shard].send(&out).await?;
+        self.touched.insert(shard);
+        if writes {
+            self.batch_write = Some(shard);
+        }
+        let mut errored = false;
+        if ends_with_sync {
+            loop {
+                let f = exec.links[shard].recv().await?;
+                match f.tag {
+                    b'Z' => break,
+                    b'1' if swallow > 0 => swallow -= 1,
+                    b'E' => {
+                        errored = true;
+                        swallow = 0;
+                        exec.out.extend_from_slice(&f.bytes);
+                    }
+                    _ => exec.out.extend_from_slice(&f.bytes),
+                }
+                exec.maybe_flush().await?;
+            }
+            if errored {
+                exec.txn.fail();
+            }
+            self.end_of_sync(exec);
+            build::ready_for_query(exec.txn.status(), &mut exec.out);
+        } else {
+            // Flush: read what the batch's messages produce.
+            for f in &batch {
+                if errored {
+                    break;
+                }
+                if f.tag == b'B' && swallow > 0 {
+                    // The injected Parse answers first.
+                    if self.relay_one(exec, shard, b'P', true).await? == Step::Failed {
+                        errored = true;
+                        break;
+                    }
+                    swallow -= 1;
+                }
+                if self.relay_one(exec, shard, f.tag, false).await? == Step::Failed {
+                    errored = true;
+                }
+            }
+            if errored {
+                self.failed = true;
+                exec.txn.fail();
+            }
+        }
+        Ok(())
+    }
+
+    fn write_conflict(&self, exec: &Exec<'_>, shard: usize) -> Option<PgError> {
+        let other = match &exec.txn {
+            TxnState::Open(t) => t.written.filter(|w| *w != shard),
+            _ => self.batch_write.filter(|w| *w != shard),
+        }?;
+        let names = &exec.placement.shard_names;
+        Some(
+            PgError::error(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!("this transaction already wrote on shard {}; writing on shard {} too needs an atomic commit across shards", names[other], names[shard]),
+            )
+            .with_hint("Two-phase commit is not available yet in this version; keep each transaction's writes on one shard."),
+        )
+    }
+
+    async fn fail_rest(&mut self, exec: &mut Exec<'_>, batch: Vec<Frame>) -> R<()> {
+        self.failed = true;
+        if batch.last().is_some_and(|f| f.tag == b'S') {
+            self.sync(exec).await?;
+        }
+        Ok(())
+    }
+
+    /// Slow path: one message at a time.
+    async fn run_message(&mut self, exec: &mut Exec<'_>, f: Frame) -> R<()> {
+        if f.tag == b'S' {
+            return self.sync(exec).await;
+        }
+        if self.failed {
+            return Ok(());
+        }
+        let step = match f.tag {
+            b'P' => {
+                let (name, sql) = match inspect::parse_text(f.body()) {
+                    Some(v) => v,
+                    None => return Err(super::session::Stop::Client),
+                };
+                if let Some(err) = parse_error(exec, sql) {
+                    metrics::counter!(crate::metrics::STATEMENTS_REJECTED).increment(1);
+                    self.statements.remove(name);
+                    return {
+                        exec.error(&err);
+                        self.failed = true;
+                        exec.txn.fail();
+                        Ok(())
+                    };
+                }
+                let st = Statement {
+                    parse: f.bytes.clone(),
+                    sql: sql.to_string(),
+                    ast: parse_ast(sql),
+                    on: BTreeSet::new(),
+                };
+                self.statements.insert(name.to_string(), st);
+                self.send_and_relay(exec, HOME, std::slice::from_ref(&f.bytes), b'P', 0)
+                    .await?
+            }
+            b'B' => self.bind(exec, f).await?,
+            b'D' => self.describe(exec, f).await?,
+            b'E' => self.execute(exec, f).await?,
+            b'C' => self.close(exec, f).await?,
+            b'H' => Step::Done,
+            _ => Step::Done,
+        };
+        if step == Step::Failed {
+            self.failed = true;
+            exec.txn.fail();
+        }
+        Ok(())
+    }
+
+    /// Sends `frames` to a shard (enlisting it, and with a Flush) and relays the answer to the
+    /// message of type `tag`, after swallowing `swallow` injected ParseCompletes.
+    async fn send_and_relay(
+        &mut self,
+        exec: &mut Exec<'_>,
+        shard: usize,
+        frames: &[Bytes],
+        tag: u8,
+        swallow: usize,
+    ) -> R<Step> {
+        if !self.touched.contains(&shard) && exec.enlist(shard).await? == Step::Failed {
+            return Ok(Step::Failed);
+        }
+        let mut out = BytesMut::new();
+        for b in frames {
+            out.extend_from_slice(b);
+        }
+        out.extend_from_slice(b"H\0\0\0\x04");
+        exec.links[shard].send(&out).await?;
+        self.touched.insert(shard);
+        for _ in 0..swallow {
+            if self.relay_one(exec, shard, b'P', true).await? == Step::Failed {
+                return Ok(Step::Failed);
+            }
+        }
+        self.relay_one(exec, shard, tag, false).await
+    }
+
+    /// Relays (or, `quiet`, swallows unless it is an error) the answer to one message.
+    async fn relay_one(
+        &mut self,
+        exec: &mut Exec<'_>,
+        shard: usize,
+        tag: u8,
+        quiet: bool,
+    ) -> R<Step> {
+        loop {
+            let f = exec.links[shard].recv().await?;
+            let done = match (tag, f.tag) {
+                (_, b'E') => {
+                    exec.out.extend_from_slice(&f.bytes);
+                    return Ok(Step::Failed);
+                }
+                (_, b'N') | (_, b'A') | (_, b'S') => {
+                    exec.out.extend_from_slice(&f.bytes);
+                    false
+                }
+                (b'P', b'1') | (b'B', b'2') | (b'C', b'3') => true,
+                (b'D', b'T') | (b'D', b'n') => true,
+                (b'D', b't') => false,
+                (b'E', b'C') | (b'E', b's') | (b'E', b'I') => true,
+                (b'E', b'G') | (b'E', b'H') => {
+                    exec.error(&PgError::error(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        "COPY through the extended protocol is not supported on several shards",
+                    ));
+                    return Ok(Step::Failed);
+                }
+                _ => false,
+            };
+            // Quiet: the terminal answer belongs to a message the client did not send.
+            if !(matches!(f.tag, b'N' | b'A' | b'S') || quiet && done) {
+                exec.out.extend_from_slice(&f.bytes);
+            }
+            exec.maybe_flush().await?;
+            if done {
+                return Ok(Step::Done);
+            }
+        }
+    }
+
+    async fn bind(&mut self, exec: &mut Exec<'_>, f: Frame) -> R<Step> {
+        let Some((portal, stmt, params)) = bind_fields(f.body()) else {
+            return Ok(exec.error(&PgError::error(
+                sqlstate::PROTOCOL_VIOLATION,
+                "malformed Bind message",
+            )));
+        };
+        let Some(st) = self.statements.get(&stmt) else {
+            return Ok(exec.error(&PgError::error(
+                "26000",
+                format!("prepared statement \"{stmt}\" does not exist"),
+            )));
+        };
+        let plan = plan_sql(exec, &st.sql, &st.ast, &params);
+        match plan {
+            Plan::Shard { shard, write } => {
+                if write {
+                    if let Some(err) = self.write_conflict(exec, shard) {
+                        return Ok(exec.error(&err));
+                    }
+                    if let TxnState::Open(t) = &mut exec.txn {
+                        let _ = note_write(t, shard);
+                    }
+                    self.batch_write = Some(shard);
+                }
+                let st = self.statements.get_mut(&stmt).expect("looked up above");
+                let mut frames = Vec::new();
+                let mut swallow = 0;
+                if !st.on.contains(&shard) {
+                    frames.push(st.parse.clone());
+                    st.on.insert(shard);
+                    swallow = 1;
+                }
+                frames.push(f.bytes.clone());
+                self.portals.insert(portal, Portal::Shard(shard));
+                self.send_and_relay(exec, shard, &frames, b'B', swallow)
+                    .await
+            }
+            Plan::Reject(e) => Ok(exec.error(&e)),
+            other => {
+                let sql = st.sql.clone();
+                self.portals.insert(
+                    portal,
+                    Portal::Local {
+                        plan: other,
+                        sql,
+                        params,
+                        result_formats: result_formats(f.body()),
+                    },
+                );
+                build::empty(b'2', &mut exec.out);
+                Ok(Step::Done)
+            }
+        }
+    }
+
+    async fn describe(&mut self, exec: &mut Exec<'_>, f: Frame) -> R<Step> {
+        let kind = f.body().first().copied().unwrap_or(0);
+        let name = inspect::cstr(&f.body()[1..])
+            .map(|(n, _)| n.to_string())
+            .unwrap_or_default();
+        if kind == b'S' {
+            let Some(st) = self.statements.get_mut(&name) else {
+                return Ok(exec.error(&PgError::error(
+                    "26000",
+                    format!("prepared statement \"{name}\" does not exist"),
+                )));
+            };
+            let (shard, swallow, mut frames) = match st.on.iter().next() {
+                Some(&s) => (s, 0, vec![]),
+                None => {
+                    st.on.insert(HOME);
+                    (HOME, 1, vec![st.parse.clone()])
+                }
+            };
+            frames.push(f.bytes.clone());
+            return self
+                .send_and_relay(exec, shard, &frames, b'D', swallow)
+                .await;
+        }
+        match self.portals.get(&name) {
+            Some(Portal::Shard(s)) => {
+                let s = *s;
+                self.send_and_relay(exec, s, std::slice::from_ref(&f.bytes), b'D', 0)
+                    .await
+            }
+            Some(Portal::Local {
+                plan: Plan::Scatter { shards, sql, .. },
+                params,
+                result_formats,
+                ..
+            }) => {
+                // The columns are the same on every shard: describe a re-bind on the first.
+                let request = rebind(sql, params, result_formats, true, false);
+                let shard = shards[0];
+                if !self.touched.contains(&shard) && exec.enlist(shard).await? == Step::Failed {
+                    return Ok(Step::Failed);
+                }
+                let mut out = BytesMut::from(&request[..]);
+                out.extend_from_slice(b"H\0\0\0\x04");
+                exec.links[shard].send(&out).await?;
+                self.touched.insert(shard);
+                for tag in [b'P', b'B'] {
+                    if self.relay_one(exec, shard, tag, true).await? == Step::Failed {
+                        return Ok(Step::Failed);
+                    }
+                }
+                self.relay_one(exec, shard, b'D', false).await
+            }
+            Some(Portal::Local { .. }) => {
+                build::empty(b'n', &mut exec.out);
+                Ok(Step::Done)
+            }
+            None => Ok(exec.error(&PgError::error(
+                "34000",
+                format!("portal \"{name}\" does not exist"),
+            ))),
+        }
+    }
+
+    async fn execute(&mut self, exec: &mut Exec<'_>, f: Frame) -> R<Step> {
+        let Some((name, rest)) = inspect::cstr(f.body()) else {
+            return Ok(exec.error(&PgError::error(
+                sqlstate::PROTOCOL_VIOLATION,
+                "malformed Execute message",
+            )));
+        };
+        let max_rows = rest
+            .get(..4)
+            .map(|b| i32::from_be_bytes(b.try_into().expect("4 bytes")))
+            .unwrap_or(0);
+        match self.portals.get(name) {
+            Some(Portal::Shard(s)) => {
+                let s = *s;
+                self.send_and_relay(exec, s, std::slice::from_ref(&f.bytes), b'E', 0)
+                    .await
+            }
+            Some(Portal::Local {
+                plan: Plan::Scatter { shards, sql, merge },
+                params,
+                result_formats,
+                ..
+            }) => {
+                if max_rows > 0 {
+                    return Ok(exec.error(&PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, "fetching a multi-shard result in parts (Execute with a row limit) is not supported yet")
+                        .with_hint("Fetch all rows at once, or add a shard-key condition.")));
+                }
+                let request = rebind(sql, params, result_formats, true, true);
+                let (shards, merge) = (shards.clone(), merge.clone());
+                super::merge::scatter_request(exec, &shards, &request, &merge, false).await
+            }
+            Some(Portal::Local { plan, sql, .. }) => {
+                let (plan, sql) = (plan.clone(), sql.clone());
+                exec.run_plan(plan, &sql).await
+            }
+            None => Ok(exec.error(&PgError::error(
+                "34000",
+                format!("portal \"{name}\" does not exist"),
+            ))),
+        }
+    }
+
+    async fn close(&mut self, exec: &mut Exec<'_>, f: Frame) -> R<Step> {
+        let kind = f.body().first().copied().unwrap_or(0);
+        let name = inspect::cstr(&f.body()[1..])
+            .map(|(n, _)| n.to_string())
+            .unwrap_or_default();
+        let shards: Vec<usize> = if kind == b'S' {
+            self.statements
+                .remove(&name)
+                .map(|s| s.on.into_iter().collect())
+                .unwrap_or_default()
+        } else {
+            match self.portals.remove(&name) {
+                Some(Portal::Shard(s)) => vec![s],
+                _ => vec![],
+            }
+        };
+        if shards.is_empty() {
+            build::empty(b'3', &mut exec.out);
+            return Ok(Step::Done);
+        }
+        for (i, &s) in shards.iter().enumerate() {
+            let quiet = i > 0;
+            if !self.touched.contains(&s) && exec.enlist(s).await? == Step::Failed {
+                return Ok(Step::Failed);
+            }
+            let mut out = BytesMut::from(&f.bytes[..]);
+            out.extend_from_slice(b"H\0\0\0\x04");
+            exec.links[s].send(&out).await?;
+            self.touched.insert(s);
+            if quiet {
+                let before = exec.out.len();
+                let step = self.relay_one(exec, s, b'C', false).await?;
+                exec.out.truncate(before);
+                if step == Step::Failed {
+                    return Ok(Step::Failed);
+                }
+            } else if self.relay_one(exec, s, b'C', false).await? == Step::Failed {
+                return Ok(Step::Failed);
+            }
+        }
+        Ok(Step::Done)
+    }
+
+    /// Sync: every touched shard syncs; one ReadyForQuery with the session's status.
+    async fn sync(&mut self, exec: &mut Exec<'_>) -> R<()> {
+        for s in std::mem::take(&mut self.touched) {
+            exec.links[s].send(b"S\0\0\0\x04").await?;
+            loop {
+                let f = exec.links[s].recv().await?;
+                match f.tag {
+                    b'Z' => break,
+                    b'E' if !self.failed => {
+                        self.failed = true;
+                        exec.out.extend_from_slice(&f.bytes);
+                        exec.txn.fail();
+                    }
+                    b'N' => exec.out.extend_from_slice(&f.bytes),
+                    _ => {}
+                }
+            }
+        }
+        self.end_of_sync(exec);
+        build::ready_for_query(exec.txn.status(), &mut exec.out);
+        Ok(())
+    }
+
+    fn end_of_sync(&mut self, exec: &mut Exec<'_>) {
+        self.failed = false;
+        self.touched.clear();
+        self.batch_write = None;
+        // The unnamed portal and the portals of an ended transaction are gone on the shards.
+        if exec.txn.status() == b'I' {
+            self.portals.clear();
+        } else {
+            self.portals.remove("");
+        }
+    }
+}
+
+/// A refusal that does not depend on parameters (see `check_at_parse`).
+fn parse_error(exec: &Exec<'_>, sql: &str) -> Option<PgError> {
+    parse_ast(sql).and_then(|stmt| crate::router::plan::check_at_parse(&stmt, exec.placement))
+}
+
+fn parse_ast(sql: &str) -> Option<sqlparser::ast::Statement> {
+    if crate::router::plan::is_admin(sql) {
+        return None;
+    }
+    match sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql) {
+        Ok(mut v) if v.len() == 1 => v.pop(),
+        _ => None,
+    }
+}
+
+fn plan_sql(
+    exec: &Exec<'_>,
+    sql: &str,
+    ast: &Option<sqlparser::ast::Statement>,
+    params: &Params,
+) -> Plan {
+    match ast {
+        Some(stmt) => plan(stmt, exec.placement, params),
+        None if sql.trim().is_empty() => Plan::Shard {
+            shard: HOME,
+            write: false,
+        },
+        None => plan_unparsed(sql),
+    }
+}
+
+/// Portal name, statement name and parameters of a Bind body.
+fn bind_fields(body: &[u8]) -> Option<(String, String, Params)> {
+    let (portal, rest) = inspect::cstr(body)?;
+    let (stmt, rest) = inspect::cstr(rest)?;
+    let i16_at = |b: &[u8], at: usize| -> Option<i16> {
+        Some(i16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+    };
+    let nfmt = i16_at(rest, 0)? as usize;
+    let mut at = 2;
+    let mut formats = Vec::with_capacity(nfmt);
+    for _ in 0..nfmt {
+        formats.push(i16_at(rest, at)?);
+        at += 2;
+    }
+    let nvals = i16_at(rest, at)? as usize;
+    at += 2;
+    let mut values = Vec::with_capacity(nvals);
+    for _ in 0..nvals {
+        let len = i32::from_be_bytes(rest.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        if len < 0 {
+            values.push(None);
+        } else {
+            let len = len as usize;
+            values.push(Some(Bytes::copy_from_slice(rest.get(at..at + len)?)));
+            at += len;
+        }
+    }
+    Some((
+        portal.to_string(),
+        stmt.to_string(),
+        Params { values, formats },
+    ))
+}
+
+/// Result-column format codes of a Bind body.
+fn result_formats(body: &[u8]) -> Vec<i16> {
+    let Some((_, _, params)) = bind_fields(body) else {
+        return vec![];
+    };
+    // Skip to after the parameter values: recompute the offset.
+    let (_, rest) = inspect::cstr(body).expect("checked");
+    let (_, rest) = inspect::cstr(rest).expect("checked");
+    let mut at = 2 + 2 * params.formats.len() + 2;
+    for v in &params.values {
+        at += 4 + v.as_ref().map(|b| b.len()).unwrap_or(0);
+    }
+    let Some(n) = rest
+        .get(at..at + 2)
+        .map(|b| i16::from_be_bytes([b[0], b[1]]) as usize)
+    else {
+        return vec![];
+    };
+    (0..n)
+        .filter_map(|i| {
+            rest.get(at + 2 + 2 * i..at + 4 + 2 * i)
+                .map(|b| i16::from_be_bytes([b[0], b[1]]))
+        })
+        .collect()
+}
+
+/// Parse + Bind (+ Describe portal) (+ Execute + Sync) of `sql` on the unnamed statement and
+/// portal, for running a scattered read on each shard.
+fn rebind(
+    sql: &str,
+    params: &Params,
+    result_formats: &[i16],
+    describe: bool,
+    execute: bool,
+) -> Bytes {
+    let mut b = BytesMut::new();
+    let msg = |b: &mut BytesMut, tag: u8, body: &[u8]| {
+        b.put_u8(tag);
+        b.put_i32(body.len() as i32 + 4);
+        b.put_slice(body);
+    };
+    let mut body = BytesMut::new();
+    body.put_u8(0);
+    body.put_slice(sql.as_bytes());
+    body.put_u8(0);
+    body.put_i16(0);
+    msg(&mut b, b'P', &body);
+    body.clear();
+    body.put_u8(0);
+    body.put_u8(0);
+    body.put_i16(params.formats.len() as i16);
+    for f in &params.formats {
+        body.put_i16(*f);
+    }
+    body.put_i16(params.values.len() as i16);
+    for v in &params.values {
+        match v {
+            None => body.put_i32(-1),
+            Some(bytes) => {
+                body.put_i32(bytes.len() as i32);
+                body.put_slice(bytes);
+            }
+        }
+    }
+    body.put_i16(result_formats.len() as i16);
+    for f in result_formats {
+        body.put_i16(*f);
+    }
+    msg(&mut b, b'B', &body);
+    if describe {
+        msg(&mut b, b'D', b"P\0");
+    }
+    if execute {
+        msg(&mut b, b'E', b"\0\0\0\0\0");
+        msg(&mut b, b'S', b"");
+    }
+    b.freeze()
+}

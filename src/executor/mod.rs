@@ -1,0 +1,12 @@
+//! Sessions on a cluster of several shards: planning each statement (`router::plan`), running
+//! it on one shard or several (`session`), merging scattered results (`merge`, `value`), and the
+//! session's transaction over its shards (`txn`). Single-shard clusters never come here: they
+//! use the byte relay in `frontend::session`, which is transparent by construction.
+
+pub mod client_loop;
+pub mod extended;
+pub mod link;
+pub mod merge;
+pub mod session;
+pub mod txn;
+pub mod value;

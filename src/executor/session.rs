@@ -1,0 +1,470 @@
+//! The executor session: one client over several shard links, request by request.
+//!
+//! Unlike the single-shard relay, this session reads whole client messages and answers each
+//! request itself: it plans the statement, runs it on one shard or several, merges, and writes
+//! one ReadyForQuery whose status is the session's (`TxnState`), not any one shard's.
+
+use super::link::{LinkLost, ShardLink};
+use super::txn::{commit_order, note_write, TxnState};
+use crate::error::{sqlstate, PgError};
+use crate::placement::Placement;
+use crate::protocol::{build, Frame};
+use crate::router::params::Params;
+use crate::router::plan::{plan, plan_unparsed, AdminCmd, Plan, TxnCmd, HOME};
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+
+const FLUSH_AT: usize = 64 * 1024;
+
+/// Why a session cannot go on.
+#[derive(Debug)]
+pub enum Stop {
+    Shard(String),
+    Client,
+}
+
+impl From<LinkLost> for Stop {
+    fn from(l: LinkLost) -> Stop {
+        Stop::Shard(l.shard)
+    }
+}
+
+pub type R<T> = Result<T, Stop>;
+
+/// Whether a step succeeded or wrote an error for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Done,
+    Failed,
+}
+
+pub struct Exec<'a> {
+    pub placement: &'a Placement,
+    pub links: Vec<ShardLink>,
+    client: OwnedWriteHalf,
+    pub out: BytesMut,
+    pub txn: TxnState,
+    /// Shards sort text bytewise (C collation), so merged text order is PostgreSQL's.
+    pub text_order_c: bool,
+}
+
+impl<'a> Exec<'a> {
+    pub fn new(
+        placement: &'a Placement,
+        links: Vec<ShardLink>,
+        client: OwnedWriteHalf,
+        text_order_c: bool,
+    ) -> Exec<'a> {
+        Exec {
+            placement,
+            links,
+            client,
+            out: BytesMut::with_capacity(FLUSH_AT),
+            txn: TxnState::Idle,
+            text_order_c,
+        }
+    }
+
+    pub async fn flush(&mut self) -> R<()> {
+        if !self.out.is_empty() {
+            self.client
+                .write_all(&self.out)
+                .await
+                .map_err(|_| Stop::Client)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    pub async fn maybe_flush(&mut self) -> R<()> {
+        if self.out.len() >= FLUSH_AT {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    pub fn error(&mut self, err: &PgError) -> Step {
+        build::error(err, &mut self.out);
+        Step::Failed
+    }
+
+    pub fn into_client(self) -> OwnedWriteHalf {
+        self.client
+    }
+
+    /// A simple-protocol Query: every statement in it, then one ReadyForQuery.
+    pub async fn simple_query(&mut self, text: &str) -> R<()> {
+        if text.trim().trim_matches(';').trim().is_empty() {
+            build::empty(b'I', &mut self.out);
+            build::ready_for_query(self.txn.status(), &mut self.out);
+            return self.flush().await;
+        }
+        let admin = crate::router::plan::is_admin(text);
+        let statements: Vec<(Option<sqlparser::ast::Statement>, String)> =
+            match sqlparser::parser::Parser::parse_sql(
+                &sqlparser::dialect::PostgreSqlDialect {},
+                text,
+            ) {
+                _ if admin => vec![(None, text.to_string())],
+                Ok(v) if v.len() == 1 => {
+                    v.into_iter().map(|s| (Some(s), text.to_string())).collect()
+                }
+                Ok(v) => v
+                    .into_iter()
+                    .map(|s| {
+                        let sql = s.to_string();
+                        (Some(s), sql)
+                    })
+                    .collect(),
+                Err(_) => vec![(None, text.to_string())],
+            };
+        // PostgreSQL runs a multi-statement Query as one implicit transaction.
+        if statements.len() > 1 && self.txn == TxnState::Idle {
+            self.txn = TxnState::begin("BEGIN".into(), true);
+        }
+        for (stmt, sql) in statements {
+            let plan = match &stmt {
+                Some(s) => plan(s, self.placement, &Params::default()),
+                None => plan_unparsed(&sql),
+            };
+            if self.run_plan(plan, &sql).await? == Step::Failed {
+                self.after_error().await?;
+                break;
+            }
+        }
+        if matches!(&self.txn, TxnState::Open(t) if t.implicit) {
+            self.commit(false).await?;
+        }
+        build::ready_for_query(self.txn.status(), &mut self.out);
+        self.flush().await
+    }
+
+    /// After a failed statement: an implicit transaction rolls back now, an explicit one waits
+    /// for the client's ROLLBACK.
+    pub async fn after_error(&mut self) -> R<()> {
+        if matches!(&self.txn, TxnState::Open(t) if t.implicit) {
+            self.rollback_enlisted().await?;
+        }
+        self.txn.fail();
+        Ok(())
+    }
+
+    pub async fn run_plan(&mut self, plan: Plan, sql: &str) -> R<Step> {
+        if let TxnState::Failed(_) = self.txn {
+            if !matches!(
+                plan,
+                Plan::Txn(TxnCmd::Commit) | Plan::Txn(TxnCmd::Rollback)
+            ) {
+                return Ok(self.error(&PgError::error(
+                    "25P02",
+                    "current transaction is aborted, commands ignored until end of transaction block",
+                )));
+            }
+        }
+        match plan {
+            Plan::Reject(e) => {
+                metrics::counter!(crate::metrics::STATEMENTS_REJECTED).increment(1);
+                Ok(self.error(&e))
+            }
+            Plan::Admin(cmd) => Ok(self.admin(cmd)),
+            Plan::Txn(cmd) => self.txn_command(cmd).await,
+            Plan::Shard { shard, write } => self.single(shard, write, sql).await,
+            Plan::Scatter { shards, sql, merge } => {
+                super::merge::scatter(self, &shards, &sql, &merge).await
+            }
+            Plan::Broadcast { transactional } => self.broadcast(sql, transactional).await,
+            Plan::Session => self.everywhere(sql).await,
+        }
+    }
+
+    /// Opens the client's transaction on `shard` if it has not been yet.
+    pub async fn enlist(&mut self, shard: usize) -> R<Step> {
+        let begin = match &self.txn {
+            TxnState::Open(t) if !t.enlisted.contains(&shard) => t.begin.clone(),
+            _ => return Ok(Step::Done),
+        };
+        let mut q = BytesMut::new();
+        build::query(&begin, &mut q);
+        self.links[shard].send(&q).await?;
+        if let Some(err) = self.quiet_until_ready(shard).await? {
+            self.out.extend_from_slice(&err.bytes);
+            return Ok(Step::Failed);
+        }
+        if let TxnState::Open(t) = &mut self.txn {
+            t.enlisted.insert(shard);
+        }
+        Ok(Step::Done)
+    }
+
+    async fn single(&mut self, shard: usize, write: bool, sql: &str) -> R<Step> {
+        if let TxnState::Open(t) = &mut self.txn {
+            if write {
+                if let Err(other) = note_write(t, shard) {
+                    let names = &self.placement.shard_names;
+                    return Ok(self.error(
+                        &PgError::error(
+                            sqlstate::FEATURE_NOT_SUPPORTED,
+                            format!(
+                                "this transaction already wrote on shard {}; writing on shard {} too needs an atomic commit across shards",
+                                names[other], names[shard]
+                            ),
+                        )
+                        .with_hint("Two-phase commit is not available yet in this version; keep each transaction's writes on one shard."),
+                    ));
+                }
+            }
+            if self.enlist(shard).await? == Step::Failed {
+                return Ok(Step::Failed);
+            }
+        }
+        let mut q = BytesMut::new();
+        build::query(sql, &mut q);
+        self.links[shard].send(&q).await?;
+        self.relay_until_ready(shard).await
+    }
+
+    /// Forwards everything up to (not including) ReadyForQuery.
+    pub async fn relay_until_ready(&mut self, shard: usize) -> R<Step> {
+        let mut step = Step::Done;
+        loop {
+            let f = self.links[shard].recv().await?;
+            match f.tag {
+                b'Z' => return Ok(step),
+                b'E' => {
+                    step = Step::Failed;
+                    self.out.extend_from_slice(&f.bytes);
+                }
+                b'G' => {
+                    // COPY FROM STDIN is refused by the planner on several shards; end it.
+                    let mut fail = BytesMut::new();
+                    fail.extend_from_slice(b"f\0\0\0\x1acopy not supported here\0");
+                    self.links[shard].send(&fail).await?;
+                }
+                _ => self.out.extend_from_slice(&f.bytes),
+            }
+            self.maybe_flush().await?;
+        }
+    }
+
+    /// Reads up to ReadyForQuery, forwarding only notices; returns the first error.
+    pub async fn quiet_until_ready(&mut self, shard: usize) -> R<Option<Frame>> {
+        let mut first_error = None;
+        loop {
+            let f = self.links[shard].recv().await?;
+            match f.tag {
+                b'Z' => return Ok(first_error),
+                b'E' if first_error.is_none() => first_error = Some(f),
+                b'N' => self.out.extend_from_slice(&f.bytes),
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs `sql` on one shard without forwarding its results; returns its error, if any.
+    async fn run_quiet(&mut self, shard: usize, sql: &str) -> R<Option<Frame>> {
+        let mut q = BytesMut::new();
+        build::query(sql, &mut q);
+        self.links[shard].send(&q).await?;
+        self.quiet_until_ready(shard).await
+    }
+
+    /// Session commands: every shard runs them; the client sees the home shard's answer.
+    async fn everywhere(&mut self, sql: &str) -> R<Step> {
+        let all: Vec<usize> = (0..self.links.len()).collect();
+        if let TxnState::Open(_) = self.txn {
+            for &s in &all {
+                if self.enlist(s).await? == Step::Failed {
+                    return Ok(Step::Failed);
+                }
+            }
+        }
+        self.on_all(sql, &all).await
+    }
+
+    async fn on_all(&mut self, sql: &str, shards: &[usize]) -> R<Step> {
+        let mut q = BytesMut::new();
+        build::query(sql, &mut q);
+        for &s in shards {
+            self.links[s].send(&q).await?;
+        }
+        let mut step = Step::Done;
+        for &s in shards {
+            if s == HOME {
+                if self.relay_until_ready(s).await? == Step::Failed {
+                    step = Step::Failed;
+                }
+            } else if let Some(err) = self.quiet_until_ready(s).await? {
+                if step == Step::Done {
+                    self.out.extend_from_slice(&err.bytes);
+                }
+                step = Step::Failed;
+            }
+        }
+        Ok(step)
+    }
+
+    /// DDL on every shard. Outside a transaction it runs in one transaction per shard, committed
+    /// only when every shard succeeded.
+    async fn broadcast(&mut self, sql: &str, transactional: bool) -> R<Step> {
+        let all: Vec<usize> = (0..self.links.len()).collect();
+        match &self.txn {
+            TxnState::Open(t) if !transactional && !t.implicit => Ok(self.error(&PgError::error(
+                "25001",
+                format!(
+                    "{} cannot run inside a transaction block",
+                    sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+                ),
+            ))),
+            TxnState::Open(_) => self.everywhere(sql).await,
+            _ if !transactional => {
+                for &s in &all {
+                    let step = if s == HOME {
+                        let mut q = BytesMut::new();
+                        build::query(sql, &mut q);
+                        self.links[s].send(&q).await?;
+                        self.relay_until_ready(s).await?
+                    } else {
+                        match self.run_quiet(s, sql).await? {
+                            None => Step::Done,
+                            Some(e) => {
+                                self.out.extend_from_slice(&e.bytes);
+                                Step::Failed
+                            }
+                        }
+                    };
+                    if step == Step::Failed {
+                        return Ok(Step::Failed);
+                    }
+                }
+                Ok(Step::Done)
+            }
+            _ => {
+                for &s in &all {
+                    if let Some(e) = self.run_quiet(s, "BEGIN").await? {
+                        self.out.extend_from_slice(&e.bytes);
+                        return Ok(Step::Failed);
+                    }
+                }
+                let step = self.on_all(sql, &all).await?;
+                let end = if step == Step::Done {
+                    "COMMIT"
+                } else {
+                    "ROLLBACK"
+                };
+                for &s in &all {
+                    if let Some(e) = self.run_quiet(s, end).await? {
+                        tracing::error!(shard = %self.links[s].name, "DDL {end} failed on one shard: the schema may differ between shards");
+                        if step == Step::Done {
+                            self.out.extend_from_slice(&e.bytes);
+                            return Ok(Step::Failed);
+                        }
+                    }
+                }
+                Ok(step)
+            }
+        }
+    }
+
+    async fn txn_command(&mut self, cmd: TxnCmd) -> R<Step> {
+        match cmd {
+            TxnCmd::Begin(text) => {
+                match &mut self.txn {
+                    TxnState::Idle => self.txn = TxnState::begin(text, false),
+                    TxnState::Open(t) if t.implicit => {
+                        t.implicit = false;
+                        t.begin = text;
+                    }
+                    _ => build::warning(
+                        "25001",
+                        "there is already a transaction in progress",
+                        &mut self.out,
+                    ),
+                }
+                build::command_complete("BEGIN", &mut self.out);
+                Ok(Step::Done)
+            }
+            TxnCmd::Commit => match &self.txn {
+                TxnState::Idle => {
+                    build::warning(
+                        "25P01",
+                        "there is no transaction in progress",
+                        &mut self.out,
+                    );
+                    build::command_complete("COMMIT", &mut self.out);
+                    Ok(Step::Done)
+                }
+                TxnState::Failed(_) => {
+                    self.rollback_enlisted().await?;
+                    self.txn = TxnState::Idle;
+                    build::command_complete("ROLLBACK", &mut self.out);
+                    Ok(Step::Done)
+                }
+                TxnState::Open(_) => self.commit(true).await,
+            },
+            TxnCmd::Rollback => {
+                if self.txn == TxnState::Idle {
+                    build::warning(
+                        "25P01",
+                        "there is no transaction in progress",
+                        &mut self.out,
+                    );
+                }
+                self.rollback_enlisted().await?;
+                self.txn = TxnState::Idle;
+                build::command_complete("ROLLBACK", &mut self.out);
+                Ok(Step::Done)
+            }
+        }
+    }
+
+    /// Commits the open transaction: the written shard first; if that fails, nothing committed.
+    async fn commit(&mut self, tag: bool) -> R<Step> {
+        let TxnState::Open(t) = std::mem::replace(&mut self.txn, TxnState::Idle) else {
+            return Ok(Step::Done);
+        };
+        let order = commit_order(&t);
+        for (i, &s) in order.iter().enumerate() {
+            if let Some(err) = self.run_quiet(s, "COMMIT").await? {
+                if i == 0 {
+                    self.out.extend_from_slice(&err.bytes);
+                    for &rest in &order[1..] {
+                        self.run_quiet(rest, "ROLLBACK").await?;
+                    }
+                    return Ok(Step::Failed);
+                }
+                // A read-only shard's commit changes nothing; the decision was the first commit.
+                tracing::warn!(shard = %self.links[s].name, "commit of a read-only participant failed");
+            }
+        }
+        if tag {
+            build::command_complete("COMMIT", &mut self.out);
+        }
+        Ok(Step::Done)
+    }
+
+    pub async fn rollback_enlisted(&mut self) -> R<()> {
+        for s in self.txn.enlisted() {
+            self.run_quiet(s, "ROLLBACK").await?;
+        }
+        Ok(())
+    }
+
+    fn admin(&mut self, cmd: AdminCmd) -> Step {
+        match cmd {
+            AdminCmd::Route { table, key } => match self.placement.route_text(&table, &key) {
+                Ok((slot, shard)) => {
+                    build::row_description_text(&["table", "key", "slot", "shard"], &mut self.out);
+                    let slot = slot.to_string();
+                    build::data_row_text(
+                        &[Some(&table), Some(&key), Some(&slot), Some(&shard)],
+                        &mut self.out,
+                    );
+                    build::command_complete("SHOW", &mut self.out);
+                    Step::Done
+                }
+                Err(e) => self.error(&PgError::error("42P01", e)),
+            },
+        }
+    }
+}

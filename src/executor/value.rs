@@ -1,0 +1,338 @@
+//! Sort keys decoded from DataRow columns, compared as PostgreSQL orders them.
+//!
+//! Only what a multi-shard ORDER BY needs is decoded: the sort columns of the rows at the heads of
+//! the shard streams. Text compares bytewise, which is PostgreSQL's order under the C collation
+//! (the executor refuses text sort keys on shards whose collation is not C, see docs/routing.md).
+//! Timestamps with time zone compare as instants, whatever offset each was rendered with.
+
+use std::cmp::Ordering;
+
+/// Type OIDs the merge understands.
+pub mod oid {
+    pub const BOOL: u32 = 16;
+    pub const BYTEA: u32 = 17;
+    pub const NAME: u32 = 19;
+    pub const INT8: u32 = 20;
+    pub const INT2: u32 = 21;
+    pub const INT4: u32 = 23;
+    pub const TEXT: u32 = 25;
+    pub const OID: u32 = 26;
+    pub const FLOAT4: u32 = 700;
+    pub const FLOAT8: u32 = 701;
+    pub const BPCHAR: u32 = 1042;
+    pub const VARCHAR: u32 = 1043;
+    pub const DATE: u32 = 1082;
+    pub const TIMESTAMP: u32 = 1114;
+    pub const TIMESTAMPTZ: u32 = 1184;
+    pub const NUMERIC: u32 = 1700;
+    pub const UUID: u32 = 2950;
+}
+
+/// A decoded sort key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SortValue {
+    Null,
+    Int(i64),
+    Float(f64),
+    Numeric(Decimal),
+    Bytes(Vec<u8>),
+}
+
+/// Whether the merge can sort on this type in this format; the text is the reason if not.
+pub fn supported(type_oid: u32, format: i16) -> Result<(), String> {
+    use oid::*;
+    let ok = match type_oid {
+        BOOL | INT2 | INT4 | INT8 | OID | FLOAT4 | FLOAT8 | TEXT | VARCHAR | BPCHAR | NAME
+        | UUID | DATE | TIMESTAMP | TIMESTAMPTZ => true,
+        NUMERIC => format == 0,
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("sorting rows from several shards on a column of type OID {type_oid} ({}) is not supported", if format == 0 { "text" } else { "binary" }))
+    }
+}
+
+/// Decodes one column value (`None` = SQL NULL).
+pub fn decode(type_oid: u32, format: i16, raw: Option<&[u8]>) -> Result<SortValue, String> {
+    use oid::*;
+    let Some(raw) = raw else {
+        return Ok(SortValue::Null);
+    };
+    let bad = || format!("cannot decode a value of type OID {type_oid} for sorting");
+    if format == 1 {
+        return Ok(match type_oid {
+            BOOL => SortValue::Int(raw.first().copied().ok_or_else(bad)? as i64),
+            INT2 => SortValue::Int(i16::from_be_bytes(raw.try_into().map_err(|_| bad())?) as i64),
+            INT4 | DATE => {
+                SortValue::Int(i32::from_be_bytes(raw.try_into().map_err(|_| bad())?) as i64)
+            }
+            OID => SortValue::Int(u32::from_be_bytes(raw.try_into().map_err(|_| bad())?) as i64),
+            INT8 | TIMESTAMP | TIMESTAMPTZ => {
+                SortValue::Int(i64::from_be_bytes(raw.try_into().map_err(|_| bad())?))
+            }
+            FLOAT4 => {
+                SortValue::Float(f32::from_be_bytes(raw.try_into().map_err(|_| bad())?) as f64)
+            }
+            FLOAT8 => SortValue::Float(f64::from_be_bytes(raw.try_into().map_err(|_| bad())?)),
+            TEXT | VARCHAR | NAME | UUID | BPCHAR => SortValue::Bytes(raw.to_vec()),
+            _ => return Err(bad()),
+        });
+    }
+    let s = std::str::from_utf8(raw).map_err(|_| bad())?;
+    Ok(match type_oid {
+        BOOL => SortValue::Int((s == "t") as i64),
+        INT2 | INT4 | INT8 | OID => SortValue::Int(s.parse().map_err(|_| bad())?),
+        FLOAT4 | FLOAT8 => SortValue::Float(parse_float(s).ok_or_else(bad)?),
+        NUMERIC => SortValue::Numeric(Decimal::parse(s).ok_or_else(bad)?),
+        TEXT | VARCHAR | NAME | UUID | BPCHAR => SortValue::Bytes(raw.to_vec()),
+        DATE => SortValue::Int(parse_timestamp(s, false).ok_or_else(bad)?),
+        TIMESTAMP => SortValue::Int(parse_timestamp(s, false).ok_or_else(bad)?),
+        TIMESTAMPTZ => SortValue::Int(parse_timestamp(s, true).ok_or_else(bad)?),
+        _ => return Err(bad()),
+    })
+}
+
+fn parse_float(s: &str) -> Option<f64> {
+    match s {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        other => other.parse().ok(),
+    }
+}
+
+/// Microseconds (or days, for a bare date) on one scale; `infinity` sorts last, `-infinity` first.
+/// ISO DateStyle only (the default); other styles are refused by failing to parse.
+fn parse_timestamp(s: &str, with_zone: bool) -> Option<i64> {
+    match s {
+        "infinity" => return Some(i64::MAX),
+        "-infinity" => return Some(i64::MIN),
+        _ => {}
+    }
+    let (body, bc) = match s.strip_suffix(" BC") {
+        Some(b) => (b, true),
+        None => (s, false),
+    };
+    let (date, rest) = body.split_at(body.find(' ').unwrap_or(body.len()));
+    let mut dp = date.splitn(3, '-');
+    let mut year: i64 = dp.next()?.parse().ok()?;
+    let month: i64 = dp.next()?.parse().ok()?;
+    let day: i64 = dp.next()?.parse().ok()?;
+    if bc {
+        year = 1 - year;
+    }
+    let days = days_from_civil(year, month, day);
+    let rest = rest.trim();
+    if rest.is_empty() {
+        return Some(days * 86_400_000_000);
+    }
+    // HH:MM:SS[.ffffff][+-HH[:MM[:SS]]]
+    let zone_at = if with_zone {
+        rest.rfind(['+', '-'])
+    } else {
+        None
+    };
+    let (time, zone) = match zone_at {
+        Some(i) => (&rest[..i], Some(&rest[i..])),
+        None => (rest, None),
+    };
+    let mut tp = time.splitn(3, ':');
+    let h: i64 = tp.next()?.parse().ok()?;
+    let m: i64 = tp.next()?.parse().ok()?;
+    let sec = tp.next()?;
+    let (whole, frac) = sec.split_once('.').unwrap_or((sec, ""));
+    let whole: i64 = whole.parse().ok()?;
+    let micros: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<6}")[..6].parse().ok()?
+    };
+    let mut t = ((days * 24 + h) * 60 + m) * 60_000_000 + whole * 1_000_000 + micros;
+    if let Some(z) = zone {
+        let sign = if z.starts_with('-') { -1 } else { 1 };
+        let mut zp = z[1..].split(':');
+        let zh: i64 = zp.next()?.parse().ok()?;
+        let zm: i64 = zp.next().map(|v| v.parse().ok()).unwrap_or(Some(0))?;
+        let zs: i64 = zp.next().map(|v| v.parse().ok()).unwrap_or(Some(0))?;
+        t -= sign * ((zh * 60 + zm) * 60 + zs) * 1_000_000;
+    }
+    Some(t)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// An exact decimal from numeric's text form, for ordering only.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decimal {
+    NaN,
+    Inf(bool),
+    /// Sign, integer digits without leading zeros, fraction digits without trailing zeros.
+    Finite(bool, String, String),
+}
+
+impl Decimal {
+    pub fn parse(s: &str) -> Option<Decimal> {
+        match s {
+            "NaN" => return Some(Decimal::NaN),
+            "Infinity" => return Some(Decimal::Inf(true)),
+            "-Infinity" => return Some(Decimal::Inf(false)),
+            _ => {}
+        }
+        let (neg, digits) = match s.strip_prefix('-') {
+            Some(d) => (true, d),
+            None => (false, s),
+        };
+        let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+        if !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let int = int.trim_start_matches('0').to_string();
+        let frac = frac.trim_end_matches('0').to_string();
+        let zero = int.is_empty() && frac.is_empty();
+        Some(Decimal::Finite(neg && !zero, int, frac))
+    }
+
+    fn cmp_magnitude(a: (&str, &str), b: (&str, &str)) -> Ordering {
+        a.0.len()
+            .cmp(&b.0.len())
+            .then_with(|| a.0.cmp(b.0))
+            .then_with(|| a.1.cmp(b.1))
+    }
+}
+
+impl PartialOrd for Decimal {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        use Decimal::*;
+        // PostgreSQL: -Infinity < finite < Infinity < NaN.
+        let rank = |d: &Decimal| match d {
+            Inf(false) => 0,
+            Finite(..) => 1,
+            Inf(true) => 2,
+            NaN => 3,
+        };
+        Some(match (self, other) {
+            (Finite(na, ia, fa), Finite(nb, ib, fb)) => match (na, nb) {
+                (false, true) => Ordering::Greater,
+                (true, false) => Ordering::Less,
+                (false, false) => Decimal::cmp_magnitude((ia, fa), (ib, fb)),
+                (true, true) => Decimal::cmp_magnitude((ib, fb), (ia, fa)),
+            },
+            (a, b) => rank(a).cmp(&rank(b)),
+        })
+    }
+}
+
+/// PostgreSQL's order for two non-null values of one column (NaN above every float).
+pub fn compare(a: &SortValue, b: &SortValue) -> Ordering {
+    match (a, b) {
+        (SortValue::Int(x), SortValue::Int(y)) => x.cmp(y),
+        (SortValue::Float(x), SortValue::Float(y)) => match (x.is_nan(), y.is_nan()) {
+            (true, true) => Ordering::Equal,
+            (true, false) => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            _ => x.partial_cmp(y).unwrap_or(Ordering::Equal),
+        },
+        (SortValue::Numeric(x), SortValue::Numeric(y)) => {
+            x.partial_cmp(y).unwrap_or(Ordering::Equal)
+        }
+        (SortValue::Bytes(x), SortValue::Bytes(y)) => x.cmp(y),
+        _ => Ordering::Equal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(oid: u32, s: &str) -> SortValue {
+        decode(oid, 0, Some(s.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn numeric_orders_by_value_not_text() {
+        let vals = [
+            "-Infinity",
+            "-10.5",
+            "-2",
+            "0",
+            "0.001",
+            "2",
+            "10",
+            "10.25",
+            "Infinity",
+            "NaN",
+        ];
+        for w in vals.windows(2) {
+            assert_eq!(
+                compare(&t(oid::NUMERIC, w[0]), &t(oid::NUMERIC, w[1])),
+                Ordering::Less,
+                "{w:?}"
+            );
+        }
+        assert_eq!(
+            compare(&t(oid::NUMERIC, "1.50"), &t(oid::NUMERIC, "1.5")),
+            Ordering::Equal
+        );
+        assert_eq!(
+            compare(&t(oid::NUMERIC, "-0.0"), &t(oid::NUMERIC, "0")),
+            Ordering::Equal
+        );
+    }
+
+    #[test]
+    fn floats_put_nan_last() {
+        assert_eq!(
+            compare(&t(oid::FLOAT8, "NaN"), &t(oid::FLOAT8, "Infinity")),
+            Ordering::Greater
+        );
+        assert_eq!(
+            compare(&t(oid::FLOAT8, "-1.5"), &t(oid::FLOAT8, "1e-3")),
+            Ordering::Less
+        );
+    }
+
+    #[test]
+    fn timestamptz_compares_instants() {
+        let a = t(oid::TIMESTAMPTZ, "2024-10-27 02:30:00+02");
+        let b = t(oid::TIMESTAMPTZ, "2024-10-27 02:00:00+01");
+        assert_eq!(compare(&a, &b), Ordering::Less);
+        assert_eq!(
+            compare(
+                &t(oid::TIMESTAMPTZ, "2024-01-01 00:00:00.5+00"),
+                &t(oid::TIMESTAMPTZ, "2024-01-01 00:00:00.25+00")
+            ),
+            Ordering::Greater
+        );
+        assert_eq!(
+            compare(&t(oid::DATE, "0001-01-01 BC"), &t(oid::DATE, "0001-01-01")),
+            Ordering::Less
+        );
+        assert_eq!(
+            compare(
+                &t(oid::TIMESTAMP, "infinity"),
+                &t(oid::TIMESTAMP, "9999-12-31 23:59:59")
+            ),
+            Ordering::Greater
+        );
+    }
+
+    #[test]
+    fn binary_forms() {
+        let a = decode(oid::INT8, 1, Some(&(-5i64).to_be_bytes())).unwrap();
+        let b = decode(oid::INT8, 1, Some(&3i64.to_be_bytes())).unwrap();
+        assert_eq!(compare(&a, &b), Ordering::Less);
+        assert!(supported(oid::NUMERIC, 1).is_err());
+        assert!(supported(9999, 0).is_err());
+    }
+}

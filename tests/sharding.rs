@@ -1,0 +1,390 @@
+//! Routing on three real shards: rows land where placement says, point statements run on the
+//! owning shard, reads without a key are merged exactly, and what would be wrong is refused.
+
+mod common;
+
+use common::{code, db_error, TestCluster};
+use shardgate::placement::KeyValue;
+
+const TABLES: &str = r#"
+[tables.accounts]
+shard_key = "id"
+key_type = "bigint"
+[tables.ledger]
+shard_key = "account_id"
+key_type = "bigint"
+[tables.countries]
+reference = true
+"#;
+
+async fn cluster() -> TestCluster {
+    let tc = TestCluster::start_configured(3, "", TABLES).await;
+    let c = tc.client().await;
+    c.batch_execute("create table accounts (id bigint primary key, owner text, balance numeric not null, cc text)").await.unwrap();
+    c.batch_execute("create table ledger (account_id bigint, entry int, amount numeric)")
+        .await
+        .unwrap();
+    c.batch_execute("create table countries (code text primary key, name text)")
+        .await
+        .unwrap();
+    for id in 1..=60i64 {
+        c.batch_execute(&format!("insert into accounts (id, owner, balance, cc) values ({id}, 'owner {id:02}', {}.5, 'c{}')", id * 10 % 37, id % 3))
+            .await
+            .unwrap();
+    }
+    tc
+}
+
+fn owner(tc: &TestCluster, id: i64) -> usize {
+    tc.config
+        .placement()
+        .unwrap()
+        .shard_of(&KeyValue::Integer(id))
+}
+
+fn ids(rows: &[tokio_postgres::SimpleQueryMessage]) -> Vec<String> {
+    rows.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some(r.get(0).unwrap_or("NULL").to_string())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_broadcasts_and_rows_land_on_their_owner() {
+    let tc = cluster().await;
+    let mut total = 0;
+    for s in 0..3 {
+        let d = tc.direct(s).await;
+        let rows = d
+            .simple_query("select id from accounts order by id")
+            .await
+            .unwrap();
+        let here: Vec<i64> = ids(&rows).iter().map(|v| v.parse().unwrap()).collect();
+        assert!(!here.is_empty(), "shard {s} holds some rows");
+        for id in &here {
+            assert_eq!(owner(&tc, *id), s, "row {id} is on shard {s}");
+        }
+        // Placement is computable in SQL on the shard itself.
+        let slot_sql = shardgate::placement::KeyType::Integer.slot_sql("id", 1024);
+        let mismatches: i64 = d
+            .query_one(
+                &format!("select count(*) from accounts where {slot_sql} <> all($1::int[])"),
+                &[&slots_of(&tc, s)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(mismatches, 0);
+        total += here.len();
+    }
+    assert_eq!(total, 60);
+}
+
+fn slots_of(tc: &TestCluster, shard: usize) -> Vec<i32> {
+    let p = tc.config.placement().unwrap();
+    (0..1024u32)
+        .filter(|&s| p.slots.shard_of_slot(s) == shard)
+        .map(|s| s as i32)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_statements_and_merged_reads() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    assert_eq!(
+        ids(&c
+            .simple_query("select owner from accounts where id = 42")
+            .await
+            .unwrap()),
+        vec!["owner 42"]
+    );
+    let all = ids(&c
+        .simple_query("select id from accounts order by id")
+        .await
+        .unwrap());
+    assert_eq!(all, (1..=60).map(|i| i.to_string()).collect::<Vec<_>>());
+    let top = ids(&c
+        .simple_query("select id, balance from accounts order by balance desc, id limit 4 offset 2")
+        .await
+        .unwrap());
+    let mut expect: Vec<(i64, i64)> = (1..=60).map(|i| (i * 10 % 37, i)).collect();
+    expect.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    assert_eq!(
+        top,
+        expect[2..6]
+            .iter()
+            .map(|(_, i)| i.to_string())
+            .collect::<Vec<_>>()
+    );
+    let listed = ids(&c
+        .simple_query("select id from accounts where id in (3, 17, 44, 58) order by id desc")
+        .await
+        .unwrap());
+    assert_eq!(listed, vec!["58", "44", "17", "3"]);
+    let unordered = ids(&c
+        .simple_query("select owner from accounts where balance > 30")
+        .await
+        .unwrap());
+    assert_eq!(
+        unordered.len(),
+        (1..=60).filter(|i| i * 10 % 37 > 29).count()
+    );
+    // Text sort keys, NULLs last, selected by name through *.
+    c.batch_execute("update accounts set cc = null where id = 7")
+        .await
+        .unwrap();
+    let by_cc = ids(&c
+        .simple_query("select cc, id from accounts order by cc, id limit 100")
+        .await
+        .unwrap());
+    assert_eq!(by_cc.last().map(String::as_str), Some("NULL"));
+    assert!(
+        by_cc.windows(2).all(|w| w[1] == "NULL" || w[0] <= w[1]),
+        "{by_cc:?}"
+    );
+    // Co-located join on the shard key.
+    c.batch_execute("insert into ledger (account_id, entry, amount) values (42, 1, 10)")
+        .await
+        .unwrap();
+    let joined = ids(&c
+        .simple_query(
+            "select a.owner from accounts a join ledger l on l.account_id = a.id where a.id = 42",
+        )
+        .await
+        .unwrap());
+    assert_eq!(joined, vec!["owner 42"]);
+    // The proxy tells where a key lives.
+    let route = c
+        .simple_query("SHOW shardgate.route accounts 42")
+        .await
+        .unwrap();
+    let shard = match &route[1] {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(3).unwrap().to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(shard, format!("s{}", owner(&tc, 42)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_or_unatomic_statements_are_refused_without_side_effects() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    for sql in [
+        "update accounts set id = 100 where id = 1",
+        "update accounts set balance = 0",
+        "delete from accounts where balance > 10",
+        "insert into countries (code, name) values ('x', 'y')",
+        "select count(*) from accounts",
+        "select * from accounts a join ledger l on l.amount = a.balance",
+        "create table if not exists accounts (id bigserial primary key)",
+    ] {
+        let e = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
+        assert!(db_error(&e).hint().is_some(), "{sql}");
+    }
+    let n = ids(&c
+        .simple_query("select id from accounts where balance = 0")
+        .await
+        .unwrap());
+    assert!(n.is_empty(), "nothing was updated");
+    // A transaction may write on one shard only (until two-phase commit).
+    let (a, b) = (
+        1i64,
+        (2..60).find(|&i| owner(&tc, i) != owner(&tc, 1)).unwrap(),
+    );
+    c.batch_execute(&format!(
+        "begin; update accounts set balance = balance - 1 where id = {a}"
+    ))
+    .await
+    .unwrap();
+    let e = c
+        .batch_execute(&format!(
+            "update accounts set balance = balance + 1 where id = {b}"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000");
+    let e = c.batch_execute("select 1").await.unwrap_err();
+    assert_eq!(code(&e), "25P02");
+    c.batch_execute("rollback").await.unwrap();
+    let bal = ids(&c
+        .simple_query(&format!("select balance from accounts where id = {a}"))
+        .await
+        .unwrap());
+    assert_eq!(bal, vec![format!("{}.5", a * 10 % 37)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_read_many_shards_and_commit_one() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    c.batch_execute("begin isolation level repeatable read")
+        .await
+        .unwrap();
+    c.batch_execute("update accounts set owner = 'changed' where id = 5")
+        .await
+        .unwrap();
+    let seen = ids(&c
+        .simple_query("select owner from accounts where owner = 'changed'")
+        .await
+        .unwrap());
+    assert_eq!(seen, vec!["changed"]);
+    let iso = ids(&c.simple_query("show transaction_isolation").await.unwrap());
+    assert_eq!(iso, vec!["repeatable read"]);
+    c.batch_execute("commit").await.unwrap();
+    let other = tc.client().await;
+    assert_eq!(
+        ids(&other
+            .simple_query("select owner from accounts where id = 5")
+            .await
+            .unwrap()),
+        vec!["changed"]
+    );
+    // A multi-statement Query is one implicit transaction: a failure undoes its earlier writes.
+    let e = c
+        .batch_execute("update accounts set owner = 'x' where id = 6; select 1/0")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22012");
+    assert_eq!(
+        ids(&c
+            .simple_query("select owner from accounts where id = 6")
+            .await
+            .unwrap()),
+        vec!["owner 06"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_settings_reach_every_shard_and_reference_reads_use_one() {
+    let tc = cluster().await;
+    for s in 0..3 {
+        tc.direct(s)
+            .await
+            .batch_execute("insert into countries values ('fr', 'France'), ('jp', 'Japan')")
+            .await
+            .unwrap();
+    }
+    let c = tc.client().await;
+    c.batch_execute("set application_name = 'everywhere'")
+        .await
+        .unwrap();
+    let apps = ids(&c
+        .simple_query("select current_setting('application_name'), id from accounts order by id")
+        .await
+        .unwrap());
+    assert_eq!(apps.len(), 60);
+    assert!(apps.iter().all(|a| a == "everywhere"));
+    let countries = ids(&c
+        .simple_query("select code from countries order by code")
+        .await
+        .unwrap());
+    assert_eq!(countries, vec!["fr", "jp"], "one copy, not one per shard");
+    let joined = ids(&c
+        .simple_query(
+            "select c.name from accounts a join countries c on c.code = 'jp' where a.id = 9",
+        )
+        .await
+        .unwrap());
+    assert_eq!(joined, vec!["Japan"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_routes_by_bound_values() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    let by_id = c
+        .prepare("select owner, balance::text from accounts where id = $1")
+        .await
+        .unwrap();
+    for id in [1i64, 17, 42, 60] {
+        let row = c.query_one(&by_id, &[&id]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), format!("owner {id:02}"));
+    }
+    // Writes by bound key, in and out of transactions.
+    let upd = c
+        .prepare("update accounts set owner = $2 where id = $1")
+        .await
+        .unwrap();
+    assert_eq!(c.execute(&upd, &[&33i64, &"ext"]).await.unwrap(), 1);
+    let mut c = c;
+    let tx = c.transaction().await.unwrap();
+    tx.execute(
+        "update accounts set owner = 'in tx' where id = $1",
+        &[&34i64],
+    )
+    .await
+    .unwrap();
+    let other = (1..60i64)
+        .find(|&i| owner(&tc, i) != owner(&tc, 34))
+        .unwrap();
+    let e = tx
+        .execute("update accounts set owner = 'no' where id = $1", &[&other])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000");
+    drop(tx);
+    let row = c
+        .query_one("select owner from accounts where id = $1", &[&34i64])
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, String>(0),
+        "owner 34",
+        "the failed transaction was rolled back"
+    );
+    // Scattered reads with parameters, merged in order, binary results.
+    let rows = c
+        .query(
+            "select id, balance from accounts where balance > $1::float8 order by id desc limit 3",
+            &[&rust_decimal_free(20)],
+        )
+        .await
+        .unwrap();
+    let got: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    let mut expect: Vec<i64> = (1..=60)
+        .filter(|i| (i * 10 % 37) as f64 + 0.5 > 20.0)
+        .collect();
+    expect.reverse();
+    assert_eq!(got, expect[..3].to_vec());
+    let anyrows = c
+        .query(
+            "select id from accounts where id = any($1) order by id",
+            &[&vec![5i64, 25, 45]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        anyrows
+            .iter()
+            .map(|r| r.get::<_, i64>(0))
+            .collect::<Vec<_>>(),
+        vec![5, 25, 45]
+    );
+    // Errors in a batch leave the session usable.
+    let e = c
+        .query_one("select 1/0 from accounts where id = $1", &[&3i64])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22012");
+    assert_eq!(
+        c.query_one(
+            "select count(*) from pg_class where relname = $1",
+            &[&"accounts"]
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0),
+        1
+    );
+}
+
+/// A numeric parameter without pulling in a decimal crate: float8 compared with numeric.
+fn rust_decimal_free(v: i32) -> f64 {
+    v as f64
+}
