@@ -104,3 +104,29 @@ async fn psycopg3_and_asyncpg_work_unchanged() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg3_and_asyncpg_route_parameters_over_three_shards() {
+    let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
+    let tables = "[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.countries]\nreference = true\n";
+    let tc = TestCluster::start_configured(3, "", tables).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/sharded.py");
+    let out = run(Command::new(python)
+        .arg(script)
+        .env("SHARDGATE_URL", tc.url("app", "secret")));
+    assert!(
+        out.contains("psycopg sharded ok") && out.contains("asyncpg sharded ok"),
+        "{out}"
+    );
+    // Every shard holds some of the rows: they really were spread.
+    for i in 0..3 {
+        let n: i64 = tc
+            .direct(i)
+            .await
+            .query_one("select count(*) from accounts", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(n > 0 && n < 90, "shard {i} holds {n} of 90 rows");
+    }
+}

@@ -34,13 +34,17 @@ struct Statement {
 enum Portal {
     /// Bound on this shard under the client's name.
     Shard(usize),
-    /// Carried out by the proxy.
-    Local {
-        plan: Plan,
-        sql: String,
-        params: Params,
-        result_formats: Vec<i16>,
-    },
+    /// Carried out by the proxy (boxed: it is large and rarer than `Shard`).
+    Local(Box<LocalPortal>),
+}
+
+struct LocalPortal {
+    plan: Plan,
+    sql: String,
+    params: Params,
+    /// The client's declared parameter types (values were encoded for them).
+    param_types: Vec<u32>,
+    result_formats: Vec<i16>,
 }
 
 #[derive(Default)]
@@ -279,6 +283,10 @@ impl Extended {
                 if errored {
                     break;
                 }
+                if f.tag == b'H' {
+                    // Flush has no answer of its own.
+                    continue;
+                }
                 if f.tag == b'B' && swallow > 0 {
                     // The injected Parse answers first.
                     if self.relay_one(exec, shard, b'P', true).await? == Step::Failed {
@@ -482,14 +490,16 @@ impl Extended {
             Plan::Reject(e) => Ok(exec.error(&e)),
             other => {
                 let sql = st.sql.clone();
+                let param_types = parse_param_types(&st.parse[5..]);
                 self.portals.insert(
                     portal,
-                    Portal::Local {
+                    Portal::Local(Box::new(LocalPortal {
                         plan: other,
                         sql,
                         params,
+                        param_types,
                         result_formats: result_formats(f.body()),
-                    },
+                    })),
                 );
                 build::empty(b'2', &mut exec.out);
                 Ok(Step::Done)
@@ -527,14 +537,19 @@ impl Extended {
                 self.send_and_relay(exec, s, std::slice::from_ref(&f.bytes), b'D', 0)
                     .await
             }
-            Some(Portal::Local {
-                plan: Plan::Scatter { shards, sql, .. },
-                params,
-                result_formats,
-                ..
-            }) => {
+            Some(Portal::Local(lp)) if matches!(lp.plan, Plan::Scatter { .. }) => {
+                let LocalPortal {
+                    plan: Plan::Scatter { shards, sql, .. },
+                    params,
+                    param_types,
+                    result_formats,
+                    ..
+                } = lp.as_ref()
+                else {
+                    unreachable!("matched a scatter portal")
+                };
                 // The columns are the same on every shard: describe a re-bind on the first.
-                let request = rebind(sql, params, result_formats, true, false);
+                let request = rebind(sql, params, param_types, result_formats, true, false);
                 let shard = shards[0];
                 if !self.touched.contains(&shard) && exec.enlist(shard).await? == Step::Failed {
                     return Ok(Step::Failed);
@@ -550,7 +565,7 @@ impl Extended {
                 }
                 self.relay_one(exec, shard, b'D', false).await
             }
-            Some(Portal::Local { .. }) => {
+            Some(Portal::Local(_)) => {
                 build::empty(b'n', &mut exec.out);
                 Ok(Step::Done)
             }
@@ -578,22 +593,27 @@ impl Extended {
                 self.send_and_relay(exec, s, std::slice::from_ref(&f.bytes), b'E', 0)
                     .await
             }
-            Some(Portal::Local {
-                plan: Plan::Scatter { shards, sql, merge },
-                params,
-                result_formats,
-                ..
-            }) => {
+            Some(Portal::Local(lp)) if matches!(lp.plan, Plan::Scatter { .. }) => {
+                let LocalPortal {
+                    plan: Plan::Scatter { shards, sql, merge },
+                    params,
+                    param_types,
+                    result_formats,
+                    ..
+                } = lp.as_ref()
+                else {
+                    unreachable!("matched a scatter portal")
+                };
                 if max_rows > 0 {
                     return Ok(exec.error(&PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, "fetching a multi-shard result in parts (Execute with a row limit) is not supported yet")
                         .with_hint("Fetch all rows at once, or add a shard-key condition.")));
                 }
-                let request = rebind(sql, params, result_formats, true, true);
+                let request = rebind(sql, params, param_types, result_formats, true, true);
                 let (shards, merge) = (shards.clone(), merge.clone());
                 super::merge::scatter_request(exec, &shards, &request, &merge, false).await
             }
-            Some(Portal::Local { plan, sql, .. }) => {
-                let (plan, sql) = (plan.clone(), sql.clone());
+            Some(Portal::Local(lp)) => {
+                let (plan, sql) = (lp.plan.clone(), lp.sql.clone());
                 exec.run_plan(plan, &sql).await
             }
             None => Ok(exec.error(&PgError::error(
@@ -748,6 +768,28 @@ fn bind_fields(body: &[u8]) -> Option<(String, String, Params)> {
     ))
 }
 
+/// Parameter type OIDs declared in a Parse body.
+fn parse_param_types(body: &[u8]) -> Vec<u32> {
+    let Some((_, rest)) = inspect::cstr(body) else {
+        return vec![];
+    };
+    let Some((_, rest)) = inspect::cstr(rest) else {
+        return vec![];
+    };
+    let Some(n) = rest
+        .get(..2)
+        .map(|b| i16::from_be_bytes([b[0], b[1]]).max(0) as usize)
+    else {
+        return vec![];
+    };
+    (0..n)
+        .filter_map(|i| {
+            rest.get(2 + 4 * i..6 + 4 * i)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        })
+        .collect()
+}
+
 /// Result-column format codes of a Bind body.
 fn result_formats(body: &[u8]) -> Vec<i16> {
     let Some((_, _, params)) = bind_fields(body) else {
@@ -779,6 +821,7 @@ fn result_formats(body: &[u8]) -> Vec<i16> {
 fn rebind(
     sql: &str,
     params: &Params,
+    param_types: &[u32],
     result_formats: &[i16],
     describe: bool,
     execute: bool,
@@ -793,7 +836,10 @@ fn rebind(
     body.put_u8(0);
     body.put_slice(sql.as_bytes());
     body.put_u8(0);
-    body.put_i16(0);
+    body.put_i16(param_types.len() as i16);
+    for t in param_types {
+        body.put_u32(*t);
+    }
     msg(&mut b, b'P', &body);
     body.clear();
     body.put_u8(0);

@@ -154,6 +154,27 @@ fn plan_admin(sql: &str) -> Plan {
     }
 }
 
+/// Names of every CTE defined anywhere in the statement (they are not tables).
+fn cte_names<V: sqlparser::ast::Visit>(node: &V) -> Vec<String> {
+    struct Ctes(Vec<String>);
+    impl sqlparser::ast::Visitor for Ctes {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            if let Some(w) = &q.with {
+                self.0.extend(
+                    w.cte_tables
+                        .iter()
+                        .map(|c| c.alias.name.value.to_ascii_lowercase()),
+                );
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = Ctes(Vec::new());
+    let _ = node.visit(&mut v);
+    v.0
+}
+
 /// What can be refused from the statement alone, before parameters are bound: a read or write of
 /// a table that is not declared. Key-dependent decisions wait for Bind.
 pub fn check_at_parse(stmt: &Statement, placement: &Placement) -> Option<PgError> {
@@ -163,19 +184,7 @@ pub fn check_at_parse(stmt: &Statement, placement: &Placement) -> Option<PgError
     ) {
         return None;
     }
-    let ctes: Vec<String> = match stmt {
-        Statement::Query(q) => q
-            .with
-            .as_ref()
-            .map(|w| {
-                w.cte_tables
-                    .iter()
-                    .map(|c| c.alias.name.value.to_ascii_lowercase())
-                    .collect()
-            })
-            .unwrap_or_default(),
-        _ => vec![],
-    };
+    let ctes = cte_names(stmt);
     let mut found = None;
     let _ = sqlparser::ast::visit_relations(stmt, |name: &ObjectName| {
         let text = name.to_string();
@@ -516,16 +525,7 @@ fn relations(q: &Query, placement: &Placement) -> Relations {
         reference: 0,
         undeclared: None,
     };
-    let cte_names: Vec<String> = q
-        .with
-        .as_ref()
-        .map(|w| {
-            w.cte_tables
-                .iter()
-                .map(|c| c.alias.name.value.to_ascii_lowercase())
-                .collect()
-        })
-        .unwrap_or_default();
+    let cte_names = cte_names(q);
     let _ = sqlparser::ast::visit_relations(q, |name: &ObjectName| {
         let text = name.to_string();
         match placement.rule(&text) {

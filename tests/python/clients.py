@@ -4,6 +4,7 @@ Exits non-zero (with the assertion that failed) if a driver sees anything other 
 would see talking to PostgreSQL directly.
 """
 import asyncio
+import faulthandler
 import os
 import sys
 
@@ -11,6 +12,8 @@ import asyncpg
 import psycopg
 
 URL = os.environ["SHARDGATE_URL"]
+# A hang in the proxy becomes a traceback and a failure, not a stuck CI run.
+faulthandler.dump_traceback_later(120, exit=True)
 
 
 def check_psycopg():

@@ -1,0 +1,88 @@
+"""psycopg 3 and asyncpg with parameters through shardgate on a 3-shard cluster (tests/clients.rs
+sets SHARDGATE_URL; `accounts` is sharded by id, `countries` is a reference table).
+
+Each check compares with what the rows must be, computed here, not with the proxy's own view.
+"""
+import asyncio
+import faulthandler
+# A hang in the proxy becomes a traceback and a failure, not a stuck CI run.
+faulthandler.dump_traceback_later(120, exit=True)
+import os
+import sys
+
+import asyncpg
+import psycopg
+
+URL = os.environ["SHARDGATE_URL"]
+N = 90
+
+
+def check_psycopg():
+    with psycopg.connect(URL, autocommit=True) as conn:
+        conn.execute("create table accounts (id bigint primary key, owner text, balance int)")
+        # Single-row inserts by bound key (extended protocol), each on its owner shard.
+        for i in range(1, N + 1):
+            conn.execute("insert into accounts (id, owner, balance) values (%s, %s, %s)", (i, f"o{i}", i * 7 % 100))
+        # Point read by parameter, text and binary.
+        assert conn.execute("select owner from accounts where id = %s", (42,)).fetchone() == ("o42",)
+        assert conn.execute("select balance from accounts where id = %s", (43,), binary=True).fetchone() == (43 * 7 % 100,)
+        # Prepared statement reused across shards.
+        for i in (1, 30, 60, 90):
+            row = conn.execute("select id from accounts where id = %s", (i,), prepare=True).fetchone()
+            assert row == (i,), row
+        # Scatter with parameters: ORDER BY + LIMIT, = ANY(array).
+        rows = conn.execute("select id, balance from accounts where balance >= %s order by balance desc, id limit 5", (50,)).fetchall()
+        expect = sorted((i for i in range(1, N + 1) if i * 7 % 100 >= 50), key=lambda i: (-(i * 7 % 100), i))[:5]
+        assert [r[0] for r in rows] == expect, (rows, expect)
+        rows = conn.execute("select id from accounts where id = any(%s) order by id", ([3, 33, 63],)).fetchall()
+        assert [r[0] for r in rows] == [3, 33, 63], rows
+        # A transaction on one shard commits; a second shard's write is refused with 0A000.
+        with conn.transaction():
+            conn.execute("update accounts set balance = balance + 1 where id = %s", (5,))
+        assert conn.execute("select balance from accounts where id = 5").fetchone() == (36,)
+        try:
+            with conn.transaction():
+                conn.execute("update accounts set balance = 0 where id = %s", (1,))
+                for other in range(2, N + 1):
+                    conn.execute("update accounts set balance = 0 where id = %s", (other,))
+            raise AssertionError("a second shard's write must be refused")
+        except psycopg.errors.FeatureNotSupported as e:
+            assert e.sqlstate == "0A000"
+        assert conn.execute("select count(*) from pg_class where relname = 'accounts'").fetchone() == (1,)
+        assert conn.execute("select balance from accounts where id = 1").fetchone() == (7,), "rolled back"
+        # Changing the shard key is refused.
+        try:
+            conn.execute("update accounts set id = %s where id = %s", (1000, 2))
+            raise AssertionError("moving a row must be refused")
+        except psycopg.errors.FeatureNotSupported:
+            pass
+    print("psycopg sharded ok")
+
+
+async def check_asyncpg():
+    conn = await asyncpg.connect(URL)
+    try:
+        stmt = await conn.prepare("select owner, balance from accounts where id = $1")
+        for i in (7, 8, 9, 77):
+            row = await stmt.fetchrow(i)
+            assert (row["owner"], row["balance"]) == (f"o{i}", 36 if i == 5 else i * 7 % 100), row
+        rows = await conn.fetch("select id from accounts where id = any($1::bigint[]) order by id desc", [10, 20, 30])
+        assert [r["id"] for r in rows] == [30, 20, 10], rows
+        rows = await conn.fetch("select id, owner from accounts order by id limit 3 offset 10")
+        assert [r["id"] for r in rows] == [11, 12, 13], rows
+        await conn.execute("update accounts set owner = $2 where id = $1", 50, "asyncpg")
+        assert await conn.fetchval("select owner from accounts where id = $1", 50) == "asyncpg"
+        try:
+            await conn.fetch("select count(*) from accounts")
+            raise AssertionError("aggregates across shards are refused in this version")
+        except asyncpg.exceptions.FeatureNotSupportedError:
+            pass
+    finally:
+        await conn.close()
+    print("asyncpg sharded ok")
+
+
+if __name__ == "__main__":
+    check_psycopg()
+    asyncio.run(check_asyncpg())
+    sys.exit(0)
