@@ -551,6 +551,10 @@ impl Extended {
                 // The columns are the same on every shard: describe a re-bind on the first.
                 let request = rebind(sql, params, param_types, result_formats, true, false);
                 let shard = shards[0];
+                let hidden = match &lp.plan {
+                    Plan::Scatter { merge, .. } => merge.hidden,
+                    _ => 0,
+                };
                 if !self.touched.contains(&shard) && exec.enlist(shard).await? == Step::Failed {
                     return Ok(Step::Failed);
                 }
@@ -563,7 +567,26 @@ impl Extended {
                         return Ok(Step::Failed);
                     }
                 }
-                self.relay_one(exec, shard, b'D', false).await
+                // The description without the hidden sort columns.
+                loop {
+                    let f = exec.links[shard].recv().await?;
+                    match f.tag {
+                        b'T' => {
+                            exec.out
+                                .extend_from_slice(&super::merge::strip_columns(&f, hidden));
+                            return Ok(Step::Done);
+                        }
+                        b'n' => {
+                            exec.out.extend_from_slice(&f.bytes);
+                            return Ok(Step::Done);
+                        }
+                        b'E' => {
+                            exec.out.extend_from_slice(&f.bytes);
+                            return Ok(Step::Failed);
+                        }
+                        _ => {}
+                    }
+                }
             }
             Some(Portal::Local(_)) => {
                 build::empty(b'n', &mut exec.out);

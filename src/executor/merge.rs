@@ -106,7 +106,8 @@ pub async fn scatter_request(
         return Ok(Step::Done);
     };
     if describe {
-        exec.out.extend_from_slice(&description.bytes);
+        exec.out
+            .extend_from_slice(&strip_columns(&description, merge.hidden));
     }
 
     let mut window = Window {
@@ -119,7 +120,8 @@ pub async fn scatter_request(
         for &s in shards {
             while let Some(row) = next_row(exec, s, &mut late_error).await? {
                 if window.admit() {
-                    exec.out.extend_from_slice(&row.bytes);
+                    exec.out
+                        .extend_from_slice(&strip_columns(&row, merge.hidden));
                     exec.maybe_flush().await?;
                 }
             }
@@ -135,7 +137,8 @@ pub async fn scatter_request(
             };
             let (row, _) = heads[best].take().expect("picked a present head");
             if window.admit() {
-                exec.out.extend_from_slice(&row.bytes);
+                exec.out
+                    .extend_from_slice(&strip_columns(&row, merge.hidden));
                 exec.maybe_flush().await?;
             }
             heads[best] = head(exec, shards[best], &keys, &mut late_error).await?;
@@ -343,4 +346,63 @@ async fn drain(exec: &mut Exec<'_>, shards: &[usize]) -> R<()> {
         exec.quiet_until_ready(s).await?;
     }
     Ok(())
+}
+
+/// A RowDescription or DataRow without its last `hidden` columns (the sort values the client
+/// did not select). With none hidden, the frame's bytes as they are.
+pub fn strip_columns(frame: &Frame, hidden: usize) -> bytes::Bytes {
+    if hidden == 0 {
+        return frame.bytes.clone();
+    }
+    let body = frame.body();
+    let n = i16::from_be_bytes([body[0], body[1]]) as usize;
+    let keep = n.saturating_sub(hidden);
+    let mut at = 2;
+    for _ in 0..keep {
+        if frame.tag == b'T' {
+            let name_end = body[at..]
+                .iter()
+                .position(|&b| b == 0)
+                .map(|p| at + p + 1)
+                .unwrap_or(body.len());
+            at = name_end + 18;
+        } else {
+            let len = i32::from_be_bytes(body[at..at + 4].try_into().expect("4 bytes"));
+            at += 4 + len.max(0) as usize;
+        }
+    }
+    let mut out = BytesMut::with_capacity(at + 5);
+    out.extend_from_slice(&[frame.tag, 0, 0, 0, 0]);
+    out.extend_from_slice(&(keep as i16).to_be_bytes());
+    out.extend_from_slice(&body[2..at]);
+    let len = (out.len() - 1) as i32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_columns_are_stripped() {
+        let mut row = BytesMut::new();
+        build::data_row_text(&[Some("a"), None, Some("sortval")], &mut row);
+        let frame = Frame {
+            tag: b'D',
+            bytes: row.freeze(),
+        };
+        let mut expect = BytesMut::new();
+        build::data_row_text(&[Some("a"), None], &mut expect);
+        assert_eq!(strip_columns(&frame, 1), expect.freeze());
+        let mut desc = BytesMut::new();
+        build::row_description_text(&["x", "__shardgate_sort_0"], &mut desc);
+        let frame = Frame {
+            tag: b'T',
+            bytes: desc.freeze(),
+        };
+        let mut expect = BytesMut::new();
+        build::row_description_text(&["x"], &mut expect);
+        assert_eq!(strip_columns(&frame, 1), expect.freeze());
+    }
 }

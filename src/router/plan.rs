@@ -66,6 +66,8 @@ pub struct MergeSpec {
     pub order: Vec<SortKey>,
     pub limit: Option<u64>,
     pub offset: u64,
+    /// Sort columns the shards return after the client's columns, removed before rows are sent.
+    pub hidden: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -796,6 +798,15 @@ fn plan_scatter(q: &Query, select: &Select, shards: Vec<usize>, params: &Params)
         );
     }
     let mut merge = MergeSpec::default();
+    let mut rewritten = q.clone();
+    let mut changed = false;
+    let has_wildcard = select.projection.iter().any(|i| {
+        matches!(
+            i,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    });
+    let mut hidden_items: Vec<SelectItem> = Vec::new();
     if let Some(ob) = &q.order_by {
         let OrderByKind::Expressions(exprs) = &ob.kind else {
             return refuse("ORDER BY ALL is not supported", "List the sort columns.");
@@ -811,11 +822,22 @@ fn plan_scatter(q: &Query, select: &Select, shards: Vec<usize>, params: &Params)
                     )
                 }
             };
-            let Some(column) = sort_column(&oe.expr, &select.projection) else {
-                return refuse(
-                    format!("ORDER BY {} over several shards needs that value in the select list", oe.expr),
-                    "Add the sort expression to the select list (the merge sorts on returned columns).",
-                );
+            let column = match sort_column(&oe.expr, &select.projection) {
+                Some(SortColumn::Name(n)) if has_wildcard => SortColumn::Name(n),
+                Some(SortColumn::Position(p)) => SortColumn::Position(p),
+                _ => {
+                    // Not among the client's columns: the shards return it after them.
+                    let alias = Ident::new(format!("__shardgate_sort_{}", hidden_items.len()));
+                    hidden_items.push(SelectItem::ExprWithAlias {
+                        expr: oe.expr.clone(),
+                        alias,
+                    });
+                    if has_wildcard {
+                        SortColumn::Name(format!("__shardgate_sort_{}", hidden_items.len() - 1))
+                    } else {
+                        SortColumn::Position(select.projection.len() + hidden_items.len())
+                    }
+                }
             };
             // PostgreSQL's default: NULLS LAST for ASC, NULLS FIRST for DESC.
             merge.order.push(SortKey {
@@ -825,8 +847,13 @@ fn plan_scatter(q: &Query, select: &Select, shards: Vec<usize>, params: &Params)
             });
         }
     }
-    let mut rewritten = q.clone();
-    let mut changed = false;
+    if !hidden_items.is_empty() {
+        merge.hidden = hidden_items.len();
+        if let SetExpr::Select(sel) = rewritten.body.as_mut() {
+            sel.projection.extend(hidden_items);
+        }
+        changed = true;
+    }
     if let Some(LimitClause::LimitOffset {
         limit,
         offset,
@@ -1098,7 +1125,6 @@ mod tests {
             "select count(*) from accounts",
             "select v, count(*) from accounts group by v",
             "select distinct v from accounts",
-            "select * from accounts order by lower(name)",
             "select * from accounts where id in (select account_id from ledger)",
             "create table accounts (id bigserial primary key)",
             "create table accounts (id bigint generated always as identity)",

@@ -1,0 +1,460 @@
+//! Differential testing: the same schema, data and queries through shardgate on three shards
+//! and on one plain PostgreSQL must give the same rows. Every ORDER BY ends in the unique key,
+//! so row order is fully determined and compared exactly; other results are compared as sorted
+//! multisets. A seeded generator adds random queries; the seed is printed on failure and can be
+//! replayed with SHARDGATE_DIFF_SEED.
+
+mod common;
+
+use common::TestCluster;
+use shardgate::localpg::{free_port, ClusterOptions, LocalCluster, PgInstall};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+const TABLES: &str = r#"
+[tables.accounts]
+shard_key = "id"
+key_type = "bigint"
+[tables.orders]
+shard_key = "account_id"
+key_type = "bigint"
+[tables.users]
+shard_key = "name"
+key_type = "text"
+[tables.regions]
+reference = true
+"#;
+
+const SCHEMA: &str = "
+create table accounts (id bigint primary key, owner text, balance numeric(12,2), score float8, active bool,
+                       opened date, updated timestamptz, tag uuid, note text, region int);
+create table orders (account_id bigint, order_no int, amount numeric(10,2), primary key (account_id, order_no));
+create table users (name text primary key, age int, city text);
+create table regions (id int primary key, label text);
+";
+
+const ROWS: i64 = 240;
+
+/// Deterministic pseudo-random numbers (xorshift64*), so data and queries are replayable.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len() as u64) as usize]
+    }
+}
+
+fn data_statements() -> Vec<String> {
+    let mut rng = Rng(0x5EED);
+    let mut out = Vec::new();
+    let owners = ["ann", "bob", "Cid", "dora", "émile", "zoe", "Zed", "al"];
+    for id in 1..=ROWS {
+        let owner = rng.pick(&owners);
+        let balance = format!("{}.{:02}", rng.below(2000) as i64 - 500, rng.below(100));
+        let score = match rng.below(10) {
+            0 => "'NaN'".to_string(),
+            1 => "null".to_string(),
+            _ => format!("{}", (rng.below(100_000) as f64 - 50_000.0) / 64.0),
+        };
+        let active = if rng.below(2) == 0 { "true" } else { "false" };
+        let opened = format!(
+            "'20{:02}-{:02}-{:02}'",
+            rng.below(25),
+            1 + rng.below(12),
+            1 + rng.below(28)
+        );
+        let updated = format!(
+            "'2024-{:02}-{:02} {:02}:{:02}:00{}'",
+            1 + rng.below(12),
+            1 + rng.below(28),
+            rng.below(24),
+            rng.below(60),
+            rng.pick(&["+00", "+02", "-05", "+05:30"])
+        );
+        let tag = format!(
+            "'{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}'",
+            rng.next() as u32,
+            rng.below(0xffff),
+            rng.below(0xfff),
+            rng.below(0xfff),
+            rng.next() & 0xffff_ffff_ffff
+        );
+        let note = if rng.below(4) == 0 {
+            "null".to_string()
+        } else {
+            format!("'n{}'", rng.below(30))
+        };
+        out.push(format!(
+            "insert into accounts (id, owner, balance, score, active, opened, updated, tag, note, region) values ({id}, '{owner}', {balance}, {score}, {active}, {opened}, {updated}, {tag}, {note}, {})",
+            rng.below(5)
+        ));
+        for n in 0..rng.below(4) {
+            out.push(format!(
+                "insert into orders (account_id, order_no, amount) values ({id}, {n}, {}.{:02})",
+                rng.below(900),
+                rng.below(100)
+            ));
+        }
+    }
+    for i in 0..60 {
+        out.push(format!(
+            "insert into users (name, age, city) values ('user{i:03}', {}, '{}')",
+            18 + rng.below(60),
+            rng.pick(&["Paris", "Lyon", "Oslo", "Kyoto"])
+        ));
+    }
+    out
+}
+
+const REGIONS: &str = "insert into regions values (0, 'north'), (1, 'south'), (2, 'east'), (3, 'west'), (4, 'center')";
+
+fn rows(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(String::from)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+async fn compare(proxy: &Client, plain: &Client, sql: &str, ordered: bool, seed: Option<u64>) {
+    let via = proxy
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("proxy failed on {sql}: {e:?} (seed {seed:?})"));
+    let direct = plain
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("plain failed on {sql}: {e:?}"));
+    let (mut a, mut b) = (rows(&via), rows(&direct));
+    if !ordered {
+        a.sort();
+        b.sort();
+    }
+    assert_eq!(a, b, "results differ for: {sql} (seed {seed:?})");
+}
+
+async fn setup() -> (
+    TestCluster,
+    LocalCluster,
+    Client,
+    Client,
+    std::path::PathBuf,
+) {
+    let tc = TestCluster::start_configured(3, "", TABLES).await;
+    let (plain, dir) = tokio::task::spawn_blocking(|| {
+        let install = PgInstall::find().unwrap();
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("shardgate-diff-plain-{}-{n}", std::process::id()));
+        install.make_owned_dir(&dir).unwrap();
+        let c = LocalCluster::create_or_reuse(
+            &install,
+            &dir.join("pg"),
+            free_port().unwrap(),
+            ClusterOptions::for_tests(),
+        )
+        .unwrap();
+        c.start().unwrap();
+        (c, dir)
+    })
+    .await
+    .unwrap();
+    let p = tc.client().await;
+    let d = common::connect(&plain.url("postgres")).await.unwrap();
+    p.batch_execute(SCHEMA).await.unwrap();
+    d.batch_execute(SCHEMA).await.unwrap();
+    for s in 0..3 {
+        tc.direct(s).await.batch_execute(REGIONS).await.unwrap();
+    }
+    d.batch_execute(REGIONS).await.unwrap();
+    for stmt in data_statements() {
+        p.batch_execute(&stmt)
+            .await
+            .unwrap_or_else(|e| panic!("{stmt}: {e:?}"));
+        d.batch_execute(&stmt).await.unwrap();
+    }
+    (tc, plain, p, d, dir)
+}
+
+const SORTABLE: &[&str] = &[
+    "id", "owner", "balance", "score", "active", "opened", "updated", "tag", "note", "region",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_results_as_one_postgres() {
+    let (_tc, plain, p, d, dir) = setup().await;
+    let mut count = 0;
+
+    // Point lookups and IN lists.
+    for id in (1..=ROWS).step_by(4).chain([0, ROWS + 5]) {
+        compare(
+            &p,
+            &d,
+            &format!("select * from accounts where id = {id}"),
+            true,
+            None,
+        )
+        .await;
+        count += 1;
+    }
+    for k in 0..20 {
+        let list: Vec<String> = (0..(3 + k % 7))
+            .map(|j| ((k * 37 + j * 11) % (ROWS + 3)).to_string())
+            .collect();
+        compare(
+            &p,
+            &d,
+            &format!(
+                "select id, owner, balance from accounts where id in ({}) order by id",
+                list.join(",")
+            ),
+            true,
+            None,
+        )
+        .await;
+        compare(
+            &p,
+            &d,
+            &format!(
+                "select owner from accounts where id = any(array[{}])",
+                list.join(",")
+            ),
+            false,
+            None,
+        )
+        .await;
+        count += 2;
+    }
+    for name in ["user000", "user017", "user059", "nobody"] {
+        compare(
+            &p,
+            &d,
+            &format!("select * from users where name = '{name}'"),
+            true,
+            None,
+        )
+        .await;
+        count += 1;
+    }
+    // Ranges and full scans, ordered by every sortable type in both directions.
+    for col in SORTABLE {
+        for dir_ in ["asc", "desc", "asc nulls first", "desc nulls last"] {
+            compare(
+                &p,
+                &d,
+                &format!("select id, {col} from accounts where id > 20 order by {col} {dir_}, id"),
+                true,
+                None,
+            )
+            .await;
+            compare(
+                &p,
+                &d,
+                &format!("select * from accounts order by {col} {dir_}, id limit 7 offset 5"),
+                true,
+                None,
+            )
+            .await;
+            count += 2;
+        }
+    }
+    compare(&p, &d, "select * from accounts", false, None).await;
+    compare(
+        &p,
+        &d,
+        "select owner, balance from accounts where balance between 0 and 500",
+        false,
+        None,
+    )
+    .await;
+    compare(
+        &p,
+        &d,
+        "select name, age from users where age > 40 order by city, name",
+        true,
+        None,
+    )
+    .await;
+    compare(
+        &p,
+        &d,
+        "select id from accounts order by 1 desc limit 3",
+        true,
+        None,
+    )
+    .await;
+    compare(
+        &p,
+        &d,
+        "select id as k, owner from accounts order by k limit 10 offset 100",
+        true,
+        None,
+    )
+    .await;
+    compare(
+        &p,
+        &d,
+        "select id from accounts where id > 1000 order by id",
+        true,
+        None,
+    )
+    .await;
+    compare(
+        &p,
+        &d,
+        "select id from accounts order by id limit 0",
+        true,
+        None,
+    )
+    .await;
+    compare(
+        &p,
+        &d,
+        "select * from accounts order by lower(owner) desc, id limit 20",
+        true,
+        None,
+    )
+    .await;
+    compare(
+        &p,
+        &d,
+        "select id, owner from accounts order by balance * -1, score, id limit 25 offset 3",
+        true,
+        None,
+    )
+    .await;
+    count += 9;
+    // Co-located joins and reference tables.
+    for id in (3..=ROWS).step_by(17) {
+        compare(&p, &d, &format!("select a.id, o.order_no, o.amount from accounts a join orders o on o.account_id = a.id where a.id = {id} order by o.order_no"), true, None).await;
+        compare(&p, &d, &format!("select a.owner, r.label from accounts a join regions r on r.id = a.region where a.id = {id}"), true, None).await;
+        count += 2;
+    }
+    compare(&p, &d, "select a.id, o.amount from accounts a join orders o on o.account_id = a.id order by o.amount desc, a.id, o.order_no limit 15", true, None).await;
+    compare(&p, &d, "select * from regions order by id", true, None).await;
+    count += 2;
+    // Writes by key, then reads.
+    for id in [5, 50, 150, 200] {
+        let upd = format!(
+            "update accounts set balance = balance + 1.25, note = 'touched' where id = {id}"
+        );
+        p.batch_execute(&upd).await.unwrap();
+        d.batch_execute(&upd).await.unwrap();
+        let del = format!("delete from orders where account_id = {id} and order_no = 0");
+        p.batch_execute(&del).await.unwrap();
+        d.batch_execute(&del).await.unwrap();
+    }
+    compare(
+        &p,
+        &d,
+        "select id, balance, note from accounts where note = 'touched' order by id",
+        true,
+        None,
+    )
+    .await;
+    compare(
+        &p,
+        &d,
+        "select account_id, order_no from orders order by account_id, order_no",
+        true,
+        None,
+    )
+    .await;
+    count += 2;
+
+    // Randomised queries.
+    let seed: u64 = std::env::var("SHARDGATE_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    println!("differential seed: {seed} (replay with SHARDGATE_DIFF_SEED={seed})");
+    let mut rng = Rng(seed);
+    for _ in 0..120 {
+        let cols: Vec<&str> = (0..1 + rng.below(3)).map(|_| *rng.pick(SORTABLE)).collect();
+        let mut where_ = Vec::new();
+        if rng.below(2) == 0 {
+            where_.push(format!("balance > {}", rng.below(1500) as i64 - 500));
+        }
+        if rng.below(3) == 0 {
+            where_.push(format!("active = {}", rng.below(2) == 0));
+        }
+        if rng.below(4) == 0 {
+            where_.push(format!(
+                "id in ({}, {}, {})",
+                rng.below(300),
+                rng.below(300),
+                rng.below(300)
+            ));
+        }
+        if rng.below(5) == 0 {
+            where_.push(format!("id = {}", rng.below(260)));
+        }
+        let order: Vec<String> = cols
+            .iter()
+            .map(|c| {
+                format!(
+                    "{c} {}{}",
+                    rng.pick(&["asc", "desc"]),
+                    rng.pick(&["", " nulls first", " nulls last"])
+                )
+            })
+            .collect();
+        let mut sql = format!("select id, {} from accounts", cols.join(", "));
+        if !where_.is_empty() {
+            sql.push_str(&format!(" where {}", where_.join(" and ")));
+        }
+        sql.push_str(&format!(" order by {}, id", order.join(", ")));
+        if rng.below(2) == 0 {
+            sql.push_str(&format!(" limit {}", rng.below(30)));
+        }
+        if rng.below(3) == 0 {
+            sql.push_str(&format!(" offset {}", rng.below(50)));
+        }
+        compare(&p, &d, &sql, true, Some(seed)).await;
+        count += 1;
+    }
+    println!("{count} queries compared");
+    assert!(
+        count >= 200,
+        "the suite must compare at least 200 queries, compared {count}"
+    );
+    let _ = plain.stop(true);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_cannot_be_merged_exactly_is_refused() {
+    let (tc, plain, p, _d, dir) = setup().await;
+    for sql in [
+        "select count(*) from accounts",
+        "select owner, sum(balance) from accounts group by owner",
+        "select distinct owner from accounts",
+        "select id, row_number() over () from accounts",
+        "select * from accounts a join users u on u.name = a.owner",
+        "select * from accounts where id in (select account_id from orders)",
+        "select id from accounts union select account_id from orders",
+    ] {
+        let e = p.simple_query(sql).await.map(|_| ()).expect_err(sql);
+        assert_eq!(common::code(&e), "0A000", "{sql}");
+    }
+    drop(tc);
+    let _ = plain.stop(true);
+    let _ = std::fs::remove_dir_all(dir);
+}
