@@ -179,7 +179,7 @@ async fn wrong_or_unatomic_statements_are_refused_without_side_effects() {
         "update accounts set balance = 0",
         "delete from accounts where balance > 10",
         "insert into countries (code, name) values ('x', 'y')",
-        "select count(*) from accounts",
+        "select count(distinct owner) from accounts",
         "select * from accounts a join ledger l on l.amount = a.balance",
         "create table if not exists accounts (id bigserial primary key)",
     ] {
@@ -387,4 +387,52 @@ async fn extended_protocol_routes_by_bound_values() {
 /// A numeric parameter without pulling in a decimal crate: float8 compared with numeric.
 fn rust_decimal_free(v: i32) -> f64 {
     v as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregates_combine_partials_from_every_shard() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    // Each shard alone holds only part of the rows; the combined answer covers all of them.
+    let mut per_shard = Vec::new();
+    for s in 0..3 {
+        let n: i64 = tc
+            .direct(s)
+            .await
+            .query_one("select count(*) from accounts", &[])
+            .await
+            .unwrap()
+            .get(0);
+        per_shard.push(n);
+    }
+    assert!(per_shard.iter().all(|&n| n < 60), "{per_shard:?}");
+    assert_eq!(
+        ids(&c
+            .simple_query("select count(*) from accounts")
+            .await
+            .unwrap()),
+        vec!["60"]
+    );
+    let avg = ids(&c
+        .simple_query("select avg(id) from accounts")
+        .await
+        .unwrap());
+    assert_eq!(avg, vec!["30.5000000000000000"]);
+    let by_cc = ids(&c
+        .simple_query("select cc, count(*) from accounts group by cc order by cc")
+        .await
+        .unwrap());
+    assert_eq!(by_cc, vec!["c0", "c1", "c2"]);
+    // Extended protocol with binary results.
+    let row = c
+        .query_one(
+            "select count(*), sum(id), min(owner) from accounts where id > $1",
+            &[&10i64],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, String>(2)),
+        (50, "owner 11".to_string())
+    );
 }

@@ -45,6 +45,8 @@ struct LocalPortal {
     /// The client's declared parameter types (values were encoded for them).
     param_types: Vec<u32>,
     result_formats: Vec<i16>,
+    /// A merged result materialized for Execute with a row limit: rows, then the CommandComplete.
+    pending: Option<std::collections::VecDeque<Frame>>,
 }
 
 #[derive(Default)]
@@ -499,6 +501,7 @@ impl Extended {
                         params,
                         param_types,
                         result_formats: result_formats(f.body()),
+                        pending: None,
                     })),
                 );
                 build::empty(b'2', &mut exec.out);
@@ -627,13 +630,48 @@ impl Extended {
                 else {
                     unreachable!("matched a scatter portal")
                 };
-                if max_rows > 0 {
-                    return Ok(exec.error(&PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, "fetching a multi-shard result in parts (Execute with a row limit) is not supported yet")
-                        .with_hint("Fetch all rows at once, or add a shard-key condition.")));
-                }
                 let request = rebind(sql, params, param_types, result_formats, true, true);
                 let (shards, merge) = (shards.clone(), merge.clone());
-                super::merge::scatter_request(exec, &shards, &request, &merge, false).await
+                if max_rows <= 0 && lp.pending.is_none() {
+                    return super::merge::scatter_request(exec, &shards, &request, &merge, false)
+                        .await;
+                }
+                if lp.pending.is_none() {
+                    // A row-limited Execute: materialize the merged result, hand it out in parts.
+                    let start = exec.out.len();
+                    exec.hold_output = true;
+                    let step =
+                        super::merge::scatter_request(exec, &shards, &request, &merge, false).await;
+                    exec.hold_output = false;
+                    if step? == Step::Failed {
+                        return Ok(Step::Failed);
+                    }
+                    let produced = exec.out.split_off(start);
+                    let frames = split_frames(produced.freeze());
+                    if let Some(Portal::Local(lp)) = self.portals.get_mut(name) {
+                        lp.pending = Some(frames);
+                    }
+                }
+                let Some(Portal::Local(lp)) = self.portals.get_mut(name) else {
+                    unreachable!("portal looked up above")
+                };
+                let pending = lp.pending.as_mut().expect("materialized above");
+                let mut sent = 0i64;
+                while pending.front().is_some_and(|f| f.tag == b'D')
+                    && (max_rows <= 0 || sent < max_rows as i64)
+                {
+                    let row = pending.pop_front().expect("front checked");
+                    exec.out.extend_from_slice(&row.bytes);
+                    sent += 1;
+                }
+                if pending.front().is_some_and(|f| f.tag == b'D') {
+                    build::empty(b's', &mut exec.out);
+                } else {
+                    // Done: this Execute's row count, as PostgreSQL reports it.
+                    pending.clear();
+                    build::command_complete(&format!("SELECT {sent}"), &mut exec.out);
+                }
+                Ok(Step::Done)
             }
             Some(Portal::Local(lp)) => {
                 let (plan, sql) = (lp.plan.clone(), lp.sql.clone());
@@ -728,6 +766,20 @@ impl Extended {
 /// A refusal that does not depend on parameters (see `check_at_parse`).
 fn parse_error(exec: &Exec<'_>, sql: &str) -> Option<PgError> {
     parse_ast(sql).and_then(|stmt| crate::router::plan::check_at_parse(&stmt, exec.placement))
+}
+
+/// Whole messages of a buffer the proxy produced itself.
+fn split_frames(mut b: Bytes) -> std::collections::VecDeque<Frame> {
+    let mut out = std::collections::VecDeque::new();
+    while b.len() >= 5 {
+        let len = i32::from_be_bytes(b[1..5].try_into().expect("4 bytes")) as usize + 1;
+        let tag = b[0];
+        out.push_back(Frame {
+            tag,
+            bytes: b.split_to(len),
+        });
+    }
+    out
 }
 
 fn parse_ast(sql: &str) -> Option<sqlparser::ast::Statement> {

@@ -87,6 +87,9 @@ pub async fn scatter_request(
             }
         }
     }
+    if merge.aggregate.is_some() {
+        return super::merge_groups::run(exec, shards, description, failure, merge, describe).await;
+    }
     let keys = match (&failure, &description) {
         (None, Some(d)) => match resolve_keys(exec, d, merge) {
             Ok(k) => k,
@@ -161,10 +164,10 @@ pub async fn scatter_request(
 }
 
 /// OFFSET then LIMIT over the merged stream.
-struct Window {
-    skip: u64,
-    left: Option<u64>,
-    sent: u64,
+pub struct Window {
+    pub skip: u64,
+    pub left: Option<u64>,
+    pub sent: u64,
 }
 
 impl Window {
@@ -172,7 +175,7 @@ impl Window {
         self.left == Some(0)
     }
 
-    fn admit(&mut self) -> bool {
+    pub fn admit(&mut self) -> bool {
         if self.skip > 0 {
             self.skip -= 1;
             return false;
@@ -192,7 +195,7 @@ impl Window {
     }
 }
 
-fn error_frame(e: &PgError) -> Frame {
+pub fn error_frame(e: &PgError) -> Frame {
     let mut b = BytesMut::new();
     build::error(e, &mut b);
     Frame {
@@ -242,7 +245,11 @@ fn resolve_keys(
 }
 
 /// The next DataRow of a shard, or None at its CommandComplete (or error, kept in `late`).
-async fn next_row(exec: &mut Exec<'_>, shard: usize, late: &mut Option<Frame>) -> R<Option<Frame>> {
+pub async fn next_row(
+    exec: &mut Exec<'_>,
+    shard: usize,
+    late: &mut Option<Frame>,
+) -> R<Option<Frame>> {
     loop {
         let f = exec.links[shard].recv().await?;
         match f.tag {
@@ -341,7 +348,7 @@ fn pick(heads: &[Option<(Frame, Vec<SortValue>)>], keys: &[Key]) -> Option<usize
 }
 
 /// Reads every shard to ReadyForQuery, discarding what is left.
-async fn drain(exec: &mut Exec<'_>, shards: &[usize]) -> R<()> {
+pub async fn drain(exec: &mut Exec<'_>, shards: &[usize]) -> R<()> {
     for &s in shards {
         exec.quiet_until_ready(s).await?;
     }

@@ -3,10 +3,13 @@
 //! session's transaction over its shards (`txn`). Single-shard clusters never come here: they
 //! use the byte relay in `frontend::session`, which is transparent by construction.
 
+pub mod aggregate;
 pub mod client_loop;
 pub mod extended;
 pub mod link;
 pub mod merge;
+pub mod merge_groups;
+pub mod numeric;
 pub mod session;
 pub mod txn;
 pub mod value;

@@ -47,6 +47,8 @@ pub struct Exec<'a> {
     pub txn: TxnState,
     /// Shards sort text bytewise (C collation), so merged text order is PostgreSQL's.
     pub text_order_c: bool,
+    /// Keep output in `out` (a result being materialized for a row-limited Execute).
+    pub hold_output: bool,
 }
 
 impl<'a> Exec<'a> {
@@ -63,6 +65,7 @@ impl<'a> Exec<'a> {
             out: BytesMut::with_capacity(FLUSH_AT),
             txn: TxnState::Idle,
             text_order_c,
+            hold_output: false,
         }
     }
 
@@ -78,7 +81,7 @@ impl<'a> Exec<'a> {
     }
 
     pub async fn maybe_flush(&mut self) -> R<()> {
-        if self.out.len() >= FLUSH_AT {
+        if self.out.len() >= FLUSH_AT && !self.hold_output {
             self.flush().await?;
         }
         Ok(())

@@ -41,12 +41,25 @@ pub enum SortValue {
 /// Whether the merge can sort on this type in this format; the text is the reason if not.
 pub fn supported(type_oid: u32, format: i16) -> Result<(), String> {
     use oid::*;
-    let ok = match type_oid {
-        BOOL | INT2 | INT4 | INT8 | OID | FLOAT4 | FLOAT8 | TEXT | VARCHAR | BPCHAR | NAME
-        | UUID | DATE | TIMESTAMP | TIMESTAMPTZ => true,
-        NUMERIC => format == 0,
-        _ => false,
-    };
+    let ok = matches!(
+        type_oid,
+        BOOL | INT2
+            | INT4
+            | INT8
+            | OID
+            | FLOAT4
+            | FLOAT8
+            | TEXT
+            | VARCHAR
+            | BPCHAR
+            | NAME
+            | UUID
+            | DATE
+            | TIMESTAMP
+            | TIMESTAMPTZ
+            | NUMERIC
+    );
+    let _ = format;
     if ok {
         Ok(())
     } else {
@@ -77,6 +90,7 @@ pub fn decode(type_oid: u32, format: i16, raw: Option<&[u8]>) -> Result<SortValu
             }
             FLOAT8 => SortValue::Float(f64::from_be_bytes(raw.try_into().map_err(|_| bad())?)),
             TEXT | VARCHAR | NAME | UUID | BPCHAR => SortValue::Bytes(raw.to_vec()),
+            NUMERIC => SortValue::Numeric(numeric_binary(raw).ok_or_else(bad)?),
             _ => return Err(bad()),
         });
     }
@@ -92,6 +106,16 @@ pub fn decode(type_oid: u32, format: i16, raw: Option<&[u8]>) -> Result<SortValu
         TIMESTAMPTZ => SortValue::Int(parse_timestamp(s, true).ok_or_else(bad)?),
         _ => return Err(bad()),
     })
+}
+
+fn numeric_binary(raw: &[u8]) -> Option<Decimal> {
+    let sign = u16::from_be_bytes(raw.get(4..6)?.try_into().ok()?);
+    match sign {
+        0xC000 => Some(Decimal::NaN),
+        0xD000 => Some(Decimal::Inf(true)),
+        0xF000 => Some(Decimal::Inf(false)),
+        _ => Decimal::parse(&super::numeric::Num::from_binary(raw)?.to_text()),
+    }
 }
 
 fn parse_float(s: &str) -> Option<f64> {
@@ -332,7 +356,7 @@ mod tests {
         let a = decode(oid::INT8, 1, Some(&(-5i64).to_be_bytes())).unwrap();
         let b = decode(oid::INT8, 1, Some(&3i64.to_be_bytes())).unwrap();
         assert_eq!(compare(&a, &b), Ordering::Less);
-        assert!(supported(oid::NUMERIC, 1).is_err());
+        assert!(supported(oid::NUMERIC, 1).is_ok());
         assert!(supported(9999, 0).is_err());
     }
 }

@@ -7,6 +7,7 @@
 //! shard. Everything else is refused with SQLSTATE 0A000 rather than guessed onto one shard.
 //! Decisions are cached per session by statement text, because parsing costs tens of µs.
 
+pub mod aggregate;
 pub mod keys;
 pub mod params;
 pub mod plan;

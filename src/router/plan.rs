@@ -68,6 +68,8 @@ pub struct MergeSpec {
     pub offset: u64,
     /// Sort columns the shards return after the client's columns, removed before rows are sent.
     pub hidden: usize,
+    /// Combine per-group partial aggregates (GROUP BY, aggregates, DISTINCT).
+    pub aggregate: Option<super::aggregate::AggSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -771,25 +773,29 @@ fn has_aggregate_or_window(items: &[SelectItem]) -> bool {
 }
 
 fn plan_scatter(q: &Query, select: &Select, shards: Vec<usize>, params: &Params) -> Plan {
-    if select.distinct.is_some() {
+    if has_window(&select.projection) {
         return refuse(
-            "DISTINCT over several shards is not supported yet",
-            "Add a shard-key condition, or de-duplicate in the application.",
+            "window functions over several shards are not supported",
+            "Add a shard-key condition so the query runs on one shard.",
         );
     }
-    if !matches!(&select.group_by, sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty())
+    let grouped = select.distinct.is_some()
+        || !matches!(&select.group_by, sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty())
         || select.having.is_some()
-    {
-        return refuse(
-            "GROUP BY over several shards is not supported yet",
-            "Add a shard-key condition so the query runs on one shard.",
-        );
-    }
-    if has_aggregate_or_window(&select.projection) {
-        return refuse(
-            "aggregate and window functions over several shards are not supported yet",
-            "Add a shard-key condition so the query runs on one shard.",
-        );
+        || has_aggregate_or_window(&select.projection);
+    if grouped {
+        if q.fetch.is_some() {
+            return refuse(
+                "FETCH FIRST over several shards is not supported",
+                "Use LIMIT.",
+            );
+        }
+        return match limit_and_offset(q, params) {
+            Ok((limit, offset)) => {
+                super::aggregate::plan_aggregate(q, select, shards, limit, offset)
+            }
+            Err(p) => *p,
+        };
     }
     if q.fetch.is_some() {
         return refuse(
@@ -924,6 +930,70 @@ fn plan_scatter(q: &Query, select: &Select, shards: Vec<usize>, params: &Params)
         q.to_string()
     };
     Plan::Scatter { shards, sql, merge }
+}
+
+fn has_window(items: &[SelectItem]) -> bool {
+    let mut found = false;
+    for item in items {
+        let _ = sqlparser::ast::visit_expressions(item, |e: &Expr| {
+            if matches!(e, Expr::Function(f) if f.over.is_some()) {
+                found = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        });
+    }
+    found
+}
+
+/// Constant LIMIT and OFFSET (literals or text-format parameters).
+fn limit_and_offset(q: &Query, params: &Params) -> Result<(Option<u64>, u64), Box<Plan>> {
+    let num = |e: &Expr| -> Option<u64> {
+        match strip(e) {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => n.parse().ok(),
+                Value::Placeholder(p) => {
+                    let i: usize = p.strip_prefix('$')?.parse().ok()?;
+                    let raw = params.values.get(i.checked_sub(1)?)?.as_ref()?;
+                    std::str::from_utf8(raw).ok()?.trim().parse().ok()
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    match &q.limit_clause {
+        None => Ok((None, 0)),
+        Some(LimitClause::LimitOffset {
+            limit,
+            offset,
+            limit_by,
+        }) if limit_by.is_empty() => {
+            let limit = match limit {
+                None => None,
+                Some(e) => Some(num(e).ok_or_else(|| {
+                    Box::new(refuse(
+                        "LIMIT over several shards must be a constant",
+                        "Use a literal LIMIT.",
+                    ))
+                })?),
+            };
+            let offset = match offset {
+                None => 0,
+                Some(o) => num(&o.value).ok_or_else(|| {
+                    Box::new(refuse(
+                        "OFFSET over several shards must be a constant",
+                        "Use a literal OFFSET.",
+                    ))
+                })?,
+            };
+            Ok((limit, offset))
+        }
+        Some(_) => Err(Box::new(refuse(
+            "this LIMIT form is not supported over several shards",
+            "Use LIMIT n OFFSET m.",
+        ))),
+    }
 }
 
 fn sort_column(e: &Expr, projection: &[SelectItem]) -> Option<SortColumn> {
@@ -1122,12 +1192,30 @@ mod tests {
             "insert into accounts (v) values (1)",
             "insert into accounts (id) select id from ledger",
             "select * from nosuch",
-            "select count(*) from accounts",
-            "select v, count(*) from accounts group by v",
-            "select distinct v from accounts",
             "select * from accounts where id in (select account_id from ledger)",
             "create table accounts (id bigserial primary key)",
             "create table accounts (id bigint generated always as identity)",
+        ] {
+            assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+        }
+    }
+
+    #[test]
+    fn aggregates_rewrite_avg_and_push_nothing_down() {
+        let Plan::Scatter { sql, merge, .. } = plan_sql(
+            "select v, avg(x) from accounts group by v having count(*) > 2 order by 2 desc limit 3",
+        ) else {
+            panic!()
+        };
+        assert_eq!(sql, "SELECT v, sum(x) AS avg, count(x) AS __shardgate_count_1, count(*) AS __shardgate_extra_1 FROM accounts GROUP BY v");
+        let spec = merge.aggregate.unwrap();
+        use super::super::aggregate::AggColumn::*;
+        assert_eq!(spec.columns, vec![Group, Avg { count: 2 }, AvgCount, Count]);
+        assert_eq!((merge.limit, merge.hidden), (Some(3), 2));
+        for sql in [
+            "select count(distinct v) from accounts",
+            "select sum(x) + 1 from accounts",
+            "select v from accounts group by v having sum(x) > min(y)",
         ] {
             assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
         }

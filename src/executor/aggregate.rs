@@ -1,0 +1,462 @@
+//! Combining partial aggregates from several shards, group by group.
+//!
+//! Every shard returns one row per group with its partial count/sum/min/max (avg arrives as sum
+//! plus a hidden count). Rows are keyed by the group columns' bytes, which identify a value within
+//! one column type and format. Memory is proportional to the number of groups, not rows. After
+//! combining: HAVING, then ORDER BY, then OFFSET/LIMIT, then hidden columns are removed.
+
+use super::merge::strip_columns;
+use super::numeric::{float4_text, float8_text, Num};
+use super::value::{self, oid, SortValue};
+use crate::error::{sqlstate, PgError};
+use crate::protocol::inspect::{self, FieldDesc};
+use crate::protocol::Frame;
+use crate::router::aggregate::{AggColumn, AggSpec, CmpOp};
+use crate::router::plan::{MergeSpec, SortColumn};
+use bytes::{Bytes, BytesMut};
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+type Row = Vec<Option<Bytes>>;
+
+/// Partial state of one column within one group.
+enum State {
+    Group(Option<Bytes>),
+    Count(i64),
+    SumInt(Option<i128>),
+    SumNum(Option<Num>),
+    SumFloat(Option<f64>),
+    Best(Option<(SortValue, Bytes)>),
+}
+
+fn unsupported(msg: String) -> PgError {
+    PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, msg).with_hint(
+        "Add a shard-key condition so the query runs on one shard, or ask for text results.",
+    )
+}
+
+/// Checks that every column can be combined in its type and format.
+pub fn check(fields: &[FieldDesc], spec: &AggSpec) -> Result<(), PgError> {
+    for (f, col) in fields.iter().zip(&spec.columns) {
+        let ok = match col {
+            AggColumn::Group => true,
+            AggColumn::Count | AggColumn::AvgCount => f.type_oid == oid::INT8,
+            AggColumn::Sum | AggColumn::Avg { .. } => matches!(
+                f.type_oid,
+                oid::INT8 | oid::NUMERIC | oid::FLOAT4 | oid::FLOAT8
+            ),
+            AggColumn::Min | AggColumn::Max => value::supported(f.type_oid, f.format).is_ok(),
+        };
+        if !ok {
+            return Err(unsupported(format!(
+                "combining {col:?} of column {} (type OID {}, {} format) across shards is not supported",
+                f.name,
+                f.type_oid,
+                if f.format == 0 { "text" } else { "binary" }
+            )));
+        }
+    }
+    if fields.len() != spec.columns.len() {
+        return Err(PgError::error(
+            sqlstate::INTERNAL_ERROR,
+            "shards returned an unexpected number of columns",
+        ));
+    }
+    Ok(())
+}
+
+/// The field types the client sees: avg is numeric (or float8 for float inputs), not the sum.
+pub fn client_fields(fields: &[FieldDesc], spec: &AggSpec) -> Vec<FieldDesc> {
+    fields
+        .iter()
+        .zip(&spec.columns)
+        .map(|(f, c)| match c {
+            AggColumn::Avg { .. } => FieldDesc {
+                type_oid: if matches!(f.type_oid, oid::FLOAT4 | oid::FLOAT8) {
+                    oid::FLOAT8
+                } else {
+                    oid::NUMERIC
+                },
+                ..f.clone()
+            },
+            _ => f.clone(),
+        })
+        .collect()
+}
+
+/// The RowDescription for the client: avg columns re-typed, hidden columns removed.
+pub fn client_description(frame: &Frame, merge: &MergeSpec) -> Bytes {
+    let Some(spec) = &merge.aggregate else {
+        return strip_columns(frame, merge.hidden);
+    };
+    let mut bytes = BytesMut::from(&frame.bytes[..]);
+    let mut at = 7;
+    for col in &spec.columns {
+        let Some(nul) = bytes[at..].iter().position(|&b| b == 0) else {
+            break;
+        };
+        let fixed = at + nul + 1;
+        if let AggColumn::Avg { .. } = col {
+            let sum_type =
+                u32::from_be_bytes(bytes[fixed + 6..fixed + 10].try_into().expect("4 bytes"));
+            let (ty, len): (u32, i16) = if matches!(sum_type, oid::FLOAT4 | oid::FLOAT8) {
+                (oid::FLOAT8, 8)
+            } else {
+                (oid::NUMERIC, -1)
+            };
+            bytes[fixed + 6..fixed + 10].copy_from_slice(&ty.to_be_bytes());
+            bytes[fixed + 10..fixed + 12].copy_from_slice(&len.to_be_bytes());
+            bytes[fixed + 12..fixed + 16].copy_from_slice(&(-1i32).to_be_bytes());
+        }
+        at = fixed + 18;
+    }
+    strip_columns(
+        &Frame {
+            tag: b'T',
+            bytes: bytes.freeze(),
+        },
+        merge.hidden,
+    )
+}
+
+/// Groups in first-seen order with their states.
+#[derive(Default)]
+pub struct Groups {
+    index: HashMap<Vec<Option<Bytes>>, usize>,
+    states: Vec<Vec<State>>,
+}
+
+impl Groups {
+    /// Folds one shard row into its group.
+    pub fn add(
+        &mut self,
+        fields: &[FieldDesc],
+        spec: &AggSpec,
+        row: &Frame,
+    ) -> Result<(), PgError> {
+        let body = row.body();
+        let column = |i: usize| -> Result<Option<Bytes>, PgError> {
+            inspect::data_row_column(body, i)
+                .map(|c| c.map(Bytes::copy_from_slice))
+                .ok_or_else(|| {
+                    PgError::error(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "malformed DataRow from a shard",
+                    )
+                })
+        };
+        let mut key = Vec::new();
+        for (i, c) in spec.columns.iter().enumerate() {
+            if *c == AggColumn::Group {
+                key.push(column(i)?);
+            }
+        }
+        let slot = match self.index.get(&key) {
+            Some(&s) => s,
+            None => {
+                let fresh = spec
+                    .columns
+                    .iter()
+                    .zip(fields)
+                    .map(|(c, f)| match c {
+                        AggColumn::Group => State::Group(None),
+                        AggColumn::Count | AggColumn::AvgCount => State::Count(0),
+                        AggColumn::Sum | AggColumn::Avg { .. } => match f.type_oid {
+                            oid::INT8 => State::SumInt(None),
+                            oid::NUMERIC => State::SumNum(None),
+                            _ => State::SumFloat(None),
+                        },
+                        AggColumn::Min | AggColumn::Max => State::Best(None),
+                    })
+                    .collect();
+                self.states.push(fresh);
+                self.index.insert(key, self.states.len() - 1);
+                self.states.len() - 1
+            }
+        };
+        for (i, (c, f)) in spec.columns.iter().zip(fields).enumerate() {
+            let raw = column(i)?;
+            let state = &mut self.states[slot][i];
+            combine(state, c, f, raw)?;
+        }
+        Ok(())
+    }
+
+    /// Final rows, one per group, in the client's formats.
+    pub fn finish(self, fields: &[FieldDesc], spec: &AggSpec) -> Result<Vec<Row>, PgError> {
+        let mut rows = Vec::with_capacity(self.states.len());
+        for states in self.states {
+            let counts: Vec<Option<i64>> = states
+                .iter()
+                .map(|s| {
+                    if let State::Count(n) = s {
+                        Some(*n)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            let mut row = Vec::with_capacity(states.len());
+            for (i, (s, c)) in states.into_iter().zip(&spec.columns).enumerate() {
+                let f = &fields[i];
+                row.push(match (s, c) {
+                    (State::Group(v), _) => v,
+                    (State::Count(n), _) => Some(encode_int(n as i128, f)?),
+                    (State::Best(b), _) => b.map(|(_, raw)| raw),
+                    (sum, AggColumn::Avg { count }) => {
+                        let n = counts[*count].unwrap_or(0);
+                        match sum {
+                            _ if n == 0 => None,
+                            State::SumNum(Some(v)) => {
+                                Some(encode_numeric(&v.div_count(n), f.format))
+                            }
+                            State::SumInt(Some(v)) => Some(encode_numeric(
+                                &Num::parse(&v.to_string()).expect("integer").div_count(n),
+                                f.format,
+                            )),
+                            State::SumFloat(Some(v)) => Some(encode_float8(v / n as f64, f.format)),
+                            _ => None,
+                        }
+                    }
+                    (State::SumInt(v), _) => v.map(|v| encode_int(v, f)).transpose()?,
+                    (State::SumNum(v), _) => v.map(|v| encode_numeric(&v, f.format)),
+                    (State::SumFloat(v), _) => v.map(|v| {
+                        if f.type_oid == oid::FLOAT4 {
+                            if f.format == 1 {
+                                Bytes::copy_from_slice(&(v as f32).to_be_bytes())
+                            } else {
+                                Bytes::from(float4_text(v as f32))
+                            }
+                        } else {
+                            encode_float8(v, f.format)
+                        }
+                    }),
+                });
+            }
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+}
+
+fn combine(
+    state: &mut State,
+    col: &AggColumn,
+    f: &FieldDesc,
+    raw: Option<Bytes>,
+) -> Result<(), PgError> {
+    let bad = || {
+        PgError::error(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("cannot read partial aggregate of column {}", f.name),
+        )
+    };
+    match state {
+        State::Group(v) => {
+            if v.is_none() {
+                *v = raw;
+            }
+        }
+        State::Count(n) => {
+            if let Some(r) = raw {
+                *n += read_int(&r, f.format).ok_or_else(bad)? as i64;
+            }
+        }
+        State::SumInt(acc) => {
+            if let Some(r) = raw {
+                let v = read_int(&r, f.format).ok_or_else(bad)?;
+                *acc = Some(acc.unwrap_or(0) + v);
+            }
+        }
+        State::SumNum(acc) => {
+            if let Some(r) = raw {
+                let v = if f.format == 1 {
+                    Num::from_binary(&r)
+                } else {
+                    std::str::from_utf8(&r).ok().and_then(Num::parse)
+                };
+                let v = v.ok_or_else(|| {
+                    unsupported("cannot combine a numeric NaN or infinity across shards".into())
+                })?;
+                *acc = Some(acc.take().unwrap_or_else(Num::zero).add(&v));
+            }
+        }
+        State::SumFloat(acc) => {
+            if let Some(r) = raw {
+                let v = match value::decode(f.type_oid, f.format, Some(&r)).map_err(|_| bad())? {
+                    SortValue::Float(v) => v,
+                    _ => return Err(bad()),
+                };
+                *acc = Some(acc.unwrap_or(0.0) + v);
+            }
+        }
+        State::Best(best) => {
+            if let Some(r) = raw {
+                let v = value::decode(f.type_oid, f.format, Some(&r)).map_err(unsupported)?;
+                let better = match best {
+                    None => true,
+                    Some((b, _)) => {
+                        let o = value::compare(&v, b);
+                        if *col == AggColumn::Min {
+                            o == Ordering::Less
+                        } else {
+                            o == Ordering::Greater
+                        }
+                    }
+                };
+                if better {
+                    *best = Some((v, r));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_int(raw: &[u8], format: i16) -> Option<i128> {
+    if format == 1 {
+        Some(i64::from_be_bytes(raw.try_into().ok()?) as i128)
+    } else {
+        std::str::from_utf8(raw).ok()?.parse().ok()
+    }
+}
+
+fn encode_int(v: i128, f: &FieldDesc) -> Result<Bytes, PgError> {
+    let v = i64::try_from(v).map_err(|_| PgError::error("22003", "bigint out of range"))?;
+    Ok(if f.format == 1 {
+        Bytes::copy_from_slice(&v.to_be_bytes())
+    } else {
+        Bytes::from(v.to_string())
+    })
+}
+
+fn encode_numeric(v: &Num, format: i16) -> Bytes {
+    if format == 1 {
+        Bytes::from(v.to_binary())
+    } else {
+        Bytes::from(v.to_text())
+    }
+}
+
+fn encode_float8(v: f64, format: i16) -> Bytes {
+    if format == 1 {
+        Bytes::copy_from_slice(&v.to_be_bytes())
+    } else {
+        Bytes::from(float8_text(v))
+    }
+}
+
+/// Keeps the rows that satisfy every HAVING condition (compared in the column's final type).
+pub fn having(rows: Vec<Row>, fields: &[FieldDesc], spec: &AggSpec) -> Result<Vec<Row>, PgError> {
+    if spec.having.is_empty() {
+        return Ok(rows);
+    }
+    let mut kept = Vec::with_capacity(rows.len());
+    'rows: for row in rows {
+        for cond in &spec.having {
+            let f = &fields[cond.column];
+            let Some(raw) = &row[cond.column] else {
+                continue 'rows;
+            };
+            let v = value::decode(f.type_oid, f.format, Some(raw)).map_err(unsupported)?;
+            let lit =
+                value::decode(f.type_oid, 0, Some(cond.literal.as_bytes())).map_err(unsupported)?;
+            let o = value::compare(&v, &lit);
+            let holds = match cond.op {
+                CmpOp::Eq => o == Ordering::Equal,
+                CmpOp::NotEq => o != Ordering::Equal,
+                CmpOp::Lt => o == Ordering::Less,
+                CmpOp::LtEq => o != Ordering::Greater,
+                CmpOp::Gt => o == Ordering::Greater,
+                CmpOp::GtEq => o != Ordering::Less,
+            };
+            if !holds {
+                continue 'rows;
+            }
+        }
+        kept.push(row);
+    }
+    Ok(kept)
+}
+
+/// Sorts combined rows by the ORDER BY keys.
+pub fn sort(rows: &mut [Row], fields: &[FieldDesc], merge: &MergeSpec) -> Result<(), PgError> {
+    if merge.order.is_empty() {
+        return Ok(());
+    }
+    let mut keyed: Vec<(Vec<SortValue>, usize)> = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let mut values = Vec::with_capacity(merge.order.len());
+        for k in &merge.order {
+            let SortColumn::Position(p) = k.column else {
+                return Err(PgError::error(
+                    sqlstate::INTERNAL_ERROR,
+                    "aggregate sort key by name",
+                ));
+            };
+            let f = &fields[p - 1];
+            values.push(
+                value::decode(f.type_oid, f.format, row[p - 1].as_deref()).map_err(unsupported)?,
+            );
+        }
+        keyed.push((values, i));
+    }
+    keyed.sort_by(|(a, ia), (b, ib)| {
+        for (k, (x, y)) in merge.order.iter().zip(a.iter().zip(b)) {
+            let o = match (x, y) {
+                (SortValue::Null, SortValue::Null) => Ordering::Equal,
+                (SortValue::Null, _) => {
+                    if k.nulls_first {
+                        Ordering::Less
+                    } else {
+                        Ordering::Greater
+                    }
+                }
+                (_, SortValue::Null) => {
+                    if k.nulls_first {
+                        Ordering::Greater
+                    } else {
+                        Ordering::Less
+                    }
+                }
+                _ => {
+                    let o = value::compare(x, y);
+                    if k.descending {
+                        o.reverse()
+                    } else {
+                        o
+                    }
+                }
+            };
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        ia.cmp(ib)
+    });
+    let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
+    let mut taken: Vec<Option<Row>> = rows.iter_mut().map(|r| Some(std::mem::take(r))).collect();
+    for (slot, i) in order.into_iter().enumerate() {
+        rows[slot] = taken[i].take().expect("each row once");
+    }
+    Ok(())
+}
+
+/// A DataRow of these column values.
+pub fn data_row(row: &[Option<Bytes>]) -> Bytes {
+    let mut b = BytesMut::new();
+    b.extend_from_slice(&[b'D', 0, 0, 0, 0]);
+    b.extend_from_slice(&(row.len() as i16).to_be_bytes());
+    for v in row {
+        match v {
+            None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(v) => {
+                b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                b.extend_from_slice(v);
+            }
+        }
+    }
+    let len = (b.len() - 1) as i32;
+    b[1..5].copy_from_slice(&len.to_be_bytes());
+    b.freeze()
+}

@@ -1,0 +1,90 @@
+//! The aggregate branch of a scatter: collect every shard's partial groups, combine, filter,
+//! sort and send (see `aggregate` for the combination rules).
+
+use super::aggregate::{self, Groups};
+use super::merge::{drain, error_frame, next_row, Window};
+use super::session::{Exec, Step, R};
+use crate::error::{sqlstate, PgError};
+use crate::protocol::{build, inspect, Frame};
+use crate::router::plan::MergeSpec;
+
+pub async fn run(
+    exec: &mut Exec<'_>,
+    shards: &[usize],
+    description: Option<Frame>,
+    failure: Option<Frame>,
+    merge: &MergeSpec,
+    describe: bool,
+) -> R<Step> {
+    let spec = merge.aggregate.as_ref().expect("aggregate merge");
+    let fields = description
+        .as_ref()
+        .and_then(|d| inspect::row_description(d.body()));
+    let mut failure = failure;
+    if failure.is_none() {
+        match &fields {
+            None => {
+                failure = Some(error_frame(&PgError::error(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "no RowDescription from a shard",
+                )))
+            }
+            Some(f) => {
+                if let Err(e) = aggregate::check(f, spec) {
+                    failure = Some(error_frame(&e));
+                }
+            }
+        }
+    }
+    if let Some(err) = failure {
+        drain(exec, shards).await?;
+        exec.out.extend_from_slice(&err.bytes);
+        return Ok(Step::Failed);
+    }
+    let (fields, description) = (fields.expect("checked"), description.expect("checked"));
+    let mut groups = Groups::default();
+    let mut late: Option<Frame> = None;
+    for &s in shards {
+        while let Some(row) = next_row(exec, s, &mut late).await? {
+            if late.is_none() {
+                if let Err(e) = groups.add(&fields, spec, &row) {
+                    late = Some(error_frame(&e));
+                }
+            }
+        }
+    }
+    drain(exec, shards).await?;
+    if let Some(err) = late {
+        exec.out.extend_from_slice(&err.bytes);
+        return Ok(Step::Failed);
+    }
+    let client_fields = aggregate::client_fields(&fields, spec);
+    let rows = groups
+        .finish(&fields, spec)
+        .and_then(|rows| aggregate::having(rows, &client_fields, spec))
+        .and_then(|mut rows| aggregate::sort(&mut rows, &client_fields, merge).map(|()| rows));
+    let rows = match rows {
+        Ok(r) => r,
+        Err(e) => return Ok(exec.error(&e)),
+    };
+    if describe {
+        exec.out
+            .extend_from_slice(&aggregate::client_description(&description, merge));
+    }
+    let visible = fields.len() - merge.hidden;
+    let mut window = Window {
+        skip: merge.offset,
+        left: merge.limit,
+        sent: 0,
+    };
+    for row in rows {
+        if window.admit() {
+            exec.out
+                .extend_from_slice(&aggregate::data_row(&row[..visible]));
+            exec.maybe_flush().await?;
+        }
+    }
+    metrics::counter!(crate::metrics::MERGE_ROWS).increment(window.sent);
+    build::command_complete(&format!("SELECT {}", window.sent), &mut exec.out);
+    Ok(Step::Done)
+}

@@ -1,0 +1,445 @@
+//! Planning aggregates over several shards: count, sum, min, max and avg, with or without
+//! GROUP BY, HAVING, DISTINCT and ORDER BY on aggregates.
+//!
+//! Each shard aggregates its own rows; the proxy combines the partial results per group. avg(x)
+//! becomes sum(x) plus a hidden count(x) on the shards and is divided in the proxy exactly as
+//! PostgreSQL's numeric division would. HAVING, ORDER BY, OFFSET and LIMIT are applied after the
+//! combination (a group can span shards, so none of them can be pushed down). Group columns and
+//! sort values the client did not select travel as hidden trailing columns.
+
+use super::plan::{MergeSpec, Plan, SortColumn, SortKey};
+use crate::error::{sqlstate, PgError};
+use sqlparser::ast::{
+    BinaryOperator, Expr, FunctionArguments, GroupByExpr, Ident, ObjectNamePart, OrderByKind,
+    OrderBySort, Query, Select, SelectItem, SetExpr, Value,
+};
+
+/// What the merge does with one column the shards return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AggColumn {
+    Group,
+    Count,
+    Sum,
+    Min,
+    Max,
+    /// sum(x) on the shards; `count` is the column of the hidden count(x).
+    Avg {
+        count: usize,
+    },
+    /// A hidden count(x) feeding an Avg.
+    AvgCount,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    NotEq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+}
+
+/// `column op literal`, all conjuncts must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HavingCond {
+    pub column: usize,
+    pub op: CmpOp,
+    pub literal: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AggSpec {
+    /// One per returned column (client's, then hidden).
+    pub columns: Vec<AggColumn>,
+    pub having: Vec<HavingCond>,
+}
+
+fn unsupported(message: String) -> PgError {
+    PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(HINT)
+}
+
+fn refuse(message: impl Into<String>, hint: &str) -> Plan {
+    Plan::Reject(PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(hint))
+}
+
+const HINT: &str = "Supported across shards: count, sum, min, max, avg over plain GROUP BY expressions, simple HAVING comparisons with constants, ORDER BY on output columns. Or add a shard-key condition so the query runs on one shard.";
+
+/// The aggregate function of an expression, if it is a supported one applied directly.
+fn aggregate_kind(e: &Expr) -> Result<Option<&'static str>, String> {
+    let Expr::Function(f) = e else {
+        return Ok(None);
+    };
+    let name = match f.name.0.last() {
+        Some(ObjectNamePart::Identifier(i)) => i.value.to_ascii_lowercase(),
+        _ => return Ok(None),
+    };
+    let kind = match name.as_str() {
+        "count" => "count",
+        "sum" => "sum",
+        "min" => "min",
+        "max" => "max",
+        "avg" => "avg",
+        _ => return Ok(None),
+    };
+    if f.over.is_some() || f.filter.is_some() || !f.within_group.is_empty() {
+        return Err(format!(
+            "{name}() with OVER, FILTER or WITHIN GROUP over several shards is not supported"
+        ));
+    }
+    if let FunctionArguments::List(list) = &f.args {
+        if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
+            return Err(format!(
+                "{name}(DISTINCT ...) and ordered aggregates over several shards are not supported"
+            ));
+        }
+        if list.args.len() != 1 {
+            return Err(format!(
+                "{name}() with {} arguments is not supported",
+                list.args.len()
+            ));
+        }
+    }
+    Ok(Some(kind))
+}
+
+/// True when `e` contains an aggregate anywhere (nested aggregates cannot be combined).
+fn contains_aggregate(e: &Expr) -> bool {
+    let mut found = false;
+    let _ = sqlparser::ast::visit_expressions(e, |x: &Expr| {
+        if let Ok(Some(_)) | Err(_) = aggregate_kind(x) {
+            found = true;
+            return std::ops::ControlFlow::Break(());
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    found
+}
+
+/// Plans a scattered aggregate (or DISTINCT) query.
+pub fn plan_aggregate(
+    q: &Query,
+    select: &Select,
+    shards: Vec<usize>,
+    limit: Option<u64>,
+    offset: u64,
+) -> Plan {
+    let group_exprs: Vec<Expr> = match &select.group_by {
+        GroupByExpr::Expressions(e, mods) if mods.is_empty() => e.clone(),
+        _ => return refuse(
+            "GROUP BY ALL, ROLLUP, CUBE and GROUPING SETS over several shards are not supported",
+            HINT,
+        ),
+    };
+    let distinct = match &select.distinct {
+        None => false,
+        Some(sqlparser::ast::Distinct::Distinct) => true,
+        Some(_) => return refuse("DISTINCT ON over several shards is not supported", HINT),
+    };
+    let items: Vec<(Expr, Option<Ident>)> = match select
+        .projection
+        .iter()
+        .map(|i| match i {
+            SelectItem::UnnamedExpr(e) => Ok((e.clone(), None)),
+            SelectItem::ExprWithAlias { expr, alias } => Ok((expr.clone(), Some(alias.clone()))),
+            _ => Err(()),
+        })
+        .collect::<Result<Vec<_>, ()>>()
+    {
+        Ok(v) => v,
+        Err(()) => {
+            return refuse(
+                "SELECT * with GROUP BY or aggregates over several shards is not supported",
+                HINT,
+            )
+        }
+    };
+    // Group expressions named by position or alias mean that select item.
+    let resolve_group = |g: &Expr| -> String {
+        if let Expr::Value(v) = g {
+            if let Value::Number(n, _) = &v.value {
+                if let Some(item) = n
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|p| items.get(p.wrapping_sub(1)))
+                {
+                    return item.0.to_string();
+                }
+            }
+        }
+        if let Expr::Identifier(id) = g {
+            if let Some(item) = items
+                .iter()
+                .find(|(_, a)| a.as_ref().is_some_and(|a| a.value == id.value))
+            {
+                return item.0.to_string();
+            }
+        }
+        g.to_string()
+    };
+    let group_texts: Vec<String> = group_exprs.iter().map(resolve_group).collect();
+
+    let mut spec = AggSpec::default();
+    let mut shard_items: Vec<SelectItem> = Vec::new();
+    let mut hidden: Vec<SelectItem> = Vec::new();
+    let mut avg_pending: Vec<(usize, Expr)> = Vec::new();
+    for (i, (expr, alias)) in items.iter().enumerate() {
+        let kind = match aggregate_kind(expr) {
+            Ok(k) => k,
+            Err(m) => return refuse(m, HINT),
+        };
+        let column = match kind {
+            Some(_) if distinct => return refuse("SELECT DISTINCT with aggregates over several shards is not supported", HINT),
+            Some("count") => AggColumn::Count,
+            Some("sum") => AggColumn::Sum,
+            Some("min") => AggColumn::Min,
+            Some("max") => AggColumn::Max,
+            Some(_) => {
+                avg_pending.push((i, expr.clone()));
+                AggColumn::Avg { count: usize::MAX }
+            }
+            None if distinct || group_texts.contains(&expr.to_string()) => AggColumn::Group,
+            None if contains_aggregate(expr) => {
+                return refuse(format!("the expression {expr} combines aggregates, which cannot be merged across shards"), HINT)
+            }
+            None => {
+                return refuse(
+                    format!("column {expr} must appear in the GROUP BY clause or be used in an aggregate function"),
+                    HINT,
+                )
+            }
+        };
+        let shard_expr = if kind == Some("avg") {
+            rename_function(expr, "sum")
+        } else {
+            expr.clone()
+        };
+        // Keep the client's column name: avg(x) stays "avg" even though the shard runs sum(x).
+        let name = alias
+            .clone()
+            .or_else(|| (kind == Some("avg")).then(|| Ident::new("avg")));
+        shard_items.push(match name {
+            Some(a) => SelectItem::ExprWithAlias {
+                expr: shard_expr,
+                alias: a,
+            },
+            None => SelectItem::UnnamedExpr(shard_expr),
+        });
+        spec.columns.push(column);
+    }
+    let visible = items.len();
+    // Group expressions the client did not select still identify groups.
+    for (g, text) in group_exprs.iter().zip(&group_texts) {
+        if !items.iter().any(|(e, _)| &e.to_string() == text) {
+            hidden.push(SelectItem::ExprWithAlias {
+                expr: g.clone(),
+                alias: Ident::new(format!("__shardgate_group_{}", hidden.len())),
+            });
+            spec.columns.push(AggColumn::Group);
+        }
+    }
+    for (i, expr) in avg_pending {
+        let count_col = visible + hidden.len();
+        hidden.push(SelectItem::ExprWithAlias {
+            expr: rename_function(&expr, "count"),
+            alias: Ident::new(format!("__shardgate_count_{i}")),
+        });
+        spec.columns.push(AggColumn::AvgCount);
+        spec.columns[i] = AggColumn::Avg { count: count_col };
+    }
+    // Finds (or adds as hidden) the column computing `e`.
+    let column_of =
+        |e: &Expr, spec: &mut AggSpec, hidden: &mut Vec<SelectItem>| -> Result<usize, PgError> {
+            if let Expr::Value(v) = e {
+                if let Value::Number(n, _) = &v.value {
+                    return n
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|p| (1..=visible).contains(p))
+                        .map(|p| p - 1)
+                        .ok_or_else(|| {
+                            PgError::error("42P10", format!("position {n} is not in select list"))
+                        });
+                }
+            }
+            if let Expr::Identifier(id) = e {
+                if let Some(p) = items
+                    .iter()
+                    .position(|(_, a)| a.as_ref().is_some_and(|a| a.value == id.value))
+                {
+                    return Ok(p);
+                }
+            }
+            let text = e.to_string();
+            if let Some(p) = items.iter().position(|(x, _)| x.to_string() == text) {
+                return Ok(p);
+            }
+            let kind = aggregate_kind(e).map_err(unsupported)?;
+            let col = match kind {
+                Some("count") => AggColumn::Count,
+                Some("sum") => AggColumn::Sum,
+                Some("min") => AggColumn::Min,
+                Some("max") => AggColumn::Max,
+                Some(_) => {
+                    return Err(unsupported(format!(
+                        "{e} is used but not selected; select it to sort or filter on it"
+                    )))
+                }
+                None if group_texts.contains(&text) => AggColumn::Group,
+                None => {
+                    return Err(unsupported(format!(
+                        "{e} cannot be computed after merging groups from several shards"
+                    )))
+                }
+            };
+            hidden.push(SelectItem::ExprWithAlias {
+                expr: e.clone(),
+                alias: Ident::new(format!("__shardgate_extra_{}", hidden.len())),
+            });
+            spec.columns.push(col);
+            Ok(visible + hidden.len() - 1)
+        };
+    if let Some(h) = &select.having {
+        let mut conjuncts = Vec::new();
+        collect_and(h, &mut conjuncts);
+        for c in conjuncts {
+            let Expr::BinaryOp { left, op, right } = c else {
+                return refuse(
+                    format!("HAVING {c} over several shards is not supported"),
+                    HINT,
+                );
+            };
+            let (expr, lit, op) = match (literal(right), literal(left)) {
+                (Some(l), _) => (left.as_ref(), l, op.clone()),
+                (None, Some(l)) => (right.as_ref(), l, flip(op)),
+                _ => {
+                    return refuse(
+                        format!("HAVING {c} over several shards needs a constant on one side"),
+                        HINT,
+                    )
+                }
+            };
+            let op = match op {
+                BinaryOperator::Eq => CmpOp::Eq,
+                BinaryOperator::NotEq => CmpOp::NotEq,
+                BinaryOperator::Lt => CmpOp::Lt,
+                BinaryOperator::LtEq => CmpOp::LtEq,
+                BinaryOperator::Gt => CmpOp::Gt,
+                BinaryOperator::GtEq => CmpOp::GtEq,
+                other => {
+                    return refuse(
+                        format!(
+                            "HAVING with operator {other} over several shards is not supported"
+                        ),
+                        HINT,
+                    )
+                }
+            };
+            let column = match column_of(expr, &mut spec, &mut hidden) {
+                Ok(c) => c,
+                Err(e) => return Plan::Reject(e),
+            };
+            spec.having.push(HavingCond {
+                column,
+                op,
+                literal: lit,
+            });
+        }
+    }
+    let mut order = Vec::new();
+    if let Some(ob) = &q.order_by {
+        let OrderByKind::Expressions(exprs) = &ob.kind else {
+            return refuse("ORDER BY ALL is not supported", HINT);
+        };
+        for oe in exprs {
+            let descending = match oe.options.sort {
+                None | Some(OrderBySort::Asc) => false,
+                Some(OrderBySort::Desc) => true,
+                Some(OrderBySort::Using(_)) => {
+                    return refuse(
+                        "ORDER BY ... USING over several shards is not supported",
+                        HINT,
+                    )
+                }
+            };
+            let column = match column_of(&oe.expr, &mut spec, &mut hidden) {
+                Ok(c) => c,
+                Err(e) => return Plan::Reject(e),
+            };
+            order.push(SortKey {
+                column: SortColumn::Position(column + 1),
+                descending,
+                nulls_first: oe.options.nulls_first.unwrap_or(descending),
+            });
+        }
+    }
+    let mut rewritten = q.clone();
+    rewritten.order_by = None;
+    rewritten.limit_clause = None;
+    if let SetExpr::Select(sel) = rewritten.body.as_mut() {
+        sel.projection = shard_items;
+        sel.projection.extend(hidden.iter().cloned());
+        sel.having = None;
+    }
+    let merge = MergeSpec {
+        order,
+        limit,
+        offset,
+        hidden: hidden.len(),
+        aggregate: Some(spec),
+    };
+    Plan::Scatter {
+        shards,
+        sql: rewritten.to_string(),
+        merge,
+    }
+}
+
+fn rename_function(e: &Expr, to: &str) -> Expr {
+    let mut e = e.clone();
+    if let Expr::Function(f) = &mut e {
+        f.name = sqlparser::ast::ObjectName::from(vec![Ident::new(to)]);
+    }
+    e
+}
+
+fn collect_and<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
+    match e {
+        Expr::Nested(i) => collect_and(i, out),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            collect_and(left, out);
+            collect_and(right, out);
+        }
+        other => out.push(other),
+    }
+}
+
+fn literal(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => Some(n.clone()),
+            Value::SingleQuotedString(s) => Some(s.clone()),
+            _ => None,
+        },
+        Expr::UnaryOp {
+            op: sqlparser::ast::UnaryOperator::Minus,
+            expr,
+        } => literal(expr).map(|l| format!("-{l}")),
+        Expr::Nested(i) => literal(i),
+        _ => None,
+    }
+}
+
+fn flip(op: &BinaryOperator) -> BinaryOperator {
+    match op {
+        BinaryOperator::Lt => BinaryOperator::Gt,
+        BinaryOperator::LtEq => BinaryOperator::GtEq,
+        BinaryOperator::Gt => BinaryOperator::Lt,
+        BinaryOperator::GtEq => BinaryOperator::LtEq,
+        other => other.clone(),
+    }
+}
