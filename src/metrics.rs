@@ -21,7 +21,8 @@ pub const BACKEND_CONNECT_ERRORS: &str = "shardgate_backend_connect_errors_total
 pub const STATEMENTS_REJECTED: &str = "shardgate_statements_rejected_total";
 /// Counter: rows sent to clients from merged multi-shard results.
 pub const MERGE_ROWS: &str = "shardgate_merge_rows_total";
-/// Counter, label `route`: statements by route kind (`single`, `several`, `all`, `broadcast`).
+/// Counter, label `route`: statements on multi-shard clusters by route kind (`single`, `several`,
+/// `all`, `broadcast`, `session`, `proxy`).
 pub const STATEMENTS_BY_ROUTE: &str = "shardgate_statements_total";
 /// Counter: client authentication failures.
 pub const AUTH_FAILURES: &str = "shardgate_auth_failures_total";
@@ -63,6 +64,28 @@ fn describe() {
         STATEMENTS_BY_ROUTE,
         "Statements by route kind on multi-shard clusters"
     );
+}
+
+/// Counts a planned statement by route kind (`single`, `several`, `all`, `broadcast`,
+/// `session`, `proxy`) and, for routed ones, by shard.
+pub fn note_route(plan: &crate::router::plan::Plan, shard_names: &[String]) {
+    use crate::router::plan::Plan;
+    let (kind, shards): (&str, Vec<usize>) = match plan {
+        Plan::Shard { shard, .. } => ("single", vec![*shard]),
+        Plan::Scatter { shards, .. } if shards.len() == shard_names.len() => {
+            ("all", shards.clone())
+        }
+        Plan::Scatter { shards, .. } => ("several", shards.clone()),
+        Plan::Broadcast { .. } => ("broadcast", (0..shard_names.len()).collect()),
+        Plan::Session => ("session", (0..shard_names.len()).collect()),
+        Plan::Txn(_) | Plan::Admin(_) | Plan::Reject(_) => ("proxy", vec![]),
+    };
+    metrics::counter!(STATEMENTS_BY_ROUTE, "route" => kind).increment(1);
+    for s in shards {
+        if let Some(name) = shard_names.get(s) {
+            metrics::counter!(QUERIES, "shard" => name.clone()).increment(1);
+        }
+    }
 }
 
 /// Handles a session records into.

@@ -130,3 +130,42 @@ async fn psycopg3_and_asyncpg_route_parameters_over_three_shards() {
         assert!(n > 0 && n < 90, "shard {i} holds {n} of 90 rows");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_meta_commands_work_on_three_shards() {
+    let tables = "[tables.widgets]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
+    let tc = TestCluster::start_configured(3, "", tables).await;
+    let url = tc.url("app", "secret");
+    run(Command::new("psql").args([
+        &url,
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        "create table widgets(id bigint primary key, name text)",
+    ]));
+    run(Command::new("psql").args([
+        &url,
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        "insert into widgets (id, name) values (1, 'a')",
+        "-c",
+        "insert into widgets (id, name) values (2, 'b')",
+    ]));
+    let out = run(Command::new("psql").args([
+        &url,
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        "\\dt",
+        "-c",
+        "\\d widgets",
+        "-c",
+        "\\l",
+        "-c",
+        "select count(*) as n from widgets",
+    ]));
+    assert!(out.contains("widgets_pkey"), "\\d widgets:\n{out}");
+    assert!(out.contains("template1"), "\\l:\n{out}");
+    assert!(out.contains(" n \n---\n 2\n"), "count over shards:\n{out}");
+}

@@ -8,8 +8,19 @@ use std::process::{Child, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shardgate");
 
+/// A port that is free together with the next one (the demo's first shard listens there).
+fn free_pair() -> u16 {
+    loop {
+        let p = free_port().unwrap();
+        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
 /// Starts the demo and waits for its connection hint; returns the child and the psql URL.
 fn start_demo(dir: &std::path::Path, port: u16) -> (Child, String) {
+    let log = dir.with_extension("log");
     let mut child = Command::new(BIN)
         .args([
             "demo",
@@ -23,7 +34,7 @@ fn start_demo(dir: &std::path::Path, port: u16) -> (Child, String) {
         ])
         .arg(dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -39,7 +50,13 @@ fn start_demo(dir: &std::path::Path, port: u16) -> (Child, String) {
     }
     // Keep draining stdout so the demo never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, url.expect("demo prints a psql command"))
+    let url = url.unwrap_or_else(|| {
+        panic!(
+            "demo printed no psql command; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    (child, url)
 }
 
 fn psql(url: &str, sql: &str) -> String {
@@ -65,7 +82,7 @@ fn interrupt_and_wait(mut child: Child) {
 #[test]
 fn demo_serves_psql_stops_on_ctrl_c_and_keeps_its_data() {
     let dir = std::env::temp_dir().join(format!("shardgate-demo-test-{}", std::process::id()));
-    let port = free_port().unwrap();
+    let port = free_pair();
     let (child, url) = start_demo(&dir, port);
     assert_eq!(psql(&url, "select 1"), "1");
     psql(

@@ -64,6 +64,7 @@ pub struct Extended {
 
 impl Extended {
     pub async fn handle(&mut self, exec: &mut Exec<'_>, frame: Frame) -> R<()> {
+        self.forget_deallocated(exec);
         let tag = frame.tag;
         self.batch.push(frame);
         match tag {
@@ -158,6 +159,18 @@ impl Extended {
         Some(dest.unwrap_or(HOME))
     }
 
+    /// DEALLOCATE / DISCARD ALL ran on the shards: their prepared statements are gone.
+    fn forget_deallocated(&mut self, exec: &mut Exec<'_>) {
+        for name in std::mem::take(&mut exec.deallocated) {
+            match name {
+                None => self.statements.clear(),
+                Some(n) => {
+                    self.statements.remove(&n);
+                }
+            }
+        }
+    }
+
     fn portal_shard(&self, name: &str) -> Option<usize> {
         match self.portals.get(name) {
             Some(Portal::Shard(s)) => Some(*s),
@@ -196,10 +209,9 @@ impl Extended {
         for f in &batch {
             if f.tag == b'B' {
                 if let Some((_, stmt, params)) = bind_fields(f.body()) {
-                    if let Some(Plan::Shard { write: true, .. }) =
-                        self.plan_for(exec, &stmt, &params, &batch)
-                    {
-                        writes = true;
+                    if let Some(plan) = self.plan_for(exec, &stmt, &params, &batch) {
+                        crate::metrics::note_route(&plan, &exec.placement.shard_names);
+                        writes |= matches!(plan, Plan::Shard { write: true, .. });
                     }
                 }
             }
@@ -465,6 +477,7 @@ impl Extended {
             )));
         };
         let plan = plan_sql(exec, &st.sql, &st.ast, &params);
+        crate::metrics::note_route(&plan, &exec.placement.shard_names);
         match plan {
             Plan::Shard { shard, write } => {
                 if write {
@@ -673,6 +686,21 @@ impl Extended {
                 }
                 Ok(Step::Done)
             }
+            Some(Portal::Local(lp))
+                if matches!(lp.plan, Plan::Session | Plan::Broadcast { .. })
+                    && !lp.params.values.is_empty() =>
+            {
+                // With bound values it must run as the client sent it, on every shard.
+                let request = rebind(
+                    &lp.sql,
+                    &lp.params,
+                    &lp.param_types,
+                    &lp.result_formats,
+                    false,
+                    true,
+                );
+                self.everywhere_bound(exec, &request).await
+            }
             Some(Portal::Local(lp)) => {
                 let (plan, sql) = (lp.plan.clone(), lp.sql.clone());
                 exec.run_plan(plan, &sql).await
@@ -682,6 +710,37 @@ impl Extended {
                 format!("portal \"{name}\" does not exist"),
             ))),
         }
+    }
+
+    /// Runs a re-bound statement (Parse..Execute+Sync) on every shard; the client sees the home
+    /// shard's rows and the first error.
+    async fn everywhere_bound(&mut self, exec: &mut Exec<'_>, request: &[u8]) -> R<Step> {
+        let all: Vec<usize> = (0..exec.links.len()).collect();
+        for &s in &all {
+            if exec.enlist(s).await? == Step::Failed {
+                return Ok(Step::Failed);
+            }
+            exec.links[s].send(request).await?;
+        }
+        let mut step = Step::Done;
+        for &s in &all {
+            loop {
+                let f = exec.links[s].recv().await?;
+                match f.tag {
+                    b'Z' => break,
+                    b'1' | b'2' => {}
+                    b'E' => {
+                        if step == Step::Done {
+                            exec.out.extend_from_slice(&f.bytes);
+                        }
+                        step = Step::Failed;
+                    }
+                    _ if s == HOME => exec.out.extend_from_slice(&f.bytes),
+                    _ => {}
+                }
+            }
+        }
+        Ok(step)
     }
 
     async fn close(&mut self, exec: &mut Exec<'_>, f: Frame) -> R<Step> {

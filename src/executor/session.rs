@@ -49,6 +49,9 @@ pub struct Exec<'a> {
     pub text_order_c: bool,
     /// Keep output in `out` (a result being materialized for a row-limited Execute).
     pub hold_output: bool,
+    /// Prepared statements deallocated on the shards since the extended-protocol state last
+    /// looked (None: all of them).
+    pub deallocated: Vec<Option<String>>,
 }
 
 impl<'a> Exec<'a> {
@@ -66,6 +69,7 @@ impl<'a> Exec<'a> {
             txn: TxnState::Idle,
             text_order_c,
             hold_output: false,
+            deallocated: Vec::new(),
         }
     }
 
@@ -165,6 +169,7 @@ impl<'a> Exec<'a> {
                 )));
             }
         }
+        crate::metrics::note_route(&plan, &self.placement.shard_names);
         match plan {
             Plan::Reject(e) => {
                 metrics::counter!(crate::metrics::STATEMENTS_REJECTED).increment(1);
@@ -177,7 +182,36 @@ impl<'a> Exec<'a> {
                 super::merge::scatter(self, &shards, &sql, &merge).await
             }
             Plan::Broadcast { transactional } => self.broadcast(sql, transactional).await,
-            Plan::Session => self.everywhere(sql).await,
+            Plan::Session => {
+                self.note_deallocate(sql);
+                self.everywhere(sql).await
+            }
+        }
+    }
+
+    /// DEALLOCATE name | DEALLOCATE ALL | DISCARD ALL drop statements the shards had prepared.
+    fn note_deallocate(&mut self, sql: &str) {
+        let words: Vec<String> = sql
+            .split_whitespace()
+            .map(|w| w.trim_end_matches(';').to_string())
+            .collect();
+        let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
+        match lower
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            ["deallocate", "all"] | ["deallocate", "prepare", "all"] | ["discard", "all"] => {
+                self.deallocated.push(None)
+            }
+            ["deallocate", name] | ["deallocate", "prepare", name] => {
+                let original = &words[words.len() - 1];
+                let _ = name;
+                self.deallocated
+                    .push(Some(original.trim_matches('"').to_string()));
+            }
+            _ => {}
         }
     }
 

@@ -131,7 +131,7 @@ pub fn plan_unparsed(sql: &str) -> Plan {
             "savepoints are not supported on several shards yet",
             "Use a transaction without savepoints, or a single-shard cluster.",
         ),
-        ("set" | "reset" | "discard", _) => Plan::Session,
+        ("set" | "reset" | "discard" | "deallocate" | "listen" | "unlisten", _) => Plan::Session,
         ("show", _) => Plan::Shard { shard: HOME, write: false },
         ("vacuum" | "analyze", _) => Plan::Broadcast { transactional: false },
         _ => refuse(
@@ -557,6 +557,10 @@ fn plan_query(q: &Query, placement: &Placement, params: &Params) -> Plan {
         return undeclared(&name);
     }
     if rels.sharded.is_empty() {
+        if rels.reference == 0 && calls_set_config(q) {
+            // set_config() changes session state: every shard must see it, like SET.
+            return Plan::Session;
+        }
         // Catalog, reference tables and table-less queries read the same on every shard.
         return Plan::Shard {
             shard: HOME,
@@ -932,6 +936,20 @@ fn plan_scatter(q: &Query, select: &Select, shards: Vec<usize>, params: &Params)
     Plan::Scatter { shards, sql, merge }
 }
 
+fn calls_set_config(q: &Query) -> bool {
+    let mut found = false;
+    let _ = sqlparser::ast::visit_expressions(q, |e: &Expr| {
+        if let Expr::Function(f) = e {
+            if last_ident(&f.name).eq_ignore_ascii_case("set_config") {
+                found = true;
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    found
+}
+
 fn has_window(items: &[SelectItem]) -> bool {
     let mut found = false;
     for item in items {
@@ -1236,6 +1254,10 @@ mod tests {
             }
         );
         assert_eq!(plan_sql("set search_path = x"), Plan::Session);
+        assert_eq!(
+            plan_sql("select set_config('search_path', 'x', false)"),
+            Plan::Session
+        );
         assert_eq!(plan_sql("commit"), Plan::Txn(TxnCmd::Commit));
         assert!(matches!(
             plan_sql("begin isolation level repeatable read"),
