@@ -184,7 +184,7 @@ async fn setup() -> (
             .unwrap_or_else(|e| panic!("{stmt}: {e:?}"));
         d.batch_execute(&stmt).await.unwrap();
     }
-    (tc, plain, p, d, dir)
+    (tc, Plain { cluster: plain, dir }, p, d)
 }
 
 const SORTABLE: &[&str] = &[
@@ -193,7 +193,7 @@ const SORTABLE: &[&str] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_results_as_one_postgres() {
-    let (_tc, plain, p, d, dir) = setup().await;
+    let (_tc, _plain, p, d) = setup().await;
     let mut count = 0;
 
     // Point lookups and IN lists.
@@ -470,13 +470,11 @@ async fn same_results_as_one_postgres() {
         count >= 200,
         "the suite must compare at least 200 queries, compared {count}"
     );
-    let _ = plain.stop(true);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_cannot_be_merged_exactly_is_refused() {
-    let (tc, plain, p, _d, dir) = setup().await;
+    let (_tc, _plain, p, _d) = setup().await;
     for sql in [
         "select count(distinct owner) from accounts",
         "select string_agg(owner, ',') from accounts",
@@ -491,7 +489,4 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         let e = p.simple_query(sql).await.map(|_| ()).expect_err(sql);
         assert_eq!(common::code(&e), "0A000", "{sql}");
     }
-    drop(tc);
-    let _ = plain.stop(true);
-    let _ = std::fs::remove_dir_all(dir);
 }

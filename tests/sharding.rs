@@ -21,7 +21,7 @@ async fn cluster() -> TestCluster {
     let tc = TestCluster::start_configured(3, "", TABLES).await;
     let c = tc.client().await;
     c.batch_execute("create table accounts (id bigint primary key, owner text, balance numeric not null, cc text)").await.unwrap();
-    c.batch_execute("create table ledger (account_id bigint, entry int, amount numeric)")
+    c.batch_execute("create table ledger (entry int, account_id bigint, amount numeric)")
         .await
         .unwrap();
     c.batch_execute("create table countries (code text primary key, name text)")
@@ -435,4 +435,25 @@ async fn aggregates_combine_partials_from_every_shard() {
         (row.get::<_, i64>(0), row.get::<_, String>(2)),
         (50, "owner 11".to_string())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_without_a_column_list_uses_the_catalog_order() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    c.batch_execute("insert into accounts values (101, 'no list', 1.5, 'c1')").await.unwrap();
+    // ledger's key is its second column: the catalog order, not the first value, decides.
+    c.batch_execute("insert into ledger values (1, 103, 9.5)").await.unwrap();
+    // Extended protocol: routed by the bound key in catalog position.
+    c.execute("insert into accounts values ($1, $2, $3::text::numeric, $4)", &[&102i64, &"ext", &"2.5", &"c2"]).await.unwrap();
+    for (table, col, id) in [("accounts", "id", 101i64), ("accounts", "id", 102), ("ledger", "account_id", 103)] {
+        let n: i64 = tc
+            .direct(owner(&tc, id))
+            .await
+            .query_one(&format!("select count(*) from {table} where {col} = $1"), &[&id])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1, "{table} row {id} is on its owner");
+    }
 }

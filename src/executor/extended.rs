@@ -78,6 +78,11 @@ impl Extended {
     }
 
     async fn run_batch(&mut self, exec: &mut Exec<'_>, batch: Vec<Frame>) -> R<()> {
+        for f in batch.iter().filter(|f| f.tag == b'P') {
+            if let Some(stmt) = inspect::parse_text(f.body()).and_then(|(_, sql)| parse_ast(sql)) {
+                exec.fetch_insert_columns(&stmt).await?;
+            }
+        }
         if !self.failed {
             if let Some(shard) = self.single_destination(exec, &batch) {
                 return self.run_on_one_shard(exec, shard, batch).await;
@@ -191,7 +196,7 @@ impl Extended {
             f.tag == b'P' && inspect::parse_text(f.body()).is_some_and(|(n, _)| n == stmt)
         }) {
             let (_, sql) = inspect::parse_text(p.body())?;
-            return Some(plan_sql(exec, sql, &parse_ast(sql), params));
+            return Some(plan_sql(exec, sql, &parse_ast_for(exec, sql), params));
         }
         let s = self.statements.get(stmt)?;
         Some(plan_sql(exec, &s.sql, &s.ast, params))
@@ -240,7 +245,7 @@ impl Extended {
                     let st = Statement {
                         parse: f.bytes.clone(),
                         sql: sql.to_string(),
-                        ast: parse_ast(sql),
+                        ast: parse_ast_for(exec, sql),
                         on: BTreeSet::from([shard]),
                     };
                     self.statements.insert(name.to_string(), st);
@@ -371,7 +376,7 @@ impl Extended {
                 let st = Statement {
                     parse: f.bytes.clone(),
                     sql: sql.to_string(),
-                    ast: parse_ast(sql),
+                    ast: parse_ast_for(exec, sql),
                     on: BTreeSet::new(),
                 };
                 self.statements.insert(name.to_string(), st);
@@ -839,6 +844,13 @@ fn split_frames(mut b: Bytes) -> std::collections::VecDeque<Frame> {
         });
     }
     out
+}
+
+/// The statement's AST as planning needs it (an INSERT gets its table's column list).
+fn parse_ast_for(exec: &Exec<'_>, sql: &str) -> Option<sqlparser::ast::Statement> {
+    let mut stmt = parse_ast(sql)?;
+    exec.fill_insert_columns(&mut stmt);
+    Some(stmt)
 }
 
 fn parse_ast(sql: &str) -> Option<sqlparser::ast::Statement> {

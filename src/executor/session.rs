@@ -52,6 +52,9 @@ pub struct Exec<'a> {
     /// Prepared statements deallocated on the shards since the extended-protocol state last
     /// looked (None: all of them).
     pub deallocated: Vec<Option<String>>,
+    /// Column order of sharded tables, read from the first shard's catalog, for INSERTs that
+    /// give no column list.
+    columns: std::collections::HashMap<String, Vec<String>>,
 }
 
 impl<'a> Exec<'a> {
@@ -70,6 +73,7 @@ impl<'a> Exec<'a> {
             text_order_c,
             hold_output: false,
             deallocated: Vec::new(),
+            columns: std::collections::HashMap::new(),
         }
     }
 
@@ -130,7 +134,11 @@ impl<'a> Exec<'a> {
         if statements.len() > 1 && self.txn == TxnState::Idle {
             self.txn = TxnState::begin("BEGIN".into(), true);
         }
-        for (stmt, sql) in statements {
+        for (mut stmt, sql) in statements {
+            if let Some(s) = stmt.as_mut() {
+                self.fetch_insert_columns(s).await?;
+                self.fill_insert_columns(s);
+            }
             let plan = match &stmt {
                 Some(s) => plan(s, self.placement, &Params::default()),
                 None => plan_unparsed(&sql),
@@ -187,6 +195,48 @@ impl<'a> Exec<'a> {
                 self.everywhere(sql).await
             }
         }
+    }
+
+    /// Reads (once per session and table) the column order of the table an INSERT without a
+    /// column list targets, when that table is sharded: placement needs to know which value is
+    /// the key.
+    pub async fn fetch_insert_columns(&mut self, stmt: &sqlparser::ast::Statement) -> R<()> {
+        let Some(table) = insert_without_columns(stmt, self.placement) else { return Ok(()) };
+        if self.columns.contains_key(&table) {
+            return Ok(());
+        }
+        let sql = format!(
+            "select attname from pg_attribute where attrelid = to_regclass('{}') and attnum > 0 and not attisdropped order by attnum",
+            table.replace('\'', "''")
+        );
+        let mut q = BytesMut::new();
+        build::query(&sql, &mut q);
+        self.links[HOME].send(&q).await?;
+        let mut names = Vec::new();
+        loop {
+            let f = self.links[HOME].recv().await?;
+            match f.tag {
+                b'D' => {
+                    if let Some(Some(v)) = crate::protocol::inspect::data_row_column(f.body(), 0) {
+                        names.push(String::from_utf8_lossy(v).into_owned());
+                    }
+                }
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        if !names.is_empty() {
+            self.columns.insert(table, names);
+        }
+        Ok(())
+    }
+
+    /// Gives an INSERT without a column list the table's columns (for planning only; the shard
+    /// receives the client's text).
+    pub fn fill_insert_columns(&self, stmt: &mut sqlparser::ast::Statement) {
+        let Some(table) = insert_without_columns(stmt, self.placement) else { return };
+        let (Some(cols), sqlparser::ast::Statement::Insert(ins)) = (self.columns.get(&table), stmt) else { return };
+        ins.columns = cols.iter().map(|c| sqlparser::ast::ObjectName::from(vec![sqlparser::ast::Ident::new(c)])).collect();
     }
 
     /// DEALLOCATE name | DEALLOCATE ALL | DISCARD ALL drop statements the shards had prepared.
@@ -503,5 +553,18 @@ impl<'a> Exec<'a> {
                 Err(e) => self.error(&PgError::error("42P01", e)),
             },
         }
+    }
+}
+
+/// The table of an INSERT ... VALUES without a column list into a sharded table.
+fn insert_without_columns(stmt: &sqlparser::ast::Statement, placement: &Placement) -> Option<String> {
+    let sqlparser::ast::Statement::Insert(ins) = stmt else { return None };
+    let sqlparser::ast::TableObject::TableName(name) = &ins.table else { return None };
+    if !ins.columns.is_empty() {
+        return None;
+    }
+    match placement.rule(&name.to_string()) {
+        Some(crate::placement::TableRule::Sharded { .. }) => Some(name.to_string()),
+        _ => None,
     }
 }
