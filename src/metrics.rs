@@ -66,24 +66,66 @@ fn describe() {
     );
 }
 
-/// Counts a planned statement by route kind (`single`, `several`, `all`, `broadcast`,
-/// `session`, `proxy`) and, for routed ones, by shard.
-pub fn note_route(plan: &crate::router::plan::Plan, shard_names: &[String]) {
-    use crate::router::plan::Plan;
-    let (kind, shards): (&str, Vec<usize>) = match plan {
-        Plan::Shard { shard, .. } => ("single", vec![*shard]),
-        Plan::Scatter { shards, .. } if shards.len() == shard_names.len() => {
-            ("all", shards.clone())
+/// Per-session handles for statements on multi-shard clusters, created once at connect so
+/// recording a statement is an atomic add.
+pub struct RouteMetrics {
+    single: Counter,
+    several: Counter,
+    all: Counter,
+    broadcast: Counter,
+    session: Counter,
+    proxy: Counter,
+    per_shard: Vec<Counter>,
+}
+
+impl RouteMetrics {
+    pub fn new(shard_names: &[String]) -> RouteMetrics {
+        let kind = |k: &'static str| metrics::counter!(STATEMENTS_BY_ROUTE, "route" => k);
+        RouteMetrics {
+            single: kind("single"),
+            several: kind("several"),
+            all: kind("all"),
+            broadcast: kind("broadcast"),
+            session: kind("session"),
+            proxy: kind("proxy"),
+            per_shard: shard_names
+                .iter()
+                .map(|n| metrics::counter!(QUERIES, "shard" => n.clone()))
+                .collect(),
         }
-        Plan::Scatter { shards, .. } => ("several", shards.clone()),
-        Plan::Broadcast { .. } => ("broadcast", (0..shard_names.len()).collect()),
-        Plan::Session => ("session", (0..shard_names.len()).collect()),
-        Plan::Txn(_) | Plan::Admin(_) | Plan::Reject(_) => ("proxy", vec![]),
-    };
-    metrics::counter!(STATEMENTS_BY_ROUTE, "route" => kind).increment(1);
-    for s in shards {
-        if let Some(name) = shard_names.get(s) {
-            metrics::counter!(QUERIES, "shard" => name.clone()).increment(1);
+    }
+
+    /// Counts a planned statement by route kind (`single`, `several`, `all`, `broadcast`,
+    /// `session`, `proxy`) and, for the shards it reaches, by shard.
+    pub fn note(&self, plan: &crate::router::plan::Plan) {
+        use crate::router::plan::Plan;
+        let n = self.per_shard.len();
+        let every = |c: &Counter| {
+            c.increment(1);
+            self.per_shard.iter().for_each(|s| s.increment(1));
+        };
+        match plan {
+            Plan::Shard { shard, .. } => {
+                self.single.increment(1);
+                if let Some(c) = self.per_shard.get(*shard) {
+                    c.increment(1);
+                }
+            }
+            Plan::Scatter { shards, .. } => {
+                if shards.len() == n {
+                    &self.all
+                } else {
+                    &self.several
+                }
+                .increment(1);
+                shards
+                    .iter()
+                    .filter_map(|s| self.per_shard.get(*s))
+                    .for_each(|c| c.increment(1));
+            }
+            Plan::Broadcast { .. } => every(&self.broadcast),
+            Plan::Session => every(&self.session),
+            Plan::Txn(_) | Plan::Admin(_) | Plan::Reject(_) => self.proxy.increment(1),
         }
     }
 }

@@ -143,13 +143,20 @@ async fn compare(proxy: &Client, plain: &Client, sql: &str, ordered: bool, seed:
     assert_eq!(a, b, "results differ for: {sql} (seed {seed:?})");
 }
 
-async fn setup() -> (
-    TestCluster,
-    LocalCluster,
-    Client,
-    Client,
-    std::path::PathBuf,
-) {
+/// The plain PostgreSQL the proxy is compared with; stopped and removed even if a test panics.
+struct Plain {
+    cluster: LocalCluster,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Plain {
+    fn drop(&mut self) {
+        let _ = self.cluster.stop(true);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn setup() -> (TestCluster, Plain, Client, Client) {
     let tc = TestCluster::start_configured(3, "", TABLES).await;
     let (plain, dir) = tokio::task::spawn_blocking(|| {
         let install = PgInstall::find().unwrap();
@@ -170,8 +177,14 @@ async fn setup() -> (
     })
     .await
     .unwrap();
+    let plain = Plain {
+        cluster: plain,
+        dir,
+    };
     let p = tc.client().await;
-    let d = common::connect(&plain.url("postgres")).await.unwrap();
+    let d = common::connect(&plain.cluster.url("postgres"))
+        .await
+        .unwrap();
     p.batch_execute(SCHEMA).await.unwrap();
     d.batch_execute(SCHEMA).await.unwrap();
     for s in 0..3 {
@@ -184,7 +197,7 @@ async fn setup() -> (
             .unwrap_or_else(|e| panic!("{stmt}: {e:?}"));
         d.batch_execute(&stmt).await.unwrap();
     }
-    (tc, Plain { cluster: plain, dir }, p, d)
+    (tc, plain, p, d)
 }
 
 const SORTABLE: &[&str] = &[

@@ -441,16 +441,32 @@ async fn aggregates_combine_partials_from_every_shard() {
 async fn insert_without_a_column_list_uses_the_catalog_order() {
     let tc = cluster().await;
     let c = tc.client().await;
-    c.batch_execute("insert into accounts values (101, 'no list', 1.5, 'c1')").await.unwrap();
+    c.batch_execute("insert into accounts values (101, 'no list', 1.5, 'c1')")
+        .await
+        .unwrap();
     // ledger's key is its second column: the catalog order, not the first value, decides.
-    c.batch_execute("insert into ledger values (1, 103, 9.5)").await.unwrap();
+    c.batch_execute("insert into ledger values (1, 103, 9.5)")
+        .await
+        .unwrap();
     // Extended protocol: routed by the bound key in catalog position.
-    c.execute("insert into accounts values ($1, $2, $3::text::numeric, $4)", &[&102i64, &"ext", &"2.5", &"c2"]).await.unwrap();
-    for (table, col, id) in [("accounts", "id", 101i64), ("accounts", "id", 102), ("ledger", "account_id", 103)] {
+    c.execute(
+        "insert into accounts values ($1, $2, $3::text::numeric, $4)",
+        &[&102i64, &"ext", &"2.5", &"c2"],
+    )
+    .await
+    .unwrap();
+    for (table, col, id) in [
+        ("accounts", "id", 101i64),
+        ("accounts", "id", 102),
+        ("ledger", "account_id", 103),
+    ] {
         let n: i64 = tc
             .direct(owner(&tc, id))
             .await
-            .query_one(&format!("select count(*) from {table} where {col} = $1"), &[&id])
+            .query_one(
+                &format!("select count(*) from {table} where {col} = $1"),
+                &[&id],
+            )
             .await
             .unwrap()
             .get(0);

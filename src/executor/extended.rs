@@ -26,7 +26,7 @@ struct Statement {
     /// The client's Parse message, replayed on shards that have not prepared it.
     parse: Bytes,
     sql: String,
-    ast: Option<sqlparser::ast::Statement>,
+    ast: Option<Ast>,
     /// Shards where it is prepared under the client's name.
     on: BTreeSet<usize>,
 }
@@ -79,7 +79,9 @@ impl Extended {
 
     async fn run_batch(&mut self, exec: &mut Exec<'_>, batch: Vec<Frame>) -> R<()> {
         for f in batch.iter().filter(|f| f.tag == b'P') {
-            if let Some(stmt) = inspect::parse_text(f.body()).and_then(|(_, sql)| parse_ast(sql)) {
+            if let Some(stmt) =
+                inspect::parse_text(f.body()).and_then(|(_, sql)| parse_ast(exec, sql))
+            {
                 exec.fetch_insert_columns(&stmt).await?;
             }
         }
@@ -215,7 +217,7 @@ impl Extended {
             if f.tag == b'B' {
                 if let Some((_, stmt, params)) = bind_fields(f.body()) {
                     if let Some(plan) = self.plan_for(exec, &stmt, &params, &batch) {
-                        crate::metrics::note_route(&plan, &exec.placement.shard_names);
+                        exec.routes.note(&plan);
                         writes |= matches!(plan, Plan::Shard { write: true, .. });
                     }
                 }
@@ -482,7 +484,7 @@ impl Extended {
             )));
         };
         let plan = plan_sql(exec, &st.sql, &st.ast, &params);
-        crate::metrics::note_route(&plan, &exec.placement.shard_names);
+        exec.routes.note(&plan);
         match plan {
             Plan::Shard { shard, write } => {
                 if write {
@@ -829,7 +831,7 @@ impl Extended {
 
 /// A refusal that does not depend on parameters (see `check_at_parse`).
 fn parse_error(exec: &Exec<'_>, sql: &str) -> Option<PgError> {
-    parse_ast(sql).and_then(|stmt| crate::router::plan::check_at_parse(&stmt, exec.placement))
+    parse_ast(exec, sql).and_then(|stmt| crate::router::plan::check_at_parse(&stmt, exec.placement))
 }
 
 /// Whole messages of a buffer the proxy produced itself.
@@ -846,29 +848,23 @@ fn split_frames(mut b: Bytes) -> std::collections::VecDeque<Frame> {
     out
 }
 
-/// The statement's AST as planning needs it (an INSERT gets its table's column list).
-fn parse_ast_for(exec: &Exec<'_>, sql: &str) -> Option<sqlparser::ast::Statement> {
-    let mut stmt = parse_ast(sql)?;
-    exec.fill_insert_columns(&mut stmt);
-    Some(stmt)
+/// A parsed statement shared with the session's parse cache.
+type Ast = std::sync::Arc<sqlparser::ast::Statement>;
+
+/// The statement's AST as planning needs it (an INSERT without a column list gets its table's).
+fn parse_ast_for(exec: &Exec<'_>, sql: &str) -> Option<Ast> {
+    parse_ast(exec, sql).map(|a| exec.with_insert_columns(&a))
 }
 
-fn parse_ast(sql: &str) -> Option<sqlparser::ast::Statement> {
-    if crate::router::plan::is_admin(sql) {
-        return None;
-    }
-    match sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql) {
-        Ok(mut v) if v.len() == 1 => v.pop(),
+/// The one statement of an extended-protocol Parse (from the session's parse cache).
+fn parse_ast(exec: &Exec<'_>, sql: &str) -> Option<Ast> {
+    match exec.parse(sql) {
+        Some(v) if v.len() == 1 => Some(v[0].clone()),
         _ => None,
     }
 }
 
-fn plan_sql(
-    exec: &Exec<'_>,
-    sql: &str,
-    ast: &Option<sqlparser::ast::Statement>,
-    params: &Params,
-) -> Plan {
+fn plan_sql(exec: &Exec<'_>, sql: &str, ast: &Option<Ast>, params: &Params) -> Plan {
     match ast {
         Some(stmt) => plan(stmt, exec.placement, params),
         None if sql.trim().is_empty() => Plan::Shard {

@@ -55,6 +55,20 @@ pub struct Exec<'a> {
     /// Column order of sharded tables, read from the first shard's catalog, for INSERTs that
     /// give no column list.
     columns: std::collections::HashMap<String, Vec<String>>,
+    /// Parsed statements by text: parsing costs tens of µs and clients repeat their statements.
+    parsed: std::sync::Mutex<ParseCache>,
+    pub routes: crate::metrics::RouteMetrics,
+}
+
+const PARSE_CACHE_LIMIT: usize = 1024;
+
+/// The statements of one text, shared with the cache.
+pub type Parsed = std::sync::Arc<Vec<std::sync::Arc<sqlparser::ast::Statement>>>;
+
+/// Statement text → sqlparser's statements (None: it could not parse them).
+#[derive(Default)]
+pub struct ParseCache {
+    entries: std::collections::HashMap<String, Option<Parsed>>,
 }
 
 impl<'a> Exec<'a> {
@@ -74,6 +88,8 @@ impl<'a> Exec<'a> {
             hold_output: false,
             deallocated: Vec::new(),
             columns: std::collections::HashMap::new(),
+            parsed: std::sync::Mutex::new(ParseCache::default()),
+            routes: crate::metrics::RouteMetrics::new(&placement.shard_names),
         }
     }
 
@@ -111,34 +127,21 @@ impl<'a> Exec<'a> {
             build::ready_for_query(self.txn.status(), &mut self.out);
             return self.flush().await;
         }
-        let admin = crate::router::plan::is_admin(text);
-        let statements: Vec<(Option<sqlparser::ast::Statement>, String)> =
-            match sqlparser::parser::Parser::parse_sql(
-                &sqlparser::dialect::PostgreSqlDialect {},
-                text,
-            ) {
-                _ if admin => vec![(None, text.to_string())],
-                Ok(v) if v.len() == 1 => {
-                    v.into_iter().map(|s| (Some(s), text.to_string())).collect()
-                }
-                Ok(v) => v
-                    .into_iter()
-                    .map(|s| {
-                        let sql = s.to_string();
-                        (Some(s), sql)
-                    })
-                    .collect(),
-                Err(_) => vec![(None, text.to_string())],
+        let statements: Vec<(Option<std::sync::Arc<sqlparser::ast::Statement>>, String)> =
+            match self.parse(text) {
+                Some(v) if v.len() == 1 => vec![(Some(v[0].clone()), text.to_string())],
+                Some(v) => v.iter().map(|s| (Some(s.clone()), s.to_string())).collect(),
+                None => vec![(None, text.to_string())],
             };
         // PostgreSQL runs a multi-statement Query as one implicit transaction.
         if statements.len() > 1 && self.txn == TxnState::Idle {
             self.txn = TxnState::begin("BEGIN".into(), true);
         }
-        for (mut stmt, sql) in statements {
-            if let Some(s) = stmt.as_mut() {
+        for (stmt, sql) in statements {
+            if let Some(s) = &stmt {
                 self.fetch_insert_columns(s).await?;
-                self.fill_insert_columns(s);
             }
+            let stmt = stmt.map(|s| self.with_insert_columns(&s));
             let plan = match &stmt {
                 Some(s) => plan(s, self.placement, &Params::default()),
                 None => plan_unparsed(&sql),
@@ -177,7 +180,7 @@ impl<'a> Exec<'a> {
                 )));
             }
         }
-        crate::metrics::note_route(&plan, &self.placement.shard_names);
+        self.routes.note(&plan);
         match plan {
             Plan::Reject(e) => {
                 metrics::counter!(crate::metrics::STATEMENTS_REJECTED).increment(1);
@@ -197,11 +200,35 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// The statements of `sql` (None when sqlparser cannot parse them, or for `SHOW shardgate.*`,
+    /// which the proxy answers), from the per-session cache.
+    pub fn parse(&self, sql: &str) -> Option<Parsed> {
+        let mut cache = self.parsed.lock().expect("parse cache poisoned");
+        if let Some(hit) = cache.entries.get(sql) {
+            return hit.clone();
+        }
+        let parsed = if crate::router::plan::is_admin(sql) {
+            None
+        } else {
+            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(|v| std::sync::Arc::new(v.into_iter().map(std::sync::Arc::new).collect()))
+        };
+        if cache.entries.len() >= PARSE_CACHE_LIMIT {
+            cache.entries.clear();
+        }
+        cache.entries.insert(sql.to_string(), parsed.clone());
+        parsed
+    }
+
     /// Reads (once per session and table) the column order of the table an INSERT without a
     /// column list targets, when that table is sharded: placement needs to know which value is
     /// the key.
     pub async fn fetch_insert_columns(&mut self, stmt: &sqlparser::ast::Statement) -> R<()> {
-        let Some(table) = insert_without_columns(stmt, self.placement) else { return Ok(()) };
+        let Some(table) = insert_without_columns(stmt, self.placement) else {
+            return Ok(());
+        };
         if self.columns.contains_key(&table) {
             return Ok(());
         }
@@ -231,12 +258,26 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
-    /// Gives an INSERT without a column list the table's columns (for planning only; the shard
-    /// receives the client's text).
-    pub fn fill_insert_columns(&self, stmt: &mut sqlparser::ast::Statement) {
-        let Some(table) = insert_without_columns(stmt, self.placement) else { return };
-        let (Some(cols), sqlparser::ast::Statement::Insert(ins)) = (self.columns.get(&table), stmt) else { return };
-        ins.columns = cols.iter().map(|c| sqlparser::ast::ObjectName::from(vec![sqlparser::ast::Ident::new(c)])).collect();
+    /// The statement as planning needs it: an INSERT without a column list gets its table's
+    /// columns (the shard still receives the client's text). Other statements are shared as is.
+    pub fn with_insert_columns(
+        &self,
+        stmt: &std::sync::Arc<sqlparser::ast::Statement>,
+    ) -> std::sync::Arc<sqlparser::ast::Statement> {
+        let Some(table) = insert_without_columns(stmt, self.placement) else {
+            return stmt.clone();
+        };
+        let Some(cols) = self.columns.get(&table) else {
+            return stmt.clone();
+        };
+        let mut filled = (**stmt).clone();
+        if let sqlparser::ast::Statement::Insert(ins) = &mut filled {
+            ins.columns = cols
+                .iter()
+                .map(|c| sqlparser::ast::ObjectName::from(vec![sqlparser::ast::Ident::new(c)]))
+                .collect();
+        }
+        std::sync::Arc::new(filled)
     }
 
     /// DEALLOCATE name | DEALLOCATE ALL | DISCARD ALL drop statements the shards had prepared.
@@ -557,9 +598,16 @@ impl<'a> Exec<'a> {
 }
 
 /// The table of an INSERT ... VALUES without a column list into a sharded table.
-fn insert_without_columns(stmt: &sqlparser::ast::Statement, placement: &Placement) -> Option<String> {
-    let sqlparser::ast::Statement::Insert(ins) = stmt else { return None };
-    let sqlparser::ast::TableObject::TableName(name) = &ins.table else { return None };
+fn insert_without_columns(
+    stmt: &sqlparser::ast::Statement,
+    placement: &Placement,
+) -> Option<String> {
+    let sqlparser::ast::Statement::Insert(ins) = stmt else {
+        return None;
+    };
+    let sqlparser::ast::TableObject::TableName(name) = &ins.table else {
+        return None;
+    };
     if !ins.columns.is_empty() {
         return None;
     }
