@@ -455,10 +455,24 @@ async fn insert_without_a_column_list_uses_the_catalog_order() {
     )
     .await
     .unwrap();
+    // INSERT ... SELECT within one shard: the source reads one shard and inserts its own keys.
+    c.batch_execute("insert into ledger (entry, account_id, amount) select 7, id, balance from accounts where id = 12").await.unwrap();
+    let e = c
+        .batch_execute(
+            "insert into ledger (entry, account_id, amount) select 7, id, balance from accounts",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(&e),
+        "0A000",
+        "a multi-shard INSERT ... SELECT is refused"
+    );
     for (table, col, id) in [
         ("accounts", "id", 101i64),
         ("accounts", "id", 102),
         ("ledger", "account_id", 103),
+        ("ledger", "account_id", 12),
     ] {
         let n: i64 = tc
             .direct(owner(&tc, id))

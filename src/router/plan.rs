@@ -460,9 +460,8 @@ fn plan_insert(ins: &sqlparser::ast::Insert, placement: &Placement, params: &Par
                 );
             };
             let SetExpr::Values(values) = source.body.as_ref() else {
-                return refuse(
-                    format!("INSERT ... SELECT into sharded table {name} is not supported"),
-                    "Rows read from other shards cannot be placed correctly by one statement; insert the rows with VALUES.",
+                return plan_insert_select(
+                    ins, name, source, key_column, *key_type, placement, params,
                 );
             };
             if ins.columns.is_empty() {
@@ -513,6 +512,76 @@ fn plan_insert(ins: &sqlparser::ast::Insert, placement: &Placement, params: &Par
                 _ => needs_2pc("this INSERT (its rows belong on different shards)"),
             }
         }
+    }
+}
+
+/// INSERT ... SELECT into a sharded table runs only where it is correct on one shard: the source
+/// reads one shard, and the inserted key is a co-located source table's own shard key, so every
+/// row it produces belongs on that same shard.
+fn plan_insert_select(
+    ins: &sqlparser::ast::Insert,
+    name: &ObjectName,
+    source: &Query,
+    key_column: &str,
+    key_type: KeyType,
+    placement: &Placement,
+    params: &Params,
+) -> Plan {
+    let refused = || {
+        refuse(
+            format!("INSERT ... SELECT into sharded table {name} must read one shard and insert that shard's own keys"),
+            format!("Select from a table sharded like {name} with a condition on its shard key, and insert its shard key as {key_column}; otherwise rows would land on the wrong shard."),
+        )
+    };
+    let SetExpr::Select(select) = source.body.as_ref() else {
+        return refused();
+    };
+    let Some(key_idx) = ins
+        .columns
+        .iter()
+        .position(|c| last_ident(c).eq_ignore_ascii_case(key_column))
+    else {
+        return refused();
+    };
+    let key_expr = match select.projection.get(key_idx) {
+        Some(SelectItem::UnnamedExpr(e)) | Some(SelectItem::ExprWithAlias { expr: e, .. }) => {
+            strip(e)
+        }
+        _ => return refused(),
+    };
+    // The key must be a sharded source table's key column of the same type.
+    let own_key = select
+        .from
+        .iter()
+        .flat_map(|t| std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)))
+        .any(|f| {
+            let TableFactor::Table {
+                name: src,
+                alias,
+                args: None,
+                ..
+            } = f
+            else {
+                return false;
+            };
+            match placement.rule(&src.to_string()) {
+                Some(TableRule::Sharded {
+                    key_column: k,
+                    key_type: t,
+                }) if *t == key_type => {
+                    let mut names = vec![last_ident(src)];
+                    if let Some(a) = alias {
+                        names.push(a.name.value.clone());
+                    }
+                    is_column(key_expr, &names, k)
+                }
+                _ => false,
+            }
+        });
+    match plan_query(source, placement, params) {
+        Plan::Shard { shard, .. } if own_key => Plan::Shard { shard, write: true },
+        Plan::Reject(e) => Plan::Reject(e),
+        _ => refused(),
     }
 }
 
@@ -1208,7 +1277,9 @@ mod tests {
             "insert into countries (code) values ('x')",
             "insert into accounts values (1)",
             "insert into accounts (v) values (1)",
-            "insert into accounts (id) select id from ledger",
+            "insert into accounts (id) select account_id from ledger",
+            "insert into accounts (id) select id + 1 from accounts where id = 5",
+            "insert into accounts (id) select 7 from countries",
             "select * from nosuch",
             "select * from accounts where id in (select account_id from ledger)",
             "create table accounts (id bigserial primary key)",
@@ -1216,6 +1287,14 @@ mod tests {
         ] {
             assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
         }
+    }
+
+    #[test]
+    fn insert_select_only_within_one_shard() {
+        assert_eq!(
+            plan_sql("insert into ledger (account_id, v) select a.id, a.v from accounts a where a.id = 42"),
+            Plan::Shard { shard: shard_of(42), write: true }
+        );
     }
 
     #[test]
