@@ -66,25 +66,7 @@ pub async fn run(
             Err(Stop::Shard(name)) => break SessionEnd::ShardGone(name),
         }
     };
-    let last_words = match &end {
-        SessionEnd::ProtocolViolation(m) => {
-            Some(PgError::fatal(sqlstate::PROTOCOL_VIOLATION, m.clone()))
-        }
-        SessionEnd::ShardGone(name) => Some(
-            PgError::fatal(
-                sqlstate::CONNECTION_FAILURE,
-                format!("lost connection to shard {name}"),
-            )
-            .with_hint(
-                "The shard closed the connection or became unreachable; reconnect to retry.",
-            ),
-        ),
-        SessionEnd::Shutdown => Some(PgError::fatal(
-            sqlstate::ADMIN_SHUTDOWN,
-            "terminating connection because shardgate is shutting down",
-        )),
-        _ => None,
-    };
+    let last_words = end.last_words();
     // Open shard transactions end when the links are dropped: PostgreSQL rolls back on close.
     let mut client = exec.into_client();
     if let Some(err) = last_words {

@@ -300,31 +300,7 @@ async fn head(
 
 fn order(a: &[SortValue], b: &[SortValue], keys: &[Key]) -> Ordering {
     for (k, (x, y)) in keys.iter().zip(a.iter().zip(b)) {
-        let o = match (x, y) {
-            (SortValue::Null, SortValue::Null) => Ordering::Equal,
-            (SortValue::Null, _) => {
-                if k.nulls_first {
-                    Ordering::Less
-                } else {
-                    Ordering::Greater
-                }
-            }
-            (_, SortValue::Null) => {
-                if k.nulls_first {
-                    Ordering::Greater
-                } else {
-                    Ordering::Less
-                }
-            }
-            _ => {
-                let o = value::compare(x, y);
-                if k.descending {
-                    o.reverse()
-                } else {
-                    o
-                }
-            }
-        };
+        let o = value::compare_key(x, y, k.descending, k.nulls_first);
         if o != Ordering::Equal {
             return o;
         }

@@ -58,9 +58,8 @@ impl Num {
         }
     }
 
-    /// Text with exactly `scale` fractional digits, as numeric prints.
-    pub fn to_text(&self) -> String {
-        let negative = self.mantissa.sign() == Sign::Minus;
+    /// The absolute value's integer digits (at least one) and its `scale` fractional digits.
+    fn digits(&self) -> (String, String) {
         let digits = self.mantissa.magnitude().to_string();
         let scale = self.scale as usize;
         let padded = if digits.len() <= scale {
@@ -69,6 +68,15 @@ impl Num {
             digits
         };
         let (int, frac) = padded.split_at(padded.len() - scale);
+        (int.to_string(), frac.to_string())
+    }
+
+    /// Text with exactly `scale` fractional digits, as numeric prints.
+    pub fn to_text(&self) -> String {
+        let negative = self.mantissa.sign() == Sign::Minus;
+        let scale = self.scale as usize;
+        let (int, frac) = self.digits();
+        let (int, frac) = (int.as_str(), frac.as_str());
         let sign = if negative { "-" } else { "" };
         if scale == 0 {
             format!("{sign}{int}")
@@ -112,14 +120,7 @@ impl Num {
 
     /// numeric's binary form.
     pub fn to_binary(&self) -> Vec<u8> {
-        let digits = self.mantissa.magnitude().to_string();
-        let scale = self.scale as usize;
-        let padded = if digits.len() <= scale {
-            format!("{}{digits}", "0".repeat(scale + 1 - digits.len()))
-        } else {
-            digits
-        };
-        let (int, frac) = padded.split_at(padded.len() - scale);
+        let (int, frac) = self.digits();
         let int_groups = int.len().div_ceil(4);
         let int = format!("{int:0>width$}", width = int_groups * 4);
         let frac = format!("{frac:0<width$}", width = frac.len().div_ceil(4) * 4);

@@ -257,6 +257,36 @@ impl PartialOrd for Decimal {
     }
 }
 
+/// Order of two values of one sort key: NULLs first or last as asked, then the value order,
+/// reversed for DESC (which does not move NULLs: their place is `nulls_first`).
+pub fn compare_key(a: &SortValue, b: &SortValue, descending: bool, nulls_first: bool) -> Ordering {
+    match (a, b) {
+        (SortValue::Null, SortValue::Null) => Ordering::Equal,
+        (SortValue::Null, _) => {
+            if nulls_first {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            }
+        }
+        (_, SortValue::Null) => {
+            if nulls_first {
+                Ordering::Greater
+            } else {
+                Ordering::Less
+            }
+        }
+        _ => {
+            let o = compare(a, b);
+            if descending {
+                o.reverse()
+            } else {
+                o
+            }
+        }
+    }
+}
+
 /// PostgreSQL's order for two non-null values of one column (NaN above every float).
 pub fn compare(a: &SortValue, b: &SortValue) -> Ordering {
     match (a, b) {

@@ -39,6 +39,32 @@ pub enum SessionEnd {
     Shutdown,
 }
 
+impl SessionEnd {
+    /// The FATAL error the client is told before its connection closes, if any (a client that
+    /// left or terminated hears nothing).
+    pub fn last_words(&self) -> Option<PgError> {
+        match self {
+            SessionEnd::ProtocolViolation(msg) => {
+                Some(PgError::fatal(sqlstate::PROTOCOL_VIOLATION, msg.clone()))
+            }
+            SessionEnd::ShardGone(name) => Some(
+                PgError::fatal(
+                    sqlstate::CONNECTION_FAILURE,
+                    format!("lost connection to shard {name}"),
+                )
+                .with_hint(
+                    "The shard closed the connection or became unreachable; reconnect to retry.",
+                ),
+            ),
+            SessionEnd::Shutdown => Some(PgError::fatal(
+                sqlstate::ADMIN_SHUTDOWN,
+                "terminating connection because shardgate is shutting down",
+            )),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for SessionEnd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -84,25 +110,7 @@ pub async fn run(
             _ = crate::server::stopped(&mut shutdown) => SessionEnd::Shutdown,
         }
     };
-    let last_words = match &outcome {
-        SessionEnd::ProtocolViolation(msg) => {
-            Some(PgError::fatal(sqlstate::PROTOCOL_VIOLATION, msg.clone()))
-        }
-        SessionEnd::ShardGone(name) => Some(
-            PgError::fatal(
-                sqlstate::CONNECTION_FAILURE,
-                format!("lost connection to shard {name}"),
-            )
-            .with_hint(
-                "The shard closed the connection or became unreachable; reconnect to retry.",
-            ),
-        ),
-        SessionEnd::Shutdown => Some(PgError::fatal(
-            sqlstate::ADMIN_SHUTDOWN,
-            "terminating connection because shardgate is shutting down",
-        )),
-        _ => None,
-    };
+    let last_words = outcome.last_words();
     if let Some(err) = last_words {
         super::handshake::send_fatal(&mut client_tx, &err).await;
     }

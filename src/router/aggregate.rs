@@ -7,7 +7,7 @@
 //! combination (a group can span shards, so none of them can be pushed down). Group columns and
 //! sort values the client did not select travel as hidden trailing columns.
 
-use super::plan::{MergeSpec, Plan, SortColumn, SortKey};
+use super::plan::{collect_and, MergeSpec, Plan, SortColumn, SortKey};
 use crate::error::{sqlstate, PgError};
 use sqlparser::ast::{
     BinaryOperator, Expr, FunctionArguments, GroupByExpr, Ident, ObjectNamePart, OrderByKind,
@@ -401,21 +401,6 @@ fn rename_function(e: &Expr, to: &str) -> Expr {
         f.name = sqlparser::ast::ObjectName::from(vec![Ident::new(to)]);
     }
     e
-}
-
-fn collect_and<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
-    match e {
-        Expr::Nested(i) => collect_and(i, out),
-        Expr::BinaryOp {
-            left,
-            op: BinaryOperator::And,
-            right,
-        } => {
-            collect_and(left, out);
-            collect_and(right, out);
-        }
-        other => out.push(other),
-    }
 }
 
 fn literal(e: &Expr) -> Option<String> {

@@ -716,6 +716,22 @@ fn plan_query(q: &Query, placement: &Placement, params: &Params) -> Plan {
     }
 }
 
+/// The AND-connected conditions of `e`.
+pub(crate) fn collect_and<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
+    match e {
+        Expr::Nested(i) => collect_and(i, out),
+        Expr::BinaryOp {
+            left,
+            op: sqlparser::ast::BinaryOperator::And,
+            right,
+        } => {
+            collect_and(left, out);
+            collect_and(right, out);
+        }
+        other => out.push(other),
+    }
+}
+
 /// Every pair of sharded tables must be connected by equalities of their key columns.
 fn colocation_problem(select: &Select, top: &[(Vec<String>, KeyType, String)]) -> Option<String> {
     if top.iter().any(|t| t.1 != top[0].1) {
@@ -724,22 +740,8 @@ fn colocation_problem(select: &Select, top: &[(Vec<String>, KeyType, String)]) -
         );
     }
     let mut conjuncts: Vec<&Expr> = Vec::new();
-    fn collect<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
-        match e {
-            Expr::Nested(i) => collect(i, out),
-            Expr::BinaryOp {
-                left,
-                op: sqlparser::ast::BinaryOperator::And,
-                right,
-            } => {
-                collect(left, out);
-                collect(right, out);
-            }
-            other => out.push(other),
-        }
-    }
     if let Some(w) = &select.selection {
-        collect(w, &mut conjuncts);
+        collect_and(w, &mut conjuncts);
     }
     for twj in &select.from {
         for j in &twj.joins {
@@ -757,7 +759,7 @@ fn colocation_problem(select: &Select, top: &[(Vec<String>, KeyType, String)]) -
                 }
             };
             if let JoinConstraint::On(e) = c {
-                collect(e, &mut conjuncts);
+                collect_and(e, &mut conjuncts);
             }
         }
     }
