@@ -487,3 +487,43 @@ async fn insert_without_a_column_list_uses_the_catalog_order() {
         assert_eq!(n, 1, "{table} row {id} is on its owner");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serializable_is_refused_on_a_second_shard_not_downgraded() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    let other = (2..60i64)
+        .find(|&i| owner(&tc, i) != owner(&tc, 1))
+        .unwrap();
+    // Explicitly, and through the session default.
+    for begin in ["begin isolation level serializable", "begin"] {
+        if begin == "begin" {
+            // As separate statements: in one Query the SET would run in an implicit
+            // transaction that has already started at the old level (as in PostgreSQL).
+            c.batch_execute("set default_transaction_isolation = serializable")
+                .await
+                .unwrap();
+        }
+        c.batch_execute(begin).await.unwrap();
+        c.batch_execute("select owner from accounts where id = 1")
+            .await
+            .unwrap();
+        let e = c
+            .batch_execute(&format!("select owner from accounts where id = {other}"))
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "0A000", "{begin}");
+        assert!(db_error(&e).message().contains("SERIALIZABLE"), "{e:?}");
+        c.batch_execute("rollback").await.unwrap();
+    }
+    c.batch_execute("reset default_transaction_isolation")
+        .await
+        .unwrap();
+    // One shard is fine; REPEATABLE READ over several shards is fine.
+    c.batch_execute(
+        "begin isolation level serializable; select owner from accounts where id = 1; commit",
+    )
+    .await
+    .unwrap();
+    c.batch_execute(&format!("begin isolation level repeatable read; select * from accounts where id in (1, {other}); commit")).await.unwrap();
+}

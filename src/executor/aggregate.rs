@@ -92,10 +92,13 @@ pub fn client_description(frame: &Frame, merge: &MergeSpec) -> Bytes {
     let mut bytes = BytesMut::from(&frame.bytes[..]);
     let mut at = 7;
     for col in &spec.columns {
-        let Some(nul) = bytes[at..].iter().position(|&b| b == 0) else {
+        let Some(nul) = bytes.get(at..).and_then(|b| b.iter().position(|&b| b == 0)) else {
             break;
         };
         let fixed = at + nul + 1;
+        if bytes.len() < fixed + 18 {
+            break;
+        }
         if let AggColumn::Avg { .. } = col {
             let sum_type =
                 u32::from_be_bytes(bytes[fixed + 6..fixed + 10].try_into().expect("4 bytes"));

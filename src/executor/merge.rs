@@ -337,30 +337,31 @@ pub fn strip_columns(frame: &Frame, hidden: usize) -> bytes::Bytes {
     if hidden == 0 {
         return frame.bytes.clone();
     }
+    // Shards frame correctly; should one not, its frame passes unchanged rather than panicking.
+    strip(frame, hidden).unwrap_or_else(|| frame.bytes.clone())
+}
+
+fn strip(frame: &Frame, hidden: usize) -> Option<bytes::Bytes> {
     let body = frame.body();
-    let n = i16::from_be_bytes([body[0], body[1]]) as usize;
-    let keep = n.saturating_sub(hidden);
+    let n = i16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
+    let keep = n.checked_sub(hidden)?;
     let mut at = 2;
     for _ in 0..keep {
         if frame.tag == b'T' {
-            let name_end = body[at..]
-                .iter()
-                .position(|&b| b == 0)
-                .map(|p| at + p + 1)
-                .unwrap_or(body.len());
-            at = name_end + 18;
+            at += body.get(at..)?.iter().position(|&b| b == 0)? + 1 + 18;
         } else {
-            let len = i32::from_be_bytes(body[at..at + 4].try_into().expect("4 bytes"));
+            let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
             at += 4 + len.max(0) as usize;
         }
     }
+    let kept = body.get(2..at)?;
     let mut out = BytesMut::with_capacity(at + 5);
     out.extend_from_slice(&[frame.tag, 0, 0, 0, 0]);
     out.extend_from_slice(&(keep as i16).to_be_bytes());
-    out.extend_from_slice(&body[2..at]);
+    out.extend_from_slice(kept);
     let len = (out.len() - 1) as i32;
     out[1..5].copy_from_slice(&len.to_be_bytes());
-    out.freeze()
+    Some(out.freeze())
 }
 
 #[cfg(test)]
@@ -387,5 +388,11 @@ mod tests {
         let mut expect = BytesMut::new();
         build::row_description_text(&["x"], &mut expect);
         assert_eq!(strip_columns(&frame, 1), expect.freeze());
+        // A frame with fewer columns than hidden ones passes unchanged, without a panic.
+        let short = Frame {
+            tag: b'D',
+            bytes: bytes::Bytes::from_static(b"D\0\0\0\x06\0\0"),
+        };
+        assert_eq!(strip_columns(&short, 3), short.bytes);
     }
 }

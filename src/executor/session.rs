@@ -236,22 +236,7 @@ impl<'a> Exec<'a> {
             "select attname from pg_attribute where attrelid = to_regclass('{}') and attnum > 0 and not attisdropped order by attnum",
             table.replace('\'', "''")
         );
-        let mut q = BytesMut::new();
-        build::query(&sql, &mut q);
-        self.links[HOME].send(&q).await?;
-        let mut names = Vec::new();
-        loop {
-            let f = self.links[HOME].recv().await?;
-            match f.tag {
-                b'D' => {
-                    if let Some(Some(v)) = crate::protocol::inspect::data_row_column(f.body(), 0) {
-                        names.push(String::from_utf8_lossy(v).into_owned());
-                    }
-                }
-                b'Z' => break,
-                _ => {}
-            }
-        }
+        let (names, _) = self.query_values(HOME, &sql).await?;
         if !names.is_empty() {
             self.columns.insert(table, names);
         }
@@ -307,22 +292,68 @@ impl<'a> Exec<'a> {
     }
 
     /// Opens the client's transaction on `shard` if it has not been yet.
+    ///
+    /// A second shard may not join a SERIALIZABLE transaction: each shard would serialize only its
+    /// own part, which is weaker than what the client asked for, so it is refused (0A000). The
+    /// isolation level is read in the same round trip as the BEGIN, so SET
+    /// default_transaction_isolation is seen too.
     pub async fn enlist(&mut self, shard: usize) -> R<Step> {
-        let begin = match &self.txn {
-            TxnState::Open(t) if !t.enlisted.contains(&shard) => t.begin.clone(),
+        let (begin, others) = match &self.txn {
+            TxnState::Open(t) if !t.enlisted.contains(&shard) => {
+                (t.begin.clone(), !t.enlisted.is_empty())
+            }
             _ => return Ok(Step::Done),
         };
-        let mut q = BytesMut::new();
-        build::query(&begin, &mut q);
-        self.links[shard].send(&q).await?;
-        if let Some(err) = self.quiet_until_ready(shard).await? {
+        let sql = if others {
+            format!("{begin}; SELECT current_setting('transaction_isolation')")
+        } else {
+            begin
+        };
+        let (values, err) = self.query_values(shard, &sql).await?;
+        if let Some(err) = err {
             self.out.extend_from_slice(&err.bytes);
             return Ok(Step::Failed);
+        }
+        if others && values.first().is_some_and(|v| v == "serializable") {
+            self.run_quiet(shard, "ROLLBACK").await?;
+            return Ok(self.error(
+                &PgError::error(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    format!("a SERIALIZABLE transaction cannot reach a second shard ({})", self.links[shard].name),
+                )
+                .with_hint("Each shard would serialize only its own part. Use REPEATABLE READ, or keep the transaction on one shard."),
+            ));
         }
         if let TxnState::Open(t) = &mut self.txn {
             t.enlisted.insert(shard);
         }
         Ok(Step::Done)
+    }
+
+    /// Runs `sql` on one shard; returns the first column of every row and the first error.
+    pub async fn query_values(
+        &mut self,
+        shard: usize,
+        sql: &str,
+    ) -> R<(Vec<String>, Option<Frame>)> {
+        let mut q = BytesMut::new();
+        build::query(sql, &mut q);
+        self.links[shard].send(&q).await?;
+        let (mut values, mut error) = (Vec::new(), None);
+        loop {
+            let f = self.links[shard].recv().await?;
+            match f.tag {
+                b'D' => {
+                    if let Some(Some(v)) = crate::protocol::inspect::data_row_column(f.body(), 0) {
+                        values.push(String::from_utf8_lossy(v).into_owned());
+                    }
+                }
+                b'E' if error.is_none() => error = Some(f),
+                b'N' => self.out.extend_from_slice(&f.bytes),
+                b'Z' => return Ok((values, error)),
+                _ => {}
+            }
+        }
     }
 
     async fn single(&mut self, shard: usize, write: bool, sql: &str) -> R<Step> {
