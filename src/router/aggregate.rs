@@ -11,7 +11,7 @@ use super::plan::{collect_and, MergeSpec, Plan, SortColumn, SortKey};
 use crate::error::{sqlstate, PgError};
 use sqlparser::ast::{
     BinaryOperator, Expr, FunctionArguments, GroupByExpr, Ident, ObjectNamePart, OrderByKind,
-    OrderBySort, Query, Select, SelectItem, SetExpr, Value,
+    Query, Select, SelectItem, SetExpr, Value,
 };
 
 /// What the merge does with one column the shards return.
@@ -352,15 +352,9 @@ pub fn plan_aggregate(
             return refuse("ORDER BY ALL is not supported", HINT);
         };
         for oe in exprs {
-            let descending = match oe.options.sort {
-                None | Some(OrderBySort::Asc) => false,
-                Some(OrderBySort::Desc) => true,
-                Some(OrderBySort::Using(_)) => {
-                    return refuse(
-                        "ORDER BY ... USING over several shards is not supported",
-                        HINT,
-                    )
-                }
+            let (descending, nulls_first) = match super::plan::sort_direction(oe) {
+                Ok(d) => d,
+                Err(p) => return *p,
             };
             let column = match column_of(&oe.expr, &mut spec, &mut hidden) {
                 Ok(c) => c,
@@ -369,7 +363,7 @@ pub fn plan_aggregate(
             order.push(SortKey {
                 column: SortColumn::Position(column + 1),
                 descending,
-                nulls_first: oe.options.nulls_first.unwrap_or(descending),
+                nulls_first,
             });
         }
     }

@@ -893,15 +893,9 @@ fn plan_scatter(q: &Query, select: &Select, shards: Vec<usize>, params: &Params)
             return refuse("ORDER BY ALL is not supported", "List the sort columns.");
         };
         for oe in exprs {
-            let descending = match oe.options.sort {
-                None | Some(OrderBySort::Asc) => false,
-                Some(OrderBySort::Desc) => true,
-                Some(OrderBySort::Using(_)) => {
-                    return refuse(
-                        "ORDER BY ... USING over several shards is not supported",
-                        "Use ASC or DESC.",
-                    )
-                }
+            let (descending, nulls_first) = match sort_direction(oe) {
+                Ok(d) => d,
+                Err(p) => return *p,
             };
             let column = match sort_column(&oe.expr, &select.projection) {
                 Some(SortColumn::Name(n)) if has_wildcard => SortColumn::Name(n),
@@ -924,7 +918,7 @@ fn plan_scatter(q: &Query, select: &Select, shards: Vec<usize>, params: &Params)
             merge.order.push(SortKey {
                 column,
                 descending,
-                nulls_first: oe.options.nulls_first.unwrap_or(descending),
+                nulls_first,
             });
         }
     }
@@ -1083,6 +1077,21 @@ fn limit_and_offset(q: &Query, params: &Params) -> Result<(Option<u64>, u64), Bo
             "Use LIMIT n OFFSET m.",
         ))),
     }
+}
+
+/// ASC/DESC and where NULLs go (PostgreSQL's default: last for ASC, first for DESC).
+pub(crate) fn sort_direction(oe: &sqlparser::ast::OrderByExpr) -> Result<(bool, bool), Box<Plan>> {
+    let descending = match oe.options.sort {
+        None | Some(OrderBySort::Asc) => false,
+        Some(OrderBySort::Desc) => true,
+        Some(OrderBySort::Using(_)) => {
+            return Err(Box::new(refuse(
+                "ORDER BY ... USING over several shards is not supported",
+                "Use ASC or DESC.",
+            )))
+        }
+    };
+    Ok((descending, oe.options.nulls_first.unwrap_or(descending)))
 }
 
 fn sort_column(e: &Expr, projection: &[SelectItem]) -> Option<SortColumn> {
