@@ -49,6 +49,28 @@ struct LocalPortal {
     pending: Option<std::collections::VecDeque<Frame>>,
 }
 
+impl LocalPortal {
+    /// For a scattered read: its shards, merge spec, and the re-bind to send each shard
+    /// (Parse+Bind+Describe, plus Execute+Sync when `execute`).
+    fn scatter(
+        &self,
+        execute: bool,
+    ) -> Option<(Vec<usize>, crate::router::plan::MergeSpec, Bytes)> {
+        let Plan::Scatter { shards, sql, merge } = &self.plan else {
+            return None;
+        };
+        let request = rebind(
+            sql,
+            &self.params,
+            &self.param_types,
+            &self.result_formats,
+            true,
+            execute,
+        );
+        Some((shards.clone(), merge.clone(), request))
+    }
+}
+
 #[derive(Default)]
 pub struct Extended {
     statements: HashMap<String, Statement>,
@@ -561,23 +583,10 @@ impl Extended {
                     .await
             }
             Some(Portal::Local(lp)) if matches!(lp.plan, Plan::Scatter { .. }) => {
-                let LocalPortal {
-                    plan: Plan::Scatter { shards, sql, .. },
-                    params,
-                    param_types,
-                    result_formats,
-                    ..
-                } = lp.as_ref()
-                else {
-                    unreachable!("matched a scatter portal")
-                };
                 // The columns are the same on every shard: describe a re-bind on the first.
-                let request = rebind(sql, params, param_types, result_formats, true, false);
+                let (shards, merge, request) = lp.scatter(false).expect("a scatter portal");
                 let shard = shards[0];
-                let hidden = match &lp.plan {
-                    Plan::Scatter { merge, .. } => merge.hidden,
-                    _ => 0,
-                };
+                let hidden = merge.hidden;
                 if !self.touched.contains(&shard) && exec.enlist(shard).await? == Step::Failed {
                     return Ok(Step::Failed);
                 }
@@ -640,18 +649,7 @@ impl Extended {
                     .await
             }
             Some(Portal::Local(lp)) if matches!(lp.plan, Plan::Scatter { .. }) => {
-                let LocalPortal {
-                    plan: Plan::Scatter { shards, sql, merge },
-                    params,
-                    param_types,
-                    result_formats,
-                    ..
-                } = lp.as_ref()
-                else {
-                    unreachable!("matched a scatter portal")
-                };
-                let request = rebind(sql, params, param_types, result_formats, true, true);
-                let (shards, merge) = (shards.clone(), merge.clone());
+                let (shards, merge, request) = lp.scatter(true).expect("a scatter portal");
                 if max_rows <= 0 && lp.pending.is_none() {
                     return super::merge::scatter_request(exec, &shards, &request, &merge, false)
                         .await;
