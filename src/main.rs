@@ -34,6 +34,12 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Resolve in-doubt distributed transactions on every shard, then exit. Safe to run while
+    /// proxies are running.
+    Recover {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Start local PostgreSQL shards and a proxy in front of them.
     Demo {
         /// Number of shards.
@@ -89,6 +95,37 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
+        Some(Cmd::Recover { config }) => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            let opts = shardgate::txn::recovery::Options::from_config(
+                &config.transactions,
+                std::time::Duration::from_secs(config.server.connect_timeout_secs),
+            );
+            let report = runtime(1).block_on(shardgate::txn::recovery::run(
+                &config.shard_targets(),
+                &opts,
+            ));
+            for r in &report.resolved {
+                println!("{} on {}: {}", r.gid, r.shard, r.outcome);
+            }
+            for g in &report.skipped {
+                println!("{g}: left for later (too young, or a shard was unreachable)");
+            }
+            println!(
+                "recovery: {} resolved, {} left for later, {} errors",
+                report.resolved.len(),
+                report.skipped.len(),
+                report.errors.len()
+            );
+            if report.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                fail(report.errors.join("; "))
+            }
+        }
         Some(Cmd::Demo {
             shards,
             port,

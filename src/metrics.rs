@@ -26,6 +26,18 @@ pub const MERGE_ROWS: &str = "shardgate_merge_rows_total";
 pub const STATEMENTS_BY_ROUTE: &str = "shardgate_statements_total";
 /// Counter: client authentication failures.
 pub const AUTH_FAILURES: &str = "shardgate_auth_failures_total";
+/// Counter, label `kind` (`one_phase`, `two_phase`): transactions committed that wrote.
+pub const COMMITS: &str = "shardgate_commits_total";
+/// Counter, label `reason` (`prepare_failed`, `decision_failed`, `client`): distributed
+/// transactions that were rolled back.
+pub const ABORTS: &str = "shardgate_aborts_total";
+/// Histogram (seconds), label `phase` (`prepare`, `decide`, `commit_prepared`): 2PC phases.
+pub const TWO_PHASE_SECONDS: &str = "shardgate_2pc_phase_seconds";
+/// Gauge: prepared transactions of ours seen by the last recovery pass, or whose outcome this
+/// proxy could not learn (08007).
+pub const IN_DOUBT: &str = "shardgate_transactions_in_doubt";
+/// Counter, label `outcome` (`commit`, `rollback`): prepared branches resolved by recovery.
+pub const RECOVERY_RESOLUTIONS: &str = "shardgate_recovery_resolutions_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -38,6 +50,11 @@ pub fn install_exporter(addr: SocketAddr) -> Result<(), String> {
         .with_http_listener(addr)
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(QUERY_DURATION.to_string()),
+            LATENCY_BUCKETS,
+        )
+        .map_err(|e| e.to_string())?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(TWO_PHASE_SECONDS.to_string()),
             LATENCY_BUCKETS,
         )
         .map_err(|e| e.to_string())?
@@ -60,6 +77,18 @@ fn describe() {
     metrics::describe_counter!(STATEMENTS_REJECTED, "Statements refused by the router");
     metrics::describe_counter!(AUTH_FAILURES, "Client authentication failures");
     metrics::describe_counter!(MERGE_ROWS, "Rows sent from merged multi-shard results");
+    metrics::describe_counter!(COMMITS, "Committed writing transactions by kind");
+    metrics::describe_counter!(ABORTS, "Distributed transactions rolled back, by reason");
+    metrics::describe_histogram!(
+        TWO_PHASE_SECONDS,
+        metrics::Unit::Seconds,
+        "Two-phase commit phase durations"
+    );
+    metrics::describe_gauge!(IN_DOUBT, "Prepared transactions awaiting resolution");
+    metrics::describe_counter!(
+        RECOVERY_RESOLUTIONS,
+        "Prepared branches resolved by recovery, by outcome"
+    );
     metrics::describe_counter!(
         STATEMENTS_BY_ROUTE,
         "Statements by route kind on multi-shard clusters"
@@ -110,6 +139,18 @@ impl RouteMetrics {
                 if let Some(c) = self.per_shard.get(*shard) {
                     c.increment(1);
                 }
+            }
+            Plan::Write { parts, .. } => {
+                if parts.len() == n {
+                    &self.all
+                } else {
+                    &self.several
+                }
+                .increment(1);
+                parts
+                    .iter()
+                    .filter_map(|(s, _)| self.per_shard.get(*s))
+                    .for_each(|c| c.increment(1));
             }
             Plan::Scatter { shards, .. } => {
                 if shards.len() == n {

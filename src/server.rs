@@ -26,6 +26,8 @@ pub struct ProxyContext {
     pub placement: crate::placement::Placement,
     /// The shards' database sorts text bytewise (C/POSIX collation); checked at start.
     pub text_order_c: bool,
+    /// Distributed commit and recovery.
+    pub txn: crate::txn::TxnContext,
 }
 
 /// Errors that stop a proxy from starting.
@@ -62,13 +64,26 @@ impl Proxy {
             max_message_bytes: config.server.max_message_bytes,
             placement,
             text_order_c: false,
+            txn: crate::txn::TxnContext::new(
+                &config.transactions,
+                config.shard_targets(),
+                Duration::from_secs(config.server.connect_timeout_secs),
+            ),
         };
+        crate::failpoint::validate().map_err(StartError::Config)?;
         for shard in &ctx.shards {
             // Registered at zero so the series exists before the first error.
             metrics::counter!(crate::metrics::BACKEND_CONNECT_ERRORS, "shard" => shard.name.clone()).absolute(0);
         }
         check_shards(&ctx).await?;
-        ctx.text_order_c = text_order_is_c(&ctx.shards[0]).await;
+        if ctx.shards.len() > 1 {
+            for shard in &ctx.shards {
+                crate::txn::schema::prepare_shard(shard, ctx.connect_timeout)
+                    .await
+                    .map_err(StartError::ShardUnreachable)?;
+            }
+        }
+        ctx.text_order_c = text_order_is_c(&ctx.shards[0], ctx.connect_timeout).await;
         let ctx = Arc::new(ctx);
         let listener = TcpListener::bind(&config.server.listen)
             .await
@@ -81,7 +96,14 @@ impl Proxy {
             source,
         })?;
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, ctx, stop_rx));
+        let recovery = (ctx.shards.len() > 1)
+            .then(|| tokio::spawn(crate::txn::recovery::background(ctx.clone())));
+        let task = tokio::spawn(async move {
+            accept_loop(listener, ctx, stop_rx).await;
+            if let Some(r) = recovery {
+                r.abort();
+            }
+        });
         info!(%local_addr, shards = config.shards.len(), "shardgate listening");
         Ok(Proxy {
             local_addr,
@@ -110,22 +132,10 @@ async fn check_shards(ctx: &ProxyContext) -> Result<(), StartError> {
 
 /// Whether the shard's database collates text as C/POSIX (bytewise), which the merge relies on
 /// for text sort keys. Any failure to find out counts as "no": merges on text are then refused.
-async fn text_order_is_c(shard: &ShardTarget) -> bool {
-    let mut cfg = tokio_postgres::Config::new();
-    match &shard.host {
-        crate::config::ShardHost::Tcp(h) => cfg.host(h),
-        crate::config::ShardHost::Unix(p) => cfg.host_path(p),
-    };
-    cfg.port(shard.port).user(&shard.user).dbname(&shard.dbname);
-    if let Some(pw) = &shard.password {
-        cfg.password(pw);
-    }
-    let Ok((client, conn)) = cfg.connect(tokio_postgres::NoTls).await else {
+async fn text_order_is_c(shard: &ShardTarget, timeout: Duration) -> bool {
+    let Ok(client) = backend::control::connect(shard, timeout).await else {
         return false;
     };
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
     match client
         .query_one(
             "select datcollate::text from pg_database where datname = current_database()",

@@ -6,6 +6,7 @@
 
 mod cancel;
 mod connect;
+pub mod control;
 mod stream;
 
 pub use cancel::send_cancel;

@@ -51,6 +51,53 @@ pub struct Config {
     /// Slot table pinning. Default: derived from the shard names.
     #[serde(default)]
     pub placement: PlacementConfig,
+    /// Distributed commit and recovery.
+    #[serde(default)]
+    pub transactions: TransactionsConfig,
+}
+
+/// `[transactions]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionsConfig {
+    /// After the commit decision, how long COMMIT waits for an unreachable participant before
+    /// answering success with a WARNING naming what recovery will finish. Default 5000.
+    #[serde(default = "default_commit_wait_ms")]
+    pub commit_wait_ms: u64,
+    /// Seconds between recovery passes; 0 runs recovery only at start and on demand. Default 30.
+    #[serde(default = "default_recovery_interval")]
+    pub recovery_interval_secs: u64,
+    /// Prepared transactions younger than this are left to their coordinator. Default 10.
+    #[serde(default = "default_recovery_min_age")]
+    pub recovery_min_age_secs: u64,
+    /// Decision rows older than this, with no branch still prepared, are deleted. It must exceed
+    /// the longest a coordinator can stall between PREPARE and its decision. Default 3600.
+    #[serde(default = "default_decision_retention")]
+    pub decision_retention_secs: u64,
+}
+
+fn default_commit_wait_ms() -> u64 {
+    5000
+}
+fn default_recovery_interval() -> u64 {
+    30
+}
+fn default_recovery_min_age() -> u64 {
+    10
+}
+fn default_decision_retention() -> u64 {
+    3600
+}
+
+impl Default for TransactionsConfig {
+    fn default() -> Self {
+        TransactionsConfig {
+            commit_wait_ms: default_commit_wait_ms(),
+            recovery_interval_secs: default_recovery_interval(),
+            recovery_min_age_secs: default_recovery_min_age(),
+            decision_retention_secs: default_decision_retention(),
+        }
+    }
 }
 
 /// `[tables.<name>]`
@@ -247,6 +294,13 @@ impl Config {
         for shard in &self.shards {
             if shard.name.is_empty() {
                 return invalid("a [[shards]] entry has an empty name".into());
+            }
+            if shard.name.len() > crate::txn::gid::MAX_SHARD_NAME {
+                return invalid(format!(
+                    "shard name {:?} is longer than {} bytes (it is part of transaction identifiers)",
+                    shard.name,
+                    crate::txn::gid::MAX_SHARD_NAME
+                ));
             }
             if !names.insert(shard.name.as_str()) {
                 return invalid(format!("duplicate shard name {:?}", shard.name));

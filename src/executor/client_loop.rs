@@ -21,7 +21,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> SessionEnd {
     let (mut rx, tx) = socket.into_split();
-    let mut exec = Exec::new(&ctx.placement, links, tx, ctx.text_order_c);
+    let mut exec = Exec::new(&ctx.placement, &ctx.txn, links, tx, ctx.text_order_c);
     let mut extended = Extended::default();
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut scanner = FrameScanner::new(ctx.max_message_bytes);

@@ -14,7 +14,7 @@
 //! shard (Parse+Bind+Describe+Execute+Sync) and merges like a simple one.
 
 use super::session::{Exec, Step, R};
-use super::txn::{note_write, TxnState};
+use super::txn::TxnState;
 use crate::error::{sqlstate, PgError};
 use crate::protocol::{build, inspect, Frame};
 use crate::router::params::Params;
@@ -56,8 +56,13 @@ impl LocalPortal {
         &self,
         execute: bool,
     ) -> Option<(Vec<usize>, crate::router::plan::MergeSpec, Bytes)> {
-        let Plan::Scatter { shards, sql, merge } = &self.plan else {
-            return None;
+        let (shards, sql, merge) = match &self.plan {
+            Plan::Scatter { shards, sql, merge } => (shards.clone(), sql, merge.clone()),
+            // Describing a write: every part returns the same columns.
+            Plan::Write { parts, .. } if !execute => {
+                (vec![parts[0].0], &parts[0].1, Default::default())
+            }
+            _ => return None,
         };
         let request = rebind(
             sql,
@@ -67,7 +72,7 @@ impl LocalPortal {
             true,
             execute,
         );
-        Some((shards.clone(), merge.clone(), request))
+        Some((shards, merge, request))
     }
 }
 
@@ -80,8 +85,6 @@ pub struct Extended {
     failed: bool,
     /// Shards that received messages since the last Sync.
     touched: BTreeSet<usize>,
-    /// Shard written in this batch (one at most, until two-phase commit).
-    batch_write: Option<usize>,
 }
 
 impl Extended {
@@ -111,6 +114,11 @@ impl Extended {
             if let Some(shard) = self.single_destination(exec, &batch) {
                 return self.run_on_one_shard(exec, shard, batch).await;
             }
+        }
+        // PostgreSQL runs the messages up to Sync as one implicit transaction; when they write
+        // on several shards, so does the proxy, committing at Sync.
+        if exec.txn == TxnState::Idle && self.writes_several_shards(exec, &batch) {
+            exec.txn = TxnState::begin("BEGIN".into(), true);
         }
         for frame in batch {
             self.run_message(exec, frame).await?;
@@ -188,6 +196,24 @@ impl Extended {
         Some(dest.unwrap_or(HOME))
     }
 
+    /// Whether the batch's Binds write on more than one shard.
+    fn writes_several_shards(&self, exec: &Exec<'_>, batch: &[Frame]) -> bool {
+        let mut written = BTreeSet::new();
+        for f in batch.iter().filter(|f| f.tag == b'B') {
+            let Some((_, stmt, params)) = bind_fields(f.body()) else {
+                continue;
+            };
+            match self.plan_for(exec, &stmt, &params, batch) {
+                Some(Plan::Shard { shard, write: true }) => {
+                    written.insert(shard);
+                }
+                Some(Plan::Write { parts, .. }) => written.extend(parts.iter().map(|p| p.0)),
+                _ => {}
+            }
+        }
+        written.len() > 1
+    }
+
     /// DEALLOCATE / DISCARD ALL ran on the shards: their prepared statements are gone.
     fn forget_deallocated(&mut self, exec: &mut Exec<'_>) {
         for name in std::mem::take(&mut exec.deallocated) {
@@ -246,14 +272,7 @@ impl Extended {
             }
         }
         if writes {
-            if let Some(err) = self.write_conflict(exec, shard) {
-                exec.error(&err);
-                exec.txn.fail();
-                return self.fail_rest(exec, batch).await;
-            }
-            if let TxnState::Open(t) = &mut exec.txn {
-                let _ = note_write(t, shard);
-            }
+            exec.txn.note_write(shard);
         }
         if exec.enlist(shard).await? == Step::Failed {
             exec.txn.fail();
@@ -296,9 +315,6 @@ impl Extended {
         }
         exec.links[shard].send(&out).await?;
         self.touched.insert(shard);
-        if writes {
-            self.batch_write = Some(shard);
-        }
         let mut errored = false;
         if ends_with_sync {
             loop {
@@ -348,21 +364,6 @@ impl Extended {
             }
         }
         Ok(())
-    }
-
-    fn write_conflict(&self, exec: &Exec<'_>, shard: usize) -> Option<PgError> {
-        let other = match &exec.txn {
-            TxnState::Open(t) => t.written.filter(|w| *w != shard),
-            _ => self.batch_write.filter(|w| *w != shard),
-        }?;
-        let names = &exec.placement.shard_names;
-        Some(
-            PgError::error(
-                sqlstate::FEATURE_NOT_SUPPORTED,
-                format!("this transaction already wrote on shard {}; writing on shard {} too needs an atomic commit across shards", names[other], names[shard]),
-            )
-            .with_hint("Two-phase commit is not available yet in this version; keep each transaction's writes on one shard."),
-        )
     }
 
     async fn fail_rest(&mut self, exec: &mut Exec<'_>, batch: Vec<Frame>) -> R<()> {
@@ -510,13 +511,7 @@ impl Extended {
         match plan {
             Plan::Shard { shard, write } => {
                 if write {
-                    if let Some(err) = self.write_conflict(exec, shard) {
-                        return Ok(exec.error(&err));
-                    }
-                    if let TxnState::Open(t) = &mut exec.txn {
-                        let _ = note_write(t, shard);
-                    }
-                    self.batch_write = Some(shard);
+                    exec.txn.note_write(shard);
                 }
                 let st = self.statements.get_mut(&stmt).expect("looked up above");
                 let mut frames = Vec::new();
@@ -582,7 +577,9 @@ impl Extended {
                 self.send_and_relay(exec, s, std::slice::from_ref(&f.bytes), b'D', 0)
                     .await
             }
-            Some(Portal::Local(lp)) if matches!(lp.plan, Plan::Scatter { .. }) => {
+            Some(Portal::Local(lp))
+                if matches!(lp.plan, Plan::Scatter { .. } | Plan::Write { .. }) =>
+            {
                 // The columns are the same on every shard: describe a re-bind on the first.
                 let (shards, merge, request) = lp.scatter(false).expect("a scatter portal");
                 let shard = shards[0];
@@ -690,6 +687,29 @@ impl Extended {
                     build::command_complete(&format!("SELECT {sent}"), &mut exec.out);
                 }
                 Ok(Step::Done)
+            }
+            Some(Portal::Local(lp)) if matches!(lp.plan, Plan::Write { .. }) => {
+                let Plan::Write { parts, sum } = &lp.plan else {
+                    unreachable!("matched above")
+                };
+                let requests: Vec<(usize, Bytes)> = parts
+                    .iter()
+                    .map(|(shard, sql)| {
+                        let r = rebind(
+                            sql,
+                            &lp.params,
+                            &lp.param_types,
+                            &lp.result_formats,
+                            false,
+                            true,
+                        );
+                        (*shard, r)
+                    })
+                    .collect();
+                let sum = *sum;
+                let own = exec.own_implicit();
+                let step = super::write::run(exec, &requests, sum, false).await?;
+                exec.end_own_implicit(own, step).await
             }
             Some(Portal::Local(lp))
                 if matches!(lp.plan, Plan::Session | Plan::Broadcast { .. })
@@ -809,6 +829,13 @@ impl Extended {
                 }
             }
         }
+        if self.failed || exec.txn.failed_implicit() {
+            if exec.txn.failed_implicit() || matches!(&exec.txn, TxnState::Open(t) if t.implicit) {
+                exec.after_error().await?;
+            }
+        } else if matches!(&exec.txn, TxnState::Open(t) if t.implicit) {
+            exec.commit(false).await?;
+        }
         self.end_of_sync(exec);
         build::ready_for_query(exec.txn.status(), &mut exec.out);
         Ok(())
@@ -817,7 +844,6 @@ impl Extended {
     fn end_of_sync(&mut self, exec: &mut Exec<'_>) {
         self.failed = false;
         self.touched.clear();
-        self.batch_write = None;
         // The unnamed portal and the portals of an ended transaction are gone on the shards.
         if exec.txn.status() == b'I' {
             self.portals.clear();

@@ -11,5 +11,7 @@ pub mod merge;
 pub mod merge_groups;
 pub mod numeric;
 pub mod session;
+pub mod two_phase;
 pub mod txn;
 pub mod value;
+pub mod write;

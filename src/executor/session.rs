@@ -5,7 +5,7 @@
 //! one ReadyForQuery whose status is the session's (`TxnState`), not any one shard's.
 
 use super::link::{LinkLost, ShardLink};
-use super::txn::{commit_order, note_write, TxnState};
+use super::txn::TxnState;
 use crate::error::{sqlstate, PgError};
 use crate::placement::Placement;
 use crate::protocol::{build, Frame};
@@ -41,6 +41,7 @@ pub enum Step {
 
 pub struct Exec<'a> {
     pub placement: &'a Placement,
+    pub txn_ctx: &'a crate::txn::TxnContext,
     pub links: Vec<ShardLink>,
     client: OwnedWriteHalf,
     pub out: BytesMut,
@@ -74,12 +75,14 @@ pub struct ParseCache {
 impl<'a> Exec<'a> {
     pub fn new(
         placement: &'a Placement,
+        txn_ctx: &'a crate::txn::TxnContext,
         links: Vec<ShardLink>,
         client: OwnedWriteHalf,
         text_order_c: bool,
     ) -> Exec<'a> {
         Exec {
             placement,
+            txn_ctx,
             links,
             client,
             out: BytesMut::with_capacity(FLUSH_AT),
@@ -161,10 +164,11 @@ impl<'a> Exec<'a> {
     /// After a failed statement: an implicit transaction rolls back now, an explicit one waits
     /// for the client's ROLLBACK.
     pub async fn after_error(&mut self) -> R<()> {
-        if matches!(&self.txn, TxnState::Open(t) if t.implicit) {
-            self.rollback_enlisted().await?;
-        }
         self.txn.fail();
+        if self.txn.failed_implicit() {
+            self.rollback_enlisted().await?;
+            self.txn = TxnState::Idle;
+        }
         Ok(())
     }
 
@@ -172,7 +176,7 @@ impl<'a> Exec<'a> {
         if let TxnState::Failed(_) = self.txn {
             if !matches!(
                 plan,
-                Plan::Txn(TxnCmd::Commit) | Plan::Txn(TxnCmd::Rollback)
+                Plan::Txn(TxnCmd::Commit | TxnCmd::Rollback | TxnCmd::RollbackTo(_))
             ) {
                 return Ok(self.error(&PgError::error(
                     "25P02",
@@ -186,11 +190,22 @@ impl<'a> Exec<'a> {
                 metrics::counter!(crate::metrics::STATEMENTS_REJECTED).increment(1);
                 Ok(self.error(&e))
             }
-            Plan::Admin(cmd) => Ok(self.admin(cmd)),
+            Plan::Admin(cmd) => Ok(self.admin(cmd).await),
             Plan::Txn(cmd) => self.txn_command(cmd).await,
             Plan::Shard { shard, write } => self.single(shard, write, sql).await,
             Plan::Scatter { shards, sql, merge } => {
                 super::merge::scatter(self, &shards, &sql, &merge).await
+            }
+            Plan::Write { parts, sum } => {
+                let own = self.own_implicit();
+                let mut requests = Vec::with_capacity(parts.len());
+                for (shard, text) in parts {
+                    let mut q = BytesMut::new();
+                    build::query(&text, &mut q);
+                    requests.push((shard, q.freeze()));
+                }
+                let step = super::write::run(self, &requests, sum, true).await?;
+                self.end_own_implicit(own, step).await
             }
             Plan::Broadcast { transactional } => self.broadcast(sql, transactional).await,
             Plan::Session => {
@@ -300,7 +315,7 @@ impl<'a> Exec<'a> {
     pub async fn enlist(&mut self, shard: usize) -> R<Step> {
         let (begin, others) = match &self.txn {
             TxnState::Open(t) if !t.enlisted.contains(&shard) => {
-                (t.begin.clone(), !t.enlisted.is_empty())
+                (t.opening(), !t.enlisted.is_empty())
             }
             _ => return Ok(Step::Done),
         };
@@ -357,21 +372,9 @@ impl<'a> Exec<'a> {
     }
 
     async fn single(&mut self, shard: usize, write: bool, sql: &str) -> R<Step> {
-        if let TxnState::Open(t) = &mut self.txn {
+        if let TxnState::Open(_) = &self.txn {
             if write {
-                if let Err(other) = note_write(t, shard) {
-                    let names = &self.placement.shard_names;
-                    return Ok(self.error(
-                        &PgError::error(
-                            sqlstate::FEATURE_NOT_SUPPORTED,
-                            format!(
-                                "this transaction already wrote on shard {}; writing on shard {} too needs an atomic commit across shards",
-                                names[other], names[shard]
-                            ),
-                        )
-                        .with_hint("Two-phase commit is not available yet in this version; keep each transaction's writes on one shard."),
-                    ));
-                }
+                self.txn.note_write(shard);
             }
             if self.enlist(shard).await? == Step::Failed {
                 return Ok(Step::Failed);
@@ -475,7 +478,6 @@ impl<'a> Exec<'a> {
                     sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
                 ),
             ))),
-            TxnState::Open(_) => self.everywhere(sql).await,
             _ if !transactional => {
                 for &s in &all {
                     let step = if s == HOME {
@@ -499,30 +501,40 @@ impl<'a> Exec<'a> {
                 Ok(Step::Done)
             }
             _ => {
-                for &s in &all {
-                    if let Some(e) = self.run_quiet(s, "BEGIN").await? {
-                        self.out.extend_from_slice(&e.bytes);
-                        return Ok(Step::Failed);
+                // One distributed transaction (the client's, or its own), so the schema changes
+                // on every shard or none.
+                let own = self.own_implicit();
+                let step = self.everywhere(sql).await?;
+                if step == Step::Done {
+                    for s in all {
+                        self.txn.note_write(s);
                     }
                 }
-                let step = self.on_all(sql, &all).await?;
-                let end = if step == Step::Done {
-                    "COMMIT"
-                } else {
-                    "ROLLBACK"
-                };
-                for &s in &all {
-                    if let Some(e) = self.run_quiet(s, end).await? {
-                        tracing::error!(shard = %self.links[s].name, "DDL {end} failed on one shard: the schema may differ between shards");
-                        if step == Step::Done {
-                            self.out.extend_from_slice(&e.bytes);
-                            return Ok(Step::Failed);
-                        }
-                    }
-                }
-                Ok(step)
+                self.end_own_implicit(own, step).await
             }
         }
+    }
+
+    /// Opens an implicit transaction for one statement that writes on several shards, when no
+    /// transaction is open; returns whether it did (the caller then ends it).
+    pub fn own_implicit(&mut self) -> bool {
+        let own = self.txn == TxnState::Idle;
+        if own {
+            self.txn = TxnState::begin("BEGIN".into(), true);
+        }
+        own
+    }
+
+    /// Ends a transaction opened by `own_implicit`: commit (two-phase when needed) on success.
+    pub async fn end_own_implicit(&mut self, own: bool, step: Step) -> R<Step> {
+        if !own {
+            return Ok(step);
+        }
+        if step == Step::Failed {
+            self.after_error().await?;
+            return Ok(Step::Failed);
+        }
+        self.commit(false).await
     }
 
     async fn txn_command(&mut self, cmd: TxnCmd) -> R<Step> {
@@ -561,6 +573,22 @@ impl<'a> Exec<'a> {
                 }
                 TxnState::Open(_) => self.commit(true).await,
             },
+            TxnCmd::Savepoint(name) => {
+                let TxnState::Open(t) = &self.txn else {
+                    return Ok(self.no_block("SAVEPOINT"));
+                };
+                if t.implicit {
+                    return Ok(self.no_block("SAVEPOINT"));
+                }
+                let step = self.on_enlisted(&format!("SAVEPOINT {name}")).await?;
+                if let (Step::Done, TxnState::Open(t)) = (step, &mut self.txn) {
+                    t.savepoint(&name);
+                    build::command_complete("SAVEPOINT", &mut self.out);
+                }
+                Ok(step)
+            }
+            TxnCmd::Release(name) => self.unwind(&name, true).await,
+            TxnCmd::RollbackTo(name) => self.unwind(&name, false).await,
             TxnCmd::Rollback => {
                 if self.txn == TxnState::Idle {
                     build::warning(
@@ -577,12 +605,92 @@ impl<'a> Exec<'a> {
         }
     }
 
-    /// Commits the open transaction: the written shard first; if that fails, nothing committed.
-    async fn commit(&mut self, tag: bool) -> R<Step> {
+    /// RELEASE (`release`) or ROLLBACK TO a savepoint on every enlisted shard.
+    async fn unwind(&mut self, name: &str, release: bool) -> R<Step> {
+        let verb = if release { "RELEASE" } else { "ROLLBACK" };
+        let (TxnState::Open(t) | TxnState::Failed(t)) = &mut self.txn else {
+            return Ok(self.no_block(verb));
+        };
+        if t.implicit {
+            return Ok(self.no_block(verb));
+        }
+        let mut unwound = t.clone();
+        let found = if release {
+            unwound.release(name)
+        } else {
+            unwound.rollback_to(name)
+        };
+        if let Err(missing) = found {
+            return Ok(self.error(&PgError::error(
+                "3B001",
+                format!("savepoint \"{}\" does not exist", missing.0),
+            )));
+        }
+        let sql = if release {
+            format!("RELEASE SAVEPOINT {name}")
+        } else {
+            format!("ROLLBACK TO SAVEPOINT {name}")
+        };
+        let step = self.on_enlisted(&sql).await?;
+        if step == Step::Done {
+            // ROLLBACK TO leaves the transaction usable again, as in PostgreSQL.
+            self.txn = TxnState::Open(unwound);
+            build::command_complete(verb, &mut self.out);
+        }
+        Ok(step)
+    }
+
+    /// A savepoint command outside a transaction block (25P01, as PostgreSQL answers).
+    fn no_block(&mut self, verb: &str) -> Step {
+        let what = if verb == "ROLLBACK" {
+            "ROLLBACK TO SAVEPOINT"
+        } else {
+            verb
+        };
+        self.error(&PgError::error(
+            "25P01",
+            format!("{what} can only be used in transaction blocks"),
+        ))
+    }
+
+    /// Runs `sql` on every enlisted shard at once; the first error goes to the client.
+    async fn on_enlisted(&mut self, sql: &str) -> R<Step> {
+        let shards: Vec<usize> = self.txn.enlisted().into_iter().collect();
+        let mut q = BytesMut::new();
+        build::query(sql, &mut q);
+        for &s in &shards {
+            self.links[s].send(&q).await?;
+        }
+        let mut step = Step::Done;
+        for &s in &shards {
+            if let Some(err) = self.quiet_until_ready(s).await? {
+                if step == Step::Done {
+                    self.out.extend_from_slice(&err.bytes);
+                }
+                step = Step::Failed;
+            }
+        }
+        Ok(step)
+    }
+
+    /// Commits the open transaction. One written shard commits first and plainly (its commit is
+    /// the decision; read-only shards follow); two or more go through two-phase commit.
+    pub async fn commit(&mut self, tag: bool) -> R<Step> {
         let TxnState::Open(t) = std::mem::replace(&mut self.txn, TxnState::Idle) else {
             return Ok(Step::Done);
         };
-        let order = commit_order(&t);
+        if t.written.len() >= 2 {
+            let readers = t.enlisted.difference(&t.written).copied().collect();
+            let step = super::two_phase::commit(self, &t.written, &readers).await?;
+            if step == Step::Done && tag {
+                build::command_complete("COMMIT", &mut self.out);
+            }
+            return Ok(step);
+        }
+        if !t.written.is_empty() {
+            metrics::counter!(crate::metrics::COMMITS, "kind" => "one_phase").increment(1);
+        }
+        let order = t.commit_order();
         for (i, &s) in order.iter().enumerate() {
             if let Some(err) = self.run_quiet(s, "COMMIT").await? {
                 if i == 0 {
@@ -609,8 +717,28 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
-    fn admin(&mut self, cmd: AdminCmd) -> Step {
+    async fn admin(&mut self, cmd: AdminCmd) -> Step {
         match cmd {
+            AdminCmd::Recover => {
+                let report =
+                    crate::txn::recovery::run(&self.txn_ctx.shards, &self.txn_ctx.recovery).await;
+                build::row_description_text(&["gid", "shard", "outcome"], &mut self.out);
+                for r in &report.resolved {
+                    build::data_row_text(
+                        &[Some(&r.gid), Some(&r.shard), Some(r.outcome)],
+                        &mut self.out,
+                    );
+                }
+                for g in &report.skipped {
+                    build::data_row_text(&[Some(g), None, Some("left for later")], &mut self.out);
+                }
+                for e in &report.errors {
+                    build::warning("01000", e, &mut self.out);
+                }
+                let n = report.resolved.len() + report.skipped.len();
+                build::command_complete(&format!("SHOW {n}"), &mut self.out);
+                Step::Done
+            }
             AdminCmd::Route { table, key } => match self.placement.route_text(&table, &key) {
                 Ok((slot, shard)) => {
                     build::row_description_text(&["table", "key", "slot", "shard"], &mut self.out);

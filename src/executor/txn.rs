@@ -1,9 +1,9 @@
 //! The session's transaction as the client sees it, over any number of shard transactions.
 //!
-//! Shards are enlisted lazily: the client's BEGIN (with its isolation level and access mode) is
-//! replayed on a shard the first time a statement touches it. Until two-phase commit exists, at
-//! most one enlisted shard may be written; commit then commits that shard first and the read-only
-//! ones after it, so the commit is atomic.
+//! Shards are enlisted lazily: the client's BEGIN (with its isolation level and access mode) and
+//! every savepoint still active are replayed on a shard the first time a statement touches it, so
+//! ROLLBACK TO works on shards enlisted after the savepoint was taken. The shards written are
+//! recorded: one written shard commits plainly, two or more go through two-phase commit.
 
 use std::collections::BTreeSet;
 
@@ -11,19 +11,27 @@ use std::collections::BTreeSet;
 pub enum TxnState {
     Idle,
     Open(OpenTxn),
-    /// An error happened in an explicit transaction: only COMMIT/ROLLBACK are accepted.
-    Failed(BTreeSet<usize>),
+    /// An error happened in an explicit transaction: only COMMIT, ROLLBACK and ROLLBACK TO
+    /// SAVEPOINT are accepted.
+    Failed(OpenTxn),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenTxn {
     /// BEGIN text replayed on each shard as it enlists.
     pub begin: String,
-    /// Implicit: a multi-statement simple Query outside a transaction block.
+    /// Implicit: a multi-statement simple Query, or a multi-shard write, outside a transaction
+    /// block.
     pub implicit: bool,
     pub enlisted: BTreeSet<usize>,
-    pub written: Option<usize>,
+    pub written: BTreeSet<usize>,
+    /// Active savepoints, oldest first, as (name to match, name as the client wrote it).
+    pub savepoints: Vec<(String, String)>,
 }
+
+/// A savepoint command that names no active savepoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoSuchSavepoint(pub String);
 
 impl TxnState {
     pub fn begin(text: String, implicit: bool) -> TxnState {
@@ -31,7 +39,8 @@ impl TxnState {
             begin: text,
             implicit,
             enlisted: BTreeSet::new(),
-            written: None,
+            written: BTreeSet::new(),
+            savepoints: Vec::new(),
         })
     }
 
@@ -39,7 +48,7 @@ impl TxnState {
     pub fn status(&self) -> u8 {
         match self {
             TxnState::Idle => b'I',
-            TxnState::Open(t) if t.implicit => b'I',
+            TxnState::Open(t) | TxnState::Failed(t) if t.implicit => b'I',
             TxnState::Open(_) => b'T',
             TxnState::Failed(_) => b'E',
         }
@@ -49,47 +58,101 @@ impl TxnState {
     pub fn enlisted(&self) -> BTreeSet<usize> {
         match self {
             TxnState::Idle => BTreeSet::new(),
-            TxnState::Open(t) => t.enlisted.clone(),
-            TxnState::Failed(s) => s.clone(),
+            TxnState::Open(t) | TxnState::Failed(t) => t.enlisted.clone(),
         }
     }
 
-    /// After an error: an explicit transaction fails, an implicit one is over (rolled back).
+    /// After an error. An explicit transaction waits for the client's ROLLBACK; an implicit
+    /// one is rolled back by the session at the end of its statement or Sync.
     pub fn fail(&mut self) {
         *self = match std::mem::replace(self, TxnState::Idle) {
-            TxnState::Open(t) if !t.implicit => TxnState::Failed(t.enlisted),
-            TxnState::Failed(s) => TxnState::Failed(s),
-            _ => TxnState::Idle,
+            TxnState::Open(t) | TxnState::Failed(t) => TxnState::Failed(t),
+            TxnState::Idle => TxnState::Idle,
         };
     }
-}
 
-/// Whether a write on `shard` is allowed in `txn` (at most one written shard), recording it.
-pub fn note_write(txn: &mut OpenTxn, shard: usize) -> Result<(), usize> {
-    match txn.written {
-        Some(w) if w != shard => Err(w),
-        _ => {
-            txn.written = Some(shard);
-            Ok(())
+    /// An implicit transaction that failed: the session must roll it back.
+    pub fn failed_implicit(&self) -> bool {
+        matches!(self, TxnState::Failed(t) if t.implicit)
+    }
+
+    pub fn note_write(&mut self, shard: usize) {
+        if let TxnState::Open(t) = self {
+            t.written.insert(shard);
         }
     }
 }
 
-/// Commit order: the written shard first (its commit is the decision), then the read-only ones.
-pub fn commit_order(txn: &OpenTxn) -> Vec<usize> {
-    let mut order: Vec<usize> = txn.written.into_iter().collect();
-    order.extend(
-        txn.enlisted
+/// A savepoint name as PostgreSQL matches it: folded to lower case unless quoted.
+pub fn savepoint_key(name: &str) -> String {
+    match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        Some(quoted) => quoted.replace("\"\"", "\""),
+        None => name.to_ascii_lowercase(),
+    }
+}
+
+impl OpenTxn {
+    /// The text that opens this transaction on a newly enlisted shard: BEGIN and every active
+    /// savepoint.
+    pub fn opening(&self) -> String {
+        let mut sql = self.begin.clone();
+        for (_, raw) in &self.savepoints {
+            sql.push_str("; SAVEPOINT ");
+            sql.push_str(raw);
+        }
+        sql
+    }
+
+    pub fn savepoint(&mut self, raw: &str) {
+        self.savepoints.push((savepoint_key(raw), raw.to_string()));
+    }
+
+    /// RELEASE: the savepoint and every later one are gone.
+    pub fn release(&mut self, raw: &str) -> Result<(), NoSuchSavepoint> {
+        let i = self.find(raw)?;
+        self.savepoints.truncate(i);
+        Ok(())
+    }
+
+    /// ROLLBACK TO: later savepoints are gone, this one stays.
+    pub fn rollback_to(&mut self, raw: &str) -> Result<(), NoSuchSavepoint> {
+        let i = self.find(raw)?;
+        self.savepoints.truncate(i + 1);
+        Ok(())
+    }
+
+    fn find(&self, raw: &str) -> Result<usize, NoSuchSavepoint> {
+        let key = savepoint_key(raw);
+        self.savepoints
             .iter()
-            .copied()
-            .filter(|s| Some(*s) != txn.written),
-    );
-    order
+            .rposition(|(k, _)| *k == key)
+            .ok_or(NoSuchSavepoint(key))
+    }
+
+    /// One-phase commit order: the written shard first (its commit is the decision), then the
+    /// read-only ones.
+    pub fn commit_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = self.written.iter().copied().collect();
+        order.extend(
+            self.enlisted
+                .iter()
+                .copied()
+                .filter(|s| !self.written.contains(s)),
+        );
+        order
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn open() -> OpenTxn {
+        let TxnState::Open(t) = TxnState::begin("BEGIN".into(), false) else {
+            unreachable!()
+        };
+        t
+    }
 
     #[test]
     fn statuses_and_failure() {
@@ -100,18 +163,33 @@ mod tests {
         let mut i = TxnState::begin("BEGIN".into(), true);
         assert_eq!(i.status(), b'I');
         i.fail();
-        assert_eq!(i, TxnState::Idle);
+        assert!(i.failed_implicit());
+        assert_eq!(i.status(), b'I');
     }
 
     #[test]
-    fn one_written_shard_and_it_commits_first() {
-        let TxnState::Open(mut t) = TxnState::begin("BEGIN".into(), false) else {
-            unreachable!()
-        };
+    fn written_shards_commit_first() {
+        let mut t = open();
         t.enlisted.extend([0, 1, 2]);
-        assert_eq!(note_write(&mut t, 2), Ok(()));
-        assert_eq!(note_write(&mut t, 2), Ok(()));
-        assert_eq!(note_write(&mut t, 1), Err(2));
-        assert_eq!(commit_order(&t), vec![2, 0, 1]);
+        t.written.insert(2);
+        assert_eq!(t.commit_order(), vec![2, 0, 1]);
+    }
+
+    #[test]
+    fn savepoints_replay_and_unwind_like_postgres() {
+        let mut t = open();
+        t.savepoint("a");
+        t.savepoint("\"B\"");
+        t.savepoint("a");
+        assert_eq!(
+            t.opening(),
+            "BEGIN; SAVEPOINT a; SAVEPOINT \"B\"; SAVEPOINT a"
+        );
+        // ROLLBACK TO the latest "a" keeps it.
+        t.rollback_to("A").unwrap();
+        assert_eq!(t.savepoints.len(), 3);
+        t.release("\"B\"").unwrap();
+        assert_eq!(t.opening(), "BEGIN; SAVEPOINT a");
+        assert_eq!(t.release("b"), Err(NoSuchSavepoint("b".into())));
     }
 }

@@ -3,8 +3,8 @@
 //! refuse it with a reason. The planner only decides; `executor` carries plans out.
 //!
 //! Refusals are deliberate: a statement whose rows could be on several shards in a way the
-//! merger cannot reproduce exactly, or a write that would need an atomic commit on several shards
-//! (two-phase commit is not built yet), gets SQLSTATE 0A000 with a hint, never a guess.
+//! merger cannot reproduce exactly gets SQLSTATE 0A000 with a hint, never a guess. A write on
+//! several shards is a `Plan::Write`, which the executor runs as one distributed transaction.
 
 use super::keys::{keys_in, literal_key, strip, KeySet};
 use super::params::Params;
@@ -36,6 +36,13 @@ pub enum Plan {
         sql: String,
         merge: MergeSpec,
     },
+    /// A write on several shards, atomic as one distributed transaction. Each shard runs its
+    /// own text (a multi-row INSERT sends each shard only its rows). `sum`: the command tag
+    /// counts every shard's rows (sharded tables) rather than one copy's (reference tables).
+    Write {
+        parts: Vec<(usize, String)>,
+        sum: bool,
+    },
     /// Run on every shard (DDL); `transactional`: it may run inside a transaction block.
     Broadcast {
         transactional: bool,
@@ -53,11 +60,20 @@ pub enum TxnCmd {
     Begin(String),
     Commit,
     Rollback,
+    /// SAVEPOINT, RELEASE and ROLLBACK TO, with the name as the client wrote it.
+    Savepoint(String),
+    Release(String),
+    RollbackTo(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminCmd {
-    Route { table: String, key: String },
+    Route {
+        table: String,
+        key: String,
+    },
+    /// Run a recovery pass now and list what it resolved.
+    Recover,
 }
 
 /// How to merge scattered results.
@@ -90,11 +106,15 @@ fn refuse(message: impl Into<String>, hint: impl Into<String>) -> Plan {
     Plan::Reject(PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(hint))
 }
 
-fn needs_2pc(what: &str) -> Plan {
-    refuse(
-        format!("{what} would write on several shards, which needs an atomic commit across shards"),
-        "Two-phase commit is not available yet in this version; write one shard's rows per statement and transaction.",
-    )
+/// The same statement on every shard (a reference table keeps a full copy on each).
+fn on_every_shard(placement: &Placement, stmt: &Statement, sum: bool) -> Plan {
+    let text = stmt.to_string();
+    Plan::Write {
+        parts: (0..placement.shard_names.len())
+            .map(|s| (s, text.clone()))
+            .collect(),
+        sum,
+    }
 }
 
 /// `SHOW shardgate.*`: answered by the proxy, recognised before parsing (sqlparser would take
@@ -116,6 +136,15 @@ pub fn plan_unparsed(sql: &str) -> Plan {
         .map(|w| w.to_ascii_lowercase())
         .collect();
     let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    // The savepoint name as written (quoted names keep their case).
+    let raw_last = || {
+        sql.trim()
+            .trim_end_matches(';')
+            .split_whitespace()
+            .last()
+            .unwrap_or("")
+            .to_string()
+    };
     if w(0) == "show" && w(1).starts_with("shardgate.") {
         return plan_admin(sql);
     }
@@ -126,11 +155,10 @@ pub fn plan_unparsed(sql: &str) -> Plan {
             "shardgate coordinates commits across shards itself.",
         ),
         ("commit" | "end", _) => Plan::Txn(TxnCmd::Commit),
+        ("rollback", "to") => Plan::Txn(TxnCmd::RollbackTo(raw_last())),
         ("rollback" | "abort", _) => Plan::Txn(TxnCmd::Rollback),
-        ("savepoint" | "release", _) => refuse(
-            "savepoints are not supported on several shards yet",
-            "Use a transaction without savepoints, or a single-shard cluster.",
-        ),
+        ("savepoint", _) => Plan::Txn(TxnCmd::Savepoint(raw_last())),
+        ("release", _) => Plan::Txn(TxnCmd::Release(raw_last())),
         ("set" | "reset" | "discard" | "deallocate" | "listen" | "unlisten", _) => Plan::Session,
         ("show", _) => Plan::Shard { shard: HOME, write: false },
         ("vacuum" | "analyze", _) => Plan::Broadcast { transactional: false },
@@ -151,9 +179,10 @@ fn plan_admin(sql: &str) -> Plan {
             table: parts[2].to_string(),
             key: parts[3].trim_matches('\'').to_string(),
         }),
+        Some("shardgate.recover") if parts.len() == 2 => Plan::Admin(AdminCmd::Recover),
         _ => refuse(
             "unknown shardgate command",
-            "Try: SHOW shardgate.route <table> <key>",
+            "Try: SHOW shardgate.route <table> <key>, or SHOW shardgate.recover",
         ),
     }
 }
@@ -247,7 +276,7 @@ pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
                 up.selection.as_ref(),
                 placement,
                 params,
-                "UPDATE",
+                stmt,
             )
         }
         Statement::Delete(del) => {
@@ -276,7 +305,7 @@ pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
                 del.selection.as_ref(),
                 placement,
                 params,
-                "DELETE",
+                stmt,
             )
         }
         Statement::CreateTable(ct) => {
@@ -341,6 +370,12 @@ pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
             chain: false,
             savepoint: None,
         } => Plan::Txn(TxnCmd::Rollback),
+        Statement::Rollback {
+            chain: false,
+            savepoint: Some(name),
+        } => Plan::Txn(TxnCmd::RollbackTo(name.to_string())),
+        Statement::Savepoint { name } => Plan::Txn(TxnCmd::Savepoint(name.to_string())),
+        Statement::ReleaseSavepoint { name } => Plan::Txn(TxnCmd::Release(name.to_string())),
         Statement::Explain {
             statement, analyze, ..
         } => match plan(statement, placement, params) {
@@ -387,10 +422,14 @@ fn plan_write_where(
     selection: Option<&Expr>,
     placement: &Placement,
     params: &Params,
-    verb: &str,
+    stmt: &Statement,
 ) -> Plan {
+    let verb = match stmt {
+        Statement::Update(_) => "UPDATE",
+        _ => "DELETE",
+    };
     match placement.rule(&name.to_string()) {
-        Some(TableRule::Reference) => needs_2pc(&format!("{verb} of reference table {name}")),
+        Some(TableRule::Reference) => on_every_shard(placement, stmt, false),
         None if is_catalog_relation(&name.to_string()) => refuse(
             format!("{verb} of catalog {name} through shardgate"),
             "Run it on each shard directly.",
@@ -422,11 +461,15 @@ fn plan_write_where(
                         shard: *one,
                         write: true,
                     },
-                    _ => needs_2pc(&format!("this {verb}")),
+                    several => {
+                        let text = stmt.to_string();
+                        Plan::Write {
+                            parts: several.iter().map(|&s| (s, text.clone())).collect(),
+                            sum: true,
+                        }
+                    }
                 },
-                KeySet::Any => needs_2pc(&format!(
-                    "{verb} without a condition on the shard key {key_column}"
-                )),
+                KeySet::Any => on_every_shard(placement, stmt, true),
             }
         }
     }
@@ -447,7 +490,9 @@ fn plan_insert(ins: &sqlparser::ast::Insert, placement: &Placement, params: &Par
         );
     };
     match placement.rule(&name.to_string()) {
-        Some(TableRule::Reference) => needs_2pc(&format!("INSERT into reference table {name}")),
+        Some(TableRule::Reference) => {
+            on_every_shard(placement, &Statement::Insert(ins.clone()), false)
+        }
         None => undeclared(&name.to_string()),
         Some(TableRule::Sharded {
             key_column,
@@ -480,7 +525,9 @@ fn plan_insert(ins: &sqlparser::ast::Insert, placement: &Placement, params: &Par
                     "The shard key decides where the row lives; a default generated on a shard could collide with other shards.",
                 );
             };
-            let mut keys = Vec::new();
+            // Each row's shard; a NULL key goes home, where the table's constraints judge it as
+            // PostgreSQL would.
+            let mut row_shards = Vec::with_capacity(values.rows.len());
             for row in &values.rows {
                 let Some(e) = row.get(key_idx) else {
                     return Plan::Reject(PgError::error(
@@ -489,8 +536,8 @@ fn plan_insert(ins: &sqlparser::ast::Insert, placement: &Placement, params: &Par
                     ));
                 };
                 match literal_key(e, *key_type, params) {
-                    Ok(Some(Some(k))) => keys.push(k),
-                    Ok(Some(None)) => {} // NULL key: the shard rejects it (or stores it) like PostgreSQL would.
+                    Ok(Some(Some(k))) => row_shards.push(placement.shard_of(&k)),
+                    Ok(Some(None)) => row_shards.push(HOME),
                     Ok(None) => {
                         return refuse(
                             format!("the shard key {key_column} must be a constant or a parameter"),
@@ -500,19 +547,47 @@ fn plan_insert(ins: &sqlparser::ast::Insert, placement: &Placement, params: &Par
                     Err(e) => return Plan::Reject(PgError::error("22P02", e)),
                 }
             }
-            match shards_for(placement, &keys).as_slice() {
-                [] => Plan::Shard {
+            let distinct: BTreeSet<usize> = row_shards.iter().copied().collect();
+            match distinct.len() {
+                0 => Plan::Shard {
                     shard: HOME,
                     write: true,
                 },
-                [one] => Plan::Shard {
-                    shard: *one,
+                1 => Plan::Shard {
+                    shard: row_shards[0],
                     write: true,
                 },
-                _ => needs_2pc("this INSERT (its rows belong on different shards)"),
+                _ => split_insert(ins, &row_shards, &distinct),
             }
         }
     }
+}
+
+/// A multi-row INSERT whose rows belong on several shards: each shard gets only its own rows.
+fn split_insert(
+    ins: &sqlparser::ast::Insert,
+    row_shards: &[usize],
+    shards: &BTreeSet<usize>,
+) -> Plan {
+    let parts = shards
+        .iter()
+        .map(|&shard| {
+            let mut part = ins.clone();
+            if let Some(source) = &mut part.source {
+                if let SetExpr::Values(values) = source.body.as_mut() {
+                    let rows = std::mem::take(&mut values.rows);
+                    values.rows = rows
+                        .into_iter()
+                        .zip(row_shards)
+                        .filter(|(_, s)| **s == shard)
+                        .map(|(r, _)| r)
+                        .collect();
+                }
+            }
+            (shard, Statement::Insert(part).to_string())
+        })
+        .collect();
+    Plan::Write { parts, sum: true }
 }
 
 /// INSERT ... SELECT into a sharded table runs only where it is correct on one shard: the source
@@ -1282,10 +1357,6 @@ mod tests {
     fn refusals() {
         for sql in [
             "update accounts set id = 5 where id = 4",
-            "update accounts set v = 0",
-            "delete from accounts",
-            "insert into accounts (id) values (1), (2), (3), (4), (5), (6), (7), (8)",
-            "insert into countries (code) values ('x')",
             "insert into accounts values (1)",
             "insert into accounts (v) values (1)",
             "insert into accounts (id) select account_id from ledger",
@@ -1298,6 +1369,65 @@ mod tests {
         ] {
             assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
         }
+    }
+
+    #[test]
+    fn writes_on_several_shards_are_split_per_shard() {
+        let Plan::Write { parts, sum: true } = plan_sql(
+            "insert into accounts (id, v) values (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd'), (5, 'e'), (6, 'f')",
+        ) else {
+            panic!("a split insert")
+        };
+        assert!(parts.len() > 1);
+        let mut rows = 0;
+        for (shard, sql) in &parts {
+            let stmt = &Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap()[0];
+            // Each part holds exactly the rows its shard owns.
+            assert_eq!(
+                plan(stmt, &placement(), &Params::default()),
+                Plan::Shard {
+                    shard: *shard,
+                    write: true
+                },
+                "{sql}"
+            );
+            rows += sql.matches("), (").count() + 1;
+        }
+        assert_eq!(rows, 6);
+        let Plan::Write { parts, sum: true } = plan_sql("update accounts set v = 0") else {
+            panic!("an update everywhere")
+        };
+        assert_eq!(parts.len(), 3);
+        let Plan::Write { parts, sum: false } =
+            plan_sql("insert into countries (code) values ('x')")
+        else {
+            panic!("a reference write counts one copy")
+        };
+        assert_eq!(parts.len(), 3);
+        assert!(matches!(
+            plan_sql("delete from accounts where id in (1, 2, 3, 4, 5, 6)"),
+            Plan::Write { sum: true, .. }
+        ));
+    }
+
+    #[test]
+    fn savepoints_are_transaction_commands() {
+        assert_eq!(
+            plan_sql("savepoint a"),
+            Plan::Txn(TxnCmd::Savepoint("a".into()))
+        );
+        assert_eq!(
+            plan_sql("release savepoint a"),
+            Plan::Txn(TxnCmd::Release("a".into()))
+        );
+        assert_eq!(
+            plan_sql("rollback to savepoint \"A\""),
+            Plan::Txn(TxnCmd::RollbackTo("\"A\"".into()))
+        );
+        assert_eq!(
+            plan_unparsed("ROLLBACK TO b;"),
+            Plan::Txn(TxnCmd::RollbackTo("b".into()))
+        );
     }
 
     #[test]

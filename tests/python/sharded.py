@@ -36,20 +36,27 @@ def check_psycopg():
         assert [r[0] for r in rows] == expect, (rows, expect)
         rows = conn.execute("select id from accounts where id = any(%s) order by id", ([3, 33, 63],)).fetchall()
         assert [r[0] for r in rows] == [3, 33, 63], rows
-        # A transaction on one shard commits; a second shard's write is refused with 0A000.
+        # A transaction on one shard commits.
         with conn.transaction():
             conn.execute("update accounts set balance = balance + 1 where id = %s", (5,))
         assert conn.execute("select balance from accounts where id = 5").fetchone() == (36,)
+        # A transaction over every shard that fails is rolled back on all of them.
         try:
             with conn.transaction():
-                conn.execute("update accounts set balance = 0 where id = %s", (1,))
-                for other in range(2, N + 1):
-                    conn.execute("update accounts set balance = 0 where id = %s", (other,))
-            raise AssertionError("a second shard's write must be refused")
-        except psycopg.errors.FeatureNotSupported as e:
-            assert e.sqlstate == "0A000"
-        assert conn.execute("select count(*) from pg_class where relname = 'accounts'").fetchone() == (1,)
+                for i in range(1, N + 1):
+                    conn.execute("update accounts set balance = 0 where id = %s", (i,))
+                conn.execute("select 1 / 0")
+            raise AssertionError("division by zero must fail")
+        except psycopg.errors.DivisionByZero:
+            pass
         assert conn.execute("select balance from accounts where id = 1").fetchone() == (7,), "rolled back"
+        assert conn.execute("select count(*) from accounts where balance = 0").fetchone() == (0,)
+        # One that succeeds commits on all of them (two-phase commit).
+        with conn.transaction():
+            for i in range(1, N + 1):
+                conn.execute("update accounts set balance = balance + 1000 where id = %s", (i,))
+        assert conn.execute("select count(*) from accounts where balance >= 1000").fetchone() == (N,)
+        assert conn.execute("update accounts set balance = balance - 1000 where balance >= %s", (1000,)).rowcount == N
         # Changing the shard key is refused.
         try:
             conn.execute("update accounts set id = %s where id = %s", (1000, 2))

@@ -1,0 +1,46 @@
+//! Control-plane connections to a shard (start-up checks, recovery, catalog look-ups), with
+//! tokio-postgres: the data plane speaks the protocol itself, but these need typed queries.
+
+use crate::config::{ShardHost, ShardTarget};
+use std::time::Duration;
+
+/// Connects with tokio-postgres; the connection runs on its own task until the client drops.
+pub async fn connect(
+    shard: &ShardTarget,
+    timeout: Duration,
+) -> Result<tokio_postgres::Client, String> {
+    let mut cfg = tokio_postgres::Config::new();
+    match &shard.host {
+        ShardHost::Tcp(h) => cfg.host(h),
+        ShardHost::Unix(p) => cfg.host_path(p),
+    };
+    cfg.port(shard.port)
+        .user(&shard.user)
+        .dbname(&shard.dbname)
+        .application_name("shardgate-control")
+        .connect_timeout(timeout);
+    if let Some(pw) = &shard.password {
+        cfg.password(pw);
+    }
+    let (client, conn) = cfg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| format!("cannot connect to shard {}: {}", shard.name, describe(&e)))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// A tokio-postgres error with the server's message when there is one.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+/// The SQLSTATE of a server error, if it was one.
+pub fn code(e: &tokio_postgres::Error) -> Option<&str> {
+    e.code().map(|c| c.code())
+}

@@ -1,0 +1,329 @@
+//! The commit of a transaction that wrote on two or more shards: the decider protocol of
+//! DESIGN §5, run on the session's own shard links.
+//!
+//! 1. Every written shard except the decider, in parallel: `INSERT` a marker and `PREPARE
+//!    TRANSACTION gid`, in one message. Success is the command tag `PREPARE TRANSACTION`;
+//!    PostgreSQL answers `ROLLBACK` without an error when the transaction had already failed.
+//! 2. The decider: `INSERT` the commit record (outcome 'c') and `COMMIT`. That commit is the
+//!    decision. An error means aborted; a lost connection means the outcome is unknown (08007).
+//! 3. `COMMIT PREPARED` on the others and plain COMMIT on read-only participants, in parallel.
+//!    A participant that cannot be reached is retried on a fresh connection; after
+//!    `commit_wait` the client is answered with a WARNING naming what recovery will finish.
+//!
+//! Invariant: nothing is committed anywhere before the decider's commit, and after it every
+//! prepared branch is committed eventually, by this session, its retry task or recovery.
+
+use super::session::{Exec, Step, R};
+use crate::error::PgError;
+use crate::failpoint::{self, Outcome};
+use crate::protocol::{build, inspect, Frame};
+use crate::txn::gid;
+use bytes::BytesMut;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// A shard's answer to one Query: its command tags and first error.
+struct Reply {
+    tags: Vec<String>,
+    error: Option<Frame>,
+}
+
+/// Sends `sql` to every shard first, then reads every answer: one round trip in all.
+async fn round(exec: &mut Exec<'_>, shards: &[usize], sql: &str) -> Vec<Option<Reply>> {
+    let mut q = BytesMut::new();
+    build::query(sql, &mut q);
+    let mut sent = Vec::with_capacity(shards.len());
+    for &s in shards {
+        sent.push(exec.links[s].send(&q).await.is_ok());
+    }
+    let mut replies = Vec::with_capacity(shards.len());
+    for (&s, ok) in shards.iter().zip(sent) {
+        replies.push(if ok { read_reply(exec, s).await } else { None });
+    }
+    replies
+}
+
+async fn read_reply(exec: &mut Exec<'_>, shard: usize) -> Option<Reply> {
+    let mut reply = Reply {
+        tags: Vec::new(),
+        error: None,
+    };
+    loop {
+        let f = exec.links[shard].recv().await.ok()?;
+        match f.tag {
+            b'C' => {
+                if let Some((tag, _)) = inspect::cstr(f.body()) {
+                    reply.tags.push(tag.to_string());
+                }
+            }
+            b'E' if reply.error.is_none() => reply.error = Some(f),
+            b'N' => exec.out.extend_from_slice(&f.bytes),
+            b'Z' => return Some(reply),
+            _ => {}
+        }
+    }
+}
+
+fn phase(name: &'static str, since: Instant) {
+    metrics::histogram!(crate::metrics::TWO_PHASE_SECONDS, "phase" => name)
+        .record(since.elapsed().as_secs_f64());
+}
+
+fn abort_metric(reason: &'static str) {
+    metrics::counter!(crate::metrics::ABORTS, "reason" => reason).increment(1);
+}
+
+/// Commits `written` (two or more shards) and `readers` atomically. Writes the client's answer
+/// (nothing on success: the caller adds the command tag) and returns whether it committed.
+pub async fn commit(
+    exec: &mut Exec<'_>,
+    written: &BTreeSet<usize>,
+    readers: &BTreeSet<usize>,
+) -> R<Step> {
+    let all: Vec<usize> = written.iter().copied().collect();
+    let decider = all[0];
+    let others: Vec<usize> = all[1..].to_vec();
+    let readers: Vec<usize> = readers.iter().copied().collect();
+    let name = |exec: &Exec<'_>, s: usize| exec.links[s].name.clone();
+    let g = exec.txn_ctx.gids.next(&name(exec, decider));
+    let lit = gid::literal(&g);
+
+    // Phase 1: prepare every written shard but the decider.
+    let started = Instant::now();
+    if failpoint::hit(failpoint::COMMIT_BEFORE_PREPARE).await == Outcome::Fail {
+        abort(exec, decider, &[], &readers, &lit).await;
+        abort_metric("prepare_failed");
+        return Ok(exec.error(&PgError::error(
+            "40000",
+            format!("failpoint: PREPARE of {g} failed"),
+        )));
+    }
+    let prepare =
+        format!("INSERT INTO shardgate.txn_marker (gid) VALUES ({lit}); PREPARE TRANSACTION {lit}");
+    let replies = round(exec, &others, &prepare).await;
+    let mut prepared = Vec::new();
+    let mut failure: Option<Vec<u8>> = None;
+    let mut lost = None;
+    for (&s, reply) in others.iter().zip(replies) {
+        match reply {
+            Some(r)
+                if r.error.is_none()
+                    && r.tags.last().map(String::as_str) == Some("PREPARE TRANSACTION") =>
+            {
+                prepared.push(s)
+            }
+            Some(r) => {
+                failure.get_or_insert_with(|| match r.error {
+                    Some(e) => e.bytes.to_vec(),
+                    None => error_bytes(&PgError::error(
+                        "40000",
+                        format!("shard {} rolled back its part of the transaction instead of preparing it", name(exec, s)),
+                    )),
+                });
+            }
+            None => lost = Some(s),
+        }
+    }
+    phase("prepare", started);
+    if failure.is_some() || lost.is_some() {
+        abort(exec, decider, &prepared, &readers, &lit).await;
+        abort_metric("prepare_failed");
+        if let Some(s) = lost {
+            // A branch may have been prepared before the link broke; recovery finds it, fences
+            // the gid (no decision row exists) and rolls it back.
+            exec.txn_ctx.kick.notify_one();
+            return Err(super::session::Stop::Shard(name(exec, s)));
+        }
+        exec.out.extend_from_slice(&failure.unwrap_or_default());
+        return Ok(Step::Failed);
+    }
+    failpoint::hit(failpoint::COMMIT_AFTER_PREPARE).await;
+
+    // Phase 2: the decision, committed on the decider.
+    let started = Instant::now();
+    let record = format!("INSERT INTO shardgate.commit_record (gid, outcome) VALUES ({lit}, 'c')");
+    let decision = if failpoint::armed(failpoint::COMMIT_AFTER_DECIDER_INSERT) {
+        match round(exec, &[decider], &record).await.pop().flatten() {
+            Some(r) if r.error.is_none() => {
+                failpoint::hit(failpoint::COMMIT_AFTER_DECIDER_INSERT).await;
+                round(exec, &[decider], "COMMIT").await.pop().flatten()
+            }
+            other => other,
+        }
+    } else {
+        round(exec, &[decider], &format!("{record}; COMMIT"))
+            .await
+            .pop()
+            .flatten()
+    };
+    phase("decide", started);
+    match decision {
+        None => {
+            // The decision may or may not have committed: only the decider knows.
+            for &s in &readers {
+                let _ = round(exec, &[s], "ROLLBACK").await;
+            }
+            exec.txn_ctx.kick.notify_one();
+            metrics::gauge!(crate::metrics::IN_DOUBT).increment(1.0);
+            tracing::error!(gid = %g, decider = %name(exec, decider), "connection to the decider lost during commit: outcome unknown, left to recovery");
+            return Ok(exec.error(
+                &PgError::error(
+                    "08007",
+                    format!("connection to shard {} was lost while committing; the transaction's outcome is unknown", name(exec, decider)),
+                )
+                .with_detail(format!("Distributed transaction {g}."))
+                .with_hint("Recovery resolves it shortly; check whether its changes are present before retrying."),
+            ));
+        }
+        Some(r) if r.error.is_some() || r.tags.last().map(String::as_str) != Some("COMMIT") => {
+            let fenced = r
+                .error
+                .as_ref()
+                .and_then(|e| inspect::error_field(e.body(), b'C').map(|c| c == "23505"))
+                .unwrap_or(false);
+            let _ = round(exec, &[decider], "ROLLBACK").await;
+            abort(exec, usize::MAX, &prepared, &readers, &lit).await;
+            abort_metric("decision_failed");
+            match r.error {
+                Some(_) if fenced => {
+                    exec.error(&PgError::error(
+                        "40000",
+                        format!("distributed transaction {g} was rolled back by a concurrent recovery before it could commit"),
+                    ));
+                }
+                Some(e) => exec.out.extend_from_slice(&e.bytes),
+                None => {
+                    exec.error(&PgError::error(
+                        "40000",
+                        format!(
+                            "shard {} rolled back the transaction at commit",
+                            name(exec, decider)
+                        ),
+                    ));
+                }
+            }
+            return Ok(Step::Failed);
+        }
+        Some(_) => {}
+    }
+    failpoint::hit(failpoint::COMMIT_AFTER_DECISION).await;
+
+    // Phase 3: commit everywhere else.
+    let started = Instant::now();
+    let commit_prepared = format!("COMMIT PREPARED {lit}");
+    let mut pending: Vec<usize> = Vec::new();
+    if failpoint::armed(failpoint::COMMIT_BETWEEN_COMMIT_PREPARED) {
+        for (i, &s) in others.iter().enumerate() {
+            if i > 0 {
+                failpoint::hit(failpoint::COMMIT_BETWEEN_COMMIT_PREPARED).await;
+            }
+            if !committed(round(exec, &[s], &commit_prepared).await.pop().flatten()) {
+                pending.push(s);
+            }
+        }
+    } else {
+        let replies = round(exec, &others, &commit_prepared).await;
+        for (&s, r) in others.iter().zip(replies) {
+            if !committed(r) {
+                pending.push(s);
+            }
+        }
+    }
+    // Read-only participants: their commit changes nothing, so it follows the decision.
+    let _ = round(exec, &readers, "COMMIT").await;
+    if !pending.is_empty() {
+        finish_later(exec, &g, &pending).await;
+    }
+    phase("commit_prepared", started);
+    metrics::counter!(crate::metrics::COMMITS, "kind" => "two_phase").increment(1);
+    Ok(Step::Done)
+}
+
+fn committed(reply: Option<Reply>) -> bool {
+    match reply {
+        Some(r) => match &r.error {
+            None => true,
+            // Already resolved (by recovery, from the same decision).
+            Some(e) => inspect::error_field(e.body(), b'C') == Some("42704"),
+        },
+        None => false,
+    }
+}
+
+/// Rolls back everything after a failed phase 1 or decision; `decider` (unless usize::MAX) is
+/// still in its plain transaction.
+async fn abort(
+    exec: &mut Exec<'_>,
+    decider: usize,
+    prepared: &[usize],
+    readers: &[usize],
+    lit: &str,
+) {
+    let mut plain: Vec<usize> = readers.to_vec();
+    if decider != usize::MAX {
+        plain.push(decider);
+    }
+    let _ = round(exec, &plain, "ROLLBACK").await;
+    let replies = round(exec, prepared, &format!("ROLLBACK PREPARED {lit}")).await;
+    if replies
+        .iter()
+        .any(|r| r.as_ref().is_none_or(|r| r.error.is_some()))
+    {
+        // Recovery rolls back what is left: no decision row exists, so its fence writes 'a'.
+        exec.txn_ctx.kick.notify_one();
+    }
+}
+
+/// The decision is committed but some participants did not confirm: retry on fresh
+/// connections, wait up to `commit_wait`, then answer with a WARNING and leave the rest to the
+/// retry task and recovery.
+async fn finish_later(exec: &mut Exec<'_>, g: &str, pending: &[usize]) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for &s in pending {
+        let target = exec.txn_ctx.shards[s].clone();
+        let timeout = exec.txn_ctx.connect_timeout;
+        let sql = format!("COMMIT PREPARED {}", gid::literal(g));
+        tasks.spawn(async move {
+            let mut delay = Duration::from_millis(50);
+            loop {
+                if let Ok(client) = crate::backend::control::connect(&target, timeout).await {
+                    match client.batch_execute(&sql).await {
+                        Ok(()) => return,
+                        Err(e) if crate::backend::control::code(&e) == Some("42704") => return,
+                        Err(_) => {}
+                    }
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+    let wait = exec.txn_ctx.commit_wait;
+    let all_done = tokio::time::timeout(wait, async { while tasks.join_next().await.is_some() {} })
+        .await
+        .is_ok();
+    if all_done {
+        return;
+    }
+    // Keep retrying after the client has its answer.
+    tasks.detach_all();
+    let names: Vec<String> = pending
+        .iter()
+        .map(|&s| exec.links[s].name.clone())
+        .collect();
+    tracing::warn!(gid = %g, shards = ?names, "commit decided but not yet confirmed by every shard; retrying, recovery will finish it");
+    build::warning(
+        "01000",
+        &format!(
+            "the transaction committed, but shard(s) {} have not confirmed yet; its prepared part {g} is committed as soon as they are reachable",
+            names.join(", ")
+        ),
+        &mut exec.out,
+    );
+}
+
+fn error_bytes(e: &PgError) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    build::error(e, &mut b);
+    b.to_vec()
+}

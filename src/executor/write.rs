@@ -1,0 +1,74 @@
+//! A write on several shards (`Plan::Write`): each shard runs its part inside the session's
+//! transaction, and the client sees one result.
+//!
+//! RETURNING rows are passed on shard after shard (a write's rows have no order to merge), and
+//! the command tag counts the rows of every shard (`UPDATE 7` = 3 + 4), or of one shard's copy
+//! for a reference table, whose rows are the same on every shard. The caller commits: the
+//! written shards are recorded, so the commit is two-phase.
+
+use super::session::{Exec, Step, R};
+use crate::protocol::{build, inspect, Frame};
+use bytes::Bytes;
+
+/// Runs `requests` (shard, Query or Parse..Execute+Sync) and answers the client once.
+/// `describe`: send the RowDescription (simple protocol) or not (extended, after Describe).
+pub async fn run(
+    exec: &mut Exec<'_>,
+    requests: &[(usize, Bytes)],
+    sum: bool,
+    describe: bool,
+) -> R<Step> {
+    for &(shard, _) in requests {
+        exec.txn.note_write(shard);
+        if exec.enlist(shard).await? == Step::Failed {
+            return Ok(Step::Failed);
+        }
+    }
+    for (shard, request) in requests {
+        exec.links[*shard].send(request).await?;
+    }
+    let mut failure: Option<Frame> = None;
+    let mut described = !describe;
+    let mut tag: Option<(String, u64)> = None;
+    for &(shard, _) in requests {
+        loop {
+            let f = exec.links[shard].recv().await?;
+            match f.tag {
+                b'Z' => break,
+                b'E' => {
+                    failure.get_or_insert(f);
+                }
+                _ if failure.is_some() => {}
+                b'T' if !described => {
+                    described = true;
+                    exec.out.extend_from_slice(&f.bytes);
+                }
+                b'D' => {
+                    exec.out.extend_from_slice(&f.bytes);
+                    exec.maybe_flush().await?;
+                }
+                b'C' => {
+                    let body = f.body();
+                    let rows = inspect::command_rows(body).unwrap_or(0);
+                    let text = inspect::cstr(body).map(|(t, _)| t).unwrap_or("");
+                    let prefix = text.rsplit_once(' ').map(|(p, _)| p).unwrap_or(text);
+                    match &mut tag {
+                        None => tag = Some((prefix.to_string(), rows)),
+                        Some((_, n)) if sum => *n += rows,
+                        Some(_) => {}
+                    }
+                }
+                b'N' => exec.out.extend_from_slice(&f.bytes),
+                _ => {}
+            }
+        }
+    }
+    if let Some(err) = failure {
+        exec.out.extend_from_slice(&err.bytes);
+        return Ok(Step::Failed);
+    }
+    if let Some((prefix, n)) = tag {
+        build::command_complete(&format!("{prefix} {n}"), &mut exec.out);
+    }
+    Ok(Step::Done)
+}

@@ -1,0 +1,44 @@
+//! Distributed transactions: gids, the `shardgate` schema on each shard, and recovery of
+//! in-doubt transactions. The commit protocol itself runs on a session's shard links, in
+//! `executor::two_phase`; everything here works over control connections so any proxy (or the
+//! `shardgate recover` command) can finish any transaction.
+//!
+//! The decision of a distributed transaction is one row committed inside its decider shard's own
+//! transaction; nothing about it lives on a proxy's disk (DESIGN §5).
+
+pub mod gid;
+pub mod recovery;
+pub mod schema;
+
+use crate::config::{ShardTarget, TransactionsConfig};
+use std::time::Duration;
+
+/// What the commit protocol and recovery share across sessions.
+#[derive(Debug)]
+pub struct TxnContext {
+    pub gids: gid::GidSource,
+    /// How long COMMIT waits for an unreachable participant after the decision.
+    pub commit_wait: Duration,
+    pub shards: Vec<ShardTarget>,
+    pub connect_timeout: Duration,
+    pub recovery: recovery::Options,
+    /// Wakes the recovery task early (a session lost track of a transaction's outcome).
+    pub kick: tokio::sync::Notify,
+}
+
+impl TxnContext {
+    pub fn new(
+        config: &TransactionsConfig,
+        shards: Vec<ShardTarget>,
+        connect_timeout: Duration,
+    ) -> TxnContext {
+        TxnContext {
+            gids: gid::GidSource::new(),
+            commit_wait: Duration::from_millis(config.commit_wait_ms),
+            shards,
+            connect_timeout,
+            recovery: recovery::Options::from_config(config, connect_timeout),
+            kick: tokio::sync::Notify::new(),
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Recovery of in-doubt distributed transactions: fence, then resolve (DESIGN §5).
+//!
+//! For every prepared transaction with our gid prefix, old enough that its coordinator should be
+//! done with it: on the decider shard, `INSERT ... outcome 'a' ON CONFLICT (gid) DO NOTHING`, then
+//! read the row. A coordinator still inside its decision holds the row's unique-index entry, so
+//! the INSERT waits for it and then sees its outcome; a coordinator that has not decided yet is
+//! fenced out (its own INSERT will fail on the 'a' row, so it aborts). Every prepared branch then
+//! follows the row's outcome.
+//!
+//! Invariants: a branch is committed only if its decision row says 'c'; a branch that another
+//! recoverer or the coordinator resolved first is skipped (42704), so any number of proxies may
+//! run this at once. A decision row is deleted only when no branch of any gid is prepared on any
+//! shard and it is older than `decision_retention`, which must exceed any coordinator stall.
+
+use super::gid;
+use crate::backend::control;
+use crate::config::{ShardTarget, TransactionsConfig};
+use crate::failpoint;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tracing::{info, warn};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub min_age: Duration,
+    pub retention: Duration,
+    pub interval: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Options {
+    pub fn from_config(c: &TransactionsConfig, connect_timeout: Duration) -> Options {
+        Options {
+            min_age: Duration::from_secs(c.recovery_min_age_secs),
+            retention: Duration::from_secs(c.decision_retention_secs),
+            interval: Duration::from_secs(c.recovery_interval_secs),
+            connect_timeout,
+        }
+    }
+}
+
+/// What one prepared branch became.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    pub gid: String,
+    pub shard: String,
+    /// `commit`, `rollback`, or `gone` (resolved by someone else first).
+    pub outcome: &'static str,
+}
+
+/// The result of one pass.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub resolved: Vec<Resolution>,
+    /// Gids left for a later pass: too young, or a shard involved was unreachable.
+    pub skipped: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+struct Branches {
+    decider: String,
+    shards: Vec<usize>,
+    young: bool,
+}
+
+/// One recovery pass over every shard.
+pub async fn run(shards: &[ShardTarget], opts: &Options) -> Report {
+    let mut report = Report::default();
+    let mut clients = Vec::with_capacity(shards.len());
+    for s in shards {
+        match control::connect(s, opts.connect_timeout).await {
+            Ok(c) => clients.push(Some(c)),
+            Err(e) => {
+                report.errors.push(e);
+                clients.push(None);
+            }
+        }
+    }
+    let mut gids: BTreeMap<String, Branches> = BTreeMap::new();
+    for (i, client) in clients.iter().enumerate() {
+        let Some(client) = client else { continue };
+        let rows = match client
+            .query(
+                "SELECT gid, prepared > now() - make_interval(secs => $1) \
+                 FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE 'sg\\_%'",
+                &[&opts.min_age.as_secs_f64()],
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                report.errors.push(format!(
+                    "shard {}: {}",
+                    shards[i].name,
+                    control::describe(&e)
+                ));
+                continue;
+            }
+        };
+        for row in rows {
+            let g: String = row.get(0);
+            let young: bool = row.get(1);
+            let Some(decider) = gid::decider(&g) else {
+                continue;
+            };
+            let b = gids.entry(g.clone()).or_insert_with(|| Branches {
+                decider: decider.to_string(),
+                shards: Vec::new(),
+                young: false,
+            });
+            b.shards.push(i);
+            b.young |= young;
+        }
+    }
+    metrics::gauge!(crate::metrics::IN_DOUBT).set(gids.len() as f64);
+    let all_listed = report.errors.is_empty();
+    for (g, b) in &gids {
+        if b.young {
+            report.skipped.push(g.clone());
+            continue;
+        }
+        let Some(d) = shards.iter().position(|s| s.name == b.decider) else {
+            report.errors.push(format!(
+                "prepared transaction {g} names decider shard {:?}, which is not in the config; resolve it by hand",
+                b.decider
+            ));
+            continue;
+        };
+        let Some(decider) = &clients[d] else {
+            report.skipped.push(g.clone());
+            continue;
+        };
+        failpoint::hit(failpoint::RECOVERY_BEFORE_FENCE).await;
+        let outcome = match fence(decider, g).await {
+            Ok(o) => o,
+            Err(e) => {
+                report
+                    .errors
+                    .push(format!("fence of {g} on {}: {e}", b.decider));
+                continue;
+            }
+        };
+        for &s in &b.shards {
+            let Some(client) = &clients[s] else { continue };
+            let verb = if outcome == 'c' { "COMMIT" } else { "ROLLBACK" };
+            let sql = format!("{verb} PREPARED {}", gid::literal(g));
+            let result = match client.batch_execute(&sql).await {
+                Ok(()) => {
+                    if outcome == 'c' {
+                        "commit"
+                    } else {
+                        "rollback"
+                    }
+                }
+                Err(e) if control::code(&e) == Some("42704") => "gone",
+                Err(e) => {
+                    report.errors.push(format!(
+                        "{verb} PREPARED {g} on {}: {}",
+                        shards[s].name,
+                        control::describe(&e)
+                    ));
+                    continue;
+                }
+            };
+            if result != "gone" {
+                metrics::counter!(crate::metrics::RECOVERY_RESOLUTIONS, "outcome" => result)
+                    .increment(1);
+                info!(gid = %g, shard = %shards[s].name, outcome = result, "recovery resolved a prepared transaction");
+            }
+            report.resolved.push(Resolution {
+                gid: g.clone(),
+                shard: shards[s].name.clone(),
+                outcome: result,
+            });
+            failpoint::hit(failpoint::RECOVERY_BETWEEN_RESOLUTIONS).await;
+        }
+    }
+    if all_listed {
+        let prepared: Vec<String> = gids.keys().cloned().collect();
+        for (i, client) in clients.iter().enumerate() {
+            let Some(client) = client else { continue };
+            if let Err(e) = collect_garbage(client, &prepared, opts.retention).await {
+                report
+                    .errors
+                    .push(format!("shard {}: cleaning decisions: {e}", shards[i].name));
+            }
+        }
+    }
+    for e in &report.errors {
+        warn!("recovery: {e}");
+    }
+    report
+}
+
+/// Fences `gid` on its decider and returns its outcome ('c' or 'a').
+async fn fence(decider: &tokio_postgres::Client, gid: &str) -> Result<char, String> {
+    decider
+        .execute(
+            "INSERT INTO shardgate.commit_record (gid, outcome) VALUES ($1, 'a') ON CONFLICT (gid) DO NOTHING",
+            &[&gid],
+        )
+        .await
+        .map_err(|e| control::describe(&e))?;
+    failpoint::hit(failpoint::RECOVERY_INSIDE_FENCE).await;
+    let row = decider
+        .query_one(
+            "SELECT outcome::text FROM shardgate.commit_record WHERE gid = $1",
+            &[&gid],
+        )
+        .await
+        .map_err(|e| control::describe(&e))?;
+    let outcome: String = row.get(0);
+    Ok(if outcome == "c" { 'c' } else { 'a' })
+}
+
+/// Deletes decision rows and markers older than the retention whose gid is not prepared anywhere.
+async fn collect_garbage(
+    client: &tokio_postgres::Client,
+    prepared: &[String],
+    retention: Duration,
+) -> Result<(), String> {
+    let secs = retention.as_secs_f64();
+    client
+        .execute(
+            "DELETE FROM shardgate.commit_record WHERE decided_at < now() - make_interval(secs => $1) AND gid <> ALL($2)",
+            &[&secs, &prepared],
+        )
+        .await
+        .map_err(|e| control::describe(&e))?;
+    client
+        .execute(
+            "DELETE FROM shardgate.txn_marker WHERE prepared_at < now() - make_interval(secs => $1) AND gid <> ALL($2)",
+            &[&secs, &prepared],
+        )
+        .await
+        .map_err(|e| control::describe(&e))?;
+    Ok(())
+}
+
+/// Runs recovery at start, every `interval` (when not zero), and when kicked, until the process
+/// ends.
+pub async fn background(ctx: std::sync::Arc<crate::server::ProxyContext>) {
+    loop {
+        let report = run(&ctx.txn.shards, &ctx.txn.recovery).await;
+        if !report.resolved.is_empty() || !report.skipped.is_empty() {
+            info!(
+                resolved = report.resolved.len(),
+                left_for_later = report.skipped.len(),
+                "recovery pass"
+            );
+        }
+        let interval = ctx.txn.recovery.interval;
+        if interval.is_zero() {
+            ctx.txn.kick.notified().await;
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = ctx.txn.kick.notified() => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! The `shardgate` schema every shard of a multi-shard cluster carries, and the start-up checks
+//! two-phase commit depends on.
+//!
+//! - `shardgate.commit_record(gid primary key, outcome, ...)`: one row per distributed
+//!   transaction, on its decider shard. Committing the row with outcome 'c' *is* the commit
+//!   decision; recovery's fence inserts 'a' for a gid that has none.
+//! - `shardgate.txn_marker(gid primary key, ...)`: written inside each prepared branch, so a
+//!   branch's outcome can be seen on its own shard after the fact.
+//!
+//! Creation is idempotent and serialized by an advisory lock, so proxies starting together do
+//! not race on the catalog.
+
+use crate::backend::control;
+use crate::config::ShardTarget;
+use std::time::Duration;
+
+/// Lock key for schema creation ("shardgat" in ASCII).
+const SCHEMA_LOCK: i64 = 0x7368_6172_6467_6174;
+
+const CREATE: &str = "
+CREATE SCHEMA IF NOT EXISTS shardgate;
+CREATE TABLE IF NOT EXISTS shardgate.commit_record (
+    gid text PRIMARY KEY,
+    outcome \"char\" NOT NULL CHECK (outcome IN ('c', 'a')),
+    commit_ts bigint,
+    decided_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS shardgate.txn_marker (
+    gid text PRIMARY KEY,
+    prepared_at timestamptz NOT NULL DEFAULT now()
+);";
+
+/// Checks that the shard can prepare transactions and creates the schema.
+pub async fn prepare_shard(shard: &ShardTarget, timeout: Duration) -> Result<(), String> {
+    let client = control::connect(shard, timeout).await?;
+    let row = client
+        .query_one(
+            "SELECT current_setting('max_prepared_transactions')::int",
+            &[],
+        )
+        .await
+        .map_err(|e| format!("shard {}: {}", shard.name, control::describe(&e)))?;
+    let max: i32 = row.get(0);
+    if max == 0 {
+        return Err(format!(
+            "shard {} has max_prepared_transactions = 0, so it cannot take part in two-phase commit; \
+             set max_prepared_transactions (at least max_connections) in its postgresql.conf and restart it",
+            shard.name
+        ));
+    }
+    let sql = format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {CREATE} COMMIT;");
+    client.batch_execute(&sql).await.map_err(|e| {
+        format!(
+            "shard {}: cannot create the shardgate schema: {}",
+            shard.name,
+            control::describe(&e)
+        )
+    })
+}
