@@ -176,11 +176,11 @@ pub async fn commit(
             ));
         }
         Some(r) if r.error.is_some() || r.tags.last().map(String::as_str) != Some("COMMIT") => {
-            let fenced = r
-                .error
-                .as_ref()
-                .and_then(|e| inspect::error_field(e.body(), b'C').map(|c| c == "23505"))
-                .unwrap_or(false);
+            // A recoverer's fence shows as a duplicate decision row; any other error (a deferred
+            // constraint at COMMIT ...) is the client's to see.
+            let fenced = r.error.as_ref().is_some_and(|e| {
+                inspect::error_field(e.body(), b'n') == Some("commit_record_pkey")
+            });
             let _ = round(exec, &[decider], "ROLLBACK").await;
             abort(exec, usize::MAX, &prepared, &readers, &lit).await;
             abort_metric("decision_failed");

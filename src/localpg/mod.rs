@@ -28,7 +28,9 @@ pub enum LocalPgError {
 /// How a cluster runs.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
-    /// Turn off fsync (throwaway test clusters only).
+    /// Turn off fsync (throwaway test clusters only). Commits stay synchronous: a crash stop of
+    /// the server (as the crash tests do) must not lose an acknowledged commit, and without an
+    /// OS crash every write still reaches the files.
     pub fast_unsafe: bool,
     pub max_connections: u32,
     pub max_prepared_transactions: u32,
@@ -91,7 +93,7 @@ impl LocalCluster {
             o.max_connections
         );
         if o.fast_unsafe {
-            settings.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+            settings.push_str(" -c fsync=off -c full_page_writes=off");
         }
         let log = self.data_dir.join("server.log");
         let out = self.install.run_as_owner(
