@@ -692,7 +692,20 @@ impl<'a> Exec<'a> {
         }
         let order = t.commit_order();
         for (i, &s) in order.iter().enumerate() {
-            if let Some(err) = self.run_quiet(s, "COMMIT").await? {
+            let result = match self.run_quiet(s, "COMMIT").await {
+                Err(Stop::Shard(name)) if i == 0 && !t.written.is_empty() => {
+                    // The written shard may have committed before the connection broke.
+                    return Ok(self.error(
+                        &PgError::error(
+                            "08007",
+                            format!("connection to shard {name} was lost while committing; the transaction's outcome is unknown"),
+                        )
+                        .with_hint("Check whether its changes are present before retrying."),
+                    ));
+                }
+                other => other?,
+            };
+            if let Some(err) = result {
                 if i == 0 {
                     self.out.extend_from_slice(&err.bytes);
                     for &rest in &order[1..] {
@@ -711,6 +724,11 @@ impl<'a> Exec<'a> {
     }
 
     pub async fn rollback_enlisted(&mut self) -> R<()> {
+        if let TxnState::Open(t) | TxnState::Failed(t) = &self.txn {
+            if t.written.len() >= 2 {
+                metrics::counter!(crate::metrics::ABORTS, "reason" => "rollback").increment(1);
+            }
+        }
         for s in self.txn.enlisted() {
             self.run_quiet(s, "ROLLBACK").await?;
         }

@@ -5,6 +5,8 @@
 //! parallel. Dropping it stops the servers and removes the directory.
 #![allow(dead_code)]
 
+pub mod bank;
+pub mod process;
 pub mod raw;
 
 use shardgate::config::Config;
