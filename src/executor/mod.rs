@@ -5,6 +5,7 @@
 
 pub mod aggregate;
 pub mod client_loop;
+pub mod enlist;
 pub mod extended;
 pub mod link;
 pub mod merge;

@@ -6,7 +6,7 @@
 
 use super::link::{LinkLost, ShardLink};
 use super::txn::TxnState;
-use crate::error::{sqlstate, PgError};
+use crate::error::PgError;
 use crate::placement::Placement;
 use crate::protocol::{build, Frame};
 use crate::router::params::Params;
@@ -61,7 +61,7 @@ pub struct Exec<'a> {
     pub routes: crate::metrics::RouteMetrics,
 }
 
-const PARSE_CACHE_LIMIT: usize = 1024;
+const PARSE_CACHE_LIMIT: usize = 128;
 
 /// The statements of one text, shared with the cache.
 pub type Parsed = std::sync::Arc<Vec<std::sync::Arc<sqlparser::ast::Statement>>>;
@@ -306,45 +306,6 @@ impl<'a> Exec<'a> {
         }
     }
 
-    /// Opens the client's transaction on `shard` if it has not been yet.
-    ///
-    /// A second shard may not join a SERIALIZABLE transaction: each shard would serialize only its
-    /// own part, which is weaker than what the client asked for, so it is refused (0A000). The
-    /// isolation level is read in the same round trip as the BEGIN, so SET
-    /// default_transaction_isolation is seen too.
-    pub async fn enlist(&mut self, shard: usize) -> R<Step> {
-        let (begin, others) = match &self.txn {
-            TxnState::Open(t) if !t.enlisted.contains(&shard) => {
-                (t.opening(), !t.enlisted.is_empty())
-            }
-            _ => return Ok(Step::Done),
-        };
-        let sql = if others {
-            format!("{begin}; SELECT current_setting('transaction_isolation')")
-        } else {
-            begin
-        };
-        let (values, err) = self.query_values(shard, &sql).await?;
-        if let Some(err) = err {
-            self.out.extend_from_slice(&err.bytes);
-            return Ok(Step::Failed);
-        }
-        if others && values.first().is_some_and(|v| v == "serializable") {
-            self.run_quiet(shard, "ROLLBACK").await?;
-            return Ok(self.error(
-                &PgError::error(
-                    sqlstate::FEATURE_NOT_SUPPORTED,
-                    format!("a SERIALIZABLE transaction cannot reach a second shard ({})", self.links[shard].name),
-                )
-                .with_hint("Each shard would serialize only its own part. Use REPEATABLE READ, or keep the transaction on one shard."),
-            ));
-        }
-        if let TxnState::Open(t) = &mut self.txn {
-            t.enlisted.insert(shard);
-        }
-        Ok(Step::Done)
-    }
-
     /// Runs `sql` on one shard; returns the first column of every row and the first error.
     pub async fn query_values(
         &mut self,
@@ -372,17 +333,22 @@ impl<'a> Exec<'a> {
     }
 
     async fn single(&mut self, shard: usize, write: bool, sql: &str) -> R<Step> {
-        if let TxnState::Open(_) = &self.txn {
-            if write {
-                self.txn.note_write(shard);
-            }
-            if self.enlist(shard).await? == Step::Failed {
+        if write {
+            self.txn.note_write(shard);
+        }
+        // A shard joining the transaction gets its BEGIN in the same message as the statement.
+        let opening = self.opening(shard);
+        let mut q = BytesMut::new();
+        match &opening {
+            Some(o) => build::query(&format!("{};\n{sql}", o.sql), &mut q),
+            None => build::query(sql, &mut q),
+        }
+        self.links[shard].send(&q).await?;
+        if let Some(o) = opening {
+            if self.read_opening(shard, &o).await? == Step::Failed {
                 return Ok(Step::Failed);
             }
         }
-        let mut q = BytesMut::new();
-        build::query(sql, &mut q);
-        self.links[shard].send(&q).await?;
         self.relay_until_ready(shard).await
     }
 
