@@ -27,6 +27,9 @@ pub const COMMIT_BEFORE_COMMIT_PREPARED: &str = "commit.before_commit_prepared";
 pub const RECOVERY_BEFORE_FENCE: &str = "recovery.before_fence";
 pub const RECOVERY_INSIDE_FENCE: &str = "recovery.inside_fence";
 pub const RECOVERY_BETWEEN_RESOLUTIONS: &str = "recovery.between_resolutions";
+/// Test-only switch: armed with any action, the embedded gate grants every request at once, so
+/// tests can show that snapshot reads go wrong without it.
+pub const GATE_OFF: &str = "snapshot.gate_off";
 
 pub const ALL: &[&str] = &[
     COMMIT_BEFORE_PREPARE,
@@ -38,6 +41,7 @@ pub const ALL: &[&str] = &[
     RECOVERY_BEFORE_FENCE,
     RECOVERY_INSIDE_FENCE,
     RECOVERY_BETWEEN_RESOLUTIONS,
+    GATE_OFF,
 ];
 
 #[cfg(not(feature = "failpoints"))]

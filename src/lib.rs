@@ -20,5 +20,6 @@ pub mod placement;
 pub mod protocol;
 pub mod router;
 pub mod server;
+pub mod snapshot;
 pub mod sql;
 pub mod txn;

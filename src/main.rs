@@ -40,6 +40,12 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the standalone timestamp oracle that proxies with `transactions.oracle = "HOST:PORT"`
+    /// share (it listens on `[oracle] listen`).
+    Oracle {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Start local PostgreSQL shards and a proxy in front of them.
     Demo {
         /// Number of shards.
@@ -124,6 +130,22 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             } else {
                 fail(report.errors.join("; "))
+            }
+        }
+        Some(Cmd::Oracle { config }) => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            let run = async {
+                tokio::select! {
+                    r = shardgate::snapshot::server::serve(&config) => r,
+                    _ = shardgate::demo::wait_for_signal() => Ok(()),
+                }
+            };
+            match runtime(1).block_on(run) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
             }
         }
         Some(Cmd::Demo {

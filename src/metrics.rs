@@ -39,6 +39,16 @@ pub const TWO_PHASE_SECONDS: &str = "shardgate_2pc_phase_seconds";
 pub const IN_DOUBT: &str = "shardgate_transactions_in_doubt";
 /// Counter, label `outcome` (`commit`, `rollback`): prepared branches resolved by recovery.
 pub const RECOVERY_RESOLUTIONS: &str = "shardgate_recovery_resolutions_total";
+/// Histogram (seconds), label `class` (`commit`, `snapshot`): time waiting for the gate.
+pub const GATE_WAIT_SECONDS: &str = "shardgate_gate_wait_seconds";
+/// Counter: consistent snapshots (cuts) taken.
+pub const SNAPSHOTS: &str = "shardgate_snapshot_acquisitions_total";
+/// Histogram (seconds): round trip of a request to a standalone oracle.
+pub const ORACLE_RTT: &str = "shardgate_oracle_rtt_seconds";
+/// Gauge: commit windows open in the gate.
+pub const WINDOWS_OPEN: &str = "shardgate_commit_windows_open";
+/// Counter: timestamps issued by the oracle.
+pub const TIMESTAMPS: &str = "shardgate_timestamps_issued_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -56,6 +66,16 @@ pub fn install_exporter(addr: SocketAddr) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(TWO_PHASE_SECONDS.to_string()),
+            LATENCY_BUCKETS,
+        )
+        .map_err(|e| e.to_string())?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(GATE_WAIT_SECONDS.to_string()),
+            LATENCY_BUCKETS,
+        )
+        .map_err(|e| e.to_string())?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(ORACLE_RTT.to_string()),
             LATENCY_BUCKETS,
         )
         .map_err(|e| e.to_string())?
@@ -86,6 +106,19 @@ fn describe() {
         "Two-phase commit phase durations"
     );
     metrics::describe_gauge!(IN_DOUBT, "Prepared transactions awaiting resolution");
+    metrics::describe_histogram!(
+        GATE_WAIT_SECONDS,
+        metrics::Unit::Seconds,
+        "Time waiting for the commit/snapshot gate, by class"
+    );
+    metrics::describe_counter!(SNAPSHOTS, "Consistent snapshots taken");
+    metrics::describe_histogram!(
+        ORACLE_RTT,
+        metrics::Unit::Seconds,
+        "Round trip to a standalone oracle"
+    );
+    metrics::describe_gauge!(WINDOWS_OPEN, "Commit windows open in the gate");
+    metrics::describe_counter!(TIMESTAMPS, "Timestamps issued by the oracle");
     metrics::describe_counter!(
         RECOVERY_RESOLUTIONS,
         "Prepared branches resolved by recovery, by outcome"

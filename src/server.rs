@@ -84,6 +84,25 @@ impl Proxy {
             }
         }
         ctx.text_order_c = text_order_is_c(&ctx.shards[0], ctx.connect_timeout).await;
+        if ctx.shards.len() > 1 && config.transactions.snapshot {
+            ctx.txn.oracle = Some(if config.transactions.oracle == "embedded" {
+                crate::snapshot::client::Oracle::Embedded(
+                    crate::snapshot::oracle::OracleService::start(
+                        ctx.shards.clone(),
+                        ctx.connect_timeout,
+                    )
+                    .await
+                    .map_err(StartError::ShardUnreachable)?,
+                )
+            } else {
+                crate::snapshot::client::Oracle::Remote(std::sync::Arc::new(
+                    crate::snapshot::client::Remote::new(
+                        config.transactions.oracle.clone(),
+                        ctx.connect_timeout,
+                    ),
+                ))
+            });
+        }
         let ctx = Arc::new(ctx);
         let listener = TcpListener::bind(&config.server.listen)
             .await

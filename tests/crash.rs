@@ -13,154 +13,11 @@ mod common;
 use common::bank::{self, Told};
 use common::process::ProxyProcess;
 use common::raw::{self, Raw};
-use shardgate::config::Config;
-use shardgate::localpg::{free_port, LocalCluster};
-use std::path::PathBuf;
+use common::rig::Rig;
+use shardgate::localpg::free_port;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const TXN: &str = r#"
-[transactions]
-recovery_min_age_secs = 1
-recovery_interval_secs = 1
-commit_wait_ms = 300
-"#;
-
-struct Rig {
-    shards: Vec<LocalCluster>,
-    dir: PathBuf,
-    config: Config,
-}
-
-impl Rig {
-    async fn new() -> Rig {
-        let (shards, dir) = tokio::task::spawn_blocking(|| common::start_shards(3))
-            .await
-            .unwrap();
-        let port = free_port().unwrap();
-        let text = format!(
-            "{}\n{TXN}\n{}",
-            common::config_for(port, &shards, ""),
-            bank::TABLES
-        );
-        let config = Config::from_toml(&text).unwrap();
-        std::fs::write(dir.join("proxy.toml"), &text).unwrap();
-        let rig = Rig {
-            shards,
-            dir,
-            config,
-        };
-        let p = rig.proxy(port, "");
-        bank::create(&common::connect(&rig.url(port)).await.unwrap()).await;
-        drop(p);
-        rig
-    }
-
-    fn port(&self) -> u16 {
-        self.config
-            .server
-            .listen
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-
-    fn url(&self, port: u16) -> String {
-        format!("postgres://app:secret@127.0.0.1:{port}/postgres")
-    }
-
-    /// A proxy process on `port` (its own config file when it is not the main port).
-    fn proxy(&self, port: u16, failpoints: &str) -> ProxyProcess {
-        let path = if port == self.port() {
-            self.dir.join("proxy.toml")
-        } else {
-            let text = std::fs::read_to_string(self.dir.join("proxy.toml"))
-                .unwrap()
-                .replace(
-                    &format!("127.0.0.1:{}\"", self.port()),
-                    &format!("127.0.0.1:{port}\""),
-                );
-            let p = self.dir.join(format!("proxy-{port}.toml"));
-            std::fs::write(&p, text).unwrap();
-            p
-        };
-        ProxyProcess::start(
-            &path,
-            port,
-            failpoints,
-            &self.dir.join(format!("proxy-{port}.log")),
-        )
-    }
-
-    async fn direct(&self) -> Vec<tokio_postgres::Client> {
-        let mut out = Vec::new();
-        for s in &self.shards {
-            out.push(common::connect(&s.url("postgres")).await.unwrap());
-        }
-        out
-    }
-
-    /// Runs the bank workload; `run` keeps transfer ids of separate runs apart.
-    fn workload(
-        &self,
-        port: u16,
-        secs: u64,
-        stop: Arc<AtomicBool>,
-        run: i64,
-    ) -> tokio::task::JoinHandle<Vec<bank::Transfer>> {
-        let url = self.url(port);
-        let placement = self.config.placement().unwrap();
-        let seed = seed();
-        tokio::spawn(async move {
-            bank::run(
-                &url,
-                &placement,
-                4,
-                Duration::from_secs(secs),
-                stop,
-                seed,
-                run,
-            )
-            .await
-        })
-    }
-
-    /// Waits until recovery has left no prepared transaction (or 60 s), then checks the bank.
-    async fn settle_and_check(&self, transfers: &[bank::Transfer]) -> usize {
-        let shards = self.direct().await;
-        let until = Instant::now() + Duration::from_secs(60);
-        while !bank::prepared(&shards).await.is_empty() && Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        bank::check(&shards, transfers).await
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        for s in &self.shards {
-            let _ = s.stop(true);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn seed() -> u64 {
-    let s = std::env::var("SHARDGATE_BANK_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("bank seed {s} (replay with SHARDGATE_BANK_SEED={s})");
-    s
-}
 
 async fn wait_exit(p: &mut ProxyProcess, secs: u64) -> bool {
     p.exited(Duration::from_secs(secs)).await
@@ -169,7 +26,7 @@ async fn wait_exit(p: &mut ProxyProcess, secs: u64) -> bool {
 /// Kill the proxy at `failpoint` (on its `hits`th pass) during the workload, restart it, and
 /// check.
 async fn crash_during_commit(failpoint: &str, hits: u32) {
-    let rig = Rig::new().await;
+    let rig = Rig::new("").await;
     let port = rig.port();
     let mut p = rig.proxy(port, &format!("{failpoint}=crash({hits})"));
     let stop = Arc::new(AtomicBool::new(false));
@@ -195,7 +52,7 @@ async fn crash_during_commit(failpoint: &str, hits: u32) {
 /// Leave in-doubt transactions (crash after PREPARE), then kill the recovering proxy at
 /// `failpoint`, restart it, and check.
 async fn crash_during_recovery(failpoint: &str) {
-    let rig = Rig::new().await;
+    let rig = Rig::new("").await;
     let port = rig.port();
     let mut p = rig.proxy(
         port,
@@ -262,7 +119,7 @@ async fn crash_in_recovery_between_resolutions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shard_crash_during_the_workload() {
-    let rig = Rig::new().await;
+    let rig = Rig::new("").await;
     let port = rig.port();
     let _p = rig.proxy(port, "");
     let stop = Arc::new(AtomicBool::new(false));
@@ -295,7 +152,7 @@ async fn shard_crash_during_the_workload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_proxies_recover_at_once_while_a_third_commits() {
-    let rig = Rig::new().await;
+    let rig = Rig::new("").await;
     let port = rig.port();
     // Decided but unfinished transactions: the crash comes after the decision.
     let mut p = rig.proxy(
@@ -349,7 +206,7 @@ async fn total(rig: &Rig) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decider_lost_during_its_commit_answers_08007() {
-    let rig = Rig::new().await;
+    let rig = Rig::new("").await;
     let port = rig.port();
     let _p = rig.proxy(
         port,
@@ -389,7 +246,7 @@ async fn decider_lost_during_its_commit_answers_08007() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn participant_lost_after_the_decision_commits_with_a_warning() {
-    let rig = Rig::new().await;
+    let rig = Rig::new("").await;
     let port = rig.port();
     let _p = rig.proxy(
         port,
@@ -435,7 +292,7 @@ async fn participant_lost_after_the_decision_commits_with_a_warning() {
     }
     for (shard, id, want) in [(0, a, -5), (1, b, 5)] {
         let balance: i64 = shards[shard]
-            .query_one("select balance from accounts where id = $1", &[&id])
+            .query_one("select balance::bigint from accounts where id = $1", &[&id])
             .await
             .unwrap()
             .get(0);

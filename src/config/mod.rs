@@ -54,6 +54,30 @@ pub struct Config {
     /// Distributed commit and recovery.
     #[serde(default)]
     pub transactions: TransactionsConfig,
+    /// The standalone oracle (`shardgate oracle`).
+    #[serde(default)]
+    pub oracle: OracleConfig,
+}
+
+/// `[oracle]`: where `shardgate oracle` listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OracleConfig {
+    /// Default `127.0.0.1:6440`.
+    #[serde(default = "default_oracle_listen")]
+    pub listen: String,
+}
+
+fn default_oracle_listen() -> String {
+    "127.0.0.1:6440".into()
+}
+
+impl Default for OracleConfig {
+    fn default() -> Self {
+        OracleConfig {
+            listen: default_oracle_listen(),
+        }
+    }
 }
 
 /// `[transactions]`
@@ -74,6 +98,23 @@ pub struct TransactionsConfig {
     /// the longest a coordinator can stall between PREPARE and its decision. Default 3600.
     #[serde(default = "default_decision_retention")]
     pub decision_retention_secs: u64,
+    /// Default consistency of sessions: `shard` (default) or `snapshot`.
+    #[serde(default = "default_consistency")]
+    pub consistency: String,
+    /// Gate every multi-shard commit through the oracle, so `snapshot` reads are possible.
+    /// Default false (no oracle, no gate).
+    #[serde(default)]
+    pub snapshot: bool,
+    /// `embedded` (default: the oracle runs in this proxy) or `HOST:PORT` of `shardgate oracle`.
+    #[serde(default = "default_oracle")]
+    pub oracle: String,
+}
+
+fn default_consistency() -> String {
+    "shard".into()
+}
+fn default_oracle() -> String {
+    "embedded".into()
 }
 
 fn default_commit_wait_ms() -> u64 {
@@ -96,6 +137,9 @@ impl Default for TransactionsConfig {
             recovery_interval_secs: default_recovery_interval(),
             recovery_min_age_secs: default_recovery_min_age(),
             decision_retention_secs: default_decision_retention(),
+            consistency: default_consistency(),
+            snapshot: false,
+            oracle: default_oracle(),
         }
     }
 }
@@ -309,6 +353,30 @@ impl Config {
                 .map_err(|e| ConfigError::Invalid(format!("shard {:?}: url: {e}", shard.name)))?;
         }
         self.placement().map_err(ConfigError::Invalid)?;
+        let t = &self.transactions;
+        match crate::snapshot::Consistency::parse(&t.consistency) {
+            None => {
+                return invalid(format!(
+                    "transactions.consistency = {:?}: use \"shard\" or \"snapshot\"",
+                    t.consistency
+                ))
+            }
+            Some(crate::snapshot::Consistency::Snapshot) if !t.snapshot => {
+                return invalid(
+                    "transactions.consistency = \"snapshot\" needs transactions.snapshot = true (the commit gate)".into(),
+                )
+            }
+            _ => {}
+        }
+        if t.oracle != "embedded"
+            && t.oracle.parse::<SocketAddr>().is_err()
+            && !t.oracle.contains(':')
+        {
+            return invalid(format!(
+                "transactions.oracle = {:?}: use \"embedded\" or \"HOST:PORT\" of a shardgate oracle",
+                t.oracle
+            ));
+        }
         if self.users.is_empty() {
             return invalid("no [[users]] configured: nobody could connect".into());
         }

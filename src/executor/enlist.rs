@@ -48,6 +48,9 @@ impl Exec<'_> {
 
     /// Opens the client's transaction on `shard` if it has not been yet, in its own round trip.
     pub async fn enlist(&mut self, shard: usize) -> R<Step> {
+        if self.ensure_cut(&[shard]).await? == Step::Failed {
+            return Ok(Step::Failed);
+        }
         let Some(o) = self.opening(shard) else {
             return Ok(Step::Done);
         };

@@ -118,7 +118,16 @@ impl Extended {
         // PostgreSQL runs the messages up to Sync as one implicit transaction; when they write
         // on several shards, so does the proxy, committing at Sync.
         if exec.txn == TxnState::Idle && self.writes_several_shards(exec, &batch) {
-            exec.txn = TxnState::begin("BEGIN".into(), true);
+            exec.txn = exec.new_txn("BEGIN".into(), true, true);
+        }
+        // A snapshot transaction takes its cut on the shards the batch binds to, before any
+        // message runs.
+        if matches!(&exec.txn, TxnState::Open(t) if t.snapshot && t.cut.is_none()) {
+            let shards = self.bound_shards(exec, &batch);
+            if !shards.is_empty() && exec.ensure_cut(&shards).await? == Step::Failed {
+                exec.txn.fail();
+                return self.fail_rest(exec, batch).await;
+            }
         }
         for frame in batch {
             self.run_message(exec, frame).await?;
@@ -194,6 +203,25 @@ impl Extended {
         }
         // Parsed-but-unbound statements go to the batch's shard (or home).
         Some(dest.unwrap_or(HOME))
+    }
+
+    /// The shards the batch's Binds run on.
+    fn bound_shards(&self, exec: &Exec<'_>, batch: &[Frame]) -> Vec<usize> {
+        let mut shards = BTreeSet::new();
+        for f in batch.iter().filter(|f| f.tag == b'B') {
+            let Some((_, stmt, params)) = bind_fields(f.body()) else {
+                continue;
+            };
+            match self.plan_for(exec, &stmt, &params, batch) {
+                Some(Plan::Shard { shard, .. }) => {
+                    shards.insert(shard);
+                }
+                Some(Plan::Scatter { shards: s, .. }) => shards.extend(s),
+                Some(Plan::Write { parts, .. }) => shards.extend(parts.iter().map(|p| p.0)),
+                _ => {}
+            }
+        }
+        shards.into_iter().collect()
     }
 
     /// Whether the batch's Binds write on more than one shard.
@@ -274,7 +302,10 @@ impl Extended {
         if writes {
             exec.txn.note_write(shard);
         }
-        if exec.enlist(shard).await? == Step::Failed {
+        let binds = batch.iter().any(|f| f.tag == b'B');
+        let skip =
+            !binds && batch.last().is_some_and(|f| f.tag == b'S') && snapshot_without(exec, shard);
+        if !skip && exec.enlist(shard).await? == Step::Failed {
             exec.txn.fail();
             return self.fail_rest(exec, batch).await;
         }
@@ -432,7 +463,13 @@ impl Extended {
         tag: u8,
         swallow: usize,
     ) -> R<Step> {
-        if !self.touched.contains(&shard) && exec.enlist(shard).await? == Step::Failed {
+        // Parse and Describe read no rows: a snapshot transaction does not pull a shard into its
+        // cut for them (they run in the shard's own implicit transaction, ended by Sync).
+        let outside_cut = matches!(tag, b'P' | b'D') && snapshot_without(exec, shard);
+        if !outside_cut
+            && !self.touched.contains(&shard)
+            && exec.enlist(shard).await? == Step::Failed
+        {
             return Ok(Step::Failed);
         }
         let mut out = BytesMut::new();
@@ -645,6 +682,23 @@ impl Extended {
                 self.send_and_relay(exec, s, std::slice::from_ref(&f.bytes), b'E', 0)
                     .await
             }
+            Some(Portal::Local(lp))
+                if matches!(&lp.plan, Plan::Scatter { shards, .. } if shards.len() > 1)
+                    && exec.consistency == crate::snapshot::Consistency::Snapshot
+                    && exec.txn == TxnState::Idle
+                    && max_rows <= 0
+                    && lp.pending.is_none() =>
+            {
+                // An autocommit read of several shards: its own snapshot transaction.
+                let (shards, merge, request) = lp.scatter(true).expect("a scatter portal");
+                let own = exec.own_implicit();
+                let mut step = exec.ensure_cut(&shards).await?;
+                if step == Step::Done {
+                    step = super::merge::scatter_request(exec, &shards, &request, &merge, false)
+                        .await?;
+                }
+                exec.end_own_implicit(own, step).await
+            }
             Some(Portal::Local(lp)) if matches!(lp.plan, Plan::Scatter { .. }) => {
                 let (shards, merge, request) = lp.scatter(true).expect("a scatter portal");
                 if max_rows <= 0 && lp.pending.is_none() {
@@ -851,6 +905,11 @@ impl Extended {
             self.portals.remove("");
         }
     }
+}
+
+/// A snapshot transaction that has not enlisted `shard` (it may not have a cut yet).
+fn snapshot_without(exec: &Exec<'_>, shard: usize) -> bool {
+    matches!(&exec.txn, TxnState::Open(t) if t.snapshot && !t.enlisted.contains(&shard))
 }
 
 /// A refusal that does not depend on parameters (see `check_at_parse`).

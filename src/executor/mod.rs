@@ -12,6 +12,7 @@ pub mod merge;
 pub mod merge_groups;
 pub mod numeric;
 pub mod session;
+pub mod snapshot_read;
 pub mod two_phase;
 pub mod txn;
 pub mod value;

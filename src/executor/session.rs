@@ -59,6 +59,13 @@ pub struct Exec<'a> {
     /// Parsed statements by text: parsing costs tens of µs and clients repeat their statements.
     parsed: std::sync::Mutex<ParseCache>,
     pub routes: crate::metrics::RouteMetrics,
+    /// `SET shardgate.consistency`.
+    pub consistency: crate::snapshot::Consistency,
+    /// `SET shardgate.snapshot_scope = 'all'`: explicit transactions take their cut on every
+    /// shard.
+    pub snapshot_all: bool,
+    /// The snapshot timestamp of the last cut taken (`SHOW shardgate.snapshot_ts`).
+    pub snapshot_ts: Option<u64>,
 }
 
 const PARSE_CACHE_LIMIT: usize = 128;
@@ -93,6 +100,9 @@ impl<'a> Exec<'a> {
             columns: std::collections::HashMap::new(),
             parsed: std::sync::Mutex::new(ParseCache::default()),
             routes: crate::metrics::RouteMetrics::new(&placement.shard_names),
+            consistency: txn_ctx.default_consistency,
+            snapshot_all: false,
+            snapshot_ts: None,
         }
     }
 
@@ -138,7 +148,7 @@ impl<'a> Exec<'a> {
             };
         // PostgreSQL runs a multi-statement Query as one implicit transaction.
         if statements.len() > 1 && self.txn == TxnState::Idle {
-            self.txn = TxnState::begin("BEGIN".into(), true);
+            self.txn = self.new_txn("BEGIN".into(), true, true);
         }
         for (stmt, sql) in statements {
             if let Some(s) = &stmt {
@@ -185,6 +195,26 @@ impl<'a> Exec<'a> {
             }
         }
         self.routes.note(&plan);
+        let touched: Vec<usize> = match &plan {
+            Plan::Shard { shard, .. } => vec![*shard],
+            Plan::Scatter { shards, .. } => shards.clone(),
+            Plan::Write { parts, .. } => parts.iter().map(|p| p.0).collect(),
+            Plan::Broadcast { .. } | Plan::Session => (0..self.links.len()).collect(),
+            _ => Vec::new(),
+        };
+        // An autocommit read of several shards in snapshot consistency gets its own cut.
+        let own_cut = touched.len() > 1
+            && matches!(plan, Plan::Scatter { .. })
+            && self.consistency == crate::snapshot::Consistency::Snapshot
+            && self.own_implicit();
+        if !touched.is_empty() && self.ensure_cut(&touched).await? == Step::Failed {
+            return self.end_own_implicit(own_cut, Step::Failed).await;
+        }
+        let step = self.run_planned(plan, sql).await?;
+        self.end_own_implicit(own_cut, step).await
+    }
+
+    async fn run_planned(&mut self, plan: Plan, sql: &str) -> R<Step> {
         match plan {
             Plan::Reject(e) => {
                 metrics::counter!(crate::metrics::STATEMENTS_REJECTED).increment(1);
@@ -336,6 +366,9 @@ impl<'a> Exec<'a> {
         if write {
             self.txn.note_write(shard);
         }
+        if self.ensure_cut(&[shard]).await? == Step::Failed {
+            return Ok(Step::Failed);
+        }
         // A shard joining the transaction gets its BEGIN in the same message as the statement.
         let opening = self.opening(shard);
         let mut q = BytesMut::new();
@@ -486,7 +519,7 @@ impl<'a> Exec<'a> {
     pub fn own_implicit(&mut self) -> bool {
         let own = self.txn == TxnState::Idle;
         if own {
-            self.txn = TxnState::begin("BEGIN".into(), true);
+            self.txn = self.new_txn("BEGIN".into(), true, false);
         }
         own
     }
@@ -507,7 +540,10 @@ impl<'a> Exec<'a> {
         match cmd {
             TxnCmd::Begin(text) => {
                 match &mut self.txn {
-                    TxnState::Idle => self.txn = TxnState::begin(text, false),
+                    TxnState::Idle => {
+                        let all = self.snapshot_all;
+                        self.txn = self.new_txn(text, false, all)
+                    }
                     TxnState::Open(t) if t.implicit => {
                         t.implicit = false;
                         t.begin = text;
@@ -703,6 +739,8 @@ impl<'a> Exec<'a> {
 
     async fn admin(&mut self, cmd: AdminCmd) -> Step {
         match cmd {
+            AdminCmd::Set { name, value } => self.set_variable(&name, &value),
+            AdminCmd::Show { name } => self.show_variable(&name),
             AdminCmd::Recover => {
                 let report =
                     crate::txn::recovery::run(&self.txn_ctx.shards, &self.txn_ctx.recovery).await;

@@ -17,6 +17,8 @@ use super::session::{Exec, Step, R};
 use crate::error::PgError;
 use crate::failpoint::{self, Outcome};
 use crate::protocol::{build, inspect, Frame};
+use crate::snapshot::client::Grant;
+use crate::snapshot::gate::Class;
 use crate::txn::gid;
 use bytes::BytesMut;
 use std::collections::BTreeSet;
@@ -88,9 +90,23 @@ pub async fn commit(
     let g = exec.txn_ctx.gids.next(&name(exec, decider));
     let lit = gid::literal(&g);
 
+    // With snapshot mode on, the commit window is requested while the participants prepare; it
+    // must be granted before the decision makes anything visible.
+    let gate = exec.txn_ctx.oracle.clone().map(|oracle| {
+        let (shards, names, gid) = (all.clone(), exec.txn_ctx.shard_names.clone(), g.clone());
+        tokio::spawn(async move {
+            oracle
+                .acquire(Class::Commit, &shards, &names, Some(&gid))
+                .await
+        })
+    });
+
     // Phase 1: prepare every written shard but the decider.
     let started = Instant::now();
     if failpoint::hit(failpoint::COMMIT_BEFORE_PREPARE).await == Outcome::Fail {
+        if let Some(h) = &gate {
+            h.abort();
+        }
         abort(exec, decider, &[], &readers, &lit).await;
         abort_metric("prepare_failed");
         return Ok(exec.error(&PgError::error(
@@ -126,6 +142,9 @@ pub async fn commit(
     }
     phase("prepare", started);
     if failure.is_some() || lost.is_some() {
+        if let Some(h) = &gate {
+            h.abort();
+        }
         abort(exec, decider, &prepared, &readers, &lit).await;
         abort_metric("prepare_failed");
         if let Some(s) = lost {
@@ -138,10 +157,36 @@ pub async fn commit(
         return Ok(Step::Failed);
     }
     failpoint::hit(failpoint::COMMIT_AFTER_PREPARE).await;
+    let window: Option<Grant> = match gate {
+        None => None,
+        Some(h) => match h.await {
+            Ok(Ok(grant)) => Some(grant),
+            outcome => {
+                let why = match outcome {
+                    Ok(Err(e)) => e,
+                    _ => "the request to the oracle failed".to_string(),
+                };
+                abort(exec, decider, &prepared, &readers, &lit).await;
+                abort_metric("oracle_unavailable");
+                return Ok(exec.error(
+                    &PgError::error(
+                        "58000",
+                        format!("the transaction was rolled back before its commit: {why}"),
+                    )
+                    .with_hint("Commits that write on several shards need the timestamp oracle (transactions.snapshot = true). Single-shard work goes on."),
+                ));
+            }
+        },
+    };
 
     // Phase 2: the decision, committed on the decider.
     let started = Instant::now();
-    let record = format!("INSERT INTO shardgate.commit_record (gid, outcome) VALUES ({lit}, 'c')");
+    let commit_ts = window
+        .as_ref()
+        .map_or("NULL".to_string(), |w| w.ts.to_string());
+    let record = format!(
+        "INSERT INTO shardgate.commit_record (gid, outcome, commit_ts) VALUES ({lit}, 'c', {commit_ts})"
+    );
     let decision = if failpoint::armed(failpoint::COMMIT_AFTER_DECIDER_INSERT) {
         match round(exec, &[decider], &record).await.pop().flatten() {
             Some(r) if r.error.is_none() => {
@@ -159,7 +204,11 @@ pub async fn commit(
     phase("decide", started);
     match decision {
         None => {
-            // The decision may or may not have committed: only the decider knows.
+            // The decision may or may not have committed: only the decider knows. Snapshots
+            // of these shards wait until recovery has settled it.
+            if let Some(w) = window {
+                w.orphan(&g);
+            }
             for &s in &readers {
                 let _ = round(exec, &[s], "ROLLBACK").await;
             }
@@ -209,6 +258,7 @@ pub async fn commit(
     failpoint::hit(failpoint::COMMIT_AFTER_DECISION).await;
 
     // Phase 3: commit everywhere else.
+    failpoint::hit(failpoint::COMMIT_BEFORE_COMMIT_PREPARED).await;
     let started = Instant::now();
     let commit_prepared = format!("COMMIT PREPARED {lit}");
     let mut pending: Vec<usize> = Vec::new();
@@ -232,7 +282,7 @@ pub async fn commit(
     // Read-only participants: their commit changes nothing, so it follows the decision.
     let _ = round(exec, &readers, "COMMIT").await;
     if !pending.is_empty() {
-        finish_later(exec, &g, &pending).await;
+        finish_later(exec, &g, &pending, window).await;
     }
     phase("commit_prepared", started);
     metrics::counter!(crate::metrics::COMMITS, "kind" => "two_phase").increment(1);
@@ -277,7 +327,8 @@ async fn abort(
 /// The decision is committed but some participants did not confirm: retry on fresh
 /// connections, wait up to `commit_wait`, then answer with a WARNING and leave the rest to the
 /// retry task and recovery.
-async fn finish_later(exec: &mut Exec<'_>, g: &str, pending: &[usize]) {
+/// The commit window (if any) stays open until every participant has committed.
+async fn finish_later(exec: &mut Exec<'_>, g: &str, pending: &[usize], window: Option<Grant>) {
     let mut tasks = tokio::task::JoinSet::new();
     for &s in pending {
         let target = exec.txn_ctx.shards[s].clone();
@@ -305,8 +356,11 @@ async fn finish_later(exec: &mut Exec<'_>, g: &str, pending: &[usize]) {
     if all_done {
         return;
     }
-    // Keep retrying after the client has its answer.
-    tasks.detach_all();
+    // Keep retrying after the client has its answer; snapshots of these shards wait for it.
+    tokio::spawn(async move {
+        while tasks.join_next().await.is_some() {}
+        drop(window);
+    });
     let names: Vec<String> = pending
         .iter()
         .map(|&s| exec.links[s].name.clone())

@@ -27,6 +27,12 @@ pub struct OpenTxn {
     pub written: BTreeSet<usize>,
     /// Active savepoints, oldest first, as (name to match, name as the client wrote it).
     pub savepoints: Vec<(String, String)>,
+    /// Snapshot consistency: reads see one cut taken, under the gate, at the first statement.
+    pub snapshot: bool,
+    /// Take that cut on every shard rather than on the first statement's shards.
+    pub cut_all: bool,
+    /// The shards of the cut, once taken; no other shard may join.
+    pub cut: Option<BTreeSet<usize>>,
 }
 
 /// A savepoint command that names no active savepoint.
@@ -41,6 +47,9 @@ impl TxnState {
             enlisted: BTreeSet::new(),
             written: BTreeSet::new(),
             savepoints: Vec::new(),
+            snapshot: false,
+            cut_all: false,
+            cut: None,
         })
     }
 

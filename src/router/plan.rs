@@ -74,6 +74,15 @@ pub enum AdminCmd {
     },
     /// Run a recovery pass now and list what it resolved.
     Recover,
+    /// `SET shardgate.<name> = <value>` (the name without the prefix).
+    Set {
+        name: String,
+        value: String,
+    },
+    /// `SHOW shardgate.<name>`.
+    Show {
+        name: String,
+    },
 }
 
 /// How to merge scattered results.
@@ -148,6 +157,9 @@ pub fn plan_unparsed(sql: &str) -> Plan {
     if w(0) == "show" && w(1).starts_with("shardgate.") {
         return plan_admin(sql);
     }
+    if let Some(set) = plan_set(sql) {
+        return set;
+    }
     match (w(0), w(1)) {
         ("begin" | "start", _) => Plan::Txn(TxnCmd::Begin(sql.trim().trim_end_matches(';').to_string())),
         ("commit" | "end", "prepared") | ("rollback", "prepared") | ("prepare", "transaction") => refuse(
@@ -169,6 +181,31 @@ pub fn plan_unparsed(sql: &str) -> Plan {
     }
 }
 
+/// `SET shardgate.<name> = <value>` / `TO <value>`: the proxy's own settings.
+fn plan_set(sql: &str) -> Option<Plan> {
+    let text = sql.trim().trim_end_matches(';');
+    let rest = text
+        .get(..4)
+        .filter(|w| w.eq_ignore_ascii_case("set "))
+        .map(|_| text[4..].trim_start())?;
+    let rest = rest
+        .get(..8)
+        .filter(|w| w.eq_ignore_ascii_case("session "))
+        .map_or(rest, |_| rest[8..].trim_start());
+    let (name, value) = rest.split_once(|c: char| c == '=' || c.is_whitespace())?;
+    let name = name.trim().to_ascii_lowercase();
+    let name = name.strip_prefix("shardgate.")?.to_string();
+    let value = value.trim();
+    let value = value
+        .get(..3)
+        .filter(|w| w.eq_ignore_ascii_case("to "))
+        .map_or(value, |_| value[3..].trim())
+        .trim_start_matches('=')
+        .trim()
+        .to_string();
+    Some(Plan::Admin(AdminCmd::Set { name, value }))
+}
+
 fn plan_admin(sql: &str) -> Plan {
     let parts: Vec<&str> = sql
         .split_whitespace()
@@ -180,6 +217,9 @@ fn plan_admin(sql: &str) -> Plan {
             key: parts[3].trim_matches('\'').to_string(),
         }),
         Some("shardgate.recover") if parts.len() == 2 => Plan::Admin(AdminCmd::Recover),
+        Some(var) if parts.len() == 2 => Plan::Admin(AdminCmd::Show {
+            name: var.trim_start_matches("shardgate.").to_string(),
+        }),
         _ => refuse(
             "unknown shardgate command",
             "Try: SHOW shardgate.route <table> <key>, or SHOW shardgate.recover",
@@ -348,7 +388,8 @@ pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
         | Statement::Revoke { .. } => Plan::Broadcast {
             transactional: true,
         },
-        Statement::Set(_) | Statement::Discard { .. } => Plan::Session,
+        Statement::Set(_) => plan_set(&stmt.to_string()).unwrap_or(Plan::Session),
+        Statement::Discard { .. } => Plan::Session,
         Statement::ShowVariable { variable } => {
             let name = variable
                 .iter()

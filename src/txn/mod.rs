@@ -24,6 +24,11 @@ pub struct TxnContext {
     pub recovery: recovery::Options,
     /// Wakes the recovery task early (a session lost track of a transaction's outcome).
     pub kick: tokio::sync::Notify,
+    /// The timestamp oracle, when multi-shard commits are gated (`transactions.snapshot`).
+    pub oracle: Option<crate::snapshot::client::Oracle>,
+    /// Sessions start in this consistency mode.
+    pub default_consistency: crate::snapshot::Consistency,
+    pub shard_names: Vec<String>,
 }
 
 impl TxnContext {
@@ -35,10 +40,14 @@ impl TxnContext {
         TxnContext {
             gids: gid::GidSource::new(),
             commit_wait: Duration::from_millis(config.commit_wait_ms),
-            shards,
             connect_timeout,
             recovery: recovery::Options::from_config(config, connect_timeout),
             kick: tokio::sync::Notify::new(),
+            oracle: None,
+            default_consistency: crate::snapshot::Consistency::parse(&config.consistency)
+                .unwrap_or(crate::snapshot::Consistency::Shard),
+            shard_names: shards.iter().map(|s| s.name.clone()).collect(),
+            shards,
         }
     }
 }

@@ -39,15 +39,13 @@ pub struct Transfer {
     pub told: Told,
 }
 
+/// The bank's tables and accounts. `balance` is an int so that `sum(balance)` is a bigint.
+const SCHEMA: &str = "create table accounts (id bigint primary key, balance int not null); \
+    create table ledger (transfer_id bigint, account_id bigint, amount bigint not null, primary key (transfer_id, account_id))";
+
+/// Creates the bank through the proxy.
 pub async fn create(c: &Client) {
-    c.batch_execute("create table accounts (id bigint primary key, balance bigint not null)")
-        .await
-        .unwrap();
-    c.batch_execute(
-        "create table ledger (transfer_id bigint, account_id bigint, amount bigint not null, primary key (transfer_id, account_id))",
-    )
-    .await
-    .unwrap();
+    c.batch_execute(SCHEMA).await.unwrap();
     let values: Vec<String> = (1..=ACCOUNTS)
         .map(|i| format!("({i}, {START_BALANCE})"))
         .collect();
@@ -57,6 +55,23 @@ pub async fn create(c: &Client) {
     ))
     .await
     .unwrap();
+}
+
+/// Creates the bank directly on the shards (each account on its owner), needing no proxy.
+pub async fn create_direct(shards: &[Client], placement: &Placement) {
+    for (s, c) in shards.iter().enumerate() {
+        c.batch_execute(SCHEMA).await.unwrap();
+        let values: Vec<String> = (1..=ACCOUNTS)
+            .filter(|&i| placement.shard_of(&KeyValue::Integer(i)) == s)
+            .map(|i| format!("({i}, {START_BALANCE})"))
+            .collect();
+        c.batch_execute(&format!(
+            "insert into accounts (id, balance) values {}",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+    }
 }
 
 /// A small deterministic generator, so a failing run can be repeated from its seed.

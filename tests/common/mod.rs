@@ -8,6 +8,7 @@
 pub mod bank;
 pub mod process;
 pub mod raw;
+pub mod rig;
 
 use shardgate::config::Config;
 use shardgate::localpg::{free_port, ClusterOptions, LocalCluster, PgInstall};

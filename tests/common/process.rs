@@ -15,14 +15,32 @@ impl ProxyProcess {
     /// Starts `shardgate --config <config>` with `failpoints` armed and waits until it accepts
     /// connections.
     pub fn start(config: &Path, port: u16, failpoints: &str, log: &Path) -> ProxyProcess {
+        ProxyProcess::run(
+            &["--config".as_ref(), config.as_os_str()],
+            port,
+            failpoints,
+            log,
+        )
+    }
+
+    /// `shardgate oracle --config <config>`, once it listens on `port`.
+    pub fn oracle(config: &Path, port: u16, log: &Path) -> ProxyProcess {
+        ProxyProcess::run(
+            &["oracle".as_ref(), "--config".as_ref(), config.as_os_str()],
+            port,
+            "",
+            log,
+        )
+    }
+
+    fn run(args: &[&std::ffi::OsStr], port: u16, failpoints: &str, log: &Path) -> ProxyProcess {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_shardgate"))
-            .arg("--config")
-            .arg(config)
+            .args(args)
             .env("SHARDGATE_FAILPOINTS", failpoints)
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(out.try_clone().unwrap()))

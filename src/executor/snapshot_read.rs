@@ -1,0 +1,217 @@
+//! Snapshot consistency in a session: the cut a transaction (or an autocommit statement) reads
+//! from, taken on all its shards at once under the gate (DESIGN §6).
+//!
+//! The cut: acquire the snapshot class on the shards, then on each of them, in parallel,
+//! `BEGIN ...; SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; SELECT pg_current_snapshot()`,
+//! then release. PostgreSQL takes a REPEATABLE READ snapshot at the first statement that needs
+//! one, which `pg_current_snapshot()` forces, so every later read of the transaction on that
+//! shard sees exactly that moment. A shard outside the cut can never join later (40001): its
+//! snapshot would be from another moment.
+
+use super::session::{Exec, Step, R};
+use super::txn::TxnState;
+use crate::error::{sqlstate, PgError};
+use crate::protocol::build;
+use crate::snapshot::gate::Class;
+use crate::snapshot::Consistency;
+use bytes::BytesMut;
+use std::collections::BTreeSet;
+
+impl Exec<'_> {
+    /// A new transaction in the session's consistency mode.
+    pub fn new_txn(&self, begin: String, implicit: bool, cut_all: bool) -> TxnState {
+        let mut txn = TxnState::begin(begin, implicit);
+        if let TxnState::Open(t) = &mut txn {
+            t.snapshot = self.consistency == Consistency::Snapshot;
+            t.cut_all = cut_all;
+        }
+        txn
+    }
+
+    /// Before a statement touches `shards` in a snapshot transaction: take the cut if none is
+    /// taken yet, or refuse a shard outside it.
+    pub async fn ensure_cut(&mut self, shards: &[usize]) -> R<Step> {
+        let (cut_all, cut) = match &self.txn {
+            TxnState::Open(t) if t.snapshot => (t.cut_all, t.cut.clone()),
+            _ => return Ok(Step::Done),
+        };
+        if let Some(cut) = cut {
+            return Ok(match shards.iter().find(|s| !cut.contains(s)) {
+                None => Step::Done,
+                Some(&outside) => self.error(&outside_cut(&self.links[outside].name)),
+            });
+        }
+        let scope: BTreeSet<usize> = if cut_all {
+            (0..self.links.len()).collect()
+        } else {
+            shards.iter().copied().collect()
+        };
+        self.take_cut(scope).await
+    }
+
+    async fn take_cut(&mut self, scope: BTreeSet<usize>) -> R<Step> {
+        let TxnState::Open(t) = &self.txn else {
+            return Ok(Step::Done);
+        };
+        if t.begin.to_ascii_lowercase().contains("serializable") && scope.len() > 1 {
+            return Ok(self.error(
+                &PgError::error(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "a SERIALIZABLE transaction cannot read several shards",
+                )
+                .with_hint("Snapshot consistency reads one REPEATABLE READ cut of every shard; drop SERIALIZABLE, or keep the transaction on one shard."),
+            ));
+        }
+        let mut sql = format!(
+            "{}; SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; SELECT pg_current_snapshot()",
+            t.begin
+        );
+        for (_, raw) in &t.savepoints {
+            sql.push_str("; SAVEPOINT ");
+            sql.push_str(raw);
+        }
+        let shards: Vec<usize> = scope.iter().copied().collect();
+        // One shard's snapshot is consistent by itself: no gate.
+        let grant = match (&self.txn_ctx.oracle, shards.len() > 1) {
+            (Some(oracle), true) => {
+                match oracle
+                    .acquire(Class::Snapshot, &shards, &self.txn_ctx.shard_names, None)
+                    .await
+                {
+                    Ok(g) => Some(g),
+                    Err(e) => {
+                        return Ok(self.error(
+                            &PgError::error(
+                                "58000",
+                                format!("cannot take a consistent snapshot: {e}"),
+                            )
+                            .with_hint("Snapshot reads of several shards need the timestamp oracle; SET shardgate.consistency = 'shard' reads without it."),
+                        ))
+                    }
+                }
+            }
+            (None, true) => {
+                return Ok(self.error(
+                    &PgError::error(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        "snapshot consistency needs the commit gate, which is off",
+                    )
+                    .with_hint("Set transactions.snapshot = true in the config, or SET shardgate.consistency = 'shard'."),
+                ))
+            }
+            _ => None,
+        };
+        let mut q = BytesMut::new();
+        build::query(&sql, &mut q);
+        for &s in &shards {
+            self.links[s].send(&q).await?;
+        }
+        let mut failure = None;
+        for &s in &shards {
+            if let Some(e) = self.quiet_until_ready(s).await? {
+                failure.get_or_insert(e);
+            }
+        }
+        let ts = grant.as_ref().map(|g| g.ts);
+        drop(grant);
+        if let Some(e) = failure {
+            for &s in &shards {
+                self.run_rollback(s).await?;
+            }
+            self.out.extend_from_slice(&e.bytes);
+            return Ok(Step::Failed);
+        }
+        if let TxnState::Open(t) = &mut self.txn {
+            t.enlisted.extend(shards.iter().copied());
+            t.cut = Some(scope);
+        }
+        self.snapshot_ts = ts;
+        Ok(Step::Done)
+    }
+
+    async fn run_rollback(&mut self, shard: usize) -> R<()> {
+        let mut q = BytesMut::new();
+        build::query("ROLLBACK", &mut q);
+        self.links[shard].send(&q).await?;
+        self.quiet_until_ready(shard).await?;
+        Ok(())
+    }
+
+    /// `SET shardgate.<name> = <value>`, answered by the proxy.
+    pub fn set_variable(&mut self, name: &str, value: &str) -> Step {
+        let value = value.trim().trim_matches('\'').to_ascii_lowercase();
+        match name {
+            "consistency" => match Consistency::parse(&value) {
+                Some(Consistency::Snapshot) if self.txn_ctx.oracle.is_none() => self.error(
+                    &PgError::error(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        "snapshot consistency needs the commit gate, which is off",
+                    )
+                    .with_hint("Set transactions.snapshot = true in the proxy's config."),
+                ),
+                Some(c) => {
+                    self.consistency = c;
+                    build::command_complete("SET", &mut self.out);
+                    Step::Done
+                }
+                None => self.error(&PgError::error(
+                    "22023",
+                    format!("invalid value for shardgate.consistency: \"{value}\" (use shard or snapshot)"),
+                )),
+            },
+            "snapshot_scope" => match value.as_str() {
+                "all" | "statement" => {
+                    self.snapshot_all = value == "all";
+                    build::command_complete("SET", &mut self.out);
+                    Step::Done
+                }
+                _ => self.error(&PgError::error(
+                    "22023",
+                    format!("invalid value for shardgate.snapshot_scope: \"{value}\" (use statement or all)"),
+                )),
+            },
+            _ => self.error(&PgError::error(
+                "42704",
+                format!("unrecognized configuration parameter \"shardgate.{name}\""),
+            )),
+        }
+    }
+
+    /// `SHOW shardgate.consistency | snapshot_scope | snapshot_ts`.
+    pub fn show_variable(&mut self, name: &str) -> Step {
+        let value = match name {
+            "consistency" => Some(self.consistency.name().to_string()),
+            "snapshot_scope" => Some(
+                if self.snapshot_all {
+                    "all"
+                } else {
+                    "statement"
+                }
+                .to_string(),
+            ),
+            "snapshot_ts" => Some(self.snapshot_ts.map_or(String::new(), |t| t.to_string())),
+            _ => None,
+        };
+        match value {
+            Some(v) => {
+                let column = format!("shardgate.{name}");
+                build::row_description_text(&[column.as_str()], &mut self.out);
+                build::data_row_text(&[Some(&v)], &mut self.out);
+                build::command_complete("SHOW", &mut self.out);
+                Step::Done
+            }
+            None => self.error(&PgError::error(
+                "42704",
+                format!("unrecognized configuration parameter \"shardgate.{name}\""),
+            )),
+        }
+    }
+}
+
+fn outside_cut(shard: &str) -> PgError {
+    PgError::error(
+        "40001",
+        format!("shard {shard} is outside this transaction's consistent snapshot"),
+    )
+    .with_hint("A snapshot transaction reads the shards its first statement touched. SET shardgate.snapshot_scope = 'all' before BEGIN takes the snapshot on every shard.")
+}
