@@ -9,6 +9,15 @@
 //!   fewest round trips the protocol allows (update, update, marker + PREPARE, decision INSERT +
 //!   COMMIT on the decider, COMMIT PREPARED): the floor for `sg cross`.
 //!
+//! Snapshot mode (issue 5), the same transfers and a multi-shard read (`SELECT sum(balance)`,
+//! autocommit) through a proxy whose commits are gated (`transactions.snapshot = true`) and
+//! whose readers are in `snapshot` consistency, against the plain proxy in `shard` consistency:
+//!
+//! - `snap cross` / `snap read`: embedded oracle;
+//! - `remote cross` / `remote read`: standalone oracle (`shardgate oracle`), one round trip per
+//!   gated step;
+//! - `shard read`: the plain proxy.
+//!
 //! Variants are interleaved in rounds and reported as mean TPS and ratios measured in this run.
 //!   cargo bench --bench transfer -- [SECONDS=10] [ROUNDS=2]
 
@@ -45,6 +54,10 @@ enum Variant {
     CrossOneMessage,
     Same,
     Hand,
+    /// Transfers through a proxy with gated commits (index into the proxy URLs).
+    GatedCross(usize),
+    /// `SELECT sum(balance)` through a proxy (index) in a consistency mode.
+    Read(usize, &'static str),
 }
 
 impl Variant {
@@ -54,13 +67,18 @@ impl Variant {
             Variant::CrossOneMessage => "sg cross 1msg",
             Variant::Same => "sg same",
             Variant::Hand => "hand 2PC",
+            Variant::GatedCross(1) => "snap cross",
+            Variant::GatedCross(_) => "remote cross",
+            Variant::Read(0, _) => "shard read",
+            Variant::Read(1, _) => "snap read",
+            Variant::Read(_, _) => "remote read",
         }
     }
 }
 
 async fn one_client(
     v: Variant,
-    proxy: String,
+    proxies: Vec<String>,
     shards: [String; 2],
     ids: [Vec<i64>; 2],
     client: usize,
@@ -68,7 +86,33 @@ async fn one_client(
 ) -> u64 {
     let mut rng = Lcg(client as u64 * 7919 + 1);
     let mut done = 0u64;
+    let proxy = proxies[0].clone();
     match v {
+        Variant::Read(p, mode) => {
+            let c = connect(&proxies[p]).await;
+            c.batch_execute(&format!("set shardgate.consistency = '{mode}'"))
+                .await
+                .unwrap();
+            while Instant::now() < deadline {
+                c.simple_query("select sum(balance) from accounts")
+                    .await
+                    .unwrap();
+                done += 1;
+            }
+        }
+        Variant::GatedCross(p) => {
+            let c = connect(&proxies[p]).await;
+            while Instant::now() < deadline {
+                let (a, b) = (rng.pick(&ids[0]), rng.pick(&ids[1]));
+                c.batch_execute(&format!(
+                    "begin; update accounts set balance = balance - 1 where id = {a}; \
+                     update accounts set balance = balance + 1 where id = {b}; commit"
+                ))
+                .await
+                .unwrap();
+                done += 1;
+            }
+        }
         Variant::CrossOneMessage => {
             let c = connect(&proxy).await;
             while Instant::now() < deadline {
@@ -146,6 +190,20 @@ async fn one_client(
     done
 }
 
+/// Starts `shardgate <args> <config>` and waits until it listens on `port`.
+fn spawn(args: &[&str], config: &std::path::Path, port: u16) -> std::process::Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
+        .args(["--log-level", "warn"])
+        .args(args)
+        .arg(config)
+        .spawn()
+        .unwrap();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args()
@@ -169,33 +227,46 @@ async fn main() {
         c.start().unwrap();
         shards.push(c);
     }
-    let port = free_port().unwrap();
-    let mut text = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n[metrics]\nlisten = \"\"\n\
-         [[users]]\nname = \"bench\"\nauth = \"trust\"\n\
-         [tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n"
+    // Three proxies on the same shards: plain, gated with the embedded oracle, gated with a
+    // standalone oracle.
+    let oracle_port = free_port().unwrap();
+    let mut children = Vec::new();
+    let mut proxy_urls = Vec::new();
+    let mut config = None;
+    let remote = format!(
+        "[transactions]\nsnapshot = true\noracle = \"127.0.0.1:{oracle_port}\"\n\
+         [oracle]\nlisten = \"127.0.0.1:{oracle_port}\"\n"
     );
-    for (i, s) in shards.iter().enumerate() {
-        text.push_str(&format!(
-            "[[shards]]\nname = \"s{i}\"\nurl = \"{}\"\n",
-            s.url("postgres")
-        ));
+    for (k, txn) in ["", "[transactions]\nsnapshot = true\n", remote.as_str()]
+        .into_iter()
+        .enumerate()
+    {
+        let port = free_port().unwrap();
+        let mut text = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[metrics]\nlisten = \"\"\n\
+             [[users]]\nname = \"bench\"\nauth = \"trust\"\n{txn}\
+             [tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n"
+        );
+        for (i, s) in shards.iter().enumerate() {
+            text.push_str(&format!(
+                "[[shards]]\nname = \"s{i}\"\nurl = \"{}\"\n",
+                s.url("postgres")
+            ));
+        }
+        let path = dir.join(format!("bench{k}.toml"));
+        std::fs::write(&path, &text).unwrap();
+        if k == 2 {
+            children.push(spawn(&["oracle", "--config"], &path, oracle_port));
+        }
+        children.push(spawn(&["--config"], &path, port));
+        config.get_or_insert(shardgate::config::Config::from_toml(&text).unwrap());
+        proxy_urls.push(format!("postgres://bench@127.0.0.1:{port}/postgres"));
     }
-    let config = shardgate::config::Config::from_toml(&text).unwrap();
-    let path = dir.join("bench.toml");
-    std::fs::write(&path, &text).unwrap();
-    let mut proxy = std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
-        .args(["--log-level", "warn", "--config"])
-        .arg(&path)
-        .spawn()
-        .unwrap();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let proxy_url = format!("postgres://bench@127.0.0.1:{port}/postgres");
+    let config = config.unwrap();
+    let proxy_url = proxy_urls[0].clone();
     let shard_urls = [shards[0].url("postgres"), shards[1].url("postgres")];
     let c = connect(&proxy_url).await;
-    c.batch_execute("create table accounts (id bigint primary key, balance bigint not null)")
+    c.batch_execute("create table accounts (id bigint primary key, balance int not null)")
         .await
         .unwrap();
     for chunk in (1..=ACCOUNTS).collect::<Vec<_>>().chunks(1000) {
@@ -219,6 +290,11 @@ async fn main() {
         Variant::CrossOneMessage,
         Variant::Same,
         Variant::Hand,
+        Variant::GatedCross(1),
+        Variant::GatedCross(2),
+        Variant::Read(0, "shard"),
+        Variant::Read(1, "snapshot"),
+        Variant::Read(2, "snapshot"),
     ];
     let mut tps = vec![Vec::new(); variants.len()];
     for round in 0..rounds {
@@ -228,7 +304,7 @@ async fn main() {
             for client in 0..CLIENTS {
                 tasks.spawn(one_client(
                     v,
-                    proxy_url.clone(),
+                    proxy_urls.clone(),
                     shard_urls.clone(),
                     ids.clone(),
                     client + round * CLIENTS,
@@ -245,7 +321,10 @@ async fn main() {
         }
     }
     let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
-    let (cross, one, same, hand) = (mean(&tps[0]), mean(&tps[1]), mean(&tps[2]), mean(&tps[3]));
+    let m: Vec<f64> = tps.iter().map(mean).collect();
+    let (cross, one, same, hand) = (m[0], m[1], m[2], m[3]);
+    let (snap_cross, remote_cross, shard_read, snap_read, remote_read) =
+        (m[4], m[5], m[6], m[7], m[8]);
     println!("| variant | TPS (mean of {rounds} × {secs} s, {CLIENTS} clients) |");
     println!("| --- | ---: |");
     println!("| sg cross (2PC), 4 statements | {cross:.0} |");
@@ -255,8 +334,31 @@ async fn main() {
     println!("sg cross / hand 2PC = {:.2}", cross / hand);
     println!("sg cross 1msg / hand 2PC = {:.2}", one / hand);
     println!("sg cross / sg same  = {:.2}", cross / same);
-    let _ = proxy.kill();
-    let _ = proxy.wait();
+    println!();
+    println!("| snapshot mode | TPS | ratio to shard mode |");
+    println!("| --- | ---: | ---: |");
+    println!("| transfers, shard (ungated, one Query) | {one:.0} | 1.00 |");
+    println!(
+        "| transfers, embedded oracle | {snap_cross:.0} | {:.2} |",
+        snap_cross / one
+    );
+    println!(
+        "| transfers, standalone oracle | {remote_cross:.0} | {:.2} |",
+        remote_cross / one
+    );
+    println!("| multi-shard reads, shard | {shard_read:.0} | 1.00 |");
+    println!(
+        "| multi-shard reads, snapshot, embedded | {snap_read:.0} | {:.2} |",
+        snap_read / shard_read
+    );
+    println!(
+        "| multi-shard reads, snapshot, standalone | {remote_read:.0} | {:.2} |",
+        remote_read / shard_read
+    );
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     for s in &shards {
         let _ = s.stop(true);
     }

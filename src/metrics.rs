@@ -29,8 +29,8 @@ pub const AUTH_FAILURES: &str = "shardgate_auth_failures_total";
 /// Counter, label `kind` (`one_phase`, `two_phase`): transactions committed that wrote.
 pub const COMMITS: &str = "shardgate_commits_total";
 /// Counter, label `reason`: transactions that wrote on several shards and were rolled back:
-/// `prepare_failed`, `decision_failed` (at commit), `rollback` (the client's ROLLBACK, an error,
-/// or a failed COMMIT).
+/// `prepare_failed`, `decision_failed` (at commit), `oracle_unavailable` (no commit window),
+/// `rollback` (the client's ROLLBACK, an error, or a failed COMMIT).
 pub const ABORTS: &str = "shardgate_aborts_total";
 /// Histogram (seconds), label `phase` (`prepare`, `decide`, `commit_prepared`): 2PC phases.
 pub const TWO_PHASE_SECONDS: &str = "shardgate_2pc_phase_seconds";

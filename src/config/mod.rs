@@ -601,6 +601,17 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_consistency_needs_the_gate() {
+        let with = |t: &str| Config::from_toml(&format!("{GOOD}\n[transactions]\n{t}\n"));
+        let e = with("consistency = \"snapshot\"").unwrap_err().to_string();
+        assert!(e.contains("transactions.snapshot = true"), "{e}");
+        assert!(with("consistency = \"snapshot\"\nsnapshot = true").is_ok());
+        assert!(with("consistency = \"strict\"").is_err());
+        assert!(with("snapshot = true\noracle = \"oracle.internal:6440\"").is_ok());
+        assert!(with("oracle = \"nowhere\"").is_err());
+    }
+
+    #[test]
     fn debug_output_hides_passwords() {
         let c = Config::from_toml(GOOD).unwrap();
         let dbg = format!("{c:?}");

@@ -693,9 +693,13 @@ impl<'a> Exec<'a> {
             metrics::counter!(crate::metrics::COMMITS, "kind" => "one_phase").increment(1);
         }
         let order = t.commit_order();
-        for (i, &s) in order.iter().enumerate() {
+        // The written shard (if any) commits first: its commit is the decision.
+        let readers = if t.written.is_empty() {
+            &order[..]
+        } else {
+            let s = order[0];
             let result = match self.run_quiet(s, "COMMIT").await {
-                Err(Stop::Shard(name)) if i == 0 && !t.written.is_empty() => {
+                Err(Stop::Shard(name)) => {
                     // The written shard may have committed before the connection broke.
                     return Ok(self.error(
                         &PgError::error(
@@ -708,21 +712,40 @@ impl<'a> Exec<'a> {
                 other => other?,
             };
             if let Some(err) = result {
-                if i == 0 {
-                    self.out.extend_from_slice(&err.bytes);
-                    for &rest in &order[1..] {
-                        self.run_quiet(rest, "ROLLBACK").await?;
-                    }
-                    return Ok(Step::Failed);
-                }
-                // A read-only shard's commit changes nothing; the decision was the first commit.
-                tracing::warn!(shard = %self.links[s].name, "commit of a read-only participant failed");
+                self.out.extend_from_slice(&err.bytes);
+                self.on_each(&order[1..], "ROLLBACK").await?;
+                return Ok(Step::Failed);
             }
+            &order[1..]
+        };
+        // Read-only participants change nothing by committing: all at once.
+        if let Some(err) = self.on_each(readers, "COMMIT").await? {
+            if t.written.is_empty() {
+                self.out.extend_from_slice(&err.bytes);
+                return Ok(Step::Failed);
+            }
+            tracing::warn!("commit of a read-only participant failed after the decision");
         }
         if tag {
             build::command_complete("COMMIT", &mut self.out);
         }
         Ok(Step::Done)
+    }
+
+    /// Runs `sql` on each of `shards` in one round trip; returns the first error.
+    async fn on_each(&mut self, shards: &[usize], sql: &str) -> R<Option<Frame>> {
+        let mut q = BytesMut::new();
+        build::query(sql, &mut q);
+        for &s in shards {
+            self.links[s].send(&q).await?;
+        }
+        let mut first = None;
+        for &s in shards {
+            if let Some(e) = self.quiet_until_ready(s).await? {
+                first.get_or_insert(e);
+            }
+        }
+        Ok(first)
     }
 
     pub async fn rollback_enlisted(&mut self) -> R<()> {
@@ -731,9 +754,8 @@ impl<'a> Exec<'a> {
                 metrics::counter!(crate::metrics::ABORTS, "reason" => "rollback").increment(1);
             }
         }
-        for s in self.txn.enlisted() {
-            self.run_quiet(s, "ROLLBACK").await?;
-        }
+        let shards: Vec<usize> = self.txn.enlisted().into_iter().collect();
+        self.on_each(&shards, "ROLLBACK").await?;
         Ok(())
     }
 

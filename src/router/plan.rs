@@ -1452,6 +1452,28 @@ mod tests {
     }
 
     #[test]
+    fn shardgate_settings_are_answered_by_the_proxy() {
+        for sql in [
+            "set shardgate.consistency = 'snapshot'",
+            "SET shardgate.consistency TO snapshot",
+            "set session shardgate.consistency='snapshot'",
+        ] {
+            let value = match plan_sql(sql) {
+                Plan::Admin(AdminCmd::Set { name, value }) if name == "consistency" => value,
+                other => panic!("{sql}: {other:?}"),
+            };
+            assert_eq!(value.trim_matches('\''), "snapshot", "{sql}");
+        }
+        assert_eq!(plan_sql("set work_mem = '4MB'"), Plan::Session);
+        assert_eq!(
+            plan_unparsed("SHOW shardgate.snapshot_ts"),
+            Plan::Admin(AdminCmd::Show {
+                name: "snapshot_ts".into()
+            })
+        );
+    }
+
+    #[test]
     fn savepoints_are_transaction_commands() {
         assert_eq!(
             plan_sql("savepoint a"),

@@ -43,6 +43,11 @@ impl Clock {
         (next + WINDOW / 3 >= self.limit).then_some(next + WINDOW)
     }
 
+    /// Whether a timestamp at `now_ms` is below the limit.
+    pub fn next_fits(&self, now_ms: u64) -> bool {
+        (self.last + 1).max(now_ms << LOGICAL_BITS) < self.limit
+    }
+
     /// A higher limit is durable.
     pub fn raise_limit(&mut self, limit: u64) {
         self.limit = self.limit.max(limit);

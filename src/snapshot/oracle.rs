@@ -32,7 +32,10 @@ pub struct OracleService {
     state: Mutex<State>,
     shards: Vec<ShardTarget>,
     timeout: Duration,
-    persisting: tokio::sync::Mutex<()>,
+    /// Serializes high-water writes, and keeps the connection they use.
+    persisting: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    /// A background high-water write is under way.
+    raising: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for OracleService {
@@ -72,7 +75,8 @@ impl OracleService {
             }),
             shards,
             timeout,
-            persisting: tokio::sync::Mutex::new(()),
+            persisting: tokio::sync::Mutex::new(Some(home)),
+            raising: std::sync::atomic::AtomicBool::new(false),
         });
         for (gid, shards) in svc.prepared().await? {
             let id = svc.timestamp().await?;
@@ -151,37 +155,72 @@ impl OracleService {
         }
     }
 
-    /// A new timestamp, below the persisted high-water mark (raised here when it runs low).
-    pub async fn timestamp(&self) -> Result<u64, String> {
+    /// A new timestamp, below the persisted high-water mark. The mark is raised in the
+    /// background when a third of its window is used, so a caller waits only if timestamps
+    /// outrun that write.
+    pub async fn timestamp(self: &Arc<Self>) -> Result<u64, String> {
         loop {
             let want = {
                 let mut st = self.lock();
                 let now = now_ms();
-                match st.clock.wanted_limit(now) {
-                    None => {
-                        if let Some(ts) = st.clock.next(now) {
-                            metrics::counter!(crate::metrics::TIMESTAMPS).increment(1);
-                            return Ok(ts);
-                        }
-                        st.clock.last() + super::clock::WINDOW
+                let want = st.clock.wanted_limit(now);
+                if let Some(ts) = st.clock.next(now) {
+                    drop(st);
+                    metrics::counter!(crate::metrics::TIMESTAMPS).increment(1);
+                    if let Some(limit) = want {
+                        self.raise_in_background(limit);
                     }
-                    Some(l) => l,
+                    return Ok(ts);
                 }
+                want.unwrap_or_else(|| st.clock.last() + super::clock::WINDOW)
             };
-            let _one = self.persisting.lock().await;
-            if self.lock().clock.wanted_limit(now_ms()).is_none() {
-                continue;
+            self.persist(want).await?;
+        }
+    }
+
+    fn raise_in_background(self: &Arc<Self>, limit: u64) {
+        use std::sync::atomic::Ordering;
+        if self.raising.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let svc = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = svc.persist(limit).await {
+                tracing::warn!("oracle: {e}");
             }
-            let home = control::connect(&self.shards[0], self.timeout).await?;
-            home.execute(
+            svc.raising.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Persists `limit` as the high-water mark (if it raises it), then lets the clock use it.
+    async fn persist(&self, limit: u64) -> Result<(), String> {
+        let mut conn = self.persisting.lock().await;
+        {
+            let st = self.lock();
+            if st.clock.wanted_limit(now_ms()).is_none() && st.clock.next_fits(now_ms()) {
+                return Ok(());
+            }
+        }
+        if conn.as_ref().is_none_or(|c| c.is_closed()) {
+            *conn = Some(control::connect(&self.shards[0], self.timeout).await?);
+        }
+        let home = conn.as_ref().expect("connected above");
+        let result = home
+            .execute(
                 "INSERT INTO shardgate.oracle_state (id, high_water) VALUES (1, $1) \
                  ON CONFLICT (id) DO UPDATE SET high_water = greatest(shardgate.oracle_state.high_water, excluded.high_water)",
-                &[&(want as i64)],
+                &[&(limit as i64)],
             )
-            .await
-            .map_err(|e| format!("cannot persist the oracle's high-water mark: {}", control::describe(&e)))?;
-            self.lock().clock.raise_limit(want);
+            .await;
+        if let Err(e) = result {
+            *conn = None;
+            return Err(format!(
+                "cannot persist the oracle's high-water mark: {}",
+                control::describe(&e)
+            ));
         }
+        self.lock().clock.raise_limit(limit);
+        Ok(())
     }
 
     /// Waits for the gate (class, shards) and returns the grant's timestamp, which is also its
