@@ -17,7 +17,7 @@ use common::rig::Rig;
 use shardgate::localpg::free_port;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 async fn wait_exit(p: &mut ProxyProcess, secs: u64) -> bool {
     p.exited(Duration::from_secs(secs)).await
@@ -190,16 +190,6 @@ async fn raw_transfer(port: u16, a: i64, b: i64) -> Raw {
     r
 }
 
-fn accounts_on(rig: &Rig) -> (i64, i64) {
-    let p = rig.config.placement().unwrap();
-    let on = |s: usize| {
-        (1..=bank::ACCOUNTS)
-            .find(|&i| p.shard_of(&shardgate::placement::KeyValue::Integer(i)) == s)
-            .unwrap()
-    };
-    (on(0), on(1))
-}
-
 async fn total(rig: &Rig) -> i64 {
     bank::state(&rig.direct().await).await.0
 }
@@ -215,7 +205,7 @@ async fn decider_lost_during_its_commit_answers_08007() {
             shardgate::failpoint::COMMIT_AFTER_DECIDER_INSERT
         ),
     );
-    let (a, b) = accounts_on(&rig);
+    let (a, b) = (rig.account_on(0), rig.account_on(1));
     let mut r = raw_transfer(port, a, b).await;
     // Shard 0 (the decider: the lowest written shard) dies while the proxy sits before COMMIT.
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -235,11 +225,7 @@ async fn decider_lost_during_its_commit_answers_08007() {
         .await
         .unwrap();
     // The decision never committed, so recovery rolls the prepared branch back.
-    let shards = rig.direct().await;
-    let until = Instant::now() + Duration::from_secs(60);
-    while !bank::prepared(&shards).await.is_empty() && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let shards = rig.settled().await;
     assert!(bank::prepared(&shards).await.is_empty());
     assert_eq!(total(&rig).await, bank::ACCOUNTS * bank::START_BALANCE);
 }
@@ -255,7 +241,7 @@ async fn participant_lost_after_the_decision_commits_with_a_warning() {
             shardgate::failpoint::COMMIT_AFTER_DECISION
         ),
     );
-    let (a, b) = accounts_on(&rig);
+    let (a, b) = (rig.account_on(0), rig.account_on(1));
     let mut r = raw_transfer(port, a, b).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let participant = rig.shards[1].clone();
@@ -285,11 +271,7 @@ async fn participant_lost_after_the_decision_commits_with_a_warning() {
     tokio::task::spawn_blocking(move || participant.start().unwrap())
         .await
         .unwrap();
-    let shards = rig.direct().await;
-    let until = Instant::now() + Duration::from_secs(60);
-    while !bank::prepared(&shards).await.is_empty() && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let shards = rig.settled().await;
     for (shard, id, want) in [(0, a, -5), (1, b, 5)] {
         let balance: i64 = shards[shard]
             .query_one("select balance::bigint from accounts where id = $1", &[&id])

@@ -204,13 +204,7 @@ mod bank_with_readers {
         let port = rig.port();
         let _p = rig.proxy(port, "");
         let c = common::connect(&rig.url(port)).await.unwrap();
-        let p = rig.config.placement().unwrap();
-        let on = |s: usize| {
-            (1..=bank::ACCOUNTS)
-                .find(|&i| p.shard_of(&shardgate::placement::KeyValue::Integer(i)) == s)
-                .unwrap()
-        };
-        let (a, b) = (on(0), on(1));
+        let (a, b) = (rig.account_on(0), rig.account_on(1));
         c.batch_execute("begin").await.unwrap();
         c.batch_execute(&format!(
             "update accounts set balance = balance - 1 where id = {a}"

@@ -692,7 +692,7 @@ impl Extended {
                 // An autocommit read of several shards: its own snapshot transaction.
                 let (shards, merge, request) = lp.scatter(true).expect("a scatter portal");
                 let own = exec.own_implicit();
-                let mut step = exec.ensure_cut(&shards).await?;
+                let mut step = exec.ensure_cut_then(&shards, true).await?;
                 if step == Step::Done {
                     step = super::merge::scatter_request(exec, &shards, &request, &merge, false)
                         .await?;

@@ -52,6 +52,12 @@ pub async fn scatter_request(
     for &s in shards {
         exec.links[s].send(request).await?;
     }
+    // A snapshot cut sent just before this read answers first.
+    if let Some(err) = exec.finish_cut().await? {
+        drain(exec, shards).await?;
+        exec.out.extend_from_slice(&err.bytes);
+        return Ok(Step::Failed);
+    }
     // Each shard's first answer: its RowDescription, or an error.
     let mut description: Option<Frame> = None;
     let mut failure: Option<Frame> = None;

@@ -66,6 +66,8 @@ pub struct Exec<'a> {
     pub snapshot_all: bool,
     /// The snapshot timestamp of the last cut taken (`SHOW shardgate.snapshot_ts`).
     pub snapshot_ts: Option<u64>,
+    /// A cut sent ahead of a scattered read, whose answers the scatter reads first.
+    pub pending_cut: Option<super::snapshot_read::PendingCut>,
 }
 
 const PARSE_CACHE_LIMIT: usize = 128;
@@ -103,6 +105,7 @@ impl<'a> Exec<'a> {
             consistency: txn_ctx.default_consistency,
             snapshot_all: false,
             snapshot_ts: None,
+            pending_cut: None,
         }
     }
 
@@ -207,7 +210,9 @@ impl<'a> Exec<'a> {
             && matches!(plan, Plan::Scatter { .. })
             && self.consistency == crate::snapshot::Consistency::Snapshot
             && self.own_implicit();
-        if !touched.is_empty() && self.ensure_cut(&touched).await? == Step::Failed {
+        // A scattered read rides in the same round trip as its cut.
+        let deferred = matches!(plan, Plan::Scatter { .. });
+        if !touched.is_empty() && self.ensure_cut_then(&touched, deferred).await? == Step::Failed {
             return self.end_own_implicit(own_cut, Step::Failed).await;
         }
         let step = self.run_planned(plan, sql).await?;

@@ -7,6 +7,11 @@
 //! one, which `pg_current_snapshot()` forces, so every later read of the transaction on that
 //! shard sees exactly that moment. A shard outside the cut can never join later (40001): its
 //! snapshot would be from another moment.
+//!
+//! When the statement that needs the cut is a scattered read, the cut is *deferred*: its Query
+//! goes out, the read's request follows it in the same round trip, and `finish_cut` (called by
+//! the scatter before it reads any answer) reads the cut's answers and releases the gate. An
+//! error in the cut is then reported instead of the read's rows, which are drained unseen.
 
 use super::session::{Exec, Step, R};
 use super::txn::TxnState;
@@ -31,6 +36,12 @@ impl Exec<'_> {
     /// Before a statement touches `shards` in a snapshot transaction: take the cut if none is
     /// taken yet, or refuse a shard outside it.
     pub async fn ensure_cut(&mut self, shards: &[usize]) -> R<Step> {
+        self.ensure_cut_then(shards, false).await
+    }
+
+    /// As `ensure_cut`; `deferred`: the caller is about to scatter a read on these shards and
+    /// will call `finish_cut` after sending it.
+    pub async fn ensure_cut_then(&mut self, shards: &[usize], deferred: bool) -> R<Step> {
         let (cut_all, cut) = match &self.txn {
             TxnState::Open(t) if t.snapshot => (t.cut_all, t.cut.clone()),
             _ => return Ok(Step::Done),
@@ -46,10 +57,10 @@ impl Exec<'_> {
         } else {
             shards.iter().copied().collect()
         };
-        self.take_cut(scope).await
+        self.take_cut(scope, deferred).await
     }
 
-    async fn take_cut(&mut self, scope: BTreeSet<usize>) -> R<Step> {
+    async fn take_cut(&mut self, scope: BTreeSet<usize>, deferred: bool) -> R<Step> {
         let TxnState::Open(t) = &self.txn else {
             return Ok(Step::Done);
         };
@@ -106,35 +117,41 @@ impl Exec<'_> {
         for &s in &shards {
             self.links[s].send(&q).await?;
         }
+        if let TxnState::Open(t) = &mut self.txn {
+            t.enlisted.extend(shards.iter().copied());
+            t.cut = Some(scope);
+        }
+        self.pending_cut = Some(PendingCut { grant, shards });
+        if deferred {
+            return Ok(Step::Done);
+        }
+        match self.finish_cut().await? {
+            None => Ok(Step::Done),
+            Some(e) => {
+                self.out.extend_from_slice(&e.bytes);
+                Ok(Step::Failed)
+            }
+        }
+    }
+
+    /// Reads the answers to a cut sent by `take_cut` and releases the gate; returns the cut's
+    /// error (the transaction is then rolled back on its shards and failed).
+    pub async fn finish_cut(&mut self) -> R<Option<crate::protocol::Frame>> {
+        let Some(PendingCut { grant, shards }) = self.pending_cut.take() else {
+            return Ok(None);
+        };
         let mut failure = None;
         for &s in &shards {
             if let Some(e) = self.quiet_until_ready(s).await? {
                 failure.get_or_insert(e);
             }
         }
-        let ts = grant.as_ref().map(|g| g.ts);
+        self.snapshot_ts = grant.as_ref().map(|g| g.ts);
         drop(grant);
-        if let Some(e) = failure {
-            for &s in &shards {
-                self.run_rollback(s).await?;
-            }
-            self.out.extend_from_slice(&e.bytes);
-            return Ok(Step::Failed);
+        if failure.is_some() {
+            self.txn.fail();
         }
-        if let TxnState::Open(t) = &mut self.txn {
-            t.enlisted.extend(shards.iter().copied());
-            t.cut = Some(scope);
-        }
-        self.snapshot_ts = ts;
-        Ok(Step::Done)
-    }
-
-    async fn run_rollback(&mut self, shard: usize) -> R<()> {
-        let mut q = BytesMut::new();
-        build::query("ROLLBACK", &mut q);
-        self.links[shard].send(&q).await?;
-        self.quiet_until_ready(shard).await?;
-        Ok(())
+        Ok(failure)
     }
 
     /// `SET shardgate.<name> = <value>`, answered by the proxy.
@@ -206,6 +223,12 @@ impl Exec<'_> {
             )),
         }
     }
+}
+
+/// A cut whose answers have not been read yet, and the gate it holds until they are.
+pub struct PendingCut {
+    grant: Option<crate::snapshot::client::Grant>,
+    shards: Vec<usize>,
 }
 
 fn outside_cut(shard: &str) -> PgError {

@@ -121,12 +121,27 @@ impl Rig {
 
     /// Waits until recovery has left no prepared transaction (or 60 s), then checks the bank.
     pub async fn settle_and_check(&self, transfers: &[bank::Transfer]) -> usize {
+        let shards = self.settled().await;
+        bank::check(&shards, transfers).await
+    }
+
+    /// Direct connections to the shards, once recovery has left no prepared transaction (or
+    /// after 60 s).
+    pub async fn settled(&self) -> Vec<tokio_postgres::Client> {
         let shards = self.direct().await;
         let until = Instant::now() + Duration::from_secs(60);
         while !bank::prepared(&shards).await.is_empty() && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        bank::check(&shards, transfers).await
+        shards
+    }
+
+    /// The first account that lives on `shard`.
+    pub fn account_on(&self, shard: usize) -> i64 {
+        let p = self.config.placement().unwrap();
+        (1..=bank::ACCOUNTS)
+            .find(|&i| p.shard_of(&shardgate::placement::KeyValue::Integer(i)) == shard)
+            .unwrap()
     }
 }
 
