@@ -691,13 +691,8 @@ impl Extended {
             {
                 // An autocommit read of several shards: its own snapshot transaction.
                 let (shards, merge, request) = lp.scatter(true).expect("a scatter portal");
-                let own = exec.own_implicit();
-                let mut step = exec.ensure_cut_then(&shards, true).await?;
-                if step == Step::Done {
-                    step = super::merge::scatter_request(exec, &shards, &request, &merge, false)
-                        .await?;
-                }
-                exec.end_own_implicit(own, step).await
+                exec.autocommit_snapshot_read(&shards, &request, &merge, false)
+                    .await
             }
             Some(Portal::Local(lp)) if matches!(lp.plan, Plan::Scatter { .. }) => {
                 let (shards, merge, request) = lp.scatter(true).expect("a scatter portal");

@@ -205,18 +205,23 @@ impl<'a> Exec<'a> {
             Plan::Broadcast { .. } | Plan::Session => (0..self.links.len()).collect(),
             _ => Vec::new(),
         };
-        // An autocommit read of several shards in snapshot consistency gets its own cut.
-        let own_cut = touched.len() > 1
-            && matches!(plan, Plan::Scatter { .. })
-            && self.consistency == crate::snapshot::Consistency::Snapshot
-            && self.own_implicit();
+        // An autocommit read of several shards in snapshot consistency: its own cut.
+        if let Plan::Scatter { shards, sql, merge } = &plan {
+            if shards.len() > 1
+                && self.consistency == crate::snapshot::Consistency::Snapshot
+                && self.txn == TxnState::Idle
+            {
+                let mut q = BytesMut::new();
+                build::query(sql, &mut q);
+                return self.autocommit_snapshot_read(shards, &q, merge, true).await;
+            }
+        }
         // A scattered read rides in the same round trip as its cut.
         let deferred = matches!(plan, Plan::Scatter { .. });
         if !touched.is_empty() && self.ensure_cut_then(&touched, deferred).await? == Step::Failed {
-            return self.end_own_implicit(own_cut, Step::Failed).await;
+            return Ok(Step::Failed);
         }
-        let step = self.run_planned(plan, sql).await?;
-        self.end_own_implicit(own_cut, step).await
+        self.run_planned(plan, sql).await
     }
 
     async fn run_planned(&mut self, plan: Plan, sql: &str) -> R<Step> {

@@ -39,6 +39,34 @@ impl Exec<'_> {
         self.ensure_cut_then(shards, false).await
     }
 
+    /// An autocommit read of several shards in snapshot consistency, in one round trip: the
+    /// cut, the read (`request`) and the COMMIT go out together, and are read in that order.
+    /// `describe`: whether the client gets the RowDescription (see `scatter_request`).
+    pub async fn autocommit_snapshot_read(
+        &mut self,
+        shards: &[usize],
+        request: &[u8],
+        merge: &crate::router::plan::MergeSpec,
+        describe: bool,
+    ) -> R<Step> {
+        self.txn = self.new_txn("BEGIN".into(), true, false);
+        if self.ensure_cut_then(shards, true).await? == Step::Failed {
+            // Refused before anything was sent (no oracle, or SERIALIZABLE).
+            self.txn = TxnState::Idle;
+            return Ok(Step::Failed);
+        }
+        let mut with_commit = BytesMut::from(request);
+        build::query("COMMIT", &mut with_commit);
+        let step =
+            super::merge::scatter_request(self, shards, &with_commit, merge, describe).await?;
+        // The COMMIT's answers (ROLLBACK if the read failed): the transaction is over either way.
+        for &s in shards {
+            self.quiet_until_ready(s).await?;
+        }
+        self.txn = TxnState::Idle;
+        Ok(step)
+    }
+
     /// As `ensure_cut`; `deferred`: the caller is about to scatter a read on these shards and
     /// will call `finish_cut` after sending it.
     pub async fn ensure_cut_then(&mut self, shards: &[usize], deferred: bool) -> R<Step> {
