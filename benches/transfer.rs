@@ -51,11 +51,11 @@ impl Lcg {
 #[derive(Clone, Copy, PartialEq)]
 enum Variant {
     Cross,
-    CrossOneMessage,
     Same,
     Hand,
-    /// Transfers through a proxy with gated commits (index into the proxy URLs).
-    GatedCross(usize),
+    /// Transfers sent as one Query, through a proxy (index into the proxy URLs: plain,
+    /// embedded oracle, standalone oracle).
+    OneQuery(usize),
     /// `SELECT sum(balance)` through a proxy (index) in a consistency mode.
     Read(usize, &'static str),
 }
@@ -64,11 +64,11 @@ impl Variant {
     fn name(self) -> &'static str {
         match self {
             Variant::Cross => "sg cross",
-            Variant::CrossOneMessage => "sg cross 1msg",
             Variant::Same => "sg same",
             Variant::Hand => "hand 2PC",
-            Variant::GatedCross(1) => "snap cross",
-            Variant::GatedCross(_) => "remote cross",
+            Variant::OneQuery(0) => "sg cross 1msg",
+            Variant::OneQuery(1) => "snap cross",
+            Variant::OneQuery(_) => "remote cross",
             Variant::Read(0, _) => "shard read",
             Variant::Read(1, _) => "snap read",
             Variant::Read(_, _) => "remote read",
@@ -100,21 +100,8 @@ async fn one_client(
                 done += 1;
             }
         }
-        Variant::GatedCross(p) => {
+        Variant::OneQuery(p) => {
             let c = connect(&proxies[p]).await;
-            while Instant::now() < deadline {
-                let (a, b) = (rng.pick(&ids[0]), rng.pick(&ids[1]));
-                c.batch_execute(&format!(
-                    "begin; update accounts set balance = balance - 1 where id = {a}; \
-                     update accounts set balance = balance + 1 where id = {b}; commit"
-                ))
-                .await
-                .unwrap();
-                done += 1;
-            }
-        }
-        Variant::CrossOneMessage => {
-            let c = connect(&proxy).await;
             while Instant::now() < deadline {
                 let (a, b) = (rng.pick(&ids[0]), rng.pick(&ids[1]));
                 c.batch_execute(&format!(
@@ -287,11 +274,11 @@ async fn main() {
     let ids = [on(0), on(1)];
     let variants = [
         Variant::Cross,
-        Variant::CrossOneMessage,
+        Variant::OneQuery(0),
         Variant::Same,
         Variant::Hand,
-        Variant::GatedCross(1),
-        Variant::GatedCross(2),
+        Variant::OneQuery(1),
+        Variant::OneQuery(2),
         Variant::Read(0, "shard"),
         Variant::Read(1, "snapshot"),
         Variant::Read(2, "snapshot"),

@@ -43,10 +43,11 @@ pub struct Transfer {
 const SCHEMA: &str = "create table accounts (id bigint primary key, balance int not null); \
     create table ledger (transfer_id bigint, account_id bigint, amount bigint not null, primary key (transfer_id, account_id))";
 
-/// Creates the bank through the proxy.
-pub async fn create(c: &Client) {
+/// The tables, and the accounts `keep` selects, through `c`.
+async fn create_where(c: &Client, keep: impl Fn(i64) -> bool) {
     c.batch_execute(SCHEMA).await.unwrap();
     let values: Vec<String> = (1..=ACCOUNTS)
+        .filter(|&i| keep(i))
         .map(|i| format!("({i}, {START_BALANCE})"))
         .collect();
     c.batch_execute(&format!(
@@ -57,20 +58,15 @@ pub async fn create(c: &Client) {
     .unwrap();
 }
 
+/// Creates the bank through the proxy.
+pub async fn create(c: &Client) {
+    create_where(c, |_| true).await;
+}
+
 /// Creates the bank directly on the shards (each account on its owner), needing no proxy.
 pub async fn create_direct(shards: &[Client], placement: &Placement) {
     for (s, c) in shards.iter().enumerate() {
-        c.batch_execute(SCHEMA).await.unwrap();
-        let values: Vec<String> = (1..=ACCOUNTS)
-            .filter(|&i| placement.shard_of(&KeyValue::Integer(i)) == s)
-            .map(|i| format!("({i}, {START_BALANCE})"))
-            .collect();
-        c.batch_execute(&format!(
-            "insert into accounts (id, balance) values {}",
-            values.join(", ")
-        ))
-        .await
-        .unwrap();
+        create_where(c, |i| placement.shard_of(&KeyValue::Integer(i)) == s).await;
     }
 }
 
