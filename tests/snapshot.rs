@@ -350,6 +350,38 @@ async fn read_skew_happens_in_shard_and_not_in_snapshot() {
         assert!(ts > last);
         last = ts;
     }
+    // SERIALIZABLE, by BEGIN or by the session default, is refused rather than downgraded.
+    for setup in [
+        &["begin isolation level serializable"][..],
+        &["set default_transaction_isolation = serializable", "begin"][..],
+    ] {
+        for sql in setup {
+            c.batch_execute(sql).await.unwrap();
+        }
+        let e = c
+            .simple_query("select sum(balance) from accounts")
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "0A000", "{setup:?}");
+        c.batch_execute("rollback; reset default_transaction_isolation")
+            .await
+            .unwrap();
+    }
+    c.batch_execute("set default_transaction_isolation = serializable")
+        .await
+        .unwrap();
+    let e = c
+        .simple_query("select sum(balance) from accounts")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(&e),
+        "0A000",
+        "an autocommit read under a SERIALIZABLE default"
+    );
+    c.batch_execute("reset default_transaction_isolation")
+        .await
+        .unwrap();
     let mode = first_value(&c.simple_query("show shardgate.consistency").await.unwrap());
     assert_eq!(mode.as_deref(), Some("snapshot"));
     let e = c

@@ -198,13 +198,6 @@ impl<'a> Exec<'a> {
             }
         }
         self.routes.note(&plan);
-        let touched: Vec<usize> = match &plan {
-            Plan::Shard { shard, .. } => vec![*shard],
-            Plan::Scatter { shards, .. } => shards.clone(),
-            Plan::Write { parts, .. } => parts.iter().map(|p| p.0).collect(),
-            Plan::Broadcast { .. } | Plan::Session => (0..self.links.len()).collect(),
-            _ => Vec::new(),
-        };
         // An autocommit read of several shards in snapshot consistency: its own cut.
         if let Plan::Scatter { shards, sql, merge } = &plan {
             if shards.len() > 1
@@ -216,10 +209,21 @@ impl<'a> Exec<'a> {
                 return self.autocommit_snapshot_read(shards, &q, merge, true).await;
             }
         }
-        // A scattered read rides in the same round trip as its cut.
-        let deferred = matches!(plan, Plan::Scatter { .. });
-        if !touched.is_empty() && self.ensure_cut_then(&touched, deferred).await? == Step::Failed {
-            return Ok(Step::Failed);
+        if matches!(&self.txn, TxnState::Open(t) if t.snapshot) {
+            let touched: Vec<usize> = match &plan {
+                Plan::Shard { shard, .. } => vec![*shard],
+                Plan::Scatter { shards, .. } => shards.clone(),
+                Plan::Write { parts, .. } => parts.iter().map(|p| p.0).collect(),
+                Plan::Broadcast { .. } | Plan::Session => (0..self.links.len()).collect(),
+                _ => Vec::new(),
+            };
+            // A scattered read rides in the same round trip as its cut.
+            let deferred = matches!(plan, Plan::Scatter { .. });
+            if !touched.is_empty()
+                && self.ensure_cut_then(&touched, deferred).await? == Step::Failed
+            {
+                return Ok(Step::Failed);
+            }
         }
         self.run_planned(plan, sql).await
     }

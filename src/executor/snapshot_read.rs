@@ -92,17 +92,11 @@ impl Exec<'_> {
         let TxnState::Open(t) = &self.txn else {
             return Ok(Step::Done);
         };
-        if t.begin.to_ascii_lowercase().contains("serializable") && scope.len() > 1 {
-            return Ok(self.error(
-                &PgError::error(
-                    sqlstate::FEATURE_NOT_SUPPORTED,
-                    "a SERIALIZABLE transaction cannot read several shards",
-                )
-                .with_hint("Snapshot consistency reads one REPEATABLE READ cut of every shard; drop SERIALIZABLE, or keep the transaction on one shard."),
-            ));
-        }
+        // SHOW takes no snapshot, so SET TRANSACTION may still follow it. The level it reports
+        // (from BEGIN or default_transaction_isolation) is checked in `finish_cut`.
         let mut sql = format!(
-            "{}; SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; SELECT pg_current_snapshot()",
+            "{}; SHOW transaction_isolation; SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; \
+             SELECT pg_current_snapshot()",
             t.begin
         );
         for (_, raw) in &t.savepoints {
@@ -169,13 +163,43 @@ impl Exec<'_> {
             return Ok(None);
         };
         let mut failure = None;
+        let mut serializable = false;
         for &s in &shards {
-            if let Some(e) = self.quiet_until_ready(s).await? {
-                failure.get_or_insert(e);
+            let mut level: Option<String> = None;
+            loop {
+                let f = self.links[s].recv().await?;
+                match f.tag {
+                    b'D' if level.is_none() => {
+                        level = crate::protocol::inspect::data_row_column(f.body(), 0)
+                            .flatten()
+                            .map(|v| String::from_utf8_lossy(v).into_owned());
+                    }
+                    b'E' if failure.is_none() => failure = Some(f),
+                    b'N' => self.out.extend_from_slice(&f.bytes),
+                    b'Z' => break,
+                    _ => {}
+                }
             }
+            serializable |= level.as_deref() == Some("serializable");
         }
         self.snapshot_ts = grant.as_ref().map(|g| g.ts);
         drop(grant);
+        if serializable && shards.len() > 1 && failure.is_none() {
+            // REPEATABLE READ on each shard would be weaker than what the client asked for.
+            let mut b = BytesMut::new();
+            build::error(
+                &PgError::error(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "a SERIALIZABLE transaction cannot read several shards",
+                )
+                .with_hint("Snapshot consistency reads one REPEATABLE READ cut of every shard; use REPEATABLE READ, or keep the transaction on one shard."),
+                &mut b,
+            );
+            failure = Some(crate::protocol::Frame {
+                tag: b'E',
+                bytes: b.freeze(),
+            });
+        }
         if failure.is_some() {
             self.txn.fail();
         }
