@@ -49,6 +49,21 @@ pub const ORACLE_RTT: &str = "shardgate_oracle_rtt_seconds";
 pub const WINDOWS_OPEN: &str = "shardgate_commit_windows_open";
 /// Counter: timestamps issued by the oracle.
 pub const TIMESTAMPS: &str = "shardgate_timestamps_issued_total";
+/// Counter, label `reason` (`limit`, `evicted`, `startup_timeout`): client connections closed
+/// before they logged in, by the admission defences.
+pub const CONNECTIONS_REFUSED: &str = "shardgate_client_connections_refused_total";
+/// Counter: connections evicted from a full startup queue (also counted in `CONNECTIONS_REFUSED`).
+pub const STARTUPS_EVICTED: &str = "shardgate_startups_evicted_total";
+/// Counter: accept() failures (for example, out of file descriptors).
+pub const ACCEPT_ERRORS: &str = "shardgate_accept_errors_total";
+/// Counter: protocol violations that ended a client session (malformed messages).
+pub const PROTOCOL_VIOLATIONS: &str = "shardgate_protocol_violations_total";
+/// Gauge: bytes held by sessions for clients (pending extended-protocol messages, and results
+/// held for a row-limited Execute).
+pub const SESSION_BUFFERED_BYTES: &str = "shardgate_session_buffered_bytes";
+/// Counter, label `shard`: sessions that gave up on a shard that stayed silent past
+/// `shard_response_timeout_secs`.
+pub const SHARD_TIMEOUTS: &str = "shardgate_shard_timeouts_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -119,6 +134,24 @@ fn describe() {
     );
     metrics::describe_gauge!(WINDOWS_OPEN, "Commit windows open in the gate");
     metrics::describe_counter!(TIMESTAMPS, "Timestamps issued by the oracle");
+    metrics::describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Client connections closed before login by the admission defences, by reason"
+    );
+    metrics::describe_counter!(
+        STARTUPS_EVICTED,
+        "Connections evicted from a full startup queue"
+    );
+    metrics::describe_counter!(ACCEPT_ERRORS, "accept() failures");
+    metrics::describe_counter!(PROTOCOL_VIOLATIONS, "Sessions ended by a malformed message");
+    metrics::describe_gauge!(
+        SESSION_BUFFERED_BYTES,
+        "Bytes sessions hold for clients (pending messages, held results)"
+    );
+    metrics::describe_counter!(
+        SHARD_TIMEOUTS,
+        "Sessions that gave up on a shard silent past shard_response_timeout_secs"
+    );
     metrics::describe_counter!(
         RECOVERY_RESOLUTIONS,
         "Prepared branches resolved by recovery, by outcome"

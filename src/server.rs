@@ -28,6 +28,14 @@ pub struct ProxyContext {
     pub text_order_c: bool,
     /// Distributed commit and recovery.
     pub txn: crate::txn::TxnContext,
+    /// Client limit and the startup queue.
+    pub admission: crate::frontend::admission::Admission,
+    /// Time a client has to log in.
+    pub startup_timeout: Duration,
+    /// How long a session waits on a silent shard (`None`: as long as it takes).
+    pub shard_response_timeout: Option<Duration>,
+    /// Failed-login throttling.
+    pub auth_throttle: crate::auth::throttle::Throttle,
 }
 
 /// Errors that stop a proxy from starting.
@@ -69,7 +77,16 @@ impl Proxy {
                 config.shard_targets(),
                 Duration::from_secs(config.server.connect_timeout_secs),
             ),
+            admission: crate::frontend::admission::Admission::new(
+                config.server.max_client_connections,
+                config.server.max_pending_startups,
+            ),
+            startup_timeout: Duration::from_secs(config.server.startup_timeout_secs),
+            shard_response_timeout: (config.server.shard_response_timeout_secs > 0)
+                .then(|| Duration::from_secs(config.server.shard_response_timeout_secs)),
+            auth_throttle: crate::auth::throttle::Throttle::default(),
         };
+        raise_open_files_limit();
         crate::failpoint::validate().map_err(StartError::Config)?;
         for shard in &ctx.shards {
             // Registered at zero so the series exists before the first error.
@@ -174,16 +191,27 @@ async fn accept_loop(
 ) {
     let mut sessions = tokio::task::JoinSet::new();
     let session_stop = stop.clone();
+    let mut backoff = AcceptBackoff::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
-                    sessions.spawn(frontend::handle_client(ctx.clone(), socket, peer, session_stop.clone()));
+                    backoff.succeeded();
+                    match ctx.admission.admit() {
+                        Some(admitted) => {
+                            sessions.spawn(frontend::handle_client(ctx.clone(), socket, peer, session_stop.clone(), admitted));
+                        }
+                        None => {
+                            sessions.spawn(frontend::refuse_client(socket, peer));
+                        }
+                    }
                 }
                 Err(e) => {
-                    // Usually EMFILE; back off instead of spinning.
-                    error!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Usually EMFILE: sleep, longer each time, and log once in a while instead
+                    // of once per attempt.
+                    metrics::counter!(crate::metrics::ACCEPT_ERRORS).increment(1);
+                    let pause = backoff.failed(&e);
+                    tokio::time::sleep(pause).await;
                 }
             },
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
@@ -196,6 +224,57 @@ async fn accept_loop(
         while sessions.join_next().await.is_some() {}
     })
     .await;
+}
+
+/// Pauses after failed accepts: 10 ms doubling to 1 s, and one log line per 5 s at most.
+#[derive(Default)]
+struct AcceptBackoff {
+    failures: u32,
+    suppressed: u64,
+    last_log: Option<std::time::Instant>,
+}
+
+impl AcceptBackoff {
+    fn failed(&mut self, e: &std::io::Error) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let now = std::time::Instant::now();
+        if self
+            .last_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(5))
+        {
+            error!(
+                suppressed = self.suppressed,
+                "accept failed: {e} (backing off; raise the open-files limit or lower server.max_client_connections)"
+            );
+            self.last_log = Some(now);
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
+        Duration::from_millis(10u64 << self.failures.min(7)).min(Duration::from_secs(1))
+    }
+
+    fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// Raises the soft open-files limit to the hard limit: every client holds a socket per shard.
+fn raise_open_files_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
+        }
+    }
 }
 
 /// Resolves once the stop flag is set (or its sender is gone).

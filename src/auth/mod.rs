@@ -7,6 +7,7 @@
 
 pub mod md5;
 pub mod scram;
+pub mod throttle;
 
 use crate::config::{AuthMethod, UserConfig};
 
@@ -61,9 +62,29 @@ fn is_md5_hash(p: &str) -> bool {
 }
 
 /// The users the proxy accepts, looked up by name at each login.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub struct UserDirectory {
     users: std::collections::HashMap<String, Credential>,
+    /// The challenge an unknown user gets: the one most configured users get, so a name's
+    /// existence cannot be read off the method.
+    unknown_method: AuthMethod,
+    /// Random per process: derives the stable fake salt of each unknown user name.
+    secret: [u8; 32],
+}
+
+impl std::fmt::Debug for UserDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserDirectory")
+            .field("users", &self.users.len())
+            .field("unknown_method", &self.unknown_method)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for UserDirectory {
+    fn default() -> Self {
+        UserDirectory::from_config(&[]).expect("no users to reject")
+    }
 }
 
 impl UserDirectory {
@@ -72,11 +93,38 @@ impl UserDirectory {
         for u in users {
             map.insert(u.name.clone(), Credential::from_config(u)?);
         }
-        Ok(UserDirectory { users: map })
+        let md5 = users.iter().filter(|u| u.auth == AuthMethod::Md5).count();
+        let scram = users
+            .iter()
+            .filter(|u| u.auth == AuthMethod::ScramSha256)
+            .count();
+        Ok(UserDirectory {
+            users: map,
+            unknown_method: if md5 > scram {
+                AuthMethod::Md5
+            } else {
+                AuthMethod::ScramSha256
+            },
+            secret: rand::random(),
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&Credential> {
         self.users.get(name)
+    }
+
+    /// What an unknown user is challenged with: a credential no password matches, shaped like a
+    /// real one (the common method; for SCRAM, a salt that is the same at every attempt).
+    pub fn unknown(&self, name: &str) -> Credential {
+        match self.unknown_method {
+            AuthMethod::Md5 => {
+                // A hash of random bytes: no password's md5 matches it.
+                let noise: [u8; 16] = rand::random();
+                let hex: String = noise.iter().map(|b| format!("{b:02x}")).collect();
+                Credential::Md5(format!("md5{hex}"))
+            }
+            _ => Credential::Scram(scram::Verifier::mock(&self.secret, name)),
+        }
     }
 }
 

@@ -50,10 +50,13 @@ impl Verifier {
     }
 
     /// A verifier no password matches, used for unknown users so the exchange looks the same.
-    pub fn mock() -> Verifier {
+    /// Its salt is derived from the user name with a server secret: a real user's salt is the
+    /// same at every attempt, so an unknown user's must be too.
+    pub fn mock(secret: &[u8], user: &str) -> Verifier {
+        let salt = hmac(secret, format!("mock salt\0{user}").as_bytes());
         Verifier {
             iterations: ITERATIONS_FOR_MOCK,
-            salt: random_bytes(16),
+            salt: salt[..16].to_vec(),
             stored_key: random_bytes(32).try_into().expect("32 bytes"),
             server_key: random_bytes(32).try_into().expect("32 bytes"),
         }
@@ -210,12 +213,18 @@ mod tests {
             run(Verifier::from_password("s3cret"), b"nope"),
             Err(ScramError::Failed)
         );
-        assert_eq!(run(Verifier::mock(), b"anything"), Err(ScramError::Failed));
+        assert_eq!(
+            run(Verifier::mock(b"secret", "u"), b"anything"),
+            Err(ScramError::Failed)
+        );
     }
 
     #[test]
     fn channel_binding_demand_is_refused() {
-        let r = Exchange::start(Verifier::mock(), b"p=tls-server-end-point,,n=,r=abc");
+        let r = Exchange::start(
+            Verifier::mock(b"secret", "u"),
+            b"p=tls-server-end-point,,n=,r=abc",
+        );
         assert_eq!(r.err(), Some(ScramError::ChannelBindingUnsupported));
     }
 

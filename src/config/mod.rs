@@ -188,6 +188,25 @@ pub struct ServerConfig {
     /// proxy has cores of its own.
     #[serde(default = "default_worker_threads")]
     pub worker_threads: usize,
+    /// Client connections served at once, logged in or logging in. Default 1000. One more gets
+    /// `FATAL 53300` and is closed.
+    #[serde(default = "default_max_client_connections")]
+    pub max_client_connections: usize,
+    /// Seconds a client has to finish its startup and authentication. Default 60 (PostgreSQL's
+    /// `authentication_timeout`).
+    #[serde(default = "default_startup_timeout")]
+    pub startup_timeout_secs: u64,
+    /// Connections allowed to be in startup or authentication at once. Default 128. When one more
+    /// arrives, the one that has been waiting longest is closed: a real client logs in within
+    /// milliseconds, so a flood of half-open connections evicts itself, not the clients.
+    #[serde(default = "default_max_pending_startups")]
+    pub max_pending_startups: usize,
+    /// Seconds a shard may stay silent while the proxy waits for its answer before the session
+    /// gives up on it (`08006`, the session ends and its shard connections are closed). Default
+    /// 0 (wait as long as the query runs); set `statement_timeout` on the shards for a limit
+    /// PostgreSQL enforces itself.
+    #[serde(default)]
+    pub shard_response_timeout_secs: u64,
 }
 
 /// `[metrics]`
@@ -268,6 +287,15 @@ fn default_max_message_bytes() -> usize {
 fn default_connect_timeout() -> u64 {
     5
 }
+fn default_max_client_connections() -> usize {
+    1000
+}
+fn default_startup_timeout() -> u64 {
+    60
+}
+fn default_max_pending_startups() -> usize {
+    128
+}
 fn default_worker_threads() -> usize {
     1
 }
@@ -282,6 +310,10 @@ impl Default for ServerConfig {
             max_message_bytes: default_max_message_bytes(),
             connect_timeout_secs: default_connect_timeout(),
             worker_threads: default_worker_threads(),
+            max_client_connections: default_max_client_connections(),
+            startup_timeout_secs: default_startup_timeout(),
+            max_pending_startups: default_max_pending_startups(),
+            shard_response_timeout_secs: 0,
         }
     }
 }
@@ -327,6 +359,15 @@ impl Config {
         }
         if self.server.worker_threads == 0 {
             return invalid("server.worker_threads must be at least 1".into());
+        }
+        if self.server.max_client_connections == 0 {
+            return invalid("server.max_client_connections must be at least 1".into());
+        }
+        if self.server.max_pending_startups == 0 {
+            return invalid("server.max_pending_startups must be at least 1".into());
+        }
+        if self.server.startup_timeout_secs == 0 {
+            return invalid("server.startup_timeout_secs must be at least 1".into());
         }
         if self.server.max_message_bytes < 1024 {
             return invalid("server.max_message_bytes must be at least 1024".into());

@@ -6,7 +6,8 @@ use super::session::{Exec, Stop};
 use crate::error::{sqlstate, PgError};
 use crate::frontend::SessionEnd;
 use crate::protocol::frame::{take_frame, FrameScanner, Scan};
-use crate::protocol::{build, inspect, Frame};
+use crate::protocol::message::{ClientMessage, Query};
+use crate::protocol::{build, Frame};
 use crate::server::ProxyContext;
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
@@ -36,14 +37,17 @@ pub async fn run(
             Err(msg) => break SessionEnd::ProtocolViolation(msg),
         };
         let result = match frame.tag {
-            b'Q' => match inspect::query_text(frame.body()) {
-                Some(text) => exec.simple_query(text).await,
-                None => break SessionEnd::ProtocolViolation("invalid string in message".into()),
+            b'Q' => match Query::decode(&frame.bytes.slice(5..)) {
+                Ok(q) => run_query(&mut exec, &mut extended, &q.sql).await,
+                Err(e) => break SessionEnd::ProtocolViolation(e.to_string()),
             },
             b'X' => break SessionEnd::Terminated,
-            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => {
-                extended.handle(&mut exec, frame).await
-            }
+            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => match ClientMessage::decode(frame) {
+                Ok(msg) => extended.handle(&mut exec, msg).await,
+                Err(e) => break SessionEnd::ProtocolViolation(e.to_string()),
+            },
+            // Discarded until Sync after an extended-protocol error, as PostgreSQL does.
+            b'F' if extended.skipping_until_sync() => Ok(()),
             b'F' => {
                 exec.error(&PgError::error(
                     sqlstate::FEATURE_NOT_SUPPORTED,
@@ -64,6 +68,7 @@ pub async fn run(
             Ok(()) => {}
             Err(Stop::Client) => break SessionEnd::ClientGone,
             Err(Stop::Shard(name)) => break SessionEnd::ShardGone(name),
+            Err(Stop::Limit(msg)) => break SessionEnd::LimitExceeded(msg),
         }
     };
     let last_words = end.last_words();
@@ -73,6 +78,17 @@ pub async fn run(
         crate::frontend::send_fatal(&mut client, &err).await;
     }
     end
+}
+
+/// A simple Query. Extended-protocol messages the client sent before it without a Sync run
+/// first, in order; after an error in them, PostgreSQL ignores the Query until Sync (the client
+/// gets no answer, exactly as from PostgreSQL), and so does the proxy.
+async fn run_query(exec: &mut Exec<'_>, extended: &mut Extended, sql: &str) -> Result<(), Stop> {
+    extended.run_pending(exec).await?;
+    if extended.skipping_until_sync() {
+        return exec.flush().await;
+    }
+    exec.simple_query(sql).await
 }
 
 async fn read_frame(

@@ -16,16 +16,24 @@
 use super::session::{Exec, Step, R};
 use super::txn::TxnState;
 use crate::error::{sqlstate, PgError};
-use crate::protocol::{build, inspect, Frame};
+use crate::protocol::message::{Bind, ClientMessage, Execute, Kind, Parse, Target, TargetKind};
+use crate::protocol::{build, Frame};
 use crate::router::params::Params;
 use crate::router::plan::{plan, plan_unparsed, Plan, HOME};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::{BTreeSet, HashMap};
 
+/// Pending messages (without a Sync or Flush) that make the session run them instead of
+/// collecting more: PostgreSQL keeps no such backlog, so neither may the proxy.
+const PENDING_LIMIT_BYTES: usize = 1 << 20;
+const PENDING_LIMIT_MESSAGES: usize = 1024;
+
 struct Statement {
     /// The client's Parse message, replayed on shards that have not prepared it.
     parse: Bytes,
     sql: String,
+    /// Parameter types the client declared in its Parse.
+    param_types: Vec<u32>,
     ast: Option<Ast>,
     /// Shards where it is prepared under the client's name.
     on: BTreeSet<usize>,
@@ -47,6 +55,36 @@ struct LocalPortal {
     result_formats: Vec<i16>,
     /// A merged result materialized for Execute with a row limit: rows, then the CommandComplete.
     pending: Option<std::collections::VecDeque<Frame>>,
+    /// Bytes of `pending` counted in the buffered-bytes gauge.
+    held: usize,
+}
+
+impl Drop for LocalPortal {
+    fn drop(&mut self) {
+        buffered(-(self.held as i64));
+    }
+}
+
+/// Moves the gauge of bytes sessions hold for clients.
+fn buffered(delta: i64) {
+    let g = metrics::gauge!(crate::metrics::SESSION_BUFFERED_BYTES);
+    if delta >= 0 {
+        g.increment(delta as f64);
+    } else {
+        g.decrement(-delta as f64);
+    }
+}
+
+impl Statement {
+    fn new(exec: &Exec<'_>, m: &ClientMessage, p: &Parse, on: BTreeSet<usize>) -> Statement {
+        Statement {
+            parse: m.frame.bytes.clone(),
+            sql: p.sql.clone(),
+            param_types: p.param_types.clone(),
+            ast: parse_ast_for(exec, &p.sql),
+            on,
+        }
+    }
 }
 
 impl LocalPortal {
@@ -80,34 +118,79 @@ impl LocalPortal {
 pub struct Extended {
     statements: HashMap<String, Statement>,
     portals: HashMap<String, Portal>,
-    batch: Vec<Frame>,
+    batch: Vec<ClientMessage>,
+    /// Bytes held in `batch`.
+    batch_bytes: usize,
     /// An error happened in this batch: discard messages until Sync.
     failed: bool,
     /// Shards that received messages since the last Sync.
     touched: BTreeSet<usize>,
 }
 
+impl Drop for Extended {
+    fn drop(&mut self) {
+        // A session that ends before its Sync still gives its pending bytes back to the gauge.
+        buffered(-(self.batch_bytes as i64));
+    }
+}
+
 impl Extended {
-    pub async fn handle(&mut self, exec: &mut Exec<'_>, frame: Frame) -> R<()> {
+    pub async fn handle(&mut self, exec: &mut Exec<'_>, msg: ClientMessage) -> R<()> {
         self.forget_deallocated(exec);
-        let tag = frame.tag;
-        self.batch.push(frame);
+        let tag = msg.tag();
+        self.batch_bytes += msg.size();
+        buffered(msg.size() as i64);
+        self.batch.push(msg);
         match tag {
             b'S' | b'H' => {
-                let batch = std::mem::take(&mut self.batch);
+                let batch = self.take_batch();
                 self.run_batch(exec, batch).await?;
                 exec.flush().await
+            }
+            // A client that sends messages without ever syncing is served the way PostgreSQL
+            // serves it, message by message, instead of being buffered without bound; the
+            // messages up to its Sync stay one (distributed) transaction.
+            _ if self.batch_bytes > PENDING_LIMIT_BYTES
+                || self.batch.len() > PENDING_LIMIT_MESSAGES =>
+            {
+                self.run_pending(exec).await
             }
             _ => Ok(()),
         }
     }
 
-    async fn run_batch(&mut self, exec: &mut Exec<'_>, batch: Vec<Frame>) -> R<()> {
-        for f in batch.iter().filter(|f| f.tag == b'P') {
-            if let Some(stmt) =
-                inspect::parse_text(f.body()).and_then(|(_, sql)| parse_ast(exec, sql))
-            {
-                exec.fetch_insert_columns(&stmt).await?;
+    /// Runs the messages received since the last Sync or Flush now, one by one (a Query, or too
+    /// much pending, arrived before the client synced).
+    pub async fn run_pending(&mut self, exec: &mut Exec<'_>) -> R<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = self.take_batch();
+        if exec.txn == TxnState::Idle && !self.failed {
+            exec.txn = exec.new_txn("BEGIN".into(), true, true);
+        }
+        for msg in batch {
+            self.run_message(exec, msg).await?;
+        }
+        Ok(())
+    }
+
+    /// After an error, PostgreSQL discards every message until Sync, a simple Query included.
+    pub fn skipping_until_sync(&self) -> bool {
+        self.failed
+    }
+
+    fn take_batch(&mut self) -> Vec<ClientMessage> {
+        buffered(-(std::mem::take(&mut self.batch_bytes) as i64));
+        std::mem::take(&mut self.batch)
+    }
+
+    async fn run_batch(&mut self, exec: &mut Exec<'_>, batch: Vec<ClientMessage>) -> R<()> {
+        for m in &batch {
+            if let Kind::Parse(p) = &m.kind {
+                if let Some(stmt) = parse_ast(exec, &p.sql) {
+                    exec.fetch_insert_columns(&stmt).await?;
+                }
             }
         }
         if !self.failed {
@@ -137,47 +220,45 @@ impl Extended {
 
     /// The one shard every message of the batch goes to, if there is one and nothing in the
     /// batch needs the proxy.
-    fn single_destination(&mut self, exec: &Exec<'_>, batch: &[Frame]) -> Option<usize> {
+    fn single_destination(&mut self, exec: &Exec<'_>, batch: &[ClientMessage]) -> Option<usize> {
         let mut parsed: HashMap<String, Option<usize>> = HashMap::new();
         let mut bound: HashMap<String, usize> = HashMap::new();
         let mut dest: Option<usize> = None;
         fn agree(dest: &mut Option<usize>, d: usize) -> bool {
             *dest.get_or_insert(d) == d
         }
-        for f in batch {
-            let ok = match f.tag {
-                b'P' => {
-                    let (name, sql) = inspect::parse_text(f.body())?;
-                    parsed.insert(name.to_string(), None);
-                    parse_error(exec, sql).is_none()
+        for m in batch {
+            let ok = match &m.kind {
+                Kind::Parse(p) => {
+                    parsed.insert(p.name.clone(), None);
+                    parse_error(exec, &p.sql).is_none()
                 }
-                b'B' => {
-                    let (portal, stmt, params) = bind_fields(f.body())?;
-                    let plan = self.plan_for(exec, &stmt, &params, batch)?;
+                Kind::Bind(b) => {
+                    let plan = self.plan_for(exec, &b.statement, &Params::of(b), batch)?;
                     match plan {
                         Plan::Shard { shard, .. } => {
-                            bound.insert(portal, shard);
-                            parsed.entry(stmt).and_modify(|d| *d = Some(shard));
+                            bound.insert(b.portal.clone(), shard);
+                            parsed
+                                .entry(b.statement.clone())
+                                .and_modify(|d| *d = Some(shard));
                             agree(&mut dest, shard)
                         }
                         _ => false,
                     }
                 }
-                b'E' => {
-                    let (portal, _) = inspect::cstr(f.body())?;
+                Kind::Execute(e) => {
                     match bound
-                        .get(portal)
+                        .get(&e.portal)
                         .copied()
-                        .or_else(|| self.portal_shard(portal))
+                        .or_else(|| self.portal_shard(&e.portal))
                     {
                         Some(s) => agree(&mut dest, s),
                         None => false,
                     }
                 }
-                b'D' => {
-                    let kind = *f.body().first()?;
-                    let (name, _) = inspect::cstr(&f.body()[1..])?;
-                    let target = if kind == b'P' {
+                Kind::Describe(Target { kind, name }) => {
+                    let name = name.as_str();
+                    let target = if *kind == TargetKind::Portal {
                         bound.get(name).copied().or_else(|| self.portal_shard(name))
                     } else {
                         match parsed.get(name) {
@@ -194,8 +275,8 @@ impl Extended {
                         None => false,
                     }
                 }
-                b'S' | b'H' => true,
-                _ => false,
+                Kind::Sync | Kind::Flush => true,
+                Kind::Close(_) => false,
             };
             if !ok {
                 return None;
@@ -206,13 +287,10 @@ impl Extended {
     }
 
     /// The shards the batch's Binds run on.
-    fn bound_shards(&self, exec: &Exec<'_>, batch: &[Frame]) -> Vec<usize> {
+    fn bound_shards(&self, exec: &Exec<'_>, batch: &[ClientMessage]) -> Vec<usize> {
         let mut shards = BTreeSet::new();
-        for f in batch.iter().filter(|f| f.tag == b'B') {
-            let Some((_, stmt, params)) = bind_fields(f.body()) else {
-                continue;
-            };
-            match self.plan_for(exec, &stmt, &params, batch) {
+        for b in binds(batch) {
+            match self.plan_for(exec, &b.statement, &Params::of(b), batch) {
                 Some(Plan::Shard { shard, .. }) => {
                     shards.insert(shard);
                 }
@@ -225,13 +303,10 @@ impl Extended {
     }
 
     /// Whether the batch's Binds write on more than one shard.
-    fn writes_several_shards(&self, exec: &Exec<'_>, batch: &[Frame]) -> bool {
+    fn writes_several_shards(&self, exec: &Exec<'_>, batch: &[ClientMessage]) -> bool {
         let mut written = BTreeSet::new();
-        for f in batch.iter().filter(|f| f.tag == b'B') {
-            let Some((_, stmt, params)) = bind_fields(f.body()) else {
-                continue;
-            };
-            match self.plan_for(exec, &stmt, &params, batch) {
+        for b in binds(batch) {
+            match self.plan_for(exec, &b.statement, &Params::of(b), batch) {
                 Some(Plan::Shard { shard, write: true }) => {
                     written.insert(shard);
                 }
@@ -268,13 +343,10 @@ impl Extended {
         exec: &Exec<'_>,
         stmt: &str,
         params: &Params,
-        batch: &[Frame],
+        batch: &[ClientMessage],
     ) -> Option<Plan> {
-        if let Some(p) = batch.iter().rev().find(|f| {
-            f.tag == b'P' && inspect::parse_text(f.body()).is_some_and(|(n, _)| n == stmt)
-        }) {
-            let (_, sql) = inspect::parse_text(p.body())?;
-            return Some(plan_sql(exec, sql, &parse_ast_for(exec, sql), params));
+        if let Some(p) = parses(batch).rev().find(|p| p.name == stmt) {
+            return Some(plan_sql(exec, &p.sql, &parse_ast_for(exec, &p.sql), params));
         }
         let s = self.statements.get(stmt)?;
         Some(plan_sql(exec, &s.sql, &s.ast, params))
@@ -285,26 +357,23 @@ impl Extended {
         &mut self,
         exec: &mut Exec<'_>,
         shard: usize,
-        batch: Vec<Frame>,
+        batch: Vec<ClientMessage>,
     ) -> R<()> {
         // Writes and transactions: check and enlist before anything is sent.
         let mut writes = false;
-        for f in &batch {
-            if f.tag == b'B' {
-                if let Some((_, stmt, params)) = bind_fields(f.body()) {
-                    if let Some(plan) = self.plan_for(exec, &stmt, &params, &batch) {
-                        exec.routes.note(&plan);
-                        writes |= matches!(plan, Plan::Shard { write: true, .. });
-                    }
-                }
+        for b in binds(&batch) {
+            if let Some(plan) = self.plan_for(exec, &b.statement, &Params::of(b), &batch) {
+                exec.routes.note(&plan);
+                writes |= matches!(plan, Plan::Shard { write: true, .. });
             }
         }
         if writes {
             exec.txn.note_write(shard);
         }
-        let binds = batch.iter().any(|f| f.tag == b'B');
-        let skip =
-            !binds && batch.last().is_some_and(|f| f.tag == b'S') && snapshot_without(exec, shard);
+        let any_bind = binds(&batch).next().is_some();
+        let skip = !any_bind
+            && batch.last().is_some_and(|m| m.tag() == b'S')
+            && snapshot_without(exec, shard);
         if !skip && exec.enlist(shard).await? == Step::Failed {
             exec.txn.fail();
             return self.fail_rest(exec, batch).await;
@@ -312,37 +381,26 @@ impl Extended {
         let mut out = BytesMut::new();
         let mut swallow = 0usize;
         let mut ends_with_sync = false;
-        for f in &batch {
-            match f.tag {
-                b'P' => {
-                    let (name, sql) = inspect::parse_text(f.body()).expect("checked in routing");
-                    let st = Statement {
-                        parse: f.bytes.clone(),
-                        sql: sql.to_string(),
-                        ast: parse_ast_for(exec, sql),
-                        on: BTreeSet::from([shard]),
-                    };
-                    self.statements.insert(name.to_string(), st);
-                    out.extend_from_slice(&f.bytes);
+        for m in &batch {
+            match &m.kind {
+                Kind::Parse(p) => {
+                    let st = Statement::new(exec, m, p, BTreeSet::from([shard]));
+                    self.statements.insert(p.name.clone(), st);
                 }
-                b'B' => {
-                    let (portal, stmt, _) = bind_fields(f.body()).expect("checked in routing");
-                    if let Some(st) = self.statements.get_mut(&stmt) {
+                Kind::Bind(b) => {
+                    if let Some(st) = self.statements.get_mut(&b.statement) {
                         if !st.on.contains(&shard) {
                             out.extend_from_slice(&st.parse);
                             st.on.insert(shard);
                             swallow += 1;
                         }
                     }
-                    self.portals.insert(portal, Portal::Shard(shard));
-                    out.extend_from_slice(&f.bytes);
+                    self.portals.insert(b.portal.clone(), Portal::Shard(shard));
                 }
-                b'S' => {
-                    ends_with_sync = true;
-                    out.extend_from_slice(&f.bytes);
-                }
-                _ => out.extend_from_slice(&f.bytes),
+                Kind::Sync => ends_with_sync = true,
+                _ => {}
             }
+            out.extend_from_slice(&m.frame.bytes);
         }
         exec.links[shard].send(&out).await?;
         self.touched.insert(shard);
@@ -358,7 +416,7 @@ impl Extended {
                         swallow = 0;
                         exec.out.extend_from_slice(&f.bytes);
                     }
-                    _ => exec.out.extend_from_slice(&f.bytes),
+                    _ => exec.pass(&f).await?,
                 }
                 exec.maybe_flush().await?;
             }
@@ -369,15 +427,15 @@ impl Extended {
             build::ready_for_query(exec.txn.status(), &mut exec.out);
         } else {
             // Flush: read what the batch's messages produce.
-            for f in &batch {
+            for m in &batch {
                 if errored {
                     break;
                 }
-                if f.tag == b'H' {
+                if m.tag() == b'H' {
                     // Flush has no answer of its own.
                     continue;
                 }
-                if f.tag == b'B' && swallow > 0 {
+                if m.tag() == b'B' && swallow > 0 {
                     // The injected Parse answers first.
                     if self.relay_one(exec, shard, b'P', true).await? == Step::Failed {
                         errored = true;
@@ -385,7 +443,7 @@ impl Extended {
                     }
                     swallow -= 1;
                 }
-                if self.relay_one(exec, shard, f.tag, false).await? == Step::Failed {
+                if self.relay_one(exec, shard, m.tag(), false).await? == Step::Failed {
                     errored = true;
                 }
             }
@@ -397,31 +455,27 @@ impl Extended {
         Ok(())
     }
 
-    async fn fail_rest(&mut self, exec: &mut Exec<'_>, batch: Vec<Frame>) -> R<()> {
+    async fn fail_rest(&mut self, exec: &mut Exec<'_>, batch: Vec<ClientMessage>) -> R<()> {
         self.failed = true;
-        if batch.last().is_some_and(|f| f.tag == b'S') {
+        if batch.last().is_some_and(|m| m.tag() == b'S') {
             self.sync(exec).await?;
         }
         Ok(())
     }
 
     /// Slow path: one message at a time.
-    async fn run_message(&mut self, exec: &mut Exec<'_>, f: Frame) -> R<()> {
-        if f.tag == b'S' {
+    async fn run_message(&mut self, exec: &mut Exec<'_>, m: ClientMessage) -> R<()> {
+        if m.tag() == b'S' {
             return self.sync(exec).await;
         }
         if self.failed {
             return Ok(());
         }
-        let step = match f.tag {
-            b'P' => {
-                let (name, sql) = match inspect::parse_text(f.body()) {
-                    Some(v) => v,
-                    None => return Err(super::session::Stop::Client),
-                };
-                if let Some(err) = parse_error(exec, sql) {
+        let step = match &m.kind {
+            Kind::Parse(p) => {
+                if let Some(err) = parse_error(exec, &p.sql) {
                     metrics::counter!(crate::metrics::STATEMENTS_REJECTED).increment(1);
-                    self.statements.remove(name);
+                    self.statements.remove(&p.name);
                     return {
                         exec.error(&err);
                         self.failed = true;
@@ -429,22 +483,22 @@ impl Extended {
                         Ok(())
                     };
                 }
-                let st = Statement {
-                    parse: f.bytes.clone(),
-                    sql: sql.to_string(),
-                    ast: parse_ast_for(exec, sql),
-                    on: BTreeSet::new(),
-                };
-                self.statements.insert(name.to_string(), st);
-                self.send_and_relay(exec, HOME, std::slice::from_ref(&f.bytes), b'P', 0)
-                    .await?
+                let st = Statement::new(exec, &m, p, BTreeSet::new());
+                self.statements.insert(p.name.clone(), st);
+                let step = self
+                    .send_and_relay(exec, HOME, std::slice::from_ref(&m.frame.bytes), b'P', 0)
+                    .await?;
+                if step == Step::Failed {
+                    // The shard refused it: there is no such statement to bind later.
+                    self.statements.remove(&p.name);
+                }
+                step
             }
-            b'B' => self.bind(exec, f).await?,
-            b'D' => self.describe(exec, f).await?,
-            b'E' => self.execute(exec, f).await?,
-            b'C' => self.close(exec, f).await?,
-            b'H' => Step::Done,
-            _ => Step::Done,
+            Kind::Bind(b) => self.bind(exec, &m.frame, b).await?,
+            Kind::Describe(t) => self.describe(exec, &m.frame, t).await?,
+            Kind::Execute(e) => self.execute(exec, &m.frame, e).await?,
+            Kind::Close(t) => self.close(exec, &m.frame, t).await?,
+            Kind::Flush | Kind::Sync => Step::Done,
         };
         if step == Step::Failed {
             self.failed = true;
@@ -521,7 +575,7 @@ impl Extended {
             };
             // Quiet: the terminal answer belongs to a message the client did not send.
             if !(matches!(f.tag, b'N' | b'A' | b'S') || quiet && done) {
-                exec.out.extend_from_slice(&f.bytes);
+                exec.pass(&f).await?;
             }
             exec.maybe_flush().await?;
             if done {
@@ -530,14 +584,9 @@ impl Extended {
         }
     }
 
-    async fn bind(&mut self, exec: &mut Exec<'_>, f: Frame) -> R<Step> {
-        let Some((portal, stmt, params)) = bind_fields(f.body()) else {
-            return Ok(exec.error(&PgError::error(
-                sqlstate::PROTOCOL_VIOLATION,
-                "malformed Bind message",
-            )));
-        };
-        let Some(st) = self.statements.get(&stmt) else {
+    async fn bind(&mut self, exec: &mut Exec<'_>, f: &Frame, b: &Bind) -> R<Step> {
+        let (portal, stmt, params) = (b.portal.clone(), &b.statement, Params::of(b));
+        let Some(st) = self.statements.get(stmt) else {
             return Ok(exec.error(&PgError::error(
                 "26000",
                 format!("prepared statement \"{stmt}\" does not exist"),
@@ -550,7 +599,9 @@ impl Extended {
                 if write {
                     exec.txn.note_write(shard);
                 }
-                let st = self.statements.get_mut(&stmt).expect("looked up above");
+                let Some(st) = self.statements.get_mut(stmt) else {
+                    unreachable!("looked up above")
+                };
                 let mut frames = Vec::new();
                 let mut swallow = 0;
                 if !st.on.contains(&shard) {
@@ -566,7 +617,7 @@ impl Extended {
             Plan::Reject(e) => Ok(exec.error(&e)),
             other => {
                 let sql = st.sql.clone();
-                let param_types = parse_param_types(&st.parse[5..]);
+                let param_types = st.param_types.clone();
                 self.portals.insert(
                     portal,
                     Portal::Local(Box::new(LocalPortal {
@@ -574,8 +625,9 @@ impl Extended {
                         sql,
                         params,
                         param_types,
-                        result_formats: result_formats(f.body()),
+                        result_formats: b.result_formats.clone(),
                         pending: None,
+                        held: 0,
                     })),
                 );
                 build::empty(b'2', &mut exec.out);
@@ -584,13 +636,10 @@ impl Extended {
         }
     }
 
-    async fn describe(&mut self, exec: &mut Exec<'_>, f: Frame) -> R<Step> {
-        let kind = f.body().first().copied().unwrap_or(0);
-        let name = inspect::cstr(&f.body()[1..])
-            .map(|(n, _)| n.to_string())
-            .unwrap_or_default();
-        if kind == b'S' {
-            let Some(st) = self.statements.get_mut(&name) else {
+    async fn describe(&mut self, exec: &mut Exec<'_>, f: &Frame, t: &Target) -> R<Step> {
+        let name = &t.name;
+        if t.kind == TargetKind::Statement {
+            let Some(st) = self.statements.get_mut(name) else {
                 return Ok(exec.error(&PgError::error(
                     "26000",
                     format!("prepared statement \"{name}\" does not exist"),
@@ -608,7 +657,7 @@ impl Extended {
                 .send_and_relay(exec, shard, &frames, b'D', swallow)
                 .await;
         }
-        match self.portals.get(&name) {
+        match self.portals.get(name) {
             Some(Portal::Shard(s)) => {
                 let s = *s;
                 self.send_and_relay(exec, s, std::slice::from_ref(&f.bytes), b'D', 0)
@@ -665,17 +714,8 @@ impl Extended {
         }
     }
 
-    async fn execute(&mut self, exec: &mut Exec<'_>, f: Frame) -> R<Step> {
-        let Some((name, rest)) = inspect::cstr(f.body()) else {
-            return Ok(exec.error(&PgError::error(
-                sqlstate::PROTOCOL_VIOLATION,
-                "malformed Execute message",
-            )));
-        };
-        let max_rows = rest
-            .get(..4)
-            .map(|b| i32::from_be_bytes(b.try_into().expect("4 bytes")))
-            .unwrap_or(0);
+    async fn execute(&mut self, exec: &mut Exec<'_>, f: &Frame, e: &Execute) -> R<Step> {
+        let (name, max_rows) = (e.portal.as_str(), e.max_rows);
         match self.portals.get(name) {
             Some(Portal::Shard(s)) => {
                 let s = *s;
@@ -711,9 +751,12 @@ impl Extended {
                         return Ok(Step::Failed);
                     }
                     let produced = exec.out.split_off(start);
+                    let held = produced.len();
                     let frames = split_frames(produced.freeze());
                     if let Some(Portal::Local(lp)) = self.portals.get_mut(name) {
                         lp.pending = Some(frames);
+                        lp.held = held;
+                        buffered(held as i64);
                     }
                 }
                 let Some(Portal::Local(lp)) = self.portals.get_mut(name) else {
@@ -733,6 +776,8 @@ impl Extended {
                 } else {
                     // Done: this Execute's row count, as PostgreSQL reports it.
                     pending.clear();
+                    buffered(-(lp.held as i64));
+                    lp.held = 0;
                     build::command_complete(&format!("SELECT {sent}"), &mut exec.out);
                 }
                 Ok(Step::Done)
@@ -817,18 +862,15 @@ impl Extended {
         Ok(step)
     }
 
-    async fn close(&mut self, exec: &mut Exec<'_>, f: Frame) -> R<Step> {
-        let kind = f.body().first().copied().unwrap_or(0);
-        let name = inspect::cstr(&f.body()[1..])
-            .map(|(n, _)| n.to_string())
-            .unwrap_or_default();
-        let shards: Vec<usize> = if kind == b'S' {
+    async fn close(&mut self, exec: &mut Exec<'_>, f: &Frame, t: &Target) -> R<Step> {
+        let name = &t.name;
+        let shards: Vec<usize> = if t.kind == TargetKind::Statement {
             self.statements
-                .remove(&name)
+                .remove(name)
                 .map(|s| s.on.into_iter().collect())
                 .unwrap_or_default()
         } else {
-            match self.portals.remove(&name) {
+            match self.portals.remove(name) {
                 Some(Portal::Shard(s)) => vec![s],
                 _ => vec![],
             }
@@ -909,6 +951,15 @@ fn snapshot_without(exec: &Exec<'_>, shard: usize) -> bool {
 
 /// A refusal that does not depend on parameters (see `check_at_parse`).
 fn parse_error(exec: &Exec<'_>, sql: &str) -> Option<PgError> {
+    if let Some(err) = super::session::too_large_to_analyse(sql) {
+        return Some(err);
+    }
+    if crate::sql::split_statements(sql).len() > 1 {
+        return Some(PgError::error(
+            "42601",
+            "cannot insert multiple commands into a prepared statement",
+        ));
+    }
     parse_ast(exec, sql).and_then(|stmt| crate::router::plan::check_at_parse(&stmt, exec.placement))
 }
 
@@ -953,87 +1004,20 @@ fn plan_sql(exec: &Exec<'_>, sql: &str, ast: &Option<Ast>, params: &Params) -> P
     }
 }
 
-/// Portal name, statement name and parameters of a Bind body.
-fn bind_fields(body: &[u8]) -> Option<(String, String, Params)> {
-    let (portal, rest) = inspect::cstr(body)?;
-    let (stmt, rest) = inspect::cstr(rest)?;
-    let i16_at = |b: &[u8], at: usize| -> Option<i16> {
-        Some(i16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
-    };
-    let nfmt = i16_at(rest, 0)? as usize;
-    let mut at = 2;
-    let mut formats = Vec::with_capacity(nfmt);
-    for _ in 0..nfmt {
-        formats.push(i16_at(rest, at)?);
-        at += 2;
-    }
-    let nvals = i16_at(rest, at)? as usize;
-    at += 2;
-    let mut values = Vec::with_capacity(nvals);
-    for _ in 0..nvals {
-        let len = i32::from_be_bytes(rest.get(at..at + 4)?.try_into().ok()?);
-        at += 4;
-        if len < 0 {
-            values.push(None);
-        } else {
-            let len = len as usize;
-            values.push(Some(Bytes::copy_from_slice(rest.get(at..at + len)?)));
-            at += len;
-        }
-    }
-    Some((
-        portal.to_string(),
-        stmt.to_string(),
-        Params { values, formats },
-    ))
+/// The Binds of a batch.
+fn binds(batch: &[ClientMessage]) -> impl Iterator<Item = &Bind> {
+    batch.iter().filter_map(|m| match &m.kind {
+        Kind::Bind(b) => Some(b),
+        _ => None,
+    })
 }
 
-/// Parameter type OIDs declared in a Parse body.
-fn parse_param_types(body: &[u8]) -> Vec<u32> {
-    let Some((_, rest)) = inspect::cstr(body) else {
-        return vec![];
-    };
-    let Some((_, rest)) = inspect::cstr(rest) else {
-        return vec![];
-    };
-    let Some(n) = rest
-        .get(..2)
-        .map(|b| i16::from_be_bytes([b[0], b[1]]).max(0) as usize)
-    else {
-        return vec![];
-    };
-    (0..n)
-        .filter_map(|i| {
-            rest.get(2 + 4 * i..6 + 4 * i)
-                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        })
-        .collect()
-}
-
-/// Result-column format codes of a Bind body.
-fn result_formats(body: &[u8]) -> Vec<i16> {
-    let Some((_, _, params)) = bind_fields(body) else {
-        return vec![];
-    };
-    // Skip to after the parameter values: recompute the offset.
-    let (_, rest) = inspect::cstr(body).expect("checked");
-    let (_, rest) = inspect::cstr(rest).expect("checked");
-    let mut at = 2 + 2 * params.formats.len() + 2;
-    for v in &params.values {
-        at += 4 + v.as_ref().map(|b| b.len()).unwrap_or(0);
-    }
-    let Some(n) = rest
-        .get(at..at + 2)
-        .map(|b| i16::from_be_bytes([b[0], b[1]]) as usize)
-    else {
-        return vec![];
-    };
-    (0..n)
-        .filter_map(|i| {
-            rest.get(at + 2 + 2 * i..at + 4 + 2 * i)
-                .map(|b| i16::from_be_bytes([b[0], b[1]]))
-        })
-        .collect()
+/// The Parses of a batch.
+fn parses(batch: &[ClientMessage]) -> impl DoubleEndedIterator<Item = &Parse> {
+    batch.iter().filter_map(|m| match &m.kind {
+        Kind::Parse(p) => Some(p),
+        _ => None,
+    })
 }
 
 /// Parse + Bind (+ Describe portal) (+ Execute + Sync) of `sql` on the unnamed statement and
@@ -1047,48 +1031,34 @@ fn rebind(
     execute: bool,
 ) -> Bytes {
     let mut b = BytesMut::new();
-    let msg = |b: &mut BytesMut, tag: u8, body: &[u8]| {
-        b.put_u8(tag);
-        b.put_i32(body.len() as i32 + 4);
-        b.put_slice(body);
-    };
-    let mut body = BytesMut::new();
-    body.put_u8(0);
-    body.put_slice(sql.as_bytes());
-    body.put_u8(0);
-    body.put_i16(param_types.len() as i16);
-    for t in param_types {
-        body.put_u32(*t);
+    Parse {
+        name: String::new(),
+        sql: sql.to_string(),
+        param_types: param_types.to_vec(),
     }
-    msg(&mut b, b'P', &body);
-    body.clear();
-    body.put_u8(0);
-    body.put_u8(0);
-    body.put_i16(params.formats.len() as i16);
-    for f in &params.formats {
-        body.put_i16(*f);
+    .encode(&mut b);
+    Bind {
+        portal: String::new(),
+        statement: String::new(),
+        param_formats: params.formats.clone(),
+        values: params.values.clone(),
+        result_formats: result_formats.to_vec(),
     }
-    body.put_i16(params.values.len() as i16);
-    for v in &params.values {
-        match v {
-            None => body.put_i32(-1),
-            Some(bytes) => {
-                body.put_i32(bytes.len() as i32);
-                body.put_slice(bytes);
-            }
-        }
-    }
-    body.put_i16(result_formats.len() as i16);
-    for f in result_formats {
-        body.put_i16(*f);
-    }
-    msg(&mut b, b'B', &body);
+    .encode(&mut b);
     if describe {
-        msg(&mut b, b'D', b"P\0");
+        Target {
+            kind: TargetKind::Portal,
+            name: String::new(),
+        }
+        .encode(b'D', &mut b);
     }
     if execute {
-        msg(&mut b, b'E', b"\0\0\0\0\0");
-        msg(&mut b, b'S', b"");
+        Execute {
+            portal: String::new(),
+            max_rows: 0,
+        }
+        .encode(&mut b);
+        b.put_slice(b"S\0\0\0\x04");
     }
     b.freeze()
 }

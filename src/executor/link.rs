@@ -1,8 +1,16 @@
 //! One shard connection driven request/response: send bytes, receive whole messages.
+//!
+//! A shard that stays silent longer than the response timeout (when one is configured) counts as
+//! lost: the session ends with 08006 and closes its shard connections, instead of waiting forever
+//! on a server that is stopped or wedged.
 
 use crate::backend::ShardStream;
+use crate::protocol::frame::{FrameScanner, Scan};
 use crate::protocol::Frame;
 use bytes::BytesMut;
+
+/// The largest message accepted from a shard: PostgreSQL's own limit on one value is 1 GiB.
+const MAX_SHARD_MESSAGE_BYTES: usize = (1 << 30) + (1 << 20);
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The shard went away or broke framing; the session cannot go on without it.
@@ -17,6 +25,8 @@ pub struct ShardLink {
     pub name: String,
     stream: ShardStream,
     buf: BytesMut,
+    scanner: FrameScanner,
+    response_timeout: Option<std::time::Duration>,
 }
 
 impl ShardLink {
@@ -26,6 +36,33 @@ impl ShardLink {
             name,
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
+            scanner: FrameScanner::new(MAX_SHARD_MESSAGE_BYTES),
+            response_timeout: None,
+        }
+    }
+
+    pub fn with_response_timeout(mut self, t: Option<std::time::Duration>) -> ShardLink {
+        self.response_timeout = t;
+        self
+    }
+
+    async fn read_more(&mut self) -> Result<(), LinkLost> {
+        let read = self.stream.read_buf(&mut self.buf);
+        let result = match self.response_timeout {
+            None => read.await,
+            Some(t) => match tokio::time::timeout(t, read).await {
+                Ok(r) => r,
+                Err(_) => {
+                    metrics::counter!(crate::metrics::SHARD_TIMEOUTS, "shard" => self.name.clone())
+                        .increment(1);
+                    tracing::warn!(shard = %self.name, "shard silent for {t:?}: giving up on it");
+                    return Err(self.lost());
+                }
+            },
+        };
+        match result {
+            Ok(0) | Err(_) => Err(self.lost()),
+            Ok(_) => Ok(()),
         }
     }
 
@@ -36,34 +73,48 @@ impl ShardLink {
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), LinkLost> {
-        self.stream.write_all(bytes).await.map_err(|_| self.lost())
-    }
-
-    /// The next whole message from the shard.
-    pub async fn recv(&mut self) -> Result<Frame, LinkLost> {
-        loop {
-            if self.buf.len() >= 5 {
-                let len = i32::from_be_bytes(self.buf[1..5].try_into().expect("4 bytes"));
-                if len < 4 {
+        let write = self.stream.write_all(bytes);
+        let result = match self.response_timeout {
+            None => write.await,
+            Some(t) => match tokio::time::timeout(t, write).await {
+                Ok(r) => r,
+                Err(_) => {
+                    metrics::counter!(crate::metrics::SHARD_TIMEOUTS, "shard" => self.name.clone())
+                        .increment(1);
                     return Err(self.lost());
                 }
-                let total = len as usize + 1;
-                if self.buf.len() >= total {
-                    let tag = self.buf[0];
-                    return Ok(crate::protocol::frame::take_frame(
-                        &mut self.buf,
-                        tag,
-                        total,
-                    ));
+            },
+        };
+        result.map_err(|_| self.lost())
+    }
+
+    /// The next whole message from the shard. A message over the size limit, or a malformed
+    /// length, counts as a lost shard: the framing cannot be trusted after it.
+    pub async fn recv(&mut self) -> Result<Frame, LinkLost> {
+        loop {
+            match self.scanner.scan(&self.buf, 0, |_| true) {
+                Ok(Scan::Whole { tag, len }) => {
+                    return Ok(crate::protocol::frame::take_frame(&mut self.buf, tag, len))
                 }
-                self.buf.reserve(total - self.buf.len());
+                Ok(Scan::NeedMore) => {}
+                Ok(Scan::Pass { .. }) => unreachable!("every frame is inspected"),
+                Err(e) => {
+                    tracing::warn!(shard = %self.name, "unusable message from shard: {e}");
+                    return Err(self.lost());
+                }
+            }
+            // Room for the rest of the frame being received, and no more.
+            let want = if self.buf.len() >= 5 {
+                let declared =
+                    i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+                (declared as usize + 1)
+                    .saturating_sub(self.buf.len())
+                    .clamp(1, 1 << 20)
             } else {
-                self.buf.reserve(16 * 1024);
-            }
-            match self.stream.read_buf(&mut self.buf).await {
-                Ok(0) | Err(_) => return Err(self.lost()),
-                Ok(_) => {}
-            }
+                16 * 1024
+            };
+            self.buf.reserve(want);
+            self.read_more().await?;
         }
     }
 }

@@ -17,11 +17,17 @@ use tokio::net::tcp::OwnedWriteHalf;
 
 const FLUSH_AT: usize = 64 * 1024;
 
+/// The most a session holds of a merged result that an Execute with a row limit hands out in
+/// parts (it is materialized, since the shards' rows must be merged before the first part).
+pub const MAX_HELD_BYTES: usize = 64 << 20;
+
 /// Why a session cannot go on.
 #[derive(Debug)]
 pub enum Stop {
     Shard(String),
     Client,
+    /// A per-session memory limit was reached; the session ends with 54000.
+    Limit(String),
 }
 
 impl From<LinkLost> for Stop {
@@ -70,7 +76,36 @@ pub struct Exec<'a> {
     pub pending_cut: Option<super::snapshot_read::PendingCut>,
 }
 
-const PARSE_CACHE_LIMIT: usize = 128;
+/// The parse cache's budget per session, in estimated bytes: the text plus its syntax tree, which
+/// takes tens of times the text's size. Texts too large to fit a fair share are not cached at
+/// all: a statement that size is usually literal-heavy and never repeated.
+const PARSE_CACHE_BYTES: usize = 4 << 20;
+const PARSE_CACHE_LARGEST_TEXT: usize = 8 << 10;
+
+/// The longest statement text analysed on several shards. Its syntax tree takes about a hundred
+/// times the text's size and is built on the session's thread, so without a limit one 20 MB
+/// IN-list would take gigabytes and stall every other client on that thread.
+pub const MAX_ANALYSED_BYTES: usize = 2 << 20;
+
+/// The refusal of a statement over `MAX_ANALYSED_BYTES`.
+pub fn too_large_to_analyse(sql: &str) -> Option<PgError> {
+    (sql.len() > MAX_ANALYSED_BYTES).then(|| {
+        PgError::error(
+            crate::error::sqlstate::PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "statement of {} bytes is too long to route across shards (the limit is {} bytes)",
+                sql.len(),
+                MAX_ANALYSED_BYTES
+            ),
+        )
+        .with_hint("Send long lists as a bound array parameter (= ANY($1)) or split the statement.")
+    })
+}
+
+/// Estimated memory of one cached statement.
+fn parse_cache_weight(sql: &str) -> usize {
+    sql.len() * 64 + 1024
+}
 
 /// The statements of one text, shared with the cache.
 pub type Parsed = std::sync::Arc<Vec<std::sync::Arc<sqlparser::ast::Statement>>>;
@@ -79,6 +114,8 @@ pub type Parsed = std::sync::Arc<Vec<std::sync::Arc<sqlparser::ast::Statement>>>
 #[derive(Default)]
 pub struct ParseCache {
     entries: std::collections::HashMap<String, Option<Parsed>>,
+    /// Estimated bytes held by `entries`.
+    bytes: usize,
 }
 
 impl<'a> Exec<'a> {
@@ -116,11 +153,36 @@ impl<'a> Exec<'a> {
                 .await
                 .map_err(|_| Stop::Client)?;
             self.out.clear();
+            // A burst (a materialized result) must not stay allocated for the session's life.
+            if self.out.capacity() > 16 * FLUSH_AT {
+                self.out = BytesMut::with_capacity(FLUSH_AT);
+            }
         }
         Ok(())
     }
 
+    /// Sends a shard's message on to the client. A large one (a big value) is written straight
+    /// from the frame after what is queued, instead of being copied into the output buffer, so
+    /// it is held once, not twice, and the buffer does not keep its size afterwards.
+    pub async fn pass(&mut self, f: &Frame) -> R<()> {
+        if f.bytes.len() >= FLUSH_AT && !self.hold_output {
+            self.flush().await?;
+            return self
+                .client
+                .write_all(&f.bytes)
+                .await
+                .map_err(|_| Stop::Client);
+        }
+        self.out.extend_from_slice(&f.bytes);
+        self.maybe_flush().await
+    }
+
     pub async fn maybe_flush(&mut self) -> R<()> {
+        if self.hold_output && self.out.len() > MAX_HELD_BYTES {
+            return Err(Stop::Limit(format!(
+                "a result handed out in parts (Execute with a row limit) over several shards exceeded {MAX_HELD_BYTES} bytes"
+            )));
+        }
         if self.out.len() >= FLUSH_AT && !self.hold_output {
             self.flush().await?;
         }
@@ -143,11 +205,25 @@ impl<'a> Exec<'a> {
             build::ready_for_query(self.txn.status(), &mut self.out);
             return self.flush().await;
         }
+        if let Some(err) = too_large_to_analyse(text) {
+            self.error(&err);
+            self.after_error().await?;
+            build::ready_for_query(self.txn.status(), &mut self.out);
+            return self.flush().await;
+        }
         let statements: Vec<(Option<std::sync::Arc<sqlparser::ast::Statement>>, String)> =
             match self.parse(text) {
                 Some(v) if v.len() == 1 => vec![(Some(v[0].clone()), text.to_string())],
                 Some(v) => v.iter().map(|s| (Some(s.clone()), s.to_string())).collect(),
-                None => vec![(None, text.to_string())],
+                // sqlparser could not read the whole text: split it and analyse each statement
+                // on its own, so that no statement is routed by another one's keywords.
+                None => crate::sql::split_statements(text)
+                    .into_iter()
+                    .map(|piece| match self.parse(piece) {
+                        Some(v) if v.len() == 1 => (Some(v[0].clone()), piece.to_string()),
+                        _ => (None, piece.to_string()),
+                    })
+                    .collect(),
             };
         // PostgreSQL runs a multi-statement Query as one implicit transaction.
         if statements.len() > 1 && self.txn == TxnState::Idle {
@@ -262,6 +338,9 @@ impl<'a> Exec<'a> {
     /// The statements of `sql` (None when sqlparser cannot parse them, or for `SHOW shardgate.*`,
     /// which the proxy answers), from the per-session cache.
     pub fn parse(&self, sql: &str) -> Option<Parsed> {
+        if sql.len() > MAX_ANALYSED_BYTES {
+            return None;
+        }
         let mut cache = self.parsed.lock().expect("parse cache poisoned");
         if let Some(hit) = cache.entries.get(sql) {
             return hit.clone();
@@ -274,10 +353,15 @@ impl<'a> Exec<'a> {
                 .filter(|v| !v.is_empty())
                 .map(|v| std::sync::Arc::new(v.into_iter().map(std::sync::Arc::new).collect()))
         };
-        if cache.entries.len() >= PARSE_CACHE_LIMIT {
-            cache.entries.clear();
+        if sql.len() <= PARSE_CACHE_LARGEST_TEXT {
+            let weight = parse_cache_weight(sql);
+            if cache.bytes + weight > PARSE_CACHE_BYTES {
+                cache.entries.clear();
+                cache.bytes = 0;
+            }
+            cache.bytes += weight;
+            cache.entries.insert(sql.to_string(), parsed.clone());
         }
-        cache.entries.insert(sql.to_string(), parsed.clone());
         parsed
     }
 
@@ -416,7 +500,7 @@ impl<'a> Exec<'a> {
                     fail.extend_from_slice(b"f\0\0\0\x1acopy not supported here\0");
                     self.links[shard].send(&fail).await?;
                 }
-                _ => self.out.extend_from_slice(&f.bytes),
+                _ => self.pass(&f).await?,
             }
             self.maybe_flush().await?;
         }

@@ -101,7 +101,7 @@ pub fn decode(type_oid: u32, format: i16, raw: Option<&[u8]>) -> Result<SortValu
         FLOAT4 | FLOAT8 => SortValue::Float(parse_float(s).ok_or_else(bad)?),
         NUMERIC => SortValue::Numeric(Decimal::parse(s).ok_or_else(bad)?),
         TEXT | VARCHAR | NAME | UUID | BPCHAR => SortValue::Bytes(raw.to_vec()),
-        DATE => SortValue::Int(parse_timestamp(s, false).ok_or_else(bad)?),
+        DATE => SortValue::Int(parse_date(s).ok_or_else(bad)?),
         TIMESTAMP => SortValue::Int(parse_timestamp(s, false).ok_or_else(bad)?),
         TIMESTAMPTZ => SortValue::Int(parse_timestamp(s, true).ok_or_else(bad)?),
         _ => return Err(bad()),
@@ -127,8 +127,34 @@ fn parse_float(s: &str) -> Option<f64> {
     }
 }
 
-/// Microseconds (or days, for a bare date) on one scale; `infinity` sorts last, `-infinity` first.
-/// ISO DateStyle only (the default); other styles are refused by failing to parse.
+/// Days since 2000-01-01 of a text date (ISO DateStyle); `infinity` sorts last, `-infinity` first.
+fn parse_date(s: &str) -> Option<i64> {
+    match s {
+        "infinity" => return Some(i64::MAX),
+        "-infinity" => return Some(i64::MIN),
+        _ => {}
+    }
+    let (body, bc) = match s.strip_suffix(" BC") {
+        Some(b) => (b, true),
+        None => (s, false),
+    };
+    let mut dp = body.splitn(3, '-');
+    let mut year: i64 = dp.next()?.parse().ok()?;
+    let month: i64 = dp.next()?.parse().ok()?;
+    let day: i64 = dp.next()?.parse().ok()?;
+    if bc {
+        year = 1 - year;
+    }
+    Some(days_from_civil(year, month, day) - PG_EPOCH_DAYS)
+}
+
+/// 2000-01-01, PostgreSQL's epoch, in days since 1970-01-01.
+const PG_EPOCH_DAYS: i64 = 10_957;
+
+/// Microseconds since 2000-01-01 (PostgreSQL's own representation, so every valid timestamp
+/// fits, up to year 294276); `infinity` sorts last, `-infinity` first. Computed with checked
+/// wide arithmetic: a value that does not fit is an error, never a wrapped number. ISO DateStyle
+/// only (the default); other styles are refused by failing to parse.
 fn parse_timestamp(s: &str, with_zone: bool) -> Option<i64> {
     match s {
         "infinity" => return Some(i64::MAX),
@@ -147,10 +173,10 @@ fn parse_timestamp(s: &str, with_zone: bool) -> Option<i64> {
     if bc {
         year = 1 - year;
     }
-    let days = days_from_civil(year, month, day);
+    let days = i128::from(days_from_civil(year, month, day) - PG_EPOCH_DAYS);
     let rest = rest.trim();
     if rest.is_empty() {
-        return Some(days * 86_400_000_000);
+        return i64::try_from(days * 86_400_000_000).ok();
     }
     // HH:MM:SS[.ffffff][+-HH[:MM[:SS]]]
     let zone_at = if with_zone {
@@ -173,16 +199,22 @@ fn parse_timestamp(s: &str, with_zone: bool) -> Option<i64> {
     } else {
         format!("{frac:0<6}")[..6].parse().ok()?
     };
+    let (h, m, whole, micros) = (
+        i128::from(h),
+        i128::from(m),
+        i128::from(whole),
+        i128::from(micros),
+    );
     let mut t = ((days * 24 + h) * 60 + m) * 60_000_000 + whole * 1_000_000 + micros;
     if let Some(z) = zone {
         let sign = if z.starts_with('-') { -1 } else { 1 };
-        let mut zp = z[1..].split(':');
-        let zh: i64 = zp.next()?.parse().ok()?;
-        let zm: i64 = zp.next().map(|v| v.parse().ok()).unwrap_or(Some(0))?;
-        let zs: i64 = zp.next().map(|v| v.parse().ok()).unwrap_or(Some(0))?;
+        let mut zp = z.get(1..)?.split(':');
+        let zh: i128 = zp.next()?.parse().ok()?;
+        let zm: i128 = zp.next().map(|v| v.parse().ok()).unwrap_or(Some(0))?;
+        let zs: i128 = zp.next().map(|v| v.parse().ok()).unwrap_or(Some(0))?;
         t -= sign * ((zh * 60 + zm) * 60 + zs) * 1_000_000;
     }
-    Some(t)
+    i64::try_from(t).ok()
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
@@ -379,6 +411,50 @@ mod tests {
             ),
             Ordering::Greater
         );
+    }
+
+    #[test]
+    fn dates_and_timestamps_at_the_ends_of_their_range() {
+        // The same scale as the binary forms: microseconds / days since 2000-01-01.
+        assert_eq!(
+            t(oid::TIMESTAMP, "2000-01-01 00:00:01"),
+            SortValue::Int(1_000_000)
+        );
+        assert_eq!(t(oid::DATE, "2000-01-02"), SortValue::Int(1));
+        // Past the year where microseconds since 1970 overflow, up to PostgreSQL's last value.
+        let ascending = [
+            "-infinity",
+            "4713-01-01 00:00:00 BC",
+            "1999-12-31 23:59:59.999999",
+            "294247-01-10 04:00:54.775807",
+            "294247-01-10 04:00:54.775808",
+            "294276-12-31 23:59:59.999999",
+            "infinity",
+        ];
+        for w in ascending.windows(2) {
+            assert_eq!(
+                compare(&t(oid::TIMESTAMP, w[0]), &t(oid::TIMESTAMP, w[1])),
+                Ordering::Less,
+                "{} < {}",
+                w[0],
+                w[1]
+            );
+        }
+        let dates = [
+            "4713-01-01 BC",
+            "0001-01-01",
+            "294277-01-01",
+            "5874897-12-31",
+            "infinity",
+        ];
+        for w in dates.windows(2) {
+            assert_eq!(
+                compare(&t(oid::DATE, w[0]), &t(oid::DATE, w[1])),
+                Ordering::Less
+            );
+        }
+        // Out of any timestamp's range: an error, not a wrapped number.
+        assert!(decode(oid::TIMESTAMP, 0, Some(b"99999999999-01-01 00:00:00")).is_err());
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! The greeting forwards the shard's own ParameterStatus values (server_version, encodings,
 //! DateStyle ...) so drivers see exactly the server they would see directly.
 
+use super::admission::Admitted;
 use super::cancel::ShardKey;
 use super::session;
 use crate::auth::{self, Credential};
 use crate::backend::{self, BackendError};
 use crate::error::{sqlstate, PgError};
+use crate::logsafe::Escaped;
 use crate::metrics as m;
 use crate::protocol::build;
 use crate::protocol::startup::{read_packet, StartupPacket};
@@ -33,26 +35,35 @@ pub async fn handle_client(
     mut socket: TcpStream,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
+    mut admitted: Admitted,
 ) {
     let _ = socket.set_nodelay(true);
-    let params = match negotiate(&ctx, &mut socket).await {
+    // Startup and authentication must finish in time, and give way to newer connections when
+    // the startup queue is full (see `admission`).
+    let login = tokio::select! {
+        r = tokio::time::timeout(ctx.startup_timeout, log_in(&ctx, &mut socket, peer)) => r,
+        _ = admitted.evicted() => {
+            metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "evicted").increment(1);
+            debug!(%peer, "evicted from the startup queue");
+            return;
+        }
+    };
+    let params = match login {
         Ok(Some(params)) => params,
         Ok(None) => return,
-        Err(err) => {
-            debug!(%peer, "startup rejected: {err}");
+        Err(_) => {
+            metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "startup_timeout").increment(1);
+            let err = PgError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                "canceling authentication due to timeout",
+            );
             send_fatal(&mut socket, &err).await;
             return;
         }
     };
+    admitted.logged_in();
     let user = params.get("user").cloned().unwrap_or_default();
-    if let Err(err) = authenticate(&ctx, &mut socket, &user).await {
-        if err.code == sqlstate::INVALID_PASSWORD || err.code == sqlstate::INVALID_AUTHORIZATION {
-            metrics::counter!(m::AUTH_FAILURES).increment(1);
-            warn!(%peer, %user, "authentication failed");
-        }
-        send_fatal(&mut socket, &err).await;
-        return;
-    }
+    let logged_user = Escaped(&user);
 
     let forwarded: Vec<(String, String)> = params
         .iter()
@@ -108,7 +119,7 @@ pub async fn handle_client(
         return;
     }
 
-    info!(%peer, %user, shards = conns.len(), "client connected");
+    info!(%peer, user = %logged_user, shards = conns.len(), "client connected");
     let _connected = m::ClientGauge::enter();
     let end = if conns.len() == 1 {
         let conn = conns.pop().expect("one connection");
@@ -119,12 +130,62 @@ pub async fn handle_client(
             .enumerate()
             .map(|(i, c)| {
                 crate::executor::link::ShardLink::new(i, ctx.shards[i].name.clone(), c.stream)
+                    .with_response_timeout(ctx.shard_response_timeout)
             })
             .collect();
         crate::executor::client_loop::run(&ctx, socket, links, shutdown).await
     };
     drop(registration);
-    info!(%peer, %user, "client disconnected: {end}");
+    if matches!(end, session::SessionEnd::ProtocolViolation(_)) {
+        metrics::counter!(m::PROTOCOL_VIOLATIONS).increment(1);
+    }
+    info!(%peer, user = %logged_user, "client disconnected: {end}");
+}
+
+/// Startup and authentication. `Ok(None)`: the connection is done (closed, served a cancel, or
+/// told why it cannot log in).
+async fn log_in(
+    ctx: &ProxyContext,
+    socket: &mut TcpStream,
+    peer: SocketAddr,
+) -> Option<BTreeMap<String, String>> {
+    let params = match negotiate(ctx, socket).await {
+        Ok(Some(params)) => params,
+        Ok(None) => return None,
+        Err(err) => {
+            debug!(%peer, "startup rejected: {err}");
+            send_fatal(socket, &err).await;
+            return None;
+        }
+    };
+    let user = params.get("user").cloned().unwrap_or_default();
+    if let Err(err) = authenticate(ctx, socket, &user).await {
+        if err.code == sqlstate::INVALID_PASSWORD || err.code == sqlstate::INVALID_AUTHORIZATION {
+            metrics::counter!(m::AUTH_FAILURES).increment(1);
+            warn!(%peer, user = %Escaped(&user), "authentication failed");
+            // Answered only after the throttle's pause, so guessing in a loop is slow.
+            tokio::time::sleep(ctx.auth_throttle.failed(&user, peer.ip())).await;
+        }
+        send_fatal(socket, &err).await;
+        return None;
+    }
+    Some(params)
+}
+
+/// A connection over the client limit: told so and closed.
+pub async fn refuse_client(mut socket: TcpStream, peer: SocketAddr) {
+    metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "limit").increment(1);
+    debug!(%peer, "client limit reached");
+    let err = PgError::fatal(
+        sqlstate::TOO_MANY_CONNECTIONS,
+        "sorry, too many clients already",
+    )
+    .with_hint("Raise server.max_client_connections, or pool connections in the application.");
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        send_fatal(&mut socket, &err),
+    )
+    .await;
 }
 
 /// Reads opening packets until a StartupMessage. `Ok(None)`: nothing more to do (closed, or a
@@ -209,25 +270,34 @@ async fn authenticate(
             format!("password authentication failed for user \"{user}\""),
         )
     };
-    let mut out = BytesMut::new();
     match ctx.users.get(user) {
         Some(Credential::Trust) => Ok(()),
-        Some(Credential::Md5(stored)) => {
-            let salt: [u8; 4] = rand::random();
-            build::auth_md5(salt, &mut out);
-            write(socket, &out).await?;
-            let response = read_password_message(socket).await?;
-            let text =
-                std::str::from_utf8(response.strip_suffix(&[0]).unwrap_or(&response)).unwrap_or("");
-            if auth::md5::verify(stored, salt, text) {
-                Ok(())
-            } else {
-                Err(failed())
-            }
-        }
+        Some(Credential::Md5(stored)) => md5(socket, stored, &failed).await,
         Some(Credential::Scram(v)) => scram(socket, v.clone(), &failed).await,
-        // Unknown users go through a mock exchange so the failure looks the same.
-        None => scram(socket, auth::scram::Verifier::mock(), &failed).await,
+        // Unknown users go through the exchange a real user would, failing only at the end.
+        None => match ctx.users.unknown(user) {
+            Credential::Md5(stored) => md5(socket, &stored, &failed).await,
+            Credential::Scram(v) => scram(socket, v, &failed).await,
+            Credential::Trust => Err(failed()),
+        },
+    }
+}
+
+async fn md5(
+    socket: &mut TcpStream,
+    stored: &str,
+    failed: &(dyn Fn() -> PgError + Sync),
+) -> Result<(), PgError> {
+    let mut out = BytesMut::new();
+    let salt: [u8; 4] = rand::random();
+    build::auth_md5(salt, &mut out);
+    write(socket, &out).await?;
+    let response = read_password_message(socket).await?;
+    let text = std::str::from_utf8(response.strip_suffix(&[0]).unwrap_or(&response)).unwrap_or("");
+    if auth::md5::verify(stored, salt, text) {
+        Ok(())
+    } else {
+        Err(failed())
     }
 }
 

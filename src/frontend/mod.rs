@@ -4,10 +4,11 @@
 //! login; `session` then relays messages between client and shard until either side ends;
 //! `cancel` maps the keys we hand to clients onto the shards' own keys.
 
+pub mod admission;
 pub mod cancel;
 mod handshake;
 mod relay_state;
 pub mod session;
 
-pub use handshake::{handle_client, send_fatal};
+pub use handshake::{handle_client, refuse_client, send_fatal};
 pub use session::SessionEnd;

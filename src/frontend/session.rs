@@ -36,6 +36,8 @@ pub enum SessionEnd {
     /// The shard sent FATAL (already forwarded) and closed.
     ShardFatal(String),
     ProtocolViolation(String),
+    /// The session would have had to hold more than a per-session limit allows.
+    LimitExceeded(String),
     Shutdown,
 }
 
@@ -56,6 +58,10 @@ impl SessionEnd {
                     "The shard closed the connection or became unreachable; reconnect to retry.",
                 ),
             ),
+            SessionEnd::LimitExceeded(msg) => Some(PgError::fatal(
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                msg.clone(),
+            )),
             SessionEnd::Shutdown => Some(PgError::fatal(
                 sqlstate::ADMIN_SHUTDOWN,
                 "terminating connection because shardgate is shutting down",
@@ -73,6 +79,7 @@ impl fmt::Display for SessionEnd {
             SessionEnd::ShardGone(s) => write!(f, "lost connection to shard {s}"),
             SessionEnd::ShardFatal(s) => write!(f, "shard {s} ended the session with FATAL"),
             SessionEnd::ProtocolViolation(e) => write!(f, "protocol violation: {e}"),
+            SessionEnd::LimitExceeded(e) => write!(f, "limit exceeded: {e}"),
             SessionEnd::Shutdown => f.write_str("proxy shutting down"),
         }
     }

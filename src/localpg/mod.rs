@@ -82,6 +82,26 @@ impl LocalCluster {
         })
     }
 
+    /// Moves the cluster's next OID to `next_oid` (`pg_resetwal -o`; the server must be stopped).
+    /// Fresh clusters copied from one template are byte-identical clones; real shards never are,
+    /// so tests give each shard its own OID counter to catch code that assumes shard metadata
+    /// agrees.
+    pub fn set_next_oid(&self, next_oid: u32) -> Result<(), LocalPgError> {
+        let out = self.install.run_as_owner(
+            Command::new(self.install.bin("pg_resetwal"))
+                .arg("-o")
+                .arg(next_oid.to_string())
+                .arg(&self.data_dir),
+        )?;
+        if !out.status.success() {
+            return Err(LocalPgError::Command {
+                what: format!("pg_resetwal -o in {}", self.data_dir.display()),
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// Starts the server and waits until it accepts connections.
     pub fn start(&self) -> Result<(), LocalPgError> {
         let o = &self.options;

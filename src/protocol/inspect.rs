@@ -50,9 +50,10 @@ pub struct FieldDesc {
 
 /// The fields of a RowDescription body.
 pub fn row_description(body: &[u8]) -> Option<Vec<FieldDesc>> {
-    let n = i16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
+    let n = usize::try_from(i16::from_be_bytes(body.get(..2)?.try_into().ok()?)).ok()?;
     let mut rest = &body[2..];
-    let mut out = Vec::with_capacity(n);
+    // Each field takes at least 19 bytes: never size the vector from the count alone.
+    let mut out = Vec::with_capacity(n.min(rest.len() / 19));
     for _ in 0..n {
         let (name, after) = cstr(rest)?;
         // table oid (4), attnum (2), type oid (4), typlen (2), typmod (4), format (2)
@@ -69,7 +70,7 @@ pub fn row_description(body: &[u8]) -> Option<Vec<FieldDesc>> {
 
 /// Column `i` (0-based) of a DataRow body: `Some(None)` is SQL NULL.
 pub fn data_row_column(body: &[u8], i: usize) -> Option<Option<&[u8]>> {
-    let n = i16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
+    let n = usize::try_from(i16::from_be_bytes(body.get(..2)?.try_into().ok()?)).ok()?;
     if i >= n {
         return None;
     }

@@ -8,6 +8,7 @@
 pub mod build;
 pub mod frame;
 pub mod inspect;
+pub mod message;
 pub mod startup;
 
 pub use frame::{Frame, FrameError, FrameScanner};

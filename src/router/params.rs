@@ -1,6 +1,7 @@
 //! Bound parameter values as a Bind message carries them, for routing by `$n`.
 
 use crate::placement::{KeyType, KeyValue};
+use crate::protocol::message::Cursor;
 use bytes::Bytes;
 
 /// Parameters of one execution: values, per-value format codes (0 text, 1 binary) as Bind
@@ -12,6 +13,14 @@ pub struct Params {
 }
 
 impl Params {
+    /// The parameters of a decoded Bind (values are shared, not copied).
+    pub fn of(bind: &crate::protocol::message::Bind) -> Params {
+        Params {
+            values: bind.values.clone(),
+            formats: bind.param_formats.clone(),
+        }
+    }
+
     fn format_of(&self, i: usize) -> i16 {
         match self.formats.len() {
             0 => 0,
@@ -67,33 +76,36 @@ fn text_array(s: &str, ty: KeyType) -> Result<Vec<KeyValue>, String> {
         .collect()
 }
 
-fn binary_array(b: &[u8], ty: KeyType) -> Result<Vec<KeyValue>, String> {
-    let int = |at: usize| -> Result<i32, String> {
-        b.get(at..at + 4)
-            .map(|s| i32::from_be_bytes(s.try_into().expect("4 bytes")))
-            .ok_or_else(|| "truncated binary array".to_string())
-    };
-    let ndim = int(0)?;
-    if ndim == 0 {
-        return Ok(vec![]);
+/// A one-dimensional binary array (`array_send` layout). The declared element count is checked
+/// against the bytes present (each element takes at least its 4-byte length) before anything is
+/// sized from it.
+fn binary_array(b: &Bytes, ty: KeyType) -> Result<Vec<KeyValue>, String> {
+    let mut c = Cursor::new(b, "array parameter");
+    let ndim = c.i32().map_err(|e| e.to_string())?;
+    let _has_nulls = c.i32().map_err(|e| e.to_string())?;
+    let _elem_type = c.u32().map_err(|e| e.to_string())?;
+    match ndim {
+        0 => return Ok(vec![]),
+        1 => {}
+        n if n < 0 => return Err(format!("invalid number of array dimensions {n}")),
+        _ => return Err("only one-dimensional arrays route".into()),
     }
-    if ndim != 1 {
-        return Err("only one-dimensional arrays route".into());
+    let len = c.i32().map_err(|e| e.to_string())?;
+    let _lower_bound = c.i32().map_err(|e| e.to_string())?;
+    let len = usize::try_from(len).map_err(|_| format!("invalid array length {len}"))?;
+    if len.saturating_mul(4) > c.remaining() {
+        return Err("array parameter claims more elements than it holds".into());
     }
-    let len = int(12)? as usize;
-    let mut at = 20;
     let mut out = Vec::with_capacity(len);
     for _ in 0..len {
-        let n = int(at)?;
-        at += 4;
+        let n = c.i32().map_err(|e| e.to_string())?;
         if n < 0 {
             continue;
         }
-        let n = n as usize;
-        let elem = b.get(at..at + n).ok_or("truncated binary array")?;
-        out.push(KeyValue::from_binary(ty, elem)?);
-        at += n;
+        let elem = c.bytes(n as usize).map_err(|e| e.to_string())?;
+        out.push(KeyValue::from_binary(ty, &elem)?);
     }
+    c.finish().map_err(|e| e.to_string())?;
     Ok(out)
 }
 
@@ -138,9 +150,26 @@ mod tests {
             b.extend_from_slice(&8i32.to_be_bytes());
             b.extend_from_slice(&v.to_be_bytes());
         }
+        let b = Bytes::from(b);
         assert_eq!(
             binary_array(&b, KeyType::Integer).unwrap(),
             vec![KeyValue::Integer(5), KeyValue::Integer(6)]
         );
+    }
+
+    #[test]
+    fn malformed_binary_arrays_are_errors_not_allocations() {
+        let header = |ndim: i32, len: i32| {
+            let mut b = Vec::new();
+            for v in [ndim, 0, 20, len, 1] {
+                b.extend_from_slice(&v.to_be_bytes());
+            }
+            Bytes::from(b)
+        };
+        // 2^31-1 elements claimed in a 20-byte body; a negative length; negative dimensions.
+        assert!(binary_array(&header(1, i32::MAX), KeyType::Integer).is_err());
+        assert!(binary_array(&header(1, -5), KeyType::Integer).is_err());
+        assert!(binary_array(&header(-1, 1), KeyType::Integer).is_err());
+        assert!(binary_array(&Bytes::from_static(&[0, 0, 0, 1]), KeyType::Integer).is_err());
     }
 }

@@ -138,6 +138,17 @@ pub fn is_admin(sql: &str) -> bool {
 
 /// Plans SQL text that sqlparser could not parse, by its leading keywords.
 pub fn plan_unparsed(sql: &str) -> Plan {
+    // Leading keywords describe one statement; a text holding several is split by the caller,
+    // and never routed by its first word.
+    if crate::sql::split_statements(sql).len() > 1 {
+        return Plan::Reject(
+            PgError::error(
+                "42601",
+                "shardgate could not analyse this text of several statements",
+            )
+            .with_hint("Send the statements one at a time, or as one simple Query that PostgreSQL's syntax allows."),
+        );
+    }
     let words: Vec<String> = sql
         .split(|c: char| c.is_whitespace() || c == ';')
         .filter(|w| !w.is_empty())

@@ -5,6 +5,9 @@
 //! that: an unparsed statement that is not a known utility command is `Unknown`, and callers must
 //! treat it as unroutable.
 
+mod split;
+pub use split::split_statements;
+
 use sqlparser::ast::{ObjectName, Statement};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -30,7 +33,12 @@ pub fn classify(sql: &str) -> Vec<StatementClass> {
     match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
         Ok(statements) if statements.is_empty() => vec![],
         Ok(statements) => statements.iter().map(classify_parsed).collect(),
-        Err(_) => vec![classify_tokens(sql)],
+        // Keywords classify one statement only: a text of several is split first, so a leading
+        // `SET` says nothing about what follows it.
+        Err(_) => match split_statements(sql).as_slice() {
+            [one] if *one == sql.trim().trim_end_matches(';').trim() => vec![classify_tokens(one)],
+            pieces => pieces.iter().flat_map(|p| classify(p)).collect(),
+        },
     }
 }
 
@@ -145,6 +153,14 @@ mod tests {
         assert_eq!(
             classify("DO $$ begin end $$"),
             vec![StatementClass::Unknown]
+        );
+        assert_eq!(
+            classify("set application_name='a'; insert into t values (1); checkpoint"),
+            vec![
+                StatementClass::Session,
+                StatementClass::Write,
+                StatementClass::Unknown
+            ]
         );
     }
 

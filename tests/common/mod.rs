@@ -40,6 +40,16 @@ pub struct TestCluster {
 
 /// Starts `n` shards (no proxy yet).
 pub fn start_shards(n: usize) -> (Vec<LocalCluster>, PathBuf) {
+    start_shards_like(n, false)
+}
+
+/// Starts `n` shards that differ the way real ones do: each has its own OID counter, so the same
+/// tables get different OIDs on each.
+pub fn start_unlike_shards(n: usize) -> (Vec<LocalCluster>, PathBuf) {
+    start_shards_like(n, true)
+}
+
+fn start_shards_like(n: usize, unlike: bool) -> (Vec<LocalCluster>, PathBuf) {
     let install = PgInstall::find().expect("PostgreSQL server binaries are needed for the tests");
     let dir = std::env::temp_dir().join(format!(
         "shardgate-test-{}-{}",
@@ -60,6 +70,9 @@ pub fn start_shards(n: usize) -> (Vec<LocalCluster>, PathBuf) {
                 ClusterOptions::for_tests(),
             )
             .unwrap();
+            if unlike {
+                c.set_next_oid(20_000 + 7_919 * i as u32).unwrap();
+            }
             match c.start() {
                 Ok(()) => {
                     shards.push(c);
@@ -109,7 +122,16 @@ impl TestCluster {
 
     /// As `start`, with extra `[server]` keys and extra top-level config (tables ...).
     pub async fn start_configured(n: usize, server_extra: &str, tail: &str) -> TestCluster {
-        let (shards, dir) = tokio::task::spawn_blocking(move || start_shards(n))
+        TestCluster::start_shaped(n, false, server_extra, tail).await
+    }
+
+    /// As `start_configured`, on shards unlike each other (see `start_unlike_shards`).
+    pub async fn start_unlike(n: usize, server_extra: &str, tail: &str) -> TestCluster {
+        TestCluster::start_shaped(n, true, server_extra, tail).await
+    }
+
+    async fn start_shaped(n: usize, unlike: bool, server_extra: &str, tail: &str) -> TestCluster {
+        let (shards, dir) = tokio::task::spawn_blocking(move || start_shards_like(n, unlike))
             .await
             .unwrap();
         let port = free_port().unwrap();

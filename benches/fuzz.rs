@@ -1,0 +1,35 @@
+//! Long decoder fuzzing run: `cargo bench --bench fuzz -- [inputs] [seed]` (default 10,000,000
+//! inputs). Prints the counts docs/security.md reports; exits non-zero on a round-trip failure.
+//! A panic aborts the run with its message and the seed to replay.
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let inputs: u64 = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000_000);
+    let seed: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    const MUTANTS: u32 = 8;
+    eprintln!("fuzzing the frontend decoders: {inputs} inputs, seed {seed}");
+    let start = std::time::Instant::now();
+    let r = shardgate::fuzz::run(seed, inputs / u64::from(MUTANTS + 1), MUTANTS);
+    println!(
+        "inputs {} accepted {} rejected {} round-trip failures {} panics 0 in {:.1} s",
+        r.inputs,
+        r.accepted,
+        r.rejected,
+        r.round_trip_failures,
+        start.elapsed().as_secs_f64()
+    );
+    if r.round_trip_failures > 0 {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,307 @@
+//! Hostile input on a cluster of three unlike shards: malformed messages, protocol misuse and
+//! SQL that cannot be analysed. Each case is a few bytes from a client that has logged in; each
+//! must end with a clear error (08P01 for a malformed message, which ends that session), and
+//! never with a crash, a hang, a leaked shard connection or a write on the wrong shard. After
+//! each case another client is still served.
+
+mod common;
+
+use common::raw::{field, message, query, Raw};
+use common::TestCluster;
+use std::time::{Duration, Instant};
+
+const TABLES: &str = r#"
+[tables.accounts]
+shard_key = "id"
+key_type = "bigint"
+"#;
+
+async fn cluster() -> TestCluster {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    tc.client()
+        .await
+        .batch_execute("create table accounts (id bigint primary key, owner text)")
+        .await
+        .unwrap();
+    tc
+}
+
+fn parse(name: &str, sql: &str, types: &[u32]) -> Vec<u8> {
+    let mut b = format!("{name}\0{sql}\0").into_bytes();
+    b.extend_from_slice(&(types.len() as i16).to_be_bytes());
+    for t in types {
+        b.extend_from_slice(&t.to_be_bytes());
+    }
+    message(b'P', &b)
+}
+
+fn sync() -> Vec<u8> {
+    message(b'S', b"")
+}
+
+/// The proxy still serves a new client, on every shard.
+async fn still_serves(tc: &TestCluster) {
+    let c = tc.client().await;
+    let n: i64 = c
+        .query_one("select count(*) from accounts", &[])
+        .await
+        .expect("another client is served")
+        .get(0);
+    assert!(n >= 0);
+}
+
+/// A malformed message gets FATAL 08P01 and the connection is closed.
+async fn assert_protocol_violation(raw: &mut Raw) {
+    let msgs = raw.until_ready().await;
+    let err = msgs
+        .iter()
+        .find(|(t, _)| *t == b'E')
+        .unwrap_or_else(|| panic!("an ErrorResponse, got {msgs:?}"));
+    assert_eq!(field(&err.1, b'C').as_deref(), Some("08P01"), "{msgs:?}");
+    assert_eq!(field(&err.1, b'S').as_deref(), Some("FATAL"));
+    assert!(raw.is_closed().await, "the session ends");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_array_claiming_two_billion_elements_is_an_error_not_an_allocation() {
+    let tc = cluster().await;
+    let (mut raw, _) = Raw::login(tc.port).await;
+    let mut array = Vec::new();
+    for v in [1i32, 0, 20, i32::MAX, 1] {
+        array.extend_from_slice(&v.to_be_bytes());
+    }
+    let mut bind = b"\0\0".to_vec();
+    bind.extend_from_slice(&[0, 1, 0, 1]); // one format: binary
+    bind.extend_from_slice(&[0, 1]);
+    bind.extend_from_slice(&(array.len() as i32).to_be_bytes());
+    bind.extend_from_slice(&array);
+    bind.extend_from_slice(&[0, 0]);
+    let mut out = parse("", "select * from accounts where id = any($1)", &[1016]);
+    out.extend(message(b'B', &bind));
+    out.extend(message(b'E', b"\0\0\0\0\0"));
+    out.extend(sync());
+    raw.send(&out).await;
+    let msgs = raw.until_ready().await;
+    let err = msgs.iter().find(|(t, _)| *t == b'E').expect("an error");
+    assert!(field(&err.1, b'C').is_some(), "{msgs:?}");
+    assert_eq!(msgs.last().map(|m| m.0), Some(b'Z'), "the session goes on");
+    raw.send(&query("select 1")).await;
+    assert!(raw.until_ready().await.iter().any(|(t, _)| *t == b'D'));
+    still_serves(&tc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_extended_messages_end_the_session_with_08p01() {
+    let tc = cluster().await;
+    let scatter = parse("s", "select * from accounts order by id", &[]);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "Bind with result-format count -1 on a scatter statement",
+            [
+                scatter.clone(),
+                message(b'B', b"\0s\0\0\0\0\0\xff\xff"),
+                message(b'E', b"\0\0\0\0\0"),
+                sync(),
+            ]
+            .concat(),
+        ),
+        (
+            "Describe with an empty body",
+            [message(b'D', b""), sync()].concat(),
+        ),
+        (
+            "Close with an empty body",
+            [message(b'C', b""), sync()].concat(),
+        ),
+        (
+            "Bind with a negative parameter-format count",
+            [
+                scatter.clone(),
+                message(b'B', b"\0s\0\xff\xfe\0\0\0\0"),
+                sync(),
+            ]
+            .concat(),
+        ),
+        (
+            "Bind with a negative value count",
+            [
+                scatter.clone(),
+                message(b'B', b"\0s\0\0\0\x80\0\0\0"),
+                sync(),
+            ]
+            .concat(),
+        ),
+        (
+            "Bind claiming more values than it holds",
+            [
+                scatter.clone(),
+                message(b'B', b"\0s\0\0\0\x7f\xff\0\0"),
+                sync(),
+            ]
+            .concat(),
+        ),
+        (
+            "Execute without its row limit",
+            [message(b'E', b"\0"), sync()].concat(),
+        ),
+        (
+            "Parse whose parameter-type count is negative",
+            [message(b'P', b"\0select 1\0\xff\xff"), sync()].concat(),
+        ),
+        ("Query without a terminator", message(b'Q', b"select 1")),
+    ];
+    for (what, bytes) in cases {
+        let (mut raw, _) = Raw::login(tc.port).await;
+        raw.send(&bytes).await;
+        eprintln!("case: {what}");
+        assert_protocol_violation(&mut raw).await;
+        still_serves(&tc).await;
+    }
+}
+
+async fn backends(tc: &TestCluster) -> i64 {
+    let mut n = 0;
+    for i in 0..tc.shards.len() {
+        let d = tc.direct(i).await;
+        n += d
+            .query_one(
+                "select count(*) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_while_its_query_is_ignored_frees_its_shard_connections() {
+    let tc = cluster().await;
+    let before = backends(&tc).await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let (mut raw, _) = Raw::login(tc.port).await;
+        // A syntax error, then Flush, then a simple Query: PostgreSQL ignores the Query until
+        // Sync, so no answer comes. The session must still notice the client leaving.
+        raw.send(
+            &[
+                parse("", "selec nonsense", &[]),
+                message(b'H', b""),
+                query("select 1"),
+            ]
+            .concat(),
+        )
+        .await;
+        let (tag, body) = raw.recv().await.expect("the Parse error");
+        assert_eq!(tag, b'E');
+        assert_eq!(field(&body, b'C').as_deref(), Some("42601"));
+        clients.push(raw);
+    }
+    // While they stay, a Sync brings one back.
+    let mut first = clients.remove(0);
+    first.send(&sync()).await;
+    assert_eq!(first.until_ready().await.last().map(|m| m.0), Some(b'Z'));
+    first.send(&query("select 1")).await;
+    assert!(first.until_ready().await.iter().any(|(t, _)| *t == b'D'));
+    drop(first);
+    drop(clients);
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut now = backends(&tc).await;
+    while now > before && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        now = backends(&tc).await;
+    }
+    assert_eq!(
+        now, before,
+        "every shard connection of the departed clients is closed"
+    );
+    still_serves(&tc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_the_parser_cannot_read_never_reaches_several_shards_whole() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    for sql in [
+        "set application_name='a'; insert into accounts (id) values (777); checkpoint",
+        "vacuum accounts; insert into accounts (id) values (778); do $$ begin end $$",
+        "show server_version; insert into accounts (id) values (779); checkpoint",
+        "begin; insert into accounts (id) values (780); checkpoint",
+    ] {
+        let e = c.simple_query(sql).await.map(|_| ()).expect_err(sql);
+        assert!(e.code().is_some(), "{sql}: {e}");
+        let _ = c.simple_query("rollback").await;
+    }
+    // Client two-phase commands are refused, alone or behind a SET.
+    for sql in [
+        "set search_path=public; prepare transaction 'y5'",
+        "begin; insert into accounts (id) values (781); prepare transaction 'y6'",
+        "prepare transaction 'y7'",
+        "commit prepared 'y7'",
+    ] {
+        let e = c.simple_query(sql).await.map(|_| ()).expect_err(sql);
+        assert!(e.code().is_some(), "{sql}: {e}");
+        let _ = c.simple_query("rollback").await;
+    }
+    // Not one of those rows reached any shard, and no shard holds a prepared transaction.
+    for i in 0..3 {
+        let d = tc.direct(i).await;
+        let rows: i64 = d
+            .query_one(
+                "select count(*) from accounts where id between 777 and 781",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 0, "shard {i} has a row it must not have");
+        let prepared: i64 = d
+            .query_one("select count(*) from pg_prepared_xacts", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(prepared, 0, "shard {i} holds a prepared transaction");
+    }
+    // The extended protocol refuses several statements in one Parse, as PostgreSQL does, and
+    // the name stays unusable.
+    let (mut raw, _) = Raw::login(tc.port).await;
+    raw.send(
+        &[
+            parse(
+                "two",
+                "set application_name='a'; insert into accounts (id) values (782)",
+                &[],
+            ),
+            sync(),
+            message(b'B', b"\0two\0\0\0\0\0\0\0"),
+            message(b'E', b"\0\0\0\0\0"),
+            sync(),
+        ]
+        .concat(),
+    )
+    .await;
+    let first = raw.until_ready().await;
+    let e = first
+        .iter()
+        .find(|(t, _)| *t == b'E')
+        .expect("Parse refused");
+    assert_eq!(field(&e.1, b'C').as_deref(), Some("42601"));
+    let second = raw.until_ready().await;
+    let e = second
+        .iter()
+        .find(|(t, _)| *t == b'E')
+        .expect("Bind refused");
+    assert_eq!(field(&e.1, b'C').as_deref(), Some("26000"));
+    for i in 0..3 {
+        let rows: i64 = tc
+            .direct(i)
+            .await
+            .query_one("select count(*) from accounts where id = 782", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 0);
+    }
+    still_serves(&tc).await;
+}
