@@ -10,6 +10,7 @@ use common::raw::{field, message, query, Raw};
 use common::TestCluster;
 use std::time::{Duration, Instant};
 
+
 const TABLES: &str = r#"
 [tables.accounts]
 shard_key = "id"
@@ -304,4 +305,137 @@ async fn text_the_parser_cannot_read_never_reaches_several_shards_whole() {
         assert_eq!(rows, 0);
     }
     still_serves(&tc).await;
+}
+
+/// Freezes every process of a shard (SIGSTOP) until dropped, as a wedged server would be.
+struct Frozen(String);
+
+impl Frozen {
+    fn shard(tc: &TestCluster, i: usize) -> Frozen {
+        let pid = std::fs::read_to_string(tc.shards[i].data_dir.join("postmaster.pid"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_string();
+        signal_tree("STOP", &pid);
+        Frozen(pid)
+    }
+}
+
+fn signal_tree(sig: &str, pid: &str) {
+    let _ = std::process::Command::new("pkill")
+        .args([&format!("-{sig}"), "-P", pid])
+        .status();
+    let _ = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), pid])
+        .status();
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal_tree("CONT", &self.0);
+    }
+}
+
+fn key_on(tc: &TestCluster, shard: usize) -> i64 {
+    let p = tc.config.placement().unwrap();
+    (1..)
+        .find(|&i| p.shard_of(&shardgate::placement::KeyValue::Integer(i)) == shard)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_shard_holds_no_session_forever_and_spares_the_others() {
+    let tc = TestCluster::start_unlike(3, "shard_response_timeout_secs = 2", TABLES).await;
+    let setup = tc.client().await;
+    setup
+        .batch_execute("create table accounts (id bigint primary key, owner text)")
+        .await
+        .unwrap();
+    let (k0, k2) = (key_on(&tc, 0), key_on(&tc, 2));
+    for k in [k0, k2] {
+        setup
+            .execute("insert into accounts (id, owner) values ($1, 'x')", &[&k])
+            .await
+            .unwrap();
+    }
+    let spared = tc.client().await;
+    let stuck = tc.client().await;
+    let frozen = Frozen::shard(&tc, 2);
+    // A statement on the stopped shard ends with a connection error instead of waiting forever.
+    let e = tokio::time::timeout(
+        Duration::from_secs(60),
+        stuck.query_one("select owner from accounts where id = $1", &[&k2]),
+    )
+    .await
+    .expect("the session gives up on the stopped shard")
+    .expect_err("no answer from a stopped shard");
+    assert!(e.is_closed() || e.code().is_some(), "{e}");
+    // A session that only touches the other shards goes on.
+    let owner: String = spared
+        .query_one("select owner from accounts where id = $1", &[&k0])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "x");
+    drop(frozen);
+    let again = tc.client().await;
+    let n: i64 = again
+        .query_one("select count(*) from accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_messages_without_a_sync_run_as_one_batch() {
+    let tc = cluster().await;
+    let (mut raw, _) = Raw::login(tc.port).await;
+    // 3,000 point reads of keys on every shard, with no Sync until the end: the proxy runs them
+    // before the Sync arrives instead of holding them all.
+    let mut out = parse("q", "select $1::bigint + 1 from accounts where id = $1", &[20]);
+    out.extend(parse("c", "select count(*) from accounts", &[]));
+    for i in 0..3_000i64 {
+        let mut bind = b"\0q\0\0\x01\0\x01\0\x01\0\0\0\x08".to_vec();
+        bind.extend_from_slice(&i.to_be_bytes());
+        bind.extend_from_slice(&[0, 0]);
+        out.extend(message(b'B', &bind));
+        out.extend(message(b'E', b"\0\0\0\0\0"));
+    }
+    out.extend(message(b'B', b"\0c\0\0\0\0\0\0\0"));
+    out.extend(message(b'E', b"\0\0\0\0\0"));
+    out.extend(sync());
+    raw.send(&out).await;
+    let msgs = raw.until_ready().await;
+    assert!(
+        !msgs.iter().any(|(t, _)| *t == b'E'),
+        "{:?}",
+        msgs.iter().find(|(t, _)| *t == b'E')
+    );
+    let completes = msgs.iter().filter(|(t, _)| *t == b'C').count();
+    assert_eq!(completes, 3_001);
+    assert_eq!(msgs.last().map(|m| m.0), Some(b'Z'));
+    still_serves(&tc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_too_long_to_analyse_is_refused_not_parsed() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    let list: Vec<String> = (0..400_000).map(|i| i.to_string()).collect();
+    let sql = format!("select * from accounts where id in ({})", list.join(","));
+    assert!(sql.len() > 2 << 20);
+    let e = c.simple_query(&sql).await.err().expect("refused");
+    assert_eq!(e.code().map(|c| c.code()), Some("54000"));
+    let e = c.prepare(&sql).await.err().expect("refused at Parse");
+    assert_eq!(e.code().map(|c| c.code()), Some("54000"));
+    // The same question as a bound array routes.
+    let ids: Vec<i64> = (0..400_000).collect();
+    let rows = c
+        .query("select id from accounts where id = any($1)", &[&ids])
+        .await
+        .unwrap();
+    assert!(rows.is_empty());
 }

@@ -488,9 +488,15 @@ impl Extended {
                 let step = self
                     .send_and_relay(exec, HOME, std::slice::from_ref(&m.frame.bytes), b'P', 0)
                     .await?;
-                if step == Step::Failed {
+                match self.statements.get_mut(&p.name) {
+                    // The home shard now has it: a Bind routed there must not parse it again.
+                    Some(st) if step == Step::Done => {
+                        st.on.insert(HOME);
+                    }
                     // The shard refused it: there is no such statement to bind later.
-                    self.statements.remove(&p.name);
+                    _ => {
+                        self.statements.remove(&p.name);
+                    }
                 }
                 step
             }
