@@ -64,6 +64,8 @@ pub const SESSION_BUFFERED_BYTES: &str = "shardgate_session_buffered_bytes";
 /// Counter, label `shard`: sessions that gave up on a shard that stayed silent past
 /// `shard_response_timeout_secs`.
 pub const SHARD_TIMEOUTS: &str = "shardgate_shard_timeouts_total";
+/// Gauge, label `shard`: 1 when the shard answered its last health probe, 0 when not.
+pub const SHARD_UP: &str = "shardgate_shard_up";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -148,6 +150,7 @@ fn describe() {
         SESSION_BUFFERED_BYTES,
         "Bytes sessions hold for clients (pending messages, held results)"
     );
+    metrics::describe_gauge!(SHARD_UP, "1 when the shard answered its last health probe");
     metrics::describe_counter!(
         SHARD_TIMEOUTS,
         "Sessions that gave up on a shard silent past shard_response_timeout_secs"

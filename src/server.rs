@@ -36,6 +36,8 @@ pub struct ProxyContext {
     pub shard_response_timeout: Option<Duration>,
     /// Failed-login throttling.
     pub auth_throttle: crate::auth::throttle::Throttle,
+    /// What the health probes last saw of each shard.
+    pub health: Arc<crate::backend::health::Health>,
 }
 
 /// Errors that stop a proxy from starting.
@@ -85,6 +87,7 @@ impl Proxy {
             shard_response_timeout: (config.server.shard_response_timeout_secs > 0)
                 .then(|| Duration::from_secs(config.server.shard_response_timeout_secs)),
             auth_throttle: crate::auth::throttle::Throttle::default(),
+            health: Arc::new(crate::backend::health::Health::new(config.shards.len())),
         };
         raise_open_files_limit();
         crate::failpoint::validate().map_err(StartError::Config)?;
@@ -134,10 +137,18 @@ impl Proxy {
         let (stop, stop_rx) = watch::channel(false);
         let recovery = (ctx.shards.len() > 1)
             .then(|| tokio::spawn(crate::txn::recovery::background(ctx.clone())));
+        let health = (config.server.health_check_interval_secs > 0).then(|| {
+            tokio::spawn(crate::backend::health::run(
+                ctx.health.clone(),
+                ctx.shards.clone(),
+                Duration::from_secs(config.server.health_check_interval_secs),
+                ctx.connect_timeout,
+            ))
+        });
         let task = tokio::spawn(async move {
             accept_loop(listener, ctx, stop_rx).await;
-            if let Some(r) = recovery {
-                r.abort();
+            for background in [recovery, health].into_iter().flatten() {
+                background.abort();
             }
         });
         info!(%local_addr, shards = config.shards.len(), "shardgate listening");

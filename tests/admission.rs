@@ -12,8 +12,11 @@ use tokio::io::AsyncWriteExt;
 /// The authentication request a fresh login as `user` gets: its code and body.
 async fn challenge(port: u16, user: &str) -> (i32, Vec<u8>) {
     let mut raw = Raw::connect(port).await;
-    raw.send(&startup_packet(196608, &[("user", user), ("database", "postgres")]))
-        .await;
+    raw.send(&startup_packet(
+        196608,
+        &[("user", user), ("database", "postgres")],
+    ))
+    .await;
     let (tag, body) = raw.recv().await.expect("an authentication request");
     assert_eq!(tag, b'R', "{user}");
     let code = i32::from_be_bytes(body[..4].try_into().unwrap());
@@ -23,10 +26,17 @@ async fn challenge(port: u16, user: &str) -> (i32, Vec<u8>) {
 /// The salt of a SCRAM server-first message for `user`.
 async fn scram_salt(port: u16, user: &str) -> String {
     let mut raw = Raw::connect(port).await;
-    raw.send(&startup_packet(196608, &[("user", user), ("database", "postgres")]))
-        .await;
+    raw.send(&startup_packet(
+        196608,
+        &[("user", user), ("database", "postgres")],
+    ))
+    .await;
     let (_, body) = raw.recv().await.unwrap();
-    assert_eq!(i32::from_be_bytes(body[..4].try_into().unwrap()), 10, "SASL");
+    assert_eq!(
+        i32::from_be_bytes(body[..4].try_into().unwrap()),
+        10,
+        "SASL"
+    );
     let first = b"n,,n=,r=abcdefghijklmnop";
     let mut msg = b"SCRAM-SHA-256\0".to_vec();
     msg.extend_from_slice(&(first.len() as i32).to_be_bytes());
@@ -47,7 +57,10 @@ async fn unknown_users_cannot_be_told_from_real_ones() {
     // The test users are mostly SCRAM: unknown names get SCRAM too.
     assert_eq!(challenge(tc.port, "nobody").await.0, 10);
     // A real user's salt is the same at every attempt, and so is an unknown user's.
-    assert_eq!(scram_salt(tc.port, "app").await, scram_salt(tc.port, "app").await);
+    assert_eq!(
+        scram_salt(tc.port, "app").await,
+        scram_salt(tc.port, "app").await
+    );
     let unknown = scram_salt(tc.port, "nobody").await;
     assert_eq!(unknown, scram_salt(tc.port, "nobody").await);
     assert_ne!(unknown, scram_salt(tc.port, "someone-else").await);
@@ -99,7 +112,10 @@ async fn one_client_over_the_limit_gets_53300() {
     let a = tc.client().await;
     let _b = tc.client().await;
     let _c = tc.client().await;
-    let e = common::connect(&tc.url("app", "secret")).await.err().unwrap();
+    let e = common::connect(&tc.url("app", "secret"))
+        .await
+        .err()
+        .unwrap();
     assert_eq!(common::code(&e), "53300");
     drop(a);
     // A slot is free again once a client leaves.

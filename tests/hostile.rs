@@ -10,7 +10,6 @@ use common::raw::{field, message, query, Raw};
 use common::TestCluster;
 use std::time::{Duration, Instant};
 
-
 const TABLES: &str = r#"
 [tables.accounts]
 shard_key = "id"
@@ -347,7 +346,12 @@ fn key_on(tc: &TestCluster, shard: usize) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_shard_holds_no_session_forever_and_spares_the_others() {
-    let tc = TestCluster::start_unlike(3, "shard_response_timeout_secs = 2", TABLES).await;
+    let tc = TestCluster::start_unlike(
+        3,
+        "shard_response_timeout_secs = 2\nhealth_check_interval_secs = 1\nconnect_timeout_secs = 2",
+        TABLES,
+    )
+    .await;
     let setup = tc.client().await;
     setup
         .batch_execute("create table accounts (id bigint primary key, owner text)")
@@ -379,8 +383,39 @@ async fn a_stopped_shard_holds_no_session_forever_and_spares_the_others() {
         .unwrap()
         .get(0);
     assert_eq!(owner, "x");
+    // Once the health probe has seen it, a new login is told which shard is down at once.
+    let mut refusal = String::new();
+    for _ in 0..60 {
+        match tokio::time::timeout(
+            Duration::from_secs(20),
+            common::connect(&tc.url("app", "secret")),
+        )
+        .await
+        {
+            Ok(Err(e)) if e.code().is_some_and(|c| c.code() == "08001") => {
+                refusal = common::db_error(&e).message().to_string();
+                if refusal.contains("health probe") {
+                    break;
+                }
+            }
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    assert!(
+        refusal.contains("s2") && refusal.contains("health probe"),
+        "{refusal}"
+    );
     drop(frozen);
-    let again = tc.client().await;
+    // When it answers again, so do logins.
+    let mut again = None;
+    for _ in 0..100 {
+        if let Ok(c) = common::connect(&tc.url("app", "secret")).await {
+            again = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let again = again.expect("logins work again once the shard answers");
     let n: i64 = again
         .query_one("select count(*) from accounts", &[])
         .await
@@ -395,7 +430,11 @@ async fn thousands_of_messages_without_a_sync_run_as_one_batch() {
     let (mut raw, _) = Raw::login(tc.port).await;
     // 3,000 point reads of keys on every shard, with no Sync until the end: the proxy runs them
     // before the Sync arrives instead of holding them all.
-    let mut out = parse("q", "select $1::bigint + 1 from accounts where id = $1", &[20]);
+    let mut out = parse(
+        "q",
+        "select $1::bigint + 1 from accounts where id = $1",
+        &[20],
+    );
     out.extend(parse("c", "select count(*) from accounts", &[]));
     for i in 0..3_000i64 {
         let mut bind = b"\0q\0\0\x01\0\x01\0\x01\0\0\0\x08".to_vec();
@@ -427,9 +466,13 @@ async fn a_statement_too_long_to_analyse_is_refused_not_parsed() {
     let list: Vec<String> = (0..400_000).map(|i| i.to_string()).collect();
     let sql = format!("select * from accounts where id in ({})", list.join(","));
     assert!(sql.len() > 2 << 20);
-    let e = c.simple_query(&sql).await.err().expect("refused");
+    let e = c.simple_query(&sql).await.map(|_| ()).expect_err("refused");
     assert_eq!(e.code().map(|c| c.code()), Some("54000"));
-    let e = c.prepare(&sql).await.err().expect("refused at Parse");
+    let e = c
+        .prepare(&sql)
+        .await
+        .map(|_| ())
+        .expect_err("refused at Parse");
     assert_eq!(e.code().map(|c| c.code()), Some("54000"));
     // The same question as a bound array routes.
     let ids: Vec<i64> = (0..400_000).collect();
@@ -438,4 +481,112 @@ async fn a_statement_too_long_to_analyse_is_refused_not_parsed() {
         .await
         .unwrap();
     assert!(rows.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_and_dates_at_the_ends_of_their_range_merge_in_order() {
+    let tc = TestCluster::start_unlike(
+        3,
+        "",
+        "[tables.events]\nshard_key = \"id\"\nkey_type = \"bigint\"\n",
+    )
+    .await;
+    let c = tc.client().await;
+    c.batch_execute("create table events (id bigint primary key, at timestamp, day date)")
+        .await
+        .unwrap();
+    // In ascending order; ids spread them over the shards.
+    let values = [
+        ("-infinity", "-infinity"),
+        ("4713-01-01 00:00:00 BC", "4713-01-01 BC"),
+        ("1999-12-31 23:59:59.999999", "1999-12-31"),
+        ("294247-01-10 04:00:54.775807", "294247-01-10"),
+        ("294247-01-10 04:00:54.775808", "294248-01-10"),
+        ("294276-12-31 23:59:59.999999", "5874897-12-31"),
+        ("infinity", "infinity"),
+    ];
+    for (i, (at, day)) in values.iter().enumerate() {
+        c.batch_execute(&format!(
+            "insert into events (id, at, day) values ({}, '{at}', '{day}')",
+            (i as i64 * 7919) % 1000
+        ))
+        .await
+        .unwrap();
+    }
+    let expected: Vec<i64> = (0..values.len() as i64).map(|i| (i * 7919) % 1000).collect();
+    for column in ["at", "day"] {
+        for sql in [
+            format!("select id from events order by {column}"),
+            format!("select id, {column} from events order by {column}"),
+        ] {
+            // Text results (simple protocol) and binary ones (extended protocol).
+            let ids: Vec<i64> = c
+                .simple_query(&sql)
+                .await
+                .unwrap()
+                .iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(ids, expected, "{sql} (text)");
+            let ids: Vec<i64> = c
+                .query(&sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert_eq!(ids, expected, "{sql} (binary)");
+        }
+        let desc: Vec<i64> = c
+            .query(&format!("select id from events order by {column} desc"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(desc, expected.iter().rev().copied().collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scattered_result_handed_out_in_parts_is_bounded() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    for id in 0..80i64 {
+        c.execute(
+            "insert into accounts (id, owner) values ($1, repeat('x', 1000000))",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    }
+    // An Execute with a row limit over all shards: the merged result would be 80 MB.
+    let (mut raw, _) = Raw::login(tc.port).await;
+    raw.send(
+        &[
+            parse("", "select owner from accounts order by id", &[]),
+            message(b'B', b"\0\0\0\0\0\0\0\0"),
+            message(b'E', b"\0\0\0\0\x01"),
+            sync(),
+        ]
+        .concat(),
+    )
+    .await;
+    let msgs = raw.until_ready().await;
+    let err = msgs
+        .iter()
+        .find(|(t, _)| *t == b'E')
+        .expect("refused over the bound");
+    assert_eq!(field(&err.1, b'C').as_deref(), Some("54000"));
+    assert!(raw.is_closed().await);
+    // Without a row limit the same result streams through.
+    let rows = c
+        .query("select owner from accounts order by id", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 80);
+    still_serves(&tc).await;
 }

@@ -7,6 +7,7 @@
 mod cancel;
 mod connect;
 pub mod control;
+pub mod health;
 mod stream;
 
 pub use cancel::send_cancel;

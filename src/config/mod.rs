@@ -207,6 +207,11 @@ pub struct ServerConfig {
     /// PostgreSQL enforces itself.
     #[serde(default)]
     pub shard_response_timeout_secs: u64,
+    /// Seconds between health probes of each shard (`SELECT 1` on a kept connection). Default 5;
+    /// 0 turns probing off. A client logging in while a shard failed its last probe is refused
+    /// at once with `08001` naming the shard.
+    #[serde(default = "default_health_check_interval")]
+    pub health_check_interval_secs: u64,
 }
 
 /// `[metrics]`
@@ -287,6 +292,9 @@ fn default_max_message_bytes() -> usize {
 fn default_connect_timeout() -> u64 {
     5
 }
+fn default_health_check_interval() -> u64 {
+    5
+}
 fn default_max_client_connections() -> usize {
     1000
 }
@@ -314,6 +322,7 @@ impl Default for ServerConfig {
             startup_timeout_secs: default_startup_timeout(),
             max_pending_startups: default_max_pending_startups(),
             shard_response_timeout_secs: 0,
+            health_check_interval_secs: default_health_check_interval(),
         }
     }
 }

@@ -77,6 +77,15 @@ pub async fn handle_client(
     } else {
         &ctx.shards
     };
+    if let Some(down) = ctx.health.first_down(targets) {
+        let err = PgError::fatal(
+            sqlstate::CONNECTION_UNABLE,
+            format!("shard {down} is not answering (it failed its last health probe)"),
+        )
+        .with_hint("Every shard must be up to log in; retry once the shard is back.");
+        send_fatal(&mut socket, &err).await;
+        return;
+    }
     let logins = targets
         .iter()
         .map(|t| backend::connect(t, &forwarded, ctx.connect_timeout));

@@ -285,7 +285,7 @@ async fn shard_to_client(
 ) -> SessionEnd {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     // Shards are trusted to frame correctly; the limit only guards against a corrupt length.
-    let mut scanner = FrameScanner::new(i32::MAX as usize);
+    let mut scanner = FrameScanner::new(crate::protocol::frame::MAX_SHARD_MESSAGE_BYTES);
     let mut fatal_seen = false;
     loop {
         buf.reserve(READ_CHUNK);

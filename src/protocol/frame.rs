@@ -7,6 +7,10 @@
 
 use bytes::{Bytes, BytesMut};
 
+/// The largest message accepted from a shard: PostgreSQL's own limit on one value is 1 GiB, plus
+/// room for the message around it. Larger, the framing cannot be trusted.
+pub const MAX_SHARD_MESSAGE_BYTES: usize = (1 << 30) + (1 << 20);
+
 /// A complete message: tag plus the whole frame bytes (tag and length included).
 #[derive(Debug, Clone)]
 pub struct Frame {

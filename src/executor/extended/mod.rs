@@ -1,0 +1,402 @@
+//! The extended query protocol on several shards.
+//!
+//! Messages are collected up to Sync (or Flush) and then routed: a Bind is planned with its
+//! bound values, so `WHERE id = $1` goes to the shard owning the value. When every message of a
+//! batch goes to one shard (the common case: Parse/Bind/Describe/Execute/Sync of a point query),
+//! the batch is sent there in one write, preceded by the Parse of any statement that shard has
+//! not prepared yet (whose ParseComplete the client must not see), and answered in one round
+//! trip. Other batches run message by message, with a Flush after each so answers come back in
+//! order. Statements are parsed (and planned from their AST) once per Parse, as PostgreSQL does.
+//!
+//! Statements the proxy carries out itself (transaction control, SET, DDL, refusals) and scatter
+//! reads are "local" portals: their Bind is answered by the proxy and their Execute runs through
+//! the same executor as the simple protocol; a scattered read re-binds the statement on every
+//! shard (Parse+Bind+Describe+Execute+Sync) and merges like a simple one.
+//!
+//! This file holds the session's statements and portals and the batch loop (collect, route, run,
+//! Sync); `routing` decides where a batch goes, `one_shard` is the fast path, `portal` the
+//! message-by-message path, `rebind` builds the requests for statements run on several shards.
+
+mod one_shard;
+mod portal;
+mod rebind;
+mod routing;
+
+use super::session::{Exec, Step, R};
+use super::txn::TxnState;
+use crate::error::PgError;
+use crate::protocol::message::{Bind, ClientMessage, Kind, Parse};
+use crate::protocol::{build, Frame};
+use crate::router::params::Params;
+use crate::router::plan::{plan, plan_unparsed, Plan, HOME};
+use bytes::Bytes;
+use std::collections::{BTreeSet, HashMap};
+
+/// Pending messages (without a Sync or Flush) that make the session run them instead of
+/// collecting more: PostgreSQL keeps no such backlog, so neither may the proxy.
+const PENDING_LIMIT_BYTES: usize = 1 << 20;
+const PENDING_LIMIT_MESSAGES: usize = 1024;
+
+struct Statement {
+    /// The client's Parse message, replayed on shards that have not prepared it.
+    parse: Bytes,
+    sql: String,
+    /// Parameter types the client declared in its Parse.
+    param_types: Vec<u32>,
+    ast: Option<Ast>,
+    /// Shards where it is prepared under the client's name.
+    on: BTreeSet<usize>,
+}
+
+enum Portal {
+    /// Bound on this shard under the client's name.
+    Shard(usize),
+    /// Carried out by the proxy (boxed: it is large and rarer than `Shard`).
+    Local(Box<LocalPortal>),
+}
+
+struct LocalPortal {
+    plan: Plan,
+    sql: String,
+    params: Params,
+    /// The client's declared parameter types (values were encoded for them).
+    param_types: Vec<u32>,
+    result_formats: Vec<i16>,
+    /// A merged result materialized for Execute with a row limit: rows, then the CommandComplete.
+    pending: Option<std::collections::VecDeque<Frame>>,
+    /// Bytes of `pending` counted in the buffered-bytes gauge.
+    held: usize,
+}
+
+impl Drop for LocalPortal {
+    fn drop(&mut self) {
+        buffered(-(self.held as i64));
+    }
+}
+
+/// Moves the gauge of bytes sessions hold for clients.
+fn buffered(delta: i64) {
+    let g = metrics::gauge!(crate::metrics::SESSION_BUFFERED_BYTES);
+    if delta >= 0 {
+        g.increment(delta as f64);
+    } else {
+        g.decrement(-delta as f64);
+    }
+}
+
+impl Statement {
+    fn new(exec: &Exec<'_>, m: &ClientMessage, p: &Parse, on: BTreeSet<usize>) -> Statement {
+        Statement {
+            parse: m.frame.bytes.clone(),
+            sql: p.sql.clone(),
+            param_types: p.param_types.clone(),
+            ast: parse_ast_for(exec, &p.sql),
+            on,
+        }
+    }
+}
+
+impl LocalPortal {
+    /// For a scattered read: its shards, merge spec, and the re-bind to send each shard
+    /// (Parse+Bind+Describe, plus Execute+Sync when `execute`).
+    fn scatter(
+        &self,
+        execute: bool,
+    ) -> Option<(Vec<usize>, crate::router::plan::MergeSpec, Bytes)> {
+        let (shards, sql, merge) = match &self.plan {
+            Plan::Scatter { shards, sql, merge } => (shards.clone(), sql, merge.clone()),
+            // Describing a write: every part returns the same columns.
+            Plan::Write { parts, .. } if !execute => {
+                (vec![parts[0].0], &parts[0].1, Default::default())
+            }
+            _ => return None,
+        };
+        let request = rebind::rebind(
+            sql,
+            &self.params,
+            &self.param_types,
+            &self.result_formats,
+            true,
+            execute,
+        );
+        Some((shards, merge, request))
+    }
+}
+
+#[derive(Default)]
+pub struct Extended {
+    statements: HashMap<String, Statement>,
+    portals: HashMap<String, Portal>,
+    batch: Vec<ClientMessage>,
+    /// Bytes held in `batch`.
+    batch_bytes: usize,
+    /// An error happened in this batch: discard messages until Sync.
+    failed: bool,
+    /// Shards that received messages since the last Sync.
+    touched: BTreeSet<usize>,
+}
+
+impl Drop for Extended {
+    fn drop(&mut self) {
+        // A session that ends before its Sync still gives its pending bytes back to the gauge.
+        buffered(-(self.batch_bytes as i64));
+    }
+}
+
+impl Extended {
+    pub async fn handle(&mut self, exec: &mut Exec<'_>, msg: ClientMessage) -> R<()> {
+        self.forget_deallocated(exec);
+        let tag = msg.tag();
+        self.batch_bytes += msg.size();
+        buffered(msg.size() as i64);
+        self.batch.push(msg);
+        match tag {
+            b'S' | b'H' => {
+                let batch = self.take_batch();
+                self.run_batch(exec, batch).await?;
+                exec.flush().await
+            }
+            // A client that sends messages without ever syncing is served the way PostgreSQL
+            // serves it, message by message, instead of being buffered without bound; the
+            // messages up to its Sync stay one (distributed) transaction.
+            _ if self.batch_bytes > PENDING_LIMIT_BYTES
+                || self.batch.len() > PENDING_LIMIT_MESSAGES =>
+            {
+                self.run_pending(exec).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs the messages received since the last Sync or Flush now, one by one (a Query, or too
+    /// much pending, arrived before the client synced).
+    pub async fn run_pending(&mut self, exec: &mut Exec<'_>) -> R<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = self.take_batch();
+        if exec.txn == TxnState::Idle && !self.failed {
+            exec.txn = exec.new_txn("BEGIN".into(), true, true);
+        }
+        for msg in batch {
+            self.run_message(exec, msg).await?;
+        }
+        Ok(())
+    }
+
+    /// After an error, PostgreSQL discards every message until Sync, a simple Query included.
+    pub fn skipping_until_sync(&self) -> bool {
+        self.failed
+    }
+
+    fn take_batch(&mut self) -> Vec<ClientMessage> {
+        buffered(-(std::mem::take(&mut self.batch_bytes) as i64));
+        std::mem::take(&mut self.batch)
+    }
+
+    async fn run_batch(&mut self, exec: &mut Exec<'_>, batch: Vec<ClientMessage>) -> R<()> {
+        for m in &batch {
+            if let Kind::Parse(p) = &m.kind {
+                if let Some(stmt) = parse_ast(exec, &p.sql) {
+                    exec.fetch_insert_columns(&stmt).await?;
+                }
+            }
+        }
+        if !self.failed {
+            if let Some(shard) = self.single_destination(exec, &batch) {
+                return self.run_on_one_shard(exec, shard, batch).await;
+            }
+        }
+        // PostgreSQL runs the messages up to Sync as one implicit transaction; when they write
+        // on several shards, so does the proxy, committing at Sync.
+        if exec.txn == TxnState::Idle && self.writes_several_shards(exec, &batch) {
+            exec.txn = exec.new_txn("BEGIN".into(), true, true);
+        }
+        // A snapshot transaction takes its cut on the shards the batch binds to, before any
+        // message runs.
+        if matches!(&exec.txn, TxnState::Open(t) if t.snapshot && t.cut.is_none()) {
+            let shards = self.bound_shards(exec, &batch);
+            if !shards.is_empty() && exec.ensure_cut(&shards).await? == Step::Failed {
+                exec.txn.fail();
+                return self.fail_rest(exec, batch).await;
+            }
+        }
+        for frame in batch {
+            self.run_message(exec, frame).await?;
+        }
+        Ok(())
+    }
+
+    /// DEALLOCATE / DISCARD ALL ran on the shards: their prepared statements are gone.
+    fn forget_deallocated(&mut self, exec: &mut Exec<'_>) {
+        for name in std::mem::take(&mut exec.deallocated) {
+            match name {
+                None => self.statements.clear(),
+                Some(n) => {
+                    self.statements.remove(&n);
+                }
+            }
+        }
+    }
+
+    async fn fail_rest(&mut self, exec: &mut Exec<'_>, batch: Vec<ClientMessage>) -> R<()> {
+        self.failed = true;
+        if batch.last().is_some_and(|m| m.tag() == b'S') {
+            self.sync(exec).await?;
+        }
+        Ok(())
+    }
+
+    /// Slow path: one message at a time.
+    async fn run_message(&mut self, exec: &mut Exec<'_>, m: ClientMessage) -> R<()> {
+        if m.tag() == b'S' {
+            return self.sync(exec).await;
+        }
+        if self.failed {
+            return Ok(());
+        }
+        let step = match &m.kind {
+            Kind::Parse(p) => {
+                if let Some(err) = parse_error(exec, &p.sql) {
+                    metrics::counter!(crate::metrics::STATEMENTS_REJECTED).increment(1);
+                    self.statements.remove(&p.name);
+                    return {
+                        exec.error(&err);
+                        self.failed = true;
+                        exec.txn.fail();
+                        Ok(())
+                    };
+                }
+                let st = Statement::new(exec, &m, p, BTreeSet::new());
+                self.statements.insert(p.name.clone(), st);
+                let step = self
+                    .send_and_relay(exec, HOME, std::slice::from_ref(&m.frame.bytes), b'P', 0)
+                    .await?;
+                match self.statements.get_mut(&p.name) {
+                    // The home shard now has it: a Bind routed there must not parse it again.
+                    Some(st) if step == Step::Done => {
+                        st.on.insert(HOME);
+                    }
+                    // The shard refused it: there is no such statement to bind later.
+                    _ => {
+                        self.statements.remove(&p.name);
+                    }
+                }
+                step
+            }
+            Kind::Bind(b) => self.bind(exec, &m.frame, b).await?,
+            Kind::Describe(t) => self.describe(exec, &m.frame, t).await?,
+            Kind::Execute(e) => self.execute(exec, &m.frame, e).await?,
+            Kind::Close(t) => self.close(exec, &m.frame, t).await?,
+            Kind::Flush | Kind::Sync => Step::Done,
+        };
+        if step == Step::Failed {
+            self.failed = true;
+            exec.txn.fail();
+        }
+        Ok(())
+    }
+
+    /// Sync: every touched shard syncs; one ReadyForQuery with the session's status.
+    async fn sync(&mut self, exec: &mut Exec<'_>) -> R<()> {
+        for s in std::mem::take(&mut self.touched) {
+            exec.links[s].send(b"S\0\0\0\x04").await?;
+            loop {
+                let f = exec.links[s].recv().await?;
+                match f.tag {
+                    b'Z' => break,
+                    b'E' if !self.failed => {
+                        self.failed = true;
+                        exec.out.extend_from_slice(&f.bytes);
+                        exec.txn.fail();
+                    }
+                    b'N' => exec.out.extend_from_slice(&f.bytes),
+                    _ => {}
+                }
+            }
+        }
+        if self.failed || exec.txn.failed_implicit() {
+            if exec.txn.failed_implicit() || matches!(&exec.txn, TxnState::Open(t) if t.implicit) {
+                exec.after_error().await?;
+            }
+        } else if matches!(&exec.txn, TxnState::Open(t) if t.implicit) {
+            exec.commit(false).await?;
+        }
+        self.end_of_sync(exec);
+        build::ready_for_query(exec.txn.status(), &mut exec.out);
+        Ok(())
+    }
+
+    fn end_of_sync(&mut self, exec: &mut Exec<'_>) {
+        self.failed = false;
+        self.touched.clear();
+        // The unnamed portal and the portals of an ended transaction are gone on the shards.
+        if exec.txn.status() == b'I' {
+            self.portals.clear();
+        } else {
+            self.portals.remove("");
+        }
+    }
+}
+
+/// A snapshot transaction that has not enlisted `shard` (it may not have a cut yet).
+fn snapshot_without(exec: &Exec<'_>, shard: usize) -> bool {
+    matches!(&exec.txn, TxnState::Open(t) if t.snapshot && !t.enlisted.contains(&shard))
+}
+
+/// A refusal that does not depend on parameters (see `check_at_parse`).
+fn parse_error(exec: &Exec<'_>, sql: &str) -> Option<PgError> {
+    if let Some(err) = super::session::too_large_to_analyse(sql) {
+        return Some(err);
+    }
+    if crate::sql::split_statements(sql).len() > 1 {
+        return Some(PgError::error(
+            "42601",
+            "cannot insert multiple commands into a prepared statement",
+        ));
+    }
+    parse_ast(exec, sql).and_then(|stmt| crate::router::plan::check_at_parse(&stmt, exec.placement))
+}
+
+/// A parsed statement shared with the session's parse cache.
+type Ast = std::sync::Arc<sqlparser::ast::Statement>;
+
+/// The statement's AST as planning needs it (an INSERT without a column list gets its table's).
+fn parse_ast_for(exec: &Exec<'_>, sql: &str) -> Option<Ast> {
+    parse_ast(exec, sql).map(|a| exec.with_insert_columns(&a))
+}
+
+/// The one statement of an extended-protocol Parse (from the session's parse cache).
+fn parse_ast(exec: &Exec<'_>, sql: &str) -> Option<Ast> {
+    match exec.parse(sql) {
+        Some(v) if v.len() == 1 => Some(v[0].clone()),
+        _ => None,
+    }
+}
+
+fn plan_sql(exec: &Exec<'_>, sql: &str, ast: &Option<Ast>, params: &Params) -> Plan {
+    match ast {
+        Some(stmt) => plan(stmt, exec.placement, params),
+        None if sql.trim().is_empty() => Plan::Shard {
+            shard: HOME,
+            write: false,
+        },
+        None => plan_unparsed(sql),
+    }
+}
+
+/// The Binds of a batch.
+fn binds(batch: &[ClientMessage]) -> impl Iterator<Item = &Bind> {
+    batch.iter().filter_map(|m| match &m.kind {
+        Kind::Bind(b) => Some(b),
+        _ => None,
+    })
+}
+
+/// The Parses of a batch.
+fn parses(batch: &[ClientMessage]) -> impl DoubleEndedIterator<Item = &Parse> {
+    batch.iter().filter_map(|m| match &m.kind {
+        Kind::Parse(p) => Some(p),
+        _ => None,
+    })
+}

@@ -1,0 +1,117 @@
+//! The fast path: a whole batch to one shard in one write and one round trip, preceded by the
+//! Parse of any statement that shard has not prepared yet (whose ParseComplete the client must
+//! not see).
+
+use super::{binds, snapshot_without, Extended, Portal, Statement};
+use crate::executor::session::{Exec, Step, R};
+use crate::protocol::build;
+use crate::protocol::message::{ClientMessage, Kind};
+use crate::router::params::Params;
+use crate::router::plan::Plan;
+use bytes::BytesMut;
+use std::collections::BTreeSet;
+
+impl Extended {
+    /// Fast path: the whole batch to one shard, one round trip.
+    pub(super) async fn run_on_one_shard(
+        &mut self,
+        exec: &mut Exec<'_>,
+        shard: usize,
+        batch: Vec<ClientMessage>,
+    ) -> R<()> {
+        // Writes and transactions: check and enlist before anything is sent.
+        let mut writes = false;
+        for b in binds(&batch) {
+            if let Some(plan) = self.plan_for(exec, &b.statement, &Params::of(b), &batch) {
+                exec.routes.note(&plan);
+                writes |= matches!(plan, Plan::Shard { write: true, .. });
+            }
+        }
+        if writes {
+            exec.txn.note_write(shard);
+        }
+        let any_bind = binds(&batch).next().is_some();
+        let skip = !any_bind
+            && batch.last().is_some_and(|m| m.tag() == b'S')
+            && snapshot_without(exec, shard);
+        if !skip && exec.enlist(shard).await? == Step::Failed {
+            exec.txn.fail();
+            return self.fail_rest(exec, batch).await;
+        }
+        let mut out = BytesMut::new();
+        let mut swallow = 0usize;
+        let mut ends_with_sync = false;
+        for m in &batch {
+            match &m.kind {
+                Kind::Parse(p) => {
+                    let st = Statement::new(exec, m, p, BTreeSet::from([shard]));
+                    self.statements.insert(p.name.clone(), st);
+                }
+                Kind::Bind(b) => {
+                    if let Some(st) = self.statements.get_mut(&b.statement) {
+                        if !st.on.contains(&shard) {
+                            out.extend_from_slice(&st.parse);
+                            st.on.insert(shard);
+                            swallow += 1;
+                        }
+                    }
+                    self.portals.insert(b.portal.clone(), Portal::Shard(shard));
+                }
+                Kind::Sync => ends_with_sync = true,
+                _ => {}
+            }
+            out.extend_from_slice(&m.frame.bytes);
+        }
+        exec.links[shard].send(&out).await?;
+        self.touched.insert(shard);
+        let mut errored = false;
+        if ends_with_sync {
+            loop {
+                let f = exec.links[shard].recv().await?;
+                match f.tag {
+                    b'Z' => break,
+                    b'1' if swallow > 0 => swallow -= 1,
+                    b'E' => {
+                        errored = true;
+                        swallow = 0;
+                        exec.out.extend_from_slice(&f.bytes);
+                    }
+                    _ => exec.pass(&f).await?,
+                }
+                exec.maybe_flush().await?;
+            }
+            if errored {
+                exec.txn.fail();
+            }
+            self.end_of_sync(exec);
+            build::ready_for_query(exec.txn.status(), &mut exec.out);
+        } else {
+            // Flush: read what the batch's messages produce.
+            for m in &batch {
+                if errored {
+                    break;
+                }
+                if m.tag() == b'H' {
+                    // Flush has no answer of its own.
+                    continue;
+                }
+                if m.tag() == b'B' && swallow > 0 {
+                    // The injected Parse answers first.
+                    if self.relay_one(exec, shard, b'P', true).await? == Step::Failed {
+                        errored = true;
+                        break;
+                    }
+                    swallow -= 1;
+                }
+                if self.relay_one(exec, shard, m.tag(), false).await? == Step::Failed {
+                    errored = true;
+                }
+            }
+            if errored {
+                self.failed = true;
+                exec.txn.fail();
+            }
+        }
+        Ok(())
+    }
+}

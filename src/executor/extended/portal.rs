@@ -1,0 +1,421 @@
+//! The slow path, message by message: Bind plans with the bound values and makes a portal on one
+//! shard or a local one the proxy carries out; Describe, Execute and Close act on either kind.
+//! Each message sent to a shard is followed by a Flush so answers come back in order.
+
+use super::rebind::{rebind, split_frames};
+use super::{buffered, plan_sql, snapshot_without, Extended, LocalPortal, Portal};
+use crate::error::{sqlstate, PgError};
+use crate::executor::session::{Exec, Step, R};
+use crate::executor::txn::TxnState;
+use crate::protocol::message::{Bind, Execute, Target, TargetKind};
+use crate::protocol::{build, Frame};
+use crate::router::params::Params;
+use crate::router::plan::{Plan, HOME};
+use bytes::{Bytes, BytesMut};
+
+impl Extended {
+    /// Sends `frames` to a shard (enlisting it, and with a Flush) and relays the answer to the
+    /// message of type `tag`, after swallowing `swallow` injected ParseCompletes.
+    pub(super) async fn send_and_relay(
+        &mut self,
+        exec: &mut Exec<'_>,
+        shard: usize,
+        frames: &[Bytes],
+        tag: u8,
+        swallow: usize,
+    ) -> R<Step> {
+        // Parse and Describe read no rows: a snapshot transaction does not pull a shard into its
+        // cut for them (they run in the shard's own implicit transaction, ended by Sync).
+        let outside_cut = matches!(tag, b'P' | b'D') && snapshot_without(exec, shard);
+        if !outside_cut
+            && !self.touched.contains(&shard)
+            && exec.enlist(shard).await? == Step::Failed
+        {
+            return Ok(Step::Failed);
+        }
+        let mut out = BytesMut::new();
+        for b in frames {
+            out.extend_from_slice(b);
+        }
+        out.extend_from_slice(b"H\0\0\0\x04");
+        exec.links[shard].send(&out).await?;
+        self.touched.insert(shard);
+        for _ in 0..swallow {
+            if self.relay_one(exec, shard, b'P', true).await? == Step::Failed {
+                return Ok(Step::Failed);
+            }
+        }
+        self.relay_one(exec, shard, tag, false).await
+    }
+
+    /// Relays (or, `quiet`, swallows unless it is an error) the answer to one message.
+    pub(super) async fn relay_one(
+        &mut self,
+        exec: &mut Exec<'_>,
+        shard: usize,
+        tag: u8,
+        quiet: bool,
+    ) -> R<Step> {
+        loop {
+            let f = exec.links[shard].recv().await?;
+            let done = match (tag, f.tag) {
+                (_, b'E') => {
+                    exec.out.extend_from_slice(&f.bytes);
+                    return Ok(Step::Failed);
+                }
+                (_, b'N') | (_, b'A') | (_, b'S') => {
+                    exec.out.extend_from_slice(&f.bytes);
+                    false
+                }
+                (b'P', b'1') | (b'B', b'2') | (b'C', b'3') => true,
+                (b'D', b'T') | (b'D', b'n') => true,
+                (b'D', b't') => false,
+                (b'E', b'C') | (b'E', b's') | (b'E', b'I') => true,
+                (b'E', b'G') | (b'E', b'H') => {
+                    exec.error(&PgError::error(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        "COPY through the extended protocol is not supported on several shards",
+                    ));
+                    return Ok(Step::Failed);
+                }
+                _ => false,
+            };
+            // Quiet: the terminal answer belongs to a message the client did not send.
+            if !(matches!(f.tag, b'N' | b'A' | b'S') || quiet && done) {
+                exec.pass(&f).await?;
+            }
+            exec.maybe_flush().await?;
+            if done {
+                return Ok(Step::Done);
+            }
+        }
+    }
+
+    pub(super) async fn bind(&mut self, exec: &mut Exec<'_>, f: &Frame, b: &Bind) -> R<Step> {
+        let (portal, stmt, params) = (b.portal.clone(), &b.statement, Params::of(b));
+        let Some(st) = self.statements.get(stmt) else {
+            return Ok(exec.error(&PgError::error(
+                "26000",
+                format!("prepared statement \"{stmt}\" does not exist"),
+            )));
+        };
+        let plan = plan_sql(exec, &st.sql, &st.ast, &params);
+        exec.routes.note(&plan);
+        match plan {
+            Plan::Shard { shard, write } => {
+                if write {
+                    exec.txn.note_write(shard);
+                }
+                let Some(st) = self.statements.get_mut(stmt) else {
+                    unreachable!("looked up above")
+                };
+                let mut frames = Vec::new();
+                let mut swallow = 0;
+                if !st.on.contains(&shard) {
+                    frames.push(st.parse.clone());
+                    st.on.insert(shard);
+                    swallow = 1;
+                }
+                frames.push(f.bytes.clone());
+                self.portals.insert(portal, Portal::Shard(shard));
+                self.send_and_relay(exec, shard, &frames, b'B', swallow)
+                    .await
+            }
+            Plan::Reject(e) => Ok(exec.error(&e)),
+            other => {
+                let sql = st.sql.clone();
+                let param_types = st.param_types.clone();
+                self.portals.insert(
+                    portal,
+                    Portal::Local(Box::new(LocalPortal {
+                        plan: other,
+                        sql,
+                        params,
+                        param_types,
+                        result_formats: b.result_formats.clone(),
+                        pending: None,
+                        held: 0,
+                    })),
+                );
+                build::empty(b'2', &mut exec.out);
+                Ok(Step::Done)
+            }
+        }
+    }
+
+    pub(super) async fn describe(&mut self, exec: &mut Exec<'_>, f: &Frame, t: &Target) -> R<Step> {
+        let name = &t.name;
+        if t.kind == TargetKind::Statement {
+            let Some(st) = self.statements.get_mut(name) else {
+                return Ok(exec.error(&PgError::error(
+                    "26000",
+                    format!("prepared statement \"{name}\" does not exist"),
+                )));
+            };
+            let (shard, swallow, mut frames) = match st.on.iter().next() {
+                Some(&s) => (s, 0, vec![]),
+                None => {
+                    st.on.insert(HOME);
+                    (HOME, 1, vec![st.parse.clone()])
+                }
+            };
+            frames.push(f.bytes.clone());
+            return self
+                .send_and_relay(exec, shard, &frames, b'D', swallow)
+                .await;
+        }
+        match self.portals.get(name) {
+            Some(Portal::Shard(s)) => {
+                let s = *s;
+                self.send_and_relay(exec, s, std::slice::from_ref(&f.bytes), b'D', 0)
+                    .await
+            }
+            Some(Portal::Local(lp))
+                if matches!(lp.plan, Plan::Scatter { .. } | Plan::Write { .. }) =>
+            {
+                // The columns are the same on every shard: describe a re-bind on the first.
+                let (shards, merge, request) = lp.scatter(false).expect("a scatter portal");
+                let shard = shards[0];
+                let hidden = merge.hidden;
+                if !self.touched.contains(&shard) && exec.enlist(shard).await? == Step::Failed {
+                    return Ok(Step::Failed);
+                }
+                let mut out = BytesMut::from(&request[..]);
+                out.extend_from_slice(b"H\0\0\0\x04");
+                exec.links[shard].send(&out).await?;
+                self.touched.insert(shard);
+                for tag in [b'P', b'B'] {
+                    if self.relay_one(exec, shard, tag, true).await? == Step::Failed {
+                        return Ok(Step::Failed);
+                    }
+                }
+                // The description without the hidden sort columns.
+                loop {
+                    let f = exec.links[shard].recv().await?;
+                    match f.tag {
+                        b'T' => {
+                            exec.out
+                                .extend_from_slice(&crate::executor::merge::strip_columns(
+                                    &f, hidden,
+                                ));
+                            return Ok(Step::Done);
+                        }
+                        b'n' => {
+                            exec.out.extend_from_slice(&f.bytes);
+                            return Ok(Step::Done);
+                        }
+                        b'E' => {
+                            exec.out.extend_from_slice(&f.bytes);
+                            return Ok(Step::Failed);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Some(Portal::Local(_)) => {
+                build::empty(b'n', &mut exec.out);
+                Ok(Step::Done)
+            }
+            None => Ok(exec.error(&PgError::error(
+                "34000",
+                format!("portal \"{name}\" does not exist"),
+            ))),
+        }
+    }
+
+    pub(super) async fn execute(&mut self, exec: &mut Exec<'_>, f: &Frame, e: &Execute) -> R<Step> {
+        let (name, max_rows) = (e.portal.as_str(), e.max_rows);
+        match self.portals.get(name) {
+            Some(Portal::Shard(s)) => {
+                let s = *s;
+                self.send_and_relay(exec, s, std::slice::from_ref(&f.bytes), b'E', 0)
+                    .await
+            }
+            Some(Portal::Local(lp))
+                if matches!(&lp.plan, Plan::Scatter { shards, .. } if shards.len() > 1)
+                    && exec.consistency == crate::snapshot::Consistency::Snapshot
+                    && exec.txn == TxnState::Idle
+                    && max_rows <= 0
+                    && lp.pending.is_none() =>
+            {
+                // An autocommit read of several shards: its own snapshot transaction.
+                let (shards, merge, request) = lp.scatter(true).expect("a scatter portal");
+                exec.autocommit_snapshot_read(&shards, &request, &merge, false)
+                    .await
+            }
+            Some(Portal::Local(lp)) if matches!(lp.plan, Plan::Scatter { .. }) => {
+                let (shards, merge, request) = lp.scatter(true).expect("a scatter portal");
+                if max_rows <= 0 && lp.pending.is_none() {
+                    return crate::executor::merge::scatter_request(
+                        exec, &shards, &request, &merge, false,
+                    )
+                    .await;
+                }
+                if lp.pending.is_none() {
+                    // A row-limited Execute: materialize the merged result, hand it out in parts.
+                    let start = exec.out.len();
+                    exec.hold_output = true;
+                    let step = crate::executor::merge::scatter_request(
+                        exec, &shards, &request, &merge, false,
+                    )
+                    .await;
+                    exec.hold_output = false;
+                    if step? == Step::Failed {
+                        return Ok(Step::Failed);
+                    }
+                    let produced = exec.out.split_off(start);
+                    let held = produced.len();
+                    let frames = split_frames(produced.freeze());
+                    if let Some(Portal::Local(lp)) = self.portals.get_mut(name) {
+                        lp.pending = Some(frames);
+                        lp.held = held;
+                        buffered(held as i64);
+                    }
+                }
+                let Some(Portal::Local(lp)) = self.portals.get_mut(name) else {
+                    unreachable!("portal looked up above")
+                };
+                let pending = lp.pending.as_mut().expect("materialized above");
+                let mut sent = 0i64;
+                while pending.front().is_some_and(|f| f.tag == b'D')
+                    && (max_rows <= 0 || sent < max_rows as i64)
+                {
+                    let row = pending.pop_front().expect("front checked");
+                    exec.out.extend_from_slice(&row.bytes);
+                    sent += 1;
+                }
+                if pending.front().is_some_and(|f| f.tag == b'D') {
+                    build::empty(b's', &mut exec.out);
+                } else {
+                    // Done: this Execute's row count, as PostgreSQL reports it.
+                    pending.clear();
+                    buffered(-(lp.held as i64));
+                    lp.held = 0;
+                    build::command_complete(&format!("SELECT {sent}"), &mut exec.out);
+                }
+                Ok(Step::Done)
+            }
+            Some(Portal::Local(lp)) if matches!(lp.plan, Plan::Write { .. }) => {
+                let Plan::Write { parts, sum } = &lp.plan else {
+                    unreachable!("matched above")
+                };
+                let requests: Vec<(usize, Bytes)> = parts
+                    .iter()
+                    .map(|(shard, sql)| {
+                        let r = rebind(
+                            sql,
+                            &lp.params,
+                            &lp.param_types,
+                            &lp.result_formats,
+                            false,
+                            true,
+                        );
+                        (*shard, r)
+                    })
+                    .collect();
+                let sum = *sum;
+                let own = exec.own_implicit();
+                let step = crate::executor::write::run(exec, &requests, sum, false).await?;
+                exec.end_own_implicit(own, step).await
+            }
+            Some(Portal::Local(lp))
+                if matches!(lp.plan, Plan::Session | Plan::Broadcast { .. })
+                    && !lp.params.values.is_empty() =>
+            {
+                // With bound values it must run as the client sent it, on every shard.
+                let request = rebind(
+                    &lp.sql,
+                    &lp.params,
+                    &lp.param_types,
+                    &lp.result_formats,
+                    false,
+                    true,
+                );
+                self.everywhere_bound(exec, &request).await
+            }
+            Some(Portal::Local(lp)) => {
+                let (plan, sql) = (lp.plan.clone(), lp.sql.clone());
+                exec.run_plan(plan, &sql).await
+            }
+            None => Ok(exec.error(&PgError::error(
+                "34000",
+                format!("portal \"{name}\" does not exist"),
+            ))),
+        }
+    }
+
+    /// Runs a re-bound statement (Parse..Execute+Sync) on every shard; the client sees the home
+    /// shard's rows and the first error.
+    pub(super) async fn everywhere_bound(
+        &mut self,
+        exec: &mut Exec<'_>,
+        request: &[u8],
+    ) -> R<Step> {
+        let all: Vec<usize> = (0..exec.links.len()).collect();
+        for &s in &all {
+            if exec.enlist(s).await? == Step::Failed {
+                return Ok(Step::Failed);
+            }
+            exec.links[s].send(request).await?;
+        }
+        let mut step = Step::Done;
+        for &s in &all {
+            loop {
+                let f = exec.links[s].recv().await?;
+                match f.tag {
+                    b'Z' => break,
+                    b'1' | b'2' => {}
+                    b'E' => {
+                        if step == Step::Done {
+                            exec.out.extend_from_slice(&f.bytes);
+                        }
+                        step = Step::Failed;
+                    }
+                    _ if s == HOME => exec.out.extend_from_slice(&f.bytes),
+                    _ => {}
+                }
+            }
+        }
+        Ok(step)
+    }
+
+    pub(super) async fn close(&mut self, exec: &mut Exec<'_>, f: &Frame, t: &Target) -> R<Step> {
+        let name = &t.name;
+        let shards: Vec<usize> = if t.kind == TargetKind::Statement {
+            self.statements
+                .remove(name)
+                .map(|s| s.on.into_iter().collect())
+                .unwrap_or_default()
+        } else {
+            match self.portals.remove(name) {
+                Some(Portal::Shard(s)) => vec![s],
+                _ => vec![],
+            }
+        };
+        if shards.is_empty() {
+            build::empty(b'3', &mut exec.out);
+            return Ok(Step::Done);
+        }
+        for (i, &s) in shards.iter().enumerate() {
+            let quiet = i > 0;
+            if !self.touched.contains(&s) && exec.enlist(s).await? == Step::Failed {
+                return Ok(Step::Failed);
+            }
+            let mut out = BytesMut::from(&f.bytes[..]);
+            out.extend_from_slice(b"H\0\0\0\x04");
+            exec.links[s].send(&out).await?;
+            self.touched.insert(s);
+            if quiet {
+                let before = exec.out.len();
+                let step = self.relay_one(exec, s, b'C', false).await?;
+                exec.out.truncate(before);
+                if step == Step::Failed {
+                    return Ok(Step::Failed);
+                }
+            } else if self.relay_one(exec, s, b'C', false).await? == Step::Failed {
+                return Ok(Step::Failed);
+            }
+        }
+        Ok(Step::Done)
+    }
+}

@@ -1,0 +1,138 @@
+//! Where a batch goes: the one shard every message of it can run on (the fast path), the shards
+//! its Binds touch, and whether it writes on several shards (which makes it a distributed
+//! transaction). Pure analysis of the batch and the session's statements; nothing is sent.
+
+use super::{binds, parse_ast_for, parse_error, parses, plan_sql, Extended, Portal};
+use crate::executor::session::Exec;
+use crate::protocol::message::{ClientMessage, Kind, Target, TargetKind};
+use crate::router::params::Params;
+use crate::router::plan::{Plan, HOME};
+use std::collections::{BTreeSet, HashMap};
+
+impl Extended {
+    /// The one shard every message of the batch goes to, if there is one and nothing in the
+    /// batch needs the proxy.
+    pub(super) fn single_destination(
+        &mut self,
+        exec: &Exec<'_>,
+        batch: &[ClientMessage],
+    ) -> Option<usize> {
+        let mut parsed: HashMap<String, Option<usize>> = HashMap::new();
+        let mut bound: HashMap<String, usize> = HashMap::new();
+        let mut dest: Option<usize> = None;
+        fn agree(dest: &mut Option<usize>, d: usize) -> bool {
+            *dest.get_or_insert(d) == d
+        }
+        for m in batch {
+            let ok = match &m.kind {
+                Kind::Parse(p) => {
+                    parsed.insert(p.name.clone(), None);
+                    parse_error(exec, &p.sql).is_none()
+                }
+                Kind::Bind(b) => {
+                    let plan = self.plan_for(exec, &b.statement, &Params::of(b), batch)?;
+                    match plan {
+                        Plan::Shard { shard, .. } => {
+                            bound.insert(b.portal.clone(), shard);
+                            parsed
+                                .entry(b.statement.clone())
+                                .and_modify(|d| *d = Some(shard));
+                            agree(&mut dest, shard)
+                        }
+                        _ => false,
+                    }
+                }
+                Kind::Execute(e) => {
+                    match bound
+                        .get(&e.portal)
+                        .copied()
+                        .or_else(|| self.portal_shard(&e.portal))
+                    {
+                        Some(s) => agree(&mut dest, s),
+                        None => false,
+                    }
+                }
+                Kind::Describe(Target { kind, name }) => {
+                    let name = name.as_str();
+                    let target = if *kind == TargetKind::Portal {
+                        bound.get(name).copied().or_else(|| self.portal_shard(name))
+                    } else {
+                        match parsed.get(name) {
+                            Some(Some(s)) => Some(*s),
+                            Some(None) => dest.or(Some(HOME)),
+                            None => self
+                                .statements
+                                .get(name)
+                                .and_then(|s| s.on.iter().next().copied()),
+                        }
+                    };
+                    match target {
+                        Some(s) => agree(&mut dest, s),
+                        None => false,
+                    }
+                }
+                Kind::Sync | Kind::Flush => true,
+                Kind::Close(_) => false,
+            };
+            if !ok {
+                return None;
+            }
+        }
+        // Parsed-but-unbound statements go to the batch's shard (or home).
+        Some(dest.unwrap_or(HOME))
+    }
+
+    /// The shards the batch's Binds run on.
+    pub(super) fn bound_shards(&self, exec: &Exec<'_>, batch: &[ClientMessage]) -> Vec<usize> {
+        let mut shards = BTreeSet::new();
+        for b in binds(batch) {
+            match self.plan_for(exec, &b.statement, &Params::of(b), batch) {
+                Some(Plan::Shard { shard, .. }) => {
+                    shards.insert(shard);
+                }
+                Some(Plan::Scatter { shards: s, .. }) => shards.extend(s),
+                Some(Plan::Write { parts, .. }) => shards.extend(parts.iter().map(|p| p.0)),
+                _ => {}
+            }
+        }
+        shards.into_iter().collect()
+    }
+
+    /// Whether the batch's Binds write on more than one shard.
+    pub(super) fn writes_several_shards(&self, exec: &Exec<'_>, batch: &[ClientMessage]) -> bool {
+        let mut written = BTreeSet::new();
+        for b in binds(batch) {
+            match self.plan_for(exec, &b.statement, &Params::of(b), batch) {
+                Some(Plan::Shard { shard, write: true }) => {
+                    written.insert(shard);
+                }
+                Some(Plan::Write { parts, .. }) => written.extend(parts.iter().map(|p| p.0)),
+                _ => {}
+            }
+        }
+        written.len() > 1
+    }
+
+    pub(super) fn portal_shard(&self, name: &str) -> Option<usize> {
+        match self.portals.get(name) {
+            Some(Portal::Shard(s)) => Some(*s),
+            _ => None,
+        }
+    }
+
+    /// The plan of statement `stmt` with these parameters; a statement parsed earlier in this
+    /// batch is looked up there.
+    pub(super) fn plan_for(
+        &self,
+        exec: &Exec<'_>,
+        stmt: &str,
+        params: &Params,
+        batch: &[ClientMessage],
+    ) -> Option<Plan> {
+        if let Some(p) = parses(batch).rev().find(|p| p.name == stmt) {
+            return Some(plan_sql(exec, &p.sql, &parse_ast_for(exec, &p.sql), params));
+        }
+        let s = self.statements.get(stmt)?;
+        Some(plan_sql(exec, &s.sql, &s.ast, params))
+    }
+}
