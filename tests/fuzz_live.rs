@@ -72,23 +72,6 @@ async fn one_connection(port: u16, rng: &mut Rng, count: usize) {
     }
 }
 
-async fn backends(tc: &TestCluster) -> i64 {
-    let mut n = 0;
-    for i in 0..tc.shards.len() {
-        n += tc
-            .direct(i)
-            .await
-            .query_one(
-                "select count(*) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0);
-    }
-    n
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_and_mutated_messages_never_take_the_proxy_down() {
     let previous = std::panic::take_hook();
@@ -120,7 +103,7 @@ async fn random_and_mutated_messages_never_take_the_proxy_down() {
             .unwrap();
     }
     drop(c);
-    let baseline = backends(&tc).await;
+    let baseline = tc.session_backends().await;
 
     let sent = Arc::new(AtomicUsize::new(0));
     let workers = 4;
@@ -160,16 +143,31 @@ async fn random_and_mutated_messages_never_take_the_proxy_down() {
     );
 
     // Every fuzzing session ends and lets go of its shard connections.
-    let until = Instant::now() + Duration::from_secs(30);
-    let mut now = backends(&tc).await;
-    while now > baseline && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        now = backends(&tc).await;
+    let now = tc
+        .session_backends_settled(baseline, Duration::from_secs(30))
+        .await;
+    if now != baseline {
+        let mut stuck = Vec::new();
+        for i in 0..tc.shards.len() {
+            for r in tc
+                .direct(i)
+                .await
+                .query(
+                    "select state, coalesce(wait_event, ''), query from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid() and application_name <> 'shardgate-control'",
+                    &[],
+                )
+                .await
+                .unwrap()
+            {
+                let (state, wait, query): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+                stuck.push(format!("shard {i}: {state} / {wait}: {query:?}"));
+            }
+        }
+        panic!(
+            "a fuzzing session is stuck holding shard connections ({now} vs {baseline}):\n{}",
+            stuck.join("\n")
+        );
     }
-    assert_eq!(
-        now, baseline,
-        "a fuzzing session is stuck holding shard connections"
-    );
     for i in 0..3 {
         let prepared: i64 = tc
             .direct(i)

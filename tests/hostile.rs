@@ -8,7 +8,7 @@ mod common;
 
 use common::raw::{field, message, query, Raw};
 use common::TestCluster;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TABLES: &str = r#"
 [tables.accounts]
@@ -159,26 +159,10 @@ async fn malformed_extended_messages_end_the_session_with_08p01() {
     }
 }
 
-async fn backends(tc: &TestCluster) -> i64 {
-    let mut n = 0;
-    for i in 0..tc.shards.len() {
-        let d = tc.direct(i).await;
-        n += d
-            .query_one(
-                "select count(*) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0);
-    }
-    n
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_while_its_query_is_ignored_frees_its_shard_connections() {
     let tc = cluster().await;
-    let before = backends(&tc).await;
+    let before = tc.session_backends().await;
     let mut clients = Vec::new();
     for _ in 0..5 {
         let (mut raw, _) = Raw::login(tc.port).await;
@@ -206,12 +190,9 @@ async fn a_client_leaving_while_its_query_is_ignored_frees_its_shard_connections
     assert!(first.until_ready().await.iter().any(|(t, _)| *t == b'D'));
     drop(first);
     drop(clients);
-    let until = Instant::now() + Duration::from_secs(20);
-    let mut now = backends(&tc).await;
-    while now > before && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        now = backends(&tc).await;
-    }
+    let now = tc
+        .session_backends_settled(before, Duration::from_secs(20))
+        .await;
     assert_eq!(
         now, before,
         "every shard connection of the departed clients is closed"
@@ -513,7 +494,9 @@ async fn timestamps_and_dates_at_the_ends_of_their_range_merge_in_order() {
         .await
         .unwrap();
     }
-    let expected: Vec<i64> = (0..values.len() as i64).map(|i| (i * 7919) % 1000).collect();
+    let expected: Vec<i64> = (0..values.len() as i64)
+        .map(|i| (i * 7919) % 1000)
+        .collect();
     for column in ["at", "day"] {
         for sql in [
             format!("select id from events order by {column}"),
@@ -541,7 +524,10 @@ async fn timestamps_and_dates_at_the_ends_of_their_range_merge_in_order() {
             assert_eq!(ids, expected, "{sql} (binary)");
         }
         let desc: Vec<i64> = c
-            .query(&format!("select id from events order by {column} desc"), &[])
+            .query(
+                &format!("select id from events order by {column} desc"),
+                &[],
+            )
             .await
             .unwrap()
             .iter()

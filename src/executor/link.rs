@@ -47,22 +47,12 @@ impl ShardLink {
     }
 
     async fn read_more(&mut self) -> Result<(), LinkLost> {
+        let timeout = self.response_timeout;
+        let name = self.name.clone();
         let read = self.stream.read_buf(&mut self.buf);
-        let result = match self.response_timeout {
-            None => read.await,
-            Some(t) => match tokio::time::timeout(t, read).await {
-                Ok(r) => r,
-                Err(_) => {
-                    metrics::counter!(crate::metrics::SHARD_TIMEOUTS, "shard" => self.name.clone())
-                        .increment(1);
-                    tracing::warn!(shard = %self.name, "shard silent for {t:?}: giving up on it");
-                    return Err(self.lost());
-                }
-            },
-        };
-        match result {
-            Ok(0) | Err(_) => Err(self.lost()),
-            Ok(_) => Ok(()),
+        match within(timeout, &name, read).await {
+            Some(Ok(n)) if n > 0 => Ok(()),
+            _ => Err(self.lost()),
         }
     }
 
@@ -73,19 +63,13 @@ impl ShardLink {
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), LinkLost> {
+        let timeout = self.response_timeout;
+        let name = self.name.clone();
         let write = self.stream.write_all(bytes);
-        let result = match self.response_timeout {
-            None => write.await,
-            Some(t) => match tokio::time::timeout(t, write).await {
-                Ok(r) => r,
-                Err(_) => {
-                    metrics::counter!(crate::metrics::SHARD_TIMEOUTS, "shard" => self.name.clone())
-                        .increment(1);
-                    return Err(self.lost());
-                }
-            },
-        };
-        result.map_err(|_| self.lost())
+        match within(timeout, &name, write).await {
+            Some(Ok(())) => Ok(()),
+            _ => Err(self.lost()),
+        }
     }
 
     /// The next whole message from the shard. A message over the size limit, or a malformed
@@ -115,6 +99,27 @@ impl ShardLink {
             };
             self.buf.reserve(want);
             self.read_more().await?;
+        }
+    }
+}
+
+/// Runs a shard read or write within the response timeout; `None` when the shard stayed silent
+/// that long (counted and logged here).
+async fn within<T>(
+    timeout: Option<std::time::Duration>,
+    shard: &str,
+    io: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let Some(t) = timeout else {
+        return Some(io.await);
+    };
+    match tokio::time::timeout(t, io).await {
+        Ok(r) => Some(r),
+        Err(_) => {
+            metrics::counter!(crate::metrics::SHARD_TIMEOUTS, "shard" => shard.to_string())
+                .increment(1);
+            tracing::warn!(shard = %shard, "shard silent for {t:?}: giving up on it");
+            None
         }
     }
 }

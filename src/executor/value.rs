@@ -129,16 +129,33 @@ fn parse_float(s: &str) -> Option<f64> {
 
 /// Days since 2000-01-01 of a text date (ISO DateStyle); `infinity` sorts last, `-infinity` first.
 fn parse_date(s: &str) -> Option<i64> {
-    match s {
-        "infinity" => return Some(i64::MAX),
-        "-infinity" => return Some(i64::MIN),
-        _ => {}
+    match split_era(s)? {
+        Era::Infinite(v) => Some(v),
+        Era::Finite { body, bc } => civil_days(body, bc),
     }
-    let (body, bc) = match s.strip_suffix(" BC") {
-        Some(b) => (b, true),
-        None => (s, false),
-    };
-    let mut dp = body.splitn(3, '-');
+}
+
+/// A text date or timestamp: an infinity (as the sort value it stands for), or its text without
+/// the ` BC` suffix.
+enum Era<'a> {
+    Infinite(i64),
+    Finite { body: &'a str, bc: bool },
+}
+
+fn split_era(s: &str) -> Option<Era<'_>> {
+    Some(match s {
+        "infinity" => Era::Infinite(i64::MAX),
+        "-infinity" => Era::Infinite(i64::MIN),
+        _ => match s.strip_suffix(" BC") {
+            Some(body) => Era::Finite { body, bc: true },
+            None => Era::Finite { body: s, bc: false },
+        },
+    })
+}
+
+/// Days since 2000-01-01 of `YYYY-MM-DD` (year 1 BC is year 0 of the proleptic calendar).
+fn civil_days(date: &str, bc: bool) -> Option<i64> {
+    let mut dp = date.splitn(3, '-');
     let mut year: i64 = dp.next()?.parse().ok()?;
     let month: i64 = dp.next()?.parse().ok()?;
     let day: i64 = dp.next()?.parse().ok()?;
@@ -156,24 +173,12 @@ const PG_EPOCH_DAYS: i64 = 10_957;
 /// wide arithmetic: a value that does not fit is an error, never a wrapped number. ISO DateStyle
 /// only (the default); other styles are refused by failing to parse.
 fn parse_timestamp(s: &str, with_zone: bool) -> Option<i64> {
-    match s {
-        "infinity" => return Some(i64::MAX),
-        "-infinity" => return Some(i64::MIN),
-        _ => {}
-    }
-    let (body, bc) = match s.strip_suffix(" BC") {
-        Some(b) => (b, true),
-        None => (s, false),
+    let (body, bc) = match split_era(s)? {
+        Era::Infinite(v) => return Some(v),
+        Era::Finite { body, bc } => (body, bc),
     };
     let (date, rest) = body.split_at(body.find(' ').unwrap_or(body.len()));
-    let mut dp = date.splitn(3, '-');
-    let mut year: i64 = dp.next()?.parse().ok()?;
-    let month: i64 = dp.next()?.parse().ok()?;
-    let day: i64 = dp.next()?.parse().ok()?;
-    if bc {
-        year = 1 - year;
-    }
-    let days = i128::from(days_from_civil(year, month, day) - PG_EPOCH_DAYS);
+    let days = i128::from(civil_days(date, bc)?);
     let rest = rest.trim();
     if rest.is_empty() {
         return i64::try_from(days * 86_400_000_000).ok();

@@ -161,6 +161,40 @@ impl TestCluster {
             .expect("client connects through the proxy")
     }
 
+    /// Connections to the shards held by client sessions (the proxy's own control connections,
+    /// such as its health probes, left out).
+    pub async fn session_backends(&self) -> i64 {
+        let mut n = 0;
+        for i in 0..self.shards.len() {
+            n += self
+                .direct(i)
+                .await
+                .query_one(
+                    "select count(*) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid() and application_name <> 'shardgate-control'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0);
+        }
+        n
+    }
+
+    /// `session_backends`, once it has come down to `baseline` (or after `within`).
+    pub async fn session_backends_settled(
+        &self,
+        baseline: i64,
+        within: std::time::Duration,
+    ) -> i64 {
+        let until = std::time::Instant::now() + within;
+        let mut now = self.session_backends().await;
+        while now > baseline && std::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            now = self.session_backends().await;
+        }
+        now
+    }
+
     /// A tokio-postgres client straight to shard `i`.
     pub async fn direct(&self, i: usize) -> Client {
         connect(&self.shards[i].url("postgres"))
