@@ -576,3 +576,80 @@ async fn a_scattered_result_handed_out_in_parts_is_bounded() {
     assert_eq!(rows.len(), 80);
     still_serves(&tc).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avg_of_real_matches_one_postgresql_to_the_last_digit() {
+    let tc = TestCluster::start_unlike(
+        3,
+        "",
+        "[tables.readings]\nshard_key = \"id\"\nkey_type = \"bigint\"\n",
+    )
+    .await;
+    let c = tc.client().await;
+    c.batch_execute("create table readings (id bigint primary key, g int, v real)")
+        .await
+        .unwrap();
+    // The same rows in one plain table on one server, for PostgreSQL's own answer. real values
+    // of this range add up exactly in double precision, so the order of addition (which differs
+    // between one server and several shards) cannot change the result: any difference would be
+    // the proxy's.
+    let plain = tc.direct(0).await;
+    plain
+        .batch_execute("create table plain_readings (id bigint primary key, g int, v real)")
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for id in 0..300i64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let v = format!("{}.{:02}", (x % 20_000) as i64 - 10_000, (x >> 20) % 100);
+        rows.push(format!("({id}, {}, {v})", id % 3));
+    }
+    for table in ["readings", "plain_readings"] {
+        let sql = format!("insert into {table} (id, g, v) values {}", rows.join(","));
+        if table == "readings" {
+            c.batch_execute(&sql).await.unwrap();
+        } else {
+            plain.batch_execute(&sql).await.unwrap();
+        }
+    }
+    for query in [
+        "select avg(v) from {t}",
+        "select g, avg(v), count(*) from {t} group by g order by g",
+        "select avg(v), min(v), max(v) from {t} where g <> 1",
+    ] {
+        let text = |t: &str| query.replace("{t}", t);
+        let through = c.simple_query(&text("readings")).await.unwrap();
+        let direct = plain.simple_query(&text("plain_readings")).await.unwrap();
+        let rows_of = |msgs: &[tokio_postgres::SimpleQueryMessage]| -> Vec<Vec<String>> {
+            msgs.iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                        (0..r.len())
+                            .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(rows_of(&through), rows_of(&direct), "{query} (text)");
+        // Binary results: the same float8 bits.
+        let bits = |rows: Vec<tokio_postgres::Row>| -> Vec<u64> {
+            rows.iter()
+                .flat_map(|r| {
+                    (0..r.len())
+                        .filter(|&i| r.columns()[i].type_() == &tokio_postgres::types::Type::FLOAT8)
+                        .map(|i| r.get::<_, f64>(i).to_bits())
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let through = bits(c.query(&text("readings"), &[]).await.unwrap());
+        let direct = bits(plain.query(&text("plain_readings"), &[]).await.unwrap());
+        assert!(!through.is_empty());
+        assert_eq!(through, direct, "{query} (binary)");
+    }
+}

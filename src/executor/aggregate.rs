@@ -41,6 +41,7 @@ pub fn check(fields: &[FieldDesc], spec: &AggSpec) -> Result<(), PgError> {
         let ok = match col {
             AggColumn::Group => true,
             AggColumn::Count | AggColumn::AvgCount => f.type_oid == oid::INT8,
+            AggColumn::AvgFloatSum => f.type_oid == oid::FLOAT8,
             AggColumn::Sum | AggColumn::Avg { .. } => matches!(
                 f.type_oid,
                 oid::INT8 | oid::NUMERIC | oid::FLOAT4 | oid::FLOAT8
@@ -164,6 +165,7 @@ impl Groups {
                     .map(|(c, f)| match c {
                         AggColumn::Group => State::Group(None),
                         AggColumn::Count | AggColumn::AvgCount => State::Count(0),
+                        AggColumn::AvgFloatSum => State::SumFloat(None),
                         AggColumn::Sum | AggColumn::Avg { .. } => match f.type_oid {
                             oid::INT8 => State::SumInt(None),
                             oid::NUMERIC => State::SumNum(None),
@@ -199,6 +201,14 @@ impl Groups {
                     }
                 })
                 .collect();
+            // The double-precision sums beside each avg, looked up by column.
+            let float_sums: Vec<Option<f64>> = states
+                .iter()
+                .map(|s| match s {
+                    State::SumFloat(v) => *v,
+                    _ => None,
+                })
+                .collect();
             let mut row = Vec::with_capacity(states.len());
             for (i, (s, c)) in states.into_iter().zip(&spec.columns).enumerate() {
                 let f = &fields[i];
@@ -206,8 +216,13 @@ impl Groups {
                     (State::Group(v), _) => v,
                     (State::Count(n), _) => Some(encode_int(n as i128, f)?),
                     (State::Best(b), _) => b.map(|(_, raw)| raw),
-                    (sum, AggColumn::Avg { count }) => {
+                    (sum, AggColumn::Avg { count, float_sum }) => {
                         let n = counts[*count].unwrap_or(0);
+                        // A float column: PostgreSQL's avg sums it in double precision.
+                        let sum = match (sum, float_sum) {
+                            (State::SumFloat(_), Some(at)) => State::SumFloat(float_sums[*at]),
+                            (sum, _) => sum,
+                        };
                         match sum {
                             _ if n == 0 => None,
                             State::SumNum(Some(v)) => {

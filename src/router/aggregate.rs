@@ -22,12 +22,17 @@ pub enum AggColumn {
     Sum,
     Min,
     Max,
-    /// sum(x) on the shards; `count` is the column of the hidden count(x).
+    /// sum(x) on the shards; `count` is the column of the hidden count(x), `float_sum` the
+    /// column of the hidden sum of x as double precision (used when x is a float type, because
+    /// PostgreSQL accumulates avg(real) in double precision while sum(real) stays real).
     Avg {
         count: usize,
+        float_sum: Option<usize>,
     },
     /// A hidden count(x) feeding an Avg.
     AvgCount,
+    /// A hidden sum((x) * 1::float8) feeding an Avg.
+    AvgFloatSum,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,7 +201,10 @@ pub fn plan_aggregate(
             Some("max") => AggColumn::Max,
             Some(_) => {
                 avg_pending.push((i, expr.clone()));
-                AggColumn::Avg { count: usize::MAX }
+                AggColumn::Avg {
+                    count: usize::MAX,
+                    float_sum: None,
+                }
             }
             None if distinct || group_texts.contains(&expr.to_string()) => AggColumn::Group,
             None if contains_aggregate(expr) => {
@@ -245,7 +253,18 @@ pub fn plan_aggregate(
             alias: Ident::new(format!("__shardgate_count_{i}")),
         });
         spec.columns.push(AggColumn::AvgCount);
-        spec.columns[i] = AggColumn::Avg { count: count_col };
+        let float_sum = float_sum_of(&expr).map(|sum| {
+            hidden.push(SelectItem::ExprWithAlias {
+                expr: sum,
+                alias: Ident::new(format!("__shardgate_fsum_{i}")),
+            });
+            spec.columns.push(AggColumn::AvgFloatSum);
+            visible + hidden.len() - 1
+        });
+        spec.columns[i] = AggColumn::Avg {
+            count: count_col,
+            float_sum,
+        };
     }
     // Finds (or adds as hidden) the column computing `e`.
     let column_of =
@@ -387,6 +406,31 @@ pub fn plan_aggregate(
         sql: rewritten.to_string(),
         merge,
     }
+}
+
+/// `sum((x) * 1::float8)` for `avg(x)`: x in double precision, which for real is exact and is
+/// what PostgreSQL's avg(real) accumulates; for integers and numeric the product is float8 too
+/// (and unused: their avg stays exact numeric), and for interval it stays interval, which the
+/// merge refuses with the avg itself. `None` when the argument is not one plain expression.
+fn float_sum_of(avg: &Expr) -> Option<Expr> {
+    use sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments};
+    let Expr::Function(f) = avg else {
+        return None;
+    };
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] = list.args.as_slice() else {
+        return None;
+    };
+    if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
+        return None;
+    }
+    sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+        .try_with_sql(&format!("sum(({arg}) * 1::float8)"))
+        .ok()?
+        .parse_expr()
+        .ok()
 }
 
 fn rename_function(e: &Expr, to: &str) -> Expr {

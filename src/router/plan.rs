@@ -1519,11 +1519,23 @@ mod tests {
         ) else {
             panic!()
         };
-        assert_eq!(sql, "SELECT v, sum(x) AS avg, count(x) AS __shardgate_count_1, count(*) AS __shardgate_extra_1 FROM accounts GROUP BY v");
+        assert_eq!(sql, "SELECT v, sum(x) AS avg, count(x) AS __shardgate_count_1, sum((x) * 1::FLOAT8) AS __shardgate_fsum_1, count(*) AS __shardgate_extra_2 FROM accounts GROUP BY v");
         let spec = merge.aggregate.unwrap();
         use super::super::aggregate::AggColumn::*;
-        assert_eq!(spec.columns, vec![Group, Avg { count: 2 }, AvgCount, Count]);
-        assert_eq!((merge.limit, merge.hidden), (Some(3), 2));
+        assert_eq!(
+            spec.columns,
+            vec![
+                Group,
+                Avg {
+                    count: 2,
+                    float_sum: Some(3)
+                },
+                AvgCount,
+                AvgFloatSum,
+                Count
+            ]
+        );
+        assert_eq!((merge.limit, merge.hidden), (Some(3), 3));
         for sql in [
             "select count(distinct v) from accounts",
             "select sum(x) + 1 from accounts",
