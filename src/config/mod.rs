@@ -203,13 +203,13 @@ pub struct ServerConfig {
     pub max_pending_startups: usize,
     /// Seconds a shard may stay silent while the proxy waits for its answer before the session
     /// gives up on it (`08006`, the session ends and its shard connections are closed). Default
-    /// 0 (wait as long as the query runs); set `statement_timeout` on the shards for a limit
-    /// PostgreSQL enforces itself.
+    /// 0: no fixed limit; the health probes release sessions waiting on a shard that stopped
+    /// answering.
     #[serde(default)]
     pub shard_response_timeout_secs: u64,
     /// Seconds between health probes of each shard (`SELECT 1` on a kept connection). Default 5;
-    /// 0 turns probing off. A client logging in while a shard failed its last probe is refused
-    /// at once with `08001` naming the shard.
+    /// 0 turns probing off. Two failed probes in a row mark a shard down: sessions waiting on it
+    /// end with `08006`, and logins are refused at once with `08001` naming it.
     #[serde(default = "default_health_check_interval")]
     pub health_check_interval_secs: u64,
 }

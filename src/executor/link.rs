@@ -1,13 +1,15 @@
 //! One shard connection driven request/response: send bytes, receive whole messages.
 //!
-//! A shard that stays silent longer than the response timeout (when one is configured) counts as
-//! lost: the session ends with 08006 and closes its shard connections, instead of waiting forever
-//! on a server that is stopped or wedged.
+//! A shard counts as lost, so that the session ends with 08006 and closes its shard connections
+//! instead of waiting forever, when the health probe marks it down while the session waits for
+//! it (see `backend::health`), or when it stays silent longer than the response timeout, if one
+//! is configured.
 
 use crate::backend::ShardStream;
 use crate::protocol::frame::{FrameScanner, Scan};
 use crate::protocol::Frame;
 use bytes::BytesMut;
+use tokio::sync::watch;
 
 /// The largest message accepted from a shard: PostgreSQL's own limit on one value is 1 GiB.
 const MAX_SHARD_MESSAGE_BYTES: usize = (1 << 30) + (1 << 20);
@@ -27,6 +29,8 @@ pub struct ShardLink {
     buf: BytesMut,
     scanner: FrameScanner,
     response_timeout: Option<std::time::Duration>,
+    /// The shard's health state; a wait ends when it turns down.
+    health: Option<watch::Receiver<bool>>,
 }
 
 impl ShardLink {
@@ -38,7 +42,13 @@ impl ShardLink {
             buf: BytesMut::with_capacity(16 * 1024),
             scanner: FrameScanner::new(MAX_SHARD_MESSAGE_BYTES),
             response_timeout: None,
+            health: None,
         }
+    }
+
+    pub fn with_health(mut self, health: Option<watch::Receiver<bool>>) -> ShardLink {
+        self.health = health;
+        self
     }
 
     pub fn with_response_timeout(mut self, t: Option<std::time::Duration>) -> ShardLink {
@@ -47,10 +57,15 @@ impl ShardLink {
     }
 
     async fn read_more(&mut self) -> Result<(), LinkLost> {
-        let timeout = self.response_timeout;
-        let name = self.name.clone();
         let read = self.stream.read_buf(&mut self.buf);
-        match within(timeout, &name, read).await {
+        match within(
+            self.response_timeout,
+            self.health.as_mut(),
+            &self.name,
+            read,
+        )
+        .await
+        {
             Some(Ok(n)) if n > 0 => Ok(()),
             _ => Err(self.lost()),
         }
@@ -63,10 +78,15 @@ impl ShardLink {
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), LinkLost> {
-        let timeout = self.response_timeout;
-        let name = self.name.clone();
         let write = self.stream.write_all(bytes);
-        match within(timeout, &name, write).await {
+        match within(
+            self.response_timeout,
+            self.health.as_mut(),
+            &self.name,
+            write,
+        )
+        .await
+        {
             Some(Ok(())) => Ok(()),
             _ => Err(self.lost()),
         }
@@ -103,22 +123,41 @@ impl ShardLink {
     }
 }
 
-/// Runs a shard read or write within the response timeout; `None` when the shard stayed silent
-/// that long (counted and logged here).
+/// Runs a shard read or write until it completes, the response timeout passes, or the health
+/// probe marks the shard down; `None` for the last two (counted and logged here).
 async fn within<T>(
     timeout: Option<std::time::Duration>,
+    health: Option<&mut watch::Receiver<bool>>,
     shard: &str,
     io: impl std::future::Future<Output = T>,
 ) -> Option<T> {
-    let Some(t) = timeout else {
-        return Some(io.await);
+    let down = async {
+        match health {
+            Some(h) => {
+                if h.wait_for(|up| !*up).await.is_err() {
+                    // No prober any more (the proxy is stopping): nothing to wait for.
+                    std::future::pending::<()>().await
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
     };
-    match tokio::time::timeout(t, io).await {
-        Ok(r) => Some(r),
-        Err(_) => {
+    let silent = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        r = io => Some(r),
+        _ = down => {
+            tracing::warn!(shard = %shard, "shard failed its health probes: giving up on it");
+            None
+        }
+        _ = silent => {
             metrics::counter!(crate::metrics::SHARD_TIMEOUTS, "shard" => shard.to_string())
                 .increment(1);
-            tracing::warn!(shard = %shard, "shard silent for {t:?}: giving up on it");
+            tracing::warn!(shard = %shard, "shard silent past the response timeout: giving up on it");
             None
         }
     }

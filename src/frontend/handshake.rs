@@ -80,7 +80,7 @@ pub async fn handle_client(
     if let Some(down) = ctx.health.first_down(targets) {
         let err = PgError::fatal(
             sqlstate::CONNECTION_UNABLE,
-            format!("shard {down} is not answering (it failed its last health probe)"),
+            format!("shard {down} is not answering (it failed its last health probes)"),
         )
         .with_hint("Every shard must be up to log in; retry once the shard is back.");
         send_fatal(&mut socket, &err).await;
@@ -140,6 +140,7 @@ pub async fn handle_client(
             .map(|(i, c)| {
                 crate::executor::link::ShardLink::new(i, ctx.shards[i].name.clone(), c.stream)
                     .with_response_timeout(ctx.shard_response_timeout)
+                    .with_health(ctx.health.watch(i))
             })
             .collect();
         crate::executor::client_loop::run(&ctx, socket, links, shutdown).await
