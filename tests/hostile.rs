@@ -669,3 +669,66 @@ async fn avg_of_real_matches_one_postgresql_to_the_last_digit() {
         assert_eq!(through, direct, "{query} (binary)");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_stream_through_intact() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    // Three keys on one shard, so the reads below take the relay paths (not a merge).
+    let p = tc.config.placement().unwrap();
+    let keys: Vec<i64> = (1..)
+        .filter(|&i| p.shard_of(&shardgate::placement::KeyValue::Integer(i)) == 1)
+        .take(4)
+        .collect();
+    let value = |k: i64| format!("{}{k}", "ab".repeat(1_500_000 + k as usize));
+    for &k in &keys[..3] {
+        c.execute(
+            "insert into accounts (id, owner) values ($1, $2)",
+            &[&k, &value(k)],
+        )
+        .await
+        .unwrap();
+    }
+    c.execute(
+        "insert into accounts (id, owner) values ($1, 'small')",
+        &[&keys[3]],
+    )
+    .await
+    .unwrap();
+    // Extended protocol, binary: the big rows and the small one, in order.
+    let rows = c
+        .query(
+            "select id, owner from accounts where id = any($1) order by id",
+            &[&keys],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in &rows[..3] {
+        let (k, owner): (i64, String) = (r.get(0), r.get(1));
+        assert!(owner == value(k), "row {k} arrived changed");
+    }
+    assert_eq!(rows[3].get::<_, String>(1), "small");
+    // Simple protocol, one key at a time and all at once.
+    for &k in &keys[..3] {
+        let msgs = c
+            .simple_query(&format!("select owner from accounts where id = {k}"))
+            .await
+            .unwrap();
+        let got: Vec<&str> = msgs
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0),
+                _ => None,
+            })
+            .collect();
+        assert!(got == [value(k).as_str()], "row {k} arrived changed");
+    }
+    let n: i64 = c
+        .query_one("select count(*) from accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 4, "the session is in step after the streamed rows");
+    still_serves(&tc).await;
+}

@@ -1,4 +1,5 @@
-//! One shard connection driven request/response: send bytes, receive whole messages.
+//! One shard connection driven request/response: send bytes, receive whole messages, or, for a
+//! large row on its way to the client, its bytes piece by piece as they arrive.
 //!
 //! A shard counts as lost, so that the session ends with 08006 and closes its shard connections
 //! instead of waiting forever, when the health probe marks it down while the session waits for
@@ -6,14 +7,22 @@
 //! is configured.
 
 use crate::backend::ShardStream;
-use crate::protocol::frame::{FrameScanner, Scan};
+use crate::protocol::frame::{FrameScanner, Scan, MAX_SHARD_MESSAGE_BYTES};
 use crate::protocol::Frame;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-/// The largest message accepted from a shard: PostgreSQL's own limit on one value is 1 GiB.
-const MAX_SHARD_MESSAGE_BYTES: usize = (1 << 30) + (1 << 20);
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// What `recv_or_large` found.
+pub enum Incoming {
+    Whole(Frame),
+    /// A DataRow or CopyData larger than asked for: `head` is what has arrived of it (tag and
+    /// length included), `remaining` the bytes still to come, read with `piece`.
+    Large {
+        head: Bytes,
+        remaining: usize,
+    },
+}
 
 /// The shard went away or broke framing; the session cannot go on without it.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +99,42 @@ impl ShardLink {
             Some(Ok(())) => Ok(()),
             _ => Err(self.lost()),
         }
+    }
+
+    /// The next message, except that a DataRow or CopyData over `large` bytes is not waited for
+    /// whole: the caller passes it on with `piece` as it arrives, so it is never held.
+    pub async fn recv_or_large(&mut self, large: usize) -> Result<Incoming, LinkLost> {
+        loop {
+            if self.buf.len() >= 5 && matches!(self.buf[0], b'D' | b'd') {
+                let declared =
+                    i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+                let total = usize::try_from(declared).map_or(0, |d| d + 1);
+                if total > large && total <= MAX_SHARD_MESSAGE_BYTES {
+                    let have = self.buf.len().min(total);
+                    let head = self.buf.split_to(have).freeze();
+                    return Ok(Incoming::Large {
+                        head,
+                        remaining: total - have,
+                    });
+                }
+            }
+            if self.buf.len() >= 5 {
+                break;
+            }
+            self.buf.reserve(16 * 1024);
+            self.read_more().await?;
+        }
+        self.recv().await.map(Incoming::Whole)
+    }
+
+    /// Up to `remaining` bytes of a large message being passed on (see `recv_or_large`).
+    pub async fn piece(&mut self, remaining: usize) -> Result<Bytes, LinkLost> {
+        if self.buf.is_empty() {
+            self.buf.reserve(remaining.min(256 * 1024));
+            self.read_more().await?;
+        }
+        let n = self.buf.len().min(remaining);
+        Ok(self.buf.split_to(n).freeze())
     }
 
     /// The next whole message from the shard. A message over the size limit, or a malformed

@@ -4,7 +4,7 @@
 //! request itself: it plans the statement, runs it on one shard or several, merges, and writes
 //! one ReadyForQuery whose status is the session's (`TxnState`), not any one shard's.
 
-use super::link::{LinkLost, ShardLink};
+use super::link::{Incoming, LinkLost, ShardLink};
 use super::txn::TxnState;
 use crate::error::PgError;
 use crate::placement::Placement;
@@ -16,6 +16,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 
 const FLUSH_AT: usize = 64 * 1024;
+
+/// DataRows and CopyData larger than this are streamed to the client as they arrive on relay
+/// paths, never held whole.
+const STREAM_AT: usize = 1 << 20;
 
 /// The most a session holds of a merged result that an Execute with a row limit hands out in
 /// parts (it is materialized, since the shards' rows must be merged before the first part).
@@ -159,6 +163,36 @@ impl<'a> Exec<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The next message from `shard` on a path that relays its answer to the client. A DataRow or
+    /// CopyData over `STREAM_AT` is not returned: it is passed to the client piece by piece as it
+    /// arrives (`None`), so a large value is never held whole. While output is being held (a
+    /// result materialized for a row-limited Execute), every message is returned whole.
+    pub async fn relay_recv(&mut self, shard: usize) -> R<Option<Frame>> {
+        if self.hold_output {
+            return Ok(Some(self.links[shard].recv().await?));
+        }
+        match self.links[shard].recv_or_large(STREAM_AT).await? {
+            Incoming::Whole(f) => Ok(Some(f)),
+            Incoming::Large {
+                head,
+                mut remaining,
+            } => {
+                self.flush().await?;
+                self.write_client(&head).await?;
+                while remaining > 0 {
+                    let piece = self.links[shard].piece(remaining).await?;
+                    remaining -= piece.len();
+                    self.write_client(&piece).await?;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    async fn write_client(&mut self, bytes: &[u8]) -> R<()> {
+        self.client.write_all(bytes).await.map_err(|_| Stop::Client)
     }
 
     /// Sends a shard's message on to the client. A large one (a big value) is written straight
@@ -487,7 +521,9 @@ impl<'a> Exec<'a> {
     pub async fn relay_until_ready(&mut self, shard: usize) -> R<Step> {
         let mut step = Step::Done;
         loop {
-            let f = self.links[shard].recv().await?;
+            let Some(f) = self.relay_recv(shard).await? else {
+                continue; // a large row, already passed on
+            };
             match f.tag {
                 b'Z' => return Ok(step),
                 b'E' => {

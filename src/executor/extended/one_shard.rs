@@ -67,7 +67,9 @@ impl Extended {
         let mut errored = false;
         if ends_with_sync {
             loop {
-                let f = exec.links[shard].recv().await?;
+                let Some(f) = exec.relay_recv(shard).await? else {
+                    continue; // a large row, already passed on
+                };
                 match f.tag {
                     b'Z' => break,
                     b'1' if swallow > 0 => swallow -= 1,
