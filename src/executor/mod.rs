@@ -11,6 +11,7 @@ pub mod link;
 pub mod merge;
 pub mod merge_groups;
 pub mod numeric;
+pub mod parse_cache;
 pub mod session;
 pub mod snapshot_read;
 pub mod two_phase;

@@ -66,7 +66,7 @@ pub struct Exec<'a> {
     /// Column order of sharded tables, read from the first shard's catalog, for INSERTs that
     /// give no column list.
     columns: std::collections::HashMap<String, Vec<String>>,
-    /// Parsed statements by text: parsing costs tens of µs and clients repeat their statements.
+    /// Parsed statements by text and by shape (see `parse_cache`).
     parsed: std::sync::Mutex<ParseCache>,
     pub routes: crate::metrics::RouteMetrics,
     /// `SET shardgate.consistency`.
@@ -79,12 +79,6 @@ pub struct Exec<'a> {
     /// A cut sent ahead of a scattered read, whose answers the scatter reads first.
     pub pending_cut: Option<super::snapshot_read::PendingCut>,
 }
-
-/// The parse cache's budget per session, in estimated bytes: the text plus its syntax tree, which
-/// takes tens of times the text's size. Texts too large to fit a fair share are not cached at
-/// all: a statement that size is usually literal-heavy and never repeated.
-const PARSE_CACHE_BYTES: usize = 4 << 20;
-const PARSE_CACHE_LARGEST_TEXT: usize = 8 << 10;
 
 /// The longest statement text analysed on several shards. Its syntax tree takes about a hundred
 /// times the text's size and is built on the session's thread, so without a limit one 20 MB
@@ -106,21 +100,8 @@ pub fn too_large_to_analyse(sql: &str) -> Option<PgError> {
     })
 }
 
-/// Estimated memory of one cached statement.
-fn parse_cache_weight(sql: &str) -> usize {
-    sql.len() * 64 + 1024
-}
-
-/// The statements of one text, shared with the cache.
-pub type Parsed = std::sync::Arc<Vec<std::sync::Arc<sqlparser::ast::Statement>>>;
-
-/// Statement text → sqlparser's statements (None: it could not parse them).
-#[derive(Default)]
-pub struct ParseCache {
-    entries: std::collections::HashMap<String, Option<Parsed>>,
-    /// Estimated bytes held by `entries`.
-    bytes: usize,
-}
+use super::parse_cache::ParseCache;
+pub use super::parse_cache::Parsed;
 
 impl<'a> Exec<'a> {
     pub fn new(
@@ -375,28 +356,13 @@ impl<'a> Exec<'a> {
         if sql.len() > MAX_ANALYSED_BYTES {
             return None;
         }
-        let mut cache = self.parsed.lock().expect("parse cache poisoned");
-        if let Some(hit) = cache.entries.get(sql) {
-            return hit.clone();
+        if crate::router::plan::is_admin(sql) {
+            return None;
         }
-        let parsed = if crate::router::plan::is_admin(sql) {
-            None
-        } else {
-            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .map(|v| std::sync::Arc::new(v.into_iter().map(std::sync::Arc::new).collect()))
-        };
-        if sql.len() <= PARSE_CACHE_LARGEST_TEXT {
-            let weight = parse_cache_weight(sql);
-            if cache.bytes + weight > PARSE_CACHE_BYTES {
-                cache.entries.clear();
-                cache.bytes = 0;
-            }
-            cache.bytes += weight;
-            cache.entries.insert(sql.to_string(), parsed.clone());
-        }
-        parsed
+        self.parsed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sql)
     }
 
     /// Reads (once per session and table) the column order of the table an INSERT without a

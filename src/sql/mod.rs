@@ -5,7 +5,9 @@
 //! that: an unparsed statement that is not a known utility command is `Unknown`, and callers must
 //! treat it as unroutable.
 
+mod shape;
 mod split;
+pub use shape::{shape_of, Shape};
 pub use split::split_statements;
 
 use sqlparser::ast::{ObjectName, Statement};

@@ -1,0 +1,141 @@
+//! A session's parsed statements, by text and by shape.
+//!
+//! Parsing costs tens of microseconds and clients repeat themselves, so a session keeps what it
+//! parsed. Texts without literals (prepared statements with `$n`) are kept by their exact text.
+//! Texts with literals are kept once per shape (`sql::shape`): `... id = 5` and `... id = 6`
+//! share one template, filled with each text's own literals, so a client that inlines values
+//! does not fill the cache with one entry per value. A shape is kept only after its template has
+//! reproduced a real parse exactly.
+//!
+//! The cache is bounded by an estimate of the bytes it holds (the text plus its syntax tree,
+//! which takes tens of times the text's size); when full it starts over. Texts over 8 KiB are
+//! not kept: they are usually long literal lists, parsed once.
+
+use crate::sql::shape_of;
+use sqlparser::ast::Statement;
+use sqlparser::dialect::PostgreSqlDialect;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The statements of one text, shared with the cache.
+pub type Parsed = Arc<Vec<Arc<Statement>>>;
+
+const BUDGET_BYTES: usize = 4 << 20;
+const LARGEST_TEXT: usize = 8 << 10;
+
+enum Entry {
+    /// An exact text and its statements (`None`: sqlparser could not parse it).
+    Text(Option<Parsed>),
+    /// A proven template for texts of this shape.
+    Template(Arc<Vec<Statement>>),
+    /// This shape's template does not reproduce its texts: parse them one by one.
+    Unshaped,
+}
+
+#[derive(Default)]
+pub struct ParseCache {
+    entries: HashMap<String, Entry>,
+    bytes: usize,
+}
+
+/// Estimated memory of one entry.
+fn weight(key: &str) -> usize {
+    key.len() * 64 + 1024
+}
+
+fn parse(sql: &str) -> Option<Vec<Statement>> {
+    sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+fn shared(v: Vec<Statement>) -> Parsed {
+    Arc::new(v.into_iter().map(Arc::new).collect())
+}
+
+impl ParseCache {
+    /// The statements of `sql`, from the cache or parsed now.
+    pub fn get(&mut self, sql: &str) -> Option<Parsed> {
+        if let Some(Entry::Text(hit)) = self.entries.get(sql) {
+            return hit.clone();
+        }
+        let shape = (sql.len() <= LARGEST_TEXT).then(|| shape_of(sql)).flatten();
+        let Some(shape) = shape else {
+            let parsed = parse(sql).map(shared);
+            self.keep(sql, Entry::Text(parsed.clone()));
+            return parsed;
+        };
+        match self.entries.get(&shape.key) {
+            Some(Entry::Template(t)) => return Some(shared(shape.fill(t))),
+            Some(Entry::Unshaped) => return parse(sql).map(shared),
+            _ => {}
+        }
+        let parsed = parse(sql)?;
+        let entry = match shape.proven_template(&parsed) {
+            Some(t) => Entry::Template(Arc::new(t)),
+            None => Entry::Unshaped,
+        };
+        self.keep(&shape.key, entry);
+        Some(shared(parsed))
+    }
+
+    fn keep(&mut self, key: &str, entry: Entry) {
+        if key.len() > LARGEST_TEXT {
+            return;
+        }
+        let w = weight(key);
+        if self.bytes + w > BUDGET_BYTES {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        self.bytes += w;
+        self.entries.insert(key.to_string(), entry);
+    }
+
+    /// Entries kept now.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_of_one_shape_share_an_entry_and_keep_their_literals() {
+        let mut c = ParseCache::default();
+        for id in 0..1000 {
+            let sql = format!("select * from accounts where id = {id} and owner = 'o{id}'");
+            let got = c.get(&sql).unwrap();
+            assert_eq!(*got[0], parse(&sql).unwrap()[0], "{sql}");
+        }
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn texts_a_shape_cannot_serve_are_still_parsed_right() {
+        let mut c = ParseCache::default();
+        for day in ["2020-01-01", "2021-02-03"] {
+            let sql = format!("select * from t where d = date '{day}' and id = 1");
+            assert_eq!(*c.get(&sql).unwrap()[0], parse(&sql).unwrap()[0]);
+        }
+        assert!(c.get("selec nonsense").is_none());
+        let p = "select * from t where id = $1";
+        assert_eq!(*c.get(p).unwrap()[0], parse(p).unwrap()[0]);
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_budget() {
+        let mut c = ParseCache::default();
+        for i in 0..20_000 {
+            // Distinct shapes: the table name changes.
+            c.get(&format!("select * from t{i} where id = 1"));
+            assert!(c.bytes <= BUDGET_BYTES);
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Statement shapes: a text with its number and string literals replaced by numbered markers, so
+//! that `... where id = 5` and `... where id = 6` share one parse.
+//!
+//! A shape is only ever used after it has been proven on a real text: the caller parses the text
+//! itself and the shape's template, fills the template with the text's literals, and keeps the
+//! template only if the result equals the real parse (sqlparser's equality ignores source
+//! positions). A literal in a place a marker cannot stand (`DATE '2020-01-01'`, `COMMENT ... IS
+//! '...'`) makes the template fail to parse or differ, and that shape is then never used. The
+//! parser's choices depend on token kinds, not on literal values, so a shape proven once holds for
+//! every text of that shape.
+
+use sqlparser::ast::{Expr, Statement, Value};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::tokenizer::{Token, Tokenizer};
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
+/// Markers are placeholders numbered from here; a text that already uses such numbers is not
+/// shaped, so a client's own `$n` can never be taken for a marker.
+const FIRST_MARKER: u64 = 9_000_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shape {
+    /// The text with markers in place of its literals.
+    pub key: String,
+    /// Marker → the literal it replaced.
+    literals: HashMap<String, Value>,
+}
+
+/// The shape of `sql`, or `None` when it has no literal to replace or cannot be tokenized.
+pub fn shape_of(sql: &str) -> Option<Shape> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
+    let mut key = String::with_capacity(sql.len());
+    let mut literals = HashMap::new();
+    for token in &tokens {
+        let literal = match token {
+            Token::Number(n, long) => Some(Value::Number(n.clone(), *long)),
+            Token::SingleQuotedString(s) => Some(Value::SingleQuotedString(s.clone())),
+            Token::Placeholder(p) => {
+                let n: Option<u64> = p.strip_prefix('$').and_then(|d| d.parse().ok());
+                if n.is_some_and(|n| n >= FIRST_MARKER) {
+                    return None;
+                }
+                None
+            }
+            _ => None,
+        };
+        match literal {
+            Some(value) => {
+                let marker = format!("${}", FIRST_MARKER + literals.len() as u64);
+                key.push_str(&marker);
+                literals.insert(marker, value);
+            }
+            None => key.push_str(&token.to_string()),
+        }
+    }
+    (!literals.is_empty()).then_some(Shape { key, literals })
+}
+
+impl Shape {
+    /// The template's statements with this shape's literals put back.
+    pub fn fill(&self, template: &[Statement]) -> Vec<Statement> {
+        let mut out = template.to_vec();
+        for stmt in &mut out {
+            let _ = sqlparser::ast::visit_expressions_mut(stmt, |e: &mut Expr| {
+                if let Expr::Value(v) = e {
+                    if let Value::Placeholder(p) = &v.value {
+                        if let Some(literal) = self.literals.get(p) {
+                            v.value = literal.clone();
+                        }
+                    }
+                }
+                ControlFlow::<()>::Continue(())
+            });
+        }
+        out
+    }
+
+    /// The template of this shape, if it parses and reproduces `parsed` (the real parse of the
+    /// text this shape came from) exactly.
+    pub fn proven_template(&self, parsed: &[Statement]) -> Option<Vec<Statement>> {
+        let template =
+            sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, &self.key).ok()?;
+        (self.fill(&template) == parsed).then_some(template)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(sql: &str) -> Vec<Statement> {
+        sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap()
+    }
+
+    #[test]
+    fn texts_differing_in_literals_share_a_shape_and_keep_their_values() {
+        let a = shape_of("select * from t where id = 5 and name = 'x' limit 10").unwrap();
+        let b = shape_of("select * from t where id = 6 and name = 'it''s' limit 3").unwrap();
+        assert_eq!(a.key, b.key);
+        let template = a
+            .proven_template(&parse(
+                "select * from t where id = 5 and name = 'x' limit 10",
+            ))
+            .expect("a plain shape is proven");
+        assert_eq!(
+            b.fill(&template),
+            parse("select * from t where id = 6 and name = 'it''s' limit 3")
+        );
+    }
+
+    #[test]
+    fn shapes_that_do_not_reproduce_the_text_are_refused() {
+        // A typed literal cannot hold a marker: the template does not parse.
+        let sql = "select * from t where d = date '2020-01-01'";
+        assert!(shape_of(sql)
+            .unwrap()
+            .proven_template(&parse(sql))
+            .is_none());
+        // A client's own marker-sized placeholder: not shaped at all.
+        assert!(shape_of("select $9000001, 5").is_none());
+        // No literal: nothing to share.
+        assert!(shape_of("select * from t where id = $1").is_none());
+    }
+
+    #[test]
+    fn negative_numbers_and_in_lists_round_trip() {
+        for sql in [
+            "select * from t where id in (1, 2, -3) order by 2 desc",
+            "insert into t (id, v) values (1, 'a'), (2, 'b') returning id",
+            "update t set v = v + 1.5 where id = 7",
+        ] {
+            let shape = shape_of(sql).unwrap();
+            let template = shape.proven_template(&parse(sql)).expect(sql);
+            assert_eq!(shape.fill(&template), parse(sql), "{sql}");
+        }
+    }
+}
