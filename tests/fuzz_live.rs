@@ -168,15 +168,11 @@ async fn random_and_mutated_messages_never_take_the_proxy_down() {
             stuck.join("\n")
         );
     }
-    for i in 0..3 {
-        let prepared: i64 = tc
-            .direct(i)
-            .await
-            .query_one("select count(*) from pg_prepared_xacts", &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(prepared, 0, "shard {i} holds a prepared transaction");
-    }
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from pg_prepared_xacts")
+            .await,
+        [0, 0, 0],
+        "a shard holds a prepared transaction"
+    );
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "the proxy panicked");
 }

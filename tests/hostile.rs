@@ -226,24 +226,18 @@ async fn text_the_parser_cannot_read_never_reaches_several_shards_whole() {
         let _ = c.simple_query("rollback").await;
     }
     // Not one of those rows reached any shard, and no shard holds a prepared transaction.
-    for i in 0..3 {
-        let d = tc.direct(i).await;
-        let rows: i64 = d
-            .query_one(
-                "select count(*) from accounts where id between 777 and 781",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(rows, 0, "shard {i} has a row it must not have");
-        let prepared: i64 = d
-            .query_one("select count(*) from pg_prepared_xacts", &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(prepared, 0, "shard {i} holds a prepared transaction");
-    }
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from accounts where id between 777 and 781")
+            .await,
+        [0, 0, 0],
+        "a shard has a row it must not have"
+    );
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from pg_prepared_xacts")
+            .await,
+        [0, 0, 0],
+        "a shard holds a prepared transaction"
+    );
     // The extended protocol refuses several statements in one Parse, as PostgreSQL does, and
     // the name stays unusable.
     let (mut raw, _) = Raw::login(tc.port).await;
@@ -274,16 +268,11 @@ async fn text_the_parser_cannot_read_never_reaches_several_shards_whole() {
         .find(|(t, _)| *t == b'E')
         .expect("Bind refused");
     assert_eq!(field(&e.1, b'C').as_deref(), Some("26000"));
-    for i in 0..3 {
-        let rows: i64 = tc
-            .direct(i)
-            .await
-            .query_one("select count(*) from accounts where id = 782", &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(rows, 0);
-    }
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from accounts where id = 782")
+            .await,
+        [0, 0, 0]
+    );
     still_serves(&tc).await;
 }
 
@@ -404,15 +393,10 @@ async fn stopped_shard(server: &str, probes: bool) {
     );
     drop(frozen);
     // When it answers again, so do logins.
-    let mut again = None;
-    for _ in 0..100 {
-        if let Ok(c) = common::connect(&tc.url("app", "secret")).await {
-            again = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let again = again.expect("logins work again once the shard answers");
+    let again = tc
+        .client_eventually(Duration::from_secs(20))
+        .await
+        .expect("logins work again once the shard answers");
     let n: i64 = again
         .query_one("select count(*) from accounts", &[])
         .await

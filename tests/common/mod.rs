@@ -195,6 +195,37 @@ impl TestCluster {
         now
     }
 
+    /// A client through the proxy as `app`, retrying the login for up to `within` (a slot or a
+    /// shard may take a moment to come back); `None` if every attempt failed.
+    pub async fn client_eventually(&self, within: std::time::Duration) -> Option<Client> {
+        let until = std::time::Instant::now() + within;
+        loop {
+            if let Ok(c) = connect(&self.url("app", "secret")).await {
+                return Some(c);
+            }
+            if std::time::Instant::now() >= until {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `sql`'s single count on each shard, queried directly.
+    pub async fn count_on_each_shard(&self, sql: &str) -> Vec<i64> {
+        let mut out = Vec::new();
+        for i in 0..self.shards.len() {
+            out.push(
+                self.direct(i)
+                    .await
+                    .query_one(sql, &[])
+                    .await
+                    .unwrap()
+                    .get::<_, i64>(0),
+            );
+        }
+        out
+    }
+
     /// A tokio-postgres client straight to shard `i`.
     pub async fn direct(&self, i: usize) -> Client {
         connect(&self.shards[i].url("postgres"))
