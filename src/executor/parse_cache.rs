@@ -14,7 +14,7 @@
 use crate::sql::shape_of;
 use sqlparser::ast::Statement;
 use sqlparser::dialect::PostgreSqlDialect;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 /// The statements of one text, shared with the cache.
@@ -36,7 +36,13 @@ enum Entry {
 pub struct ParseCache {
     entries: HashMap<String, Entry>,
     bytes: usize,
+    /// The last few texts served from a shape, by exact text: one statement is looked up several
+    /// times while it is routed and planned, and a shape hit re-tokenizes and re-fills.
+    recent: VecDeque<(String, Parsed)>,
 }
+
+/// Texts kept in `recent`.
+const RECENT: usize = 8;
 
 /// Estimated memory of one entry.
 fn weight(key: &str) -> usize {
@@ -59,6 +65,9 @@ impl ParseCache {
         if let Some(Entry::Text(hit)) = self.entries.get(sql) {
             return hit.clone();
         }
+        if let Some((_, hit)) = self.recent.iter().find(|(t, _)| t == sql) {
+            return Some(hit.clone());
+        }
         let shape = (sql.len() <= LARGEST_TEXT).then(|| shape_of(sql)).flatten();
         let Some(shape) = shape else {
             let parsed = parse(sql).map(shared);
@@ -66,7 +75,14 @@ impl ParseCache {
             return parsed;
         };
         match self.entries.get(&shape.key) {
-            Some(Entry::Template(t)) => return Some(shared(shape.fill(t))),
+            Some(Entry::Template(t)) => {
+                let parsed = shared(shape.fill(t));
+                if self.recent.len() == RECENT {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back((sql.to_string(), parsed.clone()));
+                return Some(parsed);
+            }
             Some(Entry::Unshaped) => return parse(sql).map(shared),
             _ => {}
         }
@@ -115,6 +131,9 @@ mod tests {
             assert_eq!(*got[0], parse(&sql).unwrap()[0], "{sql}");
         }
         assert_eq!(c.len(), 1);
+        // A text looked up again is the same parse, not a new fill.
+        let sql = "select * from accounts where id = 7 and owner = 'o7'";
+        assert!(Arc::ptr_eq(&c.get(sql).unwrap(), &c.get(sql).unwrap()));
     }
 
     #[test]
