@@ -109,7 +109,7 @@ async fn psycopg3_and_asyncpg_work_unchanged() {
 async fn psycopg3_and_asyncpg_route_parameters_over_three_shards() {
     let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
     let tables = "[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.countries]\nreference = true\n";
-    let tc = TestCluster::start_configured(3, "", tables).await;
+    let tc = TestCluster::start_unlike(3, "", tables).await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/sharded.py");
     let out = run(Command::new(python)
         .arg(script)
@@ -134,7 +134,7 @@ async fn psycopg3_and_asyncpg_route_parameters_over_three_shards() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_meta_commands_work_on_three_shards() {
     let tables = "[tables.widgets]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
-    let tc = TestCluster::start_configured(3, "", tables).await;
+    let tc = TestCluster::start_unlike(3, "", tables).await;
     let url = tc.url("app", "secret");
     run(Command::new("psql").args([
         &url,

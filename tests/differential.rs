@@ -157,7 +157,7 @@ impl Drop for Plain {
 }
 
 async fn setup() -> (TestCluster, Plain, Client, Client) {
-    let tc = TestCluster::start_configured(3, "", TABLES).await;
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
     let (plain, dir) = tokio::task::spawn_blocking(|| {
         let install = PgInstall::find().unwrap();
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

@@ -18,7 +18,7 @@ reference = true
 "#;
 
 async fn cluster() -> TestCluster {
-    let tc = TestCluster::start_configured(3, "", TABLES).await;
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
     let c = tc.client().await;
     c.batch_execute("create table accounts (id bigint primary key, owner text, balance numeric not null, cc text)").await.unwrap();
     c.batch_execute("create table ledger (entry int, account_id bigint, amount numeric)")
