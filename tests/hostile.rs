@@ -409,14 +409,28 @@ async fn stopped_shard(server: &str, probes: bool) {
 async fn thousands_of_messages_without_a_sync_run_as_one_batch() {
     let tc = cluster().await;
     let (mut raw, _) = Raw::login(tc.port).await;
-    // 3,000 point reads of keys on every shard, with no Sync until the end: the proxy runs them
-    // before the Sync arrives instead of holding them all.
+    // 12 inserts and 3,000 point reads of keys on every shard, with no Sync until the end: the
+    // proxy runs them before the Sync arrives instead of holding them all.
     let mut out = parse(
         "q",
         "select $1::bigint + 1 from accounts where id = $1",
         &[20],
     );
     out.extend(parse("c", "select count(*) from accounts", &[]));
+    // An INSERT without a column list among the first messages, which run before the Sync
+    // arrives: its key must still be found by the table's column order.
+    out.extend(parse(
+        "ins",
+        "insert into accounts values ($1, 'early')",
+        &[20],
+    ));
+    for k in 900_000..900_012i64 {
+        let mut bind = b"\0ins\0\0\x01\0\x01\0\x01\0\0\0\x08".to_vec();
+        bind.extend_from_slice(&k.to_be_bytes());
+        bind.extend_from_slice(&[0, 0]);
+        out.extend(message(b'B', &bind));
+        out.extend(message(b'E', b"\0\0\0\0\0"));
+    }
     for i in 0..3_000i64 {
         let mut bind = b"\0q\0\0\x01\0\x01\0\x01\0\0\0\x08".to_vec();
         bind.extend_from_slice(&i.to_be_bytes());
@@ -435,8 +449,19 @@ async fn thousands_of_messages_without_a_sync_run_as_one_batch() {
         msgs.iter().find(|(t, _)| *t == b'E')
     );
     let completes = msgs.iter().filter(|(t, _)| *t == b'C').count();
-    assert_eq!(completes, 3_001);
+    assert_eq!(completes, 3_013);
     assert_eq!(msgs.last().map(|m| m.0), Some(b'Z'));
+    // Each early row is on the shard that owns its key, and only there.
+    let p = tc.config.placement().unwrap();
+    let mut expected = vec![0i64; 3];
+    for k in 900_000..900_012i64 {
+        expected[p.shard_of(&shardgate::placement::KeyValue::Integer(k))] += 1;
+    }
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from accounts where owner = 'early'")
+            .await,
+        expected
+    );
     still_serves(&tc).await;
 }
 

@@ -175,6 +175,7 @@ impl Extended {
             return Ok(());
         }
         let batch = self.take_batch();
+        fetch_insert_columns(exec, &batch).await?;
         if exec.txn == TxnState::Idle && !self.failed {
             exec.txn = exec.new_txn("BEGIN".into(), true, true);
         }
@@ -195,13 +196,7 @@ impl Extended {
     }
 
     async fn run_batch(&mut self, exec: &mut Exec<'_>, batch: Vec<ClientMessage>) -> R<()> {
-        for m in &batch {
-            if let Kind::Parse(p) = &m.kind {
-                if let Some(stmt) = parse_ast(exec, &p.sql) {
-                    exec.fetch_insert_columns(&stmt).await?;
-                }
-            }
-        }
+        fetch_insert_columns(exec, &batch).await?;
         if !self.failed {
             if let Some(shard) = self.single_destination(exec, &batch) {
                 return self.run_on_one_shard(exec, shard, batch).await;
@@ -383,6 +378,17 @@ fn plan_sql(exec: &Exec<'_>, sql: &str, ast: &Option<Ast>, params: &Params) -> P
         },
         None => plan_unparsed(sql),
     }
+}
+
+/// Reads the column order of the tables that the batch's INSERTs without a column list write,
+/// before any of them is planned (placement needs to know which value is the key).
+async fn fetch_insert_columns(exec: &mut Exec<'_>, batch: &[ClientMessage]) -> R<()> {
+    for p in parses(batch) {
+        if let Some(stmt) = parse_ast(exec, &p.sql) {
+            exec.fetch_insert_columns(&stmt).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The Binds of a batch.
