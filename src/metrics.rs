@@ -236,7 +236,9 @@ impl RouteMetrics {
             }
             Plan::Broadcast { .. } => every(&self.broadcast),
             Plan::Session => every(&self.session),
-            Plan::Txn(_) | Plan::Admin(_) | Plan::Reject(_) => self.proxy.increment(1),
+            Plan::Txn(_) | Plan::Admin(_) | Plan::Reject(_) | Plan::Unrecognised => {
+                self.proxy.increment(1)
+            }
         }
     }
 }

@@ -41,7 +41,7 @@ impl Exec<'_> {
         }
         Some(Opening {
             sql,
-            commands: 1 + t.savepoints.len(),
+            commands: t.opening_commands(),
             check,
         })
     }

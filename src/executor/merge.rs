@@ -55,7 +55,7 @@ pub async fn scatter_request(
     // A snapshot cut sent just before this read answers first.
     if let Some(err) = exec.finish_cut().await? {
         drain(exec, shards).await?;
-        exec.out.extend_from_slice(&err.bytes);
+        exec.shard_error(&err);
         return Ok(Step::Failed);
     }
     // Each shard's first answer: its RowDescription, or an error.
@@ -108,7 +108,7 @@ pub async fn scatter_request(
     };
     if let Some(err) = failure {
         drain(exec, shards).await?;
-        exec.out.extend_from_slice(&err.bytes);
+        exec.shard_error(&err);
         return Ok(Step::Failed);
     }
     let Some(description) = description else {
@@ -162,7 +162,7 @@ pub async fn scatter_request(
     drain(exec, shards).await?;
     metrics::counter!(crate::metrics::MERGE_ROWS).increment(window.sent);
     if let Some(err) = late_error {
-        exec.out.extend_from_slice(&err.bytes);
+        exec.shard_error(&err);
         return Ok(Step::Failed);
     }
     build::command_complete(&format!("SELECT {}", window.sent), &mut exec.out);

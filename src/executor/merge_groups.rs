@@ -38,7 +38,7 @@ pub async fn run(
     }
     if let Some(err) = failure {
         drain(exec, shards).await?;
-        exec.out.extend_from_slice(&err.bytes);
+        exec.shard_error(&err);
         return Ok(Step::Failed);
     }
     let (fields, description) = (fields.expect("checked"), description.expect("checked"));
@@ -55,7 +55,7 @@ pub async fn run(
     }
     drain(exec, shards).await?;
     if let Some(err) = late {
-        exec.out.extend_from_slice(&err.bytes);
+        exec.shard_error(&err);
         return Ok(Step::Failed);
     }
     let client_fields = aggregate::client_fields(&fields, spec);

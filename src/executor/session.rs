@@ -78,6 +78,16 @@ pub struct Exec<'a> {
     pub snapshot_ts: Option<u64>,
     /// A cut sent ahead of a scattered read, whose answers the scatter reads first.
     pub pending_cut: Option<super::snapshot_read::PendingCut>,
+    /// The shards are running a text the proxy rewrote (a scatter's pushed-down LIMIT, one
+    /// shard's rows of an INSERT): positions in their errors point into that text, not the
+    /// client's, and are dropped (see `shard_error`).
+    pub rewritten: bool,
+    /// Characters of the client's Query before the statement running now (one of several in
+    /// a simple Query): shards see the statement alone, so their error positions move by this.
+    pub ahead: u64,
+    /// Whether the proxy's own row answers start with a RowDescription (not for an
+    /// extended-protocol Execute, whose description was the Describe's).
+    pub describe_rows: bool,
 }
 
 /// The longest statement text analysed on several shards. Its syntax tree takes about a hundred
@@ -128,6 +138,9 @@ impl<'a> Exec<'a> {
             snapshot_all: false,
             snapshot_ts: None,
             pending_cut: None,
+            rewritten: false,
+            ahead: 0,
+            describe_rows: true,
         }
     }
 
@@ -204,6 +217,27 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
+    /// Passes a shard's ErrorResponse to the client; its position is dropped when the shard ran
+    /// a rewritten text.
+    pub fn shard_error(&mut self, f: &Frame) {
+        self.shard_error_after(f, 0);
+    }
+
+    /// As `shard_error`, for a statement that ran with `prefix` characters of the proxy's own
+    /// in front of it.
+    fn shard_error_after(&mut self, f: &Frame, prefix: u64) {
+        if !self.rewritten && prefix == 0 && self.ahead == 0 {
+            self.out.extend_from_slice(&f.bytes);
+            return;
+        }
+        let (rewritten, ahead) = (self.rewritten, self.ahead);
+        let placed = crate::protocol::inspect::map_error_position(&f.bytes, |p| {
+            let own = p.checked_sub(prefix).filter(|&p| p > 0);
+            own.filter(|_| !rewritten).map(|p| p + ahead)
+        });
+        self.out.extend_from_slice(&placed);
+    }
+
     pub fn error(&mut self, err: &PgError) -> Step {
         build::error(err, &mut self.out);
         Step::Failed
@@ -226,25 +260,64 @@ impl<'a> Exec<'a> {
             build::ready_for_query(self.txn.status(), &mut self.out);
             return self.flush().await;
         }
-        let statements: Vec<(Option<std::sync::Arc<sqlparser::ast::Statement>>, String)> =
-            match self.parse(text) {
-                Some(v) if v.len() == 1 => vec![(Some(v[0].clone()), text.to_string())],
-                Some(v) => v.iter().map(|s| (Some(s.clone()), s.to_string())).collect(),
-                // sqlparser could not read the whole text: split it and analyse each statement
-                // on its own, so that no statement is routed by another one's keywords.
-                None => crate::sql::split_statements(text)
-                    .into_iter()
-                    .map(|piece| match self.parse(piece) {
-                        Some(v) if v.len() == 1 => (Some(v[0].clone()), piece.to_string()),
-                        _ => (None, piece.to_string()),
-                    })
-                    .collect(),
-            };
+        // Each statement, with the characters of the Query before it (for error positions).
+        type Ast = std::sync::Arc<sqlparser::ast::Statement>;
+        let statements: Vec<(Option<Ast>, String, u64)> = match self.parse(text) {
+            Some(v) if v.len() == 1 => vec![(Some(v[0].clone()), text.to_string(), 0)],
+            // Several statements: each runs as the client wrote it when the split lines up
+            // with sqlparser's (it does unless a statement is empty).
+            Some(v) => {
+                let pieces = crate::sql::split_statements(text);
+                if pieces.len() == v.len() {
+                    v.iter()
+                        .zip(pieces)
+                        .map(|(s, piece)| {
+                            (Some(s.clone()), piece.to_string(), ahead_of(text, piece))
+                        })
+                        .collect()
+                } else {
+                    v.iter()
+                        .map(|s| (Some(s.clone()), s.to_string(), 0))
+                        .collect()
+                }
+            }
+            // sqlparser could not read the whole text: split it and analyse each statement
+            // on its own, so that no statement is routed by another one's keywords.
+            None => crate::sql::split_statements(text)
+                .into_iter()
+                .map(|piece| {
+                    let ahead = ahead_of(text, piece);
+                    match self.parse(piece) {
+                        Some(v) if v.len() == 1 => (Some(v[0].clone()), piece.to_string(), ahead),
+                        _ => (None, piece.to_string(), ahead),
+                    }
+                })
+                .collect(),
+        };
+        // PostgreSQL parses the whole Query before running any of it: a syntax error anywhere
+        // means nothing runs.
+        if statements.len() > 1 {
+            for (stmt, sql, ahead) in &statements {
+                if stmt.is_none() && plan_unparsed(sql) == Plan::Unrecognised {
+                    if let Some(e) = self.syntax_error(sql).await? {
+                        self.ahead = *ahead;
+                        self.shard_error(&e);
+                        self.ahead = 0;
+                        self.txn.fail();
+                        if self.txn.failed_implicit() {
+                            self.txn = TxnState::Idle;
+                        }
+                        build::ready_for_query(self.txn.status(), &mut self.out);
+                        return self.flush().await;
+                    }
+                }
+            }
+        }
         // PostgreSQL runs a multi-statement Query as one implicit transaction.
         if statements.len() > 1 && self.txn == TxnState::Idle {
             self.txn = self.new_txn("BEGIN".into(), true, true);
         }
-        for (stmt, sql) in statements {
+        for (stmt, sql, ahead) in statements {
             if let Some(s) = &stmt {
                 self.fetch_insert_columns(s).await?;
             }
@@ -253,7 +326,10 @@ impl<'a> Exec<'a> {
                 Some(s) => plan(s, self.placement, &Params::default()),
                 None => plan_unparsed(&sql),
             };
-            if self.run_plan(plan, &sql).await? == Step::Failed {
+            self.ahead = ahead;
+            let step = self.run_plan(plan, &sql).await;
+            self.ahead = 0;
+            if step? == Step::Failed {
                 self.after_error().await?;
                 break;
             }
@@ -325,22 +401,32 @@ impl<'a> Exec<'a> {
                 metrics::counter!(crate::metrics::STATEMENTS_REJECTED).increment(1);
                 Ok(self.error(&e))
             }
+            Plan::Unrecognised => self.unrecognised(sql).await,
             Plan::Admin(cmd) => Ok(self.admin(cmd).await),
             Plan::Txn(cmd) => self.txn_command(cmd).await,
             Plan::Shard { shard, write } => self.single(shard, write, sql).await,
-            Plan::Scatter { shards, sql, merge } => {
-                super::merge::scatter(self, &shards, &sql, &merge).await
+            Plan::Scatter {
+                shards,
+                sql: text,
+                merge,
+            } => {
+                self.rewritten = text != sql;
+                let step = super::merge::scatter(self, &shards, &text, &merge).await;
+                self.rewritten = false;
+                step
             }
-            Plan::Write { parts, sum } => {
+            Plan::Write { parts, sum, .. } => {
                 let own = self.own_implicit();
                 let mut requests = Vec::with_capacity(parts.len());
+                self.rewritten = parts.iter().any(|(_, text)| text != sql);
                 for (shard, text) in parts {
                     let mut q = BytesMut::new();
                     build::query(&text, &mut q);
                     requests.push((shard, q.freeze()));
                 }
-                let step = super::write::run(self, &requests, sum, true).await?;
-                self.end_own_implicit(own, step).await
+                let step = super::write::run(self, &requests, sum, true).await;
+                self.rewritten = false;
+                self.end_own_implicit(own, step?).await
             }
             Plan::Broadcast { transactional } => self.broadcast(sql, transactional).await,
             Plan::Session => {
@@ -348,6 +434,43 @@ impl<'a> Exec<'a> {
                 self.everywhere(sql).await
             }
         }
+    }
+
+    /// A statement the proxy cannot read. The home shard parses it (without running it, and
+    /// without analysis for utility statements), so a syntax error gets PostgreSQL's own 42601,
+    /// message and position; valid SQL is refused as unroutable.
+    async fn unrecognised(&mut self, sql: &str) -> R<Step> {
+        metrics::counter!(crate::metrics::STATEMENTS_REJECTED).increment(1);
+        match self.syntax_error(sql).await? {
+            Some(e) => {
+                self.shard_error(&e);
+                Ok(Step::Failed)
+            }
+            None => Ok(self.error(&crate::router::plan::unrecognised())),
+        }
+    }
+
+    /// The home shard's answer to parsing `sql` (never running it): its error, if any.
+    async fn syntax_error(&mut self, sql: &str) -> R<Option<Frame>> {
+        let mut q = BytesMut::new();
+        crate::protocol::message::Parse {
+            name: String::new(),
+            sql: sql.to_string(),
+            param_types: Vec::new(),
+        }
+        .encode(&mut q);
+        q.extend_from_slice(&[b'S', 0, 0, 0, 4]);
+        self.links[HOME].send(&q).await?;
+        let mut error = None;
+        loop {
+            let f = self.links[HOME].recv().await?;
+            match f.tag {
+                b'E' if error.is_none() => error = Some(f),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        Ok(error)
     }
 
     /// The statements of `sql` (None when sqlparser cannot parse them, or for `SHOW shardgate.*`,
@@ -475,16 +598,24 @@ impl<'a> Exec<'a> {
             None => build::query(sql, &mut q),
         }
         self.links[shard].send(&q).await?;
+        let mut prefix = 0;
         if let Some(o) = opening {
             if self.read_opening(shard, &o).await? == Step::Failed {
                 return Ok(Step::Failed);
             }
+            prefix = o.sql.chars().count() as u64 + 2;
         }
-        self.relay_until_ready(shard).await
+        self.relay_until_ready_after(shard, prefix).await
     }
 
     /// Forwards everything up to (not including) ReadyForQuery.
     pub async fn relay_until_ready(&mut self, shard: usize) -> R<Step> {
+        self.relay_until_ready_after(shard, 0).await
+    }
+
+    /// As `relay_until_ready`, for a statement that ran with `prefix` characters of the
+    /// proxy's own in front of it: error positions are moved back to the client's text.
+    async fn relay_until_ready_after(&mut self, shard: usize, prefix: u64) -> R<Step> {
         let mut step = Step::Done;
         loop {
             let Some(f) = self.relay_recv(shard).await? else {
@@ -494,7 +625,7 @@ impl<'a> Exec<'a> {
                 b'Z' => return Ok(step),
                 b'E' => {
                     step = Step::Failed;
-                    self.out.extend_from_slice(&f.bytes);
+                    self.shard_error_after(&f, prefix);
                 }
                 b'G' => {
                     // COPY FROM STDIN is refused by the planner on several shards; end it.
@@ -689,6 +820,7 @@ impl<'a> Exec<'a> {
                 }
                 Ok(step)
             }
+            TxnCmd::SetTransaction(sql) => self.set_transaction(sql).await,
             TxnCmd::Release(name) => self.unwind(&name, true).await,
             TxnCmd::RollbackTo(name) => self.unwind(&name, false).await,
             TxnCmd::Rollback => {
@@ -705,6 +837,30 @@ impl<'a> Exec<'a> {
                 Ok(Step::Done)
             }
         }
+    }
+
+    /// SET TRANSACTION. Before the transaction has touched a shard it is only recorded, and
+    /// every shard runs it right after BEGIN, before anything else, as PostgreSQL requires.
+    /// Shards already enlisted run it now and answer as PostgreSQL would (25001 for an isolation
+    /// level once a query has run).
+    async fn set_transaction(&mut self, sql: String) -> R<Step> {
+        let TxnState::Open(t) = &self.txn else {
+            build::warning(
+                "25P01",
+                "SET TRANSACTION can only be used in transaction blocks",
+                &mut self.out,
+            );
+            build::command_complete("SET", &mut self.out);
+            return Ok(Step::Done);
+        };
+        if !t.enlisted.is_empty() && self.on_enlisted(&sql).await? == Step::Failed {
+            return Ok(Step::Failed);
+        }
+        if let TxnState::Open(t) = &mut self.txn {
+            t.characteristics.push(sql);
+        }
+        build::command_complete("SET", &mut self.out);
+        Ok(Step::Done)
     }
 
     /// RELEASE (`release`) or ROLLBACK TO a savepoint on every enlisted shard.
@@ -866,7 +1022,9 @@ impl<'a> Exec<'a> {
             AdminCmd::Recover => {
                 let report =
                     crate::txn::recovery::run(&self.txn_ctx.shards, &self.txn_ctx.recovery).await;
-                build::row_description_text(&["gid", "shard", "outcome"], &mut self.out);
+                if self.describe_rows {
+                    build::row_description_text(&["gid", "shard", "outcome"], &mut self.out);
+                }
                 for r in &report.resolved {
                     build::data_row_text(
                         &[Some(&r.gid), Some(&r.shard), Some(r.outcome)],
@@ -885,7 +1043,12 @@ impl<'a> Exec<'a> {
             }
             AdminCmd::Route { table, key } => match self.placement.route_text(&table, &key) {
                 Ok((slot, shard)) => {
-                    build::row_description_text(&["table", "key", "slot", "shard"], &mut self.out);
+                    if self.describe_rows {
+                        build::row_description_text(
+                            &["table", "key", "slot", "shard"],
+                            &mut self.out,
+                        );
+                    }
                     let slot = slot.to_string();
                     build::data_row_text(
                         &[Some(&table), Some(&key), Some(&slot), Some(&shard)],
@@ -898,6 +1061,12 @@ impl<'a> Exec<'a> {
             },
         }
     }
+}
+
+/// Characters of `text` before `piece`, a slice of it.
+fn ahead_of(text: &str, piece: &str) -> u64 {
+    let at = (piece.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+    text.get(..at).map_or(0, |t| t.chars().count() as u64)
 }
 
 /// The table of an INSERT ... VALUES without a column list into a sharded table.

@@ -97,7 +97,7 @@ impl Exec<'_> {
         let mut sql = format!(
             "{}; SHOW transaction_isolation; SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; \
              SELECT pg_current_snapshot()",
-            t.begin
+            t.begin_sql()
         );
         for (_, raw) in &t.savepoints {
             sql.push_str("; SAVEPOINT ");
@@ -264,7 +264,9 @@ impl Exec<'_> {
         match value {
             Some(v) => {
                 let column = format!("shardgate.{name}");
-                build::row_description_text(&[column.as_str()], &mut self.out);
+                if self.describe_rows {
+                    build::row_description_text(&[column.as_str()], &mut self.out);
+                }
                 build::data_row_text(&[Some(&v)], &mut self.out);
                 build::command_complete("SHOW", &mut self.out);
                 Step::Done

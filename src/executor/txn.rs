@@ -20,6 +20,9 @@ pub enum TxnState {
 pub struct OpenTxn {
     /// BEGIN text replayed on each shard as it enlists.
     pub begin: String,
+    /// `SET TRANSACTION ...` the client sent before the transaction touched any shard,
+    /// replayed right after BEGIN (where PostgreSQL allows them).
+    pub characteristics: Vec<String>,
     /// Implicit: a multi-statement simple Query, or a multi-shard write, outside a transaction
     /// block.
     pub implicit: bool,
@@ -43,6 +46,7 @@ impl TxnState {
     pub fn begin(text: String, implicit: bool) -> TxnState {
         TxnState::Open(OpenTxn {
             begin: text,
+            characteristics: Vec::new(),
             implicit,
             enlisted: BTreeSet::new(),
             written: BTreeSet::new(),
@@ -101,10 +105,25 @@ pub fn savepoint_key(name: &str) -> String {
 }
 
 impl OpenTxn {
-    /// The text that opens this transaction on a newly enlisted shard: BEGIN and every active
-    /// savepoint.
-    pub fn opening(&self) -> String {
+    /// BEGIN and the client's SET TRANSACTION statements.
+    pub fn begin_sql(&self) -> String {
         let mut sql = self.begin.clone();
+        for c in &self.characteristics {
+            sql.push_str("; ");
+            sql.push_str(c);
+        }
+        sql
+    }
+
+    /// Statements in `opening()`, each answering with one command tag.
+    pub fn opening_commands(&self) -> usize {
+        1 + self.characteristics.len() + self.savepoints.len()
+    }
+
+    /// The text that opens this transaction on a newly enlisted shard: BEGIN, the client's SET
+    /// TRANSACTION statements and every active savepoint.
+    pub fn opening(&self) -> String {
+        let mut sql = self.begin_sql();
         for (_, raw) in &self.savepoints {
             sql.push_str("; SAVEPOINT ");
             sql.push_str(raw);

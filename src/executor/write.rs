@@ -2,8 +2,8 @@
 //! transaction, and the client sees one result.
 //!
 //! RETURNING rows are passed on shard after shard (a write's rows have no order to merge), and
-//! the command tag counts the rows of every shard (`UPDATE 7` = 3 + 4), or of one shard's copy
-//! for a reference table, whose rows are the same on every shard. The caller commits: the
+//! the command tag counts the rows of every shard (`UPDATE 7` = 3 + 4). A reference table's
+//! rows are the same on every shard, so both its RETURNING rows and its count are one copy's. The caller commits: the
 //! written shards are recorded, so the commit is two-phase.
 
 use super::session::{Exec, Step, R};
@@ -43,7 +43,8 @@ pub async fn run(
                     described = true;
                     exec.out.extend_from_slice(&f.bytes);
                 }
-                b'D' => {
+                // A reference table's copies return the same rows: the client gets one copy's.
+                b'D' if sum || shard == requests[0].0 => {
                     exec.out.extend_from_slice(&f.bytes);
                     exec.maybe_flush().await?;
                 }
@@ -64,7 +65,7 @@ pub async fn run(
         }
     }
     if let Some(err) = failure {
-        exec.out.extend_from_slice(&err.bytes);
+        exec.shard_error(&err);
         return Ok(Step::Failed);
     }
     if let Some((prefix, n)) = tag {

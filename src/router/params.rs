@@ -21,6 +21,20 @@ impl Params {
         }
     }
 
+    /// The parameters at `picks` (0-based), in that order, with their formats.
+    pub fn pick(&self, picks: &[usize]) -> Params {
+        Params {
+            values: picks
+                .iter()
+                .map(|&i| self.values.get(i).cloned().flatten())
+                .collect(),
+            formats: match self.formats.len() {
+                0 | 1 => self.formats.clone(),
+                _ => picks.iter().map(|&i| self.format_of(i)).collect(),
+            },
+        }
+    }
+
     fn format_of(&self, i: usize) -> i16 {
         match self.formats.len() {
             0 => 0,

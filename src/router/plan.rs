@@ -42,6 +42,10 @@ pub enum Plan {
     Write {
         parts: Vec<(usize, String)>,
         sum: bool,
+        /// A split INSERT whose rows hold parameters: for each part, the client's parameters
+        /// it uses (0-based), in the order its text numbers them `$1, $2, ...`. Empty: every
+        /// part takes the client's parameters unchanged.
+        picks: Vec<Vec<usize>>,
     },
     /// Run on every shard (DDL); `transactional`: it may run inside a transaction block.
     Broadcast {
@@ -52,6 +56,10 @@ pub enum Plan {
     Txn(TxnCmd),
     Admin(AdminCmd),
     Reject(PgError),
+    /// Text sqlparser cannot read and whose first words name no statement the proxy knows.
+    /// A shard checks its syntax (a syntax error gets the server's own answer); otherwise it is
+    /// refused (`unrecognised`).
+    Unrecognised,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +72,9 @@ pub enum TxnCmd {
     Savepoint(String),
     Release(String),
     RollbackTo(String),
+    /// `SET TRANSACTION ...` (not SNAPSHOT): replayed after BEGIN on every shard the transaction
+    /// reaches.
+    SetTransaction(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +94,23 @@ pub enum AdminCmd {
     Show {
         name: String,
     },
+}
+
+impl AdminCmd {
+    /// The columns of the rows the proxy answers with (None: a command without rows).
+    pub fn columns(&self) -> Option<Vec<&str>> {
+        match self {
+            AdminCmd::Route { .. } => Some(vec!["table", "key", "slot", "shard"]),
+            AdminCmd::Recover => Some(vec!["gid", "shard", "outcome"]),
+            AdminCmd::Show { name } => Some(vec![match name.as_str() {
+                "consistency" => "shardgate.consistency",
+                "snapshot_scope" => "shardgate.snapshot_scope",
+                "snapshot_ts" => "shardgate.snapshot_ts",
+                _ => "shardgate",
+            }]),
+            AdminCmd::Set { .. } => None,
+        }
+    }
 }
 
 /// How to merge scattered results.
@@ -123,6 +151,7 @@ fn on_every_shard(placement: &Placement, stmt: &Statement, sum: bool) -> Plan {
             .map(|s| (s, text.clone()))
             .collect(),
         sum,
+        picks: Vec::new(),
     }
 }
 
@@ -172,24 +201,53 @@ pub fn plan_unparsed(sql: &str) -> Plan {
         return set;
     }
     match (w(0), w(1)) {
-        ("begin" | "start", _) => Plan::Txn(TxnCmd::Begin(sql.trim().trim_end_matches(';').to_string())),
-        ("commit" | "end", "prepared") | ("rollback", "prepared") | ("prepare", "transaction") => refuse(
-            "client-issued two-phase commit commands are not supported on several shards",
-            "shardgate coordinates commits across shards itself.",
-        ),
+        ("begin" | "start", _) => {
+            Plan::Txn(TxnCmd::Begin(sql.trim().trim_end_matches(';').to_string()))
+        }
+        ("commit" | "end", "prepared") | ("rollback", "prepared") | ("prepare", "transaction") => {
+            refuse(
+                "client-issued two-phase commit commands are not supported on several shards",
+                "shardgate coordinates commits across shards itself.",
+            )
+        }
         ("commit" | "end", _) => Plan::Txn(TxnCmd::Commit),
         ("rollback", "to") => Plan::Txn(TxnCmd::RollbackTo(raw_last())),
         ("rollback" | "abort", _) => Plan::Txn(TxnCmd::Rollback),
         ("savepoint", _) => Plan::Txn(TxnCmd::Savepoint(raw_last())),
         ("release", _) => Plan::Txn(TxnCmd::Release(raw_last())),
+        ("set", "transaction") if is_set_transaction(sql) => Plan::Txn(TxnCmd::SetTransaction(
+            sql.trim().trim_end_matches(';').to_string(),
+        )),
         ("set" | "reset" | "discard" | "deallocate" | "listen" | "unlisten", _) => Plan::Session,
-        ("show", _) => Plan::Shard { shard: HOME, write: false },
-        ("vacuum" | "analyze", _) => Plan::Broadcast { transactional: false },
-        _ => refuse(
-            "shardgate could not analyse this statement, so it cannot choose a shard for it",
-            "Statements that cannot be routed are refused rather than guessed; run it directly on each shard.",
-        ),
+        ("show", _) => Plan::Shard {
+            shard: HOME,
+            write: false,
+        },
+        ("vacuum" | "analyze", _) => Plan::Broadcast {
+            transactional: false,
+        },
+        _ => Plan::Unrecognised,
     }
+}
+
+/// The refusal of a statement that is valid SQL but that the proxy cannot analyse.
+pub fn unrecognised() -> PgError {
+    PgError::error(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        "shardgate could not analyse this statement, so it cannot choose a shard for it",
+    )
+    .with_hint("Statements that cannot be routed are refused rather than guessed; run it directly on each shard.")
+}
+
+/// `SET TRANSACTION <modes>`; not SET TRANSACTION SNAPSHOT (a shard's own snapshot id, which
+/// means nothing on the others) nor SET SESSION CHARACTERISTICS (a plain session setting).
+fn is_set_transaction(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .split_whitespace()
+        .take(3)
+        .map(|w| w.to_ascii_lowercase())
+        .collect();
+    words.len() == 3 && words[0] == "set" && words[1] == "transaction" && words[2] != "snapshot"
 }
 
 /// `SET shardgate.<name> = <value>` / `TO <value>`: the proxy's own settings.
@@ -399,7 +457,13 @@ pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
         | Statement::Revoke { .. } => Plan::Broadcast {
             transactional: true,
         },
-        Statement::Set(_) => plan_set(&stmt.to_string()).unwrap_or(Plan::Session),
+        Statement::Set(_) => {
+            let text = stmt.to_string();
+            if is_set_transaction(&text) {
+                return Plan::Txn(TxnCmd::SetTransaction(text));
+            }
+            plan_set(&text).unwrap_or(Plan::Session)
+        }
         Statement::Discard { .. } => Plan::Session,
         Statement::ShowVariable { variable } => {
             let name = variable
@@ -518,6 +582,7 @@ fn plan_write_where(
                         Plan::Write {
                             parts: several.iter().map(|&s| (s, text.clone())).collect(),
                             sum: true,
+                            picks: Vec::new(),
                         }
                     }
                 },
@@ -621,6 +686,7 @@ fn split_insert(
     row_shards: &[usize],
     shards: &BTreeSet<usize>,
 ) -> Plan {
+    let mut picks = Vec::new();
     let parts = shards
         .iter()
         .map(|&shard| {
@@ -634,12 +700,48 @@ fn split_insert(
                         .filter(|(_, s)| **s == shard)
                         .map(|(r, _)| r)
                         .collect();
+                    picks.push(renumber_parameters(values));
                 }
             }
             (shard, Statement::Insert(part).to_string())
         })
         .collect();
-    Plan::Write { parts, sum: true }
+    // Parameters only matter where the rows have some.
+    if picks.iter().all(Vec::is_empty) {
+        picks.clear();
+    }
+    Plan::Write {
+        parts,
+        sum: true,
+        picks,
+    }
+}
+
+/// Numbers the parameters of the rows `$1, $2, ...` in order of first use, so that a shard sees
+/// only parameters its rows use (PostgreSQL cannot type a parameter that no row mentions);
+/// returns the client's parameter (0-based) behind each new number.
+fn renumber_parameters(rows: &mut sqlparser::ast::Values) -> Vec<usize> {
+    let mut picked: Vec<usize> = Vec::new();
+    let _ = sqlparser::ast::visit_expressions_mut(rows, |e: &mut Expr| {
+        if let Expr::Value(v) = e {
+            if let Value::Placeholder(p) = &mut v.value {
+                if let Some(n) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+                    if n > 0 {
+                        let i = match picked.iter().position(|&o| o == n - 1) {
+                            Some(i) => i,
+                            None => {
+                                picked.push(n - 1);
+                                picked.len() - 1
+                            }
+                        };
+                        *p = format!("${}", i + 1);
+                    }
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    picked
 }
 
 /// INSERT ... SELECT into a sharded table runs only where it is correct on one shard: the source
@@ -1425,7 +1527,9 @@ mod tests {
 
     #[test]
     fn writes_on_several_shards_are_split_per_shard() {
-        let Plan::Write { parts, sum: true } = plan_sql(
+        let Plan::Write {
+            parts, sum: true, ..
+        } = plan_sql(
             "insert into accounts (id, v) values (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd'), (5, 'e'), (6, 'f')",
         ) else {
             panic!("a split insert")
@@ -1446,12 +1550,16 @@ mod tests {
             rows += sql.matches("), (").count() + 1;
         }
         assert_eq!(rows, 6);
-        let Plan::Write { parts, sum: true } = plan_sql("update accounts set v = 0") else {
+        let Plan::Write {
+            parts, sum: true, ..
+        } = plan_sql("update accounts set v = 0")
+        else {
             panic!("an update everywhere")
         };
         assert_eq!(parts.len(), 3);
-        let Plan::Write { parts, sum: false } =
-            plan_sql("insert into countries (code) values ('x')")
+        let Plan::Write {
+            parts, sum: false, ..
+        } = plan_sql("insert into countries (code) values ('x')")
         else {
             panic!("a reference write counts one copy")
         };

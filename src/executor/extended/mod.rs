@@ -97,6 +97,47 @@ impl Statement {
 }
 
 impl LocalPortal {
+    /// The re-bind of part `i` of a write, with only the parameters its rows use.
+    fn write_part(&self, i: usize, describe: bool, execute: bool) -> Bytes {
+        let Plan::Write { parts, picks, .. } = &self.plan else {
+            unreachable!("write_part of a write")
+        };
+        let sql = &parts[i].1;
+        match picks.get(i) {
+            Some(pick) => {
+                let types: Vec<u32> = pick
+                    .iter()
+                    .map(|&p| self.param_types.get(p).copied().unwrap_or(0))
+                    .collect();
+                rebind::rebind(
+                    sql,
+                    &self.params.pick(pick),
+                    &types,
+                    &self.result_formats,
+                    describe,
+                    execute,
+                )
+            }
+            None => rebind::rebind(
+                sql,
+                &self.params,
+                &self.param_types,
+                &self.result_formats,
+                describe,
+                execute,
+            ),
+        }
+    }
+
+    /// Whether the shards run a text other than the client's.
+    fn rewritten(&self) -> bool {
+        match &self.plan {
+            Plan::Scatter { sql, .. } => *sql != self.sql,
+            Plan::Write { parts, .. } => parts.iter().any(|(_, text)| *text != self.sql),
+            _ => false,
+        }
+    }
+
     /// For a scattered read: its shards, merge spec, and the re-bind to send each shard
     /// (Parse+Bind+Describe, plus Execute+Sync when `execute`).
     fn scatter(
@@ -107,7 +148,16 @@ impl LocalPortal {
             Plan::Scatter { shards, sql, merge } => (shards.clone(), sql, merge.clone()),
             // Describing a write: every part returns the same columns.
             Plan::Write { parts, .. } if !execute => {
-                (vec![parts[0].0], &parts[0].1, Default::default())
+                return Some((
+                    vec![parts[0].0],
+                    Default::default(),
+                    self.write_part(0, true, false),
+                ));
+            }
+            // Describing what every shard runs (set_config(), DDL with RETURNING): the home
+            // shard's answer is the one the client sees.
+            Plan::Session | Plan::Broadcast { .. } if !execute => {
+                (vec![HOME], &self.sql, Default::default())
             }
             _ => return None,
         };
@@ -264,6 +314,11 @@ impl Extended {
                 }
                 let st = Statement::new(exec, &m, p, BTreeSet::new());
                 self.statements.insert(p.name.clone(), st);
+                if answered_by_proxy(&p.sql) {
+                    // No shard knows SHOW/SET shardgate.*: nothing to prepare there.
+                    build::empty(b'1', &mut exec.out);
+                    return Ok(());
+                }
                 let step = self
                     .send_and_relay(exec, HOME, std::slice::from_ref(&m.frame.bytes), b'P', 0)
                     .await?;
@@ -281,7 +336,11 @@ impl Extended {
             }
             Kind::Bind(b) => self.bind(exec, &m.frame, b).await?,
             Kind::Describe(t) => self.describe(exec, &m.frame, t).await?,
-            Kind::Execute(e) => self.execute(exec, &m.frame, e).await?,
+            Kind::Execute(e) => {
+                let step = self.execute(exec, &m.frame, e).await;
+                exec.rewritten = false;
+                step?
+            }
             Kind::Close(t) => self.close(exec, &m.frame, t).await?,
             Kind::Flush | Kind::Sync => Step::Done,
         };
@@ -332,6 +391,11 @@ impl Extended {
             self.portals.remove("");
         }
     }
+}
+
+/// `SHOW shardgate.*` and `SET shardgate.*`, which the proxy answers itself.
+pub(super) fn answered_by_proxy(sql: &str) -> bool {
+    matches!(plan_unparsed(sql), Plan::Admin(_))
 }
 
 /// A snapshot transaction that has not enlisted `shard` (it may not have a cut yet).

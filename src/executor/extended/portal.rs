@@ -124,6 +124,8 @@ impl Extended {
                     .await
             }
             Plan::Reject(e) => Ok(exec.error(&e)),
+            // The home shard parsed it (at Parse), so it is valid SQL the proxy cannot route.
+            Plan::Unrecognised => Ok(exec.error(&crate::router::plan::unrecognised())),
             other => {
                 let sql = st.sql.clone();
                 let param_types = st.param_types.clone();
@@ -154,6 +156,15 @@ impl Extended {
                     format!("prepared statement \"{name}\" does not exist"),
                 )));
             };
+            if let Plan::Admin(cmd) = crate::router::plan::plan_unparsed(&st.sql) {
+                // No parameters; the columns the proxy answers with.
+                exec.out.extend_from_slice(b"t\0\0\0\x06\0\0");
+                match cmd.columns() {
+                    Some(names) => build::row_description_text(&names, &mut exec.out),
+                    None => build::empty(b'n', &mut exec.out),
+                }
+                return Ok(Step::Done);
+            }
             let (shard, swallow, mut frames) = match st.on.iter().next() {
                 Some(&s) => (s, 0, vec![]),
                 None => {
@@ -173,7 +184,13 @@ impl Extended {
                     .await
             }
             Some(Portal::Local(lp))
-                if matches!(lp.plan, Plan::Scatter { .. } | Plan::Write { .. }) =>
+                if matches!(
+                    lp.plan,
+                    Plan::Scatter { .. }
+                        | Plan::Write { .. }
+                        | Plan::Session
+                        | Plan::Broadcast { .. }
+                ) =>
             {
                 // The columns are the same on every shard: describe a re-bind on the first.
                 let (shards, merge, request) = lp.scatter(false).expect("a scatter portal");
@@ -214,8 +231,15 @@ impl Extended {
                     }
                 }
             }
-            Some(Portal::Local(_)) => {
-                build::empty(b'n', &mut exec.out);
+            Some(Portal::Local(lp)) => {
+                // The proxy's own answers (SHOW shardgate.*); transaction control has no rows.
+                match &lp.plan {
+                    Plan::Admin(cmd) => match cmd.columns() {
+                        Some(names) => build::row_description_text(&names, &mut exec.out),
+                        None => build::empty(b'n', &mut exec.out),
+                    },
+                    _ => build::empty(b'n', &mut exec.out),
+                }
                 Ok(Step::Done)
             }
             None => Ok(exec.error(&PgError::error(
@@ -247,6 +271,7 @@ impl Extended {
             }
             Some(Portal::Local(lp)) if matches!(lp.plan, Plan::Scatter { .. }) => {
                 let (shards, merge, request) = lp.scatter(true).expect("a scatter portal");
+                exec.rewritten = lp.rewritten();
                 if max_rows <= 0 && lp.pending.is_none() {
                     return crate::executor::merge::scatter_request(
                         exec, &shards, &request, &merge, false,
@@ -298,24 +323,14 @@ impl Extended {
                 Ok(Step::Done)
             }
             Some(Portal::Local(lp)) if matches!(lp.plan, Plan::Write { .. }) => {
-                let Plan::Write { parts, sum } = &lp.plan else {
+                let Plan::Write { parts, sum, .. } = &lp.plan else {
                     unreachable!("matched above")
                 };
-                let requests: Vec<(usize, Bytes)> = parts
-                    .iter()
-                    .map(|(shard, sql)| {
-                        let r = rebind(
-                            sql,
-                            &lp.params,
-                            &lp.param_types,
-                            &lp.result_formats,
-                            false,
-                            true,
-                        );
-                        (*shard, r)
-                    })
+                let requests: Vec<(usize, Bytes)> = (0..parts.len())
+                    .map(|i| (parts[i].0, lp.write_part(i, false, true)))
                     .collect();
                 let sum = *sum;
+                exec.rewritten = lp.rewritten();
                 let own = exec.own_implicit();
                 let step = crate::executor::write::run(exec, &requests, sum, false).await?;
                 exec.end_own_implicit(own, step).await
@@ -337,7 +352,11 @@ impl Extended {
             }
             Some(Portal::Local(lp)) => {
                 let (plan, sql) = (lp.plan.clone(), lp.sql.clone());
-                exec.run_plan(plan, &sql).await
+                // An Execute answers with rows only: the description belongs to Describe.
+                exec.describe_rows = false;
+                let step = exec.run_plan(plan, &sql).await;
+                exec.describe_rows = true;
+                step
             }
             None => Ok(exec.error(&PgError::error(
                 "34000",

@@ -2,7 +2,9 @@
 //! its Binds touch, and whether it writes on several shards (which makes it a distributed
 //! transaction). Pure analysis of the batch and the session's statements; nothing is sent.
 
-use super::{binds, parse_ast_for, parse_error, parses, plan_sql, Extended, Portal};
+use super::{
+    answered_by_proxy, binds, parse_ast_for, parse_error, parses, plan_sql, Extended, Portal,
+};
 use crate::executor::session::Exec;
 use crate::protocol::message::{ClientMessage, Kind, Target, TargetKind};
 use crate::router::params::Params;
@@ -27,7 +29,7 @@ impl Extended {
             let ok = match &m.kind {
                 Kind::Parse(p) => {
                     parsed.insert(p.name.clone(), None);
-                    parse_error(exec, &p.sql).is_none()
+                    parse_error(exec, &p.sql).is_none() && !answered_by_proxy(&p.sql)
                 }
                 Kind::Bind(b) => {
                     let plan = self.plan_for(exec, &b.statement, &Params::of(b), batch)?;
