@@ -103,7 +103,10 @@ impl Proxy {
                     .map_err(StartError::ShardUnreachable)?;
             }
         }
-        ctx.text_order_c = text_order_is_c(&ctx.shards[0], ctx.connect_timeout).await;
+        ctx.text_order_c = true;
+        for shard in &ctx.shards {
+            ctx.text_order_c &= text_order_is_c(shard, ctx.connect_timeout).await;
+        }
         if ctx.shards.len() > 1 && config.transactions.snapshot {
             ctx.txn.oracle = Some(if config.transactions.oracle == "embedded" {
                 crate::snapshot::client::Oracle::Embedded(
@@ -177,21 +180,41 @@ async fn check_shards(ctx: &ProxyContext) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Whether the shard's database collates text as C/POSIX (bytewise), which the merge relies on
-/// for text sort keys. Any failure to find out counts as "no": merges on text are then refused.
+/// Whether the shard's database orders text by code point, which the merge relies on for text
+/// sort keys: the C and POSIX locales, and C.UTF-8 (glibc orders it by code point, which for
+/// UTF-8 is byte order), all from the libc provider. Any failure to find out counts as "no":
+/// merges on text are then refused.
 async fn text_order_is_c(shard: &ShardTarget, timeout: Duration) -> bool {
     let Ok(client) = backend::control::connect(shard, timeout).await else {
         return false;
     };
     match client
         .query_one(
-            "select datcollate::text from pg_database where datname = current_database()",
+            "select datcollate::text, datlocprovider::text, pg_encoding_to_char(encoding) \
+             from pg_database where datname = current_database()",
             &[],
         )
         .await
     {
-        Ok(row) => matches!(row.get::<_, String>(0).as_str(), "C" | "POSIX"),
+        Ok(row) => code_point_order(
+            &row.get::<_, String>(0),
+            &row.get::<_, String>(1),
+            &row.get::<_, String>(2),
+        ),
         Err(_) => false,
+    }
+}
+
+/// Whether a database with this collation, locale provider and encoding orders text by code
+/// point (byte order of its encoding).
+fn code_point_order(collate: &str, provider: &str, encoding: &str) -> bool {
+    if provider != "c" {
+        return false;
+    }
+    match collate {
+        "C" | "POSIX" => true,
+        "C.UTF-8" | "C.utf8" => encoding == "UTF8",
+        _ => false,
     }
 }
 
@@ -291,4 +314,20 @@ fn raise_open_files_limit() {
 /// Resolves once the stop flag is set (or its sender is gone).
 pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::code_point_order;
+
+    #[test]
+    fn code_point_collations() {
+        assert!(code_point_order("C", "c", "UTF8"));
+        assert!(code_point_order("POSIX", "c", "SQL_ASCII"));
+        assert!(code_point_order("C.UTF-8", "c", "UTF8"));
+        assert!(code_point_order("C.utf8", "c", "UTF8"));
+        assert!(!code_point_order("C.UTF-8", "c", "LATIN1"));
+        assert!(!code_point_order("en_US.UTF-8", "c", "UTF8"));
+        assert!(!code_point_order("C", "i", "UTF8"));
+    }
 }

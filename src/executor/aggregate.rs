@@ -36,7 +36,32 @@ fn unsupported(msg: String) -> PgError {
 }
 
 /// Checks that every column can be combined in its type and format.
-pub fn check(fields: &[FieldDesc], spec: &AggSpec) -> Result<(), PgError> {
+/// `text_order_c`: the shards order text by code point (see `merge::non_c_order`), which
+/// min/max and sort keys over text rely on.
+pub fn check(
+    fields: &[FieldDesc],
+    spec: &AggSpec,
+    order: &[crate::router::plan::SortKey],
+    text_order_c: bool,
+) -> Result<(), PgError> {
+    if !text_order_c {
+        for k in order.iter().filter(|k| !k.bytewise) {
+            if let SortColumn::Position(p) = k.column {
+                if let Some(f) = fields.get(p - 1).filter(|f| value::is_text(f.type_oid)) {
+                    return Err(super::merge::non_c_order(&f.name));
+                }
+            }
+        }
+        for (f, col) in fields.iter().zip(&spec.columns) {
+            if matches!(col, AggColumn::Min | AggColumn::Max) && value::is_text(f.type_oid) {
+                return Err(unsupported(format!(
+                    "{col:?} of text column {} across shards under a collation other than C",
+                    f.name
+                ))
+                .with_hint("Combining text minimums and maximums compares by code point, as the C collation does; use a C-collated database."));
+            }
+        }
+    }
     for (f, col) in fields.iter().zip(&spec.columns) {
         let ok = match col {
             AggColumn::Group => true,

@@ -19,16 +19,29 @@ pub async fn run(
     ctx: &ProxyContext,
     socket: TcpStream,
     links: Vec<ShardLink>,
+    settings: &[(String, String)],
     mut shutdown: watch::Receiver<bool>,
 ) -> SessionEnd {
     let (mut rx, tx) = socket.into_split();
     let mut exec = Exec::new(&ctx.placement, &ctx.txn, links, tx, ctx.text_order_c);
+    // shardgate's own settings from the startup options (checked at login).
+    for (name, value) in settings {
+        if let Err(e) = exec.apply_setting(name, value) {
+            tracing::warn!("startup setting shardgate.{name}: {}", e.message);
+        }
+    }
     let mut extended = Extended::default();
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut scanner = FrameScanner::new(ctx.max_message_bytes);
     let end = loop {
         let frame = tokio::select! {
             f = read_frame(&mut rx, &mut buf, &mut scanner) => f,
+            (i, read) = exec.idle_input() => {
+                match exec.on_idle_input(i, read).await {
+                    Ok(()) => continue,
+                    Err(stop) => break ended(stop),
+                }
+            }
             _ = crate::server::stopped(&mut shutdown) => break SessionEnd::Shutdown,
         };
         let frame = match frame {
@@ -64,20 +77,43 @@ pub async fn run(
                 ))
             }
         };
-        match result {
-            Ok(()) => {}
-            Err(Stop::Client) => break SessionEnd::ClientGone,
-            Err(Stop::Shard(name)) => break SessionEnd::ShardGone(name),
-            Err(Stop::Limit(msg)) => break SessionEnd::LimitExceeded(msg),
+        if let Err(stop) = result {
+            break ended(stop);
         }
+    };
+    // A shard that said why it closed (an administrator's pg_terminate_backend, a shutdown):
+    // the client hears the shard's own FATAL rather than a generic lost connection.
+    let shard_fatal = match &end {
+        SessionEnd::ShardGone(name) => exec
+            .links
+            .iter()
+            .find(|l| &l.name == name)
+            .and_then(|l| l.fatal.clone()),
+        _ => None,
     };
     let last_words = end.last_words();
     // Open shard transactions end when the links are dropped: PostgreSQL rolls back on close.
     let mut client = exec.into_client();
+    if let Some(fatal) = shard_fatal {
+        use tokio::io::AsyncWriteExt;
+        let _ = client.write_all(&fatal.bytes).await;
+        let SessionEnd::ShardGone(name) = end else {
+            unreachable!("matched above")
+        };
+        return SessionEnd::ShardFatal(name);
+    }
     if let Some(err) = last_words {
         crate::frontend::send_fatal(&mut client, &err).await;
     }
     end
+}
+
+fn ended(stop: Stop) -> SessionEnd {
+    match stop {
+        Stop::Client => SessionEnd::ClientGone,
+        Stop::Shard(name) => SessionEnd::ShardGone(name),
+        Stop::Limit(msg) => SessionEnd::LimitExceeded(msg),
+    }
 }
 
 /// A simple Query. Extended-protocol messages the client sent before it without a Sync run

@@ -40,6 +40,11 @@ pub struct ShardLink {
     response_timeout: Option<std::time::Duration>,
     /// The shard's health state; a wait ends when it turns down.
     health: Option<watch::Receiver<bool>>,
+    /// NotificationResponses received while reading answers, for the client (see
+    /// `Exec::flush`). They are not part of any answer, so no reader sees them.
+    pub notifications: Vec<Frame>,
+    /// The FATAL the shard sent before closing, if it did: the client's last words then.
+    pub fatal: Option<Frame>,
 }
 
 impl ShardLink {
@@ -52,6 +57,8 @@ impl ShardLink {
             scanner: FrameScanner::new(MAX_SHARD_MESSAGE_BYTES),
             response_timeout: None,
             health: None,
+            notifications: Vec::new(),
+            fatal: None,
         }
     }
 
@@ -143,7 +150,11 @@ impl ShardLink {
         loop {
             match self.scanner.scan(&self.buf, 0, |_| true) {
                 Ok(Scan::Whole { tag, len }) => {
-                    return Ok(crate::protocol::frame::take_frame(&mut self.buf, tag, len))
+                    let f = crate::protocol::frame::take_frame(&mut self.buf, tag, len);
+                    match self.note(f) {
+                        Some(f) => return Ok(f),
+                        None => continue,
+                    }
                 }
                 Ok(Scan::NeedMore) => {}
                 Ok(Scan::Pass { .. }) => unreachable!("every frame is inspected"),
@@ -164,6 +175,54 @@ impl ShardLink {
             };
             self.buf.reserve(want);
             self.read_more().await?;
+        }
+    }
+}
+
+impl ShardLink {
+    /// Keeps what is not an answer: a notification is set aside for the client, a FATAL is
+    /// remembered (the shard closes next).
+    fn note(&mut self, f: Frame) -> Option<Frame> {
+        match f.tag {
+            b'A' => {
+                self.notifications.push(f);
+                None
+            }
+            b'E' if matches!(
+                crate::protocol::inspect::error_field(f.body(), b'V'),
+                Some("FATAL" | "PANIC")
+            ) =>
+            {
+                self.fatal = Some(f.clone());
+                Some(f)
+            }
+            _ => Some(f),
+        }
+    }
+
+    /// Waits until the shard sends something while the session is idle (a notification, a
+    /// notice, or a FATAL before it closes). Safe to cancel: nothing read is lost.
+    pub async fn idle_input(&mut self) -> Result<(), LinkLost> {
+        self.buf.reserve(4 * 1024);
+        match self.stream.read_buf(&mut self.buf).await {
+            Ok(n) if n > 0 => Ok(()),
+            _ => Err(self.lost()),
+        }
+    }
+
+    /// The whole messages already received, without waiting for more.
+    pub fn buffered(&mut self) -> Result<Vec<Frame>, LinkLost> {
+        let mut out = Vec::new();
+        loop {
+            match self.scanner.scan(&self.buf, 0, |_| true) {
+                Ok(Scan::Whole { tag, len }) => {
+                    let f = crate::protocol::frame::take_frame(&mut self.buf, tag, len);
+                    out.extend(self.note(f));
+                }
+                Ok(Scan::NeedMore) => return Ok(out),
+                Ok(Scan::Pass { .. }) => unreachable!("every frame is inspected"),
+                Err(_) => return Err(self.lost()),
+            }
         }
     }
 }

@@ -228,26 +228,51 @@ fn resolve_keys(
         .map(|k| {
             let column = match &k.column {
                 SortColumn::Position(p) if *p <= fields.len() => p - 1,
-                SortColumn::Position(p) => return Err(PgError::error("42P10", format!("ORDER BY position {p} is not in select list"))),
+                SortColumn::Position(p) => {
+                    return Err(PgError::error(
+                        "42P10",
+                        format!("ORDER BY position {p} is not in select list"),
+                    ))
+                }
                 SortColumn::Name(n) => {
-                    let found: Vec<usize> = fields.iter().enumerate().filter(|(_, f)| &f.name == n).map(|(i, _)| i).collect();
+                    let found: Vec<usize> = fields
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, f)| &f.name == n)
+                        .map(|(i, _)| i)
+                        .collect();
                     match found.as_slice() {
                         [one] => *one,
-                        _ => return Err(unsupported(format!("ORDER BY {n} over several shards needs {n} once in the select list"))
-                            .with_hint("Select the sort column (once) so the merge can sort on it.")),
+                        _ => return Err(unsupported(format!(
+                            "ORDER BY {n} over several shards needs {n} once in the select list"
+                        ))
+                        .with_hint("Select the sort column (once) so the merge can sort on it.")),
                     }
                 }
             };
             let f = &fields[column];
             value::supported(f.type_oid, f.format).map_err(unsupported)?;
-            let is_text = matches!(f.type_oid, value::oid::TEXT | value::oid::VARCHAR | value::oid::BPCHAR | value::oid::NAME);
-            if is_text && !exec.text_order_c {
-                return Err(unsupported(format!("ORDER BY text column {} over several shards under a non-C collation", f.name))
-                    .with_hint("The merge orders text bytewise, as the C collation does; write ORDER BY col COLLATE \"C\", or use a C-collated database."));
+            if value::is_text(f.type_oid) && !exec.text_order_c && !k.bytewise {
+                return Err(non_c_order(&f.name));
             }
-            Ok(Key { column, type_oid: f.type_oid, format: f.format, descending: k.descending, nulls_first: k.nulls_first })
+            Ok(Key {
+                column,
+                type_oid: f.type_oid,
+                format: f.format,
+                descending: k.descending,
+                nulls_first: k.nulls_first,
+            })
         })
         .collect()
+}
+
+/// The refusal of a text sort key on shards whose collation does not order by code point.
+pub fn non_c_order(column: &str) -> PgError {
+    PgError::error(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!("ORDER BY text column {column} over several shards under a collation other than C"),
+    )
+    .with_hint("The merge orders text by code point, as the C collation does: write ORDER BY col COLLATE \"C\", or use a C-collated database.")
 }
 
 /// The next DataRow of a shard, or None at its CommandComplete (or error, kept in `late`).

@@ -30,7 +30,7 @@ pub async fn run(
                 )))
             }
             Some(f) => {
-                if let Err(e) = aggregate::check(f, spec) {
+                if let Err(e) = aggregate::check(f, spec, &merge.order, exec.text_order_c) {
                     failure = Some(error_frame(&e));
                 }
             }

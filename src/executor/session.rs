@@ -145,6 +145,13 @@ impl<'a> Exec<'a> {
     }
 
     pub async fn flush(&mut self) -> R<()> {
+        // Notifications that arrived with answers go out with them: a client must accept one
+        // at any time.
+        for link in &mut self.links {
+            for n in link.notifications.drain(..) {
+                self.out.extend_from_slice(&n.bytes);
+            }
+        }
         if !self.out.is_empty() {
             self.client
                 .write_all(&self.out)
@@ -157,6 +164,31 @@ impl<'a> Exec<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Waits, between requests, until a shard sends something unprompted; returns which.
+    pub async fn idle_input(&mut self) -> (usize, Result<(), LinkLost>) {
+        let waits = self.links.iter_mut().map(|l| Box::pin(l.idle_input()));
+        let (result, i, _) = futures_util::future::select_all(waits).await;
+        (i, result)
+    }
+
+    /// Passes on what shard `i` sent while the session was idle: notifications, notices, and
+    /// (from the first shard) parameter changes. A FATAL ends the session with the shard's own
+    /// words (see `ShardLink::fatal`).
+    pub async fn on_idle_input(&mut self, i: usize, read: Result<(), LinkLost>) -> R<()> {
+        let frames = self.links[i].buffered()?;
+        for f in frames {
+            match f.tag {
+                b'N' => self.out.extend_from_slice(&f.bytes),
+                b'S' if i == HOME => self.out.extend_from_slice(&f.bytes),
+                b'S' => {}
+                // An error outside a request is the FATAL before the shard closes.
+                _ => return Err(Stop::Shard(self.links[i].name.clone())),
+            }
+        }
+        read?;
+        self.flush().await
     }
 
     /// The next message from `shard` on a path that relays its answer to the client. A DataRow or

@@ -208,42 +208,27 @@ impl Exec<'_> {
 
     /// `SET shardgate.<name> = <value>`, answered by the proxy.
     pub fn set_variable(&mut self, name: &str, value: &str) -> Step {
-        let value = value.trim().trim_matches('\'').to_ascii_lowercase();
-        match name {
-            "consistency" => match Consistency::parse(&value) {
-                Some(Consistency::Snapshot) if self.txn_ctx.oracle.is_none() => self.error(
-                    &PgError::error(
-                        sqlstate::FEATURE_NOT_SUPPORTED,
-                        "snapshot consistency needs the commit gate, which is off",
-                    )
-                    .with_hint("Set transactions.snapshot = true in the proxy's config."),
-                ),
-                Some(c) => {
-                    self.consistency = c;
-                    build::command_complete("SET", &mut self.out);
-                    Step::Done
-                }
-                None => self.error(&PgError::error(
-                    "22023",
-                    format!("invalid value for shardgate.consistency: \"{value}\" (use shard or snapshot)"),
-                )),
-            },
-            "snapshot_scope" => match value.as_str() {
-                "all" | "statement" => {
-                    self.snapshot_all = value == "all";
-                    build::command_complete("SET", &mut self.out);
-                    Step::Done
-                }
-                _ => self.error(&PgError::error(
-                    "22023",
-                    format!("invalid value for shardgate.snapshot_scope: \"{value}\" (use statement or all)"),
-                )),
-            },
-            _ => self.error(&PgError::error(
-                "42704",
-                format!("unrecognized configuration parameter \"shardgate.{name}\""),
-            )),
+        match self.apply_setting(name, value) {
+            Ok(()) => {
+                build::command_complete("SET", &mut self.out);
+                Step::Done
+            }
+            Err(e) => self.error(&e),
         }
+    }
+
+    /// Sets one of shardgate's own settings (from SET or the startup options).
+    pub fn apply_setting(&mut self, name: &str, value: &str) -> Result<(), PgError> {
+        if let Some(e) = setting_error(name, value, self.txn_ctx.oracle.is_some()) {
+            return Err(e);
+        }
+        let value = setting_value(value);
+        match (name, Consistency::parse(&value)) {
+            ("consistency", Some(c)) => self.consistency = c,
+            ("snapshot_scope", _) => self.snapshot_all = value == "all",
+            _ => {}
+        }
+        Ok(())
     }
 
     /// `SHOW shardgate.consistency | snapshot_scope | snapshot_ts`.
@@ -276,6 +261,43 @@ impl Exec<'_> {
                 format!("unrecognized configuration parameter \"shardgate.{name}\""),
             )),
         }
+    }
+}
+
+fn setting_value(value: &str) -> String {
+    value.trim().trim_matches('\'').to_ascii_lowercase()
+}
+
+/// Why `shardgate.<name> = <value>` cannot be set (None: it can). `snapshot_possible`: the
+/// commit gate runs (snapshot consistency needs it).
+pub fn setting_error(name: &str, value: &str, snapshot_possible: bool) -> Option<PgError> {
+    let value = setting_value(value);
+    match name {
+        "consistency" => match Consistency::parse(&value) {
+            Some(Consistency::Snapshot) if !snapshot_possible => Some(
+                PgError::error(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "snapshot consistency needs the commit gate, which is off",
+                )
+                .with_hint("Set transactions.snapshot = true in the proxy's config."),
+            ),
+            Some(_) => None,
+            None => Some(PgError::error(
+                "22023",
+                format!("invalid value for shardgate.consistency: \"{value}\" (use shard or snapshot)"),
+            )),
+        },
+        "snapshot_scope" => match value.as_str() {
+            "all" | "statement" => None,
+            _ => Some(PgError::error(
+                "22023",
+                format!("invalid value for shardgate.snapshot_scope: \"{value}\" (use statement or all)"),
+            )),
+        },
+        _ => Some(PgError::error(
+            "42704",
+            format!("unrecognized configuration parameter \"shardgate.{name}\""),
+        )),
     }
 }
 

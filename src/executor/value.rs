@@ -296,6 +296,11 @@ impl PartialOrd for Decimal {
 
 /// Order of two values of one sort key: NULLs first or last as asked, then the value order,
 /// reversed for DESC (which does not move NULLs: their place is `nulls_first`).
+/// Text types, whose order depends on the collation.
+pub fn is_text(type_oid: u32) -> bool {
+    matches!(type_oid, oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME)
+}
+
 pub fn compare_key(a: &SortValue, b: &SortValue, descending: bool, nulls_first: bool) -> Ordering {
     match (a, b) {
         (SortValue::Null, SortValue::Null) => Ordering::Equal,

@@ -65,12 +65,62 @@ pub async fn handle_client(
     let user = params.get("user").cloned().unwrap_or_default();
     let logged_user = Escaped(&user);
 
+    // The database the proxy serves is the first shard's (the one current_database() answers
+    // from); as in PostgreSQL, a client that names none asks for its user's name.
+    let database = params
+        .get("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(&user);
+    if *database != ctx.shards[0].dbname {
+        let err = PgError::fatal(
+            "3D000",
+            format!("database \"{}\" does not exist", Escaped(database)),
+        )
+        .with_hint(format!(
+            "shardgate serves database \"{}\".",
+            ctx.shards[0].dbname
+        ));
+        send_fatal(&mut socket, &err).await;
+        return;
+    }
+    // Several shards: statements are read as UTF-8 to be routed (SQL_ASCII is taken as a
+    // client that sends ASCII). One shard relays bytes and takes any encoding.
+    if let Some(enc) = params.get("client_encoding").filter(|e| {
+        ctx.shards.len() > 1
+            && !crate::router::plan::is_utf8_name(e)
+            && !e.eq_ignore_ascii_case("sql_ascii")
+    }) {
+        let err = PgError::fatal(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!(
+                "client encoding {} is not supported on several shards",
+                Escaped(enc)
+            ),
+        )
+        .with_hint("Connect with client_encoding=UTF8 (PGCLIENTENCODING=UTF8).");
+        send_fatal(&mut socket, &err).await;
+        return;
+    }
+    let options = super::startup_options::parse(params.get("options").map_or("", |o| o.as_str()));
+    let snapshot_possible = ctx.txn.oracle.is_some();
+    if let Some(err) = options.own.iter().find_map(|(name, value)| {
+        crate::executor::snapshot_read::setting_error(name, value, snapshot_possible)
+    }) {
+        let fatal = PgError {
+            severity: crate::error::Severity::Fatal,
+            ..err
+        };
+        send_fatal(&mut socket, &fatal).await;
+        return;
+    }
     let forwarded: Vec<(String, String)> = params
         .iter()
         .filter(|(k, _)| {
-            !matches!(k.as_str(), "user" | "database" | "replication") && !k.starts_with("_pq_.")
+            !matches!(k.as_str(), "user" | "database" | "replication" | "options")
+                && !k.starts_with("_pq_.")
         })
         .map(|(k, v)| (k.clone(), v.clone()))
+        .chain(options.forward.map(|o| ("options".to_string(), o)))
         .collect();
     let targets: &[crate::config::ShardTarget] = if ctx.shards.len() == 1 {
         &ctx.shards[..1]
@@ -143,7 +193,7 @@ pub async fn handle_client(
                     .with_health(ctx.health.watch(i))
             })
             .collect();
-        crate::executor::client_loop::run(&ctx, socket, links, shutdown).await
+        crate::executor::client_loop::run(&ctx, socket, links, &options.own, shutdown).await
     };
     drop(registration);
     if matches!(end, session::SessionEnd::ProtocolViolation(_)) {

@@ -9,6 +9,7 @@ pub mod cancel;
 mod handshake;
 mod relay_state;
 pub mod session;
+pub mod startup_options;
 
 pub use handshake::{handle_client, refuse_client, send_fatal};
 pub use session::SessionEnd;

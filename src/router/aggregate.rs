@@ -375,6 +375,9 @@ pub fn plan_aggregate(
                 Ok(d) => d,
                 Err(p) => return *p,
             };
+            if super::plan::explicit_collation(&oe.expr) == Some(false) {
+                return Plan::Reject(super::plan::other_collation(&oe.expr));
+            }
             let column = match column_of(&oe.expr, &mut spec, &mut hidden) {
                 Ok(c) => c,
                 Err(e) => return Plan::Reject(e),
@@ -383,6 +386,7 @@ pub fn plan_aggregate(
                 column: SortColumn::Position(column + 1),
                 descending,
                 nulls_first,
+                bytewise: super::plan::explicit_collation(&oe.expr) == Some(true),
             });
         }
     }

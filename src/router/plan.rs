@@ -130,6 +130,36 @@ pub struct SortKey {
     pub column: SortColumn,
     pub descending: bool,
     pub nulls_first: bool,
+    /// Sorted with an explicit `COLLATE "C"` (or POSIX, ucs_basic): code-point order whatever
+    /// the database's collation, which the merge reproduces by comparing bytes.
+    pub bytewise: bool,
+}
+
+/// `COLLATE "C"`, `"POSIX"` or `ucs_basic` on a sort expression: Some(true). Another explicit
+/// collation: Some(false), which the merge cannot reproduce. None: no COLLATE.
+pub(crate) fn explicit_collation(e: &Expr) -> Option<bool> {
+    let Expr::Collate { collation, .. } = e else {
+        return None;
+    };
+    let name = match collation.0.last() {
+        Some(ObjectNamePart::Identifier(i)) => i.value.clone(),
+        _ => collation.to_string(),
+    };
+    Some(matches!(
+        name.to_ascii_lowercase().as_str(),
+        "c" | "posix" | "ucs_basic"
+    ))
+}
+
+/// The refusal of ORDER BY with a collation other than C over several shards.
+pub(crate) fn other_collation(e: &Expr) -> PgError {
+    PgError::error(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!("ORDER BY {e} over several shards: the merge cannot order by that collation"),
+    )
+    .with_hint(
+        "The merge orders text by code point: sort with COLLATE \"C\", or sort in the application.",
+    )
 }
 
 /// An output column, by 1-based position or by name (resolved against the RowDescription).
@@ -218,14 +248,26 @@ pub fn plan_unparsed(sql: &str) -> Plan {
         ("set", "transaction") if is_set_transaction(sql) => Plan::Txn(TxnCmd::SetTransaction(
             sql.trim().trim_end_matches(';').to_string(),
         )),
-        ("set" | "reset" | "discard" | "deallocate" | "listen" | "unlisten", _) => Plan::Session,
-        ("show", _) => Plan::Shard {
+        ("set" | "reset" | "discard" | "deallocate" | "close" | "lock", _) => Plan::Session,
+        // Notifications live on the first shard: every session listens there, and NOTIFY and
+        // pg_notify() (a table-less query) are sent there.
+        ("listen" | "unlisten" | "notify" | "show", _) | ("select", "") => Plan::Shard {
             shard: HOME,
             write: false,
         },
-        ("vacuum" | "analyze", _) => Plan::Broadcast {
+        ("vacuum" | "analyze" | "checkpoint", _) => Plan::Broadcast {
             transactional: false,
         },
+        ("create", second) if is_temporary(second, w(2)) => refuse(
+            "temporary tables are not supported on several shards",
+            "A temporary table would exist on one shard connection only. Use a regular table, or a CTE.",
+        ),
+        // Schema objects sqlparser cannot read: on every shard, atomically.
+        ("create" | "alter" | "drop" | "comment", kind) if SCHEMA_OBJECTS.contains(&kind) => {
+            Plan::Broadcast {
+                transactional: true,
+            }
+        }
         _ => Plan::Unrecognised,
     }
 }
@@ -250,8 +292,94 @@ fn is_set_transaction(sql: &str) -> bool {
     words.len() == 3 && words[0] == "set" && words[1] == "transaction" && words[2] != "snapshot"
 }
 
+/// `SET client_encoding` / `SET NAMES` to an encoding other than UTF-8: refused. The proxy reads
+/// every statement to route it, and reads them as UTF-8; with another encoding a non-ASCII
+/// character would be misread or break the session.
+fn other_client_encoding(sql: &str) -> Option<Plan> {
+    let words: Vec<String> = sql
+        .split(|c: char| c.is_whitespace() || c == '=' || c == ';')
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_ascii_lowercase())
+        .collect();
+    let mut rest = words.iter().map(String::as_str).peekable();
+    if rest.next() != Some("set") {
+        return None;
+    }
+    if matches!(rest.peek(), Some(&"session" | &"local")) {
+        rest.next();
+    }
+    let value = match rest.next() {
+        Some("names") => rest.next(),
+        Some("client_encoding") => match rest.next() {
+            Some("to") => rest.next(),
+            other => other,
+        },
+        _ => return None,
+    }?;
+    if is_utf8_name(value) || value.trim_matches('\'') == "default" {
+        return None;
+    }
+    Some(Plan::Reject(
+        PgError::error(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!("client encoding {value} is not supported on several shards"),
+        )
+        .with_hint("shardgate reads statements as UTF-8 to route them: use client_encoding UTF8 and convert in the application."),
+    ))
+}
+
+/// UTF8 under any of the names PostgreSQL accepts for it (`UTF8`, `'utf-8'`, `unicode`).
+pub fn is_utf8_name(value: &str) -> bool {
+    let v: String = value
+        .trim_matches(|c| c == '\'' || c == '"')
+        .chars()
+        .filter(|c| *c != '-' && *c != '_')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    v == "utf8" || v == "unicode"
+}
+
+/// Kinds of schema object whose CREATE, ALTER and DROP run on every shard even when sqlparser
+/// cannot read the statement (their second word, lower case).
+const SCHEMA_OBJECTS: &[&str] = &[
+    "aggregate",
+    "cast",
+    "collation",
+    "conversion",
+    "domain",
+    "extension",
+    "function",
+    "group",
+    "index",
+    "language",
+    "operator",
+    "policy",
+    "procedure",
+    "role",
+    "routine",
+    "rule",
+    "schema",
+    "sequence",
+    "statistics",
+    "table",
+    "text",
+    "trigger",
+    "type",
+    "user",
+    "view",
+];
+
+/// `CREATE TEMP TABLE`, `CREATE LOCAL TEMPORARY TABLE` ... (its second and third words).
+fn is_temporary(second: &str, third: &str) -> bool {
+    let temp = |w: &str| w == "temp" || w == "temporary";
+    temp(second) || (matches!(second, "local" | "global") && temp(third))
+}
+
 /// `SET shardgate.<name> = <value>` / `TO <value>`: the proxy's own settings.
 fn plan_set(sql: &str) -> Option<Plan> {
+    if let Some(refusal) = other_client_encoding(sql) {
+        return Some(refusal);
+    }
     let text = sql.trim().trim_end_matches(';');
     let rest = text
         .get(..4)
@@ -327,17 +455,12 @@ pub fn check_at_parse(stmt: &Statement, placement: &Placement) -> Option<PgError
         return None;
     }
     let ctes = cte_names(stmt);
-    let mut found = None;
-    let _ = sqlparser::ast::visit_relations(stmt, |name: &ObjectName| {
+    let found = tables_read(stmt).into_iter().find_map(|name| {
         let text = name.to_string();
-        if placement.rule(&text).is_none()
+        (placement.rule(&text).is_none()
             && !is_catalog_relation(&text)
-            && !ctes.contains(&last_ident(name).to_ascii_lowercase())
-        {
-            found = Some(text);
-            return ControlFlow::Break(());
-        }
-        ControlFlow::Continue(())
+            && !ctes.contains(&last_ident(&name).to_ascii_lowercase()))
+        .then_some(text)
     });
     match found.map(|t| undeclared(&t)) {
         Some(Plan::Reject(e)) => Some(e),
@@ -417,6 +540,7 @@ pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
                 stmt,
             )
         }
+        Statement::CreateTable(ct) if ct.temporary => plan_unparsed("create temporary table"),
         Statement::CreateTable(ct) => {
             if let Some(TableRule::Sharded { .. }) = placement.rule(&ct.name.to_string()) {
                 let generated = ct.columns.iter().find(|c| {
@@ -828,7 +952,7 @@ fn relations(q: &Query, placement: &Placement) -> Relations {
         undeclared: None,
     };
     let cte_names = cte_names(q);
-    let _ = sqlparser::ast::visit_relations(q, |name: &ObjectName| {
+    for name in &tables_read(q) {
         let text = name.to_string();
         match placement.rule(&text) {
             Some(TableRule::Sharded {
@@ -844,9 +968,36 @@ fn relations(q: &Query, placement: &Placement) -> Relations {
                 }
             }
         }
-        ControlFlow::<()>::Continue(())
-    });
+    }
     r
+}
+
+/// The tables (and views) a statement names. A function called in FROM (`generate_series(1, 3)`,
+/// `json_each(...)`) is not one, though sqlparser parses it as a table with arguments: it runs
+/// wherever the statement runs, as a function in the select list does.
+fn tables_read<V: sqlparser::ast::Visit>(q: &V) -> Vec<ObjectName> {
+    #[derive(Default)]
+    struct Tables {
+        names: Vec<ObjectName>,
+        /// The relation about to be visited is a function's name.
+        function_next: bool,
+    }
+    impl sqlparser::ast::Visitor for Tables {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+            self.function_next = matches!(t, TableFactor::Table { args: Some(_), .. });
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
+            if !std::mem::take(&mut self.function_next) {
+                self.names.push(name.clone());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut tables = Tables::default();
+    let _ = sqlparser::ast::Visit::visit(q, &mut tables);
+    tables.names
 }
 
 fn plan_query(q: &Query, placement: &Placement, params: &Params) -> Plan {
@@ -1126,6 +1277,9 @@ fn plan_scatter(q: &Query, select: &Select, shards: Vec<usize>, params: &Params)
                 Ok(d) => d,
                 Err(p) => return *p,
             };
+            if explicit_collation(&oe.expr) == Some(false) {
+                return Plan::Reject(other_collation(&oe.expr));
+            }
             let column = match sort_column(&oe.expr, &select.projection) {
                 Some(SortColumn::Name(n)) if has_wildcard => SortColumn::Name(n),
                 Some(SortColumn::Position(p)) => SortColumn::Position(p),
@@ -1148,6 +1302,7 @@ fn plan_scatter(q: &Query, select: &Select, shards: Vec<usize>, params: &Params)
                 column,
                 descending,
                 nulls_first,
+                bytewise: explicit_collation(&oe.expr) == Some(true),
             });
         }
     }
@@ -1452,7 +1607,8 @@ mod tests {
             SortKey {
                 column: SortColumn::Position(2),
                 descending: true,
-                nulls_first: true
+                nulls_first: true,
+                bytewise: false,
             }
         );
         assert_eq!(merge.order[1].column, SortColumn::Position(1));
