@@ -169,3 +169,24 @@ async fn psql_meta_commands_work_on_three_shards() {
     assert!(out.contains("template1"), "\\l:\n{out}");
     assert!(out.contains(" n \n---\n 2\n"), "count over shards:\n{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg3_and_asyncpg_everyday_habits_on_three_unlike_shards() {
+    let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
+    let tables = "[tables.items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.countries]\nreference = true\n";
+    let tc = TestCluster::start_unlike(3, "", tables).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/everyday.py");
+    let out = run(Command::new(python)
+        .arg(script)
+        .env("SHARDGATE_URL", tc.url("app", "secret")));
+    assert!(
+        out.contains("psycopg everyday ok") && out.contains("asyncpg everyday ok"),
+        "{out}"
+    );
+    // Every copy of the reference table holds the one row.
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from countries")
+            .await,
+        vec![1, 1, 1]
+    );
+}

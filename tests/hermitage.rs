@@ -89,7 +89,9 @@ impl Bench {
         let mut named: Rows = rows
             .into_iter()
             .map(|(id, v)| {
-                let n = (1..=4).find(|&i| self.k[i] == id).unwrap_or(id) as i32;
+                let n = (1..=4usize)
+                    .find(|&i| self.k[i] == id)
+                    .map_or(id, |i| i as i32);
                 (n, v)
             })
             .collect();

@@ -7,7 +7,7 @@ use crate::error::{sqlstate, PgError};
 use crate::frontend::SessionEnd;
 use crate::protocol::frame::{take_frame, FrameScanner, Scan};
 use crate::protocol::message::{ClientMessage, Query};
-use crate::protocol::{build, Frame};
+use crate::protocol::Frame;
 use crate::server::ProxyContext;
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
@@ -66,7 +66,7 @@ pub async fn run(
                     sqlstate::FEATURE_NOT_SUPPORTED,
                     "the function-call protocol is not supported on several shards",
                 ));
-                build::ready_for_query(exec.txn.status(), &mut exec.out);
+                exec.ready_for_query();
                 exec.flush().await
             }
             // Stray COPY messages outside COPY are ignored, as PostgreSQL does.

@@ -243,10 +243,14 @@ fn resolve_keys(
                         .collect();
                     match found.as_slice() {
                         [one] => *one,
-                        _ => return Err(unsupported(format!(
+                        _ => {
+                            return Err(unsupported(format!(
                             "ORDER BY {n} over several shards needs {n} once in the select list"
                         ))
-                        .with_hint("Select the sort column (once) so the merge can sort on it.")),
+                            .with_hint(
+                                "Select the sort column (once) so the merge can sort on it.",
+                            ))
+                        }
                     }
                 }
             };

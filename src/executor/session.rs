@@ -144,14 +144,22 @@ impl<'a> Exec<'a> {
         }
     }
 
-    pub async fn flush(&mut self) -> R<()> {
-        // Notifications that arrived with answers go out with them: a client must accept one
-        // at any time.
+    /// The end of a request: notifications that arrived with its answers, as PostgreSQL sends
+    /// them (just before ReadyForQuery), then ReadyForQuery with the session's status.
+    pub fn ready_for_query(&mut self) {
+        self.pass_notifications();
+        build::ready_for_query(self.txn.status(), &mut self.out);
+    }
+
+    fn pass_notifications(&mut self) {
         for link in &mut self.links {
             for n in link.notifications.drain(..) {
                 self.out.extend_from_slice(&n.bytes);
             }
         }
+    }
+
+    pub async fn flush(&mut self) -> R<()> {
         if !self.out.is_empty() {
             self.client
                 .write_all(&self.out)
@@ -188,6 +196,7 @@ impl<'a> Exec<'a> {
             }
         }
         read?;
+        self.pass_notifications();
         self.flush().await
     }
 
@@ -283,13 +292,13 @@ impl<'a> Exec<'a> {
     pub async fn simple_query(&mut self, text: &str) -> R<()> {
         if text.trim().trim_matches(';').trim().is_empty() {
             build::empty(b'I', &mut self.out);
-            build::ready_for_query(self.txn.status(), &mut self.out);
+            self.ready_for_query();
             return self.flush().await;
         }
         if let Some(err) = too_large_to_analyse(text) {
             self.error(&err);
             self.after_error().await?;
-            build::ready_for_query(self.txn.status(), &mut self.out);
+            self.ready_for_query();
             return self.flush().await;
         }
         // Each statement, with the characters of the Query before it (for error positions).
@@ -339,7 +348,7 @@ impl<'a> Exec<'a> {
                         if self.txn.failed_implicit() {
                             self.txn = TxnState::Idle;
                         }
-                        build::ready_for_query(self.txn.status(), &mut self.out);
+                        self.ready_for_query();
                         return self.flush().await;
                     }
                 }
@@ -369,7 +378,7 @@ impl<'a> Exec<'a> {
         if matches!(&self.txn, TxnState::Open(t) if t.implicit) {
             self.commit(false).await?;
         }
-        build::ready_for_query(self.txn.status(), &mut self.out);
+        self.ready_for_query();
         self.flush().await
     }
 

@@ -377,7 +377,7 @@ impl Extended {
             exec.commit(false).await?;
         }
         self.end_of_sync(exec);
-        build::ready_for_query(exec.txn.status(), &mut exec.out);
+        exec.ready_for_query();
         Ok(())
     }
 

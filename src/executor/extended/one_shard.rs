@@ -4,7 +4,6 @@
 
 use super::{binds, snapshot_without, Extended, Portal, Statement};
 use crate::executor::session::{Exec, Step, R};
-use crate::protocol::build;
 use crate::protocol::message::{ClientMessage, Kind};
 use crate::router::params::Params;
 use crate::router::plan::Plan;
@@ -86,7 +85,7 @@ impl Extended {
                 exec.txn.fail();
             }
             self.end_of_sync(exec);
-            build::ready_for_query(exec.txn.status(), &mut exec.out);
+            exec.ready_for_query();
         } else {
             // Flush: read what the batch's messages produce.
             for m in &batch {

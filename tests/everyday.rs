@@ -1,0 +1,552 @@
+//! What every client sends, through the proxy on three unlike shards: each case is one that gave
+//! a wrong answer, a desync, a hang or a false refusal. Expected answers come from PostgreSQL
+//! itself where they can (the same statement run directly on a shard), not from the proxy.
+
+mod common;
+
+use common::raw::{field, message, query, startup_packet, Raw};
+use common::{code, connect, db_error, TestCluster};
+use tokio_postgres::SimpleQueryMessage;
+
+const TABLES: &str = "[tables.items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.countries]\nreference = true\n";
+
+async fn cluster() -> TestCluster {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let values: Vec<String> = (1..=60)
+        .map(|g| format!("({g}, 'item{g}', {})", g % 7))
+        .collect();
+    tc.client()
+        .await
+        .batch_execute(&format!(
+            "create table items (id bigint primary key, name text, qty int);
+             create table countries (code text primary key, name text);
+             insert into items values {}",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+    tc
+}
+
+fn rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(String::from)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn tag(messages: &[SimpleQueryMessage]) -> Option<u64> {
+    messages.iter().rev().find_map(|m| match m {
+        SimpleQueryMessage::CommandComplete(n) => Some(*n),
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_returning_gives_each_row_once() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    // Simple protocol: one row, and a count that agrees.
+    let m = c
+        .simple_query("insert into countries values ('ke', 'Kenya') returning code")
+        .await
+        .unwrap();
+    assert_eq!(rows(&m), vec![vec![Some("ke".to_string())]]);
+    assert_eq!(tag(&m), Some(1));
+    // Extended protocol, several rows.
+    let r = c
+        .query(
+            "insert into countries values ($1, 'France'), ($2, 'Peru') returning code",
+            &[&"fr", &"pe"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 2);
+    let r = c
+        .query(
+            "update countries set name = upper(name) returning code, name",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 3, "one row per country, not per copy");
+    assert_eq!(
+        c.execute("delete from countries where code <> 'ke'", &[])
+            .await
+            .unwrap(),
+        2
+    );
+    // Every copy has the same rows.
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from countries")
+            .await,
+        vec![1, 1, 1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_transaction_works_where_postgresql_allows_it() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    let levels = "select distinct current_setting('transaction_isolation') from items";
+    // After BEGIN, before the first query, reaching every shard (separate Queries).
+    c.simple_query("begin").await.unwrap();
+    c.simple_query("set transaction isolation level repeatable read")
+        .await
+        .unwrap();
+    let m = c.simple_query(levels).await.unwrap();
+    assert_eq!(rows(&m), vec![vec![Some("repeatable read".to_string())]]);
+    // After a query it is too late, as in PostgreSQL.
+    let e = c
+        .simple_query("set transaction isolation level read committed")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "25001");
+    c.simple_query("rollback").await.unwrap();
+
+    // In one Query with BEGIN, and in the extended protocol.
+    let m = c
+        .simple_query(&format!(
+            "start transaction; set transaction read only; {levels}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows(&m), vec![vec![Some("read committed".to_string())]]);
+    let e = c
+        .simple_query("insert into items values (1000, 'x', 1)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "25006", "read only reached the write's shard");
+    c.simple_query("rollback").await.unwrap();
+    c.query("begin", &[]).await.unwrap();
+    c.query("set transaction isolation level repeatable read", &[])
+        .await
+        .unwrap();
+    let r = c.query(levels, &[]).await.unwrap();
+    assert_eq!(r[0].get::<_, String>(0), "repeatable read");
+    assert_eq!(r.len(), 1);
+    c.query("commit", &[]).await.unwrap();
+
+    // Session characteristics apply to later transactions on every shard.
+    c.simple_query("set session characteristics as transaction isolation level repeatable read")
+        .await
+        .unwrap();
+    c.simple_query("begin").await.unwrap();
+    let m = c.simple_query(levels).await.unwrap();
+    assert_eq!(rows(&m), vec![vec![Some("repeatable read".to_string())]]);
+    c.simple_query("commit").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_carry_the_servers_code_message_and_position() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    let direct = tc.direct(0).await;
+    let texts = [
+        "selec 1",
+        "select 1 from items where id = 1 and",
+        "select nosuch from items where id = 1",
+        "select 1; select nosuch from items where id = 1",
+        "select 'ö'; selec 2",
+    ];
+    for sql in texts {
+        let want = direct.simple_query(sql).await.unwrap_err();
+        let got = c.simple_query(sql).await.unwrap_err();
+        let (w, g) = (db_error(&want), db_error(&got));
+        assert_eq!(
+            (g.code(), g.message(), g.position()),
+            (w.code(), w.message(), w.position()),
+            "{sql}"
+        );
+    }
+    // The first statement of a transaction block, which the proxy sends behind BEGIN.
+    c.simple_query("begin").await.unwrap();
+    let got = c
+        .simple_query("select nosuch from items where id = 1")
+        .await
+        .unwrap_err();
+    let want = direct
+        .simple_query("select nosuch from items where id = 1")
+        .await
+        .unwrap_err();
+    assert_eq!(db_error(&got).position(), db_error(&want).position());
+    c.simple_query("rollback").await.unwrap();
+    // A syntax error anywhere in a Query means nothing in it runs, as in PostgreSQL.
+    let e = c
+        .simple_query("insert into items values (500, 'x', 1); selec 2")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42601");
+    let m = c
+        .simple_query("select count(*) from items where id = 500")
+        .await
+        .unwrap();
+    assert_eq!(rows(&m), vec![vec![Some("0".to_string())]]);
+    // Valid SQL the proxy cannot route is still refused, and says so.
+    let e = c.simple_query("do $$ begin end $$").await.unwrap_err();
+    assert_eq!(code(&e), "0A000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_in_from_are_not_tables() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    let m = c
+        .simple_query("select * from generate_series(1, 3)")
+        .await
+        .unwrap();
+    assert_eq!(rows(&m).len(), 3);
+    let r = c
+        .query(
+            "select key, value from json_each($1::text::json)",
+            &[&r#"{"a":1,"b":2}"#],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 2);
+    let m = c
+        .simple_query("select * from regexp_split_to_table('a b c', ' ')")
+        .await
+        .unwrap();
+    assert_eq!(rows(&m).len(), 3);
+    // Joined with a sharded table, over every shard: each shard's rows times three.
+    let m = c
+        .simple_query("select count(*) from items, generate_series(1, 3) g")
+        .await
+        .unwrap();
+    assert_eq!(rows(&m), vec![vec![Some("180".to_string())]]);
+    // Inserting a function's rows into a reference table writes every copy alike.
+    c.simple_query("insert into countries select 'c' || g, 'n' from generate_series(1, 4) g")
+        .await
+        .unwrap();
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from countries")
+            .await,
+        vec![4, 4, 4]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_matches_the_rows_that_follow() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    // Parse/Describe/Bind/Execute of statements every shard runs, or the proxy answers.
+    let r = c
+        .query(
+            "select set_config('application_name', $1, false)",
+            &[&"described"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r[0].get::<_, String>(0), "described");
+    let r = c.query("show shardgate.consistency", &[]).await.unwrap();
+    assert_eq!(r[0].get::<_, String>(0), "shard");
+    let s = c.prepare("show shardgate.snapshot_scope").await.unwrap();
+    assert_eq!(s.columns()[0].name(), "shardgate.snapshot_scope");
+    assert_eq!(
+        c.query(&s, &[]).await.unwrap()[0].get::<_, String>(0),
+        "statement"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_results_arrive_before_sync() {
+    let tc = cluster().await;
+    let (mut raw, _) = Raw::login(tc.port).await;
+    // A read of every shard and a point read, each followed by Flush, never by Sync.
+    for sql in [
+        "select count(*) from items",
+        "select name from items where id = 7",
+    ] {
+        let mut parse = vec![0u8];
+        parse.extend_from_slice(sql.as_bytes());
+        parse.extend_from_slice(&[0, 0, 0]);
+        let mut batch = message(b'P', &parse);
+        batch.extend(message(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
+        batch.extend(message(b'E', &[0, 0, 0, 0, 0]));
+        batch.extend(message(b'H', &[]));
+        raw.send(&batch).await;
+        let mut seen = Vec::new();
+        while let Some((tag, body)) = raw.recv().await {
+            seen.push(tag);
+            if tag == b'D' {
+                let text = String::from_utf8_lossy(&body[6..]).into_owned();
+                assert!(text == "60" || text == "item7", "{sql}: {text}");
+            }
+            if tag == b'C' || tag == b'E' {
+                break;
+            }
+        }
+        assert_eq!(seen, b"12DC".to_vec(), "{sql}");
+    }
+    raw.send(&message(b'S', &[])).await;
+    assert_eq!(raw.until_ready().await.last().map(|m| m.0), Some(b'Z'));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_and_a_shards_fatal_reach_an_idle_client() {
+    let tc = cluster().await;
+    let (mut listener, greeting) = Raw::login(tc.port).await;
+    let pid = greeting
+        .iter()
+        .find(|m| m.0 == b'K')
+        .map(|m| i32::from_be_bytes(m.1[..4].try_into().unwrap()))
+        .unwrap();
+    // The pid the client was given is the one the server reports for it.
+    listener.send(&query("select pg_backend_pid()")).await;
+    let answer = listener.until_ready().await;
+    let reported = answer.iter().find(|m| m.0 == b'D').unwrap();
+    assert_eq!(String::from_utf8_lossy(&reported.1[6..]), pid.to_string());
+    listener.send(&query("listen jobs")).await;
+    listener.until_ready().await;
+    // Its own notification names it by that pid.
+    listener.send(&query("notify jobs, 'self'")).await;
+    let answer = listener.until_ready().await;
+    let own = answer
+        .iter()
+        .find(|m| m.0 == b'A')
+        .expect("own notification");
+    assert_eq!(i32::from_be_bytes(own.1[..4].try_into().unwrap()), pid);
+
+    // Another session's NOTIFY reaches the listener while it waits, without a query.
+    let other = tc.client().await;
+    other.simple_query("notify jobs, 'hello'").await.unwrap();
+    let (tag, body) = listener.recv().await.expect("a notification while idle");
+    assert_eq!(tag, b'A');
+    assert!(String::from_utf8_lossy(&body).contains("hello"));
+    other
+        .simple_query("select pg_notify('jobs', 'again')")
+        .await
+        .unwrap();
+    let (tag, _) = listener.recv().await.expect("pg_notify while idle");
+    assert_eq!(tag, b'A');
+
+    // An administrator ends the listener's backend on a shard: the client hears that FATAL,
+    // not a generic lost connection, and at once.
+    drop(other);
+    let admin = tc.direct(1).await;
+    admin
+        .simple_query(
+            "select pg_terminate_backend(pid) from pg_stat_activity where backend_type = 'client backend' and application_name <> 'shardgate-control' and pid <> pg_backend_pid()",
+        )
+        .await
+        .unwrap();
+    let (tag, body) = listener.recv().await.expect("the shard's FATAL");
+    assert_eq!(tag, b'E');
+    assert_eq!(field(&body, b'C').as_deref(), Some("57P01"));
+    assert!(listener.is_closed().await);
+    // Other clients are unaffected.
+    let c = tc.client().await;
+    c.simple_query("select count(*) from items").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_names_database_options_and_encoding() {
+    let tc = cluster().await;
+    // A database the proxy does not serve.
+    let url = format!("postgres://app:secret@127.0.0.1:{}/nosuchdb", tc.port);
+    let Err(e) = connect(&url).await else {
+        panic!("an unknown database must be refused")
+    };
+    assert_eq!(code(&e), "3D000");
+    // shardgate's own settings are the proxy's; the rest apply on every shard.
+    let url = format!(
+        "{}?options=-c%20shardgate.snapshot_scope%3Dall%20-c%20work_mem%3D7MB",
+        tc.url("app", "secret")
+    );
+    let c = connect(&url).await.unwrap();
+    let m = c
+        .simple_query("show shardgate.snapshot_scope")
+        .await
+        .unwrap();
+    assert_eq!(rows(&m), vec![vec![Some("all".to_string())]]);
+    let m = c
+        .simple_query("select count(*) from items where current_setting('work_mem') = '7MB'")
+        .await
+        .unwrap();
+    assert_eq!(rows(&m), vec![vec![Some("60".to_string())]]);
+    let url = format!(
+        "{}?options=-c%20shardgate.consistency%3Dsometimes",
+        tc.url("app", "secret")
+    );
+    let Err(e) = connect(&url).await else {
+        panic!("a bad setting must be refused")
+    };
+    assert_eq!(code(&e), "22023");
+
+    // Encodings: UTF-8 text round-trips; another encoding is refused, never misread.
+    let c = tc.client().await;
+    c.simple_query("insert into items values (900, 'café ☕', 1)")
+        .await
+        .unwrap();
+    let m = c
+        .simple_query("select name from items where id = 900")
+        .await
+        .unwrap();
+    assert_eq!(rows(&m), vec![vec![Some("café ☕".to_string())]]);
+    let e = c
+        .simple_query("set client_encoding to latin9")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000");
+    c.simple_query("set names 'UTF8'").await.unwrap();
+    let mut raw = Raw::connect(tc.port).await;
+    raw.send(&startup_packet(
+        196608,
+        &[
+            ("user", "trustuser"),
+            ("database", "postgres"),
+            ("client_encoding", "LATIN1"),
+        ],
+    ))
+    .await;
+    let answer = raw.until_ready().await;
+    let refused = answer.iter().find(|m| m.0 == b'E').expect("refused");
+    assert_eq!(field(&refused.1, b'C').as_deref(), Some("0A000"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_every_driver_sends() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    for sql in [
+        "listen ch",
+        "unlisten *",
+        "notify ch, 'x'",
+        "close all",
+        "select",
+        "checkpoint",
+        "create domain posint as int check (value > 0)",
+        "drop domain posint",
+    ] {
+        c.simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    c.simple_query("begin").await.unwrap();
+    c.simple_query("lock items in share mode").await.unwrap();
+    c.simple_query("commit").await.unwrap();
+    // Temporary tables are refused before anything is created, in and out of a transaction.
+    let e = c
+        .simple_query("create temp table scratch (a int)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000");
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from pg_class where relname = 'scratch'")
+            .await,
+        vec![0, 0, 0]
+    );
+}
+
+/// Shards whose databases use `collate`, `ctype` and `provider` (each shard gets the same).
+async fn cluster_with_collation(create: &str) -> TestCluster {
+    let (shards, dir) = tokio::task::spawn_blocking(|| common::start_unlike_shards(3))
+        .await
+        .unwrap();
+    for s in &shards {
+        let c = connect(&s.url("postgres")).await.unwrap();
+        c.batch_execute(&format!("create database sorted {create}"))
+            .await
+            .unwrap();
+    }
+    let port = shardgate::localpg::free_port().unwrap();
+    let text = format!("{}\n{TABLES}", common::config_for(port, &shards, ""))
+        .replace("/postgres\"", "/sorted\"");
+    let config = shardgate::config::Config::from_toml(&text).unwrap();
+    let proxy = shardgate::server::Proxy::start(&config).await.unwrap();
+    let tc = TestCluster {
+        port: proxy.local_addr.port(),
+        shards,
+        dir,
+        proxy: Some(proxy),
+        config,
+    };
+    let url = format!("postgres://app:secret@127.0.0.1:{}/sorted", tc.port);
+    let c = connect(&url).await.unwrap();
+    c.batch_execute(
+        "create table items (id bigint primary key, name text, qty int);
+         insert into items values (1, 'b', 1), (2, 'B', 2), (3, 'a', 3), (4, 'é', 4), (5, 'Z', 5), (6, 'z', 6)",
+    )
+    .await
+    .unwrap();
+    tc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_order_merges_under_code_point_collations() {
+    let tc = cluster_with_collation(
+        "template template0 encoding 'UTF8' lc_collate 'C.UTF-8' lc_ctype 'C.UTF-8'",
+    )
+    .await;
+    let url = format!("postgres://app:secret@127.0.0.1:{}/sorted", tc.port);
+    let c = connect(&url).await.unwrap();
+    let direct = connect(&tc.shards[0].url("sorted")).await.unwrap();
+    let expected: Vec<String> = direct
+        .query(
+            "select v from unnest(array['b','B','a','é','Z','z']) v order by v",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for sql in [
+        "select name from items order by name",
+        "select name from items order by name collate \"C\"",
+        "select name from items order by name collate \"POSIX\"",
+    ] {
+        let got: Vec<String> = c
+            .query(sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(got, expected, "{sql}");
+    }
+    let e = c
+        .query(
+            "select name from items order by name collate \"und-x-icu\"",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000");
+    assert!(db_error(&e).hint().unwrap().contains("COLLATE \"C\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_order_under_another_collation_is_refused_with_a_hint_that_works() {
+    let tc = cluster_with_collation(
+        "template template0 encoding 'UTF8' locale_provider icu icu_locale 'und' lc_collate 'C.UTF-8' lc_ctype 'C.UTF-8'",
+    )
+    .await;
+    let url = format!("postgres://app:secret@127.0.0.1:{}/sorted", tc.port);
+    let c = connect(&url).await.unwrap();
+    let e = c
+        .query("select name from items order by name", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000");
+    let e = c
+        .query("select max(name) from items", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000");
+    // The hint's way works, and gives code-point order.
+    let got: Vec<String> = c
+        .query("select name from items order by name collate \"C\"", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(got, ["B", "Z", "a", "b", "z", "é"]);
+}

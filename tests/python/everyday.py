@@ -1,0 +1,98 @@
+"""Habits of psycopg 3 and asyncpg that broke on several shards, through shardgate on three
+unlike shards (tests/clients.rs sets SHARDGATE_URL; `items` is sharded by id, `countries` is a
+reference table). Expected values are computed here, never read back from the proxy alone.
+"""
+import asyncio
+import faulthandler
+# A hang in the proxy becomes a traceback and a failure, not a stuck CI run.
+faulthandler.dump_traceback_later(120, exit=True)
+import os
+
+import asyncpg
+import psycopg
+
+URL = os.environ["SHARDGATE_URL"]
+
+
+def check_psycopg():
+    with psycopg.connect(URL, autocommit=True) as conn:
+        conn.execute("create table items (id bigint primary key, name text, qty int)")
+        conn.execute("create table countries (code text primary key, name text)")
+        cur = conn.cursor()
+        # executemany over rows on every shard: one prepared statement per shard connection.
+        cur.executemany(
+            "insert into items (id, name, qty) values (%s, %s, %s)",
+            [(i, f"n{i}", i % 5) for i in range(1, 41)],
+        )
+        assert conn.execute("select count(*) from items").fetchone() == (40,)
+        # A multi-row insert split over shards, every str sent untyped: each shard gets only
+        # the parameters its rows use.
+        cur.execute(
+            "insert into items (id, name, qty) values (%s, %s, %s), (%s, %s, %s), (%s, %s, %s)",
+            (101, "a", 1, 102, "b", 2, 103, "c", 3),
+        )
+        assert cur.rowcount == 3, cur.rowcount
+        rows = conn.execute("select id, name from items where id > 100 order by id").fetchall()
+        assert rows == [(101, "a"), (102, "b"), (103, "c")], rows
+        # Reference RETURNING: one row, one count.
+        cur.execute("insert into countries values (%s, %s) returning code", ("ke", "Kenya"))
+        assert cur.fetchall() == [("ke",)] and cur.rowcount == 1
+        # Describe(portal) of a statement every shard runs matches its rows.
+        assert conn.execute("select set_config('application_name', %s, false)", ("py",)).fetchone() == ("py",)
+        # Pipeline mode: results flow before the pipeline syncs.
+        with conn.pipeline():
+            a = conn.execute("select count(*) from items")
+            b = conn.execute("select name from items where id = %s", (7,))
+            assert a.fetchone() == (43,)
+            assert b.fetchone() == ("n7",)
+            for i in range(200, 260):
+                conn.execute("insert into items (id, name, qty) values (%s, %s, %s)", (i, "p", 0))
+        assert conn.execute("select count(*) from items where name = 'p'").fetchone() == (60,)
+        # SET TRANSACTION right after BEGIN, as Rails and hand-written apps do.
+        with conn.transaction():
+            conn.execute("set transaction isolation level repeatable read")
+            levels = conn.execute("select distinct current_setting('transaction_isolation') from items").fetchall()
+            assert levels == [("repeatable read",)], levels
+        # A syntax error is PostgreSQL's own.
+        try:
+            conn.execute("selec 1")
+            raise AssertionError("must fail")
+        except psycopg.errors.SyntaxError as e:
+            assert 'syntax error at or near "selec"' in str(e), e
+        # Notifications reach a connection waiting for them.
+        with psycopg.connect(URL, autocommit=True) as listener:
+            listener.execute("listen jobs")
+            conn.execute("notify jobs, 'ready'")
+            got = next(listener.notifies(timeout=30))
+            assert got.payload == "ready", got
+            listener.execute("notify jobs, 'mine'")
+            own = next(listener.notifies(timeout=30))
+            assert own.pid == listener.info.backend_pid, (own.pid, listener.info.backend_pid)
+    print("psycopg everyday ok")
+
+
+async def check_asyncpg():
+    pool = await asyncpg.create_pool(URL, min_size=1, max_size=2)
+    # Releasing a connection resets it (asyncpg sends CLOSE ALL, UNLISTEN *, RESET ALL ...).
+    for _ in range(3):
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("select count(*) from items where id < $1", 41) == 40
+    async with pool.acquire() as conn:
+        await conn.executemany(
+            "insert into items (id, name, qty) values ($1, $2, $3)",
+            [(i, "q", 1) for i in range(300, 330)],
+        )
+        assert await conn.fetchval("select count(*) from items where name = 'q'") == 30
+        got = asyncio.get_running_loop().create_future()
+        await conn.add_listener("events", lambda *args: got.set_result(args[3]))
+        other = await asyncpg.connect(URL)
+        await other.execute("notify events, 'fired'")
+        assert await asyncio.wait_for(got, 30) == "fired"
+        await other.close()
+        await conn.remove_listener("events", lambda *args: None)
+    await pool.close()
+    print("asyncpg everyday ok")
+
+
+check_psycopg()
+asyncio.run(check_asyncpg())
