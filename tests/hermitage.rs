@@ -161,7 +161,21 @@ struct Run<'a> {
     protocol: Protocol,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    /// Hermitage's setup, then `n` sessions, each in a transaction at `level`.
+    async fn start(b: &'a Bench, protocol: Protocol, n: usize, level: &str) -> Run<'a> {
+        b.setup().await;
+        let r = Run {
+            b,
+            t: b.sessions(n).await,
+            protocol,
+        };
+        for i in 0..n {
+            r.begin(i, level).await;
+        }
+        r
+    }
+
     async fn begin(&self, i: usize, level: &str) {
         let set = format!("set transaction isolation level {level}");
         match self.protocol {
@@ -217,14 +231,7 @@ fn rows(r: &[(i32, i32)]) -> Rows {
 async fn read_committed(b: &Bench, protocol: Protocol) {
     let rc = "read committed";
     // G0: write cycles are prevented by row locks.
-    b.setup().await;
-    let r = Run {
-        b,
-        t: b.sessions(2).await,
-        protocol,
-    };
-    r.begin(0, rc).await;
-    r.begin(1, rc).await;
+    let r = Run::start(b, protocol, 2, rc).await;
     r.ok(0, "update test set value = 11 where id = {1}").await;
     let t2 = r
         .blocked(1, "update test set value = 12 where id = {1}")
@@ -246,14 +253,7 @@ async fn read_committed(b: &Bench, protocol: Protocol) {
     );
 
     // G1a: aborted reads are prevented.
-    b.setup().await;
-    let r = Run {
-        b,
-        t: b.sessions(2).await,
-        protocol,
-    };
-    r.begin(0, rc).await;
-    r.begin(1, rc).await;
+    let r = Run::start(b, protocol, 2, rc).await;
     r.ok(0, "update test set value = 101 where id = {1}").await;
     assert_eq!(
         r.ok(1, "select * from test").await,
@@ -269,14 +269,7 @@ async fn read_committed(b: &Bench, protocol: Protocol) {
     r.ok(1, "commit").await;
 
     // G1b: intermediate reads are prevented.
-    b.setup().await;
-    let r = Run {
-        b,
-        t: b.sessions(2).await,
-        protocol,
-    };
-    r.begin(0, rc).await;
-    r.begin(1, rc).await;
+    let r = Run::start(b, protocol, 2, rc).await;
     r.ok(0, "update test set value = 101 where id = {1}").await;
     assert_eq!(
         r.ok(1, "select * from test").await,
@@ -293,14 +286,7 @@ async fn read_committed(b: &Bench, protocol: Protocol) {
     r.ok(1, "commit").await;
 
     // G1c: circular information flow is prevented.
-    b.setup().await;
-    let r = Run {
-        b,
-        t: b.sessions(2).await,
-        protocol,
-    };
-    r.begin(0, rc).await;
-    r.begin(1, rc).await;
+    let r = Run::start(b, protocol, 2, rc).await;
     r.ok(0, "update test set value = 11 where id = {1}").await;
     r.ok(1, "update test set value = 22 where id = {2}").await;
     assert_eq!(
@@ -317,15 +303,7 @@ async fn read_committed(b: &Bench, protocol: Protocol) {
     r.ok(1, "commit").await;
 
     // OTV: an observed transaction does not vanish.
-    b.setup().await;
-    let r = Run {
-        b,
-        t: b.sessions(3).await,
-        protocol,
-    };
-    r.begin(0, rc).await;
-    r.begin(1, rc).await;
-    r.begin(2, rc).await;
+    let r = Run::start(b, protocol, 3, rc).await;
     r.ok(0, "update test set value = 11 where id = {1}").await;
     r.ok(0, "update test set value = 19 where id = {2}").await;
     let t2 = r
@@ -358,14 +336,7 @@ async fn read_committed(b: &Bench, protocol: Protocol) {
     r.ok(2, "commit").await;
 
     // PMP: read committed lets a predicate read see a row committed since.
-    b.setup().await;
-    let r = Run {
-        b,
-        t: b.sessions(2).await,
-        protocol,
-    };
-    r.begin(0, rc).await;
-    r.begin(1, rc).await;
+    let r = Run::start(b, protocol, 2, rc).await;
     assert_eq!(
         r.ok(0, "select * from test where value = 30").await,
         rows(&[]),
@@ -382,14 +353,7 @@ async fn read_committed(b: &Bench, protocol: Protocol) {
     r.ok(0, "commit").await;
 
     // PMP for write predicates: the delete re-checks the updated row and skips it.
-    b.setup().await;
-    let r = Run {
-        b,
-        t: b.sessions(2).await,
-        protocol,
-    };
-    r.begin(0, rc).await;
-    r.begin(1, rc).await;
+    let r = Run::start(b, protocol, 2, rc).await;
     r.ok(0, "update test set value = value + 10").await;
     let t2 = r.blocked(1, "delete from test where value = 20").await;
     r.ok(0, "commit").await;
@@ -402,14 +366,7 @@ async fn read_committed(b: &Bench, protocol: Protocol) {
     r.ok(1, "commit").await;
 
     // P4: read committed allows the lost update.
-    b.setup().await;
-    let r = Run {
-        b,
-        t: b.sessions(2).await,
-        protocol,
-    };
-    r.begin(0, rc).await;
-    r.begin(1, rc).await;
+    let r = Run::start(b, protocol, 2, rc).await;
     r.ok(0, "select * from test where id = {1}").await;
     r.ok(1, "select * from test where id = {1}").await;
     r.ok(0, "update test set value = 11 where id = {1}").await;
@@ -421,14 +378,7 @@ async fn read_committed(b: &Bench, protocol: Protocol) {
     r.ok(1, "commit").await;
 
     // G-single: read committed allows read skew.
-    b.setup().await;
-    let r = Run {
-        b,
-        t: b.sessions(2).await,
-        protocol,
-    };
-    r.begin(0, rc).await;
-    r.begin(1, rc).await;
+    let r = Run::start(b, protocol, 2, rc).await;
     assert_eq!(
         r.ok(0, "select * from test where id = {1}").await,
         rows(&[(1, 10)]),
@@ -450,14 +400,7 @@ async fn read_committed(b: &Bench, protocol: Protocol) {
 async fn repeatable_read(b: &Bench, protocol: Protocol) {
     let rr = "repeatable read";
     // PMP: a predicate read keeps its snapshot.
-    b.setup().await;
-    let r = Run {
-        b,
-        t: b.sessions(2).await,
-        protocol,
-    };
-    r.begin(0, rr).await;
-    r.begin(1, rr).await;
+    let r = Run::start(b, protocol, 2, rr).await;
     assert_eq!(
         r.ok(0, "select * from test where value = 30").await,
         rows(&[]),
@@ -474,14 +417,7 @@ async fn repeatable_read(b: &Bench, protocol: Protocol) {
     r.ok(0, "commit").await;
 
     // PMP for write predicates: the blocked delete fails to serialize.
-    b.setup().await;
-    let r = Run {
-        b,
-        t: b.sessions(2).await,
-        protocol,
-    };
-    r.begin(0, rr).await;
-    r.begin(1, rr).await;
+    let r = Run::start(b, protocol, 2, rr).await;
     r.ok(0, "update test set value = value + 10").await;
     let t2 = r.blocked(1, "delete from test where value = 20").await;
     r.ok(0, "commit").await;
@@ -489,14 +425,7 @@ async fn repeatable_read(b: &Bench, protocol: Protocol) {
     r.ok(1, "abort").await;
 
     // P4: the lost update is prevented.
-    b.setup().await;
-    let r = Run {
-        b,
-        t: b.sessions(2).await,
-        protocol,
-    };
-    r.begin(0, rr).await;
-    r.begin(1, rr).await;
+    let r = Run::start(b, protocol, 2, rr).await;
     r.ok(0, "select * from test where id = {1}").await;
     r.ok(1, "select * from test where id = {1}").await;
     r.ok(0, "update test set value = 11 where id = {1}").await;
@@ -509,14 +438,7 @@ async fn repeatable_read(b: &Bench, protocol: Protocol) {
 
     // G-single (read skew). PostgreSQL shows 2 => 20. In shard consistency the second shard's
     // snapshot is taken by the read of row 2, after T2 committed: the documented read skew.
-    b.setup().await;
-    let r = Run {
-        b,
-        t: b.sessions(2).await,
-        protocol,
-    };
-    r.begin(0, rr).await;
-    r.begin(1, rr).await;
+    let r = Run::start(b, protocol, 2, rr).await;
     assert_eq!(
         r.ok(0, "select * from test where id = {1}").await,
         rows(&[(1, 10)]),
@@ -536,14 +458,7 @@ async fn repeatable_read(b: &Bench, protocol: Protocol) {
 
     // G-single with predicate dependencies: the first read reaches every shard, so the
     // transaction's snapshots all predate T2 and PostgreSQL's answer holds.
-    b.setup().await;
-    let r = Run {
-        b,
-        t: b.sessions(2).await,
-        protocol,
-    };
-    r.begin(0, rr).await;
-    r.begin(1, rr).await;
+    let r = Run::start(b, protocol, 2, rr).await;
     assert_eq!(
         r.ok(0, "select * from test where value % 5 = 0").await,
         rows(&[(1, 10), (2, 20)]),
@@ -561,14 +476,7 @@ async fn repeatable_read(b: &Bench, protocol: Protocol) {
     // G-single with a write predicate. PostgreSQL fails the delete with 40001. In shard
     // consistency the delete is T1's first statement on row 2's shard: its snapshot there sees
     // 2 => 18, so nothing matches and nothing fails (the documented read skew again).
-    b.setup().await;
-    let r = Run {
-        b,
-        t: b.sessions(2).await,
-        protocol,
-    };
-    r.begin(0, rr).await;
-    r.begin(1, rr).await;
+    let r = Run::start(b, protocol, 2, rr).await;
     assert_eq!(
         r.ok(0, "select * from test where id = {1}").await,
         rows(&[(1, 10)]),
@@ -582,14 +490,7 @@ async fn repeatable_read(b: &Bench, protocol: Protocol) {
     r.ok(0, "abort").await;
 
     // G2-item: repeatable read allows write skew.
-    b.setup().await;
-    let r = Run {
-        b,
-        t: b.sessions(2).await,
-        protocol,
-    };
-    r.begin(0, rr).await;
-    r.begin(1, rr).await;
+    let r = Run::start(b, protocol, 2, rr).await;
     r.ok(0, "select * from test where id in ({1}, {2})").await;
     r.ok(1, "select * from test where id in ({1}, {2})").await;
     r.ok(0, "update test set value = 11 where id = {1}").await;
@@ -603,14 +504,7 @@ async fn repeatable_read(b: &Bench, protocol: Protocol) {
     );
 
     // G2: repeatable read allows anti-dependency cycles.
-    b.setup().await;
-    let r = Run {
-        b,
-        t: b.sessions(2).await,
-        protocol,
-    };
-    r.begin(0, rr).await;
-    r.begin(1, rr).await;
+    let r = Run::start(b, protocol, 2, rr).await;
     r.ok(0, "select * from test where value % 3 = 0").await;
     r.ok(1, "select * from test where value % 3 = 0").await;
     r.ok(0, "insert into test (id, value) values ({3}, 30)")
@@ -638,13 +532,7 @@ async fn hermitage_read_committed_and_repeatable_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serializable_does_not_reach_a_second_shard() {
     let b = Bench::start().await;
-    b.setup().await;
-    let r = Run {
-        b: &b,
-        t: b.sessions(1).await,
-        protocol: Protocol::Simple,
-    };
-    r.begin(0, "serializable").await;
+    let r = Run::start(&b, Protocol::Simple, 1, "serializable").await;
     r.ok(0, "select * from test where id = {1}").await;
     // Each shard would serialize only its part: refused rather than weakened.
     r.fails(0, "select * from test where id = {2}", "0A000")

@@ -205,10 +205,10 @@ async fn text_the_parser_cannot_read_never_reaches_several_shards_whole() {
     let tc = cluster().await;
     let c = tc.client().await;
     for sql in [
-        "set application_name='a'; insert into accounts (id) values (777); checkpoint",
+        "set application_name='a'; insert into accounts (id) values (777); do $$ begin end $$",
         "vacuum accounts; insert into accounts (id) values (778); do $$ begin end $$",
-        "show server_version; insert into accounts (id) values (779); checkpoint",
-        "begin; insert into accounts (id) values (780); checkpoint",
+        "show server_version; insert into accounts (id) values (779); do $$ begin end $$",
+        "begin; insert into accounts (id) values (780); do $$ begin end $$",
     ] {
         let e = c.simple_query(sql).await.map(|_| ()).expect_err(sql);
         assert!(e.code().is_some(), "{sql}: {e}");

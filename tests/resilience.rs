@@ -183,8 +183,11 @@ async fn ssl_and_gss_requests_are_declined_then_login_proceeds() {
         packet.extend_from_slice(&code.to_be_bytes());
         raw.send(&packet).await;
         assert_eq!(raw.recv_byte().await, b'N');
-        raw.send(&startup_packet(196608, &[("user", "trustuser")]))
-            .await;
+        raw.send(&startup_packet(
+            196608,
+            &[("user", "trustuser"), ("database", "postgres")],
+        ))
+        .await;
         let greeting = raw.until_ready().await;
         assert_eq!(greeting.last().map(|(t, b)| (*t, b[0])), Some((b'Z', b'I')));
     }
@@ -196,7 +199,11 @@ async fn newer_protocol_minor_is_negotiated_down() {
     let mut raw = Raw::connect(tc.port).await;
     raw.send(&startup_packet(
         196610,
-        &[("user", "trustuser"), ("_pq_.test", "1")],
+        &[
+            ("user", "trustuser"),
+            ("database", "postgres"),
+            ("_pq_.test", "1"),
+        ],
     ))
     .await;
     let msgs = raw.until_ready().await;
