@@ -38,6 +38,8 @@ pub struct ProxyContext {
     pub auth_throttle: crate::auth::throttle::Throttle,
     /// What the health probes last saw of each shard.
     pub health: Arc<crate::backend::health::Health>,
+    /// User-defined type OIDs translated between shards.
+    pub types: crate::backend::type_oids::TypeOids,
 }
 
 /// Errors that stop a proxy from starting.
@@ -88,6 +90,10 @@ impl Proxy {
                 .then(|| Duration::from_secs(config.server.shard_response_timeout_secs)),
             auth_throttle: crate::auth::throttle::Throttle::default(),
             health: Arc::new(crate::backend::health::Health::new(config.shards.len())),
+            types: crate::backend::type_oids::TypeOids::new(
+                config.shard_targets(),
+                Duration::from_secs(config.server.connect_timeout_secs),
+            ),
         };
         raise_open_files_limit();
         crate::failpoint::validate().map_err(StartError::Config)?;

@@ -173,7 +173,7 @@ async fn psql_meta_commands_work_on_three_shards() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3_and_asyncpg_everyday_habits_on_three_unlike_shards() {
     let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
-    let tables = "[tables.items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.countries]\nreference = true\n";
+    let tables = "[tables.items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.countries]\nreference = true\n[tables.feelings]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
     let tc = TestCluster::start_unlike(3, "", tables).await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/everyday.py");
     let out = run(Command::new(python)

@@ -8,7 +8,7 @@ use common::raw::{field, message, query, startup_packet, Raw};
 use common::{code, connect, db_error, TestCluster};
 use tokio_postgres::SimpleQueryMessage;
 
-const TABLES: &str = "[tables.items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.countries]\nreference = true\n";
+const TABLES: &str = "[tables.items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.countries]\nreference = true\n[tables.feelings]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
 
 async fn cluster() -> TestCluster {
     let tc = TestCluster::start_unlike(3, "", TABLES).await;
@@ -549,4 +549,138 @@ async fn text_order_under_another_collation_is_refused_with_a_hint_that_works() 
         .map(|r| r.get(0))
         .collect();
     assert_eq!(got, ["B", "Z", "a", "b", "z", "é"]);
+}
+
+/// A Parse of `sql` declaring `types`, a Bind of text `values`, Describe, Execute and Sync.
+fn typed_request(sql: &str, types: &[u32], values: &[&str]) -> Vec<u8> {
+    let mut parse = vec![0u8];
+    parse.extend_from_slice(sql.as_bytes());
+    parse.push(0);
+    parse.extend_from_slice(&(types.len() as i16).to_be_bytes());
+    for t in types {
+        parse.extend_from_slice(&t.to_be_bytes());
+    }
+    let mut bind = vec![0u8, 0, 0, 0];
+    bind.extend_from_slice(&(values.len() as i16).to_be_bytes());
+    for v in values {
+        bind.extend_from_slice(&(v.len() as i32).to_be_bytes());
+        bind.extend_from_slice(v.as_bytes());
+    }
+    bind.extend_from_slice(&[0, 0]);
+    let mut out = message(b'P', &parse);
+    out.extend(message(b'B', &bind));
+    out.extend(message(b'D', b"P\0"));
+    out.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    out.extend(message(b'S', &[]));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_defined_types_keep_the_first_shards_oids() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create type mood as enum ('sad', 'ok', 'happy');
+         create table feelings (id bigint primary key, m mood);
+         insert into feelings values (1, 'sad'), (2, 'ok'), (3, 'happy'), (4, 'sad'), (5, 'ok'), (6, 'happy')",
+    )
+    .await
+    .unwrap();
+    let mut oids = Vec::new();
+    for i in 0..3 {
+        let row = tc
+            .direct(i)
+            .await
+            .query_one("select 'mood'::regtype::oid", &[])
+            .await
+            .unwrap();
+        oids.push(row.get::<_, u32>(0));
+    }
+    assert!(
+        oids[0] != oids[1] && oids[1] != oids[2],
+        "the shards must know the type by different OIDs: {oids:?}"
+    );
+    let home = oids[0];
+    // Descriptions carry the first shard's OID: a read of every shard, and point reads of
+    // each row (whichever shard holds it).
+    let s = c
+        .prepare("select id, m from feelings order by id")
+        .await
+        .unwrap();
+    assert_eq!(s.columns()[1].type_().oid(), home);
+    assert_eq!(s.columns()[1].type_().name(), "mood");
+    let s = c
+        .prepare("select m from feelings where id = $1")
+        .await
+        .unwrap();
+    let (mut raw, _) = Raw::login(tc.port).await;
+    for id in 1..=6 {
+        assert_eq!(s.columns()[0].type_().oid(), home);
+        raw.send(&typed_request(
+            "select m from feelings where id = $1",
+            &[20],
+            &[&id.to_string()],
+        ))
+        .await;
+        let answer = raw.until_ready().await;
+        let desc = answer.iter().find(|m| m.0 == b'T').expect("a description");
+        let at = desc.1.len() - 18 + 6; // the last (only) field's type OID
+        assert_eq!(
+            u32::from_be_bytes(desc.1[at..at + 4].try_into().unwrap()),
+            home,
+            "row {id}"
+        );
+    }
+    // Parameters the client declares with the first shard's OID reach every shard as that
+    // shard's own type: a point read on each shard, and a read of all of them.
+    for id in 1..=6 {
+        raw.send(&typed_request(
+            "select id from feelings where id = $1 and m = $2",
+            &[20, home],
+            &[
+                &id.to_string(),
+                if id % 3 == 1 {
+                    "sad"
+                } else if id % 3 == 2 {
+                    "ok"
+                } else {
+                    "happy"
+                },
+            ],
+        ))
+        .await;
+        let answer = raw.until_ready().await;
+        assert!(
+            answer.iter().all(|m| m.0 != b'E'),
+            "row {id}: {:?}",
+            answer
+                .iter()
+                .find(|m| m.0 == b'E')
+                .map(|m| field(&m.1, b'M'))
+        );
+        assert_eq!(answer.iter().filter(|m| m.0 == b'D').count(), 1, "row {id}");
+    }
+    raw.send(&typed_request(
+        "select id from feelings where m = $1",
+        &[home],
+        &["ok"],
+    ))
+    .await;
+    let answer = raw.until_ready().await;
+    assert!(answer.iter().all(|m| m.0 != b'E'));
+    assert_eq!(answer.iter().filter(|m| m.0 == b'D').count(), 2);
+    // A multi-row insert over several shards with the type declared.
+    raw.send(&typed_request(
+        "insert into feelings values ($1, $2), ($3, $4)",
+        &[20, home, 20, home],
+        &["7", "ok", "8", "sad"],
+    ))
+    .await;
+    let answer = raw.until_ready().await;
+    assert!(answer.iter().all(|m| m.0 != b'E'));
+    let m = c
+        .simple_query("select count(*) from feelings")
+        .await
+        .unwrap();
+    assert_eq!(rows(&m), vec![vec![Some("8".to_string())]]);
 }

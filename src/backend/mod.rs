@@ -9,6 +9,7 @@ mod connect;
 pub mod control;
 pub mod health;
 mod stream;
+pub mod type_oids;
 
 pub use cancel::send_cancel;
 pub use connect::{connect, BackendError, ShardConnection};

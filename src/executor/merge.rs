@@ -31,16 +31,17 @@ pub async fn scatter(
 ) -> R<Step> {
     let mut q = BytesMut::new();
     build::query(sql, &mut q);
-    scatter_request(exec, shards, &q, merge, true).await
+    scatter_request(exec, shards, &[q.freeze()], merge, true).await
 }
 
-/// Sends `request` (a Query, or Parse+Bind+Describe+Execute+Sync) to each shard and merges the
-/// answers. `describe`: whether the client gets the RowDescription (simple protocol) or already
-/// has it (extended protocol, from its Describe).
+/// Sends each shard its request (a Query, or Parse+Bind+Describe+Execute+Sync; `requests` holds
+/// one per shard, or one for all) and merges the answers. `describe`: whether the client gets
+/// the RowDescription (simple protocol) or already has it (extended protocol, from its
+/// Describe).
 pub async fn scatter_request(
     exec: &mut Exec<'_>,
     shards: &[usize],
-    request: &[u8],
+    requests: &[bytes::Bytes],
     merge: &MergeSpec,
     describe: bool,
 ) -> R<Step> {
@@ -49,7 +50,8 @@ pub async fn scatter_request(
             return Ok(Step::Failed);
         }
     }
-    for &s in shards {
+    for (i, &s) in shards.iter().enumerate() {
+        let request = &requests[i.min(requests.len() - 1)];
         exec.links[s].send(request).await?;
     }
     // A snapshot cut sent just before this read answers first.
@@ -66,6 +68,9 @@ pub async fn scatter_request(
             let f = exec.links[s].recv().await?;
             match f.tag {
                 b'T' => {
+                    // Compared and passed on with user-defined types as the first shard
+                    // knows them (each shard has its own OIDs for them).
+                    let f = exec.for_client(s, f).await;
                     match &description {
                         None => description = Some(f),
                         Some(d) if inspect::same_columns(d.body(), f.body()) => {}

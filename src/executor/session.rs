@@ -88,6 +88,8 @@ pub struct Exec<'a> {
     /// Whether the proxy's own row answers start with a RowDescription (not for an
     /// extended-protocol Execute, whose description was the Describe's).
     pub describe_rows: bool,
+    /// User-defined type OIDs between shards (see `backend::type_oids`).
+    pub types: Option<&'a crate::backend::type_oids::TypeOids>,
 }
 
 /// The longest statement text analysed on several shards. Its syntax tree takes about a hundred
@@ -141,6 +143,7 @@ impl<'a> Exec<'a> {
             rewritten: false,
             ahead: 0,
             describe_rows: true,
+            types: None,
         }
     }
 
@@ -172,6 +175,53 @@ impl<'a> Exec<'a> {
             }
         }
         Ok(())
+    }
+
+    /// A RowDescription or ParameterDescription from `shard` with its user-defined type OIDs
+    /// as the first shard knows them (the OIDs the client can look up). Any other message is
+    /// returned as it is. A type that cannot be translated is described as OID 0 (unknown),
+    /// never as an OID that may name another type on the first shard.
+    pub async fn for_client(&self, shard: usize, f: Frame) -> Frame {
+        if shard == HOME || !matches!(f.tag, b'T' | b't') {
+            return f;
+        }
+        let Some(types) = self.types else { return f };
+        let Some(positions) = crate::protocol::inspect::type_oid_positions(&f.bytes) else {
+            return f;
+        };
+        if !positions
+            .iter()
+            .any(|(_, o)| crate::backend::type_oids::is_user(*o))
+        {
+            return f;
+        }
+        let mut bytes = BytesMut::from(&f.bytes[..]);
+        for (at, oid) in positions {
+            let home = types.translate(shard, HOME, oid).await.unwrap_or_else(|e| {
+                tracing::warn!("describing a column of user-defined type as unknown: {e}");
+                0
+            });
+            bytes[at..at + 4].copy_from_slice(&home.to_be_bytes());
+        }
+        Frame {
+            tag: f.tag,
+            bytes: bytes.freeze(),
+        }
+    }
+
+    /// The type OIDs a client declared (the first shard's), as `shard` knows the same types.
+    pub async fn types_for(&self, shard: usize, declared: &[u32]) -> Result<Vec<u32>, PgError> {
+        let mut out = Vec::with_capacity(declared.len());
+        for &oid in declared {
+            out.push(match self.types {
+                Some(types) => types.translate(HOME, shard, oid).await.map_err(|e| {
+                    PgError::error("42704", e)
+                        .with_hint("Create types through the proxy so that every shard has them.")
+                })?,
+                None => oid,
+            });
+        }
+        Ok(out)
     }
 
     /// Waits, between requests, until a shard sends something unprompted; returns which.
@@ -414,7 +464,9 @@ impl<'a> Exec<'a> {
             {
                 let mut q = BytesMut::new();
                 build::query(sql, &mut q);
-                return self.autocommit_snapshot_read(shards, &q, merge, true).await;
+                return self
+                    .autocommit_snapshot_read(shards, &[q.freeze()], merge, true)
+                    .await;
             }
         }
         if matches!(&self.txn, TxnState::Open(t) if t.snapshot) {
@@ -469,7 +521,14 @@ impl<'a> Exec<'a> {
                 self.rewritten = false;
                 self.end_own_implicit(own, step?).await
             }
-            Plan::Broadcast { transactional } => self.broadcast(sql, transactional).await,
+            Plan::Broadcast { transactional } => {
+                let step = self.broadcast(sql, transactional).await;
+                // Types may have been dropped and made again under new OIDs.
+                if let Some(types) = self.types {
+                    types.forget();
+                }
+                step
+            }
             Plan::Session => {
                 self.note_deallocate(sql);
                 self.everywhere(sql).await
@@ -667,6 +726,10 @@ impl<'a> Exec<'a> {
                 b'E' => {
                     step = Step::Failed;
                     self.shard_error_after(&f, prefix);
+                }
+                b'T' if shard != HOME => {
+                    let f = self.for_client(shard, f).await;
+                    self.pass(&f).await?;
                 }
                 b'G' => {
                     // COPY FROM STDIN is refused by the planner on several shards; end it.

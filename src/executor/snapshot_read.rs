@@ -45,7 +45,7 @@ impl Exec<'_> {
     pub async fn autocommit_snapshot_read(
         &mut self,
         shards: &[usize],
-        request: &[u8],
+        requests: &[bytes::Bytes],
         merge: &crate::router::plan::MergeSpec,
         describe: bool,
     ) -> R<Step> {
@@ -55,8 +55,14 @@ impl Exec<'_> {
             self.txn = TxnState::Idle;
             return Ok(Step::Failed);
         }
-        let mut with_commit = BytesMut::from(request);
-        build::query("COMMIT", &mut with_commit);
+        let with_commit: Vec<bytes::Bytes> = requests
+            .iter()
+            .map(|r| {
+                let mut b = BytesMut::from(&r[..]);
+                build::query("COMMIT", &mut b);
+                b.freeze()
+            })
+            .collect();
         let step =
             super::merge::scatter_request(self, shards, &with_commit, merge, describe).await?;
         // The COMMIT's answers (ROLLBACK if the read failed): the transaction is over either way.

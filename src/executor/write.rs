@@ -41,6 +41,7 @@ pub async fn run(
                 _ if failure.is_some() => {}
                 b'T' if !described => {
                     described = true;
+                    let f = exec.for_client(shard, f).await;
                     exec.out.extend_from_slice(&f.bytes);
                 }
                 // A reference table's copies return the same rows: the client gets one copy's.

@@ -10,6 +10,7 @@ import os
 
 import asyncpg
 import psycopg
+from psycopg.types.enum import EnumInfo, register_enum
 
 URL = os.environ["SHARDGATE_URL"]
 
@@ -59,6 +60,21 @@ def check_psycopg():
             raise AssertionError("must fail")
         except psycopg.errors.SyntaxError as e:
             assert 'syntax error at or near "selec"' in str(e), e
+        # A registered enum: psycopg declares the first shard's OID in Parse and expects it in
+        # every description, whichever shard answers.
+        conn.execute("create type mood as enum ('sad', 'ok', 'happy')")
+        conn.execute("create table feelings (id bigint primary key, m mood)")
+        info = EnumInfo.fetch(conn, "mood")
+        register_enum(info, conn)
+        Mood = info.enum
+        want = {i: (Mood.ok if i % 2 else Mood.sad) for i in range(1, 13)}
+        for i, m in want.items():
+            conn.execute("insert into feelings (id, m) values (%s, %s)", (i, m))
+        rows = conn.execute("select id, m from feelings order by id").fetchall()
+        assert rows == sorted(want.items()), rows
+        for i, m in want.items():
+            assert conn.execute("select m from feelings where id = %s", (i,)).fetchone() == (m,)
+        assert conn.execute("select count(*) from feelings where m = %s", (Mood.ok,)).fetchone() == (6,)
         # Notifications reach a connection waiting for them.
         with psycopg.connect(URL, autocommit=True) as listener:
             listener.execute("listen jobs")
@@ -83,6 +99,12 @@ async def check_asyncpg():
             [(i, "q", 1) for i in range(300, 330)],
         )
         assert await conn.fetchval("select count(*) from items where name = 'q'") == 30
+        # The enum made by the psycopg part: asyncpg introspects the OIDs it is described with.
+        rows = await conn.fetch("select id, m from feelings order by id")
+        assert [(r["id"], r["m"]) for r in rows] == [(i, "ok" if i % 2 else "sad") for i in range(1, 13)], rows
+        assert await conn.fetchval("select count(*) from feelings where m = $1", "ok") == 6
+        for i in range(1, 13):
+            assert await conn.fetchval("select m from feelings where id = $1", i) == ("ok" if i % 2 else "sad")
         got = asyncio.get_running_loop().create_future()
         await conn.add_listener("events", lambda *args: got.set_result(args[3]))
         other = await asyncpg.connect(URL)

@@ -94,20 +94,75 @@ impl Statement {
             on,
         }
     }
+
+    /// Whether the client declared a user-defined parameter type (whose OID differs per shard).
+    fn declares_user_types(&self) -> bool {
+        self.param_types
+            .iter()
+            .any(|o| crate::backend::type_oids::is_user(*o))
+    }
+
+    /// The client's Parse as `shard` must receive it: with its declared types translated into
+    /// that shard's OIDs (the client's are the first shard's).
+    async fn parse_for(&self, exec: &Exec<'_>, shard: usize) -> Result<Bytes, PgError> {
+        if shard == HOME || !self.declares_user_types() {
+            return Ok(self.parse.clone());
+        }
+        let name = crate::protocol::message::Parse::decode(&self.parse.slice(5..))
+            .map(|p| p.name)
+            .unwrap_or_default();
+        let mut b = bytes::BytesMut::new();
+        crate::protocol::message::Parse {
+            name,
+            sql: self.sql.clone(),
+            param_types: exec.types_for(shard, &self.param_types).await?,
+        }
+        .encode(&mut b);
+        Ok(b.freeze())
+    }
 }
 
+/// The client's declared parameter types as each shard other than the first knows them, for
+/// the shards that will run a portal; empty when every declared type is built in.
+type TypesByShard = HashMap<usize, Vec<u32>>;
+
 impl LocalPortal {
+    async fn types_by_shard(&self, exec: &Exec<'_>) -> Result<TypesByShard, PgError> {
+        let mut out = HashMap::new();
+        if !self
+            .param_types
+            .iter()
+            .any(|o| crate::backend::type_oids::is_user(*o))
+        {
+            return Ok(out);
+        }
+        let shards: Vec<usize> = match &self.plan {
+            Plan::Scatter { shards, .. } => shards.clone(),
+            Plan::Write { parts, .. } => parts.iter().map(|p| p.0).collect(),
+            _ => Vec::new(),
+        };
+        for s in shards.into_iter().filter(|&s| s != HOME) {
+            out.insert(s, exec.types_for(s, &self.param_types).await?);
+        }
+        Ok(out)
+    }
+
+    fn types_on<'t>(&'t self, types: &'t TypesByShard, shard: usize) -> &'t [u32] {
+        types.get(&shard).map_or(&self.param_types, |t| t)
+    }
+
     /// The re-bind of part `i` of a write, with only the parameters its rows use.
-    fn write_part(&self, i: usize, describe: bool, execute: bool) -> Bytes {
+    fn write_part(&self, i: usize, describe: bool, execute: bool, types: &TypesByShard) -> Bytes {
         let Plan::Write { parts, picks, .. } = &self.plan else {
             unreachable!("write_part of a write")
         };
-        let sql = &parts[i].1;
+        let (shard, sql) = (parts[i].0, &parts[i].1);
+        let declared = self.types_on(types, shard);
         match picks.get(i) {
             Some(pick) => {
                 let types: Vec<u32> = pick
                     .iter()
-                    .map(|&p| self.param_types.get(p).copied().unwrap_or(0))
+                    .map(|&p| declared.get(p).copied().unwrap_or(0))
                     .collect();
                 rebind::rebind(
                     sql,
@@ -121,7 +176,7 @@ impl LocalPortal {
             None => rebind::rebind(
                 sql,
                 &self.params,
-                &self.param_types,
+                declared,
                 &self.result_formats,
                 describe,
                 execute,
@@ -138,12 +193,13 @@ impl LocalPortal {
         }
     }
 
-    /// For a scattered read: its shards, merge spec, and the re-bind to send each shard
-    /// (Parse+Bind+Describe, plus Execute+Sync when `execute`).
+    /// For a scattered read: its shards, merge spec, and the re-bind to send each of them
+    /// (Parse+Bind+Describe, plus Execute+Sync when `execute`), in the same order.
     fn scatter(
         &self,
         execute: bool,
-    ) -> Option<(Vec<usize>, crate::router::plan::MergeSpec, Bytes)> {
+        types: &TypesByShard,
+    ) -> Option<(Vec<usize>, crate::router::plan::MergeSpec, Vec<Bytes>)> {
         let (shards, sql, merge) = match &self.plan {
             Plan::Scatter { shards, sql, merge } => (shards.clone(), sql, merge.clone()),
             // Describing a write: every part returns the same columns.
@@ -151,7 +207,7 @@ impl LocalPortal {
                 return Some((
                     vec![parts[0].0],
                     Default::default(),
-                    self.write_part(0, true, false),
+                    vec![self.write_part(0, true, false, types)],
                 ));
             }
             // Describing what every shard runs (set_config(), DDL with RETURNING): the home
@@ -161,15 +217,20 @@ impl LocalPortal {
             }
             _ => return None,
         };
-        let request = rebind::rebind(
-            sql,
-            &self.params,
-            &self.param_types,
-            &self.result_formats,
-            true,
-            execute,
-        );
-        Some((shards, merge, request))
+        let requests = shards
+            .iter()
+            .map(|&s| {
+                rebind::rebind(
+                    sql,
+                    &self.params,
+                    self.types_on(types, s),
+                    &self.result_formats,
+                    true,
+                    execute,
+                )
+            })
+            .collect();
+        Some((shards, merge, requests))
     }
 }
 

@@ -77,6 +77,10 @@ impl Extended {
                         swallow = 0;
                         exec.out.extend_from_slice(&f.bytes);
                     }
+                    b'T' | b't' => {
+                        let f = exec.for_client(shard, f).await;
+                        exec.pass(&f).await?;
+                    }
                     _ => exec.pass(&f).await?,
                 }
                 exec.maybe_flush().await?;

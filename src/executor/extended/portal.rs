@@ -84,6 +84,7 @@ impl Extended {
             };
             // Quiet: the terminal answer belongs to a message the client did not send.
             if !(matches!(f.tag, b'N' | b'A' | b'S') || quiet && done) {
+                let f = exec.for_client(shard, f).await;
                 exec.pass(&f).await?;
             }
             exec.maybe_flush().await?;
@@ -114,7 +115,10 @@ impl Extended {
                 let mut frames = Vec::new();
                 let mut swallow = 0;
                 if !st.on.contains(&shard) {
-                    frames.push(st.parse.clone());
+                    match st.parse_for(exec, shard).await {
+                        Ok(parse) => frames.push(parse),
+                        Err(e) => return Ok(exec.error(&e)),
+                    }
                     st.on.insert(shard);
                     swallow = 1;
                 }
@@ -193,8 +197,13 @@ impl Extended {
                 ) =>
             {
                 // The columns are the same on every shard: describe a re-bind on the first.
-                let (shards, merge, request) = lp.scatter(false).expect("a scatter portal");
-                let shard = shards[0];
+                let types = match lp.types_by_shard(exec).await {
+                    Ok(t) => t,
+                    Err(e) => return Ok(exec.error(&e)),
+                };
+                let (shards, merge, requests) =
+                    lp.scatter(false, &types).expect("a scatter portal");
+                let (shard, request) = (shards[0], &requests[0]);
                 let hidden = merge.hidden;
                 if !self.touched.contains(&shard) && exec.enlist(shard).await? == Step::Failed {
                     return Ok(Step::Failed);
@@ -213,6 +222,7 @@ impl Extended {
                     let f = exec.links[shard].recv().await?;
                     match f.tag {
                         b'T' => {
+                            let f = exec.for_client(shard, f).await;
                             exec.out
                                 .extend_from_slice(&crate::executor::merge::strip_columns(
                                     &f, hidden,
@@ -265,16 +275,24 @@ impl Extended {
                     && lp.pending.is_none() =>
             {
                 // An autocommit read of several shards: its own snapshot transaction.
-                let (shards, merge, request) = lp.scatter(true).expect("a scatter portal");
-                exec.autocommit_snapshot_read(&shards, &request, &merge, false)
+                let types = match lp.types_by_shard(exec).await {
+                    Ok(t) => t,
+                    Err(e) => return Ok(exec.error(&e)),
+                };
+                let (shards, merge, requests) = lp.scatter(true, &types).expect("a scatter portal");
+                exec.autocommit_snapshot_read(&shards, &requests, &merge, false)
                     .await
             }
             Some(Portal::Local(lp)) if matches!(lp.plan, Plan::Scatter { .. }) => {
-                let (shards, merge, request) = lp.scatter(true).expect("a scatter portal");
+                let types = match lp.types_by_shard(exec).await {
+                    Ok(t) => t,
+                    Err(e) => return Ok(exec.error(&e)),
+                };
+                let (shards, merge, requests) = lp.scatter(true, &types).expect("a scatter portal");
                 exec.rewritten = lp.rewritten();
                 if max_rows <= 0 && lp.pending.is_none() {
                     return crate::executor::merge::scatter_request(
-                        exec, &shards, &request, &merge, false,
+                        exec, &shards, &requests, &merge, false,
                     )
                     .await;
                 }
@@ -283,7 +301,7 @@ impl Extended {
                     let start = exec.out.len();
                     exec.hold_output = true;
                     let step = crate::executor::merge::scatter_request(
-                        exec, &shards, &request, &merge, false,
+                        exec, &shards, &requests, &merge, false,
                     )
                     .await;
                     exec.hold_output = false;
@@ -326,8 +344,12 @@ impl Extended {
                 let Plan::Write { parts, sum, .. } = &lp.plan else {
                     unreachable!("matched above")
                 };
+                let types = match lp.types_by_shard(exec).await {
+                    Ok(t) => t,
+                    Err(e) => return Ok(exec.error(&e)),
+                };
                 let requests: Vec<(usize, Bytes)> = (0..parts.len())
-                    .map(|i| (parts[i].0, lp.write_part(i, false, true)))
+                    .map(|i| (parts[i].0, lp.write_part(i, false, true, &types)))
                     .collect();
                 let sum = *sum;
                 exec.rewritten = lp.rewritten();
@@ -373,6 +395,10 @@ impl Extended {
         request: &[u8],
     ) -> R<Step> {
         let all: Vec<usize> = (0..exec.links.len()).collect();
+        // It may be DDL: types may be dropped and made again under new OIDs.
+        if let Some(types) = exec.types {
+            types.forget();
+        }
         for &s in &all {
             if exec.enlist(s).await? == Step::Failed {
                 return Ok(Step::Failed);

@@ -29,11 +29,25 @@ impl Extended {
             let ok = match &m.kind {
                 Kind::Parse(p) => {
                     parsed.insert(p.name.clone(), None);
-                    parse_error(exec, &p.sql).is_none() && !answered_by_proxy(&p.sql)
+                    parse_error(exec, &p.sql).is_none()
+                        && !answered_by_proxy(&p.sql)
+                        && !p
+                            .param_types
+                            .iter()
+                            .any(|o| crate::backend::type_oids::is_user(*o))
                 }
                 Kind::Bind(b) => {
                     let plan = self.plan_for(exec, &b.statement, &Params::of(b), batch)?;
                     match plan {
+                        // A statement prepared elsewhere with user-defined parameter
+                        // types needs them translated for this shard: the slow path does it.
+                        Plan::Shard { shard, .. }
+                            if self.statements.get(&b.statement).is_some_and(|st| {
+                                shard != HOME && !st.on.contains(&shard) && st.declares_user_types()
+                            }) =>
+                        {
+                            false
+                        }
                         Plan::Shard { shard, .. } => {
                             bound.insert(b.portal.clone(), shard);
                             parsed
