@@ -202,6 +202,16 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Step `sql` in session `i`, which must return `want` (Hermitage's row numbers).
+    async fn sees(&self, i: usize, sql: &str, want: &[(i32, i32)], case: &str) {
+        assert_eq!(
+            self.ok(i, sql).await,
+            want.to_vec(),
+            "{case}: T{} {sql}",
+            i + 1
+        );
+    }
+
     /// Step `sql` in session `i`, which must fail with SQLSTATE `code`.
     async fn fails(&self, i: usize, sql: &str, code: &str) {
         let sql = self.b.sql(sql);
@@ -224,10 +234,6 @@ impl<'a> Run<'a> {
     }
 }
 
-fn rows(r: &[(i32, i32)]) -> Rows {
-    r.to_vec()
-}
-
 async fn read_committed(b: &Bench, protocol: Protocol) {
     let rc = "read committed";
     // G0: write cycles are prevented by row locks.
@@ -239,66 +245,42 @@ async fn read_committed(b: &Bench, protocol: Protocol) {
     r.ok(0, "update test set value = 21 where id = {2}").await;
     r.ok(0, "commit").await;
     t2.await.unwrap().unwrap();
-    assert_eq!(
-        r.ok(0, "select * from test").await,
-        rows(&[(1, 11), (2, 21)]),
-        "G0"
-    );
+    r.sees(0, "select * from test", &[(1, 11), (2, 21)], "G0")
+        .await;
     r.ok(1, "update test set value = 22 where id = {2}").await;
     r.ok(1, "commit").await;
-    assert_eq!(
-        r.ok(0, "select * from test").await,
-        rows(&[(1, 12), (2, 22)]),
-        "G0"
-    );
+    r.sees(0, "select * from test", &[(1, 12), (2, 22)], "G0")
+        .await;
 
     // G1a: aborted reads are prevented.
     let r = Run::start(b, protocol, 2, rc).await;
     r.ok(0, "update test set value = 101 where id = {1}").await;
-    assert_eq!(
-        r.ok(1, "select * from test").await,
-        rows(&[(1, 10), (2, 20)]),
-        "G1a"
-    );
+    r.sees(1, "select * from test", &[(1, 10), (2, 20)], "G1a")
+        .await;
     r.ok(0, "abort").await;
-    assert_eq!(
-        r.ok(1, "select * from test").await,
-        rows(&[(1, 10), (2, 20)]),
-        "G1a"
-    );
+    r.sees(1, "select * from test", &[(1, 10), (2, 20)], "G1a")
+        .await;
     r.ok(1, "commit").await;
 
     // G1b: intermediate reads are prevented.
     let r = Run::start(b, protocol, 2, rc).await;
     r.ok(0, "update test set value = 101 where id = {1}").await;
-    assert_eq!(
-        r.ok(1, "select * from test").await,
-        rows(&[(1, 10), (2, 20)]),
-        "G1b"
-    );
+    r.sees(1, "select * from test", &[(1, 10), (2, 20)], "G1b")
+        .await;
     r.ok(0, "update test set value = 11 where id = {1}").await;
     r.ok(0, "commit").await;
-    assert_eq!(
-        r.ok(1, "select * from test").await,
-        rows(&[(1, 11), (2, 20)]),
-        "G1b"
-    );
+    r.sees(1, "select * from test", &[(1, 11), (2, 20)], "G1b")
+        .await;
     r.ok(1, "commit").await;
 
     // G1c: circular information flow is prevented.
     let r = Run::start(b, protocol, 2, rc).await;
     r.ok(0, "update test set value = 11 where id = {1}").await;
     r.ok(1, "update test set value = 22 where id = {2}").await;
-    assert_eq!(
-        r.ok(0, "select * from test where id = {2}").await,
-        rows(&[(2, 20)]),
-        "G1c"
-    );
-    assert_eq!(
-        r.ok(1, "select * from test where id = {1}").await,
-        rows(&[(1, 10)]),
-        "G1c"
-    );
+    r.sees(0, "select * from test where id = {2}", &[(2, 20)], "G1c")
+        .await;
+    r.sees(1, "select * from test where id = {1}", &[(1, 10)], "G1c")
+        .await;
     r.ok(0, "commit").await;
     r.ok(1, "commit").await;
 
@@ -311,45 +293,32 @@ async fn read_committed(b: &Bench, protocol: Protocol) {
         .await;
     r.ok(0, "commit").await;
     t2.await.unwrap().unwrap();
-    assert_eq!(
-        r.ok(2, "select * from test where id = {1}").await,
-        rows(&[(1, 11)]),
-        "OTV"
-    );
+    r.sees(2, "select * from test where id = {1}", &[(1, 11)], "OTV")
+        .await;
     r.ok(1, "update test set value = 18 where id = {2}").await;
-    assert_eq!(
-        r.ok(2, "select * from test where id = {2}").await,
-        rows(&[(2, 19)]),
-        "OTV"
-    );
+    r.sees(2, "select * from test where id = {2}", &[(2, 19)], "OTV")
+        .await;
     r.ok(1, "commit").await;
-    assert_eq!(
-        r.ok(2, "select * from test where id = {2}").await,
-        rows(&[(2, 18)]),
-        "OTV"
-    );
-    assert_eq!(
-        r.ok(2, "select * from test where id = {1}").await,
-        rows(&[(1, 12)]),
-        "OTV"
-    );
+    r.sees(2, "select * from test where id = {2}", &[(2, 18)], "OTV")
+        .await;
+    r.sees(2, "select * from test where id = {1}", &[(1, 12)], "OTV")
+        .await;
     r.ok(2, "commit").await;
 
     // PMP: read committed lets a predicate read see a row committed since.
     let r = Run::start(b, protocol, 2, rc).await;
-    assert_eq!(
-        r.ok(0, "select * from test where value = 30").await,
-        rows(&[]),
-        "PMP"
-    );
+    r.sees(0, "select * from test where value = 30", &[], "PMP")
+        .await;
     r.ok(1, "insert into test (id, value) values ({3}, 30)")
         .await;
     r.ok(1, "commit").await;
-    assert_eq!(
-        r.ok(0, "select * from test where value % 3 = 0").await,
-        rows(&[(3, 30)]),
-        "PMP"
-    );
+    r.sees(
+        0,
+        "select * from test where value % 3 = 0",
+        &[(3, 30)],
+        "PMP",
+    )
+    .await;
     r.ok(0, "commit").await;
 
     // PMP for write predicates: the delete re-checks the updated row and skips it.
@@ -358,11 +327,13 @@ async fn read_committed(b: &Bench, protocol: Protocol) {
     let t2 = r.blocked(1, "delete from test where value = 20").await;
     r.ok(0, "commit").await;
     t2.await.unwrap().unwrap();
-    assert_eq!(
-        r.ok(1, "select * from test where value = 20").await,
-        rows(&[(1, 20)]),
-        "PMP write"
-    );
+    r.sees(
+        1,
+        "select * from test where value = 20",
+        &[(1, 20)],
+        "PMP write",
+    )
+    .await;
     r.ok(1, "commit").await;
 
     // P4: read committed allows the lost update.
@@ -379,21 +350,25 @@ async fn read_committed(b: &Bench, protocol: Protocol) {
 
     // G-single: read committed allows read skew.
     let r = Run::start(b, protocol, 2, rc).await;
-    assert_eq!(
-        r.ok(0, "select * from test where id = {1}").await,
-        rows(&[(1, 10)]),
-        "G-single"
-    );
+    r.sees(
+        0,
+        "select * from test where id = {1}",
+        &[(1, 10)],
+        "G-single",
+    )
+    .await;
     r.ok(1, "select * from test where id = {1}").await;
     r.ok(1, "select * from test where id = {2}").await;
     r.ok(1, "update test set value = 12 where id = {1}").await;
     r.ok(1, "update test set value = 18 where id = {2}").await;
     r.ok(1, "commit").await;
-    assert_eq!(
-        r.ok(0, "select * from test where id = {2}").await,
-        rows(&[(2, 18)]),
-        "G-single"
-    );
+    r.sees(
+        0,
+        "select * from test where id = {2}",
+        &[(2, 18)],
+        "G-single",
+    )
+    .await;
     r.ok(0, "commit").await;
 }
 
@@ -401,19 +376,13 @@ async fn repeatable_read(b: &Bench, protocol: Protocol) {
     let rr = "repeatable read";
     // PMP: a predicate read keeps its snapshot.
     let r = Run::start(b, protocol, 2, rr).await;
-    assert_eq!(
-        r.ok(0, "select * from test where value = 30").await,
-        rows(&[]),
-        "PMP"
-    );
+    r.sees(0, "select * from test where value = 30", &[], "PMP")
+        .await;
     r.ok(1, "insert into test (id, value) values ({3}, 30)")
         .await;
     r.ok(1, "commit").await;
-    assert_eq!(
-        r.ok(0, "select * from test where value % 3 = 0").await,
-        rows(&[]),
-        "PMP"
-    );
+    r.sees(0, "select * from test where value % 3 = 0", &[], "PMP")
+        .await;
     r.ok(0, "commit").await;
 
     // PMP for write predicates: the blocked delete fails to serialize.
@@ -439,49 +408,59 @@ async fn repeatable_read(b: &Bench, protocol: Protocol) {
     // G-single (read skew). PostgreSQL shows 2 => 20. In shard consistency the second shard's
     // snapshot is taken by the read of row 2, after T2 committed: the documented read skew.
     let r = Run::start(b, protocol, 2, rr).await;
-    assert_eq!(
-        r.ok(0, "select * from test where id = {1}").await,
-        rows(&[(1, 10)]),
-        "G-single"
-    );
+    r.sees(
+        0,
+        "select * from test where id = {1}",
+        &[(1, 10)],
+        "G-single",
+    )
+    .await;
     r.ok(1, "select * from test where id = {1}").await;
     r.ok(1, "select * from test where id = {2}").await;
     r.ok(1, "update test set value = 12 where id = {1}").await;
     r.ok(1, "update test set value = 18 where id = {2}").await;
     r.ok(1, "commit").await;
-    assert_eq!(
-        r.ok(0, "select * from test where id = {2}").await,
-        rows(&[(2, 18)]),
-        "G-single (documented read skew)"
-    );
+    r.sees(
+        0,
+        "select * from test where id = {2}",
+        &[(2, 18)],
+        "G-single (documented read skew)",
+    )
+    .await;
     r.ok(0, "commit").await;
 
     // G-single with predicate dependencies: the first read reaches every shard, so the
     // transaction's snapshots all predate T2 and PostgreSQL's answer holds.
     let r = Run::start(b, protocol, 2, rr).await;
-    assert_eq!(
-        r.ok(0, "select * from test where value % 5 = 0").await,
-        rows(&[(1, 10), (2, 20)]),
-        "G-single predicate"
-    );
+    r.sees(
+        0,
+        "select * from test where value % 5 = 0",
+        &[(1, 10), (2, 20)],
+        "G-single predicate",
+    )
+    .await;
     r.ok(1, "update test set value = 12 where value = 10").await;
     r.ok(1, "commit").await;
-    assert_eq!(
-        r.ok(0, "select * from test where value % 3 = 0").await,
-        rows(&[]),
-        "G-single predicate"
-    );
+    r.sees(
+        0,
+        "select * from test where value % 3 = 0",
+        &[],
+        "G-single predicate",
+    )
+    .await;
     r.ok(0, "commit").await;
 
     // G-single with a write predicate. PostgreSQL fails the delete with 40001. In shard
     // consistency the delete is T1's first statement on row 2's shard: its snapshot there sees
     // 2 => 18, so nothing matches and nothing fails (the documented read skew again).
     let r = Run::start(b, protocol, 2, rr).await;
-    assert_eq!(
-        r.ok(0, "select * from test where id = {1}").await,
-        rows(&[(1, 10)]),
-        "G-single write"
-    );
+    r.sees(
+        0,
+        "select * from test where id = {1}",
+        &[(1, 10)],
+        "G-single write",
+    )
+    .await;
     r.ok(1, "select * from test").await;
     r.ok(1, "update test set value = 12 where id = {1}").await;
     r.ok(1, "update test set value = 18 where id = {2}").await;
@@ -497,11 +476,8 @@ async fn repeatable_read(b: &Bench, protocol: Protocol) {
     r.ok(1, "update test set value = 21 where id = {2}").await;
     r.ok(0, "commit").await;
     r.ok(1, "commit").await;
-    assert_eq!(
-        r.ok(0, "select * from test").await,
-        rows(&[(1, 11), (2, 21)]),
-        "G2-item"
-    );
+    r.sees(0, "select * from test", &[(1, 11), (2, 21)], "G2-item")
+        .await;
 
     // G2: repeatable read allows anti-dependency cycles.
     let r = Run::start(b, protocol, 2, rr).await;
@@ -513,11 +489,13 @@ async fn repeatable_read(b: &Bench, protocol: Protocol) {
         .await;
     r.ok(0, "commit").await;
     r.ok(1, "commit").await;
-    assert_eq!(
-        r.ok(0, "select * from test where value % 3 = 0").await,
-        rows(&[(3, 30), (4, 42)]),
-        "G2"
-    );
+    r.sees(
+        0,
+        "select * from test where value % 3 = 0",
+        &[(3, 30), (4, 42)],
+        "G2",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
