@@ -38,8 +38,8 @@ pub struct ProxyContext {
     pub auth_throttle: crate::auth::throttle::Throttle,
     /// What the health probes last saw of each shard.
     pub health: Arc<crate::backend::health::Health>,
-    /// User-defined type OIDs translated between shards.
-    pub types: crate::backend::type_oids::TypeOids,
+    /// Catalog facts about shards (type OIDs, column collations), on control connections.
+    pub catalog: crate::backend::catalog::Catalog,
 }
 
 /// Errors that stop a proxy from starting.
@@ -90,7 +90,7 @@ impl Proxy {
                 .then(|| Duration::from_secs(config.server.shard_response_timeout_secs)),
             auth_throttle: crate::auth::throttle::Throttle::default(),
             health: Arc::new(crate::backend::health::Health::new(config.shards.len())),
-            types: crate::backend::type_oids::TypeOids::new(
+            catalog: crate::backend::catalog::Catalog::new(
                 config.shard_targets(),
                 Duration::from_secs(config.server.connect_timeout_secs),
             ),

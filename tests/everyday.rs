@@ -520,6 +520,28 @@ async fn text_order_merges_under_code_point_collations() {
         .unwrap_err();
     assert_eq!(code(&e), "0A000");
     assert!(db_error(&e).hint().unwrap().contains("COLLATE \"C\""));
+    // A column declared with its own collation sorts by it on each shard: refused, plain and
+    // grouped, while COLLATE "C" on it merges.
+    c.batch_execute(
+        "alter table items add column label text collate \"und-x-icu\"; update items set label = name",
+    )
+    .await
+    .unwrap();
+    for sql in [
+        "select label from items order by label",
+        "select label, count(*) from items group by label order by label",
+    ] {
+        let e = c.query(sql, &[]).await.unwrap_err();
+        assert_eq!(code(&e), "0A000", "{sql}");
+    }
+    let got: Vec<String> = c
+        .query("select label from items order by label collate \"C\"", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(got, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@
 //! split into halves that the session relay drives; this module never interprets queries.
 
 mod cancel;
+pub mod catalog;
 mod connect;
 pub mod control;
 pub mod health;

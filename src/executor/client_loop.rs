@@ -24,7 +24,7 @@ pub async fn run(
 ) -> SessionEnd {
     let (mut rx, tx) = socket.into_split();
     let mut exec = Exec::new(&ctx.placement, &ctx.txn, links, tx, ctx.text_order_c);
-    exec.types = Some(&ctx.types);
+    exec.catalog = Some(&ctx.catalog);
     // shardgate's own settings from the startup options (checked at login).
     for (name, value) in settings {
         if let Err(e) = exec.apply_setting(name, value) {

@@ -62,6 +62,7 @@ pub async fn scatter_request(
     }
     // Each shard's first answer: its RowDescription, or an error.
     let mut description: Option<Frame> = None;
+    let mut described_by = shards.first().copied().unwrap_or(0);
     let mut failure: Option<Frame> = None;
     for &s in shards {
         loop {
@@ -72,7 +73,10 @@ pub async fn scatter_request(
                     // knows them (each shard has its own OIDs for them).
                     let f = exec.for_client(s, f).await;
                     match &description {
-                        None => description = Some(f),
+                        None => {
+                            described_by = s;
+                            description = Some(f);
+                        }
                         Some(d) if inspect::same_columns(d.body(), f.body()) => {}
                         Some(_) => {
                             failure.get_or_insert_with(|| {
@@ -99,7 +103,15 @@ pub async fn scatter_request(
         }
     }
     if merge.aggregate.is_some() {
-        return super::merge_groups::run(exec, shards, description, failure, merge, describe).await;
+        return super::merge_groups::run(
+            exec,
+            shards,
+            (description, described_by),
+            failure,
+            merge,
+            describe,
+        )
+        .await;
     }
     let keys = match (&failure, &description) {
         (None, Some(d)) => match resolve_keys(exec, d, merge) {
@@ -111,6 +123,17 @@ pub async fn scatter_request(
         },
         _ => vec![],
     };
+    if let (None, Some(d)) = (&failure, &description) {
+        let fields = inspect::row_description(d.body()).unwrap_or_default();
+        let sorted: Vec<(usize, bool)> = keys
+            .iter()
+            .zip(&merge.order)
+            .map(|(k, o)| (k.column, o.bytewise))
+            .collect();
+        if let Some(e) = column_collation_problem(exec, described_by, &fields, &sorted).await {
+            failure = Some(error_frame(&e));
+        }
+    }
     if let Some(err) = failure {
         drain(exec, shards).await?;
         exec.shard_error(&err);
@@ -273,6 +296,50 @@ fn resolve_keys(
             })
         })
         .collect()
+}
+
+/// A text sort column (`sorted`: field index, and whether the sort asked for code-point order
+/// explicitly) declared with a collation of its own that does not order by code point: the
+/// shards sort it by that collation, which the merge cannot reproduce. The column is looked up
+/// on `shard`, whose description named its table.
+pub async fn column_collation_problem(
+    exec: &Exec<'_>,
+    shard: usize,
+    fields: &[inspect::FieldDesc],
+    sorted: &[(usize, bool)],
+) -> Option<PgError> {
+    let catalog = exec.catalog?;
+    for &(i, bytewise) in sorted {
+        let Some(f) = fields.get(i) else { continue };
+        if bytewise || !value::is_text(f.type_oid) || f.table_oid == 0 || f.column <= 0 {
+            continue;
+        }
+        match catalog
+            .column_sorts_by_default(shard, f.table_oid, f.column)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                return Some(
+                    PgError::error(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        format!(
+                            "ORDER BY text column {} over several shards: the column has a collation that does not order by code point",
+                            f.name
+                        ),
+                    )
+                    .with_hint("The merge orders text by code point: write ORDER BY col COLLATE \"C\", or sort in the application."),
+                )
+            }
+            Err(e) => {
+                return Some(PgError::error(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    format!("cannot tell how column {} sorts: {e}", f.name),
+                ))
+            }
+        }
+    }
+    None
 }
 
 /// The refusal of a text sort key on shards whose collation does not order by code point.

@@ -11,7 +11,7 @@ use crate::router::plan::MergeSpec;
 pub async fn run(
     exec: &mut Exec<'_>,
     shards: &[usize],
-    description: Option<Frame>,
+    (description, described_by): (Option<Frame>, usize),
     failure: Option<Frame>,
     merge: &MergeSpec,
     describe: bool,
@@ -32,6 +32,22 @@ pub async fn run(
             Some(f) => {
                 if let Err(e) = aggregate::check(f, spec, &merge.order, exec.text_order_c) {
                     failure = Some(error_frame(&e));
+                }
+                // Group columns sorted by their own collation.
+                let sorted: Vec<(usize, bool)> = merge
+                    .order
+                    .iter()
+                    .filter_map(|k| match k.column {
+                        crate::router::plan::SortColumn::Position(p) => Some((p - 1, k.bytewise)),
+                        _ => None,
+                    })
+                    .collect();
+                if failure.is_none() {
+                    if let Some(e) =
+                        super::merge::column_collation_problem(exec, described_by, f, &sorted).await
+                    {
+                        failure = Some(error_frame(&e));
+                    }
                 }
             }
         }

@@ -88,8 +88,8 @@ pub struct Exec<'a> {
     /// Whether the proxy's own row answers start with a RowDescription (not for an
     /// extended-protocol Execute, whose description was the Describe's).
     pub describe_rows: bool,
-    /// User-defined type OIDs between shards (see `backend::type_oids`).
-    pub types: Option<&'a crate::backend::type_oids::TypeOids>,
+    /// Catalog facts about the shards (see `backend::catalog`).
+    pub catalog: Option<&'a crate::backend::catalog::Catalog>,
 }
 
 /// The longest statement text analysed on several shards. Its syntax tree takes about a hundred
@@ -143,7 +143,7 @@ impl<'a> Exec<'a> {
             rewritten: false,
             ahead: 0,
             describe_rows: true,
-            types: None,
+            catalog: None,
         }
     }
 
@@ -185,7 +185,9 @@ impl<'a> Exec<'a> {
         if shard == HOME || !matches!(f.tag, b'T' | b't') {
             return f;
         }
-        let Some(types) = self.types else { return f };
+        let Some(catalog) = self.catalog else {
+            return f;
+        };
         let Some(positions) = crate::protocol::inspect::type_oid_positions(&f.bytes) else {
             return f;
         };
@@ -197,10 +199,13 @@ impl<'a> Exec<'a> {
         }
         let mut bytes = BytesMut::from(&f.bytes[..]);
         for (at, oid) in positions {
-            let home = types.translate(shard, HOME, oid).await.unwrap_or_else(|e| {
-                tracing::warn!("describing a column of user-defined type as unknown: {e}");
-                0
-            });
+            let home = catalog
+                .translate_type(shard, HOME, oid)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!("describing a column of user-defined type as unknown: {e}");
+                    0
+                });
             bytes[at..at + 4].copy_from_slice(&home.to_be_bytes());
         }
         Frame {
@@ -213,11 +218,15 @@ impl<'a> Exec<'a> {
     pub async fn types_for(&self, shard: usize, declared: &[u32]) -> Result<Vec<u32>, PgError> {
         let mut out = Vec::with_capacity(declared.len());
         for &oid in declared {
-            out.push(match self.types {
-                Some(types) => types.translate(HOME, shard, oid).await.map_err(|e| {
-                    PgError::error("42704", e)
-                        .with_hint("Create types through the proxy so that every shard has them.")
-                })?,
+            out.push(match self.catalog {
+                Some(catalog) => catalog
+                    .translate_type(HOME, shard, oid)
+                    .await
+                    .map_err(|e| {
+                        PgError::error("42704", e).with_hint(
+                            "Create types through the proxy so that every shard has them.",
+                        )
+                    })?,
                 None => oid,
             });
         }
@@ -524,8 +533,8 @@ impl<'a> Exec<'a> {
             Plan::Broadcast { transactional } => {
                 let step = self.broadcast(sql, transactional).await;
                 // Types may have been dropped and made again under new OIDs.
-                if let Some(types) = self.types {
-                    types.forget();
+                if let Some(catalog) = self.catalog {
+                    catalog.forget();
                 }
                 step
             }

@@ -396,8 +396,8 @@ impl Extended {
     ) -> R<Step> {
         let all: Vec<usize> = (0..exec.links.len()).collect();
         // It may be DDL: types may be dropped and made again under new OIDs.
-        if let Some(types) = exec.types {
-            types.forget();
+        if let Some(catalog) = exec.catalog {
+            catalog.forget();
         }
         for &s in &all {
             if exec.enlist(s).await? == Step::Failed {

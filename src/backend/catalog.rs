@@ -1,0 +1,128 @@
+//! Catalog facts the executor needs about a shard while a session's own connections to it are
+//! busy (in the middle of an answer): user-defined type OIDs (`type_oids`) and the collations
+//! of columns being merged. Asked on the proxy's control connections, one per shard, opened on
+//! first use and again after one broke, and cached for the proxy.
+//!
+//! Everything cached can change with DDL (a type or column dropped and made again, a column's
+//! collation altered), so `forget` clears the caches whenever this proxy runs DDL.
+
+use super::type_oids::TypeOids;
+use crate::config::ShardTarget;
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub struct Catalog {
+    targets: Vec<ShardTarget>,
+    timeout: Duration,
+    clients: Vec<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
+    pub types: TypeOids,
+    /// (shard, table OID, column) → whether the column's collation orders by code point
+    /// (the database default, C, POSIX, ucs_basic, or no collation at all).
+    code_point_columns: std::sync::Mutex<HashMap<(usize, u32, i16), bool>>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("shards", &self.targets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Catalog {
+    pub fn new(targets: Vec<ShardTarget>, timeout: Duration) -> Catalog {
+        Catalog {
+            clients: targets
+                .iter()
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            types: TypeOids::default(),
+            targets,
+            timeout,
+            code_point_columns: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// After DDL: cached facts may no longer hold.
+    pub fn forget(&self) {
+        self.types.forget();
+        self.code_point_columns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    pub fn shard_name(&self, shard: usize) -> &str {
+        &self.targets[shard].name
+    }
+
+    /// Whether column `column` of table `table_oid` on `shard` sorts text as the database does
+    /// by default, or by code point explicitly; false for any other column collation (a
+    /// column declared `COLLATE "de_DE"`).
+    pub async fn column_sorts_by_default(
+        &self,
+        shard: usize,
+        table_oid: u32,
+        column: i16,
+    ) -> Result<bool, String> {
+        let key = (shard, table_oid, column);
+        if let Some(&known) = self
+            .code_point_columns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(known);
+        }
+        let answer = self
+            .value(
+                shard,
+                "select coalesce((select c.collname in ('default', 'C', 'POSIX', 'ucs_basic') \
+                 from pg_attribute a join pg_collation c on c.oid = a.attcollation \
+                 where a.attrelid = split_part($1, '/', 1)::oid \
+                 and a.attnum = split_part($1, '/', 2)::int2), true)::text",
+                &format!("{table_oid}/{column}"),
+            )
+            .await?;
+        let default = answer.as_deref() != Some("false");
+        self.code_point_columns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, default);
+        Ok(default)
+    }
+
+    /// The one text value `sql` (with `$1` = `arg`) returns on `shard`; None for no row or
+    /// NULL.
+    pub async fn value(
+        &self,
+        shard: usize,
+        sql: &str,
+        arg: &str,
+    ) -> Result<Option<String>, String> {
+        let mut slot = self.clients[shard].lock().await;
+        for attempt in 0..2 {
+            if slot.as_ref().is_none_or(|c| c.is_closed()) {
+                *slot = Some(super::control::connect(&self.targets[shard], self.timeout).await?);
+            }
+            let client = slot.as_ref().expect("connected above");
+            match client.query_opt(sql, &[&arg]).await {
+                Ok(row) => return Ok(row.and_then(|r| r.get::<_, Option<String>>(0))),
+                Err(e) if attempt == 0 && client.is_closed() => {
+                    tracing::debug!(shard = %self.targets[shard].name, "catalog connection lost: {e}");
+                    *slot = None;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "catalog lookup on shard {} failed: {e}",
+                        self.targets[shard].name
+                    ))
+                }
+            }
+        }
+        Err(format!(
+            "catalog lookup on shard {} failed",
+            self.targets[shard].name
+        ))
+    }
+}
