@@ -411,6 +411,22 @@ async fn startup_names_database_options_and_encoding() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_that_is_not_utf8_is_an_error_not_the_end() {
+    let tc = cluster().await;
+    let (mut raw, _) = Raw::login(tc.port).await;
+    let mut body = b"select '".to_vec();
+    body.extend_from_slice(&[0xe9, b'\'', 0]);
+    raw.send(&message(b'Q', &body)).await;
+    let answer = raw.until_ready().await;
+    let e = answer.iter().find(|m| m.0 == b'E').expect("an error");
+    assert_eq!(field(&e.1, b'C').as_deref(), Some("22021"));
+    assert_eq!(answer.last().map(|m| m.0), Some(b'Z'));
+    raw.send(&query("select count(*) from items")).await;
+    let answer = raw.until_ready().await;
+    assert!(answer.iter().any(|m| m.0 == b'D'), "the session goes on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_every_driver_sends() {
     let tc = cluster().await;
     let c = tc.client().await;

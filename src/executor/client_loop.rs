@@ -53,6 +53,11 @@ pub async fn run(
         let result = match frame.tag {
             b'Q' => match Query::decode(&frame.bytes.slice(5..)) {
                 Ok(q) => run_query(&mut exec, &mut extended, &q.sql).await,
+                // Text that is not UTF-8 is an error in the statement, as PostgreSQL answers
+                // it; the session goes on.
+                Err(crate::protocol::message::DecodeError::NotUtf8 { .. }) => {
+                    not_utf8(&mut exec, &mut extended).await
+                }
                 Err(e) => break SessionEnd::ProtocolViolation(e.to_string()),
             },
             b'X' => break SessionEnd::Terminated,
@@ -126,6 +131,21 @@ async fn run_query(exec: &mut Exec<'_>, extended: &mut Extended, sql: &str) -> R
         return exec.flush().await;
     }
     exec.simple_query(sql).await
+}
+
+/// A simple Query whose text is not UTF-8.
+async fn not_utf8(exec: &mut Exec<'_>, extended: &mut Extended) -> Result<(), Stop> {
+    extended.run_pending(exec).await?;
+    if extended.skipping_until_sync() {
+        return exec.flush().await;
+    }
+    exec.error(&PgError::error(
+        "22021",
+        "invalid byte sequence for encoding \"UTF8\"",
+    ));
+    exec.after_error().await?;
+    exec.ready_for_query();
+    exec.flush().await
 }
 
 async fn read_frame(

@@ -13,6 +13,10 @@ pub enum DecodeError {
     Truncated { message: &'static str },
     #[error("invalid {message} message: invalid string in message")]
     BadString { message: &'static str },
+    /// A terminated string that is not UTF-8: bad input for PostgreSQL (22021), not a broken
+    /// message.
+    #[error("invalid byte sequence for encoding \"UTF8\" in {message} message")]
+    NotUtf8 { message: &'static str },
     #[error("invalid {message} message: negative {what} count {count}")]
     NegativeCount {
         message: &'static str,
@@ -95,7 +99,7 @@ impl<'a> Cursor<'a> {
             .ok_or(DecodeError::BadString {
                 message: self.message,
             })?;
-        let s = std::str::from_utf8(&rest[..end]).map_err(|_| DecodeError::BadString {
+        let s = std::str::from_utf8(&rest[..end]).map_err(|_| DecodeError::NotUtf8 {
             message: self.message,
         })?;
         self.at += end + 1;
