@@ -639,6 +639,14 @@ async fn user_defined_types_keep_the_first_shards_oids() {
         "the shards must know the type by different OIDs: {oids:?}"
     );
     let home = oids[0];
+    // Tables are numbered by each shard's history too; clients see the first shard's number.
+    let table: u32 = tc
+        .direct(0)
+        .await
+        .query_one("select 'feelings'::regclass::oid", &[])
+        .await
+        .unwrap()
+        .get(0);
     // Descriptions carry the first shard's OID: a read of every shard, and point reads of
     // each row (whichever shard holds it).
     let s = c
@@ -662,11 +670,18 @@ async fn user_defined_types_keep_the_first_shards_oids() {
         .await;
         let answer = raw.until_ready().await;
         let desc = answer.iter().find(|m| m.0 == b'T').expect("a description");
-        let at = desc.1.len() - 18 + 6; // the last (only) field's type OID
+        // The last (only) field ends with table OID, attribute number, type OID, and 8 bytes.
+        let at = desc.1.len() - 18;
+        let number = |from: usize, len: usize| {
+            desc.1[from..from + len]
+                .iter()
+                .fold(0u32, |n, b| n << 8 | u32::from(*b))
+        };
+        assert_eq!(number(at + 6, 4), home, "type of row {id}");
         assert_eq!(
-            u32::from_be_bytes(desc.1[at..at + 4].try_into().unwrap()),
-            home,
-            "row {id}"
+            (number(at, 4), number(at + 4, 2)),
+            (table, 2),
+            "table and column of row {id}, as the first shard numbers them"
         );
     }
     // Parameters the client declares with the first shard's OID reach every shard as that

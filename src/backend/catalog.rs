@@ -1,6 +1,7 @@
 //! Catalog facts the executor needs about a shard while a session's own connections to it are
-//! busy (in the middle of an answer): user-defined type OIDs (`type_oids`) and the collations
-//! of columns being merged. Asked on the proxy's control connections, one per shard, opened on
+//! busy (in the middle of an answer): user-defined type OIDs (`type_oids`), a column's table
+//! and attribute number as the first shard numbers them, and the collations of columns being
+//! merged. Asked on the proxy's control connections, one per shard, opened on
 //! first use and again after one broke, and cached for the proxy.
 //!
 //! Everything cached can change with DDL (a type or column dropped and made again, a column's
@@ -19,6 +20,8 @@ pub struct Catalog {
     /// (shard, table OID, column) → whether the column's collation orders by code point
     /// (the database default, C, POSIX, ucs_basic, or no collation at all).
     code_point_columns: std::sync::Mutex<HashMap<(usize, u32, i16), bool>>,
+    /// (shard, table OID, column) → the same table and column on the first shard.
+    columns: std::sync::Mutex<HashMap<(usize, u32, i16), (u32, i16)>>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -40,6 +43,7 @@ impl Catalog {
             targets,
             timeout,
             code_point_columns: std::sync::Mutex::new(HashMap::new()),
+            columns: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -50,6 +54,60 @@ impl Catalog {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.columns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Column `column` of table `table_oid` on `shard`, as the first shard numbers the same
+    /// table (by schema-qualified name) and column (by name): tables and columns get their
+    /// numbers from each server's own history.
+    pub async fn home_column(
+        &self,
+        shard: usize,
+        table_oid: u32,
+        column: i16,
+    ) -> Result<(u32, i16), String> {
+        let key = (shard, table_oid, column);
+        if let Some(&known) = self
+            .columns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(known);
+        }
+        let name = self
+            .value(
+                shard,
+                "select format('%I.%I', n.nspname, c.relname) || '/' || a.attname \
+                 from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+                 join pg_attribute a on a.attrelid = c.oid \
+                 where c.oid = split_part($1, '/', 1)::oid and a.attnum = split_part($1, '/', 2)::int2",
+                &format!("{table_oid}/{column}"),
+            )
+            .await?
+            .ok_or_else(|| format!("column {column} of relation {table_oid} of shard {} does not exist", self.shard_name(shard)))?;
+        let home = self
+            .value(
+                0,
+                "select a.attrelid::text || '/' || a.attnum::text from pg_attribute a \
+                 where a.attrelid = to_regclass(substring($1 from '^(.*)/[^/]*$'))::oid \
+                 and a.attname = substring($1 from '/([^/]*)$') and not a.attisdropped",
+                &name,
+            )
+            .await?
+            .ok_or_else(|| format!("{name} does not exist on shard {}", self.shard_name(0)))?;
+        let (oid, attnum) = home
+            .split_once('/')
+            .and_then(|(o, a)| Some((o.parse().ok()?, a.parse().ok()?)))
+            .ok_or_else(|| format!("unreadable column reference {home}"))?;
+        self.columns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (oid, attnum));
+        Ok((oid, attnum))
     }
 
     pub fn shard_name(&self, shard: usize) -> &str {

@@ -62,21 +62,17 @@ pub async fn scatter_request(
     }
     // Each shard's first answer: its RowDescription, or an error.
     let mut description: Option<Frame> = None;
-    let mut described_by = shards.first().copied().unwrap_or(0);
     let mut failure: Option<Frame> = None;
     for &s in shards {
         loop {
             let f = exec.links[s].recv().await?;
             match f.tag {
                 b'T' => {
-                    // Compared and passed on with user-defined types as the first shard
-                    // knows them (each shard has its own OIDs for them).
+                    // Compared and passed on numbered as the first shard numbers types,
+                    // tables and columns (each shard has its own numbers for them).
                     let f = exec.for_client(s, f).await;
                     match &description {
-                        None => {
-                            described_by = s;
-                            description = Some(f);
-                        }
+                        None => description = Some(f),
                         Some(d) if inspect::same_columns(d.body(), f.body()) => {}
                         Some(_) => {
                             failure.get_or_insert_with(|| {
@@ -103,15 +99,7 @@ pub async fn scatter_request(
         }
     }
     if merge.aggregate.is_some() {
-        return super::merge_groups::run(
-            exec,
-            shards,
-            (description, described_by),
-            failure,
-            merge,
-            describe,
-        )
-        .await;
+        return super::merge_groups::run(exec, shards, description, failure, merge, describe).await;
     }
     let keys = match (&failure, &description) {
         (None, Some(d)) => match resolve_keys(exec, d, merge) {
@@ -130,7 +118,7 @@ pub async fn scatter_request(
             .zip(&merge.order)
             .map(|(k, o)| (k.column, o.bytewise))
             .collect();
-        if let Some(e) = column_collation_problem(exec, described_by, &fields, &sorted).await {
+        if let Some(e) = column_collation_problem(exec, &fields, &sorted).await {
             failure = Some(error_frame(&e));
         }
     }
@@ -300,11 +288,11 @@ fn resolve_keys(
 
 /// A text sort column (`sorted`: field index, and whether the sort asked for code-point order
 /// explicitly) declared with a collation of its own that does not order by code point: the
-/// shards sort it by that collation, which the merge cannot reproduce. The column is looked up
-/// on `shard`, whose description named its table.
+/// shards sort it by that collation, which the merge cannot reproduce. `fields` come from a
+/// description numbered as the first shard numbers tables (see `Exec::for_client`), so the
+/// column is looked up there.
 pub async fn column_collation_problem(
     exec: &Exec<'_>,
-    shard: usize,
     fields: &[inspect::FieldDesc],
     sorted: &[(usize, bool)],
 ) -> Option<PgError> {
@@ -315,7 +303,7 @@ pub async fn column_collation_problem(
             continue;
         }
         match catalog
-            .column_sorts_by_default(shard, f.table_oid, f.column)
+            .column_sorts_by_default(crate::router::plan::HOME, f.table_oid, f.column)
             .await
         {
             Ok(true) => {}

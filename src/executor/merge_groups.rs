@@ -11,7 +11,7 @@ use crate::router::plan::MergeSpec;
 pub async fn run(
     exec: &mut Exec<'_>,
     shards: &[usize],
-    (description, described_by): (Option<Frame>, usize),
+    description: Option<Frame>,
     failure: Option<Frame>,
     merge: &MergeSpec,
     describe: bool,
@@ -43,8 +43,7 @@ pub async fn run(
                     })
                     .collect();
                 if failure.is_none() {
-                    if let Some(e) =
-                        super::merge::column_collation_problem(exec, described_by, f, &sorted).await
+                    if let Some(e) = super::merge::column_collation_problem(exec, f, &sorted).await
                     {
                         failure = Some(error_frame(&e));
                     }

@@ -177,11 +177,13 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
-    /// A RowDescription or ParameterDescription from `shard` with its user-defined type OIDs
-    /// as the first shard knows them (the OIDs the client can look up). Any other message is
-    /// returned as it is. A type that cannot be translated is described as OID 0 (unknown),
-    /// never as an OID that may name another type on the first shard.
+    /// A RowDescription or ParameterDescription from `shard`, numbered as the first shard
+    /// numbers things: user-defined type OIDs, and each column's table OID and attribute
+    /// number (the ones a client can look up in the catalog it queries). Any other message is
+    /// returned as it is. What cannot be translated is described as 0 (unknown), never as a
+    /// number that may name something else on the first shard.
     pub async fn for_client(&self, shard: usize, f: Frame) -> Frame {
+        use crate::backend::type_oids::is_user;
         if shard == HOME || !matches!(f.tag, b'T' | b't') {
             return f;
         }
@@ -191,9 +193,20 @@ impl<'a> Exec<'a> {
         let Some(positions) = crate::protocol::inspect::type_oid_positions(&f.bytes) else {
             return f;
         };
+        // In a RowDescription the table OID and attribute number come just before the type.
+        let origin = |at: usize| -> (u32, i16) {
+            if f.tag != b'T' {
+                return (0, 0);
+            }
+            let b = &f.bytes;
+            (
+                u32::from_be_bytes([b[at - 6], b[at - 5], b[at - 4], b[at - 3]]),
+                i16::from_be_bytes([b[at - 2], b[at - 1]]),
+            )
+        };
         if !positions
             .iter()
-            .any(|(_, o)| crate::backend::type_oids::is_user(*o))
+            .any(|&(at, oid)| is_user(oid) || origin(at).0 != 0)
         {
             return f;
         }
@@ -207,6 +220,18 @@ impl<'a> Exec<'a> {
                     0
                 });
             bytes[at..at + 4].copy_from_slice(&home.to_be_bytes());
+            let (table, column) = origin(at);
+            if table != 0 {
+                let (table, column) = catalog
+                    .home_column(shard, table, column)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::debug!("describing a column's origin as unknown: {e}");
+                        (0, 0)
+                    });
+                bytes[at - 6..at - 2].copy_from_slice(&table.to_be_bytes());
+                bytes[at - 2..at].copy_from_slice(&column.to_be_bytes());
+            }
         }
         Frame {
             tag: f.tag,

@@ -38,9 +38,10 @@ pub struct TestCluster {
     pub config: Config,
 }
 
-/// Starts `n` shards (no proxy yet).
+/// Starts `n` shards (no proxy yet). Two or more are unlike each other, as real shards are
+/// (see `start_unlike_shards`): no several-shard test runs on clones.
 pub fn start_shards(n: usize) -> (Vec<LocalCluster>, PathBuf) {
-    start_shards_like(n, false)
+    start_shards_like(n, n > 1)
 }
 
 /// Starts `n` shards that differ the way real ones do: each has its own OID counter, so the same
@@ -120,9 +121,10 @@ impl TestCluster {
         TestCluster::start_configured(n, server_extra, "").await
     }
 
-    /// As `start`, with extra `[server]` keys and extra top-level config (tables ...).
+    /// As `start`, with extra `[server]` keys and extra top-level config (tables ...). Two or
+    /// more shards are unlike each other.
     pub async fn start_configured(n: usize, server_extra: &str, tail: &str) -> TestCluster {
-        TestCluster::start_shaped(n, false, server_extra, tail).await
+        TestCluster::start_shaped(n, n > 1, server_extra, tail).await
     }
 
     /// As `start_configured`, on shards unlike each other (see `start_unlike_shards`).
