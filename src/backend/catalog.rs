@@ -17,12 +17,15 @@ pub struct Catalog {
     timeout: Duration,
     clients: Vec<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
     pub types: TypeOids,
-    /// (shard, table OID, column) → whether the column's collation orders by code point
-    /// (the database default, C, POSIX, ucs_basic, or no collation at all).
-    code_point_columns: std::sync::Mutex<HashMap<(usize, u32, i16), bool>>,
-    /// (shard, table OID, column) → the same table and column on the first shard.
-    columns: std::sync::Mutex<HashMap<(usize, u32, i16), (u32, i16)>>,
+    /// Whether the column's collation orders by code point (the database default, C, POSIX,
+    /// ucs_basic, or no collation at all).
+    code_point_columns: std::sync::Mutex<HashMap<ShardColumn, bool>>,
+    /// The same table and column on the first shard: (table OID, attribute number).
+    columns: std::sync::Mutex<HashMap<ShardColumn, (u32, i16)>>,
 }
+
+/// A column as one shard numbers it: (shard, table OID, attribute number).
+type ShardColumn = (usize, u32, i16);
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
