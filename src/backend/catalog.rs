@@ -19,13 +19,43 @@ pub struct Catalog {
     pub types: TypeOids,
     /// Whether the column's collation orders by code point (the database default, C, POSIX,
     /// ucs_basic, or no collation at all).
-    code_point_columns: std::sync::Mutex<HashMap<ShardColumn, bool>>,
+    code_point_columns: Cache<ShardColumn, bool>,
     /// The same table and column on the first shard: (table OID, attribute number).
-    columns: std::sync::Mutex<HashMap<ShardColumn, (u32, i16)>>,
+    columns: Cache<ShardColumn, (u32, i16)>,
 }
 
 /// A column as one shard numbers it: (shard, table OID, attribute number).
 type ShardColumn = (usize, u32, i16);
+
+/// Facts already looked up, shared by every session of the proxy.
+pub struct Cache<K, V>(std::sync::Mutex<HashMap<K, V>>);
+
+impl<K: std::hash::Hash + Eq, V: Clone> Cache<K, V> {
+    pub fn get(&self, key: &K) -> Option<V> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    pub fn insert(&self, key: K, value: V) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, value);
+    }
+
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+impl<K, V> Default for Cache<K, V> {
+    fn default() -> Self {
+        Cache(std::sync::Mutex::new(HashMap::new()))
+    }
+}
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -45,22 +75,16 @@ impl Catalog {
             types: TypeOids::default(),
             targets,
             timeout,
-            code_point_columns: std::sync::Mutex::new(HashMap::new()),
-            columns: std::sync::Mutex::new(HashMap::new()),
+            code_point_columns: Cache::default(),
+            columns: Cache::default(),
         }
     }
 
     /// After DDL: cached facts may no longer hold.
     pub fn forget(&self) {
         self.types.forget();
-        self.code_point_columns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        self.columns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.code_point_columns.clear();
+        self.columns.clear();
     }
 
     /// Column `column` of table `table_oid` on `shard`, as the first shard numbers the same
@@ -73,12 +97,7 @@ impl Catalog {
         column: i16,
     ) -> Result<(u32, i16), String> {
         let key = (shard, table_oid, column);
-        if let Some(&known) = self
-            .columns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+        if let Some(known) = self.columns.get(&key) {
             return Ok(known);
         }
         let name = self
@@ -94,22 +113,24 @@ impl Catalog {
             .ok_or_else(|| format!("column {column} of relation {table_oid} of shard {} does not exist", self.shard_name(shard)))?;
         let home = self
             .value(
-                0,
+                crate::router::plan::HOME,
                 "select a.attrelid::text || '/' || a.attnum::text from pg_attribute a \
                  where a.attrelid = to_regclass(substring($1 from '^(.*)/[^/]*$'))::oid \
                  and a.attname = substring($1 from '/([^/]*)$') and not a.attisdropped",
                 &name,
             )
             .await?
-            .ok_or_else(|| format!("{name} does not exist on shard {}", self.shard_name(0)))?;
+            .ok_or_else(|| {
+                format!(
+                    "{name} does not exist on shard {}",
+                    self.shard_name(crate::router::plan::HOME)
+                )
+            })?;
         let (oid, attnum) = home
             .split_once('/')
             .and_then(|(o, a)| Some((o.parse().ok()?, a.parse().ok()?)))
             .ok_or_else(|| format!("unreadable column reference {home}"))?;
-        self.columns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (oid, attnum));
+        self.columns.insert(key, (oid, attnum));
         Ok((oid, attnum))
     }
 
@@ -127,12 +148,7 @@ impl Catalog {
         column: i16,
     ) -> Result<bool, String> {
         let key = (shard, table_oid, column);
-        if let Some(&known) = self
-            .code_point_columns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+        if let Some(known) = self.code_point_columns.get(&key) {
             return Ok(known);
         }
         let answer = self
@@ -146,10 +162,7 @@ impl Catalog {
             )
             .await?;
         let default = answer.as_deref() != Some("false");
-        self.code_point_columns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, default);
+        self.code_point_columns.insert(key, default);
         Ok(default)
     }
 

@@ -11,8 +11,7 @@
 //! OID keeps naming its type until the type is dropped; a name can come to mean another OID
 //! when a type is dropped and created again, which is why the cache is forgotten after DDL.
 
-use super::catalog::Catalog;
-use std::collections::HashMap;
+use super::catalog::{Cache, Catalog};
 
 /// The first OID PostgreSQL gives to objects a database creates (`FirstNormalObjectId`); every
 /// OID below it is built in and the same everywhere.
@@ -22,28 +21,20 @@ pub fn is_user(oid: u32) -> bool {
     oid >= FIRST_USER_OID
 }
 
-/// The translation cache (lookups go through `Catalog`).
+/// The translation caches (lookups go through `Catalog`).
 #[derive(Default)]
 pub struct TypeOids {
-    cache: std::sync::Mutex<Cache>,
-}
-
-#[derive(Default)]
-struct Cache {
-    names: HashMap<(usize, u32), String>,
-    oids: HashMap<(usize, String), u32>,
+    /// (shard, OID) → schema-qualified type name.
+    names: Cache<(usize, u32), String>,
+    /// (shard, schema-qualified type name) → OID.
+    oids: Cache<(usize, String), u32>,
 }
 
 impl TypeOids {
     /// After DDL: names may now mean other OIDs.
     pub fn forget(&self) {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.names.clear();
-        cache.oids.clear();
-    }
-
-    fn cached<T>(&self, f: impl FnOnce(&mut Cache) -> T) -> T {
-        f(&mut self.cache.lock().unwrap_or_else(|p| p.into_inner()))
+        self.names.clear();
+        self.oids.clear();
     }
 }
 
@@ -69,7 +60,7 @@ impl Catalog {
     }
 
     async fn type_name(&self, shard: usize, oid: u32) -> Result<Option<String>, String> {
-        if let Some(n) = self.types.cached(|c| c.names.get(&(shard, oid)).cloned()) {
+        if let Some(n) = self.types.names.get(&(shard, oid)) {
             return Ok(Some(n));
         }
         let name = self
@@ -81,15 +72,14 @@ impl Catalog {
             )
             .await?;
         if let Some(n) = &name {
-            self.types
-                .cached(|c| c.names.insert((shard, oid), n.clone()));
+            self.types.names.insert((shard, oid), n.clone());
         }
         Ok(name)
     }
 
     async fn type_oid(&self, shard: usize, name: &str) -> Result<Option<u32>, String> {
         let key = (shard, name.to_string());
-        if let Some(o) = self.types.cached(|c| c.oids.get(&key).copied()) {
+        if let Some(o) = self.types.oids.get(&key) {
             return Ok(Some(o));
         }
         let oid = self
@@ -97,7 +87,7 @@ impl Catalog {
             .await?
             .and_then(|o| o.parse::<u32>().ok());
         if let Some(o) = oid {
-            self.types.cached(|c| c.oids.insert(key, o));
+            self.types.oids.insert(key, o);
         }
         Ok(oid)
     }
