@@ -70,6 +70,8 @@ pub struct UserDirectory {
     unknown_method: AuthMethod,
     /// Random per process: derives the stable fake salt of each unknown user name.
     secret: [u8; 32],
+    /// Users whose sessions start in a consistency of their own (`[[users]] consistency`).
+    consistency: std::collections::HashMap<String, String>,
 }
 
 impl std::fmt::Debug for UserDirectory {
@@ -106,7 +108,16 @@ impl UserDirectory {
                 AuthMethod::ScramSha256
             },
             secret: rand::random(),
+            consistency: users
+                .iter()
+                .filter_map(|u| Some((u.name.clone(), u.consistency.clone()?)))
+                .collect(),
         })
+    }
+
+    /// The consistency `name`'s sessions start in, when the config gives the user one.
+    pub fn consistency(&self, name: &str) -> Option<&str> {
+        self.consistency.get(name).map(String::as_str)
     }
 
     pub fn get(&self, name: &str) -> Option<&Credential> {
@@ -137,6 +148,7 @@ mod tests {
             name: "app".into(),
             password: password.map(String::from),
             auth,
+            consistency: None,
         }
     }
 

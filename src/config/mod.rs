@@ -248,6 +248,10 @@ pub struct UserConfig {
     /// `scram-sha-256` (default), `md5` or `trust`.
     #[serde(default = "default_auth")]
     pub auth: AuthMethod,
+    /// This user's sessions start in this consistency (`shard` or `snapshot`) instead of
+    /// `transactions.consistency`; a startup option or SET still changes it.
+    #[serde(default)]
+    pub consistency: Option<String>,
 }
 
 // Hand-written so a password can never reach a log line through `{:?}`.
@@ -257,6 +261,7 @@ impl std::fmt::Debug for UserConfig {
             .field("name", &self.name)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("auth", &self.auth)
+            .field("consistency", &self.consistency)
             .finish()
     }
 }
@@ -437,6 +442,22 @@ impl Config {
             }
             crate::auth::Credential::from_config(user)
                 .map_err(|e| ConfigError::Invalid(format!("user {:?}: {e}", user.name)))?;
+            match user.consistency.as_deref().map(crate::snapshot::Consistency::parse) {
+                Some(None) => {
+                    return invalid(format!(
+                        "user {:?}: consistency = {:?}: use \"shard\" or \"snapshot\"",
+                        user.name,
+                        user.consistency.as_deref().unwrap_or_default()
+                    ))
+                }
+                Some(Some(crate::snapshot::Consistency::Snapshot)) if !t.snapshot => {
+                    return invalid(format!(
+                        "user {:?}: consistency = \"snapshot\" needs transactions.snapshot = true (the commit gate)",
+                        user.name
+                    ))
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -657,6 +678,18 @@ mod tests {
         assert!(e.contains("transactions.snapshot = true"), "{e}");
         assert!(with("consistency = \"snapshot\"\nsnapshot = true").is_ok());
         assert!(with("consistency = \"strict\"").is_err());
+        let user = |line: &str, snapshot: bool| {
+            Config::from_toml(&format!(
+                "[[shards]]\nname=\"a\"\nurl=\"postgres://u@h/d\"\n[transactions]\nsnapshot = {snapshot}\n[[users]]\nname=\"u\"\nauth=\"trust\"\n{line}"
+            ))
+        };
+        assert!(user("consistency = \"snapshot\"", true).is_ok());
+        let e = user("consistency = \"snapshot\"", false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("needs transactions.snapshot"), "{e}");
+        assert!(user("consistency = \"strong\"", true).is_err());
         assert!(with("snapshot = true\noracle = \"oracle.internal:6440\"").is_ok());
         assert!(with("oracle = \"nowhere\"").is_err());
     }

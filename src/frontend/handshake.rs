@@ -193,7 +193,15 @@ pub async fn handle_client(
                     .with_health(ctx.health.watch(i))
             })
             .collect();
-        crate::executor::client_loop::run(&ctx, socket, links, &options.own, shutdown).await
+        // The user's own default first, so that a startup option can still change it.
+        let settings: Vec<(String, String)> = ctx
+            .users
+            .consistency(&user)
+            .map(|c| ("consistency".to_string(), c.to_string()))
+            .into_iter()
+            .chain(options.own.iter().cloned())
+            .collect();
+        crate::executor::client_loop::run(&ctx, socket, links, &settings, shutdown).await
     };
     drop(registration);
     if matches!(end, session::SessionEnd::ProtocolViolation(_)) {
