@@ -48,12 +48,13 @@ impl Exec<'_> {
 
     /// Opens the client's transaction on `shard` if it has not been yet, in its own round trip.
     pub async fn enlist(&mut self, shard: usize) -> R<Step> {
-        if self.ensure_cut(&[shard]).await? == Step::Failed {
+        if self.ensure_cut().await? == Step::Failed {
             return Ok(Step::Failed);
         }
         let Some(o) = self.opening(shard) else {
             return Ok(Step::Done);
         };
+        self.settle(shard).await?;
         let mut q = BytesMut::new();
         build::query(&o.sql, &mut q);
         self.links[shard].send(&q).await?;

@@ -210,6 +210,15 @@ impl ShardLink {
         }
     }
 
+    /// Puts a message back in front of what is still to be read: a step that reads ahead
+    /// (see `Exec::gate_statement`) leaves what is not its own for the next reader.
+    pub fn unread(&mut self, f: Frame) {
+        let mut buf = BytesMut::with_capacity(f.bytes.len() + self.buf.len());
+        buf.extend_from_slice(&f.bytes);
+        buf.extend_from_slice(&self.buf);
+        self.buf = buf;
+    }
+
     /// The whole messages already received, without waiting for more.
     pub fn buffered(&mut self) -> Result<Vec<Frame>, LinkLost> {
         let mut out = Vec::new();

@@ -50,9 +50,17 @@ pub async fn scatter_request(
             return Ok(Step::Failed);
         }
     }
-    for (i, &s) in shards.iter().enumerate() {
-        let request = &requests[i.min(requests.len() - 1)];
-        exec.links[s].send(request).await?;
+    if exec.gates_statements(shards).await? {
+        // READ COMMITTED in snapshot consistency: this statement's own consistent cut.
+        if let Some(err) = exec.gate_statement(shards, requests).await? {
+            exec.shard_error(&err);
+            return Ok(Step::Failed);
+        }
+    } else {
+        for (i, &s) in shards.iter().enumerate() {
+            let request = &requests[i.min(requests.len() - 1)];
+            exec.links[s].send(request).await?;
+        }
     }
     // A snapshot cut sent just before this read answers first.
     if let Some(err) = exec.finish_cut().await? {

@@ -71,9 +71,9 @@ pub struct Exec<'a> {
     pub routes: crate::metrics::RouteMetrics,
     /// `SET shardgate.consistency`.
     pub consistency: crate::snapshot::Consistency,
-    /// `SET shardgate.snapshot_scope = 'all'`: explicit transactions take their cut on every
-    /// shard.
-    pub snapshot_all: bool,
+    /// The shards' `default_transaction_isolation`, once read (see `snapshot_level`); None
+    /// after anything that may have changed it.
+    pub default_isolation: Option<super::txn::Isolation>,
     /// The snapshot timestamp of the last cut taken (`SHOW shardgate.snapshot_ts`).
     pub snapshot_ts: Option<u64>,
     /// A cut sent ahead of a scattered read, whose answers the scatter reads first.
@@ -90,6 +90,10 @@ pub struct Exec<'a> {
     pub describe_rows: bool,
     /// Catalog facts about the shards (see `backend::catalog`).
     pub catalog: Option<&'a crate::backend::catalog::Catalog>,
+    /// Shards that parsed or described something for the extended protocol outside the
+    /// session's transaction, not yet followed by Sync: they are inside an implicit
+    /// transaction of their own, which may hold a snapshot (see `settle`).
+    pub unsynced: std::collections::BTreeSet<usize>,
 }
 
 /// The longest statement text analysed on several shards. Its syntax tree takes about a hundred
@@ -137,14 +141,28 @@ impl<'a> Exec<'a> {
             parsed: std::sync::Mutex::new(ParseCache::default()),
             routes: crate::metrics::RouteMetrics::new(&placement.shard_names),
             consistency: txn_ctx.default_consistency,
-            snapshot_all: false,
+            default_isolation: None,
             snapshot_ts: None,
             pending_cut: None,
             rewritten: false,
             ahead: 0,
             describe_rows: true,
             catalog: None,
+            unsynced: std::collections::BTreeSet::new(),
         }
+    }
+
+    /// Ends the implicit transaction a Parse or Describe left open on `shard` (see
+    /// `unsynced`) before a Query opens a transaction there: BEGIN would otherwise adopt it,
+    /// snapshot and all, and a REPEATABLE READ opening would fail with 25001.
+    pub async fn settle(&mut self, shard: usize) -> R<()> {
+        if self.unsynced.remove(&shard) {
+            self.links[shard].send(b"S\0\0\0\x04").await?;
+            if let Some(e) = self.quiet_until_ready(shard).await? {
+                tracing::debug!(shard, "a Sync ending an outside Parse answered {:?}", e.tag);
+            }
+        }
+        Ok(())
     }
 
     /// The end of a request: notifications that arrived with its answers, as PostgreSQL sends
@@ -440,7 +458,7 @@ impl<'a> Exec<'a> {
         }
         // PostgreSQL runs a multi-statement Query as one implicit transaction.
         if statements.len() > 1 && self.txn == TxnState::Idle {
-            self.txn = self.new_txn("BEGIN".into(), true, true);
+            self.txn = self.new_txn("BEGIN".into(), true);
         }
         for (stmt, sql, ahead) in statements {
             if let Some(s) = &stmt {
@@ -503,23 +521,29 @@ impl<'a> Exec<'a> {
                     .await;
             }
         }
-        if matches!(&self.txn, TxnState::Open(t) if t.snapshot) {
-            let touched: Vec<usize> = match &plan {
-                Plan::Shard { shard, .. } => vec![*shard],
-                Plan::Scatter { shards, .. } => shards.clone(),
-                Plan::Write { parts, .. } => parts.iter().map(|p| p.0).collect(),
-                Plan::Broadcast { .. } | Plan::Session => (0..self.links.len()).collect(),
-                _ => Vec::new(),
-            };
-            // A scattered read rides in the same round trip as its cut.
-            let deferred = matches!(plan, Plan::Scatter { .. });
-            if !touched.is_empty()
-                && self.ensure_cut_then(&touched, deferred).await? == Step::Failed
-            {
+        let touches_shards = matches!(
+            plan,
+            Plan::Shard { .. }
+                | Plan::Scatter { .. }
+                | Plan::Write { .. }
+                | Plan::Broadcast { .. }
+                | Plan::Session
+        );
+        if touches_shards && matches!(&self.txn, TxnState::Open(t) if t.snapshot) {
+            // A read or a one-shard statement rides in the same round trip as its cut.
+            let deferred = matches!(plan, Plan::Scatter { .. } | Plan::Shard { .. });
+            if self.ensure_cut_then(deferred).await? == Step::Failed {
                 return Ok(Step::Failed);
             }
         }
-        self.run_planned(plan, sql).await
+        let step = self.run_planned(plan, sql).await?;
+        // A deferred cut is read by the statement that rode with it; should that statement
+        // have ended before reading it, its answers must not be left for the next request.
+        if let Some(err) = self.finish_cut().await? {
+            self.out.extend_from_slice(&err.bytes);
+            return Ok(Step::Failed);
+        }
+        Ok(step)
     }
 
     async fn run_planned(&mut self, plan: Plan, sql: &str) -> R<Step> {
@@ -565,6 +589,11 @@ impl<'a> Exec<'a> {
             }
             Plan::Session => {
                 self.note_deallocate(sql);
+                // It may set default_transaction_isolation, now or at a rollback.
+                self.default_isolation = None;
+                if let TxnState::Open(t) = &mut self.txn {
+                    t.changed_session = true;
+                }
                 self.everywhere(sql).await
             }
         }
@@ -721,17 +750,23 @@ impl<'a> Exec<'a> {
         if write {
             self.txn.note_write(shard);
         }
-        if self.ensure_cut(&[shard]).await? == Step::Failed {
-            return Ok(Step::Failed);
-        }
         // A shard joining the transaction gets its BEGIN in the same message as the statement.
         let opening = self.opening(shard);
+        if opening.is_some() {
+            self.settle(shard).await?;
+        }
         let mut q = BytesMut::new();
         match &opening {
             Some(o) => build::query(&format!("{};\n{sql}", o.sql), &mut q),
             None => build::query(sql, &mut q),
         }
         self.links[shard].send(&q).await?;
+        // A cut sent just before this statement answers first.
+        if let Some(err) = self.finish_cut().await? {
+            self.quiet_until_ready(shard).await?;
+            self.out.extend_from_slice(&err.bytes);
+            return Ok(Step::Failed);
+        }
         let mut prefix = 0;
         if let Some(o) = opening {
             if self.read_opening(shard, &o).await? == Step::Failed {
@@ -888,7 +923,7 @@ impl<'a> Exec<'a> {
     pub fn own_implicit(&mut self) -> bool {
         let own = self.txn == TxnState::Idle;
         if own {
-            self.txn = self.new_txn("BEGIN".into(), true, false);
+            self.txn = self.new_txn("BEGIN".into(), true);
         }
         own
     }
@@ -908,11 +943,13 @@ impl<'a> Exec<'a> {
     async fn txn_command(&mut self, cmd: TxnCmd) -> R<Step> {
         match cmd {
             TxnCmd::Begin(text) => {
+                let tag = if text.trim_start().to_ascii_lowercase().starts_with("start") {
+                    "START TRANSACTION"
+                } else {
+                    "BEGIN"
+                };
                 match &mut self.txn {
-                    TxnState::Idle => {
-                        let all = self.snapshot_all;
-                        self.txn = self.new_txn(text, false, all)
-                    }
+                    TxnState::Idle => self.txn = self.new_txn(text, false),
                     TxnState::Open(t) if t.implicit => {
                         t.implicit = false;
                         t.begin = text;
@@ -923,7 +960,7 @@ impl<'a> Exec<'a> {
                         &mut self.out,
                     ),
                 }
-                build::command_complete("BEGIN", &mut self.out);
+                build::command_complete(tag, &mut self.out);
                 Ok(Step::Done)
             }
             TxnCmd::Commit => match &self.txn {
@@ -989,6 +1026,19 @@ impl<'a> Exec<'a> {
                 &mut self.out,
             );
             build::command_complete("SET", &mut self.out);
+            return Ok(Step::Done);
+        };
+        // PostgreSQL refuses a different level inside a savepoint; with a shard enlisted,
+        // the shards say so themselves.
+        let asked = super::txn::Isolation::named_in(&sql);
+        let in_savepoint = t.enlisted.is_empty() && !t.savepoints.is_empty() && asked.is_some();
+        if in_savepoint && asked != Some(self.txn_isolation().await?) {
+            return Ok(self.error(&PgError::error(
+                "25001",
+                "SET TRANSACTION ISOLATION LEVEL must not be called in a subtransaction",
+            )));
+        }
+        let TxnState::Open(t) = &self.txn else {
             return Ok(Step::Done);
         };
         if !t.enlisted.is_empty() && self.on_enlisted(&sql).await? == Step::Failed {
@@ -1144,6 +1194,10 @@ impl<'a> Exec<'a> {
 
     pub async fn rollback_enlisted(&mut self) -> R<()> {
         if let TxnState::Open(t) | TxnState::Failed(t) = &self.txn {
+            if t.changed_session {
+                // A SET in the transaction is undone.
+                self.default_isolation = None;
+            }
             if t.written.len() >= 2 {
                 metrics::counter!(crate::metrics::ABORTS, "reason" => "rollback").increment(1);
             }

@@ -30,12 +30,43 @@ pub struct OpenTxn {
     pub written: BTreeSet<usize>,
     /// Active savepoints, oldest first, as (name to match, name as the client wrote it).
     pub savepoints: Vec<(String, String)>,
-    /// Snapshot consistency: reads see one cut taken, under the gate, at the first statement.
+    /// Snapshot consistency: a REPEATABLE READ transaction reads one cut of every shard, taken
+    /// under the gate at its first statement; a READ COMMITTED one gates each read of several
+    /// shards (see `snapshot_read`).
     pub snapshot: bool,
-    /// Take that cut on every shard rather than on the first statement's shards.
-    pub cut_all: bool,
-    /// The shards of the cut, once taken; no other shard may join.
+    /// The shards of the cut, once taken.
     pub cut: Option<BTreeSet<usize>>,
+    /// A session setting ran in this transaction (undone if it rolls back).
+    pub changed_session: bool,
+}
+
+/// A transaction's isolation level as PostgreSQL runs it (READ UNCOMMITTED is READ COMMITTED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    ReadCommitted,
+    RepeatableRead,
+    Serializable,
+}
+
+impl Isolation {
+    /// The level named in `transaction_isolation`'s words, or in a statement that sets one
+    /// (`BEGIN ISOLATION LEVEL ...`, `SET TRANSACTION ...`, `SET default_transaction_isolation`).
+    pub fn named_in(text: &str) -> Option<Isolation> {
+        let words: Vec<String> = text
+            .split(|c: char| !c.is_ascii_alphabetic())
+            .filter(|w| !w.is_empty())
+            .map(|w| w.to_ascii_lowercase())
+            .collect();
+        // The last level named wins, as the last SET TRANSACTION does.
+        (0..words.len())
+            .rev()
+            .find_map(|i| match words[i].as_str() {
+                "serializable" => Some(Isolation::Serializable),
+                "repeatable" => Some(Isolation::RepeatableRead),
+                "committed" | "uncommitted" => Some(Isolation::ReadCommitted),
+                _ => None,
+            })
+    }
 }
 
 /// A savepoint command that names no active savepoint.
@@ -52,8 +83,8 @@ impl TxnState {
             written: BTreeSet::new(),
             savepoints: Vec::new(),
             snapshot: false,
-            cut_all: false,
             cut: None,
+            changed_session: false,
         })
     }
 
@@ -96,6 +127,15 @@ impl TxnState {
     }
 }
 
+/// The level a BEGIN / START TRANSACTION / SET TRANSACTION statement sets, if it names one.
+fn level_set_by(statement: &str) -> Option<Isolation> {
+    let lower = statement.to_ascii_lowercase();
+    lower
+        .contains("isolation")
+        .then(|| Isolation::named_in(&lower))
+        .flatten()
+}
+
 /// A savepoint name as PostgreSQL matches it: folded to lower case unless quoted.
 pub fn savepoint_key(name: &str) -> String {
     match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
@@ -113,6 +153,21 @@ impl OpenTxn {
             sql.push_str(c);
         }
         sql
+    }
+
+    /// The level this transaction runs at: the last one its BEGIN or SET TRANSACTION named,
+    /// else the session's default.
+    pub fn isolation(&self, default: Isolation) -> Isolation {
+        self.named_isolation().unwrap_or(default)
+    }
+
+    /// The level the client's BEGIN or SET TRANSACTION named, if any did.
+    pub fn named_isolation(&self) -> Option<Isolation> {
+        self.characteristics
+            .iter()
+            .rev()
+            .find_map(|c| level_set_by(c))
+            .or_else(|| level_set_by(&self.begin))
     }
 
     /// Statements in `opening()`, each answering with one command tag.
@@ -193,6 +248,30 @@ mod tests {
         i.fail();
         assert!(i.failed_implicit());
         assert_eq!(i.status(), b'I');
+    }
+
+    #[test]
+    fn isolation_comes_from_the_last_statement_that_names_one() {
+        let rc = Isolation::ReadCommitted;
+        let mut t = open();
+        assert_eq!(t.isolation(rc), rc);
+        assert_eq!(
+            t.isolation(Isolation::Serializable),
+            Isolation::Serializable
+        );
+        t.begin = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY".into();
+        assert_eq!(t.isolation(rc), Isolation::RepeatableRead);
+        t.characteristics.push("set transaction read write".into());
+        assert_eq!(t.isolation(rc), Isolation::RepeatableRead);
+        t.characteristics
+            .push("SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED".into());
+        assert_eq!(t.isolation(Isolation::Serializable), rc);
+        assert_eq!(
+            Isolation::named_in("serializable"),
+            Some(Isolation::Serializable)
+        );
+        assert_eq!(Isolation::named_in("read committed"), Some(rc));
+        assert_eq!(Isolation::named_in("default"), None);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::error::PgError;
 use crate::protocol::message::{Bind, ClientMessage, Kind, Parse};
 use crate::protocol::{build, Frame};
 use crate::router::params::Params;
-use crate::router::plan::{plan, plan_unparsed, Plan, HOME};
+use crate::router::plan::{plan, plan_unparsed, Plan, TxnCmd, HOME};
 use bytes::Bytes;
 use std::collections::{BTreeSet, HashMap};
 
@@ -288,12 +288,36 @@ impl Extended {
         let batch = self.take_batch();
         fetch_insert_columns(exec, &batch).await?;
         if exec.txn == TxnState::Idle && !self.failed {
-            exec.txn = exec.new_txn("BEGIN".into(), true, true);
+            exec.txn = exec.new_txn("BEGIN".into(), true);
         }
         for msg in batch {
             self.run_message(exec, msg).await?;
         }
         Ok(())
+    }
+
+    /// In a failed transaction block PostgreSQL refuses to parse or bind anything but COMMIT,
+    /// ROLLBACK and ROLLBACK TO (25P02), before any shard is asked: a shard the transaction
+    /// never reached would otherwise run the statement outside it.
+    fn aborted(&self, exec: &Exec<'_>, m: &ClientMessage) -> Option<PgError> {
+        if !matches!(&exec.txn, TxnState::Failed(t) if !t.implicit) {
+            return None;
+        }
+        let sql = match &m.kind {
+            Kind::Parse(p) => p.sql.as_str(),
+            Kind::Bind(b) => self.statements.get(&b.statement)?.sql.as_str(),
+            _ => return None,
+        };
+        let exits = matches!(
+            plan_unparsed(sql),
+            Plan::Txn(TxnCmd::Commit | TxnCmd::Rollback | TxnCmd::RollbackTo(_))
+        );
+        (!exits).then(|| {
+            PgError::error(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            )
+        })
     }
 
     /// After an error, PostgreSQL discards every message until Sync, a simple Query included.
@@ -308,7 +332,8 @@ impl Extended {
 
     async fn run_batch(&mut self, exec: &mut Exec<'_>, batch: Vec<ClientMessage>) -> R<()> {
         fetch_insert_columns(exec, &batch).await?;
-        if !self.failed {
+        // In a failed transaction every Parse and Bind is checked (see `aborted`).
+        if !self.failed && !matches!(exec.txn, TxnState::Failed(_)) {
             if let Some(shard) = self.single_destination(exec, &batch) {
                 return self.run_on_one_shard(exec, shard, batch).await;
             }
@@ -316,13 +341,13 @@ impl Extended {
         // PostgreSQL runs the messages up to Sync as one implicit transaction; when they write
         // on several shards, so does the proxy, committing at Sync.
         if exec.txn == TxnState::Idle && self.writes_several_shards(exec, &batch) {
-            exec.txn = exec.new_txn("BEGIN".into(), true, true);
+            exec.txn = exec.new_txn("BEGIN".into(), true);
         }
         // A snapshot transaction takes its cut on the shards the batch binds to, before any
         // message runs.
         if matches!(&exec.txn, TxnState::Open(t) if t.snapshot && t.cut.is_none()) {
             let shards = self.bound_shards(exec, &batch);
-            if !shards.is_empty() && exec.ensure_cut(&shards).await? == Step::Failed {
+            if !shards.is_empty() && exec.ensure_cut().await? == Step::Failed {
                 exec.txn.fail();
                 return self.fail_rest(exec, batch).await;
             }
@@ -361,6 +386,11 @@ impl Extended {
         if self.failed {
             return Ok(());
         }
+        if let Some(err) = self.aborted(exec, &m) {
+            exec.error(&err);
+            self.failed = true;
+            return Ok(());
+        }
         let step = match &m.kind {
             Kind::Parse(p) => {
                 if let Some(err) = parse_error(exec, &p.sql) {
@@ -376,7 +406,7 @@ impl Extended {
                 let st = Statement::new(exec, &m, p, BTreeSet::new());
                 self.statements.insert(p.name.clone(), st);
                 if answered_by_proxy(&p.sql) {
-                    // No shard knows SHOW/SET shardgate.*: nothing to prepare there.
+                    // Nothing to prepare on a shard (see `answered_by_proxy`).
                     build::empty(b'1', &mut exec.out);
                     return Ok(());
                 }
@@ -415,6 +445,7 @@ impl Extended {
     /// Sync: every touched shard syncs; one ReadyForQuery with the session's status.
     async fn sync(&mut self, exec: &mut Exec<'_>) -> R<()> {
         for s in std::mem::take(&mut self.touched) {
+            exec.unsynced.remove(&s);
             exec.links[s].send(b"S\0\0\0\x04").await?;
             loop {
                 let f = exec.links[s].recv().await?;
@@ -454,9 +485,12 @@ impl Extended {
     }
 }
 
-/// `SHOW shardgate.*` and `SET shardgate.*`, which the proxy answers itself.
+/// `SHOW shardgate.*` and `SET shardgate.*`, which no shard knows, and transaction control,
+/// which the proxy carries out itself: their Parse and Describe are answered by the proxy.
+/// Sending them to a shard the transaction has not reached would pull it in (a second shard
+/// of a SERIALIZABLE transaction is refused) for a statement that reads nothing.
 pub(super) fn answered_by_proxy(sql: &str) -> bool {
-    matches!(plan_unparsed(sql), Plan::Admin(_))
+    matches!(plan_unparsed(sql), Plan::Admin(_) | Plan::Txn(_))
 }
 
 /// A snapshot transaction that has not enlisted `shard` (it may not have a cut yet).

@@ -33,6 +33,10 @@ impl Extended {
         {
             return Ok(Step::Failed);
         }
+        let enlisted = matches!(&exec.txn, TxnState::Open(t) | TxnState::Failed(t) if t.enlisted.contains(&shard));
+        if matches!(tag, b'P' | b'D') && !enlisted {
+            exec.unsynced.insert(shard);
+        }
         let mut out = BytesMut::new();
         for b in frames {
             out.extend_from_slice(b);
@@ -160,14 +164,23 @@ impl Extended {
                     format!("prepared statement \"{name}\" does not exist"),
                 )));
             };
-            if let Plan::Admin(cmd) = crate::router::plan::plan_unparsed(&st.sql) {
-                // No parameters; the columns the proxy answers with.
-                exec.out.extend_from_slice(b"t\0\0\0\x06\0\0");
-                match cmd.columns() {
-                    Some(names) => build::row_description_text(&names, &mut exec.out),
-                    None => build::empty(b'n', &mut exec.out),
+            match crate::router::plan::plan_unparsed(&st.sql) {
+                // No parameters; the columns the proxy answers with (none for transaction
+                // control).
+                Plan::Admin(cmd) => {
+                    exec.out.extend_from_slice(b"t\0\0\0\x06\0\0");
+                    match cmd.columns() {
+                        Some(names) => build::row_description_text(&names, &mut exec.out),
+                        None => build::empty(b'n', &mut exec.out),
+                    }
+                    return Ok(Step::Done);
                 }
-                return Ok(Step::Done);
+                Plan::Txn(_) => {
+                    exec.out.extend_from_slice(b"t\0\0\0\x06\0\0");
+                    build::empty(b'n', &mut exec.out);
+                    return Ok(Step::Done);
+                }
+                _ => {}
             }
             let (shard, swallow, mut frames) = match st.on.iter().next() {
                 Some(&s) => (s, 0, vec![]),
@@ -395,6 +408,11 @@ impl Extended {
         request: &[u8],
     ) -> R<Step> {
         let all: Vec<usize> = (0..exec.links.len()).collect();
+        // It may set default_transaction_isolation.
+        exec.default_isolation = None;
+        if let TxnState::Open(t) = &mut exec.txn {
+            t.changed_session = true;
+        }
         // It may be DDL: types may be dropped and made again under new OIDs.
         if let Some(catalog) = exec.catalog {
             catalog.forget();
@@ -445,10 +463,28 @@ impl Extended {
         }
         for (i, &s) in shards.iter().enumerate() {
             let quiet = i > 0;
+            let mut out = BytesMut::from(&f.bytes[..]);
+            // Closing a statement is not part of any transaction: a shard the transaction has
+            // not reached is not pulled in (in a REPEATABLE READ snapshot transaction that
+            // would take the cut now, before the statement that should). It gets its own Sync.
+            let outside = !self.touched.contains(&s)
+                && matches!(&exec.txn, TxnState::Open(t) if !t.enlisted.contains(&s));
+            if outside {
+                out.extend_from_slice(b"S\0\0\0\x04");
+                exec.links[s].send(&out).await?;
+                let before = exec.out.len();
+                let step = self.relay_one(exec, s, b'C', false).await?;
+                if quiet {
+                    exec.out.truncate(before);
+                }
+                if exec.quiet_until_ready(s).await?.is_some() || step == Step::Failed {
+                    return Ok(Step::Failed);
+                }
+                continue;
+            }
             if !self.touched.contains(&s) && exec.enlist(s).await? == Step::Failed {
                 return Ok(Step::Failed);
             }
-            let mut out = BytesMut::from(&f.bytes[..]);
             out.extend_from_slice(b"H\0\0\0\x04");
             exec.links[s].send(&out).await?;
             self.touched.insert(s);
