@@ -1,12 +1,13 @@
 //! Hermitage's PostgreSQL isolation cases (read committed and repeatable read), run through the
 //! proxy on three unlike shards with the two rows of every case on different shards, in the
-//! simple and in the extended protocol.
+//! simple and in the extended protocol, in both consistencies.
 //!
 //! Each case is the published sequence of steps, one session per transaction; a step that
 //! PostgreSQL blocks is started in the background and the test waits until a shard reports a
-//! backend waiting on a lock. What each step must return is what PostgreSQL returns, except
-//! where shard consistency documents otherwise (read skew in repeatable read: each shard's
-//! snapshot is taken when the transaction first touches that shard; see docs/transactions.md).
+//! backend waiting on a lock. What each step must return is what PostgreSQL returns. In
+//! snapshot consistency that holds for every case. Shard consistency differs in exactly two
+//! repeatable read cases, G-single and G-single with a write predicate (each shard's snapshot
+//! is taken when the transaction first touches that shard; see docs/snapshot.md).
 
 mod common;
 
@@ -22,17 +23,32 @@ enum Protocol {
 
 type Rows = Vec<(i32, i32)>;
 
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Consistency {
+    Shard,
+    Snapshot,
+}
+
 struct Bench {
     tc: TestCluster,
+    consistency: Consistency,
     /// Keys standing for Hermitage's rows 1 and 2 (on different shards), and 3 and 4.
     k: [i32; 5],
 }
 
 const TABLES: &str = "[tables.test]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
 
+/// A user whose sessions start in snapshot consistency (the per-user default).
+const SNAPSHOT_USER: &str =
+    "[transactions]\nsnapshot = true\n[[users]]\nname = \"reader\"\nauth = \"trust\"\nconsistency = \"snapshot\"\n";
+
 impl Bench {
-    async fn start() -> Bench {
-        let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    async fn start(consistency: Consistency) -> Bench {
+        let tail = match consistency {
+            Consistency::Shard => TABLES.to_string(),
+            Consistency::Snapshot => format!("{TABLES}{SNAPSHOT_USER}"),
+        };
+        let tc = TestCluster::start_unlike(3, "", &tail).await;
         let c = tc.client().await;
         c.batch_execute("create table test (id int primary key, value int)")
             .await
@@ -60,7 +76,26 @@ impl Bench {
         }
         Bench {
             tc,
+            consistency,
             k: [0, 1, second, 1000, 1001],
+        }
+    }
+
+    /// A session in this bench's consistency.
+    async fn session(&self) -> Client {
+        match self.consistency {
+            Consistency::Shard => self.tc.client().await,
+            Consistency::Snapshot => {
+                let c = common::connect(&self.tc.url("reader", "none"))
+                    .await
+                    .unwrap();
+                let mode = c.simple_query("show shardgate.consistency").await.unwrap();
+                assert!(
+                    matches!(&mode[..], [SimpleQueryMessage::RowDescription(_), SimpleQueryMessage::Row(r), ..] if r.get(0) == Some("snapshot")),
+                    "the user's default consistency applies"
+                );
+                c
+            }
         }
     }
 
@@ -102,7 +137,7 @@ impl Bench {
     async fn sessions(&self, n: usize) -> Vec<Arc<Client>> {
         let mut out = Vec::new();
         for _ in 0..n {
-            out.push(Arc::new(self.tc.client().await));
+            out.push(Arc::new(self.session().await));
         }
         out
     }
@@ -207,7 +242,9 @@ impl<'a> Run<'a> {
         assert_eq!(
             self.ok(i, sql).await,
             want.to_vec(),
-            "{case}: T{} {sql}",
+            "{case}: {:?} {:?} T{} {sql}",
+            self.b.consistency,
+            self.protocol,
             i + 1
         );
     }
@@ -374,6 +411,65 @@ async fn read_committed(b: &Bench, protocol: Protocol) {
 
 async fn repeatable_read(b: &Bench, protocol: Protocol) {
     let rr = "repeatable read";
+    let snapshot = b.consistency == Consistency::Snapshot;
+    // G0: write cycles are prevented; the blocked writer fails to serialize.
+    let r = Run::start(b, protocol, 2, rr).await;
+    r.ok(0, "update test set value = 11 where id = {1}").await;
+    let t2 = r
+        .blocked(1, "update test set value = 12 where id = {1}")
+        .await;
+    r.ok(0, "update test set value = 21 where id = {2}").await;
+    r.ok(0, "commit").await;
+    assert_eq!(t2.await.unwrap(), Err("40001".to_string()), "G0");
+    r.ok(1, "abort").await;
+    r.sees(0, "select * from test", &[(1, 11), (2, 21)], "G0")
+        .await;
+
+    // G1a: aborted reads are prevented.
+    let r = Run::start(b, protocol, 2, rr).await;
+    r.ok(0, "update test set value = 101 where id = {1}").await;
+    r.sees(1, "select * from test", &[(1, 10), (2, 20)], "G1a")
+        .await;
+    r.ok(0, "abort").await;
+    r.sees(1, "select * from test", &[(1, 10), (2, 20)], "G1a")
+        .await;
+    r.ok(1, "commit").await;
+
+    // G1b: intermediate reads are prevented, and the snapshot holds after T1 commits.
+    let r = Run::start(b, protocol, 2, rr).await;
+    r.ok(0, "update test set value = 101 where id = {1}").await;
+    r.sees(1, "select * from test", &[(1, 10), (2, 20)], "G1b")
+        .await;
+    r.ok(0, "update test set value = 11 where id = {1}").await;
+    r.ok(0, "commit").await;
+    r.sees(1, "select * from test", &[(1, 10), (2, 20)], "G1b")
+        .await;
+    r.ok(1, "commit").await;
+
+    // G1c: circular information flow is prevented.
+    let r = Run::start(b, protocol, 2, rr).await;
+    r.ok(0, "update test set value = 11 where id = {1}").await;
+    r.ok(1, "update test set value = 22 where id = {2}").await;
+    r.sees(0, "select * from test where id = {2}", &[(2, 20)], "G1c")
+        .await;
+    r.sees(1, "select * from test where id = {1}", &[(1, 10)], "G1c")
+        .await;
+    r.ok(0, "commit").await;
+    r.ok(1, "commit").await;
+
+    // OTV: the blocked writer fails to serialize; T3 keeps seeing its snapshot's values.
+    let r = Run::start(b, protocol, 3, rr).await;
+    r.ok(0, "update test set value = 11 where id = {1}").await;
+    r.ok(0, "update test set value = 19 where id = {2}").await;
+    let t2 = r
+        .blocked(1, "update test set value = 12 where id = {1}")
+        .await;
+    r.ok(0, "commit").await;
+    assert_eq!(t2.await.unwrap(), Err("40001".to_string()), "OTV");
+    r.ok(1, "abort").await;
+    r.sees(2, "select * from test", &[(1, 11), (2, 19)], "OTV")
+        .await;
+    r.ok(2, "commit").await;
     // PMP: a predicate read keeps its snapshot.
     let r = Run::start(b, protocol, 2, rr).await;
     r.sees(0, "select * from test where value = 30", &[], "PMP")
@@ -405,7 +501,8 @@ async fn repeatable_read(b: &Bench, protocol: Protocol) {
     assert_eq!(t2.await.unwrap(), Err("40001".to_string()), "P4");
     r.ok(1, "abort").await;
 
-    // G-single (read skew). PostgreSQL shows 2 => 20. In shard consistency the second shard's
+    // G-single (read skew). PostgreSQL shows 2 => 20, and so does snapshot consistency (one
+    // cut of every shard at T1's first read). In shard consistency the second shard's
     // snapshot is taken by the read of row 2, after T2 committed: the documented read skew.
     let r = Run::start(b, protocol, 2, rr).await;
     r.sees(
@@ -420,13 +517,13 @@ async fn repeatable_read(b: &Bench, protocol: Protocol) {
     r.ok(1, "update test set value = 12 where id = {1}").await;
     r.ok(1, "update test set value = 18 where id = {2}").await;
     r.ok(1, "commit").await;
-    r.sees(
-        0,
-        "select * from test where id = {2}",
-        &[(2, 18)],
-        "G-single (documented read skew)",
-    )
-    .await;
+    let (want, case) = if snapshot {
+        (20, "G-single")
+    } else {
+        (18, "G-single (documented read skew)")
+    };
+    r.sees(0, "select * from test where id = {2}", &[(2, want)], case)
+        .await;
     r.ok(0, "commit").await;
 
     // G-single with predicate dependencies: the first read reaches every shard, so the
@@ -450,9 +547,10 @@ async fn repeatable_read(b: &Bench, protocol: Protocol) {
     .await;
     r.ok(0, "commit").await;
 
-    // G-single with a write predicate. PostgreSQL fails the delete with 40001. In shard
-    // consistency the delete is T1's first statement on row 2's shard: its snapshot there sees
-    // 2 => 18, so nothing matches and nothing fails (the documented read skew again).
+    // G-single with a write predicate. PostgreSQL fails the delete with 40001, and so does
+    // snapshot consistency. In shard consistency the delete is T1's first statement on row
+    // 2's shard: its snapshot there sees 2 => 18, so nothing matches and nothing fails (the
+    // documented read skew again).
     let r = Run::start(b, protocol, 2, rr).await;
     r.sees(
         0,
@@ -465,7 +563,12 @@ async fn repeatable_read(b: &Bench, protocol: Protocol) {
     r.ok(1, "update test set value = 12 where id = {1}").await;
     r.ok(1, "update test set value = 18 where id = {2}").await;
     r.ok(1, "commit").await;
-    r.ok(0, "delete from test where value = 20").await;
+    if snapshot {
+        r.fails(0, "delete from test where value = 20", "40001")
+            .await;
+    } else {
+        r.ok(0, "delete from test where value = 20").await;
+    }
     r.ok(0, "abort").await;
 
     // G2-item: repeatable read allows write skew.
@@ -498,9 +601,8 @@ async fn repeatable_read(b: &Bench, protocol: Protocol) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hermitage_read_committed_and_repeatable_read() {
-    let b = Bench::start().await;
+async fn hermitage(consistency: Consistency) {
+    let b = Bench::start(consistency).await;
     for protocol in [Protocol::Simple, Protocol::Extended] {
         read_committed(&b, protocol).await;
         repeatable_read(&b, protocol).await;
@@ -508,12 +610,54 @@ async fn hermitage_read_committed_and_repeatable_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serializable_does_not_reach_a_second_shard() {
-    let b = Bench::start().await;
+async fn hermitage_in_shard_consistency() {
+    hermitage(Consistency::Shard).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hermitage_in_snapshot_consistency_matches_postgres() {
+    hermitage(Consistency::Snapshot).await;
+}
+
+async fn serializable_on_one_shard(consistency: Consistency) {
+    let b = Bench::start(consistency).await;
     let r = Run::start(&b, Protocol::Simple, 1, "serializable").await;
-    r.ok(0, "select * from test where id = {1}").await;
+    r.sees(
+        0,
+        "select * from test where id = {1}",
+        &[(1, 10)],
+        "one shard",
+    )
+    .await;
+    r.ok(0, "update test set value = 11 where id = {1}").await;
     // Each shard would serialize only its part: refused rather than weakened.
     r.fails(0, "select * from test where id = {2}", "0A000")
         .await;
     r.ok(0, "rollback").await;
+    // On one shard it commits.
+    let r = Run::start(&b, Protocol::Extended, 1, "serializable").await;
+    r.ok(0, "update test set value = 11 where id = {1}").await;
+    r.sees(
+        0,
+        "select * from test where id = {1}",
+        &[(1, 11)],
+        "one shard",
+    )
+    .await;
+    r.ok(0, "commit").await;
+    let c = b.session().await;
+    let rows = step(
+        &c,
+        Protocol::Simple,
+        &b.sql("select * from test where id = {1}"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(b.named(rows), vec![(1, 11)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serializable_works_on_one_shard_and_does_not_reach_a_second() {
+    serializable_on_one_shard(Consistency::Shard).await;
+    serializable_on_one_shard(Consistency::Snapshot).await;
 }
