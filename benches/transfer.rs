@@ -1,5 +1,5 @@
-//! Cross-shard transfer throughput (issue 4's benchmark). Two shards, 8 clients, each
-//! transaction moves 1 from one account to another:
+//! Cross-shard transfer throughput. N shards (two by default), 8 clients, each transaction
+//! moves 1 from an account on the first shard to one on the second:
 //!
 //! - `sg cross`: through shardgate, the two accounts on different shards (two-phase commit),
 //!   the client sending BEGIN, UPDATE, UPDATE, COMMIT as four statements;
@@ -9,17 +9,19 @@
 //!   fewest round trips the protocol allows (update, update, marker + PREPARE, decision INSERT +
 //!   COMMIT on the decider, COMMIT PREPARED): the floor for `sg cross`.
 //!
-//! Snapshot mode (issue 5), the same transfers and a multi-shard read (`SELECT sum(balance)`,
-//! autocommit) through a proxy whose commits are gated (`transactions.snapshot = true`) and
-//! whose readers are in `snapshot` consistency, against the plain proxy in `shard` consistency:
+//! Snapshot consistency against shard consistency, each through its own proxy on the same
+//! shards (the shard-consistency proxy has no gate; the snapshot one gates every distributed
+//! commit, with the embedded oracle or a standalone one):
 //!
-//! - `snap cross` / `snap read`: embedded oracle;
-//! - `remote cross` / `remote read`: standalone oracle (`shardgate oracle`), one round trip per
-//!   gated step;
-//! - `shard read`: the plain proxy.
+//! - transfers as one Query, at READ COMMITTED (no cut; each point write is one shard) and at
+//!   REPEATABLE READ (a cut of every shard at the first statement);
+//! - `SELECT sum(balance)`, autocommit (a cut of the shards it reads);
+//! - a REPEATABLE READ transaction of two point reads on two shards, four client round trips
+//!   (the cut of every shard against enlisting two shards lazily): the all-shard cut's cost,
+//!   which grows with the number of shards.
 //!
 //! Variants are interleaved in rounds and reported as mean TPS and ratios measured in this run.
-//!   cargo bench --bench transfer -- [SECONDS=10] [ROUNDS=2]
+//!   cargo bench --bench transfer -- [SECONDS=10] [ROUNDS=2] [SHARDS=2]
 
 use shardgate::localpg::{free_port, ClusterOptions, LocalCluster, PgInstall};
 use shardgate::placement::KeyValue;
@@ -48,30 +50,40 @@ impl Lcg {
     }
 }
 
+/// The proxies every variant can use (index into the proxy URLs).
+const PLAIN: usize = 0;
+const EMBEDDED: usize = 1;
+const STANDALONE: usize = 2;
+
+const RC: &str = "begin";
+const RR: &str = "begin isolation level repeatable read";
+
 #[derive(Clone, Copy, PartialEq)]
 enum Variant {
     Cross,
     Same,
     Hand,
-    /// Transfers sent as one Query, through a proxy (index into the proxy URLs: plain,
-    /// embedded oracle, standalone oracle).
-    OneQuery(usize),
-    /// `SELECT sum(balance)` through a proxy (index) in a consistency mode.
+    /// Transfers sent as one Query through a proxy, in a consistency, opened by a BEGIN.
+    OneQuery(usize, &'static str, &'static str),
+    /// `SELECT sum(balance)` through a proxy in a consistency.
     Read(usize, &'static str),
+    /// A REPEATABLE READ transaction of two point reads through a proxy in a consistency.
+    PointTxn(usize, &'static str),
 }
 
 impl Variant {
-    fn name(self) -> &'static str {
+    fn name(self) -> String {
+        let proxy = |p: usize| ["plain", "embedded", "standalone"][p];
+        let level = |b: &str| if b == RR { "RR" } else { "RC" };
         match self {
-            Variant::Cross => "sg cross",
-            Variant::Same => "sg same",
-            Variant::Hand => "hand 2PC",
-            Variant::OneQuery(0) => "sg cross 1msg",
-            Variant::OneQuery(1) => "snap cross",
-            Variant::OneQuery(_) => "remote cross",
-            Variant::Read(0, _) => "shard read",
-            Variant::Read(1, _) => "snap read",
-            Variant::Read(_, _) => "remote read",
+            Variant::Cross => "sg cross".into(),
+            Variant::Same => "sg same".into(),
+            Variant::Hand => "hand 2PC".into(),
+            Variant::OneQuery(p, mode, b) => {
+                format!("transfer {mode} {} {}", level(b), proxy(p))
+            }
+            Variant::Read(p, mode) => format!("sum {mode} {}", proxy(p)),
+            Variant::PointTxn(p, mode) => format!("RR 2 reads {mode} {}", proxy(p)),
         }
     }
 }
@@ -100,17 +112,46 @@ async fn one_client(
                 done += 1;
             }
         }
-        Variant::OneQuery(p) => {
+        Variant::PointTxn(p, mode) => {
             let c = connect(&proxies[p]).await;
-            while Instant::now() < deadline {
-                let (a, b) = (rng.pick(&ids[0]), rng.pick(&ids[1]));
-                c.batch_execute(&format!(
-                    "begin; update accounts set balance = balance - 1 where id = {a}; \
-                     update accounts set balance = balance + 1 where id = {b}; commit"
-                ))
+            c.batch_execute(&format!("set shardgate.consistency = '{mode}'"))
                 .await
                 .unwrap();
+            let one = c
+                .prepare("select balance from accounts where id = $1")
+                .await
+                .unwrap();
+            while Instant::now() < deadline {
+                let (a, b) = (rng.pick(&ids[0]), rng.pick(&ids[1]));
+                c.batch_execute(RR).await.unwrap();
+                c.query_one(&one, &[&a]).await.unwrap();
+                c.query_one(&one, &[&b]).await.unwrap();
+                c.batch_execute("commit").await.unwrap();
                 done += 1;
+            }
+        }
+        Variant::OneQuery(p, mode, begin) => {
+            let c = connect(&proxies[p]).await;
+            c.batch_execute(&format!("set shardgate.consistency = '{mode}'"))
+                .await
+                .unwrap();
+            while Instant::now() < deadline {
+                let (a, b) = (rng.pick(&ids[0]), rng.pick(&ids[1]));
+                let result = c
+                    .batch_execute(&format!(
+                        "{begin}; update accounts set balance = balance - 1 where id = {a}; \
+                         update accounts set balance = balance + 1 where id = {b}; commit"
+                    ))
+                    .await;
+                match result {
+                    Ok(()) => done += 1,
+                    // Two REPEATABLE READ transfers on one account: PostgreSQL's own 40001,
+                    // which leaves the transaction block failed, as one server does.
+                    Err(e) if e.code().map(|c| c.code()) == Some("40001") => {
+                        c.batch_execute("rollback").await.unwrap();
+                    }
+                    Err(e) => panic!("{e:?}"),
+                }
             }
         }
         Variant::Cross | Variant::Same => {
@@ -125,19 +166,27 @@ async fn one_client(
                 if a == b {
                     continue;
                 }
-                c.batch_execute("begin").await.unwrap();
-                c.batch_execute(&format!(
-                    "update accounts set balance = balance - 1 where id = {a}"
-                ))
-                .await
-                .unwrap();
-                c.batch_execute(&format!(
-                    "update accounts set balance = balance + 1 where id = {b}"
-                ))
-                .await
-                .unwrap();
-                c.batch_execute("commit").await.unwrap();
-                done += 1;
+                let transfer = async {
+                    c.batch_execute("begin").await?;
+                    c.batch_execute(&format!(
+                        "update accounts set balance = balance - 1 where id = {a}"
+                    ))
+                    .await?;
+                    c.batch_execute(&format!(
+                        "update accounts set balance = balance + 1 where id = {b}"
+                    ))
+                    .await?;
+                    c.batch_execute("commit").await
+                };
+                match transfer.await {
+                    Ok(()) => done += 1,
+                    // Two transfers between the same two accounts of one shard, in opposite
+                    // directions: PostgreSQL's deadlock detector ends one.
+                    Err(e) if e.code().map(|c| c.code()) == Some("40P01") => {
+                        c.batch_execute("rollback").await.unwrap();
+                    }
+                    Err(e) => panic!("{e:?}"),
+                }
             }
         }
         Variant::Hand => {
@@ -199,11 +248,12 @@ async fn main() {
         .collect();
     let secs: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(10);
     let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2);
+    let n_shards: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(2).max(2);
     let install = PgInstall::find().expect("PostgreSQL server binaries");
     let dir = std::env::temp_dir().join(format!("shardgate-transfer-{}", std::process::id()));
     install.make_owned_dir(&dir).unwrap();
     let mut shards = Vec::new();
-    for i in 0..2 {
+    for i in 0..n_shards {
         let c = LocalCluster::create_or_reuse(
             &install,
             &dir.join(format!("s{i}")),
@@ -274,14 +324,19 @@ async fn main() {
     let ids = [on(0), on(1)];
     let variants = [
         Variant::Cross,
-        Variant::OneQuery(0),
+        Variant::OneQuery(PLAIN, "shard", RC),
         Variant::Same,
         Variant::Hand,
-        Variant::OneQuery(1),
-        Variant::OneQuery(2),
-        Variant::Read(0, "shard"),
-        Variant::Read(1, "snapshot"),
-        Variant::Read(2, "snapshot"),
+        Variant::OneQuery(EMBEDDED, "snapshot", RC),
+        Variant::OneQuery(STANDALONE, "snapshot", RC),
+        Variant::OneQuery(PLAIN, "shard", RR),
+        Variant::OneQuery(EMBEDDED, "snapshot", RR),
+        Variant::Read(PLAIN, "shard"),
+        Variant::Read(EMBEDDED, "snapshot"),
+        Variant::Read(STANDALONE, "snapshot"),
+        Variant::PointTxn(PLAIN, "shard"),
+        Variant::PointTxn(EMBEDDED, "snapshot"),
+        Variant::PointTxn(STANDALONE, "snapshot"),
     ];
     let mut tps = vec![Vec::new(); variants.len()];
     for round in 0..rounds {
@@ -303,15 +358,13 @@ async fn main() {
                 n += r.unwrap();
             }
             let t = n as f64 / secs as f64;
-            eprintln!("round {round} {:>9}: {t:.0} TPS", v.name());
+            eprintln!("round {round} {:>32}: {t:.0} TPS", v.name());
             tps[vi].push(t);
         }
     }
     let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
     let m: Vec<f64> = tps.iter().map(mean).collect();
     let (cross, one, same, hand) = (m[0], m[1], m[2], m[3]);
-    let (snap_cross, remote_cross, shard_read, snap_read, remote_read) =
-        (m[4], m[5], m[6], m[7], m[8]);
     println!("| variant | TPS (mean of {rounds} × {secs} s, {CLIENTS} clients) |");
     println!("| --- | ---: |");
     println!("| sg cross (2PC), 4 statements | {cross:.0} |");
@@ -322,25 +375,34 @@ async fn main() {
     println!("sg cross 1msg / hand 2PC = {:.2}", one / hand);
     println!("sg cross / sg same  = {:.2}", cross / same);
     println!();
-    println!("| snapshot mode | TPS | ratio to shard mode |");
-    println!("| --- | ---: | ---: |");
-    println!("| transfers, shard (ungated, one Query) | {one:.0} | 1.00 |");
+    println!("{n_shards} shards, snapshot consistency (gated proxy) against shard consistency (plain proxy):");
+    println!();
     println!(
-        "| transfers, embedded oracle | {snap_cross:.0} | {:.2} |",
-        snap_cross / one
+        "| workload | shard TPS | snapshot, embedded | ratio | snapshot, standalone | ratio |"
     );
-    println!(
-        "| transfers, standalone oracle | {remote_cross:.0} | {:.2} |",
-        remote_cross / one
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    let row = |what: &str, base: f64, emb: f64, remote: Option<f64>| {
+        let remote = remote.map_or("| - | -".to_string(), |r| {
+            format!("| {r:.0} | {:.2}", r / base)
+        });
+        println!(
+            "| {what} | {base:.0} | {emb:.0} | {:.2} {remote} |",
+            emb / base
+        );
+    };
+    row(
+        "transfers, READ COMMITTED, one Query",
+        m[1],
+        m[4],
+        Some(m[5]),
     );
-    println!("| multi-shard reads, shard | {shard_read:.0} | 1.00 |");
-    println!(
-        "| multi-shard reads, snapshot, embedded | {snap_read:.0} | {:.2} |",
-        snap_read / shard_read
-    );
-    println!(
-        "| multi-shard reads, snapshot, standalone | {remote_read:.0} | {:.2} |",
-        remote_read / shard_read
+    row("transfers, REPEATABLE READ, one Query", m[6], m[7], None);
+    row("sum over every shard, autocommit", m[8], m[9], Some(m[10]));
+    row(
+        "REPEATABLE READ, two point reads",
+        m[11],
+        m[12],
+        Some(m[13]),
     );
     for mut child in children {
         let _ = child.kill();
