@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Routing overhead on three shards (issue 3):
+# Routing overhead on three shards:
 #  1. single-shard point lookups (pgbench -S: SELECT abalance FROM pgbench_accounts WHERE aid = $1)
 #     through shardgate, routed by the bound key, vs the same pgbench directly against one shard,
 #     in -M extended and -M prepared, interleaved;
