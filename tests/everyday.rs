@@ -250,7 +250,7 @@ async fn describe_matches_the_rows_that_follow() {
     assert_eq!(s.columns()[0].name(), "shardgate.snapshot_scope");
     assert_eq!(
         c.query(&s, &[]).await.unwrap()[0].get::<_, String>(0),
-        "statement"
+        "all"
     );
 }
 
