@@ -194,8 +194,11 @@ async fn psycopg3_and_asyncpg_everyday_habits_on_three_unlike_shards() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlalchemy_transaction_mix_passes_in_snapshot_as_in_shard_consistency() {
     let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
-    let config = "[transactions]\nsnapshot = true\n[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.plans]\nreference = true\n[[users]]\nname = \"reader\"\nauth = \"trust\"\nconsistency = \"snapshot\"\n";
-    let tc = TestCluster::start_unlike(3, "", config).await;
+    let config = format!(
+        "[transactions]\nsnapshot = true\n[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.plans]\nreference = true\n{}",
+        common::SNAPSHOT_READER
+    );
+    let tc = TestCluster::start_unlike(3, "", &config).await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/orm_mix.py");
     for (mode, url) in [
         ("shard", tc.url("app", "secret")),

@@ -38,15 +38,14 @@ struct Bench {
 
 const TABLES: &str = "[tables.test]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
 
-/// A user whose sessions start in snapshot consistency (the per-user default).
-const SNAPSHOT_USER: &str =
-    "[transactions]\nsnapshot = true\n[[users]]\nname = \"reader\"\nauth = \"trust\"\nconsistency = \"snapshot\"\n";
-
 impl Bench {
     async fn start(consistency: Consistency) -> Bench {
         let tail = match consistency {
             Consistency::Shard => TABLES.to_string(),
-            Consistency::Snapshot => format!("{TABLES}{SNAPSHOT_USER}"),
+            Consistency::Snapshot => format!(
+                "{TABLES}[transactions]\nsnapshot = true\n{}",
+                common::SNAPSHOT_READER
+            ),
         };
         let tc = TestCluster::start_unlike(3, "", &tail).await;
         let c = tc.client().await;
@@ -271,6 +270,43 @@ impl<'a> Run<'a> {
     }
 }
 
+/// G1a, G1b and G1c, the same steps at both levels. After T1 commits, G1b's second read sees
+/// T1's final value at read committed and still the old one at repeatable read.
+async fn g1(b: &Bench, protocol: Protocol, level: &str) {
+    // G1a: aborted reads are prevented.
+    let r = Run::start(b, protocol, 2, level).await;
+    r.ok(0, "update test set value = 101 where id = {1}").await;
+    r.sees(1, "select * from test", &[(1, 10), (2, 20)], "G1a")
+        .await;
+    r.ok(0, "abort").await;
+    r.sees(1, "select * from test", &[(1, 10), (2, 20)], "G1a")
+        .await;
+    r.ok(1, "commit").await;
+
+    // G1b: intermediate reads are prevented.
+    let r = Run::start(b, protocol, 2, level).await;
+    r.ok(0, "update test set value = 101 where id = {1}").await;
+    r.sees(1, "select * from test", &[(1, 10), (2, 20)], "G1b")
+        .await;
+    r.ok(0, "update test set value = 11 where id = {1}").await;
+    r.ok(0, "commit").await;
+    let after = if level == "repeatable read" { 10 } else { 11 };
+    r.sees(1, "select * from test", &[(1, after), (2, 20)], "G1b")
+        .await;
+    r.ok(1, "commit").await;
+
+    // G1c: circular information flow is prevented.
+    let r = Run::start(b, protocol, 2, level).await;
+    r.ok(0, "update test set value = 11 where id = {1}").await;
+    r.ok(1, "update test set value = 22 where id = {2}").await;
+    r.sees(0, "select * from test where id = {2}", &[(2, 20)], "G1c")
+        .await;
+    r.sees(1, "select * from test where id = {1}", &[(1, 10)], "G1c")
+        .await;
+    r.ok(0, "commit").await;
+    r.ok(1, "commit").await;
+}
+
 async fn read_committed(b: &Bench, protocol: Protocol) {
     let rc = "read committed";
     // G0: write cycles are prevented by row locks.
@@ -289,37 +325,7 @@ async fn read_committed(b: &Bench, protocol: Protocol) {
     r.sees(0, "select * from test", &[(1, 12), (2, 22)], "G0")
         .await;
 
-    // G1a: aborted reads are prevented.
-    let r = Run::start(b, protocol, 2, rc).await;
-    r.ok(0, "update test set value = 101 where id = {1}").await;
-    r.sees(1, "select * from test", &[(1, 10), (2, 20)], "G1a")
-        .await;
-    r.ok(0, "abort").await;
-    r.sees(1, "select * from test", &[(1, 10), (2, 20)], "G1a")
-        .await;
-    r.ok(1, "commit").await;
-
-    // G1b: intermediate reads are prevented.
-    let r = Run::start(b, protocol, 2, rc).await;
-    r.ok(0, "update test set value = 101 where id = {1}").await;
-    r.sees(1, "select * from test", &[(1, 10), (2, 20)], "G1b")
-        .await;
-    r.ok(0, "update test set value = 11 where id = {1}").await;
-    r.ok(0, "commit").await;
-    r.sees(1, "select * from test", &[(1, 11), (2, 20)], "G1b")
-        .await;
-    r.ok(1, "commit").await;
-
-    // G1c: circular information flow is prevented.
-    let r = Run::start(b, protocol, 2, rc).await;
-    r.ok(0, "update test set value = 11 where id = {1}").await;
-    r.ok(1, "update test set value = 22 where id = {2}").await;
-    r.sees(0, "select * from test where id = {2}", &[(2, 20)], "G1c")
-        .await;
-    r.sees(1, "select * from test where id = {1}", &[(1, 10)], "G1c")
-        .await;
-    r.ok(0, "commit").await;
-    r.ok(1, "commit").await;
+    g1(b, protocol, rc).await;
 
     // OTV: an observed transaction does not vanish.
     let r = Run::start(b, protocol, 3, rc).await;
@@ -425,37 +431,7 @@ async fn repeatable_read(b: &Bench, protocol: Protocol) {
     r.sees(0, "select * from test", &[(1, 11), (2, 21)], "G0")
         .await;
 
-    // G1a: aborted reads are prevented.
-    let r = Run::start(b, protocol, 2, rr).await;
-    r.ok(0, "update test set value = 101 where id = {1}").await;
-    r.sees(1, "select * from test", &[(1, 10), (2, 20)], "G1a")
-        .await;
-    r.ok(0, "abort").await;
-    r.sees(1, "select * from test", &[(1, 10), (2, 20)], "G1a")
-        .await;
-    r.ok(1, "commit").await;
-
-    // G1b: intermediate reads are prevented, and the snapshot holds after T1 commits.
-    let r = Run::start(b, protocol, 2, rr).await;
-    r.ok(0, "update test set value = 101 where id = {1}").await;
-    r.sees(1, "select * from test", &[(1, 10), (2, 20)], "G1b")
-        .await;
-    r.ok(0, "update test set value = 11 where id = {1}").await;
-    r.ok(0, "commit").await;
-    r.sees(1, "select * from test", &[(1, 10), (2, 20)], "G1b")
-        .await;
-    r.ok(1, "commit").await;
-
-    // G1c: circular information flow is prevented.
-    let r = Run::start(b, protocol, 2, rr).await;
-    r.ok(0, "update test set value = 11 where id = {1}").await;
-    r.ok(1, "update test set value = 22 where id = {2}").await;
-    r.sees(0, "select * from test where id = {2}", &[(2, 20)], "G1c")
-        .await;
-    r.sees(1, "select * from test where id = {1}", &[(1, 10)], "G1c")
-        .await;
-    r.ok(0, "commit").await;
-    r.ok(1, "commit").await;
+    g1(b, protocol, rr).await;
 
     // OTV: the blocked writer fails to serialize; T3 keeps seeing its snapshot's values.
     let r = Run::start(b, protocol, 3, rr).await;

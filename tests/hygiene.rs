@@ -20,17 +20,8 @@ mod common;
 use common::raw::{field, message, query, startup_packet, Raw};
 use common::TestCluster;
 
-const CONFIG: &str = r#"
-[transactions]
-snapshot = true
-[tables.t]
-shard_key = "id"
-key_type = "bigint"
-[[users]]
-name = "reader"
-auth = "trust"
-consistency = "snapshot"
-"#;
+const TABLES: &str =
+    "[transactions]\nsnapshot = true\n[tables.t]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
 
 const KEYS: i64 = 12;
 
@@ -225,7 +216,8 @@ async fn nothing_left_open(tc: &TestCluster, context: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_transaction_scripts_match_one_postgres() {
-    let tc = TestCluster::start_unlike(3, "", CONFIG).await;
+    let config = format!("{TABLES}{}", common::SNAPSHOT_READER);
+    let tc = TestCluster::start_unlike(3, "", &config).await;
     let c = tc.client().await;
     c.batch_execute("create table t (id bigint primary key, v int)")
         .await

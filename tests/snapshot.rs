@@ -488,17 +488,8 @@ async fn write_skew_stays_possible_in_both_modes() {
     }
 }
 
-const SNAPSHOT_USER: &str = r#"
-[transactions]
-snapshot = true
-[tables.items]
-shard_key = "id"
-key_type = "bigint"
-[[users]]
-name = "reader"
-auth = "trust"
-consistency = "snapshot"
-"#;
+const ITEMS: &str =
+    "[transactions]\nsnapshot = true\n[tables.items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
 
 /// Runs `sql` through the simple protocol, or (one statement at a time) the extended one.
 async fn run(c: &Client, extended: bool, sql: &str) -> Result<u64, tokio_postgres::Error> {
@@ -514,7 +505,8 @@ async fn run(c: &Client, extended: bool, sql: &str) -> Result<u64, tokio_postgre
 /// CREATE TABLE, in one transaction), catalog reads, SET/SHOW and utility statements.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_statement_works_in_snapshot_consistency() {
-    let tc = TestCluster::start_unlike(3, "", SNAPSHOT_USER).await;
+    let config = format!("{ITEMS}{}", common::SNAPSHOT_READER);
+    let tc = TestCluster::start_unlike(3, "", &config).await;
     let c = common::connect(&tc.url("reader", "none")).await.unwrap();
     let mode = first_value(&c.simple_query("show shardgate.consistency").await.unwrap());
     assert_eq!(mode.as_deref(), Some("snapshot"), "the user's default");

@@ -476,37 +476,17 @@ fn split_at_bind(request: &Bytes) -> (Bytes, Bytes) {
 /// A one-statement Query as Parse + Bind + Describe portal + Execute + Sync: the same
 /// answers, plus ParseComplete and BindComplete.
 fn query_as_extended(request: &Bytes) -> Bytes {
-    use crate::protocol::message::{Bind, Execute, Parse, Target, TargetKind};
     let sql = crate::protocol::message::Query::decode(&request.slice(5..))
         .map(|q| q.sql)
         .unwrap_or_default();
-    let mut b = BytesMut::new();
-    Parse {
-        name: String::new(),
-        sql,
-        param_types: Vec::new(),
-    }
-    .encode(&mut b);
-    Bind {
-        portal: String::new(),
-        statement: String::new(),
-        param_formats: Vec::new(),
-        values: Vec::new(),
-        result_formats: Vec::new(),
-    }
-    .encode(&mut b);
-    Target {
-        kind: TargetKind::Portal,
-        name: String::new(),
-    }
-    .encode(b'D', &mut b);
-    Execute {
-        portal: String::new(),
-        max_rows: 0,
-    }
-    .encode(&mut b);
-    b.extend_from_slice(b"S\0\0\0\x04");
-    b.freeze()
+    super::extended::rebind::rebind(
+        &sql,
+        &crate::router::params::Params::default(),
+        &[],
+        &[],
+        true,
+        true,
+    )
 }
 
 #[cfg(test)]

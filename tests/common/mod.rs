@@ -30,6 +30,11 @@ name = "trustuser"
 auth = "trust"
 "#;
 
+/// A trust user whose sessions start in snapshot consistency (its `[[users]]` table, for a
+/// config whose `[transactions]` turn the gate on).
+pub const SNAPSHOT_READER: &str =
+    "[[users]]\nname = \"reader\"\nauth = \"trust\"\nconsistency = \"snapshot\"\n";
+
 pub struct TestCluster {
     pub shards: Vec<LocalCluster>,
     pub dir: PathBuf,

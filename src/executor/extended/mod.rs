@@ -19,7 +19,7 @@
 
 mod one_shard;
 mod portal;
-mod rebind;
+pub(crate) mod rebind;
 mod routing;
 
 use super::session::{Exec, Step, R};

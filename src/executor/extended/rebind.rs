@@ -22,7 +22,7 @@ pub(super) fn split_frames(mut b: Bytes) -> std::collections::VecDeque<Frame> {
 
 /// Parse + Bind (+ Describe portal) (+ Execute + Sync) of `sql` on the unnamed statement and
 /// portal, for running a scattered read on each shard.
-pub(super) fn rebind(
+pub(crate) fn rebind(
     sql: &str,
     params: &Params,
     param_types: &[u32],
