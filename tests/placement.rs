@@ -39,6 +39,8 @@ async fn slots_match_postgres_hash_partitioning() {
     let (shards, dir) = tokio::task::spawn_blocking(|| common::start_shards(1))
         .await
         .unwrap();
+    let shards = common::ShardsGuard { shards, dir };
+    let shards = &shards.shards;
     let client = common::connect(&shards[0].url("postgres")).await.unwrap();
 
     let mut ints: Vec<String> = (-500..500).map(|i: i64| (i * 7919).to_string()).collect();
@@ -88,9 +90,4 @@ async fn slots_match_postgres_hash_partitioning() {
         })
         .collect();
     check(&client, KeyType::Uuid, "uuid", &uuids).await;
-
-    for s in &shards {
-        let _ = s.stop(true);
-    }
-    let _ = std::fs::remove_dir_all(&dir);
 }

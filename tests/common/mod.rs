@@ -249,6 +249,22 @@ pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
+/// Shards started without a `TestCluster` (see `start_shards`): stopped and their directory
+/// removed when this is dropped, also when the test panics.
+pub struct ShardsGuard {
+    pub shards: Vec<LocalCluster>,
+    pub dir: PathBuf,
+}
+
+impl Drop for ShardsGuard {
+    fn drop(&mut self) {
+        for s in &self.shards {
+            let _ = s.stop(true);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
         for s in &self.shards {
