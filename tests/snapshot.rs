@@ -43,6 +43,8 @@ mod bank_with_readers {
         reads: u64,
         /// Totals other than the bank's.
         wrong: u64,
+        /// Of those, read by a statement in a READ COMMITTED transaction.
+        wrong_read_committed: u64,
         /// Point-read transactions started, and those that failed with an error.
         point_attempts: u64,
         point_failed: u64,
@@ -70,9 +72,10 @@ mod bank_with_readers {
         read
     }
 
-    /// Readers summing every balance four ways until `stop`: one simple-protocol statement,
-    /// one extended-protocol statement, a REPEATABLE READ transaction of two statements, and a
-    /// REPEATABLE READ transaction of one point read per account.
+    /// Readers summing every balance five ways until `stop`: one simple-protocol statement,
+    /// one extended-protocol statement, a REPEATABLE READ transaction of two statements, one
+    /// statement in a READ COMMITTED transaction, and a REPEATABLE READ transaction of one
+    /// point read per account.
     async fn readers(url: String, n: usize, stop: Arc<AtomicBool>) -> Seen {
         let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
         let mut tasks = tokio::task::JoinSet::new();
@@ -102,7 +105,8 @@ mod bank_with_readers {
                     }
                     let client = c.as_ref().unwrap();
                     i += 1;
-                    let total: Option<i64> = match (i + r as u64) % 4 {
+                    let mode = (i + r as u64) % 5;
+                    let total: Option<i64> = match mode {
                         0 => client
                             .simple_query("select sum(balance) from accounts")
                             .await
@@ -138,6 +142,21 @@ mod bank_with_readers {
                             }
                             .await
                         }
+                        3 => {
+                            // READ COMMITTED: the one statement gets its own gated cut.
+                            async {
+                                client.batch_execute("begin").await.ok()?;
+                                let sum = client
+                                    .query_one("select sum(balance) from accounts", &[])
+                                    .await
+                                    .ok()
+                                    .map(|row| row.get::<_, i64>(0));
+                                let end = if sum.is_some() { "commit" } else { "rollback" };
+                                client.batch_execute(end).await.ok()?;
+                                sum
+                            }
+                            .await
+                        }
                         _ => {
                             let result = point_reads(client).await;
                             let mut s = seen.lock().unwrap();
@@ -161,6 +180,7 @@ mod bank_with_readers {
                         s.reads += 1;
                         if t != TOTAL {
                             s.wrong += 1;
+                            s.wrong_read_committed += u64::from(mode == 3);
                         }
                     }
                 }
@@ -218,6 +238,10 @@ mod bank_with_readers {
         assert!(
             seen.wrong > 0,
             "with the gate off the test must observe the anomaly, or it is blind"
+        );
+        assert!(
+            seen.wrong_read_committed > 0,
+            "a READ COMMITTED statement ungated must be seen to read a half-applied transfer"
         );
     }
 
