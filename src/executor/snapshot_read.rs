@@ -1,4 +1,4 @@
-//! Snapshot consistency in a session (DESIGN §6): what each isolation level reads.
+//! Snapshot consistency in a session (docs/snapshot.md): what each isolation level reads.
 //!
 //! - REPEATABLE READ: one cut of *every* shard, taken at the transaction's first statement.
 //!   The proxy acquires the snapshot class of the gate on all shards, sends each of them

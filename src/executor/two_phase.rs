@@ -1,5 +1,5 @@
 //! The commit of a transaction that wrote on two or more shards: the decider protocol of
-//! DESIGN §5, run on the session's own shard links.
+//! docs/transactions.md, run on the session's own shard links.
 //!
 //! 1. Every written shard except the decider, in parallel: `INSERT` a marker and `PREPARE
 //!    TRANSACTION gid`, in one message. Success is the command tag `PREPARE TRANSACTION`;

@@ -1,4 +1,4 @@
-//! The commit/snapshot gate: a two-class lock per shard (DESIGN §6).
+//! The commit/snapshot gate: a two-class lock per shard (docs/snapshot.md).
 //!
 //! Commit windows (from a distributed transaction's decision until its last COMMIT PREPARED is
 //! acknowledged) share a shard with each other; snapshot acquisitions (a reader taking its

@@ -1,4 +1,4 @@
-//! Snapshot mode (DESIGN §6): a timestamp oracle and the commit/snapshot gate, so a read of
+//! Snapshot mode (docs/snapshot.md): a timestamp oracle and the commit/snapshot gate, so a read of
 //! several shards sees one consistent cut.
 //!
 //! Vanilla PostgreSQL cannot read "as of" a timestamp; the proxy controls *when* each shard's

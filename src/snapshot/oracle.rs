@@ -1,4 +1,4 @@
-//! The timestamp oracle service: hands out timestamps and runs the gate (DESIGN §6). The same
+//! The timestamp oracle service: hands out timestamps and runs the gate (docs/snapshot.md). The same
 //! service runs embedded in a proxy or standalone (`shardgate oracle`, see `server`).
 //!
 //! Invariants:

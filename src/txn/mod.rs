@@ -4,7 +4,7 @@
 //! `shardgate recover` command) can finish any transaction.
 //!
 //! The decision of a distributed transaction is one row committed inside its decider shard's own
-//! transaction; nothing about it lives on a proxy's disk (DESIGN §5).
+//! transaction; nothing about it lives on a proxy's disk (docs/transactions.md).
 
 pub mod gid;
 pub mod recovery;

@@ -1,4 +1,4 @@
-//! Recovery of in-doubt distributed transactions: fence, then resolve (DESIGN §5).
+//! Recovery of in-doubt distributed transactions: fence, then resolve (docs/transactions.md).
 //!
 //! For every prepared transaction with our gid prefix, old enough that its coordinator should be
 //! done with it: on the decider shard, `INSERT ... outcome 'a' ON CONFLICT (gid) DO NOTHING`, then
