@@ -152,6 +152,15 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// A session statement ran (SET, RESET, DISCARD ...): it may have changed
+    /// default_transaction_isolation, now or, inside a transaction, at its rollback.
+    pub fn session_setting_ran(&mut self) {
+        self.default_isolation = None;
+        if let TxnState::Open(t) = &mut self.txn {
+            t.changed_session = true;
+        }
+    }
+
     /// Ends the implicit transaction a Parse or Describe left open on `shard` (see
     /// `unsynced`) before a Query opens a transaction there: BEGIN would otherwise adopt it,
     /// snapshot and all, and a REPEATABLE READ opening would fail with 25001.
@@ -589,11 +598,7 @@ impl<'a> Exec<'a> {
             }
             Plan::Session => {
                 self.note_deallocate(sql);
-                // It may set default_transaction_isolation, now or at a rollback.
-                self.default_isolation = None;
-                if let TxnState::Open(t) = &mut self.txn {
-                    t.changed_session = true;
-                }
+                self.session_setting_ran();
                 self.everywhere(sql).await
             }
         }

@@ -164,23 +164,21 @@ impl Extended {
                     format!("prepared statement \"{name}\" does not exist"),
                 )));
             };
-            match crate::router::plan::plan_unparsed(&st.sql) {
-                // No parameters; the columns the proxy answers with (none for transaction
-                // control).
-                Plan::Admin(cmd) => {
-                    exec.out.extend_from_slice(b"t\0\0\0\x06\0\0");
-                    match cmd.columns() {
-                        Some(names) => build::row_description_text(&names, &mut exec.out),
-                        None => build::empty(b'n', &mut exec.out),
-                    }
-                    return Ok(Step::Done);
+            // Answered by the proxy: no parameters, and the columns it answers with (none
+            // for transaction control).
+            let plan = crate::router::plan::plan_unparsed(&st.sql);
+            let columns = match &plan {
+                Plan::Admin(cmd) => Some(cmd.columns()),
+                Plan::Txn(_) => Some(None),
+                _ => None,
+            };
+            if let Some(columns) = columns {
+                exec.out.extend_from_slice(b"t\0\0\0\x06\0\0");
+                match columns {
+                    Some(names) => build::row_description_text(&names, &mut exec.out),
+                    None => build::empty(b'n', &mut exec.out),
                 }
-                Plan::Txn(_) => {
-                    exec.out.extend_from_slice(b"t\0\0\0\x06\0\0");
-                    build::empty(b'n', &mut exec.out);
-                    return Ok(Step::Done);
-                }
-                _ => {}
+                return Ok(Step::Done);
             }
             let (shard, swallow, mut frames) = match st.on.iter().next() {
                 Some(&s) => (s, 0, vec![]),
@@ -408,11 +406,7 @@ impl Extended {
         request: &[u8],
     ) -> R<Step> {
         let all: Vec<usize> = (0..exec.links.len()).collect();
-        // It may set default_transaction_isolation.
-        exec.default_isolation = None;
-        if let TxnState::Open(t) = &mut exec.txn {
-            t.changed_session = true;
-        }
+        exec.session_setting_ran();
         // It may be DDL: types may be dropped and made again under new OIDs.
         if let Some(catalog) = exec.catalog {
             catalog.forget();
