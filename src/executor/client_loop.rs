@@ -1,17 +1,13 @@
 //! Reading the client's messages in a multi-shard session and dispatching them.
 
+use super::client_input::ClientInput;
 use super::extended::Extended;
 use super::link::ShardLink;
 use super::session::{Exec, Stop};
 use crate::error::{sqlstate, PgError};
 use crate::frontend::SessionEnd;
-use crate::protocol::frame::{take_frame, FrameScanner, Scan};
 use crate::protocol::message::{ClientMessage, Query};
-use crate::protocol::Frame;
 use crate::server::ProxyContext;
-use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -22,7 +18,7 @@ pub async fn run(
     settings: &[(String, String)],
     mut shutdown: watch::Receiver<bool>,
 ) -> SessionEnd {
-    let (mut rx, tx) = socket.into_split();
+    let (rx, tx) = socket.into_split();
     let mut exec = Exec::new(&ctx.placement, &ctx.txn, links, tx, ctx.text_order_c);
     exec.catalog = Some(&ctx.catalog);
     // shardgate's own settings from the startup options (checked at login).
@@ -32,11 +28,10 @@ pub async fn run(
         }
     }
     let mut extended = Extended::default();
-    let mut buf = BytesMut::with_capacity(8 * 1024);
-    let mut scanner = FrameScanner::new(ctx.max_message_bytes);
+    let mut input = ClientInput::new(rx, ctx.max_message_bytes);
     let end = loop {
         let frame = tokio::select! {
-            f = read_frame(&mut rx, &mut buf, &mut scanner) => f,
+            f = input.read_frame() => f,
             (i, read) = exec.idle_input() => {
                 match exec.on_idle_input(i, read).await {
                     Ok(()) => continue,
@@ -50,6 +45,8 @@ pub async fn run(
             Ok(None) => break SessionEnd::ClientGone,
             Err(msg) => break SessionEnd::ProtocolViolation(msg),
         };
+        // Lent for the message (COPY FROM STDIN reads the client's data mid-statement).
+        exec.input = Some(input);
         let result = match frame.tag {
             b'Q' => match Query::decode(&frame.bytes.slice(5..)) {
                 Ok(q) => run_query(&mut exec, &mut extended, &q.sql).await,
@@ -86,6 +83,7 @@ pub async fn run(
         if let Err(stop) = result {
             break ended(stop);
         }
+        input = exec.input.take().expect("the client input is lent back");
     };
     // A shard that said why it closed (an administrator's pg_terminate_backend, a shutdown):
     // the client hears the shard's own FATAL rather than a generic lost connection.
@@ -146,23 +144,4 @@ async fn not_utf8(exec: &mut Exec<'_>, extended: &mut Extended) -> Result<(), St
     exec.after_error().await?;
     exec.ready_for_query();
     exec.flush().await
-}
-
-async fn read_frame(
-    rx: &mut OwnedReadHalf,
-    buf: &mut BytesMut,
-    scanner: &mut FrameScanner,
-) -> Result<Option<Frame>, String> {
-    loop {
-        match scanner.scan(buf, 0, |_| true).map_err(|e| e.to_string())? {
-            Scan::Whole { tag, len } => return Ok(Some(take_frame(buf, tag, len))),
-            Scan::Pass { .. } => unreachable!("every frame is inspected"),
-            Scan::NeedMore => {}
-        }
-        buf.reserve(8 * 1024);
-        match rx.read_buf(buf).await {
-            Ok(0) | Err(_) => return Ok(None),
-            Ok(_) => {}
-        }
-    }
 }

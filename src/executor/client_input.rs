@@ -1,0 +1,48 @@
+//! The client's side of the socket, read a whole message at a time.
+//!
+//! The client loop owns it between messages and lends it to the session while a message is
+//! being carried out, because COPY FROM STDIN reads the client's data in the middle of a
+//! statement.
+
+use crate::protocol::frame::{take_frame, FrameScanner, Scan};
+use crate::protocol::Frame;
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+
+pub struct ClientInput {
+    rx: OwnedReadHalf,
+    buf: BytesMut,
+    scanner: FrameScanner,
+}
+
+impl ClientInput {
+    pub fn new(rx: OwnedReadHalf, max_message_bytes: usize) -> ClientInput {
+        ClientInput {
+            rx,
+            buf: BytesMut::with_capacity(8 * 1024),
+            scanner: FrameScanner::new(max_message_bytes),
+        }
+    }
+
+    /// The next message; None when the client closed the connection; Err for a message the
+    /// protocol does not allow (too large, bad length).
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>, String> {
+        loop {
+            match self
+                .scanner
+                .scan(&self.buf, 0, |_| true)
+                .map_err(|e| e.to_string())?
+            {
+                Scan::Whole { tag, len } => return Ok(Some(take_frame(&mut self.buf, tag, len))),
+                Scan::Pass { .. } => unreachable!("every frame is inspected"),
+                Scan::NeedMore => {}
+            }
+            self.buf.reserve(8 * 1024);
+            match self.rx.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            }
+        }
+    }
+}
