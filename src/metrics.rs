@@ -222,7 +222,8 @@ impl RouteMetrics {
                     .filter_map(|(s, _)| self.per_shard.get(*s))
                     .for_each(|c| c.increment(1));
             }
-            Plan::Scatter { shards, .. } => {
+            Plan::Scatter { shards, .. }
+            | Plan::Copy(crate::router::copy::CopyPlan::Out { shards, .. }) => {
                 if shards.len() == n {
                     &self.all
                 } else {
@@ -234,11 +235,15 @@ impl RouteMetrics {
                     .filter_map(|s| self.per_shard.get(*s))
                     .for_each(|c| c.increment(1));
             }
-            Plan::Broadcast { .. } => every(&self.broadcast),
+            Plan::Broadcast { .. } | Plan::Procedural => every(&self.broadcast),
+            Plan::Copy(crate::router::copy::CopyPlan::In(_)) => self.all.increment(1),
             Plan::Session => every(&self.session),
-            Plan::Txn(_) | Plan::Admin(_) | Plan::Reject(_) | Plan::Unrecognised => {
-                self.proxy.increment(1)
-            }
+            Plan::Txn(_)
+            | Plan::Admin(_)
+            | Plan::Reject(_)
+            | Plan::Unrecognised
+            | Plan::Prepared(_)
+            | Plan::Cursor(_) => self.proxy.increment(1),
         }
     }
 }

@@ -132,6 +132,32 @@ async fn psycopg3_and_asyncpg_route_parameters_over_three_shards() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg3_and_asyncpg_copy_cursors_and_pools_over_three_shards() {
+    let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
+    let tables = "[tables.events]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.events2]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
+    let tc = TestCluster::start_unlike(3, "", tables).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/coverage.py");
+    let out = run(Command::new(python)
+        .arg(script)
+        .env("SHARDGATE_URL", tc.url("app", "secret")));
+    assert!(
+        out.contains("psycopg coverage ok") && out.contains("asyncpg coverage ok"),
+        "{out}"
+    );
+    // COPY spread the rows: every shard holds some, none holds all.
+    for i in 0..3 {
+        let n: i64 = tc
+            .direct(i)
+            .await
+            .query_one("select count(*) from events", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(n > 0 && n < 300, "shard {i} holds {n} of 300 rows");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_meta_commands_work_on_three_shards() {
     let tables = "[tables.widgets]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
     let tc = TestCluster::start_unlike(3, "", tables).await;

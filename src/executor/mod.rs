@@ -4,7 +4,11 @@
 //! use the byte relay in `frontend::session`, which is transparent by construction.
 
 pub mod aggregate;
+pub mod client_input;
 pub mod client_loop;
+pub mod copy;
+pub mod copy_rows;
+pub mod cursor;
 pub mod enlist;
 pub mod extended;
 pub mod link;
@@ -12,8 +16,10 @@ pub mod merge;
 pub mod merge_groups;
 pub mod numeric;
 pub mod parse_cache;
+pub mod procedural;
 pub mod session;
 pub mod snapshot_read;
+pub mod sql_prepare;
 pub mod two_phase;
 pub mod txn;
 pub mod value;

@@ -50,9 +50,13 @@ fn weight(key: &str) -> usize {
 }
 
 fn parse(sql: &str) -> Option<Vec<Statement>> {
-    sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, sql)
-        .ok()
-        .filter(|v| !v.is_empty())
+    let parsed = |text: &str| {
+        sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, text)
+            .ok()
+            .filter(|v| !v.is_empty())
+    };
+    // sqlparser does not know `TABLE name`; it means `SELECT * FROM name`.
+    parsed(sql).or_else(|| crate::router::utility::table_shorthand(sql).and_then(|t| parsed(&t)))
 }
 
 fn shared(v: Vec<Statement>) -> Parsed {

@@ -9,6 +9,7 @@ use super::txn::TxnState;
 use crate::error::PgError;
 use crate::placement::Placement;
 use crate::protocol::{build, Frame};
+use crate::router::copy::CopyPlan;
 use crate::router::params::Params;
 use crate::router::plan::{plan, plan_unparsed, AdminCmd, Plan, TxnCmd, HOME};
 use bytes::BytesMut;
@@ -94,6 +95,21 @@ pub struct Exec<'a> {
     /// session's transaction, not yet followed by Sync: they are inside an implicit
     /// transaction of their own, which may hold a snapshot (see `settle`).
     pub unsynced: std::collections::BTreeSet<usize>,
+    /// Statements prepared with SQL PREPARE, by name (see `sql_prepare`).
+    pub sql_statements: std::collections::HashMap<String, super::sql_prepare::SqlPrepared>,
+    /// A COPY FROM STDIN took the client's data since the extended batch began (see
+    /// `Extended::run_batch`).
+    pub copied_in: bool,
+    /// Result formats of the extended-protocol Execute running now (empty: text, or the
+    /// simple protocol).
+    pub result_formats: Vec<i16>,
+    /// Values and declared types bound by the extended-protocol Execute running now, for
+    /// statements the proxy sends on with them (a DECLARE).
+    pub bound: Option<(Params, Vec<u32>)>,
+    /// Cursors this session declared, and where (see `cursor`).
+    pub cursors: std::collections::HashMap<String, super::cursor::CursorAt>,
+    /// The client's input, lent by the client loop while a message runs (see `client_input`).
+    pub input: Option<super::client_input::ClientInput>,
 }
 
 /// The longest statement text analysed on several shards. Its syntax tree takes about a hundred
@@ -149,6 +165,12 @@ impl<'a> Exec<'a> {
             describe_rows: true,
             catalog: None,
             unsynced: std::collections::BTreeSet::new(),
+            sql_statements: std::collections::HashMap::new(),
+            input: None,
+            cursors: std::collections::HashMap::new(),
+            copied_in: false,
+            result_formats: Vec::new(),
+            bound: None,
         }
     }
 
@@ -377,7 +399,7 @@ impl<'a> Exec<'a> {
 
     /// As `shard_error`, for a statement that ran with `prefix` characters of the proxy's own
     /// in front of it.
-    fn shard_error_after(&mut self, f: &Frame, prefix: u64) {
+    pub fn shard_error_after(&mut self, f: &Frame, prefix: u64) {
         if !self.rewritten && prefix == 0 && self.ahead == 0 {
             self.out.extend_from_slice(&f.bytes);
             return;
@@ -505,6 +527,7 @@ impl<'a> Exec<'a> {
     }
 
     pub async fn run_plan(&mut self, plan: Plan, sql: &str) -> R<Step> {
+        let plan = self.resolve_cursor(plan);
         if let TxnState::Failed(_) = self.txn {
             if !matches!(
                 plan,
@@ -537,6 +560,9 @@ impl<'a> Exec<'a> {
                 | Plan::Write { .. }
                 | Plan::Broadcast { .. }
                 | Plan::Session
+                | Plan::Procedural
+                | Plan::Copy(_)
+                | Plan::Cursor(_)
         );
         if touches_shards && matches!(&self.txn, TxnState::Open(t) if t.snapshot) {
             // A read or a one-shard statement rides in the same round trip as its cut.
@@ -562,6 +588,14 @@ impl<'a> Exec<'a> {
                 Ok(self.error(&e))
             }
             Plan::Unrecognised => self.unrecognised(sql).await,
+            Plan::Procedural => {
+                let step = self.procedural(sql).await;
+                // It may have changed schema objects, as DDL does.
+                if let Some(catalog) = self.catalog {
+                    catalog.forget();
+                }
+                step
+            }
             Plan::Admin(cmd) => Ok(self.admin(cmd).await),
             Plan::Txn(cmd) => self.txn_command(cmd).await,
             Plan::Shard { shard, write } => self.single(shard, write, sql).await,
@@ -596,12 +630,23 @@ impl<'a> Exec<'a> {
                 }
                 step
             }
-            Plan::Session => {
-                self.note_deallocate(sql);
-                self.session_setting_ran();
-                self.everywhere(sql).await
-            }
+            Plan::Session => self.session_statement(sql).await,
+            Plan::Prepared(cmd) => self.sql_prepared(cmd, sql).await,
+            Plan::Cursor(cmd) => self.cursor(cmd, sql).await,
+            Plan::Copy(CopyPlan::Out {
+                shards,
+                sql: text,
+                format,
+            }) => self.copy_out(&shards, &text, &format).await,
+            Plan::Copy(CopyPlan::In(copy)) => self.copy_in(copy, sql).await,
         }
+    }
+
+    /// A session statement (SET, RESET, DISCARD, DEALLOCATE ...): on every shard.
+    pub async fn session_statement(&mut self, sql: &str) -> R<Step> {
+        self.note_deallocate(sql);
+        self.session_setting_ran();
+        self.everywhere(sql).await
     }
 
     /// A statement the proxy cannot read. The home shard parses it (without running it, and
@@ -660,11 +705,17 @@ impl<'a> Exec<'a> {
     /// column list targets, when that table is sharded: placement needs to know which value is
     /// the key.
     pub async fn fetch_insert_columns(&mut self, stmt: &sqlparser::ast::Statement) -> R<()> {
-        let Some(table) = insert_without_columns(stmt, self.placement) else {
-            return Ok(());
-        };
-        if self.columns.contains_key(&table) {
-            return Ok(());
+        if let Some(table) = insert_without_columns(stmt, self.placement) {
+            self.table_columns(&table).await?;
+        }
+        Ok(())
+    }
+
+    /// A table's columns in order, read once per session from the home shard's catalog
+    /// (empty when it has no such table).
+    pub async fn table_columns(&mut self, table: &str) -> R<Vec<String>> {
+        if let Some(names) = self.columns.get(table) {
+            return Ok(names.clone());
         }
         let sql = format!(
             "select attname from pg_attribute where attrelid = to_regclass('{}') and attnum > 0 and not attisdropped order by attnum",
@@ -672,9 +723,9 @@ impl<'a> Exec<'a> {
         );
         let (names, _) = self.query_values(HOME, &sql).await?;
         if !names.is_empty() {
-            self.columns.insert(table, names);
+            self.columns.insert(table.to_string(), names.clone());
         }
-        Ok(())
+        Ok(names)
     }
 
     /// The statement as planning needs it: an INSERT without a column list gets its table's
@@ -713,6 +764,7 @@ impl<'a> Exec<'a> {
             .as_slice()
         {
             ["deallocate", "all"] | ["deallocate", "prepare", "all"] | ["discard", "all"] => {
+                self.sql_statements.clear();
                 self.deallocated.push(None)
             }
             ["deallocate", name] | ["deallocate", "prepare", name] => {
@@ -832,7 +884,7 @@ impl<'a> Exec<'a> {
     }
 
     /// Runs `sql` on one shard without forwarding its results; returns its error, if any.
-    async fn run_quiet(&mut self, shard: usize, sql: &str) -> R<Option<Frame>> {
+    pub async fn run_quiet(&mut self, shard: usize, sql: &str) -> R<Option<Frame>> {
         let mut q = BytesMut::new();
         build::query(sql, &mut q);
         self.links[shard].send(&q).await?;

@@ -29,7 +29,7 @@ pub async fn run(
     }
     let mut failure: Option<Frame> = None;
     let mut described = !describe;
-    let mut tag: Option<(String, u64)> = None;
+    let mut tag: Option<(String, Option<u64>)> = None;
     for &(shard, _) in requests {
         loop {
             let f = exec.links[shard].recv().await?;
@@ -51,12 +51,18 @@ pub async fn run(
                 }
                 b'C' => {
                     let body = f.body();
-                    let rows = inspect::command_rows(body).unwrap_or(0);
                     let text = inspect::cstr(body).map(|(t, _)| t).unwrap_or("");
-                    let prefix = text.rsplit_once(' ').map(|(p, _)| p).unwrap_or(text);
+                    // A tag without a count (EXPLAIN ANALYZE of the write) is one copy's.
+                    let (prefix, rows) = match inspect::command_rows(body) {
+                        Some(n) => (
+                            text.rsplit_once(' ').map(|(p, _)| p).unwrap_or(text),
+                            Some(n),
+                        ),
+                        None => (text, None),
+                    };
                     match &mut tag {
                         None => tag = Some((prefix.to_string(), rows)),
-                        Some((_, n)) if sum => *n += rows,
+                        Some((_, Some(n))) if sum => *n += rows.unwrap_or(0),
                         Some(_) => {}
                     }
                 }
@@ -69,8 +75,10 @@ pub async fn run(
         exec.shard_error(&err);
         return Ok(Step::Failed);
     }
-    if let Some((prefix, n)) = tag {
-        build::command_complete(&format!("{prefix} {n}"), &mut exec.out);
+    match tag {
+        Some((prefix, Some(n))) => build::command_complete(&format!("{prefix} {n}"), &mut exec.out),
+        Some((prefix, None)) => build::command_complete(&prefix, &mut exec.out),
+        None => {}
     }
     Ok(Step::Done)
 }

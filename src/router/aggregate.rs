@@ -128,6 +128,7 @@ pub fn plan_aggregate(
     shards: Vec<usize>,
     limit: Option<u64>,
     offset: u64,
+    params: &super::params::Params,
 ) -> Plan {
     let group_exprs: Vec<Expr> = match &select.group_by {
         GroupByExpr::Expressions(e, mods) if mods.is_empty() => e.clone(),
@@ -328,7 +329,7 @@ pub fn plan_aggregate(
                     HINT,
                 );
             };
-            let (expr, lit, op) = match (literal(right), literal(left)) {
+            let (expr, lit, op) = match (literal(right, params), literal(left, params)) {
                 (Some(l), _) => (left.as_ref(), l, op.clone()),
                 (None, Some(l)) => (right.as_ref(), l, flip(op)),
                 _ => {
@@ -398,12 +399,14 @@ pub fn plan_aggregate(
         sel.projection.extend(hidden.iter().cloned());
         sel.having = None;
     }
+    let picks = super::plan::keep_used_params(&mut rewritten, params.values.len());
     let merge = MergeSpec {
         order,
         limit,
         offset,
         hidden: hidden.len(),
         aggregate: Some(spec),
+        picks,
     };
     Plan::Scatter {
         shards,
@@ -445,18 +448,20 @@ fn rename_function(e: &Expr, to: &str) -> Expr {
     e
 }
 
-fn literal(e: &Expr) -> Option<String> {
+/// A constant: a literal, or a bound parameter (ORMs bind HAVING's values).
+fn literal(e: &Expr, params: &super::params::Params) -> Option<String> {
     match e {
         Expr::Value(v) => match &v.value {
             Value::Number(n, _) => Some(n.clone()),
             Value::SingleQuotedString(s) => Some(s.clone()),
+            Value::Placeholder(p) => params.constant(p.strip_prefix('$')?.parse().ok()?),
             _ => None,
         },
         Expr::UnaryOp {
             op: sqlparser::ast::UnaryOperator::Minus,
             expr,
-        } => literal(expr).map(|l| format!("-{l}")),
-        Expr::Nested(i) => literal(i),
+        } => literal(expr, params).map(|l| format!("-{l}")),
+        Expr::Nested(i) => literal(i, params),
         _ => None,
     }
 }

@@ -8,9 +8,12 @@
 //! Decisions are cached per session by statement text, because parsing costs tens of µs.
 
 pub mod aggregate;
+pub mod copy;
+pub mod cursor;
 pub mod keys;
 pub mod params;
 pub mod plan;
+pub mod utility;
 
 use crate::error::{sqlstate, PgError};
 use crate::sql::{self, StatementClass};

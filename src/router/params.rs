@@ -58,6 +58,25 @@ impl Params {
         }
     }
 
+    /// `$n` (1-based) as written text: a text-format value as sent, a binary integer
+    /// (int2/int4/int8) in decimal. None for NULL, a missing parameter, or another binary value.
+    pub fn constant(&self, n: usize) -> Option<String> {
+        let i = n.checked_sub(1)?;
+        let bytes = self.values.get(i)?.as_ref()?;
+        if self.format_of(i) != 1 {
+            return std::str::from_utf8(bytes)
+                .ok()
+                .map(|s| s.trim().to_string());
+        }
+        let v = match bytes.len() {
+            2 => i16::from_be_bytes([bytes[0], bytes[1]]) as i64,
+            4 => i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as i64,
+            8 => i64::from_be_bytes(bytes[..8].try_into().ok()?),
+            _ => return None,
+        };
+        Some(v.to_string())
+    }
+
     /// `$n` as an array of keys (for `= ANY($n)`), in text (`{1,2}`) or binary array format.
     pub fn key_array(&self, n: usize, ty: KeyType) -> Result<Vec<KeyValue>, String> {
         let i = n.checked_sub(1).ok_or("parameter $0")?;
@@ -126,6 +145,22 @@ fn binary_array(b: &Bytes, ty: KeyType) -> Result<Vec<KeyValue>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn constants_in_text_and_binary() {
+        let p = Params {
+            values: vec![
+                Some(Bytes::from_static(b" 10")),
+                Some(Bytes::copy_from_slice(&7i64.to_be_bytes())),
+                None,
+            ],
+            formats: vec![0, 1, 0],
+        };
+        assert_eq!(p.constant(1).as_deref(), Some("10"));
+        assert_eq!(p.constant(2).as_deref(), Some("7"));
+        assert_eq!(p.constant(3), None);
+        assert_eq!(p.constant(4), None);
+    }
 
     #[test]
     fn text_and_binary_params() {

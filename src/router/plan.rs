@@ -56,10 +56,34 @@ pub enum Plan {
     Txn(TxnCmd),
     Admin(AdminCmd),
     Reject(PgError),
+    /// Cursors (see `router::cursor`).
+    Cursor(super::cursor::CursorCmd),
+    /// COPY streamed through the proxy (see `router::copy`).
+    Copy(super::copy::CopyPlan),
+    /// SQL-level PREPARE / EXECUTE / DEALLOCATE, which the proxy keeps itself (see
+    /// `executor::sql_prepare`).
+    Prepared(PreparedCmd),
+    /// Code the proxy cannot read (DO, CALL): on every shard, refused afterwards if it wrote
+    /// rows of a sharded table (they would be written on every shard).
+    Procedural,
     /// Text sqlparser cannot read and whose first words name no statement the proxy knows.
     /// A shard checks its syntax (a syntax error gets the server's own answer); otherwise it is
     /// refused (`unrecognised`).
     Unrecognised,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreparedCmd {
+    /// `PREPARE name [(types)] AS statement`: the types as written, the statement's text.
+    Prepare {
+        name: String,
+        types: Vec<String>,
+        body: String,
+    },
+    /// `EXECUTE name [(args)]`: each argument expression as text.
+    Execute { name: String, args: Vec<String> },
+    /// `DEALLOCATE [PREPARE] name`, or ALL (None).
+    Deallocate(Option<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +147,41 @@ pub struct MergeSpec {
     pub hidden: usize,
     /// Combine per-group partial aggregates (GROUP BY, aggregates, DISTINCT).
     pub aggregate: Option<super::aggregate::AggSpec>,
+    /// The client's parameters (0-based) the shards' text uses, in its numbering `$1, $2, ...`,
+    /// when the rewrite dropped some (a bound LIMIT or HAVING value the merge applies). None:
+    /// every parameter, as bound.
+    pub picks: Option<Vec<usize>>,
+}
+
+/// Renumbers the parameters `q` still uses as `$1, $2, ...` when a rewrite dropped some of the
+/// `bound` ones (PostgreSQL refuses a Bind with more values than the statement uses); returns
+/// which of the client's parameters to bind, or None when all are used.
+pub(crate) fn keep_used_params(q: &mut Query, bound: usize) -> Option<Vec<usize>> {
+    let number = |e: &Expr| match e {
+        Expr::Value(v) => match &v.value {
+            Value::Placeholder(p) => p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let mut used = BTreeSet::new();
+    let _ = sqlparser::ast::visit_expressions(q, |e: &Expr| {
+        used.extend(number(e));
+        ControlFlow::<()>::Continue(())
+    });
+    if used.len() == bound {
+        return None;
+    }
+    let order: Vec<usize> = used.into_iter().collect();
+    let _ = sqlparser::ast::visit_expressions_mut(q, |e: &mut Expr| {
+        if let Some(n) = number(e) {
+            if let (Expr::Value(v), Some(i)) = (&mut *e, order.iter().position(|&o| o == n)) {
+                v.value = Value::Placeholder(format!("${}", i + 1));
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    Some(order.into_iter().map(|n| n - 1).collect())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,27 +307,22 @@ pub fn plan_unparsed(sql: &str) -> Plan {
         ("set", "transaction") if is_set_transaction(sql) => Plan::Txn(TxnCmd::SetTransaction(
             sql.trim().trim_end_matches(';').to_string(),
         )),
-        ("set" | "reset" | "discard" | "deallocate" | "close" | "lock", _) => Plan::Session,
-        // Notifications live on the first shard: every session listens there, and NOTIFY and
-        // pg_notify() (a table-less query) are sent there.
-        ("listen" | "unlisten" | "notify" | "show", _) | ("select", "") => Plan::Shard {
+        ("fetch" | "move" | "close", _) => {
+            super::cursor::plan_words(sql).unwrap_or(Plan::Unrecognised)
+        }
+        ("declare", _) => refuse(
+            "shardgate could not read this cursor's query, so it cannot choose its shards",
+            "Declare the cursor for a query without the syntax shardgate cannot read, or run the query without a cursor.",
+        ),
+        ("set" | "reset" | "discard" | "deallocate" | "lock", _) => Plan::Session,
+        // A table-less SELECT sqlparser cannot read is the same on every shard.
+        ("select", "") => Plan::Shard {
             shard: HOME,
             write: false,
         },
-        ("vacuum" | "analyze" | "checkpoint", _) => Plan::Broadcast {
-            transactional: false,
-        },
-        ("create", second) if is_temporary(second, w(2)) => refuse(
-            "temporary tables are not supported on several shards",
-            "A temporary table would exist on one shard connection only. Use a regular table, or a CTE.",
-        ),
-        // Schema objects sqlparser cannot read: on every shard, atomically.
-        ("create" | "alter" | "drop" | "comment", kind) if SCHEMA_OBJECTS.contains(&kind) => {
-            Plan::Broadcast {
-                transactional: true,
-            }
-        }
-        _ => Plan::Unrecognised,
+        (first, _) => super::utility::at_home(first)
+            .or_else(|| super::utility::plan_keywords(&[w(0), w(1), w(2)]))
+            .unwrap_or(Plan::Unrecognised),
     }
 }
 
@@ -337,42 +391,6 @@ pub fn is_utf8_name(value: &str) -> bool {
         .collect::<String>()
         .to_ascii_lowercase();
     v == "utf8" || v == "unicode"
-}
-
-/// Kinds of schema object whose CREATE, ALTER and DROP run on every shard even when sqlparser
-/// cannot read the statement (their second word, lower case).
-const SCHEMA_OBJECTS: &[&str] = &[
-    "aggregate",
-    "cast",
-    "collation",
-    "conversion",
-    "domain",
-    "extension",
-    "function",
-    "group",
-    "index",
-    "language",
-    "operator",
-    "policy",
-    "procedure",
-    "role",
-    "routine",
-    "rule",
-    "schema",
-    "sequence",
-    "statistics",
-    "table",
-    "text",
-    "trigger",
-    "type",
-    "user",
-    "view",
-];
-
-/// `CREATE TEMP TABLE`, `CREATE LOCAL TEMPORARY TABLE` ... (its second and third words).
-fn is_temporary(second: &str, third: &str) -> bool {
-    let temp = |w: &str| w == "temp" || w == "temporary";
-    temp(second) || (matches!(second, "local" | "global") && temp(third))
 }
 
 /// `SET shardgate.<name> = <value>` / `TO <value>`: the proxy's own settings.
@@ -589,6 +607,38 @@ pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
             plan_set(&text).unwrap_or(Plan::Session)
         }
         Statement::Discard { .. } => Plan::Session,
+        Statement::Copy { .. } => super::copy::plan_copy(stmt, placement),
+        Statement::Declare { .. } => super::cursor::plan_declare(stmt, placement, params),
+        Statement::Fetch { .. } | Statement::Close { .. } => {
+            super::cursor::plan_words(&stmt.to_string()).unwrap_or(Plan::Unrecognised)
+        }
+        Statement::Prepare {
+            name,
+            data_types,
+            statement,
+        } => Plan::Prepared(PreparedCmd::Prepare {
+            name: folded(name),
+            types: data_types.iter().map(|t| t.to_string()).collect(),
+            body: statement.to_string(),
+        }),
+        Statement::Execute {
+            name: Some(name),
+            parameters,
+            immediate: false,
+            into,
+            using,
+            ..
+        } if into.is_empty() && using.is_empty() => Plan::Prepared(PreparedCmd::Execute {
+            name: match name.0.last() {
+                Some(ObjectNamePart::Identifier(i)) => folded(i),
+                _ => name.to_string(),
+            },
+            args: parameters.iter().map(|e| e.to_string()).collect(),
+        }),
+        Statement::Deallocate { name, .. } => Plan::Prepared(PreparedCmd::Deallocate(
+            (!(name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all")))
+                .then(|| folded(name)),
+        )),
         Statement::ShowVariable { variable } => {
             let name = variable
                 .iter()
@@ -620,12 +670,34 @@ pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
             statement, analyze, ..
         } => match plan(statement, placement, params) {
             Plan::Shard { shard, write } if !(*analyze && write) => Plan::Shard { shard, write },
+            // A reference-table write: every copy plans alike, and ANALYZE runs it on every
+            // copy, as the write itself would; the client sees one copy's plan.
+            Plan::Write {
+                parts, sum: false, ..
+            } if parts.len() == placement.shard_names.len() => {
+                if *analyze {
+                    on_every_shard(placement, stmt, false)
+                } else {
+                    Plan::Shard {
+                        shard: HOME,
+                        write: false,
+                    }
+                }
+            }
             _ => refuse(
                 "EXPLAIN of a statement that is not single-shard is not supported",
                 "EXPLAIN it with a shard-key condition, or on a shard directly.",
             ),
         },
         _ => plan_unparsed(&stmt.to_string()),
+    }
+}
+
+/// An identifier as PostgreSQL names it: unquoted ones fold to lower case.
+fn folded(i: &Ident) -> String {
+    match i.quote_style {
+        None => i.value.to_lowercase(),
+        Some(_) => i.value.clone(),
     }
 }
 
@@ -716,7 +788,7 @@ fn plan_write_where(
     }
 }
 
-fn undeclared(name: &str) -> Plan {
+pub(crate) fn undeclared(name: &str) -> Plan {
     refuse(
         format!("table {name} is not declared, and this cluster has several shards"),
         format!("Declare it in the config as [tables.{name}] with shard_key and key_type, or with reference = true."),
@@ -1247,7 +1319,7 @@ fn plan_scatter(q: &Query, select: &Select, shards: Vec<usize>, params: &Params)
         }
         return match limit_and_offset(q, params) {
             Ok((limit, offset)) => {
-                super::aggregate::plan_aggregate(q, select, shards, limit, offset)
+                super::aggregate::plan_aggregate(q, select, shards, limit, offset, params)
             }
             Err(p) => *p,
         };
@@ -1322,21 +1394,7 @@ fn plan_scatter(q: &Query, select: &Select, shards: Vec<usize>, params: &Params)
         if !limit_by.is_empty() {
             return refuse("LIMIT BY is not supported", "Use LIMIT.");
         }
-        let num = |e: &Expr| -> Option<u64> {
-            match strip(e) {
-                Expr::Value(v) => match &v.value {
-                    Value::Number(n, _) => n.parse().ok(),
-                    Value::Placeholder(p) => {
-                        let i: usize = p.strip_prefix('$')?.parse().ok()?;
-                        let raw = params.values.get(i.checked_sub(1)?)?.as_ref()?;
-                        std::str::from_utf8(raw).ok()?.trim().parse().ok()
-                    }
-                    Value::Null => None,
-                    _ => None,
-                },
-                _ => None,
-            }
-        };
+        let num = |e: &Expr| count_constant(e, params);
         merge.limit = match limit {
             None => None,
             Some(e) => match num(e) {
@@ -1344,7 +1402,7 @@ fn plan_scatter(q: &Query, select: &Select, shards: Vec<usize>, params: &Params)
                 None => {
                     return refuse(
                         "LIMIT over several shards must be a constant",
-                        "Use a literal LIMIT (or a text-format parameter).",
+                        "Use a literal LIMIT, or a bound parameter.",
                     )
                 }
             },
@@ -1378,6 +1436,7 @@ fn plan_scatter(q: &Query, select: &Select, shards: Vec<usize>, params: &Params)
         );
     }
     let sql = if changed {
+        merge.picks = keep_used_params(&mut rewritten, params.values.len());
         rewritten.to_string()
     } else {
         q.to_string()
@@ -1413,22 +1472,24 @@ fn has_window(items: &[SelectItem]) -> bool {
     found
 }
 
-/// Constant LIMIT and OFFSET (literals or text-format parameters).
-fn limit_and_offset(q: &Query, params: &Params) -> Result<(Option<u64>, u64), Box<Plan>> {
-    let num = |e: &Expr| -> Option<u64> {
-        match strip(e) {
-            Expr::Value(v) => match &v.value {
-                Value::Number(n, _) => n.parse().ok(),
-                Value::Placeholder(p) => {
-                    let i: usize = p.strip_prefix('$')?.parse().ok()?;
-                    let raw = params.values.get(i.checked_sub(1)?)?.as_ref()?;
-                    std::str::from_utf8(raw).ok()?.trim().parse().ok()
-                }
-                _ => None,
-            },
+/// A LIMIT or OFFSET count: a literal, or a bound parameter in text or binary format.
+fn count_constant(e: &Expr, params: &Params) -> Option<u64> {
+    match strip(e) {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse().ok(),
+            Value::Placeholder(p) => params
+                .constant(p.strip_prefix('$')?.parse().ok()?)?
+                .parse()
+                .ok(),
             _ => None,
-        }
-    };
+        },
+        _ => None,
+    }
+}
+
+/// Constant LIMIT and OFFSET (literals or bound parameters).
+fn limit_and_offset(q: &Query, params: &Params) -> Result<(Option<u64>, u64), Box<Plan>> {
+    let num = |e: &Expr| count_constant(e, params);
     match &q.limit_clause {
         None => Ok((None, 0)),
         Some(LimitClause::LimitOffset {

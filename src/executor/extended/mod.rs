@@ -220,10 +220,26 @@ impl LocalPortal {
         let requests = shards
             .iter()
             .map(|&s| {
+                let declared = self.types_on(types, s);
+                let Some(picks) = &merge.picks else {
+                    return rebind::rebind(
+                        sql,
+                        &self.params,
+                        declared,
+                        &self.result_formats,
+                        true,
+                        execute,
+                    );
+                };
+                // The shards' text uses only some of the parameters (see `keep_used_params`).
+                let picked: Vec<u32> = picks
+                    .iter()
+                    .map(|&p| declared.get(p).copied().unwrap_or(0))
+                    .collect();
                 rebind::rebind(
                     sql,
-                    &self.params,
-                    self.types_on(types, s),
+                    &self.params.pick(picks),
+                    &picked,
                     &self.result_formats,
                     true,
                     execute,
@@ -352,9 +368,16 @@ impl Extended {
                 return self.fail_rest(exec, batch).await;
             }
         }
+        exec.copied_in = false;
         for frame in batch {
+            // PostgreSQL ignores a Sync that reaches it during COPY FROM STDIN, and one sent
+            // with the Execute that began the COPY did; the Sync after the data ends it.
+            if frame.tag() == b'S' && std::mem::take(&mut exec.copied_in) {
+                continue;
+            }
             self.run_message(exec, frame).await?;
         }
+        exec.copied_in = false;
         Ok(())
     }
 
@@ -529,14 +552,16 @@ fn parse_ast(exec: &Exec<'_>, sql: &str) -> Option<Ast> {
 }
 
 fn plan_sql(exec: &Exec<'_>, sql: &str, ast: &Option<Ast>, params: &Params) -> Plan {
-    match ast {
+    let planned = match ast {
         Some(stmt) => plan(stmt, exec.placement, params),
         None if sql.trim().is_empty() => Plan::Shard {
             shard: HOME,
             write: false,
         },
         None => plan_unparsed(sql),
-    }
+    };
+    // A cursor on one shard is read there, like any statement for that shard.
+    exec.resolve_cursor(planned)
 }
 
 /// Reads the column order of the tables that the batch's INSERTs without a column list write,

@@ -5,10 +5,12 @@
 use super::rebind::{rebind, split_frames};
 use super::{buffered, plan_sql, snapshot_without, Extended, LocalPortal, Portal};
 use crate::error::{sqlstate, PgError};
+use crate::executor::cursor::CursorPortal;
 use crate::executor::session::{Exec, Step, R};
 use crate::executor::txn::TxnState;
 use crate::protocol::message::{Bind, Execute, Target, TargetKind};
 use crate::protocol::{build, Frame};
+use crate::router::cursor::CursorCmd;
 use crate::router::params::Params;
 use crate::router::plan::{Plan, HOME};
 use bytes::{Bytes, BytesMut};
@@ -259,14 +261,32 @@ impl Extended {
                         Some(names) => build::row_description_text(&names, &mut exec.out),
                         None => build::empty(b'n', &mut exec.out),
                     },
+                    Plan::Cursor(CursorCmd::Fetch(f)) if !f.is_move => {
+                        match exec.cursor_description(&f.name) {
+                            Some(d) => exec.out.extend_from_slice(&d.bytes),
+                            None => build::empty(b'n', &mut exec.out),
+                        }
+                    }
                     _ => build::empty(b'n', &mut exec.out),
                 }
                 Ok(Step::Done)
             }
-            None => Ok(exec.error(&PgError::error(
-                "34000",
-                format!("portal \"{name}\" does not exist"),
-            ))),
+            // An SQL cursor is a portal too (psycopg describes its named cursors so).
+            None => match exec.cursor_portal(name) {
+                Some(CursorPortal::On(s)) => {
+                    self.touched.insert(s);
+                    self.send_and_relay(exec, s, std::slice::from_ref(&f.bytes), b'D', 0)
+                        .await
+                }
+                Some(CursorPortal::Described(d)) => {
+                    exec.out.extend_from_slice(&d.bytes);
+                    Ok(Step::Done)
+                }
+                None => Ok(exec.error(&PgError::error(
+                    "34000",
+                    format!("portal \"{name}\" does not exist"),
+                ))),
+            },
         }
     }
 
@@ -387,8 +407,12 @@ impl Extended {
                 let (plan, sql) = (lp.plan.clone(), lp.sql.clone());
                 // An Execute answers with rows only: the description belongs to Describe.
                 exec.describe_rows = false;
+                exec.result_formats = lp.result_formats.clone();
+                exec.bound = Some((lp.params.clone(), lp.param_types.clone()));
                 let step = exec.run_plan(plan, &sql).await;
                 exec.describe_rows = true;
+                exec.result_formats.clear();
+                exec.bound = None;
                 step
             }
             None => Ok(exec.error(&PgError::error(

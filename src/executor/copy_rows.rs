@@ -1,0 +1,552 @@
+//! Splitting a COPY FROM STDIN stream into rows, and reading each row's shard key.
+//!
+//! The client's CopyData messages cut the stream anywhere; the splitter buffers what it has not
+//! placed yet and yields whole rows, byte for byte as the client sent them, so each shard
+//! receives exactly the text PostgreSQL would have read. Rows end where PostgreSQL's COPY ends
+//! them: text format at a newline not escaped by a backslash, CSV at a newline outside quotes,
+//! binary after the declared fields. Only the key field is decoded (text escapes, CSV quotes,
+//! the binary value), so memory holds one unfinished row plus what a CopyData brought.
+
+use crate::placement::{KeyType, KeyValue};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Csv,
+    Binary,
+}
+
+/// The options of a COPY that decide where its rows and fields end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Format {
+    pub kind: Kind,
+    pub delimiter: u8,
+    pub null: Vec<u8>,
+    pub quote: u8,
+    pub escape: u8,
+    pub header: bool,
+}
+
+impl Format {
+    pub fn new(kind: Kind) -> Format {
+        let csv = kind == Kind::Csv;
+        Format {
+            kind,
+            delimiter: if csv { b',' } else { b'\t' },
+            null: if csv { Vec::new() } else { b"\\N".to_vec() },
+            quote: b'"',
+            escape: b'"',
+            header: false,
+        }
+    }
+}
+
+/// What the splitter found next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece {
+    /// The header line (text/CSV) or the file header (binary): every shard needs it.
+    Header(Vec<u8>),
+    /// A row and its key (None: NULL).
+    Row {
+        bytes: Vec<u8>,
+        key: Option<KeyValue>,
+    },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadRow {
+    pub message: String,
+    /// 1-based line (text, CSV) or row (binary) of the input.
+    pub line: u64,
+}
+
+pub struct Splitter {
+    format: Format,
+    key_index: usize,
+    key_type: KeyType,
+    buf: Vec<u8>,
+    /// Where the next row starts in `buf`, and how far it has been scanned.
+    start: usize,
+    scanned: usize,
+    in_quotes: bool,
+    header_pending: bool,
+    /// `\.` or the binary trailer was read: the rest of the stream is ignored.
+    ended: bool,
+    line: u64,
+}
+
+/// Bytes of placed rows kept in `buf` before it is compacted.
+const COMPACT_AT: usize = 64 * 1024;
+
+impl Splitter {
+    pub fn new(format: Format, key_index: usize, key_type: KeyType) -> Splitter {
+        let header_pending = format.header || format.kind == Kind::Binary;
+        Splitter {
+            format,
+            key_index,
+            key_type,
+            buf: Vec::new(),
+            start: 0,
+            scanned: 0,
+            in_quotes: false,
+            header_pending,
+            ended: false,
+            line: 0,
+        }
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        if self.ended {
+            return;
+        }
+        if self.start >= COMPACT_AT {
+            self.buf.drain(..self.start);
+            self.scanned -= self.start;
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next whole piece, None when more input is needed. `last`: the input has ended, so
+    /// a final text row without a newline is a row.
+    pub fn next(&mut self, last: bool) -> Result<Option<Piece>, BadRow> {
+        if self.ended {
+            return Ok(None);
+        }
+        if self.format.kind == Kind::Binary {
+            return self.next_binary(last);
+        }
+        let Some(end) = self.row_end(last)? else {
+            return Ok(None);
+        };
+        let bytes = self.buf[self.start..end].to_vec();
+        self.start = end;
+        self.scanned = end;
+        self.in_quotes = false;
+        self.line += 1;
+        let content = trim_eol(&bytes);
+        if content == b"\\." {
+            self.ended = true;
+            return Ok(None);
+        }
+        if self.header_pending {
+            self.header_pending = false;
+            return Ok(Some(Piece::Header(bytes)));
+        }
+        let key = self.key_of(content)?;
+        Ok(Some(Piece::Row { bytes, key }))
+    }
+
+    /// The end (exclusive) of the row starting at `start`.
+    fn row_end(&mut self, last: bool) -> Result<Option<usize>, BadRow> {
+        let f = &self.format;
+        let mut i = self.scanned;
+        while i < self.buf.len() {
+            let c = self.buf[i];
+            match f.kind {
+                Kind::Text if c == b'\\' => {
+                    if i + 1 >= self.buf.len() {
+                        break;
+                    }
+                    i += 2;
+                    continue;
+                }
+                Kind::Csv if self.in_quotes && c == f.escape && f.escape != f.quote => {
+                    if i + 1 >= self.buf.len() {
+                        break;
+                    }
+                    let next = self.buf[i + 1];
+                    i += if next == f.quote || next == f.escape {
+                        2
+                    } else {
+                        1
+                    };
+                    continue;
+                }
+                Kind::Csv if c == f.quote => self.in_quotes = !self.in_quotes,
+                _ if c == b'\n' && !self.in_quotes => {
+                    self.scanned = i + 1;
+                    return Ok(Some(i + 1));
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        self.scanned = i;
+        if last && self.start < self.buf.len() {
+            if self.in_quotes {
+                return Err(self.bad("unterminated CSV quoted field".into()));
+            }
+            return Ok(Some(self.buf.len()));
+        }
+        Ok(None)
+    }
+
+    fn bad(&self, message: String) -> BadRow {
+        BadRow {
+            message,
+            line: self.line + 1,
+        }
+    }
+
+    /// The key field of a text or CSV row (without its line end).
+    fn key_of(&self, row: &[u8]) -> Result<Option<KeyValue>, BadRow> {
+        let f = &self.format;
+        let Some((raw, quoted)) = field(row, self.key_index, f) else {
+            return Err(self.bad_line(format!(
+                "missing data for the shard key (column {} of the row)",
+                self.key_index + 1
+            )));
+        };
+        if !quoted && raw == f.null.as_slice() {
+            return Ok(None);
+        }
+        let value = match f.kind {
+            Kind::Csv => unquote(raw, f.quote, f.escape),
+            _ => unescape(raw),
+        };
+        let text = String::from_utf8(value)
+            .map_err(|_| self.bad_line("the shard key is not valid UTF-8".into()))?;
+        KeyValue::from_text(self.key_type, &text)
+            .map(Some)
+            .map_err(|e| self.bad_line(format!("invalid shard key: {e}")))
+    }
+
+    fn bad_line(&self, message: String) -> BadRow {
+        BadRow {
+            message,
+            line: self.line,
+        }
+    }
+
+    fn next_binary(&mut self, last: bool) -> Result<Option<Piece>, BadRow> {
+        let avail = &self.buf[self.start..];
+        if self.header_pending {
+            const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+            if avail.len() < 19 {
+                return self.need_more(last, "the binary COPY header is incomplete");
+            }
+            if &avail[..11] != SIGNATURE {
+                return Err(self.bad("COPY file signature not recognized".into()));
+            }
+            let ext = u32::from_be_bytes([avail[15], avail[16], avail[17], avail[18]]) as usize;
+            if avail.len() < 19 + ext {
+                return self.need_more(last, "the binary COPY header is incomplete");
+            }
+            let header = avail[..19 + ext].to_vec();
+            self.start += 19 + ext;
+            self.header_pending = false;
+            return Ok(Some(Piece::Header(header)));
+        }
+        if avail.len() < 2 {
+            return self.need_more(last, "the binary COPY data ends inside a row");
+        }
+        let fields = i16::from_be_bytes([avail[0], avail[1]]);
+        if fields == -1 {
+            self.ended = true;
+            return Ok(None);
+        }
+        let mut at = 2;
+        let mut key = None;
+        for i in 0..fields.max(0) as usize {
+            if avail.len() < at + 4 {
+                return self.need_more(last, "the binary COPY data ends inside a row");
+            }
+            let len = i32::from_be_bytes([avail[at], avail[at + 1], avail[at + 2], avail[at + 3]]);
+            at += 4;
+            let null = len < 0;
+            let len = len.max(0) as usize;
+            if avail.len() < at + len {
+                return self.need_more(last, "the binary COPY data ends inside a row");
+            }
+            if i == self.key_index && !null {
+                key = Some(&avail[at..at + len]);
+            }
+            at += len;
+        }
+        self.line += 1;
+        if (fields as usize) <= self.key_index {
+            return Err(self.bad_line(format!(
+                "row has {fields} fields, so no shard key (field {})",
+                self.key_index + 1
+            )));
+        }
+        let key = match key {
+            None => None,
+            Some(raw) => Some(
+                KeyValue::from_binary(self.key_type, raw)
+                    .map_err(|e| self.bad_line(format!("invalid shard key: {e}")))?,
+            ),
+        };
+        let bytes = avail[..at].to_vec();
+        self.start += at;
+        self.scanned = self.start;
+        Ok(Some(Piece::Row { bytes, key }))
+    }
+
+    fn need_more(&self, last: bool, why: &str) -> Result<Option<Piece>, BadRow> {
+        if last && self.start < self.buf.len() {
+            return Err(self.bad(why.into()));
+        }
+        if last && self.header_pending {
+            return Err(self.bad(why.into()));
+        }
+        Ok(None)
+    }
+}
+
+fn trim_eol(row: &[u8]) -> &[u8] {
+    let row = row.strip_suffix(b"\n").unwrap_or(row);
+    row.strip_suffix(b"\r").unwrap_or(row)
+}
+
+/// Field `index` of a text or CSV row, raw, and whether it was quoted (CSV).
+fn field<'r>(row: &'r [u8], index: usize, f: &Format) -> Option<(&'r [u8], bool)> {
+    let (mut n, mut from, mut i, mut in_quotes, mut quoted) = (0, 0, 0, false, false);
+    while i <= row.len() {
+        let at_end = i == row.len();
+        let c = if at_end { 0 } else { row[i] };
+        if !at_end {
+            match f.kind {
+                Kind::Text if c == b'\\' => {
+                    i += 2;
+                    continue;
+                }
+                Kind::Csv if in_quotes && c == f.escape && f.escape != f.quote => {
+                    i += 2;
+                    continue;
+                }
+                Kind::Csv if c == f.quote => {
+                    in_quotes = !in_quotes;
+                    quoted = true;
+                    i += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        if at_end || (c == f.delimiter && !in_quotes) {
+            if n == index {
+                return Some((&row[from..i.min(row.len())], quoted));
+            }
+            n += 1;
+            from = i + 1;
+            quoted = false;
+        }
+        i += 1;
+    }
+    None
+}
+
+/// A text-format field's value: backslash escapes resolved as PostgreSQL's COPY reads them.
+fn unescape(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let c = raw[i];
+        if c != b'\\' || i + 1 >= raw.len() {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let e = raw[i + 1];
+        i += 2;
+        match e {
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(11),
+            b'0'..=b'7' => {
+                let mut v = (e - b'0') as u32;
+                for _ in 0..2 {
+                    match raw.get(i) {
+                        Some(d @ b'0'..=b'7') => {
+                            v = v * 8 + (d - b'0') as u32;
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push(v as u8);
+            }
+            b'x' if raw.get(i).is_some_and(u8::is_ascii_hexdigit) => {
+                let mut v = 0u32;
+                for _ in 0..2 {
+                    match raw.get(i) {
+                        Some(d) if d.is_ascii_hexdigit() => {
+                            v = v * 16 + (*d as char).to_digit(16).unwrap_or(0);
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push(v as u8);
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// A CSV field's value: quotes removed, doubled quotes and escapes resolved.
+fn unquote(raw: &[u8], quote: u8, escape: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let (mut i, mut in_quotes) = (0, false);
+    while i < raw.len() {
+        let c = raw[i];
+        if in_quotes {
+            if c == escape && escape != quote && i + 1 < raw.len() {
+                let next = raw[i + 1];
+                if next == quote || next == escape {
+                    out.push(next);
+                    i += 2;
+                    continue;
+                }
+            }
+            if c == quote {
+                if escape == quote && raw.get(i + 1) == Some(&quote) {
+                    out.push(quote);
+                    i += 2;
+                    continue;
+                }
+                in_quotes = false;
+                i += 1;
+                continue;
+            }
+            out.push(c);
+        } else if c == quote {
+            in_quotes = true;
+        } else {
+            out.push(c);
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(format: Format, key: usize, chunks: &[&[u8]]) -> Vec<Piece> {
+        let mut s = Splitter::new(format, key, KeyType::Integer);
+        let mut out = Vec::new();
+        for c in chunks {
+            s.push(c);
+            while let Some(p) = s.next(false).unwrap() {
+                out.push(p);
+            }
+        }
+        while let Some(p) = s.next(true).unwrap() {
+            out.push(p);
+        }
+        out
+    }
+
+    fn keys(pieces: &[Piece]) -> Vec<Option<i64>> {
+        pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Row { key, .. } => Some(key.as_ref().map(|k| match k {
+                    KeyValue::Integer(i) => *i,
+                    _ => panic!("integer keys"),
+                })),
+                Piece::Header(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn text_rows_split_anywhere_keep_their_bytes() {
+        let input: &[u8] = b"1\ta\\tb\n2\tline\\\nbreak\n\\N\tnull key\n3\tlast";
+        for cut in 0..input.len() {
+            let pieces = all(Format::new(Kind::Text), 0, &[&input[..cut], &input[cut..]]);
+            assert_eq!(
+                keys(&pieces),
+                vec![Some(1), Some(2), None, Some(3)],
+                "cut {cut}"
+            );
+            let joined: Vec<u8> = pieces
+                .iter()
+                .flat_map(|p| match p {
+                    Piece::Row { bytes, .. } | Piece::Header(bytes) => bytes.clone(),
+                })
+                .collect();
+            assert_eq!(joined, input);
+        }
+    }
+
+    #[test]
+    fn the_key_may_be_any_column_and_escaped() {
+        let pieces = all(Format::new(Kind::Text), 1, &[b"x\t\\061\\x32\n"]);
+        assert_eq!(keys(&pieces), vec![Some(12)]);
+    }
+
+    #[test]
+    fn csv_quotes_hold_newlines_and_delimiters() {
+        let mut f = Format::new(Kind::Csv);
+        f.header = true;
+        let input: &[u8] = b"id,note\n7,\"a,b\nc\"\"d\"\n\"8\",x\n,empty key\n";
+        for cut in 0..input.len() {
+            let pieces = all(f.clone(), 0, &[&input[..cut], &input[cut..]]);
+            assert!(matches!(&pieces[0], Piece::Header(h) if h == b"id,note\n"));
+            assert_eq!(keys(&pieces), vec![Some(7), Some(8), None], "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn csv_with_its_own_escape() {
+        let mut f = Format::new(Kind::Csv);
+        f.escape = b'\\';
+        let pieces = all(f, 1, &[b"\"a\\\"\n\",5\n"]);
+        assert_eq!(keys(&pieces), vec![Some(5)]);
+    }
+
+    #[test]
+    fn end_marker_stops_the_stream() {
+        let pieces = all(Format::new(Kind::Text), 0, &[b"1\n\\.\n2\n"]);
+        assert_eq!(keys(&pieces), vec![Some(1)]);
+    }
+
+    #[test]
+    fn bad_keys_and_short_rows_are_reported_with_their_line() {
+        let mut s = Splitter::new(Format::new(Kind::Text), 1, KeyType::Integer);
+        s.push(b"a\t1\nb\tnope\n");
+        assert!(matches!(s.next(false), Ok(Some(Piece::Row { .. }))));
+        let err = s.next(false).unwrap_err();
+        assert_eq!(err.line, 2);
+        let mut s = Splitter::new(Format::new(Kind::Text), 2, KeyType::Integer);
+        s.push(b"a\t1\n");
+        assert!(s.next(false).is_err());
+    }
+
+    #[test]
+    fn binary_rows_and_header() {
+        let mut input = b"PGCOPY\n\xff\r\n\0".to_vec();
+        input.extend_from_slice(&0u32.to_be_bytes());
+        input.extend_from_slice(&0u32.to_be_bytes());
+        for (k, null_key) in [(5i64, false), (0, true)] {
+            input.extend_from_slice(&2i16.to_be_bytes());
+            input.extend_from_slice(&3i32.to_be_bytes());
+            input.extend_from_slice(b"abc");
+            if null_key {
+                input.extend_from_slice(&(-1i32).to_be_bytes());
+            } else {
+                input.extend_from_slice(&8i32.to_be_bytes());
+                input.extend_from_slice(&k.to_be_bytes());
+            }
+        }
+        input.extend_from_slice(&(-1i16).to_be_bytes());
+        for cut in 0..input.len() {
+            let pieces = all(
+                Format::new(Kind::Binary),
+                1,
+                &[&input[..cut], &input[cut..]],
+            );
+            assert!(matches!(&pieces[0], Piece::Header(h) if h.len() == 19));
+            assert_eq!(keys(&pieces), vec![Some(5), None], "cut {cut}");
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! SQL-level prepared statements (`PREPARE`, `EXECUTE`, `DEALLOCATE`) on several shards.
+//!
+//! The proxy keeps them itself, per session: a statement prepared on one shard could not run on
+//! the shard an EXECUTE's arguments route it to. PREPARE checks the statement on the home shard
+//! (PostgreSQL analyses it there, so a missing table or a type error is reported at PREPARE, as
+//! directly) and stores it. EXECUTE puts each argument in place of its `$n`, cast to the
+//! declared type, and plans the result like any statement, so the key in an argument routes it.
+//! DEALLOCATE of a name the proxy does not hold goes to the shards (a protocol-level statement
+//! of the same namespace).
+
+use super::session::{Exec, Step, R};
+use crate::error::PgError;
+use crate::protocol::build;
+use crate::router::params::Params;
+use crate::router::plan::{plan, PreparedCmd, HOME};
+use sqlparser::ast::{visit_expressions_mut, DataType, Expr, Statement, Value};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+/// A statement prepared with SQL PREPARE.
+#[derive(Debug, Clone)]
+pub struct SqlPrepared {
+    /// The declared parameter types, as written.
+    types: Vec<String>,
+    body: Arc<Statement>,
+}
+
+/// Name of the statement the home shard prepares to check a PREPARE, deallocated at once.
+const CHECK_NAME: &str = "shardgate_prepare_check";
+
+/// The highest `$n` in the statement.
+fn placeholders(stmt: &Statement) -> usize {
+    let mut most = 0;
+    let mut stmt = stmt.clone();
+    let _ = visit_expressions_mut(&mut stmt, |e| {
+        if let Expr::Value(v) = e {
+            if let Value::Placeholder(p) = &v.value {
+                if let Some(n) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+                    most = most.max(n);
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    most
+}
+
+/// `body` with `$n` replaced by the n-th argument (parenthesized, and cast when its type was
+/// declared). Arguments are parsed expressions, so their text cannot escape their place.
+fn substitute(body: &Statement, types: &[DataType], args: &[Expr]) -> Result<Statement, PgError> {
+    let mut stmt = body.clone();
+    let mut bad = None;
+    let _ = visit_expressions_mut(&mut stmt, |e| {
+        let n = match e {
+            Expr::Value(v) => match &v.value {
+                Value::Placeholder(p) => p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(n) = n {
+            match args.get(n.wrapping_sub(1)) {
+                Some(arg) => {
+                    let arg = Expr::Nested(Box::new(arg.clone()));
+                    *e = match types.get(n - 1) {
+                        Some(t) => Expr::Cast {
+                            kind: sqlparser::ast::CastKind::Cast,
+                            expr: Box::new(arg),
+                            data_type: t.clone(),
+                            format: None,
+                        },
+                        None => arg,
+                    };
+                }
+                None => bad = Some(n),
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    match bad {
+        Some(n) => Err(PgError::error(
+            "42P02",
+            format!("there is no parameter ${n}"),
+        )),
+        None => Ok(stmt),
+    }
+}
+
+/// Types and arguments read back as syntax trees (the planner stored them as text).
+fn parse_types(types: &[String]) -> Option<Vec<DataType>> {
+    let text = format!(
+        "SELECT {}",
+        types
+            .iter()
+            .map(|t| format!("NULL::{t}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if types.is_empty() {
+        return Some(Vec::new());
+    }
+    let exprs = parse_select_list(&text)?;
+    exprs
+        .into_iter()
+        .map(|e| match e {
+            Expr::Cast { data_type, .. } => Some(data_type),
+            _ => None,
+        })
+        .collect()
+}
+
+fn parse_select_list(text: &str) -> Option<Vec<Expr>> {
+    let stmts =
+        sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, text)
+            .ok()?;
+    let Some(Statement::Query(q)) = stmts.into_iter().next() else {
+        return None;
+    };
+    let sqlparser::ast::SetExpr::Select(s) = *q.body else {
+        return None;
+    };
+    s.projection
+        .into_iter()
+        .map(|item| match item {
+            sqlparser::ast::SelectItem::UnnamedExpr(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Exec<'_> {
+    pub async fn sql_prepared(&mut self, cmd: PreparedCmd, sql: &str) -> R<Step> {
+        match cmd {
+            PreparedCmd::Prepare { name, types, body } => self.prepare(name, types, &body).await,
+            PreparedCmd::Execute { name, args } => self.execute_prepared(&name, &args).await,
+            PreparedCmd::Deallocate(Some(name)) if self.sql_statements.remove(&name).is_some() => {
+                build::command_complete("DEALLOCATE", &mut self.out);
+                Ok(Step::Done)
+            }
+            PreparedCmd::Deallocate(name) => {
+                if name.is_none() {
+                    self.sql_statements.clear();
+                }
+                self.session_statement(sql).await
+            }
+        }
+    }
+
+    async fn prepare(&mut self, name: String, types: Vec<String>, body: &str) -> R<Step> {
+        if self.sql_statements.contains_key(&name) {
+            return Ok(self.error(&PgError::error(
+                "42P05",
+                format!("prepared statement \"{name}\" already exists"),
+            )));
+        }
+        let parsed = self.parse(body).filter(|v| v.len() == 1);
+        let (Some(parsed), Some(_)) = (parsed, parse_types(&types)) else {
+            return Ok(self.error(&crate::router::plan::unrecognised()));
+        };
+        // PostgreSQL analyses the statement at PREPARE: the home shard reports what is wrong.
+        let list = if types.is_empty() {
+            String::new()
+        } else {
+            format!("({})", types.join(", "))
+        };
+        let check = format!("PREPARE {CHECK_NAME}{list} AS {body}; DEALLOCATE {CHECK_NAME}");
+        if let Some(e) = self.run_quiet(HOME, &check).await? {
+            self.rewritten = true;
+            self.shard_error(&e);
+            self.rewritten = false;
+            return Ok(Step::Failed);
+        }
+        self.sql_statements.insert(
+            name,
+            SqlPrepared {
+                types,
+                body: parsed[0].clone(),
+            },
+        );
+        build::command_complete("PREPARE", &mut self.out);
+        Ok(Step::Done)
+    }
+
+    async fn execute_prepared(&mut self, name: &str, args: &[String]) -> R<Step> {
+        let Some(prepared) = self.sql_statements.get(name).cloned() else {
+            return Ok(self.error(&PgError::error(
+                "26000",
+                format!("prepared statement \"{name}\" does not exist"),
+            )));
+        };
+        let expected = placeholders(&prepared.body).max(prepared.types.len());
+        if args.len() != expected {
+            return Ok(self.error(
+                &PgError::error(
+                    "42601",
+                    format!("wrong number of parameters for prepared statement \"{name}\""),
+                )
+                .with_detail(format!(
+                    "Expected {expected} parameters but got {}.",
+                    args.len()
+                )),
+            ));
+        }
+        let types = parse_types(&prepared.types).unwrap_or_default();
+        let args = if args.is_empty() {
+            Vec::new()
+        } else {
+            match parse_select_list(&format!("SELECT {}", args.join(", "))) {
+                Some(a) => a,
+                None => return Ok(self.error(&crate::router::plan::unrecognised())),
+            }
+        };
+        let stmt = match substitute(&prepared.body, &types, &args) {
+            Ok(s) => s,
+            Err(e) => return Ok(self.error(&e)),
+        };
+        self.fetch_insert_columns(&stmt).await?;
+        let stmt = self.with_insert_columns(&Arc::new(stmt));
+        let text = stmt.to_string();
+        let planned = plan(&stmt, self.placement, &Params::default());
+        self.rewritten = true;
+        let step = Box::pin(self.run_plan(planned, &text)).await;
+        self.rewritten = false;
+        step
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statement(sql: &str) -> Statement {
+        sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn arguments_take_the_place_of_their_parameters_with_the_declared_type() {
+        let body = statement("SELECT * FROM t WHERE id = $1 AND name = $2");
+        assert_eq!(placeholders(&body), 2);
+        let types = parse_types(&["bigint".into()]).unwrap();
+        let args = parse_select_list("SELECT 41 + 1, 'x'").unwrap();
+        let done = substitute(&body, &types, &args).unwrap();
+        assert_eq!(
+            done.to_string(),
+            "SELECT * FROM t WHERE id = CAST((41 + 1) AS BIGINT) AND name = ('x')"
+        );
+    }
+
+    #[test]
+    fn a_parameter_without_an_argument_is_an_error() {
+        let body = statement("SELECT $3");
+        let args = parse_select_list("SELECT 1").unwrap();
+        assert!(substitute(&body, &[], &args).is_err());
+    }
+}

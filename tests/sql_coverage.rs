@@ -1,0 +1,541 @@
+//! SQL that applications send and that a sharding proxy must carry over several shards: COPY,
+//! cursors, SQL-level PREPARE/EXECUTE, DO and CALL, and the utility statements, on three unlike
+//! shards. Where rows land is checked on the shards themselves, against rows the proxy placed
+//! with plain INSERTs (a different path to the same placement).
+
+mod common;
+
+use common::{code, db_error, TestCluster};
+use futures_util::{SinkExt, StreamExt};
+use std::process::Command;
+use tokio_postgres::SimpleQueryMessage;
+
+const TABLES: &str = "[tables.items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.copied]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.tagged]\nshard_key = \"tag\"\nkey_type = \"text\"\n[tables.countries]\nreference = true\n";
+
+const ROWS: i64 = 60;
+
+async fn cluster() -> TestCluster {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let values: Vec<String> = (1..=ROWS)
+        .map(|g| format!("({g}, 'item{g}', {})", g % 7))
+        .collect();
+    tc.client()
+        .await
+        .batch_execute(&format!(
+            "create table items (id bigint primary key, name text, qty int);
+             create table copied (id bigint primary key, name text, qty int);
+             create table tagged (tag text primary key, note text);
+             create table countries (code text primary key, name text);
+             insert into items values {}",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+    tc
+}
+
+fn rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(String::from)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// On every shard, `copied` holds exactly the ids that `items` holds there: the rows went
+/// where the proxy's INSERT routing put the same keys.
+async fn placed_like_items(tc: &TestCluster, expected_total: i64) {
+    let mut total = 0;
+    for i in 0..3 {
+        let row = tc
+            .direct(i)
+            .await
+            .query_one(
+                "select (select count(*) from copied),
+                        (select count(*) from copied c join items t using (id))",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (held, matched): (i64, i64) = (row.get(0), row.get(1));
+        assert_eq!(
+            held, matched,
+            "shard {i} holds rows of copied that items has elsewhere"
+        );
+        assert!(held > 0, "shard {i} got no rows");
+        total += held;
+    }
+    assert_eq!(total, expected_total);
+}
+
+async fn copy_in(
+    c: &tokio_postgres::Client,
+    sql: &str,
+    data: &[u8],
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = c.copy_in(sql).await?;
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::copy_from_slice(data)).await?;
+    sink.finish().await
+}
+
+async fn copy_out(c: &tokio_postgres::Client, sql: &str) -> Vec<u8> {
+    let stream = c.copy_out(sql).await.unwrap();
+    futures_util::pin_mut!(stream);
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_from_stdin_splits_rows_by_key_in_text_csv_and_binary() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    // Text, with escapes in a value and a key that is not the first column.
+    let text: String = (1..=20)
+        .map(|i| format!("item\\t{i}\\\\x\t{i}\t{}\n", i % 7))
+        .collect();
+    let n = copy_in(
+        &c,
+        "copy copied (name, id, qty) from stdin",
+        text.as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 20);
+    // CSV with a header, a quoted delimiter and a quoted newline, sent in small pieces.
+    let mut csv = String::from("id,name,qty\n");
+    for i in 21..=40 {
+        csv.push_str(&format!("{i},\"a,b\nline {i}\",{}\n", i % 7));
+    }
+    let sink = c
+        .copy_in("copy copied from stdin with (format csv, header true)")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    for piece in csv.as_bytes().chunks(7) {
+        sink.send(bytes::Bytes::copy_from_slice(piece))
+            .await
+            .unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 20);
+    // Binary, as the proxy's own COPY TO wrote it.
+    let binary = copy_out(
+        &c,
+        "copy (select id, name, qty from items where id > 40) to stdout (format binary)",
+    )
+    .await;
+    let n = copy_in(&c, "copy copied from stdin (format binary)", &binary)
+        .await
+        .unwrap();
+    assert_eq!(n, 20);
+    placed_like_items(&tc, 60).await;
+    // Values arrive as the client wrote them.
+    let row = c
+        .query_one("select name from copied where id = 7", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "item\t7\\x");
+    let row = c
+        .query_one("select name from copied where id = 25", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "a,b\nline 25");
+    // A text key decoded from its escapes lands where an INSERT of the same value does.
+    copy_in(&c, "copy tagged from stdin", b"caf\\303\\251\tescaped\n")
+        .await
+        .unwrap();
+    let found = c
+        .query("select note from tagged where tag = 'café'", &[])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_that_fails_keeps_nothing_on_any_shard() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    // A key the proxy cannot read: the line is named, and no shard keeps a row.
+    let err = copy_in(
+        &c,
+        "copy copied from stdin",
+        b"1\ta\t1\n2\tb\t2\nnope\tc\t3\n4\td\t4\n",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(&err), "22P04");
+    assert!(
+        db_error(&err).detail().unwrap_or("").contains("line 3"),
+        "{err:?}"
+    );
+    // A shard's own error (a duplicate key) fails every shard's part.
+    let err = copy_in(&c, "copy copied from stdin", b"5\ta\t1\n6\tb\t2\n5\tc\t3\n")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "23505");
+    // Inside a transaction that rolls back.
+    c.batch_execute("begin").await.unwrap();
+    copy_in(&c, "copy copied from stdin", b"7\ta\t1\n8\tb\t2\n9\tc\t3\n")
+        .await
+        .unwrap();
+    let seen = c
+        .query_one("select count(*) from copied", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.get::<_, i64>(0),
+        3,
+        "the transaction sees its own rows"
+    );
+    c.batch_execute("rollback").await.unwrap();
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from copied").await,
+        vec![0, 0, 0]
+    );
+    // The session goes on.
+    let n = c
+        .query_one("select count(*) from items", &[])
+        .await
+        .unwrap();
+    assert_eq!(n.get::<_, i64>(0), ROWS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_to_stdout_streams_every_shard_once() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    let text = String::from_utf8(copy_out(&c, "copy items to stdout").await).unwrap();
+    let mut ids: Vec<i64> = text
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().parse().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (1..=ROWS).collect::<Vec<_>>());
+    // One header line, not one per shard.
+    let csv = String::from_utf8(
+        copy_out(
+            &c,
+            "copy (select id, name from items where qty = 3) to stdout with csv header",
+        )
+        .await,
+    )
+    .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "id,name");
+    assert_eq!(lines.len() - 1, (1..=ROWS).filter(|g| g % 7 == 3).count());
+    assert!(!lines[1..].contains(&"id,name"));
+    // A reference table's copy comes from one shard.
+    c.batch_execute("insert into countries values ('fr', 'France'), ('de', 'Germany')")
+        .await
+        .unwrap();
+    let out = copy_out(&c, "copy countries to stdout").await;
+    assert_eq!(String::from_utf8(out).unwrap().lines().count(), 2);
+    // What a stream cannot merge is refused, with a way out.
+    let err = c
+        .copy_out("copy (select id from items order by id) to stdout")
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(code(&err), "0A000");
+    assert!(db_error(&err).hint().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_copy_and_psql_copy_reach_every_shard() {
+    let tc = cluster().await;
+    let dir = tempdir();
+    let file = dir.join("countries.csv");
+    std::fs::write(&file, "code,name\nfr,France\nde,Germany\nit,Italy\n").unwrap();
+    let out = Command::new("psql")
+        .args([
+            &tc.url("app", "secret"),
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            &format!(
+                "\\copy countries from '{}' with (format csv, header)",
+                file.display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("COPY 3"));
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from countries")
+            .await,
+        vec![3, 3, 3]
+    );
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("shardgate-copy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_prepare_and_execute_route_by_their_arguments() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    c.batch_execute("prepare put (bigint, text) as insert into copied values ($1, $2, 0)")
+        .await
+        .unwrap();
+    for i in 1..=ROWS {
+        c.batch_execute(&format!("execute put({i}, 'n{i}')"))
+            .await
+            .unwrap();
+    }
+    placed_like_items(&tc, ROWS).await;
+    c.batch_execute("prepare get (bigint) as select name from copied where id = $1")
+        .await
+        .unwrap();
+    let m = c.simple_query("execute get(42)").await.unwrap();
+    assert_eq!(rows(&m), vec![vec![Some("n42".to_string())]]);
+    // PostgreSQL's own answers to the mistakes.
+    let err = c.batch_execute("execute get(1, 2)").await.unwrap_err();
+    assert_eq!(code(&err), "42601");
+    let err = c
+        .batch_execute("prepare get as select 1")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "42P05");
+    let err = c
+        .batch_execute("prepare bad as select * from no_such_table")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "42P01");
+    c.batch_execute("deallocate get").await.unwrap();
+    let err = c.batch_execute("execute get(1)").await.unwrap_err();
+    assert_eq!(code(&err), "26000");
+    // An argument is a value, never more SQL.
+    c.batch_execute("prepare echo (text) as select $1")
+        .await
+        .unwrap();
+    let m = c
+        .simple_query("execute echo('x''); drop table items; --')")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&m),
+        vec![vec![Some("x'); drop table items; --".to_string())]]
+    );
+    c.batch_execute("deallocate all").await.unwrap();
+    let n = c
+        .query_one("select count(*) from items", &[])
+        .await
+        .unwrap();
+    assert_eq!(n.get::<_, i64>(0), ROWS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_on_one_shard_and_over_several() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    c.batch_execute("begin").await.unwrap();
+    // One shard by key: every direction works, as on PostgreSQL.
+    c.batch_execute("declare one scroll cursor for select id from items where id = 17")
+        .await
+        .unwrap();
+    let m = c.simple_query("fetch next from one").await.unwrap();
+    assert_eq!(rows(&m), vec![vec![Some("17".to_string())]]);
+    let m = c.simple_query("fetch prior from one").await.unwrap();
+    assert!(rows(&m).is_empty());
+    c.batch_execute("close one").await.unwrap();
+    // Several shards: batches of 7 (simple and extended protocol), then MOVE, then ALL.
+    c.batch_execute("declare many cursor for select id, name from items where qty <> 0")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let m = c.simple_query("fetch 7 from many").await.unwrap();
+    seen.extend(
+        rows(&m)
+            .into_iter()
+            .map(|r| r[0].clone().unwrap().parse::<i64>().unwrap()),
+    );
+    let typed = c.query("fetch forward 7 from many", &[]).await.unwrap();
+    assert_eq!(typed.len(), 7);
+    seen.extend(typed.iter().map(|r| r.get::<_, i64>(0)));
+    let m = c.simple_query("move 3 from many").await.unwrap();
+    assert!(matches!(
+        m.last(),
+        Some(SimpleQueryMessage::CommandComplete(3))
+    ));
+    let m = c.simple_query("fetch all from many").await.unwrap();
+    seen.extend(
+        rows(&m)
+            .into_iter()
+            .map(|r| r[0].clone().unwrap().parse::<i64>().unwrap()),
+    );
+    let expected = (1..=ROWS).filter(|g| g % 7 != 0).count();
+    assert_eq!(seen.len() + 3, expected);
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "no row twice");
+    assert!(seen.iter().all(|id| id % 7 != 0));
+    let m = c.simple_query("fetch many").await.unwrap();
+    assert!(rows(&m).is_empty());
+    // Backwards cannot be served from shards read in turn: refused, not wrong.
+    let err = c.batch_execute("fetch prior from many").await.unwrap_err();
+    assert_eq!(code(&err), "0A000");
+    c.batch_execute("rollback").await.unwrap();
+    let err = c
+        .batch_execute("begin; declare sorted cursor for select id from items order by id")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "0A000");
+    c.batch_execute("rollback").await.unwrap();
+    // WITH HOLD outlives its transaction; CLOSE ALL (asyncpg sends it on every pool release).
+    c.batch_execute("declare kept cursor with hold for select id from items")
+        .await
+        .unwrap();
+    let m = c.simple_query("move all from kept").await.unwrap();
+    assert!(matches!(m.last(), Some(SimpleQueryMessage::CommandComplete(n)) if *n == ROWS as u64));
+    c.batch_execute("close all").await.unwrap();
+    let err = c.batch_execute("fetch kept").await.unwrap_err();
+    assert_eq!(code(&err), "34000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn do_and_call_run_everywhere_but_never_write_sharded_rows_everywhere() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    c.batch_execute("do $$ begin insert into countries values ('nl', 'Netherlands'); end $$")
+        .await
+        .unwrap();
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from countries")
+            .await,
+        vec![1, 1, 1]
+    );
+    let err = c
+        .batch_execute("do $$ begin insert into copied values (1000, 'x', 0); end $$")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "0A000");
+    assert!(db_error(&err).hint().is_some());
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from copied").await,
+        vec![0, 0, 0]
+    );
+    // Inside a transaction, the refusal fails it like any error.
+    c.batch_execute("begin").await.unwrap();
+    let err = c
+        .batch_execute("do $$ begin update items set qty = qty + 1; end $$")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "0A000");
+    c.batch_execute("rollback").await.unwrap();
+    let total = c
+        .query_one("select sum(qty) from items", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        total.get::<_, i64>(0),
+        (1..=ROWS).map(|g| g % 7).sum::<i64>()
+    );
+    // CALL: a procedure made on every shard answers once.
+    c.batch_execute(
+        "create procedure bump(inout x int) language plpgsql as $$ begin x := x + 1; end $$",
+    )
+    .await
+    .unwrap();
+    let m = c.simple_query("call bump(41)").await.unwrap();
+    assert_eq!(rows(&m), vec![vec![Some("42".to_string())]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn utility_statements_are_never_left_unanalysed() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    for sql in [
+        "create domain posint as int check (value > 0)",
+        "alter domain posint add constraint small check (value < 1000000)",
+        "create type mood as enum ('sad')",
+        "alter type mood add value 'happy'",
+        "create user shardgate_probe",
+        "alter user shardgate_probe with connection limit 3",
+        "grant select on items to shardgate_probe",
+        "revoke select on items from shardgate_probe",
+        "create materialized view mv as select 1 as one",
+        "refresh materialized view mv",
+        "reindex table items",
+        "cluster items using items_pkey",
+        "alter default privileges grant select on tables to public",
+        "alter default privileges revoke select on tables from public",
+        "comment on table items is 'things'",
+        "load 'plpgsql'",
+        "checkpoint",
+        "vacuum items",
+        "analyze items",
+        "drop materialized view mv",
+        "drop owned by shardgate_probe",
+        "drop user shardgate_probe",
+        "drop type mood",
+        "drop domain posint",
+        "table countries",
+        "notify ch, 'x'",
+        "explain insert into countries values ('zz', 'Z')",
+    ] {
+        if let Err(e) = c.batch_execute(sql).await {
+            panic!("{sql}: {e:?}");
+        }
+    }
+    // EXPLAIN ANALYZE of a reference write runs it on every copy, as the write would.
+    c.batch_execute("explain analyze insert into countries values ('ke', 'Kenya')")
+        .await
+        .unwrap();
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from countries where code = 'ke'")
+            .await,
+        vec![1, 1, 1]
+    );
+    // What would be wrong on every shard is refused with the reason.
+    let err = c
+        .batch_execute("create subscription s connection 'host=x' publication p")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "0A000");
+    assert!(!db_error(&err).message().contains("could not analyse"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orm_shapes_bind_limit_offset_and_having_values() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    // tokio-postgres binds integers in binary, as asyncpg and the ORMs on it do.
+    let page = c
+        .query(
+            "select id from items order by id limit $1 offset $2",
+            &[&5i64, &10i64],
+        )
+        .await
+        .unwrap();
+    let ids: Vec<i64> = page.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, vec![11, 12, 13, 14, 15]);
+    let groups = c
+        .query(
+            "select qty, count(*) from items group by qty having count(*) > $1 order by qty",
+            &[&8i64],
+        )
+        .await
+        .unwrap();
+    let expected: Vec<i32> = (0..7)
+        .filter(|q| (1..=ROWS).filter(|g| g % 7 == *q as i64).count() > 8)
+        .collect();
+    let got: Vec<i32> = groups.iter().map(|r| r.get(0)).collect();
+    assert_eq!(got, expected);
+}
