@@ -539,3 +539,131 @@ async fn orm_shapes_bind_limit_offset_and_having_values() {
     let got: Vec<i32> = groups.iter().map(|r| r.get(0)).collect();
     assert_eq!(got, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeclared_tables_can_live_on_one_named_shard() {
+    let tail = format!("{TABLES}[routing]\nundeclared_tables = \"s1\"\n");
+    let tc = TestCluster::start_unlike(3, "", &tail).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table items (id bigint primary key, name text, qty int);
+         create table countries (code text primary key, name text);
+         create table django_migrations (id serial primary key, app text, name text);
+         insert into countries values ('fr', 'France')",
+    )
+    .await
+    .unwrap();
+    // Its own serial key works: the table is one ordinary table on one shard.
+    let ids: Vec<i32> = c
+        .query(
+            "insert into django_migrations (app, name) values ('auth', '0001'), ('auth', '0002') returning id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, vec![1, 2]);
+    copy_in(
+        &c,
+        "copy django_migrations (app, name) from stdin",
+        b"fr\t0001\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from django_migrations")
+            .await,
+        vec![0, 3, 0]
+    );
+    c.batch_execute("update django_migrations set name = name || '_done' where app = 'auth'")
+        .await
+        .unwrap();
+    let done = c
+        .query_one(
+            "select count(*) from django_migrations where name like '%_done'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.get::<_, i64>(0), 2);
+    // With a reference table it joins on its shard; with a sharded table it cannot.
+    let joined = c
+        .query(
+            "select m.name from django_migrations m join countries c on c.code = m.app",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(joined.len(), 1);
+    let err = c
+        .query(
+            "select * from django_migrations m join items i on i.id = m.id",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "0A000");
+    assert!(db_error(&err)
+        .hint()
+        .unwrap_or("")
+        .contains("undeclared_tables"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeclared_reference_tables_keep_identical_copies_under_concurrent_serial_inserts() {
+    let tail = format!("{TABLES}[routing]\nundeclared_tables = \"reference\"\n");
+    let tc = TestCluster::start_unlike(3, "", &tail).await;
+    tc.client()
+        .await
+        .batch_execute("create table auth_user (id serial primary key, name text unique)")
+        .await
+        .unwrap();
+    // One copy takes a random moment before it draws each id, as a busy shard would: without
+    // turns, concurrent writers then draw in different orders on different copies.
+    tc.direct(1)
+        .await
+        .batch_execute(
+            "create function slow_nextval() returns int language sql as
+               $$ select pg_sleep(random() * 0.004); select nextval('auth_user_id_seq')::int $$;
+             alter table auth_user alter column id set default slow_nextval()",
+        )
+        .await
+        .unwrap();
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        let c = tc.client().await;
+        writers.push(tokio::spawn(async move {
+            for i in 0..15 {
+                c.execute(
+                    "insert into auth_user (name) values ($1)",
+                    &[&format!("w{w}-{i}")],
+                )
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    // Every copy gave every name the same id.
+    let mut copies = Vec::new();
+    for i in 0..3 {
+        let rows = tc
+            .direct(i)
+            .await
+            .query("select id, name from auth_user order by id", &[])
+            .await
+            .unwrap();
+        copies.push(
+            rows.iter()
+                .map(|r| (r.get::<_, i32>(0), r.get::<_, String>(1)))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(copies[0].len(), 90);
+    assert_eq!(copies[0], copies[1]);
+    assert_eq!(copies[0], copies[2]);
+}

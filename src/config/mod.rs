@@ -51,12 +51,37 @@ pub struct Config {
     /// Slot table pinning. Default: derived from the shard names.
     #[serde(default)]
     pub placement: PlacementConfig,
+    /// Where tables the config does not declare live.
+    #[serde(default)]
+    pub routing: RoutingConfig,
     /// Distributed commit and recovery.
     #[serde(default)]
     pub transactions: TransactionsConfig,
     /// The standalone oracle (`shardgate oracle`).
     #[serde(default)]
     pub oracle: OracleConfig,
+}
+
+/// `[routing]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Tables not declared under `[tables]`: `refuse` (default: statements that use one are
+    /// refused), `reference` (a copy on every shard) or the name of the shard that holds them.
+    #[serde(default = "default_undeclared")]
+    pub undeclared_tables: String,
+}
+
+fn default_undeclared() -> String {
+    "refuse".into()
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            undeclared_tables: default_undeclared(),
+        }
+    }
 }
 
 /// `[oracle]`: where `shardgate oracle` listens.
@@ -491,10 +516,23 @@ impl Config {
             Some(map) => SlotTable::from_ranges(&shard_names, map)?,
             None => SlotTable::derive(&shard_names),
         };
+        let undeclared = match self.routing.undeclared_tables.as_str() {
+            "refuse" => None,
+            "reference" => Some(TableRule::Reference),
+            name => match shard_names.iter().position(|s| s == name) {
+                Some(shard) => Some(TableRule::Pinned { shard }),
+                None => {
+                    return Err(format!(
+                        "routing.undeclared_tables: {name:?} is neither \"refuse\", \"reference\" nor a shard name"
+                    ))
+                }
+            },
+        };
         Ok(Placement {
             tables,
             slots,
             shard_names,
+            undeclared,
         })
     }
 
@@ -663,6 +701,27 @@ mod tests {
                 .to_string();
             assert!(err.contains(needle), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn undeclared_tables_go_where_the_config_says() {
+        let rule = |value: &str| {
+            let text = format!("{GOOD}\n[routing]\nundeclared_tables = \"{value}\"\n");
+            Config::from_toml(&text)
+                .map(|c| c.placement().unwrap().rule("django_migrations").cloned())
+        };
+        assert_eq!(rule("refuse").unwrap(), None);
+        assert_eq!(rule("reference").unwrap(), Some(TableRule::Reference));
+        let shard = &Config::from_toml(GOOD).unwrap().shards[0].name;
+        assert_eq!(rule(shard).unwrap(), Some(TableRule::Pinned { shard: 0 }));
+        let err = rule("nowhere").unwrap_err().to_string();
+        assert!(err.contains("undeclared_tables"), "{err}");
+        // Catalogs are never given the default.
+        let c = Config::from_toml(&format!(
+            "{GOOD}\n[routing]\nundeclared_tables = \"reference\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.placement().unwrap().rule("pg_class"), None);
     }
 
     #[test]

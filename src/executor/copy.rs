@@ -151,7 +151,10 @@ impl Exec<'_> {
         key: Option<(usize, crate::placement::KeyType)>,
         sql: &str,
     ) -> R<Step> {
-        let all: Vec<usize> = (0..self.links.len()).collect();
+        let all: Vec<usize> = match plan.only {
+            Some(shard) => vec![shard],
+            None => (0..self.links.len()).collect(),
+        };
         for &s in &all {
             self.txn.note_write(s);
             if self.enlist(s).await? == Step::Failed {
@@ -205,7 +208,8 @@ impl Exec<'_> {
 
         let mut router = RowRouter {
             splitter: key.map(|(i, t)| Splitter::new(plan.format.clone(), i, t)),
-            batches: vec![BytesMut::new(); all.len()],
+            batches: vec![BytesMut::new(); self.links.len()],
+            targets: all.clone(),
             binary: plan.format.kind == Kind::Binary,
         };
         let mut bad: Option<PgError> = None;
@@ -264,7 +268,8 @@ impl Exec<'_> {
                 self.send_rows(s, &batch).await?;
             }
             match self.end_shard_copy(s, reason.as_deref()).await? {
-                Ok(n) if s == HOME || plan.key.is_some() => total += n,
+                // A reference table's count is one copy's.
+                Ok(n) if s == all[0] || plan.key.is_some() => total += n,
                 Ok(_) => {}
                 Err(e) => {
                     failure.get_or_insert(e);
@@ -292,7 +297,7 @@ impl Exec<'_> {
     ) -> R<Result<(), BadRow>> {
         let Some(splitter) = router.splitter.as_mut() else {
             // A reference table: every shard takes the data as it came.
-            for s in 0..router.batches.len() {
+            for &s in &router.targets {
                 router.batches[s].extend_from_slice(data);
                 if router.batches[s].len() >= BATCH_BYTES || last {
                     let batch = std::mem::take(&mut router.batches[s]);
@@ -373,8 +378,10 @@ impl Exec<'_> {
 struct RowRouter {
     /// None for a reference table.
     splitter: Option<Splitter>,
-    /// Rows waiting to be sent, per shard.
+    /// Rows waiting to be sent, by shard.
     batches: Vec<BytesMut>,
+    /// The shards taking part.
+    targets: Vec<usize>,
     binary: bool,
 }
 

@@ -142,6 +142,7 @@ mod tests {
             tables,
             slots: crate::placement::SlotTable::derive(&["a".to_string(), "b".to_string()]),
             shard_names: vec!["a".into(), "b".into()],
+            undeclared: None,
         };
         assert_eq!(written_rows_query(&p), None);
         p.tables.insert(

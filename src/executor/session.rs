@@ -609,7 +609,12 @@ impl<'a> Exec<'a> {
                 self.rewritten = false;
                 step
             }
-            Plan::Write { parts, sum, .. } => {
+            Plan::Write {
+                parts,
+                sum,
+                serialize,
+                ..
+            } => {
                 let own = self.own_implicit();
                 let mut requests = Vec::with_capacity(parts.len());
                 self.rewritten = parts.iter().any(|(_, text)| text != sql);
@@ -618,7 +623,8 @@ impl<'a> Exec<'a> {
                     build::query(&text, &mut q);
                     requests.push((shard, q.freeze()));
                 }
-                let step = super::write::run(self, &requests, sum, true).await;
+                let step =
+                    super::write::run(self, &requests, sum, true, serialize.as_deref()).await;
                 self.rewritten = false;
                 self.end_own_implicit(own, step?).await
             }

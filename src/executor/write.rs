@@ -4,23 +4,44 @@
 //! RETURNING rows are passed on shard after shard (a write's rows have no order to merge), and
 //! the command tag counts the rows of every shard (`UPDATE 7` = 3 + 4). A reference table's
 //! rows are the same on every shard, so both its RETURNING rows and its count are one copy's. The caller commits: the
-//! written shards are recorded, so the commit is two-phase.
+//! written shards are recorded, so the commit is two-phase. Writers of one reference table
+//! take turns (see `run`).
 
 use super::session::{Exec, Step, R};
+use crate::router::plan::HOME;
+
+/// The first key of the advisory locks that order reference-table writers ("SG").
+const REFERENCE_LOCK_CLASS: i32 = 0x5347;
 use crate::protocol::{build, inspect, Frame};
 use bytes::Bytes;
 
 /// Runs `requests` (shard, Query or Parse..Execute+Sync) and answers the client once.
 /// `describe`: send the RowDescription (simple protocol) or not (extended, after Describe).
+/// `serialize`: the reference table written, whose writers take turns (below).
 pub async fn run(
     exec: &mut Exec<'_>,
     requests: &[(usize, Bytes)],
     sum: bool,
     describe: bool,
+    serialize: Option<&str>,
 ) -> R<Step> {
     for &(shard, _) in requests {
         exec.txn.note_write(shard);
         if exec.enlist(shard).await? == Step::Failed {
+            return Ok(Step::Failed);
+        }
+    }
+    // Writers of one reference table take turns, holding a transaction advisory lock on the
+    // first shard until they end: every copy then sees their writes in the same order, so a
+    // serial default hands out the same value on every copy, and two writers of one key
+    // cannot each wait for the other on different copies (a deadlock no shard could see).
+    if let Some(table) = serialize {
+        let lock = format!(
+            "SELECT pg_advisory_xact_lock({REFERENCE_LOCK_CLASS}, hashtext('{}'))",
+            table.replace('\'', "''")
+        );
+        if let Some(err) = exec.run_quiet(HOME, &lock).await? {
+            exec.shard_error(&err);
             return Ok(Step::Failed);
         }
     }

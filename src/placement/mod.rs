@@ -20,6 +20,8 @@ pub enum TableRule {
     },
     /// A full copy on every shard.
     Reference,
+    /// Lives on this one shard (tables not declared, with `undeclared_tables = "<shard>"`).
+    Pinned { shard: usize },
 }
 
 /// The cluster's placement: table rules and the slot table.
@@ -28,6 +30,9 @@ pub struct Placement {
     pub tables: HashMap<String, TableRule>,
     pub slots: SlotTable,
     pub shard_names: Vec<String>,
+    /// The rule of a table the config does not declare (`[routing] undeclared_tables`); None
+    /// refuses statements that use one.
+    pub undeclared: Option<TableRule>,
 }
 
 impl Placement {
@@ -46,6 +51,14 @@ impl Placement {
         self.tables
             .get(bare)
             .or_else(|| self.tables.get(&bare.to_ascii_lowercase()))
+            .or_else(|| {
+                // Catalogs are never a user table, whatever undeclared tables default to.
+                if crate::sql::is_catalog_relation(name) {
+                    None
+                } else {
+                    self.undeclared.as_ref()
+                }
+            })
     }
 
     /// `(slot, shard name)` for a key given as text, for `shardgate route` and `SHOW`.
@@ -54,6 +67,10 @@ impl Placement {
             None => Err(format!("table {table:?} is not declared in the config")),
             Some(TableRule::Reference) => Err(format!(
                 "table {table:?} is a reference table: every shard holds all of it"
+            )),
+            Some(TableRule::Pinned { shard }) => Err(format!(
+                "table {table:?} is not declared and lives on shard {} (undeclared_tables)",
+                self.shard_names[*shard]
             )),
             Some(TableRule::Sharded { key_type, .. }) => {
                 let value = KeyValue::from_text(*key_type, key)?;

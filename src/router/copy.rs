@@ -36,6 +36,8 @@ pub struct CopyIn {
     pub columns: Vec<String>,
     /// The shard key's column and type; None for a reference table (every row to every shard).
     pub key: Option<(String, KeyType)>,
+    /// The one shard that holds the table (an undeclared table, see `TableRule::Pinned`).
+    pub only: Option<usize>,
     pub format: Format,
 }
 
@@ -149,6 +151,10 @@ pub fn plan_copy(stmt: &Statement, placement: &Placement) -> Plan {
                     shard: HOME,
                     write: false,
                 },
+                Some(TableRule::Pinned { shard }) => Plan::Shard {
+                    shard: *shard,
+                    write: false,
+                },
                 None => plan(
                     &Statement::Query(Box::new(select_star(&table_name.to_string()))),
                     placement,
@@ -201,6 +207,15 @@ pub fn plan_copy(stmt: &Statement, placement: &Placement) -> Plan {
             let key = match placement.rule(&table) {
                 None => return super::plan::undeclared(&table),
                 Some(TableRule::Reference) => None,
+                Some(TableRule::Pinned { shard }) => {
+                    return Plan::Copy(CopyPlan::In(CopyIn {
+                        table,
+                        columns,
+                        key: None,
+                        only: Some(*shard),
+                        format,
+                    }))
+                }
                 Some(TableRule::Sharded {
                     key_column,
                     key_type,
@@ -220,6 +235,7 @@ pub fn plan_copy(stmt: &Statement, placement: &Placement) -> Plan {
                 table,
                 columns,
                 key,
+                only: None,
                 format,
             }))
         }
@@ -261,6 +277,7 @@ mod tests {
             tables,
             slots: crate::placement::SlotTable::derive(&names),
             shard_names: names,
+            undeclared: None,
         }
     }
 

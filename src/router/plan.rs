@@ -46,6 +46,8 @@ pub enum Plan {
         /// it uses (0-based), in the order its text numbers them `$1, $2, ...`. Empty: every
         /// part takes the client's parameters unchanged.
         picks: Vec<Vec<usize>>,
+        /// A reference-table write: this table's writers take turns (see `executor::write`).
+        serialize: Option<String>,
     },
     /// Run on every shard (DDL); `transactional`: it may run inside a transaction block.
     Broadcast {
@@ -232,7 +234,8 @@ fn refuse(message: impl Into<String>, hint: impl Into<String>) -> Plan {
     Plan::Reject(PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(hint))
 }
 
-/// The same statement on every shard (a reference table keeps a full copy on each).
+/// The same statement on every shard (a reference table keeps a full copy on each; `sum` is
+/// false for one).
 fn on_every_shard(placement: &Placement, stmt: &Statement, sum: bool) -> Plan {
     let text = stmt.to_string();
     Plan::Write {
@@ -241,6 +244,31 @@ fn on_every_shard(placement: &Placement, stmt: &Statement, sum: bool) -> Plan {
             .collect(),
         sum,
         picks: Vec::new(),
+        serialize: if sum { None } else { written_table(stmt) },
+    }
+}
+
+/// The table an INSERT, UPDATE or DELETE (or EXPLAIN of one) writes.
+fn written_table(stmt: &Statement) -> Option<String> {
+    match stmt {
+        Statement::Insert(ins) => match &ins.table {
+            TableObject::TableName(n) => Some(last_ident(n).to_lowercase()),
+            _ => None,
+        },
+        Statement::Update(up) => match &up.table.relation {
+            TableFactor::Table { name, .. } => Some(last_ident(name).to_lowercase()),
+            _ => None,
+        },
+        Statement::Delete(del) => match &del.from {
+            FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => {
+                match t.first().map(|t| &t.relation) {
+                    Some(TableFactor::Table { name, .. }) => Some(last_ident(name).to_lowercase()),
+                    _ => None,
+                }
+            }
+        },
+        Statement::Explain { statement, .. } => written_table(statement),
+        _ => None,
     }
 }
 
@@ -742,6 +770,7 @@ fn plan_write_where(
     };
     match placement.rule(&name.to_string()) {
         Some(TableRule::Reference) => on_every_shard(placement, stmt, false),
+        Some(TableRule::Pinned { shard }) => on_pinned_shard(stmt, placement, *shard, true),
         None if is_catalog_relation(&name.to_string()) => refuse(
             format!("{verb} of catalog {name} through shardgate"),
             "Run it on each shard directly.",
@@ -779,6 +808,7 @@ fn plan_write_where(
                             parts: several.iter().map(|&s| (s, text.clone())).collect(),
                             sum: true,
                             picks: Vec::new(),
+                            serialize: None,
                         }
                     }
                 },
@@ -806,6 +836,7 @@ fn plan_insert(ins: &sqlparser::ast::Insert, placement: &Placement, params: &Par
         Some(TableRule::Reference) => {
             on_every_shard(placement, &Statement::Insert(ins.clone()), false)
         }
+        Some(TableRule::Pinned { shard }) => on_pinned_shard(ins, placement, *shard, true),
         None => undeclared(&name.to_string()),
         Some(TableRule::Sharded {
             key_column,
@@ -910,6 +941,7 @@ fn split_insert(
         parts,
         sum: true,
         picks,
+        serialize: None,
     }
 }
 
@@ -1014,26 +1046,34 @@ fn plan_insert_select(
 struct Relations {
     sharded: Vec<(String, KeyType, String)>, // (table, key type, key column)
     reference: usize,
+    /// Shards of the tables that live on one shard (undeclared tables, see `TableRule::Pinned`).
+    pinned: BTreeSet<usize>,
     undeclared: Option<String>,
 }
 
-fn relations(q: &Query, placement: &Placement) -> Relations {
+fn relations<V: sqlparser::ast::Visit>(q: &V, placement: &Placement) -> Relations {
     let mut r = Relations {
         sharded: Vec::new(),
         reference: 0,
+        pinned: BTreeSet::new(),
         undeclared: None,
     };
     let cte_names = cte_names(q);
     for name in &tables_read(q) {
         let text = name.to_string();
+        if is_catalog_relation(&text) || cte_names.contains(&last_ident(name).to_ascii_lowercase())
+        {
+            continue;
+        }
         match placement.rule(&text) {
             Some(TableRule::Sharded {
                 key_column,
                 key_type,
             }) => r.sharded.push((text, *key_type, key_column.clone())),
             Some(TableRule::Reference) => r.reference += 1,
-            None if is_catalog_relation(&text)
-                || cte_names.contains(&last_ident(name).to_ascii_lowercase()) => {}
+            Some(TableRule::Pinned { shard }) => {
+                r.pinned.insert(*shard);
+            }
             None => {
                 if r.undeclared.is_none() {
                     r.undeclared = Some(text)
@@ -1042,6 +1082,36 @@ fn relations(q: &Query, placement: &Placement) -> Relations {
         }
     }
     r
+}
+
+/// A statement on a table that lives on one shard: it runs there, provided every other table
+/// it uses is there too (a reference table, or one on the same shard).
+fn on_pinned_shard<V: sqlparser::ast::Visit>(
+    stmt: &V,
+    placement: &Placement,
+    shard: usize,
+    write: bool,
+) -> Plan {
+    let rels = relations(stmt, placement);
+    if let Some(name) = rels.undeclared {
+        return undeclared(&name);
+    }
+    if let Some((table, _, _)) = rels.sharded.first() {
+        return refuse(
+            format!(
+                "sharded table {table} cannot be combined with tables that live on shard {} only",
+                placement.shard_names[shard]
+            ),
+            "Undeclared tables live on one shard (routing.undeclared_tables): join them with reference tables, or declare them.",
+        );
+    }
+    if rels.pinned.len() > 1 {
+        return refuse(
+            "these tables live on different shards",
+            "Declare them as reference tables, or keep undeclared tables on one shard.",
+        );
+    }
+    Plan::Shard { shard, write }
 }
 
 /// The tables (and views) a statement names. A function called in FROM (`generate_series(1, 3)`,
@@ -1076,6 +1146,9 @@ fn plan_query(q: &Query, placement: &Placement, params: &Params) -> Plan {
     let rels = relations(q, placement);
     if let Some(name) = rels.undeclared {
         return undeclared(&name);
+    }
+    if let Some(&shard) = rels.pinned.first() {
+        return on_pinned_shard(q, placement, shard, false);
     }
     if rels.sharded.is_empty() {
         if rels.reference == 0 && calls_set_config(q) {

@@ -372,7 +372,13 @@ impl Extended {
                 Ok(Step::Done)
             }
             Some(Portal::Local(lp)) if matches!(lp.plan, Plan::Write { .. }) => {
-                let Plan::Write { parts, sum, .. } = &lp.plan else {
+                let Plan::Write {
+                    parts,
+                    sum,
+                    serialize,
+                    ..
+                } = &lp.plan
+                else {
                     unreachable!("matched above")
                 };
                 let types = match lp.types_by_shard(exec).await {
@@ -385,7 +391,10 @@ impl Extended {
                 let sum = *sum;
                 exec.rewritten = lp.rewritten();
                 let own = exec.own_implicit();
-                let step = crate::executor::write::run(exec, &requests, sum, false).await?;
+                let serialize = serialize.clone();
+                let step =
+                    crate::executor::write::run(exec, &requests, sum, false, serialize.as_deref())
+                        .await?;
                 exec.end_own_implicit(own, step).await
             }
             Some(Portal::Local(lp))
