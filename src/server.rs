@@ -40,6 +40,8 @@ pub struct ProxyContext {
     pub health: Arc<crate::backend::health::Health>,
     /// Catalog facts about shards (type OIDs, column collations), on control connections.
     pub catalog: crate::backend::catalog::Catalog,
+    /// Key values drawn from sequences for sharded tables (see `executor::key_sequence`).
+    pub key_blocks: crate::executor::key_sequence::KeyBlocks,
 }
 
 /// Errors that stop a proxy from starting.
@@ -94,6 +96,7 @@ impl Proxy {
                 config.shard_targets(),
                 Duration::from_secs(config.server.connect_timeout_secs),
             ),
+            key_blocks: Default::default(),
         };
         raise_open_files_limit();
         crate::failpoint::validate().map_err(StartError::Config)?;

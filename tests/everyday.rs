@@ -188,7 +188,10 @@ async fn errors_carry_the_servers_code_message_and_position() {
         .unwrap();
     assert_eq!(rows(&m), vec![vec![Some("0".to_string())]]);
     // Valid SQL the proxy cannot route is still refused, and says so.
-    let e = c.simple_query("do $$ begin end $$").await.unwrap_err();
+    let e = c
+        .simple_query("select * from items a join items b on a.qty = b.id")
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), "0A000");
 }
 

@@ -21,6 +21,7 @@ pub async fn run(
     let (rx, tx) = socket.into_split();
     let mut exec = Exec::new(&ctx.placement, &ctx.txn, links, tx, ctx.text_order_c);
     exec.catalog = Some(&ctx.catalog);
+    exec.key_blocks = Some(&ctx.key_blocks);
     // shardgate's own settings from the startup options (checked at login).
     for (name, value) in settings {
         if let Err(e) = exec.apply_setting(name, value) {

@@ -108,6 +108,8 @@ pub struct Exec<'a> {
     pub bound: Option<(Params, Vec<u32>)>,
     /// Cursors this session declared, and where (see `cursor`).
     pub cursors: std::collections::HashMap<String, super::cursor::CursorAt>,
+    /// Key values drawn from sequences, shared by the proxy's sessions (see `key_sequence`).
+    pub key_blocks: Option<&'a super::key_sequence::KeyBlocks>,
     /// The client's input, lent by the client loop while a message runs (see `client_input`).
     pub input: Option<super::client_input::ClientInput>,
 }
@@ -167,6 +169,7 @@ impl<'a> Exec<'a> {
             unsynced: std::collections::BTreeSet::new(),
             sql_statements: std::collections::HashMap::new(),
             input: None,
+            key_blocks: None,
             cursors: std::collections::HashMap::new(),
             copied_in: false,
             result_formats: Vec::new(),
@@ -491,9 +494,17 @@ impl<'a> Exec<'a> {
         if statements.len() > 1 && self.txn == TxnState::Idle {
             self.txn = self.new_txn("BEGIN".into(), true);
         }
-        for (stmt, sql, ahead) in statements {
+        for (stmt, mut sql, ahead) in statements {
+            let mut filled = false;
+            let mut stmt = stmt;
             if let Some(s) = &stmt {
                 self.fetch_insert_columns(s).await?;
+                // Keys from a sequence: the shards run the INSERT with its keys filled in.
+                if let Some(with_keys) = self.fill_keys(s).await? {
+                    sql = with_keys.to_string();
+                    stmt = Some(std::sync::Arc::new(with_keys));
+                    filled = true;
+                }
             }
             let stmt = stmt.map(|s| self.with_insert_columns(&s));
             let plan = match &stmt {
@@ -501,7 +512,9 @@ impl<'a> Exec<'a> {
                 None => plan_unparsed(&sql),
             };
             self.ahead = ahead;
+            self.rewritten = filled;
             let step = self.run_plan(plan, &sql).await;
+            self.rewritten = false;
             self.ahead = 0;
             if step? == Step::Failed {
                 self.after_error().await?;
@@ -594,6 +607,9 @@ impl<'a> Exec<'a> {
                 if let Some(catalog) = self.catalog {
                     catalog.forget();
                 }
+                if let Some(keys) = self.key_blocks {
+                    keys.forget();
+                }
                 step
             }
             Plan::Admin(cmd) => Ok(self.admin(cmd).await),
@@ -613,6 +629,7 @@ impl<'a> Exec<'a> {
                 parts,
                 sum,
                 serialize,
+                row_order,
                 ..
             } => {
                 let own = self.own_implicit();
@@ -624,7 +641,8 @@ impl<'a> Exec<'a> {
                     requests.push((shard, q.freeze()));
                 }
                 let step =
-                    super::write::run(self, &requests, sum, true, serialize.as_deref()).await;
+                    super::write::run(self, &requests, sum, true, serialize.as_deref(), &row_order)
+                        .await;
                 self.rewritten = false;
                 self.end_own_implicit(own, step?).await
             }
@@ -633,6 +651,9 @@ impl<'a> Exec<'a> {
                 // Types may have been dropped and made again under new OIDs.
                 if let Some(catalog) = self.catalog {
                     catalog.forget();
+                }
+                if let Some(keys) = self.key_blocks {
+                    keys.forget();
                 }
                 step
             }

@@ -215,6 +215,7 @@ impl Exec<'_> {
             Err(e) => return Ok(self.error(&e)),
         };
         self.fetch_insert_columns(&stmt).await?;
+        let stmt = self.fill_keys(&stmt).await?.unwrap_or(stmt);
         let stmt = self.with_insert_columns(&Arc::new(stmt));
         let text = stmt.to_string();
         let planned = plan(&stmt, self.placement, &Params::default());

@@ -1,8 +1,9 @@
 //! A write on several shards (`Plan::Write`): each shard runs its part inside the session's
 //! transaction, and the client sees one result.
 //!
-//! RETURNING rows are passed on shard after shard (a write's rows have no order to merge), and
-//! the command tag counts the rows of every shard (`UPDATE 7` = 3 + 4). A reference table's
+//! RETURNING rows are passed on shard after shard, except a split INSERT's, which go back in
+//! the order of the client's VALUES rows (ORMs pair returned keys with their objects so). The
+//! command tag counts the rows of every shard (`UPDATE 7` = 3 + 4). A reference table's
 //! rows are the same on every shard, so both its RETURNING rows and its count are one copy's. The caller commits: the
 //! written shards are recorded, so the commit is two-phase. Writers of one reference table
 //! take turns (see `run`).
@@ -24,6 +25,7 @@ pub async fn run(
     sum: bool,
     describe: bool,
     serialize: Option<&str>,
+    row_order: &[usize],
 ) -> R<Step> {
     for &(shard, _) in requests {
         exec.txn.note_write(shard);
@@ -51,7 +53,8 @@ pub async fn run(
     let mut failure: Option<Frame> = None;
     let mut described = !describe;
     let mut tag: Option<(String, Option<u64>)> = None;
-    for &(shard, _) in requests {
+    let mut held: Vec<std::collections::VecDeque<Frame>> = vec![Default::default(); requests.len()];
+    for (part, &(shard, _)) in requests.iter().enumerate() {
         loop {
             let f = exec.links[shard].recv().await?;
             match f.tag {
@@ -65,6 +68,8 @@ pub async fn run(
                     let f = exec.for_client(shard, f).await;
                     exec.out.extend_from_slice(&f.bytes);
                 }
+                // Rows to be put back in the client's order, once every part has answered.
+                b'D' if !row_order.is_empty() => held[part].push_back(f),
                 // A reference table's copies return the same rows: the client gets one copy's.
                 b'D' if sum || shard == requests[0].0 => {
                     exec.out.extend_from_slice(&f.bytes);
@@ -95,6 +100,25 @@ pub async fn run(
     if let Some(err) = failure {
         exec.shard_error(&err);
         return Ok(Step::Failed);
+    }
+    if !row_order.is_empty() {
+        let assigned = |p: usize| row_order.iter().filter(|&&o| o == p).count();
+        // ON CONFLICT DO NOTHING returns fewer rows than were sent, and which ones is not
+        // known: those rows go out part after part.
+        let complete = (0..held.len()).all(|p| held[p].len() == assigned(p));
+        let order: Vec<usize> = if complete {
+            row_order.to_vec()
+        } else {
+            (0..held.len())
+                .flat_map(|p| std::iter::repeat_n(p, held[p].len()))
+                .collect()
+        };
+        for p in order {
+            if let Some(row) = held[p].pop_front() {
+                exec.out.extend_from_slice(&row.bytes);
+                exec.maybe_flush().await?;
+            }
+        }
     }
     match tag {
         Some((prefix, Some(n))) => build::command_complete(&format!("{prefix} {n}"), &mut exec.out),

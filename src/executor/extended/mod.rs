@@ -551,6 +551,11 @@ fn parse_ast(exec: &Exec<'_>, sql: &str) -> Option<Ast> {
     }
 }
 
+/// Plans a statement the proxy made (not the client's text), as `plan_sql` does.
+fn plan_stmt(exec: &Exec<'_>, stmt: &sqlparser::ast::Statement, params: &Params) -> Plan {
+    exec.resolve_cursor(plan(stmt, exec.placement, params))
+}
+
 fn plan_sql(exec: &Exec<'_>, sql: &str, ast: &Option<Ast>, params: &Params) -> Plan {
     let planned = match ast {
         Some(stmt) => plan(stmt, exec.placement, params),

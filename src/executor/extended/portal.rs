@@ -3,7 +3,7 @@
 //! Each message sent to a shard is followed by a Flush so answers come back in order.
 
 use super::rebind::{rebind, split_frames};
-use super::{buffered, plan_sql, snapshot_without, Extended, LocalPortal, Portal};
+use super::{buffered, plan_sql, plan_stmt, snapshot_without, Extended, LocalPortal, Portal};
 use crate::error::{sqlstate, PgError};
 use crate::executor::cursor::CursorPortal;
 use crate::executor::session::{Exec, Step, R};
@@ -108,7 +108,25 @@ impl Extended {
                 format!("prepared statement \"{stmt}\" does not exist"),
             )));
         };
-        let plan = plan_sql(exec, &st.sql, &st.ast, &params);
+        let ast = st.ast.clone();
+        let mut plan = plan_sql(exec, &st.sql, &ast, &params);
+        // Keys from a sequence: this execution runs the INSERT with its keys filled in, as a
+        // statement of the proxy's (the shards never prepared that text).
+        if let Some(filled) = match &ast {
+            Some(stmt) => exec.fill_keys(stmt).await?,
+            None => None,
+        } {
+            plan = match plan_stmt(exec, &filled, &params) {
+                Plan::Shard { shard, .. } => Plan::Write {
+                    parts: vec![(shard, filled.to_string())],
+                    sum: true,
+                    picks: Vec::new(),
+                    serialize: None,
+                    row_order: Vec::new(),
+                },
+                other => other,
+            };
+        }
         exec.routes.note(&plan);
         match plan {
             Plan::Shard { shard, write } => {
@@ -376,6 +394,7 @@ impl Extended {
                     parts,
                     sum,
                     serialize,
+                    row_order,
                     ..
                 } = &lp.plan
                 else {
@@ -391,10 +410,16 @@ impl Extended {
                 let sum = *sum;
                 exec.rewritten = lp.rewritten();
                 let own = exec.own_implicit();
-                let serialize = serialize.clone();
-                let step =
-                    crate::executor::write::run(exec, &requests, sum, false, serialize.as_deref())
-                        .await?;
+                let (serialize, row_order) = (serialize.clone(), row_order.clone());
+                let step = crate::executor::write::run(
+                    exec,
+                    &requests,
+                    sum,
+                    false,
+                    serialize.as_deref(),
+                    &row_order,
+                )
+                .await?;
                 exec.end_own_implicit(own, step).await
             }
             Some(Portal::Local(lp))
@@ -443,6 +468,9 @@ impl Extended {
         // It may be DDL: types may be dropped and made again under new OIDs.
         if let Some(catalog) = exec.catalog {
             catalog.forget();
+        }
+        if let Some(keys) = exec.key_blocks {
+            keys.forget();
         }
         for &s in &all {
             if exec.enlist(s).await? == Step::Failed {
