@@ -369,6 +369,11 @@ async fn same_results_as_one_postgres() {
         "select account_id, sum(amount) from orders where account_id < 40 group by account_id order by account_id",
         "select a.owner, count(*) from accounts a join orders o on o.account_id = a.id group by a.owner order by a.owner",
         "select city, avg(age), max(name) from users group by city order by city",
+        "select id from accounts where id in (select account_id from orders where amount > 50) order by id",
+        "select a.id from accounts a where exists (select 1 from orders o where o.account_id = a.id and o.order_no = 2) order by a.id",
+        "select a.owner, count(*) from accounts a where not exists (select 1 from orders o where a.id = o.account_id) group by a.owner order by a.owner",
+        "select count(*) as count_1 from (select id, owner from accounts where balance > 100) as anon_1",
+        "select s.owner, sum(s.balance) from (select owner, balance from accounts where region = 2) s group by s.owner order by s.owner",
     ] {
         compare(&p, &d, sql, true, None).await;
         count += 1;
@@ -496,7 +501,9 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "select distinct on (owner) owner, id from accounts",
         "select id, row_number() over () from accounts",
         "select * from accounts a join users u on u.name = a.owner",
-        "select * from accounts where id in (select account_id from orders)",
+        "select * from accounts where id not in (select account_id from orders)",
+        "select * from accounts a where exists (select 1 from orders o where o.amount = a.balance)",
+        "select count(*) from (select distinct owner from accounts) s",
         "select id from accounts union select account_id from orders",
     ] {
         let e = p.simple_query(sql).await.map(|_| ()).expect_err(sql);

@@ -805,3 +805,112 @@ async fn sharded_keys_from_a_sequence_are_unique_across_the_cluster() {
         .unwrap();
     assert_eq!(n.get::<_, i64>(0), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subqueries_tied_by_the_shard_key_run_on_each_shard() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    // `copied` is sharded like `items`: rows of equal keys share a shard.
+    let some: Vec<i64> = (1..=ROWS).filter(|g| g % 4 == 0).collect();
+    let values: Vec<String> = some.iter().map(|k| format!("({k}, 'c', 1)")).collect();
+    c.batch_execute(&format!("insert into copied values {}", values.join(", ")))
+        .await
+        .unwrap();
+    let ids = |rows: Vec<tokio_postgres::Row>| {
+        let mut v: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        v.sort();
+        v
+    };
+    let found = c
+        .query(
+            "select i.id from items i where exists (select 1 from copied c where c.id = i.id and c.qty > 0)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(found), some);
+    let found = c
+        .query(
+            "select id from items where id in (select id from copied) and qty <> $1",
+            &[&99i32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(found), some);
+    let found = c
+        .query(
+            "select i.id from items i where not exists (select 1 from copied c where i.id = c.id)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let rest: Vec<i64> = (1..=ROWS).filter(|g| g % 4 != 0).collect();
+    assert_eq!(ids(found), rest);
+    // The count an ORM asks for, merged over the shards.
+    let n = c
+        .query_one(
+            "select count(*) from items i where exists (select 1 from copied c where c.id = i.id)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n.get::<_, i64>(0), some.len() as i64);
+    // NOT IN would be wrong with a NULL on one shard: refused, with the way out.
+    let err = c
+        .query(
+            "select id from items where id not in (select id from copied)",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "0A000");
+    assert!(db_error(&err).hint().unwrap_or("").contains("NOT EXISTS"));
+    // Not tied by the key: still refused.
+    let err = c
+        .query(
+            "select id from items i where exists (select 1 from copied c where c.qty = i.qty)",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "0A000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_over_a_derived_table_of_each_shards_rows_merges() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    // SQLAlchemy's legacy Query.count(): count(*) over the query as a subquery.
+    let n = c
+        .query_one(
+            "select count(*) as count_1 from (select items.id as items_id, items.name from items where items.qty > $1) as anon_1",
+            &[&2i32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        n.get::<_, i64>(0),
+        (1..=ROWS).filter(|g| g % 7 > 2).count() as i64
+    );
+    let top = c
+        .query(
+            "select s.id from (select id, qty from items where qty = 5) s order by s.id desc limit 3",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<i64> = top.iter().map(|r| r.get(0)).collect();
+    let mut want: Vec<i64> = (1..=ROWS).filter(|g| g % 7 == 5).collect();
+    want.reverse();
+    want.truncate(3);
+    assert_eq!(got, want);
+    // A derived table that would need merging itself is refused, never summed per shard.
+    let err = c
+        .query(
+            "select count(*) from (select distinct qty from items) s",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "0A000");
+}

@@ -13,6 +13,7 @@ pub mod cursor;
 pub mod keys;
 pub mod params;
 pub mod plan;
+pub mod subquery;
 pub mod utility;
 
 use crate::error::{sqlstate, PgError};

@@ -753,7 +753,7 @@ fn folded(i: &Ident) -> String {
     }
 }
 
-fn last_ident(name: &ObjectName) -> String {
+pub(crate) fn last_ident(name: &ObjectName) -> String {
     match name.0.last() {
         Some(ObjectNamePart::Identifier(i)) => i.value.clone(),
         _ => name.to_string(),
@@ -762,7 +762,7 @@ fn last_ident(name: &ObjectName) -> String {
 
 /// A column reference `col`, `alias.col` or `table.col` naming `column` of the table seen as
 /// `names` (its alias or table name).
-fn is_column(e: &Expr, names: &[String], column: &str) -> bool {
+pub(crate) fn is_column(e: &Expr, names: &[String], column: &str) -> bool {
     match e {
         Expr::Identifier(i) => i.value.eq_ignore_ascii_case(column),
         Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
@@ -1079,15 +1079,15 @@ fn plan_insert_select(
 }
 
 /// Relations of a query and how each is placed.
-struct Relations {
-    sharded: Vec<(String, KeyType, String)>, // (table, key type, key column)
+pub(crate) struct Relations {
+    pub sharded: Vec<(String, KeyType, String)>, // (table, key type, key column)
     reference: usize,
     /// Shards of the tables that live on one shard (undeclared tables, see `TableRule::Pinned`).
     pinned: BTreeSet<usize>,
     undeclared: Option<String>,
 }
 
-fn relations<V: sqlparser::ast::Visit>(q: &V, placement: &Placement) -> Relations {
+pub(crate) fn relations<V: sqlparser::ast::Visit>(q: &V, placement: &Placement) -> Relations {
     let mut r = Relations {
         sharded: Vec::new(),
         reference: 0,
@@ -1178,7 +1178,7 @@ fn tables_read<V: sqlparser::ast::Visit>(q: &V) -> Vec<ObjectName> {
     tables.names
 }
 
-fn plan_query(q: &Query, placement: &Placement, params: &Params) -> Plan {
+pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> Plan {
     let rels = relations(q, placement);
     if let Some(name) = rels.undeclared {
         return undeclared(&name);
@@ -1210,34 +1210,28 @@ fn plan_query(q: &Query, placement: &Placement, params: &Params) -> Plan {
         );
     }
     // Sharded tables of the top-level FROM, with the names they are referred to by.
-    let mut top: Vec<(Vec<String>, KeyType, String)> = Vec::new();
-    for twj in &select.from {
-        for factor in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
-            if let TableFactor::Table {
-                name,
-                alias,
-                args: None,
-                ..
-            } = factor
-            {
-                if let Some(TableRule::Sharded {
-                    key_column,
-                    key_type,
-                }) = placement.rule(&name.to_string())
-                {
-                    let mut names = vec![last_ident(name)];
-                    if let Some(a) = alias {
-                        names.push(a.name.value.clone());
-                    }
-                    top.push((names, *key_type, key_column.clone()));
-                }
-            }
+    let top = super::subquery::top_tables(select, placement);
+    // Subqueries in WHERE tied to those tables by the shard key run on each shard as written.
+    let tied = match super::subquery::tied_in_where(select, &top, placement) {
+        Ok(n) => n,
+        Err(refusal) => return *refusal,
+    };
+    // `SELECT ... FROM (subquery) s`, whose rows are each shard's rows (SQLAlchemy's count()).
+    if top.is_empty() && tied == 0 {
+        if let Some(shards) = super::subquery::derived_shards(select, &rels, placement, params) {
+            return match shards.as_slice() {
+                [one] => Plan::Shard {
+                    shard: *one,
+                    write: !q.locks.is_empty(),
+                },
+                _ => plan_scatter(q, select, shards, params),
+            };
         }
     }
-    if top.len() != rels.sharded.len() {
+    if top.len().checked_add(tied) != Some(rels.sharded.len()) {
         return refuse(
-            "a sharded table inside a subquery is not supported",
-            "Subqueries over sharded tables would need rows from other shards; join co-located tables on their shard keys instead.",
+            "a sharded table inside a subquery is not supported here",
+            "A subquery over a sharded table runs on each shard when it is in WHERE and tied to the outer table by the shard key: EXISTS (... WHERE inner.key = outer.key) or outer.key IN (SELECT inner.key ...). Otherwise join co-located tables on their shard keys.",
         );
     }
     if top.len() > 1 {
@@ -1294,7 +1288,10 @@ pub(crate) fn collect_and<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
 }
 
 /// Every pair of sharded tables must be connected by equalities of their key columns.
-fn colocation_problem(select: &Select, top: &[(Vec<String>, KeyType, String)]) -> Option<String> {
+pub(crate) fn colocation_problem(
+    select: &Select,
+    top: &[(Vec<String>, KeyType, String)],
+) -> Option<String> {
     if top.iter().any(|t| t.1 != top[0].1) {
         return Some(
             "a join of tables sharded on keys of different types runs across shards".into(),
@@ -1843,13 +1840,32 @@ mod tests {
             "insert into accounts (id) select id + 1 from accounts where id = 5",
             "insert into accounts (id) select 7 from countries",
             "select * from nosuch",
-            "select * from accounts where id in (select account_id from ledger)",
+            "select * from accounts where id not in (select account_id from ledger)",
+            "select * from accounts a where exists (select 1 from ledger l where l.amount = a.id)",
+            "select * from accounts where id in (select account_id from ledger limit 3)",
+            "select * from accounts a where exists (select 1 from users u where u.name = a.v)",
+            "select (select count(*) from ledger l where l.account_id = a.id) from accounts a",
             "create table accounts (id bigint primary key, n bigserial)",
             "create table accounts (id bigint generated always as identity)",
             "create table users (name text primary key default nextval('s')::text)",
         ] {
             assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
         }
+        // Subqueries tied to the outer table by the shard key run on each shard as written.
+        for sql in [
+            "select * from accounts where id in (select account_id from ledger)",
+            "select * from accounts a where exists (select 1 from ledger l where l.account_id = a.id and l.amount > 0)",
+            "select * from accounts a where not exists (select 1 from ledger l where a.id = l.account_id)",
+        ] {
+            assert!(
+                matches!(plan_sql(sql), Plan::Scatter { ref merge, .. } if *merge == MergeSpec::default()),
+                "{sql}"
+            );
+        }
+        assert!(matches!(
+            plan_sql("select * from accounts a where a.id = 5 and exists (select 1 from ledger l where l.account_id = a.id)"),
+            Plan::Shard { shard, .. } if shard == shard_of(5)
+        ));
         // A sequence on an integer key is filled in by the proxy (see executor::key_sequence).
         for sql in [
             "create table accounts (id bigserial primary key)",

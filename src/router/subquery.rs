@@ -1,0 +1,249 @@
+//! Subqueries over sharded tables that every shard can answer alone.
+//!
+//! A subquery in WHERE is local to each shard when it is tied to a sharded table of the outer
+//! query by the shard key, since rows with equal keys of co-located tables live on one shard:
+//!
+//! - `EXISTS (SELECT ... FROM items i WHERE i.account_id = a.id AND ...)`, and NOT EXISTS;
+//! - `a.id IN (SELECT i.account_id FROM items i WHERE ...)` (without LIMIT/OFFSET).
+//!
+//! A derived table in FROM whose rows are simply each shard's rows (no ORDER BY, LIMIT,
+//! DISTINCT or aggregate inside) is local too: the outer query then merges like a query of a
+//! sharded table (`SELECT count(*) FROM (SELECT ...) s`, as SQLAlchemy's `count()` sends).
+//!
+//! `NOT IN` is refused: one NULL key in the subquery's rows makes it false for every row of
+//! every shard, and that NULL lives on one shard only. Subqueries elsewhere (the select list,
+//! FROM, HAVING) or not tied by the key stay refused by the planner.
+
+use super::params::Params;
+use super::plan::{is_column, last_ident, plan_query, relations, Plan, Relations};
+use crate::error::{sqlstate, PgError};
+use crate::placement::{KeyType, Placement, TableRule};
+use sqlparser::ast::{BinaryOperator, Expr, Query, Select, SelectItem, SetExpr, TableFactor};
+use std::ops::ControlFlow;
+
+/// A sharded table of a query's own FROM: the names it goes by, its key type and key column.
+pub type TopTable = (Vec<String>, KeyType, String);
+
+/// Sharded tables of `select`'s own FROM (not of its subqueries).
+pub(crate) fn top_tables(select: &Select, placement: &Placement) -> Vec<TopTable> {
+    let mut top = Vec::new();
+    for twj in &select.from {
+        for factor in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
+            if let TableFactor::Table {
+                name,
+                alias,
+                args: None,
+                ..
+            } = factor
+            {
+                if let Some(TableRule::Sharded {
+                    key_column,
+                    key_type,
+                }) = placement.rule(&name.to_string())
+                {
+                    let mut names = vec![last_ident(name)];
+                    if let Some(a) = alias {
+                        names.push(a.name.value.clone());
+                    }
+                    top.push((names, *key_type, key_column.clone()));
+                }
+            }
+        }
+    }
+    top
+}
+
+/// How many sharded tables the WHERE clause's subqueries read, when each of them is tied to
+/// `outer` by the shard key; a refusal for NOT IN over a sharded table.
+pub(crate) fn tied_in_where(
+    select: &Select,
+    outer: &[TopTable],
+    placement: &Placement,
+) -> Result<usize, Box<Plan>> {
+    let Some(selection) = &select.selection else {
+        return Ok(0);
+    };
+    let found = outermost_subqueries(selection);
+    let mut tables = 0;
+    for e in &found {
+        let (subquery, tied) = match e {
+            Expr::Exists { subquery, .. } => (subquery, correlated(subquery, outer, placement)),
+            Expr::InSubquery {
+                expr,
+                subquery,
+                negated,
+            } => {
+                if relations(subquery.as_ref(), placement).sharded.is_empty() {
+                    continue;
+                }
+                if *negated {
+                    return Err(Box::new(Plan::Reject(
+                        PgError::error(
+                            sqlstate::FEATURE_NOT_SUPPORTED,
+                            "NOT IN (subquery over a sharded table) is not supported on several shards",
+                        )
+                        .with_hint("One NULL among the subquery's keys would make it false everywhere, and only one shard holds that NULL: use NOT EXISTS with the key equality instead."),
+                    )));
+                }
+                (subquery, key_in_keys(expr, subquery, outer, placement))
+            }
+            Expr::Subquery(subquery) => (subquery, false),
+            _ => continue,
+        };
+        let inner = relations(subquery.as_ref(), placement).sharded.len();
+        if inner == 0 {
+            continue;
+        }
+        if !tied {
+            return Ok(usize::MAX);
+        }
+        tables += inner;
+    }
+    Ok(tables)
+}
+
+/// The subquery expressions of `e` (EXISTS, IN, scalar), not those nested inside them.
+fn outermost_subqueries(e: &Expr) -> Vec<Expr> {
+    struct Walk {
+        /// Queries entered: a subquery expression seen at depth 0 is an outermost one.
+        depth: usize,
+        found: Vec<Expr>,
+    }
+    impl sqlparser::ast::Visitor for Walk {
+        type Break = ();
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.depth += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if self.depth == 0
+                && matches!(
+                    e,
+                    Expr::Exists { .. } | Expr::InSubquery { .. } | Expr::Subquery(_)
+                )
+            {
+                self.found.push(e.clone());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut walk = Walk {
+        depth: 0,
+        found: Vec::new(),
+    };
+    let _ = sqlparser::ast::Visit::visit(e, &mut walk);
+    walk.found
+}
+
+/// The subquery's plain SELECT and its sharded tables, when they are all in its own FROM.
+fn inner_select<'q>(q: &'q Query, placement: &Placement) -> Option<(&'q Select, Vec<TopTable>)> {
+    if q.with.is_some() {
+        return None;
+    }
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return None;
+    };
+    let top = top_tables(s, placement);
+    (top.len() == relations(q, placement).sharded.len()).then_some((s, top))
+}
+
+/// EXISTS: the subquery's WHERE holds `inner.key = outer.key` as one of its AND-ed conditions,
+/// the outer side named by its table or alias.
+fn correlated(q: &Query, outer: &[TopTable], placement: &Placement) -> bool {
+    let Some((s, inner)) = inner_select(q, placement) else {
+        return false;
+    };
+    let Some(w) = &s.selection else {
+        return false;
+    };
+    if !same_key_types(&inner, outer) {
+        return false;
+    }
+    let mut conjuncts = Vec::new();
+    super::plan::collect_and(w, &mut conjuncts);
+    let qualified_outer = |e: &Expr| {
+        matches!(e, Expr::CompoundIdentifier(_))
+            && outer.iter().any(|(names, _, key)| is_column(e, names, key))
+    };
+    let inner_key = |e: &Expr| inner.iter().any(|(names, _, key)| is_column(e, names, key));
+    let tied = conjuncts.iter().any(|c| match c {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } => {
+            (inner_key(left) && qualified_outer(right))
+                || (inner_key(right) && qualified_outer(left))
+        }
+        _ => false,
+    });
+    // Every sharded table of the subquery is the tied one, or joined to it on the key.
+    tied && (inner.len() == 1 || super::plan::colocation_problem(s, &inner).is_none())
+}
+
+/// IN: `outer.key IN (SELECT inner.key FROM ...)` with no LIMIT or OFFSET.
+fn key_in_keys(expr: &Expr, q: &Query, outer: &[TopTable], placement: &Placement) -> bool {
+    if q.limit_clause.is_some() || q.fetch.is_some() {
+        return false;
+    }
+    let Some((s, inner)) = inner_select(q, placement) else {
+        return false;
+    };
+    if !same_key_types(&inner, outer)
+        || !outer
+            .iter()
+            .any(|(names, _, key)| is_column(expr, names, key))
+    {
+        return false;
+    }
+    let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] =
+        s.projection.as_slice()
+    else {
+        return false;
+    };
+    inner
+        .iter()
+        .any(|(names, _, key)| is_column(item, names, key))
+        && (inner.len() == 1 || super::plan::colocation_problem(s, &inner).is_none())
+}
+
+fn same_key_types(inner: &[TopTable], outer: &[TopTable]) -> bool {
+    outer
+        .first()
+        .is_some_and(|(_, ty, _)| inner.iter().all(|t| t.1 == *ty))
+}
+
+/// The shards of `SELECT ... FROM (subquery) alias` when the subquery's rows are each shard's
+/// own rows and it holds every sharded table of the statement; None otherwise.
+pub(crate) fn derived_shards(
+    select: &Select,
+    rels: &Relations,
+    placement: &Placement,
+    params: &Params,
+) -> Option<Vec<usize>> {
+    let [from] = select.from.as_slice() else {
+        return None;
+    };
+    let TableFactor::Derived {
+        lateral: false,
+        subquery,
+        ..
+    } = &from.relation
+    else {
+        return None;
+    };
+    if !from.joins.is_empty()
+        || relations(subquery.as_ref(), placement).sharded.len() != rels.sharded.len()
+    {
+        return None;
+    }
+    match plan_query(subquery, placement, params) {
+        Plan::Scatter { shards, merge, .. } if merge == Default::default() => Some(shards),
+        Plan::Shard { shard, .. } => Some(vec![shard]),
+        _ => None,
+    }
+}
