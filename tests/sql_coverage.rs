@@ -914,3 +914,78 @@ async fn a_query_over_a_derived_table_of_each_shards_rows_merges() {
         .unwrap_err();
     assert_eq!(code(&err), "0A000");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_select_from_functions_and_values_places_every_row() {
+    let tail = format!("{TABLES}[tables.orders]\nshard_key = \"id\"\nkey_type = \"bigint\"\n");
+    let tc = TestCluster::start_unlike(3, "", &tail).await;
+    let c = tc.client().await;
+    let values: Vec<String> = (1..=ROWS).map(|g| format!("({g}, 'item{g}', 0)")).collect();
+    c.batch_execute(&format!(
+        "create table items (id bigint primary key, name text, qty int);
+         create table copied (id bigint primary key, name text, qty int);
+         create table orders (id bigserial primary key, note text);
+         insert into items values {}",
+        values.join(", ")
+    ))
+    .await
+    .unwrap();
+    // Generated rows, each on the shard that owns its key.
+    let m = c
+        .simple_query(
+            "insert into copied select g, 'gen' || g, g % 3 from generate_series(1, 60) g",
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        m.last(),
+        Some(SimpleQueryMessage::CommandComplete(60))
+    ));
+    placed_like_items(&tc, ROWS).await;
+    // Django's bulk_create: UNNEST of bound arrays, keys from the sequence, RETURNING in order.
+    let notes: Vec<String> = (0..12).map(|i| format!("n{i}")).collect();
+    let back = c
+        .query(
+            "insert into orders (note) select * from unnest($1::text[]) returning id, note",
+            &[&notes],
+        )
+        .await
+        .unwrap();
+    let got: Vec<String> = back.iter().map(|r| r.get(1)).collect();
+    assert_eq!(got, notes);
+    let ids: Vec<i64> = back.iter().map(|r| r.get(0)).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    // SQLAlchemy's insertmanyvalues: a sorted VALUES source.
+    let back = c
+        .query(
+            "INSERT INTO orders (note) SELECT p0::VARCHAR FROM (VALUES ($1, 0), ($2, 1), ($3, 2)) AS imp_sen(p0, sen_counter) ORDER BY sen_counter RETURNING orders.id, orders.note",
+            &[&"x", &"y", &"z"],
+        )
+        .await
+        .unwrap();
+    let got: Vec<String> = back.iter().map(|r| r.get(1)).collect();
+    assert_eq!(got, vec!["x", "y", "z"]);
+    assert!(
+        tc.count_on_each_shard("select count(*) from orders")
+            .await
+            .iter()
+            .filter(|n| **n > 0)
+            .count()
+            > 1
+    );
+    // A source with no rows inserts none, with the answer PostgreSQL gives.
+    let m = c
+        .simple_query("insert into copied (id) select g from generate_series(1, 0) g returning id")
+        .await
+        .unwrap();
+    assert!(matches!(
+        m.last(),
+        Some(SimpleQueryMessage::CommandComplete(0))
+    ));
+    // A source over several shards is still refused, never guessed.
+    let err = c
+        .batch_execute("insert into copied select id + 1000, name, qty from items")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "0A000");
+}

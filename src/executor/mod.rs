@@ -11,6 +11,7 @@ pub mod copy_rows;
 pub mod cursor;
 pub mod enlist;
 pub mod extended;
+pub mod insert_select;
 pub mod key_sequence;
 pub mod link;
 pub mod merge;

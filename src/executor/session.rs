@@ -4,6 +4,7 @@
 //! request itself: it plans the statement, runs it on one shard or several, merges, and writes
 //! one ReadyForQuery whose status is the session's (`TxnState`), not any one shard's.
 
+use super::insert_select::Rewrite;
 use super::link::{Incoming, LinkLost, ShardLink};
 use super::txn::TxnState;
 use crate::error::PgError;
@@ -497,19 +498,30 @@ impl<'a> Exec<'a> {
         for (stmt, mut sql, ahead) in statements {
             let mut filled = false;
             let mut stmt = stmt;
+            let mut forced = None;
             if let Some(s) = &stmt {
                 self.fetch_insert_columns(s).await?;
-                // Keys from a sequence: the shards run the INSERT with its keys filled in.
-                if let Some(with_keys) = self.fill_keys(s).await? {
-                    sql = with_keys.to_string();
-                    stmt = Some(std::sync::Arc::new(with_keys));
-                    filled = true;
+                // An INSERT the shards run rewritten: the rows of its source as VALUES, keys
+                // from a sequence filled in (see `insert_select`, `key_sequence`).
+                match self.rewrite_insert(s, &Params::default(), &[]).await? {
+                    Rewrite::AsWritten => {}
+                    Rewrite::Rewritten(rewritten) => {
+                        sql = rewritten.to_string();
+                        stmt = Some(std::sync::Arc::new(*rewritten));
+                        filled = true;
+                    }
+                    Rewrite::OnShard(shard) => forced = Some(Plan::Shard { shard, write: true }),
+                    Rewrite::Failed => {
+                        self.after_error().await?;
+                        break;
+                    }
                 }
             }
             let stmt = stmt.map(|s| self.with_insert_columns(&s));
-            let plan = match &stmt {
-                Some(s) => plan(s, self.placement, &Params::default()),
-                None => plan_unparsed(&sql),
+            let plan = match (&stmt, forced) {
+                (_, Some(p)) => p,
+                (Some(s), None) => plan(s, self.placement, &Params::default()),
+                (None, None) => plan_unparsed(&sql),
             };
             self.ahead = ahead;
             self.rewritten = filled;

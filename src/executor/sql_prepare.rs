@@ -215,7 +215,11 @@ impl Exec<'_> {
             Err(e) => return Ok(self.error(&e)),
         };
         self.fetch_insert_columns(&stmt).await?;
-        let stmt = self.fill_keys(&stmt).await?.unwrap_or(stmt);
+        let stmt = match self.rewrite_insert(&stmt, &Params::default(), &[]).await? {
+            super::insert_select::Rewrite::Rewritten(rewritten) => *rewritten,
+            super::insert_select::Rewrite::Failed => return Ok(Step::Failed),
+            _ => stmt,
+        };
         let stmt = self.with_insert_columns(&Arc::new(stmt));
         let text = stmt.to_string();
         let planned = plan(&stmt, self.placement, &Params::default());

@@ -161,7 +161,10 @@ pub struct MergeSpec {
 /// Renumbers the parameters `q` still uses as `$1, $2, ...` when a rewrite dropped some of the
 /// `bound` ones (PostgreSQL refuses a Bind with more values than the statement uses); returns
 /// which of the client's parameters to bind, or None when all are used.
-pub(crate) fn keep_used_params(q: &mut Query, bound: usize) -> Option<Vec<usize>> {
+pub(crate) fn keep_used_params<V>(q: &mut V, bound: usize) -> Option<Vec<usize>>
+where
+    V: sqlparser::ast::Visit + sqlparser::ast::VisitMut,
+{
     let number = |e: &Expr| match e {
         Expr::Value(v) => match &v.value {
             Value::Placeholder(p) => p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()),
@@ -170,7 +173,7 @@ pub(crate) fn keep_used_params(q: &mut Query, bound: usize) -> Option<Vec<usize>
         _ => None,
     };
     let mut used = BTreeSet::new();
-    let _ = sqlparser::ast::visit_expressions(q, |e: &Expr| {
+    let _ = sqlparser::ast::visit_expressions(&*q, |e: &Expr| {
         used.extend(number(e));
         ControlFlow::<()>::Continue(())
     });

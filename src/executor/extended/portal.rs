@@ -6,13 +6,14 @@ use super::rebind::{rebind, split_frames};
 use super::{buffered, plan_sql, plan_stmt, snapshot_without, Extended, LocalPortal, Portal};
 use crate::error::{sqlstate, PgError};
 use crate::executor::cursor::CursorPortal;
+use crate::executor::insert_select::Rewrite;
 use crate::executor::session::{Exec, Step, R};
 use crate::executor::txn::TxnState;
 use crate::protocol::message::{Bind, Execute, Target, TargetKind};
 use crate::protocol::{build, Frame};
 use crate::router::cursor::CursorCmd;
 use crate::router::params::Params;
-use crate::router::plan::{Plan, HOME};
+use crate::router::plan::{keep_used_params, Plan, HOME};
 use bytes::{Bytes, BytesMut};
 
 impl Extended {
@@ -108,24 +109,66 @@ impl Extended {
                 format!("prepared statement \"{stmt}\" does not exist"),
             )));
         };
-        let ast = st.ast.clone();
+        let (ast, declared) = (st.ast.clone(), st.param_types.clone());
         let mut plan = plan_sql(exec, &st.sql, &ast, &params);
-        // Keys from a sequence: this execution runs the INSERT with its keys filled in, as a
-        // statement of the proxy's (the shards never prepared that text).
-        if let Some(filled) = match &ast {
-            Some(stmt) => exec.fill_keys(stmt).await?,
-            None => None,
-        } {
-            plan = match plan_stmt(exec, &filled, &params) {
-                Plan::Shard { shard, .. } => Plan::Write {
-                    parts: vec![(shard, filled.to_string())],
-                    sum: true,
-                    picks: Vec::new(),
-                    serialize: None,
-                    row_order: Vec::new(),
-                },
-                other => other,
-            };
+        // An INSERT the shards run rewritten (see `insert_select`): this execution runs the
+        // proxy's text, which no shard prepared, as a statement of the proxy's.
+        let rewrite = match &ast {
+            Some(stmt) => exec.rewrite_insert(stmt, &params, &declared).await?,
+            None => Rewrite::AsWritten,
+        };
+        match rewrite {
+            Rewrite::AsWritten => {}
+            Rewrite::Rewritten(mut rewritten) => {
+                // A source's rows replace its parameters with literals: then the shards get no
+                // parameter at all. Keys filled in keep every parameter of the client's.
+                let used = keep_used_params(&mut rewritten, params.values.len());
+                let none = match &used {
+                    None => false,
+                    Some(p) if p.is_empty() => true,
+                    Some(_) => {
+                        return Ok(exec.error(&PgError::error(
+                            sqlstate::FEATURE_NOT_SUPPORTED,
+                            "INSERT ... SELECT into a sharded table with parameters outside its SELECT is not supported",
+                        ).with_hint("Put the values in the SELECT, or send literals.")))
+                    }
+                };
+                let bound = if none {
+                    Params::default()
+                } else {
+                    params.clone()
+                };
+                let text = rewritten.to_string();
+                plan = match plan_stmt(exec, &rewritten, &bound) {
+                    Plan::Shard { shard, .. } => Plan::Write {
+                        parts: vec![(shard, text)],
+                        sum: true,
+                        picks: if none { vec![Vec::new()] } else { Vec::new() },
+                        serialize: None,
+                        row_order: Vec::new(),
+                    },
+                    Plan::Write {
+                        parts,
+                        sum,
+                        picks,
+                        serialize,
+                        row_order,
+                    } => Plan::Write {
+                        picks: if none {
+                            vec![Vec::new(); parts.len()]
+                        } else {
+                            picks
+                        },
+                        parts,
+                        sum,
+                        serialize,
+                        row_order,
+                    },
+                    other => other,
+                };
+            }
+            Rewrite::OnShard(shard) => plan = Plan::Shard { shard, write: true },
+            Rewrite::Failed => return Ok(Step::Failed),
         }
         exec.routes.note(&plan);
         match plan {

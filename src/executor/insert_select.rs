@@ -1,0 +1,199 @@
+//! INSERT ... SELECT into a sharded table from a source that one shard answers: functions
+//! (`generate_series`, `unnest` as Django's `bulk_create` sends), a VALUES list (SQLAlchemy's
+//! multi-row inserts, `SELECT ... FROM (VALUES ...) ORDER BY sen_counter`), reference tables.
+//!
+//! The proxy runs the source on that shard (inside the session's transaction, with the
+//! client's bound values), reads its rows as text, and rewrites the statement as INSERT ...
+//! VALUES of those rows as literals, in the source's order. The rewritten INSERT is planned like
+//! any other: rows are split by key (keys from a sequence filled in first), written in one
+//! distributed transaction, and RETURNING comes back in row order. PostgreSQL coerces each
+//! literal to its column's type as it would the source's value. The source's rows are held in
+//! memory for the statement, as the statement's own VALUES would be.
+//!
+//! An INSERT ... SELECT the planner already places (a co-located table's own keys on one shard)
+//! is left to it, and so is a source over several shards, which the planner refuses.
+
+use super::session::{Exec, Step, R};
+use crate::error::PgError;
+use crate::placement::TableRule;
+use crate::protocol::{build, inspect};
+use crate::router::params::Params;
+use crate::router::plan::{keep_used_params, plan, Plan};
+use bytes::BytesMut;
+use sqlparser::ast::{Expr, Parens, SetExpr, Statement, TableObject, Value, Values};
+
+/// What the proxy makes of an INSERT before planning it.
+pub enum Rewrite {
+    /// Plan the statement as written.
+    AsWritten,
+    /// Plan and run this statement instead: the source's rows as VALUES, keys from a sequence
+    /// filled in.
+    Rewritten(Box<Statement>),
+    /// The source returned no row: the statement inserts nothing; run it as written on this
+    /// shard, which answers with the right description and `INSERT 0 0`.
+    OnShard(usize),
+    /// The source failed; its error is written for the client.
+    Failed,
+}
+
+impl Exec<'_> {
+    /// The INSERT as the shards should run it (see `Rewrite`); `params` and `types` are the
+    /// client's bound values and declared types (extended protocol).
+    pub async fn rewrite_insert(
+        &mut self,
+        stmt: &Statement,
+        params: &Params,
+        types: &[u32],
+    ) -> R<Rewrite> {
+        // A failed transaction refuses the statement anyway; nothing is read or drawn for it.
+        if let super::txn::TxnState::Failed(_) = self.txn {
+            return Ok(Rewrite::AsWritten);
+        }
+        let materialized = match self.materialize_insert(stmt, params, types).await? {
+            Rewrite::AsWritten => None,
+            Rewrite::Rewritten(values) => Some(*values),
+            other => return Ok(other),
+        };
+        let current = materialized.as_ref().unwrap_or(stmt);
+        Ok(match self.fill_keys(current).await? {
+            Some(with_keys) => Rewrite::Rewritten(Box::new(with_keys)),
+            None => materialized.map_or(Rewrite::AsWritten, |m| Rewrite::Rewritten(Box::new(m))),
+        })
+    }
+
+    async fn materialize_insert(
+        &mut self,
+        stmt: &Statement,
+        params: &Params,
+        types: &[u32],
+    ) -> R<Rewrite> {
+        let Statement::Insert(ins) = stmt else {
+            return Ok(Rewrite::AsWritten);
+        };
+        let TableObject::TableName(name) = &ins.table else {
+            return Ok(Rewrite::AsWritten);
+        };
+        let table = name.to_string();
+        let (Some(TableRule::Sharded { .. }), Some(source)) =
+            (self.placement.rule(&table), &ins.source)
+        else {
+            return Ok(Rewrite::AsWritten);
+        };
+        if matches!(source.body.as_ref(), SetExpr::Values(_))
+            || matches!(plan(stmt, self.placement, params), Plan::Shard { .. })
+        {
+            return Ok(Rewrite::AsWritten);
+        }
+        let mut query = (**source).clone();
+        let Plan::Shard { shard, .. } = plan(
+            &Statement::Query(Box::new(query.clone())),
+            self.placement,
+            params,
+        ) else {
+            return Ok(Rewrite::AsWritten);
+        };
+        if let super::txn::TxnState::Open(_) = self.txn {
+            if self.enlist(shard).await? == Step::Failed {
+                return Ok(Rewrite::Failed);
+            }
+        }
+        // Only the parameters the source uses are bound to it.
+        let request = if params.values.is_empty() {
+            let mut q = BytesMut::new();
+            build::query(&query.to_string(), &mut q);
+            q.freeze()
+        } else {
+            let picks = keep_used_params(&mut query, params.values.len());
+            let (params, types) = match &picks {
+                Some(p) => (
+                    params.pick(p),
+                    p.iter()
+                        .map(|&i| types.get(i).copied().unwrap_or(0))
+                        .collect(),
+                ),
+                None => (params.clone(), types.to_vec()),
+            };
+            super::extended::rebind::rebind(&query.to_string(), &params, &types, &[], false, true)
+        };
+        self.links[shard].send(&request).await?;
+        let (mut rows, mut failure) = (Vec::new(), None);
+        loop {
+            let f = self.links[shard].recv().await?;
+            match f.tag {
+                b'D' => rows.push(literal_row(f.body())),
+                b'E' => {
+                    failure.get_or_insert(f);
+                }
+                b'N' => self.out.extend_from_slice(&f.bytes),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        if let Some(e) = failure {
+            self.shard_error(&e);
+            return Ok(Rewrite::Failed);
+        }
+        if rows.is_empty() {
+            return Ok(Rewrite::OnShard(shard));
+        }
+        let columns = if ins.columns.is_empty() {
+            self.table_columns(&table).await?.len()
+        } else {
+            ins.columns.len()
+        };
+        if rows[0].len() > columns {
+            self.error(&PgError::error(
+                "42601",
+                "INSERT has more expressions than target columns",
+            ));
+            return Ok(Rewrite::Failed);
+        }
+        let mut values = ins.clone();
+        let mut body = (**source).clone();
+        body.body = Box::new(SetExpr::Values(Values {
+            explicit_row: false,
+            value_keyword: false,
+            rows: rows.into_iter().map(Parens::with_empty_span).collect(),
+        }));
+        body.order_by = None;
+        body.limit_clause = None;
+        body.fetch = None;
+        body.locks.clear();
+        body.with = None;
+        values.source = Some(Box::new(body));
+        Ok(Rewrite::Rewritten(Box::new(Statement::Insert(values))))
+    }
+}
+
+/// A DataRow's text values as SQL literals (NULL stays NULL).
+fn literal_row(body: &[u8]) -> Vec<Expr> {
+    let n = body
+        .get(..2)
+        .map_or(0, |b| i16::from_be_bytes([b[0], b[1]]).max(0) as usize);
+    (0..n)
+        .map(|i| match inspect::data_row_column(body, i) {
+            Some(Some(v)) => Expr::value(Value::SingleQuotedString(
+                String::from_utf8_lossy(v).into_owned(),
+            )),
+            _ => Expr::value(Value::Null),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_rows_become_literals() {
+        let mut body = 3i16.to_be_bytes().to_vec();
+        body.extend_from_slice(&1i32.to_be_bytes());
+        body.extend_from_slice(b"7");
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        body.extend_from_slice(&4i32.to_be_bytes());
+        body.extend_from_slice(b"it's");
+        let row = literal_row(&body);
+        let text: Vec<String> = row.iter().map(|e| e.to_string()).collect();
+        assert_eq!(text, vec!["'7'", "NULL", "'it''s'"]);
+    }
+}
