@@ -179,7 +179,7 @@ async fn wrong_statements_are_refused_without_side_effects() {
         "update accounts set balance = 0 where id = 1 or owner = 'x'; update accounts set id = 0 where id = 2",
         "select count(distinct owner) from accounts",
         "select * from accounts a join ledger l on l.amount = a.balance",
-        "create table if not exists accounts (id bigint primary key, n bigserial)",
+        "create table if not exists accounts (id bigint primary key, n int generated always as identity)",
     ] {
         let e = c.simple_query(sql).await.unwrap_err();
         assert_eq!(code(&e), "0A000", "{sql}: {e:?}");

@@ -704,7 +704,7 @@ async fn split_insert_returning_keeps_the_clients_row_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_keys_from_a_sequence_are_unique_across_the_cluster() {
-    let tail = "[tables.orders]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.tickets]\nshard_key = \"id\"\nkey_type = \"integer\"\n[tables.badseq]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
+    let tail = "[tables.orders]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.tickets]\nshard_key = \"id\"\nkey_type = \"integer\"\n[tables.badseq]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.lines]\nshard_key = \"order_id\"\nkey_type = \"bigint\"\n";
     let tc = TestCluster::start_unlike(3, "", tail).await;
     let c = tc.client().await;
     c.batch_execute(
@@ -713,10 +713,9 @@ async fn sharded_keys_from_a_sequence_are_unique_across_the_cluster() {
     )
     .await
     .unwrap();
-    // A sequence on a column other than the key, or an ALWAYS identity key, would repeat on
-    // every shard or could not be filled in: refused at CREATE, with the reason.
+    // An ALWAYS identity could not be filled in: refused at CREATE, with the reason.
     for sql in [
-        "create table badseq (id bigint primary key, n bigserial)",
+        "create table badseq (id bigint primary key, n bigint generated always as identity)",
         "create table badseq (id bigint generated always as identity primary key)",
     ] {
         let err = c.batch_execute(sql).await.unwrap_err();
@@ -804,6 +803,42 @@ async fn sharded_keys_from_a_sequence_are_unique_across_the_cluster() {
         .await
         .unwrap();
     assert_eq!(n.get::<_, i64>(0), 2);
+    // A child table sharded by its parent's key keeps its own serial id, and a column taking
+    // nextval of a sequence of its own: both unique across the shards.
+    c.batch_execute(
+        "create sequence line_no;
+         create table lines (id bigserial primary key, order_id bigint, no bigint default nextval('line_no'), note text)",
+    )
+    .await
+    .unwrap();
+    for order in all.iter().take(40) {
+        c.execute(
+            "insert into lines (order_id, note) values ($1, 'x'), ($1, 'y')",
+            &[order],
+        )
+        .await
+        .unwrap();
+    }
+    let mut line_ids = Vec::new();
+    let mut line_nos = Vec::new();
+    for i in 0..3 {
+        for r in tc
+            .direct(i)
+            .await
+            .query("select id, no from lines", &[])
+            .await
+            .unwrap()
+        {
+            line_ids.push(r.get::<_, i64>(0));
+            line_nos.push(r.get::<_, i64>(1));
+        }
+    }
+    assert_eq!(line_ids.len(), 80);
+    for v in [&mut line_ids, &mut line_nos] {
+        v.sort();
+        v.dedup();
+        assert_eq!(v.len(), 80, "a sequence value was used on two shards");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

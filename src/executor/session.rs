@@ -750,6 +750,11 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
+    /// A table's columns in order, if this session has read them.
+    pub fn known_columns(&self, table: &str) -> Option<Vec<String>> {
+        self.columns.get(table).cloned()
+    }
+
     /// A table's columns in order, read once per session from the home shard's catalog
     /// (empty when it has no such table).
     pub async fn table_columns(&mut self, table: &str) -> R<Vec<String>> {

@@ -37,6 +37,15 @@ impl Extended {
                             .any(|o| crate::backend::type_oids::is_user(*o))
                 }
                 Kind::Bind(b) => {
+                    // An INSERT whose sequence columns the proxy fills runs rewritten, not as
+                    // the shard prepared it (see `key_sequence`).
+                    let ast = match parses(batch).rev().find(|p| p.name == b.statement) {
+                        Some(p) => parse_ast_for(exec, &p.sql),
+                        None => self.statements.get(&b.statement)?.ast.clone(),
+                    };
+                    if ast.is_some_and(|a| exec.may_need_values(&a)) {
+                        return None;
+                    }
                     let plan = self.plan_for(exec, &b.statement, &Params::of(b), batch)?;
                     match plan {
                         // A statement prepared elsewhere with user-defined parameter
