@@ -158,6 +158,26 @@ async fn psycopg3_and_asyncpg_copy_cursors_and_pools_over_three_shards() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlalchemy_app_runs_unchanged_over_three_shards() {
+    let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
+    let tables = "[tables.customers]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.orders]\nshard_key = \"customer_id\"\nkey_type = \"bigint\"\n[tables.tenants]\nreference = true\n[routing]\nundeclared_tables = \"reference\"\n";
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/orm_app.py");
+    for driver in ["psycopg", "asyncpg"] {
+        let tc = TestCluster::start_unlike(3, "", tables).await;
+        let out = run(Command::new(&python)
+            .arg(&script)
+            .env("SHARDGATE_URL", tc.url("app", "secret"))
+            .env("SHARDGATE_DRIVER", driver));
+        assert!(out.contains(&format!("orm app ok {driver}")), "{out}");
+        // The customers really are spread.
+        let spread = tc
+            .count_on_each_shard("select count(*) from customers")
+            .await;
+        assert!(spread.iter().all(|n| *n > 0), "{spread:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_meta_commands_work_on_three_shards() {
     let tables = "[tables.widgets]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
     let tc = TestCluster::start_unlike(3, "", tables).await;

@@ -462,6 +462,16 @@ fn literal(e: &Expr, params: &super::params::Params) -> Option<String> {
             expr,
         } => literal(expr, params).map(|l| format!("-{l}")),
         Expr::Nested(i) => literal(i, params),
+        // `$1::INTEGER`, as psycopg binds with SQLAlchemy: an integer stays itself.
+        Expr::Cast {
+            expr, data_type, ..
+        } if matches!(
+            data_type.to_string().to_ascii_uppercase().as_str(),
+            "INTEGER" | "INT" | "INT4" | "BIGINT" | "INT8" | "SMALLINT" | "INT2"
+        ) =>
+        {
+            literal(expr, params).filter(|l| l.parse::<i64>().is_ok())
+        }
         _ => None,
     }
 }

@@ -1,0 +1,183 @@
+"""A multi-tenant SQLAlchemy 2 ORM app written as for one PostgreSQL, run through shardgate on
+three unlike shards (tests/clients.rs sets SHARDGATE_URL and SHARDGATE_DRIVER; `customers` is
+sharded by id, `orders` by customer_id, `tenants` is a reference table, other tables are left to
+`undeclared_tables`).
+
+Serial keys everywhere, relationships with eager loading, pagination, aggregates, savepoints,
+a transfer between customers on different shards, a server-side cursor (yield_per), bulk
+inserts, and DDL the way Alembic runs it. Every check compares with values computed here.
+Prints "orm app ok <driver>".
+"""
+import faulthandler
+# A hang in the proxy becomes a traceback and a failure, not a stuck CI run.
+faulthandler.dump_traceback_later(120, exit=True)
+import os
+
+from sqlalchemy import (BigInteger, ForeignKey, Integer, String, create_engine, func, select,
+                        text, update)
+from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, mapped_column, relationship,
+                            selectinload)
+
+DRIVER = os.environ["SHARDGATE_DRIVER"]
+URL = os.environ["SHARDGATE_URL"].replace("postgres://", f"postgresql+{DRIVER}://", 1)
+CUSTOMERS = 24
+ORDERS_EACH = 3
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(30))
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(30))
+    balance: Mapped[int] = mapped_column(BigInteger, default=100)
+    orders: Mapped[list["Order"]] = relationship(back_populates="customer")
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    amount: Mapped[int] = mapped_column(Integer)
+    customer: Mapped[Customer] = relationship(back_populates="orders")
+
+
+def seed(s):
+    s.add_all([Tenant(id=1, name="acme"), Tenant(id=2, name="globex")])
+    s.commit()
+
+
+def add_customers(s):
+    # Objects with serial keys, flushed in bulk (insertmanyvalues with RETURNING).
+    customers = [
+        Customer(tenant_id=1 + i % 2, name=f"c{i}",
+                 orders=[Order(amount=10 * i + j) for j in range(ORDERS_EACH)])
+        for i in range(CUSTOMERS)
+    ]
+    s.add_all(customers)
+    s.commit()
+    ids = [c.id for c in customers]
+    assert len(set(ids)) == CUSTOMERS, ids
+    for c in customers:
+        assert all(o.customer_id == c.id for o in c.orders)
+    return ids
+
+
+def read_back(s, ids):
+    # Each object got back its own key: names and amounts line up.
+    for i, cid in enumerate(ids):
+        c = s.get(Customer, cid)
+        assert c.name == f"c{i}", (cid, c.name)
+        assert sorted(o.amount for o in c.orders) == [10 * i + j for j in range(ORDERS_EACH)]
+    # Eager loading of a relationship over every shard.
+    loaded = s.scalars(select(Customer).options(selectinload(Customer.orders))).all()
+    assert len(loaded) == CUSTOMERS
+    assert sum(len(c.orders) for c in loaded) == CUSTOMERS * ORDERS_EACH
+
+
+def query(s, ids):
+    # Pagination with bound LIMIT/OFFSET, and aggregates.
+    page = s.scalars(select(Customer.name).order_by(Customer.id).limit(5).offset(5)).all()
+    assert page == [f"c{i}" for i in range(5, 10)], page
+    per_tenant = dict(s.execute(
+        select(Customer.tenant_id, func.count()).group_by(Customer.tenant_id)
+        .having(func.count() > 1)).all())
+    assert per_tenant == {1: CUSTOMERS // 2, 2: CUSTOMERS // 2}, per_tenant
+    total = s.scalar(select(func.sum(Order.amount)))
+    assert total == sum(10 * i + j for i in range(CUSTOMERS) for j in range(ORDERS_EACH))
+    assert s.query(Customer).filter(Customer.tenant_id == 1).count() == CUSTOMERS // 2
+    rich = s.scalars(select(Customer.id).where(Customer.orders.any(Order.amount > 200))).all()
+    assert sorted(rich) == sorted(ids[i] for i in range(CUSTOMERS) if 10 * i + 2 > 200)
+
+
+def transfer(s, ids):
+    # Between two customers (on different shards, most likely), with a savepoint that rolls
+    # back.
+    a, b = s.get(Customer, ids[0]), s.get(Customer, ids[-1])
+    a.balance -= 30
+    b.balance += 30
+    s.flush()
+    nested = s.begin_nested()
+    s.execute(update(Customer).where(Customer.id == ids[1]).values(balance=0))
+    nested.rollback()
+    s.commit()
+
+
+def check_transfer(s, ids):
+    assert s.scalar(select(func.sum(Customer.balance))) == 100 * CUSTOMERS
+    assert s.get(Customer, ids[1]).balance == 100
+    assert s.get(Customer, ids[0]).balance == 70
+
+
+def stream(s, ids):
+    # A server-side cursor over every shard.
+    streamed = [c.id for c in s.scalars(select(Customer).execution_options(yield_per=7))]
+    assert sorted(streamed) == sorted(ids)
+
+
+def migrate(conn):
+    # DDL as Alembic runs it: its version table, a new column, an index.
+    conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+                      "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"))
+    conn.execute(text("INSERT INTO alembic_version (version_num) VALUES ('abc123')"))
+    conn.execute(text("ALTER TABLE customers ADD COLUMN note VARCHAR(50)"))
+    conn.execute(text("CREATE INDEX ix_customers_name ON customers (name)"))
+    conn.execute(text("UPDATE alembic_version SET version_num='def456' "
+                      "WHERE alembic_version.version_num = 'abc123'"))
+
+
+def check_migration(conn):
+    assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "def456"
+
+
+def main():
+    engine = create_engine(URL)
+    Base.metadata.create_all(engine)
+    with Session(engine) as s:
+        seed(s)
+    with Session(engine) as s:
+        ids = add_customers(s)
+    for step in (read_back, query, transfer, check_transfer, stream):
+        with Session(engine) as s:
+            step(s, ids)
+    with engine.begin() as conn:
+        migrate(conn)
+    with engine.connect() as conn:
+        check_migration(conn)
+
+
+async def main_async():
+    # The same app on SQLAlchemy's asyncio engine: each step runs in the session's greenlet.
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+    engine = create_async_engine(URL)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    async with AsyncSession(engine) as s:
+        await s.run_sync(seed)
+    async with AsyncSession(engine) as s:
+        ids = await s.run_sync(add_customers)
+    for step in (read_back, query, transfer, check_transfer, stream):
+        async with AsyncSession(engine) as s:
+            await s.run_sync(step, ids)
+    async with engine.begin() as conn:
+        await conn.run_sync(migrate)
+    async with engine.connect() as conn:
+        await conn.run_sync(check_migration)
+    await engine.dispose()
+
+
+if DRIVER == "asyncpg":
+    import asyncio
+    asyncio.run(main_async())
+else:
+    main()
+print(f"orm app ok {DRIVER}")
