@@ -6,9 +6,9 @@
 
 mod common;
 
-use common::TestCluster;
+use common::{rows, TestCluster};
 use shardgate::localpg::{free_port, ClusterOptions, LocalCluster, PgInstall};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 const TABLES: &str = r#"
 [tables.accounts]
@@ -114,17 +114,6 @@ fn data_statements() -> Vec<String> {
 }
 
 const REGIONS: &str = "insert into regions values (0, 'north'), (1, 'south'), (2, 'east'), (3, 'west'), (4, 'center')";
-
-fn rows(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
-    msgs.iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(String::from)).collect())
-            }
-            _ => None,
-        })
-        .collect()
-}
 
 async fn compare(proxy: &Client, plain: &Client, sql: &str, ordered: bool, seed: Option<u64>) {
     let via = proxy

@@ -5,7 +5,7 @@
 mod common;
 
 use common::raw::{field, message, query, startup_packet, Raw};
-use common::{code, connect, db_error, TestCluster};
+use common::{code, connect, db_error, rows, TestCluster};
 use tokio_postgres::SimpleQueryMessage;
 
 const TABLES: &str = "[tables.items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.countries]\nreference = true\n[tables.feelings]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
@@ -26,18 +26,6 @@ async fn cluster() -> TestCluster {
         .await
         .unwrap();
     tc
-}
-
-fn rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
-    messages
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(String::from)).collect())
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 fn tag(messages: &[SimpleQueryMessage]) -> Option<u64> {

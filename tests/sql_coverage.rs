@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{code, db_error, TestCluster};
+use common::{code, db_error, rows, TestCluster};
 use futures_util::{SinkExt, StreamExt};
 use std::process::Command;
 use tokio_postgres::SimpleQueryMessage;
@@ -32,18 +32,6 @@ async fn cluster() -> TestCluster {
         .await
         .unwrap();
     tc
-}
-
-fn rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
-    messages
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(String::from)).collect())
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 /// On every shard, `copied` holds exactly the ids that `items` holds there: the rows went
