@@ -363,6 +363,10 @@ async fn same_results_as_one_postgres() {
         "select a.owner, count(*) from accounts a where not exists (select 1 from orders o where a.id = o.account_id) group by a.owner order by a.owner",
         "select count(*) as count_1 from (select id, owner from accounts where balance > 100) as anon_1",
         "select s.owner, sum(s.balance) from (select owner, balance from accounts where region = 2) s group by s.owner order by s.owner",
+        "select a.id, a.owner, count(o.order_no) from accounts a left join orders o on o.account_id = a.id group by a.id order by a.id limit 20",
+        "select account_id, count(*) from orders group by account_id having count(*) > 1 order by 2 desc, 1 limit 10",
+        "select count(*) from (select distinct a.id, a.owner from accounts a join orders o on o.account_id = a.id where o.amount > 10) s",
+        "select count(*) from (select account_id, sum(amount) from orders group by account_id) s",
     ] {
         compare(&p, &d, sql, true, None).await;
         count += 1;

@@ -1228,7 +1228,7 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
                     shard: *one,
                     write: !q.locks.is_empty(),
                 },
-                _ => plan_scatter(q, select, shards, params),
+                _ => plan_scatter(q, select, shards, params, placement),
             };
         }
     }
@@ -1271,7 +1271,7 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
             shard: *one,
             write: for_update,
         },
-        _ => plan_scatter(q, select, shards, params),
+        _ => plan_scatter(q, select, shards, params, placement),
     }
 }
 
@@ -1409,7 +1409,13 @@ fn has_aggregate_or_window(items: &[SelectItem]) -> bool {
     found
 }
 
-fn plan_scatter(q: &Query, select: &Select, shards: Vec<usize>, params: &Params) -> Plan {
+fn plan_scatter(
+    q: &Query,
+    select: &Select,
+    shards: Vec<usize>,
+    params: &Params,
+    placement: &Placement,
+) -> Plan {
     if has_window(&select.projection) {
         return refuse(
             "window functions over several shards are not supported",
@@ -1420,7 +1426,9 @@ fn plan_scatter(q: &Query, select: &Select, shards: Vec<usize>, params: &Params)
         || !matches!(&select.group_by, sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty())
         || select.having.is_some()
         || has_aggregate_or_window(&select.projection);
-    if grouped {
+    // Grouped by a shard key (or DISTINCT over one), each shard holds whole groups: its rows
+    // are final, and only their order and LIMIT are merged, as for plain rows.
+    if grouped && !super::subquery::grouped_by_key(q, placement) {
         if q.fetch.is_some() {
             return refuse(
                 "FETCH FIRST over several shards is not supported",

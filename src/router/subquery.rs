@@ -243,7 +243,35 @@ pub(crate) fn derived_shards(
     }
     match plan_query(subquery, placement, params) {
         Plan::Scatter { shards, merge, .. } if merge == Default::default() => Some(shards),
+        // DISTINCT or GROUP BY over a shard key: equal keys share a shard, so each shard's
+        // rows or groups are already the whole answer's (Django's `.distinct().count()`).
+        Plan::Scatter { shards, merge, .. }
+            if merge.order.is_empty()
+                && merge.limit.is_none()
+                && merge.offset == 0
+                && grouped_by_key(subquery, placement) =>
+        {
+            Some(shards)
+        }
         Plan::Shard { shard, .. } => Some(vec![shard]),
         _ => None,
     }
+}
+
+/// `SELECT DISTINCT` whose columns include a shard key of its FROM, or GROUP BY one.
+pub(crate) fn grouped_by_key(q: &Query, placement: &Placement) -> bool {
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return false;
+    };
+    let top = top_tables(s, placement);
+    let is_key = |e: &Expr| top.iter().any(|(names, _, key)| is_column(e, names, key));
+    let distinct_key = matches!(s.distinct, Some(sqlparser::ast::Distinct::Distinct))
+        && s.projection.iter().any(|item| match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => is_key(e),
+            _ => false,
+        });
+    let grouped_key = matches!(&s.group_by,
+        sqlparser::ast::GroupByExpr::Expressions(exprs, mods)
+            if mods.is_empty() && exprs.iter().any(is_key));
+    distinct_key || grouped_key
 }

@@ -1,0 +1,46 @@
+"""Django ORM basics through shardgate on three unlike shards, after `manage migrate` (tests/clients.rs
+runs both). `shop_item` is sharded by id, `shop_line` by item_id; Django's own tables are left
+to `undeclared_tables = "reference"`. Prints "django ok <items left>".
+"""
+import faulthandler
+# A hang in the proxy becomes a traceback and a failure, not a stuck CI run.
+faulthandler.dump_traceback_later(120, exit=True)
+import os
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
+django.setup()
+
+from django.contrib.auth.models import User  # noqa: E402
+from django.db import transaction  # noqa: E402
+from django.db.models import Count, Sum  # noqa: E402
+from shop.models import Item, Line  # noqa: E402
+
+user = User.objects.create_user("ann", password="pw")
+assert User.objects.get(username="ann").check_password("pw")
+# bulk_create: keys from the cluster's sequence, given back to each object in order.
+items = Item.objects.bulk_create([Item(name=f"i{i}", qty=i) for i in range(50)])
+assert len({i.pk for i in items}) == 50
+for i, item in enumerate(items):
+    assert Item.objects.get(pk=item.pk).name == f"i{i}"
+for item in items[:10]:
+    Line.objects.create(item=item, note="a")
+    Line.objects.create(item=item, note="b")
+assert Item.objects.count() == 50
+assert Item.objects.filter(qty__gte=25).count() == 25
+# iterator(): a server-side cursor over every shard.
+assert sorted(i.pk for i in Item.objects.iterator(chunk_size=7)) == sorted(i.pk for i in items)
+assert Item.objects.aggregate(s=Sum("qty"))["s"] == sum(range(50))
+item = Item.objects.get(pk=items[3].pk)
+assert item.name == "i3" and item.line_set.count() == 2
+with transaction.atomic():
+    Item.objects.filter(pk=items[0].pk).update(qty=100)
+    Item.objects.filter(pk=items[49].pk).update(qty=0)
+page = list(Item.objects.order_by("pk").values_list("name", flat=True)[5:10])
+assert page == [f"i{i}" for i in range(5, 10)], page
+assert Item.objects.filter(line__note="a").distinct().count() == 10
+counted = Item.objects.annotate(n=Count("line")).filter(pk__in=[i.pk for i in items[:3]])
+assert sorted(i.n for i in counted) == [2, 2, 2]
+Item.objects.filter(qty__lt=5).delete()
+print("django ok", Item.objects.count())
