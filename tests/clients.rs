@@ -209,6 +209,40 @@ async fn django_migrates_and_its_orm_works_over_three_shards() {
     assert!(spread.iter().all(|n| *n > 0), "{spread:?}");
 }
 
+/// `node` with tests/node's packages installed (once) under target/nodeenv.
+fn node_modules() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let env = root.join("target/nodeenv");
+    let stamp = env.join(".package-installed");
+    let wanted = std::fs::read_to_string(root.join("tests/node/package.json")).unwrap();
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        std::fs::create_dir_all(&env).unwrap();
+        std::fs::write(env.join("package.json"), &wanted).unwrap();
+        run(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&env));
+        std::fs::write(&stamp, wanted).unwrap();
+    }
+    env.join("node_modules")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres_works_over_three_shards() {
+    let modules = tokio::task::spawn_blocking(node_modules).await.unwrap();
+    let tables = "[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
+    let tc = TestCluster::start_unlike(3, "", tables).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node/clients.js");
+    let out = run(Command::new("node")
+        .arg(script)
+        .env("NODE_PATH", modules)
+        .env("SHARDGATE_URL", tc.url("app", "secret")));
+    assert!(out.contains("node-postgres ok"), "{out}");
+    let spread = tc
+        .count_on_each_shard("select count(*) from accounts")
+        .await;
+    assert!(spread.iter().all(|n| *n > 0), "{spread:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_meta_commands_work_on_three_shards() {
     let tables = "[tables.widgets]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";

@@ -174,14 +174,32 @@ impl Catalog {
         sql: &str,
         arg: &str,
     ) -> Result<Option<String>, String> {
+        Ok(self
+            .texts(shard, sql, arg)
+            .await?
+            .into_iter()
+            .next()
+            .flatten())
+    }
+
+    /// The first column, as text, of every row `sql` (with `$1` = `arg`) returns on `shard`,
+    /// on the proxy's own connection (never a session's, whose statements it would disturb).
+    pub async fn texts(
+        &self,
+        shard: usize,
+        sql: &str,
+        arg: &str,
+    ) -> Result<Vec<Option<String>>, String> {
         let mut slot = self.clients[shard].lock().await;
         for attempt in 0..2 {
             if slot.as_ref().is_none_or(|c| c.is_closed()) {
                 *slot = Some(super::control::connect(&self.targets[shard], self.timeout).await?);
             }
             let client = slot.as_ref().expect("connected above");
-            match client.query_opt(sql, &[&arg]).await {
-                Ok(row) => return Ok(row.and_then(|r| r.get::<_, Option<String>>(0))),
+            match client.query(sql, &[&arg]).await {
+                Ok(rows) => {
+                    return Ok(rows.iter().map(|r| r.get::<_, Option<String>>(0)).collect())
+                }
                 Err(e) if attempt == 0 && client.is_closed() => {
                     tracing::debug!(shard = %self.targets[shard].name, "catalog connection lost: {e}");
                     *slot = None;

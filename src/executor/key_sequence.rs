@@ -219,18 +219,29 @@ impl Exec<'_> {
         if let Some(values) = blocks.take(sequence, n) {
             return Ok(Some(values));
         }
+        let Some(catalog) = self.catalog else {
+            return Ok(None);
+        };
+        // On the proxy's own connection: a draw in the middle of an extended-protocol batch
+        // must not disturb the session's unnamed statement on the first shard.
         let sql = format!(
-            "SELECT nextval('{}') FROM generate_series(1, {})",
-            sequence.replace('\'', "''"),
+            "SELECT nextval($1::text::regclass)::text FROM generate_series(1, {})",
             n.max(BLOCK)
         );
-        let (drawn, error) = self.query_values(HOME, &sql).await?;
-        if error.is_some() {
-            return Ok(None);
-        }
+        let drawn = match catalog.texts(HOME, &sql, sequence).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("drawing values of {sequence}: {e}");
+                return Ok(None);
+            }
+        };
         blocks.add(
             sequence,
-            drawn.iter().filter_map(|v| v.parse().ok()).collect(),
+            drawn
+                .iter()
+                .flatten()
+                .filter_map(|v| v.parse().ok())
+                .collect(),
         );
         Ok(blocks.take(sequence, n))
     }
@@ -249,15 +260,22 @@ impl Exec<'_> {
             return Ok(known.clone());
         }
         // `column|sequence` for serial and identity columns, and defaults calling nextval.
-        let sql = format!(
-            "SELECT a.attname || '|' || coalesce(pg_get_serial_sequence(a.attrelid::regclass::text, a.attname), \
+        let sql = "SELECT a.attname || '|' || coalesce(pg_get_serial_sequence(a.attrelid::regclass::text, a.attname), \
                     substring(pg_get_expr(d.adbin, d.adrelid) from 'nextval\\(''([^'']+)''')) \
              FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
-             WHERE a.attrelid = to_regclass('{}') AND a.attnum > 0 AND NOT a.attisdropped \
-               AND (a.attidentity <> '' OR pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%')",
-            table.replace('\'', "''")
-        );
-        let (rows, _) = self.query_values(HOME, &sql).await?;
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
+               AND (a.attidentity <> '' OR pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%')";
+        let Some(catalog) = self.catalog else {
+            return Ok(Vec::new());
+        };
+        // On the proxy's own connection, as for the draws.
+        let rows: Vec<String> = match catalog.texts(HOME, sql, table).await {
+            Ok(r) => r.into_iter().flatten().collect(),
+            Err(e) => {
+                tracing::warn!("reading the sequence columns of {table}: {e}");
+                return Ok(Vec::new());
+            }
+        };
         let found: Vec<SequenceColumn> = rows
             .iter()
             .filter_map(|r| r.split_once('|'))

@@ -98,15 +98,60 @@ fn text_array(s: &str, ty: KeyType) -> Result<Vec<KeyValue>, String> {
         .strip_prefix('{')
         .and_then(|r| r.strip_suffix('}'))
         .ok_or_else(|| format!("{s:?} is not an array literal"))?;
-    if inner.contains('"') || inner.contains('\\') || inner.contains('{') {
-        return Err("quoted or nested array elements are not supported for routing".into());
-    }
-    inner
-        .split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("null"))
-        .map(|e| KeyValue::from_text(ty, e))
+    text_array_elements(inner)?
+        .into_iter()
+        .flatten()
+        .map(|e| KeyValue::from_text(ty, &e))
         .collect()
+}
+
+/// The elements of a one-dimensional array literal's inside, as `array_in` reads them:
+/// unquoted (trimmed; `NULL` is None) or double-quoted with backslash escapes (as node-postgres
+/// sends every element).
+fn text_array_elements(inner: &str) -> Result<Vec<Option<String>>, String> {
+    let mut out = Vec::new();
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            if !out.is_empty() {
+                return Err("an array literal ends with a comma".into());
+            }
+            return Ok(out);
+        }
+        if chars.next_if_eq(&'"').is_some() {
+            let mut e = String::new();
+            loop {
+                match chars.next() {
+                    None => return Err("an array element's quotes are not closed".into()),
+                    Some('"') => break,
+                    Some('\\') => {
+                        e.push(chars.next().ok_or("an array element ends in a backslash")?)
+                    }
+                    Some(c) => e.push(c),
+                }
+            }
+            out.push(Some(e));
+            while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        } else {
+            let mut e = String::new();
+            while let Some(c) = chars.next_if(|c| *c != ',') {
+                if matches!(c, '{' | '}' | '"' | '\\') {
+                    return Err(
+                        "nested or escaped array elements are not supported for routing".into(),
+                    );
+                }
+                e.push(c);
+            }
+            let e = e.trim();
+            out.push((!e.eq_ignore_ascii_case("null")).then(|| e.to_string()));
+        }
+        match chars.next() {
+            None => return Ok(out),
+            Some(',') => {}
+            Some(c) => return Err(format!("unexpected {c:?} in an array literal")),
+        }
+    }
 }
 
 /// A one-dimensional binary array (`array_send` layout). The declared element count is checked
@@ -145,6 +190,27 @@ fn binary_array(b: &Bytes, ty: KeyType) -> Result<Vec<KeyValue>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_arrays_with_quoted_elements() {
+        let keys = |s: &str| text_array(s, KeyType::Integer);
+        assert_eq!(
+            keys(r#"{"1","22", 3 ,NULL}"#).unwrap(),
+            vec![
+                KeyValue::Integer(1),
+                KeyValue::Integer(22),
+                KeyValue::Integer(3)
+            ]
+        );
+        assert_eq!(keys("{}").unwrap(), vec![]);
+        assert_eq!(
+            text_array(r#"{"a\"b","c,d"}"#, KeyType::Text).unwrap(),
+            vec![KeyValue::Text("a\"b".into()), KeyValue::Text("c,d".into())]
+        );
+        for bad in ["{{1,2}}", r#"{"1}"#, "{1,}", "{1 2"] {
+            assert!(keys(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn constants_in_text_and_binary() {
