@@ -74,7 +74,11 @@ async fn pgbench_initialises_and_runs_in_every_mode() {
     }
 }
 
+/// Tests of this file set up the shared virtualenv and node packages one at a time.
+static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn venv_python() -> PathBuf {
+    let _one_at_a_time = SETUP.lock().unwrap_or_else(|p| p.into_inner());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let venv = root.join("target/pyvenv");
     let python = venv.join("bin/python3");
@@ -211,6 +215,7 @@ async fn django_migrates_and_its_orm_works_over_three_shards() {
 
 /// `node` with tests/node's packages installed (once) under target/nodeenv.
 fn node_modules() -> PathBuf {
+    let _one_at_a_time = SETUP.lock().unwrap_or_else(|p| p.into_inner());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let env = root.join("target/nodeenv");
     let stamp = env.join(".package-installed");
