@@ -419,6 +419,19 @@ async fn do_and_call_run_everywhere_but_never_write_sharded_rows_everywhere() {
         tc.count_on_each_shard("select count(*) from copied").await,
         vec![0, 0, 0]
     );
+    // Reading a sharded table would give each copy of a reference row a different value.
+    let err = c
+        .batch_execute(
+            "do $$ begin insert into countries select 'n' || count(*), 'x' from items; end $$",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "0A000");
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from countries")
+            .await,
+        vec![1, 1, 1]
+    );
     // Inside a transaction, the refusal fails it like any error.
     c.batch_execute("begin").await.unwrap();
     let err = c

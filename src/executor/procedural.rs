@@ -3,10 +3,12 @@
 //! It runs on every shard inside one distributed transaction (the client's, or its own), as DDL
 //! does, which is right for what such code is used for: schema changes, reference-table upkeep,
 //! notices. A row it wrote to a sharded table would have been written on every shard, though,
-//! so each shard counts the rows of sharded tables its transaction has inserted, updated or
-//! deleted (`pg_stat_xact_user_tables`) before and after the code, in the same request; any
-//! change refuses the statement, and the transaction's rollback takes the rows back. The client
-//! sees the home shard's answer (a CALL's output row, its notices).
+//! and what it read of one would be each shard's part only (a reference row computed from it
+//! would differ between copies). So each shard counts, before and after the code in the same
+//! request, the rows of sharded tables its transaction has inserted, updated or deleted and the
+//! scans it has made of them (`pg_stat_xact_user_tables`); any change refuses the statement,
+//! and the transaction's rollback takes the rows back. The client sees the home shard's answer
+//! (a CALL's output row, its notices).
 
 use super::session::{Exec, Step, R};
 use crate::error::{sqlstate, PgError};
@@ -15,8 +17,8 @@ use crate::protocol::{build, inspect};
 use crate::router::plan::HOME;
 use bytes::BytesMut;
 
-/// Rows of the sharded tables this transaction has written on one shard, or None when no table
-/// is sharded (nothing to guard).
+/// Rows of the sharded tables this transaction has written, and scans it has made of them, on
+/// one shard; None when no table is sharded (nothing to guard).
 fn written_rows_query(placement: &Placement) -> Option<String> {
     let mut names: Vec<String> = placement
         .tables
@@ -29,7 +31,7 @@ fn written_rows_query(placement: &Placement) -> Option<String> {
     }
     names.sort();
     Some(format!(
-        "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_xact_user_tables WHERE relname IN ({})",
+        "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del + seq_scan + coalesce(idx_scan, 0)), 0) FROM pg_stat_xact_user_tables WHERE relname IN ({})",
         names.join(", ")
     ))
 }
@@ -118,9 +120,9 @@ impl Exec<'_> {
             return Ok(self.error(
                 &PgError::error(
                     sqlstate::FEATURE_NOT_SUPPORTED,
-                    format!("{verb} wrote rows of a sharded table, which would be written on every shard"),
+                    format!("{verb} read or wrote rows of a sharded table, which every shard would do with its own rows"),
                 )
-                .with_hint("shardgate runs DO and CALL on every shard, for schema changes and reference tables. Write sharded rows with plain statements, which are routed by their keys."),
+                .with_hint("shardgate runs DO and CALL on every shard, for schema changes and reference tables. Read and write sharded rows with plain statements, which are routed and merged."),
             ));
         }
         self.out.extend_from_slice(&answer);
