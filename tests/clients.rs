@@ -95,14 +95,25 @@ fn venv_python() -> PathBuf {
     python
 }
 
+/// Runs tests/python/`script` in the shared virtualenv against `url`, with `env` set too;
+/// returns what it printed (the test fails if the script does).
+async fn python_script(script: &str, url: &str, env: &[(&str, &str)]) -> String {
+    let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let mut cmd = Command::new(python);
+    cmd.arg(path).env("SHARDGATE_URL", url);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run(&mut cmd)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3_and_asyncpg_work_unchanged() {
-    let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
     let tc = TestCluster::start(1).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/clients.py");
-    let out = run(Command::new(python)
-        .arg(script)
-        .env("SHARDGATE_URL", tc.url("app", "secret")));
+    let out = python_script("clients.py", &tc.url("app", "secret"), &[]).await;
     assert!(
         out.contains("psycopg ok") && out.contains("asyncpg ok"),
         "{out}"
@@ -111,13 +122,9 @@ async fn psycopg3_and_asyncpg_work_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3_and_asyncpg_route_parameters_over_three_shards() {
-    let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
     let tables = "[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.countries]\nreference = true\n";
     let tc = TestCluster::start_unlike(3, "", tables).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/sharded.py");
-    let out = run(Command::new(python)
-        .arg(script)
-        .env("SHARDGATE_URL", tc.url("app", "secret")));
+    let out = python_script("sharded.py", &tc.url("app", "secret"), &[]).await;
     assert!(
         out.contains("psycopg sharded ok") && out.contains("asyncpg sharded ok"),
         "{out}"
@@ -137,41 +144,25 @@ async fn psycopg3_and_asyncpg_route_parameters_over_three_shards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3_and_asyncpg_copy_cursors_and_pools_over_three_shards() {
-    let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
     let tables = "[tables.events]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.events2]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
     let tc = TestCluster::start_unlike(3, "", tables).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/coverage.py");
-    let out = run(Command::new(python)
-        .arg(script)
-        .env("SHARDGATE_URL", tc.url("app", "secret")));
+    let out = python_script("coverage.py", &tc.url("app", "secret"), &[]).await;
     assert!(
         out.contains("psycopg coverage ok") && out.contains("asyncpg coverage ok"),
         "{out}"
     );
     // COPY spread the rows: every shard holds some, none holds all.
-    for i in 0..3 {
-        let n: i64 = tc
-            .direct(i)
-            .await
-            .query_one("select count(*) from events", &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert!(n > 0 && n < 300, "shard {i} holds {n} of 300 rows");
-    }
+    let spread = tc.count_on_each_shard("select count(*) from events").await;
+    assert!(spread.iter().all(|n| *n > 0 && *n < 300), "{spread:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sqlalchemy_app_runs_unchanged_over_three_shards() {
-    let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
     let tables = "[tables.customers]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.orders]\nshard_key = \"customer_id\"\nkey_type = \"bigint\"\n[tables.tenants]\nreference = true\n[routing]\nundeclared_tables = \"reference\"\n";
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/orm_app.py");
     for driver in ["psycopg", "asyncpg"] {
         let tc = TestCluster::start_unlike(3, "", tables).await;
-        let out = run(Command::new(&python)
-            .arg(&script)
-            .env("SHARDGATE_URL", tc.url("app", "secret"))
-            .env("SHARDGATE_DRIVER", driver));
+        let url = tc.url("app", "secret");
+        let out = python_script("orm_app.py", &url, &[("SHARDGATE_DRIVER", driver)]).await;
         assert!(out.contains(&format!("orm app ok {driver}")), "{out}");
         // The customers really are spread.
         let spread = tc
@@ -289,13 +280,9 @@ async fn psql_meta_commands_work_on_three_shards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3_and_asyncpg_everyday_habits_on_three_unlike_shards() {
-    let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
     let tables = "[tables.items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.countries]\nreference = true\n[tables.feelings]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
     let tc = TestCluster::start_unlike(3, "", tables).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/everyday.py");
-    let out = run(Command::new(python)
-        .arg(script)
-        .env("SHARDGATE_URL", tc.url("app", "secret")));
+    let out = python_script("everyday.py", &tc.url("app", "secret"), &[]).await;
     assert!(
         out.contains("psycopg everyday ok") && out.contains("asyncpg everyday ok"),
         "{out}"
@@ -310,21 +297,16 @@ async fn psycopg3_and_asyncpg_everyday_habits_on_three_unlike_shards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlalchemy_transaction_mix_passes_in_snapshot_as_in_shard_consistency() {
-    let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
     let config = format!(
         "[transactions]\nsnapshot = true\n[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.plans]\nreference = true\n{}",
         common::SNAPSHOT_READER
     );
     let tc = TestCluster::start_unlike(3, "", &config).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/orm_mix.py");
     for (mode, url) in [
         ("shard", tc.url("app", "secret")),
         ("snapshot", tc.url("reader", "none")),
     ] {
-        let out = run(Command::new(&python)
-            .arg(&script)
-            .env("SHARDGATE_URL", url)
-            .env("SHARDGATE_MODE", mode));
+        let out = python_script("orm_mix.py", &url, &[("SHARDGATE_MODE", mode)]).await;
         assert!(
             out.contains(&format!("sqlalchemy mix ok {mode} 105")),
             "{mode}: {out}"

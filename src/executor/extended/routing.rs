@@ -3,7 +3,7 @@
 //! transaction). Pure analysis of the batch and the session's statements; nothing is sent.
 
 use super::{
-    answered_by_proxy, binds, parse_ast_for, parse_error, parses, plan_sql, Extended, Portal,
+    answered_by_proxy, binds, parse_ast_for, parse_error, parses, plan_sql, Ast, Extended, Portal,
 };
 use crate::executor::session::Exec;
 use crate::protocol::message::{ClientMessage, Kind, Target, TargetKind};
@@ -39,14 +39,11 @@ impl Extended {
                 Kind::Bind(b) => {
                     // An INSERT whose sequence columns the proxy fills runs rewritten, not as
                     // the shard prepared it (see `key_sequence`).
-                    let ast = match parses(batch).rev().find(|p| p.name == b.statement) {
-                        Some(p) => parse_ast_for(exec, &p.sql),
-                        None => self.statements.get(&b.statement)?.ast.clone(),
-                    };
-                    if ast.is_some_and(|a| exec.may_need_values(&a)) {
+                    let (sql, ast) = self.source_for(exec, &b.statement, batch)?;
+                    if ast.as_ref().is_some_and(|a| exec.may_need_values(a)) {
                         return None;
                     }
-                    let plan = self.plan_for(exec, &b.statement, &Params::of(b), batch)?;
+                    let plan = plan_sql(exec, sql, &ast, &Params::of(b));
                     match plan {
                         // A statement prepared elsewhere with user-defined parameter
                         // types needs them translated for this shard: the slow path does it.
@@ -154,10 +151,22 @@ impl Extended {
         params: &Params,
         batch: &[ClientMessage],
     ) -> Option<Plan> {
+        let (sql, ast) = self.source_for(exec, stmt, batch)?;
+        Some(plan_sql(exec, sql, &ast, params))
+    }
+
+    /// The text and syntax tree of the statement a Bind names: the batch's own Parse of that
+    /// name, or the one the session holds.
+    fn source_for<'s>(
+        &'s self,
+        exec: &Exec<'_>,
+        stmt: &str,
+        batch: &'s [ClientMessage],
+    ) -> Option<(&'s str, Option<Ast>)> {
         if let Some(p) = parses(batch).rev().find(|p| p.name == stmt) {
-            return Some(plan_sql(exec, &p.sql, &parse_ast_for(exec, &p.sql), params));
+            return Some((&p.sql, parse_ast_for(exec, &p.sql)));
         }
         let s = self.statements.get(stmt)?;
-        Some(plan_sql(exec, &s.sql, &s.ast, params))
+        Some((&s.sql, s.ast.clone()))
     }
 }
