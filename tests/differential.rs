@@ -367,6 +367,13 @@ async fn same_results_as_one_postgres() {
         "select account_id, count(*) from orders group by account_id having count(*) > 1 order by 2 desc, 1 limit 10",
         "select count(*) from (select distinct a.id, a.owner from accounts a join orders o on o.account_id = a.id where o.amount > 10) s",
         "select count(*) from (select account_id, sum(amount) from orders group by account_id) s",
+        "select count(distinct owner), count(distinct region), count(*), sum(balance) from accounts",
+        "select owner, count(distinct region), avg(balance), max(id) from accounts group by owner order by owner",
+        "select region, count(distinct balance) as n from accounts group by region having count(distinct balance) > 3 order by n desc, region",
+        "select count(distinct score), count(distinct opened), count(distinct note) from accounts",
+        "select count(distinct owner) from accounts where id > 100000",
+        "select count(distinct round(balance / 10, (id % 3)::int)) from accounts",
+        "select account_id % 7, count(distinct amount) from orders group by 1 order by 1",
     ] {
         compare(&p, &d, sql, true, None).await;
         count += 1;
@@ -487,7 +494,8 @@ async fn same_results_as_one_postgres() {
 async fn what_cannot_be_merged_exactly_is_refused() {
     let (_tc, _plain, p, _d) = setup().await;
     for sql in [
-        "select count(distinct owner) from accounts",
+        "select sum(distinct balance) from accounts",
+        "select count(distinct (owner, region)) from accounts",
         "select string_agg(owner, ',') from accounts",
         "select sum(balance) * 2 from accounts",
         "select owner from accounts group by owner having sum(balance) > min(id)",

@@ -279,6 +279,89 @@ async fn pipelined_results_arrive_before_sync() {
     assert_eq!(raw.until_ready().await.last().map(|m| m.0), Some(b'Z'));
 }
 
+/// Parse, Bind and Execute of `sql` with no Sync or Flush after them.
+fn unsynced(sql: &str) -> Vec<u8> {
+    let mut parse = vec![0u8];
+    parse.extend_from_slice(sql.as_bytes());
+    parse.extend_from_slice(&[0, 0, 0]);
+    let mut batch = message(b'P', &parse);
+    batch.extend(message(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
+    batch.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    batch
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_without_sync_run_and_their_error_arrives() {
+    // libpq's pipeline mode sends statements and reads their results before it syncs; a server
+    // runs each as it comes and sends an error at once. A user table may be named pg_anything.
+    let tail = format!("{TABLES}[routing]\nundeclared_tables = \"reference\"\n");
+    let tc = TestCluster::start_unlike(3, "", &tail).await;
+    tc.client()
+        .await
+        .batch_execute("create table pg_pipeline (id int primary key)")
+        .await
+        .unwrap();
+    let (mut raw, _) = Raw::login(tc.port).await;
+    raw.send(&query("begin")).await;
+    raw.until_ready().await;
+    raw.send(&unsynced("insert into pg_pipeline values (1)"))
+        .await;
+    let mut seen = Vec::new();
+    while let Some((tag, _)) = raw.recv().await {
+        seen.push(tag);
+        if tag == b'C' || tag == b'E' {
+            break;
+        }
+    }
+    assert_eq!(seen, b"12C".to_vec());
+    raw.send(&unsynced("select no_such_function(1)")).await;
+    let (tag, body) = raw.recv().await.expect("the error arrives before Sync");
+    assert_eq!(tag, b'E');
+    assert_eq!(field(&body, b'C').as_deref(), Some("42883"));
+    raw.send(&message(b'S', &[])).await;
+    let ready = raw.until_ready().await;
+    assert_eq!(
+        ready.last().map(|m| (m.0, m.1.clone())),
+        Some((b'Z', b"E".to_vec()))
+    );
+    raw.send(&query("commit")).await;
+    raw.until_ready().await;
+    for i in 0..3 {
+        let n: i64 = tc
+            .direct(i)
+            .await
+            .query_one("select count(*) from pg_pipeline", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "shard {i} kept a row of a failed transaction");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_cursors_portal_closes_the_cursor() {
+    let tc = cluster().await;
+    for declare in [
+        "declare c cursor for select id from items where id = 3",
+        "declare c cursor for select id from items",
+    ] {
+        let (mut raw, _) = Raw::login(tc.port).await;
+        raw.send(&query(&format!("begin; {declare}"))).await;
+        raw.until_ready().await;
+        let mut close = message(b'C', b"Pc\0");
+        close.extend(message(b'S', &[]));
+        raw.send(&close).await;
+        let tags: Vec<u8> = raw.until_ready().await.iter().map(|m| m.0).collect();
+        assert_eq!(tags, b"3Z".to_vec(), "{declare}");
+        let mut describe = message(b'D', b"Pc\0");
+        describe.extend(message(b'S', &[]));
+        raw.send(&describe).await;
+        let answer = raw.until_ready().await;
+        assert_eq!(answer[0].0, b'E', "{declare}");
+        assert_eq!(field(&answer[0].1, b'C').as_deref(), Some("34000"));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_and_a_shards_fatal_reach_an_idle_client() {
     let tc = cluster().await;

@@ -2,8 +2,10 @@
 //!
 //! Every shard returns one row per group with its partial count/sum/min/max (avg arrives as sum
 //! plus a hidden count). Rows are keyed by the group columns' bytes, which identify a value within
-//! one column type and format. Memory is proportional to the number of groups, not rows. After
-//! combining: HAVING, then ORDER BY, then OFFSET/LIMIT, then hidden columns are removed.
+//! one column type and format. Memory is proportional to the number of groups, not rows, except
+//! for count(DISTINCT x): its distinct values are held per group, at most `DISTINCT_BYTES` in all
+//! (beyond that the query fails with 54000 rather than grow without bound). After combining:
+//! HAVING, then ORDER BY, then OFFSET/LIMIT, then hidden columns are removed.
 
 use super::merge::strip_columns;
 use super::numeric::{float4_text, float8_text, Num};
@@ -15,7 +17,12 @@ use crate::router::aggregate::{AggColumn, AggSpec, CmpOp};
 use crate::router::plan::{MergeSpec, SortColumn};
 use bytes::{Bytes, BytesMut};
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+/// How much memory one query's count(DISTINCT) values may take in the proxy.
+pub const DISTINCT_BYTES: usize = 64 << 20;
+/// What one held distinct value costs beyond its bytes (the set's entry and allocation).
+const DISTINCT_OVERHEAD: usize = 48;
 
 type Row = Vec<Option<Bytes>>;
 
@@ -27,6 +34,10 @@ enum State {
     SumNum(Option<Num>),
     SumFloat(Option<f64>),
     Best(Option<(SortValue, Bytes)>),
+    /// The distinct values of a count(DISTINCT x), in `distinct_key` form.
+    Distinct(HashSet<Vec<u8>>),
+    /// Filled from a `Distinct` column when the group is finished.
+    CountDistinct,
 }
 
 fn unsupported(msg: String) -> PgError {
@@ -71,7 +82,10 @@ pub fn check(
                 f.type_oid,
                 oid::INT8 | oid::NUMERIC | oid::FLOAT4 | oid::FLOAT8
             ),
-            AggColumn::Min | AggColumn::Max => value::supported(f.type_oid, f.format).is_ok(),
+            AggColumn::Min | AggColumn::Max | AggColumn::DistinctValue => {
+                value::supported(f.type_oid, f.format).is_ok()
+            }
+            AggColumn::CountDistinct { .. } => f.type_oid == oid::INT8,
         };
         if !ok {
             return Err(unsupported(format!(
@@ -153,6 +167,29 @@ pub fn client_description(frame: &Frame, merge: &MergeSpec) -> Bytes {
 pub struct Groups {
     index: HashMap<Vec<Option<Bytes>>, usize>,
     states: Vec<Vec<State>>,
+    /// Memory held by count(DISTINCT) values, checked against `DISTINCT_BYTES`.
+    distinct_bytes: usize,
+}
+
+/// A group before any row: counts 0, everything else NULL.
+fn fresh(fields: &[FieldDesc], spec: &AggSpec) -> Vec<State> {
+    spec.columns
+        .iter()
+        .zip(fields)
+        .map(|(c, f)| match c {
+            AggColumn::Group => State::Group(None),
+            AggColumn::Count | AggColumn::AvgCount => State::Count(0),
+            AggColumn::AvgFloatSum => State::SumFloat(None),
+            AggColumn::Sum | AggColumn::Avg { .. } => match f.type_oid {
+                oid::INT8 => State::SumInt(None),
+                oid::NUMERIC => State::SumNum(None),
+                _ => State::SumFloat(None),
+            },
+            AggColumn::Min | AggColumn::Max => State::Best(None),
+            AggColumn::DistinctValue => State::Distinct(HashSet::new()),
+            AggColumn::CountDistinct { .. } => State::CountDistinct,
+        })
+        .collect()
 }
 
 impl Groups {
@@ -183,23 +220,7 @@ impl Groups {
         let slot = match self.index.get(&key) {
             Some(&s) => s,
             None => {
-                let fresh = spec
-                    .columns
-                    .iter()
-                    .zip(fields)
-                    .map(|(c, f)| match c {
-                        AggColumn::Group => State::Group(None),
-                        AggColumn::Count | AggColumn::AvgCount => State::Count(0),
-                        AggColumn::AvgFloatSum => State::SumFloat(None),
-                        AggColumn::Sum | AggColumn::Avg { .. } => match f.type_oid {
-                            oid::INT8 => State::SumInt(None),
-                            oid::NUMERIC => State::SumNum(None),
-                            _ => State::SumFloat(None),
-                        },
-                        AggColumn::Min | AggColumn::Max => State::Best(None),
-                    })
-                    .collect();
-                self.states.push(fresh);
+                self.states.push(fresh(fields, spec));
                 self.index.insert(key, self.states.len() - 1);
                 self.states.len() - 1
             }
@@ -207,15 +228,36 @@ impl Groups {
         for (i, (c, f)) in spec.columns.iter().zip(fields).enumerate() {
             let raw = column(i)?;
             let state = &mut self.states[slot][i];
+            if let (State::Distinct(seen), Some(raw)) = (&mut *state, raw.as_deref()) {
+                let key = distinct_key(f, raw)?;
+                let cost = key.len() + DISTINCT_OVERHEAD;
+                if seen.insert(key) {
+                    self.distinct_bytes += cost;
+                    if self.distinct_bytes > DISTINCT_BYTES {
+                        return Err(too_many_distinct());
+                    }
+                }
+                continue;
+            }
             combine(state, c, f, raw)?;
         }
         Ok(())
     }
 
     /// Final rows, one per group, in the client's formats.
-    pub fn finish(self, fields: &[FieldDesc], spec: &AggSpec) -> Result<Vec<Row>, PgError> {
+    pub fn finish(mut self, fields: &[FieldDesc], spec: &AggSpec) -> Result<Vec<Row>, PgError> {
+        if self.states.is_empty() && spec.single_group {
+            self.states.push(fresh(fields, spec));
+        }
         let mut rows = Vec::with_capacity(self.states.len());
         for states in self.states {
+            let distinct: Vec<i64> = states
+                .iter()
+                .map(|s| match s {
+                    State::Distinct(seen) => seen.len() as i64,
+                    _ => 0,
+                })
+                .collect();
             let counts: Vec<Option<i64>> = states
                 .iter()
                 .map(|s| {
@@ -241,6 +283,11 @@ impl Groups {
                     (State::Group(v), _) => v,
                     (State::Count(n), _) => Some(encode_int(n as i128, f)?),
                     (State::Best(b), _) => b.map(|(_, raw)| raw),
+                    (State::CountDistinct, AggColumn::CountDistinct { values }) => {
+                        Some(encode_int(distinct[*values] as i128, f)?)
+                    }
+                    // Hidden; never sent.
+                    (State::Distinct(_) | State::CountDistinct, _) => None,
                     (sum, AggColumn::Avg { count, float_sum }) => {
                         let n = counts[*count].unwrap_or(0);
                         // A float column: PostgreSQL's avg sums it in double precision.
@@ -352,8 +399,46 @@ fn combine(
                 }
             }
         }
+        State::Distinct(_) | State::CountDistinct => {}
     }
     Ok(())
+}
+
+/// Bytes that are equal exactly when PostgreSQL's `=` holds for two values of one column: text,
+/// integers, dates and timestamps by value; numeric with its scale dropped (1.0 = 1.00); floats
+/// with -0 = 0 and one NaN.
+fn distinct_key(f: &FieldDesc, raw: &[u8]) -> Result<Vec<u8>, PgError> {
+    Ok(
+        match value::decode(f.type_oid, f.format, Some(raw)).map_err(unsupported)? {
+            SortValue::Int(i) => i.to_be_bytes().to_vec(),
+            SortValue::Float(x) => {
+                let x = if x == 0.0 {
+                    0.0
+                } else if x.is_nan() {
+                    f64::NAN
+                } else {
+                    x
+                };
+                x.to_bits().to_be_bytes().to_vec()
+            }
+            SortValue::Numeric(d) => format!("{d:?}").into_bytes(),
+            SortValue::Bytes(b) => b,
+            SortValue::Null => Vec::new(),
+        },
+    )
+}
+
+fn too_many_distinct() -> PgError {
+    PgError::error(
+        sqlstate::PROGRAM_LIMIT_EXCEEDED,
+        format!(
+            "count(DISTINCT) over several shards holds more than {} MiB of distinct values",
+            DISTINCT_BYTES >> 20
+        ),
+    )
+    .with_hint(
+        "Add a shard-key condition so the query runs on one shard, or narrow the rows it counts.",
+    )
 }
 
 fn read_int(raw: &[u8], format: i16) -> Option<i128> {

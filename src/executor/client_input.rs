@@ -45,4 +45,21 @@ impl ClientInput {
             }
         }
     }
+
+    /// Whether `read_frame` would answer without waiting for the client: a whole message is
+    /// buffered or arrives now, or the connection ended or broke.
+    pub fn ready(&mut self) -> bool {
+        loop {
+            match self.scanner.scan(&self.buf, 0, |_| true) {
+                Ok(Scan::NeedMore) => {}
+                _ => return true,
+            }
+            self.buf.reserve(8 * 1024);
+            match self.rx.try_read_buf(&mut self.buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) => return e.kind() != std::io::ErrorKind::WouldBlock,
+            }
+        }
+    }
 }

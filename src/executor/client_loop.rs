@@ -31,6 +31,20 @@ pub async fn run(
     let mut extended = Extended::default();
     let mut input = ClientInput::new(rx, ctx.max_message_bytes);
     let end = loop {
+        // A client that stops sending with extended messages unsynced (libpq's pipeline mode
+        // does, reading results before its Sync) is served as PostgreSQL serves it: the
+        // messages run as they came, and results and errors reach it without waiting.
+        if extended.has_pending() && !input.ready() {
+            exec.input = Some(input);
+            let served = match extended.run_pending(&mut exec).await {
+                Ok(()) => exec.flush().await,
+                Err(stop) => Err(stop),
+            };
+            input = exec.input.take().expect("the client input is lent back");
+            if let Err(stop) = served {
+                break ended(stop);
+            }
+        }
         let frame = tokio::select! {
             f = input.read_frame() => f,
             (i, read) = exec.idle_input() => {

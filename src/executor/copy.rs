@@ -213,7 +213,7 @@ impl Exec<'_> {
             binary: plan.format.kind == Kind::Binary,
         };
         let mut bad: Option<PgError> = None;
-        let mut client_failed = false;
+        let mut client_failed: Option<String> = None;
         loop {
             let input = self.input.as_mut().ok_or(Stop::Client)?;
             let f = match input.read_frame().await {
@@ -230,7 +230,10 @@ impl Exec<'_> {
                 b'd' | b'H' | b'S' => {}
                 b'c' => break,
                 b'f' => {
-                    client_failed = true;
+                    // The client's reason is what PostgreSQL reports back to it.
+                    let body = f.body();
+                    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+                    client_failed = Some(String::from_utf8_lossy(&body[..end]).into_owned());
                     break;
                 }
                 other => {
@@ -242,24 +245,19 @@ impl Exec<'_> {
                 }
             }
         }
-        if bad.is_none() && !client_failed {
+        if bad.is_none() && client_failed.is_none() {
             if let Err(e) = self.route_rows(&mut router, &[], true).await? {
                 bad = Some(bad_row(&plan.table, e));
             }
         }
-        let fail_reason = if client_failed {
-            None
-        } else {
-            bad.as_ref().map(|e| e.message.clone())
+        let fail_reason = match &client_failed {
+            Some(reason) => Some(reason.clone()),
+            None => bad.as_ref().map(|e| e.message.clone()),
         };
         let mut total = 0;
         let mut failure = None;
         for &s in &all {
-            let reason = if client_failed {
-                Some("COPY failed by the client".to_string())
-            } else {
-                fail_reason.clone()
-            };
+            let reason = fail_reason.clone();
             if reason.is_none() {
                 let mut batch = std::mem::take(&mut router.batches[s]);
                 if router.binary && router.splitter.is_some() {

@@ -105,17 +105,41 @@ impl Exec<'_> {
                         format!("cursor \"{name}\" does not exist"),
                     )));
                 };
-                let close = format!("CLOSE {}", quoted(&name));
-                for s in c.shards {
-                    if let Some(e) = self.run_quiet(s, &close).await? {
-                        self.shard_error(&e);
-                        return Ok(Step::Failed);
-                    }
+                if self.close_on(&name, &c.shards).await? == Step::Failed {
+                    return Ok(Step::Failed);
                 }
                 build::command_complete("CLOSE CURSOR", &mut self.out);
                 Ok(Step::Done)
             }
         }
+    }
+
+    /// A protocol-level Close of the portal named like a cursor this session declared: the
+    /// cursor is gone, as after CLOSE. `None` when no such cursor; `Some(shard)` when the one
+    /// shard holding it should answer the Close itself.
+    pub async fn close_cursor_portal(&mut self, name: &str) -> R<Option<Result<usize, Step>>> {
+        Ok(match self.cursors.remove(name) {
+            None => None,
+            Some(CursorAt::One(s)) => Some(Ok(s)),
+            Some(CursorAt::Several(c)) => {
+                let step = self.close_on(name, &c.shards).await?;
+                if step == Step::Done {
+                    build::empty(b'3', &mut self.out);
+                }
+                Some(Err(step))
+            }
+        })
+    }
+
+    async fn close_on(&mut self, name: &str, shards: &[usize]) -> R<Step> {
+        let close = format!("CLOSE {}", quoted(name));
+        for &s in shards {
+            if let Some(e) = self.run_quiet(s, &close).await? {
+                self.shard_error(&e);
+                return Ok(Step::Failed);
+            }
+        }
+        Ok(Step::Done)
     }
 
     async fn declare_on(&mut self, name: String, shards: Vec<usize>, sql: &str) -> R<Step> {

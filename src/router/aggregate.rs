@@ -3,7 +3,9 @@
 //!
 //! Each shard aggregates its own rows; the proxy combines the partial results per group. avg(x)
 //! becomes sum(x) plus a hidden count(x) on the shards and is divided in the proxy exactly as
-//! PostgreSQL's numeric division would. HAVING, ORDER BY, OFFSET and LIMIT are applied after the
+//! PostgreSQL's numeric division would. count(DISTINCT x) adds x to the shards' GROUP BY and
+//! returns it as a hidden column; the proxy counts the distinct values per group (every other
+//! aggregate still combines, as its partials over the finer groups add up to the same result). HAVING, ORDER BY, OFFSET and LIMIT are applied after the
 //! combination (a group can span shards, so none of them can be pushed down). Group columns and
 //! sort values the client did not select travel as hidden trailing columns.
 
@@ -33,6 +35,12 @@ pub enum AggColumn {
     AvgCount,
     /// A hidden sum((x) * 1::float8) feeding an Avg.
     AvgFloatSum,
+    /// count(DISTINCT x): the number of distinct non-null values in column `values`.
+    CountDistinct {
+        values: usize,
+    },
+    /// The hidden x of a count(DISTINCT x), one value per shard row.
+    DistinctValue,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +66,9 @@ pub struct AggSpec {
     /// One per returned column (client's, then hidden).
     pub columns: Vec<AggColumn>,
     pub having: Vec<HavingCond>,
+    /// The client's query has no GROUP BY, so its answer is one row even when the shards return
+    /// none (their GROUP BY was only added for count(DISTINCT)).
+    pub single_group: bool,
 }
 
 fn unsupported(message: String) -> PgError {
@@ -79,6 +90,18 @@ fn aggregate_kind(e: &Expr) -> Result<Option<&'static str>, String> {
         Some(ObjectNamePart::Identifier(i)) => i.value.to_ascii_lowercase(),
         _ => return Ok(None),
     };
+    if let FunctionArguments::List(list) = &f.args {
+        if name == "count"
+            && list.duplicate_treatment == Some(sqlparser::ast::DuplicateTreatment::Distinct)
+            && list.clauses.is_empty()
+            && distinct_argument(e).is_some()
+            && f.over.is_none()
+            && f.filter.is_none()
+            && f.within_group.is_empty()
+        {
+            return Ok(Some("count_distinct"));
+        }
+    }
     let kind = match name.as_str() {
         "count" => "count",
         "sum" => "sum",
@@ -95,7 +118,7 @@ fn aggregate_kind(e: &Expr) -> Result<Option<&'static str>, String> {
     if let FunctionArguments::List(list) = &f.args {
         if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
             return Err(format!(
-                "{name}(DISTINCT ...) and ordered aggregates over several shards are not supported"
+                "{name}(DISTINCT ...) other than count(DISTINCT x), and ordered aggregates, over several shards are not supported"
             ));
         }
         if list.args.len() != 1 {
@@ -189,6 +212,7 @@ pub fn plan_aggregate(
     let mut shard_items: Vec<SelectItem> = Vec::new();
     let mut hidden: Vec<SelectItem> = Vec::new();
     let mut avg_pending: Vec<(usize, Expr)> = Vec::new();
+    let mut distinct_pending: Vec<(usize, Expr)> = Vec::new();
     for (i, (expr, alias)) in items.iter().enumerate() {
         let kind = match aggregate_kind(expr) {
             Ok(k) => k,
@@ -200,6 +224,10 @@ pub fn plan_aggregate(
             Some("sum") => AggColumn::Sum,
             Some("min") => AggColumn::Min,
             Some("max") => AggColumn::Max,
+            Some("count_distinct") => {
+                distinct_pending.extend(distinct_argument(expr).map(|a| (i, a)));
+                AggColumn::CountDistinct { values: usize::MAX }
+            }
             Some(_) => {
                 avg_pending.push((i, expr.clone()));
                 AggColumn::Avg {
@@ -267,6 +295,19 @@ pub fn plan_aggregate(
             float_sum,
         };
     }
+    let mut extra_groups = Vec::new();
+    for (i, arg) in distinct_pending {
+        spec.columns[i] = AggColumn::CountDistinct {
+            values: visible + hidden.len(),
+        };
+        hidden.push(SelectItem::ExprWithAlias {
+            expr: arg.clone(),
+            alias: Ident::new(format!("__shardgate_distinct_{i}")),
+        });
+        spec.columns.push(AggColumn::DistinctValue);
+        extra_groups.push(arg);
+    }
+    spec.single_group = group_exprs.is_empty();
     // Finds (or adds as hidden) the column computing `e`.
     let column_of =
         |e: &Expr, spec: &mut AggSpec, hidden: &mut Vec<SelectItem>| -> Result<usize, PgError> {
@@ -398,6 +439,9 @@ pub fn plan_aggregate(
         sel.projection = shard_items;
         sel.projection.extend(hidden.iter().cloned());
         sel.having = None;
+        if let GroupByExpr::Expressions(e, _) = &mut sel.group_by {
+            e.extend(extra_groups);
+        }
     }
     let picks = super::plan::keep_used_params(&mut rewritten, params.values.len());
     let merge = MergeSpec {
@@ -438,6 +482,19 @@ fn float_sum_of(avg: &Expr) -> Option<Expr> {
         .ok()?
         .parse_expr()
         .ok()
+}
+
+/// The x of a one-argument aggregate such as `count(DISTINCT x)`.
+fn distinct_argument(e: &Expr) -> Option<Expr> {
+    use sqlparser::ast::{FunctionArg, FunctionArgExpr};
+    let Expr::Function(f) = e else { return None };
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    match list.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] => Some(arg.clone()),
+        _ => None,
+    }
 }
 
 fn rename_function(e: &Expr, to: &str) -> Expr {

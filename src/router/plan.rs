@@ -2007,8 +2007,21 @@ mod tests {
             ]
         );
         assert_eq!((merge.limit, merge.hidden), (Some(3), 3));
+        let Plan::Scatter { sql, merge, .. } =
+            plan_sql("select count(distinct v), count(*) from accounts")
+        else {
+            panic!()
+        };
+        assert_eq!(sql, "SELECT count(DISTINCT v), count(*), v AS __shardgate_distinct_0 FROM accounts GROUP BY v");
+        let spec = merge.aggregate.unwrap();
+        assert_eq!(
+            spec.columns,
+            vec![CountDistinct { values: 2 }, Count, DistinctValue]
+        );
+        assert!(spec.single_group);
         for sql in [
-            "select count(distinct v) from accounts",
+            "select sum(distinct v) from accounts",
+            "select count(distinct (v, x)) filter (where x > 1) from accounts",
             "select sum(x) + 1 from accounts",
             "select v from accounts group by v having sum(x) > min(y)",
         ] {

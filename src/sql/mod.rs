@@ -110,9 +110,114 @@ pub fn is_catalog_relation(name: &str) -> bool {
     match schema.as_deref() {
         Some("pg_catalog") | Some("information_schema") => true,
         Some(_) => false,
-        None => table.starts_with("pg_"),
+        // Unqualified, a name is pg_catalog's only if pg_catalog has it: a user's table may
+        // be called pg_anything too. The statistics views, whose list grows with every
+        // release, are recognised by prefix.
+        None => {
+            table.starts_with("pg_stat") || CATALOG_RELATIONS.binary_search(&table.as_str()).is_ok()
+        }
     }
 }
+
+/// pg_catalog's tables and views (PostgreSQL 15, plus later releases' additions), sorted,
+/// without the pg_stat* views.
+const CATALOG_RELATIONS: &[&str] = &[
+    "pg_aggregate",
+    "pg_aios",
+    "pg_am",
+    "pg_amop",
+    "pg_amproc",
+    "pg_attrdef",
+    "pg_attribute",
+    "pg_auth_members",
+    "pg_authid",
+    "pg_available_extension_versions",
+    "pg_available_extensions",
+    "pg_backend_memory_contexts",
+    "pg_cast",
+    "pg_class",
+    "pg_collation",
+    "pg_config",
+    "pg_constraint",
+    "pg_conversion",
+    "pg_cursors",
+    "pg_database",
+    "pg_db_role_setting",
+    "pg_default_acl",
+    "pg_depend",
+    "pg_description",
+    "pg_enum",
+    "pg_event_trigger",
+    "pg_extension",
+    "pg_file_settings",
+    "pg_foreign_data_wrapper",
+    "pg_foreign_server",
+    "pg_foreign_table",
+    "pg_group",
+    "pg_hba_file_rules",
+    "pg_ident_file_mappings",
+    "pg_index",
+    "pg_indexes",
+    "pg_inherits",
+    "pg_init_privs",
+    "pg_language",
+    "pg_largeobject",
+    "pg_largeobject_metadata",
+    "pg_locks",
+    "pg_matviews",
+    "pg_namespace",
+    "pg_opclass",
+    "pg_operator",
+    "pg_opfamily",
+    "pg_parameter_acl",
+    "pg_partitioned_table",
+    "pg_policies",
+    "pg_policy",
+    "pg_prepared_statements",
+    "pg_prepared_xacts",
+    "pg_proc",
+    "pg_publication",
+    "pg_publication_namespace",
+    "pg_publication_rel",
+    "pg_publication_tables",
+    "pg_range",
+    "pg_replication_origin",
+    "pg_replication_origin_status",
+    "pg_replication_slots",
+    "pg_rewrite",
+    "pg_roles",
+    "pg_rules",
+    "pg_seclabel",
+    "pg_seclabels",
+    "pg_sequence",
+    "pg_sequences",
+    "pg_settings",
+    "pg_shadow",
+    "pg_shdepend",
+    "pg_shdescription",
+    "pg_shmem_allocations",
+    "pg_shmem_allocations_numa",
+    "pg_shseclabel",
+    "pg_subscription",
+    "pg_subscription_rel",
+    "pg_tables",
+    "pg_tablespace",
+    "pg_timezone_abbrevs",
+    "pg_timezone_names",
+    "pg_transform",
+    "pg_trigger",
+    "pg_ts_config",
+    "pg_ts_config_map",
+    "pg_ts_dict",
+    "pg_ts_parser",
+    "pg_ts_template",
+    "pg_type",
+    "pg_user",
+    "pg_user_mapping",
+    "pg_user_mappings",
+    "pg_views",
+    "pg_wait_events",
+];
 
 #[cfg(test)]
 mod tests {
@@ -172,6 +277,12 @@ mod tests {
         assert!(is_catalog_relation("pg_class"));
         assert!(is_catalog_relation("information_schema.tables"));
         assert!(!is_catalog_relation("public.pg_mine"));
+        assert!(!is_catalog_relation("pg_pipeline"));
+        assert!(is_catalog_relation("pg_stat_activity"));
+        assert!(is_catalog_relation("pg_wait_events"));
+        let mut sorted = CATALOG_RELATIONS.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(sorted, CATALOG_RELATIONS);
         assert!(!is_catalog_relation("accounts"));
     }
 }

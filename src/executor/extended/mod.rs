@@ -336,6 +336,11 @@ impl Extended {
         })
     }
 
+    /// Messages received since the last Sync or Flush that have not run yet.
+    pub fn has_pending(&self) -> bool {
+        !self.batch.is_empty()
+    }
+
     /// After an error, PostgreSQL discards every message until Sync, a simple Query included.
     pub fn skipping_until_sync(&self) -> bool {
         self.failed

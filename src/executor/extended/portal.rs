@@ -552,7 +552,13 @@ impl Extended {
         } else {
             match self.portals.remove(name) {
                 Some(Portal::Shard(s)) => vec![s],
-                _ => vec![],
+                Some(_) => vec![],
+                // An SQL cursor is a portal too: closing it by protocol closes the cursor.
+                None => match exec.close_cursor_portal(name).await? {
+                    Some(Ok(s)) => vec![s],
+                    Some(Err(step)) => return Ok(step),
+                    None => vec![],
+                },
             }
         };
         if shards.is_empty() {
