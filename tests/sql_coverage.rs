@@ -704,6 +704,105 @@ async fn split_insert_returning_keeps_the_clients_row_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_without_its_sequence_columns_gets_cluster_wide_values() {
+    let tail = "[tables.events]\nshard_key = \"id\"\nkey_type = \"integer\"\n[tables.parts]\nshard_key = \"owner\"\nkey_type = \"bigint\"\n[tables.plain]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
+    let tc = TestCluster::start_unlike(3, "", tail).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table events (id serial primary key, note text);
+         create table parts (id bigserial primary key, owner bigint, note text);
+         create table plain (id bigint primary key, note text)",
+    )
+    .await
+    .unwrap();
+    let text: String = (0..30).map(|i| format!("t{i}\n")).collect();
+    let csv: String = (0..30)
+        .map(|i| format!("\"c{i}\nsecond line\"\r\n"))
+        .collect();
+    let mut binary = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0".to_vec();
+    for i in 0..30 {
+        let note = format!("b{i}");
+        binary.extend_from_slice(&1i16.to_be_bytes());
+        binary.extend_from_slice(&(note.len() as i32).to_be_bytes());
+        binary.extend_from_slice(note.as_bytes());
+    }
+    binary.extend_from_slice(&(-1i16).to_be_bytes());
+    for (sql, data) in [
+        ("copy events (note) from stdin", text.as_bytes()),
+        (
+            "copy events (note) from stdin with (format csv)",
+            csv.as_bytes(),
+        ),
+        (
+            "copy events (note) from stdin with (format binary)",
+            &binary[..],
+        ),
+    ] {
+        assert_eq!(copy_in(&c, sql, data).await.unwrap(), 30, "{sql}");
+    }
+    // Each row on the shard that owns its key, every key unique, the rows spread out.
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        for r in tc
+            .direct(i)
+            .await
+            .query("select id from events", &[])
+            .await
+            .unwrap()
+        {
+            let id: i32 = r.get(0);
+            let routed = c
+                .query_one(&format!("show shardgate.route events {id}"), &[])
+                .await
+                .unwrap();
+            assert_eq!(routed.get::<_, String>(3), format!("s{i}"), "key {id}");
+            ids.push(id);
+        }
+    }
+    assert_eq!(ids.len(), 90);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 90, "a key was handed out twice");
+    let notes = rows(
+        &c.simple_query(
+            "select count(*) from events where note like 'c%' || chr(10) || 'second line'",
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(notes[0][0].as_deref(), Some("30"));
+    // The key given, another serial column left out: its values are unique too.
+    let owners: String = (0..40).map(|i| format!("{i}\tp{i}\n")).collect();
+    assert_eq!(
+        copy_in(&c, "copy parts (owner, note) from stdin", owners.as_bytes())
+            .await
+            .unwrap(),
+        40
+    );
+    let mut part_ids = Vec::new();
+    for i in 0..3 {
+        for r in tc
+            .direct(i)
+            .await
+            .query("select id from parts", &[])
+            .await
+            .unwrap()
+        {
+            part_ids.push(r.get::<_, i64>(0));
+        }
+    }
+    part_ids.sort();
+    part_ids.dedup();
+    assert_eq!(part_ids.len(), 40, "a serial value was used on two shards");
+    // Without the key and without a sequence to fill it: refused, with the way out.
+    let err = copy_in(&c, "copy plain (note) from stdin", b"x\n")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "0A000");
+    assert!(db_error(&err).hint().unwrap_or("").contains("sequence"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_keys_from_a_sequence_are_unique_across_the_cluster() {
     let tail = "[tables.orders]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.tickets]\nshard_key = \"id\"\nkey_type = \"integer\"\n[tables.badseq]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.lines]\nshard_key = \"order_id\"\nkey_type = \"bigint\"\n";
     let tc = TestCluster::start_unlike(3, "", tail).await;

@@ -12,15 +12,19 @@
 //! as it came. A row the proxy cannot place (a malformed key, a missing key field) fails the
 //! COPY with the line it was on; the rest of the client's data is read and dropped, as
 //! PostgreSQL does after an error, and every shard's COPY is failed so nothing is kept.
+//! Sequence columns (the key or others) the column list leaves out are filled in from the
+//! cluster-wide sequence (see `key_sequence`), appended to each row before it is placed.
 
-use super::copy_rows::{BadRow, Kind, Piece, Splitter};
+use super::copy_rows::{append_fields, BadRow, Format, Kind, Piece, Splitter};
 use super::session::{Exec, Step, Stop, R};
 use super::txn::TxnState;
 use crate::error::{sqlstate, PgError};
+use crate::placement::KeyValue;
 use crate::protocol::{build, inspect, Frame};
 use crate::router::copy::CopyIn;
 use crate::router::plan::HOME;
 use bytes::{BufMut, BytesMut};
+use std::collections::VecDeque;
 
 /// Rows held for one shard before they are sent as one CopyData.
 const BATCH_BYTES: usize = 64 * 1024;
@@ -118,6 +122,8 @@ impl Exec<'_> {
     }
 
     pub async fn copy_in(&mut self, plan: CopyIn, sql: &str) -> R<Step> {
+        let mut generated = Vec::new();
+        let mut sql = sql.to_string();
         let key = match &plan.key {
             None => None,
             Some((column, key_type)) => {
@@ -126,29 +132,63 @@ impl Exec<'_> {
                 } else {
                     plan.columns.clone()
                 };
-                match columns.iter().position(|c| c.eq_ignore_ascii_case(column)) {
-                    Some(i) => Some((i, *key_type)),
-                    None => {
-                        return Ok(self.error(&PgError::error(
-                            "42703",
-                            format!(
-                                "column \"{column}\" of relation \"{}\" does not exist",
-                                plan.table
-                            ),
-                        )))
-                    }
+                let at = columns.iter().position(|c| c.eq_ignore_ascii_case(column));
+                if at.is_none() && plan.columns.is_empty() {
+                    return Ok(self.error(&PgError::error(
+                        "42703",
+                        format!(
+                            "column \"{column}\" of relation \"{}\" does not exist",
+                            plan.table
+                        ),
+                    )));
                 }
+                // Sequence columns the list leaves out get the cluster-wide sequence's values,
+                // as in an INSERT (the shards' own sequences would repeat each other's).
+                if !plan.columns.is_empty() {
+                    generated = self
+                        .omitted_sequences(&plan.table, &plan.columns)
+                        .await?
+                        .into_iter()
+                        .map(|(name, sequence, width)| Generated {
+                            is_key: name.eq_ignore_ascii_case(column),
+                            name,
+                            sequence,
+                            width,
+                            drawn: VecDeque::new(),
+                        })
+                        .collect();
+                }
+                if at.is_none() && !generated.iter().any(|g| g.is_key) {
+                    return Ok(self.error(&PgError::error(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        format!("COPY into sharded table {} must give the shard key {column}", plan.table),
+                    ).with_hint("The shard key decides where each row lives: add it to the column list, or give the column a sequence (serial or identity) for the proxy to fill in.")));
+                }
+                Some((at, *key_type))
             }
         };
+        if !generated.is_empty() {
+            let names: Vec<String> = generated.iter().map(|g| g.name.clone()).collect();
+            match crate::router::copy::with_columns(&sql, &names) {
+                Some(s) => sql = s,
+                None => {
+                    return Ok(self.error(&PgError::error(
+                        sqlstate::INTERNAL_ERROR,
+                        "could not add the sequence columns to the COPY",
+                    )))
+                }
+            }
+        }
         let own = self.own_implicit();
-        let step = self.copy_in_everywhere(&plan, key, sql).await?;
+        let step = self.copy_in_everywhere(&plan, key, generated, &sql).await?;
         self.end_own_implicit(own, step).await
     }
 
     async fn copy_in_everywhere(
         &mut self,
         plan: &CopyIn,
-        key: Option<(usize, crate::placement::KeyType)>,
+        key: Option<(Option<usize>, crate::placement::KeyType)>,
+        generated: Vec<Generated>,
         sql: &str,
     ) -> R<Step> {
         let all: Vec<usize> = match plan.only {
@@ -211,6 +251,9 @@ impl Exec<'_> {
             batches: vec![BytesMut::new(); self.links.len()],
             targets: all.clone(),
             binary: plan.format.kind == Kind::Binary,
+            generated,
+            format: plan.format.clone(),
+            key_type: key.map(|(_, t)| t),
         };
         let mut bad: Option<PgError> = None;
         let mut client_failed: Option<String> = None;
@@ -316,7 +359,34 @@ impl Exec<'_> {
                     .batches
                     .iter_mut()
                     .for_each(|b| b.extend_from_slice(&h)),
-                Piece::Row { bytes, key } => {
+                Piece::Row { mut bytes, mut key } => {
+                    if !router.generated.is_empty() {
+                        let mut values = Vec::with_capacity(router.generated.len());
+                        for g in router.generated.iter_mut() {
+                            if g.drawn.is_empty() {
+                                match self.draw(&g.sequence, DRAW_FOR_COPY).await? {
+                                    Some(d) => g.drawn.extend(d),
+                                    None => {
+                                        return Ok(Err(BadRow {
+                                            message: format!(
+                                                "could not draw values of sequence {}",
+                                                g.sequence
+                                            ),
+                                            line: splitter.line(),
+                                        }))
+                                    }
+                                }
+                            }
+                            let v = g.drawn.pop_front().expect("drawn above");
+                            if g.is_key {
+                                key = router
+                                    .key_type
+                                    .and_then(|t| KeyValue::from_text(t, &v.to_string()).ok());
+                            }
+                            values.push((v, g.width));
+                        }
+                        append_fields(&mut bytes, &router.format, &values);
+                    }
                     let s = key.map_or(HOME, |k| self.placement.shard_of(&k));
                     router.batches[s].extend_from_slice(&bytes);
                     if router.batches[s].len() >= BATCH_BYTES {
@@ -381,7 +451,23 @@ struct RowRouter {
     /// The shards taking part.
     targets: Vec<usize>,
     binary: bool,
+    /// Sequence columns the client left out, appended to each row in this order.
+    generated: Vec<Generated>,
+    format: Format,
+    key_type: Option<crate::placement::KeyType>,
 }
+
+/// A sequence column the proxy fills in, with the values drawn for it and not used yet.
+struct Generated {
+    name: String,
+    sequence: String,
+    width: i16,
+    is_key: bool,
+    drawn: VecDeque<i64>,
+}
+
+/// Values of a sequence drawn at once for a COPY (an INSERT draws `key_sequence::BLOCK`).
+const DRAW_FOR_COPY: usize = 1000;
 
 fn bad_row(table: &str, e: BadRow) -> PgError {
     PgError::error("22P04", e.message).with_detail(format!("COPY {table}, line {}", e.line))

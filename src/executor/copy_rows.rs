@@ -62,7 +62,8 @@ pub struct BadRow {
 
 pub struct Splitter {
     format: Format,
-    key_index: usize,
+    /// None: the rows carry no key (the proxy adds it, see `append_fields`).
+    key_index: Option<usize>,
     key_type: KeyType,
     buf: Vec<u8>,
     /// Where the next row starts in `buf`, and how far it has been scanned.
@@ -79,7 +80,7 @@ pub struct Splitter {
 const COMPACT_AT: usize = 64 * 1024;
 
 impl Splitter {
-    pub fn new(format: Format, key_index: usize, key_type: KeyType) -> Splitter {
+    pub fn new(format: Format, key_index: Option<usize>, key_type: KeyType) -> Splitter {
         let header_pending = format.header || format.kind == Kind::Binary;
         Splitter {
             format,
@@ -93,6 +94,11 @@ impl Splitter {
             ended: false,
             line: 0,
         }
+    }
+
+    /// The line (text, CSV) or row (binary) of the input read last.
+    pub fn line(&self) -> u64 {
+        self.line
     }
 
     pub fn push(&mut self, data: &[u8]) {
@@ -192,10 +198,13 @@ impl Splitter {
     /// The key field of a text or CSV row (without its line end).
     fn key_of(&self, row: &[u8]) -> Result<Option<KeyValue>, BadRow> {
         let f = &self.format;
-        let Some((raw, quoted)) = field(row, self.key_index, f) else {
+        let Some(key_index) = self.key_index else {
+            return Ok(None);
+        };
+        let Some((raw, quoted)) = field(row, key_index, f) else {
             return Err(self.bad_line(format!(
                 "missing data for the shard key (column {} of the row)",
-                self.key_index + 1
+                key_index + 1
             )));
         };
         if !quoted && raw == f.null.as_slice() {
@@ -259,16 +268,16 @@ impl Splitter {
             if avail.len() < at + len {
                 return self.need_more(last, "the binary COPY data ends inside a row");
             }
-            if i == self.key_index && !null {
+            if Some(i) == self.key_index && !null {
                 key = Some(&avail[at..at + len]);
             }
             at += len;
         }
         self.line += 1;
-        if (fields as usize) <= self.key_index {
+        if let Some(k) = self.key_index.filter(|&k| fields as usize <= k) {
             return Err(self.bad_line(format!(
                 "row has {fields} fields, so no shard key (field {})",
-                self.key_index + 1
+                k + 1
             )));
         }
         let key = match key {
@@ -293,6 +302,34 @@ impl Splitter {
         }
         Ok(None)
     }
+}
+
+/// Adds integer fields at the end of a whole row (as `Piece::Row` gives it): before the line
+/// end in text and CSV, and as `width`-byte values with the field count raised in binary.
+pub fn append_fields(row: &mut Vec<u8>, format: &Format, values: &[(i64, i16)]) {
+    if format.kind == Kind::Binary {
+        if row.len() < 2 {
+            return;
+        }
+        let fields = i16::from_be_bytes([row[0], row[1]]) + values.len() as i16;
+        row[..2].copy_from_slice(&fields.to_be_bytes());
+        for &(v, width) in values {
+            row.extend_from_slice(&(width as i32).to_be_bytes());
+            match width {
+                2 => row.extend_from_slice(&(v as i16).to_be_bytes()),
+                4 => row.extend_from_slice(&(v as i32).to_be_bytes()),
+                _ => row.extend_from_slice(&v.to_be_bytes()),
+            }
+        }
+        return;
+    }
+    let content = trim_eol(row).len();
+    let eol = row.split_off(content);
+    for &(v, _) in values {
+        row.push(format.delimiter);
+        row.extend_from_slice(v.to_string().as_bytes());
+    }
+    row.extend_from_slice(&eol);
 }
 
 fn trim_eol(row: &[u8]) -> &[u8] {
@@ -430,8 +467,27 @@ fn unquote(raw: &[u8], quote: u8, escape: u8) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn appended_fields_go_before_the_line_end_or_raise_the_field_count() {
+        let csv = Format::new(Kind::Csv);
+        for (row, want) in [
+            (&b"a,\"b\nc\"\r\n"[..], &b"a,\"b\nc\",7,9\r\n"[..]),
+            (b"a\n", b"a,7,9\n"),
+            (b"a", b"a,7,9"),
+        ] {
+            let mut r = row.to_vec();
+            append_fields(&mut r, &csv, &[(7, 8), (9, 4)]);
+            assert_eq!(r, want);
+        }
+        let mut r = vec![0, 1, 0, 0, 0, 1, b'x'];
+        append_fields(&mut r, &Format::new(Kind::Binary), &[(5, 4), (-1, 8)]);
+        let mut want = vec![0, 3, 0, 0, 0, 1, b'x', 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 8];
+        want.extend_from_slice(&(-1i64).to_be_bytes());
+        assert_eq!(r, want);
+    }
+
     fn all(format: Format, key: usize, chunks: &[&[u8]]) -> Vec<Piece> {
-        let mut s = Splitter::new(format, key, KeyType::Integer);
+        let mut s = Splitter::new(format, Some(key), KeyType::Integer);
         let mut out = Vec::new();
         for c in chunks {
             s.push(c);
@@ -512,12 +568,12 @@ mod tests {
 
     #[test]
     fn bad_keys_and_short_rows_are_reported_with_their_line() {
-        let mut s = Splitter::new(Format::new(Kind::Text), 1, KeyType::Integer);
+        let mut s = Splitter::new(Format::new(Kind::Text), Some(1), KeyType::Integer);
         s.push(b"a\t1\nb\tnope\n");
         assert!(matches!(s.next(false), Ok(Some(Piece::Row { .. }))));
         let err = s.next(false).unwrap_err();
         assert_eq!(err.line, 2);
-        let mut s = Splitter::new(Format::new(Kind::Text), 2, KeyType::Integer);
+        let mut s = Splitter::new(Format::new(Kind::Text), Some(2), KeyType::Integer);
         s.push(b"a\t1\n");
         assert!(s.next(false).is_err());
     }

@@ -31,6 +31,8 @@ struct SequenceColumn {
     column: String,
     /// Schema-qualified, as `pg_get_serial_sequence` or the column default names it.
     sequence: String,
+    /// The column's size in bytes (2, 4 or 8 for the integer types), for binary COPY.
+    width: i16,
 }
 
 /// The proxy's shared cache of drawn values (by sequence), and what it learnt of each table.
@@ -210,9 +212,25 @@ impl Exec<'_> {
         Ok(changed.then_some(Statement::Insert(filled)))
     }
 
+    /// The sequence columns of `table` a COPY with this column list leaves out, as
+    /// `(column, sequence, width)`: the proxy gives them values, as it does for an INSERT.
+    pub async fn omitted_sequences(
+        &mut self,
+        table: &str,
+        columns: &[String],
+    ) -> R<Vec<(String, String, i16)>> {
+        Ok(self
+            .sequence_columns(table)
+            .await?
+            .into_iter()
+            .filter(|s| !columns.iter().any(|c| c.eq_ignore_ascii_case(&s.column)))
+            .map(|s| (s.column, s.sequence, s.width))
+            .collect())
+    }
+
     /// `n` values of `sequence`, from the cache or drawn now; None if the draw failed (the
     /// statement then goes as written, and the shard reports what is wrong).
-    async fn draw(&mut self, sequence: &str, n: usize) -> R<Option<Vec<i64>>> {
+    pub(super) async fn draw(&mut self, sequence: &str, n: usize) -> R<Option<Vec<i64>>> {
         let Some(blocks) = self.key_blocks else {
             return Ok(None);
         };
@@ -259,8 +277,8 @@ impl Exec<'_> {
         {
             return Ok(known.clone());
         }
-        // `column|sequence` for serial and identity columns, and defaults calling nextval.
-        let sql = "SELECT a.attname || '|' || coalesce(pg_get_serial_sequence(a.attrelid::regclass::text, a.attname), \
+        // `width|column|sequence` for serial and identity columns, and defaults calling nextval.
+        let sql = "SELECT a.attlen || '|' || a.attname || '|' || coalesce(pg_get_serial_sequence(a.attrelid::regclass::text, a.attname), \
                     substring(pg_get_expr(d.adbin, d.adrelid) from 'nextval\\(''([^'']+)''')) \
              FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
              WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
@@ -278,12 +296,16 @@ impl Exec<'_> {
         };
         let found: Vec<SequenceColumn> = rows
             .iter()
-            .filter_map(|r| r.split_once('|'))
-            .filter(|(_, s)| !s.is_empty())
-            .map(|(c, s)| SequenceColumn {
-                column: c.to_string(),
-                sequence: s.to_string(),
+            .filter_map(|r| {
+                let (width, rest) = r.split_once('|')?;
+                let (column, sequence) = rest.split_once('|')?;
+                Some(SequenceColumn {
+                    column: column.to_string(),
+                    sequence: sequence.to_string(),
+                    width: width.parse().ok()?,
+                })
             })
+            .filter(|s| !s.sequence.is_empty())
             .collect();
         blocks
             .columns

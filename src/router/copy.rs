@@ -14,7 +14,7 @@ use crate::error::{sqlstate, PgError};
 use crate::executor::copy_rows::{Format, Kind};
 use crate::placement::{KeyType, Placement, TableRule};
 use sqlparser::ast::{
-    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement,
+    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Ident, Statement,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,20 +216,12 @@ pub fn plan_copy(stmt: &Statement, placement: &Placement) -> Plan {
                         format,
                     }))
                 }
+                // A column list without the key is for the executor to judge: a key from a
+                // sequence is filled in by the proxy.
                 Some(TableRule::Sharded {
                     key_column,
                     key_type,
-                }) => {
-                    if !columns.is_empty()
-                        && !columns.iter().any(|c| c.eq_ignore_ascii_case(key_column))
-                    {
-                        return refuse(
-                            format!("COPY into sharded table {table} must give the shard key {key_column}"),
-                            "The shard key decides where each row lives; add it to the column list.",
-                        );
-                    }
-                    Some((key_column.clone(), *key_type))
-                }
+                }) => Some((key_column.clone(), *key_type)),
             };
             Plan::Copy(CopyPlan::In(CopyIn {
                 table,
@@ -241,6 +233,21 @@ pub fn plan_copy(stmt: &Statement, placement: &Placement) -> Plan {
         }
         (CopySource::Query(_), false) => refuse("COPY FROM cannot read into a query", ""),
     }
+}
+
+/// A `COPY table (columns) FROM STDIN ...` statement with `extra` columns (names as the catalog
+/// has them) added to its column list.
+pub fn with_columns(sql: &str, extra: &[String]) -> Option<String> {
+    let mut stmt = parse_one(sql)?;
+    let Statement::Copy {
+        source: CopySource::Table { columns: list, .. },
+        ..
+    } = &mut stmt
+    else {
+        return None;
+    };
+    list.extend(extra.iter().map(|c| Ident::with_quote('"', c.as_str())));
+    Some(stmt.to_string())
 }
 
 fn parse_one(sql: &str) -> Option<Statement> {
@@ -313,7 +320,7 @@ mod tests {
     }
 
     #[test]
-    fn copy_in_needs_the_key_and_reads_the_options() {
+    fn copy_in_reads_the_key_and_the_options() {
         match planned("COPY accounts (name, id) FROM STDIN WITH CSV HEADER QUOTE '''' ") {
             Plan::Copy(CopyPlan::In(c)) => {
                 assert_eq!(c.columns, vec!["name", "id"]);
@@ -323,10 +330,19 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // Without the key: the executor fills it from a sequence or refuses.
         assert!(matches!(
             planned("COPY accounts (name) FROM STDIN"),
-            Plan::Reject(_)
+            Plan::Copy(CopyPlan::In(CopyIn { key: Some(_), .. }))
         ));
+        assert_eq!(
+            with_columns(
+                "COPY accounts (name) FROM STDIN (FORMAT csv)",
+                &["Id".into()]
+            )
+            .as_deref(),
+            Some("COPY accounts (name, \"Id\") FROM STDIN (FORMAT csv)")
+        );
         assert!(matches!(
             planned("COPY accounts FROM '/tmp/file'"),
             Plan::Reject(_)
