@@ -338,6 +338,53 @@ async fn messages_without_sync_run_and_their_error_arrives() {
     }
 }
 
+/// Bind of `statement` to the unnamed portal with text parameters, then Execute and Sync.
+fn bind_execute(statement: &str, params: &[&str]) -> Vec<u8> {
+    let mut bind = vec![0u8];
+    bind.extend_from_slice(statement.as_bytes());
+    bind.push(0);
+    bind.extend_from_slice(&0i16.to_be_bytes());
+    bind.extend_from_slice(&(params.len() as i16).to_be_bytes());
+    for p in params {
+        bind.extend_from_slice(&(p.len() as i32).to_be_bytes());
+        bind.extend_from_slice(p.as_bytes());
+    }
+    bind.extend_from_slice(&0i16.to_be_bytes());
+    let mut out = message(b'B', &bind);
+    out.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    out.extend(message(b'S', &[]));
+    out
+}
+
+fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut body = name.as_bytes().to_vec();
+    body.push(0);
+    body.extend_from_slice(sql.as_bytes());
+    body.extend_from_slice(&[0, 0, 0]);
+    message(b'P', &body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_unnamed_statement_survives_the_proxys_own() {
+    // The proxy re-binds statements it runs on every shard under the unnamed statement; the
+    // client's unnamed statement, prepared before, must still be the one its Bind runs.
+    let tc = cluster().await;
+    let (mut raw, _) = Raw::login(tc.port).await;
+    let mut first = parse("", "select $1::int + 1 as answer");
+    first.extend(message(b'S', &[]));
+    raw.send(&first).await;
+    raw.until_ready().await;
+    let mut everywhere = parse("s1", "select set_config('application_name', $1, false)");
+    everywhere.extend(bind_execute("s1", &["unnamed-test"]));
+    raw.send(&everywhere).await;
+    let answer = raw.until_ready().await;
+    assert!(answer.iter().any(|m| m.0 == b'D'), "{answer:?}");
+    raw.send(&bind_execute("", &["41"])).await;
+    let answer = raw.until_ready().await;
+    let row = answer.iter().find(|m| m.0 == b'D').expect("a row");
+    assert_eq!(&row.1[6..], b"42", "{answer:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_a_cursors_portal_closes_the_cursor() {
     let tc = cluster().await;

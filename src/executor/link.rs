@@ -45,6 +45,10 @@ pub struct ShardLink {
     pub notifications: Vec<Frame>,
     /// The FATAL the shard sent before closing, if it did: the client's last words then.
     pub fatal: Option<Frame>,
+    /// Parse messages of the unnamed statement sent so far, the client's and the proxy's own
+    /// (a re-bind of a scattered statement). The client's unnamed statement is still there
+    /// only if nothing parsed the unnamed statement after it (see `Statement::held_on`).
+    pub unnamed_parses: u64,
 }
 
 impl ShardLink {
@@ -59,6 +63,7 @@ impl ShardLink {
             health: None,
             notifications: Vec::new(),
             fatal: None,
+            unnamed_parses: 0,
         }
     }
 
@@ -94,6 +99,7 @@ impl ShardLink {
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), LinkLost> {
+        self.unnamed_parses += unnamed_parses(bytes);
         let write = self.stream.write_all(bytes);
         match within(
             self.response_timeout,
@@ -274,4 +280,17 @@ async fn within<T>(
             None
         }
     }
+}
+
+/// Parse messages of the unnamed statement among whole messages.
+pub(crate) fn unnamed_parses(mut bytes: &[u8]) -> u64 {
+    let mut n = 0;
+    while bytes.len() >= 6 {
+        let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+        if bytes[0] == b'P' && bytes[5] == 0 {
+            n += 1;
+        }
+        bytes = bytes.get(1 + len..).unwrap_or(&[]);
+    }
+    n
 }

@@ -46,6 +46,10 @@ struct Statement {
     ast: Option<Ast>,
     /// Shards where it is prepared under the client's name.
     on: BTreeSet<usize>,
+    /// For the unnamed statement: each shard's `ShardLink::unnamed_parses` once it was parsed
+    /// there. The proxy's own re-binds use the unnamed statement too and replace it.
+    parsed_at: std::collections::BTreeMap<usize, u64>,
+    unnamed: bool,
 }
 
 enum Portal {
@@ -92,7 +96,21 @@ impl Statement {
             param_types: p.param_types.clone(),
             ast: parse_ast_for(exec, &p.sql),
             on,
+            parsed_at: Default::default(),
+            unnamed: p.name.is_empty(),
         }
+    }
+
+    /// Whether shard `s` holds this statement now (a Bind there needs no Parse first).
+    fn held_on(&self, exec: &Exec<'_>, s: usize) -> bool {
+        self.on.contains(&s)
+            && (!self.unnamed || self.parsed_at.get(&s) == Some(&exec.links[s].unnamed_parses))
+    }
+
+    /// After the client's Parse of it was sent to shard `s`.
+    fn sent_to(&mut self, exec: &Exec<'_>, s: usize) {
+        self.on.insert(s);
+        self.parsed_at.insert(s, exec.links[s].unnamed_parses);
     }
 
     /// Whether the client declared a user-defined parameter type (whose OID differs per shard).
@@ -444,7 +462,7 @@ impl Extended {
                 match self.statements.get_mut(&p.name) {
                     // The home shard now has it: a Bind routed there must not parse it again.
                     Some(st) if step == Step::Done => {
-                        st.on.insert(HOME);
+                        st.sent_to(exec, HOME);
                     }
                     // The shard refused it: there is no such statement to bind later.
                     _ => {

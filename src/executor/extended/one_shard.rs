@@ -3,6 +3,7 @@
 //! not see).
 
 use super::{binds, snapshot_without, Extended, Portal, Statement};
+use crate::executor::link::unnamed_parses;
 use crate::executor::session::{Exec, Step, R};
 use crate::protocol::message::{ClientMessage, Kind};
 use crate::router::params::Params;
@@ -43,14 +44,19 @@ impl Extended {
         for m in &batch {
             match &m.kind {
                 Kind::Parse(p) => {
-                    let st = Statement::new(exec, m, p, BTreeSet::from([shard]));
+                    let mut st = Statement::new(exec, m, p, BTreeSet::from([shard]));
+                    // Held from this message on, which the batch's later Binds rely on.
+                    let after = exec.links[shard].unnamed_parses + unnamed_parses(&out) + 1;
+                    st.parsed_at.insert(shard, after);
                     self.statements.insert(p.name.clone(), st);
                 }
                 Kind::Bind(b) => {
                     if let Some(st) = self.statements.get_mut(&b.statement) {
-                        if !st.on.contains(&shard) {
+                        if !st.held_on(exec, shard) {
                             out.extend_from_slice(&st.parse);
                             st.on.insert(shard);
+                            let after = exec.links[shard].unnamed_parses + unnamed_parses(&out);
+                            st.parsed_at.insert(shard, after);
                             swallow += 1;
                         }
                     }
@@ -62,6 +68,12 @@ impl Extended {
             out.extend_from_slice(&m.frame.bytes);
         }
         exec.links[shard].send(&out).await?;
+        // The batch ends with the client's own unnamed statement on the shard, if it has one.
+        if let Some(st) = self.statements.get_mut("") {
+            if st.on.contains(&shard) {
+                st.sent_to(exec, shard);
+            }
+        }
         self.touched.insert(shard);
         let mut errored = false;
         if ends_with_sync {

@@ -181,18 +181,25 @@ impl Extended {
                 };
                 let mut frames = Vec::new();
                 let mut swallow = 0;
-                if !st.on.contains(&shard) {
+                let parse = !st.held_on(exec, shard);
+                if parse {
                     match st.parse_for(exec, shard).await {
                         Ok(parse) => frames.push(parse),
                         Err(e) => return Ok(exec.error(&e)),
                     }
-                    st.on.insert(shard);
                     swallow = 1;
                 }
                 frames.push(f.bytes.clone());
                 self.portals.insert(portal, Portal::Shard(shard));
-                self.send_and_relay(exec, shard, &frames, b'B', swallow)
-                    .await
+                let step = self
+                    .send_and_relay(exec, shard, &frames, b'B', swallow)
+                    .await;
+                if parse {
+                    if let Some(st) = self.statements.get_mut(stmt) {
+                        st.sent_to(exec, shard);
+                    }
+                }
+                step
             }
             Plan::Reject(e) => Ok(exec.error(&e)),
             // The home shard parsed it (at Parse), so it is valid SQL the proxy cannot route.
@@ -243,17 +250,21 @@ impl Extended {
                 }
                 return Ok(Step::Done);
             }
-            let (shard, swallow, mut frames) = match st.on.iter().next() {
-                Some(&s) => (s, 0, vec![]),
-                None => {
-                    st.on.insert(HOME);
-                    (HOME, 1, vec![st.parse.clone()])
-                }
+            let held = st.on.iter().copied().find(|&s| st.held_on(exec, s));
+            let (shard, swallow, mut frames) = match held {
+                Some(s) => (s, 0, vec![]),
+                None => (HOME, 1, vec![st.parse.clone()]),
             };
             frames.push(f.bytes.clone());
-            return self
+            let step = self
                 .send_and_relay(exec, shard, &frames, b'D', swallow)
                 .await;
+            if swallow == 1 {
+                if let Some(st) = self.statements.get_mut(name) {
+                    st.sent_to(exec, HOME);
+                }
+            }
+            return step;
         }
         match self.portals.get(name) {
             Some(Portal::Shard(s)) => {

@@ -49,7 +49,9 @@ impl Extended {
                         // types needs them translated for this shard: the slow path does it.
                         Plan::Shard { shard, .. }
                             if self.statements.get(&b.statement).is_some_and(|st| {
-                                shard != HOME && !st.on.contains(&shard) && st.declares_user_types()
+                                shard != HOME
+                                    && !st.held_on(exec, shard)
+                                    && st.declares_user_types()
                             }) =>
                         {
                             false
@@ -82,10 +84,9 @@ impl Extended {
                         match parsed.get(name) {
                             Some(Some(s)) => Some(*s),
                             Some(None) => dest.or(Some(HOME)),
-                            None => self
-                                .statements
-                                .get(name)
-                                .and_then(|s| s.on.iter().next().copied()),
+                            None => self.statements.get(name).and_then(|st| {
+                                st.on.iter().copied().find(|&s| st.held_on(exec, s))
+                            }),
                         }
                     };
                     match target {
