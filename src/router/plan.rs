@@ -636,6 +636,13 @@ pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
         Statement::CreateIndex(ci) => Plan::Broadcast {
             transactional: !ci.concurrently,
         },
+        // PostgreSQL refuses DROP DATABASE inside a transaction block.
+        Statement::Drop {
+            object_type: sqlparser::ast::ObjectType::Database,
+            ..
+        } => Plan::Broadcast {
+            transactional: false,
+        },
         Statement::AlterTable { .. }
         | Statement::Drop { .. }
         | Statement::CreateView { .. }
@@ -2039,6 +2046,12 @@ mod tests {
         );
         assert_eq!(
             plan_sql("create index concurrently i on accounts (v)"),
+            Plan::Broadcast {
+                transactional: false
+            }
+        );
+        assert_eq!(
+            plan_sql("drop database if exists other"),
             Plan::Broadcast {
                 transactional: false
             }

@@ -33,6 +33,12 @@ pub fn plan_keywords(w: &[&str; 3]) -> Option<Plan> {
         }
         ("reassign" | "grant" | "revoke" | "comment", _, _) => transactional(true),
         ("create" | "drop" | "alter", _, _) => schema_change(w),
+        // A COPY sqlparser could read is planned from its AST; this one has a clause it
+        // cannot (a WHERE, an option it does not know).
+        ("copy", _, _) => Some(refuse(
+            "this form of COPY (with WHERE or an option shardgate cannot read) is not supported on several shards",
+            "COPY FROM STDIN without WHERE and filter with INSERT ... SELECT, or use the plain option forms (FORMAT, HEADER, DELIMITER, NULL, QUOTE, ESCAPE).",
+        )),
         _ => None,
     }
 }
@@ -174,11 +180,12 @@ mod tests {
     }
 
     #[test]
-    fn subscriptions_and_temporary_tables_are_refused_with_a_reason() {
+    fn subscriptions_temporary_tables_and_unread_copies_are_refused_with_a_reason() {
         for sql in [
             "CREATE SUBSCRIPTION s CONNECTION 'x' PUBLICATION p",
             "CREATE TEMP TABLE t (a int)",
             "CREATE LOCAL TEMPORARY TABLE t (a int)",
+            "COPY t FROM STDIN WHERE a > 1",
         ] {
             assert!(matches!(planned(sql), Some(Plan::Reject(_))), "{sql}");
         }
