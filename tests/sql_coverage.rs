@@ -705,7 +705,7 @@ async fn split_insert_returning_keeps_the_clients_row_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_without_its_sequence_columns_gets_cluster_wide_values() {
-    let tail = "[tables.events]\nshard_key = \"id\"\nkey_type = \"integer\"\n[tables.parts]\nshard_key = \"owner\"\nkey_type = \"bigint\"\n[tables.plain]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
+    let tail = "[tables.events]\nshard_key = \"id\"\nkey_type = \"integer\"\n[tables.fresh]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.parts]\nshard_key = \"owner\"\nkey_type = \"bigint\"\n[tables.plain]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
     let tc = TestCluster::start_unlike(3, "", tail).await;
     let c = tc.client().await;
     c.batch_execute(
@@ -800,6 +800,33 @@ async fn copy_without_its_sequence_columns_gets_cluster_wide_values() {
         .unwrap_err();
     assert_eq!(code(&err), "0A000");
     assert!(db_error(&err).hint().unwrap_or("").contains("sequence"));
+    // A table made in a session's own open transaction, which only that transaction sees:
+    // a COPY there, which occupies the transaction, is refused up front; an INSERT gets keys.
+    // (tokio-postgres loses its place after a COPY that fails before it starts, against
+    // PostgreSQL too, so each step has its own connection.)
+    let c = tc.client().await;
+    c.batch_execute("begin; create table fresh (id bigserial primary key, note text)")
+        .await
+        .unwrap();
+    let err = copy_in(&c, "copy fresh (note) from stdin", text.as_bytes())
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "0A000");
+    // Its transaction ends with the connection (the next CREATE waits for that).
+    drop(c);
+    tc.client()
+        .await
+        .batch_execute(
+            "begin; create table fresh (id bigserial primary key, note text);
+             insert into fresh (note) values ('x'), ('y'), ('z'), ('w'), ('v'), ('u'); commit",
+        )
+        .await
+        .unwrap();
+    let fresh = tc
+        .count_on_each_shard("select count(distinct id) from fresh")
+        .await;
+    assert_eq!(fresh.iter().sum::<i64>(), 6);
+    assert!(fresh.iter().filter(|n| **n > 0).count() > 1, "{fresh:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

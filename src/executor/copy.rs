@@ -149,11 +149,12 @@ impl Exec<'_> {
                         .omitted_sequences(&plan.table, &plan.columns)
                         .await?
                         .into_iter()
-                        .map(|(name, sequence, width)| Generated {
+                        .map(|(name, sequence, width, local)| Generated {
                             is_key: name.eq_ignore_ascii_case(column),
                             name,
                             sequence,
                             width,
+                            local,
                             drawn: VecDeque::new(),
                         })
                         .collect();
@@ -167,6 +168,13 @@ impl Exec<'_> {
                 Some((at, *key_type))
             }
         };
+        // Its values would be drawn in the session's transaction, which the COPY occupies.
+        if generated.iter().any(|g| g.local) {
+            return Ok(self.error(&PgError::error(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!("COPY into {} cannot fill in its sequence columns in the transaction that created the table", plan.table),
+            ).with_hint("Commit the CREATE TABLE before the COPY, or give those columns in the COPY.")));
+        }
         if !generated.is_empty() {
             let names: Vec<String> = generated.iter().map(|g| g.name.clone()).collect();
             match crate::router::copy::with_columns(&sql, &names) {
@@ -364,7 +372,7 @@ impl Exec<'_> {
                         let mut values = Vec::with_capacity(router.generated.len());
                         for g in router.generated.iter_mut() {
                             if g.drawn.is_empty() {
-                                match self.draw(&g.sequence, DRAW_FOR_COPY).await? {
+                                match self.draw(&g.sequence, DRAW_FOR_COPY, g.local).await? {
                                     Some(d) => g.drawn.extend(d),
                                     None => {
                                         return Ok(Err(BadRow {
@@ -463,6 +471,7 @@ struct Generated {
     sequence: String,
     width: i16,
     is_key: bool,
+    local: bool,
     drawn: VecDeque<i64>,
 }
 

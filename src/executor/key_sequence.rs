@@ -33,6 +33,9 @@ struct SequenceColumn {
     sequence: String,
     /// The column's size in bytes (2, 4 or 8 for the integer types), for binary COPY.
     width: i16,
+    /// Found only in the session's own transaction (created there and not committed yet): its
+    /// values are drawn there too, since the proxy's connection cannot see the sequence.
+    local: bool,
 }
 
 /// The proxy's shared cache of drawn values (by sequence), and what it learnt of each table.
@@ -203,7 +206,7 @@ impl Exec<'_> {
             if n == 0 {
                 continue;
             }
-            let Some(values) = self.draw(&s.sequence, n).await? else {
+            let Some(values) = self.draw(&s.sequence, n, s.local).await? else {
                 return Ok(None);
             };
             with_values(&mut filled, &mut columns, &s.column, &values);
@@ -213,24 +216,41 @@ impl Exec<'_> {
     }
 
     /// The sequence columns of `table` a COPY with this column list leaves out, as
-    /// `(column, sequence, width)`: the proxy gives them values, as it does for an INSERT.
+    /// `(column, sequence, width, local)`: the proxy gives them values, as it does for an
+    /// INSERT (`local`: drawn in the session's transaction, see `draw`).
     pub async fn omitted_sequences(
         &mut self,
         table: &str,
         columns: &[String],
-    ) -> R<Vec<(String, String, i16)>> {
+    ) -> R<Vec<(String, String, i16, bool)>> {
         Ok(self
             .sequence_columns(table)
             .await?
             .into_iter()
             .filter(|s| !columns.iter().any(|c| c.eq_ignore_ascii_case(&s.column)))
-            .map(|s| (s.column, s.sequence, s.width))
+            .map(|s| (s.column, s.sequence, s.width, s.local))
             .collect())
     }
 
     /// `n` values of `sequence`, from the cache or drawn now; None if the draw failed (the
-    /// statement then goes as written, and the shard reports what is wrong).
-    pub(super) async fn draw(&mut self, sequence: &str, n: usize) -> R<Option<Vec<i64>>> {
+    /// statement then goes as written, and the shard reports what is wrong). `local`: the
+    /// sequence exists only in the session's open transaction, so exactly `n` are drawn there.
+    pub(super) async fn draw(
+        &mut self,
+        sequence: &str,
+        n: usize,
+        local: bool,
+    ) -> R<Option<Vec<i64>>> {
+        if local {
+            let sql = format!(
+                "SELECT nextval('{}'::regclass)::text FROM generate_series(1, {n})",
+                sequence.replace('\'', "''")
+            );
+            let (values, error) = self.query_values(HOME, &sql).await?;
+            return Ok(error
+                .is_none()
+                .then(|| values.iter().filter_map(|v| v.parse().ok()).collect()));
+        }
         let Some(blocks) = self.key_blocks else {
             return Ok(None);
         };
@@ -264,6 +284,12 @@ impl Exec<'_> {
         Ok(blocks.take(sequence, n))
     }
 
+    /// The session's transaction is open on the first shard, where a query of the proxy's
+    /// sees what the transaction created.
+    fn in_open_transaction(&self) -> bool {
+        matches!(&self.txn, super::txn::TxnState::Open(t) if t.enlisted.contains(&HOME))
+    }
+
     /// The sequence columns of `table`, as the first shard's catalog says, once per proxy.
     async fn sequence_columns(&mut self, table: &str) -> R<Vec<SequenceColumn>> {
         let Some(blocks) = self.key_blocks else {
@@ -287,13 +313,31 @@ impl Exec<'_> {
             return Ok(Vec::new());
         };
         // On the proxy's own connection, as for the draws.
-        let rows: Vec<String> = match catalog.texts(HOME, sql, table).await {
+        let mut rows: Vec<String> = match catalog.texts(HOME, sql, table).await {
             Ok(r) => r.into_iter().flatten().collect(),
             Err(e) => {
                 tracing::warn!("reading the sequence columns of {table}: {e}");
                 return Ok(Vec::new());
             }
         };
+        // A table that connection cannot see was created in the session's open transaction
+        // (or does not exist): ask in that transaction, and remember nothing of it.
+        let visible = catalog
+            .texts(HOME, "SELECT to_regclass($1)::text", table)
+            .await
+            .map(|r| r.first().is_some_and(|v| v.is_some()))
+            .unwrap_or(true);
+        let local = rows.is_empty() && !visible && self.in_open_transaction();
+        if local {
+            let literal = format!("'{}'", table.replace('\'', "''"));
+            let (found, error) = self
+                .query_values(HOME, &sql.replace("$1", &literal))
+                .await?;
+            if error.is_some() {
+                return Ok(Vec::new());
+            }
+            rows = found;
+        }
         let found: Vec<SequenceColumn> = rows
             .iter()
             .filter_map(|r| {
@@ -303,10 +347,15 @@ impl Exec<'_> {
                     column: column.to_string(),
                     sequence: sequence.to_string(),
                     width: width.parse().ok()?,
+                    local: false,
                 })
             })
             .filter(|s| !s.sequence.is_empty())
+            .map(|s| SequenceColumn { local, ..s })
             .collect();
+        if local {
+            return Ok(found);
+        }
         blocks
             .columns
             .lock()

@@ -45,8 +45,8 @@ pub struct ShardLink {
     pub notifications: Vec<Frame>,
     /// The FATAL the shard sent before closing, if it did: the client's last words then.
     pub fatal: Option<Frame>,
-    /// Parse messages of the unnamed statement sent so far, the client's and the proxy's own
-    /// (a re-bind of a scattered statement). The client's unnamed statement is still there
+    /// Messages replacing the unnamed statement sent so far (see `unnamed_parses`), the
+    /// client's and the proxy's own (a re-bind of a scattered statement, a catalog query). The client's unnamed statement is still there
     /// only if nothing parsed the unnamed statement after it (see `Statement::held_on`).
     pub unnamed_parses: u64,
 }
@@ -282,12 +282,13 @@ async fn within<T>(
     }
 }
 
-/// Parse messages of the unnamed statement among whole messages.
+/// Messages that replace the unnamed statement, among whole messages: a Parse of it, and a
+/// simple Query (PostgreSQL drops the unnamed statement when it runs one).
 pub(crate) fn unnamed_parses(mut bytes: &[u8]) -> u64 {
     let mut n = 0;
     while bytes.len() >= 6 {
         let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
-        if bytes[0] == b'P' && bytes[5] == 0 {
+        if (bytes[0] == b'P' && bytes[5] == 0) || bytes[0] == b'Q' {
             n += 1;
         }
         bytes = bytes.get(1 + len..).unwrap_or(&[]);

@@ -41,7 +41,9 @@ impl Extended {
         let mut out = BytesMut::new();
         let mut swallow = 0usize;
         let mut ends_with_sync = false;
-        for m in &batch {
+        // Binds (by position in the batch) sent behind a Parse of their statement.
+        let mut parsed_before = Vec::new();
+        for (i, m) in batch.iter().enumerate() {
             match &m.kind {
                 Kind::Parse(p) => {
                     let mut st = Statement::new(exec, m, p, BTreeSet::from([shard]));
@@ -58,6 +60,7 @@ impl Extended {
                             let after = exec.links[shard].unnamed_parses + unnamed_parses(&out);
                             st.parsed_at.insert(shard, after);
                             swallow += 1;
+                            parsed_before.push(i);
                         }
                     }
                     self.portals.insert(b.portal.clone(), Portal::Shard(shard));
@@ -104,7 +107,7 @@ impl Extended {
             exec.ready_for_query();
         } else {
             // Flush: read what the batch's messages produce.
-            for m in &batch {
+            for (i, m) in batch.iter().enumerate() {
                 if errored {
                     break;
                 }
@@ -112,13 +115,12 @@ impl Extended {
                     // Flush has no answer of its own.
                     continue;
                 }
-                if m.tag() == b'B' && swallow > 0 {
+                if parsed_before.contains(&i) {
                     // The injected Parse answers first.
                     if self.relay_one(exec, shard, b'P', true).await? == Step::Failed {
                         errored = true;
                         break;
                     }
-                    swallow -= 1;
                 }
                 if self.relay_one(exec, shard, m.tag(), false).await? == Step::Failed {
                     errored = true;
