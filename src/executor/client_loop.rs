@@ -36,7 +36,7 @@ pub async fn run(
         // messages run as they came, and results and errors reach it without waiting.
         if extended.has_pending() && !input.ready() {
             exec.input = Some(input);
-            let served = match extended.run_pending(&mut exec).await {
+            let served = match extended.run_unsynced(&mut exec).await {
                 Ok(()) => exec.flush().await,
                 Err(stop) => Err(stop),
             };

@@ -359,6 +359,13 @@ impl Extended {
         !self.batch.is_empty()
     }
 
+    /// Runs the pending messages as a batch, as if the client had sent Flush (it went quiet
+    /// before its Sync): the same routing and transaction rules as a synced batch.
+    pub async fn run_unsynced(&mut self, exec: &mut Exec<'_>) -> R<()> {
+        let batch = self.take_batch();
+        self.run_batch(exec, batch).await
+    }
+
     /// After an error, PostgreSQL discards every message until Sync, a simple Query included.
     pub fn skipping_until_sync(&self) -> bool {
         self.failed

@@ -70,6 +70,11 @@ impl Extended {
             }
             out.extend_from_slice(&m.frame.bytes);
         }
+        // A batch run because the client went quiet before its Sync ends with neither: the
+        // shard must still send what the messages produce.
+        if !ends_with_sync && batch.last().is_some_and(|m| m.tag() != b'H') {
+            out.extend_from_slice(b"H\0\0\0\x04");
+        }
         exec.links[shard].send(&out).await?;
         // The batch ends with the client's own unnamed statement on the shard, if it has one.
         if let Some(st) = self.statements.get_mut("") {
