@@ -254,12 +254,7 @@ async fn pipelined_results_arrive_before_sync() {
         "select count(*) from items",
         "select name from items where id = 7",
     ] {
-        let mut parse = vec![0u8];
-        parse.extend_from_slice(sql.as_bytes());
-        parse.extend_from_slice(&[0, 0, 0]);
-        let mut batch = message(b'P', &parse);
-        batch.extend(message(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
-        batch.extend(message(b'E', &[0, 0, 0, 0, 0]));
+        let mut batch = unsynced(sql);
         batch.extend(message(b'H', &[]));
         raw.send(&batch).await;
         let mut seen = Vec::new();
@@ -281,10 +276,7 @@ async fn pipelined_results_arrive_before_sync() {
 
 /// Parse, Bind and Execute of `sql` with no Sync or Flush after them.
 fn unsynced(sql: &str) -> Vec<u8> {
-    let mut parse = vec![0u8];
-    parse.extend_from_slice(sql.as_bytes());
-    parse.extend_from_slice(&[0, 0, 0]);
-    let mut batch = message(b'P', &parse);
+    let mut batch = parse("", sql);
     batch.extend(message(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
     batch.extend(message(b'E', &[0, 0, 0, 0, 0]));
     batch
