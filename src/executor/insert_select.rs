@@ -1,17 +1,21 @@
 //! INSERT ... SELECT into a sharded table from a source that one shard answers: functions
 //! (`generate_series`, `unnest` as Django's `bulk_create` sends), a VALUES list (SQLAlchemy's
-//! multi-row inserts, `SELECT ... FROM (VALUES ...) ORDER BY sen_counter`), reference tables.
+//! multi-row inserts, `SELECT ... FROM (VALUES ...) ORDER BY sen_counter`), reference tables;
+//! or from a source over several shards whose rows need no merging (no ORDER BY, LIMIT,
+//! DISTINCT or aggregate across shards), read from each shard in turn.
 //!
-//! The proxy runs the source on that shard (inside the session's transaction, with the
+//! The proxy runs the source on its shards (inside the session's transaction, with the
 //! client's bound values), reads its rows as text, and rewrites the statement as INSERT ...
 //! VALUES of those rows as literals, in the source's order. The rewritten INSERT is planned like
 //! any other: rows are split by key (keys from a sequence filled in first), written in one
 //! distributed transaction, and RETURNING comes back in row order. PostgreSQL coerces each
 //! literal to its column's type as it would the source's value. The source's rows are held in
-//! memory for the statement, as the statement's own VALUES would be.
+//! memory for the statement, as the statement's own VALUES would be, at most `SOURCE_BYTES`
+//! (beyond that the statement fails with 54000 and nothing is written).
 //!
 //! An INSERT ... SELECT the planner already places (a co-located table's own keys on one shard)
-//! is left to it, and so is a source over several shards, which the planner refuses.
+//! is left to it; so is a source over several shards in a snapshot transaction (its reads would
+//! need the transaction's cut), which the planner refuses.
 
 use super::session::{Exec, Step, R};
 use crate::error::PgError;
@@ -21,6 +25,9 @@ use crate::router::params::Params;
 use crate::router::plan::{keep_used_params, plan, Plan};
 use bytes::BytesMut;
 use sqlparser::ast::{Expr, Parens, SetExpr, Statement, TableObject, Value, Values};
+
+/// How much of a source's rows an INSERT ... SELECT may hold in the proxy.
+pub const SOURCE_BYTES: usize = 64 << 20;
 
 /// What the proxy makes of an INSERT before planning it.
 pub enum Rewrite {
@@ -84,57 +91,52 @@ impl Exec<'_> {
         {
             return Ok(Rewrite::AsWritten);
         }
-        let mut query = (**source).clone();
-        let Plan::Shard { shard, .. } = plan(
+        let query = (**source).clone();
+        let (shards, text) = match plan(
             &Statement::Query(Box::new(query.clone())),
             self.placement,
             params,
-        ) else {
+        ) {
+            Plan::Shard { shard, .. } => (vec![shard], query.to_string()),
+            Plan::Scatter { shards, sql, merge }
+                if merge == Default::default()
+                    && !matches!(&self.txn, super::txn::TxnState::Open(t) if t.snapshot) =>
+            {
+                (shards, sql)
+            }
+            _ => return Ok(Rewrite::AsWritten),
+        };
+        let Some(Statement::Query(per_shard)) =
+            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, &text)
+                .ok()
+                .and_then(|mut v| v.pop())
+        else {
             return Ok(Rewrite::AsWritten);
         };
-        if let super::txn::TxnState::Open(_) = self.txn {
-            if self.enlist(shard).await? == Step::Failed {
+        let (mut rows, mut held) = (Vec::new(), 0usize);
+        for &shard in &shards {
+            let source = (*per_shard).clone();
+            match self
+                .read_source(shard, source, params, types, &mut rows, &mut held)
+                .await?
+            {
+                Ok(()) => {}
+                Err(Some(e)) => {
+                    self.shard_error(&e);
+                    return Ok(Rewrite::Failed);
+                }
+                Err(None) => return Ok(Rewrite::Failed),
+            }
+            if held > SOURCE_BYTES {
+                self.error(&PgError::error(
+                    crate::error::sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                    format!("INSERT ... SELECT holds more than {} MiB of source rows in the proxy", SOURCE_BYTES >> 20),
+                ).with_hint("Insert in batches (a key range or LIMIT per statement), or run it where source and target rows share a shard."));
                 return Ok(Rewrite::Failed);
             }
         }
-        // Only the parameters the source uses are bound to it.
-        let request = if params.values.is_empty() {
-            let mut q = BytesMut::new();
-            build::query(&query.to_string(), &mut q);
-            q.freeze()
-        } else {
-            let picks = keep_used_params(&mut query, params.values.len());
-            let (params, types) = match &picks {
-                Some(p) => (
-                    params.pick(p),
-                    p.iter()
-                        .map(|&i| types.get(i).copied().unwrap_or(0))
-                        .collect(),
-                ),
-                None => (params.clone(), types.to_vec()),
-            };
-            super::extended::rebind::rebind(&query.to_string(), &params, &types, &[], false, true)
-        };
-        self.links[shard].send(&request).await?;
-        let (mut rows, mut failure) = (Vec::new(), None);
-        loop {
-            let f = self.links[shard].recv().await?;
-            match f.tag {
-                b'D' => rows.push(literal_row(f.body())),
-                b'E' => {
-                    failure.get_or_insert(f);
-                }
-                b'N' => self.out.extend_from_slice(&f.bytes),
-                b'Z' => break,
-                _ => {}
-            }
-        }
-        if let Some(e) = failure {
-            self.shard_error(&e);
-            return Ok(Rewrite::Failed);
-        }
         if rows.is_empty() {
-            return Ok(Rewrite::OnShard(shard));
+            return Ok(Rewrite::OnShard(shards[0]));
         }
         let columns = if ins.columns.is_empty() {
             self.table_columns(&table).await?.len()
@@ -162,6 +164,63 @@ impl Exec<'_> {
         body.with = None;
         values.source = Some(Box::new(body));
         Ok(Rewrite::Rewritten(Box::new(Statement::Insert(values))))
+    }
+
+    /// Runs the source `query` on one shard (in the session's transaction) and appends its
+    /// rows as literals; `held` grows by their size (rows past `SOURCE_BYTES` are only
+    /// counted). Err: the shard's error, or None when the client has been told already.
+    async fn read_source(
+        &mut self,
+        shard: usize,
+        mut query: sqlparser::ast::Query,
+        params: &Params,
+        types: &[u32],
+        rows: &mut Vec<Vec<Expr>>,
+        held: &mut usize,
+    ) -> R<Result<(), Option<crate::protocol::Frame>>> {
+        if let super::txn::TxnState::Open(_) = self.txn {
+            if self.enlist(shard).await? == Step::Failed {
+                return Ok(Err(None));
+            }
+        }
+        // Only the parameters the source uses are bound to it.
+        let request = if params.values.is_empty() {
+            let mut q = BytesMut::new();
+            build::query(&query.to_string(), &mut q);
+            q.freeze()
+        } else {
+            let picks = keep_used_params(&mut query, params.values.len());
+            let (params, types) = match &picks {
+                Some(p) => (
+                    params.pick(p),
+                    p.iter()
+                        .map(|&i| types.get(i).copied().unwrap_or(0))
+                        .collect(),
+                ),
+                None => (params.clone(), types.to_vec()),
+            };
+            super::extended::rebind::rebind(&query.to_string(), &params, &types, &[], false, true)
+        };
+        self.links[shard].send(&request).await?;
+        let mut failure = None;
+        loop {
+            let f = self.links[shard].recv().await?;
+            match f.tag {
+                b'D' if failure.is_none() => {
+                    *held += f.bytes.len();
+                    if *held <= SOURCE_BYTES {
+                        rows.push(literal_row(f.body()));
+                    }
+                }
+                b'E' => {
+                    failure.get_or_insert(f);
+                }
+                b'N' => self.out.extend_from_slice(&f.bytes),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        Ok(failure.map_or(Ok(()), |f| Err(Some(f))))
     }
 }
 
