@@ -258,7 +258,6 @@ impl Exec<'_> {
             splitter: key.map(|(i, t)| Splitter::new(plan.format.clone(), i, t)),
             batches: vec![BytesMut::new(); self.links.len()],
             targets: all.clone(),
-            binary: plan.format.kind == Kind::Binary,
             generated,
             format: plan.format.clone(),
             key_type: key.map(|(_, t)| t),
@@ -311,7 +310,7 @@ impl Exec<'_> {
             let reason = fail_reason.clone();
             if reason.is_none() {
                 let mut batch = std::mem::take(&mut router.batches[s]);
-                if router.binary && router.splitter.is_some() {
+                if router.format.kind == Kind::Binary && router.splitter.is_some() {
                     batch.extend_from_slice(&BINARY_TRAILER);
                 }
                 self.send_rows(s, &batch).await?;
@@ -458,7 +457,6 @@ struct RowRouter {
     batches: Vec<BytesMut>,
     /// The shards taking part.
     targets: Vec<usize>,
-    binary: bool,
     /// Sequence columns the client left out, appended to each row in this order.
     generated: Vec<Generated>,
     format: Format,
