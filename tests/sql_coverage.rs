@@ -15,7 +15,13 @@ const TABLES: &str = "[tables.items]\nshard_key = \"id\"\nkey_type = \"bigint\"\
 const ROWS: i64 = 60;
 
 async fn cluster() -> TestCluster {
-    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    cluster_with(TABLES).await
+}
+
+/// `items` (filled) and empty `copied`, `tagged` and `countries` on three unlike shards
+/// configured with `tail` (which declares them).
+async fn cluster_with(tail: &str) -> TestCluster {
+    let tc = TestCluster::start_unlike(3, "", tail).await;
     let values: Vec<String> = (1..=ROWS)
         .map(|g| format!("({g}, 'item{g}', {})", g % 7))
         .collect();
@@ -1079,7 +1085,7 @@ async fn a_query_over_a_derived_table_of_each_shards_rows_merges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insert_select_from_every_shard_places_each_row_by_its_key() {
-    let tc = cluster().await;
+    let tc = cluster_with(&format!("{TABLES}[transactions]\nsnapshot = true\n")).await;
     let c = tc.client().await;
     // Rows read from every shard, written by their key in one distributed transaction.
     let m = c
@@ -1109,6 +1115,16 @@ async fn insert_select_from_every_shard_places_each_row_by_its_key() {
         .await
         .unwrap_err();
     assert_eq!(code(&err), "22012");
+    placed_like_items(&tc, expected as i64).await;
+    // In snapshot consistency the shard-by-shard read would take no cut: refused.
+    c.batch_execute("set shardgate.consistency = 'snapshot'")
+        .await
+        .unwrap();
+    let err = c
+        .simple_query("insert into copied select id + 9000, name, qty from items")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "0A000");
     placed_like_items(&tc, expected as i64).await;
 }
 

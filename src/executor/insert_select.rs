@@ -14,8 +14,8 @@
 //! (beyond that the statement fails with 54000 and nothing is written).
 //!
 //! An INSERT ... SELECT the planner already places (a co-located table's own keys on one shard)
-//! is left to it; so is a source over several shards in a snapshot transaction (its reads would
-//! need the transaction's cut), which the planner refuses.
+//! is left to it; so is a source over several shards in `snapshot` consistency (its reads would
+//! need a cut), which the planner refuses.
 
 use super::session::{Exec, Step, R};
 use crate::error::PgError;
@@ -98,8 +98,11 @@ impl Exec<'_> {
             params,
         ) {
             Plan::Shard { shard, .. } => (vec![shard], query.to_string()),
+            // In snapshot consistency a read of several shards needs a cut, which these
+            // shard-by-shard reads do not take: left to the planner, which refuses it.
             Plan::Scatter { shards, sql, merge }
                 if merge == Default::default()
+                    && self.consistency != crate::snapshot::Consistency::Snapshot
                     && !matches!(&self.txn, super::txn::TxnState::Open(t) if t.snapshot) =>
             {
                 (shards, sql)
