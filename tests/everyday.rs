@@ -850,3 +850,67 @@ async fn user_defined_types_keep_the_first_shards_oids() {
         .unwrap();
     assert_eq!(rows(&m), vec![vec![Some("8".to_string())]]);
 }
+
+/// A type created in a transaction that has not committed is invisible to every connection but
+/// the transaction's own; the client already uses its OID, and so must every shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_made_in_the_open_transaction_is_usable_before_it_commits() {
+    let tc = cluster().await;
+    let (mut raw, _) = Raw::login(tc.port).await;
+    for sql in [
+        "begin",
+        "create type mood as enum ('sad', 'ok', 'happy')",
+        "create table feelings (id bigint primary key, m mood)",
+        "insert into feelings values (1, 'sad'), (2, 'ok'), (3, 'happy'), (4, 'sad'), (5, 'ok'), (6, 'happy')",
+    ] {
+        raw.send(&query(sql)).await;
+        let answer = raw.until_ready().await;
+        assert!(answer.iter().all(|m| m.0 != b'E'), "{sql}");
+    }
+    raw.send(&query("select 'mood'::regtype::oid")).await;
+    let answer = raw.until_ready().await;
+    let row = answer.iter().find(|m| m.0 == b'D').expect("a row");
+    // One column: count, length, then the text.
+    let home: u32 = String::from_utf8_lossy(&row.1[6..]).parse().unwrap();
+    for (id, mood) in [
+        (1, "sad"),
+        (2, "ok"),
+        (3, "happy"),
+        (4, "sad"),
+        (5, "ok"),
+        (6, "happy"),
+    ] {
+        raw.send(&typed_request(
+            "select m from feelings where id = $1 and m = $2",
+            &[20, home],
+            &[&id.to_string(), mood],
+        ))
+        .await;
+        let answer = raw.until_ready().await;
+        assert!(
+            answer.iter().all(|m| m.0 != b'E'),
+            "row {id}: {:?}",
+            answer
+                .iter()
+                .find(|m| m.0 == b'E')
+                .map(|m| field(&m.1, b'M'))
+        );
+        assert_eq!(answer.iter().filter(|m| m.0 == b'D').count(), 1, "row {id}");
+        let desc = answer.iter().find(|m| m.0 == b'T').expect("a description");
+        let at = desc.1.len() - 12;
+        let oid = u32::from_be_bytes(desc.1[at..at + 4].try_into().unwrap());
+        assert_eq!(oid, home, "type of row {id}");
+    }
+    // Rolled back, it is gone everywhere.
+    raw.send(&query("rollback")).await;
+    raw.until_ready().await;
+    for i in 0..3 {
+        let gone = tc
+            .direct(i)
+            .await
+            .query_one("select to_regtype('mood') is null", &[])
+            .await
+            .unwrap();
+        assert!(gone.get::<_, bool>(0), "shard {i}");
+    }
+}

@@ -17,6 +17,7 @@ pub mod link;
 pub mod merge;
 pub mod merge_groups;
 pub mod numeric;
+pub mod own_types;
 pub mod parse_cache;
 pub mod procedural;
 pub mod session;

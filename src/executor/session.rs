@@ -265,13 +265,14 @@ impl<'a> Exec<'a> {
         }
         let mut bytes = BytesMut::from(&f.bytes[..]);
         for (at, oid) in positions {
-            let home = catalog
-                .translate_type(shard, HOME, oid)
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::warn!("describing a column of user-defined type as unknown: {e}");
-                    0
-                });
+            let home = match self.own_type(shard, HOME, oid) {
+                Some(home) => Ok(home),
+                None => catalog.translate_type(shard, HOME, oid).await,
+            };
+            let home = home.unwrap_or_else(|e| {
+                tracing::warn!("describing a column of user-defined type as unknown: {e}");
+                0
+            });
             bytes[at..at + 4].copy_from_slice(&home.to_be_bytes());
             let (table, column) = origin(at);
             if table != 0 {
@@ -296,6 +297,10 @@ impl<'a> Exec<'a> {
     pub async fn types_for(&self, shard: usize, declared: &[u32]) -> Result<Vec<u32>, PgError> {
         let mut out = Vec::with_capacity(declared.len());
         for &oid in declared {
+            if let Some(own) = self.own_type(HOME, shard, oid) {
+                out.push(own);
+                continue;
+            }
             out.push(match self.catalog {
                 Some(catalog) => catalog
                     .translate_type(HOME, shard, oid)
@@ -659,7 +664,7 @@ impl<'a> Exec<'a> {
                 self.end_own_implicit(own, step?).await
             }
             Plan::Broadcast { transactional } => {
-                let step = self.broadcast(sql, transactional).await;
+                let step = self.broadcast(sql, transactional).await?;
                 // Types may have been dropped and made again under new OIDs.
                 if let Some(catalog) = self.catalog {
                     catalog.forget();
@@ -667,7 +672,10 @@ impl<'a> Exec<'a> {
                 if let Some(keys) = self.key_blocks {
                     keys.forget();
                 }
-                step
+                if step == Step::Done {
+                    self.note_own_types(sql).await?;
+                }
+                Ok(step)
             }
             Plan::Session => self.session_statement(sql).await,
             Plan::Prepared(cmd) => self.sql_prepared(cmd, sql).await,

@@ -38,6 +38,8 @@ pub struct OpenTxn {
     pub cut: Option<BTreeSet<usize>>,
     /// A session setting ran in this transaction (undone if it rolls back).
     pub changed_session: bool,
+    /// Types this transaction created, which only its own connections can see yet.
+    pub own_types: Vec<super::own_types::OwnType>,
 }
 
 /// A transaction's isolation level as PostgreSQL runs it (READ UNCOMMITTED is READ COMMITTED).
@@ -85,6 +87,7 @@ impl TxnState {
             snapshot: false,
             cut: None,
             changed_session: false,
+            own_types: Vec::new(),
         })
     }
 
