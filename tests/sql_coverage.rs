@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::raw::{self, Raw};
 use common::{code, db_error, rows, TestCluster};
 use futures_util::{SinkExt, StreamExt};
 use std::process::Command;
@@ -332,6 +333,72 @@ async fn sql_prepare_and_execute_route_by_their_arguments() {
         .await
         .unwrap();
     assert_eq!(n.get::<_, i64>(0), ROWS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execute_runs_through_the_extended_protocol_and_by_a_protocol_name() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "prepare put (bigint, text) as insert into copied values ($1, $2, 0) returning id",
+    )
+    .await
+    .unwrap();
+    // tokio-postgres describes `EXECUTE ...` and asks for binary results, as asyncpg does.
+    for i in 1..=ROWS {
+        let row = c
+            .query_one(&format!("execute put({i}, 'n{i}')"), &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i64>(0), i);
+    }
+    placed_like_items(&tc, ROWS).await;
+    c.batch_execute("prepare get (bigint) as select id, name from copied where id = $1")
+        .await
+        .unwrap();
+    for i in [1, 42, ROWS] {
+        let row = c
+            .query_one(&format!("execute get({i})"), &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i64>(0), i);
+        assert_eq!(row.get::<_, String>(1), format!("n{i}"));
+    }
+    // A statement prepared through the protocol, run by SQL EXECUTE: the parameter type the
+    // shard inferred applies to the argument, and its key routes it.
+    let (mut raw, _) = Raw::login(tc.port).await;
+    // Name, text, and no declared parameter types.
+    let parse = b"by_proto\0select name, $1 + 1 from copied where id = $1\0\0\0";
+    raw.send(&raw::message(b'P', parse)).await;
+    raw.send(&raw::message(b'S', &[])).await;
+    assert!(raw.until_ready().await.iter().all(|(tag, _)| *tag != b'E'));
+    for (arg, name) in [("'41'", "n41"), ("7", "n7")] {
+        raw.send(&raw::query(&format!("execute by_proto({arg})")))
+            .await;
+        let answer = raw.until_ready().await;
+        let data: Vec<&Vec<u8>> = answer
+            .iter()
+            .filter(|(tag, _)| *tag == b'D')
+            .map(|(_, body)| body)
+            .collect();
+        assert_eq!(data.len(), 1, "{answer:?}");
+        let text = String::from_utf8_lossy(data[0]);
+        assert!(text.contains(name), "{text}");
+    }
+    // One namespace, as in PostgreSQL.
+    raw.send(&raw::query("prepare by_proto as select 1")).await;
+    let answer = raw.until_ready().await;
+    let error = answer
+        .iter()
+        .find(|(tag, _)| *tag == b'E')
+        .expect("an error");
+    assert_eq!(raw::field(&error.1, b'C').as_deref(), Some("42P05"));
+    c.batch_execute("deallocate get").await.unwrap();
+    let err = c.query("execute get(1)", &[]).await.unwrap_err();
+    assert_eq!(code(&err), "26000");
+    c.batch_execute("prepare get as select 5").await.unwrap();
+    let row = c.query_one("execute get", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

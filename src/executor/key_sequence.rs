@@ -329,7 +329,7 @@ impl Exec<'_> {
             .unwrap_or(true);
         let local = rows.is_empty() && !visible && self.in_open_transaction();
         if local {
-            let literal = format!("'{}'", table.replace('\'', "''"));
+            let literal = crate::sql::string_literal(table);
             let (found, error) = self
                 .query_values(HOME, &sql.replace("$1", &literal))
                 .await?;

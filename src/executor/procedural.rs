@@ -24,7 +24,7 @@ fn written_rows_query(placement: &Placement) -> Option<String> {
         .tables
         .iter()
         .filter(|(_, rule)| matches!(rule, TableRule::Sharded { .. }))
-        .map(|(name, _)| format!("'{}'", name.replace('\'', "''")))
+        .map(|(name, _)| crate::sql::string_literal(name))
         .collect();
     if names.is_empty() {
         return None;

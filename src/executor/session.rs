@@ -956,7 +956,7 @@ impl<'a> Exec<'a> {
         self.on_all(sql, &all).await
     }
 
-    async fn on_all(&mut self, sql: &str, shards: &[usize]) -> R<Step> {
+    pub(super) async fn on_all(&mut self, sql: &str, shards: &[usize]) -> R<Step> {
         let mut q = BytesMut::new();
         build::query(sql, &mut q);
         for &s in shards {

@@ -1,12 +1,13 @@
 //! SQL-level prepared statements (`PREPARE`, `EXECUTE`, `DEALLOCATE`) on several shards.
 //!
 //! The proxy keeps them itself, per session: a statement prepared on one shard could not run on
-//! the shard an EXECUTE's arguments route it to. PREPARE checks the statement on the home shard
-//! (PostgreSQL analyses it there, so a missing table or a type error is reported at PREPARE, as
-//! directly) and stores it. EXECUTE puts each argument in place of its `$n`, cast to the
+//! the shard an EXECUTE's arguments route it to. PREPARE also prepares the statement on the home
+//! shard (PostgreSQL analyses it there, so a missing table or a type error is reported at
+//! PREPARE, as directly; and the home shard can describe `EXECUTE name`), and stores it. EXECUTE puts each argument in place of its `$n`, cast to the
 //! declared type, and plans the result like any statement, so the key in an argument routes it.
 //! DEALLOCATE of a name the proxy does not hold goes to the shards (a protocol-level statement
-//! of the same namespace).
+//! of the same namespace), and EXECUTE of such a name runs the statement the client prepared
+//! through the protocol, read back from the home shard.
 
 use super::session::{Exec, Step, R};
 use crate::error::PgError;
@@ -25,8 +26,10 @@ pub struct SqlPrepared {
     body: Arc<Statement>,
 }
 
-/// Name of the statement the home shard prepares to check a PREPARE, deallocated at once.
-const CHECK_NAME: &str = "shardgate_prepare_check";
+/// A statement name as an identifier.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
 
 /// The highest `$n` in the statement.
 fn placeholders(stmt: &Statement) -> usize {
@@ -133,9 +136,9 @@ impl Exec<'_> {
         match cmd {
             PreparedCmd::Prepare { name, types, body } => self.prepare(name, types, &body).await,
             PreparedCmd::Execute { name, args } => self.execute_prepared(&name, &args).await,
+            // The proxy's own statements are held on the home shard only.
             PreparedCmd::Deallocate(Some(name)) if self.sql_statements.remove(&name).is_some() => {
-                build::command_complete("DEALLOCATE", &mut self.out);
-                Ok(Step::Done)
+                self.on_all(sql, &[HOME]).await
             }
             PreparedCmd::Deallocate(name) => {
                 if name.is_none() {
@@ -163,8 +166,10 @@ impl Exec<'_> {
         } else {
             format!("({})", types.join(", "))
         };
-        let check = format!("PREPARE {CHECK_NAME}{list} AS {body}; DEALLOCATE {CHECK_NAME}");
-        if let Some(e) = self.run_quiet(HOME, &check).await? {
+        // The home shard keeps it too: a Describe of `EXECUTE name` is answered there, and
+        // protocol-level statements share the namespace.
+        let prepare = format!("PREPARE {}{list} AS {body}", quoted(&name));
+        if let Some(e) = self.run_quiet(HOME, &prepare).await? {
             self.rewritten = true;
             self.shard_error(&e);
             self.rewritten = false;
@@ -182,15 +187,41 @@ impl Exec<'_> {
     }
 
     async fn execute_prepared(&mut self, name: &str, args: &[String]) -> R<Step> {
-        let Some(prepared) = self.sql_statements.get(name).cloned() else {
-            return Ok(self.error(&PgError::error(
-                "26000",
-                format!("prepared statement \"{name}\" does not exist"),
-            )));
+        let stmt = match self.executed_statement(name, args).await? {
+            Ok(stmt) => stmt,
+            Err(step) => return Ok(step),
+        };
+        let text = stmt.to_string();
+        let planned = plan(&stmt, self.placement, &Params::default());
+        self.rewritten = true;
+        let step = Box::pin(self.run_plan(planned, &text)).await;
+        self.rewritten = false;
+        step
+    }
+
+    /// The statement `EXECUTE name(args)` stands for: the prepared statement with each argument
+    /// in place, ready to plan. An error is already written for the client.
+    pub async fn executed_statement(
+        &mut self,
+        name: &str,
+        args: &[String],
+    ) -> R<Result<Arc<Statement>, Step>> {
+        let prepared = match self.sql_statements.get(name).cloned() {
+            Some(p) => p,
+            None => match self.protocol_prepared(name).await? {
+                Ok(Some(p)) => p,
+                Ok(None) => {
+                    return Ok(Err(self.error(&PgError::error(
+                        "26000",
+                        format!("prepared statement \"{name}\" does not exist"),
+                    ))))
+                }
+                Err(step) => return Ok(Err(step)),
+            },
         };
         let expected = placeholders(&prepared.body).max(prepared.types.len());
         if args.len() != expected {
-            return Ok(self.error(
+            return Ok(Err(self.error(
                 &PgError::error(
                     "42601",
                     format!("wrong number of parameters for prepared statement \"{name}\""),
@@ -199,7 +230,7 @@ impl Exec<'_> {
                     "Expected {expected} parameters but got {}.",
                     args.len()
                 )),
-            ));
+            )));
         }
         let types = parse_types(&prepared.types).unwrap_or_default();
         let args = if args.is_empty() {
@@ -207,26 +238,52 @@ impl Exec<'_> {
         } else {
             match parse_select_list(&format!("SELECT {}", args.join(", "))) {
                 Some(a) => a,
-                None => return Ok(self.error(&crate::router::plan::unrecognised())),
+                None => return Ok(Err(self.error(&crate::router::plan::unrecognised()))),
             }
         };
         let stmt = match substitute(&prepared.body, &types, &args) {
             Ok(s) => s,
-            Err(e) => return Ok(self.error(&e)),
+            Err(e) => return Ok(Err(self.error(&e))),
         };
         self.fetch_insert_columns(&stmt).await?;
         let stmt = match self.rewrite_insert(&stmt, &Params::default(), &[]).await? {
             super::insert_select::Rewrite::Rewritten(rewritten) => *rewritten,
-            super::insert_select::Rewrite::Failed => return Ok(Step::Failed),
+            super::insert_select::Rewrite::Failed => return Ok(Err(Step::Failed)),
             _ => stmt,
         };
-        let stmt = self.with_insert_columns(&Arc::new(stmt));
-        let text = stmt.to_string();
-        let planned = plan(&stmt, self.placement, &Params::default());
-        self.rewritten = true;
-        let step = Box::pin(self.run_plan(planned, &text)).await;
-        self.rewritten = false;
-        step
+        Ok(Ok(self.with_insert_columns(&Arc::new(stmt))))
+    }
+}
+
+impl Exec<'_> {
+    /// A statement the client prepared through the protocol (Parse with a name), which the home
+    /// shard holds under that name: its text and the parameter types PostgreSQL settled on
+    /// there, so EXECUTE runs it like a SQL-prepared one.
+    async fn protocol_prepared(&mut self, name: &str) -> R<Result<Option<SqlPrepared>, Step>> {
+        let name = crate::sql::string_literal(name);
+        // The statement first, then its parameter types in order.
+        let sql = format!(
+            "SELECT v FROM (SELECT 0::bigint AS n, statement AS v FROM pg_prepared_statements \
+             WHERE name = {name} UNION ALL SELECT u.n, u.t::text FROM pg_prepared_statements, \
+             unnest(parameter_types) WITH ORDINALITY AS u(t, n) WHERE name = {name}) q ORDER BY n"
+        );
+        let (mut values, error) = self.query_values(HOME, &sql).await?;
+        if let Some(e) = error {
+            self.shard_error(&e);
+            return Ok(Err(Step::Failed));
+        }
+        if values.is_empty() {
+            return Ok(Ok(None));
+        }
+        let text = values.remove(0);
+        let body = self.parse(&text).filter(|v| v.len() == 1);
+        let (Some(body), Some(_)) = (body, parse_types(&values)) else {
+            return Ok(Err(self.error(&crate::router::plan::unrecognised())));
+        };
+        Ok(Ok(Some(SqlPrepared {
+            types: values,
+            body: body[0].clone(),
+        })))
     }
 }
 

@@ -97,6 +97,11 @@ fn classify_tokens(sql: &str) -> StatementClass {
     }
 }
 
+/// `text` as an SQL string literal, as read with standard_conforming_strings on (the default).
+pub fn string_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
 /// True for relations that live in the system catalogs (identical on every shard's server).
 pub fn is_catalog_relation(name: &str) -> bool {
     let lower = name.to_ascii_lowercase().replace('"', "");

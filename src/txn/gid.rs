@@ -59,7 +59,7 @@ pub fn decider(gid: &str) -> Option<&str> {
 
 /// A gid as an SQL string literal.
 pub fn literal(gid: &str) -> String {
-    format!("'{}'", gid.replace('\'', "''"))
+    crate::sql::string_literal(gid)
 }
 
 #[cfg(test)]

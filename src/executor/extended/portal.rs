@@ -13,7 +13,7 @@ use crate::protocol::message::{Bind, Execute, Target, TargetKind};
 use crate::protocol::{build, Frame};
 use crate::router::cursor::CursorCmd;
 use crate::router::params::Params;
-use crate::router::plan::{keep_used_params, Plan, HOME};
+use crate::router::plan::{keep_used_params, Plan, PreparedCmd, HOME};
 use bytes::{Bytes, BytesMut};
 
 impl Extended {
@@ -111,6 +111,12 @@ impl Extended {
         };
         let (ast, declared) = (st.ast.clone(), st.param_types.clone());
         let mut plan = plan_sql(exec, &st.sql, &ast, &params);
+        if let Plan::Prepared(PreparedCmd::Execute { name, args }) = &plan {
+            plan = match executed(exec, name, args, &params).await? {
+                Ok(plan) => plan,
+                Err(step) => return Ok(step),
+            };
+        }
         // An INSERT the shards run rewritten (see `insert_select`): this execution runs the
         // proxy's text, which no shard prepared, as a statement of the proxy's.
         let rewrite = match &ast {
@@ -616,4 +622,38 @@ impl Extended {
         }
         Ok(Step::Done)
     }
+}
+
+/// SQL `EXECUTE` bound through the protocol: the plan of the statement it stands for. One
+/// shard's plan becomes a re-bound statement of the proxy's there, so Describe and the result
+/// formats the client asked for work as for any portal the proxy carries out.
+async fn executed(
+    exec: &mut Exec<'_>,
+    name: &str,
+    args: &[String],
+    params: &Params,
+) -> R<Result<Plan, Step>> {
+    let stmt = match exec.executed_statement(name, args).await? {
+        Ok(stmt) => stmt,
+        Err(step) => return Ok(Err(step)),
+    };
+    let text = stmt.to_string();
+    Ok(Ok(match plan_stmt(exec, &stmt, params) {
+        Plan::Shard { shard, write: true } => Plan::Write {
+            parts: vec![(shard, text)],
+            sum: true,
+            picks: Vec::new(),
+            serialize: None,
+            row_order: Vec::new(),
+        },
+        Plan::Shard {
+            shard,
+            write: false,
+        } => Plan::Scatter {
+            shards: vec![shard],
+            sql: text,
+            merge: Default::default(),
+        },
+        other => other,
+    }))
 }
