@@ -31,17 +31,46 @@ fn created_types(stmt: &Statement) -> Option<&ObjectName> {
     }
 }
 
-/// The query that lists, on one shard, `names` and their array types as "oid name" lines.
-fn lookup_sql(names: &[String]) -> String {
-    let regtypes: Vec<String> = names
+/// A type's schema (None: the session's current schema) and name, as PostgreSQL stores them.
+fn stored_name(name: &ObjectName) -> Option<(Option<String>, String)> {
+    let parts: Vec<String> = name
+        .0
         .iter()
-        .map(|n| format!("to_regtype({})", crate::sql::string_literal(n)))
+        .map(|p| {
+            let ident = p.as_ident()?;
+            Some(match ident.quote_style {
+                Some(_) => ident.value.clone(),
+                None => ident.value.to_lowercase(),
+            })
+        })
+        .collect::<Option<_>>()?;
+    match parts.as_slice() {
+        [name] => Some((None, name.clone())),
+        [schema, name] => Some((Some(schema.clone()), name.clone())),
+        _ => None,
+    }
+}
+
+/// The query that lists, on one shard, the types `names` and their array types as "oid name"
+/// lines. Plain comparisons only: it runs inside the client's transaction, where an error
+/// would abort it (`to_regtype` fails on a shell type).
+fn lookup_sql(names: &[(Option<String>, String)]) -> String {
+    let pairs: Vec<String> = names
+        .iter()
+        .map(|(schema, name)| {
+            let schema = match schema {
+                Some(s) => crate::sql::string_literal(s),
+                None => "current_schema()".to_string(),
+            };
+            format!("({schema}, {})", crate::sql::string_literal(name))
+        })
         .collect();
-    let list = regtypes.join(", ");
+    let pairs = pairs.join(", ");
     format!(
         "select t.oid::text || ' ' || format('%I.%I', n.nspname, t.typname) from pg_type t \
-         join pg_namespace n on n.oid = t.typnamespace where t.oid = any(array[{list}]::oid[]) \
-         or t.typelem = any(array[{list}]::oid[]) and t.typcategory = 'A'"
+         join pg_namespace n on n.oid = t.typnamespace where (n.nspname::text, t.typname::text) \
+         in (values {pairs}) or t.oid in (select e.typarray from pg_type e join pg_namespace en \
+         on en.oid = e.typnamespace where (en.nspname::text, e.typname::text) in (values {pairs}))"
     )
 }
 
@@ -55,10 +84,10 @@ impl Exec<'_> {
         let Some(parsed) = self.parse(sql) else {
             return Ok(());
         };
-        let names: Vec<String> = parsed
+        let names: Vec<(Option<String>, String)> = parsed
             .iter()
             .filter_map(|s| created_types(s))
-            .map(|n| n.to_string())
+            .filter_map(stored_name)
             .collect();
         if names.is_empty() || self.catalog.is_none() {
             return Ok(());
@@ -110,12 +139,12 @@ impl Exec<'_> {
 mod tests {
     use super::*;
 
-    fn names(sql: &str) -> Vec<String> {
+    fn names(sql: &str) -> Vec<(Option<String>, String)> {
         sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
             .unwrap()
             .iter()
             .filter_map(created_types)
-            .map(|n| n.to_string())
+            .filter_map(stored_name)
             .collect()
     }
 
@@ -123,16 +152,20 @@ mod tests {
     fn types_tables_and_domains_create_types_and_other_ddl_does_not() {
         assert_eq!(
             names(
-                "create type app.pair as (a int, b text); create domain posint as int check (value > 0);
+                "create type App.pair as (a int, b text); create domain \"PosInt\" as int check (value > 0);
                  create table t (id int); create index on t (id); alter table t add column x int"
             ),
-            vec!["app.pair", "posint", "t"]
+            vec![
+                (Some("app".to_string()), "pair".to_string()),
+                (None, "PosInt".to_string()),
+                (None, "t".to_string())
+            ]
         );
     }
 
     #[test]
     fn the_lookup_quotes_the_names_it_is_given() {
-        let sql = lookup_sql(&["it's".to_string()]);
-        assert!(sql.contains("to_regtype('it''s')"), "{sql}");
+        let sql = lookup_sql(&[(None, "it's".to_string())]);
+        assert!(sql.contains("(current_schema(), 'it''s')"), "{sql}");
     }
 }
