@@ -2,9 +2,10 @@
 //!
 //! Data flow: client socket → `frontend` (handshake, relay) → `router` (which shard, using
 //! `sql` analysis) → `backend` (shard connections) → shard. `protocol` is the wire codec,
-//! `auth` the client authentication, `config` the TOML file, `metrics` the Prometheus names,
-//! `localpg` the throwaway PostgreSQL clusters used by `demo` and the tests. The crate is a
-//! library so tests and benchmarks run the same code as the binary.
+//! `auth` the client authentication, `config` the TOML file (`reload` applies a changed one),
+//! `metrics` the Prometheus names, `localpg` the throwaway PostgreSQL clusters used by `demo`
+//! and the tests. The crate is a library so tests and benchmarks run the same code as the
+//! binary.
 
 pub mod auth;
 pub mod backend;
@@ -20,8 +21,11 @@ pub mod logsafe;
 pub mod metrics;
 pub mod placement;
 pub mod protocol;
+pub mod reload;
 pub mod router;
 pub mod server;
+pub mod shutdown;
+pub mod signals;
 pub mod snapshot;
 pub mod sql;
 pub mod txn;

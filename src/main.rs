@@ -140,7 +140,7 @@ fn main() -> ExitCode {
             let run = async {
                 tokio::select! {
                     r = shardgate::snapshot::server::serve(&config) => r,
-                    _ = shardgate::demo::wait_for_signal() => Ok(()),
+                    _ = shardgate::signals::wait_for_stop() => Ok(()),
                 }
             };
             match runtime(1).block_on(run) {
@@ -173,7 +173,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
-            match runtime(config.server.worker_threads).block_on(serve(config)) {
+            match runtime(config.server.worker_threads).block_on(serve(config, path)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
@@ -181,7 +181,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(config: Config, path: PathBuf) -> Result<(), String> {
     if !config.metrics.listen.is_empty() {
         let addr = config
             .metrics
@@ -193,9 +193,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let proxy = shardgate::server::Proxy::start(&config)
         .await
         .map_err(|e| e.to_string())?;
-    shardgate::demo::wait_for_signal().await;
-    tracing::info!("shutting down");
-    proxy.shutdown().await;
+    shardgate::signals::serve(proxy, Some(path)).await;
     Ok(())
 }
 

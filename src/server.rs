@@ -11,19 +11,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
-/// What every session shares. Read-only after start, except the cancel registry.
+/// What every session shares. Read-only after start, except the cancel registry and what a
+/// reload changes (`live`).
 #[derive(Debug)]
 pub struct ProxyContext {
     pub shards: Vec<ShardTarget>,
-    pub users: UserDirectory,
+    /// Tables and users, which a reload may change.
+    pub live: crate::reload::Live,
     pub cancel: CancelRegistry,
     pub connect_timeout: Duration,
     pub max_message_bytes: usize,
-    pub placement: crate::placement::Placement,
     /// The shards' database sorts text bytewise (C/POSIX collation); checked at start.
     pub text_order_c: bool,
     /// Distributed commit and recovery.
@@ -32,6 +32,8 @@ pub struct ProxyContext {
     pub admission: crate::frontend::admission::Admission,
     /// Time a client has to log in.
     pub startup_timeout: Duration,
+    /// How long a graceful stop waits for open transactions.
+    pub shutdown_timeout: Duration,
     /// How long a session waits on a silent shard (`None`: as long as it takes).
     pub shard_response_timeout: Option<Duration>,
     /// Failed-login throttling.
@@ -61,7 +63,8 @@ pub enum StartError {
 /// A started proxy. Dropping it does not stop it; call `shutdown`.
 pub struct Proxy {
     pub local_addr: SocketAddr,
-    stop: watch::Sender<bool>,
+    ctx: Arc<ProxyContext>,
+    stop: Arc<crate::shutdown::Sender>,
     task: JoinHandle<()>,
 }
 
@@ -72,11 +75,10 @@ impl Proxy {
         let placement = config.placement().map_err(StartError::Config)?;
         let mut ctx = ProxyContext {
             shards: config.shard_targets(),
-            users,
+            live: crate::reload::Live::new(config, placement, users),
             cancel: CancelRegistry::default(),
             connect_timeout: Duration::from_secs(config.server.connect_timeout_secs),
             max_message_bytes: config.server.max_message_bytes,
-            placement,
             text_order_c: false,
             txn: crate::txn::TxnContext::new(
                 &config.transactions,
@@ -88,6 +90,7 @@ impl Proxy {
                 config.server.max_pending_startups,
             ),
             startup_timeout: Duration::from_secs(config.server.startup_timeout_secs),
+            shutdown_timeout: Duration::from_secs(config.server.shutdown_timeout_secs),
             shard_response_timeout: (config.server.shard_response_timeout_secs > 0)
                 .then(|| Duration::from_secs(config.server.shard_response_timeout_secs)),
             auth_throttle: crate::auth::throttle::Throttle::default(),
@@ -146,7 +149,9 @@ impl Proxy {
             addr: config.server.listen.clone(),
             source,
         })?;
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = crate::shutdown::channel();
+        let stop = Arc::new(stop);
+        let hurry = stop.clone();
         let recovery = (ctx.shards.len() > 1)
             .then(|| tokio::spawn(crate::txn::recovery::background(ctx.clone())));
         let health = (config.server.health_check_interval_secs > 0).then(|| {
@@ -157,8 +162,9 @@ impl Proxy {
                 ctx.connect_timeout,
             ))
         });
+        let accepting = ctx.clone();
         let task = tokio::spawn(async move {
-            accept_loop(listener, ctx, stop_rx).await;
+            accept_loop(listener, accepting, stop_rx, hurry).await;
             for background in [recovery, health].into_iter().flatten() {
                 background.abort();
             }
@@ -166,14 +172,43 @@ impl Proxy {
         info!(%local_addr, shards = config.shards.len(), "shardgate listening");
         Ok(Proxy {
             local_addr,
+            ctx,
             stop,
             task,
         })
     }
 
-    /// Stops accepting, ends every session (clients get SQLSTATE 57P01) and waits for the loop.
+    /// Reads `path` again and applies what a running proxy can change (see `reload`). On any
+    /// error the running config stays as it was.
+    pub fn reload(&self, path: &std::path::Path) -> Result<crate::reload::Reloaded, String> {
+        let config = Config::load(path).map_err(|e| e.to_string())?;
+        self.ctx.live.apply(config)
+    }
+
+    /// Fast stop: stops accepting and ends every session now (clients get SQLSTATE 57P01).
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
+        self.begin_stop(false);
+        self.stopped().await;
+    }
+
+    /// Starts stopping, `graceful`ly or fast (see `shutdown`); `stopped` waits for the end.
+    pub fn begin_stop(&self, graceful: bool) {
+        use crate::shutdown::Phase;
+        let phase = if graceful {
+            Phase::Draining
+        } else {
+            Phase::Now
+        };
+        crate::shutdown::advance(&self.stop, phase);
+    }
+
+    /// Something that can turn a graceful stop in progress into a fast one.
+    pub fn stopper(&self) -> Arc<crate::shutdown::Sender> {
+        self.stop.clone()
+    }
+
+    /// Returns when a stop has ended every session.
+    pub async fn stopped(self) {
         let _ = self.task.await;
     }
 }
@@ -230,7 +265,8 @@ fn code_point_order(collate: &str, provider: &str, encoding: &str) -> bool {
 async fn accept_loop(
     listener: TcpListener,
     ctx: Arc<ProxyContext>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: crate::shutdown::Receiver,
+    hurry: Arc<crate::shutdown::Sender>,
 ) {
     let mut sessions = tokio::task::JoinSet::new();
     let session_stop = stop.clone();
@@ -258,15 +294,35 @@ async fn accept_loop(
                 }
             },
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-            _ = stopped(&mut stop) => break,
+            _ = crate::shutdown::requested(&mut stop) => break,
         }
     }
     drop(listener);
+    let draining = *stop.borrow() == crate::shutdown::Phase::Draining;
+    if draining {
+        info!(
+            sessions = sessions.len(),
+            timeout_secs = ctx.shutdown_timeout.as_secs(),
+            "stopping: open transactions may finish"
+        );
+        tokio::select! {
+            _ = tokio::time::timeout(ctx.shutdown_timeout, all_ended(&mut sessions)) => {}
+            _ = crate::shutdown::now(&mut stop) => {}
+        }
+        if !sessions.is_empty() {
+            info!(
+                sessions = sessions.len(),
+                "stopping now: ending the sessions still open"
+            );
+            crate::shutdown::advance(&hurry, crate::shutdown::Phase::Now);
+        }
+    }
     // Sessions see the same signal and close themselves; give them a moment to say why.
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while sessions.join_next().await.is_some() {}
-    })
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), all_ended(&mut sessions)).await;
+}
+
+async fn all_ended(sessions: &mut tokio::task::JoinSet<()>) {
+    while sessions.join_next().await.is_some() {}
 }
 
 /// Pauses after failed accepts: 10 ms doubling to 1 s, and one log line per 5 s at most.
@@ -318,11 +374,6 @@ fn raise_open_files_limit() {
             let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
         }
     }
-}
-
-/// Resolves once the stop flag is set (or its sender is gone).
-pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 #[cfg(test)]

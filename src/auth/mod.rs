@@ -115,6 +115,14 @@ impl UserDirectory {
         })
     }
 
+    /// The directory of `users`, keeping this one's secret so that an unknown user's challenge
+    /// stays the same across a reload.
+    pub fn reloaded(&self, users: &[UserConfig]) -> Result<UserDirectory, String> {
+        let mut next = UserDirectory::from_config(users)?;
+        next.secret = self.secret;
+        Ok(next)
+    }
+
     /// The consistency `name`'s sessions start in, when the config gives the user one.
     pub fn consistency(&self, name: &str) -> Option<&str> {
         self.consistency.get(name).map(String::as_str)

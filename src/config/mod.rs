@@ -221,6 +221,10 @@ pub struct ServerConfig {
     /// `authentication_timeout`).
     #[serde(default = "default_startup_timeout")]
     pub startup_timeout_secs: u64,
+    /// Seconds a graceful stop (SIGTERM) lets open transactions run before it ends every
+    /// session. Default 30.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout_secs: u64,
     /// Connections allowed to be in startup or authentication at once. Default 128. When one more
     /// arrives, the one that has been waiting longest is closed: a real client logs in within
     /// milliseconds, so a flood of half-open connections evicts itself, not the clients.
@@ -331,6 +335,9 @@ fn default_max_client_connections() -> usize {
 fn default_startup_timeout() -> u64 {
     60
 }
+fn default_shutdown_timeout() -> u64 {
+    30
+}
 fn default_max_pending_startups() -> usize {
     128
 }
@@ -350,6 +357,7 @@ impl Default for ServerConfig {
             worker_threads: default_worker_threads(),
             max_client_connections: default_max_client_connections(),
             startup_timeout_secs: default_startup_timeout(),
+            shutdown_timeout_secs: default_shutdown_timeout(),
             max_pending_startups: default_max_pending_startups(),
             shard_response_timeout_secs: 0,
             health_check_interval_secs: default_health_check_interval(),

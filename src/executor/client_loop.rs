@@ -4,22 +4,22 @@ use super::client_input::ClientInput;
 use super::extended::Extended;
 use super::link::ShardLink;
 use super::session::{Exec, Stop};
+use super::txn::TxnState;
 use crate::error::{sqlstate, PgError};
 use crate::frontend::SessionEnd;
 use crate::protocol::message::{ClientMessage, Query};
 use crate::server::ProxyContext;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 pub async fn run(
     ctx: &ProxyContext,
     socket: TcpStream,
     links: Vec<ShardLink>,
     settings: &[(String, String)],
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: crate::shutdown::Receiver,
 ) -> SessionEnd {
     let (rx, tx) = socket.into_split();
-    let mut exec = Exec::new(&ctx.placement, &ctx.txn, links, tx, ctx.text_order_c);
+    let mut exec = Exec::new(ctx.live.placement(), &ctx.txn, links, tx, ctx.text_order_c);
     exec.catalog = Some(&ctx.catalog);
     exec.key_blocks = Some(&ctx.key_blocks);
     // shardgate's own settings from the startup options (checked at login).
@@ -45,6 +45,8 @@ pub async fn run(
                 break ended(stop);
             }
         }
+        // Draining: an idle session ends now, one in a transaction once the transaction ends.
+        let idle = exec.txn == TxnState::Idle && !extended.has_pending();
         let frame = tokio::select! {
             f = input.read_frame() => f,
             (i, read) = exec.idle_input() => {
@@ -53,47 +55,66 @@ pub async fn run(
                     Err(stop) => break ended(stop),
                 }
             }
-            _ = crate::server::stopped(&mut shutdown) => break SessionEnd::Shutdown,
+            _ = crate::shutdown::ends(&mut shutdown, idle) => break SessionEnd::Shutdown,
         };
         let frame = match frame {
             Ok(Some(f)) => f,
             Ok(None) => break SessionEnd::ClientGone,
             Err(msg) => break SessionEnd::ProtocolViolation(msg),
         };
+        // Tables a reload declared reach the session between transactions, so a transaction
+        // is planned with one placement throughout.
+        if exec.txn == TxnState::Idle && !extended.has_pending() {
+            let current = ctx.live.placement();
+            if !std::sync::Arc::ptr_eq(&current, &exec.placement) {
+                exec.placement = current;
+            }
+        }
         // Lent for the message (COPY FROM STDIN reads the client's data mid-statement).
         exec.input = Some(input);
-        let result = match frame.tag {
-            b'Q' => match Query::decode(&frame.bytes.slice(5..)) {
-                Ok(q) => run_query(&mut exec, &mut extended, &q.sql).await,
-                // Text that is not UTF-8 is an error in the statement, as PostgreSQL answers
-                // it; the session goes on.
-                Err(crate::protocol::message::DecodeError::NotUtf8 { .. }) => {
-                    not_utf8(&mut exec, &mut extended).await
+        // A fast stop ends the session even in the middle of a statement.
+        let handled = async {
+            match frame.tag {
+                b'Q' => match Query::decode(&frame.bytes.slice(5..)) {
+                    Ok(q) => Ok(run_query(&mut exec, &mut extended, &q.sql).await),
+                    // Text that is not UTF-8 is an error in the statement, as PostgreSQL
+                    // answers it; the session goes on.
+                    Err(crate::protocol::message::DecodeError::NotUtf8 { .. }) => {
+                        Ok(not_utf8(&mut exec, &mut extended).await)
+                    }
+                    Err(e) => Err(SessionEnd::ProtocolViolation(e.to_string())),
+                },
+                b'X' => Err(SessionEnd::Terminated),
+                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => {
+                    match ClientMessage::decode(frame) {
+                        Ok(msg) => Ok(extended.handle(&mut exec, msg).await),
+                        Err(e) => Err(SessionEnd::ProtocolViolation(e.to_string())),
+                    }
                 }
-                Err(e) => break SessionEnd::ProtocolViolation(e.to_string()),
-            },
-            b'X' => break SessionEnd::Terminated,
-            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => match ClientMessage::decode(frame) {
-                Ok(msg) => extended.handle(&mut exec, msg).await,
-                Err(e) => break SessionEnd::ProtocolViolation(e.to_string()),
-            },
-            // Discarded until Sync after an extended-protocol error, as PostgreSQL does.
-            b'F' if extended.skipping_until_sync() => Ok(()),
-            b'F' => {
-                exec.error(&PgError::error(
-                    sqlstate::FEATURE_NOT_SUPPORTED,
-                    "the function-call protocol is not supported on several shards",
-                ));
-                exec.ready_for_query();
-                exec.flush().await
-            }
-            // Stray COPY messages outside COPY are ignored, as PostgreSQL does.
-            b'd' | b'c' | b'f' => Ok(()),
-            other => {
-                break SessionEnd::ProtocolViolation(format!(
+                // Discarded until Sync after an extended-protocol error, as PostgreSQL does.
+                b'F' if extended.skipping_until_sync() => Ok(Ok(())),
+                b'F' => {
+                    exec.error(&PgError::error(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        "the function-call protocol is not supported on several shards",
+                    ));
+                    exec.ready_for_query();
+                    Ok(exec.flush().await)
+                }
+                // Stray COPY messages outside COPY are ignored, as PostgreSQL does.
+                b'd' | b'c' | b'f' => Ok(Ok(())),
+                other => Err(SessionEnd::ProtocolViolation(format!(
                     "invalid frontend message type {other}"
-                ))
+                ))),
             }
+        };
+        let handled: Result<Result<(), Stop>, SessionEnd> = tokio::select! {
+            r = handled => r,
+            _ = crate::shutdown::now(&mut shutdown) => Err(SessionEnd::Shutdown),
+        };
+        let result = match handled {
+            Ok(result) => result,
+            Err(end) => break end,
         };
         if let Err(stop) = result {
             break ended(stop);

@@ -87,14 +87,14 @@ impl Exec<'_> {
             return Ok(Rewrite::AsWritten);
         };
         if matches!(source.body.as_ref(), SetExpr::Values(_))
-            || matches!(plan(stmt, self.placement, params), Plan::Shard { .. })
+            || matches!(plan(stmt, &self.placement, params), Plan::Shard { .. })
         {
             return Ok(Rewrite::AsWritten);
         }
         let query = (**source).clone();
         let (shards, text) = match plan(
             &Statement::Query(Box::new(query.clone())),
-            self.placement,
+            &self.placement,
             params,
         ) {
             Plan::Shard { shard, .. } => (vec![shard], query.to_string()),

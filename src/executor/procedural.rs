@@ -52,7 +52,7 @@ impl Exec<'_> {
             }
         }
         let code = sql.trim().trim_end_matches(';');
-        let guard = written_rows_query(self.placement);
+        let guard = written_rows_query(&self.placement);
         let (text, prefix, code_index) = match &guard {
             Some(g) => (
                 format!("{g};\n{code};\n{g}"),

@@ -52,7 +52,8 @@ pub enum Step {
 }
 
 pub struct Exec<'a> {
-    pub placement: &'a Placement,
+    /// Tables as of the last time the session was outside a transaction (see `reload`).
+    pub placement: std::sync::Arc<Placement>,
     pub txn_ctx: &'a crate::txn::TxnContext,
     pub links: Vec<ShardLink>,
     client: OwnedWriteHalf,
@@ -140,12 +141,13 @@ pub use super::parse_cache::Parsed;
 
 impl<'a> Exec<'a> {
     pub fn new(
-        placement: &'a Placement,
+        placement: std::sync::Arc<Placement>,
         txn_ctx: &'a crate::txn::TxnContext,
         links: Vec<ShardLink>,
         client: OwnedWriteHalf,
         text_order_c: bool,
     ) -> Exec<'a> {
+        let routes = crate::metrics::RouteMetrics::new(&placement.shard_names);
         Exec {
             placement,
             txn_ctx,
@@ -158,7 +160,7 @@ impl<'a> Exec<'a> {
             deallocated: Vec::new(),
             columns: std::collections::HashMap::new(),
             parsed: std::sync::Mutex::new(ParseCache::default()),
-            routes: crate::metrics::RouteMetrics::new(&placement.shard_names),
+            routes,
             consistency: txn_ctx.default_consistency,
             default_isolation: None,
             snapshot_ts: None,
@@ -525,7 +527,7 @@ impl<'a> Exec<'a> {
             let stmt = stmt.map(|s| self.with_insert_columns(&s));
             let plan = match (&stmt, forced) {
                 (_, Some(p)) => p,
-                (Some(s), None) => plan(s, self.placement, &Params::default()),
+                (Some(s), None) => plan(s, &self.placement, &Params::default()),
                 (None, None) => plan_unparsed(&sql),
             };
             self.ahead = ahead;
@@ -752,7 +754,7 @@ impl<'a> Exec<'a> {
     /// column list targets, when that table is sharded: placement needs to know which value is
     /// the key.
     pub async fn fetch_insert_columns(&mut self, stmt: &sqlparser::ast::Statement) -> R<()> {
-        if let Some(table) = insert_without_columns(stmt, self.placement) {
+        if let Some(table) = insert_without_columns(stmt, &self.placement) {
             self.table_columns(&table).await?;
         }
         Ok(())
@@ -786,7 +788,7 @@ impl<'a> Exec<'a> {
         &self,
         stmt: &std::sync::Arc<sqlparser::ast::Statement>,
     ) -> std::sync::Arc<sqlparser::ast::Statement> {
-        let Some(table) = insert_without_columns(stmt, self.placement) else {
+        let Some(table) = insert_without_columns(stmt, &self.placement) else {
             return stmt.clone();
         };
         let Some(cols) = self.columns.get(&table) else {

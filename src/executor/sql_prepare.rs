@@ -192,7 +192,7 @@ impl Exec<'_> {
             Err(step) => return Ok(step),
         };
         let text = stmt.to_string();
-        let planned = plan(&stmt, self.placement, &Params::default());
+        let planned = plan(&stmt, &self.placement, &Params::default());
         self.rewritten = true;
         let step = Box::pin(self.run_plan(planned, &text)).await;
         self.rewritten = false;

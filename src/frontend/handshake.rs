@@ -22,7 +22,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 /// Largest message accepted before authentication completes (as PostgreSQL's startup limit).
@@ -34,7 +33,7 @@ pub async fn handle_client(
     ctx: Arc<ProxyContext>,
     mut socket: TcpStream,
     peer: SocketAddr,
-    shutdown: watch::Receiver<bool>,
+    shutdown: crate::shutdown::Receiver,
     mut admitted: Admitted,
 ) {
     let _ = socket.set_nodelay(true);
@@ -195,7 +194,8 @@ pub async fn handle_client(
             .collect();
         // The user's own default first, so that a startup option can still change it.
         let settings: Vec<(String, String)> = ctx
-            .users
+            .live
+            .users()
             .consistency(&user)
             .map(|c| ("consistency".to_string(), c.to_string()))
             .into_iter()
@@ -338,12 +338,12 @@ async fn authenticate(
             format!("password authentication failed for user \"{user}\""),
         )
     };
-    match ctx.users.get(user) {
+    match ctx.live.users().get(user) {
         Some(Credential::Trust) => Ok(()),
         Some(Credential::Md5(stored)) => md5(socket, stored, &failed).await,
         Some(Credential::Scram(v)) => scram(socket, v.clone(), &failed).await,
         // Unknown users go through the exchange a real user would, failing only at the end.
-        None => match ctx.users.unknown(user) {
+        None => match ctx.live.users().unknown(user) {
             Credential::Md5(stored) => md5(socket, &stored, &failed).await,
             Credential::Scram(v) => scram(socket, v, &failed).await,
             Credential::Trust => Err(failed()),

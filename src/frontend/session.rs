@@ -21,7 +21,6 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 const READ_CHUNK: usize = 16 * 1024;
 /// Frontend message types a client may send after startup.
@@ -92,7 +91,7 @@ pub async fn run(
     shard_stream: ShardStream,
     shard: usize,
     shard_key: (i32, i32),
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: crate::shutdown::Receiver,
 ) -> SessionEnd {
     let shard_name = ctx.shards[shard].name.clone();
     let (client_rx, mut client_tx) = client.into_split();
@@ -114,7 +113,11 @@ pub async fn run(
         tokio::select! {
             end = upstream => end,
             end = downstream => end,
-            _ = crate::server::stopped(&mut shutdown) => SessionEnd::Shutdown,
+            // Draining: the session ends once its transaction has and nothing is in flight.
+            _ = crate::shutdown::ends_when(&mut shutdown, || {
+                let state = state.lock().expect("relay state poisoned");
+                state.tx_status == b'I' && state.events.is_empty()
+            }) => SessionEnd::Shutdown,
         }
     };
     let last_words = outcome.last_words();

@@ -857,7 +857,7 @@ fn plan_write_where(
 pub(crate) fn undeclared(name: &str) -> Plan {
     refuse(
         format!("table {name} is not declared, and this cluster has several shards"),
-        format!("Declare it in the config as [tables.{name}] with shard_key and key_type, or with reference = true."),
+        format!("Declare it in the config as [tables.{name}] with shard_key and key_type, or with reference = true, and reload the proxy (SIGHUP)."),
     )
 }
 

@@ -562,7 +562,8 @@ fn parse_error(exec: &Exec<'_>, sql: &str) -> Option<PgError> {
             "cannot insert multiple commands into a prepared statement",
         ));
     }
-    parse_ast(exec, sql).and_then(|stmt| crate::router::plan::check_at_parse(&stmt, exec.placement))
+    parse_ast(exec, sql)
+        .and_then(|stmt| crate::router::plan::check_at_parse(&stmt, &exec.placement))
 }
 
 /// A parsed statement shared with the session's parse cache.
@@ -583,12 +584,12 @@ fn parse_ast(exec: &Exec<'_>, sql: &str) -> Option<Ast> {
 
 /// Plans a statement the proxy made (not the client's text), as `plan_sql` does.
 fn plan_stmt(exec: &Exec<'_>, stmt: &sqlparser::ast::Statement, params: &Params) -> Plan {
-    exec.resolve_cursor(plan(stmt, exec.placement, params))
+    exec.resolve_cursor(plan(stmt, &exec.placement, params))
 }
 
 fn plan_sql(exec: &Exec<'_>, sql: &str, ast: &Option<Ast>, params: &Params) -> Plan {
     let planned = match ast {
-        Some(stmt) => plan(stmt, exec.placement, params),
+        Some(stmt) => plan(stmt, &exec.placement, params),
         None if sql.trim().is_empty() => Plan::Shard {
             shard: HOME,
             write: false,

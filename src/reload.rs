@@ -1,0 +1,281 @@
+//! Reloading the config of a running proxy (SIGHUP, or `shardgate reload`-style signals from an
+//! operator) without dropping a client.
+//!
+//! What a reload may change: table declarations it adds, and users (passwords, methods, default
+//! consistency). A session picks up new tables when it is outside a transaction, so one
+//! transaction never sees two placements; a login uses the users of the moment it starts.
+//!
+//! What it refuses, keeping the running config whole: an invalid file, a different shard list,
+//! and any change to where existing rows live (a declared table's rule changed or removed, the
+//! slot table, the home of undeclared tables). Those would place rows somewhere other than
+//! where they are, which is a wrong answer; moving data is a separate operation. Keys that are
+//! read only at start (listeners, timeouts, transaction settings) keep their running values, and
+//! the reload says which of them differ.
+
+use crate::auth::UserDirectory;
+use crate::config::Config;
+use crate::placement::Placement;
+use std::sync::{Arc, Mutex, RwLock};
+
+/// The reloadable part of the running config.
+#[derive(Debug)]
+pub struct Live {
+    placement: RwLock<Arc<Placement>>,
+    users: RwLock<Arc<UserDirectory>>,
+    /// The config these came from, to compare the next one with.
+    running: Mutex<Config>,
+}
+
+/// What a successful reload did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Tables declared by this reload.
+    pub added_tables: Vec<String>,
+    pub users_changed: bool,
+    /// Sections that differ but are read only at start.
+    pub need_restart: Vec<&'static str>,
+}
+
+impl std::fmt::Display for Reloaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if !self.added_tables.is_empty() {
+            parts.push(format!("tables added: {}", self.added_tables.join(", ")));
+        }
+        if self.users_changed {
+            parts.push("users updated".to_string());
+        }
+        if parts.is_empty() {
+            parts.push("nothing to change".to_string());
+        }
+        if !self.need_restart.is_empty() {
+            parts.push(format!(
+                "changes to [{}] take effect at the next start",
+                self.need_restart.join("], [")
+            ));
+        }
+        f.write_str(&parts.join("; "))
+    }
+}
+
+impl Live {
+    pub fn new(config: &Config, placement: Placement, users: UserDirectory) -> Live {
+        Live {
+            placement: RwLock::new(Arc::new(placement)),
+            users: RwLock::new(Arc::new(users)),
+            running: Mutex::new(config.clone()),
+        }
+    }
+
+    pub fn placement(&self) -> Arc<Placement> {
+        self.placement
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn users(&self) -> Arc<UserDirectory> {
+        self.users.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Applies `new` if it changes nothing a reload must refuse; otherwise keeps everything as
+    /// it is and says why.
+    pub fn apply(&self, new: Config) -> Result<Reloaded, String> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let placement = new.placement()?;
+        let current = self.placement();
+        check_shards(&running, &new)?;
+        let added_tables = check_placement(&current, &placement)?;
+        let users = self.users().reloaded(&new.users)?;
+        let users_changed = format!("{:?}", running.users) != format!("{:?}", new.users)
+            || running
+                .users
+                .iter()
+                .zip(&new.users)
+                .any(|(a, b)| a.password != b.password);
+        let reloaded = Reloaded {
+            added_tables,
+            users_changed,
+            need_restart: need_restart(&running, &new),
+        };
+        *self.placement.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(placement);
+        *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(users);
+        *running = new;
+        Ok(reloaded)
+    }
+}
+
+fn check_shards(running: &Config, new: &Config) -> Result<(), String> {
+    let list = |c: &Config| -> Vec<(String, String)> {
+        c.shards
+            .iter()
+            .map(|s| (s.name.clone(), s.url.clone()))
+            .collect()
+    };
+    if list(running) != list(new) {
+        return Err(
+            "the shard list changed; a reload cannot add, remove or repoint shards (their rows \
+             would have to move): restart with the new list once the data is in place"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Tables `new` declares that `current` did not; an error when a change would move rows.
+fn check_placement(current: &Placement, new: &Placement) -> Result<Vec<String>, String> {
+    if current.slots != new.slots {
+        return Err(
+            "the slot table changed; that moves rows between shards, which a reload cannot do"
+                .into(),
+        );
+    }
+    if current.undeclared != new.undeclared {
+        return Err(
+            "routing.undeclared_tables changed; the tables it places would be looked for \
+             somewhere other than where their rows are"
+                .into(),
+        );
+    }
+    let mut changed: Vec<&String> = current
+        .tables
+        .iter()
+        .filter(|(name, rule)| new.tables.get(*name) != Some(rule))
+        .map(|(name, _)| name)
+        .collect();
+    if !changed.is_empty() {
+        changed.sort();
+        return Err(format!(
+            "the declaration of {} changed or was removed; its rows are placed by the old one \
+             (move them first, then restart)",
+            changed
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let mut added: Vec<String> = new
+        .tables
+        .keys()
+        .filter(|name| !current.tables.contains_key(*name))
+        .cloned()
+        .collect();
+    added.sort();
+    Ok(added)
+}
+
+/// Sections read only at start that `new` changes.
+fn need_restart(running: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let differ =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    if differ(&running.server, &new.server) {
+        out.push("server");
+    }
+    if differ(&running.metrics, &new.metrics) {
+        out.push("metrics");
+    }
+    if differ(&running.transactions, &new.transactions) {
+        out.push("transactions");
+    }
+    if differ(&running.oracle, &new.oracle) {
+        out.push("oracle");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "[[users]]\nname = \"app\"\npassword = \"app\"\n\
+        [[shards]]\nname = \"s0\"\nurl = \"postgres://u@h/db\"\n\
+        [[shards]]\nname = \"s1\"\nurl = \"postgres://u@h2/db\"\n\
+        [tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
+
+    fn live(text: &str) -> Live {
+        let c = Config::from_toml(text).unwrap();
+        Live::new(
+            &c,
+            c.placement().unwrap(),
+            UserDirectory::from_config(&c.users).unwrap(),
+        )
+    }
+
+    fn config(text: &str) -> Config {
+        Config::from_toml(text).unwrap()
+    }
+
+    #[test]
+    fn new_tables_and_users_take_effect() {
+        let l = live(BASE);
+        let text = format!(
+            "{BASE}[tables.orders]\nshard_key = \"account_id\"\nkey_type = \"bigint\"\n\
+             [[users]]\nname = \"ops\"\npassword = \"x\"\n"
+        );
+        let r = l.apply(config(&text)).unwrap();
+        assert_eq!(r.added_tables, vec!["orders"]);
+        assert!(r.users_changed);
+        assert!(r.need_restart.is_empty());
+        assert!(l.placement().rule("orders").is_some());
+        assert!(l.users().get("ops").is_some());
+    }
+
+    #[test]
+    fn a_new_password_counts_as_a_change() {
+        let l = live(BASE);
+        let r = l
+            .apply(config(
+                &BASE.replace("password = \"app\"", "password = \"new\""),
+            ))
+            .unwrap();
+        assert!(r.users_changed);
+    }
+
+    #[test]
+    fn moving_rows_is_refused_and_the_running_config_stays() {
+        let l = live(BASE);
+        for (text, why) in [
+            (
+                BASE.replace("key_type = \"bigint\"", "key_type = \"text\""),
+                "accounts",
+            ),
+            (
+                BASE.replace(
+                    "[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n",
+                    "",
+                ),
+                "accounts",
+            ),
+            (
+                format!("{BASE}[routing]\nundeclared_tables = \"reference\"\n"),
+                "undeclared",
+            ),
+            (
+                BASE.replace("postgres://u@h2/db", "postgres://u@h3/db"),
+                "shard list",
+            ),
+            (
+                format!("{BASE}[[shards]]\nname = \"s2\"\nurl = \"postgres://u@h3/db\"\n"),
+                "shard list",
+            ),
+        ] {
+            let err = l.apply(config(&text)).unwrap_err();
+            assert!(err.contains(why), "{err}");
+            assert!(l.placement().rule("accounts").is_some());
+        }
+    }
+
+    #[test]
+    fn start_only_settings_are_reported_not_applied() {
+        let l = live(BASE);
+        let r = l
+            .apply(config(&format!(
+                "[server]\nlisten = \"127.0.0.1:7000\"\n{BASE}"
+            )))
+            .unwrap();
+        assert_eq!(r.need_restart, vec!["server"]);
+        assert!(r.to_string().contains("next start"), "{r}");
+    }
+}

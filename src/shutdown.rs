@@ -1,0 +1,116 @@
+//! Stopping a running proxy, as PostgreSQL's smart and fast shutdowns do for its backends.
+//!
+//! A graceful stop (SIGTERM) closes the listener, ends idle sessions at once and lets every
+//! other session finish its transaction: it ends, with 57P01, as soon as it is outside a
+//! transaction with nothing in flight. After `[server] shutdown_timeout_secs` the stop turns
+//! fast. A fast stop (SIGINT) ends every session now, a statement in flight included; the
+//! shards roll back whatever was open when its connections close.
+//!
+//! The phase only moves forward: running, then draining, then now.
+
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Running,
+    /// Graceful: sessions end when they are idle.
+    Draining,
+    /// Fast: sessions end at once.
+    Now,
+}
+
+pub type Receiver = watch::Receiver<Phase>;
+pub type Sender = watch::Sender<Phase>;
+
+pub fn channel() -> (Sender, Receiver) {
+    watch::channel(Phase::Running)
+}
+
+/// Moves the phase forward to `phase` (never back).
+pub fn advance(tx: &Sender, phase: Phase) {
+    tx.send_if_modified(|p| {
+        let forward = phase > *p;
+        if forward {
+            *p = phase;
+        }
+        forward
+    });
+}
+
+/// Resolves when a stop of either kind begins (or the sender is gone).
+pub async fn requested(rx: &mut Receiver) {
+    let _ = rx.wait_for(|p| *p >= Phase::Draining).await;
+}
+
+/// Resolves when a session that is `idle` (outside a transaction, nothing in flight) should end:
+/// on any stop. A busy session ends only on a fast stop. A dropped sender counts as fast.
+pub async fn ends(rx: &mut Receiver, idle: bool) {
+    let least = if idle { Phase::Draining } else { Phase::Now };
+    let _ = rx.wait_for(|p| *p >= least).await;
+}
+
+/// Resolves when the stop is fast (or the sender is gone).
+pub async fn now(rx: &mut Receiver) {
+    ends(rx, false).await;
+}
+
+/// For a session whose idleness is only known by looking (the one-shard relay): resolves once
+/// a stop is fast, or it is draining and `idle()` holds. Looks every 20 ms while draining.
+pub async fn ends_when(rx: &mut Receiver, idle: impl Fn() -> bool) {
+    loop {
+        let phase = match rx.wait_for(|p| *p >= Phase::Draining).await {
+            Ok(p) => *p,
+            Err(_) => return,
+        };
+        if phase == Phase::Now || idle() {
+            return;
+        }
+        tokio::select! {
+            _ = now(rx) => return,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_phase_only_moves_forward() {
+        let (tx, rx) = channel();
+        advance(&tx, Phase::Now);
+        advance(&tx, Phase::Draining);
+        assert_eq!(*rx.borrow(), Phase::Now);
+    }
+
+    #[tokio::test]
+    async fn a_busy_session_waits_for_a_fast_stop() {
+        let (tx, mut rx) = channel();
+        advance(&tx, Phase::Draining);
+        ends(&mut rx, true).await;
+        let busy = tokio::time::timeout(std::time::Duration::from_millis(50), ends(&mut rx, false));
+        assert!(
+            busy.await.is_err(),
+            "a busy session keeps going while draining"
+        );
+        advance(&tx, Phase::Now);
+        ends(&mut rx, false).await;
+    }
+
+    #[tokio::test]
+    async fn a_relay_ends_once_it_looks_idle() {
+        let (tx, mut rx) = channel();
+        advance(&tx, Phase::Draining);
+        let idle = std::sync::atomic::AtomicBool::new(false);
+        let flip = async {
+            tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+            idle.store(true, std::sync::atomic::Ordering::SeqCst);
+        };
+        let ((), ()) = tokio::join!(
+            ends_when(&mut rx, || idle.load(std::sync::atomic::Ordering::SeqCst)),
+            flip
+        );
+        assert!(idle.load(std::sync::atomic::Ordering::SeqCst));
+    }
+}

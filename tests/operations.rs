@@ -1,0 +1,249 @@
+//! Operating the proxy as a process: SIGHUP reloads the config file for connections already
+//! open, a bad file keeps the running config, SIGTERM lets open transactions finish and SIGINT
+//! ends statements in flight, each session told why (57P01).
+
+mod common;
+
+use common::process::ProxyProcess;
+use common::raw::{field, query, Raw};
+use common::{code, config_for, connect, start_unlike_shards, ShardsGuard};
+use shardgate::localpg::free_port;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const ACCOUNTS: &str = "\n[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
+const ORDERS: &str = "\n[tables.orders]\nshard_key = \"account_id\"\nkey_type = \"bigint\"\n";
+
+/// Two unlike shards with `accounts` on them, and the proxy binary running from a config file.
+struct Running {
+    guard: ShardsGuard,
+    config: PathBuf,
+    proxy: ProxyProcess,
+    url: String,
+}
+
+async fn running() -> Running {
+    let (shards, dir) = tokio::task::spawn_blocking(|| start_unlike_shards(2))
+        .await
+        .unwrap();
+    let guard = ShardsGuard { shards, dir };
+    let port = free_port().unwrap();
+    let config = guard.dir.join("shardgate.toml");
+    std::fs::write(
+        &config,
+        format!("{}{ACCOUNTS}", config_for(port, &guard.shards, "")),
+    )
+    .unwrap();
+    let proxy = ProxyProcess::start(&config, port, "", &guard.dir.join("proxy.log"));
+    let url = format!("postgres://app:secret@127.0.0.1:{port}/postgres");
+    let c = connect(&url).await.unwrap();
+    c.batch_execute(
+        "create table accounts (id bigint primary key, balance int not null);
+         insert into accounts select g, 100 from generate_series(1, 20) g;
+         create table orders (account_id bigint not null, item text)",
+    )
+    .await
+    .unwrap();
+    Running {
+        guard,
+        config,
+        proxy,
+        url,
+    }
+}
+
+fn signal(proxy: &ProxyProcess, sig: i32) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(proxy.child.id() as i32, sig) };
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// Waits until the proxy's log has a line containing `needle` (a reload is applied by the
+/// process in its own time); false if it never does.
+async fn logged(proxy: &ProxyProcess, needle: &str) -> bool {
+    for _ in 0..500 {
+        if std::fs::read_to_string(&proxy.log)
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_declares_tables_for_open_connections_and_refuses_bad_files() {
+    let r = running().await;
+    let c = connect(&r.url).await.unwrap();
+    let err = c
+        .batch_execute("insert into orders values (1, 'tea')")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "0A000", "not declared yet");
+
+    append(&r.config, ORDERS);
+    signal(&r.proxy, libc::SIGHUP);
+    assert!(
+        logged(&r.proxy, "tables added: orders").await,
+        "{}",
+        r.proxy.log_tail()
+    );
+    // The connection opened before the reload places rows by the new declaration: each order
+    // lands on its account's shard.
+    for id in 1..=20 {
+        c.execute("insert into orders values ($1, 'tea')", &[&(id as i64)])
+            .await
+            .unwrap();
+    }
+    for (i, shard) in r.guard.shards.iter().enumerate() {
+        let direct = connect(&shard.url("postgres")).await.unwrap();
+        let stray = direct
+            .query_one(
+                "select count(*) from orders o where not exists \
+                 (select 1 from accounts a where a.id = o.account_id)",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            stray.get::<_, i64>(0),
+            0,
+            "shard {i}: orders away from their account"
+        );
+    }
+    let n = c
+        .query_one("select count(*) from orders", &[])
+        .await
+        .unwrap();
+    assert_eq!(n.get::<_, i64>(0), 20);
+
+    // A file that does not parse, and one that moves rows: both refused, the running config
+    // stays, and the connection goes on.
+    let good = std::fs::read_to_string(&r.config).unwrap();
+    append(&r.config, "\n[tables.broken\n");
+    signal(&r.proxy, libc::SIGHUP);
+    assert!(logged(&r.proxy, "config not reloaded").await);
+    std::fs::write(
+        &r.config,
+        good.replace(
+            "key_type = \"bigint\"\n\n[tables.orders]",
+            "key_type = \"text\"\n\n[tables.orders]",
+        ),
+    )
+    .unwrap();
+    signal(&r.proxy, libc::SIGHUP);
+    assert!(logged(&r.proxy, "the declaration of accounts changed").await);
+    let n = c
+        .query_one("select balance from accounts where id = 7", &[])
+        .await
+        .unwrap();
+    assert_eq!(n.get::<_, i32>(0), 100);
+    c.execute("insert into orders values (21, 'more tea')", &[])
+        .await
+        .unwrap();
+}
+
+/// Logs in as the trust user and runs `sql`; returns its answer.
+async fn session(port: u16, sql: &str) -> (Raw, Vec<(u8, Vec<u8>)>) {
+    let (mut raw, _) = Raw::login(port).await;
+    raw.send(&query(sql)).await;
+    let answer = raw.until_ready().await;
+    assert!(answer.iter().all(|m| m.0 != b'E'), "{sql}");
+    (raw, answer)
+}
+
+/// The SQLSTATE of the next message, which must be an ErrorResponse.
+async fn next_error(raw: &mut Raw) -> String {
+    let (tag, body) = raw
+        .recv()
+        .await
+        .expect("a message before the connection ends");
+    assert_eq!(tag, b'E', "an error, not {}", tag as char);
+    field(&body, b'C').unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_open_transactions_commit_and_ends_idle_sessions_at_once() {
+    let mut r = running().await;
+    let port = r.proxy.port;
+    let (mut idle, _) = session(port, "select 1").await;
+    // A transfer between two accounts on different shards, open when the stop begins.
+    let (mut busy, _) = session(
+        port,
+        "begin; update accounts set balance = balance - 10 where id = 1",
+    )
+    .await;
+    signal(&r.proxy, libc::SIGTERM);
+    assert_eq!(next_error(&mut idle).await, "57P01");
+    assert!(idle.is_closed().await);
+    // The transaction goes on to its end, and its commit holds.
+    busy.send(&query(
+        "update accounts set balance = balance + 10 where id = 2; commit",
+    ))
+    .await;
+    let answer = busy.until_ready().await;
+    assert!(answer.iter().all(|m| m.0 != b'E'), "{answer:?}");
+    assert_eq!(next_error(&mut busy).await, "57P01");
+    assert!(
+        r.proxy.exited(Duration::from_secs(30)).await,
+        "{}",
+        r.proxy.log_tail()
+    );
+    assert!(r.proxy.child.wait().unwrap().success());
+    let (mut total, mut moved) = (0, 0);
+    for shard in &r.guard.shards {
+        let direct = connect(&shard.url("postgres")).await.unwrap();
+        let row = direct
+            .query_one(
+                "select coalesce(sum(balance), 0)::int, \
+                 count(*) filter (where (id, balance) in ((1, 90), (2, 110))) from accounts",
+                &[],
+            )
+            .await
+            .unwrap();
+        total += row.get::<_, i32>(0);
+        moved += row.get::<_, i64>(1);
+    }
+    assert_eq!(total, 2000, "money is neither made nor lost");
+    assert_eq!(
+        moved, 2,
+        "the transaction that was open at SIGTERM committed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_ends_a_statement_in_flight_with_57p01() {
+    let r = running().await;
+    let (mut raw, _) = Raw::login(r.proxy.port).await;
+    // Every shard sleeps; the answer would take a minute.
+    raw.send(&query(
+        "select pg_sleep(60) from accounts where id in (1, 2)",
+    ))
+    .await;
+    // The statement has reached the shards once they show it running.
+    let direct = connect(&r.guard.shards[0].url("postgres")).await.unwrap();
+    for _ in 0..500 {
+        let n: i64 = direct
+            .query_one(
+                "select count(*) from pg_stat_activity where query like 'select pg_sleep%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&r.proxy, libc::SIGINT);
+    assert_eq!(next_error(&mut raw).await, "57P01");
+    assert!(raw.is_closed().await);
+}
