@@ -8,11 +8,13 @@ use std::process::{Child, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shardgate");
 
-/// A port that is free together with the next one (the demo's first shard listens there).
-fn free_pair() -> u16 {
+/// A port that is free together with the next two (the demo's shards listen there).
+fn free_ports() -> u16 {
     loop {
         let p = free_port().unwrap();
-        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+        if p < u16::MAX - 2
+            && (1..=2).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
+        {
             return p;
         }
     }
@@ -25,7 +27,7 @@ fn start_demo(dir: &std::path::Path, port: u16) -> (Child, String) {
         .args([
             "demo",
             "--shards",
-            "1",
+            "2",
             "--port",
             &port.to_string(),
             "--metrics-port",
@@ -79,16 +81,63 @@ fn interrupt_and_wait(mut child: Child) {
     assert!(status.success(), "demo exits cleanly on Ctrl-C: {status}");
 }
 
+/// Removes the demo's directory when the test ends, passed or not.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(self.0.with_extension("log"));
+    }
+}
+
 #[test]
-fn demo_serves_psql_stops_on_ctrl_c_and_keeps_its_data() {
+fn demo_serves_psql_stops_on_ctrl_c_and_keeps_its_data_and_config() {
     let dir = std::env::temp_dir().join(format!("shardgate-demo-test-{}", std::process::id()));
-    let port = free_pair();
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let port = free_ports();
     let (child, url) = start_demo(&dir, port);
-    assert_eq!(psql(&url, "select 1"), "1");
+    // The example tables are declared and created: a newcomer can use them at once.
+    assert_eq!(psql(&url, "select count(*) from currencies"), "3");
     psql(
         &url,
-        "create table kept(v text); insert into kept values ('still here')",
+        "insert into accounts values (1, 'ann', 100), (2, 'bob', 50), (3, 'cy', 0);
+         insert into entries values (1, 100, 'opening'), (2, 50, 'opening')",
     );
+    assert_eq!(
+        psql(
+            &url,
+            "select count(*) from accounts a join entries e on e.account_id = a.id"
+        ),
+        "2"
+    );
+    let route = psql(&url, "show shardgate.route accounts 42");
+    assert!(route.starts_with("accounts|42|"), "{route}");
+    // A table declared while it runs, through the file it printed and SIGHUP.
+    psql(&url, "create table kept (id bigint primary key, v text)");
+    let config = dir.join("shardgate.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[tables.kept]\nshard_key = \"id\"\nkey_type = \"bigint\"\n");
+    std::fs::write(&config, &text).unwrap();
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let mut inserted = false;
+    for _ in 0..200 {
+        let out = Command::new("psql")
+            .args([
+                &url,
+                "-c",
+                "insert into kept values (1, 'still here'), (2, 'too')",
+            ])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            inserted = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(inserted, "the reloaded declaration is used");
     interrupt_and_wait(child);
     let status = Command::new("pg_isready")
         .args(["-h", "127.0.0.1", "-p", &(port + 1).to_string()])
@@ -99,10 +148,12 @@ fn demo_serves_psql_stops_on_ctrl_c_and_keeps_its_data() {
         "the shard was stopped with the demo"
     );
 
+    // The next run keeps the data and the edited config.
     let (child, url) = start_demo(&dir, port);
-    assert_eq!(psql(&url, "select v from kept"), "still here");
+    assert_eq!(psql(&url, "select v from kept where id = 1"), "still here");
+    assert_eq!(psql(&url, "select count(*) from accounts"), "3");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), text);
     interrupt_and_wait(child);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
