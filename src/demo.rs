@@ -81,10 +81,7 @@ async fn serve(
     config_path: &Path,
     fresh: bool,
 ) -> Result<(), String> {
-    if let Ok(addr) = config.metrics.listen.parse() {
-        crate::metrics::install_exporter(addr)?;
-    }
-    let proxy = Proxy::start(config).await.map_err(|e| e.to_string())?;
+    let proxy = Proxy::start_with_endpoint(config).await?;
     let port = proxy.local_addr.port();
     let url = format!("postgres://{DEMO_USER}:{DEMO_PASSWORD}@127.0.0.1:{port}/postgres");
     if fresh {

@@ -16,6 +16,7 @@ pub mod executor;
 pub mod failpoint;
 pub mod frontend;
 pub mod fuzz;
+pub mod http;
 pub mod localpg;
 pub mod logsafe;
 pub mod metrics;

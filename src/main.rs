@@ -182,17 +182,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config, path: PathBuf) -> Result<(), String> {
-    if !config.metrics.listen.is_empty() {
-        let addr = config
-            .metrics
-            .listen
-            .parse()
-            .map_err(|e| format!("metrics.listen: {e}"))?;
-        shardgate::metrics::install_exporter(addr)?;
-    }
-    let proxy = shardgate::server::Proxy::start(&config)
-        .await
-        .map_err(|e| e.to_string())?;
+    let proxy = shardgate::server::Proxy::start_with_endpoint(&config).await?;
     shardgate::signals::serve(proxy, Some(path)).await;
     Ok(())
 }

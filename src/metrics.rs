@@ -5,7 +5,6 @@
 //! atomic add.
 
 use metrics::{Counter, Gauge, Histogram};
-use std::net::SocketAddr;
 
 /// Gauge: clients currently connected.
 pub const CLIENTS_CONNECTED: &str = "shardgate_clients_connected";
@@ -72,10 +71,10 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
-/// Starts the `/metrics` HTTP endpoint. Call once per process, inside a tokio runtime.
-pub fn install_exporter(addr: SocketAddr) -> Result<(), String> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
+/// Installs the process's Prometheus recorder (call once per process); `http::serve` publishes
+/// what the returned handle renders.
+pub fn install_recorder() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(QUERY_DURATION.to_string()),
             LATENCY_BUCKETS,
@@ -96,10 +95,10 @@ pub fn install_exporter(addr: SocketAddr) -> Result<(), String> {
             LATENCY_BUCKETS,
         )
         .map_err(|e| e.to_string())?
-        .install()
-        .map_err(|e| format!("cannot start metrics endpoint on {addr}: {e}"))?;
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     describe();
-    Ok(())
+    Ok(handle)
 }
 
 fn describe() {

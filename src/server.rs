@@ -178,6 +178,25 @@ impl Proxy {
         })
     }
 
+    /// As `start`, with the operator's HTTP endpoint on `[metrics] listen` (unless empty):
+    /// metrics, health and readiness (see `http`). What the binary and the demo run.
+    pub async fn start_with_endpoint(config: &Config) -> Result<Proxy, String> {
+        let listen = &config.metrics.listen;
+        let endpoint = if listen.is_empty() {
+            None
+        } else {
+            let addr: SocketAddr = listen.parse().map_err(|e| format!("metrics.listen: {e}"))?;
+            // Before the proxy starts, so that nothing it records is lost.
+            Some((addr, crate::metrics::install_recorder()?))
+        };
+        let proxy = Proxy::start(config).await.map_err(|e| e.to_string())?;
+        if let Some((addr, handle)) = endpoint {
+            let local = crate::http::serve(addr, handle, proxy.readiness()).await?;
+            info!(%local, "metrics, health and readiness at /metrics, /healthz, /readyz");
+        }
+        Ok(proxy)
+    }
+
     /// Reads `path` again and applies what a running proxy can change (see `reload`). On any
     /// error the running config stays as it was.
     pub fn reload(&self, path: &std::path::Path) -> Result<crate::reload::Reloaded, String> {
@@ -200,6 +219,20 @@ impl Proxy {
             Phase::Now
         };
         crate::shutdown::advance(&self.stop, phase);
+    }
+
+    /// For `/readyz`: not stopping, and no shard failing its health probes.
+    pub fn readiness(&self) -> crate::http::Readiness {
+        let (ctx, stop) = (self.ctx.clone(), self.stop.subscribe());
+        Arc::new(move || {
+            if *stop.borrow() != crate::shutdown::Phase::Running {
+                return Err("stopping".into());
+            }
+            match ctx.health.first_down(&ctx.shards) {
+                Some(shard) => Err(format!("shard {shard} is not answering its health probes")),
+                None => Ok(()),
+            }
+        })
     }
 
     /// Something that can turn a graceful stop in progress into a fast one.

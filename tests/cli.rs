@@ -112,13 +112,15 @@ fn http_get(port: u16, path: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_endpoint_and_logs_without_passwords() {
+async fn metrics_health_and_readiness_endpoints_and_logs_without_passwords() {
     let (shards, dir) = tokio::task::spawn_blocking(|| common::start_shards(1))
         .await
         .unwrap();
+    let guard = common::ShardsGuard { shards, dir };
+    let (shards, dir) = (&guard.shards, &guard.dir);
     let port = free_port().unwrap();
     let metrics_port = free_port().unwrap();
-    let text = common::config_for(port, &shards, "").replace(
+    let text = common::config_for(port, shards, "health_check_interval_secs = 1").replace(
         "listen = \"\"",
         &format!("listen = \"127.0.0.1:{metrics_port}\""),
     );
@@ -168,8 +170,30 @@ async fn metrics_endpoint_and_logs_without_passwords() {
         !logs.contains("secret") && !logs.contains("md5secret"),
         "a password reached the log:\n{logs}"
     );
-    for s in &shards {
-        let _ = s.stop(true);
+
+    // Health is the process; readiness is every shard answering its probes.
+    let get =
+        |path: &'static str| tokio::task::spawn_blocking(move || http_get(metrics_port, path));
+    let health = get("/healthz").await.unwrap();
+    assert!(
+        health.starts_with("HTTP/1.0 200") || health.starts_with("HTTP/1.1 200"),
+        "{health}"
+    );
+    let ready = get("/readyz").await.unwrap();
+    assert!(ready.contains(" 200 "), "{ready}");
+    shards[0].stop(true).unwrap();
+    let mut unready = String::new();
+    for _ in 0..100 {
+        unready = get("/readyz").await.unwrap();
+        if unready.contains(" 503 ") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        unready.contains(" 503 ") && unready.contains("s0"),
+        "{unready}"
+    );
+    assert!(get("/healthz").await.unwrap().contains(" 200 "));
+    assert!(get("/nowhere").await.unwrap().contains(" 404 "));
 }
