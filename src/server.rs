@@ -28,6 +28,8 @@ pub struct ProxyContext {
     pub text_order_c: bool,
     /// Distributed commit and recovery.
     pub txn: crate::txn::TxnContext,
+    /// TLS offered to clients (`[tls]`).
+    pub client_tls: crate::frontend::tls::ClientTls,
     /// Client limit and the startup queue.
     pub admission: crate::frontend::admission::Admission,
     /// Time a client has to log in.
@@ -85,6 +87,8 @@ impl Proxy {
                 config.shard_targets(),
                 Duration::from_secs(config.server.connect_timeout_secs),
             ),
+            client_tls: crate::frontend::tls::ClientTls::from_config(&config.tls)
+                .map_err(StartError::Config)?,
             admission: crate::frontend::admission::Admission::new(
                 config.server.max_client_connections,
                 config.server.max_pending_startups,

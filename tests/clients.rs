@@ -313,3 +313,60 @@ async fn sqlalchemy_transaction_mix_passes_in_snapshot_as_in_shard_consistency()
         );
     }
 }
+
+/// TLS to the proxy with `[tls] mode = "require"`, on two unlike shards: psql, psycopg and
+/// asyncpg verify the proxy's certificate (verify-full), and plaintext logins are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_required_with_psql_psycopg_and_asyncpg_verifying_the_proxy() {
+    let certs_dir = common::TempDir::new("tls");
+    let certs = common::certs::make(certs_dir.path());
+    let tail = format!(
+        "[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
+         [tls]\nmode = \"require\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        certs.cert.display(),
+        certs.key.display()
+    );
+    let tc = TestCluster::start_unlike(2, "", &tail).await;
+    let url = format!("postgres://app:secret@localhost:{}/postgres", tc.port);
+    let verified = format!(
+        "{url}?sslmode=verify-full&sslrootcert={}",
+        certs.ca.display()
+    );
+    run(Command::new("psql").args([
+        &verified,
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        "create table accounts (id bigint primary key, balance int);
+         insert into accounts select g, 10 from generate_series(1, 50) g",
+    ]));
+    let out = run(Command::new("psql").args([
+        &verified,
+        "-At",
+        "-c",
+        "\\conninfo",
+        "-c",
+        "select sum(balance) from accounts",
+    ]));
+    assert!(out.contains("SSL connection (protocol: TLS"), "{out}");
+    assert!(out.contains("\n500"), "{out}");
+    let refused = Command::new("psql")
+        .args([&format!("{url}?sslmode=disable"), "-c", "select 1"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("SSL connection is required"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let ca = certs.ca.display().to_string();
+    let out = python_script("tls.py", &url, &[("SHARDGATE_CA", &ca)]).await;
+    for line in [
+        "psycopg tls 500",
+        "psycopg plaintext refused",
+        "asyncpg tls [1, 2, 3]",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+}

@@ -60,6 +60,39 @@ pub struct Config {
     /// The standalone oracle (`shardgate oracle`).
     #[serde(default)]
     pub oracle: OracleConfig,
+    /// TLS for clients.
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: TLS offered to clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// "disable" (default), "prefer" (TLS for clients that ask) or "require" (plaintext logins
+    /// are refused).
+    #[serde(default = "default_tls_mode")]
+    pub mode: String,
+    /// PEM certificate chain, the server's certificate first.
+    #[serde(default)]
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub key_file: String,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            mode: default_tls_mode(),
+            cert_file: String::new(),
+            key_file: String::new(),
+        }
+    }
+}
+
+fn default_tls_mode() -> String {
+    "disable".into()
 }
 
 /// `[routing]`
@@ -403,6 +436,22 @@ impl Config {
                 "metrics.listen = {:?} is not an address like \"127.0.0.1:9930\"",
                 self.metrics.listen
             ));
+        }
+        match self.tls.mode.as_str() {
+            "disable" => {}
+            "prefer" | "require" => {
+                if self.tls.cert_file.is_empty() || self.tls.key_file.is_empty() {
+                    return invalid(format!(
+                        "tls.mode = {:?} needs tls.cert_file and tls.key_file",
+                        self.tls.mode
+                    ));
+                }
+            }
+            other => {
+                return invalid(format!(
+                    "tls.mode = {other:?}: expected \"disable\", \"prefer\" or \"require\""
+                ))
+            }
         }
         if self.server.worker_threads == 0 {
             return invalid("server.worker_threads must be at least 1".into());

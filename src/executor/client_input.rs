@@ -4,20 +4,20 @@
 //! being carried out, because COPY FROM STDIN reads the client's data in the middle of a
 //! statement.
 
+use crate::frontend::tls::ClientReader;
 use crate::protocol::frame::{take_frame, FrameScanner, Scan};
 use crate::protocol::Frame;
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
 
 pub struct ClientInput {
-    rx: OwnedReadHalf,
+    rx: ClientReader,
     buf: BytesMut,
     scanner: FrameScanner,
 }
 
 impl ClientInput {
-    pub fn new(rx: OwnedReadHalf, max_message_bytes: usize) -> ClientInput {
+    pub fn new(rx: ClientReader, max_message_bytes: usize) -> ClientInput {
         ClientInput {
             rx,
             buf: BytesMut::with_capacity(8 * 1024),
@@ -55,10 +55,11 @@ impl ClientInput {
                 _ => return true,
             }
             self.buf.reserve(8 * 1024);
-            match self.rx.try_read_buf(&mut self.buf) {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(e) => return e.kind() != std::io::ErrorKind::WouldBlock,
+            // One poll, without waiting (plaintext and TLS alike).
+            match futures_util::FutureExt::now_or_never(self.rx.read_buf(&mut self.buf)) {
+                None => return false,
+                Some(Ok(0)) | Some(Err(_)) => return true,
+                Some(Ok(_)) => {}
             }
         }
     }

@@ -6,14 +6,14 @@ use super::link::ShardLink;
 use super::session::{Exec, Stop};
 use super::txn::TxnState;
 use crate::error::{sqlstate, PgError};
+use crate::frontend::tls::ClientStream;
 use crate::frontend::SessionEnd;
 use crate::protocol::message::{ClientMessage, Query};
 use crate::server::ProxyContext;
-use tokio::net::TcpStream;
 
 pub async fn run(
     ctx: &ProxyContext,
-    socket: TcpStream,
+    socket: ClientStream,
     links: Vec<ShardLink>,
     settings: &[(String, String)],
     mut shutdown: crate::shutdown::Receiver,
@@ -137,6 +137,7 @@ pub async fn run(
     if let Some(fatal) = shard_fatal {
         use tokio::io::AsyncWriteExt;
         let _ = client.write_all(&fatal.bytes).await;
+        let _ = client.flush().await;
         let SessionEnd::ShardGone(name) = end else {
             unreachable!("matched above")
         };

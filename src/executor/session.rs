@@ -8,6 +8,7 @@ use super::insert_select::Rewrite;
 use super::link::{Incoming, LinkLost, ShardLink};
 use super::txn::TxnState;
 use crate::error::PgError;
+use crate::frontend::tls::ClientWriter;
 use crate::placement::Placement;
 use crate::protocol::{build, Frame};
 use crate::router::copy::CopyPlan;
@@ -15,7 +16,6 @@ use crate::router::params::Params;
 use crate::router::plan::{plan, plan_unparsed, AdminCmd, Plan, TxnCmd, HOME};
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 
 const FLUSH_AT: usize = 64 * 1024;
 
@@ -56,7 +56,7 @@ pub struct Exec<'a> {
     pub placement: std::sync::Arc<Placement>,
     pub txn_ctx: &'a crate::txn::TxnContext,
     pub links: Vec<ShardLink>,
-    client: OwnedWriteHalf,
+    client: ClientWriter,
     pub out: BytesMut,
     pub txn: TxnState,
     /// Shards sort text bytewise (C collation), so merged text order is PostgreSQL's.
@@ -144,7 +144,7 @@ impl<'a> Exec<'a> {
         placement: std::sync::Arc<Placement>,
         txn_ctx: &'a crate::txn::TxnContext,
         links: Vec<ShardLink>,
-        client: OwnedWriteHalf,
+        client: ClientWriter,
         text_order_c: bool,
     ) -> Exec<'a> {
         let routes = crate::metrics::RouteMetrics::new(&placement.shard_names);
@@ -223,6 +223,8 @@ impl<'a> Exec<'a> {
                 .write_all(&self.out)
                 .await
                 .map_err(|_| Stop::Client)?;
+            // Over TLS, written bytes can wait in the TLS layer until a flush.
+            self.client.flush().await.map_err(|_| Stop::Client)?;
             self.out.clear();
             // A burst (a materialized result) must not stay allocated for the session's life.
             if self.out.capacity() > 16 * FLUSH_AT {
@@ -371,7 +373,11 @@ impl<'a> Exec<'a> {
     }
 
     async fn write_client(&mut self, bytes: &[u8]) -> R<()> {
-        self.client.write_all(bytes).await.map_err(|_| Stop::Client)
+        self.client
+            .write_all(bytes)
+            .await
+            .map_err(|_| Stop::Client)?;
+        self.client.flush().await.map_err(|_| Stop::Client)
     }
 
     /// Sends a shard's message on to the client. A large one (a big value) is written straight
@@ -380,11 +386,7 @@ impl<'a> Exec<'a> {
     pub async fn pass(&mut self, f: &Frame) -> R<()> {
         if f.bytes.len() >= FLUSH_AT && !self.hold_output {
             self.flush().await?;
-            return self
-                .client
-                .write_all(&f.bytes)
-                .await
-                .map_err(|_| Stop::Client);
+            return self.write_client(&f.bytes).await;
         }
         self.out.extend_from_slice(&f.bytes);
         self.maybe_flush().await
@@ -428,7 +430,7 @@ impl<'a> Exec<'a> {
         Step::Failed
     }
 
-    pub fn into_client(self) -> OwnedWriteHalf {
+    pub fn into_client(self) -> ClientWriter {
         self.client
     }
 

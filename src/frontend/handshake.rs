@@ -8,6 +8,7 @@
 use super::admission::Admitted;
 use super::cancel::ShardKey;
 use super::session;
+use super::tls::ClientStream;
 use crate::auth::{self, Credential};
 use crate::backend::{self, BackendError};
 use crate::error::{sqlstate, PgError};
@@ -31,12 +32,13 @@ const MAX_AUTH_MESSAGE: usize = 10_000;
 /// connection only.
 pub async fn handle_client(
     ctx: Arc<ProxyContext>,
-    mut socket: TcpStream,
+    socket: TcpStream,
     peer: SocketAddr,
     shutdown: crate::shutdown::Receiver,
     mut admitted: Admitted,
 ) {
     let _ = socket.set_nodelay(true);
+    let mut socket = ClientStream::Plain(socket);
     // Startup and authentication must finish in time, and give way to newer connections when
     // the startup queue is full (see `admission`).
     let login = tokio::select! {
@@ -173,7 +175,7 @@ pub async fn handle_client(
     }
     build::backend_key_data(registration.key.pid, registration.key.secret, &mut greeting);
     build::ready_for_query(b'I', &mut greeting);
-    if socket.write_all(&greeting).await.is_err() {
+    if write(&mut socket, &greeting).await.is_err() {
         return;
     }
 
@@ -214,7 +216,7 @@ pub async fn handle_client(
 /// told why it cannot log in).
 async fn log_in(
     ctx: &ProxyContext,
-    socket: &mut TcpStream,
+    socket: &mut ClientStream,
     peer: SocketAddr,
 ) -> Option<BTreeMap<String, String>> {
     let params = match negotiate(ctx, socket).await {
@@ -260,23 +262,44 @@ pub async fn refuse_client(mut socket: TcpStream, peer: SocketAddr) {
 /// cancel request that has been served).
 async fn negotiate(
     ctx: &ProxyContext,
-    socket: &mut TcpStream,
+    socket: &mut ClientStream,
 ) -> Result<Option<BTreeMap<String, String>>, PgError> {
     loop {
         match read_packet(socket).await? {
             None => return Ok(None),
-            Some(StartupPacket::SslRequest) | Some(StartupPacket::GssEncRequest) => {
-                // No TLS or GSS encryption yet: 'N' tells the client to go on in plaintext.
-                socket
-                    .write_all(b"N")
-                    .await
-                    .map_err(|e| PgError::fatal(sqlstate::CONNECTION_FAILURE, e.to_string()))?;
+            Some(StartupPacket::SslRequest) if !socket.is_tls() => {
+                let Some(acceptor) = &ctx.client_tls.acceptor else {
+                    // 'N': go on in plaintext.
+                    write(socket, b"N").await?;
+                    continue;
+                };
+                write(socket, b"S").await?;
+                // A failed handshake has nobody to tell in a protocol both sides speak.
+                if let Err(e) = socket.upgrade(acceptor).await {
+                    debug!("TLS handshake failed: {e}");
+                    return Ok(None);
+                }
             }
+            Some(StartupPacket::SslRequest) => {
+                return Err(PgError::fatal(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "SSLRequest received over an encrypted connection",
+                ))
+            }
+            // No GSS encryption: 'N' tells the client to go on without it.
+            Some(StartupPacket::GssEncRequest) => write(socket, b"N").await?,
             Some(StartupPacket::Cancel { pid, secret }) => {
                 serve_cancel(ctx, pid, secret).await;
                 return Ok(None);
             }
             Some(StartupPacket::Startup { minor, params }) => {
+                if ctx.client_tls.required && !socket.is_tls() {
+                    return Err(PgError::fatal(
+                        sqlstate::INVALID_AUTHORIZATION,
+                        "SSL connection is required",
+                    )
+                    .with_hint("Connect with sslmode=require (or verify-full)."));
+                }
                 if params.get("user").is_none_or(|u| u.is_empty()) {
                     return Err(PgError::fatal(
                         sqlstate::INVALID_AUTHORIZATION,
@@ -301,10 +324,7 @@ async fn negotiate(
                 if minor > 0 || !unsupported.is_empty() {
                     let mut buf = BytesMut::new();
                     build::negotiate_protocol_version(&unsupported, &mut buf);
-                    socket
-                        .write_all(&buf)
-                        .await
-                        .map_err(|e| PgError::fatal(sqlstate::CONNECTION_FAILURE, e.to_string()))?;
+                    write(socket, &buf).await?;
                 }
                 return Ok(Some(params));
             }
@@ -329,7 +349,7 @@ async fn serve_cancel(ctx: &ProxyContext, pid: i32, secret: i32) {
 
 async fn authenticate(
     ctx: &ProxyContext,
-    socket: &mut TcpStream,
+    socket: &mut ClientStream,
     user: &str,
 ) -> Result<(), PgError> {
     let failed = || {
@@ -352,7 +372,7 @@ async fn authenticate(
 }
 
 async fn md5(
-    socket: &mut TcpStream,
+    socket: &mut ClientStream,
     stored: &str,
     failed: &(dyn Fn() -> PgError + Sync),
 ) -> Result<(), PgError> {
@@ -370,7 +390,7 @@ async fn md5(
 }
 
 async fn scram(
-    socket: &mut TcpStream,
+    socket: &mut ClientStream,
     verifier: auth::scram::Verifier,
     failed: &(dyn Fn() -> PgError + Sync),
 ) -> Result<(), PgError> {
@@ -419,7 +439,7 @@ fn malformed_sasl() -> PgError {
 }
 
 /// Reads one 'p' message body (password, SASLInitialResponse or SASLResponse).
-async fn read_password_message(socket: &mut TcpStream) -> Result<Vec<u8>, PgError> {
+async fn read_password_message(socket: &mut ClientStream) -> Result<Vec<u8>, PgError> {
     let mut head = [0u8; 5];
     socket.read_exact(&mut head).await.map_err(|_| {
         PgError::fatal(
@@ -450,11 +470,11 @@ async fn read_password_message(socket: &mut TcpStream) -> Result<Vec<u8>, PgErro
     Ok(body)
 }
 
-async fn write(socket: &mut TcpStream, buf: &[u8]) -> Result<(), PgError> {
-    socket
-        .write_all(buf)
-        .await
-        .map_err(|e| PgError::fatal(sqlstate::CONNECTION_FAILURE, e.to_string()))
+async fn write(socket: &mut ClientStream, buf: &[u8]) -> Result<(), PgError> {
+    let failed = |e: std::io::Error| PgError::fatal(sqlstate::CONNECTION_FAILURE, e.to_string());
+    socket.write_all(buf).await.map_err(failed)?;
+    // Over TLS, written bytes can wait in the TLS layer until a flush.
+    socket.flush().await.map_err(failed)
 }
 
 /// Best effort: the connection is closed right after.

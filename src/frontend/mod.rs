@@ -10,6 +10,7 @@ mod handshake;
 mod relay_state;
 pub mod session;
 pub mod startup_options;
+pub mod tls;
 
 pub use handshake::{handle_client, refuse_client, send_fatal};
 pub use session::SessionEnd;

@@ -7,6 +7,7 @@
 //! write and looks only at ReadyForQuery and ErrorResponse. Nothing else is decoded.
 
 use super::relay_state::{Event, RelayState, REJECT_MARKER};
+use super::tls::{ClientReader, ClientStream, ClientWriter};
 use crate::backend::{ShardReader, ShardStream, ShardWriter};
 use crate::error::{sqlstate, PgError};
 use crate::metrics as m;
@@ -19,8 +20,6 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 
 const READ_CHUNK: usize = 16 * 1024;
 /// Frontend message types a client may send after startup.
@@ -87,7 +86,7 @@ impl fmt::Display for SessionEnd {
 /// Relays until either side ends; `shard` indexes `ctx.shards`.
 pub async fn run(
     ctx: &ProxyContext,
-    client: TcpStream,
+    client: ClientStream,
     shard_stream: ShardStream,
     shard: usize,
     shard_key: (i32, i32),
@@ -146,7 +145,7 @@ pub async fn run(
 }
 
 async fn client_to_shard(
-    mut rx: OwnedReadHalf,
+    mut rx: ClientReader,
     mut tx: ShardWriter,
     state: &Mutex<RelayState>,
     mut router: Router,
@@ -281,7 +280,7 @@ fn reject_marker(tag: u8, err: PgError, state: &Mutex<RelayState>) -> BytesMut {
 
 async fn shard_to_client(
     mut rx: ShardReader,
-    tx: &mut OwnedWriteHalf,
+    tx: &mut ClientWriter,
     state: &Mutex<RelayState>,
     metrics: &m::SessionMetrics,
     shard_name: &str,
@@ -339,7 +338,7 @@ async fn shard_to_client(
                             ready = 0;
                             let _ = buf.split_to(len);
                             build::error(&err, &mut out);
-                            if tx.write_all(&out).await.is_err() {
+                            if write_flushed(tx, &out).await.is_err() {
                                 return SessionEnd::ClientGone;
                             }
                         }
@@ -347,8 +346,15 @@ async fn shard_to_client(
                 }
             }
         }
-        if ready > 0 && tx.write_all(&buf.split_to(ready)).await.is_err() {
+        if ready > 0 && write_flushed(tx, &buf.split_to(ready)).await.is_err() {
             return SessionEnd::ClientGone;
         }
     }
+}
+
+/// Writes to the client and flushes: over TLS, written bytes can wait in the TLS layer until a
+/// flush.
+async fn write_flushed(tx: &mut ClientWriter, bytes: &[u8]) -> std::io::Result<()> {
+    tx.write_all(bytes).await?;
+    tx.flush().await
 }

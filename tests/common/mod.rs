@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod bank;
+pub mod certs;
 pub mod process;
 pub mod raw;
 pub mod rig;
@@ -247,6 +248,32 @@ pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
         let _ = conn.await;
     });
     Ok(client)
+}
+
+/// A directory of the test's own under the system temp dir, removed when dropped (also when
+/// the test panics).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "shardgate-{name}-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Shards started without a `TestCluster` (see `start_shards`): stopped and their directory
