@@ -247,3 +247,133 @@ async fn sigint_ends_a_statement_in_flight_with_57p01() {
     assert_eq!(next_error(&mut raw).await, "57P01");
     assert!(raw.is_closed().await);
 }
+
+/// Makes `shard` accept only TLS over TCP, with the test CA's server certificate (Unix-socket
+/// logins stay open for the test's own checks).
+fn tls_only(shard: &shardgate::localpg::LocalCluster, certs: &common::certs::Certs) {
+    use std::os::unix::fs::PermissionsExt;
+    shard.stop(false).unwrap();
+    // The server must own its key; the copy is made as the server's user.
+    std::fs::set_permissions(&certs.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for (from, to) in [(&certs.cert, "server.crt"), (&certs.key, "server.key")] {
+        let out = shard
+            .install
+            .run_as_owner(
+                std::process::Command::new("cp")
+                    .arg(from)
+                    .arg(shard.data_dir.join(to)),
+            )
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let out = shard
+        .install
+        .run_as_owner(
+            std::process::Command::new("chmod")
+                .arg("600")
+                .arg(shard.data_dir.join("server.key")),
+        )
+        .unwrap();
+    assert!(out.status.success());
+    append(
+        &shard.data_dir.join("postgresql.auto.conf"),
+        "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+    );
+    std::fs::write(
+        shard.data_dir.join("pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+    )
+    .unwrap();
+    shard.start().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_that_only_takes_tls_is_reached_with_verify_full() {
+    let (shards, dir) = tokio::task::spawn_blocking(|| start_unlike_shards(2))
+        .await
+        .unwrap();
+    let guard = ShardsGuard { shards, dir };
+    let certs_dir = guard.dir.join("certs");
+    std::fs::create_dir_all(&certs_dir).unwrap();
+    let certs = common::certs::make(&certs_dir);
+    tls_only(&guard.shards[1], &certs);
+    let plain_url = guard.shards[1].url("postgres");
+    let tls_url = format!(
+        "{plain_url}?sslmode=verify-full&sslrootcert={}",
+        certs.ca.display()
+    );
+    // Plaintext is refused by the shard itself.
+    assert!(connect(&plain_url).await.is_err());
+
+    let port = free_port().unwrap();
+    let text = format!("{}{ACCOUNTS}", config_for(port, &guard.shards, "")).replace(
+        &format!("url = \"{plain_url}\""),
+        &format!("url = \"{tls_url}\""),
+    );
+    let config = shardgate::config::Config::from_toml(&text).unwrap();
+    let proxy = shardgate::server::Proxy::start(&config)
+        .await
+        .expect("the proxy reaches the TLS-only shard");
+    let url = format!("postgres://app:secret@127.0.0.1:{port}/postgres");
+    let c = connect(&url).await.unwrap();
+    c.batch_execute(
+        "create table accounts (id bigint primary key, balance int not null);
+         insert into accounts select g, 100 from generate_series(1, 40) g",
+    )
+    .await
+    .unwrap();
+    // A transaction over both shards commits (two-phase, one of them over TLS).
+    c.batch_execute("begin; update accounts set balance = balance + 1; commit")
+        .await
+        .unwrap();
+    let total: i64 = c
+        .query_one("select sum(balance) from accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 40 * 101);
+    // The TLS shard holds rows, and every connection the proxy made to it is encrypted.
+    let socket = format!(
+        "postgres://postgres@{}:{}/postgres",
+        guard.shards[1]
+            .data_dir
+            .display()
+            .to_string()
+            .replace('/', "%2F"),
+        guard.shards[1].port
+    );
+    let direct = connect(&socket).await.unwrap();
+    let row = direct
+        .query_one(
+            "select (select count(*) from accounts), \
+             count(*) filter (where s.ssl), count(*) filter (where not s.ssl) \
+             from pg_stat_ssl s join pg_stat_activity a using (pid) \
+             where a.client_addr is not null",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, i64>(0) > 0, "rows on the TLS shard");
+    assert!(
+        row.get::<_, i64>(1) > 0,
+        "encrypted connections from the proxy"
+    );
+    assert_eq!(row.get::<_, i64>(2), 0, "no plaintext TCP connection");
+    drop(c);
+    proxy.shutdown().await;
+
+    // A CA that did not sign the shard's certificate: the proxy says so and does not start.
+    let other_dir = guard.dir.join("other-ca");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let other = common::certs::make(&other_dir);
+    let text = text.replace(
+        &certs.ca.display().to_string(),
+        &other.ca.display().to_string(),
+    );
+    let config = shardgate::config::Config::from_toml(&text).unwrap();
+    let err = match shardgate::server::Proxy::start(&config).await {
+        Ok(_) => panic!("the proxy must not trust a certificate its CA did not sign"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("s1") && err.contains("certificate"), "{err}");
+}

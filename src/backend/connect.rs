@@ -73,6 +73,7 @@ async fn login(
     let mut out = BytesMut::new();
     startup_message(target, extra, &mut out);
     stream.write_all(&out).await.map_err(io_err)?;
+    stream.flush().await.map_err(io_err)?;
 
     let mut buf = BytesMut::with_capacity(1024);
     let mut scram: Option<ScramSha256> = None;
@@ -143,6 +144,7 @@ async fn login(
                 }
                 if !out.is_empty() {
                     stream.write_all(&out).await.map_err(io_err)?;
+                    stream.flush().await.map_err(io_err)?;
                 }
             }
             b'S' => {

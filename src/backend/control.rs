@@ -22,13 +22,29 @@ pub async fn connect(
     if let Some(pw) = &shard.password {
         cfg.password(pw);
     }
-    let (client, conn) = cfg
-        .connect(tokio_postgres::NoTls)
+    let failed = |e: String| format!("cannot connect to shard {}: {e}", shard.name);
+    if shard.tls.is_none() {
+        let (client, conn) = cfg
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| failed(describe(&e)))?;
+        tokio::spawn(conn);
+        return Ok(client);
+    }
+    // TLS is negotiated as the sessions' connections do it (see `tls`); tokio-postgres then
+    // logs in over the encrypted stream.
+    let login = async {
+        let stream = super::ShardStream::open(shard)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        cfg.connect_raw(stream, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| failed(describe(&e)))
+    };
+    let (client, conn) = tokio::time::timeout(timeout, login)
         .await
-        .map_err(|e| format!("cannot connect to shard {}: {}", shard.name, describe(&e)))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+        .map_err(|_| failed("timed out".into()))??;
+    tokio::spawn(conn);
     Ok(client)
 }
 

@@ -10,6 +10,7 @@ mod connect;
 pub mod control;
 pub mod health;
 mod stream;
+pub mod tls;
 pub mod type_oids;
 
 pub use cancel::send_cancel;

@@ -1,24 +1,28 @@
-//! A shard socket that is either TCP or Unix-domain, and its owned halves.
+//! A shard socket: TCP, TCP with TLS (see `tls`), or Unix-domain, and its owned halves.
 
 use crate::config::{ShardHost, ShardTarget};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::{tcp, unix, TcpStream, UnixStream};
+use tokio_rustls::client::TlsStream;
 
 pub enum ShardStream {
     Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
     Unix(UnixStream),
 }
 
 pub enum ShardReader {
     Tcp(tcp::OwnedReadHalf),
+    Tls(ReadHalf<TlsStream<TcpStream>>),
     Unix(unix::OwnedReadHalf),
 }
 
 pub enum ShardWriter {
     Tcp(tcp::OwnedWriteHalf),
+    Tls(WriteHalf<TlsStream<TcpStream>>),
     Unix(unix::OwnedWriteHalf),
 }
 
@@ -28,7 +32,13 @@ impl ShardStream {
             ShardHost::Tcp(host) => {
                 let s = TcpStream::connect((host.as_str(), target.port)).await?;
                 s.set_nodelay(true)?;
-                Ok(ShardStream::Tcp(s))
+                match &target.tls {
+                    None => Ok(ShardStream::Tcp(s)),
+                    Some(tls) => Ok(match tls.negotiate(s, host).await? {
+                        Ok(tls) => ShardStream::Tls(Box::new(tls)),
+                        Err(plain) => ShardStream::Tcp(plain),
+                    }),
+                }
             }
             ShardHost::Unix(dir) => {
                 let path = dir.join(format!(".s.PGSQL.{}", target.port));
@@ -42,6 +52,10 @@ impl ShardStream {
             ShardStream::Tcp(s) => {
                 let (r, w) = s.into_split();
                 (ShardReader::Tcp(r), ShardWriter::Tcp(w))
+            }
+            ShardStream::Tls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                (ShardReader::Tls(r), ShardWriter::Tls(w))
             }
             ShardStream::Unix(s) => {
                 let (r, w) = s.into_split();
@@ -61,6 +75,7 @@ macro_rules! delegate_read {
             ) -> Poll<io::Result<()>> {
                 match self.get_mut() {
                     Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+                    Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
                     Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
                 }
             }
@@ -78,18 +93,21 @@ macro_rules! delegate_write {
             ) -> Poll<io::Result<usize>> {
                 match self.get_mut() {
                     Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+                    Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
                     Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
                 }
             }
             fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 match self.get_mut() {
                     Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+                    Self::Tls(s) => Pin::new(s).poll_flush(cx),
                     Self::Unix(s) => Pin::new(s).poll_flush(cx),
                 }
             }
             fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 match self.get_mut() {
                     Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+                    Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
                     Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
                 }
             }

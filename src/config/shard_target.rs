@@ -24,6 +24,8 @@ pub struct ShardTarget {
     pub user: String,
     pub password: Option<Vec<u8>>,
     pub dbname: String,
+    /// TLS as the URL's sslmode and sslrootcert ask (None: plaintext).
+    pub tls: Option<crate::backend::tls::ShardTls>,
 }
 
 impl std::fmt::Debug for ShardTarget {
@@ -35,7 +37,9 @@ impl std::fmt::Debug for ShardTarget {
 impl ShardTarget {
     /// Parses a `postgres://` / `postgresql://` URL or a libpq key=value string.
     pub fn parse(url: &str) -> Result<ShardTarget, String> {
-        let cfg = tokio_postgres::Config::from_str(url).map_err(|e| redact(&e.to_string(), url))?;
+        let (rest, sslmode, sslrootcert) = crate::backend::tls::split_params(url);
+        let cfg =
+            tokio_postgres::Config::from_str(&rest).map_err(|e| redact(&e.to_string(), url))?;
         let host = match cfg.get_hosts() {
             [] => ShardHost::Tcp("127.0.0.1".into()),
             [tokio_postgres::config::Host::Tcp(h)] => ShardHost::Tcp(h.clone()),
@@ -52,6 +56,12 @@ impl ShardTarget {
             .ok_or_else(|| "the URL names no user".to_string())?
             .to_string();
         let dbname = cfg.get_dbname().unwrap_or(&user).to_string();
+        let tls = match host {
+            ShardHost::Unix(_) => None,
+            ShardHost::Tcp(_) => {
+                crate::backend::tls::ShardTls::new(sslmode.as_deref(), sslrootcert.as_deref())?
+            }
+        };
         Ok(ShardTarget {
             name: String::new(),
             host,
@@ -59,6 +69,7 @@ impl ShardTarget {
             user,
             password: cfg.get_password().map(|p| p.to_vec()),
             dbname,
+            tls,
         })
     }
 
@@ -68,7 +79,13 @@ impl ShardTarget {
             ShardHost::Tcp(h) => format!("{h}:{}", self.port),
             ShardHost::Unix(dir) => format!("{}/.s.PGSQL.{}", dir.display(), self.port),
         };
-        format!("{host} db={} user={}", self.dbname, self.user)
+        let tls = match &self.tls {
+            Some(t) if t.mode != crate::backend::tls::Mode::Prefer => {
+                format!(" sslmode={}", t.mode_name())
+            }
+            _ => String::new(),
+        };
+        format!("{host} db={} user={}{tls}", self.dbname, self.user)
     }
 }
 

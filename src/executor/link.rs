@@ -100,7 +100,12 @@ impl ShardLink {
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), LinkLost> {
         self.unnamed_parses += unnamed_parses(bytes);
-        let write = self.stream.write_all(bytes);
+        let stream = &mut self.stream;
+        // Over TLS, written bytes can wait in the TLS layer until a flush.
+        let write = async move {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        };
         match within(
             self.response_timeout,
             self.health.as_mut(),

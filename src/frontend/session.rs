@@ -19,7 +19,7 @@ use bytes::{BufMut, BytesMut};
 use std::fmt;
 use std::sync::Mutex;
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const READ_CHUNK: usize = 16 * 1024;
 /// Frontend message types a client may send after startup.
@@ -182,7 +182,7 @@ async fn client_to_shard(
                 Scan::Whole { tag, len } => {
                     if tag == b'X' {
                         // Forward Terminate too, so the shard logs a clean goodbye, not an EOF.
-                        let _ = tx.write_all(&buf[..ready + len]).await;
+                        let _ = write_flushed(&mut tx, &buf[..ready + len]).await;
                         return SessionEnd::Terminated;
                     }
                     let sql = {
@@ -210,13 +210,13 @@ async fn client_to_shard(
                         }
                         Decision::Reject(err) => {
                             metrics.rejected.increment(1);
-                            if tx.write_all(&buf.split_to(ready)).await.is_err() {
+                            if write_flushed(&mut tx, &buf.split_to(ready)).await.is_err() {
                                 return SessionEnd::ShardGone(metrics.shard.clone());
                             }
                             ready = 0;
                             let _ = take_frame(&mut buf, tag, len);
                             let marker = reject_marker(tag, err, state);
-                            if tx.write_all(&marker).await.is_err() {
+                            if write_flushed(&mut tx, &marker).await.is_err() {
                                 return SessionEnd::ShardGone(metrics.shard.clone());
                             }
                         }
@@ -224,7 +224,7 @@ async fn client_to_shard(
                 }
             }
         }
-        if ready > 0 && tx.write_all(&buf.split_to(ready)).await.is_err() {
+        if ready > 0 && write_flushed(&mut tx, &buf.split_to(ready)).await.is_err() {
             return SessionEnd::ShardGone(metrics.shard.clone());
         }
     }
@@ -352,9 +352,8 @@ async fn shard_to_client(
     }
 }
 
-/// Writes to the client and flushes: over TLS, written bytes can wait in the TLS layer until a
-/// flush.
-async fn write_flushed(tx: &mut ClientWriter, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes and flushes: over TLS, written bytes can wait in the TLS layer until a flush.
+async fn write_flushed<W: AsyncWrite + Unpin>(tx: &mut W, bytes: &[u8]) -> std::io::Result<()> {
     tx.write_all(bytes).await?;
     tx.flush().await
 }
