@@ -55,12 +55,15 @@ pub struct Report {
     /// Gids left for a later pass: too young, or a shard involved was unreachable.
     pub skipped: Vec<String>,
     pub errors: Vec<String>,
+    /// When the first gid skipped for its age becomes old enough to resolve.
+    pub next_eligible: Option<Duration>,
 }
 
 struct Branches {
     decider: String,
     shards: Vec<usize>,
-    young: bool,
+    /// Seconds since its most recent branch was prepared.
+    age: f64,
 }
 
 /// One recovery pass over every shard.
@@ -81,9 +84,9 @@ pub async fn run(shards: &[ShardTarget], opts: &Options) -> Report {
         let Some(client) = client else { continue };
         let rows = match client
             .query(
-                "SELECT gid, prepared > now() - make_interval(secs => $1) \
+                "SELECT gid, extract(epoch FROM now() - prepared)::float8 \
                  FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE 'sg\\_%'",
-                &[&opts.min_age.as_secs_f64()],
+                &[],
             )
             .await
         {
@@ -99,24 +102,27 @@ pub async fn run(shards: &[ShardTarget], opts: &Options) -> Report {
         };
         for row in rows {
             let g: String = row.get(0);
-            let young: bool = row.get(1);
+            let age: f64 = row.get(1);
             let Some(decider) = gid::decider(&g) else {
                 continue;
             };
             let b = gids.entry(g.clone()).or_insert_with(|| Branches {
                 decider: decider.to_string(),
                 shards: Vec::new(),
-                young: false,
+                age: f64::INFINITY,
             });
             b.shards.push(i);
-            b.young |= young;
+            b.age = b.age.min(age);
         }
     }
     metrics::gauge!(crate::metrics::IN_DOUBT).set(gids.len() as f64);
     let all_listed = report.errors.is_empty();
     for (g, b) in &gids {
-        if b.young {
+        let wait = opts.min_age.as_secs_f64() - b.age;
+        if wait > 0.0 {
             report.skipped.push(g.clone());
+            let wait = Duration::from_secs_f64(wait);
+            report.next_eligible = Some(report.next_eligible.map_or(wait, |w| w.min(wait)));
             continue;
         }
         let Some(d) = shards.iter().position(|s| s.name == b.decider) else {
@@ -239,6 +245,10 @@ async fn collect_garbage(
 
 /// Runs recovery at start, every `interval` (when not zero), and when kicked, until the process
 /// ends.
+/// Past the moment a skipped gid becomes old enough, so that the next pass sees it old enough on
+/// the shard's clock too.
+const ELIGIBLE_MARGIN: Duration = Duration::from_millis(100);
+
 pub async fn background(ctx: std::sync::Arc<crate::server::ProxyContext>) {
     loop {
         let report = run(&ctx.txn.shards, &ctx.txn.recovery).await;
@@ -249,14 +259,16 @@ pub async fn background(ctx: std::sync::Arc<crate::server::ProxyContext>) {
                 "recovery pass"
             );
         }
-        let interval = ctx.txn.recovery.interval;
-        if interval.is_zero() {
-            ctx.txn.kick.notified().await;
-        } else {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+        // The next pass comes at the interval, or as soon as a transaction left for being too
+        // young may be resolved, whichever is first: after a crash, its locks go then.
+        let interval = Some(ctx.txn.recovery.interval).filter(|i| !i.is_zero());
+        let eligible = report.next_eligible.map(|d| d + ELIGIBLE_MARGIN);
+        match interval.into_iter().chain(eligible).min() {
+            None => ctx.txn.kick.notified().await,
+            Some(wait) => tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
                 _ = ctx.txn.kick.notified() => {}
-            }
+            },
         }
     }
 }
