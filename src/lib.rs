@@ -7,6 +7,7 @@
 //! and the tests. The crate is a library so tests and benchmarks run the same code as the
 //! binary.
 
+pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod config;

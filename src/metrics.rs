@@ -98,7 +98,17 @@ pub fn install_recorder() -> Result<metrics_exporter_prometheus::PrometheusHandl
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     describe();
+    let _ = HANDLE.set(handle.clone());
     Ok(handle)
+}
+
+/// The recorder's handle, once installed.
+static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+    std::sync::OnceLock::new();
+
+/// Every series in Prometheus' text format (None before `install_recorder`).
+pub fn rendered() -> Option<String> {
+    HANDLE.get().map(|h| h.render())
 }
 
 fn describe() {

@@ -24,6 +24,8 @@ pub struct Live {
     users: RwLock<Arc<UserDirectory>>,
     /// The config these came from, to compare the next one with.
     running: Mutex<Config>,
+    /// The file a reload reads (None: the proxy was started from a config in memory).
+    source: Mutex<Option<std::path::PathBuf>>,
 }
 
 /// What a successful reload did.
@@ -64,7 +66,33 @@ impl Live {
             placement: RwLock::new(Arc::new(placement)),
             users: RwLock::new(Arc::new(users)),
             running: Mutex::new(config.clone()),
+            source: Mutex::new(None),
         }
+    }
+
+    /// The file `reload` reads.
+    pub fn set_source(&self, path: std::path::PathBuf) {
+        *self.source.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
+    }
+
+    /// Reads the config file again and applies it (see `apply`).
+    pub fn reload(&self) -> Result<Reloaded, String> {
+        let path = self
+            .source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or("this proxy was not started from a config file")?;
+        let config = Config::load(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        self.apply(config)
+    }
+
+    /// The running config, key by key, without passwords.
+    pub fn running_settings(&self) -> Vec<(String, String)> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .settings()
     }
 
     pub fn placement(&self) -> Arc<Placement> {

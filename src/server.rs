@@ -28,6 +28,10 @@ pub struct ProxyContext {
     pub text_order_c: bool,
     /// Distributed commit and recovery.
     pub txn: crate::txn::TxnContext,
+    /// Who is connected (the admin console's SHOW CLIENTS, and PAUSE).
+    pub clients: crate::admin::clients::Clients,
+    /// PAUSE / RESUME.
+    pub pause: crate::admin::pause::Pause,
     /// TLS offered to clients (`[tls]`).
     pub client_tls: crate::frontend::tls::ClientTls,
     /// Client limit and the startup queue.
@@ -87,6 +91,8 @@ impl Proxy {
                 config.shard_targets(),
                 Duration::from_secs(config.server.connect_timeout_secs),
             ),
+            clients: Default::default(),
+            pause: Default::default(),
             client_tls: crate::frontend::tls::ClientTls::from_config(&config.tls)
                 .map_err(StartError::Config)?,
             admission: crate::frontend::admission::Admission::new(
@@ -186,26 +192,31 @@ impl Proxy {
     /// metrics, health and readiness (see `http`). What the binary and the demo run.
     pub async fn start_with_endpoint(config: &Config) -> Result<Proxy, String> {
         let listen = &config.metrics.listen;
-        let endpoint = if listen.is_empty() {
+        let addr: Option<SocketAddr> = if listen.is_empty() {
             None
         } else {
-            let addr: SocketAddr = listen.parse().map_err(|e| format!("metrics.listen: {e}"))?;
-            // Before the proxy starts, so that nothing it records is lost.
-            Some((addr, crate::metrics::install_recorder()?))
+            Some(listen.parse().map_err(|e| format!("metrics.listen: {e}"))?)
         };
+        // Before the proxy starts, so that nothing it records is lost; also without an
+        // endpoint, for the admin console's SHOW STATS.
+        let handle = crate::metrics::install_recorder()?;
         let proxy = Proxy::start(config).await.map_err(|e| e.to_string())?;
-        if let Some((addr, handle)) = endpoint {
+        if let Some(addr) = addr {
             let local = crate::http::serve(addr, handle, proxy.readiness()).await?;
             info!(%local, "metrics, health and readiness at /metrics, /healthz, /readyz");
         }
         Ok(proxy)
     }
 
-    /// Reads `path` again and applies what a running proxy can change (see `reload`). On any
-    /// error the running config stays as it was.
-    pub fn reload(&self, path: &std::path::Path) -> Result<crate::reload::Reloaded, String> {
-        let config = Config::load(path).map_err(|e| e.to_string())?;
-        self.ctx.live.apply(config)
+    /// The config file that SIGHUP and the admin console's RELOAD read.
+    pub fn set_config_path(&self, path: std::path::PathBuf) {
+        self.ctx.live.set_source(path);
+    }
+
+    /// Reads the config file again and applies what a running proxy can change (see
+    /// `reload`). On any error the running config stays as it was.
+    pub fn reload(&self) -> Result<crate::reload::Reloaded, String> {
+        self.ctx.live.reload()
     }
 
     /// Fast stop: stops accepting and ends every session now (clients get SQLSTATE 57P01).

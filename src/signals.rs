@@ -10,13 +10,16 @@ use tracing::{error, info, warn};
 /// Serves signals until the proxy has stopped. `config` is the file SIGHUP reloads (None: SIGHUP
 /// is logged and ignored).
 pub async fn serve(proxy: Proxy, config: Option<PathBuf>) {
+    if let Some(path) = &config {
+        proxy.set_config_path(path.clone());
+    }
     let mut hup = listen(SignalKind::hangup());
     let mut term = listen(SignalKind::terminate());
     let mut int = listen(SignalKind::interrupt());
     loop {
         tokio::select! {
             _ = next(&mut hup) => match &config {
-                Some(path) => match proxy.reload(path) {
+                Some(path) => match proxy.reload() {
                     Ok(done) => info!(file = %path.display(), "config reloaded: {done}"),
                     Err(e) => error!(file = %path.display(), "config not reloaded, the running one stays: {e}"),
                 },

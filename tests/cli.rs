@@ -17,14 +17,16 @@ fn write_config(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
     path
 }
 
-fn tmpdir(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("shardgate-cli-{name}-{}", std::process::id()))
+/// A directory of the test's own, removed when dropped.
+fn tmpdir(name: &str) -> common::TempDir {
+    common::TempDir::new(&format!("cli-{name}"))
 }
 
 #[test]
 fn check_config_prints_what_it_understood() {
+    let dir = tmpdir("ok");
     let path = write_config(
-        &tmpdir("ok"),
+        dir.path(),
         "[server]\nlisten = \"127.0.0.1:7777\"\n[[users]]\nname = \"app\"\npassword = \"topsecret\"\n[[shards]]\nname = \"a\"\nurl = \"postgres://postgres:shardpw@127.0.0.1:5999/db\"\n",
     );
     let out = Command::new(BIN)
@@ -63,7 +65,8 @@ fn bad_configs_exit_nonzero_naming_the_problem() {
         ("this is not toml".to_string(), "invalid config"),
     ];
     for (i, (text, needle)) in cases.iter().enumerate() {
-        let path = write_config(&tmpdir(&format!("bad{i}")), text);
+        let dir = tmpdir(&format!("bad{i}"));
+        let path = write_config(dir.path(), text);
         for args in [
             vec!["check-config".into(), path.clone().into_os_string()],
             vec!["--config".into(), path.clone().into_os_string()],
@@ -83,7 +86,8 @@ fn unreachable_shard_at_start_is_named_and_fatal() {
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nconnect_timeout_secs = 2\n[metrics]\nlisten = \"\"\n[[users]]\nname = \"app\"\npassword = \"pw\"\n[[shards]]\nname = \"deadshard\"\nurl = \"postgres://postgres:sekrit@127.0.0.1:{dead}/db\"\n"
     );
-    let path = write_config(&tmpdir("dead"), &text);
+    let dir = tmpdir("dead");
+    let path = write_config(dir.path(), &text);
     let out = Command::new(BIN)
         .arg("--config")
         .arg(&path)

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 const ACCOUNTS: &str = "\n[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
 const ORDERS: &str = "\n[tables.orders]\nshard_key = \"account_id\"\nkey_type = \"bigint\"\n";
+const ADMIN: &str = "\n[[users]]\nname = \"ops\"\npassword = \"opspw\"\nadmin = true\n";
 
 /// Two unlike shards with `accounts` on them, and the proxy binary running from a config file.
 struct Running {
@@ -31,7 +32,7 @@ async fn running() -> Running {
     let config = guard.dir.join("shardgate.toml");
     std::fs::write(
         &config,
-        format!("{}{ACCOUNTS}", config_for(port, &guard.shards, "")),
+        format!("{}{ADMIN}{ACCOUNTS}", config_for(port, &guard.shards, "")),
     )
     .unwrap();
     let proxy = ProxyProcess::start(&config, port, "", &guard.dir.join("proxy.log"));
@@ -376,4 +377,125 @@ async fn a_shard_that_only_takes_tls_is_reached_with_verify_full() {
         Err(e) => e.to_string(),
     };
     assert!(err.contains("s1") && err.contains("certificate"), "{err}");
+}
+
+/// psql against the admin console; returns its output, or its error text when `ok` is false.
+fn console(port: u16, user: &str, args: &[&str]) -> (bool, String) {
+    let password = if user == "ops" { "opspw" } else { "secret" };
+    let out = std::process::Command::new("psql")
+        .arg(format!(
+            "postgres://{user}:{password}@127.0.0.1:{port}/shardgate"
+        ))
+        .args(["-X", "-v", "ON_ERROR_STOP=1"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn show(port: u16, command: &str) -> String {
+    let (ok, text) = console(port, "ops", &["-At", "-c", command]);
+    assert!(ok, "{command}: {text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_console_answers_its_commands_and_only_admins() {
+    let r = running().await;
+    let port = r.proxy.port;
+    // A client in the middle of a transaction, for CLIENTS, POOLS and TRANSACTIONS to show.
+    let (mut busy, _) = session(
+        port,
+        "begin; update accounts set balance = balance + 1 where id = 1",
+    )
+    .await;
+
+    let shards = show(port, "SHOW SHARDS");
+    for name in ["s0|", "s1|"] {
+        let line = shards.lines().find(|l| l.starts_with(name)).expect(name);
+        assert!(line.contains("|up|"), "{line}");
+        let latency = line.rsplit('|').next().unwrap();
+        assert!(latency.parse::<f64>().is_ok(), "{line}");
+    }
+    let clients = show(port, "SHOW CLIENTS");
+    assert!(
+        clients.contains("|trustuser|") && clients.contains("|in transaction|"),
+        "{clients}"
+    );
+    let pools = show(port, "SHOW POOLS");
+    assert!(
+        pools.lines().any(|l| l.starts_with("s0|session|1|1|0")),
+        "{pools}"
+    );
+    let txns = show(port, "SHOW TRANSACTIONS");
+    assert!(txns.lines().any(|l| l.starts_with("open|client")), "{txns}");
+    let stats = show(port, "SHOW STATS");
+    assert!(stats.contains("shardgate_clients_connected||1"), "{stats}");
+    let config = show(port, "SHOW CONFIG");
+    assert!(
+        config.contains("shards[1].url|") && config.contains("tables.accounts.shard_key|id"),
+        "{config}"
+    );
+    assert!(
+        !config.contains("opspw") && !config.contains("secret"),
+        "{config}"
+    );
+    let slots = show(port, "SHOW SLOTS");
+    assert_eq!(
+        slots
+            .lines()
+            .filter(|l| l.starts_with("s0|") || l.starts_with("s1|"))
+            .count(),
+        2,
+        "{slots}"
+    );
+    // psql's expanded display works as for any result.
+    let (ok, expanded) = console(port, "ops", &["-x", "-c", "SHOW CLIENTS"]);
+    assert!(
+        ok && expanded.contains("-[ RECORD 1 ]") && expanded.contains("state "),
+        "{expanded}"
+    );
+
+    // RELOAD, as SIGHUP.
+    append(&r.config, ORDERS);
+    let (ok, text) = console(port, "ops", &["-c", "RELOAD"]);
+    assert!(ok && text.contains("tables added: orders"), "{text}");
+
+    // PAUSE waits for the open transaction, then holds new ones until RESUME.
+    let pause = tokio::task::spawn_blocking(move || show(port, "PAUSE"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !pause.is_finished(),
+        "PAUSE returned with a transaction open"
+    );
+    busy.send(&query("commit")).await;
+    assert!(busy.until_ready().await.iter().all(|m| m.0 != b'E'));
+    pause.await.unwrap();
+    let c = connect(&r.url).await.unwrap();
+    let held = tokio::spawn(async move {
+        c.execute("insert into orders values (1, 'held')", &[])
+            .await
+            .map(|_| ())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !held.is_finished(),
+        "a new transaction started while paused"
+    );
+    show(port, "RESUME");
+    held.await.unwrap().unwrap();
+
+    // Unknown commands and other users.
+    let (ok, text) = console(port, "ops", &["-c", "SHOW NOTHING"]);
+    assert!(!ok && text.contains("SHOW HELP"), "{text}");
+    let (ok, text) = console(port, "app", &["-c", "SHOW CLIENTS"]);
+    assert!(
+        !ok && text.contains("may not use the admin console"),
+        "{text}"
+    );
 }

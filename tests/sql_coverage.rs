@@ -245,8 +245,8 @@ async fn copy_to_stdout_streams_every_shard_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reference_copy_and_psql_copy_reach_every_shard() {
     let tc = cluster().await;
-    let dir = tempdir();
-    let file = dir.join("countries.csv");
+    let dir = common::TempDir::new("copy");
+    let file = dir.path().join("countries.csv");
     std::fs::write(&file, "code,name\nfr,France\nde,Germany\nit,Italy\n").unwrap();
     let out = Command::new("psql")
         .args([
@@ -261,7 +261,6 @@ async fn reference_copy_and_psql_copy_reach_every_shard() {
         ])
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         out.status.success(),
         "{}",
@@ -273,12 +272,6 @@ async fn reference_copy_and_psql_copy_reach_every_shard() {
             .await,
         vec![3, 3, 3]
     );
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("shardgate-copy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,6 +72,8 @@ pub struct UserDirectory {
     secret: [u8; 32],
     /// Users whose sessions start in a consistency of their own (`[[users]] consistency`).
     consistency: std::collections::HashMap<String, String>,
+    /// Users with `admin = true`.
+    admins: std::collections::HashSet<String>,
 }
 
 impl std::fmt::Debug for UserDirectory {
@@ -112,6 +114,11 @@ impl UserDirectory {
                 .iter()
                 .filter_map(|u| Some((u.name.clone(), u.consistency.clone()?)))
                 .collect(),
+            admins: users
+                .iter()
+                .filter(|u| u.admin)
+                .map(|u| u.name.clone())
+                .collect(),
         })
     }
 
@@ -121,6 +128,11 @@ impl UserDirectory {
         let mut next = UserDirectory::from_config(users)?;
         next.secret = self.secret;
         Ok(next)
+    }
+
+    /// Whether `name` may use the admin console.
+    pub fn is_admin(&self, name: &str) -> bool {
+        self.admins.contains(name)
     }
 
     /// The consistency `name`'s sessions start in, when the config gives the user one.
@@ -157,6 +169,7 @@ mod tests {
             password: password.map(String::from),
             auth,
             consistency: None,
+            admin: false,
         }
     }
 

@@ -10,7 +10,7 @@ mod shard_target;
 pub use shard_target::{ShardHost, ShardTarget};
 
 use crate::placement::{KeyType, Placement, SlotTable, TableRule};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -30,7 +30,7 @@ pub enum ConfigError {
 }
 
 /// The whole config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Client-facing listener.
@@ -66,7 +66,7 @@ pub struct Config {
 }
 
 /// `[tls]`: TLS offered to clients.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// "disable" (default), "prefer" (TLS for clients that ask) or "require" (plaintext logins
@@ -96,7 +96,7 @@ fn default_tls_mode() -> String {
 }
 
 /// `[routing]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
     /// Tables not declared under `[tables]`: `refuse` (default: statements that use one are
@@ -118,7 +118,7 @@ impl Default for RoutingConfig {
 }
 
 /// `[oracle]`: where `shardgate oracle` listens.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OracleConfig {
     /// Default `127.0.0.1:6440`.
@@ -139,7 +139,7 @@ impl Default for OracleConfig {
 }
 
 /// `[transactions]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransactionsConfig {
     /// After the commit decision, how long COMMIT waits for an unreachable participant before
@@ -203,7 +203,7 @@ impl Default for TransactionsConfig {
 }
 
 /// `[tables.<name>]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableConfig {
     /// Column whose value decides the shard. Required unless `reference = true`.
@@ -218,7 +218,7 @@ pub struct TableConfig {
 }
 
 /// `[placement]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlacementConfig {
     /// Shard name → slot ranges (`"0-340,512-600"`), covering slots 0..1023 exactly once.
@@ -228,7 +228,7 @@ pub struct PlacementConfig {
 }
 
 /// `[server]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address clients connect to. Default `127.0.0.1:6432`.
@@ -277,7 +277,7 @@ pub struct ServerConfig {
 }
 
 /// `[metrics]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Address of the Prometheus `/metrics` endpoint. Default `127.0.0.1:9930`; empty disables it.
@@ -286,7 +286,7 @@ pub struct MetricsConfig {
 }
 
 /// How a user proves who they are to the proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuthMethod {
     /// SCRAM-SHA-256 (the default, as in PostgreSQL 14+).
@@ -299,13 +299,13 @@ pub enum AuthMethod {
 }
 
 /// `[[users]]`
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// User name clients log in with.
     pub name: String,
     /// Plain password, a `SCRAM-SHA-256$...` verifier or an `md5...` hash. Not needed for trust.
-    #[serde(default)]
+    #[serde(default, skip_serializing)]
     pub password: Option<String>,
     /// `scram-sha-256` (default), `md5` or `trust`.
     #[serde(default = "default_auth")]
@@ -314,6 +314,9 @@ pub struct UserConfig {
     /// `transactions.consistency`; a startup option or SET still changes it.
     #[serde(default)]
     pub consistency: Option<String>,
+    /// May use the admin console (database `shardgate`).
+    #[serde(default)]
+    pub admin: bool,
 }
 
 // Hand-written so a password can never reach a log line through `{:?}`.
@@ -324,17 +327,19 @@ impl std::fmt::Debug for UserConfig {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("auth", &self.auth)
             .field("consistency", &self.consistency)
+            .field("admin", &self.admin)
             .finish()
     }
 }
 
 /// `[[shards]]`
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShardConfig {
     /// Unique shard name, used in logs, metrics and error messages.
     pub name: String,
     /// `postgres://user:password@host:port/dbname`; host may be a Unix socket directory.
+    #[serde(serialize_with = "serialize_redacted_url")]
     pub url: String,
 }
 
@@ -345,6 +350,10 @@ impl std::fmt::Debug for ShardConfig {
             .field("url", &shard_target::redact_url(&self.url))
             .finish()
     }
+}
+
+fn serialize_redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&shard_target::redact_url(url))
 }
 
 fn default_listen() -> String {
@@ -414,6 +423,16 @@ impl Config {
             source,
         })?;
         Config::from_toml(&text)
+    }
+
+    /// Every setting as `section.key = value` lines' parts, passwords left out (for the admin
+    /// console's SHOW CONFIG).
+    pub fn settings(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Ok(value) = toml::Value::try_from(self) {
+            flatten("", &value, &mut out);
+        }
+        out
     }
 
     /// Parses and validates config text.
@@ -651,9 +670,59 @@ impl Config {
     }
 }
 
+fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    let key = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                flatten(&key(k), v, out);
+            }
+        }
+        toml::Value::Array(items) if items.iter().all(|i| i.is_table()) => {
+            for (i, item) in items.iter().enumerate() {
+                flatten(&format!("{prefix}[{i}]"), item, out);
+            }
+        }
+        toml::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_list_every_key_and_no_password() {
+        let c = Config::from_toml(
+            "[[users]]\nname = \"ops\"\npassword = \"hunter2\"\nadmin = true\n\
+             [[shards]]\nname = \"s0\"\nurl = \"postgres://u:shardpw@h/db\"\n\
+             [tables.t]\nreference = true\n",
+        )
+        .unwrap();
+        let settings = c.settings();
+        let text = format!("{settings:?}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("shardpw"),
+            "{text}"
+        );
+        let get = |k: &str| {
+            settings
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("users[0].admin"), Some("true"));
+        assert_eq!(get("shards[0].url"), Some("postgres://u:<redacted>@h/db"));
+        assert_eq!(get("tables.t.reference"), Some("true"));
+        assert_eq!(get("server.listen"), Some("127.0.0.1:6432"));
+    }
 
     const GOOD: &str = r#"
         [server]

@@ -5,6 +5,7 @@ use super::extended::Extended;
 use super::link::ShardLink;
 use super::session::{Exec, Stop};
 use super::txn::TxnState;
+use crate::admin::clients::{Registered, State as ClientState};
 use crate::error::{sqlstate, PgError};
 use crate::frontend::tls::ClientStream;
 use crate::frontend::SessionEnd;
@@ -17,6 +18,7 @@ pub async fn run(
     links: Vec<ShardLink>,
     settings: &[(String, String)],
     mut shutdown: crate::shutdown::Receiver,
+    registered: &Registered,
 ) -> SessionEnd {
     let (rx, tx) = socket.into_split();
     let mut exec = Exec::new(ctx.live.placement(), &ctx.txn, links, tx, ctx.text_order_c);
@@ -62,13 +64,18 @@ pub async fn run(
             Ok(None) => break SessionEnd::ClientGone,
             Err(msg) => break SessionEnd::ProtocolViolation(msg),
         };
-        // Tables a reload declared reach the session between transactions, so a transaction
-        // is planned with one placement throughout.
+        // Between transactions: PAUSE holds the next one back, and tables a reload declared
+        // reach the session, so a transaction is planned with one placement throughout.
         if exec.txn == TxnState::Idle && !extended.has_pending() {
+            tokio::select! {
+                _ = ctx.pause.wait() => {}
+                _ = crate::shutdown::ends(&mut shutdown, true) => break SessionEnd::Shutdown,
+            }
             let current = ctx.live.placement();
             if !std::sync::Arc::ptr_eq(&current, &exec.placement) {
                 exec.placement = current;
             }
+            registered.set(ClientState::Active);
         }
         // Lent for the message (COPY FROM STDIN reads the client's data mid-statement).
         exec.input = Some(input);
@@ -119,6 +126,11 @@ pub async fn run(
         if let Err(stop) = result {
             break ended(stop);
         }
+        registered.set(match exec.txn {
+            TxnState::Idle if !extended.has_pending() => ClientState::Idle,
+            TxnState::Idle => ClientState::Active,
+            _ => ClientState::InTransaction,
+        });
         input = exec.input.take().expect("the client input is lent back");
     };
     // A shard that said why it closed (an administrator's pg_terminate_backend, a shutdown):

@@ -65,6 +65,21 @@ pub async fn handle_client(
     admitted.logged_in();
     let user = params.get("user").cloned().unwrap_or_default();
     let logged_user = Escaped(&user);
+    if params.get("database").map(String::as_str) == Some(crate::admin::DATABASE) {
+        if !ctx.live.users().is_admin(&user) {
+            let err = PgError::fatal(
+                sqlstate::INVALID_AUTHORIZATION,
+                format!("user \"{logged_user}\" may not use the admin console"),
+            )
+            .with_hint("Give the user admin = true in its [[users]] entry.");
+            send_fatal(&mut socket, &err).await;
+            return;
+        }
+        info!(%peer, user = %logged_user, "admin console session");
+        crate::admin::console::serve(&ctx, socket, shutdown).await;
+        info!(%peer, user = %logged_user, "admin console session ended");
+        return;
+    }
 
     // The database the proxy serves is the first shard's (the one current_database() answers
     // from); as in PostgreSQL, a client that names none asks for its user's name.
@@ -181,9 +196,21 @@ pub async fn handle_client(
 
     info!(%peer, user = %logged_user, shards = conns.len(), "client connected");
     let _connected = m::ClientGauge::enter();
+    let registered = ctx
+        .clients
+        .register(&user, peer, socket.is_tls(), conns.len());
     let end = if conns.len() == 1 {
         let conn = conns.pop().expect("one connection");
-        session::run(&ctx, socket, conn.stream, 0, conn.key, shutdown).await
+        session::run(
+            &ctx,
+            socket,
+            conn.stream,
+            0,
+            conn.key,
+            shutdown,
+            &registered,
+        )
+        .await
     } else {
         let links = conns
             .into_iter()
@@ -203,7 +230,8 @@ pub async fn handle_client(
             .into_iter()
             .chain(options.own.iter().cloned())
             .collect();
-        crate::executor::client_loop::run(&ctx, socket, links, &settings, shutdown).await
+        crate::executor::client_loop::run(&ctx, socket, links, &settings, shutdown, &registered)
+            .await
     };
     drop(registration);
     if matches!(end, session::SessionEnd::ProtocolViolation(_)) {

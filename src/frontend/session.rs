@@ -8,6 +8,8 @@
 
 use super::relay_state::{Event, RelayState, REJECT_MARKER};
 use super::tls::{ClientReader, ClientStream, ClientWriter};
+use crate::admin::clients::{Registered, State as ClientState};
+use crate::admin::pause::Pause;
 use crate::backend::{ShardReader, ShardStream, ShardWriter};
 use crate::error::{sqlstate, PgError};
 use crate::metrics as m;
@@ -91,6 +93,7 @@ pub async fn run(
     shard: usize,
     shard_key: (i32, i32),
     mut shutdown: crate::shutdown::Receiver,
+    registered: &Registered,
 ) -> SessionEnd {
     let shard_name = ctx.shards[shard].name.clone();
     let (client_rx, mut client_tx) = client.into_split();
@@ -107,8 +110,16 @@ pub async fn run(
             router,
             &metrics,
             ctx.max_message_bytes,
+            (&ctx.pause, registered),
         );
-        let downstream = shard_to_client(shard_rx, &mut client_tx, &state, &metrics, &shard_name);
+        let downstream = shard_to_client(
+            shard_rx,
+            &mut client_tx,
+            &state,
+            &metrics,
+            &shard_name,
+            registered,
+        );
         tokio::select! {
             end = upstream => end,
             end = downstream => end,
@@ -151,6 +162,7 @@ async fn client_to_shard(
     mut router: Router,
     metrics: &m::SessionMetrics,
     limit: usize,
+    (pause, registered): (&Pause, &Registered),
 ) -> SessionEnd {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut scanner = FrameScanner::new(limit);
@@ -162,6 +174,16 @@ async fn client_to_shard(
         match rx.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return SessionEnd::ClientGone,
             Ok(_) => {}
+        }
+        // Between transactions with nothing in flight: this starts a new one, which PAUSE
+        // holds back.
+        let between = {
+            let st = state.lock().expect("relay state poisoned");
+            st.tx_status == b'I' && st.events.is_empty()
+        };
+        if between {
+            pause.wait().await;
+            registered.set(ClientState::Active);
         }
         let mut ready = 0;
         loop {
@@ -284,6 +306,7 @@ async fn shard_to_client(
     state: &Mutex<RelayState>,
     metrics: &m::SessionMetrics,
     shard_name: &str,
+    registered: &Registered,
 ) -> SessionEnd {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     // Shards are trusted to frame correctly; the limit only guards against a corrupt length.
@@ -314,11 +337,16 @@ async fn shard_to_client(
                 Scan::Whole { tag: b'Z', len } => {
                     let status =
                         inspect::ready_status(&buf[ready + 5..ready + len]).unwrap_or(b'I');
-                    if let Some(started) =
-                        state.lock().expect("relay state poisoned").on_ready(status)
-                    {
+                    let mut st = state.lock().expect("relay state poisoned");
+                    if let Some(started) = st.on_ready(status) {
                         metrics.latency.record(started.elapsed().as_secs_f64());
                     }
+                    registered.set(match (status, st.events.is_empty()) {
+                        (b'I', true) => ClientState::Idle,
+                        (b'I', false) => ClientState::Active,
+                        _ => ClientState::InTransaction,
+                    });
+                    drop(st);
                     ready += len;
                 }
                 Scan::Whole { len, .. } => {
