@@ -201,3 +201,106 @@ async fn metrics_health_and_readiness_endpoints_and_logs_without_passwords() {
     assert!(get("/healthz").await.unwrap().contains(" 200 "));
     assert!(get("/nowhere").await.unwrap().contains(" 404 "));
 }
+
+/// The Prometheus server, from `SHARDGATE_PROMETHEUS` or the Debian package's path.
+fn prometheus_binary() -> std::path::PathBuf {
+    let path = std::env::var_os("SHARDGATE_PROMETHEUS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/bin/prometheus".into());
+    assert!(
+        path.exists(),
+        "{} not found: install Prometheus (apt-get install prometheus) or set SHARDGATE_PROMETHEUS",
+        path.display()
+    );
+    path
+}
+
+/// A real Prometheus scrapes the proxy, and a `shardgate_` series comes back through its
+/// HTTP query API, as a dashboard would read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_the_proxy() {
+    let prometheus = prometheus_binary();
+    let (shards, dir) = tokio::task::spawn_blocking(|| common::start_shards(2))
+        .await
+        .unwrap();
+    let guard = common::ShardsGuard { shards, dir };
+    let (port, metrics_port, prom_port) = (
+        free_port().unwrap(),
+        free_port().unwrap(),
+        free_port().unwrap(),
+    );
+    let text = common::config_for(port, &guard.shards, "").replace(
+        "listen = \"\"",
+        &format!("listen = \"127.0.0.1:{metrics_port}\""),
+    );
+    let config = write_config(&guard.dir.join("proxy"), &text);
+    let log = std::fs::File::create(guard.dir.join("proxy.log")).unwrap();
+    let _proxy = Running(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("postgres://app:secret@127.0.0.1:{port}/postgres");
+    let mut client = None;
+    for _ in 0..100 {
+        if let Ok(c) = common::connect(&url).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = client.expect("proxy binary came up");
+    client.simple_query("select 1").await.unwrap();
+
+    let scrape = guard.dir.join("prometheus.yml");
+    std::fs::write(
+        &scrape,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: shardgate\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
+        ),
+    )
+    .unwrap();
+    let prom_log = std::fs::File::create(guard.dir.join("prometheus.log")).unwrap();
+    let _prometheus = Running(
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", scrape.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                guard.dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(prom_log.try_clone().unwrap())
+            .stderr(prom_log)
+            .spawn()
+            .unwrap(),
+    );
+    let query = "/api/v1/query?query=shardgate_clients_connected";
+    let mut answer = String::new();
+    for _ in 0..300 {
+        answer = tokio::task::spawn_blocking(move || {
+            std::net::TcpStream::connect(("127.0.0.1", prom_port))
+                .map(|_| http_get(prom_port, query))
+                .unwrap_or_default()
+        })
+        .await
+        .unwrap();
+        if answer.contains("\"__name__\":\"shardgate_clients_connected\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        answer.contains("\"__name__\":\"shardgate_clients_connected\"")
+            && answer.contains("\"job\":\"shardgate\""),
+        "Prometheus never returned the series:\n{answer}\n{}",
+        std::fs::read_to_string(guard.dir.join("prometheus.log")).unwrap_or_default()
+    );
+    // One client is connected, and that is the value Prometheus scraped.
+    assert!(answer.contains(",\"1\"]"), "{answer}");
+    drop(client);
+}
