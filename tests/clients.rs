@@ -370,3 +370,19 @@ async fn tls_required_with_psql_psycopg_and_asyncpg_verifying_the_proxy() {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
 }
+
+/// docker-compose.yml read as Compose reads it: three healthy-checked shards, the proxy waiting
+/// for them and restarted on failure, Prometheus scraping it; and the config it mounts passes
+/// `shardgate check-config`. (No Docker here: this checks the file, not a running stack.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_compose_file_holds_together_and_its_config_checks() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = python_script("compose_check.py", "", &[("SHARDGATE_ROOT", root)]).await;
+    let config = out
+        .lines()
+        .find_map(|l| l.strip_prefix("config: "))
+        .unwrap_or_else(|| panic!("no config path in:\n{out}"));
+    let checked = run(Command::new(env!("CARGO_BIN_EXE_shardgate")).args(["check-config", config]));
+    assert!(checked.contains("config OK"), "{checked}");
+    assert!(checked.contains("accounts"), "{checked}");
+}
