@@ -1,9 +1,10 @@
 //! Reloading the config of a running proxy (SIGHUP, or `shardgate reload`-style signals from an
 //! operator) without dropping a client.
 //!
-//! What a reload may change: table declarations it adds, and users (passwords, methods, default
-//! consistency). A session picks up new tables when it is outside a transaction, so one
-//! transaction never sees two placements; a login uses the users of the moment it starts.
+//! What a reload may change: table declarations it adds, users (passwords, methods, default
+//! consistency), and the startup, shutdown and shard-response timeouts. A session picks up new
+//! tables when it is outside a transaction, so one transaction never sees two placements; a
+//! login uses the users and timeouts of the moment it starts.
 //!
 //! What it refuses, keeping the running config whole: an invalid file, a different shard list,
 //! and any change to where existing rows live (a declared table's rule changed or removed, the
@@ -16,12 +17,36 @@ use crate::auth::UserDirectory;
 use crate::config::Config;
 use crate::placement::Placement;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// `[server]` timeouts a reload changes: for logins, sessions and stops that begin after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Time a client has to log in.
+    pub startup: Duration,
+    /// How long a graceful stop waits for open transactions.
+    pub shutdown: Duration,
+    /// How long a session waits on a silent shard (`None`: as long as it takes).
+    pub shard_response: Option<Duration>,
+}
+
+impl Timeouts {
+    fn of(c: &Config) -> Timeouts {
+        Timeouts {
+            startup: Duration::from_secs(c.server.startup_timeout_secs),
+            shutdown: Duration::from_secs(c.server.shutdown_timeout_secs),
+            shard_response: (c.server.shard_response_timeout_secs > 0)
+                .then(|| Duration::from_secs(c.server.shard_response_timeout_secs)),
+        }
+    }
+}
 
 /// The reloadable part of the running config.
 #[derive(Debug)]
 pub struct Live {
     placement: RwLock<Arc<Placement>>,
     users: RwLock<Arc<UserDirectory>>,
+    timeouts: RwLock<Timeouts>,
     /// The config these came from, to compare the next one with.
     running: Mutex<Config>,
     /// The file a reload reads (None: the proxy was started from a config in memory).
@@ -34,6 +59,8 @@ pub struct Reloaded {
     /// Tables declared by this reload.
     pub added_tables: Vec<String>,
     pub users_changed: bool,
+    /// `startup_timeout_secs`, `shutdown_timeout_secs` or `shard_response_timeout_secs`.
+    pub timeouts_changed: bool,
     /// Sections that differ but are read only at start.
     pub need_restart: Vec<&'static str>,
 }
@@ -46,6 +73,9 @@ impl std::fmt::Display for Reloaded {
         }
         if self.users_changed {
             parts.push("users updated".to_string());
+        }
+        if self.timeouts_changed {
+            parts.push("timeouts updated".to_string());
         }
         if parts.is_empty() {
             parts.push("nothing to change".to_string());
@@ -65,6 +95,7 @@ impl Live {
         Live {
             placement: RwLock::new(Arc::new(placement)),
             users: RwLock::new(Arc::new(users)),
+            timeouts: RwLock::new(Timeouts::of(config)),
             running: Mutex::new(config.clone()),
             source: Mutex::new(None),
         }
@@ -106,6 +137,10 @@ impl Live {
         self.users.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    pub fn timeouts(&self) -> Timeouts {
+        *self.timeouts.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Applies `new` if it changes nothing a reload must refuse; otherwise keeps everything as
     /// it is and says why.
     pub fn apply(&self, new: Config) -> Result<Reloaded, String> {
@@ -121,13 +156,16 @@ impl Live {
                 .iter()
                 .zip(&new.users)
                 .any(|(a, b)| a.password != b.password);
+        let timeouts = Timeouts::of(&new);
         let reloaded = Reloaded {
             added_tables,
             users_changed,
+            timeouts_changed: timeouts != self.timeouts(),
             need_restart: need_restart(&running, &new),
         };
         *self.placement.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(placement);
         *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(users);
+        *self.timeouts.write().unwrap_or_else(|p| p.into_inner()) = timeouts;
         *running = new;
         Ok(reloaded)
     }
@@ -198,7 +236,15 @@ fn need_restart(running: &Config, new: &Config) -> Vec<&'static str> {
     let mut out = Vec::new();
     let differ =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    if differ(&running.server, &new.server) {
+    // The timeouts a reload applies do not count.
+    let without_timeouts = |c: &Config| {
+        let mut s = c.server.clone();
+        s.startup_timeout_secs = 0;
+        s.shutdown_timeout_secs = 0;
+        s.shard_response_timeout_secs = 0;
+        s
+    };
+    if differ(&without_timeouts(running), &without_timeouts(new)) {
         out.push("server");
     }
     if differ(&running.metrics, &new.metrics) {
@@ -293,6 +339,19 @@ mod tests {
             assert!(err.contains(why), "{err}");
             assert!(l.placement().rule("accounts").is_some());
         }
+    }
+
+    #[test]
+    fn timeouts_take_effect_and_are_not_a_restart() {
+        let l = live(BASE);
+        let r = l
+            .apply(config(&format!(
+                "[server]\nstartup_timeout_secs = 7\nshard_response_timeout_secs = 9\n{BASE}"
+            )))
+            .unwrap();
+        assert!(r.timeouts_changed && r.need_restart.is_empty(), "{r:?}");
+        assert_eq!(l.timeouts().startup, Duration::from_secs(7));
+        assert_eq!(l.timeouts().shard_response, Some(Duration::from_secs(9)));
     }
 
     #[test]

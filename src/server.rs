@@ -36,12 +36,6 @@ pub struct ProxyContext {
     pub client_tls: crate::frontend::tls::ClientTls,
     /// Client limit and the startup queue.
     pub admission: crate::frontend::admission::Admission,
-    /// Time a client has to log in.
-    pub startup_timeout: Duration,
-    /// How long a graceful stop waits for open transactions.
-    pub shutdown_timeout: Duration,
-    /// How long a session waits on a silent shard (`None`: as long as it takes).
-    pub shard_response_timeout: Option<Duration>,
     /// Failed-login throttling.
     pub auth_throttle: crate::auth::throttle::Throttle,
     /// What the health probes last saw of each shard.
@@ -99,10 +93,6 @@ impl Proxy {
                 config.server.max_client_connections,
                 config.server.max_pending_startups,
             ),
-            startup_timeout: Duration::from_secs(config.server.startup_timeout_secs),
-            shutdown_timeout: Duration::from_secs(config.server.shutdown_timeout_secs),
-            shard_response_timeout: (config.server.shard_response_timeout_secs > 0)
-                .then(|| Duration::from_secs(config.server.shard_response_timeout_secs)),
             auth_throttle: crate::auth::throttle::Throttle::default(),
             health: Arc::new(crate::backend::health::Health::new(config.shards.len())),
             catalog: crate::backend::catalog::Catalog::new(
@@ -350,11 +340,11 @@ async fn accept_loop(
     if draining {
         info!(
             sessions = sessions.len(),
-            timeout_secs = ctx.shutdown_timeout.as_secs(),
+            timeout_secs = ctx.live.timeouts().shutdown.as_secs(),
             "stopping: open transactions may finish"
         );
         tokio::select! {
-            _ = tokio::time::timeout(ctx.shutdown_timeout, all_ended(&mut sessions)) => {}
+            _ = tokio::time::timeout(ctx.live.timeouts().shutdown, all_ended(&mut sessions)) => {}
             _ = crate::shutdown::now(&mut stop) => {}
         }
         if !sessions.is_empty() {

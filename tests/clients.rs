@@ -350,6 +350,14 @@ async fn tls_required_with_psql_psycopg_and_asyncpg_verifying_the_proxy() {
     ]));
     assert!(out.contains("SSL connection (protocol: TLS"), "{out}");
     assert!(out.contains("\n500"), "{out}");
+    // require: encrypted, the certificate not checked (as libpq does it).
+    let out = run(Command::new("psql").args([
+        &format!("{url}?sslmode=require"),
+        "-At",
+        "-c",
+        "select count(*) from accounts",
+    ]));
+    assert_eq!(out.trim(), "50");
     let refused = Command::new("psql")
         .args([&format!("{url}?sslmode=disable"), "-c", "select 1"])
         .output()

@@ -42,7 +42,7 @@ pub async fn handle_client(
     // Startup and authentication must finish in time, and give way to newer connections when
     // the startup queue is full (see `admission`).
     let login = tokio::select! {
-        r = tokio::time::timeout(ctx.startup_timeout, log_in(&ctx, &mut socket, peer)) => r,
+        r = tokio::time::timeout(ctx.live.timeouts().startup, log_in(&ctx, &mut socket, peer)) => r,
         _ = admitted.evicted() => {
             metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "evicted").increment(1);
             debug!(%peer, "evicted from the startup queue");
@@ -217,7 +217,7 @@ pub async fn handle_client(
             .enumerate()
             .map(|(i, c)| {
                 crate::executor::link::ShardLink::new(i, ctx.shards[i].name.clone(), c.stream)
-                    .with_response_timeout(ctx.shard_response_timeout)
+                    .with_response_timeout(ctx.live.timeouts().shard_response)
                     .with_health(ctx.health.watch(i))
             })
             .collect();
