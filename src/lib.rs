@@ -18,6 +18,7 @@ pub mod failpoint;
 pub mod frontend;
 pub mod fuzz;
 pub mod http;
+mod io_enum;
 pub mod localpg;
 pub mod logsafe;
 pub mod metrics;

@@ -107,6 +107,39 @@ impl Drop for Running {
     }
 }
 
+/// The binary on config `text` (written into `dir`), logging at debug level to `log`, and a
+/// client logged in through it once it serves.
+async fn start_binary(
+    dir: &std::path::Path,
+    text: &str,
+    port: u16,
+    log: &std::path::Path,
+) -> (Running, tokio_postgres::Client) {
+    let path = write_config(dir, text);
+    let out = std::fs::File::create(log).unwrap();
+    let proxy = Running(
+        Command::new(BIN)
+            .args(["--log-level", "debug", "--config"])
+            .arg(&path)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("postgres://app:secret@127.0.0.1:{port}/postgres");
+    for _ in 0..100 {
+        if let Ok(c) = common::connect(&url).await {
+            return (proxy, c);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "proxy binary did not come up:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
 fn http_get(port: u16, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
@@ -128,29 +161,8 @@ async fn metrics_health_and_readiness_endpoints_and_logs_without_passwords() {
         "listen = \"\"",
         &format!("listen = \"127.0.0.1:{metrics_port}\""),
     );
-    let path = write_config(&dir.join("cfg"), &text);
     let log_path = dir.join("proxy.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let _proxy = Running(
-        Command::new(BIN)
-            .args(["--log-level", "debug", "--config"])
-            .arg(&path)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("postgres://app:secret@127.0.0.1:{port}/postgres");
-    let mut client = None;
-    for _ in 0..100 {
-        if let Ok(c) = common::connect(&url).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let client = client.expect("proxy binary came up");
+    let (_proxy, client) = start_binary(&dir.join("cfg"), &text, port, &log_path).await;
     for _ in 0..5 {
         client.query_one("select 1", &[]).await.unwrap();
     }
@@ -233,27 +245,8 @@ async fn a_real_prometheus_scrapes_the_proxy() {
         "listen = \"\"",
         &format!("listen = \"127.0.0.1:{metrics_port}\""),
     );
-    let config = write_config(&guard.dir.join("proxy"), &text);
-    let log = std::fs::File::create(guard.dir.join("proxy.log")).unwrap();
-    let _proxy = Running(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("postgres://app:secret@127.0.0.1:{port}/postgres");
-    let mut client = None;
-    for _ in 0..100 {
-        if let Ok(c) = common::connect(&url).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let client = client.expect("proxy binary came up");
+    let log = guard.dir.join("proxy.log");
+    let (_proxy, client) = start_binary(&guard.dir.join("proxy"), &text, port, &log).await;
     client.simple_query("select 1").await.unwrap();
 
     let scrape = guard.dir.join("prometheus.yml");

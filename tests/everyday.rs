@@ -702,6 +702,13 @@ async fn text_order_under_another_collation_is_refused_with_a_hint_that_works() 
     assert_eq!(got, ["B", "Z", "a", "b", "z", "é"]);
 }
 
+/// Fails with the server's message if `answer` holds an ErrorResponse.
+fn no_error(answer: &[(u8, Vec<u8>)], what: &str) {
+    if let Some(e) = answer.iter().find(|m| m.0 == b'E') {
+        panic!("{what}: {:?}", field(&e.1, b'M'));
+    }
+}
+
 /// A Parse of `sql` declaring `types`, a Bind of text `values`, Describe, Execute and Sync.
 fn typed_request(sql: &str, types: &[u32], values: &[&str]) -> Vec<u8> {
     let mut parse = vec![0u8];
@@ -816,14 +823,7 @@ async fn user_defined_types_keep_the_first_shards_oids() {
         ))
         .await;
         let answer = raw.until_ready().await;
-        assert!(
-            answer.iter().all(|m| m.0 != b'E'),
-            "row {id}: {:?}",
-            answer
-                .iter()
-                .find(|m| m.0 == b'E')
-                .map(|m| field(&m.1, b'M'))
-        );
+        no_error(&answer, &format!("row {id}"));
         assert_eq!(answer.iter().filter(|m| m.0 == b'D').count(), 1, "row {id}");
     }
     raw.send(&typed_request(
@@ -889,14 +889,7 @@ async fn a_type_made_in_the_open_transaction_is_usable_before_it_commits() {
         ))
         .await;
         let answer = raw.until_ready().await;
-        assert!(
-            answer.iter().all(|m| m.0 != b'E'),
-            "row {id}: {:?}",
-            answer
-                .iter()
-                .find(|m| m.0 == b'E')
-                .map(|m| field(&m.1, b'M'))
-        );
+        no_error(&answer, &format!("row {id}"));
         assert_eq!(answer.iter().filter(|m| m.0 == b'D').count(), 1, "row {id}");
         let desc = answer.iter().find(|m| m.0 == b'T').expect("a description");
         let at = desc.1.len() - 12;

@@ -2,9 +2,7 @@
 
 use crate::config::{ShardHost, ShardTarget};
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::{tcp, unix, TcpStream, UnixStream};
 use tokio_rustls::client::TlsStream;
 
@@ -65,57 +63,7 @@ impl ShardStream {
     }
 }
 
-macro_rules! delegate_read {
-    ($t:ty) => {
-        impl AsyncRead for $t {
-            fn poll_read(
-                self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                buf: &mut ReadBuf<'_>,
-            ) -> Poll<io::Result<()>> {
-                match self.get_mut() {
-                    Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-                    Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
-                    Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
-                }
-            }
-        }
-    };
-}
-
-macro_rules! delegate_write {
-    ($t:ty) => {
-        impl AsyncWrite for $t {
-            fn poll_write(
-                self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                buf: &[u8],
-            ) -> Poll<io::Result<usize>> {
-                match self.get_mut() {
-                    Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-                    Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
-                    Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
-                }
-            }
-            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                match self.get_mut() {
-                    Self::Tcp(s) => Pin::new(s).poll_flush(cx),
-                    Self::Tls(s) => Pin::new(s).poll_flush(cx),
-                    Self::Unix(s) => Pin::new(s).poll_flush(cx),
-                }
-            }
-            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                match self.get_mut() {
-                    Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-                    Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
-                    Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
-                }
-            }
-        }
-    };
-}
-
-delegate_read!(ShardStream);
-delegate_read!(ShardReader);
-delegate_write!(ShardStream);
-delegate_write!(ShardWriter);
+crate::io_enum::delegate_read!(ShardStream: Tcp, Tls, Unix);
+crate::io_enum::delegate_read!(ShardReader: Tcp, Tls, Unix);
+crate::io_enum::delegate_write!(ShardStream: Tcp, Tls, Unix);
+crate::io_enum::delegate_write!(ShardWriter: Tcp, Tls, Unix);
