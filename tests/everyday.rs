@@ -909,3 +909,33 @@ async fn a_type_made_in_the_open_transaction_is_usable_before_it_commits() {
         assert!(gone.get::<_, bool>(0), "shard {i}");
     }
 }
+
+/// A statement every shard runs alike raises the same notice on each; the client hears it once,
+/// as from one server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_every_shard_raises_reaches_the_client_once() {
+    let tc = cluster().await;
+    let (mut raw, _) = Raw::login(tc.port).await;
+    for sql in [
+        "drop table if exists no_such_table",
+        "begin",
+        "drop table if exists no_such_table",
+        "commit",
+    ] {
+        raw.send(&query(sql)).await;
+        let answer = raw.until_ready().await;
+        no_error(&answer, sql);
+        let notices: Vec<String> = answer
+            .iter()
+            .filter(|m| m.0 == b'N')
+            .filter_map(|m| field(&m.1, b'M'))
+            .collect();
+        if sql.starts_with("drop") {
+            assert_eq!(
+                notices,
+                vec!["table \"no_such_table\" does not exist, skipping".to_string()],
+                "{sql}"
+            );
+        }
+    }
+}

@@ -939,6 +939,27 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// As `quiet_until_ready`, for a statement every shard ran alike: a notice already queued
+    /// for the client since `since` (the same one from another shard, say "table does not exist,
+    /// skipping") is not passed on again.
+    async fn quiet_until_ready_once(&mut self, shard: usize, since: usize) -> R<Option<Frame>> {
+        let mut first_error = None;
+        loop {
+            let f = self.links[shard].recv().await?;
+            match f.tag {
+                b'Z' => return Ok(first_error),
+                b'E' if first_error.is_none() => first_error = Some(f),
+                b'N' => {
+                    let queued = &self.out[since.min(self.out.len())..];
+                    if !queued.windows(f.bytes.len()).any(|w| w == &f.bytes[..]) {
+                        self.out.extend_from_slice(&f.bytes);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Runs `sql` on one shard without forwarding its results; returns its error, if any.
     pub async fn run_quiet(&mut self, shard: usize, sql: &str) -> R<Option<Frame>> {
         let mut q = BytesMut::new();
@@ -967,12 +988,13 @@ impl<'a> Exec<'a> {
             self.links[s].send(&q).await?;
         }
         let mut step = Step::Done;
+        let start = self.out.len();
         for &s in shards {
             if s == HOME {
                 if self.relay_until_ready(s).await? == Step::Failed {
                     step = Step::Failed;
                 }
-            } else if let Some(err) = self.quiet_until_ready(s).await? {
+            } else if let Some(err) = self.quiet_until_ready_once(s, start).await? {
                 if step == Step::Done {
                     self.out.extend_from_slice(&err.bytes);
                 }
