@@ -927,22 +927,21 @@ impl<'a> Exec<'a> {
 
     /// Reads up to ReadyForQuery, forwarding only notices; returns the first error.
     pub async fn quiet_until_ready(&mut self, shard: usize) -> R<Option<Frame>> {
-        let mut first_error = None;
-        loop {
-            let f = self.links[shard].recv().await?;
-            match f.tag {
-                b'Z' => return Ok(first_error),
-                b'E' if first_error.is_none() => first_error = Some(f),
-                b'N' => self.out.extend_from_slice(&f.bytes),
-                _ => {}
-            }
-        }
+        self.quiet_until_ready_from(shard, None).await
     }
 
     /// As `quiet_until_ready`, for a statement every shard ran alike: a notice already queued
     /// for the client since `since` (the same one from another shard, say "table does not exist,
     /// skipping") is not passed on again.
     async fn quiet_until_ready_once(&mut self, shard: usize, since: usize) -> R<Option<Frame>> {
+        self.quiet_until_ready_from(shard, Some(since)).await
+    }
+
+    async fn quiet_until_ready_from(
+        &mut self,
+        shard: usize,
+        dedup_since: Option<usize>,
+    ) -> R<Option<Frame>> {
         let mut first_error = None;
         loop {
             let f = self.links[shard].recv().await?;
@@ -950,8 +949,11 @@ impl<'a> Exec<'a> {
                 b'Z' => return Ok(first_error),
                 b'E' if first_error.is_none() => first_error = Some(f),
                 b'N' => {
-                    let queued = &self.out[since.min(self.out.len())..];
-                    if !queued.windows(f.bytes.len()).any(|w| w == &f.bytes[..]) {
+                    let repeated = dedup_since.is_some_and(|since| {
+                        let queued = &self.out[since.min(self.out.len())..];
+                        queued.windows(f.bytes.len()).any(|w| w == &f.bytes[..])
+                    });
+                    if !repeated {
                         self.out.extend_from_slice(&f.bytes);
                     }
                 }
