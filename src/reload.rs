@@ -256,6 +256,9 @@ fn need_restart(running: &Config, new: &Config) -> Vec<&'static str> {
     if differ(&running.oracle, &new.oracle) {
         out.push("oracle");
     }
+    if differ(&running.pool, &new.pool) {
+        out.push("pool");
+    }
     out
 }
 
