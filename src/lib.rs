@@ -23,6 +23,7 @@ pub mod localpg;
 pub mod logsafe;
 pub mod metrics;
 pub mod placement;
+pub mod pool;
 pub mod protocol;
 pub mod reload;
 pub mod router;

@@ -66,6 +66,24 @@ pub const SHARD_TIMEOUTS: &str = "shardgate_shard_timeouts_total";
 /// Gauge, label `shard`: 1 when the shard answered its last health probe, 0 when not.
 pub const SHARD_UP: &str = "shardgate_shard_up";
 
+/// Gauge, label `shard`: server connections checked out by sessions.
+pub const POOL_ACTIVE: &str = "shardgate_pool_active_connections";
+/// Gauge, label `shard`: server connections idle in the pool.
+pub const POOL_IDLE: &str = "shardgate_pool_idle_connections";
+/// Gauge, label `shard`: sessions waiting for a server connection.
+pub const POOL_WAITING: &str = "shardgate_pool_waiting_clients";
+/// Histogram (seconds), label `shard`: time a session waited to check out a connection.
+pub const POOL_CHECKOUT_WAIT: &str = "shardgate_pool_checkout_wait_seconds";
+/// Counter, label `shard`: checkouts that gave up after the checkout timeout.
+pub const POOL_CHECKOUT_TIMEOUTS: &str = "shardgate_pool_checkout_timeouts_total";
+/// Counter, label `reason`: sessions pinned to their server connections in transaction mode.
+pub const POOL_PINS: &str = "shardgate_pool_pinned_sessions_total";
+/// Counter, labels `shard` and `class` (the SQLSTATE's first two characters): errors shards
+/// answered to sessions.
+pub const SHARD_ERRORS: &str = "shardgate_shard_errors_total";
+/// Gauge (always 1), labels `version` and `profile`: what is running.
+pub const BUILD_INFO: &str = "shardgate_build_info";
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
@@ -95,6 +113,11 @@ pub fn install_recorder() -> Result<metrics_exporter_prometheus::PrometheusHandl
             LATENCY_BUCKETS,
         )
         .map_err(|e| e.to_string())?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(POOL_CHECKOUT_WAIT.to_string()),
+            LATENCY_BUCKETS,
+        )
+        .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     describe();
@@ -112,6 +135,24 @@ pub fn rendered() -> Option<String> {
 }
 
 fn describe() {
+    metrics::describe_gauge!(POOL_ACTIVE, "Server connections checked out by sessions");
+    metrics::describe_gauge!(POOL_IDLE, "Server connections idle in the pool");
+    metrics::describe_gauge!(POOL_WAITING, "Sessions waiting for a server connection");
+    metrics::describe_histogram!(
+        POOL_CHECKOUT_WAIT,
+        metrics::Unit::Seconds,
+        "Time sessions waited for a server connection"
+    );
+    metrics::describe_counter!(POOL_CHECKOUT_TIMEOUTS, "Checkouts that timed out");
+    metrics::describe_counter!(POOL_PINS, "Sessions pinned to their server connections");
+    metrics::describe_counter!(SHARD_ERRORS, "Errors shards answered, by SQLSTATE class");
+    metrics::describe_gauge!(BUILD_INFO, "Version of the running proxy");
+    metrics::gauge!(
+        BUILD_INFO,
+        "version" => env!("CARGO_PKG_VERSION"),
+        "profile" => if cfg!(debug_assertions) { "debug" } else { "release" }
+    )
+    .set(1.0);
     metrics::describe_gauge!(CLIENTS_CONNECTED, "Clients currently connected");
     metrics::describe_counter!(CLIENT_CONNECTIONS, "Client connections accepted");
     metrics::describe_counter!(QUERIES, "Queries sent to each shard");
@@ -121,7 +162,7 @@ fn describe() {
         "Request to ReadyForQuery, per shard"
     );
     metrics::describe_counter!(BACKEND_CONNECT_ERRORS, "Failed logins to each shard");
-    metrics::describe_counter!(STATEMENTS_REJECTED, "Statements refused by the router");
+    metrics::describe_counter!(STATEMENTS_REJECTED, "Statements refused by the planner");
     metrics::describe_counter!(AUTH_FAILURES, "Client authentication failures");
     metrics::describe_counter!(MERGE_ROWS, "Rows sent from merged multi-shard results");
     metrics::describe_counter!(COMMITS, "Committed writing transactions by kind");
@@ -262,7 +303,6 @@ pub struct SessionMetrics {
     pub shard: String,
     pub queries: Counter,
     pub latency: Histogram,
-    pub rejected: Counter,
 }
 
 impl SessionMetrics {
@@ -271,7 +311,6 @@ impl SessionMetrics {
             shard: shard.to_string(),
             queries: metrics::counter!(QUERIES, "shard" => shard.to_string()),
             latency: metrics::histogram!(QUERY_DURATION, "shard" => shard.to_string()),
-            rejected: metrics::counter!(STATEMENTS_REJECTED),
         }
     }
 }

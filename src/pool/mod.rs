@@ -1,0 +1,321 @@
+//! Server connections per shard, shared by the sessions of a several-shard cluster.
+//!
+//! A shard's pool hands out at most `size` connections at once (a semaphore permit travels with
+//! each one), keeps returned ones idle, most recently used first, and closes them when they have
+//! been idle or alive too long. A session waiting for a connection gets a clear error once the
+//! checkout timeout passes, never an endless wait.
+//!
+//! Invariant: a connection is idle in the pool only outside any transaction, with nothing left
+//! to read, and with the settings named by its `settings` fingerprint (see `settings`). Whoever
+//! cannot promise that drops the connection instead of returning it; PostgreSQL then cleans up.
+
+pub mod names;
+pub mod pins;
+pub mod settings;
+
+use crate::backend::{self, ShardStream};
+use crate::config::{PoolConfig, PoolMode, ShardTarget};
+use crate::error::{sqlstate, PgError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Named statements a connection may have received before it is retired: sessions in
+/// transaction mode leave theirs behind (a Close reaches only the connections a session holds
+/// at the time), so this bounds what a shard keeps per connection.
+const MAX_NAMED_PARSES: u64 = 2000;
+
+/// Every connection's id, unique in the process, so that "prepared on connection N" cannot be
+/// confused with another connection.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One pool per shard, in shard order.
+#[derive(Debug)]
+pub struct Pools {
+    pub mode: PoolMode,
+    pub shards: Vec<Arc<ShardPool>>,
+}
+
+impl Pools {
+    pub fn new(shards: &[ShardTarget], config: &PoolConfig, connect_timeout: Duration) -> Pools {
+        let pools: Vec<Arc<ShardPool>> = shards
+            .iter()
+            .map(|t| Arc::new(ShardPool::new(t.clone(), config, connect_timeout)))
+            .collect();
+        for p in &pools {
+            p.publish();
+            spawn_reaper(Arc::downgrade(p));
+        }
+        Pools {
+            mode: config.mode,
+            shards: pools,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ShardPool {
+    pub target: ShardTarget,
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<Idle>>,
+    pub size: usize,
+    checkout_timeout: Duration,
+    idle_timeout: Duration,
+    lifetime: Duration,
+    connect_timeout: Duration,
+    waiting: AtomicUsize,
+    gauges: Gauges,
+}
+
+/// The pool's series, looked up once: checkouts happen per transaction.
+struct Gauges {
+    active: metrics::Gauge,
+    idle: metrics::Gauge,
+    waiting: metrics::Gauge,
+    wait: metrics::Histogram,
+    timeouts: metrics::Counter,
+}
+
+impl std::fmt::Debug for Gauges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gauges")
+    }
+}
+
+impl Gauges {
+    fn new(shard: &str) -> Gauges {
+        let shard = shard.to_string();
+        Gauges {
+            active: metrics::gauge!(crate::metrics::POOL_ACTIVE, "shard" => shard.clone()),
+            idle: metrics::gauge!(crate::metrics::POOL_IDLE, "shard" => shard.clone()),
+            waiting: metrics::gauge!(crate::metrics::POOL_WAITING, "shard" => shard.clone()),
+            wait: metrics::histogram!(crate::metrics::POOL_CHECKOUT_WAIT, "shard" => shard.clone()),
+            timeouts: metrics::counter!(crate::metrics::POOL_CHECKOUT_TIMEOUTS, "shard" => shard),
+        }
+    }
+}
+
+struct Idle {
+    conn: Pooled,
+    since: Instant,
+}
+
+/// A connection out of the pool, with what the session needs to know about it.
+pub struct Pooled {
+    pub stream: ShardStream,
+    /// The shard's BackendKeyData, for cancel requests.
+    pub key: (i32, i32),
+    /// What the shard announced at login (ParameterStatus).
+    pub parameters: Vec<(String, String)>,
+    /// Unique per physical connection.
+    pub id: u64,
+    /// Fingerprint of the session settings this connection carries (see `settings`).
+    pub settings: u64,
+    /// Named statements sent to it so far (see `MAX_NAMED_PARSES`).
+    pub named_parses: u64,
+    born: Instant,
+    /// Held while checked out: the pool's limit is on connections in use.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Pool figures for SHOW POOLS and the gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub active: usize,
+    pub idle: usize,
+    pub waiting: usize,
+    pub size: usize,
+}
+
+impl std::fmt::Debug for Pooled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pooled")
+            .field("id", &self.id)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Idle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.conn.fmt(f)
+    }
+}
+
+impl ShardPool {
+    fn new(target: ShardTarget, config: &PoolConfig, connect_timeout: Duration) -> ShardPool {
+        let gauges = Gauges::new(&target.name);
+        ShardPool {
+            target,
+            permits: Arc::new(Semaphore::new(config.size)),
+            idle: Mutex::new(Vec::new()),
+            size: config.size,
+            checkout_timeout: Duration::from_secs_f64(config.checkout_timeout_secs),
+            idle_timeout: Duration::from_secs_f64(config.idle_timeout_secs),
+            lifetime: Duration::from_secs_f64(config.lifetime_secs),
+            connect_timeout,
+            waiting: AtomicUsize::new(0),
+            gauges,
+        }
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            active: self.size - self.permits.available_permits(),
+            idle: self.idle.lock().map(|i| i.len()).unwrap_or(0),
+            waiting: self.waiting.load(Ordering::Relaxed),
+            size: self.size,
+        }
+    }
+
+    fn publish(&self) {
+        let s = self.stats();
+        self.gauges.active.set(s.active as f64);
+        self.gauges.idle.set(s.idle as f64);
+        self.gauges.waiting.set(s.waiting as f64);
+    }
+
+    /// A connection for a session: an idle one that is still open, or a new one. `extra` are
+    /// startup parameters for a new connection (session mode passes the client's; transaction
+    /// mode none, since the connection will serve many clients).
+    pub async fn checkout(&self, extra: &[(String, String)]) -> Result<Pooled, PgError> {
+        let started = Instant::now();
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        self.publish();
+        let permit =
+            tokio::time::timeout(self.checkout_timeout, self.permits.clone().acquire_owned()).await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.gauges.wait.record(started.elapsed().as_secs_f64());
+        let permit = match permit {
+            Ok(Ok(p)) => p,
+            // The semaphore is never closed; a timeout is the only way here.
+            _ => {
+                self.gauges.timeouts.increment(1);
+                self.publish();
+                return Err(PgError::fatal(
+                    sqlstate::TOO_MANY_CONNECTIONS,
+                    format!(
+                        "no connection to shard {} became free within {:.1} s (the pool holds {})",
+                        self.target.name,
+                        self.checkout_timeout.as_secs_f64(),
+                        self.size
+                    ),
+                )
+                .with_hint(
+                    "Other clients hold every server connection in open transactions: raise [pool] size, \
+                     shorten those transactions, or see SHOW POOLS and SHOW CLIENTS on the admin console.",
+                ));
+            }
+        };
+        let reused = if extra.is_empty() {
+            self.take_idle()
+        } else {
+            None
+        };
+        let conn = match reused {
+            Some(mut c) => {
+                c.permit = Some(permit);
+                Ok(c)
+            }
+            None => self.open(extra, permit).await,
+        };
+        self.publish();
+        conn
+    }
+
+    /// The most recently returned idle connection that is still usable.
+    fn take_idle(&self) -> Option<Pooled> {
+        loop {
+            let mut idle = self.idle.lock().ok()?.pop()?;
+            if idle.since.elapsed() < self.idle_timeout
+                && idle.conn.born.elapsed() < self.lifetime
+                && still_open(&mut idle.conn.stream)
+            {
+                return Some(idle.conn);
+            }
+        }
+    }
+
+    async fn open(
+        &self,
+        extra: &[(String, String)],
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Pooled, PgError> {
+        match backend::connect(&self.target, extra, self.connect_timeout).await {
+            Ok(c) => Ok(Pooled {
+                stream: c.stream,
+                key: c.key,
+                parameters: c.parameters,
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                settings: settings::DEFAULTS,
+                named_parses: 0,
+                born: Instant::now(),
+                permit: Some(permit),
+            }),
+            Err(e) => {
+                metrics::counter!(crate::metrics::BACKEND_CONNECT_ERRORS, "shard" => self.target.name.clone())
+                    .increment(1);
+                tracing::warn!(shard = %self.target.name, "shard login failed: {e}");
+                Err(crate::frontend::shard_login_error(e))
+            }
+        }
+    }
+
+    /// Back from a session that left it outside any transaction with nothing unread.
+    pub fn put(&self, mut conn: Pooled) {
+        conn.permit = None;
+        if conn.named_parses < MAX_NAMED_PARSES && conn.born.elapsed() < self.lifetime {
+            if let Ok(mut idle) = self.idle.lock() {
+                idle.push(Idle {
+                    conn,
+                    since: Instant::now(),
+                });
+            }
+        }
+        self.publish();
+    }
+
+    /// A checked-out connection that is being closed instead of returned.
+    pub fn discard(&self, conn: Pooled) {
+        drop(conn);
+        self.publish();
+    }
+
+    /// Closes idle connections past the idle timeout or their lifetime.
+    fn reap(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.retain(|i| {
+                i.since.elapsed() < self.idle_timeout && i.conn.born.elapsed() < self.lifetime
+            });
+        }
+        self.publish();
+    }
+}
+
+/// Whether an idle connection is still open and silent. Anything it sent while idle (a FATAL
+/// before the server closed it, a notice) means it is not worth keeping.
+fn still_open(stream: &mut ShardStream) -> bool {
+    use futures_util::FutureExt;
+    use tokio::io::AsyncReadExt;
+    let mut probe = [0u8; 64];
+    stream.read(&mut probe).now_or_never().is_none()
+}
+
+fn spawn_reaper(pool: Weak<ShardPool>) {
+    tokio::spawn(async move {
+        loop {
+            let every = match pool.upgrade() {
+                Some(p) => {
+                    (p.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
+                }
+                None => return,
+            };
+            tokio::time::sleep(every).await;
+            match pool.upgrade() {
+                Some(p) => p.reap(),
+                None => return,
+            }
+        }
+    });
+}

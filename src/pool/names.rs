@@ -1,0 +1,202 @@
+//! Statement names on pooled connections.
+//!
+//! In transaction mode a server connection serves many clients in turn, and clients pick the
+//! same names (`S_1`, `P0_1`, `_pg3_0` ...). So each client's named statement is given a name of
+//! its own on the shards, fresh for every Parse: the session's number, a counter, then the
+//! client's name. A fresh name per Parse means a statement this session left on a connection
+//! earlier can never be mistaken for a newer one of the same client name, and one session's
+//! statement never meets another's. The unnamed statement is not renamed: it lasts only until the
+//! next Parse on its connection, which the session already tracks.
+//!
+//! The unique part comes first because PostgreSQL compares statement names on their first 63
+//! bytes.
+
+use crate::protocol::message::{ClientMessage, Kind, TargetKind};
+use crate::protocol::Frame;
+use bytes::{BufMut, BytesMut};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Debug)]
+pub struct StatementNames {
+    prefix: String,
+    next: u64,
+    /// Client name to the name its current statement has on the shards.
+    current: HashMap<String, String>,
+}
+
+impl Default for StatementNames {
+    fn default() -> Self {
+        StatementNames {
+            prefix: format!("sg{:x}", NEXT_SESSION.fetch_add(1, Ordering::Relaxed)),
+            next: 0,
+            current: HashMap::new(),
+        }
+    }
+}
+
+impl StatementNames {
+    /// The message as the shards must see it: statement names replaced by this session's.
+    pub fn rename(&mut self, mut m: ClientMessage) -> ClientMessage {
+        match &mut m.kind {
+            Kind::Parse(p) if !p.name.is_empty() => {
+                self.next += 1;
+                let shard = format!("{}_{:x}:{}", self.prefix, self.next, p.name);
+                self.current.insert(p.name.clone(), shard.clone());
+                m.frame = respliced(&m.frame, 0, p.name.len(), &shard);
+                p.name = shard;
+            }
+            Kind::Bind(b) if !b.statement.is_empty() => {
+                if let Some(shard) = self.current.get(&b.statement) {
+                    let at = b.portal.len() + 1;
+                    m.frame = respliced(&m.frame, at, b.statement.len(), shard);
+                    b.statement = shard.clone();
+                }
+            }
+            Kind::Describe(t) | Kind::Close(t)
+                if t.kind == TargetKind::Statement && !t.name.is_empty() =>
+            {
+                let closing = m.frame.tag == b'C';
+                let shard = if closing {
+                    self.current.remove(&t.name)
+                } else {
+                    self.current.get(&t.name).cloned()
+                };
+                if let Some(shard) = shard {
+                    m.frame = respliced(&m.frame, 1, t.name.len(), &shard);
+                    t.name = shard;
+                }
+            }
+            _ => {}
+        }
+        m
+    }
+
+    /// The shard name of a client's statement, for SQL DEALLOCATE; it is forgotten.
+    pub fn forget(&mut self, client: &str) -> Option<String> {
+        self.current.remove(client)
+    }
+
+    /// DEALLOCATE ALL, DISCARD ALL.
+    pub fn forget_all(&mut self) {
+        self.current.clear();
+    }
+
+    /// The shard name of a client's statement.
+    pub fn shard_name(&self, client: &str) -> Option<&str> {
+        self.current.get(client).map(String::as_str)
+    }
+}
+
+/// `frame` with the name of `old_len` bytes at body offset `at` replaced by `new`.
+fn respliced(frame: &Frame, at: usize, old_len: usize, new: &str) -> Frame {
+    let body = frame.body();
+    let mut out = BytesMut::with_capacity(frame.bytes.len() + new.len());
+    out.put_u8(frame.tag);
+    out.put_i32((4 + body.len() - old_len + new.len()) as i32);
+    out.put_slice(&body[..at]);
+    out.put_slice(new.as_bytes());
+    out.put_slice(&body[at + old_len..]);
+    Frame {
+        tag: frame.tag,
+        bytes: out.freeze(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::message::{Bind, Parse, Target};
+
+    fn message(build: impl FnOnce(&mut BytesMut)) -> ClientMessage {
+        let mut b = BytesMut::new();
+        build(&mut b);
+        let bytes = b.freeze();
+        ClientMessage::decode(Frame {
+            tag: bytes[0],
+            bytes,
+        })
+        .unwrap()
+    }
+
+    fn parse(name: &str) -> ClientMessage {
+        message(|b| {
+            Parse {
+                name: name.into(),
+                sql: "select $1".into(),
+                param_types: vec![23],
+            }
+            .encode(b)
+        })
+    }
+
+    #[test]
+    fn every_parse_gets_a_fresh_name_that_binds_describes_and_closes_follow() {
+        let mut names = StatementNames::default();
+        let p = names.rename(parse("S_1"));
+        let Kind::Parse(first) = &p.kind else {
+            panic!()
+        };
+        assert!(first.name.ends_with(":S_1") && first.name.starts_with("sg"));
+        // The re-encoded frame decodes to the same thing.
+        let again = ClientMessage::decode(p.frame.clone()).unwrap();
+        assert!(matches!(&again.kind, Kind::Parse(x) if x == first));
+
+        let bind = message(|b| {
+            Bind {
+                portal: "p".into(),
+                statement: "S_1".into(),
+                param_formats: vec![],
+                values: vec![Some(bytes::Bytes::from_static(b"7"))],
+                result_formats: vec![1],
+            }
+            .encode(b)
+        });
+        let bind = names.rename(bind);
+        let decoded = ClientMessage::decode(bind.frame.clone()).unwrap();
+        let Kind::Bind(b) = decoded.kind else {
+            panic!()
+        };
+        assert_eq!(b.statement, first.name);
+        assert_eq!(b.portal, "p");
+        assert_eq!(b.values, vec![Some(bytes::Bytes::from_static(b"7"))]);
+
+        let close = names.rename(message(|b| {
+            Target {
+                kind: TargetKind::Statement,
+                name: "S_1".into(),
+            }
+            .encode(b'C', b)
+        }));
+        assert!(matches!(&close.kind, Kind::Close(t) if t.name == first.name));
+        // After the Close, the same client name is a different statement.
+        let p2 = names.rename(parse("S_1"));
+        let Kind::Parse(second) = &p2.kind else {
+            panic!()
+        };
+        assert_ne!(second.name, first.name);
+        // Another session never shares a name.
+        let mut other = StatementNames::default();
+        let Kind::Parse(theirs) = other.rename(parse("S_1")).kind else {
+            panic!()
+        };
+        assert_ne!(theirs.name, second.name);
+    }
+
+    #[test]
+    fn the_unnamed_statement_and_portals_keep_their_names() {
+        let mut names = StatementNames::default();
+        let p = names.rename(parse(""));
+        assert!(matches!(&p.kind, Kind::Parse(x) if x.name.is_empty()));
+        let d = names.rename(message(|b| {
+            Target {
+                kind: TargetKind::Portal,
+                name: "S_1".into(),
+            }
+            .encode(b'D', b)
+        }));
+        assert!(matches!(&d.kind, Kind::Describe(t) if t.name == "S_1"));
+    }
+}

@@ -1,0 +1,71 @@
+//! What ties a session to its server connections in transaction mode.
+//!
+//! Some session state lives only on the server connection that made it, and no replay can
+//! carry it to another: a LISTEN, a session-level advisory lock, a cursor WITH HOLD, a SQL
+//! PREPARE the shard also keeps, a SET SESSION AUTHORIZATION, a setting changed by
+//! `set_config()`. A statement that may create such
+//! state pins the session: from then on it keeps the connections it holds (and those it takes
+//! later) until it ends, as in session mode. Pinning on a statement that turns out to create
+//! nothing costs only pool capacity; not pinning would let the state leak into another client's
+//! session or vanish from this one, so the test errs on the side of pinning.
+
+/// Why `sql` pins its session, if it may.
+pub fn pins(sql: &str) -> Option<&'static str> {
+    // Runs on every statement in transaction mode, so it reads the text in place.
+    let first = sql.split_whitespace().next().unwrap_or("");
+    let is = |word: &str| first.eq_ignore_ascii_case(word);
+    if is("listen") {
+        return Some("LISTEN");
+    }
+    if is("prepare") {
+        return Some("PREPARE");
+    }
+    if contains(sql, "pg_advisory_lock") || contains(sql, "pg_try_advisory_lock") {
+        return Some("a session-level advisory lock");
+    }
+    if is("declare") && contains(sql, " hold") && !contains(sql, "without hold") {
+        return Some("a cursor WITH HOLD");
+    }
+    if is("set") && contains(sql, "session authorization") {
+        return Some("SET SESSION AUTHORIZATION");
+    }
+    // A setting changed by a function rather than SET: the proxy cannot tell its scope or
+    // value, so the connection that carries it stays this session's.
+    if contains(sql, "set_config") {
+        return Some("set_config()");
+    }
+    None
+}
+
+/// Whether `text` contains `word` (lowercase ASCII), in any case.
+fn contains(text: &str, word: &str) -> bool {
+    text.as_bytes()
+        .windows(word.len())
+        .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pins;
+
+    #[test]
+    fn state_that_lives_on_one_connection_pins() {
+        assert!(pins("LISTEN jobs").is_some());
+        assert!(pins("select pg_advisory_lock(42)").is_some());
+        assert!(pins("SELECT pg_try_advisory_lock_shared(1, 2)").is_some());
+        assert!(pins("DECLARE c CURSOR WITH HOLD FOR SELECT 1").is_some());
+        assert!(pins("PREPARE q AS SELECT 1").is_some());
+        assert!(pins("SET SESSION AUTHORIZATION bob").is_some());
+        assert!(pins("Select PG_ADVISORY_LOCK(1)").is_some());
+        assert!(pins("select pg_catalog.set_config('search_path', 'x', false)").is_some());
+    }
+
+    #[test]
+    fn transaction_scoped_state_does_not() {
+        assert!(pins("SELECT pg_advisory_xact_lock(42)").is_none());
+        assert!(pins("DECLARE c CURSOR WITHOUT HOLD FOR SELECT 1").is_none());
+        assert!(pins("DECLARE c CURSOR FOR SELECT 1").is_none());
+        assert!(pins("select * from t where id = 1").is_none());
+        assert!(pins("SET work_mem = '8MB'").is_none());
+    }
+}

@@ -1,0 +1,251 @@
+//! A client's session settings, kept by the proxy so that whichever pooled server connection
+//! serves it next can be given them.
+//!
+//! The settings are the client's startup parameters (application_name, DateStyle, `-c` options
+//! ...) and the SET statements that took effect. A SET in a transaction takes effect only if the
+//! transaction commits, as in PostgreSQL; until then it is pending. A connection remembers the
+//! fingerprint of the settings it carries, so a checkout replays them (one round trip, starting
+//! from RESET) only when they differ, which for clients of one application is rarely.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// The fingerprint of a connection fresh from login, carrying no client's settings.
+pub const DEFAULTS: u64 = 0;
+/// The fingerprint of a connection whose settings are not known (a SET failed half-way).
+pub const UNKNOWN: u64 = 1;
+
+/// What a session statement does to the settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// `SET name ...`: the statement text, replayed as written.
+    Set {
+        name: String,
+        text: String,
+    },
+    Reset(String),
+    ResetAll,
+    /// DISCARD ALL: back to the startup settings.
+    DiscardAll,
+    /// Not a lasting change (SET LOCAL, DEALLOCATE, LOCK ...).
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    startup: Vec<String>,
+    set: BTreeMap<String, String>,
+    /// Changes made in the open transaction, in order.
+    pending: Vec<Change>,
+    replay: Arc<str>,
+    fingerprint: u64,
+}
+
+impl Settings {
+    /// `startup`: name and value pairs from the startup packet, in order.
+    pub fn new(startup: &[(String, String)]) -> Settings {
+        let startup = startup
+            .iter()
+            .filter(|(name, _)| is_plain_name(name))
+            .map(|(name, value)| format!("SET {name} = {}", crate::sql::string_literal(value)))
+            .collect();
+        let mut s = Settings {
+            startup,
+            set: BTreeMap::new(),
+            pending: Vec::new(),
+            replay: Arc::from(""),
+            fingerprint: DEFAULTS,
+        };
+        s.refresh();
+        s
+    }
+
+    /// The statements that give a connection these settings (empty for none).
+    pub fn replay(&self) -> Arc<str> {
+        self.replay.clone()
+    }
+
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// A session statement that succeeded. In a transaction it waits for the commit.
+    pub fn ran(&mut self, sql: &str, in_transaction: bool) {
+        let change = classify(sql);
+        if change == Change::None {
+            return;
+        }
+        if in_transaction {
+            self.pending.push(change);
+        } else {
+            self.apply(change);
+            self.refresh();
+        }
+    }
+
+    /// Whether the open transaction changed settings.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    pub fn committed(&mut self) {
+        for change in std::mem::take(&mut self.pending) {
+            self.apply(change);
+        }
+        self.refresh();
+    }
+
+    pub fn rolled_back(&mut self) {
+        self.pending.clear();
+    }
+
+    fn apply(&mut self, change: Change) {
+        match change {
+            Change::Set { name, text } => {
+                self.set.insert(name, text);
+            }
+            Change::Reset(name) => {
+                self.set.remove(&name);
+            }
+            Change::ResetAll | Change::DiscardAll => self.set.clear(),
+            Change::None => {}
+        }
+    }
+
+    fn refresh(&mut self) {
+        if self.startup.is_empty() && self.set.is_empty() {
+            self.replay = Arc::from("");
+            self.fingerprint = DEFAULTS;
+            return;
+        }
+        // RESET ALL leaves the role alone, so it is reset first.
+        let mut text = String::from("RESET ROLE; RESET ALL");
+        for s in self.startup.iter().chain(self.set.values()) {
+            text.push_str("; ");
+            text.push_str(s);
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut h);
+        // Clear of the two reserved fingerprints.
+        self.fingerprint = h.finish().max(UNKNOWN + 1);
+        self.replay = Arc::from(text);
+    }
+}
+
+/// A setting name that can be written unquoted in SET.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
+
+/// What a session statement does to the settings, read from its words.
+pub fn classify(sql: &str) -> Change {
+    let text = sql.trim().trim_end_matches(';').trim_end();
+    let lower = text.to_ascii_lowercase();
+    let mut words = lower.split_whitespace();
+    match words.next() {
+        Some("set") => {}
+        Some("reset") => {
+            return match words.next() {
+                Some("all") => Change::ResetAll,
+                Some("time") => Change::Reset("timezone".into()),
+                Some(name) => Change::Reset(unquote(name)),
+                None => Change::None,
+            };
+        }
+        Some("discard") if words.next() == Some("all") => return Change::DiscardAll,
+        _ => return Change::None,
+    }
+    let mut next = words.next();
+    if next == Some("session") {
+        next = words.next();
+    }
+    let name = match next {
+        None | Some("local") | Some("transaction") => return Change::None,
+        Some("time") => "timezone".to_string(),
+        Some("characteristics") => "session characteristics".to_string(),
+        Some(w) => unquote(w.split('=').next().unwrap_or(w)),
+    };
+    Change::Set {
+        name,
+        text: text.to_string(),
+    }
+}
+
+fn unquote(name: &str) -> String {
+    name.trim_matches('"').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_statements_are_read_by_name() {
+        assert_eq!(
+            classify("SET search_path TO app, public;"),
+            Change::Set {
+                name: "search_path".into(),
+                text: "SET search_path TO app, public".into()
+            }
+        );
+        assert!(
+            matches!(classify("set work_mem='8MB'"), Change::Set { name, .. } if name == "work_mem")
+        );
+        assert!(
+            matches!(classify("SET SESSION TIME ZONE 'UTC'"), Change::Set { name, .. } if name == "timezone")
+        );
+        assert!(
+            matches!(classify("SET \"DateStyle\" = 'ISO'"), Change::Set { name, .. } if name == "datestyle")
+        );
+        assert_eq!(classify("SET LOCAL work_mem = '1MB'"), Change::None);
+        assert_eq!(classify("SET TRANSACTION READ ONLY"), Change::None);
+        assert_eq!(classify("RESET ALL"), Change::ResetAll);
+        assert_eq!(classify("reset work_mem"), Change::Reset("work_mem".into()));
+        assert_eq!(classify("DISCARD ALL"), Change::DiscardAll);
+        assert_eq!(classify("DEALLOCATE x"), Change::None);
+    }
+
+    #[test]
+    fn a_set_in_a_transaction_counts_only_once_it_commits() {
+        let mut s = Settings::new(&[]);
+        assert_eq!(s.fingerprint(), DEFAULTS);
+        assert_eq!(&*s.replay(), "");
+        s.ran("SET work_mem = '8MB'", true);
+        assert!(s.has_pending());
+        s.rolled_back();
+        assert_eq!(s.fingerprint(), DEFAULTS);
+        s.ran("SET work_mem = '8MB'", true);
+        s.committed();
+        assert_eq!(&*s.replay(), "RESET ROLE; RESET ALL; SET work_mem = '8MB'");
+        let with = s.fingerprint();
+        s.ran("RESET work_mem", false);
+        assert_eq!(s.fingerprint(), DEFAULTS);
+        assert_ne!(with, DEFAULTS);
+    }
+
+    #[test]
+    fn startup_parameters_come_first_and_equal_settings_share_a_fingerprint() {
+        let start = [("application_name".to_string(), "o'k".to_string())];
+        let mut a = Settings::new(&start);
+        let mut b = Settings::new(&start);
+        assert_eq!(
+            &*a.replay(),
+            "RESET ROLE; RESET ALL; SET application_name = 'o''k'"
+        );
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        a.ran("SET x.y = 1", false);
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        b.ran("set x.y = 1", false);
+        // Written differently, replayed differently: a needless replay, never a wrong one.
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        a.ran("DISCARD ALL", false);
+        assert_eq!(
+            &*a.replay(),
+            "RESET ROLE; RESET ALL; SET application_name = 'o''k'"
+        );
+    }
+}
