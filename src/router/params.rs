@@ -1,8 +1,52 @@
 //! Bound parameter values as a Bind message carries them, for routing by `$n`.
+//!
+//! Planning reads values only through `key`, `key_array` and `constant`, and `recording` notes
+//! which ones it read: a plan that read nothing, or only one key, can be reused for the next
+//! values (see `executor::extended::route_cache`).
 
 use crate::placement::{KeyType, KeyValue};
 use crate::protocol::message::Cursor;
 use bytes::Bytes;
+use std::cell::RefCell;
+
+/// A parameter value that planning read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// `$n` (1-based) as one key of this type.
+    Key(usize, KeyType),
+    /// Read some other way (an array of keys, a LIMIT constant ...).
+    Other,
+}
+
+thread_local! {
+    // Planning is synchronous, so what it reads is what this thread reads meanwhile.
+    static READS: RefCell<Option<Vec<Read>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (a planning) and returns what it returned with the parameter values it read.
+pub fn recording<T>(f: impl FnOnce() -> T) -> (T, Vec<Read>) {
+    /// Stops the recording even when `f` unwinds.
+    struct Stop;
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            READS.with(|r| r.borrow_mut().take());
+        }
+    }
+    READS.with(|r| *r.borrow_mut() = Some(Vec::new()));
+    let stop = Stop;
+    let out = f();
+    let reads = READS.with(|r| r.borrow_mut().take()).unwrap_or_default();
+    drop(stop);
+    (out, reads)
+}
+
+fn note(read: Read) {
+    READS.with(|r| {
+        if let Some(reads) = r.borrow_mut().as_mut() {
+            reads.push(read);
+        }
+    });
+}
 
 /// Parameters of one execution: values, per-value format codes (0 text, 1 binary) as Bind
 /// gives them (none = all text, one = applies to all).
@@ -23,6 +67,7 @@ impl Params {
 
     /// The parameters at `picks` (0-based), in that order, with their formats.
     pub fn pick(&self, picks: &[usize]) -> Params {
+        note(Read::Other);
         Params {
             values: picks
                 .iter()
@@ -45,6 +90,7 @@ impl Params {
 
     /// `$n` (1-based) as a key value. `Ok(None)` means SQL NULL (matches no row).
     pub fn key(&self, n: usize, ty: KeyType) -> Result<Option<KeyValue>, String> {
+        note(Read::Key(n, ty));
         let i = n.checked_sub(1).ok_or("parameter $0")?;
         let Some(slot) = self.values.get(i) else {
             return Err(format!("there is no parameter ${n}"));
@@ -61,6 +107,7 @@ impl Params {
     /// `$n` (1-based) as written text: a text-format value as sent, a binary integer
     /// (int2/int4/int8) in decimal. None for NULL, a missing parameter, or another binary value.
     pub fn constant(&self, n: usize) -> Option<String> {
+        note(Read::Other);
         let i = n.checked_sub(1)?;
         let bytes = self.values.get(i)?.as_ref()?;
         if self.format_of(i) != 1 {
@@ -79,6 +126,7 @@ impl Params {
 
     /// `$n` as an array of keys (for `= ANY($n)`), in text (`{1,2}`) or binary array format.
     pub fn key_array(&self, n: usize, ty: KeyType) -> Result<Vec<KeyValue>, String> {
+        note(Read::Other);
         let i = n.checked_sub(1).ok_or("parameter $0")?;
         let Some(Some(bytes)) = self.values.get(i) else {
             return Ok(vec![]);
@@ -190,6 +238,30 @@ fn binary_array(b: &Bytes, ty: KeyType) -> Result<Vec<KeyValue>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recording_notes_the_values_read_and_only_while_it_lasts() {
+        let p = Params {
+            values: vec![
+                Some(Bytes::from_static(b"7")),
+                Some(Bytes::from_static(b"{1}")),
+            ],
+            formats: vec![],
+        };
+        let (key, reads) = recording(|| p.key(1, KeyType::Integer));
+        assert_eq!(key, Ok(Some(KeyValue::Integer(7))));
+        assert_eq!(reads, vec![Read::Key(1, KeyType::Integer)]);
+        let (_, reads) = recording(|| {
+            let _ = p.key_array(2, KeyType::Integer);
+            p.constant(1)
+        });
+        assert_eq!(reads, vec![Read::Other, Read::Other]);
+        let (_, reads) = recording(|| ());
+        assert!(reads.is_empty());
+        // Outside a recording nothing is kept.
+        let _ = p.key(1, KeyType::Integer);
+        assert!(recording(|| ()).1.is_empty());
+    }
 
     #[test]
     fn text_arrays_with_quoted_elements() {

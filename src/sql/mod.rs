@@ -1,101 +1,11 @@
-//! Statement analysis: what a piece of SQL is and which relations it touches.
-//!
-//! sqlparser does the parsing. What it cannot parse is classified at the token level by its
-//! leading keywords (transaction control, session and utility commands) and never guessed beyond
-//! that: an unparsed statement that is not a known utility command is `Unknown`, and callers must
-//! treat it as unroutable.
+//! Statement text helpers shared by the planner and the executor: splitting a Query into its
+//! statements, the shape of a statement (its text with literals taken out), SQL string
+//! literals, and the names of PostgreSQL's catalog relations, which every shard has alike.
 
 mod shape;
 mod split;
 pub use shape::{shape_of, Shape};
 pub use split::split_statements;
-
-use sqlparser::ast::{ObjectName, Statement};
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
-use std::ops::ControlFlow;
-
-/// What a statement is, as far as routing cares.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StatementClass {
-    /// A read (SELECT / VALUES / SHOW-like query) touching these relations.
-    Read { relations: Vec<String> },
-    /// Session state: SET, RESET, SHOW, DISCARD, DEALLOCATE, LISTEN ...
-    Session,
-    /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT, PREPARE TRANSACTION ...
-    Transaction,
-    /// Anything that writes or changes schema (INSERT, UPDATE, DDL, COPY ...).
-    Write,
-    /// Could not be analysed.
-    Unknown,
-}
-
-/// Classifies every statement in `sql` (a simple-protocol Query may hold several).
-pub fn classify(sql: &str) -> Vec<StatementClass> {
-    match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
-        Ok(statements) if statements.is_empty() => vec![],
-        Ok(statements) => statements.iter().map(classify_parsed).collect(),
-        // Keywords classify one statement only: a text of several is split first, so a leading
-        // `SET` says nothing about what follows it.
-        Err(_) => match split_statements(sql).as_slice() {
-            [one] if *one == sql.trim().trim_end_matches(';').trim() => vec![classify_tokens(one)],
-            pieces => pieces.iter().flat_map(|p| classify(p)).collect(),
-        },
-    }
-}
-
-fn classify_parsed(stmt: &Statement) -> StatementClass {
-    match stmt {
-        Statement::Query(_) => StatementClass::Read {
-            relations: relations(stmt),
-        },
-        Statement::Set(_)
-        | Statement::ShowVariable { .. }
-        | Statement::ShowVariables { .. }
-        | Statement::Discard { .. }
-        | Statement::Deallocate { .. }
-        | Statement::LISTEN { .. }
-        | Statement::UNLISTEN { .. } => StatementClass::Session,
-        Statement::StartTransaction { .. }
-        | Statement::Commit { .. }
-        | Statement::Rollback { .. }
-        | Statement::Savepoint { .. }
-        | Statement::ReleaseSavepoint { .. } => StatementClass::Transaction,
-        _ => StatementClass::Write,
-    }
-}
-
-fn relations(stmt: &Statement) -> Vec<String> {
-    let mut out = Vec::new();
-    let _ = sqlparser::ast::visit_relations(stmt, |name: &ObjectName| {
-        out.push(name.to_string());
-        ControlFlow::<()>::Continue(())
-    });
-    out
-}
-
-/// Leading-keyword classification for what sqlparser cannot parse.
-fn classify_tokens(sql: &str) -> StatementClass {
-    let words: Vec<String> = sql
-        .split(|c: char| c.is_whitespace() || c == ';' || c == '(')
-        .filter(|w| !w.is_empty())
-        .take(2)
-        .map(|w| w.to_ascii_uppercase())
-        .collect();
-    let first = words.first().map(String::as_str).unwrap_or("");
-    let second = words.get(1).map(String::as_str).unwrap_or("");
-    match (first, second) {
-        (
-            "BEGIN" | "START" | "COMMIT" | "END" | "ROLLBACK" | "ABORT" | "SAVEPOINT" | "RELEASE",
-            _,
-        ) => StatementClass::Transaction,
-        ("PREPARE", "TRANSACTION") => StatementClass::Transaction,
-        ("SET" | "RESET" | "SHOW" | "DISCARD" | "DEALLOCATE" | "LISTEN" | "UNLISTEN", _) => {
-            StatementClass::Session
-        }
-        _ => StatementClass::Unknown,
-    }
-}
 
 /// `text` as an SQL string literal, as read with standard_conforming_strings on (the default).
 pub fn string_literal(text: &str) -> String {
@@ -227,54 +137,6 @@ const CATALOG_RELATIONS: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_list_their_relations() {
-        assert_eq!(
-            classify("select * from accounts a join pg_catalog.pg_class c on true"),
-            vec![StatementClass::Read {
-                relations: vec!["accounts".into(), "pg_catalog.pg_class".into()]
-            }]
-        );
-        assert_eq!(
-            classify("select 1"),
-            vec![StatementClass::Read { relations: vec![] }]
-        );
-    }
-
-    #[test]
-    fn several_statements_and_classes() {
-        let c = classify("begin; set search_path = x; insert into t values (1); commit");
-        assert_eq!(
-            c,
-            vec![
-                StatementClass::Transaction,
-                StatementClass::Session,
-                StatementClass::Write,
-                StatementClass::Transaction
-            ]
-        );
-    }
-
-    #[test]
-    fn unparsable_utility_is_classified_by_keyword() {
-        assert_eq!(
-            classify("PREPARE TRANSACTION 'x'"),
-            vec![StatementClass::Transaction]
-        );
-        assert_eq!(
-            classify("DO $$ begin end $$"),
-            vec![StatementClass::Unknown]
-        );
-        assert_eq!(
-            classify("set application_name='a'; insert into t values (1); checkpoint"),
-            vec![
-                StatementClass::Session,
-                StatementClass::Write,
-                StatementClass::Unknown
-            ]
-        );
-    }
 
     #[test]
     fn catalog_names() {

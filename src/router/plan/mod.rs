@@ -1,0 +1,489 @@
+//! Planning one statement for a cluster of several shards: run it on one shard, scatter it and
+//! merge, broadcast it, handle it as session or transaction control, answer it in the proxy, or
+//! refuse it with a reason. The planner only decides; `executor` carries plans out.
+//!
+//! Refusals are deliberate: a statement whose rows could be on several shards in a way the
+//! merger cannot reproduce exactly gets SQLSTATE 0A000 with a hint, never a guess. A write on
+//! several shards is a `Plan::Write`, which the executor runs as one distributed transaction.
+//!
+//! This file holds the plans and `plan`, which dispatches on the kind of statement; `query`
+//! places reads, `scatter` plans reads of several shards and their merge, `write` plans
+//! writes, `unparsed` what the text alone decides.
+
+use super::keys::{keys_in, literal_key, strip, KeySet};
+use super::params::Params;
+use crate::error::{sqlstate, PgError};
+use crate::placement::{KeyType, KeyValue, Placement, TableRule};
+use crate::sql::is_catalog_relation;
+use sqlparser::ast::{
+    AssignmentTarget, Expr, FromTable, Ident, LimitClause, ObjectName, ObjectNamePart, OrderByKind,
+    OrderBySort, Query, Select, SelectItem, SetExpr, Statement, TableFactor, TableObject,
+    TableWithJoins, Value,
+};
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+
+mod query;
+mod scatter;
+#[cfg(test)]
+mod tests;
+mod unparsed;
+mod write;
+
+pub(crate) use query::*;
+pub(crate) use scatter::*;
+pub use unparsed::*;
+pub(crate) use write::*;
+
+/// The shard that answers statements every shard would answer alike.
+pub const HOME: usize = 0;
+
+/// What to do with a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Run as written on one shard.
+    Shard {
+        shard: usize,
+        write: bool,
+    },
+    /// Run `sql` on these shards and merge the results.
+    Scatter {
+        shards: Vec<usize>,
+        sql: String,
+        merge: MergeSpec,
+    },
+    /// A write on several shards, atomic as one distributed transaction. Each shard runs its
+    /// own text (a multi-row INSERT sends each shard only its rows). `sum`: the command tag
+    /// counts every shard's rows (sharded tables) rather than one copy's (reference tables).
+    Write {
+        parts: Vec<(usize, String)>,
+        sum: bool,
+        /// A split INSERT whose rows hold parameters: for each part, the client's parameters
+        /// it uses (0-based), in the order its text numbers them `$1, $2, ...`. Empty: every
+        /// part takes the client's parameters unchanged.
+        picks: Vec<Vec<usize>>,
+        /// A reference-table write: this table's writers take turns (see `executor::write`).
+        serialize: Option<String>,
+        /// A split INSERT ... RETURNING: the part (index in `parts`) of each row, in the
+        /// client's order, so its returned rows come back in that order. Empty: as they come.
+        row_order: Vec<usize>,
+    },
+    /// Run on every shard (DDL); `transactional`: it may run inside a transaction block.
+    Broadcast {
+        transactional: bool,
+    },
+    /// Session settings (SET, RESET, DISCARD ...): every shard.
+    Session,
+    Txn(TxnCmd),
+    Admin(AdminCmd),
+    Reject(PgError),
+    /// Cursors (see `router::cursor`).
+    Cursor(super::cursor::CursorCmd),
+    /// COPY streamed through the proxy (see `router::copy`).
+    Copy(super::copy::CopyPlan),
+    /// SQL-level PREPARE / EXECUTE / DEALLOCATE, which the proxy keeps itself (see
+    /// `executor::sql_prepare`).
+    Prepared(PreparedCmd),
+    /// Code the proxy cannot read (DO, CALL): on every shard, refused afterwards if it wrote
+    /// rows of a sharded table (they would be written on every shard).
+    Procedural,
+    /// Text sqlparser cannot read and whose first words name no statement the proxy knows.
+    /// A shard checks its syntax (a syntax error gets the server's own answer); otherwise it is
+    /// refused (`unrecognised`).
+    Unrecognised,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreparedCmd {
+    /// `PREPARE name [(types)] AS statement`: the types as written, the statement's text.
+    Prepare {
+        name: String,
+        types: Vec<String>,
+        body: String,
+    },
+    /// `EXECUTE name [(args)]`: each argument expression as text.
+    Execute { name: String, args: Vec<String> },
+    /// `DEALLOCATE [PREPARE] name`, or ALL (None).
+    Deallocate(Option<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnCmd {
+    /// BEGIN / START TRANSACTION, with the text to replay on each shard as it enlists.
+    Begin(String),
+    Commit,
+    Rollback,
+    /// SAVEPOINT, RELEASE and ROLLBACK TO, with the name as the client wrote it.
+    Savepoint(String),
+    Release(String),
+    RollbackTo(String),
+    /// `SET TRANSACTION ...` (not SNAPSHOT): replayed after BEGIN on every shard the transaction
+    /// reaches.
+    SetTransaction(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminCmd {
+    Route {
+        table: String,
+        key: String,
+    },
+    /// Run a recovery pass now and list what it resolved.
+    Recover,
+    /// `SET shardgate.<name> = <value>` (the name without the prefix).
+    Set {
+        name: String,
+        value: String,
+    },
+    /// `SHOW shardgate.<name>`.
+    Show {
+        name: String,
+    },
+}
+
+impl AdminCmd {
+    /// The columns of the rows the proxy answers with (None: a command without rows).
+    pub fn columns(&self) -> Option<Vec<&str>> {
+        match self {
+            AdminCmd::Route { .. } => Some(vec!["table", "key", "slot", "shard"]),
+            AdminCmd::Recover => Some(vec!["gid", "shard", "outcome"]),
+            AdminCmd::Show { name } => Some(vec![match name.as_str() {
+                "consistency" => "shardgate.consistency",
+                "snapshot_scope" => "shardgate.snapshot_scope",
+                "snapshot_ts" => "shardgate.snapshot_ts",
+                _ => "shardgate",
+            }]),
+            AdminCmd::Set { .. } => None,
+        }
+    }
+}
+
+/// How to merge scattered results.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MergeSpec {
+    pub order: Vec<SortKey>,
+    pub limit: Option<u64>,
+    pub offset: u64,
+    /// Sort columns the shards return after the client's columns, removed before rows are sent.
+    pub hidden: usize,
+    /// Combine per-group partial aggregates (GROUP BY, aggregates, DISTINCT).
+    pub aggregate: Option<super::aggregate::AggSpec>,
+    /// The client's parameters (0-based) the shards' text uses, in its numbering `$1, $2, ...`,
+    /// when the rewrite dropped some (a bound LIMIT or HAVING value the merge applies). None:
+    /// every parameter, as bound.
+    pub picks: Option<Vec<usize>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortKey {
+    pub column: SortColumn,
+    pub descending: bool,
+    pub nulls_first: bool,
+    /// Sorted with an explicit `COLLATE "C"` (or POSIX, ucs_basic): code-point order whatever
+    /// the database's collation, which the merge reproduces by comparing bytes.
+    pub bytewise: bool,
+}
+
+/// An output column, by 1-based position or by name (resolved against the RowDescription).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SortColumn {
+    Position(usize),
+    Name(String),
+}
+
+fn refuse(message: impl Into<String>, hint: impl Into<String>) -> Plan {
+    Plan::Reject(PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(hint))
+}
+
+/// What can be refused from the statement alone, before parameters are bound: a read or write of
+/// a table that is not declared. Key-dependent decisions wait for Bind.
+pub fn check_at_parse(stmt: &Statement, placement: &Placement) -> Option<PgError> {
+    if !matches!(
+        stmt,
+        Statement::Query(_) | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)
+    ) {
+        return None;
+    }
+    let ctes = cte_names(stmt);
+    let found = tables_read(stmt).into_iter().find_map(|name| {
+        let text = name.to_string();
+        (placement.rule(&text).is_none()
+            && !is_catalog_relation(&text)
+            && !ctes.contains(&last_ident(&name).to_ascii_lowercase()))
+        .then_some(text)
+    });
+    match found.map(|t| undeclared(&t)) {
+        Some(Plan::Reject(e)) => Some(e),
+        _ => None,
+    }
+}
+
+/// Plans one parsed statement.
+pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
+    match stmt {
+        Statement::Query(q) => plan_query(q, placement, params),
+        Statement::Insert(ins) => plan_insert(ins, placement, params),
+        Statement::Update(up) => {
+            let TableFactor::Table { name, alias, .. } = &up.table.relation else {
+                return refuse(
+                    "UPDATE of this form is not supported on several shards",
+                    "Update one table by its shard key.",
+                );
+            };
+            if up.from.is_some() || !up.table.joins.is_empty() {
+                return refuse(
+                    "UPDATE ... FROM is not supported on several shards",
+                    "Update one table by its shard key.",
+                );
+            }
+            if let Some(TableRule::Sharded { key_column, .. }) = placement.rule(&name.to_string()) {
+                let moves_key = up.assignments.iter().any(|a| match &a.target {
+                    AssignmentTarget::ColumnName(c) => {
+                        last_ident(c).eq_ignore_ascii_case(key_column)
+                    }
+                    AssignmentTarget::Tuple(cs) => cs
+                        .iter()
+                        .any(|c| last_ident(c).eq_ignore_ascii_case(key_column)),
+                });
+                if moves_key {
+                    return refuse(
+                        format!("UPDATE may not change the shard key {key_column} of {name}"),
+                        "The row would belong on another shard. DELETE it and INSERT it with the new key instead.",
+                    );
+                }
+            }
+            plan_write_where(
+                name,
+                alias.as_ref().map(|a| &a.name),
+                up.selection.as_ref(),
+                placement,
+                params,
+                stmt,
+            )
+        }
+        Statement::Delete(del) => {
+            let tables = match &del.from {
+                FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+            };
+            let [TableWithJoins {
+                relation: TableFactor::Table { name, alias, .. },
+                joins,
+            }] = tables.as_slice()
+            else {
+                return refuse(
+                    "DELETE of this form is not supported on several shards",
+                    "Delete from one table by its shard key.",
+                );
+            };
+            if !joins.is_empty() || del.using.is_some() {
+                return refuse(
+                    "DELETE ... USING is not supported on several shards",
+                    "Delete from one table by its shard key.",
+                );
+            }
+            plan_write_where(
+                name,
+                alias.as_ref().map(|a| &a.name),
+                del.selection.as_ref(),
+                placement,
+                params,
+                stmt,
+            )
+        }
+        Statement::CreateTable(ct) if ct.temporary => plan_unparsed("create temporary table"),
+        Statement::CreateTable(ct) => {
+            if let Some(TableRule::Sharded {
+                key_column,
+                key_type,
+            }) = placement.rule(&ct.name.to_string())
+            {
+                for col in &ct.columns {
+                    let text = col.to_string().to_ascii_uppercase();
+                    if !(text.contains("SERIAL")
+                        || text.contains("AS IDENTITY")
+                        || text.contains("NEXTVAL("))
+                    {
+                        continue;
+                    }
+                    let is_key = col.name.value.eq_ignore_ascii_case(key_column);
+                    // The proxy fills such a column from one sequence on the first shard (see
+                    // executor::key_sequence); a key must be an integer key to be routed by it.
+                    let integer_key = !is_key || *key_type == KeyType::Integer;
+                    if integer_key && !text.contains("GENERATED ALWAYS") {
+                        continue;
+                    }
+                    let (message, hint) = if integer_key {
+                        (
+                            format!("column {} of sharded table {} is GENERATED ALWAYS, which forbids the value shardgate gives it from the cluster's one sequence", col.name, ct.name),
+                            "Use serial, bigserial or GENERATED BY DEFAULT AS IDENTITY.",
+                        )
+                    } else {
+                        (
+                            format!("the shard key {} of {} takes values from a sequence, but its key_type is not an integer type", col.name, ct.name),
+                            "Declare an integer key_type, or give text and uuid keys in the INSERT.",
+                        )
+                    };
+                    return refuse(message, hint);
+                }
+            }
+            Plan::Broadcast {
+                transactional: true,
+            }
+        }
+        Statement::CreateIndex(ci) => Plan::Broadcast {
+            transactional: !ci.concurrently,
+        },
+        // PostgreSQL refuses DROP DATABASE inside a transaction block.
+        Statement::Drop {
+            object_type: sqlparser::ast::ObjectType::Database,
+            ..
+        } => Plan::Broadcast {
+            transactional: false,
+        },
+        Statement::AlterTable { .. }
+        | Statement::Drop { .. }
+        | Statement::CreateView { .. }
+        | Statement::CreateSchema { .. }
+        | Statement::CreateSequence { .. }
+        | Statement::CreateType { .. }
+        | Statement::CreateExtension { .. }
+        | Statement::CreateFunction { .. }
+        | Statement::AlterIndex { .. }
+        | Statement::Truncate { .. }
+        | Statement::Comment { .. }
+        | Statement::Grant { .. }
+        | Statement::Revoke { .. } => Plan::Broadcast {
+            transactional: true,
+        },
+        Statement::Set(_) => {
+            let text = stmt.to_string();
+            if is_set_transaction(&text) {
+                return Plan::Txn(TxnCmd::SetTransaction(text));
+            }
+            plan_set(&text).unwrap_or(Plan::Session)
+        }
+        Statement::Discard { .. } => Plan::Session,
+        Statement::Copy { .. } => super::copy::plan_copy(stmt, placement),
+        Statement::Merge(_) => refuse(
+            "MERGE is not supported on several shards",
+            "Write by key instead: INSERT ... ON CONFLICT DO UPDATE, or UPDATE and INSERT.",
+        ),
+        Statement::Declare { .. } => super::cursor::plan_declare(stmt, placement, params),
+        Statement::Fetch { .. } | Statement::Close { .. } => {
+            super::cursor::plan_words(&stmt.to_string()).unwrap_or(Plan::Unrecognised)
+        }
+        Statement::Prepare {
+            name,
+            data_types,
+            statement,
+        } => Plan::Prepared(PreparedCmd::Prepare {
+            name: folded(name),
+            types: data_types.iter().map(|t| t.to_string()).collect(),
+            body: statement.to_string(),
+        }),
+        Statement::Execute {
+            name: Some(name),
+            parameters,
+            immediate: false,
+            into,
+            using,
+            ..
+        } if into.is_empty() && using.is_empty() => Plan::Prepared(PreparedCmd::Execute {
+            name: match name.0.last() {
+                Some(ObjectNamePart::Identifier(i)) => folded(i),
+                _ => name.to_string(),
+            },
+            args: parameters.iter().map(|e| e.to_string()).collect(),
+        }),
+        Statement::Deallocate { name, .. } => Plan::Prepared(PreparedCmd::Deallocate(
+            (!(name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all")))
+                .then(|| folded(name)),
+        )),
+        Statement::ShowVariable { variable } => {
+            let name = variable
+                .iter()
+                .map(|i| i.value.to_ascii_lowercase())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if name.starts_with("shardgate.") {
+                plan_admin(&format!("show {name}"))
+            } else {
+                Plan::Shard {
+                    shard: HOME,
+                    write: false,
+                }
+            }
+        }
+        Statement::StartTransaction { .. } => Plan::Txn(TxnCmd::Begin(stmt.to_string())),
+        Statement::Commit { chain: false, .. } => Plan::Txn(TxnCmd::Commit),
+        Statement::Rollback {
+            chain: false,
+            savepoint: None,
+        } => Plan::Txn(TxnCmd::Rollback),
+        Statement::Rollback {
+            chain: false,
+            savepoint: Some(name),
+        } => Plan::Txn(TxnCmd::RollbackTo(name.to_string())),
+        Statement::Savepoint { name } => Plan::Txn(TxnCmd::Savepoint(name.to_string())),
+        Statement::ReleaseSavepoint { name } => Plan::Txn(TxnCmd::Release(name.to_string())),
+        Statement::Explain {
+            statement, analyze, ..
+        } => match plan(statement, placement, params) {
+            Plan::Shard { shard, write } if !(*analyze && write) => Plan::Shard { shard, write },
+            // A reference-table write: every copy plans alike, and ANALYZE runs it on every
+            // copy, as the write itself would; the client sees one copy's plan.
+            Plan::Write {
+                parts, sum: false, ..
+            } if parts.len() == placement.shard_names.len() => {
+                if *analyze {
+                    on_every_shard(placement, stmt, false)
+                } else {
+                    Plan::Shard {
+                        shard: HOME,
+                        write: false,
+                    }
+                }
+            }
+            _ => refuse(
+                "EXPLAIN of a statement that is not single-shard is not supported",
+                "EXPLAIN it with a shard-key condition, or on a shard directly.",
+            ),
+        },
+        _ => plan_unparsed(&stmt.to_string()),
+    }
+}
+
+/// An identifier as PostgreSQL names it: unquoted ones fold to lower case.
+fn folded(i: &Ident) -> String {
+    match i.quote_style {
+        None => i.value.to_lowercase(),
+        Some(_) => i.value.clone(),
+    }
+}
+
+pub(crate) fn last_ident(name: &ObjectName) -> String {
+    match name.0.last() {
+        Some(ObjectNamePart::Identifier(i)) => i.value.clone(),
+        _ => name.to_string(),
+    }
+}
+
+/// A column reference `col`, `alias.col` or `table.col` naming `column` of the table seen as
+/// `names` (its alias or table name).
+pub(crate) fn is_column(e: &Expr, names: &[String], column: &str) -> bool {
+    match e {
+        Expr::Identifier(i) => i.value.eq_ignore_ascii_case(column),
+        Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+            let col = &parts[parts.len() - 1];
+            let qual = &parts[parts.len() - 2];
+            col.value.eq_ignore_ascii_case(column)
+                && names.iter().any(|n| n.eq_ignore_ascii_case(&qual.value))
+        }
+        _ => false,
+    }
+}
+
+fn shards_for(placement: &Placement, keys: &[KeyValue]) -> Vec<usize> {
+    let set: BTreeSet<usize> = keys.iter().map(|k| placement.shard_of(k)).collect();
+    set.into_iter().collect()
+}

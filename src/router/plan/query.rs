@@ -1,0 +1,308 @@
+//! Planning reads: which relations a query reads and where each lives, whether the rows it
+//! joins are on one shard (co-located by key) or need a scatter, and the refusals when they
+//! could be on several in a way the merge cannot reproduce.
+
+use super::*;
+
+/// Names of every CTE defined anywhere in the statement (they are not tables).
+pub(super) fn cte_names<V: sqlparser::ast::Visit>(node: &V) -> Vec<String> {
+    struct Ctes(Vec<String>);
+    impl sqlparser::ast::Visitor for Ctes {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            if let Some(w) = &q.with {
+                self.0.extend(
+                    w.cte_tables
+                        .iter()
+                        .map(|c| c.alias.name.value.to_ascii_lowercase()),
+                );
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = Ctes(Vec::new());
+    let _ = node.visit(&mut v);
+    v.0
+}
+
+/// Relations of a query and how each is placed.
+pub(crate) struct Relations {
+    pub sharded: Vec<(String, KeyType, String)>, // (table, key type, key column)
+    reference: usize,
+    /// Shards of the tables that live on one shard (undeclared tables, see `TableRule::Pinned`).
+    pinned: BTreeSet<usize>,
+    undeclared: Option<String>,
+}
+
+pub(crate) fn relations<V: sqlparser::ast::Visit>(q: &V, placement: &Placement) -> Relations {
+    let mut r = Relations {
+        sharded: Vec::new(),
+        reference: 0,
+        pinned: BTreeSet::new(),
+        undeclared: None,
+    };
+    let cte_names = cte_names(q);
+    for name in &tables_read(q) {
+        let text = name.to_string();
+        if is_catalog_relation(&text) || cte_names.contains(&last_ident(name).to_ascii_lowercase())
+        {
+            continue;
+        }
+        match placement.rule(&text) {
+            Some(TableRule::Sharded {
+                key_column,
+                key_type,
+            }) => r.sharded.push((text, *key_type, key_column.clone())),
+            Some(TableRule::Reference) => r.reference += 1,
+            Some(TableRule::Pinned { shard }) => {
+                r.pinned.insert(*shard);
+            }
+            None => {
+                if r.undeclared.is_none() {
+                    r.undeclared = Some(text)
+                }
+            }
+        }
+    }
+    r
+}
+
+/// A statement on a table that lives on one shard: it runs there, provided every other table
+/// it uses is there too (a reference table, or one on the same shard).
+pub(super) fn on_pinned_shard<V: sqlparser::ast::Visit>(
+    stmt: &V,
+    placement: &Placement,
+    shard: usize,
+    write: bool,
+) -> Plan {
+    let rels = relations(stmt, placement);
+    if let Some(name) = rels.undeclared {
+        return undeclared(&name);
+    }
+    if let Some((table, _, _)) = rels.sharded.first() {
+        return refuse(
+            format!(
+                "sharded table {table} cannot be combined with tables that live on shard {} only",
+                placement.shard_names[shard]
+            ),
+            "Undeclared tables live on one shard (routing.undeclared_tables): join them with reference tables, or declare them.",
+        );
+    }
+    if rels.pinned.len() > 1 {
+        return refuse(
+            "these tables live on different shards",
+            "Declare them as reference tables, or keep undeclared tables on one shard.",
+        );
+    }
+    Plan::Shard { shard, write }
+}
+
+/// The tables (and views) a statement names. A function called in FROM (`generate_series(1, 3)`,
+/// `json_each(...)`) is not one, though sqlparser parses it as a table with arguments: it runs
+/// wherever the statement runs, as a function in the select list does.
+pub(super) fn tables_read<V: sqlparser::ast::Visit>(q: &V) -> Vec<ObjectName> {
+    #[derive(Default)]
+    struct Tables {
+        names: Vec<ObjectName>,
+        /// The relation about to be visited is a function's name.
+        function_next: bool,
+    }
+    impl sqlparser::ast::Visitor for Tables {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+            self.function_next = matches!(t, TableFactor::Table { args: Some(_), .. });
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
+            if !std::mem::take(&mut self.function_next) {
+                self.names.push(name.clone());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut tables = Tables::default();
+    let _ = sqlparser::ast::Visit::visit(q, &mut tables);
+    tables.names
+}
+
+pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> Plan {
+    let rels = relations(q, placement);
+    if let Some(name) = rels.undeclared {
+        return undeclared(&name);
+    }
+    if let Some(&shard) = rels.pinned.first() {
+        return on_pinned_shard(q, placement, shard, false);
+    }
+    if rels.sharded.is_empty() {
+        if rels.reference == 0 && calls_set_config(q) {
+            // set_config() changes session state: every shard must see it, like SET.
+            return Plan::Session;
+        }
+        // Catalog, reference tables and table-less queries read the same on every shard.
+        return Plan::Shard {
+            shard: HOME,
+            write: false,
+        };
+    }
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return refuse(
+            "UNION, INTERSECT and EXCEPT over sharded tables are not supported",
+            "Run each part as its own query.",
+        );
+    };
+    if q.with.is_some() {
+        return refuse(
+            "WITH queries over sharded tables are not supported yet",
+            "Inline the CTE or query each shard key separately.",
+        );
+    }
+    // Sharded tables of the top-level FROM, with the names they are referred to by.
+    let top = crate::router::subquery::top_tables(select, placement);
+    // Subqueries in WHERE tied to those tables by the shard key run on each shard as written.
+    let tied = match crate::router::subquery::tied_in_where(select, &top, placement) {
+        Ok(n) => n,
+        Err(refusal) => return *refusal,
+    };
+    // `SELECT ... FROM (subquery) s`, whose rows are each shard's rows (SQLAlchemy's count()).
+    if top.is_empty() && tied == 0 {
+        if let Some(shards) =
+            crate::router::subquery::derived_shards(select, &rels, placement, params)
+        {
+            return match shards.as_slice() {
+                [one] => Plan::Shard {
+                    shard: *one,
+                    write: !q.locks.is_empty(),
+                },
+                _ => plan_scatter(q, select, shards, params, placement),
+            };
+        }
+    }
+    if top.len().checked_add(tied) != Some(rels.sharded.len()) {
+        return refuse(
+            "a sharded table inside a subquery is not supported here",
+            "A subquery over a sharded table runs on each shard when it is in WHERE and tied to the outer table by the shard key: EXISTS (... WHERE inner.key = outer.key) or outer.key IN (SELECT inner.key ...). Otherwise join co-located tables on their shard keys.",
+        );
+    }
+    if top.len() > 1 {
+        if let Some(reason) = colocation_problem(select, &top) {
+            return refuse(reason, "Join sharded tables only on their shard keys (tables with the same key type are co-located), or join with reference tables.");
+        }
+    }
+    let mut keys = KeySet::Any;
+    if let Some(w) = &select.selection {
+        for (names, ty, col) in &top {
+            let is_key = |e: &Expr| is_column(e, names, col);
+            match keys_in(w, &is_key, *ty, params) {
+                Ok(KeySet::Any) => {}
+                Ok(found) => {
+                    keys = found;
+                    break;
+                }
+                Err(e) => return Plan::Reject(PgError::error("22P02", e)),
+            }
+        }
+    }
+    let for_update = !q.locks.is_empty();
+    let shards = match keys {
+        KeySet::Values(vs) => shards_for(placement, &vs),
+        KeySet::Any => (0..placement.shard_names.len()).collect(),
+    };
+    match shards.as_slice() {
+        [] => Plan::Shard {
+            shard: HOME,
+            write: for_update,
+        },
+        [one] => Plan::Shard {
+            shard: *one,
+            write: for_update,
+        },
+        _ => plan_scatter(q, select, shards, params, placement),
+    }
+}
+
+/// The AND-connected conditions of `e`.
+pub(crate) fn collect_and<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
+    match e {
+        Expr::Nested(i) => collect_and(i, out),
+        Expr::BinaryOp {
+            left,
+            op: sqlparser::ast::BinaryOperator::And,
+            right,
+        } => {
+            collect_and(left, out);
+            collect_and(right, out);
+        }
+        other => out.push(other),
+    }
+}
+
+/// Every pair of sharded tables must be connected by equalities of their key columns.
+pub(crate) fn colocation_problem(
+    select: &Select,
+    top: &[(Vec<String>, KeyType, String)],
+) -> Option<String> {
+    if top.iter().any(|t| t.1 != top[0].1) {
+        return Some(
+            "a join of tables sharded on keys of different types runs across shards".into(),
+        );
+    }
+    let mut conjuncts: Vec<&Expr> = Vec::new();
+    if let Some(w) = &select.selection {
+        collect_and(w, &mut conjuncts);
+    }
+    for twj in &select.from {
+        for j in &twj.joins {
+            use sqlparser::ast::{JoinConstraint, JoinOperator as J};
+            let c = match &j.join_operator {
+                J::Join(c)
+                | J::Inner(c)
+                | J::Left(c)
+                | J::LeftOuter(c)
+                | J::Right(c)
+                | J::RightOuter(c)
+                | J::FullOuter(c) => c,
+                _ => {
+                    return Some("this kind of join is not supported across sharded tables".into())
+                }
+            };
+            if let JoinConstraint::On(e) = c {
+                collect_and(e, &mut conjuncts);
+            }
+        }
+    }
+    // Union-find over the sharded tables by key equalities.
+    let mut parent: Vec<usize> = (0..top.len()).collect();
+    fn find(p: &mut Vec<usize>, i: usize) -> usize {
+        if p[i] != i {
+            let r = find(p, p[i]);
+            p[i] = r;
+        }
+        p[i]
+    }
+    for c in conjuncts {
+        if let Expr::BinaryOp {
+            left,
+            op: sqlparser::ast::BinaryOperator::Eq,
+            right,
+        } = c
+        {
+            let side = |e: &Expr| {
+                top.iter().position(|(names, _, col)| {
+                    matches!(strip(e), Expr::CompoundIdentifier(_))
+                        && is_column(strip(e), names, col)
+                })
+            };
+            if let (Some(a), Some(b)) = (side(left), side(right)) {
+                let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
+                parent[ra] = rb;
+            }
+        }
+    }
+    let root = find(&mut parent, 0);
+    (1..top.len())
+        .any(|i| find(&mut parent, i) != root)
+        .then(|| {
+            "a join of sharded tables that is not on their shard keys runs across shards"
+                .to_string()
+        })
+}

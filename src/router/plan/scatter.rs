@@ -1,0 +1,400 @@
+//! Planning a read of several shards: what each shard runs (a pushed-down LIMIT, hidden sort
+//! columns, partial aggregates) and how the proxy merges the answers (`MergeSpec`), or why it
+//! cannot.
+
+use super::*;
+
+/// Renumbers the parameters `q` still uses as `$1, $2, ...` when a rewrite dropped some of the
+/// `bound` ones (PostgreSQL refuses a Bind with more values than the statement uses); returns
+/// which of the client's parameters to bind, or None when all are used.
+pub(crate) fn keep_used_params<V>(q: &mut V, bound: usize) -> Option<Vec<usize>>
+where
+    V: sqlparser::ast::Visit + sqlparser::ast::VisitMut,
+{
+    let number = |e: &Expr| match e {
+        Expr::Value(v) => match &v.value {
+            Value::Placeholder(p) => p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let mut used = BTreeSet::new();
+    let _ = sqlparser::ast::visit_expressions(&*q, |e: &Expr| {
+        used.extend(number(e));
+        ControlFlow::<()>::Continue(())
+    });
+    if used.len() == bound {
+        return None;
+    }
+    let order: Vec<usize> = used.into_iter().collect();
+    let _ = sqlparser::ast::visit_expressions_mut(q, |e: &mut Expr| {
+        if let Some(n) = number(e) {
+            if let (Expr::Value(v), Some(i)) = (&mut *e, order.iter().position(|&o| o == n)) {
+                v.value = Value::Placeholder(format!("${}", i + 1));
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    Some(order.into_iter().map(|n| n - 1).collect())
+}
+
+/// `COLLATE "C"`, `"POSIX"` or `ucs_basic` on a sort expression: Some(true). Another explicit
+/// collation: Some(false), which the merge cannot reproduce. None: no COLLATE.
+pub(crate) fn explicit_collation(e: &Expr) -> Option<bool> {
+    let Expr::Collate { collation, .. } = e else {
+        return None;
+    };
+    let name = match collation.0.last() {
+        Some(ObjectNamePart::Identifier(i)) => i.value.clone(),
+        _ => collation.to_string(),
+    };
+    Some(matches!(
+        name.to_ascii_lowercase().as_str(),
+        "c" | "posix" | "ucs_basic"
+    ))
+}
+
+/// The refusal of ORDER BY with a collation other than C over several shards.
+pub(crate) fn other_collation(e: &Expr) -> PgError {
+    PgError::error(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!("ORDER BY {e} over several shards: the merge cannot order by that collation"),
+    )
+    .with_hint(
+        "The merge orders text by code point: sort with COLLATE \"C\", or sort in the application.",
+    )
+}
+
+pub(super) const AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "array_agg",
+    "string_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "jsonb_object_agg",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "bit_and",
+    "bit_or",
+    "xmlagg",
+    "percentile_cont",
+    "percentile_disc",
+    "mode",
+];
+
+pub(super) fn has_aggregate_or_window(items: &[SelectItem]) -> bool {
+    let mut found = false;
+    for item in items {
+        let _ = sqlparser::ast::visit_expressions(item, |e: &Expr| {
+            if let Expr::Function(f) = e {
+                let name = f.name.to_string().to_ascii_lowercase();
+                let bare = name.rsplit('.').next().unwrap_or(&name);
+                if f.over.is_some() || AGGREGATES.contains(&bare) {
+                    found = true;
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        });
+    }
+    found
+}
+
+pub(super) fn plan_scatter(
+    q: &Query,
+    select: &Select,
+    shards: Vec<usize>,
+    params: &Params,
+    placement: &Placement,
+) -> Plan {
+    if has_window(&select.projection) {
+        return refuse(
+            "window functions over several shards are not supported",
+            "Add a shard-key condition so the query runs on one shard.",
+        );
+    }
+    let grouped = select.distinct.is_some()
+        || !matches!(&select.group_by, sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty())
+        || select.having.is_some()
+        || has_aggregate_or_window(&select.projection);
+    // Grouped by a shard key (or DISTINCT over one), each shard holds whole groups: its rows
+    // are final, and only their order and LIMIT are merged, as for plain rows.
+    if grouped && !crate::router::subquery::grouped_by_key(q, placement) {
+        if q.fetch.is_some() {
+            return refuse(
+                "FETCH FIRST over several shards is not supported",
+                "Use LIMIT.",
+            );
+        }
+        return match limit_and_offset(q, params) {
+            Ok((limit, offset)) => {
+                crate::router::aggregate::plan_aggregate(q, select, shards, limit, offset, params)
+            }
+            Err(p) => *p,
+        };
+    }
+    if q.fetch.is_some() {
+        return refuse(
+            "FETCH FIRST over several shards is not supported",
+            "Use LIMIT.",
+        );
+    }
+    let mut merge = MergeSpec::default();
+    let mut rewritten = q.clone();
+    let mut changed = false;
+    let has_wildcard = select.projection.iter().any(|i| {
+        matches!(
+            i,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    });
+    let mut hidden_items: Vec<SelectItem> = Vec::new();
+    if let Some(ob) = &q.order_by {
+        let OrderByKind::Expressions(exprs) = &ob.kind else {
+            return refuse("ORDER BY ALL is not supported", "List the sort columns.");
+        };
+        for oe in exprs {
+            let (descending, nulls_first) = match sort_direction(oe) {
+                Ok(d) => d,
+                Err(p) => return *p,
+            };
+            if explicit_collation(&oe.expr) == Some(false) {
+                return Plan::Reject(other_collation(&oe.expr));
+            }
+            let column = match sort_column(&oe.expr, &select.projection) {
+                Some(SortColumn::Name(n)) if has_wildcard => SortColumn::Name(n),
+                Some(SortColumn::Position(p)) => SortColumn::Position(p),
+                _ => {
+                    // Not among the client's columns: the shards return it after them.
+                    let alias = Ident::new(format!("__shardgate_sort_{}", hidden_items.len()));
+                    hidden_items.push(SelectItem::ExprWithAlias {
+                        expr: oe.expr.clone(),
+                        alias,
+                    });
+                    if has_wildcard {
+                        SortColumn::Name(format!("__shardgate_sort_{}", hidden_items.len() - 1))
+                    } else {
+                        SortColumn::Position(select.projection.len() + hidden_items.len())
+                    }
+                }
+            };
+            // PostgreSQL's default: NULLS LAST for ASC, NULLS FIRST for DESC.
+            merge.order.push(SortKey {
+                column,
+                descending,
+                nulls_first,
+                bytewise: explicit_collation(&oe.expr) == Some(true),
+            });
+        }
+    }
+    if !hidden_items.is_empty() {
+        merge.hidden = hidden_items.len();
+        if let SetExpr::Select(sel) = rewritten.body.as_mut() {
+            sel.projection.extend(hidden_items);
+        }
+        changed = true;
+    }
+    if let Some(LimitClause::LimitOffset {
+        limit,
+        offset,
+        limit_by,
+    }) = &q.limit_clause
+    {
+        if !limit_by.is_empty() {
+            return refuse("LIMIT BY is not supported", "Use LIMIT.");
+        }
+        let num = |e: &Expr| count_constant(e, params);
+        merge.limit = match limit {
+            None => None,
+            Some(e) => match num(e) {
+                Some(n) => Some(n),
+                None => {
+                    return refuse(
+                        "LIMIT over several shards must be a constant",
+                        "Use a literal LIMIT, or a bound parameter.",
+                    )
+                }
+            },
+        };
+        merge.offset = match offset {
+            None => 0,
+            Some(o) => match num(&o.value) {
+                Some(n) => n,
+                None => {
+                    return refuse(
+                        "OFFSET over several shards must be a constant",
+                        "Use a literal OFFSET.",
+                    )
+                }
+            },
+        };
+        // Each shard returns at most offset + limit rows; the merge applies both again.
+        rewritten.limit_clause = merge.limit.map(|l| LimitClause::LimitOffset {
+            limit: Some(Expr::value(Value::Number(
+                (l + merge.offset).to_string(),
+                false,
+            ))),
+            offset: None,
+            limit_by: vec![],
+        });
+        changed = true;
+    } else if q.limit_clause.is_some() {
+        return refuse(
+            "this LIMIT form is not supported over several shards",
+            "Use LIMIT n OFFSET m.",
+        );
+    }
+    let sql = if changed {
+        merge.picks = keep_used_params(&mut rewritten, params.values.len());
+        rewritten.to_string()
+    } else {
+        q.to_string()
+    };
+    Plan::Scatter { shards, sql, merge }
+}
+
+pub(super) fn calls_set_config(q: &Query) -> bool {
+    let mut found = false;
+    let _ = sqlparser::ast::visit_expressions(q, |e: &Expr| {
+        if let Expr::Function(f) = e {
+            if last_ident(&f.name).eq_ignore_ascii_case("set_config") {
+                found = true;
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    found
+}
+
+pub(super) fn has_window(items: &[SelectItem]) -> bool {
+    let mut found = false;
+    for item in items {
+        let _ = sqlparser::ast::visit_expressions(item, |e: &Expr| {
+            if matches!(e, Expr::Function(f) if f.over.is_some()) {
+                found = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        });
+    }
+    found
+}
+
+/// A LIMIT or OFFSET count: a literal, or a bound parameter in text or binary format.
+pub(super) fn count_constant(e: &Expr, params: &Params) -> Option<u64> {
+    match strip(e) {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse().ok(),
+            Value::Placeholder(p) => params
+                .constant(p.strip_prefix('$')?.parse().ok()?)?
+                .parse()
+                .ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Constant LIMIT and OFFSET (literals or bound parameters).
+pub(super) fn limit_and_offset(
+    q: &Query,
+    params: &Params,
+) -> Result<(Option<u64>, u64), Box<Plan>> {
+    let num = |e: &Expr| count_constant(e, params);
+    match &q.limit_clause {
+        None => Ok((None, 0)),
+        Some(LimitClause::LimitOffset {
+            limit,
+            offset,
+            limit_by,
+        }) if limit_by.is_empty() => {
+            let limit = match limit {
+                None => None,
+                Some(e) => Some(num(e).ok_or_else(|| {
+                    Box::new(refuse(
+                        "LIMIT over several shards must be a constant",
+                        "Use a literal LIMIT.",
+                    ))
+                })?),
+            };
+            let offset = match offset {
+                None => 0,
+                Some(o) => num(&o.value).ok_or_else(|| {
+                    Box::new(refuse(
+                        "OFFSET over several shards must be a constant",
+                        "Use a literal OFFSET.",
+                    ))
+                })?,
+            };
+            Ok((limit, offset))
+        }
+        Some(_) => Err(Box::new(refuse(
+            "this LIMIT form is not supported over several shards",
+            "Use LIMIT n OFFSET m.",
+        ))),
+    }
+}
+
+/// ASC/DESC and where NULLs go (PostgreSQL's default: last for ASC, first for DESC).
+pub(crate) fn sort_direction(oe: &sqlparser::ast::OrderByExpr) -> Result<(bool, bool), Box<Plan>> {
+    let descending = match oe.options.sort {
+        None | Some(OrderBySort::Asc) => false,
+        Some(OrderBySort::Desc) => true,
+        Some(OrderBySort::Using(_)) => {
+            return Err(Box::new(refuse(
+                "ORDER BY ... USING over several shards is not supported",
+                "Use ASC or DESC.",
+            )))
+        }
+    };
+    Ok((descending, oe.options.nulls_first.unwrap_or(descending)))
+}
+
+pub(super) fn sort_column(e: &Expr, projection: &[SelectItem]) -> Option<SortColumn> {
+    if let Expr::Value(v) = e {
+        if let Value::Number(n, _) = &v.value {
+            return n.parse().ok().filter(|p| *p >= 1).map(SortColumn::Position);
+        }
+    }
+    let text = e.to_string();
+    for (i, item) in projection.iter().enumerate() {
+        match item {
+            SelectItem::ExprWithAlias { alias, .. } if matches!(e, Expr::Identifier(id) if id.value == alias.value) => {
+                return Some(SortColumn::Position(i + 1))
+            }
+            SelectItem::ExprWithAlias { expr, .. } | SelectItem::UnnamedExpr(expr)
+                if expr.to_string() == text =>
+            {
+                return Some(SortColumn::Position(i + 1))
+            }
+            _ => {}
+        }
+    }
+    // A plain column (possibly behind `*`): found by name in the result's RowDescription.
+    match e {
+        Expr::Identifier(i) => Some(SortColumn::Name(column_name(i))),
+        Expr::CompoundIdentifier(parts) => parts.last().map(|i| SortColumn::Name(column_name(i))),
+        _ => None,
+    }
+}
+
+pub(super) fn column_name(i: &Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_ascii_lowercase()
+    }
+}

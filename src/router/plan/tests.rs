@@ -1,0 +1,380 @@
+use super::*;
+use crate::config::Config;
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+fn placement() -> Placement {
+    let mut text = String::from("[[users]]\nname=\"a\"\nauth=\"trust\"\n");
+    for i in 0..3 {
+        text.push_str(&format!(
+            "[[shards]]\nname=\"s{i}\"\nurl=\"postgres://u@h/db\"\n"
+        ));
+    }
+    text.push_str(
+        "[tables.accounts]\nshard_key=\"id\"\nkey_type=\"bigint\"\n\
+         [tables.ledger]\nshard_key=\"account_id\"\nkey_type=\"bigint\"\n\
+         [tables.users]\nshard_key=\"name\"\nkey_type=\"text\"\n\
+         [tables.countries]\nreference=true\n",
+    );
+    Config::from_toml(&text).unwrap().placement().unwrap()
+}
+
+fn plan_sql(sql: &str) -> Plan {
+    let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
+    plan(&stmts[0], &placement(), &Params::default())
+}
+
+fn shard_of(id: i64) -> usize {
+    placement().shard_of(&KeyValue::Integer(id))
+}
+
+fn code(p: &Plan) -> &str {
+    match p {
+        Plan::Reject(e) => e.code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn point_reads_and_writes_go_to_the_owner() {
+    assert_eq!(
+        plan_sql("select * from accounts where id = 42"),
+        Plan::Shard {
+            shard: shard_of(42),
+            write: false
+        }
+    );
+    assert_eq!(
+        plan_sql("update accounts set v = 1 where id = 42 and v > 0"),
+        Plan::Shard {
+            shard: shard_of(42),
+            write: true
+        }
+    );
+    assert_eq!(
+        plan_sql("delete from accounts a where a.id = 42"),
+        Plan::Shard {
+            shard: shard_of(42),
+            write: true
+        }
+    );
+    assert_eq!(
+        plan_sql("insert into accounts (id, v) values (42, 1)"),
+        Plan::Shard {
+            shard: shard_of(42),
+            write: true
+        }
+    );
+    assert_eq!(
+        plan_sql("select * from accounts where id = 42 for update"),
+        Plan::Shard {
+            shard: shard_of(42),
+            write: true
+        }
+    );
+}
+
+#[test]
+fn reads_without_a_key_scatter_with_limit_pushed_down() {
+    let Plan::Scatter { shards, sql, merge } =
+        plan_sql("select id, v from accounts order by v desc, 1 limit 5 offset 2")
+    else {
+        panic!()
+    };
+    assert_eq!(shards, vec![0, 1, 2]);
+    assert!(sql.ends_with("LIMIT 7"), "{sql}");
+    assert_eq!((merge.limit, merge.offset), (Some(5), 2));
+    assert_eq!(
+        merge.order[0],
+        SortKey {
+            column: SortColumn::Position(2),
+            descending: true,
+            nulls_first: true,
+            bytewise: false,
+        }
+    );
+    assert_eq!(merge.order[1].column, SortColumn::Position(1));
+    let Plan::Scatter { merge, .. } = plan_sql("select * from accounts order by v") else {
+        panic!()
+    };
+    assert_eq!(merge.order[0].column, SortColumn::Name("v".into()));
+}
+
+#[test]
+fn in_lists_pick_the_owning_shards() {
+    let ids: Vec<i64> = (1..50).collect();
+    let owners: BTreeSet<usize> = ids.iter().map(|&i| shard_of(i)).collect();
+    let list = ids
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    match plan_sql(&format!("select * from accounts where id in ({list})")) {
+        Plan::Scatter { shards, .. } => {
+            assert_eq!(shards, owners.into_iter().collect::<Vec<_>>())
+        }
+        Plan::Shard { .. } => assert_eq!(owners.len(), 1),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn joins_colocated_or_with_reference_tables_stay_on_one_shard() {
+    assert_eq!(
+        plan_sql("select * from accounts a join ledger l on l.account_id = a.id join countries c on c.code = a.cc where a.id = 7"),
+        Plan::Shard { shard: shard_of(7), write: false }
+    );
+    assert_eq!(
+        code(&plan_sql(
+            "select * from accounts a join ledger l on l.note = a.name"
+        )),
+        "0A000"
+    );
+    assert_eq!(
+        code(&plan_sql(
+            "select * from accounts a join users u on u.name = a.id::text"
+        )),
+        "0A000"
+    );
+    assert_eq!(
+        plan_sql("select * from countries"),
+        Plan::Shard {
+            shard: HOME,
+            write: false
+        }
+    );
+}
+
+#[test]
+fn refusals() {
+    for sql in [
+        "update accounts set id = 5 where id = 4",
+        "insert into accounts values (1)",
+        "insert into accounts (v) values (1)",
+        "insert into accounts (id) select account_id from ledger",
+        "insert into accounts (id) select id + 1 from accounts where id = 5",
+        "insert into accounts (id) select 7 from countries",
+        "select * from nosuch",
+        "select * from accounts where id not in (select account_id from ledger)",
+        "select * from accounts a where exists (select 1 from ledger l where l.amount = a.id)",
+        "select * from accounts where id in (select account_id from ledger limit 3)",
+        "select * from accounts a where exists (select 1 from users u where u.name = a.v)",
+        "select (select count(*) from ledger l where l.account_id = a.id) from accounts a",
+        "create table accounts (id bigint primary key, n bigint generated always as identity)",
+        "create table accounts (id bigint generated always as identity)",
+        "create table users (name text primary key default nextval('s')::text)",
+    ] {
+        assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+    }
+    // Subqueries tied to the outer table by the shard key run on each shard as written.
+    for sql in [
+        "select * from accounts where id in (select account_id from ledger)",
+        "select * from accounts a where exists (select 1 from ledger l where l.account_id = a.id and l.amount > 0)",
+        "select * from accounts a where not exists (select 1 from ledger l where a.id = l.account_id)",
+    ] {
+        assert!(
+            matches!(plan_sql(sql), Plan::Scatter { ref merge, .. } if *merge == MergeSpec::default()),
+            "{sql}"
+        );
+    }
+    assert!(matches!(
+        plan_sql("select * from accounts a where a.id = 5 and exists (select 1 from ledger l where l.account_id = a.id)"),
+        Plan::Shard { shard, .. } if shard == shard_of(5)
+    ));
+    // A sequence on an integer key is filled in by the proxy (see executor::key_sequence).
+    for sql in [
+        "create table accounts (id bigserial primary key)",
+        "create table accounts (id bigint generated by default as identity primary key)",
+        "create table ledger (id bigserial primary key, account_id bigint)",
+    ] {
+        assert!(matches!(plan_sql(sql), Plan::Broadcast { .. }), "{sql}");
+    }
+}
+
+#[test]
+fn writes_on_several_shards_are_split_per_shard() {
+    let Plan::Write {
+        parts, sum: true, ..
+    } = plan_sql(
+        "insert into accounts (id, v) values (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd'), (5, 'e'), (6, 'f')",
+    ) else {
+        panic!("a split insert")
+    };
+    assert!(parts.len() > 1);
+    let mut rows = 0;
+    for (shard, sql) in &parts {
+        let stmt = &Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap()[0];
+        // Each part holds exactly the rows its shard owns.
+        assert_eq!(
+            plan(stmt, &placement(), &Params::default()),
+            Plan::Shard {
+                shard: *shard,
+                write: true
+            },
+            "{sql}"
+        );
+        rows += sql.matches("), (").count() + 1;
+    }
+    assert_eq!(rows, 6);
+    let Plan::Write {
+        parts, sum: true, ..
+    } = plan_sql("update accounts set v = 0")
+    else {
+        panic!("an update everywhere")
+    };
+    assert_eq!(parts.len(), 3);
+    let Plan::Write {
+        parts, sum: false, ..
+    } = plan_sql("insert into countries (code) values ('x')")
+    else {
+        panic!("a reference write counts one copy")
+    };
+    assert_eq!(parts.len(), 3);
+    assert!(matches!(
+        plan_sql("delete from accounts where id in (1, 2, 3, 4, 5, 6)"),
+        Plan::Write { sum: true, .. }
+    ));
+}
+
+#[test]
+fn shardgate_settings_are_answered_by_the_proxy() {
+    for sql in [
+        "set shardgate.consistency = 'snapshot'",
+        "SET shardgate.consistency TO snapshot",
+        "set session shardgate.consistency='snapshot'",
+    ] {
+        let value = match plan_sql(sql) {
+            Plan::Admin(AdminCmd::Set { name, value }) if name == "consistency" => value,
+            other => panic!("{sql}: {other:?}"),
+        };
+        assert_eq!(value.trim_matches('\''), "snapshot", "{sql}");
+    }
+    assert_eq!(plan_sql("set work_mem = '4MB'"), Plan::Session);
+    assert_eq!(
+        plan_unparsed("SHOW shardgate.snapshot_ts"),
+        Plan::Admin(AdminCmd::Show {
+            name: "snapshot_ts".into()
+        })
+    );
+}
+
+#[test]
+fn savepoints_are_transaction_commands() {
+    assert_eq!(
+        plan_sql("savepoint a"),
+        Plan::Txn(TxnCmd::Savepoint("a".into()))
+    );
+    assert_eq!(
+        plan_sql("release savepoint a"),
+        Plan::Txn(TxnCmd::Release("a".into()))
+    );
+    assert_eq!(
+        plan_sql("rollback to savepoint \"A\""),
+        Plan::Txn(TxnCmd::RollbackTo("\"A\"".into()))
+    );
+    assert_eq!(
+        plan_unparsed("ROLLBACK TO b;"),
+        Plan::Txn(TxnCmd::RollbackTo("b".into()))
+    );
+}
+
+#[test]
+fn insert_select_only_within_one_shard() {
+    assert_eq!(
+        plan_sql(
+            "insert into ledger (account_id, v) select a.id, a.v from accounts a where a.id = 42"
+        ),
+        Plan::Shard {
+            shard: shard_of(42),
+            write: true
+        }
+    );
+}
+
+#[test]
+fn aggregates_rewrite_avg_and_push_nothing_down() {
+    let Plan::Scatter { sql, merge, .. } = plan_sql(
+        "select v, avg(x) from accounts group by v having count(*) > 2 order by 2 desc limit 3",
+    ) else {
+        panic!()
+    };
+    assert_eq!(sql, "SELECT v, sum(x) AS avg, count(x) AS __shardgate_count_1, sum((x) * 1::FLOAT8) AS __shardgate_fsum_1, count(*) AS __shardgate_extra_2 FROM accounts GROUP BY v");
+    let spec = merge.aggregate.unwrap();
+    use crate::router::aggregate::AggColumn::*;
+    assert_eq!(
+        spec.columns,
+        vec![
+            Group,
+            Avg {
+                count: 2,
+                float_sum: Some(3)
+            },
+            AvgCount,
+            AvgFloatSum,
+            Count
+        ]
+    );
+    assert_eq!((merge.limit, merge.hidden), (Some(3), 3));
+    let Plan::Scatter { sql, merge, .. } =
+        plan_sql("select count(distinct v), count(*) from accounts")
+    else {
+        panic!()
+    };
+    assert_eq!(
+        sql,
+        "SELECT count(DISTINCT v), count(*), v AS __shardgate_distinct_0 FROM accounts GROUP BY v"
+    );
+    let spec = merge.aggregate.unwrap();
+    assert_eq!(
+        spec.columns,
+        vec![CountDistinct { values: 2 }, Count, DistinctValue]
+    );
+    assert!(spec.single_group);
+    for sql in [
+        "select sum(distinct v) from accounts",
+        "select count(distinct (v, x)) filter (where x > 1) from accounts",
+        "select sum(x) + 1 from accounts",
+        "select v from accounts group by v having sum(x) > min(y)",
+    ] {
+        assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+    }
+}
+
+#[test]
+fn ddl_session_and_transactions() {
+    assert_eq!(
+        plan_sql("create table accounts (id bigint primary key, v int)"),
+        Plan::Broadcast {
+            transactional: true
+        }
+    );
+    assert_eq!(
+        plan_sql("create index concurrently i on accounts (v)"),
+        Plan::Broadcast {
+            transactional: false
+        }
+    );
+    assert_eq!(
+        plan_sql("drop database if exists other"),
+        Plan::Broadcast {
+            transactional: false
+        }
+    );
+    assert_eq!(plan_sql("set search_path = x"), Plan::Session);
+    assert_eq!(
+        plan_sql("select set_config('search_path', 'x', false)"),
+        Plan::Session
+    );
+    assert_eq!(plan_sql("commit"), Plan::Txn(TxnCmd::Commit));
+    assert!(matches!(
+        plan_sql("begin isolation level repeatable read"),
+        Plan::Txn(TxnCmd::Begin(_))
+    ));
+    assert_eq!(
+        plan_unparsed("SHOW shardgate.route accounts 42"),
+        Plan::Admin(AdminCmd::Route {
+            table: "accounts".into(),
+            key: "42".into()
+        })
+    );
+}

@@ -1,0 +1,346 @@
+//! Planning writes: INSERT (split by the shard of each row's key), UPDATE and DELETE (by the
+//! keys their WHERE pins), INSERT ... SELECT, and writes of reference tables, which go to every
+//! shard. A write that reaches several shards is a `Plan::Write`, one distributed transaction.
+
+use super::*;
+
+/// The same statement on every shard (a reference table keeps a full copy on each; `sum` is
+/// false for one).
+pub(super) fn on_every_shard(placement: &Placement, stmt: &Statement, sum: bool) -> Plan {
+    let text = stmt.to_string();
+    Plan::Write {
+        parts: (0..placement.shard_names.len())
+            .map(|s| (s, text.clone()))
+            .collect(),
+        sum,
+        picks: Vec::new(),
+        serialize: if sum { None } else { written_table(stmt) },
+        row_order: Vec::new(),
+    }
+}
+
+/// The table an INSERT, UPDATE or DELETE (or EXPLAIN of one) writes.
+pub(super) fn written_table(stmt: &Statement) -> Option<String> {
+    match stmt {
+        Statement::Insert(ins) => match &ins.table {
+            TableObject::TableName(n) => Some(last_ident(n).to_lowercase()),
+            _ => None,
+        },
+        Statement::Update(up) => match &up.table.relation {
+            TableFactor::Table { name, .. } => Some(last_ident(name).to_lowercase()),
+            _ => None,
+        },
+        Statement::Delete(del) => match &del.from {
+            FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => {
+                match t.first().map(|t| &t.relation) {
+                    Some(TableFactor::Table { name, .. }) => Some(last_ident(name).to_lowercase()),
+                    _ => None,
+                }
+            }
+        },
+        Statement::Explain { statement, .. } => written_table(statement),
+        _ => None,
+    }
+}
+
+pub(super) fn plan_write_where(
+    name: &ObjectName,
+    alias: Option<&Ident>,
+    selection: Option<&Expr>,
+    placement: &Placement,
+    params: &Params,
+    stmt: &Statement,
+) -> Plan {
+    let verb = match stmt {
+        Statement::Update(_) => "UPDATE",
+        _ => "DELETE",
+    };
+    match placement.rule(&name.to_string()) {
+        Some(TableRule::Reference) => on_every_shard(placement, stmt, false),
+        Some(TableRule::Pinned { shard }) => on_pinned_shard(stmt, placement, *shard, true),
+        None if is_catalog_relation(&name.to_string()) => refuse(
+            format!("{verb} of catalog {name} through shardgate"),
+            "Run it on each shard directly.",
+        ),
+        None => undeclared(&name.to_string()),
+        Some(TableRule::Sharded {
+            key_column,
+            key_type,
+        }) => {
+            let mut names = vec![last_ident(name)];
+            if let Some(a) = alias {
+                names.push(a.value.clone());
+            }
+            let is_key = |e: &Expr| is_column(e, &names, key_column);
+            let keys = match selection {
+                None => KeySet::Any,
+                Some(w) => match keys_in(w, &is_key, *key_type, params) {
+                    Ok(k) => k,
+                    Err(e) => return Plan::Reject(PgError::error("22P02", e)),
+                },
+            };
+            match keys {
+                KeySet::Values(vs) => match shards_for(placement, &vs).as_slice() {
+                    [] => Plan::Shard {
+                        shard: HOME,
+                        write: true,
+                    },
+                    [one] => Plan::Shard {
+                        shard: *one,
+                        write: true,
+                    },
+                    several => {
+                        let text = stmt.to_string();
+                        Plan::Write {
+                            parts: several.iter().map(|&s| (s, text.clone())).collect(),
+                            sum: true,
+                            picks: Vec::new(),
+                            serialize: None,
+                            row_order: Vec::new(),
+                        }
+                    }
+                },
+                KeySet::Any => on_every_shard(placement, stmt, true),
+            }
+        }
+    }
+}
+
+pub(crate) fn undeclared(name: &str) -> Plan {
+    refuse(
+        format!("table {name} is not declared, and this cluster has several shards"),
+        format!("Declare it in the config as [tables.{name}] with shard_key and key_type, or with reference = true, and reload the proxy (SIGHUP)."),
+    )
+}
+
+pub(super) fn plan_insert(
+    ins: &sqlparser::ast::Insert,
+    placement: &Placement,
+    params: &Params,
+) -> Plan {
+    let TableObject::TableName(name) = &ins.table else {
+        return refuse(
+            "INSERT into a table function is not supported",
+            "Insert into a table.",
+        );
+    };
+    match placement.rule(&name.to_string()) {
+        Some(TableRule::Reference) => {
+            on_every_shard(placement, &Statement::Insert(ins.clone()), false)
+        }
+        Some(TableRule::Pinned { shard }) => on_pinned_shard(ins, placement, *shard, true),
+        None => undeclared(&name.to_string()),
+        Some(TableRule::Sharded {
+            key_column,
+            key_type,
+        }) => {
+            let Some(source) = &ins.source else {
+                return refuse(
+                    "INSERT without VALUES is not supported on a sharded table",
+                    "Use INSERT ... VALUES.",
+                );
+            };
+            let SetExpr::Values(values) = source.body.as_ref() else {
+                return plan_insert_select(
+                    ins, name, source, key_column, *key_type, placement, params,
+                );
+            };
+            if ins.columns.is_empty() {
+                return refuse(
+                    format!("INSERT into sharded table {name} needs a column list"),
+                    format!("Name the columns, including the shard key {key_column}: INSERT INTO {name} ({key_column}, ...) VALUES ..."),
+                );
+            }
+            let Some(key_idx) = ins
+                .columns
+                .iter()
+                .position(|c| last_ident(c).eq_ignore_ascii_case(key_column))
+            else {
+                return refuse(
+                    format!("INSERT into sharded table {name} must give the shard key {key_column}"),
+                    "The shard key decides where the row lives. A key from a sequence (serial, bigserial, GENERATED BY DEFAULT AS IDENTITY on an integer key) is filled in by shardgate; other defaults could collide across shards.",
+                );
+            };
+            // Each row's shard; a NULL key goes home, where the table's constraints judge it as
+            // PostgreSQL would.
+            let mut row_shards = Vec::with_capacity(values.rows.len());
+            for row in &values.rows {
+                let Some(e) = row.get(key_idx) else {
+                    return Plan::Reject(PgError::error(
+                        "42601",
+                        "INSERT has more target columns than expressions",
+                    ));
+                };
+                match literal_key(e, *key_type, params) {
+                    Ok(Some(Some(k))) => row_shards.push(placement.shard_of(&k)),
+                    Ok(Some(None)) => row_shards.push(HOME),
+                    Ok(None) => {
+                        return refuse(
+                            format!("the shard key {key_column} must be a constant or a parameter"),
+                            "shardgate computes the shard from the value itself; pass it as a literal or $n.",
+                        )
+                    }
+                    Err(e) => return Plan::Reject(PgError::error("22P02", e)),
+                }
+            }
+            let distinct: BTreeSet<usize> = row_shards.iter().copied().collect();
+            match distinct.len() {
+                0 => Plan::Shard {
+                    shard: HOME,
+                    write: true,
+                },
+                1 => Plan::Shard {
+                    shard: row_shards[0],
+                    write: true,
+                },
+                _ => split_insert(ins, &row_shards, &distinct),
+            }
+        }
+    }
+}
+
+/// A multi-row INSERT whose rows belong on several shards: each shard gets only its own rows.
+pub(super) fn split_insert(
+    ins: &sqlparser::ast::Insert,
+    row_shards: &[usize],
+    shards: &BTreeSet<usize>,
+) -> Plan {
+    let mut picks = Vec::new();
+    let parts = shards
+        .iter()
+        .map(|&shard| {
+            let mut part = ins.clone();
+            if let Some(source) = &mut part.source {
+                if let SetExpr::Values(values) = source.body.as_mut() {
+                    let rows = std::mem::take(&mut values.rows);
+                    values.rows = rows
+                        .into_iter()
+                        .zip(row_shards)
+                        .filter(|(_, s)| **s == shard)
+                        .map(|(r, _)| r)
+                        .collect();
+                    picks.push(renumber_parameters(values));
+                }
+            }
+            (shard, Statement::Insert(part).to_string())
+        })
+        .collect();
+    // Parameters only matter where the rows have some.
+    if picks.iter().all(Vec::is_empty) {
+        picks.clear();
+    }
+    // RETURNING rows come back in the client's row order, as from one server.
+    let row_order = if ins.returning.is_some() {
+        let index: Vec<usize> = shards.iter().copied().collect();
+        row_shards
+            .iter()
+            .map(|s| index.iter().position(|x| x == s).unwrap_or(0))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Plan::Write {
+        parts,
+        sum: true,
+        picks,
+        serialize: None,
+        row_order,
+    }
+}
+
+/// Numbers the parameters of the rows `$1, $2, ...` in order of first use, so that a shard sees
+/// only parameters its rows use (PostgreSQL cannot type a parameter that no row mentions);
+/// returns the client's parameter (0-based) behind each new number.
+pub(super) fn renumber_parameters(rows: &mut sqlparser::ast::Values) -> Vec<usize> {
+    let mut picked: Vec<usize> = Vec::new();
+    let _ = sqlparser::ast::visit_expressions_mut(rows, |e: &mut Expr| {
+        if let Expr::Value(v) = e {
+            if let Value::Placeholder(p) = &mut v.value {
+                if let Some(n) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+                    if n > 0 {
+                        let i = match picked.iter().position(|&o| o == n - 1) {
+                            Some(i) => i,
+                            None => {
+                                picked.push(n - 1);
+                                picked.len() - 1
+                            }
+                        };
+                        *p = format!("${}", i + 1);
+                    }
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    picked
+}
+
+/// INSERT ... SELECT into a sharded table runs only where it is correct on one shard: the source
+/// reads one shard, and the inserted key is a co-located source table's own shard key, so every
+/// row it produces belongs on that same shard.
+pub(super) fn plan_insert_select(
+    ins: &sqlparser::ast::Insert,
+    name: &ObjectName,
+    source: &Query,
+    key_column: &str,
+    key_type: KeyType,
+    placement: &Placement,
+    params: &Params,
+) -> Plan {
+    let refused = || {
+        refuse(
+            format!("INSERT ... SELECT into sharded table {name} must read one shard and insert that shard's own keys"),
+            format!("Select from a table sharded like {name} with a condition on its shard key, and insert its shard key as {key_column}; otherwise rows would land on the wrong shard."),
+        )
+    };
+    let SetExpr::Select(select) = source.body.as_ref() else {
+        return refused();
+    };
+    let Some(key_idx) = ins
+        .columns
+        .iter()
+        .position(|c| last_ident(c).eq_ignore_ascii_case(key_column))
+    else {
+        return refused();
+    };
+    let key_expr = match select.projection.get(key_idx) {
+        Some(SelectItem::UnnamedExpr(e)) | Some(SelectItem::ExprWithAlias { expr: e, .. }) => {
+            strip(e)
+        }
+        _ => return refused(),
+    };
+    // The key must be a sharded source table's key column of the same type.
+    let own_key = select
+        .from
+        .iter()
+        .flat_map(|t| std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)))
+        .any(|f| {
+            let TableFactor::Table {
+                name: src,
+                alias,
+                args: None,
+                ..
+            } = f
+            else {
+                return false;
+            };
+            match placement.rule(&src.to_string()) {
+                Some(TableRule::Sharded {
+                    key_column: k,
+                    key_type: t,
+                }) if *t == key_type => {
+                    let mut names = vec![last_ident(src)];
+                    if let Some(a) = alias {
+                        names.push(a.name.value.clone());
+                    }
+                    is_column(key_expr, &names, k)
+                }
+                _ => false,
+            }
+        });
+    match plan_query(source, placement, params) {
+        Plan::Shard { shard, .. } if own_key => Plan::Shard { shard, write: true },
+        Plan::Reject(e) => Plan::Reject(e),
+        _ => refused(),
+    }
+}
