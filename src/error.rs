@@ -36,6 +36,9 @@ pub struct PgError {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// The PostgreSQL routine that raises this error, for errors the proxy raises in
+    /// PostgreSQL's place that drivers recognise by it (the `R` field).
+    pub routine: Option<&'static str>,
 }
 
 impl PgError {
@@ -46,6 +49,7 @@ impl PgError {
             message: message.into(),
             detail: None,
             hint: None,
+            routine: None,
         }
     }
 
@@ -66,7 +70,12 @@ impl PgError {
         self
     }
 
-    /// The ErrorResponse field list (S, V, C, M, D, H).
+    pub fn with_routine(mut self, routine: &'static str) -> PgError {
+        self.routine = Some(routine);
+        self
+    }
+
+    /// The ErrorResponse field list (S, V, C, M, D, H, R).
     pub fn fields(&self) -> Vec<(u8, String)> {
         let severity = match self.severity {
             Severity::Error => "ERROR",
@@ -83,6 +92,9 @@ impl PgError {
         }
         if let Some(h) = &self.hint {
             fields.push((b'H', h.clone()));
+        }
+        if let Some(r) = self.routine {
+            fields.push((b'R', r.to_string()));
         }
         fields
     }

@@ -12,24 +12,42 @@ use crate::frontend::SessionEnd;
 use crate::protocol::message::{ClientMessage, Query};
 use crate::server::ProxyContext;
 
+/// What a session starts with besides its links.
+pub struct Start<'s> {
+    /// shardgate's own settings from the user's entry and the startup options (checked at
+    /// login).
+    pub own: &'s [(String, String)],
+    /// The client's startup parameters, for pooled connections.
+    pub settings: crate::pool::settings::Settings,
+}
+
 pub async fn run(
     ctx: &ProxyContext,
     socket: ClientStream,
     links: Vec<ShardLink>,
-    settings: &[(String, String)],
+    start: Start<'_>,
     mut shutdown: crate::shutdown::Receiver,
     registered: &Registered,
 ) -> SessionEnd {
     let (rx, tx) = socket.into_split();
-    let mut exec = Exec::new(ctx.live.placement(), &ctx.txn, links, tx, ctx.text_order_c);
+    let pool = super::pooling::SessionPool::new(ctx.pools.mode, start.settings);
+    let mut exec = Exec::new(
+        ctx.live.placement(),
+        &ctx.txn,
+        links,
+        tx,
+        ctx.text_order_c,
+        pool,
+    );
     exec.catalog = Some(&ctx.catalog);
     exec.key_blocks = Some(&ctx.key_blocks);
-    // shardgate's own settings from the startup options (checked at login).
-    for (name, value) in settings {
+    for (name, value) in start.own {
         if let Err(e) = exec.apply_setting(name, value) {
             tracing::warn!("startup setting shardgate.{name}: {}", e.message);
         }
     }
+    // The login's connection goes back before the client's first request.
+    exec.release_if_idle(false);
     let mut extended = Extended::default();
     let mut input = ClientInput::new(rx, ctx.max_message_bytes);
     let end = loop {
@@ -77,13 +95,19 @@ pub async fn run(
             }
             registered.set(ClientState::Active);
         }
+        if let Err(stop) = exec.take_all_for_transaction().await {
+            break ended(stop);
+        }
         // Lent for the message (COPY FROM STDIN reads the client's data mid-statement).
         exec.input = Some(input);
         // A fast stop ends the session even in the middle of a statement.
         let handled = async {
             match frame.tag {
                 b'Q' => match Query::decode(&frame.bytes.slice(5..)) {
-                    Ok(q) => Ok(run_query(&mut exec, &mut extended, &q.sql).await),
+                    Ok(q) => {
+                        exec.pin_for(&q.sql);
+                        Ok(run_query(&mut exec, &mut extended, &q.sql).await)
+                    }
                     // Text that is not UTF-8 is an error in the statement, as PostgreSQL
                     // answers it; the session goes on.
                     Err(crate::protocol::message::DecodeError::NotUtf8 { .. }) => {
@@ -94,7 +118,17 @@ pub async fn run(
                 b'X' => Err(SessionEnd::Terminated),
                 b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => {
                     match ClientMessage::decode(frame) {
-                        Ok(msg) => Ok(extended.handle(&mut exec, msg).await),
+                        Ok(msg) => {
+                            if let crate::protocol::message::Kind::Parse(p) = &msg.kind {
+                                exec.pin_for(&p.sql);
+                            }
+                            let msg = if exec.pool.renames() {
+                                exec.pool.names.rename(msg)
+                            } else {
+                                msg
+                            };
+                            Ok(extended.handle(&mut exec, msg).await)
+                        }
                         Err(e) => Err(SessionEnd::ProtocolViolation(e.to_string())),
                     }
                 }
@@ -131,6 +165,7 @@ pub async fn run(
             TxnState::Idle => ClientState::Active,
             _ => ClientState::InTransaction,
         });
+        exec.release_if_idle(extended.has_pending());
         input = exec.input.take().expect("the client input is lent back");
     };
     // A shard that said why it closed (an administrator's pg_terminate_backend, a shutdown):
@@ -163,6 +198,7 @@ pub async fn run(
 
 fn ended(stop: Stop) -> SessionEnd {
     match stop {
+        Stop::Refused(err) => SessionEnd::Refused(err),
         Stop::Client => SessionEnd::ClientGone,
         Stop::Shard(name) => SessionEnd::ShardGone(name),
         Stop::Limit(msg) => SessionEnd::LimitExceeded(msg),

@@ -6,10 +6,12 @@
 //! it (see `backend::health`), or when it stays silent longer than the response timeout, if one
 //! is configured.
 
-use crate::backend::ShardStream;
+use crate::error::PgError;
+use crate::pool::{Pooled, ShardPool};
 use crate::protocol::frame::{FrameScanner, Scan, MAX_SHARD_MESSAGE_BYTES};
 use crate::protocol::Frame;
 use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -24,17 +26,29 @@ pub enum Incoming {
     },
 }
 
-/// The shard went away or broke framing; the session cannot go on without it.
+/// The shard went away or broke framing, or no connection to it could be had; the session
+/// cannot go on without it.
 #[derive(Debug, thiserror::Error)]
 #[error("lost connection to shard {shard}")]
 pub struct LinkLost {
     pub shard: String,
+    /// Why, when it is more than a lost connection (the pool had none free in time, a login
+    /// failed): the client's last words.
+    pub error: Option<Box<PgError>>,
 }
 
+/// A session's way to one shard. In transaction mode it holds a server connection only while
+/// the session needs one: the first send checks one out of the shard's pool (giving it the
+/// session's settings), and `release` returns it between transactions.
 pub struct ShardLink {
     pub index: usize,
     pub name: String,
-    stream: ShardStream,
+    conn: Option<Pooled>,
+    pool: Arc<ShardPool>,
+    /// The session's settings (replay text and fingerprint), given to a connection at checkout.
+    settings: (Arc<str>, u64),
+    /// Where the session's cancel key finds this link's current server connection.
+    cancel: Option<crate::frontend::cancel::CancelSlot>,
     buf: BytesMut,
     scanner: FrameScanner,
     response_timeout: Option<std::time::Duration>,
@@ -49,14 +63,34 @@ pub struct ShardLink {
     /// client's and the proxy's own (a re-bind of a scattered statement, a catalog query). The client's unnamed statement is still there
     /// only if nothing parsed the unnamed statement after it (see `Statement::held_on`).
     pub unnamed_parses: u64,
+    /// The transaction status of the last ReadyForQuery read: a connection goes back to the
+    /// pool only at 'I'.
+    status: u8,
+    /// Something was sent since that ReadyForQuery (an extended-protocol message not yet
+    /// followed by Sync, a request still being answered): the connection is mid-conversation
+    /// and must not serve anyone else.
+    unsettled: bool,
+    /// The pid the client was given (BackendKeyData): a notification this session's own
+    /// connection sent carries it, so a client recognises its own NOTIFY as it would directly.
+    client_pid: i32,
+    /// ParameterStatus messages the last settings replay produced (the login's greeting).
+    pub replay_status: Vec<Frame>,
+    /// When the request being answered was sent, for the latency histogram.
+    sent_at: Option<std::time::Instant>,
+    latency: metrics::Histogram,
 }
 
 impl ShardLink {
-    pub fn new(index: usize, name: String, stream: ShardStream) -> ShardLink {
+    pub fn new(index: usize, pool: Arc<ShardPool>) -> ShardLink {
+        let name = pool.target.name.clone();
         ShardLink {
             index,
+            latency: metrics::histogram!(crate::metrics::QUERY_DURATION, "shard" => name.clone()),
             name,
-            stream,
+            conn: None,
+            pool,
+            settings: (Arc::from(""), crate::pool::settings::DEFAULTS),
+            cancel: None,
             buf: BytesMut::with_capacity(16 * 1024),
             scanner: FrameScanner::new(MAX_SHARD_MESSAGE_BYTES),
             response_timeout: None,
@@ -64,7 +98,18 @@ impl ShardLink {
             notifications: Vec::new(),
             fatal: None,
             unnamed_parses: 0,
+            status: b'I',
+            unsettled: false,
+            client_pid: 0,
+            replay_status: Vec::new(),
+            sent_at: None,
         }
+    }
+
+    /// A link that starts with a connection already checked out (session mode).
+    pub fn with_conn(mut self, conn: Pooled) -> ShardLink {
+        self.conn = Some(conn);
+        self
     }
 
     pub fn with_health(mut self, health: Option<watch::Receiver<bool>>) -> ShardLink {
@@ -77,8 +122,153 @@ impl ShardLink {
         self
     }
 
+    /// `client_pid`: the pid in the client's BackendKeyData.
+    pub fn with_cancel(
+        mut self,
+        slot: crate::frontend::cancel::CancelSlot,
+        client_pid: i32,
+    ) -> ShardLink {
+        if let Some(c) = &self.conn {
+            slot.set(Some(c.key));
+        }
+        self.cancel = Some(slot);
+        self.client_pid = client_pid;
+        self
+    }
+
+    /// The settings the next checked-out connection must carry.
+    pub fn set_settings(&mut self, replay: Arc<str>, fingerprint: u64) {
+        self.settings = (replay, fingerprint);
+    }
+
+    /// After a session statement ran on the connection held now: it carries `fingerprint`.
+    pub fn carries(&mut self, fingerprint: u64) {
+        if let Some(c) = &mut self.conn {
+            c.settings = fingerprint;
+        }
+    }
+
+    /// The server connection held now (0: none), so that what was prepared on one connection
+    /// is never taken for prepared on another.
+    pub fn conn_id(&self) -> u64 {
+        self.conn.as_ref().map_or(0, |c| c.id)
+    }
+
+    pub fn holds_conn(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// What the shard announced when the held connection logged in.
+    pub fn login_parameters(&self) -> &[(String, String)] {
+        self.conn.as_ref().map_or(&[], |c| &c.parameters)
+    }
+
+    /// A server connection to send on: the held one, or one from the pool given the
+    /// session's settings.
+    pub async fn ensure(&mut self) -> Result<(), LinkLost> {
+        if self.conn.is_none() && self.take_conn().await? {
+            self.give_settings().await?;
+        }
+        Ok(())
+    }
+
+    /// At login: a connection given the session's settings even if it carries them already,
+    /// so that `replay_status` holds what the client's greeting must report.
+    pub async fn greet(&mut self) -> Result<(), LinkLost> {
+        if self.conn.is_none() {
+            self.take_conn().await?;
+        }
+        self.give_settings().await
+    }
+
+    /// Checks a connection out; true when it does not carry the session's settings.
+    async fn take_conn(&mut self) -> Result<bool, LinkLost> {
+        let conn = self.pool.checkout(&[]).await.map_err(|e| LinkLost {
+            shard: self.name.clone(),
+            error: Some(Box::new(e)),
+        })?;
+        let differs = conn.settings != self.settings.1;
+        if let Some(slot) = &self.cancel {
+            slot.set(Some(conn.key));
+        }
+        self.conn = Some(conn);
+        self.status = b'I';
+        self.unsettled = false;
+        self.buf.clear();
+        Ok(differs)
+    }
+
+    /// Replays the session's settings on the connection just checked out, in one round trip.
+    async fn give_settings(&mut self) -> Result<(), LinkLost> {
+        let (replay, fingerprint) = self.settings.clone();
+        let text = if replay.is_empty() {
+            "RESET ROLE; RESET ALL"
+        } else {
+            &*replay
+        };
+        let mut q = BytesMut::new();
+        crate::protocol::build::query(text, &mut q);
+        self.write(&q).await?;
+        self.replay_status.clear();
+        let mut failed = None;
+        loop {
+            let f = self.recv().await?;
+            match f.tag {
+                b'Z' => break,
+                b'S' => self.replay_status.push(f),
+                b'E' => failed = Some(f),
+                _ => {}
+            }
+        }
+        if let Some(e) = failed {
+            let message = crate::protocol::inspect::error_field(e.body(), b'M')
+                .unwrap_or("")
+                .to_string();
+            if let Some(c) = self.conn.take() {
+                self.pool.discard(c);
+            }
+            return Err(LinkLost {
+                shard: self.name.clone(),
+                error: Some(Box::new(PgError::fatal(
+                    crate::error::sqlstate::CONNECTION_FAILURE,
+                    format!(
+                        "could not give a connection to shard {} the session's settings: {message}",
+                        self.name
+                    ),
+                ))),
+            });
+        }
+        if let Some(c) = &mut self.conn {
+            c.settings = fingerprint;
+        }
+        Ok(())
+    }
+
+    /// Between transactions: the connection goes back to the pool if it is idle with nothing
+    /// unread, and is closed otherwise.
+    pub fn release(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        if let Some(slot) = &self.cancel {
+            slot.set(None);
+        }
+        if self.buf.is_empty() && self.status == b'I' && !self.unsettled && self.fatal.is_none() {
+            self.pool.put(conn);
+        } else {
+            self.buf.clear();
+            self.pool.discard(conn);
+        }
+    }
+
     async fn read_more(&mut self) -> Result<(), LinkLost> {
-        let read = self.stream.read_buf(&mut self.buf);
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(LinkLost {
+                shard: self.name.clone(),
+                error: None,
+            });
+        };
+        let read = conn.stream.read_buf(&mut self.buf);
         match within(
             self.response_timeout,
             self.health.as_mut(),
@@ -95,12 +285,27 @@ impl ShardLink {
     fn lost(&self) -> LinkLost {
         LinkLost {
             shard: self.name.clone(),
+            error: None,
         }
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), LinkLost> {
-        self.unnamed_parses += unnamed_parses(bytes);
-        let stream = &mut self.stream;
+        self.ensure().await?;
+        if self.sent_at.is_none() {
+            self.sent_at = Some(std::time::Instant::now());
+        }
+        self.write(bytes).await
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), LinkLost> {
+        let (unnamed, named) = parses(bytes);
+        self.unnamed_parses += unnamed;
+        self.unsettled = true;
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(self.lost());
+        };
+        conn.named_parses += named;
+        let stream = &mut conn.stream;
         // Over TLS, written bytes can wait in the TLS layer until a flush.
         let write = async move {
             stream.write_all(bytes).await?;
@@ -195,27 +400,67 @@ impl ShardLink {
     /// remembered (the shard closes next).
     fn note(&mut self, f: Frame) -> Option<Frame> {
         match f.tag {
+            b'Z' => {
+                self.status = f.body().first().copied().unwrap_or(b'I');
+                self.unsettled = false;
+                if let Some(at) = self.sent_at.take() {
+                    self.latency.record(at.elapsed().as_secs_f64());
+                }
+                Some(f)
+            }
+            b'E' => {
+                let fields = f.body();
+                if let Some(code) = crate::protocol::inspect::error_field(fields, b'C') {
+                    metrics::counter!(crate::metrics::SHARD_ERRORS,
+                        "shard" => self.name.clone(),
+                        "class" => code.get(..2).unwrap_or("").to_string())
+                    .increment(1);
+                }
+                if matches!(
+                    crate::protocol::inspect::error_field(fields, b'V'),
+                    Some("FATAL" | "PANIC")
+                ) {
+                    self.fatal = Some(f.clone());
+                }
+                Some(f)
+            }
             b'A' => {
+                let f = self.as_client_sees(f);
                 self.notifications.push(f);
                 None
             }
-            b'E' if matches!(
-                crate::protocol::inspect::error_field(f.body(), b'V'),
-                Some("FATAL" | "PANIC")
-            ) =>
-            {
-                self.fatal = Some(f.clone());
-                Some(f)
-            }
             _ => Some(f),
+        }
+    }
+
+    /// A notification with the pid of the connection held now replaced by the client's.
+    fn as_client_sees(&self, f: Frame) -> Frame {
+        let own = self.conn.as_ref().map(|c| c.key.0);
+        let body = f.body();
+        if body.len() < 4 || own.is_none() || self.client_pid == 0 {
+            return f;
+        }
+        let pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+        if Some(pid) != own || pid == self.client_pid {
+            return f;
+        }
+        let mut b = BytesMut::from(&f.bytes[..]);
+        b[5..9].copy_from_slice(&self.client_pid.to_be_bytes());
+        Frame {
+            tag: f.tag,
+            bytes: b.freeze(),
         }
     }
 
     /// Waits until the shard sends something while the session is idle (a notification, a
     /// notice, or a FATAL before it closes). Safe to cancel: nothing read is lost.
     pub async fn idle_input(&mut self) -> Result<(), LinkLost> {
+        let Some(conn) = self.conn.as_mut() else {
+            // No connection held: nothing can arrive.
+            return std::future::pending().await;
+        };
         self.buf.reserve(4 * 1024);
-        match self.stream.read_buf(&mut self.buf).await {
+        match conn.stream.read_buf(&mut self.buf).await {
             Ok(n) if n > 0 => Ok(()),
             _ => Err(self.lost()),
         }
@@ -289,14 +534,22 @@ async fn within<T>(
 
 /// Messages that replace the unnamed statement, among whole messages: a Parse of it, and a
 /// simple Query (PostgreSQL drops the unnamed statement when it runs one).
-pub(crate) fn unnamed_parses(mut bytes: &[u8]) -> u64 {
-    let mut n = 0;
+pub(crate) fn unnamed_parses(bytes: &[u8]) -> u64 {
+    parses(bytes).0
+}
+
+/// Messages replacing the unnamed statement (see `unnamed_parses`), and Parses of named ones.
+fn parses(mut bytes: &[u8]) -> (u64, u64) {
+    let (mut unnamed, mut named) = (0, 0);
     while bytes.len() >= 6 {
         let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
-        if (bytes[0] == b'P' && bytes[5] == 0) || bytes[0] == b'Q' {
-            n += 1;
+        match bytes[0] {
+            b'P' if bytes[5] == 0 => unnamed += 1,
+            b'P' => named += 1,
+            b'Q' => unnamed += 1,
+            _ => {}
         }
         bytes = bytes.get(1 + len..).unwrap_or(&[]);
     }
-    n
+    (unnamed, named)
 }

@@ -106,6 +106,18 @@ pub async fn scatter_request(
             }
         }
     }
+    // A prepared statement keeps the columns the client was shown. Grouped results are built
+    // by the proxy from other columns, so only plain ones are compared.
+    let fixed = exec.fixed_columns.take();
+    if let (None, Some(d), Some(fixed), None) = (&failure, &description, &fixed, &merge.aggregate) {
+        let shown = Frame {
+            tag: b'T',
+            bytes: strip_columns(d, merge.hidden),
+        };
+        if !super::extended::same_result(fixed, &shown) {
+            failure = Some(error_frame(&super::extended::changed_result_type()));
+        }
+    }
     if merge.aggregate.is_some() {
         return super::merge_groups::run(exec, shards, description, failure, merge, describe).await;
     }

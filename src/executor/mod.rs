@@ -19,6 +19,7 @@ pub mod merge_groups;
 pub mod numeric;
 pub mod own_types;
 pub mod parse_cache;
+pub mod pooling;
 pub mod procedural;
 pub mod session;
 pub mod snapshot_read;

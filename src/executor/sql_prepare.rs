@@ -144,13 +144,24 @@ impl Exec<'_> {
                 if name.is_none() {
                     self.sql_statements.clear();
                 }
+                // Protocol-level statements carry this session's names on the shards.
+                if self.pool.shares() || name.is_some() {
+                    if let Some(step) = self.pooled_deallocate(name.as_deref()) {
+                        return Ok(step);
+                    }
+                }
+                if self.pool.renames() {
+                    self.pool.names.forget_all();
+                }
                 self.session_statement(sql).await
             }
         }
     }
 
     async fn prepare(&mut self, name: String, types: Vec<String>, body: &str) -> R<Step> {
-        if self.sql_statements.contains_key(&name) {
+        // One namespace with protocol-level statements, which carry other names on the shards
+        // in transaction mode.
+        if self.sql_statements.contains_key(&name) || self.pool.names.shard_name(&name).is_some() {
             return Ok(self.error(&PgError::error(
                 "42P05",
                 format!("prepared statement \"{name}\" already exists"),
@@ -260,7 +271,7 @@ impl Exec<'_> {
     /// shard holds under that name: its text and the parameter types PostgreSQL settled on
     /// there, so EXECUTE runs it like a SQL-prepared one.
     async fn protocol_prepared(&mut self, name: &str) -> R<Result<Option<SqlPrepared>, Step>> {
-        let name = crate::sql::string_literal(name);
+        let name = crate::sql::string_literal(self.pool.names.shard_name(name).unwrap_or(name));
         // The statement first, then its parameter types in order.
         let sql = format!(
             "SELECT v FROM (SELECT 0::bigint AS n, statement AS v FROM pg_prepared_statements \

@@ -15,11 +15,19 @@
 //!
 //! This file holds the session's statements and portals and the batch loop (collect, route, run,
 //! Sync); `routing` decides where a batch goes, `one_shard` is the fast path, `portal` the
-//! message-by-message path, `rebind` builds the requests for statements run on several shards.
+//! message-by-message path (Bind, Describe, Close) and `execute` its Execute, `local_portal`
+//! the portals the proxy carries out, `rebind` builds the requests for statements run on
+//! several shards, `fixed_result` keeps a statement's result columns as PostgreSQL does.
 
+mod execute;
+mod fixed_result;
+mod local_portal;
+pub(crate) use fixed_result::{changed_result_type, same_result};
+use local_portal::LocalPortal;
 mod one_shard;
 mod portal;
 pub(crate) mod rebind;
+mod route_cache;
 mod routing;
 
 use super::session::{Exec, Step, R};
@@ -44,12 +52,17 @@ struct Statement {
     /// Parameter types the client declared in its Parse.
     param_types: Vec<u32>,
     ast: Option<Ast>,
-    /// Shards where it is prepared under the client's name.
-    on: BTreeSet<usize>,
+    /// The server connections it was prepared on (see `ShardLink::conn_id`, unique in the
+    /// process): with pooling, a shard's connection changes between transactions, and a
+    /// session may meet a connection again that still holds its statement.
+    on: std::collections::HashSet<u64>,
     /// For the unnamed statement: each shard's `ShardLink::unnamed_parses` once it was parsed
     /// there. The proxy's own re-binds use the unnamed statement too and replace it.
     parsed_at: std::collections::BTreeMap<usize, u64>,
     unnamed: bool,
+    /// The result columns (RowDescription or NoData) the client was shown when it described
+    /// the statement: PostgreSQL keeps them fixed (see `fixed_result`).
+    columns: Option<Frame>,
 }
 
 enum Portal {
@@ -57,25 +70,6 @@ enum Portal {
     Shard(usize),
     /// Carried out by the proxy (boxed: it is large and rarer than `Shard`).
     Local(Box<LocalPortal>),
-}
-
-struct LocalPortal {
-    plan: Plan,
-    sql: String,
-    params: Params,
-    /// The client's declared parameter types (values were encoded for them).
-    param_types: Vec<u32>,
-    result_formats: Vec<i16>,
-    /// A merged result materialized for Execute with a row limit: rows, then the CommandComplete.
-    pending: Option<std::collections::VecDeque<Frame>>,
-    /// Bytes of `pending` counted in the buffered-bytes gauge.
-    held: usize,
-}
-
-impl Drop for LocalPortal {
-    fn drop(&mut self) {
-        buffered(-(self.held as i64));
-    }
 }
 
 /// Moves the gauge of bytes sessions hold for clients.
@@ -89,28 +83,38 @@ fn buffered(delta: i64) {
 }
 
 impl Statement {
-    fn new(exec: &Exec<'_>, m: &ClientMessage, p: &Parse, on: BTreeSet<usize>) -> Statement {
+    fn new(exec: &Exec<'_>, m: &ClientMessage, p: &Parse) -> Statement {
         Statement {
             parse: m.frame.bytes.clone(),
             sql: p.sql.clone(),
             param_types: p.param_types.clone(),
             ast: parse_ast_for(exec, &p.sql),
-            on,
+            on: Default::default(),
             parsed_at: Default::default(),
             unnamed: p.name.is_empty(),
+            columns: None,
         }
     }
 
-    /// Whether shard `s` holds this statement now (a Bind there needs no Parse first).
+    /// Whether shard `s` holds this statement now (a Bind there needs no Parse first). A
+    /// link holding no connection holds nothing: callers about to send check one out first
+    /// (`ShardLink::ensure`), so that a statement it already holds is not parsed again.
     fn held_on(&self, exec: &Exec<'_>, s: usize) -> bool {
-        self.on.contains(&s)
+        let conn = exec.links[s].conn_id();
+        conn != 0
+            && self.on.contains(&conn)
             && (!self.unnamed || self.parsed_at.get(&s) == Some(&exec.links[s].unnamed_parses))
     }
 
     /// After the client's Parse of it was sent to shard `s`.
     fn sent_to(&mut self, exec: &Exec<'_>, s: usize) {
-        self.on.insert(s);
+        self.on.insert(exec.links[s].conn_id());
         self.parsed_at.insert(s, exec.links[s].unnamed_parses);
+    }
+
+    /// Shards holding it now.
+    fn held_shards<'s>(&'s self, exec: &'s Exec<'_>) -> impl Iterator<Item = usize> + 's {
+        (0..exec.links.len()).filter(|&s| self.held_on(exec, s))
     }
 
     /// Whether the client declared a user-defined parameter type (whose OID differs per shard).
@@ -140,134 +144,6 @@ impl Statement {
     }
 }
 
-/// The client's declared parameter types as each shard other than the first knows them, for
-/// the shards that will run a portal; empty when every declared type is built in.
-type TypesByShard = HashMap<usize, Vec<u32>>;
-
-impl LocalPortal {
-    async fn types_by_shard(&self, exec: &Exec<'_>) -> Result<TypesByShard, PgError> {
-        let mut out = HashMap::new();
-        if !self
-            .param_types
-            .iter()
-            .any(|o| crate::backend::type_oids::is_user(*o))
-        {
-            return Ok(out);
-        }
-        let shards: Vec<usize> = match &self.plan {
-            Plan::Scatter { shards, .. } => shards.clone(),
-            Plan::Write { parts, .. } => parts.iter().map(|p| p.0).collect(),
-            _ => Vec::new(),
-        };
-        for s in shards.into_iter().filter(|&s| s != HOME) {
-            out.insert(s, exec.types_for(s, &self.param_types).await?);
-        }
-        Ok(out)
-    }
-
-    fn types_on<'t>(&'t self, types: &'t TypesByShard, shard: usize) -> &'t [u32] {
-        types.get(&shard).map_or(&self.param_types, |t| t)
-    }
-
-    /// The re-bind of part `i` of a write, with only the parameters its rows use.
-    fn write_part(&self, i: usize, describe: bool, execute: bool, types: &TypesByShard) -> Bytes {
-        let Plan::Write { parts, picks, .. } = &self.plan else {
-            unreachable!("write_part of a write")
-        };
-        let (shard, sql) = (parts[i].0, &parts[i].1);
-        let declared = self.types_on(types, shard);
-        match picks.get(i) {
-            Some(pick) => {
-                let types: Vec<u32> = pick
-                    .iter()
-                    .map(|&p| declared.get(p).copied().unwrap_or(0))
-                    .collect();
-                rebind::rebind(
-                    sql,
-                    &self.params.pick(pick),
-                    &types,
-                    &self.result_formats,
-                    describe,
-                    execute,
-                )
-            }
-            None => rebind::rebind(
-                sql,
-                &self.params,
-                declared,
-                &self.result_formats,
-                describe,
-                execute,
-            ),
-        }
-    }
-
-    /// Whether the shards run a text other than the client's.
-    fn rewritten(&self) -> bool {
-        match &self.plan {
-            Plan::Scatter { sql, .. } => *sql != self.sql,
-            Plan::Write { parts, .. } => parts.iter().any(|(_, text)| *text != self.sql),
-            _ => false,
-        }
-    }
-
-    /// For a scattered read: its shards, merge spec, and the re-bind to send each of them
-    /// (Parse+Bind+Describe, plus Execute+Sync when `execute`), in the same order.
-    fn scatter(
-        &self,
-        execute: bool,
-        types: &TypesByShard,
-    ) -> Option<(Vec<usize>, crate::router::plan::MergeSpec, Vec<Bytes>)> {
-        let (shards, sql, merge) = match &self.plan {
-            Plan::Scatter { shards, sql, merge } => (shards.clone(), sql, merge.clone()),
-            // Describing a write: every part returns the same columns.
-            Plan::Write { parts, .. } if !execute => {
-                return Some((
-                    vec![parts[0].0],
-                    Default::default(),
-                    vec![self.write_part(0, true, false, types)],
-                ));
-            }
-            // Describing what every shard runs (set_config(), DDL with RETURNING): the home
-            // shard's answer is the one the client sees.
-            Plan::Session | Plan::Broadcast { .. } if !execute => {
-                (vec![HOME], &self.sql, Default::default())
-            }
-            _ => return None,
-        };
-        let requests = shards
-            .iter()
-            .map(|&s| {
-                let declared = self.types_on(types, s);
-                let Some(picks) = &merge.picks else {
-                    return rebind::rebind(
-                        sql,
-                        &self.params,
-                        declared,
-                        &self.result_formats,
-                        true,
-                        execute,
-                    );
-                };
-                // The shards' text uses only some of the parameters (see `keep_used_params`).
-                let picked: Vec<u32> = picks
-                    .iter()
-                    .map(|&p| declared.get(p).copied().unwrap_or(0))
-                    .collect();
-                rebind::rebind(
-                    sql,
-                    &self.params.pick(picks),
-                    &picked,
-                    &self.result_formats,
-                    true,
-                    execute,
-                )
-            })
-            .collect();
-        Some((shards, merge, requests))
-    }
-}
-
 #[derive(Default)]
 pub struct Extended {
     statements: HashMap<String, Statement>,
@@ -279,6 +155,10 @@ pub struct Extended {
     failed: bool,
     /// Shards that received messages since the last Sync.
     touched: BTreeSet<usize>,
+    /// The result columns of the last statement Describe relayed (see `relay_one`).
+    described: Option<Frame>,
+    /// Where Binds of each statement text go, as their first planning showed.
+    routes: route_cache::Routes,
 }
 
 impl Drop for Extended {
@@ -380,8 +260,8 @@ impl Extended {
         fetch_insert_columns(exec, &batch).await?;
         // In a failed transaction every Parse and Bind is checked (see `aborted`).
         if !self.failed && !matches!(exec.txn, TxnState::Failed(_)) {
-            if let Some(shard) = self.single_destination(exec, &batch) {
-                return self.run_on_one_shard(exec, shard, batch).await;
+            if let Some((shard, plans)) = self.single_destination(exec, &batch) {
+                return self.run_on_one_shard(exec, shard, batch, plans).await;
             }
         }
         // PostgreSQL runs the messages up to Sync as one implicit transaction; when they write
@@ -456,7 +336,7 @@ impl Extended {
                         Ok(())
                     };
                 }
-                let st = Statement::new(exec, &m, p, BTreeSet::new());
+                let st = Statement::new(exec, &m, p);
                 self.statements.insert(p.name.clone(), st);
                 if answered_by_proxy(&p.sql) {
                     // Nothing to prepare on a shard (see `answered_by_proxy`).

@@ -5,11 +5,11 @@
 use super::{binds, snapshot_without, Extended, Portal, Statement};
 use crate::executor::link::unnamed_parses;
 use crate::executor::session::{Exec, Step, R};
-use crate::protocol::message::{ClientMessage, Kind};
-use crate::router::params::Params;
+use crate::protocol::message::{ClientMessage, Kind, TargetKind};
+use crate::protocol::Frame;
 use crate::router::plan::Plan;
 use bytes::BytesMut;
-use std::collections::BTreeSet;
+use std::collections::VecDeque;
 
 impl Extended {
     /// Fast path: the whole batch to one shard, one round trip.
@@ -18,14 +18,13 @@ impl Extended {
         exec: &mut Exec<'_>,
         shard: usize,
         batch: Vec<ClientMessage>,
+        plans: Vec<Plan>,
     ) -> R<()> {
         // Writes and transactions: check and enlist before anything is sent.
         let mut writes = false;
-        for b in binds(&batch) {
-            if let Some(plan) = self.plan_for(exec, &b.statement, &Params::of(b), &batch) {
-                exec.routes.note(&plan);
-                writes |= matches!(plan, Plan::Shard { write: true, .. });
-            }
+        for plan in &plans {
+            exec.routes.note(plan);
+            writes |= matches!(plan, Plan::Shard { write: true, .. });
         }
         if writes {
             exec.txn.note_write(shard);
@@ -38,6 +37,13 @@ impl Extended {
             exec.txn.fail();
             return self.fail_rest(exec, batch).await;
         }
+        // Whether the shard holds a statement is a question about the connection that will
+        // run the batch: take it now.
+        exec.links[shard].ensure().await?;
+        if self.prepare_described(exec, shard, &batch).await? == Step::Failed {
+            exec.txn.fail();
+            return self.fail_rest(exec, batch).await;
+        }
         let mut out = BytesMut::new();
         let mut swallow = 0usize;
         let mut ends_with_sync = false;
@@ -46,7 +52,8 @@ impl Extended {
         for (i, m) in batch.iter().enumerate() {
             match &m.kind {
                 Kind::Parse(p) => {
-                    let mut st = Statement::new(exec, m, p, BTreeSet::from([shard]));
+                    let mut st = Statement::new(exec, m, p);
+                    st.on.insert(exec.links[shard].conn_id());
                     // Held from this message on, which the batch's later Binds rely on.
                     let after = exec.links[shard].unnamed_parses + unnamed_parses(&out) + 1;
                     st.parsed_at.insert(shard, after);
@@ -56,7 +63,7 @@ impl Extended {
                     if let Some(st) = self.statements.get_mut(&b.statement) {
                         if !st.held_on(exec, shard) {
                             out.extend_from_slice(&st.parse);
-                            st.on.insert(shard);
+                            st.on.insert(exec.links[shard].conn_id());
                             let after = exec.links[shard].unnamed_parses + unnamed_parses(&out);
                             st.parsed_at.insert(shard, after);
                             swallow += 1;
@@ -78,13 +85,16 @@ impl Extended {
         exec.links[shard].send(&out).await?;
         // The batch ends with the client's own unnamed statement on the shard, if it has one.
         if let Some(st) = self.statements.get_mut("") {
-            if st.on.contains(&shard) {
+            if st.on.contains(&exec.links[shard].conn_id()) {
                 st.sent_to(exec, shard);
             }
         }
         self.touched.insert(shard);
         let mut errored = false;
         if ends_with_sync {
+            // The statements the batch describes, in order, and the one whose columns come next.
+            let mut describes = described_statements(&batch);
+            let mut describing: Option<String> = None;
             loop {
                 let Some(f) = exec.relay_recv(shard).await? else {
                     continue; // a large row, already passed on
@@ -97,8 +107,14 @@ impl Extended {
                         swallow = 0;
                         exec.out.extend_from_slice(&f.bytes);
                     }
-                    b'T' | b't' => {
+                    b't' => {
+                        describing = describes.pop_front();
                         let f = exec.for_client(shard, f).await;
+                        exec.pass(&f).await?;
+                    }
+                    b'T' | b'n' => {
+                        let f = exec.for_client(shard, f).await;
+                        self.keep_columns(describing.take(), &f);
                         exec.pass(&f).await?;
                     }
                     _ => exec.pass(&f).await?,
@@ -127,8 +143,13 @@ impl Extended {
                         break;
                     }
                 }
+                self.described = None;
                 if self.relay_one(exec, shard, m.tag(), false).await? == Step::Failed {
                     errored = true;
+                }
+                if let Some(columns) = self.described.take() {
+                    let name = described_statements(std::slice::from_ref(m)).pop_front();
+                    self.keep_columns(name, &columns);
                 }
             }
             if errored {
@@ -138,4 +159,57 @@ impl Extended {
         }
         Ok(())
     }
+
+    /// Before a batch is sent: its Binds of statements whose columns the client was shown and
+    /// that `shard`'s connection does not hold are prepared there apart, their columns checked
+    /// (see `fixed_result`). A statement the batch itself parses or closes first is left alone.
+    async fn prepare_described(
+        &mut self,
+        exec: &mut Exec<'_>,
+        shard: usize,
+        batch: &[ClientMessage],
+    ) -> R<Step> {
+        let mut fresh: Vec<&str> = Vec::new();
+        for m in batch {
+            match &m.kind {
+                Kind::Parse(p) => fresh.push(&p.name),
+                Kind::Close(t) if t.kind == TargetKind::Statement => fresh.push(&t.name),
+                Kind::Bind(b) if !fresh.contains(&b.statement.as_str()) => {
+                    let due = self
+                        .statements
+                        .get(&b.statement)
+                        .is_some_and(|st| st.columns.is_some() && !st.held_on(exec, shard));
+                    if due
+                        && self
+                            .prepare_checked(exec, shard, &b.statement, b'B')
+                            .await?
+                            == Step::Failed
+                    {
+                        return Ok(Step::Failed);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(Step::Done)
+    }
+
+    /// The client was shown these columns for statement `name` (see `fixed_result`).
+    fn keep_columns(&mut self, name: Option<String>, columns: &Frame) {
+        if let Some(st) = name.and_then(|n| self.statements.get_mut(&n)) {
+            st.columns = Some(columns.clone());
+        }
+    }
+}
+
+/// The statements the batch's Describes ask about, in order: each is answered with a
+/// ParameterDescription and then its columns.
+fn described_statements(batch: &[ClientMessage]) -> VecDeque<String> {
+    batch
+        .iter()
+        .filter_map(|m| match &m.kind {
+            Kind::Describe(t) if t.kind == TargetKind::Statement => Some(t.name.clone()),
+            _ => None,
+        })
+        .collect()
 }

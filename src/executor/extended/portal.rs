@@ -1,15 +1,15 @@
 //! The slow path, message by message: Bind plans with the bound values and makes a portal on one
-//! shard or a local one the proxy carries out; Describe, Execute and Close act on either kind.
-//! Each message sent to a shard is followed by a Flush so answers come back in order.
+//! shard or a local one the proxy carries out; Describe, Execute (in `execute`) and Close act
+//! on either kind. Each message sent to a shard is followed by a Flush so answers come back in
+//! order.
 
-use super::rebind::{rebind, split_frames};
-use super::{buffered, plan_sql, plan_stmt, snapshot_without, Extended, LocalPortal, Portal};
+use super::{plan_sql, plan_stmt, snapshot_without, Extended, LocalPortal, Portal};
 use crate::error::{sqlstate, PgError};
 use crate::executor::cursor::CursorPortal;
 use crate::executor::insert_select::Rewrite;
 use crate::executor::session::{Exec, Step, R};
 use crate::executor::txn::TxnState;
-use crate::protocol::message::{Bind, Execute, Target, TargetKind};
+use crate::protocol::message::{Bind, Target, TargetKind};
 use crate::protocol::{build, Frame};
 use crate::router::cursor::CursorCmd;
 use crate::router::params::Params;
@@ -27,18 +27,8 @@ impl Extended {
         tag: u8,
         swallow: usize,
     ) -> R<Step> {
-        // Parse and Describe read no rows: a snapshot transaction does not pull a shard into its
-        // cut for them (they run in the shard's own implicit transaction, ended by Sync).
-        let outside_cut = matches!(tag, b'P' | b'D') && snapshot_without(exec, shard);
-        if !outside_cut
-            && !self.touched.contains(&shard)
-            && exec.enlist(shard).await? == Step::Failed
-        {
+        if self.reach(exec, shard, tag).await? == Step::Failed {
             return Ok(Step::Failed);
-        }
-        let enlisted = matches!(&exec.txn, TxnState::Open(t) | TxnState::Failed(t) if t.enlisted.contains(&shard));
-        if matches!(tag, b'P' | b'D') && !enlisted {
-            exec.unsynced.insert(shard);
         }
         let mut out = BytesMut::new();
         for b in frames {
@@ -55,7 +45,27 @@ impl Extended {
         self.relay_one(exec, shard, tag, false).await
     }
 
-    /// Relays (or, `quiet`, swallows unless it is an error) the answer to one message.
+    /// Readies `shard` for a message of type `tag`: enlisted in the transaction, or, for a
+    /// message that reads no rows, marked to be synced.
+    pub(super) async fn reach(&mut self, exec: &mut Exec<'_>, shard: usize, tag: u8) -> R<Step> {
+        // Parse and Describe read no rows: a snapshot transaction does not pull a shard into its
+        // cut for them (they run in the shard's own implicit transaction, ended by Sync).
+        let outside_cut = matches!(tag, b'P' | b'D') && snapshot_without(exec, shard);
+        if !outside_cut
+            && !self.touched.contains(&shard)
+            && exec.enlist(shard).await? == Step::Failed
+        {
+            return Ok(Step::Failed);
+        }
+        let enlisted = matches!(&exec.txn, TxnState::Open(t) | TxnState::Failed(t) if t.enlisted.contains(&shard));
+        if matches!(tag, b'P' | b'D') && !enlisted {
+            exec.unsynced.insert(shard);
+        }
+        Ok(Step::Done)
+    }
+
+    /// Relays (or, `quiet`, swallows unless it is an error) the answer to one message. The
+    /// columns a statement Describe answers with are kept in `described`.
     pub(super) async fn relay_one(
         &mut self,
         exec: &mut Exec<'_>,
@@ -63,10 +73,12 @@ impl Extended {
         tag: u8,
         quiet: bool,
     ) -> R<Step> {
+        let mut of_statement = false;
         loop {
             let Some(f) = exec.relay_recv(shard).await? else {
                 continue; // a large row, already passed on
             };
+            of_statement |= tag == b'D' && f.tag == b't';
             let done = match (tag, f.tag) {
                 (_, b'E') => {
                     exec.out.extend_from_slice(&f.bytes);
@@ -92,6 +104,9 @@ impl Extended {
             // Quiet: the terminal answer belongs to a message the client did not send.
             if !(matches!(f.tag, b'N' | b'A' | b'S') || quiet && done) {
                 let f = exec.for_client(shard, f).await;
+                if done && of_statement {
+                    self.described = Some(f.clone());
+                }
                 exec.pass(&f).await?;
             }
             exec.maybe_flush().await?;
@@ -182,12 +197,23 @@ impl Extended {
                 if write {
                     exec.txn.note_write(shard);
                 }
+                exec.links[shard].ensure().await?;
                 let Some(st) = self.statements.get_mut(stmt) else {
                     unreachable!("looked up above")
                 };
                 let mut frames = Vec::new();
                 let mut swallow = 0;
-                let parse = !st.held_on(exec, shard);
+                let mut parse = !st.held_on(exec, shard);
+                if parse && st.columns.is_some() {
+                    // Prepared apart, its columns checked (see `fixed_result`).
+                    if self.prepare_checked(exec, shard, stmt, b'B').await? == Step::Failed {
+                        return Ok(Step::Failed);
+                    }
+                    parse = false;
+                }
+                let Some(st) = self.statements.get_mut(stmt) else {
+                    unreachable!("looked up above")
+                };
                 if parse {
                     match st.parse_for(exec, shard).await {
                         Ok(parse) => frames.push(parse),
@@ -213,6 +239,7 @@ impl Extended {
             other => {
                 let sql = st.sql.clone();
                 let param_types = st.param_types.clone();
+                let columns = st.columns.clone();
                 self.portals.insert(
                     portal,
                     Portal::Local(Box::new(LocalPortal {
@@ -223,6 +250,7 @@ impl Extended {
                         result_formats: b.result_formats.clone(),
                         pending: None,
                         held: 0,
+                        columns,
                     })),
                 );
                 build::empty(b'2', &mut exec.out);
@@ -256,18 +284,38 @@ impl Extended {
                 }
                 return Ok(Step::Done);
             }
-            let held = st.on.iter().copied().find(|&s| st.held_on(exec, s));
+            let held = st.held_shards(exec).next();
             let (shard, swallow, mut frames) = match held {
                 Some(s) => (s, 0, vec![]),
-                None => (HOME, 1, vec![st.parse.clone()]),
+                None => {
+                    exec.links[HOME].ensure().await?;
+                    let Some(st) = self.statements.get(name) else {
+                        unreachable!("looked up above")
+                    };
+                    if st.held_on(exec, HOME) {
+                        (HOME, 0, vec![])
+                    } else if st.columns.is_some() {
+                        // Prepared apart, its columns checked (see `fixed_result`).
+                        if self.prepare_checked(exec, HOME, name, b'D').await? == Step::Failed {
+                            return Ok(Step::Failed);
+                        }
+                        (HOME, 0, vec![])
+                    } else {
+                        (HOME, 1, vec![st.parse.clone()])
+                    }
+                }
             };
             frames.push(f.bytes.clone());
+            self.described = None;
             let step = self
                 .send_and_relay(exec, shard, &frames, b'D', swallow)
                 .await;
-            if swallow == 1 {
-                if let Some(st) = self.statements.get_mut(name) {
+            if let Some(st) = self.statements.get_mut(name) {
+                if swallow == 1 {
                     st.sent_to(exec, HOME);
+                }
+                if let Some(columns) = self.described.take() {
+                    st.columns = Some(columns);
                 }
             }
             return step;
@@ -368,203 +416,12 @@ impl Extended {
         }
     }
 
-    pub(super) async fn execute(&mut self, exec: &mut Exec<'_>, f: &Frame, e: &Execute) -> R<Step> {
-        let (name, max_rows) = (e.portal.as_str(), e.max_rows);
-        match self.portals.get(name) {
-            Some(Portal::Shard(s)) => {
-                let s = *s;
-                self.send_and_relay(exec, s, std::slice::from_ref(&f.bytes), b'E', 0)
-                    .await
-            }
-            Some(Portal::Local(lp))
-                if matches!(&lp.plan, Plan::Scatter { shards, .. } if shards.len() > 1)
-                    && exec.consistency == crate::snapshot::Consistency::Snapshot
-                    && exec.txn == TxnState::Idle
-                    && max_rows <= 0
-                    && lp.pending.is_none() =>
-            {
-                // An autocommit read of several shards: its own snapshot transaction.
-                let types = match lp.types_by_shard(exec).await {
-                    Ok(t) => t,
-                    Err(e) => return Ok(exec.error(&e)),
-                };
-                let (shards, merge, requests) = lp.scatter(true, &types).expect("a scatter portal");
-                exec.autocommit_snapshot_read(&shards, &requests, &merge, false)
-                    .await
-            }
-            Some(Portal::Local(lp)) if matches!(lp.plan, Plan::Scatter { .. }) => {
-                let types = match lp.types_by_shard(exec).await {
-                    Ok(t) => t,
-                    Err(e) => return Ok(exec.error(&e)),
-                };
-                let (shards, merge, requests) = lp.scatter(true, &types).expect("a scatter portal");
-                exec.rewritten = lp.rewritten();
-                if max_rows <= 0 && lp.pending.is_none() {
-                    return crate::executor::merge::scatter_request(
-                        exec, &shards, &requests, &merge, false,
-                    )
-                    .await;
-                }
-                if lp.pending.is_none() {
-                    // A row-limited Execute: materialize the merged result, hand it out in parts.
-                    let start = exec.out.len();
-                    exec.hold_output = true;
-                    let step = crate::executor::merge::scatter_request(
-                        exec, &shards, &requests, &merge, false,
-                    )
-                    .await;
-                    exec.hold_output = false;
-                    if step? == Step::Failed {
-                        return Ok(Step::Failed);
-                    }
-                    let produced = exec.out.split_off(start);
-                    let held = produced.len();
-                    let frames = split_frames(produced.freeze());
-                    if let Some(Portal::Local(lp)) = self.portals.get_mut(name) {
-                        lp.pending = Some(frames);
-                        lp.held = held;
-                        buffered(held as i64);
-                    }
-                }
-                let Some(Portal::Local(lp)) = self.portals.get_mut(name) else {
-                    unreachable!("portal looked up above")
-                };
-                let pending = lp.pending.as_mut().expect("materialized above");
-                let mut sent = 0i64;
-                while pending.front().is_some_and(|f| f.tag == b'D')
-                    && (max_rows <= 0 || sent < max_rows as i64)
-                {
-                    let row = pending.pop_front().expect("front checked");
-                    exec.out.extend_from_slice(&row.bytes);
-                    sent += 1;
-                }
-                if pending.front().is_some_and(|f| f.tag == b'D') {
-                    build::empty(b's', &mut exec.out);
-                } else {
-                    // Done: this Execute's row count, as PostgreSQL reports it.
-                    pending.clear();
-                    buffered(-(lp.held as i64));
-                    lp.held = 0;
-                    build::command_complete(&format!("SELECT {sent}"), &mut exec.out);
-                }
-                Ok(Step::Done)
-            }
-            Some(Portal::Local(lp)) if matches!(lp.plan, Plan::Write { .. }) => {
-                let Plan::Write {
-                    parts,
-                    sum,
-                    serialize,
-                    row_order,
-                    ..
-                } = &lp.plan
-                else {
-                    unreachable!("matched above")
-                };
-                let types = match lp.types_by_shard(exec).await {
-                    Ok(t) => t,
-                    Err(e) => return Ok(exec.error(&e)),
-                };
-                let requests: Vec<(usize, Bytes)> = (0..parts.len())
-                    .map(|i| (parts[i].0, lp.write_part(i, false, true, &types)))
-                    .collect();
-                let sum = *sum;
-                exec.rewritten = lp.rewritten();
-                let own = exec.own_implicit();
-                let (serialize, row_order) = (serialize.clone(), row_order.clone());
-                let step = crate::executor::write::run(
-                    exec,
-                    &requests,
-                    sum,
-                    false,
-                    serialize.as_deref(),
-                    &row_order,
-                )
-                .await?;
-                exec.end_own_implicit(own, step).await
-            }
-            Some(Portal::Local(lp))
-                if matches!(lp.plan, Plan::Session | Plan::Broadcast { .. })
-                    && !lp.params.values.is_empty() =>
-            {
-                // With bound values it must run as the client sent it, on every shard.
-                let request = rebind(
-                    &lp.sql,
-                    &lp.params,
-                    &lp.param_types,
-                    &lp.result_formats,
-                    false,
-                    true,
-                );
-                self.everywhere_bound(exec, &request).await
-            }
-            Some(Portal::Local(lp)) => {
-                let (plan, sql) = (lp.plan.clone(), lp.sql.clone());
-                // An Execute answers with rows only: the description belongs to Describe.
-                exec.describe_rows = false;
-                exec.result_formats = lp.result_formats.clone();
-                exec.bound = Some((lp.params.clone(), lp.param_types.clone()));
-                let step = exec.run_plan(plan, &sql).await;
-                exec.describe_rows = true;
-                exec.result_formats.clear();
-                exec.bound = None;
-                step
-            }
-            None => Ok(exec.error(&PgError::error(
-                "34000",
-                format!("portal \"{name}\" does not exist"),
-            ))),
-        }
-    }
-
-    /// Runs a re-bound statement (Parse..Execute+Sync) on every shard; the client sees the home
-    /// shard's rows and the first error.
-    pub(super) async fn everywhere_bound(
-        &mut self,
-        exec: &mut Exec<'_>,
-        request: &[u8],
-    ) -> R<Step> {
-        let all: Vec<usize> = (0..exec.links.len()).collect();
-        exec.session_setting_ran();
-        // It may be DDL: types may be dropped and made again under new OIDs.
-        if let Some(catalog) = exec.catalog {
-            catalog.forget();
-        }
-        if let Some(keys) = exec.key_blocks {
-            keys.forget();
-        }
-        for &s in &all {
-            if exec.enlist(s).await? == Step::Failed {
-                return Ok(Step::Failed);
-            }
-            exec.links[s].send(request).await?;
-        }
-        let mut step = Step::Done;
-        for &s in &all {
-            loop {
-                let f = exec.links[s].recv().await?;
-                match f.tag {
-                    b'Z' => break,
-                    b'1' | b'2' => {}
-                    b'E' => {
-                        if step == Step::Done {
-                            exec.out.extend_from_slice(&f.bytes);
-                        }
-                        step = Step::Failed;
-                    }
-                    _ if s == HOME => exec.out.extend_from_slice(&f.bytes),
-                    _ => {}
-                }
-            }
-        }
-        Ok(step)
-    }
-
     pub(super) async fn close(&mut self, exec: &mut Exec<'_>, f: &Frame, t: &Target) -> R<Step> {
         let name = &t.name;
         let shards: Vec<usize> = if t.kind == TargetKind::Statement {
             self.statements
                 .remove(name)
-                .map(|s| s.on.into_iter().collect())
+                .map(|s| s.held_shards(exec).collect())
                 .unwrap_or_default()
         } else {
             match self.portals.remove(name) {

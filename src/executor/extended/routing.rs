@@ -4,6 +4,7 @@
 
 use super::{
     answered_by_proxy, binds, parse_ast_for, parse_error, parses, plan_sql, Ast, Extended, Portal,
+    Statement,
 };
 use crate::executor::session::Exec;
 use crate::protocol::message::{ClientMessage, Kind, Target, TargetKind};
@@ -13,12 +14,14 @@ use std::collections::{BTreeSet, HashMap};
 
 impl Extended {
     /// The one shard every message of the batch goes to, if there is one and nothing in the
-    /// batch needs the proxy.
+    /// batch needs the proxy; with the plans of its Binds, which the fast path uses rather than
+    /// plan them again.
     pub(super) fn single_destination(
         &mut self,
         exec: &Exec<'_>,
         batch: &[ClientMessage],
-    ) -> Option<usize> {
+    ) -> Option<(usize, Vec<Plan>)> {
+        let mut plans = Vec::new();
         let mut parsed: HashMap<String, Option<usize>> = HashMap::new();
         let mut bound: HashMap<String, usize> = HashMap::new();
         let mut dest: Option<usize> = None;
@@ -39,11 +42,11 @@ impl Extended {
                 Kind::Bind(b) => {
                     // An INSERT whose sequence columns the proxy fills runs rewritten, not as
                     // the shard prepared it (see `key_sequence`).
-                    let (sql, ast) = self.source_for(exec, &b.statement, batch)?;
+                    let (sql, ast) = source_for(&self.statements, exec, &b.statement, batch)?;
                     if ast.as_ref().is_some_and(|a| exec.may_need_values(a)) {
                         return None;
                     }
-                    let plan = plan_sql(exec, sql, &ast, &Params::of(b));
+                    let plan = self.routes.plan(exec, sql, &ast, &Params::of(b));
                     match plan {
                         // A statement prepared elsewhere with user-defined parameter
                         // types needs them translated for this shard: the slow path does it.
@@ -56,11 +59,12 @@ impl Extended {
                         {
                             false
                         }
-                        Plan::Shard { shard, .. } => {
+                        Plan::Shard { shard, write } => {
                             bound.insert(b.portal.clone(), shard);
                             parsed
                                 .entry(b.statement.clone())
                                 .and_modify(|d| *d = Some(shard));
+                            plans.push(Plan::Shard { shard, write });
                             agree(&mut dest, shard)
                         }
                         _ => false,
@@ -84,9 +88,10 @@ impl Extended {
                         match parsed.get(name) {
                             Some(Some(s)) => Some(*s),
                             Some(None) => dest.or(Some(HOME)),
-                            None => self.statements.get(name).and_then(|st| {
-                                st.on.iter().copied().find(|&s| st.held_on(exec, s))
-                            }),
+                            None => self
+                                .statements
+                                .get(name)
+                                .and_then(|st| st.held_shards(exec).next()),
                         }
                     };
                     match target {
@@ -102,7 +107,7 @@ impl Extended {
             }
         }
         // Parsed-but-unbound statements go to the batch's shard (or home).
-        Some(dest.unwrap_or(HOME))
+        Some((dest.unwrap_or(HOME), plans))
     }
 
     /// The shards the batch's Binds run on.
@@ -152,22 +157,22 @@ impl Extended {
         params: &Params,
         batch: &[ClientMessage],
     ) -> Option<Plan> {
-        let (sql, ast) = self.source_for(exec, stmt, batch)?;
+        let (sql, ast) = source_for(&self.statements, exec, stmt, batch)?;
         Some(plan_sql(exec, sql, &ast, params))
     }
+}
 
-    /// The text and syntax tree of the statement a Bind names: the batch's own Parse of that
-    /// name, or the one the session holds.
-    fn source_for<'s>(
-        &'s self,
-        exec: &Exec<'_>,
-        stmt: &str,
-        batch: &'s [ClientMessage],
-    ) -> Option<(&'s str, Option<Ast>)> {
-        if let Some(p) = parses(batch).rev().find(|p| p.name == stmt) {
-            return Some((&p.sql, parse_ast_for(exec, &p.sql)));
-        }
-        let s = self.statements.get(stmt)?;
-        Some((&s.sql, s.ast.clone()))
+/// The text and syntax tree of the statement a Bind names: the batch's own Parse of that name,
+/// or the one the session holds.
+fn source_for<'s>(
+    statements: &'s HashMap<String, Statement>,
+    exec: &Exec<'_>,
+    stmt: &str,
+    batch: &'s [ClientMessage],
+) -> Option<(&'s str, Option<Ast>)> {
+    if let Some(p) = parses(batch).rev().find(|p| p.name == stmt) {
+        return Some((&p.sql, parse_ast_for(exec, &p.sql)));
     }
+    let s = statements.get(stmt)?;
+    Some((&s.sql, s.ast.clone()))
 }

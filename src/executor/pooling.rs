@@ -1,0 +1,212 @@
+//! What transaction pooling asks of a session: when it may give its server connections back,
+//! what pins it to them, and how its settings and statement names follow it from one
+//! connection to the next (see `pool`).
+
+use super::session::{Exec, Step, R};
+use super::txn::TxnState;
+use crate::config::PoolMode;
+use crate::error::PgError;
+use crate::pool::names::StatementNames;
+use crate::pool::settings::{self, Change, Settings};
+use crate::protocol::build;
+
+/// A session's side of pooling.
+#[derive(Debug)]
+pub struct SessionPool {
+    pub mode: PoolMode,
+    pub settings: Settings,
+    pub names: StatementNames,
+    /// Why the session keeps its connections to the end, once something tied it to them.
+    pub pinned: Option<&'static str>,
+    /// A ROLLBACK TO SAVEPOINT undid some of the open transaction's SETs, and which ones is
+    /// not tracked: at commit the session is pinned rather than replay a guess.
+    uncertain: bool,
+}
+
+impl SessionPool {
+    pub fn new(mode: PoolMode, settings: Settings) -> SessionPool {
+        SessionPool {
+            mode,
+            settings,
+            names: StatementNames::default(),
+            pinned: None,
+            uncertain: false,
+        }
+    }
+
+    /// Transaction mode: statement names are the session's own on the shards.
+    pub fn renames(&self) -> bool {
+        self.mode == PoolMode::Transaction
+    }
+
+    /// Connections are shared between transactions (transaction mode, not pinned).
+    pub fn shares(&self) -> bool {
+        self.mode == PoolMode::Transaction && self.pinned.is_none()
+    }
+}
+
+impl Exec<'_> {
+    /// Between requests: in transaction mode, a session outside any transaction, with nothing
+    /// pending on a shard, gives its connections back.
+    pub fn release_if_idle(&mut self, extended_pending: bool) {
+        if !self.pool.shares()
+            || self.txn != TxnState::Idle
+            || extended_pending
+            || !self.unsynced.is_empty()
+            || !self.cursors.is_empty()
+            || self.pending_cut.is_some()
+        {
+            return;
+        }
+        for link in &mut self.links {
+            link.release();
+        }
+    }
+
+    /// In transaction mode, a transaction takes a connection on every shard, in shard order,
+    /// before its first statement. Taking them one by one as statements reach shards would
+    /// let two transactions each hold what the other waits for (one holds shard 1 and wants
+    /// shard 0, the other the reverse) until the checkout timeout ends one of them; one order
+    /// for everybody rules that out. Statements outside a transaction take only their shards,
+    /// in shard order as they are sent.
+    pub async fn take_all_for_transaction(&mut self) -> R<()> {
+        if self.pool.mode != PoolMode::Transaction
+            || self.txn == TxnState::Idle
+            || self.links.iter().all(|l| l.holds_conn())
+        {
+            return Ok(());
+        }
+        for link in &mut self.links {
+            link.ensure().await?;
+        }
+        Ok(())
+    }
+
+    /// Pins the session if `sql` may leave state on its connections (see `pool::pins`).
+    pub fn pin_for(&mut self, sql: &str) {
+        if !self.pool.shares() {
+            return;
+        }
+        if let Some(why) = crate::pool::pins::pins(sql) {
+            self.pin(why);
+        }
+    }
+
+    fn pin(&mut self, why: &'static str) {
+        if self.pool.pinned.is_none() {
+            tracing::debug!("session pinned to its server connections: {why}");
+            metrics::counter!(crate::metrics::POOL_PINS, "reason" => why).increment(1);
+            self.pool.pinned = Some(why);
+        }
+    }
+
+    /// The open transaction ended: its SETs take effect if it committed.
+    pub(super) fn transaction_ended(&mut self, committed: bool) {
+        if !self.pool.settings.has_pending() {
+            self.pool.uncertain = false;
+            return;
+        }
+        if committed {
+            self.pool.settings.committed();
+            if std::mem::take(&mut self.pool.uncertain) && self.pool.mode == PoolMode::Transaction {
+                self.pin("a SET undone by ROLLBACK TO SAVEPOINT");
+            }
+            self.settings_changed(true);
+        } else {
+            self.pool.settings.rolled_back();
+            self.pool.uncertain = false;
+        }
+    }
+
+    /// ROLLBACK TO SAVEPOINT succeeded.
+    pub(super) fn savepoint_rolled_back(&mut self) {
+        if self.pool.settings.has_pending() {
+            self.pool.uncertain = true;
+        }
+    }
+
+    /// Every link checks out with the new settings; the connections held now ran them.
+    fn settings_changed(&mut self, held_carry_them: bool) {
+        let (replay, fingerprint) = (
+            self.pool.settings.replay(),
+            self.pool.settings.fingerprint(),
+        );
+        for link in &mut self.links {
+            link.set_settings(replay.clone(), fingerprint);
+            link.carries(if held_carry_them {
+                fingerprint
+            } else {
+                settings::UNKNOWN
+            });
+        }
+    }
+
+    /// A session statement ran on every shard (SET, RESET ...), with this outcome.
+    pub(super) fn session_statement_ran(&mut self, sql: &str, step: Step) {
+        let in_transaction = self.txn != TxnState::Idle;
+        match step {
+            Step::Done => {
+                self.pool.settings.ran(sql, in_transaction);
+                if !in_transaction {
+                    self.settings_changed(true);
+                }
+            }
+            // Some shards may have run it: what the held connections carry is not known.
+            Step::Failed if !in_transaction => self.settings_changed(false),
+            Step::Failed => {}
+        }
+    }
+
+    /// In transaction mode, DISCARD ALL outside a transaction is the proxy's: the shards'
+    /// connections are shared, so it forgets this session's statements and settings rather
+    /// than wipe other sessions' statements. None: the shards run it.
+    pub(super) fn pooled_discard(&mut self, sql: &str) -> Option<Step> {
+        if !self.pool.shares()
+            || self.txn != TxnState::Idle
+            || settings::classify(sql) != Change::DiscardAll
+        {
+            return None;
+        }
+        self.pool.names.forget_all();
+        self.sql_statements.clear();
+        self.deallocated.push(None);
+        self.pool.settings.ran(sql, false);
+        self.default_isolation = None;
+        self.settings_changed(true);
+        for link in &mut self.links {
+            // Whatever a held connection carries, the next checkout replays from RESET.
+            link.carries(settings::UNKNOWN);
+        }
+        build::command_complete("DISCARD ALL", &mut self.out);
+        Some(Step::Done)
+    }
+
+    /// SQL DEALLOCATE of protocol-level statements in transaction mode: they live under this
+    /// session's names on whichever connections prepared them, so the proxy forgets them (the
+    /// connections drop them when they are retired). None: the shards run it.
+    pub(super) fn pooled_deallocate(&mut self, name: Option<&str>) -> Option<Step> {
+        if !self.pool.renames() {
+            return None;
+        }
+        match name {
+            None => {
+                self.pool.names.forget_all();
+                self.deallocated.push(None);
+                build::command_complete("DEALLOCATE ALL", &mut self.out);
+            }
+            Some(name) => match self.pool.names.forget(name) {
+                Some(shard_name) => {
+                    self.deallocated.push(Some(shard_name));
+                    build::command_complete("DEALLOCATE", &mut self.out);
+                }
+                None => {
+                    return Some(self.error(&PgError::error(
+                        "26000",
+                        format!("prepared statement \"{name}\" does not exist"),
+                    )))
+                }
+            },
+        }
+        Some(Step::Done)
+    }
+}

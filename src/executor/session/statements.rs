@@ -1,0 +1,224 @@
+//! Statements the session handles apart from routing: session settings, refusals and syntax
+//! errors worded as PostgreSQL words them, the parse cache, the column lists of INSERTs without
+//! one, DEALLOCATE bookkeeping and the admin commands answered in the proxy.
+
+use super::*;
+
+impl Exec<'_> {
+    /// A session statement (SET, RESET, DISCARD, DEALLOCATE ...): on every shard.
+    pub async fn session_statement(&mut self, sql: &str) -> R<Step> {
+        if let Some(step) = self.pooled_discard(sql) {
+            return Ok(step);
+        }
+        self.note_deallocate(sql);
+        self.session_setting_ran();
+        let step = self.everywhere(sql).await?;
+        self.session_statement_ran(sql, step);
+        Ok(step)
+    }
+
+    /// A statement the proxy cannot read. The home shard parses it (without running it, and
+    /// without analysis for utility statements), so a syntax error gets PostgreSQL's own 42601,
+    /// message and position; valid SQL is refused as unroutable.
+    pub(super) async fn unrecognised(&mut self, sql: &str) -> R<Step> {
+        metrics::counter!(crate::metrics::STATEMENTS_REJECTED).increment(1);
+        match self.syntax_error(sql).await? {
+            Some(e) => {
+                self.shard_error(&e);
+                Ok(Step::Failed)
+            }
+            None => Ok(self.error(&crate::router::plan::unrecognised())),
+        }
+    }
+
+    /// The home shard's answer to parsing `sql` (never running it): its error, if any.
+    pub(super) async fn syntax_error(&mut self, sql: &str) -> R<Option<Frame>> {
+        let mut q = BytesMut::new();
+        crate::protocol::message::Parse {
+            name: String::new(),
+            sql: sql.to_string(),
+            param_types: Vec::new(),
+        }
+        .encode(&mut q);
+        q.extend_from_slice(&[b'S', 0, 0, 0, 4]);
+        self.links[HOME].send(&q).await?;
+        let mut error = None;
+        loop {
+            let f = self.links[HOME].recv().await?;
+            match f.tag {
+                b'E' if error.is_none() => error = Some(f),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        Ok(error)
+    }
+
+    /// The statements of `sql` (None when sqlparser cannot parse them, or for `SHOW shardgate.*`,
+    /// which the proxy answers), from the per-session cache.
+    pub fn parse(&self, sql: &str) -> Option<Parsed> {
+        if sql.len() > MAX_ANALYSED_BYTES {
+            return None;
+        }
+        if crate::router::plan::is_admin(sql) {
+            return None;
+        }
+        self.parsed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sql)
+    }
+
+    /// Reads (once per session and table) the column order of the table an INSERT without a
+    /// column list targets, when that table is sharded: placement needs to know which value is
+    /// the key.
+    pub async fn fetch_insert_columns(&mut self, stmt: &sqlparser::ast::Statement) -> R<()> {
+        if let Some(table) = insert_without_columns(stmt, &self.placement) {
+            self.table_columns(&table).await?;
+        }
+        Ok(())
+    }
+
+    /// DDL ran: the columns read so far may have moved.
+    pub fn forget_columns(&mut self) {
+        self.columns.clear();
+    }
+
+    /// A table's columns in order, if this session has read them.
+    pub fn known_columns(&self, table: &str) -> Option<Vec<String>> {
+        self.columns.get(table).cloned()
+    }
+
+    /// A table's columns in order, read once per session from the home shard's catalog
+    /// (empty when it has no such table).
+    pub async fn table_columns(&mut self, table: &str) -> R<Vec<String>> {
+        if let Some(names) = self.columns.get(table) {
+            return Ok(names.clone());
+        }
+        let sql = format!(
+            "select attname from pg_attribute where attrelid = to_regclass('{}') and attnum > 0 and not attisdropped order by attnum",
+            table.replace('\'', "''")
+        );
+        let (names, _) = self.query_values(HOME, &sql).await?;
+        if !names.is_empty() {
+            self.columns.insert(table.to_string(), names.clone());
+        }
+        Ok(names)
+    }
+
+    /// The statement as planning needs it: an INSERT without a column list gets its table's
+    /// columns (the shard still receives the client's text). Other statements are shared as is.
+    pub fn with_insert_columns(
+        &self,
+        stmt: &std::sync::Arc<sqlparser::ast::Statement>,
+    ) -> std::sync::Arc<sqlparser::ast::Statement> {
+        let Some(table) = insert_without_columns(stmt, &self.placement) else {
+            return stmt.clone();
+        };
+        let Some(cols) = self.columns.get(&table) else {
+            return stmt.clone();
+        };
+        let mut filled = (**stmt).clone();
+        if let sqlparser::ast::Statement::Insert(ins) = &mut filled {
+            ins.columns = cols
+                .iter()
+                .map(|c| sqlparser::ast::ObjectName::from(vec![sqlparser::ast::Ident::new(c)]))
+                .collect();
+        }
+        std::sync::Arc::new(filled)
+    }
+
+    /// DEALLOCATE name | DEALLOCATE ALL | DISCARD ALL drop statements the shards had prepared.
+    pub(super) fn note_deallocate(&mut self, sql: &str) {
+        let words: Vec<String> = sql
+            .split_whitespace()
+            .map(|w| w.trim_end_matches(';').to_string())
+            .collect();
+        let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
+        match lower
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            ["deallocate", "all"] | ["deallocate", "prepare", "all"] | ["discard", "all"] => {
+                self.sql_statements.clear();
+                self.deallocated.push(None)
+            }
+            ["deallocate", name] | ["deallocate", "prepare", name] => {
+                let original = &words[words.len() - 1];
+                let _ = name;
+                self.deallocated
+                    .push(Some(original.trim_matches('"').to_string()));
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) async fn admin(&mut self, cmd: AdminCmd) -> Step {
+        match cmd {
+            AdminCmd::Set { name, value } => self.set_variable(&name, &value),
+            AdminCmd::Show { name } => self.show_variable(&name),
+            AdminCmd::Recover => {
+                let report =
+                    crate::txn::recovery::run(&self.txn_ctx.shards, &self.txn_ctx.recovery).await;
+                if self.describe_rows {
+                    build::row_description_text(&["gid", "shard", "outcome"], &mut self.out);
+                }
+                for r in &report.resolved {
+                    build::data_row_text(
+                        &[Some(&r.gid), Some(&r.shard), Some(r.outcome)],
+                        &mut self.out,
+                    );
+                }
+                for g in &report.skipped {
+                    build::data_row_text(&[Some(g), None, Some("left for later")], &mut self.out);
+                }
+                for e in &report.errors {
+                    build::warning("01000", e, &mut self.out);
+                }
+                let n = report.resolved.len() + report.skipped.len();
+                build::command_complete(&format!("SHOW {n}"), &mut self.out);
+                Step::Done
+            }
+            AdminCmd::Route { table, key } => match self.placement.route_text(&table, &key) {
+                Ok((slot, shard)) => {
+                    if self.describe_rows {
+                        build::row_description_text(
+                            &["table", "key", "slot", "shard"],
+                            &mut self.out,
+                        );
+                    }
+                    let slot = slot.to_string();
+                    build::data_row_text(
+                        &[Some(&table), Some(&key), Some(&slot), Some(&shard)],
+                        &mut self.out,
+                    );
+                    build::command_complete("SHOW", &mut self.out);
+                    Step::Done
+                }
+                Err(e) => self.error(&PgError::error("42P01", e)),
+            },
+        }
+    }
+}
+
+/// The table of an INSERT ... VALUES without a column list into a sharded table.
+fn insert_without_columns(
+    stmt: &sqlparser::ast::Statement,
+    placement: &Placement,
+) -> Option<String> {
+    let sqlparser::ast::Statement::Insert(ins) = stmt else {
+        return None;
+    };
+    let sqlparser::ast::TableObject::TableName(name) = &ins.table else {
+        return None;
+    };
+    if !ins.columns.is_empty() {
+        return None;
+    }
+    match placement.rule(&name.to_string()) {
+        Some(crate::placement::TableRule::Sharded { .. }) => Some(name.to_string()),
+        _ => None,
+    }
+}
