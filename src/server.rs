@@ -44,6 +44,15 @@ pub struct ProxyContext {
     pub catalog: crate::backend::catalog::Catalog,
     /// Key values drawn from sequences for sharded tables (see `executor::key_sequence`).
     pub key_blocks: crate::executor::key_sequence::KeyBlocks,
+    /// Server connections shared by several-shard sessions.
+    pub pools: crate::pool::Pools,
+}
+
+/// Recovery runs from the proxy's context without knowing the rest of it.
+impl AsRef<crate::txn::TxnContext> for ProxyContext {
+    fn as_ref(&self) -> &crate::txn::TxnContext {
+        &self.txn
+    }
 }
 
 /// Errors that stop a proxy from starting.
@@ -69,6 +78,11 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// Each shard's pool figures, as SHOW POOLS gives them.
+    pub fn pool_stats(&self) -> Vec<crate::pool::PoolStats> {
+        self.ctx.pools.shards.iter().map(|p| p.stats()).collect()
+    }
+
     /// Checks every shard, binds the listener and starts accepting clients.
     pub async fn start(config: &Config) -> Result<Proxy, StartError> {
         let users = UserDirectory::from_config(&config.users).map_err(StartError::Config)?;
@@ -100,6 +114,11 @@ impl Proxy {
                 Duration::from_secs(config.server.connect_timeout_secs),
             ),
             key_blocks: Default::default(),
+            pools: crate::pool::Pools::new(
+                &config.shard_targets(),
+                &config.pool,
+                Duration::from_secs(config.server.connect_timeout_secs),
+            ),
         };
         raise_open_files_limit();
         crate::failpoint::validate().map_err(StartError::Config)?;

@@ -217,29 +217,51 @@ async fn shards(ctx: &ProxyContext) -> Rows {
 }
 
 fn pools(ctx: &ProxyContext) -> Rows {
-    let sessions = ctx.clients.list();
-    let several = ctx.shards.len() > 1;
-    let rows = ctx
-        .shards
-        .iter()
-        .enumerate()
-        .map(|(i, shard)| {
-            // Every session holds its own connection to each shard it uses: all of them with
-            // several shards, the first with one.
-            let n = if several || i == 0 { sessions.len() } else { 0 };
-            let active = sessions.iter().filter(|c| c.state() != State::Idle).count();
-            let active = if several || i == 0 { active } else { 0 };
-            vec![
-                Some(shard.name.clone()),
-                Some("session".to_string()),
-                Some(n.to_string()),
-                Some(active.to_string()),
-                Some((n - active).to_string()),
-            ]
-        })
-        .collect();
+    let rows = if ctx.shards.len() == 1 {
+        // One shard: each client is relayed over a connection of its own.
+        let sessions = ctx.clients.list();
+        let active = sessions.iter().filter(|c| c.state() != State::Idle).count();
+        vec![vec![
+            Some(ctx.shards[0].name.clone()),
+            Some("relay".to_string()),
+            Some(sessions.len().to_string()),
+            Some(active.to_string()),
+            Some((sessions.len() - active).to_string()),
+            Some("0".to_string()),
+            Some(String::new()),
+        ]]
+    } else {
+        let mode = match ctx.pools.mode {
+            crate::config::PoolMode::Transaction => "transaction",
+            crate::config::PoolMode::Session => "session",
+        };
+        ctx.pools
+            .shards
+            .iter()
+            .map(|pool| {
+                let s = pool.stats();
+                vec![
+                    Some(pool.target.name.clone()),
+                    Some(mode.to_string()),
+                    Some((s.active + s.idle).to_string()),
+                    Some(s.active.to_string()),
+                    Some(s.idle.to_string()),
+                    Some(s.waiting.to_string()),
+                    Some(s.size.to_string()),
+                ]
+            })
+            .collect()
+    };
     (
-        vec!["shard", "pool_mode", "server_connections", "active", "idle"],
+        vec![
+            "shard",
+            "pool_mode",
+            "server_connections",
+            "active",
+            "idle",
+            "waiting",
+            "size",
+        ],
         rows,
     )
 }

@@ -1,12 +1,15 @@
 //! The cancel-key registry.
 //!
-//! Clients receive a BackendKeyData whose pid is that of the session's connection to the first
-//! shard, the one that answers `pg_backend_pid()`, sends NOTIFY's notifications and is
-//! signalled by `pg_terminate_backend`, so all of them agree with it. Its secret is minted by the
-//! proxy, and the key stands for every shard connection of the session: a CancelRequest arrives
-//! on a new connection, the registry maps the key to the session's shard connections, and the
-//! cancel is forwarded to each. The registry is touched at session start and end and on cancel
-//! only, never per query.
+//! Clients receive a BackendKeyData whose pid, when the session holds its first-shard
+//! connection for good (one shard, or session pooling), is that connection's, the one that
+//! answers `pg_backend_pid()`, sends NOTIFY's notifications and is signalled by
+//! `pg_terminate_backend`, so all of them agree with it. Its secret is minted by the proxy, and
+//! the key stands for every shard connection of the session: a CancelRequest arrives on a new
+//! connection, the registry maps the key to the server connections the session holds at that
+//! moment, and the cancel is forwarded to each. In transaction pooling those change between
+//! transactions: each link updates its slot when it checks a connection out or returns it
+//! (a mutex no other session contends for), and the registry is otherwise touched at session
+//! start and end and on cancel only.
 
 use crate::config::ShardTarget;
 use std::collections::HashMap;
@@ -26,8 +29,32 @@ pub struct ShardKey {
     pub key: (i32, i32),
 }
 
-/// A live session's secret and the shard connections it uses, by proxy pid.
-type Sessions = HashMap<i32, (i32, Vec<ShardKey>)>;
+/// The server connections a session holds now, by shard.
+#[derive(Debug)]
+struct SessionKeys {
+    targets: Vec<ShardTarget>,
+    keys: Mutex<Vec<Option<(i32, i32)>>>,
+}
+
+/// A live session's secret and its connections, by proxy pid.
+type Sessions = HashMap<i32, (i32, Arc<SessionKeys>)>;
+
+/// Where one of a session's links records the server connection it holds.
+#[derive(Debug, Clone)]
+pub struct CancelSlot {
+    keys: Arc<SessionKeys>,
+    index: usize,
+}
+
+impl CancelSlot {
+    pub fn set(&self, key: Option<(i32, i32)>) {
+        if let Ok(mut keys) = self.keys.keys.lock() {
+            if let Some(k) = keys.get_mut(self.index) {
+                *k = key;
+            }
+        }
+    }
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct CancelRegistry {
@@ -40,11 +67,27 @@ impl CancelRegistry {
     /// does not rely on it), a pid is minted above the largest pid Linux gives
     /// (`PID_MAX_LIMIT`, 2^22), so that it never names a real backend.
     pub fn register(&self, shards: Vec<ShardKey>) -> Registration {
+        let (targets, keys) = shards.into_iter().map(|s| (s.target, Some(s.key))).unzip();
+        self.register_slots(targets, keys)
+    }
+
+    /// Registers a session whose links check connections out and return them; `keys` are the
+    /// ones held at login (None for none). The pid is the first shard's only if it is held.
+    pub fn register_slots(
+        &self,
+        targets: Vec<ShardTarget>,
+        keys: Vec<Option<(i32, i32)>>,
+    ) -> Registration {
         use rand::RngExt;
         const ABOVE_ANY_PID: i32 = 1 << 22;
         let mut rng = rand::rng();
         let mut map = self.inner.lock().expect("cancel registry poisoned");
-        let own = shards.first().map(|s| s.key.0).filter(|p| *p > 0);
+        let own = keys
+            .first()
+            .copied()
+            .flatten()
+            .map(|k| k.0)
+            .filter(|p| *p > 0);
         let pid = match own {
             Some(p) if !map.contains_key(&p) => p,
             _ => loop {
@@ -58,10 +101,15 @@ impl CancelRegistry {
             pid,
             secret: rng.random(),
         };
-        map.insert(key.pid, (key.secret, shards));
+        let session = Arc::new(SessionKeys {
+            targets,
+            keys: Mutex::new(keys),
+        });
+        map.insert(key.pid, (key.secret, session.clone()));
         Registration {
             registry: self.clone(),
             key,
+            session,
         }
     }
 
@@ -69,7 +117,22 @@ impl CancelRegistry {
     pub fn lookup(&self, pid: i32, secret: i32) -> Option<Vec<ShardKey>> {
         let map = self.inner.lock().expect("cancel registry poisoned");
         match map.get(&pid) {
-            Some((s, shards)) if *s == secret => Some(shards.clone()),
+            Some((s, session)) if *s == secret => {
+                let keys = session.keys.lock().ok()?;
+                Some(
+                    session
+                        .targets
+                        .iter()
+                        .zip(keys.iter())
+                        .filter_map(|(t, k)| {
+                            k.map(|key| ShardKey {
+                                target: t.clone(),
+                                key,
+                            })
+                        })
+                        .collect(),
+                )
+            }
             _ => None,
         }
     }
@@ -79,6 +142,17 @@ impl CancelRegistry {
 pub struct Registration {
     registry: CancelRegistry,
     pub key: ProxyKey,
+    session: Arc<SessionKeys>,
+}
+
+impl Registration {
+    /// The slot of the session's link to shard `index`.
+    pub fn slot(&self, index: usize) -> CancelSlot {
+        CancelSlot {
+            keys: self.session.clone(),
+            index,
+        }
+    }
 }
 
 impl Drop for Registration {
@@ -114,5 +188,23 @@ mod tests {
         assert!(reg.lookup(k.pid, k.secret.wrapping_add(1)).is_none());
         drop(r);
         assert!(reg.lookup(k.pid, k.secret).is_none());
+    }
+
+    #[test]
+    fn a_pooled_session_is_cancelled_on_the_connections_it_holds_now() {
+        let reg = CancelRegistry::default();
+        let t = crate::config::ShardTarget::parse("postgres://u@h/db").unwrap();
+        let r = reg.register_slots(vec![t.clone(), t], vec![None, None]);
+        assert!(
+            r.key.pid > 1 << 22,
+            "no connection held: a pid no backend has"
+        );
+        assert!(reg.lookup(r.key.pid, r.key.secret).unwrap().is_empty());
+        r.slot(1).set(Some((7, 8)));
+        let keys = reg.lookup(r.key.pid, r.key.secret).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].key, (7, 8));
+        r.slot(1).set(None);
+        assert!(reg.lookup(r.key.pid, r.key.secret).unwrap().is_empty());
     }
 }

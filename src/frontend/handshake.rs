@@ -136,14 +136,9 @@ pub async fn handle_client(
                 && !k.starts_with("_pq_.")
         })
         .map(|(k, v)| (k.clone(), v.clone()))
-        .chain(options.forward.map(|o| ("options".to_string(), o)))
+        .chain(options.forward.clone().map(|o| ("options".to_string(), o)))
         .collect();
-    let targets: &[crate::config::ShardTarget] = if ctx.shards.len() == 1 {
-        &ctx.shards[..1]
-    } else {
-        &ctx.shards
-    };
-    if let Some(down) = ctx.health.first_down(targets) {
+    if let Some(down) = ctx.health.first_down(&ctx.shards) {
         let err = PgError::fatal(
             sqlstate::CONNECTION_UNABLE,
             format!("shard {down} is not answering (it failed its last health probes)"),
@@ -152,16 +147,10 @@ pub async fn handle_client(
         send_fatal(&mut socket, &err).await;
         return;
     }
-    let logins = targets
-        .iter()
-        .map(|t| backend::connect(t, &forwarded, ctx.connect_timeout));
-    let mut conns = Vec::with_capacity(targets.len());
-    for (target, result) in targets
-        .iter()
-        .zip(futures_util::future::join_all(logins).await)
-    {
-        match result {
-            Ok(conn) => conns.push(conn),
+    let (end, registration) = if ctx.shards.len() == 1 {
+        let target = &ctx.shards[0];
+        let conn = match backend::connect(target, &forwarded, ctx.connect_timeout).await {
+            Ok(conn) => conn,
             Err(e) => {
                 metrics::counter!(m::BACKEND_CONNECT_ERRORS, "shard" => target.name.clone())
                     .increment(1);
@@ -169,39 +158,25 @@ pub async fn handle_client(
                 send_fatal(&mut socket, &shard_login_error(e)).await;
                 return;
             }
+        };
+        let registration = ctx.cancel.register(vec![ShardKey {
+            target: target.clone(),
+            key: conn.key,
+        }]);
+        let mut greeting = BytesMut::with_capacity(512);
+        build::auth_ok(&mut greeting);
+        for (name, value) in &conn.parameters {
+            build::parameter_status(name, value, &mut greeting);
         }
-    }
-
-    let registration = ctx.cancel.register(
-        targets
-            .iter()
-            .zip(&conns)
-            .map(|(t, c)| ShardKey {
-                target: t.clone(),
-                key: c.key,
-            })
-            .collect(),
-    );
-    let mut greeting = BytesMut::with_capacity(512);
-    build::auth_ok(&mut greeting);
-    // Every shard runs the same server; the first one's parameters speak for the cluster.
-    for (name, value) in &conns[0].parameters {
-        build::parameter_status(name, value, &mut greeting);
-    }
-    build::backend_key_data(registration.key.pid, registration.key.secret, &mut greeting);
-    build::ready_for_query(b'I', &mut greeting);
-    if write(&mut socket, &greeting).await.is_err() {
-        return;
-    }
-
-    info!(%peer, user = %logged_user, shards = conns.len(), "client connected");
-    let _connected = m::ClientGauge::enter();
-    let registered = ctx
-        .clients
-        .register(&user, peer, socket.is_tls(), conns.len());
-    let end = if conns.len() == 1 {
-        let conn = conns.pop().expect("one connection");
-        session::run(
+        build::backend_key_data(registration.key.pid, registration.key.secret, &mut greeting);
+        build::ready_for_query(b'I', &mut greeting);
+        if write(&mut socket, &greeting).await.is_err() {
+            return;
+        }
+        info!(%peer, user = %logged_user, shards = 1, "client connected");
+        let _connected = m::ClientGauge::enter();
+        let registered = ctx.clients.register(&user, peer, socket.is_tls(), 1);
+        let end = session::run(
             &ctx,
             socket,
             conn.stream,
@@ -210,19 +185,30 @@ pub async fn handle_client(
             shutdown,
             &registered,
         )
-        .await
+        .await;
+        (end, registration)
     } else {
-        let links = conns
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| {
-                crate::executor::link::ShardLink::new(i, ctx.shards[i].name.clone(), c.stream)
-                    .with_response_timeout(ctx.live.timeouts().shard_response)
-                    .with_health(ctx.health.watch(i))
-            })
-            .collect();
+        let settings = crate::pool::settings::Settings::new(
+            &super::pooled_login::startup_settings(&forwarded, &options),
+        );
+        let login = match super::pooled_login::log_in(&ctx, &forwarded, &settings).await {
+            Ok(login) => login,
+            Err(err) => {
+                warn!(%peer, "login to the shards failed: {}", err.message);
+                send_fatal(&mut socket, &err).await;
+                return;
+            }
+        };
+        if write(&mut socket, &login.greeting).await.is_err() {
+            return;
+        }
+        info!(%peer, user = %logged_user, shards = login.links.len(), "client connected");
+        let _connected = m::ClientGauge::enter();
+        let registered = ctx
+            .clients
+            .register(&user, peer, socket.is_tls(), login.links.len());
         // The user's own default first, so that a startup option can still change it.
-        let settings: Vec<(String, String)> = ctx
+        let own: Vec<(String, String)> = ctx
             .live
             .users()
             .consistency(&user)
@@ -230,8 +216,19 @@ pub async fn handle_client(
             .into_iter()
             .chain(options.own.iter().cloned())
             .collect();
-        crate::executor::client_loop::run(&ctx, socket, links, &settings, shutdown, &registered)
-            .await
+        let end = crate::executor::client_loop::run(
+            &ctx,
+            socket,
+            login.links,
+            crate::executor::client_loop::Start {
+                own: &own,
+                settings,
+            },
+            shutdown,
+            &registered,
+        )
+        .await;
+        (end, login.registration)
     };
     drop(registration);
     if matches!(end, session::SessionEnd::ProtocolViolation(_)) {
@@ -513,7 +510,7 @@ pub async fn send_fatal<W: AsyncWriteExt + Unpin>(socket: &mut W, err: &PgError)
     let _ = socket.flush().await;
 }
 
-fn shard_login_error(e: BackendError) -> PgError {
+pub fn shard_login_error(e: BackendError) -> PgError {
     match e {
         BackendError::Refused {
             shard,

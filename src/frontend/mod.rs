@@ -7,10 +7,11 @@
 pub mod admission;
 pub mod cancel;
 mod handshake;
+mod pooled_login;
 mod relay_state;
 pub mod session;
 pub mod startup_options;
 pub mod tls;
 
-pub use handshake::{handle_client, refuse_client, send_fatal};
+pub use handshake::{handle_client, refuse_client, send_fatal, shard_login_error};
 pub use session::SessionEnd;

@@ -2,22 +2,22 @@
 //!
 //! Two pumps run concurrently in the session's task, so a client that pipelines or streams COPY
 //! data can never deadlock against a shard that is writing results. The client pump validates
-//! framing, asks the router about each statement (only when there are several shards) and notes
-//! request boundaries in `RelayState`; the shard pump forwards whole runs of messages with one
-//! write and looks only at ReadyForQuery and ErrorResponse. Nothing else is decoded.
+//! framing and notes request boundaries in `RelayState`; the shard pump forwards whole runs of
+//! messages with one write and looks only at ReadyForQuery and ErrorResponse. Nothing else is
+//! decoded: with one shard every statement goes there unexamined, so the session cannot be told
+//! from a direct connection.
 
-use super::relay_state::{Event, RelayState, REJECT_MARKER};
+use super::relay_state::RelayState;
 use super::tls::{ClientReader, ClientStream, ClientWriter};
 use crate::admin::clients::{Registered, State as ClientState};
 use crate::admin::pause::Pause;
 use crate::backend::{ShardReader, ShardStream, ShardWriter};
 use crate::error::{sqlstate, PgError};
 use crate::metrics as m;
-use crate::protocol::frame::{take_frame, FrameScanner, Scan};
-use crate::protocol::{build, inspect};
-use crate::router::{Decision, Router};
+use crate::protocol::frame::{FrameScanner, Scan};
+use crate::protocol::inspect;
 use crate::server::ProxyContext;
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use std::fmt;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -38,6 +38,8 @@ pub enum SessionEnd {
     ProtocolViolation(String),
     /// The session would have had to hold more than a per-session limit allows.
     LimitExceeded(String),
+    /// The session could not get a shard connection; the error says why.
+    Refused(Box<PgError>),
     Shutdown,
 }
 
@@ -62,6 +64,10 @@ impl SessionEnd {
                 sqlstate::PROGRAM_LIMIT_EXCEEDED,
                 msg.clone(),
             )),
+            SessionEnd::Refused(err) => Some(PgError {
+                severity: crate::error::Severity::Fatal,
+                ..(**err).clone()
+            }),
             SessionEnd::Shutdown => Some(PgError::fatal(
                 sqlstate::ADMIN_SHUTDOWN,
                 "terminating connection because shardgate is shutting down",
@@ -80,6 +86,7 @@ impl fmt::Display for SessionEnd {
             SessionEnd::ShardFatal(s) => write!(f, "shard {s} ended the session with FATAL"),
             SessionEnd::ProtocolViolation(e) => write!(f, "protocol violation: {e}"),
             SessionEnd::LimitExceeded(e) => write!(f, "limit exceeded: {e}"),
+            SessionEnd::Refused(e) => write!(f, "{}", e.message),
             SessionEnd::Shutdown => f.write_str("proxy shutting down"),
         }
     }
@@ -100,14 +107,12 @@ pub async fn run(
     let (shard_rx, shard_tx) = shard_stream.into_split();
     let state = Mutex::new(RelayState::default());
     let metrics = m::SessionMetrics::new(&shard_name);
-    let router = Router::new(ctx.shards.len());
 
     let outcome = {
         let upstream = client_to_shard(
             client_rx,
             shard_tx,
             &state,
-            router,
             &metrics,
             ctx.max_message_bytes,
             (&ctx.pause, registered),
@@ -126,7 +131,7 @@ pub async fn run(
             // Draining: the session ends once its transaction has and nothing is in flight.
             _ = crate::shutdown::ends_when(&mut shutdown, || {
                 let state = state.lock().expect("relay state poisoned");
-                state.tx_status == b'I' && state.events.is_empty()
+                state.tx_status == b'I' && state.awaiting.is_empty()
             }) => SessionEnd::Shutdown,
         }
     };
@@ -137,7 +142,7 @@ pub async fn run(
     let in_flight = !state
         .lock()
         .expect("relay state poisoned")
-        .events
+        .awaiting
         .is_empty();
     if in_flight
         && matches!(
@@ -159,16 +164,14 @@ async fn client_to_shard(
     mut rx: ClientReader,
     mut tx: ShardWriter,
     state: &Mutex<RelayState>,
-    mut router: Router,
     metrics: &m::SessionMetrics,
     limit: usize,
     (pause, registered): (&Pause, &Registered),
 ) -> SessionEnd {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut scanner = FrameScanner::new(limit);
-    let passthrough = router.is_passthrough();
-    // Whole frames are needed for routing (Query, Parse) and for Terminate.
-    let inspect_tag = |t: u8| t == b'X' || (!passthrough && (t == b'Q' || t == b'P'));
+    // Only Terminate is read whole.
+    let inspect_tag = |t: u8| t == b'X';
     loop {
         buf.reserve(READ_CHUNK);
         match rx.read_buf(&mut buf).await {
@@ -179,7 +182,7 @@ async fn client_to_shard(
         // holds back.
         let between = {
             let st = state.lock().expect("relay state poisoned");
-            st.tx_status == b'I' && st.events.is_empty()
+            st.tx_status == b'I' && st.awaiting.is_empty()
         };
         if between {
             pause.wait().await;
@@ -201,48 +204,10 @@ async fn client_to_shard(
                     }
                     ready += len;
                 }
-                Scan::Whole { tag, len } => {
-                    if tag == b'X' {
-                        // Forward Terminate too, so the shard logs a clean goodbye, not an EOF.
-                        let _ = write_flushed(&mut tx, &buf[..ready + len]).await;
-                        return SessionEnd::Terminated;
-                    }
-                    let sql = {
-                        let body = &buf[ready + 5..ready + len];
-                        let text = if tag == b'Q' {
-                            inspect::query_text(body)
-                        } else {
-                            inspect::parse_text(body).map(|(_, sql)| sql)
-                        };
-                        match text {
-                            Some(t) => t.to_string(),
-                            None => {
-                                return SessionEnd::ProtocolViolation(
-                                    "invalid string in message".into(),
-                                )
-                            }
-                        }
-                    };
-                    match router.decide(&sql) {
-                        Decision::Home => {
-                            if let Err(end) = note_request(tag, state, metrics) {
-                                return end;
-                            }
-                            ready += len;
-                        }
-                        Decision::Reject(err) => {
-                            metrics.rejected.increment(1);
-                            if write_flushed(&mut tx, &buf.split_to(ready)).await.is_err() {
-                                return SessionEnd::ShardGone(metrics.shard.clone());
-                            }
-                            ready = 0;
-                            let _ = take_frame(&mut buf, tag, len);
-                            let marker = reject_marker(tag, err, state);
-                            if write_flushed(&mut tx, &marker).await.is_err() {
-                                return SessionEnd::ShardGone(metrics.shard.clone());
-                            }
-                        }
-                    }
+                Scan::Whole { len, .. } => {
+                    // Forward Terminate too, so the shard logs a clean goodbye, not an EOF.
+                    let _ = write_flushed(&mut tx, &buf[..ready + len]).await;
+                    return SessionEnd::Terminated;
                 }
             }
         }
@@ -271,33 +236,13 @@ fn note_request(
             state
                 .lock()
                 .expect("relay state poisoned")
-                .events
-                .push_back(Event::SyncPoint(Instant::now()));
+                .awaiting
+                .push_back(Instant::now());
         }
         b'E' => metrics.queries.increment(1),
         _ => {}
     }
     Ok(())
-}
-
-/// The message sent to the shard in place of a refused statement (see `REJECT_MARKER`).
-fn reject_marker(tag: u8, err: PgError, state: &Mutex<RelayState>) -> BytesMut {
-    let mut out = BytesMut::new();
-    let mut st = state.lock().expect("relay state poisoned");
-    st.events.push_back(Event::Substitute(err));
-    if tag == b'Q' {
-        build::query(&format!("EXECUTE \"{REJECT_MARKER}\""), &mut out);
-        st.events.push_back(Event::SyncPoint(Instant::now()));
-    } else {
-        // Describe of a statement that does not exist: the shard errors and, as for any error in
-        // an extended-protocol batch, discards messages until the client's Sync.
-        out.put_u8(b'D');
-        out.put_i32((4 + 1 + REJECT_MARKER.len() + 1) as i32);
-        out.put_u8(b'S');
-        out.put_slice(REJECT_MARKER.as_bytes());
-        out.put_u8(0);
-    }
-    out
 }
 
 async fn shard_to_client(
@@ -341,7 +286,7 @@ async fn shard_to_client(
                     if let Some(started) = st.on_ready(status) {
                         metrics.latency.record(started.elapsed().as_secs_f64());
                     }
-                    registered.set(match (status, st.events.is_empty()) {
+                    registered.set(match (status, st.awaiting.is_empty()) {
                         (b'I', true) => ClientState::Idle,
                         (b'I', false) => ClientState::Active,
                         _ => ClientState::InTransaction,
@@ -355,22 +300,7 @@ async fn shard_to_client(
                         inspect::error_field(body, b'S'),
                         Some("FATAL") | Some("PANIC")
                     );
-                    let substitute = state.lock().expect("relay state poisoned").on_error(
-                        inspect::error_field(body, b'C'),
-                        inspect::error_field(body, b'M'),
-                    );
-                    match substitute {
-                        None => ready += len,
-                        Some(err) => {
-                            let mut out = buf.split_to(ready);
-                            ready = 0;
-                            let _ = buf.split_to(len);
-                            build::error(&err, &mut out);
-                            if write_flushed(tx, &out).await.is_err() {
-                                return SessionEnd::ClientGone;
-                            }
-                        }
-                    }
+                    ready += len;
                 }
             }
         }

@@ -13,6 +13,14 @@
 pub struct StartupOptions {
     pub own: Vec<(String, String)>,
     pub forward: Option<String>,
+    /// The forwarded `-c name=value` settings, for a pooled connection given them by SET.
+    pub settings: Vec<(String, String)>,
+}
+
+impl StartupOptions {
+    pub fn forwarded_settings(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.settings.iter().cloned()
+    }
 }
 
 const PREFIX: &str = "shardgate.";
@@ -20,6 +28,7 @@ const PREFIX: &str = "shardgate.";
 pub fn parse(options: &str) -> StartupOptions {
     let args = split(options);
     let mut own = Vec::new();
+    let mut settings = Vec::new();
     let mut kept: Vec<String> = Vec::new();
     let mut i = 0;
     while i < args.len() {
@@ -41,13 +50,22 @@ pub fn parse(options: &str) -> StartupOptions {
             Some((name, value)) => {
                 own.push((name[PREFIX.len()..].to_ascii_lowercase(), value.to_string()));
             }
-            None => kept.extend(args[i..(i + used).min(args.len())].iter().cloned()),
+            None => {
+                if let Some((name, value)) = setting.and_then(|s| s.split_once('=')) {
+                    settings.push((name.to_string(), value.to_string()));
+                }
+                kept.extend(args[i..(i + used).min(args.len())].iter().cloned())
+            }
         }
         i += used;
     }
     let forward =
         (!kept.is_empty()).then(|| kept.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" "));
-    StartupOptions { own, forward }
+    StartupOptions {
+        own,
+        forward,
+        settings,
+    }
 }
 
 /// The arguments of an options string, as PostgreSQL splits them.

@@ -243,15 +243,16 @@ async fn collect_garbage(
     Ok(())
 }
 
-/// Runs recovery at start, every `interval` (when not zero), and when kicked, until the process
-/// ends.
 /// Past the moment a skipped gid becomes old enough, so that the next pass sees it old enough on
 /// the shard's clock too.
 const ELIGIBLE_MARGIN: Duration = Duration::from_millis(100);
 
-pub async fn background(ctx: std::sync::Arc<crate::server::ProxyContext>) {
+/// Runs recovery at start, every `interval` (when not zero), and when kicked, until the process
+/// ends. `ctx` is whatever holds the proxy's transaction context (the proxy's own context).
+pub async fn background<C: AsRef<super::TxnContext>>(ctx: std::sync::Arc<C>) {
     loop {
-        let report = run(&ctx.txn.shards, &ctx.txn.recovery).await;
+        let txn: &super::TxnContext = (*ctx).as_ref();
+        let report = run(&txn.shards, &txn.recovery).await;
         if !report.resolved.is_empty() || !report.skipped.is_empty() {
             info!(
                 resolved = report.resolved.len(),
@@ -261,13 +262,13 @@ pub async fn background(ctx: std::sync::Arc<crate::server::ProxyContext>) {
         }
         // The next pass comes at the interval, or as soon as a transaction left for being too
         // young may be resolved, whichever is first: after a crash, its locks go then.
-        let interval = Some(ctx.txn.recovery.interval).filter(|i| !i.is_zero());
+        let interval = Some(txn.recovery.interval).filter(|i| !i.is_zero());
         let eligible = report.next_eligible.map(|d| d + ELIGIBLE_MARGIN);
         match interval.into_iter().chain(eligible).min() {
-            None => ctx.txn.kick.notified().await,
+            None => txn.kick.notified().await,
             Some(wait) => tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = ctx.txn.kick.notified() => {}
+                _ = txn.kick.notified() => {}
             },
         }
     }
