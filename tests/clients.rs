@@ -394,3 +394,55 @@ async fn docker_compose_file_holds_together_and_its_config_checks() {
     assert!(checked.contains("config OK"), "{checked}");
     assert!(checked.contains("accounts"), "{checked}");
 }
+
+/// psycopg 3, asyncpg, node-postgres and pgbench with 24 clients each over a pool of 3
+/// connections per shard: prepared statements, settings and transactions on every shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_with_many_more_clients_than_pooled_connections() {
+    let modules = tokio::task::spawn_blocking(node_modules).await.unwrap();
+    let tables = "[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[pool]\nsize = 3\n";
+    let tc = TestCluster::start_unlike(3, "", tables).await;
+    let values: Vec<String> = (1..=60).map(|i| format!("({i}, {})", i * 10)).collect();
+    tc.client()
+        .await
+        .batch_execute(&format!(
+            "create table accounts (id bigint primary key, balance int);
+             insert into accounts values {}",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+    let url = tc.url("app", "secret");
+    let out = python_script("pooled.py", &url, &[]).await;
+    assert!(out.contains("pooled ok"), "{out}");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node/pooled.js");
+    let out = run(Command::new("node")
+        .arg(script)
+        .env("NODE_PATH", modules)
+        .env("SHARDGATE_URL", &url));
+    assert!(out.contains("node pooled ok"), "{out}");
+    let bench = std::env::temp_dir().join(format!("shardgate-pooled-{}.sql", std::process::id()));
+    std::fs::write(
+        &bench,
+        "\\set id random(1, 60)\nselect balance from accounts where id = :id;\n",
+    )
+    .unwrap();
+    let out = run(Command::new("pgbench")
+        .args([
+            "-n", "-M", "prepared", "-c", "24", "-j", "2", "-t", "40", "-f",
+        ])
+        .arg(&bench)
+        .arg(&url));
+    let _ = std::fs::remove_file(&bench);
+    assert!(
+        out.contains("number of transactions actually processed: 960/960"),
+        "{out}"
+    );
+    // The pools hold no more than their size on any shard, once the backends of connections
+    // closed at the end (pinned sessions give theirs up) have exited: PostgreSQL removes a
+    // backend a moment after its socket closes.
+    let held = tc
+        .session_backends_settled(3 * 3, std::time::Duration::from_secs(10))
+        .await;
+    assert!(held <= 3 * 3, "{held} session backends");
+}

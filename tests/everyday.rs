@@ -11,7 +11,12 @@ use tokio_postgres::SimpleQueryMessage;
 const TABLES: &str = "[tables.items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.countries]\nreference = true\n[tables.feelings]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
 
 async fn cluster() -> TestCluster {
-    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    cluster_with("").await
+}
+
+/// `cluster`, with more config after the tables (a `[pool]` section).
+async fn cluster_with(more: &str) -> TestCluster {
+    let tc = TestCluster::start_unlike(3, "", &format!("{TABLES}{more}")).await;
     let values: Vec<String> = (1..=60)
         .map(|g| format!("({g}, 'item{g}', {})", g % 7))
         .collect();
@@ -403,18 +408,33 @@ async fn closing_a_cursors_portal_closes_the_cursor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_and_a_shards_fatal_reach_an_idle_client() {
-    let tc = cluster().await;
+    for mode in ["session", "transaction"] {
+        notifications_reach_an_idle_client_in(mode).await;
+    }
+}
+
+async fn notifications_reach_an_idle_client_in(mode: &str) {
+    let tc = cluster_with(&format!("[pool]\nmode = \"{mode}\"\n")).await;
     let (mut listener, greeting) = Raw::login(tc.port).await;
     let pid = greeting
         .iter()
         .find(|m| m.0 == b'K')
         .map(|m| i32::from_be_bytes(m.1[..4].try_into().unwrap()))
         .unwrap();
-    // The pid the client was given is the one the server reports for it.
+    // In session mode the pid the client was given is the one the server reports for it; in
+    // transaction mode no server connection stays the client's, and the pid is the proxy's.
     listener.send(&query("select pg_backend_pid()")).await;
     let answer = listener.until_ready().await;
     let reported = answer.iter().find(|m| m.0 == b'D').unwrap();
-    assert_eq!(String::from_utf8_lossy(&reported.1[6..]), pid.to_string());
+    let reported = String::from_utf8_lossy(&reported.1[6..]).to_string();
+    if mode == "session" {
+        assert_eq!(reported, pid.to_string());
+    } else {
+        assert!(
+            pid > 1 << 22 && reported != pid.to_string(),
+            "{pid} {reported}"
+        );
+    }
     listener.send(&query("listen jobs")).await;
     listener.until_ready().await;
     // Its own notification names it by that pid.
@@ -442,7 +462,9 @@ async fn notifications_and_a_shards_fatal_reach_an_idle_client() {
     // An administrator ends the listener's backend on a shard: the client hears that FATAL,
     // not a generic lost connection, and at once.
     drop(other);
-    let admin = tc.direct(1).await;
+    // In transaction mode the listener is pinned to the connection that ran its LISTEN, on the
+    // first shard, and holds no other.
+    let admin = tc.direct(if mode == "session" { 1 } else { 0 }).await;
     admin
         .simple_query(
             "select pg_terminate_backend(pid) from pg_stat_activity where backend_type = 'client backend' and application_name <> 'shardgate-control' and pid <> pg_backend_pid()",

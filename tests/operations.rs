@@ -429,7 +429,9 @@ async fn the_admin_console_answers_its_commands_and_only_admins() {
     );
     let pools = show(port, "SHOW POOLS");
     assert!(
-        pools.lines().any(|l| l.starts_with("s0|session|1|1|0")),
+        pools
+            .lines()
+            .any(|l| l.starts_with("s0|transaction|1|1|0|0|20")),
         "{pools}"
     );
     let txns = show(port, "SHOW TRANSACTIONS");

@@ -504,3 +504,46 @@ async fn serializable_is_refused_on_a_second_shard_not_downgraded() {
     .unwrap();
     c.batch_execute(&format!("begin isolation level repeatable read; select * from accounts where id in (1, {other}); commit")).await.unwrap();
 }
+
+/// An INSERT that names no columns routes by the table's columns as they are when it runs: the
+/// same text sent again after DDL moved the key column must follow it (the proxy keeps no route
+/// learned from the old columns).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_without_columns_follows_the_key_column_after_ddl() {
+    let tc = TestCluster::start_unlike(
+        3,
+        "",
+        "[tables.moved]\nshard_key = \"id\"\nkey_type = \"bigint\"\n",
+    )
+    .await;
+    let c = tc.client().await;
+    c.batch_execute("create table moved (note text, id bigint primary key)")
+        .await
+        .unwrap();
+    let text = "insert into moved values ($1, $2)";
+    for id in 1..=20i64 {
+        c.execute(text, &[&format!("n{id}"), &id]).await.unwrap();
+    }
+    c.batch_execute("alter table moved drop column note; alter table moved add column note text")
+        .await
+        .unwrap();
+    for id in 21..=40i64 {
+        c.execute(text, &[&id, &format!("n{id}")]).await.unwrap();
+    }
+    // A point read goes to the shard that owns the key: each row must be found there.
+    for id in 1..=40i64 {
+        let n: i64 = c
+            .query_one("select count(*) from moved where id = $1", &[&id])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1, "row {id} is on the shard that owns it");
+    }
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from moved")
+            .await
+            .iter()
+            .sum::<i64>(),
+        40
+    );
+}

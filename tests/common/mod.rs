@@ -203,6 +203,23 @@ impl TestCluster {
         now
     }
 
+    /// Server connections sessions hold checked out of the pools, summed over the shards, once
+    /// it has come down to 0 (or after `within`).
+    pub async fn checked_out_settled(&self, within: std::time::Duration) -> usize {
+        let until = std::time::Instant::now() + within;
+        loop {
+            let n: usize = self
+                .proxy
+                .as_ref()
+                .map(|p| p.pool_stats().iter().map(|s| s.active).sum())
+                .unwrap_or(0);
+            if n == 0 || std::time::Instant::now() >= until {
+                return n;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// A client through the proxy as `app`, retrying the login for up to `within` (a slot or a
     /// shard may take a moment to come back); `None` if every attempt failed.
     pub async fn client_eventually(&self, within: std::time::Duration) -> Option<Client> {

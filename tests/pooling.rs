@@ -1,0 +1,368 @@
+//! Transaction pooling on three unlike shards: many clients over few server connections, each
+//! keeping its own settings and prepared statements, and the session state that cannot move
+//! between connections pinning its session instead of leaking.
+
+mod common;
+
+use common::{code, connect, rows, TestCluster};
+use std::time::Duration;
+
+const TABLES: &str = "[tables.items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
+
+async fn cluster(pool: &str) -> TestCluster {
+    let tc = TestCluster::start_unlike(3, "", &format!("{TABLES}[pool]\n{pool}\n")).await;
+    let values: Vec<String> = (1..=60).map(|i| format!("({i}, {})", i * 10)).collect();
+    tc.client()
+        .await
+        .batch_execute(&format!(
+            "create table items (id bigint primary key, qty int);
+             insert into items values {}",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+    tc
+}
+
+/// Rows of `items`, through the proxy.
+async fn items(c: &tokio_postgres::Client) -> i64 {
+    c.query_one("select count(*) from items", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Server connections the proxy holds on each shard for sessions.
+async fn per_shard(tc: &TestCluster) -> Vec<i64> {
+    tc.count_on_each_shard(
+        "select count(*) from pg_stat_activity where backend_type = 'client backend' \
+         and pid <> pg_backend_pid() and application_name <> 'shardgate-control'",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_clients_keep_their_own_settings_over_four_connections() {
+    let tc = cluster("size = 4").await;
+    let url = tc.url("app", "secret");
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = connect(&url).await.unwrap();
+            let mine = format!("{}kB", 100 + i);
+            c.batch_execute(&format!("set work_mem = '{mine}'"))
+                .await
+                .unwrap();
+            c.batch_execute(&format!("set application_name = 'client{i}'"))
+                .await
+                .unwrap();
+            for round in 0..10i64 {
+                // A SET in a transaction that rolls back is undone, as in PostgreSQL.
+                c.batch_execute("begin; set work_mem = '64MB'; select 1 from items where id = 1; rollback")
+                    .await
+                    .unwrap();
+                let shown = rows(&c.simple_query("show work_mem").await.unwrap());
+                assert_eq!(shown[0][0].as_deref(), Some(mine.as_str()), "client {i}");
+                // A point read, a read of every shard, and the settings seen by the shard
+                // that serves the client's key.
+                let key = (i * 7 + round) % 60 + 1;
+                let row = c
+                    .query_one(
+                        "select qty, current_setting('work_mem'), current_setting('application_name') from items where id = $1",
+                        &[&key],
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(row.get::<_, i32>(0) as i64, key * 10);
+                assert_eq!(row.get::<_, String>(1), mine, "client {i} on key {key}");
+                assert_eq!(row.get::<_, String>(2), format!("client{i}"));
+                let total: i64 = c
+                    .query_one("select sum(qty) from items", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(total, 18300);
+            }
+            c
+        }));
+    }
+    // While they run, no shard serves the sessions with more than the pool's size.
+    let mut most = 0;
+    let mut clients = Vec::new();
+    for t in tasks {
+        most = most.max(per_shard(&tc).await.into_iter().max().unwrap());
+        clients.push(t.await.unwrap());
+    }
+    assert!(
+        most <= 4,
+        "a shard saw {most} session connections with size = 4"
+    );
+    // A RESET goes back to the server's default, on whichever connection serves it next.
+    let c = &clients[0];
+    c.batch_execute("reset work_mem").await.unwrap();
+    let default = rows(
+        &tc.direct(1)
+            .await
+            .simple_query("show work_mem")
+            .await
+            .unwrap(),
+    );
+    let shown = rows(&c.simple_query("show work_mem").await.unwrap());
+    assert_eq!(shown, default);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_follow_the_client_across_connections() {
+    let tc = cluster("size = 2").await;
+    let url = tc.url("app", "secret");
+    let mut tasks = Vec::new();
+    for i in 0..16i64 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = connect(&url).await.unwrap();
+            // tokio-postgres names its statements s0, s1 ... in every session alike.
+            let by_key = c
+                .prepare("select qty from items where id = $1")
+                .await
+                .unwrap();
+            let sum = c
+                .prepare("select sum(qty) from items where id <= $1")
+                .await
+                .unwrap();
+            for round in 0..12 {
+                let key = (i * 5 + round) % 60 + 1;
+                let qty: i32 = c.query_one(&by_key, &[&key]).await.unwrap().get(0);
+                assert_eq!(qty as i64, key * 10);
+                let s: i64 = c.query_one(&sum, &[&3i64]).await.unwrap().get(0);
+                assert_eq!(s, 60);
+            }
+            // Closed, then a new statement under the name tokio-postgres gives next.
+            drop(by_key);
+            let again = c
+                .prepare("select id from items where id = $1")
+                .await
+                .unwrap();
+            let id: i64 = c.query_one(&again, &[&(i + 1)]).await.unwrap().get(0);
+            assert_eq!(id, i + 1);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // SQL DEALLOCATE of a protocol-level statement by the client's name.
+    let c = tc.client().await;
+    c.batch_execute("deallocate all").await.unwrap();
+    let e = c.batch_execute("deallocate nosuch").await.unwrap_err();
+    assert_eq!(code(&e), "26000");
+}
+
+/// PostgreSQL fixes a prepared statement's result columns: after DDL that changes them it
+/// refuses the statement (0A000) and drivers prepare it again. Prepared again by the proxy on
+/// another shard or server connection, it must not silently take the new columns, which the
+/// client would decode with the old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_whose_columns_changed_is_refused_on_every_connection() {
+    let tc = cluster("size = 2").await;
+    let c = tc.client().await;
+    let by_key = c
+        .prepare("select * from items where id = $1")
+        .await
+        .unwrap();
+    let every = c.prepare("select * from items order by id").await.unwrap();
+    let unchanged = c
+        .prepare("select id, qty from items where id = $1")
+        .await
+        .unwrap();
+    c.batch_execute("alter table items add column note text")
+        .await
+        .unwrap();
+    for key in 1..=60i64 {
+        let e = c.query(&by_key, &[&key]).await.unwrap_err();
+        assert_eq!(code(&e), "0A000", "key {key}: {e}");
+        let db = common::db_error(&e);
+        assert_eq!(db.message(), "cached plan must not change result type");
+        // Drivers (asyncpg) recognise it by PostgreSQL's routine and prepare again.
+        assert_eq!(db.routine(), Some("RevalidateCachedQuery"));
+        let row = c.query_one(&unchanged, &[&key]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(1) as i64, key * 10);
+    }
+    let e = c.query(&every, &[]).await.unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e}");
+    // Prepared anew, the statements have the new columns on every shard.
+    let by_key = c
+        .prepare("select * from items where id = $1")
+        .await
+        .unwrap();
+    for key in 1..=60i64 {
+        let row = c.query_one(&by_key, &[&key]).await.unwrap();
+        assert_eq!(row.len(), 3);
+        assert_eq!(row.get::<_, Option<String>>(2), None);
+    }
+    let every = c.prepare("select * from items order by id").await.unwrap();
+    let all = c.query(&every, &[]).await.unwrap();
+    assert_eq!(all.len(), 60);
+    assert!(all.iter().all(|r| r.len() == 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_that_lives_on_a_connection_pins_its_session() {
+    // Pinned sessions keep their connections: the listener and the lock holder take two.
+    let tc = cluster("size = 3").await;
+    // LISTEN: the notification reaches the listener, whose connection stays its own.
+    let (listener, mut conn) =
+        tokio_postgres::connect(&tc.url("app", "secret"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        use futures_util::StreamExt;
+        while let Some(Ok(m)) = stream.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send(n.payload().to_string());
+            }
+        }
+    });
+    listener.batch_execute("listen jobs").await.unwrap();
+    // Other clients keep working with the rest of the pool.
+    for _ in 0..3 {
+        let other = tc.client().await;
+        other.batch_execute("notify jobs, 'one'").await.unwrap();
+    }
+    listener.batch_execute("select 1").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("the notification arrives")
+        .unwrap();
+    assert_eq!(got, "one");
+
+    // A session advisory lock outlives its transaction and stays the holder's.
+    let holder = tc.client().await;
+    let other = tc.client().await;
+    holder
+        .batch_execute("select pg_advisory_lock(7)")
+        .await
+        .unwrap();
+    holder.batch_execute("select 1").await.unwrap();
+    let free: bool = other
+        .query_one("select pg_try_advisory_lock(7)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!free, "the lock is still held by its session");
+    let released: bool = holder
+        .query_one("select pg_advisory_unlock(7)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(released, "the holder still holds it, on its own connection");
+    drop(holder);
+    drop(other);
+
+    // A cursor WITH HOLD is read after its transaction.
+    let c = tc.client().await;
+    c.batch_execute(
+        "begin; declare held cursor with hold for select id from items where id = 3; commit",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("select 1").await.unwrap();
+    let r = rows(&c.simple_query("fetch all from held").await.unwrap());
+    assert_eq!(r, vec![vec![Some("3".to_string())]]);
+
+    // Temporary tables are refused on several shards, pooled or not.
+    let e = c
+        .batch_execute("create temp table t (x int)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000");
+    drop(c);
+
+    // A setting changed by set_config() stays with its session's connection.
+    let d = tc.client().await;
+    d.batch_execute("select set_config('work_mem', '2345kB', false)")
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let other = tc.client().await;
+        let shown = rows(&other.simple_query("show work_mem").await.unwrap());
+        assert_ne!(shown[0][0].as_deref(), Some("2345kB"));
+    }
+    let shown = rows(&d.simple_query("show work_mem").await.unwrap());
+    assert_eq!(shown[0][0].as_deref(), Some("2345kB"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_waits_too_long_for_a_connection_gets_53300() {
+    let tc = cluster("size = 1\ncheckout_timeout_secs = 1").await;
+    let holder = tc.client().await;
+    // An open transaction on every shard holds the only connection of each.
+    holder
+        .batch_execute("begin; select sum(qty) from items")
+        .await
+        .unwrap();
+    // Logging in needs a connection to the first shard.
+    let e = connect(&tc.url("app", "secret")).await.unwrap_err();
+    assert_eq!(code(&e), "53300", "{e}");
+    let db = common::db_error(&e);
+    assert!(
+        db.message().contains("no connection to shard s0"),
+        "{}",
+        db.message()
+    );
+    assert!(db.hint().is_some());
+    // The holder is unaffected, and once it commits the next client gets in.
+    holder.batch_execute("commit").await.unwrap();
+    let next = tc.client().await;
+    assert_eq!(items(&next).await, 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaches_the_connection_running_the_query() {
+    let tc = cluster("size = 2").await;
+    let c = tc.client().await;
+    // Some transactions first, so the connection that runs the sleep is not the login's.
+    for i in 1..=5i64 {
+        c.query_one("select qty from items where id = $1", &[&i])
+            .await
+            .unwrap();
+    }
+    let token = c.cancel_token();
+    let cancel = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    });
+    let e = c
+        .query("select pg_sleep(30) from items where id = 42", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "57014");
+    cancel.await.unwrap();
+    // The session goes on.
+    assert_eq!(items(&c).await, 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_keeps_a_connection_per_shard_for_each_client() {
+    let tc = cluster("mode = \"session\"\nsize = 2\ncheckout_timeout_secs = 1").await;
+    // Two clients fill the pool (once the setup client's session has ended).
+    let within = Duration::from_secs(10);
+    let a = tc.client_eventually(within).await.unwrap();
+    let b = tc.client_eventually(within).await.unwrap();
+    a.batch_execute("set work_mem = '1234kB'").await.unwrap();
+    let e = connect(&tc.url("app", "secret")).await.unwrap_err();
+    assert_eq!(code(&e), "53300");
+    let shown = rows(&a.simple_query("show work_mem").await.unwrap());
+    assert_eq!(shown[0][0].as_deref(), Some("1234kB"));
+    let until = std::time::Instant::now() + within;
+    let mut held = per_shard(&tc).await;
+    while held != vec![2, 2, 2] && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        held = per_shard(&tc).await;
+    }
+    assert_eq!(held, vec![2, 2, 2]);
+    drop(b);
+    let c = tc.client_eventually(Duration::from_secs(10)).await;
+    assert!(c.is_some(), "a client gets in once another leaves");
+}
