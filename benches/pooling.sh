@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Transaction pooling on three shards, measured in one run:
+#  1. 300 pgbench clients (-M prepared, point lookups) through a proxy with [pool] size = 8:
+#     failed transactions, and the most server connections any shard saw from the proxy;
+#  2. 3000 idle clients: the proxy's resident memory per idle client;
+#  3. point lookups (pgbench -S, 8 clients) routed over the 3 shards vs the same proxy binary
+#     relaying to one shard, in simple, extended and prepared mode, interleaved rounds.
+#   benches/pooling.sh [SECONDS=10] [ROUNDS=2]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+ROUNDS=${2:-2}
+BASE=${BENCH_PORT:-18432}
+SHARDED_PORT=$((BASE + 50))
+RELAY_PORT=$((BASE + 51))
+WORK=$(mktemp -d /tmp/shardgate-pooling.XXXXXX)
+chmod 755 "$WORK"
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+cargo build --release -q
+./target/release/shardgate --log-level warn demo --shards 3 --port "$BASE" --metrics-port $((BASE + 200)) --dir "$WORK/demo" >"$WORK/demo.log" 2>&1 &
+DEMO=$!
+cleanup() {
+    for p in ${SHARDED:-} ${RELAY:-}; do kill "$p" 2>/dev/null || true; done
+    kill "$DEMO" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+for _ in $(seq 150); do grep -q "press Ctrl-C" "$WORK/demo.log" && break; sleep 0.2; done
+grep -q "press Ctrl-C" "$WORK/demo.log" || { cat "$WORK/demo.log"; exit 1; }
+
+# The sharded proxy: the demo's shards, pgbench's tables declared, a pool of 8 per shard.
+{
+    sed -e "s/^listen = \"127.0.0.1:$BASE\"/listen = \"127.0.0.1:$SHARDED_PORT\"\nmax_client_connections = 5000\nmax_pending_startups = 5000/" \
+        -e "s/^listen = \"127.0.0.1:$((BASE + 200))\"/listen = \"\"/" "$WORK/demo/shardgate.toml"
+    printf '\n[tables.pgbench_accounts]\nshard_key = "aid"\nkey_type = "integer"\n'
+    printf '[tables.pgbench_branches]\nreference = true\n[tables.pgbench_tellers]\nreference = true\n[tables.pgbench_history]\nreference = true\n'
+    printf '[pool]\nsize = 8\ncheckout_timeout_secs = 120\n'
+} >"$WORK/sharded.toml"
+# The relay: the same binary in front of the first shard alone.
+awk -v port="$RELAY_PORT" '
+    /^\[\[shards\]\]/ { n++ }
+    n >= 2 && /^\[\[shards\]\]/ { skip = 1 }
+    skip && /^\[/ && !/^\[\[shards\]\]/ { skip = 0 }
+    !skip { print }
+' "$WORK/demo/shardgate.toml" | sed -e "s/^listen = \"127.0.0.1:$BASE\"/listen = \"127.0.0.1:$RELAY_PORT\"/" \
+    -e "s/^listen = \"127.0.0.1:$((BASE + 200))\"/listen = \"\"/" | grep -v '^\[tables\|^shard_key\|^key_type\|^reference\|^co_locate' >"$WORK/relay.toml"
+./target/release/shardgate --log-level warn --config "$WORK/sharded.toml" >"$WORK/sharded.log" 2>&1 &
+SHARDED=$!
+./target/release/shardgate --log-level warn --config "$WORK/relay.toml" >"$WORK/relay.log" 2>&1 &
+RELAY=$!
+sleep 2
+
+# Each shard gets the rows it owns (the slot formula in SQL); pgbench -S on the relay reads the
+# first shard's third.
+SLOTS=$(./target/release/shardgate slots --config "$WORK/sharded.toml")
+for i in 0 1 2; do
+    port=$((BASE + 1 + i))
+    ranges=$(sed -n "s/^s$i = \"\(.*\)\"/\1/p" <<<"$SLOTS")
+    slot_list=$(tr ',' '\n' <<<"$ranges" | awk -F- '{ if (NF == 1) print $1; else for (s = $1; s <= $2; s++) print s }' | paste -sd, -)
+    psql -q "postgres://postgres@127.0.0.1:$port/postgres" <<SQL
+drop table if exists pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history;
+create table pgbench_accounts (aid int not null, bid int, abalance int, filler char(84));
+create table pgbench_branches (bid int not null, bbalance int, filler char(88));
+create table pgbench_tellers (tid int not null, bid int, tbalance int, filler char(84));
+create table pgbench_history (tid int, bid int, aid int, delta int, mtime timestamp, filler char(22));
+insert into pgbench_branches select b, 0 from generate_series(1, 10) b;
+insert into pgbench_tellers select t, (t - 1) / 10 + 1, 0 from generate_series(1, 100) t;
+insert into pgbench_accounts
+  select aid, (aid - 1) / 100000 + 1, 0, '' from generate_series(1, 1000000) aid
+  where (((hashint8extended(aid, 8816678312871386365)::numeric + 5305509591434766563 + 18446744073709551616)
+          % 18446744073709551616 % 1024)::int) = any('{$slot_list}'::int[]);
+alter table pgbench_accounts add primary key (aid);
+vacuum analyze;
+SQL
+done
+
+SHARDED_URL="postgres://app:app@127.0.0.1:$SHARDED_PORT/postgres"
+RELAY_URL="postgres://app:app@127.0.0.1:$RELAY_PORT/postgres"
+proxy_conns() { # the most connections any shard serves for sessions (control connections left out)
+    for i in 0 1 2; do
+        psql -At "postgres://postgres@127.0.0.1:$((BASE + 1 + i))/postgres" -c \
+            "select count(*) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid() and application_name <> 'shardgate-control'"
+    done | sort -n | tail -1
+}
+
+echo "1. 300 clients, -M prepared, [pool] size = 8, ${DURATION}s"
+pgbench -n -S -s 10 -M prepared -c 300 -j 2 -T "$DURATION" "$SHARDED_URL" >"$WORK/many.out" 2>&1 &
+BENCH=$!
+MOST=0
+while kill -0 "$BENCH" 2>/dev/null; do
+    n=$(proxy_conns); [ "$n" -gt "$MOST" ] && MOST=$n
+    sleep 0.5
+done
+wait "$BENCH" || true
+grep -E "^tps|number of (failed|transactions actually)" "$WORK/many.out" | sed 's/^/   /'
+echo "   most session connections on one shard while it ran: $MOST (pool size 8)"
+
+echo "2. 3000 idle clients"
+rss() { sed -n 's/^VmRSS:\s*\([0-9]*\) kB/\1/p' "/proc/$SHARDED/status"; }
+printf '\\sleep 20 s\n' >"$WORK/idle.sql"
+BEFORE=$(rss)
+pgbench -n -c 3000 -j 2 -t 1 -f "$WORK/idle.sql" "$SHARDED_URL" >"$WORK/idle.out" 2>&1 &
+IDLE=$!
+sleep 15
+DURING=$(rss)
+wait "$IDLE" || true
+grep -E "number of (failed|transactions actually)|error" "$WORK/idle.out" | head -3 | sed 's/^/   /'
+awk -v b="$BEFORE" -v d="$DURING" 'BEGIN { printf "   proxy RSS %d kB before, %d kB with 3000 idle clients: %.1f KiB per idle client\n", b, d, (d - b) / 3000 }'
+
+echo "3. point lookups, 8 clients, sharded (3 shards) vs relay (1 shard), ${DURATION}s x $ROUNDS rounds"
+declare -A SUM
+run() { # mode target url
+    local out tps
+    out=$(pgbench -n -S -s 10 -M "$1" -c 8 -j 2 -T "$DURATION" "$3" 2>&1) || true
+    tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
+    if [ -z "$tps" ] || grep -q "number of failed transactions: [1-9]" <<<"$out"; then
+        echo "   $1 $2: FAILED"; tail -5 <<<"$out" | sed 's/^/     /'; tps=0
+    else
+        echo "   $1 $2: $tps tps"
+    fi
+    SUM[$1,$2]=$(awk -v a="${SUM[$1,$2]:-0}" -v b="$tps" 'BEGIN{print a+b}')
+    [ -n "${SPREAD[$1,$2]:-}" ] && SPREAD[$1,$2]="${SPREAD[$1,$2]} $tps" || SPREAD[$1,$2]=$tps
+}
+declare -A SPREAD
+for round in $(seq "$ROUNDS"); do
+    for mode in simple extended prepared; do
+        run "$mode" relay "$RELAY_URL"
+        run "$mode" sharded "$SHARDED_URL"
+    done
+done
+echo
+printf "%-9s %10s %10s %14s   %s\n" mode relay sharded "sharded/relay" "rounds (relay | sharded)"
+for mode in simple extended prepared; do
+    awk -v m="$mode" -v r="$ROUNDS" -v d="${SUM[$mode,relay]}" -v s="${SUM[$mode,sharded]}" \
+        -v sp="${SPREAD[$mode,relay]} | ${SPREAD[$mode,sharded]}" \
+        'BEGIN{d/=r; s/=r; printf "%-9s %10.0f %10.0f %14.2f   %s\n", m, d, s, (d ? s/d : 0), sp}'
+done
