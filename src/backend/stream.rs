@@ -63,6 +63,27 @@ impl ShardStream {
     }
 }
 
+impl ShardReader {
+    /// The stream again, from the two halves of one `into_split`; None for halves of
+    /// different streams.
+    pub fn reunite(self, writer: ShardWriter) -> Option<ShardStream> {
+        match (self, writer) {
+            (ShardReader::Tcp(r), ShardWriter::Tcp(w)) => r.reunite(w).ok().map(ShardStream::Tcp),
+            (ShardReader::Tls(r), ShardWriter::Tls(w)) => {
+                if r.is_pair_of(&w) {
+                    Some(ShardStream::Tls(Box::new(r.unsplit(w))))
+                } else {
+                    None
+                }
+            }
+            (ShardReader::Unix(r), ShardWriter::Unix(w)) => {
+                r.reunite(w).ok().map(ShardStream::Unix)
+            }
+            _ => None,
+        }
+    }
+}
+
 crate::io_enum::delegate_read!(ShardStream: Tcp, Tls, Unix);
 crate::io_enum::delegate_read!(ShardReader: Tcp, Tls, Unix);
 crate::io_enum::delegate_write!(ShardStream: Tcp, Tls, Unix);

@@ -13,7 +13,7 @@ pub mod names;
 pub mod pins;
 pub mod settings;
 
-use crate::backend::{self, ShardStream};
+use crate::backend::{self, ShardReader, ShardStream, ShardWriter};
 use crate::config::{PoolConfig, PoolMode, ShardTarget};
 use crate::error::{sqlstate, PgError};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -117,6 +117,63 @@ pub struct Pooled {
     born: Instant,
     /// Held while checked out: the pool's limit is on connections in use.
     permit: Option<OwnedSemaphorePermit>,
+}
+
+/// A checked-out connection whose socket is being used in two halves (see `Pooled::split`):
+/// everything but the socket, including the pool permit.
+#[derive(Debug)]
+pub struct Lease {
+    pub key: (i32, i32),
+    pub id: u64,
+    pub settings: u64,
+    pub named_parses: u64,
+    born: Instant,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Pooled {
+    /// The socket, for a relay that drives it itself, and the rest.
+    pub fn into_parts(self) -> (ShardStream, Lease) {
+        let lease = Lease {
+            key: self.key,
+            id: self.id,
+            settings: self.settings,
+            named_parses: self.named_parses,
+            born: self.born,
+            permit: self.permit,
+        };
+        (self.stream, lease)
+    }
+
+    /// The socket's halves, for a relay that reads and writes concurrently, and the rest.
+    pub fn split(self) -> (ShardReader, ShardWriter, Lease) {
+        let (stream, lease) = self.into_parts();
+        let (r, w) = stream.into_split();
+        (r, w, lease)
+    }
+}
+
+impl Lease {
+    /// The connection whole again; None when the halves are not one socket's.
+    pub fn reunite(self, r: ShardReader, w: ShardWriter) -> Option<Pooled> {
+        Some(Pooled {
+            stream: r.reunite(w)?,
+            key: self.key,
+            parameters: Vec::new(),
+            id: self.id,
+            settings: self.settings,
+            named_parses: self.named_parses,
+            born: self.born,
+            permit: self.permit,
+        })
+    }
+
+    /// Statements prepared on the connection are gone (DISCARD ALL, DEALLOCATE ALL): it
+    /// counts as a new connection, so that no session takes one of its statements for
+    /// still there.
+    pub fn renumber(&mut self) {
+        self.id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Pool figures for SHOW POOLS and the gauges.
@@ -264,7 +321,9 @@ impl ShardPool {
 
     /// Back from a session that left it outside any transaction with nothing unread.
     pub fn put(&self, mut conn: Pooled) {
-        conn.permit = None;
+        // The permit goes only once the connection is in the idle list: a checkout that got
+        // the permit earlier would find the list empty and open one connection too many.
+        let permit = conn.permit.take();
         if conn.named_parses < MAX_NAMED_PARSES && conn.born.elapsed() < self.lifetime {
             if let Ok(mut idle) = self.idle.lock() {
                 idle.push(Idle {
@@ -273,12 +332,19 @@ impl ShardPool {
                 });
             }
         }
+        drop(permit);
         self.publish();
     }
 
     /// A checked-out connection that is being closed instead of returned.
     pub fn discard(&self, conn: Pooled) {
         drop(conn);
+        self.publish();
+    }
+
+    /// A lease that is being closed instead of returned (its halves are dropped too).
+    pub fn discard_lease(&self, lease: Lease) {
+        drop(lease);
         self.publish();
     }
 
