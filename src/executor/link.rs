@@ -142,9 +142,13 @@ impl ShardLink {
     }
 
     /// After a session statement ran on the connection held now: it carries `fingerprint`.
+    /// Unknown settings stay unknown until the next replay: one more SET does not make the
+    /// rest known.
     pub fn carries(&mut self, fingerprint: u64) {
         if let Some(c) = &mut self.conn {
-            c.settings = fingerprint;
+            if c.settings != crate::pool::settings::UNKNOWN {
+                c.settings = fingerprint;
+            }
         }
     }
 
@@ -179,6 +183,12 @@ impl ShardLink {
             self.take_conn().await?;
         }
         self.give_settings().await
+    }
+
+    /// The connection held now, for a caller that drives the socket itself from here on (the
+    /// pooled one-shard relay); it gives it back to the pool when done.
+    pub fn hand_over(&mut self) -> Option<Pooled> {
+        self.conn.take()
     }
 
     /// Checks a connection out; true when it does not carry the session's settings.

@@ -147,8 +147,16 @@ impl Exec<'_> {
         match step {
             Step::Done => {
                 self.pool.settings.ran(sql, in_transaction);
+                // A RESET takes the held connections back to their own login's values, not to
+                // the client's startup parameters the proxy replayed as SETs: what they carry
+                // is then not the session's settings.
+                let resets = matches!(settings::classify(sql), Change::Reset(_) | Change::ResetAll);
                 if !in_transaction {
-                    self.settings_changed(true);
+                    self.settings_changed(!resets);
+                } else if resets {
+                    for link in &mut self.links {
+                        link.carries(settings::UNKNOWN);
+                    }
                 }
             }
             // Some shards may have run it: what the held connections carry is not known.
