@@ -4,7 +4,6 @@
 //! SHOW SHARDS | POOLS | CLIENTS | STATS | TRANSACTIONS | CONFIG | SLOTS, RELOAD, PAUSE, RESUME,
 //! and SHOW HELP. Commands may be separated by `;`. The extended protocol is refused.
 
-use super::clients::State;
 use crate::error::{sqlstate, PgError};
 use crate::frontend::tls::ClientStream;
 use crate::protocol::build;
@@ -217,41 +216,27 @@ async fn shards(ctx: &ProxyContext) -> Rows {
 }
 
 fn pools(ctx: &ProxyContext) -> Rows {
-    let rows = if ctx.shards.len() == 1 {
-        // One shard: each client is relayed over a connection of its own.
-        let sessions = ctx.clients.list();
-        let active = sessions.iter().filter(|c| c.state() != State::Idle).count();
-        vec![vec![
-            Some(ctx.shards[0].name.clone()),
-            Some("relay".to_string()),
-            Some(sessions.len().to_string()),
-            Some(active.to_string()),
-            Some((sessions.len() - active).to_string()),
-            Some("0".to_string()),
-            Some(String::new()),
-        ]]
-    } else {
-        let mode = match ctx.pools.mode {
-            crate::config::PoolMode::Transaction => "transaction",
-            crate::config::PoolMode::Session => "session",
-        };
-        ctx.pools
-            .shards
-            .iter()
-            .map(|pool| {
-                let s = pool.stats();
-                vec![
-                    Some(pool.target.name.clone()),
-                    Some(mode.to_string()),
-                    Some((s.active + s.idle).to_string()),
-                    Some(s.active.to_string()),
-                    Some(s.idle.to_string()),
-                    Some(s.waiting.to_string()),
-                    Some(s.size.to_string()),
-                ]
-            })
-            .collect()
+    let mode = match ctx.pools.mode {
+        crate::config::PoolMode::Transaction => "transaction",
+        crate::config::PoolMode::Session => "session",
     };
+    let rows = ctx
+        .pools
+        .shards
+        .iter()
+        .map(|pool| {
+            let s = pool.stats();
+            vec![
+                Some(pool.target.name.clone()),
+                Some(mode.to_string()),
+                Some((s.active + s.idle).to_string()),
+                Some(s.active.to_string()),
+                Some(s.idle.to_string()),
+                Some(s.waiting.to_string()),
+                Some(s.size.to_string()),
+            ]
+        })
+        .collect();
     (
         vec![
             "shard",

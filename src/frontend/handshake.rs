@@ -11,6 +11,7 @@ use super::session;
 use super::tls::ClientStream;
 use crate::auth::{self, Credential};
 use crate::backend::{self, BackendError};
+use crate::config::PoolMode;
 use crate::error::{sqlstate, PgError};
 use crate::logsafe::Escaped;
 use crate::metrics as m;
@@ -147,20 +148,19 @@ pub async fn handle_client(
         send_fatal(&mut socket, &err).await;
         return;
     }
-    let (end, registration) = if ctx.shards.len() == 1 {
-        let target = &ctx.shards[0];
-        let conn = match backend::connect(target, &forwarded, ctx.connect_timeout).await {
+    let one_shard = ctx.shards.len() == 1;
+    let (end, registration) = if one_shard && ctx.pools.mode == PoolMode::Session {
+        let pool = &ctx.pools.shards[0];
+        let conn = match pool.checkout(&forwarded).await {
             Ok(conn) => conn,
-            Err(e) => {
-                metrics::counter!(m::BACKEND_CONNECT_ERRORS, "shard" => target.name.clone())
-                    .increment(1);
-                warn!(%peer, shard = %target.name, "shard login failed: {e}");
-                send_fatal(&mut socket, &shard_login_error(e)).await;
+            Err(err) => {
+                warn!(%peer, shard = %pool.target.name, "{}", err.message);
+                send_fatal(&mut socket, &err).await;
                 return;
             }
         };
         let registration = ctx.cancel.register(vec![ShardKey {
-            target: target.clone(),
+            target: pool.target.clone(),
             key: conn.key,
         }]);
         let mut greeting = BytesMut::with_capacity(512);
@@ -171,21 +171,17 @@ pub async fn handle_client(
         build::backend_key_data(registration.key.pid, registration.key.secret, &mut greeting);
         build::ready_for_query(b'I', &mut greeting);
         if write(&mut socket, &greeting).await.is_err() {
+            pool.discard(conn);
             return;
         }
         info!(%peer, user = %logged_user, shards = 1, "client connected");
         let _connected = m::ClientGauge::enter();
         let registered = ctx.clients.register(&user, peer, socket.is_tls(), 1);
-        let end = session::run(
-            &ctx,
-            socket,
-            conn.stream,
-            0,
-            conn.key,
-            shutdown,
-            &registered,
-        )
-        .await;
+        let key = conn.key;
+        let (stream, lease) = conn.into_parts();
+        let end = session::run(&ctx, socket, stream, 0, key, shutdown, &registered).await;
+        // A session-mode connection carries the client's startup parameters: not for others.
+        pool.discard_lease(lease);
         (end, registration)
     } else {
         let settings = crate::pool::settings::Settings::new(
@@ -216,19 +212,32 @@ pub async fn handle_client(
             .into_iter()
             .chain(options.own.iter().cloned())
             .collect();
-        let end = crate::executor::client_loop::run(
-            &ctx,
-            socket,
-            login.links,
-            crate::executor::client_loop::Start {
-                own: &own,
+        if one_shard {
+            let mut links = login.links;
+            let link = links.pop().expect("one shard, one link");
+            let pooling = super::pooled_relay::Pooling {
+                link,
+                pool: ctx.pools.shards[0].clone(),
+                cancel: login.registration.slot(0),
                 settings,
-            },
-            shutdown,
-            &registered,
-        )
-        .await;
-        (end, login.registration)
+            };
+            let end = super::pooled_relay::run(&ctx, socket, pooling, shutdown, &registered).await;
+            (end, login.registration)
+        } else {
+            let end = crate::executor::client_loop::run(
+                &ctx,
+                socket,
+                login.links,
+                crate::executor::client_loop::Start {
+                    own: &own,
+                    settings,
+                },
+                shutdown,
+                &registered,
+            )
+            .await;
+            (end, login.registration)
+        }
     };
     drop(registration);
     if matches!(end, session::SessionEnd::ProtocolViolation(_)) {

@@ -25,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const READ_CHUNK: usize = 16 * 1024;
 /// Frontend message types a client may send after startup.
-const FRONTEND_TAGS: &[u8] = b"QPBEDCSHXdcfF";
+pub(super) const FRONTEND_TAGS: &[u8] = b"QPBEDCSHXdcfF";
 
 /// How a session ended.
 #[derive(Debug)]
@@ -311,7 +311,10 @@ async fn shard_to_client(
 }
 
 /// Writes and flushes: over TLS, written bytes can wait in the TLS layer until a flush.
-async fn write_flushed<W: AsyncWrite + Unpin>(tx: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) async fn write_flushed<W: AsyncWrite + Unpin>(
+    tx: &mut W,
+    bytes: &[u8],
+) -> std::io::Result<()> {
     tx.write_all(bytes).await?;
     tx.flush().await
 }

@@ -19,22 +19,35 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
+/// Where a session's shard-side statement names come from.
 #[derive(Debug)]
-pub struct StatementNames {
+pub struct SessionPrefix {
     prefix: String,
     next: u64,
-    /// Client name to the name its current statement has on the shards.
-    current: HashMap<String, String>,
 }
 
-impl Default for StatementNames {
+impl Default for SessionPrefix {
     fn default() -> Self {
-        StatementNames {
+        SessionPrefix {
             prefix: format!("sg{:x}", NEXT_SESSION.fetch_add(1, Ordering::Relaxed)),
             next: 0,
-            current: HashMap::new(),
         }
     }
+}
+
+impl SessionPrefix {
+    /// A name no statement of any session had before, ending in the client's.
+    pub fn fresh(&mut self, client: &str) -> String {
+        self.next += 1;
+        format!("{}_{:x}:{client}", self.prefix, self.next)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct StatementNames {
+    prefix: SessionPrefix,
+    /// Client name to the name its current statement has on the shards.
+    current: HashMap<String, String>,
 }
 
 impl StatementNames {
@@ -42,8 +55,7 @@ impl StatementNames {
     pub fn rename(&mut self, mut m: ClientMessage) -> ClientMessage {
         match &mut m.kind {
             Kind::Parse(p) if !p.name.is_empty() => {
-                self.next += 1;
-                let shard = format!("{}_{:x}:{}", self.prefix, self.next, p.name);
+                let shard = self.prefix.fresh(&p.name);
                 self.current.insert(p.name.clone(), shard.clone());
                 m.frame = respliced(&m.frame, 0, p.name.len(), &shard);
                 p.name = shard;

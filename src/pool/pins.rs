@@ -26,6 +26,10 @@ pub fn pins(sql: &str) -> Option<&'static str> {
     if is("declare") && contains(sql, " hold") && !contains(sql, "without hold") {
         return Some("a cursor WITH HOLD");
     }
+    // Temporary tables live as long as their connection. Several shards refuse them anyway.
+    if (is("create") || is("select")) && (contains(sql, " temp ") || contains(sql, " temporary ")) {
+        return Some("a temporary table");
+    }
     if is("set") && contains(sql, "session authorization") {
         return Some("SET SESSION AUTHORIZATION");
     }
@@ -58,6 +62,9 @@ mod tests {
         assert!(pins("SET SESSION AUTHORIZATION bob").is_some());
         assert!(pins("Select PG_ADVISORY_LOCK(1)").is_some());
         assert!(pins("select pg_catalog.set_config('search_path', 'x', false)").is_some());
+        assert!(pins("CREATE TEMP TABLE t (x int)").is_some());
+        assert!(pins("create temporary table t as select 1").is_some());
+        assert!(pins("select 1 into temp t").is_some());
     }
 
     #[test]

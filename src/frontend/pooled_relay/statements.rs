@@ -1,0 +1,572 @@
+//! Named statements of a one-shard session whose server connection changes between
+//! transactions.
+//!
+//! Every named Parse is sent under a name of the session's own (see `pool::names`), and the
+//! renamed Parse is kept, so that a Bind or Describe reaching a connection that never saw the
+//! statement is preceded by that Parse; its ParseComplete is the proxy's, not the client's, and
+//! is dropped on the way back. The relay reads names straight from the frames: only the few
+//! bytes of a name are looked at, and a frame that names no statement passes untouched.
+//!
+//! PostgreSQL fixes a statement's result columns when it prepares it, and refuses the
+//! statement once DDL changed them; a driver that described the statement decodes rows by the
+//! columns it was shown. Prepared again on another connection after such DDL, the statement
+//! would silently take the new columns. So when the client was shown columns, a statement
+//! given to a new connection is described there first and compared (`Translated::Check`); if
+//! they differ it is stale, and every use of it fails as PostgreSQL's own check does.
+//!
+//! Invariant: `on` lists only connections that were sent the renamed Parse, and an entry exists
+//! for a client name from its Parse until its Close (or until PostgreSQL refused the Parse, see
+//! `refused`).
+
+use crate::pool::names::SessionPrefix;
+use bytes::{BufMut, Bytes, BytesMut};
+use std::collections::HashMap;
+
+/// What the shard's answers to the messages sent will hold, in order, for each Parse and
+/// Describe (and the proxy's own messages), so that the shard pump can tell whose each
+/// ParseComplete, RowDescription or NoData is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// A ParseComplete for a Parse the proxy added: dropped.
+    Injected,
+    /// A ParseComplete for the client's Parse; it names a statement of the session's.
+    Parsed(Option<Box<str>>),
+    /// The answer to the client's Describe; of a statement of the session's, it is the
+    /// columns the client was shown.
+    Described(Option<Box<str>>),
+    /// The answer to the proxy's Describe of a statement given to a new connection: dropped,
+    /// and compared with the columns the client was shown.
+    Checked(Box<str>),
+    /// A BindComplete for a Bind the proxy added: dropped.
+    InjectedBind,
+    /// The error that stands for PostgreSQL's refusal of a stale statement.
+    Refusal,
+}
+
+impl Expect {
+    /// Whether it stands for an answer to a Parse (a ParseComplete).
+    pub fn is_parse(&self) -> bool {
+        matches!(self, Expect::Injected | Expect::Parsed(_))
+    }
+
+    /// Whether it stands for an answer to a Describe (RowDescription or NoData).
+    pub fn is_describe(&self) -> bool {
+        matches!(self, Expect::Described(_) | Expect::Checked(_))
+    }
+}
+
+/// What `translate` did with a message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Translated {
+    /// It goes as it came.
+    Same,
+    /// It was rewritten into `out`, after any Parse it needs first.
+    Rewritten,
+    /// The connection lacks the statement and the client was shown its columns: `out` holds
+    /// a Parse and a Describe for the shard, and the message waits for the comparison; it is
+    /// translated again once the answer is in (see `checked`).
+    Check,
+    /// The statement is stale: instead of the message, the proxy's refusal goes (see
+    /// `refusal`).
+    Stale,
+}
+
+#[derive(Debug)]
+struct Prepared {
+    shard: Box<str>,
+    parse: Bytes,
+    on: Vec<u64>,
+    confirmed: bool,
+    /// RowDescription or NoData, as the client's Describe was answered.
+    columns: Option<Bytes>,
+    stale: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct RelayStatements {
+    prefix: SessionPrefix,
+    by_client: HashMap<Box<str>, Prepared>,
+}
+
+/// PostgreSQL's refusal of a statement whose result columns changed, raised on the shard so
+/// that it aborts an open transaction as the real one does.
+const REFUSAL: &str = "DO $shardgate$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', \
+     MESSAGE = 'cached plan must not change result type'; END$shardgate$";
+
+impl RelayStatements {
+    /// `frame` as connection `conn` must receive it. `expect` gets what the answers will
+    /// hold, in order.
+    pub fn translate(
+        &mut self,
+        frame: &[u8],
+        conn: u64,
+        out: &mut BytesMut,
+        expect: &mut Vec<Expect>,
+    ) -> Translated {
+        let body = &frame[5..];
+        match frame[0] {
+            b'P' => self.parse(frame, conn, out, expect),
+            b'B' => {
+                let Some(portal) = cstr_bytes(body) else {
+                    return Translated::Same;
+                };
+                self.use_statement(frame, portal.len() + 1, conn, out, expect)
+            }
+            b'D' if body.first() == Some(&b'S') => {
+                let t = self.use_statement(frame, 1, conn, out, expect);
+                if t == Translated::Same || t == Translated::Rewritten {
+                    let name = cstr_bytes(&body[1..])
+                        .map(|n| String::from_utf8_lossy(n).into_owned().into_boxed_str())
+                        .filter(|n| self.by_client.contains_key(n));
+                    expect.push(Expect::Described(name));
+                }
+                t
+            }
+            b'D' => {
+                expect.push(Expect::Described(None));
+                Translated::Same
+            }
+            b'C' if body.first() == Some(&b'S') => {
+                let Some(name) = cstr_bytes(&body[1..]) else {
+                    return Translated::Same;
+                };
+                let client = String::from_utf8_lossy(name);
+                match self.by_client.remove(&*client) {
+                    Some(p) => {
+                        out.put_slice(&respliced(frame, 1, name.len(), p.shard.as_bytes()));
+                        Translated::Rewritten
+                    }
+                    None => Translated::Same,
+                }
+            }
+            _ => Translated::Same,
+        }
+    }
+
+    fn parse(
+        &mut self,
+        frame: &[u8],
+        conn: u64,
+        out: &mut BytesMut,
+        expect: &mut Vec<Expect>,
+    ) -> Translated {
+        let name = cstr_bytes(&frame[5..]).unwrap_or(b"");
+        if name.is_empty() {
+            expect.push(Expect::Parsed(None));
+            return Translated::Same;
+        }
+        let client: Box<str> = String::from_utf8_lossy(name).into();
+        let shard = match self.by_client.get(&client) {
+            // A second Parse of a live name: the connection must hold the first, so that
+            // PostgreSQL refuses the second (42P05) as it would directly.
+            Some(_) => {
+                self.inject_if_missing(&client, conn, out, expect);
+                expect.push(Expect::Parsed(None));
+                self.by_client[&client].shard.clone()
+            }
+            None => {
+                let shard = self.prefix.fresh(&client).into_boxed_str();
+                let parse = respliced(frame, 0, name.len(), shard.as_bytes());
+                self.by_client.insert(
+                    client.clone(),
+                    Prepared {
+                        shard: shard.clone(),
+                        parse,
+                        on: vec![conn],
+                        confirmed: false,
+                        columns: None,
+                        stale: false,
+                    },
+                );
+                expect.push(Expect::Parsed(Some(client)));
+                shard
+            }
+        };
+        out.put_slice(&respliced(frame, 0, name.len(), shard.as_bytes()));
+        Translated::Rewritten
+    }
+
+    /// A Bind or Describe of the statement whose name starts at body offset `at`.
+    fn use_statement(
+        &mut self,
+        frame: &[u8],
+        at: usize,
+        conn: u64,
+        out: &mut BytesMut,
+        expect: &mut Vec<Expect>,
+    ) -> Translated {
+        let Some(name) = frame.get(5 + at..).and_then(cstr_bytes) else {
+            return Translated::Same;
+        };
+        if name.is_empty() {
+            return Translated::Same;
+        }
+        let client = String::from_utf8_lossy(name);
+        let Some(p) = self.by_client.get_mut(&*client) else {
+            // Not the session's: PostgreSQL answers for it (26000).
+            return Translated::Same;
+        };
+        if p.stale {
+            return Translated::Stale;
+        }
+        if !p.on.contains(&conn) {
+            p.on.push(conn);
+            out.put_slice(&p.parse);
+            expect.push(Expect::Injected);
+            if p.columns.is_some() {
+                describe_statement(&p.shard, out);
+                out.put_slice(b"H\0\0\0\x04");
+                expect.push(Expect::Checked(client.into()));
+                return Translated::Check;
+            }
+        }
+        out.put_slice(&respliced(frame, at, name.len(), p.shard.as_bytes()));
+        Translated::Rewritten
+    }
+
+    fn inject_if_missing(
+        &mut self,
+        client: &str,
+        conn: u64,
+        out: &mut BytesMut,
+        expect: &mut Vec<Expect>,
+    ) {
+        if let Some(p) = self.by_client.get_mut(client) {
+            if !p.on.contains(&conn) {
+                out.put_slice(&p.parse);
+                p.on.push(conn);
+                expect.push(Expect::Injected);
+            }
+        }
+    }
+
+    /// The shard answered the client's Parse of `client` with ParseComplete.
+    pub fn confirmed(&mut self, client: &str) {
+        if let Some(p) = self.by_client.get_mut(client) {
+            p.confirmed = true;
+        }
+    }
+
+    /// The request holding the client's Parse of `client` ended without its ParseComplete:
+    /// PostgreSQL refused the statement, so it does not exist.
+    pub fn refused(&mut self, client: &str) {
+        if self.by_client.get(client).is_some_and(|p| !p.confirmed) {
+            self.by_client.remove(client);
+        }
+    }
+
+    /// The client's Describe of `client` was answered with `answer` (RowDescription or
+    /// NoData, whole): the columns it decodes rows by.
+    pub fn described(&mut self, client: &str, answer: &[u8]) {
+        if let Some(p) = self.by_client.get_mut(client) {
+            if p.columns.is_none() {
+                p.columns = Some(Bytes::copy_from_slice(answer));
+            }
+        }
+    }
+
+    /// The proxy's Describe of `client` on a new connection was answered with `answer`;
+    /// false when the columns differ from the client's, and the statement is stale from now.
+    pub fn checked(&mut self, client: &str, answer: &[u8]) -> bool {
+        let Some(p) = self.by_client.get_mut(client) else {
+            return true;
+        };
+        let same = match &p.columns {
+            Some(shown) => same_answer(shown, answer),
+            None => true,
+        };
+        p.stale |= !same;
+        same
+    }
+
+    /// The shard-side messages that raise PostgreSQL's refusal of a stale statement in place
+    /// of the client's message; `expect` gets what their answers hold.
+    pub fn refusal(out: &mut BytesMut, expect: &mut Vec<Expect>) {
+        // Unnamed: the client's unnamed statement is replaced, as any Parse of it would.
+        let mut parse = BytesMut::new();
+        parse.put_u8(0);
+        parse.put_slice(REFUSAL.as_bytes());
+        parse.put_u8(0);
+        parse.put_i16(0);
+        put_frame(b'P', &parse, out);
+        put_frame(b'B', &[0, 0, 0, 0, 0, 0, 0, 0], out);
+        put_frame(b'E', &[0, 0, 0, 0, 0], out);
+        expect.extend([Expect::Injected, Expect::InjectedBind, Expect::Refusal]);
+    }
+
+    /// The session's name on the shards for SQL DEALLOCATE of `client`, after making sure
+    /// `conn` holds it (the Parse goes to `out`); the statement is forgotten.
+    pub fn deallocate(
+        &mut self,
+        client: &str,
+        conn: u64,
+        out: &mut BytesMut,
+        expect: &mut Vec<Expect>,
+    ) -> Option<Box<str>> {
+        self.inject_if_missing(client, conn, out, expect);
+        self.by_client.remove(client).map(|p| p.shard)
+    }
+
+    /// DEALLOCATE ALL or DISCARD ALL.
+    pub fn forget_all(&mut self) {
+        self.by_client.clear();
+    }
+}
+
+/// Whether two answers to a Describe (RowDescription or NoData frames) show the same columns.
+fn same_answer(a: &[u8], b: &[u8]) -> bool {
+    match (a.first(), b.first()) {
+        (Some(b'n'), Some(b'n')) => true,
+        (Some(b'T'), Some(b'T')) => crate::protocol::inspect::same_column_types(&a[5..], &b[5..]),
+        _ => false,
+    }
+}
+
+fn describe_statement(shard: &str, out: &mut BytesMut) {
+    let mut body = BytesMut::with_capacity(shard.len() + 2);
+    body.put_u8(b'S');
+    body.put_slice(shard.as_bytes());
+    body.put_u8(0);
+    put_frame(b'D', &body, out);
+}
+
+fn put_frame(tag: u8, body: &[u8], out: &mut BytesMut) {
+    out.put_u8(tag);
+    out.put_i32((body.len() + 4) as i32);
+    out.put_slice(body);
+}
+
+/// The bytes of a NUL-terminated string at the start of `buf`.
+fn cstr_bytes(buf: &[u8]) -> Option<&[u8]> {
+    let end = buf.iter().position(|&b| b == 0)?;
+    Some(&buf[..end])
+}
+
+/// `frame` with the name of `old_len` bytes at body offset `at` replaced by `new`.
+fn respliced(frame: &[u8], at: usize, old_len: usize, new: &[u8]) -> Bytes {
+    let body = &frame[5..];
+    let mut out = BytesMut::with_capacity(frame.len() + new.len());
+    out.put_u8(frame[0]);
+    out.put_i32((4 + body.len() - old_len + new.len()) as i32);
+    out.put_slice(&body[..at]);
+    out.put_slice(new);
+    out.put_slice(&body[at + old_len..]);
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut f = vec![tag];
+        f.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        f.extend_from_slice(body);
+        f
+    }
+
+    fn parse(name: &str) -> Vec<u8> {
+        frame(b'P', format!("{name}\0select $1\0\0\0").as_bytes())
+    }
+
+    fn bind(portal: &str, stmt: &str) -> Vec<u8> {
+        frame(b'B', format!("{portal}\0{stmt}\0\0\0\0\0\0\0").as_bytes())
+    }
+
+    /// The statement name a translated Parse, Bind, Describe or Close carries.
+    fn named(out: &[u8]) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = out;
+        while rest.len() >= 5 {
+            let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+            let body = &rest[5..1 + len];
+            let at = match rest[0] {
+                b'B' => cstr_bytes(body).unwrap().len() + 1,
+                b'D' | b'C' => 1,
+                _ => 0,
+            };
+            names.push(String::from_utf8(cstr_bytes(&body[at..]).unwrap().to_vec()).unwrap());
+            rest = &rest[1 + len..];
+        }
+        names
+    }
+
+    #[test]
+    fn a_bind_on_a_connection_without_the_statement_is_preceded_by_its_parse() {
+        let mut s = RelayStatements::default();
+        let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+        assert_eq!(
+            Translated::Rewritten,
+            s.translate(&parse("S_1"), 7, &mut out, &mut expect)
+        );
+        let shard = named(&out)[0].clone();
+        assert!(shard.ends_with(":S_1") && shard != "S_1");
+        assert_eq!(expect, vec![Expect::Parsed(Some("S_1".into()))]);
+        s.confirmed("S_1");
+
+        // Same connection: only the name changes.
+        let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+        assert_eq!(
+            Translated::Rewritten,
+            s.translate(&bind("", "S_1"), 7, &mut out, &mut expect)
+        );
+        assert_eq!(named(&out), vec![shard.clone()]);
+        assert!(expect.is_empty());
+
+        // Another connection: the Parse goes first, and its answer is the proxy's.
+        let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+        assert_eq!(
+            Translated::Rewritten,
+            s.translate(&bind("p", "S_1"), 8, &mut out, &mut expect)
+        );
+        assert_eq!(named(&out), vec![shard.clone(), shard.clone()]);
+        assert_eq!(out[0], b'P');
+        assert_eq!(expect, vec![Expect::Injected]);
+        let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+        let describe = frame(b'D', b"SS_1\0");
+        assert_eq!(
+            Translated::Rewritten,
+            s.translate(&describe, 8, &mut out, &mut expect)
+        );
+        assert_eq!(named(&out), vec![shard.clone()]);
+
+        // Close forgets it: the name is the client's own again.
+        let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+        assert_eq!(
+            Translated::Rewritten,
+            s.translate(&frame(b'C', b"SS_1\0"), 9, &mut out, &mut expect)
+        );
+        assert!(expect.is_empty());
+        assert_eq!(
+            Translated::Same,
+            s.translate(&bind("", "S_1"), 9, &mut BytesMut::new(), &mut expect)
+        );
+    }
+
+    #[test]
+    fn unnamed_statements_portals_and_unknown_names_pass_untouched() {
+        let mut s = RelayStatements::default();
+        let mut expect = Vec::new();
+        let mut out = BytesMut::new();
+        assert_eq!(
+            Translated::Same,
+            s.translate(&parse(""), 1, &mut out, &mut expect)
+        );
+        assert_eq!(
+            Translated::Same,
+            s.translate(&bind("p", ""), 1, &mut out, &mut expect)
+        );
+        assert_eq!(
+            Translated::Same,
+            s.translate(&frame(b'D', b"Pp\0"), 1, &mut out, &mut expect)
+        );
+        assert_eq!(
+            Translated::Same,
+            s.translate(&bind("", "nobody"), 1, &mut out, &mut expect)
+        );
+        assert_eq!(
+            Translated::Same,
+            s.translate(&frame(b'E', b"\0\0\0\0\0"), 1, &mut out, &mut expect)
+        );
+        assert!(out.is_empty());
+        assert_eq!(expect, vec![Expect::Parsed(None), Expect::Described(None)]);
+    }
+
+    #[test]
+    fn a_refused_parse_leaves_no_statement_and_a_repeated_one_meets_the_first() {
+        let mut s = RelayStatements::default();
+        let mut expect = Vec::new();
+        s.translate(&parse("bad"), 1, &mut BytesMut::new(), &mut expect);
+        s.refused("bad");
+        assert_eq!(
+            Translated::Same,
+            s.translate(&bind("", "bad"), 1, &mut BytesMut::new(), &mut expect)
+        );
+
+        s.translate(&parse("twice"), 1, &mut BytesMut::new(), &mut expect);
+        s.confirmed("twice");
+        s.refused("twice");
+        let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+        assert_eq!(
+            Translated::Rewritten,
+            s.translate(&parse("twice"), 2, &mut out, &mut expect)
+        );
+        let names = named(&out);
+        assert_eq!(
+            names.len(),
+            2,
+            "the first Parse is given to connection 2 first"
+        );
+        assert_eq!(names[0], names[1]);
+        assert_eq!(expect, vec![Expect::Injected, Expect::Parsed(None)]);
+    }
+
+    #[test]
+    fn a_described_statement_is_checked_on_a_new_connection_and_stale_once_it_differs() {
+        let mut s = RelayStatements::default();
+        let mut expect = Vec::new();
+        s.translate(&parse("q"), 1, &mut BytesMut::new(), &mut expect);
+        s.confirmed("q");
+        let describe = frame(b'D', b"Sq\0");
+        let mut expect = Vec::new();
+        s.translate(&describe, 1, &mut BytesMut::new(), &mut expect);
+        assert_eq!(expect, vec![Expect::Described(Some("q".into()))]);
+        let one_int = frame(
+            b'T',
+            b"\0\x01x\0\0\0\0\0\0\x01\0\0\0\x17\0\x04\xff\xff\xff\xff\0\0",
+        );
+        let one_text = frame(
+            b'T',
+            b"\0\x01x\0\0\0\0\0\0\x01\0\0\0\x19\xff\xff\xff\xff\xff\xff\0\0",
+        );
+        s.described("q", &one_int);
+
+        // A new connection: Parse, Describe and Flush go first, the Bind waits.
+        let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+        assert_eq!(
+            s.translate(&bind("", "q"), 2, &mut out, &mut expect),
+            Translated::Check
+        );
+        assert_eq!(expect, vec![Expect::Injected, Expect::Checked("q".into())]);
+        assert_eq!(&out[out.len() - 5..], b"H\0\0\0\x04");
+        assert!(s.checked("q", &one_int));
+        let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+        assert_eq!(
+            s.translate(&bind("", "q"), 2, &mut out, &mut expect),
+            Translated::Rewritten
+        );
+        assert!(expect.is_empty());
+
+        // Different columns on a third: stale everywhere from then on.
+        s.translate(&bind("", "q"), 3, &mut BytesMut::new(), &mut Vec::new());
+        assert!(!s.checked("q", &one_text));
+        let mut expect = Vec::new();
+        assert_eq!(
+            s.translate(&bind("", "q"), 2, &mut BytesMut::new(), &mut expect),
+            Translated::Stale
+        );
+        let mut out = BytesMut::new();
+        RelayStatements::refusal(&mut out, &mut expect);
+        assert_eq!(
+            expect,
+            vec![Expect::Injected, Expect::InjectedBind, Expect::Refusal]
+        );
+        assert_eq!(out[0], b'P');
+    }
+
+    #[test]
+    fn deallocate_gives_the_shard_name_once() {
+        let mut s = RelayStatements::default();
+        let mut expect = Vec::new();
+        let mut out = BytesMut::new();
+        s.translate(&parse("q"), 1, &mut out, &mut expect);
+        let shard = named(&out)[0].clone();
+        let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+        assert_eq!(
+            s.deallocate("q", 2, &mut out, &mut expect).as_deref(),
+            Some(&*shard)
+        );
+        assert_eq!(expect, vec![Expect::Injected]);
+        assert!(s.deallocate("q", 2, &mut out, &mut expect).is_none());
+    }
+}

@@ -1,0 +1,732 @@
+//! What a pooled one-shard relay must know of the conversation it relays: which requests are
+//! still being answered, whether the session may give its server connection back, and what
+//! the client changed that the next connection must be given.
+//!
+//! The client pump reports each message it sends (`on_client`), the shard pump each answer that
+//! matters (`on_parse_complete`, `on_error`, `on_command_complete`, `on_ready`); both hold the
+//! same lock, so the shard pump's decision to release the connection never races with a
+//! request being sent.
+//!
+//! Settings follow PostgreSQL's rules: a SET counts once its implicit transaction commits, or,
+//! inside a block, once COMMIT does. Where the relay cannot tell what the connection now
+//! carries (a SET among other statements in one Query, a SET through the extended protocol,
+//! one undone by ROLLBACK TO SAVEPOINT) the session is pinned to its connection instead: never
+//! a guess replayed on another connection.
+
+use super::statements::{Expect, RelayStatements, Translated};
+use crate::pool::pins;
+use crate::pool::settings::{self, Change, Settings};
+use bytes::BytesMut;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// One request the shard answers with a ReadyForQuery: a Query, a FunctionCall, or the
+/// extended-protocol messages up to a Sync.
+#[derive(Debug, Default)]
+struct Request {
+    sent: Option<Instant>,
+    expects: VecDeque<Expect>,
+    /// Client statements parsed here: refused if no ParseComplete came by the ReadyForQuery.
+    parsed: Vec<Box<str>>,
+    /// The statements of a Query that matter to settings, in order (empty when none does).
+    statements: Vec<Stmt>,
+    failed: bool,
+    committed: bool,
+    rolled_back: bool,
+    /// DISCARD ALL or DEALLOCATE ALL ran: every statement on the connection is gone,
+    /// other sessions' too.
+    wiped: bool,
+}
+
+/// A statement of a Query, as far as session settings are concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stmt {
+    Begin,
+    /// COMMIT or END; `chain`: AND CHAIN opens the next block at once.
+    Commit {
+        chain: bool,
+    },
+    Rollback {
+        chain: bool,
+    },
+    RollbackTo,
+    /// SET, RESET or DISCARD ALL: the statement's text.
+    Change(Box<str>),
+    Other,
+}
+
+impl Stmt {
+    fn of(sql: &str) -> Stmt {
+        let sql = without_leading_comments(sql);
+        let lower = sql.to_ascii_lowercase();
+        let words: Vec<&str> = lower
+            .split(|c: char| c.is_ascii_whitespace() || c == ';')
+            .filter(|w| !w.is_empty())
+            .collect();
+        let chain = words.ends_with(&["and", "chain"]) && !words.ends_with(&["no", "chain"]);
+        match words.first().copied() {
+            Some("begin") | Some("start") => Stmt::Begin,
+            Some("commit") | Some("end") if words.get(1) != Some(&"prepared") => {
+                Stmt::Commit { chain }
+            }
+            Some("rollback") | Some("abort") if words.get(1) != Some(&"prepared") => {
+                if words.contains(&"to") {
+                    Stmt::RollbackTo
+                } else {
+                    Stmt::Rollback { chain }
+                }
+            }
+            _ if settings::classify(sql) != Change::None => Stmt::Change(sql.into()),
+            _ => Stmt::Other,
+        }
+    }
+
+    fn controls_transaction(&self) -> bool {
+        !matches!(self, Stmt::Change(_) | Stmt::Other)
+    }
+}
+
+/// What the shard pump does at a ReadyForQuery.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    pub sent: Option<Instant>,
+    /// Give the connection back to the pool.
+    pub release: bool,
+    /// Statements prepared on the connection are gone (it must count as a new one).
+    pub wiped: bool,
+}
+
+#[derive(Debug)]
+pub struct Tracker {
+    /// Transaction status from the last ReadyForQuery.
+    pub status: u8,
+    awaiting: VecDeque<Request>,
+    /// Extended-protocol messages sent since the last Sync.
+    building: Request,
+    unsynced: bool,
+    pub settings: Settings,
+    pub statements: RelayStatements,
+    /// Why the session keeps its connection to the end, once something tied it there.
+    pub pinned: Option<&'static str>,
+    named_parses: u64,
+    /// The outcome of the last check (see `statements::Translated::Check`), until taken.
+    check: Option<bool>,
+    /// A RESET or DISCARD ALL ran on the held connection: it lost the settings the proxy
+    /// replayed from the client's startup packet, which PostgreSQL would have kept.
+    settings_unknown: bool,
+}
+
+impl Tracker {
+    pub fn new(settings: Settings) -> Tracker {
+        Tracker {
+            status: b'I',
+            awaiting: VecDeque::new(),
+            building: Request::default(),
+            unsynced: false,
+            settings,
+            statements: RelayStatements::default(),
+            pinned: None,
+            named_parses: 0,
+            check: None,
+            settings_unknown: false,
+        }
+    }
+
+    /// Outside any transaction with nothing sent that is not answered.
+    pub fn idle(&self) -> bool {
+        self.status == b'I' && self.awaiting.is_empty() && !self.unsynced
+    }
+
+    /// Something sent is still being answered.
+    pub fn in_flight(&self) -> bool {
+        !self.awaiting.is_empty() || self.unsynced
+    }
+
+    /// A whole Query, Parse, Bind, Describe or Close about to go to connection `conn`. When
+    /// it is not `Translated::Same`, what goes instead is in `out`.
+    pub fn on_client(&mut self, frame: &[u8], conn: u64, out: &mut BytesMut) -> Translated {
+        let mut expect = Vec::new();
+        let translated = match frame[0] {
+            b'Q' => {
+                let mut request = Request {
+                    sent: Some(Instant::now()),
+                    ..Request::default()
+                };
+                let rewritten = self.query(frame, conn, out, &mut request, &mut expect);
+                self.count_parses(&expect);
+                request.expects.extend(expect);
+                self.awaiting.push_back(request);
+                return if rewritten {
+                    Translated::Rewritten
+                } else {
+                    Translated::Same
+                };
+            }
+            b'P' => {
+                let text = parse_text(&frame[5..]);
+                if let Some(why) = pins::pins(without_leading_comments(&text)) {
+                    self.pin(why);
+                } else if matches!(Stmt::of(&text), Stmt::Change(_)) {
+                    self.pin("a SET through the extended protocol");
+                }
+                let translated = self.statements.translate(frame, conn, out, &mut expect);
+                for e in &expect {
+                    if let Expect::Parsed(Some(name)) = e {
+                        self.building.parsed.push(name.clone());
+                    }
+                }
+                translated
+            }
+            _ => match self.statements.translate(frame, conn, out, &mut expect) {
+                Translated::Stale => {
+                    RelayStatements::refusal(out, &mut expect);
+                    Translated::Rewritten
+                }
+                t => t,
+            },
+        };
+        self.count_parses(&expect);
+        self.unsynced = true;
+        if translated == Translated::Check {
+            self.check = None;
+        }
+        self.building.expects.extend(expect);
+        translated
+    }
+
+    /// The start of a message the relay passes without reading it.
+    pub fn on_client_start(&mut self, tag: u8) {
+        match tag {
+            b'S' => {
+                let mut request = std::mem::take(&mut self.building);
+                request.sent = Some(Instant::now());
+                self.awaiting.push_back(request);
+                self.unsynced = false;
+            }
+            b'F' => self.awaiting.push_back(Request {
+                sent: Some(Instant::now()),
+                ..Request::default()
+            }),
+            b'E' => self.unsynced = true,
+            // Flush asks for nothing new; COPY data belongs to a request already counted.
+            _ => {}
+        }
+    }
+
+    /// Each named Parse sent is one more statement the connection keeps (see
+    /// `pool::MAX_NAMED_PARSES`).
+    fn count_parses(&mut self, expect: &[Expect]) {
+        self.named_parses += expect
+            .iter()
+            .filter(|e| matches!(e, Expect::Injected | Expect::Parsed(Some(_))))
+            .count() as u64;
+    }
+
+    /// Named Parses sent since the last call.
+    pub fn take_named_parses(&mut self) -> u64 {
+        std::mem::take(&mut self.named_parses)
+    }
+
+    /// A connection fresh from the pool, given the session's settings, is held from now.
+    pub fn new_connection(&mut self) {
+        self.settings_unknown = false;
+    }
+
+    /// The settings fingerprint the held connection carries, as the pool must record it.
+    pub fn connection_settings(&self) -> u64 {
+        if self.settings_unknown {
+            settings::UNKNOWN
+        } else {
+            self.settings.fingerprint()
+        }
+    }
+
+    fn query(
+        &mut self,
+        frame: &[u8],
+        conn: u64,
+        out: &mut BytesMut,
+        request: &mut Request,
+        expect: &mut Vec<Expect>,
+    ) -> bool {
+        let text = query_text(&frame[5..]);
+        let pieces = crate::sql::split_statements(&text);
+        for piece in &pieces {
+            if let Some(why) = pins::pins(without_leading_comments(piece)) {
+                self.pin(why);
+            }
+        }
+        let statements: Vec<Stmt> = pieces.iter().map(|p| Stmt::of(p)).collect();
+        if statements.iter().any(|s| *s != Stmt::Other) {
+            request.statements = statements;
+        }
+        if pieces.len() != 1 {
+            return false;
+        }
+        match deallocation(without_leading_comments(pieces[0])) {
+            Some(None) => self.statements.forget_all(),
+            // In a failed transaction PostgreSQL refuses it whatever the name.
+            Some(Some(name)) if self.status != b'E' => {
+                let mut rewritten = BytesMut::new();
+                if let Some(shard) = self
+                    .statements
+                    .deallocate(&name, conn, &mut rewritten, expect)
+                {
+                    let sql = format!("DEALLOCATE \"{}\"", shard.replace('"', "\"\""));
+                    out.extend_from_slice(&rewritten);
+                    crate::protocol::build::query(&sql, out);
+                    return true;
+                }
+            }
+            _ => {}
+        }
+        false
+    }
+
+    fn pin(&mut self, why: &'static str) {
+        if self.pinned.is_none() {
+            tracing::debug!("session pinned to its server connection: {why}");
+            metrics::counter!(crate::metrics::POOL_PINS, "reason" => why).increment(1);
+            self.pinned = Some(why);
+        }
+    }
+
+    /// The request the shard is answering now.
+    fn answering(&mut self) -> &mut Request {
+        match self.awaiting.front_mut() {
+            Some(r) => r,
+            None => &mut self.building,
+        }
+    }
+
+    /// A ParseComplete arrived; true when it answers the proxy's own Parse and must be dropped.
+    pub fn on_parse_complete(&mut self) -> bool {
+        let request = self.answering();
+        if !request.expects.front().is_some_and(Expect::is_parse) {
+            return false;
+        }
+        match request.expects.pop_front() {
+            Some(Expect::Injected) => true,
+            Some(Expect::Parsed(Some(name))) => {
+                self.statements.confirmed(&name);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// A ParameterDescription arrived; true when it answers the proxy's own Describe.
+    pub fn on_parameter_description(&mut self) -> bool {
+        matches!(self.answering().expects.front(), Some(Expect::Checked(_)))
+    }
+
+    /// A RowDescription or NoData arrived (`frame` whole); true when it answers the proxy's
+    /// own Describe. A RowDescription of a Query's or an Execute's rows matches no Describe.
+    pub fn on_description(&mut self, frame: &[u8]) -> bool {
+        let request = self.answering();
+        if !request.expects.front().is_some_and(Expect::is_describe) {
+            return false;
+        }
+        match request.expects.pop_front() {
+            Some(Expect::Described(Some(name))) => {
+                self.statements.described(&name, frame);
+                false
+            }
+            Some(Expect::Checked(name)) => {
+                let same = self.statements.checked(&name, frame);
+                self.check = Some(same);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A BindComplete arrived; true when it answers the proxy's own Bind.
+    pub fn on_bind_complete(&mut self) -> bool {
+        let request = self.answering();
+        if request.expects.front() == Some(&Expect::InjectedBind) {
+            request.expects.pop_front();
+            return true;
+        }
+        false
+    }
+
+    /// An ErrorResponse arrived; true when it is the proxy's refusal of a stale statement,
+    /// which the client must get as PostgreSQL words it.
+    pub fn on_error(&mut self) -> bool {
+        let request = self.answering();
+        request.failed = true;
+        let refusal = request.expects.front() == Some(&Expect::Refusal);
+        // The shard skips the rest up to the Sync: a Describe the proxy is waiting for will
+        // not be answered.
+        let unanswered_check = request
+            .expects
+            .iter()
+            .any(|e| matches!(e, Expect::Checked(_)));
+        request.expects.clear();
+        if unanswered_check {
+            self.check = Some(true);
+        }
+        refusal
+    }
+
+    /// The answer to the proxy's Describe for a statement given to a new connection, once it
+    /// is in: false when the statement is stale. Taken once.
+    pub fn take_check(&mut self) -> Option<bool> {
+        self.check.take()
+    }
+
+    /// A CommandComplete body (its tag).
+    pub fn on_command_complete(&mut self, body: &[u8]) {
+        let tag = body.split(|b| *b == 0).next().unwrap_or(b"");
+        let request = self.answering();
+        match tag {
+            b"COMMIT" => request.committed = true,
+            b"ROLLBACK" => request.rolled_back = true,
+            b"DISCARD ALL" | b"DEALLOCATE ALL" => request.wiped = true,
+            _ => {}
+        }
+    }
+
+    /// A ReadyForQuery with transaction status `status`.
+    pub fn on_ready(&mut self, status: u8) -> Ready {
+        let request = self.awaiting.pop_front().unwrap_or_default();
+        let before = std::mem::replace(&mut self.status, status);
+        for name in &request.parsed {
+            self.statements.refused(name);
+        }
+        if request.statements.is_empty() {
+            self.follow_tags(&request, before, status);
+        } else if request.failed {
+            // Which statements ran before the error is not known. Without transaction control
+            // among them, they all belong to a transaction that is now rolled back (or will
+            // be), and their SETs with it.
+            let changes = request
+                .statements
+                .iter()
+                .any(|s| matches!(s, Stmt::Change(_)));
+            let control = request.statements.iter().any(Stmt::controls_transaction);
+            if control && (changes || self.settings.has_pending()) {
+                self.pin("a SET in a query whose transaction failed part-way");
+            }
+        } else {
+            self.follow_statements(&request.statements, before);
+        }
+        Ready {
+            sent: request.sent,
+            release: self.pinned.is_none() && self.idle(),
+            wiped: request.wiped,
+        }
+    }
+
+    /// Settings after a Query that ran whole, statement by statement from the status it
+    /// started in.
+    fn follow_statements(&mut self, statements: &[Stmt], before: u8) {
+        let mut in_block = before != b'I';
+        // COMMIT of a failed block is a ROLLBACK.
+        let mut aborted = before == b'E';
+        for stmt in statements {
+            match stmt {
+                Stmt::Begin => in_block = true,
+                Stmt::Commit { chain } | Stmt::Rollback { chain } => {
+                    if matches!(stmt, Stmt::Commit { .. }) && !aborted {
+                        self.settings.committed();
+                    } else {
+                        self.settings.rolled_back();
+                    }
+                    in_block = *chain;
+                    aborted = false;
+                }
+                Stmt::RollbackTo => {
+                    aborted = false;
+                    if self.settings.has_pending() {
+                        self.pin("a SET undone by ROLLBACK TO SAVEPOINT");
+                    }
+                }
+                Stmt::Change(text) => {
+                    match settings::classify(text) {
+                        Change::DiscardAll => {
+                            self.statements.forget_all();
+                            self.settings_unknown = true;
+                        }
+                        Change::Reset(_) | Change::ResetAll => self.settings_unknown = true,
+                        _ => {}
+                    }
+                    self.settings.ran(text, in_block);
+                }
+                Stmt::Other => {}
+            }
+        }
+    }
+
+    /// Settings after a request whose statements the relay did not read (the extended
+    /// protocol), from the command tags it saw.
+    fn follow_tags(&mut self, request: &Request, before: u8, status: u8) {
+        if !self.settings.has_pending() {
+            return;
+        }
+        if request.committed && !request.rolled_back {
+            self.settings.committed();
+        } else if request.rolled_back && status == b'I' && !request.committed {
+            self.settings.rolled_back();
+        } else if request.rolled_back || request.committed || (status == b'I' && before != b'I') {
+            self.pin("a SET whose transaction ended in a way the proxy cannot follow");
+        }
+    }
+}
+
+/// `sql` after any comments and blanks it starts with.
+fn without_leading_comments(mut sql: &str) -> &str {
+    loop {
+        sql = sql.trim_start();
+        if let Some(rest) = sql.strip_prefix("--") {
+            sql = rest.find('\n').map_or("", |i| &rest[i + 1..]);
+        } else if let Some(rest) = sql.strip_prefix("/*") {
+            // PostgreSQL's block comments nest.
+            let mut depth = 1;
+            let b = rest.as_bytes();
+            let mut i = 0;
+            while i + 1 < b.len() && depth > 0 {
+                match &b[i..i + 2] {
+                    b"/*" => {
+                        depth += 1;
+                        i += 2;
+                    }
+                    b"*/" => {
+                        depth -= 1;
+                        i += 2;
+                    }
+                    _ => i += 1,
+                }
+            }
+            sql = if depth == 0 { &rest[i..] } else { "" };
+        } else {
+            return sql;
+        }
+    }
+}
+
+/// A Query's text, read as ASCII words would be whatever the client encoding.
+fn query_text(body: &[u8]) -> String {
+    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+    String::from_utf8_lossy(&body[..end]).into_owned()
+}
+
+/// A Parse's SQL text.
+fn parse_text(body: &[u8]) -> String {
+    let name_end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+    query_text(body.get(name_end + 1..).unwrap_or(&[]))
+}
+
+/// SQL DEALLOCATE: `Some(None)` for ALL, `Some(Some(name))` for one statement.
+fn deallocation(text: &str) -> Option<Option<String>> {
+    let text = text.trim().trim_end_matches(';').trim_end();
+    let mut words = text.split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("deallocate") {
+        return None;
+    }
+    let mut name = words.next()?;
+    if name.eq_ignore_ascii_case("prepare") {
+        name = words.next()?;
+    }
+    if words.next().is_some() {
+        return None;
+    }
+    if name.eq_ignore_ascii_case("all") {
+        return Some(None);
+    }
+    Some(Some(
+        match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+            Some(quoted) => quoted.replace("\"\"", "\""),
+            None => name.to_ascii_lowercase(),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut f = vec![tag];
+        f.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        f.extend_from_slice(body);
+        f
+    }
+
+    fn query(t: &mut Tracker, sql: &str) -> Translated {
+        t.on_client(
+            &frame(b'Q', format!("{sql}\0").as_bytes()),
+            1,
+            &mut BytesMut::new(),
+        )
+    }
+
+    fn complete(t: &mut Tracker, tag: &str) {
+        t.on_command_complete(format!("{tag}\0").as_bytes());
+    }
+
+    #[test]
+    fn a_set_counts_once_it_commits_and_the_connection_goes_back_between_transactions() {
+        let mut t = Tracker::new(Settings::new(&[]));
+        query(&mut t, "SET work_mem = '8MB'");
+        assert!(!t.idle());
+        complete(&mut t, "SET");
+        let r = t.on_ready(b'I');
+        assert!(r.release && r.sent.is_some());
+        assert!(t.settings.replay().contains("work_mem"));
+
+        query(&mut t, "BEGIN");
+        assert!(!t.on_ready(b'T').release);
+        query(&mut t, "SET search_path = app");
+        t.on_ready(b'T');
+        assert!(!t.settings.replay().contains("search_path"));
+        query(&mut t, "ROLLBACK");
+        complete(&mut t, "ROLLBACK");
+        assert!(t.on_ready(b'I').release);
+        assert!(!t.settings.replay().contains("search_path"));
+
+        query(&mut t, "BEGIN");
+        t.on_ready(b'T');
+        query(&mut t, "SET search_path = app");
+        t.on_ready(b'T');
+        query(&mut t, "COMMIT");
+        complete(&mut t, "COMMIT");
+        assert!(t.on_ready(b'I').release);
+        assert!(t.settings.replay().contains("search_path"));
+        assert!(t.pinned.is_none());
+    }
+
+    #[test]
+    fn a_failed_set_changes_nothing() {
+        let mut t = Tracker::new(Settings::new(&[]));
+        query(&mut t, "SET nonsense.x TO");
+        t.on_error();
+        t.on_ready(b'I');
+        assert_eq!(t.settings.fingerprint(), settings::DEFAULTS);
+    }
+
+    #[test]
+    fn a_query_of_several_statements_is_followed_statement_by_statement() {
+        let mut t = Tracker::new(Settings::new(&[]));
+        query(&mut t, "SELECT 1; SET work_mem = '1MB'");
+        assert!(t.on_ready(b'I').release);
+        assert!(t.settings.replay().contains("work_mem = '1MB'"));
+        query(&mut t, "begin; set work_mem = '64MB'; select ';'; rollback");
+        assert!(t.on_ready(b'I').release);
+        assert!(t.settings.replay().contains("work_mem = '1MB'"));
+        assert!(!t.settings.replay().contains("64MB"));
+        query(&mut t, "begin; set search_path = a; commit; select 1");
+        assert!(t.on_ready(b'I').release);
+        assert!(t.settings.replay().contains("search_path = a"));
+        // A failed block's COMMIT is a ROLLBACK.
+        query(&mut t, "begin; set statement_timeout = 5");
+        t.on_ready(b'T');
+        query(&mut t, "select 1/0");
+        t.on_error();
+        t.on_ready(b'E');
+        query(&mut t, "commit");
+        t.on_ready(b'I');
+        assert!(!t.settings.replay().contains("statement_timeout"));
+        assert!(t.pinned.is_none());
+    }
+
+    #[test]
+    fn what_the_relay_cannot_follow_pins() {
+        let mut t = Tracker::new(Settings::new(&[]));
+        query(&mut t, "SET work_mem = '1MB'; COMMIT; SELECT 1/0");
+        t.on_error();
+        assert!(!t.on_ready(b'I').release);
+        assert!(t.pinned.is_some());
+
+        let mut t = Tracker::new(Settings::new(&[]));
+        query(&mut t, "BEGIN");
+        t.on_ready(b'T');
+        query(&mut t, "SAVEPOINT a");
+        t.on_ready(b'T');
+        query(&mut t, "SET work_mem = '1MB'");
+        t.on_ready(b'T');
+        query(&mut t, "ROLLBACK TO SAVEPOINT a");
+        complete(&mut t, "ROLLBACK");
+        t.on_ready(b'T');
+        assert!(t.pinned.is_some());
+
+        let mut t = Tracker::new(Settings::new(&[]));
+        query(&mut t, "LISTEN jobs");
+        assert!(!t.on_ready(b'I').release);
+
+        let mut t = Tracker::new(Settings::new(&[]));
+        let parse = frame(b'P', b"\0SET work_mem = '2MB'\0\0\0");
+        t.on_client(&parse, 1, &mut BytesMut::new());
+        assert!(t.pinned.is_some());
+    }
+
+    #[test]
+    fn an_unsynced_batch_holds_the_connection_and_an_injected_parse_is_answered_by_the_proxy() {
+        let mut t = Tracker::new(Settings::new(&[]));
+        let parse = frame(b'P', b"S_1\0select 1\0\0\0");
+        t.on_client(&parse, 1, &mut BytesMut::new());
+        assert!(!t.idle());
+        assert!(!t.on_parse_complete(), "the client's own ParseComplete");
+        t.on_client_start(b'S');
+        assert!(t.on_ready(b'I').release);
+
+        let bind = frame(b'B', b"\0S_1\0\0\0\0\0\0\0");
+        let mut out = BytesMut::new();
+        assert_eq!(t.on_client(&bind, 2, &mut out), Translated::Rewritten);
+        t.on_client_start(b'E');
+        t.on_client_start(b'S');
+        assert!(t.on_parse_complete(), "the proxy's Parse on connection 2");
+        assert!(t.on_ready(b'I').release);
+    }
+
+    #[test]
+    fn deallocate_is_sent_under_the_sessions_name_and_discard_all_forgets_everything() {
+        let mut t = Tracker::new(Settings::new(&[]));
+        let parse = frame(b'P', b"q\0select 1\0\0\0");
+        t.on_client(&parse, 1, &mut BytesMut::new());
+        t.on_parse_complete();
+        t.on_client_start(b'S');
+        t.on_ready(b'I');
+        let mut out = BytesMut::new();
+        let sent = t.on_client(&frame(b'Q', b"deallocate q\0"), 1, &mut out);
+        assert_eq!(sent, Translated::Rewritten);
+        let text = String::from_utf8_lossy(&out[5..]).to_string();
+        assert!(
+            text.starts_with("DEALLOCATE \"sg") && text.contains(":q\""),
+            "{text}"
+        );
+        t.on_ready(b'I');
+
+        query(&mut t, "SET work_mem = '1MB'");
+        t.on_ready(b'I');
+        query(&mut t, "DISCARD ALL");
+        complete(&mut t, "DISCARD ALL");
+        let r = t.on_ready(b'I');
+        assert!(r.wiped && r.release);
+        assert_eq!(t.settings.fingerprint(), settings::DEFAULTS);
+    }
+
+    #[test]
+    fn deallocation_reads_the_name() {
+        assert_eq!(deallocation("DEALLOCATE ALL"), Some(None));
+        assert_eq!(
+            deallocation("deallocate prepare S_1;"),
+            Some(Some("s_1".into()))
+        );
+        assert_eq!(deallocation("DEALLOCATE \"S_1\""), Some(Some("S_1".into())));
+        assert_eq!(deallocation("DEALLOCATE"), None);
+        assert_eq!(deallocation("SELECT 1"), None);
+        assert_eq!(
+            without_leading_comments("-- x\n /* a /* b */ */ SET y"),
+            "SET y"
+        );
+        assert_eq!(
+            Stmt::of("/* c */ set work_mem = 1"),
+            Stmt::Change("set work_mem = 1".into())
+        );
+        assert_eq!(Stmt::of("COMMIT AND CHAIN"), Stmt::Commit { chain: true });
+        assert_eq!(Stmt::of("rollback to savepoint a"), Stmt::RollbackTo);
+        assert_eq!(Stmt::of("commit prepared 'x'"), Stmt::Other);
+    }
+}
