@@ -1,6 +1,7 @@
-//! Transaction pooling on three unlike shards: many clients over few server connections, each
-//! keeping its own settings and prepared statements, and the session state that cannot move
-//! between connections pinning its session instead of leaking.
+//! Transaction pooling, on one shard (the relay) and on three unlike shards (the planner): many
+//! clients over few server connections, each keeping its own settings and prepared statements,
+//! and the session state that cannot move between connections pinning its session instead of
+//! leaking.
 
 mod common;
 
@@ -9,8 +10,35 @@ use std::time::Duration;
 
 const TABLES: &str = "[tables.items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
 
-async fn cluster(pool: &str) -> TestCluster {
-    let tc = TestCluster::start_unlike(3, "", &format!("{TABLES}[pool]\n{pool}\n")).await;
+/// Each test runs on one shard, where the proxy relays, and on three, where it plans.
+macro_rules! on_one_and_three_shards {
+    ($($name:ident),*) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn one_shard() {
+                super::$name(1).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn three_shards() {
+                super::$name(3).await
+            }
+        }
+    )*};
+}
+
+on_one_and_three_shards!(
+    forty_clients_keep_their_own_settings_over_four_connections,
+    prepared_statements_follow_the_client_across_connections,
+    a_statement_whose_columns_changed_is_refused_on_every_connection,
+    state_that_lives_on_a_connection_pins_its_session,
+    a_client_that_waits_too_long_for_a_connection_gets_53300,
+    a_cancel_reaches_the_connection_running_the_query,
+    session_mode_keeps_a_connection_per_shard_for_each_client,
+    a_reset_goes_back_to_the_clients_startup_parameters
+);
+
+async fn cluster(shards: usize, pool: &str) -> TestCluster {
+    let tc = TestCluster::start_unlike(shards, "", &format!("{TABLES}[pool]\n{pool}\n")).await;
     let values: Vec<String> = (1..=60).map(|i| format!("({i}, {})", i * 10)).collect();
     tc.client()
         .await
@@ -36,14 +64,13 @@ async fn items(c: &tokio_postgres::Client) -> i64 {
 async fn per_shard(tc: &TestCluster) -> Vec<i64> {
     tc.count_on_each_shard(
         "select count(*) from pg_stat_activity where backend_type = 'client backend' \
-         and pid <> pg_backend_pid() and application_name <> 'shardgate-control'",
+         and application_name not in ('shardgate-control', 'shardgate-test-count')",
     )
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forty_clients_keep_their_own_settings_over_four_connections() {
-    let tc = cluster("size = 4").await;
+async fn forty_clients_keep_their_own_settings_over_four_connections(shards: usize) {
+    let tc = cluster(shards, "size = 4").await;
     let url = tc.url("app", "secret");
     let mut tasks = Vec::new();
     for i in 0..40 {
@@ -102,7 +129,7 @@ async fn forty_clients_keep_their_own_settings_over_four_connections() {
     let c = &clients[0];
     c.batch_execute("reset work_mem").await.unwrap();
     let default = rows(
-        &tc.direct(1)
+        &tc.direct(shards - 1)
             .await
             .simple_query("show work_mem")
             .await
@@ -112,9 +139,8 @@ async fn forty_clients_keep_their_own_settings_over_four_connections() {
     assert_eq!(shown, default);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prepared_statements_follow_the_client_across_connections() {
-    let tc = cluster("size = 2").await;
+async fn prepared_statements_follow_the_client_across_connections(shards: usize) {
+    let tc = cluster(shards, "size = 2").await;
     let url = tc.url("app", "secret");
     let mut tasks = Vec::new();
     for i in 0..16i64 {
@@ -161,9 +187,8 @@ async fn prepared_statements_follow_the_client_across_connections() {
 /// refuses the statement (0A000) and drivers prepare it again. Prepared again by the proxy on
 /// another shard or server connection, it must not silently take the new columns, which the
 /// client would decode with the old ones.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_statement_whose_columns_changed_is_refused_on_every_connection() {
-    let tc = cluster("size = 2").await;
+async fn a_statement_whose_columns_changed_is_refused_on_every_connection(shards: usize) {
+    let tc = cluster(shards, "size = 2").await;
     let c = tc.client().await;
     let by_key = c
         .prepare("select * from items where id = $1")
@@ -177,6 +202,10 @@ async fn a_statement_whose_columns_changed_is_refused_on_every_connection() {
     c.batch_execute("alter table items add column note text")
         .await
         .unwrap();
+    // Another client in a transaction holds the connection this one used last, so the
+    // statements must be prepared again on another.
+    let other = tc.client().await;
+    other.batch_execute("begin; select 1").await.unwrap();
     for key in 1..=60i64 {
         let e = c.query(&by_key, &[&key]).await.unwrap_err();
         assert_eq!(code(&e), "0A000", "key {key}: {e}");
@@ -189,6 +218,14 @@ async fn a_statement_whose_columns_changed_is_refused_on_every_connection() {
     }
     let e = c.query(&every, &[]).await.unwrap_err();
     assert_eq!(code(&e), "0A000", "{e}");
+    other.batch_execute("commit").await.unwrap();
+    // In a transaction the refusal aborts it, as PostgreSQL's does.
+    c.batch_execute("begin").await.unwrap();
+    let e = c.query(&every, &[]).await.unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e}");
+    let e = c.query_one(&unchanged, &[&1i64]).await.unwrap_err();
+    assert_eq!(code(&e), "25P02", "{e}");
+    c.batch_execute("rollback").await.unwrap();
     // Prepared anew, the statements have the new columns on every shard.
     let by_key = c
         .prepare("select * from items where id = $1")
@@ -205,10 +242,9 @@ async fn a_statement_whose_columns_changed_is_refused_on_every_connection() {
     assert!(all.iter().all(|r| r.len() == 3));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn state_that_lives_on_a_connection_pins_its_session() {
+async fn state_that_lives_on_a_connection_pins_its_session(shards: usize) {
     // Pinned sessions keep their connections: the listener and the lock holder take two.
-    let tc = cluster("size = 3").await;
+    let tc = cluster(shards, "size = 3").await;
     // LISTEN: the notification reaches the listener, whose connection stays its own.
     let (listener, mut conn) =
         tokio_postgres::connect(&tc.url("app", "secret"), tokio_postgres::NoTls)
@@ -271,12 +307,21 @@ async fn state_that_lives_on_a_connection_pins_its_session() {
     let r = rows(&c.simple_query("fetch all from held").await.unwrap());
     assert_eq!(r, vec![vec![Some("3".to_string())]]);
 
-    // Temporary tables are refused on several shards, pooled or not.
-    let e = c
-        .batch_execute("create temp table t (x int)")
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "0A000");
+    // Temporary tables are refused on several shards, pooled or not; on one shard a temporary
+    // table pins its session, and outlives its transaction.
+    let made = c.batch_execute("create temp table t (x int)").await;
+    if shards > 1 {
+        assert_eq!(code(&made.unwrap_err()), "0A000");
+    } else {
+        made.unwrap();
+        c.batch_execute("insert into t values (1)").await.unwrap();
+        for _ in 0..3 {
+            let other = tc.client().await;
+            other.batch_execute("select 1").await.unwrap();
+        }
+        let r = rows(&c.simple_query("select x from t").await.unwrap());
+        assert_eq!(r, vec![vec![Some("1".to_string())]]);
+    }
     drop(c);
 
     // A setting changed by set_config() stays with its session's connection.
@@ -293,9 +338,8 @@ async fn state_that_lives_on_a_connection_pins_its_session() {
     assert_eq!(shown[0][0].as_deref(), Some("2345kB"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_waits_too_long_for_a_connection_gets_53300() {
-    let tc = cluster("size = 1\ncheckout_timeout_secs = 1").await;
+async fn a_client_that_waits_too_long_for_a_connection_gets_53300(shards: usize) {
+    let tc = cluster(shards, "size = 1\ncheckout_timeout_secs = 1").await;
     let holder = tc.client().await;
     // An open transaction on every shard holds the only connection of each.
     holder
@@ -318,9 +362,8 @@ async fn a_client_that_waits_too_long_for_a_connection_gets_53300() {
     assert_eq!(items(&next).await, 60);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancel_reaches_the_connection_running_the_query() {
-    let tc = cluster("size = 2").await;
+async fn a_cancel_reaches_the_connection_running_the_query(shards: usize) {
+    let tc = cluster(shards, "size = 2").await;
     let c = tc.client().await;
     // Some transactions first, so the connection that runs the sleep is not the login's.
     for i in 1..=5i64 {
@@ -343,9 +386,12 @@ async fn a_cancel_reaches_the_connection_running_the_query() {
     assert_eq!(items(&c).await, 60);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn session_mode_keeps_a_connection_per_shard_for_each_client() {
-    let tc = cluster("mode = \"session\"\nsize = 2\ncheckout_timeout_secs = 1").await;
+async fn session_mode_keeps_a_connection_per_shard_for_each_client(shards: usize) {
+    let tc = cluster(
+        shards,
+        "mode = \"session\"\nsize = 2\ncheckout_timeout_secs = 1",
+    )
+    .await;
     // Two clients fill the pool (once the setup client's session has ended).
     let within = Duration::from_secs(10);
     let a = tc.client_eventually(within).await.unwrap();
@@ -357,12 +403,38 @@ async fn session_mode_keeps_a_connection_per_shard_for_each_client() {
     assert_eq!(shown[0][0].as_deref(), Some("1234kB"));
     let until = std::time::Instant::now() + within;
     let mut held = per_shard(&tc).await;
-    while held != vec![2, 2, 2] && std::time::Instant::now() < until {
+    while held != vec![2; shards] && std::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(100)).await;
         held = per_shard(&tc).await;
     }
-    assert_eq!(held, vec![2, 2, 2]);
+    assert_eq!(held, vec![2; shards]);
     drop(b);
     let c = tc.client_eventually(Duration::from_secs(10)).await;
     assert!(c.is_some(), "a client gets in once another leaves");
+}
+
+/// PostgreSQL's RESET goes back to the value the client's startup packet gave, which a pooled
+/// connection only has because the proxy replayed it.
+async fn a_reset_goes_back_to_the_clients_startup_parameters(shards: usize) {
+    let tc = cluster(shards, "size = 2").await;
+    let url = format!("{}?application_name=from_startup", tc.url("app", "secret"));
+    let c = connect(&url).await.unwrap();
+    for reset in [
+        "reset all",
+        "reset application_name",
+        "begin; reset application_name; commit",
+    ] {
+        c.batch_execute("set application_name = 'changed'")
+            .await
+            .unwrap();
+        // The connection goes back to the pool, and this client's next transaction gets it
+        // again (the most recently returned one goes first).
+        c.batch_execute(reset).await.unwrap();
+        let shown = rows(&c.simple_query("show application_name").await.unwrap());
+        assert_eq!(
+            shown[0][0].as_deref(),
+            Some("from_startup"),
+            "after {reset}"
+        );
+    }
 }

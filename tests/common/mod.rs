@@ -172,20 +172,13 @@ impl TestCluster {
     /// Connections to the shards held by client sessions (the proxy's own control connections,
     /// such as its health probes, left out).
     pub async fn session_backends(&self) -> i64 {
-        let mut n = 0;
-        for i in 0..self.shards.len() {
-            n += self
-                .direct(i)
-                .await
-                .query_one(
-                    "select count(*) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid() and application_name <> 'shardgate-control'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get::<_, i64>(0);
-        }
-        n
+        self.count_on_each_shard(
+            "select count(*) from pg_stat_activity where backend_type = 'client backend' \
+             and application_name not in ('shardgate-control', 'shardgate-test-count')",
+        )
+        .await
+        .into_iter()
+        .sum()
     }
 
     /// `session_backends`, once it has come down to `baseline` (or after `within`).
@@ -235,13 +228,20 @@ impl TestCluster {
         }
     }
 
-    /// `sql`'s single count on each shard, queried directly.
+    /// `sql`'s single count on each shard, queried directly by a session named
+    /// `shardgate-test-count`: the backend of the previous count may still be exiting, so a
+    /// count of sessions should leave out that name.
     pub async fn count_on_each_shard(&self, sql: &str) -> Vec<i64> {
         let mut out = Vec::new();
         for i in 0..self.shards.len() {
+            let url = format!(
+                "{}?application_name=shardgate-test-count",
+                self.shards[i].url("postgres")
+            );
             out.push(
-                self.direct(i)
+                connect(&url)
                     .await
+                    .expect("direct connection to shard")
                     .query_one(sql, &[])
                     .await
                     .unwrap()
