@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end throughput: pgbench -S (8 clients) in simple, extended and prepared mode, directly
 # against PostgreSQL, through PgBouncer (transaction mode) and through shardgate, in interleaved
-# rounds on the same server in the same run. Prints TPS per target and the ratios.
+# rounds on the same server in the same run. Prints TPS per target, the ratios of the means, and
+# shardgate/PgBouncer round by round (the spread).
 #
 #   benches/pgbench.sh [DURATION_SECONDS=10] [ROUNDS=2]
 #
@@ -76,7 +77,15 @@ run() { # mode target url
         echo "  $1 $2: $tps tps"
     fi
     SUM[$1,$2]=$(awk -v a="${SUM[$1,$2]:-0}" -v b="$tps" 'BEGIN{print a+b}')
+    # Per round, the ratio of shardgate to PgBouncer (run just before it), for the spread.
+    if [ "$2" = shardgate ]; then
+        RATIOS[$1]="${RATIOS[$1]:-} $(awk -v s="$tps" -v p="$LAST_BOUNCER" 'BEGIN{printf "%.2f", (p?s/p:0)}')"
+    fi
+    [ "$2" = pgbouncer ] && LAST_BOUNCER=$tps
+    return 0
 }
+declare -A RATIOS
+LAST_BOUNCER=0
 for round in $(seq "$ROUNDS"); do
     echo "round $round"
     for mode in simple extended prepared; do
@@ -92,4 +101,10 @@ printf "%-9s %10s %10s %10s %12s %12s %14s\n" mode direct pgbouncer shardgate "s
 for mode in simple extended prepared; do
     awk -v m="$mode" -v r="$ROUNDS" -v d="${SUM[$mode,direct]}" -v p="${SUM[$mode,pgbouncer]}" -v s="${SUM[$mode,shardgate]}" \
         'BEGIN{d/=r; p/=r; s/=r; printf "%-9s %10.0f %10.0f %10.0f %12.2f %12.2f %14s\n", m, d, p, s, (d?s/d:0), (d?p/d:0), (p?sprintf("%.2f", s/p):"n/a")}'
+done
+echo
+echo "shardgate/pgbouncer by round (min .. max):"
+for mode in simple extended prepared; do
+    # shellcheck disable=SC2086
+    printf "%-9s %s  (%s)\n" "$mode" "$(tr ' ' '\n' <<<"${RATIOS[$mode]}" | sed '/^$/d' | sort -n | sed -n '1p;$p' | paste -sd' ' | sed 's/ / .. /')" "${RATIOS[$mode]# }"
 done

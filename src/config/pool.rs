@@ -1,4 +1,4 @@
-//! `[pool]`: how sessions share server connections on a cluster of several shards.
+//! `[pool]`: how sessions share server connections, one pool per shard.
 
 use serde::{Deserialize, Serialize};
 
