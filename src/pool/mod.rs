@@ -124,6 +124,8 @@ pub struct Pooled {
 #[derive(Debug)]
 pub struct Lease {
     pub key: (i32, i32),
+    /// What the shard announced at login: a later session's greeting reports it.
+    parameters: Vec<(String, String)>,
     pub id: u64,
     pub settings: u64,
     pub named_parses: u64,
@@ -136,6 +138,7 @@ impl Pooled {
     pub fn into_parts(self) -> (ShardStream, Lease) {
         let lease = Lease {
             key: self.key,
+            parameters: self.parameters,
             id: self.id,
             settings: self.settings,
             named_parses: self.named_parses,
@@ -159,7 +162,7 @@ impl Lease {
         Some(Pooled {
             stream: r.reunite(w)?,
             key: self.key,
-            parameters: Vec::new(),
+            parameters: self.parameters,
             id: self.id,
             settings: self.settings,
             named_parses: self.named_parses,
@@ -238,11 +241,22 @@ impl ShardPool {
     /// mode none, since the connection will serve many clients).
     pub async fn checkout(&self, extra: &[(String, String)]) -> Result<Pooled, PgError> {
         let started = Instant::now();
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        self.publish();
-        let permit =
-            tokio::time::timeout(self.checkout_timeout, self.permits.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        // A free permit is taken at once, without arming the timeout: checkouts happen per
+        // transaction.
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => Ok(Ok(p)),
+            Err(_) => {
+                self.waiting.fetch_add(1, Ordering::Relaxed);
+                self.publish();
+                let p = tokio::time::timeout(
+                    self.checkout_timeout,
+                    self.permits.clone().acquire_owned(),
+                )
+                .await;
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
+                p
+            }
+        };
         self.gauges.wait.record(started.elapsed().as_secs_f64());
         let permit = match permit {
             Ok(Ok(p)) => p,

@@ -11,41 +11,34 @@
 
 /// Why `sql` pins its session, if it may.
 pub fn pins(sql: &str) -> Option<&'static str> {
-    // Runs on every statement in transaction mode, so it reads the text in place.
-    let first = sql.split_whitespace().next().unwrap_or("");
-    let is = |word: &str| first.eq_ignore_ascii_case(word);
-    if is("listen") {
-        return Some("LISTEN");
+    // Runs on every statement in transaction mode: one lowercase copy, then substring searches.
+    let lower = sql.to_ascii_lowercase();
+    let first = lower.split_whitespace().next().unwrap_or("");
+    let has = |word: &str| lower.contains(word);
+    match first {
+        "listen" => return Some("LISTEN"),
+        "prepare" => return Some("PREPARE"),
+        _ => {}
     }
-    if is("prepare") {
-        return Some("PREPARE");
-    }
-    if contains(sql, "pg_advisory_lock") || contains(sql, "pg_try_advisory_lock") {
+    if has("pg_advisory_lock") || has("pg_try_advisory_lock") {
         return Some("a session-level advisory lock");
     }
-    if is("declare") && contains(sql, " hold") && !contains(sql, "without hold") {
+    if first == "declare" && has(" hold") && !has("without hold") {
         return Some("a cursor WITH HOLD");
     }
     // Temporary tables live as long as their connection. Several shards refuse them anyway.
-    if (is("create") || is("select")) && (contains(sql, " temp ") || contains(sql, " temporary ")) {
+    if (first == "create" || first == "select") && (has(" temp ") || has(" temporary ")) {
         return Some("a temporary table");
     }
-    if is("set") && contains(sql, "session authorization") {
+    if first == "set" && has("session authorization") {
         return Some("SET SESSION AUTHORIZATION");
     }
     // A setting changed by a function rather than SET: the proxy cannot tell its scope or
     // value, so the connection that carries it stays this session's.
-    if contains(sql, "set_config") {
+    if has("set_config") {
         return Some("set_config()");
     }
     None
-}
-
-/// Whether `text` contains `word` (lowercase ASCII), in any case.
-fn contains(text: &str, word: &str) -> bool {
-    text.as_bytes()
-        .windows(word.len())
-        .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
 }
 
 #[cfg(test)]

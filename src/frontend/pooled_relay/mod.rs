@@ -247,7 +247,12 @@ async fn client_to_shard(
             if let Some(l) = s.lease.as_mut() {
                 l.named_parses += parses;
             }
-            if ready > 0 || !out.is_empty() {
+            if out.is_empty() && s.tracker.idle() {
+                // Nothing but Flush, with nothing to flush: sending it would hold the
+                // connection past the ReadyForQuery that should have given it back.
+                buf.advance(ready);
+                None
+            } else if ready > 0 || !out.is_empty() {
                 s.writer.take()
             } else {
                 None

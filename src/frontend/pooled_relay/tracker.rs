@@ -17,6 +17,7 @@ use super::statements::{Expect, RelayStatements, Translated};
 use crate::pool::pins;
 use crate::pool::settings::{self, Change, Settings};
 use bytes::BytesMut;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -58,6 +59,18 @@ enum Stmt {
 impl Stmt {
     fn of(sql: &str) -> Stmt {
         let sql = without_leading_comments(sql);
+        // Most statements are none of these: told apart by their first word, with nothing
+        // allocated.
+        let first = sql
+            .split(|c: char| c.is_ascii_whitespace() || c == ';' || c == '(')
+            .next()
+            .unwrap_or("");
+        const WORDS: [&str; 9] = [
+            "begin", "start", "commit", "end", "rollback", "abort", "set", "reset", "discard",
+        ];
+        if !WORDS.iter().any(|w| first.eq_ignore_ascii_case(w)) {
+            return Stmt::Other;
+        }
         let lower = sql.to_ascii_lowercase();
         let words: Vec<&str> = lower
             .split(|c: char| c.is_ascii_whitespace() || c == ';')
@@ -507,13 +520,13 @@ fn without_leading_comments(mut sql: &str) -> &str {
 }
 
 /// A Query's text, read as ASCII words would be whatever the client encoding.
-fn query_text(body: &[u8]) -> String {
+fn query_text(body: &[u8]) -> Cow<'_, str> {
     let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
-    String::from_utf8_lossy(&body[..end]).into_owned()
+    String::from_utf8_lossy(&body[..end])
 }
 
 /// A Parse's SQL text.
-fn parse_text(body: &[u8]) -> String {
+fn parse_text(body: &[u8]) -> Cow<'_, str> {
     let name_end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
     query_text(body.get(name_end + 1..).unwrap_or(&[]))
 }
