@@ -355,10 +355,11 @@ fn respliced(frame: &[u8], at: usize, old_len: usize, new: &[u8]) -> Bytes {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    /// A message frame: tag, length, body.
+    pub(in crate::frontend::pooled_relay) fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
         let mut f = vec![tag];
         f.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
         f.extend_from_slice(body);

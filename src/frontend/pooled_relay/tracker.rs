@@ -558,14 +558,8 @@ fn deallocation(text: &str) -> Option<Option<String>> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::statements::tests::frame;
     use super::*;
-
-    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut f = vec![tag];
-        f.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-        f.extend_from_slice(body);
-        f
-    }
 
     fn query(t: &mut Tracker, sql: &str) -> Translated {
         t.on_client(
