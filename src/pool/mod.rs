@@ -101,9 +101,17 @@ struct Idle {
     since: Instant,
 }
 
-/// A connection out of the pool, with what the session needs to know about it.
+/// A connection out of the pool: its socket, and what the session needs to know about it (the
+/// lease, reached through `Deref`).
 pub struct Pooled {
     pub stream: ShardStream,
+    lease: Lease,
+}
+
+/// Everything about a checked-out connection but its socket, including the pool permit; a relay
+/// that reads and writes the socket in two halves holds it on its own (see `Pooled::split`).
+#[derive(Debug)]
+pub struct Lease {
     /// The shard's BackendKeyData, for cancel requests.
     pub key: (i32, i32),
     /// What the shard announced at login (ParameterStatus).
@@ -119,40 +127,29 @@ pub struct Pooled {
     permit: Option<OwnedSemaphorePermit>,
 }
 
-/// A checked-out connection whose socket is being used in two halves (see `Pooled::split`):
-/// everything but the socket, including the pool permit.
-#[derive(Debug)]
-pub struct Lease {
-    pub key: (i32, i32),
-    /// What the shard announced at login: a later session's greeting reports it.
-    parameters: Vec<(String, String)>,
-    pub id: u64,
-    pub settings: u64,
-    pub named_parses: u64,
-    born: Instant,
-    permit: Option<OwnedSemaphorePermit>,
+impl std::ops::Deref for Pooled {
+    type Target = Lease;
+    fn deref(&self) -> &Lease {
+        &self.lease
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Lease {
+        &mut self.lease
+    }
 }
 
 impl Pooled {
     /// The socket, for a relay that drives it itself, and the rest.
     pub fn into_parts(self) -> (ShardStream, Lease) {
-        let lease = Lease {
-            key: self.key,
-            parameters: self.parameters,
-            id: self.id,
-            settings: self.settings,
-            named_parses: self.named_parses,
-            born: self.born,
-            permit: self.permit,
-        };
-        (self.stream, lease)
+        (self.stream, self.lease)
     }
 
     /// The socket's halves, for a relay that reads and writes concurrently, and the rest.
     pub fn split(self) -> (ShardReader, ShardWriter, Lease) {
-        let (stream, lease) = self.into_parts();
-        let (r, w) = stream.into_split();
-        (r, w, lease)
+        let (r, w) = self.stream.into_split();
+        (r, w, self.lease)
     }
 }
 
@@ -161,13 +158,7 @@ impl Lease {
     pub fn reunite(self, r: ShardReader, w: ShardWriter) -> Option<Pooled> {
         Some(Pooled {
             stream: r.reunite(w)?,
-            key: self.key,
-            parameters: self.parameters,
-            id: self.id,
-            settings: self.settings,
-            named_parses: self.named_parses,
-            born: self.born,
-            permit: self.permit,
+            lease: self,
         })
     }
 
@@ -316,13 +307,15 @@ impl ShardPool {
         match backend::connect(&self.target, extra, self.connect_timeout).await {
             Ok(c) => Ok(Pooled {
                 stream: c.stream,
-                key: c.key,
-                parameters: c.parameters,
-                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-                settings: settings::DEFAULTS,
-                named_parses: 0,
-                born: Instant::now(),
-                permit: Some(permit),
+                lease: Lease {
+                    key: c.key,
+                    parameters: c.parameters,
+                    id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                    settings: settings::DEFAULTS,
+                    named_parses: 0,
+                    born: Instant::now(),
+                    permit: Some(permit),
+                },
             }),
             Err(e) => {
                 metrics::counter!(crate::metrics::BACKEND_CONNECT_ERRORS, "shard" => self.target.name.clone())
