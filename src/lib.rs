@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod auth;
 pub mod backend;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -30,6 +31,5 @@ pub mod router;
 pub mod server;
 pub mod shutdown;
 pub mod signals;
-pub mod snapshot;
 pub mod sql;
 pub mod txn;

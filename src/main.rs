@@ -139,7 +139,7 @@ fn main() -> ExitCode {
             };
             let run = async {
                 tokio::select! {
-                    r = shardgate::snapshot::server::serve(&config) => r,
+                    r = shardgate::txn::snapshot::server::serve(&config) => r,
                     _ = shardgate::signals::wait_for_stop() => Ok(()),
                 }
             };

@@ -1,59 +1,20 @@
-//! A running proxy: the listener, the accept loop, shared context, start-up checks and shutdown.
+//! A running proxy: the listener, the accept loop, building the shared context, start-up checks
+//! and shutdown.
 //!
 //! `Proxy::start` refuses to start when a shard cannot be reached, naming it, because a proxy
 //! that accepts clients it cannot serve only moves the failure somewhere harder to see.
 
 use crate::auth::UserDirectory;
 use crate::backend;
+use crate::client::cancel::CancelRegistry;
 use crate::config::{Config, ShardTarget};
-use crate::frontend::{self, cancel::CancelRegistry};
+use crate::frontend::{self, ProxyContext};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
-
-/// What every session shares. Read-only after start, except the cancel registry and what a
-/// reload changes (`live`).
-#[derive(Debug)]
-pub struct ProxyContext {
-    pub shards: Vec<ShardTarget>,
-    /// Tables and users, which a reload may change.
-    pub live: crate::reload::Live,
-    pub cancel: CancelRegistry,
-    pub connect_timeout: Duration,
-    pub max_message_bytes: usize,
-    /// The shards' database sorts text bytewise (C/POSIX collation); checked at start.
-    pub text_order_c: bool,
-    /// Distributed commit and recovery.
-    pub txn: crate::txn::TxnContext,
-    /// Who is connected (the admin console's SHOW CLIENTS, and PAUSE).
-    pub clients: crate::admin::clients::Clients,
-    /// PAUSE / RESUME.
-    pub pause: crate::admin::pause::Pause,
-    /// TLS offered to clients (`[tls]`).
-    pub client_tls: crate::frontend::tls::ClientTls,
-    /// Client limit and the startup queue.
-    pub admission: crate::frontend::admission::Admission,
-    /// Failed-login throttling.
-    pub auth_throttle: crate::auth::throttle::Throttle,
-    /// What the health probes last saw of each shard.
-    pub health: Arc<crate::backend::health::Health>,
-    /// Catalog facts about shards (type OIDs, column collations), on control connections.
-    pub catalog: crate::backend::catalog::Catalog,
-    /// Key values drawn from sequences for sharded tables (see `executor::key_sequence`).
-    pub key_blocks: crate::executor::key_sequence::KeyBlocks,
-    /// Server connections shared by several-shard sessions.
-    pub pools: crate::pool::Pools,
-}
-
-/// Recovery runs from the proxy's context without knowing the rest of it.
-impl AsRef<crate::txn::TxnContext> for ProxyContext {
-    fn as_ref(&self) -> &crate::txn::TxnContext {
-        &self.txn
-    }
-}
 
 /// Errors that stop a proxy from starting.
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +62,7 @@ impl Proxy {
             ),
             clients: Default::default(),
             pause: Default::default(),
-            client_tls: crate::frontend::tls::ClientTls::from_config(&config.tls)
+            client_tls: crate::client::tls::ClientTls::from_config(&config.tls)
                 .map_err(StartError::Config)?,
             admission: crate::frontend::admission::Admission::new(
                 config.server.max_client_connections,
@@ -140,8 +101,8 @@ impl Proxy {
         }
         if ctx.shards.len() > 1 && config.transactions.snapshot {
             ctx.txn.oracle = Some(if config.transactions.oracle == "embedded" {
-                crate::snapshot::client::Oracle::Embedded(
-                    crate::snapshot::oracle::OracleService::start(
+                crate::txn::snapshot::client::Oracle::Embedded(
+                    crate::txn::snapshot::oracle::OracleService::start(
                         ctx.shards.clone(),
                         ctx.connect_timeout,
                     )
@@ -149,8 +110,8 @@ impl Proxy {
                     .map_err(StartError::ShardUnreachable)?,
                 )
             } else {
-                crate::snapshot::client::Oracle::Remote(std::sync::Arc::new(
-                    crate::snapshot::client::Remote::new(
+                crate::txn::snapshot::client::Oracle::Remote(std::sync::Arc::new(
+                    crate::txn::snapshot::client::Remote::new(
                         config.transactions.oracle.clone(),
                         ctx.connect_timeout,
                     ),

@@ -1,9 +1,9 @@
-//! The admin console: a client that logs in to database `shardgate` as a user with
-//! `admin = true` gets PgBouncer-style commands instead of SQL (`console`). It reads who is
-//! connected from `clients`, and `PAUSE` holds new transactions at `pause`.
+//! What the admin console reads and sets: who is connected (`clients`), and the gate where
+//! `PAUSE` holds new transactions (`pause`). The console itself, the session a client gets by
+//! logging in to database `shardgate` as a user with `admin = true`, is
+//! `frontend::admin_console`.
 
 pub mod clients;
-pub mod console;
 pub mod pause;
 
 /// The database name that reaches the console.

@@ -8,8 +8,9 @@
 pub mod md5;
 pub mod scram;
 pub mod throttle;
+mod user;
 
-use crate::config::{AuthMethod, UserConfig};
+pub use user::{AuthMethod, UserConfig};
 
 /// A user's credential as the proxy stores it.
 #[derive(Clone)]

@@ -113,7 +113,7 @@ impl Catalog {
             .ok_or_else(|| format!("column {column} of relation {table_oid} of shard {} does not exist", self.shard_name(shard)))?;
         let home = self
             .value(
-                crate::router::plan::HOME,
+                crate::placement::HOME,
                 "select a.attrelid::text || '/' || a.attnum::text from pg_attribute a \
                  where a.attrelid = to_regclass(substring($1 from '^(.*)/[^/]*$'))::oid \
                  and a.attname = substring($1 from '/([^/]*)$') and not a.attisdropped",
@@ -123,7 +123,7 @@ impl Catalog {
             .ok_or_else(|| {
                 format!(
                     "{name} does not exist on shard {}",
-                    self.shard_name(crate::router::plan::HOME)
+                    self.shard_name(crate::placement::HOME)
                 )
             })?;
         let (oid, attnum) = home

@@ -3,6 +3,7 @@
 
 use super::stream::ShardStream;
 use crate::config::ShardTarget;
+use crate::error::{sqlstate, PgError};
 use crate::protocol::inspect;
 use bytes::{Buf, BufMut, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
@@ -246,4 +247,29 @@ fn sasl_response(data: &[u8], out: &mut BytesMut) {
     out.put_u8(b'p');
     out.put_i32((4 + data.len()) as i32);
     out.put_slice(data);
+}
+
+/// What a client is told when the proxy could not log in to a shard for it.
+pub fn shard_login_error(e: BackendError) -> PgError {
+    match e {
+        BackendError::Refused {
+            shard,
+            message,
+            code,
+        } => {
+            let code: &'static str = match code.as_str() {
+                // Keep the shard's class where a client can act on it.
+                "3D000" => "3D000",
+                "53300" => sqlstate::TOO_MANY_CONNECTIONS,
+                "57P03" => "57P03",
+                _ => sqlstate::CONNECTION_UNABLE,
+            };
+            PgError::fatal(
+                code,
+                format!("shard {shard} refused the connection: {message}"),
+            )
+        }
+        other => PgError::fatal(sqlstate::CONNECTION_UNABLE, other.to_string())
+            .with_hint("Check that the shard is running and reachable from the proxy."),
+    }
 }

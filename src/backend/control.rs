@@ -31,7 +31,7 @@ pub async fn connect(
         tokio::spawn(conn);
         return Ok(client);
     }
-    // TLS is negotiated as the sessions' connections do it (see `tls`); tokio-postgres then
+    // TLS is negotiated as the sessions' connections do it (see `config::shard_tls`); tokio-postgres then
     // logs in over the encrypted stream.
     let login = async {
         let stream = super::ShardStream::open(shard)

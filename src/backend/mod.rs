@@ -10,9 +10,8 @@ mod connect;
 pub mod control;
 pub mod health;
 mod stream;
-pub mod tls;
 pub mod type_oids;
 
 pub use cancel::send_cancel;
-pub use connect::{connect, BackendError, ShardConnection};
+pub use connect::{connect, shard_login_error, BackendError, ShardConnection};
 pub use stream::{ShardReader, ShardStream, ShardWriter};

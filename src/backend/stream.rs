@@ -1,4 +1,4 @@
-//! A shard socket: TCP, TCP with TLS (see `tls`), or Unix-domain, and its owned halves.
+//! A shard socket: TCP, TCP with TLS (see `config::shard_tls`), or Unix-domain, and its owned halves.
 
 use crate::config::{ShardHost, ShardTarget};
 use std::io;

@@ -11,18 +11,18 @@
 mod pool;
 mod server;
 mod shard_target;
+pub mod shard_tls;
 mod tables;
 #[cfg(test)]
 mod tests;
 mod transactions;
-mod users;
 
+pub use crate::auth::{AuthMethod, UserConfig};
 pub use pool::{PoolConfig, PoolMode};
 pub use server::*;
-pub use shard_target::{ShardHost, ShardTarget};
+pub use shard_target::{ShardHost, ShardTarget, MAX_SHARD_NAME};
 pub use tables::*;
 pub use transactions::*;
-pub use users::*;
 
 use crate::placement::{KeyType, Placement, SlotTable, TableRule};
 use serde::{Deserialize, Serialize};
@@ -190,11 +190,11 @@ impl Config {
             if shard.name.is_empty() {
                 return invalid("a [[shards]] entry has an empty name".into());
             }
-            if shard.name.len() > crate::txn::gid::MAX_SHARD_NAME {
+            if shard.name.len() > MAX_SHARD_NAME {
                 return invalid(format!(
                     "shard name {:?} is longer than {} bytes (it is part of transaction identifiers)",
                     shard.name,
-                    crate::txn::gid::MAX_SHARD_NAME
+                    MAX_SHARD_NAME
                 ));
             }
             if !names.insert(shard.name.as_str()) {
@@ -205,14 +205,14 @@ impl Config {
         }
         self.placement().map_err(ConfigError::Invalid)?;
         let t = &self.transactions;
-        match crate::snapshot::Consistency::parse(&t.consistency) {
+        match Consistency::parse(&t.consistency) {
             None => {
                 return invalid(format!(
                     "transactions.consistency = {:?}: use \"shard\" or \"snapshot\"",
                     t.consistency
                 ))
             }
-            Some(crate::snapshot::Consistency::Snapshot) if !t.snapshot => {
+            Some(Consistency::Snapshot) if !t.snapshot => {
                 return invalid(
                     "transactions.consistency = \"snapshot\" needs transactions.snapshot = true (the commit gate)".into(),
                 )
@@ -238,7 +238,7 @@ impl Config {
             }
             crate::auth::Credential::from_config(user)
                 .map_err(|e| ConfigError::Invalid(format!("user {:?}: {e}", user.name)))?;
-            match user.consistency.as_deref().map(crate::snapshot::Consistency::parse) {
+            match user.consistency.as_deref().map(Consistency::parse) {
                 Some(None) => {
                     return invalid(format!(
                         "user {:?}: consistency = {:?}: use \"shard\" or \"snapshot\"",
@@ -246,7 +246,7 @@ impl Config {
                         user.consistency.as_deref().unwrap_or_default()
                     ))
                 }
-                Some(Some(crate::snapshot::Consistency::Snapshot)) if !t.snapshot => {
+                Some(Some(Consistency::Snapshot)) if !t.snapshot => {
                     return invalid(format!(
                         "user {:?}: consistency = \"snapshot\" needs transactions.snapshot = true (the commit gate)",
                         user.name

@@ -6,6 +6,10 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
+/// The longest shard name a transaction identifier can carry (PostgreSQL's 200 bytes minus the
+/// prefix, the proxy instance, the sequence number and the `_`s between them).
+pub const MAX_SHARD_NAME: usize = 150;
+
 /// Transport to a shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ShardHost {
@@ -25,7 +29,7 @@ pub struct ShardTarget {
     pub password: Option<Vec<u8>>,
     pub dbname: String,
     /// TLS as the URL's sslmode and sslrootcert ask (None: plaintext).
-    pub tls: Option<crate::backend::tls::ShardTls>,
+    pub tls: Option<crate::config::shard_tls::ShardTls>,
 }
 
 impl std::fmt::Debug for ShardTarget {
@@ -37,7 +41,7 @@ impl std::fmt::Debug for ShardTarget {
 impl ShardTarget {
     /// Parses a `postgres://` / `postgresql://` URL or a libpq key=value string.
     pub fn parse(url: &str) -> Result<ShardTarget, String> {
-        let (rest, sslmode, sslrootcert) = crate::backend::tls::split_params(url);
+        let (rest, sslmode, sslrootcert) = crate::config::shard_tls::split_params(url);
         let cfg =
             tokio_postgres::Config::from_str(&rest).map_err(|e| redact(&e.to_string(), url))?;
         let host = match cfg.get_hosts() {
@@ -59,7 +63,7 @@ impl ShardTarget {
         let tls = match host {
             ShardHost::Unix(_) => None,
             ShardHost::Tcp(_) => {
-                crate::backend::tls::ShardTls::new(sslmode.as_deref(), sslrootcert.as_deref())?
+                crate::config::shard_tls::ShardTls::new(sslmode.as_deref(), sslrootcert.as_deref())?
             }
         };
         Ok(ShardTarget {
@@ -80,7 +84,7 @@ impl ShardTarget {
             ShardHost::Unix(dir) => format!("{}/.s.PGSQL.{}", dir.display(), self.port),
         };
         let tls = match &self.tls {
-            Some(t) if t.mode != crate::backend::tls::Mode::Prefer => {
+            Some(t) if t.mode != crate::config::shard_tls::Mode::Prefer => {
                 format!(" sslmode={}", t.mode_name())
             }
             _ => String::new(),

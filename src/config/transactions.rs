@@ -91,3 +91,29 @@ impl Default for TransactionsConfig {
         }
     }
 }
+
+/// A session's consistency mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Atomic commit; a reader may briefly see a distributed commit on some shards only.
+    Shard,
+    /// Reads of several shards see one consistent cut.
+    Snapshot,
+}
+
+impl Consistency {
+    pub fn parse(s: &str) -> Option<Consistency> {
+        match s.to_ascii_lowercase().as_str() {
+            "shard" => Some(Consistency::Shard),
+            "snapshot" => Some(Consistency::Snapshot),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Consistency::Shard => "shard",
+            Consistency::Snapshot => "snapshot",
+        }
+    }
+}

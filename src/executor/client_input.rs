@@ -4,7 +4,7 @@
 //! being carried out, because COPY FROM STDIN reads the client's data in the middle of a
 //! statement.
 
-use crate::frontend::tls::ClientReader;
+use crate::client::tls::ClientReader;
 use crate::protocol::frame::{take_frame, FrameScanner, Scan};
 use crate::protocol::Frame;
 use bytes::BytesMut;

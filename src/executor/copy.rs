@@ -15,13 +15,14 @@
 //! Sequence columns (the key or others) the column list leaves out are filled in from the
 //! cluster-wide sequence (see `key_sequence`), appended to each row before it is placed.
 
-use super::copy_rows::{append_fields, BadRow, Format, Kind, Piece, Splitter};
+use super::copy_rows::{append_fields, BadRow, Piece, Splitter};
 use super::session::{Exec, Step, Stop, R};
 use super::txn::TxnState;
 use crate::error::{sqlstate, PgError};
 use crate::placement::KeyValue;
 use crate::protocol::{build, inspect, Frame};
 use crate::router::copy::CopyIn;
+use crate::router::copy::{Format, Kind};
 use crate::router::plan::HOME;
 use bytes::{BufMut, BytesMut};
 use std::collections::VecDeque;
@@ -46,7 +47,7 @@ impl Exec<'_> {
         &mut self,
         shards: &[usize],
         sql: &str,
-        format: &super::copy_rows::Format,
+        format: &crate::router::copy::Format,
     ) -> R<Step> {
         if let TxnState::Open(_) = self.txn {
             for &s in shards {

@@ -8,38 +8,7 @@
 //! the binary value), so memory holds one unfinished row plus what a CopyData brought.
 
 use crate::placement::{KeyType, KeyValue};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Text,
-    Csv,
-    Binary,
-}
-
-/// The options of a COPY that decide where its rows and fields end.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Format {
-    pub kind: Kind,
-    pub delimiter: u8,
-    pub null: Vec<u8>,
-    pub quote: u8,
-    pub escape: u8,
-    pub header: bool,
-}
-
-impl Format {
-    pub fn new(kind: Kind) -> Format {
-        let csv = kind == Kind::Csv;
-        Format {
-            kind,
-            delimiter: if csv { b',' } else { b'\t' },
-            null: if csv { Vec::new() } else { b"\\N".to_vec() },
-            quote: b'"',
-            escape: b'"',
-            header: false,
-        }
-    }
-}
+use crate::router::copy::{Format, Kind};
 
 /// What the splitter found next.
 #[derive(Debug, PartialEq, Eq)]

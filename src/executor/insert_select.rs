@@ -102,7 +102,7 @@ impl Exec<'_> {
             // shard-by-shard reads do not take: left to the planner, which refuses it.
             Plan::Scatter { shards, sql, merge }
                 if merge == Default::default()
-                    && self.consistency != crate::snapshot::Consistency::Snapshot
+                    && self.consistency != crate::txn::snapshot::Consistency::Snapshot
                     && !matches!(&self.txn, super::txn::TxnState::Open(t) if t.snapshot) =>
             {
                 (shards, sql)

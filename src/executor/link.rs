@@ -48,7 +48,7 @@ pub struct ShardLink {
     /// The session's settings (replay text and fingerprint), given to a connection at checkout.
     settings: (Arc<str>, u64),
     /// Where the session's cancel key finds this link's current server connection.
-    cancel: Option<crate::frontend::cancel::CancelSlot>,
+    cancel: Option<crate::client::cancel::CancelSlot>,
     buf: BytesMut,
     scanner: FrameScanner,
     response_timeout: Option<std::time::Duration>,
@@ -125,7 +125,7 @@ impl ShardLink {
     /// `client_pid`: the pid in the client's BackendKeyData.
     pub fn with_cancel(
         mut self,
-        slot: crate::frontend::cancel::CancelSlot,
+        slot: crate::client::cancel::CancelSlot,
         client_pid: i32,
     ) -> ShardLink {
         if let Some(c) = &self.conn {

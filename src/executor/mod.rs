@@ -5,7 +5,6 @@
 
 pub mod aggregate;
 pub mod client_input;
-pub mod client_loop;
 pub mod copy;
 pub mod copy_rows;
 pub mod cursor;

@@ -27,8 +27,8 @@ use super::txn::{Isolation, TxnState};
 use crate::error::{sqlstate, PgError};
 use crate::protocol::{build, Frame};
 use crate::router::plan::HOME;
-use crate::snapshot::gate::Class;
-use crate::snapshot::Consistency;
+use crate::txn::snapshot::gate::Class;
+use crate::txn::snapshot::Consistency;
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeSet;
 
@@ -192,7 +192,7 @@ impl Exec<'_> {
     async fn gate(
         &mut self,
         shards: &[usize],
-    ) -> Result<Option<crate::snapshot::client::Grant>, PgError> {
+    ) -> Result<Option<crate::txn::snapshot::client::Grant>, PgError> {
         if shards.len() < 2 {
             return Ok(None);
         }
@@ -445,7 +445,7 @@ pub fn setting_error(name: &str, value: &str, snapshot_possible: bool) -> Option
 
 /// A cut whose answers have not been read yet, and the gate it holds until they are.
 pub struct PendingCut {
-    grant: Option<crate::snapshot::client::Grant>,
+    grant: Option<crate::txn::snapshot::client::Grant>,
     shards: Vec<usize>,
     /// The isolation level every shard must report (see `take_cut`).
     expect: Option<&'static str>,

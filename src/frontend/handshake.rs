@@ -6,18 +6,19 @@
 //! DateStyle ...) so drivers see exactly the server they would see directly.
 
 use super::admission::Admitted;
-use super::cancel::ShardKey;
 use super::session;
-use super::tls::ClientStream;
 use crate::auth::{self, Credential};
-use crate::backend::{self, BackendError};
+use crate::backend;
+use crate::client::cancel::ShardKey;
+use crate::client::send_fatal;
+use crate::client::tls::ClientStream;
 use crate::config::PoolMode;
 use crate::error::{sqlstate, PgError};
+use crate::frontend::ProxyContext;
 use crate::logsafe::Escaped;
 use crate::metrics as m;
 use crate::protocol::build;
 use crate::protocol::startup::{read_packet, StartupPacket};
-use crate::server::ProxyContext;
 use bytes::BytesMut;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -77,7 +78,7 @@ pub async fn handle_client(
             return;
         }
         info!(%peer, user = %logged_user, "admin console session");
-        crate::admin::console::serve(&ctx, socket, shutdown).await;
+        crate::frontend::admin_console::serve(&ctx, socket, shutdown).await;
         info!(%peer, user = %logged_user, "admin console session ended");
         return;
     }
@@ -224,11 +225,11 @@ pub async fn handle_client(
             let end = super::pooled_relay::run(&ctx, socket, pooling, shutdown, &registered).await;
             (end, login.registration)
         } else {
-            let end = crate::executor::client_loop::run(
+            let end = crate::frontend::client_loop::run(
                 &ctx,
                 socket,
                 login.links,
-                crate::executor::client_loop::Start {
+                crate::frontend::client_loop::Start {
                     own: &own,
                     settings,
                 },
@@ -509,36 +510,4 @@ async fn write(socket: &mut ClientStream, buf: &[u8]) -> Result<(), PgError> {
     socket.write_all(buf).await.map_err(failed)?;
     // Over TLS, written bytes can wait in the TLS layer until a flush.
     socket.flush().await.map_err(failed)
-}
-
-/// Best effort: the connection is closed right after.
-pub async fn send_fatal<W: AsyncWriteExt + Unpin>(socket: &mut W, err: &PgError) {
-    let mut buf = BytesMut::new();
-    build::error(err, &mut buf);
-    let _ = socket.write_all(&buf).await;
-    let _ = socket.flush().await;
-}
-
-pub fn shard_login_error(e: BackendError) -> PgError {
-    match e {
-        BackendError::Refused {
-            shard,
-            message,
-            code,
-        } => {
-            let code: &'static str = match code.as_str() {
-                // Keep the shard's class where a client can act on it.
-                "3D000" => "3D000",
-                "53300" => sqlstate::TOO_MANY_CONNECTIONS,
-                "57P03" => "57P03",
-                _ => sqlstate::CONNECTION_UNABLE,
-            };
-            PgError::fatal(
-                code,
-                format!("shard {shard} refused the connection: {message}"),
-            )
-        }
-        other => PgError::fatal(sqlstate::CONNECTION_UNABLE, other.to_string())
-            .with_hint("Check that the shard is running and reachable from the proxy."),
-    }
 }

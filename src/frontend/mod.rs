@@ -2,18 +2,21 @@
 //!
 //! `handshake` takes a fresh socket through SSL/GSS negotiation, authentication and the shard
 //! login; on one shard, `session` (session pooling) or `pooled_relay` (transaction pooling) then
-//! relays messages between client and shard until either side ends, and on several the
-//! executor takes over; `cancel` maps the keys we hand to clients onto the shards' own keys.
+//! relays messages between client and shard until either side ends, and on several
+//! `client_loop` reads the client's messages and hands them to the executor's session. A login
+//! to database `shardgate` gets `admin_console` instead. `context` is what all of them share.
 
+pub mod admin_console;
 pub mod admission;
-pub mod cancel;
+pub mod client_loop;
+mod context;
 mod handshake;
 mod pooled_login;
 mod pooled_relay;
 mod relay_state;
 pub mod session;
 pub mod startup_options;
-pub mod tls;
 
-pub use handshake::{handle_client, refuse_client, send_fatal, shard_login_error};
+pub use context::ProxyContext;
+pub use handshake::{handle_client, refuse_client};
 pub use session::SessionEnd;

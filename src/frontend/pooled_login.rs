@@ -6,13 +6,13 @@
 //! and returned after the first request like any other; the pid in BackendKeyData is then the
 //! proxy's own, since no server connection stays the client's.
 
-use super::cancel::Registration;
+use crate::client::cancel::Registration;
 use crate::config::PoolMode;
 use crate::error::PgError;
 use crate::executor::link::ShardLink;
+use crate::frontend::ProxyContext;
 use crate::pool::settings::Settings;
 use crate::protocol::build;
-use crate::server::ProxyContext;
 use bytes::BytesMut;
 
 /// A logged-in several-shard session, ready for its client loop.

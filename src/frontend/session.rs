@@ -8,15 +8,15 @@
 //! from a direct connection.
 
 use super::relay_state::RelayState;
-use super::tls::{ClientReader, ClientStream, ClientWriter};
 use crate::admin::clients::{Registered, State as ClientState};
 use crate::admin::pause::Pause;
 use crate::backend::{ShardReader, ShardStream, ShardWriter};
+use crate::client::tls::{ClientReader, ClientStream, ClientWriter};
 use crate::error::{sqlstate, PgError};
+use crate::frontend::ProxyContext;
 use crate::metrics as m;
 use crate::protocol::frame::{FrameScanner, Scan};
 use crate::protocol::inspect;
-use crate::server::ProxyContext;
 use bytes::BytesMut;
 use std::fmt;
 use std::sync::Mutex;
@@ -137,7 +137,7 @@ pub async fn run(
     };
     let last_words = outcome.last_words();
     if let Some(err) = last_words {
-        super::handshake::send_fatal(&mut client_tx, &err).await;
+        crate::client::send_fatal(&mut client_tx, &err).await;
     }
     let in_flight = !state
         .lock()

@@ -9,6 +9,9 @@ pub mod slots;
 pub use key::{KeyType, KeyValue};
 pub use slots::{SlotTable, SLOT_COUNT};
 
+/// The shard that answers statements every shard would answer alike.
+pub const HOME: usize = 0;
+
 use std::collections::HashMap;
 
 /// How one table is placed.

@@ -321,7 +321,7 @@ impl ShardPool {
                 metrics::counter!(crate::metrics::BACKEND_CONNECT_ERRORS, "shard" => self.target.name.clone())
                     .increment(1);
                 tracing::warn!(shard = %self.target.name, "shard login failed: {e}");
-                Err(crate::frontend::shard_login_error(e))
+                Err(crate::backend::shard_login_error(e))
             }
         }
     }

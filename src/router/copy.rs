@@ -11,11 +11,42 @@
 use super::params::Params;
 use super::plan::{plan, Plan, HOME};
 use crate::error::{sqlstate, PgError};
-use crate::executor::copy_rows::{Format, Kind};
 use crate::placement::{KeyType, Placement, TableRule};
 use sqlparser::ast::{
     CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Ident, Statement,
 };
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Csv,
+    Binary,
+}
+
+/// The options of a COPY that decide where its rows and fields end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Format {
+    pub kind: Kind,
+    pub delimiter: u8,
+    pub null: Vec<u8>,
+    pub quote: u8,
+    pub escape: u8,
+    pub header: bool,
+}
+
+impl Format {
+    pub fn new(kind: Kind) -> Format {
+        let csv = kind == Kind::Csv;
+        Format {
+            kind,
+            delimiter: if csv { b',' } else { b'\t' },
+            null: if csv { Vec::new() } else { b"\\N".to_vec() },
+            quote: b'"',
+            escape: b'"',
+            header: false,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CopyPlan {

@@ -13,5 +13,6 @@ pub mod cursor;
 pub mod keys;
 pub mod params;
 pub mod plan;
+pub mod route_metrics;
 pub mod subquery;
 pub mod utility;

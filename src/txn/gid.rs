@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const PREFIX: &str = "sg_";
 
-/// The longest shard name a gid can carry (200 bytes minus prefix, instance, sequence, and `_`s).
-pub const MAX_SHARD_NAME: usize = 150;
+pub use crate::config::MAX_SHARD_NAME;
 
 /// Hands out this process's gids.
 #[derive(Debug)]

@@ -9,6 +9,7 @@
 pub mod gid;
 pub mod recovery;
 pub mod schema;
+pub mod snapshot;
 
 use crate::config::{ShardTarget, TransactionsConfig};
 use std::time::Duration;
@@ -25,9 +26,9 @@ pub struct TxnContext {
     /// Wakes the recovery task early (a session lost track of a transaction's outcome).
     pub kick: tokio::sync::Notify,
     /// The timestamp oracle, when multi-shard commits are gated (`transactions.snapshot`).
-    pub oracle: Option<crate::snapshot::client::Oracle>,
+    pub oracle: Option<crate::txn::snapshot::client::Oracle>,
     /// Sessions start in this consistency mode.
-    pub default_consistency: crate::snapshot::Consistency,
+    pub default_consistency: crate::txn::snapshot::Consistency,
     pub shard_names: Vec<String>,
 }
 
@@ -44,8 +45,8 @@ impl TxnContext {
             recovery: recovery::Options::from_config(config, connect_timeout),
             kick: tokio::sync::Notify::new(),
             oracle: None,
-            default_consistency: crate::snapshot::Consistency::parse(&config.consistency)
-                .unwrap_or(crate::snapshot::Consistency::Shard),
+            default_consistency: crate::txn::snapshot::Consistency::parse(&config.consistency)
+                .unwrap_or(crate::txn::snapshot::Consistency::Shard),
             shard_names: shards.iter().map(|s| s.name.clone()).collect(),
             shards,
         }

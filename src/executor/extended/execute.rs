@@ -23,7 +23,7 @@ impl Extended {
             }
             Some(Portal::Local(lp))
                 if matches!(&lp.plan, Plan::Scatter { shards, .. } if shards.len() > 1)
-                    && exec.consistency == crate::snapshot::Consistency::Snapshot
+                    && exec.consistency == crate::txn::snapshot::Consistency::Snapshot
                     && exec.txn == TxnState::Idle
                     && max_rows <= 0
                     && lp.pending.is_none() =>

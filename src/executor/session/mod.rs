@@ -11,8 +11,8 @@
 use super::insert_select::Rewrite;
 use super::link::{Incoming, LinkLost, ShardLink};
 use super::txn::TxnState;
+use crate::client::tls::ClientWriter;
 use crate::error::PgError;
-use crate::frontend::tls::ClientWriter;
 use crate::placement::Placement;
 use crate::protocol::{build, Frame};
 use crate::router::copy::CopyPlan;
@@ -86,9 +86,9 @@ pub struct Exec<'a> {
     columns: std::collections::HashMap<String, Vec<String>>,
     /// Parsed statements by text and by shape (see `parse_cache`).
     parsed: std::sync::Mutex<ParseCache>,
-    pub routes: crate::metrics::RouteMetrics,
+    pub routes: crate::router::route_metrics::RouteMetrics,
     /// `SET shardgate.consistency`.
-    pub consistency: crate::snapshot::Consistency,
+    pub consistency: crate::txn::snapshot::Consistency,
     /// The shards' `default_transaction_isolation`, once read (see `snapshot_level`); None
     /// after anything that may have changed it.
     pub default_isolation: Option<super::txn::Isolation>,
@@ -167,7 +167,7 @@ impl<'a> Exec<'a> {
         text_order_c: bool,
         pool: super::pooling::SessionPool,
     ) -> Exec<'a> {
-        let routes = crate::metrics::RouteMetrics::new(&placement.shard_names);
+        let routes = crate::router::route_metrics::RouteMetrics::new(&placement.shard_names);
         Exec {
             placement,
             txn_ctx,
@@ -357,7 +357,7 @@ impl<'a> Exec<'a> {
         // An autocommit read of several shards in snapshot consistency: its own cut.
         if let Plan::Scatter { shards, sql, merge } = &plan {
             if shards.len() > 1
-                && self.consistency == crate::snapshot::Consistency::Snapshot
+                && self.consistency == crate::txn::snapshot::Consistency::Snapshot
                 && self.txn == TxnState::Idle
             {
                 let mut q = BytesMut::new();

@@ -18,18 +18,18 @@ mod statements;
 mod tracker;
 
 use super::session::{write_flushed, SessionEnd, FRONTEND_TAGS};
-use super::tls::{ClientReader, ClientStream, ClientWriter};
 use crate::admin::clients::{Registered, State as ClientState};
 use crate::backend::{ShardReader, ShardWriter};
+use crate::client::cancel::CancelSlot;
+use crate::client::tls::{ClientReader, ClientStream, ClientWriter};
 use crate::error::{sqlstate, PgError};
 use crate::executor::link::ShardLink;
-use crate::frontend::cancel::CancelSlot;
+use crate::frontend::ProxyContext;
 use crate::metrics as m;
 use crate::pool::settings::Settings;
 use crate::pool::{Lease, ShardPool};
 use crate::protocol::frame::{FrameScanner, Scan, MAX_SHARD_MESSAGE_BYTES};
 use crate::protocol::inspect;
-use crate::server::ProxyContext;
 use bytes::{Buf, BytesMut};
 use statements::Translated;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -119,7 +119,7 @@ pub async fn run(
         }
     };
     if let Some(err) = outcome.last_words() {
-        super::handshake::send_fatal(&mut client_tx, &err).await;
+        crate::client::send_fatal(&mut client_tx, &err).await;
     }
     let (lease, in_flight) = {
         let mut s = lock(&shared);

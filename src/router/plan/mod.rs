@@ -35,8 +35,7 @@ pub(crate) use scatter::*;
 pub use unparsed::*;
 pub(crate) use write::*;
 
-/// The shard that answers statements every shard would answer alike.
-pub const HOME: usize = 0;
+pub use crate::placement::HOME;
 
 /// What to do with a statement.
 #[derive(Debug, Clone, PartialEq, Eq)]

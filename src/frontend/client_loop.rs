@@ -1,16 +1,16 @@
 //! Reading the client's messages in a multi-shard session and dispatching them.
 
-use super::client_input::ClientInput;
-use super::extended::Extended;
-use super::link::ShardLink;
-use super::session::{Exec, Stop};
-use super::txn::TxnState;
 use crate::admin::clients::{Registered, State as ClientState};
+use crate::client::tls::ClientStream;
 use crate::error::{sqlstate, PgError};
-use crate::frontend::tls::ClientStream;
+use crate::executor::client_input::ClientInput;
+use crate::executor::extended::Extended;
+use crate::executor::link::ShardLink;
+use crate::executor::session::{Exec, Stop};
+use crate::executor::txn::TxnState;
+use crate::frontend::ProxyContext;
 use crate::frontend::SessionEnd;
 use crate::protocol::message::{ClientMessage, Query};
-use crate::server::ProxyContext;
 
 /// What a session starts with besides its links.
 pub struct Start<'s> {
@@ -30,7 +30,7 @@ pub async fn run(
     registered: &Registered,
 ) -> SessionEnd {
     let (rx, tx) = socket.into_split();
-    let pool = super::pooling::SessionPool::new(ctx.pools.mode, start.settings);
+    let pool = crate::executor::pooling::SessionPool::new(ctx.pools.mode, start.settings);
     let mut exec = Exec::new(
         ctx.live.placement(),
         &ctx.txn,
@@ -191,7 +191,7 @@ pub async fn run(
         return SessionEnd::ShardFatal(name);
     }
     if let Some(err) = last_words {
-        crate::frontend::send_fatal(&mut client, &err).await;
+        crate::client::send_fatal(&mut client, &err).await;
     }
     end
 }

@@ -1,7 +1,8 @@
-//! `[[users]]`: who may log in, how they authenticate, and what they may do. A password
-//! never reaches a log line (`Debug` is written by hand).
+//! A user as the config's `[[users]]` gives it: who may log in, how they authenticate, and
+//! what they may do. The config reads it; the rest of `auth` turns it into credentials. A
+//! password never reaches a log line (`Debug` is written by hand).
 
-use super::*;
+use serde::{Deserialize, Serialize};
 
 /// How a user proves who they are to the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -50,6 +51,6 @@ impl std::fmt::Debug for UserConfig {
     }
 }
 
-pub(super) fn default_auth() -> AuthMethod {
+fn default_auth() -> AuthMethod {
     AuthMethod::ScramSha256
 }

@@ -4,10 +4,10 @@
 //! SHOW SHARDS | POOLS | CLIENTS | STATS | TRANSACTIONS | CONFIG | SLOTS, RELOAD, PAUSE, RESUME,
 //! and SHOW HELP. Commands may be separated by `;`. The extended protocol is refused.
 
+use crate::client::tls::ClientStream;
 use crate::error::{sqlstate, PgError};
-use crate::frontend::tls::ClientStream;
+use crate::frontend::ProxyContext;
 use crate::protocol::build;
-use crate::server::ProxyContext;
 use bytes::BytesMut;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,7 +45,7 @@ pub async fn serve(
             m = read_message(&mut socket, ctx.max_message_bytes) => m,
             _ = crate::shutdown::ends(&mut stop, true) => {
                 let err = PgError::fatal("57P01", "terminating connection because shardgate is shutting down");
-                crate::frontend::send_fatal(&mut socket, &err).await;
+                crate::client::send_fatal(&mut socket, &err).await;
                 return;
             }
         };
