@@ -72,9 +72,12 @@ enum Portal {
     Local(Box<LocalPortal>),
 }
 
-/// Moves the gauge of bytes sessions hold for clients.
+/// Moves the gauge of bytes sessions hold for clients. It moves with every message of a batch,
+/// so the handle is looked up once per process, not once per message; sessions start after the
+/// recorder is installed, so the first lookup finds it.
 fn buffered(delta: i64) {
-    let g = metrics::gauge!(crate::metrics::SESSION_BUFFERED_BYTES);
+    static GAUGE: std::sync::OnceLock<metrics::Gauge> = std::sync::OnceLock::new();
+    let g = GAUGE.get_or_init(|| metrics::gauge!(crate::metrics::SESSION_BUFFERED_BYTES));
     if delta >= 0 {
         g.increment(delta as f64);
     } else {
