@@ -2,7 +2,8 @@
 # End-to-end throughput: pgbench -S (8 clients) in simple, extended and prepared mode, directly
 # against PostgreSQL, through PgBouncer (transaction mode) and through shardgate, in interleaved
 # rounds on the same server in the same run. Prints TPS per target, the ratios of the means, and
-# shardgate/PgBouncer round by round (the spread).
+# shardgate/PgBouncer round by round (the spread). A second shardgate with `worker_threads = 2`
+# in front of the same server shows how the proxy scales with a second thread.
 #
 #   benches/pgbench.sh [DURATION_SECONDS=10] [ROUNDS=2]
 #
@@ -15,6 +16,7 @@ CLIENTS=8
 BASE=${BENCH_PORT:-16432}
 PG_PORT=$((BASE + 1))
 BOUNCER_PORT=$((BASE + 100))
+TWO_THREADS_PORT=$((BASE + 50))
 WORK=$(mktemp -d /tmp/shardgate-bench.XXXXXX)
 chmod 755 "$WORK"
 
@@ -28,6 +30,7 @@ cargo build --release -q
 DEMO=$!
 cleanup() {
     kill "$DEMO" 2>/dev/null || true
+    [ -n "${TWO:-}" ] && kill "$TWO" 2>/dev/null || true
     [ -n "${BOUNCER:-}" ] && kill "$BOUNCER" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$WORK"
@@ -35,6 +38,12 @@ cleanup() {
 trap cleanup EXIT
 for _ in $(seq 100); do grep -q "press Ctrl-C" "$WORK/demo.log" && break; sleep 0.2; done
 grep -q "press Ctrl-C" "$WORK/demo.log" || { cat "$WORK/demo.log"; exit 1; }
+
+# The same proxy configuration as the demo's, on two worker threads.
+sed -e "s/^listen = \"127.0.0.1:$BASE\"/listen = \"127.0.0.1:$TWO_THREADS_PORT\"\nworker_threads = 2/" \
+    -e "s/^listen = \"127.0.0.1:$((BASE + 200))\"/listen = \"\"/" "$WORK/demo/shardgate.toml" >"$WORK/two-threads.toml"
+./target/release/shardgate --log-level warn --config "$WORK/two-threads.toml" >"$WORK/two-threads.log" 2>&1 &
+TWO=$!
 
 cat >"$WORK/pgbouncer.ini" <<INI
 [databases]
@@ -63,6 +72,7 @@ sleep 1
 DIRECT="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 BOUNCED="postgres://postgres@127.0.0.1:$BOUNCER_PORT/postgres"
 PROXIED="postgres://app:app@127.0.0.1:$BASE/postgres"
+PROXIED_TWO="postgres://app:app@127.0.0.1:$TWO_THREADS_PORT/postgres"
 pgbench -i -s 10 -q "$DIRECT" >/dev/null 2>&1
 
 declare -A SUM
@@ -92,6 +102,7 @@ for round in $(seq "$ROUNDS"); do
         run "$mode" direct "$DIRECT"
         run "$mode" pgbouncer "$BOUNCED"
         run "$mode" shardgate "$PROXIED"
+        run "$mode" shardgate2 "$PROXIED_TWO"
     done
 done
 
@@ -101,6 +112,12 @@ printf "%-9s %10s %10s %10s %12s %12s %14s\n" mode direct pgbouncer shardgate "s
 for mode in simple extended prepared; do
     awk -v m="$mode" -v r="$ROUNDS" -v d="${SUM[$mode,direct]}" -v p="${SUM[$mode,pgbouncer]}" -v s="${SUM[$mode,shardgate]}" \
         'BEGIN{d/=r; p/=r; s/=r; printf "%-9s %10.0f %10.0f %10.0f %12.2f %12.2f %14s\n", m, d, p, s, (d?s/d:0), (d?p/d:0), (p?sprintf("%.2f", s/p):"n/a")}'
+done
+echo
+echo "shardgate with worker_threads = 2 (shardgate2) against 1:"
+for mode in simple extended prepared; do
+    awk -v m="$mode" -v r="$ROUNDS" -v one="${SUM[$mode,shardgate]}" -v two="${SUM[$mode,shardgate2]}" \
+        'BEGIN{printf "%-9s %10.0f %10.0f %8s\n", m, one/r, two/r, (one?sprintf("%.2f", two/one):"n/a")}'
 done
 echo
 echo "shardgate/pgbouncer by round (min .. max):"
