@@ -14,6 +14,7 @@
 //! The client pump looks into Query, Parse, Bind, Describe and Close only (settings, pins,
 //! statement names, see `tracker` and `statements`); everything else passes as it came.
 
+mod statement_text;
 mod statements;
 mod tracker;
 

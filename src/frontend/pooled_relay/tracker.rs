@@ -13,11 +13,11 @@
 //! one undone by ROLLBACK TO SAVEPOINT) the session is pinned to its connection instead: never
 //! a guess replayed on another connection.
 
+use super::statement_text::{deallocation, parse_text, query_text, without_leading_comments, Stmt};
 use super::statements::{Expect, RelayStatements, Translated};
 use crate::pool::pins;
 use crate::pool::settings::{self, Change, Settings};
 use bytes::BytesMut;
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -37,66 +37,6 @@ struct Request {
     /// DISCARD ALL or DEALLOCATE ALL ran: every statement on the connection is gone,
     /// other sessions' too.
     wiped: bool,
-}
-
-/// A statement of a Query, as far as session settings are concerned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Stmt {
-    Begin,
-    /// COMMIT or END; `chain`: AND CHAIN opens the next block at once.
-    Commit {
-        chain: bool,
-    },
-    Rollback {
-        chain: bool,
-    },
-    RollbackTo,
-    /// SET, RESET or DISCARD ALL: the statement's text.
-    Change(Box<str>),
-    Other,
-}
-
-impl Stmt {
-    fn of(sql: &str) -> Stmt {
-        let sql = without_leading_comments(sql);
-        // Most statements are none of these: told apart by their first word, with nothing
-        // allocated.
-        let first = sql
-            .split(|c: char| c.is_ascii_whitespace() || c == ';' || c == '(')
-            .next()
-            .unwrap_or("");
-        const WORDS: [&str; 9] = [
-            "begin", "start", "commit", "end", "rollback", "abort", "set", "reset", "discard",
-        ];
-        if !WORDS.iter().any(|w| first.eq_ignore_ascii_case(w)) {
-            return Stmt::Other;
-        }
-        let lower = sql.to_ascii_lowercase();
-        let words: Vec<&str> = lower
-            .split(|c: char| c.is_ascii_whitespace() || c == ';')
-            .filter(|w| !w.is_empty())
-            .collect();
-        let chain = words.ends_with(&["and", "chain"]) && !words.ends_with(&["no", "chain"]);
-        match words.first().copied() {
-            Some("begin") | Some("start") => Stmt::Begin,
-            Some("commit") | Some("end") if words.get(1) != Some(&"prepared") => {
-                Stmt::Commit { chain }
-            }
-            Some("rollback") | Some("abort") if words.get(1) != Some(&"prepared") => {
-                if words.contains(&"to") {
-                    Stmt::RollbackTo
-                } else {
-                    Stmt::Rollback { chain }
-                }
-            }
-            _ if settings::classify(sql) != Change::None => Stmt::Change(sql.into()),
-            _ => Stmt::Other,
-        }
-    }
-
-    fn controls_transaction(&self) -> bool {
-        !matches!(self, Stmt::Change(_) | Stmt::Other)
-    }
 }
 
 /// What the shard pump does at a ReadyForQuery.
@@ -488,74 +428,6 @@ impl Tracker {
     }
 }
 
-/// `sql` after any comments and blanks it starts with.
-fn without_leading_comments(mut sql: &str) -> &str {
-    loop {
-        sql = sql.trim_start();
-        if let Some(rest) = sql.strip_prefix("--") {
-            sql = rest.find('\n').map_or("", |i| &rest[i + 1..]);
-        } else if let Some(rest) = sql.strip_prefix("/*") {
-            // PostgreSQL's block comments nest.
-            let mut depth = 1;
-            let b = rest.as_bytes();
-            let mut i = 0;
-            while i + 1 < b.len() && depth > 0 {
-                match &b[i..i + 2] {
-                    b"/*" => {
-                        depth += 1;
-                        i += 2;
-                    }
-                    b"*/" => {
-                        depth -= 1;
-                        i += 2;
-                    }
-                    _ => i += 1,
-                }
-            }
-            sql = if depth == 0 { &rest[i..] } else { "" };
-        } else {
-            return sql;
-        }
-    }
-}
-
-/// A Query's text, read as ASCII words would be whatever the client encoding.
-fn query_text(body: &[u8]) -> Cow<'_, str> {
-    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
-    String::from_utf8_lossy(&body[..end])
-}
-
-/// A Parse's SQL text.
-fn parse_text(body: &[u8]) -> Cow<'_, str> {
-    let name_end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
-    query_text(body.get(name_end + 1..).unwrap_or(&[]))
-}
-
-/// SQL DEALLOCATE: `Some(None)` for ALL, `Some(Some(name))` for one statement.
-fn deallocation(text: &str) -> Option<Option<String>> {
-    let text = text.trim().trim_end_matches(';').trim_end();
-    let mut words = text.split_whitespace();
-    if !words.next()?.eq_ignore_ascii_case("deallocate") {
-        return None;
-    }
-    let mut name = words.next()?;
-    if name.eq_ignore_ascii_case("prepare") {
-        name = words.next()?;
-    }
-    if words.next().is_some() {
-        return None;
-    }
-    if name.eq_ignore_ascii_case("all") {
-        return Some(None);
-    }
-    Some(Some(
-        match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
-            Some(quoted) => quoted.replace("\"\"", "\""),
-            None => name.to_ascii_lowercase(),
-        },
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::statements::tests::frame;
@@ -712,28 +584,5 @@ mod tests {
         let r = t.on_ready(b'I');
         assert!(r.wiped && r.release);
         assert_eq!(t.settings.fingerprint(), settings::DEFAULTS);
-    }
-
-    #[test]
-    fn deallocation_reads_the_name() {
-        assert_eq!(deallocation("DEALLOCATE ALL"), Some(None));
-        assert_eq!(
-            deallocation("deallocate prepare S_1;"),
-            Some(Some("s_1".into()))
-        );
-        assert_eq!(deallocation("DEALLOCATE \"S_1\""), Some(Some("S_1".into())));
-        assert_eq!(deallocation("DEALLOCATE"), None);
-        assert_eq!(deallocation("SELECT 1"), None);
-        assert_eq!(
-            without_leading_comments("-- x\n /* a /* b */ */ SET y"),
-            "SET y"
-        );
-        assert_eq!(
-            Stmt::of("/* c */ set work_mem = 1"),
-            Stmt::Change("set work_mem = 1".into())
-        );
-        assert_eq!(Stmt::of("COMMIT AND CHAIN"), Stmt::Commit { chain: true });
-        assert_eq!(Stmt::of("rollback to savepoint a"), Stmt::RollbackTo);
-        assert_eq!(Stmt::of("commit prepared 'x'"), Stmt::Other);
     }
 }
