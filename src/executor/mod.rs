@@ -21,6 +21,7 @@ pub mod parse_cache;
 pub mod pooling;
 pub mod procedural;
 pub mod session;
+pub mod shape_route;
 pub mod snapshot_read;
 pub mod sql_prepare;
 pub mod two_phase;

@@ -11,7 +11,7 @@
 //! which takes tens of times the text's size); when full it starts over. Texts over 8 KiB are
 //! not kept: they are usually long literal lists, parsed once.
 
-use crate::sql::shape_of;
+use crate::sql::{shape_of, Shape};
 use sqlparser::ast::Statement;
 use sqlparser::dialect::PostgreSqlDialect;
 use std::collections::{HashMap, VecDeque};
@@ -66,13 +66,18 @@ fn shared(v: Vec<Statement>) -> Parsed {
 impl ParseCache {
     /// The statements of `sql`, from the cache or parsed now.
     pub fn get(&mut self, sql: &str) -> Option<Parsed> {
+        self.get_shaped(sql, None)
+    }
+
+    /// As `get`, given the shape of `sql` when the caller has already worked it out.
+    pub fn get_shaped(&mut self, sql: &str, shape: Option<Shape>) -> Option<Parsed> {
         if let Some(Entry::Text(hit)) = self.entries.get(sql) {
             return hit.clone();
         }
         if let Some((_, hit)) = self.recent.iter().find(|(t, _)| t == sql) {
             return Some(hit.clone());
         }
-        let shape = (sql.len() <= LARGEST_TEXT).then(|| shape_of(sql)).flatten();
+        let shape = shape.or_else(|| (sql.len() <= LARGEST_TEXT).then(|| shape_of(sql)).flatten());
         let Some(shape) = shape else {
             let parsed = parse(sql).map(shared);
             self.keep(sql, Entry::Text(parsed.clone()));
@@ -97,6 +102,14 @@ impl ParseCache {
         };
         self.keep(&shape.key, entry);
         Some(shared(parsed))
+    }
+
+    /// The proven template of a shape, if one is kept.
+    pub fn template(&self, shape_key: &str) -> Option<Arc<Vec<Statement>>> {
+        match self.entries.get(shape_key) {
+            Some(Entry::Template(t)) => Some(t.clone()),
+            _ => None,
+        }
     }
 
     fn keep(&mut self, key: &str, entry: Entry) {

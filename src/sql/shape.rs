@@ -57,6 +57,12 @@ pub fn shape_of(sql: &str) -> Option<Shape> {
     (!literals.is_empty()).then_some(Shape { key, literals })
 }
 
+/// The position of a marker among a shape's literals (`$9000000` is the first).
+fn marker_index(marker: &str) -> Option<usize> {
+    let n: u64 = marker.strip_prefix('$')?.parse().ok()?;
+    usize::try_from(n.checked_sub(FIRST_MARKER)?).ok()
+}
+
 impl Shape {
     /// The template's statements with this shape's literals put back.
     pub fn fill(&self, template: &[Statement]) -> Vec<Statement> {
@@ -74,6 +80,47 @@ impl Shape {
             });
         }
         out
+    }
+
+    /// The literals in marker order, as a text-format parameter would carry them: a number as
+    /// written, a string without its quotes.
+    pub fn literal_texts(&self) -> Vec<Option<String>> {
+        let mut out = vec![None; self.literals.len()];
+        for (marker, value) in &self.literals {
+            let Some(i) = marker_index(marker) else {
+                continue;
+            };
+            if let Some(slot) = out.get_mut(i) {
+                *slot = match value {
+                    Value::Number(n, _) => Some(n.clone()),
+                    Value::SingleQuotedString(s) => Some(s.clone()),
+                    _ => None,
+                };
+            }
+        }
+        out
+    }
+
+    /// The template's statements with each marker turned into the parameter `$n` it stands for
+    /// in `literal_texts` order (the first marker is `$1`). None when the template holds a
+    /// placeholder that is not a marker, which a parameter could be taken for.
+    pub fn as_parameters(template: &[Statement]) -> Option<Vec<Statement>> {
+        let mut out = template.to_vec();
+        let mut foreign = false;
+        for stmt in &mut out {
+            let _ = sqlparser::ast::visit_expressions_mut(stmt, |e: &mut Expr| {
+                if let Expr::Value(v) = e {
+                    if let Value::Placeholder(p) = &mut v.value {
+                        match marker_index(p) {
+                            Some(i) => *p = format!("${}", i + 1),
+                            None => foreign = true,
+                        }
+                    }
+                }
+                ControlFlow::<()>::Continue(())
+            });
+        }
+        (!foreign).then_some(out)
     }
 
     /// The template of this shape, if it parses and reproduces `parsed` (the real parse of the
@@ -121,6 +168,24 @@ mod tests {
         assert!(shape_of("select $9000001, 5").is_none());
         // No literal: nothing to share.
         assert!(shape_of("select * from t where id = $1").is_none());
+    }
+
+    #[test]
+    fn a_template_becomes_a_statement_with_parameters_in_literal_order() {
+        let sql = "select * from t where id = 5 and name = 'it''s' limit 10";
+        let shape = shape_of(sql).unwrap();
+        assert_eq!(
+            shape.literal_texts(),
+            [Some("5".into()), Some("it's".into()), Some("10".into())]
+        );
+        let template = shape.proven_template(&parse(sql)).unwrap();
+        assert_eq!(
+            Shape::as_parameters(&template).unwrap(),
+            parse("select * from t where id = $1 and name = $2 limit $3")
+        );
+        // A statement whose template already holds a parameter of its own is not converted.
+        let own = parse("select * from t where id = $1 and v = $9000000");
+        assert!(Shape::as_parameters(&own).is_none());
     }
 
     #[test]

@@ -27,7 +27,7 @@ use local_portal::LocalPortal;
 mod one_shard;
 mod portal;
 pub(crate) mod rebind;
-mod route_cache;
+pub(crate) mod route_cache;
 mod routing;
 
 use super::session::{Exec, Step, R};

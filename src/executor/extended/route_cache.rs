@@ -78,7 +78,7 @@ fn insert_without_columns(exec: &Exec<'_>, sql: &str) -> bool {
 }
 
 #[derive(Debug, Clone)]
-pub(super) struct Route {
+pub(crate) struct Route {
     to: To,
     /// The placement the route was learned with.
     placement: Arc<Placement>,
@@ -99,7 +99,7 @@ enum To {
 
 impl Route {
     /// The route a planning shows, if the plan holds for every later Bind.
-    pub(super) fn learn(
+    pub(crate) fn learn(
         plan: &Plan,
         reads: &[Read],
         params: &Params,
@@ -130,12 +130,12 @@ impl Route {
     }
 
     /// Whether it was learned with this placement (a reload makes a new one).
-    fn learned_with(&self, placement: &Arc<Placement>) -> bool {
+    pub(crate) fn learned_with(&self, placement: &Arc<Placement>) -> bool {
         Arc::ptr_eq(&self.placement, placement)
     }
 
     /// The plan for these values, or None when they need a full planning.
-    fn plan(&self, params: &Params) -> Option<Plan> {
+    pub(crate) fn plan(&self, params: &Params) -> Option<Plan> {
         match self.to {
             To::Shard { shard, write } => Some(Plan::Shard { shard, write }),
             To::ShardOfKey { param, ty, write } => match params.key(param, ty) {

@@ -86,6 +86,8 @@ pub struct Exec<'a> {
     columns: std::collections::HashMap<String, Vec<String>>,
     /// Parsed statements by text and by shape (see `parse_cache`).
     parsed: std::sync::Mutex<ParseCache>,
+    /// Routes learned per shape for simple-protocol texts (see `shape_route`).
+    shape_routes: super::shape_route::ShapeRoutes,
     pub routes: crate::router::route_metrics::RouteMetrics,
     /// `SET shardgate.consistency`.
     pub consistency: crate::txn::snapshot::Consistency,
@@ -180,6 +182,7 @@ impl<'a> Exec<'a> {
             deallocated: Vec::new(),
             columns: std::collections::HashMap::new(),
             parsed: std::sync::Mutex::new(ParseCache::default()),
+            shape_routes: Default::default(),
             routes,
             consistency: txn_ctx.default_consistency,
             default_isolation: None,
@@ -237,9 +240,22 @@ impl<'a> Exec<'a> {
             self.ready_for_query();
             return self.flush().await;
         }
+        // A text of a shape whose route was learned runs without being parsed or planned (see
+        // `shape_route`). The shape is worked out once, for the parse cache too.
+        let shape = self.simple_shape(text);
+        if let Some(plan) = shape
+            .as_ref()
+            .and_then(|s| self.shape_routes.plan(s, &self.placement))
+        {
+            return self.simple_planned(plan, text).await;
+        }
+        let mut learn = shape
+            .as_ref()
+            .filter(|s| !self.shape_routes.knows(s, &self.placement))
+            .cloned();
         // Each statement, with the characters of the Query before it (for error positions).
         type Ast = std::sync::Arc<sqlparser::ast::Statement>;
-        let statements: Vec<(Option<Ast>, String, u64)> = match self.parse(text) {
+        let statements: Vec<(Option<Ast>, String, u64)> = match self.parse_shaped(text, shape) {
             Some(v) if v.len() == 1 => vec![(Some(v[0].clone()), text.to_string(), 0)],
             // Several statements: each runs as the client wrote it when the split lines up
             // with sqlparser's (it does unless a statement is empty).
@@ -290,6 +306,13 @@ impl<'a> Exec<'a> {
                 }
             }
         }
+        if statements.len() > 1 {
+            // Only a text of one statement is routed by its shape.
+            if let Some(s) = learn.take() {
+                self.shape_routes
+                    .learn(&s, &[], &Plan::Unrecognised, &self.placement);
+            }
+        }
         // PostgreSQL runs a multi-statement Query as one implicit transaction.
         if statements.len() > 1 && self.txn == TxnState::Idle {
             self.txn = self.new_txn("BEGIN".into(), true);
@@ -318,11 +341,18 @@ impl<'a> Exec<'a> {
                 }
             }
             let stmt = stmt.map(|s| self.with_insert_columns(&s));
+            let as_written = forced.is_none() && !filled && stmt.is_some();
             let plan = match (&stmt, forced) {
                 (_, Some(p)) => p,
                 (Some(s), None) => plan(s, &self.placement, &Params::default()),
                 (None, None) => plan_unparsed(&sql),
             };
+            if let Some(s) = learn.take() {
+                let template = as_written.then(|| self.shape_template(&s.key)).flatten();
+                let template = template.as_deref().map_or(&[][..], Vec::as_slice);
+                self.shape_routes
+                    .learn(&s, template, &plan, &self.placement);
+            }
             self.ahead = ahead;
             self.rewritten = filled;
             let step = self.run_plan(plan, &sql).await;
@@ -332,6 +362,19 @@ impl<'a> Exec<'a> {
                 self.after_error().await?;
                 break;
             }
+        }
+        if matches!(&self.txn, TxnState::Open(t) if t.implicit) {
+            self.commit(false).await?;
+        }
+        self.ready_for_query();
+        self.flush().await
+    }
+
+    /// A Query of one statement, planned already: run as the statement loop of `simple_query`
+    /// runs a statement that is not an INSERT.
+    async fn simple_planned(&mut self, plan: Plan, text: &str) -> R<()> {
+        if self.run_plan(plan, text).await? == Step::Failed {
+            self.after_error().await?;
         }
         if matches!(&self.txn, TxnState::Open(t) if t.implicit) {
             self.commit(false).await?;

@@ -57,6 +57,11 @@ impl Exec<'_> {
     /// The statements of `sql` (None when sqlparser cannot parse them, or for `SHOW shardgate.*`,
     /// which the proxy answers), from the per-session cache.
     pub fn parse(&self, sql: &str) -> Option<Parsed> {
+        self.parse_shaped(sql, None)
+    }
+
+    /// As `parse`, given the shape of `sql` when the caller has already worked it out.
+    pub fn parse_shaped(&self, sql: &str, shape: Option<crate::sql::Shape>) -> Option<Parsed> {
         if sql.len() > MAX_ANALYSED_BYTES {
             return None;
         }
@@ -66,7 +71,29 @@ impl Exec<'_> {
         self.parsed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(sql)
+            .get_shaped(sql, shape)
+    }
+
+    /// The shape of a simple-protocol text short enough for a learned route, and not one the
+    /// proxy answers itself.
+    pub fn simple_shape(&self, sql: &str) -> Option<crate::sql::Shape> {
+        if sql.len() > super::super::shape_route::LONGEST_SHAPE
+            || crate::router::plan::is_admin(sql)
+        {
+            return None;
+        }
+        crate::sql::shape_of(sql)
+    }
+
+    /// The proven template of a shape, when the parse cache holds one.
+    pub fn shape_template(
+        &self,
+        key: &str,
+    ) -> Option<std::sync::Arc<Vec<sqlparser::ast::Statement>>> {
+        self.parsed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .template(key)
     }
 
     /// Reads (once per session and table) the column order of the table an INSERT without a
