@@ -4,7 +4,8 @@
 #     failed transactions, and the most server connections any shard saw from the proxy;
 #  2. 3000 idle clients: the proxy's resident memory per idle client;
 #  3. point lookups (pgbench -S, 8 clients) routed over the 3 shards vs the same proxy binary
-#     relaying to one shard, in simple, extended and prepared mode, interleaved rounds.
+#     relaying to one shard, in simple, extended and prepared mode, interleaved rounds; and the
+#     sharded proxy again on two worker threads (the others run on one), against one.
 #   benches/pooling.sh [SECONDS=10] [ROUNDS=2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ ROUNDS=${2:-2}
 BASE=${BENCH_PORT:-18432}
 SHARDED_PORT=$((BASE + 50))
 RELAY_PORT=$((BASE + 51))
+SHARDED2_PORT=$((BASE + 52))
 WORK=$(mktemp -d /tmp/shardgate-pooling.XXXXXX)
 chmod 755 "$WORK"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -21,7 +23,7 @@ cargo build --release -q
 ./target/release/shardgate --log-level warn demo --shards 3 --port "$BASE" --metrics-port $((BASE + 200)) --dir "$WORK/demo" >"$WORK/demo.log" 2>&1 &
 DEMO=$!
 cleanup() {
-    for p in ${SHARDED:-} ${RELAY:-}; do kill "$p" 2>/dev/null || true; done
+    for p in ${SHARDED:-} ${RELAY:-} ${SHARDED2:-}; do kill "$p" 2>/dev/null || true; done
     kill "$DEMO" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$WORK"
@@ -78,6 +80,7 @@ done
 
 SHARDED_URL="postgres://app:app@127.0.0.1:$SHARDED_PORT/postgres"
 RELAY_URL="postgres://app:app@127.0.0.1:$RELAY_PORT/postgres"
+SHARDED2_URL="postgres://app:app@127.0.0.1:$SHARDED2_PORT/postgres"
 proxy_conns() { # the most connections any shard serves for sessions (control connections left out)
     for i in 0 1 2; do
         psql -At "postgres://postgres@127.0.0.1:$((BASE + 1 + i))/postgres" -c \
@@ -109,6 +112,12 @@ wait "$IDLE" || true
 grep -E "number of (failed|transactions actually)|error" "$WORK/idle.out" | head -3 | sed 's/^/   /'
 awk -v b="$BEFORE" -v d="$DURING" 'BEGIN { printf "   proxy RSS %d kB before, %d kB with 3000 idle clients: %.1f KiB per idle client\n", b, d, (d - b) / 3000 }'
 
+# The sharded proxy's configuration on two worker threads, started only now so that the
+# connection counts above are the first proxy's alone.
+sed -e "s/^listen = \"127.0.0.1:$SHARDED_PORT\"/listen = \"127.0.0.1:$SHARDED2_PORT\"\nworker_threads = 2/" "$WORK/sharded.toml" >"$WORK/sharded2.toml"
+./target/release/shardgate --log-level warn --config "$WORK/sharded2.toml" >"$WORK/sharded2.log" 2>&1 &
+SHARDED2=$!
+sleep 1
 echo "3. point lookups, 8 clients, sharded (3 shards) vs relay (1 shard), ${DURATION}s x $ROUNDS rounds"
 declare -A SUM
 run() { # mode target url
@@ -128,6 +137,7 @@ for round in $(seq "$ROUNDS"); do
     for mode in simple extended prepared; do
         run "$mode" relay "$RELAY_URL"
         run "$mode" sharded "$SHARDED_URL"
+        run "$mode" sharded2 "$SHARDED2_URL"
     done
 done
 echo
@@ -136,4 +146,10 @@ for mode in simple extended prepared; do
     awk -v m="$mode" -v r="$ROUNDS" -v d="${SUM[$mode,relay]}" -v s="${SUM[$mode,sharded]}" \
         -v sp="${SPREAD[$mode,relay]} | ${SPREAD[$mode,sharded]}" \
         'BEGIN{d/=r; s/=r; printf "%-9s %10.0f %10.0f %14.2f   %s\n", m, d, s, (d ? s/d : 0), sp}'
+done
+echo
+echo "sharded on two worker threads (sharded2) against one:"
+for mode in simple extended prepared; do
+    awk -v m="$mode" -v r="$ROUNDS" -v one="${SUM[$mode,sharded]}" -v two="${SUM[$mode,sharded2]}" \
+        'BEGIN{printf "%-9s %10.0f %10.0f %8s\n", m, one/r, two/r, (one ? sprintf("%.2f", two/one) : "n/a")}'
 done
