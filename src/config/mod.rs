@@ -134,6 +134,20 @@ impl Config {
         Ok(config)
     }
 
+    /// Three shards `s0` to `s2`, one trust user, and the `tables` given (TOML): the cluster
+    /// that unit tests of planning and routing place rows on.
+    #[cfg(test)]
+    pub fn three_shards(tables: &str) -> Config {
+        let mut text = String::from("[[users]]\nname=\"a\"\nauth=\"trust\"\n");
+        for i in 0..3 {
+            text.push_str(&format!(
+                "[[shards]]\nname=\"s{i}\"\nurl=\"postgres://u@h{i}/db\"\n"
+            ));
+        }
+        text.push_str(tables);
+        Config::from_toml(&text).unwrap()
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
         if self.server.listen.parse::<SocketAddr>().is_err() {

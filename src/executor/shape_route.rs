@@ -132,16 +132,11 @@ mod tests {
     use sqlparser::parser::Parser;
 
     fn placement() -> Arc<Placement> {
-        let mut text = String::from("[[users]]\nname=\"a\"\nauth=\"trust\"\n");
-        for i in 0..3 {
-            text.push_str(&format!(
-                "[[shards]]\nname=\"s{i}\"\nurl=\"postgres://u@h{i}/db\"\n"
-            ));
-        }
-        text.push_str("[tables.items]\nshard_key=\"id\"\nkey_type=\"bigint\"\n");
-        text.push_str("[tables.users]\nshard_key=\"name\"\nkey_type=\"text\"\n");
-        text.push_str("[tables.kinds]\nreference=true\n");
-        let config = crate::config::Config::from_toml(&text).unwrap();
+        let config = crate::config::Config::three_shards(concat!(
+            "[tables.items]\nshard_key=\"id\"\nkey_type=\"bigint\"\n",
+            "[tables.users]\nshard_key=\"name\"\nkey_type=\"text\"\n",
+            "[tables.kinds]\nreference=true\n",
+        ));
         Arc::new(config.placement().unwrap())
     }
 
