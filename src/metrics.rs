@@ -14,6 +14,10 @@ pub const CLIENT_CONNECTIONS: &str = "shardgate_client_connections_total";
 pub const QUERIES: &str = "shardgate_queries_total";
 /// Histogram (seconds), label `shard`: request to ReadyForQuery.
 pub const QUERY_DURATION: &str = "shardgate_query_duration_seconds";
+/// Counter, label `shard`: Parses the proxy sent on its own so that a server connection holds a
+/// client's statement before a Bind of it (pooling gave the client another connection, or a
+/// statement prepared elsewhere met this shard).
+pub const STATEMENT_PREPARES: &str = "shardgate_statement_prepares_total";
 /// Counter, label `shard`: failed logins to a shard (down, refused, timed out).
 pub const BACKEND_CONNECT_ERRORS: &str = "shardgate_backend_connect_errors_total";
 /// Counter: statements refused by the router.
@@ -161,6 +165,10 @@ fn describe() {
         metrics::Unit::Seconds,
         "Request to ReadyForQuery, per shard"
     );
+    metrics::describe_counter!(
+        STATEMENT_PREPARES,
+        "Parses sent by the proxy so that a server connection holds a client's statement"
+    );
     metrics::describe_counter!(BACKEND_CONNECT_ERRORS, "Failed logins to each shard");
     metrics::describe_counter!(STATEMENTS_REJECTED, "Statements refused by the planner");
     metrics::describe_counter!(AUTH_FAILURES, "Client authentication failures");
@@ -220,6 +228,7 @@ pub struct SessionMetrics {
     pub shard: String,
     pub queries: Counter,
     pub latency: Histogram,
+    pub prepares: Counter,
 }
 
 impl SessionMetrics {
@@ -228,6 +237,7 @@ impl SessionMetrics {
             shard: shard.to_string(),
             queries: metrics::counter!(QUERIES, "shard" => shard.to_string()),
             latency: metrics::histogram!(QUERY_DURATION, "shard" => shard.to_string()),
+            prepares: metrics::counter!(STATEMENT_PREPARES, "shard" => shard.to_string()),
         }
     }
 }

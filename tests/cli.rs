@@ -297,3 +297,73 @@ async fn a_real_prometheus_scrapes_the_proxy() {
     assert!(answer.contains(",\"1\"]"), "{answer}");
     drop(client);
 }
+
+/// The sum of a counter's series in a scrape.
+fn counter_sum(body: &str, name: &str) -> Option<f64> {
+    let lines: Vec<f64> = body
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!lines.is_empty()).then(|| lines.iter().sum())
+}
+
+/// A batch that carries its own Parse (Parse, Bind, Describe, Execute, Sync: what pgbench
+/// `-M extended` and `query_typed` send) is not preceded by a second Parse of the same text,
+/// which would make the shard parse and plan every query twice; a named statement meeting a
+/// shard's connection for the first time is (the counter shows both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_its_own_parse_is_not_parsed_twice() {
+    let (shards, dir) = tokio::task::spawn_blocking(|| common::start_shards(2))
+        .await
+        .unwrap();
+    let guard = common::ShardsGuard { shards, dir };
+    let (port, metrics_port) = (free_port().unwrap(), free_port().unwrap());
+    let text = format!(
+        "{}\n[tables.items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[pool]\nsize = 2\n",
+        common::config_for(port, &guard.shards, "").replace(
+            "listen = \"\"",
+            &format!("listen = \"127.0.0.1:{metrics_port}\""),
+        )
+    );
+    let log = guard.dir.join("proxy.log");
+    let (_proxy, client) = start_binary(&guard.dir.join("proxy"), &text, port, &log).await;
+    client
+        .batch_execute(
+            "create table items (id bigint primary key, qty int);
+             insert into items select i, i * 10 from generate_series(1, 40) i",
+        )
+        .await
+        .unwrap();
+    let prepares = || async {
+        let body = tokio::task::spawn_blocking(move || http_get(metrics_port, "/metrics"))
+            .await
+            .unwrap();
+        counter_sum(&body, "shardgate_statement_prepares_total")
+            .unwrap_or_else(|| panic!("no shardgate_statement_prepares_total in:\n{body}"))
+    };
+    let before = prepares().await;
+    let sql = "select qty from items where id = $1";
+    for id in 1..=40i64 {
+        let rows = client
+            .query_typed(sql, &[(&id, tokio_postgres::types::Type::INT8)])
+            .await
+            .unwrap();
+        assert_eq!(rows[0].get::<_, i32>(0) as i64, id * 10);
+    }
+    assert_eq!(
+        prepares().await,
+        before,
+        "a batch's own Parse was sent twice"
+    );
+
+    // Prepared once (on one shard), then bound for keys on both: the other shard's
+    // connection is given the statement by the proxy.
+    let named = client.prepare(sql).await.unwrap();
+    for id in 1..=40i64 {
+        let qty: i32 = client.query_one(&named, &[&id]).await.unwrap().get(0);
+        assert_eq!(qty as i64, id * 10);
+    }
+    assert!(prepares().await > before, "the counter never moved");
+    client.batch_execute("drop table items").await.unwrap();
+}

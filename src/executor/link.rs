@@ -78,6 +78,9 @@ pub struct ShardLink {
     /// When the request being answered was sent, for the latency histogram.
     sent_at: Option<std::time::Instant>,
     latency: metrics::Histogram,
+    /// Parses the proxy sends on its own, so that this shard's connection holds a client's
+    /// statement before a Bind of it.
+    pub prepares: metrics::Counter,
 }
 
 impl ShardLink {
@@ -86,6 +89,7 @@ impl ShardLink {
         ShardLink {
             index,
             latency: metrics::histogram!(crate::metrics::QUERY_DURATION, "shard" => name.clone()),
+            prepares: metrics::counter!(crate::metrics::STATEMENT_PREPARES, "shard" => name.clone()),
             name,
             conn: None,
             pool,

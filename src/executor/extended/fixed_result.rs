@@ -74,6 +74,7 @@ impl Extended {
         if self.reach(exec, shard, tag).await? == Step::Failed {
             return Ok(Step::Failed);
         }
+        exec.links[shard].prepares.increment(1);
         let mut out = BytesMut::from(&parse[..]);
         target.encode(b'D', &mut out);
         out.extend_from_slice(b"H\0\0\0\x04");

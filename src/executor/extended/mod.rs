@@ -103,10 +103,17 @@ impl Statement {
     /// link holding no connection holds nothing: callers about to send check one out first
     /// (`ShardLink::ensure`), so that a statement it already holds is not parsed again.
     fn held_on(&self, exec: &Exec<'_>, s: usize) -> bool {
+        self.held_after(exec, s, 0)
+    }
+
+    /// Whether shard `s` will hold this statement once `pending` more messages replacing the
+    /// unnamed statement, written but not yet sent, reach it (see `unnamed_parses`).
+    fn held_after(&self, exec: &Exec<'_>, s: usize, pending: u64) -> bool {
         let conn = exec.links[s].conn_id();
         conn != 0
             && self.on.contains(&conn)
-            && (!self.unnamed || self.parsed_at.get(&s) == Some(&exec.links[s].unnamed_parses))
+            && (!self.unnamed
+                || self.parsed_at.get(&s) == Some(&(exec.links[s].unnamed_parses + pending)))
     }
 
     /// After the client's Parse of it was sent to shard `s`.

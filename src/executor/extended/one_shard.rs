@@ -61,7 +61,9 @@ impl Extended {
                 }
                 Kind::Bind(b) => {
                     if let Some(st) = self.statements.get_mut(&b.statement) {
-                        if !st.held_on(exec, shard) {
+                        // A Parse earlier in this batch is not sent yet, but counts.
+                        if !st.held_after(exec, shard, unnamed_parses(&out)) {
+                            exec.links[shard].prepares.increment(1);
                             out.extend_from_slice(&st.parse);
                             st.on.insert(exec.links[shard].conn_id());
                             let after = exec.links[shard].unnamed_parses + unnamed_parses(&out);

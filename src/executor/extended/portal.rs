@@ -215,6 +215,7 @@ impl Extended {
                     unreachable!("looked up above")
                 };
                 if parse {
+                    exec.links[shard].prepares.increment(1);
                     match st.parse_for(exec, shard).await {
                         Ok(parse) => frames.push(parse),
                         Err(e) => return Ok(exec.error(&e)),

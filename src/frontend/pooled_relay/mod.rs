@@ -245,6 +245,10 @@ async fn client_to_shard(
                 }
             }
             let parses = s.tracker.take_named_parses();
+            let injected = s.tracker.take_injected();
+            if injected > 0 {
+                metrics.prepares.increment(injected);
+            }
             if let Some(l) = s.lease.as_mut() {
                 l.named_parses += parses;
             }

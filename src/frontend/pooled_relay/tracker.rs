@@ -62,6 +62,8 @@ pub struct Tracker {
     /// Why the session keeps its connection to the end, once something tied it there.
     pub pinned: Option<&'static str>,
     named_parses: u64,
+    /// Parses of the client's statements the proxy added (see `take_injected`).
+    injected: u64,
     /// The outcome of the last check (see `statements::Translated::Check`), until taken.
     check: Option<bool>,
     /// A RESET or DISCARD ALL ran on the held connection: it lost the settings the proxy
@@ -80,6 +82,7 @@ impl Tracker {
             statements: RelayStatements::default(),
             pinned: None,
             named_parses: 0,
+            injected: 0,
             check: None,
             settings_unknown: false,
         }
@@ -173,6 +176,15 @@ impl Tracker {
             .iter()
             .filter(|e| matches!(e, Expect::Injected | Expect::Parsed(Some(_))))
             .count() as u64;
+        self.injected += expect
+            .iter()
+            .filter(|e| matches!(e, Expect::Injected))
+            .count() as u64;
+    }
+
+    /// Parses the proxy added on its own since the last call.
+    pub fn take_injected(&mut self) -> u64 {
+        std::mem::take(&mut self.injected)
     }
 
     /// Named Parses sent since the last call.
