@@ -4,8 +4,11 @@
 #     failed transactions, and the most server connections any shard saw from the proxy;
 #  2. 3000 idle clients: the proxy's resident memory per idle client;
 #  3. point lookups (pgbench -S, 8 clients) routed over the 3 shards vs the same proxy binary
-#     relaying to one shard, in simple, extended and prepared mode, interleaved rounds; and the
-#     sharded proxy again on two worker threads (the others run on one), against one.
+#     relaying to one shard (a database holding all of pgbench's rows, so that every lookup
+#     finds its row, as on the shards), in simple, extended and prepared mode, interleaved
+#     rounds; the sharded proxy again over three shard databases of one server, which leaves
+#     out what three PostgreSQL servers cost on two cores; and the sharded proxy on two worker
+#     threads (the others run on one), against one.
 #   benches/pooling.sh [SECONDS=10] [ROUNDS=2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +18,7 @@ BASE=${BENCH_PORT:-18432}
 SHARDED_PORT=$((BASE + 50))
 RELAY_PORT=$((BASE + 51))
 SHARDED2_PORT=$((BASE + 52))
+ONEHOST_PORT=$((BASE + 53))
 WORK=$(mktemp -d /tmp/shardgate-pooling.XXXXXX)
 chmod 755 "$WORK"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -23,7 +27,7 @@ cargo build --release -q
 ./target/release/shardgate --log-level warn demo --shards 3 --port "$BASE" --metrics-port $((BASE + 200)) --dir "$WORK/demo" >"$WORK/demo.log" 2>&1 &
 DEMO=$!
 cleanup() {
-    for p in ${SHARDED:-} ${RELAY:-} ${SHARDED2:-}; do kill "$p" 2>/dev/null || true; done
+    for p in ${SHARDED:-} ${RELAY:-} ${SHARDED2:-} ${ONEHOST:-}; do kill "$p" 2>/dev/null || true; done
     kill "$DEMO" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$WORK"
@@ -47,21 +51,18 @@ awk -v port="$RELAY_PORT" '
     skip && /^\[/ && !/^\[\[shards\]\]/ { skip = 0 }
     !skip { print }
 ' "$WORK/demo/shardgate.toml" | sed -e "s/^listen = \"127.0.0.1:$BASE\"/listen = \"127.0.0.1:$RELAY_PORT\"/" \
-    -e "s/^listen = \"127.0.0.1:$((BASE + 200))\"/listen = \"\"/" | grep -v '^\[tables\|^shard_key\|^key_type\|^reference\|^co_locate' >"$WORK/relay.toml"
-./target/release/shardgate --log-level warn --config "$WORK/sharded.toml" >"$WORK/sharded.log" 2>&1 &
-SHARDED=$!
-./target/release/shardgate --log-level warn --config "$WORK/relay.toml" >"$WORK/relay.log" 2>&1 &
-RELAY=$!
-sleep 2
-
-# Each shard gets the rows it owns (the slot formula in SQL); pgbench -S on the relay reads the
-# first shard's third.
+    -e "s/^listen = \"127.0.0.1:$((BASE + 200))\"/listen = \"\"/" -e "s#127.0.0.1:$((BASE + 1))/postgres\"#127.0.0.1:$((BASE + 1))/relaydb\"#" |
+    grep -v '^\[tables\|^shard_key\|^key_type\|^reference\|^co_locate' >"$WORK/relay.toml"
+# The same proxy over three shard databases of the first shard's server.
+sed -e "s/^listen = \"127.0.0.1:$SHARDED_PORT\"/listen = \"127.0.0.1:$ONEHOST_PORT\"/" \
+    -e "s#127.0.0.1:$((BASE + 1))/postgres\"#127.0.0.1:$((BASE + 1))/shard0\"#" \
+    -e "s#127.0.0.1:$((BASE + 2))/postgres\"#127.0.0.1:$((BASE + 1))/shard1\"#" \
+    -e "s#127.0.0.1:$((BASE + 3))/postgres\"#127.0.0.1:$((BASE + 1))/shard2\"#" "$WORK/sharded.toml" >"$WORK/onehost.toml"
+# Each shard gets the rows it owns (the slot formula in SQL): on its own server, and in a
+# database of the first server for the one-server proxy.
 SLOTS=$(./target/release/shardgate slots --config "$WORK/sharded.toml")
-for i in 0 1 2; do
-    port=$((BASE + 1 + i))
-    ranges=$(sed -n "s/^s$i = \"\(.*\)\"/\1/p" <<<"$SLOTS")
-    slot_list=$(tr ',' '\n' <<<"$ranges" | awk -F- '{ if (NF == 1) print $1; else for (s = $1; s <= $2; s++) print s }' | paste -sd, -)
-    psql -q "postgres://postgres@127.0.0.1:$port/postgres" <<SQL
+load() { # url slot-list
+    psql -q "$1" <<SQL
 drop table if exists pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history;
 create table pgbench_accounts (aid int not null, bid int, abalance int, filler char(84));
 create table pgbench_branches (bid int not null, bbalance int, filler char(88));
@@ -72,14 +73,33 @@ insert into pgbench_tellers select t, (t - 1) / 10 + 1, 0 from generate_series(1
 insert into pgbench_accounts
   select aid, (aid - 1) / 100000 + 1, 0, '' from generate_series(1, 1000000) aid
   where (((hashint8extended(aid, 8816678312871386365)::numeric + 5305509591434766563 + 18446744073709551616)
-          % 18446744073709551616 % 1024)::int) = any('{$slot_list}'::int[]);
+          % 18446744073709551616 % 1024)::int) = any('{$2}'::int[]);
 alter table pgbench_accounts add primary key (aid);
 vacuum analyze;
 SQL
+}
+FIRST="postgres://postgres@127.0.0.1:$((BASE + 1))"
+for i in 0 1 2; do
+    ranges=$(sed -n "s/^s$i = \"\(.*\)\"/\1/p" <<<"$SLOTS")
+    slot_list=$(tr ',' '\n' <<<"$ranges" | awk -F- '{ if (NF == 1) print $1; else for (s = $1; s <= $2; s++) print s }' | paste -sd, -)
+    load "postgres://postgres@127.0.0.1:$((BASE + 1 + i))/postgres" "$slot_list"
+    psql -q "$FIRST/postgres" -c "create database shard$i"
+    load "$FIRST/shard$i" "$slot_list"
 done
+# The relay's database holds every row, so that its lookups find a row as the shards' do.
+psql -q "$FIRST/postgres" -c "create database relaydb"
+pgbench -i -s 10 -q "$FIRST/relaydb" >"$WORK/relay-init.log" 2>&1
+psql -q "$FIRST/relaydb" -c "vacuum analyze"
+
+./target/release/shardgate --log-level warn --config "$WORK/sharded.toml" >"$WORK/sharded.log" 2>&1 &
+SHARDED=$!
+./target/release/shardgate --log-level warn --config "$WORK/relay.toml" >"$WORK/relay.log" 2>&1 &
+RELAY=$!
+sleep 2
 
 SHARDED_URL="postgres://app:app@127.0.0.1:$SHARDED_PORT/postgres"
-RELAY_URL="postgres://app:app@127.0.0.1:$RELAY_PORT/postgres"
+RELAY_URL="postgres://app:app@127.0.0.1:$RELAY_PORT/relaydb"
+ONEHOST_URL="postgres://app:app@127.0.0.1:$ONEHOST_PORT/shard0"
 SHARDED2_URL="postgres://app:app@127.0.0.1:$SHARDED2_PORT/postgres"
 proxy_conns() { # the most connections any shard serves for sessions (control connections left out)
     for i in 0 1 2; do
@@ -112,32 +132,47 @@ wait "$IDLE" || true
 grep -E "number of (failed|transactions actually)|error" "$WORK/idle.out" | head -3 | sed 's/^/   /'
 awk -v b="$BEFORE" -v d="$DURING" 'BEGIN { printf "   proxy RSS %d kB before, %d kB with 3000 idle clients: %.1f KiB per idle client\n", b, d, (d - b) / 3000 }'
 
-# The sharded proxy's configuration on two worker threads, started only now so that the
-# connection counts above are the first proxy's alone.
+# The sharded proxy's configuration on two worker threads, and the one-server proxy, started
+# only now so that the connection counts above are the first proxy's alone.
 sed -e "s/^listen = \"127.0.0.1:$SHARDED_PORT\"/listen = \"127.0.0.1:$SHARDED2_PORT\"\nworker_threads = 2/" "$WORK/sharded.toml" >"$WORK/sharded2.toml"
 ./target/release/shardgate --log-level warn --config "$WORK/sharded2.toml" >"$WORK/sharded2.log" 2>&1 &
 SHARDED2=$!
+./target/release/shardgate --log-level warn --config "$WORK/onehost.toml" >"$WORK/onehost.log" 2>&1 &
+ONEHOST=$!
 sleep 1
 echo "3. point lookups, 8 clients, sharded (3 shards) vs relay (1 shard), ${DURATION}s x $ROUNDS rounds"
-declare -A SUM
-run() { # mode target url
-    local out tps
-    out=$(pgbench -n -S -s 10 -M "$1" -c 8 -j 2 -T "$DURATION" "$3" 2>&1) || true
+declare -A SUM SPREAD PROXY_US REST_US
+HZ=$(getconf CLK_TCK)
+busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; } # user nice system irq softirq
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+run() { # mode target url proxy-pid
+    local out tps txns p0 p1 b0 b1 bench
+    p0=$(ticks "$4"); b0=$(busy)
+    out=$({ time pgbench -n -S -s 10 -M "$1" -c 8 -j 2 -T "$DURATION" "$3" 2>&1; } 2>"$WORK/time") || true
+    p1=$(ticks "$4"); b1=$(busy)
     tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
-    if [ -z "$tps" ] || grep -q "number of failed transactions: [1-9]" <<<"$out"; then
-        echo "   $1 $2: FAILED"; tail -5 <<<"$out" | sed 's/^/     /'; tps=0
-    else
-        echo "   $1 $2: $tps tps"
+    txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+    if [ -z "$tps" ] || [ -z "$txns" ] || [ "$txns" = 0 ] || grep -q "number of failed transactions: [1-9]" <<<"$out"; then
+        echo "   $1 $2: FAILED"; tail -5 <<<"$out" | sed 's/^/     /'; tps=0; txns=0
     fi
+    # CPU per lookup: the proxy's own, and the rest of the machine's busy time less pgbench's
+    # (PostgreSQL, and the kernel's work for it).
+    bench=$(awk '{print $1 + $2}' "$WORK/time")
+    read -r proxy rest < <(awk -v p=$((p1 - p0)) -v b=$((b1 - b0)) -v q="$bench" -v hz="$HZ" -v t="$txns" \
+        'BEGIN{ if (t) printf "%.1f %.1f\n", p/hz/t*1e6, (b/hz - p/hz - q)/t*1e6; else print "0 0" }')
+    [ "$txns" != 0 ] && echo "   $1 $2: $tps tps; CPU per lookup: proxy $proxy us, PostgreSQL and kernel $rest us"
     SUM[$1,$2]=$(awk -v a="${SUM[$1,$2]:-0}" -v b="$tps" 'BEGIN{print a+b}')
+    PROXY_US[$1,$2]=$(awk -v a="${PROXY_US[$1,$2]:-0}" -v b="$proxy" 'BEGIN{print a+b}')
+    REST_US[$1,$2]=$(awk -v a="${REST_US[$1,$2]:-0}" -v b="$rest" 'BEGIN{print a+b}')
     [ -n "${SPREAD[$1,$2]:-}" ] && SPREAD[$1,$2]="${SPREAD[$1,$2]} $tps" || SPREAD[$1,$2]=$tps
 }
-declare -A SPREAD
+TIMEFORMAT='%U %S'
 for round in $(seq "$ROUNDS"); do
     for mode in simple extended prepared; do
-        run "$mode" relay "$RELAY_URL"
-        run "$mode" sharded "$SHARDED_URL"
-        run "$mode" sharded2 "$SHARDED2_URL"
+        run "$mode" relay "$RELAY_URL" "$RELAY"
+        run "$mode" sharded "$SHARDED_URL" "$SHARDED"
+        run "$mode" sharded2 "$SHARDED2_URL" "$SHARDED2"
+        run "$mode" onehost "$ONEHOST_URL" "$ONEHOST"
     done
 done
 echo
@@ -148,8 +183,25 @@ for mode in simple extended prepared; do
         'BEGIN{d/=r; s/=r; printf "%-9s %10.0f %10.0f %14.2f   %s\n", m, d, s, (d ? s/d : 0), sp}'
 done
 echo
+echo "sharded over three databases of one server (onehost) against the relay: the proxy's own"
+echo "cost, without what three PostgreSQL servers add on two cores:"
+for mode in simple extended prepared; do
+    awk -v m="$mode" -v r="$ROUNDS" -v d="${SUM[$mode,relay]}" -v o="${SUM[$mode,onehost]}" -v sp="${SPREAD[$mode,onehost]}" \
+        'BEGIN{printf "%-9s %10.0f %10.0f %8s   %s\n", m, d/r, o/r, (d ? sprintf("%.2f", o/d) : "n/a"), sp}'
+done
+echo
 echo "sharded on two worker threads (sharded2) against one:"
 for mode in simple extended prepared; do
     awk -v m="$mode" -v r="$ROUNDS" -v one="${SUM[$mode,sharded]}" -v two="${SUM[$mode,sharded2]}" \
         'BEGIN{printf "%-9s %10.0f %10.0f %8s\n", m, one/r, two/r, (one ? sprintf("%.2f", two/one) : "n/a")}'
+done
+echo
+echo "CPU per lookup in microseconds, mean of the rounds: the proxy's own | PostgreSQL and the kernel"
+printf "%-9s %16s %16s %16s\n" mode relay sharded onehost
+for mode in simple extended prepared; do
+    awk -v m="$mode" -v r="$ROUNDS" \
+        -v a="${PROXY_US[$mode,relay]}" -v b="${REST_US[$mode,relay]}" \
+        -v c="${PROXY_US[$mode,sharded]}" -v d="${REST_US[$mode,sharded]}" \
+        -v e="${PROXY_US[$mode,onehost]}" -v f="${REST_US[$mode,onehost]}" \
+        'BEGIN{printf "%-9s %7.1f | %6.1f %7.1f | %6.1f %7.1f | %6.1f\n", m, a/r, b/r, c/r, d/r, e/r, f/r}'
 done
