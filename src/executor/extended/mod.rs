@@ -169,6 +169,31 @@ pub struct Extended {
     described: Option<Frame>,
     /// Where Binds of each statement text go, as their first planning showed.
     routes: route_cache::Routes,
+    /// The last Parse text found valid (see `ParseChecked`).
+    parse_checked: ParseChecked,
+}
+
+/// The last Parse text that `parse_error` passed, with the placement it was checked against.
+/// Drivers send the same unnamed text batch after batch, and checking it again (splitting it
+/// into statements, visiting its tree) costs about as much as routing it. The placement is held,
+/// not just compared by address, so a reload's new placement can never take an old one's place.
+#[derive(Default)]
+struct ParseChecked(Option<(String, std::sync::Arc<crate::placement::Placement>)>);
+
+impl ParseChecked {
+    /// `parse_error` of `sql`, remembered while the text and the placement stay the same.
+    fn error(&mut self, exec: &Exec<'_>, sql: &str) -> Option<PgError> {
+        if let Some((text, placement)) = &self.0 {
+            if text == sql && std::sync::Arc::ptr_eq(placement, &exec.placement) {
+                return None;
+            }
+        }
+        let error = parse_error(exec, sql);
+        if error.is_none() {
+            self.0 = Some((sql.to_string(), exec.placement.clone()));
+        }
+        error
+    }
 }
 
 impl Drop for Extended {
@@ -336,7 +361,7 @@ impl Extended {
         }
         let step = match &m.kind {
             Kind::Parse(p) => {
-                if let Some(err) = parse_error(exec, &p.sql) {
+                if let Some(err) = self.parse_checked.error(exec, &p.sql) {
                     metrics::counter!(crate::metrics::STATEMENTS_REJECTED).increment(1);
                     self.statements.remove(&p.name);
                     return {

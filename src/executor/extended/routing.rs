@@ -3,8 +3,7 @@
 //! transaction). Pure analysis of the batch and the session's statements; nothing is sent.
 
 use super::{
-    answered_by_proxy, binds, parse_ast_for, parse_error, parses, plan_sql, Ast, Extended, Portal,
-    Statement,
+    answered_by_proxy, binds, parse_ast_for, parses, plan_sql, Ast, Extended, Portal, Statement,
 };
 use crate::executor::session::Exec;
 use crate::protocol::message::{ClientMessage, Kind, Target, TargetKind};
@@ -32,7 +31,7 @@ impl Extended {
             let ok = match &m.kind {
                 Kind::Parse(p) => {
                     parsed.insert(p.name.clone(), None);
-                    parse_error(exec, &p.sql).is_none()
+                    self.parse_checked.error(exec, &p.sql).is_none()
                         && !answered_by_proxy(&p.sql)
                         && !p
                             .param_types
