@@ -34,7 +34,8 @@ on_one_and_three_shards!(
     a_client_that_waits_too_long_for_a_connection_gets_53300,
     a_cancel_reaches_the_connection_running_the_query,
     session_mode_keeps_a_connection_per_shard_for_each_client,
-    a_reset_goes_back_to_the_clients_startup_parameters
+    a_reset_goes_back_to_the_clients_startup_parameters,
+    a_statement_whose_parse_was_skipped_is_prepared_again
 );
 
 async fn cluster(shards: usize, pool: &str) -> TestCluster {
@@ -437,4 +438,58 @@ async fn a_reset_goes_back_to_the_clients_startup_parameters(shards: usize) {
             "after {reset}"
         );
     }
+}
+
+/// A statement prepared on one server connection and used on another is prepared there first,
+/// within the client's batch. If an earlier message of that batch fails, the shard skips the
+/// proxy's Parse with the rest: the next use on that connection must prepare it again rather
+/// than assume it is there (PostgreSQL would answer 26000).
+async fn a_statement_whose_parse_was_skipped_is_prepared_again(shards: usize) {
+    use common::raw::{message, Raw};
+    let tc = cluster(shards, "size = 2").await;
+    let (mut raw, _) = Raw::login(tc.port).await;
+    let parse = message(b'P', b"q\0select qty from items where id = $1\0\0\0");
+    let sync = message(b'S', b"");
+    raw.send(&[parse, sync.clone()].concat()).await;
+    let answer = raw.until_ready().await;
+    assert_eq!(answer.first().map(|m| m.0), Some(b'1'), "{answer:?}");
+
+    // Another client holds the connection that has the statement, so the next batch runs on
+    // a new one.
+    let holder = tc.client().await;
+    holder
+        .batch_execute("begin; select count(*) from items")
+        .await
+        .unwrap();
+
+    let bind_q = message(b'B', b"\0q\0\0\0\0\x01\0\0\0\x017\0\0");
+    let execute = message(b'E', b"\0\0\0\0\0");
+    let failing = [
+        message(b'P', b"\0select 1/0\0\0\0"),
+        message(b'B', b"\0\0\0\0\0\0\0\0"),
+        execute.clone(),
+        bind_q.clone(),
+        execute.clone(),
+        sync.clone(),
+    ]
+    .concat();
+    raw.send(&failing).await;
+    let answer = raw.until_ready().await;
+    let error = answer
+        .iter()
+        .find(|m| m.0 == b'E')
+        .expect("the division fails");
+    assert_eq!(common::raw::field(&error.1, b'C').as_deref(), Some("22012"));
+
+    raw.send(&[bind_q, execute, sync].concat()).await;
+    let answer = raw.until_ready().await;
+    if let Some(e) = answer.iter().find(|m| m.0 == b'E') {
+        panic!(
+            "the statement is usable: {:?}",
+            common::raw::field(&e.1, b'M')
+        );
+    }
+    let row = answer.iter().find(|m| m.0 == b'D').expect("a row");
+    assert!(row.1.ends_with(b"70"), "{row:?}");
+    holder.batch_execute("rollback").await.unwrap();
 }

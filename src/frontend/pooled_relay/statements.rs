@@ -27,8 +27,10 @@ use std::collections::HashMap;
 /// ParseComplete, RowDescription or NoData is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
-    /// A ParseComplete for a Parse the proxy added: dropped.
-    Injected,
+    /// A ParseComplete for a Parse the proxy added: dropped. It names the client's statement
+    /// and the connection it was given to (none for the proxy's own refusal), so that a Parse
+    /// the shard skipped after an error is not taken as done (see `not_given`).
+    Injected(Option<(Box<str>, u64)>),
     /// A ParseComplete for the client's Parse; it names a statement of the session's.
     Parsed(Option<Box<str>>),
     /// The answer to the client's Describe; of a statement of the session's, it is the
@@ -46,7 +48,7 @@ pub enum Expect {
 impl Expect {
     /// Whether it stands for an answer to a Parse (a ParseComplete).
     pub fn is_parse(&self) -> bool {
-        matches!(self, Expect::Injected | Expect::Parsed(_))
+        matches!(self, Expect::Injected(_) | Expect::Parsed(_))
     }
 
     /// Whether it stands for an answer to a Describe (RowDescription or NoData).
@@ -212,7 +214,7 @@ impl RelayStatements {
         if !p.on.contains(&conn) {
             p.on.push(conn);
             out.put_slice(&p.parse);
-            expect.push(Expect::Injected);
+            expect.push(Expect::Injected(Some((client.as_ref().into(), conn))));
             if p.columns.is_some() {
                 describe_statement(&p.shard, out);
                 out.put_slice(b"H\0\0\0\x04");
@@ -235,7 +237,7 @@ impl RelayStatements {
             if !p.on.contains(&conn) {
                 out.put_slice(&p.parse);
                 p.on.push(conn);
-                expect.push(Expect::Injected);
+                expect.push(Expect::Injected(Some((client.into(), conn))));
             }
         }
     }
@@ -252,6 +254,15 @@ impl RelayStatements {
     pub fn refused(&mut self, client: &str) {
         if self.by_client.get(client).is_some_and(|p| !p.confirmed) {
             self.by_client.remove(client);
+        }
+    }
+
+    /// The Parse of `client` the proxy added for connection `conn` was not carried out (the
+    /// shard refused it, or skipped it after an earlier error up to the Sync): the connection
+    /// lacks the statement, and a later use there must send the Parse again.
+    pub fn not_given(&mut self, client: &str, conn: u64) {
+        if let Some(p) = self.by_client.get_mut(client) {
+            p.on.retain(|c| *c != conn);
         }
     }
 
@@ -291,7 +302,11 @@ impl RelayStatements {
         put_frame(b'P', &parse, out);
         put_frame(b'B', &[0, 0, 0, 0, 0, 0, 0, 0], out);
         put_frame(b'E', &[0, 0, 0, 0, 0], out);
-        expect.extend([Expect::Injected, Expect::InjectedBind, Expect::Refusal]);
+        expect.extend([
+            Expect::Injected(None),
+            Expect::InjectedBind,
+            Expect::Refusal,
+        ]);
     }
 
     /// The session's name on the shards for SQL DEALLOCATE of `client`, after making sure
@@ -422,7 +437,7 @@ pub(super) mod tests {
         );
         assert_eq!(named(&out), vec![shard.clone(), shard.clone()]);
         assert_eq!(out[0], b'P');
-        assert_eq!(expect, vec![Expect::Injected]);
+        assert_eq!(expect, vec![Expect::Injected(Some(("S_1".into(), 8)))]);
         let (mut out, mut expect) = (BytesMut::new(), Vec::new());
         let describe = frame(b'D', b"SS_1\0");
         assert_eq!(
@@ -499,7 +514,13 @@ pub(super) mod tests {
             "the first Parse is given to connection 2 first"
         );
         assert_eq!(names[0], names[1]);
-        assert_eq!(expect, vec![Expect::Injected, Expect::Parsed(None)]);
+        assert_eq!(
+            expect,
+            vec![
+                Expect::Injected(Some(("twice".into(), 2))),
+                Expect::Parsed(None)
+            ]
+        );
     }
 
     #[test]
@@ -528,7 +549,13 @@ pub(super) mod tests {
             s.translate(&bind("", "q"), 2, &mut out, &mut expect),
             Translated::Check
         );
-        assert_eq!(expect, vec![Expect::Injected, Expect::Checked("q".into())]);
+        assert_eq!(
+            expect,
+            vec![
+                Expect::Injected(Some(("q".into(), 2))),
+                Expect::Checked("q".into())
+            ]
+        );
         assert_eq!(&out[out.len() - 5..], b"H\0\0\0\x04");
         assert!(s.checked("q", &one_int));
         let (mut out, mut expect) = (BytesMut::new(), Vec::new());
@@ -550,7 +577,11 @@ pub(super) mod tests {
         RelayStatements::refusal(&mut out, &mut expect);
         assert_eq!(
             expect,
-            vec![Expect::Injected, Expect::InjectedBind, Expect::Refusal]
+            vec![
+                Expect::Injected(None),
+                Expect::InjectedBind,
+                Expect::Refusal
+            ]
         );
         assert_eq!(out[0], b'P');
     }
@@ -567,7 +598,29 @@ pub(super) mod tests {
             s.deallocate("q", 2, &mut out, &mut expect).as_deref(),
             Some(&*shard)
         );
-        assert_eq!(expect, vec![Expect::Injected]);
+        assert_eq!(expect, vec![Expect::Injected(Some(("q".into(), 2)))]);
         assert!(s.deallocate("q", 2, &mut out, &mut expect).is_none());
+    }
+
+    #[test]
+    fn a_parse_not_carried_out_is_sent_again() {
+        let mut s = RelayStatements::default();
+        s.translate(&parse("q"), 1, &mut BytesMut::new(), &mut Vec::new());
+        s.confirmed("q");
+        let mut expect = Vec::new();
+        s.translate(&bind("", "q"), 2, &mut BytesMut::new(), &mut expect);
+        assert_eq!(expect, vec![Expect::Injected(Some(("q".into(), 2)))]);
+
+        // The shard skipped it (an earlier message of the batch failed).
+        s.not_given("q", 2);
+        let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+        s.translate(&bind("", "q"), 2, &mut out, &mut expect);
+        assert_eq!(out[0], b'P', "the Parse goes again");
+        assert_eq!(expect, vec![Expect::Injected(Some(("q".into(), 2)))]);
+
+        // Connection 1 still has it.
+        let mut expect = Vec::new();
+        s.translate(&bind("", "q"), 1, &mut BytesMut::new(), &mut expect);
+        assert!(expect.is_empty());
     }
 }

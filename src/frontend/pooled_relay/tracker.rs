@@ -174,11 +174,11 @@ impl Tracker {
     fn count_parses(&mut self, expect: &[Expect]) {
         self.named_parses += expect
             .iter()
-            .filter(|e| matches!(e, Expect::Injected | Expect::Parsed(Some(_))))
+            .filter(|e| matches!(e, Expect::Injected(_) | Expect::Parsed(Some(_))))
             .count() as u64;
         self.injected += expect
             .iter()
-            .filter(|e| matches!(e, Expect::Injected))
+            .filter(|e| matches!(e, Expect::Injected(_)))
             .count() as u64;
     }
 
@@ -271,7 +271,7 @@ impl Tracker {
             return false;
         }
         match request.expects.pop_front() {
-            Some(Expect::Injected) => true,
+            Some(Expect::Injected(_)) => true,
             Some(Expect::Parsed(Some(name))) => {
                 self.statements.confirmed(&name);
                 false
@@ -328,7 +328,17 @@ impl Tracker {
             .expects
             .iter()
             .any(|e| matches!(e, Expect::Checked(_)));
-        request.expects.clear();
+        let skipped: Vec<(Box<str>, u64)> = request
+            .expects
+            .drain(..)
+            .filter_map(|e| match e {
+                Expect::Injected(given) => given,
+                _ => None,
+            })
+            .collect();
+        for (client, conn) in skipped {
+            self.statements.not_given(&client, conn);
+        }
         if unanswered_check {
             self.check = Some(true);
         }
