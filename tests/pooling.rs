@@ -438,6 +438,53 @@ async fn a_reset_goes_back_to_the_clients_startup_parameters(shards: usize) {
             "after {reset}"
         );
     }
+    // Within the transaction that resets, and in the Query that resets, as PostgreSQL shows it.
+    for (reset, show) in [
+        (
+            "begin; set application_name = 'changed'; reset all",
+            "show application_name",
+        ),
+        ("begin", "reset application_name; show application_name"),
+        (
+            "set application_name = 'changed'",
+            "reset all; show application_name",
+        ),
+    ] {
+        c.batch_execute(reset).await.unwrap();
+        let shown = rows(&c.simple_query(show).await.unwrap());
+        assert_eq!(
+            shown.last().unwrap()[0].as_deref(),
+            Some("from_startup"),
+            "{reset}, then {show}"
+        );
+        c.batch_execute("commit").await.ok();
+    }
+    // The client's answers and error positions are as if the proxy had added nothing.
+    let sql = "reset all -- back to the start\n; show application_name; select nosuch from items";
+    let e = c.batch_execute(sql).await.unwrap_err();
+    let db = e.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "42703");
+    let at = sql.find("nosuch").unwrap() as u32 + 1;
+    match db.position() {
+        Some(p) => assert_eq!(p, &tokio_postgres::error::ErrorPosition::Original(at)),
+        // On several shards a scattered read runs a text the proxy wrote, and its errors
+        // carry no position rather than a wrong one.
+        None => assert!(shards > 1, "the relay keeps the position"),
+    }
+    let shown = c
+        .simple_query(&sql[..sql.find("; select").unwrap()])
+        .await
+        .unwrap();
+    let completes = shown
+        .iter()
+        .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::CommandComplete(_)))
+        .count();
+    assert_eq!(
+        completes, 2,
+        "the proxy's own SETs are not answered to the client"
+    );
+    let shown = rows(&shown);
+    assert_eq!(shown[0][0].as_deref(), Some("from_startup"));
 }
 
 /// A statement prepared on one server connection and used on another is prepared there first,

@@ -6,6 +6,10 @@
 //! transaction commits, as in PostgreSQL; until then it is pending. A connection remembers the
 //! fingerprint of the settings it carries, so a checkout replays them (one round trip, starting
 //! from RESET) only when they differ, which for clients of one application is rarely.
+//!
+//! A RESET on a pooled connection goes back to that connection's own login values, where
+//! PostgreSQL would go back to the client's startup parameters; `restoring` gives the SETs
+//! that must follow it on the same connection.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -34,7 +38,8 @@ pub enum Change {
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    startup: Vec<String>,
+    /// Each startup parameter's name (lower case) and the SET that gives it.
+    startup: Vec<(String, String)>,
     set: BTreeMap<String, String>,
     /// Changes made in the open transaction, in order.
     pending: Vec<Change>,
@@ -48,7 +53,10 @@ impl Settings {
         let startup = startup
             .iter()
             .filter(|(name, _)| is_plain_name(name))
-            .map(|(name, value)| format!("SET {name} = {}", crate::sql::string_literal(value)))
+            .map(|(name, value)| {
+                let set = format!("SET {name} = {}", crate::sql::string_literal(value));
+                (name.to_ascii_lowercase(), set)
+            })
             .collect();
         let mut s = Settings {
             startup,
@@ -82,6 +90,22 @@ impl Settings {
             self.apply(change);
             self.refresh();
         }
+    }
+
+    /// The SETs (separated by `;`) that give back what `sql`, a RESET, took from the client's
+    /// startup parameters; None when it takes none of them.
+    pub fn restoring(&self, sql: &str) -> Option<String> {
+        let sets: Vec<&str> = match classify(sql) {
+            Change::ResetAll => self.startup.iter().map(|(_, set)| &**set).collect(),
+            Change::Reset(name) => self
+                .startup
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, set)| &**set)
+                .collect(),
+            _ => return None,
+        };
+        (!sets.is_empty()).then(|| sets.join("; "))
     }
 
     /// Whether the open transaction changed settings.
@@ -121,7 +145,8 @@ impl Settings {
         }
         // RESET ALL leaves the role alone, so it is reset first.
         let mut text = String::from("RESET ROLE; RESET ALL");
-        for s in self.startup.iter().chain(self.set.values()) {
+        let startup = self.startup.iter().map(|(_, set)| set);
+        for s in startup.chain(self.set.values()) {
             text.push_str("; ");
             text.push_str(s);
         }
@@ -163,12 +188,29 @@ pub fn classify(sql: &str) -> Change {
     if next == Some("session") {
         next = words.next();
     }
-    let name = match next {
+    let (name, value) = match next {
         None | Some("local") | Some("transaction") => return Change::None,
-        Some("time") => "timezone".to_string(),
-        Some("characteristics") => "session characteristics".to_string(),
-        Some(w) => unquote(w.split('=').next().unwrap_or(w)),
+        Some("time") => {
+            words.next(); // ZONE
+            ("timezone".to_string(), words.collect::<Vec<_>>().join(" "))
+        }
+        Some("characteristics") => ("session characteristics".to_string(), String::new()),
+        Some(w) => {
+            let (name, after) = w.split_once('=').unwrap_or((w, ""));
+            let rest: Vec<&str> = std::iter::once(after).chain(words).collect();
+            (unquote(name), rest.join(" "))
+        }
     };
+    // SET ... TO DEFAULT is a RESET.
+    let value = value.trim();
+    let value = value
+        .strip_prefix("to ")
+        .or_else(|| value.strip_prefix('='))
+        .unwrap_or(value)
+        .trim();
+    if value == "default" {
+        return Change::Reset(name);
+    }
     Change::Set {
         name,
         text: text.to_string(),
@@ -206,6 +248,26 @@ mod tests {
         assert_eq!(classify("RESET ALL"), Change::ResetAll);
         assert_eq!(classify("reset work_mem"), Change::Reset("work_mem".into()));
         assert_eq!(classify("DISCARD ALL"), Change::DiscardAll);
+        assert_eq!(
+            classify("set application_name to default"),
+            Change::Reset("application_name".into())
+        );
+        assert_eq!(
+            classify("SET SESSION \"DateStyle\"=DEFAULT;"),
+            Change::Reset("datestyle".into())
+        );
+        assert_eq!(
+            classify("set time zone default"),
+            Change::Reset("timezone".into())
+        );
+        assert_eq!(
+            classify("set work_mem =  default"),
+            Change::Reset("work_mem".into())
+        );
+        assert!(matches!(
+            classify("SET search_path = default_schema"),
+            Change::Set { .. }
+        ));
         assert_eq!(classify("DEALLOCATE x"), Change::None);
     }
 
@@ -242,6 +304,20 @@ mod tests {
         b.ran("set x.y = 1", false);
         // Written differently, replayed differently: a needless replay, never a wrong one.
         assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_eq!(
+            a.restoring("RESET Application_Name").as_deref(),
+            Some("SET application_name = 'o''k'")
+        );
+        assert_eq!(
+            a.restoring("reset all").as_deref(),
+            Some("SET application_name = 'o''k'")
+        );
+        assert_eq!(
+            a.restoring("SET application_name TO DEFAULT").as_deref(),
+            Some("SET application_name = 'o''k'")
+        );
+        assert_eq!(a.restoring("reset work_mem"), None);
+        assert_eq!(a.restoring("set application_name = 'x'"), None);
         a.ran("DISCARD ALL", false);
         assert_eq!(
             &*a.replay(),

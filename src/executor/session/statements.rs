@@ -12,9 +12,27 @@ impl Exec<'_> {
         }
         self.note_deallocate(sql);
         self.session_setting_ran();
-        let step = self.everywhere(sql).await?;
+        let mut step = self.everywhere(sql).await?;
+        if step == Step::Done {
+            step = self.restore_startup(sql).await?;
+        }
         self.session_statement_ran(sql, step);
         Ok(step)
+    }
+
+    /// After a RESET: the shards' connections went back to their own login's values, and
+    /// are given the client's startup parameters again, which PostgreSQL's RESET keeps.
+    async fn restore_startup(&mut self, sql: &str) -> R<Step> {
+        let Some(sets) = self.pool.settings.restoring(sql) else {
+            return Ok(Step::Done);
+        };
+        for s in 0..self.links.len() {
+            if let Some(e) = self.run_quiet(s, &sets).await? {
+                self.out.extend_from_slice(&e.bytes);
+                return Ok(Step::Failed);
+            }
+        }
+        Ok(Step::Done)
     }
 
     /// A statement the proxy cannot read. The home shard parses it (without running it, and

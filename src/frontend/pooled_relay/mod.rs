@@ -14,6 +14,7 @@
 //! The client pump looks into Query, Parse, Bind, Describe and Close only (settings, pins,
 //! statement names, see `tracker` and `statements`); everything else passes as it came.
 
+mod restore;
 mod statement_text;
 mod statements;
 mod tracker;
@@ -483,9 +484,14 @@ fn on_answer(
             }
         }
         b'E' => {
+            let moved = s.tracker.client_position().map(|to_client| {
+                BytesMut::from(&inspect::map_error_position(frame, to_client)[..])
+            });
             let refusal = s.tracker.on_error();
             checked.notify_one();
-            if refusal {
+            if let Some(moved) = moved.filter(|_| !refusal) {
+                Answer::Replace(moved)
+            } else if refusal {
                 let err = PgError::error(
                     sqlstate::FEATURE_NOT_SUPPORTED,
                     "cached plan must not change result type",
@@ -498,10 +504,7 @@ fn on_answer(
                 Answer::Pass
             }
         }
-        b'C' => {
-            s.tracker.on_command_complete(body);
-            Answer::Pass
-        }
+        b'C' if s.tracker.on_command_complete(body) => Answer::Drop,
         _ => Answer::Pass,
     }
 }

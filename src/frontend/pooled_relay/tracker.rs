@@ -13,6 +13,7 @@
 //! one undone by ROLLBACK TO SAVEPOINT) the session is pinned to its connection instead: never
 //! a guess replayed on another connection.
 
+use super::restore::{self, Restored};
 use super::statement_text::{deallocation, parse_text, query_text, without_leading_comments, Stmt};
 use super::statements::{Expect, RelayStatements, Translated};
 use crate::pool::pins;
@@ -37,6 +38,8 @@ struct Request {
     /// DISCARD ALL or DEALLOCATE ALL ran: every statement on the connection is gone,
     /// other sessions' too.
     wiped: bool,
+    /// SETs the proxy added to a Query after its RESETs (see `restore`).
+    restored: Restored,
 }
 
 /// What the shard pump does at a ReadyForQuery.
@@ -225,6 +228,11 @@ impl Tracker {
         if statements.iter().any(|s| *s != Stmt::Other) {
             request.statements = statements;
         }
+        if let Some((text, restored)) = restore::after_resets(&self.settings, &text, &pieces) {
+            crate::protocol::build::query(&text, out);
+            request.restored = restored;
+            return true;
+        }
         if pieces.len() != 1 {
             return false;
         }
@@ -351,16 +359,26 @@ impl Tracker {
         self.check.take()
     }
 
-    /// A CommandComplete body (its tag).
-    pub fn on_command_complete(&mut self, body: &[u8]) {
+    /// A CommandComplete body (its tag); true when it answers a SET the proxy added.
+    pub fn on_command_complete(&mut self, body: &[u8]) -> bool {
         let tag = body.split(|b| *b == 0).next().unwrap_or(b"");
         let request = self.answering();
+        if request.restored.answer_is_ours() {
+            return true;
+        }
         match tag {
             b"COMMIT" => request.committed = true,
             b"ROLLBACK" => request.rolled_back = true,
             b"DISCARD ALL" | b"DEALLOCATE ALL" => request.wiped = true,
             _ => {}
         }
+        false
+    }
+
+    /// An error's position in the text the shard ran as a position in the client's text,
+    /// when the proxy added to it; None when it added nothing.
+    pub fn client_position(&mut self) -> Option<impl Fn(u64) -> Option<u64>> {
+        self.answering().restored.client_position()
     }
 
     /// A ReadyForQuery with transaction status `status`.
@@ -451,160 +469,4 @@ impl Tracker {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::statements::tests::frame;
-    use super::*;
-
-    fn query(t: &mut Tracker, sql: &str) -> Translated {
-        t.on_client(
-            &frame(b'Q', format!("{sql}\0").as_bytes()),
-            1,
-            &mut BytesMut::new(),
-        )
-    }
-
-    fn complete(t: &mut Tracker, tag: &str) {
-        t.on_command_complete(format!("{tag}\0").as_bytes());
-    }
-
-    #[test]
-    fn a_set_counts_once_it_commits_and_the_connection_goes_back_between_transactions() {
-        let mut t = Tracker::new(Settings::new(&[]));
-        query(&mut t, "SET work_mem = '8MB'");
-        assert!(!t.idle());
-        complete(&mut t, "SET");
-        let r = t.on_ready(b'I');
-        assert!(r.release && r.sent.is_some());
-        assert!(t.settings.replay().contains("work_mem"));
-
-        query(&mut t, "BEGIN");
-        assert!(!t.on_ready(b'T').release);
-        query(&mut t, "SET search_path = app");
-        t.on_ready(b'T');
-        assert!(!t.settings.replay().contains("search_path"));
-        query(&mut t, "ROLLBACK");
-        complete(&mut t, "ROLLBACK");
-        assert!(t.on_ready(b'I').release);
-        assert!(!t.settings.replay().contains("search_path"));
-
-        query(&mut t, "BEGIN");
-        t.on_ready(b'T');
-        query(&mut t, "SET search_path = app");
-        t.on_ready(b'T');
-        query(&mut t, "COMMIT");
-        complete(&mut t, "COMMIT");
-        assert!(t.on_ready(b'I').release);
-        assert!(t.settings.replay().contains("search_path"));
-        assert!(t.pinned.is_none());
-    }
-
-    #[test]
-    fn a_failed_set_changes_nothing() {
-        let mut t = Tracker::new(Settings::new(&[]));
-        query(&mut t, "SET nonsense.x TO");
-        t.on_error();
-        t.on_ready(b'I');
-        assert_eq!(t.settings.fingerprint(), settings::DEFAULTS);
-    }
-
-    #[test]
-    fn a_query_of_several_statements_is_followed_statement_by_statement() {
-        let mut t = Tracker::new(Settings::new(&[]));
-        query(&mut t, "SELECT 1; SET work_mem = '1MB'");
-        assert!(t.on_ready(b'I').release);
-        assert!(t.settings.replay().contains("work_mem = '1MB'"));
-        query(&mut t, "begin; set work_mem = '64MB'; select ';'; rollback");
-        assert!(t.on_ready(b'I').release);
-        assert!(t.settings.replay().contains("work_mem = '1MB'"));
-        assert!(!t.settings.replay().contains("64MB"));
-        query(&mut t, "begin; set search_path = a; commit; select 1");
-        assert!(t.on_ready(b'I').release);
-        assert!(t.settings.replay().contains("search_path = a"));
-        // A failed block's COMMIT is a ROLLBACK.
-        query(&mut t, "begin; set statement_timeout = 5");
-        t.on_ready(b'T');
-        query(&mut t, "select 1/0");
-        t.on_error();
-        t.on_ready(b'E');
-        query(&mut t, "commit");
-        t.on_ready(b'I');
-        assert!(!t.settings.replay().contains("statement_timeout"));
-        assert!(t.pinned.is_none());
-    }
-
-    #[test]
-    fn what_the_relay_cannot_follow_pins() {
-        let mut t = Tracker::new(Settings::new(&[]));
-        query(&mut t, "SET work_mem = '1MB'; COMMIT; SELECT 1/0");
-        t.on_error();
-        assert!(!t.on_ready(b'I').release);
-        assert!(t.pinned.is_some());
-
-        let mut t = Tracker::new(Settings::new(&[]));
-        query(&mut t, "BEGIN");
-        t.on_ready(b'T');
-        query(&mut t, "SAVEPOINT a");
-        t.on_ready(b'T');
-        query(&mut t, "SET work_mem = '1MB'");
-        t.on_ready(b'T');
-        query(&mut t, "ROLLBACK TO SAVEPOINT a");
-        complete(&mut t, "ROLLBACK");
-        t.on_ready(b'T');
-        assert!(t.pinned.is_some());
-
-        let mut t = Tracker::new(Settings::new(&[]));
-        query(&mut t, "LISTEN jobs");
-        assert!(!t.on_ready(b'I').release);
-
-        let mut t = Tracker::new(Settings::new(&[]));
-        let parse = frame(b'P', b"\0SET work_mem = '2MB'\0\0\0");
-        t.on_client(&parse, 1, &mut BytesMut::new());
-        assert!(t.pinned.is_some());
-    }
-
-    #[test]
-    fn an_unsynced_batch_holds_the_connection_and_an_injected_parse_is_answered_by_the_proxy() {
-        let mut t = Tracker::new(Settings::new(&[]));
-        let parse = frame(b'P', b"S_1\0select 1\0\0\0");
-        t.on_client(&parse, 1, &mut BytesMut::new());
-        assert!(!t.idle());
-        assert!(!t.on_parse_complete(), "the client's own ParseComplete");
-        t.on_client_start(b'S');
-        assert!(t.on_ready(b'I').release);
-
-        let bind = frame(b'B', b"\0S_1\0\0\0\0\0\0\0");
-        let mut out = BytesMut::new();
-        assert_eq!(t.on_client(&bind, 2, &mut out), Translated::Rewritten);
-        t.on_client_start(b'E');
-        t.on_client_start(b'S');
-        assert!(t.on_parse_complete(), "the proxy's Parse on connection 2");
-        assert!(t.on_ready(b'I').release);
-    }
-
-    #[test]
-    fn deallocate_is_sent_under_the_sessions_name_and_discard_all_forgets_everything() {
-        let mut t = Tracker::new(Settings::new(&[]));
-        let parse = frame(b'P', b"q\0select 1\0\0\0");
-        t.on_client(&parse, 1, &mut BytesMut::new());
-        t.on_parse_complete();
-        t.on_client_start(b'S');
-        t.on_ready(b'I');
-        let mut out = BytesMut::new();
-        let sent = t.on_client(&frame(b'Q', b"deallocate q\0"), 1, &mut out);
-        assert_eq!(sent, Translated::Rewritten);
-        let text = String::from_utf8_lossy(&out[5..]).to_string();
-        assert!(
-            text.starts_with("DEALLOCATE \"sg") && text.contains(":q\""),
-            "{text}"
-        );
-        t.on_ready(b'I');
-
-        query(&mut t, "SET work_mem = '1MB'");
-        t.on_ready(b'I');
-        query(&mut t, "DISCARD ALL");
-        complete(&mut t, "DISCARD ALL");
-        let r = t.on_ready(b'I');
-        assert!(r.wiped && r.release);
-        assert_eq!(t.settings.fingerprint(), settings::DEFAULTS);
-    }
-}
+mod tests;

@@ -1,0 +1,152 @@
+//! Startup parameters given back after a RESET, inside the client's own Query.
+//!
+//! A pooled connection's RESET goes back to that connection's login values, not to the
+//! client's startup parameters as PostgreSQL's would. The relay passes a Query whole, so the
+//! SETs that give the client's values back go into its text, right after each statement that
+//! resets them, each on a line of its own (a `--` comment ending the RESET cannot swallow
+//! them). `Restored` remembers which of the shard's answers are theirs, to drop them, and
+//! where their text sits, to move error positions back into the client's text.
+//!
+//! Invariant: every statement of the text before an added SET produces exactly one
+//! CommandComplete when it runs, so the added SETs' answers are known by their order.
+
+use super::statement_text::without_leading_comments;
+use crate::pool::settings::Settings;
+
+/// The SETs added to one Query.
+#[derive(Debug, Default)]
+pub(super) struct Restored {
+    /// Which CommandCompletes answer them, counted from 1.
+    hidden: Vec<u32>,
+    completes: u32,
+    /// Characters of the sent text before each insertion, and the insertion's length.
+    inserted: Vec<(u64, u64)>,
+}
+
+impl Restored {
+    /// A CommandComplete of the Query arrived: true when it answers an added SET.
+    pub fn answer_is_ours(&mut self) -> bool {
+        if self.hidden.is_empty() {
+            return false;
+        }
+        self.completes += 1;
+        self.hidden.contains(&self.completes)
+    }
+
+    /// A position (in characters, from 1) in the text the shard ran as a position in the
+    /// client's text; None when nothing was added.
+    pub fn client_position(&self) -> Option<impl Fn(u64) -> Option<u64>> {
+        let inserted = self.inserted.clone();
+        (!inserted.is_empty()).then_some(move |p: u64| {
+            let mut client = p;
+            for &(at, len) in &inserted {
+                if p > at + len {
+                    client -= len;
+                } else if p > at {
+                    // In the proxy's own SET: point at the end of the RESET before it.
+                    client -= p - at;
+                }
+            }
+            Some(client)
+        })
+    }
+}
+
+/// `text` (split into `pieces`, slices of it) with the client's startup parameters set again
+/// after each statement that resets them (see `Settings::restoring`); None when none does.
+pub(super) fn after_resets(
+    settings: &Settings,
+    text: &str,
+    pieces: &[&str],
+) -> Option<(String, Restored)> {
+    let mut restored = Restored::default();
+    let mut sent = String::new();
+    let mut copied = 0;
+    let mut answers = 0u32;
+    for piece in pieces {
+        let statement = without_leading_comments(piece);
+        if statement.trim().is_empty() {
+            continue; // PostgreSQL answers nothing for a statement of comments alone
+        }
+        answers += 1;
+        let Some(sets) = settings.restoring(statement) else {
+            continue;
+        };
+        let end = piece.as_ptr() as usize - text.as_ptr() as usize + piece.len();
+        sent.push_str(&text[copied..end]);
+        copied = end;
+        let insertion = format!("\n;{sets}\n");
+        let at = sent.chars().count() as u64;
+        restored
+            .inserted
+            .push((at, insertion.chars().count() as u64));
+        sent.push_str(&insertion);
+        for _ in sets.split("; ") {
+            answers += 1;
+            restored.hidden.push(answers);
+        }
+    }
+    if copied == 0 {
+        return None;
+    }
+    sent.push_str(&text[copied..]);
+    Some((sent, restored))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn startup() -> Settings {
+        Settings::new(&[
+            ("application_name".to_string(), "app".to_string()),
+            ("DateStyle".to_string(), "ISO, DMY".to_string()),
+        ])
+    }
+
+    fn rewrite(sql: &str) -> Option<(String, Restored)> {
+        after_resets(&startup(), sql, &crate::sql::split_statements(sql))
+    }
+
+    #[test]
+    fn each_reset_of_a_startup_parameter_is_followed_by_its_set() {
+        let sql = "select 1; reset all -- c\n; /* only */; reset datestyle; select x";
+        let (sent, mut restored) = rewrite(sql).unwrap();
+        assert_eq!(
+            sent,
+            "select 1; reset all -- c\n;SET application_name = 'app'; SET DateStyle = 'ISO, DMY'\n\
+             \n; /* only */; reset datestyle\n;SET DateStyle = 'ISO, DMY'\n; select x"
+        );
+        let ours: Vec<bool> = (0..7).map(|_| restored.answer_is_ours()).collect();
+        // SELECT, RESET, SET, SET, RESET, SET, SELECT
+        assert_eq!(ours, [false, false, true, true, false, true, false]);
+    }
+
+    #[test]
+    fn error_positions_go_back_to_the_clients_text() {
+        let sql = "reset application_name; select x; reset all; select y";
+        let (sent, restored) = rewrite(sql).unwrap();
+        let to_client = restored.client_position().unwrap();
+        for word in ["select x", "select y", "reset all"] {
+            let shard = sent.find(word).unwrap() as u64 + 1;
+            let client = sql.find(word).unwrap() as u64 + 1;
+            assert_eq!(to_client(shard), Some(client), "{word}");
+        }
+        assert_eq!(to_client(1), Some(1));
+        let inside = sent.find("SET").unwrap() as u64 + 1;
+        assert_eq!(
+            to_client(inside),
+            Some("reset application_name".len() as u64)
+        );
+    }
+
+    #[test]
+    fn texts_without_such_a_reset_go_as_they_came() {
+        for sql in ["reset work_mem", "set application_name = 'x'", "select 1"] {
+            assert!(rewrite(sql).is_none(), "{sql}");
+        }
+        let none = Settings::new(&[]);
+        assert!(after_resets(&none, "reset all", &["reset all"]).is_none());
+        assert!(Restored::default().client_position().is_none());
+    }
+}

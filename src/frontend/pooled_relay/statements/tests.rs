@@ -1,0 +1,254 @@
+//! Unit tests of statement renaming and re-preparing on pooled connections.
+
+use super::*;
+
+/// A message frame: tag, length, body.
+pub(in crate::frontend::pooled_relay) fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut f = vec![tag];
+    f.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    f.extend_from_slice(body);
+    f
+}
+
+fn parse(name: &str) -> Vec<u8> {
+    frame(b'P', format!("{name}\0select $1\0\0\0").as_bytes())
+}
+
+fn bind(portal: &str, stmt: &str) -> Vec<u8> {
+    frame(b'B', format!("{portal}\0{stmt}\0\0\0\0\0\0\0").as_bytes())
+}
+
+/// The statement name a translated Parse, Bind, Describe or Close carries.
+fn named(out: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = out;
+    while rest.len() >= 5 {
+        let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let body = &rest[5..1 + len];
+        let at = match rest[0] {
+            b'B' => cstr_bytes(body).unwrap().len() + 1,
+            b'D' | b'C' => 1,
+            _ => 0,
+        };
+        names.push(String::from_utf8(cstr_bytes(&body[at..]).unwrap().to_vec()).unwrap());
+        rest = &rest[1 + len..];
+    }
+    names
+}
+
+#[test]
+fn a_bind_on_a_connection_without_the_statement_is_preceded_by_its_parse() {
+    let mut s = RelayStatements::default();
+    let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+    assert_eq!(
+        Translated::Rewritten,
+        s.translate(&parse("S_1"), 7, &mut out, &mut expect)
+    );
+    let shard = named(&out)[0].clone();
+    assert!(shard.ends_with(":S_1") && shard != "S_1");
+    assert_eq!(expect, vec![Expect::Parsed(Some("S_1".into()))]);
+    s.confirmed("S_1");
+
+    // Same connection: only the name changes.
+    let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+    assert_eq!(
+        Translated::Rewritten,
+        s.translate(&bind("", "S_1"), 7, &mut out, &mut expect)
+    );
+    assert_eq!(named(&out), vec![shard.clone()]);
+    assert!(expect.is_empty());
+
+    // Another connection: the Parse goes first, and its answer is the proxy's.
+    let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+    assert_eq!(
+        Translated::Rewritten,
+        s.translate(&bind("p", "S_1"), 8, &mut out, &mut expect)
+    );
+    assert_eq!(named(&out), vec![shard.clone(), shard.clone()]);
+    assert_eq!(out[0], b'P');
+    assert_eq!(expect, vec![Expect::Injected(Some(("S_1".into(), 8)))]);
+    let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+    let describe = frame(b'D', b"SS_1\0");
+    assert_eq!(
+        Translated::Rewritten,
+        s.translate(&describe, 8, &mut out, &mut expect)
+    );
+    assert_eq!(named(&out), vec![shard.clone()]);
+
+    // Close forgets it: the name is the client's own again.
+    let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+    assert_eq!(
+        Translated::Rewritten,
+        s.translate(&frame(b'C', b"SS_1\0"), 9, &mut out, &mut expect)
+    );
+    assert!(expect.is_empty());
+    assert_eq!(
+        Translated::Same,
+        s.translate(&bind("", "S_1"), 9, &mut BytesMut::new(), &mut expect)
+    );
+}
+
+#[test]
+fn unnamed_statements_portals_and_unknown_names_pass_untouched() {
+    let mut s = RelayStatements::default();
+    let mut expect = Vec::new();
+    let mut out = BytesMut::new();
+    assert_eq!(
+        Translated::Same,
+        s.translate(&parse(""), 1, &mut out, &mut expect)
+    );
+    assert_eq!(
+        Translated::Same,
+        s.translate(&bind("p", ""), 1, &mut out, &mut expect)
+    );
+    assert_eq!(
+        Translated::Same,
+        s.translate(&frame(b'D', b"Pp\0"), 1, &mut out, &mut expect)
+    );
+    assert_eq!(
+        Translated::Same,
+        s.translate(&bind("", "nobody"), 1, &mut out, &mut expect)
+    );
+    assert_eq!(
+        Translated::Same,
+        s.translate(&frame(b'E', b"\0\0\0\0\0"), 1, &mut out, &mut expect)
+    );
+    assert!(out.is_empty());
+    assert_eq!(expect, vec![Expect::Parsed(None), Expect::Described(None)]);
+}
+
+#[test]
+fn a_refused_parse_leaves_no_statement_and_a_repeated_one_meets_the_first() {
+    let mut s = RelayStatements::default();
+    let mut expect = Vec::new();
+    s.translate(&parse("bad"), 1, &mut BytesMut::new(), &mut expect);
+    s.refused("bad");
+    assert_eq!(
+        Translated::Same,
+        s.translate(&bind("", "bad"), 1, &mut BytesMut::new(), &mut expect)
+    );
+
+    s.translate(&parse("twice"), 1, &mut BytesMut::new(), &mut expect);
+    s.confirmed("twice");
+    s.refused("twice");
+    let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+    assert_eq!(
+        Translated::Rewritten,
+        s.translate(&parse("twice"), 2, &mut out, &mut expect)
+    );
+    let names = named(&out);
+    assert_eq!(
+        names.len(),
+        2,
+        "the first Parse is given to connection 2 first"
+    );
+    assert_eq!(names[0], names[1]);
+    assert_eq!(
+        expect,
+        vec![
+            Expect::Injected(Some(("twice".into(), 2))),
+            Expect::Parsed(None)
+        ]
+    );
+}
+
+#[test]
+fn a_described_statement_is_checked_on_a_new_connection_and_stale_once_it_differs() {
+    let mut s = RelayStatements::default();
+    let mut expect = Vec::new();
+    s.translate(&parse("q"), 1, &mut BytesMut::new(), &mut expect);
+    s.confirmed("q");
+    let describe = frame(b'D', b"Sq\0");
+    let mut expect = Vec::new();
+    s.translate(&describe, 1, &mut BytesMut::new(), &mut expect);
+    assert_eq!(expect, vec![Expect::Described(Some("q".into()))]);
+    let one_int = frame(
+        b'T',
+        b"\0\x01x\0\0\0\0\0\0\x01\0\0\0\x17\0\x04\xff\xff\xff\xff\0\0",
+    );
+    let one_text = frame(
+        b'T',
+        b"\0\x01x\0\0\0\0\0\0\x01\0\0\0\x19\xff\xff\xff\xff\xff\xff\0\0",
+    );
+    s.described("q", &one_int);
+
+    // A new connection: Parse, Describe and Flush go first, the Bind waits.
+    let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+    assert_eq!(
+        s.translate(&bind("", "q"), 2, &mut out, &mut expect),
+        Translated::Check
+    );
+    assert_eq!(
+        expect,
+        vec![
+            Expect::Injected(Some(("q".into(), 2))),
+            Expect::Checked("q".into())
+        ]
+    );
+    assert_eq!(&out[out.len() - 5..], b"H\0\0\0\x04");
+    assert!(s.checked("q", &one_int));
+    let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+    assert_eq!(
+        s.translate(&bind("", "q"), 2, &mut out, &mut expect),
+        Translated::Rewritten
+    );
+    assert!(expect.is_empty());
+
+    // Different columns on a third: stale everywhere from then on.
+    s.translate(&bind("", "q"), 3, &mut BytesMut::new(), &mut Vec::new());
+    assert!(!s.checked("q", &one_text));
+    let mut expect = Vec::new();
+    assert_eq!(
+        s.translate(&bind("", "q"), 2, &mut BytesMut::new(), &mut expect),
+        Translated::Stale
+    );
+    let mut out = BytesMut::new();
+    RelayStatements::refusal(&mut out, &mut expect);
+    assert_eq!(
+        expect,
+        vec![
+            Expect::Injected(None),
+            Expect::InjectedBind,
+            Expect::Refusal
+        ]
+    );
+    assert_eq!(out[0], b'P');
+}
+
+#[test]
+fn deallocate_gives_the_shard_name_once() {
+    let mut s = RelayStatements::default();
+    let mut expect = Vec::new();
+    let mut out = BytesMut::new();
+    s.translate(&parse("q"), 1, &mut out, &mut expect);
+    let shard = named(&out)[0].clone();
+    let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+    assert_eq!(
+        s.deallocate("q", 2, &mut out, &mut expect).as_deref(),
+        Some(&*shard)
+    );
+    assert_eq!(expect, vec![Expect::Injected(Some(("q".into(), 2)))]);
+    assert!(s.deallocate("q", 2, &mut out, &mut expect).is_none());
+}
+
+#[test]
+fn a_parse_not_carried_out_is_sent_again() {
+    let mut s = RelayStatements::default();
+    s.translate(&parse("q"), 1, &mut BytesMut::new(), &mut Vec::new());
+    s.confirmed("q");
+    let mut expect = Vec::new();
+    s.translate(&bind("", "q"), 2, &mut BytesMut::new(), &mut expect);
+    assert_eq!(expect, vec![Expect::Injected(Some(("q".into(), 2)))]);
+
+    // The shard skipped it (an earlier message of the batch failed).
+    s.not_given("q", 2);
+    let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+    s.translate(&bind("", "q"), 2, &mut out, &mut expect);
+    assert_eq!(out[0], b'P', "the Parse goes again");
+    assert_eq!(expect, vec![Expect::Injected(Some(("q".into(), 2)))]);
+
+    // Connection 1 still has it.
+    let mut expect = Vec::new();
+    s.translate(&bind("", "q"), 1, &mut BytesMut::new(), &mut expect);
+    assert!(expect.is_empty());
+}

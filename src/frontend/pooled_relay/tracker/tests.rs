@@ -1,0 +1,177 @@
+//! Unit tests of the relay's request tracking: settings, pinning, injected Parses, dropped answers.
+
+use super::super::statements::tests::frame;
+use super::*;
+
+fn query(t: &mut Tracker, sql: &str) -> Translated {
+    t.on_client(
+        &frame(b'Q', format!("{sql}\0").as_bytes()),
+        1,
+        &mut BytesMut::new(),
+    )
+}
+
+fn complete(t: &mut Tracker, tag: &str) {
+    t.on_command_complete(format!("{tag}\0").as_bytes());
+}
+
+#[test]
+fn a_set_counts_once_it_commits_and_the_connection_goes_back_between_transactions() {
+    let mut t = Tracker::new(Settings::new(&[]));
+    query(&mut t, "SET work_mem = '8MB'");
+    assert!(!t.idle());
+    complete(&mut t, "SET");
+    let r = t.on_ready(b'I');
+    assert!(r.release && r.sent.is_some());
+    assert!(t.settings.replay().contains("work_mem"));
+
+    query(&mut t, "BEGIN");
+    assert!(!t.on_ready(b'T').release);
+    query(&mut t, "SET search_path = app");
+    t.on_ready(b'T');
+    assert!(!t.settings.replay().contains("search_path"));
+    query(&mut t, "ROLLBACK");
+    complete(&mut t, "ROLLBACK");
+    assert!(t.on_ready(b'I').release);
+    assert!(!t.settings.replay().contains("search_path"));
+
+    query(&mut t, "BEGIN");
+    t.on_ready(b'T');
+    query(&mut t, "SET search_path = app");
+    t.on_ready(b'T');
+    query(&mut t, "COMMIT");
+    complete(&mut t, "COMMIT");
+    assert!(t.on_ready(b'I').release);
+    assert!(t.settings.replay().contains("search_path"));
+    assert!(t.pinned.is_none());
+}
+
+#[test]
+fn a_failed_set_changes_nothing() {
+    let mut t = Tracker::new(Settings::new(&[]));
+    query(&mut t, "SET nonsense.x TO");
+    t.on_error();
+    t.on_ready(b'I');
+    assert_eq!(t.settings.fingerprint(), settings::DEFAULTS);
+}
+
+#[test]
+fn a_query_of_several_statements_is_followed_statement_by_statement() {
+    let mut t = Tracker::new(Settings::new(&[]));
+    query(&mut t, "SELECT 1; SET work_mem = '1MB'");
+    assert!(t.on_ready(b'I').release);
+    assert!(t.settings.replay().contains("work_mem = '1MB'"));
+    query(&mut t, "begin; set work_mem = '64MB'; select ';'; rollback");
+    assert!(t.on_ready(b'I').release);
+    assert!(t.settings.replay().contains("work_mem = '1MB'"));
+    assert!(!t.settings.replay().contains("64MB"));
+    query(&mut t, "begin; set search_path = a; commit; select 1");
+    assert!(t.on_ready(b'I').release);
+    assert!(t.settings.replay().contains("search_path = a"));
+    // A failed block's COMMIT is a ROLLBACK.
+    query(&mut t, "begin; set statement_timeout = 5");
+    t.on_ready(b'T');
+    query(&mut t, "select 1/0");
+    t.on_error();
+    t.on_ready(b'E');
+    query(&mut t, "commit");
+    t.on_ready(b'I');
+    assert!(!t.settings.replay().contains("statement_timeout"));
+    assert!(t.pinned.is_none());
+}
+
+#[test]
+fn what_the_relay_cannot_follow_pins() {
+    let mut t = Tracker::new(Settings::new(&[]));
+    query(&mut t, "SET work_mem = '1MB'; COMMIT; SELECT 1/0");
+    t.on_error();
+    assert!(!t.on_ready(b'I').release);
+    assert!(t.pinned.is_some());
+
+    let mut t = Tracker::new(Settings::new(&[]));
+    query(&mut t, "BEGIN");
+    t.on_ready(b'T');
+    query(&mut t, "SAVEPOINT a");
+    t.on_ready(b'T');
+    query(&mut t, "SET work_mem = '1MB'");
+    t.on_ready(b'T');
+    query(&mut t, "ROLLBACK TO SAVEPOINT a");
+    complete(&mut t, "ROLLBACK");
+    t.on_ready(b'T');
+    assert!(t.pinned.is_some());
+
+    let mut t = Tracker::new(Settings::new(&[]));
+    query(&mut t, "LISTEN jobs");
+    assert!(!t.on_ready(b'I').release);
+
+    let mut t = Tracker::new(Settings::new(&[]));
+    let parse = frame(b'P', b"\0SET work_mem = '2MB'\0\0\0");
+    t.on_client(&parse, 1, &mut BytesMut::new());
+    assert!(t.pinned.is_some());
+}
+
+#[test]
+fn an_unsynced_batch_holds_the_connection_and_an_injected_parse_is_answered_by_the_proxy() {
+    let mut t = Tracker::new(Settings::new(&[]));
+    let parse = frame(b'P', b"S_1\0select 1\0\0\0");
+    t.on_client(&parse, 1, &mut BytesMut::new());
+    assert!(!t.idle());
+    assert!(!t.on_parse_complete(), "the client's own ParseComplete");
+    t.on_client_start(b'S');
+    assert!(t.on_ready(b'I').release);
+
+    let bind = frame(b'B', b"\0S_1\0\0\0\0\0\0\0");
+    let mut out = BytesMut::new();
+    assert_eq!(t.on_client(&bind, 2, &mut out), Translated::Rewritten);
+    t.on_client_start(b'E');
+    t.on_client_start(b'S');
+    assert!(t.on_parse_complete(), "the proxy's Parse on connection 2");
+    assert!(t.on_ready(b'I').release);
+}
+
+#[test]
+fn deallocate_is_sent_under_the_sessions_name_and_discard_all_forgets_everything() {
+    let mut t = Tracker::new(Settings::new(&[]));
+    let parse = frame(b'P', b"q\0select 1\0\0\0");
+    t.on_client(&parse, 1, &mut BytesMut::new());
+    t.on_parse_complete();
+    t.on_client_start(b'S');
+    t.on_ready(b'I');
+    let mut out = BytesMut::new();
+    let sent = t.on_client(&frame(b'Q', b"deallocate q\0"), 1, &mut out);
+    assert_eq!(sent, Translated::Rewritten);
+    let text = String::from_utf8_lossy(&out[5..]).to_string();
+    assert!(
+        text.starts_with("DEALLOCATE \"sg") && text.contains(":q\""),
+        "{text}"
+    );
+    t.on_ready(b'I');
+
+    query(&mut t, "SET work_mem = '1MB'");
+    t.on_ready(b'I');
+    query(&mut t, "DISCARD ALL");
+    complete(&mut t, "DISCARD ALL");
+    let r = t.on_ready(b'I');
+    assert!(r.wiped && r.release);
+    assert_eq!(t.settings.fingerprint(), settings::DEFAULTS);
+}
+
+#[test]
+fn a_reset_is_followed_by_the_startup_sets_whose_answers_are_dropped() {
+    let startup = [("application_name".to_string(), "app".to_string())];
+    let mut t = Tracker::new(Settings::new(&startup));
+    let mut out = BytesMut::new();
+    let q = frame(b'Q', b"reset all; select 1\0");
+    assert_eq!(t.on_client(&q, 1, &mut out), Translated::Rewritten);
+    assert!(query_text(&out[5..]).contains("SET application_name = 'app'"));
+    let dropped: Vec<bool> = ["RESET", "SET", "SELECT 1"]
+        .iter()
+        .map(|tag| t.on_command_complete(format!("{tag}\0").as_bytes()))
+        .collect();
+    assert_eq!(dropped, [false, true, false]);
+    assert!(t.client_position().is_some());
+    assert!(t.on_ready(b'I').release);
+
+    let mut t = Tracker::new(Settings::new(&[]));
+    assert_eq!(query(&mut t, "reset all"), Translated::Same);
+}
