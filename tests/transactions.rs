@@ -511,3 +511,46 @@ async fn shards_that_cannot_prepare_stop_the_proxy_at_start() {
 fn common_port() -> u16 {
     shardgate::localpg::free_port().unwrap()
 }
+
+/// The proxy records a commit decision in the `shardgate` schema as the session's current role.
+/// Under a role without rights there, a write on several shards is refused with that reason,
+/// every shard rolls back, and the session goes on once the role is reset: no connection is
+/// left inside an aborted transaction (a pinned session kept such a one before, and answered
+/// 25P02 to everything after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_several_shards_under_a_role_without_rights_rolls_back_cleanly() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    let (a, b) = two_shards(&tc);
+    c.batch_execute("create role sg_limited; grant select, update on accounts to sg_limited")
+        .await
+        .unwrap();
+    let write = format!("update accounts set balance = balance - 1 where id in ({a}, {b})");
+    c.batch_execute("set session authorization sg_limited")
+        .await
+        .unwrap();
+    let e = c.batch_execute(&write).await.unwrap_err();
+    assert_eq!(code(&e), "42501");
+    let db = e.as_db_error().unwrap();
+    assert!(db.message().contains("several shards"), "{}", db.message());
+    assert!(
+        db.position().is_none(),
+        "it points at none of the client's text"
+    );
+    // Still under the role: reads and one-shard writes go on.
+    assert_eq!(balance(&c, a).await, 100);
+    c.batch_execute(&format!("update accounts set balance = 50 where id = {a}"))
+        .await
+        .unwrap();
+    c.batch_execute("reset session authorization")
+        .await
+        .unwrap();
+    assert_eq!(balance(&c, a).await, 50);
+    assert_eq!(balance(&c, b).await, 100);
+    c.batch_execute(&write).await.unwrap();
+    assert_eq!((balance(&c, a).await, balance(&c, b).await), (49, 99));
+    assert_eq!(prepared_left(&tc).await, 0);
+    c.batch_execute("drop owned by sg_limited; drop role sg_limited")
+        .await
+        .unwrap();
+}

@@ -66,6 +66,33 @@ async fn read_reply(exec: &mut Exec<'_>, shard: usize) -> Option<Reply> {
     }
 }
 
+/// The proxy writes its commit records as the session's current role. After SET ROLE or SET
+/// SESSION AUTHORIZATION to a role without rights on the `shardgate` schema, PostgreSQL's
+/// "permission denied for schema shardgate" would point into the client's statement; this says
+/// what was refused and what to do instead.
+fn own_records_error(e: &Frame) -> Option<Vec<u8>> {
+    let body = e.body();
+    let denied = inspect::error_field(body, b'C') == Some("42501")
+        && inspect::error_field(body, b'M').is_some_and(|m| m.contains("shardgate"));
+    denied.then(|| {
+        error_bytes(
+            &PgError::error(
+                "42501",
+                "a transaction that wrote on several shards cannot commit under the current role: \
+                 the proxy records its commit decision in the shardgate schema as that role",
+            )
+            .with_detail(format!(
+                "PostgreSQL said: {}",
+                inspect::error_field(body, b'M').unwrap_or("")
+            ))
+            .with_hint(
+                "RESET ROLE (or RESET SESSION AUTHORIZATION) before writing on several shards, \
+                 or keep the transaction's writes on one shard. The transaction was rolled back.",
+            ),
+        )
+    })
+}
+
 fn phase(name: &'static str, since: Instant) {
     metrics::histogram!(crate::metrics::TWO_PHASE_SECONDS, "phase" => name)
         .record(since.elapsed().as_secs_f64());
@@ -118,6 +145,8 @@ pub async fn commit(
         format!("INSERT INTO shardgate.txn_marker (gid) VALUES ({lit}); PREPARE TRANSACTION {lit}");
     let replies = round(exec, &others, &prepare).await;
     let mut prepared = Vec::new();
+    // Shards whose marker or PREPARE failed: their transaction is aborted but still open.
+    let mut failed = Vec::new();
     let mut failure: Option<Vec<u8>> = None;
     let mut lost = None;
     for (&s, reply) in others.iter().zip(replies) {
@@ -129,8 +158,11 @@ pub async fn commit(
                 prepared.push(s)
             }
             Some(r) => {
+                if r.error.is_some() {
+                    failed.push(s);
+                }
                 failure.get_or_insert_with(|| match r.error {
-                    Some(e) => e.bytes.to_vec(),
+                    Some(e) => own_records_error(&e).unwrap_or_else(|| e.bytes.to_vec()),
                     None => error_bytes(&PgError::error(
                         "40000",
                         format!("shard {} rolled back its part of the transaction instead of preparing it", name(exec, s)),
@@ -145,7 +177,8 @@ pub async fn commit(
         if let Some(h) = &gate {
             h.abort();
         }
-        abort(exec, decider, &prepared, &readers, &lit).await;
+        let plain: Vec<usize> = readers.iter().copied().chain(failed).collect();
+        abort(exec, decider, &prepared, &plain, &lit).await;
         abort_metric("prepare_failed");
         if let Some(s) = lost {
             // A branch may have been prepared before the link broke; recovery finds it, fences
@@ -240,7 +273,10 @@ pub async fn commit(
                         format!("distributed transaction {g} was rolled back by a concurrent recovery before it could commit"),
                     ));
                 }
-                Some(e) => exec.out.extend_from_slice(&e.bytes),
+                Some(e) => {
+                    let bytes = own_records_error(&e).unwrap_or_else(|| e.bytes.to_vec());
+                    exec.out.extend_from_slice(&bytes);
+                }
                 None => {
                     exec.error(&PgError::error(
                         "40000",
