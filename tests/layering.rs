@@ -1,7 +1,9 @@
 //! The crate's top-level modules form layers: each may use only the modules below it, so the
 //! tree reads as the data flow (docs/architecture.md draws it). This test reads the sources and
 //! fails on an import that reaches up or sideways, naming the file and the path, and on a
-//! top-level module that has not been given a layer.
+//! top-level module that has not been given a layer. Below the top level, no module may import
+//! one that imports it back, directly or through others (a module and its own submodules count
+//! as one).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -158,4 +160,175 @@ fn the_layers_name_every_module_the_crate_declares() {
         .collect();
     let layered: BTreeSet<&str> = LAYERS.iter().copied().collect();
     assert_eq!(declared, layered);
+}
+
+/// Module paths (`executor::merge::rows`) of every source file under `src`, with the file's
+/// text up to its unit tests.
+fn modules() -> Vec<(Vec<String>, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut out = Vec::new();
+    for file in files {
+        let relative = file.strip_prefix(&src).unwrap().with_extension("");
+        let mut path: Vec<String> = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        if path.last().is_some_and(|l| l == "mod") {
+            path.pop();
+        }
+        if path == ["lib"] || path == ["main"] {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("").to_string();
+        out.push((path, code));
+    }
+    out
+}
+
+/// The modules `code` (in module `own`) names through `crate::`, `super::` or `self::` paths,
+/// each as the longest path that is a module; `use super::{a, b}` names both.
+fn named_modules(
+    own: &[String],
+    code: &str,
+    known: &BTreeSet<Vec<String>>,
+) -> BTreeSet<Vec<String>> {
+    let mut found = BTreeSet::new();
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let mut at = 0;
+    while at < code.len() {
+        let rest = &code[at..];
+        let starts = ["crate::", "super::", "self::"]
+            .iter()
+            .find(|p| rest.starts_with(*p))
+            .filter(|_| !code[..at].chars().next_back().is_some_and(word));
+        if starts.is_none() {
+            at += rest.chars().next().map_or(1, char::len_utf8);
+            continue;
+        }
+        let end = rest
+            .find(|c: char| !(word(c) || c == ':' || c == '{' || c == '}' || c == ',' || c == ' '))
+            .unwrap_or(rest.len());
+        let path = &rest[..end];
+        at += end.max(1);
+        let (head, group) = match path.find("::{") {
+            Some(g) => (&path[..g], Some(&path[g + 3..])),
+            None => (path, None),
+        };
+        let mut base: Vec<String> = Vec::new();
+        let mut segments = head.split("::").filter(|s| !s.is_empty()).peekable();
+        match segments.peek().copied() {
+            Some("crate") => {
+                segments.next();
+            }
+            Some("self") => {
+                segments.next();
+                base = own.to_vec();
+            }
+            _ => {
+                base = own.to_vec();
+                while segments.peek() == Some(&"super") {
+                    segments.next();
+                    base.pop();
+                }
+            }
+        }
+        let head: Vec<String> = base
+            .into_iter()
+            .chain(segments.map(|s| s.trim().to_string()))
+            .collect();
+        let tails: Vec<Vec<String>> = match group {
+            Some(g) => g
+                .split(',')
+                .map(|p| {
+                    p.trim()
+                        .trim_end_matches('}')
+                        .split("::")
+                        .map(|s| s.trim().to_string())
+                        .collect()
+                })
+                .collect(),
+            None => vec![Vec::new()],
+        };
+        for tail in tails {
+            let full: Vec<String> = head.iter().cloned().chain(tail).collect();
+            if let Some(n) = (1..=full.len()).rev().find(|n| known.contains(&full[..*n])) {
+                found.insert(full[..n].to_vec());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_two_modules_import_each_other_even_through_others() {
+    let modules = modules();
+    let known: BTreeSet<Vec<String>> = modules.iter().map(|(p, _)| p.clone()).collect();
+    // A module and its own submodules are one room: a parent declares its children and a child
+    // may use its parent's items, so only edges between rooms count.
+    let related = |a: &[String], b: &[String]| a.starts_with(b) || b.starts_with(a);
+    let mut edges: std::collections::BTreeMap<Vec<String>, BTreeSet<Vec<String>>> =
+        Default::default();
+    for (own, code) in &modules {
+        let targets = named_modules(own, code, &known)
+            .into_iter()
+            .filter(|t| !related(own, t))
+            .collect();
+        edges.insert(own.clone(), targets);
+    }
+    // Any module that reaches itself through the edges is on a circle.
+    let mut on_circles = Vec::new();
+    for start in edges.keys() {
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<&Vec<String>> = edges[start].iter().collect();
+        while let Some(m) = stack.pop() {
+            if m == start {
+                on_circles.push(start.join("::"));
+                break;
+            }
+            if seen.insert(m) {
+                stack.extend(edges.get(m).into_iter().flatten());
+            }
+        }
+    }
+    assert!(
+        on_circles.is_empty(),
+        "modules on an import circle: {on_circles:?}"
+    );
+}
+
+#[test]
+fn relative_and_grouped_paths_name_their_modules() {
+    let known: BTreeSet<Vec<String>> = [
+        "executor::merge",
+        "executor::merge::rows",
+        "executor::session",
+        "executor::txn",
+        "pool",
+    ]
+    .iter()
+    .map(|m| m.split("::").map(String::from).collect())
+    .collect();
+    let own: Vec<String> = ["executor", "merge", "groups"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let code = "use super::rows::{drain, Window};\nuse crate::executor::{session::Exec, txn};\n\
+                fn f() { super::super::txn::x(); crate::pool::y(); my_crate::z(); }";
+    let found: BTreeSet<String> = named_modules(&own, code, &known)
+        .into_iter()
+        .map(|m| m.join("::"))
+        .collect();
+    let expected: BTreeSet<String> = [
+        "executor::merge::rows",
+        "executor::session",
+        "executor::txn",
+        "pool",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(found, expected);
 }

@@ -10,7 +10,6 @@ mod connect;
 pub mod control;
 pub mod health;
 mod stream;
-pub mod type_oids;
 
 pub use cancel::send_cancel;
 pub use connect::{connect, shard_login_error, BackendError, ShardConnection};

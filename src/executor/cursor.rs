@@ -11,6 +11,7 @@
 //! Entries outlive the transaction that declared them; a stale name only sends a FETCH to shards
 //! where PostgreSQL answers that the cursor does not exist, as it would directly.
 
+use super::session::state::{CursorAt, CursorPortal, Several};
 use super::session::{Exec, Step, R};
 use super::txn::TxnState;
 use crate::error::{sqlstate, PgError};
@@ -18,27 +19,6 @@ use crate::protocol::{build, inspect, Frame};
 use crate::router::cursor::{CursorCmd, Fetch};
 use crate::router::plan::{Plan, HOME};
 use bytes::BytesMut;
-
-#[derive(Debug, Clone)]
-pub enum CursorAt {
-    One(usize),
-    Several(Several),
-}
-
-#[derive(Debug, Clone)]
-pub struct Several {
-    shards: Vec<usize>,
-    /// Index in `shards` of the shard being read; `shards.len()` when all are exhausted.
-    current: usize,
-    description: Option<Frame>,
-}
-
-pub enum CursorPortal {
-    /// Held by this shard, which describes it.
-    On(usize),
-    /// Over several shards, described by the proxy.
-    Described(Frame),
-}
 
 /// A cursor name as an SQL identifier.
 fn quoted(name: &str) -> String {

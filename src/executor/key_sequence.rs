@@ -15,64 +15,14 @@
 //! Invariant: nothing inserts into a sharded table's shards directly using their sequences;
 //! values drawn on the first shard directly come from the same sequence and stay unique.
 
+use super::key_blocks::SequenceColumn;
 use super::session::{Exec, R};
 use crate::placement::TableRule;
 use crate::router::plan::HOME;
 use sqlparser::ast::{Expr, Ident, ObjectName, SetExpr, Statement, TableObject, Value};
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 
 /// Values drawn from a sequence at once.
 pub const BLOCK: usize = 100;
-
-/// A column of a sharded table whose values come from a sequence on the first shard.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct SequenceColumn {
-    column: String,
-    /// Schema-qualified, as `pg_get_serial_sequence` or the column default names it.
-    sequence: String,
-    /// The column's size in bytes (2, 4 or 8 for the integer types), for binary COPY.
-    width: i16,
-    /// Found only in the session's own transaction (created there and not committed yet): its
-    /// values are drawn there too, since the proxy's connection cannot see the sequence.
-    local: bool,
-}
-
-/// The proxy's shared cache of drawn values (by sequence), and what it learnt of each table.
-#[derive(Debug, Default)]
-pub struct KeyBlocks {
-    values: Mutex<HashMap<String, VecDeque<i64>>>,
-    columns: Mutex<HashMap<String, Vec<SequenceColumn>>>,
-}
-
-impl KeyBlocks {
-    /// After DDL: tables may have been dropped and made again with other sequences.
-    pub fn forget(&self) {
-        self.columns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        self.values
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-    }
-
-    fn take(&self, sequence: &str, n: usize) -> Option<Vec<i64>> {
-        let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        let cached = values.get_mut(sequence)?;
-        (cached.len() >= n).then(|| cached.drain(..n).collect())
-    }
-
-    fn add(&self, sequence: &str, drawn: Vec<i64>) {
-        self.values
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(sequence.to_string())
-            .or_default()
-            .extend(drawn);
-    }
-}
 
 fn is_default(e: Option<&Expr>) -> bool {
     matches!(e, Some(Expr::Identifier(Ident { value, quote_style: None, .. }))

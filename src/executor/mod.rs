@@ -1,20 +1,23 @@
 //! Sessions on a cluster of several shards: planning each statement (`router::plan`), running
-//! it on one shard or several (`session`), merging scattered results (`merge`, `value`), and the
-//! session's transaction over its shards (`txn`). Single-shard clusters never come here: they
-//! use the byte relay in `frontend::session`, which is transparent by construction.
+//! it on one shard or several, merging scattered results (`merge`, `value`), and the session's
+//! transaction over its shards (`txn`, `enlist`, `two_phase`). Single-shard clusters never come
+//! here: they use the byte relay in `frontend`, which is transparent by construction.
+//!
+//! Three levels, none importing one above it: `session` (the state every part works on, and
+//! its I/O), the features that add behaviour to it as methods, and `dispatch` on top.
 
-pub mod aggregate;
 pub mod client_input;
 pub mod copy;
 pub mod copy_rows;
 pub mod cursor;
+pub mod dispatch;
 pub mod enlist;
 pub mod extended;
 pub mod insert_select;
+pub mod key_blocks;
 pub mod key_sequence;
 pub mod link;
 pub mod merge;
-pub mod merge_groups;
 pub mod numeric;
 pub mod own_types;
 pub mod parse_cache;

@@ -1,24 +1,15 @@
 //! Types created in the open transaction, which no other connection can see yet.
 //!
 //! Type OIDs are translated between shards by name through the control connection (see
-//! `backend::type_oids`). A type created inside a transaction block is invisible there until it
+//! `backend::catalog::type_oids`). A type created inside a transaction block is invisible there until it
 //! commits, yet the client already sees its OID (the first shard's) and uses it. So after DDL
 //! that creates types runs inside a transaction, each shard is asked, in the session's own
 //! transaction, for the OIDs of those types and their array types; the answers live in the
 //! transaction (`OpenTxn::own_types`) and end with it.
 
 use super::session::{Exec, R};
-use super::txn::TxnState;
+use super::txn::{OwnType, TxnState};
 use sqlparser::ast::{ObjectName, Statement};
-
-/// One type the open transaction created, as one shard numbers it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnType {
-    pub shard: usize,
-    pub oid: u32,
-    /// Schema-qualified, as `backend::type_oids` names types.
-    pub name: String,
-}
 
 /// The types a statement creates: its own name for CREATE TYPE and CREATE DOMAIN, and the row
 /// type of a table.

@@ -6,44 +6,8 @@ use super::session::{Exec, Step, R};
 use super::txn::TxnState;
 use crate::config::PoolMode;
 use crate::error::PgError;
-use crate::pool::names::StatementNames;
-use crate::pool::settings::{self, Change, Settings};
+use crate::pool::settings::{self, Change};
 use crate::protocol::build;
-
-/// A session's side of pooling.
-#[derive(Debug)]
-pub struct SessionPool {
-    pub mode: PoolMode,
-    pub settings: Settings,
-    pub names: StatementNames,
-    /// Why the session keeps its connections to the end, once something tied it to them.
-    pub pinned: Option<&'static str>,
-    /// A ROLLBACK TO SAVEPOINT undid some of the open transaction's SETs, and which ones is
-    /// not tracked: at commit the session is pinned rather than replay a guess.
-    uncertain: bool,
-}
-
-impl SessionPool {
-    pub fn new(mode: PoolMode, settings: Settings) -> SessionPool {
-        SessionPool {
-            mode,
-            settings,
-            names: StatementNames::default(),
-            pinned: None,
-            uncertain: false,
-        }
-    }
-
-    /// Transaction mode: statement names are the session's own on the shards.
-    pub fn renames(&self) -> bool {
-        self.mode == PoolMode::Transaction
-    }
-
-    /// Connections are shared between transactions (transaction mode, not pinned).
-    pub fn shares(&self) -> bool {
-        self.mode == PoolMode::Transaction && self.pinned.is_none()
-    }
-}
 
 impl Exec<'_> {
     /// Between requests: in transaction mode, a session outside any transaction, with nothing

@@ -6,7 +6,7 @@
 //! proven to reproduce a real parse once its literals are put back. The first text of a shape
 //! is planned in full as always; its template is then planned again with each literal as a
 //! text parameter (`$1` for the first, and so on), recording what the planning read
-//! (`route_cache::Route`): when the only value it read was one key, or none, and both plannings
+//! (`router::learned_route`): when the only value it read was one key, or none, and both plannings
 //! chose the same shard, later texts of the shape go to the shard that owns their own literal
 //! in that place, without being parsed or planned.
 //!
@@ -17,8 +17,8 @@
 //! in from the catalog, INSERT ... SELECT). A literal that is not a valid key, or a reloaded
 //! placement, goes back to full planning, which gives the proper answer or error.
 
-use super::extended::route_cache::Route;
 use crate::placement::Placement;
+use crate::router::learned_route::Route;
 use crate::router::params::{recording, Params};
 use crate::router::plan::{plan, Plan};
 use crate::sql::Shape;

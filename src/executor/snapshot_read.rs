@@ -22,6 +22,7 @@
 //! answers and releases the gate. An error in the cut is then reported instead of the
 //! statement's answers, which are drained unseen.
 
+use super::session::state::PendingCut;
 use super::session::{Exec, Step, R};
 use super::txn::{Isolation, TxnState};
 use crate::error::{sqlstate, PgError};
@@ -441,14 +442,6 @@ pub fn setting_error(name: &str, value: &str, snapshot_possible: bool) -> Option
             format!("unrecognized configuration parameter \"shardgate.{name}\""),
         )),
     }
-}
-
-/// A cut whose answers have not been read yet, and the gate it holds until they are.
-pub struct PendingCut {
-    grant: Option<crate::txn::snapshot::client::Grant>,
-    shards: Vec<usize>,
-    /// The isolation level every shard must report (see `take_cut`).
-    expect: Option<&'static str>,
 }
 
 /// A re-bound request split before its Bind: what must run before the gate (Parse), and the

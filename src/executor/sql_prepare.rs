@@ -9,6 +9,7 @@
 //! of the same namespace), and EXECUTE of such a name runs the statement the client prepared
 //! through the protocol, read back from the home shard.
 
+use super::session::state::SqlPrepared;
 use super::session::{Exec, Step, R};
 use crate::error::PgError;
 use crate::protocol::build;
@@ -17,14 +18,6 @@ use crate::router::plan::{plan, PreparedCmd, HOME};
 use sqlparser::ast::{visit_expressions_mut, DataType, Expr, Statement, Value};
 use std::ops::ControlFlow;
 use std::sync::Arc;
-
-/// A statement prepared with SQL PREPARE.
-#[derive(Debug, Clone)]
-pub struct SqlPrepared {
-    /// The declared parameter types, as written.
-    types: Vec<String>,
-    body: Arc<Statement>,
-}
 
 /// A statement name as an identifier.
 fn quoted(name: &str) -> String {

@@ -39,7 +39,16 @@ pub struct OpenTxn {
     /// A session setting ran in this transaction (undone if it rolls back).
     pub changed_session: bool,
     /// Types this transaction created, which only its own connections can see yet.
-    pub own_types: Vec<super::own_types::OwnType>,
+    pub own_types: Vec<OwnType>,
+}
+
+/// One type the open transaction created, as one shard numbers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnType {
+    pub shard: usize,
+    pub oid: u32,
+    /// Schema-qualified, as `backend::catalog::type_oids` names types.
+    pub name: String,
 }
 
 /// A transaction's isolation level as PostgreSQL runs it (READ UNCOMMITTED is READ COMMITTED).

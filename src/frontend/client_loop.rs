@@ -30,7 +30,7 @@ pub async fn run(
     registered: &Registered,
 ) -> SessionEnd {
     let (rx, tx) = socket.into_split();
-    let pool = crate::executor::pooling::SessionPool::new(ctx.pools.mode, start.settings);
+    let pool = crate::executor::session::state::SessionPool::new(ctx.pools.mode, start.settings);
     let mut exec = Exec::new(
         ctx.live.placement(),
         &ctx.txn,

@@ -36,7 +36,7 @@ pub struct ProxyContext {
     /// Catalog facts about shards (type OIDs, column collations), on control connections.
     pub catalog: crate::backend::catalog::Catalog,
     /// Key values drawn from sequences for sharded tables (see `executor::key_sequence`).
-    pub key_blocks: crate::executor::key_sequence::KeyBlocks,
+    pub key_blocks: crate::executor::key_blocks::KeyBlocks,
     /// Server connections shared by several-shard sessions.
     pub pools: crate::pool::Pools,
 }

@@ -11,6 +11,7 @@ pub mod aggregate;
 pub mod copy;
 pub mod cursor;
 pub mod keys;
+pub mod learned_route;
 pub mod params;
 pub mod plan;
 pub mod route_metrics;

@@ -7,10 +7,12 @@
 //! Everything cached can change with DDL (a type or column dropped and made again, a column's
 //! collation altered), so `forget` clears the caches whenever this proxy runs DDL.
 
-use super::type_oids::TypeOids;
+pub mod type_oids;
+
 use crate::config::ShardTarget;
 use std::collections::HashMap;
 use std::time::Duration;
+use type_oids::TypeOids;
 
 pub struct Catalog {
     targets: Vec<ShardTarget>,

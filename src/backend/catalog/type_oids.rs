@@ -11,7 +11,7 @@
 //! OID keeps naming its type until the type is dropped; a name can come to mean another OID
 //! when a type is dropped and created again, which is why the cache is forgotten after DDL.
 
-use super::catalog::{Cache, Catalog};
+use super::{Cache, Catalog};
 
 /// The first OID PostgreSQL gives to objects a database creates (`FirstNormalObjectId`); every
 /// OID below it is built in and the same everywhere.

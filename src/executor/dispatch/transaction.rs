@@ -3,6 +3,8 @@
 //! enlisted, and the implicit transactions the proxy opens for writes of several shards.
 
 use super::*;
+use crate::executor::session::Stop;
+use crate::protocol::Frame;
 
 impl Exec<'_> {
     /// After a failed statement: an implicit transaction rolls back now, an explicit one waits

@@ -36,7 +36,7 @@ impl LocalPortal {
         if !self
             .param_types
             .iter()
-            .any(|o| crate::backend::type_oids::is_user(*o))
+            .any(|o| crate::backend::catalog::type_oids::is_user(*o))
         {
             return Ok(out);
         }

@@ -131,7 +131,7 @@ impl Statement {
     fn declares_user_types(&self) -> bool {
         self.param_types
             .iter()
-            .any(|o| crate::backend::type_oids::is_user(*o))
+            .any(|o| crate::backend::catalog::type_oids::is_user(*o))
     }
 
     /// The client's Parse as `shard` must receive it: with its declared types translated into

@@ -5,8 +5,8 @@
 
 use super::{plan_sql, plan_stmt, snapshot_without, Extended, LocalPortal, Portal};
 use crate::error::{sqlstate, PgError};
-use crate::executor::cursor::CursorPortal;
 use crate::executor::insert_select::Rewrite;
+use crate::executor::session::state::CursorPortal;
 use crate::executor::session::{Exec, Step, R};
 use crate::executor::txn::TxnState;
 use crate::protocol::message::{Bind, Target, TargetKind};

@@ -36,7 +36,7 @@ impl Extended {
                         && !p
                             .param_types
                             .iter()
-                            .any(|o| crate::backend::type_oids::is_user(*o))
+                            .any(|o| crate::backend::catalog::type_oids::is_user(*o))
                 }
                 Kind::Bind(b) => {
                     // An INSERT whose sequence columns the proxy fills runs rewritten, not as

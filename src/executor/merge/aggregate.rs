@@ -7,10 +7,10 @@
 //! (beyond that the query fails with 54000 rather than grow without bound). After combining:
 //! HAVING, then ORDER BY, then OFFSET/LIMIT, then hidden columns are removed.
 
-use super::merge::strip_columns;
-use super::numeric::{float4_text, float8_text, Num};
-use super::value::{self, oid, SortValue};
+use super::rows::strip_columns;
 use crate::error::{sqlstate, PgError};
+use crate::executor::numeric::{float4_text, float8_text, Num};
+use crate::executor::value::{self, oid, SortValue};
 use crate::protocol::inspect::{self, FieldDesc};
 use crate::protocol::Frame;
 use crate::router::aggregate::{AggColumn, AggSpec, CmpOp};
@@ -59,7 +59,7 @@ pub fn check(
         for k in order.iter().filter(|k| !k.bytewise) {
             if let SortColumn::Position(p) = k.column {
                 if let Some(f) = fields.get(p - 1).filter(|f| value::is_text(f.type_oid)) {
-                    return Err(super::merge::non_c_order(&f.name));
+                    return Err(super::rows::non_c_order(&f.name));
                 }
             }
         }

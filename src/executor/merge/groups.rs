@@ -2,9 +2,9 @@
 //! sort and send (see `aggregate` for the combination rules).
 
 use super::aggregate::{self, Groups};
-use super::merge::{drain, error_frame, next_row, Window};
-use super::session::{Exec, Step, R};
+use super::rows::{drain, error_frame, next_row, Window};
 use crate::error::{sqlstate, PgError};
+use crate::executor::session::{Exec, Step, R};
 use crate::protocol::{build, inspect, Frame};
 use crate::router::plan::MergeSpec;
 
@@ -43,8 +43,7 @@ pub async fn run(
                     })
                     .collect();
                 if failure.is_none() {
-                    if let Some(e) = super::merge::column_collation_problem(exec, f, &sorted).await
-                    {
+                    if let Some(e) = super::rows::column_collation_problem(exec, f, &sorted).await {
                         failure = Some(error_frame(&e));
                     }
                 }

@@ -30,7 +30,12 @@ impl Exec<'_> {
         }
     }
 
-    pub(super) async fn single(&mut self, shard: usize, write: bool, sql: &str) -> R<Step> {
+    pub(in crate::executor) async fn single(
+        &mut self,
+        shard: usize,
+        write: bool,
+        sql: &str,
+    ) -> R<Step> {
         if write {
             self.txn.note_write(shard);
         }
@@ -183,7 +188,11 @@ impl Exec<'_> {
 
     /// DDL on every shard. Outside a transaction it runs in one transaction per shard, committed
     /// only when every shard succeeded.
-    pub(super) async fn broadcast(&mut self, sql: &str, transactional: bool) -> R<Step> {
+    pub(in crate::executor) async fn broadcast(
+        &mut self,
+        sql: &str,
+        transactional: bool,
+    ) -> R<Step> {
         let all: Vec<usize> = (0..self.links.len()).collect();
         match &self.txn {
             TxnState::Open(t) if !transactional && !t.implicit => Ok(self.error(&PgError::error(

@@ -43,7 +43,7 @@ impl Exec<'_> {
     /// returned as it is. What cannot be translated is described as 0 (unknown), never as a
     /// number that may name something else on the first shard.
     pub async fn for_client(&self, shard: usize, f: Frame) -> Frame {
-        use crate::backend::type_oids::is_user;
+        use crate::backend::catalog::type_oids::is_user;
         if shard == HOME || !matches!(f.tag, b'T' | b't') {
             return f;
         }

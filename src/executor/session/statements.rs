@@ -38,7 +38,7 @@ impl Exec<'_> {
     /// A statement the proxy cannot read. The home shard parses it (without running it, and
     /// without analysis for utility statements), so a syntax error gets PostgreSQL's own 42601,
     /// message and position; valid SQL is refused as unroutable.
-    pub(super) async fn unrecognised(&mut self, sql: &str) -> R<Step> {
+    pub(in crate::executor) async fn unrecognised(&mut self, sql: &str) -> R<Step> {
         metrics::counter!(crate::metrics::STATEMENTS_REJECTED).increment(1);
         match self.syntax_error(sql).await? {
             Some(e) => {
@@ -50,7 +50,7 @@ impl Exec<'_> {
     }
 
     /// The home shard's answer to parsing `sql` (never running it): its error, if any.
-    pub(super) async fn syntax_error(&mut self, sql: &str) -> R<Option<Frame>> {
+    pub(in crate::executor) async fn syntax_error(&mut self, sql: &str) -> R<Option<Frame>> {
         let mut q = BytesMut::new();
         crate::protocol::message::Parse {
             name: String::new(),
@@ -200,7 +200,7 @@ impl Exec<'_> {
         }
     }
 
-    pub(super) async fn admin(&mut self, cmd: AdminCmd) -> Step {
+    pub(in crate::executor) async fn admin(&mut self, cmd: AdminCmd) -> Step {
         match cmd {
             AdminCmd::Set { name, value } => self.set_variable(&name, &value),
             AdminCmd::Show { name } => self.show_variable(&name),

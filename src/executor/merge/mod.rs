@@ -1,0 +1,332 @@
+//! Scatter-gather: run one statement on several shards and give the client one result set,
+//! equal to what one PostgreSQL holding all the rows would return.
+//!
+//! Rows stream: without ORDER BY the shards' rows are concatenated; with ORDER BY the heads of
+//! the shard streams are merged (k-way), so memory is one row per shard plus socket buffers,
+//! whatever the result size. LIMIT was pushed down as offset+limit; OFFSET and LIMIT are applied
+//! again after the merge. Only the sort columns of head rows are decoded.
+//!
+//! `rows` reads the shards' rows and applies OFFSET and LIMIT; `groups` merges grouped and
+//! aggregated results through `aggregate`'s per-group state.
+
+mod aggregate;
+mod groups;
+pub mod rows;
+
+use super::session::{Exec, Step, R};
+use super::value::{self, SortValue};
+use crate::error::{sqlstate, PgError};
+use crate::protocol::{build, inspect, Frame};
+use crate::router::plan::{MergeSpec, SortColumn};
+use bytes::BytesMut;
+pub use rows::strip_columns;
+use rows::{column_collation_problem, drain, error_frame, next_row, non_c_order, Window};
+use std::cmp::Ordering;
+
+/// A resolved sort key: 0-based column, its type and format, direction.
+struct Key {
+    column: usize,
+    type_oid: u32,
+    format: i16,
+    descending: bool,
+    nulls_first: bool,
+}
+
+pub async fn scatter(
+    exec: &mut Exec<'_>,
+    shards: &[usize],
+    sql: &str,
+    merge: &MergeSpec,
+) -> R<Step> {
+    let mut q = BytesMut::new();
+    build::query(sql, &mut q);
+    scatter_request(exec, shards, &[q.freeze()], merge, true).await
+}
+
+/// Sends each shard its request (a Query, or Parse+Bind+Describe+Execute+Sync; `requests` holds
+/// one per shard, or one for all) and merges the answers. `describe`: whether the client gets
+/// the RowDescription (simple protocol) or already has it (extended protocol, from its
+/// Describe).
+pub async fn scatter_request(
+    exec: &mut Exec<'_>,
+    shards: &[usize],
+    requests: &[bytes::Bytes],
+    merge: &MergeSpec,
+    describe: bool,
+) -> R<Step> {
+    for &s in shards {
+        if exec.enlist(s).await? == Step::Failed {
+            return Ok(Step::Failed);
+        }
+    }
+    if exec.gates_statements(shards).await? {
+        // READ COMMITTED in snapshot consistency: this statement's own consistent cut.
+        if let Some(err) = exec.gate_statement(shards, requests).await? {
+            exec.shard_error(&err);
+            return Ok(Step::Failed);
+        }
+    } else {
+        for (i, &s) in shards.iter().enumerate() {
+            let request = &requests[i.min(requests.len() - 1)];
+            exec.links[s].send(request).await?;
+        }
+    }
+    // A snapshot cut sent just before this read answers first.
+    if let Some(err) = exec.finish_cut().await? {
+        drain(exec, shards).await?;
+        exec.shard_error(&err);
+        return Ok(Step::Failed);
+    }
+    // Each shard's first answer: its RowDescription, or an error.
+    let mut description: Option<Frame> = None;
+    let mut failure: Option<Frame> = None;
+    for &s in shards {
+        loop {
+            let f = exec.links[s].recv().await?;
+            match f.tag {
+                b'T' => {
+                    // Compared and passed on numbered as the first shard numbers types,
+                    // tables and columns (each shard has its own numbers for them).
+                    let f = exec.for_client(s, f).await;
+                    match &description {
+                        None => description = Some(f),
+                        Some(d) if inspect::same_columns(d.body(), f.body()) => {}
+                        Some(_) => {
+                            failure.get_or_insert_with(|| {
+                                error_frame(&PgError::error(
+                                sqlstate::FEATURE_NOT_SUPPORTED,
+                                "shards returned different result columns; their schemas differ",
+                            ))
+                            });
+                        }
+                    }
+                    break;
+                }
+                b'E' => {
+                    failure.get_or_insert(f);
+                    break;
+                }
+                b'N' => exec.out.extend_from_slice(&f.bytes),
+                b'Z' => {
+                    // Answered without rows (cannot happen for a SELECT); nothing to drain.
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    // A prepared statement keeps the columns the client was shown. Grouped results are built
+    // by the proxy from other columns, so only plain ones are compared.
+    let fixed = exec.fixed_columns.take();
+    if let (None, Some(d), Some(fixed), None) = (&failure, &description, &fixed, &merge.aggregate) {
+        let shown = Frame {
+            tag: b'T',
+            bytes: strip_columns(d, merge.hidden),
+        };
+        if !super::extended::same_result(fixed, &shown) {
+            failure = Some(error_frame(&super::extended::changed_result_type()));
+        }
+    }
+    if merge.aggregate.is_some() {
+        return groups::run(exec, shards, description, failure, merge, describe).await;
+    }
+    let keys = match (&failure, &description) {
+        (None, Some(d)) => match resolve_keys(exec, d, merge) {
+            Ok(k) => k,
+            Err(e) => {
+                failure = Some(error_frame(&e));
+                vec![]
+            }
+        },
+        _ => vec![],
+    };
+    if let (None, Some(d)) = (&failure, &description) {
+        let fields = inspect::row_description(d.body()).unwrap_or_default();
+        let sorted: Vec<(usize, bool)> = keys
+            .iter()
+            .zip(&merge.order)
+            .map(|(k, o)| (k.column, o.bytewise))
+            .collect();
+        if let Some(e) = column_collation_problem(exec, &fields, &sorted).await {
+            failure = Some(error_frame(&e));
+        }
+    }
+    if let Some(err) = failure {
+        drain(exec, shards).await?;
+        exec.shard_error(&err);
+        return Ok(Step::Failed);
+    }
+    let Some(description) = description else {
+        return Ok(Step::Done);
+    };
+    if describe {
+        exec.out
+            .extend_from_slice(&strip_columns(&description, merge.hidden));
+    }
+
+    let mut window = Window {
+        skip: merge.offset,
+        left: merge.limit,
+        sent: 0,
+    };
+    let mut late_error: Option<Frame> = None;
+    if keys.is_empty() {
+        for &s in shards {
+            while let Some(row) = next_row(exec, s, &mut late_error).await? {
+                if window.admit() {
+                    exec.out
+                        .extend_from_slice(&strip_columns(&row, merge.hidden));
+                    exec.maybe_flush().await?;
+                }
+            }
+        }
+    } else {
+        let mut heads: Vec<Option<(Frame, Vec<SortValue>)>> = Vec::with_capacity(shards.len());
+        for &s in shards {
+            heads.push(head(exec, s, &keys, &mut late_error).await?);
+        }
+        while late_error.is_none() && !window.full() {
+            let Some(best) = pick(&heads, &keys) else {
+                break;
+            };
+            let (row, _) = heads[best].take().expect("picked a present head");
+            if window.admit() {
+                exec.out
+                    .extend_from_slice(&strip_columns(&row, merge.hidden));
+                exec.maybe_flush().await?;
+            }
+            heads[best] = head(exec, shards[best], &keys, &mut late_error).await?;
+        }
+        // Rows still buffered in heads are past the limit: drop them with the rest.
+        for (i, h) in heads.iter().enumerate() {
+            if h.is_some() {
+                while next_row(exec, shards[i], &mut late_error).await?.is_some() {}
+            }
+        }
+    }
+    drain(exec, shards).await?;
+    metrics::counter!(crate::metrics::MERGE_ROWS).increment(window.sent);
+    if let Some(err) = late_error {
+        exec.shard_error(&err);
+        return Ok(Step::Failed);
+    }
+    build::command_complete(&format!("SELECT {}", window.sent), &mut exec.out);
+    Ok(Step::Done)
+}
+
+fn resolve_keys(
+    exec: &Exec<'_>,
+    description: &Frame,
+    merge: &MergeSpec,
+) -> Result<Vec<Key>, PgError> {
+    let fields = inspect::row_description(description.body()).ok_or_else(|| {
+        PgError::error(
+            sqlstate::PROTOCOL_VIOLATION,
+            "malformed RowDescription from a shard",
+        )
+    })?;
+    let unsupported = |m: String| PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, m);
+    merge
+        .order
+        .iter()
+        .map(|k| {
+            let column = match &k.column {
+                SortColumn::Position(p) if *p <= fields.len() => p - 1,
+                SortColumn::Position(p) => {
+                    return Err(PgError::error(
+                        "42P10",
+                        format!("ORDER BY position {p} is not in select list"),
+                    ))
+                }
+                SortColumn::Name(n) => {
+                    let found: Vec<usize> = fields
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, f)| &f.name == n)
+                        .map(|(i, _)| i)
+                        .collect();
+                    match found.as_slice() {
+                        [one] => *one,
+                        _ => {
+                            return Err(unsupported(format!(
+                            "ORDER BY {n} over several shards needs {n} once in the select list"
+                        ))
+                            .with_hint(
+                                "Select the sort column (once) so the merge can sort on it.",
+                            ))
+                        }
+                    }
+                }
+            };
+            let f = &fields[column];
+            value::supported(f.type_oid, f.format).map_err(unsupported)?;
+            if value::is_text(f.type_oid) && !exec.text_order_c && !k.bytewise {
+                return Err(non_c_order(&f.name));
+            }
+            Ok(Key {
+                column,
+                type_oid: f.type_oid,
+                format: f.format,
+                descending: k.descending,
+                nulls_first: k.nulls_first,
+            })
+        })
+        .collect()
+}
+
+async fn head(
+    exec: &mut Exec<'_>,
+    shard: usize,
+    keys: &[Key],
+    late: &mut Option<Frame>,
+) -> R<Option<(Frame, Vec<SortValue>)>> {
+    let Some(row) = next_row(exec, shard, late).await? else {
+        return Ok(None);
+    };
+    let mut values = Vec::with_capacity(keys.len());
+    for k in keys {
+        let raw = inspect::data_row_column(row.body(), k.column)
+            .ok_or(())
+            .map_err(|_| ());
+        let decoded = match raw {
+            Ok(raw) => value::decode(k.type_oid, k.format, raw),
+            Err(()) => Err("malformed DataRow".into()),
+        };
+        match decoded {
+            Ok(v) => values.push(v),
+            Err(msg) => {
+                late.get_or_insert(error_frame(&PgError::error(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    msg,
+                )));
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some((row, values)))
+}
+
+fn order(a: &[SortValue], b: &[SortValue], keys: &[Key]) -> Ordering {
+    for (k, (x, y)) in keys.iter().zip(a.iter().zip(b)) {
+        let o = value::compare_key(x, y, k.descending, k.nulls_first);
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    Ordering::Equal
+}
+
+/// The shard whose head row comes first (ties: lowest shard, which keeps the merge stable).
+fn pick(heads: &[Option<(Frame, Vec<SortValue>)>], keys: &[Key]) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for (i, h) in heads.iter().enumerate() {
+        let Some((_, v)) = h else { continue };
+        best = match best {
+            Some(b) if order(v, &heads[b].as_ref().expect("present").1, keys) != Ordering::Less => {
+                Some(b)
+            }
+            _ => Some(i),
+        };
+    }
+    best
+}

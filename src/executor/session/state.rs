@@ -1,0 +1,83 @@
+//! What a session keeps between statements for the features that run on top of it: where
+//! its cursors live, its SQL-prepared statements, a snapshot cut sent ahead of a read, and its
+//! side of pooling. Only the data is here; the behaviour is in `cursor`, `sql_prepare`,
+//! `snapshot_read` and `pooling`, which the session's state must not depend on.
+
+use crate::config::PoolMode;
+use crate::pool::names::StatementNames;
+use crate::pool::settings::Settings;
+use crate::protocol::Frame;
+use sqlparser::ast::Statement;
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub enum CursorAt {
+    One(usize),
+    Several(Several),
+}
+
+#[derive(Debug, Clone)]
+pub struct Several {
+    pub(in crate::executor) shards: Vec<usize>,
+    /// Index in `shards` of the shard being read; `shards.len()` when all are exhausted.
+    pub(in crate::executor) current: usize,
+    pub(in crate::executor) description: Option<Frame>,
+}
+
+pub enum CursorPortal {
+    /// Held by this shard, which describes it.
+    On(usize),
+    /// Over several shards, described by the proxy.
+    Described(Frame),
+}
+
+/// A statement prepared with SQL PREPARE.
+#[derive(Debug, Clone)]
+pub struct SqlPrepared {
+    /// The declared parameter types, as written.
+    pub(in crate::executor) types: Vec<String>,
+    pub(in crate::executor) body: Arc<Statement>,
+}
+
+/// A cut whose answers have not been read yet, and the gate it holds until they are.
+pub struct PendingCut {
+    pub(in crate::executor) grant: Option<crate::txn::snapshot::client::Grant>,
+    pub(in crate::executor) shards: Vec<usize>,
+    /// The isolation level every shard must report (see `take_cut`).
+    pub(in crate::executor) expect: Option<&'static str>,
+}
+
+/// A session's side of pooling.
+#[derive(Debug)]
+pub struct SessionPool {
+    pub mode: PoolMode,
+    pub settings: Settings,
+    pub names: StatementNames,
+    /// Why the session keeps its connections to the end, once something tied it to them.
+    pub pinned: Option<&'static str>,
+    /// A ROLLBACK TO SAVEPOINT undid some of the open transaction's SETs, and which ones is
+    /// not tracked: at commit the session is pinned rather than replay a guess.
+    pub(in crate::executor) uncertain: bool,
+}
+
+impl SessionPool {
+    pub fn new(mode: PoolMode, settings: Settings) -> SessionPool {
+        SessionPool {
+            mode,
+            settings,
+            names: StatementNames::default(),
+            pinned: None,
+            uncertain: false,
+        }
+    }
+
+    /// Transaction mode: statement names are the session's own on the shards.
+    pub fn renames(&self) -> bool {
+        self.mode == PoolMode::Transaction
+    }
+
+    /// Connections are shared between transactions (transaction mode, not pinned).
+    pub fn shares(&self) -> bool {
+        self.mode == PoolMode::Transaction && self.pinned.is_none()
+    }
+}
