@@ -201,14 +201,14 @@ pub fn classify(sql: &str) -> Change {
             (unquote(name), rest.join(" "))
         }
     };
-    // SET ... TO DEFAULT is a RESET.
+    // SET ... TO DEFAULT (and SET TIME ZONE LOCAL) is a RESET.
     let value = value.trim();
     let value = value
         .strip_prefix("to ")
         .or_else(|| value.strip_prefix('='))
         .unwrap_or(value)
         .trim();
-    if value == "default" {
+    if value == "default" || (name == "timezone" && value == "local") {
         return Change::Reset(name);
     }
     Change::Set {
@@ -258,6 +258,10 @@ mod tests {
         );
         assert_eq!(
             classify("set time zone default"),
+            Change::Reset("timezone".into())
+        );
+        assert_eq!(
+            classify("SET TIME ZONE LOCAL"),
             Change::Reset("timezone".into())
         );
         assert_eq!(
