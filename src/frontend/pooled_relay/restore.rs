@@ -24,13 +24,14 @@ pub(super) struct Restored {
 }
 
 impl Restored {
-    /// A CommandComplete of the Query arrived: true when it answers an added SET.
-    pub fn answer_is_ours(&mut self) -> bool {
+    /// A CommandComplete of the Query arrived, with this tag: true when it answers an added
+    /// SET (whose tag can only be SET).
+    pub fn answer_is_ours(&mut self, tag: &[u8]) -> bool {
         if self.hidden.is_empty() {
             return false;
         }
         self.completes += 1;
-        self.hidden.contains(&self.completes)
+        tag == b"SET" && self.hidden.contains(&self.completes)
     }
 
     /// A position (in characters, from 1) in the text the shard ran as a position in the
@@ -86,7 +87,9 @@ pub(super) fn after_resets(
             restored.hidden.push(answers);
         }
     }
-    if copied == 0 {
+    // A body of SQL-standard function statements (BEGIN ATOMIC ... END) holds semicolons
+    // the splitter takes for statement ends, so the answers could not be counted.
+    if copied == 0 || text.to_ascii_lowercase().contains("atomic") {
         return None;
     }
     sent.push_str(&text[copied..]);
@@ -117,8 +120,13 @@ mod tests {
             "select 1; reset all -- c\n;SET application_name = 'app'; SET DateStyle = 'ISO, DMY'\n\
              \n; /* only */; reset datestyle\n;SET DateStyle = 'ISO, DMY'\n; select x"
         );
-        let ours: Vec<bool> = (0..7).map(|_| restored.answer_is_ours()).collect();
-        // SELECT, RESET, SET, SET, RESET, SET, SELECT
+        let tags = [
+            "SELECT 1", "RESET", "SET", "SET", "RESET", "SET", "SELECT 1",
+        ];
+        let ours: Vec<bool> = tags
+            .iter()
+            .map(|t| restored.answer_is_ours(t.as_bytes()))
+            .collect();
         assert_eq!(ours, [false, false, true, true, false, true, false]);
     }
 
@@ -142,7 +150,12 @@ mod tests {
 
     #[test]
     fn texts_without_such_a_reset_go_as_they_came() {
-        for sql in ["reset work_mem", "set application_name = 'x'", "select 1"] {
+        for sql in [
+            "reset work_mem",
+            "set application_name = 'x'",
+            "select 1",
+            "create function f() returns int language sql begin atomic select 1; end; reset all",
+        ] {
             assert!(rewrite(sql).is_none(), "{sql}");
         }
         let none = Settings::new(&[]);

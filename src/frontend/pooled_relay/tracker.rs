@@ -363,7 +363,7 @@ impl Tracker {
     pub fn on_command_complete(&mut self, body: &[u8]) -> bool {
         let tag = body.split(|b| *b == 0).next().unwrap_or(b"");
         let request = self.answering();
-        if request.restored.answer_is_ours() {
+        if request.restored.answer_is_ours(tag) {
             return true;
         }
         match tag {
