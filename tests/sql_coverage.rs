@@ -522,6 +522,21 @@ async fn do_and_call_run_everywhere_but_never_write_sharded_rows_everywhere() {
     .unwrap();
     let m = c.simple_query("call bump(41)").await.unwrap();
     assert_eq!(rows(&m), vec![vec![Some("42".to_string())]]);
+    // A SQL-standard body holds semicolons of its own, and CASE ... END inside it; the text
+    // after it is a statement of its own.
+    let m = c
+        .simple_query(
+            "create function twice(x int) returns int language sql begin atomic \
+             select case when x is null then 0 else x * 2 end; end; select twice(21)",
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows(&m), vec![vec![Some("42".to_string())]]);
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from pg_proc where proname = 'twice'")
+            .await,
+        vec![1, 1, 1]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

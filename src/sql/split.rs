@@ -4,8 +4,11 @@
 //! that a leading `SET` cannot carry an `INSERT` to every shard. The splitter follows the lexical
 //! rules PostgreSQL's own scanner uses for the places a `;` does not end a statement: quoted
 //! strings (`'...'` with `''`, `E'...'` with backslash escapes), quoted identifiers, dollar-quoted
-//! bodies, `--` and nested `/* */` comments. It never guesses beyond that; a piece it produces
-//! that is not one analysable statement is refused by the planner, never sent anywhere whole.
+//! bodies, `--` and nested `/* */` comments, parentheses, and the body of a SQL-standard
+//! function (`CREATE [OR REPLACE] FUNCTION|PROCEDURE ... BEGIN ATOMIC ...; END`), whose BEGIN,
+//! CASE and END it counts as psql's own splitter does. It never guesses beyond that; a piece it
+//! produces that is not one analysable statement is refused by the planner, never sent anywhere
+//! whole.
 
 /// The statements of `sql`, trimmed, empty ones dropped.
 pub fn split_statements(sql: &str) -> Vec<&str> {
@@ -13,12 +16,32 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut i = 0;
+    let mut nesting = Nesting::default();
     while i < b.len() {
         match b[i] {
-            b';' => {
+            b';' if nesting.at_top() => {
                 push(&mut out, &sql[start..i]);
                 start = i + 1;
                 i += 1;
+                nesting = Nesting::default();
+            }
+            b'(' => {
+                nesting.parens += 1;
+                i += 1;
+            }
+            b')' => {
+                nesting.parens = nesting.parens.saturating_sub(1);
+                i += 1;
+            }
+            c if (c.is_ascii_alphabetic() || c == b'_' || c >= 0x80)
+                && (i == 0 || !is_ident(b[i - 1])) =>
+            {
+                let end = b[i..]
+                    .iter()
+                    .position(|&c| !is_ident(c))
+                    .map_or(b.len(), |p| i + p);
+                nesting.word(&b[i..end]);
+                i = end;
             }
             b'\'' => {
                 let escapes =
@@ -39,6 +62,50 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
     }
     push(&mut out, &sql[start..]);
     out
+}
+
+/// What keeps a `;` from ending the statement: open parentheses, and the BEGIN ... END blocks
+/// of a SQL-standard function body. Which words open a block follows psql's lexer: the
+/// statement must start CREATE [OR REPLACE] FUNCTION or PROCEDURE, and outside parentheses
+/// BEGIN opens a block, CASE inside one opens another, END closes one.
+#[derive(Default)]
+struct Nesting {
+    parens: u32,
+    blocks: u32,
+    /// Words of the statement so far, and the first letters of its first four when they are
+    /// CREATE, OR, REPLACE, FUNCTION or PROCEDURE (0 for any other word).
+    words: usize,
+    leading: [u8; 4],
+}
+
+impl Nesting {
+    fn at_top(&self) -> bool {
+        self.parens == 0 && self.blocks == 0
+    }
+
+    fn word(&mut self, word: &[u8]) {
+        let is = |w: &str| word.eq_ignore_ascii_case(w.as_bytes());
+        if self.words < self.leading.len()
+            && ["create", "or", "replace", "function", "procedure"]
+                .iter()
+                .any(|w| is(w))
+        {
+            self.leading[self.words] = word[0].to_ascii_lowercase();
+        }
+        self.words += 1;
+        let l = self.leading;
+        let routine = l[0] == b'c'
+            && (matches!(l[1], b'f' | b'p')
+                || (l[1] == b'o' && l[2] == b'r' && matches!(l[3], b'f' | b'p')));
+        if !routine || self.parens > 0 {
+            return;
+        }
+        if is("begin") || (is("case") && self.blocks > 0) {
+            self.blocks += 1;
+        } else if is("end") {
+            self.blocks = self.blocks.saturating_sub(1);
+        }
+    }
 }
 
 fn push<'a>(out: &mut Vec<&'a str>, piece: &'a str) {
@@ -144,6 +211,54 @@ mod tests {
         assert_eq!(
             split_statements("select name'x';select 3"),
             vec!["select name'x'", "select 3"]
+        );
+    }
+
+    #[test]
+    fn sql_standard_function_bodies_and_parentheses_hold_their_semicolons() {
+        assert_eq!(
+            split_statements(
+                "create function f() returns int language sql begin atomic select 1; \
+                 select case when true then 2 end; end; select f()"
+            ),
+            vec![
+                "create function f() returns int language sql begin atomic select 1; \
+                 select case when true then 2 end; end",
+                "select f()"
+            ]
+        );
+        assert_eq!(
+            split_statements(
+                "CREATE OR REPLACE PROCEDURE p() BEGIN ATOMIC INSERT INTO t VALUES (1); END;CALL p()"
+            ),
+            vec![
+                "CREATE OR REPLACE PROCEDURE p() BEGIN ATOMIC INSERT INTO t VALUES (1); END",
+                "CALL p()"
+            ]
+        );
+        // Elsewhere BEGIN and END are transaction control, and CASE is an expression.
+        assert_eq!(
+            split_statements("begin; select case when x then 1 end from t; end; commit"),
+            vec![
+                "begin",
+                "select case when x then 1 end from t",
+                "end",
+                "commit"
+            ]
+        );
+        assert_eq!(
+            split_statements("select (1; 2); select 3"),
+            vec!["select (1; 2)", "select 3"]
+        );
+        // A function with a quoted body is split as before.
+        assert_eq!(
+            split_statements(
+                "create function g() returns int as $$ select 1; $$ language sql; select 2"
+            ),
+            vec![
+                "create function g() returns int as $$ select 1; $$ language sql",
+                "select 2"
+            ]
         );
     }
 

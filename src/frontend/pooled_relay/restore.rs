@@ -87,9 +87,7 @@ pub(super) fn after_resets(
             restored.hidden.push(answers);
         }
     }
-    // A body of SQL-standard function statements (BEGIN ATOMIC ... END) holds semicolons
-    // the splitter takes for statement ends, so the answers could not be counted.
-    if copied == 0 || text.to_ascii_lowercase().contains("atomic") {
+    if copied == 0 {
         return None;
     }
     sent.push_str(&text[copied..]);
@@ -131,6 +129,20 @@ mod tests {
     }
 
     #[test]
+    fn a_function_body_of_several_statements_is_answered_once() {
+        let sql =
+            "create function f() returns int language sql begin atomic select 1; end; reset all";
+        let (sent, mut restored) = rewrite(sql).unwrap();
+        assert!(sent.starts_with(sql), "{sent}");
+        let tags = ["CREATE FUNCTION", "RESET", "SET", "SET"];
+        let ours: Vec<bool> = tags
+            .iter()
+            .map(|t| restored.answer_is_ours(t.as_bytes()))
+            .collect();
+        assert_eq!(ours, [false, false, true, true]);
+    }
+
+    #[test]
     fn error_positions_go_back_to_the_clients_text() {
         let sql = "reset application_name; select x; reset all; select y";
         let (sent, restored) = rewrite(sql).unwrap();
@@ -150,12 +162,7 @@ mod tests {
 
     #[test]
     fn texts_without_such_a_reset_go_as_they_came() {
-        for sql in [
-            "reset work_mem",
-            "set application_name = 'x'",
-            "select 1",
-            "create function f() returns int language sql begin atomic select 1; end; reset all",
-        ] {
+        for sql in ["reset work_mem", "set application_name = 'x'", "select 1"] {
             assert!(rewrite(sql).is_none(), "{sql}");
         }
         let none = Settings::new(&[]);
