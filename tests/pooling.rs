@@ -35,7 +35,8 @@ on_one_and_three_shards!(
     a_cancel_reaches_the_connection_running_the_query,
     session_mode_keeps_a_connection_per_shard_for_each_client,
     a_reset_goes_back_to_the_clients_startup_parameters,
-    a_statement_whose_parse_was_skipped_is_prepared_again
+    a_statement_whose_parse_was_skipped_is_prepared_again,
+    a_changed_session_user_never_reaches_another_client
 );
 
 async fn cluster(shards: usize, pool: &str) -> TestCluster {
@@ -539,4 +540,51 @@ async fn a_statement_whose_parse_was_skipped_is_prepared_again(shards: usize) {
     let row = answer.iter().find(|m| m.0 == b'D').expect("a row");
     assert!(row.1.ends_with(b"70"), "{row:?}");
     holder.batch_execute("rollback").await.unwrap();
+}
+
+/// SET SESSION AUTHORIZATION lives on the server connection and RESET ALL does not undo it,
+/// so a session that runs it keeps its connections to the end, even when it is one statement
+/// of several in a Query; and a replay starts from the login's identity. One connection per
+/// shard, so that the next client gets whatever connection the first one left behind.
+async fn a_changed_session_user_never_reaches_another_client(shards: usize) {
+    let tc = cluster(shards, "size = 1").await;
+    let url = tc.url("app", "secret");
+    let who = |c: tokio_postgres::Client| async move {
+        let r = c
+            .query_one("select session_user::text, current_user::text", &[])
+            .await
+            .unwrap();
+        (r.get::<_, String>(0), r.get::<_, String>(1))
+    };
+    let (login, _) = who(connect(&url).await.unwrap()).await;
+    tc.client()
+        .await
+        .batch_execute("create role sg_someone_else")
+        .await
+        .unwrap();
+
+    // Set and reset in one Query: the client is itself again afterwards.
+    let a = connect(&url).await.unwrap();
+    a.batch_execute(
+        "select 1; set session authorization sg_someone_else; reset session authorization",
+    )
+    .await
+    .unwrap();
+    assert_eq!(who(a).await, (login.clone(), login.clone()));
+
+    // Set and left set: only this client runs as that role, and the next one does not.
+    let b = connect(&url).await.unwrap();
+    b.batch_execute("select 1; set session authorization sg_someone_else")
+        .await
+        .unwrap();
+    let shown = rows(&b.simple_query("select current_user").await.unwrap());
+    assert_eq!(shown[0][0].as_deref(), Some("sg_someone_else"));
+    drop(b);
+    let c = connect(&url).await.unwrap();
+    assert_eq!(who(c).await, (login.clone(), login.clone()));
+    tc.client()
+        .await
+        .batch_execute("drop role sg_someone_else")
+        .await
+        .unwrap();
 }

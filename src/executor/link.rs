@@ -216,7 +216,7 @@ impl ShardLink {
     async fn give_settings(&mut self) -> Result<(), LinkLost> {
         let (replay, fingerprint) = self.settings.clone();
         let text = if replay.is_empty() {
-            "RESET ROLE; RESET ALL"
+            crate::pool::settings::REPLAY_BASE
         } else {
             &*replay
         };

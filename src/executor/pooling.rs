@@ -46,12 +46,13 @@ impl Exec<'_> {
         Ok(())
     }
 
-    /// Pins the session if `sql` may leave state on its connections (see `pool::pins`).
+    /// Pins the session if any statement of `sql` may leave state on its connections (see
+    /// `pool::pins`).
     pub fn pin_for(&mut self, sql: &str) {
         if !self.pool.shares() {
             return;
         }
-        if let Some(why) = crate::pool::pins::pins(sql) {
+        if let Some(why) = crate::pool::pins::pins_in(sql) {
             self.pin(why);
         }
     }

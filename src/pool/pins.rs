@@ -9,7 +9,15 @@
 //! nothing costs only pool capacity; not pinning would let the state leak into another client's
 //! session or vanish from this one, so the test errs on the side of pinning.
 
-/// Why `sql` pins its session, if it may.
+/// Why a Query's text pins its session, if any statement in it may (a text of several
+/// statements is read statement by statement, each after its leading comments).
+pub fn pins_in(text: &str) -> Option<&'static str> {
+    crate::sql::split_statements(text)
+        .into_iter()
+        .find_map(|piece| pins(crate::sql::without_leading_comments(piece)))
+}
+
+/// Why `sql`, one statement, pins its session, if it may.
 pub fn pins(sql: &str) -> Option<&'static str> {
     // Runs on every statement in transaction mode: one lowercase copy, then substring searches.
     let lower = sql.to_ascii_lowercase();
@@ -44,6 +52,18 @@ pub fn pins(sql: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::pins;
+
+    #[test]
+    fn any_statement_of_a_text_pins_it() {
+        use super::pins_in;
+        assert!(
+            pins_in("select 1; set session authorization bob; reset session authorization")
+                .is_some()
+        );
+        assert!(pins_in("/* x */ LISTEN jobs").is_some());
+        assert!(pins_in("select 1; -- c\n select pg_advisory_lock(1)").is_some());
+        assert!(pins_in("select 'listen'; select 2").is_none());
+    }
 
     #[test]
     fn state_that_lives_on_one_connection_pins() {

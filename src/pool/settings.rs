@@ -20,6 +20,9 @@ pub const DEFAULTS: u64 = 0;
 /// The fingerprint of a connection whose settings are not known (a SET failed half-way).
 pub const UNKNOWN: u64 = 1;
 
+/// What every replay starts from: the login's identity and defaults.
+pub const REPLAY_BASE: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL";
+
 /// What a session statement does to the settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -143,8 +146,9 @@ impl Settings {
             self.fingerprint = DEFAULTS;
             return;
         }
-        // RESET ALL leaves the role alone, so it is reset first.
-        let mut text = String::from("RESET ROLE; RESET ALL");
+        // RESET ALL leaves the session user and the role alone, so they are reset first: a
+        // connection must never carry one client's identity to another.
+        let mut text = String::from(REPLAY_BASE);
         let startup = self.startup.iter().map(|(_, set)| set);
         for s in startup.chain(self.set.values()) {
             text.push_str("; ");
@@ -177,6 +181,7 @@ pub fn classify(sql: &str) -> Change {
             return match words.next() {
                 Some("all") => Change::ResetAll,
                 Some("time") => Change::Reset("timezone".into()),
+                Some("session") => Change::Reset("authorization".into()),
                 Some(name) => Change::Reset(unquote(name)),
                 None => Change::None,
             };
@@ -261,6 +266,14 @@ mod tests {
             Change::Reset("timezone".into())
         );
         assert_eq!(
+            classify("RESET SESSION AUTHORIZATION"),
+            Change::Reset("authorization".into())
+        );
+        assert_eq!(
+            classify("set session authorization default"),
+            Change::Reset("authorization".into())
+        );
+        assert_eq!(
             classify("SET TIME ZONE LOCAL"),
             Change::Reset("timezone".into())
         );
@@ -286,7 +299,10 @@ mod tests {
         assert_eq!(s.fingerprint(), DEFAULTS);
         s.ran("SET work_mem = '8MB'", true);
         s.committed();
-        assert_eq!(&*s.replay(), "RESET ROLE; RESET ALL; SET work_mem = '8MB'");
+        assert_eq!(
+            &*s.replay(),
+            "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; SET work_mem = '8MB'"
+        );
         let with = s.fingerprint();
         s.ran("RESET work_mem", false);
         assert_eq!(s.fingerprint(), DEFAULTS);
@@ -300,7 +316,7 @@ mod tests {
         let mut b = Settings::new(&start);
         assert_eq!(
             &*a.replay(),
-            "RESET ROLE; RESET ALL; SET application_name = 'o''k'"
+            "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; SET application_name = 'o''k'"
         );
         assert_eq!(a.fingerprint(), b.fingerprint());
         a.ran("SET x.y = 1", false);
@@ -325,7 +341,7 @@ mod tests {
         a.ran("DISCARD ALL", false);
         assert_eq!(
             &*a.replay(),
-            "RESET ROLE; RESET ALL; SET application_name = 'o''k'"
+            "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; SET application_name = 'o''k'"
         );
     }
 }

@@ -5,7 +5,7 @@
 mod shape;
 mod split;
 pub use shape::{shape_of, Shape};
-pub use split::split_statements;
+pub use split::{split_statements, without_leading_comments};
 
 /// `text` as an SQL string literal, as read with standard_conforming_strings on (the default).
 pub fn string_literal(text: &str) -> String {

@@ -108,6 +108,37 @@ impl Nesting {
     }
 }
 
+/// `sql` after any comments and blanks it starts with.
+pub fn without_leading_comments(mut sql: &str) -> &str {
+    loop {
+        sql = sql.trim_start();
+        if let Some(rest) = sql.strip_prefix("--") {
+            sql = rest.find('\n').map_or("", |i| &rest[i + 1..]);
+        } else if let Some(rest) = sql.strip_prefix("/*") {
+            // PostgreSQL's block comments nest.
+            let mut depth = 1;
+            let b = rest.as_bytes();
+            let mut i = 0;
+            while i + 1 < b.len() && depth > 0 {
+                match &b[i..i + 2] {
+                    b"/*" => {
+                        depth += 1;
+                        i += 2;
+                    }
+                    b"*/" => {
+                        depth -= 1;
+                        i += 2;
+                    }
+                    _ => i += 1,
+                }
+            }
+            sql = if depth == 0 { &rest[i..] } else { "" };
+        } else {
+            return sql;
+        }
+    }
+}
+
 fn push<'a>(out: &mut Vec<&'a str>, piece: &'a str) {
     let piece = piece.trim();
     if !piece.is_empty() {

@@ -4,6 +4,7 @@
 //! no allocation, since every Query passes through here.
 
 use crate::pool::settings::{self, Change};
+pub(super) use crate::sql::without_leading_comments;
 use std::borrow::Cow;
 
 /// A statement of a Query, as far as session settings are concerned.
@@ -63,37 +64,6 @@ impl Stmt {
 
     pub(super) fn controls_transaction(&self) -> bool {
         !matches!(self, Stmt::Change(_) | Stmt::Other)
-    }
-}
-
-/// `sql` after any comments and blanks it starts with.
-pub(super) fn without_leading_comments(mut sql: &str) -> &str {
-    loop {
-        sql = sql.trim_start();
-        if let Some(rest) = sql.strip_prefix("--") {
-            sql = rest.find('\n').map_or("", |i| &rest[i + 1..]);
-        } else if let Some(rest) = sql.strip_prefix("/*") {
-            // PostgreSQL's block comments nest.
-            let mut depth = 1;
-            let b = rest.as_bytes();
-            let mut i = 0;
-            while i + 1 < b.len() && depth > 0 {
-                match &b[i..i + 2] {
-                    b"/*" => {
-                        depth += 1;
-                        i += 2;
-                    }
-                    b"*/" => {
-                        depth -= 1;
-                        i += 2;
-                    }
-                    _ => i += 1,
-                }
-            }
-            sql = if depth == 0 { &rest[i..] } else { "" };
-        } else {
-            return sql;
-        }
     }
 }
 
