@@ -42,6 +42,20 @@ pub struct PgError {
 }
 
 impl PgError {
+    /// PostgreSQL's refusal of a prepared statement whose result columns changed since it was
+    /// prepared. Drivers tell it from other 0A000s by its routine name (asyncpg then prepares
+    /// the statement again).
+    pub fn changed_result_type() -> PgError {
+        PgError::error(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "cached plan must not change result type",
+        )
+        .with_hint(
+            "The statement's result columns changed since it was prepared; prepare it again.",
+        )
+        .with_routine("RevalidateCachedQuery")
+    }
+
     pub fn error(code: &'static str, message: impl Into<String>) -> PgError {
         PgError {
             severity: Severity::Error,

@@ -133,7 +133,7 @@ impl Exec<'_> {
         // With bound values (a DECLARE sent in the extended protocol) it runs as bound.
         let request = match &self.bound {
             Some((params, types)) if !params.values.is_empty() => {
-                super::extended::rebind::rebind(sql, params, types, &[], false, true)
+                super::rebind::rebind(sql, params, types, &[], false, true)
             }
             _ => {
                 let mut q = BytesMut::new();
@@ -222,7 +222,7 @@ impl Exec<'_> {
             let text = format!("{verb} FORWARD {count} FROM {}", quoted(&f.name));
             // Rows in the formats the client's Bind asked for.
             let request = if self.result_formats.iter().any(|f| *f != 0) {
-                super::extended::rebind::rebind(
+                super::rebind::rebind(
                     &text,
                     &Default::default(),
                     &[],

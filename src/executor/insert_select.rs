@@ -202,7 +202,7 @@ impl Exec<'_> {
                 ),
                 None => (params.clone(), types.to_vec()),
             };
-            super::extended::rebind::rebind(&query.to_string(), &params, &types, &[], false, true)
+            super::rebind::rebind(&query.to_string(), &params, &types, &[], false, true)
         };
         self.links[shard].send(&request).await?;
         let mut failure = None;

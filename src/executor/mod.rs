@@ -23,6 +23,7 @@ pub mod own_types;
 pub mod parse_cache;
 pub mod pooling;
 pub mod procedural;
+pub mod rebind;
 pub mod session;
 pub mod shape_route;
 pub mod snapshot_read;

@@ -472,7 +472,7 @@ fn query_as_extended(request: &Bytes) -> Bytes {
     let sql = crate::protocol::message::Query::decode(&request.slice(5..))
         .map(|q| q.sql)
         .unwrap_or_default();
-    super::extended::rebind::rebind(
+    super::rebind::rebind(
         &sql,
         &crate::router::params::Params::default(),
         &[],

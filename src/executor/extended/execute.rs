@@ -2,9 +2,9 @@
 //! scatter, handed out in parts under a row limit; a write of several shards; a statement run
 //! on every shard; transaction control and what else the proxy answers itself).
 
-use super::rebind::{rebind, split_frames};
 use super::{buffered, Extended, Portal};
 use crate::error::PgError;
+use crate::executor::rebind::{rebind, split_frames};
 use crate::executor::session::{Exec, Step, R};
 use crate::executor::txn::TxnState;
 use crate::protocol::message::Execute;

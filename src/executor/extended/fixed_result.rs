@@ -16,7 +16,7 @@
 //! the kept one before any row is passed on (see `merge::scatter_request`).
 
 use super::Extended;
-use crate::error::{sqlstate, PgError};
+use crate::error::PgError;
 use crate::executor::session::{Exec, Step, R};
 use crate::protocol::message::{Parse, Target, TargetKind};
 use crate::protocol::{inspect, Frame};
@@ -24,24 +24,8 @@ use bytes::BytesMut;
 
 /// Whether `now` (a RowDescription or NoData, numbered as the client sees it) has the columns
 /// of `fixed`, formats aside.
-pub(crate) fn same_result(fixed: &Frame, now: &Frame) -> bool {
-    match (fixed.tag, now.tag) {
-        (b'n', b'n') => true,
-        (b'T', b'T') => inspect::same_column_types(fixed.body(), now.body()),
-        _ => false,
-    }
-}
-
-/// PostgreSQL's refusal of a prepared statement whose result columns changed.
-pub(crate) fn changed_result_type() -> PgError {
-    PgError::error(
-        sqlstate::FEATURE_NOT_SUPPORTED,
-        "cached plan must not change result type",
-    )
-    .with_hint("The statement's result columns changed since it was prepared; prepare it again.")
-    // Drivers tell this error from other 0A000s by PostgreSQL's routine (asyncpg then prepares
-    // the statement again).
-    .with_routine("RevalidateCachedQuery")
+fn same_result(fixed: &Frame, now: &Frame) -> bool {
+    inspect::same_description(&fixed.bytes, &now.bytes)
 }
 
 impl Extended {
@@ -100,7 +84,7 @@ impl Extended {
         if answer(exec, shard, b"3").await?.is_none() {
             return Ok(Step::Failed);
         }
-        Ok(exec.error(&changed_result_type()))
+        Ok(exec.error(&PgError::changed_result_type()))
     }
 }
 

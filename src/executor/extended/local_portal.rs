@@ -3,6 +3,7 @@
 //! with parameter types translated into each shard's own OIDs).
 
 use super::*;
+use crate::executor::rebind;
 
 /// A portal the proxy carries out (`Portal::Local`).
 pub(super) struct LocalPortal {

@@ -22,11 +22,9 @@
 mod execute;
 mod fixed_result;
 mod local_portal;
-pub(crate) use fixed_result::{changed_result_type, same_result};
 use local_portal::LocalPortal;
 mod one_shard;
 mod portal;
-pub(crate) mod rebind;
 pub(crate) mod route_cache;
 mod routing;
 

@@ -123,8 +123,8 @@ pub async fn scatter_request(
             tag: b'T',
             bytes: strip_columns(d, merge.hidden),
         };
-        if !super::extended::same_result(fixed, &shown) {
-            failure = Some(error_frame(&super::extended::changed_result_type()));
+        if !crate::protocol::inspect::same_description(&fixed.bytes, &shown.bytes) {
+            failure = Some(error_frame(&PgError::changed_result_type()));
         }
     }
     if merge.aggregate.is_some() {

@@ -24,7 +24,7 @@ use crate::admin::clients::{Registered, State as ClientState};
 use crate::backend::{ShardReader, ShardWriter};
 use crate::client::cancel::CancelSlot;
 use crate::client::tls::{ClientReader, ClientStream, ClientWriter};
-use crate::error::{sqlstate, PgError};
+use crate::error::PgError;
 use crate::executor::link::ShardLink;
 use crate::frontend::ProxyContext;
 use crate::metrics as m;
@@ -492,11 +492,7 @@ fn on_answer(
             if let Some(moved) = moved.filter(|_| !refusal) {
                 Answer::Replace(moved)
             } else if refusal {
-                let err = PgError::error(
-                    sqlstate::FEATURE_NOT_SUPPORTED,
-                    "cached plan must not change result type",
-                )
-                .with_routine("RevalidateCachedQuery");
+                let err = PgError::changed_result_type();
                 let mut b = BytesMut::new();
                 crate::protocol::build::error(&err, &mut b);
                 Answer::Replace(b)

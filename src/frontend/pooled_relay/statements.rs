@@ -283,7 +283,7 @@ impl RelayStatements {
             return true;
         };
         let same = match &p.columns {
-            Some(shown) => same_answer(shown, answer),
+            Some(shown) => crate::protocol::inspect::same_description(shown, answer),
             None => true,
         };
         p.stale |= !same;
@@ -325,15 +325,6 @@ impl RelayStatements {
     /// DEALLOCATE ALL or DISCARD ALL.
     pub fn forget_all(&mut self) {
         self.by_client.clear();
-    }
-}
-
-/// Whether two answers to a Describe (RowDescription or NoData frames) show the same columns.
-fn same_answer(a: &[u8], b: &[u8]) -> bool {
-    match (a.first(), b.first()) {
-        (Some(b'n'), Some(b'n')) => true,
-        (Some(b'T'), Some(b'T')) => crate::protocol::inspect::same_column_types(&a[5..], &b[5..]),
-        _ => false,
     }
 }
 
