@@ -228,10 +228,17 @@ impl Tracker {
         if statements.iter().any(|s| *s != Stmt::Other) {
             request.statements = statements;
         }
-        if let Some((text, restored)) = restore::after_resets(&self.settings, &text, &pieces) {
-            crate::protocol::build::query(&text, out);
-            request.restored = restored;
-            return true;
+        // Only a SET or RESET can reset a startup parameter.
+        let changes = request
+            .statements
+            .iter()
+            .any(|s| matches!(s, Stmt::Change(_)));
+        if changes {
+            if let Some((text, restored)) = restore::after_resets(&self.settings, &text, &pieces) {
+                crate::protocol::build::query(&text, out);
+                request.restored = restored;
+                return true;
+            }
         }
         if pieces.len() != 1 {
             return false;
