@@ -253,34 +253,18 @@ mod tests {
         assert_eq!(classify("RESET ALL"), Change::ResetAll);
         assert_eq!(classify("reset work_mem"), Change::Reset("work_mem".into()));
         assert_eq!(classify("DISCARD ALL"), Change::DiscardAll);
-        assert_eq!(
-            classify("set application_name to default"),
-            Change::Reset("application_name".into())
-        );
-        assert_eq!(
-            classify("SET SESSION \"DateStyle\"=DEFAULT;"),
-            Change::Reset("datestyle".into())
-        );
-        assert_eq!(
-            classify("set time zone default"),
-            Change::Reset("timezone".into())
-        );
-        assert_eq!(
-            classify("RESET SESSION AUTHORIZATION"),
-            Change::Reset("authorization".into())
-        );
-        assert_eq!(
-            classify("set session authorization default"),
-            Change::Reset("authorization".into())
-        );
-        assert_eq!(
-            classify("SET TIME ZONE LOCAL"),
-            Change::Reset("timezone".into())
-        );
-        assert_eq!(
-            classify("set work_mem =  default"),
-            Change::Reset("work_mem".into())
-        );
+        // SET ... TO DEFAULT, and the other spellings of a RESET.
+        for (sql, name) in [
+            ("set application_name to default", "application_name"),
+            ("SET SESSION \"DateStyle\"=DEFAULT;", "datestyle"),
+            ("set time zone default", "timezone"),
+            ("SET TIME ZONE LOCAL", "timezone"),
+            ("set work_mem =  default", "work_mem"),
+            ("RESET SESSION AUTHORIZATION", "authorization"),
+            ("set session authorization default", "authorization"),
+        ] {
+            assert_eq!(classify(sql), Change::Reset(name.into()), "{sql}");
+        }
         assert!(matches!(
             classify("SET search_path = default_schema"),
             Change::Set { .. }
