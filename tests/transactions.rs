@@ -317,7 +317,18 @@ async fn savepoints_span_shards_enlisted_before_and_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_that_refuses_at_commit_rolls_back_every_shard() {
     let tc = cluster().await;
-    let c = tc.client().await;
+    let (c, mut conn) = tokio_postgres::connect(&tc.url("app", "secret"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (tx, mut notices) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(Ok(msg)) = futures_util::StreamExt::next(&mut stream).await {
+            if let tokio_postgres::AsyncMessage::Notice(n) = msg {
+                let _ = tx.send(n.message().to_string());
+            }
+        }
+    });
     // A deferred unique constraint is checked when the shard's transaction ends: at PREPARE
     // TRANSACTION on a participant, at COMMIT on the decider (the lowest written shard).
     c.batch_execute(
@@ -356,6 +367,10 @@ async fn a_shard_that_refuses_at_commit_rolls_back_every_shard() {
         assert_eq!(n, 0, "nothing of the transaction is left");
         assert_ne!(balance(&c, other).await, 0, "the other shard rolled back");
         assert_eq!(prepared_left(&tc).await, 0);
+        // The failed PREPARE ended the participant's transaction: no ROLLBACK went there to
+        // answer "there is no transaction in progress".
+        let said: Vec<String> = std::iter::from_fn(|| notices.try_recv().ok()).collect();
+        assert!(said.is_empty(), "notices: {said:?}");
     }
 }
 

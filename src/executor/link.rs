@@ -162,6 +162,12 @@ impl ShardLink {
         self.conn.as_ref().map_or(0, |c| c.id)
     }
 
+    /// Whether the shard's last ReadyForQuery said it is inside a transaction block (open or
+    /// failed).
+    pub fn in_transaction(&self) -> bool {
+        self.status != b'I'
+    }
+
     pub fn holds_conn(&self) -> bool {
         self.conn.is_some()
     }

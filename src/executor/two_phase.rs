@@ -145,7 +145,9 @@ pub async fn commit(
         format!("INSERT INTO shardgate.txn_marker (gid) VALUES ({lit}); PREPARE TRANSACTION {lit}");
     let replies = round(exec, &others, &prepare).await;
     let mut prepared = Vec::new();
-    // Shards whose marker or PREPARE failed: their transaction is aborted but still open.
+    // Shards whose marker INSERT failed: their transaction is aborted but still open. (A
+    // PREPARE that fails, at a deferred constraint say, ends the transaction itself, and a
+    // ROLLBACK there would only bring the client a WARNING.)
     let mut failed = Vec::new();
     let mut failure: Option<Vec<u8>> = None;
     let mut lost = None;
@@ -158,7 +160,7 @@ pub async fn commit(
                 prepared.push(s)
             }
             Some(r) => {
-                if r.error.is_some() {
+                if r.error.is_some() && exec.links[s].in_transaction() {
                     failed.push(s);
                 }
                 failure.get_or_insert_with(|| match r.error {
@@ -263,7 +265,10 @@ pub async fn commit(
             let fenced = r.error.as_ref().is_some_and(|e| {
                 inspect::error_field(e.body(), b'n') == Some("commit_record_pkey")
             });
-            let _ = round(exec, &[decider], "ROLLBACK").await;
+            // A COMMIT that failed ended the transaction itself; a failed INSERT left it open.
+            if exec.links[decider].in_transaction() {
+                let _ = round(exec, &[decider], "ROLLBACK").await;
+            }
             abort(exec, usize::MAX, &prepared, &readers, &lit).await;
             abort_metric("decision_failed");
             match r.error {
