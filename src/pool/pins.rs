@@ -12,6 +12,10 @@
 /// Why a Query's text pins its session, if any statement in it may (a text of several
 /// statements is read statement by statement, each after its leading comments).
 pub fn pins_in(text: &str) -> Option<&'static str> {
+    // Nearly every Query is one statement: no split (and no allocation for it) on that path.
+    if !text.contains(';') {
+        return pins(crate::sql::without_leading_comments(text));
+    }
     crate::sql::split_statements(text)
         .into_iter()
         .find_map(|piece| pins(crate::sql::without_leading_comments(piece)))
