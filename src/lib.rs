@@ -31,5 +31,6 @@ pub mod router;
 pub mod server;
 pub mod shutdown;
 pub mod signals;
+pub mod slot_commands;
 pub mod sql;
 pub mod txn;

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use shardgate::config::Config;
+use shardgate::slot_commands;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -29,10 +30,21 @@ enum Cmd {
         table: String,
         key: String,
     },
-    /// Print the slot table as a `[placement.slots]` block, to pin it in the config.
+    /// Print the cluster's slot table (the version its shards record) as a `[placement.slots]`
+    /// block, to pin it in the config.
     Slots {
         #[arg(long, short)]
         config: PathBuf,
+        /// Print the moves that would give an added shard its share instead.
+        #[arg(long, requires = "add")]
+        plan: bool,
+        /// The shard to balance onto (with --plan); it must be listed in the config.
+        #[arg(long, value_name = "SHARD")]
+        add: Option<String>,
+        /// Record the config's pinned table as the cluster's next version, after moving rows by
+        /// hand with every proxy stopped.
+        #[arg(long, conflicts_with = "plan")]
+        record: bool,
     },
     /// Resolve in-doubt distributed transactions on every shard, then exit. Safe to run while
     /// proxies are running.
@@ -76,11 +88,17 @@ fn main() -> ExitCode {
             Err(e) => fail(e),
         },
         Some(Cmd::Route { config, table, key }) => {
-            let placement = match Config::load(&config).and_then(|c| {
-                c.placement()
-                    .map_err(shardgate::config::ConfigError::Invalid)
-            }) {
-                Ok(p) => p,
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            let placement = match runtime(1).block_on(slot_commands::cluster_placement(&config)) {
+                Ok((p, source)) => {
+                    if let slot_commands::Source::FileUnread(_) = source {
+                        eprintln!("shardgate: routing by {}", source.describe());
+                    }
+                    p
+                }
                 Err(e) => return fail(e),
             };
             match placement.route_text(&table, &key) {
@@ -91,16 +109,45 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Some(Cmd::Slots { config }) => match Config::load(&config).and_then(|c| {
-            c.placement()
-                .map_err(shardgate::config::ConfigError::Invalid)
-        }) {
-            Ok(p) => {
-                print!("{}", p.slots.to_config(&p.shard_names));
-                ExitCode::SUCCESS
+        Some(Cmd::Slots {
+            config,
+            plan,
+            add,
+            record,
+        }) => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            let rt = runtime(1);
+            if record {
+                return match rt.block_on(slot_commands::record(&config)) {
+                    Ok(v) => {
+                        println!("recorded the config's slot table as placement version {v}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(e),
+                };
             }
-            Err(e) => fail(e),
-        },
+            if plan {
+                let added = add.unwrap_or_default();
+                return match rt.block_on(slot_commands::plan_text(&config, &added)) {
+                    Ok(text) => {
+                        print!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(e),
+                };
+            }
+            match rt.block_on(slot_commands::cluster_placement(&config)) {
+                Ok((p, source)) => {
+                    println!("# {}", source.describe());
+                    print!("{}", p.slots.to_config(&p.shard_names));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
         Some(Cmd::Recover { config }) => {
             let config = match Config::load(&config) {
                 Ok(c) => c,

@@ -87,6 +87,8 @@ pub const POOL_PINS: &str = "shardgate_pool_pinned_sessions_total";
 pub const SHARD_ERRORS: &str = "shardgate_shard_errors_total";
 /// Gauge (always 1), labels `version` and `profile`: what is running.
 pub const BUILD_INFO: &str = "shardgate_build_info";
+/// Gauge: the version of the cluster's slot table the proxy routes by.
+pub const PLACEMENT_VERSION: &str = "shardgate_placement_version";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -151,6 +153,10 @@ fn describe() {
     metrics::describe_counter!(POOL_PINS, "Sessions pinned to their server connections");
     metrics::describe_counter!(SHARD_ERRORS, "Errors shards answered, by SQLSTATE class");
     metrics::describe_gauge!(BUILD_INFO, "Version of the running proxy");
+    metrics::describe_gauge!(
+        PLACEMENT_VERSION,
+        "Version of the cluster's slot table this proxy routes by"
+    );
     metrics::gauge!(
         BUILD_INFO,
         "version" => env!("CARGO_PKG_VERSION"),

@@ -126,6 +126,13 @@ impl Live {
             .settings()
     }
 
+    /// At start, the slot table the cluster records replaces the file's.
+    pub fn adopt_slots(&self, slots: crate::placement::SlotTable) {
+        let mut placement = (*self.placement()).clone();
+        placement.slots = slots;
+        *self.placement.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(placement);
+    }
+
     pub fn placement(&self) -> Arc<Placement> {
         self.placement
             .read()
@@ -145,8 +152,13 @@ impl Live {
     /// it is and says why.
     pub fn apply(&self, new: Config) -> Result<Reloaded, String> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let placement = new.placement()?;
+        let mut placement = new.placement()?;
         let current = self.placement();
+        if new.placement.slots.is_none() {
+            // A derived table gives way to the one the cluster records (see `placement::record`);
+            // a pinned one must still match it.
+            placement.slots = current.slots.clone();
+        }
         check_shards(&running, &new)?;
         let added_tables = check_placement(&current, &placement)?;
         let users = self.users().reloaded(&new.users)?;

@@ -94,6 +94,7 @@ impl Proxy {
                     .await
                     .map_err(StartError::ShardUnreachable)?;
             }
+            adopt_recorded_placement(&ctx, config).await?;
         }
         ctx.text_order_c = true;
         for shard in &ctx.shards {
@@ -229,6 +230,42 @@ impl Proxy {
     pub async fn stopped(self) {
         let _ = self.task.await;
     }
+}
+
+/// Routes by the slot table the cluster records rather than the file's (see
+/// `placement::record`), recording the file's on the cluster's first start.
+async fn adopt_recorded_placement(ctx: &ProxyContext, config: &Config) -> Result<(), StartError> {
+    use crate::backend::placement_store::{establish, EstablishError};
+    let file = ctx.live.placement().slots.clone();
+    let pinned = config.placement.slots.is_some();
+    let decision = establish(&ctx.shards, &file, pinned, ctx.connect_timeout)
+        .await
+        .map_err(|e| match e {
+            EstablishError::Shard(e) => StartError::ShardUnreachable(e),
+            EstablishError::Refused(e) => StartError::Config(e),
+        })?;
+    if !decision.write.is_empty() {
+        tracing::info!(
+            version = decision.current.version,
+            shards = decision.write.len(),
+            "recorded the cluster's placement on shards that lacked it"
+        );
+    }
+    if decision.current.table != file {
+        tracing::info!(
+            version = decision.current.version,
+            "routing by the cluster's recorded slot table, which differs from the one the config derives"
+        );
+    }
+    for name in &decision.empty {
+        tracing::warn!(
+            shard = %name,
+            "shard owns no slots: it holds no rows of sharded tables until slots are moved to it"
+        );
+    }
+    metrics::gauge!(crate::metrics::PLACEMENT_VERSION).set(decision.current.version as f64);
+    ctx.live.adopt_slots(decision.current.table);
+    Ok(())
 }
 
 async fn check_shards(ctx: &ProxyContext) -> Result<(), StartError> {

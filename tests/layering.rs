@@ -42,6 +42,7 @@ const LAYERS: &[&str] = &[
     // Wiring and the binaries' entry points.
     "server",
     "signals",
+    "slot_commands",
     "demo",
 ];
 

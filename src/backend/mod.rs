@@ -9,6 +9,7 @@ pub mod catalog;
 mod connect;
 pub mod control;
 pub mod health;
+pub mod placement_store;
 mod stream;
 
 pub use cancel::send_cancel;

@@ -4,6 +4,8 @@
 
 pub mod hash;
 pub mod key;
+pub mod plan;
+pub mod record;
 pub mod slots;
 
 pub use key::{KeyType, KeyValue};

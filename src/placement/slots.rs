@@ -103,8 +103,20 @@ impl SlotTable {
         self.owner[slot as usize]
     }
 
-    /// The table as a `[placement.slots]` config block, ranges merged, to pin it.
-    pub fn to_config(&self, shards: &[String]) -> String {
+    /// The table with the slots of `ranges` (inclusive) given to shard `to`.
+    pub fn moved(&self, ranges: &[(u32, u32)], to: usize) -> SlotTable {
+        let mut owner = self.owner.clone();
+        for &(a, b) in ranges {
+            for slot in a..=b.min(SLOT_COUNT - 1) {
+                owner[slot as usize] = to;
+            }
+        }
+        SlotTable { owner }
+    }
+
+    /// Each shard's slots as merged ranges like `"0-340,512-600"` (empty when it owns none), in
+    /// the order of `shards`.
+    pub fn ranges(&self, shards: &[String]) -> Vec<(String, String)> {
         let mut ranges: Vec<Vec<(u32, u32)>> = vec![Vec::new(); shards.len()];
         for (slot, &s) in self.owner.iter().enumerate() {
             let slot = slot as u32;
@@ -113,19 +125,33 @@ impl SlotTable {
                 _ => ranges[s].push((slot, slot)),
             }
         }
+        shards
+            .iter()
+            .zip(ranges)
+            .map(|(name, r)| {
+                let parts: Vec<String> = r
+                    .iter()
+                    .map(|(a, b)| {
+                        if a == b {
+                            a.to_string()
+                        } else {
+                            format!("{a}-{b}")
+                        }
+                    })
+                    .collect();
+                (name.clone(), parts.join(","))
+            })
+            .collect()
+    }
+
+    /// The table as a `[placement.slots]` config block, ranges merged, to pin it. A shard that
+    /// owns no slot is left out (the block may not give it an empty list).
+    pub fn to_config(&self, shards: &[String]) -> String {
         let mut out = String::from("[placement.slots]\n");
-        for (i, name) in shards.iter().enumerate() {
-            let parts: Vec<String> = ranges[i]
-                .iter()
-                .map(|(a, b)| {
-                    if a == b {
-                        a.to_string()
-                    } else {
-                        format!("{a}-{b}")
-                    }
-                })
-                .collect();
-            out.push_str(&format!("{name} = \"{}\"\n", parts.join(",")));
+        for (name, ranges) in self.ranges(shards) {
+            if !ranges.is_empty() {
+                out.push_str(&format!("{name} = \"{ranges}\"\n"));
+            }
         }
         out
     }

@@ -1,0 +1,237 @@
+//! The slot table is cluster state: a shard added to the config owns nothing until slots move
+//! to it, so rows stay where they are found; a config that disagrees with the recorded table is
+//! refused; the CLI plans the moves that balance onto the added shard.
+
+mod common;
+
+use shardgate::config::Config;
+use shardgate::placement::{KeyType, KeyValue, Placement, SlotTable, SLOT_COUNT};
+use shardgate::server::Proxy;
+
+const ACCOUNTS: &str = "\n[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
+
+fn config(port: u16, shards: &[shardgate::localpg::LocalCluster], tail: &str) -> Config {
+    Config::from_toml(&format!(
+        "{}{ACCOUNTS}{tail}",
+        common::config_for(port, shards, "")
+    ))
+    .unwrap()
+}
+
+async fn rows_on(shard: &shardgate::localpg::LocalCluster) -> i64 {
+    let c = common::connect(&shard.url("postgres")).await.unwrap();
+    c.query_one("select count(*) from accounts", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_added_to_the_config_owns_nothing_until_slots_move() {
+    let (shards, dir) = tokio::task::spawn_blocking(|| common::start_unlike_shards(4))
+        .await
+        .unwrap();
+    let guard = common::ShardsGuard { shards, dir };
+    let shards = &guard.shards;
+    for s in shards {
+        let c = common::connect(&s.url("postgres")).await.unwrap();
+        c.batch_execute("create table accounts (id bigint primary key, balance int)")
+            .await
+            .unwrap();
+    }
+
+    // Three shards: the first start records their derived table.
+    let three = config(shardgate::localpg::free_port().unwrap(), &shards[..3], "");
+    let proxy = Proxy::start(&three).await.expect("proxy on three shards");
+    let url = format!(
+        "postgres://app:secret@127.0.0.1:{}/postgres",
+        proxy.local_addr.port()
+    );
+    let c = common::connect(&url).await.unwrap();
+    c.batch_execute("insert into accounts select g, 100 from generate_series(1, 400) g")
+        .await
+        .unwrap();
+    drop(c);
+    proxy.shutdown().await;
+
+    // A fourth shard in the file: the derived table would move about a quarter of the slots to
+    // it, where no row is. The recorded one keeps every key where its row is.
+    let names4: Vec<String> = (0..4).map(|i| format!("s{i}")).collect();
+    let derived4 = SlotTable::derive(&names4);
+    let moved_by_derivation = (1..=400i64)
+        .filter(|k| {
+            derived4.shard_of_slot(Placement::slot_of(
+                &KeyValue::from_text(KeyType::Integer, &k.to_string()).unwrap(),
+            )) == 3
+        })
+        .count();
+    assert!(
+        moved_by_derivation > 50,
+        "the test needs keys the derivation would send to the new shard"
+    );
+    let four = config(shardgate::localpg::free_port().unwrap(), shards, "");
+    let proxy = Proxy::start(&four).await.expect("proxy on four shards");
+    let url = format!(
+        "postgres://app:secret@127.0.0.1:{}/postgres",
+        proxy.local_addr.port()
+    );
+    let c = common::connect(&url).await.unwrap();
+    let found: i64 = c
+        .query_one("select count(*) from accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(found, 400);
+    for k in 1..=400i64 {
+        let row = c
+            .query_opt("select balance from accounts where id = $1", &[&k])
+            .await
+            .unwrap();
+        assert!(row.is_some(), "key {k} not found after adding a shard");
+    }
+    c.batch_execute("insert into accounts select g, 1 from generate_series(401, 600) g")
+        .await
+        .unwrap();
+    assert_eq!(rows_on(&shards[3]).await, 0, "the added shard owns no slot");
+    drop(c);
+    proxy.shutdown().await;
+
+    // The plan gives the new shard a quarter, from the three that own slots.
+    let plan = shardgate::slot_commands::plan_text(&four, "s3")
+        .await
+        .unwrap();
+    assert!(plan.contains("placement, version 1"), "{plan}");
+    let moved: u32 = plan
+        .lines()
+        .filter_map(|l| l.strip_prefix("move "))
+        .map(|l| l.split(' ').next().unwrap().parse::<u32>().unwrap())
+        .sum();
+    assert_eq!(moved, SLOT_COUNT / 4, "{plan}");
+    assert_eq!(plan.lines().filter(|l| l.starts_with("move ")).count(), 3);
+
+    // A pinned table that is not the recorded one is refused, as is leaving out a shard that
+    // owns slots.
+    let pinned = derived4.to_config(&names4);
+    let refused = Proxy::start(&config(
+        shardgate::localpg::free_port().unwrap(),
+        shards,
+        &pinned,
+    ))
+    .await
+    .err()
+    .expect("a pinned table the cluster does not record is refused")
+    .to_string();
+    assert!(refused.contains("pins [placement.slots]"), "{refused}");
+    let refused = Proxy::start(&config(
+        shardgate::localpg::free_port().unwrap(),
+        &shards[..2],
+        "",
+    ))
+    .await
+    .err()
+    .expect("a shard that owns slots cannot be left out")
+    .to_string();
+    assert!(refused.contains("\"s2\""), "{refused}");
+
+    // The offline procedure of docs/resharding.md: with no proxy running, move each planned
+    // range's rows from its source to s3 with the slot expression, pin the planned table and
+    // record it.
+    let slot = KeyType::Integer.slot_sql("id", SLOT_COUNT);
+    for line in plan.lines().filter(|l| l.starts_with("move ")) {
+        // move N slots from sX to s3: a-b,c
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let source: usize = words[4].trim_start_matches('s').parse().unwrap();
+        let slots: Vec<String> = words[7]
+            .split(',')
+            .flat_map(|r| {
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                (a.parse::<u32>().unwrap()..=b.parse::<u32>().unwrap()).map(|x| x.to_string())
+            })
+            .collect();
+        let filter = format!("{slot} = any('{{{}}}'::int[])", slots.join(","));
+        let from = common::connect(&shards[source].url("postgres"))
+            .await
+            .unwrap();
+        let to = common::connect(&shards[3].url("postgres")).await.unwrap();
+        let rows = from
+            .query(
+                &format!("select id, balance from accounts where {filter}"),
+                &[],
+            )
+            .await
+            .unwrap();
+        for r in &rows {
+            let (id, balance): (i64, i32) = (r.get(0), r.get(1));
+            to.execute("insert into accounts values ($1, $2)", &[&id, &balance])
+                .await
+                .unwrap();
+        }
+        from.execute(&format!("delete from accounts where {filter}"), &[])
+            .await
+            .unwrap();
+    }
+    let planned = &plan[plan.find("[placement.slots]").unwrap()..];
+    let moved_by_hand = config(shardgate::localpg::free_port().unwrap(), shards, planned);
+    assert_eq!(
+        shardgate::slot_commands::record(&moved_by_hand)
+            .await
+            .unwrap(),
+        2
+    );
+    // A proxy without a pin follows the recorded version: every key is found, and the keys of
+    // the moved slots on s3.
+    let proxy = Proxy::start(&four).await.expect("proxy after the move");
+    let url = format!(
+        "postgres://app:secret@127.0.0.1:{}/postgres",
+        proxy.local_addr.port()
+    );
+    let c = common::connect(&url).await.unwrap();
+    for k in 1..=600i64 {
+        let row = c
+            .query_opt("select balance from accounts where id = $1", &[&k])
+            .await
+            .unwrap();
+        assert!(row.is_some(), "key {k} not found after the move");
+    }
+    let total: i64 = c
+        .query_one("select count(*) from accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 600, "no row lost or counted twice");
+    let on_new = rows_on(&shards[3]).await;
+    assert!(
+        (100..=200).contains(&on_new),
+        "about a quarter of 600 rows on s3, found {on_new}"
+    );
+    let shown = c
+        .simple_query("show shardgate.route accounts 7")
+        .await
+        .unwrap();
+    drop(c);
+    proxy.shutdown().await;
+    // What the proxy routes by is the plan's table.
+    let table = shardgate::slot_commands::cluster_placement(&four)
+        .await
+        .unwrap()
+        .0
+        .slots;
+    let expected = table.shard_of_slot(Placement::slot_of(
+        &KeyValue::from_text(KeyType::Integer, "7").unwrap(),
+    ));
+    assert_eq!(
+        common::rows(&shown)[0][3].as_deref(),
+        Some(format!("s{expected}").as_str())
+    );
+    // Every row sits on the shard that owns its slot now.
+    for (i, shard) in shards.iter().enumerate() {
+        let c = common::connect(&shard.url("postgres")).await.unwrap();
+        for r in c.query("select id from accounts", &[]).await.unwrap() {
+            let id: i64 = r.get(0);
+            let owner = table.shard_of_slot(Placement::slot_of(
+                &KeyValue::from_text(KeyType::Integer, &id.to_string()).unwrap(),
+            ));
+            assert_eq!(owner, i, "key {id} on s{i}, owned by s{owner}");
+        }
+    }
+}
