@@ -35,12 +35,21 @@ enum Cmd {
     Slots {
         #[arg(long, short)]
         config: PathBuf,
-        /// Print the moves that would give an added shard its share instead.
-        #[arg(long, requires = "add")]
+        /// Print the moves that would give an added shard its share (--add), or empty a shard
+        /// (--drain), instead.
+        #[arg(long)]
         plan: bool,
         /// The shard to balance onto (with --plan); it must be listed in the config.
-        #[arg(long, value_name = "SHARD")]
+        #[arg(
+            long,
+            value_name = "SHARD",
+            requires = "plan",
+            conflicts_with = "drain"
+        )]
         add: Option<String>,
+        /// The shard to move every slot off (with --plan).
+        #[arg(long, value_name = "SHARD", requires = "plan")]
+        drain: Option<String>,
         /// Record the config's pinned table as the cluster's next version, after moving rows by
         /// hand with every proxy stopped.
         #[arg(long, conflicts_with = "plan")]
@@ -113,6 +122,7 @@ fn main() -> ExitCode {
             config,
             plan,
             add,
+            drain,
             record,
         }) => {
             let config = match Config::load(&config) {
@@ -130,8 +140,12 @@ fn main() -> ExitCode {
                 };
             }
             if plan {
-                let added = add.unwrap_or_default();
-                return match rt.block_on(slot_commands::plan_text(&config, &added)) {
+                let goal = match (&add, &drain) {
+                    (Some(a), _) => slot_commands::Goal::Add(a),
+                    (None, Some(d)) => slot_commands::Goal::Drain(d),
+                    (None, None) => return fail("--plan needs --add SHARD or --drain SHARD"),
+                };
+                return match rt.block_on(slot_commands::plan_text(&config, goal)) {
                     Ok(text) => {
                         print!("{text}");
                         ExitCode::SUCCESS

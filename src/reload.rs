@@ -126,10 +126,12 @@ impl Live {
             .settings()
     }
 
-    /// At start, the slot table the cluster records replaces the file's.
-    pub fn adopt_slots(&self, slots: crate::placement::SlotTable) {
+    /// The slot table the cluster records replaces the one routed by until now (the file's at
+    /// start, an older version later). Sessions take it up between transactions.
+    pub fn adopt_slots(&self, recorded: crate::placement::record::Recorded) {
         let mut placement = (*self.placement()).clone();
-        placement.slots = slots;
+        placement.slots = recorded.table;
+        placement.version = recorded.version;
         *self.placement.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(placement);
     }
 
@@ -159,6 +161,7 @@ impl Live {
             // a pinned one must still match it.
             placement.slots = current.slots.clone();
         }
+        placement.version = current.version;
         check_shards(&running, &new)?;
         let added_tables = check_placement(&current, &placement)?;
         let users = self.users().reloaded(&new.users)?;

@@ -143,10 +143,27 @@ impl Proxy {
                 ctx.connect_timeout,
             ))
         });
+        let placement = (ctx.shards.len() > 1).then(|| {
+            let adopting = ctx.clone();
+            tokio::spawn(crate::backend::placement_store::watch(
+                ctx.shards.clone(),
+                Duration::from_secs_f64(config.placement.refresh_interval_secs),
+                ctx.connect_timeout,
+                ctx.live.placement().version,
+                move |recorded| {
+                    info!(
+                        version = recorded.version,
+                        "routing by the cluster's new placement"
+                    );
+                    metrics::gauge!(crate::metrics::PLACEMENT_VERSION).set(recorded.version as f64);
+                    adopting.live.adopt_slots(recorded);
+                },
+            ))
+        });
         let accepting = ctx.clone();
         let task = tokio::spawn(async move {
             accept_loop(listener, accepting, stop_rx, hurry).await;
-            for background in [recovery, health].into_iter().flatten() {
+            for background in [recovery, health, placement].into_iter().flatten() {
                 background.abort();
             }
         });
@@ -264,7 +281,7 @@ async fn adopt_recorded_placement(ctx: &ProxyContext, config: &Config) -> Result
         );
     }
     metrics::gauge!(crate::metrics::PLACEMENT_VERSION).set(decision.current.version as f64);
-    ctx.live.adopt_slots(decision.current.table);
+    ctx.live.adopt_slots(decision.current);
     Ok(())
 }
 

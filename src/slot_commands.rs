@@ -5,7 +5,7 @@
 use crate::backend::placement_store;
 use crate::config::Config;
 use crate::placement::plan;
-use crate::placement::{Placement, SlotTable};
+use crate::placement::{Placement, SlotTable, TableRule};
 use std::time::Duration;
 
 /// Where the table a command works from came from.
@@ -47,33 +47,51 @@ pub async fn cluster_placement(config: &Config) -> Result<(Placement, Source), S
     Ok((placement, source))
 }
 
-/// `slots --plan --add NAME`: the moves that give NAME its share, and the table afterwards.
-pub async fn plan_text(config: &Config, added: &str) -> Result<String, String> {
+/// What `slots --plan` plans for.
+pub enum Goal<'a> {
+    /// Give an added shard its share.
+    Add(&'a str),
+    /// Move every slot off a shard.
+    Drain(&'a str),
+}
+
+/// `slots --plan --add NAME` or `--drain NAME`: the moves, and the table afterwards.
+pub async fn plan_text(config: &Config, goal: Goal<'_>) -> Result<String, String> {
     let (placement, source) = cluster_placement(config).await?;
     if let Source::FileUnread(e) = source {
         return Err(format!("cannot read the cluster's placement: {e}"));
     }
     let names = &placement.shard_names;
-    let to = names.iter().position(|n| n == added).ok_or_else(|| {
-        format!("shard {added:?} is not in the config: add it under [[shards]] first")
+    let (name, verb) = match goal {
+        Goal::Add(n) => (n, "added"),
+        Goal::Drain(n) => (n, "drained"),
+    };
+    let shard = names.iter().position(|n| n == name).ok_or_else(|| {
+        format!("shard {name:?} is not in the config: list it under [[shards]] to have it {verb}")
     })?;
-    let moves = plan::balance_onto(&placement.slots, names.len(), to);
+    let moves = match goal {
+        Goal::Add(_) => plan::balance_onto(&placement.slots, names.len(), shard),
+        Goal::Drain(_) => plan::drain(&placement.slots, names.len(), shard)?,
+    };
     let mut out = format!("# from {}\n", source.describe());
     if moves.is_empty() {
-        out.push_str(&format!(
-            "# {added} already has its share: nothing to move\n"
-        ));
+        let nothing = match goal {
+            Goal::Add(_) => "already has its share",
+            Goal::Drain(_) => "owns no slot",
+        };
+        out.push_str(&format!("# {name} {nothing}: nothing to move\n"));
         return Ok(out);
     }
     let mut table: SlotTable = placement.slots.clone();
     for m in &moves {
         out.push_str(&format!(
-            "move {} slots from {} to {added}: {}\n",
+            "move {} slots from {} to {}: {}\n",
             m.slot_count(),
             names[m.from],
+            names[m.to],
             m.ranges_text()
         ));
-        table = table.moved(&m.ranges, to);
+        table = table.moved(&m.ranges, m.to);
     }
     out.push_str("# the slot table afterwards:\n");
     out.push_str(&table.to_config(names));
@@ -90,10 +108,18 @@ pub async fn record(config: &Config) -> Result<i64, String> {
     if config.shards.len() < 2 {
         return Err("a single shard keeps no placement record".into());
     }
-    let table = config.placement()?.slots;
+    let placement = config.placement()?;
+    let mut sharded: Vec<String> = placement
+        .tables
+        .iter()
+        .filter(|(_, rule)| matches!(rule, TableRule::Sharded { .. }))
+        .map(|(name, _)| name.clone())
+        .collect();
+    sharded.sort();
     placement_store::record_new(
         &config.shard_targets(),
-        &table,
+        &placement.slots,
+        &sharded,
         Duration::from_secs(config.server.connect_timeout_secs),
     )
     .await

@@ -97,9 +97,10 @@ async fn a_shard_added_to_the_config_owns_nothing_until_slots_move() {
     proxy.shutdown().await;
 
     // The plan gives the new shard a quarter, from the three that own slots.
-    let plan = shardgate::slot_commands::plan_text(&four, "s3")
-        .await
-        .unwrap();
+    let plan =
+        shardgate::slot_commands::plan_text(&four, shardgate::slot_commands::Goal::Add("s3"))
+            .await
+            .unwrap();
     assert!(plan.contains("placement, version 1"), "{plan}");
     let moved: u32 = plan
         .lines()
@@ -223,6 +224,21 @@ async fn a_shard_added_to_the_config_owns_nothing_until_slots_move() {
         common::rows(&shown)[0][3].as_deref(),
         Some(format!("s{expected}").as_str())
     );
+    // Draining s3 again would give its 256 slots back out among the three.
+    let drain =
+        shardgate::slot_commands::plan_text(&four, shardgate::slot_commands::Goal::Drain("s3"))
+            .await
+            .unwrap();
+    let back: u32 = drain
+        .lines()
+        .filter_map(|l| l.strip_prefix("move "))
+        .map(|l| l.split(' ').next().unwrap().parse::<u32>().unwrap())
+        .sum();
+    assert_eq!(back, SLOT_COUNT / 4, "{drain}");
+    assert!(drain
+        .lines()
+        .filter(|l| l.starts_with("move "))
+        .all(|l| l.contains("from s3 to")));
     // Every row sits on the shard that owns its slot now.
     for (i, shard) in shards.iter().enumerate() {
         let c = common::connect(&shard.url("postgres")).await.unwrap();
@@ -234,4 +250,161 @@ async fn a_shard_added_to_the_config_owns_nothing_until_slots_move() {
             assert_eq!(owner, i, "key {id} on s{i}, owned by s{owner}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_has_not_seen_a_new_placement_cannot_write_by_the_old_one() {
+    let (shards, dir) = tokio::task::spawn_blocking(|| common::start_unlike_shards(2))
+        .await
+        .unwrap();
+    let guard = common::ShardsGuard { shards, dir };
+    let shards = &guard.shards;
+    for s in shards {
+        let c = common::connect(&s.url("postgres")).await.unwrap();
+        c.batch_execute("create table accounts (id bigint primary key, balance int)")
+            .await
+            .unwrap();
+    }
+    let start = |tail: &'static str| {
+        let config = config(shardgate::localpg::free_port().unwrap(), shards, tail);
+        async move {
+            let proxy = Proxy::start(&config).await.expect("proxy starts");
+            let url = format!(
+                "postgres://app:secret@127.0.0.1:{}/postgres",
+                proxy.local_addr.port()
+            );
+            (proxy, common::connect(&url).await.unwrap(), config)
+        }
+    };
+    // A never looks again within the test; B looks five times a second.
+    let (proxy_a, a, stale_config) = start("\n[placement]\nrefresh_interval_secs = 3600\n").await;
+    let (proxy_b, b, _) = start("\n[placement]\nrefresh_interval_secs = 0.2\n").await;
+    a.batch_execute("insert into accounts select g, 100 from generate_series(1, 200) g")
+        .await
+        .unwrap();
+
+    // Rows moved by hand while both proxies run: fifty of s0's slots go to s1.
+    let old = shardgate::slot_commands::cluster_placement(&stale_config)
+        .await
+        .unwrap()
+        .0
+        .slots;
+    let moving: Vec<u32> = (0..SLOT_COUNT)
+        .filter(|&s| old.shard_of_slot(s) == 0)
+        .take(50)
+        .collect();
+    let slot_of = |k: i64| {
+        Placement::slot_of(&KeyValue::from_text(KeyType::Integer, &k.to_string()).unwrap())
+    };
+    let moved_key = (1..=200i64)
+        .find(|&k| moving.contains(&slot_of(k)))
+        .expect("a key in the moving slots");
+    let kept_key = (1..=200i64)
+        .find(|&k| old.shard_of_slot(slot_of(k)) == 0 && !moving.contains(&slot_of(k)))
+        .expect("a key that stays on s0");
+    let filter = format!(
+        "{} = any('{{{}}}'::int[])",
+        KeyType::Integer.slot_sql("id", SLOT_COUNT),
+        moving
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let s0 = common::connect(&shards[0].url("postgres")).await.unwrap();
+    let s1 = common::connect(&shards[1].url("postgres")).await.unwrap();
+    for r in s0
+        .query(
+            &format!("select id, balance from accounts where {filter}"),
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let (id, balance): (i64, i32) = (r.get(0), r.get(1));
+        s1.execute("insert into accounts values ($1, $2)", &[&id, &balance])
+            .await
+            .unwrap();
+    }
+    s0.execute(&format!("delete from accounts where {filter}"), &[])
+        .await
+        .unwrap();
+    let ranges: Vec<(u32, u32)> = moving.iter().map(|&s| (s, s)).collect();
+    let new = old.moved(&ranges, 1);
+    let names: Vec<String> = vec!["s0".into(), "s1".into()];
+    let pinned = config(
+        shardgate::localpg::free_port().unwrap(),
+        shards,
+        &new.to_config(&names),
+    );
+    assert_eq!(shardgate::slot_commands::record(&pinned).await.unwrap(), 2);
+
+    // A still routes by version 1: each of its writes is refused, whether the key moved or
+    // not, and even where no row matches; nothing is written.
+    for sql in [
+        format!("update accounts set balance = balance + 1 where id = {moved_key}"),
+        format!("update accounts set balance = balance + 1 where id = {kept_key}"),
+        format!("insert into accounts values ({}, 1)", 100_000 + moved_key),
+    ] {
+        let e = a.batch_execute(&sql).await.expect_err(&sql);
+        assert_eq!(common::code(&e), "40001", "{sql}: {e}");
+        assert!(
+            common::db_error(&e)
+                .message()
+                .starts_with("placement changed"),
+            "{sql}: {e}"
+        );
+    }
+    let on_s1: i32 = s1
+        .query_one("select balance from accounts where id = $1", &[&moved_key])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(on_s1, 100, "the refused write changed nothing");
+    // Sessions without the proxy's tag are not fenced.
+    s0.execute(
+        "update accounts set balance = balance where id = $1",
+        &[&kept_key],
+    )
+    .await
+    .unwrap();
+
+    // B takes up version 2 by itself and writes where the rows are now.
+    for attempt in 0.. {
+        assert!(attempt < 600, "proxy B never took up placement version 2");
+        let shown = b
+            .simple_query(&format!("show shardgate.route accounts {moved_key}"))
+            .await
+            .unwrap();
+        if common::rows(&shown)[0][3].as_deref() == Some("s1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let updated = b
+        .execute(
+            "update accounts set balance = balance + 1 where id = $1",
+            &[&moved_key],
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated, 1);
+    let on_s1: i32 = s1
+        .query_one("select balance from accounts where id = $1", &[&moved_key])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(on_s1, 101);
+    assert_eq!(
+        b.execute(
+            "update accounts set balance = balance + 1 where id = $1",
+            &[&kept_key]
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    drop((a, b));
+    proxy_a.shutdown().await;
+    proxy_b.shutdown().await;
 }

@@ -2,6 +2,11 @@
 //! (see `placement::record` for what is decided from it). Whoever reads to decide or writes a
 //! version holds an advisory lock in a transaction on the first shard, so proxies starting
 //! together, and `shardgate slots --record`, take turns and agree.
+//!
+//! The placement fence: before a new version is written, each sharded table on every shard gets
+//! a statement trigger that refuses a write (even one that matches no row, which a row trigger
+//! would miss) from a session tagged with an older version (`pool::PLACEMENT_VERSION_PARAMETER`).
+//! Sessions without the tag (direct clients, the proxy's control connections) pass.
 
 use super::control;
 use crate::config::ShardTarget;
@@ -64,14 +69,17 @@ pub async fn establish(
 }
 
 /// Records `table` as a new version on every shard (for a placement changed while no proxy
-/// ran: rows moved by hand). Returns the version written.
+/// ran: rows moved by hand), after fencing the sharded `tables` against proxies that still
+/// route by an older one. Returns the version written.
 pub async fn record_new(
     shards: &[ShardTarget],
     table: &SlotTable,
+    tables: &[String],
     timeout: Duration,
 ) -> Result<i64, String> {
     let clients = locked(shards, timeout).await?;
     let found = newest_everywhere(shards, &clients, true).await?;
+    fence(shards, &clients, tables).await?;
     let names: Vec<String> = shards.iter().map(|s| s.name.clone()).collect();
     let version = found.iter().flatten().map(|(v, _)| *v).max().unwrap_or(0) + 1;
     let text = record::encode(table, &names);
@@ -80,6 +88,122 @@ pub async fn record_new(
     }
     commit(shards, &clients).await?;
     Ok(version)
+}
+
+/// The fence function; `FENCE_MESSAGE` starts its error.
+const FENCE: &str = "CREATE OR REPLACE FUNCTION shardgate.placement_fence() RETURNS trigger
+LANGUAGE plpgsql AS $fence$
+DECLARE
+    mine text := current_setting('shardgate.placement_version', true);
+    newest bigint;
+BEGIN
+    IF coalesce(mine, '') = '' THEN
+        RETURN NULL;
+    END IF;
+    SELECT max(version) INTO newest FROM shardgate.placement;
+    IF mine::bigint < newest THEN
+        RAISE EXCEPTION 'placement changed: this proxy routes by placement version %, the cluster is at version %', mine, newest
+            USING ERRCODE = 'serialization_failure',
+                  HINT = 'Nothing was written. Retry the transaction: the proxy reads the new placement within its placement.refresh_interval_secs.';
+    END IF;
+    RETURN NULL;
+END
+$fence$";
+
+/// How the fence's refusal begins.
+pub const FENCE_MESSAGE: &str = "placement changed:";
+
+/// Fences `tables` (bare names, as the config declares them) on every shard where they exist.
+async fn fence(
+    shards: &[ShardTarget],
+    clients: &[tokio_postgres::Client],
+    tables: &[String],
+) -> Result<(), String> {
+    for (shard, client) in shards.iter().zip(clients) {
+        client
+            .batch_execute(FENCE)
+            .await
+            .map_err(|e| failed(shard, &e))?;
+        for table in tables {
+            let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+            let exists: bool = client
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&quoted])
+                .await
+                .map_err(|e| failed(shard, &e))?
+                .get(0);
+            if exists {
+                client
+                    .batch_execute(&format!(
+                        "CREATE OR REPLACE TRIGGER shardgate_placement_fence \
+                         BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {quoted} \
+                         FOR EACH STATEMENT EXECUTE FUNCTION shardgate.placement_fence()"
+                    ))
+                    .await
+                    .map_err(|e| failed(shard, &e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The newest version on the first shard, cheaply, to notice a change (see `current`).
+pub async fn newest_version(client: &tokio_postgres::Client) -> Result<Option<i64>, String> {
+    match client
+        .query_one("SELECT max(version) FROM shardgate.placement", &[])
+        .await
+    {
+        Ok(row) => Ok(row.get(0)),
+        Err(e) if matches!(control::code(&e), Some("3F000" | "42P01")) => Ok(None),
+        Err(e) => Err(control::describe(&e)),
+    }
+}
+
+/// Looks for a newer recorded placement every `interval` (on the first shard, one cheap query)
+/// and hands each newer version, read in full from every shard, to `adopt`. A version this
+/// proxy cannot route by (it gives slots to a shard its config lacks) is reported once and not
+/// adopted: the fence then refuses this proxy's writes, which is the honest outcome.
+pub async fn watch(
+    shards: Vec<ShardTarget>,
+    interval: Duration,
+    timeout: Duration,
+    mut known: i64,
+    adopt: impl Fn(Recorded) + Send + 'static,
+) {
+    let mut home: Option<tokio_postgres::Client> = None;
+    let mut reported = known;
+    loop {
+        tokio::time::sleep(interval).await;
+        if home.as_ref().is_none_or(|c| c.is_closed()) {
+            home = control::connect(&shards[HOME], timeout).await.ok();
+        }
+        let Some(client) = &home else { continue };
+        let newest = match newest_version(client).await {
+            Ok(v) => v.unwrap_or(0),
+            Err(e) => {
+                tracing::debug!("placement check: {e}");
+                home = None;
+                continue;
+            }
+        };
+        if newest <= known {
+            continue;
+        }
+        match current(&shards, timeout).await {
+            Ok(Some(recorded)) if recorded.version > known => {
+                known = recorded.version;
+                adopt(recorded);
+            }
+            Ok(_) => {}
+            Err(e) if newest > reported => {
+                reported = newest;
+                tracing::error!(
+                    version = newest,
+                    "cannot route by the cluster's new placement, so this proxy's writes will be refused: {e}"
+                );
+            }
+            Err(e) => tracing::debug!("placement check: {e}"),
+        }
+    }
 }
 
 /// The newest recorded placement, or None before the cluster's first start. Reads only.

@@ -190,6 +190,12 @@ impl Config {
         if self.server.max_pending_startups == 0 {
             return invalid("server.max_pending_startups must be at least 1".into());
         }
+        let refresh = self.placement.refresh_interval_secs;
+        if !(refresh.is_finite() && refresh >= 0.05) {
+            return invalid(format!(
+                "placement.refresh_interval_secs = {refresh}: give at least 0.05"
+            ));
+        }
         if self.server.startup_timeout_secs == 0 {
             return invalid("server.startup_timeout_secs must be at least 1".into());
         }
@@ -318,6 +324,7 @@ impl Config {
             slots,
             shard_names,
             undeclared,
+            version: 0,
         })
     }
 

@@ -41,11 +41,27 @@ pub struct TableConfig {
 }
 
 /// `[placement]`
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlacementConfig {
     /// Shard name → slot ranges (`"0-340,512-600"`), covering slots 0..1023 exactly once.
     /// `shardgate slots --config FILE` prints the derived table in this form, to pin it.
     #[serde(default)]
     pub slots: Option<BTreeMap<String, String>>,
+    /// How often a proxy of several shards looks for a newer recorded placement.
+    #[serde(default = "default_refresh_interval")]
+    pub refresh_interval_secs: f64,
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        PlacementConfig {
+            slots: None,
+            refresh_interval_secs: default_refresh_interval(),
+        }
+    }
+}
+
+fn default_refresh_interval() -> f64 {
+    1.0
 }

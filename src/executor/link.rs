@@ -81,6 +81,9 @@ pub struct ShardLink {
     /// Parses the proxy sends on its own, so that this shard's connection holds a client's
     /// statement before a Bind of it.
     pub prepares: metrics::Counter,
+    /// The placement version the session routes by: a connection checked out carries it, so
+    /// the shard's fence refuses writes routed by a version it has replaced.
+    placement_version: i64,
 }
 
 impl ShardLink {
@@ -107,7 +110,14 @@ impl ShardLink {
             client_pid: 0,
             replay_status: Vec::new(),
             sent_at: None,
+            placement_version: 0,
         }
+    }
+
+    /// The placement version the session routes by from its next checkout on (the session
+    /// changes it only between transactions).
+    pub fn set_placement_version(&mut self, version: i64) {
+        self.placement_version = version;
     }
 
     /// A link that starts with a connection already checked out (session mode).
@@ -203,10 +213,14 @@ impl ShardLink {
 
     /// Checks a connection out; true when it does not carry the session's settings.
     async fn take_conn(&mut self) -> Result<bool, LinkLost> {
-        let conn = self.pool.checkout(&[]).await.map_err(|e| LinkLost {
-            shard: self.name.clone(),
-            error: Some(Box::new(e)),
-        })?;
+        let conn = self
+            .pool
+            .checkout(&[], self.placement_version)
+            .await
+            .map_err(|e| LinkLost {
+                shard: self.name.clone(),
+                error: Some(Box::new(e)),
+            })?;
         let differs = conn.settings != self.settings.1;
         if let Some(slot) = &self.cancel {
             slot.set(Some(conn.key));

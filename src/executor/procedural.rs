@@ -145,6 +145,7 @@ mod tests {
             slots: crate::placement::SlotTable::derive(&["a".to_string(), "b".to_string()]),
             shard_names: vec!["a".into(), "b".into()],
             undeclared: None,
+            version: 0,
         };
         assert_eq!(written_rows_query(&p), None);
         p.tables.insert(

@@ -41,6 +41,10 @@ pub async fn run(
     );
     exec.catalog = Some(&ctx.catalog);
     exec.key_blocks = Some(&ctx.key_blocks);
+    let version = exec.placement.version;
+    for link in exec.links.iter_mut() {
+        link.set_placement_version(version);
+    }
     for (name, value) in start.own {
         if let Err(e) = exec.apply_setting(name, value) {
             tracing::warn!("startup setting shardgate.{name}: {}", e.message);
@@ -91,6 +95,9 @@ pub async fn run(
             }
             let current = ctx.live.placement();
             if !std::sync::Arc::ptr_eq(&current, &exec.placement) {
+                for link in exec.links.iter_mut() {
+                    link.set_placement_version(current.version);
+                }
                 exec.placement = current;
             }
             registered.set(ClientState::Active);

@@ -152,7 +152,7 @@ pub async fn handle_client(
     let one_shard = ctx.shards.len() == 1;
     let (end, registration) = if one_shard && ctx.pools.mode == PoolMode::Session {
         let pool = &ctx.pools.shards[0];
-        let conn = match pool.checkout(&forwarded).await {
+        let conn = match pool.checkout(&forwarded, 0).await {
             Ok(conn) => conn,
             Err(err) => {
                 warn!(%peer, shard = %pool.target.name, "{}", err.message);

@@ -30,22 +30,30 @@ pub async fn log_in(
     forwarded: &[(String, String)],
     settings: &Settings,
 ) -> Result<Login, PgError> {
+    // The client loop sets it again with the placement its session starts with.
+    let placement_version = ctx.live.placement().version;
     let mut links: Vec<ShardLink> = ctx
         .pools
         .shards
         .iter()
         .enumerate()
         .map(|(i, pool)| {
-            ShardLink::new(i, pool.clone())
+            let mut link = ShardLink::new(i, pool.clone())
                 .with_response_timeout(ctx.live.timeouts().shard_response)
-                .with_health(ctx.health.watch(i))
+                .with_health(ctx.health.watch(i));
+            link.set_placement_version(placement_version);
+            link
         })
         .collect();
     let mut parameters: Vec<(String, String)>;
     let keys: Vec<Option<(i32, i32)>>;
     match ctx.pools.mode {
         PoolMode::Session => {
-            let checkouts = ctx.pools.shards.iter().map(|p| p.checkout(forwarded));
+            let checkouts = ctx
+                .pools
+                .shards
+                .iter()
+                .map(|p| p.checkout(forwarded, placement_version));
             let conns = futures_util::future::join_all(checkouts).await;
             let mut held = Vec::with_capacity(conns.len());
             for c in conns {

@@ -38,6 +38,8 @@ pub struct Placement {
     /// The rule of a table the config does not declare (`[routing] undeclared_tables`); None
     /// refuses statements that use one.
     pub undeclared: Option<TableRule>,
+    /// The recorded version `slots` is (see `record`); 0 before one is read, and on one shard.
+    pub version: i64,
 }
 
 impl Placement {

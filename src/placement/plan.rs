@@ -1,14 +1,17 @@
-//! Planning slot moves: which slots each shard gives up so that a shard being added ends up
-//! with its share. Only the added shard receives slots, so every move is from one old owner to
-//! it. Each donor gives its highest-numbered slots: on a table of contiguous ranges (pinned by
-//! hand) that keeps everyone's ranges few; a derived table is scattered to begin with.
+//! Planning slot moves. Adding a shard: each owner gives up what it holds above an even share,
+//! and only the added shard receives, so every move is from one old owner to it. Draining one:
+//! its slots are shared out among the other owners, the emptiest first, so they end even.
+//! Slots move in slot order (donors give their highest-numbered ones; a drained shard's go out
+//! in runs), which on a table of contiguous ranges (pinned by hand) keeps everyone's ranges
+//! few; a derived table is scattered to begin with.
 
 use super::slots::{SlotTable, SLOT_COUNT};
 
-/// Slots one shard hands to the added one, as merged inclusive ranges.
+/// Slots one shard hands to another, as merged inclusive ranges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Move {
     pub from: usize,
+    pub to: usize,
     pub ranges: Vec<(u32, u32)>,
 }
 
@@ -57,12 +60,73 @@ pub fn balance_onto(table: &SlotTable, shard_count: usize, added: usize) -> Vec<
             let given = &owned[s][target..];
             moves.push(Move {
                 from: s,
+                to: added,
                 ranges: merge(given),
             });
         }
     }
     moves.sort_by_key(|m| m.from);
     moves
+}
+
+/// The moves that empty shard `drained`, sharing its slots out among the other shards that own
+/// slots so that they end as even as they can. Empty when it owns none; an error when no other
+/// shard owns slots (its slots would have nowhere to go).
+pub fn drain(table: &SlotTable, shard_count: usize, drained: usize) -> Result<Vec<Move>, String> {
+    let mut owned: Vec<Vec<u32>> = vec![Vec::new(); shard_count];
+    for slot in 0..SLOT_COUNT {
+        owned[table.shard_of_slot(slot)].push(slot);
+    }
+    let giving = std::mem::take(&mut owned[drained]);
+    if giving.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut takers: Vec<usize> = (0..shard_count)
+        .filter(|&s| s != drained && !owned[s].is_empty())
+        .collect();
+    if takers.is_empty() {
+        return Err("no other shard owns slots to take the drained shard's".into());
+    }
+    // Fill the emptiest first: each taker's share brings it up to an even count.
+    takers.sort_by_key(|&s| (owned[s].len(), s));
+    let k = takers.len() as u32;
+    let (base, extra) = (SLOT_COUNT / k, SLOT_COUNT % k);
+    let mut next = 0usize;
+    let mut moves = Vec::new();
+    for (rank, &s) in takers.iter().enumerate() {
+        // The remainder's extra slots go to the takers that already hold the most.
+        let target = (base + u32::from((rank as u32) >= k - extra)) as usize;
+        let share = target
+            .saturating_sub(owned[s].len())
+            .min(giving.len() - next);
+        if share > 0 {
+            moves.push(Move {
+                from: drained,
+                to: s,
+                ranges: merge(&giving[next..next + share]),
+            });
+            next += share;
+        }
+    }
+    // What rounding left over goes to the emptiest.
+    if next < giving.len() {
+        let rest = merge(&giving[next..]);
+        match moves.iter_mut().find(|m| m.to == takers[0]) {
+            Some(m) => {
+                m.ranges.extend(rest);
+                let mut all: Vec<u32> = m.ranges.iter().flat_map(|&(a, b)| a..=b).collect();
+                all.sort_unstable();
+                m.ranges = merge(&all);
+            }
+            None => moves.push(Move {
+                from: drained,
+                to: takers[0],
+                ranges: rest,
+            }),
+        }
+    }
+    moves.sort_by_key(|m| m.to);
+    Ok(moves)
 }
 
 fn merge(slots: &[u32]) -> Vec<(u32, u32)> {
@@ -150,9 +214,31 @@ mod tests {
     }
 
     #[test]
+    fn draining_a_shard_shares_its_slots_out_evenly() {
+        let four = SlotTable::derive(&names(4));
+        let moves = drain(&four, 4, 1).unwrap();
+        assert!(moves.iter().all(|m| m.from == 1 && m.to != 1));
+        let mut t = four.clone();
+        for m in &moves {
+            t = t.moved(&m.ranges, m.to);
+        }
+        let c = counts(&t, 4);
+        assert_eq!(c[1], 0, "{c:?}");
+        assert!(
+            [c[0], c[2], c[3]].iter().all(|&x| x == 341 || x == 342),
+            "{c:?}"
+        );
+        // Nothing left to drain, and nowhere to drain the last owner to.
+        assert!(drain(&t, 4, 1).unwrap().is_empty());
+        let one = SlotTable::derive(&names(1));
+        assert!(drain(&one, 1, 0).is_err());
+    }
+
+    #[test]
     fn ranges_print_as_the_config_writes_them() {
         let m = Move {
             from: 0,
+            to: 1,
             ranges: merge(&[1, 2, 3, 7, 9, 10]),
         };
         assert_eq!(m.ranges_text(), "1-3,7,9-10");

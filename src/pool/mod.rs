@@ -30,6 +30,12 @@ const MAX_NAMED_PARSES: u64 = 2000;
 /// confused with another connection.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The startup parameter that tells a shard which placement version a session routes by, so
+/// that the shard's placement fence can refuse the writes of a session that has not seen a
+/// newer one (see `backend::placement_store`). A startup parameter is the connection's reset
+/// value, so a client's RESET ALL or DISCARD ALL keeps it.
+pub const PLACEMENT_VERSION_PARAMETER: &str = "shardgate.placement_version";
+
 /// One pool per shard, in shard order.
 #[derive(Debug)]
 pub struct Pools {
@@ -123,6 +129,8 @@ pub struct Lease {
     /// Named statements sent to it so far (see `MAX_NAMED_PARSES`).
     pub named_parses: u64,
     born: Instant,
+    /// The placement version it was tagged with at login (0: none).
+    placement_version: i64,
     /// Held while checked out: the pool's limit is on connections in use.
     permit: Option<OwnedSemaphorePermit>,
 }
@@ -229,8 +237,13 @@ impl ShardPool {
 
     /// A connection for a session: an idle one that is still open, or a new one. `extra` are
     /// startup parameters for a new connection (session mode passes the client's; transaction
-    /// mode none, since the connection will serve many clients).
-    pub async fn checkout(&self, extra: &[(String, String)]) -> Result<Pooled, PgError> {
+    /// mode none, since the connection will serve many clients). `placement_version` is the
+    /// version the session routes by; the connection carries it (0 for none: one shard).
+    pub async fn checkout(
+        &self,
+        extra: &[(String, String)],
+        placement_version: i64,
+    ) -> Result<Pooled, PgError> {
         let started = Instant::now();
         // A free permit is taken at once, without arming the timeout: checkouts happen per
         // transaction.
@@ -271,7 +284,7 @@ impl ShardPool {
             }
         };
         let reused = if extra.is_empty() {
-            self.take_idle()
+            self.take_idle(placement_version)
         } else {
             None
         };
@@ -280,18 +293,20 @@ impl ShardPool {
                 c.permit = Some(permit);
                 Ok(c)
             }
-            None => self.open(extra, permit).await,
+            None => self.open(extra, permit, placement_version).await,
         };
         self.publish();
         conn
     }
 
-    /// The most recently returned idle connection that is still usable.
-    fn take_idle(&self) -> Option<Pooled> {
+    /// The most recently returned idle connection that is still usable. One tagged with
+    /// another placement version is closed: after a change, the old version's go.
+    fn take_idle(&self, placement_version: i64) -> Option<Pooled> {
         loop {
             let mut idle = self.idle.lock().ok()?.pop()?;
             if idle.since.elapsed() < self.idle_timeout
                 && idle.conn.born.elapsed() < self.lifetime
+                && idle.conn.placement_version == placement_version
                 && still_open(&mut idle.conn.stream)
             {
                 return Some(idle.conn);
@@ -303,8 +318,16 @@ impl ShardPool {
         &self,
         extra: &[(String, String)],
         permit: OwnedSemaphorePermit,
+        placement_version: i64,
     ) -> Result<Pooled, PgError> {
-        match backend::connect(&self.target, extra, self.connect_timeout).await {
+        let mut params = extra.to_vec();
+        if placement_version > 0 {
+            params.push((
+                PLACEMENT_VERSION_PARAMETER.to_string(),
+                placement_version.to_string(),
+            ));
+        }
+        match backend::connect(&self.target, &params, self.connect_timeout).await {
             Ok(c) => Ok(Pooled {
                 stream: c.stream,
                 lease: Lease {
@@ -314,6 +337,7 @@ impl ShardPool {
                     settings: settings::DEFAULTS,
                     named_parses: 0,
                     born: Instant::now(),
+                    placement_version,
                     permit: Some(permit),
                 },
             }),

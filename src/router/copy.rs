@@ -316,6 +316,7 @@ mod tests {
             slots: crate::placement::SlotTable::derive(&names),
             shard_names: names,
             undeclared: None,
+            version: 0,
         }
     }
 
