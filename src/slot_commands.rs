@@ -2,10 +2,10 @@
 //! the shards, or the config's table before the cluster's first start), the moves that would
 //! balance it onto an added shard, and recording a table whose rows were moved by hand.
 
-use crate::backend::placement_store;
+use crate::backend::{control, placement_store};
 use crate::config::Config;
 use crate::placement::plan;
-use crate::placement::{Placement, SlotTable, TableRule};
+use crate::placement::{Placement, SlotTable, TableRule, HOME};
 use std::time::Duration;
 
 /// Where the table a command works from came from.
@@ -109,6 +109,15 @@ pub async fn record(config: &Config) -> Result<i64, String> {
         return Err("a single shard keeps no placement record".into());
     }
     let placement = config.placement()?;
+    let (current, _) = cluster_placement(config).await?;
+    let gaining: Vec<usize> = (0..placement.shard_names.len())
+        .filter(|&s| {
+            (0..crate::placement::SLOT_COUNT).any(|slot| {
+                placement.slots.shard_of_slot(slot) == s && current.slots.shard_of_slot(slot) != s
+            })
+        })
+        .collect();
+    check_ready(config, &placement, &gaining).await?;
     let mut sharded: Vec<String> = placement
         .tables
         .iter()
@@ -123,4 +132,69 @@ pub async fn record(config: &Config) -> Result<i64, String> {
         Duration::from_secs(config.server.connect_timeout_secs),
     )
     .await
+}
+
+/// A shard about to own slots must hold every declared table, and every reference table with
+/// as many rows as the first shard's: co-located joins there read its copy.
+async fn check_ready(
+    config: &Config,
+    placement: &Placement,
+    gaining: &[usize],
+) -> Result<(), String> {
+    let timeout = Duration::from_secs(config.server.connect_timeout_secs);
+    let targets = config.shard_targets();
+    let mut tables: Vec<(&String, bool)> = placement
+        .tables
+        .iter()
+        .map(|(name, rule)| (name, matches!(rule, TableRule::Reference)))
+        .collect();
+    tables.sort();
+    let home = control::connect(&targets[HOME], timeout).await?;
+    let mut problems = Vec::new();
+    for &s in gaining.iter().filter(|&&s| s != HOME) {
+        let there = control::connect(&targets[s], timeout).await?;
+        for &(table, reference) in &tables {
+            let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+            let exists: bool = there
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&quoted])
+                .await
+                .map_err(|e| control::describe(&e))?
+                .get(0);
+            if !exists {
+                problems.push(format!(
+                    "table {table} is missing on {} (create it first)",
+                    targets[s].name
+                ));
+                continue;
+            }
+            if reference {
+                let count = format!("SELECT count(*) FROM {quoted}");
+                let (mine, theirs): (i64, i64) = (
+                    home.query_one(&count, &[])
+                        .await
+                        .map_err(|e| control::describe(&e))?
+                        .get(0),
+                    there
+                        .query_one(&count, &[])
+                        .await
+                        .map_err(|e| control::describe(&e))?
+                        .get(0),
+                );
+                if mine != theirs {
+                    problems.push(format!(
+                        "reference table {table} has {theirs} rows on {} and {mine} on {} (copy it first)",
+                        targets[s].name, targets[HOME].name
+                    ));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "a shard that gains slots is not ready, so nothing was recorded: {}",
+            problems.join("; ")
+        ))
+    }
 }

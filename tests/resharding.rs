@@ -8,7 +8,8 @@ use shardgate::config::Config;
 use shardgate::placement::{KeyType, KeyValue, Placement, SlotTable, SLOT_COUNT};
 use shardgate::server::Proxy;
 
-const ACCOUNTS: &str = "\n[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
+const ACCOUNTS: &str = "\n[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
+                        [tables.countries]\nreference = true\n";
 
 fn config(port: u16, shards: &[shardgate::localpg::LocalCluster], tail: &str) -> Config {
     Config::from_toml(&format!(
@@ -35,9 +36,12 @@ async fn a_shard_added_to_the_config_owns_nothing_until_slots_move() {
     let shards = &guard.shards;
     for s in shards {
         let c = common::connect(&s.url("postgres")).await.unwrap();
-        c.batch_execute("create table accounts (id bigint primary key, balance int)")
-            .await
-            .unwrap();
+        c.batch_execute(
+            "create table accounts (id bigint primary key, balance int); \
+             create table countries (code text primary key)",
+        )
+        .await
+        .unwrap();
     }
 
     // Three shards: the first start records their derived table.
@@ -48,9 +52,12 @@ async fn a_shard_added_to_the_config_owns_nothing_until_slots_move() {
         proxy.local_addr.port()
     );
     let c = common::connect(&url).await.unwrap();
-    c.batch_execute("insert into accounts select g, 100 from generate_series(1, 400) g")
-        .await
-        .unwrap();
+    c.batch_execute(
+        "insert into accounts select g, 100 from generate_series(1, 400) g; \
+         insert into countries values ('fr'), ('de'), ('jp')",
+    )
+    .await
+    .unwrap();
     drop(c);
     proxy.shutdown().await;
 
@@ -173,6 +180,18 @@ async fn a_shard_added_to_the_config_owns_nothing_until_slots_move() {
     }
     let planned = &plan[plan.find("[placement.slots]").unwrap()..];
     let moved_by_hand = config(shardgate::localpg::free_port().unwrap(), shards, planned);
+    // s3 gains slots: it must hold the reference table's rows first.
+    let refused = shardgate::slot_commands::record(&moved_by_hand)
+        .await
+        .expect_err("s3 lacks the reference rows");
+    assert!(
+        refused.contains("reference table countries has 0 rows on s3 and 3 on s0"),
+        "{refused}"
+    );
+    let s3 = common::connect(&shards[3].url("postgres")).await.unwrap();
+    s3.batch_execute("insert into countries values ('fr'), ('de'), ('jp')")
+        .await
+        .unwrap();
     assert_eq!(
         shardgate::slot_commands::record(&moved_by_hand)
             .await
@@ -261,9 +280,12 @@ async fn a_proxy_that_has_not_seen_a_new_placement_cannot_write_by_the_old_one()
     let shards = &guard.shards;
     for s in shards {
         let c = common::connect(&s.url("postgres")).await.unwrap();
-        c.batch_execute("create table accounts (id bigint primary key, balance int)")
-            .await
-            .unwrap();
+        c.batch_execute(
+            "create table accounts (id bigint primary key, balance int); \
+             create table countries (code text primary key)",
+        )
+        .await
+        .unwrap();
     }
     let start = |tail: &'static str| {
         let config = config(shardgate::localpg::free_port().unwrap(), shards, tail);
