@@ -367,8 +367,12 @@ async fn a_proxy_that_has_not_seen_a_new_placement_cannot_write_by_the_old_one()
         format!("update accounts set balance = balance + 1 where id = {moved_key}"),
         format!("update accounts set balance = balance + 1 where id = {kept_key}"),
         format!("insert into accounts values ({}, 1)", 100_000 + moved_key),
+        // The tag is the connection's startup value: a client's RESET ALL (DISCARD ALL resets
+        // the same way), in the same transaction as the write, does not remove it.
+        format!("begin; reset all; update accounts set balance = 0 where id = {kept_key}; commit"),
     ] {
         let e = a.batch_execute(&sql).await.expect_err(&sql);
+        a.batch_execute("rollback").await.ok();
         assert_eq!(common::code(&e), "40001", "{sql}: {e}");
         assert!(
             common::db_error(&e)
@@ -377,6 +381,20 @@ async fn a_proxy_that_has_not_seen_a_new_placement_cannot_write_by_the_old_one()
             "{sql}: {e}"
         );
     }
+    // Nor can a client set it: shardgate.* settings are the proxy's own.
+    let e = a
+        .batch_execute("set shardgate.placement_version = 2")
+        .await
+        .expect_err("a client cannot claim a newer placement");
+    assert_ne!(common::code(&e), "40001", "{e}");
+    a.batch_execute("rollback").await.ok();
+    let e = a
+        .batch_execute(&format!(
+            "update accounts set balance = 0 where id = {kept_key}"
+        ))
+        .await
+        .expect_err("still fenced");
+    assert_eq!(common::code(&e), "40001", "{e}");
     let on_s1: i32 = s1
         .query_one("select balance from accounts where id = $1", &[&moved_key])
         .await
