@@ -228,6 +228,14 @@ async fn a_shard_added_to_the_config_owns_nothing_until_slots_move() {
         .simple_query("show shardgate.route accounts 7")
         .await
         .unwrap();
+    let placement = common::rows(&c.simple_query("show shardgate.placement").await.unwrap());
+    assert_eq!(placement.len(), 4, "{placement:?}");
+    assert!(
+        placement.iter().all(|r| r[0].as_deref() == Some("2")),
+        "{placement:?}"
+    );
+    assert_eq!(placement[3][1].as_deref(), Some("s3"));
+    assert_eq!(placement[3][2].as_deref(), Some("256"), "{placement:?}");
     drop(c);
     proxy.shutdown().await;
     // What the proxy routes by is the plan's table.

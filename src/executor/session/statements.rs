@@ -226,6 +226,30 @@ impl Exec<'_> {
                 build::command_complete(&format!("SHOW {n}"), &mut self.out);
                 Step::Done
             }
+            AdminCmd::Placement => {
+                if self.describe_rows {
+                    build::row_description_text(
+                        &["version", "shard", "slots", "ranges"],
+                        &mut self.out,
+                    );
+                }
+                let placement = self.placement.clone();
+                let version = placement.version.to_string();
+                let mut counts = vec![0u32; placement.shard_names.len()];
+                for slot in 0..crate::placement::SLOT_COUNT {
+                    counts[placement.slots.shard_of_slot(slot)] += 1;
+                }
+                let ranges = placement.slots.ranges(&placement.shard_names);
+                for ((shard, ranges), count) in ranges.iter().zip(&counts) {
+                    let count = count.to_string();
+                    build::data_row_text(
+                        &[Some(&version), Some(shard), Some(&count), Some(ranges)],
+                        &mut self.out,
+                    );
+                }
+                build::command_complete(&format!("SHOW {}", ranges.len()), &mut self.out);
+                Step::Done
+            }
             AdminCmd::Route { table, key } => match self.placement.route_text(&table, &key) {
                 Ok((slot, shard)) => {
                     if self.describe_rows {

@@ -129,6 +129,8 @@ pub enum AdminCmd {
     },
     /// Run a recovery pass now and list what it resolved.
     Recover,
+    /// The slot table the session routes by: its version and each shard's slots.
+    Placement,
     /// `SET shardgate.<name> = <value>` (the name without the prefix).
     Set {
         name: String,
@@ -146,6 +148,7 @@ impl AdminCmd {
         match self {
             AdminCmd::Route { .. } => Some(vec!["table", "key", "slot", "shard"]),
             AdminCmd::Recover => Some(vec!["gid", "shard", "outcome"]),
+            AdminCmd::Placement => Some(vec!["version", "shard", "slots", "ranges"]),
             AdminCmd::Show { name } => Some(vec![match name.as_str() {
                 "consistency" => "shardgate.consistency",
                 "snapshot_scope" => "shardgate.snapshot_scope",

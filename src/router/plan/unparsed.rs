@@ -192,12 +192,13 @@ pub(super) fn plan_admin(sql: &str) -> Plan {
             key: parts[3].trim_matches('\'').to_string(),
         }),
         Some("shardgate.recover") if parts.len() == 2 => Plan::Admin(AdminCmd::Recover),
+        Some("shardgate.placement") if parts.len() == 2 => Plan::Admin(AdminCmd::Placement),
         Some(var) if parts.len() == 2 => Plan::Admin(AdminCmd::Show {
             name: var.trim_start_matches("shardgate.").to_string(),
         }),
         _ => refuse(
             "unknown shardgate command",
-            "Try: SHOW shardgate.route <table> <key>, or SHOW shardgate.recover",
+            "Try: SHOW shardgate.route <table> <key>, SHOW shardgate.placement, or SHOW shardgate.recover",
         ),
     }
 }
