@@ -456,3 +456,63 @@ async fn a_proxy_that_has_not_seen_a_new_placement_cannot_write_by_the_old_one()
     proxy_a.shutdown().await;
     proxy_b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_starting_together_record_one_placement() {
+    let (shards, dir) = tokio::task::spawn_blocking(|| common::start_unlike_shards(2))
+        .await
+        .unwrap();
+    let guard = common::ShardsGuard { shards, dir };
+    let shards = &guard.shards;
+    // Two configs that pin different tables, started at once on a cluster with no record yet:
+    // one records its table, and the other, seeing that record, is refused.
+    let first = config(
+        shardgate::localpg::free_port().unwrap(),
+        shards,
+        "\n[placement.slots]\ns0 = \"0-511\"\ns1 = \"512-1023\"\n",
+    );
+    let second = config(
+        shardgate::localpg::free_port().unwrap(),
+        shards,
+        "\n[placement.slots]\ns0 = \"0-99\"\ns1 = \"100-1023\"\n",
+    );
+    let (a, b) = tokio::join!(Proxy::start(&first), Proxy::start(&second));
+    let (started, refused) = match (a, b) {
+        (Ok(p), Err(e)) | (Err(e), Ok(p)) => (p, e.to_string()),
+        (Ok(_), Ok(_)) => panic!("both pinned tables were accepted"),
+        (Err(a), Err(b)) => panic!("neither started: {a}; {b}"),
+    };
+    assert!(refused.contains("pins [placement.slots]"), "{refused}");
+    for s in shards {
+        let c = common::connect(&s.url("postgres")).await.unwrap();
+        let versions: i64 = c
+            .query_one("select count(*) from shardgate.placement", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(versions, 1, "one version 1 on every shard");
+    }
+
+    started.shutdown().await;
+
+    // A version that gives slots to a shard the config lacks is refused at start.
+    for s in shards {
+        let c = common::connect(&s.url("postgres")).await.unwrap();
+        c.execute(
+            "insert into shardgate.placement (version, slots) values (2, 's0=0-511;s9=512-1023')",
+            &[],
+        )
+        .await
+        .unwrap();
+    }
+    let refused = Proxy::start(&config(
+        shardgate::localpg::free_port().unwrap(),
+        shards,
+        "",
+    ))
+    .await
+    .err()
+    .expect("a proxy cannot start by a version naming a shard it lacks")
+    .to_string();
+    assert!(refused.contains("\"s9\""), "{refused}");
+}
