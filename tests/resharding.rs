@@ -27,14 +27,13 @@ async fn rows_on(shard: &shardgate::localpg::LocalCluster) -> i64 {
         .get(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shard_added_to_the_config_owns_nothing_until_slots_move() {
-    let (shards, dir) = tokio::task::spawn_blocking(|| common::start_unlike_shards(4))
+/// `n` unlike shards, each with the tables the configs declare (empty).
+async fn shards_with_tables(n: usize) -> common::ShardsGuard {
+    let (shards, dir) = tokio::task::spawn_blocking(move || common::start_unlike_shards(n))
         .await
         .unwrap();
     let guard = common::ShardsGuard { shards, dir };
-    let shards = &guard.shards;
-    for s in shards {
+    for s in &guard.shards {
         let c = common::connect(&s.url("postgres")).await.unwrap();
         c.batch_execute(
             "create table accounts (id bigint primary key, balance int); \
@@ -43,6 +42,40 @@ async fn a_shard_added_to_the_config_owns_nothing_until_slots_move() {
         .await
         .unwrap();
     }
+    guard
+}
+
+/// The rows of `accounts` in `slots`, copied from one shard to another and deleted from the
+/// first, with the slot expression of docs/routing.md (the offline procedure's step).
+async fn move_rows_by_hand(
+    from: &shardgate::localpg::LocalCluster,
+    to: &shardgate::localpg::LocalCluster,
+    slots: &[u32],
+) {
+    let list: Vec<String> = slots.iter().map(u32::to_string).collect();
+    let filter = format!(
+        "{} = any('{{{}}}'::int[])",
+        KeyType::Integer.slot_sql("id", SLOT_COUNT),
+        list.join(",")
+    );
+    let from = common::connect(&from.url("postgres")).await.unwrap();
+    let to = common::connect(&to.url("postgres")).await.unwrap();
+    let select = format!("select id, balance from accounts where {filter}");
+    for r in from.query(&select, &[]).await.unwrap() {
+        let (id, balance): (i64, i32) = (r.get(0), r.get(1));
+        to.execute("insert into accounts values ($1, $2)", &[&id, &balance])
+            .await
+            .unwrap();
+    }
+    from.execute(&format!("delete from accounts where {filter}"), &[])
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_added_to_the_config_owns_nothing_until_slots_move() {
+    let guard = shards_with_tables(4).await;
+    let shards = &guard.shards;
 
     // Three shards: the first start records their derived table.
     let three = config(shardgate::localpg::free_port().unwrap(), &shards[..3], "");
@@ -144,39 +177,18 @@ async fn a_shard_added_to_the_config_owns_nothing_until_slots_move() {
     // The offline procedure of docs/resharding.md: with no proxy running, move each planned
     // range's rows from its source to s3 with the slot expression, pin the planned table and
     // record it.
-    let slot = KeyType::Integer.slot_sql("id", SLOT_COUNT);
     for line in plan.lines().filter(|l| l.starts_with("move ")) {
         // move N slots from sX to s3: a-b,c
         let words: Vec<&str> = line.split_whitespace().collect();
         let source: usize = words[4].trim_start_matches('s').parse().unwrap();
-        let slots: Vec<String> = words[7]
+        let slots: Vec<u32> = words[7]
             .split(',')
             .flat_map(|r| {
                 let (a, b) = r.split_once('-').unwrap_or((r, r));
-                (a.parse::<u32>().unwrap()..=b.parse::<u32>().unwrap()).map(|x| x.to_string())
+                a.parse::<u32>().unwrap()..=b.parse::<u32>().unwrap()
             })
             .collect();
-        let filter = format!("{slot} = any('{{{}}}'::int[])", slots.join(","));
-        let from = common::connect(&shards[source].url("postgres"))
-            .await
-            .unwrap();
-        let to = common::connect(&shards[3].url("postgres")).await.unwrap();
-        let rows = from
-            .query(
-                &format!("select id, balance from accounts where {filter}"),
-                &[],
-            )
-            .await
-            .unwrap();
-        for r in &rows {
-            let (id, balance): (i64, i32) = (r.get(0), r.get(1));
-            to.execute("insert into accounts values ($1, $2)", &[&id, &balance])
-                .await
-                .unwrap();
-        }
-        from.execute(&format!("delete from accounts where {filter}"), &[])
-            .await
-            .unwrap();
+        move_rows_by_hand(&shards[source], &shards[3], &slots).await;
     }
     let planned = &plan[plan.find("[placement.slots]").unwrap()..];
     let moved_by_hand = config(shardgate::localpg::free_port().unwrap(), shards, planned);
@@ -281,20 +293,8 @@ async fn a_shard_added_to_the_config_owns_nothing_until_slots_move() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_that_has_not_seen_a_new_placement_cannot_write_by_the_old_one() {
-    let (shards, dir) = tokio::task::spawn_blocking(|| common::start_unlike_shards(2))
-        .await
-        .unwrap();
-    let guard = common::ShardsGuard { shards, dir };
+    let guard = shards_with_tables(2).await;
     let shards = &guard.shards;
-    for s in shards {
-        let c = common::connect(&s.url("postgres")).await.unwrap();
-        c.batch_execute(
-            "create table accounts (id bigint primary key, balance int); \
-             create table countries (code text primary key)",
-        )
-        .await
-        .unwrap();
-    }
     let start = |tail: &'static str| {
         let config = config(shardgate::localpg::free_port().unwrap(), shards, tail);
         async move {
@@ -332,33 +332,9 @@ async fn a_proxy_that_has_not_seen_a_new_placement_cannot_write_by_the_old_one()
     let kept_key = (1..=200i64)
         .find(|&k| old.shard_of_slot(slot_of(k)) == 0 && !moving.contains(&slot_of(k)))
         .expect("a key that stays on s0");
-    let filter = format!(
-        "{} = any('{{{}}}'::int[])",
-        KeyType::Integer.slot_sql("id", SLOT_COUNT),
-        moving
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    let s0 = common::connect(&shards[0].url("postgres")).await.unwrap();
+    move_rows_by_hand(&shards[0], &shards[1], &moving).await;
     let s1 = common::connect(&shards[1].url("postgres")).await.unwrap();
-    for r in s0
-        .query(
-            &format!("select id, balance from accounts where {filter}"),
-            &[],
-        )
-        .await
-        .unwrap()
-    {
-        let (id, balance): (i64, i32) = (r.get(0), r.get(1));
-        s1.execute("insert into accounts values ($1, $2)", &[&id, &balance])
-            .await
-            .unwrap();
-    }
-    s0.execute(&format!("delete from accounts where {filter}"), &[])
-        .await
-        .unwrap();
+    let s0 = common::connect(&shards[0].url("postgres")).await.unwrap();
     let ranges: Vec<(u32, u32)> = moving.iter().map(|&s| (s, s)).collect();
     let new = old.moved(&ranges, 1);
     let names: Vec<String> = vec!["s0".into(), "s1".into()];

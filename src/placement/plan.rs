@@ -5,7 +5,7 @@
 //! in runs), which on a table of contiguous ranges (pinned by hand) keeps everyone's ranges
 //! few; a derived table is scattered to begin with.
 
-use super::slots::{SlotTable, SLOT_COUNT};
+use super::slots::{runs, runs_text, SlotTable, SLOT_COUNT};
 
 /// Slots one shard hands to another, as merged inclusive ranges.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,19 +20,9 @@ impl Move {
         self.ranges.iter().map(|(a, b)| b - a + 1).sum()
     }
 
-    /// `"a-b,c"` as the `--slots` of a move and `[placement.slots]` write ranges.
+    /// `"a-b,c"`, as `[placement.slots]` writes ranges.
     pub fn ranges_text(&self) -> String {
-        self.ranges
-            .iter()
-            .map(|(a, b)| {
-                if a == b {
-                    a.to_string()
-                } else {
-                    format!("{a}-{b}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(",")
+        runs_text(&self.ranges)
     }
 }
 
@@ -61,7 +51,7 @@ pub fn balance_onto(table: &SlotTable, shard_count: usize, added: usize) -> Vec<
             moves.push(Move {
                 from: s,
                 to: added,
-                ranges: merge(given),
+                ranges: runs(given),
             });
         }
     }
@@ -103,20 +93,20 @@ pub fn drain(table: &SlotTable, shard_count: usize, drained: usize) -> Result<Ve
             moves.push(Move {
                 from: drained,
                 to: s,
-                ranges: merge(&giving[next..next + share]),
+                ranges: runs(&giving[next..next + share]),
             });
             next += share;
         }
     }
     // What rounding left over goes to the emptiest.
     if next < giving.len() {
-        let rest = merge(&giving[next..]);
+        let rest = runs(&giving[next..]);
         match moves.iter_mut().find(|m| m.to == takers[0]) {
             Some(m) => {
                 m.ranges.extend(rest);
                 let mut all: Vec<u32> = m.ranges.iter().flat_map(|&(a, b)| a..=b).collect();
                 all.sort_unstable();
-                m.ranges = merge(&all);
+                m.ranges = runs(&all);
             }
             None => moves.push(Move {
                 from: drained,
@@ -127,17 +117,6 @@ pub fn drain(table: &SlotTable, shard_count: usize, drained: usize) -> Result<Ve
     }
     moves.sort_by_key(|m| m.to);
     Ok(moves)
-}
-
-fn merge(slots: &[u32]) -> Vec<(u32, u32)> {
-    let mut out: Vec<(u32, u32)> = Vec::new();
-    for &slot in slots {
-        match out.last_mut() {
-            Some((_, hi)) if *hi + 1 == slot => *hi = slot,
-            _ => out.push((slot, slot)),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -176,7 +155,7 @@ mod tests {
                 let mine: Vec<u32> = (0..SLOT_COUNT)
                     .filter(|&x| owner[x as usize] == s)
                     .collect();
-                let ranges = merge(&mine)
+                let ranges = runs(&mine)
                     .iter()
                     .map(|(a, b)| format!("{a}-{b}"))
                     .collect::<Vec<_>>()
@@ -239,7 +218,7 @@ mod tests {
         let m = Move {
             from: 0,
             to: 1,
-            ranges: merge(&[1, 2, 3, 7, 9, 10]),
+            ranges: runs(&[1, 2, 3, 7, 9, 10]),
         };
         assert_eq!(m.ranges_text(), "1-3,7,9-10");
         assert_eq!(m.slot_count(), 6);

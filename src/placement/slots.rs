@@ -117,30 +117,14 @@ impl SlotTable {
     /// Each shard's slots as merged ranges like `"0-340,512-600"` (empty when it owns none), in
     /// the order of `shards`.
     pub fn ranges(&self, shards: &[String]) -> Vec<(String, String)> {
-        let mut ranges: Vec<Vec<(u32, u32)>> = vec![Vec::new(); shards.len()];
+        let mut owned: Vec<Vec<u32>> = vec![Vec::new(); shards.len()];
         for (slot, &s) in self.owner.iter().enumerate() {
-            let slot = slot as u32;
-            match ranges[s].last_mut() {
-                Some((_, hi)) if *hi + 1 == slot => *hi = slot,
-                _ => ranges[s].push((slot, slot)),
-            }
+            owned[s].push(slot as u32);
         }
         shards
             .iter()
-            .zip(ranges)
-            .map(|(name, r)| {
-                let parts: Vec<String> = r
-                    .iter()
-                    .map(|(a, b)| {
-                        if a == b {
-                            a.to_string()
-                        } else {
-                            format!("{a}-{b}")
-                        }
-                    })
-                    .collect();
-                (name.clone(), parts.join(","))
-            })
+            .zip(owned)
+            .map(|(name, slots)| (name.clone(), runs_text(&runs(&slots))))
             .collect()
     }
 
@@ -155,6 +139,32 @@ impl SlotTable {
         }
         out
     }
+}
+
+/// Ascending slots as inclusive runs: `[1, 2, 3, 7]` → `[(1, 3), (7, 7)]`.
+pub fn runs(slots: &[u32]) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for &slot in slots {
+        match out.last_mut() {
+            Some((_, hi)) if *hi + 1 == slot => *hi = slot,
+            _ => out.push((slot, slot)),
+        }
+    }
+    out
+}
+
+/// Runs as the config writes them: `"1-3,7"`.
+pub fn runs_text(runs: &[(u32, u32)]) -> String {
+    runs.iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
