@@ -54,6 +54,12 @@ enum Cmd {
         /// hand with every proxy stopped.
         #[arg(long, conflicts_with = "plan")]
         record: bool,
+        /// With --record: how long to wait for running proxies to take the new version up.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+        wait: f64,
+        /// List the running proxies and the placement version each routes by.
+        #[arg(long, conflicts_with_all = ["plan", "record"])]
+        proxies: bool,
     },
     /// Resolve in-doubt distributed transactions on every shard, then exit. Safe to run while
     /// proxies are running.
@@ -124,18 +130,34 @@ fn main() -> ExitCode {
             add,
             drain,
             record,
+            wait,
+            proxies,
         }) => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
             let rt = runtime(1);
-            if record {
-                return match rt.block_on(slot_commands::record(&config)) {
-                    Ok(v) => {
+            if record || proxies {
+                let run = async {
+                    let version = if record {
+                        let v = slot_commands::record(&config).await?;
                         println!("recorded the config's slot table as placement version {v}");
-                        ExitCode::SUCCESS
-                    }
+                        v
+                    } else {
+                        slot_commands::cluster_placement(&config).await?.0.version
+                    };
+                    let wait = std::time::Duration::from_secs_f64(if record {
+                        wait.max(0.0)
+                    } else {
+                        0.0
+                    });
+                    let found = slot_commands::wait_for_proxies(&config, version, wait).await?;
+                    print!("{}", slot_commands::proxies_text(&found, version));
+                    Ok::<(), String>(())
+                };
+                return match rt.block_on(run) {
+                    Ok(()) => ExitCode::SUCCESS,
                     Err(e) => fail(e),
                 };
             }

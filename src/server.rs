@@ -147,7 +147,10 @@ impl Proxy {
             let adopting = ctx.clone();
             tokio::spawn(crate::backend::placement_store::watch(
                 ctx.shards.clone(),
-                Duration::from_secs_f64(config.placement.refresh_interval_secs),
+                crate::backend::proxy_registry::Me::new(
+                    local_addr.to_string(),
+                    config.placement.refresh_interval_secs,
+                ),
                 ctx.connect_timeout,
                 ctx.live.placement().version,
                 move |recorded| {

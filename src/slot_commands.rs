@@ -2,6 +2,7 @@
 //! the shards, or the config's table before the cluster's first start), the moves that would
 //! balance it onto an added shard, and recording a table whose rows were moved by hand.
 
+use crate::backend::proxy_registry::{self, Registered};
 use crate::backend::{control, placement_store};
 use crate::config::Config;
 use crate::placement::plan;
@@ -39,6 +40,7 @@ pub async fn cluster_placement(config: &Config) -> Result<(Placement, Source), S
     let source = match placement_store::current(&config.shard_targets(), timeout).await {
         Ok(Some(recorded)) => {
             placement.slots = recorded.table;
+            placement.version = recorded.version;
             Source::Recorded(recorded.version)
         }
         Ok(None) => Source::File,
@@ -132,6 +134,48 @@ pub async fn record(config: &Config) -> Result<i64, String> {
         Duration::from_secs(config.server.connect_timeout_secs),
     )
     .await
+}
+
+/// The running proxies (`proxy_registry`), once every one routes by `version` or after `wait`,
+/// whichever comes first; the caller says which are still behind.
+pub async fn wait_for_proxies(
+    config: &Config,
+    version: i64,
+    wait: Duration,
+) -> Result<Vec<Registered>, String> {
+    let timeout = Duration::from_secs(config.server.connect_timeout_secs);
+    let until = std::time::Instant::now() + wait;
+    loop {
+        let live: Vec<Registered> = proxy_registry::list(&config.shard_targets(), timeout)
+            .await?
+            .into_iter()
+            .filter(|p| p.live)
+            .collect();
+        if live.iter().all(|p| p.version >= version) || std::time::Instant::now() >= until {
+            return Ok(live);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What `wait_for_proxies` found, a line per proxy.
+pub fn proxies_text(proxies: &[Registered], version: i64) -> String {
+    if proxies.is_empty() {
+        return "no proxy is running\n".into();
+    }
+    proxies
+        .iter()
+        .map(|p| {
+            if p.version >= version {
+                format!("{}: routes by version {}\n", p.listen, p.version)
+            } else {
+                format!(
+                    "{}: still on version {} (seen {:.1} s ago); its writes are refused until it takes version {version} up\n",
+                    p.listen, p.version, p.seen_secs_ago
+                )
+            }
+        })
+        .collect()
 }
 
 /// A shard about to own slots must hold every declared table, and every reference table with

@@ -393,18 +393,44 @@ async fn a_proxy_that_has_not_seen_a_new_placement_cannot_write_by_the_old_one()
     .await
     .unwrap();
 
-    // B takes up version 2 by itself and writes where the rows are now.
+    // B takes up version 2 by itself and writes where the rows are now; the registry shows
+    // which running proxy routes by which version.
+    let version_of = |proxies: &[shardgate::backend::proxy_registry::Registered],
+                      addr: std::net::SocketAddr| {
+        proxies
+            .iter()
+            .find(|p| p.listen == addr.to_string())
+            .map(|p| p.version)
+    };
+    let mut proxies = Vec::new();
     for attempt in 0.. {
-        assert!(attempt < 600, "proxy B never took up placement version 2");
-        let shown = b
-            .simple_query(&format!("show shardgate.route accounts {moved_key}"))
-            .await
-            .unwrap();
-        if common::rows(&shown)[0][3].as_deref() == Some("s1") {
+        assert!(
+            attempt < 300,
+            "proxy B never took up version 2: {proxies:?}"
+        );
+        // A never takes it up, so no wait: look until B has.
+        proxies =
+            shardgate::slot_commands::wait_for_proxies(&stale_config, 2, std::time::Duration::ZERO)
+                .await
+                .unwrap();
+        if version_of(&proxies, proxy_b.local_addr) == Some(2) {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+    assert_eq!(proxies.len(), 2, "{proxies:?}");
+    assert_eq!(
+        version_of(&proxies, proxy_a.local_addr),
+        Some(1),
+        "{proxies:?}"
+    );
+    let text = shardgate::slot_commands::proxies_text(&proxies, 2);
+    assert!(text.contains("still on version 1"), "{text}");
+    let shown = b
+        .simple_query(&format!("show shardgate.route accounts {moved_key}"))
+        .await
+        .unwrap();
+    assert_eq!(common::rows(&shown)[0][3].as_deref(), Some("s1"));
     let updated = b
         .execute(
             "update accounts set balance = balance + 1 where id = $1",

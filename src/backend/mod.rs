@@ -10,6 +10,7 @@ mod connect;
 pub mod control;
 pub mod health;
 pub mod placement_store;
+pub mod proxy_registry;
 mod stream;
 
 pub use cancel::send_cancel;

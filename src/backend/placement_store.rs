@@ -161,22 +161,30 @@ pub async fn newest_version(client: &tokio_postgres::Client) -> Result<Option<i6
 /// Looks for a newer recorded placement every `interval` (on the first shard, one cheap query)
 /// and hands each newer version, read in full from every shard, to `adopt`. A version this
 /// proxy cannot route by (it gives slots to a shard its config lacks) is reported once and not
-/// adopted: the fence then refuses this proxy's writes, which is the honest outcome.
+/// adopted: the fence then refuses this proxy's writes, which is the honest outcome. Each look
+/// also refreshes this proxy's registration (`proxy_registry`) with the version it routes by.
 pub async fn watch(
     shards: Vec<ShardTarget>,
-    interval: Duration,
+    me: super::proxy_registry::Me,
     timeout: Duration,
     mut known: i64,
     adopt: impl Fn(Recorded) + Send + 'static,
 ) {
+    let interval = Duration::from_secs_f64(me.refresh_secs);
     let mut home: Option<tokio_postgres::Client> = None;
     let mut reported = known;
+    let mut first = true;
     loop {
-        tokio::time::sleep(interval).await;
+        if !std::mem::take(&mut first) {
+            tokio::time::sleep(interval).await;
+        }
         if home.as_ref().is_none_or(|c| c.is_closed()) {
             home = control::connect(&shards[HOME], timeout).await.ok();
         }
         let Some(client) = &home else { continue };
+        if let Err(e) = super::proxy_registry::register(client, &me, known).await {
+            tracing::debug!("proxy registration: {e}");
+        }
         let newest = match newest_version(client).await {
             Ok(v) => v.unwrap_or(0),
             Err(e) => {
@@ -192,6 +200,12 @@ pub async fn watch(
             Ok(Some(recorded)) if recorded.version > known => {
                 known = recorded.version;
                 adopt(recorded);
+                // Registered at once: whoever recorded the version may be waiting for it.
+                if let Some(client) = &home {
+                    if let Err(e) = super::proxy_registry::register(client, &me, known).await {
+                        tracing::debug!("proxy registration: {e}");
+                    }
+                }
             }
             Ok(_) => {}
             Err(e) if newest > reported => {
@@ -252,7 +266,7 @@ async fn newest_everywhere(
     for (shard, client) in shards.iter().zip(clients) {
         if create {
             client
-                .batch_execute(CREATE)
+                .batch_execute(&format!("{CREATE}; {}", super::proxy_registry::CREATE))
                 .await
                 .map_err(|e| failed(shard, &e))?;
         }
