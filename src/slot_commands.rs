@@ -198,12 +198,10 @@ async fn check_ready(
     for &s in gaining.iter().filter(|&&s| s != HOME) {
         let there = control::connect(&targets[s], timeout).await?;
         for &(table, reference) in &tables {
-            let quoted = format!("\"{}\"", table.replace('"', "\"\""));
-            let exists: bool = there
-                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&quoted])
+            let quoted = crate::sql::identifier(table);
+            let exists = control::relation_exists(&there, table)
                 .await
-                .map_err(|e| control::describe(&e))?
-                .get(0);
+                .map_err(|e| control::describe(&e))?;
             if !exists {
                 problems.push(format!(
                     "table {table} is missing on {} (create it first)",

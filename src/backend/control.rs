@@ -48,6 +48,20 @@ pub async fn connect(
     Ok(client)
 }
 
+/// Whether the shard has a relation of this name (as written, not folded to lower case).
+pub async fn relation_exists(
+    client: &tokio_postgres::Client,
+    name: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&crate::sql::identifier(name)],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// A tokio-postgres error with the server's message when there is one.
 pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {

@@ -125,13 +125,11 @@ async fn fence(
             .await
             .map_err(|e| failed(shard, &e))?;
         for table in tables {
-            let quoted = format!("\"{}\"", table.replace('"', "\"\""));
-            let exists: bool = client
-                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&quoted])
+            let exists = control::relation_exists(client, table)
                 .await
-                .map_err(|e| failed(shard, &e))?
-                .get(0);
+                .map_err(|e| failed(shard, &e))?;
             if exists {
+                let quoted = crate::sql::identifier(table);
                 client
                     .batch_execute(&format!(
                         "CREATE OR REPLACE TRIGGER shardgate_placement_fence \

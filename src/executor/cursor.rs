@@ -20,11 +20,6 @@ use crate::router::cursor::{CursorCmd, Fetch};
 use crate::router::plan::{Plan, HOME};
 use bytes::BytesMut;
 
-/// A cursor name as an SQL identifier.
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 impl Exec<'_> {
     /// FETCH, MOVE and CLOSE of a cursor on one shard: a statement for that shard.
     pub fn resolve_cursor(&self, plan: Plan) -> Plan {
@@ -112,7 +107,7 @@ impl Exec<'_> {
     }
 
     async fn close_on(&mut self, name: &str, shards: &[usize]) -> R<Step> {
-        let close = format!("CLOSE {}", quoted(name));
+        let close = format!("CLOSE {}", crate::sql::identifier(name));
         for &s in shards {
             if let Some(e) = self.run_quiet(s, &close).await? {
                 self.shard_error(&e);
@@ -154,7 +149,7 @@ impl Exec<'_> {
             // Outside a transaction a WITH HOLD cursor that some shards declared would outlive
             // the failed DECLARE: close it there.
             if self.txn == TxnState::Idle {
-                let close = format!("CLOSE {}", quoted(&name));
+                let close = format!("CLOSE {}", crate::sql::identifier(&name));
                 for &s in &shards {
                     let _ = self.run_quiet(s, &close).await?;
                 }
@@ -180,7 +175,10 @@ impl Exec<'_> {
     /// The cursor's row description, from a FETCH of no rows.
     async fn describe_cursor(&mut self, shard: usize, name: &str) -> R<Option<Frame>> {
         let mut q = BytesMut::new();
-        build::query(&format!("FETCH FORWARD 0 FROM {}", quoted(name)), &mut q);
+        build::query(
+            &format!("FETCH FORWARD 0 FROM {}", crate::sql::identifier(name)),
+            &mut q,
+        );
         self.links[shard].send(&q).await?;
         let mut description = None;
         loop {
@@ -219,7 +217,10 @@ impl Exec<'_> {
         while c.current < c.shards.len() && remaining != Some(0) {
             let s = c.shards[c.current];
             let count = remaining.map_or("ALL".to_string(), |n| n.to_string());
-            let text = format!("{verb} FORWARD {count} FROM {}", quoted(&f.name));
+            let text = format!(
+                "{verb} FORWARD {count} FROM {}",
+                crate::sql::identifier(&f.name)
+            );
             // Rows in the formats the client's Bind asked for.
             let request = if self.result_formats.iter().any(|f| *f != 0) {
                 super::rebind::rebind(

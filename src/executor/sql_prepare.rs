@@ -19,11 +19,6 @@ use sqlparser::ast::{visit_expressions_mut, DataType, Expr, Statement, Value};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-/// A statement name as an identifier.
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 /// The highest `$n` in the statement.
 fn placeholders(stmt: &Statement) -> usize {
     let mut most = 0;
@@ -172,7 +167,7 @@ impl Exec<'_> {
         };
         // The home shard keeps it too: a Describe of `EXECUTE name` is answered there, and
         // protocol-level statements share the namespace.
-        let prepare = format!("PREPARE {}{list} AS {body}", quoted(&name));
+        let prepare = format!("PREPARE {}{list} AS {body}", crate::sql::identifier(&name));
         if let Some(e) = self.run_quiet(HOME, &prepare).await? {
             self.rewritten = true;
             self.shard_error(&e);

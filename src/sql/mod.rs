@@ -12,6 +12,11 @@ pub fn string_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// `name` as a quoted SQL identifier (a statement, cursor or table name taken as written).
+pub fn identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// True for relations that live in the system catalogs (identical on every shard's server).
 pub fn is_catalog_relation(name: &str) -> bool {
     let lower = name.to_ascii_lowercase().replace('"', "");

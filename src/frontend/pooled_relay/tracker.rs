@@ -252,7 +252,7 @@ impl Tracker {
                     .statements
                     .deallocate(&name, conn, &mut rewritten, expect)
                 {
-                    let sql = format!("DEALLOCATE \"{}\"", shard.replace('"', "\"\""));
+                    let sql = format!("DEALLOCATE {}", crate::sql::identifier(&shard));
                     out.extend_from_slice(&rewritten);
                     crate::protocol::build::query(&sql, out);
                     return true;
