@@ -1,4 +1,4 @@
-//! Failpoints: named places in the commit and recovery protocols where a test can crash the
+//! Failpoints: named places in the commit, recovery and slot-move protocols where a test can crash the
 //! proxy, delay it, or make the step fail.
 //!
 //! Compiled in only with the `failpoints` cargo feature; without it `hit` is an empty inline
@@ -27,6 +27,10 @@ pub const COMMIT_BEFORE_COMMIT_PREPARED: &str = "commit.before_commit_prepared";
 pub const RECOVERY_BEFORE_FENCE: &str = "recovery.before_fence";
 pub const RECOVERY_INSIDE_FENCE: &str = "recovery.inside_fence";
 pub const RECOVERY_BETWEEN_RESOLUTIONS: &str = "recovery.between_resolutions";
+pub const MOVE_AFTER_COPY: &str = "move.after_copy";
+pub const MOVE_AFTER_PREPARE: &str = "move.after_prepare";
+pub const MOVE_AFTER_DECISION: &str = "move.after_decision";
+pub const MOVE_BEFORE_DONE: &str = "move.before_done";
 /// Test-only switch: armed with any action, the embedded gate grants every request at once, so
 /// tests can show that snapshot reads go wrong without it.
 pub const GATE_OFF: &str = "snapshot.gate_off";
@@ -41,6 +45,10 @@ pub const ALL: &[&str] = &[
     RECOVERY_BEFORE_FENCE,
     RECOVERY_INSIDE_FENCE,
     RECOVERY_BETWEEN_RESOLUTIONS,
+    MOVE_AFTER_COPY,
+    MOVE_AFTER_PREPARE,
+    MOVE_AFTER_DECISION,
+    MOVE_BEFORE_DONE,
     GATE_OFF,
 ];
 

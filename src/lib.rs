@@ -23,6 +23,7 @@ mod io_enum;
 pub mod localpg;
 pub mod logsafe;
 pub mod metrics;
+pub mod moves;
 pub mod placement;
 pub mod pool;
 pub mod protocol;

@@ -61,6 +61,30 @@ enum Cmd {
         #[arg(long, conflicts_with_all = ["plan", "record"])]
         proxies: bool,
     },
+    /// Move the rows of slots to another shard while clients keep working, then switch the
+    /// cluster's placement in one short cut-over (docs/resharding.md).
+    MoveSlots {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The slots to move, as ranges like `0-255,512`.
+        #[arg(long, value_name = "RANGES", requires = "to", conflicts_with_all = ["resume", "abort"])]
+        slots: Option<String>,
+        /// The shard that receives them.
+        #[arg(long, value_name = "SHARD", requires = "slots")]
+        to: Option<String>,
+        /// Finish the unfinished move (after the mover was stopped or failed).
+        #[arg(long, conflicts_with = "abort")]
+        resume: bool,
+        /// Undo the unfinished move, unless its cut-over committed.
+        #[arg(long)]
+        abort: bool,
+        /// The longest the proxies hold new transactions for one cut-over attempt.
+        #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+        hold: f64,
+        /// Cut-over attempts before giving up (the move stays resumable).
+        #[arg(long, default_value_t = 5)]
+        attempts: u32,
+    },
     /// Resolve in-doubt distributed transactions on every shard, then exit. Safe to run while
     /// proxies are running.
     Recover {
@@ -179,6 +203,58 @@ fn main() -> ExitCode {
                 Ok((p, source)) => {
                     println!("# {}", source.describe());
                     print!("{}", p.slots.to_config(&p.shard_names));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Some(Cmd::MoveSlots {
+            config,
+            slots,
+            to,
+            resume,
+            abort,
+            hold,
+            attempts,
+        }) => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            let action = match (slots, to, resume, abort) {
+                (Some(slots), Some(target), _, _) => {
+                    match shardgate::placement::slots::parse_runs(&slots) {
+                        Ok(ranges) if !ranges.is_empty() => {
+                            shardgate::moves::Action::Start { ranges, target }
+                        }
+                        Ok(_) => return fail("--slots names no slot"),
+                        Err(e) => return fail(format!("--slots: {e}")),
+                    }
+                }
+                (_, _, true, _) => shardgate::moves::Action::Resume,
+                (_, _, _, true) => shardgate::moves::Action::Abort,
+                _ => {
+                    return fail(
+                        "say what to move (--slots RANGES --to SHARD), or --resume or --abort",
+                    )
+                }
+            };
+            if !(hold.is_finite() && hold > 0.0) {
+                return fail("--hold must be a positive number of seconds");
+            }
+            let opts = shardgate::moves::Options {
+                hold: std::time::Duration::from_secs_f64(hold),
+                attempts: attempts.max(1),
+            };
+            let mut bar = shardgate::moves::progress::Bar::new();
+            let result =
+                runtime(1).block_on(shardgate::moves::run(&config, action, &opts, &mut |p| {
+                    bar.show(p)
+                }));
+            bar.finish();
+            match result {
+                Ok(outcome) => {
+                    println!("{}", shardgate::moves::describe(&outcome));
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),

@@ -89,6 +89,13 @@ pub const SHARD_ERRORS: &str = "shardgate_shard_errors_total";
 pub const BUILD_INFO: &str = "shardgate_build_info";
 /// Gauge: the version of the cluster's slot table the proxy routes by.
 pub const PLACEMENT_VERSION: &str = "shardgate_placement_version";
+/// Gauges: the unfinished slot move's rows copied, rows to copy, and changes not yet applied
+/// on its target (every proxy reports the figures the mover records).
+pub const MOVE_ROWS_COPIED: &str = "shardgate_move_rows_copied";
+pub const MOVE_ROWS_TOTAL: &str = "shardgate_move_rows_total";
+pub const MOVE_CATCHUP_LAG: &str = "shardgate_move_catchup_lag";
+/// Histogram: how long this proxy held new transactions for a slot move's cut-over.
+pub const MOVE_HOLD_SECONDS: &str = "shardgate_move_hold_seconds";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -124,6 +131,11 @@ pub fn install_recorder() -> Result<metrics_exporter_prometheus::PrometheusHandl
             LATENCY_BUCKETS,
         )
         .map_err(|e| e.to_string())?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(MOVE_HOLD_SECONDS.to_string()),
+            LATENCY_BUCKETS,
+        )
+        .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     describe();
@@ -156,6 +168,20 @@ fn describe() {
     metrics::describe_gauge!(
         PLACEMENT_VERSION,
         "Version of the cluster's slot table this proxy routes by"
+    );
+    metrics::describe_gauge!(MOVE_ROWS_COPIED, "Rows the unfinished slot move has copied");
+    metrics::describe_gauge!(
+        MOVE_ROWS_TOTAL,
+        "Rows the unfinished slot move copies in all"
+    );
+    metrics::describe_gauge!(
+        MOVE_CATCHUP_LAG,
+        "Changes to the moving slots not yet applied on the move's target"
+    );
+    metrics::describe_histogram!(
+        MOVE_HOLD_SECONDS,
+        metrics::Unit::Seconds,
+        "How long new transactions were held for a slot move's cut-over"
     );
     metrics::gauge!(
         BUILD_INFO,

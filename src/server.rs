@@ -143,9 +143,11 @@ impl Proxy {
                 ctx.connect_timeout,
             ))
         });
-        let placement = (ctx.shards.len() > 1).then(|| {
+        // The first look before the first client: a proxy that starts during a slot move's
+        // cut-over holds from its first session on.
+        let placement = if ctx.shards.len() > 1 {
             let adopting = ctx.clone();
-            tokio::spawn(crate::backend::placement_store::watch(
+            let mut follower = crate::moves::follow::Follower::new(
                 ctx.shards.clone(),
                 crate::backend::proxy_registry::Me::new(
                     local_addr.to_string(),
@@ -153,16 +155,25 @@ impl Proxy {
                 ),
                 ctx.connect_timeout,
                 ctx.live.placement().version,
-                move |recorded| {
-                    info!(
-                        version = recorded.version,
-                        "routing by the cluster's new placement"
-                    );
-                    metrics::gauge!(crate::metrics::PLACEMENT_VERSION).set(recorded.version as f64);
-                    adopting.live.adopt_slots(recorded);
+                crate::moves::follow::Proxy {
+                    pause: ctx.pause.clone(),
+                    clients: ctx.clients.clone(),
+                    adopt: Box::new(move |recorded| {
+                        info!(
+                            version = recorded.version,
+                            "routing by the cluster's new placement"
+                        );
+                        metrics::gauge!(crate::metrics::PLACEMENT_VERSION)
+                            .set(recorded.version as f64);
+                        adopting.live.adopt_slots(recorded);
+                    }),
                 },
-            ))
-        });
+            );
+            follower.look().await;
+            Some(tokio::spawn(follower.run()))
+        } else {
+            None
+        };
         let accepting = ctx.clone();
         let task = tokio::spawn(async move {
             accept_loop(listener, accepting, stop_rx, hurry).await;

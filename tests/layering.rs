@@ -39,6 +39,8 @@ const LAYERS: &[&str] = &[
     // Accepting clients: login, the one-shard relays, the admin console, the client loop.
     "frontend",
     "fuzz",
+    // Moving slots between shards, and a proxy's part in it.
+    "moves",
     // Wiring and the binaries' entry points.
     "server",
     "signals",

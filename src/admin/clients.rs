@@ -58,7 +58,7 @@ pub struct Client {
 
 impl Client {
     pub fn state(&self) -> State {
-        State::from_u8(self.state.load(Ordering::Relaxed))
+        State::from_u8(self.state.load(Ordering::SeqCst))
     }
 
     /// When the transaction it is in began, if it is in one.
@@ -125,7 +125,7 @@ pub struct Registered {
 impl Registered {
     pub fn set(&self, state: State) {
         let c = &self.client;
-        let before = State::from_u8(c.state.swap(state as u8, Ordering::Relaxed));
+        let before = State::from_u8(c.state.swap(state as u8, Ordering::SeqCst));
         match (before, state) {
             (State::InTransaction, State::InTransaction) => {}
             (_, State::InTransaction) => {

@@ -114,7 +114,7 @@ $fence$";
 pub const FENCE_MESSAGE: &str = "placement changed:";
 
 /// Fences `tables` (bare names, as the config declares them) on every shard where they exist.
-async fn fence(
+pub async fn fence(
     shards: &[ShardTarget],
     clients: &[tokio_postgres::Client],
     tables: &[String],
@@ -153,68 +153,6 @@ pub async fn newest_version(client: &tokio_postgres::Client) -> Result<Option<i6
         Ok(row) => Ok(row.get(0)),
         Err(e) if matches!(control::code(&e), Some("3F000" | "42P01")) => Ok(None),
         Err(e) => Err(control::describe(&e)),
-    }
-}
-
-/// Looks for a newer recorded placement every `interval` (on the first shard, one cheap query)
-/// and hands each newer version, read in full from every shard, to `adopt`. A version this
-/// proxy cannot route by (it gives slots to a shard its config lacks) is reported once and not
-/// adopted: the fence then refuses this proxy's writes, which is the honest outcome. Each look
-/// also refreshes this proxy's registration (`proxy_registry`) with the version it routes by.
-pub async fn watch(
-    shards: Vec<ShardTarget>,
-    me: super::proxy_registry::Me,
-    timeout: Duration,
-    mut known: i64,
-    adopt: impl Fn(Recorded) + Send + 'static,
-) {
-    let interval = Duration::from_secs_f64(me.refresh_secs);
-    let mut home: Option<tokio_postgres::Client> = None;
-    let mut reported = known;
-    let mut first = true;
-    loop {
-        if !std::mem::take(&mut first) {
-            tokio::time::sleep(interval).await;
-        }
-        if home.as_ref().is_none_or(|c| c.is_closed()) {
-            home = control::connect(&shards[HOME], timeout).await.ok();
-        }
-        let Some(client) = &home else { continue };
-        if let Err(e) = super::proxy_registry::register(client, &me, known).await {
-            tracing::debug!("proxy registration: {e}");
-        }
-        let newest = match newest_version(client).await {
-            Ok(v) => v.unwrap_or(0),
-            Err(e) => {
-                tracing::debug!("placement check: {e}");
-                home = None;
-                continue;
-            }
-        };
-        if newest <= known {
-            continue;
-        }
-        match current(&shards, timeout).await {
-            Ok(Some(recorded)) if recorded.version > known => {
-                known = recorded.version;
-                adopt(recorded);
-                // Registered at once: whoever recorded the version may be waiting for it.
-                if let Some(client) = &home {
-                    if let Err(e) = super::proxy_registry::register(client, &me, known).await {
-                        tracing::debug!("proxy registration: {e}");
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(e) if newest > reported => {
-                reported = newest;
-                tracing::error!(
-                    version = newest,
-                    "cannot route by the cluster's new placement, so this proxy's writes will be refused: {e}"
-                );
-            }
-            Err(e) => tracing::debug!("placement check: {e}"),
-        }
     }
 }
 
@@ -264,7 +202,11 @@ async fn newest_everywhere(
     for (shard, client) in shards.iter().zip(clients) {
         if create {
             client
-                .batch_execute(&format!("{CREATE}; {}", super::proxy_registry::CREATE))
+                .batch_execute(&format!(
+                    "{CREATE}; {}; {}",
+                    super::proxy_registry::CREATE,
+                    super::move_journal::CREATE
+                ))
                 .await
                 .map_err(|e| failed(shard, &e))?;
         }

@@ -89,9 +89,21 @@ pub async fn run(
         // Between transactions: PAUSE holds the next one back, and tables a reload declared
         // reach the session, so a transaction is planned with one placement throughout.
         if exec.txn == TxnState::Idle && !extended.has_pending() {
-            tokio::select! {
-                _ = ctx.pause.wait() => {}
-                _ = crate::shutdown::ends(&mut shutdown, true) => break SessionEnd::Shutdown,
+            // Marked busy before the gate is looked at: a hold that begins meanwhile then
+            // waits for this transaction, or this session sees the hold and waits for it.
+            let stopping = loop {
+                registered.set(ClientState::Active);
+                if !ctx.pause.is_paused() {
+                    break false;
+                }
+                registered.set(ClientState::Idle);
+                tokio::select! {
+                    _ = ctx.pause.wait() => {}
+                    _ = crate::shutdown::ends(&mut shutdown, true) => break true,
+                }
+            };
+            if stopping {
+                break SessionEnd::Shutdown;
             }
             let current = ctx.live.placement();
             if !std::sync::Arc::ptr_eq(&current, &exec.placement) {
@@ -100,7 +112,6 @@ pub async fn run(
                 }
                 exec.placement = current;
             }
-            registered.set(ClientState::Active);
         }
         if let Err(stop) = exec.take_all_for_transaction().await {
             break ended(stop);

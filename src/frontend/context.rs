@@ -24,7 +24,7 @@ pub struct ProxyContext {
     /// Who is connected (the admin console's SHOW CLIENTS, and PAUSE).
     pub clients: crate::admin::clients::Clients,
     /// PAUSE / RESUME.
-    pub pause: crate::admin::pause::Pause,
+    pub pause: std::sync::Arc<crate::admin::pause::Pause>,
     /// TLS offered to clients (`[tls]`).
     pub client_tls: crate::client::tls::ClientTls,
     /// Client limit and the startup queue.

@@ -54,23 +54,8 @@ impl SlotTable {
                 .iter()
                 .position(|s| s == shard)
                 .ok_or_else(|| format!("placement.slots names unknown shard {shard:?}"))?;
-            for part in ranges.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                let (lo, hi) = match part.split_once('-') {
-                    Some((a, b)) => (a.trim(), b.trim()),
-                    None => (part, part),
-                };
-                let parse = |s: &str| -> Result<u32, String> {
-                    s.parse::<u32>()
-                        .ok()
-                        .filter(|v| *v < SLOT_COUNT)
-                        .ok_or_else(|| {
-                            format!(
-                                "placement.slots.{shard}: {s:?} is not a slot 0..{}",
-                                SLOT_COUNT - 1
-                            )
-                        })
-                };
-                let (lo, hi) = (parse(lo)?, parse(hi)?);
+            let runs = parse_runs(ranges).map_err(|e| format!("placement.slots.{shard}: {e}"))?;
+            for (lo, hi) in runs {
                 for slot in lo..=hi {
                     if let Some(prev) = owner[slot as usize] {
                         return Err(format!(
@@ -139,6 +124,29 @@ impl SlotTable {
         }
         out
     }
+}
+
+/// Runs as the config writes them (`"0-340,512-600"`), each slot below `SLOT_COUNT`.
+pub fn parse_runs(text: &str) -> Result<Vec<(u32, u32)>, String> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let parse = |s: &str| -> Result<u32, String> {
+            s.parse::<u32>()
+                .ok()
+                .filter(|v| *v < SLOT_COUNT)
+                .ok_or_else(|| format!("{s:?} is not a slot 0..{}", SLOT_COUNT - 1))
+        };
+        let (lo, hi) = (parse(lo)?, parse(hi)?);
+        if lo > hi {
+            return Err(format!("{part:?} runs backwards"));
+        }
+        out.push((lo, hi));
+    }
+    Ok(out)
 }
 
 /// Ascending slots as inclusive runs: `[1, 2, 3, 7]` → `[(1, 3), (7, 7)]`.

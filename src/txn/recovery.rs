@@ -198,6 +198,41 @@ pub async fn run(shards: &[ShardTarget], opts: &Options) -> Report {
     report
 }
 
+/// Settles one distributed transaction now, whatever its age: fences it on its decider (a
+/// coordinator that has not decided can then never commit it) and resolves its branches on
+/// every shard by the outcome, which it returns ('c' or 'a'). For a slot move's cut-over whose
+/// hold ran out: the proxies must know which placement holds before they go on.
+pub async fn settle(shards: &[ShardTarget], g: &str, timeout: Duration) -> Result<char, String> {
+    let name = gid::decider(g).ok_or_else(|| format!("{g} is not a shardgate gid"))?;
+    let d = shards
+        .iter()
+        .position(|s| s.name == name)
+        .ok_or_else(|| format!("{g} names decider shard {name:?}, which is not in the config"))?;
+    let decider = control::connect(&shards[d], timeout).await?;
+    let outcome = fence(&decider, g).await?;
+    let verb = if outcome == 'c' { "COMMIT" } else { "ROLLBACK" };
+    for shard in shards {
+        let client = control::connect(shard, timeout).await?;
+        match client
+            .batch_execute(&format!("{verb} PREPARED {}", gid::literal(g)))
+            .await
+        {
+            Ok(()) => {
+                info!(gid = %g, shard = %shard.name, outcome = verb, "settled a prepared transaction")
+            }
+            Err(e) if control::code(&e) == Some("42704") => {}
+            Err(e) => {
+                return Err(format!(
+                    "{verb} PREPARED {g} on {}: {}",
+                    shard.name,
+                    control::describe(&e)
+                ))
+            }
+        }
+    }
+    Ok(outcome)
+}
+
 /// Fences `gid` on its decider and returns its outcome ('c' or 'a').
 async fn fence(decider: &tokio_postgres::Client, gid: &str) -> Result<char, String> {
     decider

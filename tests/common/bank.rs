@@ -58,6 +58,11 @@ async fn create_where(c: &Client, keep: impl Fn(i64) -> bool) {
     .unwrap();
 }
 
+/// The bank's tables without accounts (a shard that owns no slot yet).
+pub async fn create_tables(c: &Client) {
+    c.batch_execute(SCHEMA).await.unwrap();
+}
+
 /// Creates the bank through the proxy.
 pub async fn create(c: &Client) {
     create_where(c, |_| true).await;

@@ -1,0 +1,328 @@
+//! Moving slots while clients work: `shardgate move-slots` copies the moving slots' rows to
+//! their new shard, catches up with the writes made meanwhile and switches the cluster's
+//! placement in one cut-over, through which both proxies hold new transactions. Writers lose
+//! nothing, snapshot readers never see a wrong total, and afterwards every row is where the
+//! new placement says. With the mover killed at each step of the cut-over, the cluster is left
+//! on the old placement or the new one, and `--resume` or `--abort` finishes cleanly.
+
+mod common;
+
+use common::bank;
+use common::process::ProxyProcess;
+use shardgate::config::Config;
+use shardgate::localpg::{free_port, LocalCluster};
+use shardgate::placement::{KeyValue, Placement, SlotTable};
+use shardgate::server::Proxy;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::Client;
+
+const TOTAL: i64 = bank::ACCOUNTS * bank::START_BALANCE;
+
+/// Config text for a proxy on `port` in front of `shards`, with the bank's tables.
+fn config_text(port: u16, shards: &[LocalCluster], tail: &str) -> String {
+    format!(
+        "{}\n{}\n[tables.countries]\nreference = true\n{tail}",
+        common::config_for(port, shards, ""),
+        bank::TABLES
+    )
+}
+
+/// `n` unlike shards with the bank's tables; the last owns nothing: the first `n - 1` recorded
+/// the cluster's placement (version 1) before it was added. Returns the placement of the
+/// first `n - 1` and the shards' direct connections.
+async fn bank_with_an_empty_shard(n: usize) -> (common::ShardsGuard, Placement, Vec<Client>) {
+    let (shards, dir) = tokio::task::spawn_blocking(move || common::start_unlike_shards(n))
+        .await
+        .unwrap();
+    let guard = common::ShardsGuard { shards, dir };
+    let before = &guard.shards[..n - 1];
+    let config = Config::from_toml(&config_text(free_port().unwrap(), before, "")).unwrap();
+    let placement = config.placement().unwrap();
+    let mut direct = Vec::new();
+    for s in &guard.shards {
+        direct.push(common::connect(&s.url("postgres")).await.unwrap());
+    }
+    bank::create_direct(&direct[..n - 1], &placement).await;
+    bank::create_tables(&direct[n - 1]).await;
+    for (i, c) in direct.iter().enumerate() {
+        c.batch_execute("create table countries (code text primary key)")
+            .await
+            .unwrap();
+        // The new shard's copy of the reference table is empty: the move copies it.
+        if i < n - 1 {
+            c.batch_execute("insert into countries values ('fr'), ('nz'), ('pe')")
+                .await
+                .unwrap();
+        }
+    }
+    // The first start records the placement of the shards of that time.
+    Proxy::start(&config).await.unwrap().shutdown().await;
+    (guard, placement, direct)
+}
+
+/// The slots the plan for an added last shard gives it: a quarter of them with four shards.
+fn planned(table: &SlotTable, shards: usize) -> Vec<(u32, u32)> {
+    shardgate::placement::plan::balance_onto(table, shards, shards - 1)
+        .into_iter()
+        .flat_map(|m| m.ranges)
+        .collect()
+}
+
+/// Every row of `table` (keyed by `key`) is on the shard `placement` gives its key, and on no
+/// other; returns how many rows each shard holds.
+async fn rows_where_placed(
+    direct: &[Client],
+    placement: &Placement,
+    table: &str,
+    key: &str,
+) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for (s, c) in direct.iter().enumerate() {
+        let rows = c
+            .query(&format!("select {key}::bigint from {table}"), &[])
+            .await
+            .unwrap();
+        for r in &rows {
+            let k: i64 = r.get(0);
+            assert_eq!(
+                placement.shard_of(&KeyValue::Integer(k)),
+                s,
+                "{table} row with {key} = {k} is on shard {s}, where the placement does not put it"
+            );
+        }
+        counts.push(rows.len());
+    }
+    counts
+}
+
+/// What the snapshot readers saw.
+#[derive(Default, Debug)]
+struct Seen {
+    reads: u64,
+    wrong: u64,
+    failed: u64,
+}
+
+/// Readers in `snapshot` consistency summing every balance until `stop`: one statement (simple
+/// and extended protocol), and two statements in a REPEATABLE READ transaction.
+async fn snapshot_readers(url: String, n: usize, stop: Arc<AtomicBool>) -> Seen {
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in 0..n {
+        let (url, stop) = (url.clone(), stop.clone());
+        tasks.spawn(async move {
+            let mut seen = Seen::default();
+            let c = common::connect(&url).await.unwrap();
+            c.batch_execute("set shardgate.consistency = 'snapshot'")
+                .await
+                .unwrap();
+            let mut i = r as u64;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let total: Result<i64, tokio_postgres::Error> = match i % 3 {
+                    0 => c
+                        .query_one("select sum(balance) from accounts", &[])
+                        .await
+                        .map(|row| row.get(0)),
+                    1 => c
+                        .simple_query("select sum(balance) from accounts")
+                        .await
+                        .map(|m| common::rows(&m)[0][0].as_ref().unwrap().parse().unwrap()),
+                    _ => {
+                        async {
+                            c.batch_execute("begin isolation level repeatable read")
+                                .await?;
+                            let mut sum = 0i64;
+                            for q in [
+                                "select sum(balance) from accounts where id <= 30",
+                                "select sum(balance) from accounts where id > 30",
+                            ] {
+                                match c.query_one(q, &[]).await {
+                                    Ok(row) => sum += row.get::<_, i64>(0),
+                                    Err(e) => {
+                                        c.batch_execute("rollback").await.ok();
+                                        return Err(e);
+                                    }
+                                }
+                            }
+                            c.batch_execute("commit").await?;
+                            Ok(sum)
+                        }
+                        .await
+                    }
+                };
+                match total {
+                    Ok(t) => {
+                        seen.reads += 1;
+                        if t != TOTAL {
+                            eprintln!("wrong total {t}");
+                            seen.wrong += 1;
+                        }
+                    }
+                    Err(e) => {
+                        assert!(!c.is_closed(), "proxy B closed a reader's connection: {e}");
+                        if seen.failed < 5 {
+                            eprintln!("read failed: {e:?}");
+                        }
+                        seen.failed += 1;
+                    }
+                }
+            }
+            seen
+        });
+    }
+    let mut all = Seen::default();
+    while let Some(s) = tasks.join_next().await {
+        let s = s.unwrap();
+        all.reads += s.reads;
+        all.wrong += s.wrong;
+        all.failed += s.failed;
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_move_to_an_added_shard_under_the_bank_workload_and_snapshot_readers() {
+    let (guard, placement3, direct) = bank_with_an_empty_shard(4).await;
+    let shards = &guard.shards;
+    let oracle_port = free_port().unwrap();
+    let tail = format!(
+        "[transactions]\nsnapshot = true\noracle = \"127.0.0.1:{oracle_port}\"\n\
+         recovery_min_age_secs = 2\n[oracle]\nlisten = \"127.0.0.1:{oracle_port}\"\n\
+         [placement]\nrefresh_interval_secs = 0.5\n"
+    );
+    let oracle_config = guard.dir.join("oracle.toml");
+    std::fs::write(
+        &oracle_config,
+        config_text(free_port().unwrap(), shards, &tail),
+    )
+    .unwrap();
+    let _oracle = ProxyProcess::oracle(&oracle_config, oracle_port, &guard.dir.join("oracle.log"));
+    let start = |tail: String| async move {
+        let config = Config::from_toml(&config_text(free_port().unwrap(), shards, &tail)).unwrap();
+        let proxy = Proxy::start(&config).await.expect("proxy starts");
+        let url = format!(
+            "postgres://app:secret@127.0.0.1:{}/postgres",
+            proxy.local_addr.port()
+        );
+        (proxy, url, config)
+    };
+    let (proxy_a, url_a, config) = start(tail.clone()).await;
+    let (proxy_b, url_b, _) = start(tail.clone()).await;
+
+    // Writers through A, snapshot readers through B, the move in the middle.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = tokio::spawn({
+        let (url, placement, stop) = (url_a.clone(), placement3.clone(), stop.clone());
+        async move {
+            bank::run(
+                &url,
+                &placement,
+                4,
+                Duration::from_secs(120),
+                stop,
+                common::rig::seed(),
+                1,
+            )
+            .await
+        }
+    });
+    let readers = tokio::spawn(snapshot_readers(url_b.clone(), 3, stop.clone()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ranges = planned(&placement3.slots, 4);
+    let mut lines = Vec::new();
+    let outcome = shardgate::moves::run(
+        &config,
+        shardgate::moves::Action::Start {
+            ranges: ranges.clone(),
+            target: "s3".into(),
+        },
+        &shardgate::moves::Options::default(),
+        &mut |p| lines.push(p.line()),
+    )
+    .await
+    .expect("the move succeeds");
+    eprintln!("{}", shardgate::moves::describe(&outcome));
+    let shardgate::moves::Outcome::Moved { version, slots, .. } = outcome else {
+        panic!("moved nothing: {outcome:?}");
+    };
+    assert_eq!(version, 2);
+    assert_eq!(slots, 256, "a quarter of the slots");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("copy  [####################] 100%")),
+        "the progress reached the end of the copy: {lines:?}"
+    );
+    // The workload goes on by the new placement for a while.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::SeqCst);
+    let transfers = writers.await.unwrap();
+    let seen = readers.await.unwrap();
+    eprintln!("readers: {seen:?}");
+
+    let committed = bank::check(&direct, &transfers).await;
+    assert!(committed > 20, "the writers made progress: {committed}");
+    assert!(seen.reads > 20, "the readers made progress: {seen:?}");
+    assert_eq!(seen.wrong, 0, "a snapshot reader saw a wrong total");
+
+    // Every row is where the new placement puts it, and the added shard has its share.
+    let after = shardgate::slot_commands::cluster_placement(&config)
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(after.version, 2);
+    assert_eq!(after.slots, placement3.slots.moved(&ranges, 3));
+    let accounts = rows_where_placed(&direct, &after, "accounts", "id").await;
+    rows_where_placed(&direct, &after, "ledger", "account_id").await;
+    assert!(
+        accounts[3] > 0,
+        "the added shard holds accounts: {accounts:?}"
+    );
+    assert_eq!(accounts.iter().sum::<usize>(), bank::ACCOUNTS as usize);
+    // The reference table reached it before it owned a slot.
+    let countries: i64 = direct[3]
+        .query_one("select count(*) from countries", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(countries, 3);
+
+    // Both proxies route there.
+    let moved = (1..=bank::ACCOUNTS)
+        .find(|&k| after.shard_of(&KeyValue::Integer(k)) == 3)
+        .unwrap();
+    for url in [&url_a, &url_b] {
+        let c = common::connect(url).await.unwrap();
+        let shown = c
+            .simple_query(&format!("show shardgate.route accounts {moved}"))
+            .await
+            .unwrap();
+        assert_eq!(common::rows(&shown)[0][3].as_deref(), Some("s3"), "{url}");
+        let n = c
+            .execute(
+                "update accounts set balance = balance where id = $1",
+                &[&moved],
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "{url} writes the moved account where it is now");
+    }
+    // Nothing of the move is left behind.
+    for (s, c) in direct.iter().enumerate() {
+        let left: i64 = c
+            .query_one(
+                "select (select count(*) from pg_trigger where tgname like 'shardgate_move%') \
+                      + (select count(*) from pg_class where relname ~ '^move_[0-9]') \
+                      + (select count(*) from pg_prepared_xacts)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0, "shard s{s} keeps objects of the move");
+    }
+    proxy_a.shutdown().await;
+    proxy_b.shutdown().await;
+}
