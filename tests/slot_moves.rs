@@ -326,3 +326,250 @@ async fn slots_move_to_an_added_shard_under_the_bank_workload_and_snapshot_reade
     proxy_a.shutdown().await;
     proxy_b.shutdown().await;
 }
+
+/// The mover killed at each step, then finished (`--resume`) or undone (`--abort`): the
+/// cluster is always on one placement with every row where it says, the proxy goes on by
+/// itself once its hold runs out, and nothing of the move is left. Needs the failpoints.
+#[cfg(feature = "failpoints")]
+mod mover_crashes {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Command;
+
+    /// Runs `shardgate move-slots` with `args` and failpoints (killed after two minutes);
+    /// returns its exit status and output.
+    async fn mover(
+        config: &std::path::Path,
+        args: &[&str],
+        failpoints: &str,
+    ) -> (std::process::ExitStatus, String) {
+        let log = config.with_extension(format!("{}.log", rand_suffix()));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shardgate"))
+            .arg("move-slots")
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env("SHARDGATE_FAILPOINTS", failpoints)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("the shardgate binary runs");
+        let until = std::time::Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > until {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the mover did not finish:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (status, text)
+    }
+
+    fn rand_suffix() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    }
+
+    /// The cluster's placement as the shards record it.
+    async fn recorded(config: &Config) -> Placement {
+        shardgate::slot_commands::cluster_placement(config)
+            .await
+            .unwrap()
+            .0
+    }
+
+    /// Objects a move leaves on a shard, and prepared transactions.
+    async fn leftovers(direct: &[Client]) -> i64 {
+        let mut n = 0;
+        for c in direct {
+            n += c
+                .query_one(
+                    "select (select count(*) from pg_trigger where tgname like 'shardgate_move%') \
+                          + (select count(*) from pg_class where relname ~ '^move_[0-9]') \
+                          + (select count(*) from pg_prepared_xacts)",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0);
+        }
+        n
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Then {
+        Resume,
+        Abort,
+    }
+
+    async fn killed_at(failpoint: &str, moved_when_killed: bool, then: Then) {
+        let (guard, placement2, direct) = bank_with_an_empty_shard(3).await;
+        let shards = &guard.shards;
+        let tail = "[transactions]\nsnapshot = true\nrecovery_min_age_secs = 1\nrecovery_interval_secs = 1\n\
+                    [placement]\nrefresh_interval_secs = 0.2\n";
+        let text = config_text(free_port().unwrap(), shards, tail);
+        let config = Config::from_toml(&text).unwrap();
+        let path = guard.dir.join("mover.toml");
+        std::fs::write(&path, &text).unwrap();
+        let proxy = Proxy::start(&config).await.unwrap();
+        let url = format!(
+            "postgres://app:secret@127.0.0.1:{}/postgres",
+            proxy.local_addr.port()
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers = tokio::spawn({
+            let (url, placement, stop) = (url.clone(), placement2.clone(), stop.clone());
+            async move {
+                bank::run(
+                    &url,
+                    &placement,
+                    3,
+                    Duration::from_secs(120),
+                    stop,
+                    common::rig::seed(),
+                    1,
+                )
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let ranges = shardgate::placement::slots::runs_text(&planned(&placement2.slots, 3));
+        let (status, out) = mover(
+            &path,
+            &["--slots", &ranges, "--to", "s2", "--hold", "2"],
+            &format!("{failpoint}=crash"),
+        )
+        .await;
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "the mover dies at {failpoint}:\n{out}"
+        );
+
+        // The proxy's hold (if the cut-over had begun) runs out and it settles the cut-over:
+        // the cluster is on one placement, and reads go on.
+        let reader = common::connect(&url).await.unwrap();
+        reader
+            .batch_execute("set shardgate.consistency = 'snapshot'")
+            .await
+            .unwrap();
+        let total: i64 = tokio::time::timeout(
+            Duration::from_secs(20),
+            reader.query_one("select sum(balance) from accounts", &[]),
+        )
+        .await
+        .expect("the proxy serves again once its hold runs out")
+        .unwrap()
+        .get(0);
+        assert_eq!(total, TOTAL);
+        let after_kill = recorded(&config).await;
+        assert_eq!(
+            after_kill.version,
+            if moved_when_killed { 2 } else { 1 },
+            "killed at {failpoint}"
+        );
+        let settled = async {
+            while !bank::prepared(&direct).await.is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), settled)
+            .await
+            .expect("no prepared transaction stays");
+        rows_where_placed(&direct, &after_kill, "accounts", "id").await;
+        rows_where_placed(&direct, &after_kill, "ledger", "account_id").await;
+
+        // Finished or undone: a clean end either way.
+        let flag = match then {
+            Then::Resume => "--resume",
+            Then::Abort => "--abort",
+        };
+        let (status, out) = mover(&path, &[flag, "--hold", "2"], "").await;
+        assert!(status.success(), "{flag} after {failpoint}:\n{out}");
+        let end = recorded(&config).await;
+        // A committed cut-over cannot be undone: --abort finishes it and says so.
+        let expected = if moved_when_killed || then == Then::Resume {
+            2
+        } else {
+            1
+        };
+        assert_eq!(end.version, expected, "{flag} after {failpoint}:\n{out}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stop.store(true, Ordering::SeqCst);
+        let transfers = writers.await.unwrap();
+        let settled = async {
+            while !bank::prepared(&direct).await.is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), settled)
+            .await
+            .expect("no prepared transaction stays");
+        let committed = bank::check(&direct, &transfers).await;
+        assert!(committed > 5, "the writers made progress: {committed}");
+        let accounts = rows_where_placed(&direct, &end, "accounts", "id").await;
+        assert_eq!(accounts.iter().sum::<usize>(), bank::ACCOUNTS as usize);
+        if then == Then::Resume {
+            assert!(
+                accounts[2] > 0,
+                "the target holds its accounts: {accounts:?}"
+            );
+        }
+        assert_eq!(
+            leftovers(&direct).await,
+            0,
+            "{flag} after {failpoint} left objects"
+        );
+        let unfinished: i64 = direct[0]
+            .query_one(
+                "select count(*) from shardgate.moves where state in ('copying', 'cutover')",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(unfinished, 0);
+        proxy.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_after_the_copy_and_undone() {
+        killed_at("move.after_copy", false, Then::Abort).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_after_the_copy_and_resumed() {
+        killed_at("move.after_copy", false, Then::Resume).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_with_the_cutover_prepared_and_resumed() {
+        killed_at("move.after_prepare", false, Then::Resume).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_with_the_cutover_prepared_and_undone() {
+        killed_at("move.after_prepare", false, Then::Abort).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_after_the_cutover_decision_and_resumed() {
+        killed_at("move.after_decision", true, Then::Resume).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_after_the_decision_cannot_be_undone() {
+        killed_at("move.before_done", true, Then::Abort).await;
+    }
+}

@@ -104,11 +104,13 @@ fn plan(rng: &mut Lcg, placement: &Placement) -> Vec<(i64, i64)> {
         to = pick(rng);
     }
     if kind >= 8 {
-        let mut third = pick(rng);
-        while shard(third) == shard(from) || shard(third) == shard(to) {
-            third = pick(rng);
+        // A third shard, where the placement has one (a cluster of two has none).
+        for _ in 0..1000 {
+            let third = pick(rng);
+            if shard(third) != shard(from) && shard(third) != shard(to) {
+                return vec![(from, -2 * amount), (to, amount), (third, amount)];
+            }
         }
-        return vec![(from, -2 * amount), (to, amount), (third, amount)];
     }
     vec![(from, -amount), (to, amount)]
 }
