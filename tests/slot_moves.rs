@@ -572,4 +572,140 @@ mod mover_crashes {
     async fn killed_after_the_decision_cannot_be_undone() {
         killed_at("move.before_done", true, Then::Abort).await;
     }
+
+    /// The target shard stops while the move catches up: the move fails with the shard named,
+    /// nothing changes owner, and once the shard is back `--resume` moves the slots.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_target_shard_stopping_mid_move_leaves_the_old_placement() {
+        let (guard, placement2, direct) = bank_with_an_empty_shard(3).await;
+        let shards = &guard.shards;
+        let tail = "[transactions]\nsnapshot = true\n[placement]\nrefresh_interval_secs = 0.2\n";
+        let text = config_text(free_port().unwrap(), shards, tail);
+        let config = Config::from_toml(&text).unwrap();
+        let path = guard.dir.join("mover.toml");
+        std::fs::write(&path, &text).unwrap();
+        let proxy = Proxy::start(&config).await.unwrap();
+        let url = format!(
+            "postgres://app:secret@127.0.0.1:{}/postgres",
+            proxy.local_addr.port()
+        );
+        let ranges = shardgate::placement::slots::runs_text(&planned(&placement2.slots, 3));
+        let args = ["--slots", &ranges, "--to", "s2", "--hold", "2"];
+        let moving = mover(&path, &args, "move.after_copy=sleep(3000)");
+        let stopping = async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            shards[2].stop(true).unwrap();
+        };
+        let ((status, out), ()) = tokio::join!(moving, stopping);
+        assert!(
+            !status.success(),
+            "the move cannot succeed without its target:\n{out}"
+        );
+        assert!(out.contains("s2"), "the error names the target:\n{out}");
+        // Every account is still read where it was (a scattered read would need the stopped
+        // shard too).
+        let c = common::connect(&url).await.unwrap();
+        let mut total = 0i64;
+        for id in 1..=bank::ACCOUNTS {
+            let balance: i32 = c
+                .query_one("select balance from accounts where id = $1", &[&id])
+                .await
+                .map(|r| r.get(0))
+                .unwrap_or_else(|e| panic!("account {id} is read by the old placement: {e}"));
+            total += i64::from(balance);
+        }
+        assert_eq!(total, TOTAL);
+        let version: i64 = direct[0]
+            .query_one("select max(version) from shardgate.placement", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(version, 1, "the placement did not change");
+
+        tokio::task::spawn_blocking({
+            let dir = shards[2].clone();
+            move || dir.start()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let (status, out) = mover(&path, &["--resume", "--hold", "2"], "").await;
+        assert!(status.success(), "--resume once the target is back:\n{out}");
+        let end = recorded(&config).await;
+        assert_eq!(end.version, 2);
+        let direct = {
+            let mut d = direct;
+            d[2] = common::connect(&shards[2].url("postgres")).await.unwrap();
+            d
+        };
+        let accounts = rows_where_placed(&direct, &end, "accounts", "id").await;
+        assert!(accounts[2] > 0, "{accounts:?}");
+        assert_eq!(leftovers(&direct).await, 0);
+        proxy.shutdown().await;
+    }
+
+    /// A proxy killed just before the cut-over cannot acknowledge it: the cut-over waits for
+    /// it only until its registration ages out (three refresh intervals and two seconds),
+    /// then goes ahead.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_proxy_that_died_holds_a_move_back_only_until_it_counts_as_gone() {
+        let (guard, placement2, direct) = bank_with_an_empty_shard(3).await;
+        let shards = &guard.shards;
+        let tail = "[placement]\nrefresh_interval_secs = 0.2\n";
+        let port_b = free_port().unwrap();
+        let path_b = guard.dir.join("b.toml");
+        std::fs::write(&path_b, config_text(port_b, shards, tail)).unwrap();
+        let mut b = ProxyProcess::start(&path_b, port_b, "", &guard.dir.join("b.log"));
+        let text = config_text(free_port().unwrap(), shards, tail);
+        let config = Config::from_toml(&text).unwrap();
+        let path = guard.dir.join("mover.toml");
+        std::fs::write(&path, &text).unwrap();
+        let proxy = Proxy::start(&config).await.unwrap();
+        let live = shardgate::slot_commands::wait_for_proxies(&config, 1, Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(
+            live.iter()
+                .any(|p| p.listen == format!("127.0.0.1:{port_b}")),
+            "proxy B registered: {live:?}"
+        );
+        b.kill();
+        let ranges = shardgate::placement::slots::runs_text(&planned(&placement2.slots, 3));
+        let (status, out) = mover(
+            &path,
+            &[
+                "--slots",
+                &ranges,
+                "--to",
+                "s2",
+                "--hold",
+                "2",
+                "--attempts",
+                "8",
+            ],
+            "",
+        )
+        .await;
+        assert!(status.success(), "{out}");
+        assert!(
+            out.contains(&format!("127.0.0.1:{port_b}")),
+            "the first attempt names the proxy that did not hold:\n{out}"
+        );
+        let end = recorded(&config).await;
+        assert_eq!(end.version, 2);
+        rows_where_placed(&direct, &end, "accounts", "id").await;
+        let c = common::connect(&format!(
+            "postgres://app:secret@127.0.0.1:{}/postgres",
+            proxy.local_addr.port()
+        ))
+        .await
+        .unwrap();
+        let n: i64 = c
+            .query_one("select count(*) from accounts", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, bank::ACCOUNTS);
+        proxy.shutdown().await;
+    }
 }

@@ -425,7 +425,10 @@ impl Mover {
             Err(e) => {
                 let _ = dst.batch_execute("ROLLBACK").await;
                 let _ = src.batch_execute("ROLLBACK").await;
-                return Err(format!("catching up from {}: {e}", self.names[s]));
+                return Err(format!(
+                    "catching up from {} to {}: {e}",
+                    self.names[s], self.names[self.target]
+                ));
             }
         };
         dst.batch_execute("COMMIT")
