@@ -145,14 +145,15 @@ impl Proxy {
         });
         // The first look before the first client: a proxy that starts during a slot move's
         // cut-over holds from its first session on.
+        let me = crate::backend::proxy_registry::Me::new(
+            local_addr.to_string(),
+            config.placement.refresh_interval_secs,
+        );
         let placement = if ctx.shards.len() > 1 {
             let adopting = ctx.clone();
             let mut follower = crate::moves::follow::Follower::new(
                 ctx.shards.clone(),
-                crate::backend::proxy_registry::Me::new(
-                    local_addr.to_string(),
-                    config.placement.refresh_interval_secs,
-                ),
+                me.clone(),
                 ctx.connect_timeout,
                 ctx.live.placement().version,
                 crate::moves::follow::Proxy {
@@ -176,9 +177,20 @@ impl Proxy {
         };
         let accepting = ctx.clone();
         let task = tokio::spawn(async move {
-            accept_loop(listener, accepting, stop_rx, hurry).await;
+            accept_loop(listener, accepting.clone(), stop_rx, hurry).await;
+            let registered = placement.is_some();
             for background in [recovery, health, placement].into_iter().flatten() {
                 background.abort();
+            }
+            // A stopped proxy leaves the registry at once, so a slot move does not wait for
+            // it to age out.
+            if registered {
+                crate::backend::proxy_registry::leave(
+                    &accepting.shards,
+                    &me.id,
+                    accepting.connect_timeout,
+                )
+                .await;
             }
         });
         info!(%local_addr, shards = config.shards.len(), "shardgate listening");

@@ -654,7 +654,12 @@ mod mover_crashes {
         let tail = "[placement]\nrefresh_interval_secs = 0.2\n";
         let port_b = free_port().unwrap();
         let path_b = guard.dir.join("b.toml");
-        std::fs::write(&path_b, config_text(port_b, shards, tail)).unwrap();
+        // B counts as running for five seconds after its last look.
+        std::fs::write(
+            &path_b,
+            config_text(port_b, shards, "[placement]\nrefresh_interval_secs = 1\n"),
+        )
+        .unwrap();
         let mut b = ProxyProcess::start(&path_b, port_b, "", &guard.dir.join("b.log"));
         let text = config_text(free_port().unwrap(), shards, tail);
         let config = Config::from_toml(&text).unwrap();

@@ -76,6 +76,22 @@ pub async fn register(
         .map_err(|e| control::describe(&e))
 }
 
+/// Removes this proxy's row (at a clean stop); a failure only leaves the row to age out.
+pub async fn leave(shards: &[ShardTarget], id: &str, timeout: Duration) {
+    let removed = async {
+        let client = control::connect(&shards[HOME], timeout).await?;
+        client
+            .execute("DELETE FROM shardgate.proxies WHERE id = $1", &[&id])
+            .await
+            .map_err(|e| control::describe(&e))
+    };
+    match tokio::time::timeout(timeout, removed).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::debug!("leaving the proxy registry: {e}"),
+        Err(_) => tracing::debug!("leaving the proxy registry: timed out"),
+    }
+}
+
 /// Every registered proxy, live ones first.
 pub async fn list(shards: &[ShardTarget], timeout: Duration) -> Result<Vec<Registered>, String> {
     let client = control::connect(&shards[HOME], timeout).await?;

@@ -152,63 +152,76 @@ async fn switch(m: &Mover, gid: &str) -> Result<i64, Failed> {
             > 0
         {}
     }
-    for (t, shape) in &m.tables {
-        let staging = capture::staging(m.id, t);
-        target
-            .batch_execute(&format!(
-                "INSERT INTO {} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {staging}; \
-                 DROP TABLE {staging}",
-                crate::sql::identifier(&t.name),
-                cols = shape.columns
-            ))
-            .await
-            .map_err(step(m.target))?;
-    }
-    for (s, slots) in &m.sources {
-        for (t, _) in m.tables_on(*s) {
-            let filter = capture::in_slots(&crate::sql::identifier(&t.key), t.key_type, slots);
-            m.clients[*s]
+    // Each shard's part, all at once: the pause lasts as long as the slowest shard's.
+    let literal = gid::literal(gid);
+    let parts = m.clients.iter().enumerate().map(|(s, client)| {
+        let (text, literal, step) = (&text, &literal, step(s));
+        async move {
+            if s == m.target {
+                for (t, shape) in &m.tables {
+                    let staging = capture::staging(m.id, t);
+                    client
+                        .batch_execute(&format!(
+                            "INSERT INTO {} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {staging}; \
+                             DROP TABLE {staging}",
+                            crate::sql::identifier(&t.name),
+                            cols = shape.columns
+                        ))
+                        .await
+                        .map_err(step)?;
+                }
+            }
+            if let Some((_, slots)) = m.sources.iter().find(|(src, _)| *src == s) {
+                for (t, _) in m.tables_on(s) {
+                    let filter =
+                        capture::in_slots(&crate::sql::identifier(&t.key), t.key_type, slots);
+                    client
+                        .batch_execute(&format!(
+                            "DELETE FROM {} WHERE {filter}; {}",
+                            crate::sql::identifier(&t.name),
+                            capture::remove(m.id, &t)
+                        ))
+                        .await
+                        .map_err(step)?;
+                }
+            }
+            client
+                .execute(
+                    "INSERT INTO shardgate.placement (version, slots) VALUES ($1, $2)",
+                    &[&version, text],
+                )
+                .await
+                .map_err(step)?;
+            if s == HOME {
+                return Ok(());
+            }
+            client
                 .batch_execute(&format!(
-                    "DELETE FROM {} WHERE {filter}; {}",
-                    crate::sql::identifier(&t.name),
-                    capture::remove(m.id, &t)
+                    "INSERT INTO shardgate.txn_marker (gid) VALUES ({literal}); PREPARE TRANSACTION {literal}"
                 ))
                 .await
-                .map_err(step(*s))?;
+                .map_err(step)?;
+            // PREPARE in a failed transaction answers ROLLBACK, not an error.
+            let prepared: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_prepared_xacts WHERE gid = $1",
+                    &[&gid],
+                )
+                .await
+                .map_err(step)?
+                .get(0);
+            if prepared != 1 {
+                return Err(Failed::NotCommitted(format!(
+                    "shard {} did not prepare its part",
+                    m.names[s]
+                )));
+            }
+            Ok(())
         }
-    }
-    for (s, client) in m.clients.iter().enumerate() {
-        client
-            .execute(
-                "INSERT INTO shardgate.placement (version, slots) VALUES ($1, $2)",
-                &[&version, &text],
-            )
-            .await
-            .map_err(step(s))?;
-    }
-    let literal = gid::literal(gid);
-    for (s, client) in m.clients.iter().enumerate().filter(|(s, _)| *s != HOME) {
-        client
-            .batch_execute(&format!(
-                "INSERT INTO shardgate.txn_marker (gid) VALUES ({literal}); PREPARE TRANSACTION {literal}"
-            ))
-            .await
-            .map_err(step(s))?;
-        // PREPARE in a failed transaction answers ROLLBACK, not an error.
-        let prepared: i64 = client
-            .query_one(
-                "SELECT count(*) FROM pg_prepared_xacts WHERE gid = $1",
-                &[&gid],
-            )
-            .await
-            .map_err(step(s))?
-            .get(0);
-        if prepared != 1 {
-            return Err(Failed::NotCommitted(format!(
-                "shard {} did not prepare its part",
-                m.names[s]
-            )));
-        }
+    });
+    // Every part ends before any is judged, so none is left mid-statement on its connection.
+    for result in futures_util::future::join_all(parts).await {
+        result?;
     }
     failpoint::hit(failpoint::MOVE_AFTER_PREPARE).await;
     let home = &m.clients[HOME];
@@ -261,20 +274,32 @@ async fn roll_back(m: &Mover, gid: &str) {
 /// Commits the prepared parts after a commit decision; a part whose shard does not answer is
 /// settled through recovery until it is.
 async fn commit_prepared(m: &Mover, gid: &str) -> Result<(), String> {
-    let mut all = true;
-    for (s, client) in m.clients.iter().enumerate().filter(|(s, _)| *s != HOME) {
-        match client
-            .batch_execute(&format!("COMMIT PREPARED {}", gid::literal(gid)))
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if control::code(&e) == Some("42704") => {}
-            Err(e) => {
-                tracing::warn!(shard = %m.names[s], "COMMIT PREPARED of the cut-over: {}", control::describe(&e));
-                all = false;
+    let literal = gid::literal(gid);
+    let commits = m
+        .clients
+        .iter()
+        .enumerate()
+        .filter(|(s, _)| *s != HOME)
+        .map(|(s, client)| {
+            let literal = &literal;
+            async move {
+                match client
+                    .batch_execute(&format!("COMMIT PREPARED {literal}"))
+                    .await
+                {
+                    Ok(()) => true,
+                    Err(e) if control::code(&e) == Some("42704") => true,
+                    Err(e) => {
+                        tracing::warn!(shard = %m.names[s], "COMMIT PREPARED of the cut-over: {}", control::describe(&e));
+                        false
+                    }
+                }
             }
-        }
-    }
+        });
+    let all = futures_util::future::join_all(commits)
+        .await
+        .into_iter()
+        .all(|ok| ok);
     if !all {
         settle(m, gid).await?;
     }

@@ -75,6 +75,8 @@ pub enum Outcome {
         version: i64,
         slots: usize,
         rows: u64,
+        /// The first copy of the rows (catching up not included).
+        copy: Duration,
         /// From asking the proxies to hold to the cut-over's commit everywhere.
         cutover: Duration,
     },
@@ -92,9 +94,13 @@ pub fn describe(outcome: &Outcome) -> String {
             version,
             slots,
             rows,
+            copy,
             cutover,
         } if *slots > 0 => format!(
-            "move {id}: {slots} slots and {rows} rows moved; the cluster routes by placement version {version} (cut-over {:.0} ms)",
+            "move {id}: {slots} slots and {rows} rows moved (copied in {:.2} s, {:.0} rows/s); \
+             the cluster routes by placement version {version} (cut-over {:.0} ms)",
+            copy.as_secs_f64(),
+            *rows as f64 / copy.as_secs_f64().max(1e-6),
             cutover.as_secs_f64() * 1000.0
         ),
         Outcome::Moved { id, version, .. } => format!(
@@ -108,7 +114,7 @@ pub fn describe(outcome: &Outcome) -> String {
 }
 
 /// Catching up stops and the cut-over begins once at most this many changes wait.
-const CUTOVER_BACKLOG: i64 = 1000;
+const CUTOVER_BACKLOG: i64 = 200;
 const BATCH: i64 = 5000;
 
 /// One move in progress, with a connection to every shard.
@@ -191,6 +197,7 @@ pub async fn run(
                         version,
                         slots: 0,
                         rows: 0,
+                        copy: Duration::ZERO,
                         cutover: Duration::ZERO,
                     });
                 }
@@ -229,7 +236,9 @@ impl Mover {
     ) -> Result<Outcome, String> {
         let began = Instant::now();
         setup::fence(&self).await?;
+        let copying = Instant::now();
         let rows = self.copy(progress).await?;
+        let copy_took = copying.elapsed();
         crate::failpoint::hit(crate::failpoint::MOVE_AFTER_COPY).await;
         let mut last = Vec::new();
         for attempt in 1..=opts.attempts {
@@ -249,6 +258,7 @@ impl Mover {
                         version,
                         slots: self.slots.len(),
                         rows,
+                        copy: copy_took,
                         cutover: took,
                     });
                 }

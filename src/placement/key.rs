@@ -44,6 +44,14 @@ impl KeyType {
                 hash::PARTITION_SEED as i64
             ),
         };
+        if slot_count.is_power_of_two() {
+            // An unsigned 64-bit sum's low bits are those of the two's complement sum, so for a
+            // power-of-two count this is the numeric form below in integer arithmetic, several
+            // times cheaper per row (a move filters whole tables by it).
+            let mask = slot_count - 1;
+            let offset = 5305509591434766563u64 % u64::from(slot_count);
+            return format!("(((({f}) & {mask}) + {offset}) & {mask})::int");
+        }
         format!("((({f})::numeric + 5305509591434766563 + 18446744073709551616) % 18446744073709551616 % {slot_count})::int")
     }
 }
