@@ -389,6 +389,24 @@ mod mover_crashes {
             .0
     }
 
+    /// A proxy in front of every shard with `tail`, its client URL, and its config, also
+    /// written where the mover reads it.
+    async fn proxy_and_config(
+        guard: &common::ShardsGuard,
+        tail: &str,
+    ) -> (Proxy, String, Config, std::path::PathBuf) {
+        let text = config_text(free_port().unwrap(), &guard.shards, tail);
+        let config = Config::from_toml(&text).unwrap();
+        let path = guard.dir.join("mover.toml");
+        std::fs::write(&path, &text).unwrap();
+        let proxy = Proxy::start(&config).await.unwrap();
+        let url = format!(
+            "postgres://app:secret@127.0.0.1:{}/postgres",
+            proxy.local_addr.port()
+        );
+        (proxy, url, config, path)
+    }
+
     /// Objects a move leaves on a shard, and prepared transactions.
     async fn leftovers(direct: &[Client]) -> i64 {
         let mut n = 0;
@@ -415,18 +433,9 @@ mod mover_crashes {
 
     async fn killed_at(failpoint: &str, moved_when_killed: bool, then: Then) {
         let (guard, placement2, direct) = bank_with_an_empty_shard(3).await;
-        let shards = &guard.shards;
         let tail = "[transactions]\nsnapshot = true\nrecovery_min_age_secs = 1\nrecovery_interval_secs = 1\n\
                     [placement]\nrefresh_interval_secs = 0.2\n";
-        let text = config_text(free_port().unwrap(), shards, tail);
-        let config = Config::from_toml(&text).unwrap();
-        let path = guard.dir.join("mover.toml");
-        std::fs::write(&path, &text).unwrap();
-        let proxy = Proxy::start(&config).await.unwrap();
-        let url = format!(
-            "postgres://app:secret@127.0.0.1:{}/postgres",
-            proxy.local_addr.port()
-        );
+        let (proxy, url, config, path) = proxy_and_config(&guard, tail).await;
         let stop = Arc::new(AtomicBool::new(false));
         let writers = tokio::spawn({
             let (url, placement, stop) = (url.clone(), placement2.clone(), stop.clone());
@@ -580,15 +589,7 @@ mod mover_crashes {
         let (guard, placement2, direct) = bank_with_an_empty_shard(3).await;
         let shards = &guard.shards;
         let tail = "[transactions]\nsnapshot = true\n[placement]\nrefresh_interval_secs = 0.2\n";
-        let text = config_text(free_port().unwrap(), shards, tail);
-        let config = Config::from_toml(&text).unwrap();
-        let path = guard.dir.join("mover.toml");
-        std::fs::write(&path, &text).unwrap();
-        let proxy = Proxy::start(&config).await.unwrap();
-        let url = format!(
-            "postgres://app:secret@127.0.0.1:{}/postgres",
-            proxy.local_addr.port()
-        );
+        let (proxy, url, config, path) = proxy_and_config(&guard, tail).await;
         let ranges = shardgate::placement::slots::runs_text(&planned(&placement2.slots, 3));
         let args = ["--slots", &ranges, "--to", "s2", "--hold", "2"];
         let moving = mover(&path, &args, "move.after_copy=sleep(3000)");
@@ -661,11 +662,7 @@ mod mover_crashes {
         )
         .unwrap();
         let mut b = ProxyProcess::start(&path_b, port_b, "", &guard.dir.join("b.log"));
-        let text = config_text(free_port().unwrap(), shards, tail);
-        let config = Config::from_toml(&text).unwrap();
-        let path = guard.dir.join("mover.toml");
-        std::fs::write(&path, &text).unwrap();
-        let proxy = Proxy::start(&config).await.unwrap();
+        let (proxy, url, config, path) = proxy_and_config(&guard, tail).await;
         let live = shardgate::slot_commands::wait_for_proxies(&config, 1, Duration::ZERO)
             .await
             .unwrap();
@@ -699,12 +696,7 @@ mod mover_crashes {
         let end = recorded(&config).await;
         assert_eq!(end.version, 2);
         rows_where_placed(&direct, &end, "accounts", "id").await;
-        let c = common::connect(&format!(
-            "postgres://app:secret@127.0.0.1:{}/postgres",
-            proxy.local_addr.port()
-        ))
-        .await
-        .unwrap();
+        let c = common::connect(&url).await.unwrap();
         let n: i64 = c
             .query_one("select count(*) from accounts", &[])
             .await
