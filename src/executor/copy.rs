@@ -17,13 +17,13 @@
 
 use super::copy_rows::{append_fields, BadRow, Piece, Splitter};
 use super::session::{Exec, Step, Stop, R};
-use super::txn::TxnState;
 use crate::error::{sqlstate, PgError};
 use crate::placement::KeyValue;
 use crate::protocol::{build, inspect, Frame};
 use crate::router::copy::CopyIn;
 use crate::router::copy::{Format, Kind};
 use crate::router::plan::HOME;
+use crate::txn::state::TxnState;
 use bytes::{BufMut, BytesMut};
 use std::collections::VecDeque;
 

@@ -13,11 +13,11 @@
 
 use super::session::state::{CursorAt, CursorPortal, Several};
 use super::session::{Exec, Step, R};
-use super::txn::TxnState;
 use crate::error::{sqlstate, PgError};
 use crate::protocol::{build, inspect, Frame};
 use crate::router::cursor::{CursorCmd, Fetch};
 use crate::router::plan::{Plan, HOME};
+use crate::txn::state::TxnState;
 use bytes::BytesMut;
 
 impl Exec<'_> {

@@ -53,7 +53,7 @@ impl Exec<'_> {
         types: &[u32],
     ) -> R<Rewrite> {
         // A failed transaction refuses the statement anyway; nothing is read or drawn for it.
-        if let super::txn::TxnState::Failed(_) = self.txn {
+        if let crate::txn::state::TxnState::Failed(_) = self.txn {
             return Ok(Rewrite::AsWritten);
         }
         let materialized = match self.materialize_insert(stmt, params, types).await? {
@@ -103,7 +103,7 @@ impl Exec<'_> {
             Plan::Scatter { shards, sql, merge }
                 if merge == Default::default()
                     && self.consistency != crate::txn::snapshot::Consistency::Snapshot
-                    && !matches!(&self.txn, super::txn::TxnState::Open(t) if t.snapshot) =>
+                    && !matches!(&self.txn, crate::txn::state::TxnState::Open(t) if t.snapshot) =>
             {
                 (shards, sql)
             }
@@ -181,7 +181,7 @@ impl Exec<'_> {
         rows: &mut Vec<Vec<Expr>>,
         held: &mut usize,
     ) -> R<Result<(), Option<crate::protocol::Frame>>> {
-        if let super::txn::TxnState::Open(_) = self.txn {
+        if let crate::txn::state::TxnState::Open(_) = self.txn {
             if self.enlist(shard).await? == Step::Failed {
                 return Ok(Err(None));
             }

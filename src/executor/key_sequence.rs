@@ -237,7 +237,7 @@ impl Exec<'_> {
     /// The session's transaction is open on the first shard, where a query of the proxy's
     /// sees what the transaction created.
     fn in_open_transaction(&self) -> bool {
-        matches!(&self.txn, super::txn::TxnState::Open(t) if t.enlisted.contains(&HOME))
+        matches!(&self.txn, crate::txn::state::TxnState::Open(t) if t.enlisted.contains(&HOME))
     }
 
     /// The sequence columns of `table`, as the first shard's catalog says, once per proxy.

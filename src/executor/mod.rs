@@ -1,6 +1,7 @@
 //! Sessions on a cluster of several shards: planning each statement (`router::plan`), running
 //! it on one shard or several, merging scattered results (`merge`, `value`), and the session's
-//! transaction over its shards (`txn`, `enlist`, `two_phase`). Single-shard clusters never come
+//! transaction carried out on its own links (`enlist`, `dispatch::transaction`; the protocols
+//! themselves are in `crate::txn`). Single-shard clusters never come
 //! here: they use the byte relay in `frontend`, which is transparent by construction.
 //!
 //! Three levels, none importing one above it: `session` (the state every part works on, and
@@ -28,7 +29,5 @@ pub mod session;
 pub mod shape_route;
 pub mod snapshot_read;
 pub mod sql_prepare;
-pub mod two_phase;
-pub mod txn;
 pub mod value;
 pub mod write;

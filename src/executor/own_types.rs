@@ -8,7 +8,7 @@
 //! transaction (`OpenTxn::own_types`) and end with it.
 
 use super::session::{Exec, R};
-use super::txn::{OwnType, TxnState};
+use crate::txn::state::{OwnType, TxnState};
 use sqlparser::ast::{ObjectName, Statement};
 
 /// The types a statement creates: its own name for CREATE TYPE and CREATE DOMAIN, and the row

@@ -3,11 +3,11 @@
 //! connection to the next (see `pool`).
 
 use super::session::{Exec, Step, R};
-use super::txn::TxnState;
 use crate::config::PoolMode;
 use crate::error::PgError;
 use crate::pool::settings::{self, Change};
 use crate::protocol::build;
+use crate::txn::state::TxnState;
 
 impl Exec<'_> {
     /// Between requests: in transaction mode, a session outside any transaction, with nothing

@@ -24,12 +24,12 @@
 
 use super::session::state::PendingCut;
 use super::session::{Exec, Step, R};
-use super::txn::{Isolation, TxnState};
 use crate::error::{sqlstate, PgError};
 use crate::protocol::{build, Frame};
 use crate::router::plan::HOME;
 use crate::txn::snapshot::gate::Class;
 use crate::txn::snapshot::Consistency;
+use crate::txn::state::{Isolation, TxnState};
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeSet;
 

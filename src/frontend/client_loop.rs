@@ -7,10 +7,10 @@ use crate::executor::client_input::ClientInput;
 use crate::executor::extended::Extended;
 use crate::executor::link::ShardLink;
 use crate::executor::session::{Exec, Stop};
-use crate::executor::txn::TxnState;
 use crate::frontend::ProxyContext;
 use crate::frontend::SessionEnd;
 use crate::protocol::message::{ClientMessage, Query};
+use crate::txn::state::TxnState;
 
 /// What a session starts with besides its links.
 pub struct Start<'s> {

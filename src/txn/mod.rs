@@ -1,15 +1,24 @@
-//! Distributed transactions: gids, the `shardgate` schema on each shard, and recovery of
-//! in-doubt transactions. The commit protocol itself runs on a session's shard links, in
-//! `executor::two_phase`; everything here works over control connections so any proxy (or the
-//! `shardgate recover` command) can finish any transaction.
+//! Transactions over several shards, in one room:
+//!
+//! - a session's side, run on its own shard connections through the narrow `participants`
+//!   interface the executor implements: the transaction as the client sees it (`state`), a
+//!   shard joining it (`enlist`), and its end (`commit`: the one-phase order, and the decider
+//!   protocol in `commit::two_phase`);
+//! - what works over control connections, so any proxy (or the `shardgate recover` command)
+//!   can finish any transaction: gids, the `shardgate` schema on each shard, recovery of
+//!   in-doubt transactions, and snapshot mode (`snapshot`).
 //!
 //! The decision of a distributed transaction is one row committed inside its decider shard's own
 //! transaction; nothing about it lives on a proxy's disk (docs/transactions.md).
 
+pub mod commit;
+pub mod enlist;
 pub mod gid;
+pub mod participants;
 pub mod recovery;
 pub mod schema;
 pub mod snapshot;
+pub mod state;
 
 use crate::config::{ShardTarget, TransactionsConfig};
 use std::time::Duration;

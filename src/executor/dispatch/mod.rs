@@ -6,12 +6,12 @@
 
 use super::insert_select::Rewrite;
 use super::session::{too_large_to_analyse, Exec, Step, R};
-use super::txn::TxnState;
 use crate::error::PgError;
 use crate::protocol::build;
 use crate::router::copy::CopyPlan;
 use crate::router::params::Params;
 use crate::router::plan::{plan, plan_unparsed, Plan, TxnCmd};
+use crate::txn::state::TxnState;
 use bytes::BytesMut;
 
 mod transaction;

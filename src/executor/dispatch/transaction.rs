@@ -4,7 +4,8 @@
 
 use super::*;
 use crate::executor::session::Stop;
-use crate::protocol::Frame;
+use crate::txn::commit::Ended;
+use crate::txn::participants::on_each;
 
 impl Exec<'_> {
     /// After a failed statement: an implicit transaction rolls back now, an explicit one waits
@@ -130,7 +131,7 @@ impl Exec<'_> {
         };
         // PostgreSQL refuses a different level inside a savepoint; with a shard enlisted,
         // the shards say so themselves.
-        let asked = crate::executor::txn::Isolation::named_in(&sql);
+        let asked = crate::txn::state::Isolation::named_in(&sql);
         let in_savepoint = t.enlisted.is_empty() && !t.savepoints.is_empty() && asked.is_some();
         if in_savepoint && asked != Some(self.txn_isolation().await?) {
             return Ok(self.error(&PgError::error(
@@ -234,71 +235,17 @@ impl Exec<'_> {
         let TxnState::Open(t) = std::mem::replace(&mut self.txn, TxnState::Idle) else {
             return Ok(Step::Done);
         };
-        if t.written.len() >= 2 {
-            let readers = t.enlisted.difference(&t.written).copied().collect();
-            let step = crate::executor::two_phase::commit(self, &t.written, &readers).await?;
-            if step == Step::Done && tag {
-                build::command_complete("COMMIT", &mut self.out);
-            }
-            return Ok(step);
-        }
-        if !t.written.is_empty() {
-            metrics::counter!(crate::metrics::COMMITS, "kind" => "one_phase").increment(1);
-        }
-        let order = t.commit_order();
-        // The written shard (if any) commits first: its commit is the decision.
-        let readers = if t.written.is_empty() {
-            &order[..]
-        } else {
-            let s = order[0];
-            let result = match self.run_quiet(s, "COMMIT").await {
-                Err(Stop::Shard(name)) => {
-                    // The written shard may have committed before the connection broke.
-                    return Ok(self.error(
-                        &PgError::error(
-                            "08007",
-                            format!("connection to shard {name} was lost while committing; the transaction's outcome is unknown"),
-                        )
-                        .with_hint("Check whether its changes are present before retrying."),
-                    ));
+        let ctx = self.txn_ctx;
+        match crate::txn::commit::commit(ctx, self, &t).await? {
+            Ended::Committed => {
+                if tag {
+                    build::command_complete("COMMIT", &mut self.out);
                 }
-                other => other?,
-            };
-            if let Some(err) = result {
-                self.out.extend_from_slice(&err.bytes);
-                self.on_each(&order[1..], "ROLLBACK").await?;
-                return Ok(Step::Failed);
+                Ok(Step::Done)
             }
-            &order[1..]
-        };
-        // Read-only participants change nothing by committing: all at once.
-        if let Some(err) = self.on_each(readers, "COMMIT").await? {
-            if t.written.is_empty() {
-                self.out.extend_from_slice(&err.bytes);
-                return Ok(Step::Failed);
-            }
-            tracing::warn!("commit of a read-only participant failed after the decision");
+            Ended::NotCommitted => Ok(Step::Failed),
+            Ended::Lost(s) => Err(Stop::Shard(self.links[s].name.clone())),
         }
-        if tag {
-            build::command_complete("COMMIT", &mut self.out);
-        }
-        Ok(Step::Done)
-    }
-
-    /// Runs `sql` on each of `shards` in one round trip; returns the first error.
-    pub(super) async fn on_each(&mut self, shards: &[usize], sql: &str) -> R<Option<Frame>> {
-        let mut q = BytesMut::new();
-        build::query(sql, &mut q);
-        for &s in shards {
-            self.links[s].send(&q).await?;
-        }
-        let mut first = None;
-        for &s in shards {
-            if let Some(e) = self.quiet_until_ready(s).await? {
-                first.get_or_insert(e);
-            }
-        }
-        Ok(first)
     }
 
     pub async fn rollback_enlisted(&mut self) -> R<()> {
@@ -313,7 +260,7 @@ impl Exec<'_> {
             }
         }
         let shards: Vec<usize> = self.txn.enlisted().into_iter().collect();
-        self.on_each(&shards, "ROLLBACK").await?;
+        on_each(self, &shards, "ROLLBACK").await?;
         Ok(())
     }
 }

@@ -6,10 +6,10 @@ use super::{buffered, Extended, Portal};
 use crate::error::PgError;
 use crate::executor::rebind::{rebind, split_frames};
 use crate::executor::session::{Exec, Step, R};
-use crate::executor::txn::TxnState;
 use crate::protocol::message::Execute;
 use crate::protocol::{build, Frame};
 use crate::router::plan::{Plan, HOME};
+use crate::txn::state::TxnState;
 use bytes::Bytes;
 
 impl Extended {

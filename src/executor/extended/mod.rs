@@ -29,12 +29,12 @@ pub(crate) mod route_cache;
 mod routing;
 
 use super::session::{Exec, Step, R};
-use super::txn::TxnState;
 use crate::error::PgError;
 use crate::protocol::message::{Bind, ClientMessage, Kind, Parse};
 use crate::protocol::{build, Frame};
 use crate::router::params::Params;
 use crate::router::plan::{plan, plan_unparsed, Plan, TxnCmd, HOME};
+use crate::txn::state::TxnState;
 use bytes::Bytes;
 use std::collections::{BTreeSet, HashMap};
 

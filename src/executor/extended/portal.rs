@@ -8,12 +8,12 @@ use crate::error::{sqlstate, PgError};
 use crate::executor::insert_select::Rewrite;
 use crate::executor::session::state::CursorPortal;
 use crate::executor::session::{Exec, Step, R};
-use crate::executor::txn::TxnState;
 use crate::protocol::message::{Bind, Target, TargetKind};
 use crate::protocol::{build, Frame};
 use crate::router::cursor::CursorCmd;
 use crate::router::params::Params;
 use crate::router::plan::{keep_used_params, Plan, PreparedCmd, HOME};
+use crate::txn::state::TxnState;
 use bytes::{Bytes, BytesMut};
 
 impl Extended {

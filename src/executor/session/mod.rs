@@ -10,18 +10,19 @@
 //! as methods of `Exec`, and `dispatch` (above them all) carries a Query and its plans out.
 
 use super::link::{Incoming, LinkLost, ShardLink};
-use super::txn::TxnState;
 use crate::client::tls::ClientWriter;
 use crate::error::PgError;
 use crate::placement::Placement;
 use crate::protocol::{build, Frame};
 use crate::router::params::Params;
 use crate::router::plan::{AdminCmd, HOME};
+use crate::txn::state::TxnState;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 mod on_shards;
 mod output;
+mod participants;
 pub mod state;
 mod statements;
 
@@ -92,7 +93,7 @@ pub struct Exec<'a> {
     pub consistency: crate::txn::snapshot::Consistency,
     /// The shards' `default_transaction_isolation`, once read (see `snapshot_level`); None
     /// after anything that may have changed it.
-    pub default_isolation: Option<super::txn::Isolation>,
+    pub default_isolation: Option<crate::txn::state::Isolation>,
     /// The snapshot timestamp of the last cut taken (`SHOW shardgate.snapshot_ts`).
     pub snapshot_ts: Option<u64>,
     /// A cut sent ahead of a scattered read, whose answers the scatter reads first.

@@ -1,5 +1,5 @@
 //! The commit of a transaction that wrote on two or more shards: the decider protocol of
-//! docs/transactions.md, run on the session's own shard links.
+//! docs/transactions.md, run on the session's own shard connections (`Participants`).
 //!
 //! 1. Every written shard except the decider, in parallel: `INSERT` a marker and `PREPARE
 //!    TRANSACTION gid`, in one message. Success is the command tag `PREPARE TRANSACTION`;
@@ -13,13 +13,15 @@
 //! Invariant: nothing is committed anywhere before the decider's commit, and after it every
 //! prepared branch is committed eventually, by this session, its retry task or recovery.
 
-use super::session::{Exec, Step, R};
+use super::Ended;
 use crate::error::PgError;
 use crate::failpoint::{self, Outcome};
 use crate::protocol::{build, inspect, Frame};
 use crate::txn::gid;
+use crate::txn::participants::Participants;
 use crate::txn::snapshot::client::Grant;
 use crate::txn::snapshot::gate::Class;
+use crate::txn::TxnContext;
 use bytes::BytesMut;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -31,27 +33,27 @@ struct Reply {
 }
 
 /// Sends `sql` to every shard first, then reads every answer: one round trip in all.
-async fn round(exec: &mut Exec<'_>, shards: &[usize], sql: &str) -> Vec<Option<Reply>> {
+async fn round<P: Participants>(p: &mut P, shards: &[usize], sql: &str) -> Vec<Option<Reply>> {
     let mut q = BytesMut::new();
     build::query(sql, &mut q);
     let mut sent = Vec::with_capacity(shards.len());
     for &s in shards {
-        sent.push(exec.links[s].send(&q).await.is_ok());
+        sent.push(p.send(s, &q).await.is_ok());
     }
     let mut replies = Vec::with_capacity(shards.len());
     for (&s, ok) in shards.iter().zip(sent) {
-        replies.push(if ok { read_reply(exec, s).await } else { None });
+        replies.push(if ok { read_reply(p, s).await } else { None });
     }
     replies
 }
 
-async fn read_reply(exec: &mut Exec<'_>, shard: usize) -> Option<Reply> {
+async fn read_reply<P: Participants>(p: &mut P, shard: usize) -> Option<Reply> {
     let mut reply = Reply {
         tags: Vec::new(),
         error: None,
     };
     loop {
-        let f = exec.links[shard].recv().await.ok()?;
+        let f = p.recv(shard).await.ok()?;
         match f.tag {
             b'C' => {
                 if let Some((tag, _)) = inspect::cstr(f.body()) {
@@ -59,7 +61,7 @@ async fn read_reply(exec: &mut Exec<'_>, shard: usize) -> Option<Reply> {
                 }
             }
             b'E' if reply.error.is_none() => reply.error = Some(f),
-            b'N' => exec.out.extend_from_slice(&f.bytes),
+            b'N' => p.to_client(&f.bytes),
             b'Z' => return Some(reply),
             _ => {}
         }
@@ -102,25 +104,32 @@ fn abort_metric(reason: &'static str) {
     metrics::counter!(crate::metrics::ABORTS, "reason" => reason).increment(1);
 }
 
-/// Commits `written` (two or more shards) and `readers` atomically. Writes the client's answer
-/// (nothing on success: the caller adds the command tag) and returns whether it committed.
-pub async fn commit(
-    exec: &mut Exec<'_>,
+/// The error for the client, and the outcome that follows.
+fn refuse<P: Participants>(p: &mut P, e: &PgError) -> Ended {
+    p.to_client(&error_bytes(e));
+    Ended::NotCommitted
+}
+
+/// Commits `written` (two or more shards) and `readers` atomically. A WARNING the client must
+/// see (a participant that has not confirmed yet) has gone to it when this returns.
+pub async fn commit<P: Participants>(
+    ctx: &TxnContext,
+    p: &mut P,
     written: &BTreeSet<usize>,
     readers: &BTreeSet<usize>,
-) -> R<Step> {
+) -> Ended {
     let all: Vec<usize> = written.iter().copied().collect();
     let decider = all[0];
     let others: Vec<usize> = all[1..].to_vec();
     let readers: Vec<usize> = readers.iter().copied().collect();
-    let name = |exec: &Exec<'_>, s: usize| exec.links[s].name.clone();
-    let g = exec.txn_ctx.gids.next(&name(exec, decider));
+    let name = |p: &P, s: usize| p.name(s).to_string();
+    let g = ctx.gids.next(&name(p, decider));
     let lit = gid::literal(&g);
 
     // With snapshot mode on, the commit window is requested while the participants prepare; it
     // must be granted before the decision makes anything visible.
-    let gate = exec.txn_ctx.oracle.clone().map(|oracle| {
-        let (shards, names, gid) = (all.clone(), exec.txn_ctx.shard_names.clone(), g.clone());
+    let gate = ctx.oracle.clone().map(|oracle| {
+        let (shards, names, gid) = (all.clone(), ctx.shard_names.clone(), g.clone());
         tokio::spawn(async move {
             oracle
                 .acquire(Class::Commit, &shards, &names, Some(&gid))
@@ -134,16 +143,16 @@ pub async fn commit(
         if let Some(h) = &gate {
             h.abort();
         }
-        abort(exec, decider, &[], &readers, &lit).await;
+        abort(ctx, p, decider, &[], &readers, &lit).await;
         abort_metric("prepare_failed");
-        return Ok(exec.error(&PgError::error(
-            "40000",
-            format!("failpoint: PREPARE of {g} failed"),
-        )));
+        return refuse(
+            p,
+            &PgError::error("40000", format!("failpoint: PREPARE of {g} failed")),
+        );
     }
     let prepare =
         format!("INSERT INTO shardgate.txn_marker (gid) VALUES ({lit}); PREPARE TRANSACTION {lit}");
-    let replies = round(exec, &others, &prepare).await;
+    let replies = round(p, &others, &prepare).await;
     let mut prepared = Vec::new();
     // Shards whose marker INSERT failed: their transaction is aborted but still open. (A
     // PREPARE that fails, at a deferred constraint say, ends the transaction itself, and a
@@ -160,14 +169,14 @@ pub async fn commit(
                 prepared.push(s)
             }
             Some(r) => {
-                if r.error.is_some() && exec.links[s].in_transaction() {
+                if r.error.is_some() && p.in_transaction(s) {
                     failed.push(s);
                 }
                 failure.get_or_insert_with(|| match r.error {
                     Some(e) => own_records_error(&e).unwrap_or_else(|| e.bytes.to_vec()),
                     None => error_bytes(&PgError::error(
                         "40000",
-                        format!("shard {} rolled back its part of the transaction instead of preparing it", name(exec, s)),
+                        format!("shard {} rolled back its part of the transaction instead of preparing it", name(p, s)),
                     )),
                 });
             }
@@ -180,16 +189,16 @@ pub async fn commit(
             h.abort();
         }
         let plain: Vec<usize> = readers.iter().copied().chain(failed).collect();
-        abort(exec, decider, &prepared, &plain, &lit).await;
+        abort(ctx, p, decider, &prepared, &plain, &lit).await;
         abort_metric("prepare_failed");
         if let Some(s) = lost {
             // A branch may have been prepared before the link broke; recovery finds it, fences
             // the gid (no decision row exists) and rolls it back.
-            exec.txn_ctx.kick.notify_one();
-            return Err(super::session::Stop::Shard(name(exec, s)));
+            ctx.kick.notify_one();
+            return Ended::Lost(s);
         }
-        exec.out.extend_from_slice(&failure.unwrap_or_default());
-        return Ok(Step::Failed);
+        p.to_client(&failure.unwrap_or_default());
+        return Ended::NotCommitted;
     }
     failpoint::hit(failpoint::COMMIT_AFTER_PREPARE).await;
     let window: Option<Grant> = match gate {
@@ -201,15 +210,14 @@ pub async fn commit(
                     Ok(Err(e)) => e,
                     _ => "the request to the oracle failed".to_string(),
                 };
-                abort(exec, decider, &prepared, &readers, &lit).await;
+                abort(ctx, p, decider, &prepared, &readers, &lit).await;
                 abort_metric("oracle_unavailable");
-                return Ok(exec.error(
-                    &PgError::error(
-                        "58000",
-                        format!("the transaction was rolled back before its commit: {why}"),
-                    )
-                    .with_hint("Commits that write on several shards need the timestamp oracle (transactions.snapshot = true). Single-shard work goes on."),
-                ));
+                let e = PgError::error(
+                    "58000",
+                    format!("the transaction was rolled back before its commit: {why}"),
+                )
+                .with_hint("Commits that write on several shards need the timestamp oracle (transactions.snapshot = true). Single-shard work goes on.");
+                return refuse(p, &e);
             }
         },
     };
@@ -223,15 +231,15 @@ pub async fn commit(
         "INSERT INTO shardgate.commit_record (gid, outcome, commit_ts) VALUES ({lit}, 'c', {commit_ts})"
     );
     let decision = if failpoint::armed(failpoint::COMMIT_AFTER_DECIDER_INSERT) {
-        match round(exec, &[decider], &record).await.pop().flatten() {
+        match round(p, &[decider], &record).await.pop().flatten() {
             Some(r) if r.error.is_none() => {
                 failpoint::hit(failpoint::COMMIT_AFTER_DECIDER_INSERT).await;
-                round(exec, &[decider], "COMMIT").await.pop().flatten()
+                round(p, &[decider], "COMMIT").await.pop().flatten()
             }
             other => other,
         }
     } else {
-        round(exec, &[decider], &format!("{record}; COMMIT"))
+        round(p, &[decider], &format!("{record}; COMMIT"))
             .await
             .pop()
             .flatten()
@@ -245,19 +253,18 @@ pub async fn commit(
                 w.orphan(&g);
             }
             for &s in &readers {
-                let _ = round(exec, &[s], "ROLLBACK").await;
+                let _ = round(p, &[s], "ROLLBACK").await;
             }
-            exec.txn_ctx.kick.notify_one();
+            ctx.kick.notify_one();
             metrics::gauge!(crate::metrics::IN_DOUBT).increment(1.0);
-            tracing::error!(gid = %g, decider = %name(exec, decider), "connection to the decider lost during commit: outcome unknown, left to recovery");
-            return Ok(exec.error(
-                &PgError::error(
-                    "08007",
-                    format!("connection to shard {} was lost while committing; the transaction's outcome is unknown", name(exec, decider)),
-                )
-                .with_detail(format!("Distributed transaction {g}."))
-                .with_hint("Recovery resolves it shortly; check whether its changes are present before retrying."),
-            ));
+            tracing::error!(gid = %g, decider = %name(p, decider), "connection to the decider lost during commit: outcome unknown, left to recovery");
+            let e = PgError::error(
+                "08007",
+                format!("connection to shard {} was lost while committing; the transaction's outcome is unknown", name(p, decider)),
+            )
+            .with_detail(format!("Distributed transaction {g}."))
+            .with_hint("Recovery resolves it shortly; check whether its changes are present before retrying.");
+            return refuse(p, &e);
         }
         Some(r) if r.error.is_some() || r.tags.last().map(String::as_str) != Some("COMMIT") => {
             // A recoverer's fence shows as a duplicate decision row; any other error (a deferred
@@ -266,33 +273,36 @@ pub async fn commit(
                 inspect::error_field(e.body(), b'n') == Some("commit_record_pkey")
             });
             // A COMMIT that failed ended the transaction itself; a failed INSERT left it open.
-            if exec.links[decider].in_transaction() {
-                let _ = round(exec, &[decider], "ROLLBACK").await;
+            if p.in_transaction(decider) {
+                let _ = round(p, &[decider], "ROLLBACK").await;
             }
-            abort(exec, usize::MAX, &prepared, &readers, &lit).await;
+            abort(ctx, p, usize::MAX, &prepared, &readers, &lit).await;
             abort_metric("decision_failed");
             match r.error {
                 Some(_) if fenced => {
-                    exec.error(&PgError::error(
+                    refuse(p, &PgError::error(
                         "40000",
                         format!("distributed transaction {g} was rolled back by a concurrent recovery before it could commit"),
                     ));
                 }
                 Some(e) => {
                     let bytes = own_records_error(&e).unwrap_or_else(|| e.bytes.to_vec());
-                    exec.out.extend_from_slice(&bytes);
+                    p.to_client(&bytes);
                 }
                 None => {
-                    exec.error(&PgError::error(
-                        "40000",
-                        format!(
-                            "shard {} rolled back the transaction at commit",
-                            name(exec, decider)
+                    refuse(
+                        p,
+                        &PgError::error(
+                            "40000",
+                            format!(
+                                "shard {} rolled back the transaction at commit",
+                                name(p, decider)
+                            ),
                         ),
-                    ));
+                    );
                 }
             }
-            return Ok(Step::Failed);
+            return Ended::NotCommitted;
         }
         Some(_) => {}
     }
@@ -308,12 +318,12 @@ pub async fn commit(
             if i > 0 {
                 failpoint::hit(failpoint::COMMIT_BETWEEN_COMMIT_PREPARED).await;
             }
-            if !committed(round(exec, &[s], &commit_prepared).await.pop().flatten()) {
+            if !committed(round(p, &[s], &commit_prepared).await.pop().flatten()) {
                 pending.push(s);
             }
         }
     } else {
-        let replies = round(exec, &others, &commit_prepared).await;
+        let replies = round(p, &others, &commit_prepared).await;
         for (&s, r) in others.iter().zip(replies) {
             if !committed(r) {
                 pending.push(s);
@@ -321,13 +331,13 @@ pub async fn commit(
         }
     }
     // Read-only participants: their commit changes nothing, so it follows the decision.
-    let _ = round(exec, &readers, "COMMIT").await;
+    let _ = round(p, &readers, "COMMIT").await;
     if !pending.is_empty() {
-        finish_later(exec, &g, &pending, window).await;
+        finish_later(ctx, p, &g, &pending, window).await;
     }
     phase("commit_prepared", started);
     metrics::counter!(crate::metrics::COMMITS, "kind" => "two_phase").increment(1);
-    Ok(Step::Done)
+    Ended::Committed
 }
 
 fn committed(reply: Option<Reply>) -> bool {
@@ -343,8 +353,9 @@ fn committed(reply: Option<Reply>) -> bool {
 
 /// Rolls back everything after a failed phase 1 or decision; `decider` (unless usize::MAX) is
 /// still in its plain transaction.
-async fn abort(
-    exec: &mut Exec<'_>,
+async fn abort<P: Participants>(
+    ctx: &TxnContext,
+    p: &mut P,
     decider: usize,
     prepared: &[usize],
     readers: &[usize],
@@ -354,14 +365,14 @@ async fn abort(
     if decider != usize::MAX {
         plain.push(decider);
     }
-    let _ = round(exec, &plain, "ROLLBACK").await;
-    let replies = round(exec, prepared, &format!("ROLLBACK PREPARED {lit}")).await;
+    let _ = round(p, &plain, "ROLLBACK").await;
+    let replies = round(p, prepared, &format!("ROLLBACK PREPARED {lit}")).await;
     if replies
         .iter()
         .any(|r| r.as_ref().is_none_or(|r| r.error.is_some()))
     {
         // Recovery rolls back what is left: no decision row exists, so its fence writes 'a'.
-        exec.txn_ctx.kick.notify_one();
+        ctx.kick.notify_one();
     }
 }
 
@@ -369,11 +380,17 @@ async fn abort(
 /// connections, wait up to `commit_wait`, then answer with a WARNING and leave the rest to the
 /// retry task and recovery.
 /// The commit window (if any) stays open until every participant has committed.
-async fn finish_later(exec: &mut Exec<'_>, g: &str, pending: &[usize], window: Option<Grant>) {
+async fn finish_later<P: Participants>(
+    ctx: &TxnContext,
+    p: &mut P,
+    g: &str,
+    pending: &[usize],
+    window: Option<Grant>,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     for &s in pending {
-        let target = exec.txn_ctx.shards[s].clone();
-        let timeout = exec.txn_ctx.connect_timeout;
+        let target = ctx.shards[s].clone();
+        let timeout = ctx.connect_timeout;
         let sql = format!("COMMIT PREPARED {}", gid::literal(g));
         tasks.spawn(async move {
             let mut delay = Duration::from_millis(50);
@@ -390,7 +407,7 @@ async fn finish_later(exec: &mut Exec<'_>, g: &str, pending: &[usize], window: O
             }
         });
     }
-    let wait = exec.txn_ctx.commit_wait;
+    let wait = ctx.commit_wait;
     let all_done = tokio::time::timeout(wait, async { while tasks.join_next().await.is_some() {} })
         .await
         .is_ok();
@@ -402,19 +419,18 @@ async fn finish_later(exec: &mut Exec<'_>, g: &str, pending: &[usize], window: O
         while tasks.join_next().await.is_some() {}
         drop(window);
     });
-    let names: Vec<String> = pending
-        .iter()
-        .map(|&s| exec.links[s].name.clone())
-        .collect();
+    let names: Vec<String> = pending.iter().map(|&s| p.name(s).to_string()).collect();
     tracing::warn!(gid = %g, shards = ?names, "commit decided but not yet confirmed by every shard; retrying, recovery will finish it");
+    let mut note = BytesMut::new();
     build::warning(
         "01000",
         &format!(
             "the transaction committed, but shard(s) {} have not confirmed yet; its prepared part {g} is committed as soon as they are reachable",
             names.join(", ")
         ),
-        &mut exec.out,
+        &mut note,
     );
+    p.to_client(&note);
 }
 
 fn error_bytes(e: &PgError) -> Vec<u8> {
