@@ -36,7 +36,8 @@ on_one_and_three_shards!(
     session_mode_keeps_a_connection_per_shard_for_each_client,
     a_reset_goes_back_to_the_clients_startup_parameters,
     a_statement_whose_parse_was_skipped_is_prepared_again,
-    a_changed_session_user_never_reaches_another_client
+    a_changed_session_user_never_reaches_another_client,
+    a_deallocate_answers_where_its_statement_cannot_be_prepared_again
 );
 
 async fn cluster(shards: usize, pool: &str) -> TestCluster {
@@ -587,4 +588,65 @@ async fn a_changed_session_user_never_reaches_another_client(shards: usize) {
         .batch_execute("drop role sg_someone_else")
         .await
         .unwrap();
+}
+
+/// SQL DEALLOCATE of a statement that another server connection holds, after DDL made the
+/// statement impossible to prepare again: PostgreSQL just deallocates it, and so must the
+/// proxy, on whichever connection serves the DEALLOCATE. (A Parse sent ahead of it to give the
+/// connection the statement would fail, and PostgreSQL then skips the DEALLOCATE too, waiting
+/// for a Sync: the client would wait forever.)
+async fn a_deallocate_answers_where_its_statement_cannot_be_prepared_again(shards: usize) {
+    use common::raw::{message, Raw};
+    let tc = cluster(shards, "size = 2").await;
+    let admin = tc.client().await;
+    admin
+        .batch_execute("alter table items add column passing int")
+        .await
+        .unwrap();
+    let (mut raw, _) = Raw::login(tc.port).await;
+    let sync = message(b'S', b"");
+    let parse = message(b'P', b"q\0select passing from items where id = $1\0\0\0");
+    raw.send(&[parse, sync.clone()].concat()).await;
+    let answer = raw.until_ready().await;
+    assert_eq!(answer.first().map(|m| m.0), Some(b'1'), "{answer:?}");
+
+    admin
+        .batch_execute("alter table items drop column passing")
+        .await
+        .unwrap();
+    // Another client holds the connection that has the statement, so the DEALLOCATE runs on
+    // one that lacks it.
+    let holder = tc.client().await;
+    holder
+        .batch_execute("begin; select count(*) from items")
+        .await
+        .unwrap();
+
+    let mut query = b"DEALLOCATE q".to_vec();
+    query.push(0);
+    raw.send(&message(b'Q', &query)).await;
+    let answer = raw.until_ready().await;
+    assert_eq!(
+        answer.last().map(|m| m.0),
+        Some(b'Z'),
+        "no answer: {answer:?}"
+    );
+    if let Some(e) = answer.iter().find(|m| m.0 == b'E') {
+        panic!("DEALLOCATE failed: {:?}", common::raw::field(&e.1, b'M'));
+    }
+    let tags: Vec<&[u8]> = answer
+        .iter()
+        .filter(|m| m.0 == b'C')
+        .map(|m| &m.1[..])
+        .collect();
+    assert_eq!(tags, [&b"DEALLOCATE\0"[..]], "{answer:?}");
+
+    // It is gone, as PostgreSQL would have it.
+    let bind = message(b'B', b"\0q\0\0\0\0\x01\0\0\0\x017\0\0");
+    raw.send(&[bind, message(b'E', b"\0\0\0\0\0"), sync].concat())
+        .await;
+    let answer = raw.until_ready().await;
+    let error = answer.iter().find(|m| m.0 == b'E').expect("an error");
+    assert_eq!(common::raw::field(&error.1, b'C').as_deref(), Some("26000"));
+    holder.batch_execute("rollback").await.unwrap();
 }

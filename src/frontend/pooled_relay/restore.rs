@@ -13,25 +13,36 @@
 use super::statement_text::without_leading_comments;
 use crate::pool::settings::Settings;
 
-/// The SETs added to one Query.
+/// The statements the proxy added to one Query: the SETs that give startup parameters back,
+/// or the PREPARE that gives a connection a statement for DEALLOCATE to remove.
 #[derive(Debug, Default)]
 pub(super) struct Restored {
-    /// Which CommandCompletes answer them, counted from 1.
-    hidden: Vec<u32>,
+    /// Which CommandCompletes answer them, counted from 1, and the tag each answers with.
+    hidden: Vec<(u32, &'static [u8])>,
     completes: u32,
     /// Characters of the sent text before each insertion, and the insertion's length.
     inserted: Vec<(u64, u64)>,
 }
 
 impl Restored {
+    /// `statement` (with its terminator) put in front of the client's text; its answer's tag
+    /// is `tag`.
+    pub fn ahead(statement: &str, tag: &'static [u8]) -> Restored {
+        Restored {
+            hidden: vec![(1, tag)],
+            completes: 0,
+            inserted: vec![(0, statement.chars().count() as u64)],
+        }
+    }
+
     /// A CommandComplete of the Query arrived, with this tag: true when it answers an added
-    /// SET (whose tag can only be SET).
+    /// statement.
     pub fn answer_is_ours(&mut self, tag: &[u8]) -> bool {
         if self.hidden.is_empty() {
             return false;
         }
         self.completes += 1;
-        tag == b"SET" && self.hidden.contains(&self.completes)
+        self.hidden.contains(&(self.completes, tag))
     }
 
     /// A position (in characters, from 1) in the text the shard ran as a position in the
@@ -84,7 +95,7 @@ pub(super) fn after_resets(
         sent.push_str(&insertion);
         for _ in sets.split("; ") {
             answers += 1;
-            restored.hidden.push(answers);
+            restored.hidden.push((answers, b"SET"));
         }
     }
     if copied == 0 {

@@ -309,17 +309,12 @@ impl RelayStatements {
         ]);
     }
 
-    /// The session's name on the shards for SQL DEALLOCATE of `client`, after making sure
-    /// `conn` holds it (the Parse goes to `out`); the statement is forgotten.
-    pub fn deallocate(
-        &mut self,
-        client: &str,
-        conn: u64,
-        out: &mut BytesMut,
-        expect: &mut Vec<Expect>,
-    ) -> Option<Box<str>> {
-        self.inject_if_missing(client, conn, out, expect);
-        self.by_client.remove(client).map(|p| p.shard)
+    /// The session's name on the shards for SQL DEALLOCATE of `client`, and whether
+    /// connection `conn` holds it; the statement is forgotten.
+    pub fn deallocate(&mut self, client: &str, conn: u64) -> Option<(Box<str>, bool)> {
+        self.by_client
+            .remove(client)
+            .map(|p| (p.shard, p.on.contains(&conn)))
     }
 
     /// DEALLOCATE ALL or DISCARD ALL.

@@ -111,9 +111,7 @@ impl Tracker {
                     sent: Some(Instant::now()),
                     ..Request::default()
                 };
-                let rewritten = self.query(frame, conn, out, &mut request, &mut expect);
-                self.count_parses(&expect);
-                request.expects.extend(expect);
+                let rewritten = self.query(frame, conn, out, &mut request);
                 self.awaiting.push_back(request);
                 return if rewritten {
                     Translated::Rewritten
@@ -215,7 +213,6 @@ impl Tracker {
         conn: u64,
         out: &mut BytesMut,
         request: &mut Request,
-        expect: &mut Vec<Expect>,
     ) -> bool {
         let text = query_text(&frame[5..]);
         let pieces = crate::sql::split_statements(&text);
@@ -247,13 +244,19 @@ impl Tracker {
             Some(None) => self.statements.forget_all(),
             // In a failed transaction PostgreSQL refuses it whatever the name.
             Some(Some(name)) if self.status != b'E' => {
-                let mut rewritten = BytesMut::new();
-                if let Some(shard) = self
-                    .statements
-                    .deallocate(&name, conn, &mut rewritten, expect)
-                {
-                    let sql = format!("DEALLOCATE {}", crate::sql::identifier(&shard));
-                    out.extend_from_slice(&rewritten);
+                if let Some((shard, held)) = self.statements.deallocate(&name, conn) {
+                    let shard = crate::sql::identifier(&shard);
+                    let mut sql = String::new();
+                    if !held {
+                        // PostgreSQL deallocates only what the connection holds. Its Parse
+                        // sent ahead would fail if DDL since made the statement invalid, and
+                        // PostgreSQL would then skip the DEALLOCATE too, waiting for a Sync
+                        // that never comes; a stand-in cannot fail.
+                        let stand_in = format!("PREPARE {shard} AS SELECT 1;\n");
+                        request.restored = restore::Restored::ahead(&stand_in, b"PREPARE");
+                        sql.push_str(&stand_in);
+                    }
+                    sql.push_str(&format!("DEALLOCATE {shard}"));
                     crate::protocol::build::query(&sql, out);
                     return true;
                 }

@@ -216,19 +216,16 @@ fn a_described_statement_is_checked_on_a_new_connection_and_stale_once_it_differ
 }
 
 #[test]
-fn deallocate_gives_the_shard_name_once() {
+fn deallocate_gives_the_shard_name_once_and_says_where_it_is_held() {
     let mut s = RelayStatements::default();
     let mut expect = Vec::new();
     let mut out = BytesMut::new();
     s.translate(&parse("q"), 1, &mut out, &mut expect);
+    s.translate(&parse("r"), 1, &mut BytesMut::new(), &mut expect);
     let shard = named(&out)[0].clone();
-    let (mut out, mut expect) = (BytesMut::new(), Vec::new());
-    assert_eq!(
-        s.deallocate("q", 2, &mut out, &mut expect).as_deref(),
-        Some(&*shard)
-    );
-    assert_eq!(expect, vec![Expect::Injected(Some(("q".into(), 2)))]);
-    assert!(s.deallocate("q", 2, &mut out, &mut expect).is_none());
+    assert_eq!(s.deallocate("q", 2), Some((shard.into(), false)));
+    assert!(s.deallocate("q", 1).is_none());
+    assert!(s.deallocate("r", 1).is_some_and(|(_, held)| held));
 }
 
 #[test]
