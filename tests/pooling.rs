@@ -37,7 +37,8 @@ on_one_and_three_shards!(
     a_reset_goes_back_to_the_clients_startup_parameters,
     a_statement_whose_parse_was_skipped_is_prepared_again,
     a_changed_session_user_never_reaches_another_client,
-    a_deallocate_answers_where_its_statement_cannot_be_prepared_again
+    a_deallocate_answers_where_its_statement_cannot_be_prepared_again,
+    a_close_skipped_after_an_error_leaves_the_statement
 );
 
 async fn cluster(shards: usize, pool: &str) -> TestCluster {
@@ -648,5 +649,65 @@ async fn a_deallocate_answers_where_its_statement_cannot_be_prepared_again(shard
     let answer = raw.until_ready().await;
     let error = answer.iter().find(|m| m.0 == b'E').expect("an error");
     assert_eq!(common::raw::field(&error.1, b'C').as_deref(), Some("26000"));
+    holder.batch_execute("rollback").await.unwrap();
+}
+
+/// PostgreSQL skips everything after an error up to the Sync, a Close of a statement included:
+/// the statement lives on, and the client may go on using it (and may not Parse its name
+/// again). The proxy must not take such a Close as done.
+async fn a_close_skipped_after_an_error_leaves_the_statement(shards: usize) {
+    use common::raw::{field, message, Raw};
+    let tc = cluster(shards, "size = 2").await;
+    let (mut raw, _) = Raw::login(tc.port).await;
+    let sync = message(b'S', b"");
+    let parse = message(b'P', b"q\0select qty from items where id = $1\0\0\0");
+    raw.send(&[parse.clone(), sync.clone()].concat()).await;
+    let answer = raw.until_ready().await;
+    assert_eq!(answer.first().map(|m| m.0), Some(b'1'), "{answer:?}");
+
+    let execute = message(b'E', b"\0\0\0\0\0");
+    let failing = [
+        message(b'P', b"\0select 1/0\0\0\0"),
+        message(b'B', b"\0\0\0\0\0\0\0\0"),
+        execute.clone(),
+        message(b'C', b"Sq\0"),
+        sync.clone(),
+    ]
+    .concat();
+    raw.send(&failing).await;
+    let answer = raw.until_ready().await;
+    let error = answer
+        .iter()
+        .find(|m| m.0 == b'E')
+        .expect("the division fails");
+    assert_eq!(field(&error.1, b'C').as_deref(), Some("22012"));
+    assert!(answer.iter().all(|m| m.0 != b'3'), "the Close was skipped");
+
+    // Another client holds the connection that has the statement, so the next batches run
+    // on a new one.
+    let holder = tc.client().await;
+    holder
+        .batch_execute("begin; select count(*) from items")
+        .await
+        .unwrap();
+    let bind = message(b'B', b"\0q\0\0\0\0\x01\0\0\0\x017\0\0");
+    raw.send(&[bind, execute, sync.clone()].concat()).await;
+    let answer = raw.until_ready().await;
+    if let Some(e) = answer.iter().find(|m| m.0 == b'E') {
+        panic!("the statement is gone: {:?}", field(&e.1, b'M'));
+    }
+    let row = answer.iter().find(|m| m.0 == b'D').expect("a row");
+    assert!(row.1.ends_with(b"70"), "{row:?}");
+
+    // Its name is still taken, as PostgreSQL has it.
+    raw.send(&[parse, sync.clone()].concat()).await;
+    let answer = raw.until_ready().await;
+    let error = answer.iter().find(|m| m.0 == b'E').expect("42P05");
+    assert_eq!(field(&error.1, b'C').as_deref(), Some("42P05"));
+
+    // A Close that is carried out ends it.
+    raw.send(&[message(b'C', b"Sq\0"), sync].concat()).await;
+    let answer = raw.until_ready().await;
+    assert_eq!(answer.first().map(|m| m.0), Some(b'3'), "{answer:?}");
     holder.batch_execute("rollback").await.unwrap();
 }

@@ -43,6 +43,15 @@ impl SessionPrefix {
     }
 }
 
+/// The client's name in a statement name of the shards (a name the session did not rename
+/// comes back as it is).
+pub fn client_part(shard: &str) -> &str {
+    match shard.split_once(':') {
+        Some((prefix, client)) if prefix.starts_with("sg") => client,
+        _ => shard,
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct StatementNames {
     prefix: SessionPrefix,
@@ -55,7 +64,12 @@ impl StatementNames {
     pub fn rename(&mut self, mut m: ClientMessage) -> ClientMessage {
         match &mut m.kind {
             Kind::Parse(p) if !p.name.is_empty() => {
-                let shard = self.prefix.fresh(&p.name);
+                // A live name keeps its statement, so that the session refuses the Parse as
+                // PostgreSQL would (42P05).
+                let shard = match self.current.get(&p.name) {
+                    Some(live) => live.clone(),
+                    None => self.prefix.fresh(&p.name),
+                };
                 self.current.insert(p.name.clone(), shard.clone());
                 m.frame = respliced(&m.frame, 0, p.name.len(), &shard);
                 p.name = shard;
@@ -70,13 +84,9 @@ impl StatementNames {
             Kind::Describe(t) | Kind::Close(t)
                 if t.kind == TargetKind::Statement && !t.name.is_empty() =>
             {
-                let closing = m.frame.tag == b'C';
-                let shard = if closing {
-                    self.current.remove(&t.name)
-                } else {
-                    self.current.get(&t.name).cloned()
-                };
-                if let Some(shard) = shard {
+                // A Close is forgotten only once carried out (see `closed`): after an error
+                // PostgreSQL skips it, and the statement lives on.
+                if let Some(shard) = self.current.get(&t.name).cloned() {
                     m.frame = respliced(&m.frame, 1, t.name.len(), &shard);
                     t.name = shard;
                 }
@@ -84,6 +94,12 @@ impl StatementNames {
             _ => {}
         }
         m
+    }
+
+    /// The statement with this shard name was closed: its client name is free again (unless a
+    /// later Parse already gave it to a newer statement).
+    pub fn closed(&mut self, shard: &str) {
+        self.current.retain(|_, s| s != shard);
     }
 
     /// The shard name of a client's statement, for SQL DEALLOCATE; it is forgotten.
@@ -156,17 +172,19 @@ mod tests {
         let again = ClientMessage::decode(p.frame.clone()).unwrap();
         assert!(matches!(&again.kind, Kind::Parse(x) if x == first));
 
-        let bind = message(|b| {
-            Bind {
-                portal: "p".into(),
-                statement: "S_1".into(),
-                param_formats: vec![],
-                values: vec![Some(bytes::Bytes::from_static(b"7"))],
-                result_formats: vec![1],
-            }
-            .encode(b)
-        });
-        let bind = names.rename(bind);
+        let bind_s1 = || {
+            message(|b| {
+                Bind {
+                    portal: "p".into(),
+                    statement: "S_1".into(),
+                    param_formats: vec![],
+                    values: vec![Some(bytes::Bytes::from_static(b"7"))],
+                    result_formats: vec![1],
+                }
+                .encode(b)
+            })
+        };
+        let bind = names.rename(bind_s1());
         let decoded = ClientMessage::decode(bind.frame.clone()).unwrap();
         let Kind::Bind(b) = decoded.kind else {
             panic!()
@@ -183,6 +201,15 @@ mod tests {
             .encode(b'C', b)
         }));
         assert!(matches!(&close.kind, Kind::Close(t) if t.name == first.name));
+        // A Parse of the live name names the live statement, which the session refuses.
+        let again = names.rename(parse("S_1"));
+        assert!(matches!(&again.kind, Kind::Parse(x) if x.name == first.name));
+        assert_eq!(client_part(&first.name), "S_1");
+        assert_eq!(client_part("S_1"), "S_1");
+        // Until the Close is carried out, the name is still the statement's.
+        let bind = names.rename(bind_s1());
+        assert!(matches!(&bind.kind, Kind::Bind(b) if b.statement == first.name));
+        names.closed(&first.name);
         // After the Close, the same client name is a different statement.
         let p2 = names.rename(parse("S_1"));
         let Kind::Parse(second) = &p2.kind else {

@@ -358,6 +358,17 @@ impl Extended {
             return Ok(());
         }
         let step = match &m.kind {
+            Kind::Parse(p) if !p.name.is_empty() && self.statements.contains_key(&p.name) => {
+                // PostgreSQL refuses to prepare a live name again; the statement stays.
+                let shown = crate::pool::names::client_part(&p.name);
+                exec.error(&PgError::error(
+                    "42P05",
+                    format!("prepared statement \"{shown}\" already exists"),
+                ));
+                self.failed = true;
+                exec.txn.fail();
+                return Ok(());
+            }
             Kind::Parse(p) => {
                 if let Some(err) = self.parse_checked.error(exec, &p.sql) {
                     metrics::counter!(crate::metrics::STATEMENTS_REJECTED).increment(1);

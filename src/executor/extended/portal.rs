@@ -121,7 +121,10 @@ impl Extended {
         let Some(st) = self.statements.get(stmt) else {
             return Ok(exec.error(&PgError::error(
                 "26000",
-                format!("prepared statement \"{stmt}\" does not exist"),
+                format!(
+                    "prepared statement \"{}\" does not exist",
+                    crate::pool::names::client_part(stmt)
+                ),
             )));
         };
         let (ast, declared) = (st.ast.clone(), st.param_types.clone());
@@ -266,7 +269,10 @@ impl Extended {
             let Some(st) = self.statements.get_mut(name) else {
                 return Ok(exec.error(&PgError::error(
                     "26000",
-                    format!("prepared statement \"{name}\" does not exist"),
+                    format!(
+                        "prepared statement \"{}\" does not exist",
+                        crate::pool::names::client_part(name)
+                    ),
                 )));
             };
             // Answered by the proxy: no parameters, and the columns it answers with (none
@@ -420,6 +426,7 @@ impl Extended {
     pub(super) async fn close(&mut self, exec: &mut Exec<'_>, f: &Frame, t: &Target) -> R<Step> {
         let name = &t.name;
         let shards: Vec<usize> = if t.kind == TargetKind::Statement {
+            exec.pool.names.closed(name);
             self.statements
                 .remove(name)
                 .map(|s| s.held_shards(exec).collect())

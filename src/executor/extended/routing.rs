@@ -31,7 +31,9 @@ impl Extended {
             let ok = match &m.kind {
                 Kind::Parse(p) => {
                     parsed.insert(p.name.clone(), None);
-                    self.parse_checked.error(exec, &p.sql).is_none()
+                    // A Parse of a live name is refused (see `run_message`).
+                    (p.name.is_empty() || !self.statements.contains_key(&p.name))
+                        && self.parse_checked.error(exec, &p.sql).is_none()
                         && !answered_by_proxy(&p.sql)
                         && !p
                             .param_types

@@ -337,7 +337,12 @@ async fn shard_to_client(
     registered: &Registered,
 ) -> SessionEnd {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let inspect_tag = |t: u8| matches!(t, b'Z' | b'E' | b'1' | b'2' | b'C' | b't' | b'T' | b'n');
+    let inspect_tag = |t: u8| {
+        matches!(
+            t,
+            b'Z' | b'E' | b'1' | b'2' | b'3' | b'C' | b't' | b'T' | b'n'
+        )
+    };
     loop {
         let Some(mut rx) = readers.recv().await else {
             return SessionEnd::ClientGone;
@@ -472,6 +477,10 @@ fn on_answer(
             Answer::Pass
         }
         b'1' if s.tracker.on_parse_complete() => Answer::Drop,
+        b'3' => {
+            s.tracker.on_close_complete();
+            Answer::Pass
+        }
         b'2' if s.tracker.on_bind_complete() => Answer::Drop,
         b't' if s.tracker.on_parameter_description() => Answer::Drop,
         b'T' | b'n' => {

@@ -16,7 +16,8 @@
 //!
 //! Invariant: `on` lists only connections that were sent the renamed Parse, and an entry exists
 //! for a client name from its Parse until its Close (or until PostgreSQL refused the Parse, see
-//! `refused`).
+//! `refused`). Between a Close and its CloseComplete the entry waits in `closing`, and comes
+//! back if the shard skipped the Close after an error.
 
 use crate::pool::names::SessionPrefix;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -41,6 +42,9 @@ pub enum Expect {
     Checked(Box<str>),
     /// A BindComplete for a Bind the proxy added: dropped.
     InjectedBind,
+    /// A CloseComplete; of a statement of the session's, it says the Close was carried out
+    /// (PostgreSQL skips a Close after an error, and the statement then lives on).
+    Closed(Option<Box<str>>),
     /// The error that stands for PostgreSQL's refusal of a stale statement.
     Refusal,
 }
@@ -88,6 +92,8 @@ struct Prepared {
 pub struct RelayStatements {
     prefix: SessionPrefix,
     by_client: HashMap<Box<str>, Prepared>,
+    /// Statements closed by the client, until the shard confirms it (see `Expect::Closed`).
+    closing: Vec<(Box<str>, Prepared)>,
 }
 
 /// PostgreSQL's refusal of a statement whose result columns changed, raised on the shard so
@@ -128,18 +134,23 @@ impl RelayStatements {
                 expect.push(Expect::Described(None));
                 Translated::Same
             }
-            b'C' if body.first() == Some(&b'S') => {
-                let Some(name) = cstr_bytes(&body[1..]) else {
+            b'C' => {
+                let name = cstr_bytes(body.get(1..).unwrap_or(b""));
+                let ours = name
+                    .filter(|_| body.first() == Some(&b'S'))
+                    .and_then(|name| {
+                        let client: Box<str> = String::from_utf8_lossy(name).into();
+                        let p = self.by_client.remove(&client)?;
+                        Some((name, client, p))
+                    });
+                let Some((name, client, p)) = ours else {
+                    expect.push(Expect::Closed(None));
                     return Translated::Same;
                 };
-                let client = String::from_utf8_lossy(name);
-                match self.by_client.remove(&*client) {
-                    Some(p) => {
-                        out.put_slice(&respliced(frame, 1, name.len(), p.shard.as_bytes()));
-                        Translated::Rewritten
-                    }
-                    None => Translated::Same,
-                }
+                out.put_slice(&respliced(frame, 1, name.len(), p.shard.as_bytes()));
+                self.closing.push((client.clone(), p));
+                expect.push(Expect::Closed(Some(client)));
+                Translated::Rewritten
             }
             _ => Translated::Same,
         }
@@ -266,6 +277,22 @@ impl RelayStatements {
         }
     }
 
+    /// The shard answered the Close of `client` with CloseComplete: it is gone.
+    pub fn closed(&mut self, client: &str) {
+        if let Some(at) = self.closing.iter().position(|(c, _)| &**c == client) {
+            self.closing.remove(at);
+        }
+    }
+
+    /// The Close of `client` was skipped after an error: the statement lives on, unless the
+    /// client has prepared the name again since.
+    pub fn close_skipped(&mut self, client: &str) {
+        if let Some(at) = self.closing.iter().position(|(c, _)| &**c == client) {
+            let (c, p) = self.closing.remove(at);
+            self.by_client.entry(c).or_insert(p);
+        }
+    }
+
     /// The client's Describe of `client` was answered with `answer` (RowDescription or
     /// NoData, whole): the columns it decodes rows by.
     pub fn described(&mut self, client: &str, answer: &[u8]) {
@@ -320,6 +347,7 @@ impl RelayStatements {
     /// DEALLOCATE ALL or DISCARD ALL.
     pub fn forget_all(&mut self) {
         self.by_client.clear();
+        self.closing.clear();
     }
 }
 

@@ -30,6 +30,8 @@ struct Request {
     expects: VecDeque<Expect>,
     /// Client statements parsed here: refused if no ParseComplete came by the ReadyForQuery.
     parsed: Vec<Box<str>>,
+    /// Client statements whose Close the shard skipped after an error: they live on.
+    unclosed: Vec<Box<str>>,
     /// The statements of a Query that matter to settings, in order (empty when none does).
     statements: Vec<Stmt>,
     failed: bool,
@@ -324,6 +326,16 @@ impl Tracker {
         }
     }
 
+    /// A CloseComplete arrived.
+    pub fn on_close_complete(&mut self) {
+        let request = self.answering();
+        if let Some(Expect::Closed(_)) = request.expects.front() {
+            if let Some(Expect::Closed(Some(client))) = request.expects.pop_front() {
+                self.statements.closed(&client);
+            }
+        }
+    }
+
     /// A BindComplete arrived; true when it answers the proxy's own Bind.
     pub fn on_bind_complete(&mut self) -> bool {
         let request = self.answering();
@@ -346,14 +358,15 @@ impl Tracker {
             .expects
             .iter()
             .any(|e| matches!(e, Expect::Checked(_)));
-        let skipped: Vec<(Box<str>, u64)> = request
-            .expects
-            .drain(..)
-            .filter_map(|e| match e {
-                Expect::Injected(given) => given,
-                _ => None,
-            })
-            .collect();
+        let mut skipped = Vec::new();
+        for e in request.expects.drain(..) {
+            match e {
+                Expect::Injected(Some(given)) => skipped.push(given),
+                // Put back at the ReadyForQuery, after the batch's refused Parses are gone.
+                Expect::Closed(Some(client)) => request.unclosed.push(client),
+                _ => {}
+            }
+        }
         for (client, conn) in skipped {
             self.statements.not_given(&client, conn);
         }
@@ -397,6 +410,9 @@ impl Tracker {
         let before = std::mem::replace(&mut self.status, status);
         for name in &request.parsed {
             self.statements.refused(name);
+        }
+        for name in &request.unclosed {
+            self.statements.close_skipped(name);
         }
         if request.statements.is_empty() {
             self.follow_tags(&request, before, status);

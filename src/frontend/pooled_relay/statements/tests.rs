@@ -81,11 +81,48 @@ fn a_bind_on_a_connection_without_the_statement_is_preceded_by_its_parse() {
         Translated::Rewritten,
         s.translate(&frame(b'C', b"SS_1\0"), 9, &mut out, &mut expect)
     );
-    assert!(expect.is_empty());
+    assert_eq!(expect, vec![Expect::Closed(Some("S_1".into()))]);
+    s.closed("S_1");
     assert_eq!(
         Translated::Same,
         s.translate(&bind("", "S_1"), 9, &mut BytesMut::new(), &mut expect)
     );
+}
+
+#[test]
+fn a_close_the_shard_skipped_leaves_the_statement() {
+    let mut s = RelayStatements::default();
+    s.translate(&parse("q"), 1, &mut BytesMut::new(), &mut Vec::new());
+    s.confirmed("q");
+    let mut expect = Vec::new();
+    s.translate(&frame(b'C', b"Sq\0"), 1, &mut BytesMut::new(), &mut expect);
+    // Until the shard answers, the name is free, as it will be once the Close is carried out.
+    assert_eq!(
+        Translated::Same,
+        s.translate(&bind("", "q"), 1, &mut BytesMut::new(), &mut Vec::new())
+    );
+    s.close_skipped("q");
+    assert_eq!(
+        Translated::Rewritten,
+        s.translate(&bind("", "q"), 1, &mut BytesMut::new(), &mut Vec::new())
+    );
+    // A Parse of the name after the skipped Close (refused as a duplicate by the shard, or
+    // carried out after a Close that was not skipped) keeps the newer entry.
+    s.translate(&frame(b'C', b"Sq\0"), 1, &mut BytesMut::new(), &mut expect);
+    s.translate(&parse("q"), 1, &mut BytesMut::new(), &mut Vec::new());
+    s.close_skipped("q");
+    assert!(s.deallocate("q", 1).is_some());
+    assert!(s.deallocate("q", 1).is_none());
+    // Closes of portals and of names the session never prepared are answered too.
+    let mut expect = Vec::new();
+    s.translate(&frame(b'C', b"Pp\0"), 1, &mut BytesMut::new(), &mut expect);
+    s.translate(
+        &frame(b'C', b"Snone\0"),
+        1,
+        &mut BytesMut::new(),
+        &mut expect,
+    );
+    assert_eq!(expect, vec![Expect::Closed(None), Expect::Closed(None)]);
 }
 
 #[test]
