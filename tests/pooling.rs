@@ -38,7 +38,8 @@ on_one_and_three_shards!(
     a_statement_whose_parse_was_skipped_is_prepared_again,
     a_changed_session_user_never_reaches_another_client,
     a_deallocate_answers_where_its_statement_cannot_be_prepared_again,
-    a_close_skipped_after_an_error_leaves_the_statement
+    a_close_skipped_after_an_error_leaves_the_statement,
+    sql_execute_runs_a_statement_the_driver_prepared
 );
 
 async fn cluster(shards: usize, pool: &str) -> TestCluster {
@@ -709,5 +710,67 @@ async fn a_close_skipped_after_an_error_leaves_the_statement(shards: usize) {
     raw.send(&[message(b'C', b"Sq\0"), sync].concat()).await;
     let answer = raw.until_ready().await;
     assert_eq!(answer.first().map(|m| m.0), Some(b'3'), "{answer:?}");
+    holder.batch_execute("rollback").await.unwrap();
+}
+
+/// PostgreSQL keeps protocol-level and SQL-level prepared statements in one namespace, so SQL
+/// `EXECUTE` runs a statement a driver prepared with Parse: on the connection that has it, and
+/// on one that never saw it.
+async fn sql_execute_runs_a_statement_the_driver_prepared(shards: usize) {
+    use common::raw::{field, message, Raw};
+    let tc = cluster(shards, "size = 2").await;
+    let (mut raw, _) = Raw::login(tc.port).await;
+    let sync = message(b'S', b"");
+    let parse = message(b'P', b"q\0select qty from items where id = $1\0\0\0");
+    raw.send(&[parse, sync.clone()].concat()).await;
+    let answer = raw.until_ready().await;
+    assert_eq!(answer.first().map(|m| m.0), Some(b'1'), "{answer:?}");
+
+    let query = |sql: &str| {
+        let mut body = sql.as_bytes().to_vec();
+        body.push(0);
+        message(b'Q', &body)
+    };
+    let qty = |answer: &[(u8, Vec<u8>)]| -> String {
+        if let Some(e) = answer.iter().find(|m| m.0 == b'E') {
+            panic!("EXECUTE failed: {:?}", field(&e.1, b'M'));
+        }
+        let row = answer.iter().find(|m| m.0 == b'D').expect("a row");
+        String::from_utf8_lossy(&row.1[row.1.len() - 2..]).into_owned()
+    };
+    raw.send(&query("EXECUTE q(3)")).await;
+    assert_eq!(qty(&raw.until_ready().await), "30");
+
+    // Another client holds the connection that has the statement.
+    let holder = tc.client().await;
+    holder
+        .batch_execute("begin; select count(*) from items")
+        .await
+        .unwrap();
+    raw.send(&query("/* c */ execute Q (7);")).await;
+    let answer = raw.until_ready().await;
+    assert_eq!(qty(&answer), "70");
+    let tags: Vec<&[u8]> = answer
+        .iter()
+        .filter(|m| m.0 == b'C')
+        .map(|m| &m.1[..])
+        .collect();
+    assert_eq!(
+        tags,
+        [&b"SELECT 1\0"[..]],
+        "only the client's answer: {answer:?}"
+    );
+    // The connection now has it: the protocol-level Bind finds it there too.
+    let bind = message(b'B', b"\0q\0\0\0\0\x01\0\0\0\x019\0\0");
+    raw.send(&[bind, message(b'E', b"\0\0\0\0\0"), sync].concat())
+        .await;
+    assert_eq!(qty(&raw.until_ready().await), "90");
+
+    // A name the session never prepared is PostgreSQL's to refuse, under the client's name.
+    raw.send(&query("EXECUTE nothing(1)")).await;
+    let answer = raw.until_ready().await;
+    let error = answer.iter().find(|m| m.0 == b'E').expect("26000");
+    assert_eq!(field(&error.1, b'C').as_deref(), Some("26000"));
+    assert!(field(&error.1, b'M').unwrap().contains("\"nothing\""));
     holder.batch_execute("rollback").await.unwrap();
 }

@@ -11,7 +11,7 @@
 
 use super::session::state::SqlPrepared;
 use super::session::{Exec, Step, R};
-use crate::error::PgError;
+use crate::error::{sqlstate, PgError};
 use crate::protocol::build;
 use crate::router::params::Params;
 use crate::router::plan::{plan, PreparedCmd, HOME};
@@ -259,7 +259,8 @@ impl Exec<'_> {
     /// shard holds under that name: its text and the parameter types PostgreSQL settled on
     /// there, so EXECUTE runs it like a SQL-prepared one.
     async fn protocol_prepared(&mut self, name: &str) -> R<Result<Option<SqlPrepared>, Step>> {
-        let name = crate::sql::string_literal(self.pool.names.shard_name(name).unwrap_or(name));
+        let shard_name = self.pool.names.shard_name(name).unwrap_or(name).to_string();
+        let name = crate::sql::string_literal(&shard_name);
         // The statement first, then its parameter types in order.
         let sql = format!(
             "SELECT v FROM (SELECT 0::bigint AS n, statement AS v FROM pg_prepared_statements \
@@ -272,7 +273,12 @@ impl Exec<'_> {
             return Ok(Err(Step::Failed));
         }
         if values.is_empty() {
-            return Ok(Ok(None));
+            // In transaction pooling the home shard's connection now may not be the one that
+            // prepared it: the client's Parse says what it is.
+            match self.parsed_statement(&shard_name).await? {
+                Ok(Some(found)) => values = found,
+                other => return Ok(other.map(|_| None)),
+            }
         }
         let text = values.remove(0);
         let body = self.parse(&text).filter(|v| v.len() == 1);
@@ -283,6 +289,51 @@ impl Exec<'_> {
             types: values,
             body: body[0].clone(),
         })))
+    }
+}
+
+impl Exec<'_> {
+    /// The text of the client's Parse of `shard_name` and its declared parameter types, by
+    /// name (looked up on the home shard). Types left open in a Parse that declared others
+    /// cannot be named, and are refused.
+    async fn parsed_statement(&mut self, shard_name: &str) -> R<Result<Option<Vec<String>>, Step>> {
+        let Some((text, oids)) = self
+            .pool
+            .names
+            .parsed(shard_name)
+            .map(|(t, o)| (t.to_string(), o.to_vec()))
+        else {
+            return Ok(Ok(None));
+        };
+        let mut values = vec![text];
+        if oids.iter().all(|&o| o == 0) {
+            return Ok(Ok(Some(values)));
+        }
+        if oids.contains(&0) {
+            return Ok(Err(self.error(
+                &PgError::error(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "EXECUTE of this statement cannot run here: it was prepared through the \
+                     protocol on another server connection, with some parameter types left open",
+                )
+                .with_hint(
+                    "Declare every parameter type in the Parse, or bind it through the protocol.",
+                ),
+            )));
+        }
+        let list: Vec<String> = oids.iter().map(u32::to_string).collect();
+        let sql = format!(
+            "SELECT format_type(o, NULL) FROM unnest('{{{}}}'::oid[]) WITH ORDINALITY AS u(o, n) \
+             ORDER BY n",
+            list.join(",")
+        );
+        let (types, error) = self.query_values(HOME, &sql).await?;
+        if let Some(e) = error {
+            self.shard_error(&e);
+            return Ok(Err(Step::Failed));
+        }
+        values.extend(types);
+        Ok(Ok(Some(values)))
     }
 }
 

@@ -57,6 +57,9 @@ pub struct StatementNames {
     prefix: SessionPrefix,
     /// Client name to the name its current statement has on the shards.
     current: HashMap<String, String>,
+    /// Each statement's text and declared parameter types, by its name on the shards: for SQL
+    /// EXECUTE on a connection that did not prepare it.
+    parsed: HashMap<String, (String, Vec<u32>)>,
 }
 
 impl StatementNames {
@@ -71,6 +74,9 @@ impl StatementNames {
                     None => self.prefix.fresh(&p.name),
                 };
                 self.current.insert(p.name.clone(), shard.clone());
+                self.parsed
+                    .entry(shard.clone())
+                    .or_insert_with(|| (p.sql.clone(), p.param_types.clone()));
                 m.frame = respliced(&m.frame, 0, p.name.len(), &shard);
                 p.name = shard;
             }
@@ -100,16 +106,27 @@ impl StatementNames {
     /// later Parse already gave it to a newer statement).
     pub fn closed(&mut self, shard: &str) {
         self.current.retain(|_, s| s != shard);
+        self.parsed.remove(shard);
+    }
+
+    /// The text and declared parameter types of the statement named `shard` on the shards.
+    pub fn parsed(&self, shard: &str) -> Option<(&str, &[u32])> {
+        self.parsed
+            .get(shard)
+            .map(|(t, o)| (t.as_str(), o.as_slice()))
     }
 
     /// The shard name of a client's statement, for SQL DEALLOCATE; it is forgotten.
     pub fn forget(&mut self, client: &str) -> Option<String> {
-        self.current.remove(client)
+        let shard = self.current.remove(client)?;
+        self.parsed.remove(&shard);
+        Some(shard)
     }
 
     /// DEALLOCATE ALL, DISCARD ALL.
     pub fn forget_all(&mut self) {
         self.current.clear();
+        self.parsed.clear();
     }
 
     /// The shard name of a client's statement.

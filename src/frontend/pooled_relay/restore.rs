@@ -28,11 +28,22 @@ impl Restored {
     /// `statement` (with its terminator) put in front of the client's text; its answer's tag
     /// is `tag`.
     pub fn ahead(statement: &str, tag: &'static [u8]) -> Restored {
+        Restored::edited(vec![(1, tag)], vec![(0, statement.chars().count() as u64)])
+    }
+
+    /// The client's text with the proxy's edits: `hidden` answers (by position and tag), and
+    /// where text was added (characters of the sent text before it, and its length).
+    pub fn edited(hidden: Vec<(u32, &'static [u8])>, inserted: Vec<(u64, u64)>) -> Restored {
         Restored {
-            hidden: vec![(1, tag)],
+            hidden,
             completes: 0,
-            inserted: vec![(0, statement.chars().count() as u64)],
+            inserted,
         }
+    }
+
+    /// Whether every added statement has answered.
+    pub fn answered(&self) -> bool {
+        self.hidden.iter().all(|&(n, _)| n <= self.completes)
     }
 
     /// A CommandComplete of the Query arrived, with this tag: true when it answers an added

@@ -104,9 +104,59 @@ pub(super) fn deallocation(text: &str) -> Option<Option<String>> {
     ))
 }
 
+/// SQL EXECUTE: the statement's name as PostgreSQL reads it (unquoted names fold to lower
+/// case) and where the name sits in `text`, which starts at the statement's first word.
+pub(super) fn execution(text: &str) -> Option<(String, std::ops::Range<usize>)> {
+    let rest = text.get(.."execute".len())?;
+    if !rest.eq_ignore_ascii_case("execute") {
+        return None;
+    }
+    let after = &text["execute".len()..];
+    let start = text.len() - after.trim_start().len();
+    if start == "execute".len() {
+        return None; // no whitespace after the word: another word (`executed`) or nothing
+    }
+    let tail = &text[start..];
+    if let Some(quoted) = tail.strip_prefix('"') {
+        // A quoted name ends at a quote not doubled.
+        let mut name = String::new();
+        let mut chars = quoted.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if c == '"' {
+                if chars.peek().map(|&(_, n)| n) == Some('"') {
+                    chars.next();
+                    name.push('"');
+                    continue;
+                }
+                return Some((name, start..start + 1 + i + 1));
+            }
+            name.push(c);
+        }
+        return None;
+    }
+    let len = tail
+        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+        .unwrap_or(tail.len());
+    (len > 0).then(|| (tail[..len].to_lowercase(), start..start + len))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn execution_reads_the_name_and_where_it_is() {
+        assert_eq!(execution("EXECUTE q(1)"), Some(("q".into(), 8..9)));
+        assert_eq!(execution("execute  S_1 ;"), Some(("s_1".into(), 9..12)));
+        assert_eq!(
+            execution("EXECUTE \"A\"\"b\" (2, 'x')"),
+            Some(("A\"b".into(), 8..14))
+        );
+        assert_eq!(execution("EXECUTED"), None);
+        assert_eq!(execution("EXECUTE"), None);
+        assert_eq!(execution("EXECUTE \"open"), None);
+        assert_eq!(execution("SELECT 1"), None);
+    }
 
     #[test]
     fn deallocation_reads_the_name() {

@@ -344,6 +344,45 @@ impl RelayStatements {
             .map(|p| (p.shard, p.on.contains(&conn)))
     }
 
+    /// SQL EXECUTE of the client's statement `client` on connection `conn`: its name on the
+    /// shards, and the SQL PREPARE that gives it to a connection that lacks it. None when the
+    /// session has no such statement (PostgreSQL answers for it), it is stale, or the
+    /// connection lacks it and its Parse declared parameter types, which SQL can name only by
+    /// type names the relay does not know.
+    pub fn for_execute(&mut self, client: &str, conn: u64) -> Option<(Box<str>, Option<String>)> {
+        let p = self.by_client.get_mut(client)?;
+        if p.stale {
+            return None;
+        }
+        if p.on.contains(&conn) {
+            return Some((p.shard.clone(), None));
+        }
+        // Parse body: name, text, then the parameter type count and OIDs.
+        let body = &p.parse[5..];
+        let name_end = body.iter().position(|&b| b == 0)?;
+        let text_at = name_end + 1;
+        let text_end = text_at + body[text_at..].iter().position(|&b| b == 0)?;
+        let types = body.get(text_end + 3..)?;
+        if types.iter().any(|&b| b != 0) {
+            return None;
+        }
+        let text = std::str::from_utf8(&body[text_at..text_end]).ok()?;
+        let prepare = format!(
+            "PREPARE {} AS {text}\n;\n",
+            crate::sql::identifier(&p.shard)
+        );
+        Some((p.shard.clone(), Some(prepare)))
+    }
+
+    /// The SQL PREPARE from `for_execute` went to connection `conn`.
+    pub fn given(&mut self, client: &str, conn: u64) {
+        if let Some(p) = self.by_client.get_mut(client) {
+            if !p.on.contains(&conn) {
+                p.on.push(conn);
+            }
+        }
+    }
+
     /// DEALLOCATE ALL or DISCARD ALL.
     pub fn forget_all(&mut self) {
         self.by_client.clear();

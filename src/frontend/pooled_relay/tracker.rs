@@ -14,7 +14,9 @@
 //! a guess replayed on another connection.
 
 use super::restore::{self, Restored};
-use super::statement_text::{deallocation, parse_text, query_text, without_leading_comments, Stmt};
+use super::statement_text::{
+    deallocation, execution, parse_text, query_text, without_leading_comments, Stmt,
+};
 use super::statements::{Expect, RelayStatements, Translated};
 use crate::pool::pins;
 use crate::pool::settings::{self, Change, Settings};
@@ -32,6 +34,9 @@ struct Request {
     parsed: Vec<Box<str>>,
     /// Client statements whose Close the shard skipped after an error: they live on.
     unclosed: Vec<Box<str>>,
+    /// A client statement this Query gives its connection with a SQL PREPARE in front of the
+    /// client's EXECUTE (see `execute`).
+    given: Option<(Box<str>, u64)>,
     /// The statements of a Query that matter to settings, in order (empty when none does).
     statements: Vec<Stmt>,
     failed: bool,
@@ -265,7 +270,50 @@ impl Tracker {
             }
             _ => {}
         }
-        false
+        self.execute(&text, pieces[0], conn, out, request)
+    }
+
+    /// SQL EXECUTE of a statement the client prepared through the protocol: PostgreSQL keeps
+    /// both in one namespace, but the shard knows the statement by the session's name, and
+    /// the connection may not have it yet. Rewritten to that name, behind a SQL PREPARE when
+    /// the connection lacks it; true when `out` holds the rewritten Query.
+    fn execute(
+        &mut self,
+        text: &str,
+        piece: &str,
+        conn: u64,
+        out: &mut BytesMut,
+        request: &mut Request,
+    ) -> bool {
+        let statement = without_leading_comments(piece);
+        let Some((name, range)) = execution(statement) else {
+            return false;
+        };
+        let Some((shard, prepare)) = self.statements.for_execute(&name, conn) else {
+            return false;
+        };
+        let at = statement.as_ptr() as usize - text.as_ptr() as usize;
+        let (name_at, name_end) = (at + range.start, at + range.end);
+        let ahead = prepare.unwrap_or_default();
+        let shard = crate::sql::identifier(&shard);
+        let sent = format!("{ahead}{}{shard}{}", &text[..name_at], &text[name_end..]);
+        let chars = |s: &str| s.chars().count() as u64;
+        // Positions after the name move by what the rewrite added in front of them.
+        let mut inserted = Vec::new();
+        let mut hidden = Vec::new();
+        if !ahead.is_empty() {
+            inserted.push((0, chars(&ahead)));
+            hidden.push((1, &b"PREPARE"[..]));
+            request.given = Some((name.into(), conn));
+            self.statements
+                .given(&request.given.as_ref().unwrap().0, conn);
+            self.named_parses += 1;
+        }
+        let grown = chars(&shard).saturating_sub(chars(&text[name_at..name_end]));
+        inserted.push((chars(&ahead) + chars(&text[..name_at]), grown));
+        request.restored = Restored::edited(hidden, inserted);
+        crate::protocol::build::query(&sent, out);
+        true
     }
 
     fn pin(&mut self, why: &'static str) {
@@ -366,6 +414,14 @@ impl Tracker {
                 Expect::Closed(Some(client)) => request.unclosed.push(client),
                 _ => {}
             }
+        }
+        // A SQL PREPARE in front of the client's EXECUTE that did not answer did not run.
+        if let Some(given) = request
+            .given
+            .take()
+            .filter(|_| !request.restored.answered())
+        {
+            skipped.push(given);
         }
         for (client, conn) in skipped {
             self.statements.not_given(&client, conn);
