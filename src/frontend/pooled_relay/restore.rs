@@ -57,7 +57,7 @@ impl Restored {
     }
 
     /// A position (in characters, from 1) in the text the shard ran as a position in the
-    /// client's text; None when nothing was added.
+    /// client's text (None: no position to give); None when nothing was added.
     pub fn client_position(&self) -> Option<impl Fn(u64) -> Option<u64>> {
         let inserted = self.inserted.clone();
         (!inserted.is_empty()).then_some(move |p: u64| {
@@ -66,11 +66,12 @@ impl Restored {
                 if p > at + len {
                     client -= len;
                 } else if p > at {
-                    // In the proxy's own SET: point at the end of the RESET before it.
+                    // In the proxy's own text: point at the end of the client's text before
+                    // it (nowhere, when the proxy's text came first).
                     client -= p - at;
                 }
             }
-            Some(client)
+            (client > 0).then_some(client)
         })
     }
 }
@@ -190,5 +191,19 @@ mod tests {
         let none = Settings::new(&[]);
         assert!(after_resets(&none, "reset all", &["reset all"]).is_none());
         assert!(Restored::default().client_position().is_none());
+    }
+
+    #[test]
+    fn a_statement_put_in_front_keeps_positions_after_it_and_has_none_of_its_own() {
+        let ahead = "PREPARE \"sg1_1:q\" AS select x\n;\n";
+        let sent = format!("{ahead}EXECUTE q(1)");
+        let restored = Restored::ahead(ahead, b"PREPARE");
+        let to_client = restored.client_position().unwrap();
+        let execute = sent.find("EXECUTE").unwrap() as u64 + 1;
+        assert_eq!(to_client(execute), Some(1));
+        // An error in the proxy's PREPARE (the statement cannot be prepared again) points
+        // nowhere in the client's text.
+        let inside = sent.find("select x").unwrap() as u64 + 8;
+        assert_eq!(to_client(inside), None);
     }
 }

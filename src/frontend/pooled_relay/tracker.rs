@@ -304,9 +304,9 @@ impl Tracker {
         if !ahead.is_empty() {
             inserted.push((0, chars(&ahead)));
             hidden.push((1, &b"PREPARE"[..]));
-            request.given = Some((name.into(), conn));
-            self.statements
-                .given(&request.given.as_ref().unwrap().0, conn);
+            let client: Box<str> = name.into();
+            self.statements.given(&client, conn);
+            request.given = Some((client, conn));
             self.named_parses += 1;
         }
         let grown = chars(&shard).saturating_sub(chars(&text[name_at..name_end]));
