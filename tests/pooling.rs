@@ -74,6 +74,30 @@ async fn per_shard(tc: &TestCluster) -> Vec<i64> {
     .await
 }
 
+/// A raw client that prepared statement `q` (`sql`) through the protocol.
+async fn raw_with_statement(tc: &TestCluster, sql: &str) -> common::raw::Raw {
+    use common::raw::{message, Raw};
+    let (mut raw, _) = Raw::login(tc.port).await;
+    let mut body = format!("q\0{sql}\0").into_bytes();
+    body.extend_from_slice(&[0, 0]);
+    raw.send(&[message(b'P', &body), message(b'S', b"")].concat())
+        .await;
+    let answer = raw.until_ready().await;
+    assert_eq!(answer.first().map(|m| m.0), Some(b'1'), "{answer:?}");
+    raw
+}
+
+/// Another client, in a transaction that holds the connection the pool hands out next (the
+/// one used last), so that a session's next batch runs on a connection it never used.
+async fn holding_the_last_connection(tc: &TestCluster) -> tokio_postgres::Client {
+    let holder = tc.client().await;
+    holder
+        .batch_execute("begin; select count(*) from items")
+        .await
+        .unwrap();
+    holder
+}
+
 async fn forty_clients_keep_their_own_settings_over_four_connections(shards: usize) {
     let tc = cluster(shards, "size = 4").await;
     let url = tc.url("app", "secret");
@@ -496,22 +520,14 @@ async fn a_reset_goes_back_to_the_clients_startup_parameters(shards: usize) {
 /// proxy's Parse with the rest: the next use on that connection must prepare it again rather
 /// than assume it is there (PostgreSQL would answer 26000).
 async fn a_statement_whose_parse_was_skipped_is_prepared_again(shards: usize) {
-    use common::raw::{message, Raw};
+    use common::raw::message;
     let tc = cluster(shards, "size = 2").await;
-    let (mut raw, _) = Raw::login(tc.port).await;
-    let parse = message(b'P', b"q\0select qty from items where id = $1\0\0\0");
+    let mut raw = raw_with_statement(&tc, "select qty from items where id = $1").await;
     let sync = message(b'S', b"");
-    raw.send(&[parse, sync.clone()].concat()).await;
-    let answer = raw.until_ready().await;
-    assert_eq!(answer.first().map(|m| m.0), Some(b'1'), "{answer:?}");
 
     // Another client holds the connection that has the statement, so the next batch runs on
     // a new one.
-    let holder = tc.client().await;
-    holder
-        .batch_execute("begin; select count(*) from items")
-        .await
-        .unwrap();
+    let holder = holding_the_last_connection(&tc).await;
 
     let bind_q = message(b'B', b"\0q\0\0\0\0\x01\0\0\0\x017\0\0");
     let execute = message(b'E', b"\0\0\0\0\0");
@@ -598,19 +614,15 @@ async fn a_changed_session_user_never_reaches_another_client(shards: usize) {
 /// connection the statement would fail, and PostgreSQL then skips the DEALLOCATE too, waiting
 /// for a Sync: the client would wait forever.)
 async fn a_deallocate_answers_where_its_statement_cannot_be_prepared_again(shards: usize) {
-    use common::raw::{message, Raw};
+    use common::raw::message;
     let tc = cluster(shards, "size = 2").await;
     let admin = tc.client().await;
     admin
         .batch_execute("alter table items add column passing int")
         .await
         .unwrap();
-    let (mut raw, _) = Raw::login(tc.port).await;
+    let mut raw = raw_with_statement(&tc, "select passing from items where id = $1").await;
     let sync = message(b'S', b"");
-    let parse = message(b'P', b"q\0select passing from items where id = $1\0\0\0");
-    raw.send(&[parse, sync.clone()].concat()).await;
-    let answer = raw.until_ready().await;
-    assert_eq!(answer.first().map(|m| m.0), Some(b'1'), "{answer:?}");
 
     admin
         .batch_execute("alter table items drop column passing")
@@ -618,11 +630,7 @@ async fn a_deallocate_answers_where_its_statement_cannot_be_prepared_again(shard
         .unwrap();
     // Another client holds the connection that has the statement, so the DEALLOCATE runs on
     // one that lacks it.
-    let holder = tc.client().await;
-    holder
-        .batch_execute("begin; select count(*) from items")
-        .await
-        .unwrap();
+    let holder = holding_the_last_connection(&tc).await;
 
     let mut query = b"DEALLOCATE q".to_vec();
     query.push(0);
@@ -657,14 +665,11 @@ async fn a_deallocate_answers_where_its_statement_cannot_be_prepared_again(shard
 /// the statement lives on, and the client may go on using it (and may not Parse its name
 /// again). The proxy must not take such a Close as done.
 async fn a_close_skipped_after_an_error_leaves_the_statement(shards: usize) {
-    use common::raw::{field, message, Raw};
+    use common::raw::{field, message};
     let tc = cluster(shards, "size = 2").await;
-    let (mut raw, _) = Raw::login(tc.port).await;
+    let mut raw = raw_with_statement(&tc, "select qty from items where id = $1").await;
     let sync = message(b'S', b"");
     let parse = message(b'P', b"q\0select qty from items where id = $1\0\0\0");
-    raw.send(&[parse.clone(), sync.clone()].concat()).await;
-    let answer = raw.until_ready().await;
-    assert_eq!(answer.first().map(|m| m.0), Some(b'1'), "{answer:?}");
 
     let execute = message(b'E', b"\0\0\0\0\0");
     let failing = [
@@ -686,11 +691,7 @@ async fn a_close_skipped_after_an_error_leaves_the_statement(shards: usize) {
 
     // Another client holds the connection that has the statement, so the next batches run
     // on a new one.
-    let holder = tc.client().await;
-    holder
-        .batch_execute("begin; select count(*) from items")
-        .await
-        .unwrap();
+    let holder = holding_the_last_connection(&tc).await;
     let bind = message(b'B', b"\0q\0\0\0\0\x01\0\0\0\x017\0\0");
     raw.send(&[bind, execute, sync.clone()].concat()).await;
     let answer = raw.until_ready().await;
@@ -717,14 +718,10 @@ async fn a_close_skipped_after_an_error_leaves_the_statement(shards: usize) {
 /// `EXECUTE` runs a statement a driver prepared with Parse: on the connection that has it, and
 /// on one that never saw it.
 async fn sql_execute_runs_a_statement_the_driver_prepared(shards: usize) {
-    use common::raw::{field, message, Raw};
+    use common::raw::{field, message};
     let tc = cluster(shards, "size = 2").await;
-    let (mut raw, _) = Raw::login(tc.port).await;
+    let mut raw = raw_with_statement(&tc, "select qty from items where id = $1").await;
     let sync = message(b'S', b"");
-    let parse = message(b'P', b"q\0select qty from items where id = $1\0\0\0");
-    raw.send(&[parse, sync.clone()].concat()).await;
-    let answer = raw.until_ready().await;
-    assert_eq!(answer.first().map(|m| m.0), Some(b'1'), "{answer:?}");
 
     let query = |sql: &str| {
         let mut body = sql.as_bytes().to_vec();
@@ -742,11 +739,7 @@ async fn sql_execute_runs_a_statement_the_driver_prepared(shards: usize) {
     assert_eq!(qty(&raw.until_ready().await), "30");
 
     // Another client holds the connection that has the statement.
-    let holder = tc.client().await;
-    holder
-        .batch_execute("begin; select count(*) from items")
-        .await
-        .unwrap();
+    let holder = holding_the_last_connection(&tc).await;
     raw.send(&query("/* c */ execute Q (7);")).await;
     let answer = raw.until_ready().await;
     assert_eq!(qty(&answer), "70");
