@@ -98,6 +98,28 @@ async fn holding_the_last_connection(tc: &TestCluster) -> tokio_postgres::Client
     holder
 }
 
+/// Sends a batch that fails first (a division by zero), then `rest`, then Sync: PostgreSQL
+/// skips `rest`. Returns the answer, after checking the error is the division's.
+async fn after_a_failure(raw: &mut common::raw::Raw, rest: &[Vec<u8>]) -> Vec<(u8, Vec<u8>)> {
+    use common::raw::message;
+    let mut batch = [
+        message(b'P', b"\0select 1/0\0\0\0"),
+        message(b'B', b"\0\0\0\0\0\0\0\0"),
+        message(b'E', b"\0\0\0\0\0"),
+    ]
+    .concat();
+    batch.extend(rest.concat());
+    batch.extend(message(b'S', b""));
+    raw.send(&batch).await;
+    let answer = raw.until_ready().await;
+    let error = answer
+        .iter()
+        .find(|m| m.0 == b'E')
+        .expect("the division fails");
+    assert_eq!(common::raw::field(&error.1, b'C').as_deref(), Some("22012"));
+    answer
+}
+
 async fn forty_clients_keep_their_own_settings_over_four_connections(shards: usize) {
     let tc = cluster(shards, "size = 4").await;
     let url = tc.url("app", "secret");
@@ -531,22 +553,7 @@ async fn a_statement_whose_parse_was_skipped_is_prepared_again(shards: usize) {
 
     let bind_q = message(b'B', b"\0q\0\0\0\0\x01\0\0\0\x017\0\0");
     let execute = message(b'E', b"\0\0\0\0\0");
-    let failing = [
-        message(b'P', b"\0select 1/0\0\0\0"),
-        message(b'B', b"\0\0\0\0\0\0\0\0"),
-        execute.clone(),
-        bind_q.clone(),
-        execute.clone(),
-        sync.clone(),
-    ]
-    .concat();
-    raw.send(&failing).await;
-    let answer = raw.until_ready().await;
-    let error = answer
-        .iter()
-        .find(|m| m.0 == b'E')
-        .expect("the division fails");
-    assert_eq!(common::raw::field(&error.1, b'C').as_deref(), Some("22012"));
+    after_a_failure(&mut raw, &[bind_q.clone(), execute.clone()]).await;
 
     raw.send(&[bind_q, execute, sync].concat()).await;
     let answer = raw.until_ready().await;
@@ -672,21 +679,7 @@ async fn a_close_skipped_after_an_error_leaves_the_statement(shards: usize) {
     let parse = message(b'P', b"q\0select qty from items where id = $1\0\0\0");
 
     let execute = message(b'E', b"\0\0\0\0\0");
-    let failing = [
-        message(b'P', b"\0select 1/0\0\0\0"),
-        message(b'B', b"\0\0\0\0\0\0\0\0"),
-        execute.clone(),
-        message(b'C', b"Sq\0"),
-        sync.clone(),
-    ]
-    .concat();
-    raw.send(&failing).await;
-    let answer = raw.until_ready().await;
-    let error = answer
-        .iter()
-        .find(|m| m.0 == b'E')
-        .expect("the division fails");
-    assert_eq!(field(&error.1, b'C').as_deref(), Some("22012"));
+    let answer = after_a_failure(&mut raw, &[message(b'C', b"Sq\0")]).await;
     assert!(answer.iter().all(|m| m.0 != b'3'), "the Close was skipped");
 
     // Another client holds the connection that has the statement, so the next batches run
