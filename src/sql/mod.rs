@@ -1,7 +1,9 @@
 //! Statement text helpers shared by the planner and the executor: splitting a Query into its
 //! statements, the shape of a statement (its text with literals taken out), SQL string
-//! literals, and the names of PostgreSQL's catalog relations, which every shard has alike.
+//! literals, and the names of PostgreSQL's catalog relations and built-in types, which every
+//! shard has alike.
 
+pub mod builtin_types;
 mod shape;
 mod split;
 pub use shape::{shape_of, Shape};

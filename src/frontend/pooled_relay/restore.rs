@@ -41,6 +41,11 @@ impl Restored {
         }
     }
 
+    /// Text was edited where error positions cannot be mapped back: none is given.
+    pub fn positions_unknown() -> Restored {
+        Restored::edited(Vec::new(), vec![(0, u64::MAX / 2)])
+    }
+
     /// Whether every added statement has answered.
     pub fn answered(&self) -> bool {
         self.hidden.iter().all(|&(n, _)| n <= self.completes)

@@ -6,6 +6,7 @@
 use crate::pool::settings::{self, Change};
 pub(super) use crate::sql::without_leading_comments;
 use std::borrow::Cow;
+use std::ops::Range;
 
 /// A statement of a Query, as far as session settings are concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,14 +107,104 @@ pub(super) fn deallocation(text: &str) -> Option<Option<String>> {
 
 /// SQL EXECUTE: the statement's name as PostgreSQL reads it (unquoted names fold to lower
 /// case) and where the name sits in `text`, which starts at the statement's first word.
-pub(super) fn execution(text: &str) -> Option<(String, std::ops::Range<usize>)> {
-    let rest = text.get(.."execute".len())?;
-    if !rest.eq_ignore_ascii_case("execute") {
+pub(super) fn execution(text: &str) -> Option<(String, Range<usize>)> {
+    name_after(text, "execute")
+}
+
+/// SQL PREPARE of a statement, read far enough to give it to another connection.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Preparation {
+    /// As PostgreSQL reads it, and where it sits in the text.
+    pub name: String,
+    pub name_range: Range<usize>,
+    /// The declared parameter types, as written.
+    pub types: Vec<String>,
+    /// Where the prepared statement starts, after `AS`.
+    pub body_at: usize,
+}
+
+/// SQL `PREPARE name [(type, ...)] AS statement`, `text` starting at its first word (PREPARE
+/// TRANSACTION is not one).
+pub(super) fn preparation(text: &str) -> Option<Preparation> {
+    let (name, name_range) = name_after(text, "prepare")?;
+    let mut at = name_range.end;
+    at += text[at..].len() - text[at..].trim_start().len();
+    let mut types = Vec::new();
+    if text[at..].starts_with('(') {
+        let close = at + closing_paren(&text[at..])?;
+        types = split_top_level(&text[at + 1..close]);
+        if types.iter().any(|t| t.is_empty()) {
+            return None;
+        }
+        at = close + 1;
+        at += text[at..].len() - text[at..].trim_start().len();
+    }
+    let word = text.get(at..at + 2)?;
+    let after = &text[at + 2..];
+    let body = after.trim_start();
+    if !word.eq_ignore_ascii_case("as") || after.len() == body.len() || body.is_empty() {
         return None;
     }
-    let after = &text["execute".len()..];
+    Some(Preparation {
+        name,
+        name_range,
+        types,
+        body_at: text.len() - body.len(),
+    })
+}
+
+/// The byte offset of the parenthesis that closes the one `text` starts with.
+fn closing_paren(text: &str) -> Option<usize> {
+    let mut depth = 0u32;
+    let mut quote = None;
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `text` split at its commas outside parentheses, each part trimmed.
+fn split_top_level(text: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut depth = 0u32;
+    for c in text.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                parts.push(String::new());
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(last) = parts.last_mut() {
+            last.push(c);
+        }
+    }
+    parts.iter().map(|p| p.trim().to_string()).collect()
+}
+
+/// The name that follows the keyword `word` at the start of `text`, and where it sits.
+fn name_after(text: &str, word: &str) -> Option<(String, Range<usize>)> {
+    let rest = text.get(..word.len())?;
+    if !rest.eq_ignore_ascii_case(word) {
+        return None;
+    }
+    let after = &text[word.len()..];
     let start = text.len() - after.trim_start().len();
-    if start == "execute".len() {
+    if start == word.len() {
         return None; // no whitespace after the word: another word (`executed`) or nothing
     }
     let tail = &text[start..];
@@ -156,6 +247,22 @@ mod tests {
         assert_eq!(execution("EXECUTE"), None);
         assert_eq!(execution("EXECUTE \"open"), None);
         assert_eq!(execution("SELECT 1"), None);
+    }
+
+    #[test]
+    fn preparation_reads_the_name_the_types_and_the_statement() {
+        let text = "PREPARE q (int, numeric(10, 2), \"my type\") AS SELECT $1";
+        let p = preparation(text).unwrap();
+        assert_eq!((p.name.as_str(), p.name_range), ("q", 8..9));
+        assert_eq!(p.types, vec!["int", "numeric(10, 2)", "\"my type\""]);
+        assert_eq!(&text[p.body_at..], "SELECT $1");
+        let p = preparation("prepare \"Q\"as\n select 1").unwrap();
+        assert_eq!((p.name.as_str(), p.types.len()), ("Q", 0));
+        assert_eq!(preparation("PREPARE TRANSACTION 'x'"), None);
+        assert_eq!(preparation("PREPARE q (int AS SELECT 1"), None);
+        assert_eq!(preparation("PREPARE q () AS SELECT 1"), None);
+        assert_eq!(preparation("PREPARE q AS"), None);
+        assert_eq!(preparation("PREPARE q ASSELECT 1"), None);
     }
 
     #[test]

@@ -86,6 +86,12 @@ struct Prepared {
     /// RowDescription or NoData, as the client's Describe was answered.
     columns: Option<Bytes>,
     stale: bool,
+    /// For a statement the client prepared with SQL PREPARE: that PREPARE under the session's
+    /// name, which gives it to a connection for SQL EXECUTE with its declared types as written.
+    sql: Option<Box<str>>,
+    /// The client statement this one's text EXECUTEs (a Parse of `EXECUTE name(...)`): a
+    /// connection given this one must hold that one first.
+    needs: Option<Box<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -94,6 +100,8 @@ pub struct RelayStatements {
     by_client: HashMap<Box<str>, Prepared>,
     /// Statements closed by the client, until the shard confirms it (see `Expect::Closed`).
     closing: Vec<(Box<str>, Prepared)>,
+    /// A Parse's text was edited since the last `take_text_edited`.
+    text_edited: bool,
 }
 
 /// PostgreSQL's refusal of a statement whose result columns changed, raised on the shard so
@@ -164,9 +172,14 @@ impl RelayStatements {
         expect: &mut Vec<Expect>,
     ) -> Translated {
         let name = cstr_bytes(&frame[5..]).unwrap_or(b"");
+        let executes = self.executed_in(frame, name.len(), conn, out, expect);
         if name.is_empty() {
             expect.push(Expect::Parsed(None));
-            return Translated::Same;
+            let Some((edit, _)) = executes else {
+                return Translated::Same;
+            };
+            out.put_slice(&respliced_all(frame, &[edit.as_ref()]));
+            return Translated::Rewritten;
         }
         let client: Box<str> = String::from_utf8_lossy(name).into();
         let shard = match self.by_client.get(&client) {
@@ -179,24 +192,120 @@ impl RelayStatements {
             }
             None => {
                 let shard = self.prefix.fresh(&client).into_boxed_str();
-                let parse = respliced(frame, 0, name.len(), shard.as_bytes());
+                let renamed = Edit::new(0, name.len(), shard.as_bytes());
+                let (parse, needs) = match executes {
+                    Some((edit, needs)) => {
+                        (respliced_all(frame, &[renamed, edit.as_ref()]), Some(needs))
+                    }
+                    None => (respliced_all(frame, &[renamed]), None),
+                };
+                out.put_slice(&parse);
                 self.by_client.insert(
                     client.clone(),
                     Prepared {
-                        shard: shard.clone(),
                         parse,
-                        on: vec![conn],
-                        confirmed: false,
-                        columns: None,
-                        stale: false,
+                        needs,
+                        ..Prepared::new(shard, conn)
                     },
                 );
                 expect.push(Expect::Parsed(Some(client)));
-                shard
+                return Translated::Rewritten;
             }
         };
         out.put_slice(&respliced(frame, 0, name.len(), shard.as_bytes()));
         Translated::Rewritten
+    }
+
+    /// A Parse whose text is `EXECUTE name(...)` of a statement of the session's: the name
+    /// in the text as the shard knows it (an edit of the frame), and that statement given to
+    /// connection `conn` first if it lacks it.
+    fn executed_in(
+        &mut self,
+        frame: &[u8],
+        name_len: usize,
+        conn: u64,
+        out: &mut BytesMut,
+        expect: &mut Vec<Expect>,
+    ) -> Option<(OwnedEdit, Box<str>)> {
+        if self.by_client.is_empty() {
+            return None;
+        }
+        let text_at = name_len + 1;
+        let raw = cstr_bytes(frame.get(5 + text_at..)?)?;
+        // Nearly every Parse is no EXECUTE: told by its first byte, before any decoding.
+        let first = raw.iter().find(|b| !b.is_ascii_whitespace());
+        if !matches!(first, Some(b'e' | b'E' | b'-' | b'/')) {
+            return None;
+        }
+        let text = std::str::from_utf8(raw).ok()?;
+        let statement = super::statement_text::without_leading_comments(text);
+        let (target, range) = super::statement_text::execution(statement)?;
+        let p = self.by_client.get(target.as_str()).filter(|p| !p.stale)?;
+        let quoted = crate::sql::identifier(&p.shard);
+        self.inject_if_missing(&target, conn, out, expect);
+        let at = text_at + (text.len() - statement.len()) + range.start;
+        self.text_edited = true;
+        Some((
+            OwnedEdit {
+                at,
+                old_len: range.len(),
+                new: quoted.into_bytes(),
+            },
+            target.into(),
+        ))
+    }
+
+    /// SQL `PREPARE` of `client` (`statement`, read as `p`, its parameter types `oids`) about
+    /// to go to connection `conn`: the session's name for it on the shards, under which it is
+    /// kept from now, with a Parse that gives it to another connection. None when the name is
+    /// live: PostgreSQL refuses it (see `already_exists`).
+    pub fn prepare_sql(
+        &mut self,
+        statement: &str,
+        p: &super::statement_text::Preparation,
+        oids: &[u32],
+        conn: u64,
+    ) -> Option<Box<str>> {
+        if self.by_client.contains_key(p.name.as_str()) {
+            return None;
+        }
+        let shard = self.prefix.fresh(&p.name).into_boxed_str();
+        let body = statement[p.body_at..].trim_end();
+        let mut parse = BytesMut::new();
+        parse.put_slice(shard.as_bytes());
+        parse.put_u8(0);
+        parse.put_slice(body.as_bytes());
+        parse.put_u8(0);
+        parse.put_i16(oids.len() as i16);
+        for oid in oids {
+            parse.put_u32(*oid);
+        }
+        let mut frame = BytesMut::new();
+        put_frame(b'P', &parse, &mut frame);
+        let sql = format!(
+            "PREPARE {}{}",
+            crate::sql::identifier(&shard),
+            statement[p.name_range.end..].trim_end()
+        );
+        self.by_client.insert(
+            p.name.as_str().into(),
+            Prepared {
+                parse: frame.freeze(),
+                sql: Some(sql.into()),
+                ..Prepared::new(shard.clone(), conn)
+            },
+        );
+        Some(shard)
+    }
+
+    /// The Query that stands for PostgreSQL's refusal of a PREPARE of a live name.
+    pub fn already_exists(client: &str) -> String {
+        let message = format!("prepared statement \"{client}\" already exists");
+        format!(
+            "DO $shardgate$BEGIN RAISE EXCEPTION USING ERRCODE = '42P05', MESSAGE = {}; \
+             END$shardgate$",
+            crate::sql::string_literal(&message).replace('$', "' || chr(36) || '")
+        )
     }
 
     /// A Bind or Describe of the statement whose name starts at body offset `at`.
@@ -224,6 +333,11 @@ impl RelayStatements {
         }
         if !p.on.contains(&conn) {
             p.on.push(conn);
+            let needs = p.needs.clone();
+            if let Some(needs) = needs {
+                self.inject_if_missing(&needs, conn, out, expect);
+            }
+            let p = &self.by_client[&*client];
             out.put_slice(&p.parse);
             expect.push(Expect::Injected(Some((client.as_ref().into(), conn))));
             if p.columns.is_some() {
@@ -233,10 +347,14 @@ impl RelayStatements {
                 return Translated::Check;
             }
         }
-        out.put_slice(&respliced(frame, at, name.len(), p.shard.as_bytes()));
+        let shard = self.by_client[&*client].shard.as_bytes();
+        out.put_slice(&respliced(frame, at, name.len(), shard));
         Translated::Rewritten
     }
 
+    /// Gives connection `conn` the statement `client`, and first the one its text executes,
+    /// unless it has it. A statement counts as given before the one it needs, so that a
+    /// circle of them (possible after names are reused) ends.
     fn inject_if_missing(
         &mut self,
         client: &str,
@@ -244,13 +362,24 @@ impl RelayStatements {
         out: &mut BytesMut,
         expect: &mut Vec<Expect>,
     ) {
-        if let Some(p) = self.by_client.get_mut(client) {
-            if !p.on.contains(&conn) {
-                out.put_slice(&p.parse);
-                p.on.push(conn);
-                expect.push(Expect::Injected(Some((client.into(), conn))));
-            }
+        let Some(p) = self.by_client.get_mut(client) else {
+            return;
+        };
+        if p.on.contains(&conn) {
+            return;
         }
+        p.on.push(conn);
+        if let Some(needs) = p.needs.clone() {
+            self.inject_if_missing(&needs, conn, out, expect);
+        }
+        out.put_slice(&self.by_client[client].parse);
+        expect.push(Expect::Injected(Some((client.into(), conn))));
+    }
+
+    /// Whether a Parse's text was edited since the last call: an error position the shard
+    /// gives then counts in the proxy's text, not the client's.
+    pub fn take_text_edited(&mut self) -> bool {
+        std::mem::take(&mut self.text_edited)
     }
 
     /// The shard answered the client's Parse of `client` with ParseComplete.
@@ -357,6 +486,9 @@ impl RelayStatements {
         if p.on.contains(&conn) {
             return Some((p.shard.clone(), None));
         }
+        if let Some(sql) = &p.sql {
+            return Some((p.shard.clone(), Some(format!("{sql}\n;\n"))));
+        }
         // Parse body: name, text, then the parameter type count and OIDs.
         let body = &p.parse[5..];
         let name_end = body.iter().position(|&b| b == 0)?;
@@ -390,6 +522,21 @@ impl RelayStatements {
     }
 }
 
+impl Prepared {
+    fn new(shard: Box<str>, conn: u64) -> Prepared {
+        Prepared {
+            shard,
+            parse: Bytes::new(),
+            on: vec![conn],
+            confirmed: false,
+            columns: None,
+            stale: false,
+            sql: None,
+            needs: None,
+        }
+    }
+}
+
 fn describe_statement(shard: &str, out: &mut BytesMut) {
     let mut body = BytesMut::with_capacity(shard.len() + 2);
     body.put_u8(b'S');
@@ -412,13 +559,49 @@ fn cstr_bytes(buf: &[u8]) -> Option<&[u8]> {
 
 /// `frame` with the name of `old_len` bytes at body offset `at` replaced by `new`.
 fn respliced(frame: &[u8], at: usize, old_len: usize, new: &[u8]) -> Bytes {
+    respliced_all(frame, &[Edit::new(at, old_len, new)])
+}
+
+/// A replacement of `old_len` bytes at body offset `at` of a frame.
+struct Edit<'a> {
+    at: usize,
+    old_len: usize,
+    new: &'a [u8],
+}
+
+impl<'a> Edit<'a> {
+    fn new(at: usize, old_len: usize, new: &'a [u8]) -> Edit<'a> {
+        Edit { at, old_len, new }
+    }
+}
+
+struct OwnedEdit {
+    at: usize,
+    old_len: usize,
+    new: Vec<u8>,
+}
+
+impl OwnedEdit {
+    fn as_ref(&self) -> Edit<'_> {
+        Edit::new(self.at, self.old_len, &self.new)
+    }
+}
+
+/// `frame` with `edits` (in body order, not overlapping) made.
+fn respliced_all(frame: &[u8], edits: &[Edit<'_>]) -> Bytes {
     let body = &frame[5..];
-    let mut out = BytesMut::with_capacity(frame.len() + new.len());
+    let grown: usize = edits.iter().map(|e| e.new.len()).sum();
+    let shrunk: usize = edits.iter().map(|e| e.old_len).sum();
+    let mut out = BytesMut::with_capacity(frame.len() + grown);
     out.put_u8(frame[0]);
-    out.put_i32((4 + body.len() - old_len + new.len()) as i32);
-    out.put_slice(&body[..at]);
-    out.put_slice(new);
-    out.put_slice(&body[at + old_len..]);
+    out.put_i32((4 + body.len() - shrunk + grown) as i32);
+    let mut from = 0;
+    for e in edits {
+        out.put_slice(&body[from..e.at]);
+        out.put_slice(e.new);
+        from = e.at + e.old_len;
+    }
+    out.put_slice(&body[from..]);
     out.freeze()
 }
 

@@ -15,11 +15,12 @@
 
 use super::restore::{self, Restored};
 use super::statement_text::{
-    deallocation, execution, parse_text, query_text, without_leading_comments, Stmt,
+    deallocation, execution, parse_text, preparation, query_text, without_leading_comments, Stmt,
 };
 use super::statements::{Expect, RelayStatements, Translated};
 use crate::pool::pins;
 use crate::pool::settings::{self, Change, Settings};
+use crate::sql::builtin_types::oid_of;
 use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -37,6 +38,9 @@ struct Request {
     /// A client statement this Query gives its connection with a SQL PREPARE in front of the
     /// client's EXECUTE (see `execute`).
     given: Option<(Box<str>, u64)>,
+    /// The Query is the client's SQL PREPARE of the one statement in `parsed`: its
+    /// CommandComplete says the statement exists.
+    sql_prepare: bool,
     /// The statements of a Query that matter to settings, in order (empty when none does).
     statements: Vec<Stmt>,
     failed: bool,
@@ -134,6 +138,11 @@ impl Tracker {
                     self.pin("a SET through the extended protocol");
                 }
                 let translated = self.statements.translate(frame, conn, out, &mut expect);
+                if self.statements.take_text_edited() {
+                    // Which message of the batch an error is about is not known: no error
+                    // position of this batch is given rather than one that may point amiss.
+                    self.building.restored = Restored::positions_unknown();
+                }
                 for e in &expect {
                     if let Expect::Parsed(Some(name)) = e {
                         self.building.parsed.push(name.clone());
@@ -223,6 +232,9 @@ impl Tracker {
     ) -> bool {
         let text = query_text(&frame[5..]);
         let pieces = crate::sql::split_statements(&text);
+        if pieces.len() == 1 && self.prepare(&text, pieces[0], conn, out, request) {
+            return true;
+        }
         for piece in &pieces {
             if let Some(why) = pins::pins(without_leading_comments(piece)) {
                 self.pin(why);
@@ -312,6 +324,45 @@ impl Tracker {
         let grown = chars(&shard).saturating_sub(chars(&text[name_at..name_end]));
         inserted.push((chars(&ahead) + chars(&text[..name_at]), grown));
         request.restored = Restored::edited(hidden, inserted);
+        crate::protocol::build::query(&sent, out);
+        true
+    }
+
+    /// SQL PREPARE: kept under a name of the session's, as a Parse is, so that EXECUTE,
+    /// DEALLOCATE and the protocol find it on whichever connection serves them. False when
+    /// the relay cannot carry it (several statements, a parameter type that is not built in,
+    /// a shape it does not read): the session is then pinned as before.
+    fn prepare(
+        &mut self,
+        text: &str,
+        piece: &str,
+        conn: u64,
+        out: &mut BytesMut,
+        request: &mut Request,
+    ) -> bool {
+        let statement = without_leading_comments(piece);
+        let Some(p) = preparation(statement) else {
+            return false;
+        };
+        let oids: Option<Vec<u32>> = p.types.iter().map(|t| oid_of(t)).collect();
+        let Some(oids) = oids else {
+            return false;
+        };
+        let at = statement.as_ptr() as usize - text.as_ptr() as usize;
+        let Some(shard) = self.statements.prepare_sql(statement, &p, &oids, conn) else {
+            // PostgreSQL's refusal, raised on the shard so that it aborts an open block.
+            crate::protocol::build::query(&RelayStatements::already_exists(&p.name), out);
+            return true;
+        };
+        let (name_at, name_end) = (at + p.name_range.start, at + p.name_range.end);
+        let shard = crate::sql::identifier(&shard);
+        let sent = format!("{}{shard}{}", &text[..name_at], &text[name_end..]);
+        let chars = |s: &str| s.chars().count() as u64;
+        let grown = chars(&shard).saturating_sub(chars(&text[name_at..name_end]));
+        request.restored = Restored::edited(Vec::new(), vec![(chars(&text[..name_at]), grown)]);
+        request.parsed.push(p.name.into());
+        request.sql_prepare = true;
+        self.named_parses += 1;
         crate::protocol::build::query(&sent, out);
         true
     }
@@ -446,6 +497,11 @@ impl Tracker {
             return true;
         }
         match tag {
+            b"PREPARE" if request.sql_prepare => {
+                if let Some(name) = request.parsed.first().cloned() {
+                    self.statements.confirmed(&name);
+                }
+            }
             b"COMMIT" => request.committed = true,
             b"ROLLBACK" => request.rolled_back = true,
             b"DISCARD ALL" | b"DEALLOCATE ALL" => request.wiped = true,

@@ -286,3 +286,61 @@ fn a_parse_not_carried_out_is_sent_again() {
     s.translate(&bind("", "q"), 1, &mut BytesMut::new(), &mut expect);
     assert!(expect.is_empty());
 }
+
+#[test]
+fn a_parse_of_execute_names_the_statement_as_the_shard_knows_it_and_gives_it_first() {
+    let mut s = RelayStatements::default();
+    let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+    s.translate(&parse("q"), 1, &mut out, &mut expect);
+    let q = named(&out)[0].clone();
+    s.confirmed("q");
+
+    // Unnamed, on a connection that lacks `q`: q's Parse goes first, then the rewritten text.
+    let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+    let execute = frame(b'P', b"\0 /* c */ EXECUTE q(1)\0\0\0");
+    assert_eq!(
+        s.translate(&execute, 2, &mut out, &mut expect),
+        Translated::Rewritten
+    );
+    assert_eq!(
+        expect,
+        vec![
+            Expect::Injected(Some(("q".into(), 2))),
+            Expect::Parsed(None)
+        ]
+    );
+    let text = String::from_utf8_lossy(&out).to_string();
+    assert!(
+        text.contains(&format!(" /* c */ EXECUTE \"{q}\"(1)")),
+        "{text}"
+    );
+
+    // Named: a connection given it is given `q` first.
+    let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+    let named_execute = frame(b'P', b"e\0execute q(2)\0\0\0");
+    s.translate(&named_execute, 2, &mut out, &mut expect);
+    s.confirmed("e");
+    let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+    s.translate(&bind("", "e"), 3, &mut out, &mut expect);
+    let names = named(&out);
+    assert_eq!(names[0], q, "q's Parse first");
+    assert!(
+        names[1].ends_with(":e") && names[2] == names[1],
+        "{names:?}"
+    );
+}
+
+#[test]
+fn a_sql_prepared_statement_is_given_to_a_bind_as_a_parse_with_its_types() {
+    let mut s = RelayStatements::default();
+    let text = "PREPARE q (bigint, text[]) AS select $1, $2;";
+    let p = crate::frontend::pooled_relay::statement_text::preparation(text).unwrap();
+    let shard = s.prepare_sql(text, &p, &[20, 1009], 1).unwrap();
+    s.confirmed("q");
+    assert!(s.prepare_sql(text, &p, &[20, 1009], 1).is_none(), "42P05");
+    let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+    s.translate(&bind("", "q"), 2, &mut out, &mut expect);
+    let mut wanted = format!("{shard}\0select $1, $2;\0").into_bytes();
+    wanted.extend_from_slice(&[0, 2, 0, 0, 0, 20, 0, 0, 3, 241]);
+    assert_eq!(&out[..1 + 4 + wanted.len()], &frame(b'P', &wanted)[..]);
+}

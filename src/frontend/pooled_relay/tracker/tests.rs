@@ -175,3 +175,70 @@ fn a_reset_is_followed_by_the_startup_sets_whose_answers_are_dropped() {
     let mut t = Tracker::new(Settings::new(&[]));
     assert_eq!(query(&mut t, "reset all"), Translated::Same);
 }
+
+#[test]
+fn a_sql_prepare_is_kept_under_the_sessions_name_unless_postgresql_refuses_it() {
+    let mut t = Tracker::new(Settings::new(&[]));
+    let mut out = BytesMut::new();
+    let sql = b"PREPARE q (int8, varchar(3)) AS select $1, $2\0";
+    assert_eq!(
+        t.on_client(&frame(b'Q', sql), 1, &mut out),
+        Translated::Rewritten
+    );
+    let text = String::from_utf8_lossy(&out[5..]).to_string();
+    assert!(
+        text.starts_with("PREPARE \"sg") && text.contains(":q\" (int8, varchar(3)) AS select"),
+        "{text}"
+    );
+    complete(&mut t, "PREPARE");
+    assert!(t.on_ready(b'I').release, "no pin");
+    assert!(t.pinned.is_none());
+
+    // On a connection that lacks it, EXECUTE is preceded by the PREPARE, types as written.
+    let mut out = BytesMut::new();
+    t.on_client(&frame(b'Q', b"EXECUTE q(1, 'x')\0"), 2, &mut out);
+    let text = String::from_utf8_lossy(&out[5..]).to_string();
+    assert!(text.starts_with("PREPARE \"sg"), "{text}");
+    assert!(text.contains("(int8, varchar(3)) AS select $1, $2\n;\nEXECUTE \"sg"));
+    assert!(complete_is_ours(&mut t, "PREPARE"));
+    assert!(!complete_is_ours(&mut t, "SELECT 1"));
+    t.on_ready(b'I');
+
+    // A name in use: PostgreSQL's refusal, raised on the shard.
+    let mut out = BytesMut::new();
+    t.on_client(&frame(b'Q', b"prepare Q as select 2\0"), 1, &mut out);
+    let text = String::from_utf8_lossy(&out[5..]).to_string();
+    assert!(text.contains("42P05") && text.contains("\"q\""), "{text}");
+    t.on_error();
+    t.on_ready(b'I');
+
+    // A PREPARE that fails leaves no statement behind.
+    query(&mut t, "PREPARE r AS select nothing");
+    t.on_error();
+    t.on_ready(b'I');
+    let mut out = BytesMut::new();
+    assert_eq!(
+        t.on_client(&frame(b'Q', b"EXECUTE r\0"), 1, &mut out),
+        Translated::Same
+    );
+    t.on_ready(b'I');
+}
+
+#[test]
+fn a_sql_prepare_the_relay_cannot_carry_pins() {
+    // A parameter type that is not built in: no OID the relay could give a Parse.
+    let mut t = Tracker::new(Settings::new(&[]));
+    assert_eq!(
+        query(&mut t, "PREPARE q (mood) AS select $1"),
+        Translated::Same
+    );
+    assert_eq!(t.pinned, Some("PREPARE"));
+    // Several statements in one Query.
+    let mut t = Tracker::new(Settings::new(&[]));
+    query(&mut t, "PREPARE q AS select 1; EXECUTE q");
+    assert_eq!(t.pinned, Some("PREPARE"));
+}
+
+fn complete_is_ours(t: &mut Tracker, tag: &str) -> bool {
+    t.on_command_complete(format!("{tag}\0").as_bytes())
+}
