@@ -39,7 +39,8 @@ on_one_and_three_shards!(
     a_changed_session_user_never_reaches_another_client,
     a_deallocate_answers_where_its_statement_cannot_be_prepared_again,
     a_close_skipped_after_an_error_leaves_the_statement,
-    sql_execute_runs_a_statement_the_driver_prepared
+    sql_execute_runs_a_statement_the_driver_prepared,
+    sql_prepare_follows_its_session_across_connections
 );
 
 async fn cluster(shards: usize, pool: &str) -> TestCluster {
@@ -759,4 +760,88 @@ async fn sql_execute_runs_a_statement_the_driver_prepared(shards: usize) {
     assert_eq!(field(&error.1, b'C').as_deref(), Some("26000"));
     assert!(field(&error.1, b'M').unwrap().contains("\"nothing\""));
     holder.batch_execute("rollback").await.unwrap();
+}
+
+/// A statement prepared with SQL PREPARE follows its session from one server connection to
+/// the next as one prepared with Parse does: the session is not pinned, and EXECUTE, a
+/// driver's Parse of EXECUTE, a protocol Bind and DEALLOCATE find it wherever they run, while
+/// other sessions never see it.
+async fn sql_prepare_follows_its_session_across_connections(shards: usize) {
+    use common::raw::{field, message, Raw};
+    let tc = cluster(shards, "size = 2\ncheckout_timeout_secs = 2").await;
+    // Everybody logs in first: a login needs a connection too.
+    let c = tc.client().await;
+    let other = tc.client().await;
+    let (h1, h2) = (tc.client().await, tc.client().await);
+    let (mut raw, _) = Raw::login(tc.port).await;
+    async fn qty(c: &tokio_postgres::Client, sql: &str) -> String {
+        rows(&c.simple_query(sql).await.unwrap())[0][0]
+            .clone()
+            .unwrap()
+    }
+    c.batch_execute("PREPARE q (bigint) AS select qty from items where id = $1")
+        .await
+        .unwrap();
+    assert_eq!(qty(&c, "EXECUTE q(3)").await, "30");
+
+    // Not pinned: two other sessions hold both connections at once.
+    for h in [&h1, &h2] {
+        h.batch_execute("begin; select count(*) from items")
+            .await
+            .unwrap();
+    }
+    h2.batch_execute("rollback").await.unwrap();
+    // The session's next statements run on the connection h2 used, or on the one the
+    // statement was prepared on: either way they find it.
+    assert_eq!(qty(&c, "/* c */ execute Q (7);").await, "70");
+    let r = c.query("EXECUTE q(5)", &[]).await.unwrap();
+    assert_eq!(r[0].get::<_, i32>(0), 50);
+    h1.batch_execute("rollback").await.unwrap();
+
+    // Another session's statement of the same name is its own.
+    let e = other.batch_execute("EXECUTE q(3)").await.unwrap_err();
+    assert_eq!(code(&e), "26000", "{e}");
+    other
+        .batch_execute("PREPARE q AS select qty + 1 from items where id = $1")
+        .await
+        .unwrap();
+    assert_eq!(qty(&other, "EXECUTE q(3)").await, "31");
+    assert_eq!(qty(&c, "EXECUTE q(3)").await, "30");
+
+    // A name in use is refused as PostgreSQL refuses it, and the statement stays.
+    let e = c.batch_execute("PREPARE q AS select 1").await.unwrap_err();
+    assert_eq!(code(&e), "42P05", "{e}");
+    assert!(common::db_error(&e).message().contains("\"q\""), "{e}");
+    assert_eq!(qty(&c, "EXECUTE q(4)").await, "40");
+
+    // A protocol Bind of a SQL-prepared statement, on a connection that never saw it (on
+    // several shards the planner binds only statements prepared with Parse).
+    if shards == 1 {
+        let sync = message(b'S', b"");
+        let query = |sql: &str| message(b'Q', format!("{sql}\0").as_bytes());
+        raw.send(&query(
+            "PREPARE p (bigint) AS select qty from items where id = $1",
+        ))
+        .await;
+        let answer = raw.until_ready().await;
+        assert!(answer.iter().all(|m| m.0 != b'E'), "{answer:?}");
+        let holder = holding_the_last_connection(&tc).await;
+        let bind = message(b'B', b"\0p\0\0\0\0\x01\0\0\0\x019\0\0");
+        raw.send(&[bind, message(b'E', b"\0\0\0\0\0"), sync].concat())
+            .await;
+        let answer = raw.until_ready().await;
+        if let Some(e) = answer.iter().find(|m| m.0 == b'E') {
+            panic!("Bind failed: {:?}", field(&e.1, b'M'));
+        }
+        let row = answer.iter().find(|m| m.0 == b'D').expect("a row");
+        assert_eq!(&row.1[row.1.len() - 2..], b"90");
+        holder.batch_execute("rollback").await.unwrap();
+    }
+
+    // DEALLOCATE ends it, wherever the session runs next.
+    c.batch_execute("DEALLOCATE q").await.unwrap();
+    let e = c.batch_execute("EXECUTE q(3)").await.unwrap_err();
+    assert_eq!(code(&e), "26000", "{e}");
+    assert!(common::db_error(&e).message().contains("\"q\""), "{e}");
+    assert_eq!(qty(&other, "EXECUTE q(3)").await, "31");
 }

@@ -47,12 +47,13 @@ impl Exec<'_> {
     }
 
     /// Pins the session if any statement of `sql` may leave state on its connections (see
-    /// `pool::pins`).
+    /// `pool::pins`). SQL PREPARE does not: the session keeps those statements itself (see
+    /// `sql_prepare`).
     pub fn pin_for(&mut self, sql: &str) {
         if !self.pool.shares() {
             return;
         }
-        if let Some(why) = crate::pool::pins::pins_in(sql) {
+        if let Some(why) = crate::pool::pins::pins_in(sql, true) {
             self.pin(why);
         }
     }

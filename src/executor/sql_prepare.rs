@@ -3,8 +3,12 @@
 //! The proxy keeps them itself, per session: a statement prepared on one shard could not run on
 //! the shard an EXECUTE's arguments route it to. PREPARE also prepares the statement on the home
 //! shard (PostgreSQL analyses it there, so a missing table or a type error is reported at
-//! PREPARE, as directly; and the home shard can describe `EXECUTE name`), and stores it. EXECUTE puts each argument in place of its `$n`, cast to the
-//! declared type, and plans the result like any statement, so the key in an argument routes it.
+//! PREPARE, as directly), and stores it. In session mode the home shard keeps it, and describes
+//! `EXECUTE name`; in transaction mode its connections are shared, so it is deallocated there
+//! at once, and a Parse of `EXECUTE name(...)` becomes a Parse of the statement itself
+//! (`inline_execute`). So nothing ties the session to a connection. EXECUTE puts each argument
+//! in place of its `$n`, cast to the declared type, and plans the result like any statement, so
+//! the key in an argument routes it.
 //! DEALLOCATE of a name the proxy does not hold goes to the shards (a protocol-level statement
 //! of the same namespace), and EXECUTE of such a name runs the statement the client prepared
 //! through the protocol, read back from the home shard.
@@ -13,8 +17,10 @@ use super::session::state::SqlPrepared;
 use super::session::{Exec, Step, R};
 use crate::error::{sqlstate, PgError};
 use crate::protocol::build;
+use crate::protocol::message::{ClientMessage, Kind, Parse};
+use crate::protocol::Frame;
 use crate::router::params::Params;
-use crate::router::plan::{plan, PreparedCmd, HOME};
+use crate::router::plan::{plan, Plan, PreparedCmd, HOME};
 use sqlparser::ast::{visit_expressions_mut, DataType, Expr, Statement, Value};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -124,8 +130,13 @@ impl Exec<'_> {
         match cmd {
             PreparedCmd::Prepare { name, types, body } => self.prepare(name, types, &body).await,
             PreparedCmd::Execute { name, args } => self.execute_prepared(&name, &args).await,
-            // The proxy's own statements are held on the home shard only.
+            // The proxy's own statements are held on the home shard only, and in transaction
+            // mode not even there.
             PreparedCmd::Deallocate(Some(name)) if self.sql_statements.remove(&name).is_some() => {
+                if self.pool.shares() {
+                    build::command_complete("DEALLOCATE", &mut self.out);
+                    return Ok(Step::Done);
+                }
                 self.on_all(sql, &[HOME]).await
             }
             PreparedCmd::Deallocate(name) => {
@@ -165,9 +176,15 @@ impl Exec<'_> {
         } else {
             format!("({})", types.join(", "))
         };
-        // The home shard keeps it too: a Describe of `EXECUTE name` is answered there, and
-        // protocol-level statements share the namespace.
-        let prepare = format!("PREPARE {}{list} AS {body}", crate::sql::identifier(&name));
+        // In session mode the home shard keeps it too: a Describe of `EXECUTE name` is
+        // answered there, and protocol-level statements share the namespace. A shared
+        // connection must not keep it, under a name another session may use.
+        let prepare = if self.pool.shares() {
+            let checked = crate::sql::identifier(&self.pool.names.fresh(&name));
+            format!("PREPARE {checked}{list} AS {body};\nDEALLOCATE {checked}")
+        } else {
+            format!("PREPARE {}{list} AS {body}", crate::sql::identifier(&name))
+        };
         if let Some(e) = self.run_quiet(HOME, &prepare).await? {
             self.rewritten = true;
             self.shard_error(&e);
@@ -251,6 +268,69 @@ impl Exec<'_> {
             _ => stmt,
         };
         Ok(Ok(self.with_insert_columns(&Arc::new(stmt))))
+    }
+}
+
+impl Exec<'_> {
+    /// In transaction mode, a Parse of `EXECUTE name(args)` of a statement the session keeps
+    /// becomes a Parse of that statement with the arguments in place (the Parse's own
+    /// parameters stay parameters), since no shard connection holds `name`: Describe and Bind
+    /// then treat it as any statement. Any other message comes back as it was.
+    pub fn inline_execute(&self, m: ClientMessage) -> ClientMessage {
+        if !self.pool.shares() || self.sql_statements.is_empty() {
+            return m;
+        }
+        let Kind::Parse(p) = &m.kind else {
+            return m;
+        };
+        let first = crate::sql::without_leading_comments(&p.sql);
+        if !first
+            .get(..7)
+            .is_some_and(|w| w.eq_ignore_ascii_case("execute"))
+        {
+            return m;
+        }
+        let Some(sql) = self.inlined(&p.sql) else {
+            return m;
+        };
+        let parse = Parse {
+            name: p.name.clone(),
+            sql,
+            param_types: p.param_types.clone(),
+        };
+        let mut bytes = bytes::BytesMut::new();
+        parse.encode(&mut bytes);
+        ClientMessage {
+            frame: Frame {
+                tag: b'P',
+                bytes: bytes.freeze(),
+            },
+            kind: Kind::Parse(parse),
+        }
+    }
+
+    /// `sql`, an EXECUTE of a statement the session keeps, with its arguments in place; None
+    /// when it is not one, or its arguments do not fit (the shard then answers for it).
+    fn inlined(&self, sql: &str) -> Option<String> {
+        let stmts = self.parse(sql).filter(|v| v.len() == 1)?;
+        let Plan::Prepared(PreparedCmd::Execute { name, args }) =
+            plan(&stmts[0], &self.placement, &Params::default())
+        else {
+            return None;
+        };
+        let prepared = self.sql_statements.get(&name)?;
+        if args.len() != placeholders(&prepared.body).max(prepared.types.len()) {
+            return None;
+        }
+        let types = parse_types(&prepared.types)?;
+        let args = if args.is_empty() {
+            Vec::new()
+        } else {
+            parse_select_list(&format!("SELECT {}", args.join(", ")))?
+        };
+        substitute(&prepared.body, &types, &args)
+            .ok()
+            .map(|s| s.to_string())
     }
 }
 

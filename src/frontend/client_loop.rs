@@ -141,7 +141,8 @@ pub async fn run(
                                 exec.pin_for(&p.sql);
                             }
                             let msg = if exec.pool.renames() {
-                                exec.pool.names.rename(msg)
+                                let renamed = exec.pool.names.rename(msg);
+                                exec.inline_execute(renamed)
                             } else {
                                 msg
                             };

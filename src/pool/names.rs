@@ -129,6 +129,12 @@ impl StatementNames {
         self.parsed.clear();
     }
 
+    /// A name no statement of any session had, ending in `client`, for a statement the session
+    /// prepares and deallocates at once (see `sql_prepare`).
+    pub fn fresh(&mut self, client: &str) -> String {
+        self.prefix.fresh(client)
+    }
+
     /// The shard name of a client's statement.
     pub fn shard_name(&self, client: &str) -> Option<&str> {
         self.current.get(client).map(String::as_str)

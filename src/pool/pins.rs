@@ -2,7 +2,7 @@
 //!
 //! Some session state lives only on the server connection that made it, and no replay can
 //! carry it to another: a LISTEN, a session-level advisory lock, a cursor WITH HOLD, a SQL
-//! PREPARE the shard also keeps, a SET SESSION AUTHORIZATION, a setting changed by
+//! PREPARE the proxy cannot carry, a SET SESSION AUTHORIZATION, a setting changed by
 //! `set_config()`. A statement that may create such
 //! state pins the session: from then on it keeps the connections it holds (and those it takes
 //! later) until it ends, as in session mode. Pinning on a statement that turns out to create
@@ -10,16 +10,24 @@
 //! session or vanish from this one, so the test errs on the side of pinning.
 
 /// Why a Query's text pins its session, if any statement in it may (a text of several
-/// statements is read statement by statement, each after its leading comments).
-pub fn pins_in(text: &str) -> Option<&'static str> {
+/// statements is read statement by statement, each after its leading comments), leaving out
+/// SQL PREPARE when `prepares_carried`: the caller keeps those statements itself.
+pub fn pins_in(text: &str, prepares_carried: bool) -> Option<&'static str> {
+    let pins = |piece: &str| {
+        pins(crate::sql::without_leading_comments(piece))
+            .filter(|&why| !(prepares_carried && why == PREPARE))
+    };
     // Nearly every Query is one statement: no split (and no allocation for it) on that path.
     if !text.contains(';') {
-        return pins(crate::sql::without_leading_comments(text));
+        return pins(text);
     }
     crate::sql::split_statements(text)
         .into_iter()
-        .find_map(|piece| pins(crate::sql::without_leading_comments(piece)))
+        .find_map(pins)
 }
+
+/// The reason a SQL PREPARE of a statement gives (PREPARE TRANSACTION gives another).
+pub const PREPARE: &str = "PREPARE";
 
 /// Why `sql`, one statement, pins its session, if it may.
 pub fn pins(sql: &str) -> Option<&'static str> {
@@ -29,7 +37,10 @@ pub fn pins(sql: &str) -> Option<&'static str> {
     let has = |word: &str| lower.contains(word);
     match first {
         "listen" => return Some("LISTEN"),
-        "prepare" => return Some("PREPARE"),
+        "prepare" if lower.split_whitespace().nth(1) == Some("transaction") => {
+            return Some("PREPARE TRANSACTION")
+        }
+        "prepare" => return Some(PREPARE),
         _ => {}
     }
     if has("pg_advisory_lock") || has("pg_try_advisory_lock") {
@@ -60,13 +71,29 @@ mod tests {
     #[test]
     fn any_statement_of_a_text_pins_it() {
         use super::pins_in;
-        assert!(
-            pins_in("select 1; set session authorization bob; reset session authorization")
-                .is_some()
+        assert!(pins_in(
+            "select 1; set session authorization bob; reset session authorization",
+            false
+        )
+        .is_some());
+        assert!(pins_in("/* x */ LISTEN jobs", false).is_some());
+        assert!(pins_in("select 1; -- c\n select pg_advisory_lock(1)", false).is_some());
+        assert!(pins_in("select 'listen'; select 2", false).is_none());
+    }
+
+    #[test]
+    fn a_prepare_the_caller_carries_does_not_pin() {
+        use super::pins_in;
+        assert_eq!(pins_in("PREPARE q AS SELECT 1", false), Some("PREPARE"));
+        assert_eq!(pins_in("PREPARE q AS SELECT 1", true), None);
+        assert_eq!(
+            pins_in("prepare q as select 1; listen jobs", true),
+            Some("LISTEN")
         );
-        assert!(pins_in("/* x */ LISTEN jobs").is_some());
-        assert!(pins_in("select 1; -- c\n select pg_advisory_lock(1)").is_some());
-        assert!(pins_in("select 'listen'; select 2").is_none());
+        assert_eq!(
+            pins_in("PREPARE TRANSACTION 'x'", true),
+            Some("PREPARE TRANSACTION")
+        );
     }
 
     #[test]
