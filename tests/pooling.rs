@@ -760,6 +760,18 @@ async fn sql_execute_runs_a_statement_the_driver_prepared(shards: usize) {
     assert_eq!(field(&error.1, b'C').as_deref(), Some("26000"));
     assert!(field(&error.1, b'M').unwrap().contains("\"nothing\""));
     holder.batch_execute("rollback").await.unwrap();
+
+    // A Parse that declared its parameter's type (int8) is prepared with it.
+    let mut body = b"r\0select qty from items where id = $1\0\0\x01".to_vec();
+    body.extend_from_slice(&20u32.to_be_bytes());
+    raw.send(&[message(b'P', &body), message(b'S', b"")].concat())
+        .await;
+    let answer = raw.until_ready().await;
+    assert_eq!(answer.first().map(|m| m.0), Some(b'1'), "{answer:?}");
+    let holder = holding_the_last_connection(&tc).await;
+    raw.send(&query("EXECUTE r('5')")).await;
+    assert_eq!(qty(&raw.until_ready().await), "50");
+    holder.batch_execute("rollback").await.unwrap();
 }
 
 /// A statement prepared with SQL PREPARE follows its session from one server connection to

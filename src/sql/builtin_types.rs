@@ -48,6 +48,19 @@ pub fn oid_of(name: &str) -> Option<u32> {
     }
 }
 
+/// The name SQL can give the built-in type (or array of one) whose OID is `oid`.
+pub fn name_of(oid: u32) -> Option<String> {
+    TYPES.iter().find_map(|(names, scalar, array)| {
+        if *scalar == oid {
+            Some(names[0].to_string())
+        } else if *array == Some(oid) {
+            Some(format!("{}[]", names[0]))
+        } else {
+            None
+        }
+    })
+}
+
 /// Each built-in type: the names SQL spells it with, its OID, and its array type's OID.
 const TYPES: &[(&[&str], u32, Option<u32>)] = &[
     (&["bool", "boolean"], 16, Some(1000)),
@@ -113,6 +126,15 @@ mod tests {
         assert_eq!(oid_of("int [ ]"), None);
         assert_eq!(oid_of("integer array"), Some(1007));
         assert_eq!(oid_of("bigint[][]"), Some(1016));
+    }
+
+    #[test]
+    fn an_oid_is_named_so_that_the_name_gives_it_back() {
+        for oid in [16, 20, 23, 25, 701, 1009, 1043, 1184, 1700, 2951, 3802] {
+            let name = super::name_of(oid).unwrap();
+            assert_eq!(oid_of(&name), Some(oid), "{name}");
+        }
+        assert_eq!(super::name_of(16384), None);
     }
 
     #[test]

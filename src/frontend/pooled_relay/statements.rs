@@ -476,8 +476,8 @@ impl RelayStatements {
     /// SQL EXECUTE of the client's statement `client` on connection `conn`: its name on the
     /// shards, and the SQL PREPARE that gives it to a connection that lacks it. None when the
     /// session has no such statement (PostgreSQL answers for it), it is stale, or the
-    /// connection lacks it and its Parse declared parameter types, which SQL can name only by
-    /// type names the relay does not know.
+    /// connection lacks it and its Parse declared a parameter type SQL cannot name here (one
+    /// that is not built in, or one left open before a declared one).
     pub fn for_execute(&mut self, client: &str, conn: u64) -> Option<(Box<str>, Option<String>)> {
         let p = self.by_client.get_mut(client)?;
         if p.stale {
@@ -494,13 +494,29 @@ impl RelayStatements {
         let name_end = body.iter().position(|&b| b == 0)?;
         let text_at = name_end + 1;
         let text_end = text_at + body[text_at..].iter().position(|&b| b == 0)?;
-        let types = body.get(text_end + 3..)?;
-        if types.iter().any(|&b| b != 0) {
-            return None;
-        }
+        let oids: Vec<u32> = body
+            .get(text_end + 3..)?
+            .chunks_exact(4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        // Types left open at the end are left out; one open before a declared one cannot be.
+        let declared = oids
+            .iter()
+            .rposition(|&o| o != 0)
+            .map_or(0, |last| last + 1);
+        let names: Option<Vec<String>> = oids[..declared]
+            .iter()
+            .map(|&o| crate::sql::builtin_types::name_of(o))
+            .collect();
+        let names = names?;
+        let list = if names.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", names.join(", "))
+        };
         let text = std::str::from_utf8(&body[text_at..text_end]).ok()?;
         let prepare = format!(
-            "PREPARE {} AS {text}\n;\n",
+            "PREPARE {}{list} AS {text}\n;\n",
             crate::sql::identifier(&p.shard)
         );
         Some((p.shard.clone(), Some(prepare)))

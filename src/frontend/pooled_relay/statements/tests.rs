@@ -344,3 +344,31 @@ fn a_sql_prepared_statement_is_given_to_a_bind_as_a_parse_with_its_types() {
     wanted.extend_from_slice(&[0, 2, 0, 0, 0, 20, 0, 0, 3, 241]);
     assert_eq!(&out[..1 + 4 + wanted.len()], &frame(b'P', &wanted)[..]);
 }
+
+#[test]
+fn sql_execute_prepares_a_parse_with_declared_built_in_types_as_sql() {
+    let typed = |name: &str, oids: &[u32]| {
+        let mut body = format!("{name}\0select $1, $2\0").into_bytes();
+        body.extend_from_slice(&(oids.len() as i16).to_be_bytes());
+        for o in oids {
+            body.extend_from_slice(&o.to_be_bytes());
+        }
+        frame(b'P', &body)
+    };
+    let mut s = RelayStatements::default();
+    for (name, oids) in [("a", &[20, 0][..]), ("b", &[0, 20]), ("c", &[16384])] {
+        s.translate(&typed(name, oids), 1, &mut BytesMut::new(), &mut Vec::new());
+        s.confirmed(name);
+    }
+    let (shard, prepare) = s.for_execute("a", 2).unwrap();
+    assert_eq!(
+        prepare.unwrap(),
+        format!("PREPARE \"{shard}\" (int8) AS select $1, $2\n;\n")
+    );
+    assert!(
+        s.for_execute("b", 2).is_none(),
+        "an open type before a declared one"
+    );
+    assert!(s.for_execute("c", 2).is_none(), "not a built-in type");
+    assert_eq!(s.for_execute("c", 1).unwrap().1, None, "held: no PREPARE");
+}
