@@ -346,12 +346,19 @@ async fn serve(config: Config, path: PathBuf) -> Result<(), String> {
     Ok(())
 }
 
+/// One worker is a current-thread runtime: every task and the I/O driver on the thread that
+/// runs the proxy, as PgBouncer's single event loop. A multi-thread runtime with one worker
+/// would hand each wake-up between that worker and the main thread's `block_on`, and pay the
+/// work-stealing scheduler's synchronisation for nothing.
 fn runtime(workers: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    builder.enable_all().build().expect("tokio runtime")
 }
 
 fn init_logging(level: &str) {
