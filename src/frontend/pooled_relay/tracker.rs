@@ -304,11 +304,9 @@ impl Tracker {
         let Some((shard, prepare)) = self.statements.for_execute(&name, conn) else {
             return false;
         };
-        let at = statement.as_ptr() as usize - text.as_ptr() as usize;
-        let (name_at, name_end) = (at + range.start, at + range.end);
         let ahead = prepare.unwrap_or_default();
-        let shard = crate::sql::identifier(&shard);
-        let sent = format!("{ahead}{}{shard}{}", &text[..name_at], &text[name_end..]);
+        let (renamed, before, grown) = renamed(text, statement, range, &shard);
+        let sent = format!("{ahead}{renamed}");
         let chars = |s: &str| s.chars().count() as u64;
         // Positions after the name move by what the rewrite added in front of them.
         let mut inserted = Vec::new();
@@ -321,8 +319,7 @@ impl Tracker {
             request.given = Some((client, conn));
             self.named_parses += 1;
         }
-        let grown = chars(&shard).saturating_sub(chars(&text[name_at..name_end]));
-        inserted.push((chars(&ahead) + chars(&text[..name_at]), grown));
+        inserted.push((chars(&ahead) + before, grown));
         request.restored = Restored::edited(hidden, inserted);
         crate::protocol::build::query(&sent, out);
         true
@@ -348,18 +345,13 @@ impl Tracker {
         let Some(oids) = oids else {
             return false;
         };
-        let at = statement.as_ptr() as usize - text.as_ptr() as usize;
         let Some(shard) = self.statements.prepare_sql(statement, &p, &oids, conn) else {
             // PostgreSQL's refusal, raised on the shard so that it aborts an open block.
             crate::protocol::build::query(&RelayStatements::already_exists(&p.name), out);
             return true;
         };
-        let (name_at, name_end) = (at + p.name_range.start, at + p.name_range.end);
-        let shard = crate::sql::identifier(&shard);
-        let sent = format!("{}{shard}{}", &text[..name_at], &text[name_end..]);
-        let chars = |s: &str| s.chars().count() as u64;
-        let grown = chars(&shard).saturating_sub(chars(&text[name_at..name_end]));
-        request.restored = Restored::edited(Vec::new(), vec![(chars(&text[..name_at]), grown)]);
+        let (sent, before, grown) = renamed(text, statement, p.name_range, &shard);
+        request.restored = Restored::edited(Vec::new(), vec![(before, grown)]);
         request.parsed.push(p.name.into());
         request.sql_prepare = true;
         self.named_parses += 1;
@@ -604,6 +596,24 @@ impl Tracker {
             self.pin("a SET whose transaction ended in a way the proxy cannot follow");
         }
     }
+}
+
+/// `text` with the statement name at `name` (a byte range of `statement`, a slice of `text`)
+/// replaced by `shard`, quoted; with the characters before the name, and how many longer the
+/// name became, for moving error positions back.
+fn renamed(
+    text: &str,
+    statement: &str,
+    name: std::ops::Range<usize>,
+    shard: &str,
+) -> (String, u64, u64) {
+    let at = statement.as_ptr() as usize - text.as_ptr() as usize;
+    let (name_at, name_end) = (at + name.start, at + name.end);
+    let shard = crate::sql::identifier(shard);
+    let sent = format!("{}{shard}{}", &text[..name_at], &text[name_end..]);
+    let chars = |s: &str| s.chars().count() as u64;
+    let grown = chars(&shard).saturating_sub(chars(&text[name_at..name_end]));
+    (sent, chars(&text[..name_at]), grown)
 }
 
 #[cfg(test)]
