@@ -83,6 +83,34 @@ fn substitute(body: &Statement, types: &[DataType], args: &[Expr]) -> Result<Sta
     }
 }
 
+/// The statement `EXECUTE name(args)` of `prepared` runs: each argument (as text) in place of
+/// its parameter, cast to its declared type.
+fn with_arguments(
+    name: &str,
+    prepared: &SqlPrepared,
+    args: &[String],
+) -> Result<Statement, PgError> {
+    let expected = placeholders(&prepared.body).max(prepared.types.len());
+    if args.len() != expected {
+        return Err(PgError::error(
+            "42601",
+            format!("wrong number of parameters for prepared statement \"{name}\""),
+        )
+        .with_detail(format!(
+            "Expected {expected} parameters but got {}.",
+            args.len()
+        )));
+    }
+    let types = parse_types(&prepared.types).unwrap_or_default();
+    let args = if args.is_empty() {
+        Vec::new()
+    } else {
+        parse_select_list(&format!("SELECT {}", args.join(", ")))
+            .ok_or_else(crate::router::plan::unrecognised)?
+    };
+    substitute(&prepared.body, &types, &args)
+}
+
 /// Types and arguments read back as syntax trees (the planner stored them as text).
 fn parse_types(types: &[String]) -> Option<Vec<DataType>> {
     let text = format!(
@@ -235,29 +263,7 @@ impl Exec<'_> {
                 Err(step) => return Ok(Err(step)),
             },
         };
-        let expected = placeholders(&prepared.body).max(prepared.types.len());
-        if args.len() != expected {
-            return Ok(Err(self.error(
-                &PgError::error(
-                    "42601",
-                    format!("wrong number of parameters for prepared statement \"{name}\""),
-                )
-                .with_detail(format!(
-                    "Expected {expected} parameters but got {}.",
-                    args.len()
-                )),
-            )));
-        }
-        let types = parse_types(&prepared.types).unwrap_or_default();
-        let args = if args.is_empty() {
-            Vec::new()
-        } else {
-            match parse_select_list(&format!("SELECT {}", args.join(", "))) {
-                Some(a) => a,
-                None => return Ok(Err(self.error(&crate::router::plan::unrecognised()))),
-            }
-        };
-        let stmt = match substitute(&prepared.body, &types, &args) {
+        let stmt = match with_arguments(name, &prepared, args) {
             Ok(s) => s,
             Err(e) => return Ok(Err(self.error(&e))),
         };
@@ -319,16 +325,7 @@ impl Exec<'_> {
             return None;
         };
         let prepared = self.sql_statements.get(&name)?;
-        if args.len() != placeholders(&prepared.body).max(prepared.types.len()) {
-            return None;
-        }
-        let types = parse_types(&prepared.types)?;
-        let args = if args.is_empty() {
-            Vec::new()
-        } else {
-            parse_select_list(&format!("SELECT {}", args.join(", ")))?
-        };
-        substitute(&prepared.body, &types, &args)
+        with_arguments(&name, prepared, &args)
             .ok()
             .map(|s| s.to_string())
     }
