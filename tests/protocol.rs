@@ -81,6 +81,28 @@ async fn pipelined_queries_all_answer_in_order() {
     }
 }
 
+/// Large requests and large answers at once: tokio-postgres writes the pipeline while it reads
+/// answers, so the relay must keep both directions moving (it reads a side only while what it
+/// owes the other is bounded) and never stall one behind the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_pipelined_requests_and_answers_flow_both_ways_at_once() {
+    let tc = TestCluster::start(1).await;
+    let c = tc.client().await;
+    let stmt = c.prepare("select $1::text || $1::text").await.unwrap();
+    let texts: Vec<String> = (0..40)
+        .map(|i| format!("{i:04}").repeat(64 * 1024))
+        .collect();
+    let params: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 1]> =
+        texts.iter().map(|t| [t as _]).collect();
+    let futures: Vec<_> = params.iter().map(|p| c.query_one(&stmt, p)).collect();
+    let rows = futures_util::future::join_all(futures).await;
+    for (t, r) in texts.iter().zip(rows) {
+        let doubled: String = r.unwrap().get(0);
+        assert_eq!(doubled.len(), 2 * t.len());
+        assert!(doubled.starts_with(&t[..4]) && doubled.ends_with(&t[..4]));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn execute_with_row_limit_suspends_the_portal() {
     let tc = TestCluster::start(1).await;

@@ -86,6 +86,13 @@ pub enum ClientWriter {
     Tls(WriteHalf<TlsStream<TcpStream>>),
 }
 
+impl ClientWriter {
+    /// Whether written bytes may wait in a buffer until a flush (TLS records).
+    pub fn buffers(&self) -> bool {
+        matches!(self, ClientWriter::Tls(_))
+    }
+}
+
 impl ClientStream {
     pub fn is_tls(&self) -> bool {
         matches!(self, ClientStream::Tls(_))

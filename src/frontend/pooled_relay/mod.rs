@@ -3,17 +3,20 @@
 //! extended-protocol batch up to its Sync) is open, and goes back to the shard's pool at the
 //! ReadyForQuery that ends it.
 //!
-//! As in the dedicated relay (`session`), two pumps run concurrently, so a client that streams
-//! COPY data never deadlocks against a shard writing results. The client pump checks a
-//! connection out when a request arrives and none is held, giving it the session's settings;
-//! it hands the read half to the shard pump over a channel and keeps the write half in `Shared`.
-//! The shard pump gives the connection back: at a ReadyForQuery that leaves the session idle
-//! (see `Tracker::on_ready`) it takes the write half under the same lock the client pump holds
-//! while it registers a request, so a connection is never returned with a request on its way.
+//! One loop drives both sockets. Each direction has a buffer of what was read and not yet
+//! looked at and one of what is due to the other side; the loop reads a side only while what
+//! it owes the other side is below a bound, and writes whichever side it owes. A client that
+//! streams COPY data therefore never deadlocks against a shard writing results, and a
+//! transaction costs no hand-over between tasks: the loop that sees the ReadyForQuery is the
+//! one that checks the next connection out.
 //!
-//! The client pump looks into Query, Parse, Bind, Describe and Close only (settings, pins,
-//! statement names, see `tracker` and `statements`); everything else passes as it came.
+//! Invariant: a connection goes back to the pool only when the tracker says the session is
+//! idle, nothing is due to the shard, and nothing follows the ReadyForQuery (see
+//! `Tracker::on_ready`). The client side looks into Query, Parse, Bind, Describe and Close only
+//! (settings, pins, statement names, see `tracker` and `statements`); everything else passes
+//! as it came.
 
+mod answers;
 mod restore;
 mod statement_text;
 mod statements;
@@ -23,51 +26,67 @@ use super::session::{write_flushed, SessionEnd, FRONTEND_TAGS};
 use crate::admin::clients::{Registered, State as ClientState};
 use crate::backend::{ShardReader, ShardWriter};
 use crate::client::cancel::CancelSlot;
-use crate::client::tls::{ClientReader, ClientStream, ClientWriter};
-use crate::error::PgError;
+use crate::client::tls::{ClientStream, ClientWriter};
 use crate::executor::link::ShardLink;
 use crate::frontend::ProxyContext;
 use crate::metrics as m;
 use crate::pool::settings::Settings;
-use crate::pool::{Lease, ShardPool};
+use crate::pool::{Lease, Pooled, ShardPool};
 use crate::protocol::frame::{FrameScanner, Scan, MAX_SHARD_MESSAGE_BYTES};
-use crate::protocol::inspect;
+use answers::Answer;
 use bytes::{Buf, BytesMut};
 use statements::Translated;
-use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::io::AsyncReadExt;
-use tokio::sync::{mpsc, Notify};
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracker::Tracker;
 
 const READ_CHUNK: usize = 16 * 1024;
-
-/// What both pumps share.
-struct Shared {
-    tracker: Tracker,
-    /// The held connection's write half, whenever the client pump is not writing with it.
-    writer: Option<ShardWriter>,
-    /// The rest of the held connection.
-    lease: Option<Lease>,
-}
-
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    shared.lock().expect("relay state poisoned")
-}
-
-/// The shared state, locked, if the session holds a connection.
-fn locked_if_held(shared: &Mutex<Shared>) -> Option<MutexGuard<'_, Shared>> {
-    let s = lock(shared);
-    s.lease.is_some().then_some(s)
-}
+/// What one side may be owed before the loop stops reading the other side.
+const BACKLOG: usize = 256 * 1024;
 
 /// What the session runs with.
 pub struct Pooling {
     /// The link that checks connections out and gives them the session's settings; it holds
     /// the login's connection, if any.
     pub link: ShardLink,
-    pub pool: Arc<ShardPool>,
+    pub pool: std::sync::Arc<ShardPool>,
     pub cancel: CancelSlot,
     pub settings: Settings,
+}
+
+/// The connection the session holds.
+struct Held {
+    reader: ShardReader,
+    writer: ShardWriter,
+    lease: Lease,
+    /// Framing of what the shard sends on this connection.
+    scanner: FrameScanner,
+    /// The shard sent FATAL: its closing the connection is that, not a lost shard.
+    fatal_seen: bool,
+}
+
+/// The session's state between reads and writes.
+struct Relay<'a> {
+    tracker: Tracker,
+    held: Option<Held>,
+    /// Read from the client, not yet looked at.
+    from_client: BytesMut,
+    client_scanner: FrameScanner,
+    /// Due to the shard.
+    to_shard: BytesMut,
+    /// Read from the shard, not yet looked at.
+    from_shard: BytesMut,
+    /// Due to the client.
+    to_client: BytesMut,
+    /// The first message in `from_client` waits, unsent, for the answer to the proxy's check
+    /// (see `statements::Translated::Check`).
+    checking: bool,
+    metrics: &'a m::SessionMetrics,
+    registered: &'a Registered,
+    pool: &'a ShardPool,
+    cancel: &'a CancelSlot,
 }
 
 /// Relays until either side ends.
@@ -79,437 +98,419 @@ pub async fn run(
     registered: &Registered,
 ) -> SessionEnd {
     let shard_name = pooling.pool.target.name.clone();
-    let (client_rx, mut client_tx) = client.into_split();
-    let shared = Mutex::new(Shared {
-        tracker: Tracker::new(pooling.settings.clone()),
-        writer: None,
-        lease: None,
-    });
+    let (mut client_rx, mut client_tx) = client.into_split();
     // The login's connection is idle: back to the pool, for whichever session asks first.
     if let Some(conn) = pooling.link.hand_over() {
         pooling.cancel.set(None);
         pooling.pool.put(conn);
     }
     let metrics = m::SessionMetrics::new(&shard_name);
-    let (readers_tx, readers_rx) = mpsc::unbounded_channel();
-    // The shard pump tells the client pump that a statement's columns were compared.
-    let checked = Notify::new();
-    let outcome = {
-        let upstream = client_to_shard(
-            client_rx,
-            (&shared, &checked),
-            &mut pooling.link,
-            readers_tx,
-            &metrics,
-            ctx.max_message_bytes,
-            (&ctx.pause, registered),
-        );
-        let downstream = shard_to_client(
-            readers_rx,
-            &mut client_tx,
-            (&shared, &checked),
-            (&pooling.pool, &pooling.cancel),
-            &metrics,
-            registered,
-        );
-        tokio::select! {
-            end = upstream => end,
-            end = downstream => end,
-            _ = crate::shutdown::ends_when(&mut shutdown, || lock(&shared).tracker.idle()) => {
-                SessionEnd::Shutdown
-            }
-        }
+    let mut relay = Relay {
+        tracker: Tracker::new(pooling.settings.clone()),
+        held: None,
+        from_client: BytesMut::with_capacity(READ_CHUNK),
+        client_scanner: FrameScanner::new(ctx.max_message_bytes),
+        to_shard: BytesMut::new(),
+        from_shard: BytesMut::with_capacity(READ_CHUNK),
+        to_client: BytesMut::new(),
+        checking: false,
+        metrics: &metrics,
+        registered,
+        pool: &pooling.pool,
+        cancel: &pooling.cancel,
     };
-    if let Some(err) = outcome.last_words() {
-        crate::client::send_fatal(&mut client_tx, &err).await;
-    }
-    let (lease, in_flight) = {
-        let mut s = lock(&shared);
-        s.writer = None;
-        (s.lease.take(), s.tracker.in_flight())
-    };
-    if let Some(lease) = lease {
-        if in_flight
-            && matches!(
-                outcome,
-                SessionEnd::ClientGone | SessionEnd::Shutdown | SessionEnd::ProtocolViolation(_)
-            )
-        {
-            // The abandoned query would run on, holding its locks: cancel it.
-            if let Err(e) = crate::backend::send_cancel(&pooling.pool.target, lease.key).await {
-                tracing::debug!(shard = %shard_name, "cancel of abandoned query failed: {e}");
+    // Draining: the session ends once it is idle (read through a flag, since the loop holds
+    // the tracker).
+    let idle = AtomicBool::new(true);
+    let draining = crate::shutdown::ends_when(&mut shutdown, || idle.load(Ordering::Relaxed));
+    tokio::pin!(draining);
+    let outcome = loop {
+        if relay.wants_connection() {
+            if relay.client_scanner.at_boundary() && relay.from_client.first() == Some(&b'X') {
+                break SessionEnd::Terminated;
             }
-        }
-        // Whatever the connection was in the middle of, PostgreSQL cleans up when it closes.
-        pooling.pool.discard_lease(lease);
-    }
-    pooling.cancel.set(None);
-    outcome
-}
-
-async fn client_to_shard(
-    mut rx: ClientReader,
-    (shared, checked): (&Mutex<Shared>, &Notify),
-    link: &mut ShardLink,
-    readers: mpsc::UnboundedSender<ShardReader>,
-    metrics: &m::SessionMetrics,
-    limit: usize,
-    (pause, registered): (&crate::admin::pause::Pause, &Registered),
-) -> SessionEnd {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut scanner = FrameScanner::new(limit);
-    let inspect_tag = |t: u8| matches!(t, b'Q' | b'P' | b'B' | b'D' | b'C' | b'X');
-    let mut rewritten = BytesMut::new();
-    // False after a check: what is already buffered goes on first.
-    let mut read = true;
-    loop {
-        if read {
-            buf.reserve(READ_CHUNK);
-            match rx.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return SessionEnd::ClientGone,
-                Ok(_) => {}
-            }
-        }
-        read = true;
-        if buf.len() < 5 && scanner.at_boundary() {
-            continue;
-        }
-        let mut out = BytesMut::new();
-        let (mut copied, mut ready) = (0, 0);
-        let mut terminated = false;
-        let mut checking = false;
-        // The lock is held from the look at the held connection until the messages are
-        // registered, so the shard pump cannot give the connection back in between.
-        let writer = {
-            let mut s = loop {
-                if let Some(s) = locked_if_held(shared) {
-                    break s;
-                }
-                // Between transactions: this starts a new one, which PAUSE holds back.
-                pause.wait().await;
-                registered.set(ClientState::Active);
-                if let Err(end) = check_out(shared, link, &readers).await {
-                    return end;
-                }
-            };
-            let conn = s.lease.as_ref().map_or(0, |l| l.id);
-            loop {
-                let scan = match scanner.scan(&buf, ready, inspect_tag) {
-                    Ok(s) => s,
-                    Err(e) => return SessionEnd::ProtocolViolation(e.to_string()),
+            // PAUSE and the pool may hold the session back; what the client is owed goes
+            // out meanwhile.
+            let taken = {
+                let (settings, link) = (&relay.tracker.settings, &mut pooling.link);
+                let checkout = async {
+                    ctx.pause.wait().await;
+                    registered.set(ClientState::Active);
+                    check_out(settings, link).await
                 };
-                match scan {
-                    Scan::NeedMore => break,
-                    Scan::Pass { len, start } => {
-                        if let Some(tag) = start {
-                            if !FRONTEND_TAGS.contains(&tag) {
-                                return SessionEnd::ProtocolViolation(format!(
-                                    "invalid frontend message type {tag}"
-                                ));
-                            }
-                            if matches!(tag, b'F' | b'E') {
-                                metrics.queries.increment(1);
-                            }
-                            s.tracker.on_client_start(tag);
-                        }
-                        ready += len;
-                    }
-                    Scan::Whole { tag: b'X', .. } => {
-                        // Not forwarded: the server connection outlives the client.
-                        terminated = true;
-                        break;
-                    }
-                    Scan::Whole { tag, len } => {
-                        if tag == b'Q' {
-                            metrics.queries.increment(1);
-                        }
-                        rewritten.clear();
-                        let frame = &buf[ready..ready + len];
-                        match s.tracker.on_client(frame, conn, &mut rewritten) {
-                            Translated::Same => {}
-                            Translated::Rewritten | Translated::Stale => {
-                                out.extend_from_slice(&buf[copied..ready]);
-                                out.extend_from_slice(&rewritten);
-                                copied = ready + len;
-                            }
-                            Translated::Check => {
-                                // The message waits, whole and unsent, for the answer.
-                                out.extend_from_slice(&buf[copied..ready]);
-                                out.extend_from_slice(&rewritten);
-                                copied = ready;
-                                checking = true;
-                                break;
-                            }
-                        }
-                        ready += len;
-                    }
+                tokio::select! {
+                    taken = while_writing(checkout, &mut client_tx, &mut relay.to_client) => taken,
+                    _ = &mut draining => Err(SessionEnd::Shutdown),
                 }
-            }
-            let parses = s.tracker.take_named_parses();
-            let injected = s.tracker.take_injected();
-            if injected > 0 {
-                metrics.prepares.increment(injected);
-            }
-            if let Some(l) = s.lease.as_mut() {
-                l.named_parses += parses;
-            }
-            if out.is_empty() && s.tracker.idle() {
-                // Nothing but Flush, with nothing to flush: sending it would hold the
-                // connection past the ReadyForQuery that should have given it back.
-                buf.advance(ready);
-                None
-            } else if ready > 0 || !out.is_empty() {
-                s.writer.take()
-            } else {
-                None
-            }
-        };
-        if let Some(mut writer) = writer {
-            let sent = if out.is_empty() {
-                write_flushed(&mut writer, &buf.split_to(ready)).await
-            } else {
-                out.extend_from_slice(&buf[copied..ready]);
-                buf.advance(ready);
-                write_flushed(&mut writer, &out).await
             };
-            lock(shared).writer = Some(writer);
-            if sent.is_err() {
-                return SessionEnd::ShardGone(metrics.shard.clone());
+            match taken {
+                Ok(conn) => relay.hold(conn),
+                Err(end) => break end,
             }
         }
-        if terminated {
-            return SessionEnd::Terminated;
+        if let Err(end) = relay.take_client_input() {
+            break end;
         }
-        if checking {
-            loop {
-                if lock(shared).tracker.take_check().is_some() {
-                    break;
+        match relay.take_shard_input() {
+            Err(end) => break end,
+            // The message that waited for the check goes on before anything is read.
+            Ok(true) => continue,
+            Ok(false) => {}
+        }
+        idle.store(relay.tracker.idle(), Ordering::Relaxed);
+        relay.from_client.reserve(READ_CHUNK);
+        relay.from_shard.reserve(READ_CHUNK);
+        let r = &mut relay;
+        let (shard_rx, shard_tx) = match r.held.as_mut() {
+            Some(h) => (Some(&mut h.reader), Some(&mut h.writer)),
+            None => (None, None),
+        };
+        let held = shard_rx.is_some();
+        tokio::select! {
+            biased;
+            sent = write_some(shard_tx, &r.to_shard), if held && !r.to_shard.is_empty() => match sent {
+                Ok(n) => r.to_shard.advance(n),
+                Err(_) => break SessionEnd::ShardGone(metrics.shard.clone()),
+            },
+            sent = client_tx.write(&r.to_client), if !r.to_client.is_empty() => match sent {
+                Ok(n) if n > 0 => {
+                    r.to_client.advance(n);
+                    if r.to_client.is_empty() && client_tx.buffers() && client_tx.flush().await.is_err() {
+                        break SessionEnd::ClientGone;
+                    }
                 }
-                checked.notified().await;
-            }
-            read = false;
+                _ => break SessionEnd::ClientGone,
+            },
+            got = read_some(shard_rx, &mut r.from_shard), if held && r.to_client.len() < BACKLOG => match got {
+                Ok(n) if n > 0 => {}
+                _ => {
+                    let fatal = r.held.as_ref().is_some_and(|h| h.fatal_seen);
+                    break if fatal {
+                        SessionEnd::ShardFatal(metrics.shard.clone())
+                    } else {
+                        SessionEnd::ShardGone(metrics.shard.clone())
+                    };
+                }
+            },
+            // What stays in `from_client` is a message not yet whole (or one waiting for a
+            // check): reading is bounded by what the shard is owed, not by it.
+            got = client_rx.read_buf(&mut r.from_client), if !r.checking && r.to_shard.len() < BACKLOG => match got {
+                Ok(n) if n > 0 => {}
+                _ => break SessionEnd::ClientGone,
+            },
+            _ = &mut draining => break SessionEnd::Shutdown,
         }
+    };
+    relay.finish(outcome, &mut client_tx).await
+}
+
+impl Relay<'_> {
+    /// A message has come and no connection is held for it.
+    fn wants_connection(&self) -> bool {
+        self.held.is_none()
+            && !self.checking
+            && (self.from_client.len() >= 5 || !self.client_scanner.at_boundary())
+    }
+
+    fn hold(&mut self, conn: Pooled) {
+        let (reader, writer, lease) = conn.split();
+        self.tracker.new_connection();
+        self.from_shard.clear();
+        self.held = Some(Held {
+            reader,
+            writer,
+            lease,
+            // Shards are trusted to frame correctly; the limit only guards against a corrupt
+            // length.
+            scanner: FrameScanner::new(MAX_SHARD_MESSAGE_BYTES),
+            fatal_seen: false,
+        });
+    }
+
+    /// Looks at what the client sent and puts what goes on in `to_shard`.
+    fn take_client_input(&mut self) -> Result<(), SessionEnd> {
+        let Some(held) = self.held.as_mut().filter(|_| !self.checking) else {
+            return Ok(());
+        };
+        let inspect_tag = |t: u8| matches!(t, b'Q' | b'P' | b'B' | b'D' | b'C' | b'X');
+        let conn = held.lease.id;
+        let buf = &mut self.from_client;
+        let out = &mut self.to_shard;
+        // Bytes before `copied` are in `out` already; those up to `ready` go as they came.
+        let (mut copied, mut ready) = (0, 0);
+        let mut edited = false;
+        let mut rewritten = BytesMut::new();
+        loop {
+            let scan = self
+                .client_scanner
+                .scan(buf, ready, inspect_tag)
+                .map_err(|e| SessionEnd::ProtocolViolation(e.to_string()))?;
+            match scan {
+                Scan::NeedMore => break,
+                Scan::Pass { len, start } => {
+                    if let Some(tag) = start {
+                        if !FRONTEND_TAGS.contains(&tag) {
+                            return Err(SessionEnd::ProtocolViolation(format!(
+                                "invalid frontend message type {tag}"
+                            )));
+                        }
+                        if matches!(tag, b'F' | b'E') {
+                            self.metrics.queries.increment(1);
+                        }
+                        self.tracker.on_client_start(tag);
+                    }
+                    ready += len;
+                }
+                Scan::Whole { tag: b'X', .. } => {
+                    // Not forwarded: the server connection outlives the client. What came
+                    // before it still goes.
+                    out.extend_from_slice(&buf[copied..ready]);
+                    buf.clear();
+                    return Err(SessionEnd::Terminated);
+                }
+                Scan::Whole { tag, len } => {
+                    if tag == b'Q' {
+                        self.metrics.queries.increment(1);
+                    }
+                    rewritten.clear();
+                    let frame = &buf[ready..ready + len];
+                    match self.tracker.on_client(frame, conn, &mut rewritten) {
+                        Translated::Same => {}
+                        Translated::Rewritten | Translated::Stale => {
+                            out.extend_from_slice(&buf[copied..ready]);
+                            out.extend_from_slice(&rewritten);
+                            copied = ready + len;
+                            edited = true;
+                        }
+                        Translated::Check => {
+                            // The message stays at the front of `from_client` until the
+                            // answer is in; the check goes now.
+                            out.extend_from_slice(&buf[copied..ready]);
+                            out.extend_from_slice(&rewritten);
+                            buf.advance(ready);
+                            self.checking = true;
+                            self.count_parses();
+                            return Ok(());
+                        }
+                    }
+                    ready += len;
+                }
+            }
+        }
+        if !edited && self.tracker.idle() {
+            // Nothing but Flush, with nothing to flush: sending it would hold the connection
+            // past the ReadyForQuery that should have given it back.
+        } else {
+            out.extend_from_slice(&buf[copied..ready]);
+        }
+        buf.advance(ready);
+        self.count_parses();
+        Ok(())
+    }
+
+    fn count_parses(&mut self) {
+        let parses = self.tracker.take_named_parses();
+        let injected = self.tracker.take_injected();
+        if injected > 0 {
+            self.metrics.prepares.increment(injected);
+        }
+        if let Some(h) = self.held.as_mut() {
+            h.lease.named_parses += parses;
+        }
+    }
+
+    /// Looks at what the shard sent and puts what goes on in `to_client`; gives the
+    /// connection back at the ReadyForQuery that leaves the session idle. True when a check
+    /// was answered, so the message that waited for it can go on.
+    fn take_shard_input(&mut self) -> Result<bool, SessionEnd> {
+        let Some(held) = self.held.as_mut() else {
+            return Ok(false);
+        };
+        let inspect_tag = |t: u8| {
+            matches!(
+                t,
+                b'Z' | b'E' | b'1' | b'2' | b'3' | b'C' | b't' | b'T' | b'n'
+            )
+        };
+        let buf = &mut self.from_shard;
+        let out = &mut self.to_client;
+        let mut ready = 0;
+        let mut release = false;
+        while !release {
+            let scan = held
+                .scanner
+                .scan(buf, ready, inspect_tag)
+                .map_err(|_| SessionEnd::ShardGone(self.metrics.shard.clone()))?;
+            let len = match scan {
+                Scan::NeedMore => break,
+                Scan::Pass { len, .. } => {
+                    ready += len;
+                    continue;
+                }
+                Scan::Whole { len, .. } => len,
+            };
+            let frame = &buf[ready..ready + len];
+            held.fatal_seen |= answers::is_fatal(frame);
+            let answer =
+                answers::on_answer(&mut self.tracker, frame, self.metrics, self.registered);
+            let instead = match answer {
+                Answer::Pass => {
+                    ready += len;
+                    continue;
+                }
+                Answer::Ready {
+                    release: idle,
+                    wiped,
+                } => {
+                    if wiped {
+                        held.lease.renumber();
+                    }
+                    release = idle && self.to_shard.is_empty();
+                    ready += len;
+                    continue;
+                }
+                Answer::Drop => None,
+                Answer::Replace(b) => Some(b),
+            };
+            // What went before goes as it is; this frame does not.
+            out.extend_from_slice(&buf[..ready]);
+            if let Some(b) = instead {
+                out.extend_from_slice(&b);
+            }
+            buf.advance(ready + len);
+            ready = 0;
+        }
+        out.extend_from_slice(&buf[..ready]);
+        buf.advance(ready);
+        if release {
+            self.release();
+        }
+        let resumed = self.checking && self.tracker.take_check().is_some();
+        if resumed {
+            self.checking = false;
+        }
+        Ok(resumed)
+    }
+
+    /// The session is idle: the connection goes back to the pool.
+    fn release(&mut self) {
+        let Some(held) = self.held.take() else {
+            return;
+        };
+        self.cancel.set(None);
+        let mut lease = held.lease;
+        lease.settings = self.tracker.connection_settings();
+        // Bytes after the last ReadyForQuery are the start of something unasked for: such a
+        // connection is not fit to share.
+        let unasked = !self.from_shard.is_empty() || !held.scanner.at_boundary();
+        self.from_shard.clear();
+        match lease.reunite(held.reader, held.writer) {
+            Some(conn) if !unasked => self.pool.put(conn),
+            Some(conn) => self.pool.discard(conn),
+            None => {}
+        }
+    }
+
+    /// Ends the session: what is still due goes out, the client hears why, and a connection
+    /// still held is closed (cancelling what it runs for a client that left).
+    async fn finish(mut self, outcome: SessionEnd, client_tx: &mut ClientWriter) -> SessionEnd {
+        if let (SessionEnd::Terminated, Some(held)) = (&outcome, self.held.as_mut()) {
+            if !self.to_shard.is_empty() {
+                let _ = write_flushed(&mut held.writer, &self.to_shard).await;
+            }
+        }
+        if !matches!(outcome, SessionEnd::ClientGone) && !self.to_client.is_empty() {
+            let _ = write_flushed(client_tx, &self.to_client).await;
+        }
+        if let Some(err) = outcome.last_words() {
+            crate::client::send_fatal(client_tx, &err).await;
+        }
+        if let Some(held) = self.held.take() {
+            if self.tracker.in_flight()
+                && matches!(
+                    outcome,
+                    SessionEnd::ClientGone
+                        | SessionEnd::Shutdown
+                        | SessionEnd::ProtocolViolation(_)
+                )
+            {
+                // The abandoned query would run on, holding its locks: cancel it.
+                if let Err(e) = crate::backend::send_cancel(&self.pool.target, held.lease.key).await
+                {
+                    tracing::debug!(shard = %self.metrics.shard, "cancel of abandoned query failed: {e}");
+                }
+            }
+            // Whatever the connection was in the middle of, PostgreSQL cleans up when it
+            // closes.
+            self.pool.discard_lease(held.lease);
+        }
+        self.cancel.set(None);
+        outcome
     }
 }
 
-/// Takes a server connection for the session, given its settings, and hands the read half to
-/// the shard pump.
-async fn check_out(
-    shared: &Mutex<Shared>,
-    link: &mut ShardLink,
-    readers: &mpsc::UnboundedSender<ShardReader>,
-) -> Result<(), SessionEnd> {
-    let (replay, fingerprint) = {
-        let s = lock(shared);
-        (
-            s.tracker.settings.replay(),
-            s.tracker.settings.fingerprint(),
-        )
-    };
-    link.set_settings(replay, fingerprint);
+/// Takes a server connection for the session, given its settings.
+async fn check_out(settings: &Settings, link: &mut ShardLink) -> Result<Pooled, SessionEnd> {
+    link.set_settings(settings.replay(), settings.fingerprint());
     if let Err(lost) = link.ensure().await {
         return Err(match lost.error {
             Some(e) => SessionEnd::Refused(e),
             None => SessionEnd::ShardGone(lost.shard),
         });
     }
-    let Some(conn) = link.hand_over() else {
-        return Err(SessionEnd::ShardGone(link.name.clone()));
-    };
-    let (r, w, lease) = conn.split();
-    {
-        let mut s = lock(shared);
-        s.tracker.new_connection();
-        s.writer = Some(w);
-        s.lease = Some(lease);
-    }
-    // The shard pump outlives this pump's sends; a closed channel means the session is ending.
-    let _ = readers.send(r);
-    Ok(())
+    link.hand_over()
+        .ok_or_else(|| SessionEnd::ShardGone(link.name.clone()))
 }
 
-async fn shard_to_client(
-    mut readers: mpsc::UnboundedReceiver<ShardReader>,
+/// Runs `task` while writing what the client is owed, so that a session waiting (for the
+/// pool, for PAUSE) does not hold back the answers it has.
+async fn while_writing<T>(
+    task: impl Future<Output = Result<T, SessionEnd>>,
     tx: &mut ClientWriter,
-    (shared, checked): (&Mutex<Shared>, &Notify),
-    (pool, cancel): (&ShardPool, &CancelSlot),
-    metrics: &m::SessionMetrics,
-    registered: &Registered,
-) -> SessionEnd {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let inspect_tag = |t: u8| {
-        matches!(
-            t,
-            b'Z' | b'E' | b'1' | b'2' | b'3' | b'C' | b't' | b'T' | b'n'
-        )
-    };
-    loop {
-        let Some(mut rx) = readers.recv().await else {
-            return SessionEnd::ClientGone;
-        };
-        buf.clear();
-        // Shards are trusted to frame correctly; the limit only guards against a corrupt
-        // length.
-        let mut scanner = FrameScanner::new(MAX_SHARD_MESSAGE_BYTES);
-        let mut fatal_seen = false;
-        'connection: loop {
-            buf.reserve(READ_CHUNK);
-            match rx.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => {
-                    return if fatal_seen {
-                        SessionEnd::ShardFatal(metrics.shard.clone())
-                    } else {
-                        SessionEnd::ShardGone(metrics.shard.clone())
-                    };
-                }
-                Ok(_) => {}
-            }
-            let mut ready = 0;
-            let mut release = None;
-            loop {
-                let scan = match scanner.scan(&buf, ready, inspect_tag) {
-                    Ok(s) => s,
-                    Err(_) => return SessionEnd::ShardGone(metrics.shard.clone()),
-                };
-                let (tag, len) = match scan {
-                    Scan::NeedMore => break,
-                    Scan::Pass { len, .. } => {
-                        ready += len;
-                        continue;
-                    }
-                    Scan::Whole { tag, len } => (tag, len),
-                };
-                let frame = &buf[ready..ready + len];
-                fatal_seen |= tag == b'E'
-                    && matches!(
-                        inspect::error_field(&frame[5..], b'S'),
-                        Some("FATAL") | Some("PANIC")
-                    );
-                let answer = on_answer(&mut lock(shared), frame, metrics, registered, checked);
-                let instead = match answer {
-                    Answer::Pass => {
-                        ready += len;
-                        continue;
-                    }
-                    Answer::Release(w, l) => {
-                        release = Some((w, l));
-                        ready += len;
-                        continue;
-                    }
-                    Answer::Drop => None,
-                    Answer::Replace(b) => Some(b),
-                };
-                // What went before goes as it is; this frame does not.
-                let head = buf.split_to(ready);
-                if !head.is_empty() && write_flushed(tx, &head).await.is_err() {
-                    return SessionEnd::ClientGone;
-                }
-                if let Some(b) = instead {
-                    if write_flushed(tx, &b).await.is_err() {
-                        return SessionEnd::ClientGone;
-                    }
-                }
-                buf.advance(len);
-                ready = 0;
-                continue;
-            }
-            if ready > 0 && write_flushed(tx, &buf.split_to(ready)).await.is_err() {
-                return SessionEnd::ClientGone;
-            }
-            if let Some((w, lease)) = release {
-                cancel.set(None);
-                // Bytes after the last ReadyForQuery are the start of something unasked for:
-                // such a connection is not fit to share.
-                match lease.reunite(rx, w) {
-                    Some(conn) if buf.is_empty() => pool.put(conn),
-                    Some(conn) => pool.discard(conn),
-                    None => {}
-                }
-                break 'connection;
-            }
+    owed: &mut BytesMut,
+) -> Result<T, SessionEnd> {
+    tokio::pin!(task);
+    if owed.is_empty() {
+        return task.await;
+    }
+    while !owed.is_empty() {
+        tokio::select! {
+            biased;
+            done = &mut task => return done,
+            sent = tx.write(owed) => match sent {
+                Ok(n) if n > 0 => owed.advance(n),
+                _ => return Err(SessionEnd::ClientGone),
+            },
         }
     }
+    if tx.buffers() && tx.flush().await.is_err() {
+        return Err(SessionEnd::ClientGone);
+    }
+    task.await
 }
 
-/// What the shard pump does with an answer it looked into.
-enum Answer {
-    Pass,
-    /// Not for the client.
-    Drop,
-    /// The client gets this instead.
-    Replace(BytesMut),
-    /// The session is idle: the connection goes back to the pool once this is forwarded.
-    Release(ShardWriter, Lease),
+/// A write to the shard, when a connection is held; never ready otherwise.
+async fn write_some<W: AsyncWrite + Unpin>(w: Option<&mut W>, bytes: &[u8]) -> io::Result<usize> {
+    let Some(w) = w else {
+        return std::future::pending().await;
+    };
+    let n = w.write(bytes).await?;
+    if n == 0 {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    if n == bytes.len() {
+        w.flush().await?;
+    }
+    Ok(n)
 }
 
-fn on_answer(
-    s: &mut Shared,
-    frame: &[u8],
-    metrics: &m::SessionMetrics,
-    registered: &Registered,
-    checked: &Notify,
-) -> Answer {
-    let (tag, body) = (frame[0], &frame[5..]);
-    match tag {
-        b'Z' => {
-            let status = inspect::ready_status(body).unwrap_or(b'I');
-            let r = s.tracker.on_ready(status);
-            if let Some(sent) = r.sent {
-                metrics.latency.record(sent.elapsed().as_secs_f64());
-            }
-            if r.wiped {
-                if let Some(l) = s.lease.as_mut() {
-                    l.renumber();
-                }
-            }
-            registered.set(match (status, s.tracker.idle()) {
-                (b'I', true) => ClientState::Idle,
-                (b'I', false) => ClientState::Active,
-                _ => ClientState::InTransaction,
-            });
-            if r.release && s.writer.is_some() && s.lease.is_some() {
-                let carries = s.tracker.connection_settings();
-                if let (Some(w), Some(mut l)) = (s.writer.take(), s.lease.take()) {
-                    l.settings = carries;
-                    return Answer::Release(w, l);
-                }
-            }
-            Answer::Pass
-        }
-        b'1' if s.tracker.on_parse_complete() => Answer::Drop,
-        b'3' => {
-            s.tracker.on_close_complete();
-            Answer::Pass
-        }
-        b'2' if s.tracker.on_bind_complete() => Answer::Drop,
-        b't' if s.tracker.on_parameter_description() => Answer::Drop,
-        b'T' | b'n' => {
-            let ours = s.tracker.on_description(frame);
-            if ours {
-                checked.notify_one();
-                Answer::Drop
-            } else {
-                Answer::Pass
-            }
-        }
-        b'E' => {
-            let moved = s.tracker.client_position().map(|to_client| {
-                BytesMut::from(&inspect::map_error_position(frame, to_client)[..])
-            });
-            let refusal = s.tracker.on_error();
-            checked.notify_one();
-            if let Some(moved) = moved.filter(|_| !refusal) {
-                Answer::Replace(moved)
-            } else if refusal {
-                let err = PgError::changed_result_type();
-                let mut b = BytesMut::new();
-                crate::protocol::build::error(&err, &mut b);
-                Answer::Replace(b)
-            } else {
-                Answer::Pass
-            }
-        }
-        b'C' if s.tracker.on_command_complete(body) => Answer::Drop,
-        _ => Answer::Pass,
+/// A read from the shard, when a connection is held; never ready otherwise.
+async fn read_some<R: AsyncRead + Unpin>(
+    r: Option<&mut R>,
+    buf: &mut BytesMut,
+) -> io::Result<usize> {
+    match r {
+        Some(r) => r.read_buf(buf).await,
+        None => std::future::pending().await,
     }
 }
