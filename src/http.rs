@@ -52,7 +52,7 @@ pub async fn serve(
 
 fn answer(path: &str, metrics: &PrometheusHandle, ready: &Readiness) -> Response<Full<Bytes>> {
     match path {
-        "/metrics" => text(StatusCode::OK, metrics.render()),
+        "/metrics" => text(StatusCode::OK, crate::metrics::render(metrics)),
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" => match ready() {
             Ok(()) => text(StatusCode::OK, "ready\n".into()),

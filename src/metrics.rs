@@ -149,7 +149,29 @@ static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle
 
 /// Every series in Prometheus' text format (None before `install_recorder`).
 pub fn rendered() -> Option<String> {
-    HANDLE.get().map(|h| h.render())
+    HANDLE.get().map(render)
+}
+
+/// Gauges that change on every transaction are cheaper to set when read than to keep current:
+/// their owners register a function here, run before every render.
+static REFRESHERS: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new());
+
+/// Registers `refresh` to run before every render (once, however often it is called).
+pub fn refresh_before_render(refresh: fn()) {
+    if let Ok(mut all) = REFRESHERS.lock() {
+        if !all.contains(&refresh) {
+            all.push(refresh);
+        }
+    }
+}
+
+/// What `handle` renders, with the registered gauges refreshed first.
+pub fn render(handle: &metrics_exporter_prometheus::PrometheusHandle) -> String {
+    let refreshers = REFRESHERS.lock().map(|r| r.clone()).unwrap_or_default();
+    for refresh in refreshers {
+        refresh();
+    }
+    handle.render()
 }
 
 fn describe() {

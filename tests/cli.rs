@@ -179,6 +179,19 @@ async fn metrics_health_and_readiness_endpoints_and_logs_without_passwords() {
     ] {
         assert!(body.contains(needle), "missing {needle} in:\n{body}");
     }
+    // The pool's gauges are current when read: between queries the session's connection is
+    // back in the pool, idle, and each query checked it out once.
+    let pool = |name: &str| {
+        counter_sum(&body, &format!("{name}{{shard=\"s0\"}}"))
+            .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+    };
+    assert_eq!(pool("shardgate_pool_active_connections"), 0.0);
+    assert_eq!(pool("shardgate_pool_waiting_clients"), 0.0);
+    assert!(pool("shardgate_pool_idle_connections") >= 1.0, "{body}");
+    assert!(
+        pool("shardgate_pool_checkout_wait_seconds_count") >= 5.0,
+        "{body}"
+    );
     drop(client);
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(logs.contains("client connected"), "{logs}");

@@ -36,6 +36,22 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// value, so a client's RESET ALL or DISCARD ALL keeps it.
 pub const PLACEMENT_VERSION_PARAMETER: &str = "shardgate.placement_version";
 
+/// Every pool of the process, whose gauges are set when metrics are read: a checkout and a
+/// return happen per transaction, a scrape every few seconds.
+static LIVE: Mutex<Vec<Weak<ShardPool>>> = Mutex::new(Vec::new());
+
+fn publish_all() {
+    if let Ok(mut live) = LIVE.lock() {
+        live.retain(|pool| match pool.upgrade() {
+            Some(p) => {
+                p.publish();
+                true
+            }
+            None => false,
+        });
+    }
+}
+
 /// One pool per shard, in shard order.
 #[derive(Debug)]
 pub struct Pools {
@@ -53,6 +69,10 @@ impl Pools {
             p.publish();
             spawn_reaper(Arc::downgrade(p));
         }
+        if let Ok(mut live) = LIVE.lock() {
+            live.extend(pools.iter().map(Arc::downgrade));
+        }
+        crate::metrics::refresh_before_render(publish_all);
         Pools {
             mode: config.mode,
             shards: pools,
@@ -244,12 +264,15 @@ impl ShardPool {
         extra: &[(String, String)],
         placement_version: i64,
     ) -> Result<Pooled, PgError> {
-        let started = Instant::now();
-        // A free permit is taken at once, without arming the timeout: checkouts happen per
-        // transaction.
+        // A free permit is taken at once, without arming the timeout or reading the clock:
+        // checkouts happen per transaction.
         let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(p) => Ok(Ok(p)),
+            Ok(p) => {
+                self.gauges.wait.record(0.0);
+                Ok(Ok(p))
+            }
             Err(_) => {
+                let started = Instant::now();
                 self.waiting.fetch_add(1, Ordering::Relaxed);
                 self.publish();
                 let p = tokio::time::timeout(
@@ -258,10 +281,10 @@ impl ShardPool {
                 )
                 .await;
                 self.waiting.fetch_sub(1, Ordering::Relaxed);
+                self.gauges.wait.record(started.elapsed().as_secs_f64());
                 p
             }
         };
-        self.gauges.wait.record(started.elapsed().as_secs_f64());
         let permit = match permit {
             Ok(Ok(p)) => p,
             // The semaphore is never closed; a timeout is the only way here.
@@ -295,17 +318,17 @@ impl ShardPool {
             }
             None => self.open(extra, permit, placement_version).await,
         };
-        self.publish();
         conn
     }
 
     /// The most recently returned idle connection that is still usable. One tagged with
     /// another placement version is closed: after a change, the old version's go.
     fn take_idle(&self, placement_version: i64) -> Option<Pooled> {
+        let now = Instant::now();
         loop {
             let mut idle = self.idle.lock().ok()?.pop()?;
-            if idle.since.elapsed() < self.idle_timeout
-                && idle.conn.born.elapsed() < self.lifetime
+            if now.saturating_duration_since(idle.since) < self.idle_timeout
+                && now.saturating_duration_since(idle.conn.born) < self.lifetime
                 && idle.conn.placement_version == placement_version
                 && still_open(&mut idle.conn.stream)
             {
@@ -355,16 +378,15 @@ impl ShardPool {
         // The permit goes only once the connection is in the idle list: a checkout that got
         // the permit earlier would find the list empty and open one connection too many.
         let permit = conn.permit.take();
-        if conn.named_parses < MAX_NAMED_PARSES && conn.born.elapsed() < self.lifetime {
+        let now = Instant::now();
+        if conn.named_parses < MAX_NAMED_PARSES
+            && now.saturating_duration_since(conn.born) < self.lifetime
+        {
             if let Ok(mut idle) = self.idle.lock() {
-                idle.push(Idle {
-                    conn,
-                    since: Instant::now(),
-                });
+                idle.push(Idle { conn, since: now });
             }
         }
         drop(permit);
-        self.publish();
     }
 
     /// A checked-out connection that is being closed instead of returned.
