@@ -40,8 +40,74 @@ on_one_and_three_shards!(
     a_deallocate_answers_where_its_statement_cannot_be_prepared_again,
     a_close_skipped_after_an_error_leaves_the_statement,
     sql_execute_runs_a_statement_the_driver_prepared,
-    sql_prepare_follows_its_session_across_connections
+    sql_prepare_follows_its_session_across_connections,
+    the_greeting_reports_what_a_reused_connection_reported_before
 );
+
+/// A login's greeting reports the session's own values even on a pooled connection that
+/// already reported them to an earlier session: PostgreSQL sends a ParameterStatus only for a
+/// value that differs from the last one it sent on that connection, so `dmy, iso` after
+/// `iso, dmy` (both `ISO, DMY`) makes it send none. With one connection in the pool every
+/// login reuses it. One shard also takes other client encodings (`euc-jp` after `eucjp`).
+async fn the_greeting_reports_what_a_reused_connection_reported_before(shards: usize) {
+    let tc = cluster(shards, "size = 1").await;
+    let mut cases = vec![
+        ("datestyle", "iso, dmy", "DateStyle", "ISO, DMY"),
+        ("datestyle", "dmy, iso", "DateStyle", "ISO, DMY"),
+        ("datestyle", "ISO,DMY", "DateStyle", "ISO, DMY"),
+        ("datestyle", "iso, mdy", "DateStyle", "ISO, MDY"),
+    ];
+    if shards == 1 {
+        cases.extend([
+            ("client_encoding", "eucjp", "client_encoding", "EUC_JP"),
+            ("client_encoding", "euc-jp", "client_encoding", "EUC_JP"),
+            ("client_encoding", "utf8", "client_encoding", "UTF8"),
+        ]);
+    }
+    for (parameter, spelling, reported_as, expected) in cases {
+        let (reported, shown) = greeting_and_show(&tc, parameter, spelling, reported_as).await;
+        assert_eq!(reported.as_deref(), Some(expected), "login with {spelling}");
+        assert_eq!(shown, expected, "{spelling}");
+    }
+}
+
+/// Logs in with `parameter` set to `value`: what the greeting reports as `reported_as`, and
+/// what SHOW says.
+async fn greeting_and_show(
+    tc: &TestCluster,
+    parameter: &str,
+    value: &str,
+    reported_as: &str,
+) -> (Option<String>, String) {
+    use common::raw::{message, query, startup_packet, Raw};
+    let mut raw = Raw::connect(tc.port).await;
+    let startup = [
+        ("user", "trustuser"),
+        ("database", "postgres"),
+        (parameter, value),
+    ];
+    raw.send(&startup_packet(196608, &startup)).await;
+    let greeting = raw.until_ready().await;
+    let reported = greeting.iter().find_map(|(tag, body)| {
+        let mut parts = body.split(|b| *b == 0);
+        let name = parts.next()?;
+        let value = parts.next()?;
+        (*tag == b'S' && name == reported_as.as_bytes())
+            .then(|| String::from_utf8_lossy(value).to_string())
+    });
+    raw.send(&query(&format!("show {parameter}"))).await;
+    let answer = raw.until_ready().await;
+    let row = &answer
+        .iter()
+        .find(|(tag, _)| *tag == b'D')
+        .expect("a row")
+        .1;
+    // One column: a count, a length, the value.
+    let shown = String::from_utf8_lossy(&row[6..]).to_string();
+    raw.send(&message(b'X', &[])).await;
+    assert!(raw.is_closed().await);
+    (reported, shown)
+}
 
 async fn cluster(shards: usize, pool: &str) -> TestCluster {
     let tc = TestCluster::start_unlike(shards, "", &format!("{TABLES}[pool]\n{pool}\n")).await;

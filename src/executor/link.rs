@@ -7,7 +7,7 @@
 //! is configured.
 
 use crate::error::PgError;
-use crate::pool::{Pooled, ShardPool};
+use crate::pool::{settings, Pooled, ShardPool};
 use crate::protocol::frame::{FrameScanner, Scan, MAX_SHARD_MESSAGE_BYTES};
 use crate::protocol::Frame;
 use bytes::{Bytes, BytesMut};
@@ -191,7 +191,7 @@ impl ShardLink {
     /// session's settings.
     pub async fn ensure(&mut self) -> Result<(), LinkLost> {
         if self.conn.is_none() && self.take_conn().await? {
-            self.give_settings().await?;
+            self.give_settings(false).await?;
         }
         Ok(())
     }
@@ -202,7 +202,7 @@ impl ShardLink {
         if self.conn.is_none() {
             self.take_conn().await?;
         }
-        self.give_settings().await
+        self.give_settings(true).await
     }
 
     /// The connection held now, for a caller that drives the socket itself from here on (the
@@ -233,15 +233,23 @@ impl ShardLink {
     }
 
     /// Replays the session's settings on the connection just checked out, in one round trip.
-    async fn give_settings(&mut self) -> Result<(), LinkLost> {
+    /// With `report`, `replay_status` also ends with the current value of every parameter
+    /// the connection reported at its login: PostgreSQL sends a ParameterStatus only for a
+    /// value that differs from the last one it reported on that connection, so after an
+    /// earlier session set the same value (`euc-jp` then `EUC_JP`), the replay alone reports
+    /// nothing and the login's value would be stale.
+    async fn give_settings(&mut self, report: bool) -> Result<(), LinkLost> {
         let (replay, fingerprint) = self.settings.clone();
-        let text = if replay.is_empty() {
-            crate::pool::settings::REPLAY_BASE
+        let mut text = if replay.is_empty() {
+            crate::pool::settings::REPLAY_BASE.to_string()
         } else {
-            &*replay
+            replay.to_string()
         };
+        if let (Some(c), true) = (&self.conn, report) {
+            text.push_str(&settings::current_values_query(&c.parameters));
+        }
         let mut q = BytesMut::new();
-        crate::protocol::build::query(text, &mut q);
+        crate::protocol::build::query(&text, &mut q);
         self.write(&q).await?;
         self.replay_status.clear();
         let mut failed = None;
@@ -250,6 +258,7 @@ impl ShardLink {
             match f.tag {
                 b'Z' => break,
                 b'S' => self.replay_status.push(f),
+                b'D' => self.replay_status.extend(settings::current_value(f.body())),
                 b'E' => failed = Some(f),
                 _ => {}
             }

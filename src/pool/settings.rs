@@ -226,9 +226,60 @@ fn unquote(name: &str) -> String {
     name.trim_matches('"').to_string()
 }
 
+/// A statement to follow a replay with at login: the current value of each of `reported`
+/// (the parameters a connection reported at its own login), one row each, which
+/// `current_value` turns into the ParameterStatus the greeting needs. Empty for none.
+pub fn current_values_query(reported: &[(String, String)]) -> String {
+    if reported.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = reported
+        .iter()
+        .map(|(name, _)| crate::sql::string_literal(name))
+        .collect();
+    format!(
+        ";\nSELECT name, current_setting(name, true) FROM unnest(ARRAY[{}]::text[]) AS name",
+        names.join(", ")
+    )
+}
+
+/// A row of `current_values_query` as the ParameterStatus the server would have sent; None
+/// for a parameter the server does not know.
+pub fn current_value(row: &[u8]) -> Option<crate::protocol::Frame> {
+    use crate::protocol::inspect::data_row_column;
+    let name = std::str::from_utf8(data_row_column(row, 0)??).ok()?;
+    let value = std::str::from_utf8(data_row_column(row, 1)??).ok()?;
+    let mut b = bytes::BytesMut::new();
+    crate::protocol::build::parameter_status(name, value, &mut b);
+    Some(crate::protocol::Frame {
+        tag: b'S',
+        bytes: b.freeze(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_greetings_values_come_back_as_parameter_statuses() {
+        let reported = vec![
+            ("DateStyle".to_string(), "ISO, MDY".to_string()),
+            ("odd'name".to_string(), String::new()),
+        ];
+        let sql = current_values_query(&reported);
+        assert!(sql.contains("ARRAY['DateStyle', 'odd''name']"), "{sql}");
+        assert_eq!(current_values_query(&[]), "");
+        let mut row = bytes::BytesMut::new();
+        crate::protocol::build::data_row_text(&[Some("DateStyle"), Some("ISO, DMY")], &mut row);
+        let status = current_value(&row[5..]).expect("a known parameter");
+        let mut expected = bytes::BytesMut::new();
+        crate::protocol::build::parameter_status("DateStyle", "ISO, DMY", &mut expected);
+        assert_eq!((status.tag, &status.bytes[..]), (b'S', &expected[..]));
+        row.clear();
+        crate::protocol::build::data_row_text(&[Some("odd'name"), None], &mut row);
+        assert!(current_value(&row[5..]).is_none());
+    }
 
     #[test]
     fn set_statements_are_read_by_name() {
