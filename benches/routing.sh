@@ -71,9 +71,13 @@ echo "rows per shard: $COUNTS"
 PROXIED="postgres://app:app@127.0.0.1:$PROXY_PORT/postgres"
 DIRECT="postgres://postgres@127.0.0.1:$((BASE + 1))/postgres"
 declare -A SUM
+PROXIED_TXNS=0
 run() { # mode target url
     local out tps
     out=$(pgbench -n -S -s 10 -M "$1" -c 8 -j 2 -T "$DURATION" "$3" 2>&1) || true
+    if [ "$2" = shardgate ]; then
+        PROXIED_TXNS=$((PROXIED_TXNS + $(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out" | grep . || echo 0)))
+    fi
     tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
     if [ -z "$tps" ] || grep -q "number of failed transactions: [1-9]" <<<"$out"; then
         echo "  $1 $2: FAILED"; tail -5 <<<"$out" | sed 's/^/    /'; tps=0
@@ -82,6 +86,10 @@ run() { # mode target url
     fi
     SUM[$1,$2]=$(awk -v a="${SUM[$1,$2]:-0}" -v b="$tps" 'BEGIN{print a+b}')
 }
+rss() { sed -n 's/^VmRSS:\s*\([0-9]*\) kB/\1/p' "/proc/$PROXY/status"; }
+# Warmed up first: the proxy's first sessions allocate what later ones reuse.
+pgbench -n -S -s 10 -M prepared -c 8 -j 2 -T 2 "$PROXIED" >/dev/null 2>&1 || true
+RSS_BEFORE=$(rss)
 for round in $(seq "$ROUNDS"); do
     echo "round $round"
     for mode in extended prepared; do
@@ -90,6 +98,7 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
+RSS_AFTER=$(rss)
 hwm() { sed -n 's/^VmHWM:\s*//p' "/proc/$PROXY/status"; }
 HWM_BEFORE=$(hwm)
 echo 'select aid, abalance from pgbench_accounts order by abalance desc, aid limit 10;' >"$WORK/scatter.sql"
@@ -108,6 +117,9 @@ for mode in extended prepared; do
     awk -v m="$mode" -v r="$ROUNDS" -v d="${SUM[$mode,direct]}" -v s="${SUM[$mode,shardgate]}" \
         'BEGIN{d/=r; s/=r; printf "%-9s %10.0f %10.0f %12.2f\n", m, d, s, (d ? s/d : 0)}'
 done
+# This proxy has no metrics endpoint, so nothing ever scrapes it: what it records must not pile up.
+echo "proxy resident memory over $PROXIED_TXNS proxied lookups: $RSS_BEFORE kB before, $RSS_AFTER kB after" \
+    "($(awk -v a="$RSS_BEFORE" -v b="$RSS_AFTER" -v n="$PROXIED_TXNS" 'BEGIN{printf "%.1f", n ? (b-a)*1024/n : 0}') bytes per lookup)"
 echo
 echo "scatter ORDER BY abalance DESC, aid LIMIT 10 over 3 shards ($ROWS rows), 1 client:"
 echo "  through shardgate (index scan on each shard): $(lat "$SCATTER")"

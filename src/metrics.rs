@@ -143,6 +143,20 @@ pub fn install_recorder() -> Result<metrics_exporter_prometheus::PrometheusHandl
     Ok(handle)
 }
 
+/// Histogram samples wait in the recorder until they are folded into their buckets, which every
+/// render does. A proxy that nobody scrapes (no endpoint, or Prometheus down) would keep every
+/// sample, some 30 bytes per query, for ever; this folds them every few seconds instead.
+/// Call from within the runtime, once the recorder is installed.
+pub fn spawn_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            handle.run_upkeep();
+        }
+    });
+}
+
 /// The recorder's handle, once installed.
 static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
     std::sync::OnceLock::new();

@@ -214,6 +214,7 @@ impl Proxy {
         // Before the proxy starts, so that nothing it records is lost; also without an
         // endpoint, for the admin console's SHOW STATS.
         let handle = crate::metrics::install_recorder()?;
+        crate::metrics::spawn_upkeep(handle.clone());
         let proxy = Proxy::start(config).await.map_err(|e| e.to_string())?;
         if let Some(addr) = addr {
             let local = crate::http::serve(addr, handle, proxy.readiness()).await?;
