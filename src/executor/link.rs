@@ -543,6 +543,16 @@ async fn within<T>(
     shard: &str,
     io: impl std::future::Future<Output = T>,
 ) -> Option<T> {
+    // Most writes, and reads of answers already here, are done at the first poll: then there
+    // is no timer to arm and no probe to watch.
+    let mut io = std::pin::pin!(io);
+    if let std::task::Poll::Ready(r) = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::future::Future::poll(io.as_mut(), cx))
+    })
+    .await
+    {
+        return Some(r);
+    }
     let down = async {
         match health {
             Some(h) => {
@@ -561,7 +571,7 @@ async fn within<T>(
         }
     };
     tokio::select! {
-        r = io => Some(r),
+        r = &mut io => Some(r),
         _ = down => {
             tracing::warn!(shard = %shard, "shard failed its health probes: giving up on it");
             None
