@@ -30,6 +30,105 @@ pub struct Shape {
 
 /// The shape of `sql`, or `None` when it has no literal to replace or cannot be tokenized.
 pub fn shape_of(sql: &str) -> Option<Shape> {
+    match plain_shape(sql) {
+        Some(shape) => shape,
+        None => tokenized_shape(sql),
+    }
+}
+
+/// The shape of a text that a plain scan can take apart: `None` when it holds anything whose
+/// reading needs the full tokenizer (dollar quotes and `$n`, comments, backslashes, strings with
+/// a prefix such as `E'..'` or `U&'..'`, an unclosed quote).
+///
+/// The literals it replaces are exactly tokens the tokenizer would read as one literal whatever
+/// they hold: a quoted string (`''` inside) after no letter, and digits with at most one inner
+/// point after nothing that could make them part of a word or a longer number. Everything else
+/// is kept byte for byte, so texts of one key differ only inside those tokens, which is what
+/// makes one proven template good for all of them. The tokenizer is most of the cost of a
+/// simple query's lookup, and a driver's texts are nearly always this plain.
+fn plain_shape(sql: &str) -> Option<Option<Shape>> {
+    let b = sql.as_bytes();
+    let in_word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
+    let mut key = String::with_capacity(sql.len() + 8);
+    let mut literals = HashMap::new();
+    let mut add = |key: &mut String, value: Value| {
+        let marker = format!("${}", FIRST_MARKER + literals.len() as u64);
+        key.push_str(&marker);
+        literals.insert(marker, value);
+    };
+    // `sql[..copied]` is in `key` already.
+    let (mut copied, mut i) = (0, 0);
+    while i < b.len() {
+        let c = b[i];
+        let before = i.checked_sub(1).map(|p| b[p]);
+        match c {
+            b'$' | b'\\' => return None,
+            b'-' | b'/' if b.get(i + 1) == Some(&if c == b'-' { b'-' } else { b'*' }) => {
+                return None
+            }
+            b'"' => i = after_quoted(b, i)?,
+            b'\'' => {
+                if before.is_some_and(|p| in_word(p) || p == b'&') {
+                    return None;
+                }
+                let end = after_quoted(b, i)?;
+                let inner = &sql[i + 1..end - 1];
+                key.push_str(&sql[copied..i]);
+                add(
+                    &mut key,
+                    Value::SingleQuotedString(inner.replace("''", "'")),
+                );
+                (copied, i) = (end, end);
+            }
+            b'0'..=b'9' if !before.is_some_and(|p| in_word(p) || p == b'.') => {
+                let digits = |mut j: usize| {
+                    while b.get(j).is_some_and(u8::is_ascii_digit) {
+                        j += 1;
+                    }
+                    j
+                };
+                let mut end = digits(i);
+                if b.get(end) == Some(&b'.') && b.get(end + 1).is_some_and(u8::is_ascii_digit) {
+                    end = digits(end + 1);
+                }
+                // `1e5`, `1_000`, `0x1F`, `1.2.3`: kept as written (the text gets a key of its
+                // own).
+                if !b.get(end).is_some_and(|&n| in_word(n) || n == b'.') {
+                    key.push_str(&sql[copied..i]);
+                    add(&mut key, Value::Number(sql[i..end].to_string(), false));
+                    copied = end;
+                }
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    key.push_str(&sql[copied..]);
+    Some((!literals.is_empty()).then_some(Shape { key, literals }))
+}
+
+/// The position after the quoted string or identifier that opens at `open` (a doubled quote
+/// stands for one inside); `None` if it is never closed or holds a backslash.
+fn after_quoted(b: &[u8], open: usize) -> Option<usize> {
+    let quote = b[open];
+    let mut j = open + 1;
+    loop {
+        match *b.get(j)? {
+            b'\\' => return None,
+            c if c == quote => {
+                if b.get(j + 1) == Some(&quote) {
+                    j += 2;
+                } else {
+                    return Some(j + 1);
+                }
+            }
+            _ => j += 1,
+        }
+    }
+}
+
+/// The shape of `sql` read by sqlparser's tokenizer (what `plain_shape` leaves to it).
+fn tokenized_shape(sql: &str) -> Option<Shape> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
     let mut key = String::with_capacity(sql.len());
     let mut literals = HashMap::new();
@@ -190,6 +289,59 @@ mod tests {
         // A statement whose template already holds a parameter of its own is not converted.
         let own = parse("select * from t where id = $1 and v = $9000000");
         assert!(Shape::as_parameters(&own).is_none());
+    }
+
+    /// The literals, in order, as sqlparser's tokenizer reads them.
+    fn tokenized_literals(sql: &str) -> Vec<Option<String>> {
+        tokenized_shape(sql)
+            .map(|s| s.literal_texts())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_plain_scan_reads_the_literals_the_tokenizer_reads() {
+        for sql in [
+            "select abalance from pgbench_accounts where aid = 123",
+            "SELECT \"t1\".\"col'2\" FROM \"T\" WHERE \"T\".id=5 AND v<>'a''b' LIMIT 10",
+            "select * from t2 where x = 1.50 and y = -3 and z::int4 = 0 or w in (7,8)",
+            "select 'it''s', '', 'ä€', x1, col_9 from t where n != 42",
+            "update t set v = v + 1.5 where id = 7 returning *",
+            "select a.b from a where a.c>=10 and a.d<=0.5",
+            "select 'a'\n'b'",
+        ] {
+            let plain = plain_shape(sql).expect(sql);
+            let literals = plain.map(|s| s.literal_texts()).unwrap_or_default();
+            assert_eq!(literals, tokenized_literals(sql), "{sql}");
+        }
+        // Numbers the scan does not take apart are kept as written, so they are part of the key
+        // and texts that differ in them never share one.
+        let kept = "select 1e5, 1.2.3, 1_000, 0x1F, 5., .5, 6 from t";
+        let shape = plain_shape(kept).unwrap().unwrap();
+        assert_eq!(shape.literal_texts(), [Some("6".to_string())]);
+        assert_eq!(shape.key, kept.replace(" 6 ", " $9000000 "));
+    }
+
+    #[test]
+    fn texts_the_plain_scan_cannot_read_go_to_the_tokenizer() {
+        for sql in [
+            "select $1 from t where id = 5",
+            "select $$x$$, 5",
+            "select E'a\\'b', 5",
+            "select U&'d\\0061t', 5",
+            "select B'0101', 5",
+            "select 5 -- five",
+            "select /* 5 */ 6",
+            "select 'a\\', 5",
+            "select 'unclosed",
+            "select \"unclosed",
+        ] {
+            assert!(plain_shape(sql).is_none(), "{sql}");
+        }
+        // And the tokenizer still shapes them where it can.
+        assert_eq!(
+            shape_of("select E'a\\'b', 5").map(|s| s.literal_texts().len()),
+            tokenized_shape("select E'a\\'b', 5").map(|s| s.literal_texts().len())
+        );
     }
 
     #[test]
