@@ -378,3 +378,16 @@ fn ddl_session_and_transactions() {
         })
     );
 }
+
+#[test]
+fn only_a_set_of_another_client_encoding_is_refused() {
+    let refused = |sql: &str| matches!(plan_unparsed(sql), Plan::Reject(_));
+    assert!(refused("SET client_encoding TO 'LATIN1'"));
+    assert!(refused("Set Session Names latin9;"));
+    assert!(refused("set client_encoding = euc_jp"));
+    assert!(!refused("SET client_encoding TO 'UTF8'"));
+    assert!(!refused("set names 'utf-8'"));
+    assert!(!refused("set client_encoding to default"));
+    assert!(!refused("select 'set client_encoding latin1'"));
+    assert!(!refused("settle client_encoding latin1"));
+}

@@ -110,9 +110,15 @@ pub(super) fn is_set_transaction(sql: &str) -> bool {
 /// every statement to route it, and reads them as UTF-8; with another encoding a non-ASCII
 /// character would be misread or break the session.
 pub(super) fn other_client_encoding(sql: &str) -> Option<Plan> {
-    let words: Vec<String> = sql
+    let mut words = sql
         .split(|c: char| c.is_whitespace() || c == '=' || c == ';')
-        .filter(|w| !w.is_empty())
+        .filter(|w| !w.is_empty());
+    // Every statement is asked: nothing is copied unless it is a SET.
+    if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("set")) {
+        return None;
+    }
+    let words: Vec<String> = std::iter::once("set")
+        .chain(words)
         .map(|w| w.to_ascii_lowercase())
         .collect();
     let mut rest = words.iter().map(String::as_str).peekable();
