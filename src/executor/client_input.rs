@@ -46,6 +46,17 @@ impl ClientInput {
         }
     }
 
+    /// The next message if it is already here whole (no read, nothing to wait for); Err as in
+    /// `read_frame`.
+    pub fn take_whole(&mut self) -> Option<Result<Frame, String>> {
+        match self.scanner.scan(&self.buf, 0, |_| true) {
+            Ok(Scan::Whole { tag, len }) => Some(Ok(take_frame(&mut self.buf, tag, len))),
+            Ok(Scan::Pass { .. }) => unreachable!("every frame is inspected"),
+            Ok(Scan::NeedMore) => None,
+            Err(e) => Some(Err(e.to_string())),
+        }
+    }
+
     /// Whether `read_frame` would answer without waiting for the client: a whole message is
     /// buffered or arrives now, or the connection ended or broke.
     pub fn ready(&mut self) -> bool {

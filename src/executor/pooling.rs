@@ -34,10 +34,7 @@ impl Exec<'_> {
     /// for everybody rules that out. Statements outside a transaction take only their shards,
     /// in shard order as they are sent.
     pub async fn take_all_for_transaction(&mut self) -> R<()> {
-        if self.pool.mode != PoolMode::Transaction
-            || self.txn == TxnState::Idle
-            || self.links.iter().all(|l| l.holds_conn())
-        {
+        if !self.wants_all_for_transaction() {
             return Ok(());
         }
         for link in &mut self.links {
@@ -46,15 +43,26 @@ impl Exec<'_> {
         Ok(())
     }
 
+    /// Whether `take_all_for_transaction` has connections to take.
+    pub fn wants_all_for_transaction(&self) -> bool {
+        self.pool.mode == PoolMode::Transaction
+            && self.txn != TxnState::Idle
+            && !self.links.iter().all(|l| l.holds_conn())
+    }
+
     /// Pins the session if any statement of `sql` may leave state on its connections (see
     /// `pool::pins`). SQL PREPARE does not: the session keeps those statements itself (see
     /// `sql_prepare`).
     pub fn pin_for(&mut self, sql: &str) {
-        if !self.pool.shares() {
+        if !self.pool.shares() || self.pool.pins_nothing == sql {
             return;
         }
-        if let Some(why) = crate::pool::pins::pins_in(sql, true) {
-            self.pin(why);
+        match crate::pool::pins::pins_in(sql, true) {
+            Some(why) => self.pin(why),
+            None => {
+                self.pool.pins_nothing.clear();
+                self.pool.pins_nothing.push_str(sql);
+            }
         }
     }
 

@@ -10,6 +10,7 @@ use crate::executor::session::{Exec, Stop};
 use crate::frontend::ProxyContext;
 use crate::frontend::SessionEnd;
 use crate::protocol::message::{ClientMessage, Query};
+use crate::protocol::Frame;
 use crate::txn::state::TxnState;
 
 /// What a session starts with besides its links.
@@ -71,15 +72,20 @@ pub async fn run(
         }
         // Draining: an idle session ends now, one in a transaction once the transaction ends.
         let idle = exec.txn == TxnState::Idle && !extended.has_pending();
-        let frame = tokio::select! {
-            f = input.read_frame() => f,
-            (i, read) = exec.idle_input() => {
-                match exec.on_idle_input(i, read).await {
-                    Ok(()) => continue,
-                    Err(stop) => break ended(stop),
+        // A message already here whole is taken without waiting on anything: pipelined
+        // messages (Bind, Execute, Sync in one packet) are the common case.
+        let frame = match input.take_whole() {
+            Some(f) => f.map(Some),
+            None => tokio::select! {
+                f = input.read_frame() => f,
+                (i, read) = exec.idle_input() => {
+                    match exec.on_idle_input(i, read).await {
+                        Ok(()) => continue,
+                        Err(stop) => break ended(stop),
+                    }
                 }
-            }
-            _ = crate::shutdown::ends(&mut shutdown, idle) => break SessionEnd::Shutdown,
+                _ = crate::shutdown::ends(&mut shutdown, idle) => break SessionEnd::Shutdown,
+            },
         };
         let frame = match frame {
             Ok(Some(f)) => f,
@@ -113,64 +119,74 @@ pub async fn run(
                 exec.placement = current;
             }
         }
+        // An extended-protocol message joins the batch; only a Sync or Flush (or too much
+        // pending) makes it run, and until then there is nothing to carry out.
+        let work = match frame.tag {
+            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => match ClientMessage::decode(frame) {
+                Ok(msg) => {
+                    let msg = for_shards(&mut exec, msg);
+                    if extended.join(&mut exec, msg) {
+                        Work::RunBatch
+                    } else if exec.wants_all_for_transaction() {
+                        Work::TakeConnections
+                    } else {
+                        registered.set(client_state(&exec, &extended));
+                        continue;
+                    }
+                }
+                Err(e) => break SessionEnd::ProtocolViolation(e.to_string()),
+            },
+            _ => Work::Frame(frame),
+        };
         if let Err(stop) = exec.take_all_for_transaction().await {
             break ended(stop);
         }
         // Lent for the message (COPY FROM STDIN reads the client's data mid-statement).
         exec.input = Some(input);
         // A fast stop ends the session even in the middle of a statement.
-        let handled = async {
-            match frame.tag {
-                b'Q' => match Query::decode(&frame.bytes.slice(5..)) {
-                    Ok(q) => {
-                        exec.pin_for(&q.sql);
-                        Ok(run_query(&mut exec, &mut extended, &q.sql).await)
-                    }
-                    // Text that is not UTF-8 is an error in the statement, as PostgreSQL
-                    // answers it; the session goes on.
-                    Err(crate::protocol::message::DecodeError::NotUtf8 { .. }) => {
-                        Ok(not_utf8(&mut exec, &mut extended).await)
-                    }
-                    Err(e) => Err(SessionEnd::ProtocolViolation(e.to_string())),
-                },
-                b'X' => Err(SessionEnd::Terminated),
-                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => {
-                    match ClientMessage::decode(frame) {
-                        Ok(msg) => {
-                            if let crate::protocol::message::Kind::Parse(p) = &msg.kind {
-                                exec.pin_for(&p.sql);
-                            }
-                            let msg = if exec.pool.renames() {
-                                let renamed = exec.pool.names.rename(msg);
-                                exec.inline_execute(renamed)
-                            } else {
-                                msg
-                            };
-                            Ok(extended.handle(&mut exec, msg).await)
+        // Pinned where it is built: the future is kilobytes, and every move copies it.
+        let handled: Result<Result<(), Stop>, SessionEnd> = {
+            let handled = std::pin::pin!(async {
+                let frame = match work {
+                    Work::RunBatch => return Ok(extended.run_joined(&mut exec).await),
+                    Work::TakeConnections => return Ok(Ok(())),
+                    Work::Frame(frame) => frame,
+                };
+                match frame.tag {
+                    b'Q' => match Query::decode(&frame.bytes.slice(5..)) {
+                        Ok(q) => {
+                            exec.pin_for(&q.sql);
+                            Ok(run_query(&mut exec, &mut extended, &q.sql).await)
+                        }
+                        // Text that is not UTF-8 is an error in the statement, as PostgreSQL
+                        // answers it; the session goes on.
+                        Err(crate::protocol::message::DecodeError::NotUtf8 { .. }) => {
+                            Ok(not_utf8(&mut exec, &mut extended).await)
                         }
                         Err(e) => Err(SessionEnd::ProtocolViolation(e.to_string())),
+                    },
+                    b'X' => Err(SessionEnd::Terminated),
+                    // Discarded until Sync after an extended-protocol error, as PostgreSQL does.
+                    b'F' if extended.skipping_until_sync() => Ok(Ok(())),
+                    b'F' => {
+                        exec.error(&PgError::error(
+                            sqlstate::FEATURE_NOT_SUPPORTED,
+                            "the function-call protocol is not supported on several shards",
+                        ));
+                        exec.ready_for_query();
+                        Ok(exec.flush().await)
                     }
+                    // Stray COPY messages outside COPY are ignored, as PostgreSQL does.
+                    b'd' | b'c' | b'f' => Ok(Ok(())),
+                    other => Err(SessionEnd::ProtocolViolation(format!(
+                        "invalid frontend message type {other}"
+                    ))),
                 }
-                // Discarded until Sync after an extended-protocol error, as PostgreSQL does.
-                b'F' if extended.skipping_until_sync() => Ok(Ok(())),
-                b'F' => {
-                    exec.error(&PgError::error(
-                        sqlstate::FEATURE_NOT_SUPPORTED,
-                        "the function-call protocol is not supported on several shards",
-                    ));
-                    exec.ready_for_query();
-                    Ok(exec.flush().await)
-                }
-                // Stray COPY messages outside COPY are ignored, as PostgreSQL does.
-                b'd' | b'c' | b'f' => Ok(Ok(())),
-                other => Err(SessionEnd::ProtocolViolation(format!(
-                    "invalid frontend message type {other}"
-                ))),
+            });
+            tokio::select! {
+                r = handled => r,
+                _ = crate::shutdown::now(&mut shutdown) => Err(SessionEnd::Shutdown),
             }
-        };
-        let handled: Result<Result<(), Stop>, SessionEnd> = tokio::select! {
-            r = handled => r,
-            _ = crate::shutdown::now(&mut shutdown) => Err(SessionEnd::Shutdown),
         };
         let result = match handled {
             Ok(result) => result,
@@ -179,11 +195,7 @@ pub async fn run(
         if let Err(stop) = result {
             break ended(stop);
         }
-        registered.set(match exec.txn {
-            TxnState::Idle if !extended.has_pending() => ClientState::Idle,
-            TxnState::Idle => ClientState::Active,
-            _ => ClientState::InTransaction,
-        });
+        registered.set(client_state(&exec, &extended));
         exec.release_if_idle(extended.has_pending());
         input = exec.input.take().expect("the client input is lent back");
     };
@@ -213,6 +225,39 @@ pub async fn run(
         crate::client::send_fatal(&mut client, &err).await;
     }
     end
+}
+
+/// What a client message asks of the session once its transaction's connections are taken.
+enum Work {
+    /// Anything but an extended-protocol message.
+    Frame(Frame),
+    /// The extended-protocol batch must run (see `Extended::join`).
+    RunBatch,
+    /// An extended-protocol message joined the batch; nothing to run yet.
+    TakeConnections,
+}
+
+/// An extended-protocol message as the shards must see it: a Parse that leaves state on its
+/// connection pins the session, and under pooling statement names are the session's own.
+fn for_shards(exec: &mut Exec<'_>, msg: ClientMessage) -> ClientMessage {
+    if let crate::protocol::message::Kind::Parse(p) = &msg.kind {
+        exec.pin_for(&p.sql);
+    }
+    if exec.pool.renames() {
+        let renamed = exec.pool.names.rename(msg);
+        exec.inline_execute(renamed)
+    } else {
+        msg
+    }
+}
+
+/// What the client list shows for the session after a message.
+fn client_state(exec: &Exec<'_>, extended: &Extended) -> ClientState {
+    match exec.txn {
+        TxnState::Idle if !extended.has_pending() => ClientState::Idle,
+        TxnState::Idle => ClientState::Active,
+        _ => ClientState::InTransaction,
+    }
 }
 
 fn ended(stop: Stop) -> SessionEnd {

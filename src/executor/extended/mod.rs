@@ -175,22 +175,32 @@ pub struct Extended {
 /// Drivers send the same unnamed text batch after batch, and checking it again (splitting it
 /// into statements, visiting its tree) costs about as much as routing it. The placement is held,
 /// not just compared by address, so a reload's new placement can never take an old one's place.
+/// Whether the text is one the proxy answers itself (`answered_by_proxy`) is kept with it.
 #[derive(Default)]
-struct ParseChecked(Option<(String, std::sync::Arc<crate::placement::Placement>)>);
+struct ParseChecked(Option<(String, std::sync::Arc<crate::placement::Placement>, bool)>);
 
 impl ParseChecked {
     /// `parse_error` of `sql`, remembered while the text and the placement stay the same.
     fn error(&mut self, exec: &Exec<'_>, sql: &str) -> Option<PgError> {
-        if let Some((text, placement)) = &self.0 {
+        if let Some((text, placement, _)) = &self.0 {
             if text == sql && std::sync::Arc::ptr_eq(placement, &exec.placement) {
                 return None;
             }
         }
         let error = parse_error(exec, sql);
         if error.is_none() {
-            self.0 = Some((sql.to_string(), exec.placement.clone()));
+            let answered = answered_by_proxy(sql);
+            self.0 = Some((sql.to_string(), exec.placement.clone(), answered));
         }
         error
+    }
+
+    /// `answered_by_proxy` of `sql`, remembered with the last text checked.
+    fn answered_by_proxy(&self, sql: &str) -> bool {
+        match &self.0 {
+            Some((text, _, answered)) if text == sql => *answered,
+            _ => answered_by_proxy(sql),
+        }
     }
 }
 
@@ -202,27 +212,34 @@ impl Drop for Extended {
 }
 
 impl Extended {
-    pub async fn handle(&mut self, exec: &mut Exec<'_>, msg: ClientMessage) -> R<()> {
+    /// Adds a client message to the batch; true when the batch must run now (`run_joined`).
+    /// Most messages only join: nothing is sent or answered until the Sync.
+    pub fn join(&mut self, exec: &mut Exec<'_>, msg: ClientMessage) -> bool {
         self.forget_deallocated(exec);
         let tag = msg.tag();
         self.batch_bytes += msg.size();
         buffered(msg.size() as i64);
         self.batch.push(msg);
-        match tag {
-            b'S' | b'H' => {
-                let batch = self.take_batch();
-                self.run_batch(exec, batch).await?;
-                exec.flush().await
-            }
-            // A client that sends messages without ever syncing is served the way PostgreSQL
-            // serves it, message by message, instead of being buffered without bound; the
-            // messages up to its Sync stay one (distributed) transaction.
-            _ if self.batch_bytes > PENDING_LIMIT_BYTES
-                || self.batch.len() > PENDING_LIMIT_MESSAGES =>
-            {
-                self.run_pending(exec).await
-            }
-            _ => Ok(()),
+        // A client that sends messages without ever syncing is served the way PostgreSQL
+        // serves it, message by message, instead of being buffered without bound.
+        matches!(tag, b'S' | b'H')
+            || self.batch_bytes > PENDING_LIMIT_BYTES
+            || self.batch.len() > PENDING_LIMIT_MESSAGES
+    }
+
+    /// Runs the batch `join` said must run: to its Sync or Flush, or (too much pending) the
+    /// messages so far one by one, which stay one (distributed) transaction up to the Sync.
+    pub async fn run_joined(&mut self, exec: &mut Exec<'_>) -> R<()> {
+        if self
+            .batch
+            .last()
+            .is_some_and(|m| matches!(m.tag(), b'S' | b'H'))
+        {
+            let batch = self.take_batch();
+            self.run_batch(exec, batch).await?;
+            exec.flush().await
+        } else {
+            self.run_pending(exec).await
         }
     }
 

@@ -44,7 +44,10 @@ impl Extended {
             exec.txn.fail();
             return self.fail_rest(exec, batch).await;
         }
-        let mut out = BytesMut::new();
+        // Sized for the batch and a Parse or two in front: grown by doubling it would be copied
+        // several times.
+        let size: usize = batch.iter().map(|m| m.frame.bytes.len()).sum();
+        let mut out = BytesMut::with_capacity(size + 256);
         let mut swallow = 0usize;
         let mut ends_with_sync = false;
         // Binds (by position in the batch) sent behind a Parse of their statement.

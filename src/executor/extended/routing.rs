@@ -2,9 +2,7 @@
 //! its Binds touch, and whether it writes on several shards (which makes it a distributed
 //! transaction). Pure analysis of the batch and the session's statements; nothing is sent.
 
-use super::{
-    answered_by_proxy, binds, parse_ast_for, parses, plan_sql, Ast, Extended, Portal, Statement,
-};
+use super::{binds, parse_ast_for, parses, plan_sql, Ast, Extended, Portal, Statement};
 use crate::executor::session::Exec;
 use crate::protocol::message::{ClientMessage, Kind, Target, TargetKind};
 use crate::router::params::Params;
@@ -21,8 +19,17 @@ impl Extended {
         batch: &[ClientMessage],
     ) -> Option<(usize, Vec<Plan>)> {
         let mut plans = Vec::new();
-        let mut parsed: HashMap<String, Option<usize>> = HashMap::new();
-        let mut bound: HashMap<String, usize> = HashMap::new();
+        // Statements parsed and portals bound in this batch (a few at most: searched, not
+        // hashed), with the shard each went to; a later entry of a name overrides.
+        let mut parsed: Vec<(&str, Option<usize>)> = Vec::new();
+        let mut bound: Vec<(&str, usize)> = Vec::new();
+        fn last<T: Copy>(entries: &[(&str, T)], name: &str) -> Option<T> {
+            entries
+                .iter()
+                .rev()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| *v)
+        }
         let mut dest: Option<usize> = None;
         fn agree(dest: &mut Option<usize>, d: usize) -> bool {
             *dest.get_or_insert(d) == d
@@ -30,11 +37,11 @@ impl Extended {
         for m in batch {
             let ok = match &m.kind {
                 Kind::Parse(p) => {
-                    parsed.insert(p.name.clone(), None);
+                    parsed.push((&p.name, None));
                     // A Parse of a live name is refused (see `run_message`).
                     (p.name.is_empty() || !self.statements.contains_key(&p.name))
                         && self.parse_checked.error(exec, &p.sql).is_none()
-                        && !answered_by_proxy(&p.sql)
+                        && !self.parse_checked.answered_by_proxy(&p.sql)
                         && !p
                             .param_types
                             .iter()
@@ -61,10 +68,12 @@ impl Extended {
                             false
                         }
                         Plan::Shard { shard, write } => {
-                            bound.insert(b.portal.clone(), shard);
-                            parsed
-                                .entry(b.statement.clone())
-                                .and_modify(|d| *d = Some(shard));
+                            bound.push((&b.portal, shard));
+                            if let Some(d) =
+                                parsed.iter_mut().rev().find(|(n, _)| *n == b.statement)
+                            {
+                                d.1 = Some(shard);
+                            }
                             plans.push(Plan::Shard { shard, write });
                             agree(&mut dest, shard)
                         }
@@ -72,11 +81,7 @@ impl Extended {
                     }
                 }
                 Kind::Execute(e) => {
-                    match bound
-                        .get(&e.portal)
-                        .copied()
-                        .or_else(|| self.portal_shard(&e.portal))
-                    {
+                    match last(&bound, &e.portal).or_else(|| self.portal_shard(&e.portal)) {
                         Some(s) => agree(&mut dest, s),
                         None => false,
                     }
@@ -84,10 +89,10 @@ impl Extended {
                 Kind::Describe(Target { kind, name }) => {
                     let name = name.as_str();
                     let target = if *kind == TargetKind::Portal {
-                        bound.get(name).copied().or_else(|| self.portal_shard(name))
+                        last(&bound, name).or_else(|| self.portal_shard(name))
                     } else {
-                        match parsed.get(name) {
-                            Some(Some(s)) => Some(*s),
+                        match last(&parsed, name) {
+                            Some(Some(s)) => Some(s),
                             Some(None) => dest.or(Some(HOME)),
                             None => self
                                 .statements

@@ -125,9 +125,23 @@ impl Exec<'_> {
 
     /// Waits, between requests, until a shard sends something unprompted; returns which.
     pub async fn idle_input(&mut self) -> (usize, Result<(), LinkLost>) {
-        let waits = self.links.iter_mut().map(|l| Box::pin(l.idle_input()));
-        let (result, i, _) = futures_util::future::select_all(waits).await;
-        (i, result)
+        // Between transactions in transaction mode no link holds a connection, and often one
+        // does: no need to box a wait per link then (this runs for every client message).
+        let mut holding = self
+            .links
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.holds_conn());
+        let (first, second) = (holding.next().map(|(i, _)| i), holding.next());
+        match (first, second) {
+            (None, _) => std::future::pending().await,
+            (Some(i), None) => (i, self.links[i].idle_input().await),
+            _ => {
+                let waits = self.links.iter_mut().map(|l| Box::pin(l.idle_input()));
+                let (result, i, _) = futures_util::future::select_all(waits).await;
+                (i, result)
+            }
+        }
     }
 
     /// Passes on what shard `i` sent while the session was idle: notifications, notices, and

@@ -58,6 +58,9 @@ pub struct SessionPool {
     /// A ROLLBACK TO SAVEPOINT undid some of the open transaction's SETs, and which ones is
     /// not tracked: at commit the session is pinned rather than replay a guess.
     pub(in crate::executor) uncertain: bool,
+    /// The last text found not to pin (see `Exec::pin_for`): drivers parse the same text
+    /// query after query.
+    pub(in crate::executor) pins_nothing: String,
 }
 
 impl SessionPool {
@@ -68,6 +71,7 @@ impl SessionPool {
             names: StatementNames::default(),
             pinned: None,
             uncertain: false,
+            pins_nothing: String::new(),
         }
     }
 
