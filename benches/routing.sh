@@ -87,8 +87,10 @@ run() { # mode target url
     SUM[$1,$2]=$(awk -v a="${SUM[$1,$2]:-0}" -v b="$tps" 'BEGIN{print a+b}')
 }
 rss() { sed -n 's/^VmRSS:\s*\([0-9]*\) kB/\1/p' "/proc/$PROXY/status"; }
-# Warmed up first: the proxy's first sessions allocate what later ones reuse.
-pgbench -n -S -s 10 -M prepared -c 8 -j 2 -T 2 "$PROXIED" >/dev/null 2>&1 || true
+# Warmed up first in both modes: the proxy's first sessions allocate what later ones reuse.
+for mode in extended prepared; do
+    pgbench -n -S -s 10 -M "$mode" -c 8 -j 2 -T 3 "$PROXIED" >/dev/null 2>&1 || true
+done
 RSS_BEFORE=$(rss)
 for round in $(seq "$ROUNDS"); do
     echo "round $round"
