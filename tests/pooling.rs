@@ -41,8 +41,41 @@ on_one_and_three_shards!(
     a_close_skipped_after_an_error_leaves_the_statement,
     sql_execute_runs_a_statement_the_driver_prepared,
     sql_prepare_follows_its_session_across_connections,
-    the_greeting_reports_what_a_reused_connection_reported_before
+    the_greeting_reports_what_a_reused_connection_reported_before,
+    a_sessions_own_notification_names_it_by_its_pid
 );
+
+/// PostgreSQL names a session's own notifications by the pid it gave the session. Under
+/// transaction pooling that pid is the proxy's, not a server connection's, so the proxy names
+/// them so (a client telling its own notifications from others' compares the two).
+async fn a_sessions_own_notification_names_it_by_its_pid(shards: usize) {
+    use common::raw::{message, query, Raw};
+    let tc = cluster(shards, "size = 2").await;
+    let (mut raw, greeting) = Raw::login(tc.port).await;
+    let pid_of = |body: &[u8]| i32::from_be_bytes(body[..4].try_into().unwrap());
+    let pid = greeting
+        .iter()
+        .find(|m| m.0 == b'K')
+        .map(|m| pid_of(&m.1))
+        .expect("BackendKeyData");
+    raw.send(&query("listen jobs")).await;
+    raw.until_ready().await;
+    raw.send(&query("notify jobs, 'self'")).await;
+    let answer = raw.until_ready().await;
+    let own = answer
+        .iter()
+        .find(|m| m.0 == b'A')
+        .expect("own notification");
+    assert_eq!(pid_of(&own.1), pid, "{shards} shard(s)");
+    // Another session's notification keeps that session's pid.
+    let other = tc.client().await;
+    other.simple_query("notify jobs, 'other'").await.unwrap();
+    let (tag, body) = raw.recv().await.expect("the other session's notification");
+    assert_eq!(tag, b'A');
+    assert_ne!(pid_of(&body), pid);
+    raw.send(&message(b'X', &[])).await;
+    assert!(raw.is_closed().await);
+}
 
 /// A login's greeting reports the session's own values even on a pooled connection that
 /// already reported them to an earlier session: PostgreSQL sends a ParameterStatus only for a

@@ -136,6 +136,11 @@ impl ShardLink {
         self
     }
 
+    /// The pid in the client's BackendKeyData (0 before `with_cancel`).
+    pub fn client_pid(&self) -> i32 {
+        self.client_pid
+    }
+
     /// `client_pid`: the pid in the client's BackendKeyData.
     pub fn with_cancel(
         mut self,

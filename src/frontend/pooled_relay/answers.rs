@@ -24,6 +24,23 @@ pub(super) enum Answer {
     },
 }
 
+/// A NotificationResponse: one the session's own connection raised names the client by the pid
+/// of its BackendKeyData, as PostgreSQL names a session's own notifications by its pid. In
+/// transaction pooling that pid is the proxy's, not the server connection's, and a client that
+/// tells its own notifications from others' by comparing them would take its own for another's.
+pub(super) fn notification(frame: &[u8], server_pid: i32, client_pid: i32) -> Answer {
+    let body = &frame[5..];
+    if body.len() < 4 || client_pid == 0 || client_pid == server_pid {
+        return Answer::Pass;
+    }
+    if i32::from_be_bytes([body[0], body[1], body[2], body[3]]) != server_pid {
+        return Answer::Pass;
+    }
+    let mut own = BytesMut::from(frame);
+    own[5..9].copy_from_slice(&client_pid.to_be_bytes());
+    Answer::Replace(own)
+}
+
 /// An ErrorResponse that ends the server session.
 pub(super) fn is_fatal(frame: &[u8]) -> bool {
     frame[0] == b'E'

@@ -87,6 +87,8 @@ struct Relay<'a> {
     registered: &'a Registered,
     pool: &'a ShardPool,
     cancel: &'a CancelSlot,
+    /// The pid in the client's BackendKeyData.
+    client_pid: i32,
 }
 
 /// Relays until either side ends.
@@ -118,6 +120,7 @@ pub async fn run(
         registered,
         pool: &pooling.pool,
         cancel: &pooling.cancel,
+        client_pid: pooling.link.client_pid(),
     };
     // Draining: the session ends once it is idle (read through a flag, since the loop holds
     // the tracker).
@@ -329,7 +332,7 @@ impl Relay<'_> {
         let inspect_tag = |t: u8| {
             matches!(
                 t,
-                b'Z' | b'E' | b'1' | b'2' | b'3' | b'C' | b't' | b'T' | b'n'
+                b'Z' | b'E' | b'1' | b'2' | b'3' | b'C' | b't' | b'T' | b'n' | b'A'
             )
         };
         let buf = &mut self.from_shard;
@@ -351,8 +354,11 @@ impl Relay<'_> {
             };
             let frame = &buf[ready..ready + len];
             held.fatal_seen |= answers::is_fatal(frame);
-            let answer =
-                answers::on_answer(&mut self.tracker, frame, self.metrics, self.registered);
+            let answer = if frame[0] == b'A' {
+                answers::notification(frame, held.lease.key.0, self.client_pid)
+            } else {
+                answers::on_answer(&mut self.tracker, frame, self.metrics, self.registered)
+            };
             let instead = match answer {
                 Answer::Pass => {
                     ready += len;
