@@ -86,7 +86,9 @@ fn buffered(delta: i64) {
 impl Statement {
     fn new(exec: &Exec<'_>, m: &ClientMessage, p: &Parse) -> Statement {
         Statement {
-            parse: m.frame.bytes.clone(),
+            // A copy: the message is a slice of the session's read buffer, which a statement
+            // kept for the session's life would otherwise hold (and keep from being reused).
+            parse: Bytes::copy_from_slice(&m.frame.bytes),
             sql: p.sql.clone(),
             param_types: p.param_types.clone(),
             ast: parse_ast_for(exec, &p.sql),
@@ -94,6 +96,22 @@ impl Statement {
             parsed_at: Default::default(),
             unnamed: p.name.is_empty(),
             columns: None,
+        }
+    }
+
+    /// The same Parse of the unnamed statement again: a new statement with this one's text,
+    /// types and tree, held nowhere yet and its columns not shown.
+    fn renew(&mut self, exec: &Exec<'_>) {
+        self.on.clear();
+        self.parsed_at.clear();
+        self.columns = None;
+        // An INSERT's tree carries the table's columns as the session knows them now.
+        if self
+            .ast
+            .as_ref()
+            .is_some_and(|a| matches!(**a, sqlparser::ast::Statement::Insert(_)))
+        {
+            self.ast = parse_ast_for(exec, &self.sql);
         }
     }
 
@@ -341,6 +359,25 @@ impl Extended {
         Ok(())
     }
 
+    /// The statement a Parse makes, replacing any of its name. Drivers parse the unnamed
+    /// statement again with the same message for every query; that one is renewed in place
+    /// rather than built again.
+    fn parsed(&mut self, exec: &Exec<'_>, m: &ClientMessage, p: &Parse) -> &mut Statement {
+        use std::collections::hash_map::Entry;
+        match self.statements.entry(p.name.clone()) {
+            Entry::Occupied(o) if p.name.is_empty() && o.get().parse == m.frame.bytes => {
+                let st = o.into_mut();
+                st.renew(exec);
+                st
+            }
+            Entry::Occupied(mut o) => {
+                o.insert(Statement::new(exec, m, p));
+                o.into_mut()
+            }
+            Entry::Vacant(v) => v.insert(Statement::new(exec, m, p)),
+        }
+    }
+
     /// DEALLOCATE / DISCARD ALL ran on the shards: their prepared statements are gone.
     fn forget_deallocated(&mut self, exec: &mut Exec<'_>) {
         for name in std::mem::take(&mut exec.deallocated) {
@@ -397,8 +434,7 @@ impl Extended {
                         Ok(())
                     };
                 }
-                let st = Statement::new(exec, &m, p);
-                self.statements.insert(p.name.clone(), st);
+                self.parsed(exec, &m, p);
                 if answered_by_proxy(&p.sql) {
                     // Nothing to prepare on a shard (see `answered_by_proxy`).
                     build::empty(b'1', &mut exec.out);

@@ -2,7 +2,7 @@
 //! Parse of any statement that shard has not prepared yet (whose ParseComplete the client must
 //! not see).
 
-use super::{binds, snapshot_without, Extended, Portal, Statement};
+use super::{binds, snapshot_without, Extended, Portal};
 use crate::executor::link::unnamed_parses;
 use crate::executor::session::{Exec, Step, R};
 use crate::protocol::message::{ClientMessage, Kind, TargetKind};
@@ -55,12 +55,12 @@ impl Extended {
         for (i, m) in batch.iter().enumerate() {
             match &m.kind {
                 Kind::Parse(p) => {
-                    let mut st = Statement::new(exec, m, p);
-                    st.on.insert(exec.links[shard].conn_id());
+                    let conn = exec.links[shard].conn_id();
                     // Held from this message on, which the batch's later Binds rely on.
                     let after = exec.links[shard].unnamed_parses + unnamed_parses(&out) + 1;
+                    let st = self.parsed(exec, m, p);
+                    st.on.insert(conn);
                     st.parsed_at.insert(shard, after);
-                    self.statements.insert(p.name.clone(), st);
                 }
                 Kind::Bind(b) => {
                     if let Some(st) = self.statements.get_mut(&b.statement) {
@@ -202,7 +202,11 @@ impl Extended {
     /// The client was shown these columns for statement `name` (see `fixed_result`).
     fn keep_columns(&mut self, name: Option<String>, columns: &Frame) {
         if let Some(st) = name.and_then(|n| self.statements.get_mut(&n)) {
-            st.columns = Some(columns.clone());
+            // A copy, not a slice of the shard link's read buffer (see `Statement::new`).
+            st.columns = Some(Frame {
+                tag: columns.tag,
+                bytes: bytes::Bytes::copy_from_slice(&columns.bytes),
+            });
         }
     }
 }
