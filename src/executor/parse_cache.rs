@@ -1,7 +1,10 @@
-//! A session's parsed statements, by text and by shape.
+//! Parsed statements, by text and by shape, shared by the sessions of one worker thread.
 //!
-//! Parsing costs tens of microseconds and clients repeat themselves, so a session keeps what it
-//! parsed. Texts without literals (prepared statements with `$n`) are kept by their exact text.
+//! Parsing costs tens of microseconds and clients repeat themselves, so what was parsed is kept.
+//! A syntax tree depends on nothing but its text (what a session adds, such as an INSERT's
+//! columns, is added to a copy), so the sessions of a worker thread share one cache: the clients
+//! of one application send the same texts, and a cache per session held each tree once per
+//! client. Texts without literals (prepared statements with `$n`) are kept by their exact text.
 //! Texts with literals are kept once per shape (`sql::shape`): `... id = 5` and `... id = 6`
 //! share one template, filled with each text's own literals, so a client that inlines values
 //! does not fill the cache with one entry per value. A shape is kept only after its template has
@@ -9,7 +12,8 @@
 //!
 //! The cache is bounded by an estimate of the bytes it holds (the text plus its syntax tree,
 //! which takes tens of times the text's size); when full it starts over. Texts over 8 KiB are
-//! not kept: they are usually long literal lists, parsed once.
+//! not kept: they are usually long literal lists, parsed once. A lookup never waits: the cache
+//! is the thread's own, and borrowed only for the lookup.
 
 use crate::sql::{shape_of, Shape};
 use sqlparser::ast::Statement;
@@ -20,7 +24,7 @@ use std::sync::Arc;
 /// The statements of one text, shared with the cache.
 pub type Parsed = Arc<Vec<Arc<Statement>>>;
 
-const BUDGET_BYTES: usize = 4 << 20;
+const BUDGET_BYTES: usize = 16 << 20;
 const LARGEST_TEXT: usize = 8 << 10;
 
 enum Entry {
@@ -36,13 +40,34 @@ enum Entry {
 pub struct ParseCache {
     entries: HashMap<String, Entry>,
     bytes: usize,
-    /// The last few texts served from a shape, by exact text: one statement is looked up several
-    /// times while it is routed and planned, and a shape hit re-tokenizes and re-fills.
-    recent: VecDeque<(String, Parsed)>,
+    /// The last few texts served, by exact text: one statement is looked up several times while
+    /// it is routed and planned, and comparing a few texts costs less than hashing one (a shape
+    /// hit would also re-tokenize and re-fill).
+    recent: VecDeque<(String, Option<Parsed>)>,
 }
 
 /// Texts kept in `recent`.
 const RECENT: usize = 8;
+
+thread_local! {
+    static SHARED: std::cell::RefCell<ParseCache> = std::cell::RefCell::new(ParseCache::default());
+}
+
+/// `ParseCache::get_shaped` on this thread's cache.
+pub fn get_shared(sql: &str, shape: Option<Shape>) -> Option<Parsed> {
+    // The cache is gone only while the thread ends; a lookup then parses without it.
+    SHARED
+        .try_with(|c| c.borrow_mut().get_shaped(sql, shape))
+        .unwrap_or_else(|_| parse(sql).map(shared))
+}
+
+/// `ParseCache::template` on this thread's cache.
+pub fn shared_template(shape_key: &str) -> Option<Arc<Vec<Statement>>> {
+    SHARED
+        .try_with(|c| c.borrow().template(shape_key))
+        .ok()
+        .flatten()
+}
 
 /// Estimated memory of one entry.
 fn weight(key: &str) -> usize {
@@ -71,11 +96,13 @@ impl ParseCache {
 
     /// As `get`, given the shape of `sql` when the caller has already worked it out.
     pub fn get_shaped(&mut self, sql: &str, shape: Option<Shape>) -> Option<Parsed> {
-        if let Some(Entry::Text(hit)) = self.entries.get(sql) {
+        if let Some((_, hit)) = self.recent.iter().rev().find(|(t, _)| t == sql) {
             return hit.clone();
         }
-        if let Some((_, hit)) = self.recent.iter().find(|(t, _)| t == sql) {
-            return Some(hit.clone());
+        if let Some(Entry::Text(hit)) = self.entries.get(sql) {
+            let hit = hit.clone();
+            self.remember(sql, hit.clone());
+            return hit;
         }
         let shape = shape.or_else(|| (sql.len() <= LARGEST_TEXT).then(|| shape_of(sql)).flatten());
         let Some(shape) = shape else {
@@ -86,10 +113,7 @@ impl ParseCache {
         match self.entries.get(&shape.key) {
             Some(Entry::Template(t)) => {
                 let parsed = shared(shape.fill(t));
-                if self.recent.len() == RECENT {
-                    self.recent.pop_front();
-                }
-                self.recent.push_back((sql.to_string(), parsed.clone()));
+                self.remember(sql, Some(parsed.clone()));
                 return Some(parsed);
             }
             Some(Entry::Unshaped) => return parse(sql).map(shared),
@@ -110,6 +134,13 @@ impl ParseCache {
             Some(Entry::Template(t)) => Some(t.clone()),
             _ => None,
         }
+    }
+
+    fn remember(&mut self, sql: &str, parsed: Option<Parsed>) {
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((sql.to_string(), parsed));
     }
 
     fn keep(&mut self, key: &str, entry: Entry) {
@@ -151,6 +182,21 @@ mod tests {
         // A text looked up again is the same parse, not a new fill.
         let sql = "select * from accounts where id = 7 and owner = 'o7'";
         assert!(Arc::ptr_eq(&c.get(sql).unwrap(), &c.get(sql).unwrap()));
+    }
+
+    #[test]
+    fn a_text_looked_up_again_is_served_from_the_recent_texts() {
+        let mut c = ParseCache::default();
+        let p = "select * from t where id = $1";
+        let first = c.get(p).unwrap();
+        // The second lookup finds the exact entry and remembers it; the third the remembered one.
+        assert!(Arc::ptr_eq(&first, &c.get(p).unwrap()));
+        assert!(c.recent.iter().any(|(t, _)| t == p));
+        assert!(Arc::ptr_eq(&first, &c.get(p).unwrap()));
+        // A text sqlparser cannot parse stays unparsed however it is found.
+        assert!(c.get("selec nonsense").is_none());
+        assert!(c.get("selec nonsense").is_none());
+        assert!(c.get("selec nonsense").is_none());
     }
 
     #[test]

@@ -84,8 +84,6 @@ pub struct Exec<'a> {
     /// Column order of sharded tables, read from the first shard's catalog, for INSERTs that
     /// give no column list.
     columns: std::collections::HashMap<String, Vec<String>>,
-    /// Parsed statements by text and by shape (see `parse_cache`).
-    parsed: std::sync::Mutex<ParseCache>,
     /// Routes learned per shape for simple-protocol texts (see `shape_route`).
     pub(in crate::executor) shape_routes: super::shape_route::ShapeRoutes,
     pub routes: crate::router::route_metrics::RouteMetrics,
@@ -158,7 +156,6 @@ pub fn too_large_to_analyse(sql: &str) -> Option<PgError> {
     })
 }
 
-use super::parse_cache::ParseCache;
 pub use super::parse_cache::Parsed;
 impl<'a> Exec<'a> {
     pub fn new(
@@ -181,7 +178,6 @@ impl<'a> Exec<'a> {
             hold_output: false,
             deallocated: Vec::new(),
             columns: std::collections::HashMap::new(),
-            parsed: std::sync::Mutex::new(ParseCache::default()),
             shape_routes: Default::default(),
             routes,
             consistency: txn_ctx.default_consistency,

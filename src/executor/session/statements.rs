@@ -73,7 +73,7 @@ impl Exec<'_> {
     }
 
     /// The statements of `sql` (None when sqlparser cannot parse them, or for `SHOW shardgate.*`,
-    /// which the proxy answers), from the per-session cache.
+    /// which the proxy answers), from the worker thread's cache.
     pub fn parse(&self, sql: &str) -> Option<Parsed> {
         self.parse_shaped(sql, None)
     }
@@ -86,10 +86,7 @@ impl Exec<'_> {
         if crate::router::plan::is_admin(sql) {
             return None;
         }
-        self.parsed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_shaped(sql, shape)
+        crate::executor::parse_cache::get_shared(sql, shape)
     }
 
     /// The shape of a simple-protocol text short enough for a learned route, and not one the
@@ -108,10 +105,7 @@ impl Exec<'_> {
         &self,
         key: &str,
     ) -> Option<std::sync::Arc<Vec<sqlparser::ast::Statement>>> {
-        self.parsed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .template(key)
+        crate::executor::parse_cache::shared_template(key)
     }
 
     /// Reads (once per session and table) the column order of the table an INSERT without a
