@@ -14,7 +14,7 @@
 use crate::protocol::message::{ClientMessage, Kind, TargetKind};
 use crate::protocol::Frame;
 use bytes::{BufMut, BytesMut};
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);

@@ -10,7 +10,7 @@
 pub mod type_oids;
 
 use crate::config::ShardTarget;
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::time::Duration;
 use type_oids::TypeOids;
 
@@ -55,7 +55,7 @@ impl<K: std::hash::Hash + Eq, V: Clone> Cache<K, V> {
 
 impl<K, V> Default for Cache<K, V> {
     fn default() -> Self {
-        Cache(std::sync::Mutex::new(HashMap::new()))
+        Cache(std::sync::Mutex::new(HashMap::default()))
     }
 }
 

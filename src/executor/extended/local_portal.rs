@@ -33,7 +33,7 @@ pub(super) type TypesByShard = HashMap<usize, Vec<u32>>;
 
 impl LocalPortal {
     pub(super) async fn types_by_shard(&self, exec: &Exec<'_>) -> Result<TypesByShard, PgError> {
-        let mut out = HashMap::new();
+        let mut out = HashMap::default();
         if !self
             .param_types
             .iter()

@@ -36,7 +36,8 @@ use crate::router::params::Params;
 use crate::router::plan::{plan, plan_unparsed, Plan, TxnCmd, HOME};
 use crate::txn::state::TxnState;
 use bytes::Bytes;
-use std::collections::{BTreeSet, HashMap};
+use foldhash::HashMap;
+use std::collections::BTreeSet;
 
 /// Pending messages (without a Sync or Flush) that make the session run them instead of
 /// collecting more: PostgreSQL keeps no such backlog, so neither may the proxy.
@@ -53,7 +54,7 @@ struct Statement {
     /// The server connections it was prepared on (see `ShardLink::conn_id`, unique in the
     /// process): with pooling, a shard's connection changes between transactions, and a
     /// session may meet a connection again that still holds its statement.
-    on: std::collections::HashSet<u64>,
+    on: foldhash::HashSet<u64>,
     /// For the unnamed statement: each shard's `ShardLink::unnamed_parses` once it was parsed
     /// there. The proxy's own re-binds use the unnamed statement too and replace it.
     parsed_at: std::collections::BTreeMap<usize, u64>,

@@ -11,7 +11,7 @@ use crate::executor::session::Exec;
 use crate::router::learned_route::Route;
 use crate::router::params::{recording, Params};
 use crate::router::plan::{plan, Plan};
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 /// Texts whose route a session keeps; past this the map starts again (a session of generated
 /// texts must not grow without bound).

@@ -7,7 +7,8 @@ use crate::executor::session::Exec;
 use crate::protocol::message::{ClientMessage, Kind, Target, TargetKind};
 use crate::router::params::Params;
 use crate::router::plan::{Plan, HOME};
-use std::collections::{BTreeSet, HashMap};
+use foldhash::HashMap;
+use std::collections::BTreeSet;
 
 impl Extended {
     /// The one shard every message of the batch goes to, if there is one and nothing in the
