@@ -55,6 +55,12 @@ pub async fn run(
     exec.release_if_idle(false);
     let mut extended = Extended::default();
     let mut input = ClientInput::new(rx, ctx.max_message_bytes);
+    // The waits for a stop live as long as the session: a wait made for each message registers
+    // with the channel and unregisters when dropped, which cost more than the rest of a
+    // message's bookkeeping. Each is polled only until it ends the session.
+    let mut fast_rx = shutdown.clone();
+    let mut any_stop = std::pin::pin!(crate::shutdown::ends(&mut shutdown, true));
+    let mut fast_stop = std::pin::pin!(crate::shutdown::now(&mut fast_rx));
     let end = loop {
         // A client that stops sending with extended messages unsynced (libpq's pipeline mode
         // does, reading results before its Sync) is served as PostgreSQL serves it: the
@@ -84,7 +90,8 @@ pub async fn run(
                         Err(stop) => break ended(stop),
                     }
                 }
-                _ = crate::shutdown::ends(&mut shutdown, idle) => break SessionEnd::Shutdown,
+                _ = &mut fast_stop => break SessionEnd::Shutdown,
+                _ = &mut any_stop, if idle => break SessionEnd::Shutdown,
             },
         };
         let frame = match frame {
@@ -105,7 +112,7 @@ pub async fn run(
                 registered.set(ClientState::Idle);
                 tokio::select! {
                     _ = ctx.pause.wait() => {}
-                    _ = crate::shutdown::ends(&mut shutdown, true) => break true,
+                    _ = &mut any_stop => break true,
                 }
             };
             if stopping {
@@ -185,7 +192,7 @@ pub async fn run(
             });
             tokio::select! {
                 r = handled => r,
-                _ = crate::shutdown::now(&mut shutdown) => Err(SessionEnd::Shutdown),
+                _ = &mut fast_stop => Err(SessionEnd::Shutdown),
             }
         };
         let result = match handled {
