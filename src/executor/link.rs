@@ -408,6 +408,13 @@ impl ShardLink {
         Ok(self.buf.split_to(n).freeze())
     }
 
+    /// Moves the whole messages already received that `plain` accepts into `out`, up to the
+    /// first other one (see `frame::move_plain`); none of them is one `note` keeps.
+    pub fn move_plain(&mut self, out: &mut BytesMut, plain: impl Fn(u8) -> bool, room: usize) {
+        let plain = |t| plain(t) && !matches!(t, b'Z' | b'E' | b'A');
+        crate::protocol::frame::move_plain(&mut self.buf, out, plain, room, room);
+    }
+
     /// The next whole message from the shard. A message over the size limit, or a malformed
     /// length, counts as a lost shard: the framing cannot be trusted after it.
     pub async fn recv(&mut self) -> Result<Frame, LinkLost> {

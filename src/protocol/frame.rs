@@ -122,9 +122,104 @@ pub fn take_frame(buf: &mut BytesMut, tag: u8, len: usize) -> Frame {
     }
 }
 
+/// Moves the whole messages at the front of `buf` that `plain` accepts into `out`, as they are,
+/// without making a `Frame` of each: a relay that only passes them on needs no more. Stops at
+/// the first message `plain` refuses, one not yet whole, one over `largest` bytes (or with a
+/// length that is not a length, which the caller's scanner then reports), or once `out` holds
+/// `room` bytes. Returns the bytes moved.
+pub fn move_plain(
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    plain: impl Fn(u8) -> bool,
+    largest: usize,
+    room: usize,
+) -> usize {
+    let mut at = 0;
+    while out.len() + at < room {
+        let Some(head) = buf.get(at..at + 5) else {
+            break;
+        };
+        let declared = i32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+        let Some(len) = usize::try_from(declared)
+            .ok()
+            .filter(|d| *d >= 4)
+            .map(|d| d + 1)
+        else {
+            break;
+        };
+        if !plain(head[0]) || len > largest || at + len > buf.len() {
+            break;
+        }
+        at += len;
+    }
+    out.extend_from_slice(&buf[..at]);
+    bytes::Buf::advance(buf, at);
+    at
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_messages_move_until_one_that_must_be_looked_at() {
+        let mut buf = BytesMut::new();
+        for m in [msg(b'2', b""), msg(b'D', b"row"), msg(b'C', b"SELECT 1\0")] {
+            buf.extend_from_slice(&m);
+        }
+        let tail = [msg(b'Z', b"I"), msg(b'D', b"after")].concat();
+        buf.extend_from_slice(&tail);
+        let mut out = BytesMut::new();
+        let moved = move_plain(&mut buf, &mut out, |t| t != b'Z', 1 << 20, 1 << 20);
+        assert_eq!(moved, out.len());
+        assert_eq!(&out[..1], b"2");
+        assert_eq!(
+            &buf[..],
+            &tail[..],
+            "the ReadyForQuery and what follows stay"
+        );
+    }
+
+    #[test]
+    fn a_message_not_yet_whole_or_too_large_or_malformed_stays() {
+        let row = msg(b'D', &[1u8; 100]);
+        let mut out = BytesMut::new();
+        // Not whole.
+        let mut buf = BytesMut::from(&row[..50]);
+        assert_eq!(
+            move_plain(&mut buf, &mut out, |_| true, 1 << 20, 1 << 20),
+            0
+        );
+        assert_eq!(buf.len(), 50);
+        // Whole, but over the size the caller streams.
+        let mut buf = BytesMut::from(&row[..]);
+        assert_eq!(move_plain(&mut buf, &mut out, |_| true, 50, 1 << 20), 0);
+        // A length under 4 is left for the scanner to refuse.
+        let mut buf = BytesMut::from(&[b'D', 0, 0, 0, 2, 0][..]);
+        assert_eq!(
+            move_plain(&mut buf, &mut out, |_| true, 1 << 20, 1 << 20),
+            0
+        );
+        let mut buf = BytesMut::from(&[b'D', 0xff, 0xff, 0xff, 0xff][..]);
+        assert_eq!(
+            move_plain(&mut buf, &mut out, |_| true, 1 << 20, 1 << 20),
+            0
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn moving_stops_once_the_output_holds_its_room() {
+        let row = msg(b'D', &[1u8; 10]);
+        let mut buf = BytesMut::new();
+        for _ in 0..10 {
+            buf.extend_from_slice(&row);
+        }
+        let mut out = BytesMut::new();
+        let moved = move_plain(&mut buf, &mut out, |_| true, 1 << 20, 3 * row.len());
+        assert_eq!(moved, 3 * row.len());
+        assert_eq!(buf.len(), 7 * row.len());
+    }
 
     fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
         let mut v = vec![tag];

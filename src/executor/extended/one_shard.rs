@@ -101,6 +101,10 @@ impl Extended {
             let mut describes = described_statements(&batch);
             let mut describing: Option<String> = None;
             loop {
+                // What needs no looking at goes to the client as it is, many messages at once.
+                let passing = |t| matches!(t, b'2' | b'D' | b'C' | b's' | b'I' | b'3' | b'N');
+                exec.pass_plain(shard, |t| passing(t) || (t == b'1' && swallow == 0))
+                    .await?;
                 let Some(f) = exec.relay_recv(shard).await? else {
                     continue; // a large row, already passed on
                 };

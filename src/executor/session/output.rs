@@ -189,6 +189,13 @@ impl Exec<'_> {
         }
     }
 
+    /// Passes on the messages of `shard` already received that `plain` accepts, up to the first
+    /// other one, without making a frame of each (see `ShardLink::move_plain`).
+    pub async fn pass_plain(&mut self, shard: usize, plain: impl Fn(u8) -> bool) -> R<()> {
+        self.links[shard].move_plain(&mut self.out, plain, FLUSH_AT);
+        self.maybe_flush().await
+    }
+
     pub(super) async fn write_client(&mut self, bytes: &[u8]) -> R<()> {
         self.client
             .write_all(bytes)
