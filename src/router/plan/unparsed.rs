@@ -7,7 +7,15 @@ use super::*;
 /// `SHOW shardgate.*`: answered by the proxy, recognised before parsing (sqlparser would take
 /// it for an ordinary SHOW).
 pub fn is_admin(sql: &str) -> bool {
-    let mut words = sql.split_whitespace();
+    // Every statement's text is asked: most are answered by their first four bytes.
+    let text = sql.trim_start();
+    if !text
+        .get(..4)
+        .is_some_and(|w| w.eq_ignore_ascii_case("show"))
+    {
+        return false;
+    }
+    let mut words = text.split_whitespace();
     matches!(words.next(), Some(w) if w.eq_ignore_ascii_case("show"))
         && words
             .next()
@@ -206,5 +214,32 @@ pub(super) fn plan_admin(sql: &str) -> Plan {
             "unknown shardgate command",
             "Try: SHOW shardgate.route <table> <key>, SHOW shardgate.placement, or SHOW shardgate.recover",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_admin;
+
+    #[test]
+    fn only_a_show_of_a_shardgate_setting_is_the_proxys() {
+        for sql in [
+            "SHOW shardgate.pools",
+            "  show\n\tShardGate.clients;",
+            "Show SHARDGATE.snapshot_ts",
+        ] {
+            assert!(is_admin(sql), "{sql}");
+        }
+        for sql in [
+            "SHOW search_path",
+            "SHOW",
+            "show",
+            "showshardgate.pools",
+            "SELECT 'show shardgate.pools'",
+            "",
+            "é",
+        ] {
+            assert!(!is_admin(sql), "{sql}");
+        }
     }
 }
