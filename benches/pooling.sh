@@ -3,12 +3,15 @@
 #  1. 300 pgbench clients (-M prepared, point lookups) through a proxy with [pool] size = 8:
 #     failed transactions, and the most server connections any shard saw from the proxy;
 #  2. 3000 idle clients: the proxy's resident memory per idle client;
-#  3. point lookups (pgbench -S, 8 clients) routed over the 3 shards vs the same proxy binary
+#  3. 20 clients that each prepare and keep 200 statements: the proxy's memory per client;
+#  4. point lookups (pgbench -S, 8 clients) routed over the 3 shards vs the same proxy binary
 #     relaying to one shard (a database holding all of pgbench's rows, so that every lookup
 #     finds its row, as on the shards), in simple, extended and prepared mode, interleaved
 #     rounds; the sharded proxy again over three shard databases of one server, which leaves
 #     out what three PostgreSQL servers cost on two cores; and the sharded proxy on two worker
-#     threads (the others run on one), against one.
+#     threads (the others run on one), against one; and PostgreSQL alone, three servers against
+#     one, which bounds what sharded / relay can reach on this machine;
+#  5. with valgrind installed: the proxy's instructions per lookup (callgrind), relay and sharded.
 #   benches/pooling.sh [SECONDS=10] [ROUNDS=2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +22,7 @@ SHARDED_PORT=$((BASE + 50))
 RELAY_PORT=$((BASE + 51))
 SHARDED2_PORT=$((BASE + 52))
 ONEHOST_PORT=$((BASE + 53))
+STATEMENTS_PORT=$((BASE + 54))
 WORK=$(mktemp -d /tmp/shardgate-pooling.XXXXXX)
 chmod 755 "$WORK"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -27,7 +31,7 @@ cargo build --release -q
 ./target/release/shardgate --log-level warn demo --shards 3 --port "$BASE" --metrics-port $((BASE + 200)) --dir "$WORK/demo" >"$WORK/demo.log" 2>&1 &
 DEMO=$!
 cleanup() {
-    for p in ${SHARDED:-} ${RELAY:-} ${SHARDED2:-} ${ONEHOST:-}; do kill "$p" 2>/dev/null || true; done
+    for p in ${SHARDED:-} ${RELAY:-} ${SHARDED2:-} ${ONEHOST:-} ${STATEMENTS:-}; do kill "$p" 2>/dev/null || true; done
     kill "$DEMO" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$WORK"
@@ -132,6 +136,30 @@ wait "$IDLE" || true
 grep -E "number of (failed|transactions actually)|error" "$WORK/idle.out" | head -3 | sed 's/^/   /'
 awk -v b="$BEFORE" -v d="$DURING" 'BEGIN { printf "   proxy RSS %d kB before, %d kB with 3000 idle clients: %.1f KiB per idle client\n", b, d, (d - b) / 3000 }'
 
+echo "3. 20 clients holding 200 prepared statements each (-M prepared), on a proxy of their own"
+# A fresh proxy: memory the idle clients above left to the allocator would hide what these take.
+sed -e "s/^listen = \"127.0.0.1:$SHARDED_PORT\"/listen = \"127.0.0.1:$STATEMENTS_PORT\"/" "$WORK/sharded.toml" >"$WORK/statements.toml"
+./target/release/shardgate --log-level warn --config "$WORK/statements.toml" >"$WORK/statements.log" 2>&1 &
+STATEMENTS=$!
+sleep 1
+{
+    echo '\set aid random(1, 1000000)'
+    for i in $(seq 200); do echo "SELECT abalance AS c$i FROM pgbench_accounts WHERE aid = :aid;"; done
+    echo '\sleep 8 s'
+} >"$WORK/statements.sql"
+BEFORE=$(sed -n 's/^VmRSS:\s*\([0-9]*\) kB/\1/p' "/proc/$STATEMENTS/status")
+pgbench -n -M prepared -c 20 -j 2 -t 1 -f "$WORK/statements.sql" \
+    "postgres://app:app@127.0.0.1:$STATEMENTS_PORT/postgres" >"$WORK/statements.out" 2>&1 &
+HOLDING=$!
+# Every client has prepared and run its 200 statements within a few seconds, then sleeps.
+sleep 6
+DURING=$(sed -n 's/^VmRSS:\s*\([0-9]*\) kB/\1/p' "/proc/$STATEMENTS/status")
+wait "$HOLDING" || true
+grep -E "number of (failed|transactions actually)" "$WORK/statements.out" | sed 's/^/   /'
+awk -v b="$BEFORE" -v d="$DURING" 'BEGIN { printf "   proxy RSS %d kB before, %d kB with the 20 clients: %.0f KiB per client\n", b, d, (d - b) / 20 }'
+kill "$STATEMENTS" 2>/dev/null || true
+STATEMENTS=
+
 # The sharded proxy's configuration on two worker threads, and the one-server proxy, started
 # only now so that the connection counts above are the first proxy's alone.
 sed -e "s/^listen = \"127.0.0.1:$SHARDED_PORT\"/listen = \"127.0.0.1:$SHARDED2_PORT\"\nworker_threads = 2/" "$WORK/sharded.toml" >"$WORK/sharded2.toml"
@@ -140,7 +168,7 @@ SHARDED2=$!
 ./target/release/shardgate --log-level warn --config "$WORK/onehost.toml" >"$WORK/onehost.log" 2>&1 &
 ONEHOST=$!
 sleep 1
-echo "3. point lookups, 8 clients, sharded (3 shards) vs relay (1 shard), ${DURATION}s x $ROUNDS rounds"
+echo "4. point lookups, 8 clients, sharded (3 shards) vs relay (1 shard), ${DURATION}s x $ROUNDS rounds"
 declare -A SUM SPREAD PROXY_US REST_US
 HZ=$(getconf CLK_TCK)
 busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; } # user nice system irq softirq
@@ -166,9 +194,37 @@ run() { # mode target url proxy-pid
     REST_US[$1,$2]=$(awk -v a="${REST_US[$1,$2]:-0}" -v b="$rest" 'BEGIN{print a+b}')
     [ -n "${SPREAD[$1,$2]:-}" ] && SPREAD[$1,$2]="${SPREAD[$1,$2]} $tps" || SPREAD[$1,$2]=$tps
 }
+# PostgreSQL alone, no proxy: the same 8 clients as three pgbench processes (3 + 3 + 2), all
+# against the relay's database, or one per shard server. Three servers sharing two cores cost
+# PostgreSQL more per lookup than one, whatever sits in front; their ratio is the most a proxy
+# that cost nothing could reach as sharded / relay on this machine.
+run_direct() { # mode target url url url
+    local mode=$1 target=$2 total=0 i=0 c tps pids=()
+    shift 2
+    for url in "$@"; do
+        c=$([ $i = 2 ] && echo 2 || echo 3)
+        pgbench -n -S -s 10 -M "$mode" -c "$c" -j 1 -T "$DURATION" "$url" >"$WORK/direct.$i" 2>&1 &
+        pids+=($!)
+        i=$((i + 1))
+    done
+    # Only these: a bare wait would also wait for the proxies running in the background.
+    wait "${pids[@]}" || true
+    for i in 0 1 2; do
+        tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$WORK/direct.$i")
+        [ -z "$tps" ] && { echo "   $mode $target: FAILED"; tail -3 "$WORK/direct.$i" | sed 's/^/     /'; tps=0; }
+        total=$(awk -v a="$total" -v b="$tps" 'BEGIN{print a+b}')
+    done
+    echo "   $mode $target: $total tps"
+    SUM[$mode,$target]=$(awk -v a="${SUM[$mode,$target]:-0}" -v b="$total" 'BEGIN{print a+b}')
+    [ -n "${SPREAD[$mode,$target]:-}" ] && SPREAD[$mode,$target]="${SPREAD[$mode,$target]} $total" || SPREAD[$mode,$target]=$total
+}
+DIRECT_ONE="postgres://postgres@127.0.0.1:$((BASE + 1))/relaydb"
 TIMEFORMAT='%U %S'
 for round in $(seq "$ROUNDS"); do
     for mode in simple extended prepared; do
+        run_direct "$mode" direct1 "$DIRECT_ONE" "$DIRECT_ONE" "$DIRECT_ONE"
+        run_direct "$mode" direct3 "postgres://postgres@127.0.0.1:$((BASE + 1))/postgres" \
+            "postgres://postgres@127.0.0.1:$((BASE + 2))/postgres" "postgres://postgres@127.0.0.1:$((BASE + 3))/postgres"
         run "$mode" relay "$RELAY_URL" "$RELAY"
         run "$mode" sharded "$SHARDED_URL" "$SHARDED"
         run "$mode" sharded2 "$SHARDED2_URL" "$SHARDED2"
@@ -181,6 +237,15 @@ for mode in simple extended prepared; do
     awk -v m="$mode" -v r="$ROUNDS" -v d="${SUM[$mode,relay]}" -v s="${SUM[$mode,sharded]}" \
         -v sp="${SPREAD[$mode,relay]} | ${SPREAD[$mode,sharded]}" \
         'BEGIN{d/=r; s/=r; printf "%-9s %10.0f %10.0f %14.2f   %s\n", m, d, s, (d ? s/d : 0), sp}'
+done
+echo
+echo "PostgreSQL alone (no proxy, 8 clients): three servers against one. The ceiling a proxy that"
+echo "cost nothing would reach as sharded / relay, and sharded / relay measured against it:"
+printf "%-9s %10s %10s %8s %20s   %s\n" mode direct1 direct3 ratio "(sharded/relay)/ratio" "rounds (direct1 | direct3)"
+for mode in simple extended prepared; do
+    awk -v m="$mode" -v r="$ROUNDS" -v one="${SUM[$mode,direct1]}" -v three="${SUM[$mode,direct3]}" \
+        -v d="${SUM[$mode,relay]}" -v s="${SUM[$mode,sharded]}" -v sp="${SPREAD[$mode,direct1]} | ${SPREAD[$mode,direct3]}" \
+        'BEGIN{c = (one ? three/one : 0); printf "%-9s %10.0f %10.0f %8.2f %20s   %s\n", m, one/r, three/r, c, (c && d ? sprintf("%.2f", s/d/c) : "n/a"), sp}'
 done
 echo
 echo "sharded over three databases of one server (onehost) against the relay: the proxy's own"
@@ -205,3 +270,43 @@ for mode in simple extended prepared; do
         -v e="${PROXY_US[$mode,onehost]}" -v f="${REST_US[$mode,onehost]}" \
         'BEGIN{printf "%-9s %7.1f | %6.1f %7.1f | %6.1f %7.1f | %6.1f\n", m, a/r, b/r, c/r, d/r, e/r, f/r}'
 done
+
+# The proxy's own instructions per lookup, counted by callgrind: unlike CPU time they do not
+# move with the machine's speed or with the other processes, so the sharded path's cost against
+# the relay's is read without noise. User-space instructions only: the kernel's network work,
+# the same for both, is not counted.
+if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
+    echo
+    echo "5. the proxy's instructions per lookup (callgrind, 4 clients x 500 lookups after a warm-up)"
+    CG_PORT=$((BASE + 55))
+    count() { # config mode
+        local cfg="$WORK/cg.toml" pid total
+        sed -E "s/^listen = \"127.0.0.1:[0-9]+\"/listen = \"127.0.0.1:$CG_PORT\"/" "$1" >"$cfg"
+        rm -f "$WORK"/cg.out.*
+        valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out.%p" \
+            ./target/release/shardgate --log-level warn --config "$cfg" >"$WORK/cg.log" 2>&1 &
+        pid=$!
+        for _ in $(seq 120); do
+            psql -Atc "select 1" "postgres://app:app@127.0.0.1:$CG_PORT/$3" >/dev/null 2>&1 && break
+            sleep 0.5
+        done
+        pgbench -n -S -s 10 -M "$2" -c 4 -j 1 -t 50 "postgres://app:app@127.0.0.1:$CG_PORT/$3" >/dev/null 2>&1 || true
+        callgrind_control -z "$pid" >/dev/null
+        pgbench -n -S -s 10 -M "$2" -c 4 -j 1 -t 500 "postgres://app:app@127.0.0.1:$CG_PORT/$3" >"$WORK/cg.bench" 2>&1 || true
+        callgrind_control -d "$pid" >/dev/null
+        kill -INT "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        total=$(sed -n 's/^summary: //p' "$WORK"/cg.out.*.1 2>/dev/null | head -1)
+        grep -q "number of transactions actually processed: 2000/2000" "$WORK/cg.bench" && [ -n "$total" ] &&
+            echo $((total / 2000)) || echo 0
+    }
+    printf "%-9s %10s %10s %8s\n" mode relay sharded ratio
+    for mode in simple extended prepared; do
+        r=$(count "$WORK/relay.toml" "$mode" relaydb)
+        s=$(count "$WORK/sharded.toml" "$mode" postgres)
+        awk -v m="$mode" -v r="$r" -v s="$s" 'BEGIN{printf "%-9s %10d %10d %8s\n", m, r, s, (r ? sprintf("%.2f", s/r) : "n/a")}'
+    done
+else
+    echo
+    echo "5. skipped: valgrind (callgrind) is not installed"
+fi
