@@ -31,37 +31,86 @@ pub const PREPARE: &str = "PREPARE";
 
 /// Why `sql`, one statement, pins its session, if it may.
 pub fn pins(sql: &str) -> Option<&'static str> {
-    // Runs on every statement in transaction mode: one lowercase copy, then substring searches.
-    let lower = sql.to_ascii_lowercase();
-    let first = lower.split_whitespace().next().unwrap_or("");
-    let has = |word: &str| lower.contains(word);
-    match first {
-        "listen" => return Some("LISTEN"),
-        "prepare" if lower.split_whitespace().nth(1) == Some("transaction") => {
-            return Some("PREPARE TRANSACTION")
+    // Runs on every statement in transaction mode: the usual statement costs a lower-case copy
+    // on the stack and two or three substring searches.
+    let mut words = sql.split_whitespace();
+    let first = words.next().unwrap_or("");
+    let is = |word: &str| first.eq_ignore_ascii_case(word);
+    if is("listen") {
+        return Some("LISTEN");
+    }
+    if is("prepare") {
+        let transaction = words
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case("transaction"));
+        return Some(if transaction {
+            "PREPARE TRANSACTION"
+        } else {
+            PREPARE
+        });
+    }
+    // What any statement is checked for is found in one pass over its bytes; a lower-case
+    // copy is made only for the rarer statements that need a closer look.
+    let marks = Marks::of(sql.as_bytes());
+    let lower = || sql.to_ascii_lowercase();
+    if marks.advisory_lock {
+        let lower = lower();
+        if lower.contains("pg_advisory_lock") || lower.contains("pg_try_advisory_lock") {
+            return Some("a session-level advisory lock");
         }
-        "prepare" => return Some(PREPARE),
-        _ => {}
     }
-    if has("pg_advisory_lock") || has("pg_try_advisory_lock") {
-        return Some("a session-level advisory lock");
-    }
-    if first == "declare" && has(" hold") && !has("without hold") {
-        return Some("a cursor WITH HOLD");
+    if is("declare") {
+        let lower = lower();
+        if lower.contains(" hold") && !lower.contains("without hold") {
+            return Some("a cursor WITH HOLD");
+        }
     }
     // Temporary tables live as long as their connection. Several shards refuse them anyway.
-    if (first == "create" || first == "select") && (has(" temp ") || has(" temporary ")) {
-        return Some("a temporary table");
+    if (is("create") || is("select")) && marks.temp {
+        let lower = lower();
+        if lower.contains(" temp ") || lower.contains(" temporary ") {
+            return Some("a temporary table");
+        }
     }
-    if first == "set" && has("session authorization") {
+    if is("set") && lower().contains("session authorization") {
         return Some("SET SESSION AUTHORIZATION");
     }
     // A setting changed by a function rather than SET: the proxy cannot tell its scope or
     // value, so the connection that carries it stays this session's.
-    if has("set_config") {
+    if marks.set_config {
         return Some("set_config()");
     }
     None
+}
+
+/// Which of the words every statement is checked for occur in it, in any case. Each is a
+/// prefix of the words `pins` then looks for.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Marks {
+    advisory_lock: bool,
+    temp: bool,
+    set_config: bool,
+}
+
+impl Marks {
+    /// One vectorised pass that stops only at underscores and p's, letters rare in statements,
+    /// where each word has its anchor.
+    fn of(sql: &[u8]) -> Marks {
+        let at = |i: usize, word: &[u8]| {
+            sql.get(i..i + word.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(word))
+        };
+        let mut m = Marks::default();
+        for i in memchr::memchr3_iter(b'_', b'p', b'P', sql) {
+            if sql[i] == b'_' {
+                m.advisory_lock |= i >= 8 && at(i - 8, b"advisory_lock");
+                m.set_config |= i >= 3 && at(i - 3, b"set_config");
+            } else {
+                m.temp |= i >= 4 && at(i - 4, b" temp");
+            }
+        }
+        m
+    }
 }
 
 #[cfg(test)]
@@ -118,5 +167,54 @@ mod tests {
         assert!(pins("DECLARE c CURSOR FOR SELECT 1").is_none());
         assert!(pins("select * from t where id = 1").is_none());
         assert!(pins("SET work_mem = '8MB'").is_none());
+        assert!(pins("select pg_try_advisory_xact_lock(1)").is_none());
+    }
+
+    #[test]
+    fn one_pass_finds_what_a_lower_case_search_finds() {
+        use super::Marks;
+        let texts = [
+            "select pg_advisory_lock(1)",
+            "SELECT PG_TRY_ADVISORY_LOCK_SHARED(1)",
+            "select pg_advisory_xact_lock(1)",
+            "advisory_lock",
+            "dvisory_lock x",
+            "select set_config('a', 'b', false)",
+            "SELECT SET_CONFIG",
+            "set_confi",
+            "_set_config_",
+            "create TEMP table t (x int)",
+            "select 1 into  temporary t",
+            "select temperature from t",
+            " temp",
+            "tEmp",
+            "select 'ü' || x from pgbench_accounts where aid = 1",
+            "",
+        ];
+        for t in texts {
+            let lower = t.to_ascii_lowercase();
+            let expected = Marks {
+                advisory_lock: lower.contains("advisory_lock"),
+                temp: lower.contains(" temp"),
+                set_config: lower.contains("set_config"),
+            };
+            assert_eq!(Marks::of(t.as_bytes()), expected, "{t}");
+        }
+    }
+
+    #[test]
+    fn long_and_non_ascii_texts_are_read_alike() {
+        let long = format!("SELECT {} pg_advisory_lock(1)", "x, ".repeat(100));
+        assert_eq!(pins(&long), Some("a session-level advisory lock"));
+        assert_eq!(pins(&format!("SELECT {} 1", "x, ".repeat(100))), None);
+        assert_eq!(
+            pins("SELECT 'Ünïcode', Set_Config('a', 'b', false)"),
+            Some("set_config()")
+        );
+        assert_eq!(
+            pins("Prepare  Transaction 'x'"),
+            Some("PREPARE TRANSACTION")
+        );
+        assert_eq!(pins("SELECT 'ÄÖ' FROM t"), None);
     }
 }

@@ -240,9 +240,9 @@ impl Tracker {
                 self.pin(why);
             }
         }
-        let statements: Vec<Stmt> = pieces.iter().map(|p| Stmt::of(p)).collect();
-        if statements.iter().any(|s| *s != Stmt::Other) {
-            request.statements = statements;
+        // Most Queries hold no statement read here: nothing is allocated for them.
+        if pieces.iter().any(|p| Stmt::of(p) != Stmt::Other) {
+            request.statements = pieces.iter().map(|p| Stmt::of(p)).collect();
         }
         // Only a SET or RESET can reset a startup parameter.
         let changes = request
