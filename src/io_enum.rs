@@ -1,6 +1,15 @@
 //! `AsyncRead` and `AsyncWrite` for enums whose every variant wraps a stream (plaintext or TLS,
 //! TCP or Unix): each call goes to the variant's stream.
 
+/// A non-blocking write's outcome with "the socket takes nothing now" as `Ok(0)`, for callers
+/// that then wait for writability the usual way.
+pub fn taken_now(written: std::io::Result<usize>) -> std::io::Result<usize> {
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
+        other => other,
+    }
+}
+
 /// `delegate_read!(Type: Variant, ...)`
 macro_rules! delegate_read {
     ($t:ty: $($v:ident),+) => {

@@ -84,6 +84,18 @@ impl ShardReader {
     }
 }
 
+impl ShardWriter {
+    /// Writes what the socket takes at once, without waiting (`Ok(0)`: nothing now, or a TLS
+    /// stream, whose records go only through the async path).
+    pub fn try_write_now(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        crate::io_enum::taken_now(match self {
+            ShardWriter::Tcp(w) => w.try_write(bytes),
+            ShardWriter::Unix(w) => w.try_write(bytes),
+            ShardWriter::Tls(_) => Ok(0),
+        })
+    }
+}
+
 crate::io_enum::delegate_read!(ShardStream: Tcp, Tls, Unix);
 crate::io_enum::delegate_read!(ShardReader: Tcp, Tls, Unix);
 crate::io_enum::delegate_write!(ShardStream: Tcp, Tls, Unix);

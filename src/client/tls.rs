@@ -91,6 +91,15 @@ impl ClientWriter {
     pub fn buffers(&self) -> bool {
         matches!(self, ClientWriter::Tls(_))
     }
+
+    /// Writes what the socket takes at once, without waiting (`Ok(0)`: nothing now, or TLS,
+    /// whose records go only through the async path).
+    pub fn try_write_now(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        crate::io_enum::taken_now(match self {
+            ClientWriter::Plain(w) => w.try_write(bytes),
+            ClientWriter::Tls(_) => Ok(0),
+        })
+    }
 }
 
 impl ClientStream {

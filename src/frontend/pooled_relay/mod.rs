@@ -160,6 +160,9 @@ pub async fn run(
             Ok(true) => continue,
             Ok(false) => {}
         }
+        if let Err(end) = relay.write_now(&mut client_tx) {
+            break end;
+        }
         idle.store(relay.tracker.idle(), Ordering::Relaxed);
         relay.from_client.reserve(READ_CHUNK);
         relay.from_shard.reserve(READ_CHUNK);
@@ -208,6 +211,24 @@ pub async fn run(
 }
 
 impl Relay<'_> {
+    /// Writes what each side is owed as far as its socket takes it at once: most answers and
+    /// requests go here, without a round of the loop's select for each.
+    fn write_now(&mut self, client_tx: &mut ClientWriter) -> Result<(), SessionEnd> {
+        if let Some(h) = self.held.as_mut().filter(|_| !self.to_shard.is_empty()) {
+            match h.writer.try_write_now(&self.to_shard) {
+                Ok(n) => self.to_shard.advance(n),
+                Err(_) => return Err(SessionEnd::ShardGone(self.metrics.shard.clone())),
+            }
+        }
+        if !self.to_client.is_empty() {
+            match client_tx.try_write_now(&self.to_client) {
+                Ok(n) => self.to_client.advance(n),
+                Err(_) => return Err(SessionEnd::ClientGone),
+            }
+        }
+        Ok(())
+    }
+
     /// A message has come and no connection is held for it.
     fn wants_connection(&self) -> bool {
         self.held.is_none()
