@@ -125,3 +125,28 @@ for mode in simple extended prepared; do
     # shellcheck disable=SC2086
     printf "%-9s %s  (%s)\n" "$mode" "$(tr ' ' '\n' <<<"${RATIOS[$mode]}" | sed '/^$/d' | sort -n | sed -n '1p;$p' | paste -sd' ' | sed 's/ / .. /')" "${RATIOS[$mode]# }"
 done
+
+# shellcheck source=benches/callgrind.sh
+. benches/callgrind.sh
+if have_callgrind; then
+    echo
+    echo "instructions per transaction (callgrind, 4 clients x 500 lookups after a warm-up):"
+    CG_PORT=$((BASE + 60))
+    sed "s/^listen_port = .*/listen_port = $CG_PORT/" "$WORK/pgbouncer.ini" >"$WORK/pgbouncer-cg.ini"
+    sed -e "s/^listen = \"127.0.0.1:$BASE\"/listen = \"127.0.0.1:$CG_PORT\"/" \
+        -e "s/^listen = \"127.0.0.1:$((BASE + 200))\"/listen = \"\"/" "$WORK/demo/shardgate.toml" >"$WORK/cg.toml"
+    BOUNCER_USER=$(id -un)
+    [ "$(id -u)" = 0 ] && BOUNCER_USER=postgres
+    chown "$BOUNCER_USER" "$WORK/pgbouncer-cg.ini" 2>/dev/null || true
+    printf "%-9s %10s %10s %14s\n" mode pgbouncer shardgate "sg/pgbouncer"
+    for mode in simple extended prepared; do
+        p=$(instructions_per_txn "$WORK" "$CG_PORT" "postgres://postgres@127.0.0.1:$CG_PORT/postgres" "$mode" \
+            "$BOUNCER_USER" "$PGBOUNCER" -q "$WORK/pgbouncer-cg.ini")
+        s=$(instructions_per_txn "$WORK" "$CG_PORT" "postgres://app:app@127.0.0.1:$CG_PORT/postgres" "$mode" \
+            "$(id -un)" ./target/release/shardgate --log-level warn --config "$WORK/cg.toml")
+        awk -v m="$mode" -v p="$p" -v s="$s" 'BEGIN{printf "%-9s %10d %10d %14s\n", m, p, s, (p ? sprintf("%.2f", s/p) : "n/a")}'
+    done
+else
+    echo
+    echo "instructions per transaction: skipped, valgrind (callgrind) is not installed"
+fi

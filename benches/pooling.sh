@@ -271,34 +271,18 @@ for mode in simple extended prepared; do
         'BEGIN{printf "%-9s %7.1f | %6.1f %7.1f | %6.1f %7.1f | %6.1f\n", m, a/r, b/r, c/r, d/r, e/r, f/r}'
 done
 
-# The proxy's own instructions per lookup, counted by callgrind: unlike CPU time they do not
-# move with the machine's speed or with the other processes, so the sharded path's cost against
-# the relay's is read without noise. User-space instructions only: the kernel's network work,
-# the same for both, is not counted.
-if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
+# The proxy's own instructions per lookup (see benches/callgrind.sh): the sharded path's cost
+# against the relay's, read without the machine's noise.
+# shellcheck source=benches/callgrind.sh
+. benches/callgrind.sh
+if have_callgrind; then
     echo
     echo "5. the proxy's instructions per lookup (callgrind, 4 clients x 500 lookups after a warm-up)"
     CG_PORT=$((BASE + 55))
-    count() { # config mode
-        local cfg="$WORK/cg.toml" pid total
-        sed -E "s/^listen = \"127.0.0.1:[0-9]+\"/listen = \"127.0.0.1:$CG_PORT\"/" "$1" >"$cfg"
-        rm -f "$WORK"/cg.out.*
-        valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out.%p" \
-            ./target/release/shardgate --log-level warn --config "$cfg" >"$WORK/cg.log" 2>&1 &
-        pid=$!
-        for _ in $(seq 120); do
-            psql -Atc "select 1" "postgres://app:app@127.0.0.1:$CG_PORT/$3" >/dev/null 2>&1 && break
-            sleep 0.5
-        done
-        pgbench -n -S -s 10 -M "$2" -c 4 -j 1 -t 50 "postgres://app:app@127.0.0.1:$CG_PORT/$3" >/dev/null 2>&1 || true
-        callgrind_control -z "$pid" >/dev/null
-        pgbench -n -S -s 10 -M "$2" -c 4 -j 1 -t 500 "postgres://app:app@127.0.0.1:$CG_PORT/$3" >"$WORK/cg.bench" 2>&1 || true
-        callgrind_control -d "$pid" >/dev/null
-        kill -INT "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        total=$(sed -n 's/^summary: //p' "$WORK"/cg.out.*.1 2>/dev/null | head -1)
-        grep -q "number of transactions actually processed: 2000/2000" "$WORK/cg.bench" && [ -n "$total" ] &&
-            echo $((total / 2000)) || echo 0
+    count() { # config mode database
+        sed -E "s/^listen = \"127.0.0.1:[0-9]+\"/listen = \"127.0.0.1:$CG_PORT\"/" "$1" >"$WORK/cg.toml"
+        instructions_per_txn "$WORK" "$CG_PORT" "postgres://app:app@127.0.0.1:$CG_PORT/$3" "$2" "$(id -un)" \
+            ./target/release/shardgate --log-level warn --config "$WORK/cg.toml"
     }
     printf "%-9s %10s %10s %8s\n" mode relay sharded ratio
     for mode in simple extended prepared; do

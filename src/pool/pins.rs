@@ -31,8 +31,7 @@ pub const PREPARE: &str = "PREPARE";
 
 /// Why `sql`, one statement, pins its session, if it may.
 pub fn pins(sql: &str) -> Option<&'static str> {
-    // Runs on every statement in transaction mode: the usual statement costs a lower-case copy
-    // on the stack and two or three substring searches.
+    // Runs on every statement in transaction mode: the first word is compared in place.
     let mut words = sql.split_whitespace();
     let first = words.next().unwrap_or("");
     let is = |word: &str| first.eq_ignore_ascii_case(word);
@@ -93,8 +92,8 @@ struct Marks {
 }
 
 impl Marks {
-    /// One vectorised pass that stops only at underscores and p's, letters rare in statements,
-    /// where each word has its anchor.
+    /// One vectorised pass that stops only at underscores and p's, both rare in statements, where
+    /// each word has its anchor.
     fn of(sql: &[u8]) -> Marks {
         let at = |i: usize, word: &[u8]| {
             sql.get(i..i + word.len())
