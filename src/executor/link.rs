@@ -227,6 +227,30 @@ impl ShardLink {
                 error: Some(Box::new(e)),
             })?;
         let differs = conn.settings != self.settings.1;
+        self.adopt(conn);
+        Ok(differs)
+    }
+
+    /// `ensure` without waiting: true when a connection is held, which the pool gave at once
+    /// with the session's settings on it (see `ShardPool::checkout_now`); false leaves the
+    /// link as it was, for `ensure`.
+    pub fn take_now(&mut self) -> bool {
+        if self.conn.is_some() {
+            return true;
+        }
+        match self
+            .pool
+            .checkout_now(self.placement_version, self.settings.1)
+        {
+            Some(conn) => {
+                self.adopt(conn);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn adopt(&mut self, conn: Pooled) {
         if let Some(slot) = &self.cancel {
             slot.set(Some(conn.key));
         }
@@ -234,7 +258,6 @@ impl ShardLink {
         self.status = b'I';
         self.unsettled = false;
         self.buf.clear();
-        Ok(differs)
     }
 
     /// Replays the session's settings on the connection just checked out, in one round trip.

@@ -327,14 +327,42 @@ impl ShardPool {
         let now = Instant::now();
         loop {
             let mut idle = self.idle.lock().ok()?.pop()?;
-            if now.saturating_duration_since(idle.since) < self.idle_timeout
-                && now.saturating_duration_since(idle.conn.born) < self.lifetime
-                && idle.conn.placement_version == placement_version
-                && still_open(&mut idle.conn.stream)
-            {
+            if self.reusable(&mut idle, now, placement_version) {
                 return Some(idle.conn);
             }
         }
+    }
+
+    /// `checkout` when it needs no wait and the connection no settings: a free permit and an
+    /// idle connection that carries `settings` already. None leaves the pool as it was (but
+    /// for stale connections closed), and the caller takes the `checkout` path; the relay
+    /// checks out once per transaction, and this spares it that path's futures.
+    pub fn checkout_now(&self, placement_version: i64, settings: u64) -> Option<Pooled> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        let now = Instant::now();
+        loop {
+            let mut idle = {
+                let mut list = self.idle.lock().ok()?;
+                if list.last()?.conn.settings != settings {
+                    return None;
+                }
+                list.pop()?
+            };
+            if self.reusable(&mut idle, now, placement_version) {
+                self.gauges.wait.record(0.0);
+                idle.conn.permit = Some(permit);
+                return Some(idle.conn);
+            }
+        }
+    }
+
+    /// Whether an idle connection may serve again: within its idle time and lifetime, of the
+    /// placement version asked for, and still open.
+    fn reusable(&self, idle: &mut Idle, now: Instant, placement_version: i64) -> bool {
+        now.saturating_duration_since(idle.since) < self.idle_timeout
+            && now.saturating_duration_since(idle.conn.born) < self.lifetime
+            && idle.conn.placement_version == placement_version
+            && still_open(&mut idle.conn.stream)
     }
 
     async fn open(

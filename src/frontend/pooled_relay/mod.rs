@@ -132,9 +132,19 @@ pub async fn run(
             if relay.client_scanner.at_boundary() && relay.from_client.first() == Some(&b'X') {
                 break SessionEnd::Terminated;
             }
+            // Nearly every transaction finds an idle connection with its settings: taken
+            // here, without the futures of the wait below.
+            let now =
+                !ctx.pause.is_paused() && take_now(&relay.tracker.settings, &mut pooling.link);
             // PAUSE and the pool may hold the session back; what the client is owed goes
             // out meanwhile.
-            let taken = {
+            let taken = if now {
+                registered.set(ClientState::Active);
+                pooling
+                    .link
+                    .hand_over()
+                    .ok_or_else(|| SessionEnd::ShardGone(pooling.link.name.clone()))
+            } else {
                 let (settings, link) = (&relay.tracker.settings, &mut pooling.link);
                 let checkout = async {
                     ctx.pause.wait().await;
@@ -477,6 +487,12 @@ impl Relay<'_> {
 }
 
 /// Takes a server connection for the session, given its settings.
+/// `check_out` when the pool has a connection ready with the session's settings on it.
+fn take_now(settings: &Settings, link: &mut ShardLink) -> bool {
+    link.set_settings(settings.replay(), settings.fingerprint());
+    link.take_now()
+}
+
 async fn check_out(settings: &Settings, link: &mut ShardLink) -> Result<Pooled, SessionEnd> {
     link.set_settings(settings.replay(), settings.fingerprint());
     if let Err(lost) = link.ensure().await {
