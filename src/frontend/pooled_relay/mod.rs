@@ -486,13 +486,13 @@ impl Relay<'_> {
     }
 }
 
-/// Takes a server connection for the session, given its settings.
 /// `check_out` when the pool has a connection ready with the session's settings on it.
 fn take_now(settings: &Settings, link: &mut ShardLink) -> bool {
     link.set_settings(settings.replay(), settings.fingerprint());
     link.take_now()
 }
 
+/// Takes a server connection for the session, given its settings.
 async fn check_out(settings: &Settings, link: &mut ShardLink) -> Result<Pooled, SessionEnd> {
     link.set_settings(settings.replay(), settings.fingerprint());
     if let Err(lost) = link.ensure().await {
