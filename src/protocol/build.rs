@@ -103,6 +103,9 @@ pub fn startup(code: u32, params: &[(&str, &str)], buf: &mut BytesMut) {
 
 /// A simple-protocol Query message (used toward shards).
 pub fn query(sql: &str, buf: &mut BytesMut) {
+    // Room for the whole message first: callers pass an empty buffer, which would otherwise
+    // grow (and copy) at each put.
+    buf.reserve(1 + 4 + sql.len() + 1);
     buf.put_u8(b'Q');
     buf.put_i32((4 + sql.len() + 1) as i32);
     buf.put_slice(sql.as_bytes());

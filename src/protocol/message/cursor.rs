@@ -93,12 +93,9 @@ impl<'a> Cursor<'a> {
     /// A NUL-terminated UTF-8 string.
     pub fn cstr(&mut self) -> Result<String, DecodeError> {
         let rest = &self.body[self.at..];
-        let end = rest
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or(DecodeError::BadString {
-                message: self.message,
-            })?;
+        let end = memchr::memchr(0, rest).ok_or(DecodeError::BadString {
+            message: self.message,
+        })?;
         let s = std::str::from_utf8(&rest[..end]).map_err(|_| DecodeError::NotUtf8 {
             message: self.message,
         })?;
