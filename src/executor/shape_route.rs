@@ -24,7 +24,8 @@ use crate::router::plan::{plan, Plan};
 use crate::sql::Shape;
 use bytes::Bytes;
 use sqlparser::ast::Statement;
-use std::collections::HashMap;
+// Looked up with every simple-protocol text; keys are the session's own shapes.
+use foldhash::HashMap;
 use std::sync::Arc;
 
 /// Shapes whose route a session keeps; past this the map starts again.

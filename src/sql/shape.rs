@@ -12,7 +12,6 @@
 use sqlparser::ast::{Expr, Statement, Value};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Token, Tokenizer};
-use std::collections::HashMap;
 use std::fmt::Write;
 use std::ops::ControlFlow;
 
@@ -24,8 +23,13 @@ const FIRST_MARKER: u64 = 9_000_000;
 pub struct Shape {
     /// The text with markers in place of its literals.
     pub key: String,
-    /// Marker → the literal it replaced.
-    literals: HashMap<String, Value>,
+    /// The literals replaced, in marker order: the first stands for `$9000000`.
+    literals: Vec<Value>,
+}
+
+/// Writes the marker of the next literal (the `n`th, from 0) into a shape's key.
+fn push_marker(key: &mut String, n: usize) {
+    let _ = write!(key, "${}", FIRST_MARKER + n as u64);
 }
 
 /// The shape of `sql`, or `None` when it has no literal to replace or cannot be tokenized.
@@ -50,16 +54,20 @@ fn plain_shape(sql: &str) -> Option<Option<Shape>> {
     let b = sql.as_bytes();
     let in_word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
     let mut key = String::with_capacity(sql.len() + 8);
-    let mut literals = HashMap::new();
+    let mut literals = Vec::new();
     let mut add = |key: &mut String, value: Value| {
-        let marker = format!("${}", FIRST_MARKER + literals.len() as u64);
-        key.push_str(&marker);
-        literals.insert(marker, value);
+        push_marker(key, literals.len());
+        literals.push(value);
     };
     // `sql[..copied]` is in `key` already.
     let (mut copied, mut i) = (0, 0);
     while i < b.len() {
         let c = b[i];
+        // Most bytes are words and spaces, stepped over with one table look each.
+        if !LOOKED_AT[c as usize] {
+            i += 1;
+            continue;
+        }
         let before = i.checked_sub(1).map(|p| b[p]);
         match c {
             b'$' | b'\\' => return None,
@@ -107,6 +115,23 @@ fn plain_shape(sql: &str) -> Option<Option<Shape>> {
     Some((!literals.is_empty()).then_some(Shape { key, literals }))
 }
 
+/// The bytes `plain_shape` must look at: the ones its match below tells apart.
+const LOOKED_AT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = b'0';
+    while c <= b'9' {
+        t[c as usize] = true;
+        c += 1;
+    }
+    t[b'$' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[b'-' as usize] = true;
+    t[b'/' as usize] = true;
+    t[b'"' as usize] = true;
+    t[b'\'' as usize] = true;
+    t
+};
+
 /// The position after the quoted string or identifier that opens at `open` (a doubled quote
 /// stands for one inside); `None` if it is never closed or holds a backslash.
 fn after_quoted(b: &[u8], open: usize) -> Option<usize> {
@@ -131,7 +156,7 @@ fn after_quoted(b: &[u8], open: usize) -> Option<usize> {
 fn tokenized_shape(sql: &str) -> Option<Shape> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
     let mut key = String::with_capacity(sql.len());
-    let mut literals = HashMap::new();
+    let mut literals = Vec::new();
     for token in &tokens {
         let literal = match token {
             Token::Number(n, long) => Some(Value::Number(n.clone(), *long)),
@@ -147,9 +172,8 @@ fn tokenized_shape(sql: &str) -> Option<Shape> {
         };
         match literal {
             Some(value) => {
-                let marker = format!("${}", FIRST_MARKER + literals.len() as u64);
-                key.push_str(&marker);
-                literals.insert(marker, value);
+                push_marker(&mut key, literals.len());
+                literals.push(value);
             }
             // Written in place: a String per token showed in the profile of simple queries.
             None => {
@@ -174,7 +198,7 @@ impl Shape {
             let _ = sqlparser::ast::visit_expressions_mut(stmt, |e: &mut Expr| {
                 if let Expr::Value(v) = e {
                     if let Value::Placeholder(p) = &v.value {
-                        if let Some(literal) = self.literals.get(p) {
+                        if let Some(literal) = marker_index(p).and_then(|i| self.literals.get(i)) {
                             v.value = literal.clone();
                         }
                     }
@@ -188,20 +212,14 @@ impl Shape {
     /// The literals in marker order, as a text-format parameter would carry them: a number as
     /// written, a string without its quotes.
     pub fn literal_texts(&self) -> Vec<Option<String>> {
-        let mut out = vec![None; self.literals.len()];
-        for (marker, value) in &self.literals {
-            let Some(i) = marker_index(marker) else {
-                continue;
-            };
-            if let Some(slot) = out.get_mut(i) {
-                *slot = match value {
-                    Value::Number(n, _) => Some(n.clone()),
-                    Value::SingleQuotedString(s) => Some(s.clone()),
-                    _ => None,
-                };
-            }
-        }
-        out
+        self.literals
+            .iter()
+            .map(|value| match value {
+                Value::Number(n, _) => Some(n.clone()),
+                Value::SingleQuotedString(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The template's statements with each marker turned into the parameter `$n` it stands for
