@@ -195,7 +195,9 @@ impl ShardLink {
     /// A server connection to send on: the held one, or one from the pool given the
     /// session's settings.
     pub async fn ensure(&mut self) -> Result<(), LinkLost> {
-        if self.conn.is_none() && self.take_conn().await? {
+        // Most transactions find a free permit and an idle connection with their settings:
+        // taken without the futures of a checkout that may wait.
+        if self.conn.is_none() && !self.take_now() && self.take_conn().await? {
             self.give_settings(false).await?;
         }
         Ok(())
