@@ -8,6 +8,7 @@
 //!
 //! The phase only moves forward: running, then draining, then now.
 
+use std::future::Future;
 use tokio::sync::watch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,6 +73,23 @@ pub async fn ends_when(rx: &mut Receiver, idle: impl Fn() -> bool) {
     }
 }
 
+/// `wait`, one of the waits above on a receiver of `probe`'s channel, polled only when the
+/// phase may have moved: once to register, then after any change. A registered watch wait
+/// takes a lock each time it is polled, and a session's selects poll their stop waits at every
+/// message they serve; `probe`'s version is one atomic load. The wait registered the task's
+/// waker, so a change still wakes the task that polls this.
+pub fn polled_on_change<F: Future>(probe: Receiver, wait: F) -> impl Future<Output = F::Output> {
+    let mut wait = Box::pin(wait);
+    let mut registered = false;
+    std::future::poll_fn(move |cx| {
+        if registered && matches!(probe.has_changed(), Ok(false)) {
+            return std::task::Poll::Pending;
+        }
+        registered = true;
+        wait.as_mut().poll(cx)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +114,48 @@ mod tests {
         );
         advance(&tx, Phase::Now);
         ends(&mut rx, false).await;
+    }
+
+    /// One poll of `f` with the calling task's waker.
+    async fn poll_once<F: Future>(mut f: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
+        std::future::poll_fn(|cx| std::task::Poll::Ready(f.as_mut().poll(cx))).await
+    }
+
+    #[tokio::test]
+    async fn a_wait_polled_on_change_wakes_its_task_on_a_stop() {
+        let (tx, rx) = channel();
+        let (registered_tx, registered) = tokio::sync::oneshot::channel();
+        let (drained_tx, drained) = tokio::sync::oneshot::channel();
+        let session = tokio::spawn(async move {
+            let (mut any_rx, mut fast_rx) = (rx.clone(), rx.clone());
+            let mut any = std::pin::pin!(polled_on_change(rx.clone(), ends(&mut any_rx, true)));
+            let mut fast = std::pin::pin!(polled_on_change(rx, now(&mut fast_rx)));
+            // Registered, then polled again with nothing changed: neither ends.
+            for _ in 0..3 {
+                assert!(poll_once(any.as_mut()).await.is_pending());
+                assert!(poll_once(fast.as_mut()).await.is_pending());
+            }
+            registered_tx.send(()).unwrap();
+            // Only a wake from the channel brings the task back here.
+            any.as_mut().await;
+            // Draining ends an idle session's wait, not the fast one.
+            assert!(poll_once(fast.as_mut()).await.is_pending());
+            drained_tx.send(()).unwrap();
+            fast.await;
+        });
+        registered.await.unwrap();
+        advance(&tx, Phase::Draining);
+        // Bounded so that a lost wake fails the test instead of hanging it.
+        let woken = std::time::Duration::from_secs(30);
+        tokio::time::timeout(woken, drained)
+            .await
+            .expect("the draining stop woke the session")
+            .unwrap();
+        advance(&tx, Phase::Now);
+        tokio::time::timeout(woken, session)
+            .await
+            .expect("the fast stop woke the session")
+            .unwrap();
     }
 
     #[tokio::test]

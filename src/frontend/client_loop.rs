@@ -58,9 +58,17 @@ pub async fn run(
     // The waits for a stop live as long as the session: a wait made for each message registers
     // with the channel and unregisters when dropped, which cost more than the rest of a
     // message's bookkeeping. Each is polled only until it ends the session.
+    // Polled only once the phase has moved, which is one atomic load at each message.
     let mut fast_rx = shutdown.clone();
-    let mut any_stop = std::pin::pin!(crate::shutdown::ends(&mut shutdown, true));
-    let mut fast_stop = std::pin::pin!(crate::shutdown::now(&mut fast_rx));
+    let probe = shutdown.clone();
+    let mut any_stop = std::pin::pin!(crate::shutdown::polled_on_change(
+        probe.clone(),
+        crate::shutdown::ends(&mut shutdown, true)
+    ));
+    let mut fast_stop = std::pin::pin!(crate::shutdown::polled_on_change(
+        probe,
+        crate::shutdown::now(&mut fast_rx)
+    ));
     let end = loop {
         // A client that stops sending with extended messages unsynced (libpq's pipeline mode
         // does, reading results before its Sync) is served as PostgreSQL serves it: the
