@@ -21,6 +21,9 @@ pub fn pins_in(text: &str, prepares_carried: bool) -> Option<&'static str> {
     if !text.contains(';') {
         return pins(text);
     }
+    if let Some(one) = crate::sql::single_statement(text) {
+        return pins(one);
+    }
     crate::sql::split_statements(text)
         .into_iter()
         .find_map(pins)

@@ -10,16 +10,21 @@
 //! produces that is not one analysable statement is refused by the planner, never sent anywhere
 //! whole.
 
-/// The statements of `sql`, trimmed, empty ones dropped.
-pub fn split_statements(sql: &str) -> Vec<&str> {
-    // Nearly every Query is one statement, perhaps with its `;`, and nothing the scanner must
-    // step over: it is its own piece, without the scan.
+/// `sql` as its one statement, trimmed (empty for none), when that is plain without the scan:
+/// nothing but a trailing `;` and nothing the scanner must step over. None: `split_statements`
+/// must scan it.
+pub fn single_statement(sql: &str) -> Option<&str> {
+    // Nearly every Query is one statement, perhaps with its `;`, and nothing to step over.
     let body = sql.trim_end().trim_end_matches(';');
     let b = body.as_bytes();
-    if memchr::memchr3(b';', b'\'', b'"', b).is_none()
-        && memchr::memchr3(b'-', b'/', b'$', b).is_none()
-    {
-        let piece = body.trim();
+    (memchr::memchr3(b';', b'\'', b'"', b).is_none()
+        && memchr::memchr3(b'-', b'/', b'$', b).is_none())
+    .then(|| body.trim())
+}
+
+/// The statements of `sql`, trimmed, empty ones dropped.
+pub fn split_statements(sql: &str) -> Vec<&str> {
+    if let Some(piece) = single_statement(sql) {
         return if piece.is_empty() {
             Vec::new()
         } else {

@@ -19,7 +19,7 @@ mod transaction;
 impl Exec<'_> {
     /// A simple-protocol Query: every statement in it, then one ReadyForQuery.
     pub async fn simple_query(&mut self, text: &str) -> R<()> {
-        if text.trim().trim_matches(';').trim().is_empty() {
+        if maybe_empty(text) && text.trim().trim_matches(';').trim().is_empty() {
             build::empty(b'I', &mut self.out);
             self.ready_for_query();
             return self.flush().await;
@@ -313,4 +313,47 @@ impl Exec<'_> {
 fn ahead_of(text: &str, piece: &str) -> u64 {
     let at = (piece.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
     text.get(..at).map_or(0, |t| t.chars().count() as u64)
+}
+
+/// False when `text` certainly holds more than whitespace and semicolons: its first byte past
+/// ASCII whitespace is another ASCII character (the case of nearly every Query, told without
+/// the Unicode-aware trims).
+fn maybe_empty(text: &str) -> bool {
+    match text.bytes().find(|c| !c.is_ascii_whitespace()) {
+        Some(c) => c == b';' || !c.is_ascii(),
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::maybe_empty;
+
+    #[test]
+    fn only_texts_that_may_be_empty_take_the_full_check() {
+        let empty = |t: &str| t.trim().trim_matches(';').trim().is_empty();
+        for text in [
+            "",
+            "  ",
+            ";",
+            " ; ",
+            "\n;\t",
+            "; ;",
+            "\u{a0}",
+            "\u{2003};",
+            "select 1",
+            "  SELECT 1;",
+            "\tx",
+            "-- c\n",
+            "ä",
+        ] {
+            // Never false for a text the full check finds empty.
+            assert!(maybe_empty(text) || !empty(text), "{text:?}");
+        }
+        assert!(!maybe_empty(
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1;"
+        ));
+        assert!(!maybe_empty("\n  begin"));
+        assert!(maybe_empty(" ;"));
+    }
 }

@@ -76,6 +76,11 @@ impl Exec<'_> {
     pub(super) async fn relay_until_ready_after(&mut self, shard: usize, prefix: u64) -> R<Step> {
         let mut step = Step::Done;
         loop {
+            // Rows and the like go on as they came, many at once, without a frame each.
+            self.pass_plain(shard, |t| {
+                matches!(t, b'D' | b'C' | b'I' | b'N') || (t == b'T' && shard == HOME)
+            })
+            .await?;
             let Some(f) = self.relay_recv(shard).await? else {
                 continue; // a large row, already passed on
             };
