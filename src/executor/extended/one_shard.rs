@@ -7,7 +7,7 @@ use crate::executor::link::unnamed_parses;
 use crate::executor::session::{Exec, Step, R};
 use crate::protocol::message::{ClientMessage, Kind, TargetKind};
 use crate::protocol::Frame;
-use crate::router::plan::Plan;
+use crate::router::plan::{Plan, HOME};
 use bytes::BytesMut;
 use std::collections::VecDeque;
 
@@ -103,8 +103,12 @@ impl Extended {
             loop {
                 // What needs no looking at goes to the client as it is, many messages at once.
                 let passing = |t| matches!(t, b'2' | b'D' | b'C' | b's' | b'I' | b'3' | b'N');
-                exec.pass_plain(shard, |t| passing(t) || (t == b'1' && swallow == 0))
-                    .await?;
+                // The home shard's columns of a portal need no translating, nor keeping.
+                let own_columns = shard == HOME && describing.is_none();
+                exec.pass_plain(shard, |t| {
+                    passing(t) || (t == b'1' && swallow == 0) || (t == b'T' && own_columns)
+                })
+                .await?;
                 let Some(f) = exec.relay_recv(shard).await? else {
                     continue; // a large row, already passed on
                 };
