@@ -142,8 +142,9 @@ impl TestCluster {
         let (shards, dir) = tokio::task::spawn_blocking(move || start_shards_like(n, unlike))
             .await
             .unwrap();
-        let port = free_port().unwrap();
-        let text = format!("{}\n{tail}", config_for(port, &shards, server_extra));
+        // Port 0: the proxy binds a port the kernel picks and reports it. A port chosen ahead
+        // can be taken meanwhile (by a parallel test's shard or an outgoing connection).
+        let text = format!("{}\n{tail}", config_for(0, &shards, server_extra));
         let config = Config::from_toml(&text).unwrap();
         let proxy = Proxy::start(&config).await.expect("proxy starts");
         TestCluster {
