@@ -5,7 +5,7 @@
 
 use crate::error::PgError;
 use bytes::{BufMut, BytesMut};
-use pgwire::messages::response::{ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::response::{ErrorResponse, NoticeResponse};
 use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
 use pgwire::messages::Message;
 
@@ -29,13 +29,13 @@ pub fn warning(code: &str, message: &str, buf: &mut BytesMut) {
     encode(&NoticeResponse::new(fields), buf);
 }
 
+/// Written in place: one ends every answer, and six fixed bytes need no encoder.
 pub fn ready_for_query(status: u8, buf: &mut BytesMut) {
     let status = match status {
-        b'T' => TransactionStatus::Transaction,
-        b'E' => TransactionStatus::Error,
-        _ => TransactionStatus::Idle,
+        b'T' | b'E' => status,
+        _ => b'I',
     };
-    encode(&ReadyForQuery::new(status), buf);
+    buf.extend_from_slice(&[b'Z', 0, 0, 0, 5, status]);
 }
 
 pub fn auth_ok(buf: &mut BytesMut) {
@@ -170,6 +170,22 @@ pub fn empty(tag: u8, buf: &mut BytesMut) {
 mod tests {
     use super::*;
     use crate::protocol::inspect;
+
+    #[test]
+    fn ready_for_query_is_what_pgwire_encodes() {
+        use pgwire::messages::response::{ReadyForQuery, TransactionStatus};
+        for (status, expected) in [
+            (b'I', TransactionStatus::Idle),
+            (b'T', TransactionStatus::Transaction),
+            (b'E', TransactionStatus::Error),
+            (b'?', TransactionStatus::Idle),
+        ] {
+            let (mut ours, mut theirs) = (BytesMut::new(), BytesMut::new());
+            ready_for_query(status, &mut ours);
+            encode(&ReadyForQuery::new(expected), &mut theirs);
+            assert_eq!(ours, theirs, "{}", status as char);
+        }
+    }
 
     #[test]
     fn error_round_trips_fields() {

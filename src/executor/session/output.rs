@@ -14,6 +14,9 @@ impl Exec<'_> {
 
     pub(super) fn pass_notifications(&mut self) {
         for link in &mut self.links {
+            if link.notifications.is_empty() {
+                continue;
+            }
             for n in link.notifications.drain(..) {
                 self.out.extend_from_slice(&n.bytes);
             }
