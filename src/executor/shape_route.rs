@@ -56,7 +56,7 @@ impl ShapeRoutes {
         if !route.learned_with(placement) {
             return None;
         }
-        route.plan(&parameters(shape))
+        route.plan_by_text(|n| shape.literal_text(n))
     }
 
     /// Whether the shape has been looked at under this placement (learned or found unroutable).

@@ -9,7 +9,7 @@
 //! read as a key, or a reloaded placement, goes back to full planning, which gives the proper
 //! answer.
 
-use crate::placement::{KeyType, Placement};
+use crate::placement::{KeyType, KeyValue, Placement};
 use crate::router::params::{Params, Read};
 use crate::router::plan::Plan;
 use std::sync::Arc;
@@ -71,6 +71,21 @@ impl Route {
         Arc::ptr_eq(&self.placement, placement)
     }
 
+    /// `plan` for values given as text, as a text-format parameter carries them: `text(n)` is
+    /// the text of `$n` (None for NULL). A shape's literals take this way, without a `Params`.
+    pub fn plan_by_text<'a>(&self, text: impl FnOnce(usize) -> Option<&'a str>) -> Option<Plan> {
+        match self.to {
+            To::Shard { shard, write } => Some(Plan::Shard { shard, write }),
+            To::ShardOfKey { param, ty, write } => {
+                let key = KeyValue::from_text(ty, text(param)?).ok()?;
+                Some(Plan::Shard {
+                    shard: self.placement.shard_of(&key),
+                    write,
+                })
+            }
+        }
+    }
+
     /// The plan for these values, or None when they need a full planning.
     pub fn plan(&self, params: &Params) -> Option<Plan> {
         match self.to {
@@ -127,6 +142,9 @@ mod tests {
             if let Some(cached) = route.plan(&params) {
                 assert_eq!(cached, full, "{sql} with {v:?}");
             }
+            // Values given as text (a shape's literals) take the same route.
+            let by_text = route.plan_by_text(|n| v.get(n.checked_sub(1)?).copied().flatten());
+            assert_eq!(by_text, route.plan(&params), "{sql} with {v:?} as text");
         }
         Some(route)
     }

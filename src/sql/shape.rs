@@ -209,6 +209,15 @@ impl Shape {
         out
     }
 
+    /// The text of the literal that `$n` stands for in `literal_texts` order (the first is
+    /// `$1`), as `literal_texts` gives it; None past the last or for another kind of literal.
+    pub fn literal_text(&self, n: usize) -> Option<&str> {
+        match self.literals.get(n.checked_sub(1)?)? {
+            Value::Number(text, _) | Value::SingleQuotedString(text) => Some(text),
+            _ => None,
+        }
+    }
+
     /// The literals in marker order, as a text-format parameter would carry them: a number as
     /// written, a string without its quotes.
     pub fn literal_texts(&self) -> Vec<Option<String>> {
@@ -299,6 +308,15 @@ mod tests {
             shape.literal_texts(),
             [Some("5".into()), Some("it's".into()), Some("10".into())]
         );
+        for (n, text) in [
+            (0, None),
+            (1, Some("5")),
+            (2, Some("it's")),
+            (3, Some("10")),
+            (4, None),
+        ] {
+            assert_eq!(shape.literal_text(n), text, "${n}");
+        }
         let template = shape.proven_template(&parse(sql)).unwrap();
         assert_eq!(
             Shape::as_parameters(&template).unwrap(),
