@@ -146,14 +146,19 @@ impl TestCluster {
         // can be taken meanwhile (by a parallel test's shard or an outgoing connection).
         let text = format!("{}\n{tail}", config_for(0, &shards, server_extra));
         let config = Config::from_toml(&text).unwrap();
-        let proxy = Proxy::start(&config).await.expect("proxy starts");
-        TestCluster {
-            port: proxy.local_addr.port(),
+        // The cluster exists before its proxy starts, so that a proxy that fails to start
+        // still has its shards stopped and their directory removed when the test unwinds.
+        let mut tc = TestCluster {
+            port: 0,
             shards,
             dir,
-            proxy: Some(proxy),
+            proxy: None,
             config,
-        }
+        };
+        let proxy = Proxy::start(&tc.config).await.expect("proxy starts");
+        tc.port = proxy.local_addr.port();
+        tc.proxy = Some(proxy);
+        tc
     }
 
     pub fn url(&self, user: &str, password: &str) -> String {
