@@ -109,6 +109,11 @@ impl Exec<'_> {
         Ok(())
     }
 
+    /// Whether the open transaction created types (whose numbers the catalog does not know).
+    pub fn has_own_types(&self) -> bool {
+        matches!(&self.txn, TxnState::Open(t) | TxnState::Failed(t) if !t.own_types.is_empty())
+    }
+
     /// `oid` of shard `from` as shard `to` numbers it, when the open transaction created it.
     pub fn own_type(&self, from: usize, to: usize, oid: u32) -> Option<u32> {
         let (TxnState::Open(t) | TxnState::Failed(t)) = &self.txn else {

@@ -24,6 +24,9 @@ pub struct Catalog {
     code_point_columns: Cache<ShardColumn, bool>,
     /// The same table and column on the first shard: (table OID, attribute number).
     columns: Cache<ShardColumn, (u32, i16)>,
+    /// Moved by every `forget`: what a session derived from these caches holds only while it
+    /// stays the same.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// A column as one shard numbers it: (shard, table OID, attribute number).
@@ -79,14 +82,24 @@ impl Catalog {
             timeout,
             code_point_columns: Cache::default(),
             columns: Cache::default(),
+            generation: Default::default(),
         }
     }
 
     /// After DDL: cached facts may no longer hold.
     pub fn forget(&self) {
+        use std::sync::atomic::Ordering;
+        // Moved before the caches are cleared: a session that reads the new generation then
+        // finds them cleared too.
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.types.forget();
         self.code_point_columns.clear();
         self.columns.clear();
+    }
+
+    /// Which `forget` the caches are at.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Column `column` of table `table_oid` on `shard`, as the first shard numbers the same

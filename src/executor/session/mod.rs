@@ -23,6 +23,7 @@ use tokio::io::AsyncWriteExt;
 mod on_shards;
 mod output;
 mod participants;
+mod shown_descriptions;
 pub mod state;
 mod statements;
 
@@ -111,6 +112,8 @@ pub struct Exec<'a> {
     pub describe_rows: bool,
     /// Catalog facts about the shards (see `backend::catalog`).
     pub catalog: Option<&'a crate::backend::catalog::Catalog>,
+    /// Descriptions translated for the client, by shard (see `for_client`).
+    shown_descriptions: shown_descriptions::ShownDescriptions,
     /// Shards that parsed or described something for the extended protocol outside the
     /// session's transaction, not yet followed by Sync: they are inside an implicit
     /// transaction of their own, which may hold a snapshot (see `settle`).
@@ -189,6 +192,7 @@ impl<'a> Exec<'a> {
             ahead: 0,
             describe_rows: true,
             catalog: None,
+            shown_descriptions: Default::default(),
             unsynced: std::collections::BTreeSet::new(),
             sql_statements: std::collections::HashMap::new(),
             input: None,

@@ -45,7 +45,9 @@ impl Exec<'_> {
     /// number (the ones a client can look up in the catalog it queries). Any other message is
     /// returned as it is. What cannot be translated is described as 0 (unknown), never as a
     /// number that may name something else on the first shard.
-    pub async fn for_client(&self, shard: usize, f: Frame) -> Frame {
+    ///
+    /// A description a shard sent before comes out as it did then (see `shown_descriptions`).
+    pub async fn for_client(&mut self, shard: usize, f: Frame) -> Frame {
         use crate::backend::catalog::type_oids::is_user;
         if shard == HOME || !matches!(f.tag, b'T' | b't') {
             return f;
@@ -53,6 +55,13 @@ impl Exec<'_> {
         let Some(catalog) = self.catalog else {
             return f;
         };
+        let generation = catalog.generation();
+        if let Some(shown) = self.shown_descriptions.get(shard, generation, &f.bytes) {
+            return Frame {
+                tag: f.tag,
+                bytes: shown,
+            };
+        }
         let Some(positions) = crate::protocol::inspect::type_oid_positions(&f.bytes) else {
             return f;
         };
@@ -74,6 +83,8 @@ impl Exec<'_> {
             return f;
         }
         let mut bytes = BytesMut::from(&f.bytes[..]);
+        // Whether every number was found in the catalog (see `shown_descriptions`).
+        let mut whole = !self.has_own_types();
         for (at, oid) in positions {
             let home = match self.own_type(shard, HOME, oid) {
                 Some(home) => Ok(home),
@@ -81,6 +92,7 @@ impl Exec<'_> {
             };
             let home = home.unwrap_or_else(|e| {
                 tracing::warn!("describing a column of user-defined type as unknown: {e}");
+                whole = false;
                 0
             });
             bytes[at..at + 4].copy_from_slice(&home.to_be_bytes());
@@ -91,15 +103,21 @@ impl Exec<'_> {
                     .await
                     .unwrap_or_else(|e| {
                         tracing::debug!("describing a column's origin as unknown: {e}");
+                        whole = false;
                         (0, 0)
                     });
                 bytes[at - 6..at - 2].copy_from_slice(&table.to_be_bytes());
                 bytes[at - 2..at].copy_from_slice(&column.to_be_bytes());
             }
         }
+        let shown = bytes.freeze();
+        if whole {
+            self.shown_descriptions
+                .keep(shard, generation, &f.bytes, shown.clone());
+        }
         Frame {
             tag: f.tag,
-            bytes: bytes.freeze(),
+            bytes: shown,
         }
     }
 
