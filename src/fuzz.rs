@@ -96,8 +96,10 @@ pub fn message(rng: &mut Rng) -> Frame {
             Bind {
                 portal: name(rng),
                 statement: name(rng),
-                param_formats,
-                values,
+                params: Params {
+                    values,
+                    formats: param_formats,
+                },
                 result_formats: (0..rng.below(3)).map(|_| rng.below(2) as i16).collect(),
             }
             .encode(&mut out)
@@ -220,7 +222,7 @@ fn decode_all(frame: &Frame, report: &mut Report) {
         _ => match ClientMessage::decode(frame.clone()) {
             Ok(m) => {
                 if let Kind::Bind(b) = &m.kind {
-                    let params = Params::of(b);
+                    let params = &b.params;
                     for n in 1..=params.values.len() {
                         let _ = params.key(n, KeyType::Integer);
                         let _ = params.key(n, KeyType::Uuid);

@@ -607,7 +607,10 @@ async fn within<T>(
             None => std::future::pending::<()>().await,
         }
     };
+    // The shard's answer first: it is what is waited for, and the order spares a random
+    // number per poll.
     tokio::select! {
+        biased;
         r = &mut io => Some(r),
         _ = down => {
             tracing::warn!(shard = %shard, "shard failed its health probes: giving up on it");

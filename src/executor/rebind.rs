@@ -40,9 +40,8 @@ pub(crate) fn rebind(
     Bind {
         portal: String::new(),
         statement: String::new(),
-        param_formats: params.formats.clone(),
-        values: params.values.clone(),
-        result_formats: result_formats.to_vec(),
+        params: params.clone(),
+        result_formats: result_formats.into(),
     }
     .encode(&mut b);
     if describe {

@@ -281,23 +281,23 @@ impl Exec<'_> {
     /// In transaction mode, a Parse of `EXECUTE name(args)` of a statement the session keeps
     /// becomes a Parse of that statement with the arguments in place (the Parse's own
     /// parameters stay parameters), since no shard connection holds `name`: Describe and Bind
-    /// then treat it as any statement. Any other message comes back as it was.
-    pub fn inline_execute(&self, m: ClientMessage) -> ClientMessage {
+    /// then treat it as any statement. Any other message is left as it was.
+    pub fn inline_execute(&self, m: &mut ClientMessage) {
         if !self.pool.shares() || self.sql_statements.is_empty() {
-            return m;
+            return;
         }
         let Kind::Parse(p) = &m.kind else {
-            return m;
+            return;
         };
         let first = crate::sql::without_leading_comments(&p.sql);
         if !first
             .get(..7)
             .is_some_and(|w| w.eq_ignore_ascii_case("execute"))
         {
-            return m;
+            return;
         }
         let Some(sql) = self.inlined(&p.sql) else {
-            return m;
+            return;
         };
         let parse = Parse {
             name: p.name.clone(),
@@ -306,13 +306,13 @@ impl Exec<'_> {
         };
         let mut bytes = bytes::BytesMut::new();
         parse.encode(&mut bytes);
-        ClientMessage {
+        *m = ClientMessage {
             frame: Frame {
                 tag: b'P',
                 bytes: bytes.freeze(),
             },
             kind: Kind::Parse(parse),
-        }
+        };
     }
 
     /// `sql`, an EXECUTE of a statement the session keeps, with its arguments in place; None

@@ -90,7 +90,13 @@ pub async fn run(
         // messages (Bind, Execute, Sync in one packet) are the common case.
         let frame = match input.take_whole() {
             Some(f) => f.map(Some),
+            // In this order, not a random one (which costs a random number per poll): a stop
+            // first, then the client, whose messages are what the session is for; a shard's
+            // unprompted message waits at most until the client pauses.
             None => tokio::select! {
+                biased;
+                _ = &mut fast_stop => break SessionEnd::Shutdown,
+                _ = &mut any_stop, if idle => break SessionEnd::Shutdown,
                 f = input.read_frame() => f,
                 (i, read) = exec.idle_input() => {
                     match exec.on_idle_input(i, read).await {
@@ -98,8 +104,6 @@ pub async fn run(
                         Err(stop) => break ended(stop),
                     }
                 }
-                _ = &mut fast_stop => break SessionEnd::Shutdown,
-                _ = &mut any_stop, if idle => break SessionEnd::Shutdown,
             },
         };
         let frame = match frame {
@@ -138,8 +142,8 @@ pub async fn run(
         // pending) makes it run, and until then there is nothing to carry out.
         let work = match frame.tag {
             b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => match ClientMessage::decode(frame) {
-                Ok(msg) => {
-                    let msg = for_shards(&mut exec, msg);
+                Ok(mut msg) => {
+                    for_shards(&mut exec, &mut msg);
                     if extended.join(&mut exec, msg) {
                         Work::RunBatch
                     } else if exec.wants_all_for_transaction() {
@@ -199,8 +203,9 @@ pub async fn run(
                 }
             });
             tokio::select! {
-                r = handled => r,
+                biased;
                 _ = &mut fast_stop => Err(SessionEnd::Shutdown),
+                r = handled => r,
             }
         };
         let result = match handled {
@@ -252,17 +257,16 @@ enum Work {
     TakeConnections,
 }
 
-/// An extended-protocol message as the shards must see it: a Parse that leaves state on its
-/// connection pins the session, and under pooling statement names are the session's own.
-fn for_shards(exec: &mut Exec<'_>, msg: ClientMessage) -> ClientMessage {
+/// Makes an extended-protocol message what the shards must see: a Parse that leaves state on
+/// its connection pins the session, and under pooling statement names are the session's own.
+/// In place: a message is a few hundred bytes, and each move through here copied it.
+fn for_shards(exec: &mut Exec<'_>, msg: &mut ClientMessage) {
     if let crate::protocol::message::Kind::Parse(p) = &msg.kind {
         exec.pin_for(&p.sql);
     }
     if exec.pool.renames() {
-        let renamed = exec.pool.names.rename(msg);
-        exec.inline_execute(renamed)
-    } else {
-        msg
+        exec.pool.names.rename(msg);
+        exec.inline_execute(msg);
     }
 }
 

@@ -63,8 +63,8 @@ pub struct StatementNames {
 }
 
 impl StatementNames {
-    /// The message as the shards must see it: statement names replaced by this session's.
-    pub fn rename(&mut self, mut m: ClientMessage) -> ClientMessage {
+    /// Makes the message what the shards must see: statement names replaced by this session's.
+    pub fn rename(&mut self, m: &mut ClientMessage) {
         match &mut m.kind {
             Kind::Parse(p) if !p.name.is_empty() => {
                 // A live name keeps its statement, so that the session refuses the Parse as
@@ -99,7 +99,6 @@ impl StatementNames {
             }
             _ => {}
         }
-        m
     }
 
     /// The statement with this shard name was closed: its client name is free again (unless a
@@ -183,10 +182,15 @@ mod tests {
         })
     }
 
+    fn renamed(names: &mut StatementNames, mut m: ClientMessage) -> ClientMessage {
+        names.rename(&mut m);
+        m
+    }
+
     #[test]
     fn every_parse_gets_a_fresh_name_that_binds_describes_and_closes_follow() {
         let mut names = StatementNames::default();
-        let p = names.rename(parse("S_1"));
+        let p = renamed(&mut names, parse("S_1"));
         let Kind::Parse(first) = &p.kind else {
             panic!()
         };
@@ -200,48 +204,53 @@ mod tests {
                 Bind {
                     portal: "p".into(),
                     statement: "S_1".into(),
-                    param_formats: vec![],
-                    values: vec![Some(bytes::Bytes::from_static(b"7"))],
-                    result_formats: vec![1],
+                    params: crate::protocol::message::Params {
+                        values: vec![Some(bytes::Bytes::from_static(b"7"))],
+                        formats: vec![],
+                    },
+                    result_formats: [1].as_slice().into(),
                 }
                 .encode(b)
             })
         };
-        let bind = names.rename(bind_s1());
+        let bind = renamed(&mut names, bind_s1());
         let decoded = ClientMessage::decode(bind.frame.clone()).unwrap();
         let Kind::Bind(b) = decoded.kind else {
             panic!()
         };
         assert_eq!(b.statement, first.name);
         assert_eq!(b.portal, "p");
-        assert_eq!(b.values, vec![Some(bytes::Bytes::from_static(b"7"))]);
+        assert_eq!(b.params.values, vec![Some(bytes::Bytes::from_static(b"7"))]);
 
-        let close = names.rename(message(|b| {
-            Target {
-                kind: TargetKind::Statement,
-                name: "S_1".into(),
-            }
-            .encode(b'C', b)
-        }));
+        let close = renamed(
+            &mut names,
+            message(|b| {
+                Target {
+                    kind: TargetKind::Statement,
+                    name: "S_1".into(),
+                }
+                .encode(b'C', b)
+            }),
+        );
         assert!(matches!(&close.kind, Kind::Close(t) if t.name == first.name));
         // A Parse of the live name names the live statement, which the session refuses.
-        let again = names.rename(parse("S_1"));
+        let again = renamed(&mut names, parse("S_1"));
         assert!(matches!(&again.kind, Kind::Parse(x) if x.name == first.name));
         assert_eq!(client_part(&first.name), "S_1");
         assert_eq!(client_part("S_1"), "S_1");
         // Until the Close is carried out, the name is still the statement's.
-        let bind = names.rename(bind_s1());
+        let bind = renamed(&mut names, bind_s1());
         assert!(matches!(&bind.kind, Kind::Bind(b) if b.statement == first.name));
         names.closed(&first.name);
         // After the Close, the same client name is a different statement.
-        let p2 = names.rename(parse("S_1"));
+        let p2 = renamed(&mut names, parse("S_1"));
         let Kind::Parse(second) = &p2.kind else {
             panic!()
         };
         assert_ne!(second.name, first.name);
         // Another session never shares a name.
         let mut other = StatementNames::default();
-        let Kind::Parse(theirs) = other.rename(parse("S_1")).kind else {
+        let Kind::Parse(theirs) = renamed(&mut other, parse("S_1")).kind else {
             panic!()
         };
         assert_ne!(theirs.name, second.name);
@@ -250,15 +259,18 @@ mod tests {
     #[test]
     fn the_unnamed_statement_and_portals_keep_their_names() {
         let mut names = StatementNames::default();
-        let p = names.rename(parse(""));
+        let p = renamed(&mut names, parse(""));
         assert!(matches!(&p.kind, Kind::Parse(x) if x.name.is_empty()));
-        let d = names.rename(message(|b| {
-            Target {
-                kind: TargetKind::Portal,
-                name: "S_1".into(),
-            }
-            .encode(b'D', b)
-        }));
+        let d = renamed(
+            &mut names,
+            message(|b| {
+                Target {
+                    kind: TargetKind::Portal,
+                    name: "S_1".into(),
+                }
+                .encode(b'D', b)
+            }),
+        );
         assert!(matches!(&d.kind, Kind::Describe(t) if t.name == "S_1"));
     }
 }

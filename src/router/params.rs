@@ -48,23 +48,11 @@ fn note(read: Read) {
     });
 }
 
-/// Parameters of one execution: values, per-value format codes (0 text, 1 binary) as Bind
-/// gives them (none = all text, one = applies to all).
-#[derive(Debug, Default, Clone)]
-pub struct Params {
-    pub values: Vec<Option<Bytes>>,
-    pub formats: Vec<i16>,
-}
+/// A Bind's parameters, defined with the message so that planning reads a decoded Bind's
+/// values where they are.
+pub use crate::protocol::message::Params;
 
 impl Params {
-    /// The parameters of a decoded Bind (values are shared, not copied).
-    pub fn of(bind: &crate::protocol::message::Bind) -> Params {
-        Params {
-            values: bind.values.clone(),
-            formats: bind.param_formats.clone(),
-        }
-    }
-
     /// The parameters at `picks` (0-based), in that order, with their formats.
     pub fn pick(&self, picks: &[usize]) -> Params {
         note(Read::Other);
@@ -98,6 +86,11 @@ impl Params {
         let Some(bytes) = slot else { return Ok(None) };
         if self.format_of(i) == 1 {
             KeyValue::from_binary(ty, bytes).map(Some)
+        } else if let Some(v) = (ty == KeyType::Integer)
+            .then(|| plain_integer(bytes))
+            .flatten()
+        {
+            Ok(Some(KeyValue::Integer(v)))
         } else {
             let s = std::str::from_utf8(bytes).map_err(|_| "parameter is not UTF-8".to_string())?;
             KeyValue::from_text(ty, s).map(Some)
@@ -235,9 +228,86 @@ fn binary_array(b: &Bytes, ty: KeyType) -> Result<Vec<KeyValue>, String> {
     Ok(out)
 }
 
+/// A text-format integer as drivers send keys (an optional sign and decimal digits), read as
+/// `str::parse` reads it but without the UTF-8 check and the trims, which cost more than the
+/// digits on the path of every bound lookup. None for anything else (blanks, overflow ...),
+/// which the general reading then takes.
+fn plain_integer(bytes: &[u8]) -> Option<i64> {
+    let (negative, digits) = match bytes.split_first()? {
+        (b'-', rest) => (true, rest),
+        (b'+', rest) => (false, rest),
+        _ => (false, bytes),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        // Built on the negative side, which reaches i64::MIN.
+        v = v.checked_mul(10)?.checked_sub((d - b'0') as i64)?;
+    }
+    if negative {
+        Some(v)
+    } else {
+        v.checked_neg()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whatever it reads, the general reading (`str::parse` of the trimmed text) reads the same.
+    #[test]
+    fn plain_integers_read_as_parse_reads_them() {
+        let texts = [
+            "0",
+            "7",
+            "-7",
+            "+7",
+            "007",
+            "-0",
+            "42abc",
+            "",
+            "-",
+            "+",
+            " 5",
+            "5 ",
+            "1_000",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "99999999999999999999",
+            "１２",
+            "--1",
+            "+-1",
+        ];
+        for t in texts {
+            let fast = plain_integer(t.as_bytes());
+            let general = t.trim().parse::<i64>().ok();
+            if fast.is_some() {
+                assert_eq!(fast, general, "{t:?}");
+            }
+            assert_eq!(
+                Params {
+                    values: vec![Some(Bytes::copy_from_slice(t.as_bytes()))],
+                    formats: vec![],
+                }
+                .key(1, KeyType::Integer)
+                .ok()
+                .flatten(),
+                general.map(KeyValue::Integer),
+                "{t:?}"
+            );
+        }
+        assert_eq!(plain_integer(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(plain_integer(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(plain_integer(b" 5"), None);
+    }
 
     #[test]
     fn recording_notes_the_values_read_and_only_while_it_lasts() {

@@ -158,6 +158,15 @@ pub fn without_leading_comments(mut sql: &str) -> &str {
     }
 }
 
+/// Whether the first word of `sql` (after comments and blanks) is `word`, an ASCII keyword given
+/// in lower case, in any case.
+pub fn first_word_is(sql: &str, word: &str) -> bool {
+    let b = without_leading_comments(sql).as_bytes();
+    b.len() >= word.len()
+        && b[..word.len()].eq_ignore_ascii_case(word.as_bytes())
+        && !b.get(word.len()).is_some_and(|&c| is_ident(c))
+}
+
 fn push<'a>(out: &mut Vec<&'a str>, piece: &'a str) {
     let piece = piece.trim();
     if !piece.is_empty() {
@@ -228,6 +237,38 @@ fn skip_dollar(b: &[u8], i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_word_after_comments_in_any_case() {
+        assert!(first_word_is("insert into t values (1)", "insert"));
+        assert!(first_word_is(
+            " -- c\n/* a /* b */ */\tINSERT\ninto t",
+            "insert"
+        ));
+        assert!(first_word_is("Insert", "insert"));
+        assert!(!first_word_is("inserted", "insert"));
+        assert!(!first_word_is("select 'insert'", "insert"));
+        assert!(!first_word_is("ins", "insert"));
+        assert!(!first_word_is("é", "insert"));
+        // Every text sqlparser reads as an INSERT starts with the word.
+        for sql in [
+            "insert into t values (1)",
+            "/* x */ INSERT INTO t SELECT 1",
+            "insert into t(a) values ($1) returning *",
+            "with x as (select 1) insert into t select * from x",
+            "select 1",
+            "(select 1)",
+        ] {
+            let parsed = sqlparser::parser::Parser::parse_sql(
+                &sqlparser::dialect::PostgreSqlDialect {},
+                sql,
+            )
+            .unwrap();
+            if matches!(parsed[0], sqlparser::ast::Statement::Insert(_)) {
+                assert!(first_word_is(sql, "insert"), "{sql}");
+            }
+        }
+    }
 
     #[test]
     fn splits_at_top_level_semicolons_only() {

@@ -14,10 +14,12 @@
 //! shard (Parse+Bind+Describe+Execute+Sync) and merges like a simple one.
 //!
 //! This file holds the session's statements and portals and the batch loop (collect, route, run,
-//! Sync); `routing` decides where a batch goes, `one_shard` is the fast path, `portal` the
-//! message-by-message path (Bind, Describe, Close) and `execute` its Execute, `local_portal`
-//! the portals the proxy carries out, `rebind` builds the requests for statements run on
-//! several shards, `fixed_result` keeps a statement's result columns as PostgreSQL does.
+//! Sync); `statement` is a prepared statement as the session keeps it, `routing` decides where
+//! a batch goes, `one_shard` is the fast path, `portal` the message-by-message path (Bind,
+//! Describe, Close) and `execute` its Execute, `local_portal` the portals the proxy carries
+//! out, `rebind` builds the requests for statements run on several shards, `fixed_result`
+//! keeps a statement's result columns as PostgreSQL does, `shard_set` the small per-batch
+//! sets of shards.
 
 mod execute;
 mod fixed_result;
@@ -27,6 +29,10 @@ mod one_shard;
 mod portal;
 pub(crate) mod route_cache;
 mod routing;
+mod shard_set;
+mod statement;
+use shard_set::ShardSet;
+use statement::Statement;
 
 use super::session::{Exec, Step, R};
 use crate::error::PgError;
@@ -35,34 +41,13 @@ use crate::protocol::{build, Frame};
 use crate::router::params::Params;
 use crate::router::plan::{plan, plan_unparsed, Plan, TxnCmd, HOME};
 use crate::txn::state::TxnState;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use foldhash::HashMap;
-use std::collections::BTreeSet;
 
 /// Pending messages (without a Sync or Flush) that make the session run them instead of
 /// collecting more: PostgreSQL keeps no such backlog, so neither may the proxy.
 const PENDING_LIMIT_BYTES: usize = 1 << 20;
 const PENDING_LIMIT_MESSAGES: usize = 1024;
-
-struct Statement {
-    /// The client's Parse message, replayed on shards that have not prepared it.
-    parse: Bytes,
-    sql: String,
-    /// Parameter types the client declared in its Parse.
-    param_types: Vec<u32>,
-    ast: Option<Ast>,
-    /// The server connections it was prepared on (see `ShardLink::conn_id`, unique in the
-    /// process): with pooling, a shard's connection changes between transactions, and a
-    /// session may meet a connection again that still holds its statement.
-    on: foldhash::HashSet<u64>,
-    /// For the unnamed statement: each shard's `ShardLink::unnamed_parses` once it was parsed
-    /// there. The proxy's own re-binds use the unnamed statement too and replace it.
-    parsed_at: std::collections::BTreeMap<usize, u64>,
-    unnamed: bool,
-    /// The result columns (RowDescription or NoData) the client was shown when it described
-    /// the statement: PostgreSQL keeps them fixed (see `fixed_result`).
-    columns: Option<Frame>,
-}
 
 enum Portal {
     /// Bound on this shard under the client's name.
@@ -84,93 +69,6 @@ fn buffered(delta: i64) {
     }
 }
 
-impl Statement {
-    fn new(exec: &Exec<'_>, m: &ClientMessage, p: &Parse) -> Statement {
-        Statement {
-            // A copy: the message is a slice of the session's read buffer, which a statement
-            // kept for the session's life would otherwise hold (and keep from being reused).
-            parse: Bytes::copy_from_slice(&m.frame.bytes),
-            sql: p.sql.clone(),
-            param_types: p.param_types.clone(),
-            ast: parse_ast_for(exec, &p.sql),
-            on: Default::default(),
-            parsed_at: Default::default(),
-            unnamed: p.name.is_empty(),
-            columns: None,
-        }
-    }
-
-    /// The same Parse of the unnamed statement again: a new statement with this one's text,
-    /// types and tree, held nowhere yet and its columns not shown.
-    fn renew(&mut self, exec: &Exec<'_>) {
-        self.on.clear();
-        self.parsed_at.clear();
-        self.columns = None;
-        // An INSERT's tree carries the table's columns as the session knows them now.
-        if self
-            .ast
-            .as_ref()
-            .is_some_and(|a| matches!(**a, sqlparser::ast::Statement::Insert(_)))
-        {
-            self.ast = parse_ast_for(exec, &self.sql);
-        }
-    }
-
-    /// Whether shard `s` holds this statement now (a Bind there needs no Parse first). A
-    /// link holding no connection holds nothing: callers about to send check one out first
-    /// (`ShardLink::ensure`), so that a statement it already holds is not parsed again.
-    fn held_on(&self, exec: &Exec<'_>, s: usize) -> bool {
-        self.held_after(exec, s, 0)
-    }
-
-    /// Whether shard `s` will hold this statement once `pending` more messages replacing the
-    /// unnamed statement, written but not yet sent, reach it (see `unnamed_parses`).
-    fn held_after(&self, exec: &Exec<'_>, s: usize, pending: u64) -> bool {
-        let conn = exec.links[s].conn_id();
-        conn != 0
-            && self.on.contains(&conn)
-            && (!self.unnamed
-                || self.parsed_at.get(&s) == Some(&(exec.links[s].unnamed_parses + pending)))
-    }
-
-    /// After the client's Parse of it was sent to shard `s`.
-    fn sent_to(&mut self, exec: &Exec<'_>, s: usize) {
-        self.on.insert(exec.links[s].conn_id());
-        self.parsed_at.insert(s, exec.links[s].unnamed_parses);
-    }
-
-    /// Shards holding it now.
-    fn held_shards<'s>(&'s self, exec: &'s Exec<'_>) -> impl Iterator<Item = usize> + 's {
-        (0..exec.links.len()).filter(|&s| self.held_on(exec, s))
-    }
-
-    /// Whether the client declared a user-defined parameter type (whose OID differs per shard).
-    fn declares_user_types(&self) -> bool {
-        self.param_types
-            .iter()
-            .any(|o| crate::backend::catalog::type_oids::is_user(*o))
-    }
-
-    /// The client's Parse as `shard` must receive it: with its declared types translated into
-    /// that shard's OIDs (the client's are the first shard's).
-    async fn parse_for(&self, exec: &Exec<'_>, shard: usize) -> Result<Bytes, PgError> {
-        if shard == HOME || !self.declares_user_types() {
-            return Ok(self.parse.clone());
-        }
-        let name = crate::protocol::message::Parse::decode(&self.parse.slice(5..))
-            .map(|p| p.name)
-            .unwrap_or_default();
-        let mut b = bytes::BytesMut::new();
-        crate::protocol::message::Parse {
-            name,
-            sql: self.sql.clone(),
-            param_types: exec.types_for(shard, &self.param_types).await?,
-        }
-        .encode(&mut b);
-        Ok(b.freeze())
-    }
-}
-
 #[derive(Default)]
 pub struct Extended {
     statements: HashMap<String, Statement>,
@@ -181,13 +79,15 @@ pub struct Extended {
     /// An error happened in this batch: discard messages until Sync.
     failed: bool,
     /// Shards that received messages since the last Sync.
-    touched: BTreeSet<usize>,
+    touched: ShardSet,
     /// The result columns of the last statement Describe relayed (see `relay_one`).
     described: Option<Frame>,
     /// Where Binds of each statement text go, as their first planning showed.
     routes: route_cache::Routes,
     /// The last Parse text found valid (see `ParseChecked`).
     parse_checked: ParseChecked,
+    /// The fast path's write buffer, kept for the next batch (see `keep_out`).
+    out: BytesMut,
 }
 
 /// The last Parse text that `parse_error` passed, with the placement it was checked against.
@@ -254,8 +154,10 @@ impl Extended {
             .last()
             .is_some_and(|m| matches!(m.tag(), b'S' | b'H'))
         {
-            let batch = self.take_batch();
-            self.run_batch(exec, batch).await?;
+            let mut batch = self.take_batch();
+            let ran = self.run_batch(exec, &mut batch).await;
+            self.reuse(batch);
+            ran?;
             exec.flush().await
         } else {
             self.run_pending(exec).await
@@ -311,8 +213,10 @@ impl Extended {
     /// Runs the pending messages as a batch, as if the client had sent Flush (it went quiet
     /// before its Sync): the same routing and transaction rules as a synced batch.
     pub async fn run_unsynced(&mut self, exec: &mut Exec<'_>) -> R<()> {
-        let batch = self.take_batch();
-        self.run_batch(exec, batch).await
+        let mut batch = self.take_batch();
+        let ran = self.run_batch(exec, &mut batch).await;
+        self.reuse(batch);
+        ran
     }
 
     /// After an error, PostgreSQL discards every message until Sync, a simple Query included.
@@ -325,30 +229,51 @@ impl Extended {
         std::mem::take(&mut self.batch)
     }
 
-    async fn run_batch(&mut self, exec: &mut Exec<'_>, batch: Vec<ClientMessage>) -> R<()> {
-        fetch_insert_columns(exec, &batch).await?;
+    /// Keeps the fast path's sent buffer for the next batch, unless a large batch grew it.
+    fn keep_out(&mut self, mut out: BytesMut) {
+        const KEPT_BYTES: usize = 16 * 1024;
+        if out.capacity() <= KEPT_BYTES {
+            out.clear();
+            self.out = out;
+        }
+    }
+
+    /// Gives a run batch's allocation back for the next one: most batches are a handful of
+    /// messages, and growing a new vector for each took two allocations and their copies. One
+    /// that grew large (a long pipeline) is let go rather than held for the session's life.
+    fn reuse(&mut self, mut batch: Vec<ClientMessage>) {
+        const KEPT_CAPACITY: usize = 16;
+        batch.clear();
+        if self.batch.capacity() == 0 && batch.capacity() <= KEPT_CAPACITY {
+            self.batch = batch;
+        }
+    }
+
+    /// Runs `batch` (what it leaves in it is spent: see `reuse`).
+    async fn run_batch(&mut self, exec: &mut Exec<'_>, batch: &mut Vec<ClientMessage>) -> R<()> {
+        fetch_insert_columns(exec, batch).await?;
         // In a failed transaction every Parse and Bind is checked (see `aborted`).
         if !self.failed && !matches!(exec.txn, TxnState::Failed(_)) {
-            if let Some((shard, plans)) = self.single_destination(exec, &batch) {
-                return self.run_on_one_shard(exec, shard, batch, plans).await;
+            if let Some(one) = self.single_destination(exec, batch) {
+                return self.run_on_one_shard(exec, one, batch).await;
             }
         }
         // PostgreSQL runs the messages up to Sync as one implicit transaction; when they write
         // on several shards, so does the proxy, committing at Sync.
-        if exec.txn == TxnState::Idle && self.writes_several_shards(exec, &batch) {
+        if exec.txn == TxnState::Idle && self.writes_several_shards(exec, batch) {
             exec.txn = exec.new_txn("BEGIN".into(), true);
         }
         // A snapshot transaction takes its cut on the shards the batch binds to, before any
         // message runs.
         if matches!(&exec.txn, TxnState::Open(t) if t.snapshot && t.cut.is_none()) {
-            let shards = self.bound_shards(exec, &batch);
+            let shards = self.bound_shards(exec, batch);
             if !shards.is_empty() && exec.ensure_cut().await? == Step::Failed {
                 exec.txn.fail();
                 return self.fail_rest(exec, batch).await;
             }
         }
         exec.copied_in = false;
-        for frame in batch {
+        for frame in batch.drain(..) {
             // PostgreSQL ignores a Sync that reaches it during COPY FROM STDIN, and one sent
             // with the Execute that began the COPY did; the Sync after the data ends it.
             if frame.tag() == b'S' && std::mem::take(&mut exec.copied_in) {
@@ -381,6 +306,9 @@ impl Extended {
 
     /// DEALLOCATE / DISCARD ALL ran on the shards: their prepared statements are gone.
     fn forget_deallocated(&mut self, exec: &mut Exec<'_>) {
+        if exec.deallocated.is_empty() {
+            return;
+        }
         for name in std::mem::take(&mut exec.deallocated) {
             match name {
                 None => self.statements.clear(),
@@ -391,7 +319,7 @@ impl Extended {
         }
     }
 
-    async fn fail_rest(&mut self, exec: &mut Exec<'_>, batch: Vec<ClientMessage>) -> R<()> {
+    async fn fail_rest(&mut self, exec: &mut Exec<'_>, batch: &[ClientMessage]) -> R<()> {
         self.failed = true;
         if batch.last().is_some_and(|m| m.tag() == b'S') {
             self.sync(exec).await?;
@@ -475,7 +403,8 @@ impl Extended {
 
     /// Sync: every touched shard syncs; one ReadyForQuery with the session's status.
     async fn sync(&mut self, exec: &mut Exec<'_>) -> R<()> {
-        for s in std::mem::take(&mut self.touched) {
+        let touched = std::mem::take(&mut self.touched);
+        for s in touched.iter() {
             exec.unsynced.remove(&s);
             exec.links[s].send(b"S\0\0\0\x04").await?;
             loop {
@@ -581,7 +510,9 @@ fn plan_sql(exec: &Exec<'_>, sql: &str, ast: &Option<Ast>, params: &Params) -> P
 /// Reads the column order of the tables that the batch's INSERTs without a column list write,
 /// before any of them is planned (placement needs to know which value is the key).
 async fn fetch_insert_columns(exec: &mut Exec<'_>, batch: &[ClientMessage]) -> R<()> {
-    for p in parses(batch) {
+    // Only a text whose first word is INSERT parses as one: the others are not looked up in
+    // the parse cache (a hash of the whole text) for nothing.
+    for p in parses(batch).filter(|p| crate::sql::first_word_is(&p.sql, "insert")) {
         if let Some(stmt) = parse_ast(exec, &p.sql) {
             exec.fetch_insert_columns(&stmt).await?;
         }

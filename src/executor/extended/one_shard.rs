@@ -2,13 +2,13 @@
 //! Parse of any statement that shard has not prepared yet (whose ParseComplete the client must
 //! not see).
 
+use super::routing::OneShard;
 use super::{binds, snapshot_without, Extended, Portal};
 use crate::executor::link::unnamed_parses;
 use crate::executor::session::{Exec, Step, R};
 use crate::protocol::message::{ClientMessage, Kind, TargetKind};
 use crate::protocol::Frame;
 use crate::router::plan::{Plan, HOME};
-use bytes::BytesMut;
 use std::collections::VecDeque;
 
 impl Extended {
@@ -16,20 +16,21 @@ impl Extended {
     pub(super) async fn run_on_one_shard(
         &mut self,
         exec: &mut Exec<'_>,
-        shard: usize,
-        batch: Vec<ClientMessage>,
-        plans: Vec<Plan>,
+        one: OneShard,
+        batch: &[ClientMessage],
     ) -> R<()> {
-        // Writes and transactions: check and enlist before anything is sent.
-        let mut writes = false;
-        for plan in &plans {
-            exec.routes.note(plan);
-            writes |= matches!(plan, Plan::Shard { write: true, .. });
+        let shard = one.shard;
+        for _ in 0..one.binds {
+            exec.routes.note(&Plan::Shard {
+                shard,
+                write: one.writes,
+            });
         }
-        if writes {
+        // Writes and transactions: check and enlist before anything is sent.
+        if one.writes {
             exec.txn.note_write(shard);
         }
-        let any_bind = binds(&batch).next().is_some();
+        let any_bind = binds(batch).next().is_some();
         let skip = !any_bind
             && batch.last().is_some_and(|m| m.tag() == b'S')
             && snapshot_without(exec, shard);
@@ -40,14 +41,16 @@ impl Extended {
         // Whether the shard holds a statement is a question about the connection that will
         // run the batch: take it now.
         exec.links[shard].ensure().await?;
-        if self.prepare_described(exec, shard, &batch).await? == Step::Failed {
+        if self.prepare_described(exec, shard, batch).await? == Step::Failed {
             exec.txn.fail();
             return self.fail_rest(exec, batch).await;
         }
         // Sized for the batch and a Parse or two in front: grown by doubling it would be copied
-        // several times.
+        // several times. The last batch's buffer is reused.
         let size: usize = batch.iter().map(|m| m.frame.bytes.len()).sum();
-        let mut out = BytesMut::with_capacity(size + 256);
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        out.reserve(size + 256);
         let mut swallow = 0usize;
         let mut ends_with_sync = false;
         // Binds (by position in the batch) sent behind a Parse of their statement.
@@ -88,6 +91,7 @@ impl Extended {
             out.extend_from_slice(b"H\0\0\0\x04");
         }
         exec.links[shard].send(&out).await?;
+        self.keep_out(out);
         // The batch ends with the client's own unnamed statement on the shard, if it has one.
         if let Some(st) = self.statements.get_mut("") {
             if st.on.contains(&exec.links[shard].conn_id()) {
@@ -98,7 +102,7 @@ impl Extended {
         let mut errored = false;
         if ends_with_sync {
             // The statements the batch describes, in order, and the one whose columns come next.
-            let mut describes = described_statements(&batch);
+            let mut describes = described_statements(batch);
             let mut describing: Option<String> = None;
             loop {
                 // What needs no looking at goes to the client as it is, many messages at once.

@@ -117,7 +117,7 @@ impl Extended {
     }
 
     pub(super) async fn bind(&mut self, exec: &mut Exec<'_>, f: &Frame, b: &Bind) -> R<Step> {
-        let (portal, stmt, params) = (b.portal.clone(), &b.statement, Params::of(b));
+        let (portal, stmt, params) = (b.portal.clone(), &b.statement, b.params.clone());
         let Some(st) = self.statements.get(stmt) else {
             return Ok(exec.error(&PgError::error(
                 "26000",
@@ -251,7 +251,7 @@ impl Extended {
                         sql,
                         params,
                         param_types,
-                        result_formats: b.result_formats.clone(),
+                        result_formats: b.result_formats.to_vec(),
                         pending: None,
                         held: 0,
                         columns,

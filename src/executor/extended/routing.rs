@@ -8,22 +8,33 @@ use crate::protocol::message::{ClientMessage, Kind, Target, TargetKind};
 use crate::router::params::Params;
 use crate::router::plan::{Plan, HOME};
 use foldhash::HashMap;
+use smallvec::SmallVec;
 use std::collections::BTreeSet;
+
+/// A batch every message of which runs on one shard.
+pub(super) struct OneShard {
+    pub shard: usize,
+    /// How many Binds it has, each planned to `shard`.
+    pub binds: usize,
+    /// Whether any of them writes.
+    pub writes: bool,
+}
 
 impl Extended {
     /// The one shard every message of the batch goes to, if there is one and nothing in the
-    /// batch needs the proxy; with the plans of its Binds, which the fast path uses rather than
-    /// plan them again.
+    /// batch needs the proxy; with what its Binds' plans said, which the fast path uses rather
+    /// than plan them again.
     pub(super) fn single_destination(
         &mut self,
         exec: &Exec<'_>,
         batch: &[ClientMessage],
-    ) -> Option<(usize, Vec<Plan>)> {
-        let mut plans = Vec::new();
+    ) -> Option<OneShard> {
+        let (mut binds, mut writes) = (0, false);
         // Statements parsed and portals bound in this batch (a few at most: searched, not
-        // hashed), with the shard each went to; a later entry of a name overrides.
-        let mut parsed: Vec<(&str, Option<usize>)> = Vec::new();
-        let mut bound: Vec<(&str, usize)> = Vec::new();
+        // hashed, and held inline: this runs for every batch), with the shard each went to; a
+        // later entry of a name overrides.
+        let mut parsed: SmallVec<[(&str, Option<usize>); 4]> = SmallVec::new();
+        let mut bound: SmallVec<[(&str, usize); 4]> = SmallVec::new();
         fn last<T: Copy>(entries: &[(&str, T)], name: &str) -> Option<T> {
             entries
                 .iter()
@@ -55,7 +66,7 @@ impl Extended {
                     if ast.as_ref().is_some_and(|a| exec.may_need_values(a)) {
                         return None;
                     }
-                    let plan = self.routes.plan(exec, sql, &ast, &Params::of(b));
+                    let plan = self.routes.plan(exec, sql, &ast, &b.params);
                     match plan {
                         // A statement prepared elsewhere with user-defined parameter
                         // types needs them translated for this shard: the slow path does it.
@@ -75,7 +86,8 @@ impl Extended {
                             {
                                 d.1 = Some(shard);
                             }
-                            plans.push(Plan::Shard { shard, write });
+                            binds += 1;
+                            writes |= write;
                             agree(&mut dest, shard)
                         }
                         _ => false,
@@ -114,14 +126,18 @@ impl Extended {
             }
         }
         // Parsed-but-unbound statements go to the batch's shard (or home).
-        Some((dest.unwrap_or(HOME), plans))
+        Some(OneShard {
+            shard: dest.unwrap_or(HOME),
+            binds,
+            writes,
+        })
     }
 
     /// The shards the batch's Binds run on.
     pub(super) fn bound_shards(&self, exec: &Exec<'_>, batch: &[ClientMessage]) -> Vec<usize> {
         let mut shards = BTreeSet::new();
         for b in binds(batch) {
-            match self.plan_for(exec, &b.statement, &Params::of(b), batch) {
+            match self.plan_for(exec, &b.statement, &b.params, batch) {
                 Some(Plan::Shard { shard, .. }) => {
                     shards.insert(shard);
                 }
@@ -137,7 +153,7 @@ impl Extended {
     pub(super) fn writes_several_shards(&self, exec: &Exec<'_>, batch: &[ClientMessage]) -> bool {
         let mut written = BTreeSet::new();
         for b in binds(batch) {
-            match self.plan_for(exec, &b.statement, &Params::of(b), batch) {
+            match self.plan_for(exec, &b.statement, &b.params, batch) {
                 Some(Plan::Shard { shard, write: true }) => {
                     written.insert(shard);
                 }
@@ -178,6 +194,18 @@ fn source_for<'s>(
     batch: &'s [ClientMessage],
 ) -> Option<(&'s str, Option<Ast>)> {
     if let Some(p) = parses(batch).rev().find(|p| p.name == stmt) {
+        // Drivers parse the same text again for every query: the tree the session holds for
+        // it serves, but for an INSERT's (filled with the table's columns as known now).
+        let same = statements.get(stmt).filter(|s| {
+            s.sql == p.sql
+                && !s
+                    .ast
+                    .as_ref()
+                    .is_some_and(|a| matches!(**a, sqlparser::ast::Statement::Insert(_)))
+        });
+        if let Some(s) = same {
+            return Some((&p.sql, s.ast.clone()));
+        }
         return Some((&p.sql, parse_ast_for(exec, &p.sql)));
     }
     let s = statements.get(stmt)?;

@@ -7,17 +7,26 @@
 use super::cursor::{Cursor, DecodeError};
 use super::put_cstr;
 use bytes::{BufMut, Bytes, BytesMut};
+use smallvec::SmallVec;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
     pub portal: String,
     pub statement: String,
-    /// Per-parameter format codes as sent: none (all text), one (applies to all), or one each.
-    pub param_formats: Vec<i16>,
-    /// Values; `None` is SQL NULL. Slices of the message body, not copies.
+    /// The bound values, which routing reads keys from as they are (see `router::params`).
+    pub params: Params,
+    /// Result-column format codes, with the same none/one/each convention as the parameters'.
+    /// Inline: drivers send one, and this is decoded for every Bind.
+    pub result_formats: SmallVec<[i16; 2]>,
+}
+
+/// Parameters of one execution: values, and per-value format codes (0 text, 1 binary) as Bind
+/// gives them (none = all text, one = applies to all).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Params {
+    /// Values; `None` is SQL NULL. In a decoded Bind, slices of the message body, not copies.
     pub values: Vec<Option<Bytes>>,
-    /// Result-column format codes, with the same none/one/each convention.
-    pub result_formats: Vec<i16>,
+    pub formats: Vec<i16>,
 }
 
 fn format_code(c: &Cursor<'_>, code: i16) -> Result<i16, DecodeError> {
@@ -55,7 +64,7 @@ impl Bind {
             });
         }
         let n = c.count("result format", 2)?;
-        let mut result_formats = Vec::with_capacity(n);
+        let mut result_formats = SmallVec::with_capacity(n);
         for _ in 0..n {
             let code = c.i16()?;
             result_formats.push(format_code(&c, code)?);
@@ -64,8 +73,10 @@ impl Bind {
         Ok(Bind {
             portal,
             statement,
-            param_formats,
-            values,
+            params: Params {
+                values,
+                formats: param_formats,
+            },
             result_formats,
         })
     }
@@ -77,12 +88,12 @@ impl Bind {
         super::frame(out, b'B', |b| {
             put_cstr(b, &self.portal);
             put_cstr(b, &self.statement);
-            b.put_i16(self.param_formats.len() as i16);
-            for f in &self.param_formats {
+            b.put_i16(self.params.formats.len() as i16);
+            for f in &self.params.formats {
                 b.put_i16(*f);
             }
-            b.put_i16(self.values.len() as i16);
-            for v in &self.values {
+            b.put_i16(self.params.values.len() as i16);
+            for v in &self.params.values {
                 match v {
                     None => b.put_i32(-1),
                     Some(bytes) => {
@@ -121,9 +132,12 @@ mod tests {
         let bind = Bind::decode(&b).unwrap();
         assert_eq!(bind.portal, "p");
         assert_eq!(bind.statement, "s");
-        assert_eq!(bind.param_formats, vec![1]);
-        assert_eq!(bind.values, vec![Some(Bytes::from_static(b"42")), None]);
-        assert_eq!(bind.result_formats, vec![0]);
+        assert_eq!(bind.params.formats, vec![1]);
+        assert_eq!(
+            bind.params.values,
+            vec![Some(Bytes::from_static(b"42")), None]
+        );
+        assert_eq!(bind.result_formats.as_slice(), [0]);
     }
 
     #[test]

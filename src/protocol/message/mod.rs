@@ -14,7 +14,7 @@ mod parse;
 mod simple;
 mod target;
 
-pub use bind::Bind;
+pub use bind::{Bind, Params};
 pub use cursor::{Cursor, DecodeError};
 pub use parse::Parse;
 pub use simple::{Execute, Query};
