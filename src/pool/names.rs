@@ -143,7 +143,8 @@ impl StatementNames {
 /// `frame` with the name of `old_len` bytes at body offset `at` replaced by `new`.
 fn respliced(frame: &Frame, at: usize, old_len: usize, new: &str) -> Frame {
     let body = frame.body();
-    let mut out = BytesMut::with_capacity(frame.bytes.len() + new.len());
+    // Sized exactly: a buffer with room to spare costs one more allocation when frozen.
+    let mut out = BytesMut::with_capacity(frame.bytes.len() - old_len + new.len());
     out.put_u8(frame.tag);
     out.put_i32((4 + body.len() - old_len + new.len()) as i32);
     out.put_slice(&body[..at]);
