@@ -7,9 +7,23 @@ use crate::config::PoolMode;
 use crate::error::PgError;
 use crate::pool::settings::{self, Change};
 use crate::protocol::build;
+use crate::protocol::message::{ClientMessage, Kind};
 use crate::txn::state::TxnState;
 
 impl Exec<'_> {
+    /// Makes an extended-protocol message what the shards must see: a Parse that leaves state
+    /// on its connection pins the session, and under pooling statement names are the
+    /// session's own. In place: a message is a few hundred bytes, and each move copies it.
+    pub fn for_shards(&mut self, msg: &mut ClientMessage) {
+        if let Kind::Parse(p) = &msg.kind {
+            self.pin_for(&p.sql);
+        }
+        if self.pool.renames() {
+            self.pool.names.rename(msg);
+            self.inline_execute(msg);
+        }
+    }
+
     /// Between requests: in transaction mode, a session outside any transaction, with nothing
     /// pending on a shard, gives its connections back.
     pub fn release_if_idle(&mut self, extended_pending: bool) {

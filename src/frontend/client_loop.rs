@@ -9,7 +9,7 @@ use crate::executor::link::ShardLink;
 use crate::executor::session::{Exec, Stop};
 use crate::frontend::ProxyContext;
 use crate::frontend::SessionEnd;
-use crate::protocol::message::{ClientMessage, Query};
+use crate::protocol::message::Query;
 use crate::protocol::Frame;
 use crate::txn::state::TxnState;
 
@@ -141,20 +141,17 @@ pub async fn run(
         // An extended-protocol message joins the batch; only a Sync or Flush (or too much
         // pending) makes it run, and until then there is nothing to carry out.
         let work = match frame.tag {
-            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => match ClientMessage::decode(frame) {
-                Ok(mut msg) => {
-                    for_shards(&mut exec, &mut msg);
-                    if extended.join(&mut exec, msg) {
-                        Work::RunBatch
-                    } else if exec.wants_all_for_transaction() {
-                        Work::TakeConnections
-                    } else {
+            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => {
+                match extended.join(&mut exec, frame) {
+                    Ok(true) => Work::RunBatch,
+                    Ok(false) if exec.wants_all_for_transaction() => Work::TakeConnections,
+                    Ok(false) => {
                         registered.set(client_state(&exec, &extended));
                         continue;
                     }
+                    Err(e) => break SessionEnd::ProtocolViolation(e.to_string()),
                 }
-                Err(e) => break SessionEnd::ProtocolViolation(e.to_string()),
-            },
+            }
             _ => Work::Frame(frame),
         };
         if let Err(stop) = exec.take_all_for_transaction().await {
@@ -255,19 +252,6 @@ enum Work {
     RunBatch,
     /// An extended-protocol message joined the batch; nothing to run yet.
     TakeConnections,
-}
-
-/// Makes an extended-protocol message what the shards must see: a Parse that leaves state on
-/// its connection pins the session, and under pooling statement names are the session's own.
-/// In place: a message is a few hundred bytes, and each move through here copied it.
-fn for_shards(exec: &mut Exec<'_>, msg: &mut ClientMessage) {
-    if let crate::protocol::message::Kind::Parse(p) = &msg.kind {
-        exec.pin_for(&p.sql);
-    }
-    if exec.pool.renames() {
-        exec.pool.names.rename(msg);
-        exec.inline_execute(msg);
-    }
 }
 
 /// What the client list shows for the session after a message.

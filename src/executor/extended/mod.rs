@@ -36,7 +36,7 @@ use statement::Statement;
 
 use super::session::{Exec, Step, R};
 use crate::error::PgError;
-use crate::protocol::message::{Bind, ClientMessage, Kind, Parse};
+use crate::protocol::message::{Bind, ClientMessage, DecodeError, Kind, Parse};
 use crate::protocol::{build, Frame};
 use crate::router::params::Params;
 use crate::router::plan::{plan, plan_unparsed, Plan, TxnCmd, HOME};
@@ -131,19 +131,25 @@ impl Drop for Extended {
 }
 
 impl Extended {
-    /// Adds a client message to the batch; true when the batch must run now (`run_joined`).
-    /// Most messages only join: nothing is sent or answered until the Sync.
-    pub fn join(&mut self, exec: &mut Exec<'_>, msg: ClientMessage) -> bool {
+    /// Adds a client message to the batch, decoded and made what the shards must see
+    /// (`Exec::for_shards`) where it lies in the batch rather than on the way there; true when
+    /// the batch must run now (`run_joined`). Most messages only join: nothing is sent or
+    /// answered until the Sync.
+    pub fn join(&mut self, exec: &mut Exec<'_>, frame: Frame) -> Result<bool, DecodeError> {
         self.forget_deallocated(exec);
-        let tag = msg.tag();
-        self.batch_bytes += msg.size();
-        buffered(msg.size() as i64);
-        self.batch.push(msg);
+        self.batch.push(ClientMessage::decode(frame)?);
+        let Some(msg) = self.batch.last_mut() else {
+            return Ok(false);
+        };
+        exec.for_shards(msg);
+        let (tag, size) = (msg.tag(), msg.size());
+        self.batch_bytes += size;
+        buffered(size as i64);
         // A client that sends messages without ever syncing is served the way PostgreSQL
         // serves it, message by message, instead of being buffered without bound.
-        matches!(tag, b'S' | b'H')
+        Ok(matches!(tag, b'S' | b'H')
             || self.batch_bytes > PENDING_LIMIT_BYTES
-            || self.batch.len() > PENDING_LIMIT_MESSAGES
+            || self.batch.len() > PENDING_LIMIT_MESSAGES)
     }
 
     /// Runs the batch `join` said must run: to its Sync or Flush, or (too much pending) the
