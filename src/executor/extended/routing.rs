@@ -196,13 +196,9 @@ fn source_for<'s>(
     if let Some(p) = parses(batch).rev().find(|p| p.name == stmt) {
         // Drivers parse the same text again for every query: the tree the session holds for
         // it serves, but for an INSERT's (filled with the table's columns as known now).
-        let same = statements.get(stmt).filter(|s| {
-            s.sql == p.sql
-                && !s
-                    .ast
-                    .as_ref()
-                    .is_some_and(|a| matches!(**a, sqlparser::ast::Statement::Insert(_)))
-        });
+        let same = statements
+            .get(stmt)
+            .filter(|s| s.sql == p.sql && !s.tree_has_columns());
         if let Some(s) = same {
             return Some((&p.sql, s.ast.clone()));
         }

@@ -57,14 +57,17 @@ impl Statement {
         self.on.clear();
         self.parsed_at.clear();
         self.columns = None;
-        // An INSERT's tree carries the table's columns as the session knows them now.
-        if self
-            .ast
-            .as_ref()
-            .is_some_and(|a| matches!(**a, sqlparser::ast::Statement::Insert(_)))
-        {
+        if self.tree_has_columns() {
             self.ast = parse_ast_for(exec, &self.sql);
         }
+    }
+
+    /// Whether its tree carries the table's columns as the session knew them when it was
+    /// built (an INSERT's), so that the same text parsed again may need a new one.
+    pub(super) fn tree_has_columns(&self) -> bool {
+        self.ast
+            .as_ref()
+            .is_some_and(|a| matches!(**a, sqlparser::ast::Statement::Insert(_)))
     }
 
     /// Whether shard `s` holds this statement now (a Bind there needs no Parse first). A
