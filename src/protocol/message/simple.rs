@@ -12,10 +12,25 @@ pub struct Query {
 
 impl Query {
     pub fn decode(body: &Bytes) -> Result<Query, DecodeError> {
-        let mut c = Cursor::new(body, "Query");
-        let sql = c.cstr()?;
-        c.finish()?;
-        Ok(Query { sql })
+        Ok(Query {
+            sql: Query::text(body)?.to_string(),
+        })
+    }
+
+    /// The text of a Query's body, read in place: the session runs it from the message, which
+    /// it holds anyway. Checked as `decode` checks it.
+    pub fn text(body: &[u8]) -> Result<&str, DecodeError> {
+        const MESSAGE: &str = "Query";
+        let end = memchr::memchr(0, body).ok_or(DecodeError::BadString { message: MESSAGE })?;
+        let sql = std::str::from_utf8(&body[..end])
+            .map_err(|_| DecodeError::NotUtf8 { message: MESSAGE })?;
+        match body.len() - end - 1 {
+            0 => Ok(sql),
+            extra => Err(DecodeError::Trailing {
+                message: MESSAGE,
+                extra,
+            }),
+        }
     }
 }
 
@@ -69,6 +84,19 @@ mod tests {
             "select 1"
         );
         assert!(Query::decode(&Bytes::from_static(b"select 1")).is_err());
+        assert_eq!(Query::text(b"select 1\0"), Ok("select 1"));
+        assert!(matches!(
+            Query::text(b"select 1\0x"),
+            Err(DecodeError::Trailing { extra: 1, .. })
+        ));
+        assert!(matches!(
+            Query::text(b"select '\xff'\0"),
+            Err(DecodeError::NotUtf8 { .. })
+        ));
+        assert!(matches!(
+            Query::text(b""),
+            Err(DecodeError::BadString { .. })
+        ));
         let e = Execute::decode(&Bytes::from_static(b"p\0\0\0\0\x05")).unwrap();
         assert_eq!((e.portal.as_str(), e.limit()), ("p", Some(5)));
         let e = Execute::decode(&Bytes::from_static(b"\0\xff\xff\xff\xff")).unwrap();
