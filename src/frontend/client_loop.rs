@@ -69,7 +69,7 @@ pub async fn run(
         probe,
         crate::shutdown::now(&mut fast_rx)
     ));
-    let end = loop {
+    let end = 'session: loop {
         // A client that stops sending with extended messages unsynced (libpq's pipeline mode
         // does, reading results before its Sync) is served as PostgreSQL serves it: the
         // messages run as they came, and results and errors reach it without waiting.
@@ -140,20 +140,32 @@ pub async fn run(
         }
         // An extended-protocol message joins the batch; only a Sync or Flush (or too much
         // pending) makes it run, and until then there is nothing to carry out.
-        let work = match frame.tag {
-            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => {
-                match extended.join(&mut exec, frame) {
-                    Ok(true) => Work::RunBatch,
-                    Ok(false) if exec.wants_all_for_transaction() => Work::TakeConnections,
-                    Ok(false) => {
-                        registered.set(client_state(&exec, &extended));
-                        continue;
-                    }
-                    Err(e) => break SessionEnd::ProtocolViolation(e.to_string()),
-                }
+        // The packet's later messages join straight away: with a batch pending, a turn of the
+        // loop would do nothing else for them.
+        let mut frame = frame;
+        let work = loop {
+            if !is_extended(frame.tag) {
+                break Work::Frame(frame);
             }
-            _ => Work::Frame(frame),
+            match extended.join(&mut exec, frame) {
+                Ok(true) => break Work::RunBatch,
+                Ok(false) if exec.wants_all_for_transaction() => break Work::TakeConnections,
+                Ok(false) => {}
+                Err(e) => break 'session SessionEnd::ProtocolViolation(e.to_string()),
+            }
+            frame = match input.take_whole() {
+                Some(Ok(f)) => f,
+                Some(Err(msg)) => break 'session SessionEnd::ProtocolViolation(msg),
+                None => {
+                    extended.show_buffered();
+                    registered.set(client_state(&exec, &extended));
+                    continue 'session;
+                }
+            };
         };
+        if !matches!(work, Work::RunBatch) {
+            extended.show_buffered();
+        }
         if let Err(stop) = exec.take_all_for_transaction().await {
             break ended(stop);
         }
@@ -169,10 +181,10 @@ pub async fn run(
                     Work::Frame(frame) => frame,
                 };
                 match frame.tag {
-                    b'Q' => match Query::decode(&frame.bytes.slice(5..)) {
-                        Ok(q) => {
-                            exec.pin_for(&q.sql);
-                            Ok(run_query(&mut exec, &mut extended, &q.sql).await)
+                    b'Q' => match Query::text(&frame.bytes[5..]) {
+                        Ok(sql) => {
+                            exec.pin_for(sql);
+                            Ok(run_query(&mut exec, &mut extended, sql).await)
                         }
                         // Text that is not UTF-8 is an error in the statement, as PostgreSQL
                         // answers it; the session goes on.
@@ -255,6 +267,11 @@ enum Work {
 }
 
 /// What the client list shows for the session after a message.
+/// The extended protocol's messages, which join the batch.
+fn is_extended(tag: u8) -> bool {
+    matches!(tag, b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S')
+}
+
 fn client_state(exec: &Exec<'_>, extended: &Extended) -> ClientState {
     match exec.txn {
         TxnState::Idle if !extended.has_pending() => ClientState::Idle,

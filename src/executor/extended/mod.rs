@@ -19,7 +19,7 @@
 //! Describe, Close) and `execute` its Execute, `local_portal` the portals the proxy carries
 //! out, `rebind` builds the requests for statements run on several shards, `fixed_result`
 //! keeps a statement's result columns as PostgreSQL does, `shard_set` the small per-batch
-//! sets of shards.
+//! sets of shards, `portals` the portals by name.
 
 mod execute;
 mod fixed_result;
@@ -27,6 +27,7 @@ mod local_portal;
 use local_portal::LocalPortal;
 mod one_shard;
 mod portal;
+mod portals;
 pub(crate) mod route_cache;
 mod routing;
 mod shard_set;
@@ -56,9 +57,9 @@ enum Portal {
     Local(Box<LocalPortal>),
 }
 
-/// Moves the gauge of bytes sessions hold for clients. It moves with every message of a batch,
-/// so the handle is looked up once per process, not once per message; sessions start after the
-/// recorder is installed, so the first lookup finds it.
+/// Moves the gauge of bytes sessions hold for clients. The handle is looked up once per
+/// process, not once per move; sessions start after the recorder is installed, so the first
+/// lookup finds it.
 fn buffered(delta: i64) {
     static GAUGE: std::sync::OnceLock<metrics::Gauge> = std::sync::OnceLock::new();
     let g = GAUGE.get_or_init(|| metrics::gauge!(crate::metrics::SESSION_BUFFERED_BYTES));
@@ -72,10 +73,12 @@ fn buffered(delta: i64) {
 #[derive(Default)]
 pub struct Extended {
     statements: HashMap<String, Statement>,
-    portals: HashMap<String, Portal>,
+    portals: portals::Portals,
     batch: Vec<ClientMessage>,
     /// Bytes held in `batch`.
     batch_bytes: usize,
+    /// The part of `batch_bytes` the gauge of held bytes counts (see `show_buffered`).
+    shown_bytes: usize,
     /// An error happened in this batch: discard messages until Sync.
     failed: bool,
     /// Shards that received messages since the last Sync.
@@ -126,7 +129,7 @@ impl ParseChecked {
 impl Drop for Extended {
     fn drop(&mut self) {
         // A session that ends before its Sync still gives its pending bytes back to the gauge.
-        buffered(-(self.batch_bytes as i64));
+        buffered(-(self.shown_bytes as i64));
     }
 }
 
@@ -144,7 +147,6 @@ impl Extended {
         exec.for_shards(msg);
         let (tag, size) = (msg.tag(), msg.size());
         self.batch_bytes += size;
-        buffered(size as i64);
         // A client that sends messages without ever syncing is served the way PostgreSQL
         // serves it, message by message, instead of being buffered without bound.
         Ok(matches!(tag, b'S' | b'H')
@@ -211,6 +213,16 @@ impl Extended {
         })
     }
 
+    /// Counts the pending batch in the gauge of bytes held for clients. Called when the batch
+    /// is about to wait (for the client's next message, or for connections): a batch that runs
+    /// as soon as its packet is read never shows there, and its messages move no gauge.
+    pub fn show_buffered(&mut self) {
+        if self.batch_bytes != self.shown_bytes {
+            buffered(self.batch_bytes as i64 - self.shown_bytes as i64);
+            self.shown_bytes = self.batch_bytes;
+        }
+    }
+
     /// Messages received since the last Sync or Flush that have not run yet.
     pub fn has_pending(&self) -> bool {
         !self.batch.is_empty()
@@ -231,7 +243,10 @@ impl Extended {
     }
 
     fn take_batch(&mut self) -> Vec<ClientMessage> {
-        buffered(-(std::mem::take(&mut self.batch_bytes) as i64));
+        self.batch_bytes = 0;
+        if self.shown_bytes > 0 {
+            buffered(-(std::mem::take(&mut self.shown_bytes) as i64));
+        }
         std::mem::take(&mut self.batch)
     }
 
