@@ -9,7 +9,6 @@ use crate::executor::session::{Exec, Step, R};
 use crate::protocol::message::{ClientMessage, Kind, TargetKind};
 use crate::protocol::Frame;
 use crate::router::plan::{Plan, HOME};
-use std::collections::VecDeque;
 
 impl Extended {
     /// Fast path: the whole batch to one shard, one round trip.
@@ -78,7 +77,7 @@ impl Extended {
                             parsed_before.push(i);
                         }
                     }
-                    self.portals.insert(b.portal.clone(), Portal::Shard(shard));
+                    self.portals.insert(&b.portal, Portal::Shard(shard));
                 }
                 Kind::Sync => ends_with_sync = true,
                 _ => {}
@@ -103,7 +102,7 @@ impl Extended {
         if ends_with_sync {
             // The statements the batch describes, in order, and the one whose columns come next.
             let mut describes = described_statements(batch);
-            let mut describing: Option<String> = None;
+            let mut describing: Option<&str> = None;
             loop {
                 // What needs no looking at goes to the client as it is, many messages at once.
                 let passing = |t| matches!(t, b'2' | b'D' | b'C' | b's' | b'I' | b'3' | b'N');
@@ -125,7 +124,7 @@ impl Extended {
                         exec.out.extend_from_slice(&f.bytes);
                     }
                     b't' => {
-                        describing = describes.pop_front();
+                        describing = describes.next();
                         let f = exec.for_client(shard, f).await;
                         exec.pass(&f).await?;
                     }
@@ -165,7 +164,7 @@ impl Extended {
                     errored = true;
                 }
                 if let Some(columns) = self.described.take() {
-                    let name = described_statements(std::slice::from_ref(m)).pop_front();
+                    let name = described_statements(std::slice::from_ref(m)).next();
                     self.keep_columns(name, &columns);
                 }
             }
@@ -212,8 +211,8 @@ impl Extended {
     }
 
     /// The client was shown these columns for statement `name` (see `fixed_result`).
-    fn keep_columns(&mut self, name: Option<String>, columns: &Frame) {
-        if let Some(st) = name.and_then(|n| self.statements.get_mut(&n)) {
+    fn keep_columns(&mut self, name: Option<&str>, columns: &Frame) {
+        if let Some(st) = name.and_then(|n| self.statements.get_mut(n)) {
             // A copy, not a slice of the shard link's read buffer (see `Statement::new`).
             st.columns = Some(Frame {
                 tag: columns.tag,
@@ -225,12 +224,9 @@ impl Extended {
 
 /// The statements the batch's Describes ask about, in order: each is answered with a
 /// ParameterDescription and then its columns.
-fn described_statements(batch: &[ClientMessage]) -> VecDeque<String> {
-    batch
-        .iter()
-        .filter_map(|m| match &m.kind {
-            Kind::Describe(t) if t.kind == TargetKind::Statement => Some(t.name.clone()),
-            _ => None,
-        })
-        .collect()
+fn described_statements(batch: &[ClientMessage]) -> impl Iterator<Item = &str> {
+    batch.iter().filter_map(|m| match &m.kind {
+        Kind::Describe(t) if t.kind == TargetKind::Statement => Some(t.name.as_str()),
+        _ => None,
+    })
 }

@@ -226,7 +226,7 @@ impl Extended {
                     swallow = 1;
                 }
                 frames.push(f.bytes.clone());
-                self.portals.insert(portal, Portal::Shard(shard));
+                self.portals.insert(&portal, Portal::Shard(shard));
                 let step = self
                     .send_and_relay(exec, shard, &frames, b'B', swallow)
                     .await;
@@ -245,7 +245,7 @@ impl Extended {
                 let param_types = st.param_types.clone();
                 let columns = st.columns.clone();
                 self.portals.insert(
-                    portal,
+                    &portal,
                     Portal::Local(Box::new(LocalPortal {
                         plan: other,
                         sql,
