@@ -6,7 +6,7 @@
 pub mod builtin_types;
 mod shape;
 mod split;
-pub use shape::{shape_of, Shape};
+pub use shape::{shape_into, shape_of, Shape};
 pub use split::{first_word_is, single_statement, split_statements, without_leading_comments};
 
 /// `text` as an SQL string literal, as read with standard_conforming_strings on (the default).

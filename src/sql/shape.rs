@@ -19,7 +19,7 @@ use std::ops::ControlFlow;
 /// shaped, so a client's own `$n` can never be taken for a marker.
 const FIRST_MARKER: u64 = 9_000_000;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Shape {
     /// The text with markers in place of its literals.
     pub key: String,
@@ -34,9 +34,22 @@ fn push_marker(key: &mut String, n: usize) {
 
 /// The shape of `sql`, or `None` when it has no literal to replace or cannot be tokenized.
 pub fn shape_of(sql: &str) -> Option<Shape> {
-    match plain_shape(sql) {
-        Some(shape) => shape,
-        None => tokenized_shape(sql),
+    let mut shape = Shape::default();
+    shape_into(sql, &mut shape).then_some(shape)
+}
+
+/// As `shape_of`, written into `shape` (whose allocations a session reuses for every simple
+/// query); false when there is no shape, and `shape` then holds nothing of use.
+pub fn shape_into(sql: &str, shape: &mut Shape) -> bool {
+    match plain_shape(sql, shape) {
+        Some(found) => found,
+        None => match tokenized_shape(sql) {
+            Some(tokenized) => {
+                *shape = tokenized;
+                true
+            }
+            None => false,
+        },
     }
 }
 
@@ -50,11 +63,13 @@ pub fn shape_of(sql: &str) -> Option<Shape> {
 /// is kept byte for byte, so texts of one key differ only inside those tokens, which is what
 /// makes one proven template good for all of them. The tokenizer is most of the cost of a
 /// simple query's lookup, and a driver's texts are nearly always this plain.
-fn plain_shape(sql: &str) -> Option<Option<Shape>> {
+fn plain_shape(sql: &str, shape: &mut Shape) -> Option<bool> {
     let b = sql.as_bytes();
     let in_word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
-    let mut key = String::with_capacity(sql.len() + 8);
-    let mut literals = Vec::new();
+    let Shape { key, literals } = shape;
+    key.clear();
+    literals.clear();
+    key.reserve(sql.len() + 8);
     let mut add = |key: &mut String, value: Value| {
         push_marker(key, literals.len());
         literals.push(value);
@@ -82,10 +97,7 @@ fn plain_shape(sql: &str) -> Option<Option<Shape>> {
                 let end = after_quoted(b, i)?;
                 let inner = &sql[i + 1..end - 1];
                 key.push_str(&sql[copied..i]);
-                add(
-                    &mut key,
-                    Value::SingleQuotedString(inner.replace("''", "'")),
-                );
+                add(key, Value::SingleQuotedString(inner.replace("''", "'")));
                 (copied, i) = (end, end);
             }
             b'0'..=b'9' if !before.is_some_and(|p| in_word(p) || p == b'.') => {
@@ -103,7 +115,7 @@ fn plain_shape(sql: &str) -> Option<Option<Shape>> {
                 // own).
                 if !b.get(end).is_some_and(|&n| in_word(n) || n == b'.') {
                     key.push_str(&sql[copied..i]);
-                    add(&mut key, Value::Number(sql[i..end].to_string(), false));
+                    add(key, Value::Number(sql[i..end].to_string(), false));
                     copied = end;
                 }
                 i = end;
@@ -112,7 +124,7 @@ fn plain_shape(sql: &str) -> Option<Option<Shape>> {
         }
     }
     key.push_str(&sql[copied..]);
-    Some((!literals.is_empty()).then_some(Shape { key, literals }))
+    Some(!literals.is_empty())
 }
 
 /// The bytes `plain_shape` must look at: the ones its match below tells apart.
@@ -345,14 +357,16 @@ mod tests {
             "select a.b from a where a.c>=10 and a.d<=0.5",
             "select 'a'\n'b'",
         ] {
-            let plain = plain_shape(sql).expect(sql);
-            let literals = plain.map(|s| s.literal_texts()).unwrap_or_default();
+            let mut plain = Shape::default();
+            let found = plain_shape(sql, &mut plain).expect(sql);
+            let literals = if found { plain.literal_texts() } else { vec![] };
             assert_eq!(literals, tokenized_literals(sql), "{sql}");
         }
         // Numbers the scan does not take apart are kept as written, so they are part of the key
         // and texts that differ in them never share one.
         let kept = "select 1e5, 1.2.3, 1_000, 0x1F, 5., .5, 6 from t";
-        let shape = plain_shape(kept).unwrap().unwrap();
+        let mut shape = Shape::default();
+        assert_eq!(plain_shape(kept, &mut shape), Some(true));
         assert_eq!(shape.literal_texts(), [Some("6".to_string())]);
         assert_eq!(shape.key, kept.replace(" 6 ", " $9000000 "));
     }
@@ -371,13 +385,32 @@ mod tests {
             "select 'unclosed",
             "select \"unclosed",
         ] {
-            assert!(plain_shape(sql).is_none(), "{sql}");
+            assert!(plain_shape(sql, &mut Shape::default()).is_none(), "{sql}");
         }
         // And the tokenizer still shapes them where it can.
         assert_eq!(
             shape_of("select E'a\\'b', 5").map(|s| s.literal_texts().len()),
             tokenized_shape("select E'a\\'b', 5").map(|s| s.literal_texts().len())
         );
+    }
+
+    #[test]
+    fn a_reused_shape_is_what_a_fresh_one_would_be() {
+        // Longer texts first, then shorter ones, texts without a shape and texts only the
+        // tokenizer reads in between: nothing of an earlier text may stay behind.
+        let mut scratch = Shape::default();
+        for sql in [
+            "select * from t where id in (1, 2, -3) and v = 'x' order by 2 desc",
+            "select 1",
+            "select now()",
+            "select E'a\\'b', 5",
+            "select 'it''s', 7 from t",
+            "select $1 from t",
+            "select 8",
+        ] {
+            let found = shape_into(sql, &mut scratch);
+            assert_eq!(found.then(|| scratch.clone()), shape_of(sql), "{sql}");
+        }
     }
 
     #[test]

@@ -32,13 +32,15 @@ impl Exec<'_> {
         }
         // A text of a shape whose route was learned runs without being parsed or planned (see
         // `shape_route`). The shape is worked out once, for the parse cache too.
-        let shape = self.simple_shape(text);
-        if let Some(plan) = shape
-            .as_ref()
-            .and_then(|s| self.shape_routes.plan(s, &self.placement))
-        {
-            return self.simple_planned(plan, text).await;
+        let shaped = self.simple_shape(text);
+        if shaped {
+            if let Some(plan) = self.shape_routes.plan(&self.shape, &self.placement) {
+                return self.simple_planned(plan, text).await;
+            }
         }
+        // Not learned yet: this shape goes on to the parse cache, and the next query's is
+        // worked out afresh.
+        let shape = shaped.then(|| std::mem::take(&mut self.shape));
         let mut learn = shape
             .as_ref()
             .filter(|s| !self.shape_routes.knows(s, &self.placement))

@@ -87,6 +87,9 @@ pub struct Exec<'a> {
     columns: std::collections::HashMap<String, Vec<String>>,
     /// Routes learned per shape for simple-protocol texts (see `shape_route`).
     pub(in crate::executor) shape_routes: super::shape_route::ShapeRoutes,
+    /// The shape of the simple query being dispatched; kept so that each query reuses its
+    /// allocations (see `simple_shape`).
+    pub(in crate::executor) shape: crate::sql::Shape,
     pub routes: crate::router::route_metrics::RouteMetrics,
     /// `SET shardgate.consistency`.
     pub consistency: crate::txn::snapshot::Consistency,
@@ -182,6 +185,7 @@ impl<'a> Exec<'a> {
             deallocated: Vec::new(),
             columns: std::collections::HashMap::new(),
             shape_routes: Default::default(),
+            shape: Default::default(),
             routes,
             consistency: txn_ctx.default_consistency,
             default_isolation: None,

@@ -89,15 +89,15 @@ impl Exec<'_> {
         crate::executor::parse_cache::get_shared(sql, shape)
     }
 
-    /// The shape of a simple-protocol text short enough for a learned route, and not one the
-    /// proxy answers itself.
-    pub fn simple_shape(&self, sql: &str) -> Option<crate::sql::Shape> {
+    /// Works out into `self.shape` the shape of a simple-protocol text short enough for a
+    /// learned route, and not one the proxy answers itself; false when it has none.
+    pub fn simple_shape(&mut self, sql: &str) -> bool {
         if sql.len() > super::super::shape_route::LONGEST_SHAPE
             || crate::router::plan::is_admin(sql)
         {
-            return None;
+            return false;
         }
-        crate::sql::shape_of(sql)
+        crate::sql::shape_into(sql, &mut self.shape)
     }
 
     /// The proven template of a shape, when the parse cache holds one.
