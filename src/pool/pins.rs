@@ -17,9 +17,12 @@ pub fn pins_in(text: &str, prepares_carried: bool) -> Option<&'static str> {
         pins(crate::sql::without_leading_comments(piece))
             .filter(|&why| !(prepares_carried && why == PREPARE))
     };
-    // Nearly every Query is one statement: no split (and no allocation for it) on that path.
-    if !text.contains(';') {
-        return pins(text);
+    // Nearly every Query is one statement, perhaps ended by its `;`: no split (and no
+    // allocation for it) on that path. A text whose only `;` ends it cannot hold two.
+    match text.find(';') {
+        None => return pins(text),
+        Some(end) if text[end + 1..].trim().is_empty() => return pins(&text[..end]),
+        Some(_) => {}
     }
     if let Some(one) = crate::sql::single_statement(text) {
         return pins(one);
@@ -35,16 +38,13 @@ pub const PREPARE: &str = "PREPARE";
 /// Why `sql`, one statement, pins its session, if it may.
 pub fn pins(sql: &str) -> Option<&'static str> {
     // Runs on every statement in transaction mode: the first word is compared in place.
-    let mut words = sql.split_whitespace();
-    let first = words.next().unwrap_or("");
+    let (first, rest) = next_word(sql);
     let is = |word: &str| first.eq_ignore_ascii_case(word);
     if is("listen") {
         return Some("LISTEN");
     }
     if is("prepare") {
-        let transaction = words
-            .next()
-            .is_some_and(|w| w.eq_ignore_ascii_case("transaction"));
+        let transaction = next_word(rest).0.eq_ignore_ascii_case("transaction");
         return Some(if transaction {
             "PREPARE TRANSACTION"
         } else {
@@ -83,6 +83,20 @@ pub fn pins(sql: &str) -> Option<&'static str> {
         return Some("set_config()");
     }
     None
+}
+
+/// The first word of `sql` and what follows it, words being separated by what PostgreSQL's
+/// lexer takes for white space.
+fn next_word(sql: &str) -> (&str, &str) {
+    // Bytes, not chars: every blank is ASCII, so each cut falls between characters.
+    let blank = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+    let b = sql.as_bytes();
+    let start = b.iter().position(|c| !blank(c)).unwrap_or(b.len());
+    let end = b[start..]
+        .iter()
+        .position(blank)
+        .map_or(b.len(), |n| start + n);
+    (&sql[start..end], &sql[end..])
 }
 
 /// Which of the words every statement is checked for occur in it, in any case. Each is a
@@ -130,6 +144,12 @@ mod tests {
         assert!(pins_in("/* x */ LISTEN jobs", false).is_some());
         assert!(pins_in("select 1; -- c\n select pg_advisory_lock(1)", false).is_some());
         assert!(pins_in("select 'listen'; select 2", false).is_none());
+        // One statement ended by its `;` (and blanks).
+        assert_eq!(pins_in("LISTEN jobs;", false), Some("LISTEN"));
+        assert!(pins_in("/* x */ select pg_advisory_lock(1) ; \n", false).is_some());
+        assert!(pins_in("select 1;", false).is_none());
+        assert!(pins_in("select ';'; listen jobs;", false).is_some());
+        assert!(pins_in("select 1;; listen jobs", false).is_some());
     }
 
     #[test]
@@ -160,6 +180,18 @@ mod tests {
         assert!(pins("CREATE TEMP TABLE t (x int)").is_some());
         assert!(pins("create temporary table t as select 1").is_some());
         assert!(pins("select 1 into temp t").is_some());
+    }
+
+    #[test]
+    fn words_are_split_where_postgresql_splits_them() {
+        use super::next_word;
+        assert_eq!(next_word("  LISTEN\tjobs"), ("LISTEN", "\tjobs"));
+        assert_eq!(next_word("\x0bprepare\x0c transaction 'x'").0, "prepare");
+        assert_eq!(next_word("select(1)"), ("select(1)", ""));
+        assert_eq!(next_word(""), ("", ""));
+        assert_eq!(next_word(" \n "), ("", ""));
+        assert_eq!(next_word("écoute\u{a0}x y"), ("écoute\u{a0}x", " y"));
+        assert!(pins("prepare\n\ttransaction 'x'") == Some("PREPARE TRANSACTION"));
     }
 
     #[test]
