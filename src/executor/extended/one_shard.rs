@@ -185,7 +185,8 @@ impl Extended {
         shard: usize,
         batch: &[ClientMessage],
     ) -> R<Step> {
-        let mut fresh: Vec<&str> = Vec::new();
+        // Inline: a driver's batch parses one statement, and this runs for every batch.
+        let mut fresh: smallvec::SmallVec<[&str; 4]> = smallvec::SmallVec::new();
         for m in batch {
             match &m.kind {
                 Kind::Parse(p) => fresh.push(&p.name),

@@ -93,18 +93,14 @@ impl<'a> Cursor<'a> {
     /// A NUL-terminated UTF-8 string.
     pub fn cstr(&mut self) -> Result<String, DecodeError> {
         let rest = &self.body[self.at..];
-        // Names are mostly empty (the unnamed statement and portal) or a few bytes, for which
-        // memchr's setup costs more than a plain look.
-        let end = match rest.iter().take(16).position(|&b| b == 0) {
-            Some(end) => end,
-            None => memchr::memchr(0, rest).ok_or(DecodeError::BadString {
-                message: self.message,
-            })?,
-        };
-        if end == 0 {
+        // Names are mostly empty: the unnamed statement and portal.
+        if rest.first() == Some(&0) {
             self.at += 1;
             return Ok(String::new());
         }
+        let end = memchr::memchr(0, rest).ok_or(DecodeError::BadString {
+            message: self.message,
+        })?;
         let s = std::str::from_utf8(&rest[..end]).map_err(|_| DecodeError::NotUtf8 {
             message: self.message,
         })?;
