@@ -266,12 +266,12 @@ enum Work {
     TakeConnections,
 }
 
-/// What the client list shows for the session after a message.
 /// The extended protocol's messages, which join the batch.
 fn is_extended(tag: u8) -> bool {
     matches!(tag, b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S')
 }
 
+/// What the client list shows for the session after a message.
 fn client_state(exec: &Exec<'_>, extended: &Extended) -> ClientState {
     match exec.txn {
         TxnState::Idle if !extended.has_pending() => ClientState::Idle,
