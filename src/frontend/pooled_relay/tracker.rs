@@ -15,7 +15,8 @@
 
 use super::restore::{self, Restored};
 use super::statement_text::{
-    deallocation, execution, parse_text, preparation, query_text, without_leading_comments, Stmt,
+    deallocation, execution, parse_text, parse_text_bytes, preparation, query_text, renamed,
+    without_leading_comments, PlainParse, Stmt,
 };
 use super::statements::{Expect, RelayStatements, Translated};
 use crate::pool::pins;
@@ -83,6 +84,9 @@ pub struct Tracker {
     /// A RESET or DISCARD ALL ran on the held connection: it lost the settings the proxy
     /// replayed from the client's startup packet, which PostgreSQL would have kept.
     settings_unknown: bool,
+    plain_parse: PlainParse,
+    /// What the shard will answer to the message being sent; kept so that its room is reused.
+    expect: Vec<Expect>,
 }
 
 impl Tracker {
@@ -99,6 +103,8 @@ impl Tracker {
             injected: 0,
             check: None,
             settings_unknown: false,
+            plain_parse: PlainParse::default(),
+            expect: Vec::new(),
         }
     }
 
@@ -115,7 +121,8 @@ impl Tracker {
     /// A whole Query, Parse, Bind, Describe or Close about to go to connection `conn`. When
     /// it is not `Translated::Same`, what goes instead is in `out`.
     pub fn on_client(&mut self, frame: &[u8], conn: u64, out: &mut BytesMut) -> Translated {
-        let mut expect = Vec::new();
+        let mut expect = std::mem::take(&mut self.expect);
+        expect.clear();
         let translated = match frame[0] {
             b'Q' => {
                 let mut request = Request {
@@ -131,11 +138,16 @@ impl Tracker {
                 };
             }
             b'P' => {
-                let text = parse_text(&frame[5..]);
-                if let Some(why) = pins::pins(without_leading_comments(&text)) {
-                    self.pin(why);
-                } else if matches!(Stmt::of(&text), Stmt::Change(_)) {
-                    self.pin("a SET through the extended protocol");
+                let body = &frame[5..];
+                if !self.plain_parse.is(parse_text_bytes(body)) {
+                    let text = parse_text(body);
+                    if let Some(why) = pins::pins(without_leading_comments(&text)) {
+                        self.pin(why);
+                    } else if matches!(Stmt::of(&text), Stmt::Change(_)) {
+                        self.pin("a SET through the extended protocol");
+                    } else {
+                        self.plain_parse.remember(parse_text_bytes(body));
+                    }
                 }
                 let translated = self.statements.translate(frame, conn, out, &mut expect);
                 if self.statements.take_text_edited() {
@@ -163,7 +175,8 @@ impl Tracker {
         if translated == Translated::Check {
             self.check = None;
         }
-        self.building.expects.extend(expect);
+        self.building.expects.extend(expect.drain(..));
+        self.expect = expect;
         translated
     }
 
@@ -231,11 +244,23 @@ impl Tracker {
         request: &mut Request,
     ) -> bool {
         let text = query_text(&frame[5..]);
-        let pieces = crate::sql::split_statements(&text);
+        // Nearly every Query is one plain statement: no list allocated for it.
+        let (one, many);
+        let pieces: &[&str] = match crate::sql::single_statement(&text) {
+            Some("") => &[],
+            Some(piece) => {
+                one = [piece];
+                &one
+            }
+            None => {
+                many = crate::sql::split_statements(&text);
+                &many
+            }
+        };
         if pieces.len() == 1 && self.prepare(&text, pieces[0], conn, out, request) {
             return true;
         }
-        for piece in &pieces {
+        for piece in pieces {
             if let Some(why) = pins::pins(without_leading_comments(piece)) {
                 self.pin(why);
             }
@@ -250,7 +275,7 @@ impl Tracker {
             .iter()
             .any(|s| matches!(s, Stmt::Change(_)));
         if changes {
-            if let Some((text, restored)) = restore::after_resets(&self.settings, &text, &pieces) {
+            if let Some((text, restored)) = restore::after_resets(&self.settings, &text, pieces) {
                 crate::protocol::build::query(&text, out);
                 request.restored = restored;
                 return true;
@@ -596,24 +621,6 @@ impl Tracker {
             self.pin("a SET whose transaction ended in a way the proxy cannot follow");
         }
     }
-}
-
-/// `text` with the statement name at `name` (a byte range of `statement`, a slice of `text`)
-/// replaced by `shard`, quoted; with the characters before the name, and how many longer the
-/// name became, for moving error positions back.
-fn renamed(
-    text: &str,
-    statement: &str,
-    name: std::ops::Range<usize>,
-    shard: &str,
-) -> (String, u64, u64) {
-    let at = statement.as_ptr() as usize - text.as_ptr() as usize;
-    let (name_at, name_end) = (at + name.start, at + name.end);
-    let shard = crate::sql::identifier(shard);
-    let sent = format!("{}{shard}{}", &text[..name_at], &text[name_end..]);
-    let chars = |s: &str| s.chars().count() as u64;
-    let grown = chars(&shard).saturating_sub(chars(&text[name_at..name_end]));
-    (sent, chars(&text[..name_at]), grown)
 }
 
 #[cfg(test)]

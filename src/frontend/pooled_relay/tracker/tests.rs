@@ -111,6 +111,29 @@ fn what_the_relay_cannot_follow_pins() {
 }
 
 #[test]
+fn a_parse_after_the_same_plain_text_is_still_read_when_its_text_differs() {
+    for pinning in [
+        &b"\0LISTEN jobs\0\0\0"[..],
+        b"\0SET work_mem = '2MB'\0\0\0",
+        b"\0select pg_advisory_lock(1)\0\0\0",
+        // The same text under another name is the same text.
+        b"q\0select pg_advisory_lock(1)\0\0\0",
+    ] {
+        let mut t = Tracker::new(Settings::new(&[]));
+        let plain = frame(b'P', b"\0select abalance from a where aid = $1\0\0\0");
+        for _ in 0..2 {
+            t.on_client(&plain, 1, &mut BytesMut::new());
+            t.on_client_start(b'S');
+            t.on_parse_complete();
+            t.on_ready(b'I');
+        }
+        assert!(t.pinned.is_none());
+        t.on_client(&frame(b'P', pinning), 1, &mut BytesMut::new());
+        assert!(t.pinned.is_some(), "{:?}", String::from_utf8_lossy(pinning));
+    }
+}
+
+#[test]
 fn an_unsynced_batch_holds_the_connection_and_an_injected_parse_is_answered_by_the_proxy() {
     let mut t = Tracker::new(Settings::new(&[]));
     let parse = frame(b'P', b"S_1\0select 1\0\0\0");
