@@ -84,6 +84,7 @@ pub struct Tracker {
     /// A RESET or DISCARD ALL ran on the held connection: it lost the settings the proxy
     /// replayed from the client's startup packet, which PostgreSQL would have kept.
     settings_unknown: bool,
+    /// The last Parse text that needed no pin or setting (see `PlainParse`).
     plain_parse: PlainParse,
     /// What the shard will answer to the message being sent; kept so that its room is reused.
     expect: Vec<Expect>,
@@ -121,22 +122,22 @@ impl Tracker {
     /// A whole Query, Parse, Bind, Describe or Close about to go to connection `conn`. When
     /// it is not `Translated::Same`, what goes instead is in `out`.
     pub fn on_client(&mut self, frame: &[u8], conn: u64, out: &mut BytesMut) -> Translated {
+        if frame[0] == b'Q' {
+            let mut request = Request {
+                sent: Some(Instant::now()),
+                ..Request::default()
+            };
+            let rewritten = self.query(frame, conn, out, &mut request);
+            self.awaiting.push_back(request);
+            return if rewritten {
+                Translated::Rewritten
+            } else {
+                Translated::Same
+            };
+        }
         let mut expect = std::mem::take(&mut self.expect);
         expect.clear();
         let translated = match frame[0] {
-            b'Q' => {
-                let mut request = Request {
-                    sent: Some(Instant::now()),
-                    ..Request::default()
-                };
-                let rewritten = self.query(frame, conn, out, &mut request);
-                self.awaiting.push_back(request);
-                return if rewritten {
-                    Translated::Rewritten
-                } else {
-                    Translated::Same
-                };
-            }
             b'P' => {
                 let body = &frame[5..];
                 if !self.plain_parse.is(parse_text_bytes(body)) {
