@@ -200,6 +200,9 @@ fn refuse(message: impl Into<String>, hint: impl Into<String>) -> Plan {
 /// What can be refused from the statement alone, before parameters are bound: a read or write of
 /// a table that is not declared. Key-dependent decisions wait for Bind.
 pub fn check_at_parse(stmt: &Statement, placement: &Placement) -> Option<PgError> {
+    if let Some(Plan::Reject(e)) = reads_sequence_values(stmt) {
+        return Some(e);
+    }
     if !matches!(
         stmt,
         Statement::Query(_) | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)
@@ -220,8 +223,40 @@ pub fn check_at_parse(stmt: &Statement, placement: &Placement) -> Option<PgError
     }
 }
 
+/// `currval()` and `lastval()` read what `nextval()` left on one server connection. Over several
+/// shards the proxy fills sequence columns itself, from its own connection, and pools the
+/// session's: no connection holds this session's values, and either function would answer
+/// with another connection's, or the first shard's when the sequence lives elsewhere.
+fn reads_sequence_values(stmt: &Statement) -> Option<Plan> {
+    let mut found = None;
+    let _ = sqlparser::ast::visit_expressions(stmt, |e: &Expr| {
+        if let Expr::Function(f) = e {
+            if let Some(ObjectNamePart::Identifier(i)) = f.name.0.last() {
+                found = ["currval", "lastval"]
+                    .into_iter()
+                    .find(|n| i.value.eq_ignore_ascii_case(n));
+                if found.is_some() {
+                    return ControlFlow::Break(());
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    found.map(|f| {
+        refuse(
+            format!("{f}() is not supported on several shards"),
+            "shardgate fills sequence columns itself and shares server connections, so no shard \
+             keeps this session's last nextval(). Use INSERT ... RETURNING, or keep the value \
+             nextval() returned.",
+        )
+    })
+}
+
 /// Plans one parsed statement.
 pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
+    if let Some(refusal) = reads_sequence_values(stmt) {
+        return refusal;
+    }
     match stmt {
         Statement::Query(q) => plan_query(q, placement, params),
         Statement::Insert(ins) => plan_insert(ins, placement, params),

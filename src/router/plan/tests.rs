@@ -391,3 +391,24 @@ fn only_a_set_of_another_client_encoding_is_refused() {
     assert!(!refused("select 'set client_encoding latin1'"));
     assert!(!refused("settle client_encoding latin1"));
 }
+
+#[test]
+fn currval_and_lastval_are_refused_wherever_they_appear() {
+    for sql in [
+        "select currval('s')",
+        "SELECT pg_catalog.LASTVAL()",
+        "select * from accounts where id = currval('accounts_id_seq')",
+        "insert into accounts (id, owner) values (1, 'a') returning lastval()",
+        "update accounts set balance = currval('s') where id = 1",
+        "select nextval('s'), currval('s')",
+    ] {
+        assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+        let stmt = &Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap()[0];
+        assert!(check_at_parse(stmt, &placement()).is_some(), "{sql}");
+    }
+    assert!(!matches!(plan_sql("select nextval('s')"), Plan::Reject(_)));
+    assert!(!matches!(
+        plan_sql("select 'currval(1)' from countries"),
+        Plan::Reject(_)
+    ));
+}
