@@ -42,8 +42,68 @@ on_one_and_three_shards!(
     sql_execute_runs_a_statement_the_driver_prepared,
     sql_prepare_follows_its_session_across_connections,
     the_greeting_reports_what_a_reused_connection_reported_before,
-    a_sessions_own_notification_names_it_by_its_pid
+    a_sessions_own_notification_names_it_by_its_pid,
+    currval_and_lastval_never_show_another_clients_value
 );
+
+/// `currval()` and `lastval()` read values a server connection keeps, which another client may
+/// have left there. On one shard a session's first statement naming either runs on a
+/// connection cleared of them and pins the session; several shards refuse both.
+async fn currval_and_lastval_never_show_another_clients_value(shards: usize) {
+    // Two sessions below end up pinned; the others share the third connection.
+    let tc = cluster(shards, "size = 3").await;
+    let a = tc.client().await;
+    if shards > 1 {
+        for sql in ["select currval('s')", "select 1 + lastval()"] {
+            let simple = a.simple_query(sql).await.unwrap_err();
+            assert_eq!(code(&simple), "0A000", "{sql}");
+            let extended = a.query(sql, &[]).await.unwrap_err();
+            assert_eq!(code(&extended), "0A000", "{sql}");
+        }
+        return;
+    }
+    a.batch_execute("create sequence s").await.unwrap();
+    assert_eq!(next(&a).await, 1);
+    // B's first statement takes the connection A used last (the pool hands out the one
+    // returned most recently), where A's value still is.
+    let b = tc.client().await;
+    let never = b.simple_query("select currval('s')").await.unwrap_err();
+    assert_eq!(code(&never), "55000", "{never:?}");
+    let never = b.query_one("select lastval()", &[]).await.unwrap_err();
+    assert_eq!(code(&never), "55000", "{never:?}");
+    // B's own value stays its own while other clients draw, over transactions, in both
+    // protocols.
+    let own = next(&b).await;
+    for _ in 0..3 {
+        next(&a).await;
+        next(&tc.client().await).await;
+    }
+    let r = rows(
+        &b.simple_query("select currval('s'), lastval()")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(r, vec![vec![Some(own.to_string()), Some(own.to_string())]]);
+    let r = b.query_one("select lastval()", &[]).await.unwrap();
+    assert_eq!(r.get::<_, i64>(0), own);
+    // A first use through the extended protocol, on a connection others drew on.
+    let c = tc.client().await;
+    let never = c.query_one("select currval('s')", &[]).await.unwrap_err();
+    assert_eq!(code(&never), "55000", "{never:?}");
+    // nextval() and currval() in one Query are one transaction's: they agree.
+    let d = tc.client().await;
+    let r = rows(
+        &d.simple_query("begin; select nextval('s') = currval('s'); commit")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(r, vec![vec![Some("t".to_string())]]);
+}
+
+async fn next(c: &tokio_postgres::Client) -> i64 {
+    let r = c.query_one("select nextval('s')", &[]).await.unwrap();
+    r.get(0)
+}
 
 /// PostgreSQL names a session's own notifications by the pid it gave the session. Under
 /// transaction pooling that pid is the proxy's, not a server connection's, so the proxy names

@@ -11,6 +11,7 @@
 
 pub mod names;
 pub mod pins;
+pub mod sequences;
 pub mod settings;
 
 use crate::backend::{self, ShardReader, ShardStream, ShardWriter};

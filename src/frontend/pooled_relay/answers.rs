@@ -74,6 +74,7 @@ pub(super) fn on_answer(
                 wiped: r.wiped,
             }
         }
+        b'1' | b'2' | b'3' | b'C' if tracker.on_own_answer(tag) => Answer::Drop,
         b'1' if tracker.on_parse_complete() => Answer::Drop,
         b'3' => {
             tracker.on_close_complete();

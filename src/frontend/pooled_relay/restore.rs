@@ -10,8 +10,9 @@
 //! Invariant: every statement of the text before an added SET produces exactly one
 //! CommandComplete when it runs, so the added SETs' answers are known by their order.
 
-use super::statement_text::without_leading_comments;
+use super::statement_text::{query_text, without_leading_comments};
 use crate::pool::settings::Settings;
+use bytes::BytesMut;
 
 /// The statements the proxy added to one Query: the SETs that give startup parameters back,
 /// or the PREPARE that gives a connection a statement for DEALLOCATE to remove.
@@ -39,6 +40,19 @@ impl Restored {
             completes: 0,
             inserted,
         }
+    }
+
+    /// A statement of `chars` characters (with its terminator) put in front of the text these
+    /// edits describe; its answer's tag is `tag`.
+    fn put_ahead(&mut self, chars: u64, tag: &'static [u8]) {
+        for (n, _) in &mut self.hidden {
+            *n += 1;
+        }
+        self.hidden.insert(0, (1, tag));
+        for (at, _) in &mut self.inserted {
+            *at += chars;
+        }
+        self.inserted.insert(0, (0, chars));
     }
 
     /// Text was edited where error positions cannot be mapped back: none is given.
@@ -79,6 +93,25 @@ impl Restored {
             (client > 0).then_some(client)
         })
     }
+}
+
+/// The Query `client` (a whole frame), or the proxy's rewrite of it in `out` when `client` is
+/// None, sent behind `statement` instead, into `out`; `restored` learns that the statement's
+/// answer (tagged as the statement reads) is the proxy's, and where its text sits.
+pub(super) fn ahead_of_query(
+    statement: &'static str,
+    client: Option<&[u8]>,
+    out: &mut BytesMut,
+    restored: &mut Restored,
+) {
+    let text = match client {
+        Some(frame) => query_text(&frame[5..]),
+        None => query_text(&out[5..]),
+    };
+    let sent = format!("{statement};\n{text}");
+    out.clear();
+    crate::protocol::build::query(&sent, out);
+    restored.put_ahead(statement.chars().count() as u64 + 2, statement.as_bytes());
 }
 
 /// `text` (split into `pieces`, slices of it) with the client's startup parameters set again

@@ -47,6 +47,9 @@ pub enum Expect {
     Closed(Option<Box<str>>),
     /// The error that stands for PostgreSQL's refusal of a stale statement.
     Refusal,
+    /// An answer with this tag to a message the proxy sent for itself, under names of its
+    /// own (see `own_statement`): dropped.
+    Own(u8),
 }
 
 impl Expect {
@@ -103,11 +106,6 @@ pub struct RelayStatements {
     /// A Parse's text was edited since the last `take_text_edited`.
     text_edited: bool,
 }
-
-/// PostgreSQL's refusal of a statement whose result columns changed, raised on the shard so
-/// that it aborts an open transaction as the real one does.
-const REFUSAL: &str = "DO $shardgate$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', \
-     MESSAGE = 'cached plan must not change result type'; END$shardgate$";
 
 impl RelayStatements {
     /// `frame` as connection `conn` must receive it. `expect` gets what the answers will
@@ -446,25 +444,6 @@ impl RelayStatements {
         same
     }
 
-    /// The shard-side messages that raise PostgreSQL's refusal of a stale statement in place
-    /// of the client's message; `expect` gets what their answers hold.
-    pub fn refusal(out: &mut BytesMut, expect: &mut Vec<Expect>) {
-        // Unnamed: the client's unnamed statement is replaced, as any Parse of it would.
-        let mut parse = BytesMut::new();
-        parse.put_u8(0);
-        parse.put_slice(REFUSAL.as_bytes());
-        parse.put_u8(0);
-        parse.put_i16(0);
-        put_frame(b'P', &parse, out);
-        put_frame(b'B', &[0, 0, 0, 0, 0, 0, 0, 0], out);
-        put_frame(b'E', &[0, 0, 0, 0, 0], out);
-        expect.extend([
-            Expect::Injected(None),
-            Expect::InjectedBind,
-            Expect::Refusal,
-        ]);
-    }
-
     /// The session's name on the shards for SQL DEALLOCATE of `client`, and whether
     /// connection `conn` holds it; the statement is forgotten.
     pub fn deallocate(&mut self, client: &str, conn: u64) -> Option<(Box<str>, bool)> {
@@ -621,5 +600,6 @@ fn respliced_all(frame: &[u8], edits: &[Edit<'_>]) -> Bytes {
     out.freeze()
 }
 
+mod injected;
 #[cfg(test)]
 pub(super) mod tests;

@@ -20,6 +20,7 @@ use super::statement_text::{
 };
 use super::statements::{Expect, RelayStatements, Translated};
 use crate::pool::pins;
+use crate::pool::sequences;
 use crate::pool::settings::{self, Change, Settings};
 use crate::sql::builtin_types::oid_of;
 use bytes::BytesMut;
@@ -52,6 +53,10 @@ struct Request {
     wiped: bool,
     /// SETs the proxy added to a Query after its RESETs (see `restore`).
     restored: Restored,
+    /// DISCARD SEQUENCES went ahead of the client's statement (see `reads_sequences`), and
+    /// whether it ran: one skipped after an error goes again with the next such statement.
+    discards: bool,
+    discarded: bool,
 }
 
 /// What the shard pump does at a ReadyForQuery.
@@ -88,6 +93,8 @@ pub struct Tracker {
     plain_parse: PlainParse,
     /// What the shard will answer to the message being sent; kept so that its room is reused.
     expect: Vec<Expect>,
+    /// A statement named `currval` or `lastval` (see `pool::sequences`).
+    sequences_read: bool,
 }
 
 impl Tracker {
@@ -106,6 +113,7 @@ impl Tracker {
             settings_unknown: false,
             plain_parse: PlainParse::default(),
             expect: Vec::new(),
+            sequences_read: false,
         }
     }
 
@@ -127,7 +135,14 @@ impl Tracker {
                 sent: Some(Instant::now()),
                 ..Request::default()
             };
-            let rewritten = self.query(frame, conn, out, &mut request);
+            let discard = self.reads_sequences(&frame[5..]);
+            let mut rewritten = self.query(frame, conn, out, &mut request);
+            if discard {
+                let client = (!rewritten).then_some(frame);
+                restore::ahead_of_query(sequences::DISCARD, client, out, &mut request.restored);
+                request.discards = true;
+                rewritten = true;
+            }
             self.awaiting.push_back(request);
             return if rewritten {
                 Translated::Rewritten
@@ -140,7 +155,13 @@ impl Tracker {
         let translated = match frame[0] {
             b'P' => {
                 let body = &frame[5..];
+                let mut injected = false;
                 if !self.plain_parse.is(parse_text_bytes(body)) {
+                    if self.reads_sequences(parse_text_bytes(body)) {
+                        RelayStatements::own_statement(sequences::DISCARD, out, &mut expect);
+                        self.building.discards = true;
+                        injected = true;
+                    }
                     let text = parse_text(body);
                     if let Some(why) = pins::pins(without_leading_comments(&text)) {
                         self.pin(why);
@@ -150,7 +171,11 @@ impl Tracker {
                         self.plain_parse.remember(parse_text_bytes(body));
                     }
                 }
-                let translated = self.statements.translate(frame, conn, out, &mut expect);
+                let mut translated = self.statements.translate(frame, conn, out, &mut expect);
+                if injected && translated == Translated::Same {
+                    out.extend_from_slice(frame);
+                    translated = Translated::Rewritten;
+                }
                 if self.statements.take_text_edited() {
                     // Which message of the batch an error is about is not known: no error
                     // position of this batch is given rather than one that may point amiss.
@@ -311,77 +336,14 @@ impl Tracker {
         self.execute(&text, pieces[0], conn, out, request)
     }
 
-    /// SQL EXECUTE of a statement the client prepared through the protocol: PostgreSQL keeps
-    /// both in one namespace, but the shard knows the statement by the session's name, and
-    /// the connection may not have it yet. Rewritten to that name, behind a SQL PREPARE when
-    /// the connection lacks it; true when `out` holds the rewritten Query.
-    fn execute(
-        &mut self,
-        text: &str,
-        piece: &str,
-        conn: u64,
-        out: &mut BytesMut,
-        request: &mut Request,
-    ) -> bool {
-        let statement = without_leading_comments(piece);
-        let Some((name, range)) = execution(statement) else {
+    /// Whether the statement text `sql` must go behind DISCARD SEQUENCES: the first one that
+    /// names `currval` or `lastval` does, and pins the session (see `pool::sequences`).
+    fn reads_sequences(&mut self, sql: &[u8]) -> bool {
+        if self.sequences_read || !sequences::named_in(sql) {
             return false;
-        };
-        let Some((shard, prepare)) = self.statements.for_execute(&name, conn) else {
-            return false;
-        };
-        let ahead = prepare.unwrap_or_default();
-        let (renamed, before, grown) = renamed(text, statement, range, &shard);
-        let sent = format!("{ahead}{renamed}");
-        let chars = |s: &str| s.chars().count() as u64;
-        // Positions after the name move by what the rewrite added in front of them.
-        let mut inserted = Vec::new();
-        let mut hidden = Vec::new();
-        if !ahead.is_empty() {
-            inserted.push((0, chars(&ahead)));
-            hidden.push((1, &b"PREPARE"[..]));
-            let client: Box<str> = name.into();
-            self.statements.given(&client, conn);
-            request.given = Some((client, conn));
-            self.named_parses += 1;
         }
-        inserted.push((chars(&ahead) + before, grown));
-        request.restored = Restored::edited(hidden, inserted);
-        crate::protocol::build::query(&sent, out);
-        true
-    }
-
-    /// SQL PREPARE: kept under a name of the session's, as a Parse is, so that EXECUTE,
-    /// DEALLOCATE and the protocol find it on whichever connection serves them. False when
-    /// the relay cannot carry it (several statements, a parameter type that is not built in,
-    /// a shape it does not read): the session is then pinned as before.
-    fn prepare(
-        &mut self,
-        text: &str,
-        piece: &str,
-        conn: u64,
-        out: &mut BytesMut,
-        request: &mut Request,
-    ) -> bool {
-        let statement = without_leading_comments(piece);
-        let Some(p) = preparation(statement) else {
-            return false;
-        };
-        let oids: Option<Vec<u32>> = p.types.iter().map(|t| oid_of(t)).collect();
-        let Some(oids) = oids else {
-            return false;
-        };
-        let Some(shard) = self.statements.prepare_sql(statement, &p, &oids, conn) else {
-            // PostgreSQL's refusal, raised on the shard so that it aborts an open block.
-            crate::protocol::build::query(&RelayStatements::already_exists(&p.name), out);
-            return true;
-        };
-        let (sent, before, grown) = renamed(text, statement, p.name_range, &shard);
-        request.restored = Restored::edited(Vec::new(), vec![(before, grown)]);
-        request.parsed.push(p.name.into());
-        request.sql_prepare = true;
-        self.named_parses += 1;
-        crate::protocol::build::query(&sent, out);
+        self.sequences_read = true;
+        self.pin("currval() or lastval()");
         true
     }
 
@@ -453,6 +415,19 @@ impl Tracker {
         }
     }
 
+    /// A ParseComplete, BindComplete, CloseComplete or CommandComplete (`tag`) arrived; true
+    /// when it answers a statement the proxy ran for itself (see `RelayStatements::own_statement`).
+    pub fn on_own_answer(&mut self, tag: u8) -> bool {
+        let request = self.answering();
+        if request.expects.front() == Some(&Expect::Own(tag)) {
+            request.expects.pop_front();
+            // The proxy's only statement of its own that completes is its DISCARD SEQUENCES.
+            request.discarded |= tag == b'C';
+            return true;
+        }
+        false
+    }
+
     /// A BindComplete arrived; true when it answers the proxy's own Bind.
     pub fn on_bind_complete(&mut self) -> bool {
         let request = self.answering();
@@ -512,6 +487,7 @@ impl Tracker {
         let tag = body.split(|b| *b == 0).next().unwrap_or(b"");
         let request = self.answering();
         if request.restored.answer_is_ours(tag) {
+            request.discarded |= tag == sequences::DISCARD.as_bytes();
             return true;
         }
         match tag {
@@ -538,6 +514,9 @@ impl Tracker {
     pub fn on_ready(&mut self, status: u8) -> Ready {
         let request = self.awaiting.pop_front().unwrap_or_default();
         let before = std::mem::replace(&mut self.status, status);
+        if request.discards && !request.discarded {
+            self.sequences_read = false;
+        }
         for name in &request.parsed {
             self.statements.refused(name);
         }
@@ -624,5 +603,6 @@ impl Tracker {
     }
 }
 
+mod sql_prepare;
 #[cfg(test)]
 mod tests;

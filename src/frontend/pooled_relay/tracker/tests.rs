@@ -265,3 +265,81 @@ fn a_sql_prepare_the_relay_cannot_carry_pins() {
 fn complete_is_ours(t: &mut Tracker, tag: &str) -> bool {
     t.on_command_complete(format!("{tag}\0").as_bytes())
 }
+
+#[test]
+fn a_first_currval_pins_and_runs_behind_discard_sequences() {
+    let mut t = Tracker::new(Settings::new(&[]));
+    let mut out = BytesMut::new();
+    let sql = "select currval('s')";
+    let q = frame(b'Q', format!("{sql}\0").as_bytes());
+    assert_eq!(t.on_client(&q, 5, &mut out), Translated::Rewritten);
+    assert_eq!(query_text(&out[5..]), format!("DISCARD SEQUENCES;\n{sql}"));
+    assert!(t.pinned.is_some());
+    // The DISCARD's answer is the proxy's; an error position is the client's.
+    assert!(t.on_command_complete(b"DISCARD SEQUENCES\0"));
+    let to_client = t.client_position().expect("positions move");
+    assert_eq!(to_client(19 + 8), Some(8));
+    assert!(!t.on_command_complete(b"SELECT 1\0"));
+    assert!(!t.on_ready(b'I').release);
+    // Only the first such statement is sent behind a DISCARD.
+    assert_eq!(query(&mut t, "select lastval()"), Translated::Same);
+
+    // Other statements neither pin nor discard.
+    let mut t = Tracker::new(Settings::new(&[]));
+    assert_eq!(query(&mut t, "select nextval('s')"), Translated::Same);
+    assert!(t.on_ready(b'I').release);
+    assert!(t.pinned.is_none());
+}
+
+#[test]
+fn a_parse_naming_lastval_goes_behind_the_proxys_own_discard() {
+    let mut t = Tracker::new(Settings::new(&[]));
+    let parse = frame(b'P', b"\0select lastval()\0\0\0");
+    let mut out = BytesMut::new();
+    assert_eq!(t.on_client(&parse, 9, &mut out), Translated::Rewritten);
+    assert!(t.pinned.is_some());
+    let tags: Vec<u8> = {
+        let mut tags = Vec::new();
+        let mut rest = &out[..];
+        while rest.len() >= 5 {
+            let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+            tags.push(rest[0]);
+            rest = &rest[1 + len..];
+        }
+        tags
+    };
+    // The proxy's Parse, Bind, Execute and two Closes, then the client's Parse as it came.
+    assert_eq!(tags, b"PBECCP");
+    assert!(out.ends_with(&parse));
+    assert!(out.windows(17).any(|w| w == b"DISCARD SEQUENCES"));
+    t.on_client_start(b'S');
+    for tag in [b'1', b'2', b'C', b'3', b'3'] {
+        assert!(t.on_own_answer(tag), "{}", tag as char);
+    }
+    // The client's ParseComplete is its own.
+    assert!(!t.on_own_answer(b'1'));
+    assert!(!t.on_parse_complete());
+    // Settled: the same text again goes as it came.
+    let mut out = BytesMut::new();
+    assert_eq!(t.on_client(&parse, 9, &mut out), Translated::Same);
+}
+
+#[test]
+fn a_discard_skipped_after_an_error_goes_again_with_the_next_such_statement() {
+    let mut t = Tracker::new(Settings::new(&[]));
+    query(&mut t, "BEGIN");
+    t.on_ready(b'T');
+    query(&mut t, "select 1/0");
+    t.on_error();
+    t.on_ready(b'E');
+    // In the failed block the DISCARD fails before anything runs (25P02).
+    assert_eq!(query(&mut t, "select currval('s')"), Translated::Rewritten);
+    t.on_error();
+    t.on_ready(b'E');
+    query(&mut t, "ROLLBACK");
+    t.on_ready(b'I');
+    assert_eq!(query(&mut t, "select lastval()"), Translated::Rewritten);
+    assert!(t.on_command_complete(b"DISCARD SEQUENCES\0"));
+    t.on_ready(b'I');
+    assert_eq!(query(&mut t, "select lastval()"), Translated::Same);
+}

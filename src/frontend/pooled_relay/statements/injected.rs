@@ -1,0 +1,61 @@
+//! Messages the relay sends in an extended-protocol batch on its own, before or in place of
+//! the client's: each leaves in `expect` what its answers hold, so that the answers are
+//! dropped or replaced rather than shown to the client.
+
+use super::{put_frame, Expect, RelayStatements};
+use bytes::{BufMut, BytesMut};
+
+/// PostgreSQL's refusal of a statement whose result columns changed, raised on the shard so
+/// that it aborts an open transaction as the real one does.
+const REFUSAL: &str = "DO $shardgate$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', \
+     MESSAGE = 'cached plan must not change result type'; END$shardgate$";
+
+impl RelayStatements {
+    /// The shard-side messages that raise PostgreSQL's refusal of a stale statement in place
+    /// of the client's message; `expect` gets what their answers hold.
+    pub fn refusal(out: &mut BytesMut, expect: &mut Vec<Expect>) {
+        // Unnamed: the client's unnamed statement is replaced, as any Parse of it would.
+        let mut parse = BytesMut::new();
+        parse.put_u8(0);
+        parse.put_slice(REFUSAL.as_bytes());
+        parse.put_u8(0);
+        parse.put_i16(0);
+        put_frame(b'P', &parse, out);
+        put_frame(b'B', &[0, 0, 0, 0, 0, 0, 0, 0], out);
+        put_frame(b'E', &[0, 0, 0, 0, 0], out);
+        expect.extend([
+            Expect::Injected(None),
+            Expect::InjectedBind,
+            Expect::Refusal,
+        ]);
+    }
+
+    /// `sql` run through the extended protocol under a statement and a portal name of the
+    /// proxy's, both closed again: the client's unnamed statement and portal stay as they
+    /// were. `sql` takes no parameters and returns no rows.
+    pub fn own_statement(sql: &str, out: &mut BytesMut, expect: &mut Vec<Expect>) {
+        const NAME: &[u8] = b"shardgate_own\0";
+        let mut body = BytesMut::new();
+        body.put_slice(NAME);
+        body.put_slice(sql.as_bytes());
+        body.put_u8(0);
+        body.put_i16(0);
+        put_frame(b'P', &body, out);
+        body.clear();
+        body.put_slice(NAME);
+        body.put_slice(NAME);
+        body.put_slice(&[0; 6]);
+        put_frame(b'B', &body, out);
+        body.clear();
+        body.put_slice(NAME);
+        body.put_i32(0);
+        put_frame(b'E', &body, out);
+        for kind in [b'P', b'S'] {
+            body.clear();
+            body.put_u8(kind);
+            body.put_slice(NAME);
+            put_frame(b'C', &body, out);
+        }
+        expect.extend([b'1', b'2', b'C', b'3', b'3'].map(Expect::Own));
+    }
+}
