@@ -931,6 +931,59 @@ async fn sql_execute_runs_a_statement_the_driver_prepared(shards: usize) {
     raw.send(&query("EXECUTE r('5')")).await;
     assert_eq!(qty(&raw.until_ready().await), "50");
     holder.batch_execute("rollback").await.unwrap();
+
+    // A Parse that left its parameter's type open: PostgreSQL inferred text, and EXECUTE
+    // gives the argument that type on a connection that never prepared the statement too.
+    raw.send(
+        &[
+            message(b'P', b"t\0select $1 as v\0\0\0"),
+            message(b'S', b""),
+        ]
+        .concat(),
+    )
+    .await;
+    let answer = raw.until_ready().await;
+    assert_eq!(answer.first().map(|m| m.0), Some(b'1'), "{answer:?}");
+    let holder = holding_the_last_connection(&tc).await;
+    raw.send(&query("EXECUTE t(5)")).await;
+    let answer = raw.until_ready().await;
+    assert!(!answer.iter().any(|m| m.0 == b'E'), "{answer:?}");
+    let columns = answer.iter().find(|m| m.0 == b'T').expect("a description");
+    let text_oid = 25u32.to_be_bytes();
+    assert_eq!(
+        &columns.1[10..14],
+        &text_oid,
+        "{shards} shard(s): {answer:?}"
+    );
+    let row = answer.iter().find(|m| m.0 == b'D').expect("a row");
+    assert_eq!(&row.1[row.1.len() - 1..], b"5");
+    holder.batch_execute("rollback").await.unwrap();
+
+    // A driver's Parse of EXECUTE (asyncpg's fetch('EXECUTE name')) is described with the
+    // statement's columns, and runs.
+    raw.send(
+        &[
+            message(b'P', b"two\0select 2 as y\0\0\0"),
+            message(b'S', b""),
+        ]
+        .concat(),
+    )
+    .await;
+    raw.until_ready().await;
+    raw.send(
+        &[
+            message(b'P', b"\0EXECUTE two\0\0\0"),
+            message(b'D', b"S\0"),
+            message(b'B', b"\0\0\0\0\0\0\0\0"),
+            message(b'E', b"\0\0\0\0\0"),
+            message(b'S', b""),
+        ]
+        .concat(),
+    )
+    .await;
+    let answer = raw.until_ready().await;
+    let tags: Vec<u8> = answer.iter().map(|m| m.0).collect();
+    assert_eq!(tags, b"1tT2DCZ", "{shards} shard(s): {answer:?}");
 }
 
 /// A statement prepared with SQL PREPARE follows its session from one server connection to

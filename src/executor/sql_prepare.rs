@@ -283,7 +283,7 @@ impl Exec<'_> {
     /// parameters stay parameters), since no shard connection holds `name`: Describe and Bind
     /// then treat it as any statement. Any other message is left as it was.
     pub fn inline_execute(&self, m: &mut ClientMessage) {
-        if !self.pool.shares() || self.sql_statements.is_empty() {
+        if !self.pool.shares() {
             return;
         }
         let Kind::Parse(p) = &m.kind else {
@@ -324,10 +324,31 @@ impl Exec<'_> {
         else {
             return None;
         };
-        let prepared = self.sql_statements.get(&name)?;
+        let kept;
+        let prepared = match self.sql_statements.get(&name) {
+            Some(p) => p,
+            None => {
+                kept = self.parsed_with_known_types(&name)?;
+                &kept
+            }
+        };
         with_arguments(&name, prepared, &args)
             .ok()
             .map(|s| s.to_string())
+    }
+
+    /// A statement the client prepared through the protocol, as a SQL-prepared one, when its
+    /// text is kept and the types of its parameters are known here: it has none, or its Parse
+    /// declared each, built in. The types PostgreSQL inferred for open ones are learnt from a
+    /// shard only when it runs (see `parsed_statement`).
+    fn parsed_with_known_types(&self, name: &str) -> Option<SqlPrepared> {
+        let (text, oids) = self.pool.names.parsed(self.pool.names.shard_name(name)?)?;
+        let body = self.parse(text).filter(|v| v.len() == 1)?[0].clone();
+        let types: Vec<String> = oids
+            .iter()
+            .map(|&o| crate::sql::builtin_types::name_of(o))
+            .collect::<Option<_>>()?;
+        (types.len() >= placeholders(&body)).then_some(SqlPrepared { types, body })
     }
 }
 
@@ -370,6 +391,34 @@ impl Exec<'_> {
 }
 
 impl Exec<'_> {
+    /// `values` (a statement's text) with the types PostgreSQL infers for its parameters when
+    /// none is declared, as it did for the client's Parse: a SQL PREPARE of the same text on
+    /// the home shard infers them again. Put in as written, an argument could take another
+    /// type than on a direct connection (`5` for a text parameter).
+    async fn inferred_types(
+        &mut self,
+        mut values: Vec<String>,
+    ) -> R<Result<Option<Vec<String>>, Step>> {
+        const PROBE: &str = "shardgate_types";
+        if !values[0].contains('$') {
+            return Ok(Ok(Some(values)));
+        }
+        // The text on lines of its own: a trailing `--` comment cannot swallow what follows.
+        let sql = format!(
+            "PREPARE {PROBE} AS\n{}\n;SELECT format_type(u.t, NULL) FROM pg_prepared_statements, \
+             unnest(parameter_types) WITH ORDINALITY AS u(t, n) WHERE name = '{PROBE}' \
+             ORDER BY u.n;DEALLOCATE {PROBE}",
+            values[0]
+        );
+        let (types, error) = self.query_values(HOME, &sql).await?;
+        if let Some(e) = error {
+            self.shard_error(&e);
+            return Ok(Err(Step::Failed));
+        }
+        values.extend(types);
+        Ok(Ok(Some(values)))
+    }
+
     /// The text of the client's Parse of `shard_name` and its declared parameter types, by
     /// name (looked up on the home shard). Types left open in a Parse that declared others
     /// cannot be named, and are refused.
@@ -384,7 +433,7 @@ impl Exec<'_> {
         };
         let mut values = vec![text];
         if oids.iter().all(|&o| o == 0) {
-            return Ok(Ok(Some(values)));
+            return self.inferred_types(values).await;
         }
         if oids.contains(&0) {
             return Ok(Err(self.error(
