@@ -984,6 +984,17 @@ async fn sql_execute_runs_a_statement_the_driver_prepared(shards: usize) {
     let answer = raw.until_ready().await;
     let tags: Vec<u8> = answer.iter().map(|m| m.0).collect();
     assert_eq!(tags, b"1tT2DCZ", "{shards} shard(s): {answer:?}");
+    // A second Parse of a live name is refused under the client's name for it.
+    raw.send(&[message(b'P', b"two\0select 3\0\0\0"), message(b'S', b"")].concat())
+        .await;
+    let answer = raw.until_ready().await;
+    let error = answer.iter().find(|m| m.0 == b'E').expect("42P05");
+    assert_eq!(field(&error.1, b'C').as_deref(), Some("42P05"));
+    assert_eq!(
+        field(&error.1, b'M').as_deref(),
+        Some("prepared statement \"two\" already exists"),
+        "{shards} shard(s)"
+    );
 }
 
 /// A statement prepared with SQL PREPARE follows its session from one server connection to

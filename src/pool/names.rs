@@ -52,6 +52,45 @@ pub fn client_part(shard: &str) -> &str {
     }
 }
 
+/// `message` of a shard's error with each statement name the proxy gave (`"sg1f_3:S_1"`) put
+/// back as the client's (`"S_1"`); None when it quotes none.
+pub fn client_message(message: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(at) = rest.find("\"sg") {
+        let name = &rest[at + 1..];
+        let cut = name.find(':').filter(|&end| {
+            let (session, counter) = name[2..end].split_once('_').unwrap_or(("", ""));
+            let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+            hex(session) && hex(counter)
+        });
+        out.push_str(&rest[..at + 1]);
+        rest = match cut {
+            Some(end) => &name[end + 1..],
+            None => name,
+        };
+    }
+    if out.is_empty() {
+        return None;
+    }
+    out.push_str(rest);
+    (out != message).then_some(out)
+}
+
+/// A shard's ErrorResponse about a prepared statement (42P05, 26000) with the client's names
+/// in its message; None when it needs no change.
+pub fn error_in_client_names(frame: &[u8]) -> Option<bytes::Bytes> {
+    use crate::protocol::inspect::error_field;
+    let body = frame.get(5..)?;
+    if !matches!(error_field(body, b'C'), Some("42P05" | "26000")) {
+        return None;
+    }
+    let message = client_message(error_field(body, b'M')?)?;
+    Some(crate::protocol::inspect::with_error_field(
+        frame, b'M', &message,
+    ))
+}
+
 #[derive(Debug, Default)]
 pub struct StatementNames {
     prefix: SessionPrefix,
@@ -160,6 +199,51 @@ fn respliced(frame: &Frame, at: usize, old_len: usize, new: &str) -> Frame {
 mod tests {
     use super::*;
     use crate::protocol::message::{Bind, Parse, Target};
+
+    #[test]
+    fn an_error_names_statements_as_the_client_does() {
+        assert_eq!(
+            client_message("prepared statement \"sg35c_1:foobar\" already exists").as_deref(),
+            Some("prepared statement \"foobar\" already exists")
+        );
+        assert_eq!(
+            client_message("\"sg1_a:x\" and \"sg2_b:y:z\"").as_deref(),
+            Some("\"x\" and \"y:z\"")
+        );
+        assert_eq!(
+            client_message("prepared statement \"S_1\" does not exist"),
+            None
+        );
+        assert_eq!(client_message("relation \"sgx_1:t\" does not exist"), None);
+        assert_eq!(client_message("\"sg"), None);
+        assert_eq!(client_message("\"sg1_:x\""), None);
+    }
+
+    #[test]
+    fn only_errors_about_prepared_statements_are_rewritten() {
+        use crate::error::PgError;
+        use crate::protocol::inspect::error_field;
+        let frame = |code: &'static str| {
+            let mut b = BytesMut::new();
+            let e = PgError::error(code, "prepared statement \"sg7_2:q\" already exists")
+                .with_hint("h");
+            crate::protocol::build::error(&e, &mut b);
+            b
+        };
+        let out = error_in_client_names(&frame("42P05")).expect("rewritten");
+        let body = &out[5..];
+        assert_eq!(
+            error_field(body, b'M'),
+            Some("prepared statement \"q\" already exists")
+        );
+        assert_eq!(error_field(body, b'C'), Some("42P05"));
+        assert_eq!(error_field(body, b'H'), Some("h"));
+        assert_eq!(
+            u32::from_be_bytes(out[1..5].try_into().unwrap()) as usize,
+            out.len() - 1
+        );
+        assert!(error_in_client_names(&frame("42601")).is_none());
+    }
 
     fn message(build: impl FnOnce(&mut BytesMut)) -> ClientMessage {
         let mut b = BytesMut::new();

@@ -90,6 +90,9 @@ pub(super) fn on_answer(
             }
         }
         b'E' => {
+            // Statement names as the client gave them, not as the shard knows them.
+            let renamed = crate::pool::names::error_in_client_names(frame);
+            let frame = renamed.as_deref().unwrap_or(frame);
             let moved = tracker.client_position().map(|to_client| {
                 BytesMut::from(&inspect::map_error_position(frame, to_client)[..])
             });
@@ -99,6 +102,8 @@ pub(super) fn on_answer(
                 Answer::Replace(b)
             } else if let Some(moved) = moved {
                 Answer::Replace(moved)
+            } else if let Some(renamed) = renamed {
+                Answer::Replace(BytesMut::from(&renamed[..]))
             } else {
                 Answer::Pass
             }
