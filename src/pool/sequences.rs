@@ -20,16 +20,28 @@
 /// What clears a connection's sequence values, and its command tag.
 pub const DISCARD: &str = "DISCARD SEQUENCES";
 
-/// Whether `sql` may call `currval()` or `lastval()`: either word, in any case, anywhere in
-/// the text. A word in a string or a comment counts too; it costs a pin, never an answer.
+/// Whether `sql` may call `currval()` or `lastval()`: either name, in any case, as a word
+/// followed by `(`. A call in a string or a comment counts too; it costs a pin and a discard,
+/// never an answer. A word that only contains either name (a column `lastvalue`) does not:
+/// DISCARD SEQUENCES in front of a statement that must run alone (VACUUM) would fail it.
 pub fn named_in(b: &[u8]) -> bool {
-    // Both words end in "val"; a 'v' or 'V' is rare enough in SQL to anchor the search.
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+    // Both names end in "val"; a 'v' or 'V' is rare enough in SQL to anchor the search.
     memchr::memchr2_iter(b'v', b'V', b).any(|i| {
-        i >= 4
-            && (b[i - 4..i].eq_ignore_ascii_case(b"curr")
-                || b[i - 4..i].eq_ignore_ascii_case(b"last"))
+        let Some(start) = i.checked_sub(4) else {
+            return false;
+        };
+        let name = &b[start..i];
+        (name.eq_ignore_ascii_case(b"curr") || name.eq_ignore_ascii_case(b"last"))
             && b.get(i + 1..i + 3)
                 .is_some_and(|w| w.eq_ignore_ascii_case(b"al"))
+            && (start == 0 || !word(b[start - 1]))
+            && b[i + 3..]
+                .iter()
+                // A quoted name ("currval") ends in its quote.
+                .skip(usize::from(b.get(i + 3) == Some(&b'"')))
+                .find(|c| !c.is_ascii_whitespace())
+                .is_some_and(|&c| c == b'(')
     })
 }
 
@@ -53,5 +65,15 @@ mod tests {
         assert!(!named_in("lastv".as_bytes()));
         assert!(!named_in("".as_bytes()));
         assert!(named_in("select 'ü', lastval()".as_bytes()));
+        assert!(named_in("select currval\n ('s')".as_bytes()));
+        assert!(named_in("currval('s')".as_bytes()));
+        assert!(named_in("select pg_catalog.\"currval\"('s')".as_bytes()));
+        assert!(!named_in("select lastvalue from t".as_bytes()));
+        assert!(!named_in(
+            "create index concurrently i on t (my_lastval)".as_bytes()
+        ));
+        assert!(!named_in("vacuum t_currval".as_bytes()));
+        assert!(!named_in("select currval".as_bytes()));
+        assert!(!named_in("select xcurrval(1)".as_bytes()));
     }
 }

@@ -95,6 +95,9 @@ pub struct Tracker {
     expect: Vec<Expect>,
     /// A statement named `currval` or `lastval` (see `pool::sequences`).
     sequences_read: bool,
+    /// A statement of the proxy's own was sent and its request is not over: only then can
+    /// an answer be its (checked on every ParseComplete, BindComplete and CommandComplete).
+    own_sent: bool,
 }
 
 impl Tracker {
@@ -114,6 +117,7 @@ impl Tracker {
             plain_parse: PlainParse::default(),
             expect: Vec::new(),
             sequences_read: false,
+            own_sent: false,
         }
     }
 
@@ -160,6 +164,7 @@ impl Tracker {
                     if self.reads_sequences(parse_text_bytes(body)) {
                         RelayStatements::own_statement(sequences::DISCARD, out, &mut expect);
                         self.building.discards = true;
+                        self.own_sent = true;
                         injected = true;
                     }
                     let text = parse_text(body);
@@ -418,6 +423,9 @@ impl Tracker {
     /// A ParseComplete, BindComplete, CloseComplete or CommandComplete (`tag`) arrived; true
     /// when it answers a statement the proxy ran for itself (see `RelayStatements::own_statement`).
     pub fn on_own_answer(&mut self, tag: u8) -> bool {
+        if !self.own_sent {
+            return false;
+        }
         let request = self.answering();
         if request.expects.front() == Some(&Expect::Own(tag)) {
             request.expects.pop_front();
@@ -517,6 +525,7 @@ impl Tracker {
         if request.discards && !request.discarded {
             self.sequences_read = false;
         }
+        self.own_sent &= !self.awaiting.is_empty() || self.unsynced;
         for name in &request.parsed {
             self.statements.refused(name);
         }
