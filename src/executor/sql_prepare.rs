@@ -397,7 +397,7 @@ impl Exec<'_> {
     /// type than on a direct connection (`5` for a text parameter).
     async fn inferred_types(
         &mut self,
-        mut values: Vec<String>,
+        values: Vec<String>,
     ) -> R<Result<Option<Vec<String>>, Step>> {
         const PROBE: &str = "shardgate_types";
         if !values[0].contains('$') {
@@ -410,7 +410,16 @@ impl Exec<'_> {
              ORDER BY u.n;DEALLOCATE {PROBE}",
             values[0]
         );
-        let (types, error) = self.query_values(HOME, &sql).await?;
+        self.with_types_from(values, &sql).await
+    }
+
+    /// `values` followed by the type names `sql` reads on the home shard.
+    async fn with_types_from(
+        &mut self,
+        mut values: Vec<String>,
+        sql: &str,
+    ) -> R<Result<Option<Vec<String>>, Step>> {
+        let (types, error) = self.query_values(HOME, sql).await?;
         if let Some(e) = error {
             self.shard_error(&e);
             return Ok(Err(Step::Failed));
@@ -431,7 +440,7 @@ impl Exec<'_> {
         else {
             return Ok(Ok(None));
         };
-        let mut values = vec![text];
+        let values = vec![text];
         if oids.iter().all(|&o| o == 0) {
             return self.inferred_types(values).await;
         }
@@ -453,13 +462,7 @@ impl Exec<'_> {
              ORDER BY n",
             list.join(",")
         );
-        let (types, error) = self.query_values(HOME, &sql).await?;
-        if let Some(e) = error {
-            self.shard_error(&e);
-            return Ok(Err(Step::Failed));
-        }
-        values.extend(types);
-        Ok(Ok(Some(values)))
+        self.with_types_from(values, &sql).await
     }
 }
 
