@@ -6,7 +6,7 @@
 //! session's may sit on a connection it no longer holds. Read there, another client's value
 //! would be a wrong answer.
 //!
-//! So the first statement of a session that names `currval` or `lastval` pins the session to
+//! So the first statement of a session that calls `currval` or `lastval` pins the session to
 //! its connection, and goes behind `DISCARD SEQUENCES`: whatever values the connection held are
 //! gone, and the two functions answer as PostgreSQL does for a session that has not called
 //! `nextval()` yet (55000), never with another session's value. From then on the connection is

@@ -342,7 +342,7 @@ impl Tracker {
     }
 
     /// Whether the statement text `sql` must go behind DISCARD SEQUENCES: the first one that
-    /// names `currval` or `lastval` does, and pins the session (see `pool::sequences`).
+    /// calls `currval` or `lastval` does, and pins the session (see `pool::sequences`).
     fn reads_sequences(&mut self, sql: &[u8]) -> bool {
         if self.sequences_read || !sequences::named_in(sql) {
             return false;
