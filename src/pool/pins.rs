@@ -19,7 +19,7 @@ pub fn pins_in(text: &str, prepares_carried: bool) -> Option<&'static str> {
     };
     // Nearly every Query is one statement, perhaps ended by its `;`: no split (and no
     // allocation for it) on that path. A text whose only `;` ends it cannot hold two.
-    match text.find(';') {
+    match memchr::memchr(b';', text.as_bytes()) {
         None => return pins(text),
         Some(end) if text[end + 1..].trim().is_empty() => return pins(&text[..end]),
         Some(_) => {}
