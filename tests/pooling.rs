@@ -41,6 +41,7 @@ on_one_and_three_shards!(
     a_close_skipped_after_an_error_leaves_the_statement,
     sql_execute_runs_a_statement_the_driver_prepared,
     sql_prepare_follows_its_session_across_connections,
+    a_parse_of_execute_runs_the_statement_the_name_has_now,
     the_greeting_reports_what_a_reused_connection_reported_before,
     a_sessions_own_notification_names_it_by_its_pid,
     currval_and_lastval_never_show_another_clients_value
@@ -1079,4 +1080,38 @@ async fn sql_prepare_follows_its_session_across_connections(shards: usize) {
     assert_eq!(code(&e), "26000", "{e}");
     assert!(common::db_error(&e).message().contains("\"q\""), "{e}");
     assert_eq!(qty(&other, "EXECUTE q(3)").await, "31");
+}
+
+/// A driver's statement `EXECUTE foo(3)` runs whatever `foo` is when it runs, as PostgreSQL
+/// looks the name up at every execution: after the client deallocates `foo` and prepares it
+/// again, on the connection it ran on and on one it never saw, and with `foo` gone (26000).
+async fn a_parse_of_execute_runs_the_statement_the_name_has_now(shards: usize) {
+    let tc = cluster(shards, "size = 2\ncheckout_timeout_secs = 2").await;
+    let c = tc.client().await;
+    let prepare =
+        |plus: i32| format!("PREPARE foo (bigint) AS select qty + {plus} from items where id = $1");
+    c.batch_execute(&prepare(0)).await.unwrap();
+    let st = c.prepare("EXECUTE foo(3)").await.unwrap();
+    let qty = |rows: Vec<tokio_postgres::Row>| rows[0].get::<_, i32>(0);
+    assert_eq!(qty(c.query(&st, &[]).await.unwrap()), 30);
+
+    c.batch_execute("DEALLOCATE foo").await.unwrap();
+    c.batch_execute(&prepare(1)).await.unwrap();
+    assert_eq!(qty(c.query(&st, &[]).await.unwrap()), 31);
+    // On a connection the statement never reached.
+    let holder = holding_the_last_connection(&tc).await;
+    assert_eq!(qty(c.query(&st, &[]).await.unwrap()), 31);
+    holder.batch_execute("rollback").await.unwrap();
+
+    c.batch_execute("DEALLOCATE foo").await.unwrap();
+    let e = c.query(&st, &[]).await.unwrap_err();
+    assert_eq!(code(&e), "26000", "{e}");
+    assert!(common::db_error(&e).message().contains("\"foo\""), "{e}");
+
+    c.batch_execute(&prepare(2)).await.unwrap();
+    assert_eq!(qty(c.query(&st, &[]).await.unwrap()), 32);
+    // Another session's `foo` is its own.
+    let other = tc.client().await;
+    other.batch_execute(&prepare(5)).await.unwrap();
+    assert_eq!(qty(c.query(&st, &[]).await.unwrap()), 32);
 }

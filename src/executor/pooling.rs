@@ -20,6 +20,12 @@ impl Exec<'_> {
         }
         if self.pool.renames() {
             self.pool.names.rename(msg);
+            if let Kind::Parse(p) = &msg.kind {
+                if !self.pool.inlined.is_empty() {
+                    // The name now stands for this Parse's statement.
+                    self.pool.inlined.remove(&p.name);
+                }
+            }
             self.inline_execute(msg);
         }
     }

@@ -282,7 +282,10 @@ impl Exec<'_> {
     /// becomes a Parse of that statement with the arguments in place (the Parse's own
     /// parameters stay parameters), since no shard connection holds `name`: Describe and Bind
     /// then treat it as any statement. Any other message is left as it was.
-    pub fn inline_execute(&self, m: &mut ClientMessage) {
+    ///
+    /// PostgreSQL looks `name` up at every execution, so what was inlined is remembered, and a
+    /// Bind finding `name` deallocated or prepared again since undoes it (`inlined_went_stale`).
+    pub fn inline_execute(&mut self, m: &mut ClientMessage) {
         if !self.pool.shares() {
             return;
         }
@@ -299,6 +302,9 @@ impl Exec<'_> {
         let Some(sql) = self.inlined(&p.sql) else {
             return;
         };
+        self.pool
+            .inlined
+            .insert(p.name.clone(), (p.sql.clone(), sql.clone()));
         let parse = Parse {
             name: p.name.clone(),
             sql,
@@ -313,6 +319,17 @@ impl Exec<'_> {
             },
             kind: Kind::Parse(parse),
         };
+    }
+
+    /// For a Bind of `statement`, whose Parse `inline_execute` inlined: when the statement it
+    /// executes was deallocated or prepared again since, the client's text and the text it had
+    /// become; the statement is then no longer taken for inlined.
+    pub fn inlined_went_stale(&mut self, statement: &str) -> Option<(String, String)> {
+        let (client, text) = self.pool.inlined.get(statement)?;
+        if self.inlined(client).as_deref() == Some(text.as_str()) {
+            return None;
+        }
+        self.pool.inlined.remove(statement)
     }
 
     /// `sql`, an EXECUTE of a statement the session keeps, with its arguments in place; None

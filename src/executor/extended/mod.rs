@@ -146,6 +146,16 @@ impl Extended {
         };
         exec.for_shards(msg);
         let (tag, size) = (msg.tag(), msg.size());
+        if let Kind::Bind(b) = &msg.kind {
+            if !exec.pool.inlined.is_empty() {
+                let name = b.statement.clone();
+                if let Some((client, text)) = exec.inlined_went_stale(&name) {
+                    if let Some(st) = self.statements.get_mut(&name).filter(|st| st.sql == text) {
+                        st.executes_again(exec, &name, client);
+                    }
+                }
+            }
+        }
         self.batch_bytes += size;
         // A client that sends messages without ever syncing is served the way PostgreSQL
         // serves it, message by message, instead of being buffered without bound.

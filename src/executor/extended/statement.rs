@@ -62,6 +62,24 @@ impl Statement {
         }
     }
 
+    /// A statement whose Parse of `EXECUTE name` had been inlined, `name` having changed
+    /// since: it takes back the client's text (`client`), which a Bind resolves each time it
+    /// runs (see `portal::executed`), as PostgreSQL does. No shard holds it under that text.
+    pub(super) fn executes_again(&mut self, exec: &Exec<'_>, name: &str, client: String) {
+        let mut parse = bytes::BytesMut::new();
+        Parse {
+            name: name.to_string(),
+            sql: client.clone(),
+            param_types: self.param_types.clone(),
+        }
+        .encode(&mut parse);
+        self.parse = parse.freeze();
+        self.ast = parse_ast_for(exec, &client);
+        self.sql = client;
+        self.on.clear();
+        self.parsed_at.clear();
+    }
+
     /// Whether its tree carries the table's columns as the session knew them when it was
     /// built (an INSERT's), so that the same text parsed again may need a new one.
     pub(super) fn tree_has_columns(&self) -> bool {

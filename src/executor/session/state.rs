@@ -61,6 +61,9 @@ pub struct SessionPool {
     /// The last text found not to pin (see `Exec::pin_for`): drivers parse the same text
     /// query after query.
     pub(in crate::executor) pins_nothing: String,
+    /// Statements whose Parse of `EXECUTE name(...)` was inlined (see `Exec::inline_execute`),
+    /// by their name on the shards: the client's text, and the text it became.
+    pub(in crate::executor) inlined: foldhash::HashMap<String, (String, String)>,
 }
 
 impl SessionPool {
@@ -72,6 +75,7 @@ impl SessionPool {
             pinned: None,
             uncertain: false,
             pins_nothing: String::new(),
+            inlined: Default::default(),
         }
     }
 

@@ -94,7 +94,7 @@ struct Prepared {
     sql: Option<Box<str>>,
     /// The client statement this one's text EXECUTEs (a Parse of `EXECUTE name(...)`): a
     /// connection given this one must hold that one first.
-    needs: Option<Box<str>>,
+    needs: Option<Needs>,
 }
 
 #[derive(Debug, Default)]
@@ -173,7 +173,7 @@ impl RelayStatements {
         let executes = self.executed_in(frame, name.len(), conn, out, expect);
         if name.is_empty() {
             expect.push(Expect::Parsed(None));
-            let Some((edit, _)) = executes else {
+            let Some((Some(edit), _)) = executes else {
                 return Translated::Same;
             };
             out.put_slice(&respliced_all(frame, &[edit.as_ref()]));
@@ -190,13 +190,7 @@ impl RelayStatements {
             }
             None => {
                 let shard = self.prefix.fresh(&client).into_boxed_str();
-                let renamed = Edit::new(0, name.len(), shard.as_bytes());
-                let (parse, needs) = match executes {
-                    Some((edit, needs)) => {
-                        (respliced_all(frame, &[renamed, edit.as_ref()]), Some(needs))
-                    }
-                    None => (respliced_all(frame, &[renamed]), None),
-                };
+                let (parse, needs) = self.renamed(frame, name.len(), &shard, executes);
                 out.put_slice(&parse);
                 self.by_client.insert(
                     client.clone(),
@@ -212,45 +206,6 @@ impl RelayStatements {
         };
         out.put_slice(&respliced(frame, 0, name.len(), shard.as_bytes()));
         Translated::Rewritten
-    }
-
-    /// A Parse whose text is `EXECUTE name(...)` of a statement of the session's: the name
-    /// in the text as the shard knows it (an edit of the frame), and that statement given to
-    /// connection `conn` first if it lacks it.
-    fn executed_in(
-        &mut self,
-        frame: &[u8],
-        name_len: usize,
-        conn: u64,
-        out: &mut BytesMut,
-        expect: &mut Vec<Expect>,
-    ) -> Option<(OwnedEdit, Box<str>)> {
-        if self.by_client.is_empty() {
-            return None;
-        }
-        let text_at = name_len + 1;
-        let raw = cstr_bytes(frame.get(5 + text_at..)?)?;
-        // Nearly every Parse is no EXECUTE: told by its first byte, before any decoding.
-        let first = raw.iter().find(|b| !b.is_ascii_whitespace());
-        if !matches!(first, Some(b'e' | b'E' | b'-' | b'/')) {
-            return None;
-        }
-        let text = std::str::from_utf8(raw).ok()?;
-        let statement = super::statement_text::without_leading_comments(text);
-        let (target, range) = super::statement_text::execution(statement)?;
-        let p = self.by_client.get(target.as_str()).filter(|p| !p.stale)?;
-        let quoted = crate::sql::identifier(&p.shard);
-        self.inject_if_missing(&target, conn, out, expect);
-        let at = text_at + (text.len() - statement.len()) + range.start;
-        self.text_edited = true;
-        Some((
-            OwnedEdit {
-                at,
-                old_len: range.len(),
-                new: quoted.into_bytes(),
-            },
-            target.into(),
-        ))
     }
 
     /// SQL `PREPARE` of `client` (`statement`, read as `p`, its parameter types `oids`) about
@@ -322,6 +277,13 @@ impl RelayStatements {
             return Translated::Same;
         }
         let client = String::from_utf8_lossy(name);
+        if self
+            .by_client
+            .get(&*client)
+            .is_some_and(|p| p.needs.is_some())
+        {
+            self.translated_again(&client, conn, out, expect);
+        }
         let Some(p) = self.by_client.get_mut(&*client) else {
             // Not the session's: PostgreSQL answers for it (26000).
             return Translated::Same;
@@ -331,14 +293,17 @@ impl RelayStatements {
         }
         if !p.on.contains(&conn) {
             p.on.push(conn);
-            let needs = p.needs.clone();
+            let needs = p.needs.as_ref().map(|n| n.client.clone());
             if let Some(needs) = needs {
                 self.inject_if_missing(&needs, conn, out, expect);
             }
             let p = &self.by_client[&*client];
             out.put_slice(&p.parse);
             expect.push(Expect::Injected(Some((client.as_ref().into(), conn))));
-            if p.columns.is_some() {
+            // An EXECUTE of a statement the session no longer has describes nothing: the
+            // shard's 26000 at the Bind is PostgreSQL's answer, not a change of columns.
+            let executes_nothing = p.needs.as_ref().is_some_and(|n| n.shard.is_none());
+            if p.columns.is_some() && !executes_nothing {
                 describe_statement(&p.shard, out);
                 out.put_slice(b"H\0\0\0\x04");
                 expect.push(Expect::Checked(client.into()));
@@ -367,7 +332,7 @@ impl RelayStatements {
             return;
         }
         p.on.push(conn);
-        if let Some(needs) = p.needs.clone() {
+        if let Some(needs) = p.needs.as_ref().map(|n| n.client.clone()) {
             self.inject_if_missing(&needs, conn, out, expect);
         }
         out.put_slice(&self.by_client[client].parse);
@@ -600,6 +565,8 @@ fn respliced_all(frame: &[u8], edits: &[Edit<'_>]) -> Bytes {
     out.freeze()
 }
 
+mod executes;
+use executes::Needs;
 mod injected;
 #[cfg(test)]
 pub(super) mod tests;

@@ -193,13 +193,20 @@ impl Tracker {
                 }
                 translated
             }
-            _ => match self.statements.translate(frame, conn, out, &mut expect) {
-                Translated::Stale => {
-                    RelayStatements::refusal(out, &mut expect);
-                    Translated::Rewritten
+            _ => {
+                let translated = match self.statements.translate(frame, conn, out, &mut expect) {
+                    Translated::Stale => {
+                        RelayStatements::refusal(out, &mut expect);
+                        Translated::Rewritten
+                    }
+                    t => t,
+                };
+                // A statement translated again on its Bind (see `translated_again`).
+                if self.statements.take_text_edited() {
+                    self.building.restored = Restored::positions_unknown();
                 }
-                t => t,
-            },
+                translated
+            }
         };
         self.count_parses(&expect);
         self.unsynced = true;

@@ -372,3 +372,49 @@ fn sql_execute_prepares_a_parse_with_declared_built_in_types_as_sql() {
     assert!(s.for_execute("c", 2).is_none(), "not a built-in type");
     assert_eq!(s.for_execute("c", 1).unwrap().1, None, "held: no PREPARE");
 }
+
+#[test]
+fn a_parse_of_execute_is_translated_again_once_its_statement_changes() {
+    let mut s = RelayStatements::default();
+    let prepare = |s: &mut RelayStatements, conn| {
+        let text = "PREPARE q AS select 1";
+        let p = crate::frontend::pooled_relay::statement_text::preparation(text).unwrap();
+        let shard = s.prepare_sql(text, &p, &[], conn).unwrap();
+        s.confirmed("q");
+        shard
+    };
+    let first = prepare(&mut s, 1);
+    let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+    s.translate(
+        &frame(b'P', b"e\0EXECUTE q\0\0\0"),
+        1,
+        &mut out,
+        &mut expect,
+    );
+    s.confirmed("e");
+    let e1 = named(&out)[0].clone();
+    assert!(String::from_utf8_lossy(&out).contains(&format!("EXECUTE \"{first}\"")));
+
+    // Unchanged: the Bind goes as it is on the connection that has both.
+    let mut out = BytesMut::new();
+    s.translate(&bind("", "e"), 1, &mut out, &mut Vec::new());
+    assert_eq!(named(&out), std::slice::from_ref(&e1));
+
+    // `q` prepared again: `e` gets a new name and a text naming the new `q`.
+    assert!(s.deallocate("q", 1).is_some());
+    let second = prepare(&mut s, 1);
+    let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+    s.translate(&bind("", "e"), 1, &mut out, &mut expect);
+    let names = named(&out);
+    assert_eq!(names.len(), 2, "a Parse, then the Bind: {names:?}");
+    assert!(names[0] != e1 && names[0].ends_with(":e") && names[1] == names[0]);
+    let text = String::from_utf8_lossy(&out).to_string();
+    assert!(text.contains(&format!("EXECUTE \"{second}\"")), "{text}");
+    assert_eq!(expect, vec![Expect::Injected(Some(("e".into(), 1)))]);
+
+    // `q` gone: the text goes as the client wrote it, for the shard to refuse (26000).
+    assert!(s.deallocate("q", 1).is_some());
+    let mut out = BytesMut::new();
+    s.translate(&bind("", "e"), 1, &mut out, &mut Vec::new());
+    assert!(String::from_utf8_lossy(&out).contains("EXECUTE q\0"));
+}
