@@ -21,7 +21,7 @@
 
 use crate::pool::names::SessionPrefix;
 use bytes::{BufMut, Bytes, BytesMut};
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 /// What the shard's answers to the messages sent will hold, in order, for each Parse and
 /// Describe (and the proxy's own messages), so that the shard pump can tell whose each
@@ -277,16 +277,18 @@ impl RelayStatements {
             return Translated::Same;
         }
         let client = String::from_utf8_lossy(name);
-        if self
-            .by_client
-            .get(&*client)
-            .is_some_and(|p| p.needs.is_some())
-        {
-            self.translated_again(&client, conn, out, expect);
-        }
         let Some(p) = self.by_client.get_mut(&*client) else {
             // Not the session's: PostgreSQL answers for it (26000).
             return Translated::Same;
+        };
+        let p = if p.needs.is_some() {
+            self.translated_again(&client, conn, out, expect);
+            let Some(p) = self.by_client.get_mut(&*client) else {
+                return Translated::Same;
+            };
+            p
+        } else {
+            p
         };
         if p.stale {
             return Translated::Stale;
