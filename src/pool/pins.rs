@@ -21,7 +21,7 @@ pub fn pins_in(text: &str, prepares_carried: bool) -> Option<&'static str> {
     // allocation for it) on that path. A text whose only `;` ends it cannot hold two.
     match memchr::memchr(b';', text.as_bytes()) {
         None => return pins(text),
-        Some(end) if text[end + 1..].trim().is_empty() => return pins(&text[..end]),
+        Some(end) if text[end + 1..].trim_ascii().is_empty() => return pins(&text[..end]),
         Some(_) => {}
     }
     if let Some(one) = crate::sql::single_statement(text) {

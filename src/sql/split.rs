@@ -15,11 +15,11 @@
 /// must scan it.
 pub fn single_statement(sql: &str) -> Option<&str> {
     // Nearly every Query is one statement, perhaps with its `;`, and nothing to step over.
-    let body = sql.trim_end().trim_end_matches(';');
+    let body = sql.trim_ascii_end().trim_end_matches(';');
     let b = body.as_bytes();
     (memchr::memchr3(b';', b'\'', b'"', b).is_none()
         && memchr::memchr3(b'-', b'/', b'$', b).is_none())
-    .then(|| body.trim())
+    .then(|| body.trim_ascii())
 }
 
 /// The statements of `sql`, trimmed, empty ones dropped.
@@ -130,7 +130,7 @@ impl Nesting {
 /// `sql` after any comments and blanks it starts with.
 pub fn without_leading_comments(mut sql: &str) -> &str {
     loop {
-        sql = sql.trim_start();
+        sql = sql.trim_ascii_start();
         if let Some(rest) = sql.strip_prefix("--") {
             sql = rest.find('\n').map_or("", |i| &rest[i + 1..]);
         } else if let Some(rest) = sql.strip_prefix("/*") {
@@ -168,7 +168,7 @@ pub fn first_word_is(sql: &str, word: &str) -> bool {
 }
 
 fn push<'a>(out: &mut Vec<&'a str>, piece: &'a str) {
-    let piece = piece.trim();
+    let piece = piece.trim_ascii();
     if !piece.is_empty() {
         out.push(piece);
     }
