@@ -250,6 +250,10 @@ mod tests {
         assert!(!first_word_is("select 'insert'", "insert"));
         assert!(!first_word_is("ins", "insert"));
         assert!(!first_word_is("é", "insert"));
+        // PostgreSQL's blanks are ASCII: a no-break space belongs to the word after it.
+        assert!(!first_word_is("\u{a0}insert into t values (1)", "insert"));
+        assert_eq!(without_leading_comments("\u{a0}listen x"), "\u{a0}listen x");
+        assert_eq!(single_statement(" \tselect 1 ;\n"), Some("select 1"));
         // Every text sqlparser reads as an INSERT starts with the word.
         for sql in [
             "insert into t values (1)",
