@@ -59,6 +59,9 @@ struct Request {
     discarded: bool,
 }
 
+/// The most answers a spare `expects` list is kept for: one grown by a long pipeline is let go.
+const SPARE_EXPECTS: usize = 64;
+
 /// What the shard pump does at a ReadyForQuery.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Ready {
@@ -98,6 +101,9 @@ pub struct Tracker {
     /// A statement of the proxy's own was sent and its request is not over: only then can
     /// an answer be its (checked on every ParseComplete, BindComplete and CommandComplete).
     own_sent: bool,
+    /// The answered request's `expects`, emptied, for the next request to fill: most
+    /// extended batches expect something, and a new list for each was an allocation per batch.
+    spare_expects: VecDeque<Expect>,
 }
 
 impl Tracker {
@@ -106,6 +112,7 @@ impl Tracker {
             status: b'I',
             awaiting: VecDeque::new(),
             building: Request::default(),
+            spare_expects: VecDeque::new(),
             unsynced: false,
             settings,
             statements: RelayStatements::default(),
@@ -223,6 +230,7 @@ impl Tracker {
         match tag {
             b'S' => {
                 let mut request = std::mem::take(&mut self.building);
+                self.building.expects = std::mem::take(&mut self.spare_expects);
                 request.sent = Some(Instant::now());
                 self.awaiting.push_back(request);
                 self.unsynced = false;
@@ -527,7 +535,12 @@ impl Tracker {
 
     /// A ReadyForQuery with transaction status `status`.
     pub fn on_ready(&mut self, status: u8) -> Ready {
-        let request = self.awaiting.pop_front().unwrap_or_default();
+        let mut request = self.awaiting.pop_front().unwrap_or_default();
+        if request.expects.capacity() <= SPARE_EXPECTS && request.expects.capacity() > 0 {
+            let mut spare = std::mem::take(&mut request.expects);
+            spare.clear();
+            self.spare_expects = spare;
+        }
         let before = std::mem::replace(&mut self.status, status);
         if request.discards && !request.discarded {
             self.sequences_read = false;
