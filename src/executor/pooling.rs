@@ -7,7 +7,7 @@ use crate::config::PoolMode;
 use crate::error::PgError;
 use crate::pool::settings::{self, Change};
 use crate::protocol::build;
-use crate::protocol::message::{ClientMessage, Kind};
+use crate::protocol::message::{ClientMessage, Kind, TargetKind};
 use crate::txn::state::TxnState;
 
 impl Exec<'_> {
@@ -20,10 +20,16 @@ impl Exec<'_> {
         }
         if self.pool.renames() {
             self.pool.names.rename(msg);
-            if let Kind::Parse(p) = &msg.kind {
-                if !self.pool.inlined.is_empty() {
-                    // The name now stands for this Parse's statement.
-                    self.pool.inlined.remove(&p.name);
+            if !self.pool.inlined.is_empty() {
+                match &msg.kind {
+                    // The name now stands for this Parse's statement, or for none.
+                    Kind::Parse(p) => {
+                        self.pool.inlined.remove(&p.name);
+                    }
+                    Kind::Close(t) if t.kind == TargetKind::Statement => {
+                        self.pool.inlined.remove(&t.name);
+                    }
+                    _ => {}
                 }
             }
             self.inline_execute(msg);

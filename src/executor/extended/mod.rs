@@ -342,9 +342,13 @@ impl Extended {
         }
         for name in std::mem::take(&mut exec.deallocated) {
             match name {
-                None => self.statements.clear(),
+                None => {
+                    self.statements.clear();
+                    exec.pool.inlined.clear();
+                }
                 Some(n) => {
                     self.statements.remove(&n);
+                    exec.pool.inlined.remove(&n);
                 }
             }
         }
