@@ -72,7 +72,7 @@ pub fn message(rng: &mut Rng) -> Frame {
     match rng.below(8) {
         0 => Parse {
             name: name(rng),
-            sql: SQL[rng.below(SQL.len())].to_string(),
+            sql: SQL[rng.below(SQL.len())].into(),
             param_types: (0..rng.below(4))
                 .map(|_| [0, 20, 23, 25, 1016][rng.below(5)])
                 .collect(),
@@ -94,8 +94,8 @@ pub fn message(rng: &mut Rng) -> Frame {
                 _ => (0..n).map(|_| rng.below(2) as i16).collect(),
             };
             Bind {
-                portal: name(rng),
-                statement: name(rng),
+                portal: name(rng).into(),
+                statement: name(rng).into(),
                 params: Params {
                     values,
                     formats: param_formats,

@@ -5,6 +5,7 @@ use crate::protocol::message::{Bind, Execute, Parse, Target, TargetKind};
 use crate::protocol::Frame;
 use crate::router::params::Params;
 use bytes::{BufMut, Bytes, BytesMut};
+use smol_str::SmolStr;
 
 /// Whole messages of a buffer the proxy produced itself.
 pub(super) fn split_frames(mut b: Bytes) -> std::collections::VecDeque<Frame> {
@@ -33,13 +34,13 @@ pub(crate) fn rebind(
     let mut b = BytesMut::new();
     Parse {
         name: String::new(),
-        sql: sql.to_string(),
+        sql: sql.into(),
         param_types: param_types.to_vec(),
     }
     .encode(&mut b);
     Bind {
-        portal: String::new(),
-        statement: String::new(),
+        portal: SmolStr::default(),
+        statement: SmolStr::default(),
         params: params.clone(),
         result_formats: result_formats.into(),
     }

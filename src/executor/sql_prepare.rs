@@ -304,10 +304,10 @@ impl Exec<'_> {
         };
         self.pool
             .inlined
-            .insert(p.name.clone(), (p.sql.clone(), sql.clone()));
+            .insert(p.name.clone(), (p.sql.to_string(), sql.clone()));
         let parse = Parse {
             name: p.name.clone(),
-            sql,
+            sql: sql.into(),
             param_types: p.param_types.clone(),
         };
         let mut bytes = bytes::BytesMut::new();

@@ -15,6 +15,7 @@ use crate::protocol::message::{ClientMessage, Kind, TargetKind};
 use crate::protocol::Frame;
 use bytes::{BufMut, BytesMut};
 use foldhash::HashMap;
+use smol_str::SmolStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -94,11 +95,13 @@ pub fn error_in_client_names(frame: &[u8]) -> Option<bytes::Bytes> {
 #[derive(Debug, Default)]
 pub struct StatementNames {
     prefix: SessionPrefix,
-    /// Client name to the name its current statement has on the shards.
-    current: HashMap<String, String>,
+    /// Client name to the name its current statement has on the shards (inline strings: a
+    /// Bind takes a copy of one every time it runs).
+    current: HashMap<String, SmolStr>,
     /// Each statement's text and declared parameter types, by its name on the shards: for SQL
     /// EXECUTE on a connection that did not prepare it.
     parsed: HashMap<String, (String, Vec<u32>)>,
+    binds: BindFrames,
 }
 
 impl StatementNames {
@@ -109,20 +112,20 @@ impl StatementNames {
                 // A live name keeps its statement, so that the session refuses the Parse as
                 // PostgreSQL would (42P05).
                 let shard = match self.current.get(&p.name) {
-                    Some(live) => live.clone(),
+                    Some(live) => live.to_string(),
                     None => self.prefix.fresh(&p.name),
                 };
-                self.current.insert(p.name.clone(), shard.clone());
+                self.current.insert(p.name.clone(), SmolStr::new(&shard));
                 self.parsed
                     .entry(shard.clone())
-                    .or_insert_with(|| (p.sql.clone(), p.param_types.clone()));
+                    .or_insert_with(|| (p.sql.to_string(), p.param_types.clone()));
                 m.frame = respliced(&m.frame, 0, p.name.len(), &shard);
                 p.name = shard;
             }
             Kind::Bind(b) if !b.statement.is_empty() => {
-                if let Some(shard) = self.current.get(&b.statement) {
+                if let Some(shard) = self.current.get(b.statement.as_str()) {
                     let at = b.portal.len() + 1;
-                    m.frame = respliced(&m.frame, at, b.statement.len(), shard);
+                    m.frame = self.binds.respliced(&m.frame, at, b.statement.len(), shard);
                     b.statement = shard.clone();
                 }
             }
@@ -131,7 +134,7 @@ impl StatementNames {
             {
                 // A Close is forgotten only once carried out (see `closed`): after an error
                 // PostgreSQL skips it, and the statement lives on.
-                if let Some(shard) = self.current.get(&t.name).cloned() {
+                if let Some(shard) = self.current.get(&t.name).map(SmolStr::to_string) {
                     m.frame = respliced(&m.frame, 1, t.name.len(), &shard);
                     t.name = shard;
                 }
@@ -156,7 +159,7 @@ impl StatementNames {
 
     /// The shard name of a client's statement, for SQL DEALLOCATE; it is forgotten.
     pub fn forget(&mut self, client: &str) -> Option<String> {
-        let shard = self.current.remove(client)?;
+        let shard = self.current.remove(client)?.to_string();
         self.parsed.remove(&shard);
         Some(shard)
     }
@@ -175,23 +178,55 @@ impl StatementNames {
 
     /// The shard name of a client's statement.
     pub fn shard_name(&self, client: &str) -> Option<&str> {
-        self.current.get(client).map(String::as_str)
+        self.current.get(client).map(SmolStr::as_str)
     }
 }
 
 /// `frame` with the name of `old_len` bytes at body offset `at` replaced by `new`.
 fn respliced(frame: &Frame, at: usize, old_len: usize, new: &str) -> Frame {
-    let body = frame.body();
     // Sized exactly: a buffer with room to spare costs one more allocation when frozen.
     let mut out = BytesMut::with_capacity(frame.bytes.len() - old_len + new.len());
+    splice_into(&mut out, frame, at, old_len, new);
+    Frame {
+        tag: frame.tag,
+        bytes: out.freeze(),
+    }
+}
+
+fn splice_into(out: &mut BytesMut, frame: &Frame, at: usize, old_len: usize, new: &str) {
+    let body = frame.body();
     out.put_u8(frame.tag);
     out.put_i32((4 + body.len() - old_len + new.len()) as i32);
     out.put_slice(&body[..at]);
     out.put_slice(new.as_bytes());
     out.put_slice(&body[at + old_len..]);
-    Frame {
-        tag: frame.tag,
-        bytes: out.freeze(),
+}
+
+/// Where renamed Binds are written. A named statement's Bind is renamed every time it runs, and
+/// a buffer of its own for each cost an allocation per execution; instead they are slices of one
+/// small buffer, taken back once no frame of it is left (`BytesMut::reserve` reuses a buffer
+/// nothing else refers to), which is when the batch that held them has run. A Bind that outlives
+/// its batch (a portal the session keeps) only makes the next ones start a new buffer.
+#[derive(Debug, Default)]
+struct BindFrames(BytesMut);
+
+/// Bytes of one buffer of renamed Binds: a dozen point-query Binds. Larger Binds get their own.
+const BIND_FRAMES_BYTES: usize = 512;
+
+impl BindFrames {
+    fn respliced(&mut self, frame: &Frame, at: usize, old_len: usize, new: &str) -> Frame {
+        let len = frame.bytes.len() - old_len + new.len();
+        if len > BIND_FRAMES_BYTES {
+            return respliced(frame, at, old_len, new);
+        }
+        if self.0.capacity() < len {
+            self.0.reserve(BIND_FRAMES_BYTES);
+        }
+        splice_into(&mut self.0, frame, at, old_len, new);
+        Frame {
+            tag: frame.tag,
+            bytes: self.0.split().freeze(),
+        }
     }
 }
 
@@ -273,6 +308,60 @@ mod tests {
     }
 
     #[test]
+    fn renamed_binds_share_a_buffer_that_is_taken_back_once_they_are_gone() {
+        let mut names = StatementNames::default();
+        let Kind::Parse(p) = renamed(&mut names, parse("P0_1")).kind else {
+            panic!()
+        };
+        let bind = |value: &'static [u8]| {
+            message(|b| {
+                Bind {
+                    portal: SmolStr::default(),
+                    statement: "P0_1".into(),
+                    params: crate::protocol::message::Params {
+                        values: smallvec::smallvec![Some(bytes::Bytes::from_static(value))],
+                        formats: vec![],
+                    },
+                    result_formats: Default::default(),
+                }
+                .encode(b)
+            })
+        };
+        let value_of = |m: &ClientMessage| {
+            let Kind::Bind(b) = ClientMessage::decode(m.frame.clone()).unwrap().kind else {
+                panic!()
+            };
+            assert_eq!(b.statement, p.name);
+            b.params.values[0].clone()
+        };
+        // Two Binds of one batch are apart, each whole.
+        let (one, two) = (
+            renamed(&mut names, bind(b"1")),
+            renamed(&mut names, bind(b"22")),
+        );
+        assert_eq!(value_of(&one).as_deref(), Some(&b"1"[..]));
+        assert_eq!(value_of(&two).as_deref(), Some(&b"22"[..]));
+        let start = one.frame.bytes.as_ptr() as usize;
+        let within = |m: &ClientMessage| {
+            let at = m.frame.bytes.as_ptr() as usize;
+            at >= start && at < start + BIND_FRAMES_BYTES
+        };
+        assert!(within(&two));
+        // Batch after batch, the Binds are written in that one buffer.
+        drop((one, two));
+        for _ in 0..100 {
+            let m = renamed(&mut names, bind(b"333"));
+            assert!(within(&m));
+            assert_eq!(value_of(&m).as_deref(), Some(&b"333"[..]));
+        }
+        // A Bind still held is never written over: the Binds after it move to a new buffer.
+        let held = renamed(&mut names, bind(b"4"));
+        let moved = (0..100).any(|_| !within(&renamed(&mut names, bind(b"55"))));
+        assert!(moved);
+        assert_eq!(value_of(&held).as_deref(), Some(&b"4"[..]));
+    }
+
+    #[test]
     fn every_parse_gets_a_fresh_name_that_binds_describes_and_closes_follow() {
         let mut names = StatementNames::default();
         let p = renamed(&mut names, parse("S_1"));
@@ -290,7 +379,7 @@ mod tests {
                     portal: "p".into(),
                     statement: "S_1".into(),
                     params: crate::protocol::message::Params {
-                        values: vec![Some(bytes::Bytes::from_static(b"7"))],
+                        values: smallvec::smallvec![Some(bytes::Bytes::from_static(b"7"))],
                         formats: vec![],
                     },
                     result_formats: [1].as_slice().into(),
@@ -305,7 +394,10 @@ mod tests {
         };
         assert_eq!(b.statement, first.name);
         assert_eq!(b.portal, "p");
-        assert_eq!(b.params.values, vec![Some(bytes::Bytes::from_static(b"7"))]);
+        assert_eq!(
+            b.params.values.as_slice(),
+            [Some(bytes::Bytes::from_static(b"7"))]
+        );
 
         let close = renamed(
             &mut names,

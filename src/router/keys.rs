@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn placeholders_use_bound_values() {
         let p = Params {
-            values: vec![
+            values: smallvec::smallvec![
                 Some(bytes::Bytes::from_static(b"9")),
                 Some(bytes::Bytes::from_static(b"{1,2}")),
             ],

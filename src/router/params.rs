@@ -294,7 +294,7 @@ mod tests {
             }
             assert_eq!(
                 Params {
-                    values: vec![Some(Bytes::copy_from_slice(t.as_bytes()))],
+                    values: smallvec::smallvec![Some(Bytes::copy_from_slice(t.as_bytes()))],
                     formats: vec![],
                 }
                 .key(1, KeyType::Integer)
@@ -312,7 +312,7 @@ mod tests {
     #[test]
     fn recording_notes_the_values_read_and_only_while_it_lasts() {
         let p = Params {
-            values: vec![
+            values: smallvec::smallvec![
                 Some(Bytes::from_static(b"7")),
                 Some(Bytes::from_static(b"{1}")),
             ],
@@ -357,7 +357,7 @@ mod tests {
     #[test]
     fn constants_in_text_and_binary() {
         let p = Params {
-            values: vec![
+            values: smallvec::smallvec![
                 Some(Bytes::from_static(b" 10")),
                 Some(Bytes::copy_from_slice(&7i64.to_be_bytes())),
                 None,
@@ -373,7 +373,7 @@ mod tests {
     #[test]
     fn text_and_binary_params() {
         let p = Params {
-            values: vec![
+            values: smallvec::smallvec![
                 Some(Bytes::from_static(b"42")),
                 Some(Bytes::from(7i64.to_be_bytes().to_vec())),
                 None,

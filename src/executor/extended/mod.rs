@@ -150,7 +150,11 @@ impl Extended {
             if !exec.pool.inlined.is_empty() {
                 let name = b.statement.clone();
                 if let Some((client, text)) = exec.inlined_went_stale(&name) {
-                    if let Some(st) = self.statements.get_mut(&name).filter(|st| st.sql == text) {
+                    if let Some(st) = self
+                        .statements
+                        .get_mut(name.as_str())
+                        .filter(|st| st.sql == text)
+                    {
                         st.executes_again(exec, &name, client);
                     }
                 }
@@ -208,7 +212,7 @@ impl Extended {
         }
         let sql = match &m.kind {
             Kind::Parse(p) => p.sql.as_str(),
-            Kind::Bind(b) => self.statements.get(&b.statement)?.sql.as_str(),
+            Kind::Bind(b) => self.statements.get(b.statement.as_str())?.sql.as_str(),
             _ => return None,
         };
         let exits = matches!(

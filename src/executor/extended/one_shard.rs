@@ -65,7 +65,7 @@ impl Extended {
                     st.parsed_at.insert(shard, after);
                 }
                 Kind::Bind(b) => {
-                    if let Some(st) = self.statements.get_mut(&b.statement) {
+                    if let Some(st) = self.statements.get_mut(b.statement.as_str()) {
                         // A Parse earlier in this batch is not sent yet, but counts.
                         if !st.held_after(exec, shard, unnamed_parses(&out)) {
                             exec.links[shard].prepares.increment(1);
@@ -194,7 +194,7 @@ impl Extended {
                 Kind::Bind(b) if !fresh.contains(&b.statement.as_str()) => {
                     let due = self
                         .statements
-                        .get(&b.statement)
+                        .get(b.statement.as_str())
                         .is_some_and(|st| st.columns.is_some() && !st.held_on(exec, shard));
                     if due
                         && self

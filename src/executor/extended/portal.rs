@@ -117,7 +117,7 @@ impl Extended {
     }
 
     pub(super) async fn bind(&mut self, exec: &mut Exec<'_>, f: &Frame, b: &Bind) -> R<Step> {
-        let (portal, stmt, params) = (b.portal.clone(), &b.statement, b.params.clone());
+        let (portal, stmt, params) = (b.portal.clone(), b.statement.as_str(), b.params.clone());
         let Some(st) = self.statements.get(stmt) else {
             return Ok(exec.error(&PgError::error(
                 "26000",

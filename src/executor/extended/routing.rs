@@ -71,7 +71,7 @@ impl Extended {
                         // A statement prepared elsewhere with user-defined parameter
                         // types needs them translated for this shard: the slow path does it.
                         Plan::Shard { shard, .. }
-                            if self.statements.get(&b.statement).is_some_and(|st| {
+                            if self.statements.get(b.statement.as_str()).is_some_and(|st| {
                                 shard != HOME
                                     && !st.held_on(exec, shard)
                                     && st.declares_user_types()
@@ -198,7 +198,7 @@ fn source_for<'s>(
         // it serves, but for an INSERT's (filled with the table's columns as known now).
         let same = statements
             .get(stmt)
-            .filter(|s| s.sql == p.sql && !s.tree_has_columns());
+            .filter(|s| s.sql.as_str() == p.sql.as_str() && !s.tree_has_columns());
         if let Some(s) = same {
             return Some((&p.sql, s.ast.clone()));
         }

@@ -41,7 +41,7 @@ impl Statement {
             // A copy: the message is a slice of the session's read buffer, which a statement
             // kept for the session's life would otherwise hold (and keep from being reused).
             parse: Bytes::copy_from_slice(&m.frame.bytes),
-            sql: p.sql.clone(),
+            sql: p.sql.to_string(),
             param_types: p.param_types.clone(),
             ast: parse_ast_for(exec, &p.sql),
             on: Default::default(),
@@ -69,7 +69,7 @@ impl Statement {
         let mut parse = bytes::BytesMut::new();
         Parse {
             name: name.to_string(),
-            sql: client.clone(),
+            sql: client.as_str().into(),
             param_types: self.param_types.clone(),
         }
         .encode(&mut parse);
@@ -138,7 +138,7 @@ impl Statement {
         let mut b = bytes::BytesMut::new();
         crate::protocol::message::Parse {
             name,
-            sql: self.sql.clone(),
+            sql: self.sql.as_str().into(),
             param_types: exec.types_for(shard, &self.param_types).await?,
         }
         .encode(&mut b);

@@ -54,7 +54,7 @@ impl Exec<'_> {
         let mut q = BytesMut::new();
         crate::protocol::message::Parse {
             name: String::new(),
-            sql: sql.to_string(),
+            sql: sql.into(),
             param_types: Vec::new(),
         }
         .encode(&mut q);

@@ -8,11 +8,13 @@ use super::cursor::{Cursor, DecodeError};
 use super::put_cstr;
 use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
+use smol_str::SmolStr;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
-    pub portal: String,
-    pub statement: String,
+    /// Names are inline strings: a Bind is decoded for every execution.
+    pub portal: SmolStr,
+    pub statement: SmolStr,
     /// The bound values, which routing reads keys from as they are (see `router::params`).
     pub params: Params,
     /// Result-column format codes, with the same none/one/each convention as the parameters'.
@@ -20,12 +22,15 @@ pub struct Bind {
     pub result_formats: SmallVec<[i16; 2]>,
 }
 
+/// Bound values, inline up to the two a point query mostly binds.
+pub type Values = SmallVec<[Option<Bytes>; 2]>;
+
 /// Parameters of one execution: values, and per-value format codes (0 text, 1 binary) as Bind
 /// gives them (none = all text, one = applies to all).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Params {
     /// Values; `None` is SQL NULL. In a decoded Bind, slices of the message body, not copies.
-    pub values: Vec<Option<Bytes>>,
+    pub values: Values,
     pub formats: Vec<i16>,
 }
 
@@ -39,8 +44,8 @@ fn format_code(c: &Cursor<'_>, code: i16) -> Result<i16, DecodeError> {
 impl Bind {
     pub fn decode(body: &Bytes) -> Result<Bind, DecodeError> {
         let mut c = Cursor::new(body, "Bind");
-        let portal = c.cstr()?;
-        let statement = c.cstr()?;
+        let portal = c.name()?;
+        let statement = c.name()?;
         let n = c.count("parameter format", 2)?;
         let mut param_formats = Vec::with_capacity(n);
         for _ in 0..n {
@@ -54,7 +59,7 @@ impl Bind {
                 param_formats.len()
             )));
         }
-        let mut values = Vec::with_capacity(n);
+        let mut values = Values::with_capacity(n);
         for _ in 0..n {
             let len = c.i32()?;
             values.push(match len {
@@ -134,8 +139,8 @@ mod tests {
         assert_eq!(bind.statement, "s");
         assert_eq!(bind.params.formats, vec![1]);
         assert_eq!(
-            bind.params.values,
-            vec![Some(Bytes::from_static(b"42")), None]
+            bind.params.values.as_slice(),
+            [Some(Bytes::from_static(b"42")), None]
         );
         assert_eq!(bind.result_formats.as_slice(), [0]);
     }

@@ -4,7 +4,9 @@
 //! number of items could fit in the bytes left, so no caller sizes an allocation from a number
 //! the peer made up.
 
+use super::Text;
 use bytes::Bytes;
+use smol_str::SmolStr;
 
 /// Why a message could not be decoded. Always a protocol violation (08P01).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,11 +94,32 @@ impl<'a> Cursor<'a> {
 
     /// A NUL-terminated UTF-8 string.
     pub fn cstr(&mut self) -> Result<String, DecodeError> {
-        let rest = &self.body[self.at..];
+        Ok(self.str()?.to_string())
+    }
+
+    /// A NUL-terminated UTF-8 name (of a statement or portal): held inline when short, as
+    /// drivers' names are, so decoding a Bind allocates nothing for them.
+    pub fn name(&mut self) -> Result<SmolStr, DecodeError> {
+        Ok(SmolStr::new(self.str()?))
+    }
+
+    /// A NUL-terminated UTF-8 string as a slice of the body (no copy).
+    pub fn text(&mut self) -> Result<Text, DecodeError> {
+        let start = self.at;
+        let len = self.str()?.len();
+        // `str` checked the bytes.
+        Text::new(self.body.slice(start..start + len)).ok_or(DecodeError::NotUtf8 {
+            message: self.message,
+        })
+    }
+
+    fn str(&mut self) -> Result<&'a str, DecodeError> {
+        let body: &'a Bytes = self.body;
+        let rest = &body[self.at..];
         // Names are mostly empty: the unnamed statement and portal.
         if rest.first() == Some(&0) {
             self.at += 1;
-            return Ok(String::new());
+            return Ok("");
         }
         let end = memchr::memchr(0, rest).ok_or(DecodeError::BadString {
             message: self.message,
@@ -105,7 +128,7 @@ impl<'a> Cursor<'a> {
             message: self.message,
         })?;
         self.at += end + 1;
-        Ok(s.to_string())
+        Ok(s)
     }
 
     /// `n` bytes as a shared slice of the body (no copy).

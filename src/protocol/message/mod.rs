@@ -13,12 +13,14 @@ mod cursor;
 mod parse;
 mod simple;
 mod target;
+mod text;
 
 pub use bind::{Bind, Params};
 pub use cursor::{Cursor, DecodeError};
 pub use parse::Parse;
 pub use simple::{Execute, Query};
 pub use target::{Target, TargetKind};
+pub use text::Text;
 
 use super::Frame;
 use bytes::{BufMut, BytesMut};

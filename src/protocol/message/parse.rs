@@ -1,13 +1,14 @@
 //! Parse: statement name, query text, declared parameter types.
 
 use super::cursor::{Cursor, DecodeError};
-use super::put_cstr;
+use super::{put_cstr, Text};
 use bytes::{BufMut, Bytes, BytesMut};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parse {
     pub name: String,
-    pub sql: String,
+    /// Read in place (see `Text`).
+    pub sql: Text,
     /// Declared parameter type OIDs (0 = unspecified).
     pub param_types: Vec<u32>,
 }
@@ -16,7 +17,7 @@ impl Parse {
     pub fn decode(body: &Bytes) -> Result<Parse, DecodeError> {
         let mut c = Cursor::new(body, "Parse");
         let name = c.cstr()?;
-        let sql = c.cstr()?;
+        let sql = c.text()?;
         let n = c.count("parameter type", 4)?;
         let mut param_types = Vec::with_capacity(n);
         for _ in 0..n {
