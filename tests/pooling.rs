@@ -42,6 +42,7 @@ on_one_and_three_shards!(
     sql_execute_runs_a_statement_the_driver_prepared,
     sql_prepare_follows_its_session_across_connections,
     a_parse_of_execute_runs_the_statement_the_name_has_now,
+    executes_among_several_statements_find_the_sessions_statement,
     the_greeting_reports_what_a_reused_connection_reported_before,
     a_sessions_own_notification_names_it_by_its_pid,
     currval_and_lastval_never_show_another_clients_value
@@ -1080,6 +1081,49 @@ async fn sql_prepare_follows_its_session_across_connections(shards: usize) {
     assert_eq!(code(&e), "26000", "{e}");
     assert!(common::db_error(&e).message().contains("\"q\""), "{e}");
     assert_eq!(qty(&other, "EXECUTE q(3)").await, "31");
+}
+
+/// SQL EXECUTE of a statement the session prepared, among other statements of one Query, on
+/// a connection that lacks it: each EXECUTE finds it, error positions point into the client's
+/// text, and a PREPARE the proxy sent ahead that an earlier error skipped is sent again.
+async fn executes_among_several_statements_find_the_sessions_statement(shards: usize) {
+    let tc = cluster(shards, "size = 2").await;
+    let c = tc.client().await;
+    let values = |messages: Vec<tokio_postgres::SimpleQueryMessage>| -> Vec<String> {
+        rows(&messages)
+            .into_iter()
+            .map(|r| r[0].clone().unwrap_or_default())
+            .collect()
+    };
+    c.batch_execute("PREPARE q (bigint) AS select qty from items where id = $1")
+        .await
+        .unwrap();
+    // The pool hands out the connection returned last: the holder takes the one that has the
+    // statement, so the session's next Queries run on one that lacks it.
+    let holder = holding_the_last_connection(&tc).await;
+    let e = c
+        .simple_query("select 1/0; EXECUTE q(3)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22012", "{e}");
+    let got = c
+        .simple_query("select 1; /* then */ EXECUTE q(3);execute Q (7)")
+        .await
+        .unwrap();
+    assert_eq!(values(got), ["1", "30", "70"]);
+    let sql = "EXECUTE q(3); select nothing_here";
+    let e = c.simple_query(sql).await.unwrap_err();
+    assert_eq!(code(&e), "42703", "{e}");
+    let at = sql.find("nothing_here").unwrap() as u32 + 1;
+    assert_eq!(
+        common::db_error(&e).position(),
+        Some(&tokio_postgres::error::ErrorPosition::Original(at)),
+        "{e}"
+    );
+    holder.batch_execute("rollback").await.unwrap();
+    // On the connection that had it all along too.
+    let got = c.simple_query("EXECUTE q(5); EXECUTE q(5)").await.unwrap();
+    assert_eq!(values(got), ["50", "50"]);
 }
 
 /// A driver's statement `EXECUTE foo(3)` runs whatever `foo` is when it runs, as PostgreSQL

@@ -21,6 +21,9 @@ pub(super) struct Restored {
     /// Which CommandCompletes answer them, counted from 1, and the tag each answers with.
     hidden: Vec<(u32, &'static [u8])>,
     completes: u32,
+    /// Statements put in front after the edits were made (`put_ahead`): the CommandCompletes
+    /// numbered before then come this many later.
+    put_ahead: u32,
     /// Characters of the sent text before each insertion, and the insertion's length.
     inserted: Vec<(u64, u64)>,
 }
@@ -38,6 +41,7 @@ impl Restored {
         Restored {
             hidden,
             completes: 0,
+            put_ahead: 0,
             inserted,
         }
     }
@@ -45,6 +49,7 @@ impl Restored {
     /// A statement of `chars` characters (with its terminator) put in front of the text these
     /// edits describe; its answer's tag is `tag`.
     fn put_ahead(&mut self, chars: u64, tag: &'static [u8]) {
+        self.put_ahead += 1;
         for (n, _) in &mut self.hidden {
             *n += 1;
         }
@@ -60,9 +65,10 @@ impl Restored {
         Restored::edited(Vec::new(), vec![(0, u64::MAX / 2)])
     }
 
-    /// Whether every added statement has answered.
-    pub fn answered(&self) -> bool {
-        self.hidden.iter().all(|&(n, _)| n <= self.completes)
+    /// Whether the Query's `n`th CommandComplete (from 1, as numbered when the edits were made)
+    /// has arrived.
+    pub fn answered_through(&self, n: u32) -> bool {
+        n + self.put_ahead <= self.completes
     }
 
     /// A CommandComplete of the Query arrived, with this tag: true when it answers an added

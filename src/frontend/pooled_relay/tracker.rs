@@ -37,9 +37,9 @@ struct Request {
     parsed: Vec<Box<str>>,
     /// Client statements whose Close the shard skipped after an error: they live on.
     unclosed: Vec<Box<str>>,
-    /// A client statement this Query gives its connection with a SQL PREPARE in front of the
-    /// client's EXECUTE (see `execute`).
-    given: Option<(Box<str>, u64)>,
+    /// Client statements this Query gives its connection with a SQL PREPARE in front of the
+    /// client's EXECUTE (see `executes`), with the CommandComplete that answers the PREPARE.
+    given: Vec<(Box<str>, u64, u32)>,
     /// The Query is the client's SQL PREPARE of the one statement in `parsed`: its
     /// CommandComplete says the statement exists.
     sql_prepare: bool,
@@ -328,7 +328,7 @@ impl Tracker {
             }
         }
         if pieces.len() != 1 {
-            return false;
+            return self.executes(&text, pieces, conn, out, request);
         }
         match deallocation(without_leading_comments(pieces[0])) {
             Some(None) => self.statements.forget_all(),
@@ -353,7 +353,7 @@ impl Tracker {
             }
             _ => {}
         }
-        self.execute(&text, pieces[0], conn, out, request)
+        self.executes(&text, pieces, conn, out, request)
     }
 
     /// Whether the statement text `sql` must go behind DISCARD SEQUENCES: the first one that
@@ -483,12 +483,10 @@ impl Tracker {
             }
         }
         // A SQL PREPARE in front of the client's EXECUTE that did not answer did not run.
-        if let Some(given) = request
-            .given
-            .take()
-            .filter(|_| !request.restored.answered())
-        {
-            skipped.push(given);
+        for (client, conn, complete) in request.given.drain(..) {
+            if !request.restored.answered_through(complete) {
+                skipped.push((client, conn));
+            }
         }
         for (client, conn) in skipped {
             self.statements.not_given(&client, conn);

@@ -5,41 +5,67 @@
 use super::*;
 
 impl Tracker {
-    /// SQL EXECUTE of a statement the client prepared through the protocol: PostgreSQL keeps
-    /// both in one namespace, but the shard knows the statement by the session's name, and
-    /// the connection may not have it yet. Rewritten to that name, behind a SQL PREPARE when
-    /// the connection lacks it; true when `out` holds the rewritten Query.
-    pub(super) fn execute(
+    /// SQL EXECUTEs of statements the session keeps (prepared with SQL or through the
+    /// protocol: PostgreSQL keeps both in one namespace), among the Query's statements `pieces`
+    /// (slices of `text`): the shard knows each by the session's name, and the connection may
+    /// not have it yet. Each is renamed, behind a SQL PREPARE when the connection lacks it; true
+    /// when `out` holds the rewritten Query.
+    pub(super) fn executes(
         &mut self,
         text: &str,
-        piece: &str,
+        pieces: &[&str],
         conn: u64,
         out: &mut BytesMut,
         request: &mut Request,
     ) -> bool {
-        let statement = without_leading_comments(piece);
-        let Some((name, range)) = execution(statement) else {
-            return false;
-        };
-        let Some((shard, prepare)) = self.statements.for_execute(&name, conn) else {
-            return false;
-        };
-        let ahead = prepare.unwrap_or_default();
-        let (renamed, before, grown) = renamed(text, statement, range, &shard);
-        let sent = format!("{ahead}{renamed}");
         let chars = |s: &str| s.chars().count() as u64;
-        // Positions after the name move by what the rewrite added in front of them.
-        let mut inserted = Vec::new();
+        // The text sent, and its length in characters (error positions count characters).
+        let (mut sent, mut sent_chars) = (String::new(), 0);
+        let mut push = |sent: &mut String, s: &str| {
+            sent.push_str(s);
+            sent_chars += chars(s);
+            sent_chars
+        };
+        // `text[..copied]` is in `sent`; `completes` counts the CommandCompletes before the
+        // statement at hand (every statement answers with one, see `restore`).
+        let (mut copied, mut completes) = (0, 0u32);
         let mut hidden = Vec::new();
-        if !ahead.is_empty() {
-            inserted.push((0, chars(&ahead)));
-            hidden.push((1, &b"PREPARE"[..]));
-            let client: Box<str> = name.into();
-            self.statements.given(&client, conn);
-            request.given = Some((client, conn));
-            self.named_parses += 1;
+        let mut inserted = Vec::new();
+        for piece in pieces {
+            let statement = without_leading_comments(piece);
+            let execute = execution(statement).and_then(|(name, range)| {
+                Some((self.statements.for_execute(&name, conn)?, name, range))
+            });
+            let Some(((shard, prepare), name, range)) = execute else {
+                completes += 1;
+                continue;
+            };
+            let at = statement.as_ptr() as usize - text.as_ptr() as usize;
+            let before = push(&mut sent, &text[copied..at]);
+            if let Some(ahead) = prepare {
+                inserted.push((before, chars(&ahead)));
+                push(&mut sent, &ahead);
+                completes += 1;
+                hidden.push((completes, &b"PREPARE"[..]));
+                let client: Box<str> = name.into();
+                self.statements.given(&client, conn);
+                request.given.push((client, conn, completes));
+                self.named_parses += 1;
+            }
+            let (name_at, name_end) = (at + range.start, at + range.end);
+            let before = push(&mut sent, &text[at..name_at]);
+            let shard = crate::sql::identifier(&shard);
+            // Positions after the name move by what the new name added.
+            let grown = chars(&shard).saturating_sub(chars(&text[name_at..name_end]));
+            inserted.push((before, grown));
+            push(&mut sent, &shard);
+            copied = name_end;
+            completes += 1;
         }
-        inserted.push((chars(&ahead) + before, grown));
+        if copied == 0 {
+            return false;
+        }
+        sent.push_str(&text[copied..]);
         request.restored = Restored::edited(hidden, inserted);
         crate::protocol::build::query(&sent, out);
         true

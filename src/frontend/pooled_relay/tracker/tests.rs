@@ -11,6 +11,13 @@ fn query(t: &mut Tracker, sql: &str) -> Translated {
     )
 }
 
+/// The text of the Query in `out`.
+fn sent(out: &[u8]) -> String {
+    String::from_utf8_lossy(&out[5..])
+        .trim_end_matches('\0')
+        .to_string()
+}
+
 fn complete(t: &mut Tracker, tag: &str) {
     t.on_command_complete(format!("{tag}\0").as_bytes());
 }
@@ -242,6 +249,64 @@ fn a_sql_prepare_is_kept_under_the_sessions_name_unless_postgresql_refuses_it() 
     let mut out = BytesMut::new();
     assert_eq!(
         t.on_client(&frame(b'Q', b"EXECUTE r\0"), 1, &mut out),
+        Translated::Same
+    );
+    t.on_ready(b'I');
+}
+
+#[test]
+fn executes_among_several_statements_are_renamed_and_given_once() {
+    let mut t = Tracker::new(Settings::new(&[]));
+    query(&mut t, "PREPARE q (int8, varchar(3)) AS select $1, $2");
+    complete(&mut t, "PREPARE");
+    t.on_ready(b'I');
+
+    // Connection 2 lacks it: one PREPARE, in front of the first EXECUTE, serves both.
+    let mut out = BytesMut::new();
+    let sql = b"select 1; /* run */ EXECUTE q(1, 'x');execute Q (2, 'y')\0";
+    assert_eq!(
+        t.on_client(&frame(b'Q', sql), 2, &mut out),
+        Translated::Rewritten
+    );
+    let text = sent(&out);
+    let (before, after) = text.split_once("\n;\n").expect(&text);
+    assert!(
+        before.starts_with("select 1; /* run */ PREPARE \"sg") && before.ends_with("select $1, $2"),
+        "{text}"
+    );
+    let shard = &before["select 1; /* run */ PREPARE ".len()..before.find(" (int8").unwrap()];
+    assert_eq!(
+        after,
+        format!("EXECUTE {shard}(1, 'x');execute {shard} (2, 'y')")
+    );
+    assert!(!complete_is_ours(&mut t, "SELECT 1"));
+    assert!(complete_is_ours(&mut t, "PREPARE"));
+    assert!(!complete_is_ours(&mut t, "SELECT 1"));
+    assert!(!complete_is_ours(&mut t, "SELECT 1"));
+    t.on_ready(b'I');
+    let mut out = BytesMut::new();
+    t.on_client(&frame(b'Q', b"select 2; EXECUTE q(1, 'x')\0"), 2, &mut out);
+    let text = sent(&out);
+    assert_eq!(text, format!("select 2; EXECUTE {shard}(1, 'x')"));
+    t.on_ready(b'I');
+
+    // An error before the PREPARE skips it: connection 3 still lacks the statement.
+    for _ in 0..2 {
+        let mut out = BytesMut::new();
+        t.on_client(
+            &frame(b'Q', b"select 1/0; EXECUTE q(1, 'x')\0"),
+            3,
+            &mut out,
+        );
+        let text = sent(&out);
+        assert!(text.starts_with("select 1/0; PREPARE"), "{text}");
+        t.on_error();
+        t.on_ready(b'I');
+    }
+    // Another session statement, and a name the session does not keep, are left as written.
+    let mut out = BytesMut::new();
+    assert_eq!(
+        t.on_client(&frame(b'Q', b"select 1; EXECUTE other\0"), 2, &mut out),
         Translated::Same
     );
     t.on_ready(b'I');
