@@ -70,11 +70,15 @@ fn plain_shape(sql: &str, shape: &mut Shape) -> Option<bool> {
     let in_word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
     let Shape { key, literals } = shape;
     key.clear();
-    literals.clear();
     key.reserve(sql.len() + 8);
-    let mut add = |key: &mut String, value: Value| {
-        push_marker(key, literals.len());
-        literals.push(value);
+    // Literals found so far; the ones after them are the last text's, whose strings are
+    // written over (a session's texts mostly have the same literals, and a String each was
+    // an allocation per query).
+    let mut found = 0;
+    let mut add = |key: &mut String, number: bool, text: &str| {
+        push_marker(key, found);
+        set_literal(literals, found, number, text);
+        found += 1;
     };
     // `sql[..copied]` is in `key` already.
     let (mut copied, mut i) = (0, 0);
@@ -99,7 +103,7 @@ fn plain_shape(sql: &str, shape: &mut Shape) -> Option<bool> {
                 let end = after_quoted(b, i)?;
                 let inner = &sql[i + 1..end - 1];
                 key.push_str(&sql[copied..i]);
-                add(key, Value::SingleQuotedString(inner.replace("''", "'")));
+                add(key, false, inner);
                 (copied, i) = (end, end);
             }
             b'0'..=b'9' if !before.is_some_and(|p| in_word(p) || p == b'.') => {
@@ -117,7 +121,7 @@ fn plain_shape(sql: &str, shape: &mut Shape) -> Option<bool> {
                 // own).
                 if !b.get(end).is_some_and(|&n| in_word(n) || n == b'.') {
                     key.push_str(&sql[copied..i]);
-                    add(key, Value::Number(sql[i..end].to_string(), false));
+                    add(key, true, &sql[i..end]);
                     copied = end;
                 }
                 i = end;
@@ -126,7 +130,38 @@ fn plain_shape(sql: &str, shape: &mut Shape) -> Option<bool> {
         }
     }
     key.push_str(&sql[copied..]);
-    Some(!literals.is_empty())
+    literals.truncate(found);
+    Some(found > 0)
+}
+
+/// Makes the `n`th literal (from 0, at most one past the last) the number `text` or the string
+/// whose quoted inside is `text` (`''` standing for a quote), in the String already there if
+/// that literal had one.
+fn set_literal(literals: &mut Vec<Value>, n: usize, number: bool, text: &str) {
+    let mut s = match literals.get_mut(n) {
+        Some(Value::Number(s, _) | Value::SingleQuotedString(s)) => std::mem::take(s),
+        _ => String::new(),
+    };
+    s.clear();
+    if number {
+        s.push_str(text);
+    } else {
+        for (i, part) in text.split("''").enumerate() {
+            if i > 0 {
+                s.push('\'');
+            }
+            s.push_str(part);
+        }
+    }
+    let value = if number {
+        Value::Number(s, false)
+    } else {
+        Value::SingleQuotedString(s)
+    };
+    match literals.get_mut(n) {
+        Some(v) => *v = value,
+        None => literals.push(value),
+    }
 }
 
 /// The bytes `plain_shape` must look at: the ones its match below tells apart.
@@ -282,6 +317,27 @@ mod tests {
 
     fn parse(sql: &str) -> Vec<Statement> {
         sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap()
+    }
+
+    #[test]
+    fn a_shape_written_over_holds_only_the_new_texts_literals() {
+        let texts = [
+            "select * from t where a = 1 and b = 'x''y'",
+            "select 'a', 2.5, 3",
+            "select 5",
+            "select * from t where a = 'it''s' and b = 'z'",
+            "select 1 from t where a = $1 -- 2",
+            "select 'only'",
+        ];
+        let mut reused = Shape::default();
+        for sql in texts {
+            let found = shape_into(sql, &mut reused);
+            let fresh = shape_of(sql);
+            assert_eq!(found, fresh.is_some(), "{sql}");
+            if let Some(fresh) = fresh {
+                assert_eq!(reused, fresh, "{sql}");
+            }
+        }
     }
 
     #[test]

@@ -140,6 +140,8 @@ pub struct Exec<'a> {
     pub input: Option<super::client_input::ClientInput>,
     /// Pooling: settings, statement names, pinning (see `pooling`).
     pub pool: state::SessionPool,
+    /// The last Query message sent to one shard, its buffer kept for the next (see `single`).
+    query_out: BytesMut,
 }
 
 /// The longest statement text analysed on several shards. Its syntax tree takes about a hundred
@@ -206,6 +208,7 @@ impl<'a> Exec<'a> {
             result_formats: Vec::new(),
             bound: None,
             pool,
+            query_out: BytesMut::new(),
         }
     }
 

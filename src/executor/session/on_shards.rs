@@ -44,12 +44,19 @@ impl Exec<'_> {
         if opening.is_some() {
             self.settle(shard).await?;
         }
-        let mut q = BytesMut::new();
+        // The last query's buffer: a point query sent this way costs no allocation.
+        let mut q = std::mem::take(&mut self.query_out);
+        q.clear();
         match &opening {
             Some(o) => build::query(&format!("{};\n{sql}", o.sql), &mut q),
             None => build::query(sql, &mut q),
         }
-        self.links[shard].send(&q).await?;
+        let sent = self.links[shard].send(&q).await;
+        // One that a long text grew is let go rather than held for the session's life.
+        if q.capacity() <= 4096 {
+            self.query_out = q;
+        }
+        sent?;
         // A cut sent just before this statement answers first.
         if let Some(err) = self.finish_cut().await? {
             self.quiet_until_ready(shard).await?;
