@@ -1120,10 +1120,24 @@ async fn executes_among_several_statements_find_the_sessions_statement(shards: u
         Some(&tokio_postgres::error::ErrorPosition::Original(at)),
         "{e}"
     );
+    // PREPARE of the name among other statements is refused as PostgreSQL refuses it, after
+    // the statements before it ran.
+    let e = c
+        .simple_query("EXECUTE q(3); PREPARE q AS select 2")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42P05", "{e}");
+    assert!(common::db_error(&e).message().contains("\"q\""), "{e}");
     holder.batch_execute("rollback").await.unwrap();
     // On the connection that had it all along too.
     let got = c.simple_query("EXECUTE q(5); EXECUTE q(5)").await.unwrap();
     assert_eq!(values(got), ["50", "50"]);
+    // Once deallocated, no statement of that name is left anywhere.
+    c.batch_execute("DEALLOCATE q").await.unwrap();
+    for _ in 0..2 {
+        let e = c.simple_query("select 1; EXECUTE q(5)").await.unwrap_err();
+        assert_eq!(code(&e), "26000", "{e}");
+    }
 }
 
 /// A driver's statement `EXECUTE foo(3)` runs whatever `foo` is when it runs, as PostgreSQL

@@ -8,8 +8,9 @@ impl Tracker {
     /// SQL EXECUTEs of statements the session keeps (prepared with SQL or through the
     /// protocol: PostgreSQL keeps both in one namespace), among the Query's statements `pieces`
     /// (slices of `text`): the shard knows each by the session's name, and the connection may
-    /// not have it yet. Each is renamed, behind a SQL PREPARE when the connection lacks it; true
-    /// when `out` holds the rewritten Query.
+    /// not have it yet. Each is renamed, behind a SQL PREPARE when the connection lacks it, and
+    /// so is a PREPARE of such a name among several statements; true when `out` holds the
+    /// rewritten Query.
     pub(super) fn executes(
         &mut self,
         text: &str,
@@ -33,7 +34,11 @@ impl Tracker {
         let mut inserted = Vec::new();
         for piece in pieces {
             let statement = without_leading_comments(piece);
-            let execute = execution(statement).and_then(|(name, range)| {
+            // A PREPARE of a name the session keeps is renamed too, so that the shard refuses
+            // it (42P05) as PostgreSQL would, rather than prepare a second statement `name`.
+            let named = execution(statement)
+                .or_else(|| preparation(statement).map(|p| (p.name, p.name_range)));
+            let execute = named.and_then(|(name, range)| {
                 Some((self.statements.for_execute(&name, conn)?, name, range))
             });
             let Some(((shard, prepare), name, range)) = execute else {

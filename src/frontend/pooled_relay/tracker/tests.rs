@@ -262,13 +262,9 @@ fn executes_among_several_statements_are_renamed_and_given_once() {
     t.on_ready(b'I');
 
     // Connection 2 lacks it: one PREPARE, in front of the first EXECUTE, serves both.
-    let mut out = BytesMut::new();
-    let sql = b"select 1; /* run */ EXECUTE q(1, 'x');execute Q (2, 'y')\0";
-    assert_eq!(
-        t.on_client(&frame(b'Q', sql), 2, &mut out),
-        Translated::Rewritten
-    );
-    let text = sent(&out);
+    let sql = "select 1; /* run */ EXECUTE q(1, 'x');execute Q (2, 'y')";
+    let (translated, text) = query_on(&mut t, sql, 2);
+    assert_eq!(translated, Translated::Rewritten);
     let (before, after) = text.split_once("\n;\n").expect(&text);
     assert!(
         before.starts_with("select 1; /* run */ PREPARE \"sg") && before.ends_with("select $1, $2"),
@@ -284,32 +280,40 @@ fn executes_among_several_statements_are_renamed_and_given_once() {
     assert!(!complete_is_ours(&mut t, "SELECT 1"));
     assert!(!complete_is_ours(&mut t, "SELECT 1"));
     t.on_ready(b'I');
-    let mut out = BytesMut::new();
-    t.on_client(&frame(b'Q', b"select 2; EXECUTE q(1, 'x')\0"), 2, &mut out);
-    let text = sent(&out);
+    let (_, text) = query_on(&mut t, "select 2; EXECUTE q(1, 'x')", 2);
     assert_eq!(text, format!("select 2; EXECUTE {shard}(1, 'x')"));
     t.on_ready(b'I');
 
     // An error before the PREPARE skips it: connection 3 still lacks the statement.
     for _ in 0..2 {
-        let mut out = BytesMut::new();
-        t.on_client(
-            &frame(b'Q', b"select 1/0; EXECUTE q(1, 'x')\0"),
-            3,
-            &mut out,
-        );
-        let text = sent(&out);
+        let (_, text) = query_on(&mut t, "select 1/0; EXECUTE q(1, 'x')", 3);
         assert!(text.starts_with("select 1/0; PREPARE"), "{text}");
         t.on_error();
         t.on_ready(b'I');
     }
-    // Another session statement, and a name the session does not keep, are left as written.
-    let mut out = BytesMut::new();
-    assert_eq!(
-        t.on_client(&frame(b'Q', b"select 1; EXECUTE other\0"), 2, &mut out),
-        Translated::Same
-    );
+    // A PREPARE of the name among other statements goes under the session's name, for the
+    // shard to refuse (42P05).
+    let (_, text) = query_on(&mut t, "select 1; PREPARE q AS select 3", 2);
+    assert_eq!(text, format!("select 1; PREPARE {shard} AS select 3"));
+    t.on_error();
     t.on_ready(b'I');
+    // A name the session does not keep is left as written.
+    let (translated, _) = query_on(&mut t, "select 1; EXECUTE other", 2);
+    assert_eq!(translated, Translated::Same);
+    t.on_ready(b'I');
+}
+
+/// `sql` sent as a Query on connection `conn`: how it was translated, and the text sent
+/// instead (empty when it goes as written).
+fn query_on(t: &mut Tracker, sql: &str, conn: u64) -> (Translated, String) {
+    let mut out = BytesMut::new();
+    let translated = t.on_client(&frame(b'Q', format!("{sql}\0").as_bytes()), conn, &mut out);
+    let text = if out.is_empty() {
+        String::new()
+    } else {
+        sent(&out)
+    };
+    (translated, text)
 }
 
 #[test]
