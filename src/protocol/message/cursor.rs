@@ -105,30 +105,35 @@ impl<'a> Cursor<'a> {
 
     /// A NUL-terminated UTF-8 string as a slice of the body (no copy).
     pub fn text(&mut self) -> Result<Text, DecodeError> {
-        let start = self.at;
-        let len = self.str()?.len();
-        // `str` checked the bytes.
-        Text::new(self.body.slice(start..start + len)).ok_or(DecodeError::NotUtf8 {
+        let end = self.terminated()?;
+        let text = Text::new(self.body.slice(self.at..end)).ok_or(DecodeError::NotUtf8 {
             message: self.message,
-        })
+        })?;
+        self.at = end + 1;
+        Ok(text)
     }
 
     fn str(&mut self) -> Result<&'a str, DecodeError> {
         let body: &'a Bytes = self.body;
-        let rest = &body[self.at..];
+        let end = self.terminated()?;
+        let s = std::str::from_utf8(&body[self.at..end]).map_err(|_| DecodeError::NotUtf8 {
+            message: self.message,
+        })?;
+        self.at = end + 1;
+        Ok(s)
+    }
+
+    /// Where the string at the cursor ends (its NUL).
+    fn terminated(&self) -> Result<usize, DecodeError> {
+        let rest = &self.body[self.at..];
         // Names are mostly empty: the unnamed statement and portal.
         if rest.first() == Some(&0) {
-            self.at += 1;
-            return Ok("");
+            return Ok(self.at);
         }
         let end = memchr::memchr(0, rest).ok_or(DecodeError::BadString {
             message: self.message,
         })?;
-        let s = std::str::from_utf8(&rest[..end]).map_err(|_| DecodeError::NotUtf8 {
-            message: self.message,
-        })?;
-        self.at += end + 1;
-        Ok(s)
+        Ok(self.at + end)
     }
 
     /// `n` bytes as a shared slice of the body (no copy).
