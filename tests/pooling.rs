@@ -43,6 +43,7 @@ on_one_and_three_shards!(
     sql_prepare_follows_its_session_across_connections,
     a_parse_of_execute_runs_the_statement_the_name_has_now,
     executes_among_several_statements_find_the_sessions_statement,
+    deallocates_among_several_statements_remove_the_sessions_statement,
     the_greeting_reports_what_a_reused_connection_reported_before,
     a_sessions_own_notification_names_it_by_its_pid,
     currval_and_lastval_never_show_another_clients_value
@@ -1137,6 +1138,72 @@ async fn executes_among_several_statements_find_the_sessions_statement(shards: u
     for _ in 0..2 {
         let e = c.simple_query("select 1; EXECUTE q(5)").await.unwrap_err();
         assert_eq!(code(&e), "26000", "{e}");
+    }
+}
+
+/// SQL DEALLOCATE of a statement the session prepared, among other statements of one Query:
+/// it removes the statement on a connection that lacks it too, as soon as it runs (DEALLOCATE
+/// is not undone when a later statement fails), and not when an earlier error skips it. A
+/// PREPARE of the name after it in the same Query is refused on one shard, where the relay
+/// cannot follow the statement it would define; on several it runs.
+async fn deallocates_among_several_statements_remove_the_sessions_statement(shards: usize) {
+    let tc = cluster(shards, "size = 2").await;
+    let c = tc.client().await;
+    let prepare =
+        |plus: i32| format!("PREPARE q (bigint) AS select qty + {plus} from items where id = $1");
+    let qty = |messages: Vec<tokio_postgres::SimpleQueryMessage>| -> Vec<String> {
+        rows(&messages)
+            .into_iter()
+            .map(|r| r[0].clone().unwrap_or_default())
+            .collect()
+    };
+    c.batch_execute(&prepare(0)).await.unwrap();
+    // The session's next Queries run on a connection that lacks the statement.
+    let holder = holding_the_last_connection(&tc).await;
+    let e = c
+        .simple_query("select 1/0; DEALLOCATE q")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22012", "{e}");
+    assert_eq!(qty(c.simple_query("EXECUTE q(3)").await.unwrap()), ["30"]);
+    let got = c.simple_query("select 7; DEALLOCATE q").await.unwrap();
+    assert_eq!(qty(got), ["7"]);
+    for sql in ["EXECUTE q(3)", "select 1; EXECUTE q(3)"] {
+        let e = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(code(&e), "26000", "{sql}: {e}");
+        assert!(common::db_error(&e).message().contains("\"q\""), "{e}");
+    }
+    holder.batch_execute("rollback").await.unwrap();
+
+    // Gone although the statement after it failed; an EXECUTE after it finds nothing.
+    c.batch_execute(&prepare(1)).await.unwrap();
+    let e = c
+        .simple_query("DEALLOCATE q; select 1/0")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22012", "{e}");
+    let e = c.simple_query("EXECUTE q(3)").await.unwrap_err();
+    assert_eq!(code(&e), "26000", "{e}");
+    c.batch_execute(&prepare(2)).await.unwrap();
+    let e = c
+        .simple_query("DEALLOCATE q; EXECUTE q(3)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "26000", "{e}");
+    assert!(common::db_error(&e).message().contains("\"q\""), "{e}");
+
+    // The name is free again.
+    c.batch_execute(&prepare(3)).await.unwrap();
+    let again = format!("DEALLOCATE q; {}", prepare(4));
+    if shards == 1 {
+        let e = c.simple_query(&again).await.unwrap_err();
+        assert_eq!(code(&e), "0A000", "{e}");
+        assert!(common::db_error(&e).hint().is_some(), "{e}");
+        // Nothing of that Query ran.
+        assert_eq!(qty(c.simple_query("EXECUTE q(3)").await.unwrap()), ["33"]);
+    } else {
+        c.simple_query(&again).await.unwrap();
+        assert_eq!(qty(c.simple_query("EXECUTE q(3)").await.unwrap()), ["34"]);
     }
 }
 

@@ -254,11 +254,7 @@ impl RelayStatements {
     /// The Query that stands for PostgreSQL's refusal of a PREPARE of a live name.
     pub fn already_exists(client: &str) -> String {
         let message = format!("prepared statement \"{client}\" already exists");
-        format!(
-            "DO $shardgate$BEGIN RAISE EXCEPTION USING ERRCODE = '42P05', MESSAGE = {}; \
-             END$shardgate$",
-            crate::sql::string_literal(&message).replace('$', "' || chr(36) || '")
-        )
+        refusal("42P05", &message, None)
     }
 
     /// A Bind or Describe of the statement whose name starts at body offset `at`.
@@ -413,6 +409,19 @@ impl RelayStatements {
 
     /// The session's name on the shards for SQL DEALLOCATE of `client`, and whether
     /// connection `conn` holds it; the statement is forgotten.
+    /// The client's statement `client`: its name on the shards, and whether connection `conn`
+    /// holds it.
+    pub fn located(&self, client: &str, conn: u64) -> Option<(Box<str>, bool)> {
+        self.by_client
+            .get(client)
+            .map(|p| (p.shard.clone(), p.on.contains(&conn)))
+    }
+
+    /// The client's statement `client` is gone (its DEALLOCATE ran).
+    pub fn forget(&mut self, client: &str) {
+        self.by_client.remove(client);
+    }
+
     pub fn deallocate(&mut self, client: &str, conn: u64) -> Option<(Box<str>, bool)> {
         self.by_client
             .remove(client)
@@ -497,6 +506,19 @@ impl Prepared {
             needs: None,
         }
     }
+}
+
+/// A Query that fails with `code` and `message` (and `hint`) when the shard runs it: raised
+/// there, so that it aborts an open transaction block as the refused statement would have.
+pub fn refusal(code: &str, message: &str, hint: Option<&str>) -> String {
+    // Dollar signs cannot end the body early: they go in as chr(36).
+    let literal = |s: &str| crate::sql::string_literal(s).replace('$', "' || chr(36) || '");
+    let hint = hint.map_or(String::new(), |h| format!(", HINT = {}", literal(h)));
+    format!(
+        "DO $shardgate$BEGIN RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = {}{hint}; \
+         END$shardgate$",
+        literal(message)
+    )
 }
 
 fn describe_statement(shard: &str, out: &mut BytesMut) {

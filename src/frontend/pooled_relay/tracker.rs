@@ -15,8 +15,8 @@
 
 use super::restore::{self, Restored};
 use super::statement_text::{
-    deallocation, execution, parse_text, parse_text_bytes, preparation, query_text, renamed,
-    without_leading_comments, PlainParse, Stmt,
+    deallocation, deallocation_of, execution, parse_text, parse_text_bytes, preparation,
+    query_text, renamed, without_leading_comments, PlainParse, Stmt,
 };
 use super::statements::{Expect, RelayStatements, Translated};
 use crate::pool::pins;
@@ -40,6 +40,9 @@ struct Request {
     /// Client statements this Query gives its connection with a SQL PREPARE in front of the
     /// client's EXECUTE (see `executes`), with the CommandComplete that answers the PREPARE.
     given: Vec<(Box<str>, u64, u32)>,
+    /// The Query's `DEALLOCATE name` statements in order, each with the statement the session
+    /// forgets once its CommandComplete says it ran (None: a name the session does not keep).
+    deallocating: VecDeque<Option<Box<str>>>,
     /// The Query is the client's SQL PREPARE of the one statement in `parsed`: its
     /// CommandComplete says the statement exists.
     sql_prepare: bool,
@@ -520,6 +523,11 @@ impl Tracker {
             b"COMMIT" => request.committed = true,
             b"ROLLBACK" => request.rolled_back = true,
             b"DISCARD ALL" | b"DEALLOCATE ALL" => request.wiped = true,
+            b"DEALLOCATE" => {
+                if let Some(Some(name)) = request.deallocating.pop_front() {
+                    self.statements.forget(&name);
+                }
+            }
             _ => {}
         }
         false

@@ -2,15 +2,18 @@
 //! namespace with protocol-level statements, which follow the client from connection to
 //! connection under names of the session's own (see `statements`).
 
+use super::super::statements::refusal;
 use super::*;
+use crate::sql::identifier;
 
 impl Tracker {
     /// SQL EXECUTEs of statements the session keeps (prepared with SQL or through the
     /// protocol: PostgreSQL keeps both in one namespace), among the Query's statements `pieces`
     /// (slices of `text`): the shard knows each by the session's name, and the connection may
     /// not have it yet. Each is renamed, behind a SQL PREPARE when the connection lacks it, and
-    /// so is a PREPARE of such a name among several statements; true when `out` holds the
-    /// rewritten Query.
+    /// so is a PREPARE of such a name among several statements, and a DEALLOCATE (behind a
+    /// stand-in, as alone in a Query: see `query`), whose statement the session forgets once
+    /// the shard says it ran. True when `out` holds the rewritten Query.
     pub(super) fn executes(
         &mut self,
         text: &str,
@@ -32,15 +35,45 @@ impl Tracker {
         let (mut copied, mut completes) = (0, 0u32);
         let mut hidden = Vec::new();
         let mut inserted = Vec::new();
+        // Names this Query deallocates, from the DEALLOCATE on: the shard no longer has them
+        // under any name, so statements naming them go as written and fail as PostgreSQL's do.
+        let mut dropped: Vec<String> = Vec::new();
+        let kept = |name: &str| self.statements.located(name, conn).is_some();
+        if let Some(name) = prepared_again(pieces, kept) {
+            let message = format!(
+                "PREPARE of \"{name}\" after its DEALLOCATE in the same Query is not supported \
+                 in transaction pooling mode"
+            );
+            let hint = "Send the DEALLOCATE and the PREPARE as Queries of their own.";
+            crate::protocol::build::query(&refusal("0A000", &message, Some(hint)), out);
+            return true;
+        }
         for piece in pieces {
             let statement = without_leading_comments(piece);
+            let deallocated = deallocation_of(statement);
             // A PREPARE of a name the session keeps is renamed too, so that the shard refuses
             // it (42P05) as PostgreSQL would, rather than prepare a second statement `name`.
-            let named = execution(statement)
-                .or_else(|| preparation(statement).map(|p| (p.name, p.name_range)));
+            let named = deallocated
+                .clone()
+                .or_else(|| execution(statement))
+                .or_else(|| preparation(statement).map(|p| (p.name, p.name_range)))
+                .filter(|(name, _)| !dropped.contains(name));
             let execute = named.and_then(|(name, range)| {
-                Some((self.statements.for_execute(&name, conn)?, name, range))
+                let found = match deallocated {
+                    // A stand-in cannot fail where the statement's own text might (see `query`).
+                    Some(_) => self.statements.located(&name, conn).map(|(shard, held)| {
+                        let ahead = format!("PREPARE {} AS SELECT 1;\n", identifier(&shard));
+                        (shard, (!held).then_some(ahead))
+                    }),
+                    None => self.statements.for_execute(&name, conn),
+                };
+                Some((found?, name, range))
             });
+            if let Some((name, _)) = &deallocated {
+                let kept = execute.as_ref().map(|_| name.as_str().into());
+                request.deallocating.push_back(kept);
+                dropped.push(name.clone());
+            }
             let Some(((shard, prepare), name, range)) = execute else {
                 completes += 1;
                 continue;
@@ -52,14 +85,17 @@ impl Tracker {
                 push(&mut sent, &ahead);
                 completes += 1;
                 hidden.push((completes, &b"PREPARE"[..]));
-                let client: Box<str> = name.into();
-                self.statements.given(&client, conn);
-                request.given.push((client, conn, completes));
-                self.named_parses += 1;
+                // A stand-in the DEALLOCATE removes again leaves nothing to keep.
+                if deallocated.is_none() {
+                    let client: Box<str> = name.into();
+                    self.statements.given(&client, conn);
+                    request.given.push((client, conn, completes));
+                    self.named_parses += 1;
+                }
             }
             let (name_at, name_end) = (at + range.start, at + range.end);
             let before = push(&mut sent, &text[at..name_at]);
-            let shard = crate::sql::identifier(&shard);
+            let shard = identifier(&shard);
             // Positions after the name move by what the new name added.
             let grown = chars(&shard).saturating_sub(chars(&text[name_at..name_end]));
             inserted.push((before, grown));
@@ -109,4 +145,22 @@ impl Tracker {
         crate::protocol::build::query(&sent, out);
         true
     }
+}
+
+/// The name a PREPARE among `pieces` defines after a DEALLOCATE of it earlier in the same
+/// Query, of a statement the session keeps (`kept`): the shard would hold a statement of the
+/// session's under a name the session no longer keeps.
+fn prepared_again(pieces: &[&str], kept: impl Fn(&str) -> bool) -> Option<String> {
+    let mut dropped: Vec<String> = Vec::new();
+    for piece in pieces {
+        let statement = without_leading_comments(piece);
+        if let Some((name, _)) = deallocation_of(statement).filter(|(n, _)| kept(n)) {
+            dropped.push(name);
+        } else if let Some(p) = preparation(statement) {
+            if dropped.contains(&p.name) {
+                return Some(p.name);
+            }
+        }
+    }
+    None
 }

@@ -303,6 +303,55 @@ fn executes_among_several_statements_are_renamed_and_given_once() {
     t.on_ready(b'I');
 }
 
+#[test]
+fn deallocates_among_several_statements_forget_the_statement_once_they_ran() {
+    let mut t = Tracker::new(Settings::new(&[]));
+    query(&mut t, "PREPARE q AS select 1");
+    complete(&mut t, "PREPARE");
+    t.on_ready(b'I');
+
+    // Connection 2 lacks it: a stand-in goes ahead, and an error before both keeps `q`.
+    let (_, text) = query_on(&mut t, "select 1/0; DEALLOCATE q", 2);
+    let shard = &text["select 1/0; PREPARE ".len()..text.find(" AS SELECT 1;\n").expect(&text)];
+    assert_eq!(
+        text,
+        format!("select 1/0; PREPARE {shard} AS SELECT 1;\nDEALLOCATE {shard}")
+    );
+    t.on_error();
+    t.on_ready(b'I');
+    // On connection 1, which holds it: renamed alone; gone once its answer came, so that an
+    // EXECUTE after it in the Query goes as written and is refused under the client's name.
+    let (_, text) = query_on(&mut t, "DEALLOCATE q; EXECUTE q", 1);
+    assert_eq!(text, format!("DEALLOCATE {shard}; EXECUTE q"));
+    assert!(!complete_is_ours(&mut t, "DEALLOCATE"));
+    t.on_error();
+    t.on_ready(b'I');
+    let (translated, _) = query_on(&mut t, "select 1; EXECUTE q", 1);
+    assert_eq!(translated, Translated::Same);
+    t.on_ready(b'I');
+}
+
+#[test]
+fn a_prepare_after_a_deallocate_of_its_name_in_one_query_is_refused() {
+    let mut t = Tracker::new(Settings::new(&[]));
+    query(&mut t, "PREPARE q AS select 1");
+    complete(&mut t, "PREPARE");
+    t.on_ready(b'I');
+    let (_, text) = query_on(&mut t, "DEALLOCATE q; PREPARE q AS select 2", 1);
+    assert!(
+        text.starts_with("DO $shardgate$") && text.contains("'0A000'"),
+        "{text}"
+    );
+    t.on_error();
+    t.on_ready(b'I');
+    // `q` lives on; a name the session does not keep is PostgreSQL's to refuse.
+    let (_, text) = query_on(&mut t, "select 1; EXECUTE q", 1);
+    assert!(text.starts_with("select 1; EXECUTE \"sg"), "{text}");
+    t.on_ready(b'I');
+    let (translated, _) = query_on(&mut t, "DEALLOCATE r; PREPARE r AS select 2", 1);
+    assert_eq!(translated, Translated::Same);
+}
+
 /// `sql` sent as a Query on connection `conn`: how it was translated, and the text sent
 /// instead (empty when it goes as written).
 fn query_on(t: &mut Tracker, sql: &str, conn: u64) -> (Translated, String) {
