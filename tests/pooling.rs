@@ -44,6 +44,7 @@ on_one_and_three_shards!(
     a_parse_of_execute_runs_the_statement_the_name_has_now,
     executes_among_several_statements_find_the_sessions_statement,
     deallocates_among_several_statements_remove_the_sessions_statement,
+    idle_and_old_server_connections_are_replaced,
     the_greeting_reports_what_a_reused_connection_reported_before,
     a_sessions_own_notification_names_it_by_its_pid,
     currval_and_lastval_never_show_another_clients_value
@@ -1139,6 +1140,49 @@ async fn executes_among_several_statements_find_the_sessions_statement(shards: u
         let e = c.simple_query("select 1; EXECUTE q(5)").await.unwrap_err();
         assert_eq!(code(&e), "26000", "{e}");
     }
+}
+
+/// A server connection idle past `idle_timeout_secs` is closed, and one older than
+/// `lifetime_secs` is not taken back: the next transaction runs on a new one.
+async fn idle_and_old_server_connections_are_replaced(shards: usize) {
+    let tc = cluster(shards, "size = 1\nidle_timeout_secs = 0.4").await;
+    let c = tc.client().await;
+    let first = backend_pid(&c).await;
+    assert_eq!(
+        backend_pid(&c).await,
+        first,
+        "one just returned serves again"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The reaper closed it while it sat idle.
+    let held = per_shard(&tc).await;
+    assert!(held.iter().all(|&n| n == 0), "{held:?}");
+    assert_ne!(backend_pid(&c).await, first);
+    drop(c);
+    drop(tc);
+
+    let tc = cluster(shards, "size = 1\nlifetime_secs = 0.5").await;
+    let c = tc.client().await;
+    let first = backend_pid(&c).await;
+    assert_eq!(
+        backend_pid(&c).await,
+        first,
+        "one just returned serves again"
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let second = backend_pid(&c).await;
+    assert_ne!(second, first);
+    assert_eq!(backend_pid(&c).await, second);
+    let held = per_shard(&tc).await;
+    assert!(held.iter().all(|&n| n <= 1), "{held:?}");
+}
+
+/// The PostgreSQL backend serving `c`'s next transaction.
+async fn backend_pid(c: &tokio_postgres::Client) -> i32 {
+    c.query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 /// SQL DEALLOCATE of a statement the session prepared, among other statements of one Query:

@@ -125,7 +125,9 @@ impl Gauges {
 
 struct Idle {
     conn: Pooled,
-    since: Instant,
+    /// When it has been idle too long (None: never). Deadlines, not start times, so that the
+    /// check on every checkout is a comparison rather than a subtraction of clock readings.
+    until: Option<Instant>,
 }
 
 /// A connection out of the pool: its socket, and what the session needs to know about it (the
@@ -149,7 +151,8 @@ pub struct Lease {
     pub settings: u64,
     /// Named statements sent to it so far (see `MAX_NAMED_PARSES`).
     pub named_parses: u64,
-    born: Instant,
+    /// When its lifetime ends (None: never): it is closed when next returned or found idle.
+    retire_at: Option<Instant>,
     /// The placement version it was tagged with at login (0: none).
     placement_version: i64,
     /// Held while checked out: the pool's limit is on connections in use.
@@ -360,8 +363,8 @@ impl ShardPool {
     /// Whether an idle connection may serve again: within its idle time and lifetime, of the
     /// placement version asked for, and still open.
     fn reusable(&self, idle: &mut Idle, now: Instant, placement_version: i64) -> bool {
-        now.saturating_duration_since(idle.since) < self.idle_timeout
-            && now.saturating_duration_since(idle.conn.born) < self.lifetime
+        before(now, idle.until)
+            && before(now, idle.conn.retire_at)
             && idle.conn.placement_version == placement_version
             && still_open(&mut idle.conn.stream)
     }
@@ -388,7 +391,7 @@ impl ShardPool {
                     id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                     settings: settings::DEFAULTS,
                     named_parses: 0,
-                    born: Instant::now(),
+                    retire_at: Instant::now().checked_add(self.lifetime),
                     placement_version,
                     permit: Some(permit),
                 },
@@ -408,11 +411,10 @@ impl ShardPool {
         // the permit earlier would find the list empty and open one connection too many.
         let permit = conn.permit.take();
         let now = Instant::now();
-        if conn.named_parses < MAX_NAMED_PARSES
-            && now.saturating_duration_since(conn.born) < self.lifetime
-        {
+        if conn.named_parses < MAX_NAMED_PARSES && before(now, conn.retire_at) {
+            let until = now.checked_add(self.idle_timeout);
             if let Ok(mut idle) = self.idle.lock() {
-                idle.push(Idle { conn, since: now });
+                idle.push(Idle { conn, until });
             }
         }
         drop(permit);
@@ -432,13 +434,17 @@ impl ShardPool {
 
     /// Closes idle connections past the idle timeout or their lifetime.
     fn reap(&self) {
+        let now = Instant::now();
         if let Ok(mut idle) = self.idle.lock() {
-            idle.retain(|i| {
-                i.since.elapsed() < self.idle_timeout && i.conn.born.elapsed() < self.lifetime
-            });
+            idle.retain(|i| before(now, i.until) && before(now, i.conn.retire_at));
         }
         self.publish();
     }
+}
+
+/// Whether `now` is before `deadline` (None: a deadline that never comes).
+fn before(now: Instant, deadline: Option<Instant>) -> bool {
+    deadline.is_none_or(|d| now < d)
 }
 
 /// Whether an idle connection is still open and silent. Anything it sent while idle (a FATAL
