@@ -89,6 +89,13 @@ impl Proxy {
         }
         check_shards(&ctx).await?;
         if ctx.shards.len() > 1 {
+            use crate::backend::same_database::{check, SameDatabase};
+            check(&ctx.shards, ctx.connect_timeout)
+                .await
+                .map_err(|e| match e {
+                    SameDatabase::Unreachable(e) => StartError::ShardUnreachable(e),
+                    SameDatabase::Twice(e) => StartError::Config(e),
+                })?;
             for shard in &ctx.shards {
                 crate::txn::schema::prepare_shard(shard, ctx.connect_timeout)
                     .await

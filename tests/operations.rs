@@ -379,6 +379,55 @@ async fn a_shard_that_only_takes_tls_is_reached_with_verify_full() {
     assert!(err.contains("s1") && err.contains("certificate"), "{err}");
 }
 
+/// A config that lists one database as two shards is refused at start with an error naming
+/// both (it used to hang: the start's placement bootstrap waited on itself), while two
+/// databases of one server are two shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_listed_as_two_shards_is_refused_at_start() {
+    let (shards, dir) = tokio::task::spawn_blocking(|| start_unlike_shards(2))
+        .await
+        .unwrap();
+    let guard = ShardsGuard { shards, dir };
+    let first = guard.shards[0].url("postgres");
+    let second = guard.shards[1].url("postgres");
+    let start = |text: String| async move {
+        let config = shardgate::config::Config::from_toml(&text).unwrap();
+        // A hang fails here rather than holding the suite.
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            shardgate::server::Proxy::start(&config),
+        )
+        .await
+        .expect("the proxy answers at start rather than hang")
+    };
+
+    // The first shard's database again under another address.
+    let port = free_port().unwrap();
+    let text = format!("{}{ACCOUNTS}", config_for(port, &guard.shards, "")).replace(
+        &format!("url = \"{second}\""),
+        &format!("url = \"{}\"", first.replace("127.0.0.1", "localhost")),
+    );
+    let err = match start(text).await {
+        Ok(_) => panic!("one database listed as two shards must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("s0") && err.contains("s1") && err.contains("one database"),
+        "{err}"
+    );
+
+    // Another database of the first shard's server is a shard of its own.
+    let c = connect(&first).await.unwrap();
+    c.batch_execute("create database other").await.unwrap();
+    let port = free_port().unwrap();
+    let text = format!("{}{ACCOUNTS}", config_for(port, &guard.shards, "")).replace(
+        &format!("url = \"{second}\""),
+        &format!("url = \"{}/other\"", first.rsplit_once('/').unwrap().0),
+    );
+    let proxy = start(text).await.expect("two databases of one server");
+    proxy.shutdown().await;
+}
+
 /// psql against the admin console; returns its output, or its error text when `ok` is false.
 fn console(port: u16, user: &str, args: &[&str]) -> (bool, String) {
     let password = if user == "ops" { "opspw" } else { "secret" };

@@ -12,6 +12,7 @@ pub mod health;
 pub mod move_journal;
 pub mod placement_store;
 pub mod proxy_registry;
+pub mod same_database;
 mod stream;
 
 pub use cancel::send_cancel;
