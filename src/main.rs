@@ -341,7 +341,14 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config, path: PathBuf) -> Result<(), String> {
-    let proxy = shardgate::server::Proxy::start_with_endpoint(&config).await?;
+    // A start held up by a shard (a login that hangs, a lock some session holds) still ends
+    // on SIGINT or SIGTERM.
+    let proxy = tokio::select! {
+        started = shardgate::server::Proxy::start_with_endpoint(&config) => started?,
+        _ = shardgate::signals::wait_for_stop() => {
+            return Err("stopped by a signal before the start finished".into());
+        }
+    };
     shardgate::signals::serve(proxy, Some(path)).await;
     Ok(())
 }

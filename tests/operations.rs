@@ -428,6 +428,90 @@ async fn a_database_listed_as_two_shards_is_refused_at_start() {
     proxy.shutdown().await;
 }
 
+/// A start held up by a shard (here by a lock on the proxy's placement table, which the start
+/// reads) still ends on SIGINT, saying so, instead of leaving a process that ignores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_held_up_by_a_shard_ends_on_sigint() {
+    let (shards, dir) = tokio::task::spawn_blocking(|| start_unlike_shards(2))
+        .await
+        .unwrap();
+    let guard = ShardsGuard { shards, dir };
+    let port = free_port().unwrap();
+    let text = format!("{}{ACCOUNTS}", config_for(port, &guard.shards, ""));
+    // A first start leaves the proxy's tables on the shards.
+    let config = shardgate::config::Config::from_toml(&text).unwrap();
+    shardgate::server::Proxy::start(&config)
+        .await
+        .unwrap()
+        .shutdown()
+        .await;
+    let path = guard.dir.join("held.toml");
+    std::fs::write(&path, &text).unwrap();
+    let log = guard.dir.join("held.log");
+
+    let c = connect(&guard.shards[0].url("postgres")).await.unwrap();
+    c.batch_execute("begin; lock table shardgate.placement in access exclusive mode")
+        .await
+        .unwrap();
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
+        .args(["--config".as_ref(), path.as_os_str()])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    // Polled from another session: one inside a transaction sees the activity of its start.
+    let watch = connect(&guard.shards[0].url("postgres")).await.unwrap();
+    let waiting = "select count(*) from pg_stat_activity \
+                   where application_name = 'shardgate-control' and wait_event_type = 'Lock'";
+    let mut held = false;
+    for _ in 0..300 {
+        if watch
+            .query_one(waiting, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            > 0
+        {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let interrupt = |pid: u32| {
+        std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    if !held {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "the start does not wait on the lock:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+    }
+    assert!(interrupt(child.id()).success());
+    let mut status = None;
+    for _ in 0..200 {
+        status = child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    c.batch_execute("rollback").await.unwrap();
+    let said = std::fs::read_to_string(&log).unwrap();
+    let status = status.expect("the proxy ends on SIGINT during its start");
+    assert!(!status.success(), "{said}");
+    assert!(said.contains("stopped by a signal"), "{said}");
+}
+
 /// psql against the admin console; returns its output, or its error text when `ok` is false.
 fn console(port: u16, user: &str, args: &[&str]) -> (bool, String) {
     let password = if user == "ops" { "opspw" } else { "secret" };
