@@ -151,6 +151,10 @@ impl Tracker {
 /// Query, of a statement the session keeps (`kept`): the shard would hold a statement of the
 /// session's under a name the session no longer keeps.
 fn prepared_again(pieces: &[&str], kept: impl Fn(&str) -> bool) -> Option<String> {
+    // Most Queries the relay reads here are one statement.
+    if pieces.len() < 2 {
+        return None;
+    }
     let mut dropped: Vec<String> = Vec::new();
     for piece in pieces {
         let statement = without_leading_comments(piece);
