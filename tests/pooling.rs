@@ -1145,14 +1145,7 @@ async fn executes_among_several_statements_find_the_sessions_statement(shards: u
 /// A server connection idle past `idle_timeout_secs` is closed, and one older than
 /// `lifetime_secs` is not taken back: the next transaction runs on a new one.
 async fn idle_and_old_server_connections_are_replaced(shards: usize) {
-    let tc = cluster(shards, "size = 1\nidle_timeout_secs = 0.4").await;
-    let c = tc.client().await;
-    let first = backend_pid(&c).await;
-    assert_eq!(
-        backend_pid(&c).await,
-        first,
-        "one just returned serves again"
-    );
+    let (tc, c, first) = served_twice(shards, "idle_timeout_secs = 0.4").await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     // The reaper closed it while it sat idle.
     let held = per_shard(&tc).await;
@@ -1161,7 +1154,19 @@ async fn idle_and_old_server_connections_are_replaced(shards: usize) {
     drop(c);
     drop(tc);
 
-    let tc = cluster(shards, "size = 1\nlifetime_secs = 0.5").await;
+    let (tc, c, first) = served_twice(shards, "lifetime_secs = 0.5").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let second = backend_pid(&c).await;
+    assert_ne!(second, first);
+    assert_eq!(backend_pid(&c).await, second);
+    let held = per_shard(&tc).await;
+    assert!(held.iter().all(|&n| n <= 1), "{held:?}");
+}
+
+/// A cluster with one connection per shard and `limit`, a client, and the backend that served
+/// two transactions of it in a row (one just returned serves again).
+async fn served_twice(shards: usize, limit: &str) -> (TestCluster, tokio_postgres::Client, i32) {
+    let tc = cluster(shards, &format!("size = 1\n{limit}")).await;
     let c = tc.client().await;
     let first = backend_pid(&c).await;
     assert_eq!(
@@ -1169,12 +1174,7 @@ async fn idle_and_old_server_connections_are_replaced(shards: usize) {
         first,
         "one just returned serves again"
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let second = backend_pid(&c).await;
-    assert_ne!(second, first);
-    assert_eq!(backend_pid(&c).await, second);
-    let held = per_shard(&tc).await;
-    assert!(held.iter().all(|&n| n <= 1), "{held:?}");
+    (tc, c, first)
 }
 
 /// The PostgreSQL backend serving `c`'s next transaction.
