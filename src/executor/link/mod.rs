@@ -6,6 +6,12 @@
 //! it (see `backend::health`), or when it stays silent longer than the response timeout, if one
 //! is configured.
 
+mod deadline;
+mod parses;
+use deadline::within;
+use parses::parses;
+pub(crate) use parses::unnamed_parses;
+
 use crate::error::PgError;
 use crate::pool::{settings, Pooled, ShardPool};
 use crate::protocol::frame::{FrameScanner, Scan, MAX_SHARD_MESSAGE_BYTES};
@@ -570,79 +576,4 @@ impl ShardLink {
             }
         }
     }
-}
-
-/// Runs a shard read or write until it completes, the response timeout passes, or the health
-/// probe marks the shard down; `None` for the last two (counted and logged here).
-async fn within<T>(
-    timeout: Option<std::time::Duration>,
-    health: Option<&mut watch::Receiver<bool>>,
-    shard: &str,
-    io: impl std::future::Future<Output = T>,
-) -> Option<T> {
-    // Most writes, and reads of answers already here, are done at the first poll: then there
-    // is no timer to arm and no probe to watch.
-    let mut io = std::pin::pin!(io);
-    if let std::task::Poll::Ready(r) = std::future::poll_fn(|cx| {
-        std::task::Poll::Ready(std::future::Future::poll(io.as_mut(), cx))
-    })
-    .await
-    {
-        return Some(r);
-    }
-    let down = async {
-        match health {
-            Some(h) => {
-                if h.wait_for(|up| !*up).await.is_err() {
-                    // No prober any more (the proxy is stopping): nothing to wait for.
-                    std::future::pending::<()>().await
-                }
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
-    let silent = async {
-        match timeout {
-            Some(t) => tokio::time::sleep(t).await,
-            None => std::future::pending::<()>().await,
-        }
-    };
-    // The shard's answer first: it is what is waited for, and the order spares a random
-    // number per poll.
-    tokio::select! {
-        biased;
-        r = &mut io => Some(r),
-        _ = down => {
-            tracing::warn!(shard = %shard, "shard failed its health probes: giving up on it");
-            None
-        }
-        _ = silent => {
-            metrics::counter!(crate::metrics::SHARD_TIMEOUTS, "shard" => shard.to_string())
-                .increment(1);
-            tracing::warn!(shard = %shard, "shard silent past the response timeout: giving up on it");
-            None
-        }
-    }
-}
-
-/// Messages that replace the unnamed statement, among whole messages: a Parse of it, and a
-/// simple Query (PostgreSQL drops the unnamed statement when it runs one).
-pub(crate) fn unnamed_parses(bytes: &[u8]) -> u64 {
-    parses(bytes).0
-}
-
-/// Messages replacing the unnamed statement (see `unnamed_parses`), and Parses of named ones.
-fn parses(mut bytes: &[u8]) -> (u64, u64) {
-    let (mut unnamed, mut named) = (0, 0);
-    while bytes.len() >= 6 {
-        let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
-        match bytes[0] {
-            b'P' if bytes[5] == 0 => unnamed += 1,
-            b'P' => named += 1,
-            b'Q' => unnamed += 1,
-            _ => {}
-        }
-        bytes = bytes.get(1 + len..).unwrap_or(&[]);
-    }
-    (unnamed, named)
 }
