@@ -251,6 +251,14 @@ async fn raw_with_statement(tc: &TestCluster, sql: &str) -> common::raw::Raw {
     raw
 }
 
+/// How many statements a simple Query's answer says ran (its CommandCompletes).
+fn command_completes(messages: &[tokio_postgres::SimpleQueryMessage]) -> usize {
+    messages
+        .iter()
+        .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::CommandComplete(_)))
+        .count()
+}
+
 /// Another client, in a transaction that holds the connection the pool hands out next (the
 /// one used last), so that a session's next batch runs on a connection it never used.
 async fn holding_the_last_connection(tc: &TestCluster) -> tokio_postgres::Client {
@@ -689,16 +697,29 @@ async fn a_reset_goes_back_to_the_clients_startup_parameters(shards: usize) {
         .simple_query(&sql[..sql.find("; select").unwrap()])
         .await
         .unwrap();
-    let completes = shown
-        .iter()
-        .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::CommandComplete(_)))
-        .count();
+    let completes = command_completes(&shown);
     assert_eq!(
         completes, 2,
         "the proxy's own SETs are not answered to the client"
     );
     let shown = rows(&shown);
     assert_eq!(shown[0][0].as_deref(), Some("from_startup"));
+    // A RESET and an EXECUTE of the session's statement in one Query, on a connection that
+    // lacks the statement: both find what PostgreSQL would.
+    c.batch_execute("PREPARE q AS select 7").await.unwrap();
+    c.batch_execute("set application_name = 'changed'")
+        .await
+        .unwrap();
+    let holder = holding_the_last_connection(&tc).await;
+    let got = c
+        .simple_query("reset application_name; EXECUTE q; show application_name")
+        .await
+        .unwrap();
+    let completes = command_completes(&got);
+    assert_eq!(completes, 3, "the proxy's own statements are not answered");
+    let got: Vec<_> = rows(&got).into_iter().map(|r| r[0].clone()).collect();
+    assert_eq!(got, [Some("7".into()), Some("from_startup".into())]);
+    holder.batch_execute("rollback").await.unwrap();
 }
 
 /// A statement prepared on one server connection and used on another is prepared there first,
@@ -1108,11 +1129,15 @@ async fn executes_among_several_statements_find_the_sessions_statement(shards: u
         .await
         .unwrap_err();
     assert_eq!(code(&e), "22012", "{e}");
+    // A statement of comments alone has no answer, and does not move the proxy's count of
+    // answers: the PREPARE it sends ahead stays hidden.
     let got = c
-        .simple_query("select 1; /* then */ EXECUTE q(3);execute Q (7)")
+        .simple_query("select 1; /* nothing */; /* then */ EXECUTE q(3);execute Q (7)")
         .await
         .unwrap();
+    let completes = command_completes(&got);
     assert_eq!(values(got), ["1", "30", "70"]);
+    assert_eq!(completes, 3, "the proxy's PREPARE is not answered");
     let sql = "EXECUTE q(3); select nothing_here";
     let e = c.simple_query(sql).await.unwrap_err();
     assert_eq!(code(&e), "42703", "{e}");

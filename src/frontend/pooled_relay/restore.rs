@@ -1,17 +1,19 @@
-//! Startup parameters given back after a RESET, inside the client's own Query.
+//! What the proxy added to a client's Query, so that its answers and error positions can be
+//! given back as if it had added nothing.
 //!
 //! A pooled connection's RESET goes back to that connection's login values, not to the
 //! client's startup parameters as PostgreSQL's would. The relay passes a Query whole, so the
-//! SETs that give the client's values back go into its text, right after each statement that
-//! resets them, each on a line of its own (a `--` comment ending the RESET cannot swallow
-//! them). `Restored` remembers which of the shard's answers are theirs, to drop them, and
-//! where their text sits, to move error positions back into the client's text.
+//! SETs that give the client's values back go into its text (the tracker's rewrite of SQL
+//! statements, `executes`), right after each statement that resets them, each on a line of
+//! its own (a `--` comment ending the RESET cannot swallow them); statements of the session's
+//! are renamed in the same pass. `Restored` remembers which of the shard's answers are the
+//! proxy's, to drop them, and where its text sits, to move error positions back into the
+//! client's text.
 //!
 //! Invariant: every statement of the text before an added SET produces exactly one
 //! CommandComplete when it runs, so the added SETs' answers are known by their order.
 
-use super::statement_text::{query_text, without_leading_comments};
-use crate::pool::settings::Settings;
+use super::statement_text::query_text;
 use bytes::BytesMut;
 
 /// The statements the proxy added to one Query: the SETs that give startup parameters back,
@@ -120,122 +122,9 @@ pub(super) fn ahead_of_query(
     restored.put_ahead(statement.chars().count() as u64 + 2, statement.as_bytes());
 }
 
-/// `text` (split into `pieces`, slices of it) with the client's startup parameters set again
-/// after each statement that resets them (see `Settings::restoring`); None when none does.
-pub(super) fn after_resets(
-    settings: &Settings,
-    text: &str,
-    pieces: &[&str],
-) -> Option<(String, Restored)> {
-    let mut restored = Restored::default();
-    let mut sent = String::new();
-    let mut copied = 0;
-    let mut answers = 0u32;
-    for piece in pieces {
-        let statement = without_leading_comments(piece);
-        if statement.trim().is_empty() {
-            continue; // PostgreSQL answers nothing for a statement of comments alone
-        }
-        answers += 1;
-        let Some(sets) = settings.restoring(statement) else {
-            continue;
-        };
-        let end = piece.as_ptr() as usize - text.as_ptr() as usize + piece.len();
-        sent.push_str(&text[copied..end]);
-        copied = end;
-        let insertion = format!("\n;{sets}\n");
-        let at = sent.chars().count() as u64;
-        restored
-            .inserted
-            .push((at, insertion.chars().count() as u64));
-        sent.push_str(&insertion);
-        for _ in sets.split("; ") {
-            answers += 1;
-            restored.hidden.push((answers, b"SET"));
-        }
-    }
-    if copied == 0 {
-        return None;
-    }
-    sent.push_str(&text[copied..]);
-    Some((sent, restored))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn startup() -> Settings {
-        Settings::new(&[
-            ("application_name".to_string(), "app".to_string()),
-            ("DateStyle".to_string(), "ISO, DMY".to_string()),
-        ])
-    }
-
-    fn rewrite(sql: &str) -> Option<(String, Restored)> {
-        after_resets(&startup(), sql, &crate::sql::split_statements(sql))
-    }
-
-    #[test]
-    fn each_reset_of_a_startup_parameter_is_followed_by_its_set() {
-        let sql = "select 1; reset all -- c\n; /* only */; reset datestyle; select x";
-        let (sent, mut restored) = rewrite(sql).unwrap();
-        assert_eq!(
-            sent,
-            "select 1; reset all -- c\n;SET application_name = 'app'; SET DateStyle = 'ISO, DMY'\n\
-             \n; /* only */; reset datestyle\n;SET DateStyle = 'ISO, DMY'\n; select x"
-        );
-        let tags = [
-            "SELECT 1", "RESET", "SET", "SET", "RESET", "SET", "SELECT 1",
-        ];
-        let ours: Vec<bool> = tags
-            .iter()
-            .map(|t| restored.answer_is_ours(t.as_bytes()))
-            .collect();
-        assert_eq!(ours, [false, false, true, true, false, true, false]);
-    }
-
-    #[test]
-    fn a_function_body_of_several_statements_is_answered_once() {
-        let sql =
-            "create function f() returns int language sql begin atomic select 1; end; reset all";
-        let (sent, mut restored) = rewrite(sql).unwrap();
-        assert!(sent.starts_with(sql), "{sent}");
-        let tags = ["CREATE FUNCTION", "RESET", "SET", "SET"];
-        let ours: Vec<bool> = tags
-            .iter()
-            .map(|t| restored.answer_is_ours(t.as_bytes()))
-            .collect();
-        assert_eq!(ours, [false, false, true, true]);
-    }
-
-    #[test]
-    fn error_positions_go_back_to_the_clients_text() {
-        let sql = "reset application_name; select x; reset all; select y";
-        let (sent, restored) = rewrite(sql).unwrap();
-        let to_client = restored.client_position().unwrap();
-        for word in ["select x", "select y", "reset all"] {
-            let shard = sent.find(word).unwrap() as u64 + 1;
-            let client = sql.find(word).unwrap() as u64 + 1;
-            assert_eq!(to_client(shard), Some(client), "{word}");
-        }
-        assert_eq!(to_client(1), Some(1));
-        let inside = sent.find("SET").unwrap() as u64 + 1;
-        assert_eq!(
-            to_client(inside),
-            Some("reset application_name".len() as u64)
-        );
-    }
-
-    #[test]
-    fn texts_without_such_a_reset_go_as_they_came() {
-        for sql in ["reset work_mem", "set application_name = 'x'", "select 1"] {
-            assert!(rewrite(sql).is_none(), "{sql}");
-        }
-        let none = Settings::new(&[]);
-        assert!(after_resets(&none, "reset all", &["reset all"]).is_none());
-        assert!(Restored::default().client_position().is_none());
-    }
 
     #[test]
     fn a_statement_put_in_front_keeps_positions_after_it_and_has_none_of_its_own() {

@@ -323,15 +323,8 @@ impl Tracker {
             .statements
             .iter()
             .any(|s| matches!(s, Stmt::Change(_)));
-        if changes {
-            if let Some((text, restored)) = restore::after_resets(&self.settings, &text, pieces) {
-                crate::protocol::build::query(&text, out);
-                request.restored = restored;
-                return true;
-            }
-        }
-        if pieces.len() != 1 {
-            return self.executes(&text, pieces, conn, out, request);
+        if changes || pieces.len() != 1 {
+            return self.executes(&text, pieces, conn, out, request, changes);
         }
         match deallocation(without_leading_comments(pieces[0])) {
             Some(None) => self.statements.forget_all(),
@@ -356,7 +349,7 @@ impl Tracker {
             }
             _ => {}
         }
-        self.executes(&text, pieces, conn, out, request)
+        self.executes(&text, pieces, conn, out, request, false)
     }
 
     /// Whether the statement text `sql` must go behind DISCARD SEQUENCES: the first one that

@@ -13,7 +13,10 @@ impl Tracker {
     /// not have it yet. Each is renamed, behind a SQL PREPARE when the connection lacks it, and
     /// so is a PREPARE of such a name among several statements, and a DEALLOCATE (behind a
     /// stand-in, as alone in a Query: see `query`), whose statement the session forgets once
-    /// the shard says it ran. True when `out` holds the rewritten Query.
+    /// the shard says it ran. With `restoring`, each RESET of the client's startup parameters
+    /// is followed by the SETs that give them back (see `restore`), in the same pass so that
+    /// both edits' positions and answers are counted once. True when `out` holds the rewritten
+    /// Query.
     pub(super) fn executes(
         &mut self,
         text: &str,
@@ -21,6 +24,7 @@ impl Tracker {
         conn: u64,
         out: &mut BytesMut,
         request: &mut Request,
+        restoring: bool,
     ) -> bool {
         let chars = |s: &str| s.chars().count() as u64;
         // The text sent, and its length in characters (error positions count characters).
@@ -50,6 +54,9 @@ impl Tracker {
         }
         for piece in pieces {
             let statement = without_leading_comments(piece);
+            if statement.trim().is_empty() {
+                continue; // PostgreSQL answers nothing for a statement of comments alone
+            }
             let deallocated = deallocation_of(statement);
             // A PREPARE of a name the session keeps is renamed too, so that the shard refuses
             // it (42P05) as PostgreSQL would, rather than prepare a second statement `name`.
@@ -76,6 +83,20 @@ impl Tracker {
             }
             let Some(((shard, prepare), name, range)) = execute else {
                 completes += 1;
+                if restoring {
+                    if let Some(sets) = self.settings.restoring(statement) {
+                        let end = piece.as_ptr() as usize - text.as_ptr() as usize + piece.len();
+                        let before = push(&mut sent, &text[copied..end]);
+                        copied = end;
+                        let insertion = format!("\n;{sets}\n");
+                        inserted.push((before, chars(&insertion)));
+                        push(&mut sent, &insertion);
+                        for _ in sets.split("; ") {
+                            completes += 1;
+                            hidden.push((completes, &b"SET"[..]));
+                        }
+                    }
+                }
                 continue;
             };
             let at = statement.as_ptr() as usize - text.as_ptr() as usize;

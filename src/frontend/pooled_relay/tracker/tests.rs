@@ -461,3 +461,117 @@ fn a_discard_skipped_after_an_error_goes_again_with_the_next_such_statement() {
     t.on_ready(b'I');
     assert_eq!(query(&mut t, "select lastval()"), Translated::Same);
 }
+
+fn with_startup() -> Tracker {
+    Tracker::new(Settings::new(&[
+        ("application_name".to_string(), "app".to_string()),
+        ("DateStyle".to_string(), "ISO, DMY".to_string()),
+    ]))
+}
+
+/// Which of the CommandCompletes tagged `tags`, in order, are the proxy's.
+fn ours(t: &mut Tracker, tags: &[&str]) -> Vec<bool> {
+    tags.iter().map(|tag| complete_is_ours(t, tag)).collect()
+}
+
+#[test]
+fn each_reset_of_a_startup_parameter_is_followed_by_its_set() {
+    let mut t = with_startup();
+    let sql = "select 1; reset all -- c\n; /* only */; reset datestyle; select x";
+    let (translated, text) = query_on(&mut t, sql, 1);
+    assert_eq!(translated, Translated::Rewritten);
+    assert_eq!(
+        text,
+        "select 1; reset all -- c\n;SET application_name = 'app'; SET DateStyle = 'ISO, DMY'\n\
+         \n; /* only */; reset datestyle\n;SET DateStyle = 'ISO, DMY'\n; select x"
+    );
+    let tags = [
+        "SELECT 1", "RESET", "SET", "SET", "RESET", "SET", "SELECT 1",
+    ];
+    assert_eq!(
+        ours(&mut t, &tags),
+        [false, false, true, true, false, true, false]
+    );
+}
+
+#[test]
+fn a_function_body_of_several_statements_is_answered_once() {
+    let mut t = with_startup();
+    let sql = "create function f() returns int language sql begin atomic select 1; end; reset all";
+    let (_, text) = query_on(&mut t, sql, 1);
+    assert!(text.starts_with(sql), "{text}");
+    let tags = ["CREATE FUNCTION", "RESET", "SET", "SET"];
+    assert_eq!(ours(&mut t, &tags), [false, false, true, true]);
+}
+
+#[test]
+fn error_positions_after_a_restoring_set_go_back_to_the_clients_text() {
+    let mut t = with_startup();
+    let sql = "reset application_name; select x; reset all; select y";
+    let (_, text) = query_on(&mut t, sql, 1);
+    let to_client = t.client_position().unwrap();
+    for word in ["select x", "select y", "reset all"] {
+        let shard = text.find(word).unwrap() as u64 + 1;
+        let client = sql.find(word).unwrap() as u64 + 1;
+        assert_eq!(to_client(shard), Some(client), "{word}");
+    }
+    assert_eq!(to_client(1), Some(1));
+    let inside = text.find("SET").unwrap() as u64 + 1;
+    assert_eq!(
+        to_client(inside),
+        Some("reset application_name".len() as u64)
+    );
+}
+
+#[test]
+fn texts_without_a_reset_of_a_startup_parameter_go_as_they_came() {
+    for sql in ["reset work_mem", "set application_name = 'x'", "select 1"] {
+        assert_eq!(query(&mut with_startup(), sql), Translated::Same, "{sql}");
+    }
+    let mut none = Tracker::new(Settings::new(&[]));
+    assert_eq!(query(&mut none, "reset all"), Translated::Same);
+}
+
+#[test]
+fn a_reset_and_an_execute_in_one_query_are_both_rewritten() {
+    let mut t = with_startup();
+    query(&mut t, "PREPARE q AS select 1");
+    complete(&mut t, "PREPARE");
+    t.on_ready(b'I');
+    // Connection 2 lacks the statement: it is prepared there ahead of the EXECUTE, and the
+    // RESET is followed by the SETs, each answer the proxy's counted once.
+    let sql = "reset application_name; EXECUTE q; select x";
+    let (translated, text) = query_on(&mut t, sql, 2);
+    assert_eq!(translated, Translated::Rewritten);
+    let (first, rest) = text
+        .split_once("\n;SET application_name = 'app'\n")
+        .expect(&text);
+    assert_eq!(first, "reset application_name");
+    assert!(rest.starts_with("; PREPARE \"sg"), "{text}");
+    let shard = &rest["; PREPARE ".len()..rest.find(" AS").unwrap()];
+    assert!(
+        rest.ends_with(&format!("\n;\nEXECUTE {shard}; select x")),
+        "{text}"
+    );
+    let to_client = t.client_position().unwrap();
+    let at = |s: &str, w: &str| s.find(w).unwrap() as u64 + 1;
+    assert_eq!(to_client(at(&text, "select x")), Some(at(sql, "select x")));
+    let tags = ["RESET", "SET", "PREPARE", "SELECT 1", "SELECT 1"];
+    assert_eq!(ours(&mut t, &tags), [false, true, true, false, false]);
+}
+
+#[test]
+fn statements_of_comments_alone_are_not_counted_among_the_answers() {
+    let mut t = Tracker::new(Settings::new(&[]));
+    query(&mut t, "PREPARE q AS select 1");
+    complete(&mut t, "PREPARE");
+    t.on_ready(b'I');
+    let (_, text) = query_on(&mut t, "select 1; /* nothing */; EXECUTE q", 2);
+    assert!(
+        text.starts_with("select 1; /* nothing */; PREPARE \"sg"),
+        "{text}"
+    );
+    // PostgreSQL answers the SELECT, then the PREPARE, then the EXECUTE.
+    let tags = ["SELECT 1", "PREPARE", "SELECT 1"];
+    assert_eq!(ours(&mut t, &tags), [false, true, false]);
+}
