@@ -153,7 +153,7 @@ impl RelayStatements {
                     expect.push(Expect::Closed(None));
                     return Translated::Same;
                 };
-                out.put_slice(&respliced(frame, 1, name.len(), p.shard.as_bytes()));
+                splice(out, frame, 1, name.len(), p.shard.as_bytes());
                 self.closing.push((client.clone(), p));
                 expect.push(Expect::Closed(Some(client)));
                 Translated::Rewritten
@@ -176,7 +176,7 @@ impl RelayStatements {
             let Some((Some(edit), _)) = executes else {
                 return Translated::Same;
             };
-            out.put_slice(&respliced_all(frame, &[edit.as_ref()]));
+            splice_all(out, frame, &[edit.as_ref()]);
             return Translated::Rewritten;
         }
         let client: Box<str> = String::from_utf8_lossy(name).into();
@@ -204,7 +204,7 @@ impl RelayStatements {
                 return Translated::Rewritten;
             }
         };
-        out.put_slice(&respliced(frame, 0, name.len(), shard.as_bytes()));
+        splice(out, frame, 0, name.len(), shard.as_bytes());
         Translated::Rewritten
     }
 
@@ -309,7 +309,7 @@ impl RelayStatements {
             }
         }
         let shard = self.by_client[&*client].shard.as_bytes();
-        out.put_slice(&respliced(frame, at, name.len(), shard));
+        splice(out, frame, at, name.len(), shard);
         Translated::Rewritten
     }
 
@@ -541,9 +541,10 @@ fn cstr_bytes(buf: &[u8]) -> Option<&[u8]> {
     Some(&buf[..end])
 }
 
-/// `frame` with the name of `old_len` bytes at body offset `at` replaced by `new`.
-fn respliced(frame: &[u8], at: usize, old_len: usize, new: &[u8]) -> Bytes {
-    respliced_all(frame, &[Edit::new(at, old_len, new)])
+/// `frame` with the name of `old_len` bytes at body offset `at` replaced by `new`, written to
+/// `out` (a Bind is renamed this way at every execution: nothing is allocated for it).
+fn splice(out: &mut BytesMut, frame: &[u8], at: usize, old_len: usize, new: &[u8]) {
+    splice_all(out, frame, &[Edit::new(at, old_len, new)]);
 }
 
 /// A replacement of `old_len` bytes at body offset `at` of a frame.
@@ -571,12 +572,21 @@ impl OwnedEdit {
     }
 }
 
-/// `frame` with `edits` (in body order, not overlapping) made.
+/// `frame` with `edits` (in body order, not overlapping) made, as a message of its own (one
+/// the session keeps).
 fn respliced_all(frame: &[u8], edits: &[Edit<'_>]) -> Bytes {
+    let grown: usize = edits.iter().map(|e| e.new.len()).sum();
+    let mut out = BytesMut::with_capacity(frame.len() + grown);
+    splice_all(&mut out, frame, edits);
+    out.freeze()
+}
+
+/// `frame` with `edits` (in body order, not overlapping) made, written to `out`.
+fn splice_all(out: &mut BytesMut, frame: &[u8], edits: &[Edit<'_>]) {
     let body = &frame[5..];
     let grown: usize = edits.iter().map(|e| e.new.len()).sum();
     let shrunk: usize = edits.iter().map(|e| e.old_len).sum();
-    let mut out = BytesMut::with_capacity(frame.len() + grown);
+    out.reserve(frame.len() + grown);
     out.put_u8(frame[0]);
     out.put_i32((4 + body.len() - shrunk + grown) as i32);
     let mut from = 0;
@@ -586,7 +596,6 @@ fn respliced_all(frame: &[u8], edits: &[Edit<'_>]) -> Bytes {
         from = e.at + e.old_len;
     }
     out.put_slice(&body[from..]);
-    out.freeze()
 }
 
 mod executes;
