@@ -34,4 +34,5 @@ pub mod shutdown;
 pub mod signals;
 pub mod slot_commands;
 pub mod sql;
+pub mod start_progress;
 pub mod txn;

@@ -9,6 +9,7 @@ use crate::backend;
 use crate::client::cancel::CancelRegistry;
 use crate::config::{Config, ShardTarget};
 use crate::frontend::{self, ProxyContext};
+use crate::start_progress::reported;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,32 +88,43 @@ impl Proxy {
             // Registered at zero so the series exists before the first error.
             metrics::counter!(crate::metrics::BACKEND_CONNECT_ERRORS, "shard" => shard.name.clone()).absolute(0);
         }
-        check_shards(&ctx).await?;
+        reported("checking that every shard answers", check_shards(&ctx)).await?;
         if ctx.shards.len() > 1 {
             use crate::backend::same_database::{check, SameDatabase};
-            check(&ctx.shards, ctx.connect_timeout)
+            let twice = check(&ctx.shards, ctx.connect_timeout);
+            reported("checking that no database is listed as two shards", twice)
                 .await
                 .map_err(|e| match e {
                     SameDatabase::Unreachable(e) => StartError::ShardUnreachable(e),
                     SameDatabase::Twice(e) => StartError::Config(e),
                 })?;
             for shard in &ctx.shards {
-                crate::txn::schema::prepare_shard(shard, ctx.connect_timeout)
-                    .await
-                    .map_err(StartError::ShardUnreachable)?;
+                let prepare = crate::txn::schema::prepare_shard(shard, ctx.connect_timeout);
+                reported(
+                    format!("creating shardgate's tables on shard {}", shard.name),
+                    prepare,
+                )
+                .await
+                .map_err(StartError::ShardUnreachable)?;
             }
-            adopt_recorded_placement(&ctx, config).await?;
+            let adopt = adopt_recorded_placement(&ctx, config);
+            reported("reading the placement recorded on the shards", adopt).await?;
         }
         ctx.text_order_c = true;
         for shard in &ctx.shards {
-            ctx.text_order_c &= text_order_is_c(shard, ctx.connect_timeout).await;
+            let order = text_order_is_c(shard, ctx.connect_timeout);
+            ctx.text_order_c &=
+                reported(format!("reading shard {}'s collation", shard.name), order).await;
         }
         if ctx.shards.len() > 1 && config.transactions.snapshot {
             ctx.txn.oracle = Some(if config.transactions.oracle == "embedded" {
                 crate::txn::snapshot::client::Oracle::Embedded(
-                    crate::txn::snapshot::oracle::OracleService::start(
-                        ctx.shards.clone(),
-                        ctx.connect_timeout,
+                    reported(
+                        "starting the timestamp oracle",
+                        crate::txn::snapshot::oracle::OracleService::start(
+                            ctx.shards.clone(),
+                            ctx.connect_timeout,
+                        ),
                     )
                     .await
                     .map_err(StartError::ShardUnreachable)?,
@@ -177,7 +189,7 @@ impl Proxy {
                     }),
                 },
             );
-            follower.look().await;
+            reported("looking for a slot move in progress", follower.look()).await;
             Some(tokio::spawn(follower.run()))
         } else {
             None

@@ -429,9 +429,10 @@ async fn a_database_listed_as_two_shards_is_refused_at_start() {
 }
 
 /// A start held up by a shard (here by a lock on the proxy's placement table, which the start
-/// reads) still ends on SIGINT, saying so, instead of leaving a process that ignores it.
+/// reads) says in its log what it waits for, and still ends on SIGINT, saying so, instead of
+/// leaving a process that ignores it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_start_held_up_by_a_shard_ends_on_sigint() {
+async fn a_start_held_up_by_a_shard_says_so_and_ends_on_sigint() {
     let (shards, dir) = tokio::task::spawn_blocking(|| start_unlike_shards(2))
         .await
         .unwrap();
@@ -492,6 +493,19 @@ async fn a_start_held_up_by_a_shard_ends_on_sigint() {
             std::fs::read_to_string(&log).unwrap()
         );
     }
+    // The start reports the step it waits in (every `start_progress::EVERY`).
+    let reported = |log: &std::path::Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("start still waiting: reading the placement recorded on the shards")
+    };
+    for _ in 0..300 {
+        if reported(&log) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let said_before = reported(&log);
     assert!(interrupt(child.id()).success());
     let mut status = None;
     for _ in 0..200 {
@@ -510,6 +524,7 @@ async fn a_start_held_up_by_a_shard_ends_on_sigint() {
     let status = status.expect("the proxy ends on SIGINT during its start");
     assert!(!status.success(), "{said}");
     assert!(said.contains("stopped by a signal"), "{said}");
+    assert!(said_before, "the wait was not reported:\n{said}");
 }
 
 /// psql against the admin console; returns its output, or its error text when `ok` is false.
