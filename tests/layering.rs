@@ -16,6 +16,7 @@ const LAYERS: &[&str] = &[
     "io_enum",
     "failpoint",
     "shutdown",
+    "start_progress",
     "sql",
     "metrics",
     "http",
