@@ -342,10 +342,7 @@ impl ShardLink {
 
     async fn read_more(&mut self) -> Result<(), LinkLost> {
         let Some(conn) = self.conn.as_mut() else {
-            return Err(LinkLost {
-                shard: self.name.clone(),
-                error: None,
-            });
+            return Err(self.lost());
         };
         let read = conn.stream.read_buf(&mut self.buf);
         match within(
