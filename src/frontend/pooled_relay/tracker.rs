@@ -15,8 +15,8 @@
 
 use super::restore::{self, Restored};
 use super::statement_text::{
-    deallocation, deallocation_of, execution, parse_text, parse_text_bytes, preparation,
-    query_text, renamed, without_leading_comments, PlainParse, Stmt,
+    deallocation, deallocation_of, execution, may_be_read, parse_text, parse_text_bytes,
+    preparation, query_text, renamed, without_leading_comments, PlainParse, Stmt,
 };
 use super::statements::{Expect, RelayStatements, Translated};
 use crate::pool::pins;
@@ -306,6 +306,17 @@ impl Tracker {
                 &many
             }
         };
+        if let [piece] = pieces {
+            // Nearly every Query is one statement none of the readers below takes: only what
+            // pins the session is looked for in it.
+            let statement = without_leading_comments(piece);
+            if !may_be_read(statement) {
+                if let Some(why) = pins::pins(statement) {
+                    self.pin(why);
+                }
+                return false;
+            }
+        }
         if pieces.len() == 1 && self.prepare(&text, pieces[0], conn, out, request) {
             return true;
         }
