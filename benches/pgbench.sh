@@ -68,6 +68,8 @@ else
 fi
 BOUNCER=$!
 sleep 1
+# PgBouncer's own process (under runuser, $! is runuser's), for its CPU time.
+BOUNCER_PID=$(pgrep -x -f "$PGBOUNCER -q $WORK/pgbouncer.ini" | head -1 || true)
 
 DIRECT="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 BOUNCED="postgres://postgres@127.0.0.1:$BOUNCER_PORT/postgres"
@@ -75,16 +77,30 @@ PROXIED="postgres://app:app@127.0.0.1:$BASE/postgres"
 PROXIED_TWO="postgres://app:app@127.0.0.1:$TWO_THREADS_PORT/postgres"
 pgbench -i -s 10 -q "$DIRECT" >/dev/null 2>&1
 
-declare -A SUM
+declare -A SUM USER_TICKS SYSTEM_TICKS TXNS
+# A process's user and system time so far, in clock ticks.
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat" 2>/dev/null || echo "0 0"; }
 run() { # mode target url
-    local out tps
+    local out tps txns pid="" u0 s0 u1 s1
+    case $2 in
+        pgbouncer) pid=${BOUNCER_PID:-} ;;
+        shardgate) pid=$DEMO ;;
+    esac
+    [ -n "$pid" ] && read -r u0 s0 < <(cpu_ticks "$pid")
     out=$(pgbench -S -M "$1" -c $CLIENTS -j 2 -T "$DURATION" "$3" 2>&1) || true
+    [ -n "$pid" ] && read -r u1 s1 < <(cpu_ticks "$pid")
     tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
+    txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
     if [ -z "$tps" ] || grep -q "number of failed transactions: [1-9]" <<<"$out"; then
         echo "  $1 $2: FAILED"; sed 's/^/    /' <<<"$out" | tail -5
         tps=0
     else
         echo "  $1 $2: $tps tps"
+        if [ -n "$pid" ] && [ -n "$txns" ]; then
+            USER_TICKS[$1,$2]=$((${USER_TICKS[$1,$2]:-0} + u1 - u0))
+            SYSTEM_TICKS[$1,$2]=$((${SYSTEM_TICKS[$1,$2]:-0} + s1 - s0))
+            TXNS[$1,$2]=$((${TXNS[$1,$2]:-0} + txns))
+        fi
     fi
     SUM[$1,$2]=$(awk -v a="${SUM[$1,$2]:-0}" -v b="$tps" 'BEGIN{print a+b}')
     # Per round, the ratio of shardgate to PgBouncer (run just before it), for the spread.
@@ -112,6 +128,18 @@ printf "%-9s %10s %10s %10s %12s %12s %14s\n" mode direct pgbouncer shardgate "s
 for mode in simple extended prepared; do
     awk -v m="$mode" -v r="$ROUNDS" -v d="${SUM[$mode,direct]}" -v p="${SUM[$mode,pgbouncer]}" -v s="${SUM[$mode,shardgate]}" \
         'BEGIN{d/=r; p/=r; s/=r; printf "%-9s %10.0f %10.0f %10.0f %12.2f %12.2f %14s\n", m, d, p, s, (d?s/d:0), (d?p/d:0), (p?sprintf("%.2f", s/p):"n/a")}'
+done
+echo
+echo "CPU per lookup in microseconds, user / system, over all rounds: the user time is the proxy's"
+echo "own code, the system time the kernel's work on its sockets (the same system calls for both)."
+HZ=$(getconf CLK_TCK)
+printf "%-9s %16s %16s\n" mode pgbouncer shardgate
+for mode in simple extended prepared; do
+    awk -v m="$mode" -v hz="$HZ" -v pu="${USER_TICKS[$mode,pgbouncer]:-0}" -v ps="${SYSTEM_TICKS[$mode,pgbouncer]:-0}" \
+        -v pt="${TXNS[$mode,pgbouncer]:-0}" -v su="${USER_TICKS[$mode,shardgate]:-0}" -v ss="${SYSTEM_TICKS[$mode,shardgate]:-0}" \
+        -v st="${TXNS[$mode,shardgate]:-0}" \
+        'function f(u, s, t) { return t ? sprintf("%.1f / %.1f", u/hz/t*1e6, s/hz/t*1e6) : "n/a" }
+         BEGIN{printf "%-9s %16s %16s\n", m, f(pu, ps, pt), f(su, ss, st)}'
 done
 echo
 echo "shardgate with worker_threads = 2 (shardgate2) against 1:"

@@ -169,18 +169,19 @@ SHARDED2=$!
 ONEHOST=$!
 sleep 1
 echo "4. point lookups, 8 clients, sharded (3 shards) vs relay (1 shard), ${DURATION}s x $ROUNDS rounds"
-declare -A SUM SPREAD PROXY_US PG_US REST_US
+declare -A SUM SPREAD PROXY_US PROXY_USER_US PG_US REST_US
 HZ=$(getconf CLK_TCK)
 busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; } # user nice system irq softirq
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 # Every PostgreSQL process's (servers, backends) user and system time, in ticks. Pooled backends
 # live through a run, so none of their time goes uncounted.
 pg_ticks() { for p in $(pgrep -x postgres); do cat "/proc/$p/stat" 2>/dev/null || true; done | awk '{s += $14 + $15} END {print s + 0}'; }
 run() { # mode target url proxy-pid
-    local out tps txns p0 p1 b0 b1 g0 g1 bench
-    p0=$(ticks "$4"); b0=$(busy); g0=$(pg_ticks)
+    local out tps txns p0 p1 u0 u1 b0 b1 g0 g1 bench
+    p0=$(ticks "$4"); u0=$(user_ticks "$4"); b0=$(busy); g0=$(pg_ticks)
     out=$({ time pgbench -n -S -s 10 -M "$1" -c 8 -j 2 -T "$DURATION" "$3" 2>&1; } 2>"$WORK/time") || true
-    p1=$(ticks "$4"); b1=$(busy); g1=$(pg_ticks)
+    p1=$(ticks "$4"); u1=$(user_ticks "$4"); b1=$(busy); g1=$(pg_ticks)
     tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
     txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
     if [ -z "$tps" ] || [ -z "$txns" ] || [ "$txns" = 0 ] || grep -q "number of failed transactions: [1-9]" <<<"$out"; then
@@ -189,11 +190,13 @@ run() { # mode target url proxy-pid
     # CPU per lookup: the proxy's own, PostgreSQL's processes' own (their system calls too), and
     # the rest of the machine's busy time less pgbench's (the kernel's work outside them).
     bench=$(awk '{print $1 + $2}' "$WORK/time")
-    read -r proxy pg rest < <(awk -v p=$((p1 - p0)) -v g=$((g1 - g0)) -v b=$((b1 - b0)) -v q="$bench" -v hz="$HZ" -v t="$txns" \
-        'BEGIN{ if (t) printf "%.1f %.1f %.1f\n", p/hz/t*1e6, g/hz/t*1e6, (b/hz - p/hz - g/hz - q)/t*1e6; else print "0 0 0" }')
-    [ "$txns" != 0 ] && echo "   $1 $2: $tps tps; CPU per lookup: proxy $proxy us, PostgreSQL $pg us, the rest $rest us"
+    # The proxy's user time is its own code; its system time, the kernel's work on its sockets.
+    read -r proxy user pg rest < <(awk -v p=$((p1 - p0)) -v u=$((u1 - u0)) -v g=$((g1 - g0)) -v b=$((b1 - b0)) -v q="$bench" -v hz="$HZ" -v t="$txns" \
+        'BEGIN{ if (t) printf "%.1f %.1f %.1f %.1f\n", p/hz/t*1e6, u/hz/t*1e6, g/hz/t*1e6, (b/hz - p/hz - g/hz - q)/t*1e6; else print "0 0 0 0" }')
+    [ "$txns" != 0 ] && echo "   $1 $2: $tps tps; CPU per lookup: proxy $proxy us (user $user), PostgreSQL $pg us, the rest $rest us"
     SUM[$1,$2]=$(awk -v a="${SUM[$1,$2]:-0}" -v b="$tps" 'BEGIN{print a+b}')
     PROXY_US[$1,$2]=$(awk -v a="${PROXY_US[$1,$2]:-0}" -v b="$proxy" 'BEGIN{print a+b}')
+    PROXY_USER_US[$1,$2]=$(awk -v a="${PROXY_USER_US[$1,$2]:-0}" -v b="$user" 'BEGIN{print a+b}')
     PG_US[$1,$2]=$(awk -v a="${PG_US[$1,$2]:-0}" -v b="$pg" 'BEGIN{print a+b}')
     REST_US[$1,$2]=$(awk -v a="${REST_US[$1,$2]:-0}" -v b="$rest" 'BEGIN{print a+b}')
     [ -n "${SPREAD[$1,$2]:-}" ] && SPREAD[$1,$2]="${SPREAD[$1,$2]} $tps" || SPREAD[$1,$2]=$tps
@@ -275,6 +278,13 @@ for mode in simple extended prepared; do
         -v d="${PROXY_US[$mode,sharded]}" -v e="${PG_US[$mode,sharded]}" -v f="${REST_US[$mode,sharded]}" \
         -v g="${PROXY_US[$mode,onehost]}" -v h="${PG_US[$mode,onehost]}" -v i="${REST_US[$mode,onehost]}" \
         'BEGIN{printf "%-9s %6.1f | %5.1f | %5.1f %6.1f | %5.1f | %5.1f %6.1f | %5.1f | %5.1f\n", m, a/r, b/r, c/r, d/r, e/r, f/r, g/r, h/r, i/r}'
+done
+echo
+echo "Of the proxy's own, its user time (its code, as against the kernel's work on its sockets):"
+printf "%-9s %10s %10s %10s\n" mode relay sharded onehost
+for mode in simple extended prepared; do
+    awk -v m="$mode" -v r="$ROUNDS" -v a="${PROXY_USER_US[$mode,relay]}" -v b="${PROXY_USER_US[$mode,sharded]}" \
+        -v c="${PROXY_USER_US[$mode,onehost]}" 'BEGIN{printf "%-9s %10.1f %10.1f %10.1f\n", m, a/r, b/r, c/r}'
 done
 
 # The proxy's own instructions per lookup (see benches/callgrind.sh): the sharded path's cost
