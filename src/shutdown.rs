@@ -58,8 +58,12 @@ pub async fn now(rx: &mut Receiver) {
 /// For a session whose idleness is only known by looking (the one-shard relay): resolves once
 /// a stop is fast, or it is draining and `idle()` holds. Looks every 20 ms while draining.
 pub async fn ends_when(rx: &mut Receiver, idle: impl Fn() -> bool) {
+    // The relay polls this at every message it passes: until a stop begins, each poll is one
+    // atomic load (see `polled_on_change`).
+    let probe = rx.clone();
     loop {
-        let phase = match rx.wait_for(|p| *p >= Phase::Draining).await {
+        let begun = polled_on_change(probe.clone(), rx.wait_for(|p| *p >= Phase::Draining));
+        let phase = match begun.await {
             Ok(p) => *p,
             Err(_) => return,
         };
@@ -114,6 +118,24 @@ mod tests {
         );
         advance(&tx, Phase::Now);
         ends(&mut rx, false).await;
+    }
+
+    #[tokio::test]
+    async fn a_relay_polled_while_running_still_sees_the_stop_begin() {
+        use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+        use std::time::Duration;
+        let (tx, mut rx) = channel();
+        let idle = AtomicBool::new(false);
+        let mut ends = std::pin::pin!(ends_when(&mut rx, || idle.load(Relaxed)));
+        for _ in 0..3 {
+            assert!(poll_once(ends.as_mut()).await.is_pending());
+        }
+        advance(&tx, Phase::Draining);
+        let busy = tokio::time::timeout(Duration::from_millis(60), ends.as_mut());
+        assert!(busy.await.is_err(), "a busy session goes on while draining");
+        idle.store(true, Relaxed);
+        let done = tokio::time::timeout(Duration::from_secs(5), ends);
+        done.await.expect("ends once idle");
     }
 
     /// One poll of `f` with the calling task's waker.
