@@ -575,8 +575,8 @@ impl OwnedEdit {
 /// `frame` with `edits` (in body order, not overlapping) made, as a message of its own (one
 /// the session keeps).
 fn respliced_all(frame: &[u8], edits: &[Edit<'_>]) -> Bytes {
-    let grown: usize = edits.iter().map(|e| e.new.len()).sum();
-    let mut out = BytesMut::with_capacity(frame.len() + grown);
+    // `splice_all` reserves what the message needs.
+    let mut out = BytesMut::new();
     splice_all(&mut out, frame, edits);
     out.freeze()
 }
