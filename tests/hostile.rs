@@ -352,6 +352,12 @@ async fn stopped_shard(server: &str, probes: bool) {
     }
     let spared = tc.client().await;
     let stuck = tc.client().await;
+    // An answer waited for before the stop: the session's wait for the shard's health is
+    // registered then and kept, and must still end the wait below.
+    stuck
+        .query_one("select owner from accounts where id = $1", &[&k2])
+        .await
+        .unwrap();
     let frozen = Frozen::shard(&tc, 2);
     // A statement on the stopped shard ends with a connection error instead of waiting forever.
     let e = tokio::time::timeout(

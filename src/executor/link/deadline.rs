@@ -1,35 +1,84 @@
 //! The deadline every shard read and write runs under: the response timeout, if one is
 //! configured, and the health probe's verdict. An operation that completes at its first poll
 //! (most writes, and reads of answers already buffered) arms neither.
+//!
+//! The wait for the probe's verdict lives as long as the link (`Health`): a wait made for each
+//! read registered with the channel and unregistered when dropped, which took a lock each time,
+//! at every answer a session waited for.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use tokio::sync::watch;
+
+/// A link's wait for its shard to be marked down, registered once and kept.
+pub(super) struct Health {
+    /// Ends when the shard is marked down; never if the prober is gone (the proxy is stopping).
+    down: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
+    /// The same channel, looked at (one atomic load) to tell whether `down` needs a poll.
+    probe: watch::Receiver<bool>,
+    /// The waker `down` registered last; `None` until its first poll.
+    registered: Option<Waker>,
+}
+
+impl Health {
+    pub(super) fn new(rx: watch::Receiver<bool>) -> Health {
+        Health {
+            down: Self::wait(rx.clone()),
+            probe: rx,
+            registered: None,
+        }
+    }
+
+    fn wait(mut rx: watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        Box::pin(async move {
+            if rx.wait_for(|up| !*up).await.is_err() {
+                std::future::pending::<()>().await
+            }
+        })
+    }
+
+    /// Ready once the shard is marked down. Polls `down` only when the channel moved since
+    /// it registered, or when another task asks (a link can change tasks): otherwise its
+    /// registration stands and would wake this task.
+    fn poll_down(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let same_task = self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        if same_task && matches!(self.probe.has_changed(), Ok(false)) {
+            return Poll::Pending;
+        }
+        if !same_task {
+            self.registered = Some(cx.waker().clone());
+        }
+        let verdict = self.down.as_mut().poll(cx);
+        if verdict.is_ready() {
+            // The next wait asks afresh: a shard back up by then is waited for again.
+            self.down = Self::wait(self.probe.clone());
+            self.registered = None;
+        }
+        verdict
+    }
+}
 
 /// Runs a shard read or write until it completes, the response timeout passes, or the health
 /// probe marks the shard down; `None` for the last two (counted and logged here).
 pub(super) async fn within<T>(
     timeout: Option<std::time::Duration>,
-    health: Option<&mut watch::Receiver<bool>>,
+    health: Option<&mut Health>,
     shard: &str,
-    io: impl std::future::Future<Output = T>,
+    io: impl Future<Output = T>,
 ) -> Option<T> {
     // Most writes, and reads of answers already here, are done at the first poll: then there
-    // is no timer to arm and no probe to watch.
+    // is no timer to arm and no probe to look at.
     let mut io = std::pin::pin!(io);
-    if let std::task::Poll::Ready(r) = std::future::poll_fn(|cx| {
-        std::task::Poll::Ready(std::future::Future::poll(io.as_mut(), cx))
-    })
-    .await
-    {
+    if let Poll::Ready(r) = std::future::poll_fn(|cx| Poll::Ready(io.as_mut().poll(cx))).await {
         return Some(r);
     }
     let down = async {
         match health {
-            Some(h) => {
-                if h.wait_for(|up| !*up).await.is_err() {
-                    // No prober any more (the proxy is stopping): nothing to wait for.
-                    std::future::pending::<()>().await
-                }
-            }
+            Some(h) => std::future::poll_fn(|cx| h.poll_down(cx)).await,
             None => std::future::pending::<()>().await,
         }
     };
@@ -54,5 +103,57 @@ pub(super) async fn within<T>(
             tracing::warn!(shard = %shard, "shard silent past the response timeout: giving up on it");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read that never completes, on a link whose health wait was registered by an earlier
+    /// read: the shard marked down still ends it, and a shard marked down before the wait
+    /// began ends it too; once the shard is back up, a read is waited for again.
+    #[tokio::test]
+    async fn a_kept_health_wait_still_ends_a_read_when_the_shard_goes_down() {
+        let (tx, rx) = watch::channel(true);
+        let mut health = Health::new(rx);
+        let quick = within(None, Some(&mut health), "s0", async {
+            tokio::task::yield_now().await;
+            7
+        });
+        assert_eq!(quick.await, Some(7), "a read that completes is its answer");
+        let marker = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            tx.send(false).expect("the link still listens");
+            tx
+        });
+        let stuck = within(None, Some(&mut health), "s0", std::future::pending::<()>());
+        assert_eq!(stuck.await, None, "the shard marked down ends the wait");
+        let tx = marker.await.expect("the marker ran");
+        let again = within(None, Some(&mut health), "s0", std::future::pending::<()>());
+        assert_eq!(again.await, None, "a shard already down ends the next wait");
+        tx.send(true).expect("the link still listens");
+        let slow = within(None, Some(&mut health), "s0", async {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            5
+        });
+        assert_eq!(slow.await, Some(5), "a shard back up is waited for again");
+    }
+
+    /// The wait registered in one task still ends a read that another task runs.
+    #[tokio::test]
+    async fn a_link_that_changes_tasks_is_woken_in_the_new_one() {
+        let (tx, rx) = watch::channel(true);
+        let mut health = Health::new(rx);
+        let first = within(None, Some(&mut health), "s0", async {
+            tokio::task::yield_now().await;
+        });
+        assert_eq!(first.await, Some(()));
+        let reader = tokio::spawn(async move {
+            within(None, Some(&mut health), "s0", std::future::pending::<()>()).await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tx.send(false).expect("the link still listens");
+        assert_eq!(reader.await.expect("the reader ran"), None);
     }
 }

@@ -8,7 +8,7 @@
 
 mod deadline;
 mod parses;
-use deadline::within;
+use deadline::{within, Health};
 use parses::parses;
 pub(crate) use parses::unnamed_parses;
 
@@ -58,8 +58,8 @@ pub struct ShardLink {
     buf: BytesMut,
     scanner: FrameScanner,
     response_timeout: Option<std::time::Duration>,
-    /// The shard's health state; a wait ends when it turns down.
-    health: Option<watch::Receiver<bool>>,
+    /// The wait for the shard's health state to turn down, which ends any read or write.
+    health: Option<Health>,
     /// NotificationResponses received while reading answers, for the client (see
     /// `Exec::flush`). They are not part of any answer, so no reader sees them.
     pub notifications: Vec<Frame>,
@@ -133,7 +133,7 @@ impl ShardLink {
     }
 
     pub fn with_health(mut self, health: Option<watch::Receiver<bool>>) -> ShardLink {
-        self.health = health;
+        self.health = health.map(Health::new);
         self
     }
 
