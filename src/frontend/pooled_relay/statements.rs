@@ -446,9 +446,9 @@ impl RelayStatements {
         }
         // Parse body: name, text, then the parameter type count and OIDs.
         let body = &p.parse[5..];
-        let name_end = body.iter().position(|&b| b == 0)?;
+        let name_end = memchr::memchr(0, body)?;
         let text_at = name_end + 1;
-        let text_end = text_at + body[text_at..].iter().position(|&b| b == 0)?;
+        let text_end = text_at + memchr::memchr(0, &body[text_at..])?;
         let oids: Vec<u32> = body
             .get(text_end + 3..)?
             .chunks_exact(4)
@@ -537,8 +537,7 @@ fn put_frame(tag: u8, body: &[u8], out: &mut BytesMut) {
 
 /// The bytes of a NUL-terminated string at the start of `buf`.
 fn cstr_bytes(buf: &[u8]) -> Option<&[u8]> {
-    let end = buf.iter().position(|&b| b == 0)?;
-    Some(&buf[..end])
+    Some(&buf[..memchr::memchr(0, buf)?])
 }
 
 /// `frame` with the name of `old_len` bytes at body offset `at` replaced by `new`, written to
