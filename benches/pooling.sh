@@ -122,6 +122,7 @@ while kill -0 "$BENCH" 2>/dev/null; do
 done
 wait "$BENCH" || true
 grep -E "^tps|number of (failed|transactions actually)" "$WORK/many.out" | sed 's/^/   /'
+echo "   clients aborted by an error: $(grep -c "client [0-9]* .*aborted" "$WORK/many.out" || true)"
 echo "   most session connections on one shard while it ran: $MOST (pool size 8)"
 
 echo "2. 3000 idle clients"
@@ -184,7 +185,8 @@ run() { # mode target url proxy-pid
     p1=$(ticks "$4"); u1=$(user_ticks "$4"); b1=$(busy); g1=$(pg_ticks)
     tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
     txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
-    if [ -z "$tps" ] || [ -z "$txns" ] || [ "$txns" = 0 ] || grep -q "number of failed transactions: [1-9]" <<<"$out"; then
+    # A client pgbench aborted at an error leaves the others counting on: a failed run too.
+    if [ -z "$tps" ] || [ -z "$txns" ] || [ "$txns" = 0 ] || grep -q "number of failed transactions: [1-9]\|aborted" <<<"$out"; then
         echo "   $1 $2: FAILED"; tail -5 <<<"$out" | sed 's/^/     /'; tps=0; txns=0
     fi
     # CPU per lookup: the proxy's own, PostgreSQL's processes' own (their system calls too), and
