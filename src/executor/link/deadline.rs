@@ -52,6 +52,9 @@ impl Health {
         if !same_task {
             self.registered = Some(cx.waker().clone());
         }
+        // Seen before `down` looks: a change from here on shows again at the next poll (and
+        // wakes the task), so a shard that flapped once is not polled at every read after.
+        self.probe.borrow_and_update();
         let verdict = self.down.as_mut().poll(cx);
         if verdict.is_ready() {
             // The next wait asks afresh: a shard back up by then is waited for again.
@@ -112,7 +115,8 @@ mod tests {
 
     /// A read that never completes, on a link whose health wait was registered by an earlier
     /// read: the shard marked down still ends it, and a shard marked down before the wait
-    /// began ends it too; once the shard is back up, a read is waited for again.
+    /// began ends it too; once the shard is back up, a read is waited for again, and ended
+    /// again when it goes down again.
     #[tokio::test]
     async fn a_kept_health_wait_still_ends_a_read_when_the_shard_goes_down() {
         let (tx, rx) = watch::channel(true);
@@ -138,6 +142,17 @@ mod tests {
             5
         });
         assert_eq!(slow.await, Some(5), "a shard back up is waited for again");
+        let marker = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            tx.send(false).expect("the link still listens");
+        });
+        let stuck = within(None, Some(&mut health), "s0", std::future::pending::<()>());
+        assert_eq!(
+            stuck.await,
+            None,
+            "a shard down a second time ends the wait too"
+        );
+        marker.await.expect("the marker ran");
     }
 
     /// The wait registered in one task still ends a read that another task runs.
