@@ -10,7 +10,9 @@
 #     rounds; the sharded proxy again over three shard databases of one server, which leaves
 #     out what three PostgreSQL servers cost on two cores; and the sharded proxy on two worker
 #     threads (the others run on one), against one; and PostgreSQL alone, three servers against
-#     one, which bounds what sharded / relay can reach on this machine;
+#     one, which bounds what sharded / relay can reach on this machine; and, over three copies
+#     of the relay's database on one server, the sharded proxy against three relays, one per
+#     copy: both spread the lookups over three databases, so only routing differs;
 #  5. with valgrind installed: the proxy's instructions per lookup (callgrind), relay and sharded.
 #   benches/pooling.sh [SECONDS=10] [ROUNDS=2]
 set -euo pipefail
@@ -23,6 +25,7 @@ RELAY_PORT=$((BASE + 51))
 SHARDED2_PORT=$((BASE + 52))
 ONEHOST_PORT=$((BASE + 53))
 STATEMENTS_PORT=$((BASE + 54))
+COPIES_PORT=$((BASE + 56)) # and the three relays over the copies: BASE + 57 to 59
 WORK=$(mktemp -d /tmp/shardgate-pooling.XXXXXX)
 chmod 755 "$WORK"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -31,7 +34,7 @@ cargo build --release -q
 ./target/release/shardgate --log-level warn demo --shards 3 --port "$BASE" --metrics-port $((BASE + 200)) --dir "$WORK/demo" >"$WORK/demo.log" 2>&1 &
 DEMO=$!
 cleanup() {
-    for p in ${SHARDED:-} ${RELAY:-} ${SHARDED2:-} ${ONEHOST:-} ${STATEMENTS:-}; do kill "$p" 2>/dev/null || true; done
+    for p in ${SHARDED:-} ${RELAY:-} ${SHARDED2:-} ${ONEHOST:-} ${STATEMENTS:-} ${COPIES:-} ${RELAYS3:-}; do kill "$p" 2>/dev/null || true; done
     kill "$DEMO" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$WORK"
@@ -94,6 +97,8 @@ done
 psql -q "$FIRST/postgres" -c "create database relaydb"
 pgbench -i -s 10 -q "$FIRST/relaydb" >"$WORK/relay-init.log" 2>&1
 psql -q "$FIRST/relaydb" -c "vacuum analyze"
+# Three copies of it, made before the relay connects (a template must have no connections).
+for i in 0 1 2; do psql -q "$FIRST/postgres" -c "create database relaycopy$i template relaydb"; done
 
 ./target/release/shardgate --log-level warn --config "$WORK/sharded.toml" >"$WORK/sharded.log" 2>&1 &
 SHARDED=$!
@@ -168,6 +173,20 @@ sed -e "s/^listen = \"127.0.0.1:$SHARDED_PORT\"/listen = \"127.0.0.1:$SHARDED2_P
 SHARDED2=$!
 ./target/release/shardgate --log-level warn --config "$WORK/onehost.toml" >"$WORK/onehost.log" 2>&1 &
 ONEHOST=$!
+# The sharded proxy over the three copies, and a relay in front of each copy.
+sed -e "s/^listen = \"127.0.0.1:$ONEHOST_PORT\"/listen = \"127.0.0.1:$COPIES_PORT\"/" \
+    -e "s#/shard\([0-9]\)\"#/relaycopy\1\"#" "$WORK/onehost.toml" >"$WORK/copies.toml"
+./target/release/shardgate --log-level warn --config "$WORK/copies.toml" >"$WORK/copies.log" 2>&1 &
+COPIES=$!
+RELAYS3=
+for i in 0 1 2; do
+    sed -e "s/^listen = \"127.0.0.1:$RELAY_PORT\"/listen = \"127.0.0.1:$((COPIES_PORT + 1 + i))\"/" \
+        -e "s#/relaydb\"#/relaycopy$i\"#" "$WORK/relay.toml" >"$WORK/relaycopy$i.toml"
+    ./target/release/shardgate --log-level warn --config "$WORK/relaycopy$i.toml" >"$WORK/relaycopy$i.log" 2>&1 &
+    RELAYS3="$RELAYS3 $!"
+done
+COPIES_URL="postgres://app:app@127.0.0.1:$COPIES_PORT/relaycopy0"
+copy_url() { echo "postgres://app:app@127.0.0.1:$((COPIES_PORT + 1 + $1))/relaycopy$1"; }
 sleep 1
 echo "4. point lookups, 8 clients, sharded (3 shards) vs relay (1 shard), ${DURATION}s x $ROUNDS rounds"
 declare -A SUM SPREAD PROXY_US PROXY_USER_US PG_US REST_US
@@ -208,8 +227,10 @@ run() { # mode target url proxy-pid
 # PostgreSQL more per lookup than one, whatever sits in front; their ratio is the most a proxy
 # that cost nothing could reach as sharded / relay on this machine.
 run_direct() { # mode target url url url
-    local mode=$1 target=$2 total=0 i=0 c tps pids=()
+    local mode=$1 target=$2 total=0 txns=0 i=0 c tps n g0 g1 pids=()
     shift 2
+    # PostgreSQL's time counts only behind the relays, whose backends outlive the run.
+    g0=$(pg_ticks)
     for url in "$@"; do
         c=$([ $i = 2 ] && echo 2 || echo 3)
         pgbench -n -S -s 10 -M "$mode" -c "$c" -j 1 -T "$DURATION" "$url" >"$WORK/direct.$i" 2>&1 &
@@ -218,11 +239,17 @@ run_direct() { # mode target url url url
     done
     # Only these: a bare wait would also wait for the proxies running in the background.
     wait "${pids[@]}" || true
+    g1=$(pg_ticks)
     for i in 0 1 2; do
         tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$WORK/direct.$i")
-        [ -z "$tps" ] && { echo "   $mode $target: FAILED"; tail -3 "$WORK/direct.$i" | sed 's/^/     /'; tps=0; }
+        n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$WORK/direct.$i")
+        if [ -z "$tps" ] || grep -q "aborted" "$WORK/direct.$i"; then
+            echo "   $mode $target: FAILED"; tail -3 "$WORK/direct.$i" | sed 's/^/     /'; tps=0; n=0
+        fi
         total=$(awk -v a="$total" -v b="$tps" 'BEGIN{print a+b}')
+        txns=$((txns + ${n:-0}))
     done
+    PG_US[$mode,$target]=$(awk -v a="${PG_US[$mode,$target]:-0}" -v g=$((g1 - g0)) -v hz="$HZ" -v t="$txns" 'BEGIN{print a + (t ? g/hz/t*1e6 : 0)}')
     echo "   $mode $target: $total tps"
     SUM[$mode,$target]=$(awk -v a="${SUM[$mode,$target]:-0}" -v b="$total" 'BEGIN{print a+b}')
     [ -n "${SPREAD[$mode,$target]:-}" ] && SPREAD[$mode,$target]="${SPREAD[$mode,$target]} $total" || SPREAD[$mode,$target]=$total
@@ -238,6 +265,8 @@ for round in $(seq "$ROUNDS"); do
         run "$mode" sharded "$SHARDED_URL" "$SHARDED"
         run "$mode" sharded2 "$SHARDED2_URL" "$SHARDED2"
         run "$mode" onehost "$ONEHOST_URL" "$ONEHOST"
+        run "$mode" copies "$COPIES_URL" "$COPIES"
+        run_direct "$mode" relays3 "$(copy_url 0)" "$(copy_url 1)" "$(copy_url 2)"
     done
 done
 echo
@@ -262,6 +291,18 @@ echo "cost, without what three PostgreSQL servers add on two cores:"
 for mode in simple extended prepared; do
     awk -v m="$mode" -v r="$ROUNDS" -v d="${SUM[$mode,relay]}" -v o="${SUM[$mode,onehost]}" -v sp="${SPREAD[$mode,onehost]}" \
         'BEGIN{printf "%-9s %10.0f %10.0f %8s   %s\n", m, d/r, o/r, (d ? sprintf("%.2f", o/d) : "n/a"), sp}'
+done
+echo
+echo "Over three copies of the relay's database on one server: the sharded proxy (copies)"
+echo "against three relays, one per copy, the clients split 3 + 3 + 2 (relays3). Both spread the"
+echo "lookups over three databases; only routing differs, except that three relay processes can"
+echo "run on both cores at once and the sharded proxy's one worker thread cannot. PostgreSQL's"
+echo "processes' CPU per lookup (µs) tells what the spreading costs it behind each:"
+printf "%-9s %10s %10s %8s %16s   %s\n" mode relays3 copies ratio "PostgreSQL µs" "rounds (relays3 | copies)"
+for mode in simple extended prepared; do
+    awk -v m="$mode" -v r="$ROUNDS" -v t="${SUM[$mode,relays3]}" -v c="${SUM[$mode,copies]}" -v sp="${SPREAD[$mode,relays3]} | ${SPREAD[$mode,copies]}" \
+        -v gt="${PG_US[$mode,relays3]:-0}" -v gc="${PG_US[$mode,copies]:-0}" \
+        'BEGIN{printf "%-9s %10.0f %10.0f %8s %16s   %s\n", m, t/r, c/r, (t ? sprintf("%.2f", c/t) : "n/a"), sprintf("%.1f | %.1f", gt/r, gc/r), sp}'
 done
 echo
 echo "sharded on two worker threads (sharded2) against one:"
