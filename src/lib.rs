@@ -20,6 +20,7 @@ pub mod frontend;
 pub mod fuzz;
 pub mod http;
 mod io_enum;
+mod kept_wait;
 pub mod localpg;
 pub mod logsafe;
 pub mod metrics;

@@ -8,7 +8,9 @@
 //!
 //! The phase only moves forward: running, then draining, then now.
 
+use crate::kept_wait::KeptWait;
 use std::future::Future;
+use std::pin::Pin;
 use tokio::sync::watch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,10 +61,10 @@ pub async fn now(rx: &mut Receiver) {
 /// a stop is fast, or it is draining and `idle()` holds. Looks every 20 ms while draining.
 pub async fn ends_when(rx: &mut Receiver, idle: impl Fn() -> bool) {
     // The relay polls this at every message it passes: until a stop begins, each poll is one
-    // atomic load (see `polled_on_change`).
+    // atomic load (see `KeptWait`).
     let probe = rx.clone();
     loop {
-        let begun = polled_on_change(probe.clone(), rx.wait_for(|p| *p >= Phase::Draining));
+        let begun = kept(probe.clone(), rx.wait_for(|p| *p >= Phase::Draining));
         let phase = match begun.await {
             Ok(p) => *p,
             Err(_) => return,
@@ -77,21 +79,10 @@ pub async fn ends_when(rx: &mut Receiver, idle: impl Fn() -> bool) {
     }
 }
 
-/// `wait`, one of the waits above on a receiver of `probe`'s channel, polled only when the
-/// phase may have moved: once to register, then after any change. A registered watch wait
-/// takes a lock each time it is polled, and a session's selects poll their stop waits at every
-/// message they serve; `probe`'s version is one atomic load. The wait registered the task's
-/// waker, so a change still wakes the task that polls this.
-pub fn polled_on_change<F: Future>(probe: Receiver, wait: F) -> impl Future<Output = F::Output> {
-    let mut wait = Box::pin(wait);
-    let mut registered = false;
-    std::future::poll_fn(move |cx| {
-        if registered && matches!(probe.has_changed(), Ok(false)) {
-            return std::task::Poll::Pending;
-        }
-        registered = true;
-        wait.as_mut().poll(cx)
-    })
+/// `wait`, one of the waits above on a receiver of `probe`'s channel, kept and polled only when
+/// the phase may have moved: a session's selects poll their stop waits at every message.
+pub fn kept<F: Future>(probe: Receiver, wait: F) -> KeptWait<Phase, Pin<Box<F>>> {
+    KeptWait::new(probe, Box::pin(wait))
 }
 
 #[cfg(test)]
@@ -144,14 +135,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_wait_polled_on_change_wakes_its_task_on_a_stop() {
+    async fn a_kept_stop_wait_wakes_its_task_on_a_stop() {
         let (tx, rx) = channel();
         let (registered_tx, registered) = tokio::sync::oneshot::channel();
         let (drained_tx, drained) = tokio::sync::oneshot::channel();
         let session = tokio::spawn(async move {
             let (mut any_rx, mut fast_rx) = (rx.clone(), rx.clone());
-            let mut any = std::pin::pin!(polled_on_change(rx.clone(), ends(&mut any_rx, true)));
-            let mut fast = std::pin::pin!(polled_on_change(rx, now(&mut fast_rx)));
+            let mut any = std::pin::pin!(kept(rx.clone(), ends(&mut any_rx, true)));
+            let mut fast = std::pin::pin!(kept(rx, now(&mut fast_rx)));
             // Registered, then polled again with nothing changed: neither ends.
             for _ in 0..3 {
                 assert!(poll_once(any.as_mut()).await.is_pending());

@@ -15,6 +15,7 @@ const LAYERS: &[&str] = &[
     "logsafe",
     "io_enum",
     "failpoint",
+    "kept_wait",
     "shutdown",
     "start_progress",
     "sql",

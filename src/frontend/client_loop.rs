@@ -61,11 +61,11 @@ pub async fn run(
     // Polled only once the phase has moved, which is one atomic load at each message.
     let mut fast_rx = shutdown.clone();
     let probe = shutdown.clone();
-    let mut any_stop = std::pin::pin!(crate::shutdown::polled_on_change(
+    let mut any_stop = std::pin::pin!(crate::shutdown::kept(
         probe.clone(),
         crate::shutdown::ends(&mut shutdown, true)
     ));
-    let mut fast_stop = std::pin::pin!(crate::shutdown::polled_on_change(
+    let mut fast_stop = std::pin::pin!(crate::shutdown::kept(
         probe,
         crate::shutdown::now(&mut fast_rx)
     ));

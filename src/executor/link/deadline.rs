@@ -2,31 +2,26 @@
 //! configured, and the health probe's verdict. An operation that completes at its first poll
 //! (most writes, and reads of answers already buffered) arms neither.
 //!
-//! The wait for the probe's verdict lives as long as the link (`Health`): a wait made for each
-//! read registered with the channel and unregistered when dropped, which took a lock each time,
-//! at every answer a session waited for.
+//! The wait for the probe's verdict lives as long as the link (`Health`, a `KeptWait`): a wait
+//! made for each read registered with the channel and unregistered when dropped, which took a
+//! lock each time, at every answer a session waited for.
 
+use crate::kept_wait::KeptWait;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use tokio::sync::watch;
 
-/// A link's wait for its shard to be marked down, registered once and kept.
+/// A link's wait for its shard to be marked down, kept for as long as the link lives.
 pub(super) struct Health {
     /// Ends when the shard is marked down; never if the prober is gone (the proxy is stopping).
-    down: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
-    /// The same channel, looked at (one atomic load) to tell whether `down` needs a poll.
-    probe: watch::Receiver<bool>,
-    /// The waker `down` registered last; `None` until its first poll.
-    registered: Option<Waker>,
+    down: KeptWait<bool, Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
 }
 
 impl Health {
     pub(super) fn new(rx: watch::Receiver<bool>) -> Health {
         Health {
-            down: Self::wait(rx.clone()),
-            probe: rx,
-            registered: None,
+            down: KeptWait::new(rx.clone(), Self::wait(rx)),
         }
     }
 
@@ -38,28 +33,11 @@ impl Health {
         })
     }
 
-    /// Ready once the shard is marked down. Polls `down` only when the channel moved since
-    /// it registered, or when another task asks (a link can change tasks): otherwise its
-    /// registration stands and would wake this task.
     fn poll_down(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let same_task = self
-            .registered
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()));
-        if same_task && matches!(self.probe.has_changed(), Ok(false)) {
-            return Poll::Pending;
-        }
-        if !same_task {
-            self.registered = Some(cx.waker().clone());
-        }
-        // Seen before `down` looks: a change from here on shows again at the next poll (and
-        // wakes the task), so a shard that flapped once is not polled at every read after.
-        self.probe.borrow_and_update();
-        let verdict = self.down.as_mut().poll(cx);
+        let verdict = self.down.poll_kept(cx);
         if verdict.is_ready() {
             // The next wait asks afresh: a shard back up by then is waited for again.
-            self.down = Self::wait(self.probe.clone());
-            self.registered = None;
+            self.down.renew(Self::wait(self.down.receiver()));
         }
         verdict
     }
