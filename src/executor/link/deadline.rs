@@ -91,12 +91,8 @@ pub(super) async fn within<T>(
 mod tests {
     use super::*;
 
-    /// A read that never completes, on a link whose health wait was registered by an earlier
-    /// read: the shard marked down still ends it, and a shard marked down before the wait
-    /// began ends it too; once the shard is back up, a read is waited for again, and ended
-    /// again when it goes down again.
-    #[tokio::test]
-    async fn a_kept_health_wait_still_ends_a_read_when_the_shard_goes_down() {
+    /// A link's health wait after one read that completed, so that the wait is registered.
+    async fn registered_health() -> (watch::Sender<bool>, Health) {
         let (tx, rx) = watch::channel(true);
         let mut health = Health::new(rx);
         let quick = within(None, Some(&mut health), "s0", async {
@@ -104,6 +100,16 @@ mod tests {
             7
         });
         assert_eq!(quick.await, Some(7), "a read that completes is its answer");
+        (tx, health)
+    }
+
+    /// A read that never completes, on a link whose health wait was registered by an earlier
+    /// read: the shard marked down still ends it, and a shard marked down before the wait
+    /// began ends it too; once the shard is back up, a read is waited for again, and ended
+    /// again when it goes down again.
+    #[tokio::test]
+    async fn a_kept_health_wait_still_ends_a_read_when_the_shard_goes_down() {
+        let (tx, mut health) = registered_health().await;
         let marker = tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             tx.send(false).expect("the link still listens");
@@ -136,12 +142,7 @@ mod tests {
     /// The wait registered in one task still ends a read that another task runs.
     #[tokio::test]
     async fn a_link_that_changes_tasks_is_woken_in_the_new_one() {
-        let (tx, rx) = watch::channel(true);
-        let mut health = Health::new(rx);
-        let first = within(None, Some(&mut health), "s0", async {
-            tokio::task::yield_now().await;
-        });
-        assert_eq!(first.await, Some(()));
+        let (tx, mut health) = registered_health().await;
         let reader = tokio::spawn(async move {
             within(None, Some(&mut health), "s0", std::future::pending::<()>()).await
         });
