@@ -18,3 +18,16 @@ pub async fn send_cancel(target: &ShardTarget, key: (i32, i32)) -> std::io::Resu
     let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await;
     Ok(())
 }
+
+/// Sends a cancel to each of a session's server connections, logging what failed: a cancel
+/// gets no answer, so there is nobody else to tell.
+pub async fn forward(shards: Vec<crate::client::cancel::ShardKey>) {
+    for shard in shards {
+        match send_cancel(&shard.target, shard.key).await {
+            Ok(()) => tracing::info!(shard = %shard.target.name, "cancel request forwarded"),
+            Err(e) => {
+                tracing::warn!(shard = %shard.target.name, "could not forward cancel request: {e}")
+            }
+        }
+    }
+}

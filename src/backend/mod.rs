@@ -15,6 +15,6 @@ pub mod proxy_registry;
 pub mod same_database;
 mod stream;
 
-pub use cancel::send_cancel;
+pub use cancel::{forward as forward_cancel, send_cancel};
 pub use connect::{connect, shard_login_error, BackendError, ShardConnection};
 pub use stream::{ShardReader, ShardStream, ShardWriter};

@@ -10,10 +10,28 @@
 //! transactions: each link updates its slot when it checks a connection out or returns it
 //! (a mutex no other session contends for), and the registry is otherwise touched at session
 //! start and end and on cancel only.
+//!
+//! A pid the proxy minted names no backend, so `pg_cancel_backend` and `pg_terminate_backend`
+//! of it cannot reach the session through a shard: the sessions take such calls to the
+//! registry (`signal`), which forwards a cancel as a CancelRequest would and tells the session
+//! to end through its `termination` wait.
 
 use crate::config::ShardTarget;
+use crate::kept_wait::KeptWait;
+pub use crate::sql::signal_call::SignalKind;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// Pids above this one are the proxy's: Linux gives none above `PID_MAX_LIMIT`, 2^22.
+pub const ABOVE_ANY_PID: i32 = 1 << 22;
+
+/// Whether `pid` is one the proxy may have minted, never a backend's.
+pub fn is_minted(pid: i64) -> bool {
+    pid > ABOVE_ANY_PID as i64 && pid <= i32::MAX as i64
+}
 
 /// The proxy-side key of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,7 +52,57 @@ pub struct ShardKey {
 struct SessionKeys {
     targets: Vec<ShardTarget>,
     keys: Mutex<Vec<Option<(i32, i32)>>>,
+    /// Set once another session terminated this one.
+    terminate: watch::Sender<bool>,
 }
+
+impl SessionKeys {
+    fn held(&self) -> Vec<ShardKey> {
+        let Ok(keys) = self.keys.lock() else {
+            return Vec::new();
+        };
+        self.targets
+            .iter()
+            .zip(keys.iter())
+            .filter_map(|(t, k)| {
+                k.map(|key| ShardKey {
+                    target: t.clone(),
+                    key,
+                })
+            })
+            .collect()
+    }
+}
+
+/// What a signal to a proxy pid came to.
+#[derive(Debug)]
+pub enum Signalled {
+    /// No live session has the pid: PostgreSQL's answer for a pid that is no backend's.
+    NoSuchSession,
+    /// The pid is the caller's own: it cancels its own statement or ends its own session.
+    Own,
+    /// Delivered. For a cancel, the server connections to send it to (possibly none: a
+    /// session between transactions runs nothing).
+    Sent(Vec<ShardKey>),
+}
+
+/// What a session signals other sessions through.
+#[derive(Debug, Clone, Copy)]
+pub struct Signaller<'a> {
+    pub registry: &'a CancelRegistry,
+    /// The pid in this session's BackendKeyData.
+    pub own_pid: i32,
+}
+
+impl Signaller<'_> {
+    /// `kind` of the session with proxy pid `pid` (see `CancelRegistry::signal`).
+    pub fn signal(&self, pid: i32, kind: SignalKind) -> Signalled {
+        self.registry.signal(pid, kind, self.own_pid)
+    }
+}
+
+/// A session's wait for another session's `pg_terminate_backend` of it.
+pub type Termination = KeptWait<bool, Pin<Box<dyn Future<Output = ()> + Send>>>;
 
 /// A live session's secret and its connections, by proxy pid.
 type Sessions = HashMap<i32, (i32, Arc<SessionKeys>)>;
@@ -79,7 +147,6 @@ impl CancelRegistry {
         keys: Vec<Option<(i32, i32)>>,
     ) -> Registration {
         use rand::RngExt;
-        const ABOVE_ANY_PID: i32 = 1 << 22;
         let mut rng = rand::rng();
         let mut map = self.inner.lock().expect("cancel registry poisoned");
         let own = keys
@@ -104,6 +171,7 @@ impl CancelRegistry {
         let session = Arc::new(SessionKeys {
             targets,
             keys: Mutex::new(keys),
+            terminate: watch::channel(false).0,
         });
         map.insert(key.pid, (key.secret, session.clone()));
         Registration {
@@ -117,23 +185,28 @@ impl CancelRegistry {
     pub fn lookup(&self, pid: i32, secret: i32) -> Option<Vec<ShardKey>> {
         let map = self.inner.lock().expect("cancel registry poisoned");
         match map.get(&pid) {
-            Some((s, session)) if *s == secret => {
-                let keys = session.keys.lock().ok()?;
-                Some(
-                    session
-                        .targets
-                        .iter()
-                        .zip(keys.iter())
-                        .filter_map(|(t, k)| {
-                            k.map(|key| ShardKey {
-                                target: t.clone(),
-                                key,
-                            })
-                        })
-                        .collect(),
-                )
-            }
+            Some((s, session)) if *s == secret => Some(session.held()),
             _ => None,
+        }
+    }
+
+    /// `kind` of the session with proxy pid `pid`, asked by the session with pid `from`. The
+    /// shards log every client in as one role, so any session may signal any other, as
+    /// PostgreSQL lets a role signal its own backends.
+    pub fn signal(&self, pid: i32, kind: SignalKind, from: i32) -> Signalled {
+        let map = self.inner.lock().expect("cancel registry poisoned");
+        let Some((_, session)) = map.get(&pid) else {
+            return Signalled::NoSuchSession;
+        };
+        if pid == from {
+            return Signalled::Own;
+        }
+        match kind {
+            SignalKind::Cancel => Signalled::Sent(session.held()),
+            SignalKind::Terminate => {
+                session.terminate.send_replace(true);
+                Signalled::Sent(Vec::new())
+            }
         }
     }
 }
@@ -146,6 +219,21 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// A wait that ends once another session terminated this one.
+    pub fn termination(&self) -> Termination {
+        let mut rx = self.session.terminate.subscribe();
+        let probe = rx.clone();
+        KeptWait::new(
+            probe,
+            Box::pin(async move {
+                if rx.wait_for(|t| *t).await.is_err() {
+                    // The registration outlives the session; never, then.
+                    std::future::pending::<()>().await;
+                }
+            }),
+        )
+    }
+
     /// The slot of the session's link to shard `index`.
     pub fn slot(&self, index: usize) -> CancelSlot {
         CancelSlot {
@@ -206,5 +294,45 @@ mod tests {
         assert_eq!(keys[0].key, (7, 8));
         r.slot(1).set(None);
         assert!(reg.lookup(r.key.pid, r.key.secret).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_session_signals_another_by_its_minted_pid() {
+        use std::future::Future;
+        let reg = CancelRegistry::default();
+        let t = crate::config::ShardTarget::parse("postgres://u@h/db").unwrap();
+        let a = reg.register_slots(vec![t.clone()], vec![None]);
+        let b = reg.register_slots(vec![t], vec![None]);
+        assert!(is_minted(a.key.pid as i64) && is_minted(b.key.pid as i64));
+        assert!(!is_minted(ABOVE_ANY_PID as i64) && !is_minted(1 << 31));
+        let (pa, pb) = (a.key.pid, b.key.pid);
+        assert!(matches!(
+            reg.signal(pa, SignalKind::Terminate, pa),
+            Signalled::Own
+        ));
+        b.slot(0).set(Some((7, 8)));
+        match reg.signal(pb, SignalKind::Cancel, pa) {
+            Signalled::Sent(keys) => assert_eq!(keys[0].key, (7, 8)),
+            other => panic!("{other:?}"),
+        }
+        let mut ended = b.termination();
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(std::pin::Pin::new(&mut ended).poll(&mut cx).is_pending());
+        assert!(a.termination().poll_kept(&mut cx).is_pending());
+        assert!(matches!(
+            reg.signal(pb, SignalKind::Terminate, pa),
+            Signalled::Sent(_)
+        ));
+        ended.await;
+        assert!(
+            a.termination().poll_kept(&mut cx).is_pending(),
+            "only the target ends"
+        );
+        drop(b);
+        assert!(matches!(
+            reg.signal(pb, SignalKind::Terminate, pa),
+            Signalled::NoSuchSession
+        ));
     }
 }

@@ -373,13 +373,7 @@ async fn serve_cancel(ctx: &ProxyContext, pid: i32, secret: i32) {
         debug!(pid, "cancel request for an unknown key ignored");
         return;
     };
-    for shard in shards {
-        if let Err(e) = backend::send_cancel(&shard.target, shard.key).await {
-            warn!(shard = %shard.target.name, "could not forward cancel request: {e}");
-        } else {
-            info!(shard = %shard.target.name, "cancel request forwarded");
-        }
-    }
+    backend::forward_cancel(shards).await;
 }
 
 async fn authenticate(

@@ -1,10 +1,11 @@
-//! Statement text helpers shared by the planner and the executor: splitting a Query into its
-//! statements, the shape of a statement (its text with literals taken out), SQL string
-//! literals, and the names of PostgreSQL's catalog relations and built-in types, which every
-//! shard has alike.
+//! Statement text helpers shared by the planner, the executor and the relay: splitting a Query
+//! into its statements, the shape of a statement (its text with literals taken out), the calls
+//! that signal a session (`signal_call`), SQL string literals, and the names of PostgreSQL's
+//! catalog relations and built-in types, which every shard has alike.
 
 pub mod builtin_types;
 mod shape;
+pub mod signal_call;
 mod split;
 pub use shape::{shape_into, shape_of, Shape};
 pub use split::{first_word_is, single_statement, split_statements, without_leading_comments};

@@ -1,0 +1,258 @@
+//! `SELECT pg_cancel_backend(pid)` and `SELECT pg_terminate_backend(pid)`, told from their text.
+//!
+//! In transaction pooling a client's BackendKeyData pid is one the proxy minted, which names no
+//! backend; a client that signals it (drivers and pools do, to test how they recover from a
+//! lost connection) means its session at the proxy. The one-shard relay reads no SQL beyond a
+//! few words, so it recognises these calls by their text: the whole statement is the one call,
+//! its argument an integer literal or a parameter (`$1`), optionally cast to `int`, and an
+//! alias after `AS`. Anything else is left to the shard, as before.
+
+/// `pg_cancel_backend` or `pg_terminate_backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalKind {
+    Cancel,
+    Terminate,
+}
+
+impl SignalKind {
+    /// The function's name, which is also its result column's when no alias is given.
+    pub fn function(self) -> &'static str {
+        match self {
+            SignalKind::Cancel => "pg_cancel_backend",
+            SignalKind::Terminate => "pg_terminate_backend",
+        }
+    }
+
+    /// The function of this name (unqualified or in `pg_catalog`, any case), if it is one.
+    pub fn of_function(name: &str) -> Option<SignalKind> {
+        let name = strip_prefix_ci(name, "pg_catalog.").unwrap_or(name);
+        [SignalKind::Cancel, SignalKind::Terminate]
+            .into_iter()
+            .find(|k| name.eq_ignore_ascii_case(k.function()))
+    }
+}
+
+/// The call's argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arg {
+    Pid(i64),
+    /// `$n`, 1-based.
+    Param(usize),
+}
+
+/// One recognised call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalCall {
+    pub kind: SignalKind,
+    pub arg: Arg,
+    /// The result column's name.
+    pub column: String,
+}
+
+impl SignalCall {
+    /// The statement a shard runs for the proxy's answer: `true` for a signal delivered, or,
+    /// for the caller's own pid, the same call of the backend serving it, which cancels the
+    /// statement or ends the connection exactly as PostgreSQL does.
+    pub fn answer_sql(&self, own: bool) -> String {
+        let column = super::identifier(&self.column);
+        if own {
+            format!(
+                "SELECT {}(pg_backend_pid()) AS {column}",
+                self.kind.function()
+            )
+        } else {
+            format!("SELECT true AS {column}")
+        }
+    }
+}
+
+/// The call `text` is, if it is nothing but one.
+pub fn parse(text: &str) -> Option<SignalCall> {
+    let mut s = Scanner(super::without_leading_comments(text).trim_start());
+    // Nearly every statement fails here, after a few bytes.
+    s.keyword("select")?;
+    if !s.space() {
+        return None;
+    }
+    let function = s.word()?;
+    let kind = SignalKind::of_function(function)?;
+    s.space();
+    s.symbol("(")?;
+    s.space();
+    let arg = if s.symbol("$").is_some() {
+        Arg::Param(s.digits()?.parse().ok().filter(|n| *n > 0)?)
+    } else {
+        let minus = s.symbol("-").is_some();
+        let n: i64 = s.digits()?.parse().ok()?;
+        Arg::Pid(if minus { -n } else { n })
+    };
+    if s.symbol("::").is_some() {
+        let ty = s.word()?;
+        if !["int", "int4", "integer"]
+            .iter()
+            .any(|t| ty.eq_ignore_ascii_case(t))
+        {
+            return None;
+        }
+    }
+    s.space();
+    s.symbol(")")?;
+    let had_space = s.space();
+    let mut column = kind.function().to_string();
+    if had_space && s.keyword("as").is_some() {
+        if !s.space() {
+            return None;
+        }
+        let alias = s.word()?;
+        if alias.contains('.') {
+            return None;
+        }
+        // Unquoted, PostgreSQL folds it to lower case.
+        column = alias.to_ascii_lowercase();
+        s.space();
+    }
+    if s.symbol(";").is_some() {
+        s.space();
+    }
+    s.0.is_empty().then_some(SignalCall { kind, arg, column })
+}
+
+fn strip_prefix_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
+}
+
+/// What is left of the text.
+struct Scanner<'a>(&'a str);
+
+impl<'a> Scanner<'a> {
+    /// Skips whitespace; true when there was some.
+    fn space(&mut self) -> bool {
+        let rest = self.0.trim_start_matches(|c: char| c.is_ascii_whitespace());
+        let skipped = rest.len() < self.0.len();
+        self.0 = rest;
+        skipped
+    }
+
+    fn symbol(&mut self, symbol: &str) -> Option<()> {
+        self.0 = self.0.strip_prefix(symbol)?;
+        Some(())
+    }
+
+    /// A keyword, not followed by more of a word.
+    fn keyword(&mut self, word: &str) -> Option<()> {
+        let rest = strip_prefix_ci(self.0, word)?;
+        if rest.starts_with(is_word_char) {
+            return None;
+        }
+        self.0 = rest;
+        Some(())
+    }
+
+    /// An unquoted name, possibly qualified.
+    fn word(&mut self) -> Option<&'a str> {
+        let end = self
+            .0
+            .find(|c: char| !(is_word_char(c) || c == '.'))
+            .unwrap_or(self.0.len());
+        let (word, rest) = self.0.split_at(end);
+        if word.is_empty() || word.starts_with(|c: char| c.is_ascii_digit()) {
+            return None;
+        }
+        self.0 = rest;
+        Some(word)
+    }
+
+    fn digits(&mut self) -> Option<&'a str> {
+        let end = self
+            .0
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(self.0.len());
+        let (digits, rest) = self.0.split_at(end);
+        // A number running on into a word (`12abc`) is not one literal.
+        if digits.is_empty() || digits.len() > 18 || rest.starts_with(is_word_char) {
+            return None;
+        }
+        self.0 = rest;
+        Some(digits)
+    }
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '$'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(kind: SignalKind, arg: Arg, column: &str) -> Option<SignalCall> {
+        Some(SignalCall {
+            kind,
+            arg,
+            column: column.to_string(),
+        })
+    }
+
+    #[test]
+    fn reads_the_calls_drivers_send() {
+        use Arg::*;
+        use SignalKind::*;
+        let t = "pg_terminate_backend";
+        assert_eq!(
+            parse("select pg_terminate_backend(4194305)"),
+            call(Terminate, Pid(4194305), t)
+        );
+        assert_eq!(
+            parse("SELECT pg_terminate_backend($1)"),
+            call(Terminate, Param(1), t)
+        );
+        assert_eq!(
+            parse("  select Pg_Terminate_Backend( $1::int );  "),
+            call(Terminate, Param(1), t)
+        );
+        assert_eq!(
+            parse("/* pool check */ select pg_catalog.pg_cancel_backend(12) as Done;"),
+            call(Cancel, Pid(12), "done")
+        );
+        assert_eq!(
+            parse("select\npg_cancel_backend(-3)"),
+            call(Cancel, Pid(-3), "pg_cancel_backend")
+        );
+    }
+
+    #[test]
+    fn leaves_everything_else_to_the_shard() {
+        for text in [
+            "select abalance from pgbench_accounts where aid = 1",
+            "select pg_terminate_backend(pid) from pg_stat_activity",
+            "select pg_terminate_backend(pg_backend_pid())",
+            "select pg_terminate_backend($1, 1000)",
+            "select pg_terminate_backend(1) x",
+            "select pg_terminate_backend(1), 2",
+            "select pg_terminate_backend($1::bigint)",
+            "select pg_terminate_backend(12abc)",
+            "select pg_terminate_backend($0)",
+            "select pg_terminate_backend(1) as a.b",
+            "selectpg_terminate_backend(1)",
+            "select pg_terminate_backendx(1)",
+            "select pg_terminate_backend(1); select 1",
+            "select my.pg_terminate_backend(1)",
+        ] {
+            assert_eq!(parse(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn answers_name_the_column_as_the_call_did() {
+        let c = parse("select pg_cancel_backend($1) as \"x\"");
+        assert_eq!(c, None, "a quoted alias is left to the shard");
+        let c = parse("select pg_cancel_backend($1) as x").unwrap();
+        assert_eq!(c.answer_sql(false), "SELECT true AS \"x\"");
+        assert_eq!(
+            c.answer_sql(true),
+            "SELECT pg_cancel_backend(pg_backend_pid()) AS \"x\""
+        );
+    }
+}
