@@ -221,6 +221,7 @@ pub async fn handle_client(
                 pool: ctx.pools.shards[0].clone(),
                 cancel: login.registration.slot(0),
                 settings,
+                termination: login.registration.termination(),
             };
             let end = super::pooled_relay::run(&ctx, socket, pooling, shutdown, &registered).await;
             (end, login.registration)

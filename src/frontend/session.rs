@@ -41,6 +41,8 @@ pub enum SessionEnd {
     /// The session could not get a shard connection; the error says why.
     Refused(Box<PgError>),
     Shutdown,
+    /// Another session ran `pg_terminate_backend` of this one's pid.
+    Killed,
 }
 
 impl SessionEnd {
@@ -72,6 +74,10 @@ impl SessionEnd {
                 sqlstate::ADMIN_SHUTDOWN,
                 "terminating connection because shardgate is shutting down",
             )),
+            SessionEnd::Killed => Some(PgError::fatal(
+                sqlstate::ADMIN_SHUTDOWN,
+                "terminating connection due to administrator command",
+            )),
             _ => None,
         }
     }
@@ -88,6 +94,7 @@ impl fmt::Display for SessionEnd {
             SessionEnd::LimitExceeded(e) => write!(f, "limit exceeded: {e}"),
             SessionEnd::Refused(e) => write!(f, "{}", e.message),
             SessionEnd::Shutdown => f.write_str("proxy shutting down"),
+            SessionEnd::Killed => f.write_str("terminated by pg_terminate_backend"),
         }
     }
 }

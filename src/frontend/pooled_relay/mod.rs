@@ -13,11 +13,12 @@
 //! Invariant: a connection goes back to the pool only when the tracker says the session is
 //! idle, nothing is due to the shard, and nothing follows the ReadyForQuery (see
 //! `Tracker::on_ready`). The client side looks into Query, Parse, Bind, Describe and Close only
-//! (settings, pins, statement names, see `tracker` and `statements`); everything else passes
-//! as it came.
+//! (settings, pins, statement names, see `tracker` and `statements`; the calls that signal
+//! another session by its pid, see `signals`); everything else passes as it came.
 
 mod answers;
 mod restore;
+mod signals;
 mod statement_text;
 mod statements;
 mod tracker;
@@ -25,7 +26,7 @@ mod tracker;
 use super::session::{write_flushed, SessionEnd, FRONTEND_TAGS};
 use crate::admin::clients::{Registered, State as ClientState};
 use crate::backend::{ShardReader, ShardWriter};
-use crate::client::cancel::CancelSlot;
+use crate::client::cancel::{CancelSlot, Termination};
 use crate::client::tls::{ClientStream, ClientWriter};
 use crate::executor::link::ShardLink;
 use crate::frontend::ProxyContext;
@@ -54,6 +55,8 @@ pub struct Pooling {
     pub pool: std::sync::Arc<ShardPool>,
     pub cancel: CancelSlot,
     pub settings: Settings,
+    /// Ends when another session terminates this one (see `signals`).
+    pub termination: Termination,
 }
 
 /// The connection the session holds.
@@ -89,6 +92,7 @@ struct Relay<'a> {
     cancel: &'a CancelSlot,
     /// The pid in the client's BackendKeyData.
     client_pid: i32,
+    signals: signals::Signals<'a>,
 }
 
 /// Relays until either side ends.
@@ -121,7 +125,9 @@ pub async fn run(
         pool: &pooling.pool,
         cancel: &pooling.cancel,
         client_pid: pooling.link.client_pid(),
+        signals: signals::Signals::new(&ctx.cancel, pooling.link.client_pid()),
     };
+    let termination = &mut pooling.termination;
     // Draining: the session ends once it is idle (read through a flag, since the loop holds
     // the tracker).
     let idle = AtomicBool::new(true);
@@ -152,6 +158,8 @@ pub async fn run(
                     check_out(settings, link).await
                 };
                 tokio::select! {
+                    biased;
+                    _ = &mut *termination => Err(SessionEnd::Killed),
                     taken = while_writing(checkout, &mut client_tx, &mut relay.to_client) => taken,
                     _ = &mut draining => Err(SessionEnd::Shutdown),
                 }
@@ -184,6 +192,8 @@ pub async fn run(
         let held = shard_rx.is_some();
         tokio::select! {
             biased;
+            // First: a session terminated by another must not run what its client sends next.
+            _ = &mut *termination => break SessionEnd::Killed,
             sent = write_some(shard_tx, &r.to_shard), if held && !r.to_shard.is_empty() => match sent {
                 Ok(n) => r.to_shard.advance(n),
                 Err(_) => break SessionEnd::ShardGone(metrics.shard.clone()),
@@ -308,7 +318,18 @@ impl Relay<'_> {
                     }
                     rewritten.clear();
                     let frame = &buf[ready..ready + len];
-                    match self.tracker.on_client(frame, conn, &mut rewritten) {
+                    let instead = match tag {
+                        b'Q' | b'P' | b'B' | b'C' => self.signals.instead(frame),
+                        _ => None,
+                    };
+                    let replaced = instead.and_then(|sql| {
+                        self.tracker.on_client_instead(frame, &sql, &mut rewritten)
+                    });
+                    let translated = match replaced {
+                        Some(()) => Translated::Rewritten,
+                        None => self.tracker.on_client(frame, conn, &mut rewritten),
+                    };
+                    match translated {
                         Translated::Same => {}
                         Translated::Rewritten | Translated::Stale => {
                             out.extend_from_slice(&buf[copied..ready]);
@@ -468,6 +489,7 @@ impl Relay<'_> {
                     outcome,
                     SessionEnd::ClientGone
                         | SessionEnd::Shutdown
+                        | SessionEnd::Killed
                         | SessionEnd::ProtocolViolation(_)
                 )
             {

@@ -228,6 +228,30 @@ impl Tracker {
         translated
     }
 
+    /// A Query or Bind the proxy answers with a statement of its own, `sql`, sent in its place
+    /// (see `signals`). None, with nothing written, when the Bind cannot be read: it then goes
+    /// as any other.
+    pub fn on_client_instead(&mut self, frame: &[u8], sql: &str, out: &mut BytesMut) -> Option<()> {
+        if frame[0] == b'Q' {
+            crate::protocol::build::query(sql, out);
+            self.awaiting.push_back(Request {
+                sent: Some(Instant::now()),
+                ..Request::default()
+            });
+            return Some(());
+        }
+        let mut expect = std::mem::take(&mut self.expect);
+        expect.clear();
+        let replaced = RelayStatements::instead_of_bind(frame, sql, out, &mut expect);
+        if replaced.is_some() {
+            self.unsynced = true;
+            self.own_sent = true;
+            self.building.expects.extend(expect.drain(..));
+        }
+        self.expect = expect;
+        replaced
+    }
+
     /// The start of a message the relay passes without reading it.
     pub fn on_client_start(&mut self, tag: u8) {
         match tag {

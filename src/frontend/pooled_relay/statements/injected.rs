@@ -2,7 +2,7 @@
 //! the client's: each leaves in `expect` what its answers hold, so that the answers are
 //! dropped or replaced rather than shown to the client.
 
-use super::{put_frame, Expect, RelayStatements};
+use super::{cstr_bytes, put_frame, Expect, RelayStatements};
 use bytes::{BufMut, BytesMut};
 
 /// PostgreSQL's refusal of a statement whose result columns changed, raised on the shard so
@@ -57,5 +57,54 @@ impl RelayStatements {
             put_frame(b'C', &body, out);
         }
         expect.extend([b'1', b'2', b'C', b'3', b'3'].map(Expect::Own));
+    }
+
+    /// In place of the client's Bind `frame`, the same portal bound to `sql` (no parameters,
+    /// the client's result formats) under a statement name of the proxy's, closed again at
+    /// once: the portal outlives its statement, and the client's statements stay as they were.
+    /// None when the Bind does not hold together.
+    pub fn instead_of_bind(
+        frame: &[u8],
+        sql: &str,
+        out: &mut BytesMut,
+        expect: &mut Vec<Expect>,
+    ) -> Option<()> {
+        const NAME: &[u8] = b"shardgate_signal\0";
+        let body = &frame[5..];
+        let portal = cstr_bytes(body)?;
+        let mut at = portal.len() + 1;
+        at += cstr_bytes(&body[at..])?.len() + 1;
+        let word = |at: usize| -> Option<i16> {
+            Some(i16::from_be_bytes(body.get(at..at + 2)?.try_into().ok()?))
+        };
+        let formats = word(at)?.max(0) as usize;
+        at += 2 + 2 * formats;
+        let params = word(at)?.max(0);
+        at += 2;
+        for _ in 0..params {
+            let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
+            at += 4 + len.max(0) as usize;
+        }
+        let results = body.get(at..)?;
+        let mut msg = BytesMut::new();
+        msg.put_slice(NAME);
+        msg.put_slice(sql.as_bytes());
+        msg.put_u8(0);
+        msg.put_i16(0);
+        put_frame(b'P', &msg, out);
+        msg.clear();
+        msg.put_slice(portal);
+        msg.put_u8(0);
+        msg.put_slice(NAME);
+        msg.put_i16(0);
+        msg.put_i16(0);
+        msg.put_slice(results);
+        put_frame(b'B', &msg, out);
+        msg.clear();
+        msg.put_u8(b'S');
+        msg.put_slice(NAME);
+        put_frame(b'C', &msg, out);
+        expect.extend([Expect::Own(b'1'), Expect::Own(b'3')]);
+        Some(())
     }
 }

@@ -418,3 +418,38 @@ fn a_parse_of_execute_is_translated_again_once_its_statement_changes() {
     s.translate(&bind("", "e"), 1, &mut out, &mut Vec::new());
     assert!(String::from_utf8_lossy(&out).contains("EXECUTE q\0"));
 }
+
+#[test]
+fn a_signal_bind_becomes_the_same_portal_of_the_proxys_statement() {
+    // Portal "p" of statement "s", one text parameter, binary results.
+    let mut body = b"p\0s\0\0\0\0\x01\0\0\0\x07".to_vec();
+    body.extend_from_slice(b"5000000\0\x01\0\x01");
+    let bind = frame(b'B', &body);
+    let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+    RelayStatements::instead_of_bind(&bind, "SELECT true AS x", &mut out, &mut expect).unwrap();
+    assert_eq!(
+        named(&out),
+        ["shardgate_signal", "shardgate_signal", "shardgate_signal"]
+    );
+    assert_eq!(expect, [Expect::Own(b'1'), Expect::Own(b'3')]);
+    let tags: Vec<u8> = {
+        let (mut tags, mut rest) = (Vec::new(), &out[..]);
+        while !rest.is_empty() {
+            let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+            tags.push(rest[0]);
+            rest = &rest[1 + len..];
+        }
+        tags
+    };
+    assert_eq!(tags, b"PBC");
+    let bind_out = &out[out.iter().position(|b| *b == b'B').unwrap()..];
+    assert!(
+        bind_out[5..].starts_with(b"p\0shardgate_signal\0\0\0\0\0\0\x01\0\x01"),
+        "the client's portal, no parameters, its result formats: {bind_out:?}"
+    );
+    // A Bind cut short is left as it came.
+    let (mut out, mut expect) = (BytesMut::new(), Vec::new());
+    let short = frame(b'B', b"p\0s\0\0\x01");
+    assert!(RelayStatements::instead_of_bind(&short, "SELECT 1", &mut out, &mut expect).is_none());
+    assert!(out.is_empty() && expect.is_empty());
+}
