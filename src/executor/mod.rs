@@ -27,6 +27,7 @@ pub mod procedural;
 pub mod rebind;
 pub mod session;
 pub mod shape_route;
+pub mod signal;
 pub mod snapshot_read;
 pub mod sql_prepare;
 pub mod value;

@@ -20,6 +20,8 @@ pub struct Start<'s> {
     pub own: &'s [(String, String)],
     /// The client's startup parameters, for pooled connections.
     pub settings: crate::pool::settings::Settings,
+    /// Ends when another session terminates this one (`pg_terminate_backend` of its pid).
+    pub termination: crate::client::cancel::Termination,
 }
 
 pub async fn run(
@@ -42,6 +44,14 @@ pub async fn run(
     );
     exec.catalog = Some(&ctx.catalog);
     exec.key_blocks = Some(&ctx.key_blocks);
+    exec.signals = exec
+        .links
+        .first()
+        .map(|l| crate::client::cancel::Signaller {
+            registry: &ctx.cancel,
+            own_pid: l.client_pid(),
+        });
+    let mut termination = start.termination;
     let version = exec.placement.version;
     for link in exec.links.iter_mut() {
         link.set_placement_version(version);
@@ -95,6 +105,7 @@ pub async fn run(
             // unprompted message waits at most until the client pauses.
             None => tokio::select! {
                 biased;
+                _ = &mut termination => break SessionEnd::Killed,
                 _ = &mut fast_stop => break SessionEnd::Shutdown,
                 _ = &mut any_stop, if idle => break SessionEnd::Shutdown,
                 f = input.read_frame() => f,
@@ -125,6 +136,7 @@ pub async fn run(
                 tokio::select! {
                     _ = ctx.pause.wait() => {}
                     _ = &mut any_stop => break true,
+                    _ = &mut termination => break 'session SessionEnd::Killed,
                 }
             };
             if stopping {
@@ -211,8 +223,10 @@ pub async fn run(
                     ))),
                 }
             });
+            // A session another one terminated runs nothing more, whatever its client sent.
             tokio::select! {
                 biased;
+                _ = &mut termination => Err(SessionEnd::Killed),
                 _ = &mut fast_stop => Err(SessionEnd::Shutdown),
                 r = handled => r,
             }

@@ -233,6 +233,7 @@ pub async fn handle_client(
                 crate::frontend::client_loop::Start {
                     own: &own,
                     settings,
+                    termination: login.registration.termination(),
                 },
                 shutdown,
                 &registered,

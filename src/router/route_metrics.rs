@@ -83,6 +83,7 @@ impl RouteMetrics {
             | Plan::Reject(_)
             | Plan::Unrecognised
             | Plan::Prepared(_)
+            | Plan::Signal { .. }
             | Plan::Cursor(_) => self.proxy.increment(1),
         }
     }

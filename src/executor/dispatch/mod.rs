@@ -249,6 +249,7 @@ impl Exec<'_> {
                 step
             }
             Plan::Admin(cmd) => Ok(self.admin(cmd).await),
+            Plan::Signal { kind, pid, column } => self.signal(kind, pid, &column).await,
             Plan::Txn(cmd) => self.txn_command(cmd).await,
             Plan::Shard { shard, write } => self.single(shard, write, sql).await,
             Plan::Scatter {

@@ -394,6 +394,11 @@ impl Extended {
                         Some(names) => build::row_description_text(&names, &mut exec.out),
                         None => build::empty(b'n', &mut exec.out),
                     },
+                    Plan::Signal { column, .. } => crate::executor::signal::bool_description(
+                        column,
+                        lp.result_formats.first() == Some(&1),
+                        &mut exec.out,
+                    ),
                     Plan::Cursor(CursorCmd::Fetch(f)) if !f.is_move => {
                         match exec.cursor_description(&f.name) {
                             Some(d) => exec.out.extend_from_slice(&d.bytes),

@@ -138,6 +138,9 @@ pub struct Exec<'a> {
     pub key_blocks: Option<&'a super::key_blocks::KeyBlocks>,
     /// The client's input, lent by the client loop while a message runs (see `client_input`).
     pub input: Option<super::client_input::ClientInput>,
+    /// Where `pg_cancel_backend` and `pg_terminate_backend` of the proxy's pids go (see
+    /// `signal`); None answers them as of no session.
+    pub signals: Option<crate::client::cancel::Signaller<'a>>,
     /// Pooling: settings, statement names, pinning (see `pooling`).
     pub pool: state::SessionPool,
     /// The last Query message sent to one shard, its buffer kept for the next (see `single`).
@@ -203,6 +206,7 @@ impl<'a> Exec<'a> {
             sql_statements: std::collections::HashMap::new(),
             input: None,
             key_blocks: None,
+            signals: None,
             cursors: std::collections::HashMap::new(),
             copied_in: false,
             result_formats: Vec::new(),

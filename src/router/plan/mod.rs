@@ -8,7 +8,8 @@
 //!
 //! This file holds the plans and `plan`, which dispatches on the kind of statement; `query`
 //! places reads, `scatter` plans reads of several shards and their merge, `write` plans
-//! writes, `unparsed` what the text alone decides.
+//! writes, `unparsed` what the text alone decides, `signal` the calls that signal a session of
+//! the proxy's.
 
 use super::keys::{keys_in, literal_key, strip, KeySet};
 use super::params::Params;
@@ -25,6 +26,7 @@ use std::ops::ControlFlow;
 
 mod query;
 mod scatter;
+mod signal;
 #[cfg(test)]
 mod tests;
 mod unparsed;
@@ -83,6 +85,13 @@ pub enum Plan {
     /// SQL-level PREPARE / EXECUTE / DEALLOCATE, which the proxy keeps itself (see
     /// `executor::sql_prepare`).
     Prepared(PreparedCmd),
+    /// `pg_cancel_backend` or `pg_terminate_backend` of a pid the proxy minted: the proxy
+    /// signals its own session and answers in a column of this name.
+    Signal {
+        kind: crate::sql::signal_call::SignalKind,
+        pid: i32,
+        column: String,
+    },
     /// Code the proxy cannot read (DO, CALL): on every shard, refused afterwards if it wrote
     /// rows of a sharded table (they would be written on every shard).
     Procedural,
@@ -258,7 +267,9 @@ pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
         return refusal;
     }
     match stmt {
-        Statement::Query(q) => plan_query(q, placement, params),
+        Statement::Query(q) => {
+            signal::signal_plan(q, params).unwrap_or_else(|| plan_query(q, placement, params))
+        }
         Statement::Insert(ins) => plan_insert(ins, placement, params),
         Statement::Update(up) => {
             let TableFactor::Table { name, alias, .. } = &up.table.relation else {

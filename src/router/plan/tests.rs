@@ -412,3 +412,46 @@ fn currval_and_lastval_are_refused_wherever_they_appear() {
         Plan::Reject(_)
     ));
 }
+
+#[test]
+fn signals_of_minted_pids_are_the_proxys_and_never_learned() {
+    let bound = |pid: &str| Params {
+        values: [Some(bytes::Bytes::copy_from_slice(pid.as_bytes()))]
+            .into_iter()
+            .collect(),
+        formats: vec![],
+    };
+    let parsed = |sql: &str| Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
+    let stmt = parsed("select pg_terminate_backend($1)");
+    let (minted, reads) =
+        crate::router::params::recording(|| plan(&stmt[0], &placement(), &bound("5000000")));
+    assert_eq!(
+        minted,
+        Plan::Signal {
+            kind: crate::sql::signal_call::SignalKind::Terminate,
+            pid: 5_000_000,
+            column: "pg_terminate_backend".into()
+        }
+    );
+    assert!(
+        !reads.is_empty(),
+        "the pid was read: the plan is not reused"
+    );
+    // A backend's pid is the shard's to signal, and that planning too read the value.
+    let (real, reads) =
+        crate::router::params::recording(|| plan(&stmt[0], &placement(), &bound("4242")));
+    assert!(matches!(real, Plan::Shard { .. }), "{real:?}");
+    assert_eq!(reads, vec![crate::router::params::Read::Other]);
+    assert!(matches!(
+        plan_sql("select pg_catalog.pg_cancel_backend(4194305) as c"),
+        Plan::Signal { pid: 4194305, ref column, .. } if column == "c"
+    ));
+    assert!(matches!(
+        plan_sql("select pg_cancel_backend(4194304)"),
+        Plan::Shard { .. }
+    ));
+    assert!(matches!(
+        plan_sql("select pg_cancel_backend(pid) from pg_stat_activity"),
+        Plan::Shard { .. }
+    ));
+}
