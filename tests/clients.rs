@@ -457,3 +457,25 @@ async fn drivers_over_a_small_pool(shards: usize) {
         .await;
     assert!(held <= most, "{held} session backends");
 }
+
+/// `pg_cancel_backend` and `pg_terminate_backend` of the pid each connection was given (one the
+/// proxy minted in transaction pooling) reach the proxy's session, with psycopg and asyncpg, on
+/// three unlike shards and through the one-shard relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_cancel_and_terminate_each_other_by_their_pids() {
+    for shards in [3, 1] {
+        let tables =
+            "[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[pool]\nsize = 3\n";
+        let tc = TestCluster::start_unlike(shards, "", tables).await;
+        tc.client()
+            .await
+            .batch_execute(
+                "create table accounts (id bigint primary key, balance int);
+                 insert into accounts select i, i * 10 from generate_series(1, 60) i",
+            )
+            .await
+            .unwrap();
+        let out = python_script("signals.py", &tc.url("app", "secret"), &[]).await;
+        assert!(out.contains("signals ok"), "{shards} shard(s): {out}");
+    }
+}

@@ -1,0 +1,168 @@
+"""pg_cancel_backend and pg_terminate_backend of the pid each connection was given, with psycopg 3
+and asyncpg, in transaction pooling (tests/clients.rs sets SHARDGATE_URL; `accounts` is sharded
+by id and holds ids 1..60). The pid is one the proxy minted, which no shard knows: the proxy
+must signal its own session, as PostgreSQL signals a backend. Prints "signals ok".
+"""
+import asyncio
+import faulthandler
+faulthandler.dump_traceback_later(120, exit=True)
+import os
+import threading
+import time
+
+import asyncpg
+import psycopg
+from psycopg import errors
+
+URL = os.environ["SHARDGATE_URL"]
+
+
+def connect(**kw):
+    return psycopg.connect(URL, autocommit=True, **kw)
+
+
+def expect_broken(conn, what):
+    try:
+        conn.execute("select 1")
+    except psycopg.OperationalError as e:
+        assert "terminating connection due to administrator command" in str(e), (what, e)
+        assert conn.broken, what
+        return
+    raise AssertionError(f"{what}: the connection still works")
+
+
+def terminations():
+    killer = connect()
+    # Server-side binding: a Bind carries the pid.
+    victim = connect()
+    pid = victim.info.backend_pid
+    assert pid > 1 << 22, pid
+    assert killer.execute("select pg_terminate_backend(%s)", [pid]).fetchone() == (True,)
+    expect_broken(victim, "terminated through a parameter")
+    # The pid now names no session: PostgreSQL's answer for a pid that is no backend's.
+    notices = []
+    killer.add_notice_handler(lambda d: notices.append((d.severity_nonlocalized, d.message_primary)))
+    assert killer.execute("select pg_terminate_backend(%s)", [pid]).fetchone() == (False,)
+    assert notices == [("WARNING", f"PID {pid} is not a PostgreSQL backend process")], notices
+
+    # A literal, through the simple protocol, with an alias.
+    victim = connect()
+    cur = psycopg.ClientCursor(killer)
+    cur.execute(f"select pg_terminate_backend({victim.info.backend_pid}) as gone")
+    assert cur.description[0].name == "gone", cur.description
+    assert cur.fetchone() == (True,)
+    expect_broken(victim, "terminated through a literal")
+
+    # A named prepared statement, with the pid in binary.
+    victim = connect()
+    row = killer.execute(
+        "select pg_terminate_backend(%b::int)", [victim.info.backend_pid], prepare=True
+    ).fetchone()
+    assert row == (True,), row
+    expect_broken(victim, "terminated through a prepared statement")
+
+    # A session terminated inside a transaction: what it wrote is rolled back.
+    victim = connect()
+    victim.execute("begin")
+    victim.execute("update accounts set balance = -1 where id in (1, 2, 3)")
+    assert killer.execute("select pg_terminate_backend(%s)", [victim.info.backend_pid]).fetchone() == (True,)
+    expect_broken(victim, "terminated in a transaction")
+    rows = killer.execute("select count(*) from accounts where balance < 0").fetchone()
+    assert rows == (0,), rows
+
+    # Its own pid ends the session, as PostgreSQL ends its own backend.
+    me = connect()
+    try:
+        me.execute("select pg_terminate_backend(%s)", [me.info.backend_pid])
+        raise AssertionError("a session that terminated itself went on")
+    except psycopg.OperationalError as e:
+        assert "administrator command" in str(e), e
+    assert me.broken
+    killer.close()
+
+
+def cancels():
+    canceller = connect()
+    sleeper = connect()
+    outcome = []
+
+    def sleep():
+        try:
+            sleeper.execute("select pg_sleep(30) from accounts where id = 7")
+            outcome.append("not cancelled")
+        except errors.QueryCanceled as e:
+            outcome.append(e.sqlstate)
+
+    t = threading.Thread(target=sleep)
+    t.start()
+    # Until the sleep runs, the cancel reaches nothing (PostgreSQL's answer is still true).
+    deadline = time.time() + 20
+    while t.is_alive() and time.time() < deadline:
+        assert canceller.execute(
+            "select pg_cancel_backend(%s)", [sleeper.info.backend_pid]
+        ).fetchone() == (True,)
+        t.join(0.3)
+    t.join()
+    assert outcome == ["57014"], outcome
+    # The cancelled session goes on.
+    assert sleeper.execute("select balance from accounts where id = 7").fetchone() == (70,)
+
+    # Its own pid cancels the statement that asks; in a transaction the transaction fails.
+    try:
+        sleeper.execute("select pg_cancel_backend(%s)", [sleeper.info.backend_pid])
+        raise AssertionError("a session that cancelled itself got an answer")
+    except errors.QueryCanceled:
+        pass
+    with sleeper.transaction():
+        sleeper.execute("select balance from accounts where id = 8")
+        try:
+            sleeper.execute("select pg_cancel_backend(%s)", [sleeper.info.backend_pid])
+            raise AssertionError("no cancel")
+        except errors.QueryCanceled:
+            pass
+        try:
+            sleeper.execute("select 1")
+            raise AssertionError("the transaction went on after its statement was cancelled")
+        except errors.InFailedSqlTransaction:
+            pass
+        raise psycopg.Rollback()
+    assert sleeper.execute("select 2").fetchone() == (2,)
+    canceller.close()
+    sleeper.close()
+
+
+async def with_asyncpg():
+    killer = await asyncpg.connect(URL)
+    victim = await asyncpg.connect(URL)
+    try:
+        pid = victim.get_server_pid()
+        assert await killer.fetchval("select pg_terminate_backend($1)", pid) is True
+        # The signal is sent when the answer comes, and the connection closes soon after, as
+        # with PostgreSQL: a driver sees it closed once its event loop has read that.
+        await asyncio.sleep(0.5)
+        assert victim.is_closed(), "asyncpg: the terminated connection is still open"
+        try:
+            await victim.fetchval("select 1")
+            raise AssertionError("asyncpg: the terminated connection still works")
+        except asyncpg.exceptions.InterfaceError:
+            pass
+        assert await killer.fetchval("select pg_terminate_backend($1)", pid) is False
+        # A pool replaces a connection another session terminated.
+        pool = await asyncpg.create_pool(URL, min_size=2, max_size=2)
+        async with pool.acquire() as c:
+            pid = c.get_server_pid()
+        assert await killer.fetchval("select pg_terminate_backend($1)", pid) is True
+        await asyncio.sleep(0.5)
+        for _ in range(4):
+            async with pool.acquire() as c:
+                assert await c.fetchval("select balance from accounts where id = $1", 9) == 90
+        await pool.close()
+    finally:
+        await killer.close()
+        victim.terminate()
+
+
+terminations()
+cancels()
+asyncio.run(with_asyncpg())
+print("signals ok")
