@@ -190,6 +190,14 @@ impl CancelRegistry {
         }
     }
 
+    /// Whether a live session has proxy pid `pid`.
+    pub fn is_live(&self, pid: i32) -> bool {
+        self.inner
+            .lock()
+            .expect("cancel registry poisoned")
+            .contains_key(&pid)
+    }
+
     /// `kind` of the session with proxy pid `pid`, asked by the session with pid `from`. The
     /// shards log every client in as one role, so any session may signal any other, as
     /// PostgreSQL lets a role signal its own backends.

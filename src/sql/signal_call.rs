@@ -5,7 +5,8 @@
 //! lost connection) means its session at the proxy. The one-shard relay reads no SQL beyond a
 //! few words, so it recognises these calls by their text: the whole statement is the one call,
 //! its argument an integer literal or a parameter (`$1`), optionally cast to `int`, and an
-//! alias after `AS`. Anything else is left to the shard, as before.
+//! alias after `AS`, in a text of at most `LONGEST_CALL` bytes. Anything else is left to the
+//! shard, as before.
 
 /// `pg_cancel_backend` or `pg_terminate_backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,8 +67,15 @@ impl SignalCall {
     }
 }
 
+/// The longest text read for a call: a call with comments around it beyond this is left to the
+/// shard, and a Query of any length costs no more than this to look at.
+pub const LONGEST_CALL: usize = 1024;
+
 /// The call `text` is, if it is nothing but one.
 pub fn parse(text: &str) -> Option<SignalCall> {
+    if text.len() > LONGEST_CALL {
+        return None;
+    }
     let mut s = Scanner(super::without_leading_comments(text).trim_start());
     // Nearly every statement fails here, after a few bytes.
     s.keyword("select")?;

@@ -70,6 +70,19 @@ def terminations():
     rows = killer.execute("select count(*) from accounts where balance < 0").fetchone()
     assert rows == (0,), rows
 
+    # After an error earlier in a pipeline, PostgreSQL skips the call: nobody is signalled.
+    victim = connect()
+    try:
+        with killer.pipeline():
+            killer.execute("select 1 / 0")
+            killer.execute("select pg_terminate_backend(%s)", [victim.info.backend_pid])
+        raise AssertionError("the pipeline did not fail")
+    except errors.DivisionByZero:
+        pass
+    assert victim.execute("select 3").fetchone() == (3,)
+    assert killer.execute("select pg_terminate_backend(%s)", [victim.info.backend_pid]).fetchone() == (True,)
+    expect_broken(victim, "terminated after the pipeline")
+
     # Its own pid ends the session, as PostgreSQL ends its own backend.
     me = connect()
     try:

@@ -322,8 +322,9 @@ impl Relay<'_> {
                         b'Q' | b'P' | b'B' | b'C' => self.signals.instead(frame),
                         _ => None,
                     };
-                    let replaced = instead.and_then(|sql| {
-                        self.tracker.on_client_instead(frame, &sql, &mut rewritten)
+                    let replaced = instead.and_then(|i| {
+                        self.tracker
+                            .on_client_instead(frame, &i.sql, i.due, &mut rewritten)
                     });
                     let translated = match replaced {
                         Some(()) => Translated::Rewritten,
@@ -440,6 +441,11 @@ impl Relay<'_> {
         }
         out.extend_from_slice(&buf[..ready]);
         buf.advance(ready);
+        if let Some(due) = self.tracker.take_signals_due() {
+            for (pid, kind) in due {
+                self.signals.deliver(pid, kind);
+            }
+        }
         if release {
             self.release();
         }

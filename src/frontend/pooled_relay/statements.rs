@@ -50,6 +50,10 @@ pub enum Expect {
     /// An answer with this tag to a message the proxy sent for itself, under names of its
     /// own (see `own_statement`): dropped.
     Own(u8),
+    /// The ParseComplete of the proxy's statement that answers a signal to session `pid` (see
+    /// `instead_of_bind`): dropped, and the signal is due. An error earlier in the batch skips
+    /// the Parse, and then, as PostgreSQL would, the signal.
+    OwnSignal(i32, crate::sql::signal_call::SignalKind),
 }
 
 impl Expect {

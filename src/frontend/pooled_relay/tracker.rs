@@ -23,6 +23,7 @@ use crate::pool::pins;
 use crate::pool::sequences;
 use crate::pool::settings::{self, Change, Settings};
 use crate::sql::builtin_types::oid_of;
+use crate::sql::signal_call::SignalKind;
 use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -104,6 +105,9 @@ pub struct Tracker {
     /// A statement of the proxy's own was sent and its request is not over: only then can
     /// an answer be its (checked on every ParseComplete, BindComplete and CommandComplete).
     own_sent: bool,
+    /// Signals to other sessions whose statement's ParseComplete came (see `Expect::OwnSignal`),
+    /// for the relay to deliver.
+    signals_due: Vec<(i32, SignalKind)>,
     /// The answered request's `expects`, emptied, for the next request to fill: most
     /// extended batches expect something, and a new list for each was an allocation per batch.
     spare_expects: VecDeque<Expect>,
@@ -128,6 +132,7 @@ impl Tracker {
             expect: Vec::new(),
             sequences_read: false,
             own_sent: false,
+            signals_due: Vec::new(),
         }
     }
 
@@ -229,9 +234,15 @@ impl Tracker {
     }
 
     /// A Query or Bind the proxy answers with a statement of its own, `sql`, sent in its place
-    /// (see `signals`). None, with nothing written, when the Bind cannot be read: it then goes
-    /// as any other.
-    pub fn on_client_instead(&mut self, frame: &[u8], sql: &str, out: &mut BytesMut) -> Option<()> {
+    /// (see `signals`); a Bind's `due` signal goes once the statement's Parse ran. None, with
+    /// nothing written, when the Bind cannot be read: it then goes as any other.
+    pub fn on_client_instead(
+        &mut self,
+        frame: &[u8],
+        sql: &str,
+        due: Option<(i32, SignalKind)>,
+        out: &mut BytesMut,
+    ) -> Option<()> {
         if frame[0] == b'Q' {
             crate::protocol::build::query(sql, out);
             self.awaiting.push_back(Request {
@@ -242,7 +253,7 @@ impl Tracker {
         }
         let mut expect = std::mem::take(&mut self.expect);
         expect.clear();
-        let replaced = RelayStatements::instead_of_bind(frame, sql, out, &mut expect);
+        let replaced = RelayStatements::instead_of_bind(frame, sql, due, out, &mut expect);
         if replaced.is_some() {
             self.unsynced = true;
             self.own_sent = true;
@@ -250,6 +261,11 @@ impl Tracker {
         }
         self.expect = expect;
         replaced
+    }
+
+    /// The signals due since the last call (see `Expect::OwnSignal`).
+    pub fn take_signals_due(&mut self) -> Option<Vec<(i32, SignalKind)>> {
+        (!self.signals_due.is_empty()).then(|| std::mem::take(&mut self.signals_due))
     }
 
     /// The start of a message the relay passes without reading it.

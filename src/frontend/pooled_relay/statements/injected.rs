@@ -3,6 +3,7 @@
 //! dropped or replaced rather than shown to the client.
 
 use super::{cstr_bytes, put_frame, Expect, RelayStatements};
+use crate::sql::signal_call::SignalKind;
 use bytes::{BufMut, BytesMut};
 
 /// PostgreSQL's refusal of a statement whose result columns changed, raised on the shard so
@@ -62,10 +63,12 @@ impl RelayStatements {
     /// In place of the client's Bind `frame`, the same portal bound to `sql` (no parameters,
     /// the client's result formats) under a statement name of the proxy's, closed again at
     /// once: the portal outlives its statement, and the client's statements stay as they were.
-    /// None when the Bind does not hold together.
+    /// `due` is the signal the statement's ParseComplete sets off. None when the Bind does not
+    /// hold together.
     pub fn instead_of_bind(
         frame: &[u8],
         sql: &str,
+        due: Option<(i32, SignalKind)>,
         out: &mut BytesMut,
         expect: &mut Vec<Expect>,
     ) -> Option<()> {
@@ -104,7 +107,11 @@ impl RelayStatements {
         msg.put_u8(b'S');
         msg.put_slice(NAME);
         put_frame(b'C', &msg, out);
-        expect.extend([Expect::Own(b'1'), Expect::Own(b'3')]);
+        expect.push(match due {
+            Some((pid, kind)) => Expect::OwnSignal(pid, kind),
+            None => Expect::Own(b'1'),
+        });
+        expect.push(Expect::Own(b'3'));
         Some(())
     }
 }

@@ -426,12 +426,18 @@ fn a_signal_bind_becomes_the_same_portal_of_the_proxys_statement() {
     body.extend_from_slice(b"5000000\0\x01\0\x01");
     let bind = frame(b'B', &body);
     let (mut out, mut expect) = (BytesMut::new(), Vec::new());
-    RelayStatements::instead_of_bind(&bind, "SELECT true AS x", &mut out, &mut expect).unwrap();
+    let cancel = crate::sql::signal_call::SignalKind::Cancel;
+    let due = Some((5_000_000, cancel));
+    RelayStatements::instead_of_bind(&bind, "SELECT true AS x", due, &mut out, &mut expect)
+        .unwrap();
     assert_eq!(
         named(&out),
         ["shardgate_signal", "shardgate_signal", "shardgate_signal"]
     );
-    assert_eq!(expect, [Expect::Own(b'1'), Expect::Own(b'3')]);
+    assert_eq!(
+        expect,
+        [Expect::OwnSignal(5_000_000, cancel), Expect::Own(b'3')]
+    );
     let tags: Vec<u8> = {
         let (mut tags, mut rest) = (Vec::new(), &out[..]);
         while !rest.is_empty() {
@@ -450,6 +456,8 @@ fn a_signal_bind_becomes_the_same_portal_of_the_proxys_statement() {
     // A Bind cut short is left as it came.
     let (mut out, mut expect) = (BytesMut::new(), Vec::new());
     let short = frame(b'B', b"p\0s\0\0\x01");
-    assert!(RelayStatements::instead_of_bind(&short, "SELECT 1", &mut out, &mut expect).is_none());
+    assert!(
+        RelayStatements::instead_of_bind(&short, "SELECT 1", None, &mut out, &mut expect).is_none()
+    );
     assert!(out.is_empty() && expect.is_empty());
 }

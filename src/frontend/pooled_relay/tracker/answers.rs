@@ -65,13 +65,20 @@ impl Tracker {
             return false;
         }
         let request = self.answering();
-        if request.expects.front() == Some(&Expect::Own(tag)) {
-            request.expects.pop_front();
-            // The proxy's only statement of its own that completes is its DISCARD SEQUENCES.
-            request.discarded |= tag == b'C';
-            return true;
+        match request.expects.front() {
+            Some(Expect::Own(t)) if *t == tag => {
+                request.expects.pop_front();
+                // The proxy's only statement of its own that completes is its DISCARD SEQUENCES.
+                request.discarded |= tag == b'C';
+                true
+            }
+            Some(&Expect::OwnSignal(pid, kind)) if tag == b'1' => {
+                request.expects.pop_front();
+                self.signals_due.push((pid, kind));
+                true
+            }
+            _ => false,
         }
-        false
     }
 
     /// A BindComplete arrived; true when it answers the proxy's own Bind.
