@@ -46,11 +46,23 @@ pub enum Arg {
 pub struct SignalCall {
     pub kind: SignalKind,
     pub arg: Arg,
+    /// The argument is cast to `int` (so a parameter may be declared of any type that casts).
+    pub cast: bool,
     /// The result column's name.
     pub column: String,
 }
 
 impl SignalCall {
+    /// Whether a parameter declared of type `oid` (0: left to the server) makes the call valid,
+    /// as PostgreSQL resolves it: `int` as it is, or any of the common types cast to `int`.
+    pub fn takes_param_type(&self, oid: u32) -> bool {
+        const UNSPECIFIED: u32 = 0;
+        const INT2: u32 = 21;
+        const INT4: u32 = 23;
+        const CASTABLE: [u32; 5] = [20, 25, 705, 1043, 1700]; // int8 text unknown varchar numeric
+        matches!(oid, UNSPECIFIED | INT2 | INT4) || (self.cast && CASTABLE.contains(&oid))
+    }
+
     /// The statement a shard runs for the proxy's answer: `true` for a signal delivered, or,
     /// for the caller's own pid, the same call of the backend serving it, which cancels the
     /// statement or ends the connection exactly as PostgreSQL does.
@@ -94,7 +106,8 @@ pub fn parse(text: &str) -> Option<SignalCall> {
         let n: i64 = s.digits()?.parse().ok()?;
         Arg::Pid(if minus { -n } else { n })
     };
-    if s.symbol("::").is_some() {
+    let cast = s.symbol("::").is_some();
+    if cast {
         let ty = s.word()?;
         if !["int", "int4", "integer"]
             .iter()
@@ -122,7 +135,12 @@ pub fn parse(text: &str) -> Option<SignalCall> {
     if s.symbol(";").is_some() {
         s.space();
     }
-    s.0.is_empty().then_some(SignalCall { kind, arg, column })
+    s.0.is_empty().then_some(SignalCall {
+        kind,
+        arg,
+        cast,
+        column,
+    })
 }
 
 fn strip_prefix_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
@@ -199,6 +217,7 @@ mod tests {
         Some(SignalCall {
             kind,
             arg,
+            cast: false,
             column: column.to_string(),
         })
     }
@@ -218,7 +237,10 @@ mod tests {
         );
         assert_eq!(
             parse("  select Pg_Terminate_Backend( $1::int );  "),
-            call(Terminate, Param(1), t)
+            Some(SignalCall {
+                cast: true,
+                ..call(Terminate, Param(1), t).unwrap()
+            })
         );
         assert_eq!(
             parse("/* pool check */ select pg_catalog.pg_cancel_backend(12) as Done;"),

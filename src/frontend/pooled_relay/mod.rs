@@ -319,7 +319,9 @@ impl Relay<'_> {
                     rewritten.clear();
                     let frame = &buf[ready..ready + len];
                     let instead = match tag {
-                        b'Q' | b'P' | b'B' | b'C' => self.signals.instead(frame),
+                        b'Q' | b'P' | b'B' | b'C' => {
+                            self.signals.instead(frame, &self.tracker.statements)
+                        }
                         _ => None,
                     };
                     let replaced = instead.and_then(|i| {

@@ -413,6 +413,12 @@ impl RelayStatements {
 
     /// The session's name on the shards for SQL DEALLOCATE of `client`, and whether
     /// connection `conn` holds it; the statement is forgotten.
+    /// The SQL text of the client's live statement `client`, as its Parse gave it.
+    pub fn text_of(&self, client: &str) -> Option<&[u8]> {
+        let parse = &self.by_client.get(client)?.parse;
+        Some(super::statement_text::parse_text_bytes(parse.get(5..)?))
+    }
+
     /// The client's statement `client`: its name on the shards, and whether connection `conn`
     /// holds it.
     pub fn located(&self, client: &str, conn: u64) -> Option<(Box<str>, bool)> {
