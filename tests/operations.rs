@@ -575,6 +575,10 @@ async fn the_admin_console_answers_its_commands_and_only_admins() {
         clients.contains("|trustuser|") && clients.contains("|in transaction|"),
         "{clients}"
     );
+    // The pid the session was given, which pg_terminate_backend takes.
+    let busy_line = clients.lines().find(|l| l.contains("|in transaction|"));
+    let pid = busy_line.and_then(|l| l.rsplit('|').next()?.parse::<i32>().ok());
+    assert!(pid.is_some_and(|p| p > 0), "{clients}");
     let pools = show(port, "SHOW POOLS");
     assert!(
         pools

@@ -49,6 +49,8 @@ pub struct Client {
     pub tls: bool,
     /// The shards it holds a connection to.
     pub shards: usize,
+    /// The pid in its BackendKeyData, which `pg_cancel_backend` and `pg_terminate_backend` take.
+    pub pid: i32,
     pub connected_at: SystemTime,
     state: AtomicU8,
     /// Milliseconds after `started` when the current transaction began (0: none).
@@ -78,7 +80,14 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub fn register(&self, user: &str, peer: SocketAddr, tls: bool, shards: usize) -> Registered {
+    pub fn register(
+        &self,
+        user: &str,
+        peer: SocketAddr,
+        tls: bool,
+        shards: usize,
+        pid: i32,
+    ) -> Registered {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let client = Arc::new(Client {
             id,
@@ -86,6 +95,7 @@ impl Clients {
             peer,
             tls,
             shards,
+            pid,
             connected_at: SystemTime::now(),
             state: AtomicU8::new(State::Idle as u8),
             txn_since_ms: AtomicU64::new(0),
@@ -151,8 +161,8 @@ mod tests {
     fn sessions_come_and_go_and_report_their_state() {
         let clients = Clients::default();
         let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let a = clients.register("app", peer, false, 3);
-        let b = clients.register("ops", peer, true, 3);
+        let a = clients.register("app", peer, false, 3, 5_000_001);
+        let b = clients.register("ops", peer, true, 3, 5_000_002);
         assert_eq!(clients.list().len(), 2);
         assert_eq!(clients.busy(), 0);
         a.set(State::InTransaction);

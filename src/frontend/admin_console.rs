@@ -269,6 +269,7 @@ fn clients(ctx: &ProxyContext) -> Rows {
                 since,
                 Some(seconds_since(c.connected_at)),
                 Some(c.shards.to_string()),
+                Some(c.pid.to_string()),
             ]
         })
         .collect();
@@ -282,6 +283,7 @@ fn clients(ctx: &ProxyContext) -> Rows {
             "transaction_secs",
             "connected_secs",
             "shards",
+            "pid",
         ],
         rows,
     )

@@ -177,7 +177,9 @@ pub async fn handle_client(
         }
         info!(%peer, user = %logged_user, shards = 1, "client connected");
         let _connected = m::ClientGauge::enter();
-        let registered = ctx.clients.register(&user, peer, socket.is_tls(), 1);
+        let registered =
+            ctx.clients
+                .register(&user, peer, socket.is_tls(), 1, registration.key.pid);
         let key = conn.key;
         let (stream, lease) = conn.into_parts();
         let end = session::run(&ctx, socket, stream, 0, key, shutdown, &registered).await;
@@ -201,9 +203,13 @@ pub async fn handle_client(
         }
         info!(%peer, user = %logged_user, shards = login.links.len(), "client connected");
         let _connected = m::ClientGauge::enter();
-        let registered = ctx
-            .clients
-            .register(&user, peer, socket.is_tls(), login.links.len());
+        let registered = ctx.clients.register(
+            &user,
+            peer,
+            socket.is_tls(),
+            login.links.len(),
+            login.registration.key.pid,
+        );
         // The user's own default first, so that a startup option can still change it.
         let own: Vec<(String, String)> = ctx
             .live
