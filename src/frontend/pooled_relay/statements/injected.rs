@@ -16,12 +16,7 @@ impl RelayStatements {
     /// of the client's message; `expect` gets what their answers hold.
     pub fn refusal(out: &mut BytesMut, expect: &mut Vec<Expect>) {
         // Unnamed: the client's unnamed statement is replaced, as any Parse of it would.
-        let mut parse = BytesMut::new();
-        parse.put_u8(0);
-        parse.put_slice(REFUSAL.as_bytes());
-        parse.put_u8(0);
-        parse.put_i16(0);
-        put_frame(b'P', &parse, out);
+        put_parse(b"\0", REFUSAL, out);
         put_frame(b'B', &[0, 0, 0, 0, 0, 0, 0, 0], out);
         put_frame(b'E', &[0, 0, 0, 0, 0], out);
         expect.extend([
@@ -36,13 +31,8 @@ impl RelayStatements {
     /// were. `sql` takes no parameters and returns no rows.
     pub fn own_statement(sql: &str, out: &mut BytesMut, expect: &mut Vec<Expect>) {
         const NAME: &[u8] = b"shardgate_own\0";
+        put_parse(NAME, sql, out);
         let mut body = BytesMut::new();
-        body.put_slice(NAME);
-        body.put_slice(sql.as_bytes());
-        body.put_u8(0);
-        body.put_i16(0);
-        put_frame(b'P', &body, out);
-        body.clear();
         body.put_slice(NAME);
         body.put_slice(NAME);
         body.put_slice(&[0; 6]);
@@ -89,13 +79,8 @@ impl RelayStatements {
             at += 4 + len.max(0) as usize;
         }
         let results = body.get(at..)?;
+        put_parse(NAME, sql, out);
         let mut msg = BytesMut::new();
-        msg.put_slice(NAME);
-        msg.put_slice(sql.as_bytes());
-        msg.put_u8(0);
-        msg.put_i16(0);
-        put_frame(b'P', &msg, out);
-        msg.clear();
         msg.put_slice(portal);
         msg.put_u8(0);
         msg.put_slice(NAME);
@@ -114,4 +99,14 @@ impl RelayStatements {
         expect.push(Expect::Own(b'3'));
         Some(())
     }
+}
+
+/// A Parse of `sql` under `name` (NUL-terminated), declaring no parameter types.
+fn put_parse(name: &[u8], sql: &str, out: &mut BytesMut) {
+    let mut body = BytesMut::with_capacity(name.len() + sql.len() + 3);
+    body.put_slice(name);
+    body.put_slice(sql.as_bytes());
+    body.put_u8(0);
+    body.put_i16(0);
+    put_frame(b'P', &body, out);
 }
