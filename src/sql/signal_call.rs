@@ -205,8 +205,10 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// A character of an unquoted identifier, as PostgreSQL's scanner reads one: every
+/// non-ASCII character counts as a letter.
 fn is_word_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_' || c == '$'
+    c.is_ascii_alphanumeric() || c == '_' || c == '$' || !c.is_ascii()
 }
 
 #[cfg(test)]
@@ -272,6 +274,32 @@ mod tests {
         ] {
             assert_eq!(parse(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn any_cut_or_damage_of_a_call_is_read_without_panicking() {
+        let samples = [
+            "/* x */ SELECT pg_catalog.pg_terminate_backend( $12::integer ) AS gone ;",
+            "select pg_cancel_backend(-4194305)",
+            "select pg_cancel_backend(1) as ünïcode",
+        ];
+        for text in samples {
+            assert!(parse(text).is_some(), "{text}");
+            for (at, _) in text.char_indices() {
+                let _ = parse(&text[..at]);
+                let _ = parse(&text[at..]);
+                let mut damaged = text.to_string();
+                damaged.replace_range(at..at + text[at..].chars().next().unwrap().len_utf8(), "é");
+                let _ = parse(&damaged);
+            }
+        }
+        assert_eq!(
+            parse(&format!(
+                "select pg_cancel_backend(1) as {}",
+                "a".repeat(2000)
+            )),
+            None
+        );
     }
 
     #[test]
