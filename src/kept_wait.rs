@@ -52,6 +52,13 @@ impl<T, F: Future + Unpin> KeptWait<T, F> {
         Pin::new(&mut self.wait).poll(cx)
     }
 
+    /// Whether the channel moved since the wait was last polled: one atomic load, for a loop
+    /// that must see a change before it does anything else, but polls the wait itself only
+    /// where it waits.
+    pub fn moved(&self) -> bool {
+        matches!(self.probe.has_changed(), Ok(true))
+    }
+
     /// Puts a new wait in place of one that ended; its first poll registers it.
     pub fn renew(&mut self, wait: F) {
         self.wait = wait;

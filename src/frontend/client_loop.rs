@@ -105,7 +105,6 @@ pub async fn run(
             // unprompted message waits at most until the client pauses.
             None => tokio::select! {
                 biased;
-                _ = &mut termination => break SessionEnd::Killed,
                 _ = &mut fast_stop => break SessionEnd::Shutdown,
                 _ = &mut any_stop, if idle => break SessionEnd::Shutdown,
                 f = input.read_frame() => f,
@@ -115,6 +114,7 @@ pub async fn run(
                         Err(stop) => break ended(stop),
                     }
                 }
+                _ = &mut termination => break SessionEnd::Killed,
             },
         };
         let frame = match frame {
@@ -181,6 +181,11 @@ pub async fn run(
         if let Err(stop) = exec.take_all_for_transaction().await {
             break ended(stop);
         }
+        // A session another one terminated runs nothing more, whatever its client sent (one
+        // atomic load; the waits below wake an idle session and stop a running statement).
+        if termination.moved() {
+            break SessionEnd::Killed;
+        }
         // Lent for the message (COPY FROM STDIN reads the client's data mid-statement).
         exec.input = Some(input);
         // A fast stop ends the session even in the middle of a statement.
@@ -223,12 +228,11 @@ pub async fn run(
                     ))),
                 }
             });
-            // A session another one terminated runs nothing more, whatever its client sent.
             tokio::select! {
                 biased;
-                _ = &mut termination => Err(SessionEnd::Killed),
                 _ = &mut fast_stop => Err(SessionEnd::Shutdown),
                 r = handled => r,
+                _ = &mut termination => Err(SessionEnd::Killed),
             }
         };
         let result = match handled {

@@ -83,9 +83,41 @@ impl SignalCall {
 /// shard, and a Query of any length costs no more than this to look at.
 pub const LONGEST_CALL: usize = 1024;
 
+/// False when `text` is certainly no call: after any ASCII whitespace it does not start with
+/// `select` and a name beginning `pg_` (a comment first still may be one). A few byte
+/// comparisons, so that every Query and Parse can be looked at.
+pub fn may_be_call(text: &[u8]) -> bool {
+    fn skip_space(text: &[u8]) -> &[u8] {
+        let at = text
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(text.len());
+        &text[at..]
+    }
+    fn starts_ci(text: &[u8], word: &[u8]) -> bool {
+        text.len() >= word.len() && text[..word.len()].eq_ignore_ascii_case(word)
+    }
+    // Nearly every text starts with its first keyword: told by its first byte.
+    let text = match text.first() {
+        Some(b's' | b'S') => text,
+        Some(b'/' | b'-') => return true,
+        Some(b) if b.is_ascii_whitespace() => skip_space(text),
+        _ => return false,
+    };
+    if matches!(text.first(), Some(b'/' | b'-')) {
+        return true;
+    }
+    if !starts_ci(text, b"select") {
+        return false;
+    }
+    let rest = &text[6..];
+    let name = skip_space(rest);
+    name.len() < rest.len() && starts_ci(name, b"pg_")
+}
+
 /// The call `text` is, if it is nothing but one.
 pub fn parse(text: &str) -> Option<SignalCall> {
-    if text.len() > LONGEST_CALL {
+    if text.len() > LONGEST_CALL || !may_be_call(text.as_bytes()) {
         return None;
     }
     let mut s = Scanner(super::without_leading_comments(text).trim_start());
@@ -273,6 +305,29 @@ mod tests {
             "select my.pg_terminate_backend(1)",
         ] {
             assert_eq!(parse(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_quick_look_never_turns_a_call_away() {
+        for text in [
+            "select pg_terminate_backend(1)",
+            " \n SELECT\tPG_CANCEL_BACKEND($1)",
+            "/* c */ select pg_cancel_backend(1)",
+            "-- c\nselect pg_cancel_backend(1)",
+            "select pg_catalog.pg_cancel_backend(1)",
+        ] {
+            assert!(may_be_call(text.as_bytes()), "{text}");
+            assert!(parse(text).is_some(), "{text}");
+        }
+        for text in [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+            "selectpg_cancel_backend(1)",
+            "select",
+            "",
+            "update t set x = 1",
+        ] {
+            assert!(!may_be_call(text.as_bytes()), "{text}");
         }
     }
 

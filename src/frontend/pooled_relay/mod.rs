@@ -134,6 +134,11 @@ pub async fn run(
     let draining = crate::shutdown::ends_when(&mut shutdown, || idle.load(Ordering::Relaxed));
     tokio::pin!(draining);
     let outcome = loop {
+        // A session another one terminated runs nothing more, whatever its client sent: looked
+        // at first in every round (one atomic load); the wait below only wakes an idle loop.
+        if termination.moved() {
+            break SessionEnd::Killed;
+        }
         if relay.wants_connection() {
             if relay.client_scanner.at_boundary() && relay.from_client.first() == Some(&b'X') {
                 break SessionEnd::Terminated;
@@ -192,8 +197,6 @@ pub async fn run(
         let held = shard_rx.is_some();
         tokio::select! {
             biased;
-            // First: a session terminated by another must not run what its client sends next.
-            _ = &mut *termination => break SessionEnd::Killed,
             sent = write_some(shard_tx, &r.to_shard), if held && !r.to_shard.is_empty() => match sent {
                 Ok(n) => r.to_shard.advance(n),
                 Err(_) => break SessionEnd::ShardGone(metrics.shard.clone()),
@@ -225,6 +228,7 @@ pub async fn run(
                 _ => break SessionEnd::ClientGone,
             },
             _ = &mut draining => break SessionEnd::Shutdown,
+            _ = &mut *termination => break SessionEnd::Killed,
         }
     };
     relay.finish(outcome, &mut client_tx).await

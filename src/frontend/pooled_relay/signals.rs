@@ -40,7 +40,9 @@ impl<'a> Signals<'a> {
     pub fn instead(&mut self, frame: &[u8], statements: &RelayStatements) -> Option<Instead> {
         let body = &frame[5..];
         match frame[0] {
-            b'Q' if body.len() <= signal_call::LONGEST_CALL + 1 => {
+            b'Q' if body.len() <= signal_call::LONGEST_CALL + 1
+                && signal_call::may_be_call(body) =>
+            {
                 let text = std::str::from_utf8(body.strip_suffix(b"\0")?).ok()?;
                 let call = signal_call::parse(text)?;
                 let Arg::Pid(pid) = call.arg else {
@@ -98,11 +100,16 @@ impl<'a> Signals<'a> {
 
     /// A Parse: its statement is, or is no longer, a call with a parameter for its pid.
     fn note_parse(&mut self, body: &[u8]) {
+        let text = parse_text_bytes(body);
+        let may_be = text.len() <= signal_call::LONGEST_CALL && signal_call::may_be_call(text);
+        // Nearly every Parse: no call, and no name that was one.
+        if !may_be && self.prepared.is_empty() {
+            return;
+        }
         let Some(name) = cstr(body) else {
             return;
         };
-        let text = parse_text_bytes(body);
-        let call = (text.len() <= signal_call::LONGEST_CALL)
+        let call = may_be
             .then(|| std::str::from_utf8(text).ok())
             .flatten()
             .and_then(signal_call::parse)
