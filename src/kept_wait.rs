@@ -125,6 +125,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn moved_tells_a_change_the_wait_has_not_been_polled_for() {
+        let (tx, rx) = watch::channel(false);
+        let polls = Arc::new(AtomicUsize::new(0));
+        let mut kept = KeptWait::new(rx.clone(), counted(rx, polls));
+        assert!(!kept.moved(), "nothing sent yet");
+        assert!(poll_once(&mut kept).await.is_pending());
+        tx.send(true).unwrap();
+        assert!(kept.moved(), "seen without polling the wait");
+        assert!(kept.moved(), "and looking does not mark it seen");
+        assert!(poll_once(&mut kept).await.is_ready());
+    }
+
+    #[tokio::test]
     async fn a_change_wakes_the_task_that_polled_last() {
         let (tx, rx) = watch::channel(false);
         let polls = Arc::new(AtomicUsize::new(0));
