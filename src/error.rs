@@ -16,6 +16,7 @@ pub mod sqlstate {
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     pub const QUERY_CANCELED: &str = "57014";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 }

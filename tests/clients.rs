@@ -460,12 +460,14 @@ async fn drivers_over_a_small_pool(shards: usize) {
 
 /// `pg_cancel_backend` and `pg_terminate_backend` of the pid each connection was given (one the
 /// proxy minted in transaction pooling) reach the proxy's session, with psycopg and asyncpg, on
-/// three unlike shards and through the one-shard relay.
+/// three unlike shards and through the one-shard relay, when the caller is the same user or an
+/// admin; another user is refused (42501).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drivers_cancel_and_terminate_each_other_by_their_pids() {
     for shards in [3, 1] {
         let tables =
-            "[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[pool]\nsize = 3\n";
+            "[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[pool]\nsize = 3\n\
+             [[users]]\nname = \"ops\"\npassword = \"ops\"\nadmin = true\n";
         let tc = TestCluster::start_unlike(shards, "", tables).await;
         tc.client()
             .await
@@ -475,7 +477,12 @@ async fn drivers_cancel_and_terminate_each_other_by_their_pids() {
             )
             .await
             .unwrap();
-        let out = python_script("signals.py", &tc.url("app", "secret"), &[]).await;
+        let env = [
+            ("OTHER_URL", tc.url("md5user", "md5secret")),
+            ("ADMIN_URL", tc.url("ops", "ops")),
+        ];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let out = python_script("signals.py", &tc.url("app", "secret"), &env).await;
         assert!(out.contains("signals ok"), "{shards} shard(s): {out}");
     }
 }

@@ -33,7 +33,7 @@ pub struct UserConfig {
     /// `transactions.consistency`; a startup option or SET still changes it.
     #[serde(default)]
     pub consistency: Option<String>,
-    /// May use the admin console (database `shardgate`).
+    /// May use the admin console (database `shardgate`), and signal other users' sessions.
     #[serde(default)]
     pub admin: bool,
 }

@@ -14,9 +14,11 @@
 //! A pid the proxy minted names no backend, so `pg_cancel_backend` and `pg_terminate_backend`
 //! of it cannot reach the session through a shard: the sessions take such calls to the
 //! registry (`signal`), which forwards a cancel as a CancelRequest would and tells the session
-//! to end through its `termination` wait.
+//! to end through its `termination` wait. Who may signal whom follows PostgreSQL's rule with
+//! the proxy's users for roles (`Owner::may_signal`).
 
 use crate::config::ShardTarget;
+use crate::error::{sqlstate, PgError};
 use crate::kept_wait::KeptWait;
 pub use crate::sql::signal_call::SignalKind;
 use std::collections::HashMap;
@@ -47,9 +49,51 @@ pub struct ShardKey {
     pub key: (i32, i32),
 }
 
+/// Who a session logged in as, for the rule on who may signal it.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub user: Arc<str>,
+    /// `admin = true` in `[[users]]`: stands for a superuser, who may signal any backend.
+    pub admin: bool,
+}
+
+impl Owner {
+    pub fn new(user: &str, admin: bool) -> Owner {
+        Owner {
+            user: user.into(),
+            admin,
+        }
+    }
+
+    /// PostgreSQL's rule with the proxy's users for roles: a role signals its own sessions, and
+    /// a superuser (an admin user) any. The shards see one role for every client, so they
+    /// cannot make this check themselves.
+    pub fn may_signal(&self, target: &Owner) -> bool {
+        self.admin || self.user == target.user
+    }
+}
+
+/// The refusal of a signal to another user's session, in PostgreSQL's words.
+pub fn forbidden(kind: SignalKind) -> PgError {
+    let (message, hint) = match kind {
+        SignalKind::Cancel => (
+            "permission denied to cancel query",
+            "Only the user the session logged in as, or a proxy user with admin = true, may \
+             cancel its query.",
+        ),
+        SignalKind::Terminate => (
+            "permission denied to terminate process",
+            "Only the user the session logged in as, or a proxy user with admin = true, may \
+             terminate it.",
+        ),
+    };
+    PgError::error(sqlstate::INSUFFICIENT_PRIVILEGE, message).with_hint(hint)
+}
+
 /// The server connections a session holds now, by shard.
 #[derive(Debug)]
 struct SessionKeys {
+    owner: Owner,
     targets: Vec<ShardTarget>,
     keys: Mutex<Vec<Option<(i32, i32)>>>,
     /// Set once another session terminated this one.
@@ -81,6 +125,8 @@ pub enum Signalled {
     NoSuchSession,
     /// The pid is the caller's own: it cancels its own statement or ends its own session.
     Own,
+    /// Another user's session, which the caller may not signal (see `forbidden`).
+    Forbidden,
     /// Delivered. For a cancel, the server connections to send it to (possibly none: a
     /// session between transactions runs nothing).
     Sent(Vec<ShardKey>),
@@ -98,6 +144,12 @@ impl Signaller<'_> {
     /// `kind` of the session with proxy pid `pid` (see `CancelRegistry::signal`).
     pub fn signal(&self, pid: i32, kind: SignalKind) -> Signalled {
         self.registry.signal(pid, kind, self.own_pid)
+    }
+
+    /// What a signal to `pid` would come to, without sending it: `Sent` stands for a session
+    /// this one may signal (see `CancelRegistry::access`).
+    pub fn access(&self, pid: i32) -> Signalled {
+        self.registry.access(pid, self.own_pid)
     }
 }
 
@@ -134,9 +186,9 @@ impl CancelRegistry {
     /// secret. Should that pid be taken (two sessions cannot share a backend, but the proxy
     /// does not rely on it), a pid is minted above the largest pid Linux gives
     /// (`PID_MAX_LIMIT`, 2^22), so that it never names a real backend.
-    pub fn register(&self, shards: Vec<ShardKey>) -> Registration {
+    pub fn register(&self, shards: Vec<ShardKey>, owner: Owner) -> Registration {
         let (targets, keys) = shards.into_iter().map(|s| (s.target, Some(s.key))).unzip();
-        self.register_slots(targets, keys)
+        self.register_slots(targets, keys, owner)
     }
 
     /// Registers a session whose links check connections out and return them; `keys` are the
@@ -145,6 +197,7 @@ impl CancelRegistry {
         &self,
         targets: Vec<ShardTarget>,
         keys: Vec<Option<(i32, i32)>>,
+        owner: Owner,
     ) -> Registration {
         use rand::RngExt;
         let mut rng = rand::rng();
@@ -169,6 +222,7 @@ impl CancelRegistry {
             secret: rng.random(),
         };
         let session = Arc::new(SessionKeys {
+            owner,
             targets,
             keys: Mutex::new(keys),
             terminate: watch::channel(false).0,
@@ -190,31 +244,42 @@ impl CancelRegistry {
         }
     }
 
-    /// Whether a live session has proxy pid `pid`.
-    pub fn is_live(&self, pid: i32) -> bool {
-        self.inner
-            .lock()
-            .expect("cancel registry poisoned")
-            .contains_key(&pid)
+    /// Whether the session with pid `from` may signal the one with proxy pid `pid`: `Sent`
+    /// (with no keys) when it may; the other answers as `signal` gives them.
+    pub fn access(&self, pid: i32, from: i32) -> Signalled {
+        let map = self.inner.lock().expect("cancel registry poisoned");
+        Self::access_in(&map, pid, from)
+            .map_or_else(|refused| refused, |_| Signalled::Sent(Vec::new()))
     }
 
-    /// `kind` of the session with proxy pid `pid`, asked by the session with pid `from`. The
-    /// shards log every client in as one role, so any session may signal any other, as
-    /// PostgreSQL lets a role signal its own backends.
+    /// `kind` of the session with proxy pid `pid`, asked by the session with pid `from`. As
+    /// in PostgreSQL, a pid no session has is answered before the caller's right is checked.
     pub fn signal(&self, pid: i32, kind: SignalKind, from: i32) -> Signalled {
         let map = self.inner.lock().expect("cancel registry poisoned");
-        let Some((_, session)) = map.get(&pid) else {
-            return Signalled::NoSuchSession;
+        let session = match Self::access_in(&map, pid, from) {
+            Ok(session) => session,
+            Err(refused) => return refused,
         };
-        if pid == from {
-            return Signalled::Own;
-        }
         match kind {
             SignalKind::Cancel => Signalled::Sent(session.held()),
             SignalKind::Terminate => {
                 session.terminate.send_replace(true);
                 Signalled::Sent(Vec::new())
             }
+        }
+    }
+
+    /// The target session, if `from` may signal it; otherwise what the signal comes to.
+    fn access_in(map: &Sessions, pid: i32, from: i32) -> Result<&Arc<SessionKeys>, Signalled> {
+        let Some((_, session)) = map.get(&pid) else {
+            return Err(Signalled::NoSuchSession);
+        };
+        if pid == from {
+            return Err(Signalled::Own);
+        }
+        match map.get(&from) {
+            Some((_, caller)) if caller.owner.may_signal(&session.owner) => Ok(session),
+            _ => Err(Signalled::Forbidden),
         }
     }
 }
@@ -263,23 +328,33 @@ impl Drop for Registration {
 mod tests {
     use super::*;
 
+    fn app() -> Owner {
+        Owner::new("app", false)
+    }
+
     #[test]
     fn keys_resolve_until_dropped() {
         let reg = CancelRegistry::default();
         let target = crate::config::ShardTarget::parse("postgres://u@h/db").unwrap();
-        let r = reg.register(vec![ShardKey {
-            target,
-            key: (1, 2),
-        }]);
+        let r = reg.register(
+            vec![ShardKey {
+                target,
+                key: (1, 2),
+            }],
+            app(),
+        );
         let k = r.key;
         assert_eq!(k.pid, 1, "the first shard connection's pid");
         assert_eq!(reg.lookup(k.pid, k.secret).unwrap()[0].key, (1, 2));
         // The same pid again (it cannot happen with live backends): a pid no backend has.
         let target = crate::config::ShardTarget::parse("postgres://u@h/db").unwrap();
-        let again = reg.register(vec![ShardKey {
-            target,
-            key: (1, 3),
-        }]);
+        let again = reg.register(
+            vec![ShardKey {
+                target,
+                key: (1, 3),
+            }],
+            app(),
+        );
         assert!(again.key.pid > 1 << 22);
         assert!(reg.lookup(k.pid, k.secret.wrapping_add(1)).is_none());
         drop(r);
@@ -290,7 +365,7 @@ mod tests {
     fn a_pooled_session_is_cancelled_on_the_connections_it_holds_now() {
         let reg = CancelRegistry::default();
         let t = crate::config::ShardTarget::parse("postgres://u@h/db").unwrap();
-        let r = reg.register_slots(vec![t.clone(), t], vec![None, None]);
+        let r = reg.register_slots(vec![t.clone(), t], vec![None, None], app());
         assert!(
             r.key.pid > 1 << 22,
             "no connection held: a pid no backend has"
@@ -309,8 +384,8 @@ mod tests {
         use std::future::Future;
         let reg = CancelRegistry::default();
         let t = crate::config::ShardTarget::parse("postgres://u@h/db").unwrap();
-        let a = reg.register_slots(vec![t.clone()], vec![None]);
-        let b = reg.register_slots(vec![t], vec![None]);
+        let a = reg.register_slots(vec![t.clone()], vec![None], app());
+        let b = reg.register_slots(vec![t], vec![None], app());
         assert!(is_minted(a.key.pid as i64) && is_minted(b.key.pid as i64));
         assert!(!is_minted(ABOVE_ANY_PID as i64) && !is_minted(1 << 31));
         let (pa, pb) = (a.key.pid, b.key.pid);
@@ -342,5 +417,45 @@ mod tests {
             reg.signal(pb, SignalKind::Terminate, pa),
             Signalled::NoSuchSession
         ));
+    }
+
+    #[test]
+    fn only_the_same_user_or_an_admin_signals_a_session() {
+        let reg = CancelRegistry::default();
+        let t = crate::config::ShardTarget::parse("postgres://u@h/db").unwrap();
+        let session = |owner| reg.register_slots(vec![t.clone()], vec![None], owner);
+        let (target, same, other, admin) = (
+            session(app()),
+            session(app()),
+            session(Owner::new("report", false)),
+            session(Owner::new("ops", true)),
+        );
+        let (to, gone) = (target.key.pid, other.key.pid);
+        assert!(matches!(reg.access(to, same.key.pid), Signalled::Sent(_)));
+        assert!(matches!(
+            reg.access(to, other.key.pid),
+            Signalled::Forbidden
+        ));
+        assert!(matches!(reg.access(to, admin.key.pid), Signalled::Sent(_)));
+        assert!(matches!(
+            reg.access(admin.key.pid, target.key.pid),
+            Signalled::Forbidden
+        ));
+        // A refused terminate leaves the session be.
+        assert!(matches!(
+            reg.signal(to, SignalKind::Terminate, gone),
+            Signalled::Forbidden
+        ));
+        assert!(!*target.session.terminate.borrow());
+        // A pid no session has is answered as such whoever asks.
+        drop(other);
+        assert!(matches!(
+            reg.access(gone, target.key.pid),
+            Signalled::NoSuchSession
+        ));
+        assert!(
+            matches!(reg.access(to, gone), Signalled::Forbidden),
+            "a caller that is no session may signal nothing"
+        );
     }
 }

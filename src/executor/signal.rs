@@ -3,10 +3,11 @@
 //! No shard knows the pid: the proxy answers as PostgreSQL would. Another live session is
 //! cancelled on the server connections it holds (a cancel request's path) or told to end, and
 //! the answer is `true`; the session's own pid cancels this statement (57014) or ends this
-//! session (FATAL 57P01); a pid no session has gets PostgreSQL's warning and `false`.
+//! session (FATAL 57P01); a pid no session has gets PostgreSQL's warning and `false`; another
+//! user's session, which the caller may not signal, gets 42501.
 
 use super::session::{Exec, Step, Stop, R};
-use crate::client::cancel::Signalled;
+use crate::client::cancel::{forbidden, Signalled};
 use crate::error::{sqlstate, PgError};
 use crate::protocol::build;
 use crate::sql::signal_call::SignalKind;
@@ -27,6 +28,7 @@ impl Exec<'_> {
                 );
                 false
             }
+            Signalled::Forbidden => return Ok(self.error(&forbidden(kind))),
             Signalled::Own => {
                 return match kind {
                     SignalKind::Cancel => Ok(self.error(&PgError::error(

@@ -150,6 +150,7 @@ pub async fn handle_client(
         return;
     }
     let one_shard = ctx.shards.len() == 1;
+    let owner = crate::client::cancel::Owner::new(&user, ctx.live.users().is_admin(&user));
     let (end, registration) = if one_shard && ctx.pools.mode == PoolMode::Session {
         let pool = &ctx.pools.shards[0];
         let conn = match pool.checkout(&forwarded, 0).await {
@@ -160,10 +161,13 @@ pub async fn handle_client(
                 return;
             }
         };
-        let registration = ctx.cancel.register(vec![ShardKey {
-            target: pool.target.clone(),
-            key: conn.key,
-        }]);
+        let registration = ctx.cancel.register(
+            vec![ShardKey {
+                target: pool.target.clone(),
+                key: conn.key,
+            }],
+            owner,
+        );
         let mut greeting = BytesMut::with_capacity(512);
         build::auth_ok(&mut greeting);
         for (name, value) in &conn.parameters {
@@ -190,7 +194,7 @@ pub async fn handle_client(
         let settings = crate::pool::settings::Settings::new(
             &super::pooled_login::startup_settings(&forwarded, &options),
         );
-        let login = match super::pooled_login::log_in(&ctx, &forwarded, &settings).await {
+        let login = match super::pooled_login::log_in(&ctx, &forwarded, &settings, owner).await {
             Ok(login) => login,
             Err(err) => {
                 warn!(%peer, "login to the shards failed: {}", err.message);

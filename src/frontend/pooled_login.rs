@@ -6,7 +6,7 @@
 //! and returned after the first request like any other; the pid in BackendKeyData is then the
 //! proxy's own, since no server connection stays the client's.
 
-use crate::client::cancel::Registration;
+use crate::client::cancel::{Owner, Registration};
 use crate::config::PoolMode;
 use crate::error::PgError;
 use crate::executor::link::ShardLink;
@@ -29,6 +29,7 @@ pub async fn log_in(
     ctx: &ProxyContext,
     forwarded: &[(String, String)],
     settings: &Settings,
+    owner: Owner,
 ) -> Result<Login, PgError> {
     // The client loop sets it again with the placement its session starts with.
     let placement_version = ctx.live.placement().version;
@@ -92,7 +93,7 @@ pub async fn log_in(
             keys = vec![None; links.len()];
         }
     }
-    let registration = ctx.cancel.register_slots(ctx.shards.clone(), keys);
+    let registration = ctx.cancel.register_slots(ctx.shards.clone(), keys, owner);
     let links = links
         .into_iter()
         .enumerate()

@@ -1,7 +1,9 @@
 """pg_cancel_backend and pg_terminate_backend of the pid each connection was given, with psycopg 3
-and asyncpg, in transaction pooling (tests/clients.rs sets SHARDGATE_URL; `accounts` is sharded
-by id and holds ids 1..60). The pid is one the proxy minted, which no shard knows: the proxy
-must signal its own session, as PostgreSQL signals a backend. Prints "signals ok".
+and asyncpg, in transaction pooling (tests/clients.rs sets SHARDGATE_URL, and OTHER_URL and
+ADMIN_URL for another user and an admin user; `accounts` is sharded by id and holds ids 1..60).
+The pid is one the proxy minted, which no shard knows: the proxy must signal its own session,
+as PostgreSQL signals a backend, and only when PostgreSQL's rule lets the caller. Prints
+"signals ok".
 """
 import asyncio
 import faulthandler
@@ -15,10 +17,12 @@ import psycopg
 from psycopg import errors
 
 URL = os.environ["SHARDGATE_URL"]
+OTHER_URL = os.environ["OTHER_URL"]
+ADMIN_URL = os.environ["ADMIN_URL"]
 
 
-def connect(**kw):
-    return psycopg.connect(URL, autocommit=True, **kw)
+def connect(url=URL, **kw):
+    return psycopg.connect(url, autocommit=True, **kw)
 
 
 def expect_broken(conn, what):
@@ -144,6 +148,55 @@ def cancels():
     sleeper.close()
 
 
+def permissions():
+    """Another user may not signal a session; an admin user may, as a superuser in PostgreSQL."""
+    victim = connect()
+    victim.execute("begin")
+    victim.execute("update accounts set balance = balance + 1 where id = 11")
+    pid = victim.info.backend_pid
+    stranger = connect(OTHER_URL)
+    for function, message in [
+        ("pg_terminate_backend", "permission denied to terminate process"),
+        ("pg_cancel_backend", "permission denied to cancel query"),
+    ]:
+        try:
+            stranger.execute(f"select {function}(%s)", [pid])
+            raise AssertionError(f"another user's {function} was allowed")
+        except errors.InsufficientPrivilege as e:
+            assert e.diag.message_primary == message, e
+            assert "admin = true" in e.diag.message_hint, e.diag.message_hint
+        # Through the simple protocol too, and inside a transaction the refusal aborts it.
+        with stranger.transaction():
+            cur = psycopg.ClientCursor(stranger)
+            try:
+                cur.execute(f"select {function}({pid})")
+                raise AssertionError(f"another user's {function} was allowed (literal)")
+            except errors.InsufficientPrivilege:
+                pass
+            try:
+                stranger.execute("select 1")
+                raise AssertionError("the transaction went on after the refusal")
+            except errors.InFailedSqlTransaction:
+                pass
+            raise psycopg.Rollback()
+    # Refused, the victim is untouched: its transaction goes on and commits.
+    victim.execute("update accounts set balance = balance - 1 where id = 11")
+    victim.execute("commit")
+    assert victim.execute("select balance from accounts where id = 11").fetchone() == (110,)
+    admin = connect(ADMIN_URL)
+    assert admin.execute("select pg_terminate_backend(%s)", [pid]).fetchone() == (True,)
+    expect_broken(victim, "terminated by an admin user")
+    # The admin's own session is one a plain user may not end either.
+    try:
+        stranger.execute("select pg_terminate_backend(%s)", [admin.info.backend_pid])
+        raise AssertionError("a plain user ended an admin's session")
+    except errors.InsufficientPrivilege:
+        pass
+    assert admin.execute("select 1").fetchone() == (1,)
+    stranger.close()
+    admin.close()
+
+
 async def with_asyncpg():
     killer = await asyncpg.connect(URL)
     victim = await asyncpg.connect(URL)
@@ -177,5 +230,6 @@ async def with_asyncpg():
 
 terminations()
 cancels()
+permissions()
 asyncio.run(with_asyncpg())
 print("signals ok")

@@ -7,15 +7,17 @@
 //! call of the backend serving it, which cancels the statement or ends the connection exactly
 //! as PostgreSQL does. A Query's signal goes when the Query does; a Bind's once the shard
 //! answered the Parse the proxy put ahead of it, so that an error earlier in the batch, which
-//! makes PostgreSQL skip the rest, skips the signal too. A pid no live session has goes to the
-//! shard as written, which answers for it as for any pid that is no backend's.
+//! makes PostgreSQL skip the rest, skips the signal too. A session of another user, which the
+//! caller may not signal, gets the proxy's refusal raised on the shard, so that it aborts the
+//! transaction as PostgreSQL's would. A pid no live session has goes to the shard as written,
+//! which answers for it as for any pid that is no backend's.
 //!
 //! Invariant: `prepared` holds a statement name exactly while the client's statement of that
 //! name is such a call with a parameter for its pid (the unnamed one under "").
 
 use super::statement_text::parse_text_bytes;
-use super::statements::RelayStatements;
-use crate::client::cancel::{is_minted, CancelRegistry, Signalled, Signaller};
+use super::statements::{refusal, RelayStatements};
+use crate::client::cancel::{forbidden, is_minted, CancelRegistry, Signalled, Signaller};
 use crate::protocol::message::Bind;
 use crate::sql::signal_call::{self, Arg, SignalCall, SignalKind};
 use bytes::Bytes;
@@ -134,16 +136,16 @@ impl<'a> Signals<'a> {
             return None;
         }
         let pid = pid as i32;
-        if pid == self.signaller.own_pid {
-            return Some(Instead {
-                sql: call.answer_sql(true),
-                due: None,
-            });
-        }
-        self.signaller.registry.is_live(pid).then(|| Instead {
-            sql: call.answer_sql(false),
-            due: Some((pid, call.kind)),
-        })
+        let (sql, due) = match self.signaller.access(pid) {
+            Signalled::NoSuchSession => return None,
+            Signalled::Own => (call.answer_sql(true), None),
+            Signalled::Forbidden => {
+                let err = forbidden(call.kind);
+                (refusal(err.code, &err.message, err.hint.as_deref()), None)
+            }
+            Signalled::Sent(_) => (call.answer_sql(false), Some((pid, call.kind))),
+        };
+        Some(Instead { sql, due })
     }
 }
 
@@ -176,6 +178,7 @@ fn cstr(bytes: &[u8]) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::cancel::Owner;
     use crate::frontend::pooled_relay::statements::tests::frame;
     use bytes::BytesMut;
 
@@ -220,8 +223,10 @@ mod tests {
     fn a_bind_is_replaced_only_for_a_live_session_and_a_statement_that_is_the_call() {
         let registry = CancelRegistry::default();
         let t = crate::config::ShardTarget::parse("postgres://u@h/db").unwrap();
-        let me = registry.register_slots(vec![t.clone()], vec![None]);
-        let other = registry.register_slots(vec![t], vec![None]);
+        let app = || Owner::new("app", false);
+        let me = registry.register_slots(vec![t.clone()], vec![None], app());
+        let other = registry.register_slots(vec![t.clone()], vec![None], app());
+        let stranger = registry.register_slots(vec![t], vec![None], Owner::new("report", false));
         let mut statements = RelayStatements::default();
         let mut signals = Signals::new(&registry, me.key.pid);
         let bind = |stmt: &str, pid: i32| {
@@ -254,6 +259,11 @@ mod tests {
                 crate::sql::signal_call::SignalKind::Terminate
             ))
         );
+        let refused = signals
+            .instead(&bind("", stranger.key.pid), &statements)
+            .unwrap();
+        assert!(refused.sql.starts_with("DO ") && refused.sql.contains("'42501'"));
+        assert_eq!(refused.due, None, "nothing is signalled");
         let own = signals.instead(&bind("", me.key.pid), &statements).unwrap();
         assert!(own.sql.contains("pg_backend_pid()") && own.due.is_none());
         // A real pid, and a minted one no session has, are the shard's to answer.
