@@ -25,6 +25,15 @@ def connect(url=URL, **kw):
     return psycopg.connect(url, autocommit=True, **kw)
 
 
+def raises(error, what, run):
+    """Runs `run`, which must fail with `error`; returns the exception. `what` names the case."""
+    try:
+        run()
+    except error as e:
+        return e
+    raise AssertionError(f"{what}: no {error.__name__}")
+
+
 def expect_broken(conn, what):
     try:
         conn.execute("select 1")
@@ -125,23 +134,15 @@ def cancels():
     assert sleeper.execute("select balance from accounts where id = 7").fetchone() == (70,)
 
     # Its own pid cancels the statement that asks; in a transaction the transaction fails.
-    try:
-        sleeper.execute("select pg_cancel_backend(%s)", [sleeper.info.backend_pid])
-        raise AssertionError("a session that cancelled itself got an answer")
-    except errors.QueryCanceled:
-        pass
+    own = [sleeper.info.backend_pid]
+    raises(errors.QueryCanceled, "own cancel",
+           lambda: sleeper.execute("select pg_cancel_backend(%s)", own))
     with sleeper.transaction():
         sleeper.execute("select balance from accounts where id = 8")
-        try:
-            sleeper.execute("select pg_cancel_backend(%s)", [sleeper.info.backend_pid])
-            raise AssertionError("no cancel")
-        except errors.QueryCanceled:
-            pass
-        try:
-            sleeper.execute("select 1")
-            raise AssertionError("the transaction went on after its statement was cancelled")
-        except errors.InFailedSqlTransaction:
-            pass
+        raises(errors.QueryCanceled, "own cancel in a transaction",
+               lambda: sleeper.execute("select pg_cancel_backend(%s)", own))
+        raises(errors.InFailedSqlTransaction, "the transaction after its cancelled statement",
+               lambda: sleeper.execute("select 1"))
         raise psycopg.Rollback()
     assert sleeper.execute("select 2").fetchone() == (2,)
     canceller.close()
@@ -159,25 +160,17 @@ def permissions():
         ("pg_terminate_backend", "permission denied to terminate process"),
         ("pg_cancel_backend", "permission denied to cancel query"),
     ]:
-        try:
-            stranger.execute(f"select {function}(%s)", [pid])
-            raise AssertionError(f"another user's {function} was allowed")
-        except errors.InsufficientPrivilege as e:
-            assert e.diag.message_primary == message, e
-            assert "admin = true" in e.diag.message_hint, e.diag.message_hint
+        e = raises(errors.InsufficientPrivilege, f"another user's {function}",
+                   lambda: stranger.execute(f"select {function}(%s)", [pid]))
+        assert e.diag.message_primary == message, e
+        assert "admin = true" in e.diag.message_hint, e.diag.message_hint
         # Through the simple protocol too, and inside a transaction the refusal aborts it.
         with stranger.transaction():
             cur = psycopg.ClientCursor(stranger)
-            try:
-                cur.execute(f"select {function}({pid})")
-                raise AssertionError(f"another user's {function} was allowed (literal)")
-            except errors.InsufficientPrivilege:
-                pass
-            try:
-                stranger.execute("select 1")
-                raise AssertionError("the transaction went on after the refusal")
-            except errors.InFailedSqlTransaction:
-                pass
+            raises(errors.InsufficientPrivilege, f"another user's {function} (literal)",
+                   lambda: cur.execute(f"select {function}({pid})"))
+            raises(errors.InFailedSqlTransaction, "the transaction after the refusal",
+                   lambda: stranger.execute("select 1"))
             raise psycopg.Rollback()
     # Refused, the victim is untouched: its transaction goes on and commits.
     victim.execute("update accounts set balance = balance - 1 where id = 11")
@@ -187,11 +180,8 @@ def permissions():
     assert admin.execute("select pg_terminate_backend(%s)", [pid]).fetchone() == (True,)
     expect_broken(victim, "terminated by an admin user")
     # The admin's own session is one a plain user may not end either.
-    try:
-        stranger.execute("select pg_terminate_backend(%s)", [admin.info.backend_pid])
-        raise AssertionError("a plain user ended an admin's session")
-    except errors.InsufficientPrivilege:
-        pass
+    raises(errors.InsufficientPrivilege, "a plain user ending an admin's session",
+           lambda: stranger.execute("select pg_terminate_backend(%s)", [admin.info.backend_pid]))
     assert admin.execute("select 1").fetchone() == (1,)
     stranger.close()
     admin.close()
