@@ -27,12 +27,9 @@ async fn cluster() -> TestCluster {
 }
 
 fn parse(name: &str, sql: &str, types: &[u32]) -> Vec<u8> {
-    let mut b = format!("{name}\0{sql}\0").into_bytes();
-    b.extend_from_slice(&(types.len() as i16).to_be_bytes());
-    for t in types {
-        b.extend_from_slice(&t.to_be_bytes());
-    }
-    message(b'P', &b)
+    let mut out = bytes::BytesMut::new();
+    shardgate::protocol::build::parse(name, sql, types, &mut out);
+    out.to_vec()
 }
 
 fn sync() -> Vec<u8> {

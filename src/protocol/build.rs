@@ -112,6 +112,20 @@ pub fn query(sql: &str, buf: &mut BytesMut) {
     buf.put_u8(0);
 }
 
+/// A Parse message: statement `name`, its `sql`, and the parameter types it declares.
+pub fn parse(name: &str, sql: &str, types: &[u32], buf: &mut BytesMut) {
+    buf.put_u8(b'P');
+    buf.put_i32((4 + name.len() + 1 + sql.len() + 1 + 2 + 4 * types.len()) as i32);
+    buf.put_slice(name.as_bytes());
+    buf.put_u8(0);
+    buf.put_slice(sql.as_bytes());
+    buf.put_u8(0);
+    buf.put_i16(types.len() as i16);
+    for t in types {
+        buf.put_u32(*t);
+    }
+}
+
 /// A RowDescription of text columns.
 pub fn row_description_text(names: &[&str], buf: &mut BytesMut) {
     let start = buf.len();

@@ -18,6 +18,7 @@
 use super::statement_text::parse_text_bytes;
 use super::statements::{refusal, RelayStatements};
 use crate::client::cancel::{forbidden, is_minted, CancelRegistry, Signalled, Signaller};
+use crate::protocol::inspect;
 use crate::protocol::message::Bind;
 use crate::sql::signal_call::{self, Arg, SignalCall, SignalKind};
 use bytes::Bytes;
@@ -171,8 +172,7 @@ fn declared_type(body: &[u8], text_len: usize, n: usize) -> u32 {
 
 /// The NUL-terminated UTF-8 string at the start of `bytes`.
 fn cstr(bytes: &[u8]) -> Option<&str> {
-    let end = bytes.iter().position(|b| *b == 0)?;
-    std::str::from_utf8(&bytes[..end]).ok()
+    inspect::cstr(bytes).map(|(s, _)| s)
 }
 
 #[cfg(test)]
@@ -183,12 +183,9 @@ mod tests {
     use bytes::BytesMut;
 
     fn parse(name: &str, text: &str, types: &[u32]) -> Vec<u8> {
-        let mut body = format!("{name}\0{text}\0").into_bytes();
-        body.extend_from_slice(&(types.len() as i16).to_be_bytes());
-        for t in types {
-            body.extend_from_slice(&t.to_be_bytes());
-        }
-        frame(b'P', &body)
+        let mut out = BytesMut::new();
+        crate::protocol::build::parse(name, text, types, &mut out);
+        out.to_vec()
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! dropped or replaced rather than shown to the client.
 
 use super::{cstr_bytes, put_frame, Expect, RelayStatements};
+use crate::protocol::build;
 use crate::sql::signal_call::SignalKind;
 use bytes::{BufMut, BytesMut};
 
@@ -16,7 +17,7 @@ impl RelayStatements {
     /// of the client's message; `expect` gets what their answers hold.
     pub fn refusal(out: &mut BytesMut, expect: &mut Vec<Expect>) {
         // Unnamed: the client's unnamed statement is replaced, as any Parse of it would.
-        put_parse(b"\0", REFUSAL, out);
+        build::parse("", REFUSAL, &[], out);
         put_frame(b'B', &[0, 0, 0, 0, 0, 0, 0, 0], out);
         put_frame(b'E', &[0, 0, 0, 0, 0], out);
         expect.extend([
@@ -30,21 +31,21 @@ impl RelayStatements {
     /// proxy's, both closed again: the client's unnamed statement and portal stay as they
     /// were. `sql` takes no parameters and returns no rows.
     pub fn own_statement(sql: &str, out: &mut BytesMut, expect: &mut Vec<Expect>) {
-        const NAME: &[u8] = b"shardgate_own\0";
-        put_parse(NAME, sql, out);
+        const NAME: &str = "shardgate_own\0";
+        build::parse(unterminated(NAME), sql, &[], out);
         let mut body = BytesMut::new();
-        body.put_slice(NAME);
-        body.put_slice(NAME);
+        body.put_slice(NAME.as_bytes());
+        body.put_slice(NAME.as_bytes());
         body.put_slice(&[0; 6]);
         put_frame(b'B', &body, out);
         body.clear();
-        body.put_slice(NAME);
+        body.put_slice(NAME.as_bytes());
         body.put_i32(0);
         put_frame(b'E', &body, out);
         for kind in [b'P', b'S'] {
             body.clear();
             body.put_u8(kind);
-            body.put_slice(NAME);
+            body.put_slice(NAME.as_bytes());
             put_frame(b'C', &body, out);
         }
         expect.extend([b'1', b'2', b'C', b'3', b'3'].map(Expect::Own));
@@ -62,7 +63,7 @@ impl RelayStatements {
         out: &mut BytesMut,
         expect: &mut Vec<Expect>,
     ) -> Option<()> {
-        const NAME: &[u8] = b"shardgate_signal\0";
+        const NAME: &str = "shardgate_signal\0";
         let body = &frame[5..];
         let portal = cstr_bytes(body)?;
         let mut at = portal.len() + 1;
@@ -79,18 +80,18 @@ impl RelayStatements {
             at += 4 + len.max(0) as usize;
         }
         let results = body.get(at..)?;
-        put_parse(NAME, sql, out);
+        build::parse(unterminated(NAME), sql, &[], out);
         let mut msg = BytesMut::new();
         msg.put_slice(portal);
         msg.put_u8(0);
-        msg.put_slice(NAME);
+        msg.put_slice(NAME.as_bytes());
         msg.put_i16(0);
         msg.put_i16(0);
         msg.put_slice(results);
         put_frame(b'B', &msg, out);
         msg.clear();
         msg.put_u8(b'S');
-        msg.put_slice(NAME);
+        msg.put_slice(NAME.as_bytes());
         put_frame(b'C', &msg, out);
         expect.push(match due {
             Some((pid, kind)) => Expect::OwnSignal(pid, kind),
@@ -101,12 +102,7 @@ impl RelayStatements {
     }
 }
 
-/// A Parse of `sql` under `name` (NUL-terminated), declaring no parameter types.
-fn put_parse(name: &[u8], sql: &str, out: &mut BytesMut) {
-    let mut body = BytesMut::with_capacity(name.len() + sql.len() + 3);
-    body.put_slice(name);
-    body.put_slice(sql.as_bytes());
-    body.put_u8(0);
-    body.put_i16(0);
-    put_frame(b'P', &body, out);
+/// A name kept with its NUL for the messages that carry it, without the NUL.
+fn unterminated(name: &str) -> &str {
+    name.strip_suffix('\0').unwrap_or(name)
 }
