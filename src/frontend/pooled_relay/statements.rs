@@ -228,17 +228,8 @@ impl RelayStatements {
         }
         let shard = self.prefix.fresh(&p.name).into_boxed_str();
         let body = statement[p.body_at..].trim_end();
-        let mut parse = BytesMut::new();
-        parse.put_slice(shard.as_bytes());
-        parse.put_u8(0);
-        parse.put_slice(body.as_bytes());
-        parse.put_u8(0);
-        parse.put_i16(oids.len() as i16);
-        for oid in oids {
-            parse.put_u32(*oid);
-        }
         let mut frame = BytesMut::new();
-        put_frame(b'P', &parse, &mut frame);
+        crate::protocol::build::parse(&shard, body, oids, &mut frame);
         let sql = format!(
             "PREPARE {}{}",
             crate::sql::identifier(&shard),
