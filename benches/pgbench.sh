@@ -7,7 +7,11 @@
 #
 #   benches/pgbench.sh [DURATION_SECONDS=10] [ROUNDS=2]
 #
-# Uses `shardgate demo --shards 1` for the server and the proxy; installs PgBouncer if missing.
+# Uses `shardgate demo --shards 1` for the server and the proxy. PgBouncer is $PGBOUNCER if set,
+# else the one on PATH (installed from the distribution if missing). From 1.21 on, PgBouncer
+# carries prepared statements across server connections in transaction mode
+# (`max_prepared_statements`), which the script then turns on; older ones abort prepared-mode
+# clients, and those runs are left out of the comparison.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -20,10 +24,16 @@ TWO_THREADS_PORT=$((BASE + 50))
 WORK=$(mktemp -d /tmp/shardgate-bench.XXXXXX)
 chmod 755 "$WORK"
 
-if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
+if [ -z "${PGBOUNCER:-}" ] && ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer
 fi
-PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+PGBOUNCER=${PGBOUNCER:-$(command -v pgbouncer || echo /usr/sbin/pgbouncer)}
+BOUNCER_VERSION=$("$PGBOUNCER" --version | sed -n 's/^PgBouncer \([0-9.]*\).*/\1/p')
+# Prepared statements in transaction mode: 1.21 and later.
+BOUNCER_PREPARED=""
+if printf '1.21\n%s\n' "$BOUNCER_VERSION" | sort -V -C; then
+    BOUNCER_PREPARED="max_prepared_statements = 200"
+fi
 
 cargo build --release -q
 ./target/release/shardgate --log-level warn demo --shards 1 --port "$BASE" --metrics-port $((BASE + 200)) --dir "$WORK/demo" >"$WORK/demo.log" 2>&1 &
@@ -57,6 +67,7 @@ auth_file = $WORK/userlist.txt
 pool_mode = transaction
 default_pool_size = $CLIENTS
 max_client_conn = 100
+$BOUNCER_PREPARED
 INI
 echo '"postgres" ""' >"$WORK/userlist.txt"
 chown -R postgres "$WORK/pgbouncer.ini" "$WORK/userlist.txt" 2>/dev/null || true
@@ -96,8 +107,8 @@ run() { # mode target url
         tps=0
     elif grep -q "aborted" <<<"$out"; then
         # pgbench ends a client at its first error and counts on with the rest: the figure is
-        # not a comparison (PgBouncer 1.18 in transaction mode, for one, carries no prepared
-        # statements, so a client meeting a connection without its statement is aborted).
+        # not a comparison (PgBouncer before 1.21 in transaction mode, for one, carries no
+        # prepared statements, so a client meeting a connection without its statement is aborted).
         echo "  $1 $2: $tps tps with $(grep -c "client [0-9]* .*aborted" <<<"$out") clients aborted: left out"
         ABORTED[$1,$2]=$((${ABORTED[$1,$2]:-0} + 1))
         [ "$2" = pgbouncer ] && LAST_BOUNCER=0
@@ -138,6 +149,7 @@ mean() { # mode target: the mean of its counted rounds, 0 with none
 }
 echo
 echo "pgbench -S, $CLIENTS clients, ${DURATION}s x $ROUNDS rounds (mean TPS of the rounds without aborted clients)"
+echo "PgBouncer $BOUNCER_VERSION${BOUNCER_PREPARED:+ ($BOUNCER_PREPARED)}"
 printf "%-9s %10s %10s %10s %12s %12s %14s\n" mode direct pgbouncer shardgate "sg/direct" "pgb/direct" "sg/pgbouncer"
 for mode in simple extended prepared; do
     awk -v m="$mode" -v d="$(mean "$mode" direct)" -v p="$(mean "$mode" pgbouncer)" -v s="$(mean "$mode" shardgate)" \
