@@ -483,7 +483,11 @@ async fn state_that_lives_on_a_connection_pins_its_session(shards: usize) {
             }
         }
     });
-    listener.batch_execute("listen jobs").await.unwrap();
+    // After a comment that a carriage return ends, as PostgreSQL reads it.
+    listener
+        .batch_execute("-- the queue\rlisten jobs")
+        .await
+        .unwrap();
     // Other clients keep working with the rest of the pool.
     for _ in 0..3 {
         let other = tc.client().await;

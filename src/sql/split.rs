@@ -68,11 +68,9 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
                 i = skip_quoted(b, i + 1, b'\'', escapes);
             }
             b'"' => i = skip_quoted(b, i + 1, b'"', false),
+            // As in PostgreSQL's scanner, a `--` comment ends at a carriage return too.
             b'-' if b.get(i + 1) == Some(&b'-') => {
-                i = b[i..]
-                    .iter()
-                    .position(|&c| c == b'\n')
-                    .map_or(b.len(), |p| i + p + 1);
+                i = memchr::memchr2(b'\n', b'\r', &b[i..]).map_or(b.len(), |p| i + p + 1);
             }
             b'/' if b.get(i + 1) == Some(&b'*') => i = skip_block_comment(b, i + 2),
             b'$' if i == 0 || !is_ident(b[i - 1]) => i = skip_dollar(b, i),
@@ -132,7 +130,7 @@ pub fn without_leading_comments(mut sql: &str) -> &str {
     loop {
         sql = sql.trim_ascii_start();
         if let Some(rest) = sql.strip_prefix("--") {
-            sql = rest.find('\n').map_or("", |i| &rest[i + 1..]);
+            sql = rest.find(['\n', '\r']).map_or("", |i| &rest[i + 1..]);
         } else if let Some(rest) = sql.strip_prefix("/*") {
             // PostgreSQL's block comments nest.
             let mut depth = 1;
@@ -253,6 +251,7 @@ mod tests {
         // PostgreSQL's blanks are ASCII: a no-break space belongs to the word after it.
         assert!(!first_word_is("\u{a0}insert into t values (1)", "insert"));
         assert_eq!(without_leading_comments("\u{a0}listen x"), "\u{a0}listen x");
+        assert_eq!(without_leading_comments("-- c\rlisten x"), "listen x");
         assert_eq!(single_statement(" \tselect 1 ;\n"), Some("select 1"));
         // Every text sqlparser reads as an INSERT starts with the word.
         for sql in [
@@ -301,6 +300,11 @@ mod tests {
         assert_eq!(
             split_statements("select 1 -- c;\n; /* a /* b; */ ; */ select 2"),
             vec!["select 1 -- c;", "/* a /* b; */ ; */ select 2"]
+        );
+        // A carriage return ends a `--` comment, as for PostgreSQL and sqlparser.
+        assert_eq!(
+            split_statements("select 1 -- c\r; insert into t values (1)\n; select 2"),
+            vec!["select 1 -- c", "insert into t values (1)", "select 2"]
         );
         // An identifier ending in e is not an escape string prefix.
         assert_eq!(
