@@ -172,9 +172,9 @@ fn is_plain_name(name: &str) -> bool {
 
 /// What a session statement does to the settings, read from its words.
 pub fn classify(sql: &str) -> Change {
-    let text = sql.trim().trim_end_matches(';').trim_end();
+    let text = sql.trim_ascii().trim_end_matches(';').trim_ascii_end();
     let lower = text.to_ascii_lowercase();
-    let mut words = lower.split_whitespace();
+    let mut words = lower.split_ascii_whitespace();
     match words.next() {
         Some("set") => {}
         Some("reset") => {
@@ -207,12 +207,12 @@ pub fn classify(sql: &str) -> Change {
         }
     };
     // SET ... TO DEFAULT (and SET TIME ZONE LOCAL) is a RESET.
-    let value = value.trim();
+    let value = value.trim_ascii();
     let value = value
         .strip_prefix("to ")
         .or_else(|| value.strip_prefix('='))
         .unwrap_or(value)
-        .trim();
+        .trim_ascii();
     if value == "default" || (name == "timezone" && value == "local") {
         return Change::Reset(name);
     }
@@ -283,6 +283,11 @@ mod tests {
 
     #[test]
     fn set_statements_are_read_by_name() {
+        // A no-break space is part of a word to PostgreSQL, which refuses this statement.
+        assert!(!matches!(
+            classify("SET\u{a0}work_mem = '8MB'"),
+            Change::Set { .. }
+        ));
         assert_eq!(
             classify("SET search_path TO app, public;"),
             Change::Set {

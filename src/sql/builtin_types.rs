@@ -25,11 +25,11 @@ pub fn oid_of(name: &str) -> Option<u32> {
     if depth > 0 {
         return None;
     }
-    let words: Vec<&str> = plain.split_whitespace().collect();
+    let words: Vec<&str> = plain.split_ascii_whitespace().collect();
     let mut joined = words.join(" ");
     let mut array = false;
     while let Some(element) = joined.strip_suffix("[]") {
-        joined = element.trim_end().to_string();
+        joined = element.trim_ascii_end().to_string();
         array = true;
     }
     if let Some(rest) = joined.strip_suffix(" array") {

@@ -120,7 +120,8 @@ pub fn parse(text: &str) -> Option<SignalCall> {
     if text.len() > LONGEST_CALL || !may_be_call(text.as_bytes()) {
         return None;
     }
-    let mut s = Scanner(super::without_leading_comments(text).trim_start());
+    // Blanks are PostgreSQL's (ASCII) only: a no-break space is part of a word to its scanner.
+    let mut s = Scanner(super::without_leading_comments(text));
     // Nearly every statement fails here, after a few bytes.
     s.keyword("select")?;
     if !s.space() {
@@ -215,7 +216,8 @@ impl<'a> Scanner<'a> {
             .find(|c: char| !(is_word_char(c) || c == '.'))
             .unwrap_or(self.0.len());
         let (word, rest) = self.0.split_at(end);
-        if word.is_empty() || word.starts_with(|c: char| c.is_ascii_digit()) {
+        // A name starts as PostgreSQL's identifiers do: not with a digit, nor with `$`.
+        if word.is_empty() || word.starts_with(|c: char| c.is_ascii_digit() || c == '$') {
             return None;
         }
         self.0 = rest;
@@ -303,6 +305,10 @@ mod tests {
             "select pg_terminate_backendx(1)",
             "select pg_terminate_backend(1); select 1",
             "select my.pg_terminate_backend(1)",
+            // A no-break space is a letter to PostgreSQL, and `$` cannot start a name.
+            "\u{a0}select pg_terminate_backend(1)",
+            "/* c */\u{a0}select pg_terminate_backend(1)",
+            "select pg_terminate_backend(1) as $c",
         ] {
             assert_eq!(parse(text), None, "{text}");
         }

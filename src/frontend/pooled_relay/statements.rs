@@ -227,13 +227,13 @@ impl RelayStatements {
             return None;
         }
         let shard = self.prefix.fresh(&p.name).into_boxed_str();
-        let body = statement[p.body_at..].trim_end();
+        let body = statement[p.body_at..].trim_ascii_end();
         let mut frame = BytesMut::new();
         crate::protocol::build::parse(&shard, body, oids, &mut frame);
         let sql = format!(
             "PREPARE {}{}",
             crate::sql::identifier(&shard),
-            statement[p.name_range.end..].trim_end()
+            statement[p.name_range.end..].trim_ascii_end()
         );
         self.by_client.insert(
             p.name.as_str().into(),

@@ -54,7 +54,7 @@ impl Tracker {
         }
         for piece in pieces {
             let statement = without_leading_comments(piece);
-            if statement.trim().is_empty() {
+            if statement.trim_ascii().is_empty() {
                 continue; // PostgreSQL answers nothing for a statement of comments alone
             }
             let deallocated = deallocation_of(statement);
