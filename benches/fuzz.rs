@@ -1,5 +1,6 @@
 //! Long decoder fuzzing run: `cargo bench --bench fuzz -- [inputs] [seed]` (default 10,000,000
-//! inputs). Prints the counts docs/security.md reports; exits non-zero on a round-trip failure.
+//! inputs). Prints the counts docs/security.md reports; exits non-zero on a round-trip failure
+//! or a call text the recogniser and sqlparser read differently.
 //! A panic aborts the run with its message and the seed to replay.
 
 fn main() {
@@ -29,7 +30,11 @@ fn main() {
         r.round_trip_failures,
         start.elapsed().as_secs_f64()
     );
-    if r.round_trip_failures > 0 {
+    println!(
+        "call texts {} taken for calls {} read otherwise by sqlparser {}",
+        r.texts, r.calls, r.calls_misread
+    );
+    if r.round_trip_failures > 0 || r.calls_misread > 0 {
         std::process::exit(1);
     }
 }
