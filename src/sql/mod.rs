@@ -7,8 +7,12 @@ pub mod builtin_types;
 mod shape;
 pub mod signal_call;
 mod split;
+mod tokens;
 pub use shape::{shape_into, shape_of, Shape};
-pub use split::{first_word_is, single_statement, split_statements, without_leading_comments};
+pub use split::{
+    first_word_is, single_statement, split_statements, without_comments, without_leading_comments,
+};
+pub use tokens::is_ident;
 
 /// `text` as an SQL string literal, as read with standard_conforming_strings on (the default).
 pub fn string_literal(text: &str) -> String {

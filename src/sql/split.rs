@@ -10,6 +10,9 @@
 //! produces that is not one analysable statement is refused by the planner, never sent anywhere
 //! whole.
 
+use super::tokens::{is_ident, Token, Tokens};
+use std::borrow::Cow;
+
 /// `sql` as its one statement, trimmed (empty for none), when that is plain without the scan:
 /// nothing but a trailing `;` and nothing the scanner must step over. None: `split_statements`
 /// must scan it.
@@ -31,50 +34,20 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
             vec![piece]
         };
     }
-    let b = sql.as_bytes();
     let mut out = Vec::new();
     let mut start = 0;
-    let mut i = 0;
     let mut nesting = Nesting::default();
-    while i < b.len() {
-        match b[i] {
-            b';' if nesting.at_top() => {
-                push(&mut out, &sql[start..i]);
-                start = i + 1;
-                i += 1;
+    for (token, at) in Tokens::new(sql) {
+        match token {
+            Token::Semicolon if nesting.at_top() => {
+                push(&mut out, &sql[start..at.start]);
+                start = at.end;
                 nesting = Nesting::default();
             }
-            b'(' => {
-                nesting.parens += 1;
-                i += 1;
-            }
-            b')' => {
-                nesting.parens = nesting.parens.saturating_sub(1);
-                i += 1;
-            }
-            c if (c.is_ascii_alphabetic() || c == b'_' || c >= 0x80)
-                && (i == 0 || !is_ident(b[i - 1])) =>
-            {
-                let end = b[i..]
-                    .iter()
-                    .position(|&c| !is_ident(c))
-                    .map_or(b.len(), |p| i + p);
-                nesting.word(&b[i..end]);
-                i = end;
-            }
-            b'\'' => {
-                let escapes =
-                    i > 0 && matches!(b[i - 1], b'e' | b'E') && (i < 2 || !is_ident(b[i - 2]));
-                i = skip_quoted(b, i + 1, b'\'', escapes);
-            }
-            b'"' => i = skip_quoted(b, i + 1, b'"', false),
-            // As in PostgreSQL's scanner, a `--` comment ends at a carriage return too.
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                i = memchr::memchr2(b'\n', b'\r', &b[i..]).map_or(b.len(), |p| i + p + 1);
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => i = skip_block_comment(b, i + 2),
-            b'$' if i == 0 || !is_ident(b[i - 1]) => i = skip_dollar(b, i),
-            _ => i += 1,
+            Token::Open => nesting.parens += 1,
+            Token::Close => nesting.parens = nesting.parens.saturating_sub(1),
+            Token::Word => nesting.word(&sql.as_bytes()[at]),
+            _ => {}
         }
     }
     push(&mut out, &sql[start..]);
@@ -125,6 +98,29 @@ impl Nesting {
     }
 }
 
+/// `sql` with each comment made one space, as PostgreSQL's scanner reads a comment: a reader of
+/// words then finds `set/**/x` and `listen -- c` + newline + `jobs` to be the words they are.
+/// Quoted text and dollar quotes are kept as they are. Borrowed when there is no comment.
+pub fn without_comments(sql: &str) -> Cow<'_, str> {
+    let b = sql.as_bytes();
+    // Nearly every statement has no `--` or `/*`: one vectorised pass, and no scan.
+    let marker = |i: usize| b.get(i + 1) == Some(if b[i] == b'-' { &b'-' } else { &b'*' });
+    if !memchr::memchr2_iter(b'-', b'/', b).any(marker) {
+        return Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut copied = 0;
+    for (token, at) in Tokens::new(sql) {
+        if token == Token::Comment {
+            out.push_str(&sql[copied..at.start]);
+            out.push(' ');
+            copied = at.end;
+        }
+    }
+    out.push_str(&sql[copied..]);
+    Cow::Owned(out)
+}
+
 /// `sql` after any comments and blanks it starts with.
 pub fn without_leading_comments(mut sql: &str) -> &str {
     loop {
@@ -170,66 +166,6 @@ fn push<'a>(out: &mut Vec<&'a str>, piece: &'a str) {
     if !piece.is_empty() {
         out.push(piece);
     }
-}
-
-fn is_ident(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
-}
-
-/// Index after the closing quote (a doubled quote is part of the text).
-fn skip_quoted(b: &[u8], mut i: usize, quote: u8, backslash_escapes: bool) -> usize {
-    while i < b.len() {
-        if backslash_escapes && b[i] == b'\\' {
-            i += 2;
-        } else if b[i] == quote {
-            if b.get(i + 1) == Some(&quote) {
-                i += 2;
-            } else {
-                return i + 1;
-            }
-        } else {
-            i += 1;
-        }
-    }
-    b.len()
-}
-
-/// Index after the end of a (nested) block comment.
-fn skip_block_comment(b: &[u8], mut i: usize) -> usize {
-    let mut depth = 1;
-    while i < b.len() {
-        if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-            depth += 1;
-            i += 2;
-        } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
-            depth -= 1;
-            i += 2;
-            if depth == 0 {
-                return i;
-            }
-        } else {
-            i += 1;
-        }
-    }
-    b.len()
-}
-
-/// At a `$`: if it opens a dollar quote (`$$` or `$tag$`), the index after its closing tag;
-/// otherwise (a parameter such as `$1`) the next index.
-fn skip_dollar(b: &[u8], i: usize) -> usize {
-    let mut j = i + 1;
-    while j < b.len() && is_ident(b[j]) && !(j == i + 1 && b[j].is_ascii_digit()) {
-        j += 1;
-    }
-    if b.get(j) != Some(&b'$') {
-        return i + 1;
-    }
-    let tag = &b[i..=j];
-    let body = j + 1;
-    b[body..]
-        .windows(tag.len())
-        .position(|w| w == tag)
-        .map_or(b.len(), |p| body + p + tag.len())
 }
 
 #[cfg(test)]
@@ -306,6 +242,21 @@ mod tests {
             split_statements("select 1 -- c\r; insert into t values (1)\n; select 2"),
             vec!["select 1 -- c", "insert into t values (1)", "select 2"]
         );
+        // `$` continues a word, so it starts no dollar quote there; after a `$` that starts
+        // none, `E'` is an escape string.
+        assert_eq!(
+            split_statements("select as$$$; listen x; select $1"),
+            vec!["select as$$$", "listen x", "select $1"]
+        );
+        assert_eq!(
+            split_statements("select $E'\\'; listen y'; select 2"),
+            vec!["select $E'\\'; listen y'", "select 2"]
+        );
+        assert_eq!(
+            without_comments("set/* a /* b */ */x = '/*' -- c\r, y"),
+            "set x = '/*'  , y"
+        );
+        assert!(matches!(without_comments("select 1"), Cow::Borrowed(_)));
         // An identifier ending in e is not an escape string prefix.
         assert_eq!(
             split_statements("select name'x';select 3"),
