@@ -304,7 +304,9 @@ async fn forty_clients_keep_their_own_settings_over_four_connections(shards: usi
             c.batch_execute(&format!("set work_mem = '{mine}'"))
                 .await
                 .unwrap();
-            c.batch_execute(&format!("set application_name = 'client{i}'"))
+            // A comment separates words as a blank does, for PostgreSQL and for the proxy.
+            let set = if i % 2 == 0 { "set " } else { "set/* mine */" };
+            c.batch_execute(&format!("{set}application_name = 'client{i}'"))
                 .await
                 .unwrap();
             for round in 0..10i64 {

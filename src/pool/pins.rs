@@ -37,6 +37,10 @@ pub const PREPARE: &str = "PREPARE";
 
 /// Why `sql`, one statement, pins its session, if it may.
 pub fn pins(sql: &str) -> Option<&'static str> {
+    // A comment separates words as a blank does (`listen/**/jobs`, `with -- c` + newline +
+    // `hold`): read without them. Nearly every statement has none, and is read in place.
+    let sql = crate::sql::without_comments(sql);
+    let sql = sql.as_ref();
     // Runs on every statement in transaction mode: the first word is compared in place.
     let (first, rest) = next_word(sql);
     let is = |word: &str| first.eq_ignore_ascii_case(word);
@@ -54,7 +58,7 @@ pub fn pins(sql: &str) -> Option<&'static str> {
     // What any statement is checked for is found in one pass over its bytes; a lower-case
     // copy is made only for the rarer statements that need a closer look.
     let marks = Marks::of(sql.as_bytes());
-    let lower = || sql.to_ascii_lowercase();
+    let lower = || words_in_lower_case(sql);
     if marks.advisory_lock {
         let lower = lower();
         if lower.contains("pg_advisory_lock") || lower.contains("pg_try_advisory_lock") {
@@ -85,18 +89,42 @@ pub fn pins(sql: &str) -> Option<&'static str> {
     None
 }
 
-/// The first word of `sql` and what follows it, words being separated by what PostgreSQL's
-/// lexer takes for white space.
+/// Blanks as PostgreSQL's lexer takes them, and the vertical tab, so as to err on pinning.
+fn blank(c: &u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+/// The first word of `sql` (after blanks) and what follows it: a word ends where an identifier
+/// does, at a blank or at a quote, parenthesis or operator (`listen"jobs"` is LISTEN).
 fn next_word(sql: &str) -> (&str, &str) {
-    // Bytes, not chars: every blank is ASCII, so each cut falls between characters.
-    let blank = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+    // Bytes, not chars: every byte that ends a word is ASCII, so each cut falls between
+    // characters.
     let b = sql.as_bytes();
     let start = b.iter().position(|c| !blank(c)).unwrap_or(b.len());
     let end = b[start..]
         .iter()
-        .position(blank)
+        .position(|&c| !crate::sql::is_ident(c))
         .map_or(b.len(), |n| start + n);
     (&sql[start..end], &sql[end..])
+}
+
+/// `sql` in lower case with each run of blanks made one space, for the closer looks that
+/// search it for words (`with hold` however many tabs or lines apart).
+fn words_in_lower_case(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 2);
+    let mut after_blank = false;
+    for c in sql.chars() {
+        if c.is_ascii() && blank(&(c as u8)) {
+            if !after_blank {
+                out.push(' ');
+            }
+            after_blank = true;
+        } else {
+            out.push(c.to_ascii_lowercase());
+            after_blank = false;
+        }
+    }
+    out
 }
 
 /// Which of the words every statement is checked for occur in it, in any case. Each is a
@@ -122,7 +150,9 @@ impl Marks {
                 m.advisory_lock |= i >= 8 && at(i - 8, b"advisory_lock");
                 m.set_config |= i >= 3 && at(i - 3, b"set_config");
             } else {
-                m.temp |= i >= 4 && at(i - 4, b" temp");
+                // `temp` as a word's start, whatever stands before it (a tab, a comment).
+                m.temp |=
+                    i >= 3 && at(i - 3, b"temp") && (i == 3 || !crate::sql::is_ident(sql[i - 4]));
             }
         }
         m
@@ -187,11 +217,31 @@ mod tests {
         use super::next_word;
         assert_eq!(next_word("  LISTEN\tjobs"), ("LISTEN", "\tjobs"));
         assert_eq!(next_word("\x0bprepare\x0c transaction 'x'").0, "prepare");
-        assert_eq!(next_word("select(1)"), ("select(1)", ""));
+        assert_eq!(next_word("select(1)"), ("select", "(1)"));
+        assert_eq!(next_word("listen\"jobs\""), ("listen", "\"jobs\""));
+        assert_eq!(next_word("my$name x"), ("my$name", " x"));
         assert_eq!(next_word(""), ("", ""));
         assert_eq!(next_word(" \n "), ("", ""));
         assert_eq!(next_word("écoute\u{a0}x y"), ("écoute\u{a0}x", " y"));
         assert!(pins("prepare\n\ttransaction 'x'") == Some("PREPARE TRANSACTION"));
+        // A comment separates words as a blank does.
+        assert_eq!(pins("listen/**/jobs"), Some("LISTEN"));
+        assert_eq!(pins("listen-- c\rjobs"), Some("LISTEN"));
+        assert_eq!(
+            pins("declare c cursor with/* c */hold for select 1"),
+            Some("a cursor WITH HOLD")
+        );
+        assert_eq!(
+            pins("create/**/temp\ttable t (x int)"),
+            Some("a temporary table")
+        );
+        assert_eq!(
+            pins("set session/**/authorization bob"),
+            Some("SET SESSION AUTHORIZATION")
+        );
+        assert_eq!(pins("declare c cursor without\t\thold for select 1"), None);
+        // In a quoted string, a comment marker is text.
+        assert_eq!(pins("select '/*' listen"), None);
     }
 
     #[test]
@@ -222,6 +272,9 @@ mod tests {
             "select temperature from t",
             " temp",
             "tEmp",
+            "create\ttemp table t (x int)",
+            "create/**/temp table t (x int)",
+            "select x_temp from t",
             "select 'ü' || x from pgbench_accounts where aid = 1",
             "",
         ];
@@ -229,7 +282,9 @@ mod tests {
             let lower = t.to_ascii_lowercase();
             let expected = Marks {
                 advisory_lock: lower.contains("advisory_lock"),
-                temp: lower.contains(" temp"),
+                temp: lower
+                    .match_indices("temp")
+                    .any(|(i, _)| i == 0 || !crate::sql::is_ident(lower.as_bytes()[i - 1])),
                 set_config: lower.contains("set_config"),
             };
             assert_eq!(Marks::of(t.as_bytes()), expected, "{t}");

@@ -170,8 +170,10 @@ fn is_plain_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
 }
 
-/// What a session statement does to the settings, read from its words.
+/// What a session statement does to the settings, read from its words (a comment separates
+/// words as a blank does, so the text is read without them).
 pub fn classify(sql: &str) -> Change {
+    let sql = crate::sql::without_comments(sql);
     let text = sql.trim_ascii().trim_end_matches(';').trim_ascii_end();
     let lower = text.to_ascii_lowercase();
     let mut words = lower.split_ascii_whitespace();
@@ -283,6 +285,10 @@ mod tests {
 
     #[test]
     fn set_statements_are_read_by_name() {
+        assert!(matches!(
+            classify("set/* c */application_name -- c\n= 'x'"),
+            Change::Set { name, .. } if name == "application_name"
+        ));
         // A no-break space is part of a word to PostgreSQL, which refuses this statement.
         assert!(!matches!(
             classify("SET\u{a0}work_mem = '8MB'"),
