@@ -1,6 +1,6 @@
 //! Long decoder fuzzing run: `cargo bench --bench fuzz -- [inputs] [seed]` (default 10,000,000
 //! inputs). Prints the counts docs/security.md reports; exits non-zero on a round-trip failure
-//! or a call text the recogniser and sqlparser read differently.
+//! or a statement text that the proxy's own readers and sqlparser read differently.
 //! A panic aborts the run with its message and the seed to replay.
 
 fn main() {
@@ -34,7 +34,15 @@ fn main() {
         "call texts {} taken for calls {} read otherwise by sqlparser {}",
         r.texts, r.calls, r.calls_misread
     );
-    if r.round_trip_failures > 0 || r.calls_misread > 0 {
+    println!(
+        "queries sqlparser read {} split elsewhere {} LISTEN not pinned {}",
+        r.queries, r.splits_misread, r.listens_unpinned
+    );
+    if r.round_trip_failures > 0
+        || r.calls_misread > 0
+        || r.splits_misread > 0
+        || r.listens_unpinned > 0
+    {
         std::process::exit(1);
     }
 }
