@@ -18,21 +18,20 @@ use sqlparser::ast::Statement;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
+/// A check of one text against sqlparser's reading, counted in the report.
+type Check = fn(&[u8], &mut Report);
+
 /// One generated call text and one Query, each followed by `mutations` mutants of it.
 pub(super) fn round(rng: &mut Rng, mutations: u32, report: &mut Report) {
-    let call = CALLS[rng.below(CALLS.len())].as_bytes();
-    recognise(call, report);
-    for _ in 0..mutations {
-        let mut text = call.to_vec();
-        mutate_text(rng, &mut text);
-        recognise(&text, report);
-    }
-    let query = QUERIES[rng.below(QUERIES.len())].as_bytes();
-    split_and_pin(query, report);
-    for _ in 0..mutations {
-        let mut text = query.to_vec();
-        mutate_text(rng, &mut text);
-        split_and_pin(&text, report);
+    let checks: [(&[&str], Check); 2] = [(CALLS, recognise), (QUERIES, split_and_pin)];
+    for (texts, check) in checks {
+        let text = texts[rng.below(texts.len())].as_bytes();
+        check(text, report);
+        for _ in 0..mutations {
+            let mut mutant = text.to_vec();
+            mutate_text(rng, &mut mutant);
+            check(&mutant, report);
+        }
     }
 }
 
