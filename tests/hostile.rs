@@ -273,6 +273,81 @@ async fn text_the_parser_cannot_read_never_reaches_several_shards_whole() {
     still_serves(&tc).await;
 }
 
+/// The kinds of message (and SQLSTATE of an error) PostgreSQL's answer to one simple Query
+/// holds, from the proxy (the test's trust user) or from a shard directly (its superuser).
+async fn answer_kinds(port: u16, user: &str, sql: &str) -> Vec<String> {
+    let mut raw = Raw::connect(port).await;
+    raw.send(&common::raw::startup_packet(
+        196608,
+        &[("user", user), ("database", "postgres")],
+    ))
+    .await;
+    raw.until_ready().await;
+    raw.send(&query(sql)).await;
+    raw.until_ready()
+        .await
+        .iter()
+        .map(|(tag, body)| match tag {
+            b'E' => format!("E {}", field(body, b'C').unwrap_or_default()),
+            _ => (*tag as char).to_string(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_statements_end_is_read_as_postgresql_reads_it() {
+    let tc = cluster().await;
+    // A piece of nothing but comments is no statement, and a comment never closed is an
+    // error: the proxy answers each text as a shard does.
+    for sql in [
+        "-- nothing to run",
+        "/* a /* nested */ comment */ ;",
+        "select 1; -- done",
+        "select 1; /* never closed",
+    ] {
+        let proxy = answer_kinds(tc.port, "trustuser", sql).await;
+        let shard = answer_kinds(tc.shards[1].port, "postgres", sql).await;
+        assert_eq!(proxy, shard, "{sql}");
+    }
+    let c = tc.client().await;
+    // Statements that reach different shards, with a comment after the last: each lands
+    // where the key's own lookup finds it.
+    c.simple_query(
+        "insert into accounts (id, owner) values (801, 'a'); \
+         insert into accounts (id, owner) values (802, 'b'); \
+         insert into accounts (id, owner) values (803, 'c'); -- three owners",
+    )
+    .await
+    .unwrap();
+    for id in [801_i64, 802, 803] {
+        let found = c
+            .query_one("select count(*) from accounts where id = $1", &[&id])
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        assert_eq!(found, 1, "row {id} is not on the shard its key names");
+    }
+    let spread = tc
+        .count_on_each_shard("select count(*) from accounts where id between 801 and 803")
+        .await;
+    assert_eq!(spread.iter().sum::<i64>(), 3, "{spread:?}");
+    assert!(spread.iter().filter(|n| **n > 0).count() > 1, "{spread:?}");
+    // A Parse whose one statement is followed by a comment after its `;` is one statement
+    // to PostgreSQL, not several.
+    let row = c
+        .query_one(
+            "select owner from accounts where id = $1; -- by its key",
+            &[&802_i64],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "b");
+    c.simple_query("delete from accounts where id between 801 and 803")
+        .await
+        .unwrap();
+    still_serves(&tc).await;
+}
+
 /// Freezes every process of a shard (SIGSTOP) until dropped, as a wedged server would be.
 struct Frozen(String);
 

@@ -10,7 +10,8 @@ mod split;
 mod tokens;
 pub use shape::{shape_into, shape_of, Shape};
 pub use split::{
-    first_word_is, single_statement, split_statements, without_comments, without_leading_comments,
+    first_word_is, several_statements, single_statement, split_statements, without_comments,
+    without_leading_comments,
 };
 pub use tokens::is_ident;
 

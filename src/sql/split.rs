@@ -25,7 +25,18 @@ pub fn single_statement(sql: &str) -> Option<&str> {
     .then(|| body.trim_ascii())
 }
 
-/// The statements of `sql`, trimmed, empty ones dropped.
+/// The statements of `sql` when PostgreSQL's scanner finds more than one; None for one or none.
+pub fn several_statements(sql: &str) -> Option<Vec<&str>> {
+    // Without a `;` before its last statement's end a text holds one statement at most: the
+    // common case, told by one vectorised pass.
+    let body = sql.trim_ascii_end().trim_end_matches(';');
+    memchr::memchr(b';', body.as_bytes())?;
+    let pieces = split_statements(sql);
+    (pieces.len() > 1).then_some(pieces)
+}
+
+/// The statements of `sql`, trimmed, empty ones and those of nothing but comments dropped (the
+/// scanner reads no statement there).
 pub fn split_statements(sql: &str) -> Vec<&str> {
     if let Some(piece) = single_statement(sql) {
         return if piece.is_empty() {
@@ -163,7 +174,9 @@ pub fn first_word_is(sql: &str, word: &str) -> bool {
 
 fn push<'a>(out: &mut Vec<&'a str>, piece: &'a str) {
     let piece = piece.trim_ascii();
-    if !piece.is_empty() {
+    let comments_only =
+        (piece.starts_with("--") || piece.starts_with("/*")) && super::tokens::only_comments(piece);
+    if !piece.is_empty() && !comments_only {
         out.push(piece);
     }
 }
@@ -317,6 +330,44 @@ mod tests {
         assert_eq!(
             split_statements("set x = 'a; insert into t values (1)"),
             vec!["set x = 'a; insert into t values (1)"]
+        );
+    }
+
+    #[test]
+    fn pieces_of_nothing_but_comments_are_no_statements() {
+        assert_eq!(
+            split_statements("select 1; -- done\n; /* a /* b */ */ ;\t/* c */ -- d"),
+            vec!["select 1"]
+        );
+        assert!(split_statements("-- only\n/* this */").is_empty());
+        // PostgreSQL refuses a comment never closed: the piece stays, to be refused.
+        assert_eq!(
+            split_statements("select 1; /* a /* b */ open"),
+            vec!["select 1", "/* a /* b */ open"]
+        );
+    }
+
+    #[test]
+    fn several_statements_only_where_the_scanner_finds_them() {
+        for one in [
+            "select 1",
+            "select 1;",
+            "select 1; ;\n",
+            "select 'a;b' -- c;",
+            "select 1; -- and a comment",
+            "insert into t values ($$;$$)",
+        ] {
+            assert_eq!(several_statements(one), None, "{one:?}");
+        }
+        // sqlparser reads a bit string with a backslash on to the last quote, one statement;
+        // PostgreSQL's scanner ends it at its second quote and finds three.
+        assert_eq!(
+            several_statements("select x'\\'; insert into t values (1); select 1 --'"),
+            Some(vec![
+                "select x'\\'",
+                "insert into t values (1)",
+                "select 1 --'"
+            ])
         );
     }
 

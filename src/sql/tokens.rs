@@ -111,7 +111,13 @@ fn skip_quoted(b: &[u8], mut i: usize, quote: u8, backslash_escapes: bool) -> us
 }
 
 /// Index after the end of a (nested) block comment.
-fn skip_block_comment(b: &[u8], mut i: usize) -> usize {
+fn skip_block_comment(b: &[u8], i: usize) -> usize {
+    block_comment_end(b, i).unwrap_or(b.len())
+}
+
+/// Inside a block comment at `i`: the index after its closing `*/`, None when it is never
+/// closed (PostgreSQL refuses such a text).
+fn block_comment_end(b: &[u8], mut i: usize) -> Option<usize> {
     let mut depth = 1;
     while i < b.len() {
         if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
@@ -121,13 +127,24 @@ fn skip_block_comment(b: &[u8], mut i: usize) -> usize {
             depth -= 1;
             i += 2;
             if depth == 0 {
-                return i;
+                return Some(i);
             }
         } else {
             i += 1;
         }
     }
-    b.len()
+    None
+}
+
+/// Whether `sql` holds nothing but comments and blanks, each block comment closed: the scanner
+/// finds no statement in it.
+pub fn only_comments(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    Tokens::new(sql).all(|(token, at)| match token {
+        Token::Comment => b[at.start] == b'-' || block_comment_end(b, at.start + 2) == Some(at.end),
+        Token::Other => b[at.start].is_ascii_whitespace(),
+        _ => false,
+    })
 }
 
 /// At a `$`: if it opens a dollar quote (`$$` or `$tag$`), the index after its closing tag;

@@ -30,9 +30,14 @@ impl Exec<'_> {
             self.ready_for_query();
             return self.flush().await;
         }
+        // Where a statement ends is PostgreSQL's scanner's to say, and sqlparser's can part
+        // from it (a bit string holding a backslash, say). A text the scanner reads as several
+        // statements is therefore never paired with sqlparser's reading of the whole: each
+        // statement is read on its own, so that none is routed by another's reading.
+        let several = crate::sql::several_statements(text);
         // A text of a shape whose route was learned runs without being parsed or planned (see
         // `shape_route`). The shape is worked out once, for the parse cache too.
-        let shaped = self.simple_shape(text);
+        let shaped = several.is_none() && self.simple_shape(text);
         if shaped {
             if let Some(plan) = self.shape_routes.plan(&self.shape, &self.placement) {
                 return self.simple_planned(plan, text).await;
@@ -47,38 +52,31 @@ impl Exec<'_> {
             .cloned();
         // Each statement, with the characters of the Query before it (for error positions).
         type Ast = std::sync::Arc<sqlparser::ast::Statement>;
-        let statements: Vec<(Option<Ast>, String, u64)> = match self.parse_shaped(text, shape) {
-            Some(v) if v.len() == 1 => vec![(Some(v[0].clone()), text.to_string(), 0)],
-            // Several statements: each runs as the client wrote it when the split lines up
-            // with sqlparser's (it does unless a statement is empty).
-            Some(v) => {
-                let pieces = crate::sql::split_statements(text);
-                if pieces.len() == v.len() {
-                    v.iter()
-                        .zip(pieces)
-                        .map(|(s, piece)| {
-                            (Some(s.clone()), piece.to_string(), ahead_of(text, piece))
-                        })
-                        .collect()
-                } else {
-                    v.iter()
-                        .map(|s| (Some(s.clone()), s.to_string(), 0))
-                        .collect()
-                }
+        let read_alone = |piece: &str| -> (Option<Ast>, String, u64) {
+            let ahead = ahead_of(text, piece);
+            match self.parse(piece) {
+                Some(v) if v.len() == 1 => (Some(v[0].clone()), piece.to_string(), ahead),
+                _ => (None, piece.to_string(), ahead),
             }
-            // sqlparser could not read the whole text: split it and analyse each statement
-            // on its own, so that no statement is routed by another one's keywords.
-            None => crate::sql::split_statements(text)
-                .into_iter()
-                .map(|piece| {
-                    let ahead = ahead_of(text, piece);
-                    match self.parse(piece) {
-                        Some(v) if v.len() == 1 => (Some(v[0].clone()), piece.to_string(), ahead),
-                        _ => (None, piece.to_string(), ahead),
-                    }
-                })
-                .collect(),
         };
+        let statements: Vec<(Option<Ast>, String, u64)> = match several {
+            Some(pieces) => pieces.into_iter().map(read_alone).collect(),
+            None => match self.parse_shaped(text, shape) {
+                Some(v) if v.len() == 1 => vec![(Some(v[0].clone()), text.to_string(), 0)],
+                // sqlparser could not read the text, or read other than one statement where
+                // the scanner finds one (or none): the statement is analysed unparsed.
+                _ => crate::sql::split_statements(text)
+                    .into_iter()
+                    .map(|piece| (None, piece.to_string(), ahead_of(text, piece)))
+                    .collect(),
+            },
+        };
+        if statements.is_empty() {
+            // Only comments: PostgreSQL answers as for an empty Query.
+            build::empty(b'I', &mut self.out);
+            self.ready_for_query();
+            return self.flush().await;
+        }
         // PostgreSQL parses the whole Query before running any of it: a syntax error anywhere
         // means nothing runs.
         if statements.len() > 1 {
@@ -96,13 +94,6 @@ impl Exec<'_> {
                         return self.flush().await;
                     }
                 }
-            }
-        }
-        if statements.len() > 1 {
-            // Only a text of one statement is routed by its shape.
-            if let Some(s) = learn.take() {
-                self.shape_routes
-                    .learn(&s, &[], &Plan::Unrecognised, &self.placement);
             }
         }
         // PostgreSQL runs a multi-statement Query as one implicit transaction.
