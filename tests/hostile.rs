@@ -348,6 +348,72 @@ async fn where_statements_end_is_read_as_postgresql_reads_it() {
     still_serves(&tc).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strings_read_otherwise_than_the_proxy_reads_them_are_refused() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    let code = |e: tokio_postgres::Error| e.code().map(|c| c.code().to_string());
+    // With standard_conforming_strings off, this is one SELECT of one string to PostgreSQL,
+    // and three statements to a reader that takes `'\'` for a whole string.
+    let smuggled = "select '\\'; insert into accounts (id, owner) values (790, 'x'); select 1 --'";
+    for sql in [
+        "set standard_conforming_strings = off",
+        "SET SESSION standard_conforming_strings TO 'false'",
+        "select set_config('standard_conforming_strings', 'off', false)",
+        &format!("set standard_conforming_strings to off; {smuggled}"),
+    ] {
+        let e = c.simple_query(sql).await.map(|_| ()).expect_err(sql);
+        assert_eq!(code(e).as_deref(), Some("0A000"), "{sql}");
+    }
+    // Bound as parameters, as drivers send set_config.
+    let e = c
+        .query(
+            "select set_config($1, $2, false)",
+            &[&"standard_conforming_strings", &"off"],
+        )
+        .await
+        .expect_err("set_config of the setting, bound");
+    assert_eq!(code(e).as_deref(), Some("0A000"));
+    // Other settings, and this one kept on, pass.
+    let set = c
+        .query_one(
+            "select set_config($1, $2, false)",
+            &[&"application_name", &"strings"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(set.get::<_, String>(0), "strings");
+    c.simple_query("set standard_conforming_strings to on")
+        .await
+        .unwrap();
+    // The session reads plain strings as before, on every shard.
+    let row = c
+        .query_one(
+            "select '\\'::text, current_setting('standard_conforming_strings')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "\\");
+    assert_eq!(row.get::<_, String>(1), "on");
+    // Nor may a login turn it off.
+    let url = format!(
+        "{}?options=-c%20standard_conforming_strings%3Doff",
+        tc.url("app", "secret")
+    );
+    let e = common::connect(&url)
+        .await
+        .map(|_| ())
+        .expect_err("a login with it off");
+    assert_eq!(code(e).as_deref(), Some("0A000"));
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from accounts where id = 790")
+            .await,
+        [0, 0, 0]
+    );
+    still_serves(&tc).await;
+}
+
 /// Freezes every process of a shard (SIGSTOP) until dropped, as a wedged server would be.
 struct Frozen(String);
 

@@ -120,6 +120,31 @@ pub async fn handle_client(
         return;
     }
     let options = super::startup_options::parse(params.get("options").map_or("", |o| o.as_str()));
+    // Several shards: plain strings are read as with standard_conforming_strings on (see
+    // `router::plan::string_syntax`), so a login may not turn it off either.
+    let strings_off = |(name, value): (&str, &str)| {
+        name.eq_ignore_ascii_case(crate::router::plan::string_syntax::NAME)
+            && !crate::router::plan::string_syntax::keeps_it_on(value)
+    };
+    if ctx.shards.len() > 1
+        && params
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .chain(
+                options
+                    .settings
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str())),
+            )
+            .any(strings_off)
+    {
+        let err = PgError {
+            severity: crate::error::Severity::Fatal,
+            ..crate::router::plan::string_syntax::refusal()
+        };
+        send_fatal(&mut socket, &err).await;
+        return;
+    }
     let snapshot_possible = ctx.txn.oracle.is_some();
     if let Some(err) = options.own.iter().find_map(|(name, value)| {
         crate::executor::snapshot_read::setting_error(name, value, snapshot_possible)

@@ -117,6 +117,15 @@ impl Params {
         Some(v.to_string())
     }
 
+    /// `$n` (1-based) read as text whatever its format: a text parameter's binary form is its
+    /// bytes, so this holds for parameters whose type is text. None for NULL, a missing
+    /// parameter, or bytes that are not UTF-8.
+    pub fn text(&self, n: usize) -> Option<String> {
+        note(Read::Other);
+        let bytes = self.values.get(n.checked_sub(1)?)?.as_ref()?;
+        std::str::from_utf8(bytes).ok().map(str::to_string)
+    }
+
     /// `$n` as an array of keys (for `= ANY($n)`), in text (`{1,2}`) or binary array format.
     pub fn key_array(&self, n: usize, ty: KeyType) -> Result<Vec<KeyValue>, String> {
         note(Read::Other);

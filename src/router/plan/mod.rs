@@ -9,7 +9,7 @@
 //! This file holds the plans and `plan`, which dispatches on the kind of statement; `query`
 //! places reads, `scatter` plans reads of several shards and their merge, `write` plans
 //! writes, `unparsed` what the text alone decides, `signal` the calls that signal a session of
-//! the proxy's.
+//! the proxy's, `string_syntax` the refusal of non-standard strings.
 
 use super::keys::{keys_in, literal_key, strip, KeySet};
 use super::params::Params;
@@ -27,6 +27,7 @@ use std::ops::ControlFlow;
 mod query;
 mod scatter;
 mod signal;
+pub mod string_syntax;
 #[cfg(test)]
 mod tests;
 mod unparsed;

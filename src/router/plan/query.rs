@@ -126,6 +126,9 @@ pub(super) fn tables_read<V: sqlparser::ast::Visit>(q: &V) -> Vec<ObjectName> {
 }
 
 pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> Plan {
+    if let Some(refusal) = super::string_syntax::set_config_refused(q, params) {
+        return refusal;
+    }
     let rels = relations(q, placement);
     if let Some(name) = rels.undeclared {
         return undeclared(&name);

@@ -172,6 +172,9 @@ pub(super) fn plan_set(sql: &str) -> Option<Plan> {
     if let Some(refusal) = other_client_encoding(sql) {
         return Some(refusal);
     }
+    if let Some(refusal) = super::string_syntax::set_refused(sql) {
+        return Some(refusal);
+    }
     let text = sql.trim().trim_end_matches(';');
     let rest = text
         .get(..4)
