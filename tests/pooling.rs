@@ -50,6 +50,43 @@ on_one_and_three_shards!(
     currval_and_lastval_never_show_another_clients_value
 );
 
+/// With standard_conforming_strings off, `'\''` is a whole string to PostgreSQL, while the
+/// relay's readers take plain strings as with it on and would find no LISTEN after it. A session
+/// that sets it is therefore pinned, and what it runs afterwards never stays on a connection
+/// another client gets. One connection, so that the next client gets the one left behind.
+/// (Several shards refuse the setting off.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_with_nonstandard_strings_keeps_its_connection() {
+    let tc = cluster(1, "size = 1").await;
+    let a = tc.client().await;
+    a.batch_execute("set standard_conforming_strings = off")
+        .await
+        .unwrap();
+    let shown = rows(
+        &a.simple_query("select '\\''; listen sg_hidden_jobs")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        shown[0][0].as_deref(),
+        Some("'"),
+        "read with the setting off"
+    );
+    drop(a);
+    let b = tc.client().await;
+    let channels = rows(
+        &b.simple_query("select pg_listening_channels()")
+            .await
+            .unwrap(),
+    );
+    assert!(channels.is_empty(), "{channels:?}");
+    let setting = b
+        .query_one("select current_setting('standard_conforming_strings')", &[])
+        .await
+        .unwrap();
+    assert_eq!(setting.get::<_, String>(0), "on");
+}
+
 /// `currval()` and `lastval()` read values a server connection keeps, which another client may
 /// have left there. On one shard a session's first statement naming either runs on a
 /// connection cleared of them and pins the session; several shards refuse both.

@@ -78,8 +78,17 @@ pub fn pins(sql: &str) -> Option<&'static str> {
             return Some("a temporary table");
         }
     }
-    if is("set") && lower().contains("session authorization") {
-        return Some("SET SESSION AUTHORIZATION");
+    if is("set") {
+        let lower = lower();
+        if lower.contains("session authorization") {
+            return Some("SET SESSION AUTHORIZATION");
+        }
+        // With it off, a backslash ends plain strings elsewhere than the proxy's readers of
+        // statement text (these pins among them) take them to end: from then on this session
+        // is read unreliably, so its state stays on its own connection.
+        if lower.contains("standard_conforming_strings") {
+            return Some("SET standard_conforming_strings");
+        }
     }
     // A setting changed by a function rather than SET: the proxy cannot tell its scope or
     // value, so the connection that carries it stays this session's.
@@ -180,6 +189,13 @@ mod tests {
         assert!(pins_in("select 1;", false).is_none());
         assert!(pins_in("select ';'; listen jobs;", false).is_some());
         assert!(pins_in("select 1;; listen jobs", false).is_some());
+    }
+
+    #[test]
+    fn setting_how_strings_are_read_pins() {
+        assert!(pins("set standard_conforming_strings = off").is_some());
+        assert!(pins("SET SESSION Standard_Conforming_Strings TO 'false'").is_some());
+        assert!(pins("set escape_string_warning = off").is_none());
     }
 
     #[test]
