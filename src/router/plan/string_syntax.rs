@@ -39,13 +39,8 @@ pub fn refusal() -> PgError {
 
 /// `SET [SESSION | LOCAL] standard_conforming_strings {TO | =} <not on>`: refused.
 pub(super) fn set_refused(sql: &str) -> Option<Plan> {
-    let mut words = sql
-        .split(|c: char| c.is_whitespace() || c == '=' || c == ';')
-        .filter(|w| !w.is_empty());
     // Every SET is asked: nothing is copied unless it names the setting.
-    if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("set")) {
-        return None;
-    }
+    let mut words = super::unparsed::words_after_set(sql)?;
     let mut name = words.next()?;
     if name.eq_ignore_ascii_case("session") || name.eq_ignore_ascii_case("local") {
         name = words.next()?;

@@ -118,21 +118,11 @@ pub(super) fn is_set_transaction(sql: &str) -> bool {
 /// every statement to route it, and reads them as UTF-8; with another encoding a non-ASCII
 /// character would be misread or break the session.
 pub(super) fn other_client_encoding(sql: &str) -> Option<Plan> {
-    let mut words = sql
-        .split(|c: char| c.is_whitespace() || c == '=' || c == ';')
-        .filter(|w| !w.is_empty());
     // Every statement is asked: nothing is copied unless it is a SET.
-    if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("set")) {
-        return None;
-    }
-    let words: Vec<String> = std::iter::once("set")
-        .chain(words)
+    let words: Vec<String> = words_after_set(sql)?
         .map(|w| w.to_ascii_lowercase())
         .collect();
     let mut rest = words.iter().map(String::as_str).peekable();
-    if rest.next() != Some("set") {
-        return None;
-    }
     if matches!(rest.peek(), Some(&"session" | &"local")) {
         rest.next();
     }
@@ -154,6 +144,17 @@ pub(super) fn other_client_encoding(sql: &str) -> Option<Plan> {
         )
         .with_hint("shardgate reads statements as UTF-8 to route them: use client_encoding UTF8 and convert in the application."),
     ))
+}
+
+/// The words of a SET after `SET` (split at blanks, `=` and `;`), None for another statement.
+pub(super) fn words_after_set(sql: &str) -> Option<impl Iterator<Item = &str>> {
+    let mut words = sql
+        .split(|c: char| c.is_whitespace() || c == '=' || c == ';')
+        .filter(|w| !w.is_empty());
+    words
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case("set"))
+        .then_some(words)
 }
 
 /// UTF8 under any of the names PostgreSQL accepts for it (`UTF8`, `'utf-8'`, `unicode`).
