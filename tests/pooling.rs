@@ -58,33 +58,48 @@ on_one_and_three_shards!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_with_nonstandard_strings_keeps_its_connection() {
     let tc = cluster(1, "size = 1").await;
-    let a = tc.client().await;
-    a.batch_execute("set standard_conforming_strings = off")
-        .await
-        .unwrap();
-    let shown = rows(
-        &a.simple_query("select '\\''; listen sg_hidden_jobs")
+    let at_login = format!(
+        "{}?options=-c%20standard_conforming_strings%3Doff",
+        tc.url("app", "secret")
+    );
+    // Turned off by SET, and at login.
+    for by_set in [true, false] {
+        let a = if by_set {
+            let a = tc.client().await;
+            a.batch_execute("set standard_conforming_strings = off")
+                .await
+                .unwrap();
+            a
+        } else {
+            connect(&at_login).await.unwrap()
+        };
+        let shown = rows(
+            &a.simple_query("select '\\''; listen sg_hidden_jobs")
+                .await
+                .unwrap(),
+        );
+        assert_eq!(
+            shown[0][0].as_deref(),
+            Some("'"),
+            "read with the setting off"
+        );
+        drop(a);
+        let b = tc.client().await;
+        let channels = rows(
+            &b.simple_query("select pg_listening_channels()")
+                .await
+                .unwrap(),
+        );
+        assert!(
+            channels.is_empty(),
+            "turned off by SET: {by_set}: {channels:?}"
+        );
+        let setting = b
+            .query_one("select current_setting('standard_conforming_strings')", &[])
             .await
-            .unwrap(),
-    );
-    assert_eq!(
-        shown[0][0].as_deref(),
-        Some("'"),
-        "read with the setting off"
-    );
-    drop(a);
-    let b = tc.client().await;
-    let channels = rows(
-        &b.simple_query("select pg_listening_channels()")
-            .await
-            .unwrap(),
-    );
-    assert!(channels.is_empty(), "{channels:?}");
-    let setting = b
-        .query_one("select current_setting('standard_conforming_strings')", &[])
-        .await
-        .unwrap();
-    assert_eq!(setting.get::<_, String>(0), "on");
+            .unwrap();
+        assert_eq!(setting.get::<_, String>(0), "on");
+    }
 }
 
 /// `currval()` and `lastval()` read values a server connection keeps, which another client may

@@ -72,6 +72,11 @@ impl Settings {
         s
     }
 
+    /// Whether the startup packet set `name` (lower case).
+    pub fn set_at_login(&self, name: &str) -> bool {
+        self.startup.iter().any(|(n, _)| n == name)
+    }
+
     /// The statements that give a connection these settings (empty for none).
     pub fn replay(&self) -> Arc<str> {
         self.replay.clone()

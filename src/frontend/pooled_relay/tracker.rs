@@ -115,7 +115,10 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(settings: Settings) -> Tracker {
-        Tracker {
+        // Set at login, it is read as a SET of it is (see `pins`): the session keeps its
+        // connection from the first.
+        let strings_set = settings.set_at_login(crate::router::plan::string_syntax::NAME);
+        let mut tracker = Tracker {
             status: b'I',
             awaiting: VecDeque::new(),
             building: Request::default(),
@@ -133,7 +136,11 @@ impl Tracker {
             sequences_read: false,
             own_sent: false,
             signals_due: Vec::new(),
+        };
+        if strings_set {
+            tracker.pin("SET standard_conforming_strings");
         }
+        tracker
     }
 
     /// Outside any transaction with nothing sent that is not answered.
