@@ -414,6 +414,39 @@ async fn strings_read_otherwise_than_the_proxy_reads_them_are_refused() {
     still_serves(&tc).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_that_reads_strings_otherwise_gets_no_statement() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    // Configured on the shard, before the proxy opens a session connection to it.
+    tc.direct(2)
+        .await
+        .batch_execute("alter database postgres set standard_conforming_strings = off")
+        .await
+        .unwrap();
+    let c = tc.client().await;
+    let e = c
+        .batch_execute("create table accounts (id bigint primary key, owner text)")
+        .await
+        .expect_err("DDL reaching the shard");
+    let db = e.as_db_error().expect("an error from the proxy");
+    assert_eq!(db.code().code(), "0A000", "{db:?}");
+    assert!(
+        db.message().contains("standard_conforming_strings"),
+        "{db:?}"
+    );
+    // Nothing was created anywhere: the broadcast never began.
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from pg_class where relname = 'accounts'")
+            .await,
+        [0, 0, 0]
+    );
+    tc.direct(2)
+        .await
+        .batch_execute("alter database postgres reset standard_conforming_strings")
+        .await
+        .unwrap();
+}
+
 /// Freezes every process of a shard (SIGSTOP) until dropped, as a wedged server would be.
 struct Frozen(String);
 

@@ -64,7 +64,11 @@ impl Pools {
     pub fn new(shards: &[ShardTarget], config: &PoolConfig, connect_timeout: Duration) -> Pools {
         let pools: Vec<Arc<ShardPool>> = shards
             .iter()
-            .map(|t| Arc::new(ShardPool::new(t.clone(), config, connect_timeout)))
+            .map(|t| {
+                let mut pool = ShardPool::new(t.clone(), config, connect_timeout);
+                pool.reads_strings = shards.len() > 1;
+                Arc::new(pool)
+            })
             .collect();
         for p in &pools {
             p.publish();
@@ -93,6 +97,18 @@ pub struct ShardPool {
     connect_timeout: Duration,
     waiting: AtomicUsize,
     gauges: Gauges,
+    /// Several shards: statements are routed by reading their text, so a connection must read
+    /// plain strings as the proxy does (see `router::plan::string_syntax`).
+    reads_strings: bool,
+}
+
+/// Whether a new connection's reported standard_conforming_strings is on (a server that does
+/// not report it is taken to be on, as PostgreSQL has been since 9.1).
+fn strings_read_as_the_proxy_reads_them(parameters: &[(String, String)]) -> bool {
+    parameters
+        .iter()
+        .find(|(name, _)| name == crate::router::plan::string_syntax::NAME)
+        .is_none_or(|(_, value)| value == "on")
 }
 
 /// The pool's series, looked up once: checkouts happen per transaction.
@@ -240,6 +256,7 @@ impl ShardPool {
             connect_timeout,
             waiting: AtomicUsize::new(0),
             gauges,
+            reads_strings: false,
         }
     }
 
@@ -383,6 +400,14 @@ impl ShardPool {
             ));
         }
         match backend::connect(&self.target, &params, self.connect_timeout).await {
+            Ok(c) if self.reads_strings && !strings_read_as_the_proxy_reads_them(&c.parameters) => {
+                metrics::counter!(crate::metrics::BACKEND_CONNECT_ERRORS, "shard" => self.target.name.clone())
+                    .increment(1);
+                tracing::error!(shard = %self.target.name, "the shard has standard_conforming_strings off; connection refused");
+                Err(crate::router::plan::string_syntax::shard_refusal(
+                    &self.target.name,
+                ))
+            }
             Ok(c) => Ok(Pooled {
                 stream: c.stream,
                 lease: Lease {

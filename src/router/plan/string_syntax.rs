@@ -37,6 +37,16 @@ pub fn refusal() -> PgError {
     .with_hint("shardgate reads plain strings as PostgreSQL does with it on (the default): keep it on, and write a backslash escape as E'...'.")
 }
 
+/// The refusal of a shard connection that has it off (by the shard's configuration, or an
+/// `ALTER ROLE` / `ALTER DATABASE ... SET`): nothing runs on such a connection.
+pub fn shard_refusal(shard: &str) -> PgError {
+    PgError::error(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!("shard {shard} has standard_conforming_strings off, which is not supported on several shards"),
+    )
+    .with_hint("Set standard_conforming_strings = on in the shard's configuration (and in any ALTER ROLE or ALTER DATABASE ... SET).")
+}
+
 /// `SET [SESSION | LOCAL] standard_conforming_strings {TO | =} <not on>`: refused.
 pub(super) fn set_refused(sql: &str) -> Option<Plan> {
     // Every SET is asked: nothing is copied unless it names the setting.
