@@ -447,6 +447,63 @@ async fn a_shard_that_reads_strings_otherwise_gets_no_statement() {
         .unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cast_that_changes_a_key_never_routes_by_the_uncast_value() {
+    let tc = TestCluster::start_unlike(
+        3,
+        "",
+        "[tables.people]\nshard_key = \"name\"\nkey_type = \"text\"\n",
+    )
+    .await;
+    let c = tc.client().await;
+    c.batch_execute("create table people (name text primary key)")
+        .await
+        .unwrap();
+    // An explicit cast to varchar(2) keeps two characters: the row is 'ab', and must be
+    // where a lookup of 'ab' finds it.
+    c.batch_execute("insert into people values ('abc'::varchar(2))")
+        .await
+        .unwrap();
+    let found = |sql: &'static str| {
+        let c = &c;
+        async move {
+            c.query_one(sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(
+        found("select count(*) from people where name = 'ab'").await,
+        1
+    );
+    let values: Vec<String> = (0..12).map(|i| format!("('ab{i}')")).collect();
+    c.batch_execute(&format!("insert into people values {}", values.join(", ")))
+        .await
+        .unwrap();
+    // Casts that change the value compared: every row PostgreSQL would match, from every
+    // shard that holds one.
+    assert_eq!(
+        found("select count(*) from people where name::varchar(2) = 'ab'").await,
+        13
+    );
+    assert_eq!(
+        found("select count(*) from people where name = 'ab0 '::char(3)").await,
+        1
+    );
+    assert_eq!(
+        found("select count(*) from people where 'abc'::varchar(2) = name").await,
+        1
+    );
+    // A cast that keeps the value still routes to one shard, and finds its row.
+    assert_eq!(
+        found("select count(*) from people where name = 'ab7'::varchar").await,
+        1
+    );
+    let spread = tc.count_on_each_shard("select count(*) from people").await;
+    assert_eq!(spread.iter().sum::<i64>(), 13, "{spread:?}");
+}
+
 /// Freezes every process of a shard (SIGSTOP) until dropped, as a wedged server would be.
 struct Frozen(String);
 

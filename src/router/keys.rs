@@ -3,7 +3,7 @@
 
 use super::params::Params;
 use crate::placement::{KeyType, KeyValue};
-use sqlparser::ast::{BinaryOperator, Expr, Value};
+use sqlparser::ast::{BinaryOperator, CharacterLength, DataType, ExactNumberInfo, Expr, Value};
 
 /// What a predicate says about the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,9 +39,9 @@ pub fn keys_in(
             op: BinaryOperator::Eq,
             right,
         } => {
-            let value = if is_key(strip(left)) {
+            let value = if is_key(strip_for(left, ty)) {
                 right
-            } else if is_key(strip(right)) {
+            } else if is_key(strip_for(right, ty)) {
                 left
             } else {
                 return Ok(KeySet::Any);
@@ -56,7 +56,7 @@ pub fn keys_in(
             expr,
             list,
             negated: false,
-        } if is_key(strip(expr)) => {
+        } if is_key(strip_for(expr, ty)) => {
             let mut out = Vec::new();
             for item in list {
                 match literal_key(item, ty, params)? {
@@ -72,7 +72,7 @@ pub fn keys_in(
             compare_op: BinaryOperator::Eq,
             right,
             ..
-        } if is_key(strip(left)) => match strip(right) {
+        } if is_key(strip_for(left, ty)) => match strip_for(right, ty) {
             Expr::Value(v) => match &v.value {
                 Value::Placeholder(p) => {
                     Ok(KeySet::Values(params.key_array(placeholder_index(p)?, ty)?))
@@ -96,12 +96,67 @@ pub fn keys_in(
     }
 }
 
-/// Casts and parentheses do not change which row a value names.
+/// Parentheses, and the casts that keep a value of any key type as it is: to `text` and to
+/// `varchar` without a length. Any other cast may change which rows an equality matches
+/// (`name::varchar(2) = 'ab'` matches `abc` too, `name::int = 5` matches `05`), so an
+/// expression under one is not read as the key or its value.
 pub fn strip(e: &Expr) -> &Expr {
     match e {
         Expr::Nested(inner) => strip(inner),
-        Expr::Cast { expr, .. } => strip(expr),
+        Expr::Cast {
+            expr, data_type, ..
+        } if as_text(data_type) => strip(expr),
         other => other,
+    }
+}
+
+/// As `strip`, also through the casts that keep a key of type `ty`: to the integer types and
+/// `numeric` for an integer key, to `uuid` for a uuid key.
+pub fn strip_for(e: &Expr, ty: KeyType) -> &Expr {
+    match e {
+        Expr::Nested(inner) => strip_for(inner, ty),
+        Expr::Cast {
+            expr, data_type, ..
+        } if as_text(data_type) || keeps(data_type, ty) => strip_for(expr, ty),
+        other => other,
+    }
+}
+
+fn as_text(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Text | DataType::Varchar(None) | DataType::CharacterVarying(None)
+    )
+}
+
+fn keeps(t: &DataType, ty: KeyType) -> bool {
+    match ty {
+        KeyType::Integer => matches!(
+            t,
+            DataType::Int(_)
+                | DataType::Integer(_)
+                | DataType::BigInt(_)
+                | DataType::SmallInt(_)
+                | DataType::Int2(_)
+                | DataType::Int4(_)
+                | DataType::Int8(_)
+                | DataType::Numeric(ExactNumberInfo::None)
+                | DataType::Decimal(ExactNumberInfo::None)
+        ),
+        KeyType::Uuid => matches!(t, DataType::Uuid),
+        KeyType::Text => false,
+    }
+}
+
+/// `varchar(n)` (or `character varying(n)`): an explicit cast to it keeps the first n
+/// characters.
+fn varchar_length(t: &DataType) -> Option<usize> {
+    match t {
+        DataType::Varchar(Some(CharacterLength::IntegerLength { length, .. }))
+        | DataType::CharacterVarying(Some(CharacterLength::IntegerLength { length, .. })) => {
+            usize::try_from(*length).ok()
+        }
+        _ => None,
     }
 }
 
@@ -111,11 +166,25 @@ pub fn literal_key(
     ty: KeyType,
     params: &Params,
 ) -> Result<Option<Option<KeyValue>>, String> {
-    let (e, negative) = match strip(e) {
+    // A text key cast to varchar(n) is its first n characters.
+    if let Expr::Cast {
+        expr, data_type, ..
+    } = strip(e)
+    {
+        if let (KeyType::Text, Some(n)) = (ty, varchar_length(data_type)) {
+            return Ok(literal_key(expr, ty, params)?.map(|key| {
+                key.map(|k| match k {
+                    KeyValue::Text(t) => KeyValue::Text(t.chars().take(n).collect()),
+                    other => other,
+                })
+            }));
+        }
+    }
+    let (e, negative) = match strip_for(e, ty) {
         Expr::UnaryOp {
             op: sqlparser::ast::UnaryOperator::Minus,
             expr,
-        } => (strip(expr), true),
+        } => (strip_for(expr, ty), true),
         other => (other, false),
     };
     let Expr::Value(v) = e else { return Ok(None) };
@@ -150,13 +219,41 @@ mod tests {
     use sqlparser::parser::Parser;
 
     fn keys(where_clause: &str, params: &Params) -> KeySet {
+        keys_as(where_clause, KeyType::Integer, params)
+    }
+
+    /// The keys a WHERE clause names of the key column `id`, of type `ty`.
+    fn keys_as(where_clause: &str, ty: KeyType, params: &Params) -> KeySet {
         let e = Parser::new(&PostgreSqlDialect {})
             .try_with_sql(where_clause)
             .unwrap()
             .parse_expr()
             .unwrap();
         let is_key = |e: &Expr| matches!(e, Expr::Identifier(i) if i.value == "id");
-        keys_in(&e, &is_key, KeyType::Integer, params).unwrap()
+        keys_in(&e, &is_key, ty, params).unwrap()
+    }
+
+    #[test]
+    fn only_casts_that_keep_the_key_are_looked_through() {
+        let none = Params::default();
+        let text = |w: &str| keys_as(w, KeyType::Text, &none);
+        let int = |w: &str| keys_as(w, KeyType::Integer, &none);
+        let t = |v: &str| KeySet::Values(vec![KeyValue::Text(v.into())]);
+        let i = |v: i64| KeySet::Values(vec![KeyValue::Integer(v)]);
+        assert_eq!(text("id::text = 'ab'"), t("ab"));
+        assert_eq!(text("id = ('ab'::varchar)"), t("ab"));
+        // A cast to varchar(n) of the value keeps n characters; of the column, it matches
+        // every key that starts so.
+        assert_eq!(text("id = 'abc'::varchar(2)"), t("ab"));
+        assert_eq!(text("id::varchar(2) = 'ab'"), KeySet::Any);
+        assert_eq!(text("id::int = 5"), KeySet::Any);
+        assert_eq!(text("id = 'ab '::char(3)"), KeySet::Any);
+        assert_eq!(text("id::citext = 'AB'"), KeySet::Any);
+        assert_eq!(int("id = '5'::bigint"), i(5));
+        assert_eq!(int("id::int2 = 5"), i(5));
+        assert_eq!(int("id::numeric = 5"), i(5));
+        assert_eq!(int("id::text = '5'"), i(5));
+        assert_eq!(int("id::float8 = 5"), KeySet::Any);
     }
 
     #[test]

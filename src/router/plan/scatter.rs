@@ -295,7 +295,7 @@ pub(super) fn has_window(items: &[SelectItem]) -> bool {
 
 /// A LIMIT or OFFSET count: a literal, or a bound parameter in text or binary format.
 pub(super) fn count_constant(e: &Expr, params: &Params) -> Option<u64> {
-    match strip(e) {
+    match super::super::keys::strip_for(e, KeyType::Integer) {
         Expr::Value(v) => match &v.value {
             Value::Number(n, _) => n.parse().ok(),
             Value::Placeholder(p) => params

@@ -305,7 +305,7 @@ pub(super) fn plan_insert_select(
     };
     let key_expr = match select.projection.get(key_idx) {
         Some(SelectItem::UnnamedExpr(e)) | Some(SelectItem::ExprWithAlias { expr: e, .. }) => {
-            strip(e)
+            super::super::keys::strip_for(e, key_type)
         }
         _ => return refused(),
     };
