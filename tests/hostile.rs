@@ -504,6 +504,52 @@ async fn a_cast_that_changes_a_key_never_routes_by_the_uncast_value() {
     assert_eq!(spread.iter().sum::<i64>(), 13, "{spread:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_column_that_compares_otherwise_than_its_key_type_is_refused() {
+    let tc = TestCluster::start_unlike(
+        3,
+        "",
+        "[tables.people]\nshard_key = \"name\"\nkey_type = \"text\"\n\
+         [tables.tickets]\nshard_key = \"id\"\nkey_type = \"bigint\"\n",
+    )
+    .await;
+    let c = tc.client().await;
+    // char(n) ignores trailing blanks, so 'ab' and 'ab ' would be one key stored by two hashes;
+    // a float key rounds.
+    for ddl in [
+        "create table people (name char(8) primary key)",
+        "create table people (name bpchar primary key)",
+        "create table tickets (id float8 primary key)",
+        "create table tickets (id numeric primary key)",
+    ] {
+        let e = c.batch_execute(ddl).await.expect_err(ddl);
+        assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{ddl}: {e}");
+    }
+    assert_eq!(
+        tc.count_on_each_shard(
+            "select count(*) from pg_class where relname in ('people', 'tickets')"
+        )
+        .await,
+        [0, 0, 0]
+    );
+    // The types each key type reads as PostgreSQL compares them.
+    c.batch_execute(
+        "create table people (name varchar(40) primary key);
+         create table tickets (id bigserial primary key, note text)",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("insert into people values ('ab'); insert into tickets (note) values ('x')")
+        .await
+        .unwrap();
+    let n: i64 = c
+        .query_one("select count(*) from people where name = 'ab'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
+
 /// Freezes every process of a shard (SIGSTOP) until dropped, as a wedged server would be.
 struct Frozen(String);
 
