@@ -542,6 +542,15 @@ async fn a_key_column_that_compares_otherwise_than_its_key_type_is_refused() {
     c.batch_execute("insert into people values ('ab'); insert into tickets (note) values ('x')")
         .await
         .unwrap();
+    // Nor may its type be changed to one.
+    let e = c
+        .batch_execute("alter table people alter column name type char(8)")
+        .await
+        .expect_err("ALTER to char(8)");
+    assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{e}");
+    c.batch_execute("alter table people alter column name type text")
+        .await
+        .unwrap();
     let n: i64 = c
         .query_one("select count(*) from people where name = 'ab'", &[])
         .await

@@ -1,5 +1,5 @@
-//! CREATE TABLE of a sharded table: the columns the proxy depends on must be of a kind it can
-//! route by.
+//! CREATE TABLE of a sharded table, and ALTER TABLE of its key column's type: the columns the
+//! proxy depends on must be of a kind it can route by.
 //!
 //! The proxy places a row by hashing its key as the declared `key_type` reads it. A key column
 //! of another type would compare otherwise on the shards: `char(n)` ignores trailing blanks
@@ -10,7 +10,9 @@
 //! forbids and a text or uuid key cannot take.
 
 use super::*;
-use sqlparser::ast::{ColumnDef, CreateTable, DataType};
+use sqlparser::ast::{
+    AlterColumnOperation, AlterTable, AlterTableOperation, ColumnDef, CreateTable, DataType,
+};
 
 pub(super) fn plan_create_table(ct: &CreateTable, placement: &Placement) -> Plan {
     let Some(TableRule::Sharded {
@@ -27,16 +29,7 @@ pub(super) fn plan_create_table(ct: &CreateTable, placement: &Placement) -> Plan
         .iter()
         .find(|c| c.name.value.eq_ignore_ascii_case(key_column));
     if let Some(col) = key.filter(|c| !routable_as(&c.data_type, *key_type)) {
-        return refuse(
-            format!(
-                "the shard key {} of {} is of type {}, which does not compare as its key_type {} does",
-                col.name,
-                ct.name,
-                col.data_type,
-                key_type_name(*key_type)
-            ),
-            "Give the key column the declared type (bigint, integer or smallint for an integer key; text or varchar for a text key; uuid), or declare the key_type it has.",
-        );
+        return refused_type(&col.name, &ct.name, &col.data_type, *key_type);
     }
     for col in &ct.columns {
         if let Some(refusal) = sequence_refusal(ct, col, key_column, *key_type) {
@@ -46,6 +39,43 @@ pub(super) fn plan_create_table(ct: &CreateTable, placement: &Placement) -> Plan
     Plan::Broadcast {
         transactional: true,
     }
+}
+
+/// ALTER TABLE: refused where it gives a sharded table's key column a type it cannot be routed
+/// by; otherwise run on every shard.
+pub(super) fn plan_alter_table(at: &AlterTable, placement: &Placement) -> Plan {
+    if let Some(TableRule::Sharded {
+        key_column,
+        key_type,
+    }) = placement.rule(&at.name.to_string())
+    {
+        for op in &at.operations {
+            if let AlterTableOperation::AlterColumn {
+                column_name,
+                op: AlterColumnOperation::SetDataType { data_type, .. },
+            } = op
+            {
+                if column_name.value.eq_ignore_ascii_case(key_column)
+                    && !routable_as(data_type, *key_type)
+                {
+                    return refused_type(column_name, &at.name, data_type, *key_type);
+                }
+            }
+        }
+    }
+    Plan::Broadcast {
+        transactional: true,
+    }
+}
+
+fn refused_type(column: &Ident, table: &ObjectName, t: &DataType, key_type: KeyType) -> Plan {
+    refuse(
+        format!(
+            "the shard key {column} of {table} would be of type {t}, which does not compare as its key_type {} does",
+            key_type_name(key_type)
+        ),
+        "Give the key column the declared type (bigint, integer or smallint for an integer key; text or varchar for a text key; uuid), or declare the key_type it has.",
+    )
 }
 
 /// Whether a column of type `t` holds keys that compare and hash as `key_type` reads them.

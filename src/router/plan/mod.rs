@@ -353,8 +353,8 @@ pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
         } => Plan::Broadcast {
             transactional: false,
         },
-        Statement::AlterTable { .. }
-        | Statement::Drop { .. }
+        Statement::AlterTable(at) => create_table::plan_alter_table(at, placement),
+        Statement::Drop { .. }
         | Statement::CreateView { .. }
         | Statement::CreateSchema { .. }
         | Statement::CreateSequence { .. }
