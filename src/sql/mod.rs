@@ -15,6 +15,17 @@ pub use split::{
 };
 pub use tokens::is_ident;
 
+/// The words of a SET after `SET` (split at blanks, `=` and `;`), None for another statement.
+pub fn words_after_set(sql: &str) -> Option<impl Iterator<Item = &str>> {
+    let mut words = sql
+        .split(|c: char| c.is_whitespace() || c == '=' || c == ';')
+        .filter(|w| !w.is_empty());
+    words
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case("set"))
+        .then_some(words)
+}
+
 /// `text` as an SQL string literal, as read with standard_conforming_strings on (the default).
 pub fn string_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))

@@ -50,7 +50,7 @@ pub fn shard_refusal(shard: &str) -> PgError {
 /// `SET [SESSION | LOCAL] standard_conforming_strings {TO | =} <not on>`: refused.
 pub(super) fn set_refused(sql: &str) -> Option<Plan> {
     // Every SET is asked: nothing is copied unless it names the setting.
-    let mut words = super::unparsed::words_after_set(sql)?;
+    let mut words = crate::sql::words_after_set(sql)?;
     let mut name = words.next()?;
     if name.eq_ignore_ascii_case("session") || name.eq_ignore_ascii_case("local") {
         name = words.next()?;

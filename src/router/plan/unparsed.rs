@@ -119,7 +119,7 @@ pub(super) fn is_set_transaction(sql: &str) -> bool {
 /// character would be misread or break the session.
 pub(super) fn other_client_encoding(sql: &str) -> Option<Plan> {
     // Every statement is asked: nothing is copied unless it is a SET.
-    let words: Vec<String> = words_after_set(sql)?
+    let words: Vec<String> = crate::sql::words_after_set(sql)?
         .map(|w| w.to_ascii_lowercase())
         .collect();
     let mut rest = words.iter().map(String::as_str).peekable();
@@ -144,17 +144,6 @@ pub(super) fn other_client_encoding(sql: &str) -> Option<Plan> {
         )
         .with_hint("shardgate reads statements as UTF-8 to route them: use client_encoding UTF8 and convert in the application."),
     ))
-}
-
-/// The words of a SET after `SET` (split at blanks, `=` and `;`), None for another statement.
-pub(super) fn words_after_set(sql: &str) -> Option<impl Iterator<Item = &str>> {
-    let mut words = sql
-        .split(|c: char| c.is_whitespace() || c == '=' || c == ';')
-        .filter(|w| !w.is_empty());
-    words
-        .next()
-        .is_some_and(|w| w.eq_ignore_ascii_case("set"))
-        .then_some(words)
 }
 
 /// UTF8 under any of the names PostgreSQL accepts for it (`UTF8`, `'utf-8'`, `unicode`).
