@@ -129,20 +129,30 @@ fn as_text(t: &DataType) -> bool {
     )
 }
 
+/// `smallint`, `integer` or `bigint`, under any of their names.
+pub fn is_integer_type(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Int(_)
+            | DataType::Integer(_)
+            | DataType::BigInt(_)
+            | DataType::SmallInt(_)
+            | DataType::Int2(_)
+            | DataType::Int4(_)
+            | DataType::Int8(_)
+    )
+}
+
 fn keeps(t: &DataType, ty: KeyType) -> bool {
     match ty {
-        KeyType::Integer => matches!(
-            t,
-            DataType::Int(_)
-                | DataType::Integer(_)
-                | DataType::BigInt(_)
-                | DataType::SmallInt(_)
-                | DataType::Int2(_)
-                | DataType::Int4(_)
-                | DataType::Int8(_)
-                | DataType::Numeric(ExactNumberInfo::None)
-                | DataType::Decimal(ExactNumberInfo::None)
-        ),
+        KeyType::Integer => {
+            is_integer_type(t)
+                || matches!(
+                    t,
+                    DataType::Numeric(ExactNumberInfo::None)
+                        | DataType::Decimal(ExactNumberInfo::None)
+                )
+        }
         KeyType::Uuid => matches!(t, DataType::Uuid),
         KeyType::Text => false,
     }

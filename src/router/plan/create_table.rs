@@ -82,16 +82,8 @@ fn refused_type(column: &Ident, table: &ObjectName, t: &DataType, key_type: KeyT
 fn routable_as(t: &DataType, key_type: KeyType) -> bool {
     match key_type {
         KeyType::Integer => {
-            matches!(
-                t,
-                DataType::Int(_)
-                    | DataType::Integer(_)
-                    | DataType::BigInt(_)
-                    | DataType::SmallInt(_)
-                    | DataType::Int2(_)
-                    | DataType::Int4(_)
-                    | DataType::Int8(_)
-            ) || matches!(t, DataType::Custom(name, _) if is_serial(&last_ident(name)))
+            super::super::keys::is_integer_type(t)
+                || matches!(t, DataType::Custom(name, _) if is_serial(&last_ident(name)))
         }
         KeyType::Text => matches!(
             t,
