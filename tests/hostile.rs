@@ -532,9 +532,20 @@ async fn a_key_column_that_compares_otherwise_than_its_key_type_is_refused() {
         .await,
         [0, 0, 0]
     );
+    // A collation that may be nondeterministic: this one ignores case.
+    c.batch_execute(
+        "create collation sg_nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false)",
+    )
+    .await
+    .unwrap();
+    let e = c
+        .batch_execute("create table people (name text collate sg_nocase primary key)")
+        .await
+        .expect_err("a key that ignores case");
+    assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{e}");
     // The types each key type reads as PostgreSQL compares them.
     c.batch_execute(
-        "create table people (name varchar(40) primary key);
+        "create table people (name varchar(40) collate \"C\" primary key);
          create table tickets (id bigserial primary key, note text)",
     )
     .await
