@@ -14,7 +14,8 @@
 //! the reload says which of them differ.
 
 use crate::auth::UserDirectory;
-use crate::config::Config;
+use crate::backend::key_columns::KeyColumns;
+use crate::config::{Config, ShardTarget};
 use crate::placement::Placement;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -106,8 +107,14 @@ impl Live {
         *self.source.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
     }
 
-    /// Reads the config file again and applies it (see `apply`).
-    pub fn reload(&self) -> Result<Reloaded, String> {
+    /// Reads the config file again and applies it (see `apply`), once the sharded tables it
+    /// adds are found routable on `shards` where they already exist (see
+    /// `backend::key_columns`).
+    pub async fn reload(
+        &self,
+        shards: &[ShardTarget],
+        timeout: Duration,
+    ) -> Result<Reloaded, String> {
         let path = self
             .source
             .lock()
@@ -115,6 +122,16 @@ impl Live {
             .clone()
             .ok_or("this proxy was not started from a config file")?;
         let config = Config::load(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if shards.len() > 1 {
+            let current = self.placement();
+            let new = config.placement()?;
+            let added = |name: &str| !current.tables.contains_key(name);
+            crate::backend::key_columns::check(shards, timeout, &new, added)
+                .await
+                .map_err(|e| match e {
+                    KeyColumns::Unreachable(e) | KeyColumns::Refused(e) => e,
+                })?;
+        }
         self.apply(config)
     }
 

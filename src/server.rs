@@ -109,6 +109,8 @@ impl Proxy {
             }
             let adopt = adopt_recorded_placement(&ctx, config);
             reported("reading the placement recorded on the shards", adopt).await?;
+            let keys = check_key_columns(&ctx);
+            reported("checking the key columns of sharded tables", keys).await?;
         }
         ctx.text_order_c = true;
         for shard in &ctx.shards {
@@ -249,8 +251,9 @@ impl Proxy {
 
     /// Reads the config file again and applies what a running proxy can change (see
     /// `reload`). On any error the running config stays as it was.
-    pub fn reload(&self) -> Result<crate::reload::Reloaded, String> {
-        self.ctx.live.reload()
+    pub async fn reload(&self) -> Result<crate::reload::Reloaded, String> {
+        let ctx = &self.ctx;
+        ctx.live.reload(&ctx.shards, ctx.connect_timeout).await
     }
 
     /// Fast stop: stops accepting and ends every session now (clients get SQLSTATE 57P01).
@@ -329,6 +332,19 @@ async fn adopt_recorded_placement(ctx: &ProxyContext, config: &Config) -> Result
     metrics::gauge!(crate::metrics::PLACEMENT_VERSION).set(decision.current.version as f64);
     ctx.live.adopt_slots(decision.current);
     Ok(())
+}
+
+/// Refuses to start on a sharded table whose key column a shard holds with a type or
+/// collation the proxy cannot route by (see `backend::key_columns`).
+async fn check_key_columns(ctx: &ProxyContext) -> Result<(), StartError> {
+    use crate::backend::key_columns::{check, KeyColumns};
+    let placement = ctx.live.placement();
+    check(&ctx.shards, ctx.connect_timeout, &placement, |_| true)
+        .await
+        .map_err(|e| match e {
+            KeyColumns::Unreachable(e) => StartError::ShardUnreachable(e),
+            KeyColumns::Refused(e) => StartError::Config(e),
+        })
 }
 
 async fn check_shards(ctx: &ProxyContext) -> Result<(), StartError> {

@@ -19,7 +19,7 @@ pub async fn serve(proxy: Proxy, config: Option<PathBuf>) {
     loop {
         tokio::select! {
             _ = next(&mut hup) => match &config {
-                Some(path) => match proxy.reload() {
+                Some(path) => match proxy.reload().await {
                     Ok(done) => info!(file = %path.display(), "config reloaded: {done}"),
                     Err(e) => error!(file = %path.display(), "config not reloaded, the running one stays: {e}"),
                 },

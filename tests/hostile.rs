@@ -1041,3 +1041,86 @@ async fn large_values_stream_through_intact() {
     assert_eq!(n, 4, "the session is in step after the streamed rows");
     still_serves(&tc).await;
 }
+
+/// Tables made on the shards directly, before the proxy is told of them: the proxy reads each
+/// shard's catalog at start and when a reload declares a table, and refuses a key column that
+/// compares otherwise than its key type, whichever shard holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_column_made_on_the_shards_directly_is_checked_at_start_and_reload() {
+    let tc = TestCluster::start_unlike(3, "", "").await;
+    // Unlike shards: people is text on two of them and char(8) on the third; tickets' key is
+    // an integer under a text declaration on one. A domain over text and a deterministic ICU
+    // collation compare as text does; a nondeterministic one does not.
+    for (i, ddl) in [
+        "create table people (name text primary key);
+         create table tickets (id text primary key);
+         create domain label as text;
+         create table tags (tag label collate \"und-x-icu\" primary key)",
+        "create table people (name text primary key);
+         create table tickets (id integer primary key);
+         create domain label as text;
+         create table tags (tag label primary key)",
+        "create table people (name char(8) primary key);
+         create collation sg_nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+         create table notes (body text collate sg_nocase primary key);
+         create table tags (tag varchar(20) primary key)",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        tc.direct(i).await.batch_execute(ddl).await.unwrap();
+    }
+    let declared = |tables: &str| {
+        let text = format!("{}\n{tables}", common::config_for(0, &tc.shards, ""));
+        shardgate::config::Config::from_toml(&text).unwrap()
+    };
+    let start = |tables: &str| {
+        let config = declared(tables);
+        async move { shardgate::server::Proxy::start(&config).await }
+    };
+    let text_key = |table: &str, key: &str| {
+        format!("[tables.{table}]\nshard_key = \"{key}\"\nkey_type = \"text\"\n")
+    };
+    for (tables, shard, says) in [
+        (text_key("people", "name"), "s2", "of type character(8)"),
+        (text_key("tickets", "id"), "s1", "of type integer"),
+        (
+            text_key("notes", "body"),
+            "s2",
+            "nondeterministic collation sg_nocase",
+        ),
+    ] {
+        let e = match start(&tables).await {
+            Ok(_) => panic!("a proxy started with {tables}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.starts_with(&format!("shard {shard}: ")), "{e}");
+        assert!(e.contains(says), "{e}");
+    }
+    let good = format!("{}{}", text_key("tags", "tag"), text_key("absent", "k"));
+    let proxy = start(&good).await.expect("routable key columns");
+    proxy.shutdown().await;
+
+    // A reload that declares a table is held to the same check; the running config stays.
+    let dir = common::TempDir::new("key-columns-reload");
+    let file = dir.path().join("shardgate.toml");
+    let running = tc.proxy.as_ref().unwrap();
+    running.set_config_path(file.clone());
+    let with = |tables: &str| format!("{}\n{tables}", common::config_for(0, &tc.shards, ""));
+    std::fs::write(&file, with(&text_key("people", "name"))).unwrap();
+    let e = running.reload().await.expect_err("people is char(8) on s2");
+    assert!(e.contains("of type character(8)"), "{e}");
+    std::fs::write(&file, with(&text_key("tags", "tag"))).unwrap();
+    let done = running.reload().await.expect("tags is routable");
+    assert_eq!(done.added_tables, ["tags"]);
+    let c = tc.client().await;
+    c.batch_execute("insert into tags values ('a'), ('b'), ('c')")
+        .await
+        .unwrap();
+    let n: i64 = c
+        .query_one("select count(*) from tags where tag = 'b'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}

@@ -9,6 +9,7 @@ pub mod catalog;
 mod connect;
 pub mod control;
 pub mod health;
+pub mod key_columns;
 pub mod move_journal;
 pub mod placement_store;
 pub mod proxy_registry;

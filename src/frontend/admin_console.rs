@@ -160,7 +160,7 @@ async fn run(ctx: &ProxyContext, command: &str) -> Result<Answer, PgError> {
         ["SHOW", "TRANSACTIONS"] => Answer::Rows(transactions(ctx).await),
         ["SHOW", "CONFIG"] => Answer::Rows(config(ctx)),
         ["SHOW", "SLOTS"] => Answer::Rows(slots(ctx)),
-        ["RELOAD"] => match ctx.live.reload() {
+        ["RELOAD"] => match ctx.live.reload(&ctx.shards, ctx.connect_timeout).await {
             Ok(done) => Answer::Done("RELOAD", Some(format!("config reloaded: {done}"))),
             Err(e) => {
                 return Err(PgError::error("F0000", format!("config not reloaded: {e}"))

@@ -14,6 +14,15 @@ pub enum KeyType {
 }
 
 impl KeyType {
+    /// The name messages give the key type.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyType::Integer => "integer",
+            KeyType::Text => "text",
+            KeyType::Uuid => "uuid",
+        }
+    }
+
     pub fn parse(name: &str) -> Result<KeyType, String> {
         match name.to_ascii_lowercase().as_str() {
             "bigint" | "int8" | "int" | "integer" | "int4" | "smallint" | "int2" => {

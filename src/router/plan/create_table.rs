@@ -83,7 +83,7 @@ fn refused_type(column: &Ident, table: &ObjectName, t: &DataType, key_type: KeyT
     refuse(
         format!(
             "the shard key {column} of {table} would be of type {t}, which does not compare as its key_type {} does",
-            key_type_name(key_type)
+            key_type.name()
         ),
         "Give the key column the declared type (bigint, integer or smallint for an integer key; text or varchar for a text key; uuid), or declare the key_type it has.",
     )
@@ -132,14 +132,6 @@ fn is_serial(name: &str) -> bool {
     ]
     .iter()
     .any(|s| name.eq_ignore_ascii_case(s))
-}
-
-fn key_type_name(t: KeyType) -> &'static str {
-    match t {
-        KeyType::Integer => "integer",
-        KeyType::Text => "text",
-        KeyType::Uuid => "uuid",
-    }
 }
 
 /// A sequence column the proxy cannot fill: GENERATED ALWAYS, or a key that is not an integer.
