@@ -543,9 +543,10 @@ async fn a_key_column_that_compares_otherwise_than_its_key_type_is_refused() {
         .await
         .expect_err("a key that ignores case");
     assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{e}");
-    // The types each key type reads as PostgreSQL compares them.
+    // The types each key type reads as PostgreSQL compares them, with a deterministic
+    // collation.
     c.batch_execute(
-        "create table people (name varchar(40) collate \"C\" primary key);
+        "create table people (name varchar(40) collate \"und-x-icu\" primary key);
          create table tickets (id bigserial primary key, note text)",
     )
     .await
@@ -1123,4 +1124,68 @@ async fn a_key_column_made_on_the_shards_directly_is_checked_at_start_and_reload
         .unwrap()
         .get(0);
     assert_eq!(n, 1);
+}
+
+/// DDL whose columns the router cannot read (CREATE TABLE AS, LIKE, an ALTER with COLLATE,
+/// code in DO) is judged by what it left on each shard, inside its own transaction: a key
+/// column of another type is rolled back on every shard, whichever protocol sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_the_router_cannot_read_is_judged_by_what_it_leaves() {
+    let tc = TestCluster::start_unlike(
+        3,
+        "",
+        "[tables.people]\nshard_key = \"name\"\nkey_type = \"text\"\n\
+         [tables.shape]\nreference = true\n",
+    )
+    .await;
+    let c = tc.client().await;
+    c.batch_execute("create table shape (name char(8), note text)")
+        .await
+        .unwrap();
+    let refused = [
+        "create table people as select 'ab'::char(8) as name",
+        "create table people (like shape)",
+        "do $$ begin execute 'create table people (name char(8))'; end $$",
+    ];
+    for ddl in refused {
+        let e = c.batch_execute(ddl).await.expect_err(ddl);
+        assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{ddl}: {e}");
+        assert!(
+            common::db_error(&e).message().contains("character(8)"),
+            "{ddl}: {e}"
+        );
+    }
+    let none = "select count(*) from pg_class where relname = 'people'";
+    assert_eq!(tc.count_on_each_shard(none).await, [0, 0, 0]);
+
+    c.batch_execute("create table people (name text primary key)")
+        .await
+        .unwrap();
+    c.batch_execute("insert into people values ('ab'), ('cd'), ('ef')")
+        .await
+        .unwrap();
+    // An ALTER with a COLLATE, which the router cannot read: over the extended protocol, then
+    // in the client's transaction, where the refusal fails the transaction and its COMMIT
+    // rolls back.
+    let alter = "alter table people alter column name type char(8) collate \"C\"";
+    let e = c.execute(alter, &[]).await.expect_err(alter);
+    assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{e}");
+    c.batch_execute("begin").await.unwrap();
+    let e = c.batch_execute(alter).await.expect_err(alter);
+    assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{e}");
+    c.batch_execute("commit").await.unwrap();
+    let typed = "select count(*) from pg_attribute where attrelid = 'people'::regclass \
+                 and attname = 'name' and atttypid = 'text'::regtype";
+    assert_eq!(tc.count_on_each_shard(typed).await, [1, 1, 1]);
+    // The session is whole, and the rows are where the proxy looks for them.
+    let n: i64 = c
+        .query_one("select count(*) from people where name = $1", &[&"cd"])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    // A form the router cannot read that keeps the key routable still runs.
+    c.batch_execute("alter table people alter column name type varchar(20) collate \"C\"")
+        .await
+        .unwrap();
 }

@@ -26,46 +26,10 @@ pub enum KeyColumns {
     Refused(String),
 }
 
-/// One key column as a shard's catalog describes it.
-#[derive(Debug)]
-struct Column {
-    schema: String,
-    table: String,
-    column: String,
-    /// `format_type` of the column's own type, for the message.
-    type_name: String,
-    /// The type under any domains.
-    base_type: u32,
-    collation: Option<String>,
-    /// `None` where the collation is the database default, C or POSIX, or the server predates
-    /// nondeterministic collations.
-    deterministic: Option<bool>,
-}
-
-// Columns of relations whose name and a column's name match a declared key, lower-cased as the
-// proxy matches them, outside the system and temporary schemas. The base type follows domains
-// down; `collisdeterministic` is read through to_jsonb so that servers before 12 (which have
-// no such column, and no nondeterministic collations) answer NULL instead of an error.
-const QUERY: &str = "\
-SELECT n.nspname::text, c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
-       (WITH RECURSIVE d(oid, kind, base) AS (
-            SELECT t.oid, t.typtype, t.typbasetype FROM pg_type t WHERE t.oid = a.atttypid
-            UNION ALL
-            SELECT t.oid, t.typtype, t.typbasetype FROM pg_type t JOIN d ON t.oid = d.base
-             WHERE d.kind = 'd')
-        SELECT d.oid FROM d WHERE d.kind <> 'd'),
-       CASE WHEN a.attcollation IN (0, 100, 950, 951) THEN NULL ELSE co.collname::text END,
-       CASE WHEN a.attcollation IN (0, 100, 950, 951) THEN NULL
-            ELSE (to_jsonb(co) ->> 'collisdeterministic')::bool END
-  FROM pg_attribute a
-  JOIN pg_class c ON c.oid = a.attrelid
-  JOIN pg_namespace n ON n.oid = c.relnamespace
-  LEFT JOIN pg_collation co ON co.oid = a.attcollation
- WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm')
-   AND a.attnum > 0 AND NOT a.attisdropped
-   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-   AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
-   AND lower(c.relname) = ANY($1) AND lower(a.attname) = ANY($2)";
+/// What to do about a refused key column.
+pub const HINT: &str = "Give the key column the declared type (bigint, integer or smallint for \
+    an integer key; text or varchar for a text key; uuid) and a deterministic collation (the \
+    database default, or \"C\"), or declare the key_type it has.";
 
 /// Checks the key column of every sharded table in `placement` that `wanted` accepts, on every
 /// shard that has the table.
@@ -75,120 +39,123 @@ pub async fn check(
     placement: &Placement,
     wanted: impl Fn(&str) -> bool,
 ) -> Result<(), KeyColumns> {
-    let (tables, columns): (Vec<String>, Vec<String>) = placement
-        .tables
-        .iter()
-        .filter(|(name, _)| wanted(name))
-        .filter_map(|(name, rule)| match rule {
-            TableRule::Sharded { key_column, .. } => {
-                Some((name.to_lowercase(), key_column.to_lowercase()))
-            }
-            _ => None,
-        })
-        .unzip();
-    if tables.is_empty() {
+    let Some(sql) = refusals_sql(placement, wanted) else {
         return Ok(());
-    }
+    };
     for shard in shards {
         let client = control::connect(shard, timeout)
             .await
             .map_err(KeyColumns::Unreachable)?;
-        let rows = client
-            .query(QUERY, &[&tables, &columns])
-            .await
-            .map_err(|e| {
-                KeyColumns::Unreachable(format!(
-                    "shard {}: could not read its key columns: {e}",
-                    shard.name
-                ))
-            })?;
-        for row in rows {
-            let column = Column {
-                schema: row.get(0),
-                table: row.get(1),
-                column: row.get(2),
-                type_name: row.get(3),
-                base_type: row.get(4),
-                collation: row.get(5),
-                deterministic: row.get(6),
-            };
-            if let Some(refusal) = judge(placement, &column) {
-                return Err(KeyColumns::Refused(format!(
-                    "shard {}: {refusal}",
-                    shard.name
-                )));
-            }
+        let found = client.simple_query(&sql).await.map_err(|e| {
+            KeyColumns::Unreachable(format!(
+                "shard {}: could not read its key columns: {e}",
+                shard.name
+            ))
+        })?;
+        let refusal = found.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        });
+        if let Some(refusal) = refusal {
+            return Err(KeyColumns::Refused(format!(
+                "shard {}: {refusal}. {HINT}",
+                shard.name
+            )));
         }
     }
     Ok(())
 }
 
-/// Why this column cannot key its table, if it is that table's key and cannot.
-fn judge(placement: &Placement, c: &Column) -> Option<String> {
-    // The query matched names and columns separately; only a table's own key counts.
-    let Some(TableRule::Sharded {
-        key_column,
-        key_type,
-    }) = placement.rule(&c.table)
-    else {
+/// A query whose rows, one text column each, say why a key column of the sharded tables that
+/// `wanted` accepts cannot be routed by, on the shard that runs it; None when no such table
+/// is declared. The judgement is made in SQL so that a session can ask inside its own
+/// transaction, after its DDL and before its commit, as a control connection asks at start.
+pub fn refusals_sql(placement: &Placement, wanted: impl Fn(&str) -> bool) -> Option<String> {
+    let mut keys: Vec<String> = placement
+        .tables
+        .iter()
+        .filter(|(name, _)| wanted(name))
+        .filter_map(|(name, rule)| match rule {
+            TableRule::Sharded {
+                key_column,
+                key_type,
+            } => Some(format!(
+                "({}, {}, '{}', '{}'::oid[])",
+                literal(name),
+                literal(&key_column.to_lowercase()),
+                key_type.name(),
+                routable_types(*key_type)
+            )),
+            _ => None,
+        })
+        .collect();
+    if keys.is_empty() {
         return None;
-    };
-    if !key_column.eq_ignore_ascii_case(&c.column) {
-        return None;
     }
-    let name = format!("{}.{}", c.schema, c.table);
-    if !routable_as(c.base_type, *key_type) {
-        return Some(format!(
-            "the shard key {} of {name} is of type {}, which does not compare as its key_type {} \
-             does, so rows would be stored on one shard and looked for on another. Give the \
-             column the declared type (bigint, integer or smallint for an integer key; text or \
-             varchar for a text key; uuid), or declare the key_type it has",
-            c.column,
-            c.type_name,
-            key_type.name()
-        ));
-    }
-    if c.deterministic == Some(false) {
-        return Some(format!(
-            "the shard key {} of {name} has the nondeterministic collation {}, which compares \
-             strings that differ as equal, so such keys would be looked for on one shard and \
-             stored on another. Give the column a deterministic collation (the database \
-             default, or \"C\")",
-            c.column,
-            c.collation.as_deref().unwrap_or("?")
-        ));
-    }
-    None
+    keys.sort();
+    Some(QUERY.replace("$KEYS", &keys.join(",\n       ")))
 }
 
-/// Whether a column whose type is `base` (under its domains) holds keys that compare and hash
-/// as `key_type` reads them.
-fn routable_as(base: u32, key_type: KeyType) -> bool {
-    const INT8: u32 = 20;
-    const INT2: u32 = 21;
-    const INT4: u32 = 23;
-    const TEXT: u32 = 25;
-    const VARCHAR: u32 = 1043;
-    const UUID: u32 = 2950;
+/// A string literal read alike whatever `standard_conforming_strings` is.
+fn literal(text: &str) -> String {
+    format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// The types (under any domains) whose values compare and hash as `key_type` reads them:
+/// smallint, integer and bigint; text and varchar; uuid.
+fn routable_types(key_type: KeyType) -> &'static str {
     match key_type {
-        KeyType::Integer => matches!(base, INT2 | INT4 | INT8),
-        KeyType::Text => matches!(base, TEXT | VARCHAR),
-        KeyType::Uuid => base == UUID,
+        KeyType::Integer => "{20,21,23}",
+        KeyType::Text => "{25,1043}",
+        KeyType::Uuid => "{2950}",
     }
 }
+
+// A relation matches a declaration as `Placement::rule` matches it (the name as it is, or
+// lower-cased), the key column case-insensitively; system and temporary schemas are left out.
+// The base type follows domains down. `collisdeterministic` is read through to_jsonb so that
+// servers before 12 (which have no such column, and no nondeterministic collations) answer
+// NULL instead of an error; the database default, C and POSIX are deterministic.
+const QUERY: &str = "\
+WITH keys(name, key, kind, types) AS (
+VALUES $KEYS
+), cols AS (
+SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod) AS type, k.kind,
+       k.types,
+       coalesce((WITH RECURSIVE d(oid, kind, base) AS (
+            SELECT t.oid, t.typtype, t.typbasetype FROM pg_type t WHERE t.oid = a.atttypid
+            UNION ALL
+            SELECT t.oid, t.typtype, t.typbasetype FROM pg_type t JOIN d ON t.oid = d.base
+             WHERE d.kind = 'd')
+        SELECT d.oid FROM d WHERE d.kind <> 'd'), 0) AS base,
+       co.collname,
+       CASE WHEN a.attcollation IN (0, 100, 950, 951) THEN NULL
+            ELSE (to_jsonb(co) ->> 'collisdeterministic')::bool END AS deterministic
+  FROM keys k
+  JOIN pg_class c ON c.relname = k.name OR lower(c.relname) = k.name
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_attribute a ON a.attrelid = c.oid AND lower(a.attname) = k.key
+  LEFT JOIN pg_collation co ON co.oid = a.attcollation
+ WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm')
+   AND a.attnum > 0 AND NOT a.attisdropped
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+)
+SELECT CASE WHEN base <> ALL (types)
+    THEN format('the shard key %s of %s.%s is of type %s, which does not compare as its key_type %s does, so rows would be stored on one shard and looked for on another', attname, nspname, relname, type, kind)
+    ELSE format('the shard key %s of %s.%s has the nondeterministic collation %s, which compares strings that differ as equal, so rows would be stored on one shard and looked for on another', attname, nspname, relname, collname)
+    END
+  FROM cols
+ WHERE base <> ALL (types) OR deterministic = false
+ ORDER BY 1";
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn only_the_types_that_compare_as_the_key_type_route() {
-        assert!(routable_as(23, KeyType::Integer));
-        assert!(routable_as(20, KeyType::Integer));
-        assert!(!routable_as(1700, KeyType::Integer), "numeric");
-        assert!(routable_as(1043, KeyType::Text));
-        assert!(!routable_as(1042, KeyType::Text), "char(n)");
-        assert!(!routable_as(25, KeyType::Uuid));
-        assert!(!routable_as(2950, KeyType::Text));
+    fn names_are_literals_whatever_they_hold() {
+        assert_eq!(literal("people"), "E'people'");
+        assert_eq!(literal(r"o'k\"), r"E'o''k\\'");
     }
 }

@@ -16,6 +16,7 @@ pub mod enlist;
 pub mod extended;
 pub mod insert_select;
 pub mod key_blocks;
+pub mod key_columns;
 pub mod key_sequence;
 pub mod link;
 pub mod merge;

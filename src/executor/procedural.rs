@@ -39,7 +39,9 @@ fn written_rows_query(placement: &Placement) -> Option<String> {
 impl Exec<'_> {
     pub async fn procedural(&mut self, sql: &str) -> R<Step> {
         let own = self.own_implicit();
-        let step = self.procedural_everywhere(sql).await?;
+        let held = self.hold_answer();
+        let step = self.procedural_everywhere(sql).await;
+        let step = self.key_columns_kept(held, step).await?;
         self.end_own_implicit(own, step).await
     }
 

@@ -199,7 +199,8 @@ impl Exec<'_> {
     }
 
     /// DDL on every shard. Outside a transaction it runs in one transaction per shard, committed
-    /// only when every shard succeeded.
+    /// only when every shard succeeded and the sharded tables' key columns are still ones the
+    /// proxy can route by (see `executor::key_columns`).
     pub(in crate::executor) async fn broadcast(
         &mut self,
         sql: &str,
@@ -240,7 +241,9 @@ impl Exec<'_> {
                 // One distributed transaction (the client's, or its own), so the schema changes
                 // on every shard or none.
                 let own = self.own_implicit();
-                let step = self.everywhere(sql).await?;
+                let held = self.hold_answer();
+                let step = self.everywhere(sql).await;
+                let step = self.key_columns_kept(held, step).await?;
                 if step == Step::Done {
                     for s in all {
                         self.txn.note_write(s);

@@ -3,16 +3,17 @@
 //!
 //! The proxy places a row by hashing its key as the declared `key_type` reads it. A key column
 //! of another type would compare otherwise on the shards: `char(n)` ignores trailing blanks
-//! (`'ab'` and `'ab '` are one key to PostgreSQL, two hashes to the proxy), `citext` and a
-//! nondeterministic collation ignore case, a float rounds. Rows would then be stored on one shard and looked for on another, so
-//! such a table is refused before any shard creates it. Sequence columns are filled by the
+//! (`'ab'` and `'ab '` are one key to PostgreSQL, two hashes to the proxy), `citext` ignores
+//! case, a float rounds. Rows would then be stored on one shard and looked for on another, so
+//! such a table is refused before any shard creates it. A collation is judged after the
+//! statement runs, by the shards' catalogs, which alone tell whether it is deterministic
+//! (`executor::key_columns`), as are the forms this module cannot read. Sequence columns are filled by the
 //! proxy from one cluster-wide sequence (see `executor::key_sequence`), which GENERATED ALWAYS
 //! forbids and a text or uuid key cannot take.
 
 use super::*;
 use sqlparser::ast::{
-    AlterColumnOperation, AlterTable, AlterTableOperation, ColumnDef, ColumnOption, CreateTable,
-    DataType,
+    AlterColumnOperation, AlterTable, AlterTableOperation, ColumnDef, CreateTable, DataType,
 };
 
 pub(super) fn plan_create_table(ct: &CreateTable, placement: &Placement) -> Plan {
@@ -31,16 +32,6 @@ pub(super) fn plan_create_table(ct: &CreateTable, placement: &Placement) -> Plan
         .find(|c| c.name.value.eq_ignore_ascii_case(key_column));
     if let Some(col) = key.filter(|c| !routable_as(&c.data_type, *key_type)) {
         return refused_type(&col.name, &ct.name, &col.data_type, *key_type);
-    }
-    if let Some(collation) = key.and_then(unknown_collation) {
-        return refuse(
-            format!(
-                "the shard key {} of {} has collation {collation}, which may compare strings that differ as equal",
-                key.map_or("", |c| c.name.value.as_str()),
-                ct.name
-            ),
-            "Leave the key column's collation at the database's default, or give it \"C\": the key is placed by its bytes.",
-        );
     }
     for col in &ct.columns {
         if let Some(refusal) = sequence_refusal(ct, col, key_column, *key_type) {
@@ -87,23 +78,6 @@ fn refused_type(column: &Ident, table: &ObjectName, t: &DataType, key_type: KeyT
         ),
         "Give the key column the declared type (bigint, integer or smallint for an integer key; text or varchar for a text key; uuid), or declare the key_type it has.",
     )
-}
-
-/// A COLLATE of the column other than `C`, `POSIX`, `ucs_basic` or `default`. Those compare
-/// only equal bytes as equal; a collation made by CREATE COLLATION may be nondeterministic
-/// (case- or accent-insensitive), which would match keys stored on other shards. Other
-/// predefined collations are refused too, since their name does not tell them apart.
-fn unknown_collation(col: &ColumnDef) -> Option<String> {
-    col.options.iter().find_map(|o| match &o.option {
-        ColumnOption::Collation(name) => {
-            let last = last_ident(name);
-            let known = ["c", "posix", "ucs_basic", "default"]
-                .iter()
-                .any(|k| last.eq_ignore_ascii_case(k));
-            (!known).then(|| name.to_string())
-        }
-        _ => None,
-    })
 }
 
 /// Whether a column of type `t` holds keys that compare and hash as `key_type` reads them.

@@ -1,0 +1,66 @@
+//! A sharded table's key column after a statement that may change it on every shard (DDL,
+//! procedural code): checked in the statement's own transaction, before anything commits,
+//! against each shard's catalog (the judgement is `backend::key_columns`'s).
+//!
+//! The router refuses a CREATE or ALTER TABLE it can read that would give a key column a type
+//! it cannot be routed by (`router::plan::create_table`). The forms it cannot read run as
+//! they are: `CREATE TABLE ... AS` and `(LIKE ...)`, whose columns come from elsewhere, an
+//! ALTER with a COLLATE, code in `DO`. Checking what the statement left behind covers them all.
+//! The statement's answer is held until the check passes, so that a refused statement reports
+//! only its error.
+
+use super::session::{Exec, Step, R};
+use crate::error::PgError;
+
+/// Where a held answer starts in the output, and whether output was held before.
+pub struct Held {
+    start: usize,
+    was: bool,
+}
+
+impl Exec<'_> {
+    /// Holds what the next statement answers until `key_columns_kept`.
+    pub fn hold_answer(&mut self) -> Held {
+        let held = Held {
+            start: self.out.len(),
+            was: self.hold_output,
+        };
+        self.hold_output = true;
+        held
+    }
+
+    /// Ends `hold_answer`. After a statement that succeeded, every shard is asked in the open
+    /// transaction whether a declared sharded table's key column has become one the proxy
+    /// cannot route by; a refusal takes the statement's answer back and fails it, which rolls
+    /// back a transaction of its own and fails the client's.
+    pub async fn key_columns_kept(&mut self, held: Held, step: R<Step>) -> R<Step> {
+        self.hold_output = held.was;
+        let step = step?;
+        if step != Step::Done {
+            return Ok(step);
+        }
+        let Some(sql) = crate::backend::key_columns::refusals_sql(&self.placement, |_| true) else {
+            return Ok(step);
+        };
+        for shard in 0..self.links.len() {
+            let (refusals, error) = self.query_values(shard, &sql).await?;
+            if let Some(e) = error {
+                self.out.truncate(held.start);
+                self.out.extend_from_slice(&e.bytes);
+                return Ok(Step::Failed);
+            }
+            if let Some(refusal) = refusals.first() {
+                self.out.truncate(held.start);
+                let name = &self.placement.shard_names[shard];
+                return Ok(self.error(
+                    &PgError::error(
+                        crate::error::sqlstate::FEATURE_NOT_SUPPORTED,
+                        format!("shard {name}: {refusal}"),
+                    )
+                    .with_hint(crate::backend::key_columns::HINT),
+                ));
+            }
+        }
+        Ok(step)
+    }
+}
