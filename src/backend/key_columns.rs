@@ -1,16 +1,17 @@
-//! Refuses declared sharded tables that already exist on a shard with a key column the proxy
-//! cannot route by: checked at start and for the tables a reload declares.
+//! Whether declared sharded tables exist on a shard with a key column the proxy cannot route
+//! by. One catalog query judges it; the proxy asks it at start and for the tables a reload
+//! declares (on control connections here), and a session asks it after DDL, in the DDL's own
+//! transaction (`executor::key_columns`).
 //!
 //! The proxy places a row by hashing its key as the declared `key_type` reads it, and finds
-//! it again only if PostgreSQL calls two keys equal exactly when the proxy does. A `CREATE
-//! TABLE` through the proxy is held to that (see `router::plan::create_table`), but tables made
-//! on the shards directly, or before the table was declared, are not: an integer column under
-//! `key_type = "text"` stores `1` where the proxy looks for `'01'`, and `char(n)`, `citext` or
-//! a nondeterministic collation make keys equal that hash apart. The shard's catalog is the
-//! truth here, so a deterministic collation that `CREATE TABLE` refuses by name passes.
+//! it again only if PostgreSQL calls two keys equal exactly when the proxy does. An integer
+//! column under `key_type = "text"` stores `1` where the proxy looks for `'01'`, and
+//! `char(n)`, `citext` or a nondeterministic collation make keys equal that hash apart. The
+//! shard's catalog is the truth here: it looks through domains and knows which collations are
+//! deterministic, which no statement's text tells.
 //!
-//! Only the check: tables created on a shard behind the proxy's back after it is made go
-//! unseen until the next start.
+//! A table created or altered on a shard directly, behind the proxy, after the start is seen
+//! only at the next start.
 
 use super::control;
 use crate::config::ShardTarget;
