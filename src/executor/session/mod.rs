@@ -33,8 +33,10 @@ const FLUSH_AT: usize = 64 * 1024;
 /// paths, never held whole.
 const STREAM_AT: usize = 1 << 20;
 
-/// The most a session holds of a merged result that an Execute with a row limit hands out in
-/// parts (it is materialized, since the shards' rows must be merged before the first part).
+/// The most a session holds of an answer before it is complete: a merged result that an
+/// Execute with a row limit hands out in parts (it is materialized, since the shards' rows must
+/// be merged before the first part), or what DDL and procedural code answer before their key
+/// columns are checked (see `executor::key_columns`).
 pub const MAX_HELD_BYTES: usize = 64 << 20;
 
 /// Why a session cannot go on.
