@@ -69,6 +69,9 @@ pub const SESSION_BUFFERED_BYTES: &str = "shardgate_session_buffered_bytes";
 pub const SHARD_TIMEOUTS: &str = "shardgate_shard_timeouts_total";
 /// Gauge, label `shard`: 1 when the shard answered its last health probe, 0 when not.
 pub const SHARD_UP: &str = "shardgate_shard_up";
+/// Gauge: 1 while a shard holds a declared sharded table whose key column the proxy cannot
+/// route by (made there directly after the start), 0 otherwise.
+pub const UNROUTABLE_KEY_COLUMNS: &str = "shardgate_unroutable_key_columns";
 
 /// Gauge, label `shard`: server connections checked out by sessions.
 pub const POOL_ACTIVE: &str = "shardgate_pool_active_connections";
@@ -277,6 +280,10 @@ fn describe() {
         "Bytes sessions hold for clients (pending messages, held results)"
     );
     metrics::describe_gauge!(SHARD_UP, "1 when the shard answered its last health probe");
+    metrics::describe_gauge!(
+        UNROUTABLE_KEY_COLUMNS,
+        "1 while a shard holds a sharded table whose key column cannot be routed by"
+    );
     metrics::describe_counter!(
         SHARD_TIMEOUTS,
         "Sessions that gave up on a shard silent past shard_response_timeout_secs"

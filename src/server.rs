@@ -71,6 +71,7 @@ impl Proxy {
             ),
             auth_throttle: crate::auth::throttle::Throttle::default(),
             health: Arc::new(crate::backend::health::Health::new(config.shards.len())),
+            key_columns: Default::default(),
             catalog: crate::backend::catalog::Catalog::new(
                 config.shard_targets(),
                 Duration::from_secs(config.server.connect_timeout_secs),
@@ -156,12 +157,24 @@ impl Proxy {
         let hurry = stop.clone();
         let recovery = (ctx.shards.len() > 1)
             .then(|| tokio::spawn(crate::txn::recovery::background(ctx.clone())));
-        let health = (config.server.health_check_interval_secs > 0).then(|| {
+        let probing = config.server.health_check_interval_secs > 0;
+        let every = Duration::from_secs(config.server.health_check_interval_secs);
+        let health = probing.then(|| {
             tokio::spawn(crate::backend::health::run(
                 ctx.health.clone(),
                 ctx.shards.clone(),
-                Duration::from_secs(config.server.health_check_interval_secs),
+                every,
                 ctx.connect_timeout,
+            ))
+        });
+        let keys = (probing && ctx.shards.len() > 1).then(|| {
+            let live = ctx.clone();
+            tokio::spawn(crate::backend::key_columns::watch(
+                ctx.key_columns.clone(),
+                ctx.shards.clone(),
+                every,
+                ctx.connect_timeout,
+                move || live.live.placement(),
             ))
         });
         // The first look before the first client: a proxy that starts during a slot move's
@@ -200,7 +213,7 @@ impl Proxy {
         let task = tokio::spawn(async move {
             accept_loop(listener, accepting.clone(), stop_rx, hurry).await;
             let registered = placement.is_some();
-            for background in [recovery, health, placement].into_iter().flatten() {
+            for background in [recovery, health, keys, placement].into_iter().flatten() {
                 background.abort();
             }
             // A stopped proxy leaves the registry at once, so a slot move does not wait for
@@ -273,15 +286,19 @@ impl Proxy {
         crate::shutdown::advance(&self.stop, phase);
     }
 
-    /// For `/readyz`: not stopping, and no shard failing its health probes.
+    /// For `/readyz`: not stopping, no shard failing its health probes, and every sharded
+    /// table's key column one the proxy can route by.
     pub fn readiness(&self) -> crate::http::Readiness {
         let (ctx, stop) = (self.ctx.clone(), self.stop.subscribe());
         Arc::new(move || {
             if *stop.borrow() != crate::shutdown::Phase::Running {
                 return Err("stopping".into());
             }
-            match ctx.health.first_down(&ctx.shards) {
-                Some(shard) => Err(format!("shard {shard} is not answering its health probes")),
+            if let Some(shard) = ctx.health.first_down(&ctx.shards) {
+                return Err(format!("shard {shard} is not answering its health probes"));
+            }
+            match ctx.key_columns.refusal() {
+                Some(refusal) => Err(refusal),
                 None => Ok(()),
             }
         })

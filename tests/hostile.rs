@@ -1189,3 +1189,44 @@ async fn ddl_the_router_cannot_read_is_judged_by_what_it_leaves() {
         .await
         .unwrap();
 }
+
+/// A table made on a shard directly while the proxy runs is seen by the proxy's watch over the
+/// key columns: it reports itself not ready, naming the table, until the table is put right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_column_made_on_a_shard_while_the_proxy_runs_makes_it_not_ready() {
+    let tc = TestCluster::start_unlike(
+        3,
+        "health_check_interval_secs = 1",
+        "[tables.people]\nshard_key = \"name\"\nkey_type = \"text\"\n",
+    )
+    .await;
+    let ready = tc.proxy.as_ref().unwrap().readiness();
+    assert_eq!(ready(), Ok(()));
+    let until = |want: bool| {
+        let ready = ready.clone();
+        async move {
+            // The watch asks every second; a minute is only a bound on a hang.
+            for _ in 0..600 {
+                let now = ready();
+                if now.is_ok() == want {
+                    return now;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("readiness never became {want}: {:?}", ready());
+        }
+    };
+    let s2 = tc.direct(2).await;
+    s2.batch_execute("create table people (name char(8) primary key)")
+        .await
+        .unwrap();
+    let e = until(false).await.unwrap_err();
+    assert!(
+        e.starts_with("shard s2: ") && e.contains("character(8)"),
+        "{e}"
+    );
+    s2.batch_execute("alter table people alter column name type text")
+        .await
+        .unwrap();
+    until(true).await.unwrap();
+}

@@ -1,7 +1,7 @@
 //! Whether declared sharded tables exist on a shard with a key column the proxy cannot route
 //! by. One catalog query judges it; the proxy asks it at start and for the tables a reload
-//! declares (on control connections here), and a session asks it after DDL, in the DDL's own
-//! transaction (`executor::key_columns`).
+//! declares, and a watch asks it at each health-check interval (on control connections here);
+//! a session asks it after DDL, in the DDL's own transaction (`executor::key_columns`).
 //!
 //! The proxy places a row by hashing its key as the declared `key_type` reads it, and finds
 //! it again only if PostgreSQL calls two keys equal exactly when the proxy does. An integer
@@ -11,12 +11,14 @@
 //! deterministic, which no statement's text tells.
 //!
 //! A table created or altered on a shard directly, behind the proxy, after the start is seen
-//! only at the next start.
+//! by the watch, which makes the proxy not ready (`/readyz`) and raises a gauge; statements on
+//! it are not refused meanwhile.
 
 use super::control;
 use crate::config::ShardTarget;
 use crate::placement::{KeyType, Placement, TableRule};
 use std::time::Duration;
+use tokio_postgres::Client;
 
 /// Why the check failed.
 #[derive(Debug)]
@@ -40,20 +42,49 @@ pub async fn check(
     placement: &Placement,
     wanted: impl Fn(&str) -> bool,
 ) -> Result<(), KeyColumns> {
+    let mut clients: Vec<Option<Client>> = shards.iter().map(|_| None).collect();
+    check_on(&mut clients, shards, timeout, placement, wanted).await
+}
+
+/// As `check`, on control connections kept in `clients` (one per shard, opened where missing
+/// and dropped after an error).
+async fn check_on(
+    clients: &mut [Option<Client>],
+    shards: &[ShardTarget],
+    timeout: Duration,
+    placement: &Placement,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<(), KeyColumns> {
     let Some(sql) = refusals_sql(placement, wanted) else {
         return Ok(());
     };
-    for shard in shards {
-        let client = control::connect(shard, timeout)
-            .await
-            .map_err(KeyColumns::Unreachable)?;
-        let found = client.simple_query(&sql).await.map_err(|e| {
-            KeyColumns::Unreachable(format!(
-                "shard {}: could not read its key columns: {e}",
-                shard.name
-            ))
-        })?;
-        let refusal = found.iter().find_map(|m| match m {
+    for (shard, client) in shards.iter().zip(clients.iter_mut()) {
+        if client.is_none() {
+            *client = Some(
+                control::connect(shard, timeout)
+                    .await
+                    .map_err(KeyColumns::Unreachable)?,
+            );
+        }
+        let Some(asking) = client.as_ref() else {
+            continue;
+        };
+        let found = tokio::time::timeout(timeout, asking.simple_query(&sql)).await;
+        let rows = match found {
+            Ok(Ok(rows)) => rows,
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no answer within the connect timeout".to_string(),
+                };
+                *client = None;
+                return Err(KeyColumns::Unreachable(format!(
+                    "shard {}: could not read its key columns: {why}",
+                    shard.name
+                )));
+            }
+        };
+        let refusal = rows.iter().find_map(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
             _ => None,
         });
@@ -65,6 +96,58 @@ pub async fn check(
         }
     }
     Ok(())
+}
+
+/// What the watch last found: the refusal of a key column a shard holds now, made there
+/// behind the proxy's back after its start.
+#[derive(Debug, Default)]
+pub struct Verdict(std::sync::Mutex<Option<String>>);
+
+impl Verdict {
+    /// Why the proxy cannot route a declared table as it stands, if it cannot.
+    pub fn refusal(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, found: Option<String>) {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if *held == found {
+            return;
+        }
+        match &found {
+            Some(refusal) => tracing::error!(
+                "a sharded table's key column cannot be routed by, so the proxy reports itself \
+                 not ready (/readyz) until it is put right: {refusal}"
+            ),
+            None => tracing::info!("every sharded table's key column can be routed by again"),
+        }
+        metrics::gauge!(crate::metrics::UNROUTABLE_KEY_COLUMNS).set(found.is_some() as u8 as f64);
+        *held = found;
+    }
+}
+
+/// Asks every `interval`, for as long as the proxy runs, whether a declared sharded table's
+/// key column on some shard has become one the proxy cannot route by: DDL through the proxy
+/// is judged before it commits, but DDL run on a shard directly is seen only here. A shard
+/// that cannot be asked leaves the last verdict standing (the health probes report it).
+pub async fn watch(
+    verdict: std::sync::Arc<Verdict>,
+    shards: Vec<ShardTarget>,
+    interval: Duration,
+    timeout: Duration,
+    placement: impl Fn() -> std::sync::Arc<Placement>,
+) {
+    metrics::gauge!(crate::metrics::UNROUTABLE_KEY_COLUMNS).set(0.0);
+    let mut clients: Vec<Option<Client>> = shards.iter().map(|_| None).collect();
+    loop {
+        tokio::time::sleep(interval).await;
+        let placement = placement();
+        match check_on(&mut clients, &shards, timeout, &placement, |_| true).await {
+            Ok(()) => verdict.set(None),
+            Err(KeyColumns::Refused(refusal)) => verdict.set(Some(refusal)),
+            Err(KeyColumns::Unreachable(e)) => tracing::debug!("key columns not checked: {e}"),
+        }
+    }
 }
 
 /// A query whose rows, one text column each, say why a key column of the sharded tables that

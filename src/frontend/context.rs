@@ -33,6 +33,8 @@ pub struct ProxyContext {
     pub auth_throttle: crate::auth::throttle::Throttle,
     /// What the health probes last saw of each shard.
     pub health: Arc<crate::backend::health::Health>,
+    /// Whether a shard holds a sharded table, made there directly, that cannot be routed by.
+    pub key_columns: Arc<crate::backend::key_columns::Verdict>,
     /// Catalog facts about shards (type OIDs, column collations), on control connections.
     pub catalog: crate::backend::catalog::Catalog,
     /// Key values drawn from sequences for sharded tables (see `executor::key_sequence`).
