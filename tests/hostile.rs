@@ -1155,6 +1155,20 @@ async fn ddl_the_router_cannot_read_is_judged_by_what_it_leaves() {
             "{ddl}: {e}"
         );
     }
+    // The check reads the catalogs by their pg_catalog names, whatever the session's
+    // search_path puts first.
+    c.batch_execute(
+        "create schema shadow;
+         create function shadow.lower(text) returns text language sql as 'select ''x''';
+         set search_path = shadow, pg_catalog, public",
+    )
+    .await
+    .unwrap();
+    let e = c.batch_execute(refused[0]).await.expect_err(refused[0]);
+    assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{e}");
+    c.batch_execute("reset search_path; drop schema shadow cascade")
+        .await
+        .unwrap();
     let none = "select count(*) from pg_class where relname = 'people'";
     assert_eq!(tc.count_on_each_shard(none).await, [0, 0, 0]);
 

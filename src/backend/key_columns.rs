@@ -197,6 +197,7 @@ fn routable_types(key_type: KeyType) -> &'static str {
 
 // A relation matches a declaration as `Placement::rule` matches it (the name as it is, or
 // lower-cased), the key column case-insensitively; system and temporary schemas are left out.
+// Catalogs and functions are named in pg_catalog: sessions run this under their own search_path.
 // The base type follows domains down. `collisdeterministic` is read through to_jsonb so that
 // servers before 12 (which have no such column, and no nondeterministic collations) answer
 // NULL instead of an error; the database default, C and POSIX are deterministic.
@@ -204,30 +205,30 @@ const QUERY: &str = "\
 WITH keys(name, key, kind, types) AS (
 VALUES $KEYS
 ), cols AS (
-SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod) AS type, k.kind,
+SELECT n.nspname, c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, k.kind,
        k.types,
        coalesce((WITH RECURSIVE d(oid, kind, base) AS (
-            SELECT t.oid, t.typtype, t.typbasetype FROM pg_type t WHERE t.oid = a.atttypid
+            SELECT t.oid, t.typtype, t.typbasetype FROM pg_catalog.pg_type t WHERE t.oid = a.atttypid
             UNION ALL
-            SELECT t.oid, t.typtype, t.typbasetype FROM pg_type t JOIN d ON t.oid = d.base
+            SELECT t.oid, t.typtype, t.typbasetype FROM pg_catalog.pg_type t JOIN d ON t.oid = d.base
              WHERE d.kind = 'd')
         SELECT d.oid FROM d WHERE d.kind <> 'd'), 0) AS base,
        co.collname,
        CASE WHEN a.attcollation IN (0, 100, 950, 951) THEN NULL
-            ELSE (to_jsonb(co) ->> 'collisdeterministic')::bool END AS deterministic
+            ELSE (pg_catalog.to_jsonb(co) ->> 'collisdeterministic')::bool END AS deterministic
   FROM keys k
-  JOIN pg_class c ON c.relname = k.name OR lower(c.relname) = k.name
-  JOIN pg_namespace n ON n.oid = c.relnamespace
-  JOIN pg_attribute a ON a.attrelid = c.oid AND lower(a.attname) = k.key
-  LEFT JOIN pg_collation co ON co.oid = a.attcollation
+  JOIN pg_catalog.pg_class c ON c.relname = k.name OR pg_catalog.lower(c.relname) = k.name
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND pg_catalog.lower(a.attname) = k.key
+  LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
  WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm')
    AND a.attnum > 0 AND NOT a.attisdropped
    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
    AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
 )
 SELECT CASE WHEN base <> ALL (types)
-    THEN format('the shard key %s of %s.%s is of type %s, which does not compare as its key_type %s does, so rows would be stored on one shard and looked for on another', attname, nspname, relname, type, kind)
-    ELSE format('the shard key %s of %s.%s has the nondeterministic collation %s, which compares strings that differ as equal, so rows would be stored on one shard and looked for on another', attname, nspname, relname, collname)
+    THEN pg_catalog.format('the shard key %s of %s.%s is of type %s, which does not compare as its key_type %s does, so rows would be stored on one shard and looked for on another', attname, nspname, relname, type, kind)
+    ELSE pg_catalog.format('the shard key %s of %s.%s has the nondeterministic collation %s, which compares strings that differ as equal, so rows would be stored on one shard and looked for on another', attname, nspname, relname, collname)
     END
   FROM cols
  WHERE base <> ALL (types) OR deterministic = false
