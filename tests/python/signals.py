@@ -187,6 +187,23 @@ def permissions():
     admin.close()
 
 
+async def closed(conn, what):
+    """Waits until asyncpg has seen `conn` closed: how soon depends on the machine's load, so
+    a fixed pause would make the test flaky. A pool takes back a connection of its that closes
+    (its proxy then refuses every call): that is seeing it closed too."""
+    def is_closed():
+        try:
+            return conn.is_closed()
+        except asyncpg.exceptions.InterfaceError as e:
+            assert "released back to the pool" in str(e), e
+            return True
+
+    deadline = time.time() + 20
+    while not is_closed():
+        assert time.time() < deadline, what
+        await asyncio.sleep(0.05)
+
+
 async def with_asyncpg():
     killer = await asyncpg.connect(URL)
     victim = await asyncpg.connect(URL)
@@ -195,20 +212,21 @@ async def with_asyncpg():
         assert await killer.fetchval("select pg_terminate_backend($1)", pid) is True
         # The signal is sent when the answer comes, and the connection closes soon after, as
         # with PostgreSQL: a driver sees it closed once its event loop has read that.
-        await asyncio.sleep(0.5)
-        assert victim.is_closed(), "asyncpg: the terminated connection is still open"
+        await closed(victim, "asyncpg: the terminated connection is still open")
         try:
             await victim.fetchval("select 1")
             raise AssertionError("asyncpg: the terminated connection still works")
         except asyncpg.exceptions.InterfaceError:
             pass
         assert await killer.fetchval("select pg_terminate_backend($1)", pid) is False
-        # A pool replaces a connection another session terminated.
+        # A pool replaces a connection another session terminated. Held while it is
+        # terminated, so that the wait for its end can ask it; giving it back after the pool
+        # took it back is nothing.
         pool = await asyncpg.create_pool(URL, min_size=2, max_size=2)
-        async with pool.acquire() as c:
-            pid = c.get_server_pid()
-        assert await killer.fetchval("select pg_terminate_backend($1)", pid) is True
-        await asyncio.sleep(0.5)
+        c = await pool.acquire()
+        assert await killer.fetchval("select pg_terminate_backend($1)", c.get_server_pid()) is True
+        await closed(c, "asyncpg: the terminated pool connection is still open")
+        await pool.release(c)
         for _ in range(4):
             async with pool.acquire() as c:
                 assert await c.fetchval("select balance from accounts where id = $1", 9) == 90
