@@ -146,10 +146,29 @@ impl Live {
     /// The slot table the cluster records replaces the one routed by until now (the file's at
     /// start, an older version later). Sessions take it up between transactions.
     pub fn adopt_slots(&self, recorded: crate::placement::record::Recorded) {
-        let mut placement = (*self.placement()).clone();
-        placement.slots = recorded.table;
-        placement.version = recorded.version;
-        *self.placement.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(placement);
+        self.change_placement(|placement| {
+            placement.slots = recorded.table;
+            placement.version = recorded.version;
+        });
+    }
+
+    /// The declared tables whose key column the proxy cannot route by now, each with why (see
+    /// `Placement::unroutable`); sessions take them up between transactions. The same set
+    /// again changes nothing, so that routes learned under the placement stay.
+    pub fn set_unroutable(&self, tables: std::collections::BTreeMap<String, String>) {
+        if *self.placement().unroutable == tables {
+            return;
+        }
+        self.change_placement(|placement| placement.unroutable = Arc::new(tables));
+    }
+
+    /// A copy of the placement, changed, replaces it; under the lock throughout, so that two
+    /// changes at once do not undo each other.
+    fn change_placement(&self, change: impl FnOnce(&mut Placement)) {
+        let mut current = self.placement.write().unwrap_or_else(|p| p.into_inner());
+        let mut placement = (**current).clone();
+        change(&mut placement);
+        *current = Arc::new(placement);
     }
 
     pub fn placement(&self) -> Arc<Placement> {
@@ -179,6 +198,10 @@ impl Live {
             placement.slots = current.slots.clone();
         }
         placement.version = current.version;
+        // Until the watch looks again: a reload does not put a key column right.
+        let mut unroutable = (*current.unroutable).clone();
+        unroutable.retain(|table, _| placement.tables.contains_key(table));
+        placement.unroutable = Arc::new(unroutable);
         check_shards(&running, &new)?;
         let added_tables = check_placement(&current, &placement)?;
         let users = self.users().reloaded(&new.users)?;

@@ -174,7 +174,11 @@ impl Proxy {
                 ctx.shards.clone(),
                 every,
                 ctx.connect_timeout,
-                move || live.live.placement(),
+                {
+                    let live = live.clone();
+                    move || live.live.placement()
+                },
+                move |tables| live.live.set_unroutable(tables),
             ))
         });
         // The first look before the first client: a proxy that starts during a slot move's

@@ -11,12 +11,14 @@
 //! deterministic, which no statement's text tells.
 //!
 //! A table created or altered on a shard directly, behind the proxy, after the start is seen
-//! by the watch, which makes the proxy not ready (`/readyz`) and raises a gauge; statements on
-//! it are not refused meanwhile.
+//! by the watch, which makes the proxy not ready (`/readyz`), raises a gauge and names the
+//! table in the placement sessions route by, whose planner then refuses statements on its rows
+//! (`Placement::unroutable`) until a later look finds the column right.
 
 use super::control;
 use crate::config::ShardTarget;
 use crate::placement::{KeyType, Placement, TableRule};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_postgres::Client;
 
@@ -55,10 +57,32 @@ async fn check_on(
     placement: &Placement,
     wanted: impl Fn(&str) -> bool,
 ) -> Result<(), KeyColumns> {
+    let found = refusals_on(clients, shards, timeout, placement, wanted, true).await?;
+    match found.into_iter().next() {
+        Some((_, refusal)) => Err(KeyColumns::Refused(format!("{refusal}. {HINT}"))),
+        None => Ok(()),
+    }
+}
+
+/// Every refused key column of the tables `wanted` accepts, as (declared table, why, naming
+/// the shard), shard by shard; with `first_only`, the shards after the first refusal are not
+/// asked.
+async fn refusals_on(
+    clients: &mut [Option<Client>],
+    shards: &[ShardTarget],
+    timeout: Duration,
+    placement: &Placement,
+    wanted: impl Fn(&str) -> bool,
+    first_only: bool,
+) -> Result<Vec<(String, String)>, KeyColumns> {
+    let mut found = Vec::new();
     let Some(sql) = refusals_sql(placement, wanted) else {
-        return Ok(());
+        return Ok(found);
     };
     for (shard, client) in shards.iter().zip(clients.iter_mut()) {
+        if first_only && !found.is_empty() {
+            break;
+        }
         if client.is_none() {
             *client = Some(
                 control::connect(shard, timeout)
@@ -69,8 +93,8 @@ async fn check_on(
         let Some(asking) = client.as_ref() else {
             continue;
         };
-        let found = tokio::time::timeout(timeout, asking.simple_query(&sql)).await;
-        let rows = match found {
+        let answer = tokio::time::timeout(timeout, asking.simple_query(&sql)).await;
+        let rows = match answer {
             Ok(Ok(rows)) => rows,
             failed => {
                 let why = match failed {
@@ -84,18 +108,15 @@ async fn check_on(
                 )));
             }
         };
-        let refusal = rows.iter().find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
-            _ => None,
-        });
-        if let Some(refusal) = refusal {
-            return Err(KeyColumns::Refused(format!(
-                "shard {}: {refusal}. {HINT}",
-                shard.name
-            )));
+        for row in rows {
+            if let tokio_postgres::SimpleQueryMessage::Row(row) = row {
+                if let (Some(why), Some(table)) = (row.get(0), row.get(1)) {
+                    found.push((table.to_string(), format!("shard {}: {why}", shard.name)));
+                }
+            }
         }
     }
-    Ok(())
+    Ok(found)
 }
 
 /// What the watch last found: the refusal of a key column a shard holds now, made there
@@ -128,7 +149,9 @@ impl Verdict {
 
 /// Asks every `interval`, for as long as the proxy runs, whether a declared sharded table's
 /// key column on some shard has become one the proxy cannot route by: DDL through the proxy
-/// is judged before it commits, but DDL run on a shard directly is seen only here. A shard
+/// is judged before it commits, but DDL run on a shard directly is seen only here. What it
+/// finds goes to `publish` (each such table, with why) before the verdict changes, so that
+/// once `/readyz` reports a table, sessions that start a transaction refuse its rows. A shard
 /// that cannot be asked leaves the last verdict standing (the health probes report it).
 pub async fn watch(
     verdict: std::sync::Arc<Verdict>,
@@ -136,23 +159,33 @@ pub async fn watch(
     interval: Duration,
     timeout: Duration,
     placement: impl Fn() -> std::sync::Arc<Placement>,
+    publish: impl Fn(BTreeMap<String, String>),
 ) {
     metrics::gauge!(crate::metrics::UNROUTABLE_KEY_COLUMNS).set(0.0);
     let mut clients: Vec<Option<Client>> = shards.iter().map(|_| None).collect();
     loop {
         tokio::time::sleep(interval).await;
         let placement = placement();
-        match check_on(&mut clients, &shards, timeout, &placement, |_| true).await {
-            Ok(()) => verdict.set(None),
+        match refusals_on(&mut clients, &shards, timeout, &placement, |_| true, false).await {
+            Ok(found) => {
+                let first = found.first().map(|(_, why)| format!("{why}. {HINT}"));
+                let mut tables = BTreeMap::new();
+                for (table, why) in found {
+                    // A table refused on several shards is named by the first.
+                    tables.entry(table).or_insert(why);
+                }
+                publish(tables);
+                verdict.set(first);
+            }
             Err(KeyColumns::Refused(refusal)) => verdict.set(Some(refusal)),
             Err(KeyColumns::Unreachable(e)) => tracing::debug!("key columns not checked: {e}"),
         }
     }
 }
 
-/// A query whose rows, one text column each, say why a key column of the sharded tables that
-/// `wanted` accepts cannot be routed by, on the shard that runs it; None when no such table
-/// is declared. The judgement is made in SQL so that a session can ask inside its own
+/// A query whose rows say why a key column of the sharded tables that `wanted` accepts cannot
+/// be routed by, on the shard that runs it (the first column, text), and which declared table
+/// that is (the second); None when no such table is declared. The judgement is made in SQL so that a session can ask inside its own
 /// transaction, after its DDL and before its commit, as a control connection asks at start.
 pub fn refusals_sql(placement: &Placement, wanted: impl Fn(&str) -> bool) -> Option<String> {
     let mut keys: Vec<String> = placement
@@ -205,7 +238,7 @@ const QUERY: &str = "\
 WITH keys(name, key, kind, types) AS (
 VALUES $KEYS
 ), cols AS (
-SELECT n.nspname, c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, k.kind,
+SELECT k.name AS declared, n.nspname, c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, k.kind,
        k.types,
        coalesce((WITH RECURSIVE d(oid, kind, base) AS (
             SELECT t.oid, t.typtype, t.typbasetype FROM pg_catalog.pg_type t WHERE t.oid = a.atttypid
@@ -229,7 +262,7 @@ SELECT n.nspname, c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.att
 SELECT CASE WHEN base <> ALL (types)
     THEN pg_catalog.format('the shard key %s of %s.%s is of type %s, which does not compare as its key_type %s does, so rows would be stored on one shard and looked for on another', attname, nspname, relname, type, kind)
     ELSE pg_catalog.format('the shard key %s of %s.%s has the nondeterministic collation %s, which compares strings that differ as equal, so rows would be stored on one shard and looked for on another', attname, nspname, relname, collname)
-    END
+    END, declared
   FROM cols
  WHERE base <> ALL (types) OR deterministic = false
  ORDER BY 1";

@@ -325,6 +325,7 @@ impl Config {
             shard_names,
             undeclared,
             version: 0,
+            unroutable: Default::default(),
         })
     }
 

@@ -148,6 +148,7 @@ mod tests {
             shard_names: vec!["a".into(), "b".into()],
             undeclared: None,
             version: 0,
+            unroutable: Default::default(),
         };
         assert_eq!(written_rows_query(&p), None);
         p.tables.insert(

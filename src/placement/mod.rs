@@ -14,7 +14,8 @@ pub use slots::{SlotTable, SLOT_COUNT};
 /// The shard that answers statements every shard would answer alike.
 pub const HOME: usize = 0;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// How one table is placed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,11 @@ pub struct Placement {
     pub undeclared: Option<TableRule>,
     /// The recorded version `slots` is (see `record`); 0 before one is read, and on one shard.
     pub version: i64,
+    /// Declared sharded tables whose key column on some shard was found, while the proxy ran,
+    /// to be one it cannot route by, each with why (see `backend::key_columns`). Statements
+    /// that read or write their rows are refused until the column is put right. Empty at start:
+    /// the start refuses such a table outright.
+    pub unroutable: Arc<BTreeMap<String, String>>,
 }
 
 impl Placement {
@@ -51,21 +57,36 @@ impl Placement {
         self.slots.shard_of_slot(Placement::slot_of(key))
     }
 
-    /// The rule for a table name as written in SQL (schema-qualified or not, quoted or not).
-    pub fn rule(&self, name: &str) -> Option<&TableRule> {
+    /// The declared table a name as written in SQL names (schema-qualified or not, quoted or
+    /// not), with its rule.
+    fn declared(&self, name: &str) -> Option<(&String, &TableRule)> {
         let unquoted = name.replace('"', "");
         let bare = unquoted.rsplit('.').next().unwrap_or(&unquoted);
         self.tables
-            .get(bare)
-            .or_else(|| self.tables.get(&bare.to_ascii_lowercase()))
-            .or_else(|| {
-                // Catalogs are never a user table, whatever undeclared tables default to.
-                if crate::sql::is_catalog_relation(name) {
-                    None
-                } else {
-                    self.undeclared.as_ref()
-                }
-            })
+            .get_key_value(bare)
+            .or_else(|| self.tables.get_key_value(&bare.to_ascii_lowercase()))
+    }
+
+    /// Why the rows of the table a name as written in SQL names cannot be routed now, if they
+    /// cannot (see `unroutable`).
+    pub fn unroutable(&self, name: &str) -> Option<&str> {
+        if self.unroutable.is_empty() {
+            return None;
+        }
+        let (table, _) = self.declared(name)?;
+        self.unroutable.get(table).map(String::as_str)
+    }
+
+    /// The rule for a table name as written in SQL (schema-qualified or not, quoted or not).
+    pub fn rule(&self, name: &str) -> Option<&TableRule> {
+        self.declared(name).map(|(_, rule)| rule).or_else(|| {
+            // Catalogs are never a user table, whatever undeclared tables default to.
+            if crate::sql::is_catalog_relation(name) {
+                None
+            } else {
+                self.undeclared.as_ref()
+            }
+        })
     }
 
     /// `(slot, shard name)` for a key given as text, for `shardgate route` and `SHOW`.

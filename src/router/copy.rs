@@ -317,6 +317,7 @@ mod tests {
             shard_names: names,
             undeclared: None,
             version: 0,
+            unroutable: Default::default(),
         }
     }
 

@@ -9,7 +9,8 @@
 //! This file holds the plans and `plan`, which dispatches on the kind of statement; `query`
 //! places reads, `scatter` plans reads of several shards and their merge, `write` plans
 //! writes, `create_table` checks a sharded table's columns, `unparsed` what the text alone
-//! decides, `signal` the calls that signal a session of the proxy's, `string_syntax` the
+//! decides, `unroutable` refuses statements on the rows of a table whose key column went bad
+//! on a shard, `signal` the calls that signal a session of the proxy's, `string_syntax` the
 //! refusal of non-standard strings.
 
 use super::keys::{keys_in, literal_key, strip, KeySet};
@@ -33,6 +34,7 @@ pub mod string_syntax;
 #[cfg(test)]
 mod tests;
 mod unparsed;
+mod unroutable;
 mod write;
 
 pub(crate) use query::*;
@@ -266,6 +268,14 @@ fn reads_sequence_values(stmt: &Statement) -> Option<Plan> {
 
 /// Plans one parsed statement.
 pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
+    let planned = plan_statement(stmt, placement, params);
+    if placement.unroutable.is_empty() {
+        return planned;
+    }
+    unroutable::gate(stmt, placement, planned)
+}
+
+fn plan_statement(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
     if let Some(refusal) = reads_sequence_values(stmt) {
         return refusal;
     }

@@ -3,7 +3,7 @@ use crate::config::Config;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
-fn placement() -> Placement {
+pub(super) fn placement() -> Placement {
     let mut text = String::from("[[users]]\nname=\"a\"\nauth=\"trust\"\n");
     for i in 0..3 {
         text.push_str(&format!(
