@@ -39,7 +39,11 @@ impl Exec<'_> {
         if step != Step::Done {
             return Ok(step);
         }
-        let Some(sql) = crate::backend::key_columns::refusals_sql(&self.placement, |_| true) else {
+        // A table the watch found bad already has its rows refused (`Placement::unroutable`):
+        // judging it again would refuse every DDL, on any table, until it is put right.
+        let known = &self.placement.unroutable;
+        let wanted = |table: &str| !known.contains_key(table);
+        let Some(sql) = crate::backend::key_columns::refusals_sql(&self.placement, wanted) else {
             return Ok(step);
         };
         for shard in 0..self.links.len() {
