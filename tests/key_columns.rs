@@ -188,11 +188,15 @@ async fn ddl_the_router_cannot_read_is_judged_by_what_it_leaves() {
             "{ddl}: {e}"
         );
     }
-    // The check reads the catalogs by their pg_catalog names, whatever the session's
-    // search_path puts first.
+    // The check names the catalogs, functions and operators in pg_catalog, whatever the
+    // session's search_path puts first (here a lower() and an = that never match).
     c.batch_execute(
         "create schema shadow;
          create function shadow.lower(text) returns text language sql as 'select ''x''';
+         create function shadow.never(name, text) returns bool language sql as 'select false';
+         create operator shadow.= (leftarg = name, rightarg = text, function = shadow.never);
+         create function shadow.never(text, text) returns bool language sql as 'select false';
+         create operator shadow.= (leftarg = text, rightarg = text, function = shadow.never);
          set search_path = shadow, pg_catalog, public",
     )
     .await

@@ -197,7 +197,7 @@ pub fn refusals_sql(placement: &Placement, wanted: impl Fn(&str) -> bool) -> Opt
                 key_column,
                 key_type,
             } => Some(format!(
-                "({}, {}, '{}', '{}'::oid[])",
+                "({}, {}, '{}', '{}'::pg_catalog.oid[])",
                 literal(name),
                 literal(&key_column.to_lowercase()),
                 key_type.name(),
@@ -230,7 +230,9 @@ fn routable_types(key_type: KeyType) -> &'static str {
 
 // A relation matches a declaration as `Placement::rule` matches it (the name as it is, or
 // lower-cased), the key column case-insensitively; system and temporary schemas are left out.
-// Catalogs and functions are named in pg_catalog: sessions run this under their own search_path.
+// Catalogs, functions, operators and types are named in pg_catalog: sessions run this under
+// their own search_path, where a schema of theirs could come first with a `=` that never
+// matches, and the check would find nothing.
 // The base type follows domains down. `collisdeterministic` is read through to_jsonb so that
 // servers before 12 (which have no such column, and no nondeterministic collations) answer
 // NULL instead of an error; the database default, C and POSIX are deterministic.
@@ -241,30 +243,33 @@ VALUES $KEYS
 SELECT k.name AS declared, n.nspname, c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, k.kind,
        k.types,
        coalesce((WITH RECURSIVE d(oid, kind, base) AS (
-            SELECT t.oid, t.typtype, t.typbasetype FROM pg_catalog.pg_type t WHERE t.oid = a.atttypid
+            SELECT t.oid, t.typtype, t.typbasetype FROM pg_catalog.pg_type t WHERE t.oid OPERATOR(pg_catalog.=) a.atttypid
             UNION ALL
-            SELECT t.oid, t.typtype, t.typbasetype FROM pg_catalog.pg_type t JOIN d ON t.oid = d.base
-             WHERE d.kind = 'd')
-        SELECT d.oid FROM d WHERE d.kind <> 'd'), 0) AS base,
+            SELECT t.oid, t.typtype, t.typbasetype FROM pg_catalog.pg_type t JOIN d ON t.oid OPERATOR(pg_catalog.=) d.base
+             WHERE d.kind OPERATOR(pg_catalog.=) 'd')
+        SELECT d.oid FROM d WHERE d.kind OPERATOR(pg_catalog.<>) 'd'), 0) AS base,
        co.collname,
-       CASE WHEN a.attcollation IN (0, 100, 950, 951) THEN NULL
-            ELSE (pg_catalog.to_jsonb(co) ->> 'collisdeterministic')::bool END AS deterministic
+       CASE WHEN a.attcollation OPERATOR(pg_catalog.=) ANY ('{0,100,950,951}'::pg_catalog.oid[]) THEN NULL
+            ELSE (pg_catalog.to_jsonb(co) OPERATOR(pg_catalog.->>) 'collisdeterministic')::pg_catalog.bool
+       END AS deterministic
   FROM keys k
-  JOIN pg_catalog.pg_class c ON c.relname = k.name OR pg_catalog.lower(c.relname) = k.name
-  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND pg_catalog.lower(a.attname) = k.key
-  LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
- WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm')
-   AND a.attnum > 0 AND NOT a.attisdropped
-   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-   AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+  JOIN pg_catalog.pg_class c
+    ON c.relname OPERATOR(pg_catalog.=) k.name OR pg_catalog.lower(c.relname) OPERATOR(pg_catalog.=) k.name
+  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+  JOIN pg_catalog.pg_attribute a
+    ON a.attrelid OPERATOR(pg_catalog.=) c.oid AND pg_catalog.lower(a.attname) OPERATOR(pg_catalog.=) k.key
+  LEFT JOIN pg_catalog.pg_collation co ON co.oid OPERATOR(pg_catalog.=) a.attcollation
+ WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p,f,v,m}'::pg_catalog.\"char\"[])
+   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+   AND NOT n.nspname OPERATOR(pg_catalog.=) ANY ('{pg_catalog,information_schema}'::pg_catalog.name[])
+   AND n.nspname OPERATOR(pg_catalog.!~) '^pg_(toast|temp_|toast_temp_)'
 )
-SELECT CASE WHEN base <> ALL (types)
+SELECT CASE WHEN base OPERATOR(pg_catalog.<>) ALL (types)
     THEN pg_catalog.format('the shard key %s of %s.%s is of type %s, which does not compare as its key_type %s does, so rows would be stored on one shard and looked for on another', attname, nspname, relname, type, kind)
     ELSE pg_catalog.format('the shard key %s of %s.%s has the nondeterministic collation %s, which compares strings that differ as equal, so rows would be stored on one shard and looked for on another', attname, nspname, relname, collname)
     END, declared
   FROM cols
- WHERE base <> ALL (types) OR deterministic = false
+ WHERE base OPERATOR(pg_catalog.<>) ALL (types) OR deterministic IS FALSE
  ORDER BY 1";
 
 #[cfg(test)]
