@@ -975,3 +975,62 @@ async fn large_values_stream_through_intact() {
     assert_eq!(n, 4, "the session is in step after the streamed rows");
     still_serves(&tc).await;
 }
+
+/// The proxy's own questions to a shard inside a client's session (a table's column order for
+/// an INSERT without a column list, the rows procedural code touched) name everything in
+/// pg_catalog: a session that puts a schema of its own first in its search_path, with look-alike
+/// catalogs there, cannot steer a row to the wrong shard or past the guard on DO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_alike_catalogs_in_a_search_path_do_not_steer_the_proxy() {
+    let tc = TestCluster::start_unlike(
+        3,
+        "",
+        "[tables.pairs]\nshard_key = \"a\"\nkey_type = \"bigint\"\n",
+    )
+    .await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table pairs (a bigint primary key, b bigint);
+         create schema shadow;
+         create view shadow.pg_attribute as
+           select attrelid, attname, (1000 - attnum)::int2 as attnum, attisdropped
+             from pg_catalog.pg_attribute;
+         create view shadow.pg_stat_xact_user_tables as
+           select relname, 0::bigint as n_tup_ins, 0::bigint as n_tup_upd, 0::bigint as n_tup_del,
+                  0::bigint as seq_scan, 0::bigint as idx_scan
+             from pg_catalog.pg_stat_xact_user_tables",
+    )
+    .await
+    .unwrap();
+    // A session of its own, so that nothing it read before the look-alikes is remembered.
+    let shadowed = tc.client().await;
+    shadowed
+        .batch_execute("set search_path = shadow, pg_catalog, public")
+        .await
+        .unwrap();
+    // Read in reverse, the columns would put b's value where the key is.
+    let (a, b) = (key_on(&tc, 0), key_on(&tc, 1));
+    shadowed
+        .batch_execute(&format!("insert into pairs values ({a}, {b})"))
+        .await
+        .unwrap();
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from pairs").await,
+        [1, 0, 0]
+    );
+    // Counted as nothing, the rows DO wrote would pass the guard, on every shard.
+    let code = format!(
+        "do $$ begin insert into pairs values ({}, 0); end $$",
+        key_on(&tc, 2)
+    );
+    let e = shadowed
+        .batch_execute(&code)
+        .await
+        .expect_err("DO that writes");
+    assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{e}");
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from pairs").await,
+        [1, 0, 0]
+    );
+    c.batch_execute("drop schema shadow cascade").await.unwrap();
+}

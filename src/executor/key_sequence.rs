@@ -193,7 +193,8 @@ impl Exec<'_> {
     ) -> R<Option<Vec<i64>>> {
         if local {
             let sql = format!(
-                "SELECT nextval('{}'::regclass)::text FROM generate_series(1, {n})",
+                "SELECT pg_catalog.nextval('{}'::pg_catalog.regclass)::pg_catalog.text \
+                 FROM pg_catalog.generate_series(1, {n})",
                 sequence.replace('\'', "''")
             );
             let (values, error) = self.query_values(HOME, &sql).await?;
@@ -254,11 +255,16 @@ impl Exec<'_> {
             return Ok(known.clone());
         }
         // `width|column|sequence` for serial and identity columns, and defaults calling nextval.
-        let sql = "SELECT a.attlen || '|' || a.attname || '|' || coalesce(pg_get_serial_sequence(a.attrelid::regclass::text, a.attname), \
-                    substring(pg_get_expr(d.adbin, d.adrelid) from 'nextval\\(''([^'']+)''')) \
-             FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
-             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
-               AND (a.attidentity <> '' OR pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%')";
+        let sql = "SELECT a.attlen OPERATOR(pg_catalog.||) '|' OPERATOR(pg_catalog.||) a.attname \
+                    OPERATOR(pg_catalog.||) '|' OPERATOR(pg_catalog.||) \
+                    coalesce(pg_catalog.pg_get_serial_sequence(a.attrelid::pg_catalog.regclass::pg_catalog.text, a.attname), \
+                    substring(pg_catalog.pg_get_expr(d.adbin, d.adrelid) from 'nextval\\(''([^'']+)''')) \
+             FROM pg_catalog.pg_attribute a LEFT JOIN pg_catalog.pg_attrdef d \
+               ON d.adrelid OPERATOR(pg_catalog.=) a.attrelid AND d.adnum OPERATOR(pg_catalog.=) a.attnum \
+             WHERE a.attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1) \
+               AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped \
+               AND (a.attidentity OPERATOR(pg_catalog.<>) '' \
+                    OR pg_catalog.pg_get_expr(d.adbin, d.adrelid) OPERATOR(pg_catalog.~~) 'nextval(%')";
         let Some(catalog) = self.catalog else {
             return Ok(Vec::new());
         };

@@ -51,17 +51,24 @@ fn lookup_sql(names: &[(Option<String>, String)]) -> String {
         .map(|(schema, name)| {
             let schema = match schema {
                 Some(s) => crate::sql::string_literal(s),
-                None => "current_schema()".to_string(),
+                None => "pg_catalog.current_schema()".to_string(),
             };
             format!("({schema}, {})", crate::sql::string_literal(name))
         })
         .collect();
     let pairs = pairs.join(", ");
     format!(
-        "select t.oid::text || ' ' || format('%I.%I', n.nspname, t.typname) from pg_type t \
-         join pg_namespace n on n.oid = t.typnamespace where (n.nspname::text, t.typname::text) \
-         in (values {pairs}) or t.oid in (select e.typarray from pg_type e join pg_namespace en \
-         on en.oid = e.typnamespace where (en.nspname::text, e.typname::text) in (values {pairs}))"
+        "select pg_catalog.concat(t.oid, ' ', pg_catalog.format('%I.%I', n.nspname, t.typname)) \
+         from pg_catalog.pg_type t join pg_catalog.pg_namespace n \
+         on n.oid OPERATOR(pg_catalog.=) t.typnamespace \
+         where exists (select from (values {pairs}) w(s, t) \
+                       where n.nspname OPERATOR(pg_catalog.=) w.s \
+                       and t.typname OPERATOR(pg_catalog.=) w.t) \
+         or t.oid OPERATOR(pg_catalog.=) any (select e.typarray from pg_catalog.pg_type e \
+         join pg_catalog.pg_namespace en on en.oid OPERATOR(pg_catalog.=) e.typnamespace \
+         where exists (select from (values {pairs}) w(s, t) \
+                       where en.nspname OPERATOR(pg_catalog.=) w.s \
+                       and e.typname OPERATOR(pg_catalog.=) w.t))"
     )
 }
 
@@ -162,6 +169,9 @@ mod tests {
     #[test]
     fn the_lookup_quotes_the_names_it_is_given() {
         let sql = lookup_sql(&[(None, "it's".to_string())]);
-        assert!(sql.contains("(current_schema(), 'it''s')"), "{sql}");
+        assert!(
+            sql.contains("(pg_catalog.current_schema(), 'it''s')"),
+            "{sql}"
+        );
     }
 }

@@ -149,7 +149,7 @@ impl Exec<'_> {
         if expect.is_none() {
             sql.push_str("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; ");
         }
-        sql.push_str("SELECT pg_current_snapshot()");
+        sql.push_str("SELECT pg_catalog.pg_current_snapshot()");
         for (_, raw) in &t.savepoints {
             sql.push_str("; SAVEPOINT ");
             sql.push_str(raw);

@@ -378,9 +378,11 @@ impl Exec<'_> {
         let name = crate::sql::string_literal(&shard_name);
         // The statement first, then its parameter types in order.
         let sql = format!(
-            "SELECT v FROM (SELECT 0::bigint AS n, statement AS v FROM pg_prepared_statements \
-             WHERE name = {name} UNION ALL SELECT u.n, u.t::text FROM pg_prepared_statements, \
-             unnest(parameter_types) WITH ORDINALITY AS u(t, n) WHERE name = {name}) q ORDER BY n"
+            "SELECT v FROM (SELECT 0::pg_catalog.int8 AS n, statement AS v \
+             FROM pg_catalog.pg_prepared_statements WHERE name OPERATOR(pg_catalog.=) {name} \
+             UNION ALL SELECT u.n, u.t::pg_catalog.text FROM pg_catalog.pg_prepared_statements, \
+             pg_catalog.unnest(parameter_types) WITH ORDINALITY AS u(t, n) \
+             WHERE name OPERATOR(pg_catalog.=) {name}) q ORDER BY n"
         );
         let (mut values, error) = self.query_values(HOME, &sql).await?;
         if let Some(e) = error {
@@ -422,9 +424,10 @@ impl Exec<'_> {
         }
         // The text on lines of its own: a trailing `--` comment cannot swallow what follows.
         let sql = format!(
-            "PREPARE {PROBE} AS\n{}\n;SELECT format_type(u.t, NULL) FROM pg_prepared_statements, \
-             unnest(parameter_types) WITH ORDINALITY AS u(t, n) WHERE name = '{PROBE}' \
-             ORDER BY u.n;DEALLOCATE {PROBE}",
+            "PREPARE {PROBE} AS\n{}\n;SELECT pg_catalog.format_type(u.t, NULL) \
+             FROM pg_catalog.pg_prepared_statements, \
+             pg_catalog.unnest(parameter_types) WITH ORDINALITY AS u(t, n) \
+             WHERE name OPERATOR(pg_catalog.=) '{PROBE}' ORDER BY u.n;DEALLOCATE {PROBE}",
             values[0]
         );
         self.with_types_from(values, &sql).await
@@ -475,7 +478,8 @@ impl Exec<'_> {
         }
         let list: Vec<String> = oids.iter().map(u32::to_string).collect();
         let sql = format!(
-            "SELECT format_type(o, NULL) FROM unnest('{{{}}}'::oid[]) WITH ORDINALITY AS u(o, n) \
+            "SELECT pg_catalog.format_type(o, NULL) \
+             FROM pg_catalog.unnest('{{{}}}'::pg_catalog.oid[]) WITH ORDINALITY AS u(o, n) \
              ORDER BY n",
             list.join(",")
         );

@@ -39,7 +39,7 @@ pub async fn run(
     // cannot each wait for the other on different copies (a deadlock no shard could see).
     if let Some(table) = serialize {
         let lock = format!(
-            "SELECT pg_advisory_xact_lock({REFERENCE_LOCK_CLASS}, hashtext('{}'))",
+            "SELECT pg_catalog.pg_advisory_xact_lock({REFERENCE_LOCK_CLASS}, pg_catalog.hashtext('{}'))",
             table.replace('\'', "''")
         );
         if let Some(err) = exec.run_quiet(HOME, &lock).await? {

@@ -245,7 +245,8 @@ pub fn current_values_query(reported: &[(String, String)]) -> String {
         .map(|(name, _)| crate::sql::string_literal(name))
         .collect();
     format!(
-        ";\nSELECT name, current_setting(name, true) FROM unnest(ARRAY[{}]::text[]) AS name",
+        ";\nSELECT name, pg_catalog.current_setting(name, true) \
+         FROM pg_catalog.unnest(ARRAY[{}]::pg_catalog.text[]) AS name",
         names.join(", ")
     )
 }

@@ -37,7 +37,7 @@ impl Opening {
         let check = !t.enlisted.is_empty();
         let mut sql = t.opening();
         if check {
-            sql.push_str("; SELECT current_setting('transaction_isolation')");
+            sql.push_str("; SELECT pg_catalog.current_setting('transaction_isolation')");
         }
         Some(Opening {
             sql,

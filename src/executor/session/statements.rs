@@ -135,7 +135,9 @@ impl Exec<'_> {
             return Ok(names.clone());
         }
         let sql = format!(
-            "select attname from pg_attribute where attrelid = to_regclass('{}') and attnum > 0 and not attisdropped order by attnum",
+            "select attname from pg_catalog.pg_attribute \
+             where attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('{}') \
+             and attnum OPERATOR(pg_catalog.>) 0 and not attisdropped order by attnum",
             table.replace('\'', "''")
         );
         let (names, _) = self.query_values(HOME, &sql).await?;
