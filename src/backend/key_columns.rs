@@ -57,16 +57,18 @@ async fn check_on(
     placement: &Placement,
     wanted: impl Fn(&str) -> bool,
 ) -> Result<(), KeyColumns> {
-    let found = refusals_on(clients, shards, timeout, placement, wanted, true).await?;
+    let found = refusals_on(clients, shards, timeout, placement, wanted, true)
+        .await
+        .map_err(KeyColumns::Unreachable)?;
     match found.into_iter().next() {
         Some((_, refusal)) => Err(KeyColumns::Refused(format!("{refusal}. {HINT}"))),
         None => Ok(()),
     }
 }
 
-/// Every refused key column of the tables `wanted` accepts, as (declared table, why, naming
-/// the shard), shard by shard; with `first_only`, the shards after the first refusal are not
-/// asked.
+/// Every refused key column of the tables `wanted` accepts, shard by shard, as the declared
+/// table and why (naming the shard); with `first_only`, the shards after the first refusal are
+/// not asked. Err: a shard could not be asked.
 async fn refusals_on(
     clients: &mut [Option<Client>],
     shards: &[ShardTarget],
@@ -74,7 +76,7 @@ async fn refusals_on(
     placement: &Placement,
     wanted: impl Fn(&str) -> bool,
     first_only: bool,
-) -> Result<Vec<(String, String)>, KeyColumns> {
+) -> Result<Vec<(String, String)>, String> {
     let mut found = Vec::new();
     let Some(sql) = refusals_sql(placement, wanted) else {
         return Ok(found);
@@ -84,11 +86,7 @@ async fn refusals_on(
             break;
         }
         if client.is_none() {
-            *client = Some(
-                control::connect(shard, timeout)
-                    .await
-                    .map_err(KeyColumns::Unreachable)?,
-            );
+            *client = Some(control::connect(shard, timeout).await?);
         }
         let Some(asking) = client.as_ref() else {
             continue;
@@ -102,10 +100,10 @@ async fn refusals_on(
                     _ => "no answer within the connect timeout".to_string(),
                 };
                 *client = None;
-                return Err(KeyColumns::Unreachable(format!(
+                return Err(format!(
                     "shard {}: could not read its key columns: {why}",
                     shard.name
-                )));
+                ));
             }
         };
         for row in rows {
@@ -177,16 +175,16 @@ pub async fn watch(
                 publish(tables);
                 verdict.set(first);
             }
-            Err(KeyColumns::Refused(refusal)) => verdict.set(Some(refusal)),
-            Err(KeyColumns::Unreachable(e)) => tracing::debug!("key columns not checked: {e}"),
+            Err(e) => tracing::debug!("key columns not checked: {e}"),
         }
     }
 }
 
 /// A query whose rows say why a key column of the sharded tables that `wanted` accepts cannot
 /// be routed by, on the shard that runs it (the first column, text), and which declared table
-/// that is (the second); None when no such table is declared. The judgement is made in SQL so that a session can ask inside its own
-/// transaction, after its DDL and before its commit, as a control connection asks at start.
+/// that is (the second); None when no such table is declared. The judgement is made in SQL so
+/// that a session can ask inside its own transaction, after its DDL and before its commit, as
+/// a control connection asks at start.
 pub fn refusals_sql(placement: &Placement, wanted: impl Fn(&str) -> bool) -> Option<String> {
     let mut keys: Vec<String> = placement
         .tables
