@@ -6,6 +6,7 @@ mod common;
 
 use common::raw::{field, message, query, startup_packet, Raw};
 use common::{code, connect, db_error, rows, TestCluster};
+use std::time::Duration;
 use tokio_postgres::SimpleQueryMessage;
 
 const TABLES: &str = "[tables.items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.countries]\nreference = true\n[tables.feelings]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
@@ -290,7 +291,9 @@ fn unsynced(sql: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_without_sync_run_and_their_error_arrives() {
     // libpq's pipeline mode sends statements and reads their results before it syncs; a server
-    // runs each as it comes and sends an error at once. A user table may be named pg_anything.
+    // runs each as it comes, sends an error at once, and holds results until a Flush or Sync
+    // (psycopg's pipelines tell their results apart by that). A user table may be named
+    // pg_anything.
     let tail = format!("{TABLES}[routing]\nundeclared_tables = \"reference\"\n");
     let tc = TestCluster::start_unlike(3, "", &tail).await;
     tc.client()
@@ -303,6 +306,23 @@ async fn messages_without_sync_run_and_their_error_arrives() {
     raw.until_ready().await;
     raw.send(&unsynced("insert into pg_pipeline values (1)"))
         .await;
+    // It ran: its row lock is on the shards. Its answer waits for the Flush.
+    let locked = "select count(*) from pg_locks l join pg_class c on c.oid = l.relation \
+                  where c.relname = 'pg_pipeline' and l.mode = 'RowExclusiveLock'";
+    let shard = tc.direct(0).await;
+    for round in 0.. {
+        let n: i64 = shard.query_one(locked, &[]).await.unwrap().get(0);
+        if n == 1 {
+            break;
+        }
+        assert!(round < 600, "the unsynced insert never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        raw.silent_for(Duration::from_millis(500)).await,
+        "a result came before Flush or Sync"
+    );
+    raw.send(&message(b'H', &[])).await;
     let mut seen = Vec::new();
     while let Some((tag, _)) = raw.recv().await {
         seen.push(tag);

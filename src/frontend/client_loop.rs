@@ -81,12 +81,13 @@ pub async fn run(
     ));
     let end = 'session: loop {
         // A client that stops sending with extended messages unsynced (libpq's pipeline mode
-        // does, reading results before its Sync) is served as PostgreSQL serves it: the
-        // messages run as they came, and results and errors reach it without waiting.
+        // does, and sends Flush when it wants results before its Sync) is served as
+        // PostgreSQL serves it: the messages run as they came, errors and notices reach it at
+        // once, and results wait for its Flush or Sync.
         if extended.has_pending() && !input.ready() {
             exec.input = Some(input);
             let served = match extended.run_unsynced(&mut exec).await {
-                Ok(()) => exec.flush().await,
+                Ok(()) => exec.flush_reports().await,
                 Err(stop) => Err(stop),
             };
             input = exec.input.take().expect("the client input is lent back");

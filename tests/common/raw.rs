@@ -67,6 +67,16 @@ impl Raw {
             .flatten()
     }
 
+    /// True if nothing arrives for `wait`. Only ever a check that something is held back: a
+    /// proxy that holds it passes however long the wait, one that does not fails unless its
+    /// answer takes longer than the wait.
+    pub async fn silent_for(&mut self, wait: Duration) -> bool {
+        let mut b = [0u8; 1];
+        tokio::time::timeout(wait, self.stream.peek(&mut b))
+            .await
+            .is_err()
+    }
+
     /// One byte (the answer to SSLRequest / GSSENCRequest).
     pub async fn recv_byte(&mut self) -> u8 {
         let mut b = [0u8; 1];

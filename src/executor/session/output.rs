@@ -12,6 +12,18 @@ impl Exec<'_> {
         build::ready_for_query(self.txn.status(), &mut self.out);
     }
 
+    /// After messages ran that the client has not yet followed with Sync or Flush: sends what
+    /// they answered only if that holds an error or a notice, which PostgreSQL sends at once.
+    /// Other answers wait for the client's Flush or Sync (or for the output to fill, see
+    /// `maybe_flush`), as in PostgreSQL's send buffer: a client that pipelines reads them when
+    /// it asks, and never finds one result in before it sent the next statement.
+    pub async fn flush_reports(&mut self) -> R<()> {
+        if crate::protocol::inspect::has_tag(&self.out, b"EN") {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
     pub(super) fn pass_notifications(&mut self) {
         for link in &mut self.links {
             if link.notifications.is_empty() {
