@@ -307,7 +307,8 @@ pub fn plan_aggregate(
         spec.columns.push(AggColumn::DistinctValue);
         extra_groups.push(arg);
     }
-    spec.single_group = group_exprs.is_empty();
+    // SELECT DISTINCT groups by every column: no rows make no groups, not one empty group.
+    spec.single_group = group_exprs.is_empty() && !distinct;
     // Finds (or adds as hidden) the column computing `e`.
     let column_of =
         |e: &Expr, spec: &mut AggSpec, hidden: &mut Vec<SelectItem>| -> Result<usize, PgError> {

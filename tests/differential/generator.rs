@@ -1,0 +1,406 @@
+//! Random SELECTs over the differential schema, built from the shapes applications and ORMs
+//! send: filters of every kind, co-located and reference joins, derived tables, grouping with
+//! HAVING, DISTINCT, aggregates of every type the schema has, ORDER BY with LIMIT and OFFSET.
+//!
+//! Each query says whether its row order is determined. When it is not, the rows are compared
+//! as a multiset; LIMIT and OFFSET are only generated under an order that is total (it ends in
+//! a unique key, or in every group column), since otherwise PostgreSQL itself may answer
+//! either way.
+
+use super::Rng;
+
+pub struct Query {
+    pub sql: String,
+    pub ordered: bool,
+}
+
+/// A column of `accounts` usable in a filter, with literals of its type.
+fn filter(rng: &mut Rng, q: &str) -> String {
+    let col = |c: &str| format!("{q}{c}");
+    match rng.below(30) {
+        22 => format!(
+            "{} = any('{{{}, {}, {}}}')",
+            col("id"),
+            rng.below(260),
+            rng.below(260),
+            rng.below(260)
+        ),
+        23 => format!(
+            "({}, {}) in (({}, {}), ({}, {}))",
+            col("id"),
+            col("region"),
+            rng.below(260),
+            rng.below(5),
+            rng.below(260),
+            rng.below(5)
+        ),
+        24 => format!(
+            "{} in (select account_id from orders where amount > {})",
+            col("id"),
+            rng.below(900)
+        ),
+        25 => format!(
+            "exists (select 1 from orders o2 where o2.account_id = {} and o2.order_no = {})",
+            col("id"),
+            rng.below(4)
+        ),
+        26 => format!("{}::text like '{}%'", col("id"), 1 + rng.below(9)),
+        27 => format!("{} is distinct from {}", col("region"), rng.below(5)),
+        28 => format!("{} = {}::bigint", col("id"), rng.below(260)),
+        29 => format!("{} > 100000", col("id")),
+        0 => format!("{} > {}", col("balance"), rng.below(1500) as i64 - 500),
+        1 => format!("{} <= {}.5", col("balance"), rng.below(1000) as i64 - 200),
+        2 => format!(
+            "{} < {}",
+            col("score"),
+            (rng.below(1000) as i64 - 500) as f64 / 8.0
+        ),
+        3 => format!("{} is null", col("score")),
+        4 => format!("{} is not null", col("note")),
+        5 => format!(
+            "{} = '{}'",
+            col("owner"),
+            rng.pick(&["ann", "bob", "Cid", "émile", "Zed", "nobody"])
+        ),
+        6 => format!("{} in ('ann', 'Zed', 'al')", col("owner")),
+        7 => format!(
+            "{} like '{}%'",
+            col("owner"),
+            rng.pick(&["a", "Z", "é", "d"])
+        ),
+        8 => {
+            let a = rng.below(260);
+            format!("{} between {a} and {}", col("id"), a + rng.below(80))
+        }
+        9 => format!("{} = {}", col("id"), rng.below(260)),
+        10 => format!(
+            "{} in ({}, {}, {})",
+            col("id"),
+            rng.below(260),
+            rng.below(260),
+            rng.below(260)
+        ),
+        11 => format!(
+            "({} = {} or {} = {})",
+            col("id"),
+            rng.below(260),
+            col("id"),
+            rng.below(260)
+        ),
+        12 => format!("{} = {}", col("active"), rng.below(2) == 0),
+        13 => format!("{} > date '20{:02}-06-01'", col("opened"), rng.below(25)),
+        14 => format!(
+            "{} < timestamptz '2024-{:02}-15 12:00:00+00'",
+            col("updated"),
+            1 + rng.below(12)
+        ),
+        15 => format!("{} = {}", col("region"), rng.below(5)),
+        16 => format!(
+            "{} in (select id from regions where label like '%{}%')",
+            col("region"),
+            rng.pick(&["th", "e", "st"])
+        ),
+        17 => format!("coalesce({}, 0) > 0", col("score")),
+        18 => format!("not ({} > {})", col("balance"), rng.below(800)),
+        19 => format!("{} <> 'n{}'", col("note"), rng.below(30)),
+        20 => format!("{} % {} = {}", col("id"), 2 + rng.below(5), rng.below(2)),
+        _ => format!("{} ilike '%{}%'", col("owner"), rng.pick(&["A", "o", "E"])),
+    }
+}
+
+fn filters(rng: &mut Rng, q: &str) -> Option<String> {
+    let n = rng.below(4);
+    if n == 0 {
+        return None;
+    }
+    let parts: Vec<String> = (0..n).map(|_| filter(rng, q)).collect();
+    let joiner = if rng.below(5) == 0 { " or " } else { " and " };
+    Some(parts.join(joiner))
+}
+
+/// Aggregates over `accounts` (qualified by `q`) whose result PostgreSQL computes exactly, so
+/// that a merged answer can be compared to the last digit. Sums and averages of float8 are
+/// left out: their last digits depend on the order rows are added in.
+fn aggregate(rng: &mut Rng, q: &str) -> String {
+    let c = |name: &str| format!("{q}{name}");
+    match rng.below(34) {
+        26 => format!("sum({} * 2)", c("balance")),
+        27 => format!("avg({} + {})", c("balance"), c("id")),
+        28 => format!("min(lower({}))", c("owner")),
+        29 => format!("count(distinct lower({}))", c("owner")),
+        30 => format!("max(case when {} then {} end)", c("active"), c("id")),
+        31 => format!("sum({}) filter (where {} > 100000)", c("balance"), c("id")),
+        32 => format!("avg({}::int)", c("balance")),
+        33 => format!("count(distinct {} % 3)", c("id")),
+        0 => "count(*)".into(),
+        1 => format!("count({})", c("score")),
+        2 => format!("count({})", c("note")),
+        3 => format!("count(distinct {})", c("owner")),
+        4 => format!("sum({})", c("balance")),
+        5 => format!("avg({})", c("balance")),
+        6 => format!("min({})", c("balance")),
+        7 => format!("max({})", c("balance")),
+        8 => format!("min({})", c("owner")),
+        9 => format!("max({})", c("note")),
+        10 => format!("min({})", c("opened")),
+        11 => format!("max({})", c("updated")),
+        12 => format!("sum({})", c("region")),
+        13 => format!("avg({})", c("region")),
+        14 => format!("bool_and({})", c("active")),
+        15 => format!("bool_or({})", c("active")),
+        16 => format!("min({})", c("score")),
+        17 => format!("max({})", c("score")),
+        18 => format!("sum({})", c("id")),
+        19 => format!("avg({})", c("id")),
+        20 => format!("count(distinct {})", c("region")),
+        21 => format!("every({})", c("active")),
+        22 => format!("count({}) filter (where {})", c("id"), filter(rng, q)),
+        23 => format!("sum({}) filter (where {})", c("balance"), filter(rng, q)),
+        24 => format!("max({} + 1)", c("id")),
+        _ => format!("count(distinct {})", c("opened")),
+    }
+}
+
+/// Group columns or expressions of `accounts`.
+fn group_column(rng: &mut Rng, q: &str) -> String {
+    let c = |name: &str| format!("{q}{name}");
+    match rng.below(9) {
+        0 => c("owner"),
+        1 => c("region"),
+        2 => c("active"),
+        3 => c("note"),
+        4 => format!("{} % 4", c("id")),
+        5 => format!("date_trunc('year', {})", c("opened")),
+        6 => format!("lower({})", c("owner")),
+        7 => format!("{} is null", c("score")),
+        _ => format!("{} > 0", c("balance")),
+    }
+}
+
+/// A plain (not grouped) output column of `accounts`.
+fn plain_column(rng: &mut Rng, q: &str) -> String {
+    let c = |name: &str| format!("{q}{name}");
+    match rng.below(14) {
+        0 => c("owner"),
+        1 => c("balance"),
+        2 => c("score"),
+        3 => c("active"),
+        4 => c("opened"),
+        5 => c("updated"),
+        6 => c("tag"),
+        7 => c("note"),
+        8 => c("region"),
+        9 => format!("{} * 2", c("balance")),
+        10 => format!("upper({})", c("owner")),
+        11 => format!("coalesce({}, 'none')", c("note")),
+        12 => format!("{} + 1", c("id")),
+        _ => format!("extract(year from {})", c("opened")),
+    }
+}
+
+fn direction(rng: &mut Rng) -> &'static str {
+    const DIRECTIONS: [&str; 4] = ["", " desc", " asc nulls first", " desc nulls last"];
+    DIRECTIONS[rng.below(4) as usize]
+}
+
+/// LIMIT and OFFSET, only where the order is total.
+fn window(rng: &mut Rng, sql: &mut String) {
+    if rng.below(2) == 0 {
+        sql.push_str(&format!(" limit {}", rng.below(25)));
+    }
+    if rng.below(3) == 0 {
+        sql.push_str(&format!(" offset {}", rng.below(40)));
+    }
+}
+
+/// Rows of accounts, with a total order when one is asked for.
+fn plain(rng: &mut Rng) -> Query {
+    let (from, q, key) = match rng.below(5) {
+        0 | 1 => ("accounts".to_string(), "", "id".to_string()),
+        2 => (
+            "accounts a join orders o on o.account_id = a.id".to_string(),
+            "a.",
+            "a.id, o.order_no".to_string(),
+        ),
+        3 => (
+            "accounts a join regions r on r.id = a.region".to_string(),
+            "a.",
+            "a.id".to_string(),
+        ),
+        _ => (
+            format!("(select * from accounts where {}) a", filter(rng, "")),
+            "a.",
+            "a.id".to_string(),
+        ),
+    };
+    let n = 1 + rng.below(3);
+    let mut cols: Vec<String> = (0..n).map(|_| plain_column(rng, q)).collect();
+    if from.contains("orders o") && rng.below(2) == 0 {
+        cols.push("o.amount".into());
+    }
+    if from.contains("regions r") && rng.below(2) == 0 {
+        cols.push("r.label".into());
+    }
+    let distinct = rng.below(6) == 0;
+    let mut sql = if distinct {
+        format!("select distinct {} from {from}", cols.join(", "))
+    } else {
+        format!("select {key}, {} from {from}", cols.join(", "))
+    };
+    if let Some(w) = filters(rng, q) {
+        sql.push_str(&format!(" where {w}"));
+    }
+    let ordered = rng.below(3) != 0;
+    if ordered {
+        let mut order: Vec<String> = (0..rng.below(3))
+            .map(|_| format!("{}{}", rng.pick(&cols), direction(rng)))
+            .collect();
+        if distinct {
+            // Every output column, so the order is total.
+            order.extend(cols.iter().map(|c| format!("{c}{}", direction(rng))));
+        } else {
+            order.push(key.clone());
+        }
+        sql.push_str(&format!(" order by {}", order.join(", ")));
+        window(rng, &mut sql);
+    }
+    Query { sql, ordered }
+}
+
+/// Aggregates over the whole of accounts (or of a join), one row.
+fn overall(rng: &mut Rng) -> Query {
+    let (from, q) = match rng.below(4) {
+        0 => (
+            "accounts a join orders o on o.account_id = a.id".to_string(),
+            "a.",
+        ),
+        1 => (
+            "accounts a left join regions r on r.id = a.region".to_string(),
+            "a.",
+        ),
+        _ => ("accounts".to_string(), ""),
+    };
+    let aggs: Vec<String> = (0..1 + rng.below(4)).map(|_| aggregate(rng, q)).collect();
+    let mut sql = format!("select {} from {from}", aggs.join(", "));
+    if let Some(w) = filters(rng, q) {
+        sql.push_str(&format!(" where {w}"));
+    }
+    Query { sql, ordered: true }
+}
+
+/// Grouped aggregates, ordered by every group column when ordered.
+fn grouped(rng: &mut Rng) -> Query {
+    let (from, q) = if rng.below(4) == 0 {
+        (
+            "accounts a join orders o on o.account_id = a.id".to_string(),
+            "a.",
+        )
+    } else {
+        ("accounts".to_string(), "")
+    };
+    let groups: Vec<String> = (0..1 + rng.below(2))
+        .map(|_| group_column(rng, q))
+        .collect();
+    let aggs: Vec<String> = (0..1 + rng.below(3)).map(|_| aggregate(rng, q)).collect();
+    let mut sql = format!(
+        "select {}, {} from {from}",
+        groups.join(", "),
+        aggs.join(", ")
+    );
+    if let Some(w) = filters(rng, q) {
+        sql.push_str(&format!(" where {w}"));
+    }
+    sql.push_str(&format!(" group by {}", groups.join(", ")));
+    if rng.below(3) == 0 {
+        let having = [
+            "count(*)".to_string(),
+            format!("max({q}id)"),
+            format!("min({q}region)"),
+            format!("count(distinct {q}owner)"),
+        ];
+        sql.push_str(&format!(
+            " having {} > {}",
+            rng.pick(&having),
+            rng.below(20)
+        ));
+    }
+    let ordered = rng.below(3) != 0;
+    if ordered {
+        let mut order: Vec<String> = Vec::new();
+        if rng.below(3) == 0 {
+            // By an aggregate first; the group columns after it keep the order total.
+            order.push(format!("{}{}", aggs[0], direction(rng)));
+        }
+        order.extend(groups.iter().map(|g| format!("{g}{}", direction(rng))));
+        sql.push_str(&format!(" order by {}", order.join(", ")));
+        window(rng, &mut sql);
+    }
+    Query { sql, ordered }
+}
+
+/// A derived table or CTE over grouped rows, read again outside.
+fn nested(rng: &mut Rng) -> Query {
+    let inner = grouped(rng);
+    let inner_sql = inner
+        .sql
+        .split(" order by ")
+        .next()
+        .unwrap_or(&inner.sql)
+        .to_string();
+    let sql = if rng.below(2) == 0 {
+        format!("select count(*) from ({inner_sql}) s")
+    } else {
+        format!("with s as ({inner_sql}) select count(*) from s")
+    };
+    Query { sql, ordered: true }
+}
+
+pub fn query(rng: &mut Rng) -> Query {
+    match rng.below(12) {
+        10 | 11 => odd(rng),
+        0..=3 => plain(rng),
+        4 | 5 => overall(rng),
+        6..=8 => grouped(rng),
+        _ => nested(rng),
+    }
+}
+
+/// Shapes beside the common ones: positional and aliased ORDER BY and GROUP BY, ORDER BY
+/// an expression not selected, FETCH FIRST, UNION ALL, a scalar subquery per row.
+fn odd(rng: &mut Rng) -> Query {
+    let w = filters(rng, "")
+        .map(|w| format!(" where {w}"))
+        .unwrap_or_default();
+    let mut sql = match rng.below(9) {
+        0 => format!("select id, owner, balance from accounts{w} order by 3{}, 1", direction(rng)),
+        1 => format!("select id as k, note as n from accounts{w} order by n{}, k", direction(rng)),
+        2 => format!("select id, owner from accounts{w} order by lower(owner){}, id", direction(rng)),
+        3 => format!("select owner, count(*) from accounts{w} group by 1 order by 1{}", direction(rng)),
+        4 => format!(
+            "select owner, sum(balance) as total from accounts{w} group by owner order by total{}, owner",
+            direction(rng)
+        ),
+        5 => format!(
+            "select id, balance from accounts{w} order by id fetch first {} rows only",
+            rng.below(20)
+        ),
+        6 => {
+            return Query {
+                sql: format!(
+                    "select id from accounts{w} union all select account_id from orders where order_no = {}",
+                    rng.below(3)
+                ),
+                ordered: false,
+            }
+        }
+        7 => format!(
+            "select id, (select label from regions r where r.id = accounts.region) from accounts{w} order by id"
+        ),
+        _ => format!(
+            "select region, owner, count(*) from accounts{w} group by region, owner having sum(balance) > {} order by region, owner",
+            rng.below(500)
+        ),
+    };
+    window(rng, &mut sql);
+    Query { sql, ordered: true }
+}
