@@ -162,6 +162,28 @@ impl Live {
         self.change_placement(|placement| placement.unroutable = Arc::new(tables));
     }
 
+    /// The aggregate and window functions the shards define (see `Placement::aggregates`), as
+    /// the shards' catalogs list them now; sessions take them up between transactions.
+    pub fn set_aggregates(&self, names: std::collections::BTreeSet<String>) {
+        if *self.placement().aggregates == names {
+            return;
+        }
+        self.change_placement(|placement| placement.aggregates = Arc::new(names));
+    }
+
+    /// Adds names a session's DDL defined (in a transaction that may not commit yet: an extra
+    /// name only makes the planner more careful until the next look replaces the set).
+    pub fn add_aggregates(&self, names: &std::collections::BTreeSet<String>) {
+        if names.is_subset(&self.placement().aggregates) {
+            return;
+        }
+        self.change_placement(|placement| {
+            let mut all = (*placement.aggregates).clone();
+            all.extend(names.iter().cloned());
+            placement.aggregates = Arc::new(all);
+        });
+    }
+
     /// A copy of the placement, changed, replaces it; under the lock throughout, so that two
     /// changes at once do not undo each other.
     fn change_placement(&self, change: impl FnOnce(&mut Placement)) {
@@ -192,16 +214,8 @@ impl Live {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let mut placement = new.placement()?;
         let current = self.placement();
-        if new.placement.slots.is_none() {
-            // A derived table gives way to the one the cluster records (see `placement::record`);
-            // a pinned one must still match it.
-            placement.slots = current.slots.clone();
-        }
-        placement.version = current.version;
-        // Until the watch looks again: a reload does not put a key column right.
-        let mut unroutable = (*current.unroutable).clone();
-        unroutable.retain(|table, _| placement.tables.contains_key(table));
-        placement.unroutable = Arc::new(unroutable);
+        let derived_slots = new.placement.slots.is_none();
+        carry_over(&current, &mut placement, derived_slots);
         check_shards(&running, &new)?;
         let added_tables = check_placement(&current, &placement)?;
         let users = self.users().reloaded(&new.users)?;
@@ -218,12 +232,33 @@ impl Live {
             timeouts_changed: timeouts != self.timeouts(),
             need_restart: need_restart(&running, &new),
         };
-        *self.placement.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(placement);
+        {
+            // What a slot move or a watch changed since `current` was read carries over too.
+            let mut now = self.placement.write().unwrap_or_else(|p| p.into_inner());
+            carry_over(&now, &mut placement, derived_slots);
+            *now = Arc::new(placement);
+        }
         *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(users);
         *self.timeouts.write().unwrap_or_else(|p| p.into_inner()) = timeouts;
         *running = new;
         Ok(reloaded)
     }
+}
+
+/// What a reloaded placement keeps of the running one: what the cluster and the watches
+/// decided rather than the file.
+fn carry_over(current: &Placement, placement: &mut Placement, derived_slots: bool) {
+    if derived_slots {
+        // A derived table gives way to the one the cluster records (see `placement::record`);
+        // a pinned one must still match it.
+        placement.slots = current.slots.clone();
+    }
+    placement.version = current.version;
+    // Until the watch looks again: a reload does not put a key column right.
+    let mut unroutable = (*current.unroutable).clone();
+    unroutable.retain(|table, _| placement.tables.contains_key(table));
+    placement.unroutable = Arc::new(unroutable);
+    placement.aggregates = current.aggregates.clone();
 }
 
 fn check_shards(running: &Config, new: &Config) -> Result<(), String> {

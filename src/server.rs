@@ -112,6 +112,12 @@ impl Proxy {
             reported("reading the placement recorded on the shards", adopt).await?;
             let keys = check_key_columns(&ctx);
             reported("checking the key columns of sharded tables", keys).await?;
+            let aggregates =
+                crate::backend::aggregate_names::read(&ctx.shards, ctx.connect_timeout);
+            let aggregates = reported("reading the shards' own aggregate functions", aggregates)
+                .await
+                .map_err(StartError::ShardUnreachable)?;
+            ctx.live.set_aggregates(aggregates);
         }
         ctx.text_order_c = true;
         for shard in &ctx.shards {
@@ -181,6 +187,15 @@ impl Proxy {
                 move |tables| live.live.set_unroutable(tables),
             ))
         });
+        let aggregates = (probing && ctx.shards.len() > 1).then(|| {
+            let live = ctx.clone();
+            tokio::spawn(crate::backend::aggregate_names::watch(
+                ctx.shards.clone(),
+                every,
+                ctx.connect_timeout,
+                move |names| live.live.set_aggregates(names),
+            ))
+        });
         // The first look before the first client: a proxy that starts during a slot move's
         // cut-over holds from its first session on.
         let me = crate::backend::proxy_registry::Me::new(
@@ -217,7 +232,10 @@ impl Proxy {
         let task = tokio::spawn(async move {
             accept_loop(listener, accepting.clone(), stop_rx, hurry).await;
             let registered = placement.is_some();
-            for background in [recovery, health, keys, placement].into_iter().flatten() {
+            for background in [recovery, health, keys, aggregates, placement]
+                .into_iter()
+                .flatten()
+            {
                 background.abort();
             }
             // A stopped proxy leaves the registry at once, so a slot move does not wait for

@@ -516,6 +516,9 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "select * from accounts a where exists (select 1 from orders o where o.amount = a.balance)",
         "select count(*) from (select distinct owner from accounts) s",
         "select id from accounts union select account_id from orders",
+        "select regr_count(id, region) from accounts",
+        "select distinct corr(id, region) from accounts",
+        "select 1 from accounts order by count(*)",
     ] {
         let e = p.simple_query(sql).await.map(|_| ()).expect_err(sql);
         assert_eq!(common::code(&e), "0A000", "{sql}");

@@ -4,6 +4,7 @@
 //! shard told us at login (ParameterStatus values, BackendKeyData). After login the connection is
 //! split into halves that the session relay drives; this module never interprets queries.
 
+pub mod aggregate_names;
 mod cancel;
 pub mod catalog;
 mod connect;

@@ -326,6 +326,7 @@ impl Config {
             undeclared,
             version: 0,
             unroutable: Default::default(),
+            aggregates: Default::default(),
         })
     }
 

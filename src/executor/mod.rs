@@ -7,6 +7,7 @@
 //! Three levels, none importing one above it: `session` (the state every part works on, and
 //! its I/O), the features that add behaviour to it as methods, and `dispatch` on top.
 
+pub mod aggregate_names;
 pub mod client_input;
 pub mod copy;
 pub mod copy_rows;

@@ -46,6 +46,7 @@ impl Exec<'_> {
         let held = self.hold_answer();
         let step = self.procedural_everywhere(sql).await;
         let step = self.key_columns_kept(held, step).await?;
+        let step = self.learn_aggregates(step).await?;
         self.end_own_implicit(own, step).await
     }
 
@@ -153,6 +154,7 @@ mod tests {
             undeclared: None,
             version: 0,
             unroutable: Default::default(),
+            aggregates: Default::default(),
         };
         assert_eq!(written_rows_query(&p), None);
         p.tables.insert(

@@ -43,6 +43,7 @@ pub async fn run(
         pool,
     );
     exec.catalog = Some(&ctx.catalog);
+    exec.live = Some(&ctx.live);
     exec.key_blocks = Some(&ctx.key_blocks);
     exec.signals = exec
         .links

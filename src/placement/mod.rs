@@ -14,7 +14,7 @@ pub use slots::{SlotTable, SLOT_COUNT};
 /// The shard that answers statements every shard would answer alike.
 pub const HOME: usize = 0;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// How one table is placed.
@@ -46,6 +46,11 @@ pub struct Placement {
     /// that read or write their rows are refused until the column is put right. Empty at start:
     /// the start refuses such a table outright.
     pub unroutable: Arc<BTreeMap<String, String>>,
+    /// Names (lower case) of the aggregate and window functions the shards define outside
+    /// pg_catalog, read from their catalogs (see `backend::aggregate_names`). The planner knows
+    /// PostgreSQL's own by name; a call of any of these over several shards must be combined,
+    /// never handed back as one partial result per shard.
+    pub aggregates: Arc<BTreeSet<String>>,
 }
 
 impl Placement {

@@ -1,13 +1,15 @@
-//! Planning aggregates over several shards: count, sum, min, max and avg, with or without
-//! GROUP BY, HAVING, DISTINCT and ORDER BY on aggregates.
+//! Planning aggregates over several shards: count, sum, min, max, avg, bool_and, bool_or and
+//! every, with or without GROUP BY, HAVING, DISTINCT and ORDER BY on aggregates.
 //!
 //! Each shard aggregates its own rows; the proxy combines the partial results per group. avg(x)
 //! becomes sum(x) plus a hidden count(x) on the shards and is divided in the proxy exactly as
 //! PostgreSQL's numeric division would. count(DISTINCT x) adds x to the shards' GROUP BY and
 //! returns it as a hidden column; the proxy counts the distinct values per group (every other
-//! aggregate still combines, as its partials over the finer groups add up to the same result). HAVING, ORDER BY, OFFSET and LIMIT are applied after the
-//! combination (a group can span shards, so none of them can be pushed down). Group columns and
-//! sort values the client did not select travel as hidden trailing columns.
+//! aggregate still combines, as its partials over the finer groups add up to the same result).
+//! HAVING, ORDER BY, OFFSET and LIMIT are applied after the combination (a group can span
+//! shards, so none of them can be pushed down). Group columns and sort values the client did
+//! not select travel as hidden trailing columns. Any other aggregate or window call (PostgreSQL's
+//! or one the shards define, see `plan::may_combine_rows`) is refused, never passed through.
 
 use super::plan::{collect_and, MergeSpec, Plan, SortColumn, SortKey};
 use crate::error::{sqlstate, PgError};
@@ -79,7 +81,7 @@ fn refuse(message: impl Into<String>, hint: &str) -> Plan {
     Plan::Reject(PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(hint))
 }
 
-const HINT: &str = "Supported across shards: count, sum, min, max, avg over plain GROUP BY expressions, simple HAVING comparisons with constants, ORDER BY on output columns. Or add a shard-key condition so the query runs on one shard.";
+const HINT: &str = "Supported across shards: count, sum, min, max, avg, bool_and, bool_or, every over plain GROUP BY expressions, simple HAVING comparisons with constants, ORDER BY on output columns. Or add a shard-key condition so the query runs on one shard.";
 
 /// The aggregate function of an expression, if it is a supported one applied directly.
 fn aggregate_kind(e: &Expr) -> Result<Option<&'static str>, String> {
@@ -105,8 +107,10 @@ fn aggregate_kind(e: &Expr) -> Result<Option<&'static str>, String> {
     let kind = match name.as_str() {
         "count" => "count",
         "sum" => "sum",
-        "min" => "min",
-        "max" => "max",
+        // Over booleans false sorts first: AND is the least of the shards' answers, OR the
+        // greatest.
+        "min" | "bool_and" | "every" => "min",
+        "max" | "bool_or" => "max",
         "avg" => "avg",
         _ => return Ok(None),
     };
@@ -131,17 +135,14 @@ fn aggregate_kind(e: &Expr) -> Result<Option<&'static str>, String> {
     Ok(Some(kind))
 }
 
-/// True when `e` contains an aggregate anywhere (nested aggregates cannot be combined).
-fn contains_aggregate(e: &Expr) -> bool {
-    let mut found = false;
-    let _ = sqlparser::ast::visit_expressions(e, |x: &Expr| {
-        if let Ok(Some(_)) | Err(_) = aggregate_kind(x) {
-            found = true;
-            return std::ops::ControlFlow::Break(());
-        }
-        std::ops::ControlFlow::Continue(())
-    });
-    found
+/// Why an item calling an aggregate (or window) function cannot be merged.
+fn not_combinable(e: &Expr) -> String {
+    match e {
+        Expr::Function(_) => format!(
+            "{e} over several shards is not supported: the proxy cannot combine the shards' partial results"
+        ),
+        _ => format!("the expression {e} combines aggregates, which cannot be merged across shards"),
+    }
 }
 
 /// Plans a scattered aggregate (or DISTINCT) query.
@@ -152,6 +153,7 @@ pub fn plan_aggregate(
     limit: Option<u64>,
     offset: u64,
     params: &super::params::Params,
+    placement: &crate::placement::Placement,
 ) -> Plan {
     let group_exprs: Vec<Expr> = match &select.group_by {
         GroupByExpr::Expressions(e, mods) if mods.is_empty() => e.clone(),
@@ -235,10 +237,12 @@ pub fn plan_aggregate(
                     float_sum: None,
                 }
             }
-            None if distinct || group_texts.contains(&expr.to_string()) => AggColumn::Group,
-            None if contains_aggregate(expr) => {
-                return refuse(format!("the expression {expr} combines aggregates, which cannot be merged across shards"), HINT)
+            // Before the group test: under DISTINCT every item groups, and an aggregate the
+            // proxy cannot combine would be grouped by its partial values.
+            None if super::plan::has_aggregate_or_window(expr, placement) => {
+                return refuse(not_combinable(expr), HINT)
             }
+            None if distinct || group_texts.contains(&expr.to_string()) => AggColumn::Group,
             None => {
                 return refuse(
                     format!("column {expr} must appear in the GROUP BY clause or be used in an aggregate function"),

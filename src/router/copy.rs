@@ -318,6 +318,7 @@ mod tests {
             undeclared: None,
             version: 0,
             unroutable: Default::default(),
+            aggregates: Default::default(),
         }
     }
 

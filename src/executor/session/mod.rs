@@ -117,6 +117,9 @@ pub struct Exec<'a> {
     pub describe_rows: bool,
     /// Catalog facts about the shards (see `backend::catalog`).
     pub catalog: Option<&'a crate::backend::catalog::Catalog>,
+    /// The proxy's running placement, told of aggregates this session's DDL defines (see
+    /// `aggregate_names`).
+    pub live: Option<&'a crate::reload::Live>,
     /// Descriptions translated for the client, by shard (see `for_client`).
     shown_descriptions: shown_descriptions::ShownDescriptions,
     /// Shards that parsed or described something for the extended protocol outside the
@@ -203,6 +206,7 @@ impl<'a> Exec<'a> {
             ahead: 0,
             describe_rows: true,
             catalog: None,
+            live: None,
             shown_descriptions: Default::default(),
             unsynced: std::collections::BTreeSet::new(),
             sql_statements: std::collections::HashMap::new(),

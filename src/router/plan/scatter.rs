@@ -65,51 +65,111 @@ pub(crate) fn other_collation(e: &Expr) -> PgError {
     )
 }
 
-pub(super) const AGGREGATES: &[&str] = &[
-    "count",
-    "sum",
-    "avg",
-    "min",
-    "max",
+/// PostgreSQL's own aggregate and window functions (15, and the names 16 adds). Those the
+/// shards define beyond these are in `Placement::aggregates`, read from their catalogs.
+pub(super) const BUILT_IN_AGGREGATES: &[&str] = &[
+    "any_value",
     "array_agg",
-    "string_agg",
+    "avg",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
     "bool_and",
     "bool_or",
+    "corr",
+    "count",
+    "covar_pop",
+    "covar_samp",
+    "cume_dist",
+    "dense_rank",
     "every",
+    "first_value",
     "json_agg",
-    "jsonb_agg",
+    "json_agg_strict",
+    "json_arrayagg",
     "json_object_agg",
+    "json_object_agg_strict",
+    "json_object_agg_unique",
+    "json_object_agg_unique_strict",
+    "json_objectagg",
+    "jsonb_agg",
+    "jsonb_agg_strict",
     "jsonb_object_agg",
+    "jsonb_object_agg_strict",
+    "jsonb_object_agg_unique",
+    "jsonb_object_agg_unique_strict",
+    "lag",
+    "last_value",
+    "lead",
+    "max",
+    "min",
+    "mode",
+    "nth_value",
+    "ntile",
+    "percent_rank",
+    "percentile_cont",
+    "percentile_disc",
+    "range_agg",
+    "range_intersect_agg",
+    "rank",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_count",
+    "regr_intercept",
+    "regr_r2",
+    "regr_slope",
+    "regr_sxx",
+    "regr_sxy",
+    "regr_syy",
+    "row_number",
     "stddev",
     "stddev_pop",
     "stddev_samp",
-    "variance",
+    "string_agg",
+    "sum",
     "var_pop",
     "var_samp",
-    "bit_and",
-    "bit_or",
+    "variance",
     "xmlagg",
-    "percentile_cont",
-    "percentile_disc",
-    "mode",
 ];
 
-pub(super) fn has_aggregate_or_window(items: &[SelectItem]) -> bool {
-    let mut found = false;
-    for item in items {
-        let _ = sqlparser::ast::visit_expressions(item, |e: &Expr| {
-            if let Expr::Function(f) = e {
-                let name = f.name.to_string().to_ascii_lowercase();
-                let bare = name.rsplit('.').next().unwrap_or(&name);
-                if f.over.is_some() || AGGREGATES.contains(&bare) {
-                    found = true;
-                    return ControlFlow::Break(());
-                }
-            }
-            ControlFlow::Continue(())
-        });
+/// Whether a call of `f` may combine rows: a window call, or a function whose name an
+/// aggregate or window function has on the shards. By name alone, whatever the schema and
+/// arguments, so a plain function sharing a name with an aggregate counts too: planning such a
+/// call as an aggregate can only refuse, while missing an aggregate would hand the client one
+/// partial result per shard.
+pub(crate) fn may_combine_rows(f: &sqlparser::ast::Function, placement: &Placement) -> bool {
+    if f.over.is_some() {
+        return true;
     }
-    found
+    let name = match f.name.0.last() {
+        Some(ObjectNamePart::Identifier(i)) => i.value.to_ascii_lowercase(),
+        _ => return true,
+    };
+    BUILT_IN_AGGREGATES.binary_search(&name.as_str()).is_ok()
+        || placement.aggregates.contains(&name)
+}
+
+/// Whether an aggregate or window call is anywhere in `node` (subqueries included).
+pub(crate) fn has_aggregate_or_window<V: sqlparser::ast::Visit>(
+    node: &V,
+    placement: &Placement,
+) -> bool {
+    let found = sqlparser::ast::visit_expressions(node, |e: &Expr| match e {
+        Expr::Function(f) if may_combine_rows(f, placement) => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    });
+    found.is_break()
+}
+
+/// Whether the query's ORDER BY calls an aggregate or window function.
+fn orders_by_aggregate_or_window(q: &Query, placement: &Placement) -> bool {
+    q.order_by.as_ref().is_some_and(|ob| match &ob.kind {
+        OrderByKind::Expressions(exprs) => exprs
+            .iter()
+            .any(|oe| has_aggregate_or_window(&oe.expr, placement)),
+        _ => false,
+    })
 }
 
 pub(super) fn plan_scatter(
@@ -119,7 +179,7 @@ pub(super) fn plan_scatter(
     params: &Params,
     placement: &Placement,
 ) -> Plan {
-    if has_window(&select.projection) {
+    if has_window(&select.projection) || has_window_in_order(q) {
         return refuse(
             "window functions over several shards are not supported",
             "Add a shard-key condition so the query runs on one shard.",
@@ -128,7 +188,8 @@ pub(super) fn plan_scatter(
     let grouped = select.distinct.is_some()
         || !matches!(&select.group_by, sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty())
         || select.having.is_some()
-        || has_aggregate_or_window(&select.projection);
+        || has_aggregate_or_window(&select.projection, placement)
+        || orders_by_aggregate_or_window(q, placement);
     // Grouped by a shard key (or DISTINCT over one), each shard holds whole groups: its rows
     // are final, and only their order and LIMIT are merged, as for plain rows.
     if grouped && !crate::router::subquery::grouped_by_key(q, placement) {
@@ -139,9 +200,9 @@ pub(super) fn plan_scatter(
             );
         }
         return match limit_and_offset(q, params) {
-            Ok((limit, offset)) => {
-                crate::router::aggregate::plan_aggregate(q, select, shards, limit, offset, params)
-            }
+            Ok((limit, offset)) => crate::router::aggregate::plan_aggregate(
+                q, select, shards, limit, offset, params, placement,
+            ),
             Err(p) => *p,
         };
     }
@@ -291,6 +352,17 @@ pub(super) fn has_window(items: &[SelectItem]) -> bool {
         });
     }
     found
+}
+
+/// Whether the query's ORDER BY holds a window call: each shard would number its own rows.
+fn has_window_in_order(q: &Query) -> bool {
+    let found = q.order_by.as_ref().map(|ob| {
+        sqlparser::ast::visit_expressions(&ob.kind, |e: &Expr| match e {
+            Expr::Function(f) if f.over.is_some() => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        })
+    });
+    found.is_some_and(|f| f.is_break())
 }
 
 /// A LIMIT or OFFSET count: a literal, or a bound parameter in text or binary format.

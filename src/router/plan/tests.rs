@@ -455,3 +455,46 @@ fn signals_of_minted_pids_are_the_proxys_and_never_learned() {
         Plan::Shard { .. }
     ));
 }
+
+#[test]
+fn built_in_aggregates_are_listed_in_order_for_the_binary_search() {
+    assert!(BUILT_IN_AGGREGATES.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[test]
+fn aggregates_the_merge_cannot_combine_are_refused_wherever_they_stand() {
+    let mut defined = placement();
+    defined.aggregates = std::sync::Arc::new(["total".to_string()].into_iter().collect());
+    let plan_with = |sql: &str, p: &Placement| {
+        let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
+        plan(&stmts[0], p, &Params::default())
+    };
+    for sql in [
+        "select regr_count(v, x) from accounts",
+        "select distinct corr(v, x) from accounts",
+        "select * from (select bit_xor(v) from accounts) s",
+        "select 1 from accounts order by count(*)",
+        "select v from accounts order by rank() over (order by x)",
+        "select public.total(v) from accounts",
+        "select distinct Total(v) from accounts",
+    ] {
+        assert_eq!(code(&plan_with(sql, &defined)), "0A000", "{sql}");
+    }
+    // Without the shards' own aggregate, the same name is a plain function.
+    assert!(matches!(
+        plan_with("select total(v) from accounts", &placement()),
+        Plan::Scatter { ref merge, .. } if merge.aggregate.is_none()
+    ));
+    // On one shard any aggregate is exact.
+    assert!(matches!(
+        plan_with("select total(v) from accounts where id = 1", &defined),
+        Plan::Shard { .. }
+    ));
+    let Plan::Scatter { merge, .. } =
+        plan_sql("select bool_and(b), bool_or(b), every(b) from accounts")
+    else {
+        panic!()
+    };
+    use crate::router::aggregate::AggColumn::{Max, Min};
+    assert_eq!(merge.aggregate.unwrap().columns, vec![Min, Max, Min]);
+}

@@ -1,0 +1,150 @@
+//! Aggregates over several shards the proxy cannot combine: PostgreSQL's less common ones and
+//! those the shards define themselves. Each shard would answer with its own partial result;
+//! the proxy must refuse rather than hand the client one row per shard.
+
+mod common;
+
+use common::{rows, TestCluster};
+use std::time::Duration;
+
+const TABLES: &str = "[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
+
+fn refused(r: Result<Vec<tokio_postgres::SimpleQueryMessage>, tokio_postgres::Error>, sql: &str) {
+    match r {
+        Ok(m) => panic!("{sql}: answered {:?} instead of a refusal", rows(&m)),
+        Err(e) => assert_eq!(common::code(&e), "0A000", "{sql}: {e}"),
+    }
+}
+
+async fn one_value(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    rows(
+        &c.simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}")),
+    )
+}
+
+/// Calls of aggregates the planner does not combine are refused wherever they stand: in the
+/// select list, under DISTINCT, in a derived table, in ORDER BY alone; those it combines give
+/// one PostgreSQL's answer; an aggregate made through the proxy (also inside a transaction,
+/// also from DO) is known from the next statement on; one made on the shards directly, behind
+/// the proxy, from the next look at their catalogs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregates_that_cannot_be_combined_are_refused_never_answered_per_shard() {
+    let tc = TestCluster::start_unlike(3, "health_check_interval_secs = 1", TABLES).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table accounts (id bigint primary key, balance int, active bool);
+         insert into accounts select i, i * 10, i % 4 <> 0 from generate_series(1, 40) i",
+    )
+    .await
+    .unwrap();
+    // Every shard holds some of the rows, so a per-shard answer would show.
+    let per_shard = tc
+        .count_on_each_shard("select count(*) from accounts")
+        .await;
+    assert!(per_shard.iter().all(|&n| n > 0 && n < 40), "{per_shard:?}");
+
+    for sql in [
+        "select regr_count(id, balance) from accounts",
+        "select corr(id, balance) from accounts",
+        "select bit_xor(id) from accounts",
+        "select distinct regr_count(id, balance) from accounts",
+        "select * from (select regr_count(id, balance) from accounts) s",
+        "select 1 from accounts order by count(*)",
+        "select id from accounts order by row_number() over (order by balance) limit 3",
+    ] {
+        refused(c.simple_query(sql).await, sql);
+    }
+    // Combined: booleans as the least and greatest of the shards' answers.
+    assert_eq!(
+        one_value(
+            &c,
+            "select bool_and(active), bool_or(active), every(id > 0), bool_and(id > 40) from accounts"
+        )
+        .await,
+        vec![vec![
+            Some("f".into()),
+            Some("t".into()),
+            Some("t".into()),
+            Some("f".into())
+        ]]
+    );
+    assert_eq!(
+        one_value(
+            &c,
+            "select id % 4 = 0, bool_or(balance > 350) from accounts group by 1 order by 1"
+        )
+        .await,
+        vec![
+            vec![Some("f".into()), Some("t".into())],
+            vec![Some("t".into()), Some("t".into())]
+        ]
+    );
+
+    // Made through the proxy: refused over several shards, answered on one.
+    c.batch_execute("create aggregate total(int8) (sfunc = int8pl, stype = int8, initcond = '0')")
+        .await
+        .unwrap();
+    refused(
+        c.simple_query("select total(id) from accounts").await,
+        "total",
+    );
+    assert_eq!(
+        one_value(&c, "select total(id) from accounts where id = 7").await,
+        vec![vec![Some("7".into())]]
+    );
+    let other = tc.client().await;
+    refused(
+        other
+            .simple_query("select total(balance) from accounts")
+            .await,
+        "total from another session",
+    );
+    // Inside the transaction that makes it, and from DO.
+    c.batch_execute("begin").await.unwrap();
+    c.batch_execute("create aggregate in_txn(int8) (sfunc = int8pl, stype = int8)")
+        .await
+        .unwrap();
+    refused(
+        c.simple_query("select in_txn(id) from accounts").await,
+        "in_txn",
+    );
+    c.batch_execute("rollback").await.unwrap();
+    c.batch_execute(
+        "do $$ begin execute 'create aggregate from_do(int8) (sfunc = int8pl, stype = int8)'; end $$",
+    )
+    .await
+    .unwrap();
+    refused(
+        c.simple_query("select from_do(id) from accounts").await,
+        "from_do",
+    );
+
+    // Made on every shard directly: known once the proxy's next look at the catalogs is in.
+    for s in 0..3 {
+        tc.direct(s)
+            .await
+            .batch_execute("create aggregate behind(int8) (sfunc = int8pl, stype = int8)")
+            .await
+            .unwrap();
+    }
+    let fresh = tc.client().await;
+    let mut seen = false;
+    // The look comes every second; a minute is only a bound on a hang.
+    for _ in 0..600 {
+        match fresh.simple_query("select behind(id) from accounts").await {
+            Err(e) => {
+                assert_eq!(common::code(&e), "0A000", "{e}");
+                seen = true;
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert!(seen, "an aggregate made on the shards was never recognised");
+    assert_eq!(
+        one_value(&fresh, "select behind(id) from accounts where id = 9").await,
+        vec![vec![Some("9".into())]]
+    );
+}
