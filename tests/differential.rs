@@ -519,6 +519,8 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "select regr_count(id, region) from accounts",
         "select distinct corr(id, region) from accounts",
         "select 1 from accounts order by count(*)",
+        "select r.label, a.id from regions r left join accounts a on a.id = r.id * 50",
+        "select r.label, a.id from accounts a full join regions r on a.id = r.id * 50",
     ] {
         let e = p.simple_query(sql).await.map(|_| ()).expect_err(sql);
         assert_eq!(common::code(&e), "0A000", "{sql}");

@@ -218,7 +218,26 @@ fn window(rng: &mut Rng, sql: &mut String) {
 
 /// Rows of accounts, with a total order when one is asked for.
 fn plain(rng: &mut Rng) -> Query {
-    let (from, q, key) = match rng.below(5) {
+    let (from, q, key) = match rng.below(8) {
+        5 => (
+            "accounts a left join orders o on o.account_id = a.id".to_string(),
+            "a.",
+            "a.id, o.order_no".to_string(),
+        ),
+        6 => (
+            "accounts a left join regions r on r.id = a.region".to_string(),
+            "a.",
+            "a.id".to_string(),
+        ),
+        // The reference table's rows kept by the outer join: refused over several shards.
+        7 => (
+            format!(
+                "regions r {} join accounts a on a.id = r.id * 50",
+                rng.pick(&["left", "full"])
+            ),
+            "a.",
+            "r.id, a.id".to_string(),
+        ),
         0 | 1 => ("accounts".to_string(), "", "id".to_string()),
         2 => (
             "accounts a join orders o on o.account_id = a.id".to_string(),

@@ -219,8 +219,70 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
             shard: *one,
             write: for_update,
         },
-        _ => plan_scatter(q, select, shards, params, placement),
+        _ => match outer_join_problem(select, placement) {
+            Some(reason) => refuse(
+                reason,
+                "Such a join keeps rows that every shard holds. Use an inner join, keep the \
+                 sharded side's rows instead (sharded LEFT JOIN reference), add a shard-key \
+                 condition so one shard answers, or read the two tables apart.",
+            ),
+            None => plan_scatter(q, select, shards, params, placement),
+        },
     }
+}
+
+/// Why a read of several shards cannot run on each as written: an outer join keeps the rows
+/// of a side that holds no sharded table (a reference table, a function, VALUES) against a
+/// side that does. Every shard has that side whole, so a row of it that matches nothing
+/// would come back once per shard.
+fn outer_join_problem(select: &Select, placement: &Placement) -> Option<String> {
+    select
+        .from
+        .iter()
+        .find_map(|twj| joins_problem(twj, placement))
+}
+
+/// `outer_join_problem` for one FROM item, joins in parentheses judged as they stand first.
+fn joins_problem(twj: &TableWithJoins, placement: &Placement) -> Option<String> {
+    use sqlparser::ast::JoinOperator as J;
+    let sharded = |f: &TableFactor| !relations(f, placement).sharded.is_empty();
+    let nested = |f: &TableFactor| match f {
+        TableFactor::NestedJoin {
+            table_with_joins, ..
+        } => joins_problem(table_with_joins, placement),
+        _ => None,
+    };
+    if let Some(p) = nested(&twj.relation) {
+        return Some(p);
+    }
+    let mut left = sharded(&twj.relation);
+    for j in &twj.joins {
+        if let Some(p) = nested(&j.relation) {
+            return Some(p);
+        }
+        let right = sharded(&j.relation);
+        let (keeps_left, keeps_right) = match &j.join_operator {
+            J::Join(_) | J::Inner(_) | J::CrossJoin(_) => (false, false),
+            J::Left(_) | J::LeftOuter(_) => (true, false),
+            J::Right(_) | J::RightOuter(_) => (false, true),
+            // FULL, and any kind PostgreSQL does not have: as keeping both sides.
+            _ => (true, true),
+        };
+        let kept = if keeps_left && !left && right {
+            Some("left")
+        } else if keeps_right && !right && left {
+            Some("right")
+        } else {
+            None
+        };
+        if let Some(side) = kept {
+            return Some(format!(
+                "an outer join keeping every row of its {side} side, which holds no sharded table,                  against a sharded table is not supported over several shards: each shard would                  return the unmatched rows"
+            ));
+        }
+        left |= right;
+    }
+    None
 }
 
 /// The AND-connected conditions of `e`.

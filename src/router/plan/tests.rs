@@ -498,3 +498,34 @@ fn aggregates_the_merge_cannot_combine_are_refused_wherever_they_stand() {
     use crate::router::aggregate::AggColumn::{Max, Min};
     assert_eq!(merge.aggregate.unwrap().columns, vec![Min, Max, Min]);
 }
+
+#[test]
+fn outer_joins_that_keep_a_reference_sides_rows_are_refused_over_several_shards() {
+    for sql in [
+        "select * from countries c left join accounts a on a.country = c.code",
+        "select * from accounts a right join countries c on a.country = c.code",
+        "select * from accounts a full join countries c on a.country = c.code",
+        "select * from generate_series(1, 3) g left join accounts a on a.id = g",
+        "select * from (countries c left join accounts a on a.country = c.code) join ledger l on l.account_id = 1",
+        "select * from ledger l join (countries c left join accounts a on a.country = c.code) on true",
+    ] {
+        assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+    }
+    for sql in [
+        "select * from accounts a left join countries c on a.country = c.code",
+        "select * from countries c right join accounts a on a.country = c.code",
+        "select * from countries c join accounts a on a.country = c.code",
+        "select * from accounts a left join ledger l on l.account_id = a.id",
+        "select * from accounts a full join ledger l on l.account_id = a.id",
+        "select * from countries c left join countries d on d.code = c.code, accounts a",
+    ] {
+        assert!(matches!(plan_sql(sql), Plan::Scatter { .. }), "{sql}");
+    }
+    // On one shard the reference rows come back once.
+    assert!(matches!(
+        plan_sql(
+            "select * from countries c left join accounts a on a.country = c.code where a.id = 4"
+        ),
+        Plan::Shard { .. }
+    ));
+}
