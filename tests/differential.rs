@@ -4,6 +4,8 @@
 //! multisets. A seeded generator adds random queries; the seed is printed on failure and can be
 //! replayed with SHARDGATE_DIFF_SEED.
 
+#[path = "differential/bound.rs"]
+mod bound;
 mod common;
 #[path = "differential/generator.rs"]
 mod generator;
@@ -536,11 +538,18 @@ async fn answer(client: &Client, sql: &str) -> Result<Vec<Vec<Option<String>>>, 
         .map_err(|e| common::code(&e))
 }
 
+/// How the random queries are sent.
+enum Sent {
+    /// As text with their constants, in the simple protocol.
+    Simple,
+    /// With their constants bound, in the extended protocol.
+    Bound,
+}
+
 /// Random queries of the shapes applications send: the proxy either refuses one (0A000) or
 /// answers exactly as one PostgreSQL with the same rows does, error codes included.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_queries_are_answered_as_one_postgres_answers_or_refused() {
-    let (_tc, _plain, p, d) = setup().await;
+async fn random_queries(sent: Sent) {
+    let (tc, plain, p, d) = setup().await;
     let seed: u64 = std::env::var("SHARDGATE_DIFF_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -556,23 +565,40 @@ async fn random_queries_are_answered_as_one_postgres_answers_or_refused() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(400);
     println!("differential seed: {seed} (replay with SHARDGATE_DIFF_SEED={seed})");
+    let mut raw = match sent {
+        Sent::Simple => None,
+        Sent::Bound => Some((
+            bound::login(tc.port, "trustuser").await,
+            bound::login(plain.cluster.port, "postgres").await,
+        )),
+    };
     let mut rng = Rng(seed);
     let (mut answered, mut refused) = (0, 0);
     for _ in 0..count {
         let q = generator::query(&mut rng);
-        let via = answer(&p, &q.sql).await;
+        let (sql, params) = match sent {
+            Sent::Simple => (q.sql.clone(), Vec::new()),
+            Sent::Bound => bound::parametrize(&q.sql),
+        };
+        let via = match raw.as_mut() {
+            None => answer(&p, &sql).await,
+            Some((proxy, _)) => bound::answer(proxy, &sql, &params).await,
+        };
         if via.as_ref().err().map(String::as_str) == Some("0A000") {
             refused += 1;
             continue;
         }
-        let direct = answer(&d, &q.sql).await;
+        let direct = match raw.as_mut() {
+            None => answer(&d, &sql).await,
+            Some((_, direct)) => bound::answer(direct, &sql, &params).await,
+        };
         let (mut a, mut b) = (via, direct);
         if !q.ordered {
             for r in [&mut a, &mut b].into_iter().flatten() {
                 r.sort();
             }
         }
-        assert_eq!(a, b, "results differ for: {} (seed {seed})", q.sql);
+        assert_eq!(a, b, "results differ for: {sql} {params:?} (seed {seed})");
         answered += 1;
     }
     println!("{answered} answered as one PostgreSQL does, {refused} refused");
@@ -580,4 +606,14 @@ async fn random_queries_are_answered_as_one_postgres_answers_or_refused() {
         answered * 2 > count,
         "most generated queries are of shapes the proxy answers: {answered} of {count}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_queries_are_answered_as_one_postgres_answers_or_refused() {
+    random_queries(Sent::Simple).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_queries_with_bound_values_are_answered_as_one_postgres_answers_or_refused() {
+    random_queries(Sent::Bound).await;
 }
