@@ -277,7 +277,9 @@ fn joins_problem(twj: &TableWithJoins, placement: &Placement) -> Option<String> 
         };
         if let Some(side) = kept {
             return Some(format!(
-                "an outer join keeping every row of its {side} side, which holds no sharded table,                  against a sharded table is not supported over several shards: each shard would                  return the unmatched rows"
+                "an outer join keeping every row of its {side} side, which holds no sharded table, \
+                 against a sharded table is not supported over several shards: each shard would \
+                 return the unmatched rows"
             ));
         }
         left |= right;

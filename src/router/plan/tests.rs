@@ -521,6 +521,16 @@ fn outer_joins_that_keep_a_reference_sides_rows_are_refused_over_several_shards(
     ] {
         assert!(matches!(plan_sql(sql), Plan::Scatter { .. }), "{sql}");
     }
+    let Plan::Reject(e) =
+        plan_sql("select * from countries c left join accounts a on a.country = c.code")
+    else {
+        panic!()
+    };
+    assert!(
+        e.message.contains("left side, which holds no sharded table, against a sharded table"),
+        "{}",
+        e.message
+    );
     // On one shard the reference rows come back once.
     assert!(matches!(
         plan_sql(
