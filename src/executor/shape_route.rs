@@ -122,6 +122,7 @@ fn parameters(shape: &Shape) -> Params {
             .map(|t| t.map(Bytes::from))
             .collect(),
         formats: vec![],
+        types: Default::default(),
     }
 }
 

@@ -103,6 +103,7 @@ pub fn message(rng: &mut Rng) -> Frame {
                 params: Params {
                     values,
                     formats: param_formats,
+                    types: Default::default(),
                 },
                 result_formats: (0..rng.below(3)).map(|_| rng.below(2) as i16).collect(),
             }

@@ -321,6 +321,7 @@ mod tests {
                     params: crate::protocol::message::Params {
                         values: smallvec::smallvec![Some(bytes::Bytes::from_static(value))],
                         formats: vec![],
+                        types: Default::default(),
                     },
                     result_formats: Default::default(),
                 }
@@ -381,6 +382,7 @@ mod tests {
                     params: crate::protocol::message::Params {
                         values: smallvec::smallvec![Some(bytes::Bytes::from_static(b"7"))],
                         formats: vec![],
+                        types: Default::default(),
                     },
                     result_formats: [1].as_slice().into(),
                 }

@@ -74,9 +74,9 @@ pub fn keys_in(
             ..
         } if is_key(strip_for(left, ty)) => match strip_for(right, ty) {
             Expr::Value(v) => match &v.value {
-                Value::Placeholder(p) => {
-                    Ok(KeySet::Values(params.key_array(placeholder_index(p)?, ty)?))
-                }
+                Value::Placeholder(p) => Ok(params
+                    .key_array(placeholder_index(p)?, ty)?
+                    .map_or(KeySet::Any, KeySet::Values)),
                 _ => Ok(KeySet::Any),
             },
             Expr::Array(arr) => {
@@ -199,6 +199,9 @@ pub fn literal_key(
     };
     let Expr::Value(v) = e else { return Ok(None) };
     let text = match &v.value {
+        // A number that is not an integer compares with an integer key as numeric: `5.0`
+        // matches 5 and `5.5` nothing, so it is no key to route by.
+        Value::Number(n, _) if ty == KeyType::Integer && !is_integer_literal(n) => return Ok(None),
         Value::Number(n, _) => {
             if negative {
                 format!("-{n}")
@@ -209,11 +212,20 @@ pub fn literal_key(
         Value::SingleQuotedString(s) if !negative => s.clone(),
         Value::Null => return Ok(Some(None)),
         Value::Placeholder(p) if !negative => {
-            return params.key(placeholder_index(p)?, ty).map(Some)
+            let n = placeholder_index(p)?;
+            if !params.typed_as_key(n, ty) {
+                return Ok(None);
+            }
+            return params.key(n, ty).map(Some);
         }
         _ => return Ok(None),
     };
     KeyValue::from_text(ty, &text).map(|v| Some(Some(v)))
+}
+
+/// Digits only, within bigint's range: how PostgreSQL reads a numeric literal as an integer.
+fn is_integer_literal(n: &str) -> bool {
+    n.bytes().all(|b| b.is_ascii_digit()) && n.parse::<i64>().is_ok()
 }
 
 fn placeholder_index(p: &str) -> Result<usize, String> {
@@ -302,6 +314,7 @@ mod tests {
                 Some(bytes::Bytes::from_static(b"{1,2}")),
             ],
             formats: vec![],
+            types: Default::default(),
         };
         assert_eq!(
             keys("id = $1", &p),

@@ -90,6 +90,8 @@ impl Route {
     pub fn plan(&self, params: &Params) -> Option<Plan> {
         match self.to {
             To::Shard { shard, write } => Some(Plan::Shard { shard, write }),
+            // Another Parse of the same text may declare another type for the parameter.
+            To::ShardOfKey { param, ty, .. } if !params.typed_as_key(param, ty) => None,
             To::ShardOfKey { param, ty, write } => match params.key(param, ty) {
                 Ok(Some(k)) => Some(Plan::Shard {
                     shard: self.placement.shard_of(&k),
@@ -123,6 +125,7 @@ mod tests {
                 .map(|v| v.map(|s| Bytes::copy_from_slice(s.as_bytes())))
                 .collect(),
             formats: vec![],
+            types: Default::default(),
         }
     }
 

@@ -65,7 +65,30 @@ impl Params {
                 0 | 1 => self.formats.clone(),
                 _ => picks.iter().map(|&i| self.format_of(i)).collect(),
             },
+            types: picks.iter().map(|&i| self.declared(i)).collect(),
         }
+    }
+
+    /// The type the statement declared for the parameter at `i` (0-based); 0 when left to the
+    /// server.
+    fn declared(&self, i: usize) -> u32 {
+        self.types.get(i).copied().unwrap_or(0)
+    }
+
+    /// Whether `$n` (1-based) is declared of a type that the key of type `ty` compares as
+    /// itself, so that its value is a key: left to the server (which then infers the key
+    /// column's type), an integer type for an integer key, text or varchar for a text key, uuid
+    /// for a uuid key, or text for either. A float or numeric compared with an integer key,
+    /// say, is not: its bytes are no integer's, and `5.5` matches no row while `5.0` matches 5.
+    pub fn typed_as_key(&self, n: usize, ty: KeyType) -> bool {
+        let declared = n.checked_sub(1).map_or(0, |i| self.declared(i));
+        declared == 0 || oid::UNKNOWN == declared || key_types(ty).contains(&declared)
+    }
+
+    /// As `typed_as_key`, for `$n` holding an array of keys (`= ANY($n)`).
+    pub fn typed_as_key_array(&self, n: usize, ty: KeyType) -> bool {
+        let declared = n.checked_sub(1).map_or(0, |i| self.declared(i));
+        declared == 0 || key_array_types(ty).contains(&declared)
     }
 
     fn format_of(&self, i: usize) -> i16 {
@@ -127,18 +150,73 @@ impl Params {
     }
 
     /// `$n` as an array of keys (for `= ANY($n)`), in text (`{1,2}`) or binary array format.
-    pub fn key_array(&self, n: usize, ty: KeyType) -> Result<Vec<KeyValue>, String> {
+    /// None when its elements are not keys (a binary array of another element type, or an
+    /// array type declared otherwise, see `typed_as_key_array`).
+    pub fn key_array(&self, n: usize, ty: KeyType) -> Result<Option<Vec<KeyValue>>, String> {
         note(Read::Other);
+        if !self.typed_as_key_array(n, ty) {
+            return Ok(None);
+        }
         let i = n.checked_sub(1).ok_or("parameter $0")?;
         let Some(Some(bytes)) = self.values.get(i) else {
-            return Ok(vec![]);
+            return Ok(Some(vec![]));
         };
         if self.format_of(i) == 1 {
             binary_array(bytes, ty)
         } else {
             let s = std::str::from_utf8(bytes).map_err(|_| "parameter is not UTF-8".to_string())?;
-            text_array(s, ty)
+            text_array(s, ty).map(Some)
         }
+    }
+}
+
+/// Type OIDs of the values a key of each type is read from.
+mod oid {
+    pub const UNKNOWN: u32 = 705;
+    pub const INT2: u32 = 21;
+    pub const INT4: u32 = 23;
+    pub const INT8: u32 = 20;
+    pub const TEXT: u32 = 25;
+    pub const VARCHAR: u32 = 1043;
+    pub const UUID: u32 = 2950;
+    pub const INT2_ARRAY: u32 = 1005;
+    pub const INT4_ARRAY: u32 = 1007;
+    pub const INT8_ARRAY: u32 = 1016;
+    pub const TEXT_ARRAY: u32 = 1009;
+    pub const VARCHAR_ARRAY: u32 = 1015;
+    pub const UUID_ARRAY: u32 = 2951;
+}
+
+/// The types whose values are keys of type `ty` (text stands for any key: PostgreSQL reads
+/// it as the column's type).
+fn key_types(ty: KeyType) -> &'static [u32] {
+    match ty {
+        KeyType::Integer => &[oid::INT2, oid::INT4, oid::INT8, oid::TEXT, oid::VARCHAR],
+        KeyType::Text => &[oid::TEXT, oid::VARCHAR],
+        KeyType::Uuid => &[oid::UUID, oid::TEXT, oid::VARCHAR],
+    }
+}
+
+/// The element types of a binary array whose elements are keys of type `ty`.
+fn key_element_types(ty: KeyType) -> &'static [u32] {
+    match ty {
+        KeyType::Integer => &[oid::INT2, oid::INT4, oid::INT8],
+        KeyType::Text => &[oid::TEXT, oid::VARCHAR],
+        KeyType::Uuid => &[oid::UUID],
+    }
+}
+
+/// The array types whose elements are keys of type `ty`.
+fn key_array_types(ty: KeyType) -> &'static [u32] {
+    match ty {
+        KeyType::Integer => &[
+            oid::INT2_ARRAY,
+            oid::INT4_ARRAY,
+            oid::INT8_ARRAY,
+            oid::TEXT_ARRAY,
+        ],
+        KeyType::Text => &[oid::TEXT_ARRAY, oid::VARCHAR_ARRAY],
+        KeyType::Uuid => &[oid::UUID_ARRAY, oid::TEXT_ARRAY],
     }
 }
 
@@ -207,13 +285,16 @@ fn text_array_elements(inner: &str) -> Result<Vec<Option<String>>, String> {
 /// A one-dimensional binary array (`array_send` layout). The declared element count is checked
 /// against the bytes present (each element takes at least its 4-byte length) before anything is
 /// sized from it.
-fn binary_array(b: &Bytes, ty: KeyType) -> Result<Vec<KeyValue>, String> {
+fn binary_array(b: &Bytes, ty: KeyType) -> Result<Option<Vec<KeyValue>>, String> {
     let mut c = Cursor::new(b, "array parameter");
     let ndim = c.i32().map_err(|e| e.to_string())?;
     let _has_nulls = c.i32().map_err(|e| e.to_string())?;
-    let _elem_type = c.u32().map_err(|e| e.to_string())?;
+    let elem_type = c.u32().map_err(|e| e.to_string())?;
+    if !key_element_types(ty).contains(&elem_type) {
+        return Ok(None);
+    }
     match ndim {
-        0 => return Ok(vec![]),
+        0 => return Ok(Some(vec![])),
         1 => {}
         n if n < 0 => return Err(format!("invalid number of array dimensions {n}")),
         _ => return Err("only one-dimensional arrays route".into()),
@@ -234,7 +315,7 @@ fn binary_array(b: &Bytes, ty: KeyType) -> Result<Vec<KeyValue>, String> {
         out.push(KeyValue::from_binary(ty, &elem)?);
     }
     c.finish().map_err(|e| e.to_string())?;
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// A text-format integer as drivers send keys (an optional sign and decimal digits), read as
@@ -305,6 +386,7 @@ mod tests {
                 Params {
                     values: smallvec::smallvec![Some(Bytes::copy_from_slice(t.as_bytes()))],
                     formats: vec![],
+                    types: Default::default(),
                 }
                 .key(1, KeyType::Integer)
                 .ok()
@@ -326,6 +408,7 @@ mod tests {
                 Some(Bytes::from_static(b"{1}")),
             ],
             formats: vec![],
+            types: Default::default(),
         };
         let (key, reads) = recording(|| p.key(1, KeyType::Integer));
         assert_eq!(key, Ok(Some(KeyValue::Integer(7))));
@@ -372,6 +455,7 @@ mod tests {
                 None,
             ],
             formats: vec![0, 1, 0],
+            types: Default::default(),
         };
         assert_eq!(p.constant(1).as_deref(), Some("10"));
         assert_eq!(p.constant(2).as_deref(), Some("7"));
@@ -388,6 +472,7 @@ mod tests {
                 None,
             ],
             formats: vec![0, 1, 0],
+            types: Default::default(),
         };
         assert_eq!(
             p.key(1, KeyType::Integer).unwrap(),
@@ -419,7 +504,62 @@ mod tests {
         let b = Bytes::from(b);
         assert_eq!(
             binary_array(&b, KeyType::Integer).unwrap(),
-            vec![KeyValue::Integer(5), KeyValue::Integer(6)]
+            Some(vec![KeyValue::Integer(5), KeyValue::Integer(6)])
+        );
+        // The same bytes as float8[]: not keys, whatever they would read as.
+        let mut f = b.to_vec();
+        f[8..12].copy_from_slice(&701u32.to_be_bytes());
+        assert_eq!(
+            binary_array(&Bytes::from(f), KeyType::Integer).unwrap(),
+            None
+        );
+    }
+
+    /// A value of another type than the key's is no key: its bytes are not a key's, and
+    /// PostgreSQL compares it after converting one side.
+    #[test]
+    fn parameters_declared_of_another_type_are_not_keys() {
+        let five = 5.0f64.to_be_bytes();
+        let typed = |types: &[u32], format: i16, value: &[u8]| Params {
+            values: smallvec::smallvec![Some(Bytes::copy_from_slice(value))],
+            formats: vec![format],
+            types: types.iter().copied().collect(),
+        };
+        // float8, numeric, float4, bpchar and name beside each key type.
+        for (ty, other) in [
+            (KeyType::Integer, 701),
+            (KeyType::Integer, 1700),
+            (KeyType::Integer, 700),
+            (KeyType::Text, 1042),
+            (KeyType::Text, 19),
+            (KeyType::Uuid, 1700),
+        ] {
+            assert!(
+                !typed(&[other], 1, &five).typed_as_key(1, ty),
+                "{ty:?} {other}"
+            );
+        }
+        for (ty, same) in [
+            (KeyType::Integer, 20),
+            (KeyType::Integer, 23),
+            (KeyType::Integer, 0),
+            (KeyType::Integer, 705),
+            (KeyType::Text, 25),
+            (KeyType::Text, 1043),
+            (KeyType::Uuid, 2950),
+        ] {
+            assert!(typed(&[same], 0, b"5").typed_as_key(1, ty), "{ty:?} {same}");
+        }
+        // Undeclared (a Bind the session found no Parse for, SQL EXECUTE): read as before.
+        assert!(typed(&[], 1, &five).typed_as_key(1, KeyType::Integer));
+        assert!(!typed(&[1022], 0, b"{5}").typed_as_key_array(1, KeyType::Integer));
+        assert_eq!(
+            typed(&[1022], 0, b"{5}").key_array(1, KeyType::Integer),
+            Ok(None)
+        );
+        assert_eq!(
+            typed(&[1016], 0, b"{5}").key_array(1, KeyType::Integer),
+            Ok(Some(vec![KeyValue::Integer(5)]))
         );
     }
 

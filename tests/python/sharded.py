@@ -4,6 +4,7 @@ sets SHARDGATE_URL; `accounts` is sharded by id, `countries` is a reference tabl
 Each check compares with what the rows must be, computed here, not with the proxy's own view.
 """
 import asyncio
+import decimal
 import faulthandler
 # A hang in the proxy becomes a traceback and a failure, not a stuck CI run.
 faulthandler.dump_traceback_later(120, exit=True)
@@ -26,6 +27,23 @@ def check_psycopg():
         # Point read by parameter, text and binary.
         assert conn.execute("select owner from accounts where id = %s", (42,)).fetchone() == ("o42",)
         assert conn.execute("select balance from accounts where id = %s", (43,), binary=True).fetchone() == (43 * 7 % 100,)
+        # Keys given as float and Decimal: PostgreSQL compares them with the bigint key as
+        # numbers (7.0 finds 7), so their bytes must never be read as an integer key.
+        for i in (1, 2, 7, 8, 30, 61):
+            for value in (float(i), decimal.Decimal(i)):
+                for prepare in (False, True):
+                    row = conn.execute("select id from accounts where id = %s", (value,), prepare=prepare).fetchall()
+                    assert row == [(i,)], (i, value, prepare, row)
+        assert conn.execute("select id from accounts where id = %s", (7.5,)).fetchall() == []
+        rows = conn.execute("select id from accounts where id = any(%s) order by id", ([2.0, 8.0, 61.0],)).fetchall()
+        assert rows == [(2,), (8,), (61,)], rows
+        assert conn.execute("update accounts set owner = owner where id = %s", (8.0,)).rowcount == 1
+        try:
+            conn.execute("insert into accounts (id, owner, balance) values (%s, 'f', 0)", (500.0,))
+            raise AssertionError("a float key cannot place a row")
+        except psycopg.errors.FeatureNotSupported:
+            pass
+        assert conn.execute("select count(*) from accounts where id = 500").fetchone() == (0,)
         # Prepared statement reused across shards.
         for i in (1, 30, 60, 90):
             row = conn.execute("select id from accounts where id = %s", (i,), prepare=True).fetchone()

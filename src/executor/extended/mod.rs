@@ -140,11 +140,16 @@ impl Extended {
     /// answered until the Sync.
     pub fn join(&mut self, exec: &mut Exec<'_>, frame: Frame) -> Result<bool, DecodeError> {
         self.forget_deallocated(exec);
-        self.batch.push(ClientMessage::decode(frame)?);
+        let mut msg = ClientMessage::decode(frame)?;
+        exec.for_shards(&mut msg);
+        // By the statement's name as renamed for the shards, as the session keeps it.
+        if let Kind::Bind(b) = &mut msg.kind {
+            b.params.types = self.declared_types(&b.statement);
+        }
+        self.batch.push(msg);
         let Some(msg) = self.batch.last_mut() else {
             return Ok(false);
         };
-        exec.for_shards(msg);
         let (tag, size) = (msg.tag(), msg.size());
         if let Kind::Bind(b) = &msg.kind {
             if !exec.pool.inlined.is_empty() {
@@ -166,6 +171,19 @@ impl Extended {
         Ok(matches!(tag, b'S' | b'H')
             || self.batch_bytes > PENDING_LIMIT_BYTES
             || self.batch.len() > PENDING_LIMIT_MESSAGES)
+    }
+
+    /// The parameter types declared for the statement a Bind names: by its Parse earlier in
+    /// the batch, or by the one that prepared it.
+    fn declared_types(&self, statement: &str) -> smallvec::SmallVec<[u32; 2]> {
+        let in_batch = self.batch.iter().rev().find_map(|m| match &m.kind {
+            Kind::Parse(p) if p.name == statement => Some(&p.param_types),
+            _ => None,
+        });
+        in_batch
+            .or_else(|| self.statements.get(statement).map(|st| &st.param_types))
+            .map(|types| types.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Runs the batch `join` said must run: to its Sync or Flush, or (too much pending) the

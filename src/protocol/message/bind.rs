@@ -32,6 +32,10 @@ pub struct Params {
     /// Values; `None` is SQL NULL. In a decoded Bind, slices of the message body, not copies.
     pub values: Values,
     pub formats: Vec<i16>,
+    /// The types the statement's Parse declared for them (0 or missing: left to the server to
+    /// infer). Not part of the Bind message: the session, which knows the statement, fills
+    /// them in, so that routing never reads a value of another type as a key.
+    pub types: SmallVec<[u32; 2]>,
 }
 
 fn format_code(c: &Cursor<'_>, code: i16) -> Result<i16, DecodeError> {
@@ -81,6 +85,7 @@ impl Bind {
             params: Params {
                 values,
                 formats: param_formats,
+                types: SmallVec::new(),
             },
             result_formats,
         })

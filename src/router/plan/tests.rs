@@ -420,6 +420,7 @@ fn signals_of_minted_pids_are_the_proxys_and_never_learned() {
             .into_iter()
             .collect(),
         formats: vec![],
+        types: Default::default(),
     };
     let parsed = |sql: &str| Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
     let stmt = parsed("select pg_terminate_backend($1)");
@@ -527,7 +528,8 @@ fn outer_joins_that_keep_a_reference_sides_rows_are_refused_over_several_shards(
         panic!()
     };
     assert!(
-        e.message.contains("left side, which holds no sharded table, against a sharded table"),
+        e.message
+            .contains("left side, which holds no sharded table, against a sharded table"),
         "{}",
         e.message
     );
@@ -538,4 +540,25 @@ fn outer_joins_that_keep_a_reference_sides_rows_are_refused_over_several_shards(
         ),
         Plan::Shard { .. }
     ));
+}
+
+#[test]
+fn numbers_that_are_not_integers_are_no_integer_keys() {
+    // PostgreSQL compares them as numeric: 5.0 finds 5, 5.5 and 1e30 find nothing.
+    for sql in [
+        "select * from accounts where id = 5.0",
+        "select * from accounts where id in (5.5, 7)",
+        "select * from accounts where id = 99999999999999999999",
+        "select * from accounts where id = -5.0",
+    ] {
+        assert!(matches!(plan_sql(sql), Plan::Scatter { .. }), "{sql}");
+    }
+    assert!(matches!(
+        plan_sql("select * from accounts where id = 5"),
+        Plan::Shard { .. }
+    ));
+    assert_eq!(
+        code(&plan_sql("insert into accounts (id) values (5.0)")),
+        "0A000"
+    );
 }

@@ -176,8 +176,8 @@ pub(super) fn plan_insert(
                     Ok(Some(None)) => row_shards.push(HOME),
                     Ok(None) => {
                         return refuse(
-                            format!("the shard key {key_column} must be a constant or a parameter"),
-                            "shardgate computes the shard from the value itself; pass it as a literal or $n.",
+                            format!("the shard key {key_column} must be a constant or a parameter of its own type"),
+                            "shardgate computes the shard from the value itself; pass it as a literal or $n of the key's type (an integer key as an integer, not a float or numeric).",
                         )
                     }
                     Err(e) => return Plan::Reject(PgError::error("22P02", e)),
