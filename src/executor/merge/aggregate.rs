@@ -75,7 +75,7 @@ pub fn check(
     }
     for (f, col) in fields.iter().zip(&spec.columns) {
         let ok = match col {
-            AggColumn::Group => true,
+            AggColumn::Group => groupable(f.type_oid),
             AggColumn::Count | AggColumn::AvgCount => f.type_oid == oid::INT8,
             AggColumn::AvgFloatSum => f.type_oid == oid::FLOAT8,
             AggColumn::Sum | AggColumn::Avg { .. } => matches!(
@@ -87,6 +87,15 @@ pub fn check(
             }
             AggColumn::CountDistinct { .. } => f.type_oid == oid::INT8,
         };
+        if !ok && *col == AggColumn::Group {
+            return Err(unsupported(format!(
+                "grouping the rows of several shards by column {} (type OID {}) is not supported: \
+                 values PostgreSQL calls equal can be written differently, and each way would \
+                 make a group of its own",
+                f.name, f.type_oid
+            ))
+            .with_hint("Add a shard-key condition so the query runs on one shard."));
+        }
         if !ok {
             return Err(unsupported(format!(
                 "combining {col:?} of column {} (type OID {}, {} format) across shards is not supported",
@@ -212,9 +221,12 @@ impl Groups {
                 })
         };
         let mut key = Vec::new();
-        for (i, c) in spec.columns.iter().enumerate() {
+        for (i, (c, f)) in spec.columns.iter().zip(fields).enumerate() {
             if *c == AggColumn::Group {
-                key.push(column(i)?);
+                key.push(match column(i)? {
+                    Some(raw) => Some(group_key(f, raw)?),
+                    None => None,
+                });
             }
         }
         let slot = match self.index.get(&key) {
@@ -402,6 +414,46 @@ fn combine(
         State::Distinct(_) | State::CountDistinct => {}
     }
     Ok(())
+}
+
+/// Whether rows of a column group alike in the proxy as on one server: its values are equal
+/// exactly when their bytes are, or `group_key` makes them so. Other types (interval, where
+/// '1 day' = '24 hours'; jsonb and arrays holding numbers; ranges; types of an extension) can
+/// write one value several ways, and a group could come back once per way.
+fn groupable(type_oid: u32) -> bool {
+    matches!(
+        type_oid,
+        oid::BOOL
+            | oid::BYTEA
+            | oid::NAME
+            | oid::INT2
+            | oid::INT4
+            | oid::INT8
+            | oid::OID
+            | oid::TEXT
+            | oid::VARCHAR
+            | oid::BPCHAR
+            | oid::DATE
+            | oid::TIMESTAMP
+            | oid::TIMESTAMPTZ
+            | oid::UUID
+            | oid::NUMERIC
+            | oid::FLOAT4
+            | oid::FLOAT8
+    )
+}
+
+/// The bytes a group column's value is grouped by: as it came, but for values PostgreSQL calls
+/// equal that are written otherwise (numeric 1.0 = 1.00, float -0 = 0, char(n) 'a' = 'a  ').
+fn group_key(f: &FieldDesc, raw: Bytes) -> Result<Bytes, PgError> {
+    Ok(match f.type_oid {
+        oid::NUMERIC | oid::FLOAT4 | oid::FLOAT8 => Bytes::from(distinct_key(f, &raw)?),
+        oid::BPCHAR => {
+            let kept = raw.iter().rposition(|&b| b != b' ').map_or(0, |p| p + 1);
+            raw.slice(..kept)
+        }
+        _ => raw,
+    })
 }
 
 /// Bytes that are equal exactly when PostgreSQL's `=` holds for two values of one column: text,
