@@ -186,6 +186,16 @@ async fn values_written_differently_but_equal_group_together() {
         assert_eq!(groups, vec![vec![Some("24".into())]], "group by {column}");
         let distinct = one_value(&c, &format!("select distinct {column} from accounts")).await;
         assert_eq!(distinct.len(), 1, "distinct {column}: {distinct:?}");
+        let counted = one_value(
+            &c,
+            &format!("select count(distinct {column}) from accounts"),
+        )
+        .await;
+        assert_eq!(
+            counted,
+            vec![vec![Some("1".into())]],
+            "count(distinct {column})"
+        );
     }
     refused(
         c.simple_query("select i, count(*) from accounts group by i")

@@ -458,7 +458,7 @@ fn group_key(f: &FieldDesc, raw: Bytes) -> Result<Bytes, PgError> {
 
 /// Bytes that are equal exactly when PostgreSQL's `=` holds for two values of one column: text,
 /// integers, dates and timestamps by value; numeric with its scale dropped (1.0 = 1.00); floats
-/// with -0 = 0 and one NaN.
+/// with -0 = 0 and one NaN; char(n) without trailing blanks.
 fn distinct_key(f: &FieldDesc, raw: &[u8]) -> Result<Vec<u8>, PgError> {
     Ok(
         match value::decode(f.type_oid, f.format, Some(raw)).map_err(unsupported)? {
@@ -474,6 +474,11 @@ fn distinct_key(f: &FieldDesc, raw: &[u8]) -> Result<Vec<u8>, PgError> {
                 x.to_bits().to_be_bytes().to_vec()
             }
             SortValue::Numeric(d) => format!("{d:?}").into_bytes(),
+            // char(n) compares without its trailing blanks.
+            SortValue::Bytes(mut b) if f.type_oid == oid::BPCHAR => {
+                b.truncate(b.iter().rposition(|&c| c != b' ').map_or(0, |p| p + 1));
+                b
+            }
             SortValue::Bytes(b) => b,
             SortValue::Null => Vec::new(),
         },
