@@ -794,6 +794,37 @@ async fn timestamps_and_dates_at_the_ends_of_their_range_merge_in_order() {
             .collect();
         assert_eq!(desc, expected.iter().rev().copied().collect::<Vec<_>>());
     }
+    // Other DateStyles write day and month in orders the text alone does not tell: merged in
+    // text they are refused, never read as other dates; binary results merge as before.
+    for style in ["Postgres, DMY", "Postgres, MDY", "SQL, DMY", "German"] {
+        c.batch_execute(&format!("set datestyle = '{style}'"))
+            .await
+            .unwrap();
+        for column in ["at", "day"] {
+            let sql = format!("select id from events order by {column}");
+            match c.simple_query(&sql).await {
+                Ok(rows) => panic!(
+                    "{style}: {sql} merged text dates: {:?}",
+                    common::rows(&rows)
+                ),
+                Err(e) => {
+                    assert_eq!(common::code(&e), "0A000", "{style}: {sql}: {e}");
+                    assert!(
+                        common::db_error(&e).message().contains("DateStyle ISO"),
+                        "{style}: {e}"
+                    );
+                }
+            }
+            let ids: Vec<i64> = c
+                .query(&sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert_eq!(ids, expected, "{style}: {sql} (binary)");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

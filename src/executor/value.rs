@@ -101,11 +101,20 @@ pub fn decode(type_oid: u32, format: i16, raw: Option<&[u8]>) -> Result<SortValu
         FLOAT4 | FLOAT8 => SortValue::Float(parse_float(s).ok_or_else(bad)?),
         NUMERIC => SortValue::Numeric(Decimal::parse(s).ok_or_else(bad)?),
         TEXT | VARCHAR | NAME | UUID | BPCHAR => SortValue::Bytes(raw.to_vec()),
-        DATE => SortValue::Int(parse_date(s).ok_or_else(bad)?),
-        TIMESTAMP => SortValue::Int(parse_timestamp(s, false).ok_or_else(bad)?),
-        TIMESTAMPTZ => SortValue::Int(parse_timestamp(s, true).ok_or_else(bad)?),
+        DATE => SortValue::Int(parse_date(s).ok_or_else(|| not_iso(s))?),
+        TIMESTAMP => SortValue::Int(parse_timestamp(s, false).ok_or_else(|| not_iso(s))?),
+        TIMESTAMPTZ => SortValue::Int(parse_timestamp(s, true).ok_or_else(|| not_iso(s))?),
         _ => return Err(bad()),
     })
+}
+
+/// Why a date or time in text cannot be merged by: only ISO DateStyle is read, since the
+/// others put day and month in an order the text alone does not tell, or name time zones.
+fn not_iso(s: &str) -> String {
+    format!(
+        "cannot read {s:?} as a date or time to merge by: the proxy merges dates and times \
+         written in DateStyle ISO, the default (SET DateStyle = ISO)"
+    )
 }
 
 fn numeric_binary(raw: &[u8]) -> Option<Decimal> {
@@ -154,11 +163,18 @@ fn split_era(s: &str) -> Option<Era<'_>> {
 }
 
 /// Days since 2000-01-01 of `YYYY-MM-DD` (year 1 BC is year 0 of the proleptic calendar).
+/// Strictly that shape, as ISO DateStyle writes it (at least four digits of year, two of month
+/// and day): `07-02-2024` of the Postgres style would read as another date.
 fn civil_days(date: &str, bc: bool) -> Option<i64> {
     let mut dp = date.splitn(3, '-');
-    let mut year: i64 = dp.next()?.parse().ok()?;
-    let month: i64 = dp.next()?.parse().ok()?;
-    let day: i64 = dp.next()?.parse().ok()?;
+    let digits = |p: &str, min: usize, max: usize| {
+        (p.len() >= min && p.len() <= max && p.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| p.parse::<i64>().ok())
+            .flatten()
+    };
+    let mut year = digits(dp.next()?, 4, 9)?;
+    let month = digits(dp.next()?, 2, 2).filter(|m| (1..=12).contains(m))?;
+    let day = digits(dp.next()?, 2, 2).filter(|d| (1..=31).contains(d))?;
     if bc {
         year = 1 - year;
     }
@@ -353,6 +369,24 @@ mod tests {
 
     fn t(oid: u32, s: &str) -> SortValue {
         decode(oid, 0, Some(s.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn dates_read_only_as_iso_writes_them() {
+        assert!(parse_date("2024-02-07").is_some());
+        assert!(parse_date("0099-01-01 BC").is_some());
+        assert!(parse_date("5874897-12-31").is_some());
+        // Postgres and SQL styles, which name day and month in either order.
+        for other in [
+            "07-02-2024",
+            "02-07-2024",
+            "02/07/2024",
+            "07.02.2024",
+            "2024-2-7",
+        ] {
+            assert_eq!(parse_date(other), None, "{other}");
+        }
+        assert_eq!(parse_timestamp("07-02-2024 03:00:00", false), None);
     }
 
     #[test]
