@@ -30,7 +30,7 @@ reference = true
 
 const SCHEMA: &str = "
 create table accounts (id bigint primary key, owner text, balance numeric(12,2), score float8, active bool,
-                       opened date, updated timestamptz, tag uuid, note text, region int);
+                       opened date, updated timestamptz, tag uuid, note text, region int, ratio numeric);
 create table orders (account_id bigint, order_no int, amount numeric(10,2), primary key (account_id, order_no));
 create table users (name text primary key, age int, city text);
 create table regions (id int primary key, label text);
@@ -95,9 +95,13 @@ fn data_statements() -> Vec<String> {
         } else {
             format!("'n{}'", rng.below(30))
         };
+        let region = rng.below(5);
+        // Equal values written with different scales, as a numeric without typmod keeps them.
+        let ratio = rng.pick(&[
+            "1.5", "1.50", "2", "2.0", "2.000", "-0.5", "0", "0.00", "null",
+        ]);
         out.push(format!(
-            "insert into accounts (id, owner, balance, score, active, opened, updated, tag, note, region) values ({id}, '{owner}', {balance}, {score}, {active}, {opened}, {updated}, {tag}, {note}, {})",
-            rng.below(5)
+            "insert into accounts (id, owner, balance, score, active, opened, updated, tag, note, region, ratio) values ({id}, '{owner}', {balance}, {score}, {active}, {opened}, {updated}, {tag}, {note}, {region}, {ratio})"
         ));
         for n in 0..rng.below(4) {
             out.push(format!(
@@ -195,6 +199,7 @@ async fn setup() -> (TestCluster, Plain, Client, Client) {
 
 const SORTABLE: &[&str] = &[
     "id", "owner", "balance", "score", "active", "opened", "updated", "tag", "note", "region",
+    "ratio",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
