@@ -203,3 +203,47 @@ async fn values_written_differently_but_equal_group_together() {
         "group by interval",
     );
 }
+
+/// Float sums are added from the shards' partial sums as text: exact under the default
+/// extra_float_digits, rounded below it, where they are refused rather than added rounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn float_sums_are_exact_or_refused_when_the_session_rounds_floats() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    let rows = "select g as id, (g * 1.123456789)::float8 as f from generate_series(100, 160) g";
+    c.batch_execute(&format!(
+        "create table accounts (id bigint primary key, f float8); insert into accounts {rows}"
+    ))
+    .await
+    .unwrap();
+    // One server's answer: the same rows in a temporary table of a shard's.
+    let one = tc.direct(0).await;
+    one.batch_execute(&format!("create temp table alone as {rows}"))
+        .await
+        .unwrap();
+    let sums = "sum(f), avg(f)";
+    let want = one_value(&one, &format!("select {sums} from alone")).await;
+    let got = one_value(&c, &format!("select {sums} from accounts")).await;
+    assert_eq!(got, want);
+    c.batch_execute("set extra_float_digits = -8")
+        .await
+        .unwrap();
+    refused(
+        c.simple_query(&format!("select {sums} from accounts"))
+            .await,
+        "rounded floats",
+    );
+    // Binary results carry every bit.
+    let exact: (f64, f64) = {
+        let r = c
+            .query_one(&format!("select {sums} from accounts"), &[])
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let direct = one
+        .query_one(&format!("select {sums} from alone"), &[])
+        .await
+        .unwrap();
+    assert_eq!(exact, (direct.get::<_, f64>(0), direct.get::<_, f64>(1)));
+}

@@ -115,6 +115,20 @@ pub fn check(
 }
 
 /// The field types the client sees: avg is numeric (or float8 for float inputs), not the sum.
+/// Whether the merge adds up floats the shards wrote as text. Their digits are as many as the
+/// session's `extra_float_digits` lets them write: exact at 1 or more (the default), rounded
+/// below, and partial sums added after rounding are not the sum PostgreSQL would round.
+pub fn adds_text_floats(fields: &[FieldDesc], spec: &AggSpec) -> bool {
+    fields.iter().zip(&spec.columns).any(|(f, c)| {
+        f.format == 0
+            && matches!(f.type_oid, oid::FLOAT4 | oid::FLOAT8)
+            && matches!(
+                c,
+                AggColumn::Sum | AggColumn::Avg { .. } | AggColumn::AvgFloatSum
+            )
+    })
+}
+
 pub fn client_fields(fields: &[FieldDesc], spec: &AggSpec) -> Vec<FieldDesc> {
     fields
         .iter()

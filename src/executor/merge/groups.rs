@@ -72,6 +72,11 @@ pub async fn run(
         exec.shard_error(&err);
         return Ok(Step::Failed);
     }
+    if aggregate::adds_text_floats(&fields, spec) {
+        if let Some(refusal) = rounded_floats(exec, shards[0]).await? {
+            return Ok(exec.error(&refusal));
+        }
+    }
     let client_fields = aggregate::client_fields(&fields, spec);
     let rows = groups
         .finish(&fields, spec)
@@ -101,4 +106,22 @@ pub async fn run(
     metrics::counter!(crate::metrics::MERGE_ROWS).increment(window.sent);
     build::command_complete(&format!("SELECT {}", window.sent), &mut exec.out);
     Ok(Step::Done)
+}
+
+/// The refusal of float sums over several shards when the session writes floats rounded
+/// (`extra_float_digits` below 1), asked of a shard, which holds the session's settings.
+async fn rounded_floats(exec: &mut Exec<'_>, shard: usize) -> R<Option<PgError>> {
+    let (values, error) = exec.query_values(shard, "SHOW extra_float_digits").await?;
+    let digits = values.first().and_then(|v| v.trim().parse::<i32>().ok());
+    if error.is_none() && digits.is_some_and(|d| d >= 1) {
+        return Ok(None);
+    }
+    Ok(Some(
+        PgError::error(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "sums and averages of float columns over several shards need extra_float_digits of \
+             1 or more: the shards would write their partial sums rounded",
+        )
+        .with_hint("SET extra_float_digits = 1 (the default), or ask for binary results."),
+    ))
 }
