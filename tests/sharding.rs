@@ -180,6 +180,15 @@ async fn wrong_statements_are_refused_without_side_effects() {
         "select sum(distinct balance) from accounts",
         "select * from accounts a join ledger l on l.amount = a.balance",
         "create table if not exists accounts (id bigint primary key, n int generated always as identity)",
+        // Writes reading other shards' rows: each shard would answer from its own.
+        "update accounts set balance = 0 where balance < (select avg(balance) from accounts)",
+        "update accounts set balance = (select count(*) - count(*) from accounts)",
+        "update accounts set balance = 0 where id = 7 and exists (select 1 from accounts b where b.balance > 300)",
+        "delete from accounts a where exists (select 1 from ledger l where l.amount = a.balance)",
+        "insert into accounts (id, owner, balance) values (99, 'x', (select min(balance) * 0 from accounts))",
+        // Every copy of a reference table would get a different write.
+        "insert into countries select cc, max(owner) from accounts group by cc",
+        "insert into countries values ((select max(cc) from accounts), 'x')",
     ] {
         let e = c.simple_query(sql).await.unwrap_err();
         assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
@@ -190,6 +199,19 @@ async fn wrong_statements_are_refused_without_side_effects() {
         .await
         .unwrap());
     assert!(n.is_empty(), "nothing was updated");
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from countries")
+            .await,
+        vec![0, 0, 0],
+        "no copy of the reference table was written"
+    );
+    assert_eq!(
+        ids(&c
+            .simple_query("select count(*) from accounts")
+            .await
+            .unwrap()),
+        vec!["60"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

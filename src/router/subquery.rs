@@ -56,11 +56,11 @@ pub(crate) fn top_tables(select: &Select, placement: &Placement) -> Vec<TopTable
 /// How many sharded tables the WHERE clause's subqueries read, when each of them is tied to
 /// `outer` by the shard key; a refusal for NOT IN over a sharded table.
 pub(crate) fn tied_in_where(
-    select: &Select,
+    selection: Option<&Expr>,
     outer: &[TopTable],
     placement: &Placement,
 ) -> Result<usize, Box<Plan>> {
-    let Some(selection) = &select.selection else {
+    let Some(selection) = selection else {
         return Ok(0);
     };
     let found = outermost_subqueries(selection);

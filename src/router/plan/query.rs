@@ -162,10 +162,11 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
     // Sharded tables of the top-level FROM, with the names they are referred to by.
     let top = crate::router::subquery::top_tables(select, placement);
     // Subqueries in WHERE tied to those tables by the shard key run on each shard as written.
-    let tied = match crate::router::subquery::tied_in_where(select, &top, placement) {
-        Ok(n) => n,
-        Err(refusal) => return *refusal,
-    };
+    let tied =
+        match crate::router::subquery::tied_in_where(select.selection.as_ref(), &top, placement) {
+            Ok(n) => n,
+            Err(refusal) => return *refusal,
+        };
     // `SELECT ... FROM (subquery) s`, whose rows are each shard's rows (SQLAlchemy's count()).
     if top.is_empty() && tied == 0 {
         if let Some(shards) =

@@ -43,6 +43,45 @@ pub(super) fn written_table(stmt: &Statement) -> Option<String> {
     }
 }
 
+/// Why a write cannot run as written where it goes: besides the rows it writes, it reads a
+/// sharded table (in a subquery of its WHERE, SET, VALUES, ON CONFLICT or RETURNING) other than
+/// through a subquery in WHERE tied to the written sharded table by the shard key. Each shard
+/// would read only its own rows of that table and write by its partial answer; every copy of a
+/// reference table by a different one. `target`: the written table when it is sharded.
+fn reads_beyond_its_rows<V: sqlparser::ast::Visit>(
+    read: &V,
+    target: Option<&crate::router::subquery::TopTable>,
+    selection: Option<&Expr>,
+    placement: &Placement,
+) -> Option<Plan> {
+    let sharded = relations(read, placement).sharded.len();
+    let own = usize::from(target.is_some());
+    if sharded <= own {
+        return None;
+    }
+    let tied = match target {
+        Some(t) => match crate::router::subquery::tied_in_where(
+            selection,
+            std::slice::from_ref(t),
+            placement,
+        ) {
+            Ok(n) => n,
+            Err(refusal) => return Some(*refusal),
+        },
+        None => 0,
+    };
+    if own.checked_add(tied) == Some(sharded) {
+        return None;
+    }
+    Some(refuse(
+        "a write that reads a sharded table beyond the rows it writes is not supported: each \
+         shard would read only its own rows of it",
+        "In a write, a subquery over a sharded table must be in WHERE and tied to the written \
+         table by the shard key: EXISTS (... WHERE inner.key = outer.key) or key IN (SELECT \
+         inner.key ...). Otherwise read the values first, then write them.",
+    ))
+}
+
 pub(super) fn plan_write_where(
     name: &ObjectName,
     alias: Option<&Ident>,
@@ -56,7 +95,8 @@ pub(super) fn plan_write_where(
         _ => "DELETE",
     };
     match placement.rule(&name.to_string()) {
-        Some(TableRule::Reference) => on_every_shard(placement, stmt, false),
+        Some(TableRule::Reference) => reads_beyond_its_rows(stmt, None, None, placement)
+            .unwrap_or_else(|| on_every_shard(placement, stmt, false)),
         Some(TableRule::Pinned { shard }) => on_pinned_shard(stmt, placement, *shard, true),
         None if is_catalog_relation(&name.to_string()) => refuse(
             format!("{verb} of catalog {name} through shardgate"),
@@ -70,6 +110,11 @@ pub(super) fn plan_write_where(
             let mut names = vec![last_ident(name)];
             if let Some(a) = alias {
                 names.push(a.value.clone());
+            }
+            let target = (names.clone(), *key_type, key_column.clone());
+            if let Some(refusal) = reads_beyond_its_rows(stmt, Some(&target), selection, placement)
+            {
+                return refusal;
             }
             let is_key = |e: &Expr| is_column(e, &names, key_column);
             let keys = match selection {
@@ -125,15 +170,27 @@ pub(super) fn plan_insert(
         );
     };
     match placement.rule(&name.to_string()) {
-        Some(TableRule::Reference) => {
-            on_every_shard(placement, &Statement::Insert(ins.clone()), false)
-        }
+        Some(TableRule::Reference) => reads_beyond_its_rows(ins, None, None, placement)
+            .unwrap_or_else(|| on_every_shard(placement, &Statement::Insert(ins.clone()), false)),
         Some(TableRule::Pinned { shard }) => on_pinned_shard(ins, placement, *shard, true),
         None => undeclared(&name.to_string()),
         Some(TableRule::Sharded {
             key_column,
             key_type,
         }) => {
+            // ON CONFLICT and RETURNING run on each row's shard; a SELECT source is read first
+            // (see `plan_insert_select`), VALUES run there too.
+            let target = (vec![last_ident(name)], *key_type, key_column.clone());
+            let mut rest = ins.clone();
+            if !matches!(
+                ins.source.as_deref().map(|s| s.body.as_ref()),
+                Some(SetExpr::Values(_))
+            ) {
+                rest.source = None;
+            }
+            if let Some(refusal) = reads_beyond_its_rows(&rest, Some(&target), None, placement) {
+                return refusal;
+            }
             let Some(source) = &ins.source else {
                 return refuse(
                     "INSERT without VALUES is not supported on a sharded table",
