@@ -569,3 +569,46 @@ async fn an_insert_without_columns_follows_the_key_column_after_ddl() {
         40
     );
 }
+
+/// With undeclared tables read as reference tables, a relation made from sharded rows would be
+/// read on one shard, which holds only its own: such a relation is refused when made, and
+/// nothing is created on any shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relations_made_from_sharded_rows_are_refused_where_one_shard_would_be_read() {
+    let tables = format!("{TABLES}\n[routing]\nundeclared_tables = \"reference\"\n");
+    let tc = TestCluster::start_unlike(3, "", &tables).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table accounts (id bigint primary key, owner text, balance numeric not null, cc text);
+         insert into accounts select i, 'o' || i, i, 'c' from generate_series(1, 30) i",
+    )
+    .await
+    .unwrap();
+    for sql in [
+        "create table copied as select * from accounts",
+        "select * into copied from accounts",
+        "create view copied as select * from accounts",
+        "create materialized view copied as select id from accounts",
+    ] {
+        let e = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
+        assert!(db_error(&e).hint().is_some(), "{sql}");
+    }
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from pg_class where relname = 'copied'")
+            .await,
+        vec![0, 0, 0]
+    );
+    // Over reference tables it is a reference relation like any other.
+    c.batch_execute(
+        "create table countries (code text primary key, name text);
+         insert into countries values ('fr', 'France');
+         create view names as select name from countries",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ids(&c.simple_query("select name from names").await.unwrap()),
+        vec!["France"]
+    );
+}

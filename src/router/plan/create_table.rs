@@ -1,5 +1,7 @@
 //! CREATE TABLE of a sharded table, and ALTER TABLE of its key column's type: the columns the
-//! proxy depends on must be of a kind it can route by.
+//! proxy depends on must be of a kind it can route by. Also the relations made from a query
+//! over sharded tables (CREATE TABLE ... AS, SELECT ... INTO, views), which each shard would
+//! make from its own rows.
 //!
 //! The proxy places a row by hashing its key as the declared `key_type` reads it. A key column
 //! of another type would compare otherwise on the shards: `char(n)` ignores trailing blanks
@@ -7,9 +9,9 @@
 //! case, a float rounds. Rows would then be stored on one shard and looked for on another, so
 //! such a table is refused before any shard creates it. A collation is judged after the
 //! statement runs, by the shards' catalogs, which alone tell whether it is deterministic
-//! (`executor::key_columns`), as are the forms this module cannot read. Sequence columns are filled by the
-//! proxy from one cluster-wide sequence (see `executor::key_sequence`), which GENERATED ALWAYS
-//! forbids and a text or uuid key cannot take.
+//! (`executor::key_columns`), as are the forms this module cannot read. Sequence columns are
+//! filled by the proxy from one cluster-wide sequence (see `executor::key_sequence`), which
+//! GENERATED ALWAYS forbids and a text or uuid key cannot take.
 
 use super::*;
 use sqlparser::ast::{
@@ -17,6 +19,13 @@ use sqlparser::ast::{
 };
 
 pub(super) fn plan_create_table(ct: &CreateTable, placement: &Placement) -> Plan {
+    if ct
+        .query
+        .as_ref()
+        .is_some_and(|q| !relations(q.as_ref(), placement).sharded.is_empty())
+    {
+        return made_from_shards("CREATE TABLE ... AS");
+    }
     let Some(TableRule::Sharded {
         key_column,
         key_type,
@@ -138,4 +147,33 @@ fn sequence_refusal(
         )
     };
     Some(refuse(message, hint))
+}
+
+/// The refusal of a table made from a query over sharded tables (`CREATE TABLE ... AS`,
+/// `SELECT ... INTO`): each shard would make its copy from its own rows, neither a reference
+/// table's full copies nor rows placed by a key.
+pub(super) fn made_from_shards(what: &str) -> Plan {
+    refuse(
+        format!("{what} over sharded tables is not supported: each shard would fill its table from its own rows only"),
+        "Create the table, declare it, then fill it with INSERT ... SELECT, which places each row by its key.",
+    )
+}
+
+/// A view over sharded tables is read where its name says: declared sharded, it is read on
+/// every shard like a table (its key is the declarer's promise); read as a reference table or
+/// on one named shard, it would show one shard's rows only, so it is refused when made.
+pub(super) fn plan_create_view(cv: &sqlparser::ast::CreateView, placement: &Placement) -> Plan {
+    let over_shards = !relations(cv.query.as_ref(), placement).sharded.is_empty();
+    match placement.rule(&cv.name.to_string()) {
+        Some(TableRule::Reference | TableRule::Pinned { .. }) if over_shards => refuse(
+            format!(
+                "a view over sharded tables named {} would be read on one shard, as an undeclared table",
+                cv.name
+            ),
+            "Declare the view in the config as sharded by the key of the table it shows, or query the sharded tables themselves.",
+        ),
+        _ => Plan::Broadcast {
+            transactional: true,
+        },
+    }
 }

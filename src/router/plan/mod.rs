@@ -353,6 +353,7 @@ fn plan_statement(stmt: &Statement, placement: &Placement, params: &Params) -> P
         }
         Statement::CreateTable(ct) if ct.temporary => plan_unparsed("create temporary table"),
         Statement::CreateTable(ct) => create_table::plan_create_table(ct, placement),
+        Statement::CreateView(cv) => create_table::plan_create_view(cv, placement),
         Statement::CreateIndex(ci) => Plan::Broadcast {
             transactional: !ci.concurrently,
         },
@@ -365,7 +366,6 @@ fn plan_statement(stmt: &Statement, placement: &Placement, params: &Params) -> P
         },
         Statement::AlterTable(at) => create_table::plan_alter_table(at, placement),
         Statement::Drop { .. }
-        | Statement::CreateView { .. }
         | Statement::CreateSchema { .. }
         | Statement::CreateSequence { .. }
         | Statement::CreateType { .. }

@@ -147,6 +147,11 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
             write: false,
         };
     }
+    if let SetExpr::Select(s) = q.body.as_ref() {
+        if s.into.is_some() {
+            return super::create_table::made_from_shards("SELECT ... INTO");
+        }
+    }
     let SetExpr::Select(select) = q.body.as_ref() else {
         return refuse(
             "UNION, INTERSECT and EXCEPT over sharded tables are not supported",

@@ -594,3 +594,47 @@ fn writes_that_read_other_shards_rows_are_refused() {
         assert!(!matches!(planned, Plan::Reject(_)), "{sql}: {planned:?}");
     }
 }
+
+#[test]
+fn relations_made_from_sharded_rows_are_refused_where_one_shard_would_be_read() {
+    for sql in [
+        "create table copied as select * from accounts",
+        "select * into copied from accounts where v > 1",
+    ] {
+        assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+    }
+    assert!(matches!(
+        plan_sql("create table copied as select * from countries"),
+        Plan::Broadcast { .. }
+    ));
+    // Undeclared relations read as reference tables: a view over sharded rows would show one
+    // shard's; one over reference tables, or one declared sharded, is made everywhere.
+    let mut text = String::from("[[users]]\nname=\"a\"\nauth=\"trust\"\n");
+    for i in 0..3 {
+        text.push_str(&format!(
+            "[[shards]]\nname=\"s{i}\"\nurl=\"postgres://u@h/db\"\n"
+        ));
+    }
+    text.push_str(
+        "[routing]\nundeclared_tables=\"reference\"\n\
+         [tables.accounts]\nshard_key=\"id\"\nkey_type=\"bigint\"\n\
+         [tables.rich]\nshard_key=\"id\"\nkey_type=\"bigint\"\n",
+    );
+    let p = Config::from_toml(&text).unwrap().placement().unwrap();
+    let planned = |sql: &str| {
+        let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
+        plan(&stmts[0], &p, &Params::default())
+    };
+    for sql in [
+        "create view everyone as select * from accounts",
+        "create materialized view everyone as select id from accounts",
+    ] {
+        assert_eq!(code(&planned(sql)), "0A000", "{sql}");
+    }
+    for sql in [
+        "create view rich as select * from accounts where v > 100",
+        "create view names as select * from countries",
+    ] {
+        assert!(matches!(planned(sql), Plan::Broadcast { .. }), "{sql}");
+    }
+}
