@@ -186,6 +186,8 @@ async fn wrong_statements_are_refused_without_side_effects() {
         "update accounts set balance = 0 where id = 7 and exists (select 1 from accounts b where b.balance > 300)",
         "delete from accounts a where exists (select 1 from ledger l where l.amount = a.balance)",
         "insert into accounts (id, owner, balance) values (99, 'x', (select min(balance) * 0 from accounts))",
+        // Every shard has a row at (0,1).
+        "update accounts set balance = 0 where ctid = '(0,1)'",
         // Every copy of a reference table would get a different write.
         "insert into countries select cc, max(owner) from accounts group by cc",
         "insert into countries values ((select max(cc) from accounts), 'x')",

@@ -638,3 +638,18 @@ fn relations_made_from_sharded_rows_are_refused_where_one_shard_would_be_read() 
         assert!(matches!(planned(sql), Plan::Broadcast { .. }), "{sql}");
     }
 }
+
+#[test]
+fn writes_by_a_system_column_over_several_shards_are_refused() {
+    for sql in [
+        "update accounts set v = 1 where ctid = '(0,1)'",
+        "delete from accounts a where a.xmin = '5'",
+        "update accounts set v = 1 where id in (1, 2, 3) and ctid = '(0,1)'",
+    ] {
+        assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+    }
+    assert!(matches!(
+        plan_sql("update accounts set v = 1 where id = 1 and ctid = '(0,1)'"),
+        Plan::Shard { .. }
+    ));
+}

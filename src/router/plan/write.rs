@@ -124,6 +124,14 @@ pub(super) fn plan_write_where(
                     Err(e) => return Plan::Reject(PgError::error("22P02", e)),
                 },
             };
+            let one_shard =
+                matches!(&keys, KeySet::Values(vs) if shards_for(placement, vs).len() <= 1);
+            if let Some(column) = selection.and_then(system_column).filter(|_| !one_shard) {
+                return refuse(
+                    format!("{verb} by the system column {column} over several shards is not supported: every shard has rows with the same {column}"),
+                    "Name the rows by their key (add a shard-key condition), or by a primary key.",
+                );
+            }
             match keys {
                 KeySet::Values(vs) => match shards_for(placement, &vs).as_slice() {
                     [] => Plan::Shard {
@@ -149,6 +157,29 @@ pub(super) fn plan_write_where(
             }
         }
     }
+}
+
+/// A system column the condition names (`ctid`, `xmin` ...): a row's place or transaction on
+/// its own server, which rows of other shards share.
+fn system_column(condition: &Expr) -> Option<String> {
+    let mut found = None;
+    let _ = sqlparser::ast::visit_expressions(condition, |e: &Expr| {
+        let name = match e {
+            Expr::Identifier(i) => Some(&i.value),
+            Expr::CompoundIdentifier(parts) => parts.last().map(|i| &i.value),
+            _ => None,
+        };
+        match name.map(|n| n.to_ascii_lowercase()) {
+            Some(n)
+                if ["ctid", "xmin", "xmax", "cmin", "cmax", "tableoid"].contains(&n.as_str()) =>
+            {
+                found = Some(n);
+                ControlFlow::Break(())
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    });
+    found
 }
 
 pub(crate) fn undeclared(name: &str) -> Plan {
