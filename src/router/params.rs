@@ -121,7 +121,9 @@ impl Params {
     }
 
     /// `$n` (1-based) as written text: a text-format value as sent, a binary integer
-    /// (int2/int4/int8) in decimal. None for NULL, a missing parameter, or another binary value.
+    /// (int2/int4/int8, or left to the server, which infers one where a count is wanted) in
+    /// decimal. None for NULL, a missing parameter, or another binary value: a float8's bytes
+    /// are no integer's.
     pub fn constant(&self, n: usize) -> Option<String> {
         note(Read::Other);
         let i = n.checked_sub(1)?;
@@ -130,6 +132,9 @@ impl Params {
             return std::str::from_utf8(bytes)
                 .ok()
                 .map(|s| s.trim().to_string());
+        }
+        if !matches!(self.declared(i), 0 | oid::INT2 | oid::INT4 | oid::INT8) {
+            return None;
         }
         let v = match bytes.len() {
             2 => i16::from_be_bytes([bytes[0], bytes[1]]) as i64,
@@ -550,6 +555,12 @@ mod tests {
         ] {
             assert!(typed(&[same], 0, b"5").typed_as_key(1, ty), "{ty:?} {same}");
         }
+        // A binary float is no constant count either (LIMIT, HAVING).
+        assert_eq!(typed(&[701], 1, &five).constant(1), None);
+        assert_eq!(
+            typed(&[20], 1, &5i64.to_be_bytes()).constant(1),
+            Some("5".into())
+        );
         // Undeclared (a Bind the session found no Parse for, SQL EXECUTE): read as before.
         assert!(typed(&[], 1, &five).typed_as_key(1, KeyType::Integer));
         assert!(!typed(&[1022], 0, b"{5}").typed_as_key_array(1, KeyType::Integer));

@@ -44,6 +44,18 @@ def check_psycopg():
         except psycopg.errors.FeatureNotSupported:
             pass
         assert conn.execute("select count(*) from accounts where id = 500").fetchone() == (0,)
+        # A float bound where a count is wanted (LIMIT, HAVING) is never read as an integer:
+        # the right rows, or a refusal.
+        for sql, args, want in [
+            ("select id from accounts order by id limit %s offset %s", (3.0, 1), [(2,), (3,), (4,)]),
+            ("select balance %% 2, count(*) from accounts group by 1 having count(*) > %s order by 1", (1.5,),
+             [(p, n) for p, n in ((p, sum(1 for i in range(1, N + 1) if i * 7 % 100 % 2 == p)) for p in (0, 1)) if n > 1.5]),
+        ]:
+            try:
+                got = conn.execute(sql, args).fetchall()
+                assert got == want, (sql, got, want)
+            except psycopg.errors.FeatureNotSupported:
+                pass
         # Prepared statement reused across shards.
         for i in (1, 30, 60, 90):
             row = conn.execute("select id from accounts where id = %s", (i,), prepare=True).fetchone()
