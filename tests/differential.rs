@@ -197,6 +197,22 @@ async fn setup() -> (TestCluster, Plain, Client, Client) {
     (tc, plain, p, d)
 }
 
+/// The random queries' seed: SHARDGATE_DIFF_SEED, or the clock; printed for a replay.
+fn seed() -> u64 {
+    let seed = std::env::var("SHARDGATE_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    println!("differential seed: {seed} (replay with SHARDGATE_DIFF_SEED={seed})");
+    seed
+}
+
 const SORTABLE: &[&str] = &[
     "id", "owner", "balance", "score", "active", "opened", "updated", "tag", "note", "region",
     "ratio",
@@ -444,17 +460,7 @@ async fn same_results_as_one_postgres() {
     count += 2;
 
     // Randomised queries.
-    let seed: u64 = std::env::var("SHARDGATE_DIFF_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    println!("differential seed: {seed} (replay with SHARDGATE_DIFF_SEED={seed})");
+    let seed = seed();
     let mut rng = Rng(seed);
     for _ in 0..120 {
         let cols: Vec<&str> = (0..1 + rng.below(3)).map(|_| *rng.pick(SORTABLE)).collect();
@@ -555,21 +561,11 @@ enum Sent {
 /// answers exactly as one PostgreSQL with the same rows does, error codes included.
 async fn random_queries(sent: Sent) {
     let (tc, plain, p, d) = setup().await;
-    let seed: u64 = std::env::var("SHARDGATE_DIFF_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let seed = seed();
     let count = std::env::var("SHARDGATE_DIFF_QUERIES")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(400);
-    println!("differential seed: {seed} (replay with SHARDGATE_DIFF_SEED={seed})");
     let mut raw = match sent {
         Sent::Simple => None,
         Sent::Bound => Some((

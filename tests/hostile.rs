@@ -773,25 +773,9 @@ async fn timestamps_and_dates_at_the_ends_of_their_range_merge_in_order() {
                 })
                 .collect();
             assert_eq!(ids, expected, "{sql} (text)");
-            let ids: Vec<i64> = c
-                .query(&sql, &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            assert_eq!(ids, expected, "{sql} (binary)");
+            assert_eq!(binary_ids(&c, &sql).await, expected, "{sql} (binary)");
         }
-        let desc: Vec<i64> = c
-            .query(
-                &format!("select id from events order by {column} desc"),
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let desc = binary_ids(&c, &format!("select id from events order by {column} desc")).await;
         assert_eq!(desc, expected.iter().rev().copied().collect::<Vec<_>>());
     }
     // Other DateStyles write day and month in orders the text alone does not tell: merged in
@@ -815,16 +799,23 @@ async fn timestamps_and_dates_at_the_ends_of_their_range_merge_in_order() {
                     );
                 }
             }
-            let ids: Vec<i64> = c
-                .query(&sql, &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            assert_eq!(ids, expected, "{style}: {sql} (binary)");
+            assert_eq!(
+                binary_ids(&c, &sql).await,
+                expected,
+                "{style}: {sql} (binary)"
+            );
         }
     }
+}
+
+/// The first column of `sql`'s rows, read in binary (the extended protocol).
+async fn binary_ids(c: &tokio_postgres::Client, sql: &str) -> Vec<i64> {
+    c.query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@
 
 mod common;
 
-use common::raw::{field, message, query, startup_packet, Raw};
+use common::raw::{data_row, field, message, query, startup_packet, Raw};
 use common::TestCluster;
 
 const TABLES: &str =
@@ -135,23 +135,6 @@ fn shape(messages: &[(u8, Vec<u8>)]) -> Vec<String> {
             other => format!("{}", *other as char),
         })
         .collect()
-}
-
-fn data_row(body: &[u8]) -> Vec<Option<String>> {
-    let n = i16::from_be_bytes([body[0], body[1]]) as usize;
-    let (mut at, mut out) = (2, Vec::with_capacity(n));
-    for _ in 0..n {
-        let len = i32::from_be_bytes(body[at..at + 4].try_into().unwrap());
-        at += 4;
-        if len < 0 {
-            out.push(None);
-        } else {
-            let len = len as usize;
-            out.push(Some(String::from_utf8_lossy(&body[at..at + len]).into()));
-            at += len;
-        }
-    }
-    out
 }
 
 async fn login(port: u16, user: &str, database: &str) -> Raw {

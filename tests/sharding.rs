@@ -42,6 +42,13 @@ fn owner(tc: &TestCluster, id: i64) -> usize {
         .shard_of(&KeyValue::Integer(id))
 }
 
+/// `sql` fails with 0A000 and a hint.
+async fn refused_with_hint(c: &tokio_postgres::Client, sql: &str) {
+    let e = c.simple_query(sql).await.unwrap_err();
+    assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
+    assert!(db_error(&e).hint().is_some(), "{sql}");
+}
+
 fn ids(rows: &[tokio_postgres::SimpleQueryMessage]) -> Vec<String> {
     rows.iter()
         .filter_map(|m| match m {
@@ -192,9 +199,7 @@ async fn wrong_statements_are_refused_without_side_effects() {
         "insert into countries select cc, max(owner) from accounts group by cc",
         "insert into countries values ((select max(cc) from accounts), 'x')",
     ] {
-        let e = c.simple_query(sql).await.unwrap_err();
-        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
-        assert!(db_error(&e).hint().is_some(), "{sql}");
+        refused_with_hint(&c, sql).await;
     }
     let n = ids(&c
         .simple_query("select id from accounts where balance = 0")
@@ -592,9 +597,7 @@ async fn relations_made_from_sharded_rows_are_refused_where_one_shard_would_be_r
         "create view copied as select * from accounts",
         "create materialized view copied as select id from accounts",
     ] {
-        let e = c.simple_query(sql).await.unwrap_err();
-        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
-        assert!(db_error(&e).hint().is_some(), "{sql}");
+        refused_with_hint(&c, sql).await;
     }
     assert_eq!(
         tc.count_on_each_shard("select count(*) from pg_class where relname = 'copied'")

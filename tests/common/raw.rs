@@ -106,6 +106,24 @@ impl Raw {
     }
 }
 
+/// The columns of a DataRow body, in text (None: SQL NULL).
+pub fn data_row(body: &[u8]) -> Vec<Option<String>> {
+    let n = i16::from_be_bytes([body[0], body[1]]) as usize;
+    let (mut at, mut out) = (2, Vec::with_capacity(n));
+    for _ in 0..n {
+        let len = i32::from_be_bytes(body[at..at + 4].try_into().unwrap());
+        at += 4;
+        if len < 0 {
+            out.push(None);
+        } else {
+            let len = len as usize;
+            out.push(Some(String::from_utf8_lossy(&body[at..at + len]).into()));
+            at += len;
+        }
+    }
+    out
+}
+
 /// A field of an ErrorResponse body.
 pub fn field(body: &[u8], code: u8) -> Option<String> {
     shardgate::protocol::inspect::error_field(body, code).map(String::from)

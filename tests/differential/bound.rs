@@ -2,7 +2,7 @@
 //! extended protocol (Parse without parameter types, Bind in text, results in text), so that
 //! the proxy routes, limits and filters by bound values rather than by literals.
 
-use super::common::raw::{message, startup_packet, Raw};
+use super::common::raw::{data_row, message, startup_packet, Raw};
 
 /// The query with the constants of comparisons, IN lists, BETWEEN, LIMIT and OFFSET replaced
 /// by `$1, $2, ...`, and those constants. Positions in ORDER BY and GROUP BY stay literals
@@ -109,23 +109,6 @@ pub async fn answer(
         .filter(|m| m.0 == b'D')
         .map(|(_, body)| data_row(body))
         .collect())
-}
-
-fn data_row(body: &[u8]) -> Vec<Option<String>> {
-    let n = i16::from_be_bytes([body[0], body[1]]) as usize;
-    let (mut at, mut out) = (2, Vec::with_capacity(n));
-    for _ in 0..n {
-        let len = i32::from_be_bytes(body[at..at + 4].try_into().unwrap());
-        at += 4;
-        if len < 0 {
-            out.push(None);
-        } else {
-            let len = len as usize;
-            out.push(Some(String::from_utf8_lossy(&body[at..at + len]).into()));
-            at += len;
-        }
-    }
-    out
 }
 
 #[test]
