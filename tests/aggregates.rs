@@ -82,6 +82,30 @@ async fn aggregates_that_cannot_be_combined_are_refused_never_answered_per_shard
         ]
     );
 
+    // HAVING compares a combined boolean with a constant as PostgreSQL reads it.
+    let by_group =
+        "select id % 4 = 0, bool_or(active) from accounts group by 1 having bool_or(active) =";
+    for (word, want) in [
+        ("true", "f"),
+        ("yes", "f"),
+        ("on", "f"),
+        ("no", "t"),
+        ("0", "t"),
+    ] {
+        assert_eq!(
+            one_value(&c, &format!("{by_group} '{word}'")).await,
+            vec![vec![
+                Some(want.into()),
+                Some(if want == "f" { "t" } else { "f" }.into())
+            ]],
+            "{word}"
+        );
+    }
+    refused(
+        c.simple_query(&format!("{by_group} 'maybe'")).await,
+        "not a boolean",
+    );
+
     // Made through the proxy: refused over several shards, answered on one.
     c.batch_execute("create aggregate total(int8) (sfunc = int8pl, stype = int8, initcond = '0')")
         .await

@@ -96,7 +96,12 @@ pub fn decode(type_oid: u32, format: i16, raw: Option<&[u8]>) -> Result<SortValu
     }
     let s = std::str::from_utf8(raw).map_err(|_| bad())?;
     Ok(match type_oid {
-        BOOL => SortValue::Int((s == "t") as i64),
+        // As the shards write it; anything else is not a boolean read right.
+        BOOL => SortValue::Int(match s {
+            "t" => 1,
+            "f" => 0,
+            _ => return Err(bad()),
+        }),
         INT2 | INT4 | INT8 | OID => SortValue::Int(s.parse().map_err(|_| bad())?),
         FLOAT4 | FLOAT8 => SortValue::Float(parse_float(s).ok_or_else(bad)?),
         NUMERIC => SortValue::Numeric(Decimal::parse(s).ok_or_else(bad)?),

@@ -558,8 +558,12 @@ pub fn having(rows: Vec<Row>, fields: &[FieldDesc], spec: &AggSpec) -> Result<Ve
                 continue 'rows;
             };
             let v = value::decode(f.type_oid, f.format, Some(raw)).map_err(unsupported)?;
-            let lit =
-                value::decode(f.type_oid, 0, Some(cond.literal.as_bytes())).map_err(unsupported)?;
+            let lit = if f.type_oid == oid::BOOL {
+                bool_literal(&cond.literal).map(|b| SortValue::Int(b as i64))
+            } else {
+                value::decode(f.type_oid, 0, Some(cond.literal.as_bytes()))
+            }
+            .map_err(unsupported)?;
             let o = value::compare(&v, &lit);
             let holds = match cond.op {
                 CmpOp::Eq => o == Ordering::Equal,
@@ -576,6 +580,22 @@ pub fn having(rows: Vec<Row>, fields: &[FieldDesc], spec: &AggSpec) -> Result<Ve
         kept.push(row);
     }
     Ok(kept)
+}
+
+/// A boolean constant as PostgreSQL reads one ('true', 'yes', 'on', '1' ...), unique prefixes
+/// included; anything else is an error, not false.
+fn bool_literal(text: &str) -> Result<bool, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let prefix_of = |word: &str, min: usize| t.len() >= min && word.starts_with(t.as_str());
+    if prefix_of("true", 1) || prefix_of("yes", 1) || t == "on" || t == "1" {
+        Ok(true)
+    } else if prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || t == "0" {
+        Ok(false)
+    } else {
+        Err(format!(
+            "{text:?} is not a boolean to compare a merged group with"
+        ))
+    }
 }
 
 /// Sorts combined rows by the ORDER BY keys.
@@ -634,4 +654,22 @@ pub fn data_row(row: &[Option<Bytes>]) -> Bytes {
     let len = (b.len() - 1) as i32;
     b[1..5].copy_from_slice(&len.to_be_bytes());
     b.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bool_literal;
+
+    #[test]
+    fn boolean_constants_read_as_postgresql_reads_them() {
+        for t in ["t", "true", "TRUE", " yes ", "y", "on", "1", "tr"] {
+            assert_eq!(bool_literal(t), Ok(true), "{t}");
+        }
+        for f in ["f", "false", "no", "n", "off", "0", "fal"] {
+            assert_eq!(bool_literal(f), Ok(false), "{f}");
+        }
+        for bad in ["o", "maybe", "", "2", "truex"] {
+            assert!(bool_literal(bad).is_err(), "{bad}");
+        }
+    }
 }
