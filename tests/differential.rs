@@ -9,6 +9,8 @@ mod bound;
 mod common;
 #[path = "differential/generator.rs"]
 mod generator;
+#[path = "differential/writes.rs"]
+mod writes;
 
 use common::{rows, TestCluster};
 use shardgate::localpg::{free_port, ClusterOptions, LocalCluster, PgInstall};

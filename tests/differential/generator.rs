@@ -15,7 +15,7 @@ pub struct Query {
 }
 
 /// A column of `accounts` usable in a filter, with literals of its type.
-fn filter(rng: &mut Rng, q: &str) -> String {
+pub fn filter(rng: &mut Rng, q: &str) -> String {
     let col = |c: &str| format!("{q}{c}");
     match rng.below(30) {
         22 => format!(
@@ -108,7 +108,7 @@ fn filter(rng: &mut Rng, q: &str) -> String {
     }
 }
 
-fn filters(rng: &mut Rng, q: &str) -> Option<String> {
+pub fn filters(rng: &mut Rng, q: &str) -> Option<String> {
     let n = rng.below(4);
     if n == 0 {
         return None;
