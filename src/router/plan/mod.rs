@@ -11,7 +11,7 @@
 //! writes, `create_table` checks a sharded table's columns, `unparsed` what the text alone
 //! decides, `unroutable` refuses statements on the rows of a table whose key column went bad
 //! on a shard, `signal` the calls that signal a session of the proxy's, `string_syntax` the
-//! refusal of non-standard strings.
+//! refusal of non-standard strings, `copies` what keeps a reference table's copies alike.
 
 use super::keys::{keys_in, literal_key, strip, KeySet};
 use super::params::Params;
@@ -26,6 +26,7 @@ use sqlparser::ast::{
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
+mod copies;
 mod create_table;
 mod query;
 mod scatter;
@@ -352,7 +353,8 @@ fn plan_statement(stmt: &Statement, placement: &Placement, params: &Params) -> P
             )
         }
         Statement::CreateTable(ct) if ct.temporary => plan_unparsed("create temporary table"),
-        Statement::CreateTable(ct) => create_table::plan_create_table(ct, placement),
+        Statement::CreateTable(ct) => copies::check_definition(&ct.name, stmt, placement)
+            .unwrap_or_else(|| create_table::plan_create_table(ct, placement)),
         Statement::CreateView(cv) => create_table::plan_create_view(cv, placement),
         Statement::CreateIndex(ci) => Plan::Broadcast {
             transactional: !ci.concurrently,
@@ -364,7 +366,8 @@ fn plan_statement(stmt: &Statement, placement: &Placement, params: &Params) -> P
         } => Plan::Broadcast {
             transactional: false,
         },
-        Statement::AlterTable(at) => create_table::plan_alter_table(at, placement),
+        Statement::AlterTable(at) => copies::check_definition(&at.name, stmt, placement)
+            .unwrap_or_else(|| create_table::plan_alter_table(at, placement)),
         Statement::Drop { .. }
         | Statement::CreateSchema { .. }
         | Statement::CreateSequence { .. }

@@ -96,6 +96,7 @@ pub(super) fn plan_write_where(
     };
     match placement.rule(&name.to_string()) {
         Some(TableRule::Reference) => reads_beyond_its_rows(stmt, None, None, placement)
+            .or_else(|| super::copies::check_write(&name.to_string(), stmt))
             .unwrap_or_else(|| on_every_shard(placement, stmt, false)),
         Some(TableRule::Pinned { shard }) => on_pinned_shard(stmt, placement, *shard, true),
         None if is_catalog_relation(&name.to_string()) => refuse(
@@ -202,6 +203,7 @@ pub(super) fn plan_insert(
     };
     match placement.rule(&name.to_string()) {
         Some(TableRule::Reference) => reads_beyond_its_rows(ins, None, None, placement)
+            .or_else(|| super::copies::check_write(&name.to_string(), ins))
             .unwrap_or_else(|| on_every_shard(placement, &Statement::Insert(ins.clone()), false)),
         Some(TableRule::Pinned { shard }) => on_pinned_shard(ins, placement, *shard, true),
         None => undeclared(&name.to_string()),

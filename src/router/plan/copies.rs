@@ -1,0 +1,216 @@
+//! What keeps the copies of a reference table alike. A write of one runs on every shard, so
+//! every value it computes must come out the same on every server. Values of a server's clock,
+//! of its randomness or of its identity do not: `now()` is each shard's own transaction start,
+//! `gen_random_uuid()` a different uuid on each. A write calling one is refused, rather than
+//! leaving copies that answer differently depending on which shard a later read goes to.
+//!
+//! Known by name: PostgreSQL's built-ins of that kind and the uuid-ossp generators. A function
+//! of the user's own that is volatile is not seen here (docs/routing.md says so).
+
+use crate::placement::{Placement, TableRule};
+use sqlparser::ast::{
+    DataType, Expr, FunctionArguments, ObjectName, ObjectNamePart, Statement, Value, ValueWithSpan,
+};
+use std::ops::ControlFlow;
+
+/// Functions whose value at one moment differs between servers, sorted for `binary_search`.
+/// `nextval` is not here: writers of one reference table take turns (see `executor::write`), so
+/// a sequence advanced only through the proxy gives every copy the same value.
+pub(super) const DIFFER_BETWEEN_SERVERS: &[&str] = &[
+    "clock_timestamp",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "gen_random_uuid",
+    "inet_client_addr",
+    "inet_client_port",
+    "inet_server_addr",
+    "inet_server_port",
+    "localtime",
+    "localtimestamp",
+    "now",
+    "pg_backend_pid",
+    "pg_conf_load_time",
+    "pg_current_snapshot",
+    "pg_current_xact_id",
+    "pg_current_xact_id_if_assigned",
+    "pg_postmaster_start_time",
+    "random",
+    "random_normal",
+    "statement_timestamp",
+    "timeofday",
+    "transaction_timestamp",
+    "txid_current",
+    "txid_current_if_assigned",
+    "txid_current_snapshot",
+    "uuid_generate_v1",
+    "uuid_generate_v1mc",
+    "uuid_generate_v4",
+];
+
+/// Date and time input words that read the server's clock when the text is converted.
+const CLOCK_WORDS: &[&str] = &["now", "today", "tomorrow", "yesterday"];
+
+/// The first call (or clock word) in `node` whose value differs between servers, as written.
+pub(crate) fn differing_value<V: sqlparser::ast::Visit>(node: &V) -> Option<String> {
+    let mut found = None;
+    let _ = sqlparser::ast::visit_expressions(node, |e: &Expr| {
+        found = match e {
+            Expr::Function(f) => {
+                let name = match f.name.0.last() {
+                    Some(ObjectNamePart::Identifier(i)) => i.value.to_ascii_lowercase(),
+                    _ => String::new(),
+                };
+                // age(t) measures from the current date; age(a, b) is plain arithmetic.
+                let one_argument =
+                    matches!(&f.args, FunctionArguments::List(l) if l.args.len() == 1);
+                let differs = DIFFER_BETWEEN_SERVERS.binary_search(&name.as_str()).is_ok()
+                    || (name == "age" && one_argument);
+                differs.then(|| format!("{}()", f.name))
+            }
+            Expr::Cast {
+                expr, data_type, ..
+            } if is_date_or_time(data_type) => clock_word(expr),
+            Expr::TypedString(t) if is_date_or_time(&t.data_type) => match &t.value {
+                ValueWithSpan {
+                    value: Value::SingleQuotedString(s),
+                    ..
+                } => clock_text(s),
+                _ => None,
+            },
+            _ => None,
+        };
+        if found.is_some() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    found
+}
+
+fn is_date_or_time(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Date
+            | DataType::Time(..)
+            | DataType::Timestamp(..)
+            | DataType::Datetime(..)
+            | DataType::Custom(..)
+    ) && {
+        let name = t.to_string().to_ascii_lowercase();
+        ["date", "time", "timestamp", "timetz", "timestamptz"]
+            .iter()
+            .any(|n| name.starts_with(n))
+    }
+}
+
+fn clock_word(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Value(ValueWithSpan {
+            value: Value::SingleQuotedString(s),
+            ..
+        }) => clock_text(s),
+        _ => None,
+    }
+}
+
+fn clock_text(s: &str) -> Option<String> {
+    let word = s.trim().to_ascii_lowercase();
+    CLOCK_WORDS
+        .contains(&word.as_str())
+        .then(|| format!("'{}'", s.trim()))
+}
+
+/// Refuses a write of the reference table `table` that computes a value differing between
+/// servers; `None` when every copy would get the same.
+pub(super) fn check_write<V: sqlparser::ast::Visit>(table: &str, write: &V) -> Option<super::Plan> {
+    differing_value(write).map(|what| {
+        super::refuse(
+            format!(
+                "a write of reference table {table} may not use {what}: each shard's copy would get its own value"
+            ),
+            "Compute the value once, in the application or with a SELECT through shardgate, and write it as a constant or parameter.",
+        )
+    })
+}
+
+/// Refuses a definition of the reference table `table` (CREATE TABLE, ALTER TABLE) whose
+/// defaults, filling query or rewritten columns compute a value differing between servers: every
+/// INSERT that leaves such a column out, and every row an ALTER fills, would differ by copy.
+pub(super) fn check_definition(
+    table: &ObjectName,
+    stmt: &Statement,
+    placement: &Placement,
+) -> Option<super::Plan> {
+    if !matches!(
+        placement.rule(&table.to_string()),
+        Some(TableRule::Reference)
+    ) {
+        return None;
+    }
+    differing_value(stmt).map(|what| {
+        super::refuse(
+            format!(
+                "reference table {table} may not take values from {what}: each shard's copy would get its own"
+            ),
+            "Give the column no such default and write the value in each INSERT, computed once (in the application, or by a SELECT through shardgate); or declare the table sharded.",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlparser::dialect::PostgreSqlDialect;
+    use sqlparser::parser::Parser;
+
+    fn found(sql: &str) -> Option<String> {
+        let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
+        differing_value(&stmts[0])
+    }
+
+    #[test]
+    fn the_list_is_sorted_for_the_binary_search() {
+        assert!(DIFFER_BETWEEN_SERVERS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn clocks_randomness_and_server_identity_are_found_wherever_they_stand() {
+        for sql in [
+            "insert into r values ('a', now())",
+            "insert into r values ('a', CURRENT_TIMESTAMP)",
+            "insert into r values ('a', current_date)",
+            "insert into r values ('a', LOCALTIMESTAMP)",
+            "update r set x = random()::text where k = 'a'",
+            "update r set u = gen_random_uuid()",
+            "update r set u = public.uuid_generate_v4()",
+            "delete from r where t < now() - interval '1 day'",
+            "insert into r select 'a', clock_timestamp()",
+            "insert into r values ('a', 'b') on conflict (k) do update set t = statement_timestamp()",
+            "insert into r values ('a', 'now'::timestamptz)",
+            "insert into r values ('a', timestamp 'today')",
+            "update r set d = date ' Tomorrow '",
+            "update r set n = age(t)",
+            "update r set n = pg_backend_pid()",
+        ] {
+            assert!(found(sql).is_some(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn values_every_server_computes_alike_pass() {
+        for sql in [
+            "insert into r values ('a', 'b')",
+            "insert into r values (nextval('r_id_seq'), lower('X'))",
+            "update r set n = age(timestamp '2024-01-01', timestamp '2020-01-01')",
+            "update r set t = timestamptz '2024-01-01 00:00:00+00'",
+            "update r set label = 'now'",
+            "update r set label = 'today'::text",
+            "insert into r values ('a', 'now'::text)",
+            "delete from r where k = 'random'",
+        ] {
+            assert_eq!(found(sql), None, "{sql}");
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! A reference table keeps one copy on every shard, and every copy must stay the same: a write
+//! or a definition that computes a value each server computes its own way (its clock, its
+//! randomness, its identity) is refused before any copy changes; the same write with the value
+//! computed once runs on every copy alike.
+
+mod common;
+
+use common::{code, db_error, TestCluster};
+
+const TABLES: &str = r#"
+[tables.currencies]
+reference = true
+[tables.accounts]
+shard_key = "id"
+key_type = "bigint"
+[routing]
+undeclared_tables = "reference"
+"#;
+
+/// Every shard's copy of `table`, as text, in one order.
+async fn copies(tc: &TestCluster, table: &str) -> Vec<Vec<Vec<Option<String>>>> {
+    let mut out = Vec::new();
+    for s in 0..3 {
+        let rows = tc
+            .direct(s)
+            .await
+            .simple_query(&format!("select * from {table} order by 1"))
+            .await
+            .unwrap();
+        out.push(common::rows(&rows));
+    }
+    out
+}
+
+fn refused(e: &tokio_postgres::Error, sql: &str) {
+    assert_eq!(code(e), "0A000", "{sql}: {e:?}");
+    let db = db_error(e);
+    assert!(
+        db.message().contains("copy would get its own"),
+        "{sql}: {}",
+        db.message()
+    );
+    assert!(db.hint().is_some_and(|h| h.contains("once")), "{sql}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_computing_a_value_per_server_are_refused_and_copies_stay_alike() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table currencies (code text primary key, name text, added timestamptz, tag uuid, n int);
+         insert into currencies values ('EUR', 'Euro', '2024-01-01 00:00:00+00', null, 1),
+                                       ('USD', 'US dollar', null, null, 2)",
+    )
+    .await
+    .unwrap();
+    for sql in [
+        "insert into currencies (code, added) values ('JPY', now())",
+        "insert into currencies (code, added) values ('JPY', CURRENT_TIMESTAMP)",
+        "insert into currencies (code, added) values ('JPY', 'now'::timestamptz)",
+        "insert into currencies (code, tag) values ('JPY', gen_random_uuid())",
+        "insert into currencies (code, n) select 'JPY', pg_backend_pid()",
+        "update currencies set name = random()::text where code = 'EUR'",
+        "update currencies set added = clock_timestamp()",
+        "insert into currencies (code) values ('EUR') on conflict (code) do update set added = statement_timestamp()",
+        "delete from currencies where added < now() - interval '1 year'",
+    ] {
+        let e = c.simple_query(sql).await.expect_err(sql);
+        refused(&e, sql);
+        // Bound and prepared, as drivers send them, the same.
+        let e = c.execute(sql, &[]).await.expect_err(sql);
+        refused(&e, sql);
+    }
+    // Inside a transaction the refusal fails it, as any error would, and nothing stays.
+    c.batch_execute("begin; update currencies set n = n + 1")
+        .await
+        .unwrap();
+    let e = c
+        .simple_query("update currencies set added = now()")
+        .await
+        .unwrap_err();
+    refused(&e, "in a transaction");
+    c.batch_execute("rollback").await.unwrap();
+
+    // The value computed once, then written: every copy the same.
+    let now: std::time::SystemTime = c.query_one("select now()", &[]).await.unwrap().get(0);
+    c.execute(
+        "insert into currencies (code, name, added, n) values ('JPY', lower('YEN'), $1, 3)",
+        &[&now],
+    )
+    .await
+    .unwrap();
+    c.batch_execute("update currencies set n = n * 10, name = upper(name) where code <> 'USD'")
+        .await
+        .unwrap();
+    let all = copies(&tc, "currencies").await;
+    assert_eq!(all[0].len(), 3);
+    assert_eq!(all[0], all[1]);
+    assert_eq!(all[0], all[2]);
+    assert_eq!(
+        all[0][1][1].as_deref(),
+        Some("YEN"),
+        "JPY, between EUR and USD"
+    );
+    assert_eq!(
+        all[0][0][4].as_deref(),
+        Some("10"),
+        "the rolled-back +1 is gone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_tables_may_not_default_to_a_value_per_server() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    c.batch_execute("create table currencies (code text primary key, name text)")
+        .await
+        .unwrap();
+    c.batch_execute("insert into currencies values ('EUR', 'Euro'), ('USD', 'US dollar')")
+        .await
+        .unwrap();
+    for sql in [
+        // Undeclared, so a reference table here.
+        "create table audit_log (id serial primary key, at timestamptz default now())",
+        "create table tokens (t uuid default gen_random_uuid() primary key)",
+        "create table stamped as select 1 as n, clock_timestamp() as at",
+        // Filling existing rows, or future inserts that leave the column out.
+        "alter table currencies add column seen timestamptz default now()",
+        "alter table currencies add column u uuid not null default gen_random_uuid()",
+        "alter table currencies alter column name set default random()::text",
+    ] {
+        let e = c.simple_query(sql).await.expect_err(sql);
+        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
+        assert!(db_error(&e).message().contains("reference table"), "{sql}");
+        assert!(
+            db_error(&e)
+                .hint()
+                .is_some_and(|h| h.contains("declare the table sharded")),
+            "{sql}"
+        );
+    }
+    for s in 0..3 {
+        let n: i64 = tc
+            .direct(s)
+            .await
+            .query_one(
+                "select (select count(*) from pg_class where relname in ('audit_log', 'tokens', 'stamped'))
+                      + (select count(*) from pg_attribute where attrelid = 'currencies'::regclass and attnum > 2)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "shard {s} has nothing of the refused definitions");
+    }
+    // Defaults every server computes alike, and a sharded table's own defaults, run.
+    c.batch_execute(
+        "create table audit_log (id serial primary key, at timestamptz, kind text default 'x');
+         alter table currencies add column n int not null default 7;
+         create table accounts (id bigint primary key, opened timestamptz default now())",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("insert into audit_log (at) values ('2024-05-01 10:00:00+00')")
+        .await
+        .unwrap();
+    let logs = copies(&tc, "audit_log").await;
+    assert_eq!(logs[0].len(), 1);
+    assert_eq!(logs[0], logs[1]);
+    assert_eq!(logs[0], logs[2]);
+    let cur = copies(&tc, "currencies").await;
+    assert_eq!(cur[0][0][2].as_deref(), Some("7"));
+    assert_eq!(cur[0], cur[1]);
+    assert_eq!(cur[0], cur[2]);
+    c.batch_execute("drop table audit_log, accounts, currencies")
+        .await
+        .unwrap();
+}
