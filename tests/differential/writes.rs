@@ -1,8 +1,9 @@
 //! Random writes, sent through the proxy and to one plain PostgreSQL with the same rows: the
 //! shapes applications and ORMs write with (multi-row INSERT, ON CONFLICT, UPDATE and DELETE
-//! under every filter the read generator draws, RETURNING, UPDATE ... FROM a reference table,
-//! INSERT ... SELECT, writes to the reference table, MERGE, writing CTEs), alone or a few in
-//! one transaction that commits or rolls back.
+//! under every filter the read generator draws, RETURNING, UPDATE ... FROM and DELETE ...
+//! USING a reference table, INSERT ... SELECT, writes to the reference table (some computing
+//! values each server draws its own way), MERGE, writing CTEs), alone or a few in one
+//! transaction that commits or rolls back; as text, or with their constants bound.
 //!
 //! Each statement must be refused (0A000) or have the plain server's outcome: the same rows
 //! returned, the same count, or the same SQLSTATE. After each statement outside a transaction,
@@ -48,7 +49,19 @@ fn returning(rng: &mut Rng, what: &str) -> String {
 pub fn statement(rng: &mut Rng) -> String {
     let cols = "(id, owner, balance, region, active)";
     let w = |rng: &mut Rng| filters(rng, "").unwrap_or_else(|| "true".into());
-    match rng.below(22) {
+    match rng.below(24) {
+        22 => format!(
+            "delete from accounts a using regions r where r.id = a.region and r.label = '{}' and {}{}",
+            rng.pick(&["north", "east", "west"]),
+            filter(rng, "a."),
+            returning(rng, "a.id, r.label")
+        ),
+        // Refused: each copy would draw its own.
+        23 => format!(
+            "update regions set label = {} where id = {}",
+            rng.pick(&["random()::text", "now()::text", "gen_random_uuid()::text"]),
+            rng.below(5)
+        ),
         0 => {
             // Distinct ids: a row given twice would fail on one server and maybe not over
             // several shards, for reasons the test is not about.
@@ -249,15 +262,43 @@ async fn same_state(tc: &TestCluster, shards: &[Client], plain: &Client, after: 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_writes_leave_the_shards_as_one_postgres_or_are_refused() {
-    let (tc, _plain, p, d) = super::setup().await;
+/// One connection of each side: a client in the simple protocol, or a raw connection that
+/// binds the statement's constants.
+enum Side<'a> {
+    Simple(&'a Client),
+    Bound(super::common::raw::Raw),
+}
+
+impl Side<'_> {
+    /// What `sql` did. Bound, its counts are not compared (the rows and the shards' state are).
+    async fn run(&mut self, sql: &str) -> Outcome {
+        match self {
+            Side::Simple(c) => outcome(c, sql).await,
+            Side::Bound(raw) => {
+                let (sql, params) = super::bound::parametrize(sql);
+                let mut returned = super::bound::answer(raw, &sql, &params).await?;
+                returned.sort();
+                Ok((returned, Vec::new()))
+            }
+        }
+    }
+}
+
+async fn random_writes(sent: super::Sent) {
+    let (tc, plain, p, d) = super::setup().await;
     let shards = [tc.direct(0).await, tc.direct(1).await, tc.direct(2).await];
     let seed = super::seed();
     let count: usize = std::env::var("SHARDGATE_DIFF_WRITES")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
+    let (mut via, mut direct) = match sent {
+        super::Sent::Simple => (Side::Simple(&p), Side::Simple(&d)),
+        super::Sent::Bound => (
+            Side::Bound(super::bound::login(tc.port, "trustuser").await),
+            Side::Bound(super::bound::login(plain.cluster.port, "postgres").await),
+        ),
+    };
     let mut rng = Rng(seed);
     let (mut alike, mut refused, mut sent) = (0, 0, 0);
     while sent < count {
@@ -266,27 +307,27 @@ async fn random_writes_leave_the_shards_as_one_postgres_or_are_refused() {
         let statements = if in_txn { 2 + rng.below(3) } else { 1 };
         let mut history = Vec::new();
         if in_txn {
-            p.batch_execute("begin").await.unwrap();
-            d.batch_execute("begin").await.unwrap();
+            via.run("begin").await.unwrap();
+            direct.run("begin").await.unwrap();
         }
         let mut failed = false;
         for _ in 0..statements {
             let sql = statement(&mut rng);
             sent += 1;
             history.push(sql.clone());
-            let via = outcome(&p, &sql).await;
-            if via.as_ref().err().map(String::as_str) == Some("0A000") {
+            let proxied = via.run(&sql).await;
+            if proxied.as_ref().err().map(String::as_str) == Some("0A000") {
                 refused += 1;
                 failed = true;
                 break;
             }
-            let direct = outcome(&d, &sql).await;
+            let expected = direct.run(&sql).await;
             assert_eq!(
-                via, direct,
+                proxied, expected,
                 "outcomes differ for: {sql} (seed {seed}, after {history:?})"
             );
             alike += 1;
-            if via.is_err() {
+            if proxied.is_err() {
                 failed = true;
                 break;
             }
@@ -298,10 +339,10 @@ async fn random_writes_leave_the_shards_as_one_postgres_or_are_refused() {
                 "commit"
             };
             history.push(end.into());
-            p.batch_execute(end)
+            via.run(end)
                 .await
                 .unwrap_or_else(|e| panic!("{end} failed: {e:?} (seed {seed}, {history:?})"));
-            d.batch_execute(end).await.unwrap();
+            direct.run(end).await.unwrap();
         }
         same_state(&tc, &shards, &d, &format!("{history:?} (seed {seed})")).await;
     }
@@ -310,4 +351,14 @@ async fn random_writes_leave_the_shards_as_one_postgres_or_are_refused() {
         alike * 2 > count,
         "most generated writes are of shapes the proxy runs: {alike} of {count}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_writes_leave_the_shards_as_one_postgres_or_are_refused() {
+    random_writes(super::Sent::Simple).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_writes_with_bound_values_leave_the_shards_as_one_postgres_or_are_refused() {
+    random_writes(super::Sent::Bound).await;
 }

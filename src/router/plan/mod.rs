@@ -21,7 +21,7 @@ use crate::sql::is_catalog_relation;
 use sqlparser::ast::{
     AssignmentTarget, Expr, FromTable, Ident, LimitClause, ObjectName, ObjectNamePart, OrderByKind,
     OrderBySort, Query, Select, SelectItem, SetExpr, Statement, TableFactor, TableObject,
-    TableWithJoins, Value,
+    TableWithJoins, UpdateTableFromKind, Value,
 };
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
@@ -292,11 +292,14 @@ fn plan_statement(stmt: &Statement, placement: &Placement, params: &Params) -> P
                     "Update one table by its shard key.",
                 );
             };
-            if up.from.is_some() || !up.table.joins.is_empty() {
-                return refuse(
-                    "UPDATE ... FROM is not supported on several shards",
-                    "Update one table by its shard key.",
-                );
+            let from = match &up.from {
+                Some(UpdateTableFromKind::AfterSet(f) | UpdateTableFromKind::BeforeSet(f)) => {
+                    f.as_slice()
+                }
+                None => &[][..],
+            };
+            if let Some(refusal) = joined_to_write(name, &up.table.joins, from, placement) {
+                return refusal;
             }
             if let Some(TableRule::Sharded { key_column, .. }) = placement.rule(&name.to_string()) {
                 let moves_key = up.assignments.iter().any(|a| match &a.target {
@@ -337,11 +340,9 @@ fn plan_statement(stmt: &Statement, placement: &Placement, params: &Params) -> P
                     "Delete from one table by its shard key.",
                 );
             };
-            if !joins.is_empty() || del.using.is_some() {
-                return refuse(
-                    "DELETE ... USING is not supported on several shards",
-                    "Delete from one table by its shard key.",
-                );
+            let using = del.using.as_deref().unwrap_or_default();
+            if let Some(refusal) = joined_to_write(name, joins, using, placement) {
+                return refusal;
             }
             plan_write_where(
                 name,

@@ -34,6 +34,13 @@ pub(crate) struct Relations {
     undeclared: Option<String>,
 }
 
+impl Relations {
+    /// Every relation is a reference table (or none is named): a full copy on every shard.
+    pub(crate) fn only_reference(&self) -> bool {
+        self.sharded.is_empty() && self.pinned.is_empty() && self.undeclared.is_none()
+    }
+}
+
 pub(crate) fn relations<V: sqlparser::ast::Visit>(q: &V, placement: &Placement) -> Relations {
     let mut r = Relations {
         sharded: Vec::new(),

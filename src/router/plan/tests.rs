@@ -653,3 +653,41 @@ fn writes_by_a_system_column_over_several_shards_are_refused() {
         Plan::Shard { .. }
     ));
 }
+
+#[test]
+fn update_from_and_delete_using_run_over_reference_tables_only() {
+    // Each shard joins its own rows to its full copy of the reference table.
+    assert_eq!(
+        plan_sql(
+            "update accounts a set v = c.rate from countries c where c.code = a.country and a.id = 42"
+        ),
+        Plan::Shard {
+            shard: shard_of(42),
+            write: true
+        }
+    );
+    assert_eq!(
+        plan_sql("delete from accounts a using countries c where c.code = a.country and a.id = 42"),
+        Plan::Shard {
+            shard: shard_of(42),
+            write: true
+        }
+    );
+    assert!(matches!(
+        plan_sql("update accounts a set v = 0 from (select code from countries) c where c.code = a.country"),
+        Plan::Write { parts, sum: true, .. } if parts.len() == 3
+    ));
+    for sql in [
+        // Another sharded table's rows are on other shards.
+        "update accounts a set v = l.amount from ledger l where l.account_id = a.id",
+        "delete from accounts a using users u where u.name = a.owner",
+        "update accounts a set v = 1 from countries c, ledger l where l.account_id = a.id",
+        // Copies could each pick another of several matching rows.
+        "update countries c set name = d.name from countries d where d.code = c.code",
+        "update countries c set name = a.owner from accounts a where a.country = c.code",
+        "delete from countries c using accounts a where a.country = c.code",
+    ] {
+        let planned = plan_sql(sql);
+        assert_eq!(code(&planned), "0A000", "{sql}");
+    }
+}

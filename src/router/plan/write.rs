@@ -160,6 +160,40 @@ pub(super) fn plan_write_where(
     }
 }
 
+/// Why an UPDATE ... FROM or DELETE ... USING cannot run where its table's rows are, if it
+/// cannot. Over reference tables only, each shard joins its own rows of a sharded table to its
+/// full copy, as one server would join them all. Refused: sharded or undeclared tables in FROM
+/// (their rows are elsewhere), and any FROM on a written reference table, since when several
+/// FROM rows match one row PostgreSQL picks one of them, and each copy could pick another.
+pub(super) fn joined_to_write(
+    target: &ObjectName,
+    joins: &[sqlparser::ast::Join],
+    from: &[TableWithJoins],
+    placement: &Placement,
+) -> Option<Plan> {
+    if joins.is_empty() && from.is_empty() {
+        return None;
+    }
+    let fine = joins.is_empty()
+        && match placement.rule(&target.to_string()) {
+            Some(TableRule::Sharded { .. }) => {
+                relations(&from.to_vec(), placement).only_reference()
+            }
+            // On its one shard, with whatever else lives there (`on_pinned_shard` judges).
+            Some(TableRule::Pinned { .. }) => true,
+            // Refused by `plan_write_where` for what the table is.
+            None => true,
+            Some(TableRule::Reference) => false,
+        };
+    if fine {
+        return None;
+    }
+    Some(refuse(
+        format!("UPDATE ... FROM or DELETE ... USING of {target} over these tables is not supported on several shards"),
+        "FROM or USING may name reference tables when the written table is sharded. Otherwise use a subquery in WHERE tied by the shard key (key IN (SELECT ...)), or read the values first.",
+    ))
+}
+
 /// A system column the condition names (`ctid`, `xmin` ...): a row's place or transaction on
 /// its own server, which rows of other shards share.
 fn system_column(condition: &Expr) -> Option<String> {
