@@ -49,7 +49,46 @@ fn returning(rng: &mut Rng, what: &str) -> String {
 pub fn statement(rng: &mut Rng) -> String {
     let cols = "(id, owner, balance, region, active)";
     let w = |rng: &mut Rng| filters(rng, "").unwrap_or_else(|| "true".into());
-    match rng.below(24) {
+    match rng.below(31) {
+        24 => format!(
+            "insert into accounts (id, owner, balance, region) select id + 1000, owner, balance, region from accounts where {} on conflict (id) do nothing{}",
+            w(rng),
+            returning(rng, "id")
+        ),
+        25 => format!(
+            "insert into orders values ({}, {}, {}.5)",
+            id(rng),
+            rng.below(6),
+            rng.below(100)
+        ),
+        26 => format!(
+            "insert into accounts {cols} values {} on conflict on constraint accounts_pkey do update set owner = excluded.owner || accounts.owner",
+            {
+                let i = id(rng);
+                account_values(rng, i)
+            }
+        ),
+        27 => format!(
+            "update accounts set (owner, region) = ('{}', {}) where {}",
+            rng.pick(&["pat", "Kim"]),
+            rng.below(5),
+            w(rng)
+        ),
+        28 => format!(
+            "with picked as (select id from regions where label like '%{}%') update accounts set region = (select min(id) from picked) where id = {}",
+            rng.pick(&["th", "e"]),
+            id(rng)
+        ),
+        29 => format!(
+            "update accounts set note = (select label from regions r where r.id = accounts.region) where {}{}",
+            w(rng),
+            returning(rng, "id, note")
+        ),
+        30 => format!(
+            "delete from orders where (account_id, order_no) in (({}, 0), ({}, 1)) returning amount",
+            id(rng),
+            id(rng)
+        ),
         22 => format!(
             "delete from accounts a using regions r where r.id = a.region and r.label = '{}' and {}{}",
             rng.pick(&["north", "east", "west"]),

@@ -159,11 +159,20 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
             return super::create_table::made_from_shards("SELECT ... INTO");
         }
     }
-    let SetExpr::Select(select) = q.body.as_ref() else {
-        return refuse(
-            "UNION, INTERSECT and EXCEPT over sharded tables are not supported",
-            "Run each part as its own query.",
-        );
+    let select = match q.body.as_ref() {
+        SetExpr::Select(select) => select,
+        SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) => {
+            return refuse(
+                "WITH before an INSERT, UPDATE or DELETE of sharded tables is not supported",
+                "Inline the CTE as a subquery, or read its rows first and write them as values.",
+            )
+        }
+        _ => {
+            return refuse(
+                "UNION, INTERSECT and EXCEPT over sharded tables are not supported",
+                "Run each part as its own query.",
+            )
+        }
     };
     if q.with.is_some() {
         return refuse(

@@ -691,3 +691,17 @@ fn update_from_and_delete_using_run_over_reference_tables_only() {
         assert_eq!(code(&planned), "0A000", "{sql}");
     }
 }
+
+#[test]
+fn a_write_under_with_is_refused_as_such() {
+    for sql in [
+        "with p as (select code from countries) update accounts set v = 1 where id = 3",
+        "with p as (select 1) delete from accounts where id = 3",
+        "with p as (select 1) insert into accounts (id) values (3)",
+    ] {
+        match plan_sql(sql) {
+            Plan::Reject(e) => assert!(e.message.contains("WITH before"), "{sql}: {}", e.message),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+}
