@@ -212,10 +212,17 @@ fn direction(rng: &mut Rng) -> &'static str {
     DIRECTIONS[rng.below(4) as usize]
 }
 
-/// LIMIT and OFFSET, only where the order is total.
+/// LIMIT and OFFSET, only where the order is total. Now and then a limit PostgreSQL reads as
+/// none (NULL, ALL) or one at a bigint's end.
 fn window(rng: &mut Rng, sql: &mut String) {
     if rng.below(2) == 0 {
-        sql.push_str(&format!(" limit {}", rng.below(25)));
+        match rng.below(10) {
+            0 => sql.push_str(&format!(
+                " limit {}",
+                rng.pick(&["null", "all", "9223372036854775807"])
+            )),
+            _ => sql.push_str(&format!(" limit {}", rng.below(25))),
+        }
     }
     if rng.below(3) == 0 {
         sql.push_str(&format!(" offset {}", rng.below(40)));

@@ -267,44 +267,18 @@ pub(super) fn plan_scatter(
         }
         changed = true;
     }
-    if let Some(LimitClause::LimitOffset {
-        limit,
-        offset,
-        limit_by,
-    }) = &q.limit_clause
-    {
+    if let Some(LimitClause::LimitOffset { limit_by, .. }) = &q.limit_clause {
         if !limit_by.is_empty() {
             return refuse("LIMIT BY is not supported", "Use LIMIT.");
         }
-        let num = |e: &Expr| count_constant(e, params);
-        merge.limit = match limit {
-            None => None,
-            Some(e) => match num(e) {
-                Some(n) => Some(n),
-                None => {
-                    return refuse(
-                        "LIMIT over several shards must be a constant",
-                        "Use a literal LIMIT, or a bound parameter.",
-                    )
-                }
-            },
-        };
-        merge.offset = match offset {
-            None => 0,
-            Some(o) => match num(&o.value) {
-                Some(n) => n,
-                None => {
-                    return refuse(
-                        "OFFSET over several shards must be a constant",
-                        "Use a literal OFFSET.",
-                    )
-                }
-            },
+        (merge.limit, merge.offset) = match limit_and_offset(q, params) {
+            Ok(both) => both,
+            Err(refusal) => return *refusal,
         };
         // Each shard returns at most offset + limit rows; the merge applies both again.
         rewritten.limit_clause = merge.limit.map(|l| LimitClause::LimitOffset {
             limit: Some(Expr::value(Value::Number(
-                (l + merge.offset).to_string(),
+                pushed_limit(l, merge.offset).to_string(),
                 false,
             ))),
             offset: None,
@@ -380,12 +354,26 @@ pub(super) fn count_constant(e: &Expr, params: &Params) -> Option<u64> {
     }
 }
 
-/// Constant LIMIT and OFFSET (literals or bound parameters).
+/// The LIMIT each shard gets: enough rows for the merge's OFFSET and LIMIT. PostgreSQL's
+/// limits are bigints: a sum beyond one is as good as no limit, while a limit or offset that is
+/// itself beyond one goes to the shards as it is, for them to refuse as one server would.
+fn pushed_limit(limit: u64, offset: u64) -> u64 {
+    const MAX: u64 = i64::MAX as u64;
+    if limit > MAX || offset > MAX {
+        limit.max(offset)
+    } else {
+        (limit + offset).min(MAX)
+    }
+}
+
+/// Constant LIMIT and OFFSET (literals or bound parameters). `LIMIT NULL` is no limit and
+/// `OFFSET NULL` none, as PostgreSQL reads them.
 pub(super) fn limit_and_offset(
     q: &Query,
     params: &Params,
 ) -> Result<(Option<u64>, u64), Box<Plan>> {
     let num = |e: &Expr| count_constant(e, params);
+    let null = |e: &Expr| matches!(e, Expr::Value(v) if v.value == Value::Null);
     match &q.limit_clause {
         None => Ok((None, 0)),
         Some(LimitClause::LimitOffset {
@@ -395,15 +383,17 @@ pub(super) fn limit_and_offset(
         }) if limit_by.is_empty() => {
             let limit = match limit {
                 None => None,
+                Some(e) if null(e) => None,
                 Some(e) => Some(num(e).ok_or_else(|| {
                     Box::new(refuse(
                         "LIMIT over several shards must be a constant",
-                        "Use a literal LIMIT.",
+                        "Use a literal LIMIT, or a bound parameter.",
                     ))
                 })?),
             };
             let offset = match offset {
                 None => 0,
+                Some(o) if null(&o.value) => 0,
                 Some(o) => num(&o.value).ok_or_else(|| {
                     Box::new(refuse(
                         "OFFSET over several shards must be a constant",

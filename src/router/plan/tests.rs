@@ -705,3 +705,27 @@ fn a_write_under_with_is_refused_as_such() {
         }
     }
 }
+
+#[test]
+fn limits_near_bigints_end_and_null_limits_are_read_as_postgresql_reads_them() {
+    let scatter = |sql: &str| match plan_sql(sql) {
+        Plan::Scatter { sql, merge, .. } => (sql, merge.limit, merge.offset),
+        other => panic!("{sql}: {other:?}"),
+    };
+    // The sum would pass a bigint's end: as good as no limit.
+    let (sql, limit, offset) =
+        scatter("select id from accounts order by id limit 9223372036854775807 offset 9");
+    assert!(sql.ends_with("LIMIT 9223372036854775807"), "{sql}");
+    assert_eq!((limit, offset), (Some(i64::MAX as u64), 9));
+    // Beyond a bigint itself: the shards refuse it as one server would.
+    let (sql, ..) =
+        scatter("select id from accounts order by id limit 5 offset 9223372036854775808");
+    assert!(sql.ends_with("LIMIT 9223372036854775808"), "{sql}");
+    // NULL: no limit, no offset.
+    let (sql, limit, offset) =
+        scatter("select id from accounts order by id limit null offset null");
+    assert!(!sql.to_lowercase().contains("limit"), "{sql}");
+    assert_eq!((limit, offset), (None, 0));
+    let (_, limit, offset) = scatter("select id from accounts order by id limit null offset 4");
+    assert_eq!((limit, offset), (None, 4));
+}
