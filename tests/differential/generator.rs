@@ -353,11 +353,20 @@ fn grouped(rng: &mut Rng) -> Query {
             format!("min({q}region)"),
             format!("count(distinct {q}owner)"),
         ];
-        sql.push_str(&format!(
-            " having {} > {}",
-            rng.pick(&having),
-            rng.below(20)
-        ));
+        if rng.below(4) == 0 {
+            // A combined boolean against a constant, in the spellings PostgreSQL reads.
+            sql.push_str(&format!(
+                " having {}({q}active) = {}",
+                rng.pick(&["bool_or", "bool_and", "every"]),
+                rng.pick(&["true", "false", "'t'", "'false'", "'yes'", "'0'"])
+            ));
+        } else {
+            sql.push_str(&format!(
+                " having {} > {}",
+                rng.pick(&having),
+                rng.below(20)
+            ));
+        }
     }
     let ordered = rng.below(3) != 0;
     if ordered {
