@@ -190,6 +190,7 @@ async fn django_migrates_and_its_orm_works_over_three_shards() {
     };
     let out = run(&mut django(&["-m", "django", "migrate", "--no-input"]));
     assert!(out.contains("Applying shop.0001_initial... OK"), "{out}");
+    assert!(out.contains("Applying shop.0002_shelf... OK"), "{out}");
     let out = run(&mut django(&["run.py"]));
     assert!(out.contains("django ok 45"), "{out}");
     // Django's own tables have a copy on every shard; the items are spread.

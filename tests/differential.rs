@@ -123,7 +123,8 @@ fn data_statements() -> Vec<String> {
     out
 }
 
-const REGIONS: &str = "insert into regions values (0, 'north'), (1, 'south'), (2, 'east'), (3, 'west'), (4, 'center')";
+// No account is in region 5.
+const REGIONS: &str = "insert into regions values (0, 'north'), (1, 'south'), (2, 'east'), (3, 'west'), (4, 'center'), (5, 'far')";
 
 async fn compare(proxy: &Client, plain: &Client, sql: &str, ordered: bool, seed: Option<u64>) {
     let via = proxy
@@ -432,6 +433,23 @@ async fn same_results_as_one_postgres() {
     compare(&p, &d, "select a.id, o.amount from accounts a join orders o on o.account_id = a.id order by o.amount desc, a.id, o.order_no limit 15", true, None).await;
     compare(&p, &d, "select * from regions order by id", true, None).await;
     count += 2;
+    // Every region with its accounts' aggregates, regions without accounts (5, and those the
+    // join's condition leaves unmatched on some shards) among them, as Django's
+    // annotate(Count(...)) over a reference parent asks.
+    for on in ["", " and a.balance > 1200"] {
+        compare(
+            &p,
+            &d,
+            &format!(
+                "select r.id, r.label, count(a.id), sum(a.balance), min(a.owner), max(a.opened),                  avg(a.region), count(distinct a.owner) from regions r left outer join accounts a                  on a.region = r.id{on} group by r.id, r.label order by count(a.id) desc, r.id"
+            ),
+            true,
+            None,
+        )
+        .await;
+        count += 1;
+    }
+
     // Writes by key, then reads.
     for id in [5, 50, 150, 200] {
         let upd = format!(

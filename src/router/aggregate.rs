@@ -18,10 +18,47 @@ use sqlparser::ast::{
     Query, Select, SelectItem, SetExpr, Value,
 };
 
+/// Whether `e` is a column qualified by a reference table of the FROM list (by name or alias).
+fn of_reference_table(e: &Expr, select: &Select, placement: &crate::placement::Placement) -> bool {
+    let Expr::CompoundIdentifier(parts) = e else {
+        return false;
+    };
+    let Some(qualifier) = parts
+        .len()
+        .checked_sub(2)
+        .map(|i| parts[i].value.to_lowercase())
+    else {
+        return false;
+    };
+    let mut found = false;
+    for twj in &select.from {
+        let factors = std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation));
+        for f in factors {
+            if let sqlparser::ast::TableFactor::Table { name, alias, .. } = f {
+                let named = alias.as_ref().map_or_else(
+                    || super::plan::last_ident(name).to_lowercase(),
+                    |a| a.name.value.to_lowercase(),
+                );
+                if named == qualifier {
+                    found = matches!(
+                        placement.rule(&name.to_string()),
+                        Some(crate::placement::TableRule::Reference)
+                    );
+                }
+            }
+        }
+    }
+    found
+}
+
 /// What the merge does with one column the shards return.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AggColumn {
     Group,
+    /// A reference table's column selected without being grouped, which PostgreSQL accepts
+    /// only when that table's primary key is grouped (Django groups by the key alone): every
+    /// shard's copy gives it one value in a group, and the merge keeps the first.
+    Dependent,
     Count,
     Sum,
     Min,
@@ -243,6 +280,7 @@ pub fn plan_aggregate(
                 return refuse(not_combinable(expr), HINT)
             }
             None if distinct || group_texts.contains(&expr.to_string()) => AggColumn::Group,
+            None if of_reference_table(expr, select, placement) => AggColumn::Dependent,
             None => {
                 return refuse(
                     format!("column {expr} must appear in the GROUP BY clause or be used in an aggregate function"),

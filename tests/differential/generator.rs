@@ -399,8 +399,72 @@ fn nested(rng: &mut Rng) -> Query {
     Query { sql, ordered: true }
 }
 
+/// Aggregates of accounts per region, every region kept by a LEFT JOIN (Django's
+/// `annotate(Count(...))` over a reference parent), with shapes an unmatched region would
+/// change over several shards among them (the proxy must refuse those).
+fn kept(rng: &mut Rng) -> Query {
+    let on = rng.pick(&[
+        "",
+        " and a.balance > 1200",
+        " and a.active",
+        " and a.id < 30",
+    ]);
+    let aggs: Vec<&str> = (0..1 + rng.below(3))
+        .map(|_| {
+            *rng.pick(&[
+                "count(a.id)",
+                "sum(a.balance)",
+                "min(a.owner)",
+                "max(a.opened)",
+                "avg(a.region)",
+                "count(distinct a.owner)",
+                "bool_or(a.active)",
+                "count(*)",
+                "count(coalesce(a.note, 'x'))",
+                "sum(r.id)",
+            ])
+        })
+        .collect();
+    // (selected, grouped): the label alone is selected ungrouped as Django does, since it
+    // depends on the grouped primary key.
+    let (selected, groups) = *rng.pick(&[
+        ("r.id", "r.id"),
+        ("r.id, r.label", "r.id, r.label"),
+        ("r.id, r.label", "r.id"),
+        ("r.label", "r.label"),
+        ("", ""),
+        ("a.owner", "a.owner"),
+    ]);
+    let mut sql = if selected.is_empty() {
+        format!("select {}", aggs.join(", "))
+    } else {
+        format!("select {selected}, {}", aggs.join(", "))
+    };
+    sql.push_str(&format!(
+        " from regions r left join accounts a on a.region = r.id{on}"
+    ));
+    match rng.below(5) {
+        0 => sql.push_str(&format!(" where r.id <> {}", rng.below(6))),
+        1 => sql.push_str(" where r.label like '%t%'"),
+        2 => sql.push_str(&format!(
+            " where {}",
+            rng.pick(&["a.balance > 0", "a.id is null"])
+        )),
+        _ => {}
+    }
+    if !groups.is_empty() {
+        sql.push_str(&format!(" group by {groups}"));
+        if rng.below(3) == 0 {
+            sql.push_str(&format!(" having count(a.id) > {}", rng.below(30)));
+        }
+        sql.push_str(&format!(" order by {groups}"));
+    }
+    Query { sql, ordered: true }
+}
+
 pub fn query(rng: &mut Rng) -> Query {
-    match rng.below(12) {
+    match rng.below(13) {
+        12 => kept(rng),
         10 | 11 => odd(rng),
         0..=3 => plain(rng),
         4 | 5 => overall(rng),

@@ -76,6 +76,8 @@ pub fn check(
     for (f, col) in fields.iter().zip(&spec.columns) {
         let ok = match col {
             AggColumn::Group => groupable(f.type_oid),
+            // Carried as the shards wrote it, never compared.
+            AggColumn::Dependent => true,
             AggColumn::Count | AggColumn::AvgCount => f.type_oid == oid::INT8,
             AggColumn::AvgFloatSum => f.type_oid == oid::FLOAT8,
             AggColumn::Sum | AggColumn::Avg { .. } => matches!(
@@ -201,7 +203,7 @@ fn fresh(fields: &[FieldDesc], spec: &AggSpec) -> Vec<State> {
         .iter()
         .zip(fields)
         .map(|(c, f)| match c {
-            AggColumn::Group => State::Group(None),
+            AggColumn::Group | AggColumn::Dependent => State::Group(None),
             AggColumn::Count | AggColumn::AvgCount => State::Count(0),
             AggColumn::AvgFloatSum => State::SumFloat(None),
             AggColumn::Sum | AggColumn::Avg { .. } => match f.type_oid {

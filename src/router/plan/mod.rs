@@ -11,7 +11,8 @@
 //! writes, `create_table` checks a sharded table's columns, `unparsed` what the text alone
 //! decides, `unroutable` refuses statements on the rows of a table whose key column went bad
 //! on a shard, `signal` the calls that signal a session of the proxy's, `string_syntax` the
-//! refusal of non-standard strings, `copies` what keeps a reference table's copies alike.
+//! refusal of non-standard strings, `copies` what keeps a reference table's copies alike, `kept_rows` the
+//! aggregates over a reference table's rows kept by an outer join that combine exactly.
 
 use super::keys::{keys_in, literal_key, strip, KeySet};
 use super::params::Params;
@@ -28,6 +29,7 @@ use std::ops::ControlFlow;
 
 mod copies;
 mod create_table;
+mod kept_rows;
 mod query;
 mod scatter;
 mod signal;

@@ -242,13 +242,13 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
             write: for_update,
         },
         _ => match outer_join_problem(select, placement) {
-            Some(reason) => refuse(
+            Some(reason) if !super::kept_rows::combinable(q, select, placement) => refuse(
                 reason,
                 "Such a join keeps rows that every shard holds. Use an inner join, keep the \
                  sharded side's rows instead (sharded LEFT JOIN reference), add a shard-key \
                  condition so one shard answers, or read the two tables apart.",
             ),
-            None => plan_scatter(q, select, shards, params, placement),
+            _ => plan_scatter(q, select, shards, params, placement),
         },
     }
 }

@@ -729,3 +729,63 @@ fn limits_near_bigints_end_and_null_limits_are_read_as_postgresql_reads_them() {
     let (_, limit, offset) = scatter("select id from accounts order by id limit null offset 4");
     assert_eq!((limit, offset), (None, 4));
 }
+
+#[test]
+fn aggregates_of_the_sharded_side_over_kept_reference_rows_combine() {
+    for sql in [
+        "select c.code, count(a.id) from countries c left join accounts a on a.country = c.code group by c.code",
+        "select c.code as k, count(a.id) as n, sum(a.v), min(a.owner), max(a.v), avg(a.v), count(distinct a.owner) \
+         from countries c left outer join accounts a on a.country = c.code and a.v > 3 \
+         where c.name like 'A%' group by c.code having count(a.id) > 1 order by n desc, k limit 3",
+        "select count(a.id), bool_or(a.active) from countries c left join accounts a on a.country = c.code",
+        "select countries.code from countries left join accounts on accounts.country = countries.code group by countries.code",
+        "select c.code, count(a.id) from countries c left join accounts a on a.country = c.code group by 1",
+    ] {
+        assert!(matches!(plan_sql(sql), Plan::Scatter { .. }), "{sql}: {:?}", plan_sql(sql));
+    }
+    for sql in [
+        // An unmatched row counts, or is kept or dropped, or makes a group, on every shard.
+        "select c.code, count(*) from countries c left join accounts a on a.country = c.code group by c.code",
+        "select c.code, count(coalesce(a.v, 0)) from countries c left join accounts a on a.country = c.code group by c.code",
+        "select c.code, count(a.id) from countries c left join accounts a on a.country = c.code where a.v > 1 group by c.code",
+        "select c.code, count(a.id) from countries c left join accounts a on a.country = c.code where a.v is null group by c.code",
+        "select a.owner, count(a.id) from countries c left join accounts a on a.country = c.code group by a.owner",
+        "select c.code, sum(c.rate) from countries c left join accounts a on a.country = c.code group by c.code",
+        "select c.code from countries c left join accounts a on a.country = c.code",
+        // Unqualified: either side's.
+        "select c.code, count(id) from countries c left join accounts a on a.country = c.code group by c.code",
+        "select c.code, count(a.id) from countries c left join accounts a on a.country = c.code group by code",
+        "select c.code, count(a.id) over () from countries c left join accounts a on a.country = c.code",
+        "select c.code, count(a.id) from countries c left join accounts a on a.country = c.code \
+         where c.code in (select country from accounts) group by c.code",
+        "select c.code, sum(a.v) + 1 from countries c left join accounts a on a.country = c.code group by c.code",
+    ] {
+        assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+    }
+}
+
+#[test]
+fn reference_columns_depending_on_a_grouped_key_are_carried() {
+    for sql in [
+        // Django's annotate(Count(...)) over a reference parent, grouped by its key alone.
+        "SELECT \"countries\".\"code\", \"countries\".\"name\", COUNT(\"accounts\".\"id\") AS \"n\" \
+         FROM \"countries\" LEFT OUTER JOIN \"accounts\" ON (\"countries\".\"code\" = \"accounts\".\"country\") \
+         GROUP BY \"countries\".\"code\" ORDER BY \"countries\".\"code\" ASC",
+        "select c.code, c.name, count(*) from accounts a join countries c on c.code = a.country group by c.code",
+    ] {
+        match plan_sql(sql) {
+            Plan::Scatter { merge, .. } => {
+                let spec = merge.aggregate.expect("an aggregate merge");
+                assert_eq!(spec.columns[1], crate::router::aggregate::AggColumn::Dependent, "{sql}");
+            }
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    // A sharded table's column is not: the same key value can be other rows on other shards.
+    assert_eq!(
+        code(&plan_sql(
+            "select l.id, l.amount, count(*) from ledger l group by l.id"
+        )),
+        "0A000"
+    );
+}

@@ -15,7 +15,7 @@ django.setup()
 from django.contrib.auth.models import User  # noqa: E402
 from django.db import transaction  # noqa: E402
 from django.db.models import Count, Sum  # noqa: E402
-from shop.models import Item, Line  # noqa: E402
+from shop.models import Item, Line, Shelf  # noqa: E402
 
 user = User.objects.create_user("ann", password="pw")
 assert User.objects.get(username="ann").check_password("pw")
@@ -42,5 +42,14 @@ assert page == [f"i{i}" for i in range(5, 10)], page
 assert Item.objects.filter(line__note="a").distinct().count() == 10
 counted = Item.objects.annotate(n=Count("line")).filter(pk__in=[i.pk for i in items[:3]])
 assert sorted(i.n for i in counted) == [2, 2, 2]
+# annotate(Count) over a reference parent: every shelf, the empty one too, counted once.
+shelves = [Shelf.objects.create(name=f"s{i}") for i in range(4)]
+for n, it in enumerate(items[:12]):
+    it.shelf = shelves[n % 3]
+    it.save(update_fields=["shelf"])
+per_shelf = {s.name: s.n for s in Shelf.objects.annotate(n=Count("item"))}
+assert per_shelf == {"s0": 4, "s1": 4, "s2": 4, "s3": 0}, per_shelf
+busy = Shelf.objects.annotate(n=Count("item"), q=Sum("item__qty")).filter(n__gt=0).order_by("-q")
+assert [(s.name, s.n, s.q) for s in busy] == [("s0", 4, 118), ("s2", 4, 26), ("s1", 4, 22)], list(busy.values())
 Item.objects.filter(qty__lt=5).delete()
 print("django ok", Item.objects.count())
