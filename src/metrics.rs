@@ -35,6 +35,8 @@ pub const COMMITS: &str = "shardgate_commits_total";
 /// `prepare_failed`, `decision_failed` (at commit), `oracle_unavailable` (no commit window),
 /// `rollback` (the client's ROLLBACK, an error, or a failed COMMIT).
 pub const ABORTS: &str = "shardgate_aborts_total";
+/// Counter: deadlocks across shards the proxy ended by cancelling one transaction's statement.
+pub const DISTRIBUTED_DEADLOCKS: &str = "shardgate_distributed_deadlocks_total";
 /// Histogram (seconds), label `phase` (`prepare`, `decide`, `commit_prepared`): 2PC phases.
 pub const TWO_PHASE_SECONDS: &str = "shardgate_2pc_phase_seconds";
 /// Gauge: prepared transactions of ours seen by the last recovery pass, or whose outcome this
@@ -246,6 +248,10 @@ fn describe() {
     metrics::describe_counter!(MERGE_ROWS, "Rows sent from merged multi-shard results");
     metrics::describe_counter!(COMMITS, "Committed writing transactions by kind");
     metrics::describe_counter!(ABORTS, "Distributed transactions rolled back, by reason");
+    metrics::describe_counter!(
+        DISTRIBUTED_DEADLOCKS,
+        "Deadlocks across shards ended by cancelling one transaction's statement"
+    );
     metrics::describe_histogram!(
         TWO_PHASE_SECONDS,
         metrics::Unit::Seconds,

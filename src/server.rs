@@ -196,6 +196,13 @@ impl Proxy {
                 move |names| live.live.set_aggregates(names),
             ))
         });
+        let deadlocks = (ctx.shards.len() > 1).then(|| {
+            tokio::spawn(crate::txn::deadlock::watch(
+                ctx.shards.clone(),
+                ctx.cancel.clone(),
+                ctx.connect_timeout,
+            ))
+        });
         // The first look before the first client: a proxy that starts during a slot move's
         // cut-over holds from its first session on.
         let me = crate::backend::proxy_registry::Me::new(
@@ -232,7 +239,7 @@ impl Proxy {
         let task = tokio::spawn(async move {
             accept_loop(listener, accepting.clone(), stop_rx, hurry).await;
             let registered = placement.is_some();
-            for background in [recovery, health, keys, aggregates, placement]
+            for background in [recovery, health, keys, aggregates, deadlocks, placement]
                 .into_iter()
                 .flatten()
             {

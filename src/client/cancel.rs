@@ -24,6 +24,7 @@ pub use crate::sql::signal_call::SignalKind;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -98,7 +99,12 @@ struct SessionKeys {
     keys: Mutex<Vec<Option<(i32, i32)>>>,
     /// Set once another session terminated this one.
     terminate: watch::Sender<bool>,
+    /// The shard index whose statement the deadlock detector cancelled (`NOT_A_VICTIM` for
+    /// none), so that its link reports the cancel as the deadlock it ended.
+    victim: AtomicUsize,
 }
+
+const NOT_A_VICTIM: usize = usize::MAX;
 
 impl SessionKeys {
     fn held(&self) -> Vec<ShardKey> {
@@ -174,6 +180,26 @@ impl CancelSlot {
             }
         }
     }
+
+    /// Whether this slot's statement was cancelled to end a deadlock across shards; asking
+    /// clears it, as does `settled`.
+    pub fn take_victim(&self) -> bool {
+        self.keys
+            .victim
+            .compare_exchange(
+                self.index,
+                NOT_A_VICTIM,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// The connection answered ReadyForQuery: a cancel that had not ended a statement by now
+    /// ends none.
+    pub fn settled(&self) {
+        let _ = self.take_victim();
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -226,6 +252,7 @@ impl CancelRegistry {
             targets,
             keys: Mutex::new(keys),
             terminate: watch::channel(false).0,
+            victim: AtomicUsize::new(NOT_A_VICTIM),
         });
         map.insert(key.pid, (key.secret, session.clone()));
         Registration {
@@ -233,6 +260,46 @@ impl CancelRegistry {
             key,
             session,
         }
+    }
+
+    /// For each of `shards` shard indexes, the backend pid of every server connection a session
+    /// holds there, with the session's proxy pid.
+    pub fn held_by_shard(&self, shards: usize) -> Vec<HashMap<i32, i32>> {
+        let mut out = vec![HashMap::new(); shards];
+        let map = self.inner.lock().expect("cancel registry poisoned");
+        for (&proxy_pid, (_, session)) in map.iter() {
+            let Ok(keys) = session.keys.lock() else {
+                continue;
+            };
+            for (held, key) in out.iter_mut().zip(keys.iter()) {
+                if let Some((backend_pid, _)) = key {
+                    held.insert(*backend_pid, proxy_pid);
+                }
+            }
+        }
+        out
+    }
+
+    /// Marks the session with `proxy_pid` as the victim of a deadlock across shards, waiting
+    /// on shard `shard`, and gives the key of its connection there to cancel, if it holds
+    /// the connection with backend `backend_pid` still.
+    pub fn deadlock_victim(
+        &self,
+        proxy_pid: i32,
+        shard: usize,
+        backend_pid: i32,
+    ) -> Option<ShardKey> {
+        let map = self.inner.lock().expect("cancel registry poisoned");
+        let (_, session) = map.get(&proxy_pid)?;
+        let key = (*session.keys.lock().ok()?.get(shard)?)?;
+        if key.0 != backend_pid {
+            return None;
+        }
+        session.victim.store(shard, Ordering::Release);
+        Some(ShardKey {
+            target: session.targets.get(shard)?.clone(),
+            key,
+        })
     }
 
     /// The shard keys for a cancel request, if pid and secret match a live session.

@@ -6,12 +6,14 @@
 //!   protocol in `commit::two_phase`);
 //! - what works over control connections, so any proxy (or the `shardgate recover` command)
 //!   can finish any transaction: gids, the `shardgate` schema on each shard, recovery of
-//!   in-doubt transactions, and snapshot mode (`snapshot`).
+//!   in-doubt transactions, snapshot mode (`snapshot`), and ending deadlocks across shards
+//!   (`deadlock`).
 //!
 //! The decision of a distributed transaction is one row committed inside its decider shard's own
 //! transaction; nothing about it lives on a proxy's disk (docs/transactions.md).
 
 pub mod commit;
+pub mod deadlock;
 pub mod enlist;
 pub mod gid;
 pub mod participants;

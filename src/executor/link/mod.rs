@@ -486,6 +486,9 @@ impl ShardLink {
             b'Z' => {
                 self.status = f.body().first().copied().unwrap_or(b'I');
                 self.unsettled = false;
+                if let Some(slot) = &self.cancel {
+                    slot.settled();
+                }
                 if let Some(at) = self.sent_at.take() {
                     self.latency.record(at.elapsed().as_secs_f64());
                 }
@@ -504,6 +507,11 @@ impl ShardLink {
                     Some("FATAL" | "PANIC")
                 ) {
                     self.fatal = Some(f.clone());
+                }
+                let cancelled = crate::protocol::inspect::error_field(fields, b'C')
+                    == Some(crate::error::sqlstate::QUERY_CANCELED);
+                if cancelled && self.cancel.as_ref().is_some_and(|s| s.take_victim()) {
+                    return Some(crate::txn::deadlock::victim_error());
                 }
                 Some(f)
             }
