@@ -198,7 +198,10 @@ impl CancelSlot {
     /// The connection answered ReadyForQuery: a cancel that had not ended a statement by now
     /// ends none.
     pub fn settled(&self) {
-        let _ = self.take_victim();
+        // A load first: every ReadyForQuery passes here, a victim almost never.
+        if self.keys.victim.load(Ordering::Relaxed) == self.index {
+            let _ = self.take_victim();
+        }
     }
 }
 
@@ -322,7 +325,7 @@ impl CancelRegistry {
     /// `kind` of the session with proxy pid `pid`, asked by the session with pid `from`. As
     /// in PostgreSQL, a pid no session has is answered before the caller's right is checked.
     pub fn signal(&self, pid: i32, kind: SignalKind, from: i32) -> Signalled {
-        let map = self.inner.lock().expect("cancel registry poisoned");
+        let mut map = self.inner.lock().expect("cancel registry poisoned");
         let session = match Self::access_in(&map, pid, from) {
             Ok(session) => session,
             Err(refused) => return refused,
@@ -331,6 +334,9 @@ impl CancelRegistry {
             SignalKind::Cancel => Signalled::Sent(session.held()),
             SignalKind::Terminate => {
                 session.terminate.send_replace(true);
+                // Gone from now on, as a terminated backend is for the caller's next call,
+                // while the session still winds down.
+                map.remove(&pid);
                 Signalled::Sent(Vec::new())
             }
         }
@@ -386,7 +392,13 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         if let Ok(mut map) = self.registry.inner.lock() {
-            map.remove(&self.key.pid);
+            // A terminated session left the map already, and its pid may be another's now.
+            if map
+                .get(&self.key.pid)
+                .is_some_and(|(_, s)| Arc::ptr_eq(s, &self.session))
+            {
+                map.remove(&self.key.pid);
+            }
         }
     }
 }
@@ -426,6 +438,52 @@ mod tests {
         assert!(reg.lookup(k.pid, k.secret.wrapping_add(1)).is_none());
         drop(r);
         assert!(reg.lookup(k.pid, k.secret).is_none());
+    }
+
+    #[test]
+    fn a_terminated_session_is_gone_at_once_and_its_end_leaves_the_pid_alone() {
+        let reg = CancelRegistry::default();
+        let t = crate::config::ShardTarget::parse("postgres://u@h/db").unwrap();
+        let killer = reg.register_slots(vec![t.clone()], vec![None], app());
+        let victim = reg.register_slots(vec![t.clone()], vec![Some((40, 1))], app());
+        assert!(matches!(
+            reg.signal(victim.key.pid, SignalKind::Terminate, killer.key.pid),
+            Signalled::Sent(_)
+        ));
+        // As a terminated backend: the next call finds no such session, though the session
+        // itself has not ended yet.
+        assert!(matches!(
+            reg.signal(victim.key.pid, SignalKind::Terminate, killer.key.pid),
+            Signalled::NoSuchSession
+        ));
+        // A new session given the same pid is not removed when the old one ends.
+        let next = reg.register_slots(vec![t], vec![Some((40, 2))], app());
+        assert_eq!(next.key.pid, 40);
+        drop(victim);
+        assert!(reg.lookup(next.key.pid, next.key.secret).is_some());
+    }
+
+    #[test]
+    fn held_connections_map_to_their_sessions_and_a_victim_is_reported_once() {
+        let reg = CancelRegistry::default();
+        let t = crate::config::ShardTarget::parse("postgres://u@h/db").unwrap();
+        let r = reg.register_slots(vec![t.clone(), t], vec![None, None], app());
+        r.slot(0).set(Some((70, 1)));
+        r.slot(1).set(Some((71, 2)));
+        let held = reg.held_by_shard(2);
+        assert_eq!(held[0].get(&70), Some(&r.key.pid));
+        assert_eq!(held[1].get(&71), Some(&r.key.pid));
+        // Only the connection it holds on that shard now.
+        assert!(reg.deadlock_victim(r.key.pid, 1, 99).is_none());
+        let key = reg.deadlock_victim(r.key.pid, 1, 71).expect("held");
+        assert_eq!(key.key, (71, 2));
+        assert!(!r.slot(0).take_victim(), "another shard's link");
+        assert!(r.slot(1).take_victim());
+        assert!(!r.slot(1).take_victim(), "reported once");
+        // A ReadyForQuery before the cancel landed: nothing to report.
+        reg.deadlock_victim(r.key.pid, 1, 71).unwrap();
+        r.slot(1).settled();
+        assert!(!r.slot(1).take_victim());
     }
 
     #[test]
