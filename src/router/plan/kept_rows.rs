@@ -62,30 +62,31 @@ fn names_of(name: &ObjectName, alias: &Option<sqlparser::ast::TableAlias>) -> Ve
     out
 }
 
+/// A table named as such (not a function, subquery or nested join), with its alias.
+fn plain_table(f: &TableFactor) -> Option<(&ObjectName, &Option<sqlparser::ast::TableAlias>)> {
+    match f {
+        TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } => Some((name, alias)),
+        _ => None,
+    }
+}
+
 /// Whether this query is such an aggregation, whose partial answers combine exactly.
 pub(super) fn combinable(q: &Query, select: &Select, placement: &Placement) -> bool {
     let [from] = select.from.as_slice() else {
         return false;
     };
-    let TableFactor::Table {
-        name: ref_name,
-        alias: ref_alias,
-        args: None,
-        ..
-    } = &from.relation
-    else {
+    let Some((ref_name, ref_alias)) = plain_table(&from.relation) else {
         return false;
     };
     let [join] = from.joins.as_slice() else {
         return false;
     };
-    let TableFactor::Table {
-        name: sharded_name,
-        alias: sharded_alias,
-        args: None,
-        ..
-    } = &join.relation
-    else {
+    let Some((sharded_name, sharded_alias)) = plain_table(&join.relation) else {
         return false;
     };
     if !matches!(
