@@ -402,6 +402,19 @@ async fn same_results_as_one_postgres() {
         "select count(distinct owner) from accounts where id > 100000",
         "select count(distinct round(balance / 10, (id % 3)::int)) from accounts",
         "select account_id % 7, count(distinct amount) from orders group by 1 order by 1",
+        // Constants beside aggregates, zero defaults (Django's Sum(..., default=0)) and FILTER
+        // (Django's Count(..., filter=Q(...))), with and without rows.
+        "select 'total' as label, count(*), 1 + 2, null from accounts",
+        "select 'none', count(*), sum(balance) from accounts where id > 100000",
+        "select 1 from accounts order by count(*)",
+        "select owner, 'k'::text, count(*) from accounts group by owner order by owner",
+        "select coalesce(sum(balance), 0), coalesce(count(score), 0), coalesce(sum(ratio), 0) from accounts",
+        "select coalesce(sum(balance), 0), coalesce(sum(region), 0) from accounts where id > 100000",
+        "select region, coalesce(sum(balance), 0) as total from accounts where id % 4 = 0 group by region order by total, region",
+        "select count(*) filter (where balance > 100), sum(balance) filter (where active), avg(balance) filter (where region = 2), \
+         min(owner) filter (where id > 200), max(opened) filter (where note is null) from accounts",
+        "select owner, count(id) filter (where active) as n, avg(balance) filter (where score > 0) from accounts group by owner \
+         having count(id) filter (where active) > 3 order by n desc, owner",
     ] {
         compare(&p, &d, sql, true, None).await;
         count += 1;
@@ -551,7 +564,8 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "select id from accounts union select account_id from orders",
         "select regr_count(id, region) from accounts",
         "select distinct corr(id, region) from accounts",
-        "select 1 from accounts order by count(*)",
+        "select 1, count(distinct owner) from accounts",
+        "select coalesce(sum(balance), 1) from accounts",
         "select r.label, a.id from regions r left join accounts a on a.id = r.id * 50",
         "select r.label, a.id from accounts a full join regions r on a.id = r.id * 50",
     ] {

@@ -55,10 +55,11 @@ fn of_reference_table(e: &Expr, select: &Select, placement: &crate::placement::P
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AggColumn {
     Group,
-    /// A reference table's column selected without being grouped, which PostgreSQL accepts
-    /// only when that table's primary key is grouped (Django groups by the key alone): every
-    /// shard's copy gives it one value in a group, and the merge keeps the first.
-    Dependent,
+    /// A column every shard gives one and the same value within a group, so the merge keeps
+    /// the first: a constant (`SELECT 'total', count(*)`), or a reference table's column
+    /// selected without being grouped, which PostgreSQL accepts only when that table's primary
+    /// key is grouped (Django groups by the key alone) and every shard's copy holds alike.
+    Carried,
     Count,
     Sum,
     Min,
@@ -151,12 +152,18 @@ fn aggregate_kind(e: &Expr) -> Result<Option<&'static str>, String> {
         "avg" => "avg",
         _ => return Ok(None),
     };
-    if f.over.is_some() || f.filter.is_some() || !f.within_group.is_empty() {
+    // FILTER only chooses the rows a shard aggregates, so its partials combine as any other.
+    if f.over.is_some() || !f.within_group.is_empty() {
         return Err(format!(
-            "{name}() with OVER, FILTER or WITHIN GROUP over several shards is not supported"
+            "{name}() with OVER or WITHIN GROUP over several shards is not supported"
         ));
     }
     if let FunctionArguments::List(list) = &f.args {
+        if list.duplicate_treatment.is_some() && f.filter.is_some() {
+            return Err(format!(
+                "{name}(DISTINCT ...) FILTER (...) over several shards is not supported"
+            ));
+        }
         if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
             return Err(format!(
                 "{name}(DISTINCT ...) other than count(DISTINCT x), and ordered aggregates, over several shards are not supported"
@@ -170,6 +177,58 @@ fn aggregate_kind(e: &Expr) -> Result<Option<&'static str>, String> {
         }
     }
     Ok(Some(kind))
+}
+
+/// The aggregate an item combines as: a supported aggregate itself, or `coalesce(sum(x), 0)`
+/// / `coalesce(count(x), 0)` (Django's `Sum(..., default=0)`), which combines as its
+/// aggregate because 0 adds nothing: the shards' coalesced partials add up to the coalesced
+/// total, and to 0 when no shard has a row. Only an integer 0: `0.0` would give an integer
+/// sum a scale the client's server would not write.
+fn combined_kind(e: &Expr) -> Result<Option<&'static str>, String> {
+    match zero_default(e) {
+        Some(kind) => Ok(Some(kind)),
+        None => aggregate_kind(e),
+    }
+}
+
+/// The aggregate of a `coalesce(sum(x), 0)` or `coalesce(count(x), 0)`.
+fn zero_default(e: &Expr) -> Option<&'static str> {
+    use sqlparser::ast::{FunctionArg, FunctionArgExpr};
+    let Expr::Function(f) = e else { return None };
+    let coalesce = matches!(f.name.0.as_slice(), [ObjectNamePart::Identifier(i)] if i.value.eq_ignore_ascii_case("coalesce"));
+    let (true, FunctionArguments::List(list)) = (coalesce, &f.args) else {
+        return None;
+    };
+    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(agg)), FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(zero)))] =
+        list.args.as_slice()
+    else {
+        return None;
+    };
+    match aggregate_kind(agg) {
+        Ok(Some(kind @ ("sum" | "count"))) if matches!(&zero.value, Value::Number(n, _) if n == "0") => {
+            Some(kind)
+        }
+        _ => None,
+    }
+}
+
+/// Whether `e` is one value on every shard: literals and bound parameters, with casts and
+/// operators over them. Function calls are not (`now()` differs between servers).
+fn is_constant(e: &Expr) -> bool {
+    match e {
+        Expr::Value(_) | Expr::TypedString { .. } => true,
+        Expr::Cast { expr, .. } | Expr::UnaryOp { expr, .. } | Expr::Nested(expr) => {
+            is_constant(expr)
+        }
+        Expr::BinaryOp { left, right, .. } => is_constant(left) && is_constant(right),
+        _ => false,
+    }
+}
+
+fn has_count_distinct(items: &[(Expr, Option<Ident>)]) -> bool {
+    items
+        .iter()
+        .any(|(e, _)| matches!(aggregate_kind(e), Ok(Some("count_distinct"))))
 }
 
 /// Why an item calling an aggregate (or window) function cannot be merged.
@@ -252,8 +311,18 @@ pub fn plan_aggregate(
     let mut hidden: Vec<SelectItem> = Vec::new();
     let mut avg_pending: Vec<(usize, Expr)> = Vec::new();
     let mut distinct_pending: Vec<(usize, Expr)> = Vec::new();
+    // With count(DISTINCT) and no GROUP BY, the shards group by the distinct values and
+    // return no rows when none match; the merge then makes the one answer row itself, which
+    // holds no constant and no coalesced 0.
+    let answer_row_made = group_exprs.is_empty() && has_count_distinct(&items);
     for (i, (expr, alias)) in items.iter().enumerate() {
-        let kind = match aggregate_kind(expr) {
+        if answer_row_made && zero_default(expr).is_some() {
+            return refuse(
+                format!("{expr} beside count(DISTINCT ...) without GROUP BY over several shards is not supported"),
+                HINT,
+            );
+        }
+        let kind = match combined_kind(expr) {
             Ok(k) => k,
             Err(m) => return refuse(m, HINT),
         };
@@ -280,7 +349,8 @@ pub fn plan_aggregate(
                 return refuse(not_combinable(expr), HINT)
             }
             None if distinct || group_texts.contains(&expr.to_string()) => AggColumn::Group,
-            None if of_reference_table(expr, select, placement) => AggColumn::Dependent,
+            None if of_reference_table(expr, select, placement) => AggColumn::Carried,
+            None if is_constant(expr) && !answer_row_made => AggColumn::Carried,
             None => {
                 return refuse(
                     format!("column {expr} must appear in the GROUP BY clause or be used in an aggregate function"),
@@ -378,7 +448,7 @@ pub fn plan_aggregate(
             if let Some(p) = items.iter().position(|(x, _)| x.to_string() == text) {
                 return Ok(p);
             }
-            let kind = aggregate_kind(e).map_err(unsupported)?;
+            let kind = combined_kind(e).map_err(unsupported)?;
             let col = match kind {
                 Some("count") => AggColumn::Count,
                 Some("sum") => AggColumn::Sum,
@@ -520,11 +590,16 @@ fn float_sum_of(avg: &Expr) -> Option<Expr> {
     if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
         return None;
     }
-    sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+    let mut sum = sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
         .try_with_sql(&format!("sum(({arg}) * 1::float8)"))
         .ok()?
         .parse_expr()
-        .ok()
+        .ok()?;
+    // Over the rows the avg itself reads.
+    if let Expr::Function(g) = &mut sum {
+        g.filter = f.filter.clone();
+    }
+    Some(sum)
 }
 
 /// The x of a one-argument aggregate such as `count(DISTINCT x)`.

@@ -127,7 +127,23 @@ fn aggregate(rng: &mut Rng, q: &str) -> String {
     // ratio holds equal values written with different scales: its sum, average and distinct
     // count are determined, while which spelling a maximum or a group shows is not, on one
     // server either.
-    match rng.below(39) {
+    match rng.below(45) {
+        // Django's Sum(..., default=0), and defaults the proxy must refuse.
+        39 => format!("coalesce(sum({}), 0)", c("balance")),
+        40 => format!("coalesce(count({}), 0)", c("score")),
+        41 => format!(
+            "coalesce({}({}), {})",
+            rng.pick(&["sum", "max", "avg"]),
+            c("region"),
+            rng.pick(&["0", "0.0", "1"])
+        ),
+        42 => format!("avg({}) filter (where {})", c("balance"), filter(rng, q)),
+        43 => format!("min({}) filter (where {})", c("owner"), filter(rng, q)),
+        44 => format!(
+            "count(distinct {}) filter (where {})",
+            c("region"),
+            filter(rng, q)
+        ),
         36 => format!("sum({})", c("ratio")),
         37 => format!("avg({})", c("ratio")),
         38 => format!("count(distinct {})", c("ratio")),
@@ -168,6 +184,12 @@ fn aggregate(rng: &mut Rng, q: &str) -> String {
         24 => format!("max({} + 1)", c("id")),
         _ => format!("count(distinct {})", c("opened")),
     }
+}
+
+/// A select-list constant beside aggregates (`SELECT 'total', count(*)`).
+fn constant(rng: &mut Rng) -> String {
+    rng.pick(&["'total'", "1", "-2.5", "null", "1 + 2", "'k'::text", "true"])
+        .to_string()
 }
 
 /// Group columns or expressions of `accounts`.
@@ -315,7 +337,10 @@ fn overall(rng: &mut Rng) -> Query {
         ),
         _ => ("accounts".to_string(), ""),
     };
-    let aggs: Vec<String> = (0..1 + rng.below(4)).map(|_| aggregate(rng, q)).collect();
+    let mut aggs: Vec<String> = (0..1 + rng.below(4)).map(|_| aggregate(rng, q)).collect();
+    if rng.below(4) == 0 {
+        aggs.push(constant(rng));
+    }
     let mut sql = format!("select {} from {from}", aggs.join(", "));
     if let Some(w) = filters(rng, q) {
         sql.push_str(&format!(" where {w}"));
@@ -337,8 +362,13 @@ fn grouped(rng: &mut Rng) -> Query {
         .map(|_| group_column(rng, q))
         .collect();
     let aggs: Vec<String> = (0..1 + rng.below(3)).map(|_| aggregate(rng, q)).collect();
+    let constant = if rng.below(4) == 0 {
+        format!(", {}", constant(rng))
+    } else {
+        String::new()
+    };
     let mut sql = format!(
-        "select {}, {} from {from}",
+        "select {}, {}{constant} from {from}",
         groups.join(", "),
         aggs.join(", ")
     );
@@ -421,6 +451,8 @@ fn kept(rng: &mut Rng) -> Query {
                 "bool_or(a.active)",
                 "count(*)",
                 "count(coalesce(a.note, 'x'))",
+                "coalesce(sum(a.balance), 0)",
+                "count(a.id) filter (where a.balance > 0)",
                 "sum(r.id)",
             ])
         })

@@ -77,7 +77,7 @@ pub fn check(
         let ok = match col {
             AggColumn::Group => groupable(f.type_oid),
             // Carried as the shards wrote it, never compared.
-            AggColumn::Dependent => true,
+            AggColumn::Carried => true,
             AggColumn::Count | AggColumn::AvgCount => f.type_oid == oid::INT8,
             AggColumn::AvgFloatSum => f.type_oid == oid::FLOAT8,
             AggColumn::Sum | AggColumn::Avg { .. } => matches!(
@@ -203,7 +203,7 @@ fn fresh(fields: &[FieldDesc], spec: &AggSpec) -> Vec<State> {
         .iter()
         .zip(fields)
         .map(|(c, f)| match c {
-            AggColumn::Group | AggColumn::Dependent => State::Group(None),
+            AggColumn::Group | AggColumn::Carried => State::Group(None),
             AggColumn::Count | AggColumn::AvgCount => State::Count(0),
             AggColumn::AvgFloatSum => State::SumFloat(None),
             AggColumn::Sum | AggColumn::Avg { .. } => match f.type_oid {

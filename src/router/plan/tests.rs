@@ -474,13 +474,18 @@ fn aggregates_the_merge_cannot_combine_are_refused_wherever_they_stand() {
         "select regr_count(v, x) from accounts",
         "select distinct corr(v, x) from accounts",
         "select * from (select bit_xor(v) from accounts) s",
-        "select 1 from accounts order by count(*)",
+        "select v from accounts order by count(*)",
         "select v from accounts order by rank() over (order by x)",
         "select public.total(v) from accounts",
         "select distinct Total(v) from accounts",
     ] {
         assert_eq!(code(&plan_with(sql, &defined)), "0A000", "{sql}");
     }
+    // An aggregate in ORDER BY alone still makes one group: its constant is carried.
+    assert!(matches!(
+        plan_sql("select 1 from accounts order by count(*)"),
+        Plan::Scatter { ref merge, .. } if merge.aggregate.as_ref().is_some_and(|a| a.single_group)
+    ));
     // Without the shards' own aggregate, the same name is a plain function.
     assert!(matches!(
         plan_with("select total(v) from accounts", &placement()),
@@ -776,7 +781,7 @@ fn reference_columns_depending_on_a_grouped_key_are_carried() {
         match plan_sql(sql) {
             Plan::Scatter { merge, .. } => {
                 let spec = merge.aggregate.expect("an aggregate merge");
-                assert_eq!(spec.columns[1], crate::router::aggregate::AggColumn::Dependent, "{sql}");
+                assert_eq!(spec.columns[1], crate::router::aggregate::AggColumn::Carried, "{sql}");
             }
             other => panic!("{sql}: {other:?}"),
         }
@@ -788,4 +793,60 @@ fn reference_columns_depending_on_a_grouped_key_are_carried() {
         )),
         "0A000"
     );
+}
+
+#[test]
+fn constants_zero_defaults_and_filters_combine() {
+    use crate::router::aggregate::AggColumn;
+    let columns = |sql: &str| match plan_sql(sql) {
+        Plan::Scatter { merge, .. } => merge.aggregate.expect("an aggregate merge").columns,
+        other => panic!("{sql}: {other:?}"),
+    };
+    assert_eq!(
+        columns("select 'total' as label, 1, -2.5::numeric, $1, count(*) from accounts"),
+        [
+            AggColumn::Carried,
+            AggColumn::Carried,
+            AggColumn::Carried,
+            AggColumn::Carried,
+            AggColumn::Count
+        ]
+    );
+    // Django's Sum(..., default=0): 0 adds nothing, so the coalesced partials add up.
+    assert_eq!(
+        columns(
+            "select owner, coalesce(sum(v), 0), coalesce(count(v), 0) from accounts group by owner"
+        ),
+        [AggColumn::Group, AggColumn::Sum, AggColumn::Count]
+    );
+    assert_eq!(
+        columns("select count(*) filter (where v > 1), min(v) filter (where v < 9) from accounts"),
+        [AggColumn::Count, AggColumn::Min]
+    );
+    // avg's hidden count and float sum read the rows the avg reads.
+    match plan_sql("select avg(v) filter (where v > 1) from accounts") {
+        Plan::Scatter { sql, .. } => {
+            assert_eq!(sql.matches("FILTER (WHERE v > 1)").count(), 3, "{sql}")
+        }
+        other => panic!("{other:?}"),
+    }
+    for sql in [
+        // A partial default other than 0 counts once per shard; 0.0 would give an integer sum
+        // a scale; the least or greatest default is not the least or greatest of the rows.
+        "select coalesce(sum(v), 1) from accounts",
+        "select coalesce(sum(v), 0.0) from accounts",
+        "select coalesce(max(v), 0) from accounts",
+        "select coalesce(avg(v), 0) from accounts",
+        "select coalesce(sum(v), 0) + 1 from accounts",
+        // Another value per shard.
+        "select now(), count(*) from accounts",
+        "select v, count(*) from accounts",
+        // Without rows the merge makes the answer row and has no constant to put in it.
+        "select 1, count(distinct owner) from accounts",
+        "select count(distinct owner) filter (where v > 1) from accounts",
+        "select count(distinct owner), coalesce(sum(v), 0) from accounts",
+        "select count(*) over () from accounts",
+    ] {
+        assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+    }
 }

@@ -14,7 +14,7 @@ django.setup()
 
 from django.contrib.auth.models import User  # noqa: E402
 from django.db import transaction  # noqa: E402
-from django.db.models import Count, Sum  # noqa: E402
+from django.db.models import Count, Q, Sum  # noqa: E402
 from shop.models import Item, Line, Shelf  # noqa: E402
 
 user = User.objects.create_user("ann", password="pw")
@@ -51,5 +51,18 @@ per_shelf = {s.name: s.n for s in Shelf.objects.annotate(n=Count("item"))}
 assert per_shelf == {"s0": 4, "s1": 4, "s2": 4, "s3": 0}, per_shelf
 busy = Shelf.objects.annotate(n=Count("item"), q=Sum("item__qty")).filter(n__gt=0).order_by("-q")
 assert [(s.name, s.n, s.q) for s in busy] == [("s0", 4, 118), ("s2", 4, 26), ("s1", 4, 22)], list(busy.values())
+# Count(filter=Q(...)) and Sum(default=0): FILTER and COALESCE(SUM(...), 0) over every shard,
+# with and without matching rows.
+totals = Item.objects.aggregate(
+    big=Count("id", filter=Q(qty__gte=25)),
+    s=Sum("qty", default=0),
+    none=Sum("qty", default=0, filter=Q(qty__gt=1000)),
+)
+assert totals == {"big": 25, "s": 1276, "none": 0}, totals
+filtered = {
+    s.name: (s.big, s.q)
+    for s in Shelf.objects.annotate(big=Count("item", filter=Q(item__qty__gte=5)), q=Sum("item__qty", default=0))
+}
+assert filtered == {"s0": (3, 118), "s1": (2, 22), "s2": (3, 26), "s3": (0, 0)}, filtered
 Item.objects.filter(qty__lt=5).delete()
 print("django ok", Item.objects.count())
