@@ -413,6 +413,13 @@ async fn same_results_as_one_postgres() {
         "select region, coalesce(sum(balance), 0) as total from accounts where id % 4 = 0 group by region order by total, region",
         "select count(*) filter (where balance > 100), sum(balance) filter (where active), avg(balance) filter (where region = 2), \
          min(owner) filter (where id > 200), max(opened) filter (where note is null) from accounts",
+        // Scalar subqueries tied by the key, in the select list and WHERE.
+        "select a.id, (select count(*) from orders o where o.account_id = a.id) as n from accounts a order by n desc, a.id limit 15",
+        "select accounts.id, (select count(*) as c from orders u0 where u0.account_id = (accounts.id) group by u0.account_id) as n \
+         from accounts where accounts.id % 3 = 0 order by 1",
+        "select a.owner, max((select sum(o.amount) from orders o where o.account_id = a.id)) from accounts a group by a.owner order by 1",
+        "select a.id from accounts a where a.balance < (select coalesce(sum(o.amount), 0) from orders o where o.account_id = a.id) order by a.id",
+        "select a.id from accounts a where 1 not in (select o.order_no from orders o where o.account_id = a.id) and a.id < 60 order by a.id",
         "select owner, count(id) filter (where active) as n, avg(balance) filter (where score > 0) from accounts group by owner \
          having count(id) filter (where active) > 3 order by n desc, owner",
     ] {
@@ -565,6 +572,9 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "select regr_count(id, region) from accounts",
         "select distinct corr(id, region) from accounts",
         "select 1, count(distinct owner) from accounts",
+        "select a.id, (select count(*) from orders) from accounts a",
+        "select a.id, (select count(*) from orders o where o.amount = a.balance) from accounts a",
+        "select (select max(a.balance)) from accounts a",
         "select coalesce(sum(balance), 1) from accounts",
         "select r.label, a.id from regions r left join accounts a on a.id = r.id * 50",
         "select r.label, a.id from accounts a full join regions r on a.id = r.id * 50",

@@ -10,9 +10,12 @@
 //! DISTINCT or aggregate inside) is local too: the outer query then merges like a query of a
 //! sharded table (`SELECT count(*) FROM (SELECT ...) s`, as SQLAlchemy's `count()` sends).
 //!
-//! `NOT IN` is refused: one NULL key in the subquery's rows makes it false for every row of
-//! every shard, and that NULL lives on one shard only. Subqueries elsewhere (the select list,
-//! FROM, HAVING) or not tied by the key stay refused by the planner.
+//! A scalar subquery in WHERE or the select list tied the same way (`(SELECT count(*) FROM
+//! items i WHERE i.account_id = a.id)`) reads only its outer row's shard too.
+//!
+//! `NOT IN` not tied by the key is refused: one NULL key in the subquery's rows makes it false
+//! for every row of every shard, and that NULL lives on one shard only. Subqueries elsewhere
+//! (FROM, HAVING, ORDER BY) or not tied by the key stay refused by the planner.
 
 use super::params::Params;
 use super::plan::{is_column, last_ident, plan_query, relations, Plan, Relations};
@@ -53,21 +56,34 @@ pub(crate) fn top_tables(select: &Select, placement: &Placement) -> Vec<TopTable
     top
 }
 
-/// How many sharded tables the WHERE clause's subqueries read, when each of them is tied to
-/// `outer` by the shard key; a refusal for NOT IN over a sharded table.
-pub(crate) fn tied_in_where(
-    selection: Option<&Expr>,
+/// How many sharded tables the subqueries of `exprs` read, when each of them is tied to
+/// `outer` by the shard key; a refusal for NOT IN over a sharded table that is not.
+pub(crate) fn tied_in<'e>(
+    exprs: impl IntoIterator<Item = &'e Expr>,
     outer: &[TopTable],
     placement: &Placement,
 ) -> Result<usize, Box<Plan>> {
-    let Some(selection) = selection else {
-        return Ok(0);
-    };
-    let found = outermost_subqueries(selection);
+    let mut tables = 0;
+    for e in exprs {
+        tables = match tied_in_one(e, outer, placement)? {
+            usize::MAX => return Ok(usize::MAX),
+            n => tables + n,
+        };
+    }
+    Ok(tables)
+}
+
+fn tied_in_one(e: &Expr, outer: &[TopTable], placement: &Placement) -> Result<usize, Box<Plan>> {
+    let found = outermost_subqueries(e);
     let mut tables = 0;
     for e in &found {
         let (subquery, tied) = match e {
-            Expr::Exists { subquery, .. } => (subquery, correlated(subquery, outer, placement)),
+            // A scalar subquery tied by the key reads only rows of its outer row's shard,
+            // whatever it computes over them (Django's Subquery, SQLAlchemy's
+            // scalar_subquery() counting a row's children).
+            Expr::Exists { subquery, .. } | Expr::Subquery(subquery) => {
+                (subquery, correlated(subquery, outer, placement))
+            }
             Expr::InSubquery {
                 expr,
                 subquery,
@@ -76,7 +92,10 @@ pub(crate) fn tied_in_where(
                 if relations(subquery.as_ref(), placement).sharded.is_empty() {
                     continue;
                 }
-                if *negated {
+                // Tied by the key, the NULLs it could meet are on this row's shard too.
+                if correlated(subquery, outer, placement) {
+                    (subquery, true)
+                } else if *negated {
                     return Err(Box::new(Plan::Reject(
                         PgError::error(
                             sqlstate::FEATURE_NOT_SUPPORTED,
@@ -84,10 +103,10 @@ pub(crate) fn tied_in_where(
                         )
                         .with_hint("One NULL among the subquery's keys would make it false everywhere, and only one shard holds that NULL: use NOT EXISTS with the key equality instead."),
                     )));
+                } else {
+                    (subquery, key_in_keys(expr, subquery, outer, placement))
                 }
-                (subquery, key_in_keys(expr, subquery, outer, placement))
             }
-            Expr::Subquery(subquery) => (subquery, false),
             _ => continue,
         };
         let inner = relations(subquery.as_ref(), placement).sharded.len();
@@ -165,11 +184,17 @@ fn correlated(q: &Query, outer: &[TopTable], placement: &Placement) -> bool {
     }
     let mut conjuncts = Vec::new();
     super::plan::collect_and(w, &mut conjuncts);
+    // Django writes the outer reference in parentheses: `U0."item_id" = ("shop_item"."id")`.
     let qualified_outer = |e: &Expr| {
+        let e = unnested(e);
         matches!(e, Expr::CompoundIdentifier(_))
             && outer.iter().any(|(names, _, key)| is_column(e, names, key))
     };
-    let inner_key = |e: &Expr| inner.iter().any(|(names, _, key)| is_column(e, names, key));
+    let inner_key = |e: &Expr| {
+        inner
+            .iter()
+            .any(|(names, _, key)| is_column(unnested(e), names, key))
+    };
     let tied = conjuncts.iter().any(|c| match c {
         Expr::BinaryOp {
             left,
@@ -183,6 +208,13 @@ fn correlated(q: &Query, outer: &[TopTable], placement: &Placement) -> bool {
     });
     // Every sharded table of the subquery is the tied one, or joined to it on the key.
     tied && (inner.len() == 1 || super::plan::colocation_problem(s, &inner).is_none())
+}
+
+fn unnested(mut e: &Expr) -> &Expr {
+    while let Expr::Nested(inner) = e {
+        e = inner;
+    }
+    e
 }
 
 /// IN: `outer.key IN (SELECT inner.key FROM ...)` with no LIMIT or OFFSET.

@@ -17,7 +17,27 @@ pub struct Query {
 /// A column of `accounts` usable in a filter, with literals of its type.
 pub fn filter(rng: &mut Rng, q: &str) -> String {
     let col = |c: &str| format!("{q}{c}");
-    match rng.below(30) {
+    // The outer row's key, qualified as a correlated subquery must name it.
+    let outer = if q.is_empty() {
+        "accounts.id".to_string()
+    } else {
+        col("id")
+    };
+    match rng.below(33) {
+        30 => format!(
+            "{} > (select coalesce(sum(amount), 0) from orders o2 where o2.account_id = {outer})",
+            col("balance")
+        ),
+        31 => format!(
+            "{} not in (select order_no from orders o2 where o2.account_id = ({outer}))",
+            rng.below(4)
+        ),
+        // Not tied by the key: each shard would see only its own orders.
+        32 => format!(
+            "{} < (select max(amount) from orders o2 where o2.order_no = {})",
+            col("balance"),
+            rng.below(4)
+        ),
         22 => format!(
             "{} = any('{{{}, {}, {}}}')",
             col("id"),
@@ -211,7 +231,20 @@ fn group_column(rng: &mut Rng, q: &str) -> String {
 /// A plain (not grouped) output column of `accounts`.
 fn plain_column(rng: &mut Rng, q: &str) -> String {
     let c = |name: &str| format!("{q}{name}");
-    match rng.below(14) {
+    let outer = if q.is_empty() {
+        "accounts.id".to_string()
+    } else {
+        c("id")
+    };
+    match rng.below(17) {
+        // Correlated by the key, as Django's Subquery and SQLAlchemy's scalar_subquery() write.
+        14 => format!("(select count(*) from orders o2 where o2.account_id = {outer})"),
+        15 => format!(
+            "(select max(o2.order_no) from orders o2 where o2.account_id = ({outer}) group by o2.account_id)"
+        ),
+        16 => format!(
+            "(select o2.amount from orders o2 where o2.account_id = {outer} order by o2.order_no desc limit 1)"
+        ),
         0 => c("owner"),
         1 => c("balance"),
         2 => c("score"),

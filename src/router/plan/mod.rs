@@ -27,6 +27,7 @@ use sqlparser::ast::{
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
+mod aggregate_level;
 mod copies;
 mod create_table;
 mod kept_rows;

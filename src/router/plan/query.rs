@@ -182,12 +182,20 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
     }
     // Sharded tables of the top-level FROM, with the names they are referred to by.
     let top = crate::router::subquery::top_tables(select, placement);
-    // Subqueries in WHERE tied to those tables by the shard key run on each shard as written.
-    let tied =
-        match crate::router::subquery::tied_in_where(select.selection.as_ref(), &top, placement) {
-            Ok(n) => n,
-            Err(refusal) => return *refusal,
-        };
+    // Subqueries in WHERE and the select list tied to those tables by the shard key run on
+    // each shard as written.
+    let items = select.projection.iter().filter_map(|i| match i {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
+        _ => None,
+    });
+    let tied = match crate::router::subquery::tied_in(
+        select.selection.iter().chain(items),
+        &top,
+        placement,
+    ) {
+        Ok(n) => n,
+        Err(refusal) => return *refusal,
+    };
     // `SELECT ... FROM (subquery) s`, whose rows are each shard's rows (SQLAlchemy's count()).
     if top.is_empty() && tied == 0 {
         if let Some(shards) =
@@ -205,7 +213,7 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
     if top.len().checked_add(tied) != Some(rels.sharded.len()) {
         return refuse(
             "a sharded table inside a subquery is not supported here",
-            "A subquery over a sharded table runs on each shard when it is in WHERE and tied to the outer table by the shard key: EXISTS (... WHERE inner.key = outer.key) or outer.key IN (SELECT inner.key ...). Otherwise join co-located tables on their shard keys.",
+            "A subquery over a sharded table runs on each shard when it is in WHERE or the select list and tied to the outer table by the shard key: EXISTS (... WHERE inner.key = outer.key), (SELECT ... WHERE inner.key = outer.key) or outer.key IN (SELECT inner.key ...). Otherwise join co-located tables on their shard keys.",
         );
     }
     if top.len() > 1 {

@@ -188,7 +188,11 @@ pub(super) fn plan_scatter(
     let grouped = select.distinct.is_some()
         || !matches!(&select.group_by, sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty())
         || select.having.is_some()
-        || has_aggregate_or_window(&select.projection, placement)
+        || super::aggregate_level::has_own_aggregate_or_window(
+            &select.projection,
+            select,
+            placement,
+        )
         || orders_by_aggregate_or_window(q, placement);
     // Grouped by a shard key (or DISTINCT over one), each shard holds whole groups: its rows
     // are final, and only their order and LIMIT are merged, as for plain rows.

@@ -159,7 +159,7 @@ fn refusals() {
         "select * from accounts a where exists (select 1 from ledger l where l.amount = a.id)",
         "select * from accounts where id in (select account_id from ledger limit 3)",
         "select * from accounts a where exists (select 1 from users u where u.name = a.v)",
-        "select (select count(*) from ledger l where l.account_id = a.id) from accounts a",
+        "select (select count(*) from ledger l where l.amount = a.id) from accounts a",
         "create table accounts (id bigint primary key, n bigint generated always as identity)",
         "create table accounts (id bigint generated always as identity)",
         "create table users (name text primary key default nextval('s')::text)",
@@ -846,6 +846,47 @@ fn constants_zero_defaults_and_filters_combine() {
         "select count(distinct owner) filter (where v > 1) from accounts",
         "select count(distinct owner), coalesce(sum(v), 0) from accounts",
         "select count(*) over () from accounts",
+    ] {
+        assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+    }
+}
+
+#[test]
+fn scalar_subqueries_tied_by_the_key_run_on_each_shard() {
+    for sql in [
+        "select a.id, (select count(*) from ledger l where l.account_id = a.id) as n from accounts a order by n desc, a.id",
+        // Django's Subquery: the outer key in parentheses, the inner query grouped.
+        "SELECT \"accounts\".\"id\", (SELECT COUNT(*) AS \"c\" FROM \"ledger\" U0 WHERE U0.\"account_id\" = (\"accounts\".\"id\") \
+         GROUP BY U0.\"account_id\") AS \"n\" FROM \"accounts\"",
+        "select a.id from accounts a where a.v < (select sum(l.amount) from ledger l where l.account_id = a.id)",
+        "select a.id from accounts a where 7 not in (select l.amount from ledger l where l.account_id = a.id)",
+        "select a.id, (select count(*) from countries) from accounts a",
+    ] {
+        match plan_sql(sql) {
+            Plan::Scatter { merge, .. } => assert!(merge.aggregate.is_none(), "{sql}"),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        plan_sql("select a.v, (select count(*) from ledger l where l.account_id = a.id) from accounts a where a.id = 4"),
+        Plan::Shard { shard, .. } if shard == shard_of(4)
+    ));
+    // Aggregates of the subquery's rows inside an aggregate of the outer ones combine.
+    assert!(matches!(
+        plan_sql("select a.owner, max((select count(*) from ledger l where l.account_id = a.id)) from accounts a group by a.owner"),
+        Plan::Scatter { merge, .. } if merge.aggregate.is_some()
+    ));
+    for sql in [
+        // Not tied by the key: each shard would count only its own rows.
+        "select a.id, (select count(*) from ledger) from accounts a",
+        "select a.id, (select count(*) from ledger l where l.account_id = 3) from accounts a",
+        "select a.id, (select count(*) from ledger l where l.amount = a.v) from accounts a",
+        "select a.id from accounts a where 7 not in (select l.account_id from ledger l)",
+        // An aggregate of outer columns only is the outer query's: one row in all.
+        "select (select max(a.v)) from accounts a",
+        "select (select max(v)) from accounts a",
+        // A text key is not co-located with a bigint one.
+        "select a.id, (select count(*) from users u where u.name = a.id) from accounts a",
     ] {
         assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
     }

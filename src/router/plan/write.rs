@@ -60,14 +60,12 @@ fn reads_beyond_its_rows<V: sqlparser::ast::Visit>(
         return None;
     }
     let tied = match target {
-        Some(t) => match crate::router::subquery::tied_in_where(
-            selection,
-            std::slice::from_ref(t),
-            placement,
-        ) {
-            Ok(n) => n,
-            Err(refusal) => return Some(*refusal),
-        },
+        Some(t) => {
+            match crate::router::subquery::tied_in(selection, std::slice::from_ref(t), placement) {
+                Ok(n) => n,
+                Err(refusal) => return Some(*refusal),
+            }
+        }
         None => 0,
     };
     if own.checked_add(tied) == Some(sharded) {

@@ -14,7 +14,7 @@ django.setup()
 
 from django.contrib.auth.models import User  # noqa: E402
 from django.db import transaction  # noqa: E402
-from django.db.models import Count, Q, Sum  # noqa: E402
+from django.db.models import Count, OuterRef, Q, Subquery, Sum  # noqa: E402
 from shop.models import Item, Line, Shelf  # noqa: E402
 
 user = User.objects.create_user("ann", password="pw")
@@ -64,5 +64,9 @@ filtered = {
     for s in Shelf.objects.annotate(big=Count("item", filter=Q(item__qty__gte=5)), q=Sum("item__qty", default=0))
 }
 assert filtered == {"s0": (3, 118), "s1": (2, 22), "s2": (3, 26), "s3": (0, 0)}, filtered
+# Subquery(...) counting each item's lines: correlated by the shard key, run on every shard.
+lines = Line.objects.filter(item=OuterRef("pk")).values("item").annotate(c=Count("*")).values("c")
+with_lines = Item.objects.annotate(n=Subquery(lines)).filter(n__gte=1).order_by("-n", "pk")
+assert [i.n for i in with_lines] == [2] * 10, [(i.pk, i.n) for i in with_lines]
 Item.objects.filter(qty__lt=5).delete()
 print("django ok", Item.objects.count())
