@@ -413,6 +413,11 @@ async fn same_results_as_one_postgres() {
         "select region, coalesce(sum(balance), 0) as total from accounts where id % 4 = 0 group by region order by total, region",
         "select count(*) filter (where balance > 100), sum(balance) filter (where active), avg(balance) filter (where region = 2), \
          min(owner) filter (where id > 200), max(opened) filter (where note is null) from accounts",
+        // SQLAlchemy's exists(): rows on some shard, on none, on one named by its key.
+        "select exists (select 1 from accounts where owner = 'Zed' and balance > 1000) as anon_1",
+        "select exists (select 1 from accounts where owner = 'nobody'), not exists (select * from orders where amount > 890)",
+        "select exists (select 1 from accounts a join orders o on o.account_id = a.id where o.amount < 5 limit 1)",
+        "select not exists (select 1 from accounts where id = 17)",
         // Scalar subqueries tied by the key, in the select list and WHERE.
         "select a.id, (select count(*) from orders o where o.account_id = a.id) as n from accounts a order by n desc, a.id limit 15",
         "select accounts.id, (select count(*) as c from orders u0 where u0.account_id = (accounts.id) group by u0.account_id) as n \
@@ -575,6 +580,7 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "select a.id, (select count(*) from orders) from accounts a",
         "select a.id, (select count(*) from orders o where o.amount = a.balance) from accounts a",
         "select (select max(a.balance)) from accounts a",
+        "select exists (select 1 from accounts having count(*) > 5)",
         "select coalesce(sum(balance), 1) from accounts",
         "select r.label, a.id from regions r left join accounts a on a.id = r.id * 50",
         "select r.label, a.id from accounts a full join regions r on a.id = r.id * 50",

@@ -544,7 +544,22 @@ fn odd(rng: &mut Rng) -> Query {
     let w = filters(rng, "")
         .map(|w| format!(" where {w}"))
         .unwrap_or_default();
-    let mut sql = match rng.below(9) {
+    let mut sql = match rng.below(11) {
+        // SQLAlchemy's exists(), over accounts or the co-located join.
+        9 | 10 => {
+            let from = rng.pick(&[
+                "accounts",
+                "accounts join orders o on o.account_id = accounts.id",
+            ]);
+            let w = filters(rng, "accounts.")
+                .map(|w| format!(" where {w}"))
+                .unwrap_or_default();
+            let not = if rng.below(3) == 0 { "not " } else { "" };
+            return Query {
+                sql: format!("select {not}exists (select 1 from {from}{w}) as anon_1"),
+                ordered: true,
+            };
+        }
         0 => format!("select id, owner, balance from accounts{w} order by 3{}, 1", direction(rng)),
         1 => format!("select id as k, note as n from accounts{w} order by n{}, k", direction(rng)),
         2 => format!("select id, owner from accounts{w} order by lower(owner){}, id", direction(rng)),

@@ -97,6 +97,14 @@ def query(s, ids):
     assert s.query(Customer).filter(Customer.tenant_id == 1).count() == CUSTOMERS // 2
     rich = s.scalars(select(Customer.id).where(Customer.orders.any(Order.amount > 200))).all()
     assert sorted(rich) == sorted(ids[i] for i in range(CUSTOMERS) if 10 * i + 2 > 200)
+    # exists(): SELECT EXISTS (SELECT ...), asked of every shard.
+    assert s.scalar(select(select(Order.id).where(Order.amount > 200).exists())) is True
+    assert s.scalar(select(select(Order.id).where(Order.amount > 10**6).exists())) is False
+    # A correlated count per row (scalar_subquery), tied to the row by the shard key.
+    counts = (select(func.count(Order.id)).where(Order.customer_id == Customer.id)
+              .scalar_subquery())
+    per_customer = s.execute(select(Customer.id, counts).order_by(Customer.id)).all()
+    assert per_customer == [(cid, ORDERS_EACH) for cid in sorted(ids)], per_customer
 
 
 def transfer(s, ids):

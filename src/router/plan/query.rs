@@ -154,6 +154,9 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
             write: false,
         };
     }
+    if let Some(plan) = super::exists::plan_exists(q, placement, params) {
+        return plan;
+    }
     if let SetExpr::Select(s) = q.body.as_ref() {
         if s.into.is_some() {
             return super::create_table::made_from_shards("SELECT ... INTO");

@@ -891,3 +891,37 @@ fn scalar_subqueries_tied_by_the_key_run_on_each_shard() {
         assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
     }
 }
+
+#[test]
+fn exists_of_sharded_rows_asks_every_shard_and_ors_the_answers() {
+    use crate::router::aggregate::AggColumn;
+    match plan_sql(
+        "select exists (select 1 from accounts where v > 3) as anon_1, not exists (select * from ledger l join accounts a on a.id = l.account_id)",
+    ) {
+        Plan::Scatter { shards, merge, .. } => {
+            assert_eq!(shards, vec![0, 1, 2]);
+            let spec = merge.aggregate.expect("combined");
+            assert_eq!(spec.columns, [AggColumn::Max, AggColumn::Min]);
+            assert!(spec.single_group);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        plan_sql("select exists (select 1 from accounts where id = 7 limit 1)"),
+        Plan::Shard {
+            shard: shard_of(7),
+            write: false
+        }
+    );
+    for sql in [
+        // About rows no shard holds alone.
+        "select exists (select 1 from accounts having count(*) > 5)",
+        "select exists (select 1 from accounts offset 40)",
+        "select exists (select distinct v from accounts)",
+        "select exists (select 1 from accounts a join ledger l on l.amount = a.id)",
+        // Not only EXISTS tests: another item would be one value per shard.
+        "select exists (select 1 from accounts), (select count(*) from accounts)",
+    ] {
+        assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+    }
+}
