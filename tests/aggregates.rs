@@ -25,7 +25,7 @@ async fn one_value(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<Stri
 }
 
 /// Calls of aggregates the planner does not combine are refused wherever they stand: in the
-/// select list, under DISTINCT, in a derived table, in ORDER BY alone; those it combines give
+/// select list, under DISTINCT, in a derived table, in ORDER BY; those it combines give
 /// one PostgreSQL's answer; an aggregate made through the proxy (also inside a transaction,
 /// also from DO) is known from the next statement on; one made on the shards directly, behind
 /// the proxy, from the next look at their catalogs.
@@ -51,11 +51,15 @@ async fn aggregates_that_cannot_be_combined_are_refused_never_answered_per_shard
         "select bit_xor(id) from accounts",
         "select distinct regr_count(id, balance) from accounts",
         "select * from (select regr_count(id, balance) from accounts) s",
-        "select 1 from accounts order by count(*)",
         "select id from accounts order by row_number() over (order by balance) limit 3",
     ] {
         refused(c.simple_query(sql).await, sql);
     }
+    // An aggregate in ORDER BY alone makes one group, whose constant is carried.
+    assert_eq!(
+        one_value(&c, "select 1 from accounts order by count(*)").await,
+        vec![vec![Some("1".into())]]
+    );
     // Combined: booleans as the least and greatest of the shards' answers.
     assert_eq!(
         one_value(
