@@ -79,8 +79,11 @@ pub enum AggColumn {
     CountDistinct {
         values: usize,
     },
-    /// The hidden x of a count(DISTINCT x), one value per shard row.
-    DistinctValue,
+    /// The hidden x of a count(DISTINCT x), one value per shard row. `with_null`: a NULL is
+    /// one more value, as SELECT DISTINCT x keeps one NULL row (a count of such rows).
+    DistinctValue {
+        with_null: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -416,7 +419,8 @@ pub fn plan_aggregate(
             expr: arg.clone(),
             alias: Ident::new(format!("__shardgate_distinct_{i}")),
         });
-        spec.columns.push(AggColumn::DistinctValue);
+        spec.columns
+            .push(AggColumn::DistinctValue { with_null: false });
         extra_groups.push(arg);
     }
     // SELECT DISTINCT groups by every column: no rows make no groups, not one empty group.

@@ -454,6 +454,23 @@ fn nested(rng: &mut Rng) -> Query {
         .next()
         .unwrap_or(&inner.sql)
         .to_string();
+    if rng.below(3) == 0 {
+        // Django's values("x").distinct().count(), over one column or two (refused).
+        let w = filters(rng, "")
+            .map(|w| format!(" where {w}"))
+            .unwrap_or_default();
+        let mut cols = vec![plain_column(rng, "")];
+        if rng.below(5) == 0 {
+            cols.push(group_column(rng, ""));
+        }
+        return Query {
+            sql: format!(
+                "select count(*) from (select distinct {} from accounts{w}) subquery",
+                cols.join(", ")
+            ),
+            ordered: true,
+        };
+    }
     let sql = if rng.below(2) == 0 {
         format!("select count(*) from ({inner_sql}) s")
     } else {

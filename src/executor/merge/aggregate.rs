@@ -34,8 +34,9 @@ enum State {
     SumNum(Option<Num>),
     SumFloat(Option<f64>),
     Best(Option<(SortValue, Bytes)>),
-    /// The distinct values of a count(DISTINCT x), in `distinct_key` form.
-    Distinct(HashSet<Vec<u8>>),
+    /// The distinct values of a count(DISTINCT x), in `distinct_key` form; None for a NULL
+    /// where it counts.
+    Distinct(HashSet<Option<Vec<u8>>>),
     /// Filled from a `Distinct` column when the group is finished.
     CountDistinct,
 }
@@ -85,7 +86,7 @@ pub fn check(
                 oid::INT8 | oid::NUMERIC | oid::FLOAT4 | oid::FLOAT8
             ),
             AggColumn::Min | AggColumn::Max => value::supported(f.type_oid, f.format).is_ok(),
-            AggColumn::DistinctValue => {
+            AggColumn::DistinctValue { .. } => {
                 ONE_SPELLING.contains(&f.type_oid) || value::supported(f.type_oid, f.format).is_ok()
             }
             AggColumn::CountDistinct { .. } => f.type_oid == oid::INT8,
@@ -212,7 +213,7 @@ fn fresh(fields: &[FieldDesc], spec: &AggSpec) -> Vec<State> {
                 _ => State::SumFloat(None),
             },
             AggColumn::Min | AggColumn::Max => State::Best(None),
-            AggColumn::DistinctValue => State::Distinct(HashSet::new()),
+            AggColumn::DistinctValue { .. } => State::Distinct(HashSet::new()),
             AggColumn::CountDistinct { .. } => State::CountDistinct,
         })
         .collect()
@@ -257,9 +258,13 @@ impl Groups {
         for (i, (c, f)) in spec.columns.iter().zip(fields).enumerate() {
             let raw = column(i)?;
             let state = &mut self.states[slot][i];
-            if let (State::Distinct(seen), Some(raw)) = (&mut *state, raw.as_deref()) {
-                let key = distinct_key(f, raw)?;
-                let cost = key.len() + DISTINCT_OVERHEAD;
+            if let State::Distinct(seen) = &mut *state {
+                let key = match (raw.as_deref(), c) {
+                    (Some(raw), _) => Some(distinct_key(f, raw)?),
+                    (None, AggColumn::DistinctValue { with_null: true }) => None,
+                    (None, _) => continue,
+                };
+                let cost = key.as_ref().map_or(0, Vec::len) + DISTINCT_OVERHEAD;
                 if seen.insert(key) {
                     self.distinct_bytes += cost;
                     if self.distinct_bytes > DISTINCT_BYTES {

@@ -30,6 +30,7 @@ use std::ops::ControlFlow;
 mod aggregate_level;
 mod copies;
 mod create_table;
+mod distinct_count;
 mod exists;
 mod kept_rows;
 mod query;

@@ -212,6 +212,10 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
                 _ => plan_scatter(q, select, shards, params, placement),
             };
         }
+        // Django's `values("x").distinct().count()`.
+        if let Some(plan) = super::distinct_count::plan_distinct_count(q, placement, params) {
+            return plan;
+        }
     }
     if top.len().checked_add(tied) != Some(rels.sharded.len()) {
         return refuse(

@@ -327,7 +327,11 @@ fn aggregates_rewrite_avg_and_push_nothing_down() {
     let spec = merge.aggregate.unwrap();
     assert_eq!(
         spec.columns,
-        vec![CountDistinct { values: 2 }, Count, DistinctValue]
+        vec![
+            CountDistinct { values: 2 },
+            Count,
+            DistinctValue { with_null: false }
+        ]
     );
     assert!(spec.single_group);
     for sql in [
@@ -921,6 +925,43 @@ fn exists_of_sharded_rows_asks_every_shard_and_ors_the_answers() {
         "select exists (select 1 from accounts a join ledger l on l.amount = a.id)",
         // Not only EXISTS tests: another item would be one value per shard.
         "select exists (select 1 from accounts), (select count(*) from accounts)",
+    ] {
+        assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+    }
+}
+
+#[test]
+fn counts_of_distinct_values_collect_them_across_shards() {
+    use crate::router::aggregate::AggColumn;
+    // Django's values("x").distinct().count().
+    match plan_sql("SELECT COUNT(*) FROM (SELECT DISTINCT \"accounts\".\"owner\" AS \"col1\" FROM \"accounts\" WHERE v > 2) subquery") {
+        Plan::Scatter { sql, merge, .. } => {
+            assert!(sql.contains("COUNT(DISTINCT \"accounts\".\"owner\")"), "{sql}");
+            let spec = merge.aggregate.expect("combined");
+            assert!(spec.single_group);
+            assert!(spec.columns.contains(&AggColumn::DistinctValue { with_null: true }), "{spec:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // One shard holds every row: it answers as written.
+    assert!(matches!(
+        plan_sql("select count(*) from (select distinct v from accounts where id = 3) s"),
+        Plan::Shard { shard, .. } if shard == shard_of(3)
+    ));
+    // count(DISTINCT x) itself still skips NULLs.
+    match plan_sql("select count(distinct owner) from accounts") {
+        Plan::Scatter { merge, .. } => assert!(merge
+            .aggregate
+            .expect("combined")
+            .columns
+            .contains(&AggColumn::DistinctValue { with_null: false })),
+        other => panic!("{other:?}"),
+    }
+    for sql in [
+        "select count(*) from (select distinct owner, v from accounts) s",
+        "select count(*) from (select distinct owner from accounts limit 3) s",
+        "select count(*) from (select distinct count(*) from accounts) s",
+        "select count(*) from (select distinct l.amount from ledger l join accounts a on a.v = l.account_id) s",
     ] {
         assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
     }

@@ -64,6 +64,10 @@ filtered = {
     for s in Shelf.objects.annotate(big=Count("item", filter=Q(item__qty__gte=5)), q=Sum("item__qty", default=0))
 }
 assert filtered == {"s0": (3, 118), "s1": (2, 22), "s2": (3, 26), "s3": (0, 0)}, filtered
+# values(...).distinct().count(): distinct across shards, the NULL of items on no shelf too.
+assert Item.objects.values("shelf").distinct().count() == 4
+assert Item.objects.filter(qty__gte=3).values("shelf").distinct().count() == 4
+assert Item.objects.filter(shelf__isnull=False).values("shelf").distinct().count() == 3
 # Subquery(...) counting each item's lines: correlated by the shard key, run on every shard.
 lines = Line.objects.filter(item=OuterRef("pk")).values("item").annotate(c=Count("*")).values("c")
 with_lines = Item.objects.annotate(n=Subquery(lines)).filter(n__gte=1).order_by("-n", "pk")

@@ -1,0 +1,137 @@
+//! Counting the distinct values of one column over several shards, as Django counts a
+//! `values("x").distinct()` query: `SELECT count(*) FROM (SELECT DISTINCT x AS col1 FROM t
+//! WHERE ...) subquery`.
+//!
+//! The same value can be on several shards, so each shard's distinct rows are not the
+//! answer's. The count is planned as `SELECT count(DISTINCT x) FROM t WHERE ...`, whose merge
+//! collects the values distinct across shards, except that a NULL counts too: SELECT DISTINCT
+//! keeps one NULL row where count(DISTINCT x) skips it. Several columns, and an inner query
+//! with its own grouping, ordering or limits, stay refused.
+
+use super::*;
+use crate::router::aggregate::AggColumn;
+use sqlparser::ast::{
+    Distinct, DuplicateTreatment, FunctionArg, FunctionArgExpr, FunctionArgumentList,
+    FunctionArguments, GroupByExpr,
+};
+
+/// The plan of such a count; None when the statement is not one.
+pub(super) fn plan_distinct_count(
+    q: &Query,
+    placement: &Placement,
+    params: &Params,
+) -> Option<Plan> {
+    let (outer, inner) = shape(q)?;
+    let (inner_query, inner_select) = inner;
+    let (SelectItem::UnnamedExpr(value) | SelectItem::ExprWithAlias { expr: value, .. }) =
+        inner_select.projection.first()?
+    else {
+        return None;
+    };
+    if has_aggregate_or_window(value, placement) {
+        return None;
+    }
+    // count(DISTINCT value) over the inner query's FROM and WHERE, named as the outer count.
+    let mut counted = inner_query.clone();
+    let SetExpr::Select(select) = counted.body.as_mut() else {
+        return None;
+    };
+    select.distinct = None;
+    let mut count = outer.clone();
+    if let SelectItem::UnnamedExpr(Expr::Function(f))
+    | SelectItem::ExprWithAlias {
+        expr: Expr::Function(f),
+        ..
+    } = &mut count
+    {
+        f.args = FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: Some(DuplicateTreatment::Distinct),
+            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(value.clone()))],
+            clauses: Vec::new(),
+        });
+    }
+    select.projection = vec![count];
+    Some(match plan_query(&counted, placement, params) {
+        // One shard holds every row: it answers the statement as written.
+        Plan::Shard { shard, write } => Plan::Shard { shard, write },
+        Plan::Scatter {
+            shards,
+            sql,
+            mut merge,
+        } => {
+            let spec = merge.aggregate.as_mut()?;
+            for c in &mut spec.columns {
+                if let AggColumn::DistinctValue { with_null } = c {
+                    *with_null = true;
+                }
+            }
+            Plan::Scatter { shards, sql, merge }
+        }
+        other => other,
+    })
+}
+
+/// `SELECT count(*) FROM (SELECT DISTINCT x FROM ...) alias` and nothing more: the outer
+/// count item, and the inner query with its SELECT.
+fn shape(q: &Query) -> Option<(&SelectItem, (&Query, &Select))> {
+    if q.with.is_some() || q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
+        return None;
+    }
+    let SetExpr::Select(outer) = q.body.as_ref() else {
+        return None;
+    };
+    let [from] = outer.from.as_slice() else {
+        return None;
+    };
+    let TableFactor::Derived {
+        lateral: false,
+        subquery,
+        ..
+    } = &from.relation
+    else {
+        return None;
+    };
+    let [item] = outer.projection.as_slice() else {
+        return None;
+    };
+    let (SelectItem::UnnamedExpr(Expr::Function(f))
+    | SelectItem::ExprWithAlias {
+        expr: Expr::Function(f),
+        ..
+    }) = item
+    else {
+        return None;
+    };
+    let count_star = f.name.to_string().eq_ignore_ascii_case("count")
+        && matches!(&f.args, FunctionArguments::List(l)
+            if l.duplicate_treatment.is_none() && l.clauses.is_empty()
+                && matches!(l.args.as_slice(), [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)]))
+        && f.filter.is_none()
+        && f.over.is_none()
+        && f.within_group.is_empty();
+    if !count_star
+        || !from.joins.is_empty()
+        || outer.selection.is_some()
+        || outer.having.is_some()
+        || outer.distinct.is_some()
+        || !matches!(&outer.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+    {
+        return None;
+    }
+    if subquery.with.is_some()
+        || subquery.order_by.is_some()
+        || subquery.limit_clause.is_some()
+        || subquery.fetch.is_some()
+        || !subquery.locks.is_empty()
+    {
+        return None;
+    }
+    let SetExpr::Select(inner) = subquery.body.as_ref() else {
+        return None;
+    };
+    let plain = matches!(inner.distinct, Some(Distinct::Distinct))
+        && inner.projection.len() == 1
+        && inner.having.is_none()
+        && matches!(&inner.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+    plain.then_some((item, (subquery.as_ref(), inner.as_ref())))
+}
