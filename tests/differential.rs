@@ -413,6 +413,13 @@ async fn same_results_as_one_postgres() {
         "select region, coalesce(sum(balance), 0) as total from accounts where id % 4 = 0 group by region order by total, region",
         "select count(*) filter (where balance > 100), sum(balance) filter (where active), avg(balance) filter (where region = 2), \
          min(owner) filter (where id > 200), max(opened) filter (where note is null) from accounts",
+        // CTEs read once, as the derived tables they stand for (one named as the table it reads).
+        "with big as (select * from accounts where balance > 200) select owner, count(*) from big group by owner order by owner",
+        "with accounts as (select * from accounts where id < 30) select count(*), sum(balance) from accounts",
+        "with a as (select id, owner from accounts where region = 2), b (k, o) as (select id, owner from a where id > 50) \
+         select o, count(*) from b group by o order by o",
+        "with t as (select * from accounts where id = 17) select id, owner from t",
+        "with per as (select account_id, sum(amount) as s from orders group by account_id) select count(*) from per where s > 500",
         // Django's values("x").distinct().count(): values on several shards, NULL among them.
         "select count(*) from (select distinct accounts.owner as col1 from accounts) subquery",
         "select count(*) from (select distinct note as col1 from accounts where region < 3) subquery",
@@ -587,6 +594,11 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "select a.id, (select count(*) from orders o where o.amount = a.balance) from accounts a",
         "select (select max(a.balance)) from accounts a",
         "select exists (select 1 from accounts having count(*) > 5)",
+        "with a as (select * from accounts) select count(*) from a x join a y on x.id = y.id",
+        // A write's target is the table, whatever a CTE is called: not one shard's rows only.
+        "with accounts as (select 1) delete from accounts where balance > 1400",
+        "with accounts as (select 1) update accounts set note = 'cte' where balance > 1400",
+        "with accounts as (select * from accounts) select count(*) from accounts x join accounts y on x.owner = y.owner",
         "select count(*) from (select distinct owner, region from accounts) s",
         "select coalesce(sum(balance), 1) from accounts",
         "select r.label, a.id from regions r left join accounts a on a.id = r.id * 50",

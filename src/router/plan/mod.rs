@@ -32,6 +32,7 @@ mod copies;
 mod create_table;
 mod distinct_count;
 mod exists;
+mod inline_ctes;
 mod kept_rows;
 mod query;
 mod scatter;

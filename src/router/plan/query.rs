@@ -51,8 +51,13 @@ pub(crate) fn relations<V: sqlparser::ast::Visit>(q: &V, placement: &Placement) 
     let cte_names = cte_names(q);
     for name in &tables_read(q) {
         let text = name.to_string();
-        if is_catalog_relation(&text) || cte_names.contains(&last_ident(name).to_ascii_lowercase())
-        {
+        // A CTE is named by one unqualified name. One named as a declared table may shadow it
+        // in one place and not in another (its own body, a write's target), so the name
+        // counts as the table: `plan_query` inlines such a CTE or refuses it.
+        let cte = name.0.len() == 1
+            && cte_names.contains(&last_ident(name).to_ascii_lowercase())
+            && placement.rule(&text).is_none();
+        if is_catalog_relation(&text) || cte {
             continue;
         }
         match placement.rule(&text) {
@@ -136,6 +141,26 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
     if let Some(refusal) = super::string_syntax::set_config_refused(q, params) {
         return refusal;
     }
+    let writes = matches!(
+        q.body.as_ref(),
+        SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_)
+    );
+    if q.with.is_some() && !writes {
+        // Planned as the derived tables the CTEs stand for; the shards still run the
+        // statement as written when one of them answers it.
+        if let Some(inlined) = super::inline_ctes::inlined(q) {
+            return plan_query(&inlined, placement, params);
+        }
+        if let Some(name) = cte_names(q)
+            .into_iter()
+            .find(|n| placement.rule(n).is_some())
+        {
+            return refuse(
+                format!("a WITH query named {name}, as a declared table is, is not supported here"),
+                "Give the CTE a name of its own.",
+            );
+        }
+    }
     let rels = relations(q, placement);
     if let Some(name) = rels.undeclared {
         return undeclared(&name);
@@ -179,8 +204,8 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
     };
     if q.with.is_some() {
         return refuse(
-            "WITH queries over sharded tables are not supported yet",
-            "Inline the CTE or query each shard key separately.",
+            "WITH queries over sharded tables are supported only as a SELECT each, read once, and not recursive",
+            "Inline the CTE as a subquery, or query each shard key separately.",
         );
     }
     // Sharded tables of the top-level FROM, with the names they are referred to by.

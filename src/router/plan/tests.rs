@@ -966,3 +966,40 @@ fn counts_of_distinct_values_collect_them_across_shards() {
         assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
     }
 }
+
+#[test]
+fn ctes_read_once_are_planned_as_the_derived_tables_they_stand_for() {
+    assert!(matches!(
+        plan_sql("with big as (select * from accounts where v > 2) select count(*) from big"),
+        Plan::Scatter { merge, .. } if merge.aggregate.is_some()
+    ));
+    assert!(matches!(
+        plan_sql("with a as (select id, v from accounts where id = 4), b (k) as (select id from a where v > 1) select * from b"),
+        Plan::Shard { shard, .. } if shard == shard_of(4)
+    ));
+    // Named as the table it reads: the body's name is the table, the statement's the CTE.
+    match plan_sql(
+        "with accounts as (select * from accounts where id < 3) select count(*) from accounts",
+    ) {
+        Plan::Scatter { shards, sql, .. } => {
+            assert_eq!(shards, vec![0, 1, 2]);
+            assert!(!sql.contains("WITH"), "{sql}");
+        }
+        other => panic!("{other:?}"),
+    }
+    for sql in [
+        "with a as (select * from accounts) select count(*) from a x join a y on x.id = y.id",
+        "with recursive r (n) as (select 1 union all select n + 1 from r where n < 3) select * from r join accounts on accounts.id = r.n",
+        "with d as (delete from accounts where id = 30 returning *) select count(*) from d",
+        "with accounts as (select * from accounts) select count(*) from accounts x join accounts y on x.id = y.id",
+    ] {
+        assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+    }
+    // A write's target is the table whatever a CTE is called: refused, never sent to one shard.
+    assert_eq!(
+        code(&plan_sql(
+            "with accounts as (select 1) delete from accounts where v > 1000"
+        )),
+        "0A000"
+    );
+}
