@@ -1147,10 +1147,17 @@ async fn a_query_over_a_derived_table_of_each_shards_rows_merges() {
     want.reverse();
     want.truncate(3);
     assert_eq!(got, want);
-    // A derived table that would need merging itself is refused, never summed per shard.
+    // Distinct values of one column: collected across shards, never summed per shard.
+    let n = c
+        .query_one("select count(*) from (select distinct qty from items) s", &[])
+        .await
+        .unwrap();
+    let distinct: std::collections::BTreeSet<i64> = (1..=ROWS).map(|g| g % 7).collect();
+    assert_eq!(n.get::<_, i64>(0), distinct.len() as i64);
+    // A derived table that would need merging itself otherwise is refused.
     let err = c
         .query(
-            "select count(*) from (select distinct qty from items) s",
+            "select count(*) from (select distinct qty, name from items) s",
             &[],
         )
         .await
