@@ -1149,7 +1149,10 @@ async fn a_query_over_a_derived_table_of_each_shards_rows_merges() {
     assert_eq!(got, want);
     // Distinct values of one column: collected across shards, never summed per shard.
     let n = c
-        .query_one("select count(*) from (select distinct qty from items) s", &[])
+        .query_one(
+            "select count(*) from (select distinct qty from items) s",
+            &[],
+        )
         .await
         .unwrap();
     let distinct: std::collections::BTreeSet<i64> = (1..=ROWS).map(|g| g % 7).collect();
