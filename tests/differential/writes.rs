@@ -49,7 +49,19 @@ fn returning(rng: &mut Rng, what: &str) -> String {
 pub fn statement(rng: &mut Rng) -> String {
     let cols = "(id, owner, balance, region, active)";
     let w = |rng: &mut Rng| filters(rng, "").unwrap_or_else(|| "true".into());
-    match rng.below(31) {
+    match rng.below(33) {
+        // Django's update(x=Subquery(...)): a row set from its own children, or (refused) from
+        // rows of other keys.
+        31 => format!(
+            "update accounts set balance = (select coalesce(sum(o.amount), 0) from orders o where o.account_id = accounts.id) where {}{}",
+            w(rng),
+            returning(rng, "id, balance")
+        ),
+        32 => format!(
+            "update accounts set region = (select count(*) from orders o where o.order_no = {}) where {}",
+            rng.below(4),
+            w(rng)
+        ),
         24 => format!(
             "insert into accounts (id, owner, balance, region) select id + 1000, owner, balance, region from accounts where {} on conflict (id) do nothing{}",
             w(rng),

@@ -1003,3 +1003,21 @@ fn ctes_read_once_are_planned_as_the_derived_tables_they_stand_for() {
         "0A000"
     );
 }
+
+#[test]
+fn updates_set_from_a_subquery_tied_by_the_key_run_on_each_shard() {
+    for sql in [
+        "update accounts a set v = (select sum(l.amount) from ledger l where l.account_id = a.id)",
+        // Django: the outer key in parentheses.
+        "UPDATE \"accounts\" SET \"v\" = (SELECT COUNT(*) FROM \"ledger\" U0 WHERE U0.\"account_id\" = (\"accounts\".\"id\")) WHERE \"accounts\".\"v\" > 1",
+    ] {
+        assert!(matches!(plan_sql(sql), Plan::Write { ref parts, .. } if parts.len() == 3), "{sql}: {:?}", plan_sql(sql));
+    }
+    for sql in [
+        "update accounts a set v = (select sum(l.amount) from ledger l)",
+        "update accounts a set v = (select sum(l.amount) from ledger l where l.account_id = 3)",
+        "update accounts a set v = 1 returning (select count(*) from ledger l where l.account_id = a.id)",
+    ] {
+        assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+    }
+}

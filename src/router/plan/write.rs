@@ -45,13 +45,14 @@ pub(super) fn written_table(stmt: &Statement) -> Option<String> {
 
 /// Why a write cannot run as written where it goes: besides the rows it writes, it reads a
 /// sharded table (in a subquery of its WHERE, SET, VALUES, ON CONFLICT or RETURNING) other than
-/// through a subquery in WHERE tied to the written sharded table by the shard key. Each shard
-/// would read only its own rows of that table and write by its partial answer; every copy of a
-/// reference table by a different one. `target`: the written table when it is sharded.
+/// through a subquery of `tied_at` (an UPDATE's or DELETE's WHERE, an UPDATE's SET values) tied
+/// to the written sharded table by the shard key. Each shard would read only its own rows of
+/// that table and write by its partial answer; every copy of a reference table by a different
+/// one. `target`: the written table when it is sharded.
 fn reads_beyond_its_rows<V: sqlparser::ast::Visit>(
     read: &V,
     target: Option<&crate::router::subquery::TopTable>,
-    selection: Option<&Expr>,
+    tied_at: &[&Expr],
     placement: &Placement,
 ) -> Option<Plan> {
     let sharded = relations(read, placement).sharded.len();
@@ -61,7 +62,11 @@ fn reads_beyond_its_rows<V: sqlparser::ast::Visit>(
     }
     let tied = match target {
         Some(t) => {
-            match crate::router::subquery::tied_in(selection, std::slice::from_ref(t), placement) {
+            match crate::router::subquery::tied_in(
+                tied_at.iter().copied(),
+                std::slice::from_ref(t),
+                placement,
+            ) {
                 Ok(n) => n,
                 Err(refusal) => return Some(*refusal),
             }
@@ -74,9 +79,10 @@ fn reads_beyond_its_rows<V: sqlparser::ast::Visit>(
     Some(refuse(
         "a write that reads a sharded table beyond the rows it writes is not supported: each \
          shard would read only its own rows of it",
-        "In a write, a subquery over a sharded table must be in WHERE and tied to the written \
-         table by the shard key: EXISTS (... WHERE inner.key = outer.key) or key IN (SELECT \
-         inner.key ...). Otherwise read the values first, then write them.",
+        "In a write, a subquery over a sharded table must be in WHERE or SET and tied to the \
+         written table by the shard key: EXISTS (... WHERE inner.key = outer.key), (SELECT ... \
+         WHERE inner.key = outer.key) or key IN (SELECT inner.key ...). Otherwise read the \
+         values first, then write them.",
     ))
 }
 
@@ -93,7 +99,7 @@ pub(super) fn plan_write_where(
         _ => "DELETE",
     };
     match placement.rule(&name.to_string()) {
-        Some(TableRule::Reference) => reads_beyond_its_rows(stmt, None, None, placement)
+        Some(TableRule::Reference) => reads_beyond_its_rows(stmt, None, &[], placement)
             .or_else(|| super::copies::check_write(&name.to_string(), stmt))
             .unwrap_or_else(|| on_every_shard(placement, stmt, false)),
         Some(TableRule::Pinned { shard }) => on_pinned_shard(stmt, placement, *shard, true),
@@ -111,8 +117,12 @@ pub(super) fn plan_write_where(
                 names.push(a.value.clone());
             }
             let target = (names.clone(), *key_type, key_column.clone());
-            if let Some(refusal) = reads_beyond_its_rows(stmt, Some(&target), selection, placement)
-            {
+            // Django's update(x=Subquery(...)) sets a row from its own children.
+            let mut tied_at: Vec<&Expr> = selection.into_iter().collect();
+            if let Statement::Update(u) = stmt {
+                tied_at.extend(u.assignments.iter().map(|a| &a.value));
+            }
+            if let Some(refusal) = reads_beyond_its_rows(stmt, Some(&target), &tied_at, placement) {
                 return refusal;
             }
             let is_key = |e: &Expr| is_column(e, &names, key_column);
@@ -234,7 +244,7 @@ pub(super) fn plan_insert(
         );
     };
     match placement.rule(&name.to_string()) {
-        Some(TableRule::Reference) => reads_beyond_its_rows(ins, None, None, placement)
+        Some(TableRule::Reference) => reads_beyond_its_rows(ins, None, &[], placement)
             .or_else(|| super::copies::check_write(&name.to_string(), ins))
             .unwrap_or_else(|| on_every_shard(placement, &Statement::Insert(ins.clone()), false)),
         Some(TableRule::Pinned { shard }) => on_pinned_shard(ins, placement, *shard, true),
@@ -253,7 +263,7 @@ pub(super) fn plan_insert(
             ) {
                 rest.source = None;
             }
-            if let Some(refusal) = reads_beyond_its_rows(&rest, Some(&target), None, placement) {
+            if let Some(refusal) = reads_beyond_its_rows(&rest, Some(&target), &[], placement) {
                 return refusal;
             }
             let Some(source) = &ins.source else {
