@@ -413,6 +413,11 @@ async fn same_results_as_one_postgres() {
         "select region, coalesce(sum(balance), 0) as total from accounts where id % 4 = 0 group by region order by total, region",
         "select count(*) filter (where balance > 100), sum(balance) filter (where active), avg(balance) filter (where region = 2), \
          min(owner) filter (where id > 200), max(opened) filter (where note is null) from accounts",
+        // FETCH FIRST, as Hibernate pages: read as LIMIT.
+        "select id, owner from accounts order by balance desc, id offset 5 rows fetch first 4 rows only",
+        "select id from accounts where region = 2 order by id fetch first row only",
+        "select owner, count(*) from accounts group by owner order by 2 desc, 1 fetch next 3 rows only",
+        "select id from accounts order by id offset 230 rows fetch first 50 rows only",
         // CTEs read once, as the derived tables they stand for (one named as the table it reads).
         "with big as (select * from accounts where balance > 200) select owner, count(*) from big group by owner order by owner",
         "with accounts as (select * from accounts where id < 30) select count(*), sum(balance) from accounts",
@@ -594,6 +599,7 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "select a.id, (select count(*) from orders o where o.amount = a.balance) from accounts a",
         "select (select max(a.balance)) from accounts a",
         "select exists (select 1 from accounts having count(*) > 5)",
+        "select id, region from accounts order by region fetch first 3 rows with ties",
         "with a as (select * from accounts) select count(*) from a x join a y on x.id = y.id",
         // A write's target is the table, whatever a CTE is called: not one shard's rows only.
         "with accounts as (select 1) delete from accounts where balance > 1400",

@@ -179,6 +179,47 @@ pub(super) fn plan_scatter(
     params: &Params,
     placement: &Placement,
 ) -> Plan {
+    // Hibernate writes `OFFSET ? ROWS FETCH FIRST ? ROWS ONLY`: PostgreSQL's executor reads
+    // FETCH FIRST as LIMIT (a NULL count included), so it is planned as one. WITH TIES keeps
+    // the rows tied with the last, which the merge does not.
+    if let Some(fetch) = &q.fetch {
+        if fetch.with_ties || fetch.percent {
+            return refuse(
+                "FETCH FIRST ... WITH TIES over several shards is not supported",
+                "Use LIMIT, or ORDER BY columns that make the order total.",
+            );
+        }
+        let count = fetch
+            .quantity
+            .clone()
+            .unwrap_or_else(|| Expr::value(sqlparser::ast::Value::Number("1".into(), false)));
+        let mut limited = q.clone();
+        limited.fetch = None;
+        // The parser reads `LIMIT ALL` as no limit, so `LIMIT ALL OFFSET n FETCH ...` (two
+        // limits, which PostgreSQL refuses) looks like `OFFSET n FETCH ...`: only the
+        // standard spelling `OFFSET n ROWS` is taken for certain.
+        match &mut limited.limit_clause {
+            None => {
+                limited.limit_clause = Some(sqlparser::ast::LimitClause::LimitOffset {
+                    limit: Some(count),
+                    offset: None,
+                    limit_by: Vec::new(),
+                })
+            }
+            Some(sqlparser::ast::LimitClause::LimitOffset {
+                limit: limit @ None,
+                offset: Some(o),
+                ..
+            }) if o.rows != sqlparser::ast::OffsetRows::None => *limit = Some(count),
+            Some(_) => {
+                return refuse(
+                    "FETCH FIRST beside LIMIT, or after OFFSET without ROWS, over several shards is not supported",
+                    "Write OFFSET n ROWS FETCH FIRST m ROWS ONLY, or LIMIT m OFFSET n.",
+                )
+            }
+        }
+        return plan_scatter(&limited, select, shards, params, placement);
+    }
     if has_window(&select.projection) || has_window_in_order(q) {
         return refuse(
             "window functions over several shards are not supported",
@@ -197,24 +238,12 @@ pub(super) fn plan_scatter(
     // Grouped by a shard key (or DISTINCT over one), each shard holds whole groups: its rows
     // are final, and only their order and LIMIT are merged, as for plain rows.
     if grouped && !crate::router::subquery::grouped_by_key(q, placement) {
-        if q.fetch.is_some() {
-            return refuse(
-                "FETCH FIRST over several shards is not supported",
-                "Use LIMIT.",
-            );
-        }
         return match limit_and_offset(q, params) {
             Ok((limit, offset)) => crate::router::aggregate::plan_aggregate(
                 q, select, shards, limit, offset, params, placement,
             ),
             Err(p) => *p,
         };
-    }
-    if q.fetch.is_some() {
-        return refuse(
-            "FETCH FIRST over several shards is not supported",
-            "Use LIMIT.",
-        );
     }
     let mut merge = MergeSpec::default();
     let mut rewritten = q.clone();

@@ -1021,3 +1021,28 @@ fn updates_set_from_a_subquery_tied_by_the_key_run_on_each_shard() {
         assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
     }
 }
+
+#[test]
+fn fetch_first_is_planned_as_limit() {
+    match plan_sql("select id from accounts order by id offset 5 rows fetch first 3 rows only") {
+        Plan::Scatter { sql, merge, .. } => {
+            assert_eq!((merge.limit, merge.offset), (Some(3), 5));
+            assert!(sql.ends_with("LIMIT 8"), "{sql}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match plan_sql(
+        "select owner, count(*) from accounts group by owner order by 2 fetch first row only",
+    ) {
+        Plan::Scatter { merge, .. } => assert_eq!(merge.limit, Some(1)),
+        other => panic!("{other:?}"),
+    }
+    for sql in [
+        "select id from accounts order by v fetch first 3 rows with ties",
+        // Read alike by the parser; PostgreSQL refuses the first (two limits).
+        "select id from accounts order by id limit all offset 3 fetch first 8 rows only",
+        "select id from accounts order by id offset 3 fetch first 8 rows only",
+    ] {
+        assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+    }
+}
