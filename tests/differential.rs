@@ -413,6 +413,12 @@ async fn same_results_as_one_postgres() {
         "select region, coalesce(sum(balance), 0) as total from accounts where id % 4 = 0 group by region order by total, region",
         "select count(*) filter (where balance > 100), sum(balance) filter (where active), avg(balance) filter (where region = 2), \
          min(owner) filter (where id > 200), max(opened) filter (where note is null) from accounts",
+        // DISTINCT ON (Django's distinct("x") with order_by("x", ...)): the first row per value.
+        "select distinct on (owner) owner, id, balance from accounts order by owner, balance desc, id",
+        "select distinct on (region, active) region, active, id from accounts where id > 30 order by active desc, region, id limit 6 offset 2",
+        "select distinct on (a.owner) a.owner, o.amount from accounts a join orders o on o.account_id = a.id order by a.owner, o.amount desc, a.id, o.order_no",
+        "select distinct on (ratio) ratio, id from accounts order by ratio nulls first, id",
+        "select distinct on (note) id from accounts where region = 1 order by note desc, id",
         // FETCH FIRST, as Hibernate pages: read as LIMIT.
         "select id, owner from accounts order by balance desc, id offset 5 rows fetch first 4 rows only",
         "select id from accounts where region = 2 order by id fetch first row only",
@@ -587,6 +593,8 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "select sum(balance) * 2 from accounts",
         "select owner from accounts group by owner having sum(balance) > min(id)",
         "select distinct on (owner) owner, id from accounts",
+        "select distinct on (owner) owner, id from accounts order by id",
+        "select distinct on (owner) owner, count(*) from accounts group by owner, region order by owner",
         "select id, row_number() over () from accounts",
         "select * from accounts a join users u on u.name = a.owner",
         "select * from accounts where id not in (select account_id from orders)",

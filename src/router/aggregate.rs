@@ -568,6 +568,7 @@ pub fn plan_aggregate(
         hidden: hidden.len(),
         aggregate: Some(spec),
         picks,
+        distinct_on: 0,
     };
     Plan::Scatter {
         shards,

@@ -561,7 +561,7 @@ fn odd(rng: &mut Rng) -> Query {
     let w = filters(rng, "")
         .map(|w| format!(" where {w}"))
         .unwrap_or_default();
-    let mut sql = match rng.below(11) {
+    let mut sql = match rng.below(12) {
         // SQLAlchemy's exists(), over accounts or the co-located join.
         9 | 10 => {
             let from = rng.pick(&[
@@ -585,10 +585,23 @@ fn odd(rng: &mut Rng) -> Query {
             "select owner, sum(balance) as total from accounts{w} group by owner order by total{}, owner",
             direction(rng)
         ),
-        5 => format!(
-            "select id, balance from accounts{w} order by id fetch first {} rows only",
-            rng.below(20)
+        // Django's distinct("x") with order_by("x", ...): the first row per value.
+        11 => format!(
+            "select distinct on ({0}) {0}, id, balance from accounts{w} order by {0}{1}, balance desc, id",
+            rng.pick(&["owner", "region", "active", "note", "ratio"]),
+            direction(rng)
         ),
+        // FETCH is a limit already: no LIMIT after it (PostgreSQL refuses two limits).
+        5 => {
+            return Query {
+                sql: format!(
+                    "select id, balance from accounts{w} order by id{} fetch first {} rows only",
+                    rng.pick(&["", " offset 3 rows", " offset 1"]),
+                    rng.below(20)
+                ),
+                ordered: true,
+            }
+        }
         6 => {
             return Query {
                 sql: format!(

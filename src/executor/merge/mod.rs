@@ -185,12 +185,22 @@ pub async fn scatter_request(
         for &s in shards {
             heads.push(head(exec, s, &keys, &mut late_error).await?);
         }
+        // DISTINCT ON: the leading sort values of the last row kept.
+        let on = &keys[..merge.distinct_on.min(keys.len())];
+        let mut kept: Option<Vec<SortValue>> = None;
         while late_error.is_none() && !window.full() {
             let Some(best) = pick(&heads, &keys) else {
                 break;
             };
-            let (row, _) = heads[best].take().expect("picked a present head");
-            if window.admit() {
+            let (row, values) = heads[best].take().expect("picked a present head");
+            let repeated = !on.is_empty()
+                && kept
+                    .as_ref()
+                    .is_some_and(|k| order(k, &values, on) == Ordering::Equal);
+            if !on.is_empty() && !repeated {
+                kept = Some(values);
+            }
+            if !repeated && window.admit() {
                 exec.out
                     .extend_from_slice(&strip_columns(&row, merge.hidden));
                 exec.maybe_flush().await?;

@@ -191,6 +191,9 @@ pub struct MergeSpec {
     pub hidden: usize,
     /// Combine per-group partial aggregates (GROUP BY, aggregates, DISTINCT).
     pub aggregate: Option<super::aggregate::AggSpec>,
+    /// DISTINCT ON: the first this many sort keys are its expressions, and the merge keeps the
+    /// first row of each run of rows equal in them (each shard sent its own first per value).
+    pub distinct_on: usize,
     /// The client's parameters (0-based) the shards' text uses, in its numbering `$1, $2, ...`,
     /// when the rewrite dropped some (a bound LIMIT or HAVING value the merge applies). None:
     /// every parameter, as bound.

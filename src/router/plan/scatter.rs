@@ -195,9 +195,8 @@ pub(super) fn plan_scatter(
             .unwrap_or_else(|| Expr::value(sqlparser::ast::Value::Number("1".into(), false)));
         let mut limited = q.clone();
         limited.fetch = None;
-        // The parser reads `LIMIT ALL` as no limit, so `LIMIT ALL OFFSET n FETCH ...` (two
-        // limits, which PostgreSQL refuses) looks like `OFFSET n FETCH ...`: only the
-        // standard spelling `OFFSET n ROWS` is taken for certain.
+        // The parser reads `LIMIT ALL` as no limit at all, so `LIMIT ALL ... FETCH ...` (two
+        // limits, which PostgreSQL refuses) is read as the FETCH alone.
         match &mut limited.limit_clause {
             None => {
                 limited.limit_clause = Some(sqlparser::ast::LimitClause::LimitOffset {
@@ -208,12 +207,11 @@ pub(super) fn plan_scatter(
             }
             Some(sqlparser::ast::LimitClause::LimitOffset {
                 limit: limit @ None,
-                offset: Some(o),
                 ..
-            }) if o.rows != sqlparser::ast::OffsetRows::None => *limit = Some(count),
+            }) => *limit = Some(count),
             Some(_) => {
                 return refuse(
-                    "FETCH FIRST beside LIMIT, or after OFFSET without ROWS, over several shards is not supported",
+                    "FETCH FIRST beside LIMIT is not supported",
                     "Write OFFSET n ROWS FETCH FIRST m ROWS ONLY, or LIMIT m OFFSET n.",
                 )
             }
@@ -226,7 +224,11 @@ pub(super) fn plan_scatter(
             "Add a shard-key condition so the query runs on one shard.",
         );
     }
-    let grouped = select.distinct.is_some()
+    let distinct_on = match &select.distinct {
+        Some(sqlparser::ast::Distinct::On(exprs)) => Some(exprs),
+        _ => None,
+    };
+    let grouped = matches!(select.distinct, Some(sqlparser::ast::Distinct::Distinct))
         || !matches!(&select.group_by, sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty())
         || select.having.is_some()
         || super::aggregate_level::has_own_aggregate_or_window(
@@ -292,6 +294,32 @@ pub(super) fn plan_scatter(
                 bytewise: explicit_collation(&oe.expr) == Some(true),
             });
         }
+    }
+    if let Some(exprs) = distinct_on {
+        // PostgreSQL asks the same of DISTINCT ON with ORDER BY; without one, which row of a
+        // value it keeps is up to each shard, and the merge could not pick as one server does.
+        let leading: Vec<String> = match &q.order_by {
+            Some(ob) => match &ob.kind {
+                OrderByKind::Expressions(o) => o
+                    .iter()
+                    .take(exprs.len())
+                    .map(|oe| oe.expr.to_string())
+                    .collect(),
+                _ => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        let mut on: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
+        let mut leading_sorted = leading.clone();
+        on.sort();
+        leading_sorted.sort();
+        if on != leading_sorted {
+            return refuse(
+                "DISTINCT ON over several shards needs an ORDER BY that starts with its expressions",
+                "Order by the DISTINCT ON expressions first, then by what picks the row to keep.",
+            );
+        }
+        merge.distinct_on = exprs.len();
     }
     if !hidden_items.is_empty() {
         merge.hidden = hidden_items.len();

@@ -1037,11 +1037,39 @@ fn fetch_first_is_planned_as_limit() {
         Plan::Scatter { merge, .. } => assert_eq!(merge.limit, Some(1)),
         other => panic!("{other:?}"),
     }
+    match plan_sql("select id from accounts order by id offset 2 fetch next 4 rows only") {
+        Plan::Scatter { merge, .. } => assert_eq!((merge.limit, merge.offset), (Some(4), 2)),
+        other => panic!("{other:?}"),
+    }
     for sql in [
         "select id from accounts order by v fetch first 3 rows with ties",
-        // Read alike by the parser; PostgreSQL refuses the first (two limits).
-        "select id from accounts order by id limit all offset 3 fetch first 8 rows only",
-        "select id from accounts order by id offset 3 fetch first 8 rows only",
+        "select id from accounts order by id limit 5 offset 3 fetch first 8 rows only",
+    ] {
+        assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+    }
+}
+
+#[test]
+fn distinct_on_keeps_the_first_row_per_value_across_shards() {
+    match plan_sql(
+        "select distinct on (owner, v) owner, id from accounts order by v, owner, id desc limit 5",
+    ) {
+        Plan::Scatter { sql, merge, .. } => {
+            assert_eq!(merge.distinct_on, 2);
+            assert_eq!(merge.order.len(), 3);
+            assert!(merge.aggregate.is_none());
+            assert!(
+                sql.contains("DISTINCT ON (owner, v)") && sql.ends_with("LIMIT 5"),
+                "{sql}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    for sql in [
+        // Which row of a value each shard keeps would be its own choice.
+        "select distinct on (owner) owner, id from accounts",
+        "select distinct on (owner) owner, id from accounts order by id, owner",
+        "select distinct on (owner) owner, count(*) from accounts group by owner, v order by owner",
     ] {
         assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
     }

@@ -72,6 +72,9 @@ assert Item.objects.filter(shelf__isnull=False).values("shelf").distinct().count
 lines = Line.objects.filter(item=OuterRef("pk")).values("item").annotate(c=Count("*")).values("c")
 with_lines = Item.objects.annotate(n=Subquery(lines)).filter(n__gte=1).order_by("-n", "pk")
 assert [i.n for i in with_lines] == [2] * 10, [(i.pk, i.n) for i in with_lines]
+# distinct("shelf") with order_by("shelf", "-qty"): DISTINCT ON, the fullest item per shelf.
+fullest = Item.objects.filter(shelf__isnull=False).order_by("shelf", "-qty").distinct("shelf")
+assert [i.name for i in fullest] == ["i0", "i10", "i11"], [i.name for i in fullest]
 # update(x=Subquery(...)): each row set from its own lines, on its own shard.
 some = [i.pk for i in items[5:8]]
 assert Item.objects.filter(pk__in=some).update(qty=Subquery(lines) + 100) == 3
