@@ -257,20 +257,8 @@ pub(crate) fn derived_shards(
     placement: &Placement,
     params: &Params,
 ) -> Option<Vec<usize>> {
-    let [from] = select.from.as_slice() else {
-        return None;
-    };
-    let TableFactor::Derived {
-        lateral: false,
-        subquery,
-        ..
-    } = &from.relation
-    else {
-        return None;
-    };
-    if !from.joins.is_empty()
-        || relations(subquery.as_ref(), placement).sharded.len() != rels.sharded.len()
-    {
+    let subquery = sole_derived(select)?;
+    if relations(subquery, placement).sharded.len() != rels.sharded.len() {
         return None;
     }
     match plan_query(subquery, placement, params) {
@@ -286,6 +274,21 @@ pub(crate) fn derived_shards(
             Some(shards)
         }
         Plan::Shard { shard, .. } => Some(vec![shard]),
+        _ => None,
+    }
+}
+
+/// The query of a FROM list that is one derived table and nothing else: `FROM (SELECT ...) s`.
+pub(crate) fn sole_derived(select: &Select) -> Option<&Query> {
+    let [from] = select.from.as_slice() else {
+        return None;
+    };
+    match &from.relation {
+        TableFactor::Derived {
+            lateral: false,
+            subquery,
+            ..
+        } if from.joins.is_empty() => Some(subquery),
         _ => None,
     }
 }

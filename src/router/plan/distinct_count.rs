@@ -80,17 +80,7 @@ fn shape(q: &Query) -> Option<(&SelectItem, (&Query, &Select))> {
     let SetExpr::Select(outer) = q.body.as_ref() else {
         return None;
     };
-    let [from] = outer.from.as_slice() else {
-        return None;
-    };
-    let TableFactor::Derived {
-        lateral: false,
-        subquery,
-        ..
-    } = &from.relation
-    else {
-        return None;
-    };
+    let subquery = crate::router::subquery::sole_derived(outer)?;
     let [item] = outer.projection.as_slice() else {
         return None;
     };
@@ -110,7 +100,6 @@ fn shape(q: &Query) -> Option<(&SelectItem, (&Query, &Select))> {
         && f.over.is_none()
         && f.within_group.is_empty();
     if !count_star
-        || !from.joins.is_empty()
         || outer.selection.is_some()
         || outer.having.is_some()
         || outer.distinct.is_some()
@@ -133,5 +122,5 @@ fn shape(q: &Query) -> Option<(&SelectItem, (&Query, &Select))> {
         && inner.projection.len() == 1
         && inner.having.is_none()
         && matches!(&inner.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
-    plain.then_some((item, (subquery.as_ref(), inner.as_ref())))
+    plain.then_some((item, (subquery, inner.as_ref())))
 }
