@@ -413,6 +413,10 @@ async fn same_results_as_one_postgres() {
         "select region, coalesce(sum(balance), 0) as total from accounts where id % 4 = 0 group by region order by total, region",
         "select count(*) filter (where balance > 100), sum(balance) filter (where active), avg(balance) filter (where region = 2), \
          min(owner) filter (where id > 200), max(opened) filter (where note is null) from accounts",
+        // UNION ALL of each shard's rows, ordered and limited on output columns.
+        "select id, balance from accounts where region = 1 union all select account_id, amount from orders where order_no = 2 order by 2 desc, id limit 7 offset 3",
+        "select owner as who from accounts where id < 20 union all select owner from accounts where id = 200 union all select owner from accounts where id > 230 order by who, 1",
+        "select id from accounts where id = 17 union all select account_id from orders where account_id = 17",
         // DISTINCT ON (Django's distinct("x") with order_by("x", ...)): the first row per value.
         "select distinct on (owner) owner, id, balance from accounts order by owner, balance desc, id",
         "select distinct on (region, active) region, active, id from accounts where id > 30 order by active desc, region, id limit 6 offset 2",
@@ -600,6 +604,8 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "select * from accounts where id not in (select account_id from orders)",
         "select * from accounts a where exists (select 1 from orders o where o.amount = a.balance)",
         "select id from accounts union select account_id from orders",
+        "select id from accounts union all select id from regions",
+        "select id from accounts union all select count(*) from orders",
         "select regr_count(id, region) from accounts",
         "select distinct corr(id, region) from accounts",
         "select 1, count(distinct owner) from accounts",

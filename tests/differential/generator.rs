@@ -603,13 +603,18 @@ fn odd(rng: &mut Rng) -> Query {
             }
         }
         6 => {
-            return Query {
-                sql: format!(
-                    "select id from accounts{w} union all select account_id from orders where order_no = {}",
-                    rng.below(3)
-                ),
-                ordered: false,
+            let sql = format!(
+                "select id from accounts{w} union all select account_id from orders where order_no = {}",
+                rng.below(3)
+            );
+            if rng.below(2) == 0 {
+                return Query {
+                    sql,
+                    ordered: false,
+                };
             }
+            // One column: rows equal in it are the same row, so the order is total.
+            format!("{sql} order by 1{}", direction(rng))
         }
         7 => format!(
             "select id, (select label from regions r where r.id = accounts.region) from accounts{w} order by id"

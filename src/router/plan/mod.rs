@@ -40,6 +40,7 @@ mod signal;
 pub mod string_syntax;
 #[cfg(test)]
 mod tests;
+mod union_all;
 mod unparsed;
 mod unroutable;
 mod write;

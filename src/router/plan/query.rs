@@ -196,10 +196,13 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
             )
         }
         _ => {
+            if let Some(plan) = super::union_all::plan_union_all(q, placement, params) {
+                return plan;
+            }
             return refuse(
-                "UNION, INTERSECT and EXCEPT over sharded tables are not supported",
+                "UNION without ALL, INTERSECT and EXCEPT over sharded tables are not supported",
                 "Run each part as its own query.",
-            )
+            );
         }
     };
     if q.with.is_some() {

@@ -337,14 +337,7 @@ pub(super) fn plan_scatter(
             Err(refusal) => return *refusal,
         };
         // Each shard returns at most offset + limit rows; the merge applies both again.
-        rewritten.limit_clause = merge.limit.map(|l| LimitClause::LimitOffset {
-            limit: Some(Expr::value(Value::Number(
-                pushed_limit(l, merge.offset).to_string(),
-                false,
-            ))),
-            offset: None,
-            limit_by: vec![],
-        });
+        rewritten.limit_clause = pushed_limit_clause(merge.limit, merge.offset);
         changed = true;
     } else if q.limit_clause.is_some() {
         return refuse(
@@ -413,6 +406,19 @@ pub(super) fn count_constant(e: &Expr, params: &Params) -> Option<u64> {
         },
         _ => None,
     }
+}
+
+/// The limit clause the shards get for the merge's LIMIT and OFFSET: no OFFSET, and
+/// `pushed_limit` rows.
+pub(super) fn pushed_limit_clause(limit: Option<u64>, offset: u64) -> Option<LimitClause> {
+    limit.map(|l| LimitClause::LimitOffset {
+        limit: Some(Expr::value(Value::Number(
+            pushed_limit(l, offset).to_string(),
+            false,
+        ))),
+        offset: None,
+        limit_by: vec![],
+    })
 }
 
 /// The LIMIT each shard gets: enough rows for the merge's OFFSET and LIMIT. PostgreSQL's

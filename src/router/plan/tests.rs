@@ -1074,3 +1074,43 @@ fn distinct_on_keeps_the_first_row_per_value_across_shards() {
         assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
     }
 }
+
+#[test]
+fn union_all_of_each_shards_rows_runs_on_every_shard() {
+    match plan_sql(
+        "select id, v from accounts where v > 1 union all select account_id, amount from ledger where id = 9 \
+         union all select id, v from accounts where id = 4 order by 2 desc, id limit 3 offset 1",
+    ) {
+        Plan::Scatter { shards, sql, merge } => {
+            assert_eq!(shards, vec![0, 1, 2]);
+            assert_eq!(
+                merge.order.iter().map(|k| k.column.clone()).collect::<Vec<_>>(),
+                [SortColumn::Position(2), SortColumn::Name("id".into())]
+            );
+            assert_eq!((merge.limit, merge.offset), (Some(3), 1));
+            assert!(sql.ends_with("LIMIT 4"), "{sql}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Both branches on the shard of 4.
+    assert_eq!(
+        plan_sql("select id from accounts where id = 4 union all select account_id from ledger where account_id = 4"),
+        Plan::Shard {
+            shard: shard_of(4),
+            write: false
+        }
+    );
+    for sql in [
+        "select id from accounts union select account_id from ledger",
+        "select id from accounts intersect select account_id from ledger",
+        // Every shard would return the reference table's rows.
+        "select id from accounts union all select 1 from countries",
+        "select id from accounts union all select 7",
+        // Merged by the proxy on its own.
+        "select id from accounts union all select count(*) from ledger",
+        "select id from accounts union all (select account_id from ledger order by 1 limit 2)",
+        "select id from accounts union all select account_id from ledger order by id + 1",
+    ] {
+        assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+    }
+}
