@@ -12,7 +12,7 @@ use super::*;
 use crate::router::aggregate::AggColumn;
 use sqlparser::ast::{
     Distinct, DuplicateTreatment, FunctionArg, FunctionArgExpr, FunctionArgumentList,
-    FunctionArguments, GroupByExpr,
+    FunctionArguments,
 };
 
 /// The plan of such a count; None when the statement is not one.
@@ -74,7 +74,7 @@ pub(super) fn plan_distinct_count(
 /// `SELECT count(*) FROM (SELECT DISTINCT x FROM ...) alias` and nothing more: the outer
 /// count item, and the inner query with its SELECT.
 fn shape(q: &Query) -> Option<(&SelectItem, (&Query, &Select))> {
-    if q.with.is_some() || q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
+    if !bare(q) {
         return None;
     }
     let SetExpr::Select(outer) = q.body.as_ref() else {
@@ -101,17 +101,9 @@ fn shape(q: &Query) -> Option<(&SelectItem, (&Query, &Select))> {
         && f.within_group.is_empty();
     if !count_star
         || outer.selection.is_some()
-        || outer.having.is_some()
         || outer.distinct.is_some()
-        || !matches!(&outer.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
-    {
-        return None;
-    }
-    if subquery.with.is_some()
-        || subquery.order_by.is_some()
-        || subquery.limit_clause.is_some()
-        || subquery.fetch.is_some()
-        || !subquery.locks.is_empty()
+        || !ungrouped(outer)
+        || !bare(subquery)
     {
         return None;
     }
@@ -120,7 +112,6 @@ fn shape(q: &Query) -> Option<(&SelectItem, (&Query, &Select))> {
     };
     let plain = matches!(inner.distinct, Some(Distinct::Distinct))
         && inner.projection.len() == 1
-        && inner.having.is_none()
-        && matches!(&inner.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+        && ungrouped(inner);
     plain.then_some((item, (subquery, inner.as_ref())))
 }

@@ -11,17 +11,11 @@
 
 use super::*;
 use crate::router::aggregate::{AggColumn, AggSpec};
-use sqlparser::ast::GroupByExpr;
 use std::collections::BTreeSet;
 
 /// The plan of such a SELECT; None when the statement is not one.
 pub(super) fn plan_exists(q: &Query, placement: &Placement, params: &Params) -> Option<Plan> {
-    if q.with.is_some()
-        || q.order_by.is_some()
-        || q.limit_clause.is_some()
-        || q.fetch.is_some()
-        || !q.locks.is_empty()
-    {
+    if !bare(q) {
         return None;
     }
     let SetExpr::Select(select) = q.body.as_ref() else {
@@ -29,9 +23,8 @@ pub(super) fn plan_exists(q: &Query, placement: &Placement, params: &Params) -> 
     };
     let plain = select.from.is_empty()
         && select.selection.is_none()
-        && select.having.is_none()
         && select.distinct.is_none()
-        && matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+        && ungrouped(select);
     if !plain {
         return None;
     }

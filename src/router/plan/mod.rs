@@ -498,6 +498,21 @@ fn folded(i: &Ident) -> String {
     }
 }
 
+/// A query with no WITH, ORDER BY, LIMIT, FETCH or locking clause around its body.
+pub(crate) fn bare(q: &Query) -> bool {
+    q.with.is_none()
+        && q.order_by.is_none()
+        && q.limit_clause.is_none()
+        && q.fetch.is_none()
+        && q.locks.is_empty()
+}
+
+/// A SELECT with no GROUP BY (of any form) and no HAVING.
+pub(crate) fn ungrouped(select: &Select) -> bool {
+    select.having.is_none()
+        && matches!(&select.group_by, sqlparser::ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+}
+
 pub(crate) fn last_ident(name: &ObjectName) -> String {
     match name.0.last() {
         Some(ObjectNamePart::Identifier(i)) => i.value.clone(),
