@@ -460,6 +460,15 @@ async fn same_results_as_one_postgres() {
         compare(&p, &d, sql, true, None).await;
         count += 1;
     }
+    // Errors as one server gives them, error codes compared.
+    for sql in [
+        "select id from accounts union all select account_id from orders order by 0",
+        "select id from accounts union all select account_id from orders order by 2",
+    ] {
+        assert_eq!(answer(&p, sql).await, answer(&d, sql).await, "{sql}");
+        assert!(answer(&p, sql).await.is_err(), "{sql}");
+        count += 1;
+    }
     compare(
         &p,
         &d,

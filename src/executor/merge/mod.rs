@@ -241,7 +241,7 @@ fn resolve_keys(
         .iter()
         .map(|k| {
             let column = match &k.column {
-                SortColumn::Position(p) if *p <= fields.len() => p - 1,
+                SortColumn::Position(p) if (1..=fields.len()).contains(p) => p - 1,
                 SortColumn::Position(p) => {
                     return Err(PgError::error(
                         "42P10",

@@ -1113,4 +1113,11 @@ fn union_all_of_each_shards_rows_runs_on_every_shard() {
     ] {
         assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
     }
+    // As PostgreSQL answers it, never a position the merge would read before the first.
+    assert_eq!(
+        code(&plan_sql(
+            "select id from accounts union all select account_id from ledger order by 0"
+        )),
+        "42P10"
+    );
 }

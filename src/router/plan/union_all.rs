@@ -69,7 +69,15 @@ pub(super) fn plan_union_all(q: &Query, placement: &Placement, params: &Params) 
             };
             let column = match &oe.expr {
                 Expr::Value(v) => match &v.value {
-                    Value::Number(n, _) => SortColumn::Position(n.parse().ok()?),
+                    Value::Number(n, _) => match n.parse::<usize>() {
+                        Ok(p) if p >= 1 => SortColumn::Position(p),
+                        _ => {
+                            return Some(Plan::Reject(PgError::error(
+                                "42P10",
+                                format!("ORDER BY position {n} is not in select list"),
+                            )))
+                        }
+                    },
                     _ => return None,
                 },
                 // Unquoted names fold to lower case, as the columns the shards describe.
