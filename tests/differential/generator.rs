@@ -556,7 +556,7 @@ pub fn query(rng: &mut Rng) -> Query {
 }
 
 /// Shapes beside the common ones: positional and aliased ORDER BY and GROUP BY, ORDER BY
-/// an expression not selected, FETCH FIRST, UNION ALL, a scalar subquery per row.
+/// an expression not selected, FETCH FIRST, UNION [ALL], a scalar subquery per row.
 fn odd(rng: &mut Rng) -> Query {
     let w = filters(rng, "")
         .map(|w| format!(" where {w}"))
@@ -602,9 +602,16 @@ fn odd(rng: &mut Rng) -> Query {
                 ordered: true,
             }
         }
+        // UNION ALL of each shard's rows, or UNION, which may add a reference or constant branch.
         6 => {
+            let union = *rng.pick(&["union all", "union"]);
+            let more = match rng.below(4) {
+                0 if union == "union" => " union select id from regions where id > 2",
+                1 if union == "union" => " union select 17",
+                _ => "",
+            };
             let sql = format!(
-                "select id from accounts{w} union all select account_id from orders where order_no = {}",
+                "select id from accounts{w} {union} select account_id from orders where order_no = {}{more}",
                 rng.below(3)
             );
             if rng.below(2) == 0 {

@@ -14,7 +14,7 @@ faulthandler.dump_traceback_later(120, exit=True)
 import os
 
 from sqlalchemy import (BigInteger, ForeignKey, Integer, String, create_engine, func, select,
-                        text, update)
+                        text, union, union_all, update)
 from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, mapped_column, relationship,
                             selectinload)
 
@@ -105,6 +105,17 @@ def query(s, ids):
               .scalar_subquery())
     per_customer = s.execute(select(Customer.id, counts).order_by(Customer.id)).all()
     assert per_customer == [(cid, ORDERS_EACH) for cid in sorted(ids)], per_customer
+    # union(): one of each value over every shard, a reference table's branch among them,
+    # ordered by the output column's name and paged with bound values.
+    both = union(select(Order.amount).where(Order.amount < 25), select(Tenant.id))
+    page = s.scalars(both.order_by(both.selected_columns.amount).limit(5).offset(1)).all()
+    small = {10 * i + j for i in range(CUSTOMERS) for j in range(ORDERS_EACH) if 10 * i + j < 25}
+    assert page == sorted(small | {1, 2})[1:6], page
+    # union_all() keeps every row of each branch.
+    every = s.scalars(union_all(select(Order.customer_id).where(Order.amount > 200),
+                                select(Customer.id).where(Customer.tenant_id == 1))).all()
+    big = [i for i in range(CUSTOMERS) for j in range(ORDERS_EACH) if 10 * i + j > 200]
+    assert sorted(every) == sorted([ids[i] for i in big] + ids[0::2]), every
 
 
 def transfer(s, ids):

@@ -615,6 +615,46 @@ fn bool_literal(text: &str) -> Result<bool, String> {
     }
 }
 
+/// The sort keys with names resolved against the shards' columns (a set operation's ORDER BY
+/// names its output columns) and positions checked against them; None when they stand as given.
+pub fn positioned(
+    order: &[crate::router::plan::SortKey],
+    fields: &[FieldDesc],
+) -> Result<Option<Vec<crate::router::plan::SortKey>>, PgError> {
+    for k in order {
+        if let SortColumn::Position(p) = k.column {
+            if !(1..=fields.len()).contains(&p) {
+                return Err(PgError::error(
+                    "42P10",
+                    format!("ORDER BY position {p} is not in select list"),
+                ));
+            }
+        }
+    }
+    if !order
+        .iter()
+        .any(|k| matches!(k.column, SortColumn::Name(_)))
+    {
+        return Ok(None);
+    }
+    let mut resolved = order.to_vec();
+    for k in &mut resolved {
+        if let SortColumn::Name(n) = &k.column {
+            let mut found = fields.iter().enumerate().filter(|(_, f)| &f.name == n);
+            match (found.next(), found.next()) {
+                (Some((i, _)), None) => k.column = SortColumn::Position(i + 1),
+                _ => {
+                    return Err(unsupported(format!(
+                        "ORDER BY {n} over several shards needs {n} once in the select list"
+                    ))
+                    .with_hint("Select the sort column (once) so the merge can sort on it."))
+                }
+            }
+        }
+    }
+    Ok(Some(resolved))
+}
+
 /// Sorts combined rows by the ORDER BY keys.
 pub fn sort(rows: &mut [Row], fields: &[FieldDesc], merge: &MergeSpec) -> Result<(), PgError> {
     if merge.order.is_empty() {
@@ -624,16 +664,18 @@ pub fn sort(rows: &mut [Row], fields: &[FieldDesc], merge: &MergeSpec) -> Result
     for (i, row) in rows.iter().enumerate() {
         let mut values = Vec::with_capacity(merge.order.len());
         for k in &merge.order {
-            let SortColumn::Position(p) = k.column else {
-                return Err(PgError::error(
-                    sqlstate::INTERNAL_ERROR,
-                    "aggregate sort key by name",
-                ));
+            let column = match k.column {
+                SortColumn::Position(p) if (1..=fields.len()).contains(&p) => p - 1,
+                _ => {
+                    return Err(PgError::error(
+                        sqlstate::INTERNAL_ERROR,
+                        "aggregate sort key not resolved to a column",
+                    ))
+                }
             };
-            let f = &fields[p - 1];
-            values.push(
-                value::decode(f.type_oid, f.format, row[p - 1].as_deref()).map_err(unsupported)?,
-            );
+            let f = &fields[column];
+            let raw = row.get(column).and_then(|v| v.as_deref());
+            values.push(value::decode(f.type_oid, f.format, raw).map_err(unsupported)?);
         }
         keyed.push((values, i));
     }

@@ -21,6 +21,8 @@ pub async fn run(
         .as_ref()
         .and_then(|d| inspect::row_description(d.body()));
     let mut failure = failure;
+    // Names in ORDER BY become positions once the shards described the columns.
+    let mut resolved = None;
     if failure.is_none() {
         match &fields {
             None => {
@@ -29,27 +31,40 @@ pub async fn run(
                     "no RowDescription from a shard",
                 )))
             }
-            Some(f) => {
-                if let Err(e) = aggregate::check(f, spec, &merge.order, exec.text_order_c) {
-                    failure = Some(error_frame(&e));
-                }
-                // Group columns sorted by their own collation.
-                let sorted: Vec<(usize, bool)> = merge
-                    .order
-                    .iter()
-                    .filter_map(|k| match k.column {
-                        crate::router::plan::SortColumn::Position(p) => Some((p - 1, k.bytewise)),
-                        _ => None,
-                    })
-                    .collect();
-                if failure.is_none() {
-                    if let Some(e) = super::rows::column_collation_problem(exec, f, &sorted).await {
+            Some(f) => match aggregate::positioned(&merge.order, f) {
+                Err(e) => failure = Some(error_frame(&e)),
+                Ok(order) => {
+                    resolved = order.map(|order| MergeSpec {
+                        order,
+                        ..merge.clone()
+                    });
+                    let merge = resolved.as_ref().unwrap_or(merge);
+                    if let Err(e) = aggregate::check(f, spec, &merge.order, exec.text_order_c) {
                         failure = Some(error_frame(&e));
                     }
+                    // Group columns sorted by their own collation.
+                    let sorted: Vec<(usize, bool)> = merge
+                        .order
+                        .iter()
+                        .filter_map(|k| match k.column {
+                            crate::router::plan::SortColumn::Position(p) => {
+                                Some((p - 1, k.bytewise))
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    if failure.is_none() {
+                        if let Some(e) =
+                            super::rows::column_collation_problem(exec, f, &sorted).await
+                        {
+                            failure = Some(error_frame(&e));
+                        }
+                    }
                 }
-            }
+            },
         }
     }
+    let merge = resolved.as_ref().unwrap_or(merge);
     if let Some(err) = failure {
         drain(exec, shards).await?;
         exec.shard_error(&err);

@@ -40,7 +40,7 @@ mod signal;
 pub mod string_syntax;
 #[cfg(test)]
 mod tests;
-mod union_all;
+mod union;
 mod unparsed;
 mod unroutable;
 mod write;

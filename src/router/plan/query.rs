@@ -196,11 +196,11 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
             )
         }
         _ => {
-            if let Some(plan) = super::union_all::plan_union_all(q, placement, params) {
+            if let Some(plan) = super::union::plan_union(q, placement, params) {
                 return plan;
             }
             return refuse(
-                "UNION without ALL, INTERSECT and EXCEPT over sharded tables are not supported",
+                "INTERSECT, EXCEPT, a UNION inside a UNION ALL, and FETCH or FOR UPDATE of a UNION, over sharded tables are not supported",
                 "Run each part as its own query.",
             );
         }

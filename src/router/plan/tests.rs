@@ -1101,8 +1101,10 @@ fn union_all_of_each_shards_rows_runs_on_every_shard() {
         }
     );
     for sql in [
-        "select id from accounts union select account_id from ledger",
         "select id from accounts intersect select account_id from ledger",
+        "select id from accounts except select account_id from ledger",
+        // The inner UNION is a distinct set of its own under the UNION ALL.
+        "select id from accounts union all (select account_id from ledger union select id from accounts)",
         // Every shard would return the reference table's rows.
         "select id from accounts union all select 1 from countries",
         "select id from accounts union all select 7",
@@ -1120,4 +1122,67 @@ fn union_all_of_each_shards_rows_runs_on_every_shard() {
         )),
         "42P10"
     );
+}
+
+#[test]
+fn union_keeps_one_of_each_row_across_shards() {
+    use crate::router::aggregate::AggColumn;
+    let sql = "select id, v from accounts where v > 1 union select account_id, amount from ledger \
+               union all select 7, 'x' from countries union select distinct id, v from accounts \
+               order by v desc, 1 limit 3 offset 1";
+    match plan_sql(sql) {
+        Plan::Scatter { shards, sql, merge } => {
+            assert_eq!(shards, vec![0, 1, 2]);
+            let spec = merge.aggregate.expect("a distinct merge");
+            assert_eq!(spec.columns, vec![AggColumn::Group; 2]);
+            assert!(!spec.single_group);
+            assert_eq!(
+                merge
+                    .order
+                    .iter()
+                    .map(|k| k.column.clone())
+                    .collect::<Vec<_>>(),
+                [SortColumn::Name("v".into()), SortColumn::Position(1)]
+            );
+            // Sorted and cut only after the merge: no shard's first rows are enough.
+            assert_eq!((merge.limit, merge.offset), (Some(3), 1));
+            assert!(!sql.contains("LIMIT") && !sql.contains("ORDER BY"), "{sql}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let bound = Params {
+        values: [Some(bytes::Bytes::from_static(b"2"))]
+            .into_iter()
+            .collect(),
+        formats: vec![],
+        types: Default::default(),
+    };
+    let stmt = Parser::parse_sql(
+        &PostgreSqlDialect {},
+        "select id from accounts union select 7 order by 1 limit $1",
+    )
+    .unwrap();
+    match plan(&stmt[0], &placement(), &bound) {
+        Plan::Scatter { sql, merge, .. } => {
+            assert_eq!(merge.limit, Some(2));
+            assert!(!sql.contains('$'), "{sql}");
+            assert_eq!(merge.picks, Some(vec![]));
+        }
+        other => panic!("{other:?}"),
+    }
+    for sql in [
+        // Each shard would answer these its own way.
+        "select id from accounts union select oid::int8 from pg_class",
+        "select id from accounts union select 'accounts'::regclass::oid::int8",
+        "select id::text from accounts union select now()::text",
+        "select id from accounts union select pg_backend_pid()",
+        "select id from accounts union select my_function(1)",
+        // The merge needs the number of columns.
+        "select * from accounts union select id, v from accounts",
+        // Its own aggregate or LIMIT, merged apart from the union's rows.
+        "select id from accounts union select count(*) from ledger",
+        "select id from accounts union (select account_id from ledger order by 1 limit 2)",
+    ] {
+        assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+    }
 }
