@@ -452,6 +452,13 @@ async fn same_results_as_one_postgres() {
         "select count(*) from (select distinct ratio from accounts) s",
         "select count(*) from (select distinct o.amount > 100 from accounts a join orders o on o.account_id = a.id) s",
         "select count(*) from (select distinct note from accounts where id > 100000) s",
+        // Several columns: rows distinct across shards, NULLs and equal numerics among them.
+        "select count(*) from (select distinct owner, region from accounts) s",
+        "select count(*) as __count from (select distinct a.owner as col1, o.amount > 100 as col2 \
+         from accounts a join orders o on o.account_id = a.id) subquery",
+        "select count(*) from (select distinct note, ratio, active from accounts where region < 3) s",
+        "select count(*) from (select distinct owner, note from accounts where id > 100000) s",
+        "select count(*) from (select distinct id, owner from accounts where id = 17) s",
         // SQLAlchemy's exists(): rows on some shard, on none, on one named by its key.
         "select exists (select 1 from accounts where owner = 'Zed' and balance > 1000) as anon_1",
         "select exists (select 1 from accounts where owner = 'nobody'), not exists (select * from orders where amount > 890)",
@@ -661,7 +668,8 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "with accounts as (select 1) delete from accounts where balance > 1400",
         "with accounts as (select 1) update accounts set note = 'cte' where balance > 1400",
         "with accounts as (select * from accounts) select count(*) from accounts x join accounts y on x.owner = y.owner",
-        "select count(*) from (select distinct owner, region from accounts) s",
+        "select count(*) from (select distinct owner, region from accounts order by 1 limit 5) s",
+        "select count(*) from (select distinct a.owner, o.amount from accounts a join orders o on o.amount = a.balance) s",
         "select coalesce(sum(balance), 1) from accounts",
         "select r.label, a.id from regions r left join accounts a on a.id = r.id * 50",
         "select r.label, a.id from accounts a full join regions r on a.id = r.id * 50",

@@ -455,12 +455,12 @@ fn nested(rng: &mut Rng) -> Query {
         .unwrap_or(&inner.sql)
         .to_string();
     if rng.below(3) == 0 {
-        // Django's values("x").distinct().count(), over one column or two (refused).
+        // Django's values("x", ...).distinct().count(), over one column or several.
         let w = filters(rng, "")
             .map(|w| format!(" where {w}"))
             .unwrap_or_default();
         let mut cols = vec![plain_column(rng, "")];
-        if rng.below(5) == 0 {
+        for _ in 0..rng.below(3) {
             cols.push(group_column(rng, ""));
         }
         return Query {

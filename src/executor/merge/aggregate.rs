@@ -280,6 +280,17 @@ impl Groups {
 
     /// Final rows, one per group, in the client's formats.
     pub fn finish(mut self, fields: &[FieldDesc], spec: &AggSpec) -> Result<Vec<Row>, PgError> {
+        if spec.count_groups {
+            let first = fields.first().ok_or_else(|| {
+                PgError::error(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "no columns to count groups in",
+                )
+            })?;
+            let mut row = vec![None; fields.len()];
+            row[0] = Some(encode_int(self.states.len() as i128, first)?);
+            return Ok(vec![row]);
+        }
         if self.states.is_empty() && spec.single_group {
             self.states.push(fresh(fields, spec));
         }

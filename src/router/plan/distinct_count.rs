@@ -1,12 +1,14 @@
-//! Counting the distinct values of one column over several shards, as Django counts a
-//! `values("x").distinct()` query: `SELECT count(*) FROM (SELECT DISTINCT x AS col1 FROM t
-//! WHERE ...) subquery`.
+//! Counting the distinct rows of columns over several shards, as Django counts a
+//! `values("x", ...).distinct()` query: `SELECT count(*) FROM (SELECT DISTINCT x AS col1, ...
+//! FROM t WHERE ...) subquery`.
 //!
-//! The same value can be on several shards, so each shard's distinct rows are not the
-//! answer's. The count is planned as `SELECT count(DISTINCT x) FROM t WHERE ...`, whose merge
-//! collects the values distinct across shards, except that a NULL counts too: SELECT DISTINCT
-//! keeps one NULL row where count(DISTINCT x) skips it. Several columns, and an inner query
-//! with its own grouping, ordering or limits, stay refused.
+//! The same row can be on several shards, so each shard's distinct rows are not the answer's.
+//! One column is counted as `SELECT count(DISTINCT x) FROM t WHERE ...`, whose merge collects
+//! the values distinct across shards, except that a NULL counts too: SELECT DISTINCT keeps
+//! one NULL row where count(DISTINCT x) skips it. Several columns are grouped by on each shard
+//! (`GROUP BY x, y`, which keeps NULLs as SELECT DISTINCT does) and the merge counts the
+//! groups distinct across shards. An inner query with its own grouping, ordering or limits,
+//! or whose rows the proxy would merge otherwise than by putting them together, stays refused.
 
 use super::*;
 use crate::router::aggregate::AggColumn;
@@ -23,14 +25,25 @@ pub(super) fn plan_distinct_count(
 ) -> Option<Plan> {
     let (outer, inner) = shape(q)?;
     let (inner_query, inner_select) = inner;
-    let (SelectItem::UnnamedExpr(value) | SelectItem::ExprWithAlias { expr: value, .. }) =
-        inner_select.projection.first()?
-    else {
-        return None;
+    let values = inner_select
+        .projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::UnnamedExpr(value) | SelectItem::ExprWithAlias { expr: value, .. } => {
+                (!has_aggregate_or_window(value, placement)).then_some(value)
+            }
+            _ => None,
+        })
+        .collect::<Option<Vec<&Expr>>>()?;
+    let value = match values.as_slice() {
+        // SELECT DISTINCT of no columns: one row or none, which no shard's count tells.
+        [] => return None,
+        [one] => *one,
+        _ => {
+            let shape = (outer, inner_query, inner_select);
+            return Some(count_groups(q, shape, &values, placement, params));
+        }
     };
-    if has_aggregate_or_window(value, placement) {
-        return None;
-    }
     // count(DISTINCT value) over the inner query's FROM and WHERE, named as the outer count.
     let mut counted = inner_query.clone();
     let SetExpr::Select(select) = counted.body.as_mut() else {
@@ -110,8 +123,69 @@ fn shape(q: &Query) -> Option<(&SelectItem, (&Query, &Select))> {
     let SetExpr::Select(inner) = subquery.body.as_ref() else {
         return None;
     };
-    let plain = matches!(inner.distinct, Some(Distinct::Distinct))
-        && inner.projection.len() == 1
-        && ungrouped(inner);
+    let plain = matches!(inner.distinct, Some(Distinct::Distinct)) && ungrouped(inner);
     plain.then_some((item, (subquery, inner.as_ref())))
+}
+
+/// Several columns: each shard groups its rows by them and counts per group; the merge counts
+/// the groups distinct across the shards the inner rows are on.
+fn count_groups(
+    q: &Query,
+    (outer, inner, inner_select): (&SelectItem, &Query, &Select),
+    values: &[&Expr],
+    placement: &Placement,
+    params: &Params,
+) -> Plan {
+    let mut select = inner_select.clone();
+    select.distinct = None;
+    let mut rows = inner.clone();
+    *rows.body = SetExpr::Select(Box::new(select.clone()));
+    let shards = match plan_query(&rows, placement, params) {
+        // One shard holds every row: it answers the statement as written.
+        Plan::Shard { shard, .. } => {
+            return Plan::Shard {
+                shard,
+                write: false,
+            }
+        }
+        Plan::Scatter { shards, merge, .. } if merge == MergeSpec::default() => shards,
+        Plan::Reject(e) => return Plan::Reject(e),
+        _ => return refuse(
+            format!(
+                "{q} over several shards is not supported: its inner rows are merged across shards"
+            ),
+            "Count the distinct rows of one shard at a time, or of one column.",
+        ),
+    };
+    select.projection = std::iter::once(outer.clone())
+        .chain(
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| SelectItem::ExprWithAlias {
+                    expr: (*v).clone(),
+                    alias: Ident::new(format!("__shardgate_distinct_{i}")),
+                }),
+        )
+        .collect();
+    select.group_by = sqlparser::ast::GroupByExpr::Expressions(
+        values.iter().map(|v| (*v).clone()).collect(),
+        Vec::new(),
+    );
+    *rows.body = SetExpr::Select(Box::new(select));
+    let mut columns = vec![AggColumn::Count];
+    columns.extend(values.iter().map(|_| AggColumn::Group));
+    Plan::Scatter {
+        shards,
+        sql: rows.to_string(),
+        merge: MergeSpec {
+            hidden: values.len(),
+            aggregate: Some(crate::router::aggregate::AggSpec {
+                columns,
+                count_groups: true,
+                ..Default::default()
+            }),
+            ..MergeSpec::default()
+        },
+    }
 }

@@ -68,6 +68,7 @@ pub(super) fn plan_exists(q: &Query, placement: &Placement, params: &Params) -> 
                     columns,
                     having: Vec::new(),
                     single_group: true,
+                    count_groups: false,
                 }),
                 ..Default::default()
             },

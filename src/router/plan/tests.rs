@@ -957,8 +957,27 @@ fn counts_of_distinct_values_collect_them_across_shards() {
             .contains(&AggColumn::DistinctValue { with_null: false })),
         other => panic!("{other:?}"),
     }
+    // Several columns: grouped by on each shard, the groups counted across shards.
+    match plan_sql("select count(*) as n from (select distinct a.owner as c1, l.amount as c2 from accounts a join ledger l on l.account_id = a.id where a.v > 2) s") {
+        Plan::Scatter { shards, sql, merge } => {
+            assert_eq!(shards, vec![0, 1, 2]);
+            assert!(sql.ends_with("GROUP BY a.owner, l.amount"), "{sql}");
+            assert!(sql.starts_with("SELECT count(*) AS n, a.owner AS __shardgate_distinct_0"), "{sql}");
+            assert_eq!(merge.hidden, 2);
+            let spec = merge.aggregate.expect("combined");
+            assert!(spec.count_groups);
+            assert_eq!(spec.columns, [AggColumn::Count, AggColumn::Group, AggColumn::Group]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        plan_sql("select count(*) from (select distinct owner, v from accounts where id = 3) s"),
+        Plan::Shard { shard, .. } if shard == shard_of(3)
+    ));
     for sql in [
-        "select count(*) from (select distinct owner, v from accounts) s",
+        "select count(*) from (select distinct owner, v from accounts limit 3) s",
+        "select count(*) from (select distinct owner, v from accounts a join ledger l on l.amount = a.v) s",
+        "select count(*) from (select distinct owner, count(*) from accounts) s",
         "select count(*) from (select distinct owner from accounts limit 3) s",
         "select count(*) from (select distinct count(*) from accounts) s",
         "select count(*) from (select distinct l.amount from ledger l join accounts a on a.v = l.account_id) s",

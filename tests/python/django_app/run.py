@@ -68,6 +68,9 @@ assert filtered == {"s0": (3, 118), "s1": (2, 22), "s2": (3, 26), "s3": (0, 0)},
 assert Item.objects.values("shelf").distinct().count() == 4
 assert Item.objects.filter(qty__gte=3).values("shelf").distinct().count() == 4
 assert Item.objects.filter(shelf__isnull=False).values("shelf").distinct().count() == 3
+# Over several columns and a join: rows distinct across shards, NULLs among them.
+assert Item.objects.values("shelf", "line__note").distinct().count() == 9
+assert Item.objects.filter(qty__lt=5).values("shelf", "line__note").distinct().count() == 7
 # Subquery(...) counting each item's lines: correlated by the shard key, run on every shard.
 lines = Line.objects.filter(item=OuterRef("pk")).values("item").annotate(c=Count("*")).values("c")
 with_lines = Item.objects.annotate(n=Subquery(lines)).filter(n__gte=1).order_by("-n", "pk")
