@@ -1157,10 +1157,22 @@ async fn a_query_over_a_derived_table_of_each_shards_rows_merges() {
         .unwrap();
     let distinct: std::collections::BTreeSet<i64> = (1..=ROWS).map(|g| g % 7).collect();
     assert_eq!(n.get::<_, i64>(0), distinct.len() as i64);
+    // Distinct rows of several columns: grouped on each shard, counted across shards.
+    let n = c
+        .query_one(
+            "select count(*) from (select distinct qty, name like 'item1%' from items) s",
+            &[],
+        )
+        .await
+        .unwrap();
+    let pairs: std::collections::BTreeSet<(i64, bool)> = (1..=ROWS)
+        .map(|g| (g % 7, format!("item{g}").starts_with("item1")))
+        .collect();
+    assert_eq!(n.get::<_, i64>(0), pairs.len() as i64);
     // A derived table that would need merging itself otherwise is refused.
     let err = c
         .query(
-            "select count(*) from (select distinct qty, name from items) s",
+            "select count(*) from (select distinct qty, name from items order by qty limit 5) s",
             &[],
         )
         .await

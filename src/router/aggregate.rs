@@ -75,6 +75,13 @@ pub enum AggColumn {
     AvgCount,
     /// A hidden sum((x) * 1::float8) feeding an Avg.
     AvgFloatSum,
+    /// An item computed over merged aggregates and group columns (see `router::computed`):
+    /// `template` reads the columns `parts` by their part names and is evaluated per group
+    /// after the merge.
+    Computed {
+        template: String,
+        parts: Vec<usize>,
+    },
     /// count(DISTINCT x): the number of distinct non-null values in column `values`.
     CountDistinct {
         values: usize,
@@ -128,7 +135,7 @@ fn refuse(message: impl Into<String>, hint: &str) -> Plan {
 const HINT: &str = "Supported across shards: count, sum, min, max, avg, bool_and, bool_or, every over plain GROUP BY expressions, simple HAVING comparisons with constants, ORDER BY on output columns. Or add a shard-key condition so the query runs on one shard.";
 
 /// The aggregate function of an expression, if it is a supported one applied directly.
-fn aggregate_kind(e: &Expr) -> Result<Option<&'static str>, String> {
+pub(super) fn aggregate_kind(e: &Expr) -> Result<Option<&'static str>, String> {
     let Expr::Function(f) = e else {
         return Ok(None);
     };
@@ -269,7 +276,7 @@ pub fn plan_aggregate(
         Some(sqlparser::ast::Distinct::Distinct) => true,
         Some(_) => return refuse("DISTINCT ON over several shards is not supported", HINT),
     };
-    let items: Vec<(Expr, Option<Ident>)> = match select
+    let mut items: Vec<(Expr, Option<Ident>)> = match select
         .projection
         .iter()
         .map(|i| match i {
@@ -312,6 +319,32 @@ pub fn plan_aggregate(
     };
     let group_texts: Vec<String> = group_exprs.iter().map(resolve_group).collect();
 
+    // Items computed over merged aggregates: their parts follow the client's items.
+    let client_visible = items.len();
+    let mut computed = Vec::new();
+    let mut parts = Vec::new();
+    for (i, (expr, alias)) in items.iter().enumerate() {
+        let plain = group_texts.contains(&expr.to_string())
+            || of_reference_table(expr, select, placement)
+            || is_constant(expr);
+        let computes = matches!(combined_kind(expr), Ok(None))
+            && !distinct
+            && (super::plan::has_aggregate_or_window(expr, placement) || !plain);
+        if computes {
+            let first = client_visible + parts.len();
+            match super::computed::split(expr, alias.as_ref(), &group_texts, first) {
+                Ok(c) => {
+                    parts.extend(c.parts.iter().cloned());
+                    computed.push((i, first, c));
+                }
+                Err(m) => return refuse(m, HINT),
+            }
+        }
+    }
+    for (k, part) in parts.into_iter().enumerate() {
+        items.push((part, Some(Ident::new(format!("__shardgate_part_{k}")))));
+    }
+
     let mut spec = AggSpec::default();
     let mut shard_items: Vec<SelectItem> = Vec::new();
     let mut hidden: Vec<SelectItem> = Vec::new();
@@ -322,6 +355,17 @@ pub fn plan_aggregate(
     // holds no constant and no coalesced 0.
     let answer_row_made = group_exprs.is_empty() && has_count_distinct(&items);
     for (i, (expr, alias)) in items.iter().enumerate() {
+        if let Some((_, first, c)) = computed.iter().find(|(at, _, _)| *at == i) {
+            spec.columns.push(AggColumn::Computed {
+                template: c.template.clone(),
+                parts: (*first..first + c.parts.len()).collect(),
+            });
+            shard_items.push(SelectItem::ExprWithAlias {
+                expr: c.stand_in.clone(),
+                alias: c.name.clone(),
+            });
+            continue;
+        }
         if answer_row_made && zero_default(expr).is_some() {
             return refuse(
                 format!("{expr} beside count(DISTINCT ...) without GROUP BY over several shards is not supported"),
@@ -436,7 +480,7 @@ pub fn plan_aggregate(
                     return n
                         .parse::<usize>()
                         .ok()
-                        .filter(|p| (1..=visible).contains(p))
+                        .filter(|p| (1..=client_visible).contains(p))
                         .map(|p| p - 1)
                         .ok_or_else(|| {
                             PgError::error("42P10", format!("position {n} is not in select list"))
@@ -568,7 +612,7 @@ pub fn plan_aggregate(
         order,
         limit,
         offset,
-        hidden: hidden.len(),
+        hidden: hidden.len() + visible - client_visible,
         aggregate: Some(spec),
         picks,
         distinct_on: 0,

@@ -1,9 +1,11 @@
 //! Statement text helpers shared by the planner, the executor and the relay: splitting a Query
 //! into its statements, the shape of a statement (its text with literals taken out), the calls
 //! that signal a session (`signal_call`), SQL string literals, and the names of PostgreSQL's
-//! catalog relations and built-in types, which every shard has alike.
+//! catalog relations, built-in types and functions of their arguments alone, which every shard
+//! has alike.
 
 pub mod builtin_types;
+pub mod pure_functions;
 mod shape;
 pub mod signal_call;
 mod split;

@@ -147,7 +147,15 @@ fn aggregate(rng: &mut Rng, q: &str) -> String {
     // ratio holds equal values written with different scales: its sum, average and distinct
     // count are determined, while which spelling a maximum or a group shows is not, on one
     // server either.
-    match rng.below(45) {
+    match rng.below(52) {
+        // Items computed over the merged aggregates.
+        45 => "count(*)::int".into(),
+        46 => format!("round(avg({}), 2)", c("balance")),
+        47 => format!("sum({}) / count(*)", c("balance")),
+        48 => format!("max({0}) - min({0})", c("id")),
+        49 => format!("coalesce(max({}), 'none') || count(*)", c("note")),
+        50 => format!("avg({})::int * 10", c("region")),
+        51 => format!("coalesce(sum({}), 1)", c("region")),
         // Django's Sum(..., default=0), and defaults the proxy must refuse.
         39 => format!("coalesce(sum({}), 0)", c("balance")),
         40 => format!("coalesce(count({}), 0)", c("score")),

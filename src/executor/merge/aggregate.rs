@@ -77,8 +77,8 @@ pub fn check(
     for (f, col) in fields.iter().zip(&spec.columns) {
         let ok = match col {
             AggColumn::Group => groupable(f.type_oid),
-            // Carried as the shards wrote it, never compared.
-            AggColumn::Carried => true,
+            // Carried as the shards wrote it, never compared; or computed after the merge.
+            AggColumn::Carried | AggColumn::Computed { .. } => true,
             AggColumn::Count | AggColumn::AvgCount => f.type_oid == oid::INT8,
             AggColumn::AvgFloatSum => f.type_oid == oid::FLOAT8,
             AggColumn::Sum | AggColumn::Avg { .. } => matches!(
@@ -204,7 +204,9 @@ fn fresh(fields: &[FieldDesc], spec: &AggSpec) -> Vec<State> {
         .iter()
         .zip(fields)
         .map(|(c, f)| match c {
-            AggColumn::Group | AggColumn::Carried => State::Group(None),
+            AggColumn::Group | AggColumn::Carried | AggColumn::Computed { .. } => {
+                State::Group(None)
+            }
             AggColumn::Count | AggColumn::AvgCount => State::Count(0),
             AggColumn::AvgFloatSum => State::SumFloat(None),
             AggColumn::Sum | AggColumn::Avg { .. } => match f.type_oid {

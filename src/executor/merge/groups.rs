@@ -93,9 +93,16 @@ pub async fn run(
         }
     }
     let client_fields = aggregate::client_fields(&fields, spec);
-    let rows = groups
-        .finish(&fields, spec)
-        .and_then(|rows| aggregate::having(rows, &client_fields, spec))
+    let mut rows = match groups.finish(&fields, spec) {
+        Ok(r) => r,
+        Err(e) => return Ok(exec.error(&e)),
+    };
+    // Before HAVING and ORDER BY, which may read the computed items.
+    if let Err(e) = super::computed::fill(exec, shards[0], &mut rows, &client_fields, spec).await? {
+        exec.shard_error(&e);
+        return Ok(Step::Failed);
+    }
+    let rows = aggregate::having(rows, &client_fields, spec)
         .and_then(|mut rows| aggregate::sort(&mut rows, &client_fields, merge).map(|()| rows));
     let rows = match rows {
         Ok(r) => r,

@@ -7,9 +7,11 @@
 //! again after the merge. Only the sort columns of head rows are decoded.
 //!
 //! `rows` reads the shards' rows and applies OFFSET and LIMIT; `groups` merges grouped and
-//! aggregated results through `aggregate`'s per-group state.
+//! aggregated results through `aggregate`'s per-group state, and `computed` evaluates items
+//! over the merged aggregates.
 
 mod aggregate;
+mod computed;
 mod groups;
 pub mod rows;
 

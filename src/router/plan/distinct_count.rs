@@ -150,12 +150,14 @@ fn count_groups(
         }
         Plan::Scatter { shards, merge, .. } if merge == MergeSpec::default() => shards,
         Plan::Reject(e) => return Plan::Reject(e),
-        _ => return refuse(
-            format!(
+        _ => {
+            return refuse(
+                format!(
                 "{q} over several shards is not supported: its inner rows are merged across shards"
             ),
-            "Count the distinct rows of one shard at a time, or of one column.",
-        ),
+                "Count the distinct rows of one shard at a time, or of one column.",
+            )
+        }
     };
     select.projection = std::iter::once(outer.clone())
         .chain(

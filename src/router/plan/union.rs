@@ -22,39 +22,6 @@ use crate::router::aggregate::{AggColumn, AggSpec};
 use sqlparser::ast::{DataType, SetOperator, SetQuantifier};
 use std::collections::BTreeSet;
 
-/// Functions whose value depends on their arguments alone, sorted for `binary_search`: a
-/// branch without a sharded table may call only these, so that every shard returns it alike.
-const SAME_ON_EVERY_SERVER: &[&str] = &[
-    "abs",
-    "btrim",
-    "ceil",
-    "ceiling",
-    "char_length",
-    "coalesce",
-    "concat",
-    "concat_ws",
-    "floor",
-    "greatest",
-    "initcap",
-    "least",
-    "left",
-    "length",
-    "lower",
-    "lpad",
-    "ltrim",
-    "md5",
-    "nullif",
-    "replace",
-    "right",
-    "round",
-    "rpad",
-    "rtrim",
-    "split_part",
-    "substr",
-    "trunc",
-    "upper",
-];
-
 /// The plan of such a statement; None when it is not one.
 pub(super) fn plan_union(q: &Query, placement: &Placement, params: &Params) -> Option<Plan> {
     if q.with.is_some() || q.fetch.is_some() || !q.locks.is_empty() {
@@ -237,14 +204,7 @@ fn differs_between_shards(branch: &Query, placement: &Placement, params: &Params
         let _ = sqlparser::ast::visit_expressions(branch, |e: &Expr| {
             found = match e {
                 Expr::Function(f) => {
-                    let name = match f.name.0.as_slice() {
-                        [ObjectNamePart::Identifier(i)] => i.value.to_ascii_lowercase(),
-                        _ => String::new(),
-                    };
-                    SAME_ON_EVERY_SERVER
-                        .binary_search(&name.as_str())
-                        .is_err()
-                        .then(|| format!("{}()", f.name))
+                    (!crate::sql::pure_functions::is_pure(&f.name)).then(|| format!("{}()", f.name))
                 }
                 Expr::Cast { data_type, .. } if names_an_object(data_type) => {
                     Some(format!("::{data_type}"))

@@ -1,0 +1,184 @@
+//! Items computed over merged aggregates (see `router::computed`): once every group is merged,
+//! one shard evaluates each item's template for every group, reading the group's merged parts
+//! as the columns of a VALUES list. The parts are bound as parameters in the types and formats
+//! they came in, and the results asked for in the formats the client's columns have, so no
+//! value is converted in the proxy and PostgreSQL does all of the arithmetic.
+//!
+//! Groups go in batches that keep a statement's parameters under PostgreSQL's limit of 65,535.
+//! Invariant: each evaluated row lands in the group it was computed for (the VALUES rows carry
+//! their position, and the answer is ordered by it).
+
+use super::rows::error_frame;
+use crate::error::{sqlstate, PgError};
+use crate::executor::session::{Exec, R};
+use crate::protocol::inspect::{self, FieldDesc};
+use crate::protocol::Frame;
+use crate::router::aggregate::{AggColumn, AggSpec};
+use crate::router::computed::part_name;
+use bytes::Bytes;
+
+type Row = Vec<Option<Bytes>>;
+
+/// Parameters in one evaluation, well under PostgreSQL's 65,535.
+const PARAMS_PER_STATEMENT: usize = 30_000;
+
+/// Types PostgreSQL defines itself (below FirstNormalObjectId): the same OID on every server,
+/// so a part of such a type can be bound by its OID.
+const FIRST_USER_OID: u32 = 16_384;
+
+/// Fills the computed columns of `rows` (the merged groups, in `fields`' types and formats),
+/// evaluated on `shard`. Err: the error to give the client.
+pub async fn fill(
+    exec: &mut Exec<'_>,
+    shard: usize,
+    rows: &mut [Row],
+    fields: &[FieldDesc],
+    spec: &AggSpec,
+) -> R<Result<(), Frame>> {
+    let computed: Vec<(usize, &str)> = spec
+        .columns
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match c {
+            AggColumn::Computed { template, .. } => Some((i, template.as_str())),
+            _ => None,
+        })
+        .collect();
+    if computed.is_empty() || rows.is_empty() {
+        return Ok(Ok(()));
+    }
+    let mut inputs: Vec<usize> = spec
+        .columns
+        .iter()
+        .filter_map(|c| match c {
+            AggColumn::Computed { parts, .. } => Some(parts.iter().copied()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    inputs.sort_unstable();
+    inputs.dedup();
+    for &p in &inputs {
+        let Some(f) = fields.get(p) else {
+            return Ok(Err(error_frame(&PgError::error(
+                sqlstate::INTERNAL_ERROR,
+                "a computed item reads a column the shards did not return",
+            ))));
+        };
+        if f.type_oid >= FIRST_USER_OID {
+            return Ok(Err(error_frame(
+                &PgError::error(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    format!(
+                        "computing over {} (a type of the database's own) after merging several shards is not supported",
+                        f.name
+                    ),
+                )
+                .with_hint("Select the aggregate and compute in the application."),
+            )));
+        }
+    }
+    let per_batch = (PARAMS_PER_STATEMENT / inputs.len().max(1)).max(1);
+    let mut start = 0;
+    while start < rows.len() {
+        let end = (start + per_batch).min(rows.len());
+        let batch = &mut rows[start..end];
+        if let Err(e) = evaluate(exec, shard, batch, fields, &computed, &inputs).await? {
+            return Ok(Err(e));
+        }
+        start = end;
+    }
+    Ok(Ok(()))
+}
+
+/// One batch: `SELECT <templates> FROM (VALUES (1, $1, ...), ...) AS v(n, parts...) ORDER BY n`.
+async fn evaluate(
+    exec: &mut Exec<'_>,
+    shard: usize,
+    rows: &mut [Row],
+    fields: &[FieldDesc],
+    computed: &[(usize, &str)],
+    inputs: &[usize],
+) -> R<Result<(), Frame>> {
+    let mut values_list = String::new();
+    let mut params = crate::router::params::Params::default();
+    let mut types = Vec::with_capacity(rows.len() * inputs.len());
+    for (n, row) in rows.iter().enumerate() {
+        values_list.push_str(if n == 0 { "(" } else { ", (" });
+        values_list.push_str(&(n + 1).to_string());
+        for &p in inputs {
+            params.values.push(row.get(p).cloned().flatten());
+            params.formats.push(fields[p].format);
+            types.push(fields[p].type_oid);
+            values_list.push_str(&format!(", ${}", params.values.len()));
+        }
+        values_list.push(')');
+    }
+    let names: Vec<String> = std::iter::once("__shardgate_n".to_string())
+        .chain(inputs.iter().map(|&p| part_name(p)))
+        .collect();
+    let templates: Vec<&str> = computed.iter().map(|(_, t)| *t).collect();
+    let sql = format!(
+        "SELECT {} FROM (VALUES {values_list}) AS __shardgate_v({}) ORDER BY __shardgate_n",
+        templates.join(", "),
+        names.join(", ")
+    );
+    let formats: Vec<i16> = computed.iter().map(|&(c, _)| fields[c].format).collect();
+    let request = crate::executor::rebind::rebind(&sql, &params, &types, &formats, true, true);
+    exec.links[shard].send(&request).await?;
+    let (mut at, mut error) = (0usize, None);
+    loop {
+        let f = exec.links[shard].recv().await?;
+        match f.tag {
+            b'T' if error.is_none() => {
+                let described = inspect::row_description(f.body()).unwrap_or_default();
+                let same = described.len() == computed.len()
+                    && described
+                        .iter()
+                        .zip(computed)
+                        .all(|(d, &(c, _))| d.type_oid == fields[c].type_oid);
+                if !same {
+                    error = Some(error_frame(&PgError::error(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        "an item computed after merging several shards came out of another type than the shards described",
+                    )));
+                }
+            }
+            b'D' if error.is_none() => {
+                let body = f.body();
+                let Some(row) = rows.get_mut(at) else {
+                    error = Some(error_frame(&extra_row()));
+                    continue;
+                };
+                for (j, &(c, _)) in computed.iter().enumerate() {
+                    match inspect::data_row_column(body, j) {
+                        Some(v) => row[c] = v.map(Bytes::copy_from_slice),
+                        None => error = Some(error_frame(&extra_row())),
+                    }
+                }
+                at += 1;
+            }
+            // Its position would point into the proxy's statement, not the client's.
+            b'E' if error.is_none() => {
+                error = Some(Frame {
+                    tag: b'E',
+                    bytes: inspect::map_error_position(&f.bytes, |_| None),
+                })
+            }
+            b'N' => exec.out.extend_from_slice(&f.bytes),
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    if error.is_none() && at != rows.len() {
+        error = Some(error_frame(&extra_row()));
+    }
+    Ok(error.map_or(Ok(()), Err))
+}
+
+fn extra_row() -> PgError {
+    PgError::error(
+        sqlstate::PROTOCOL_VIOLATION,
+        "a shard answered the evaluation of computed items with another number of rows",
+    )
+}

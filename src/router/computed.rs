@@ -1,0 +1,283 @@
+//! Select items that compute over merged aggregates and group columns: `round(avg(x), 2)`,
+//! `count(*)::int`, `sum(a) / count(*)`, `max(x) - min(x)`, `owner || ': ' || count(*)`.
+//!
+//! No shard can compute such an item: its inputs are the totals across shards. So the item is
+//! split into its parts, the aggregate calls and group expressions it reads, which the shards
+//! return as hidden columns and the merge combines as any other; what is left, the template,
+//! reads the parts as columns `__shardgate_c<n>` (n: the part's column) and is evaluated for
+//! every group by one shard after the merge (`executor::merge::computed`), so PostgreSQL itself
+//! does the arithmetic, casts and rounding. The shards' own column for the item is
+//! `CASE WHEN false THEN item END` under the item's name: it has the item's type, and is never
+//! evaluated (a shard's partial sums could divide by zero where the totals do not).
+//!
+//! The template may call only functions of their arguments alone (`sql::pure_functions`), and
+//! may read no other column, no subquery and no bound parameter: what one shard evaluates for
+//! every group must be what each group's own server would.
+
+use super::aggregate::aggregate_kind;
+use sqlparser::ast::{
+    CaseWhen, DataType, Expr, Ident, ObjectNamePart, Value, ValueWithSpan, VisitMut, VisitorMut,
+};
+use std::ops::ControlFlow;
+
+/// An item split for the merge.
+#[derive(Debug)]
+pub struct Computed {
+    /// The expressions the template reads, in column order from the first part's column.
+    pub parts: Vec<Expr>,
+    /// The item with each part replaced by its column's name.
+    pub template: String,
+    /// What the shards return in the item's place: its type, never its value.
+    pub stand_in: Expr,
+    /// The column's name: the client's alias, or the one PostgreSQL would give the item.
+    pub name: Ident,
+}
+
+/// The name of part column `column` in a template.
+pub fn part_name(column: usize) -> String {
+    format!("__shardgate_c{column}")
+}
+
+/// Splits `item`, whose parts will take the columns from `first_column` on. Err: why the item
+/// cannot be computed after the merge.
+pub fn split(
+    item: &Expr,
+    alias: Option<&Ident>,
+    group_texts: &[String],
+    first_column: usize,
+) -> Result<Computed, String> {
+    let name = match alias {
+        Some(a) => a.clone(),
+        None => Ident::with_quote(
+            '"',
+            column_name(item).map(|(n, _)| n).ok_or_else(|| {
+                format!("{item} over several shards needs a name: give it one with AS")
+            })?,
+        ),
+    };
+    let mut parts = Parts {
+        group_texts,
+        first_column,
+        found: Vec::new(),
+        problem: None,
+    };
+    let mut template = item.clone();
+    let _ = template.visit(&mut parts);
+    if let Some(problem) = parts.problem {
+        return Err(problem);
+    }
+    if parts.found.is_empty() {
+        return Err(format!(
+            "column {item} must appear in the GROUP BY clause or be used in an aggregate function"
+        ));
+    }
+    if let Some(what) = unfit(&template) {
+        return Err(format!(
+            "{item} over several shards is not supported: computing it after the merge would read {what}"
+        ));
+    }
+    Ok(Computed {
+        parts: parts.found,
+        template: template.to_string(),
+        stand_in: Expr::Case {
+            case_token: sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
+            end_token: sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
+            operand: None,
+            conditions: vec![CaseWhen {
+                condition: Expr::Value(ValueWithSpan::from(Value::Boolean(false))),
+                result: item.clone(),
+            }],
+            else_result: None,
+        },
+        name,
+    })
+}
+
+/// Replaces, outermost first, every supported aggregate call and group expression by the name
+/// of the column that will hold it.
+struct Parts<'a> {
+    group_texts: &'a [String],
+    first_column: usize,
+    found: Vec<Expr>,
+    problem: Option<String>,
+}
+
+impl VisitorMut for Parts<'_> {
+    type Break = ();
+    fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+        let part = match aggregate_kind(e) {
+            Err(m) => {
+                self.problem = Some(m);
+                return ControlFlow::Break(());
+            }
+            Ok(Some(_)) => true,
+            Ok(None) => self.group_texts.contains(&e.to_string()),
+        };
+        if part {
+            let column = self.first_column + self.found.len();
+            self.found.push(std::mem::replace(
+                e,
+                Expr::Identifier(Ident::new(part_name(column))),
+            ));
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// What in a template one shard could not evaluate for every group as the group's own server
+/// would: another column, a subquery, a bound parameter, a function not of its arguments alone.
+fn unfit(template: &Expr) -> Option<String> {
+    let mut found = None;
+    let _ = sqlparser::ast::visit_expressions(template, |e: &Expr| {
+        found = match e {
+            Expr::Identifier(i) if i.value.starts_with("__shardgate_c") => None,
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => Some(format!(
+                "column {e}, which is neither grouped nor inside an aggregate"
+            )),
+            Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
+                Some("a subquery".into())
+            }
+            Expr::Value(ValueWithSpan {
+                value: Value::Placeholder(p),
+                ..
+            }) => Some(format!("the bound parameter {p}")),
+            Expr::Function(f) if !crate::sql::pure_functions::is_pure(&f.name) => Some(format!(
+                "{}(), which is not an aggregate the merge combines",
+                f.name
+            )),
+            Expr::Function(f) if f.over.is_some() || f.filter.is_some() => {
+                Some(format!("{}() with OVER or FILTER", f.name))
+            }
+            _ => None,
+        };
+        if found.is_some() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    found
+}
+
+/// The name PostgreSQL gives an unnamed select item, and how strongly (2: a column or
+/// function's own name, 1: a type's or keyword's, 0: none, `?column?`); None when unsure.
+fn column_name(e: &Expr) -> Option<(String, u8)> {
+    let folded = |i: &Ident| {
+        if i.quote_style.is_none() {
+            i.value.to_ascii_lowercase()
+        } else {
+            i.value.clone()
+        }
+    };
+    Some(match e {
+        Expr::Nested(inner) => return column_name(inner),
+        Expr::Identifier(i) => (folded(i), 2),
+        Expr::CompoundIdentifier(parts) => (folded(parts.last()?), 2),
+        Expr::Function(f) => match f.name.0.last()? {
+            ObjectNamePart::Identifier(i) => (folded(i), 2),
+            _ => return None,
+        },
+        Expr::Cast {
+            expr, data_type, ..
+        } => match column_name(expr)? {
+            strong @ (_, 2) => strong,
+            _ => (type_name(data_type)?, 1),
+        },
+        Expr::Case { .. } => ("case".into(), 1),
+        Expr::BinaryOp { .. } | Expr::UnaryOp { .. } | Expr::Value(_) => ("?column?".into(), 0),
+        _ => return None,
+    })
+}
+
+/// The last name of a type as PostgreSQL's grammar leaves it, for the types commonly cast to.
+fn type_name(t: &DataType) -> Option<String> {
+    Some(
+        match t {
+            DataType::Int(_) | DataType::Integer(_) | DataType::Int4(_) => "int4",
+            DataType::BigInt(_) | DataType::Int8(_) => "int8",
+            DataType::SmallInt(_) | DataType::Int2(_) => "int2",
+            DataType::Numeric(_) | DataType::Decimal(_) | DataType::Dec(_) => "numeric",
+            DataType::Real | DataType::Float4 => "float4",
+            DataType::DoublePrecision | DataType::Float8 => "float8",
+            DataType::Text => "text",
+            DataType::Varchar(_) | DataType::CharacterVarying(_) => "varchar",
+            DataType::Bool | DataType::Boolean => "bool",
+            _ => return None,
+        }
+        .to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlparser::dialect::PostgreSqlDialect;
+    use sqlparser::parser::Parser;
+
+    fn expr(sql: &str) -> Expr {
+        Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(sql)
+            .unwrap()
+            .parse_expr()
+            .unwrap()
+    }
+
+    #[test]
+    fn parts_are_the_aggregates_and_group_expressions_outermost_first() {
+        let groups = ["owner".to_string()];
+        let c = split(
+            &expr("owner || ': ' || round(avg(balance), 2) || '/' || coalesce(sum(owner_id), 0)"),
+            None,
+            &groups,
+            3,
+        )
+        .unwrap();
+        assert_eq!(
+            c.parts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["owner", "avg(balance)", "sum(owner_id)"]
+        );
+        assert_eq!(
+            c.template,
+            "__shardgate_c3 || ': ' || round(__shardgate_c4, 2) || '/' || coalesce(__shardgate_c5, 0)"
+        );
+        assert_eq!(c.name.value, "?column?");
+        assert!(c
+            .stand_in
+            .to_string()
+            .starts_with("CASE WHEN false THEN owner"));
+    }
+
+    #[test]
+    fn names_are_the_ones_postgresql_gives() {
+        for (sql, name) in [
+            ("count(*)::int", "count"),
+            ("(sum(x) / count(*))::int", "int4"),
+            ("round(avg(x), 2)", "round"),
+            ("max(x) - min(x)", "?column?"),
+            ("CASE WHEN count(*) > 1 THEN 1 END", "case"),
+            ("pg_catalog.round(avg(x))", "round"),
+        ] {
+            let c = split(&expr(sql), None, &[], 0).unwrap();
+            assert_eq!(c.name.value, name, "{sql}");
+        }
+        let aliased = split(&expr("count(*)::int"), Some(&Ident::new("n")), &[], 0).unwrap();
+        assert_eq!(aliased.name.value, "n");
+    }
+
+    #[test]
+    fn what_one_shard_could_not_evaluate_is_refused() {
+        for sql in [
+            "count(*) + x",
+            "count(*) + (select 1)",
+            "round(avg(x), $1)",
+            "my_function(count(*))",
+            "string_agg(x, ',') || count(*)",
+            "count(*) + now()::int",
+            "lower(owner)",
+        ] {
+            assert!(split(&expr(sql), None, &[], 0).is_err(), "{sql}");
+        }
+        // A cast whose type's name is not known here needs an alias.
+        assert!(split(&expr("(count(*) + 1)::interval"), None, &[], 0).is_err());
+    }
+}
