@@ -81,6 +81,9 @@ pub enum AggColumn {
     Computed {
         template: String,
         parts: Vec<usize>,
+        /// The client's parameters (`$n`, 1-based) the template reads, bound again with the
+        /// client's values when it is evaluated.
+        params: Vec<usize>,
     },
     /// count(DISTINCT x): the number of distinct non-null values in column `values`.
     CountDistinct {
@@ -122,6 +125,15 @@ pub struct AggSpec {
     /// The answer is one row: the number of groups across shards, in the first column, which
     /// the shards describe as count(*) (a count of distinct rows, see `plan::distinct_count`).
     pub count_groups: bool,
+}
+
+impl AggSpec {
+    /// Whether some column is computed after the merge (and may read the client's values).
+    pub fn computes(&self) -> bool {
+        self.columns
+            .iter()
+            .any(|c| matches!(c, AggColumn::Computed { .. }))
+    }
 }
 
 fn unsupported(message: String) -> PgError {
@@ -332,7 +344,15 @@ pub fn plan_aggregate(
             && (super::plan::has_aggregate_or_window(expr, placement) || !plain);
         if computes {
             let first = client_visible + parts.len();
-            match super::computed::split(expr, alias.as_ref(), &group_texts, first) {
+            let combined = |e: &Expr| aggregate_kind(e).map(|k| k.is_some());
+            match super::computed::split(
+                expr,
+                alias.as_ref(),
+                &group_texts,
+                first,
+                (q, params),
+                &combined,
+            ) {
                 Ok(c) => {
                     parts.extend(c.parts.iter().cloned());
                     computed.push((i, first, c));
@@ -359,6 +379,7 @@ pub fn plan_aggregate(
             spec.columns.push(AggColumn::Computed {
                 template: c.template.clone(),
                 parts: (*first..first + c.parts.len()).collect(),
+                params: c.params.clone(),
             });
             shard_items.push(SelectItem::ExprWithAlias {
                 expr: c.stand_in.clone(),

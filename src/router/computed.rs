@@ -11,10 +11,12 @@
 //! evaluated (a shard's partial sums could divide by zero where the totals do not).
 //!
 //! The template may call only functions of their arguments alone (`sql::pure_functions`), and
-//! may read no other column, no subquery and no bound parameter: what one shard evaluates for
-//! every group must be what each group's own server would.
+//! may read no other column and no subquery: what one shard evaluates for every group must be
+//! what each group's own server would. A bound parameter stays a parameter: the evaluation
+//! binds the client's values again, ahead of the parts (see `executor::merge::computed`).
 
-use super::aggregate::aggregate_kind;
+use super::params::Params;
+use sqlparser::ast::Query;
 use sqlparser::ast::{
     CaseWhen, DataType, Expr, Ident, ObjectNamePart, Value, ValueWithSpan, VisitMut, VisitorMut,
 };
@@ -31,6 +33,8 @@ pub struct Computed {
     pub stand_in: Expr,
     /// The column's name: the client's alias, or the one PostgreSQL would give the item.
     pub name: Ident,
+    /// The client's parameters (`$n`, 1-based) the template reads, in order.
+    pub params: Vec<usize>,
 }
 
 /// The name of part column `column` in a template.
@@ -45,6 +49,8 @@ pub fn split(
     alias: Option<&Ident>,
     group_texts: &[String],
     first_column: usize,
+    (statement, params): (&Query, &Params),
+    aggregate: &dyn Fn(&Expr) -> Result<bool, String>,
 ) -> Result<Computed, String> {
     let name = match alias {
         Some(a) => a.clone(),
@@ -56,7 +62,11 @@ pub fn split(
         ),
     };
     let mut parts = Parts {
+        aggregate,
         group_texts,
+        statement,
+        params,
+        read: Vec::new(),
         first_column,
         found: Vec::new(),
         problem: None,
@@ -90,13 +100,20 @@ pub fn split(
             else_result: None,
         },
         name,
+        params: parts.read,
     })
 }
 
 /// Replaces, outermost first, every supported aggregate call and group expression by the name
 /// of the column that will hold it.
 struct Parts<'a> {
+    /// Whether an expression is a call of an aggregate the merge combines; Err: one of its
+    /// forms the merge refuses.
+    aggregate: &'a dyn Fn(&Expr) -> Result<bool, String>,
     group_texts: &'a [String],
+    statement: &'a Query,
+    params: &'a Params,
+    read: Vec<usize>,
     first_column: usize,
     found: Vec<Expr>,
     problem: Option<String>,
@@ -105,13 +122,31 @@ struct Parts<'a> {
 impl VisitorMut for Parts<'_> {
     type Break = ();
     fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
-        let part = match aggregate_kind(e) {
+        if let Expr::Value(ValueWithSpan {
+            value: Value::Placeholder(p),
+            ..
+        }) = e
+        {
+            match bound(p, self.statement, self.params) {
+                Ok(n) => {
+                    if let Err(at) = self.read.binary_search(&n) {
+                        self.read.insert(at, n);
+                    }
+                }
+                Err(m) => {
+                    self.problem = Some(m);
+                    return ControlFlow::Break(());
+                }
+            }
+            return ControlFlow::Continue(());
+        }
+        let part = match (self.aggregate)(e) {
             Err(m) => {
                 self.problem = Some(m);
                 return ControlFlow::Break(());
             }
-            Ok(Some(_)) => true,
-            Ok(None) => self.group_texts.contains(&e.to_string()),
+            Ok(true) => true,
+            Ok(false) => self.group_texts.contains(&e.to_string()),
         };
         if part {
             let column = self.first_column + self.found.len();
@@ -122,6 +157,34 @@ impl VisitorMut for Parts<'_> {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// The number of the bound parameter `p` (`$n`) a template reads. Err when the evaluation
+/// could read its value otherwise than the client's statement does: not bound, or bound in
+/// binary for the type the server inferred, when it also stands elsewhere in the statement
+/// (where it may have been inferred as another type of the same size).
+fn bound(p: &str, statement: &Query, params: &Params) -> Result<usize, String> {
+    let n = p
+        .strip_prefix('$')
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n >= 1 && n <= params.values.len())
+        .ok_or_else(|| format!("the parameter {p} is not bound"))?;
+    if params.binary_undeclared(n) {
+        let mut uses = 0;
+        let _ = sqlparser::ast::visit_expressions(statement, |e: &Expr| {
+            if matches!(e, Expr::Value(ValueWithSpan { value: Value::Placeholder(q), .. }) if q == p)
+            {
+                uses += 1;
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        if uses > 1 {
+            return Err(format!(
+                "{p}, bound in binary without a declared type and used twice, inside an item computed after merging several shards is not supported"
+            ));
+        }
+    }
+    Ok(n)
 }
 
 /// What in a template one shard could not evaluate for every group as the group's own server
@@ -137,10 +200,6 @@ fn unfit(template: &Expr) -> Option<String> {
             Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
                 Some("a subquery".into())
             }
-            Expr::Value(ValueWithSpan {
-                value: Value::Placeholder(p),
-                ..
-            }) => Some(format!("the bound parameter {p}")),
             Expr::Function(f) if !crate::sql::pure_functions::is_pure(&f.name) => Some(format!(
                 "{}(), which is not an aggregate the merge combines",
                 f.name
@@ -214,6 +273,11 @@ mod tests {
     use sqlparser::dialect::PostgreSqlDialect;
     use sqlparser::parser::Parser;
 
+    /// The aggregates the merge combines, as the aggregate planner tells them.
+    fn combined(e: &Expr) -> Result<bool, String> {
+        crate::router::aggregate::aggregate_kind(e).map(|k| k.is_some())
+    }
+
     fn expr(sql: &str) -> Expr {
         Parser::new(&PostgreSqlDialect {})
             .try_with_sql(sql)
@@ -230,6 +294,8 @@ mod tests {
             None,
             &groups,
             3,
+            (&statement("select 1"), &Params::default()),
+            &combined,
         )
         .unwrap();
         assert_eq!(
@@ -257,11 +323,69 @@ mod tests {
             ("CASE WHEN count(*) > 1 THEN 1 END", "case"),
             ("pg_catalog.round(avg(x))", "round"),
         ] {
-            let c = split(&expr(sql), None, &[], 0).unwrap();
+            let c = split(
+                &expr(sql),
+                None,
+                &[],
+                0,
+                (&statement("select 1"), &Params::default()),
+                &combined,
+            )
+            .unwrap();
             assert_eq!(c.name.value, name, "{sql}");
         }
-        let aliased = split(&expr("count(*)::int"), Some(&Ident::new("n")), &[], 0).unwrap();
+        let aliased = split(
+            &expr("count(*)::int"),
+            Some(&Ident::new("n")),
+            &[],
+            0,
+            (&statement("select 1"), &Params::default()),
+            &combined,
+        )
+        .unwrap();
         assert_eq!(aliased.name.value, "n");
+    }
+
+    fn statement(sql: &str) -> Query {
+        match Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0)
+        {
+            sqlparser::ast::Statement::Query(q) => *q,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bound_parameters_stay_parameters_read_as_the_statement_reads_them() {
+        let bound = |format: i16, declared: u32| Params {
+            values: [Some(bytes::Bytes::from_static(&[0, 0, 0, 2]))]
+                .into_iter()
+                .collect(),
+            formats: vec![format],
+            types: [declared].into_iter().collect(),
+        };
+        let once = statement("select round(avg(x), $1) from t");
+        let twice = statement("select round(avg(x), $1) from t where x > $1");
+        let split_in = |q: &Query, params: &Params| {
+            let sqlparser::ast::SetExpr::Select(s) = q.body.as_ref() else {
+                unreachable!()
+            };
+            let sqlparser::ast::SelectItem::UnnamedExpr(item) = &s.projection[0] else {
+                unreachable!()
+            };
+            split(item, None, &[], 0, (q, params), &combined)
+        };
+        let c = split_in(&once, &bound(1, 0)).unwrap();
+        assert_eq!(
+            (c.template.as_str(), c.params),
+            ("round(__shardgate_c0, $1)", vec![1])
+        );
+        // Elsewhere the server may have inferred another type of the same size.
+        assert!(split_in(&twice, &bound(1, 0)).is_err());
+        assert!(split_in(&twice, &bound(1, 23)).is_ok());
+        assert!(split_in(&twice, &bound(0, 0)).is_ok());
+        assert!(split_in(&once, &Params::default()).is_err());
     }
 
     #[test]
@@ -269,15 +393,34 @@ mod tests {
         for sql in [
             "count(*) + x",
             "count(*) + (select 1)",
-            "round(avg(x), $1)",
             "my_function(count(*))",
             "string_agg(x, ',') || count(*)",
             "count(*) + now()::int",
+            "round(avg(x), $1)",
             "lower(owner)",
         ] {
-            assert!(split(&expr(sql), None, &[], 0).is_err(), "{sql}");
+            assert!(
+                split(
+                    &expr(sql),
+                    None,
+                    &[],
+                    0,
+                    (&statement("select 1"), &Params::default()),
+                    &combined
+                )
+                .is_err(),
+                "{sql}"
+            );
         }
         // A cast whose type's name is not known here needs an alias.
-        assert!(split(&expr("(count(*) + 1)::interval"), None, &[], 0).is_err());
+        assert!(split(
+            &expr("(count(*) + 1)::interval"),
+            None,
+            &[],
+            0,
+            (&statement("select 1"), &Params::default()),
+            &combined
+        )
+        .is_err());
     }
 }

@@ -1,8 +1,8 @@
 //! Bound parameter values as a Bind message carries them, for routing by `$n`.
 //!
-//! Planning reads values only through `key`, `key_array` and `constant`, and `recording` notes
-//! which ones it read: a plan that read nothing, or only one key, can be reused for the next
-//! values (see `executor::extended::route_cache`).
+//! Planning reads values only through `key`, `key_array`, `constant` and `binary_undeclared`,
+//! and `recording` notes which ones it read: a plan that read nothing, or only one key, can be
+//! reused for the next values (see `executor::extended::route_cache`).
 
 use crate::placement::{KeyType, KeyValue};
 use crate::protocol::message::Cursor;
@@ -143,6 +143,15 @@ impl Params {
             _ => return None,
         };
         Some(v.to_string())
+    }
+
+    /// Whether `$n` (1-based) is bound in binary without a declared type: its bytes are read
+    /// as whatever type the server inferred for it, which another statement could infer
+    /// otherwise.
+    pub fn binary_undeclared(&self, n: usize) -> bool {
+        note(Read::Other);
+        n.checked_sub(1)
+            .is_some_and(|i| self.format_of(i) == 1 && self.declared(i) == 0)
     }
 
     /// `$n` (1-based) read as text whatever its format: a text parameter's binary form is its

@@ -105,6 +105,19 @@ def query(s, ids):
               .scalar_subquery())
     per_customer = s.execute(select(Customer.id, counts).order_by(Customer.id)).all()
     assert per_customer == [(cid, ORDERS_EACH) for cid in sorted(ids)], per_customer
+    # Items over aggregates, computed from the merged totals: a rounded average (its 2 bound
+    # as a parameter), a count cast to integer, a ratio of two sums, per tenant.
+    amounts = [10 * i + j for i in range(CUSTOMERS) for j in range(ORDERS_EACH)]
+    rounded, n, ratio = s.execute(select(
+        func.round(func.avg(Order.amount), 2), func.count().cast(Integer),
+        func.sum(Order.amount) * 1.0 / func.count())).one()
+    assert (str(rounded), n) == (f"{sum(amounts) / len(amounts):.2f}", len(amounts)), rounded
+    assert round(float(ratio), 6) == round(sum(amounts) / len(amounts), 6), ratio
+    per_tenant = s.execute(
+        select(Customer.tenant_id, (func.max(Customer.balance) - func.min(Customer.balance))
+               .label("spread"))
+        .group_by(Customer.tenant_id).order_by(Customer.tenant_id)).all()
+    assert [t for t, _ in per_tenant] == [1, 2], per_tenant
     # union(): one of each value over every shard, a reference table's branch among them,
     # ordered by the output column's name and paged with bound values.
     both = union(select(Order.amount).where(Order.amount < 25), select(Tenant.id))

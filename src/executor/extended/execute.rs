@@ -35,10 +35,12 @@ impl Extended {
                 };
                 let (shards, merge, requests) = lp.scatter(true, &types).expect("a scatter portal");
                 exec.fixed_columns = lp.columns.clone();
+                exec.bound = lp.bound_for_merge(&merge, &types, &shards);
                 let step = exec
                     .autocommit_snapshot_read(&shards, &requests, &merge, false)
                     .await;
                 exec.fixed_columns = None;
+                exec.bound = None;
                 step
             }
             Some(Portal::Local(lp)) if matches!(lp.plan, Plan::Scatter { .. }) => {
@@ -48,13 +50,17 @@ impl Extended {
                 };
                 let (shards, merge, requests) = lp.scatter(true, &types).expect("a scatter portal");
                 exec.rewritten = lp.rewritten();
+                // Read by items computed after the merge.
+                let bound = lp.bound_for_merge(&merge, &types, &shards);
                 if max_rows <= 0 && lp.pending.is_none() {
                     exec.fixed_columns = lp.columns.clone();
+                    exec.bound = bound;
                     let step = crate::executor::merge::scatter_request(
                         exec, &shards, &requests, &merge, false,
                     )
                     .await;
                     exec.fixed_columns = None;
+                    exec.bound = None;
                     return step;
                 }
                 if lp.pending.is_none() {
@@ -62,11 +68,13 @@ impl Extended {
                     let start = exec.out.len();
                     exec.hold_output = true;
                     exec.fixed_columns = lp.columns.clone();
+                    exec.bound = bound;
                     let step = crate::executor::merge::scatter_request(
                         exec, &shards, &requests, &merge, false,
                     )
                     .await;
                     exec.fixed_columns = None;
+                    exec.bound = None;
                     exec.hold_output = false;
                     if step? == Step::Failed {
                         return Ok(Step::Failed);

@@ -56,6 +56,19 @@ impl LocalPortal {
         types.get(&shard).map_or(&self.param_types, |t| t)
     }
 
+    /// The values and declared types (as the first shard, which evaluates, knows them) that
+    /// the merge's computed items read; None when it has none.
+    pub(super) fn bound_for_merge(
+        &self,
+        merge: &crate::router::plan::MergeSpec,
+        types: &TypesByShard,
+        shards: &[usize],
+    ) -> Option<(Params, Vec<u32>)> {
+        let computes = merge.aggregate.as_ref().is_some_and(|a| a.computes());
+        let first = *shards.first()?;
+        computes.then(|| (self.params.clone(), self.types_on(types, first).to_vec()))
+    }
+
     /// The re-bind of part `i` of a write, with only the parameters its rows use.
     pub(super) fn write_part(
         &self,

@@ -4,7 +4,10 @@
 //! they came in, and the results asked for in the formats the client's columns have, so no
 //! value is converted in the proxy and PostgreSQL does all of the arithmetic.
 //!
-//! Groups go in batches that keep a statement's parameters under PostgreSQL's limit of 65,535.
+//! A template reading the client's bound parameters gets them as `$1 ...` again, with the
+//! client's values, formats and declared types (the parts follow them), so the server reads
+//! them as it read the client's statement. Groups go in batches that keep a statement's
+//! parameters under PostgreSQL's limit of 65,535.
 //! Invariant: each evaluated row lands in the group it was computed for (the VALUES rows carry
 //! their position, and the answer is ordered by it).
 
@@ -15,6 +18,7 @@ use crate::protocol::inspect::{self, FieldDesc};
 use crate::protocol::Frame;
 use crate::router::aggregate::{AggColumn, AggSpec};
 use crate::router::computed::part_name;
+use crate::router::params::Params;
 use bytes::Bytes;
 
 type Row = Vec<Option<Bytes>>;
@@ -35,6 +39,32 @@ pub async fn fill(
     fields: &[FieldDesc],
     spec: &AggSpec,
 ) -> R<Result<(), Frame>> {
+    let mut client_params: Vec<usize> = spec
+        .columns
+        .iter()
+        .filter_map(|c| match c {
+            AggColumn::Computed { params, .. } => Some(params.iter().copied()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    client_params.sort_unstable();
+    client_params.dedup();
+    let client = match client_params.last() {
+        None => None,
+        Some(&highest) => match &exec.bound {
+            Some((params, types)) if highest <= params.values.len() => {
+                Some(again(params, types, &client_params))
+            }
+            // Numbered otherwise, a template would read a part in place of a value.
+            _ => {
+                return Ok(Err(error_frame(&PgError::error(
+                    sqlstate::INTERNAL_ERROR,
+                    "the bound values an item computed after the merge reads are not at hand",
+                ))))
+            }
+        },
+    };
     let computed: Vec<(usize, &str)> = spec
         .columns
         .iter()
@@ -78,12 +108,18 @@ pub async fn fill(
             )));
         }
     }
-    let per_batch = (PARAMS_PER_STATEMENT / inputs.len().max(1)).max(1);
+    let ahead = client.as_ref().map_or(0, |(p, _)| p.values.len());
+    let per_batch = (PARAMS_PER_STATEMENT.saturating_sub(ahead) / inputs.len().max(1)).max(1);
     let mut start = 0;
     while start < rows.len() {
         let end = (start + per_batch).min(rows.len());
         let batch = &mut rows[start..end];
-        if let Err(e) = evaluate(exec, shard, batch, fields, &computed, &inputs).await? {
+        let statement = Statement {
+            computed: &computed,
+            inputs: &inputs,
+            client: client.as_ref(),
+        };
+        if let Err(e) = evaluate(exec, shard, batch, fields, &statement).await? {
             return Ok(Err(e));
         }
         start = end;
@@ -91,18 +127,54 @@ pub async fn fill(
     Ok(Ok(()))
 }
 
-/// One batch: `SELECT <templates> FROM (VALUES (1, $1, ...), ...) AS v(n, parts...) ORDER BY n`.
+/// The client's parameters bound again: those the templates read as the client bound them,
+/// the others NULL of their declared type, or of text (an undeclared parameter nothing reads
+/// has no type to infer).
+fn again(params: &Params, declared: &[u32], read: &[usize]) -> (Params, Vec<u32>) {
+    let format_of = |i: usize| match params.formats.len() {
+        0 => 0,
+        1 => params.formats[0],
+        _ => params.formats.get(i).copied().unwrap_or(0),
+    };
+    let mut out = Params::default();
+    let mut types = Vec::with_capacity(params.values.len());
+    for (i, value) in params.values.iter().enumerate() {
+        let declared = declared.get(i).copied().unwrap_or(0);
+        if read.binary_search(&(i + 1)).is_ok() {
+            out.values.push(value.clone());
+            out.formats.push(format_of(i));
+            types.push(declared);
+        } else {
+            out.values.push(None);
+            out.formats.push(0);
+            types.push(if declared == 0 { TEXT } else { declared });
+        }
+    }
+    (out, types)
+}
+
+const TEXT: u32 = 25;
+
+/// What an evaluation reads: the computed columns with their templates, the part columns,
+/// and the client's parameters bound again with their types.
+struct Statement<'a> {
+    computed: &'a [(usize, &'a str)],
+    inputs: &'a [usize],
+    client: Option<&'a (Params, Vec<u32>)>,
+}
+
+/// One batch: `SELECT <templates> FROM (VALUES (1, $k, ...), ...) AS v(n, parts...) ORDER BY
+/// n`, the parts numbered after the client's parameters.
 async fn evaluate(
     exec: &mut Exec<'_>,
     shard: usize,
     rows: &mut [Row],
     fields: &[FieldDesc],
-    computed: &[(usize, &str)],
-    inputs: &[usize],
+    statement: &Statement<'_>,
 ) -> R<Result<(), Frame>> {
+    let (computed, inputs) = (statement.computed, statement.inputs);
     let mut values_list = String::new();
-    let mut params = crate::router::params::Params::default();
-    let mut types = Vec::with_capacity(rows.len() * inputs.len());
+    let (mut params, mut types) = statement.client.cloned().unwrap_or_default();
     for (n, row) in rows.iter().enumerate() {
         values_list.push_str(if n == 0 { "(" } else { ", (" });
         values_list.push_str(&(n + 1).to_string());

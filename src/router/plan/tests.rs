@@ -1221,15 +1221,18 @@ fn items_over_aggregates_are_computed_after_the_merge() {
                 [
                     AggColumn::Computed {
                         template: "round(__shardgate_c4, 2)".into(),
-                        parts: vec![4]
+                        parts: vec![4],
+                        params: vec![]
                     },
                     AggColumn::Computed {
                         template: "__shardgate_c5::INT".into(),
-                        parts: vec![5]
+                        parts: vec![5],
+                        params: vec![]
                     },
                     AggColumn::Computed {
                         template: "__shardgate_c6 || ':' || __shardgate_c7".into(),
-                        parts: vec![6, 7]
+                        parts: vec![6, 7],
+                        params: vec![]
                     },
                 ]
             );
