@@ -190,32 +190,23 @@ fn bound(p: &str, statement: &Query, params: &Params) -> Result<usize, String> {
 /// What in a template one shard could not evaluate for every group as the group's own server
 /// would: another column, a subquery, a bound parameter, a function not of its arguments alone.
 fn unfit(template: &Expr) -> Option<String> {
-    let mut found = None;
-    let _ = sqlparser::ast::visit_expressions(template, |e: &Expr| {
-        found = match e {
-            Expr::Identifier(i) if i.value.starts_with("__shardgate_c") => None,
-            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => Some(format!(
-                "column {e}, which is neither grouped nor inside an aggregate"
-            )),
-            Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
-                Some("a subquery".into())
-            }
-            Expr::Function(f) if !crate::sql::pure_functions::is_pure(&f.name) => Some(format!(
-                "{}(), which is not an aggregate the merge combines",
-                f.name
-            )),
-            Expr::Function(f) if f.over.is_some() || f.filter.is_some() => {
-                Some(format!("{}() with OVER or FILTER", f.name))
-            }
-            _ => None,
-        };
-        if found.is_some() {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
+    crate::sql::first_expression(template, |e: &Expr| match e {
+        Expr::Identifier(i) if i.value.starts_with("__shardgate_c") => None,
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => Some(format!(
+            "column {e}, which is neither grouped nor inside an aggregate"
+        )),
+        Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
+            Some("a subquery".into())
         }
-    });
-    found
+        Expr::Function(f) if !crate::sql::pure_functions::is_pure(&f.name) => Some(format!(
+            "{}(), which is not an aggregate the merge combines",
+            f.name
+        )),
+        Expr::Function(f) if f.over.is_some() || f.filter.is_some() => {
+            Some(format!("{}() with OVER or FILTER", f.name))
+        }
+        _ => None,
+    })
 }
 
 /// The name PostgreSQL gives an unnamed select item, and how strongly (2: a column or

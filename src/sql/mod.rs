@@ -17,6 +17,25 @@ pub use split::{
 };
 pub use tokens::is_ident;
 
+/// The first expression in `node` (outermost first) that `f` maps to something.
+pub fn first_expression<V, T>(
+    node: &V,
+    mut f: impl FnMut(&sqlparser::ast::Expr) -> Option<T>,
+) -> Option<T>
+where
+    V: sqlparser::ast::Visit,
+{
+    let mut found = None;
+    let _ = sqlparser::ast::visit_expressions(node, |e| match f(e) {
+        Some(t) => {
+            found = Some(t);
+            std::ops::ControlFlow::Break(())
+        }
+        None => std::ops::ControlFlow::Continue(()),
+    });
+    found
+}
+
 /// The words of a SET after `SET` (split at blanks, `=` and `;`), None for another statement.
 pub fn words_after_set(sql: &str) -> Option<impl Iterator<Item = &str>> {
     let mut words = sql

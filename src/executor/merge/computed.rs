@@ -39,17 +39,19 @@ pub async fn fill(
     fields: &[FieldDesc],
     spec: &AggSpec,
 ) -> R<Result<(), Frame>> {
-    let mut client_params: Vec<usize> = spec
+    let computed: Vec<(usize, &str)> = spec
         .columns
         .iter()
-        .filter_map(|c| match c {
-            AggColumn::Computed { params, .. } => Some(params.iter().copied()),
+        .enumerate()
+        .filter_map(|(i, c)| match c {
+            AggColumn::Computed { template, .. } => Some((i, template.as_str())),
             _ => None,
         })
-        .flatten()
         .collect();
-    client_params.sort_unstable();
-    client_params.dedup();
+    if computed.is_empty() || rows.is_empty() {
+        return Ok(Ok(()));
+    }
+    let client_params = read_by_templates(spec, |params, _| params);
     let client = match client_params.last() {
         None => None,
         Some(&highest) => match &exec.bound {
@@ -65,29 +67,7 @@ pub async fn fill(
             }
         },
     };
-    let computed: Vec<(usize, &str)> = spec
-        .columns
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| match c {
-            AggColumn::Computed { template, .. } => Some((i, template.as_str())),
-            _ => None,
-        })
-        .collect();
-    if computed.is_empty() || rows.is_empty() {
-        return Ok(Ok(()));
-    }
-    let mut inputs: Vec<usize> = spec
-        .columns
-        .iter()
-        .filter_map(|c| match c {
-            AggColumn::Computed { parts, .. } => Some(parts.iter().copied()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    inputs.sort_unstable();
-    inputs.dedup();
+    let inputs = read_by_templates(spec, |_, parts| parts);
     for &p in &inputs {
         let Some(f) = fields.get(p) else {
             return Ok(Err(error_frame(&PgError::error(
@@ -125,6 +105,26 @@ pub async fn fill(
         start = end;
     }
     Ok(Ok(()))
+}
+
+/// What the templates read, in order, once each: `pick` chooses, of a computed column's
+/// parameters and part columns, which.
+fn read_by_templates(
+    spec: &AggSpec,
+    pick: impl for<'a> Fn(&'a [usize], &'a [usize]) -> &'a [usize],
+) -> Vec<usize> {
+    let mut out: Vec<usize> = spec
+        .columns
+        .iter()
+        .filter_map(|c| match c {
+            AggColumn::Computed { params, parts, .. } => Some(pick(params, parts).iter().copied()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// The client's parameters bound again: those the templates read as the client bound them,

@@ -11,7 +11,6 @@ use crate::placement::{Placement, TableRule};
 use sqlparser::ast::{
     DataType, Expr, FunctionArguments, ObjectName, ObjectNamePart, Statement, Value, ValueWithSpan,
 };
-use std::ops::ControlFlow;
 
 /// Functions whose value at one moment differs between servers, sorted for `binary_search`.
 /// `nextval` is not here: writers of one reference table take turns (see `executor::write`), so
@@ -53,40 +52,30 @@ const CLOCK_WORDS: &[&str] = &["now", "today", "tomorrow", "yesterday"];
 
 /// The first call (or clock word) in `node` whose value differs between servers, as written.
 pub(crate) fn differing_value<V: sqlparser::ast::Visit>(node: &V) -> Option<String> {
-    let mut found = None;
-    let _ = sqlparser::ast::visit_expressions(node, |e: &Expr| {
-        found = match e {
-            Expr::Function(f) => {
-                let name = match f.name.0.last() {
-                    Some(ObjectNamePart::Identifier(i)) => i.value.to_ascii_lowercase(),
-                    _ => String::new(),
-                };
-                // age(t) measures from the current date; age(a, b) is plain arithmetic.
-                let one_argument =
-                    matches!(&f.args, FunctionArguments::List(l) if l.args.len() == 1);
-                let differs = DIFFER_BETWEEN_SERVERS.binary_search(&name.as_str()).is_ok()
-                    || (name == "age" && one_argument);
-                differs.then(|| format!("{}()", f.name))
-            }
-            Expr::Cast {
-                expr, data_type, ..
-            } if is_date_or_time(data_type) => clock_word(expr),
-            Expr::TypedString(t) if is_date_or_time(&t.data_type) => match &t.value {
-                ValueWithSpan {
-                    value: Value::SingleQuotedString(s),
-                    ..
-                } => clock_text(s),
-                _ => None,
-            },
-            _ => None,
-        };
-        if found.is_some() {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
+    crate::sql::first_expression(node, |e: &Expr| match e {
+        Expr::Function(f) => {
+            let name = match f.name.0.last() {
+                Some(ObjectNamePart::Identifier(i)) => i.value.to_ascii_lowercase(),
+                _ => String::new(),
+            };
+            // age(t) measures from the current date; age(a, b) is plain arithmetic.
+            let one_argument = matches!(&f.args, FunctionArguments::List(l) if l.args.len() == 1);
+            let differs = DIFFER_BETWEEN_SERVERS.binary_search(&name.as_str()).is_ok()
+                || (name == "age" && one_argument);
+            differs.then(|| format!("{}()", f.name))
         }
-    });
-    found
+        Expr::Cast {
+            expr, data_type, ..
+        } if is_date_or_time(data_type) => clock_word(expr),
+        Expr::TypedString(t) if is_date_or_time(&t.data_type) => match &t.value {
+            ValueWithSpan {
+                value: Value::SingleQuotedString(s),
+                ..
+            } => clock_text(s),
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 fn is_date_or_time(t: &DataType) -> bool {

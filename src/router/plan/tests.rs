@@ -28,6 +28,10 @@ fn shard_of(id: i64) -> usize {
     placement().shard_of(&KeyValue::Integer(id))
 }
 
+fn sort_columns(merge: &MergeSpec) -> Vec<SortColumn> {
+    merge.order.iter().map(|k| k.column.clone()).collect()
+}
+
 fn code(p: &Plan) -> &str {
     match p {
         Plan::Reject(e) => e.code,
@@ -1094,7 +1098,7 @@ fn union_all_of_each_shards_rows_runs_on_every_shard() {
         Plan::Scatter { shards, sql, merge } => {
             assert_eq!(shards, vec![0, 1, 2]);
             assert_eq!(
-                merge.order.iter().map(|k| k.column.clone()).collect::<Vec<_>>(),
+                sort_columns(&merge),
                 [SortColumn::Position(2), SortColumn::Name("id".into())]
             );
             assert_eq!((merge.limit, merge.offset), (Some(3), 1));
@@ -1143,15 +1147,11 @@ fn union_keeps_one_of_each_row_across_shards() {
     match plan_sql(sql) {
         Plan::Scatter { shards, sql, merge } => {
             assert_eq!(shards, vec![0, 1, 2]);
-            let spec = merge.aggregate.expect("a distinct merge");
+            let spec = merge.aggregate.clone().expect("a distinct merge");
             assert_eq!(spec.columns, vec![AggColumn::Group; 2]);
             assert!(!spec.single_group);
             assert_eq!(
-                merge
-                    .order
-                    .iter()
-                    .map(|k| k.column.clone())
-                    .collect::<Vec<_>>(),
+                sort_columns(&merge),
                 [SortColumn::Name("v".into()), SortColumn::Position(1)]
             );
             // Sorted and cut only after the merge: no shard's first rows are enough.
@@ -1215,7 +1215,7 @@ fn items_over_aggregates_are_computed_after_the_merge() {
                 ),
                 "{sql}"
             );
-            let spec = merge.aggregate.expect("combined");
+            let spec = merge.aggregate.clone().expect("combined");
             assert_eq!(
                 spec.columns[1..4],
                 [
@@ -1240,11 +1240,7 @@ fn items_over_aggregates_are_computed_after_the_merge() {
             // The parts and avg's count travel hidden; ORDER BY reads the computed items.
             assert_eq!(merge.hidden, spec.columns.len() - 4);
             assert_eq!(
-                merge
-                    .order
-                    .iter()
-                    .map(|k| k.column.clone())
-                    .collect::<Vec<_>>(),
+                sort_columns(&merge),
                 [SortColumn::Position(2), SortColumn::Position(3)]
             );
         }

@@ -199,28 +199,18 @@ fn differs_between_shards(branch: &Query, placement: &Placement, params: &Params
             "Run that part as its own query.",
         ));
     }
-    let mut found = super::copies::differing_value(branch);
-    if found.is_none() {
-        let _ = sqlparser::ast::visit_expressions(branch, |e: &Expr| {
-            found = match e {
-                Expr::Function(f) => {
-                    (!crate::sql::pure_functions::is_pure(&f.name)).then(|| format!("{}()", f.name))
-                }
-                Expr::Cast { data_type, .. } if names_an_object(data_type) => {
-                    Some(format!("::{data_type}"))
-                }
-                Expr::TypedString(t) if names_an_object(&t.data_type) => {
-                    Some(t.data_type.to_string())
-                }
-                _ => None,
-            };
-            if found.is_some() {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
+    let found = super::copies::differing_value(branch).or_else(|| {
+        crate::sql::first_expression(branch, |e: &Expr| match e {
+            Expr::Function(f) => {
+                (!crate::sql::pure_functions::is_pure(&f.name)).then(|| format!("{}()", f.name))
             }
-        });
-    }
+            Expr::Cast { data_type, .. } if names_an_object(data_type) => {
+                Some(format!("::{data_type}"))
+            }
+            Expr::TypedString(t) if names_an_object(&t.data_type) => Some(t.data_type.to_string()),
+            _ => None,
+        })
+    });
     if let Some(what) = found {
         return Some(refuse(
             format!("a UNION branch without a sharded table computing {what} over several shards is not supported: each shard could answer it its own way"),
