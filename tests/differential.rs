@@ -469,6 +469,16 @@ async fn same_results_as_one_postgres() {
         "select active, case when count(*) > 50 then 'many' else 'few' end, avg(region)::int from accounts group by active order by active",
         "select r.id, coalesce(sum(a.balance), 0) + 1 from regions r left join accounts a on a.region = r.id group by r.id order by 2, 1",
         "select owner, count(*)::int as n from accounts group by owner having count(*) > 3 order by n desc, owner limit 4",
+        // Windows partitioned by the shard key: each shard holds whole partitions.
+        "select account_id, order_no, amount, row_number() over (partition by account_id order by amount desc, order_no) \
+         from orders order by account_id, order_no",
+        "select * from (select account_id, order_no, row_number() over (partition by account_id order by order_no desc) rn \
+         from orders) s where rn <= 2 order by account_id, order_no",
+        "select id, owner, sum(balance) over (partition by id), count(*) over (partition by id, region) from accounts order by id limit 9",
+        "select o.account_id, o.amount, rank() over (partition by o.account_id order by o.amount), \
+         lag(o.order_no) over (partition by o.account_id order by o.order_no) from orders o join accounts a on a.id = o.account_id \
+         where a.region = 1 order by 1, 2, 3",
+        "select account_id, order_no from orders order by row_number() over (partition by account_id order by order_no), account_id, order_no limit 10",
         // SQLAlchemy's exists(): rows on some shard, on none, on one named by its key.
         "select exists (select 1 from accounts where owner = 'Zed' and balance > 1000) as anon_1",
         "select exists (select 1 from accounts where owner = 'nobody'), not exists (select * from orders where amount > 890)",
@@ -674,6 +684,8 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "select distinct on (owner) owner, id from accounts order by id",
         "select distinct on (owner) owner, count(*) from accounts group by owner, region order by owner",
         "select id, row_number() over () from accounts",
+        "select id, row_number() over (partition by region order by id) from accounts",
+        "select a.id, count(*) over (partition by o.account_id) from accounts a left join orders o on o.account_id = a.id",
         "select * from accounts a join users u on u.name = a.owner",
         "select * from accounts where id not in (select account_id from orders)",
         "select * from accounts a where exists (select 1 from orders o where o.amount = a.balance)",

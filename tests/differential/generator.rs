@@ -564,12 +564,35 @@ pub fn query(rng: &mut Rng) -> Query {
 }
 
 /// Shapes beside the common ones: positional and aliased ORDER BY and GROUP BY, ORDER BY
-/// an expression not selected, FETCH FIRST, UNION [ALL], a scalar subquery per row.
+/// an expression not selected, FETCH FIRST, UNION [ALL], a scalar subquery per row, windows.
 fn odd(rng: &mut Rng) -> Query {
     let w = filters(rng, "")
         .map(|w| format!(" where {w}"))
         .unwrap_or_default();
-    let mut sql = match rng.below(12) {
+    let mut sql = match rng.below(14) {
+        // A window per key (each shard holds whole partitions), read directly or for the top
+        // rows per key; by another column it must be refused.
+        12 | 13 => {
+            let by = if rng.below(4) == 0 { "region" } else { "id" };
+            let f = rng.pick(&[
+                "row_number()",
+                "rank()",
+                "sum(balance)",
+                "count(*)",
+                "lag(owner)",
+            ]);
+            let inner = format!(
+                "select id, owner, {f} over (partition by {by} order by balance desc, id) as w from accounts{w}"
+            );
+            return Query {
+                sql: if rng.below(2) == 0 {
+                    format!("{inner} order by id")
+                } else {
+                    format!("select * from ({inner}) s where w is not null order by id limit 20")
+                },
+                ordered: true,
+            };
+        }
         // SQLAlchemy's exists(), over accounts or the co-located join.
         9 | 10 => {
             let from = rng.pick(&[

@@ -43,6 +43,7 @@ mod tests;
 mod union;
 mod unparsed;
 mod unroutable;
+mod windows;
 mod write;
 
 pub(crate) use query::*;

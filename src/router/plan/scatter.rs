@@ -218,25 +218,28 @@ pub(super) fn plan_scatter(
         }
         return plan_scatter(&limited, select, shards, params, placement);
     }
-    if has_window(&select.projection) || has_window_in_order(q) {
-        return refuse(
-            "window functions over several shards are not supported",
-            "Add a shard-key condition so the query runs on one shard.",
-        );
+    // Windows partitioned by the shard key come back final from each shard, as plain rows.
+    let windows = has_window(&select.projection) || has_window_in_order(q);
+    if windows {
+        if let Some(refusal) = super::windows::refusal(q, select, placement) {
+            return refusal;
+        }
     }
     let distinct_on = match &select.distinct {
         Some(sqlparser::ast::Distinct::On(exprs)) => Some(exprs),
         _ => None,
     };
-    let grouped = matches!(select.distinct, Some(sqlparser::ast::Distinct::Distinct))
-        || !matches!(&select.group_by, sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty())
-        || select.having.is_some()
-        || super::aggregate_level::has_own_aggregate_or_window(
-            &select.projection,
-            select,
-            placement,
-        )
-        || orders_by_aggregate_or_window(q, placement);
+    // With windows, `windows::refusal` has refused grouping and aggregates already.
+    let grouped = !windows
+        && (matches!(select.distinct, Some(sqlparser::ast::Distinct::Distinct))
+            || !matches!(&select.group_by, sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty())
+            || select.having.is_some()
+            || super::aggregate_level::has_own_aggregate_or_window(
+                &select.projection,
+                select,
+                placement,
+            )
+            || orders_by_aggregate_or_window(q, placement));
     // Grouped by a shard key (or DISTINCT over one), each shard holds whole groups: its rows
     // are final, and only their order and LIMIT are merged, as for plain rows.
     if grouped && !crate::router::subquery::grouped_by_key(q, placement) {

@@ -1275,3 +1275,33 @@ fn items_over_aggregates_are_computed_after_the_merge() {
         assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
     }
 }
+
+#[test]
+fn windows_partitioned_by_the_shard_key_run_on_every_shard_as_plain_rows() {
+    for sql in [
+        "select account_id, amount, row_number() over (partition by account_id order by amount) from ledger",
+        "select l.account_id, rank() over (partition by l.account_id, l.amount order by l.amount) \
+         from ledger l join accounts a on a.id = l.account_id order by 1, 2 limit 5",
+        "select account_id from ledger order by row_number() over (partition by account_id order by amount), 1 limit 3",
+        // Top rows per key through a derived table.
+        "select * from (select account_id, amount, row_number() over (partition by account_id order by amount desc) rn \
+         from ledger) s where rn <= 2 order by account_id, amount",
+    ] {
+        match plan_sql(sql) {
+            Plan::Scatter { merge, .. } => assert!(merge.aggregate.is_none(), "{sql}"),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    for sql in [
+        "select id, row_number() over (order by id) from accounts",
+        "select id, row_number() over (partition by v) from accounts",
+        "select id, row_number() over w from accounts window w as (partition by id)",
+        "select owner, rank() over (partition by owner order by count(*)) from accounts group by owner",
+        "select distinct id, row_number() over (partition by id) from accounts",
+        "select id, count(*) over (partition by id), count(*) from accounts",
+        // The second table's key is NULL for the rows a LEFT JOIN adds.
+        "select a.id, row_number() over (partition by l.account_id) from accounts a left join ledger l on l.account_id = a.id",
+    ] {
+        assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+    }
+}

@@ -14,7 +14,8 @@ django.setup()
 
 from django.contrib.auth.models import User  # noqa: E402
 from django.db import transaction  # noqa: E402
-from django.db.models import Count, OuterRef, Q, Subquery, Sum  # noqa: E402
+from django.db.models import Count, F, OuterRef, Q, Subquery, Sum, Window  # noqa: E402
+from django.db.models.functions import RowNumber  # noqa: E402
 from shop.models import Item, Line, Shelf  # noqa: E402
 
 user = User.objects.create_user("ann", password="pw")
@@ -68,6 +69,13 @@ assert filtered == {"s0": (3, 118), "s1": (2, 22), "s2": (3, 26), "s3": (0, 0)},
 assert Item.objects.values("shelf").distinct().count() == 4
 assert Item.objects.filter(qty__gte=3).values("shelf").distinct().count() == 4
 assert Item.objects.filter(shelf__isnull=False).values("shelf").distinct().count() == 3
+# Window(partition_by=[the shard key]): each shard numbers whole partitions; filtered on the
+# window, Django reads it through a derived table.
+numbered = Line.objects.annotate(
+    n=Window(RowNumber(), partition_by=[F("item")], order_by=F("note").desc())
+)
+assert [(ln.note, ln.n) for ln in numbered.order_by("item_id", "n")] == [("b", 1), ("a", 2)] * 10
+assert [ln.note for ln in numbered.filter(n=1)] == ["b"] * 10
 # Over several columns and a join: rows distinct across shards, NULLs among them.
 assert Item.objects.values("shelf", "line__note").distinct().count() == 9
 assert Item.objects.filter(qty__lt=5).values("shelf", "line__note").distinct().count() == 7
