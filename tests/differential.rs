@@ -535,6 +535,10 @@ async fn same_results_as_one_postgres() {
     }
     // Errors as one server gives them, error codes compared.
     for sql in [
+        // A key beyond bigint's range is out of range (22003), a malformed one 22P02.
+        "select owner from accounts where id = '9223372036854775808'",
+        "select owner from accounts where id = '-9223372036854775809' or id = 3",
+        "select owner from accounts where id = '1.5'",
         "select sum(balance)::int2 from accounts",
         "select count(*) / (count(*) - count(*)) from accounts",
         "select owner, (max(balance) * 1000000)::int2 from accounts group by owner",

@@ -73,15 +73,26 @@ pub enum KeyValue {
     Uuid([u8; 16]),
 }
 
+/// The end of the message for an integer key beyond bigint's range, worded as PostgreSQL
+/// words it; such a key is refused with SQLSTATE 22003 where a malformed one gets 22P02
+/// (`router::keys::bad_key`).
+pub const OUT_OF_RANGE: &str = "is out of range for type bigint";
+
 impl KeyValue {
     /// From the text form (an SQL literal's content or a text-format parameter).
     pub fn from_text(ty: KeyType, s: &str) -> Result<KeyValue, String> {
         match ty {
-            KeyType::Integer => s
-                .trim()
-                .parse::<i64>()
-                .map(KeyValue::Integer)
-                .map_err(|_| format!("{s:?} is not an integer key")),
+            KeyType::Integer => {
+                let t = s.trim();
+                t.parse::<i64>().map(KeyValue::Integer).map_err(|_| {
+                    let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
+                    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                        format!("value \"{s}\" {OUT_OF_RANGE}")
+                    } else {
+                        format!("invalid input syntax for type bigint: \"{s}\"")
+                    }
+                })
+            }
             KeyType::Text => Ok(KeyValue::Text(s.to_string())),
             KeyType::Uuid => parse_uuid(s).map(KeyValue::Uuid),
         }
@@ -133,7 +144,7 @@ fn parse_uuid(s: &str) -> Result<[u8; 16], String> {
         .filter(|c| *c != '-')
         .collect();
     if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("{s:?} is not a uuid"));
+        return Err(format!("invalid input syntax for type uuid: \"{s}\""));
     }
     let mut out = [0u8; 16];
     for (i, byte) in out.iter_mut().enumerate() {
@@ -158,6 +169,18 @@ mod tests {
         let u2 = KeyValue::from_text(KeyType::Uuid, "{A0EEBC999C0B4EF8BB6D6BB9BD380A11}").unwrap();
         assert_eq!(u1, u2);
         assert!(KeyValue::from_text(KeyType::Integer, "x").is_err());
+        // Digits beyond bigint's range are out of range, as PostgreSQL says; others malformed.
+        let beyond = KeyValue::from_text(KeyType::Integer, "9223372036854775808").unwrap_err();
+        assert!(beyond.ends_with(OUT_OF_RANGE), "{beyond}");
+        assert!(
+            KeyValue::from_text(KeyType::Integer, " -9223372036854775809 ")
+                .unwrap_err()
+                .ends_with(OUT_OF_RANGE)
+        );
+        for malformed in ["5.0", "1e3", "-", "", "0x10"] {
+            let e = KeyValue::from_text(KeyType::Integer, malformed).unwrap_err();
+            assert!(e.starts_with("invalid input syntax"), "{malformed}: {e}");
+        }
         assert!(KeyValue::from_text(KeyType::Uuid, "123").is_err());
     }
 }

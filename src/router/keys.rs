@@ -223,6 +223,17 @@ pub fn literal_key(
     KeyValue::from_text(ty, &text).map(|v| Some(Some(v)))
 }
 
+/// The refusal of a key value that cannot be read: 22003 for digits beyond bigint's range,
+/// 22P02 for anything else, as PostgreSQL reading the value would answer.
+pub(crate) fn bad_key(message: String) -> crate::error::PgError {
+    let code = if message.ends_with(crate::placement::key::OUT_OF_RANGE) {
+        "22003"
+    } else {
+        "22P02"
+    };
+    crate::error::PgError::error(code, message)
+}
+
 /// Digits only, within bigint's range: how PostgreSQL reads a numeric literal as an integer.
 fn is_integer_literal(n: &str) -> bool {
     n.bytes().all(|b| b.is_ascii_digit()) && n.parse::<i64>().is_ok()

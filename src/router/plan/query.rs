@@ -266,7 +266,7 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
                     keys = found;
                     break;
                 }
-                Err(e) => return Plan::Reject(PgError::error("22P02", e)),
+                Err(e) => return Plan::Reject(crate::router::keys::bad_key(e)),
             }
         }
     }

@@ -130,7 +130,7 @@ pub(super) fn plan_write_where(
                 None => KeySet::Any,
                 Some(w) => match keys_in(w, &is_key, *key_type, params) {
                     Ok(k) => k,
-                    Err(e) => return Plan::Reject(PgError::error("22P02", e)),
+                    Err(e) => return Plan::Reject(crate::router::keys::bad_key(e)),
                 },
             };
             let one_shard =
@@ -312,7 +312,7 @@ pub(super) fn plan_insert(
                             "shardgate computes the shard from the value itself; pass it as a literal or $n of the key's type (an integer key as an integer, not a float or numeric).",
                         )
                     }
-                    Err(e) => return Plan::Reject(PgError::error("22P02", e)),
+                    Err(e) => return Plan::Reject(crate::router::keys::bad_key(e)),
                 }
             }
             let distinct: BTreeSet<usize> = row_shards.iter().copied().collect();
