@@ -469,6 +469,13 @@ async fn same_results_as_one_postgres() {
         "select active, case when count(*) > 50 then 'many' else 'few' end, avg(region)::int from accounts group by active order by active",
         "select r.id, coalesce(sum(a.balance), 0) + 1 from regions r left join accounts a on a.region = r.id group by r.id order by 2, 1",
         "select owner, count(*)::int as n from accounts group by owner having count(*) > 3 order by n desc, owner limit 4",
+        // INTERSECT, EXCEPT and nested unions of rows carrying the shard key at one position.
+        "select id, owner from accounts where balance > 300 except select id, owner from accounts where region = 2 order by id",
+        "select id from accounts where active intersect select account_id from orders where amount > 400 order by 1 desc limit 6",
+        "select account_id, order_no from orders except all select account_id, order_no from orders where amount < 100 order by 1, 2",
+        "select id from accounts where region = 0 union all (select account_id from orders where order_no = 1 \
+         union select id from accounts where region = 3) order by 1",
+        "select id from accounts where id = 17 intersect select account_id from orders where account_id = 17",
         // Windows partitioned by the shard key: each shard holds whole partitions.
         "select account_id, order_no, amount, row_number() over (partition by account_id order by amount desc, order_no) \
          from orders order by account_id, order_no",
@@ -693,9 +700,10 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "select * from accounts a join users u on u.name = a.owner",
         "select * from accounts where id not in (select account_id from orders)",
         "select * from accounts a where exists (select 1 from orders o where o.amount = a.balance)",
-        "select id from accounts intersect select account_id from orders",
-        "select id from accounts except select account_id from orders",
+        "select owner from accounts intersect select owner from accounts where region = 1",
+        "select balance from accounts except select amount from orders",
         "select id from accounts union all (select account_id from orders union select id from regions)",
+        "select id, region from accounts except select region, id from accounts",
         "select id from accounts union select pg_backend_pid()",
         "select owner, round(avg(balance), 2) + score from accounts group by owner",
         "select count(*) * (select count(*) from regions) from accounts",

@@ -633,9 +633,10 @@ fn odd(rng: &mut Rng) -> Query {
                 ordered: true,
             }
         }
-        // UNION ALL of each shard's rows, or UNION, which may add a reference or constant branch.
+        // UNION ALL of each shard's rows, or UNION, which may add a reference or constant
+        // branch; INTERSECT and EXCEPT of the keys.
         6 => {
-            let union = *rng.pick(&["union all", "union"]);
+            let union = *rng.pick(&["union all", "union", "intersect", "except", "except all"]);
             let more = match rng.below(4) {
                 0 if union == "union" => " union select id from regions where id > 2",
                 1 if union == "union" => " union select 17",

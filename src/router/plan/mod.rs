@@ -34,6 +34,7 @@ mod distinct_count;
 mod exists;
 mod inline_ctes;
 mod kept_rows;
+mod keyed_sets;
 mod query;
 mod scatter;
 mod signal;

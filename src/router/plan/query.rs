@@ -196,12 +196,14 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
             )
         }
         _ => {
-            if let Some(plan) = super::union::plan_union(q, placement, params) {
+            if let Some(plan) = super::union::plan_union(q, placement, params)
+                .or_else(|| super::keyed_sets::plan_keyed(q, placement, params))
+            {
                 return plan;
             }
             return refuse(
-                "INTERSECT, EXCEPT, a UNION inside a UNION ALL, and FETCH or FOR UPDATE of a UNION, over sharded tables are not supported",
-                "Run each part as its own query.",
+                "INTERSECT, EXCEPT and a UNION inside a UNION ALL over sharded tables are supported only when every branch returns its first table's shard key at one position; FETCH and FOR UPDATE of a set operation are not",
+                "Select the shard key in each branch (Django's difference() and intersection() over one model do), or run each part as its own query.",
             );
         }
     };

@@ -252,7 +252,7 @@ fn output_width(branch: &SetExpr) -> Option<usize> {
 
 /// The merge's sort keys: output columns by position or name, as PostgreSQL allows for a
 /// set operation.
-fn order(q: &Query) -> Result<Vec<SortKey>, Box<Plan>> {
+pub(super) fn order(q: &Query) -> Result<Vec<SortKey>, Box<Plan>> {
     let Some(ob) = &q.order_by else {
         return Ok(Vec::new());
     };

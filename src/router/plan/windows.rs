@@ -27,7 +27,7 @@ pub(super) fn refusal(q: &Query, select: &Select, placement: &Placement) -> Opti
     }
     let key = first_table_key(select, placement);
     let partitioned = |spec: &WindowType| match (spec, &key) {
-        (WindowType::WindowSpec(w), Some((names, column))) => {
+        (WindowType::WindowSpec(w), Some((names, column, _))) => {
             w.window_name.is_none() && w.partition_by.iter().any(|e| is_column(e, names, column))
         }
         _ => false,
@@ -45,9 +45,12 @@ pub(super) fn refusal(q: &Query, select: &Select, placement: &Placement) -> Opti
     })
 }
 
-/// The names (its own and its alias) and key column of the FROM list's first table, when it
-/// is sharded and no join can make its columns NULL.
-fn first_table_key(select: &Select, placement: &Placement) -> Option<(Vec<String>, String)> {
+/// The names (its own and its alias), key column and key type of the FROM list's first table,
+/// when it is sharded and no join can make its columns NULL.
+pub(super) fn first_table_key(
+    select: &Select,
+    placement: &Placement,
+) -> Option<(Vec<String>, String, KeyType)> {
     let [from] = select.from.as_slice() else {
         return None;
     };
@@ -69,12 +72,16 @@ fn first_table_key(select: &Select, placement: &Placement) -> Option<(Vec<String
     else {
         return None;
     };
-    let Some(TableRule::Sharded { key_column, .. }) = placement.rule(&name.to_string()) else {
+    let Some(TableRule::Sharded {
+        key_column,
+        key_type,
+    }) = placement.rule(&name.to_string())
+    else {
         return None;
     };
     let mut names = vec![last_ident(name).to_string()];
     names.extend(alias.as_ref().map(|a| a.name.value.clone()));
-    preserved.then(|| (names, key_column.clone()))
+    preserved.then(|| (names, key_column.clone(), *key_type))
 }
 
 /// An aggregate call that is not a window call, in the select list or ORDER BY.

@@ -76,6 +76,14 @@ numbered = Line.objects.annotate(
 )
 assert [(ln.note, ln.n) for ln in numbered.order_by("item_id", "n")] == [("b", 1), ("a", 2)] * 10
 assert [ln.note for ln in numbered.filter(n=1)] == ["b"] * 10
+# difference() and intersection() over one model select its key in every branch.
+low = Item.objects.filter(qty__lt=20)
+assert sorted(i.name for i in low.difference(Item.objects.filter(qty__lt=10))) == sorted(
+    f"i{i}" for i in range(10, 20)
+)
+assert sorted(i.name for i in low.intersection(Item.objects.filter(qty__gte=15))) == sorted(
+    f"i{i}" for i in range(15, 20)
+)
 # Over several columns and a join: rows distinct across shards, NULLs among them.
 assert Item.objects.values("shelf", "line__note").distinct().count() == 9
 assert Item.objects.filter(qty__lt=5).values("shelf", "line__note").distinct().count() == 7
