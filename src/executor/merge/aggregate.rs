@@ -2,9 +2,10 @@
 //!
 //! Every shard returns one row per group with its partial count/sum/min/max (avg arrives as sum
 //! plus a hidden count). Rows are keyed by the group columns' bytes, which identify a value within
-//! one column type and format. Memory is proportional to the number of groups, not rows, except
-//! for count(DISTINCT x): its distinct values are held per group, at most `DISTINCT_BYTES` in all
-//! (beyond that the query fails with 54000 rather than grow without bound). After combining:
+//! one column type and format. Memory is proportional to the number of groups, not rows, at
+//! most `GROUP_BYTES` (a DISTINCT or UNION makes a group of every distinct row), and for
+//! count(DISTINCT x) its distinct values are held per group, at most `DISTINCT_BYTES` in all;
+//! beyond either the query fails with 54000 rather than grow without bound. After combining:
 //! HAVING, then ORDER BY, then OFFSET/LIMIT, then hidden columns are removed.
 
 use super::rows::strip_columns;
@@ -189,13 +190,31 @@ pub fn client_description(frame: &Frame, merge: &MergeSpec) -> Bytes {
     )
 }
 
+/// How much memory one query's merged groups may take in the proxy, counted as twice the bytes
+/// of each group's first row (its key and its states hold copies) plus their bookkeeping.
+pub const GROUP_BYTES: usize = 256 << 20;
+
 /// Groups in first-seen order with their states.
-#[derive(Default)]
 pub struct Groups {
     index: HashMap<Vec<Option<Bytes>>, usize>,
     states: Vec<Vec<State>>,
     /// Memory held by count(DISTINCT) values, checked against `DISTINCT_BYTES`.
     distinct_bytes: usize,
+    /// Memory held by the groups, checked against `group_budget`.
+    group_bytes: usize,
+    group_budget: usize,
+}
+
+impl Default for Groups {
+    fn default() -> Groups {
+        Groups {
+            index: HashMap::new(),
+            states: Vec::new(),
+            distinct_bytes: 0,
+            group_bytes: 0,
+            group_budget: GROUP_BYTES,
+        }
+    }
 }
 
 /// A group before any row: counts 0, everything else NULL.
@@ -252,6 +271,12 @@ impl Groups {
         let slot = match self.index.get(&key) {
             Some(&s) => s,
             None => {
+                self.group_bytes += 2 * body.len()
+                    + GROUP_OVERHEAD
+                    + spec.columns.len() * std::mem::size_of::<State>();
+                if self.group_bytes > self.group_budget {
+                    return Err(too_many_groups(self.group_budget));
+                }
                 self.states.push(fresh(fields, spec));
                 self.index.insert(key, self.states.len() - 1);
                 self.states.len() - 1
@@ -529,6 +554,22 @@ fn distinct_key(f: &FieldDesc, raw: &[u8]) -> Result<Vec<u8>, PgError> {
     )
 }
 
+/// What one group costs beyond its values: its index entry, key and state vectors.
+const GROUP_OVERHEAD: usize = 96;
+
+fn too_many_groups(budget: usize) -> PgError {
+    PgError::error(
+        sqlstate::PROGRAM_LIMIT_EXCEEDED,
+        format!(
+            "merging groups or distinct rows over several shards holds more than {} MiB",
+            budget >> 20
+        ),
+    )
+    .with_hint(
+        "Add a shard-key condition so the query runs on one shard, group by the shard key (each shard then holds whole groups), or narrow the rows.",
+    )
+}
+
 fn too_many_distinct() -> PgError {
     PgError::error(
         sqlstate::PROGRAM_LIMIT_EXCEEDED,
@@ -730,7 +771,38 @@ pub fn data_row(row: &[Option<Bytes>]) -> Bytes {
 
 #[cfg(test)]
 mod tests {
-    use super::bool_literal;
+    use super::*;
+
+    #[test]
+    fn groups_beyond_the_budget_fail_instead_of_growing() {
+        let fields = [FieldDesc {
+            name: "v".into(),
+            table_oid: 0,
+            column: 0,
+            type_oid: oid::INT8,
+            format: 0,
+        }];
+        let spec = AggSpec {
+            columns: vec![AggColumn::Group],
+            ..AggSpec::default()
+        };
+        let row = |v: u32| Frame {
+            tag: b'D',
+            bytes: data_row(&[Some(Bytes::from(v.to_string()))]),
+        };
+        let mut groups = Groups {
+            group_budget: 4096,
+            ..Groups::default()
+        };
+        // The same value again and again is one group: nothing grows.
+        for _ in 0..1000 {
+            groups.add(&fields, &spec, &row(7)).unwrap();
+        }
+        let failed = (0..1000).find_map(|v| groups.add(&fields, &spec, &row(v)).err());
+        let e = failed.expect("the budget ends it");
+        assert_eq!(e.code, sqlstate::PROGRAM_LIMIT_EXCEEDED);
+        assert!(groups.states.len() < 1000);
+    }
 
     #[test]
     fn boolean_constants_read_as_postgresql_reads_them() {
