@@ -23,7 +23,10 @@ use bytes::Bytes;
 
 type Row = Vec<Option<Bytes>>;
 
-/// Parameters in one evaluation, well under PostgreSQL's 65,535.
+/// The most parameters one Bind can carry.
+const MAX_PARAMS: usize = u16::MAX as usize;
+
+/// Parameters in one evaluation, well under that.
 const PARAMS_PER_STATEMENT: usize = 30_000;
 
 /// Types PostgreSQL defines itself (below FirstNormalObjectId): the same OID on every server,
@@ -89,6 +92,16 @@ pub async fn fill(
         }
     }
     let ahead = client.as_ref().map_or(0, |(p, _)| p.values.len());
+    // A Bind counts its parameters in 16 bits: the client's and one group's parts must fit.
+    if ahead + inputs.len() > MAX_PARAMS {
+        return Ok(Err(error_frame(
+            &PgError::error(
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                "an item computed after merging several shards reads more bound values than one statement can carry",
+            )
+            .with_hint("Bind fewer values, or select the aggregates and compute in the application."),
+        )));
+    }
     let per_batch = (PARAMS_PER_STATEMENT.saturating_sub(ahead) / inputs.len().max(1)).max(1);
     let mut start = 0;
     while start < rows.len() {
