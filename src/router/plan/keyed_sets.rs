@@ -66,33 +66,7 @@ pub(super) fn plan_keyed(q: &Query, placement: &Placement, params: &Params) -> O
         }
     }
     let shards: Vec<usize> = shards.into_iter().collect();
-    if let [one] = shards.as_slice() {
-        return Some(Plan::Shard {
-            shard: *one,
-            write: false,
-        });
-    }
-    let mut merge = MergeSpec {
-        order: match super::union::order(q) {
-            Ok(keys) => keys,
-            Err(refusal) => return Some(*refusal),
-        },
-        ..MergeSpec::default()
-    };
-    (merge.limit, merge.offset) = match limit_and_offset(q, params) {
-        Ok(both) => both,
-        Err(refusal) => return Some(*refusal),
-    };
-    let mut rewritten = q.clone();
-    if q.limit_clause.is_some() {
-        rewritten.limit_clause = pushed_limit_clause(merge.limit, merge.offset);
-        merge.picks = keep_used_params(&mut rewritten, params.values.len());
-    }
-    Some(Plan::Scatter {
-        shards,
-        sql: rewritten.to_string(),
-        merge,
-    })
+    Some(super::union::concatenated(q, shards, params))
 }
 
 /// The SELECTs of a tree of UNION, INTERSECT and EXCEPT (ALL or not); None for anything else.

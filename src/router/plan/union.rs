@@ -97,45 +97,75 @@ pub(super) fn plan_union(q: &Query, placement: &Placement, params: &Params) -> O
         }
         _ => {}
     }
+    if !distinct {
+        return Some(concatenated(q, shards, params));
+    }
+    let width = match output_width(branches[0]) {
+        Some(w) => w,
+        None => {
+            return Some(refuse(
+                "SELECT * in a UNION over several shards is not supported",
+                "Name the columns of the first branch.",
+            ))
+        }
+    };
     let mut merge = MergeSpec {
         order: match order(q) {
             Ok(keys) => keys,
             Err(refusal) => return Some(*refusal),
         },
+        aggregate: Some(AggSpec {
+            columns: vec![AggColumn::Group; width],
+            ..AggSpec::default()
+        }),
         ..MergeSpec::default()
     };
-    let mut rewritten = q.clone();
     (merge.limit, merge.offset) = match limit_and_offset(q, params) {
         Ok(both) => both,
         Err(refusal) => return Some(*refusal),
     };
-    if distinct {
-        let width = match output_width(branches[0]) {
-            Some(w) => w,
-            None => {
-                return Some(refuse(
-                    "SELECT * in a UNION over several shards is not supported",
-                    "Name the columns of the first branch.",
-                ))
-            }
-        };
-        merge.aggregate = Some(AggSpec {
-            columns: vec![AggColumn::Group; width],
-            ..AggSpec::default()
-        });
-        // A shard's first rows need not be among the first distinct ones: all is merged.
-        rewritten.order_by = None;
-        rewritten.limit_clause = None;
-        merge.picks = keep_used_params(&mut rewritten, params.values.len());
-    } else if q.limit_clause.is_some() {
-        rewritten.limit_clause = pushed_limit_clause(merge.limit, merge.offset);
-        merge.picks = keep_used_params(&mut rewritten, params.values.len());
-    }
+    // A shard's first rows need not be among the first distinct ones: all is merged.
+    let mut rewritten = q.clone();
+    rewritten.order_by = None;
+    rewritten.limit_clause = None;
+    merge.picks = keep_used_params(&mut rewritten, params.values.len());
     Some(Plan::Scatter {
         shards,
         sql: rewritten.to_string(),
         merge,
     })
+}
+
+/// A set operation whose shards' answers are disjoint parts of the answer: run on `shards`,
+/// put together, ordered on output columns, with LIMIT/OFFSET pushed down as offset+limit.
+pub(super) fn concatenated(q: &Query, shards: Vec<usize>, params: &Params) -> Plan {
+    if let [one] = shards.as_slice() {
+        return Plan::Shard {
+            shard: *one,
+            write: false,
+        };
+    }
+    let mut merge = MergeSpec {
+        order: match order(q) {
+            Ok(keys) => keys,
+            Err(refusal) => return *refusal,
+        },
+        ..MergeSpec::default()
+    };
+    (merge.limit, merge.offset) = match limit_and_offset(q, params) {
+        Ok(both) => both,
+        Err(refusal) => return *refusal,
+    };
+    let mut rewritten = q.clone();
+    if q.limit_clause.is_some() {
+        rewritten.limit_clause = pushed_limit_clause(merge.limit, merge.offset);
+        merge.picks = keep_used_params(&mut rewritten, params.values.len());
+    }
+    Plan::Scatter {
+        shards,
+        sql: rewritten.to_string(),
+        merge,
+    }
 }
 
 /// The branches, nested unions flattened: under UNION ALL only UNION ALL, as a UNION below
@@ -252,7 +282,7 @@ fn output_width(branch: &SetExpr) -> Option<usize> {
 
 /// The merge's sort keys: output columns by position or name, as PostgreSQL allows for a
 /// set operation.
-pub(super) fn order(q: &Query) -> Result<Vec<SortKey>, Box<Plan>> {
+fn order(q: &Query) -> Result<Vec<SortKey>, Box<Plan>> {
     let Some(ob) = &q.order_by else {
         return Ok(Vec::new());
     };
