@@ -636,7 +636,7 @@ pub fn plan_aggregate(
         hidden: hidden.len() + visible - client_visible,
         aggregate: Some(spec),
         picks,
-        distinct_on: 0,
+        ..Default::default()
     };
     Plan::Scatter {
         shards,

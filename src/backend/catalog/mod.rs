@@ -1,12 +1,13 @@
 //! Catalog facts the executor needs about a shard while a session's own connections to it are
 //! busy (in the middle of an answer): user-defined type OIDs (`type_oids`), a column's table
-//! and attribute number as the first shard numbers them, and the collations of columns being
-//! merged. Asked on the proxy's control connections, one per shard, opened on
+//! and attribute number as the first shard numbers them, and the collations of text being
+//! merged (`collations`). Asked on the proxy's control connections, one per shard, opened on
 //! first use and again after one broke, and cached for the proxy.
 //!
 //! Everything cached can change with DDL (a type or column dropped and made again, a column's
 //! collation altered), so `forget` clears the caches whenever this proxy runs DDL.
 
+pub mod collations;
 pub mod type_oids;
 
 use crate::config::ShardTarget;
@@ -19,9 +20,7 @@ pub struct Catalog {
     timeout: Duration,
     clients: Vec<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
     pub types: TypeOids,
-    /// Whether the column's collation orders by code point (the database default, C, POSIX,
-    /// ucs_basic, or no collation at all).
-    code_point_columns: Cache<ShardColumn, bool>,
+    collations: collations::Collations,
     /// The same table and column on the first shard: (table OID, attribute number).
     columns: Cache<ShardColumn, (u32, i16)>,
     /// Moved by every `forget`: what a session derived from these caches holds only while it
@@ -80,7 +79,7 @@ impl Catalog {
             types: TypeOids::default(),
             targets,
             timeout,
-            code_point_columns: Cache::default(),
+            collations: Default::default(),
             columns: Cache::default(),
             generation: Default::default(),
         }
@@ -93,7 +92,7 @@ impl Catalog {
         // finds them cleared too.
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.types.forget();
-        self.code_point_columns.clear();
+        self.collations.forget();
         self.columns.clear();
     }
 
@@ -151,34 +150,6 @@ impl Catalog {
 
     pub fn shard_name(&self, shard: usize) -> &str {
         &self.targets[shard].name
-    }
-
-    /// Whether column `column` of table `table_oid` on `shard` sorts text as the database does
-    /// by default, or by code point explicitly; false for any other column collation (a
-    /// column declared `COLLATE "de_DE"`).
-    pub async fn column_sorts_by_default(
-        &self,
-        shard: usize,
-        table_oid: u32,
-        column: i16,
-    ) -> Result<bool, String> {
-        let key = (shard, table_oid, column);
-        if let Some(known) = self.code_point_columns.get(&key) {
-            return Ok(known);
-        }
-        let answer = self
-            .value(
-                shard,
-                "select coalesce((select c.collname in ('default', 'C', 'POSIX', 'ucs_basic') \
-                 from pg_attribute a join pg_collation c on c.oid = a.attcollation \
-                 where a.attrelid = split_part($1, '/', 1)::oid \
-                 and a.attnum = split_part($1, '/', 2)::int2), true)::text",
-                &format!("{table_oid}/{column}"),
-            )
-            .await?;
-        let default = answer.as_deref() != Some("false");
-        self.code_point_columns.insert(key, default);
-        Ok(default)
     }
 
     /// The one text value `sql` (with `$1` = `arg`) returns on `shard`; None for no row or

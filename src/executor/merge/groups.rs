@@ -42,20 +42,10 @@ pub async fn run(
                     if let Err(e) = aggregate::check(f, spec, &merge.order, exec.text_order_c) {
                         failure = Some(error_frame(&e));
                     }
-                    // Group columns sorted by their own collation.
-                    let sorted: Vec<(usize, bool)> = merge
-                        .order
-                        .iter()
-                        .filter_map(|k| match k.column {
-                            crate::router::plan::SortColumn::Position(p) => {
-                                Some((p - 1, k.bytewise))
-                            }
-                            _ => None,
-                        })
-                        .collect();
                     if failure.is_none() {
+                        let compared = super::collation::grouped(spec, &merge.order);
                         if let Some(e) =
-                            super::rows::column_collation_problem(exec, f, &sorted).await
+                            super::collation::problem(exec, f, &compared, &merge.text).await
                         {
                             failure = Some(error_frame(&e));
                         }

@@ -8,9 +8,11 @@
 //!
 //! `rows` reads the shards' rows and applies OFFSET and LIMIT; `groups` merges grouped and
 //! aggregated results through `aggregate`'s per-group state, and `computed` evaluates items
-//! over the merged aggregates.
+//! over the merged aggregates; `collation` refuses text the merge cannot compare as
+//! PostgreSQL does.
 
 mod aggregate;
+mod collation;
 mod computed;
 mod groups;
 pub mod rows;
@@ -22,7 +24,7 @@ use crate::protocol::{build, inspect, Frame};
 use crate::router::plan::{MergeSpec, SortColumn};
 use bytes::BytesMut;
 pub use rows::strip_columns;
-use rows::{column_collation_problem, drain, error_frame, next_row, non_c_order, Window};
+use rows::{drain, error_frame, next_row, non_c_order, Window};
 use std::cmp::Ordering;
 
 /// A resolved sort key: 0-based column, its type and format, direction.
@@ -144,12 +146,13 @@ pub async fn scatter_request(
     };
     if let (None, Some(d)) = (&failure, &description) {
         let fields = inspect::row_description(d.body()).unwrap_or_default();
-        let sorted: Vec<(usize, bool)> = keys
+        let sorted: Vec<(usize, collation::Use)> = keys
             .iter()
             .zip(&merge.order)
-            .map(|(k, o)| (k.column, o.bytewise))
+            .filter(|(_, o)| !o.bytewise)
+            .map(|(k, _)| (k.column, collation::Use::Order))
             .collect();
-        if let Some(e) = column_collation_problem(exec, &fields, &sorted).await {
+        if let Some(e) = collation::problem(exec, &fields, &sorted, &merge.text).await {
             failure = Some(error_frame(&e));
         }
     }

@@ -4,8 +4,7 @@
 
 use crate::error::{sqlstate, PgError};
 use crate::executor::session::{Exec, R};
-use crate::executor::value;
-use crate::protocol::{build, inspect, Frame};
+use crate::protocol::{build, Frame};
 use bytes::BytesMut;
 
 /// OFFSET then LIMIT over the merged stream.
@@ -47,50 +46,6 @@ pub fn error_frame(e: &PgError) -> Frame {
         tag: b'E',
         bytes: b.freeze(),
     }
-}
-
-/// A text sort column (`sorted`: field index, and whether the sort asked for code-point order
-/// explicitly) declared with a collation of its own that does not order by code point: the
-/// shards sort it by that collation, which the merge cannot reproduce. `fields` come from a
-/// description numbered as the first shard numbers tables (see `Exec::for_client`), so the
-/// column is looked up there.
-pub async fn column_collation_problem(
-    exec: &Exec<'_>,
-    fields: &[inspect::FieldDesc],
-    sorted: &[(usize, bool)],
-) -> Option<PgError> {
-    let catalog = exec.catalog?;
-    for &(i, bytewise) in sorted {
-        let Some(f) = fields.get(i) else { continue };
-        if bytewise || !value::is_text(f.type_oid) || f.table_oid == 0 || f.column <= 0 {
-            continue;
-        }
-        match catalog
-            .column_sorts_by_default(crate::router::plan::HOME, f.table_oid, f.column)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                return Some(
-                    PgError::error(
-                        sqlstate::FEATURE_NOT_SUPPORTED,
-                        format!(
-                            "ORDER BY text column {} over several shards: the column has a collation that does not order by code point",
-                            f.name
-                        ),
-                    )
-                    .with_hint("The merge orders text by code point: write ORDER BY col COLLATE \"C\", or sort in the application."),
-                )
-            }
-            Err(e) => {
-                return Some(PgError::error(
-                    sqlstate::FEATURE_NOT_SUPPORTED,
-                    format!("cannot tell how column {} sorts: {e}", f.name),
-                ))
-            }
-        }
-    }
-    None
 }
 
 /// The refusal of a text sort key on shards whose collation does not order by code point.

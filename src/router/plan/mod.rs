@@ -41,6 +41,7 @@ mod signal;
 pub mod string_syntax;
 #[cfg(test)]
 mod tests;
+mod text_scope;
 mod union;
 mod unparsed;
 mod unroutable;
@@ -49,6 +50,7 @@ mod write;
 
 pub(crate) use query::*;
 pub(crate) use scatter::*;
+pub use text_scope::TextScope;
 pub use unparsed::*;
 pub(crate) use write::*;
 
@@ -201,6 +203,8 @@ pub struct MergeSpec {
     /// when the rewrite dropped some (a bound LIMIT or HAVING value the merge applies). None:
     /// every parameter, as bound.
     pub picks: Option<Vec<usize>>,
+    /// What the merge needs to know which collations the text it compares is under.
+    pub text: TextScope,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,7 +285,12 @@ fn reads_sequence_values(stmt: &Statement) -> Option<Plan> {
 
 /// Plans one parsed statement.
 pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
-    let planned = plan_statement(stmt, placement, params);
+    let mut planned = plan_statement(stmt, placement, params);
+    if let Plan::Scatter { merge, .. } = &mut planned {
+        if *merge != MergeSpec::default() {
+            merge.text = text_scope::of(stmt, placement);
+        }
+    }
     if placement.unroutable.is_empty() {
         return planned;
     }

@@ -1,0 +1,152 @@
+//! Text merged from several shards under collations other than the database's: a
+//! case-insensitive (nondeterministic) one and a linguistic (ICU) one. The merge compares text
+//! by its bytes, so wherever PostgreSQL would compare under such a collation the query must be
+//! refused, never answered with 'Red' and 'red' apart or 'Z' before 'a'; what it does answer
+//! must be one PostgreSQL's answer, checked against one server holding every row.
+
+mod common;
+
+use common::{code, connect, rows, TestCluster};
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+const TABLES: &str = "[tables.notes]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
+
+const COLLATION: &str =
+    "create collation sg_ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)";
+
+const TABLE: &str =
+    "(id bigint primary key, tag text collate sg_ci, label text collate \"und-x-icu\", body text)";
+
+/// Tags that differ only in case, labels whose code-point order is not their linguistic one,
+/// spread so that every shard holds several spellings.
+const ROWS: &str = "select g, (array['Red', 'red', 'RED', 'blue', 'Blue'])[g % 5 + 1], \
+     (array['Zebra', 'apple', 'Émile', 'banana'])[g % 4 + 1], 'b' || (g % 3) \
+     from generate_series(1, 40) g";
+
+async fn answer(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    rows(
+        &c.simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}")),
+    )
+}
+
+async fn refused(c: &Client, sql: &str) -> tokio_postgres::Error {
+    match c.simple_query(sql).await {
+        Ok(m) => panic!("{sql}: answered {:?} instead of a refusal", rows(&m)),
+        Err(e) => {
+            assert_eq!(code(&e), "0A000", "{sql}: {e}");
+            e
+        }
+    }
+}
+
+/// One PostgreSQL holding every row: a database of its own on the first shard's server.
+async fn oracle(tc: &TestCluster) -> Client {
+    let admin = tc.direct(0).await;
+    admin
+        .batch_execute("create database collation_oracle")
+        .await
+        .unwrap();
+    let url = tc.shards[0].url("collation_oracle");
+    let c = connect(&url).await.unwrap();
+    c.batch_execute(&format!(
+        "{COLLATION}; create table notes {TABLE}; insert into notes {ROWS}"
+    ))
+    .await
+    .unwrap();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_under_other_collations_is_merged_exactly_or_refused() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    c.batch_execute(&format!(
+        "{COLLATION}; create table notes {TABLE}; insert into notes {ROWS}"
+    ))
+    .await
+    .unwrap();
+    let one = oracle(&tc).await;
+    // Every shard holds rows, so a shard-by-shard answer would show.
+    let per_shard = tc.count_on_each_shard("select count(*) from notes").await;
+    assert!(per_shard.iter().all(|&n| n > 0 && n < 40), "{per_shard:?}");
+
+    for sql in [
+        // Equal under sg_ci, apart by their bytes.
+        "select distinct tag from notes",
+        "select tag, count(*) from notes group by tag",
+        "select count(distinct tag) from notes",
+        "select count(*) from (select distinct tag from notes) s",
+        "select tag from notes union select 'x'",
+        "select body from notes union select tag from notes",
+        "select distinct body collate sg_ci from notes",
+        "select upper(body), count(*) from notes group by 1",
+        // Ordered by und-x-icu (or sg_ci), not by code point.
+        "select label from notes order by label",
+        "select id, tag from notes order by tag, id limit 3",
+        "select max(label) from notes",
+        "select min(body) from notes",
+        "select body || '' as b from notes order by b",
+        "select body from notes order by body collate \"und-x-icu\"",
+        "select max(body collate \"und-x-icu\") from notes",
+        "select distinct on (tag) tag, id from notes order by tag, id",
+    ] {
+        let e = refused(&c, sql).await;
+        assert!(
+            common::db_error(&e)
+                .hint()
+                .unwrap()
+                .contains("COLLATE \"C\""),
+            "{sql}"
+        );
+    }
+    // What stays answered is one PostgreSQL's answer.
+    for sql in [
+        "select body, count(*) from notes group by body order by body",
+        "select distinct body from notes order by body",
+        "select lower(tag) collate \"C\" as t, count(*) from notes group by 1 order by 1",
+        "select max(label collate \"C\"), min(tag collate \"C\") from notes",
+        "select id, label from notes order by label collate \"C\", id limit 5",
+        "select tag, label from notes where id < 6 order by id",
+        "select count(*) from notes where tag = 'RED'",
+    ] {
+        assert_eq!(answer(&c, sql).await, answer(&one, sql).await, "{sql}");
+    }
+
+    // DDL through the proxy is seen by the next statement.
+    c.batch_execute("alter table notes alter column body type text collate sg_ci")
+        .await
+        .unwrap();
+    refused(&c, "select distinct body from notes").await;
+    c.batch_execute("alter table notes alter column body type text collate \"C\"")
+        .await
+        .unwrap();
+    answer(&c, "select distinct body from notes").await;
+    // DDL behind the proxy, on each shard directly, is seen a few seconds later.
+    for i in 0..tc.shards.len() {
+        tc.direct(i)
+            .await
+            .batch_execute("alter table notes alter column body type text collate sg_ci")
+            .await
+            .unwrap();
+    }
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        match c.simple_query("select distinct body from notes").await {
+            Err(e) => {
+                assert_eq!(code(&e), "0A000", "{e}");
+                break;
+            }
+            Ok(_) if Instant::now() < until => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(m) => panic!("still merged by bytes after a minute: {:?}", rows(&m)),
+        }
+    }
+    drop(one);
+    tc.direct(0)
+        .await
+        .batch_execute("drop database collation_oracle with (force)")
+        .await
+        .unwrap();
+}
