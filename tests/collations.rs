@@ -92,6 +92,7 @@ async fn text_under_other_collations_is_merged_exactly_or_refused() {
         "select body from notes order by body collate \"und-x-icu\"",
         "select max(body collate \"und-x-icu\") from notes",
         "select distinct on (tag) tag, id from notes order by tag, id",
+        "select label, count(*) from notes group by label having label > 'b'",
     ] {
         let e = refused(&c, sql).await;
         assert!(
@@ -111,6 +112,7 @@ async fn text_under_other_collations_is_merged_exactly_or_refused() {
         "select id, label from notes order by label collate \"C\", id limit 5",
         "select tag, label from notes where id < 6 order by id",
         "select count(*) from notes where tag = 'RED'",
+        "select label, count(*) from notes group by label having label = 'Zebra' order by 2",
     ] {
         assert_eq!(answer(&c, sql).await, answer(&one, sql).await, "{sql}");
     }

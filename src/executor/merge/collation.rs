@@ -20,7 +20,7 @@ use crate::backend::catalog::collations::Collation;
 use crate::error::{sqlstate, PgError};
 use crate::executor::value;
 use crate::protocol::inspect::FieldDesc;
-use crate::router::aggregate::{AggColumn, AggSpec};
+use crate::router::aggregate::{AggColumn, AggSpec, CmpOp};
 use crate::router::plan::{SortColumn, SortKey, TextScope, HOME};
 
 /// What the merge does with a column.
@@ -65,7 +65,8 @@ impl Use {
 }
 
 /// The columns a grouped merge compares, and how: its group columns and distinct values
-/// (equality), min/max and sort keys (order), and the parts computed items read again.
+/// (equality), min/max and sort keys (order), HAVING's comparisons with a constant, and the
+/// parts computed items read again.
 pub fn grouped(spec: &AggSpec, order: &[SortKey]) -> Vec<(usize, Use)> {
     let mut compared = vec![];
     for (i, col) in spec.columns.iter().enumerate() {
@@ -77,6 +78,13 @@ pub fn grouped(spec: &AggSpec, order: &[SortKey]) -> Vec<(usize, Use)> {
             }
             _ => {}
         }
+    }
+    for h in &spec.having {
+        let how = match h.op {
+            CmpOp::Eq | CmpOp::NotEq => Use::Equality,
+            _ => Use::Order,
+        };
+        compared.push((h.column, how));
     }
     for k in order.iter().filter(|k| !k.bytewise) {
         if let SortColumn::Position(p) = k.column {
