@@ -5,18 +5,17 @@
 //! one column type and format. Memory is proportional to the number of groups, not rows, at
 //! most `GROUP_BYTES` (a DISTINCT or UNION makes a group of every distinct row), and for
 //! count(DISTINCT x) its distinct values are held per group, at most `DISTINCT_BYTES` in all;
-//! beyond either the query fails with 54000 rather than grow without bound. After combining:
-//! HAVING, then ORDER BY, then OFFSET/LIMIT, then hidden columns are removed.
+//! beyond either the query fails with 54000 rather than grow without bound. The combined
+//! groups go on through `group_output`.
 
-use super::rows::strip_columns;
 use crate::error::{sqlstate, PgError};
 use crate::executor::numeric::{float4_text, float8_text, Num};
 use crate::executor::value::{self, oid, SortValue};
 use crate::protocol::inspect::{self, FieldDesc};
 use crate::protocol::Frame;
-use crate::router::aggregate::{AggColumn, AggSpec, CmpOp};
-use crate::router::plan::{MergeSpec, SortColumn};
-use bytes::{Bytes, BytesMut};
+use crate::router::aggregate::{AggColumn, AggSpec};
+use crate::router::plan::SortColumn;
+use bytes::Bytes;
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 
@@ -25,7 +24,7 @@ pub const DISTINCT_BYTES: usize = 64 << 20;
 /// What one held distinct value costs beyond its bytes (the set's entry and allocation).
 const DISTINCT_OVERHEAD: usize = 48;
 
-type Row = Vec<Option<Bytes>>;
+pub(super) type Row = Vec<Option<Bytes>>;
 
 /// Partial state of one column within one group.
 enum State {
@@ -42,7 +41,7 @@ enum State {
     CountDistinct,
 }
 
-fn unsupported(msg: String) -> PgError {
+pub(super) fn unsupported(msg: String) -> PgError {
     PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, msg).with_hint(
         "Add a shard-key condition so the query runs on one shard, or ask for text results.",
     )
@@ -132,62 +131,6 @@ pub fn adds_text_floats(fields: &[FieldDesc], spec: &AggSpec) -> bool {
                 AggColumn::Sum | AggColumn::Avg { .. } | AggColumn::AvgFloatSum
             )
     })
-}
-
-pub fn client_fields(fields: &[FieldDesc], spec: &AggSpec) -> Vec<FieldDesc> {
-    fields
-        .iter()
-        .zip(&spec.columns)
-        .map(|(f, c)| match c {
-            AggColumn::Avg { .. } => FieldDesc {
-                type_oid: if matches!(f.type_oid, oid::FLOAT4 | oid::FLOAT8) {
-                    oid::FLOAT8
-                } else {
-                    oid::NUMERIC
-                },
-                ..f.clone()
-            },
-            _ => f.clone(),
-        })
-        .collect()
-}
-
-/// The RowDescription for the client: avg columns re-typed, hidden columns removed.
-pub fn client_description(frame: &Frame, merge: &MergeSpec) -> Bytes {
-    let Some(spec) = &merge.aggregate else {
-        return strip_columns(frame, merge.hidden);
-    };
-    let mut bytes = BytesMut::from(&frame.bytes[..]);
-    let mut at = 7;
-    for col in &spec.columns {
-        let Some(nul) = bytes.get(at..).and_then(|b| b.iter().position(|&b| b == 0)) else {
-            break;
-        };
-        let fixed = at + nul + 1;
-        if bytes.len() < fixed + 18 {
-            break;
-        }
-        if let AggColumn::Avg { .. } = col {
-            let sum_type =
-                u32::from_be_bytes(bytes[fixed + 6..fixed + 10].try_into().expect("4 bytes"));
-            let (ty, len): (u32, i16) = if matches!(sum_type, oid::FLOAT4 | oid::FLOAT8) {
-                (oid::FLOAT8, 8)
-            } else {
-                (oid::NUMERIC, -1)
-            };
-            bytes[fixed + 6..fixed + 10].copy_from_slice(&ty.to_be_bytes());
-            bytes[fixed + 10..fixed + 12].copy_from_slice(&len.to_be_bytes());
-            bytes[fixed + 12..fixed + 16].copy_from_slice(&(-1i32).to_be_bytes());
-        }
-        at = fixed + 18;
-    }
-    strip_columns(
-        &Frame {
-            tag: b'T',
-            bytes: bytes.freeze(),
-        },
-        merge.hidden,
-    )
 }
 
 /// How much memory one query's merged groups may take in the proxy, counted as twice the bytes
@@ -616,162 +559,10 @@ fn encode_float8(v: f64, format: i16) -> Bytes {
     }
 }
 
-/// Keeps the rows that satisfy every HAVING condition (compared in the column's final type).
-pub fn having(rows: Vec<Row>, fields: &[FieldDesc], spec: &AggSpec) -> Result<Vec<Row>, PgError> {
-    if spec.having.is_empty() {
-        return Ok(rows);
-    }
-    let mut kept = Vec::with_capacity(rows.len());
-    'rows: for row in rows {
-        for cond in &spec.having {
-            let f = &fields[cond.column];
-            let Some(raw) = &row[cond.column] else {
-                continue 'rows;
-            };
-            let v = value::decode(f.type_oid, f.format, Some(raw)).map_err(unsupported)?;
-            let lit = if f.type_oid == oid::BOOL {
-                bool_literal(&cond.literal).map(|b| SortValue::Int(b as i64))
-            } else {
-                value::decode(f.type_oid, 0, Some(cond.literal.as_bytes()))
-            }
-            .map_err(unsupported)?;
-            let o = value::compare(&v, &lit);
-            let holds = match cond.op {
-                CmpOp::Eq => o == Ordering::Equal,
-                CmpOp::NotEq => o != Ordering::Equal,
-                CmpOp::Lt => o == Ordering::Less,
-                CmpOp::LtEq => o != Ordering::Greater,
-                CmpOp::Gt => o == Ordering::Greater,
-                CmpOp::GtEq => o != Ordering::Less,
-            };
-            if !holds {
-                continue 'rows;
-            }
-        }
-        kept.push(row);
-    }
-    Ok(kept)
-}
-
-/// A boolean constant as PostgreSQL reads one ('true', 'yes', 'on', '1' ...), unique prefixes
-/// included; anything else is an error, not false.
-fn bool_literal(text: &str) -> Result<bool, String> {
-    let t = text.trim().to_ascii_lowercase();
-    let prefix_of = |word: &str, min: usize| t.len() >= min && word.starts_with(t.as_str());
-    if prefix_of("true", 1) || prefix_of("yes", 1) || t == "on" || t == "1" {
-        Ok(true)
-    } else if prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || t == "0" {
-        Ok(false)
-    } else {
-        Err(format!(
-            "{text:?} is not a boolean to compare a merged group with"
-        ))
-    }
-}
-
-/// The sort keys with names resolved against the shards' columns (a set operation's ORDER BY
-/// names its output columns) and positions checked against them; None when they stand as given.
-pub fn positioned(
-    order: &[crate::router::plan::SortKey],
-    fields: &[FieldDesc],
-) -> Result<Option<Vec<crate::router::plan::SortKey>>, PgError> {
-    for k in order {
-        if let SortColumn::Position(p) = k.column {
-            if !(1..=fields.len()).contains(&p) {
-                return Err(PgError::error(
-                    "42P10",
-                    format!("ORDER BY position {p} is not in select list"),
-                ));
-            }
-        }
-    }
-    if !order
-        .iter()
-        .any(|k| matches!(k.column, SortColumn::Name(_)))
-    {
-        return Ok(None);
-    }
-    let mut resolved = order.to_vec();
-    for k in &mut resolved {
-        if let SortColumn::Name(n) = &k.column {
-            let mut found = fields.iter().enumerate().filter(|(_, f)| &f.name == n);
-            match (found.next(), found.next()) {
-                (Some((i, _)), None) => k.column = SortColumn::Position(i + 1),
-                _ => {
-                    return Err(unsupported(format!(
-                        "ORDER BY {n} over several shards needs {n} once in the select list"
-                    ))
-                    .with_hint("Select the sort column (once) so the merge can sort on it."))
-                }
-            }
-        }
-    }
-    Ok(Some(resolved))
-}
-
-/// Sorts combined rows by the ORDER BY keys.
-pub fn sort(rows: &mut [Row], fields: &[FieldDesc], merge: &MergeSpec) -> Result<(), PgError> {
-    if merge.order.is_empty() {
-        return Ok(());
-    }
-    let mut keyed: Vec<(Vec<SortValue>, usize)> = Vec::with_capacity(rows.len());
-    for (i, row) in rows.iter().enumerate() {
-        let mut values = Vec::with_capacity(merge.order.len());
-        for k in &merge.order {
-            let column = match k.column {
-                SortColumn::Position(p) if (1..=fields.len()).contains(&p) => p - 1,
-                _ => {
-                    return Err(PgError::error(
-                        sqlstate::INTERNAL_ERROR,
-                        "aggregate sort key not resolved to a column",
-                    ))
-                }
-            };
-            let f = &fields[column];
-            let raw = row.get(column).and_then(|v| v.as_deref());
-            values.push(value::decode(f.type_oid, f.format, raw).map_err(unsupported)?);
-        }
-        keyed.push((values, i));
-    }
-    keyed.sort_by(|(a, ia), (b, ib)| {
-        for (k, (x, y)) in merge.order.iter().zip(a.iter().zip(b)) {
-            let o = value::compare_key(x, y, k.descending, k.nulls_first);
-            if o != Ordering::Equal {
-                return o;
-            }
-        }
-        ia.cmp(ib)
-    });
-    let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
-    let mut taken: Vec<Option<Row>> = rows.iter_mut().map(|r| Some(std::mem::take(r))).collect();
-    for (slot, i) in order.into_iter().enumerate() {
-        rows[slot] = taken[i].take().expect("each row once");
-    }
-    Ok(())
-}
-
-/// A DataRow of these column values.
-pub fn data_row(row: &[Option<Bytes>]) -> Bytes {
-    let mut b = BytesMut::new();
-    b.extend_from_slice(&[b'D', 0, 0, 0, 0]);
-    b.extend_from_slice(&(row.len() as i16).to_be_bytes());
-    for v in row {
-        match v {
-            None => b.extend_from_slice(&(-1i32).to_be_bytes()),
-            Some(v) => {
-                b.extend_from_slice(&(v.len() as i32).to_be_bytes());
-                b.extend_from_slice(v);
-            }
-        }
-    }
-    let len = (b.len() - 1) as i32;
-    b[1..5].copy_from_slice(&len.to_be_bytes());
-    b.freeze()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::executor::merge::group_output::data_row;
 
     #[test]
     fn groups_beyond_the_budget_fail_instead_of_growing() {
@@ -802,18 +593,5 @@ mod tests {
         let e = failed.expect("the budget ends it");
         assert_eq!(e.code, sqlstate::PROGRAM_LIMIT_EXCEEDED);
         assert!(groups.states.len() < 1000);
-    }
-
-    #[test]
-    fn boolean_constants_read_as_postgresql_reads_them() {
-        for t in ["t", "true", "TRUE", " yes ", "y", "on", "1", "tr"] {
-            assert_eq!(bool_literal(t), Ok(true), "{t}");
-        }
-        for f in ["f", "false", "no", "n", "off", "0", "fal"] {
-            assert_eq!(bool_literal(f), Ok(false), "{f}");
-        }
-        for bad in ["o", "maybe", "", "2", "truex"] {
-            assert!(bool_literal(bad).is_err(), "{bad}");
-        }
     }
 }

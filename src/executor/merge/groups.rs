@@ -2,6 +2,7 @@
 //! sort and send (see `aggregate` for the combination rules).
 
 use super::aggregate::{self, Groups};
+use super::group_output;
 use super::rows::{drain, error_frame, next_row, Window};
 use crate::error::{sqlstate, PgError};
 use crate::executor::session::{Exec, Step, R};
@@ -31,7 +32,7 @@ pub async fn run(
                     "no RowDescription from a shard",
                 )))
             }
-            Some(f) => match aggregate::positioned(&merge.order, f) {
+            Some(f) => match group_output::positioned(&merge.order, f) {
                 Err(e) => failure = Some(error_frame(&e)),
                 Ok(order) => {
                     resolved = order.map(|order| MergeSpec {
@@ -82,7 +83,7 @@ pub async fn run(
             return Ok(exec.error(&refusal));
         }
     }
-    let client_fields = aggregate::client_fields(&fields, spec);
+    let client_fields = group_output::client_fields(&fields, spec);
     let mut rows = match groups.finish(&fields, spec) {
         Ok(r) => r,
         Err(e) => return Ok(exec.error(&e)),
@@ -92,15 +93,15 @@ pub async fn run(
         exec.shard_error(&e);
         return Ok(Step::Failed);
     }
-    let rows = aggregate::having(rows, &client_fields, spec)
-        .and_then(|mut rows| aggregate::sort(&mut rows, &client_fields, merge).map(|()| rows));
+    let rows = group_output::having(rows, &client_fields, spec)
+        .and_then(|mut rows| group_output::sort(&mut rows, &client_fields, merge).map(|()| rows));
     let rows = match rows {
         Ok(r) => r,
         Err(e) => return Ok(exec.error(&e)),
     };
     if describe {
         exec.out
-            .extend_from_slice(&aggregate::client_description(&description, merge));
+            .extend_from_slice(&group_output::client_description(&description, merge));
     }
     let visible = fields.len() - merge.hidden;
     let mut window = Window {
@@ -111,7 +112,7 @@ pub async fn run(
     for row in rows {
         if window.admit() {
             exec.out
-                .extend_from_slice(&aggregate::data_row(&row[..visible]));
+                .extend_from_slice(&group_output::data_row(&row[..visible]));
             exec.maybe_flush().await?;
         }
     }

@@ -7,13 +7,15 @@
 //! again after the merge. Only the sort columns of head rows are decoded.
 //!
 //! `rows` reads the shards' rows and applies OFFSET and LIMIT; `groups` merges grouped and
-//! aggregated results through `aggregate`'s per-group state, and `computed` evaluates items
+//! aggregated results through `aggregate`'s per-group state and hands them out through
+//! `group_output` (HAVING, ORDER BY, the client's columns), and `computed` evaluates items
 //! over the merged aggregates; `collation` refuses text the merge cannot compare as
 //! PostgreSQL does.
 
 mod aggregate;
 mod collation;
 mod computed;
+mod group_output;
 mod groups;
 pub mod rows;
 

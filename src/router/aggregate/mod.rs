@@ -11,11 +11,20 @@
 //! not select travel as hidden trailing columns. Any other aggregate or window call (PostgreSQL's
 //! or one the shards define, see `plan::may_combine_rows`) is refused, never passed through.
 
+mod kinds;
+mod spec;
+
+pub(super) use kinds::aggregate_kind;
+use kinds::{
+    combined_kind, distinct_argument, has_count_distinct, is_constant, not_combinable, zero_default,
+};
+pub use spec::{AggColumn, AggSpec, CmpOp, HavingCond};
+
 use super::plan::{collect_and, MergeSpec, Plan, SortColumn, SortKey};
 use crate::error::{sqlstate, PgError};
 use sqlparser::ast::{
-    BinaryOperator, Expr, FunctionArguments, GroupByExpr, Ident, ObjectNamePart, OrderByKind,
-    Query, Select, SelectItem, SetExpr, Value,
+    BinaryOperator, Expr, GroupByExpr, Ident, OrderByKind, Query, Select, SelectItem, SetExpr,
+    Value,
 };
 
 /// Whether `e` is a column qualified by a reference table of the FROM list (by name or alias).
@@ -51,91 +60,6 @@ fn of_reference_table(e: &Expr, select: &Select, placement: &crate::placement::P
     found
 }
 
-/// What the merge does with one column the shards return.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AggColumn {
-    Group,
-    /// A column every shard gives one and the same value within a group, so the merge keeps
-    /// the first: a constant (`SELECT 'total', count(*)`), or a reference table's column
-    /// selected without being grouped, which PostgreSQL accepts only when that table's primary
-    /// key is grouped (Django groups by the key alone) and every shard's copy holds alike.
-    Carried,
-    Count,
-    Sum,
-    Min,
-    Max,
-    /// sum(x) on the shards; `count` is the column of the hidden count(x), `float_sum` the
-    /// column of the hidden sum of x as double precision (used when x is a float type, because
-    /// PostgreSQL accumulates avg(real) in double precision while sum(real) stays real).
-    Avg {
-        count: usize,
-        float_sum: Option<usize>,
-    },
-    /// A hidden count(x) feeding an Avg.
-    AvgCount,
-    /// A hidden sum((x) * 1::float8) feeding an Avg.
-    AvgFloatSum,
-    /// An item computed over merged aggregates and group columns (see `router::computed`):
-    /// `template` reads the columns `parts` by their part names and is evaluated per group
-    /// after the merge.
-    Computed {
-        template: String,
-        parts: Vec<usize>,
-        /// The client's parameters (`$n`, 1-based) the template reads, bound again with the
-        /// client's values when it is evaluated.
-        params: Vec<usize>,
-    },
-    /// count(DISTINCT x): the number of distinct non-null values in column `values`.
-    CountDistinct {
-        values: usize,
-    },
-    /// The hidden x of a count(DISTINCT x), one value per shard row. `with_null`: a NULL is
-    /// one more value, as SELECT DISTINCT x keeps one NULL row (a count of such rows).
-    DistinctValue {
-        with_null: bool,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CmpOp {
-    Eq,
-    NotEq,
-    Lt,
-    LtEq,
-    Gt,
-    GtEq,
-}
-
-/// `column op literal`, all conjuncts must hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HavingCond {
-    pub column: usize,
-    pub op: CmpOp,
-    pub literal: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct AggSpec {
-    /// One per returned column (client's, then hidden).
-    pub columns: Vec<AggColumn>,
-    pub having: Vec<HavingCond>,
-    /// The client's query has no GROUP BY, so its answer is one row even when the shards return
-    /// none (their GROUP BY was only added for count(DISTINCT)).
-    pub single_group: bool,
-    /// The answer is one row: the number of groups across shards, in the first column, which
-    /// the shards describe as count(*) (a count of distinct rows, see `plan::distinct_count`).
-    pub count_groups: bool,
-}
-
-impl AggSpec {
-    /// Whether some column is computed after the merge (and may read the client's values).
-    pub fn computes(&self) -> bool {
-        self.columns
-            .iter()
-            .any(|c| matches!(c, AggColumn::Computed { .. }))
-    }
-}
-
 fn unsupported(message: String) -> PgError {
     PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(HINT)
 }
@@ -145,126 +69,6 @@ fn refuse(message: impl Into<String>, hint: &str) -> Plan {
 }
 
 const HINT: &str = "Supported across shards: count, sum, min, max, avg, bool_and, bool_or, every over plain GROUP BY expressions, simple HAVING comparisons with constants, ORDER BY on output columns. Or add a shard-key condition so the query runs on one shard.";
-
-/// The aggregate function of an expression, if it is a supported one applied directly.
-pub(super) fn aggregate_kind(e: &Expr) -> Result<Option<&'static str>, String> {
-    let Expr::Function(f) = e else {
-        return Ok(None);
-    };
-    let name = match f.name.0.last() {
-        Some(ObjectNamePart::Identifier(i)) => i.value.to_ascii_lowercase(),
-        _ => return Ok(None),
-    };
-    if let FunctionArguments::List(list) = &f.args {
-        if name == "count"
-            && list.duplicate_treatment == Some(sqlparser::ast::DuplicateTreatment::Distinct)
-            && list.clauses.is_empty()
-            && distinct_argument(e).is_some()
-            && f.over.is_none()
-            && f.filter.is_none()
-            && f.within_group.is_empty()
-        {
-            return Ok(Some("count_distinct"));
-        }
-    }
-    let kind = match name.as_str() {
-        "count" => "count",
-        "sum" => "sum",
-        // Over booleans false sorts first: AND is the least of the shards' answers, OR the
-        // greatest.
-        "min" | "bool_and" | "every" => "min",
-        "max" | "bool_or" => "max",
-        "avg" => "avg",
-        _ => return Ok(None),
-    };
-    // FILTER only chooses the rows a shard aggregates, so its partials combine as any other.
-    if f.over.is_some() || !f.within_group.is_empty() {
-        return Err(format!(
-            "{name}() with OVER or WITHIN GROUP over several shards is not supported"
-        ));
-    }
-    if let FunctionArguments::List(list) = &f.args {
-        if list.duplicate_treatment.is_some() && f.filter.is_some() {
-            return Err(format!(
-                "{name}(DISTINCT ...) FILTER (...) over several shards is not supported"
-            ));
-        }
-        if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
-            return Err(format!(
-                "{name}(DISTINCT ...) other than count(DISTINCT x), and ordered aggregates, over several shards are not supported"
-            ));
-        }
-        if list.args.len() != 1 {
-            return Err(format!(
-                "{name}() with {} arguments is not supported",
-                list.args.len()
-            ));
-        }
-    }
-    Ok(Some(kind))
-}
-
-/// The aggregate an item combines as: a supported aggregate itself, or `coalesce(sum(x), 0)`
-/// / `coalesce(count(x), 0)` (Django's `Sum(..., default=0)`), which combines as its
-/// aggregate because 0 adds nothing: the shards' coalesced partials add up to the coalesced
-/// total, and to 0 when no shard has a row. Only an integer 0: `0.0` would give an integer
-/// sum a scale the client's server would not write.
-fn combined_kind(e: &Expr) -> Result<Option<&'static str>, String> {
-    match zero_default(e) {
-        Some(kind) => Ok(Some(kind)),
-        None => aggregate_kind(e),
-    }
-}
-
-/// The aggregate of a `coalesce(sum(x), 0)` or `coalesce(count(x), 0)`.
-fn zero_default(e: &Expr) -> Option<&'static str> {
-    use sqlparser::ast::{FunctionArg, FunctionArgExpr};
-    let Expr::Function(f) = e else { return None };
-    let coalesce = matches!(f.name.0.as_slice(), [ObjectNamePart::Identifier(i)] if i.value.eq_ignore_ascii_case("coalesce"));
-    let (true, FunctionArguments::List(list)) = (coalesce, &f.args) else {
-        return None;
-    };
-    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(agg)), FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(zero)))] =
-        list.args.as_slice()
-    else {
-        return None;
-    };
-    match aggregate_kind(agg) {
-        Ok(Some(kind @ ("sum" | "count"))) if matches!(&zero.value, Value::Number(n, _) if n == "0") => {
-            Some(kind)
-        }
-        _ => None,
-    }
-}
-
-/// Whether `e` is one value on every shard: literals and bound parameters, with casts and
-/// operators over them. Function calls are not (`now()` differs between servers).
-fn is_constant(e: &Expr) -> bool {
-    match e {
-        Expr::Value(_) | Expr::TypedString { .. } => true,
-        Expr::Cast { expr, .. } | Expr::UnaryOp { expr, .. } | Expr::Nested(expr) => {
-            is_constant(expr)
-        }
-        Expr::BinaryOp { left, right, .. } => is_constant(left) && is_constant(right),
-        _ => false,
-    }
-}
-
-fn has_count_distinct(items: &[(Expr, Option<Ident>)]) -> bool {
-    items
-        .iter()
-        .any(|(e, _)| matches!(aggregate_kind(e), Ok(Some("count_distinct"))))
-}
-
-/// Why an item calling an aggregate (or window) function cannot be merged.
-fn not_combinable(e: &Expr) -> String {
-    match e {
-        Expr::Function(_) => format!(
-            "{e} over several shards is not supported: the proxy cannot combine the shards' partial results"
-        ),
-        _ => format!("the expression {e} combines aggregates, which cannot be merged across shards"),
-    }
-}
 
 /// Plans a scattered aggregate (or DISTINCT) query.
 pub fn plan_aggregate(
@@ -673,19 +477,6 @@ fn float_sum_of(avg: &Expr) -> Option<Expr> {
         g.filter = f.filter.clone();
     }
     Some(sum)
-}
-
-/// The x of a one-argument aggregate such as `count(DISTINCT x)`.
-fn distinct_argument(e: &Expr) -> Option<Expr> {
-    use sqlparser::ast::{FunctionArg, FunctionArgExpr};
-    let Expr::Function(f) = e else { return None };
-    let FunctionArguments::List(list) = &f.args else {
-        return None;
-    };
-    match list.args.as_slice() {
-        [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] => Some(arg.clone()),
-        _ => None,
-    }
 }
 
 fn rename_function(e: &Expr, to: &str) -> Expr {

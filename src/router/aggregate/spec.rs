@@ -1,0 +1,87 @@
+//! What a grouped merge is told to do with each column the shards return (`AggSpec`): the
+//! planner's answer, which `executor::merge` carries out.
+
+/// What the merge does with one column the shards return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AggColumn {
+    Group,
+    /// A column every shard gives one and the same value within a group, so the merge keeps
+    /// the first: a constant (`SELECT 'total', count(*)`), or a reference table's column
+    /// selected without being grouped, which PostgreSQL accepts only when that table's primary
+    /// key is grouped (Django groups by the key alone) and every shard's copy holds alike.
+    Carried,
+    Count,
+    Sum,
+    Min,
+    Max,
+    /// sum(x) on the shards; `count` is the column of the hidden count(x), `float_sum` the
+    /// column of the hidden sum of x as double precision (used when x is a float type, because
+    /// PostgreSQL accumulates avg(real) in double precision while sum(real) stays real).
+    Avg {
+        count: usize,
+        float_sum: Option<usize>,
+    },
+    /// A hidden count(x) feeding an Avg.
+    AvgCount,
+    /// A hidden sum((x) * 1::float8) feeding an Avg.
+    AvgFloatSum,
+    /// An item computed over merged aggregates and group columns (see `router::computed`):
+    /// `template` reads the columns `parts` by their part names and is evaluated per group
+    /// after the merge.
+    Computed {
+        template: String,
+        parts: Vec<usize>,
+        /// The client's parameters (`$n`, 1-based) the template reads, bound again with the
+        /// client's values when it is evaluated.
+        params: Vec<usize>,
+    },
+    /// count(DISTINCT x): the number of distinct non-null values in column `values`.
+    CountDistinct {
+        values: usize,
+    },
+    /// The hidden x of a count(DISTINCT x), one value per shard row. `with_null`: a NULL is
+    /// one more value, as SELECT DISTINCT x keeps one NULL row (a count of such rows).
+    DistinctValue {
+        with_null: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    NotEq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+}
+
+/// `column op literal`, all conjuncts must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HavingCond {
+    pub column: usize,
+    pub op: CmpOp,
+    pub literal: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AggSpec {
+    /// One per returned column (client's, then hidden).
+    pub columns: Vec<AggColumn>,
+    pub having: Vec<HavingCond>,
+    /// The client's query has no GROUP BY, so its answer is one row even when the shards return
+    /// none (their GROUP BY was only added for count(DISTINCT)).
+    pub single_group: bool,
+    /// The answer is one row: the number of groups across shards, in the first column, which
+    /// the shards describe as count(*) (a count of distinct rows, see `plan::distinct_count`).
+    pub count_groups: bool,
+}
+
+impl AggSpec {
+    /// Whether some column is computed after the merge (and may read the client's values).
+    pub fn computes(&self) -> bool {
+        self.columns
+            .iter()
+            .any(|c| matches!(c, AggColumn::Computed { .. }))
+    }
+}
