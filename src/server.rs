@@ -56,6 +56,7 @@ impl Proxy {
             connect_timeout: Duration::from_secs(config.server.connect_timeout_secs),
             max_message_bytes: config.server.max_message_bytes,
             text_order_c: false,
+            pinned_settings: vec![],
             txn: crate::txn::TxnContext::new(
                 &config.transactions,
                 config.shard_targets(),
@@ -124,6 +125,19 @@ impl Proxy {
             let order = text_order_is_c(shard, ctx.connect_timeout);
             ctx.text_order_c &=
                 reported(format!("reading shard {}'s collation", shard.name), order).await;
+        }
+        ctx.pinned_settings = reported(
+            "reading the shards' settings",
+            crate::backend::output_settings::pinned(&ctx.shards, ctx.connect_timeout),
+        )
+        .await
+        .map_err(StartError::ShardUnreachable)?;
+        if !ctx.pinned_settings.is_empty() {
+            tracing::warn!(
+                settings = ?ctx.pinned_settings,
+                "the shards differ in settings that decide how values are written; several-shard \
+                 sessions start with the first shard's values on every shard"
+            );
         }
         if ctx.shards.len() > 1 && config.transactions.snapshot {
             ctx.txn.oracle = Some(if config.transactions.oracle == "embedded" {

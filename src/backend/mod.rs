@@ -12,6 +12,7 @@ pub mod control;
 pub mod health;
 pub mod key_columns;
 pub mod move_journal;
+pub mod output_settings;
 pub mod placement_store;
 pub mod proxy_registry;
 pub mod same_database;

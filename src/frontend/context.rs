@@ -19,6 +19,9 @@ pub struct ProxyContext {
     pub max_message_bytes: usize,
     /// The shards' database sorts text bytewise (C/POSIX collation); checked at start.
     pub text_order_c: bool,
+    /// Settings several-shard sessions start with on every shard, where the shards' own
+    /// differ (see `backend::output_settings`); read at start.
+    pub pinned_settings: Vec<(String, String)>,
     /// Distributed commit and recovery.
     pub txn: crate::txn::TxnContext,
     /// Who is connected (the admin console's SHOW CLIENTS, and PAUSE).

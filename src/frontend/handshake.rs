@@ -156,7 +156,7 @@ pub async fn handle_client(
         send_fatal(&mut socket, &fatal).await;
         return;
     }
-    let forwarded: Vec<(String, String)> = params
+    let mut forwarded: Vec<(String, String)> = params
         .iter()
         .filter(|(k, _)| {
             !matches!(k.as_str(), "user" | "database" | "replication" | "options")
@@ -216,9 +216,12 @@ pub async fn handle_client(
         pool.discard_lease(lease);
         (end, registration)
     } else {
-        let settings = crate::pool::settings::Settings::new(
-            &super::pooled_login::startup_settings(&forwarded, &options),
-        );
+        let startup = super::pooled_login::startup_settings(&forwarded, &options);
+        let given = startup.len();
+        let startup = crate::backend::output_settings::with_pinned(startup, &ctx.pinned_settings);
+        // Session mode logs in with the pinned settings as startup parameters.
+        forwarded.extend(startup[given..].iter().cloned());
+        let settings = crate::pool::settings::Settings::new(&startup);
         let login = match super::pooled_login::log_in(&ctx, &forwarded, &settings, owner).await {
             Ok(login) => login,
             Err(err) => {

@@ -1,0 +1,109 @@
+//! The settings that decide how a server computes and writes values (TimeZone, DateStyle,
+//! IntervalStyle, extra_float_digits, bytea_output, lc_monetary), read from every shard at
+//! start, and those to pin for several-shard sessions.
+//!
+//! A session on several shards shows its client the first shard's settings (the greeting
+//! forwards its ParameterStatus), and merges the other shards' rows as if they were written
+//! alike. Real shards need not be alike: `initdb` takes the host's time zone, and a database
+//! or role may carry settings of its own. A shard in another time zone writes the same
+//! instant as `11:00:00+01` where the first writes `10:00:00+00`, and groups `date(ts)` by
+//! another day; the merge would keep them as different values. So every setting in which a
+//! shard differs from the first is pinned to the first shard's value: several-shard sessions
+//! start with it on every shard unless the client set it itself. Where the shards agree,
+//! nothing is pinned and nothing is sent.
+
+use super::control;
+use crate::config::ShardTarget;
+use std::time::Duration;
+
+/// The settings, as `current_setting` names them.
+const NAMES: [&str; 6] = [
+    "TimeZone",
+    "DateStyle",
+    "IntervalStyle",
+    "extra_float_digits",
+    "bytea_output",
+    "lc_monetary",
+];
+
+/// Each setting in which some shard differs from the first, with the first shard's value.
+/// A shard that cannot be asked counts as differing in every setting.
+pub async fn pinned(
+    shards: &[ShardTarget],
+    timeout: Duration,
+) -> Result<Vec<(String, String)>, String> {
+    let Some(first) = shards.first() else {
+        return Ok(vec![]);
+    };
+    let home = values(first, timeout).await?;
+    let mut pinned: Vec<(String, String)> = vec![];
+    for shard in &shards[1..] {
+        let theirs = match values(shard, timeout).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(shard = %shard.name, "cannot read its settings, pinning every one: {e}");
+                vec![]
+            }
+        };
+        for (i, name) in NAMES.iter().enumerate() {
+            if theirs.get(i) != home.get(i) && !pinned.iter().any(|(n, _)| n == name) {
+                pinned.push((name.to_string(), home[i].clone()));
+            }
+        }
+    }
+    Ok(pinned)
+}
+
+/// The shard's value of each of `NAMES`, in order.
+async fn values(shard: &ShardTarget, timeout: Duration) -> Result<Vec<String>, String> {
+    let client = control::connect(shard, timeout).await?;
+    let sql = NAMES
+        .iter()
+        .map(|n| format!("current_setting('{n}')"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let row = client
+        .query_one(&format!("select {sql}"), &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((0..NAMES.len()).map(|i| row.get::<_, String>(i)).collect())
+}
+
+/// `startup` (a client's startup settings) with each pinned setting the client did not give
+/// itself added.
+pub fn with_pinned(
+    mut startup: Vec<(String, String)>,
+    pinned: &[(String, String)],
+) -> Vec<(String, String)> {
+    for (name, value) in pinned {
+        if !startup.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            startup.push((name.clone(), value.clone()));
+        }
+    }
+    startup
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clients_own_settings_win() {
+        let pinned = vec![
+            ("TimeZone".to_string(), "UTC".to_string()),
+            ("DateStyle".to_string(), "ISO, MDY".to_string()),
+        ];
+        let startup = vec![
+            ("application_name".to_string(), "psql".to_string()),
+            ("timezone".to_string(), "Europe/Paris".to_string()),
+        ];
+        assert_eq!(
+            with_pinned(startup, &pinned),
+            [
+                ("application_name".to_string(), "psql".to_string()),
+                ("timezone".to_string(), "Europe/Paris".to_string()),
+                ("DateStyle".to_string(), "ISO, MDY".to_string()),
+            ]
+        );
+    }
+}

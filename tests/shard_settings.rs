@@ -1,0 +1,124 @@
+//! Shards whose servers write values otherwise: another time zone, DateStyle, bytea_output and
+//! extra_float_digits, as `initdb` on another host or a database's own settings give. A
+//! several-shard session must see every shard compute and write values as the first one does
+//! (the one whose settings the client was shown), or the merge keeps one instant, one day or
+//! one value apart as several; each answer is compared with one PostgreSQL's.
+
+mod common;
+
+use common::{connect, rows, TestCluster};
+use tokio_postgres::Client;
+
+const TABLES: &str = "[tables.events]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
+
+/// Instants on both sides of midnight in UTC and in Paris, bytes, and a third.
+const ROWS: &str = "select g, timestamptz '2024-01-01 22:30:00+00' + g * interval '7 minutes', \
+     date '2024-03-04', '\\x00ff'::bytea, 1 / 3::float8 from generate_series(1, 30) g";
+
+const QUERIES: [&str; 6] = [
+    "select at, count(*) from events group by at order by at",
+    "select date(at), count(*) from events group by 1 order by 1",
+    "select d, count(*) from events group by d",
+    "select b, count(*) from events group by b",
+    "select f, count(*) from events group by f",
+    "select min(at), max(d) from events",
+];
+
+async fn answer(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    rows(
+        &c.simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}")),
+    )
+}
+
+/// Three unlike shards, the second and third set to write values otherwise, behind a proxy in
+/// pool `mode`.
+async fn cluster(mode: &str) -> TestCluster {
+    let (shards, dir) = tokio::task::spawn_blocking(|| common::start_unlike_shards(3))
+        .await
+        .unwrap();
+    for (i, set) in [
+        (1, "timezone = 'Europe/Paris'"),
+        (1, "bytea_output = 'escape'"),
+        (2, "datestyle = 'SQL, DMY'"),
+        (2, "extra_float_digits = 0"),
+        (2, "timezone = 'America/New_York'"),
+    ] {
+        connect(&shards[i].url("postgres"))
+            .await
+            .unwrap()
+            .batch_execute(&format!("alter database postgres set {set}"))
+            .await
+            .unwrap();
+    }
+    let text = format!(
+        "{}\n{TABLES}\n[pool]\nmode = \"{mode}\"\n",
+        common::config_for(0, &shards, "")
+    );
+    let config = shardgate::config::Config::from_toml(&text).unwrap();
+    let mut tc = TestCluster {
+        port: 0,
+        shards,
+        dir,
+        proxy: None,
+        config,
+    };
+    let proxy = shardgate::server::Proxy::start(&tc.config).await.unwrap();
+    tc.port = proxy.local_addr.port();
+    tc.proxy = Some(proxy);
+    tc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_with_other_settings_compute_and_write_as_the_first() {
+    for mode in ["transaction", "session"] {
+        let tc = cluster(mode).await;
+        let c = tc.client().await;
+        c.batch_execute(&format!(
+            "create table events (id bigint primary key, at timestamptz, d date, b bytea, f float8);
+             insert into events {ROWS}"
+        ))
+        .await
+        .unwrap();
+        // One PostgreSQL with every row, under the first shard's settings.
+        let admin = tc.direct(0).await;
+        admin.batch_execute("create database one").await.unwrap();
+        let one = connect(&tc.shards[0].url("one")).await.unwrap();
+        one.batch_execute(&format!(
+            "create table events (id bigint primary key, at timestamptz, d date, b bytea, f float8);
+             insert into events {ROWS}"
+        ))
+        .await
+        .unwrap();
+        for sql in QUERIES {
+            assert_eq!(answer(&c, sql).await, answer(&one, sql).await, "{mode}: {sql}");
+        }
+        // RESET goes back to the pinned values, not to each shard's own.
+        c.batch_execute("set timezone = 'Asia/Tokyo'; reset all")
+            .await
+            .unwrap();
+        for sql in QUERIES {
+            assert_eq!(answer(&c, sql).await, answer(&one, sql).await, "{mode}: {sql}");
+        }
+        // The client's own setting, given at startup, holds on every shard.
+        let url = format!(
+            "{}?options=-c%20TimeZone%3DAsia%2FTokyo",
+            tc.url("app", "secret")
+        );
+        let tokyo = connect(&url).await.unwrap();
+        one.batch_execute("set timezone = 'Asia/Tokyo'").await.unwrap();
+        for sql in &QUERIES[..2] {
+            assert_eq!(
+                answer(&tokyo, sql).await,
+                answer(&one, sql).await,
+                "{mode}: {sql}"
+            );
+        }
+        drop((one, tokyo));
+        admin
+            .batch_execute("drop database one with (force)")
+            .await
+            .unwrap();
+    }
+}
