@@ -312,3 +312,37 @@ async fn startup_parameters_reach_the_shard() {
         ("myapp", "foo")
     );
 }
+
+/// A list of schemas given at login is a list on every shard, as PostgreSQL reads it, not one
+/// schema named `foo, public`; a RESET gives it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_path_given_at_login_is_a_list_on_every_shard() {
+    let tables = "[tables.items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
+    let tc = TestCluster::start_configured(3, "", tables).await;
+    tc.client()
+        .await
+        .batch_execute("create table items (id bigint primary key); insert into items select generate_series(1, 30)")
+        .await
+        .unwrap();
+    let url = format!(
+        "{}?options=-c%20search_path%3DFoo%2C%22MySchema%22%2Cpublic",
+        tc.url("app", "secret")
+    );
+    let c = common::connect(&url).await.unwrap();
+    for _ in 0..2 {
+        let path: String = c
+            .query_one("select current_setting('search_path')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(path, "foo, \"MySchema\", public");
+        // Every shard finds the table in public.
+        let n: i64 = c
+            .query_one("select count(*) from items", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 30);
+        c.batch_execute("reset search_path").await.unwrap();
+    }
+}

@@ -9,6 +9,7 @@
 //! to read, and with the settings named by its `settings` fingerprint (see `settings`). Whoever
 //! cannot promise that drops the connection instead of returning it; PostgreSQL then cleans up.
 
+mod list_setting;
 pub mod names;
 pub mod pins;
 pub mod sequences;

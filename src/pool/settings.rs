@@ -57,7 +57,7 @@ impl Settings {
             .iter()
             .filter(|(name, _)| is_plain_name(name))
             .map(|(name, value)| {
-                let set = format!("SET {name} = {}", crate::sql::string_literal(value));
+                let set = super::list_setting::set_statement(name, value);
                 (name.to_ascii_lowercase(), set)
             })
             .collect();
