@@ -15,7 +15,8 @@ const TABLES: &str = "[tables.events]\nshard_key = \"id\"\nkey_type = \"bigint\"
 const ROWS: &str = "select g, timestamptz '2024-01-01 22:30:00+00' + g * interval '7 minutes', \
      date '2024-03-04', '\\x00ff'::bytea, 1 / 3::float8 from generate_series(1, 30) g";
 
-const QUERIES: [&str; 6] = [
+const QUERIES: [&str; 7] = [
+    "select count(*) from events",
     "select at, count(*) from events group by at order by at",
     "select date(at), count(*) from events group by 1 order by 1",
     "select d, count(*) from events group by d",
@@ -44,6 +45,7 @@ async fn cluster(mode: &str) -> TestCluster {
         (2, "datestyle = 'SQL, DMY'"),
         (2, "extra_float_digits = 0"),
         (2, "timezone = 'America/New_York'"),
+        (2, "search_path = 'elsewhere, public'"),
     ] {
         connect(&shards[i].url("postgres"))
             .await
@@ -52,6 +54,13 @@ async fn cluster(mode: &str) -> TestCluster {
             .await
             .unwrap();
     }
+    // A table of the same name that shard 2's own search_path would find first.
+    connect(&shards[2].url("postgres"))
+        .await
+        .unwrap()
+        .batch_execute("create schema elsewhere; create table elsewhere.events (id bigint)")
+        .await
+        .unwrap();
     let text = format!(
         "{}\n{TABLES}\n[pool]\nmode = \"{mode}\"\n",
         common::config_for(0, &shards, "")
@@ -92,14 +101,22 @@ async fn shards_with_other_settings_compute_and_write_as_the_first() {
         .await
         .unwrap();
         for sql in QUERIES {
-            assert_eq!(answer(&c, sql).await, answer(&one, sql).await, "{mode}: {sql}");
+            assert_eq!(
+                answer(&c, sql).await,
+                answer(&one, sql).await,
+                "{mode}: {sql}"
+            );
         }
         // RESET goes back to the pinned values, not to each shard's own.
         c.batch_execute("set timezone = 'Asia/Tokyo'; reset all")
             .await
             .unwrap();
         for sql in QUERIES {
-            assert_eq!(answer(&c, sql).await, answer(&one, sql).await, "{mode}: {sql}");
+            assert_eq!(
+                answer(&c, sql).await,
+                answer(&one, sql).await,
+                "{mode}: {sql}"
+            );
         }
         // The client's own setting, given at startup, holds on every shard.
         let url = format!(
@@ -107,8 +124,10 @@ async fn shards_with_other_settings_compute_and_write_as_the_first() {
             tc.url("app", "secret")
         );
         let tokyo = connect(&url).await.unwrap();
-        one.batch_execute("set timezone = 'Asia/Tokyo'").await.unwrap();
-        for sql in &QUERIES[..2] {
+        one.batch_execute("set timezone = 'Asia/Tokyo'")
+            .await
+            .unwrap();
+        for sql in &QUERIES[..3] {
             assert_eq!(
                 answer(&tokyo, sql).await,
                 answer(&one, sql).await,
@@ -121,4 +140,40 @@ async fn shards_with_other_settings_compute_and_write_as_the_first() {
             .await
             .unwrap();
     }
+}
+
+/// A pinned value a shard does not take would fail every session there: the start fails
+/// instead, naming the shard and the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_that_refuses_the_first_shards_setting_stops_the_start() {
+    let (shards, dir) = tokio::task::spawn_blocking(|| common::start_unlike_shards(2))
+        .await
+        .unwrap();
+    connect(&shards[0].url("postgres"))
+        .await
+        .unwrap()
+        .batch_execute(
+            "create text search configuration public.sg_only_here (copy = english);
+             alter database postgres set default_text_search_config = 'public.sg_only_here'",
+        )
+        .await
+        .unwrap();
+    let text = format!("{}\n{TABLES}", common::config_for(0, &shards, ""));
+    let config = shardgate::config::Config::from_toml(&text).unwrap();
+    let _cluster = TestCluster {
+        port: 0,
+        shards,
+        dir,
+        proxy: None,
+        config: config.clone(),
+    };
+    let e = shardgate::server::Proxy::start(&config)
+        .await
+        .err()
+        .expect("the start fails");
+    let message = e.to_string();
+    assert!(
+        message.contains("s1") && message.contains("default_text_search_config"),
+        "{message}"
+    );
 }

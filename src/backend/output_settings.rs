@@ -1,6 +1,7 @@
 //! The settings that decide how a server computes and writes values (TimeZone, DateStyle,
-//! IntervalStyle, extra_float_digits, bytea_output, lc_monetary), read from every shard at
-//! start, and those to pin for several-shard sessions.
+//! IntervalStyle, extra_float_digits, bytea_output) and which objects and isolation a
+//! statement gets (search_path, default_transaction_isolation, default_text_search_config),
+//! read from every shard at start, and those to pin for several-shard sessions.
 //!
 //! A session on several shards shows its client the first shard's settings (the greeting
 //! forwards its ParameterStatus), and merges the other shards' rows as if they were written
@@ -10,24 +11,28 @@
 //! another day; the merge would keep them as different values. So every setting in which a
 //! shard differs from the first is pinned to the first shard's value: several-shard sessions
 //! start with it on every shard unless the client set it itself. Where the shards agree,
-//! nothing is pinned and nothing is sent.
+//! nothing is pinned and nothing is sent. A pinned value a shard refuses (a time zone its
+//! server does not know) stops the start, since every session would fail on that shard.
+//! Locale settings are left alone: a locale need not exist on every host.
 
 use super::control;
 use crate::config::ShardTarget;
 use std::time::Duration;
 
 /// The settings, as `current_setting` names them.
-const NAMES: [&str; 6] = [
+const NAMES: [&str; 8] = [
     "TimeZone",
     "DateStyle",
     "IntervalStyle",
     "extra_float_digits",
     "bytea_output",
-    "lc_monetary",
+    "search_path",
+    "default_transaction_isolation",
+    "default_text_search_config",
 ];
 
 /// Each setting in which some shard differs from the first, with the first shard's value.
-/// A shard that cannot be asked counts as differing in every setting.
+/// Err: the first shard could not be asked, or a shard refuses a pinned value.
 pub async fn pinned(
     shards: &[ShardTarget],
     timeout: Duration,
@@ -38,20 +43,44 @@ pub async fn pinned(
     let home = values(first, timeout).await?;
     let mut pinned: Vec<(String, String)> = vec![];
     for shard in &shards[1..] {
-        let theirs = match values(shard, timeout).await {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(shard = %shard.name, "cannot read its settings, pinning every one: {e}");
-                vec![]
-            }
-        };
+        let theirs = values(shard, timeout)
+            .await
+            .map_err(|e| format!("reading shard {}'s settings: {e}", shard.name))?;
         for (i, name) in NAMES.iter().enumerate() {
             if theirs.get(i) != home.get(i) && !pinned.iter().any(|(n, _)| n == name) {
                 pinned.push((name.to_string(), home[i].clone()));
             }
         }
     }
+    for shard in &shards[1..] {
+        accepts(shard, timeout, &pinned).await?;
+    }
     Ok(pinned)
+}
+
+/// Whether `shard` takes every pinned value (tried on a connection of its own, then closed).
+async fn accepts(
+    shard: &ShardTarget,
+    timeout: Duration,
+    pinned: &[(String, String)],
+) -> Result<(), String> {
+    if pinned.is_empty() {
+        return Ok(());
+    }
+    let client = control::connect(shard, timeout).await?;
+    for (name, value) in pinned {
+        client
+            .query_one("select set_config($1, $2, false)", &[name, value])
+            .await
+            .map_err(|e| {
+                format!(
+                    "shard {} refuses the first shard's {name} = '{value}', which sessions on \
+                     several shards must share: {e}",
+                    shard.name
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// The shard's value of each of `NAMES`, in order.
