@@ -1,6 +1,7 @@
 //! The settings that decide how a server computes and writes values (TimeZone, DateStyle,
-//! IntervalStyle, extra_float_digits, bytea_output) and which objects and isolation a
-//! statement gets (search_path, default_transaction_isolation, default_text_search_config),
+//! IntervalStyle, extra_float_digits, bytea_output, the XML ones) and reads them
+//! (transform_null_equals, array_nulls), and which objects and isolation a statement gets
+//! (search_path, default_transaction_isolation, default_text_search_config),
 //! read from every shard at start, and those to pin for several-shard sessions.
 //!
 //! A session on several shards shows its client the first shard's settings (the greeting
@@ -20,15 +21,19 @@ use crate::config::ShardTarget;
 use std::time::Duration;
 
 /// The settings, as `current_setting` names them.
-const NAMES: [&str; 8] = [
+const NAMES: [&str; 12] = [
     "TimeZone",
     "DateStyle",
     "IntervalStyle",
     "extra_float_digits",
     "bytea_output",
+    "xmlbinary",
+    "xmloption",
     "search_path",
     "default_transaction_isolation",
     "default_text_search_config",
+    "transform_null_equals",
+    "array_nulls",
 ];
 
 /// Each setting in which some shard differs from the first, with the first shard's value.
