@@ -152,3 +152,39 @@ async fn text_under_other_collations_is_merged_exactly_or_refused() {
         .await
         .unwrap();
 }
+
+/// The session's search_path may find a table of the declared name in another schema than the
+/// proxy's catalog lookups would; the lookup counts every table of that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_computed_from_a_table_found_through_the_search_path_is_judged_by_it() {
+    let tables = "[tables.plain]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
+    let tc = TestCluster::start_unlike(3, "", tables).await;
+    let c = tc.client().await;
+    c.batch_execute(&format!(
+        "{COLLATION};
+         create table plain (id bigint primary key, body text);
+         create schema other;
+         create table other.plain (id bigint primary key, body text collate sg_ci);
+         insert into other.plain select g, (array['Red', 'red', 'blue'])[g % 3 + 1] \
+             from generate_series(1, 30) g"
+    ))
+    .await
+    .unwrap();
+    let url = format!(
+        "{}?options=-c%20search_path%3Dother%2Cpublic",
+        tc.url("app", "secret")
+    );
+    let other = connect(&url).await.unwrap();
+    refused(
+        &other,
+        "select lower(body) as b, count(*) from plain group by 1",
+    )
+    .await;
+    refused(&other, "select body, count(*) from plain group by body").await;
+    // Named with its schema, the table without such a column merges.
+    answer(
+        &c,
+        "select lower(body) as b, count(*) from public.plain group by 1",
+    )
+    .await;
+}

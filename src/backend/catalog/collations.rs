@@ -65,8 +65,8 @@ type Dated<T> = (T, Instant);
 pub struct Collations {
     /// (shard, table OID, attribute number) → the column's collation (None: it has none).
     columns: Cache<(usize, u32, i16), Dated<Option<Collation>>>,
-    /// (shard, table name as written) → the collations its columns and the database's
-    /// domains use (None: no such table in the catalog connection's search path).
+    /// (shard, table name) → the collations its columns and the database's domains use (None:
+    /// no such table).
     tables: Cache<(usize, String), Dated<Option<Vec<Collation>>>>,
 }
 
@@ -113,10 +113,11 @@ impl Catalog {
         Ok(collation)
     }
 
-    /// Every collation that columns of `table` (a name as the statement wrote it) or any
-    /// domain of the database use on `shard`: text computed from the table's columns, or cast
-    /// to a domain, is compared under one of them or the default. None: the name finds no
-    /// table from the catalog connection.
+    /// Every collation that columns of `table` or any domain of the database use on `shard`:
+    /// text computed from the table's columns, or cast to a domain, is compared under one of
+    /// them or the default. `table` is schema-qualified as written, or a bare table name,
+    /// matched in every schema (the catalog connection's search_path need not be the
+    /// session's). None: no such table.
     pub async fn table_collations(
         &self,
         shard: usize,
@@ -132,10 +133,12 @@ impl Catalog {
             .texts(
                 shard,
                 &format!(
-                    "select '?' where to_regclass($1) is null \
+                    "with rel as (select r.oid from pg_class r where case \
+                     when strpos($1, '.') > 0 then r.oid = to_regclass($1) else r.relname = $1 end) \
+                     select '?' where not exists (select from rel) \
                      union select {NAMED} from pg_attribute a \
                      join pg_collation c on c.oid = a.attcollation \
-                     where a.attrelid = to_regclass($1) and a.attnum > 0 and not a.attisdropped \
+                     where a.attrelid in (select oid from rel) and a.attnum > 0 and not a.attisdropped \
                      union select {NAMED} from pg_type t \
                      join pg_collation c on c.oid = t.typcollation where t.typtype = 'd'"
                 ),

@@ -155,7 +155,7 @@ async fn judge(exec: &Exec<'_>, f: &FieldDesc, how: Use, scope: &TextScope) -> R
             return Err(refusal(
                 how,
                 &f.name,
-                &format!("the collations of table {table}, which the proxy's catalog connection does not find"),
+                &format!("the collations of table {table}, which the first shard's catalog does not show"),
             ));
         };
         if let Some(c) = used.iter().find(|c| !how.allows(c, database_c)) {

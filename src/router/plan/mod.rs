@@ -502,7 +502,7 @@ fn plan_statement(stmt: &Statement, placement: &Placement, params: &Params) -> P
 }
 
 /// An identifier as PostgreSQL names it: unquoted ones fold to lower case.
-fn folded(i: &Ident) -> String {
+pub(super) fn folded(i: &Ident) -> String {
     match i.quote_style {
         None => i.value.to_lowercase(),
         Some(_) => i.value.clone(),

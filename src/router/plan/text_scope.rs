@@ -3,10 +3,11 @@
 //! collation, and which output columns it pins to code-point order with `COLLATE "C"`.
 //! `executor::merge::collation` judges the columns with it.
 
-use super::{explicit_collation, tables_read};
+use super::{explicit_collation, folded, tables_read};
 use crate::placement::Placement;
 use sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Query, SelectItem, SetExpr, Statement,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectNamePart, Query, SelectItem,
+    SetExpr, Statement,
 };
 use std::ops::ControlFlow;
 
@@ -14,7 +15,9 @@ use std::ops::ControlFlow;
 /// compares nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TextScope {
-    /// The declared tables the statement reads, as it names them.
+    /// The declared tables the statement reads: a schema-qualified name as written, an
+    /// unqualified one as its table's name (folded to lower case unless quoted), which the
+    /// catalog matches in every schema, whatever the session's search_path finds first.
     pub tables: Vec<String>,
     /// The statement names a collation other than C, POSIX or ucs_basic (`x COLLATE ...`).
     pub named_collation: bool,
@@ -29,8 +32,11 @@ pub struct TextScope {
 pub(super) fn of(stmt: &Statement, placement: &Placement) -> TextScope {
     let mut tables: Vec<String> = tables_read(stmt)
         .iter()
-        .map(|t| t.to_string())
-        .filter(|t| placement.rule(t).is_some())
+        .filter(|t| placement.rule(&t.to_string()).is_some())
+        .map(|t| match t.0.as_slice() {
+            [ObjectNamePart::Identifier(name)] => folded(name),
+            _ => t.to_string(),
+        })
         .collect();
     tables.sort();
     tables.dedup();
@@ -120,8 +126,8 @@ mod tests {
 
     #[test]
     fn reads_tables_collations_and_pinned_items() {
-        let s = scope("select name collate \"C\", lower(name), max(name collate \"C\"), max(name) from users u join accounts a on a.id = u.id group by 1, 2");
-        assert_eq!(s.tables, ["accounts", "users"]);
+        let s = scope("select name collate \"C\", lower(name), max(name collate \"C\"), max(name) from USERS u join public.accounts a on a.id = u.id group by 1, 2");
+        assert_eq!(s.tables, ["public.accounts", "users"]);
         assert!(!s.named_collation && !s.set_operation);
         assert_eq!(s.code_point, [0, 2]);
         let s = scope("select name from users where name collate \"und-x-icu\" = 'a'");
