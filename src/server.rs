@@ -131,7 +131,12 @@ impl Proxy {
             crate::backend::output_settings::pinned(&ctx.shards, ctx.connect_timeout),
         )
         .await
-        .map_err(StartError::ShardUnreachable)?;
+        .map_err(|e| match e {
+            crate::backend::output_settings::Unsettled::Unreachable(e) => {
+                StartError::ShardUnreachable(e)
+            }
+            crate::backend::output_settings::Unsettled::Refused(e) => StartError::Config(e),
+        })?;
         if !ctx.pinned_settings.is_empty() {
             tracing::warn!(
                 settings = ?ctx.pinned_settings,

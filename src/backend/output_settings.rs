@@ -36,21 +36,27 @@ const NAMES: [&str; 12] = [
     "array_nulls",
 ];
 
+/// Why the settings to pin could not be settled.
+#[derive(Debug)]
+pub enum Unsettled {
+    /// A shard could not be asked.
+    Unreachable(String),
+    /// A shard refuses a value it would have to take.
+    Refused(String),
+}
+
 /// Each setting in which some shard differs from the first, with the first shard's value.
-/// Err: the first shard could not be asked, or a shard refuses a pinned value.
 pub async fn pinned(
     shards: &[ShardTarget],
     timeout: Duration,
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Vec<(String, String)>, Unsettled> {
     let Some(first) = shards.first() else {
         return Ok(vec![]);
     };
-    let home = values(first, timeout).await?;
+    let home = read(first, timeout).await?;
     let mut pinned: Vec<(String, String)> = vec![];
     for shard in &shards[1..] {
-        let theirs = values(shard, timeout)
-            .await
-            .map_err(|e| format!("reading shard {}'s settings: {e}", shard.name))?;
+        let theirs = read(shard, timeout).await?;
         for (i, name) in NAMES.iter().enumerate() {
             if theirs.get(i) != home.get(i) && !pinned.iter().any(|(n, _)| n == name) {
                 pinned.push((name.to_string(), home[i].clone()));
@@ -68,24 +74,32 @@ async fn accepts(
     shard: &ShardTarget,
     timeout: Duration,
     pinned: &[(String, String)],
-) -> Result<(), String> {
+) -> Result<(), Unsettled> {
     if pinned.is_empty() {
         return Ok(());
     }
-    let client = control::connect(shard, timeout).await?;
+    let client = control::connect(shard, timeout)
+        .await
+        .map_err(Unsettled::Unreachable)?;
     for (name, value) in pinned {
         client
             .query_one("select set_config($1, $2, false)", &[name, value])
             .await
             .map_err(|e| {
-                format!(
+                Unsettled::Refused(format!(
                     "shard {} refuses the first shard's {name} = '{value}', which sessions on \
                      several shards must share: {e}",
                     shard.name
-                )
+                ))
             })?;
     }
     Ok(())
+}
+
+async fn read(shard: &ShardTarget, timeout: Duration) -> Result<Vec<String>, Unsettled> {
+    values(shard, timeout).await.map_err(|e| {
+        Unsettled::Unreachable(format!("reading shard {}'s settings: {e}", shard.name))
+    })
 }
 
 /// The shard's value of each of `NAMES`, in order.
