@@ -15,6 +15,7 @@
 
 use crate::auth::UserDirectory;
 use crate::backend::key_columns::KeyColumns;
+use crate::backend::own_functions::OwnFunctions;
 use crate::config::{Config, ShardTarget};
 use crate::placement::Placement;
 use std::sync::{Arc, Mutex, RwLock};
@@ -162,25 +163,35 @@ impl Live {
         self.change_placement(|placement| placement.unroutable = Arc::new(tables));
     }
 
-    /// The aggregate and window functions the shards define (see `Placement::aggregates`), as
-    /// the shards' catalogs list them now; sessions take them up between transactions.
-    pub fn set_aggregates(&self, names: std::collections::BTreeSet<String>) {
-        if *self.placement().aggregates == names {
-            return;
-        }
-        self.change_placement(|placement| placement.aggregates = Arc::new(names));
-    }
-
-    /// Adds names a session's DDL defined (in a transaction that may not commit yet: an extra
-    /// name only makes the planner more careful until the next look replaces the set).
-    pub fn add_aggregates(&self, names: &std::collections::BTreeSet<String>) {
-        if names.is_subset(&self.placement().aggregates) {
+    /// The functions the shards define (see `Placement::aggregates` and
+    /// `Placement::function_words`), as the shards' catalogs list them now; sessions take them
+    /// up between transactions.
+    pub fn set_functions(&self, found: OwnFunctions) {
+        let current = self.placement();
+        if *current.aggregates == found.aggregates && *current.function_words == found.words {
             return;
         }
         self.change_placement(|placement| {
-            let mut all = (*placement.aggregates).clone();
-            all.extend(names.iter().cloned());
-            placement.aggregates = Arc::new(all);
+            placement.aggregates = Arc::new(found.aggregates);
+            placement.function_words = Arc::new(found.words);
+        });
+    }
+
+    /// Adds what a session's DDL defined (in a transaction that may not commit yet: an extra
+    /// name only makes the planner more careful until the next look replaces them).
+    pub fn add_functions(&self, found: &OwnFunctions) {
+        let known = |p: &Placement| OwnFunctions {
+            aggregates: (*p.aggregates).clone(),
+            words: (*p.function_words).clone(),
+        };
+        if known(&self.placement()).covers(found) {
+            return;
+        }
+        self.change_placement(|placement| {
+            let mut all = known(placement);
+            all.extend(found);
+            placement.aggregates = Arc::new(all.aggregates);
+            placement.function_words = Arc::new(all.words);
         });
     }
 
@@ -259,6 +270,7 @@ fn carry_over(current: &Placement, placement: &mut Placement, derived_slots: boo
     unroutable.retain(|table, _| placement.tables.contains_key(table));
     placement.unroutable = Arc::new(unroutable);
     placement.aggregates = current.aggregates.clone();
+    placement.function_words = current.function_words.clone();
 }
 
 fn check_shards(running: &Config, new: &Config) -> Result<(), String> {

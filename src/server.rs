@@ -113,12 +113,11 @@ impl Proxy {
             reported("reading the placement recorded on the shards", adopt).await?;
             let keys = check_key_columns(&ctx);
             reported("checking the key columns of sharded tables", keys).await?;
-            let aggregates =
-                crate::backend::aggregate_names::read(&ctx.shards, ctx.connect_timeout);
-            let aggregates = reported("reading the shards' own aggregate functions", aggregates)
+            let functions = crate::backend::own_functions::read(&ctx.shards, ctx.connect_timeout);
+            let functions = reported("reading the shards' own functions", functions)
                 .await
                 .map_err(StartError::ShardUnreachable)?;
-            ctx.live.set_aggregates(aggregates);
+            ctx.live.set_functions(functions);
         }
         ctx.text_order_c = true;
         for shard in &ctx.shards {
@@ -208,11 +207,11 @@ impl Proxy {
         });
         let aggregates = (probing && ctx.shards.len() > 1).then(|| {
             let live = ctx.clone();
-            tokio::spawn(crate::backend::aggregate_names::watch(
+            tokio::spawn(crate::backend::own_functions::watch(
                 ctx.shards.clone(),
                 every,
                 ctx.connect_timeout,
-                move |names| live.live.set_aggregates(names),
+                move |found| live.live.set_functions(found),
             ))
         });
         let deadlocks = (ctx.shards.len() > 1).then(|| {

@@ -4,7 +4,6 @@
 //! shard told us at login (ParameterStatus values, BackendKeyData). After login the connection is
 //! split into halves that the session relay drives; this module never interprets queries.
 
-pub mod aggregate_names;
 mod cancel;
 pub mod catalog;
 mod connect;
@@ -13,6 +12,7 @@ pub mod health;
 pub mod key_columns;
 pub mod move_journal;
 pub mod output_settings;
+pub mod own_functions;
 pub mod placement_store;
 pub mod proxy_registry;
 pub mod same_database;

@@ -327,6 +327,7 @@ impl Config {
             version: 0,
             unroutable: Default::default(),
             aggregates: Default::default(),
+            function_words: Default::default(),
         })
     }
 

@@ -7,7 +7,6 @@
 //! Three levels, none importing one above it: `session` (the state every part works on, and
 //! its I/O), the features that add behaviour to it as methods, and `dispatch` on top.
 
-pub mod aggregate_names;
 pub mod client_input;
 pub mod copy;
 pub mod copy_rows;
@@ -22,6 +21,7 @@ pub mod key_sequence;
 pub mod link;
 pub mod merge;
 pub mod numeric;
+pub mod own_functions;
 pub mod own_types;
 pub mod parse_cache;
 pub mod pooling;

@@ -46,7 +46,7 @@ impl Exec<'_> {
         let held = self.hold_answer();
         let step = self.procedural_everywhere(sql).await;
         let step = self.key_columns_kept(held, step).await?;
-        let step = self.learn_aggregates(step).await?;
+        let step = self.learn_functions(step).await?;
         self.end_own_implicit(own, step).await
     }
 
@@ -155,6 +155,7 @@ mod tests {
             version: 0,
             unroutable: Default::default(),
             aggregates: Default::default(),
+            function_words: Default::default(),
         };
         assert_eq!(written_rows_query(&p), None);
         p.tables.insert(

@@ -47,10 +47,14 @@ pub struct Placement {
     /// the start refuses such a table outright.
     pub unroutable: Arc<BTreeMap<String, String>>,
     /// Names (lower case) of the aggregate and window functions the shards define outside
-    /// pg_catalog, read from their catalogs (see `backend::aggregate_names`). The planner knows
+    /// pg_catalog, read from their catalogs (see `backend::own_functions`). The planner knows
     /// PostgreSQL's own by name; a call of any of these over several shards must be combined,
     /// never handed back as one partial result per shard.
     pub aggregates: Arc<BTreeSet<String>>,
+    /// Names (lower case) of the functions the shards define in a language that can run
+    /// queries, with the words of their definitions (see `backend::own_functions`): a call of
+    /// one whose definition names a sharded table is refused.
+    pub function_words: Arc<BTreeMap<String, BTreeSet<String>>>,
 }
 
 impl Placement {

@@ -319,6 +319,7 @@ mod tests {
             version: 0,
             unroutable: Default::default(),
             aggregates: Default::default(),
+            function_words: Default::default(),
         }
     }
 

@@ -117,8 +117,8 @@ pub struct Exec<'a> {
     pub describe_rows: bool,
     /// Catalog facts about the shards (see `backend::catalog`).
     pub catalog: Option<&'a crate::backend::catalog::Catalog>,
-    /// The proxy's running placement, told of aggregates this session's DDL defines (see
-    /// `aggregate_names`).
+    /// The proxy's running placement, told of functions this session's DDL defines (see
+    /// `own_functions`).
     pub live: Option<&'a crate::reload::Live>,
     /// Descriptions translated for the client, by shard (see `for_client`).
     shown_descriptions: shown_descriptions::ShownDescriptions,

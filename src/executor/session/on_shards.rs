@@ -244,7 +244,7 @@ impl Exec<'_> {
                 let held = self.hold_answer();
                 let step = self.everywhere(sql).await;
                 let step = self.key_columns_kept(held, step).await?;
-                let step = self.learn_aggregates(step).await?;
+                let step = self.learn_functions(step).await?;
                 if step == Step::Done {
                     for s in all {
                         self.txn.note_write(s);

@@ -11,8 +11,10 @@
 //! writes, `create_table` checks a sharded table's columns, `unparsed` what the text alone
 //! decides, `unroutable` refuses statements on the rows of a table whose key column went bad
 //! on a shard, `signal` the calls that signal a session of the proxy's, `string_syntax` the
-//! refusal of non-standard strings, `copies` what keeps a reference table's copies alike, `kept_rows` the
-//! aggregates over a reference table's rows kept by an outer join that combine exactly.
+//! refusal of non-standard strings, `copies` what keeps a reference table's copies alike,
+//! `kept_rows` the aggregates over a reference table's rows kept by an outer join that combine
+//! exactly, `reading_functions` the refusal of calls of functions that read sharded tables,
+//! `text_scope` where merged text may take its collation from.
 
 use super::keys::{keys_in, literal_key, strip, KeySet};
 use super::params::Params;
@@ -36,6 +38,7 @@ mod inline_ctes;
 mod kept_rows;
 mod keyed_sets;
 mod query;
+mod reading_functions;
 mod scatter;
 mod signal;
 pub mod string_syntax;
@@ -299,6 +302,9 @@ pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
 
 fn plan_statement(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
     if let Some(refusal) = reads_sequence_values(stmt) {
+        return refusal;
+    }
+    if let Some(refusal) = reading_functions::refusal(stmt, placement) {
         return refusal;
     }
     match stmt {

@@ -1,0 +1,191 @@
+//! The functions the shards define beyond PostgreSQL's own that the planner must know.
+//!
+//! - Aggregate and window functions (`CREATE AGGREGATE`, extensions): over several shards an
+//!   aggregate is combined from each shard's partial result or refused, and a call the
+//!   planner did not recognise would reach the client as one partial result per shard. Names
+//!   only, lower-cased, whatever the schema or arguments: the planner treats any call by such
+//!   a name as an aggregate, which can only make it refuse more, never answer wrongly.
+//! - Functions written in a language that can run queries (SQL, PL/pgSQL ...): one that reads
+//!   a sharded table reads, on each shard, only that shard's rows, so a call of it in a
+//!   statement would answer for one shard's rows. The words of each definition are kept by
+//!   name, and the planner refuses a call whose definition names a sharded table (a word it
+//!   only resembles, such as a column of that name, refuses too: never a wrong answer).
+//!
+//! Read from every shard's catalog at start and at each health-check interval (on control
+//! connections, here), and by a session after its DDL, in the DDL's own transaction
+//! (`executor::own_functions`).
+
+use super::control;
+use crate::config::ShardTarget;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tokio_postgres::Client;
+
+/// What the shards define, as the planner keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnFunctions {
+    /// Names (lower case) of aggregate and window functions.
+    pub aggregates: BTreeSet<String>,
+    /// Names (lower case) of functions that may run queries, with the words (lower case) of
+    /// their definitions, every overload's together.
+    pub words: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl OwnFunctions {
+    /// Reads one row of `SQL`.
+    pub fn add_row(&mut self, row: &str) {
+        let mut parts = row.splitn(3, SEPARATOR);
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("a"), Some(name), _) => {
+                self.aggregates.insert(name.to_string());
+            }
+            (Some("f"), Some(name), Some(body)) => self
+                .words
+                .entry(name.to_string())
+                .or_default()
+                .extend(words_of(body)),
+            _ => {}
+        }
+    }
+
+    /// Whether every name and word of `other` is already here.
+    pub fn covers(&self, other: &OwnFunctions) -> bool {
+        other.aggregates.is_subset(&self.aggregates)
+            && other
+                .words
+                .iter()
+                .all(|(name, w)| self.words.get(name).is_some_and(|have| w.is_subset(have)))
+    }
+
+    pub fn extend(&mut self, other: &OwnFunctions) {
+        self.aggregates.extend(other.aggregates.iter().cloned());
+        for (name, w) in &other.words {
+            self.words
+                .entry(name.clone())
+                .or_default()
+                .extend(w.iter().cloned());
+        }
+    }
+}
+
+/// The words of a definition, lower-cased: runs of letters, digits, `_` and `$` (which an
+/// identifier may hold), and the parts between their `$`s (a dollar quote's delimiter
+/// touches the word it quotes: `$function$select`).
+fn words_of(body: &str) -> impl Iterator<Item = String> + '_ {
+    body.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+        .flat_map(|w| std::iter::once(w).chain(w.split('$')))
+        .filter(|w| !w.is_empty() && w.len() <= 63)
+        .map(str::to_lowercase)
+}
+
+const SEPARATOR: char = '\u{1f}';
+
+/// One row per aggregate name (`a`, name) and per function of a language other than C and
+/// internal (`f`, name, definition), as one text joined by U+001F. Everything named in
+/// pg_catalog and information_schema is left out, as PostgreSQL's own, and so are the
+/// functions of extensions, which read their own objects, not the application's tables.
+pub const SQL: &str = "SELECT 'a' OPERATOR(pg_catalog.||) pg_catalog.chr(31) \
+    OPERATOR(pg_catalog.||) pg_catalog.lower(p.proname::pg_catalog.text) \
+    FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
+    WHERE p.prokind OPERATOR(pg_catalog.=) ANY ('{a,w}'::pg_catalog.\"char\"[]) \
+    AND n.nspname OPERATOR(pg_catalog.<>) 'pg_catalog' \
+    UNION ALL SELECT 'f' OPERATOR(pg_catalog.||) pg_catalog.chr(31) \
+    OPERATOR(pg_catalog.||) pg_catalog.lower(p.proname::pg_catalog.text) \
+    OPERATOR(pg_catalog.||) pg_catalog.chr(31) OPERATOR(pg_catalog.||) pg_catalog.pg_get_functiondef(p.oid) \
+    FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
+    JOIN pg_catalog.pg_language l ON l.oid OPERATOR(pg_catalog.=) p.prolang \
+    WHERE p.prokind OPERATOR(pg_catalog.=) 'f' \
+    AND n.nspname::pg_catalog.text OPERATOR(pg_catalog.<>) ALL ('{pg_catalog,information_schema}'::pg_catalog.text[]) \
+    AND l.lanname::pg_catalog.text OPERATOR(pg_catalog.<>) ALL ('{c,internal}'::pg_catalog.text[]) \
+    AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d \
+    WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass \
+    AND d.objid OPERATOR(pg_catalog.=) p.oid AND d.deptype OPERATOR(pg_catalog.=) 'e')";
+
+/// What every shard defines, together. Err: a shard could not be asked.
+pub async fn read(shards: &[ShardTarget], timeout: Duration) -> Result<OwnFunctions, String> {
+    let mut clients: Vec<Option<Client>> = shards.iter().map(|_| None).collect();
+    read_on(&mut clients, shards, timeout).await
+}
+
+/// As `read`, on control connections kept in `clients` (one per shard, opened where missing
+/// and dropped after an error).
+async fn read_on(
+    clients: &mut [Option<Client>],
+    shards: &[ShardTarget],
+    timeout: Duration,
+) -> Result<OwnFunctions, String> {
+    let mut found = OwnFunctions::default();
+    for (shard, client) in shards.iter().zip(clients.iter_mut()) {
+        if client.is_none() {
+            *client = Some(control::connect(shard, timeout).await?);
+        }
+        let Some(asking) = client.as_ref() else {
+            continue;
+        };
+        match tokio::time::timeout(timeout, asking.simple_query(SQL)).await {
+            Ok(Ok(rows)) => {
+                for m in &rows {
+                    if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+                        found.add_row(r.get(0).unwrap_or_default());
+                    }
+                }
+            }
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => control::describe(&e),
+                    _ => "no answer within the connect timeout".to_string(),
+                };
+                *client = None;
+                return Err(format!(
+                    "shard {}: could not read its own functions: {why}",
+                    shard.name
+                ));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Reads them again every `interval`, for as long as the proxy runs, and hands them to
+/// `publish`: functions created on a shard directly, behind the proxy, are seen here. A shard
+/// that cannot be asked leaves the last ones standing (the health probes report it).
+pub async fn watch(
+    shards: Vec<ShardTarget>,
+    interval: Duration,
+    timeout: Duration,
+    publish: impl Fn(OwnFunctions),
+) {
+    let mut clients: Vec<Option<Client>> = shards.iter().map(|_| None).collect();
+    loop {
+        tokio::time::sleep(interval).await;
+        match read_on(&mut clients, &shards, timeout).await {
+            Ok(found) => publish(found),
+            Err(e) => tracing::debug!("the shards' own functions not read: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_become_names_and_words() {
+        let mut f = OwnFunctions::default();
+        f.add_row("a\u{1f}my_sum");
+        f.add_row("f\u{1f}acc_count\u{1f}CREATE FUNCTION public.acc_count() ... select count(*) from Accounts");
+        f.add_row("f\u{1f}acc_count\u{1f}AS $function$select 1 from public.\"ledger\"$function$");
+        assert!(f.aggregates.contains("my_sum"));
+        let words = &f.words["acc_count"];
+        for w in ["accounts", "ledger", "count", "public"] {
+            assert!(words.contains(w), "{w}");
+        }
+        let mut more = OwnFunctions::default();
+        more.add_row("f\u{1f}acc_count\u{1f}select 1 from accounts");
+        assert!(f.covers(&more));
+        more.add_row("f\u{1f}other\u{1f}select 1");
+        assert!(!f.covers(&more));
+        f.extend(&more);
+        assert!(f.covers(&more));
+    }
+}

@@ -1,0 +1,108 @@
+//! Functions defined on the shards that read a sharded table. On each shard such a function
+//! reads only that shard's rows, so a statement calling it would answer for one shard: the
+//! proxy refuses it, whether the function was made through the proxy or on the shards
+//! directly; functions that read no sharded table are called as before.
+
+mod common;
+
+use common::{code, rows, TestCluster};
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+const TABLES: &str = "[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
+    [tables.countries]\nreference = true\n";
+
+async fn refused(c: &Client, sql: &str) {
+    match c.simple_query(sql).await {
+        Ok(m) => panic!("{sql}: answered {:?} instead of a refusal", rows(&m)),
+        Err(e) => {
+            assert_eq!(code(&e), "0A000", "{sql}: {e}");
+            let message = common::db_error(&e).message().to_string();
+            assert!(message.contains("accounts"), "{sql}: {message}");
+        }
+    }
+}
+
+async fn answer(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    rows(
+        &c.simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_of_functions_that_read_sharded_tables_are_refused() {
+    let tc = TestCluster::start_unlike(3, "health_check_interval_secs = 1", TABLES).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table accounts (id bigint primary key, owner text);
+         insert into accounts select g, 'o' || g from generate_series(1, 30) g;
+         create table countries (code text primary key, name text);
+         insert into countries values ('fr', 'France'), ('de', 'Germany');
+         create function account_count() returns bigint language sql stable
+             as 'select count(*) from accounts';
+         create function owner_of(k bigint) returns text language plpgsql stable as $$
+             begin return (select owner from public.Accounts where id = k); end $$;
+         create function all_accounts() returns setof bigint language sql stable
+             as 'select id from accounts';
+         create function twice(x int) returns int language sql immutable as 'select 2 * x';
+         create function country_name(c text) returns text language sql stable
+             as 'select name from countries where code = c';",
+    )
+    .await
+    .unwrap();
+    // Every shard holds some of the rows, so one shard's count would show.
+    let per_shard = tc
+        .count_on_each_shard("select count(*) from accounts")
+        .await;
+    assert!(per_shard.iter().all(|&n| n > 0 && n < 30), "{per_shard:?}");
+
+    for sql in [
+        "select account_count()",
+        "select id, account_count() from accounts where id = 3",
+        "select owner_of(5)",
+        "select id, owner_of(id + 1) from accounts where id = 3",
+        "select * from all_accounts()",
+        "select count(*) from accounts a join all_accounts() x on x = a.id",
+        "update accounts set owner = owner_of(2) where id = 3",
+        "insert into accounts values (100, owner_of(1))",
+    ] {
+        refused(&c, sql).await;
+        // Twice: a second planning may go by a learned route.
+        refused(&c, sql).await;
+    }
+    // Extended protocol, as drivers send it.
+    let e = c.query("select owner_of($1)", &[&5i64]).await.unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e}");
+    // Functions that read no sharded table run as before.
+    assert_eq!(answer(&c, "select twice(21)").await, [[Some("42".into())]]);
+    assert_eq!(
+        answer(&c, "select country_name('fr')").await,
+        [[Some("France".into())]]
+    );
+    assert_eq!(
+        answer(&c, "select id, twice(id::int) from accounts where id = 3").await,
+        [[Some("3".into()), Some("6".into())]]
+    );
+
+    // Made on every shard directly, behind the proxy: refused once the watch has looked.
+    for i in 0..tc.shards.len() {
+        tc.direct(i)
+            .await
+            .batch_execute(
+                "create function hidden_count() returns bigint language sql stable \
+                 as 'select count(*) from accounts'",
+            )
+            .await
+            .unwrap();
+    }
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        match c.simple_query("select hidden_count()").await {
+            Err(e) if code(&e) == "0A000" => break,
+            _ if Instant::now() < until => tokio::time::sleep(Duration::from_millis(200)).await,
+            other => panic!("still answered after a minute: {other:?}"),
+        }
+    }
+}
