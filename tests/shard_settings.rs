@@ -61,22 +61,19 @@ async fn cluster(mode: &str) -> TestCluster {
         .batch_execute("create schema elsewhere; create table elsewhere.events (id bigint)")
         .await
         .unwrap();
-    let text = format!(
-        "{}\n{TABLES}\n[pool]\nmode = \"{mode}\"\n",
-        common::config_for(0, &shards, "")
-    );
-    let config = shardgate::config::Config::from_toml(&text).unwrap();
-    let mut tc = TestCluster {
-        port: 0,
-        shards,
-        dir,
-        proxy: None,
-        config,
-    };
-    let proxy = shardgate::server::Proxy::start(&tc.config).await.unwrap();
-    tc.port = proxy.local_addr.port();
-    tc.proxy = Some(proxy);
-    tc
+    let tail = format!("{TABLES}\n[pool]\nmode = \"{mode}\"\n");
+    TestCluster::start_on(shards, dir, "", &tail).await
+}
+
+/// Every query answers through the proxy as `one` answers it.
+async fn answers_as_one(c: &Client, one: &Client, queries: &[&str], mode: &str) {
+    for sql in queries {
+        assert_eq!(
+            answer(c, sql).await,
+            answer(one, sql).await,
+            "{mode}: {sql}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,24 +97,12 @@ async fn shards_with_other_settings_compute_and_write_as_the_first() {
         ))
         .await
         .unwrap();
-        for sql in QUERIES {
-            assert_eq!(
-                answer(&c, sql).await,
-                answer(&one, sql).await,
-                "{mode}: {sql}"
-            );
-        }
+        answers_as_one(&c, &one, &QUERIES, mode).await;
         // RESET goes back to the pinned values, not to each shard's own.
         c.batch_execute("set timezone = 'Asia/Tokyo'; reset all")
             .await
             .unwrap();
-        for sql in QUERIES {
-            assert_eq!(
-                answer(&c, sql).await,
-                answer(&one, sql).await,
-                "{mode}: {sql}"
-            );
-        }
+        answers_as_one(&c, &one, &QUERIES, mode).await;
         // The client's own setting, given at startup, holds on every shard.
         let url = format!(
             "{}?options=-c%20TimeZone%3DAsia%2FTokyo",
@@ -127,13 +112,7 @@ async fn shards_with_other_settings_compute_and_write_as_the_first() {
         one.batch_execute("set timezone = 'Asia/Tokyo'")
             .await
             .unwrap();
-        for sql in &QUERIES[..3] {
-            assert_eq!(
-                answer(&tokyo, sql).await,
-                answer(&one, sql).await,
-                "{mode}: {sql}"
-            );
-        }
+        answers_as_one(&tokyo, &one, &QUERIES[..3], mode).await;
         drop((one, tokyo));
         admin
             .batch_execute("drop database one with (force)")

@@ -142,6 +142,17 @@ impl TestCluster {
         let (shards, dir) = tokio::task::spawn_blocking(move || start_shards_like(n, unlike))
             .await
             .unwrap();
+        TestCluster::start_on(shards, dir, server_extra, tail).await
+    }
+
+    /// A proxy in front of shards already started (and perhaps given settings or objects of
+    /// their own), with extra `[server]` keys and extra top-level config.
+    pub async fn start_on(
+        shards: Vec<LocalCluster>,
+        dir: PathBuf,
+        server_extra: &str,
+        tail: &str,
+    ) -> TestCluster {
         // Port 0: the proxy binds a port the kernel picks and reports it. A port chosen ahead
         // can be taken meanwhile (by a parallel test's shard or an outgoing connection).
         let text = format!("{}\n{tail}", config_for(0, &shards, server_extra));
