@@ -88,8 +88,9 @@ async fn accepts(
             .map_err(|e| {
                 Unsettled::Refused(format!(
                     "shard {} refuses the first shard's {name} = '{value}', which sessions on \
-                     several shards must share: {e}",
-                    shard.name
+                     several shards must share: {}",
+                    shard.name,
+                    control::describe(&e)
                 ))
             })?;
     }
@@ -113,8 +114,10 @@ async fn values(shard: &ShardTarget, timeout: Duration) -> Result<Vec<String>, S
     let row = client
         .query_one(&format!("select {sql}"), &[])
         .await
-        .map_err(|e| e.to_string())?;
-    Ok((0..NAMES.len()).map(|i| row.get::<_, String>(i)).collect())
+        .map_err(|e| control::describe(&e))?;
+    (0..NAMES.len())
+        .map(|i| row.try_get::<_, String>(i).map_err(|e| e.to_string()))
+        .collect()
 }
 
 /// `startup` (a client's startup settings) with each pinned setting the client did not give
