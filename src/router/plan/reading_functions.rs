@@ -3,12 +3,14 @@
 //! Such a function runs on the shard the statement runs on and reads that shard's rows only:
 //! `SELECT account_count()` would count one shard's accounts, and `owner_of(7)` called on
 //! another shard than 7's would find nothing. The proxy cannot plan the query inside the
-//! function, so any statement that calls one is refused; the definitions' words come from the
-//! shards' catalogs (`Placement::function_words`).
+//! function, so any statement that calls one is refused, as is one that calls a function that
+//! calls one; the definitions' words come from the shards' catalogs
+//! (`Placement::function_words`).
 
 use super::{last_ident, refuse, Plan};
 use crate::placement::{Placement, TableRule};
 use sqlparser::ast::{Expr, ObjectName, Statement, TableFactor};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
 /// The refusal of `stmt` if it calls such a function.
@@ -32,9 +34,8 @@ pub(super) fn refusal(stmt: &Statement, placement: &Placement) -> Option<Plan> {
         .collect();
     let reads = |name: &ObjectName| -> Option<(String, String)> {
         let function = last_ident(name).to_lowercase();
-        let words = placement.function_words.get(&function)?;
-        let table = sharded.iter().find(|t| words.contains(*t))?;
-        Some((function, table.clone()))
+        let table = table_read(&function, &sharded, &placement.function_words)?;
+        Some((function, table))
     };
     let mut calls = Calls {
         reads: &reads,
@@ -48,6 +49,29 @@ pub(super) fn refusal(stmt: &Statement, placement: &Placement) -> Option<Plan> {
         ),
         "Run the query the function runs as a statement of its own, which the proxy plans over every shard.",
     ))
+}
+
+/// A sharded table `function` names, itself or through the functions it names (a function
+/// calling one that reads a sharded table reads it too).
+fn table_read(
+    function: &str,
+    sharded: &[String],
+    words: &BTreeMap<String, BTreeSet<String>>,
+) -> Option<String> {
+    let mut seen = BTreeSet::from([function.to_string()]);
+    let mut next = vec![function.to_string()];
+    while let Some(f) = next.pop() {
+        let Some(named) = words.get(&f) else { continue };
+        if let Some(t) = sharded.iter().find(|t| named.contains(*t)) {
+            return Some(t.clone());
+        }
+        for w in named {
+            if words.contains_key(w) && seen.insert(w.clone()) {
+                next.push(w.clone());
+            }
+        }
+    }
+    None
 }
 
 struct Calls<'a> {
@@ -113,6 +137,14 @@ mod tests {
                     "country_of".to_string(),
                     words(&["select", "name", "from", "countries"]),
                 ),
+                (
+                    "via".to_string(),
+                    words(&["select", "indirect", "countries"]),
+                ),
+                (
+                    "indirect".to_string(),
+                    words(&["select", "acc_count", "indirect"]),
+                ),
             ]
             .into_iter()
             .collect(),
@@ -122,6 +154,7 @@ mod tests {
             "select id, public.ACC_COUNT() from accounts where id = 1",
             "select * from acc_count()",
             "update accounts set id = 1 where acc_count() > 0",
+            "select via()",
         ] {
             assert!(matches!(planned(sql, &p), Plan::Reject(_)), "{sql}");
         }
