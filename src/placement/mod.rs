@@ -76,6 +76,12 @@ impl Placement {
             .or_else(|| self.tables.get_key_value(&bare.to_ascii_lowercase()))
     }
 
+    /// Whether the config declares the table a name as written in SQL names (a name that only
+    /// the `undeclared_tables` rule places is not declared).
+    pub fn is_declared(&self, name: &str) -> bool {
+        self.declared(name).is_some()
+    }
+
     /// Why the rows of the table a name as written in SQL names cannot be routed now, if they
     /// cannot (see `unroutable`).
     pub fn unroutable(&self, name: &str) -> Option<&str> {

@@ -53,10 +53,14 @@ pub(crate) fn relations<V: sqlparser::ast::Visit>(q: &V, placement: &Placement) 
         let text = name.to_string();
         // A CTE is named by one unqualified name. One named as a declared table may shadow it
         // in one place and not in another (its own body, a write's target), so the name
-        // counts as the table: `plan_query` inlines such a CTE or refuses it.
+        // counts as the table: `plan_query` inlines such a CTE or refuses it. A name only
+        // `undeclared_tables = "reference"` would place is the CTE's (asyncpg's type lookups
+        // name theirs `typeinfo_tree`); where undeclared tables live on one shard, the name
+        // still sends the statement there, where a table of that name would be.
         let cte = name.0.len() == 1
             && cte_names.contains(&last_ident(name).to_ascii_lowercase())
-            && placement.rule(&text).is_none();
+            && !placement.is_declared(&text)
+            && !matches!(placement.rule(&text), Some(TableRule::Pinned { .. }));
         if is_catalog_relation(&text) || cte {
             continue;
         }
@@ -151,10 +155,7 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
         if let Some(inlined) = super::inline_ctes::inlined(q) {
             return plan_query(&inlined, placement, params);
         }
-        if let Some(name) = cte_names(q)
-            .into_iter()
-            .find(|n| placement.rule(n).is_some())
-        {
+        if let Some(name) = cte_names(q).into_iter().find(|n| placement.is_declared(n)) {
             return refuse(
                 format!("a WITH query named {name}, as a declared table is, is not supported here"),
                 "Give the CTE a name of its own.",
