@@ -13,8 +13,8 @@ import faulthandler
 faulthandler.dump_traceback_later(120, exit=True)
 import os
 
-from sqlalchemy import (BigInteger, ForeignKey, Integer, String, create_engine, func, select,
-                        text, union, union_all, update)
+from sqlalchemy import (BigInteger, Enum, ForeignKey, Integer, String, create_engine, func,
+                        select, text, union, union_all, update)
 from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, mapped_column, relationship,
                             selectinload)
 
@@ -22,6 +22,7 @@ DRIVER = os.environ["SHARDGATE_DRIVER"]
 URL = os.environ["SHARDGATE_URL"].replace("postgres://", f"postgresql+{DRIVER}://", 1)
 CUSTOMERS = 24
 ORDERS_EACH = 3
+STATES = ["new", "paid", "shipped"]
 
 
 class Base(DeclarativeBase):
@@ -48,6 +49,8 @@ class Order(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
     amount: Mapped[int] = mapped_column(Integer)
+    # A native PostgreSQL ENUM (CREATE TYPE order_state AS ENUM), SQLAlchemy's default.
+    state: Mapped[str] = mapped_column(Enum("new", "paid", "shipped", name="order_state"))
     customer: Mapped[Customer] = relationship(back_populates="orders")
 
 
@@ -60,7 +63,8 @@ def add_customers(s):
     # Objects with serial keys, flushed in bulk (insertmanyvalues with RETURNING).
     customers = [
         Customer(tenant_id=1 + i % 2, name=f"c{i}",
-                 orders=[Order(amount=10 * i + j) for j in range(ORDERS_EACH)])
+                 orders=[Order(amount=10 * i + j, state=STATES[(i + j) % 3])
+                         for j in range(ORDERS_EACH)])
         for i in range(CUSTOMERS)
     ]
     s.add_all(customers)
@@ -92,6 +96,14 @@ def query(s, ids):
         select(Customer.tenant_id, func.count()).group_by(Customer.tenant_id)
         .having(func.count() > 1)).all())
     assert per_tenant == {1: CUSTOMERS // 2, 2: CUSTOMERS // 2}, per_tenant
+    # Grouped by an enum column: its labels, counted over every shard.
+    per_state = dict(s.execute(select(Order.state, func.count()).group_by(Order.state)).all())
+    expected = {}
+    for i in range(CUSTOMERS):
+        for j in range(ORDERS_EACH):
+            expected[STATES[(i + j) % 3]] = expected.get(STATES[(i + j) % 3], 0) + 1
+    assert per_state == expected, per_state
+    assert s.scalar(select(func.count(Order.state.distinct()))) == 3
     total = s.scalar(select(func.sum(Order.amount)))
     assert total == sum(10 * i + j for i in range(CUSTOMERS) for j in range(ORDERS_EACH))
     assert s.query(Customer).filter(Customer.tenant_id == 1).count() == CUSTOMERS // 2

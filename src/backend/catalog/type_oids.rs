@@ -28,6 +28,8 @@ pub struct TypeOids {
     names: Cache<(usize, u32), String>,
     /// (shard, schema-qualified type name) → OID.
     oids: Cache<(usize, String), u32>,
+    /// (shard, OID) → whether the type is an enum.
+    enums: Cache<(usize, u32), bool>,
 }
 
 impl TypeOids {
@@ -35,6 +37,7 @@ impl TypeOids {
     pub fn forget(&self) {
         self.names.clear();
         self.oids.clear();
+        self.enums.clear();
     }
 }
 
@@ -57,6 +60,26 @@ impl Catalog {
                 self.shard_name(to)
             )
         })
+    }
+
+    /// Whether type `oid` of `shard` is an enum (false for one that does not exist).
+    pub async fn is_enum(&self, shard: usize, oid: u32) -> Result<bool, String> {
+        if !is_user(oid) {
+            return Ok(false);
+        }
+        if let Some(known) = self.types.enums.get(&(shard, oid)) {
+            return Ok(known);
+        }
+        let kind = self
+            .value(
+                shard,
+                "select t.typtype::text from pg_type t where t.oid = $1::text::oid",
+                &oid.to_string(),
+            )
+            .await?;
+        let answer = kind.as_deref() == Some("e");
+        self.types.enums.insert((shard, oid), answer);
+        Ok(answer)
     }
 
     async fn type_name(&self, shard: usize, oid: u32) -> Result<Option<String>, String> {

@@ -18,21 +18,21 @@ pub async fn run(
     describe: bool,
 ) -> R<Step> {
     let spec = merge.aggregate.as_ref().expect("aggregate merge");
-    let fields = description
+    let mut fields = description
         .as_ref()
         .and_then(|d| inspect::row_description(d.body()));
     let mut failure = failure;
     // Names in ORDER BY become positions once the shards described the columns.
     let mut resolved = None;
     if failure.is_none() {
-        match &fields {
+        match fields.take() {
             None => {
                 failure = Some(error_frame(&PgError::error(
                     sqlstate::PROTOCOL_VIOLATION,
                     "no RowDescription from a shard",
                 )))
             }
-            Some(f) => match group_output::positioned(&merge.order, f) {
+            Some(f) => match group_output::positioned(&merge.order, &f) {
                 Err(e) => failure = Some(error_frame(&e)),
                 Ok(order) => {
                     resolved = order.map(|order| MergeSpec {
@@ -40,17 +40,19 @@ pub async fn run(
                         ..merge.clone()
                     });
                     let merge = resolved.as_ref().unwrap_or(merge);
-                    if let Err(e) = aggregate::check(f, spec, &merge.order, exec.text_order_c) {
+                    let f = super::enums::labels_as_text(exec, f, spec, &merge.order).await;
+                    if let Err(e) = aggregate::check(&f, spec, &merge.order, exec.text_order_c) {
                         failure = Some(error_frame(&e));
                     }
                     if failure.is_none() {
                         let compared = super::collation::grouped(spec, &merge.order);
                         if let Some(e) =
-                            super::collation::problem(exec, f, &compared, &merge.text).await
+                            super::collation::problem(exec, &f, &compared, &merge.text).await
                         {
                             failure = Some(error_frame(&e));
                         }
                     }
+                    fields = Some(f);
                 }
             },
         }

@@ -10,11 +10,12 @@
 //! aggregated results through `aggregate`'s per-group state and hands them out through
 //! `group_output` (HAVING, ORDER BY, the client's columns), and `computed` evaluates items
 //! over the merged aggregates; `collation` refuses text the merge cannot compare as
-//! PostgreSQL does.
+//! PostgreSQL does, and `enums` groups enum labels as text.
 
 mod aggregate;
 mod collation;
 mod computed;
+mod enums;
 mod group_output;
 mod groups;
 pub mod rows;
