@@ -6,8 +6,8 @@
 //! column is grouped as text. Its order is the order its labels were declared in, which the
 //! merge does not know: an enum column the merge sorts, takes the least or greatest of,
 //! compares in HAVING (where PostgreSQL would also refuse a label the enum lacks), or binds
-//! into a computed item keeps its own type and is refused as before. The client sees the enum's type either way: its
-//! RowDescription is the shards' own.
+//! into a computed item keeps its own type and is refused as before. The client sees the
+//! enum's type either way: its RowDescription is the shards' own.
 
 use super::collation::{self, Use};
 use crate::executor::session::Exec;

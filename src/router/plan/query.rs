@@ -25,6 +25,16 @@ pub(super) fn cte_names<V: sqlparser::ast::Visit>(node: &V) -> Vec<String> {
     v.0
 }
 
+/// Whether a name that is also a CTE's counts as the table. One named as a declared table may
+/// shadow it in one place and not in another (its own body, a write's target), so the name
+/// counts as the table: `plan_query` inlines such a CTE or refuses it; so does a name that
+/// undeclared tables living on one shard would place there. A name only
+/// `undeclared_tables = "reference"` would place is the CTE's: asyncpg names the CTE of its
+/// type lookups `typeinfo_tree`.
+fn name_is_table(placement: &Placement, name: &str) -> bool {
+    placement.is_declared(name) || matches!(placement.rule(name), Some(TableRule::Pinned { .. }))
+}
+
 /// Relations of a query and how each is placed.
 pub(crate) struct Relations {
     pub sharded: Vec<(String, KeyType, String)>, // (table, key type, key column)
@@ -51,16 +61,10 @@ pub(crate) fn relations<V: sqlparser::ast::Visit>(q: &V, placement: &Placement) 
     let cte_names = cte_names(q);
     for name in &tables_read(q) {
         let text = name.to_string();
-        // A CTE is named by one unqualified name. One named as a declared table may shadow it
-        // in one place and not in another (its own body, a write's target), so the name
-        // counts as the table: `plan_query` inlines such a CTE or refuses it. A name only
-        // `undeclared_tables = "reference"` would place is the CTE's (asyncpg's type lookups
-        // name theirs `typeinfo_tree`); where undeclared tables live on one shard, the name
-        // still sends the statement there, where a table of that name would be.
+        // A CTE is named by one unqualified name (see `name_is_table`).
         let cte = name.0.len() == 1
             && cte_names.contains(&last_ident(name).to_ascii_lowercase())
-            && !placement.is_declared(&text)
-            && !matches!(placement.rule(&text), Some(TableRule::Pinned { .. }));
+            && !name_is_table(placement, &text);
         if is_catalog_relation(&text) || cte {
             continue;
         }
@@ -155,7 +159,10 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
         if let Some(inlined) = super::inline_ctes::inlined(q) {
             return plan_query(&inlined, placement, params);
         }
-        if let Some(name) = cte_names(q).into_iter().find(|n| placement.is_declared(n)) {
+        if let Some(name) = cte_names(q)
+            .into_iter()
+            .find(|n| name_is_table(placement, n))
+        {
             return refuse(
                 format!("a WITH query named {name}, as a declared table is, is not supported here"),
                 "Give the CTE a name of its own.",
