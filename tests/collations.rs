@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{code, connect, rows, TestCluster};
+use common::{answer, code, connect, rows, TestCluster};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
@@ -23,14 +23,6 @@ const TABLE: &str =
 const ROWS: &str = "select g, (array['Red', 'red', 'RED', 'blue', 'Blue'])[g % 5 + 1], \
      (array['Zebra', 'apple', 'Émile', 'banana'])[g % 4 + 1], 'b' || (g % 3) \
      from generate_series(1, 40) g";
-
-async fn answer(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    rows(
-        &c.simple_query(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}")),
-    )
-}
 
 async fn refused(c: &Client, sql: &str) -> tokio_postgres::Error {
     match c.simple_query(sql).await {

@@ -5,8 +5,7 @@
 
 mod common;
 
-use common::{code, connect, rows, TestCluster};
-use tokio_postgres::Client;
+use common::{answer, code, connect, TestCluster};
 
 const TABLES: &str = "[tables.orders]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
 
@@ -15,14 +14,6 @@ const SCHEMA: &str = "create type status as enum ('new', 'paid', 'shipped');
     insert into orders select g, (array['shipped', 'new', 'paid'])[g % 3 + 1]::status, \
         case when g % 4 = 0 then null else 'n' || (g % 2) end from generate_series(1, 30) g;
     insert into orders values (31, null, 'x')";
-
-async fn answer(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    rows(
-        &c.simple_query(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}")),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enum_columns_group_across_shards_as_on_one_server() {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{code, rows, TestCluster};
+use common::{answer, code, rows, TestCluster};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
@@ -21,14 +21,6 @@ async fn refused(c: &Client, sql: &str) {
             assert!(message.contains("accounts"), "{sql}: {message}");
         }
     }
-}
-
-async fn answer(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    rows(
-        &c.simple_query(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}")),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{connect, rows, TestCluster};
+use common::{answer, connect, TestCluster};
 use tokio_postgres::Client;
 
 const TABLES: &str = "[tables.events]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
@@ -24,14 +24,6 @@ const QUERIES: [&str; 7] = [
     "select f, count(*) from events group by f",
     "select min(at), max(d) from events",
 ];
-
-async fn answer(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    rows(
-        &c.simple_query(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}")),
-    )
-}
 
 /// Three unlike shards, the second and third set to write values otherwise, behind a proxy in
 /// pool `mode`.

@@ -335,7 +335,6 @@ impl Drop for TestCluster {
     }
 }
 
-/// The SQLSTATE of a tokio-postgres error, if the server sent one.
 /// The rows of a simple-protocol answer, as text.
 pub fn rows(messages: &[tokio_postgres::SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
     messages
@@ -349,6 +348,16 @@ pub fn rows(messages: &[tokio_postgres::SimpleQueryMessage]) -> Vec<Vec<Option<S
         .collect()
 }
 
+/// The rows `sql` answers in the simple protocol, as text; panics with the error otherwise.
+pub async fn answer(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    rows(
+        &c.simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}")),
+    )
+}
+
+/// The SQLSTATE of a tokio-postgres error, if the server sent one.
 pub fn code(e: &tokio_postgres::Error) -> String {
     e.code()
         .map(|c| c.code().to_string())
