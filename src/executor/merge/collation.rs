@@ -102,15 +102,16 @@ pub async fn problem(
     compared: &[(usize, Use)],
     scope: &TextScope,
 ) -> Option<PgError> {
+    // What `COLLATE "C"` on a select item pins its column to.
+    let pinned = Collation {
+        name: "C".into(),
+        deterministic: true,
+    };
     for &(i, how) in compared {
         let Some(f) = fields.get(i) else { continue };
         if !value::is_text(f.type_oid) {
             continue;
         }
-        let pinned = Collation {
-            name: "C".into(),
-            deterministic: true,
-        };
         if scope.code_point.contains(&i) && how.allows(&pinned, exec.text_order_c) {
             continue;
         }

@@ -26,14 +26,18 @@ pub(super) fn refusal(stmt: &Statement, placement: &Placement) -> Option<Plan> {
     {
         return None;
     }
-    let sharded: Vec<String> = placement
-        .tables
-        .iter()
-        .filter(|(_, rule)| matches!(rule, TableRule::Sharded { .. }))
-        .map(|(name, _)| name.rsplit('.').next().unwrap_or(name).to_lowercase())
-        .collect();
     let reads = |name: &ObjectName| -> Option<(String, String)> {
         let function = last_ident(name).to_lowercase();
+        // Most calls are of PostgreSQL's own functions: the table names only for the others.
+        if !placement.function_words.contains_key(&function) {
+            return None;
+        }
+        let sharded: Vec<String> = placement
+            .tables
+            .iter()
+            .filter(|(_, rule)| matches!(rule, TableRule::Sharded { .. }))
+            .map(|(name, _)| name.rsplit('.').next().unwrap_or(name).to_lowercase())
+            .collect();
         let table = table_read(&function, &sharded, &placement.function_words)?;
         Some((function, table))
     };
