@@ -214,8 +214,13 @@ impl Proxy {
                 move |found| live.live.set_functions(found),
             ))
         });
+        let me = crate::backend::proxy_registry::Me::new(
+            local_addr.to_string(),
+            config.placement.refresh_interval_secs,
+        );
         let deadlocks = (ctx.shards.len() > 1).then(|| {
             tokio::spawn(crate::txn::deadlock::watch(
+                me.id.clone(),
                 ctx.shards.clone(),
                 ctx.cancel.clone(),
                 ctx.connect_timeout,
@@ -223,10 +228,6 @@ impl Proxy {
         });
         // The first look before the first client: a proxy that starts during a slot move's
         // cut-over holds from its first session on.
-        let me = crate::backend::proxy_registry::Me::new(
-            local_addr.to_string(),
-            config.placement.refresh_interval_secs,
-        );
         let placement = if ctx.shards.len() > 1 {
             let adopting = ctx.clone();
             let mut follower = crate::moves::follow::Follower::new(

@@ -1,36 +1,35 @@
 //! Two transactions that wait for each other's row locks on different shards: no shard sees
 //! the cycle, and without the proxy both would wait for ever. The proxy cancels one, whose
-//! client gets PostgreSQL's deadlock error (40P01), and the other goes on and commits.
+//! client gets PostgreSQL's deadlock error (40P01), and the other goes on and commits; also
+//! when the two are sessions of two proxies, or the cycle passes through a transaction of
+//! one shard that no proxy runs.
 
 mod common;
 
-use common::{code, db_error, TestCluster};
+use common::{code, connect, db_error, TestCluster};
 use shardgate::placement::KeyValue;
 use std::time::Duration;
+use tokio_postgres::Client;
+
+/// Guards the suite against a hang only: the proxies look once a second.
+const GUARD: Duration = Duration::from_secs(60);
 
 const TABLES: &str = "[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deadlock_across_shards_ends_with_40p01_for_one_transaction() {
-    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+/// Keys of `accounts` on shards 0 and 1.
+fn keys_on_two_shards(tc: &TestCluster) -> (i64, i64) {
     let placement = tc.config.placement().unwrap();
     let on = |shard: usize| {
         (1..1000i64)
             .find(|&k| placement.shard_of(&KeyValue::Integer(k)) == shard)
             .unwrap()
     };
-    let (a, b) = (on(0), on(1));
-    let setup = tc.client().await;
-    setup
-        .batch_execute(&format!(
-            "create table accounts (id bigint primary key, v int);
-             insert into accounts values ({a}, 0), ({b}, 0)"
-        ))
-        .await
-        .unwrap();
+    (on(0), on(1))
+}
 
-    let first = tc.client().await;
-    let second = tc.client().await;
+/// `first` updates row `a` and `second` row `b`, then each the other's: one of them must be
+/// cancelled with 40P01, and the other goes on once that one rolls back. The value that won.
+async fn deadlock(first: Client, second: Client, a: i64, b: i64) -> i32 {
     first
         .batch_execute(&format!("begin; update accounts set v = 1 where id = {a}"))
         .await
@@ -54,11 +53,9 @@ async fn a_deadlock_across_shards_ends_with_40p01_for_one_transaction() {
     });
     // The cancelled one answers first; its client rolls back, as clients do after an error,
     // which lets the other go on (each shard held its own part of the cancelled transaction's
-    // locks until then). The timeout only guards the suite against a hang: the proxy looks
-    // once a second.
-    let guard = Duration::from_secs(60);
+    // locks until then).
     let (mut one, mut two) = (one, two);
-    let first_done = tokio::time::timeout(guard, async {
+    let first_done = tokio::time::timeout(GUARD, async {
         tokio::select! {
             r = &mut one => (r.unwrap(), 1),
             r = &mut two => (r.unwrap(), 2),
@@ -80,24 +77,41 @@ async fn a_deadlock_across_shards_ends_with_40p01_for_one_transaction() {
         "25P02"
     );
     loser.batch_execute("rollback").await.unwrap();
-    let (winner, r) = tokio::time::timeout(guard, still)
+    let (winner, r) = tokio::time::timeout(GUARD, still)
         .await
         .expect("the other transaction went on")
         .unwrap();
     r.expect("the other transaction's update ran");
     winner.batch_execute("commit").await.unwrap();
-    let won_value = winner
+    let won = winner
         .query_one("select v from accounts where id = $1", &[&a])
         .await
         .unwrap()
         .get::<_, i32>(0);
-    assert!(won_value == 1 || won_value == 2);
+    assert!(won == 1 || won == 2);
+    won
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_across_shards_ends_with_40p01_for_one_transaction() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let (a, b) = keys_on_two_shards(&tc);
+    let setup = tc.client().await;
+    setup
+        .batch_execute(&format!(
+            "create table accounts (id bigint primary key, v int);
+             insert into accounts values ({a}, 0), ({b}, 0)"
+        ))
+        .await
+        .unwrap();
+
+    let won = deadlock(tc.client().await, tc.client().await, a, b).await;
     let rows = setup
         .query("select v from accounts order by id", &[])
         .await
         .unwrap();
     let values: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
-    assert_eq!(values, vec![won_value; 2]);
+    assert_eq!(values, vec![won; 2]);
 
     // Locks taken in one order wait their turn and are not cancelled.
     let left = tc.client().await;
@@ -117,7 +131,7 @@ async fn a_deadlock_across_shards_ends_with_40p01_for_one_transaction() {
     left.batch_execute(&format!("update accounts set v = 5 where id = {b}; commit"))
         .await
         .unwrap();
-    tokio::time::timeout(guard, waiting)
+    tokio::time::timeout(GUARD, waiting)
         .await
         .expect("the waiter went on")
         .unwrap()
@@ -129,4 +143,153 @@ async fn a_deadlock_across_shards_ends_with_40p01_for_one_transaction() {
     let values: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(values, vec![6, 6]);
     setup.batch_execute("drop table accounts").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_between_sessions_of_two_proxies_is_ended() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    // A second proxy in front of the same shards, as deployments run several.
+    let other = shardgate::server::Proxy::start(&tc.config)
+        .await
+        .expect("a second proxy starts");
+    let other_url = format!(
+        "postgres://app:secret@127.0.0.1:{}/postgres",
+        other.local_addr.port()
+    );
+    let (a, b) = keys_on_two_shards(&tc);
+    let setup = tc.client().await;
+    setup
+        .batch_execute(&format!(
+            "create table accounts (id bigint primary key, v int);
+             insert into accounts values ({a}, 0), ({b}, 0)"
+        ))
+        .await
+        .unwrap();
+    let there = connect(&other_url).await.unwrap();
+    // Each proxy sees only its own session's part of the cycle.
+    let won = deadlock(tc.client().await, there, a, b).await;
+    let values: Vec<i32> = setup
+        .query("select v from accounts order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(values, vec![won; 2]);
+    setup.batch_execute("drop table accounts").await.unwrap();
+    other.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_through_a_transaction_of_one_shard_outside_the_proxy_is_ended() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let placement = tc.config.placement().unwrap();
+    let on = |shard: usize, skip: usize| {
+        (1..1000i64)
+            .filter(|&k| placement.shard_of(&KeyValue::Integer(k)) == shard)
+            .nth(skip)
+            .unwrap()
+    };
+    // Rows r and q on shard 0, row p on shard 1.
+    let (r, q, p) = (on(0, 0), on(0, 1), on(1, 0));
+    let setup = tc.client().await;
+    setup
+        .batch_execute(&format!(
+            "create table accounts (id bigint primary key, v int);
+             insert into accounts values ({r}, 0), ({q}, 0), ({p}, 0)"
+        ))
+        .await
+        .unwrap();
+    let x = tc.client().await;
+    let y = tc.client().await;
+    // A client of shard 0 itself, as a job or an operator's psql would be.
+    let direct = tc.direct(0).await;
+    x.batch_execute(&format!("begin; update accounts set v = 1 where id = {p}"))
+        .await
+        .unwrap();
+    y.batch_execute(&format!("begin; update accounts set v = 2 where id = {q}"))
+        .await
+        .unwrap();
+    direct
+        .batch_execute(&format!("begin; update accounts set v = 3 where id = {r}"))
+        .await
+        .unwrap();
+    // x waits for the direct client on shard 0, which waits there for y, which waits for x
+    // on shard 1.
+    let xs = tokio::spawn(async move {
+        let res = x
+            .batch_execute(&format!("update accounts set v = 1 where id = {r}"))
+            .await;
+        (x, res)
+    });
+    let ds = tokio::spawn(async move {
+        let res = direct
+            .batch_execute(&format!("update accounts set v = 3 where id = {q}"))
+            .await;
+        (direct, res)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ys = tokio::spawn(async move {
+        let res = y
+            .batch_execute(&format!("update accounts set v = 2 where id = {p}"))
+            .await;
+        (y, res)
+    });
+    // The proxy cancels one of its own sessions, never the client it does not run. Whichever
+    // of x and y it cancelled answers first; once it rolls back, the others go on.
+    let (mut xs, mut ys) = (xs, ys);
+    let first_done = tokio::time::timeout(GUARD, async {
+        tokio::select! {
+            r = &mut xs => (r.unwrap(), 'x'),
+            r = &mut ys => (r.unwrap(), 'y'),
+        }
+    })
+    .await
+    .expect("the deadlock was ended");
+    let (who, (loser, err)) = match first_done {
+        ((c, Err(e)), who) => (who, (c, e)),
+        ((_, Ok(())), who) => panic!("{who} went on while the cycle held"),
+    };
+    assert_eq!(code(&err), "40P01", "{err:?}");
+    loser.batch_execute("rollback").await.unwrap();
+    // What each row holds once the survivors committed, in the order they went on.
+    let expected = if who == 'x' {
+        // x's row on shard 1 is free: y goes on, and once it ends the direct client does.
+        let (y, res) = wait(ys).await;
+        res.expect("y's update ran");
+        y.batch_execute("commit").await.unwrap();
+        let (direct, res) = wait(ds).await;
+        res.expect("the direct client's update ran");
+        direct.batch_execute("commit").await.unwrap();
+        vec![(r, 3), (q, 3), (p, 2)]
+    } else {
+        // y's row on shard 0 is free: the direct client goes on, and once it ends x does.
+        let (direct, res) = wait(ds).await;
+        res.expect("the direct client's update ran");
+        direct.batch_execute("commit").await.unwrap();
+        let (x, res) = wait(xs).await;
+        res.expect("x's update ran");
+        x.batch_execute("commit").await.unwrap();
+        vec![(r, 1), (q, 3), (p, 1)]
+    };
+    let values: Vec<(i64, i32)> = setup
+        .query("select id, v from accounts order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let mut expected = expected;
+    expected.sort_unstable();
+    assert_eq!(values, expected);
+    setup.batch_execute("drop table accounts").await.unwrap();
+}
+
+type Running = tokio::task::JoinHandle<(Client, Result<(), tokio_postgres::Error>)>;
+
+async fn wait(t: Running) -> (Client, Result<(), tokio_postgres::Error>) {
+    tokio::time::timeout(GUARD, t)
+        .await
+        .expect("the wait ended")
+        .unwrap()
 }
