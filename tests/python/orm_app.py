@@ -23,6 +23,8 @@ URL = os.environ["SHARDGATE_URL"].replace("postgres://", f"postgresql+{DRIVER}:/
 CUSTOMERS = 24
 ORDERS_EACH = 3
 STATES = ["new", "paid", "shipped"]
+# The enum's declared order, which is not the labels' alphabetical one.
+DECLARED = ["shipped", "new", "paid"]
 
 
 class Base(DeclarativeBase):
@@ -50,7 +52,7 @@ class Order(Base):
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
     amount: Mapped[int] = mapped_column(Integer)
     # A native PostgreSQL ENUM (CREATE TYPE order_state AS ENUM), SQLAlchemy's default.
-    state: Mapped[str] = mapped_column(Enum("new", "paid", "shipped", name="order_state"))
+    state: Mapped[str] = mapped_column(Enum(*DECLARED, name="order_state"))
     customer: Mapped[Customer] = relationship(back_populates="orders")
 
 
@@ -104,6 +106,11 @@ def query(s, ids):
             expected[STATES[(i + j) % 3]] = expected.get(STATES[(i + j) % 3], 0) + 1
     assert per_state == expected, per_state
     assert s.scalar(select(func.count(Order.state.distinct()))) == 3
+    # Sorted by it: in the declared order, grouped or row by row.
+    in_order = s.scalars(select(Order.state).group_by(Order.state).order_by(Order.state)).all()
+    assert in_order == DECLARED, in_order
+    newest = s.scalars(select(Order.state).order_by(Order.state.desc(), Order.id).limit(5)).all()
+    assert newest == ["paid"] * 5, newest
     total = s.scalar(select(func.sum(Order.amount)))
     assert total == sum(10 * i + j for i in range(CUSTOMERS) for j in range(ORDERS_EACH))
     assert s.query(Customer).filter(Customer.tenant_id == 1).count() == CUSTOMERS // 2

@@ -11,10 +11,9 @@
 //! once they are older.
 
 use super::{Cache, Catalog};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// How long an answer about collations is trusted.
-const FRESH: Duration = Duration::from_secs(5);
+use super::FRESH;
 
 /// A collation as `pg_collation` names it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,6 +28,10 @@ pub struct Catalog {
     generation: std::sync::atomic::AtomicU64,
 }
 
+/// How long an answer that DDL on a shard directly (behind the proxy) can change is trusted:
+/// DDL through the proxy clears it at once (`Catalog::forget`).
+const FRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A column as one shard numbers it: (shard, table OID, attribute number).
 type ShardColumn = (usize, u32, i16);
 

@@ -12,6 +12,7 @@
 //! when a type is dropped and created again, which is why the cache is forgotten after DDL.
 
 use super::{Cache, Catalog};
+use std::time::Instant;
 
 /// The first OID PostgreSQL gives to objects a database creates (`FirstNormalObjectId`); every
 /// OID below it is built in and the same everywhere.
@@ -30,6 +31,8 @@ pub struct TypeOids {
     oids: Cache<(usize, String), u32>,
     /// (shard, OID) → whether the type is an enum.
     enums: Cache<(usize, u32), bool>,
+    /// (shard, OID of an enum) → its labels in their declared order, and when they were read.
+    labels: Cache<(usize, u32), (Vec<String>, Instant)>,
 }
 
 impl TypeOids {
@@ -38,6 +41,7 @@ impl TypeOids {
         self.names.clear();
         self.oids.clear();
         self.enums.clear();
+        self.labels.clear();
     }
 }
 
@@ -80,6 +84,35 @@ impl Catalog {
         let answer = kind.as_deref() == Some("e");
         self.types.enums.insert((shard, oid), answer);
         Ok(answer)
+    }
+
+    /// The labels of enum `oid` of `shard` in their declared order (`None`: not an enum).
+    /// Labels are only ever added or renamed, never reordered; one added or renamed on a shard
+    /// directly is seen within `FRESH`.
+    pub async fn enum_labels(&self, shard: usize, oid: u32) -> Result<Option<Vec<String>>, String> {
+        if !self.is_enum(shard, oid).await? {
+            return Ok(None);
+        }
+        if let Some((known, at)) = self.types.labels.get(&(shard, oid)) {
+            if at.elapsed() < super::FRESH {
+                return Ok(Some(known));
+            }
+        }
+        let labels: Vec<String> = self
+            .texts(
+                shard,
+                "select e.enumlabel::text from pg_enum e \
+                 where e.enumtypid = $1::text::oid order by e.enumsortorder",
+                &oid.to_string(),
+            )
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        self.types
+            .labels
+            .insert((shard, oid), (labels.clone(), Instant::now()));
+        Ok(Some(labels))
     }
 
     async fn type_name(&self, shard: usize, oid: u32) -> Result<Option<String>, String> {

@@ -4,6 +4,7 @@
 //! partial states.
 
 use super::aggregate::{unsupported, Row};
+use super::enums::EnumOrder;
 use super::rows::strip_columns;
 use crate::error::{sqlstate, PgError};
 use crate::executor::value::{self, oid, SortValue};
@@ -13,6 +14,8 @@ use crate::router::aggregate::{AggColumn, AggSpec, CmpOp};
 use crate::router::plan::{MergeSpec, SortColumn};
 use bytes::{Bytes, BytesMut};
 use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 pub fn client_fields(fields: &[FieldDesc], spec: &AggSpec) -> Vec<FieldDesc> {
     fields
@@ -164,7 +167,13 @@ pub fn positioned(
 }
 
 /// Sorts combined rows by the ORDER BY keys.
-pub fn sort(rows: &mut [Row], fields: &[FieldDesc], merge: &MergeSpec) -> Result<(), PgError> {
+/// Enum columns in `enums` sort by their declared order.
+pub fn sort(
+    rows: &mut [Row],
+    fields: &[FieldDesc],
+    merge: &MergeSpec,
+    enums: &HashMap<usize, Arc<EnumOrder>>,
+) -> Result<(), PgError> {
     if merge.order.is_empty() {
         return Ok(());
     }
@@ -183,7 +192,11 @@ pub fn sort(rows: &mut [Row], fields: &[FieldDesc], merge: &MergeSpec) -> Result
             };
             let f = &fields[column];
             let raw = row.get(column).and_then(|v| v.as_deref());
-            values.push(value::decode(f.type_oid, f.format, raw).map_err(unsupported)?);
+            let decoded = match enums.get(&column) {
+                Some(e) => e.value(raw),
+                None => value::decode(f.type_oid, f.format, raw),
+            };
+            values.push(decoded.map_err(unsupported)?);
         }
         keyed.push((values, i));
     }

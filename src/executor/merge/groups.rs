@@ -7,7 +7,34 @@ use super::rows::{drain, error_frame, next_row, Window};
 use crate::error::{sqlstate, PgError};
 use crate::executor::session::{Exec, Step, R};
 use crate::protocol::{build, inspect, Frame};
-use crate::router::plan::MergeSpec;
+use crate::router::plan::{MergeSpec, SortColumn, SortKey};
+
+/// Why the grouped merge cannot combine these columns as PostgreSQL would, if it cannot. Enum
+/// columns sorted by their declared order are not text to sort, though grouped as text.
+async fn checked(
+    exec: &Exec<'_>,
+    grouped: &super::enums::Grouped,
+    spec: &crate::router::aggregate::AggSpec,
+    merge: &MergeSpec,
+) -> Option<Frame> {
+    let by_text: Vec<SortKey> = merge
+        .order
+        .iter()
+        .filter(|k| match k.column {
+            SortColumn::Position(p) => !grouped.orders.contains_key(&(p - 1)),
+            SortColumn::Name(_) => true,
+        })
+        .cloned()
+        .collect();
+    let f = &grouped.fields;
+    if let Err(e) = aggregate::check(f, spec, &by_text, exec.text_order_c) {
+        return Some(error_frame(&e));
+    }
+    let compared = super::collation::grouped(spec, &by_text);
+    super::collation::problem(exec, f, &compared, &merge.text)
+        .await
+        .map(|e| error_frame(&e))
+}
 
 pub async fn run(
     exec: &mut Exec<'_>,
@@ -24,6 +51,7 @@ pub async fn run(
     let mut failure = failure;
     // Names in ORDER BY become positions once the shards described the columns.
     let mut resolved = None;
+    let mut enum_orders = Default::default();
     if failure.is_none() {
         match fields.take() {
             None => {
@@ -40,19 +68,14 @@ pub async fn run(
                         ..merge.clone()
                     });
                     let merge = resolved.as_ref().unwrap_or(merge);
-                    let f = super::enums::labels_as_text(exec, f, spec, &merge.order).await;
-                    if let Err(e) = aggregate::check(&f, spec, &merge.order, exec.text_order_c) {
-                        failure = Some(error_frame(&e));
-                    }
-                    if failure.is_none() {
-                        let compared = super::collation::grouped(spec, &merge.order);
-                        if let Some(e) =
-                            super::collation::problem(exec, &f, &compared, &merge.text).await
-                        {
-                            failure = Some(error_frame(&e));
+                    match super::enums::grouped(exec, shards, f, spec, &merge.order).await {
+                        Err(e) => failure = Some(error_frame(&e)),
+                        Ok(grouped) => {
+                            failure = checked(exec, &grouped, spec, merge).await;
+                            enum_orders = grouped.orders;
+                            fields = Some(grouped.fields);
                         }
                     }
-                    fields = Some(f);
                 }
             },
         }
@@ -95,8 +118,9 @@ pub async fn run(
         exec.shard_error(&e);
         return Ok(Step::Failed);
     }
-    let rows = group_output::having(rows, &client_fields, spec)
-        .and_then(|mut rows| group_output::sort(&mut rows, &client_fields, merge).map(|()| rows));
+    let rows = group_output::having(rows, &client_fields, spec).and_then(|mut rows| {
+        group_output::sort(&mut rows, &client_fields, merge, &enum_orders).map(|()| rows)
+    });
     let rows = match rows {
         Ok(r) => r,
         Err(e) => return Ok(exec.error(&e)),

@@ -10,7 +10,8 @@
 //! aggregated results through `aggregate`'s per-group state and hands them out through
 //! `group_output` (HAVING, ORDER BY, the client's columns), and `computed` evaluates items
 //! over the merged aggregates; `collation` refuses text the merge cannot compare as
-//! PostgreSQL does, and `enums` groups enum labels as text.
+//! PostgreSQL does, and `enums` groups enum labels as text and sorts them in their declared
+//! order.
 
 mod aggregate;
 mod collation;
@@ -23,8 +24,9 @@ pub mod rows;
 use super::session::{Exec, Step, R};
 use super::value::{self, SortValue};
 use crate::error::{sqlstate, PgError};
+use crate::protocol::inspect::FieldDesc;
 use crate::protocol::{build, inspect, Frame};
-use crate::router::plan::{MergeSpec, SortColumn};
+use crate::router::plan::{MergeSpec, SortColumn, SortKey};
 use bytes::BytesMut;
 pub use rows::strip_columns;
 use rows::{drain, error_frame, next_row, non_c_order, Window};
@@ -35,6 +37,8 @@ struct Key {
     column: usize,
     type_oid: u32,
     format: i16,
+    /// An enum column's declared order, which its values sort by.
+    labels: Option<std::sync::Arc<enums::EnumOrder>>,
     descending: bool,
     nulls_first: bool,
 }
@@ -138,7 +142,7 @@ pub async fn scatter_request(
         return groups::run(exec, shards, description, failure, merge, describe).await;
     }
     let keys = match (&failure, &description) {
-        (None, Some(d)) => match resolve_keys(exec, d, merge) {
+        (None, Some(d)) => match resolve_keys(exec, shards, d, merge).await {
             Ok(k) => k,
             Err(e) => {
                 failure = Some(error_frame(&e));
@@ -232,8 +236,9 @@ pub async fn scatter_request(
     Ok(Step::Done)
 }
 
-fn resolve_keys(
+async fn resolve_keys(
     exec: &Exec<'_>,
+    shards: &[usize],
     description: &Frame,
     merge: &MergeSpec,
 ) -> Result<Vec<Key>, PgError> {
@@ -243,53 +248,59 @@ fn resolve_keys(
             "malformed RowDescription from a shard",
         )
     })?;
-    let unsupported = |m: String| PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, m);
-    merge
-        .order
-        .iter()
-        .map(|k| {
-            let column = match &k.column {
-                SortColumn::Position(p) if (1..=fields.len()).contains(p) => p - 1,
-                SortColumn::Position(p) => {
-                    return Err(PgError::error(
-                        "42P10",
-                        format!("ORDER BY position {p} is not in select list"),
-                    ))
+    let mut keys = Vec::with_capacity(merge.order.len());
+    for k in &merge.order {
+        let column = key_column(&fields, k)?;
+        let f = &fields[column];
+        let labels = match value::supported(f.type_oid, f.format) {
+            Ok(()) => None,
+            Err(why) => match enums::order_of(exec, shards, f.type_oid).await? {
+                Some(order) => Some(order),
+                None => {
+                    return Err(PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, why)
+                        .with_hint("Add a shard-key condition so the query runs on one shard."))
                 }
-                SortColumn::Name(n) => {
-                    let found: Vec<usize> = fields
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, f)| &f.name == n)
-                        .map(|(i, _)| i)
-                        .collect();
-                    match found.as_slice() {
-                        [one] => *one,
-                        _ => {
-                            return Err(unsupported(format!(
-                            "ORDER BY {n} over several shards needs {n} once in the select list"
-                        ))
-                            .with_hint(
-                                "Select the sort column (once) so the merge can sort on it.",
-                            ))
-                        }
-                    }
-                }
-            };
-            let f = &fields[column];
-            value::supported(f.type_oid, f.format).map_err(unsupported)?;
-            if value::is_text(f.type_oid) && !exec.text_order_c && !k.bytewise {
-                return Err(non_c_order(&f.name));
+            },
+        };
+        if value::is_text(f.type_oid) && !exec.text_order_c && !k.bytewise {
+            return Err(non_c_order(&f.name));
+        }
+        keys.push(Key {
+            column,
+            type_oid: f.type_oid,
+            format: f.format,
+            labels,
+            descending: k.descending,
+            nulls_first: k.nulls_first,
+        });
+    }
+    Ok(keys)
+}
+
+/// The column a sort key names in `fields`.
+fn key_column(fields: &[FieldDesc], k: &SortKey) -> Result<usize, PgError> {
+    match &k.column {
+        SortColumn::Position(p) if (1..=fields.len()).contains(p) => Ok(*p - 1),
+        SortColumn::Position(p) => Err(PgError::error(
+            "42P10",
+            format!("ORDER BY position {p} is not in select list"),
+        )),
+        SortColumn::Name(n) => {
+            let mut found = fields
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| &f.name == n)
+                .map(|(i, _)| i);
+            match (found.next(), found.next()) {
+                (Some(one), None) => Ok(one),
+                _ => Err(PgError::error(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    format!("ORDER BY {n} over several shards needs {n} once in the select list"),
+                )
+                .with_hint("Select the sort column (once) so the merge can sort on it.")),
             }
-            Ok(Key {
-                column,
-                type_oid: f.type_oid,
-                format: f.format,
-                descending: k.descending,
-                nulls_first: k.nulls_first,
-            })
-        })
-        .collect()
+        }
+    }
 }
 
 async fn head(
@@ -307,7 +318,10 @@ async fn head(
             .ok_or(())
             .map_err(|_| ());
         let decoded = match raw {
-            Ok(raw) => value::decode(k.type_oid, k.format, raw),
+            Ok(raw) => match &k.labels {
+                Some(labels) => labels.value(raw),
+                None => value::decode(k.type_oid, k.format, raw),
+            },
             Err(()) => Err("malformed DataRow".into()),
         };
         match decoded {
