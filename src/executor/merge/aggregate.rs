@@ -8,6 +8,7 @@
 //! beyond either the query fails with 54000 rather than grow without bound. The combined
 //! groups go on through `group_output`.
 
+use super::enums::Enums;
 use crate::error::{sqlstate, PgError};
 use crate::executor::numeric::{float4_text, float8_text, Num};
 use crate::executor::value::{self, oid, SortValue};
@@ -50,11 +51,13 @@ pub(super) fn unsupported(msg: String) -> PgError {
 /// Checks that every column can be combined in its type and format.
 /// `text_order_c`: the shards order text by code point (see `merge::non_c_order`), which
 /// min/max and sort keys over text rely on.
+/// `enums`: the min/max columns over an enum, combined by its declared order.
 pub fn check(
     fields: &[FieldDesc],
     spec: &AggSpec,
     order: &[crate::router::plan::SortKey],
     text_order_c: bool,
+    enums: &Enums,
 ) -> Result<(), PgError> {
     if !text_order_c {
         for k in order.iter().filter(|k| !k.bytewise) {
@@ -74,7 +77,7 @@ pub fn check(
             }
         }
     }
-    for (f, col) in fields.iter().zip(&spec.columns) {
+    for (i, (f, col)) in fields.iter().zip(&spec.columns).enumerate() {
         let ok = match col {
             AggColumn::Group => groupable(f.type_oid),
             // Carried as the shards wrote it, never compared; or computed after the merge.
@@ -85,7 +88,9 @@ pub fn check(
                 f.type_oid,
                 oid::INT8 | oid::NUMERIC | oid::FLOAT4 | oid::FLOAT8
             ),
-            AggColumn::Min | AggColumn::Max => value::supported(f.type_oid, f.format).is_ok(),
+            AggColumn::Min | AggColumn::Max => {
+                enums.contains_key(&i) || value::supported(f.type_oid, f.format).is_ok()
+            }
             AggColumn::DistinctValue { .. } => {
                 ONE_SPELLING.contains(&f.type_oid) || value::supported(f.type_oid, f.format).is_ok()
             }
@@ -146,6 +151,8 @@ pub struct Groups {
     /// Memory held by the groups, checked against `group_budget`.
     group_bytes: usize,
     group_budget: usize,
+    /// Enum columns' declared orders, which their min and max follow.
+    pub enums: Enums,
 }
 
 impl Default for Groups {
@@ -156,6 +163,7 @@ impl Default for Groups {
             distinct_bytes: 0,
             group_bytes: 0,
             group_budget: GROUP_BYTES,
+            enums: HashMap::new(),
         }
     }
 }
@@ -243,7 +251,7 @@ impl Groups {
                 }
                 continue;
             }
-            combine(state, c, f, raw)?;
+            combine(state, c, f, raw, self.enums.get(&i).map(|e| &**e))?;
         }
         Ok(())
     }
@@ -344,11 +352,13 @@ impl Groups {
     }
 }
 
+/// `labels`: the column is an enum's, whose values compare by its declared order.
 fn combine(
     state: &mut State,
     col: &AggColumn,
     f: &FieldDesc,
     raw: Option<Bytes>,
+    labels: Option<&super::enums::EnumOrder>,
 ) -> Result<(), PgError> {
     let bad = || {
         PgError::error(
@@ -397,7 +407,11 @@ fn combine(
         }
         State::Best(best) => {
             if let Some(r) = raw {
-                let v = value::decode(f.type_oid, f.format, Some(&r)).map_err(unsupported)?;
+                let v = match labels {
+                    Some(l) => l.value(Some(&r)),
+                    None => value::decode(f.type_oid, f.format, Some(&r)),
+                }
+                .map_err(unsupported)?;
                 let better = match best {
                     None => true,
                     Some((b, _)) => {

@@ -6,9 +6,9 @@
 //! column is grouped as text. Its order is the order its labels were declared in, read from
 //! the catalog (`EnumOrder`): rows are sorted by it, plain or grouped, once every shard the
 //! statement reads has declared the same labels in the same order (the shards sort their own
-//! rows by their own declaration). An enum column the merge takes the least or greatest of,
-//! compares in HAVING (where PostgreSQL would also refuse a label the enum lacks), or binds
-//! into a computed item keeps its own type and is refused as before. The client sees the
+//! rows by their own declaration), and min/max combine by it. An enum column compared in
+//! HAVING (where PostgreSQL would also refuse a label the enum lacks) or bound into a computed
+//! item keeps its own type and is refused as before. The client sees the
 //! enum's type either way: its RowDescription is the shards' own.
 
 use super::collation::{self, Use};
@@ -20,6 +20,9 @@ use crate::router::aggregate::{AggColumn, AggSpec};
 use crate::router::plan::{SortColumn, SortKey, HOME};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Enum columns' declared orders, by column.
+pub type Enums = HashMap<usize, Arc<EnumOrder>>;
 
 /// An enum's order, as the merge sorts by it.
 #[derive(Debug)]
@@ -100,13 +103,13 @@ pub async fn order_of(
 pub struct Grouped {
     /// The fields, each enum column the merge only groups (and perhaps sorts) typed as text.
     pub fields: Vec<FieldDesc>,
-    /// The orders of those of them that ORDER BY sorts, by column.
-    pub orders: HashMap<usize, Arc<EnumOrder>>,
+    /// The declared orders of the enum columns ORDER BY sorts or min/max combine, by column.
+    pub orders: Enums,
 }
 
 /// Decides, for each enum column of a grouped merge, how it is merged: grouped as text where
-/// it is a group column compared only for equality, and sorted by its declared order where
-/// ORDER BY names it.
+/// it is a group column compared only for equality, sorted by its declared order where ORDER
+/// BY names it, and min/max combined by that order.
 pub async fn grouped(
     exec: &Exec<'_>,
     shards: &[usize],
@@ -126,24 +129,34 @@ pub async fn grouped(
         let sorted = order
             .iter()
             .any(|k| k.column == SortColumn::Position(i + 1));
+        let column = spec.columns.get(i);
         let group = matches!(
-            spec.columns.get(i),
+            column,
             Some(AggColumn::Group | AggColumn::DistinctValue { .. })
         );
-        let mut used = uses.iter().filter(|(c, _)| *c == i).map(|(_, how)| *how);
+        let best = matches!(column, Some(AggColumn::Min | AggColumn::Max));
+        let used: Vec<Use> = uses
+            .iter()
+            .filter(|(c, _)| *c == i)
+            .map(|(_, how)| *how)
+            .collect();
         // HAVING's constant would be compared as text, where PostgreSQL refuses a label the
-        // enum does not have.
+        // enum does not have; a computed item would bind the value in the enum's type.
         let in_having = spec.having.iter().any(|h| h.column == i);
-        // Sorting is by the declared order, below; min and max, which also order, keep the
-        // enum's type (and are refused).
-        let only_equality = !in_having
-            && used.clone().next().is_some()
-            && used.all(|how| how == Use::Equality || (how == Use::Order && sorted && group));
+        let fits = !in_having
+            && !used.is_empty()
+            && if group {
+                // Sorting is by the declared order, below.
+                used.iter()
+                    .all(|&how| how == Use::Equality || (how == Use::Order && sorted))
+            } else {
+                best && used.iter().all(|&how| how == Use::Order)
+            };
         // A catalog that cannot be asked leaves the type as it is, which the merge refuses.
-        if !only_equality || catalog.is_enum(HOME, f.type_oid).await != Ok(true) {
+        if !fits || catalog.is_enum(HOME, f.type_oid).await != Ok(true) {
             continue;
         }
-        if sorted {
+        if sorted || best {
             match order_of(exec, shards, f.type_oid).await? {
                 Some(o) => {
                     orders.insert(i, o);
@@ -151,7 +164,10 @@ pub async fn grouped(
                 None => continue,
             }
         }
-        f.type_oid = oid::TEXT;
+        // Grouped by its label; min and max keep the enum's type, compared by `orders`.
+        if group {
+            f.type_oid = oid::TEXT;
+        }
     }
     Ok(Grouped { fields, orders })
 }

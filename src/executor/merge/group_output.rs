@@ -4,7 +4,7 @@
 //! partial states.
 
 use super::aggregate::{unsupported, Row};
-use super::enums::EnumOrder;
+use super::enums::Enums;
 use super::rows::strip_columns;
 use crate::error::{sqlstate, PgError};
 use crate::executor::value::{self, oid, SortValue};
@@ -14,8 +14,6 @@ use crate::router::aggregate::{AggColumn, AggSpec, CmpOp};
 use crate::router::plan::{MergeSpec, SortColumn};
 use bytes::{Bytes, BytesMut};
 use std::cmp::Ordering;
-use std::collections::HashMap;
-use std::sync::Arc;
 
 pub fn client_fields(fields: &[FieldDesc], spec: &AggSpec) -> Vec<FieldDesc> {
     fields
@@ -172,7 +170,7 @@ pub fn sort(
     rows: &mut [Row],
     fields: &[FieldDesc],
     merge: &MergeSpec,
-    enums: &HashMap<usize, Arc<EnumOrder>>,
+    enums: &Enums,
 ) -> Result<(), PgError> {
     if merge.order.is_empty() {
         return Ok(());

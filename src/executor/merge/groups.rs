@@ -27,7 +27,7 @@ async fn checked(
         .cloned()
         .collect();
     let f = &grouped.fields;
-    if let Err(e) = aggregate::check(f, spec, &by_text, exec.text_order_c) {
+    if let Err(e) = aggregate::check(f, spec, &by_text, exec.text_order_c, &grouped.orders) {
         return Some(error_frame(&e));
     }
     let compared = super::collation::grouped(spec, &by_text);
@@ -88,6 +88,7 @@ pub async fn run(
     }
     let (fields, description) = (fields.expect("checked"), description.expect("checked"));
     let mut groups = Groups::default();
+    groups.enums = enum_orders.clone();
     let mut late: Option<Frame> = None;
     for &s in shards {
         while let Some(row) = next_row(exec, s, &mut late).await? {
