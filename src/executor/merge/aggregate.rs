@@ -433,10 +433,10 @@ fn combine(
     Ok(())
 }
 
-/// Types beyond the merge's sort types whose values are written one way each (time, timetz,
-/// "char", inet, cidr, macaddr, macaddr8, money, bit, varbit): equal exactly when their bytes
-/// are, in one session.
-const ONE_SPELLING: [u32; 10] = [1083, 1266, 18, 869, 650, 829, 774, 790, 1560, 1562];
+/// Types beyond the merge's sort types whose values are written one way each (timetz, "char",
+/// inet, cidr, macaddr, macaddr8, money, bit, varbit): equal exactly when their bytes are, in
+/// one session.
+const ONE_SPELLING: [u32; 9] = [1266, 18, 869, 650, 829, 774, 790, 1560, 1562];
 
 /// Whether rows of a column group alike in the proxy as on one server: its values are equal
 /// exactly when their bytes are, or `group_key` makes them so. Other types (interval, where
@@ -457,6 +457,7 @@ fn groupable(type_oid: u32) -> bool {
                 | oid::VARCHAR
                 | oid::BPCHAR
                 | oid::DATE
+                | oid::TIME
                 | oid::TIMESTAMP
                 | oid::TIMESTAMPTZ
                 | oid::UUID
@@ -500,6 +501,8 @@ fn distinct_key(f: &FieldDesc, raw: &[u8]) -> Result<Vec<u8>, PgError> {
                 x.to_bits().to_be_bytes().to_vec()
             }
             SortValue::Numeric(d) => format!("{d:?}").into_bytes(),
+            // An interval's span: '1 day' = '24:00:00', as PostgreSQL's `=` has it.
+            SortValue::Wide(i) => i.to_be_bytes().to_vec(),
             // char(n) compares without its trailing blanks.
             SortValue::Bytes(mut b) if f.type_oid == oid::BPCHAR => {
                 b.truncate(b.iter().rposition(|&c| c != b' ').map_or(0, |p| p + 1));

@@ -1,0 +1,290 @@
+//! Dates, times and intervals written as text, read into the numbers their binary forms carry
+//! (days or microseconds since 2000-01-01, microseconds since midnight, an interval's span),
+//! so that a column sorts alike whichever format each shard was asked for. Only what the
+//! default output styles write is read (DateStyle ISO, IntervalStyle postgres): the others
+//! write day and month in an order the text does not tell, or units this reader does not
+//! know, and fail to parse, which the merge reports rather than guess.
+
+/// Days since 2000-01-01 of a text date (ISO DateStyle); `infinity` sorts last, `-infinity` first.
+pub fn parse_date(s: &str) -> Option<i64> {
+    match split_era(s)? {
+        Era::Infinite(v) => Some(v),
+        Era::Finite { body, bc } => civil_days(body, bc),
+    }
+}
+
+/// A text date or timestamp: an infinity (as the sort value it stands for), or its text without
+/// the ` BC` suffix.
+enum Era<'a> {
+    Infinite(i64),
+    Finite { body: &'a str, bc: bool },
+}
+
+fn split_era(s: &str) -> Option<Era<'_>> {
+    Some(match s {
+        "infinity" => Era::Infinite(i64::MAX),
+        "-infinity" => Era::Infinite(i64::MIN),
+        _ => match s.strip_suffix(" BC") {
+            Some(body) => Era::Finite { body, bc: true },
+            None => Era::Finite { body: s, bc: false },
+        },
+    })
+}
+
+/// Days since 2000-01-01 of `YYYY-MM-DD` (year 1 BC is year 0 of the proleptic calendar).
+/// Strictly that shape, as ISO DateStyle writes it (at least four digits of year, two of month
+/// and day): `07-02-2024` of the Postgres style would read as another date.
+fn civil_days(date: &str, bc: bool) -> Option<i64> {
+    let mut dp = date.splitn(3, '-');
+    let digits = |p: &str, min: usize, max: usize| {
+        (p.len() >= min && p.len() <= max && p.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| p.parse::<i64>().ok())
+            .flatten()
+    };
+    let mut year = digits(dp.next()?, 4, 9)?;
+    let month = digits(dp.next()?, 2, 2).filter(|m| (1..=12).contains(m))?;
+    let day = digits(dp.next()?, 2, 2).filter(|d| (1..=31).contains(d))?;
+    if bc {
+        year = 1 - year;
+    }
+    Some(days_from_civil(year, month, day) - PG_EPOCH_DAYS)
+}
+
+/// 2000-01-01, PostgreSQL's epoch, in days since 1970-01-01.
+const PG_EPOCH_DAYS: i64 = 10_957;
+
+/// Microseconds since 2000-01-01 (PostgreSQL's own representation, so every valid timestamp
+/// fits, up to year 294276); `infinity` sorts last, `-infinity` first. Computed with checked
+/// wide arithmetic: a value that does not fit is an error, never a wrapped number. ISO DateStyle
+/// only (the default); other styles are refused by failing to parse.
+pub fn parse_timestamp(s: &str, with_zone: bool) -> Option<i64> {
+    let (body, bc) = match split_era(s)? {
+        Era::Infinite(v) => return Some(v),
+        Era::Finite { body, bc } => (body, bc),
+    };
+    let (date, rest) = body.split_at(body.find(' ').unwrap_or(body.len()));
+    let days = i128::from(civil_days(date, bc)?);
+    let rest = rest.trim();
+    if rest.is_empty() {
+        return i64::try_from(days * 86_400_000_000).ok();
+    }
+    // HH:MM:SS[.ffffff][+-HH[:MM[:SS]]]
+    let zone_at = if with_zone {
+        rest.rfind(['+', '-'])
+    } else {
+        None
+    };
+    let (time, zone) = match zone_at {
+        Some(i) => (&rest[..i], Some(&rest[i..])),
+        None => (rest, None),
+    };
+    let mut tp = time.splitn(3, ':');
+    let h: i64 = tp.next()?.parse().ok()?;
+    let m: i64 = tp.next()?.parse().ok()?;
+    let sec = tp.next()?;
+    let (whole, frac) = sec.split_once('.').unwrap_or((sec, ""));
+    let whole: i64 = whole.parse().ok()?;
+    let micros: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<6}")[..6].parse().ok()?
+    };
+    let (h, m, whole, micros) = (
+        i128::from(h),
+        i128::from(m),
+        i128::from(whole),
+        i128::from(micros),
+    );
+    let mut t = ((days * 24 + h) * 60 + m) * 60_000_000 + whole * 1_000_000 + micros;
+    if let Some(z) = zone {
+        let sign = if z.starts_with('-') { -1 } else { 1 };
+        let mut zp = z.get(1..)?.split(':');
+        let zh: i128 = zp.next()?.parse().ok()?;
+        let zm: i128 = zp.next().map(|v| v.parse().ok()).unwrap_or(Some(0))?;
+        let zs: i128 = zp.next().map(|v| v.parse().ok()).unwrap_or(Some(0))?;
+        t -= sign * ((zh * 60 + zm) * 60 + zs) * 1_000_000;
+    }
+    i64::try_from(t).ok()
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Microseconds since midnight of a `time` as PostgreSQL writes it, `HH:MM:SS[.ffffff]`
+/// (`24:00:00` included), or as a HAVING constant may give it, `HH:MM`.
+pub fn parse_time(s: &str) -> Option<i64> {
+    let mut parts = s.splitn(3, ':');
+    let two = |p: &str| {
+        (p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| p.parse::<i64>().ok())
+            .flatten()
+    };
+    let h = two(parts.next()?)?;
+    let m = two(parts.next()?)?;
+    let (whole, frac) = match parts.next() {
+        Some(sec) => {
+            let (whole, frac) = sec.split_once('.').unwrap_or((sec, ""));
+            (two(whole)?, frac)
+        }
+        None => (0, ""),
+    };
+    Some(((h * 60 + m) * 60 + whole) * 1_000_000 + micros(frac)?)
+}
+
+/// Six digits of fraction, padded: `5` is 500000 microseconds.
+fn micros(frac: &str) -> Option<i64> {
+    if frac.is_empty() {
+        return Some(0);
+    }
+    if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    format!("{frac:0<6}").parse().ok()
+}
+
+const USECS_PER_DAY: i128 = 86_400_000_000;
+
+/// An interval's span, as PostgreSQL compares intervals: its time plus its days and months
+/// counted as 30 days each (so '1 mon' = '30 days' and '1 day' = '24:00:00').
+pub fn interval_span(months: i64, days: i64, micros: i64) -> i128 {
+    i128::from(micros) + (i128::from(days) + i128::from(months) * 30) * USECS_PER_DAY
+}
+
+/// The span of an interval in the binary form: microseconds, days, months.
+pub fn interval_binary(raw: &[u8]) -> Option<i128> {
+    let time = i64::from_be_bytes(raw.get(0..8)?.try_into().ok()?);
+    let day = i32::from_be_bytes(raw.get(8..12)?.try_into().ok()?);
+    let month = i32::from_be_bytes(raw.get(12..16)?.try_into().ok()?);
+    (raw.len() == 16).then(|| interval_span(month.into(), day.into(), time))
+}
+
+/// The span of an interval as IntervalStyle postgres writes it: `1 year 2 mons -3 days
+/// +04:05:06.5`, `00:00:00`, `-1 days +02:00:00`.
+pub fn parse_interval(s: &str) -> Option<i128> {
+    let (mut months, mut days, mut time) = (0i64, 0i64, 0i64);
+    let mut words = s.split(' ');
+    let mut seen_time = false;
+    while let Some(w) = words.next() {
+        if w.contains(':') {
+            if seen_time {
+                return None;
+            }
+            seen_time = true;
+            let (neg, body) = match w.as_bytes().first()? {
+                b'-' => (true, &w[1..]),
+                b'+' => (false, &w[1..]),
+                _ => (false, w),
+            };
+            // Hours may run past 24 (`100:00:00`); minutes and seconds may not.
+            let mut parts = body.splitn(3, ':');
+            let h: i64 = parts
+                .next()
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))?
+                .parse()
+                .ok()?;
+            let rest = format!("00:{}:{}", parts.next()?, parts.next()?);
+            let t = h
+                .checked_mul(3_600_000_000)?
+                .checked_add(parse_time(&rest)?)?;
+            time = if neg { -t } else { t };
+            continue;
+        }
+        if seen_time {
+            return None;
+        }
+        let n: i64 = w.strip_prefix('+').unwrap_or(w).parse().ok()?;
+        match words.next()? {
+            "year" | "years" => months = months.checked_add(n.checked_mul(12)?)?,
+            "mon" | "mons" => months = months.checked_add(n)?,
+            "day" | "days" => days = days.checked_add(n)?,
+            _ => return None,
+        }
+    }
+    Some(interval_span(months, days, time))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_read_only_as_iso_writes_them() {
+        assert!(parse_date("2024-02-07").is_some());
+        assert!(parse_date("0099-01-01 BC").is_some());
+        assert!(parse_date("5874897-12-31").is_some());
+        // Postgres and SQL styles, which name day and month in either order.
+        for other in [
+            "07-02-2024",
+            "02-07-2024",
+            "02/07/2024",
+            "07.02.2024",
+            "2024-2-7",
+        ] {
+            assert_eq!(parse_date(other), None, "{other}");
+        }
+        assert_eq!(parse_timestamp("07-02-2024 03:00:00", false), None);
+    }
+
+    #[test]
+    fn times_read_as_microseconds_since_midnight() {
+        assert_eq!(parse_time("00:00:01"), Some(1_000_000));
+        assert_eq!(
+            parse_time("13:45:00.25"),
+            Some((13 * 60 + 45) * 60_000_000 + 250_000)
+        );
+        assert_eq!(parse_time("24:00:00"), Some(86_400_000_000));
+        assert_eq!(parse_time("13:45"), parse_time("13:45:00"));
+        for other in [
+            "1:00:00",
+            "13",
+            "13:45:00+02",
+            "01:02:03.1234567",
+            "1:00 PM",
+        ] {
+            assert_eq!(parse_time(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn intervals_compare_by_span_as_postgresql_does() {
+        let day = USECS_PER_DAY;
+        assert_eq!(parse_interval("00:00:00"), Some(0));
+        assert_eq!(parse_interval("1 day"), parse_interval("24:00:00"));
+        assert_eq!(parse_interval("1 mon"), parse_interval("30 days"));
+        assert_eq!(parse_interval("1 year"), Some(360 * day));
+        assert_eq!(
+            parse_interval("1 year 2 mons -3 days +04:05:06.5"),
+            Some((360 + 60 - 3) * day + ((4 * 60 + 5) * 60 + 6) * 1_000_000 + 500_000)
+        );
+        assert_eq!(
+            parse_interval("-1 days +02:00:00"),
+            Some(-day + 2 * 3_600_000_000)
+        );
+        assert_eq!(parse_interval("-00:00:01"), Some(-1_000_000));
+        assert_eq!(parse_interval("100:00:00"), Some(100 * 3_600_000_000));
+        // Other styles: sql_standard, iso_8601, postgres_verbose.
+        for other in [
+            "1-2 3 4:05:06",
+            "P1Y2M3DT4H5M6S",
+            "@ 1 day ago",
+            "1 hour",
+            "3",
+        ] {
+            assert_eq!(parse_interval(other), None, "{other}");
+        }
+        let mut raw = Vec::new();
+        raw.extend_from_slice(&7_000_000i64.to_be_bytes());
+        raw.extend_from_slice(&2i32.to_be_bytes());
+        raw.extend_from_slice(&1i32.to_be_bytes());
+        assert_eq!(interval_binary(&raw), Some(32 * day + 7_000_000));
+        assert_eq!(interval_binary(&raw[..15]), None);
+    }
+}
