@@ -89,19 +89,26 @@ pub fn split(
     Ok(Computed {
         parts: parts.found,
         template: template.to_string(),
-        stand_in: Expr::Case {
-            case_token: sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
-            end_token: sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
-            operand: None,
-            conditions: vec![CaseWhen {
-                condition: Expr::Value(ValueWithSpan::from(Value::Boolean(false))),
-                result: item.clone(),
-            }],
-            else_result: None,
-        },
+        stand_in: never_evaluated(item),
         name,
         params: parts.read,
     })
+}
+
+/// `CASE WHEN false THEN item END`: the item's type, checked as the item is when the statement
+/// is analysed (a column neither grouped nor aggregated is still an error), and folded away by
+/// the planner before any row, so never evaluated.
+pub(crate) fn never_evaluated(item: &Expr) -> Expr {
+    Expr::Case {
+        case_token: sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
+        end_token: sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
+        operand: None,
+        conditions: vec![CaseWhen {
+            condition: Expr::Value(ValueWithSpan::from(Value::Boolean(false))),
+            result: item.clone(),
+        }],
+        else_result: None,
+    }
 }
 
 /// Replaces, outermost first, every supported aggregate call and group expression by the name

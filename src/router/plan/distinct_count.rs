@@ -7,8 +7,16 @@
 //! the values distinct across shards, except that a NULL counts too: SELECT DISTINCT keeps
 //! one NULL row where count(DISTINCT x) skips it. Several columns are grouped by on each shard
 //! (`GROUP BY x, y`, which keeps NULLs as SELECT DISTINCT does) and the merge counts the
-//! groups distinct across shards. An inner query with its own grouping, ordering or limits,
-//! or whose rows the proxy would merge otherwise than by putting them together, stays refused.
+//! groups distinct across shards.
+//!
+//! Django counts a grouped query the same way (`values("x").annotate(n=Count("id")).count()`,
+//! a paginator over it): `SELECT count(*) FROM (SELECT x AS col1, count(id) AS n FROM t GROUP
+//! BY 1) subquery`. Its count is the number of distinct groups, counted as above by their GROUP
+//! BY expressions (positions resolved to the select items they name). The inner select items
+//! go to each shard as hidden columns the merge ignores, written so that they are analysed but
+//! never evaluated, as PostgreSQL treats the outputs of a subquery nobody reads: a column
+//! neither grouped nor dependent is an error, a division by zero in an unread sum is not. An inner query with HAVING, grouping sets, its own ordering or limits, or whose
+//! rows the proxy would merge otherwise than by putting them together, stays refused.
 
 use super::*;
 use crate::router::aggregate::AggColumn;
@@ -25,6 +33,21 @@ pub(super) fn plan_distinct_count(
 ) -> Option<Plan> {
     let (outer, inner) = shape(q)?;
     let (inner_query, inner_select) = inner;
+    if inner_select.distinct.is_none() {
+        // Items carried as one column each: a wildcard's columns are not known here.
+        let named = inner_select.projection.iter().all(|i| {
+            matches!(
+                i,
+                SelectItem::UnnamedExpr(_) | SelectItem::ExprWithAlias { .. }
+            )
+        });
+        if !named {
+            return None;
+        }
+        let groups = group_exprs(inner_select, placement)?;
+        let shape = (outer, inner_query, inner_select);
+        return Some(count_groups(q, shape, &groups, placement, params));
+    }
     let values = inner_select
         .projection
         .iter()
@@ -84,8 +107,8 @@ pub(super) fn plan_distinct_count(
     })
 }
 
-/// `SELECT count(*) FROM (SELECT DISTINCT x FROM ...) alias` and nothing more: the outer
-/// count item, and the inner query with its SELECT.
+/// `SELECT count(*) FROM (SELECT DISTINCT x FROM ...) alias`, or of `(SELECT ... GROUP BY
+/// ...)`, and nothing more: the outer count item, and the inner query with its SELECT.
 fn shape(q: &Query) -> Option<(&SelectItem, (&Query, &Select))> {
     if !bare(q) {
         return None;
@@ -124,11 +147,47 @@ fn shape(q: &Query) -> Option<(&SelectItem, (&Query, &Select))> {
         return None;
     };
     let plain = matches!(inner.distinct, Some(Distinct::Distinct)) && ungrouped(inner);
-    plain.then_some((item, (subquery, inner.as_ref())))
+    let grouped = inner.distinct.is_none() && inner.having.is_none() && !ungrouped(inner);
+    (plain || grouped).then_some((item, (subquery, inner.as_ref())))
 }
 
-/// Several columns: each shard groups its rows by them and counts per group; the merge counts
-/// the groups distinct across the shards the inner rows are on.
+/// The expressions a grouped inner query groups by, a position (`GROUP BY 1`, as Django
+/// writes it) read as the select item it names; None for grouping sets, GROUP BY ALL, or an
+/// aggregate among them.
+fn group_exprs<'a>(inner: &'a Select, placement: &Placement) -> Option<Vec<&'a Expr>> {
+    let sqlparser::ast::GroupByExpr::Expressions(exprs, modifiers) = &inner.group_by else {
+        return None;
+    };
+    if !modifiers.is_empty() {
+        return None;
+    }
+    exprs
+        .iter()
+        .map(|e| {
+            let e = match e {
+                Expr::Value(v) => {
+                    let sqlparser::ast::Value::Number(n, _) = &v.value else {
+                        return None;
+                    };
+                    let at: usize = n.parse().ok()?;
+                    match inner.projection.get(at.checked_sub(1)?)? {
+                        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
+                        _ => return None,
+                    }
+                }
+                Expr::GroupingSets(_) | Expr::Cube(_) | Expr::Rollup(_) | Expr::Tuple(_) => {
+                    return None
+                }
+                other => other,
+            };
+            (!has_aggregate_or_window(e, placement)).then_some(e)
+        })
+        .collect()
+}
+
+/// Several columns, or a grouped inner query's GROUP BY: each shard groups its rows by them and
+/// counts per group; the merge counts the groups distinct across the shards the inner rows are
+/// on.
 fn count_groups(
     q: &Query,
     (outer, inner, inner_select): (&SelectItem, &Query, &Select),
@@ -136,8 +195,15 @@ fn count_groups(
     placement: &Placement,
     params: &Params,
 ) -> Plan {
+    let grouped = inner_select.distinct.is_none();
     let mut select = inner_select.clone();
     select.distinct = None;
+    // The rows being grouped, to learn which shards hold them: the group values, ungrouped.
+    select.group_by = sqlparser::ast::GroupByExpr::Expressions(Vec::new(), Vec::new());
+    select.projection = values
+        .iter()
+        .map(|v| SelectItem::UnnamedExpr((*v).clone()))
+        .collect();
     let mut rows = inner.clone();
     *rows.body = SetExpr::Select(Box::new(select.clone()));
     let shards = match plan_query(&rows, placement, params) {
@@ -159,6 +225,23 @@ fn count_groups(
             )
         }
     };
+    // A grouped inner query's own items go too, hidden and carried, as PostgreSQL treats the
+    // outputs a count does not read: analysed (a column neither grouped nor aggregated is an
+    // error) but never evaluated (a division by zero in one is not).
+    let carried: Vec<SelectItem> = if grouped {
+        inner_select
+            .projection
+            .iter()
+            .filter_map(|i| match i {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(
+                    SelectItem::UnnamedExpr(crate::router::computed::never_evaluated(e)),
+                ),
+                _ => None,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     select.projection = std::iter::once(outer.clone())
         .chain(
             values
@@ -169,6 +252,7 @@ fn count_groups(
                     alias: Ident::new(format!("__shardgate_distinct_{i}")),
                 }),
         )
+        .chain(carried.iter().cloned())
         .collect();
     select.group_by = sqlparser::ast::GroupByExpr::Expressions(
         values.iter().map(|v| (*v).clone()).collect(),
@@ -177,11 +261,12 @@ fn count_groups(
     *rows.body = SetExpr::Select(Box::new(select));
     let mut columns = vec![AggColumn::Count];
     columns.extend(values.iter().map(|_| AggColumn::Group));
+    columns.extend(carried.iter().map(|_| AggColumn::Carried));
     Plan::Scatter {
         shards,
         sql: rows.to_string(),
         merge: MergeSpec {
-            hidden: values.len(),
+            hidden: values.len() + carried.len(),
             aggregate: Some(crate::router::aggregate::AggSpec {
                 columns,
                 count_groups: true,

@@ -969,10 +969,29 @@ fn counts_of_distinct_values_collect_them_across_shards() {
         plan_sql("select count(*) from (select distinct owner, v from accounts where id = 3) s"),
         Plan::Shard { shard, .. } if shard == shard_of(3)
     ));
+    // A grouped query counted: its GROUP BY, a position read as the item it names; its items
+    // carried hidden and never evaluated.
+    match plan_sql("select count(*) from (select owner as col1, sum(v) as total from accounts group by 1) subquery") {
+        Plan::Scatter { sql, merge, .. } => {
+            assert!(sql.ends_with("GROUP BY owner"), "{sql}");
+            assert!(sql.contains("CASE WHEN false THEN sum(v) END"), "{sql}");
+            assert_eq!(merge.hidden, 3);
+            let spec = merge.aggregate.expect("combined");
+            assert!(spec.count_groups);
+            assert_eq!(
+                spec.columns,
+                [AggColumn::Count, AggColumn::Group, AggColumn::Carried, AggColumn::Carried]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     for sql in [
         "select count(*) from (select distinct owner, v from accounts limit 3) s",
         "select count(*) from (select distinct owner, v from accounts a join ledger l on l.amount = a.v) s",
         "select count(*) from (select distinct owner, count(*) from accounts) s",
+        "select count(*) from (select owner, count(*) from accounts group by owner having count(*) > 1) s",
+        "select count(*) from (select owner, count(*) from accounts group by 3) s",
+        "select count(*) from (select * from accounts group by owner) s",
         "select count(*) from (select distinct owner from accounts limit 3) s",
         "select count(*) from (select distinct count(*) from accounts) s",
         "select count(*) from (select distinct l.amount from ledger l join accounts a on a.v = l.account_id) s",

@@ -13,6 +13,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
 django.setup()
 
 from django.contrib.auth.models import User  # noqa: E402
+from django.core.paginator import Paginator  # noqa: E402
 from django.db import transaction  # noqa: E402
 from django.db.models import Count, F, OuterRef, Q, Subquery, Sum, Window  # noqa: E402
 from django.db.models.functions import RowNumber  # noqa: E402
@@ -69,6 +70,12 @@ assert filtered == {"s0": (3, 118), "s1": (2, 22), "s2": (3, 26), "s3": (0, 0)},
 assert Item.objects.values("shelf").distinct().count() == 4
 assert Item.objects.filter(qty__gte=3).values("shelf").distinct().count() == 4
 assert Item.objects.filter(shelf__isnull=False).values("shelf").distinct().count() == 3
+# count() of a grouped query, as a paginator over values().annotate() asks it: its groups,
+# distinct across shards, the NULL shelf among them.
+per_shelf_qty = Item.objects.values("shelf").annotate(q=Sum("qty")).order_by("shelf")
+assert per_shelf_qty.count() == 4
+assert Paginator(per_shelf_qty, 3).num_pages == 2
+assert Line.objects.values("note").annotate(n=Count("id")).count() == 2
 # Window(partition_by=[the shard key]): each shard numbers whole partitions; filtered on the
 # window, Django reads it through a derived table.
 numbered = Line.objects.annotate(
