@@ -1,6 +1,6 @@
-//! `time` and `interval` columns sorted and combined across shards as one PostgreSQL does:
-//! times by the clock, intervals by their span ('1 day' sorts with '24:00:00', '1 mon' with '30
-//! days'), in text and in binary, on three unlike shards, every answer compared with one
+//! `time` and `interval` columns sorted, grouped and combined across shards as one PostgreSQL
+//! does: times by the clock, intervals by their span ('1 day' sorts and groups with '24:00:00',
+//! '1 mon' with '30 days'), in text and in binary, on three unlike shards, every answer compared with one
 //! PostgreSQL holding all the rows. Text written in another IntervalStyle is refused.
 
 mod common;
@@ -46,6 +46,27 @@ async fn times_and_intervals_sort_across_shards_as_on_one_server() {
     ] {
         assert_eq!(answer(&c, sql).await, answer(&one, sql).await, "{sql}");
     }
+    // Grouped by an interval: equal spans written differently make one group, as on one
+    // server; which spelling stands for the group is the server's choice (PostgreSQL's own
+    // depends on the order it met the rows in), so the groups' sizes and spans are compared.
+    for sql in [
+        "select count(*) from shifts group by length",
+        "select extract(epoch from length) as secs, count(*) from shifts group by length",
+        "select count(*) from (select distinct length from shifts) s",
+        "select count(*) as n from shifts group by length having count(*) > 1",
+    ] {
+        let (mut got, mut want) = (answer(&c, sql).await, answer(&one, sql).await);
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{sql}");
+    }
+    // '1 day' with '24:00:00', '1 mon' with '30 days', '2 days 01:00:00' with '49:00:00'.
+    let pairs = answer(
+        &c,
+        "select count(*) from shifts group by length having count(*) > 1",
+    )
+    .await;
+    assert_eq!(pairs, vec![vec![Some("2".to_string())]; 3]);
     // Bound and in binary, as drivers ask for them: the ids in the columns' order.
     let ids = |rows: Vec<tokio_postgres::Row>| {
         rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>()

@@ -439,9 +439,9 @@ fn combine(
 const ONE_SPELLING: [u32; 9] = [1266, 18, 869, 650, 829, 774, 790, 1560, 1562];
 
 /// Whether rows of a column group alike in the proxy as on one server: its values are equal
-/// exactly when their bytes are, or `group_key` makes them so. Other types (interval, where
-/// '1 day' = '24 hours'; jsonb and arrays holding numbers; ranges; types of an extension) can
-/// write one value several ways, and a group could come back once per way.
+/// exactly when their bytes are, or `group_key` makes them so (an interval by its span, as
+/// '1 day' = '24:00:00'). Other types (jsonb and arrays holding numbers; ranges; types of an
+/// extension) can write one value several ways, and a group could come back once per way.
 fn groupable(type_oid: u32) -> bool {
     ONE_SPELLING.contains(&type_oid)
         || matches!(
@@ -460,6 +460,7 @@ fn groupable(type_oid: u32) -> bool {
                 | oid::TIME
                 | oid::TIMESTAMP
                 | oid::TIMESTAMPTZ
+                | oid::INTERVAL
                 | oid::UUID
                 | oid::NUMERIC
                 | oid::FLOAT4
@@ -468,10 +469,13 @@ fn groupable(type_oid: u32) -> bool {
 }
 
 /// The bytes a group column's value is grouped by: as it came, but for values PostgreSQL calls
-/// equal that are written otherwise (numeric 1.0 = 1.00, float -0 = 0, char(n) 'a' = 'a  ').
+/// equal that are written otherwise (numeric 1.0 = 1.00, float -0 = 0, char(n) 'a' = 'a  ',
+/// interval '1 mon' = '30 days').
 fn group_key(f: &FieldDesc, raw: Bytes) -> Result<Bytes, PgError> {
     Ok(match f.type_oid {
-        oid::NUMERIC | oid::FLOAT4 | oid::FLOAT8 => Bytes::from(distinct_key(f, &raw)?),
+        oid::NUMERIC | oid::FLOAT4 | oid::FLOAT8 | oid::INTERVAL => {
+            Bytes::from(distinct_key(f, &raw)?)
+        }
         oid::BPCHAR => {
             let kept = raw.iter().rposition(|&b| b != b' ').map_or(0, |p| p + 1);
             raw.slice(..kept)
