@@ -469,6 +469,12 @@ async fn same_results_as_one_postgres() {
          join orders o on o.account_id = a.id group by 1) subquery",
         "select count(*) from (select date_trunc('year', opened), id % 3 from accounts group by 1, 2) s",
         "select count(*) from (select account_id, sum(amount) from orders where account_id < 40 group by account_id) s",
+        // With HAVING: the groups it keeps, merged and filtered before they are counted.
+        "select count(*) from (select owner, count(*) from accounts group by owner having count(*) > 3) s",
+        "select count(*) as __count from (select region as col1, sum(balance) as total from accounts \
+         group by 1 having sum(balance) > 5000) subquery",
+        "select count(*) from (select note, count(*) from accounts group by note having max(id) > 200) s",
+        "select count(*) from (select owner, count(*) from accounts where id > 100000 group by owner having count(*) > 0) s",
         // ... but its outputs the count does not read are not evaluated, as on one server.
         "select count(*) from (select owner, sum(1 / (region - region)) from accounts group by owner) s",
         // Items over merged aggregates and group columns, computed after the merge.
@@ -741,7 +747,6 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "with accounts as (select * from accounts) select count(*) from accounts x join accounts y on x.owner = y.owner",
         "select count(*) from (select distinct owner, region from accounts order by 1 limit 5) s",
         "select count(*) from (select distinct a.owner, o.amount from accounts a join orders o on o.amount = a.balance) s",
-        "select count(*) from (select owner, count(*) from accounts group by owner having count(*) > 3) s",
         "select count(*) from (select owner, region, count(*) from accounts group by rollup (owner, region)) s",
         "select count(*) from (select a.owner, count(*) from accounts a join orders o on o.amount = a.balance group by 1) s",
         "select r.label, a.id from regions r left join accounts a on a.id = r.id * 50",

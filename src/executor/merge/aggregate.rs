@@ -257,17 +257,11 @@ impl Groups {
     }
 
     /// Final rows, one per group, in the client's formats.
+    /// Groups counted under HAVING are finished one row each, and counted once HAVING has
+    /// filtered them (`count_row`).
     pub fn finish(mut self, fields: &[FieldDesc], spec: &AggSpec) -> Result<Vec<Row>, PgError> {
-        if spec.count_groups {
-            let first = fields.first().ok_or_else(|| {
-                PgError::error(
-                    sqlstate::PROTOCOL_VIOLATION,
-                    "no columns to count groups in",
-                )
-            })?;
-            let mut row = vec![None; fields.len()];
-            row[0] = Some(encode_int(self.states.len() as i128, first)?);
-            return Ok(vec![row]);
+        if spec.count_groups && spec.having.is_empty() {
+            return Ok(vec![count_row(self.states.len(), fields)?]);
         }
         if self.states.is_empty() && spec.single_group {
             self.states.push(fresh(fields, spec));
@@ -553,6 +547,19 @@ fn read_int(raw: &[u8], format: i16) -> Option<i128> {
     } else {
         std::str::from_utf8(raw).ok()?.parse().ok()
     }
+}
+
+/// The one row of a count of groups: the count in the first column, in its format.
+pub fn count_row(groups: usize, fields: &[FieldDesc]) -> Result<Row, PgError> {
+    let first = fields.first().ok_or_else(|| {
+        PgError::error(
+            sqlstate::PROTOCOL_VIOLATION,
+            "no columns to count groups in",
+        )
+    })?;
+    let mut row = vec![None; fields.len()];
+    row[0] = Some(encode_int(groups as i128, first)?);
+    Ok(row)
 }
 
 fn encode_int(v: i128, f: &FieldDesc) -> Result<Bytes, PgError> {

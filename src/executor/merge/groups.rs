@@ -122,6 +122,13 @@ pub async fn run(
     let rows = group_output::having(rows, &client_fields, spec).and_then(|mut rows| {
         group_output::sort(&mut rows, &client_fields, merge, &enum_orders).map(|()| rows)
     });
+    // Groups counted after HAVING: the count of those it kept.
+    let rows = match rows {
+        Ok(kept) if spec.count_groups && !spec.having.is_empty() => {
+            aggregate::count_row(kept.len(), &fields).map(|row| vec![row])
+        }
+        other => other,
+    };
     let rows = match rows {
         Ok(r) => r,
         Err(e) => return Ok(exec.error(&e)),

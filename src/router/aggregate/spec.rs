@@ -72,8 +72,9 @@ pub struct AggSpec {
     /// The client's query has no GROUP BY, so its answer is one row even when the shards return
     /// none (their GROUP BY was only added for count(DISTINCT)).
     pub single_group: bool,
-    /// The answer is one row: the number of groups across shards, in the first column, which
-    /// the shards describe as count(*) (a count of distinct rows, see `plan::distinct_count`).
+    /// The answer is one row: the number of groups across shards (those HAVING keeps, if any),
+    /// in the first column, which the shards describe as count(*) (a count of distinct rows or
+    /// of a grouped query's groups, see `plan::distinct_count`).
     pub count_groups: bool,
 }
 

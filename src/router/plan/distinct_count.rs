@@ -15,8 +15,12 @@
 //! BY expressions (positions resolved to the select items they name). The inner select items
 //! go to each shard as hidden columns the merge ignores, written so that they are analysed but
 //! never evaluated, as PostgreSQL treats the outputs of a subquery nobody reads: a column
-//! neither grouped nor dependent is an error, a division by zero in an unread sum is not. An inner query with HAVING, grouping sets, its own ordering or limits, or whose
-//! rows the proxy would merge otherwise than by putting them together, stays refused.
+//! neither grouped nor dependent is an error, a division by zero in an unread sum is not.
+//!
+//! With HAVING (`...annotate(n=Count("id")).filter(n__gt=1).count()`), the groups are merged
+//! as for the grouped query itself, filtered by HAVING, and counted. An inner query with
+//! grouping sets, its own ordering or limits, or whose rows the proxy would merge otherwise
+//! than by putting them together, stays refused.
 
 use super::*;
 use crate::router::aggregate::AggColumn;
@@ -46,6 +50,9 @@ pub(super) fn plan_distinct_count(
         }
         let groups = group_exprs(inner_select, placement)?;
         let shape = (outer, inner_query, inner_select);
+        if inner_select.having.is_some() {
+            return Some(count_kept_groups(q, shape, &groups, placement, params));
+        }
         return Some(count_groups(q, shape, &groups, placement, params));
     }
     let values = inner_select
@@ -147,7 +154,7 @@ fn shape(q: &Query) -> Option<(&SelectItem, (&Query, &Select))> {
         return None;
     };
     let plain = matches!(inner.distinct, Some(Distinct::Distinct)) && ungrouped(inner);
-    let grouped = inner.distinct.is_none() && inner.having.is_none() && !ungrouped(inner);
+    let grouped = inner.distinct.is_none() && !ungrouped(inner);
     (plain || grouped).then_some((item, (subquery, inner.as_ref())))
 }
 
@@ -158,7 +165,8 @@ fn group_exprs<'a>(inner: &'a Select, placement: &Placement) -> Option<Vec<&'a E
     let sqlparser::ast::GroupByExpr::Expressions(exprs, modifiers) = &inner.group_by else {
         return None;
     };
-    if !modifiers.is_empty() {
+    // HAVING without GROUP BY makes one group or none, which is not a count of groups.
+    if !modifiers.is_empty() || exprs.is_empty() {
         return None;
     }
     exprs
@@ -274,5 +282,75 @@ fn count_groups(
             }),
             ..MergeSpec::default()
         },
+    }
+}
+
+/// A grouped inner query with HAVING: each shard returns its partial groups with the inner
+/// items and what HAVING compares, as for the grouped query itself; the merge combines them,
+/// filters them by HAVING, and counts those it keeps. The inner items are evaluated here (the
+/// merge needs the aggregates HAVING reads, and plans them all alike), so one that fails on a
+/// row fails the count, where PostgreSQL, which leaves unread outputs alone, might answer.
+fn count_kept_groups(
+    q: &Query,
+    (outer, inner, inner_select): (&SelectItem, &Query, &Select),
+    values: &[&Expr],
+    placement: &Placement,
+    params: &Params,
+) -> Plan {
+    let mut select = inner_select.clone();
+    select.projection = std::iter::once(outer.clone())
+        .chain(
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| SelectItem::ExprWithAlias {
+                    expr: (*v).clone(),
+                    alias: Ident::new(format!("__shardgate_distinct_{i}")),
+                }),
+        )
+        .chain(inner_select.projection.iter().cloned())
+        .collect();
+    // Positions are resolved: the count in front would move them.
+    select.group_by = sqlparser::ast::GroupByExpr::Expressions(
+        values.iter().map(|v| (*v).clone()).collect(),
+        Vec::new(),
+    );
+    let mut rows = inner.clone();
+    *rows.body = SetExpr::Select(Box::new(select));
+    let refused = || {
+        refuse(
+            format!("{q} over several shards is not supported: its groups cannot be merged"),
+            "Count the groups of one shard at a time, or leave HAVING out.",
+        )
+    };
+    match plan_query(&rows, placement, params) {
+        // One shard holds every row: it answers the statement as written.
+        Plan::Shard { shard, .. } => Plan::Shard {
+            shard,
+            write: false,
+        },
+        Plan::Scatter {
+            shards,
+            sql,
+            mut merge,
+        } => {
+            let plain = merge.order.is_empty()
+                && merge.limit.is_none()
+                && merge.offset == 0
+                && merge.distinct_on == 0
+                && merge.picks.is_none();
+            let Some(spec) = merge
+                .aggregate
+                .as_mut()
+                .filter(|s| plain && !s.single_group && !s.count_groups && !s.having.is_empty())
+            else {
+                return refused();
+            };
+            spec.count_groups = true;
+            merge.hidden = spec.columns.len() - 1;
+            Plan::Scatter { shards, sql, merge }
+        }
+        Plan::Reject(e) => Plan::Reject(e),
+        _ => refused(),
     }
 }

@@ -969,6 +969,15 @@ fn counts_of_distinct_values_collect_them_across_shards() {
         plan_sql("select count(*) from (select distinct owner, v from accounts where id = 3) s"),
         Plan::Shard { shard, .. } if shard == shard_of(3)
     ));
+    // With HAVING: merged as the grouped query, filtered, then counted.
+    match plan_sql("select count(*) from (select owner, count(*) from accounts group by owner having count(*) > 1) s") {
+        Plan::Scatter { merge, .. } => {
+            let spec = merge.aggregate.expect("combined");
+            assert!(spec.count_groups && !spec.having.is_empty());
+            assert_eq!(merge.hidden, spec.columns.len() - 1);
+        }
+        other => panic!("{other:?}"),
+    }
     // A grouped query counted: its GROUP BY, a position read as the item it names; its items
     // carried hidden and never evaluated.
     match plan_sql("select count(*) from (select owner as col1, sum(v) as total from accounts group by 1) subquery") {
@@ -989,7 +998,7 @@ fn counts_of_distinct_values_collect_them_across_shards() {
         "select count(*) from (select distinct owner, v from accounts limit 3) s",
         "select count(*) from (select distinct owner, v from accounts a join ledger l on l.amount = a.v) s",
         "select count(*) from (select distinct owner, count(*) from accounts) s",
-        "select count(*) from (select owner, count(*) from accounts group by owner having count(*) > 1) s",
+        "select count(*) from (select owner, count(*) from accounts group by owner having string_agg(owner, ',') > 'a') s",
         "select count(*) from (select owner, count(*) from accounts group by 3) s",
         "select count(*) from (select * from accounts group by owner) s",
         "select count(*) from (select distinct owner from accounts limit 3) s",

@@ -76,6 +76,10 @@ per_shelf_qty = Item.objects.values("shelf").annotate(q=Sum("qty")).order_by("sh
 assert per_shelf_qty.count() == 4
 assert Paginator(per_shelf_qty, 3).num_pages == 2
 assert Line.objects.values("note").annotate(n=Count("id")).count() == 2
+# ... and filtered on the annotation: HAVING over the merged groups, then counted.
+assert Line.objects.values("note").annotate(n=Count("id")).filter(n__gt=9).count() == 2
+assert Line.objects.values("note").annotate(n=Count("id")).filter(n__gt=10).count() == 0
+assert Item.objects.values("shelf").annotate(q=Sum("qty")).filter(q__gt=100).count() == 2
 # Window(partition_by=[the shard key]): each shard numbers whole partitions; filtered on the
 # window, Django reads it through a derived table.
 numbered = Line.objects.annotate(
