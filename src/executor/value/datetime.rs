@@ -139,6 +139,41 @@ pub fn parse_time(s: &str) -> Option<i64> {
     Some(((h * 60 + m) * 60 + whole) * 1_000_000 + micros(frac)?)
 }
 
+/// A `timetz` as PostgreSQL orders it: by the UTC time, then by the zone (seconds west of
+/// UTC), so that '10:00+01' and '09:00+00', the same UTC time, are ordered but not equal.
+pub fn timetz_key(micros: i64, zone_west: i32) -> i128 {
+    let utc = i128::from(micros) + i128::from(zone_west) * 1_000_000;
+    (utc << 20) + i128::from(zone_west) + (1 << 19)
+}
+
+/// The key of a `timetz` in the binary form: microseconds, then the zone in seconds west.
+pub fn timetz_binary(raw: &[u8]) -> Option<i128> {
+    let time = i64::from_be_bytes(raw.get(0..8)?.try_into().ok()?);
+    let zone = i32::from_be_bytes(raw.get(8..12)?.try_into().ok()?);
+    (raw.len() == 12).then(|| timetz_key(time, zone))
+}
+
+/// The key of a `timetz` as PostgreSQL writes it: `HH:MM:SS[.ffffff]+HH[:MM[:SS]]`.
+pub fn parse_timetz(s: &str) -> Option<i128> {
+    let at = s.rfind(['+', '-'])?;
+    let (time, zone) = (parse_time(&s[..at])?, &s[at..]);
+    let east = zone.starts_with('+');
+    let mut parts = zone[1..].split(':');
+    let mut seconds = 0i32;
+    for unit in [3600, 60, 1] {
+        if let Some(p) = parts.next() {
+            if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            seconds += p.parse::<i32>().ok()? * unit;
+        }
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(timetz_key(time, if east { -seconds } else { seconds }))
+}
+
 /// Six digits of fraction, padded: `5` is 500000 microseconds.
 fn micros(frac: &str) -> Option<i64> {
     if frac.is_empty() {
@@ -250,6 +285,33 @@ mod tests {
             "1:00 PM",
         ] {
             assert_eq!(parse_time(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn timetz_orders_by_utc_time_then_zone() {
+        let ascending = [
+            "09:00:00+00",
+            "10:00:00+01",
+            "08:00:00-02",
+            "12:30:00+05:30",
+        ];
+        let keys: Vec<i128> = ascending.iter().map(|t| parse_timetz(t).unwrap()).collect();
+        // 09:00 UTC twice (ordered by zone: east of UTC first, as its zone west is smaller),
+        // then 10:00 UTC, then 07:00 UTC... sorted as PostgreSQL sorts them:
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            [keys[3], keys[1], keys[0], keys[2]],
+            "07:00 UTC, 09:00 UTC (+01 before +00), 10:00 UTC"
+        );
+        let mut raw = Vec::new();
+        raw.extend_from_slice(&(10 * 3_600_000_000i64).to_be_bytes());
+        raw.extend_from_slice(&(-3600i32).to_be_bytes());
+        assert_eq!(timetz_binary(&raw), parse_timetz("10:00:00+01"));
+        for other in ["10:00:00", "10:00:00+1", "10:00:00+01:00:00:00"] {
+            assert_eq!(parse_timetz(other), None, "{other}");
         }
     }
 

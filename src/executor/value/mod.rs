@@ -9,7 +9,10 @@
 
 mod datetime;
 
-use datetime::{interval_binary, parse_date, parse_interval, parse_time, parse_timestamp};
+use datetime::{
+    interval_binary, parse_date, parse_interval, parse_time, parse_timestamp, parse_timetz,
+    timetz_binary,
+};
 use std::cmp::Ordering;
 
 /// Type OIDs the merge understands.
@@ -31,6 +34,7 @@ pub mod oid {
     pub const TIMESTAMP: u32 = 1114;
     pub const TIMESTAMPTZ: u32 = 1184;
     pub const INTERVAL: u32 = 1186;
+    pub const TIMETZ: u32 = 1266;
     pub const NUMERIC: u32 = 1700;
     pub const UUID: u32 = 2950;
 }
@@ -68,6 +72,7 @@ pub fn supported(type_oid: u32, format: i16) -> Result<(), String> {
             | TIMESTAMP
             | TIMESTAMPTZ
             | INTERVAL
+            | TIMETZ
             | NUMERIC
     );
     let _ = format;
@@ -103,6 +108,7 @@ pub fn decode(type_oid: u32, format: i16, raw: Option<&[u8]>) -> Result<SortValu
             TEXT | VARCHAR | NAME | UUID | BPCHAR => SortValue::Bytes(raw.to_vec()),
             NUMERIC => SortValue::Numeric(numeric_binary(raw).ok_or_else(bad)?),
             INTERVAL => SortValue::Wide(interval_binary(raw).ok_or_else(bad)?),
+            TIMETZ => SortValue::Wide(timetz_binary(raw).ok_or_else(bad)?),
             _ => return Err(bad()),
         });
     }
@@ -122,6 +128,7 @@ pub fn decode(type_oid: u32, format: i16, raw: Option<&[u8]>) -> Result<SortValu
         TIMESTAMP => SortValue::Int(parse_timestamp(s, false).ok_or_else(|| not_iso(s))?),
         TIMESTAMPTZ => SortValue::Int(parse_timestamp(s, true).ok_or_else(|| not_iso(s))?),
         TIME => SortValue::Int(parse_time(s).ok_or_else(bad)?),
+        TIMETZ => SortValue::Wide(parse_timetz(s).ok_or_else(bad)?),
         INTERVAL => SortValue::Wide(parse_interval(s).ok_or_else(|| {
             format!(
                 "cannot read {s:?} as an interval to merge by: the proxy merges intervals \

@@ -1,5 +1,6 @@
-//! `time` and `interval` columns sorted, grouped and combined across shards as one PostgreSQL
-//! does: times by the clock, intervals by their span ('1 day' sorts and groups with '24:00:00',
+//! `time`, `timetz` and `interval` columns sorted, grouped and combined across shards as one
+//! PostgreSQL does: times by the clock (with a zone, by the UTC time, then the zone),
+//! intervals by their span ('1 day' sorts and groups with '24:00:00',
 //! '1 mon' with '30 days'), in text and in binary, on three unlike shards, every answer compared with one
 //! PostgreSQL holding all the rows. Text written in another IntervalStyle is refused.
 
@@ -9,13 +10,15 @@ use common::{answer, code, connect, TestCluster};
 
 const TABLES: &str = "[tables.shifts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
 
-const SCHEMA: &str = "create table shifts (id bigint primary key, starts time, length interval);
+const SCHEMA: &str = "create table shifts (id bigint primary key, starts time, length interval,
+        zoned timetz);
     insert into shifts values
-        (1, '09:00', '1 day'), (2, '08:30:00.5', '24:00:00'), (3, '23:59:59.999999', '1 mon'),
-        (4, '00:00', '30 days'), (5, '12:00', '-1 days +02:00:00'), (6, null, '100:00:00'),
-        (7, '24:00', '1 year 2 mons -3 days +04:05:06.5'), (8, '06:15', null),
-        (9, '17:45', '00:00:00'), (10, '09:00', '-00:00:01'), (11, '13:00', '2 days 01:00:00'),
-        (12, '13:00:01', '49:00:00')";
+        (1, '09:00', '1 day', '09:00+00'), (2, '08:30:00.5', '24:00:00', '10:00+01'),
+        (3, '23:59:59.999999', '1 mon', '08:00-02'), (4, '00:00', '30 days', '12:30+05:30'),
+        (5, '12:00', '-1 days +02:00:00', null), (6, null, '100:00:00', '23:59:59.5-12'),
+        (7, '24:00', '1 year 2 mons -3 days +04:05:06.5', '00:00+14'), (8, '06:15', null, '09:00+00'),
+        (9, '17:45', '00:00:00', '09:00:00.25+00'), (10, '09:00', '-00:00:01', '18:00+09'),
+        (11, '13:00', '2 days 01:00:00', '07:00-02'), (12, '13:00:01', '49:00:00', '11:00+02')";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn times_and_intervals_sort_across_shards_as_on_one_server() {
@@ -39,6 +42,10 @@ async fn times_and_intervals_sort_across_shards_as_on_one_server() {
         "select id, length from shifts order by length, id",
         "select id, length from shifts order by length desc nulls first, id limit 6 offset 1",
         "select min(starts), max(starts), min(length), max(length) from shifts",
+        "select id, zoned from shifts order by zoned, id",
+        "select id, zoned from shifts order by zoned desc nulls last, id limit 7",
+        "select min(zoned), max(zoned), count(distinct zoned) from shifts",
+        "select zoned, count(*) from shifts group by zoned order by zoned",
         "select count(distinct length), count(distinct starts) from shifts",
         "select starts, count(*) from shifts group by starts order by starts",
         "select id % 2 as odd, max(length) from shifts group by 1 order by 2, 1",
@@ -74,6 +81,7 @@ async fn times_and_intervals_sort_across_shards_as_on_one_server() {
     for sql in [
         "select id, length from shifts where id <> $1 order by length desc, id",
         "select id, starts from shifts where id <> $1 order by starts, id",
+        "select id, zoned from shifts where id <> $1 order by zoned desc, id",
     ] {
         assert_eq!(
             ids(c.query(sql, &[&5i64]).await.unwrap()),
