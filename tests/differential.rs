@@ -531,7 +531,11 @@ async fn same_results_as_one_postgres() {
         [&2i32, &10i32, &3.0f64, &"!", &3i32];
     let binary = |rows: Vec<tokio_postgres::Row>| -> Vec<Vec<Option<Vec<u8>>>> {
         rows.iter()
-            .map(|r| (0..r.len()).map(|i| r.get::<_, Raw>(i).0).collect())
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| r.get::<_, common::RawValue>(i).0)
+                    .collect()
+            })
             .collect()
     };
     let via = binary(p.query(sql, &params).await.expect("proxy"));
@@ -834,24 +838,4 @@ async fn random_queries_are_answered_as_one_postgres_answers_or_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_queries_with_bound_values_are_answered_as_one_postgres_answers_or_refused() {
     random_queries(Sent::Bound).await;
-}
-
-/// A value's bytes as the server sent them, whatever its type (NULL as None).
-struct Raw(Option<Vec<u8>>);
-
-impl<'a> tokio_postgres::types::FromSql<'a> for Raw {
-    fn from_sql(
-        _: &tokio_postgres::types::Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(Raw(Some(raw.to_vec())))
-    }
-    fn from_sql_null(
-        _: &tokio_postgres::types::Type,
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(Raw(None))
-    }
-    fn accepts(_: &tokio_postgres::types::Type) -> bool {
-        true
-    }
 }

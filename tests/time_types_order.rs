@@ -1,12 +1,13 @@
 //! `time`, `timetz` and `interval` columns sorted, grouped and combined across shards as one
 //! PostgreSQL does: times by the clock (with a zone, by the UTC time, then the zone),
-//! intervals by their span ('1 day' sorts and groups with '24:00:00',
-//! '1 mon' with '30 days'), in text and in binary, on three unlike shards, every answer compared with one
-//! PostgreSQL holding all the rows. Text written in another IntervalStyle is refused.
+//! intervals by their span ('1 day' sorts and groups with '24:00:00', '1 mon' with '30 days')
+//! and summed and averaged as PostgreSQL adds and divides them; in text and in binary, on
+//! three unlike shards, every answer compared with one PostgreSQL holding all the rows. Text
+//! written in another IntervalStyle is refused.
 
 mod common;
 
-use common::{answer, code, connect, TestCluster};
+use common::{answer, code, connect, RawValue, TestCluster};
 
 const TABLES: &str = "[tables.shifts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
 
@@ -46,6 +47,11 @@ async fn times_and_intervals_sort_across_shards_as_on_one_server() {
         "select id, zoned from shifts order by zoned desc nulls last, id limit 7",
         "select min(zoned), max(zoned), count(distinct zoned) from shifts",
         "select zoned, count(*) from shifts group by zoned order by zoned",
+        // Sums and averages of intervals, as PostgreSQL's + and avg compute them.
+        "select sum(length), avg(length), count(length) from shifts",
+        "select id % 3 as k, sum(length), avg(length) from shifts group by 1 order by 1",
+        "select id % 2 as k, avg(length) from shifts group by 1 having sum(length) > '3 mons' order by 1",
+        "select sum(length), avg(length) from shifts where id > 100",
         "select count(distinct length), count(distinct starts) from shifts",
         "select starts, count(*) from shifts group by starts order by starts",
         "select id % 2 as odd, max(length) from shifts group by 1 order by 2, 1",
@@ -74,6 +80,17 @@ async fn times_and_intervals_sort_across_shards_as_on_one_server() {
     )
     .await;
     assert_eq!(pairs, vec![vec![Some("2".to_string())]; 3]);
+    // In binary, as drivers read them: the same bytes as one server's.
+    let binary = |rows: Vec<tokio_postgres::Row>| -> Vec<Vec<Option<Vec<u8>>>> {
+        rows.iter()
+            .map(|r| (0..r.len()).map(|i| r.get::<_, RawValue>(i).0).collect())
+            .collect()
+    };
+    let sql = "select id % 3 as k, sum(length), avg(length) from shifts where id <> $1 group by 1 order by 1";
+    assert_eq!(
+        binary(c.query(sql, &[&5i64]).await.unwrap()),
+        binary(one.query(sql, &[&5i64]).await.unwrap())
+    );
     // Bound and in binary, as drivers ask for them: the ids in the columns' order.
     let ids = |rows: Vec<tokio_postgres::Row>| {
         rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>()

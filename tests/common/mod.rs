@@ -368,3 +368,23 @@ pub fn db_error(e: &tokio_postgres::Error) -> &tokio_postgres::error::DbError {
     e.as_db_error()
         .unwrap_or_else(|| panic!("expected a server error, got {e}"))
 }
+
+/// A value's bytes as the server sent them, whatever its type (NULL as None).
+pub struct RawValue(pub Option<Vec<u8>>);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for RawValue {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawValue(Some(raw.to_vec())))
+    }
+    fn from_sql_null(
+        _: &tokio_postgres::types::Type,
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawValue(None))
+    }
+    fn accepts(_: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+}

@@ -8,9 +8,15 @@
 //! beyond either the query fails with 54000 rather than grow without bound. The combined
 //! groups go on through `group_output`.
 
+use super::encode::{
+    count_row, encode_float8, encode_int, encode_interval, encode_numeric, interval_out_of_range,
+    read_int,
+};
 use super::enums::Enums;
+use super::group_keys::{distinct_key, group_key, groupable, ONE_SPELLING};
 use crate::error::{sqlstate, PgError};
-use crate::executor::numeric::{float4_text, float8_text, Num};
+use crate::executor::numeric::{float4_text, Num};
+use crate::executor::value::interval::Interval;
 use crate::executor::value::{self, oid, SortValue};
 use crate::protocol::inspect::{self, FieldDesc};
 use crate::protocol::Frame;
@@ -25,7 +31,8 @@ pub const DISTINCT_BYTES: usize = 64 << 20;
 /// What one held distinct value costs beyond its bytes (the set's entry and allocation).
 const DISTINCT_OVERHEAD: usize = 48;
 
-pub(super) type Row = Vec<Option<Bytes>>;
+pub(super) use super::encode::Row;
+pub(super) use super::rows::unsupported;
 
 /// Partial state of one column within one group.
 enum State {
@@ -34,18 +41,14 @@ enum State {
     SumInt(Option<i128>),
     SumNum(Option<Num>),
     SumFloat(Option<f64>),
+    /// A sum of intervals, each part apart, as PostgreSQL's `+` adds them.
+    SumInterval(Option<Interval>),
     Best(Option<(SortValue, Bytes)>),
     /// The distinct values of a count(DISTINCT x), in `distinct_key` form; None for a NULL
     /// where it counts.
     Distinct(HashSet<Option<Vec<u8>>>),
     /// Filled from a `Distinct` column when the group is finished.
     CountDistinct,
-}
-
-pub(super) fn unsupported(msg: String) -> PgError {
-    PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, msg).with_hint(
-        "Add a shard-key condition so the query runs on one shard, or ask for text results.",
-    )
 }
 
 /// Checks that every column can be combined in its type and format.
@@ -83,10 +86,11 @@ pub fn check(
             // Carried as the shards wrote it, never compared; or computed after the merge.
             AggColumn::Carried | AggColumn::Computed { .. } => true,
             AggColumn::Count | AggColumn::AvgCount => f.type_oid == oid::INT8,
-            AggColumn::AvgFloatSum => f.type_oid == oid::FLOAT8,
+            // An avg of intervals has one too (`x * 1::float8` is an interval), never read.
+            AggColumn::AvgFloatSum => matches!(f.type_oid, oid::FLOAT8 | oid::INTERVAL),
             AggColumn::Sum | AggColumn::Avg { .. } => matches!(
                 f.type_oid,
-                oid::INT8 | oid::NUMERIC | oid::FLOAT4 | oid::FLOAT8
+                oid::INT8 | oid::NUMERIC | oid::FLOAT4 | oid::FLOAT8 | oid::INTERVAL
             ),
             AggColumn::Min | AggColumn::Max => {
                 enums.contains_key(&i) || value::supported(f.type_oid, f.format).is_ok()
@@ -178,10 +182,12 @@ fn fresh(fields: &[FieldDesc], spec: &AggSpec) -> Vec<State> {
                 State::Group(None)
             }
             AggColumn::Count | AggColumn::AvgCount => State::Count(0),
+            AggColumn::AvgFloatSum if f.type_oid == oid::INTERVAL => State::Group(None),
             AggColumn::AvgFloatSum => State::SumFloat(None),
             AggColumn::Sum | AggColumn::Avg { .. } => match f.type_oid {
                 oid::INT8 => State::SumInt(None),
                 oid::NUMERIC => State::SumNum(None),
+                oid::INTERVAL => State::SumInterval(None),
                 _ => State::SumFloat(None),
             },
             AggColumn::Min | AggColumn::Max => State::Best(None),
@@ -322,11 +328,18 @@ impl Groups {
                                 f.format,
                             )),
                             State::SumFloat(Some(v)) => Some(encode_float8(v / n as f64, f.format)),
+                            // PostgreSQL's avg(interval) divides its sum by the count so.
+                            State::SumInterval(Some(v)) => {
+                                Some(encode_interval(v.divided_by(n as f64), f)?)
+                            }
                             _ => None,
                         }
                     }
                     (State::SumInt(v), _) => v.map(|v| encode_int(v, f)).transpose()?,
                     (State::SumNum(v), _) => v.map(|v| encode_numeric(&v, f.format)),
+                    (State::SumInterval(v), _) => {
+                        v.map(|v| encode_interval(Some(v), f)).transpose()?
+                    }
                     (State::SumFloat(v), _) => v.map(|v| {
                         if f.type_oid == oid::FLOAT4 {
                             if f.format == 1 {
@@ -390,6 +403,27 @@ fn combine(
                 *acc = Some(acc.take().unwrap_or_else(Num::zero).add(&v));
             }
         }
+        State::SumInterval(acc) => {
+            if let Some(r) = raw {
+                let v = if f.format == 1 {
+                    Interval::from_binary(&r)
+                } else {
+                    std::str::from_utf8(&r).ok().and_then(Interval::parse)
+                }
+                .ok_or_else(|| {
+                    unsupported(format!(
+                        "cannot read a partial sum of column {} as an interval: the proxy adds \
+                         intervals written in IntervalStyle postgres, the default",
+                        f.name
+                    ))
+                })?;
+                let total = match acc.take() {
+                    None => Some(v),
+                    Some(a) => a.checked_add(v),
+                };
+                *acc = Some(total.ok_or_else(interval_out_of_range)?);
+            }
+        }
         State::SumFloat(acc) => {
             if let Some(r) = raw {
                 let v = match value::decode(f.type_oid, f.format, Some(&r)).map_err(|_| bad())? {
@@ -427,91 +461,6 @@ fn combine(
     Ok(())
 }
 
-/// Types beyond the merge's sort types whose values are written one way each (timetz, "char",
-/// inet, cidr, macaddr, macaddr8, money, bit, varbit): equal exactly when their bytes are, in
-/// one session.
-const ONE_SPELLING: [u32; 9] = [1266, 18, 869, 650, 829, 774, 790, 1560, 1562];
-
-/// Whether rows of a column group alike in the proxy as on one server: its values are equal
-/// exactly when their bytes are, or `group_key` makes them so (an interval by its span, as
-/// '1 day' = '24:00:00'). Other types (jsonb and arrays holding numbers; ranges; types of an
-/// extension) can write one value several ways, and a group could come back once per way.
-fn groupable(type_oid: u32) -> bool {
-    ONE_SPELLING.contains(&type_oid)
-        || matches!(
-            type_oid,
-            oid::BOOL
-                | oid::BYTEA
-                | oid::NAME
-                | oid::INT2
-                | oid::INT4
-                | oid::INT8
-                | oid::OID
-                | oid::TEXT
-                | oid::VARCHAR
-                | oid::BPCHAR
-                | oid::DATE
-                | oid::TIME
-                | oid::TIMESTAMP
-                | oid::TIMESTAMPTZ
-                | oid::INTERVAL
-                | oid::UUID
-                | oid::NUMERIC
-                | oid::FLOAT4
-                | oid::FLOAT8
-        )
-}
-
-/// The bytes a group column's value is grouped by: as it came, but for values PostgreSQL calls
-/// equal that are written otherwise (numeric 1.0 = 1.00, float -0 = 0, char(n) 'a' = 'a  ',
-/// interval '1 mon' = '30 days').
-fn group_key(f: &FieldDesc, raw: Bytes) -> Result<Bytes, PgError> {
-    Ok(match f.type_oid {
-        oid::NUMERIC | oid::FLOAT4 | oid::FLOAT8 | oid::INTERVAL => {
-            Bytes::from(distinct_key(f, &raw)?)
-        }
-        oid::BPCHAR => {
-            let kept = raw.iter().rposition(|&b| b != b' ').map_or(0, |p| p + 1);
-            raw.slice(..kept)
-        }
-        _ => raw,
-    })
-}
-
-/// Bytes that are equal exactly when PostgreSQL's `=` holds for two values of one column: text,
-/// integers, dates and timestamps by value; numeric with its scale dropped (1.0 = 1.00); floats
-/// with -0 = 0 and one NaN; char(n) without trailing blanks.
-fn distinct_key(f: &FieldDesc, raw: &[u8]) -> Result<Vec<u8>, PgError> {
-    if ONE_SPELLING.contains(&f.type_oid) {
-        return Ok(raw.to_vec());
-    }
-    Ok(
-        match value::decode(f.type_oid, f.format, Some(raw)).map_err(unsupported)? {
-            SortValue::Int(i) => i.to_be_bytes().to_vec(),
-            SortValue::Float(x) => {
-                let x = if x == 0.0 {
-                    0.0
-                } else if x.is_nan() {
-                    f64::NAN
-                } else {
-                    x
-                };
-                x.to_bits().to_be_bytes().to_vec()
-            }
-            SortValue::Numeric(d) => format!("{d:?}").into_bytes(),
-            // An interval's span: '1 day' = '24:00:00', as PostgreSQL's `=` has it.
-            SortValue::Wide(i) => i.to_be_bytes().to_vec(),
-            // char(n) compares without its trailing blanks.
-            SortValue::Bytes(mut b) if f.type_oid == oid::BPCHAR => {
-                b.truncate(b.iter().rposition(|&c| c != b' ').map_or(0, |p| p + 1));
-                b
-            }
-            SortValue::Bytes(b) => b,
-            SortValue::Null => Vec::new(),
-        },
-    )
-}
-
 /// What one group costs beyond its values: its index entry, key and state vectors.
 const GROUP_OVERHEAD: usize = 96;
 
@@ -539,52 +488,6 @@ fn too_many_distinct() -> PgError {
     .with_hint(
         "Add a shard-key condition so the query runs on one shard, or narrow the rows it counts.",
     )
-}
-
-fn read_int(raw: &[u8], format: i16) -> Option<i128> {
-    if format == 1 {
-        Some(i64::from_be_bytes(raw.try_into().ok()?) as i128)
-    } else {
-        std::str::from_utf8(raw).ok()?.parse().ok()
-    }
-}
-
-/// The one row of a count of groups: the count in the first column, in its format.
-pub fn count_row(groups: usize, fields: &[FieldDesc]) -> Result<Row, PgError> {
-    let first = fields.first().ok_or_else(|| {
-        PgError::error(
-            sqlstate::PROTOCOL_VIOLATION,
-            "no columns to count groups in",
-        )
-    })?;
-    let mut row = vec![None; fields.len()];
-    row[0] = Some(encode_int(groups as i128, first)?);
-    Ok(row)
-}
-
-fn encode_int(v: i128, f: &FieldDesc) -> Result<Bytes, PgError> {
-    let v = i64::try_from(v).map_err(|_| PgError::error("22003", "bigint out of range"))?;
-    Ok(if f.format == 1 {
-        Bytes::copy_from_slice(&v.to_be_bytes())
-    } else {
-        Bytes::from(v.to_string())
-    })
-}
-
-fn encode_numeric(v: &Num, format: i16) -> Bytes {
-    if format == 1 {
-        Bytes::from(v.to_binary())
-    } else {
-        Bytes::from(v.to_text())
-    }
-}
-
-fn encode_float8(v: f64, format: i16) -> Bytes {
-    if format == 1 {
-        Bytes::copy_from_slice(&v.to_be_bytes())
-    } else {
-        Bytes::from(float8_text(v))
-    }
 }
 
 #[cfg(test)]

@@ -21,10 +21,10 @@ pub fn client_fields(fields: &[FieldDesc], spec: &AggSpec) -> Vec<FieldDesc> {
         .zip(&spec.columns)
         .map(|(f, c)| match c {
             AggColumn::Avg { .. } => FieldDesc {
-                type_oid: if matches!(f.type_oid, oid::FLOAT4 | oid::FLOAT8) {
-                    oid::FLOAT8
-                } else {
-                    oid::NUMERIC
+                type_oid: match f.type_oid {
+                    oid::FLOAT4 | oid::FLOAT8 => oid::FLOAT8,
+                    oid::INTERVAL => oid::INTERVAL,
+                    _ => oid::NUMERIC,
                 },
                 ..f.clone()
             },
@@ -51,10 +51,10 @@ pub fn client_description(frame: &Frame, merge: &MergeSpec) -> Bytes {
         if let AggColumn::Avg { .. } = col {
             let sum_type =
                 u32::from_be_bytes(bytes[fixed + 6..fixed + 10].try_into().expect("4 bytes"));
-            let (ty, len): (u32, i16) = if matches!(sum_type, oid::FLOAT4 | oid::FLOAT8) {
-                (oid::FLOAT8, 8)
-            } else {
-                (oid::NUMERIC, -1)
+            let (ty, len): (u32, i16) = match sum_type {
+                oid::FLOAT4 | oid::FLOAT8 => (oid::FLOAT8, 8),
+                oid::INTERVAL => (oid::INTERVAL, 16),
+                _ => (oid::NUMERIC, -1),
             };
             bytes[fixed + 6..fixed + 10].copy_from_slice(&ty.to_be_bytes());
             bytes[fixed + 10..fixed + 12].copy_from_slice(&len.to_be_bytes());

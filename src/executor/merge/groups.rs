@@ -125,7 +125,7 @@ pub async fn run(
     // Groups counted after HAVING: the count of those it kept.
     let rows = match rows {
         Ok(kept) if spec.count_groups && !spec.having.is_empty() => {
-            aggregate::count_row(kept.len(), &fields).map(|row| vec![row])
+            super::encode::count_row(kept.len(), &fields).map(|row| vec![row])
         }
         other => other,
     };

@@ -7,8 +7,9 @@
 //! again after the merge. Only the sort columns of head rows are decoded.
 //!
 //! `rows` reads the shards' rows and applies OFFSET and LIMIT; `groups` merges grouped and
-//! aggregated results through `aggregate`'s per-group state and hands them out through
-//! `group_output` (HAVING, ORDER BY, the client's columns), and `computed` evaluates items
+//! aggregated results through `aggregate`'s per-group state (keyed by `group_keys`, written
+//! back by `encode`) and hands them out through `group_output` (HAVING, ORDER BY, the client's
+//! columns), and `computed` evaluates items
 //! over the merged aggregates; `collation` refuses text the merge cannot compare as
 //! PostgreSQL does, and `enums` groups enum labels as text and sorts them in their declared
 //! order.
@@ -16,7 +17,9 @@
 mod aggregate;
 mod collation;
 mod computed;
+mod encode;
 mod enums;
+mod group_keys;
 mod group_output;
 mod groups;
 pub mod rows;

@@ -120,6 +120,13 @@ fn strip(frame: &Frame, hidden: usize) -> Option<bytes::Bytes> {
     Some(out.freeze())
 }
 
+/// A refusal of what the merge cannot combine as PostgreSQL would.
+pub(super) fn unsupported(msg: String) -> PgError {
+    PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, msg).with_hint(
+        "Add a shard-key condition so the query runs on one shard, or ask for text results.",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,8 @@
-//! Dates, times and intervals written as text, read into the numbers their binary forms carry
-//! (days or microseconds since 2000-01-01, microseconds since midnight, an interval's span),
-//! so that a column sorts alike whichever format each shard was asked for. Only what the
-//! default output styles write is read (DateStyle ISO, IntervalStyle postgres): the others
-//! write day and month in an order the text does not tell, or units this reader does not
-//! know, and fail to parse, which the merge reports rather than guess.
+//! Dates and times written as text, read into the numbers their binary forms carry (days or
+//! microseconds since 2000-01-01, microseconds since midnight), so that a column sorts alike
+//! whichever format each shard was asked for. Only what the default DateStyle (ISO) writes is
+//! read: the others write day and month in an order the text does not tell, and fail to
+//! parse, which the merge reports rather than guess.
 
 /// Days since 2000-01-01 of a text date (ISO DateStyle); `infinity` sorts last, `-infinity` first.
 pub fn parse_date(s: &str) -> Option<i64> {
@@ -175,7 +174,7 @@ pub fn parse_timetz(s: &str) -> Option<i128> {
 }
 
 /// Six digits of fraction, padded: `5` is 500000 microseconds.
-fn micros(frac: &str) -> Option<i64> {
+pub(super) fn micros(frac: &str) -> Option<i64> {
     if frac.is_empty() {
         return Some(0);
     }
@@ -183,67 +182,6 @@ fn micros(frac: &str) -> Option<i64> {
         return None;
     }
     format!("{frac:0<6}").parse().ok()
-}
-
-const USECS_PER_DAY: i128 = 86_400_000_000;
-
-/// An interval's span, as PostgreSQL compares intervals: its time plus its days and months
-/// counted as 30 days each (so '1 mon' = '30 days' and '1 day' = '24:00:00').
-pub fn interval_span(months: i64, days: i64, micros: i64) -> i128 {
-    i128::from(micros) + (i128::from(days) + i128::from(months) * 30) * USECS_PER_DAY
-}
-
-/// The span of an interval in the binary form: microseconds, days, months.
-pub fn interval_binary(raw: &[u8]) -> Option<i128> {
-    let time = i64::from_be_bytes(raw.get(0..8)?.try_into().ok()?);
-    let day = i32::from_be_bytes(raw.get(8..12)?.try_into().ok()?);
-    let month = i32::from_be_bytes(raw.get(12..16)?.try_into().ok()?);
-    (raw.len() == 16).then(|| interval_span(month.into(), day.into(), time))
-}
-
-/// The span of an interval as IntervalStyle postgres writes it: `1 year 2 mons -3 days
-/// +04:05:06.5`, `00:00:00`, `-1 days +02:00:00`.
-pub fn parse_interval(s: &str) -> Option<i128> {
-    let (mut months, mut days, mut time) = (0i64, 0i64, 0i64);
-    let mut words = s.split(' ');
-    let mut seen_time = false;
-    while let Some(w) = words.next() {
-        if w.contains(':') {
-            if seen_time {
-                return None;
-            }
-            seen_time = true;
-            let (neg, body) = match w.as_bytes().first()? {
-                b'-' => (true, &w[1..]),
-                b'+' => (false, &w[1..]),
-                _ => (false, w),
-            };
-            // Hours may run past 24 (`100:00:00`); minutes and seconds may not.
-            let mut parts = body.splitn(3, ':');
-            let h: i64 = parts
-                .next()
-                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))?
-                .parse()
-                .ok()?;
-            let rest = format!("00:{}:{}", parts.next()?, parts.next()?);
-            let t = h
-                .checked_mul(3_600_000_000)?
-                .checked_add(parse_time(&rest)?)?;
-            time = if neg { -t } else { t };
-            continue;
-        }
-        if seen_time {
-            return None;
-        }
-        let n: i64 = w.strip_prefix('+').unwrap_or(w).parse().ok()?;
-        match words.next()? {
-            "year" | "years" => months = months.checked_add(n.checked_mul(12)?)?,
-            "mon" | "mons" => months = months.checked_add(n)?,
-            "day" | "days" => days = days.checked_add(n)?,
-            _ => return None,
-        }
-    }
-    Some(interval_span(months, days, time))
 }
 
 #[cfg(test)]
@@ -313,40 +251,5 @@ mod tests {
         for other in ["10:00:00", "10:00:00+1", "10:00:00+01:00:00:00"] {
             assert_eq!(parse_timetz(other), None, "{other}");
         }
-    }
-
-    #[test]
-    fn intervals_compare_by_span_as_postgresql_does() {
-        let day = USECS_PER_DAY;
-        assert_eq!(parse_interval("00:00:00"), Some(0));
-        assert_eq!(parse_interval("1 day"), parse_interval("24:00:00"));
-        assert_eq!(parse_interval("1 mon"), parse_interval("30 days"));
-        assert_eq!(parse_interval("1 year"), Some(360 * day));
-        assert_eq!(
-            parse_interval("1 year 2 mons -3 days +04:05:06.5"),
-            Some((360 + 60 - 3) * day + ((4 * 60 + 5) * 60 + 6) * 1_000_000 + 500_000)
-        );
-        assert_eq!(
-            parse_interval("-1 days +02:00:00"),
-            Some(-day + 2 * 3_600_000_000)
-        );
-        assert_eq!(parse_interval("-00:00:01"), Some(-1_000_000));
-        assert_eq!(parse_interval("100:00:00"), Some(100 * 3_600_000_000));
-        // Other styles: sql_standard, iso_8601, postgres_verbose.
-        for other in [
-            "1-2 3 4:05:06",
-            "P1Y2M3DT4H5M6S",
-            "@ 1 day ago",
-            "1 hour",
-            "3",
-        ] {
-            assert_eq!(parse_interval(other), None, "{other}");
-        }
-        let mut raw = Vec::new();
-        raw.extend_from_slice(&7_000_000i64.to_be_bytes());
-        raw.extend_from_slice(&2i32.to_be_bytes());
-        raw.extend_from_slice(&1i32.to_be_bytes());
-        assert_eq!(interval_binary(&raw), Some(32 * day + 7_000_000));
-        assert_eq!(interval_binary(&raw[..15]), None);
     }
 }

@@ -5,14 +5,13 @@
 //! (the executor refuses text sort keys on shards whose collation is not C, see docs/routing.md).
 //! Timestamps with time zone compare as instants, whatever offset each was rendered with, and
 //! intervals by their span, as PostgreSQL compares them ('1 day' = '24:00:00'); `datetime`
-//! reads their text forms.
+//! reads the text forms of dates and times, `interval` those of intervals.
 
 mod datetime;
+pub mod interval;
 
-use datetime::{
-    interval_binary, parse_date, parse_interval, parse_time, parse_timestamp, parse_timetz,
-    timetz_binary,
-};
+use datetime::{parse_date, parse_time, parse_timestamp, parse_timetz, timetz_binary};
+use interval::Interval;
 use std::cmp::Ordering;
 
 /// Type OIDs the merge understands.
@@ -47,7 +46,8 @@ pub enum SortValue {
     Float(f64),
     Numeric(Decimal),
     Bytes(Vec<u8>),
-    /// An interval's span (see `datetime::interval_span`), which can pass 64 bits.
+    /// An interval's span (see `interval::Interval::span`), which can pass 64 bits; a timetz
+    /// as it sorts.
     Wide(i128),
 }
 
@@ -107,7 +107,7 @@ pub fn decode(type_oid: u32, format: i16, raw: Option<&[u8]>) -> Result<SortValu
             FLOAT8 => SortValue::Float(f64::from_be_bytes(raw.try_into().map_err(|_| bad())?)),
             TEXT | VARCHAR | NAME | UUID | BPCHAR => SortValue::Bytes(raw.to_vec()),
             NUMERIC => SortValue::Numeric(numeric_binary(raw).ok_or_else(bad)?),
-            INTERVAL => SortValue::Wide(interval_binary(raw).ok_or_else(bad)?),
+            INTERVAL => SortValue::Wide(Interval::from_binary(raw).ok_or_else(bad)?.span()),
             TIMETZ => SortValue::Wide(timetz_binary(raw).ok_or_else(bad)?),
             _ => return Err(bad()),
         });
@@ -129,7 +129,7 @@ pub fn decode(type_oid: u32, format: i16, raw: Option<&[u8]>) -> Result<SortValu
         TIMESTAMPTZ => SortValue::Int(parse_timestamp(s, true).ok_or_else(|| not_iso(s))?),
         TIME => SortValue::Int(parse_time(s).ok_or_else(bad)?),
         TIMETZ => SortValue::Wide(parse_timetz(s).ok_or_else(bad)?),
-        INTERVAL => SortValue::Wide(parse_interval(s).ok_or_else(|| {
+        INTERVAL => SortValue::Wide(Interval::parse(s).map(|i| i.span()).ok_or_else(|| {
             format!(
                 "cannot read {s:?} as an interval to merge by: the proxy merges intervals \
                  written in IntervalStyle postgres, the default (SET IntervalStyle = postgres)"
