@@ -494,6 +494,14 @@ async fn same_results_as_one_postgres() {
         "select id from accounts where region = 0 union all (select account_id from orders where order_no = 1 \
          union select id from accounts where region = 3) order by 1",
         "select id from accounts where id = 17 intersect select account_id from orders where account_id = 17",
+        // count(*) OVER () beside a page of rows: the whole result's count in every row.
+        "select id, owner, count(*) over () as total from accounts where balance > 100 order by id limit 5",
+        "select *, count(*) over () from accounts where region = 2 order by id limit 3 offset 2",
+        "select count(*) over () as n, id from accounts where id > 100000",
+        "select id, count(note) over () from accounts where region < 2 order by balance desc, id limit 4",
+        "select count(*) filter (where active) over () as a, id, owner from accounts order by owner, id limit 3",
+        "select a.id, o.order_no, count(*) over () from accounts a join orders o on o.account_id = a.id \
+         where o.amount > 300 order by a.id, o.order_no limit 6",
         // Windows partitioned by the shard key: each shard holds whole partitions.
         "select account_id, order_no, amount, row_number() over (partition by account_id order by amount desc, order_no) \
          from orders order by account_id, order_no",
@@ -543,6 +551,13 @@ async fn same_results_as_one_postgres() {
     assert!(!via.is_empty());
     assert_eq!(via, direct, "{sql}");
     count += 1;
+    // A page with its total, bound and in binary.
+    let sql = "select *, count(*) over () from accounts where region = $1 order by id limit 4";
+    let via = binary(p.query(sql, &[&2i32]).await.expect("proxy"));
+    let direct = binary(d.query(sql, &[&2i32]).await.expect("plain"));
+    assert_eq!(via.len(), 4);
+    assert_eq!(via, direct, "{sql}");
+    count += 1;
     // Equal numbers written differently (numeric 0 and 0.00, float -0 and 0) are one row of a
     // UNION, written as whichever came first: compared as numbers.
     for sql in [
@@ -589,6 +604,15 @@ async fn same_results_as_one_postgres() {
     )
     .await;
     compare(&p, &d, "select distinct note from accounts", false, None).await;
+    // Unsorted rows with their total: shard after shard, each row carrying the whole count.
+    compare(
+        &p,
+        &d,
+        "select id, count(*) over () from accounts where balance > 500",
+        false,
+        None,
+    )
+    .await;
     compare(
         &p,
         &d,
@@ -597,7 +621,7 @@ async fn same_results_as_one_postgres() {
         None,
     )
     .await;
-    count += 3;
+    count += 4;
     // Co-located joins and reference tables.
     for id in (3..=ROWS).step_by(17) {
         compare(&p, &d, &format!("select a.id, o.order_no, o.amount from accounts a join orders o on o.account_id = a.id where a.id = {id} order by o.order_no"), true, None).await;
@@ -719,6 +743,10 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "select distinct on (owner) owner, id from accounts order by id",
         "select distinct on (owner) owner, count(*) from accounts group by owner, region order by owner",
         "select id, row_number() over () from accounts",
+        "select id, count(*) over () * 2 from accounts",
+        "select id, count(*) over () as t from accounts order by t, id",
+        "select id, sum(balance) over () from accounts",
+        "select *, count(*) over (), * from accounts",
         "select id, row_number() over (partition by region order by id) from accounts",
         "select a.id, count(*) over (partition by o.account_id) from accounts a left join orders o on o.account_id = a.id",
         "select * from accounts a join users u on u.name = a.owner",

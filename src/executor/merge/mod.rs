@@ -23,6 +23,7 @@ mod group_keys;
 mod group_output;
 mod groups;
 pub mod rows;
+mod totals;
 
 use super::session::{Exec, Step, R};
 use super::value::{self, SortValue};
@@ -30,7 +31,7 @@ use crate::error::{sqlstate, PgError};
 use crate::protocol::inspect::FieldDesc;
 use crate::protocol::{build, inspect, Frame};
 use crate::router::plan::{MergeSpec, SortColumn, SortKey};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 pub use rows::strip_columns;
 use rows::{drain, error_frame, next_row, non_c_order, Window};
 use std::cmp::Ordering;
@@ -166,6 +167,17 @@ pub async fn scatter_request(
             failure = Some(error_frame(&e));
         }
     }
+    let fields = match (&description, merge.totals.is_empty()) {
+        (Some(d), false) => inspect::row_description(d.body()).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let total_columns = match totals::columns(&merge.totals, &fields, merge.hidden) {
+        Ok(c) => c,
+        Err(e) => {
+            failure.get_or_insert_with(|| error_frame(&e));
+            Vec::new()
+        }
+    };
     if let Some(err) = failure {
         drain(exec, shards).await?;
         exec.shard_error(&err);
@@ -178,6 +190,8 @@ pub async fn scatter_request(
         exec.out
             .extend_from_slice(&strip_columns(&description, merge.hidden));
     }
+    // With count(...) OVER () items, one row of every shard before the first is sent.
+    let mut sums: Vec<(usize, Bytes)> = Vec::new();
 
     let mut window = Window {
         skip: merge.offset,
@@ -186,11 +200,37 @@ pub async fn scatter_request(
     };
     let mut late_error: Option<Frame> = None;
     if keys.is_empty() {
-        for &s in shards {
-            while let Some(row) = next_row(exec, s, &mut late_error).await? {
-                if window.admit() {
-                    exec.out
-                        .extend_from_slice(&strip_columns(&row, merge.hidden));
+        let mut firsts: Vec<Option<Frame>> = Vec::with_capacity(shards.len());
+        if !total_columns.is_empty() {
+            for &s in shards {
+                firsts.push(next_row(exec, s, &mut late_error).await?);
+            }
+            let present: Vec<&Frame> = firsts.iter().flatten().collect();
+            match totals::sums(&present, &total_columns, &fields) {
+                Ok(t) => sums = t,
+                Err(e) => {
+                    late_error.get_or_insert_with(|| error_frame(&e));
+                }
+            }
+        }
+        for (i, &s) in shards.iter().enumerate() {
+            // A shard read ahead that had no row has ended: asking it again would wait for ever.
+            if firsts.get(i).is_some_and(Option::is_none) {
+                continue;
+            }
+            let mut first = firsts.get_mut(i).and_then(Option::take);
+            loop {
+                let row = match first.take() {
+                    Some(row) => row,
+                    None => match next_row(exec, s, &mut late_error).await? {
+                        Some(row) => row,
+                        None => break,
+                    },
+                };
+                // Totals that could not be read are not written in any row.
+                let unread = !total_columns.is_empty() && late_error.is_some();
+                if !unread && window.admit() {
+                    send(exec, &row, merge, &sums);
                     exec.maybe_flush().await?;
                 }
             }
@@ -199,6 +239,15 @@ pub async fn scatter_request(
         let mut heads: Vec<Option<(Frame, Vec<SortValue>)>> = Vec::with_capacity(shards.len());
         for &s in shards {
             heads.push(head(exec, s, &keys, &mut late_error).await?);
+        }
+        if !total_columns.is_empty() {
+            let present: Vec<&Frame> = heads.iter().flatten().map(|(row, _)| row).collect();
+            match totals::sums(&present, &total_columns, &fields) {
+                Ok(t) => sums = t,
+                Err(e) => {
+                    late_error.get_or_insert_with(|| error_frame(&e));
+                }
+            }
         }
         // DISTINCT ON: the leading sort values of the last row kept.
         let on = &keys[..merge.distinct_on.min(keys.len())];
@@ -216,8 +265,7 @@ pub async fn scatter_request(
                 kept = Some(values);
             }
             if !repeated && window.admit() {
-                exec.out
-                    .extend_from_slice(&strip_columns(&row, merge.hidden));
+                send(exec, &row, merge, &sums);
                 exec.maybe_flush().await?;
             }
             heads[best] = head(exec, shards[best], &keys, &mut late_error).await?;
@@ -237,6 +285,16 @@ pub async fn scatter_request(
     }
     build::command_complete(&format!("SELECT {}", window.sent), &mut exec.out);
     Ok(Step::Done)
+}
+
+/// Passes one merged row on to the client: totals written in, hidden columns removed.
+fn send(exec: &mut Exec<'_>, row: &Frame, merge: &MergeSpec, sums: &[(usize, Bytes)]) {
+    let stripped = if sums.is_empty() {
+        strip_columns(row, merge.hidden)
+    } else {
+        strip_columns(&totals::written(row, sums), merge.hidden)
+    };
+    exec.out.extend_from_slice(&stripped);
 }
 
 async fn resolve_keys(

@@ -208,6 +208,17 @@ pub struct MergeSpec {
     pub picks: Option<Vec<usize>>,
     /// What the merge needs to know which collations the text it compares is under.
     pub text: TextScope,
+    /// `count(...) OVER ()` select items: each shard counts its own rows, and the merge writes
+    /// the sum of the shards' counts in every row.
+    pub totals: Vec<TotalColumn>,
+}
+
+/// Where a `count(...) OVER ()` item is among the client's columns: its place from the first,
+/// or, after a `*` whose width only the shards' answer tells, from the last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotalColumn {
+    FromStart(usize),
+    FromEnd(usize),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -220,10 +220,19 @@ pub(super) fn plan_scatter(
     }
     // Windows partitioned by the shard key come back final from each shard, as plain rows.
     let windows = has_window(&select.projection) || has_window_in_order(q);
+    let mut totals = Vec::new();
     if windows {
         if let Some(refusal) = super::windows::refusal(q, select, placement) {
             return refusal;
         }
+        totals =
+            match super::windows::totals(select) {
+                Some(t) => t,
+                None => return refuse(
+                    "count(...) OVER () between two * items over several shards is not supported",
+                    "Put the count before or after every * in the select list.",
+                ),
+            };
     }
     let distinct_on = match &select.distinct {
         Some(sqlparser::ast::Distinct::On(exprs)) => Some(exprs),
@@ -250,7 +259,10 @@ pub(super) fn plan_scatter(
             Err(p) => *p,
         };
     }
-    let mut merge = MergeSpec::default();
+    let mut merge = MergeSpec {
+        totals,
+        ..MergeSpec::default()
+    };
     let mut rewritten = q.clone();
     let mut changed = false;
     let has_wildcard = select.projection.iter().any(|i| {
@@ -297,6 +309,12 @@ pub(super) fn plan_scatter(
                 bytewise: explicit_collation(&oe.expr) == Some(true),
             });
         }
+    }
+    if !merge.totals.is_empty() && super::windows::sorts_by_total(select, &merge.order) {
+        return refuse(
+            "ORDER BY a count(...) OVER () item over several shards is not supported",
+            "Every row carries the same total: order by the other columns.",
+        );
     }
     if let Some(exprs) = distinct_on {
         // PostgreSQL asks the same of DISTINCT ON with ORDER BY; without one, which row of a

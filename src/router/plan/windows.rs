@@ -6,11 +6,17 @@
 //! on its key's shard (a NULL key's rows all on the home shard): each shard computes every
 //! such window over whole partitions, so its rows come back final and the query is merged as
 //! plain rows (ORDER BY, LIMIT). The key must be of the first table of the FROM list, which no
-//! join makes NULL. Refused: any other window (each shard would number its own rows), a named
-//! window, and windows over grouped or DISTINCT rows.
+//! join makes NULL.
+//!
+//! A select item `count(*) OVER ()` (or `count(x)`, with or without FILTER), the total that
+//! paginated listings send beside each page's rows, counts every row of the result before
+//! LIMIT: each shard counts its own, and the merge writes the sum of the shards' counts in
+//! every row (see `MergeSpec::totals`). Refused: any other window (each shard would number its
+//! own rows), a named window, such a count inside an expression or in ORDER BY, and windows
+//! over grouped or DISTINCT rows.
 
 use super::*;
-use sqlparser::ast::{JoinOperator, WindowType};
+use sqlparser::ast::{Function, FunctionArguments, JoinOperator, WindowType};
 
 /// The refusal of a query's window calls (in its select list and ORDER BY) that the shards
 /// cannot each compute whole; None when every one is partitioned by the shard key.
@@ -33,7 +39,12 @@ pub(super) fn refusal(q: &Query, select: &Select, placement: &Placement) -> Opti
         _ => false,
     };
     let mut every = true;
-    each_window(&select.projection, &mut |spec| every &= partitioned(spec));
+    for item in &select.projection {
+        if whole_count_item(item) {
+            continue;
+        }
+        each_window(item, &mut |spec| every &= partitioned(spec));
+    }
     if let Some(ob) = &q.order_by {
         each_window(&ob.kind, &mut |spec| every &= partitioned(spec));
     }
@@ -43,6 +54,78 @@ pub(super) fn refusal(q: &Query, select: &Select, placement: &Placement) -> Opti
             "PARTITION BY the shard key (each shard then holds whole partitions), or add a shard-key condition so the query runs on one shard.",
         )
     })
+}
+
+/// Where each `count(...) OVER ()` item of the select list is; None when one sits between
+/// wildcards, whose widths the plan cannot know.
+pub(super) fn totals(select: &Select) -> Option<Vec<TotalColumn>> {
+    let items = &select.projection;
+    let wildcard = |i: &SelectItem| {
+        matches!(
+            i,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        if !whole_count_item(item) {
+            continue;
+        }
+        let before = items[..i].iter().any(wildcard);
+        let after = items[i + 1..].iter().any(wildcard);
+        out.push(match (before, after) {
+            (false, _) => TotalColumn::FromStart(i),
+            (true, false) => TotalColumn::FromEnd(items.len() - 1 - i),
+            (true, true) => return None,
+        });
+    }
+    Some(out)
+}
+
+/// Whether ORDER BY sorts on a `count(...) OVER ()` item, by position or name: each shard's
+/// own count is not the value the client sees, so the merge could not sort by it.
+pub(super) fn sorts_by_total(select: &Select, order: &[SortKey]) -> bool {
+    order.iter().any(|k| match &k.column {
+        SortColumn::Position(p) => select
+            .projection
+            .get(p.wrapping_sub(1))
+            .is_some_and(whole_count_item),
+        SortColumn::Name(n) => select.projection.iter().any(|item| match item {
+            SelectItem::ExprWithAlias { alias, .. } if whole_count_item(item) => {
+                alias.value.eq_ignore_ascii_case(n)
+            }
+            SelectItem::UnnamedExpr(_) if whole_count_item(item) => n.eq_ignore_ascii_case("count"),
+            _ => false,
+        }),
+    })
+}
+
+/// A select item that is `count(...) OVER ()`, bare or named.
+fn whole_count_item(item: &SelectItem) -> bool {
+    match item {
+        SelectItem::UnnamedExpr(Expr::Function(f))
+        | SelectItem::ExprWithAlias {
+            expr: Expr::Function(f),
+            ..
+        } => whole_count(f),
+        _ => false,
+    }
+}
+
+/// `count(*)` or `count(x)` over the whole result: no partition, order, frame or name.
+fn whole_count(f: &Function) -> bool {
+    let whole = matches!(&f.over, Some(WindowType::WindowSpec(w))
+        if w.window_name.is_none()
+            && w.partition_by.is_empty()
+            && w.order_by.is_empty()
+            && w.window_frame.is_none());
+    let plain_args = matches!(&f.args, FunctionArguments::List(l)
+        if l.duplicate_treatment.is_none() && l.clauses.is_empty() && l.args.len() == 1);
+    whole
+        && plain_args
+        && f.within_group.is_empty()
+        && f.name.0.len() == 1
+        && last_ident(&f.name).eq_ignore_ascii_case("count")
 }
 
 /// The names (its own and its alias), key column and key type of the FROM list's first table,
@@ -110,4 +193,47 @@ fn each_window<V: sqlparser::ast::Visit>(node: &V, f: &mut dyn FnMut(&WindowType
         }
         ControlFlow::<()>::Continue(())
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn select_of(sql: &str) -> Select {
+        let stmt =
+            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
+                .unwrap()
+                .remove(0);
+        let Statement::Query(q) = stmt else {
+            panic!("a query")
+        };
+        let SetExpr::Select(s) = *q.body else {
+            panic!("a select")
+        };
+        *s
+    }
+
+    #[test]
+    fn a_whole_count_is_placed_from_the_start_or_after_every_wildcard_from_the_end() {
+        let at = |sql: &str| totals(&select_of(sql));
+        assert_eq!(
+            at("select id, count(*) over () as total from t"),
+            Some(vec![TotalColumn::FromStart(1)])
+        );
+        assert_eq!(
+            at("select *, count(*) over (), id from t"),
+            Some(vec![TotalColumn::FromEnd(1)])
+        );
+        assert_eq!(at("select *, count(x) over (), * from t"), None);
+        // Not a count of the whole result: left to the partition rule.
+        for sql in [
+            "select count(*) over (partition by id) from t",
+            "select count(*) over (order by id) from t",
+            "select sum(x) over () from t",
+            "select count(*) over () + 1 from t",
+            "select count(*) over w from t window w as ()",
+        ] {
+            assert_eq!(at(sql), Some(vec![]), "{sql}");
+        }
+    }
 }
