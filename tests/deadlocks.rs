@@ -30,27 +30,11 @@ fn keys_on_two_shards(tc: &TestCluster) -> (i64, i64) {
 /// `first` updates row `a` and `second` row `b`, then each the other's: one of them must be
 /// cancelled with 40P01, and the other goes on once that one rolls back. The value that won.
 async fn deadlock(first: Client, second: Client, a: i64, b: i64) -> i32 {
-    first
-        .batch_execute(&format!("begin; update accounts set v = 1 where id = {a}"))
-        .await
-        .unwrap();
-    second
-        .batch_execute(&format!("begin; update accounts set v = 2 where id = {b}"))
-        .await
-        .unwrap();
+    begin_with(&first, 1, a).await;
+    begin_with(&second, 2, b).await;
     // Each now waits for the row the other holds, on the other shard.
-    let one = tokio::spawn(async move {
-        let r = first
-            .batch_execute(&format!("update accounts set v = 1 where id = {b}"))
-            .await;
-        (first, r)
-    });
-    let two = tokio::spawn(async move {
-        let r = second
-            .batch_execute(&format!("update accounts set v = 2 where id = {a}"))
-            .await;
-        (second, r)
-    });
+    let one = update_behind(first, 1, b);
+    let two = update_behind(second, 2, a);
     // The cancelled one answers first; its client rolls back, as clients do after an error,
     // which lets the other go on (each shard held its own part of the cancelled transaction's
     // locks until then).
@@ -97,13 +81,7 @@ async fn a_deadlock_across_shards_ends_with_40p01_for_one_transaction() {
     let tc = TestCluster::start_unlike(3, "", TABLES).await;
     let (a, b) = keys_on_two_shards(&tc);
     let setup = tc.client().await;
-    setup
-        .batch_execute(&format!(
-            "create table accounts (id bigint primary key, v int);
-             insert into accounts values ({a}, 0), ({b}, 0)"
-        ))
-        .await
-        .unwrap();
+    create_accounts(&setup, &[a, b]).await;
 
     let won = deadlock(tc.client().await, tc.client().await, a, b).await;
     let rows = setup
@@ -158,13 +136,7 @@ async fn a_deadlock_between_sessions_of_two_proxies_is_ended() {
     );
     let (a, b) = keys_on_two_shards(&tc);
     let setup = tc.client().await;
-    setup
-        .batch_execute(&format!(
-            "create table accounts (id bigint primary key, v int);
-             insert into accounts values ({a}, 0), ({b}, 0)"
-        ))
-        .await
-        .unwrap();
+    create_accounts(&setup, &[a, b]).await;
     let there = connect(&other_url).await.unwrap();
     // Each proxy sees only its own session's part of the cycle.
     let won = deadlock(tc.client().await, there, a, b).await;
@@ -193,48 +165,20 @@ async fn a_cycle_through_a_transaction_of_one_shard_outside_the_proxy_is_ended()
     // Rows r and q on shard 0, row p on shard 1.
     let (r, q, p) = (on(0, 0), on(0, 1), on(1, 0));
     let setup = tc.client().await;
-    setup
-        .batch_execute(&format!(
-            "create table accounts (id bigint primary key, v int);
-             insert into accounts values ({r}, 0), ({q}, 0), ({p}, 0)"
-        ))
-        .await
-        .unwrap();
+    create_accounts(&setup, &[r, q, p]).await;
     let x = tc.client().await;
     let y = tc.client().await;
     // A client of shard 0 itself, as a job or an operator's psql would be.
     let direct = tc.direct(0).await;
-    x.batch_execute(&format!("begin; update accounts set v = 1 where id = {p}"))
-        .await
-        .unwrap();
-    y.batch_execute(&format!("begin; update accounts set v = 2 where id = {q}"))
-        .await
-        .unwrap();
-    direct
-        .batch_execute(&format!("begin; update accounts set v = 3 where id = {r}"))
-        .await
-        .unwrap();
+    begin_with(&x, 1, p).await;
+    begin_with(&y, 2, q).await;
+    begin_with(&direct, 3, r).await;
     // x waits for the direct client on shard 0, which waits there for y, which waits for x
     // on shard 1.
-    let xs = tokio::spawn(async move {
-        let res = x
-            .batch_execute(&format!("update accounts set v = 1 where id = {r}"))
-            .await;
-        (x, res)
-    });
-    let ds = tokio::spawn(async move {
-        let res = direct
-            .batch_execute(&format!("update accounts set v = 3 where id = {q}"))
-            .await;
-        (direct, res)
-    });
+    let xs = update_behind(x, 1, r);
+    let ds = update_behind(direct, 3, q);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let ys = tokio::spawn(async move {
-        let res = y
-            .batch_execute(&format!("update accounts set v = 2 where id = {p}"))
-            .await;
-        (y, res)
-    });
+    let ys = update_behind(y, 2, p);
     // The proxy cancels one of its own sessions, never the client it does not run. Whichever
     // of x and y it cancelled answers first; once it rolls back, the others go on.
     let (mut xs, mut ys) = (xs, ys);
@@ -286,6 +230,37 @@ async fn a_cycle_through_a_transaction_of_one_shard_outside_the_proxy_is_ended()
 }
 
 type Running = tokio::task::JoinHandle<(Client, Result<(), tokio_postgres::Error>)>;
+
+/// `accounts` with a row of value 0 for each of `ids`.
+async fn create_accounts(c: &Client, ids: &[i64]) {
+    let rows: Vec<String> = ids.iter().map(|id| format!("({id}, 0)")).collect();
+    c.batch_execute(&format!(
+        "create table accounts (id bigint primary key, v int);
+         insert into accounts values {}",
+        rows.join(", ")
+    ))
+    .await
+    .unwrap();
+}
+
+/// `c` opens a transaction and sets row `id` to `v`.
+async fn begin_with(c: &Client, v: i32, id: i64) {
+    c.batch_execute(&format!(
+        "begin; update accounts set v = {v} where id = {id}"
+    ))
+    .await
+    .unwrap();
+}
+
+/// `c` sets row `id` to `v` in its open transaction, in the background (it may wait).
+fn update_behind(c: Client, v: i32, id: i64) -> Running {
+    tokio::spawn(async move {
+        let r = c
+            .batch_execute(&format!("update accounts set v = {v} where id = {id}"))
+            .await;
+        (c, r)
+    })
+}
 
 async fn wait(t: Running) -> (Client, Result<(), tokio_postgres::Error>) {
     tokio::time::timeout(GUARD, t)

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{answer, code, connect, db_error, TestCluster};
+use common::{answer, code, db_error, TestCluster};
 
 const TABLES: &str = "[tables.orders]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
 
@@ -22,13 +22,7 @@ async fn enum_columns_group_across_shards_as_on_one_server() {
     let tc = TestCluster::start_unlike(3, "", TABLES).await;
     let c = tc.client().await;
     c.batch_execute(SCHEMA).await.unwrap();
-    let admin = tc.direct(0).await;
-    admin
-        .batch_execute("create database one_enum")
-        .await
-        .unwrap();
-    let one = connect(&tc.shards[0].url("one_enum")).await.unwrap();
-    one.batch_execute(SCHEMA).await.unwrap();
+    let one = tc.one_server("one_enum", &[SCHEMA]).await;
     // The type's OID differs between shards, as it does between real ones.
     let oids = tc
         .count_on_each_shard("select 'status'::regtype::oid::bigint")
@@ -69,11 +63,7 @@ async fn enum_columns_group_across_shards_as_on_one_server() {
         let e = c.simple_query(sql).await.unwrap_err();
         assert_eq!(code(&e), "0A000", "{sql}: {e}");
     }
-    drop(one);
-    admin
-        .batch_execute("drop database one_enum with (force)")
-        .await
-        .unwrap();
+    tc.drop_one_server(one, "one_enum").await;
 }
 
 /// Declared out of alphabetical order, then given a label in the middle through the proxy (in
@@ -96,16 +86,7 @@ async fn enum_columns_sort_across_shards_in_their_declared_order() {
         c.batch_execute(sql).await.unwrap();
     }
     c.batch_execute(MOODS).await.unwrap();
-    let admin = tc.direct(0).await;
-    admin
-        .batch_execute("create database one_mood")
-        .await
-        .unwrap();
-    let one = connect(&tc.shards[0].url("one_mood")).await.unwrap();
-    for sql in MOOD {
-        one.batch_execute(sql).await.unwrap();
-    }
-    one.batch_execute(MOODS).await.unwrap();
+    let one = tc.one_server("one_mood", &[MOOD[0], MOOD[1], MOODS]).await;
     for sql in [
         "select id, m from orders order by m, id",
         "select id, m from orders order by m desc nulls last, id desc limit 9",
@@ -155,9 +136,5 @@ async fn enum_columns_sort_across_shards_in_their_declared_order() {
     c.batch_execute("drop table other_thing; drop table orders; drop type mood")
         .await
         .unwrap();
-    drop(one);
-    admin
-        .batch_execute("drop database one_mood with (force)")
-        .await
-        .unwrap();
+    tc.drop_one_server(one, "one_mood").await;
 }

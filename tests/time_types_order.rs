@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{answer, code, connect, RawValue, TestCluster};
+use common::{answer, code, RawValue, TestCluster};
 
 const TABLES: &str = "[tables.shifts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
 
@@ -26,13 +26,7 @@ async fn times_and_intervals_sort_across_shards_as_on_one_server() {
     let tc = TestCluster::start_unlike(3, "", TABLES).await;
     let c = tc.client().await;
     c.batch_execute(SCHEMA).await.unwrap();
-    let admin = tc.direct(0).await;
-    admin
-        .batch_execute("create database one_time")
-        .await
-        .unwrap();
-    let one = connect(&tc.shards[0].url("one_time")).await.unwrap();
-    one.batch_execute(SCHEMA).await.unwrap();
+    let one = tc.one_server("one_time", &[SCHEMA]).await;
     // The rows really are spread.
     let spread = tc.count_on_each_shard("select count(*) from shifts").await;
     assert!(spread.iter().all(|n| *n > 0), "{spread:?}");
@@ -119,9 +113,5 @@ async fn times_and_intervals_sort_across_shards_as_on_one_server() {
     c.batch_execute("reset intervalstyle; drop table shifts")
         .await
         .unwrap();
-    drop(one);
-    admin
-        .batch_execute("drop database one_time with (force)")
-        .await
-        .unwrap();
+    tc.drop_one_server(one, "one_time").await;
 }

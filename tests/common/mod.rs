@@ -274,6 +274,32 @@ impl TestCluster {
             .await
             .expect("direct connection to shard")
     }
+
+    /// One PostgreSQL database holding all the rows, to compare the proxy's answers with:
+    /// `name` on the first shard's server, made by `statements` (each run on its own, so that
+    /// one may use what an earlier one made, as an enum label). Removed by `drop_one_server`,
+    /// or with the cluster.
+    pub async fn one_server(&self, name: &str, statements: &[&str]) -> Client {
+        self.direct(0)
+            .await
+            .batch_execute(&format!("create database {name}"))
+            .await
+            .unwrap();
+        let one = connect(&self.shards[0].url(name)).await.unwrap();
+        for sql in statements {
+            one.batch_execute(sql).await.unwrap();
+        }
+        one
+    }
+
+    pub async fn drop_one_server(&self, one: Client, name: &str) {
+        drop(one);
+        self.direct(0)
+            .await
+            .batch_execute(&format!("drop database {name} with (force)"))
+            .await
+            .unwrap();
+    }
 }
 
 pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {

@@ -250,16 +250,7 @@ fn count_groups(
     } else {
         Vec::new()
     };
-    select.projection = std::iter::once(outer.clone())
-        .chain(
-            values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| SelectItem::ExprWithAlias {
-                    expr: (*v).clone(),
-                    alias: Ident::new(format!("__shardgate_distinct_{i}")),
-                }),
-        )
+    select.projection = counted_values(outer, values)
         .chain(carried.iter().cloned())
         .collect();
     select.group_by = sqlparser::ast::GroupByExpr::Expressions(
@@ -298,16 +289,7 @@ fn count_kept_groups(
     params: &Params,
 ) -> Plan {
     let mut select = inner_select.clone();
-    select.projection = std::iter::once(outer.clone())
-        .chain(
-            values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| SelectItem::ExprWithAlias {
-                    expr: (*v).clone(),
-                    alias: Ident::new(format!("__shardgate_distinct_{i}")),
-                }),
-        )
+    select.projection = counted_values(outer, values)
         .chain(inner_select.projection.iter().cloned())
         .collect();
     // Positions are resolved: the count in front would move them.
@@ -353,4 +335,17 @@ fn count_kept_groups(
         Plan::Reject(e) => Plan::Reject(e),
         _ => refused(),
     }
+}
+
+/// The count the client asked for, then the values counted by, named for the merge.
+fn counted_values<'a>(
+    outer: &'a SelectItem,
+    values: &'a [&Expr],
+) -> impl Iterator<Item = SelectItem> + 'a {
+    std::iter::once(outer.clone()).chain(values.iter().enumerate().map(|(i, v)| {
+        SelectItem::ExprWithAlias {
+            expr: (*v).clone(),
+            alias: Ident::new(format!("__shardgate_distinct_{i}")),
+        }
+    }))
 }
