@@ -3,6 +3,9 @@
 //! The client loop owns it between messages and lends it to the session while a message is
 //! being carried out, because COPY FROM STDIN reads the client's data in the middle of a
 //! statement.
+//!
+//! Each Query and Parse is handed on with its calls of the transaction's clock rewritten (see
+//! `sql::clock`), so that everything after reads, prepares and sends the rewritten text.
 
 use crate::client::tls::ClientReader;
 use crate::protocol::frame::{take_frame, FrameScanner, Scan};
@@ -14,6 +17,8 @@ pub struct ClientInput {
     rx: ClientReader,
     buf: BytesMut,
     scanner: FrameScanner,
+    /// A Query or Parse calling the transaction's clock has come (see `with_stamped_clock`).
+    clock_calls: bool,
 }
 
 impl ClientInput {
@@ -22,6 +27,7 @@ impl ClientInput {
             rx,
             buf: BytesMut::with_capacity(8 * 1024),
             scanner: FrameScanner::new(max_message_bytes),
+            clock_calls: false,
         }
     }
 
@@ -34,7 +40,10 @@ impl ClientInput {
                 .scan(&self.buf, 0, |_| true)
                 .map_err(|e| e.to_string())?
             {
-                Scan::Whole { tag, len } => return Ok(Some(take_frame(&mut self.buf, tag, len))),
+                Scan::Whole { tag, len } => {
+                    let frame = take_frame(&mut self.buf, tag, len);
+                    return Ok(Some(self.stamped(frame)));
+                }
                 Scan::Pass { .. } => unreachable!("every frame is inspected"),
                 Scan::NeedMore => {}
             }
@@ -50,10 +59,28 @@ impl ClientInput {
     /// `read_frame`.
     pub fn take_whole(&mut self) -> Option<Result<Frame, String>> {
         match self.scanner.scan(&self.buf, 0, |_| true) {
-            Ok(Scan::Whole { tag, len }) => Some(Ok(take_frame(&mut self.buf, tag, len))),
+            Ok(Scan::Whole { tag, len }) => {
+                let frame = take_frame(&mut self.buf, tag, len);
+                Some(Ok(self.stamped(frame)))
+            }
             Ok(Scan::Pass { .. }) => unreachable!("every frame is inspected"),
             Ok(Scan::NeedMore) => None,
             Err(e) => Some(Err(e.to_string())),
+        }
+    }
+
+    /// Whether a Query or Parse that calls the transaction's clock has come so far.
+    pub fn clock_calls(&self) -> bool {
+        self.clock_calls
+    }
+
+    fn stamped(&mut self, frame: Frame) -> Frame {
+        match with_stamped_clock(&frame) {
+            Some(stamped) => {
+                self.clock_calls = true;
+                stamped
+            }
+            None => frame,
         }
     }
 
@@ -73,5 +100,63 @@ impl ClientInput {
                 Some(Ok(_)) => {}
             }
         }
+    }
+}
+
+/// A Query or Parse whose text calls the transaction's clock, rewritten; None for any other
+/// message (or text that is not UTF-8, which the session refuses later).
+fn with_stamped_clock(frame: &Frame) -> Option<Frame> {
+    let body = frame.body();
+    // The text's place in the body: after a Parse's statement name.
+    let start = match frame.tag {
+        b'Q' => 0,
+        b'P' => memchr::memchr(0, body)? + 1,
+        _ => return None,
+    };
+    let len = memchr::memchr(0, &body[start..])?;
+    let sql = std::str::from_utf8(&body[start..start + len]).ok()?;
+    let stamped = crate::sql::clock::stamped(sql)?;
+    let rest = &body[start + len..];
+    let mut out = bytes::BytesMut::with_capacity(5 + start + stamped.len() + rest.len());
+    out.extend_from_slice(&[frame.tag]);
+    out.extend_from_slice(&((4 + start + stamped.len() + rest.len()) as u32).to_be_bytes());
+    out.extend_from_slice(&body[..start]);
+    out.extend_from_slice(stamped.as_bytes());
+    out.extend_from_slice(rest);
+    Some(Frame {
+        tag: frame.tag,
+        bytes: out.freeze(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tag: u8, body: &[u8]) -> Frame {
+        let mut b = vec![tag];
+        b.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        b.extend_from_slice(body);
+        Frame {
+            tag,
+            bytes: bytes::Bytes::from(b),
+        }
+    }
+
+    #[test]
+    fn a_parse_keeps_its_name_and_types_around_the_new_text() {
+        let parse = frame(b'P', b"s1\0select now()\0\0\x01\0\0\0\x17");
+        let out = with_stamped_clock(&parse).unwrap();
+        assert_eq!(
+            out.bytes,
+            frame(b'P', b"s1\0select shardgate.now()\0\0\x01\0\0\0\x17").bytes
+        );
+        let query = frame(b'Q', b"select current_date\0");
+        assert_eq!(
+            with_stamped_clock(&query).unwrap().bytes,
+            frame(b'Q', b"select shardgate.\"current_date\"()\0").bytes
+        );
+        assert!(with_stamped_clock(&frame(b'Q', b"select 1\0")).is_none());
+        assert!(with_stamped_clock(&frame(b'B', b"\0s1\0\0\0\0\0\0\0")).is_none());
     }
 }

@@ -5,6 +5,7 @@
 //! has alike.
 
 pub mod builtin_types;
+pub mod clock;
 pub mod pure_functions;
 mod shape;
 pub mod signal_call;

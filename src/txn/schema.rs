@@ -7,6 +7,14 @@
 //! - `shardgate.txn_marker(gid primary key, ...)`: written inside each prepared branch, so a
 //!   branch's outcome can be seen on its own shard after the fact.
 //!
+//! - The transaction's clock: `shardgate.now()` and its kin (`transaction_timestamp()`,
+//!   `"current_timestamp"()`, `"current_date"()`, `"current_time"()`, `"localtime"()`,
+//!   `"localtimestamp"()`), which the proxy calls in place of PostgreSQL's (see `sql::clock`).
+//!   Each reads the time the proxy gave the transaction, and the shard's own transaction start
+//!   where it gave none, so a call outside the proxy answers as PostgreSQL's would. They are
+//!   plain SQL functions, inlined by the planner as `now()` is evaluated: once per statement
+//!   where an index condition needs it.
+//!
 //! Creation is idempotent and serialized by an advisory lock, so proxies starting together do
 //! not race on the catalog.
 
@@ -28,7 +36,24 @@ CREATE TABLE IF NOT EXISTS shardgate.commit_record (
 CREATE TABLE IF NOT EXISTS shardgate.txn_marker (
     gid text PRIMARY KEY,
     prepared_at timestamptz NOT NULL DEFAULT now()
-);";
+);
+CREATE OR REPLACE FUNCTION shardgate.now() RETURNS pg_catalog.timestamptz
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT COALESCE(NULLIF(pg_catalog.current_setting('shardgate.transaction_time', true), '')::pg_catalog.timestamptz,
+                          pg_catalog.transaction_timestamp()) $$;
+CREATE OR REPLACE FUNCTION shardgate.transaction_timestamp() RETURNS timestamptz
+    LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT shardgate.now() $$;
+CREATE OR REPLACE FUNCTION shardgate.\"current_timestamp\"() RETURNS timestamptz
+    LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT shardgate.now() $$;
+CREATE OR REPLACE FUNCTION shardgate.\"current_date\"() RETURNS date
+    LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT shardgate.now()::pg_catalog.date $$;
+CREATE OR REPLACE FUNCTION shardgate.\"current_time\"() RETURNS timetz
+    LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT shardgate.now()::pg_catalog.timetz $$;
+CREATE OR REPLACE FUNCTION shardgate.\"localtime\"() RETURNS time
+    LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT shardgate.now()::pg_catalog.time $$;
+CREATE OR REPLACE FUNCTION shardgate.\"localtimestamp\"() RETURNS timestamp
+    LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT shardgate.now()::pg_catalog.timestamp $$;
+GRANT USAGE ON SCHEMA shardgate TO PUBLIC;";
 
 /// Checks that the shard can prepare transactions and creates the schema.
 pub async fn prepare_shard(shard: &ShardTarget, timeout: Duration) -> Result<(), String> {

@@ -69,13 +69,18 @@ async fn read_reply<P: Participants>(p: &mut P, shard: usize) -> Option<Reply> {
 }
 
 /// The proxy writes its commit records as the session's current role. After SET ROLE or SET
-/// SESSION AUTHORIZATION to a role without rights on the `shardgate` schema, PostgreSQL's
-/// "permission denied for schema shardgate" would point into the client's statement; this says
-/// what was refused and what to do instead.
+/// SESSION AUTHORIZATION to a role without rights on the `shardgate` schema's tables (every
+/// role may use the schema, for its clock functions), PostgreSQL's "permission denied for table
+/// txn_marker" would point into the client's statement; this says what was refused and what
+/// to do instead.
 fn own_records_error(e: &Frame) -> Option<Vec<u8>> {
     let body = e.body();
     let denied = inspect::error_field(body, b'C') == Some("42501")
-        && inspect::error_field(body, b'M').is_some_and(|m| m.contains("shardgate"));
+        && inspect::error_field(body, b'M').is_some_and(|m| {
+            ["shardgate", "txn_marker", "commit_record"]
+                .iter()
+                .any(|name| m.contains(name))
+        });
     denied.then(|| {
         error_bytes(
             &PgError::error(

@@ -1,0 +1,250 @@
+//! The transaction's clock in statement text. PostgreSQL gives `now()`, `CURRENT_TIMESTAMP` and
+//! their kin one value for a whole transaction: the moment it started. Over several shards each
+//! shard's transaction starts when the proxy first sends it something, so the same client
+//! transaction would read a different `now()` on each shard. The proxy therefore rewrites those
+//! calls to the `shardgate` schema's functions of the same names (created on every shard, see
+//! `txn::schema`), which read the time the proxy gave the transaction (`txn::state`) and fall
+//! back to the shard's own transaction start where it gave none.
+//!
+//! Invariants: only statements that run a query are rewritten (a CREATE or ALTER keeps its
+//! definition, a column default for instance, as the client wrote it); quoted text, quoted
+//! identifiers, dollar quotes and comments are never touched; a replacement keeps the column
+//! name PostgreSQL gives the call (`now`, `current_date` ...), since the function it calls has
+//! that name; a qualified call (`pg_catalog.now()`) and the precision forms
+//! (`CURRENT_TIMESTAMP(3)`) are left as written.
+
+use super::tokens::{Token, Tokens};
+
+/// The custom setting the `shardgate` clock functions read: the transaction's time, written
+/// as ISO 8601 text in UTC.
+pub const TIME_SETTING: &str = "shardgate.transaction_time";
+
+/// Statements whose clock calls are rewritten, by first word: those that run a query.
+const QUERIES: &[&str] = &[
+    "call", "copy", "declare", "delete", "execute", "explain", "insert", "merge", "prepare",
+    "select", "table", "update", "values", "with",
+];
+
+/// Calls written with an empty argument list.
+const CALLS: &[(&str, &str)] = &[
+    ("now", "shardgate.now()"),
+    ("transaction_timestamp", "shardgate.transaction_timestamp()"),
+];
+
+/// Keywords written without parentheses (SQL's value functions).
+const KEYWORDS: &[(&str, &str)] = &[
+    ("current_date", "shardgate.\"current_date\"()"),
+    ("current_time", "shardgate.\"current_time\"()"),
+    ("current_timestamp", "shardgate.\"current_timestamp\"()"),
+    ("localtime", "shardgate.\"localtime\"()"),
+    ("localtimestamp", "shardgate.\"localtimestamp\"()"),
+];
+
+/// `sql` with its calls of the transaction's clock rewritten, None when it has none.
+pub fn stamped(sql: &str) -> Option<String> {
+    if !may_read_clock(sql.as_bytes()) {
+        return None;
+    }
+    let b = sql.as_bytes();
+    // The tokens that matter: no blanks, no comments.
+    let tokens: Vec<(Token, std::ops::Range<usize>)> = Tokens::new(sql)
+        .filter(|(t, r)| match t {
+            Token::Comment => false,
+            Token::Other => !b[r.start].is_ascii_whitespace(),
+            _ => true,
+        })
+        .collect();
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut at_start = true;
+    let mut rewriting = false;
+    for (i, (token, at)) in tokens.iter().enumerate() {
+        match token {
+            Token::Semicolon => {
+                at_start = true;
+                continue;
+            }
+            // A statement may start with parentheses: `(SELECT ...) UNION ...`.
+            Token::Open if at_start => continue,
+            Token::Word if at_start => {
+                at_start = false;
+                rewriting = QUERIES
+                    .iter()
+                    .any(|q| sql[at.clone()].eq_ignore_ascii_case(q));
+                continue;
+            }
+            _ => at_start = false,
+        }
+        if !rewriting || *token != Token::Word {
+            continue;
+        }
+        let qualified = i > 0 && {
+            let (t, r) = &tokens[i - 1];
+            *t == Token::Other && b[r.start] == b'.'
+        };
+        if qualified {
+            continue;
+        }
+        let word = &sql[at.clone()];
+        let next = |k: usize| tokens.get(i + k).map(|(t, _)| *t);
+        let replaced = if let Some((_, to)) = find(CALLS, word) {
+            (next(1) == Some(Token::Open) && next(2) == Some(Token::Close))
+                .then(|| (to, tokens[i + 2].1.end))
+        } else if let Some((_, to)) = find(KEYWORDS, word) {
+            (next(1) != Some(Token::Open)).then_some((to, at.end))
+        } else {
+            None
+        };
+        if let Some((to, end)) = replaced {
+            out.push_str(&sql[copied..at.start]);
+            out.push_str(to);
+            copied = end;
+        }
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.push_str(&sql[copied..]);
+    Some(out)
+}
+
+/// Whether a statement (text, or a message carrying one) calls the `shardgate` clock
+/// functions, as `stamped` writes them.
+pub fn calls_stamped_clock(b: &[u8]) -> bool {
+    memchr::memmem::find(b, b"shardgate.").is_some()
+        && CALLS
+            .iter()
+            .chain(KEYWORDS)
+            .any(|(_, to)| memchr::memmem::find(b, to.as_bytes()).is_some())
+}
+
+fn find<'a>(list: &'a [(&'a str, &'a str)], word: &str) -> Option<&'a (&'a str, &'a str)> {
+    list.iter().find(|(w, _)| word.eq_ignore_ascii_case(w))
+}
+
+/// A quick look before any scan: whether `b` holds one of the words, in any case. Most
+/// statements hold none, and this is all they pay.
+fn may_read_clock(b: &[u8]) -> bool {
+    const WORDS: &[&[u8]] = &[b"now", b"current_", b"localtime", b"transaction_timestamp"];
+    b.iter().enumerate().any(|(i, &c)| {
+        matches!(c | 0x20, b'n' | b'c' | b'l' | b't')
+            && WORDS
+                .iter()
+                .any(|w| b.len() - i >= w.len() && b[i..i + w.len()].eq_ignore_ascii_case(w))
+    })
+}
+
+/// The transaction time written for `TIME_SETTING`: UTC, to the microsecond, in ISO 8601,
+/// which PostgreSQL reads the same under every DateStyle.
+pub fn time_text(at: std::time::SystemTime) -> String {
+    let micros = match at.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_micros() as i64,
+        Err(e) => -(e.duration().as_micros() as i64),
+    };
+    let (days, of_day) = (
+        micros.div_euclid(86_400_000_000),
+        micros.rem_euclid(86_400_000_000),
+    );
+    let (y, m, d) = civil_from_days(days);
+    let secs = of_day / 1_000_000;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:06}+00",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        of_day % 1_000_000
+    )
+}
+
+/// Year, month and day of a day counted from 1970-01-01 (the proleptic Gregorian calendar,
+/// after Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn calls_and_keywords_are_rewritten_in_queries() {
+        assert_eq!(
+            stamped("SELECT now(), CURRENT_TIMESTAMP, current_date").as_deref(),
+            Some(
+                "SELECT shardgate.now(), shardgate.\"current_timestamp\"(), \
+                 shardgate.\"current_date\"()"
+            )
+        );
+        assert_eq!(
+            stamped("update t set at = NOW ( ) where id = 1 returning localtime").as_deref(),
+            Some("update t set at = shardgate.now() where id = 1 returning shardgate.\"localtime\"()")
+        );
+        assert_eq!(
+            stamped("insert into t values (1, transaction_timestamp())").as_deref(),
+            Some("insert into t values (1, shardgate.transaction_timestamp())")
+        );
+        assert_eq!(
+            stamped("(select localtimestamp) union all (select current_time)").as_deref(),
+            Some(
+                "(select shardgate.\"localtimestamp\"()) union all \
+                 (select shardgate.\"current_time\"())"
+            )
+        );
+    }
+
+    #[test]
+    fn text_that_only_looks_like_a_call_is_left_alone() {
+        for sql in [
+            "SELECT 'now()', \"now\"(), $$current_date$$ -- now()\n",
+            "SELECT now FROM t",
+            "SELECT pg_catalog.now(), CURRENT_TIMESTAMP(3), now(1)",
+            "SELECT current_user, current_setting('x'), nowhere()",
+            "SELECT 1 /* current_date */",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 7",
+        ] {
+            assert_eq!(stamped(sql), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn rewritten_calls_are_found_again() {
+        let sql = stamped("select id, current_time from t").unwrap();
+        assert!(calls_stamped_clock(sql.as_bytes()));
+        assert!(!calls_stamped_clock(b"select shardgate.other() from t"));
+    }
+
+    #[test]
+    fn definitions_keep_the_clock_as_written() {
+        assert_eq!(
+            stamped("CREATE TABLE t (at timestamptz DEFAULT now())"),
+            None
+        );
+        assert_eq!(
+            stamped("ALTER TABLE t ALTER at SET DEFAULT current_timestamp; SELECT now()")
+                .as_deref(),
+            Some("ALTER TABLE t ALTER at SET DEFAULT current_timestamp; SELECT shardgate.now()")
+        );
+        assert_eq!(stamped("CREATE VIEW v AS SELECT now()"), None);
+    }
+
+    #[test]
+    fn the_time_is_written_in_utc_iso_text() {
+        assert_eq!(time_text(UNIX_EPOCH), "1970-01-01 00:00:00.000000+00");
+        // 2025-12-04 22:26:22.698738 UTC.
+        let at = UNIX_EPOCH + Duration::from_micros(1_764_887_182_698_738);
+        assert_eq!(time_text(at), "2025-12-04 22:26:22.698738+00");
+        // A leap day.
+        let at = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(time_text(at), "2000-02-29 00:00:00.000000+00");
+    }
+}
