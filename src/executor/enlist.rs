@@ -42,6 +42,9 @@ impl Exec<'_> {
         }
         if let TxnState::Open(t) = &mut self.txn {
             t.enlisted.insert(shard);
+            if o.timed {
+                t.timed.insert(shard);
+            }
         }
         Ok(Step::Done)
     }

@@ -32,5 +32,6 @@ pub mod shape_route;
 pub mod signal;
 pub mod snapshot_read;
 pub mod sql_prepare;
+pub mod transaction_clock;
 pub mod value;
 pub mod write;

@@ -39,6 +39,10 @@ impl Exec<'_> {
         let mut txn = TxnState::begin(begin, implicit);
         if let TxnState::Open(t) = &mut txn {
             t.snapshot = self.consistency == Consistency::Snapshot;
+            // A session that calls the clock gives each transaction its time from the start.
+            if self.clock_seen {
+                t.time = Some(crate::sql::clock::time_text(std::time::SystemTime::now()));
+            }
         }
         txn
     }
@@ -150,6 +154,10 @@ impl Exec<'_> {
             sql.push_str("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; ");
         }
         sql.push_str("SELECT pg_catalog.pg_current_snapshot()");
+        if let Some(time) = t.time_sql() {
+            sql.push_str("; ");
+            sql.push_str(&time);
+        }
         for (_, raw) in &t.savepoints {
             sql.push_str("; SAVEPOINT ");
             sql.push_str(raw);
@@ -169,6 +177,9 @@ impl Exec<'_> {
         }
         if let TxnState::Open(t) = &mut self.txn {
             t.enlisted.extend(shards.iter().copied());
+            if t.time.is_some() {
+                t.timed.extend(shards.iter().copied());
+            }
             t.cut = Some(scope);
         }
         self.pending_cut = Some(PendingCut {

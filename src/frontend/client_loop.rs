@@ -188,6 +188,12 @@ pub async fn run(
         if termination.moved() {
             break SessionEnd::Killed;
         }
+        // A transaction that began before the session's first call of the clock gets one
+        // time on every shard before that call runs (see `executor::transaction_clock`).
+        exec.clock_seen |= input.clock_calls();
+        if let Err(stop) = exec.keep_one_clock().await {
+            break ended(stop);
+        }
         // Lent for the message (COPY FROM STDIN reads the client's data mid-statement).
         exec.input = Some(input);
         // A fast stop ends the session even in the middle of a statement.

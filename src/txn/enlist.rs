@@ -1,5 +1,6 @@
-//! A shard joining the session's transaction: the client's BEGIN, SET TRANSACTION and active
-//! savepoints replayed on it the first time a statement touches it.
+//! A shard joining the session's transaction: the client's BEGIN, SET TRANSACTION, the
+//! transaction's time (see `sql::clock`) and active savepoints replayed on it the first time a
+//! statement touches it.
 //!
 //! The opening can travel alone or in front of the statement in the same Query, which saves a
 //! round trip per shard. Either way the statement never runs outside the transaction: in one
@@ -22,6 +23,8 @@ pub struct Opening {
     commands: usize,
     /// A second shard: the opening ends with `SELECT current_setting('transaction_isolation')`.
     check: bool,
+    /// It gives the shard the transaction's time.
+    pub timed: bool,
 }
 
 impl Opening {
@@ -43,6 +46,7 @@ impl Opening {
             sql,
             commands: t.opening_commands(),
             check,
+            timed: t.time.is_some(),
         })
     }
 

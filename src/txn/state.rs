@@ -40,6 +40,16 @@ pub struct OpenTxn {
     pub changed_session: bool,
     /// Types this transaction created, which only its own connections can see yet.
     pub own_types: Vec<OwnType>,
+    /// The transaction's time, as every shard's `now()` reads it (see `sql::clock`), once it
+    /// has one: given to each shard as it enlists. None in a session that has not called the
+    /// clock: each shard then keeps its own, which nothing has read.
+    pub time: Option<String>,
+    /// Enlisted shards that answer `time`: given it as they joined, or the shard it was read
+    /// from.
+    pub timed: BTreeSet<usize>,
+    /// Of those, shards given the time after they joined (see `Exec::keep_one_clock`): a
+    /// ROLLBACK TO may undo it there, so they lose their place in `timed` at every one.
+    pub timed_late: BTreeSet<usize>,
 }
 
 /// One type the open transaction created, as one shard numbers it.
@@ -97,6 +107,9 @@ impl TxnState {
             cut: None,
             changed_session: false,
             own_types: Vec::new(),
+            time: None,
+            timed: BTreeSet::new(),
+            timed_late: BTreeSet::new(),
         })
     }
 
@@ -167,6 +180,18 @@ impl OpenTxn {
         sql
     }
 
+    /// Gives the shard the transaction's time: a SET LOCAL, which takes no snapshot (so a
+    /// REPEATABLE READ transaction's snapshot is still taken by its first statement there).
+    /// It follows any SET TRANSACTION and precedes the savepoints, so that no ROLLBACK TO
+    /// undoes it.
+    pub fn time_sql(&self) -> Option<String> {
+        let time = self.time.as_ref()?;
+        Some(format!(
+            "SET LOCAL {} = '{time}'",
+            crate::sql::clock::TIME_SETTING
+        ))
+    }
+
     /// The level this transaction runs at: the last one its BEGIN or SET TRANSACTION named,
     /// else the session's default.
     pub fn isolation(&self, default: Isolation) -> Isolation {
@@ -184,13 +209,18 @@ impl OpenTxn {
 
     /// Statements in `opening()`, each answering with one command tag.
     pub fn opening_commands(&self) -> usize {
-        1 + self.characteristics.len() + self.savepoints.len()
+        1 + usize::from(self.time.is_some()) + self.characteristics.len() + self.savepoints.len()
     }
 
     /// The text that opens this transaction on a newly enlisted shard: BEGIN, the client's SET
-    /// TRANSACTION statements and every active savepoint.
+    /// TRANSACTION statements, the transaction's time if it has one, and every active
+    /// savepoint.
     pub fn opening(&self) -> String {
         let mut sql = self.begin_sql();
+        if let Some(time) = self.time_sql() {
+            sql.push_str("; ");
+            sql.push_str(&time);
+        }
         for (_, raw) in &self.savepoints {
             sql.push_str("; SAVEPOINT ");
             sql.push_str(raw);
@@ -213,6 +243,9 @@ impl OpenTxn {
     pub fn rollback_to(&mut self, raw: &str) -> Result<(), NoSuchSavepoint> {
         let i = self.find(raw)?;
         self.savepoints.truncate(i + 1);
+        for shard in std::mem::take(&mut self.timed_late) {
+            self.timed.remove(&shard);
+        }
         Ok(())
     }
 
@@ -297,18 +330,23 @@ mod tests {
     #[test]
     fn savepoints_replay_and_unwind_like_postgres() {
         let mut t = open();
+        assert_eq!(t.opening(), "BEGIN");
+        assert_eq!(t.opening_commands(), 1);
+        t.time = Some("2026-12-04 22:26:22.698738+00".into());
+        let time = "SET LOCAL shardgate.transaction_time = '2026-12-04 22:26:22.698738+00'";
         t.savepoint("a");
         t.savepoint("\"B\"");
         t.savepoint("a");
         assert_eq!(
             t.opening(),
-            "BEGIN; SAVEPOINT a; SAVEPOINT \"B\"; SAVEPOINT a"
+            format!("BEGIN; {time}; SAVEPOINT a; SAVEPOINT \"B\"; SAVEPOINT a")
         );
+        assert_eq!(t.opening_commands(), 5);
         // ROLLBACK TO the latest "a" keeps it.
         t.rollback_to("A").unwrap();
         assert_eq!(t.savepoints.len(), 3);
         t.release("\"B\"").unwrap();
-        assert_eq!(t.opening(), "BEGIN; SAVEPOINT a");
+        assert_eq!(t.opening(), format!("BEGIN; {time}; SAVEPOINT a"));
         assert_eq!(t.release("b"), Err(NoSuchSavepoint("b".into())));
     }
 }

@@ -4,17 +4,19 @@ sharded by id, `orders` by customer_id, `tenants` is a reference table, other ta
 `undeclared_tables`).
 
 Serial keys everywhere, relationships with eager loading, pagination, aggregates, savepoints,
-a transfer between customers on different shards, a server-side cursor (yield_per), bulk
-inserts, and DDL the way Alembic runs it. Every check compares with values computed here.
+a transfer between customers on different shards, `func.now()` written on every shard in one
+transaction, a server-side cursor (yield_per), bulk inserts, and DDL the way Alembic runs it. Every check compares with values computed here.
 Prints "orm app ok <driver>".
 """
 import faulthandler
 # A hang in the proxy becomes a traceback and a failure, not a stuck CI run.
 faulthandler.dump_traceback_later(120, exit=True)
 import os
+import time
+from datetime import datetime
 
-from sqlalchemy import (BigInteger, Enum, ForeignKey, Integer, String, create_engine, func,
-                        select, text, union, union_all, update)
+from sqlalchemy import (BigInteger, DateTime, Enum, ForeignKey, Integer, String, create_engine,
+                        func, select, text, union, union_all, update)
 from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, mapped_column, relationship,
                             selectinload)
 
@@ -43,6 +45,7 @@ class Customer(Base):
     tenant_id: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(30))
     balance: Mapped[int] = mapped_column(BigInteger, default=100)
+    touched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     orders: Mapped[list["Order"]] = relationship(back_populates="customer")
 
 
@@ -169,6 +172,18 @@ def check_transfer(s, ids):
     assert s.get(Customer, ids[0]).balance == 70
 
 
+def touch(s, ids):
+    # func.now() in a transaction that reaches one shard, waits, then writes every shard: one
+    # PostgreSQL gives every row the transaction's start, and so must the shards.
+    s.get(Customer, ids[0])
+    time.sleep(0.2)
+    s.execute(update(Customer).values(touched_at=func.now()))
+    started = s.scalar(select(func.now()))
+    s.commit()
+    assert s.scalar(select(func.count(Customer.touched_at.distinct()))) == 1
+    assert s.scalar(select(func.max(Customer.touched_at))) == started
+
+
 def stream(s, ids):
     # A server-side cursor over every shard.
     streamed = [c.id for c in s.scalars(select(Customer).execution_options(yield_per=7))]
@@ -197,7 +212,7 @@ def main():
         seed(s)
     with Session(engine) as s:
         ids = add_customers(s)
-    for step in (read_back, query, transfer, check_transfer, stream):
+    for step in (read_back, query, transfer, check_transfer, touch, stream):
         with Session(engine) as s:
             step(s, ids)
     with engine.begin() as conn:
@@ -216,7 +231,7 @@ async def main_async():
         await s.run_sync(seed)
     async with AsyncSession(engine) as s:
         ids = await s.run_sync(add_customers)
-    for step in (read_back, query, transfer, check_transfer, stream):
+    for step in (read_back, query, transfer, check_transfer, touch, stream):
         async with AsyncSession(engine) as s:
             await s.run_sync(step, ids)
     async with engine.begin() as conn:

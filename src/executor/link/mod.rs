@@ -189,6 +189,12 @@ impl ShardLink {
         self.status != b'I'
     }
 
+    /// Whether the connection is between requests: nothing sent since its last
+    /// ReadyForQuery, so a Query of the proxy's own may go first.
+    pub fn settled(&self) -> bool {
+        !self.unsettled
+    }
+
     pub fn holds_conn(&self) -> bool {
         self.conn.is_some()
     }

@@ -31,6 +31,7 @@ use crate::error::{sqlstate, PgError};
 use crate::protocol::inspect::FieldDesc;
 use crate::protocol::{build, inspect, Frame};
 use crate::router::plan::{MergeSpec, SortColumn, SortKey};
+use crate::txn::state::TxnState;
 use bytes::{Bytes, BytesMut};
 pub use rows::strip_columns;
 use rows::{drain, error_frame, next_row, non_c_order, Window};
@@ -63,6 +64,26 @@ pub async fn scatter(
 /// the RowDescription (simple protocol) or already has it (extended protocol, from its
 /// Describe).
 pub async fn scatter_request(
+    exec: &mut Exec<'_>,
+    shards: &[usize],
+    requests: &[bytes::Bytes],
+    merge: &MergeSpec,
+    describe: bool,
+) -> R<Step> {
+    // Outside a transaction block each shard would answer `now()` with its own statement's
+    // start; a read of several shards that calls the clock gets a transaction of its own,
+    // which gives every shard one time (see `sql::clock`).
+    let own = shards.len() > 1
+        && exec.txn == TxnState::Idle
+        && requests
+            .iter()
+            .any(|r| crate::sql::clock::calls_stamped_clock(r))
+        && exec.own_implicit();
+    let step = scatter_in_txn(exec, shards, requests, merge, describe).await?;
+    exec.end_own_implicit(own, step).await
+}
+
+async fn scatter_in_txn(
     exec: &mut Exec<'_>,
     shards: &[usize],
     requests: &[bytes::Bytes],

@@ -131,6 +131,9 @@ pub struct Exec<'a> {
     /// A COPY FROM STDIN took the client's data since the extended batch began (see
     /// `Extended::run_batch`).
     pub copied_in: bool,
+    /// The client has sent a statement that calls the transaction's clock: its transactions
+    /// give every shard one time (see `transaction_clock`).
+    pub clock_seen: bool,
     /// Result formats of the extended-protocol Execute running now (empty: text, or the
     /// simple protocol).
     pub result_formats: Vec<i16>,
@@ -215,6 +218,7 @@ impl<'a> Exec<'a> {
             signals: None,
             cursors: std::collections::HashMap::new(),
             copied_in: false,
+            clock_seen: false,
             result_formats: Vec::new(),
             bound: None,
             pool,
