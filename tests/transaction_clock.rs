@@ -31,6 +31,11 @@ fn key_on_each_shard(tc: &TestCluster) -> Vec<i64> {
         .collect()
 }
 
+/// Runs `sql` (one statement or several), which must succeed.
+async fn run(c: &tokio_postgres::Client, sql: impl AsRef<str>) {
+    c.batch_execute(sql.as_ref()).await.unwrap();
+}
+
 /// The distinct values in `sql`'s rows, every column's.
 async fn distinct(c: &tokio_postgres::Client, sql: &str) -> BTreeSet<Option<String>> {
     answer(c, sql).await.into_iter().flatten().collect()
@@ -40,35 +45,38 @@ async fn distinct(c: &tokio_postgres::Client, sql: &str) -> BTreeSet<Option<Stri
 async fn a_transaction_reads_one_clock_on_every_shard() {
     let tc = TestCluster::start_unlike(3, "", TABLES).await;
     let c = tc.client().await;
-    c.batch_execute(SCHEMA).await.unwrap();
+    run(&c, SCHEMA).await;
     let spread = tc.count_on_each_shard("select count(*) from events").await;
     assert!(spread.iter().all(|n| *n > 0), "{spread:?}");
     let keys = key_on_each_shard(&tc);
 
     // Simple protocol: the first shard joins at once, the others a while later.
-    c.batch_execute(&format!(
-        "begin; select id from events where id = {}",
-        keys[0]
-    ))
-    .await
-    .unwrap();
+    run(
+        &c,
+        format!("begin; select id from events where id = {}", keys[0]),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    c.batch_execute(&format!(
-        "update events set at = now(), day = current_date where id = {}",
-        keys[0]
-    ))
-    .await
-    .unwrap();
-    c.batch_execute("update events set at = current_timestamp where at is null")
-        .await
-        .unwrap();
+    run(
+        &c,
+        format!(
+            "update events set at = now(), day = current_date where id = {}",
+            keys[0]
+        ),
+    )
+    .await;
+    run(
+        &c,
+        "update events set at = current_timestamp where at is null",
+    )
+    .await;
     let within = distinct(
         &c,
         "select now(), transaction_timestamp(), current_timestamp from events",
     )
     .await;
     assert_eq!(within.len(), 1, "{within:?}");
-    c.batch_execute("commit").await.unwrap();
+    run(&c, "commit").await;
     let written = distinct(&c, "select at from events").await;
     assert_eq!(
         written, within,
@@ -80,7 +88,7 @@ async fn a_transaction_reads_one_clock_on_every_shard() {
         .prepare("update events set at = now(), day = current_date where id = $1")
         .await
         .unwrap();
-    c.batch_execute("begin").await.unwrap();
+    run(&c, "begin").await;
     for k in &keys {
         c.execute(&stamp, &[k]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -89,7 +97,7 @@ async fn a_transaction_reads_one_clock_on_every_shard() {
         .query("select now()::text, localtimestamp::text from events", &[])
         .await
         .unwrap();
-    c.batch_execute("commit").await.unwrap();
+    run(&c, "commit").await;
     let seen: BTreeSet<String> = read.iter().map(|r| r.get::<_, String>(0)).collect();
     assert_eq!(seen.len(), 1, "{seen:?}");
     let written = distinct(
@@ -107,50 +115,48 @@ async fn a_transaction_reads_one_clock_on_every_shard() {
     );
 
     // A shard that joined after a savepoint keeps the time when the savepoint is rolled back to.
-    c.batch_execute(&format!(
-        "begin; select id from events where id = {}; savepoint s",
-        keys[0]
-    ))
-    .await
-    .unwrap();
+    run(
+        &c,
+        format!(
+            "begin; select id from events where id = {}; savepoint s",
+            keys[0]
+        ),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    c.batch_execute(&format!(
-        "select id from events where id = {}; rollback to s",
-        keys[1]
-    ))
-    .await
-    .unwrap();
-    c.batch_execute("update events set at = now()")
-        .await
-        .unwrap();
+    run(
+        &c,
+        format!(
+            "select id from events where id = {}; rollback to s",
+            keys[1]
+        ),
+    )
+    .await;
+    run(&c, "update events set at = now()").await;
     let after_savepoint = distinct(&c, "select at from events").await;
-    c.batch_execute("commit").await.unwrap();
+    run(&c, "commit").await;
     assert_eq!(after_savepoint.len(), 1, "{after_savepoint:?}");
 
     // A session's first call of the clock, in a transaction that reached two shards before
     // it (each began its own part at its own moment), and after a savepoint rolled back to.
     let fresh = tc.client().await;
-    fresh
-        .batch_execute(&format!(
-            "begin; select id from events where id = {}",
-            keys[0]
-        ))
-        .await
-        .unwrap();
+    run(
+        &fresh,
+        format!("begin; select id from events where id = {}", keys[0]),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    fresh
-        .batch_execute(&format!(
-            "select id from events where id = {}; savepoint s",
-            keys[1]
-        ))
-        .await
-        .unwrap();
+    run(
+        &fresh,
+        format!("select id from events where id = {}; savepoint s", keys[1]),
+    )
+    .await;
     let on_second = distinct(
         &fresh,
         &format!("select now() from events where id = {}", keys[1]),
     )
     .await;
-    fresh.batch_execute("rollback to s").await.unwrap();
+    run(&fresh, "rollback to s").await;
     let everywhere = distinct(
         &fresh,
         &format!(
@@ -159,7 +165,7 @@ async fn a_transaction_reads_one_clock_on_every_shard() {
         ),
     )
     .await;
-    fresh.batch_execute("commit").await.unwrap();
+    run(&fresh, "commit").await;
     assert_eq!(everywhere.len(), 1, "{everywhere:?}");
     assert_eq!(on_second, everywhere);
     // A fresh session whose first statement reads several shards and calls the clock.
@@ -194,7 +200,7 @@ async fn a_transaction_reads_one_clock_on_every_shard() {
 async fn clock_calls_keep_postgres_names_types_and_definitions() {
     let tc = TestCluster::start_unlike(3, "", TABLES).await;
     let c = tc.client().await;
-    c.batch_execute(SCHEMA).await.unwrap();
+    run(&c, SCHEMA).await;
     let one = tc.one_server("one_clock", &[SCHEMA]).await;
     // What the client is shown of each call: its column's name and type.
     let sql = "select now(), current_timestamp, current_date, current_time, localtime, \
@@ -218,12 +224,12 @@ async fn clock_calls_keep_postgres_names_types_and_definitions() {
     assert_eq!(answer(&c, quoted).await, answer(&one, quoted).await);
 
     // A definition keeps the call as the client wrote it.
-    c.batch_execute(
+    run(
+        &c,
         "create table stamped (id bigint primary key, at timestamptz default now(), \
          d date default current_date)",
     )
-    .await
-    .unwrap();
+    .await;
     for shard in 0..3 {
         let defaults = answer(
             &tc.direct(shard).await,
@@ -237,7 +243,7 @@ async fn clock_calls_keep_postgres_names_types_and_definitions() {
             "shard {shard}"
         );
     }
-    c.batch_execute("drop table stamped").await.unwrap();
+    run(&c, "drop table stamped").await;
 
     // The functions the proxy calls answer as PostgreSQL's own where it gave no time.
     let direct0 = tc.direct(0).await;
