@@ -1,7 +1,8 @@
 //! A reference table keeps one copy on every shard, and every copy must stay the same: a write
 //! or a definition that computes a value each server computes its own way (its clock, its
 //! randomness, its identity) is refused before any copy changes; the same write with the value
-//! computed once runs on every copy alike.
+//! computed once runs on every copy alike, and so does a write of the transaction's own time
+//! (`now()`), which the proxy gives every shard alike.
 
 mod common;
 
@@ -63,15 +64,14 @@ async fn writes_computing_a_value_per_server_are_refused_and_copies_stay_alike()
     .await
     .unwrap();
     for sql in [
-        "insert into currencies (code, added) values ('JPY', now())",
-        "insert into currencies (code, added) values ('JPY', CURRENT_TIMESTAMP)",
         "insert into currencies (code, added) values ('JPY', 'now'::timestamptz)",
+        "insert into currencies (code, added) values ('JPY', pg_catalog.now())",
         "insert into currencies (code, tag) values ('JPY', gen_random_uuid())",
         "insert into currencies (code, n) select 'JPY', pg_backend_pid()",
         "update currencies set name = random()::text where code = 'EUR'",
         "update currencies set added = clock_timestamp()",
         "insert into currencies (code) values ('EUR') on conflict (code) do update set added = statement_timestamp()",
-        "delete from currencies where added < now() - interval '1 year'",
+        "delete from currencies where added < clock_timestamp() - interval '1 year'",
     ] {
         let e = c.simple_query(sql).await.expect_err(sql);
         refused(&e, sql);
@@ -84,7 +84,7 @@ async fn writes_computing_a_value_per_server_are_refused_and_copies_stay_alike()
         .await
         .unwrap();
     let e = c
-        .simple_query("update currencies set added = now()")
+        .simple_query("update currencies set added = clock_timestamp()")
         .await
         .unwrap_err();
     refused(&e, "in a transaction");
@@ -113,6 +113,57 @@ async fn writes_computing_a_value_per_server_are_refused_and_copies_stay_alike()
         Some("10"),
         "the rolled-back +1 is gone"
     );
+}
+
+/// `now()` and its kin read the transaction's time, which the proxy gives every shard alike:
+/// a write of one to a reference table leaves every copy the same, alone or in a transaction
+/// that reached a shard long before, in both protocols.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_of_the_transactions_time_keep_the_copies_alike() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table currencies (code text primary key, added timestamptz, day date);
+         create table accounts (id bigint primary key);
+         insert into accounts select generate_series(1, 12)",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("insert into currencies values ('EUR', now(), current_date)")
+        .await
+        .unwrap();
+    c.execute(
+        "insert into currencies values ('USD', CURRENT_TIMESTAMP, CURRENT_DATE)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let first = the_copy(&tc, "currencies").await;
+    assert!(first.iter().all(|r| r[1].is_some()), "{first:?}");
+    // A transaction that began on one shard a while before it writes every copy.
+    c.batch_execute("begin; select id from accounts where id = 1")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    c.execute(
+        "update currencies set added = transaction_timestamp() where code = $1",
+        &[&"EUR"],
+    )
+    .await
+    .unwrap();
+    c.batch_execute("insert into currencies values ('JPY', localtimestamp, current_date); commit")
+        .await
+        .unwrap();
+    let copy = the_copy(&tc, "currencies").await;
+    assert_eq!(copy.len(), 3);
+    assert_eq!(
+        copy[0][1], copy[1][1],
+        "EUR and JPY: one transaction, one time"
+    );
+    c.batch_execute("delete from currencies where added < now() - interval '1 year'")
+        .await
+        .unwrap();
+    assert_eq!(the_copy(&tc, "currencies").await.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,8 +13,16 @@ use crate::router::plan::HOME;
 
 /// The first key of the advisory locks that order reference-table writers ("SG").
 const REFERENCE_LOCK_CLASS: i32 = 0x5347;
+use crate::error::{sqlstate, PgError};
 use crate::protocol::{build, inspect, Frame};
+use crate::txn::state::TxnState;
 use bytes::Bytes;
+
+/// Whether every shard of `requests` answers the transaction's time (see `sql::clock`).
+fn one_time_on(exec: &Exec<'_>, requests: &[(usize, Bytes)]) -> bool {
+    matches!(&exec.txn, TxnState::Open(t)
+        if t.time.is_some() && requests.iter().all(|(s, _)| t.timed.contains(s)))
+}
 
 /// Runs `requests` (shard, Query or Parse..Execute+Sync) and answers the client once.
 /// `describe`: send the RowDescription (simple protocol) or not (extended, after Describe).
@@ -32,6 +40,20 @@ pub async fn run(
         if exec.enlist(shard).await? == Step::Failed {
             return Ok(Step::Failed);
         }
+    }
+    // The planner lets a reference table's write call the transaction's clock, which is alike
+    // on every copy only where the shard was given the transaction's time.
+    if serialize.is_some()
+        && requests
+            .iter()
+            .any(|(_, r)| crate::sql::clock::calls_stamped_clock(r))
+        && !one_time_on(exec, requests)
+    {
+        return Ok(exec.error(&PgError::error(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "this write of a reference table cannot give every copy the same transaction time",
+        )
+        .with_hint("Send the statement again after a Sync, or write the time as a constant or parameter.")));
     }
     // Writers of one reference table take turns, holding a transaction advisory lock on the
     // first shard until they end: every copy then sees their writes in the same order, so a

@@ -206,8 +206,8 @@ fn unfit(template: &Expr) -> Option<String> {
             Some("a subquery".into())
         }
         Expr::Function(f) if !crate::sql::pure_functions::is_pure(&f.name) => Some(format!(
-            "{}(), which is not an aggregate the merge combines",
-            f.name
+            "{}, which is not an aggregate the merge combines",
+            crate::sql::clock::call_as_written(&f.name)
         )),
         Expr::Function(f) if f.over.is_some() || f.filter.is_some() => {
             Some(format!("{}() with OVER or FILTER", f.name))

@@ -118,6 +118,33 @@ pub fn calls_stamped_clock(b: &[u8]) -> bool {
             .any(|(_, to)| memchr::memmem::find(b, to.as_bytes()).is_some())
 }
 
+/// How the client wrote a call that `stamped` rewrote (`now()`, `CURRENT_DATE` ...), for
+/// messages about it; any other call as `name()`.
+pub fn call_as_written(name: &sqlparser::ast::ObjectName) -> String {
+    stamped_call(name).map_or_else(|| format!("{name}()"), |written| written.to_string())
+}
+
+/// The client's spelling of a call `stamped` wrote, None for any other function.
+pub fn stamped_call(name: &sqlparser::ast::ObjectName) -> Option<&'static str> {
+    use sqlparser::ast::ObjectNamePart;
+    let [ObjectNamePart::Identifier(schema), ObjectNamePart::Identifier(f)] = &name.0[..] else {
+        return None;
+    };
+    if schema.value != "shardgate" {
+        return None;
+    }
+    Some(match f.value.as_str() {
+        "now" => "now()",
+        "transaction_timestamp" => "transaction_timestamp()",
+        "current_date" => "CURRENT_DATE",
+        "current_time" => "CURRENT_TIME",
+        "current_timestamp" => "CURRENT_TIMESTAMP",
+        "localtime" => "LOCALTIME",
+        "localtimestamp" => "LOCALTIMESTAMP",
+        _ => return None,
+    })
+}
+
 fn find<'a>(list: &'a [(&'a str, &'a str)], word: &str) -> Option<&'a (&'a str, &'a str)> {
     list.iter().find(|(w, _)| word.eq_ignore_ascii_case(w))
 }
@@ -221,6 +248,22 @@ mod tests {
         let sql = stamped("select id, current_time from t").unwrap();
         assert!(calls_stamped_clock(sql.as_bytes()));
         assert!(!calls_stamped_clock(b"select shardgate.other() from t"));
+    }
+
+    #[test]
+    fn messages_name_a_call_as_the_client_wrote_it() {
+        use sqlparser::dialect::PostgreSqlDialect;
+        use sqlparser::parser::Parser;
+        let sql = stamped("select now(), current_date, lower('x')").unwrap();
+        let stmt = &Parser::parse_sql(&PostgreSqlDialect {}, &sql).unwrap()[0];
+        let mut names = Vec::new();
+        let _ = sqlparser::ast::visit_expressions(stmt, |e| {
+            if let sqlparser::ast::Expr::Function(f) = e {
+                names.push(call_as_written(&f.name));
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        assert_eq!(names, ["now()", "CURRENT_DATE", "lower()"]);
     }
 
     #[test]

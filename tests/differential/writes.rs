@@ -110,7 +110,7 @@ pub fn statement(rng: &mut Rng) -> String {
         // Refused: each copy would draw its own.
         23 => format!(
             "update regions set label = {} where id = {}",
-            rng.pick(&["random()::text", "now()::text", "gen_random_uuid()::text"]),
+            rng.pick(&["random()::text", "clock_timestamp()::text", "gen_random_uuid()::text"]),
             rng.below(5)
         ),
         0 => {

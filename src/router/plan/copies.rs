@@ -52,7 +52,20 @@ const CLOCK_WORDS: &[&str] = &["now", "today", "tomorrow", "yesterday"];
 
 /// The first call (or clock word) in `node` whose value differs between servers, as written.
 pub(crate) fn differing_value<V: sqlparser::ast::Visit>(node: &V) -> Option<String> {
+    differing(node, false)
+}
+
+/// `differing_value`, where the transaction's clock as the proxy gives it (`sql::clock`) does
+/// not differ: every shard of the transaction answers the same time.
+fn differing_besides_the_clock<V: sqlparser::ast::Visit>(node: &V) -> Option<String> {
+    differing(node, true)
+}
+
+fn differing<V: sqlparser::ast::Visit>(node: &V, one_clock: bool) -> Option<String> {
     crate::sql::first_expression(node, |e: &Expr| match e {
+        Expr::Function(f) if crate::sql::clock::stamped_call(&f.name).is_some() => {
+            (!one_clock).then(|| crate::sql::clock::call_as_written(&f.name))
+        }
         Expr::Function(f) => {
             let name = match f.name.0.last() {
                 Some(ObjectNamePart::Identifier(i)) => i.value.to_ascii_lowercase(),
@@ -113,8 +126,11 @@ fn clock_text(s: &str) -> Option<String> {
 
 /// Refuses a write of the reference table `table` that computes a value differing between
 /// servers; `None` when every copy would get the same.
+/// The transaction's clock is allowed: every copy is written in one transaction, and the
+/// executor refuses the write if a shard it reaches has not been given the time
+/// (`executor::write`).
 pub(super) fn check_write<V: sqlparser::ast::Visit>(table: &str, write: &V) -> Option<super::Plan> {
-    differing_value(write).map(|what| {
+    differing_besides_the_clock(write).map(|what| {
         super::refuse(
             format!(
                 "a write of reference table {table} may not use {what}: each shard's copy would get its own value"
@@ -185,6 +201,26 @@ mod tests {
         ] {
             assert!(found(sql).is_some(), "{sql}");
         }
+    }
+
+    #[test]
+    fn the_transactions_clock_passes_in_writes_only() {
+        let stmts = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "insert into r values ('a', shardgate.now(), shardgate.\"current_date\"())",
+        )
+        .unwrap();
+        assert_eq!(differing_besides_the_clock(&stmts[0]), None);
+        assert_eq!(differing_value(&stmts[0]).as_deref(), Some("now()"));
+        let stmts = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "update r set t = shardgate.now(), u = clock_timestamp()",
+        )
+        .unwrap();
+        assert_eq!(
+            differing_besides_the_clock(&stmts[0]).as_deref(),
+            Some("clock_timestamp()")
+        );
     }
 
     #[test]

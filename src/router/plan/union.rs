@@ -231,9 +231,8 @@ fn differs_between_shards(branch: &Query, placement: &Placement, params: &Params
     }
     let found = super::copies::differing_value(branch).or_else(|| {
         crate::sql::first_expression(branch, |e: &Expr| match e {
-            Expr::Function(f) => {
-                (!crate::sql::pure_functions::is_pure(&f.name)).then(|| format!("{}()", f.name))
-            }
+            Expr::Function(f) => (!crate::sql::pure_functions::is_pure(&f.name))
+                .then(|| crate::sql::clock::call_as_written(&f.name)),
             Expr::Cast { data_type, .. } if names_an_object(data_type) => {
                 Some(format!("::{data_type}"))
             }
