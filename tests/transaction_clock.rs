@@ -185,6 +185,20 @@ async fn a_transaction_reads_one_clock_on_every_shard() {
             .collect();
         assert_eq!(times.len(), 1, "{sql}: {times:?}");
     }
+    // COPY out of several shards, as one read.
+    let copied = c
+        .copy_out("copy (select now() from events) to stdout")
+        .await
+        .unwrap();
+    let lines: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(copied)
+        .await
+        .unwrap();
+    let text: String = lines
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    let copied: BTreeSet<&str> = text.lines().collect();
+    assert_eq!((text.lines().count(), copied.len()), (12, 1), "{copied:?}");
     let rows = c
         .query("select id, now()::text from events", &[])
         .await

@@ -49,6 +49,22 @@ impl Exec<'_> {
         sql: &str,
         format: &crate::router::copy::Format,
     ) -> R<Step> {
+        // As a read of several shards: one that calls the clock gets a transaction of its
+        // own, which gives every shard one time (see `sql::clock`).
+        let own = shards.len() > 1
+            && self.txn == TxnState::Idle
+            && crate::sql::clock::calls_stamped_clock(sql.as_bytes())
+            && self.own_implicit();
+        let step = self.copy_out_of(shards, sql, format).await?;
+        self.end_own_implicit(own, step).await
+    }
+
+    async fn copy_out_of(
+        &mut self,
+        shards: &[usize],
+        sql: &str,
+        format: &crate::router::copy::Format,
+    ) -> R<Step> {
         if let TxnState::Open(_) = self.txn {
             for &s in shards {
                 if self.enlist(s).await? == Step::Failed {
