@@ -38,7 +38,12 @@ fn main() {
         "queries sqlparser read {} split elsewhere {} LISTEN not pinned {}",
         r.queries, r.splits_misread, r.listens_unpinned
     );
+    println!(
+        "clock texts rewritten {} read otherwise once rewritten {}",
+        r.clock_texts, r.clock_misread
+    );
     if r.round_trip_failures > 0
+        || r.clock_misread > 0
         || r.calls_misread > 0
         || r.splits_misread > 0
         || r.listens_unpinned > 0

@@ -24,6 +24,7 @@ use crate::router::params::Params;
 use bytes::{Bytes, BytesMut};
 
 mod texts;
+pub use texts::clock_texts;
 
 /// xorshift64*: small, fast, and reproducible from a seed.
 pub struct Rng(u64);
@@ -227,6 +228,10 @@ pub struct Report {
     pub queries: u64,
     pub splits_misread: u64,
     pub listens_unpinned: u64,
+    /// Texts whose clock calls were rewritten, and those that a second rewrite would change
+    /// again.
+    pub clock_texts: u64,
+    pub clock_misread: u64,
 }
 
 /// Feeds one frame to every decoder that could see it.
@@ -326,5 +331,7 @@ mod tests {
         assert_eq!(report.splits_misread, 0, "{report:?}");
         assert_eq!(report.listens_unpinned, 0, "{report:?}");
         assert!(report.queries > 20_000, "{report:?}");
+        assert_eq!(report.clock_misread, 0, "{report:?}");
+        assert!(report.clock_texts > 20_000, "{report:?}");
     }
 }

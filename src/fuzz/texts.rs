@@ -7,7 +7,10 @@
 //! - the statement splitter (`sql::split_statements`): where it finds as many statements as
 //!   sqlparser, each piece must be the statement sqlparser read there, since the several-shard
 //!   path then runs each piece as the client wrote it, routed by sqlparser's statement;
-//! - what pins a session (`pool::pins`): a Query in which sqlparser reads a LISTEN must pin.
+//! - what pins a session (`pool::pins`): a Query in which sqlparser reads a LISTEN must pin;
+//! - the clock calls rewritten in every Query and Parse (`sql::clock`): the rewrite must leave
+//!   nothing to rewrite again (`clock_texts` gives tests/clock_rewrite.rs texts to compare
+//!   with a server's reading).
 //!
 //! Inputs are call texts, Queries and near misses, mutated byte-wise and token-wise (blanks,
 //! comments, quotes, dollar quotes, `$`, casts, case).
@@ -23,7 +26,11 @@ type Check = fn(&[u8], &mut Report);
 
 /// One generated call text and one Query, each followed by `mutations` mutants of it.
 pub(super) fn round(rng: &mut Rng, mutations: u32, report: &mut Report) {
-    let checks: [(&[&str], Check); 2] = [(CALLS, recognise), (QUERIES, split_and_pin)];
+    let checks: [(&[&str], Check); 3] = [
+        (CALLS, recognise),
+        (QUERIES, split_and_pin),
+        (CLOCKS, stamp_clock),
+    ];
     for (texts, check) in checks {
         let text = texts[rng.below(texts.len())].as_bytes();
         check(text, report);
@@ -61,11 +68,58 @@ const QUERIES: &[&str] = &[
     "select 1 -- c\r; listen z\n; select 2",
 ];
 
+/// Statements calling the transaction's clock, and text that only looks like such calls.
+const CLOCKS: &[&str] = &[
+    "select now(), current_date, localtime from t where at > now() - interval '1 day'",
+    "update t set at = current_timestamp where id = 1 returning localtimestamp, current_time",
+    "insert into t values (1, transaction_timestamp()); select 'now()', \"now\"()",
+    "select 1 as current_date, now as x, t.localtime from t",
+    "select pg_catalog.now(), current_timestamp(3), $$now()$$ -- now()",
+    "create table t (at timestamptz default now()); select now()",
+    "with x as (select now() as n) select n from x",
+];
+
 /// Pieces of SQL that turn one of those into a near miss.
 const TOKENS: &[&str] = &[
-    " ", "\n", "\r", "\t", "$", "1", "0", "::", "int", "int8", "(", ")", "as", " as ", ";", "-",
-    "--", "/*", "*/", "'", "\"", "é", "pg_", ".", ",", "select", "from", "x", "\u{a0}", "$$",
-    "$f$", "E'", "\\", "listen ", "begin", "end",
+    " ",
+    "\n",
+    "\r",
+    "\t",
+    "$",
+    "1",
+    "0",
+    "::",
+    "int",
+    "int8",
+    "(",
+    ")",
+    "as",
+    " as ",
+    ";",
+    "-",
+    "--",
+    "/*",
+    "*/",
+    "'",
+    "\"",
+    "é",
+    "pg_",
+    ".",
+    ",",
+    "select",
+    "from",
+    "x",
+    "\u{a0}",
+    "$$",
+    "$f$",
+    "E'",
+    "\\",
+    "listen ",
+    "begin",
+    "end",
+    "now()",
+    "current_date",
+    "localtime",
 ];
 
 /// One to three text-aware mutations (a token put in, a run of characters taken out, a letter's
@@ -159,6 +213,35 @@ fn split_and_pin(text: &[u8], report: &mut Report) {
     if listens && crate::pool::pins::pins_in(sql, false).is_none() {
         report.listens_unpinned += 1;
     }
+}
+
+/// Checks the clock rewrite of `text`: what it wrote has nothing left to rewrite. (Whether
+/// PostgreSQL reads the rewritten text wherever it read the client's is checked against a
+/// server, in tests/clock_rewrite.rs: sqlparser takes reserved words for names where
+/// PostgreSQL does not, so it is no reference for where a keyword stands.)
+fn stamp_clock(text: &[u8], report: &mut Report) {
+    let Ok(sql) = std::str::from_utf8(text) else {
+        return;
+    };
+    let Some(stamped) = crate::sql::clock::stamped(sql) else {
+        return;
+    };
+    report.clock_texts += 1;
+    if crate::sql::clock::stamped(&stamped).is_some() {
+        report.clock_misread += 1;
+    }
+}
+
+/// `n` texts calling the clock or looking like it, mutated as the fuzzer mutates them.
+pub fn clock_texts(seed: u64, n: usize) -> Vec<String> {
+    let mut rng = Rng::new(seed);
+    (0..n)
+        .map(|_| {
+            let mut text = CLOCKS[rng.below(CLOCKS.len())].as_bytes().to_vec();
+            mutate_text(&mut rng, &mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+        .collect()
 }
 
 /// Whether `sql` holds what sqlparser reads otherwise than PostgreSQL's scanner, so that its

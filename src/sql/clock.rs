@@ -10,8 +10,9 @@
 //! definition, a column default for instance, as the client wrote it); quoted text, quoted
 //! identifiers, dollar quotes and comments are never touched; a replacement keeps the column
 //! name PostgreSQL gives the call (`now`, `current_date` ...), since the function it calls has
-//! that name; a qualified call (`pg_catalog.now()`) and the precision forms
-//! (`CURRENT_TIMESTAMP(3)`) are left as written.
+//! that name; a qualified call (`pg_catalog.now()`), the precision forms
+//! (`CURRENT_TIMESTAMP(3)`) and a keyword naming a column (`AS current_date`) are left as
+//! written. The text fuzzer checks that sqlparser reads every rewritten text it read before.
 
 use super::tokens::{Token, Tokens};
 
@@ -78,11 +79,13 @@ pub fn stamped(sql: &str) -> Option<String> {
         if !rewriting || *token != Token::Word {
             continue;
         }
-        let qualified = i > 0 && {
+        // `x.now`, and a column named `AS current_date` (a keyword may name a column there).
+        let named = i > 0 && {
             let (t, r) = &tokens[i - 1];
-            *t == Token::Other && b[r.start] == b'.'
+            (*t == Token::Other && b[r.start] == b'.')
+                || (*t == Token::Word && sql[r.clone()].eq_ignore_ascii_case("as"))
         };
-        if qualified {
+        if named {
             continue;
         }
         let word = &sql[at.clone()];
@@ -91,7 +94,8 @@ pub fn stamped(sql: &str) -> Option<String> {
             (next(1) == Some(Token::Open) && next(2) == Some(Token::Close))
                 .then(|| (to, tokens[i + 2].1.end))
         } else if let Some((_, to)) = find(KEYWORDS, word) {
-            (next(1) != Some(Token::Open)).then_some((to, at.end))
+            (next(1) != Some(Token::Open) && value_position(sql, &tokens[i - 1]))
+                .then_some((to, at.end))
         } else {
             None
         };
@@ -143,6 +147,68 @@ pub fn stamped_call(name: &sqlparser::ast::ObjectName) -> Option<&'static str> {
         "localtimestamp" => "LOCALTIMESTAMP",
         _ => return None,
     })
+}
+
+/// Whether a keyword after `before` stands for a value rather than a column's name: PostgreSQL
+/// takes a keyword right after an expression (`SELECT 1 current_date`) as its bare label.
+fn value_position(sql: &str, before: &(Token, std::ops::Range<usize>)) -> bool {
+    /// Words after which an expression begins (not SET, which a column's name follows).
+    const INTRODUCE: &[&str] = &[
+        "all",
+        "and",
+        "any",
+        "between",
+        "by",
+        "case",
+        "distinct",
+        "else",
+        "from",
+        "having",
+        "ilike",
+        "in",
+        "is",
+        "like",
+        "not",
+        "on",
+        "or",
+        "returning",
+        "select",
+        "similar",
+        "some",
+        "then",
+        "using",
+        "when",
+        "where",
+        "zone",
+    ];
+    let (token, at) = before;
+    match token {
+        Token::Open => true,
+        Token::Word => INTRODUCE
+            .iter()
+            .any(|w| sql[at.clone()].eq_ignore_ascii_case(w)),
+        Token::Other => matches!(
+            sql.as_bytes()[at.start],
+            b',' | b'['
+                | b'+'
+                | b'-'
+                | b'*'
+                | b'/'
+                | b'<'
+                | b'>'
+                | b'='
+                | b'~'
+                | b'!'
+                | b'@'
+                | b'#'
+                | b'%'
+                | b'^'
+                | b'&'
+                | b'|'
+                | b'?'
+        ),
+        _ => false,
+    }
 }
 
 fn find<'a>(list: &'a [(&'a str, &'a str)], word: &str) -> Option<&'a (&'a str, &'a str)> {
@@ -221,6 +287,18 @@ mod tests {
             Some("insert into t values (1, shardgate.transaction_timestamp())")
         );
         assert_eq!(
+            stamped(
+                "select x - current_date, coalesce(a, localtime) from t where d between \
+                 current_date and current_date + 1 order by current_time"
+            )
+            .as_deref(),
+            Some(
+                "select x - shardgate.\"current_date\"(), coalesce(a, shardgate.\"localtime\"()) \
+                 from t where d between shardgate.\"current_date\"() and \
+                 shardgate.\"current_date\"() + 1 order by shardgate.\"current_time\"()"
+            )
+        );
+        assert_eq!(
             stamped("(select localtimestamp) union all (select current_time)").as_deref(),
             Some(
                 "(select shardgate.\"localtimestamp\"()) union all \
@@ -236,6 +314,9 @@ mod tests {
             "SELECT now FROM t",
             "SELECT pg_catalog.now(), CURRENT_TIMESTAMP(3), now(1)",
             "SELECT current_user, current_setting('x'), nowhere()",
+            "SELECT 1 AS current_date, 2 as localtime",
+            "SELECT 1 current_date, x localtime, count(*) current_time FROM t",
+            "UPDATE t SET current_date = 1",
             "SELECT 1 /* current_date */",
             "SELECT abalance FROM pgbench_accounts WHERE aid = 7",
         ] {
