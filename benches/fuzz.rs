@@ -39,7 +39,7 @@ fn main() {
         r.queries, r.splits_misread, r.listens_unpinned
     );
     println!(
-        "clock texts rewritten {} read otherwise once rewritten {}",
+        "clock texts rewritten {} left with a call to rewrite again {}",
         r.clock_texts, r.clock_misread
     );
     if r.round_trip_failures > 0
