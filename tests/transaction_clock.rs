@@ -76,6 +76,10 @@ async fn a_transaction_reads_one_clock_on_every_shard() {
     )
     .await;
     assert_eq!(within.len(), 1, "{within:?}");
+    // Beside an aggregate, as a constant of the read.
+    let counted = answer(&c, "select count(*), now() from events").await;
+    assert_eq!(counted[0][0].as_deref(), Some("12"));
+    assert!(within.contains(&counted[0][1]), "{counted:?}");
     run(&c, "commit").await;
     let written = distinct(&c, "select at from events").await;
     assert_eq!(
@@ -185,6 +189,14 @@ async fn a_transaction_reads_one_clock_on_every_shard() {
             .collect();
         assert_eq!(times.len(), 1, "{sql}: {times:?}");
     }
+    // Grouped, with the time beside each group.
+    let grouped = answer(
+        &c,
+        "select id % 3 as k, count(*), now() from events group by 1 order by 1",
+    )
+    .await;
+    let times: BTreeSet<_> = grouped.iter().map(|r| r[2].clone()).collect();
+    assert_eq!((grouped.len(), times.len()), (3, 1), "{grouped:?}");
     // COPY out of several shards, as one read.
     let copied = c
         .copy_out("copy (select now() from events) to stdout")

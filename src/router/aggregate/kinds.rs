@@ -95,11 +95,14 @@ pub(super) fn zero_default(e: &Expr) -> Option<&'static str> {
     }
 }
 
-/// Whether `e` is one value on every shard: literals and bound parameters, with casts and
-/// operators over them. Function calls are not (`now()` differs between servers).
+/// Whether `e` is one value on every shard: literals, bound parameters and the transaction's
+/// clock (`now()`, which the proxy gives every shard of a read alike: see `sql::clock`), with
+/// casts and operators over them. Other function calls are not (`random()` differs between
+/// servers).
 pub(super) fn is_constant(e: &Expr) -> bool {
     match e {
         Expr::Value(_) | Expr::TypedString { .. } => true,
+        Expr::Function(f) => crate::sql::clock::stamped_call(&f.name).is_some(),
         Expr::Cast { expr, .. } | Expr::UnaryOp { expr, .. } | Expr::Nested(expr) => {
             is_constant(expr)
         }
