@@ -49,12 +49,8 @@ impl Exec<'_> {
         sql: &str,
         format: &crate::router::copy::Format,
     ) -> R<Step> {
-        // As a read of several shards: one that calls the clock gets a transaction of its
-        // own, which gives every shard one time (see `sql::clock`).
-        let own = shards.len() > 1
-            && self.txn == TxnState::Idle
-            && crate::sql::clock::calls_stamped_clock(sql.as_bytes())
-            && self.own_implicit();
+        // As any read of several shards (see `merge::scatter_request`).
+        let own = self.own_read_for_clock(shards, std::iter::once(sql.as_bytes()));
         let step = self.copy_out_of(shards, sql, format).await?;
         self.end_own_implicit(own, step).await
     }

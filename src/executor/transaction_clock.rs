@@ -21,6 +21,20 @@ const OWN_TIME: &str = "SELECT pg_catalog.to_char(shardgate.now() AT TIME ZONE '
                         'YYYY-MM-DD HH24:MI:SS.US') || '+00'";
 
 impl Exec<'_> {
+    /// Before a read of `shards` outside a transaction block: one that calls the clock
+    /// (`texts`, as sent to the shards) gets a transaction of its own, which gives every shard
+    /// one time; true when it was opened here (the caller ends it with `end_own_implicit`).
+    pub fn own_read_for_clock<'t>(
+        &mut self,
+        shards: &[usize],
+        mut texts: impl Iterator<Item = &'t [u8]>,
+    ) -> bool {
+        shards.len() > 1
+            && self.txn == TxnState::Idle
+            && texts.any(crate::sql::clock::calls_stamped_clock)
+            && self.own_implicit()
+    }
+
     /// Gives every shard the open transaction reached the transaction's time, once the
     /// session calls the clock.
     pub async fn keep_one_clock(&mut self) -> R<()> {

@@ -31,7 +31,6 @@ use crate::error::{sqlstate, PgError};
 use crate::protocol::inspect::FieldDesc;
 use crate::protocol::{build, inspect, Frame};
 use crate::router::plan::{MergeSpec, SortColumn, SortKey};
-use crate::txn::state::TxnState;
 use bytes::{Bytes, BytesMut};
 pub use rows::strip_columns;
 use rows::{drain, error_frame, next_row, non_c_order, Window};
@@ -71,14 +70,8 @@ pub async fn scatter_request(
     describe: bool,
 ) -> R<Step> {
     // Outside a transaction block each shard would answer `now()` with its own statement's
-    // start; a read of several shards that calls the clock gets a transaction of its own,
-    // which gives every shard one time (see `sql::clock`).
-    let own = shards.len() > 1
-        && exec.txn == TxnState::Idle
-        && requests
-            .iter()
-            .any(|r| crate::sql::clock::calls_stamped_clock(r))
-        && exec.own_implicit();
+    // start.
+    let own = exec.own_read_for_clock(shards, requests.iter().map(|r| &r[..]));
     let step = scatter_in_txn(exec, shards, requests, merge, describe).await?;
     exec.end_own_implicit(own, step).await
 }
