@@ -4,8 +4,8 @@
 //! outside a transaction block reads one value too. Column names and types stay PostgreSQL's,
 //! definitions (a column default) keep the call as written, and the functions the proxy calls
 //! answer as PostgreSQL's own where it gave no time. Also in a session's first transaction that
-//! calls the clock after it reached shards, and after a savepoint is rolled back to. On three
-//! unlike shards.
+//! calls the clock after it reached shards, after a savepoint is rolled back to, and after
+//! RESET ALL. On three unlike shards.
 
 mod common;
 
@@ -140,6 +140,22 @@ async fn a_transaction_reads_one_clock_on_every_shard() {
     let after_savepoint = distinct(&c, "select at from events").await;
     run(&c, "commit").await;
     assert_eq!(after_savepoint.len(), 1, "{after_savepoint:?}");
+
+    // RESET ALL in a transaction takes back every shard's SET LOCAL; each is given it again.
+    run(
+        &c,
+        format!("begin; select id from events where id = {}", keys[0]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    run(&c, "update events set at = now()").await;
+    run(&c, "reset all").await;
+    run(&c, "update events set day = null").await;
+    let after_reset = distinct(&c, "select now() from events").await;
+    let written = distinct(&c, "select at from events").await;
+    run(&c, "commit").await;
+    assert_eq!(after_reset.len(), 1, "{after_reset:?}");
+    assert_eq!(after_reset, written, "the time before RESET ALL and after");
 
     // A session's first call of the clock, in a transaction that reached two shards before
     // it (each began its own part at its own moment), and after a savepoint rolled back to.

@@ -85,6 +85,25 @@ impl Exec<'_> {
         Ok(())
     }
 
+    /// After a session statement ran on every shard: RESET ALL (or a RESET of the time's
+    /// setting) in a transaction takes away the time its SET LOCAL gave each shard, so each is
+    /// given it again before the next client message.
+    pub(super) fn clock_maybe_reset(&mut self, sql: &str) {
+        use crate::pool::settings::{classify, Change};
+        let TxnState::Open(t) = &mut self.txn else {
+            return;
+        };
+        let resets = match classify(sql) {
+            Change::ResetAll => true,
+            Change::Reset(name) => name.eq_ignore_ascii_case(crate::sql::clock::TIME_SETTING),
+            _ => false,
+        };
+        if resets {
+            t.timed.clear();
+            t.timed_late.clear();
+        }
+    }
+
     /// A shard refused the proxy's own statement (it cannot, short of a broken `shardgate`
     /// schema): its part of the transaction is aborted, so the transaction is failed, and the
     /// client hears why with its next answer.

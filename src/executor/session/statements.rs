@@ -17,6 +17,9 @@ impl Exec<'_> {
             step = self.restore_startup(sql).await?;
         }
         self.session_statement_ran(sql, step);
+        if step == Step::Done {
+            self.clock_maybe_reset(sql);
+        }
         Ok(step)
     }
 
