@@ -1,5 +1,5 @@
-//! Reads the merge shapes: subqueries, EXISTS, CTEs, DISTINCT ON, UNION and other set
-//! operations, windows, and the reads refused because one shard's rows would stand for all.
+//! Reads whose answer the merge shapes: subqueries, EXISTS, CTEs, DISTINCT ON, UNION and other
+//! set operations, windows, and the reads refused because one shard's rows would stand for all.
 
 use super::*;
 
