@@ -212,7 +212,7 @@ pub fn refusals_sql(placement: &Placement, wanted: impl Fn(&str) -> bool) -> Opt
 }
 
 /// A string literal read alike whatever `standard_conforming_strings` is.
-fn literal(text: &str) -> String {
+pub(super) fn literal(text: &str) -> String {
     format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
 }
 

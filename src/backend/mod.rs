@@ -17,6 +17,7 @@ pub mod placement_store;
 pub mod proxy_registry;
 pub mod same_database;
 mod stream;
+pub mod unique_indexes;
 
 pub use cancel::{forward as forward_cancel, send_cancel};
 pub use connect::{connect, shard_login_error, BackendError, ShardConnection};

@@ -1,6 +1,7 @@
-//! A sharded table's key column after a statement that may change it on every shard (DDL,
-//! procedural code): checked in the statement's own transaction, before anything commits,
-//! against each shard's catalog (the judgement is `backend::key_columns`'s).
+//! A sharded table's key column and unique indexes after a statement that may change them on
+//! every shard (DDL, procedural code): checked in the statement's own transaction, before
+//! anything commits, against each shard's catalog (the judgements are `backend::key_columns`'s
+//! and `backend::unique_indexes`'s).
 //!
 //! The router refuses a CREATE or ALTER TABLE it can read that would give a key column a type
 //! it cannot be routed by (`router::plan::create_table`). The forms it cannot read run as
@@ -31,7 +32,8 @@ impl Exec<'_> {
 
     /// Ends `hold_answer`. After a statement that succeeded, every shard is asked in the open
     /// transaction whether a declared sharded table's key column has become one the proxy
-    /// cannot route by; a refusal takes the statement's answer back and fails it, which rolls
+    /// cannot route by, and whether the statement made a unique index on one that each shard
+    /// would enforce on its own rows only; a refusal takes the statement's answer back and fails it, which rolls
     /// back a transaction of its own and fails the client's.
     pub async fn key_columns_kept(&mut self, held: Held, step: R<Step>) -> R<Step> {
         self.hold_output = held.was;
@@ -43,26 +45,38 @@ impl Exec<'_> {
         // judging it again would refuse every DDL, on any table, until it is put right.
         let known = &self.placement.unroutable;
         let wanted = |table: &str| !known.contains_key(table);
-        let Some(sql) = crate::backend::key_columns::refusals_sql(&self.placement, wanted) else {
-            return Ok(step);
-        };
-        for shard in 0..self.links.len() {
-            let (refusals, error) = self.query_values(shard, &sql).await?;
-            if let Some(e) = error {
-                self.out.truncate(held.start);
-                self.out.extend_from_slice(&e.bytes);
-                return Ok(Step::Failed);
-            }
-            if let Some(refusal) = refusals.first() {
-                self.out.truncate(held.start);
-                let name = &self.placement.shard_names[shard];
-                return Ok(self.error(
-                    &PgError::error(
-                        crate::error::sqlstate::FEATURE_NOT_SUPPORTED,
-                        format!("shard {name}: {refusal}"),
-                    )
-                    .with_hint(crate::backend::key_columns::HINT),
-                ));
+        let checks = [
+            (
+                crate::backend::key_columns::refusals_sql(&self.placement, wanted),
+                crate::backend::key_columns::HINT,
+            ),
+            (
+                crate::backend::unique_indexes::refusals_sql(&self.placement, |_| true),
+                crate::backend::unique_indexes::HINT,
+            ),
+        ];
+        for (sql, hint) in checks {
+            let Some(sql) = sql else {
+                continue;
+            };
+            for shard in 0..self.links.len() {
+                let (refusals, error) = self.query_values(shard, &sql).await?;
+                if let Some(e) = error {
+                    self.out.truncate(held.start);
+                    self.out.extend_from_slice(&e.bytes);
+                    return Ok(Step::Failed);
+                }
+                if let Some(refusal) = refusals.first() {
+                    self.out.truncate(held.start);
+                    let name = &self.placement.shard_names[shard];
+                    return Ok(self.error(
+                        &PgError::error(
+                            crate::error::sqlstate::FEATURE_NOT_SUPPORTED,
+                            format!("shard {name}: {refusal}"),
+                        )
+                        .with_hint(hint),
+                    ));
+                }
             }
         }
         Ok(step)

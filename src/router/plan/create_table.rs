@@ -79,6 +79,37 @@ pub(super) fn plan_alter_table(at: &AlterTable, placement: &Placement) -> Plan {
     }
 }
 
+/// CREATE INDEX: run on every shard, in a transaction where it can be (see
+/// `backend::unique_indexes`, which judges a unique index once it is made). CONCURRENTLY runs
+/// outside any transaction, so nothing could be taken back: a unique one on a sharded table
+/// that does not name its shard key among its columns is refused before it is built.
+pub(super) fn plan_create_index(ci: &sqlparser::ast::CreateIndex, placement: &Placement) -> Plan {
+    if !ci.concurrently {
+        return Plan::Broadcast {
+            transactional: true,
+        };
+    }
+    if let Some(TableRule::Sharded { key_column, .. }) = placement.rule(&ci.table_name.to_string())
+    {
+        let names_key = ci.columns.iter().any(|c| {
+            matches!(&c.column.expr, sqlparser::ast::Expr::Identifier(id)
+                if id.value.eq_ignore_ascii_case(key_column))
+        });
+        if ci.unique && !names_key {
+            return refuse(
+                format!(
+                    "a unique index on sharded table {} without its shard key {key_column} cannot be built CONCURRENTLY: each shard would enforce it on its own rows only",
+                    ci.table_name
+                ),
+                "Include the shard key among the index's columns. An index over a column filled from a sequence (serial or identity) is accepted without CONCURRENTLY.",
+            );
+        }
+    }
+    Plan::Broadcast {
+        transactional: false,
+    }
+}
+
 fn refused_type(column: &Ident, table: &ObjectName, t: &DataType, key_type: KeyType) -> Plan {
     refuse(
         format!(

@@ -395,9 +395,7 @@ fn plan_statement(stmt: &Statement, placement: &Placement, params: &Params) -> P
         Statement::CreateTable(ct) => copies::check_definition(&ct.name, stmt, placement)
             .unwrap_or_else(|| create_table::plan_create_table(ct, placement)),
         Statement::CreateView(cv) => create_table::plan_create_view(cv, placement),
-        Statement::CreateIndex(ci) => Plan::Broadcast {
-            transactional: !ci.concurrently,
-        },
+        Statement::CreateIndex(ci) => create_table::plan_create_index(ci, placement),
         // PostgreSQL refuses DROP DATABASE inside a transaction block.
         Statement::Drop {
             object_type: sqlparser::ast::ObjectType::Database,

@@ -161,3 +161,35 @@ fn signals_of_minted_pids_are_the_proxys_and_never_learned() {
         Plan::Shard { .. }
     ));
 }
+
+#[test]
+fn unique_indexes_built_concurrently_must_name_the_shard_key() {
+    let outside = Plan::Broadcast {
+        transactional: false,
+    };
+    assert_eq!(
+        code(&plan_sql(
+            "create unique index concurrently on accounts (lower(email))"
+        )),
+        "0A000"
+    );
+    assert_eq!(
+        plan_sql("create unique index concurrently on accounts (ID, email)"),
+        outside
+    );
+    assert_eq!(
+        plan_sql("create index concurrently on accounts (email)"),
+        outside
+    );
+    assert_eq!(
+        plan_sql("create unique index concurrently on countries (name)"),
+        outside
+    );
+    // In a transaction, the shards' catalogs judge it once it is made.
+    assert_eq!(
+        plan_sql("create unique index on accounts (email)"),
+        Plan::Broadcast {
+            transactional: true
+        }
+    );
+}
