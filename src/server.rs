@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Errors that stop a proxy from starting.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +113,20 @@ impl Proxy {
             reported("reading the placement recorded on the shards", adopt).await?;
             let keys = check_key_columns(&ctx);
             reported("checking the key columns of sharded tables", keys).await?;
+            let placement = ctx.live.placement();
+            let unique = crate::backend::unique_indexes::existing(
+                &ctx.shards,
+                ctx.connect_timeout,
+                &placement,
+            );
+            match reported("looking for unique indexes without the shard key", unique).await {
+                Ok(found) => {
+                    for why in found {
+                        warn!("{why}: rebuild it with the shard key among its columns");
+                    }
+                }
+                Err(e) => return Err(StartError::ShardUnreachable(e)),
+            }
             let functions = crate::backend::own_functions::read(&ctx.shards, ctx.connect_timeout);
             let functions = reported("reading the shards' own functions", functions)
                 .await

@@ -4,7 +4,7 @@
 //! could each hold the same value. On three unlike shards: DDL through the proxy that would make
 //! one is refused in every form (CREATE TABLE, ALTER TABLE, CREATE UNIQUE INDEX, CONCURRENTLY,
 //! inside a transaction), nothing of it is left on any shard, and the forms that hold are kept.
-//! An index made on a shard directly never blocks unrelated DDL.
+//! An index made on a shard directly never blocks unrelated DDL; the start names it instead.
 
 mod common;
 
@@ -124,6 +124,19 @@ async fn unique_indexes_that_hold_on_each_shard_only_are_refused() {
     c.batch_execute("alter table orders add column shipped date")
         .await
         .unwrap();
+    // The start names it in a warning; it names nothing the proxy accepted.
+    let found = shardgate::backend::unique_indexes::existing(
+        &tc.config.shard_targets(),
+        std::time::Duration::from_secs(10),
+        &tc.config.placement().unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("shard s1: ") && found[0].contains("\"made_directly\""),
+        "{found:?}"
+    );
     c.batch_execute("drop table orders, notes, countries")
         .await
         .unwrap();

@@ -10,10 +10,13 @@
 //!
 //! Only indexes the session's own transaction wrote are judged (their catalog row's xmin is an
 //! xid the backend holds a lock on, which covers its subtransactions): an index that predates
-//! this rule, or that was made on a shard directly, never blocks unrelated DDL.
+//! this rule, or that was made on a shard directly, never blocks unrelated DDL. Those are named
+//! in a warning at start instead (`existing`).
 
 use super::key_columns::literal;
+use crate::config::ShardTarget;
 use crate::placement::{Placement, TableRule};
+use std::time::Duration;
 
 /// What to do about a refused unique index.
 pub const HINT: &str = "Include the shard key in the constraint, as in PRIMARY KEY (key, id) or \
@@ -24,6 +27,39 @@ pub const HINT: &str = "Include the shard key in the constraint, as in PRIMARY K
 /// `wanted` accepts holds on each shard's rows only (first column, text), and which declared
 /// table it is on (second); None when no such table is declared.
 pub fn refusals_sql(placement: &Placement, wanted: impl Fn(&str) -> bool) -> Option<String> {
+    query(placement, wanted, MADE_HERE)
+}
+
+/// Every unique index on a sharded table that a shard enforces on its own rows only, however
+/// it was made, as why (naming the shard). Err: a shard could not be asked.
+pub async fn existing(
+    shards: &[ShardTarget],
+    timeout: Duration,
+    placement: &Placement,
+) -> Result<Vec<String>, String> {
+    let mut found = Vec::new();
+    let Some(sql) = query(placement, |_| true, "") else {
+        return Ok(found);
+    };
+    for shard in shards {
+        let client = super::control::connect(shard, timeout).await?;
+        let rows = match tokio::time::timeout(timeout, client.simple_query(&sql)).await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => return Err(format!("shard {}: {e}", shard.name)),
+            Err(_) => return Err(format!("shard {}: no answer", shard.name)),
+        };
+        for row in rows {
+            if let tokio_postgres::SimpleQueryMessage::Row(row) = row {
+                if let Some(why) = row.get(0) {
+                    found.push(format!("shard {}: {why}", shard.name));
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn query(placement: &Placement, wanted: impl Fn(&str) -> bool, filter: &str) -> Option<String> {
     let mut keys: Vec<String> = placement
         .tables
         .iter()
@@ -41,7 +77,11 @@ pub fn refusals_sql(placement: &Placement, wanted: impl Fn(&str) -> bool) -> Opt
         return None;
     }
     keys.sort();
-    Some(QUERY.replace("$KEYS", &keys.join(",\n       ")))
+    Some(
+        QUERY
+            .replace("$KEYS", &keys.join(",\n       "))
+            .replace("$FILTER", filter),
+    )
 }
 
 // Tables match declarations as `backend::key_columns` matches them. Everything is named in
@@ -64,11 +104,7 @@ SELECT pg_catalog.format('the unique index \"%s\" on %s.%s does not include the 
    AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p}'::pg_catalog.\"char\"[])
    AND NOT n.nspname OPERATOR(pg_catalog.=) ANY ('{pg_catalog,information_schema}'::pg_catalog.name[])
    AND n.nspname OPERATOR(pg_catalog.!~) '^pg_(toast|temp_|toast_temp_)'
-   AND EXISTS (SELECT FROM pg_catalog.pg_locks l
-                WHERE l.locktype OPERATOR(pg_catalog.=) 'transactionid'
-                  AND l.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
-                  AND l.transactionid OPERATOR(pg_catalog.=) i.xmin)
-   AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+$FILTER   AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
                     WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid
                       AND a.attnum OPERATOR(pg_catalog.=) ANY (x.indkey::pg_catalog.int2[])
                       AND (pg_catalog.lower(a.attname) OPERATOR(pg_catalog.=) k.key
@@ -78,6 +114,13 @@ SELECT pg_catalog.format('the unique index \"%s\" on %s.%s does not include the 
                                          AND d.adnum OPERATOR(pg_catalog.=) a.attnum
                                          AND pg_catalog.pg_get_expr(d.adbin, d.adrelid) OPERATOR(pg_catalog.~~) 'nextval(%')))
  ORDER BY 1";
+
+/// The indexes the running transaction wrote: their xmin is an xid this backend holds.
+const MADE_HERE: &str = "   AND EXISTS (SELECT FROM pg_catalog.pg_locks l
+                WHERE l.locktype OPERATOR(pg_catalog.=) 'transactionid'
+                  AND l.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
+                  AND l.transactionid OPERATOR(pg_catalog.=) i.xmin)
+";
 
 #[cfg(test)]
 mod tests {
