@@ -113,20 +113,8 @@ impl Proxy {
             reported("reading the placement recorded on the shards", adopt).await?;
             let keys = check_key_columns(&ctx);
             reported("checking the key columns of sharded tables", keys).await?;
-            let placement = ctx.live.placement();
-            let unique = crate::backend::unique_indexes::existing(
-                &ctx.shards,
-                ctx.connect_timeout,
-                &placement,
-            );
-            match reported("looking for unique indexes without the shard key", unique).await {
-                Ok(found) => {
-                    for why in found {
-                        warn!("{why}: rebuild it with the shard key among its columns");
-                    }
-                }
-                Err(e) => return Err(StartError::ShardUnreachable(e)),
-            }
+            let judged = warn_of_per_shard_constraints(&ctx);
+            reported("looking for constraints each shard checks alone", judged).await?;
             let functions = crate::backend::own_functions::read(&ctx.shards, ctx.connect_timeout);
             let functions = reported("reading the shards' own functions", functions)
                 .await
@@ -424,6 +412,23 @@ async fn check_key_columns(ctx: &ProxyContext) -> Result<(), StartError> {
             KeyColumns::Unreachable(e) => StartError::ShardUnreachable(e),
             KeyColumns::Refused(e) => StartError::Config(e),
         })
+}
+
+/// Warns of the unique indexes and foreign keys of sharded tables that each shard checks
+/// against its own rows only (made on the shards directly; through the proxy they are refused).
+async fn warn_of_per_shard_constraints(ctx: &ProxyContext) -> Result<(), StartError> {
+    use crate::backend::{foreign_keys, unique_indexes};
+    let placement = ctx.live.placement();
+    let (shards, timeout) = (&ctx.shards, ctx.connect_timeout);
+    let unique = unique_indexes::existing(shards, timeout, &placement).await;
+    let foreign = foreign_keys::existing(shards, timeout, &placement).await;
+    for why in unique.map_err(StartError::ShardUnreachable)? {
+        warn!("{why}: rebuild it with the shard key among its columns");
+    }
+    for why in foreign.map_err(StartError::ShardUnreachable)? {
+        warn!("{why}: it may report rows as missing that another shard holds");
+    }
+    Ok(())
 }
 
 async fn check_shards(ctx: &ProxyContext) -> Result<(), StartError> {

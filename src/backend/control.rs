@@ -62,6 +62,32 @@ pub async fn relation_exists(
     Ok(row.get(0))
 }
 
+/// The first column of every row `sql` answers on each shard in turn (on a connection of its
+/// own), each prefixed with `shard <name>: `. Err: a shard could not be asked.
+pub async fn first_column_everywhere(
+    shards: &[ShardTarget],
+    timeout: Duration,
+    sql: &str,
+) -> Result<Vec<String>, String> {
+    let mut found = Vec::new();
+    for shard in shards {
+        let client = connect(shard, timeout).await?;
+        let rows = match tokio::time::timeout(timeout, client.simple_query(sql)).await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => return Err(format!("shard {}: {}", shard.name, describe(&e))),
+            Err(_) => return Err(format!("shard {}: no answer", shard.name)),
+        };
+        for row in rows {
+            if let tokio_postgres::SimpleQueryMessage::Row(row) = row {
+                if let Some(value) = row.get(0) {
+                    found.push(format!("shard {}: {value}", shard.name));
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// A tokio-postgres error with the server's message when there is one.
 pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {

@@ -8,6 +8,7 @@ mod cancel;
 pub mod catalog;
 mod connect;
 pub mod control;
+pub mod foreign_keys;
 pub mod health;
 pub mod key_columns;
 pub mod move_journal;

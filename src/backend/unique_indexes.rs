@@ -37,26 +37,10 @@ pub async fn existing(
     timeout: Duration,
     placement: &Placement,
 ) -> Result<Vec<String>, String> {
-    let mut found = Vec::new();
-    let Some(sql) = query(placement, |_| true, "") else {
-        return Ok(found);
-    };
-    for shard in shards {
-        let client = super::control::connect(shard, timeout).await?;
-        let rows = match tokio::time::timeout(timeout, client.simple_query(&sql)).await {
-            Ok(Ok(rows)) => rows,
-            Ok(Err(e)) => return Err(format!("shard {}: {e}", shard.name)),
-            Err(_) => return Err(format!("shard {}: no answer", shard.name)),
-        };
-        for row in rows {
-            if let tokio_postgres::SimpleQueryMessage::Row(row) = row {
-                if let Some(why) = row.get(0) {
-                    found.push(format!("shard {}: {why}", shard.name));
-                }
-            }
-        }
+    match query(placement, |_| true, "") {
+        Some(sql) => super::control::first_column_everywhere(shards, timeout, &sql).await,
+        None => Ok(Vec::new()),
     }
-    Ok(found)
 }
 
 fn query(placement: &Placement, wanted: impl Fn(&str) -> bool, filter: &str) -> Option<String> {

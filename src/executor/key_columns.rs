@@ -1,7 +1,8 @@
-//! A sharded table's key column and unique indexes after a statement that may change them on
-//! every shard (DDL, procedural code): checked in the statement's own transaction, before
-//! anything commits, against each shard's catalog (the judgements are `backend::key_columns`'s
-//! and `backend::unique_indexes`'s).
+//! A sharded table's key column, unique indexes and the foreign keys that reference it, after
+//! a statement that may change them on every shard (DDL, procedural code): checked in the
+//! statement's own transaction, before anything commits, against each shard's catalog (the
+//! judgements are `backend::key_columns`'s, `backend::unique_indexes`'s and
+//! `backend::foreign_keys`'s).
 //!
 //! The router refuses a CREATE or ALTER TABLE it can read that would give a key column a type
 //! it cannot be routed by (`router::plan::create_table`). The forms it cannot read run as
@@ -32,8 +33,8 @@ impl Exec<'_> {
 
     /// Ends `hold_answer`. After a statement that succeeded, every shard is asked in the open
     /// transaction whether a declared sharded table's key column has become one the proxy
-    /// cannot route by, and whether the statement made a unique index on one that each shard
-    /// would enforce on its own rows only; a refusal takes the statement's answer back and fails it, which rolls
+    /// cannot route by, and whether the statement made a unique index on one, or a foreign key
+    /// referencing one, that each shard would check against its own rows only; a refusal takes the statement's answer back and fails it, which rolls
     /// back a transaction of its own and fails the client's.
     pub async fn key_columns_kept(&mut self, held: Held, step: R<Step>) -> R<Step> {
         self.hold_output = held.was;
@@ -53,6 +54,10 @@ impl Exec<'_> {
             (
                 crate::backend::unique_indexes::refusals_sql(&self.placement, |_| true),
                 crate::backend::unique_indexes::HINT,
+            ),
+            (
+                crate::backend::foreign_keys::refusals_sql(&self.placement, |_| true),
+                crate::backend::foreign_keys::HINT,
             ),
         ];
         for (sql, hint) in checks {
