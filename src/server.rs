@@ -417,16 +417,16 @@ async fn check_key_columns(ctx: &ProxyContext) -> Result<(), StartError> {
 /// Warns of the unique indexes and foreign keys of sharded tables that each shard checks
 /// against its own rows only (made on the shards directly; through the proxy they are refused).
 async fn warn_of_per_shard_constraints(ctx: &ProxyContext) -> Result<(), StartError> {
-    use crate::backend::{foreign_keys, unique_indexes};
+    use crate::backend::per_shard_constraints::{existing, Kind};
     let placement = ctx.live.placement();
-    let (shards, timeout) = (&ctx.shards, ctx.connect_timeout);
-    let unique = unique_indexes::existing(shards, timeout, &placement).await;
-    let foreign = foreign_keys::existing(shards, timeout, &placement).await;
-    for why in unique.map_err(StartError::ShardUnreachable)? {
-        warn!("{why}: rebuild it with the shard key among its columns");
-    }
-    for why in foreign.map_err(StartError::ShardUnreachable)? {
-        warn!("{why}: it may report rows as missing that another shard holds");
+    let found = existing(&ctx.shards, ctx.connect_timeout, &placement).await;
+    for (kind, why) in found.map_err(StartError::ShardUnreachable)? {
+        match kind {
+            Kind::Unique => warn!("{why}: rebuild it with the shard key among its columns"),
+            Kind::ForeignKey => {
+                warn!("{why}: it may report rows as missing that another shard holds")
+            }
+        }
     }
     Ok(())
 }

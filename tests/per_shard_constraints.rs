@@ -11,6 +11,7 @@
 mod common;
 
 use common::{code, TestCluster};
+use shardgate::backend::per_shard_constraints::{existing, Kind};
 
 const TABLES: &str = "[tables.orders]\nshard_key = \"customer_id\"\nkey_type = \"bigint\"\n\
     [tables.notes]\nshard_key = \"customer_id\"\nkey_type = \"bigint\"\n\
@@ -22,6 +23,21 @@ async fn indexes_named(tc: &TestCluster, name: &str) -> Vec<i64> {
         "select count(*) from pg_indexes where indexname = '{name}'"
     ))
     .await
+}
+
+/// What the start's look finds must be exactly the constraint named `made_directly`, of
+/// `kind`, on `shard`.
+async fn only_made_directly(tc: &TestCluster, kind: Kind, shard: &str) {
+    let placement = tc.config.placement().unwrap();
+    let timeout = std::time::Duration::from_secs(10);
+    let found = existing(&tc.config.shard_targets(), timeout, &placement)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let (found_kind, why) = &found[0];
+    assert_eq!(*found_kind, kind, "{why}");
+    assert!(why.starts_with(&format!("shard {shard}: ")), "{why}");
+    assert!(why.contains("\"made_directly\""), "{why}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,18 +143,7 @@ async fn unique_indexes_that_hold_on_each_shard_only_are_refused() {
         .await
         .unwrap();
     // The start names it in a warning; it names nothing the proxy accepted.
-    let found = shardgate::backend::unique_indexes::existing(
-        &tc.config.shard_targets(),
-        std::time::Duration::from_secs(10),
-        &tc.config.placement().unwrap(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(found.len(), 1, "{found:?}");
-    assert!(
-        found[0].starts_with("shard s1: ") && found[0].contains("\"made_directly\""),
-        "{found:?}"
-    );
+    only_made_directly(&tc, Kind::Unique, "s1").await;
     c.batch_execute("drop table orders, notes, countries")
         .await
         .unwrap();
@@ -250,18 +255,7 @@ async fn foreign_keys_that_would_look_on_one_shard_only_are_refused() {
     c.batch_execute("alter table orders add column note text")
         .await
         .unwrap();
-    let found = shardgate::backend::foreign_keys::existing(
-        &tc.config.shard_targets(),
-        std::time::Duration::from_secs(10),
-        &tc.config.placement().unwrap(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(found.len(), 1, "{found:?}");
-    assert!(
-        found[0].starts_with("shard s2: ") && found[0].contains("\"made_directly\""),
-        "{found:?}"
-    );
+    only_made_directly(&tc, Kind::ForeignKey, "s2").await;
     c.batch_execute("drop table orders, entries, accounts, countries")
         .await
         .unwrap();

@@ -17,7 +17,7 @@
 
 use super::control;
 use crate::config::ShardTarget;
-use crate::placement::{KeyType, Placement, TableRule};
+use crate::placement::{KeyType, Placement};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_postgres::Client;
@@ -187,21 +187,16 @@ pub async fn watch(
 /// a control connection asks at start.
 pub fn refusals_sql(placement: &Placement, wanted: impl Fn(&str) -> bool) -> Option<String> {
     let mut keys: Vec<String> = placement
-        .tables
-        .iter()
-        .filter(|(name, _)| wanted(name))
-        .filter_map(|(name, rule)| match rule {
-            TableRule::Sharded {
-                key_column,
-                key_type,
-            } => Some(format!(
+        .sharded_tables()
+        .filter(|(name, _, _)| wanted(name))
+        .map(|(name, key_column, key_type)| {
+            format!(
                 "({}, {}, '{}', '{}'::pg_catalog.oid[])",
                 literal(name),
                 literal(&key_column.to_lowercase()),
                 key_type.name(),
-                routable_types(*key_type)
-            )),
-            _ => None,
+                routable_types(key_type)
+            )
         })
         .collect();
     if keys.is_empty() {

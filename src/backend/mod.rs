@@ -8,17 +8,16 @@ mod cancel;
 pub mod catalog;
 mod connect;
 pub mod control;
-pub mod foreign_keys;
 pub mod health;
 pub mod key_columns;
 pub mod move_journal;
 pub mod output_settings;
 pub mod own_functions;
+pub mod per_shard_constraints;
 pub mod placement_store;
 pub mod proxy_registry;
 pub mod same_database;
 mod stream;
-pub mod unique_indexes;
 
 pub use cancel::{forward as forward_cancel, send_cancel};
 pub use connect::{connect, shard_login_error, BackendError, ShardConnection};

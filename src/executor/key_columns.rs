@@ -1,8 +1,7 @@
 //! A sharded table's key column, unique indexes and the foreign keys that reference it, after
 //! a statement that may change them on every shard (DDL, procedural code): checked in the
 //! statement's own transaction, before anything commits, against each shard's catalog (the
-//! judgements are `backend::key_columns`'s, `backend::unique_indexes`'s and
-//! `backend::foreign_keys`'s).
+//! judgements are `backend::key_columns`'s and `backend::per_shard_constraints`'s).
 //!
 //! The router refuses a CREATE or ALTER TABLE it can read that would give a key column a type
 //! it cannot be routed by (`router::plan::create_table`). The forms it cannot read run as
@@ -46,20 +45,17 @@ impl Exec<'_> {
         // judging it again would refuse every DDL, on any table, until it is put right.
         let known = &self.placement.unroutable;
         let wanted = |table: &str| !known.contains_key(table);
-        let checks = [
-            (
-                crate::backend::key_columns::refusals_sql(&self.placement, wanted),
-                crate::backend::key_columns::HINT,
-            ),
-            (
-                crate::backend::unique_indexes::refusals_sql(&self.placement, |_| true),
-                crate::backend::unique_indexes::HINT,
-            ),
-            (
-                crate::backend::foreign_keys::refusals_sql(&self.placement, |_| true),
-                crate::backend::foreign_keys::HINT,
-            ),
-        ];
+        use crate::backend::per_shard_constraints::{self as constraints, Kind};
+        let mut checks = vec![(
+            crate::backend::key_columns::refusals_sql(&self.placement, wanted),
+            crate::backend::key_columns::HINT,
+        )];
+        for kind in Kind::ALL {
+            checks.push((
+                constraints::refusals_sql(kind, &self.placement),
+                kind.hint(),
+            ));
+        }
         for (sql, hint) in checks {
             let Some(sql) = sql else {
                 continue;

@@ -14,19 +14,12 @@ use tokio_postgres::Client;
 pub fn moving_tables(config: &Config) -> Result<Vec<MovingTable>, String> {
     let placement = config.placement()?;
     let mut tables: Vec<MovingTable> = placement
-        .tables
-        .iter()
-        .filter_map(|(name, rule)| match rule {
-            TableRule::Sharded {
-                key_column,
-                key_type,
-            } => Some(MovingTable {
-                name: name.clone(),
-                key: key_column.clone(),
-                key_type: *key_type,
-                n: 0,
-            }),
-            _ => None,
+        .sharded_tables()
+        .map(|(name, key_column, key_type)| MovingTable {
+            name: name.to_string(),
+            key: key_column.to_string(),
+            key_type,
+            n: 0,
         })
         .collect();
     tables.sort_by(|a, b| a.name.cmp(&b.name));

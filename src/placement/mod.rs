@@ -58,6 +58,17 @@ pub struct Placement {
 }
 
 impl Placement {
+    /// The declared sharded tables: name, key column as declared, key type.
+    pub fn sharded_tables(&self) -> impl Iterator<Item = (&str, &str, KeyType)> {
+        self.tables.iter().filter_map(|(name, rule)| match rule {
+            TableRule::Sharded {
+                key_column,
+                key_type,
+            } => Some((name.as_str(), key_column.as_str(), *key_type)),
+            _ => None,
+        })
+    }
+
     pub fn slot_of(key: &KeyValue) -> u32 {
         (key.partition_hash() % SLOT_COUNT as u64) as u32
     }

@@ -1,0 +1,215 @@
+//! Constraints each shard checks against its own rows, on sharded tables: judged after DDL, in
+//! the DDL's own transaction, by each shard's catalog (the session side is
+//! `executor::key_columns`), and warned of at start.
+//!
+//! A unique index (PRIMARY KEY, UNIQUE, CREATE UNIQUE INDEX) that includes the shard key holds
+//! for the whole cluster, since rows with one key live on one shard; one that includes a
+//! column the proxy fills from the cluster-wide sequence (`serial`, identity, `DEFAULT
+//! nextval`) holds for the values the proxy draws, which is what an ORM's id column relies on.
+//! Any other would let two shards each hold a row with the same value where PostgreSQL raises
+//! 23505.
+//!
+//! A foreign key to a reference table finds the row on every shard. One to a sharded table
+//! finds it only when the referencing row lives on the referenced row's shard: both tables
+//! sharded by keys of one type, paired in the constraint (`FOREIGN KEY (account_id) REFERENCES
+//! accounts (id)` with `account_id` and `id` the keys). Any other answers 23503, "is not
+//! present in table", for rows another shard holds, and its ON DELETE actions miss the
+//! referencing rows on other shards.
+//!
+//! Only constraints the session's own transaction wrote are judged (their catalog row's xmin
+//! is an xid the backend holds a lock on, which covers its subtransactions): one that predates
+//! these rules, or that was made on a shard directly, never blocks unrelated DDL. Those are
+//! named in a warning at start instead (`existing`).
+
+use super::key_columns::literal;
+use crate::config::ShardTarget;
+use crate::placement::Placement;
+use std::time::Duration;
+
+/// The two kinds of constraint judged here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Unique,
+    ForeignKey,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::Unique, Kind::ForeignKey];
+
+    /// What to do about a refused constraint of this kind.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Kind::Unique => {
+                "Include the shard key in the constraint, as in PRIMARY KEY (key, id) or \
+                UNIQUE (key, code), or fill one of its columns from a sequence (serial, bigserial \
+                or an identity column), whose values the proxy draws once for the whole cluster."
+            }
+            Kind::ForeignKey => {
+                "Shard both tables by keys of the same type and include both keys \
+                in the constraint, as in FOREIGN KEY (account_id, entry_id) REFERENCES entries \
+                (account_id, id); or declare the referenced table a reference table."
+            }
+        }
+    }
+
+    fn query(self) -> &'static str {
+        match self {
+            Kind::Unique => UNIQUE,
+            Kind::ForeignKey => FOREIGN_KEY,
+        }
+    }
+
+    /// The catalog row whose xmin tells who made the constraint.
+    fn made_by(self) -> &'static str {
+        match self {
+            Kind::Unique => "i.xmin",
+            Kind::ForeignKey => "con.xmin",
+        }
+    }
+}
+
+/// A query whose rows say why a constraint of `kind` that this transaction made on a sharded
+/// table is checked on each shard's rows only (first column, text), and which declared table
+/// it concerns (second); None when no sharded table is declared.
+pub fn refusals_sql(kind: Kind, placement: &Placement) -> Option<String> {
+    let filter = format!(
+        "   AND EXISTS (SELECT FROM pg_catalog.pg_locks l
+                WHERE l.locktype OPERATOR(pg_catalog.=) 'transactionid'
+                  AND l.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
+                  AND l.transactionid OPERATOR(pg_catalog.=) {})
+",
+        kind.made_by()
+    );
+    query(kind, placement, &filter)
+}
+
+/// Every constraint of either kind on the shards that is checked on each shard's rows only,
+/// however it was made, with why (naming the shard). Err: a shard could not be asked.
+pub async fn existing(
+    shards: &[ShardTarget],
+    timeout: Duration,
+    placement: &Placement,
+) -> Result<Vec<(Kind, String)>, String> {
+    let mut found = Vec::new();
+    for kind in Kind::ALL {
+        if let Some(sql) = query(kind, placement, "") {
+            let rows = super::control::first_column_everywhere(shards, timeout, &sql).await?;
+            found.extend(rows.into_iter().map(|why| (kind, why)));
+        }
+    }
+    Ok(found)
+}
+
+/// `kind`'s query over the declared sharded tables, as (name, key column, key type) rows.
+fn query(kind: Kind, placement: &Placement, filter: &str) -> Option<String> {
+    let mut tables: Vec<String> = placement
+        .sharded_tables()
+        .map(|(name, key_column, key_type)| {
+            format!(
+                "({}, {}, '{}')",
+                literal(name),
+                literal(&key_column.to_lowercase()),
+                key_type.name()
+            )
+        })
+        .collect();
+    if tables.is_empty() {
+        return None;
+    }
+    tables.sort();
+    Some(
+        kind.query()
+            .replace("$KEYS", &tables.join(",\n       "))
+            .replace("$FILTER", filter),
+    )
+}
+
+// Tables match declarations as `backend::key_columns` matches them. Everything is named in
+// pg_catalog, since the query runs under the session's search_path. An index column of 0 is an
+// expression, which no attribute matches. A column counts as sequence-filled when it is an
+// identity column or its default calls nextval, as the proxy's own reading of sequence columns
+// decides.
+const UNIQUE: &str = "\
+WITH sharded(name, key, kind) AS (
+VALUES $KEYS
+)
+SELECT pg_catalog.format('the unique index \"%s\" on %s.%s does not include the shard key %s, so each shard would enforce it on its own rows only and two shards could hold the same value', i.relname, n.nspname, c.relname, k.key), k.name
+  FROM sharded k
+  JOIN pg_catalog.pg_class c
+    ON c.relname OPERATOR(pg_catalog.=) k.name OR pg_catalog.lower(c.relname) OPERATOR(pg_catalog.=) k.name
+  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+  JOIN pg_catalog.pg_index x ON x.indrelid OPERATOR(pg_catalog.=) c.oid
+  JOIN pg_catalog.pg_class i ON i.oid OPERATOR(pg_catalog.=) x.indexrelid
+ WHERE x.indisunique
+   AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p}'::pg_catalog.\"char\"[])
+   AND NOT n.nspname OPERATOR(pg_catalog.=) ANY ('{pg_catalog,information_schema}'::pg_catalog.name[])
+   AND n.nspname OPERATOR(pg_catalog.!~) '^pg_(toast|temp_|toast_temp_)'
+$FILTER   AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid
+                      AND a.attnum OPERATOR(pg_catalog.=) ANY (x.indkey::pg_catalog.int2[])
+                      AND (pg_catalog.lower(a.attname) OPERATOR(pg_catalog.=) k.key
+                           OR a.attidentity OPERATOR(pg_catalog.<>) ''
+                           OR EXISTS (SELECT FROM pg_catalog.pg_attrdef d
+                                       WHERE d.adrelid OPERATOR(pg_catalog.=) c.oid
+                                         AND d.adnum OPERATOR(pg_catalog.=) a.attnum
+                                         AND pg_catalog.pg_get_expr(d.adbin, d.adrelid) OPERATOR(pg_catalog.~~) 'nextval(%')))
+ ORDER BY 1";
+
+// `a` is the referencing table's declaration when it is sharded by a key of the referenced
+// one's type; the constraint keeps rows together when some position pairs the two key columns.
+const FOREIGN_KEY: &str = "\
+WITH sharded(name, key, kind) AS (
+VALUES $KEYS
+)
+SELECT pg_catalog.format('the foreign key \"%s\" of %s.%s references the sharded table %s.%s %s, so each shard would look for the referenced row among its own rows only', con.conname, n.nspname, c.relname, fn.nspname, fc.relname,
+           CASE WHEN a.name IS NULL THEN 'from a table not sharded by a key of its type'
+                ELSE 'without pairing the two tables'' shard keys' END), b.name
+  FROM pg_catalog.pg_constraint con
+  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) con.conrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+  JOIN pg_catalog.pg_class fc ON fc.oid OPERATOR(pg_catalog.=) con.confrelid
+  JOIN pg_catalog.pg_namespace fn ON fn.oid OPERATOR(pg_catalog.=) fc.relnamespace
+  JOIN sharded b
+    ON fc.relname OPERATOR(pg_catalog.=) b.name OR pg_catalog.lower(fc.relname) OPERATOR(pg_catalog.=) b.name
+  LEFT JOIN sharded a
+    ON (c.relname OPERATOR(pg_catalog.=) a.name OR pg_catalog.lower(c.relname) OPERATOR(pg_catalog.=) a.name)
+   AND a.kind OPERATOR(pg_catalog.=) b.kind
+ WHERE con.contype OPERATOR(pg_catalog.=) 'f'
+   AND NOT fn.nspname OPERATOR(pg_catalog.=) ANY ('{pg_catalog,information_schema}'::pg_catalog.name[])
+   AND fn.nspname OPERATOR(pg_catalog.!~) '^pg_(toast|temp_|toast_temp_)'
+$FILTER   AND NOT EXISTS (SELECT FROM pg_catalog.generate_subscripts(con.conkey, 1) i
+                    JOIN pg_catalog.pg_attribute x
+                      ON x.attrelid OPERATOR(pg_catalog.=) c.oid AND x.attnum OPERATOR(pg_catalog.=) con.conkey[i]
+                    JOIN pg_catalog.pg_attribute y
+                      ON y.attrelid OPERATOR(pg_catalog.=) fc.oid AND y.attnum OPERATOR(pg_catalog.=) con.confkey[i]
+                   WHERE pg_catalog.lower(x.attname) OPERATOR(pg_catalog.=) a.key
+                     AND pg_catalog.lower(y.attname) OPERATOR(pg_catalog.=) b.key)
+ ORDER BY 1";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn sharded_tables_are_listed_with_their_key_and_its_type() {
+        let text = "[[users]]\nname=\"a\"\nauth=\"trust\"\n\
+            [[shards]]\nname=\"s0\"\nurl=\"postgres://u@h/db\"\n\
+            [[shards]]\nname=\"s1\"\nurl=\"postgres://u@h/db\"\n\
+            [tables.entries]\nshard_key=\"Account_Id\"\nkey_type=\"bigint\"\n\
+            [tables.people]\nshard_key=\"name\"\nkey_type=\"text\"\n\
+            [tables.countries]\nreference=true\n";
+        let placement = Config::from_toml(text).unwrap().placement().unwrap();
+        for kind in Kind::ALL {
+            let sql = refusals_sql(kind, &placement).unwrap();
+            assert!(
+                sql.contains("(E'entries', E'account_id', 'integer')"),
+                "{sql}"
+            );
+            assert!(sql.contains("(E'people', E'name', 'text')"), "{sql}");
+            assert!(!sql.contains("countries"), "{sql}");
+            assert!(sql.contains(kind.made_by()), "{sql}");
+            assert!(!query(kind, &placement, "").unwrap().contains("pg_locks"));
+        }
+    }
+}
