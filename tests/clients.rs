@@ -432,7 +432,11 @@ async fn drivers_over_a_small_pool(shards: usize) {
         .env("NODE_PATH", modules)
         .env("SHARDGATE_URL", &url));
     assert!(out.contains("node pooled ok"), "{out}");
-    let bench = std::env::temp_dir().join(format!("shardgate-pooled-{}.sql", std::process::id()));
+    // One file per test: the one-shard and three-shard tests run at once in one process.
+    let bench = std::env::temp_dir().join(format!(
+        "shardgate-pooled-{}-{shards}.sql",
+        std::process::id()
+    ));
     std::fs::write(
         &bench,
         "\\set id random(1, 60)\nselect balance from accounts where id = :id;\n",
