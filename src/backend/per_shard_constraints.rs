@@ -157,6 +157,8 @@ $FILTER   AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
 
 // `a` is the referencing table's declaration when it is sharded by a key of the referenced
 // one's type; the constraint keeps rows together when some position pairs the two key columns.
+// The copies PostgreSQL makes of a partitioned table's constraint on each partition (a
+// `conparentid`) are judged by their parent, since partitions are not declared themselves.
 const FOREIGN_KEY: &str = "\
 WITH sharded(name, key, kind) AS (
 VALUES $KEYS
@@ -175,6 +177,7 @@ SELECT pg_catalog.format('the foreign key \"%s\" of %s.%s references the sharded
     ON (c.relname OPERATOR(pg_catalog.=) a.name OR pg_catalog.lower(c.relname) OPERATOR(pg_catalog.=) a.name)
    AND a.kind OPERATOR(pg_catalog.=) b.kind
  WHERE con.contype OPERATOR(pg_catalog.=) 'f'
+   AND con.conparentid OPERATOR(pg_catalog.=) 0
    AND NOT fn.nspname OPERATOR(pg_catalog.=) ANY ('{pg_catalog,information_schema}'::pg_catalog.name[])
    AND fn.nspname OPERATOR(pg_catalog.!~) '^pg_(toast|temp_|toast_temp_)'
 $FILTER   AND NOT EXISTS (SELECT FROM pg_catalog.generate_subscripts(con.conkey, 1) i
