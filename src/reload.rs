@@ -110,7 +110,7 @@ impl Live {
 
     /// Reads the config file again and applies it (see `apply`), once the sharded tables it
     /// adds are found routable on `shards` where they already exist (see
-    /// `backend::key_columns`).
+    /// `backend::key_columns`); constraints the shards check alone are warned of, as at start.
     pub async fn reload(
         &self,
         shards: &[ShardTarget],
@@ -132,6 +132,7 @@ impl Live {
                 .map_err(|e| match e {
                     KeyColumns::Unreachable(e) | KeyColumns::Refused(e) => e,
                 })?;
+            crate::backend::per_shard_constraints::warn_of_existing(shards, timeout, &new).await?;
         }
         self.apply(config)
     }

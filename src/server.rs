@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 /// Errors that stop a proxy from starting.
 #[derive(Debug, thiserror::Error)]
@@ -113,8 +113,15 @@ impl Proxy {
             reported("reading the placement recorded on the shards", adopt).await?;
             let keys = check_key_columns(&ctx);
             reported("checking the key columns of sharded tables", keys).await?;
-            let judged = warn_of_per_shard_constraints(&ctx);
-            reported("looking for constraints each shard checks alone", judged).await?;
+            let placement = ctx.live.placement();
+            let judged = crate::backend::per_shard_constraints::warn_of_existing(
+                &ctx.shards,
+                ctx.connect_timeout,
+                &placement,
+            );
+            reported("looking for constraints each shard checks alone", judged)
+                .await
+                .map_err(StartError::ShardUnreachable)?;
             let functions = crate::backend::own_functions::read(&ctx.shards, ctx.connect_timeout);
             let functions = reported("reading the shards' own functions", functions)
                 .await
@@ -412,23 +419,6 @@ async fn check_key_columns(ctx: &ProxyContext) -> Result<(), StartError> {
             KeyColumns::Unreachable(e) => StartError::ShardUnreachable(e),
             KeyColumns::Refused(e) => StartError::Config(e),
         })
-}
-
-/// Warns of the unique indexes and foreign keys of sharded tables that each shard checks
-/// against its own rows only (made on the shards directly; through the proxy they are refused).
-async fn warn_of_per_shard_constraints(ctx: &ProxyContext) -> Result<(), StartError> {
-    use crate::backend::per_shard_constraints::{existing, Kind};
-    let placement = ctx.live.placement();
-    let found = existing(&ctx.shards, ctx.connect_timeout, &placement).await;
-    for (kind, why) in found.map_err(StartError::ShardUnreachable)? {
-        match kind {
-            Kind::Unique => warn!("{why}: rebuild it with the shard key among its columns"),
-            Kind::ForeignKey => {
-                warn!("{why}: it may report rows as missing that another shard holds")
-            }
-        }
-    }
-    Ok(())
 }
 
 async fn check_shards(ctx: &ProxyContext) -> Result<(), StartError> {

@@ -100,6 +100,26 @@ pub async fn existing(
     Ok(found)
 }
 
+/// Logs a warning for each constraint `existing` finds, saying what it does wrong. Err: a
+/// shard could not be asked.
+pub async fn warn_of_existing(
+    shards: &[ShardTarget],
+    timeout: Duration,
+    placement: &Placement,
+) -> Result<(), String> {
+    for (kind, why) in existing(shards, timeout, placement).await? {
+        match kind {
+            Kind::Unique => {
+                tracing::warn!("{why}: rebuild it with the shard key among its columns")
+            }
+            Kind::ForeignKey => {
+                tracing::warn!("{why}: it may report rows as missing that another shard holds")
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `kind`'s query over the declared sharded tables, as (name, key column, key type) rows.
 fn query(kind: Kind, placement: &Placement, filter: &str) -> Option<String> {
     let mut tables: Vec<String> = placement
