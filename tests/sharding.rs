@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{code, db_error, TestCluster};
+use common::{answer, code, db_error, TestCluster};
 use shardgate::placement::KeyValue;
 
 const TABLES: &str = r#"
@@ -492,6 +492,24 @@ async fn insert_without_a_column_list_uses_the_catalog_order() {
         .await;
     assert_eq!(placed, held, "a ledger row landed away from its account");
     assert_eq!(held.iter().sum::<i64>(), 62);
+    // Fewer values than columns, with no list: PostgreSQL gives them to the first columns and
+    // the rest their defaults, from VALUES and from a SELECT over several rows alike.
+    c.batch_execute(
+        "insert into accounts select g, 'short', 1 from generate_series(201, 206) g;
+         insert into accounts values (207, 'short', 2)",
+    )
+    .await
+    .unwrap();
+    let short = answer(
+        &c,
+        "select count(*), count(balance), count(cc) from accounts where owner = 'short'",
+    )
+    .await;
+    assert_eq!(
+        short[0],
+        [Some("7".into()), Some("7".into()), Some("0".into())],
+        "defaults where no value was given"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

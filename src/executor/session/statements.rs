@@ -164,7 +164,10 @@ impl Exec<'_> {
         };
         let mut filled = (**stmt).clone();
         if let sqlparser::ast::Statement::Insert(ins) = &mut filled {
-            ins.columns = cols
+            // PostgreSQL gives the values to the first columns, in order, and the rest their
+            // defaults.
+            let given = source_width(ins).unwrap_or(cols.len()).min(cols.len());
+            ins.columns = cols[..given]
                 .iter()
                 .map(|c| sqlparser::ast::ObjectName::from(vec![sqlparser::ast::Ident::new(c)]))
                 .collect();
@@ -268,6 +271,26 @@ impl Exec<'_> {
                 Err(e) => self.error(&PgError::error("42P01", e)),
             },
         }
+    }
+}
+
+/// How many values each row of an INSERT's source gives, where its text says: the first
+/// VALUES row's, or a SELECT list without `*`.
+fn source_width(ins: &sqlparser::ast::Insert) -> Option<usize> {
+    use sqlparser::ast::{SelectItem, SetExpr};
+    match ins.source.as_deref().map(|q| q.body.as_ref())? {
+        SetExpr::Values(values) => values.rows.first().map(|row| row.content.len()),
+        SetExpr::Select(select) => select
+            .projection
+            .iter()
+            .all(|item| {
+                matches!(
+                    item,
+                    SelectItem::UnnamedExpr(_) | SelectItem::ExprWithAlias { .. }
+                )
+            })
+            .then_some(select.projection.len()),
+        _ => None,
     }
 }
 
