@@ -1,8 +1,10 @@
 //! Constraints each shard checks against its own rows. A unique index on a sharded table holds
 //! for the whole cluster only when it includes the shard key (rows with one key live on one
 //! shard) or a column the proxy fills from the cluster-wide sequence; a foreign key referencing
-//! a sharded table finds its row only when it pairs the two tables' shard keys. Any other would
-//! let two shards hold the same value, or report a row as missing that another shard holds. On
+//! a sharded table finds its row only when it pairs the two tables' shard keys; a trigger must
+//! not write a reference table from a sharded one's rows, nor a sharded table from a reference
+//! one's. Any other would let two shards hold the same value, report a row as missing that
+//! another shard holds, make a reference table's copies differ or write rows on every shard. On
 //! three unlike shards: DDL through the proxy that would make one is refused in every form
 //! (CREATE TABLE, ALTER TABLE, CREATE UNIQUE INDEX, CONCURRENTLY, inside a transaction), nothing
 //! of it is left on any shard, and the forms that hold are kept and enforced. One made on a
@@ -257,6 +259,92 @@ async fn foreign_keys_that_would_look_on_one_shard_only_are_refused() {
         .unwrap();
     only_made_directly(&tc, Kind::ForeignKey, "s2").await;
     c.batch_execute("drop table orders, entries, accounts, countries")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_that_write_across_the_placement_are_refused() {
+    let tc = TestCluster::start_unlike(3, "", LINKED).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table countries (code text primary key, accounts int default 0);
+         insert into countries values ('fr'), ('nl');
+         create table accounts (id bigint primary key, country text, entries int default 0);
+         insert into accounts select g, 'fr' from generate_series(1, 12) g;
+         create table entries (account_id bigint, amount numeric, note text);
+         create function count_account() returns trigger language plpgsql as $$
+             begin update countries set accounts = accounts + 1 where code = new.country; return new; end $$;
+         create function log_country() returns trigger language plpgsql as $$
+             begin insert into public.entries values (0, 0, new.code); return new; end $$;",
+    )
+    .await
+    .unwrap();
+    for ddl in [
+        // Each shard would count its own accounts in its copy of countries.
+        "create trigger sg_trigger after insert on accounts for each row execute function count_account()",
+        // Every copy of countries would log the row, on every shard.
+        "create trigger sg_trigger after update on countries for each row execute function log_country()",
+    ] {
+        let e = c.batch_execute(ddl).await.expect_err(ddl);
+        assert_eq!(code(&e), "0A000", "{ddl}: {e:?}");
+        assert!(format!("{e:?}").contains("sg_trigger"), "{e:?}");
+        assert_eq!(
+            tc.count_on_each_shard("select count(*) from pg_trigger where tgname = 'sg_trigger'")
+                .await,
+            [0, 0, 0],
+            "{ddl}"
+        );
+    }
+
+    // Reading a reference table and writing rows of the same key are each shard's own work;
+    // words in strings and comments are not statements.
+    c.batch_execute(
+        "create function count_entry() returns trigger language plpgsql as $$
+             declare known text;
+             begin
+                 select code into known from countries where code = 'fr'; -- update countries later?
+                 /* delete from countries */
+                 update accounts set entries = entries + 1 where id = new.account_id;
+                 new.note := 'insert into countries';
+                 return new;
+             end $$;
+         create trigger sg_counted before insert on entries for each row execute function count_entry();
+         insert into entries select id, 1 from accounts",
+    )
+    .await
+    .unwrap();
+    let counted: i64 = c
+        .query_one("select sum(entries) from accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(counted, 12);
+    // Nor may the function it runs be replaced by one that writes the reference table.
+    let e = c
+        .batch_execute(
+            "create or replace function count_entry() returns trigger language plpgsql as $$
+                 begin delete from \"countries\" where code = 'nl'; return new; end $$",
+        )
+        .await
+        .expect_err("the trigger's function replaced");
+    assert_eq!(code(&e), "0A000", "{e:?}");
+    assert_eq!(
+        tc.count_on_each_shard(
+            "select count(*) from pg_proc where proname = 'count_entry' and prosrc like '%''nl''%'"
+        )
+        .await,
+        [0, 0, 0]
+    );
+
+    // Made on a shard directly: named by the start's look.
+    tc.direct(0)
+        .await
+        .batch_execute("create trigger made_directly after insert on accounts for each row execute function count_account()")
+        .await
+        .unwrap();
+    only_made_directly(&tc, Kind::Trigger, "s0").await;
+    c.batch_execute("drop table entries, accounts, countries; drop function count_account, log_country, count_entry")
         .await
         .unwrap();
 }

@@ -1,6 +1,7 @@
-//! Constraints each shard checks against its own rows, on sharded tables: judged after DDL, in
-//! the DDL's own transaction, by each shard's catalog (the session side is
-//! `executor::key_columns`), and warned of at start.
+//! What each shard checks or does on its own rows where the cluster needs it done for all:
+//! constraints of sharded tables, and triggers that write across the placement. Judged after
+//! DDL, in the DDL's own transaction, by each shard's catalog (the session side is
+//! `executor::key_columns`), and warned of at start and reload.
 //!
 //! A unique index (PRIMARY KEY, UNIQUE, CREATE UNIQUE INDEX) that includes the shard key holds
 //! for the whole cluster, since rows with one key live on one shard; one that includes a
@@ -16,25 +17,32 @@
 //! present in table", for rows another shard holds, and its ON DELETE actions miss the
 //! referencing rows on other shards.
 //!
-//! Only constraints the session's own transaction wrote are judged (their catalog row's xmin
+//! A trigger runs on the shard whose row fired it. One on a sharded table that writes a
+//! reference table writes that shard's copy only, so the copies differ and reads answer by
+//! whichever they reach; one on a reference table that writes a sharded table fires on every
+//! copy, so each shard writes the rows. The trigger function's text is read for INSERT INTO,
+//! UPDATE, DELETE FROM, MERGE INTO and TRUNCATE of such a table (dynamic SQL is not seen).
+//!
+//! Only constraints (and triggers, and their functions) the session's own transaction wrote are judged (their catalog row's xmin
 //! is an xid the backend holds a lock on, which covers its subtransactions): one that predates
 //! these rules, or that was made on a shard directly, never blocks unrelated DDL. Those are
 //! named in a warning at start instead (`existing`).
 
 use super::key_columns::literal;
 use crate::config::ShardTarget;
-use crate::placement::Placement;
+use crate::placement::{Placement, TableRule};
 use std::time::Duration;
 
-/// The two kinds of constraint judged here.
+/// The kinds of object judged here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Unique,
     ForeignKey,
+    Trigger,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Unique, Kind::ForeignKey];
+    pub const ALL: [Kind; 3] = [Kind::Unique, Kind::ForeignKey, Kind::Trigger];
 
     /// What to do about a refused constraint of this kind.
     pub fn hint(self) -> &'static str {
@@ -49,6 +57,11 @@ impl Kind {
                 in the constraint, as in FOREIGN KEY (account_id, entry_id) REFERENCES entries \
                 (account_id, id); or declare the referenced table a reference table."
             }
+            Kind::Trigger => {
+                "Write that table from the application, in the same transaction (the proxy then \
+                writes every copy of a reference table, and each sharded row on its shard), or \
+                have the trigger write only tables placed like its own."
+            }
         }
     }
 
@@ -56,14 +69,17 @@ impl Kind {
         match self {
             Kind::Unique => UNIQUE,
             Kind::ForeignKey => FOREIGN_KEY,
+            Kind::Trigger => TRIGGER,
         }
     }
 
-    /// The catalog row whose xmin tells who made the constraint.
+    /// The catalog rows' xmin that tells who made the object (as the right side of `=`).
     fn made_by(self) -> &'static str {
         match self {
             Kind::Unique => "i.xmin",
             Kind::ForeignKey => "con.xmin",
+            // CREATE TRIGGER, or CREATE OR REPLACE of the function a trigger runs.
+            Kind::Trigger => "ANY (ARRAY[w.trigger_xmin, w.function_xmin])",
         }
     }
 }
@@ -115,12 +131,14 @@ pub async fn warn_of_existing(
             Kind::ForeignKey => {
                 tracing::warn!("{why}: it may report rows as missing that another shard holds")
             }
+            Kind::Trigger => tracing::warn!("{why}: write that table from the application"),
         }
     }
     Ok(())
 }
 
-/// `kind`'s query over the declared sharded tables, as (name, key column, key type) rows.
+/// `kind`'s query over the declared tables: the sharded ones as (name, key column, key type)
+/// rows, the reference ones by name, and whether undeclared tables are reference tables.
 fn query(kind: Kind, placement: &Placement, filter: &str) -> Option<String> {
     let mut tables: Vec<String> = placement
         .sharded_tables()
@@ -137,9 +155,23 @@ fn query(kind: Kind, placement: &Placement, filter: &str) -> Option<String> {
         return None;
     }
     tables.sort();
+    let mut references: Vec<String> = placement
+        .tables
+        .iter()
+        .filter(|(_, rule)| matches!(rule, TableRule::Reference))
+        .map(|(name, _)| format!("({})", literal(&name.to_lowercase())))
+        .collect();
+    references.sort();
+    // A VALUES list may not be empty; no table is named by the empty string.
+    if references.is_empty() {
+        references.push("('')".into());
+    }
+    let undeclared_reference = matches!(placement.undeclared, Some(TableRule::Reference));
     Some(
         kind.query()
             .replace("$KEYS", &tables.join(",\n       "))
+            .replace("$REFERENCES", &references.join(", "))
+            .replace("$UNDECLARED_REFERENCE", &undeclared_reference.to_string())
             .replace("$FILTER", filter),
     )
 }
@@ -209,13 +241,60 @@ $FILTER   AND NOT EXISTS (SELECT FROM pg_catalog.generate_subscripts(con.conkey,
                      AND pg_catalog.lower(y.attname) OPERATOR(pg_catalog.=) b.key)
  ORDER BY 1";
 
+// A trigger's table and each table its function writes are classed as the placement reads
+// them (declared sharded, declared reference, or undeclared under `undeclared_tables`); the
+// written name is the last part of a qualified one, folded to lower case as unquoted names
+// are. String literals and comments are blanked first, so that words in them are not read as
+// statements. Internal triggers (those of foreign keys) are PostgreSQL's own.
+const TRIGGER: &str = "\
+WITH sharded(name, key, kind) AS (
+VALUES $KEYS
+), reference(name) AS (
+VALUES $REFERENCES
+), triggers AS (
+SELECT t.tgname, n.nspname, c.relname, p.proname,
+       pg_catalog.regexp_replace(pg_catalog.regexp_replace(pg_catalog.regexp_replace(p.prosrc,
+           '''(?:[^'']|'''')*''', ' ', 'g'), '--[^\\n]*', ' ', 'g'), '/\\*(?:[^*]|\\*+[^*/])*\\*+/', ' ', 'g') AS code,
+       t.xmin AS trigger_xmin, p.xmin AS function_xmin,
+       CASE WHEN EXISTS (SELECT FROM sharded s WHERE c.relname OPERATOR(pg_catalog.=) s.name OR pg_catalog.lower(c.relname) OPERATOR(pg_catalog.=) s.name) THEN 'sharded'
+            WHEN EXISTS (SELECT FROM reference r WHERE pg_catalog.lower(c.relname) OPERATOR(pg_catalog.=) r.name) OR $UNDECLARED_REFERENCE THEN 'reference'
+       END AS class
+  FROM pg_catalog.pg_trigger t
+  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.tgrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+  JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.tgfoid
+ WHERE NOT t.tgisinternal
+   AND NOT n.nspname OPERATOR(pg_catalog.=) ANY ('{pg_catalog,information_schema,shardgate}'::pg_catalog.name[])
+   AND n.nspname OPERATOR(pg_catalog.!~) '^pg_(toast|temp_|toast_temp_)'
+), w AS (
+SELECT DISTINCT triggers.*, pg_catalog.lower(m[1]) AS written
+  FROM triggers,
+       pg_catalog.regexp_matches(triggers.code,
+           '\\m(?:insert\\s+into|update|delete\\s+from|merge\\s+into|truncate(?:\\s+table)?)\\s+(?:only\\s+)?(?:\"?\\w+\"?\\s*\\.\\s*)?\"?(\\w+)', 'gi') m
+ WHERE triggers.class IS NOT NULL
+), judged AS (
+SELECT w.*,
+       EXISTS (SELECT FROM sharded s WHERE s.name OPERATOR(pg_catalog.=) w.written) AS writes_sharded,
+       (EXISTS (SELECT FROM reference r WHERE r.name OPERATOR(pg_catalog.=) w.written)
+        OR ($UNDECLARED_REFERENCE AND NOT EXISTS (SELECT FROM sharded s WHERE s.name OPERATOR(pg_catalog.=) w.written))) AS writes_reference
+  FROM w
+)
+SELECT pg_catalog.format('the trigger \"%s\" on the %s table %s.%s runs %s(), which writes the %s table %s, so %s', w.tgname, w.class, w.nspname, w.relname, w.proname,
+           CASE WHEN w.class OPERATOR(pg_catalog.=) 'sharded' THEN 'reference' ELSE 'sharded' END, w.written,
+           CASE WHEN w.class OPERATOR(pg_catalog.=) 'sharded' THEN 'only the copy on the shard of the row that fired it would be written and the copies would differ'
+                ELSE 'it would fire on every copy and each shard would write the rows' END), w.relname
+  FROM judged w
+ WHERE ((w.class OPERATOR(pg_catalog.=) 'sharded' AND w.writes_reference)
+        OR (w.class OPERATOR(pg_catalog.=) 'reference' AND w.writes_sharded))
+$FILTER ORDER BY 1";
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
 
     #[test]
-    fn sharded_tables_are_listed_with_their_key_and_its_type() {
+    fn declared_tables_are_listed_as_each_query_needs_them() {
         let text = "[[users]]\nname=\"a\"\nauth=\"trust\"\n\
             [[shards]]\nname=\"s0\"\nurl=\"postgres://u@h/db\"\n\
             [[shards]]\nname=\"s1\"\nurl=\"postgres://u@h/db\"\n\
@@ -230,7 +309,13 @@ mod tests {
                 "{sql}"
             );
             assert!(sql.contains("(E'people', E'name', 'text')"), "{sql}");
-            assert!(!sql.contains("countries"), "{sql}");
+            // Only triggers care which tables are reference tables.
+            assert_eq!(
+                sql.contains("(E'countries')"),
+                kind == Kind::Trigger,
+                "{sql}"
+            );
+            assert!(!sql.contains('$'), "{sql}");
             assert!(sql.contains(kind.made_by()), "{sql}");
             assert!(!query(kind, &placement, "").unwrap().contains("pg_locks"));
         }

@@ -1,7 +1,8 @@
-//! A sharded table's key column, unique indexes and the foreign keys that reference it, after
-//! a statement that may change them on every shard (DDL, procedural code): checked in the
-//! statement's own transaction, before anything commits, against each shard's catalog (the
-//! judgements are `backend::key_columns`'s and `backend::per_shard_constraints`'s).
+//! A sharded table's key column, unique indexes, the foreign keys that reference it and the
+//! triggers that write across the placement, after a statement that may change them on every
+//! shard (DDL, procedural code): checked in the statement's own transaction, before anything
+//! commits, against each shard's catalog (the judgements are `backend::key_columns`'s and
+//! `backend::per_shard_constraints`'s).
 //!
 //! The router refuses a CREATE or ALTER TABLE it can read that would give a key column a type
 //! it cannot be routed by (`router::plan::create_table`). The forms it cannot read run as
@@ -33,7 +34,8 @@ impl Exec<'_> {
     /// Ends `hold_answer`. After a statement that succeeded, every shard is asked in the open
     /// transaction whether a declared sharded table's key column has become one the proxy
     /// cannot route by, and whether the statement made a unique index on one, or a foreign key
-    /// referencing one, that each shard would check against its own rows only; a refusal takes the statement's answer back and fails it, which rolls
+    /// referencing one, that each shard would check against its own rows only, or a trigger
+    /// that would write across the placement; a refusal takes the statement's answer back and fails it, which rolls
     /// back a transaction of its own and fails the client's.
     pub async fn key_columns_kept(&mut self, held: Held, step: R<Step>) -> R<Step> {
         self.hold_output = held.was;
