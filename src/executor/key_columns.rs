@@ -35,9 +35,10 @@ impl Exec<'_> {
     /// transaction whether a declared sharded table's key column has become one the proxy
     /// cannot route by, and whether the statement made a unique index on one, or a foreign key
     /// referencing one, that each shard would check against its own rows only, or a trigger
-    /// that would write across the placement; a refusal takes the statement's answer back and fails it, which rolls
-    /// back a transaction of its own and fails the client's.
+    /// that would write across the placement; a refusal takes the statement's answer back and
+    /// fails it, which rolls back a transaction of its own and fails the client's.
     pub async fn key_columns_kept(&mut self, held: Held, step: R<Step>) -> R<Step> {
+        use crate::backend::per_shard_constraints::{self as constraints, Kind};
         self.hold_output = held.was;
         let step = step?;
         if step != Step::Done {
@@ -47,7 +48,6 @@ impl Exec<'_> {
         // judging it again would refuse every DDL, on any table, until it is put right.
         let known = &self.placement.unroutable;
         let wanted = |table: &str| !known.contains_key(table);
-        use crate::backend::per_shard_constraints::{self as constraints, Kind};
         let mut checks = vec![(
             crate::backend::key_columns::refusals_sql(&self.placement, wanted),
             crate::backend::key_columns::HINT,
@@ -58,28 +58,37 @@ impl Exec<'_> {
                 kind.hint(),
             ));
         }
-        for (sql, hint) in checks {
-            let Some(sql) = sql else {
-                continue;
-            };
-            for shard in 0..self.links.len() {
-                let (refusals, error) = self.query_values(shard, &sql).await?;
-                if let Some(e) = error {
-                    self.out.truncate(held.start);
-                    self.out.extend_from_slice(&e.bytes);
-                    return Ok(Step::Failed);
-                }
-                if let Some(refusal) = refusals.first() {
-                    self.out.truncate(held.start);
-                    let name = &self.placement.shard_names[shard];
-                    return Ok(self.error(
-                        &PgError::error(
-                            crate::error::sqlstate::FEATURE_NOT_SUPPORTED,
-                            format!("shard {name}: {refusal}"),
-                        )
-                        .with_hint(hint),
-                    ));
-                }
+        let checks: Vec<(String, &str)> = checks
+            .into_iter()
+            .filter_map(|(sql, hint)| Some((sql?, hint)))
+            .collect();
+        if checks.is_empty() {
+            return Ok(step);
+        }
+        // One Query of every check, sent to all shards before any answer is read: DDL through
+        // the proxy pays one round trip for them, not one per check and shard.
+        let text: Vec<&str> = checks.iter().map(|(sql, _)| sql.as_str()).collect();
+        let shards: Vec<usize> = (0..self.links.len()).collect();
+        let answers = self.statements_values(&shards, &text.join(";\n")).await?;
+        if let Some(e) = answers.iter().find_map(|(_, error)| error.clone()) {
+            self.out.truncate(held.start);
+            self.out.extend_from_slice(&e.bytes);
+            return Ok(Step::Failed);
+        }
+        for (i, (_, hint)) in checks.iter().enumerate() {
+            for (shard, (statements, _)) in answers.iter().enumerate() {
+                let Some(refusal) = statements.get(i).and_then(|rows| rows.first()) else {
+                    continue;
+                };
+                self.out.truncate(held.start);
+                let name = &self.placement.shard_names[shard];
+                return Ok(self.error(
+                    &PgError::error(
+                        crate::error::sqlstate::FEATURE_NOT_SUPPORTED,
+                        format!("shard {name}: {refusal}"),
+                    )
+                    .with_hint(*hint),
+                ));
             }
         }
         Ok(step)

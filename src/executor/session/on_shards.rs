@@ -30,6 +30,44 @@ impl Exec<'_> {
         }
     }
 
+    /// Runs `sql` (one or more statements) on each of `shards` at once, and reads every
+    /// answer in full: per shard, the first column of each statement's rows, statement by
+    /// statement, and the first error (after which the shard ran nothing more of it).
+    pub async fn statements_values(
+        &mut self,
+        shards: &[usize],
+        sql: &str,
+    ) -> R<Vec<(Vec<Vec<String>>, Option<Frame>)>> {
+        let mut q = BytesMut::new();
+        build::query(sql, &mut q);
+        for &shard in shards {
+            self.links[shard].send(&q).await?;
+        }
+        let mut answers = Vec::with_capacity(shards.len());
+        for &shard in shards {
+            let (mut statements, mut error) = (vec![Vec::new()], None);
+            loop {
+                let f = self.links[shard].recv().await?;
+                match f.tag {
+                    b'D' => {
+                        let row = crate::protocol::inspect::data_row_column(f.body(), 0);
+                        if let (Some(Some(v)), Some(rows)) = (row, statements.last_mut()) {
+                            rows.push(String::from_utf8_lossy(v).into_owned());
+                        }
+                    }
+                    b'C' => statements.push(Vec::new()),
+                    b'E' if error.is_none() => error = Some(f),
+                    b'N' => self.out.extend_from_slice(&f.bytes),
+                    b'Z' => break,
+                    _ => {}
+                }
+            }
+            statements.pop();
+            answers.push((statements, error));
+        }
+        Ok(answers)
+    }
+
     pub(in crate::executor) async fn single(
         &mut self,
         shard: usize,
