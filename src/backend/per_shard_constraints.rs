@@ -23,10 +23,11 @@
 //! copy, so each shard writes the rows. The trigger function's text is read for INSERT INTO,
 //! UPDATE, DELETE FROM, MERGE INTO and TRUNCATE of such a table (dynamic SQL is not seen).
 //!
-//! Only constraints (and triggers, and their functions) the session's own transaction wrote are judged (their catalog row's xmin
-//! is an xid the backend holds a lock on, which covers its subtransactions): one that predates
-//! these rules, or that was made on a shard directly, never blocks unrelated DDL. Those are
-//! named in a warning at start instead (`existing`).
+//! Only what the session's own transaction wrote (a constraint, a trigger, or a trigger's
+//! function) is judged: its catalog row's xmin is an xid the backend holds a lock on, which
+//! covers its subtransactions. One that predates these rules, or that was made on a shard
+//! directly, never blocks unrelated DDL; those are named in a warning at start and reload
+//! instead (`existing`).
 
 use super::key_columns::literal;
 use crate::config::ShardTarget;

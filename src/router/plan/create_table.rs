@@ -80,9 +80,10 @@ pub(super) fn plan_alter_table(at: &AlterTable, placement: &Placement) -> Plan {
 }
 
 /// CREATE INDEX: run on every shard, in a transaction where it can be (see
-/// `backend::per_shard_constraints`, which judges a unique index once it is made). CONCURRENTLY runs
-/// outside any transaction, so nothing could be taken back: a unique one on a sharded table
-/// that does not name its shard key among its columns is refused before it is built.
+/// `backend::per_shard_constraints`, which judges a unique index once it is made).
+/// CONCURRENTLY runs outside any transaction, so nothing could be taken back: a unique one on
+/// a sharded table that does not name its shard key among its columns is refused before it is
+/// built.
 pub(super) fn plan_create_index(ci: &sqlparser::ast::CreateIndex, placement: &Placement) -> Plan {
     if !ci.concurrently {
         return Plan::Broadcast {
