@@ -45,7 +45,7 @@ pub enum Kind {
 impl Kind {
     pub const ALL: [Kind; 3] = [Kind::Unique, Kind::ForeignKey, Kind::Trigger];
 
-    /// What to do about a refused constraint of this kind.
+    /// What to do about a refused object of this kind.
     pub fn hint(self) -> &'static str {
         match self {
             Kind::Unique => {
@@ -85,8 +85,8 @@ impl Kind {
     }
 }
 
-/// A query whose rows say why a constraint of `kind` that this transaction made on a sharded
-/// table is checked on each shard's rows only (first column, text), and which declared table
+/// A query whose rows say why an object of `kind` that this transaction made on a sharded
+/// table (or a reference table, for triggers) works on each shard's rows only (first column, text), and which declared table
 /// it concerns (second); None when no sharded table is declared.
 pub fn refusals_sql(kind: Kind, placement: &Placement) -> Option<String> {
     let filter = format!(
@@ -100,8 +100,9 @@ pub fn refusals_sql(kind: Kind, placement: &Placement) -> Option<String> {
     query(kind, placement, &filter)
 }
 
-/// Every constraint of either kind on the shards that is checked on each shard's rows only,
-/// however it was made, with why (naming the shard). Err: a shard could not be asked.
+/// Every object of every kind on the shards that does on each shard's rows only what the
+/// cluster needs done for all, however it was made, with why (naming the shard). Err: a shard
+/// could not be asked.
 pub async fn existing(
     shards: &[ShardTarget],
     timeout: Duration,
@@ -117,7 +118,7 @@ pub async fn existing(
     Ok(found)
 }
 
-/// Logs a warning for each constraint `existing` finds, saying what it does wrong. Err: a
+/// Logs a warning for each object `existing` finds, saying what it does wrong. Err: a
 /// shard could not be asked.
 pub async fn warn_of_existing(
     shards: &[ShardTarget],
