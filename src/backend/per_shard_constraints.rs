@@ -86,8 +86,9 @@ impl Kind {
 }
 
 /// A query whose rows say why an object of `kind` that this transaction made on a sharded
-/// table (or a reference table, for triggers) works on each shard's rows only (first column, text), and which declared table
-/// it concerns (second); None when no sharded table is declared.
+/// table (or a reference table, for triggers) works on each shard's rows only (first column,
+/// text), and which declared table it concerns (second); None when no sharded table is
+/// declared.
 pub fn refusals_sql(kind: Kind, placement: &Placement) -> Option<String> {
     let filter = format!(
         "   AND EXISTS (SELECT FROM pg_catalog.pg_locks l
