@@ -181,33 +181,43 @@ fn query(kind: Kind, placement: &Placement, filter: &str) -> Option<String> {
 
 // Tables match declarations as `backend::key_columns` matches them. Everything is named in
 // pg_catalog, since the query runs under the session's search_path. An index column of 0 is an
-// expression, which no attribute matches. A column counts as sequence-filled when it is an
-// identity column or its default calls nextval, as the proxy's own reading of sequence columns
-// decides.
+// expression, which no attribute matches, and only the key columns count, not INCLUDE's. An
+// exclusion constraint holds for the cluster when such a column is compared with `=` (its
+// operator at that position). A column counts as sequence-filled when it is an identity
+// column or its default calls nextval, as the proxy's own reading of sequence columns decides.
 const UNIQUE: &str = "\
 WITH sharded(name, key, kind) AS (
 VALUES $KEYS
 )
-SELECT pg_catalog.format('the unique index \"%s\" on %s.%s does not include the shard key %s, so each shard would enforce it on its own rows only and two shards could hold the same value', i.relname, n.nspname, c.relname, k.key), k.name
+SELECT pg_catalog.format('the %s index \"%s\" on %s.%s does not %s the shard key %s, so each shard would enforce it on its own rows only and two shards could hold %s',
+           CASE WHEN x.indisexclusion THEN 'exclusion' ELSE 'unique' END, i.relname, n.nspname, c.relname,
+           CASE WHEN x.indisexclusion THEN 'compare with =' ELSE 'include' END, k.key,
+           CASE WHEN x.indisexclusion THEN 'rows it excludes' ELSE 'the same value' END), k.name
   FROM sharded k
   JOIN pg_catalog.pg_class c
     ON c.relname OPERATOR(pg_catalog.=) k.name OR pg_catalog.lower(c.relname) OPERATOR(pg_catalog.=) k.name
   JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
   JOIN pg_catalog.pg_index x ON x.indrelid OPERATOR(pg_catalog.=) c.oid
   JOIN pg_catalog.pg_class i ON i.oid OPERATOR(pg_catalog.=) x.indexrelid
- WHERE x.indisunique
+  LEFT JOIN pg_catalog.pg_constraint xc
+    ON xc.conindid OPERATOR(pg_catalog.=) x.indexrelid AND xc.contype OPERATOR(pg_catalog.=) 'x'
+ WHERE (x.indisunique OR x.indisexclusion)
    AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p}'::pg_catalog.\"char\"[])
    AND NOT n.nspname OPERATOR(pg_catalog.=) ANY ('{pg_catalog,information_schema}'::pg_catalog.name[])
    AND n.nspname OPERATOR(pg_catalog.!~) '^pg_(toast|temp_|toast_temp_)'
-$FILTER   AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
-                    WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid
-                      AND a.attnum OPERATOR(pg_catalog.=) ANY (x.indkey::pg_catalog.int2[])
-                      AND (pg_catalog.lower(a.attname) OPERATOR(pg_catalog.=) k.key
-                           OR a.attidentity OPERATOR(pg_catalog.<>) ''
-                           OR EXISTS (SELECT FROM pg_catalog.pg_attrdef d
-                                       WHERE d.adrelid OPERATOR(pg_catalog.=) c.oid
-                                         AND d.adnum OPERATOR(pg_catalog.=) a.attnum
-                                         AND pg_catalog.pg_get_expr(d.adbin, d.adrelid) OPERATOR(pg_catalog.~~) 'nextval(%')))
+$FILTER   AND NOT EXISTS (SELECT FROM pg_catalog.generate_series(0, x.indnkeyatts::pg_catalog.int4 OPERATOR(pg_catalog.-) 1) p
+                    JOIN pg_catalog.pg_attribute a
+                      ON a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attnum OPERATOR(pg_catalog.=) x.indkey[p]
+                   WHERE (NOT x.indisexclusion
+                          OR EXISTS (SELECT FROM pg_catalog.pg_operator o
+                                      WHERE o.oid OPERATOR(pg_catalog.=) xc.conexclop[p OPERATOR(pg_catalog.+) 1]
+                                        AND o.oprname OPERATOR(pg_catalog.=) '='))
+                     AND (pg_catalog.lower(a.attname) OPERATOR(pg_catalog.=) k.key
+                          OR a.attidentity OPERATOR(pg_catalog.<>) ''
+                          OR EXISTS (SELECT FROM pg_catalog.pg_attrdef d
+                                      WHERE d.adrelid OPERATOR(pg_catalog.=) c.oid
+                                        AND d.adnum OPERATOR(pg_catalog.=) a.attnum
+                                        AND pg_catalog.pg_get_expr(d.adbin, d.adrelid) OPERATOR(pg_catalog.~~) 'nextval(%')))
  ORDER BY 1";
 
 // `a` is the referencing table's declaration when it is sharded by a key of the referenced
