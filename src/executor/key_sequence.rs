@@ -31,6 +31,15 @@ fn is_default(e: Option<&Expr>) -> bool {
 
 /// The rows of a VALUES INSERT that give `column` no value (it is not in the column list, or
 /// the row says DEFAULT).
+/// The INSERT's column list as names, without the quotes a client may write them in (Django
+/// quotes every one), as the catalog's sequence columns are named.
+fn column_names(ins: &sqlparser::ast::Insert) -> Vec<String> {
+    ins.columns
+        .iter()
+        .map(crate::router::plan::last_ident)
+        .collect()
+}
+
 fn rows_without(ins: &sqlparser::ast::Insert, columns: &[String], column: &str) -> usize {
     let Some(source) = &ins.source else {
         return 0;
@@ -114,7 +123,7 @@ impl Exec<'_> {
                 None => return !sequences.is_empty(),
             }
         } else {
-            ins.columns.iter().map(|c| c.to_string()).collect()
+            column_names(ins)
         };
         sequences
             .iter()
@@ -147,7 +156,7 @@ impl Exec<'_> {
         let mut columns: Vec<String> = if ins.columns.is_empty() {
             self.table_columns(&table).await?
         } else {
-            ins.columns.iter().map(|c| c.to_string()).collect()
+            column_names(ins)
         };
         let mut filled = ins.clone();
         let mut changed = false;
@@ -337,6 +346,15 @@ mod tests {
 
     fn cols(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_quoted_column_counts_as_given() {
+        // Django quotes every column it names.
+        let ins = insert(r#"INSERT INTO "t" ("id", "name") VALUES (1, 'a')"#);
+        let columns = column_names(&ins);
+        assert_eq!(columns, cols(&["id", "name"]));
+        assert_eq!(rows_without(&ins, &columns, "id"), 0);
     }
 
     #[test]
