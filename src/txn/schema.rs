@@ -15,6 +15,9 @@
 //!   plain SQL functions, inlined by the planner as `now()` is evaluated: once per statement
 //!   where an index condition needs it.
 //!
+//! - `shardgate.unchanged_key(new, old, what)`: `new` when it equals `old`, else an error (0A000);
+//!   the planner wraps assignments to a sharded table's key in it (see `router::plan::key_guard`).
+//!
 //! Creation is idempotent and serialized by an advisory lock, so proxies starting together do
 //! not race on the catalog.
 
@@ -53,6 +56,18 @@ CREATE OR REPLACE FUNCTION shardgate.\"localtime\"() RETURNS time
     LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT shardgate.now()::pg_catalog.time $$;
 CREATE OR REPLACE FUNCTION shardgate.\"localtimestamp\"() RETURNS timestamp
     LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT shardgate.now()::pg_catalog.timestamp $$;
+CREATE OR REPLACE FUNCTION shardgate.unchanged_key(new anycompatible, old anycompatible, what text)
+    RETURNS anycompatible LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    IF new IS DISTINCT FROM old THEN
+        RAISE EXCEPTION 'UPDATE may not change the shard key %', what
+            USING ERRCODE = '0A000',
+                  DETAIL = pg_catalog.format('The row''s key is %s; the new value is %s.',
+                                            old, COALESCE(new::text, 'null')),
+                  HINT = 'The row would belong on another shard. DELETE it and INSERT it with the new key instead.';
+    END IF;
+    RETURN new;
+END $$;
 GRANT USAGE ON SCHEMA shardgate TO PUBLIC;";
 
 /// Checks that the shard can prepare transactions and creates the schema.

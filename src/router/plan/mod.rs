@@ -14,7 +14,8 @@
 //! refusal of non-standard strings, `copies` what keeps a reference table's copies alike,
 //! `kept_rows` the aggregates over a reference table's rows kept by an outer join that combine
 //! exactly, `reading_functions` the refusal of calls of functions that read sharded tables,
-//! `text_scope` where merged text may take its collation from.
+//! `text_scope` where merged text may take its collation from, `key_guard` the assignments to a
+//! sharded table's key.
 
 use super::keys::{keys_in, literal_key, strip, KeySet};
 use super::params::Params;
@@ -22,9 +23,9 @@ use crate::error::{sqlstate, PgError};
 use crate::placement::{KeyType, KeyValue, Placement, TableRule};
 use crate::sql::is_catalog_relation;
 use sqlparser::ast::{
-    AssignmentTarget, Expr, FromTable, Ident, LimitClause, ObjectName, ObjectNamePart, OrderByKind,
-    OrderBySort, Query, Select, SelectItem, SetExpr, Statement, TableFactor, TableObject,
-    TableWithJoins, UpdateTableFromKind, Value,
+    Expr, FromTable, Ident, LimitClause, ObjectName, ObjectNamePart, OrderByKind, OrderBySort,
+    Query, Select, SelectItem, SetExpr, Statement, TableFactor, TableObject, TableWithJoins,
+    UpdateTableFromKind, Value,
 };
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
@@ -36,6 +37,7 @@ mod distinct_count;
 mod exists;
 mod inline_ctes;
 mod kept_rows;
+mod key_guard;
 mod keyed_sets;
 mod query;
 mod reading_functions;
@@ -312,6 +314,16 @@ pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
 }
 
 fn plan_statement(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
+    match key_guard::guard(stmt, placement) {
+        key_guard::Guard::None => plan_unguarded(stmt, placement, params),
+        key_guard::Guard::Guarded(guarded) => {
+            key_guard::as_write(plan_unguarded(&guarded, placement, params), &guarded)
+        }
+        key_guard::Guard::Refused(refusal) => *refusal,
+    }
+}
+
+fn plan_unguarded(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
     if let Some(refusal) = reads_sequence_values(stmt) {
         return refusal;
     }
@@ -338,22 +350,6 @@ fn plan_statement(stmt: &Statement, placement: &Placement, params: &Params) -> P
             };
             if let Some(refusal) = joined_to_write(name, &up.table.joins, from, placement) {
                 return refusal;
-            }
-            if let Some(TableRule::Sharded { key_column, .. }) = placement.rule(&name.to_string()) {
-                let moves_key = up.assignments.iter().any(|a| match &a.target {
-                    AssignmentTarget::ColumnName(c) => {
-                        last_ident(c).eq_ignore_ascii_case(key_column)
-                    }
-                    AssignmentTarget::Tuple(cs) => cs
-                        .iter()
-                        .any(|c| last_ident(c).eq_ignore_ascii_case(key_column)),
-                });
-                if moves_key {
-                    return refuse(
-                        format!("UPDATE may not change the shard key {key_column} of {name}"),
-                        "The row would belong on another shard. DELETE it and INSERT it with the new key instead.",
-                    );
-                }
             }
             plan_write_where(
                 name,

@@ -109,5 +109,19 @@ assert [i.name for i in fullest] == ["i0", "i10", "i11"], [i.name for i in fulle
 some = [i.pk for i in items[5:8]]
 assert Item.objects.filter(pk__in=some).update(qty=Subquery(lines) + 100) == 3
 assert sorted(Item.objects.filter(pk__in=some).values_list("qty", flat=True)) == [102] * 3
+# save() writes every column, the shard key item_id among them, with the value it has: it runs.
+# Moving a line to another item would move it to another shard: refused, nothing changes.
+line = Line.objects.filter(item=items[3]).get(note="a")
+line.note = "saved"
+line.save()
+assert Line.objects.get(pk=line.pk).note == "saved"
+line.item = items[4]
+try:
+    with transaction.atomic():
+        line.save()
+    raise AssertionError("a line moved to another item's shard")
+except django.db.NotSupportedError as e:
+    assert "may not change the shard key" in str(e), e
+assert Line.objects.get(pk=line.pk).item_id == items[3].pk
 Item.objects.filter(qty__lt=5).delete()
 print("django ok", Item.objects.count())

@@ -6,7 +6,7 @@ use super::*;
 #[test]
 fn refusals() {
     for sql in [
-        "update accounts set id = 5 where id = 4",
+        "update accounts set (id, v) = (5, 1) where id = 4",
         "insert into accounts values (1)",
         "insert into accounts (v) values (1)",
         "insert into accounts (id) select account_id from ledger",

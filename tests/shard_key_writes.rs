@@ -1,0 +1,173 @@
+//! Writes that name a sharded table's key in SET, on three unlike shards: an UPDATE or an
+//! upsert's DO UPDATE that keeps each row's key runs (an ORM's `save()` writes every column),
+//! one that would change a key fails with 0A000 and changes nothing on any shard, where before
+//! an upsert moved the key and left the row on the old key's shard.
+
+mod common;
+
+use common::{answer, code, db_error, TestCluster};
+use shardgate::placement::KeyValue;
+
+const TABLES: &str = r#"
+[tables.accounts]
+shard_key = "id"
+key_type = "bigint"
+[tables.lines]
+shard_key = "account_id"
+key_type = "bigint"
+"#;
+
+async fn cluster() -> TestCluster {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table accounts (id bigint primary key, owner text);
+         create table lines (id serial primary key, account_id bigint not null, note text);
+         insert into accounts values (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd'), (5, 'e'), (6, 'f');
+         insert into lines (account_id, note) values (1, 'x'), (2, 'x'), (3, 'x'), (4, 'x'), (5, 'x'), (6, 'x');",
+    )
+    .await
+    .unwrap();
+    tc
+}
+
+fn owner(tc: &TestCluster, id: i64) -> usize {
+    tc.config
+        .placement()
+        .unwrap()
+        .shard_of(&KeyValue::Integer(id))
+}
+
+/// Each shard's rows of `accounts`, as `id:owner`, sorted.
+async fn accounts_on_each_shard(tc: &TestCluster) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for i in 0..3 {
+        let rows = answer(
+            &tc.direct(i).await,
+            "select id || ':' || owner from accounts order by id",
+        )
+        .await;
+        out.push(rows.into_iter().map(|r| r[0].clone().unwrap()).collect());
+    }
+    out
+}
+
+async fn refused_as_a_key_change(c: &tokio_postgres::Client, sql: &str) {
+    let e = c.simple_query(sql).await.unwrap_err();
+    assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
+    assert!(
+        db_error(&e)
+            .message()
+            .contains("may not change the shard key"),
+        "{sql}: {e:?}"
+    );
+    assert!(db_error(&e).hint().is_some(), "{sql}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upsert_may_not_move_a_key() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    let before = accounts_on_each_shard(&tc).await;
+    for sql in [
+        "insert into accounts values (5, 'z') on conflict (id) do update set id = 200",
+        "insert into accounts as t values (5, 'z') on conflict (id) do update set owner = 'z', id = t.id + 100",
+        "insert into accounts values (5, 'z'), (6, 'z') on conflict (id) do update set id = excluded.id * 10",
+        "insert into accounts values (5, 'z') on conflict (id) do update set (id, owner) = (7, 'z')",
+    ] {
+        refused_as_a_key_change(&c, sql).await;
+    }
+    assert_eq!(accounts_on_each_shard(&tc).await, before, "nothing moved");
+    assert_eq!(
+        answer(&c, "select count(*) from accounts where id >= 100").await,
+        vec![vec![Some("0".to_string())]]
+    );
+
+    // An upsert naming the key with the value it conflicted on writes the rest of the row, as
+    // SQLAlchemy's and Django's upserts do.
+    let rows = answer(
+        &c,
+        "insert into accounts values (5, 'e2'), (6, 'f2'), (7, 'g') on conflict (id) do update set id = excluded.id, owner = excluded.owner returning id, owner",
+    )
+    .await;
+    assert_eq!(rows.len(), 3);
+    for (id, name) in [(5, "e2"), (6, "f2"), (7, "g")] {
+        let on_owner = answer(
+            &tc.direct(owner(&tc, id)).await,
+            &format!("select owner from accounts where id = {id}"),
+        )
+        .await;
+        assert_eq!(on_owner, vec![vec![Some(name.to_string())]], "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_that_keeps_the_key_runs_and_one_that_moves_it_changes_nothing() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    // An ORM's save() of a row of `lines`, found by its id on whichever shard holds it.
+    let id: i32 = c
+        .query_one("select id from lines where account_id = 4", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let n = c
+        .execute(
+            "update lines set account_id = $1, note = $2 where id = $3",
+            &[&4i64, &"saved", &id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(
+        answer(&c, "update lines set account_id = '3', note = 'saved too' where account_id = 3 returning note").await,
+        vec![vec![Some("saved too".to_string())]]
+    );
+    // Moving it to another account's shard: refused, with the row's own shard untouched.
+    let e = c
+        .execute(
+            "update lines set account_id = $1, note = $2 where id = $3",
+            &[&5i64, &"moved", &id],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e:?}");
+    // Over several shards the statement is one transaction: the rows that kept their key are
+    // not written either.
+    refused_as_a_key_change(&c, "update lines set account_id = 2, note = 'all'").await;
+    refused_as_a_key_change(&c, "update accounts set id = default where id = 1").await;
+    let notes = answer(&c, "select account_id, note from lines order by account_id").await;
+    let expect: Vec<Vec<Option<String>>> = (1..=6)
+        .map(|a| {
+            let note = match a {
+                3 => "saved too",
+                4 => "saved",
+                _ => "x",
+            };
+            vec![Some(a.to_string()), Some(note.to_string())]
+        })
+        .collect();
+    assert_eq!(notes, expect);
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from lines where account_id = 4")
+            .await
+            .iter()
+            .sum::<i64>(),
+        1
+    );
+
+    // Inside a transaction the failure fails it as any error would; a savepoint takes it back.
+    c.batch_execute("begin; update accounts set owner = 'kept' where id = 1; savepoint s")
+        .await
+        .unwrap();
+    refused_as_a_key_change(&c, "update accounts set id = 9 where id = 2").await;
+    c.batch_execute("rollback to s; commit").await.unwrap();
+    assert_eq!(
+        answer(
+            &c,
+            "select owner from accounts where id in (1, 2) order by id"
+        )
+        .await,
+        vec![vec![Some("kept".to_string())], vec![Some("b".to_string())]]
+    );
+}
