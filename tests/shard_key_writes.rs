@@ -1,7 +1,8 @@
 //! Writes that name a sharded table's key in SET, on three unlike shards: an UPDATE or an
 //! upsert's DO UPDATE that keeps each row's key runs (an ORM's `save()` writes every column),
 //! one that would change a key fails with 0A000 and changes nothing on any shard, where before
-//! an upsert moved the key and left the row on the old key's shard.
+//! an upsert moved the key and left the row on the old key's shard. An upsert whose conflict
+//! target leaves out the key is refused: it would miss a conflicting row on another shard.
 
 mod common;
 
@@ -169,5 +170,61 @@ async fn an_update_that_keeps_the_key_runs_and_one_that_moves_it_changes_nothing
         )
         .await,
         vec![vec![Some("kept".to_string())], vec![Some("b".to_string())]]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upsert_by_a_column_other_than_the_key_is_refused() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    let id: i32 = c
+        .query_one("select id from lines where account_id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // The row lives on account 1's shard; the new row would go to account 2's, which has no
+    // row of that id to conflict with.
+    for sql in [
+        format!("insert into lines (id, account_id, note) values ({id}, 2, 'up') on conflict (id) do update set note = excluded.note"),
+        format!("insert into lines (id, account_id, note) values ({id}, 2, 'up') on conflict (id) do nothing"),
+        format!("insert into lines (id, account_id, note) select {id}, 2, 'up' from generate_series(1, 1) on conflict (\"id\") do nothing"),
+    ] {
+        let e = c.simple_query(&sql).await.unwrap_err();
+        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
+        assert!(db_error(&e).hint().unwrap().contains("Include the shard key"), "{sql}");
+    }
+    let e = c
+        .execute(
+            "insert into lines (id, account_id, note) values ($1, $2, 'up') on conflict (id) do nothing",
+            &[&id, &2i64],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e:?}");
+    assert_eq!(
+        answer(
+            &c,
+            &format!("select account_id, note from lines where id = {id}")
+        )
+        .await,
+        vec![vec![Some("1".to_string()), Some("x".to_string())]],
+        "one row of that id, untouched"
+    );
+    // A target that includes the key finds every row it could conflict with.
+    c.batch_execute("create unique index lines_account_id on lines (account_id, id)")
+        .await
+        .unwrap();
+    answer(
+        &c,
+        &format!("insert into lines (id, account_id, note) values ({id}, 1, 'up') on conflict (account_id, id) do update set note = excluded.note"),
+    )
+    .await;
+    assert_eq!(
+        answer(
+            &c,
+            &format!("select account_id, note from lines where id = {id}")
+        )
+        .await,
+        vec![vec![Some("1".to_string()), Some("up".to_string())]]
     );
 }

@@ -15,7 +15,7 @@
 //! `kept_rows` the aggregates over a reference table's rows kept by an outer join that combine
 //! exactly, `reading_functions` the refusal of calls of functions that read sharded tables,
 //! `text_scope` where merged text may take its collation from, `key_guard` the assignments to a
-//! sharded table's key.
+//! sharded table's key, `conflict_target` the ON CONFLICT targets that would look on one shard.
 
 use super::keys::{keys_in, literal_key, strip, KeySet};
 use super::params::Params;
@@ -31,6 +31,7 @@ use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 mod aggregate_level;
+mod conflict_target;
 mod copies;
 mod create_table;
 mod distinct_count;

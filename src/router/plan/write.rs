@@ -253,6 +253,9 @@ pub(super) fn plan_insert(
             key_column,
             key_type,
         }) => {
+            if let Some(refusal) = super::conflict_target::refusal(ins, name, key_column) {
+                return refusal;
+            }
             // ON CONFLICT and RETURNING run on each row's shard; a SELECT source is read first
             // (see `plan_insert_select`), VALUES run there too.
             let target = (vec![last_ident(name)], *key_type, key_column.clone());

@@ -123,5 +123,17 @@ try:
 except django.db.NotSupportedError as e:
     assert "may not change the shard key" in str(e), e
 assert Line.objects.get(pk=line.pk).item_id == items[3].pk
+# An upsert by id alone would look for the id on the new row's shard only: refused.
+try:
+    Line.objects.bulk_create(
+        [Line(pk=line.pk, item=items[5], note="upserted")],
+        update_conflicts=True,
+        unique_fields=["id"],
+        update_fields=["note"],
+    )
+    raise AssertionError("an upsert by id alone was run")
+except django.db.NotSupportedError as e:
+    assert "would look for conflicts on one shard only" in str(e), e
+assert Line.objects.filter(pk=line.pk).count() == 1
 Item.objects.filter(qty__lt=5).delete()
 print("django ok", Item.objects.count())
