@@ -3,14 +3,14 @@
 //! shard) or a column the proxy fills from the cluster-wide sequence; a foreign key referencing
 //! a sharded table finds its row only when it pairs the two tables' shard keys; a trigger must
 //! not write a reference table from a sharded one's rows, nor a sharded table from a reference
-//! one's. Any other would let two shards hold the same value, report a row as missing that
-//! another shard holds, make a reference table's copies differ or write rows on every shard. On
-//! three unlike shards: DDL through the proxy that would make one is refused in every form
-//! (CREATE TABLE, ALTER TABLE, CREATE UNIQUE INDEX, INCLUDE, CONCURRENTLY, an exclusion
-//! constraint, inside a transaction), nothing of it is left on any shard, and the forms that
-//! hold are kept and enforced. One made on a shard directly never blocks unrelated DDL; the
-//! start names it instead.
-
+//! one's, nor set the shard key of the row it fires for before it is stored. Any other would
+//! let two shards hold the same value, report a row as missing that another shard holds, make a
+//! reference table's copies differ, write rows on every shard or store a row on a shard its key
+//! does not choose. On three unlike shards: DDL through the proxy that would make one is
+//! refused in every form (CREATE TABLE, ALTER TABLE, CREATE UNIQUE INDEX, INCLUDE,
+//! CONCURRENTLY, an exclusion constraint, inside a transaction), nothing of it is left on any
+//! shard, and the forms that hold are kept and enforced. One made on a shard directly never
+//! blocks unrelated DDL; the start names it instead.
 mod common;
 
 use common::{code, TestCluster};
@@ -354,4 +354,87 @@ async fn triggers_that_write_across_the_placement_are_refused() {
     c.batch_execute("drop table entries, accounts, countries; drop function count_account, log_country, count_entry")
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_that_set_the_shard_key_are_refused() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table orders (customer_id bigint, email text, total numeric);
+         create function lower_key() returns trigger language plpgsql as $$
+             begin NEW.customer_id := abs(NEW.customer_id); return NEW; end $$;
+         create function key_by_select() returns trigger language plpgsql as $$
+             begin select 7 into new.customer_id; return new; end $$;
+         create function whole_row() returns trigger language plpgsql as $$
+             begin if new.total is null then new := row(new.customer_id + 1, new.email, 0); end if; return new; end $$;",
+    )
+    .await
+    .unwrap();
+    for ddl in [
+        "create trigger sg_key before insert on orders for each row execute function lower_key()",
+        "create trigger sg_key before update on orders for each row execute function key_by_select()",
+        "create trigger sg_key before insert or update on orders for each row execute function whole_row()",
+    ] {
+        let e = c.batch_execute(ddl).await.expect_err(ddl);
+        assert_eq!(code(&e), "0A000", "{ddl}: {e:?}");
+        assert!(format!("{e:?}").contains("sets the shard key customer_id"), "{e:?}");
+        assert_eq!(
+            tc.count_on_each_shard("select count(*) from pg_trigger where tgname = 'sg_key'")
+                .await,
+            [0, 0, 0],
+            "{ddl}"
+        );
+    }
+    // A trigger that reads the key, sets other columns, or says the key's name in a comparison
+    // or a string keeps the row where the proxy put it; so does an AFTER trigger.
+    c.batch_execute(
+        "create function fill_email() returns trigger language plpgsql as $$
+             begin
+                 if new.customer_id = 0 then raise exception 'no customer'; end if;
+                 new.email := lower(new.email) || ' new.customer_id := 1';
+                 return new;
+             end $$;
+         create trigger sg_fill before insert on orders for each row execute function fill_email();
+         create trigger sg_after after insert on orders for each row execute function lower_key();
+         insert into orders values (5, 'A@X', 1)",
+    )
+    .await
+    .unwrap();
+    let email: String = c
+        .query_one("select email from orders where customer_id = 5", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(email, "a@x new.customer_id := 1");
+    // A function the trigger runs may not be replaced by one that sets the key.
+    let e = c
+        .batch_execute(
+            "create or replace function fill_email() returns trigger language plpgsql as $$
+                 begin new.customer_id = 9; return new; end $$",
+        )
+        .await
+        .expect_err("the trigger's function replaced");
+    assert_eq!(code(&e), "0A000", "{e:?}");
+
+    // Made on a shard directly: named by the start's look.
+    c.batch_execute("drop trigger sg_after on orders")
+        .await
+        .unwrap();
+    tc.direct(1)
+        .await
+        .batch_execute("create trigger made_directly before insert on orders for each row execute function lower_key()")
+        .await
+        .unwrap();
+    only_made_directly(&tc, Kind::KeyTrigger, "s1").await;
+    tc.direct(1)
+        .await
+        .batch_execute("drop trigger made_directly on orders")
+        .await
+        .unwrap();
+    c.batch_execute(
+        "drop table orders; drop function lower_key, key_by_select, whole_row, fill_email",
+    )
+    .await
+    .unwrap();
 }

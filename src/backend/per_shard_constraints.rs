@@ -22,6 +22,9 @@
 //! whichever they reach; one on a reference table that writes a sharded table fires on every
 //! copy, so each shard writes the rows. The trigger function's text is read for INSERT INTO,
 //! UPDATE, DELETE FROM, MERGE INTO and TRUNCATE of such a table (dynamic SQL is not seen).
+//! A BEFORE INSERT or UPDATE row trigger on a sharded table that assigns the row's shard key
+//! (`NEW.key := lower(NEW.key)`, `SELECT ... INTO NEW.key`, `NEW := ...`) would store the row
+//! under a key other than the one the proxy routed it by, on a shard that key does not choose.
 //!
 //! Only what the session's own transaction wrote (a constraint, a trigger, or a trigger's
 //! function) is judged: its catalog row's xmin is an xid the backend holds a lock on, which
@@ -40,10 +43,16 @@ pub enum Kind {
     Unique,
     ForeignKey,
     Trigger,
+    KeyTrigger,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Unique, Kind::ForeignKey, Kind::Trigger];
+    pub const ALL: [Kind; 4] = [
+        Kind::Unique,
+        Kind::ForeignKey,
+        Kind::Trigger,
+        Kind::KeyTrigger,
+    ];
 
     /// What to do about a refused object of this kind.
     pub fn hint(self) -> &'static str {
@@ -63,6 +72,10 @@ impl Kind {
                 writes every copy of a reference table, and each sharded row on its shard), or \
                 have the trigger write only tables placed like its own."
             }
+            Kind::KeyTrigger => {
+                "Compute the shard key in the application or in the INSERT itself, so that the \
+                proxy routes the row by the key it is stored with; a trigger may set other columns."
+            }
         }
     }
 
@@ -71,6 +84,7 @@ impl Kind {
             Kind::Unique => UNIQUE,
             Kind::ForeignKey => FOREIGN_KEY,
             Kind::Trigger => TRIGGER,
+            Kind::KeyTrigger => KEY_TRIGGER,
         }
     }
 
@@ -80,7 +94,7 @@ impl Kind {
             Kind::Unique => "i.xmin",
             Kind::ForeignKey => "con.xmin",
             // CREATE TRIGGER, or CREATE OR REPLACE of the function a trigger runs.
-            Kind::Trigger => "ANY (ARRAY[w.trigger_xmin, w.function_xmin])",
+            Kind::Trigger | Kind::KeyTrigger => "ANY (ARRAY[w.trigger_xmin, w.function_xmin])",
         }
     }
 }
@@ -135,6 +149,9 @@ pub async fn warn_of_existing(
                 tracing::warn!("{why}: it may report rows as missing that another shard holds")
             }
             Kind::Trigger => tracing::warn!("{why}: write that table from the application"),
+            Kind::KeyTrigger => {
+                tracing::warn!("{why}: compute the key before the row reaches the proxy")
+            }
         }
     }
     Ok(())
@@ -299,6 +316,38 @@ SELECT pg_catalog.format('the trigger \"%s\" on the %s table %s.%s runs %s(), wh
   FROM judged w
  WHERE ((w.class OPERATOR(pg_catalog.=) 'sharded' AND w.writes_reference)
         OR (w.class OPERATOR(pg_catalog.=) 'reference' AND w.writes_sharded))
+$FILTER ORDER BY 1";
+
+// A BEFORE row trigger (tgtype bits: 1 row, 2 before, 4 insert, 16 update) on a sharded table
+// whose function, strings and comments blanked as above, assigns NEW's key column: `NEW.key :=`
+// (or `=`) at the start of a statement, `INTO ... NEW.key`, or all of NEW at once. The key's
+// name is put in the pattern with every non-word character escaped.
+const KEY_TRIGGER: &str = "\
+WITH sharded(name, key, kind) AS (
+VALUES $KEYS
+), w AS (
+SELECT t.tgname, n.nspname, c.relname, p.proname, s.key,
+       pg_catalog.regexp_replace(s.key, '(\\W)', '\\\\\\1', 'g') AS key_pattern,
+       pg_catalog.regexp_replace(pg_catalog.regexp_replace(pg_catalog.regexp_replace(p.prosrc,
+           '''(?:[^'']|'''')*''', ' ', 'g'), '--[^\\n]*', ' ', 'g'), '/\\*(?:[^*]|\\*+[^*/])*\\*+/', ' ', 'g') AS code,
+       t.xmin AS trigger_xmin, p.xmin AS function_xmin
+  FROM pg_catalog.pg_trigger t
+  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.tgrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+  JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.tgfoid
+  JOIN sharded s
+    ON c.relname OPERATOR(pg_catalog.=) s.name OR pg_catalog.lower(c.relname) OPERATOR(pg_catalog.=) s.name
+ WHERE NOT t.tgisinternal
+   AND (t.tgtype::pg_catalog.int4 OPERATOR(pg_catalog.&) 3) OPERATOR(pg_catalog.=) 3
+   AND (t.tgtype::pg_catalog.int4 OPERATOR(pg_catalog.&) 20) OPERATOR(pg_catalog.<>) 0
+   AND NOT n.nspname OPERATOR(pg_catalog.=) ANY ('{pg_catalog,information_schema,shardgate}'::pg_catalog.name[])
+   AND n.nspname OPERATOR(pg_catalog.!~) '^pg_(toast|temp_|toast_temp_)'
+)
+SELECT pg_catalog.format('the trigger \"%s\" on the sharded table %s.%s runs %s(), which sets the shard key %s of the row before it is stored, so the row would be stored under a key other than the one it was routed by, on a shard that key does not choose', w.tgname, w.nspname, w.relname, w.proname, w.key), w.relname
+  FROM w
+ WHERE (w.code OPERATOR(pg_catalog.~*) ('(^|;|\\mbegin|\\mthen|\\melse|\\mloop)\\s*new\\s*\\.\\s*\"?' OPERATOR(pg_catalog.||) w.key_pattern OPERATOR(pg_catalog.||) '\"?\\s*:?=')
+        OR w.code OPERATOR(pg_catalog.~*) ('\\minto\\s+(strict\\s+)?([^;]*,\\s*)?new\\s*\\.\\s*\"?' OPERATOR(pg_catalog.||) w.key_pattern OPERATOR(pg_catalog.||) '\"?\\M')
+        OR w.code OPERATOR(pg_catalog.~*) '(^|;|\\mbegin|\\mthen|\\melse|\\mloop)\\s*new\\s*:?=')
 $FILTER ORDER BY 1";
 
 #[cfg(test)]
