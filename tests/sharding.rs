@@ -110,6 +110,24 @@ async fn point_statements_and_merged_reads() {
             .unwrap()),
         vec!["owner 42"]
     );
+    // A string made numeric is a number, rounded where it meets the integer key, as
+    // PostgreSQL reads it.
+    for (sql, owners) in [
+        (
+            "select owner from accounts where id = '41.5'::numeric::int",
+            vec!["owner 42"],
+        ),
+        (
+            "select owner from accounts where id = '42.0'::numeric",
+            vec!["owner 42"],
+        ),
+        (
+            "select owner from accounts where id = '42.5'::numeric",
+            vec![],
+        ),
+    ] {
+        assert_eq!(ids(&c.simple_query(sql).await.unwrap()), owners, "{sql}");
+    }
     let all = ids(&c
         .simple_query("select id from accounts order by id")
         .await

@@ -39,13 +39,17 @@ pub fn keys_in(
             op: BinaryOperator::Eq,
             right,
         } => {
-            let value = if is_key(strip_for(left, ty)) {
-                right
+            let (column, value) = if is_key(strip_for(left, ty)) {
+                (left, right)
             } else if is_key(strip_for(right, ty)) {
-                left
+                (right, left)
             } else {
                 return Ok(KeySet::Any);
             };
+            // `id::numeric = '5.0'`: the string is read as a number, as the column is.
+            if made_numeric(column) && is_string(value) {
+                return Ok(KeySet::Any);
+            }
             Ok(match literal_key(value, ty, params)? {
                 Some(Some(v)) => KeySet::Values(vec![v]),
                 Some(None) => KeySet::Values(vec![]),
@@ -117,8 +121,47 @@ pub fn strip_for(e: &Expr, ty: KeyType) -> &Expr {
         Expr::Nested(inner) => strip_for(inner, ty),
         Expr::Cast {
             expr, data_type, ..
-        } if as_text(data_type) || keeps(data_type, ty) => strip_for(expr, ty),
+        } if as_text(data_type) || keeps(data_type, ty) => {
+            let inner = strip_for(expr, ty);
+            // A string made numeric is read as a number, rounded where it meets an integer
+            // (`'7.5'::numeric::int` is 8, `'5.0'::numeric` equals 5): not the key its text
+            // would be read as, so the cast stays and no key is read through it.
+            let numeric_string = matches!(
+                data_type,
+                DataType::Numeric(ExactNumberInfo::None) | DataType::Decimal(ExactNumberInfo::None)
+            ) && is_string(expr);
+            if numeric_string {
+                e
+            } else {
+                inner
+            }
+        }
         other => other,
+    }
+}
+
+/// Whether `e` passes through a cast to numeric (a key column compared as a number).
+fn made_numeric(e: &Expr) -> bool {
+    match e {
+        Expr::Nested(inner) => made_numeric(inner),
+        Expr::Cast {
+            expr, data_type, ..
+        } => {
+            matches!(
+                data_type,
+                DataType::Numeric(ExactNumberInfo::None) | DataType::Decimal(ExactNumberInfo::None)
+            ) || made_numeric(expr)
+        }
+        _ => false,
+    }
+}
+
+/// A string literal, in any parentheses.
+fn is_string(e: &Expr) -> bool {
+    match e {
+        Expr::Nested(inner) => is_string(inner),
+        Expr::Value(v) => matches!(v.value, Value::SingleQuotedString(_)),
+        _ => false,
     }
 }
 
@@ -287,6 +330,12 @@ mod tests {
         assert_eq!(int("id::numeric = 5"), i(5));
         assert_eq!(int("id::text = '5'"), i(5));
         assert_eq!(int("id::float8 = 5"), KeySet::Any);
+        // A string read as a number is compared as one.
+        assert_eq!(int("id = '7.5'::numeric::int"), KeySet::Any);
+        assert_eq!(int("id = '5.0'::numeric"), KeySet::Any);
+        assert_eq!(int("id = '5'::int::numeric"), i(5));
+        assert_eq!(int("id::numeric = '5.0'"), KeySet::Any);
+        assert_eq!(int("id::numeric = 5"), i(5));
     }
 
     #[test]
