@@ -6,7 +6,10 @@
 //! The proxy places a row by hashing its key as the declared `key_type` reads it, and finds
 //! it again only if PostgreSQL calls two keys equal exactly when the proxy does. An integer
 //! column under `key_type = "text"` stores `1` where the proxy looks for `'01'`, and
-//! `char(n)`, `citext` or a nondeterministic collation make keys equal that hash apart. The
+//! `char(n)`, `citext` or a nondeterministic collation make keys equal that hash apart; a
+//! generated key column is computed by the shard from other columns, so neither an INSERT
+//! (which cannot give it) nor an UPDATE of those columns (which changes it in place) routes by
+//! the key the row is stored with. The
 //! shard's catalog is the truth here: it looks through domains and knows which collations are
 //! deterministic, which no statement's text tells.
 //!
@@ -34,7 +37,8 @@ pub enum KeyColumns {
 /// What to do about a refused key column.
 pub const HINT: &str = "Give the key column the declared type (bigint, integer or smallint for \
     an integer key; text or varchar for a text key; uuid) and a deterministic collation (the \
-    database default, or \"C\"), or declare the key_type it has.";
+    database default, or \"C\"), or declare the key_type it has; a generated column cannot be \
+    a shard key (store the value itself, computed by the application).";
 
 /// Checks the key column of every sharded table in `placement` that `wanted` accepts, on every
 /// shard that has the table.
@@ -244,7 +248,8 @@ SELECT k.name AS declared, n.nspname, c.relname, a.attname, pg_catalog.format_ty
        co.collname,
        CASE WHEN a.attcollation OPERATOR(pg_catalog.=) ANY ('{0,100,950,951}'::pg_catalog.oid[]) THEN NULL
             ELSE (pg_catalog.to_jsonb(co) OPERATOR(pg_catalog.->>) 'collisdeterministic')::pg_catalog.bool
-       END AS deterministic
+       END AS deterministic,
+       COALESCE(pg_catalog.to_jsonb(a) OPERATOR(pg_catalog.->>) 'attgenerated', '') OPERATOR(pg_catalog.<>) '' AS generated
   FROM keys k
   JOIN pg_catalog.pg_class c
     ON c.relname OPERATOR(pg_catalog.=) k.name OR pg_catalog.lower(c.relname) OPERATOR(pg_catalog.=) k.name
@@ -259,10 +264,12 @@ SELECT k.name AS declared, n.nspname, c.relname, a.attname, pg_catalog.format_ty
 )
 SELECT CASE WHEN base OPERATOR(pg_catalog.<>) ALL (types)
     THEN pg_catalog.format('the shard key %s of %s.%s is of type %s, which does not compare as its key_type %s does, so rows would be stored on one shard and looked for on another', attname, nspname, relname, type, kind)
-    ELSE pg_catalog.format('the shard key %s of %s.%s has the nondeterministic collation %s, which compares strings that differ as equal, so rows would be stored on one shard and looked for on another', attname, nspname, relname, collname)
+    WHEN deterministic IS FALSE
+    THEN pg_catalog.format('the shard key %s of %s.%s has the nondeterministic collation %s, which compares strings that differ as equal, so rows would be stored on one shard and looked for on another', attname, nspname, relname, collname)
+    ELSE pg_catalog.format('the shard key %s of %s.%s is a generated column, which each shard computes from other columns as it stores the row, so rows would be stored under keys the proxy did not route them by', attname, nspname, relname)
     END, declared
   FROM cols
- WHERE base OPERATOR(pg_catalog.<>) ALL (types) OR deterministic IS FALSE
+ WHERE base OPERATOR(pg_catalog.<>) ALL (types) OR deterministic IS FALSE OR generated
  ORDER BY 1";
 
 #[cfg(test)]
