@@ -49,7 +49,30 @@ fn returning(rng: &mut Rng, what: &str) -> String {
 pub fn statement(rng: &mut Rng) -> String {
     let cols = "(id, owner, balance, region, active)";
     let w = |rng: &mut Rng| filters(rng, "").unwrap_or_else(|| "true".into());
-    match rng.below(33) {
+    match rng.below(36) {
+        // An ORM's save(), naming the key with the value each row has; an upsert naming it
+        // with the value it conflicted on; and (refused) one that would move a row.
+        33 => format!(
+            "update accounts set id = id, note = 'saved{}' where {}{}",
+            rng.below(9),
+            w(rng),
+            returning(rng, "id, note")
+        ),
+        34 => format!(
+            "insert into accounts {cols} values {} on conflict (id) do update set id = excluded.id, owner = excluded.owner{}",
+            {
+                let i = id(rng);
+                account_values(rng, i)
+            },
+            returning(rng, "id, owner")
+        ),
+        35 => format!(
+            "insert into accounts {cols} values {} on conflict (id) do update set id = excluded.id + 1000",
+            {
+                let i = id(rng);
+                account_values(rng, i)
+            },
+        ),
         // Django's update(x=Subquery(...)): a row set from its own children, or (refused) from
         // rows of other keys.
         31 => format!(
