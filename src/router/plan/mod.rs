@@ -490,6 +490,14 @@ fn plan_unguarded(stmt: &Statement, placement: &Placement, params: &Params) -> P
             statement, analyze, ..
         } => match plan(statement, placement, params) {
             Plan::Shard { shard, write } if !(*analyze && write) => Plan::Shard { shard, write },
+            // A write whose key assignments are guarded (`key_guard`) on one shard: planned as
+            // written there, which runs nothing. ANALYZE would run the unguarded text.
+            Plan::Write {
+                parts, sum: true, ..
+            } if parts.len() == 1 && !*analyze => Plan::Shard {
+                shard: parts[0].0,
+                write: false,
+            },
             // A reference-table write: every copy plans alike, and ANALYZE runs it on every
             // copy, as the write itself would; the client sees one copy's plan.
             Plan::Write {

@@ -177,3 +177,36 @@ fn updates_set_from_a_subquery_tied_by_the_key_run_on_each_shard() {
         assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
     }
 }
+
+#[test]
+fn writes_naming_the_key_run_guarded_where_their_rows_are() {
+    let guarded = "UPDATE accounts SET id = shardgate.unchanged_key(5, accounts.id, 'id of accounts'), v = 1 WHERE id = 5";
+    assert_eq!(
+        plan_sql("update accounts set id = 5, v = 1 where id = 5"),
+        Plan::Write {
+            parts: vec![(shard_of(5), guarded.to_string())],
+            sum: true,
+            picks: Vec::new(),
+            serialize: None,
+            row_order: Vec::new(),
+        }
+    );
+    assert!(
+        matches!(plan_sql("update accounts set id = 5, v = 1"), Plan::Write { ref parts, .. }
+            if parts.len() == 3 && parts.iter().all(|(_, t)| t.contains("shardgate.unchanged_key"))),
+    );
+    // EXPLAIN plans it where it would run; EXPLAIN ANALYZE would run the text unguarded.
+    assert_eq!(
+        plan_sql("explain update accounts set id = 5 where id = 5"),
+        Plan::Shard {
+            shard: shard_of(5),
+            write: false
+        }
+    );
+    assert_eq!(
+        code(&plan_sql(
+            "explain analyze update accounts set id = 5 where id = 5"
+        )),
+        "0A000"
+    );
+}
