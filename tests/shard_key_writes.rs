@@ -70,6 +70,7 @@ async fn an_upsert_may_not_move_a_key() {
     let tc = cluster().await;
     let c = tc.client().await;
     let before = accounts_on_each_shard(&tc).await;
+    refused_as_a_key_change(&c, "update accounts set id = 40 where id = 4").await;
     for sql in [
         "insert into accounts values (5, 'z') on conflict (id) do update set id = 200",
         "insert into accounts as t values (5, 'z') on conflict (id) do update set owner = 'z', id = t.id + 100",
