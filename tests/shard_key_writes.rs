@@ -189,19 +189,21 @@ async fn an_upsert_by_a_column_other_than_the_key_is_refused() {
         format!("insert into lines (id, account_id, note) values ({id}, 2, 'up') on conflict (id) do update set note = excluded.note"),
         format!("insert into lines (id, account_id, note) values ({id}, 2, 'up') on conflict (id) do nothing"),
         format!("insert into lines (id, account_id, note) select {id}, 2, 'up' from generate_series(1, 1) on conflict (\"id\") do nothing"),
+        // The primary key named instead of its columns: judged by the shards' catalog.
+        format!("insert into lines (id, account_id, note) values ({id}, 2, 'up') on conflict on constraint lines_pkey do update set note = excluded.note"),
+        format!("prepare up as insert into lines (id, account_id, note) values ({id}, 2, 'up') on conflict on constraint lines_pkey do nothing; execute up"),
     ] {
         let e = c.simple_query(&sql).await.unwrap_err();
         assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
         assert!(db_error(&e).hint().unwrap().contains("Include the shard key"), "{sql}");
     }
-    let e = c
-        .execute(
-            "insert into lines (id, account_id, note) values ($1, $2, 'up') on conflict (id) do nothing",
-            &[&id, &2i64],
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(code(&e), "0A000", "{e:?}");
+    for sql in [
+        "insert into lines (id, account_id, note) values ($1, $2, 'up') on conflict (id) do nothing",
+        "insert into lines (id, account_id, note) values ($1, $2, 'up') on conflict on constraint lines_pkey do nothing",
+    ] {
+        let e = c.execute(sql, &[&id, &2i64]).await.unwrap_err();
+        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
+    }
     assert_eq!(
         answer(
             &c,
@@ -211,21 +213,23 @@ async fn an_upsert_by_a_column_other_than_the_key_is_refused() {
         vec![vec![Some("1".to_string()), Some("x".to_string())]],
         "one row of that id, untouched"
     );
-    // A target that includes the key finds every row it could conflict with.
-    c.batch_execute("create unique index lines_account_id on lines (account_id, id)")
+    // A target that includes the key finds every row it could conflict with, named by its
+    // columns or as a constraint, in either protocol.
+    c.batch_execute("alter table lines add constraint lines_account_id unique (account_id, id)")
         .await
         .unwrap();
-    answer(
-        &c,
-        &format!("insert into lines (id, account_id, note) values ({id}, 1, 'up') on conflict (account_id, id) do update set note = excluded.note"),
-    )
-    .await;
-    assert_eq!(
-        answer(
-            &c,
-            &format!("select account_id, note from lines where id = {id}")
-        )
-        .await,
-        vec![vec![Some("1".to_string()), Some("up".to_string())]]
-    );
+    for (n, sql) in [
+        "insert into lines (id, account_id, note) values ($1, 1, 'up1') on conflict (account_id, id) do update set note = excluded.note",
+        "insert into lines (id, account_id, note) values ($1, 1, 'up2') on conflict on constraint lines_account_id do update set note = excluded.note",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        c.execute(sql, &[&id]).await.unwrap();
+        answer(&c, &sql.replace("$1", &id.to_string()).replace("'up", "'simple up")).await;
+        assert_eq!(
+            answer(&c, &format!("select account_id, note from lines where id = {id}")).await,
+            vec![vec![Some("1".to_string()), Some(format!("simple up{}", n + 1))]]
+        );
+    }
 }

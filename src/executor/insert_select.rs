@@ -56,6 +56,9 @@ impl Exec<'_> {
         if let crate::txn::state::TxnState::Failed(_) = self.txn {
             return Ok(Rewrite::AsWritten);
         }
+        if !self.conflict_constraint_kept(stmt).await? {
+            return Ok(Rewrite::Failed);
+        }
         let materialized = match self.materialize_insert(stmt, params, types).await? {
             Rewrite::AsWritten => None,
             Rewrite::Rewritten(values) => Some(*values),

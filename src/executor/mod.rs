@@ -8,6 +8,7 @@
 //! its I/O), the features that add behaviour to it as methods, and `dispatch` on top.
 
 pub mod client_input;
+pub mod conflict_constraint;
 pub mod copy;
 pub mod copy_rows;
 pub mod cursor;

@@ -1,7 +1,7 @@
 //! Catalog facts the executor needs about a shard while a session's own connections to it are
 //! busy (in the middle of an answer): user-defined type OIDs (`type_oids`), a column's table
 //! and attribute number as the first shard numbers them, and the collations of text being
-//! merged (`collations`). Asked on the proxy's control connections, one per shard, opened on
+//! merged (`collations`), the columns of a constraint an upsert names. Asked on the proxy's control connections, one per shard, opened on
 //! first use and again after one broke, and cached for the proxy.
 //!
 //! Everything cached can change with DDL (a type or column dropped and made again, a column's
@@ -23,6 +23,8 @@ pub struct Catalog {
     collations: collations::Collations,
     /// The same table and column on the first shard: (table OID, attribute number).
     columns: Cache<ShardColumn, (u32, i16)>,
+    /// The columns of a table's constraint by name, lower-cased, as the first shard has them.
+    constraint_columns: Cache<(String, String), Vec<String>>,
     /// Moved by every `forget`: what a session derived from these caches holds only while it
     /// stays the same.
     generation: std::sync::atomic::AtomicU64,
@@ -85,6 +87,7 @@ impl Catalog {
             timeout,
             collations: Default::default(),
             columns: Cache::default(),
+            constraint_columns: Cache::default(),
             generation: Default::default(),
         }
     }
@@ -98,6 +101,7 @@ impl Catalog {
         self.types.forget();
         self.collations.forget();
         self.columns.clear();
+        self.constraint_columns.clear();
     }
 
     /// Which `forget` the caches are at.
@@ -150,6 +154,37 @@ impl Catalog {
             .ok_or_else(|| format!("unreadable column reference {home}"))?;
         self.columns.insert(key, (oid, attnum));
         Ok((oid, attnum))
+    }
+
+    /// The columns (lower-cased) of the constraint `constraint` of the tables named `table` (as
+    /// placement names them) on the first shard; empty when there is none there.
+    pub async fn constraint_columns(
+        &self,
+        table: &str,
+        constraint: &str,
+    ) -> Result<Vec<String>, String> {
+        let key = (table.to_string(), constraint.to_string());
+        if let Some(known) = self.constraint_columns.get(&key) {
+            return Ok(known);
+        }
+        // One text argument: the table and the constraint, apart by a character no name the
+        // proxy routes by holds.
+        let found = self
+            .texts(
+                crate::placement::HOME,
+                "select lower(a.attname) from pg_constraint con \
+                 join pg_class c on c.oid = con.conrelid \
+                 join pg_attribute a on a.attrelid = c.oid and a.attnum = any (con.conkey) \
+                 where con.conname = split_part($1, chr(1), 2) \
+                 and (c.relname = split_part($1, chr(1), 1) or lower(c.relname) = split_part($1, chr(1), 1))",
+                &format!("{table}\u{1}{constraint}"),
+            )
+            .await?
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>();
+        self.constraint_columns.insert(key, found.clone());
+        Ok(found)
     }
 
     pub fn shard_name(&self, shard: usize) -> &str {

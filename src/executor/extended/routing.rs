@@ -61,9 +61,12 @@ impl Extended {
                 }
                 Kind::Bind(b) => {
                     // An INSERT whose sequence columns the proxy fills runs rewritten, not as
-                    // the shard prepared it (see `key_sequence`).
+                    // the shard prepared it (see `key_sequence`); one naming a conflict
+                    // constraint is judged first (see `conflict_constraint`).
                     let (sql, ast) = source_for(&self.statements, exec, &b.statement, batch)?;
-                    if ast.as_ref().is_some_and(|a| exec.may_need_values(a)) {
+                    if ast.as_ref().is_some_and(|a| {
+                        exec.may_need_values(a) || exec.names_conflict_constraint(a)
+                    }) {
                         return None;
                     }
                     let plan = self.routes.plan(exec, sql, &ast, &b.params);

@@ -9,8 +9,9 @@
 //! a second row written where PostgreSQL updates (or skips) the first. Such a statement is
 //! refused.
 //!
-//! Not judged here: `ON CONFLICT ON CONSTRAINT` (the constraint's columns are in the shards'
-//! catalogs, where the DDL checks judged them) and `ON CONFLICT DO NOTHING` without a target.
+//! Not judged here: `ON CONFLICT ON CONSTRAINT` (its columns are in the shards' catalogs; the
+//! executor judges it, see `executor::conflict_constraint`) and `ON CONFLICT DO NOTHING` without
+//! a target (its arbiters are the unique constraints the DDL checks admitted).
 
 use super::{refuse, Plan};
 use sqlparser::ast::{ConflictTarget, Insert, ObjectName, OnInsert};
