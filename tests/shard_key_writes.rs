@@ -7,7 +7,6 @@
 mod common;
 
 use common::{answer, code, db_error, TestCluster};
-use shardgate::placement::KeyValue;
 
 const TABLES: &str = r#"
 [tables.accounts]
@@ -30,13 +29,6 @@ async fn cluster() -> TestCluster {
     .await
     .unwrap();
     tc
-}
-
-fn owner(tc: &TestCluster, id: i64) -> usize {
-    tc.config
-        .placement()
-        .unwrap()
-        .shard_of(&KeyValue::Integer(id))
 }
 
 /// Each shard's rows of `accounts`, as `id:owner`, sorted.
@@ -95,7 +87,7 @@ async fn an_upsert_may_not_move_a_key() {
     assert_eq!(rows.len(), 3);
     for (id, name) in [(5, "e2"), (6, "f2"), (7, "g")] {
         let on_owner = answer(
-            &tc.direct(owner(&tc, id)).await,
+            &tc.direct(tc.owner(id)).await,
             &format!("select owner from accounts where id = {id}"),
         )
         .await;

@@ -4,7 +4,6 @@
 mod common;
 
 use common::{answer, code, db_error, TestCluster};
-use shardgate::placement::KeyValue;
 
 const TABLES: &str = r#"
 [tables.accounts]
@@ -33,13 +32,6 @@ async fn cluster() -> TestCluster {
             .unwrap();
     }
     tc
-}
-
-fn owner(tc: &TestCluster, id: i64) -> usize {
-    tc.config
-        .placement()
-        .unwrap()
-        .shard_of(&KeyValue::Integer(id))
 }
 
 /// `sql` fails with 0A000 and a hint.
@@ -73,7 +65,7 @@ async fn ddl_broadcasts_and_rows_land_on_their_owner() {
         let here: Vec<i64> = ids(&rows).iter().map(|v| v.parse().unwrap()).collect();
         assert!(!here.is_empty(), "shard {s} holds some rows");
         for id in &here {
-            assert_eq!(owner(&tc, *id), s, "row {id} is on shard {s}");
+            assert_eq!(tc.owner(*id), s, "row {id} is on shard {s}");
         }
         // Placement is computable in SQL on the shard itself.
         let slot_sql = shardgate::placement::KeyType::Integer.slot_sql("id", 1024);
@@ -192,7 +184,7 @@ async fn point_statements_and_merged_reads() {
         tokio_postgres::SimpleQueryMessage::Row(r) => r.get(3).unwrap().to_string(),
         other => panic!("{other:?}"),
     };
-    assert_eq!(shard, format!("s{}", owner(&tc, 42)));
+    assert_eq!(shard, format!("s{}", tc.owner(42)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,9 +332,7 @@ async fn extended_protocol_routes_by_bound_values() {
     )
     .await
     .unwrap();
-    let other = (1..60i64)
-        .find(|&i| owner(&tc, i) != owner(&tc, 34))
-        .unwrap();
+    let other = (1..60i64).find(|&i| tc.owner(i) != tc.owner(34)).unwrap();
     // A second shard's write joins the transaction; dropping it rolls back both.
     tx.execute("update accounts set owner = 'no' where id = $1", &[&other])
         .await
@@ -483,7 +473,7 @@ async fn insert_without_a_column_list_uses_the_catalog_order() {
         ("ledger", "account_id", 12),
     ] {
         let n: i64 = tc
-            .direct(owner(&tc, id))
+            .direct(tc.owner(id))
             .await
             .query_one(
                 &format!("select count(*) from {table} where {col} = $1"),
@@ -534,9 +524,7 @@ async fn insert_without_a_column_list_uses_the_catalog_order() {
 async fn serializable_is_refused_on_a_second_shard_not_downgraded() {
     let tc = cluster().await;
     let c = tc.client().await;
-    let other = (2..60i64)
-        .find(|&i| owner(&tc, i) != owner(&tc, 1))
-        .unwrap();
+    let other = (2..60i64).find(|&i| tc.owner(i) != tc.owner(1)).unwrap();
     // Explicitly, and through the session default.
     for begin in ["begin isolation level serializable", "begin"] {
         if begin == "begin" {

@@ -6,7 +6,6 @@ mod common;
 
 use common::raw::{self, Raw};
 use common::{code, TestCluster};
-use shardgate::placement::KeyValue;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 const TABLES: &str = r#"
@@ -42,16 +41,9 @@ async fn cluster() -> TestCluster {
     tc
 }
 
-fn owner(tc: &TestCluster, id: i64) -> usize {
-    tc.config
-        .placement()
-        .unwrap()
-        .shard_of(&KeyValue::Integer(id))
-}
-
 /// Two ids on different shards.
 fn two_shards(tc: &TestCluster) -> (i64, i64) {
-    let b = (2..30).find(|&i| owner(tc, i) != owner(tc, 1)).unwrap();
+    let b = (2..30).find(|&i| tc.owner(i) != tc.owner(1)).unwrap();
     (1, b)
 }
 
@@ -100,7 +92,7 @@ async fn a_transaction_over_two_shards_commits_on_both() {
     assert_eq!(prepared_left(&tc).await, 0);
     // The decision row is on one of the two written shards.
     let mut decisions = 0;
-    for s in [owner(&tc, a), owner(&tc, b)] {
+    for s in [tc.owner(a), tc.owner(b)] {
         decisions += tc
             .direct(s)
             .await
@@ -180,7 +172,7 @@ async fn autocommit_writes_on_several_shards_are_atomic_and_counted() {
     ids.sort();
     assert_eq!(ids, vec![101, 102, 103, 104, 105, 106]);
     for id in 101..=106i64 {
-        let d = tc.direct(owner(&tc, id)).await;
+        let d = tc.direct(tc.owner(id)).await;
         let n: i64 = d
             .query_one("select count(*) from accounts where id = $1", &[&id])
             .await
@@ -336,12 +328,7 @@ async fn a_shard_that_refuses_at_commit_rolls_back_every_shard() {
     )
     .await
     .unwrap();
-    let on = |s: usize| -> Vec<i64> {
-        (1..500i64)
-            .filter(|&i| owner(&tc, i) == s)
-            .take(1)
-            .collect()
-    };
+    let on = |s: usize| -> Vec<i64> { (1..500i64).filter(|&i| tc.owner(i) == s).take(1).collect() };
     let (low, high) = (on(0), on(2));
     // Participant refuses (shard 2 prepares), then decider refuses (shard 0 commits).
     for (clash, other) in [(&high, low[0]), (&low, high[0])] {
@@ -378,7 +365,7 @@ async fn a_shard_that_refuses_at_commit_rolls_back_every_shard() {
 async fn recovery_resolves_in_doubt_branches_by_their_decision_row() {
     let tc = cluster().await;
     let (a, b) = two_shards(&tc);
-    let (sa, sb) = (owner(&tc, a), owner(&tc, b));
+    let (sa, sb) = (tc.owner(a), tc.owner(b));
     // Two transactions left prepared on b's shard as a crashed proxy would leave them, with
     // a's shard as decider: one decided 'c', one never decided.
     let decider = tc.direct(sa).await;

@@ -268,6 +268,14 @@ impl TestCluster {
         out
     }
 
+    /// The shard that owns the integer key `id`.
+    pub fn owner(&self, id: i64) -> usize {
+        self.config
+            .placement()
+            .unwrap()
+            .shard_of(&shardgate::placement::KeyValue::Integer(id))
+    }
+
     /// A tokio-postgres client straight to shard `i`.
     pub async fn direct(&self, i: usize) -> Client {
         connect(&self.shards[i].url("postgres"))
