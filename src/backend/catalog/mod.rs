@@ -1,8 +1,9 @@
 //! Catalog facts the executor needs about a shard while a session's own connections to it are
 //! busy (in the middle of an answer): user-defined type OIDs (`type_oids`), a column's table
 //! and attribute number as the first shard numbers them, and the collations of text being
-//! merged (`collations`), the columns of a constraint an upsert names. Asked on the proxy's control connections, one per shard, opened on
-//! first use and again after one broke, and cached for the proxy.
+//! merged (`collations`), and the columns of a constraint an upsert names. Asked on the
+//! proxy's control connections, one per shard, opened on first use and again after one broke,
+//! and cached for the proxy.
 //!
 //! Everything cached can change with DDL (a type or column dropped and made again, a column's
 //! collation altered), so `forget` clears the caches whenever this proxy runs DDL.
@@ -167,8 +168,8 @@ impl Catalog {
         if let Some(known) = self.constraint_columns.get(&key) {
             return Ok(known);
         }
-        // One text argument: the table and the constraint, apart by a character no name the
-        // proxy routes by holds.
+        // One text argument: the table and the constraint, parted by chr(1); a name holding
+        // that character finds nothing, and its upsert runs as written.
         let found = self
             .texts(
                 crate::placement::HOME,
