@@ -5,9 +5,10 @@
 //! change a key. Whether it does is known only row by row: an ORM's `save()` writes every
 //! column, the key among them, with the value the row already has, and an upsert's `SET key =
 //! excluded.key` names the value it conflicted on. So rather than refuse every statement that
-//! names the key, the assigned value goes through `shardgate.unchanged_key(value, row's key)`
-//! on the shard (see `txn::schema`), which passes the row's own value through and fails the
-//! statement with 0A000 for any other, before the row is written.
+//! names the key, the assigned value goes through `shardgate.unchanged_key(value, row's key,
+//! what)` on the shard (see `txn::schema`), which passes the row's own value through and fails
+//! the statement with 0A000 for any other (naming `what`, the key and table), before the row is
+//! written.
 //!
 //! Invariants: a statement is guarded exactly when one of its assignments targets a sharded
 //! table's key; the guarded text then goes to the shards in place of the client's (a
