@@ -184,6 +184,8 @@ async fn an_upsert_by_a_column_other_than_the_key_is_refused() {
         // The primary key named instead of its columns: judged by the shards' catalog.
         format!("insert into lines (id, account_id, note) values ({id}, 2, 'up') on conflict on constraint lines_pkey do update set note = excluded.note"),
         format!("prepare up as insert into lines (id, account_id, note) values ({id}, 2, 'up') on conflict on constraint lines_pkey do nothing; execute up"),
+        // No target: every unique index arbitrates, the primary key on id among them.
+        format!("insert into lines (id, account_id, note) values ({id}, 2, 'up') on conflict do nothing"),
     ] {
         let e = c.simple_query(&sql).await.unwrap_err();
         assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
@@ -192,6 +194,7 @@ async fn an_upsert_by_a_column_other_than_the_key_is_refused() {
     for sql in [
         "insert into lines (id, account_id, note) values ($1, $2, 'up') on conflict (id) do nothing",
         "insert into lines (id, account_id, note) values ($1, $2, 'up') on conflict on constraint lines_pkey do nothing",
+        "insert into lines (id, account_id, note) values ($1, $2, 'up') on conflict do nothing",
     ] {
         let e = c.execute(sql, &[&id, &2i64]).await.unwrap_err();
         assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
@@ -204,6 +207,24 @@ async fn an_upsert_by_a_column_other_than_the_key_is_refused() {
         .await,
         vec![vec![Some("1".to_string()), Some("x".to_string())]],
         "one row of that id, untouched"
+    );
+    // Without a target and without an id of its own (the cluster's sequence fills it, as
+    // Django's bulk_create(ignore_conflicts=True) of new objects sends), no row of another
+    // shard can conflict: it runs.
+    answer(
+        &c,
+        "insert into lines (account_id, note) values (2, 'fresh') on conflict do nothing",
+    )
+    .await;
+    c.execute(
+        "insert into lines (account_id, note) values ($1, 'fresh') on conflict do nothing",
+        &[&3i64],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        answer(&c, "select count(*) from lines where note = 'fresh'").await,
+        vec![vec![Some("2".to_string())]]
     );
     // A target that includes the key finds every row it could conflict with, named by its
     // columns or as a constraint, in either protocol.

@@ -56,7 +56,7 @@ impl Exec<'_> {
         if let crate::txn::state::TxnState::Failed(_) = self.txn {
             return Ok(Rewrite::AsWritten);
         }
-        if !self.conflict_constraint_kept(stmt).await? {
+        if !self.upsert_arbiters_kept(stmt).await? {
             return Ok(Rewrite::Failed);
         }
         let materialized = match self.materialize_insert(stmt, params, types).await? {

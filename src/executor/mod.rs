@@ -8,7 +8,6 @@
 //! its I/O), the features that add behaviour to it as methods, and `dispatch` on top.
 
 pub mod client_input;
-pub mod conflict_constraint;
 pub mod copy;
 pub mod copy_rows;
 pub mod cursor;
@@ -34,5 +33,6 @@ pub mod signal;
 pub mod snapshot_read;
 pub mod sql_prepare;
 pub mod transaction_clock;
+pub mod upsert_arbiters;
 pub mod value;
 pub mod write;

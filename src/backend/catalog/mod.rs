@@ -1,7 +1,7 @@
 //! Catalog facts the executor needs about a shard while a session's own connections to it are
 //! busy (in the middle of an answer): user-defined type OIDs (`type_oids`), a column's table
 //! and attribute number as the first shard numbers them, and the collations of text being
-//! merged (`collations`), and the columns of a constraint an upsert names. Asked on the
+//! merged (`collations`), and the columns of the arbiters an upsert leaves unnamed. Asked on the
 //! proxy's control connections, one per shard, opened on first use and again after one broke,
 //! and cached for the proxy.
 //!
@@ -26,6 +26,8 @@ pub struct Catalog {
     columns: Cache<ShardColumn, (u32, i16)>,
     /// The columns of a table's constraint by name, lower-cased, as the first shard has them.
     constraint_columns: Cache<(String, String), Vec<String>>,
+    /// The key columns of each unique index without the shard key, by (table, key column).
+    unique_without_key: Cache<(String, String), Vec<Vec<String>>>,
     /// Moved by every `forget`: what a session derived from these caches holds only while it
     /// stays the same.
     generation: std::sync::atomic::AtomicU64,
@@ -89,6 +91,7 @@ impl Catalog {
             collations: Default::default(),
             columns: Cache::default(),
             constraint_columns: Cache::default(),
+            unique_without_key: Cache::default(),
             generation: Default::default(),
         }
     }
@@ -103,6 +106,7 @@ impl Catalog {
         self.collations.forget();
         self.columns.clear();
         self.constraint_columns.clear();
+        self.unique_without_key.clear();
     }
 
     /// Which `forget` the caches are at.
@@ -185,6 +189,46 @@ impl Catalog {
             .flatten()
             .collect::<Vec<_>>();
         self.constraint_columns.insert(key, found.clone());
+        Ok(found)
+    }
+
+    /// The columns (lower-cased; an expression is left out) of each unique index of the tables
+    /// named `table` on the first shard whose columns leave out `key_column`.
+    pub async fn unique_without_key(
+        &self,
+        table: &str,
+        key_column: &str,
+    ) -> Result<Vec<Vec<String>>, String> {
+        let key = (table.to_string(), key_column.to_lowercase());
+        if let Some(known) = self.unique_without_key.get(&key) {
+            return Ok(known);
+        }
+        // As `constraint_columns`, names parted by chr(1), in the argument and in each index's
+        // answer; only the index's key columns count, not its INCLUDE columns.
+        let found: Vec<Vec<String>> = self
+            .texts(
+                crate::placement::HOME,
+                "select coalesce(string_agg(lower(a.attname), chr(1) order by p), '') \
+                 from pg_index x join pg_class c on c.oid = x.indrelid \
+                 cross join lateral generate_series(0, x.indnkeyatts - 1) p \
+                 left join pg_attribute a on a.attrelid = c.oid and a.attnum = x.indkey[p] \
+                 where x.indisunique \
+                 and (c.relname = split_part($1, chr(1), 1) or lower(c.relname) = split_part($1, chr(1), 1)) \
+                 group by x.indexrelid \
+                 having not coalesce(bool_or(lower(a.attname) = split_part($1, chr(1), 2)), false)",
+                &format!("{table}\u{1}{}", key_column.to_lowercase()),
+            )
+            .await?
+            .into_iter()
+            .map(|cols| {
+                cols.unwrap_or_default()
+                    .split('\u{1}')
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .collect();
+        self.unique_without_key.insert(key, found.clone());
         Ok(found)
     }
 

@@ -61,12 +61,13 @@ impl Extended {
                 }
                 Kind::Bind(b) => {
                     // An INSERT whose sequence columns the proxy fills runs rewritten, not as
-                    // the shard prepared it (see `key_sequence`); one naming a conflict
-                    // constraint is judged first (see `conflict_constraint`).
+                    // the shard prepared it (see `key_sequence`); an upsert whose arbiters
+                    // the catalog tells is judged first (see `upsert_arbiters`).
                     let (sql, ast) = source_for(&self.statements, exec, &b.statement, batch)?;
-                    if ast.as_ref().is_some_and(|a| {
-                        exec.may_need_values(a) || exec.names_conflict_constraint(a)
-                    }) {
+                    if ast
+                        .as_ref()
+                        .is_some_and(|a| exec.may_need_values(a) || exec.needs_arbiter_look(a))
+                    {
                         return None;
                     }
                     let plan = self.routes.plan(exec, sql, &ast, &b.params);

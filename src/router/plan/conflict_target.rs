@@ -9,9 +9,9 @@
 //! a second row written where PostgreSQL updates (or skips) the first. Such a statement is
 //! refused.
 //!
-//! Not judged here: `ON CONFLICT ON CONSTRAINT` (its columns are in the shards' catalogs; the
-//! executor judges it, see `executor::conflict_constraint`) and `ON CONFLICT DO NOTHING` without
-//! a target (its arbiters are the unique constraints the DDL checks admitted).
+//! Not judged here: `ON CONFLICT ON CONSTRAINT` and `ON CONFLICT DO NOTHING` without a
+//! target, whose arbiters are in the shards' catalogs; the executor judges them (see
+//! `executor::upsert_arbiters`).
 
 use super::{refuse, Plan};
 use sqlparser::ast::{ConflictTarget, Insert, ObjectName, OnInsert};

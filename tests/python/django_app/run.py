@@ -135,5 +135,15 @@ try:
 except django.db.NotSupportedError as e:
     assert "would look for conflicts on one shard only" in str(e), e
 assert Line.objects.filter(pk=line.pk).count() == 1
+# ignore_conflicts with ids of their own likewise; new objects (ids from the cluster's
+# sequence) cannot meet another shard's row, and are inserted.
+try:
+    Line.objects.bulk_create([Line(pk=line.pk, item=items[5], note="dup")], ignore_conflicts=True)
+    raise AssertionError("an insert ignoring conflicts by id alone was run")
+except django.db.NotSupportedError as e:
+    assert "would look for conflicts on one shard only" in str(e), e
+Line.objects.bulk_create([Line(item=items[5], note="fresh")], ignore_conflicts=True)
+assert Line.objects.filter(note="fresh").count() == 1
+assert Line.objects.filter(pk=line.pk).count() == 1
 Item.objects.filter(qty__lt=5).delete()
 print("django ok", Item.objects.count())
