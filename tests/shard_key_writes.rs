@@ -45,6 +45,14 @@ async fn accounts_on_each_shard(tc: &TestCluster) -> Vec<Vec<String>> {
     out
 }
 
+/// The id of the one row of `lines` under `account`.
+async fn line_of(c: &tokio_postgres::Client, account: i64) -> i32 {
+    c.query_one("select id from lines where account_id = $1", &[&account])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 async fn refused_as_a_key_change(c: &tokio_postgres::Client, sql: &str) {
     let e = c.simple_query(sql).await.unwrap_err();
     assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
@@ -100,11 +108,7 @@ async fn an_update_that_keeps_the_key_runs_and_one_that_moves_it_changes_nothing
     let tc = cluster().await;
     let c = tc.client().await;
     // An ORM's save() of a row of `lines`, found by its id on whichever shard holds it.
-    let id: i32 = c
-        .query_one("select id from lines where account_id = 4", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let id = line_of(&c, 4).await;
     let n = c
         .execute(
             "update lines set account_id = $1, note = $2 where id = $3",
@@ -170,11 +174,7 @@ async fn an_update_that_keeps_the_key_runs_and_one_that_moves_it_changes_nothing
 async fn an_upsert_by_a_column_other_than_the_key_is_refused() {
     let tc = cluster().await;
     let c = tc.client().await;
-    let id: i32 = c
-        .query_one("select id from lines where account_id = 1", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let id = line_of(&c, 1).await;
     // The row lives on account 1's shard; the new row would go to account 2's, which has no
     // row of that id to conflict with.
     for sql in [

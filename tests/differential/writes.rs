@@ -37,6 +37,12 @@ fn account_values(rng: &mut Rng, id: u64) -> String {
     )
 }
 
+/// The values of a row of an account that may exist already, as an upsert gives them.
+fn row_of_some_account(rng: &mut Rng) -> String {
+    let i = id(rng);
+    account_values(rng, i)
+}
+
 fn returning(rng: &mut Rng, what: &str) -> String {
     if rng.below(3) == 0 {
         format!(" returning {what}")
@@ -60,18 +66,12 @@ pub fn statement(rng: &mut Rng) -> String {
         ),
         34 => format!(
             "insert into accounts {cols} values {} on conflict (id) do update set id = excluded.id, owner = excluded.owner{}",
-            {
-                let i = id(rng);
-                account_values(rng, i)
-            },
+            row_of_some_account(rng),
             returning(rng, "id, owner")
         ),
         35 => format!(
             "insert into accounts {cols} values {} on conflict (id) do update set id = excluded.id + 1000",
-            {
-                let i = id(rng);
-                account_values(rng, i)
-            },
+            row_of_some_account(rng),
         ),
         // Django's update(x=Subquery(...)): a row set from its own children, or (refused) from
         // rows of other keys.
@@ -151,18 +151,12 @@ pub fn statement(rng: &mut Rng) -> String {
         }
         1 => format!(
             "insert into accounts {cols} values {} on conflict (id) do nothing{}",
-            {
-                let i = id(rng);
-                account_values(rng, i)
-            },
+            row_of_some_account(rng),
             returning(rng, "id")
         ),
         2 => format!(
             "insert into accounts {cols} values {} on conflict (id) do update set balance = accounts.balance + excluded.balance, note = 'upserted'{}",
-            {
-                let i = id(rng);
-                account_values(rng, i)
-            },
+            row_of_some_account(rng),
             returning(rng, "id, balance, note")
         ),
         3 => format!(
