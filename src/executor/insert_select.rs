@@ -65,8 +65,17 @@ impl Exec<'_> {
             other => return Ok(other),
         };
         let current = materialized.as_ref().unwrap_or(stmt);
+        // Judged on the values as the client gave them, before the sequence fills the rest;
+        // the statement then runs as the proxy's, a write that looks on every shard first.
+        let given = match self.given_values(current, params, types).await? {
+            Ok(given) => given,
+            Err(()) => return Ok(Rewrite::Failed),
+        };
+        let looks = given.is_some();
+        self.given = given;
         Ok(match self.fill_keys(current).await? {
             Some(with_keys) => Rewrite::Rewritten(Box::new(with_keys)),
+            None if looks => Rewrite::Rewritten(Box::new(current.clone())),
             None => materialized.map_or(Rewrite::AsWritten, |m| Rewrite::Rewritten(Box::new(m))),
         })
     }

@@ -43,6 +43,18 @@ impl KeyBlocks {
         (cached.len() >= n).then(|| cached.drain(..n).collect())
     }
 
+    /// Values an INSERT gave its column itself: handed out later, they would meet its row.
+    pub(in crate::executor) fn drop_values(&self, sequence: &str, given: &[i64]) {
+        if let Some(cached) = self
+            .values
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(sequence)
+        {
+            cached.retain(|v| !given.contains(v));
+        }
+    }
+
     pub(in crate::executor) fn add(&self, sequence: &str, drawn: Vec<i64>) {
         self.values
             .lock()

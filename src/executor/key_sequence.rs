@@ -24,7 +24,7 @@ use sqlparser::ast::{Expr, Ident, ObjectName, SetExpr, Statement, TableObject, V
 /// Values drawn from a sequence at once.
 pub const BLOCK: usize = 100;
 
-fn is_default(e: Option<&Expr>) -> bool {
+pub(super) fn is_default(e: Option<&Expr>) -> bool {
     matches!(e, Some(Expr::Identifier(Ident { value, quote_style: None, .. }))
         if value.eq_ignore_ascii_case("default"))
 }
@@ -33,7 +33,7 @@ fn is_default(e: Option<&Expr>) -> bool {
 /// the row says DEFAULT).
 /// The INSERT's column list as names, without the quotes a client may write them in (Django
 /// quotes every one), as the catalog's sequence columns are named.
-fn column_names(ins: &sqlparser::ast::Insert) -> Vec<String> {
+pub(super) fn column_names(ins: &sqlparser::ast::Insert) -> Vec<String> {
     ins.columns
         .iter()
         .map(crate::router::plan::last_ident)
@@ -251,7 +251,7 @@ impl Exec<'_> {
     }
 
     /// The sequence columns of `table`, as the first shard's catalog says, once per proxy.
-    async fn sequence_columns(&mut self, table: &str) -> R<Vec<SequenceColumn>> {
+    pub(super) async fn sequence_columns(&mut self, table: &str) -> R<Vec<SequenceColumn>> {
         let Some(blocks) = self.key_blocks else {
             return Ok(Vec::new());
         };

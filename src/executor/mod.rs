@@ -14,6 +14,8 @@ pub mod cursor;
 pub mod dispatch;
 pub mod enlist;
 pub mod extended;
+pub mod given_lookup;
+pub mod given_values;
 pub mod insert_select;
 pub mod key_blocks;
 pub mod key_columns;

@@ -53,7 +53,10 @@ impl Exec<'_> {
                 format!("ON CONFLICT ON CONSTRAINT {constraint}"),
             ),
             Arbiter::Any(_) => (
-                catalog.unique_without_key(&table, &key_column).await,
+                catalog
+                    .unique_without_key(&table, &key_column)
+                    .await
+                    .map(|found| found.into_iter().map(|i| i.columns).collect()),
                 "ON CONFLICT DO NOTHING".to_string(),
             ),
         };

@@ -35,9 +35,15 @@ pub async fn run(
     serialize: Option<&str>,
     row_order: &[usize],
 ) -> R<Step> {
+    let given = exec.given.take();
     for &(shard, _) in requests {
         exec.txn.note_write(shard);
         if exec.enlist(shard).await? == Step::Failed {
+            return Ok(Step::Failed);
+        }
+    }
+    if let Some(given) = &given {
+        if exec.claim_given_values(given).await? == Step::Failed {
             return Ok(Step::Failed);
         }
     }

@@ -26,8 +26,8 @@ pub struct Catalog {
     columns: Cache<ShardColumn, (u32, i16)>,
     /// The columns of a table's constraint by name, lower-cased, as the first shard has them.
     constraint_columns: Cache<(String, String), Vec<String>>,
-    /// The key columns of each unique index without the shard key, by (table, key column).
-    unique_without_key: Cache<(String, String), Vec<Vec<String>>>,
+    /// Each unique index without the shard key, by (table, key column).
+    unique_without_key: Cache<(String, String), Vec<UniqueIndex>>,
     /// Moved by every `forget`: what a session derived from these caches holds only while it
     /// stays the same.
     generation: std::sync::atomic::AtomicU64,
@@ -36,6 +36,16 @@ pub struct Catalog {
 /// How long an answer that DDL on a shard directly (behind the proxy) can change is trusted:
 /// DDL through the proxy clears it at once (`Catalog::forget`).
 const FRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A unique index of a table as the first shard has it: its name (what PostgreSQL's 23505
+/// names) and its key columns, lower-cased (an expression is left out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UniqueIndex {
+    pub name: String,
+    pub columns: Vec<String>,
+    /// Some key of the index is an expression, not a column.
+    pub expression: bool,
+}
 
 /// A column as one shard numbers it: (shard, table OID, attribute number).
 type ShardColumn = (usize, u32, i16);
@@ -192,40 +202,49 @@ impl Catalog {
         Ok(found)
     }
 
-    /// The columns (lower-cased; an expression is left out) of each unique index of the tables
-    /// named `table` on the first shard whose columns leave out `key_column`.
+    /// Each unique index of the tables named `table` on the first shard whose columns leave
+    /// out `key_column`.
     pub async fn unique_without_key(
         &self,
         table: &str,
         key_column: &str,
-    ) -> Result<Vec<Vec<String>>, String> {
+    ) -> Result<Vec<UniqueIndex>, String> {
         let key = (table.to_string(), key_column.to_lowercase());
         if let Some(known) = self.unique_without_key.get(&key) {
             return Ok(known);
         }
         // As `constraint_columns`, names parted by chr(1), in the argument and in each index's
-        // answer; only the index's key columns count, not its INCLUDE columns.
-        let found: Vec<Vec<String>> = self
+        // answer (its name first); only the index's key columns count, not its INCLUDE columns.
+        let found: Vec<UniqueIndex> = self
             .texts(
                 crate::placement::HOME,
-                "select coalesce(string_agg(lower(a.attname), chr(1) order by p), '') \
+                "select i.relname || chr(1) || string_agg(coalesce(lower(a.attname), ''), chr(1) order by p) \
                  from pg_index x join pg_class c on c.oid = x.indrelid \
+                 join pg_class i on i.oid = x.indexrelid \
                  cross join lateral generate_series(0, x.indnkeyatts - 1) p \
                  left join pg_attribute a on a.attrelid = c.oid and a.attnum = x.indkey[p] \
                  where x.indisunique \
                  and (c.relname = split_part($1, chr(1), 1) or lower(c.relname) = split_part($1, chr(1), 1)) \
-                 group by x.indexrelid \
+                 group by x.indexrelid, i.relname \
                  having not coalesce(bool_or(lower(a.attname) = split_part($1, chr(1), 2)), false)",
                 &format!("{table}\u{1}{}", key_column.to_lowercase()),
             )
             .await?
             .into_iter()
-            .map(|cols| {
-                cols.unwrap_or_default()
-                    .split('\u{1}')
-                    .filter(|c| !c.is_empty())
-                    .map(str::to_string)
-                    .collect()
+            .flatten()
+            .filter_map(|row| {
+                let mut parts = row.split('\u{1}');
+                let name = parts.next()?.to_string();
+                let keys: Vec<&str> = parts.collect();
+                Some(UniqueIndex {
+                    name,
+                    expression: keys.iter().any(|c| c.is_empty()),
+                    columns: keys
+                        .into_iter()
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                })
             })
             .collect();
         self.unique_without_key.insert(key, found.clone());

@@ -222,6 +222,22 @@ impl Exec<'_> {
     }
 
     async fn run_planned(&mut self, plan: Plan, sql: &str) -> R<Step> {
+        // An INSERT that must look on every shard first runs as a write of the proxy's, in a
+        // transaction over every shard (see `given_values`).
+        let plan = match plan {
+            Plan::Shard { shard, write: true } if self.given.is_some() => Plan::Write {
+                parts: vec![(shard, sql.to_string())],
+                sum: true,
+                picks: Vec::new(),
+                serialize: None,
+                row_order: Vec::new(),
+            },
+            plan @ Plan::Write { .. } => plan,
+            plan => {
+                self.given = None;
+                plan
+            }
+        };
         match plan {
             Plan::Reject(e) => {
                 metrics::counter!(crate::metrics::STATEMENTS_REJECTED).increment(1);

@@ -133,6 +133,7 @@ impl Extended {
                 exec.rewritten = lp.rewritten();
                 let own = exec.own_implicit();
                 let (serialize, row_order) = (serialize.clone(), row_order.clone());
+                exec.given = lp.given.clone();
                 let step = crate::executor::write::run(
                     exec,
                     &requests,

@@ -19,6 +19,8 @@ pub(super) struct LocalPortal {
     pub(super) held: usize,
     /// The statement's result columns as the client was shown them (see `fixed_result`).
     pub(super) columns: Option<Frame>,
+    /// What the INSERT must do on every shard before it writes (see `given_values`).
+    pub(super) given: Option<crate::executor::given_lookup::GivenValues>,
 }
 
 impl Drop for LocalPortal {

@@ -129,11 +129,14 @@ impl Extended {
         };
         let (ast, declared) = (st.ast.clone(), st.param_types.clone());
         let mut plan = plan_sql(exec, &st.sql, &ast, &params);
+        // What an INSERT must do on every shard first (see `given_values`), held by the portal.
+        let mut given = None;
         if let Plan::Prepared(PreparedCmd::Execute { name, args }) = &plan {
             plan = match executed(exec, name, args, &params).await? {
                 Ok(plan) => plan,
                 Err(step) => return Ok(step),
             };
+            given = exec.given.take();
         }
         // An INSERT the shards run rewritten (see `insert_select`): this execution runs the
         // proxy's text, which no shard prepared, as a statement of the proxy's.
@@ -141,6 +144,7 @@ impl Extended {
             Some(stmt) => exec.rewrite_insert(stmt, &params, &declared).await?,
             None => Rewrite::AsWritten,
         };
+        let given = exec.given.take().or(given);
         match rewrite {
             Rewrite::AsWritten => {}
             Rewrite::Rewritten(mut rewritten) => {
@@ -255,6 +259,7 @@ impl Extended {
                         pending: None,
                         held: 0,
                         columns,
+                        given,
                     })),
                 );
                 build::empty(b'2', &mut exec.out);

@@ -64,10 +64,11 @@ impl Extended {
                     // the shard prepared it (see `key_sequence`); an upsert whose arbiters
                     // the catalog tells is judged first (see `upsert_arbiters`).
                     let (sql, ast) = source_for(&self.statements, exec, &b.statement, batch)?;
-                    if ast
-                        .as_ref()
-                        .is_some_and(|a| exec.may_need_values(a) || exec.needs_arbiter_look(a))
-                    {
+                    if ast.as_ref().is_some_and(|a| {
+                        exec.may_need_values(a)
+                            || exec.needs_arbiter_look(a)
+                            || exec.gives_sequence_value(a)
+                    }) {
                         return None;
                     }
                     let plan = self.routes.plan(exec, sql, &ast, &b.params);

@@ -153,6 +153,9 @@ pub struct Exec<'a> {
     pub pool: state::SessionPool,
     /// The last Query message sent to one shard, its buffer kept for the next (see `single`).
     query_out: BytesMut,
+    /// What the INSERT being run must do on every shard before it writes, for values it gives
+    /// a sequence-filled column (see `given_values`); taken by the write.
+    pub given: Option<super::given_lookup::GivenValues>,
 }
 
 /// The longest statement text analysed on several shards. Its syntax tree takes about a hundred
@@ -223,6 +226,7 @@ impl<'a> Exec<'a> {
             bound: None,
             pool,
             query_out: BytesMut::new(),
+            given: None,
         }
     }
 

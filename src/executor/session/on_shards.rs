@@ -13,6 +13,12 @@ impl Exec<'_> {
         let mut q = BytesMut::new();
         build::query(sql, &mut q);
         self.links[shard].send(&q).await?;
+        self.values_until_ready(shard).await
+    }
+
+    /// The first column of each row (NULL left out) a request sent to `shard` answers, and its
+    /// first error, read up to ReadyForQuery; notices go to the client.
+    pub async fn values_until_ready(&mut self, shard: usize) -> R<(Vec<String>, Option<Frame>)> {
         let (mut values, mut error) = (Vec::new(), None);
         loop {
             let f = self.links[shard].recv().await?;

@@ -1,0 +1,189 @@
+//! The look an INSERT must make on every shard for values it gives a sequence-filled column
+//! that a unique index without the shard key holds (see `given_values`, which builds and runs
+//! it): the lock, and one request per index, built from the statement's own values.
+
+use crate::backend::catalog::UniqueIndex;
+use crate::error::{sqlstate, PgError};
+use crate::protocol::build;
+use crate::router::params::Params;
+use crate::router::plan::keep_used_params;
+use bytes::{Bytes, BytesMut};
+use sqlparser::ast::{Expr, Value};
+
+/// The first key of the advisory locks that order writers of given values ("SV").
+pub(super) const GIVEN_LOCK_CLASS: i32 = 0x5356;
+
+/// The most `nextval` calls that move a sequence past a given value; a value further ahead is
+/// refused, with a hint to move the sequence first.
+pub(super) const MOST_ADVANCE: i64 = 1_000_000;
+
+/// What an INSERT must do on every shard before its rows are written (see the module comment).
+#[derive(Debug, Clone)]
+pub struct GivenValues {
+    pub(super) lock: String,
+    pub(super) checks: Vec<Check>,
+}
+
+/// The look for one unique index's given values: a request whose rows name a value found.
+#[derive(Debug, Clone)]
+pub(super) struct Check {
+    pub(super) index: String,
+    pub(super) columns: Vec<String>,
+    pub(super) request: Bytes,
+}
+
+/// Whether the look can compute exactly the value the shard will write.
+pub(super) fn fixed(e: &Expr) -> bool {
+    match e {
+        Expr::Value(_) | Expr::TypedString { .. } => true,
+        Expr::Nested(inner)
+        | Expr::UnaryOp { expr: inner, .. }
+        | Expr::Cast { expr: inner, .. } => fixed(inner),
+        _ => false,
+    }
+}
+
+pub(super) fn is_null(e: &Expr) -> bool {
+    matches!(e, Expr::Value(v) if v.value == Value::Null)
+}
+
+/// The integer a sequence column's given value `e` stands for, as PostgreSQL reads an integer
+/// literal, string or bound parameter: Some(None) for NULL, None when the proxy cannot tell.
+pub(super) fn integer(e: &Expr, params: &Params) -> Option<Option<i64>> {
+    use sqlparser::ast::UnaryOperator::{Minus, Plus};
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Null => Some(None),
+            Value::Number(n, _) => n.parse().ok().map(Some),
+            Value::SingleQuotedString(s) => s.trim().parse().ok().map(Some),
+            Value::Placeholder(p) => {
+                let n: usize = p.strip_prefix('$')?.parse().ok()?;
+                match params.values.get(n.checked_sub(1)?)? {
+                    None => Some(None),
+                    Some(_) => params.constant(n)?.parse().ok().map(Some),
+                }
+            }
+            _ => None,
+        },
+        Expr::Nested(inner) | Expr::Cast { expr: inner, .. } => integer(inner, params),
+        Expr::UnaryOp { op: Minus, expr } => match integer(expr, params)? {
+            Some(v) => v.checked_neg().map(Some),
+            None => Some(None),
+        },
+        Expr::UnaryOp { op: Plus, expr } => integer(expr, params),
+        _ => None,
+    }
+}
+
+/// The refusal of a given value the look cannot compute as the shard will.
+pub(super) fn computed(e: &Expr, table: &str, index: &UniqueIndex, key_column: &str) -> PgError {
+    PgError::error(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!(
+            "a computed value ({e}) for {} of sharded table {table} cannot be checked against the other shards' rows",
+            index.columns.join(", ")
+        ),
+    )
+    .with_detail(format!(
+        "Unique index \"{}\" leaves out the shard key {key_column}, so a value given for it must be looked for on every shard.",
+        index.name
+    ))
+    .with_hint("Give a constant or a parameter, or leave the column to its sequence (DEFAULT).")
+}
+
+/// The request that runs `sql` with the client's bound values it uses (a Query without any).
+pub(super) fn request(sql: &str, params: &Params, types: &[u32]) -> Option<Bytes> {
+    if params.values.is_empty() {
+        let mut q = BytesMut::new();
+        build::query(sql, &mut q);
+        return Some(q.freeze());
+    }
+    let mut stmt =
+        sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
+            .ok()?
+            .pop()?;
+    let picks = keep_used_params(&mut stmt, params.values.len());
+    // Every shard gets the same request: a type of the application's own has another OID on
+    // each, so it is left to the shard to infer from the column.
+    let builtin = |o: u32| {
+        if crate::backend::catalog::type_oids::is_user(o) {
+            0
+        } else {
+            o
+        }
+    };
+    let (params, types): (Params, Vec<u32>) = match &picks {
+        Some(p) => (
+            params.pick(p),
+            p.iter()
+                .map(|&i| builtin(types.get(i).copied().unwrap_or(0)))
+                .collect(),
+        ),
+        None => (params.clone(), types.iter().map(|&o| builtin(o)).collect()),
+    };
+    Some(super::rebind::rebind(
+        &stmt.to_string(),
+        &params,
+        &types,
+        &[],
+        false,
+        true,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expr(sql: &str) -> Expr {
+        sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+            .try_with_sql(sql)
+            .unwrap()
+            .parse_expr()
+            .unwrap()
+    }
+
+    fn bound(values: &[Option<&[u8]>], formats: &[i16]) -> Params {
+        Params {
+            values: values
+                .iter()
+                .map(|v| v.map(bytes::Bytes::copy_from_slice))
+                .collect(),
+            formats: formats.to_vec(),
+            types: Default::default(),
+        }
+    }
+
+    #[test]
+    fn integers_read_as_postgresql_reads_them() {
+        let none = Params::default();
+        for (sql, want) in [
+            ("42", Some(Some(42))),
+            ("'42'", Some(Some(42))),
+            ("' 7 '", Some(Some(7))),
+            ("-(5)", Some(Some(-5))),
+            ("'9'::int8", Some(Some(9))),
+            ("NULL", Some(None)),
+            ("'4.5'", None),
+            ("4.0", None),
+            ("1 + 1", None),
+        ] {
+            assert_eq!(integer(&expr(sql), &none), want, "{sql}");
+        }
+        let params = bound(&[Some(b"12"), Some(&7i32.to_be_bytes()), None], &[0, 1, 0]);
+        assert_eq!(integer(&expr("$1"), &params), Some(Some(12)));
+        assert_eq!(integer(&expr("$2::int4"), &params), Some(Some(7)));
+        assert_eq!(integer(&expr("$3"), &params), Some(None));
+        assert_eq!(integer(&expr("$4"), &params), None);
+    }
+
+    #[test]
+    fn only_values_the_look_computes_alike_are_fixed() {
+        for sql in ["1", "$1", "'a'::text", "-$2", "(3)", "DATE '2024-01-01'"] {
+            assert!(fixed(&expr(sql)), "{sql}");
+        }
+        for sql in ["random()", "nextval('s')", "1 + $1", "(SELECT 1)"] {
+            assert!(!fixed(&expr(sql)), "{sql}");
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! Values an INSERT gives, itself, to a column the cluster's sequence fills (an ORM's `id` on a
+//! table sharded by another column, see `key_sequence`) where a unique index without the shard
+//! key holds that column.
+//!
+//! Each shard checks such an index against its own rows only. That is enough for the values the
+//! sequence hands out, each new to the whole cluster, but not for one the application gives (a
+//! fixture loaded twice, an import, `create(id=...)`): another shard may hold it under another
+//! key. So before such an INSERT writes, its transaction
+//!
+//! 1. takes an advisory lock for the table on every shard, the first shard first, so writers of
+//!    given values into one table take turns, and the lock on the shard that got a row is let
+//!    go only when that row is committed there;
+//! 2. looks for the given values on every shard, in a snapshot taken after the lock, and fails
+//!    as PostgreSQL does (23505, naming the index) when one is there;
+//! 3. moves the column's sequence past the largest value given, by `nextval` (never backwards,
+//!    whatever other proxies draw meanwhile), and drops the given values from this proxy's cache
+//!    of drawn values, so the sequence does not hand one out again.
+//!
+//! A given value must be a constant or a bound parameter: anything else would be computed once
+//! for the look and again for the row. Not covered, and documented: a value already drawn into
+//! another proxy's cache (or by a session whose INSERT has not run yet), a REPEATABLE READ
+//! transaction whose snapshot on a shard predates another's commit of the value, COPY, and
+//! UPDATE.
+
+use super::given_lookup::{
+    computed, fixed, integer, is_null, request, Check, GivenValues, GIVEN_LOCK_CLASS, MOST_ADVANCE,
+};
+use super::key_sequence::{column_names, is_default};
+use super::session::{Exec, Step, R};
+use crate::backend::catalog::UniqueIndex;
+use crate::error::{sqlstate, PgError};
+use crate::placement::TableRule;
+use crate::protocol::build;
+use crate::router::params::Params;
+use crate::router::plan::{last_ident, HOME};
+use bytes::BytesMut;
+use sqlparser::ast::{Expr, Ident, SetExpr, Statement, TableObject};
+
+impl Exec<'_> {
+    /// Whether `stmt` may give a value to a sequence column of a sharded table other than its
+    /// key, so that it must not take the extended protocol's one-shard fast path, which sends
+    /// the client's messages without the look (see `given_values`).
+    pub fn gives_sequence_value(&self, stmt: &Statement) -> bool {
+        let Statement::Insert(ins) = stmt else {
+            return false;
+        };
+        let TableObject::TableName(name) = &ins.table else {
+            return false;
+        };
+        let table = name.to_string();
+        let Some(TableRule::Sharded { key_column, .. }) = self.placement.rule(&table) else {
+            return false;
+        };
+        let Some(blocks) = self.key_blocks else {
+            return false;
+        };
+        let known = blocks.columns.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(sequences) = known.get(&table) else {
+            // Not learnt yet: `may_need_values` keeps it off the fast path already.
+            return false;
+        };
+        let columns = if ins.columns.is_empty() {
+            match self.known_columns(&table) {
+                Some(c) => c,
+                None => {
+                    return sequences
+                        .iter()
+                        .any(|s| !s.column.eq_ignore_ascii_case(key_column))
+                }
+            }
+        } else {
+            column_names(ins)
+        };
+        let Some(source) = &ins.source else {
+            return false;
+        };
+        let SetExpr::Values(values) = source.body.as_ref() else {
+            // INSERT ... SELECT runs rewritten (see `insert_select`), never on the fast path.
+            return false;
+        };
+        sequences
+            .iter()
+            .filter(|s| !s.column.eq_ignore_ascii_case(key_column))
+            .filter_map(|s| {
+                columns
+                    .iter()
+                    .position(|c| c.eq_ignore_ascii_case(&s.column))
+            })
+            .any(|k| values.rows.iter().any(|r| !is_default(r.get(k))))
+    }
+
+    /// What `stmt` (an INSERT ... VALUES as the client gave it, before the proxy fills in
+    /// sequence values) must do before it writes; None when it gives no such value. Err when it
+    /// was refused (its error written for the client).
+    pub async fn given_values(
+        &mut self,
+        stmt: &Statement,
+        params: &Params,
+        types: &[u32],
+    ) -> R<Result<Option<GivenValues>, ()>> {
+        let Statement::Insert(ins) = stmt else {
+            return Ok(Ok(None));
+        };
+        let TableObject::TableName(name) = &ins.table else {
+            return Ok(Ok(None));
+        };
+        let table = name.to_string();
+        let Some(TableRule::Sharded { key_column, .. }) = self.placement.rule(&table) else {
+            return Ok(Ok(None));
+        };
+        let key_column = key_column.clone();
+        let Some(rows) = ins.source.as_ref().and_then(|s| match s.body.as_ref() {
+            SetExpr::Values(v) => Some(&v.rows),
+            _ => None,
+        }) else {
+            return Ok(Ok(None));
+        };
+        let sequences: Vec<_> = self
+            .sequence_columns(&table)
+            .await?
+            .into_iter()
+            .filter(|s| !s.column.eq_ignore_ascii_case(&key_column))
+            .collect();
+        if sequences.is_empty() {
+            return Ok(Ok(None));
+        }
+        // Column names as the INSERT writes them (quotes kept), or the table's own.
+        let (names, written): (Vec<String>, Vec<String>) = if ins.columns.is_empty() {
+            let names = self.table_columns(&table).await?;
+            let quoted = names
+                .iter()
+                .map(|n| Ident::with_quote('"', n).to_string())
+                .collect();
+            (names, quoted)
+        } else {
+            (
+                column_names(ins),
+                ins.columns.iter().map(|c| c.to_string()).collect(),
+            )
+        };
+        let position = |c: &str| names.iter().position(|n| n.eq_ignore_ascii_case(c));
+        let given: Vec<_> = sequences
+            .iter()
+            .filter(|s| {
+                position(&s.column).is_some_and(|k| rows.iter().any(|r| !is_default(r.get(k))))
+            })
+            .collect();
+        if given.is_empty() {
+            return Ok(Ok(None));
+        }
+        let Some(catalog) = self.catalog else {
+            return Ok(Ok(None));
+        };
+        let indexes: Vec<UniqueIndex> = match catalog
+            .unique_without_key(&last_ident(name), &key_column)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                self.error(&PgError::error(
+                    "58000",
+                    format!("cannot read the unique indexes of {table}: {e}"),
+                ));
+                return Ok(Err(()));
+            }
+        };
+        let mut out = GivenValues {
+            lock: format!(
+                "SELECT pg_catalog.pg_advisory_xact_lock({GIVEN_LOCK_CLASS}, pg_catalog.hashtext('{}'))",
+                last_ident(name).replace('\'', "''")
+            ),
+            checks: Vec::new(),
+        };
+        let mut advanced: Vec<&str> = Vec::new();
+        for index in &indexes {
+            let Some(held) = given.iter().find(|s| {
+                index
+                    .columns
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case(&s.column))
+            }) else {
+                continue;
+            };
+            // A column the INSERT leaves out takes its default, which the proxy cannot name;
+            // an expression of the index, likewise (both are left to the shard).
+            let Some(at): Option<Vec<usize>> = (!index.expression)
+                .then(|| index.columns.iter().map(|c| position(c)).collect())
+                .flatten()
+            else {
+                continue;
+            };
+            let mut tuples = Vec::new();
+            let mut seq_values = Vec::new();
+            for row in rows.iter() {
+                let values: Vec<&Expr> = at.iter().filter_map(|&k| row.get(k)).collect();
+                if values.len() != at.len() || values.iter().any(|e| is_default(Some(e))) {
+                    continue;
+                }
+                if let Some(e) = values.iter().find(|e| !fixed(e)) {
+                    self.error(&computed(e, &table, index, &key_column));
+                    return Ok(Err(()));
+                }
+                if values.iter().any(|e| is_null(e)) {
+                    continue;
+                }
+                let seq_at = at
+                    .iter()
+                    .position(|&k| names[k].eq_ignore_ascii_case(&held.column));
+                if let Some(e) = seq_at.map(|i| values[i]) {
+                    match integer(e, params) {
+                        Some(Some(v)) => seq_values.push(v),
+                        // NULL meets no row (and a key column refuses it anyway).
+                        Some(None) => continue,
+                        None => {
+                            self.error(&computed(e, &table, index, &key_column));
+                            return Ok(Err(()));
+                        }
+                    }
+                }
+                let tuple: Vec<String> = values.iter().map(|e| e.to_string()).collect();
+                tuples.push(format!("({})", tuple.join(", ")));
+            }
+            if tuples.is_empty() {
+                continue;
+            }
+            let cols: Vec<&str> = at.iter().map(|&k| written[k].as_str()).collect();
+            let shown: Vec<String> = cols
+                .iter()
+                .map(|c| format!("({c})::pg_catalog.text"))
+                .collect();
+            let sql = format!(
+                "SELECT pg_catalog.concat_ws(', ', {}) FROM {table} WHERE ({}) IN ({}) LIMIT 1",
+                shown.join(", "),
+                cols.join(", "),
+                tuples.join(", ")
+            );
+            let Some(check) = request(&sql, params, types) else {
+                return Ok(Ok(None));
+            };
+            out.checks.push(Check {
+                index: index.name.clone(),
+                columns: index.columns.clone(),
+                request: check,
+            });
+            if !seq_values.is_empty() && !advanced.contains(&held.sequence.as_str()) {
+                advanced.push(&held.sequence);
+                // Now, before the sequence fills this statement's other rows.
+                if self.advance_past(&held.sequence, &seq_values).await? == Step::Failed {
+                    return Ok(Err(()));
+                }
+            }
+        }
+        Ok(Ok((!out.checks.is_empty()).then_some(out)))
+    }
+
+    /// Runs `given` in the session's open transaction (see the module comment), before the
+    /// INSERT's own requests; Failed with the client's error written.
+    pub async fn claim_given_values(&mut self, given: &GivenValues) -> R<Step> {
+        let shards: Vec<usize> = (0..self.links.len()).collect();
+        for &s in &shards {
+            if self.enlist(s).await? == Step::Failed {
+                return Ok(Step::Failed);
+            }
+        }
+        // The first shard first: whoever holds it meets on the others only a writer it waits
+        // for, never one waiting for it.
+        if let Some(e) = self.run_quiet(HOME, &given.lock).await? {
+            self.own_error(&e);
+            return Ok(Step::Failed);
+        }
+        let mut lock = BytesMut::new();
+        build::query(&given.lock, &mut lock);
+        let others: Vec<usize> = shards.iter().copied().filter(|&s| s != HOME).collect();
+        for &s in &others {
+            self.links[s].send(&lock).await?;
+        }
+        let mut failure = None;
+        for &s in &others {
+            if let Some(e) = self.quiet_until_ready(s).await? {
+                failure.get_or_insert(e);
+            }
+        }
+        if let Some(e) = failure {
+            self.own_error(&e);
+            return Ok(Step::Failed);
+        }
+        for check in &given.checks {
+            for &s in &shards {
+                self.links[s].send(&check.request).await?;
+            }
+            let (mut found, mut failure) = (None, None);
+            for &s in &shards {
+                let (values, error) = self.values_until_ready(s).await?;
+                failure = failure.or(error);
+                found = found.or(values.into_iter().next());
+            }
+            if let Some(e) = failure {
+                self.own_error(&e);
+                return Ok(Step::Failed);
+            }
+            if let Some(value) = found {
+                return Ok(self.error(
+                    &PgError::error(
+                        "23505",
+                        format!(
+                            "duplicate key value violates unique constraint \"{}\"",
+                            check.index
+                        ),
+                    )
+                    .with_detail(format!(
+                        "Key ({})=({value}) already exists.",
+                        check.columns.join(", ")
+                    )),
+                ));
+            }
+        }
+        Ok(Step::Done)
+    }
+
+    /// Moves `sequence` past the values `given` and drops them from the cache of drawn values.
+    async fn advance_past(&mut self, sequence: &str, values: &[i64]) -> R<Step> {
+        let Some(&most) = values.iter().max() else {
+            return Ok(Step::Done);
+        };
+        if let Some(blocks) = self.key_blocks {
+            blocks.drop_values(sequence, values);
+        }
+        let literal = crate::sql::string_literal(sequence);
+        // Calls of nextval that leave the sequence at or past `most` (none for a sequence that
+        // counts down, which the proxy never moves).
+        let (needed, error) = self
+            .query_values(
+                HOME,
+                &format!(
+                    "SELECT GREATEST(0, CASE WHEN q.seqincrement OPERATOR(pg_catalog.>) 0 \
+                     THEN pg_catalog.ceil(({most}::pg_catalog.numeric OPERATOR(pg_catalog.-) s.last_value) \
+                     OPERATOR(pg_catalog./) q.seqincrement)::pg_catalog.int8 \
+                     OPERATOR(pg_catalog.+) (NOT s.is_called)::pg_catalog.int4 ELSE 0 END)::pg_catalog.text \
+                     FROM {sequence} s, pg_catalog.pg_sequence q \
+                     WHERE q.seqrelid OPERATOR(pg_catalog.=) {literal}::pg_catalog.regclass"
+                ),
+            )
+            .await?;
+        if let Some(e) = error {
+            self.own_error(&e);
+            return Ok(Step::Failed);
+        }
+        let needed: i64 = needed.first().and_then(|n| n.parse().ok()).unwrap_or(0);
+        if needed == 0 {
+            return Ok(Step::Done);
+        }
+        if needed > MOST_ADVANCE {
+            return Ok(self.error(
+                &PgError::error(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    format!("value {most} is too far ahead of sequence {sequence} for the proxy to move it there"),
+                )
+                .with_detail("A value given for a column the sequence fills must be one the sequence will not hand out later, so the proxy moves the sequence past it; this one is more than a million values ahead.")
+                .with_hint(format!("Move the sequence first: SELECT setval({literal}, {most});")),
+            ));
+        }
+        let (_, error) = self
+            .query_values(
+                HOME,
+                &format!(
+                    "SELECT pg_catalog.count(pg_catalog.nextval({literal}::pg_catalog.regclass))::pg_catalog.text \
+                     FROM pg_catalog.generate_series(1, {needed})"
+                ),
+            )
+            .await?;
+        if let Some(e) = error {
+            self.own_error(&e);
+            return Ok(Step::Failed);
+        }
+        Ok(Step::Done)
+    }
+
+    /// An error of one of the proxy's own statements: it carries no position in the client's
+    /// text.
+    fn own_error(&mut self, e: &crate::protocol::Frame) {
+        let rewritten = std::mem::replace(&mut self.rewritten, true);
+        self.shard_error(e);
+        self.rewritten = rewritten;
+    }
+}

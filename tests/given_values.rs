@@ -1,0 +1,287 @@
+//! Values an INSERT gives itself to a sequence-filled column that a unique index without the
+//! shard key holds (`lines.id serial PRIMARY KEY` on a table sharded by `account_id`), on three
+//! unlike shards. Each shard checks the index against its own rows only, so before this change
+//! a given id that another shard held was written a second time. Now it fails with 23505 as in
+//! PostgreSQL, in every protocol, two writers of one value take turns, and the sequence never
+//! hands out a value given.
+
+mod common;
+
+use common::{answer, code, db_error, TestCluster};
+
+const TABLES: &str = r#"
+[tables.lines]
+shard_key = "account_id"
+key_type = "bigint"
+"#;
+
+async fn cluster() -> TestCluster {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table lines (id serial primary key, account_id bigint not null, note text);
+         insert into lines (account_id, note) values (1, 'x'), (2, 'x'), (3, 'x'), (4, 'x'), (5, 'x'), (6, 'x');",
+    )
+    .await
+    .unwrap();
+    tc
+}
+
+/// Two accounts whose rows live on different shards.
+fn apart(tc: &TestCluster) -> (i64, i64) {
+    (1..100)
+        .flat_map(|a| (1..100).map(move |b| (a, b)))
+        .find(|&(a, b)| tc.owner(a) != tc.owner(b))
+        .unwrap()
+}
+
+/// Every shard's ids of `lines`, as one sorted list (a duplicate shows twice).
+async fn ids_everywhere(tc: &TestCluster) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        for r in answer(&tc.direct(i).await, "select id from lines").await {
+            ids.push(r[0].as_ref().unwrap().parse().unwrap());
+        }
+    }
+    ids.sort_unstable();
+    ids
+}
+
+fn duplicate(e: &tokio_postgres::Error, id: i64, what: &str) {
+    assert_eq!(code(e), "23505", "{what}: {e:?}");
+    let db = db_error(e);
+    assert_eq!(
+        db.message(),
+        "duplicate key value violates unique constraint \"lines_pkey\"",
+        "{what}"
+    );
+    assert_eq!(
+        db.detail(),
+        Some(format!("Key (id)=({id}) already exists.").as_str()),
+        "{what}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_id_another_shard_holds_is_a_duplicate_in_every_protocol() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    // The row with id 1 lives under account 1; account `other` lives on another shard.
+    let other = (2..100).find(|&a| tc.owner(a) != tc.owner(1)).unwrap();
+    let before = ids_everywhere(&tc).await;
+
+    let simple = format!("insert into lines (id, account_id, note) values (1, {other}, 'dup')");
+    duplicate(&c.simple_query(&simple).await.unwrap_err(), 1, "simple");
+    let e = c
+        .execute(
+            "insert into lines (id, account_id, note) values ($1, $2, 'dup')",
+            &[&1i32, &other],
+        )
+        .await
+        .unwrap_err();
+    duplicate(&e, 1, "bound");
+    // Quoted columns, as Django writes them; a literal in quotes; no column list.
+    for sql in [
+        format!("insert into lines (\"id\", \"account_id\", \"note\") values (2, {other}, 'dup')"),
+        format!("insert into lines values ('2', {other}, 'dup')"),
+    ] {
+        let e = c.simple_query(&sql).await.unwrap_err();
+        duplicate(&e, 2, &sql);
+    }
+    // SQL PREPARE and EXECUTE; INSERT ... SELECT, whose rows the proxy reads first.
+    c.batch_execute(
+        "prepare put(int, bigint) as insert into lines (id, account_id, note) values ($1, $2, 'dup')",
+    )
+    .await
+    .unwrap();
+    let e = c
+        .simple_query(&format!("execute put(3, {other})"))
+        .await
+        .unwrap_err();
+    duplicate(&e, 3, "sql execute");
+    let e = c
+        .simple_query(&format!(
+            "insert into lines (id, account_id, note) select g, {other}, 'dup' from generate_series(3, 4) g"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "23505", "{e:?}");
+    // One new row and one duplicate in a statement: nothing is written.
+    let e = c
+        .simple_query(&format!(
+            "insert into lines (id, account_id, note) values (900, {other}, 'new'), (4, {other}, 'dup')"
+        ))
+        .await
+        .unwrap_err();
+    duplicate(&e, 4, "multi-row");
+    assert_eq!(ids_everywhere(&tc).await, before, "nothing written");
+
+    // A value nobody holds is written, where its key puts it.
+    let n = c
+        .execute(
+            "insert into lines (id, account_id, note) values ($1, $2, 'new')",
+            &[&901i32, &other],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let on_owner = answer(
+        &tc.direct(tc.owner(other)).await,
+        "select account_id from lines where id = 901",
+    )
+    .await;
+    assert_eq!(on_owner, vec![vec![Some(other.to_string())]]);
+
+    // A computed value cannot be looked for as the shard will compute it.
+    let e = c
+        .simple_query(&format!(
+            "insert into lines (id, account_id) values ((random() * 100)::int, {other})"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e:?}");
+    assert!(db_error(&e).hint().unwrap().contains("DEFAULT"), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sequence_never_hands_out_a_given_value() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    // The values the sequence would hand out next (each INSERT draws from the proxy's block),
+    // then each given by an application, some in the same statement as rows left to the
+    // sequence.
+    let next: i64 = answer(&c, "insert into lines (account_id) values (7) returning id").await[0]
+        [0]
+    .as_ref()
+    .unwrap()
+    .parse()
+    .unwrap();
+    c.simple_query(&format!(
+        "insert into lines (id, account_id) values ({}, 8), (default, 9), ({}, 10)",
+        next + 1,
+        next + 3
+    ))
+    .await
+    .unwrap();
+    c.execute(
+        "insert into lines (id, account_id) values ($1, 11)",
+        &[&((next + 150) as i32)],
+    )
+    .await
+    .unwrap();
+    // More rows than the proxy's block of drawn values holds, so the sequence is drawn from
+    // again past the given values.
+    c.simple_query("insert into lines (account_id) select g from generate_series(12, 250) g")
+        .await
+        .unwrap();
+    let ids = ids_everywhere(&tc).await;
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(ids.len(), 6 + 1 + 3 + 1 + 239);
+    assert_eq!(ids, unique, "no id twice across the shards");
+    assert!(*ids.last().unwrap() > next + 150, "{ids:?}");
+
+    // A value far beyond the sequence is refused with the way to move it first.
+    let e = c
+        .simple_query("insert into lines (id, account_id) values (50000000, 1)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e:?}");
+    assert!(db_error(&e).hint().unwrap().contains("setval"), "{e:?}");
+    c.simple_query("select setval('lines_id_seq', 50000000)")
+        .await
+        .unwrap();
+    c.simple_query("insert into lines (id, account_id) values (50000000, 1)")
+        .await
+        .unwrap();
+}
+
+/// Until a second writer waits for the first one's lock on the first shard (`waiting` must
+/// not end before).
+async fn one_waits<T>(home: &tokio_postgres::Client, waiting: &tokio::task::JoinHandle<T>) {
+    for _ in 0..600 {
+        let waits = answer(
+            home,
+            "select count(*) from pg_locks where locktype = 'advisory' and not granted",
+        )
+        .await;
+        if waits[0][0].as_deref() == Some("1") {
+            return;
+        }
+        assert!(!waiting.is_finished(), "the second writer did not wait");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the second writer never waited for the lock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_of_one_value_take_turns() {
+    let tc = cluster().await;
+    let (a, b) = apart(&tc);
+    let first = tc.client().await;
+    let second = tc.client().await;
+    first.batch_execute("begin").await.unwrap();
+    first
+        .simple_query(&format!(
+            "insert into lines (id, account_id) values (700, {a})"
+        ))
+        .await
+        .unwrap();
+    second.batch_execute("begin").await.unwrap();
+    let waiting = tokio::spawn(async move {
+        let r = second
+            .simple_query(&format!(
+                "insert into lines (id, account_id) values (700, {b})"
+            ))
+            .await;
+        (second, r)
+    });
+    let home = tc.direct(0).await;
+    one_waits(&home, &waiting).await;
+    first.batch_execute("commit").await.unwrap();
+    let (second, r) = waiting.await.unwrap();
+    duplicate(&r.unwrap_err(), 700, "after the first committed");
+    second.batch_execute("rollback").await.unwrap();
+
+    // When the first rolls back, the second's value is free.
+    first.batch_execute("begin").await.unwrap();
+    first
+        .simple_query(&format!(
+            "insert into lines (id, account_id) values (701, {a})"
+        ))
+        .await
+        .unwrap();
+    second.batch_execute("begin").await.unwrap();
+    let waiting = tokio::spawn(async move {
+        let r = second
+            .simple_query(&format!(
+                "insert into lines (id, account_id) values (701, {b})"
+            ))
+            .await;
+        (second, r)
+    });
+    one_waits(&home, &waiting).await;
+    first.batch_execute("rollback").await.unwrap();
+    let (second, r) = waiting.await.unwrap();
+    r.unwrap();
+    second.batch_execute("commit").await.unwrap();
+    let rows = answer(&first, "select account_id from lines where id = 701").await;
+    assert_eq!(rows, vec![vec![Some(b.to_string())]]);
+
+    // In one transaction, its own row on another shard is seen.
+    first.batch_execute("begin").await.unwrap();
+    first
+        .simple_query(&format!(
+            "insert into lines (id, account_id) values (702, {a})"
+        ))
+        .await
+        .unwrap();
+    let e = first
+        .simple_query(&format!(
+            "insert into lines (id, account_id) values (702, {b})"
+        ))
+        .await
+        .unwrap_err();
+    duplicate(&e, 702, "own transaction");
+    first.batch_execute("rollback").await.unwrap();
+}
