@@ -214,55 +214,62 @@ async fn one_waits<T>(home: &tokio_postgres::Client, waiting: &tokio::task::Join
     panic!("the second writer never waited for the lock");
 }
 
+/// `first` inserts `id` under account `a` in a transaction it keeps open; `second` then
+/// inserts it under `b` in its own (opened by `begin`), waits for the first's lock, and answers
+/// once `first` ends with `end`.
+async fn second_after_first(
+    home: &tokio_postgres::Client,
+    first: &tokio_postgres::Client,
+    (second, begin): (tokio_postgres::Client, &str),
+    (id, a, b): (i64, i64, i64),
+    end: &str,
+) -> (
+    tokio_postgres::Client,
+    Result<Vec<tokio_postgres::SimpleQueryMessage>, tokio_postgres::Error>,
+) {
+    first.batch_execute("begin").await.unwrap();
+    first
+        .simple_query(&format!(
+            "insert into lines (id, account_id) values ({id}, {a})"
+        ))
+        .await
+        .unwrap();
+    second.batch_execute(begin).await.unwrap();
+    let waiting = tokio::spawn(async move {
+        let r = second
+            .simple_query(&format!(
+                "insert into lines (id, account_id) values ({id}, {b})"
+            ))
+            .await;
+        (second, r)
+    });
+    one_waits(home, &waiting).await;
+    first.batch_execute(end).await.unwrap();
+    waiting.await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_writers_of_one_value_take_turns() {
     let tc = cluster().await;
     let (a, b) = apart(&tc);
     let first = tc.client().await;
-    let second = tc.client().await;
-    first.batch_execute("begin").await.unwrap();
-    first
-        .simple_query(&format!(
-            "insert into lines (id, account_id) values (700, {a})"
-        ))
-        .await
-        .unwrap();
-    second.batch_execute("begin").await.unwrap();
-    let waiting = tokio::spawn(async move {
-        let r = second
-            .simple_query(&format!(
-                "insert into lines (id, account_id) values (700, {b})"
-            ))
-            .await;
-        (second, r)
-    });
     let home = tc.direct(0).await;
-    one_waits(&home, &waiting).await;
-    first.batch_execute("commit").await.unwrap();
-    let (second, r) = waiting.await.unwrap();
+    let second = (tc.client().await, "begin");
+    let (second, r) = second_after_first(&home, &first, second, (700, a, b), "commit").await;
     duplicate(&r.unwrap_err(), 700, "after the first committed");
     second.batch_execute("rollback").await.unwrap();
 
+    // A REPEATABLE READ transaction whose snapshot on every shard predates the first's commit
+    // does not see its row there; PostgreSQL's unique check would, and so does the proxy's.
+    let begin = "begin isolation level repeatable read; select count(*) from lines";
+    let (second, r) =
+        second_after_first(&home, &first, (second, begin), (703, a, b), "commit").await;
+    duplicate(&r.unwrap_err(), 703, "repeatable read");
+    second.batch_execute("rollback").await.unwrap();
+
     // When the first rolls back, the second's value is free.
-    first.batch_execute("begin").await.unwrap();
-    first
-        .simple_query(&format!(
-            "insert into lines (id, account_id) values (701, {a})"
-        ))
-        .await
-        .unwrap();
-    second.batch_execute("begin").await.unwrap();
-    let waiting = tokio::spawn(async move {
-        let r = second
-            .simple_query(&format!(
-                "insert into lines (id, account_id) values (701, {b})"
-            ))
-            .await;
-        (second, r)
-    });
-    one_waits(&home, &waiting).await;
-    first.batch_execute("rollback").await.unwrap();
-    let (second, r) = waiting.await.unwrap();
+    let (second, r) =
+        second_after_first(&home, &first, (second, "begin"), (701, a, b), "rollback").await;
     r.unwrap();
     second.batch_execute("commit").await.unwrap();
     let rows = answer(&first, "select account_id from lines where id = 701").await;

@@ -30,6 +30,9 @@ pub(super) struct Check {
     pub(super) index: String,
     pub(super) columns: Vec<String>,
     pub(super) request: Bytes,
+    /// The same look with the bound values written in, for the proxy's own connection, whose
+    /// snapshot is taken after the lock (None when a value has no text the proxy can write).
+    pub(super) fresh: Option<String>,
 }
 
 /// Whether the look can compute exactly the value the shard will write.
@@ -89,6 +92,39 @@ pub(super) fn computed(e: &Expr, table: &str, index: &UniqueIndex, key_column: &
         index.name
     ))
     .with_hint("Give a constant or a parameter, or leave the column to its sequence (DEFAULT).")
+}
+
+/// `sql` with each parameter written in as a literal: a text value as sent, a binary integer
+/// in decimal, NULL; None for another binary value (its text is the type's to tell).
+pub(super) fn with_literals(sql: &str, params: &Params) -> Option<String> {
+    if params.values.is_empty() {
+        return Some(sql.to_string());
+    }
+    let mut stmt =
+        sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
+            .ok()?
+            .pop()?;
+    let mut written = true;
+    let _ = sqlparser::ast::visit_expressions_mut(&mut stmt, |e| {
+        if let Expr::Value(v) = e {
+            if let Value::Placeholder(p) = &v.value {
+                let n: Option<usize> = p.strip_prefix('$').and_then(|n| n.parse().ok());
+                let value = n.and_then(|n| match params.values.get(n.checked_sub(1)?)? {
+                    None => Some(Value::Null),
+                    Some(_) if params.format_of(n - 1) == 0 => {
+                        params.text(n).map(Value::SingleQuotedString)
+                    }
+                    Some(_) => params.constant(n).map(Value::SingleQuotedString),
+                });
+                match value {
+                    Some(value) => v.value = value,
+                    None => written = false,
+                }
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    written.then(|| stmt.to_string())
 }
 
 /// The request that runs `sql` with the client's bound values it uses (a Query without any).

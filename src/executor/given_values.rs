@@ -10,47 +10,41 @@
 //! 1. takes an advisory lock for the table on every shard, the first shard first, so writers of
 //!    given values into one table take turns, and the lock on the shard that got a row is let
 //!    go only when that row is committed there;
-//! 2. looks for the given values on every shard, in a snapshot taken after the lock, and fails
-//!    as PostgreSQL does (23505, naming the index) when one is there;
+//! 2. looks for the given values on every shard, in a snapshot taken after the lock (where the
+//!    transaction's own may be older, REPEATABLE READ or a snapshot cut, on the proxy's own
+//!    connection too), and fails as PostgreSQL does (23505, naming the index) when one is there;
 //! 3. moves the column's sequence past the largest value given, by `nextval` (never backwards,
 //!    whatever other proxies draw meanwhile), and drops the given values from this proxy's cache
 //!    of drawn values, so the sequence does not hand one out again.
 //!
 //! A given value must be a constant or a bound parameter: anything else would be computed once
 //! for the look and again for the row. Not covered, and documented: a value already drawn into
-//! another proxy's cache (or by a session whose INSERT has not run yet), a REPEATABLE READ
-//! transaction whose snapshot on a shard predates another's commit of the value, COPY, and
-//! UPDATE.
+//! another proxy's cache (or by a session whose INSERT has not run yet), COPY, and UPDATE.
 
 use super::given_lookup::{
-    computed, fixed, integer, is_null, request, Check, GivenValues, GIVEN_LOCK_CLASS, MOST_ADVANCE,
+    computed, fixed, integer, is_null, request, with_literals, Check, GivenValues,
+    GIVEN_LOCK_CLASS, MOST_ADVANCE,
 };
 use super::key_sequence::{column_names, is_default};
 use super::session::{Exec, Step, R};
 use crate::backend::catalog::UniqueIndex;
 use crate::error::{sqlstate, PgError};
-use crate::placement::TableRule;
 use crate::protocol::build;
 use crate::router::params::Params;
 use crate::router::plan::{last_ident, HOME};
+use crate::txn::state::{Isolation, TxnState};
 use bytes::BytesMut;
-use sqlparser::ast::{Expr, Ident, SetExpr, Statement, TableObject};
+use sqlparser::ast::{Expr, Ident, SetExpr, Statement};
 
 impl Exec<'_> {
     /// Whether `stmt` may give a value to a sequence column of a sharded table other than its
     /// key, so that it must not take the extended protocol's one-shard fast path, which sends
     /// the client's messages without the look (see `given_values`).
     pub fn gives_sequence_value(&self, stmt: &Statement) -> bool {
-        let Statement::Insert(ins) = stmt else {
+        let Some((ins, _, table, key_column)) = self.sharded_insert(stmt) else {
             return false;
         };
-        let TableObject::TableName(name) = &ins.table else {
-            return false;
-        };
-        let table = name.to_string();
-        let Some(TableRule::Sharded { key_column, .. }) = self.placement.rule(&table) else {
-            return false;
-        };
+        let key_column = key_column.as_str();
         let Some(blocks) = self.key_blocks else {
             return false;
         };
@@ -98,17 +92,9 @@ impl Exec<'_> {
         params: &Params,
         types: &[u32],
     ) -> R<Result<Option<GivenValues>, ()>> {
-        let Statement::Insert(ins) = stmt else {
+        let Some((ins, name, table, key_column)) = self.sharded_insert(stmt) else {
             return Ok(Ok(None));
         };
-        let TableObject::TableName(name) = &ins.table else {
-            return Ok(Ok(None));
-        };
-        let table = name.to_string();
-        let Some(TableRule::Sharded { key_column, .. }) = self.placement.rule(&table) else {
-            return Ok(Ok(None));
-        };
-        let key_column = key_column.clone();
         let Some(rows) = ins.source.as_ref().and_then(|s| match s.body.as_ref() {
             SetExpr::Values(v) => Some(&v.rows),
             _ => None,
@@ -189,7 +175,11 @@ impl Exec<'_> {
             else {
                 continue;
             };
-            let mut tuples = Vec::new();
+            let cols: Vec<&str> = at.iter().map(|&k| written[k].as_str()).collect();
+            // A row with the same values under the same key lives on the new row's own shard,
+            // whose index (and an upsert's arbiter) judges it as PostgreSQL would.
+            let key_at = position(&key_column);
+            let mut matches = Vec::new();
             let mut seq_values = Vec::new();
             for row in rows.iter() {
                 let values: Vec<&Expr> = at.iter().filter_map(|&k| row.get(k)).collect();
@@ -218,21 +208,27 @@ impl Exec<'_> {
                     }
                 }
                 let tuple: Vec<String> = values.iter().map(|e| e.to_string()).collect();
-                tuples.push(format!("({})", tuple.join(", ")));
+                let same = format!("({}) = ({})", cols.join(", "), tuple.join(", "));
+                matches.push(
+                    match key_at.and_then(|k| Some((&written[k], row.get(k)?))) {
+                        Some((column, key)) if fixed(key) => {
+                            format!("({same} AND {column} IS DISTINCT FROM ({key}))")
+                        }
+                        _ => format!("({same})"),
+                    },
+                );
             }
-            if tuples.is_empty() {
+            if matches.is_empty() {
                 continue;
             }
-            let cols: Vec<&str> = at.iter().map(|&k| written[k].as_str()).collect();
             let shown: Vec<String> = cols
                 .iter()
                 .map(|c| format!("({c})::pg_catalog.text"))
                 .collect();
             let sql = format!(
-                "SELECT pg_catalog.concat_ws(', ', {}) FROM {table} WHERE ({}) IN ({}) LIMIT 1",
+                "SELECT pg_catalog.concat_ws(', ', {}) FROM {table} WHERE {} LIMIT 1",
                 shown.join(", "),
-                cols.join(", "),
-                tuples.join(", ")
+                matches.join(" OR ")
             );
             let Some(check) = request(&sql, params, types) else {
                 return Ok(Ok(None));
@@ -241,6 +237,7 @@ impl Exec<'_> {
                 index: index.name.clone(),
                 columns: index.columns.clone(),
                 request: check,
+                fresh: with_literals(&sql, params),
             });
             if !seq_values.is_empty() && !advanced.contains(&held.sequence.as_str()) {
                 advanced.push(&held.sequence);
@@ -284,6 +281,11 @@ impl Exec<'_> {
             self.own_error(&e);
             return Ok(Step::Failed);
         }
+        // A transaction whose snapshot may predate the lock (REPEATABLE READ, a snapshot
+        // cut) sees its own rows but not what another committed while it waited: the proxy's
+        // own connection looks too, in a snapshot taken now.
+        let fresh = matches!(&self.txn, TxnState::Open(t) if t.snapshot)
+            || self.txn_isolation().await? != Isolation::ReadCommitted;
         for check in &given.checks {
             for &s in &shards {
                 self.links[s].send(&check.request).await?;
@@ -297,6 +299,12 @@ impl Exec<'_> {
             if let Some(e) = failure {
                 self.own_error(&e);
                 return Ok(Step::Failed);
+            }
+            if fresh && found.is_none() {
+                match self.look_afresh(check, &shards).await {
+                    Ok(f) => found = f,
+                    Err(e) => return Ok(self.error(&e)),
+                }
             }
             if let Some(value) = found {
                 return Ok(self.error(
@@ -315,6 +323,33 @@ impl Exec<'_> {
             }
         }
         Ok(Step::Done)
+    }
+
+    /// `check` on the proxy's own connection to each shard: the first value found.
+    async fn look_afresh(
+        &self,
+        check: &Check,
+        shards: &[usize],
+    ) -> Result<Option<String>, PgError> {
+        let Some(sql) = &check.fresh else {
+            return Err(PgError::error(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!("a value bound in binary for {} cannot be looked for outside this transaction's snapshot", check.columns.join(", ")),
+            )
+            .with_hint("Bind it in text or as an integer, or run the INSERT at READ COMMITTED."));
+        };
+        let Some(catalog) = self.catalog else {
+            return Ok(None);
+        };
+        for &s in shards {
+            let found = catalog.texts_of(s, sql).await.map_err(|e| {
+                PgError::error("58000", format!("cannot look for the values given: {e}"))
+            })?;
+            if let Some(v) = found.into_iter().flatten().next() {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
     }
 
     /// Moves `sequence` past the values `given` and drops them from the cache of drawn values.

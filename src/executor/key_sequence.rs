@@ -94,21 +94,34 @@ fn with_values(
 }
 
 impl Exec<'_> {
+    /// `stmt` as an INSERT into a sharded table: the statement, its table's name (as written,
+    /// and as text), and the table's shard key column.
+    pub(super) fn sharded_insert<'s>(
+        &self,
+        stmt: &'s Statement,
+    ) -> Option<(&'s sqlparser::ast::Insert, &'s ObjectName, String, String)> {
+        let Statement::Insert(ins) = stmt else {
+            return None;
+        };
+        let TableObject::TableName(name) = &ins.table else {
+            return None;
+        };
+        let table = name.to_string();
+        let Some(TableRule::Sharded { key_column, .. }) = self.placement.rule(&table) else {
+            return None;
+        };
+        let key_column = key_column.clone();
+        Some((ins, name, table, key_column))
+    }
+
     /// Whether `stmt` may need values filled in (see `fill_keys`): an INSERT ... VALUES into a
     /// sharded table that leaves a sequence column without a value, or whose sequence columns
     /// this proxy has not learnt yet. Such a statement must not go to a shard as the client
     /// wrote it.
     pub fn may_need_values(&self, stmt: &Statement) -> bool {
-        let Statement::Insert(ins) = stmt else {
+        let Some((ins, _, table, _)) = self.sharded_insert(stmt) else {
             return false;
         };
-        let TableObject::TableName(name) = &ins.table else {
-            return false;
-        };
-        let table = name.to_string();
-        if !matches!(self.placement.rule(&table), Some(TableRule::Sharded { .. })) {
-            return false;
-        }
         let Some(blocks) = self.key_blocks else {
             return false;
         };
@@ -133,16 +146,9 @@ impl Exec<'_> {
     /// An INSERT into a sharded table with the values its sequence columns were left without
     /// filled in; None when nothing needs filling (the statement is planned as written).
     pub async fn fill_keys(&mut self, stmt: &Statement) -> R<Option<Statement>> {
-        let Statement::Insert(ins) = stmt else {
+        let Some((ins, _, table, _)) = self.sharded_insert(stmt) else {
             return Ok(None);
         };
-        let TableObject::TableName(name) = &ins.table else {
-            return Ok(None);
-        };
-        let table = name.to_string();
-        if !matches!(self.placement.rule(&table), Some(TableRule::Sharded { .. })) {
-            return Ok(None);
-        }
         let Some(source) = &ins.source else {
             return Ok(None);
         };

@@ -91,7 +91,8 @@ impl Params {
         declared == 0 || key_array_types(ty).contains(&declared)
     }
 
-    fn format_of(&self, i: usize) -> i16 {
+    /// The format code of the value at index `i` (0-based): 0 text, 1 binary.
+    pub fn format_of(&self, i: usize) -> i16 {
         match self.formats.len() {
             0 => 0,
             1 => self.formats[0],

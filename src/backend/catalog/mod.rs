@@ -279,13 +279,28 @@ impl Catalog {
         sql: &str,
         arg: &str,
     ) -> Result<Vec<Option<String>>, String> {
+        self.first_column(shard, sql, &[&arg]).await
+    }
+
+    /// As `texts`, for a statement without parameters: what the proxy reads outside any
+    /// session's transaction, in a snapshot of its own.
+    pub async fn texts_of(&self, shard: usize, sql: &str) -> Result<Vec<Option<String>>, String> {
+        self.first_column(shard, sql, &[]).await
+    }
+
+    async fn first_column(
+        &self,
+        shard: usize,
+        sql: &str,
+        args: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Option<String>>, String> {
         let mut slot = self.clients[shard].lock().await;
         for attempt in 0..2 {
             if slot.as_ref().is_none_or(|c| c.is_closed()) {
                 *slot = Some(super::control::connect(&self.targets[shard], self.timeout).await?);
             }
             let client = slot.as_ref().expect("connected above");
-            match client.query(sql, &[&arg]).await {
+            match client.query(sql, args).await {
                 Ok(rows) => {
                     return Ok(rows.iter().map(|r| r.get::<_, Option<String>>(0)).collect())
                 }
