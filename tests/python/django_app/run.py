@@ -14,7 +14,7 @@ django.setup()
 
 from django.contrib.auth.models import User  # noqa: E402
 from django.core.paginator import Paginator  # noqa: E402
-from django.db import transaction  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
 from django.db.models import Count, F, OuterRef, Q, Subquery, Sum, Window  # noqa: E402
 from django.db.models.functions import RowNumber  # noqa: E402
 from shop.models import Item, Line, Shelf  # noqa: E402
@@ -145,5 +145,27 @@ except django.db.NotSupportedError as e:
 Line.objects.bulk_create([Line(item=items[5], note="fresh")], ignore_conflicts=True)
 assert Line.objects.filter(note="fresh").count() == 1
 assert Line.objects.filter(pk=line.pk).count() == 1
+# An object created with an id another line has, under an item on another shard: the
+# IntegrityError one server gives, not a second row with that id.
+def shard_of(item):
+    with connection.cursor() as cur:
+        cur.execute(f"SHOW shardgate.route shop_line {item.pk}")
+        return cur.fetchone()[3]
+
+
+elsewhere = next(i for i in items[4:] if shard_of(i) != shard_of(items[3]))
+try:
+    with transaction.atomic():
+        Line.objects.create(pk=line.pk, item=elsewhere, note="same id")
+    raise AssertionError("a second line with one id was written")
+except django.db.IntegrityError as e:
+    assert "already exists" in str(e), e
+assert Line.objects.filter(pk=line.pk).count() == 1
+# An id of its own ahead of the sequence is written, and the sequence's later ids skip it.
+ahead = Line.objects.order_by("-pk").first().pk + 3
+Line.objects.create(pk=ahead, item=elsewhere, note="own id")
+later = Line.objects.bulk_create([Line(item=items[6], note="later") for _ in range(10)])
+assert ahead not in [x.pk for x in later], [x.pk for x in later]
+assert Line.objects.filter(pk=ahead).count() == 1
 Item.objects.filter(qty__lt=5).delete()
 print("django ok", Item.objects.count())
