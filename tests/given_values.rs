@@ -114,6 +114,14 @@ async fn a_given_id_another_shard_holds_is_a_duplicate_in_every_protocol() {
         .await
         .unwrap_err();
     duplicate(&e, 4, "multi-row");
+    // A new id twice in one statement, under keys on two shards: neither shard sees the other.
+    let e = c
+        .simple_query(&format!(
+            "insert into lines (id, account_id) values (902, 1), (902, {other})"
+        ))
+        .await
+        .unwrap_err();
+    duplicate(&e, 902, "twice in one statement");
     assert_eq!(ids_everywhere(&tc).await, before, "nothing written");
 
     // A value nobody holds is written, where its key puts it.

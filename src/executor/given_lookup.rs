@@ -8,7 +8,7 @@ use crate::protocol::build;
 use crate::router::params::Params;
 use crate::router::plan::keep_used_params;
 use bytes::{Bytes, BytesMut};
-use sqlparser::ast::{Expr, Value};
+use sqlparser::ast::{Expr, Parens, Value};
 
 /// The first key of the advisory locks that order writers of given values ("SV").
 pub(super) const GIVEN_LOCK_CLASS: i32 = 0x5356;
@@ -27,8 +27,7 @@ pub struct GivenValues {
 /// The look for one unique index's given values: a request whose rows name a value found.
 #[derive(Debug, Clone)]
 pub(super) struct Check {
-    pub(super) index: String,
-    pub(super) columns: Vec<String>,
+    pub(super) index: UniqueIndex,
     pub(super) request: Bytes,
     /// The same look with the bound values written in, for the proxy's own connection, whose
     /// snapshot is taken after the lock (None when a value has no text the proxy can write).
@@ -36,7 +35,7 @@ pub(super) struct Check {
 }
 
 /// Whether the look can compute exactly the value the shard will write.
-pub(super) fn fixed(e: &Expr) -> bool {
+fn fixed(e: &Expr) -> bool {
     match e {
         Expr::Value(_) | Expr::TypedString { .. } => true,
         Expr::Nested(inner)
@@ -46,13 +45,17 @@ pub(super) fn fixed(e: &Expr) -> bool {
     }
 }
 
-pub(super) fn is_null(e: &Expr) -> bool {
+fn is_default(e: &Expr) -> bool {
+    super::key_sequence::is_default(Some(e))
+}
+
+fn is_null(e: &Expr) -> bool {
     matches!(e, Expr::Value(v) if v.value == Value::Null)
 }
 
 /// The integer a sequence column's given value `e` stands for, as PostgreSQL reads an integer
 /// literal, string or bound parameter: Some(None) for NULL, None when the proxy cannot tell.
-pub(super) fn integer(e: &Expr, params: &Params) -> Option<Option<i64>> {
+fn integer(e: &Expr, params: &Params) -> Option<Option<i64>> {
     use sqlparser::ast::UnaryOperator::{Minus, Plus};
     match e {
         Expr::Value(v) => match &v.value {
@@ -75,6 +78,113 @@ pub(super) fn integer(e: &Expr, params: &Params) -> Option<Option<i64>> {
         },
         Expr::UnaryOp { op: Plus, expr } => integer(expr, params),
         _ => None,
+    }
+}
+
+/// PostgreSQL's error for `values` of `index` met twice.
+pub(super) fn duplicate(index: &UniqueIndex, values: &str) -> PgError {
+    PgError::error(
+        "23505",
+        format!(
+            "duplicate key value violates unique constraint \"{}\"",
+            index.name
+        ),
+    )
+    .with_detail(format!(
+        "Key ({})=({values}) already exists.",
+        index.columns.join(", ")
+    ))
+}
+
+/// An INSERT's VALUES rows as one unique index (without the shard key) sees them.
+pub(super) struct Over<'a> {
+    /// The index's columns, by position in the INSERT's rows.
+    pub(super) at: &'a [usize],
+    /// Which of them the sequence fills.
+    pub(super) seq: Option<usize>,
+    /// The shard key's position in the rows, when the INSERT gives it.
+    pub(super) key: Option<usize>,
+    /// The INSERT's column names as written.
+    pub(super) written: &'a [String],
+}
+
+/// What the rows give the index.
+#[derive(Debug, PartialEq)]
+pub(super) enum RowsLook {
+    /// The conditions a row on some shard meets when it holds a given value under another key
+    /// (one per row that gives every column a value), and the sequence column's values.
+    Matches(Vec<String>, Vec<i64>),
+    /// A value computed by an expression.
+    Computed(Box<Expr>),
+    /// Two rows give the same values under different keys: written on two shards, neither
+    /// would see the other (the values, as the error's detail shows them).
+    Twice(String),
+}
+
+impl Over<'_> {
+    /// The look on one shard: the first row meeting any of `matches`, its index values as
+    /// text.
+    pub(super) fn select(&self, table: &str, matches: &[String]) -> String {
+        let shown: Vec<String> = self
+            .at
+            .iter()
+            .map(|&k| format!("({})::pg_catalog.text", self.written[k]))
+            .collect();
+        format!(
+            "SELECT pg_catalog.concat_ws(', ', {}) FROM {table} WHERE {} LIMIT 1",
+            shown.join(", "),
+            matches.join(" OR ")
+        )
+    }
+
+    pub(super) fn rows(&self, rows: &[Parens<Vec<Expr>>], params: &Params) -> RowsLook {
+        let cols: Vec<&str> = self.at.iter().map(|&k| self.written[k].as_str()).collect();
+        let (mut matches, mut seq_values) = (Vec::new(), Vec::new());
+        let mut seen: Vec<(Vec<String>, Option<String>)> = Vec::new();
+        for row in rows {
+            let values: Vec<&Expr> = self.at.iter().filter_map(|&k| row.get(k)).collect();
+            if values.len() != self.at.len() || values.iter().any(|e| is_default(e)) {
+                continue;
+            }
+            if let Some(e) = values.iter().find(|e| !fixed(e)) {
+                return RowsLook::Computed(Box::new((*e).clone()));
+            }
+            if values.iter().any(|e| is_null(e)) {
+                continue;
+            }
+            let mut same: Vec<String> = values.iter().map(|e| e.to_string()).collect();
+            if let Some(i) = self.seq {
+                match integer(values[i], params) {
+                    Some(Some(v)) => {
+                        seq_values.push(v);
+                        same[i] = v.to_string();
+                    }
+                    // NULL meets no row (and a key column refuses it anyway).
+                    Some(None) => continue,
+                    None => return RowsLook::Computed(Box::new(values[i].clone())),
+                }
+            }
+            // A row with the same values under the same key lives on the new row's own shard,
+            // whose index (and an upsert's arbiter) judges it as PostgreSQL would.
+            let key = self
+                .key
+                .and_then(|k| row.get(k))
+                .filter(|key| fixed(key))
+                .map(|key| key.to_string());
+            if seen.iter().any(|(v, k)| *v == same && *k != key) {
+                return RowsLook::Twice(same.join(", "));
+            }
+            let tuple: Vec<String> = values.iter().map(|e| e.to_string()).collect();
+            let equal = format!("({}) = ({})", cols.join(", "), tuple.join(", "));
+            matches.push(match (&key, self.key) {
+                (Some(key), Some(k)) => {
+                    format!("({equal} AND {} IS DISTINCT FROM ({key}))", self.written[k])
+                }
+                _ => format!("({equal})"),
+            });
+            seen.push((same, key));
+        }
+        RowsLook::Matches(matches, seq_values)
     }
 }
 
@@ -211,6 +321,62 @@ mod tests {
         assert_eq!(integer(&expr("$2::int4"), &params), Some(Some(7)));
         assert_eq!(integer(&expr("$3"), &params), Some(None));
         assert_eq!(integer(&expr("$4"), &params), None);
+    }
+
+    fn rows(sql: &str) -> Vec<Parens<Vec<Expr>>> {
+        let stmt = sqlparser::parser::Parser::parse_sql(
+            &sqlparser::dialect::PostgreSqlDialect {},
+            &format!("insert into lines (id, account_id, note) values {sql}"),
+        )
+        .unwrap()
+        .pop()
+        .unwrap();
+        let sqlparser::ast::Statement::Insert(ins) = stmt else {
+            unreachable!()
+        };
+        let sqlparser::ast::SetExpr::Values(v) = *ins.source.unwrap().body else {
+            unreachable!()
+        };
+        v.rows
+    }
+
+    #[test]
+    fn rows_under_their_own_key_are_left_to_their_shard() {
+        let written: Vec<String> = ["id", "account_id", "note"].map(String::from).to_vec();
+        let over = Over {
+            at: &[0],
+            seq: Some(0),
+            key: Some(1),
+            written: &written,
+        };
+        let none = Params::default();
+        assert_eq!(
+            over.rows(
+                &rows("(5, 1, 'a'), (DEFAULT, 2, 'b'), (NULL, 3, 'c'), ('6', 4, 'd')"),
+                &none
+            ),
+            RowsLook::Matches(
+                vec![
+                    "((id) = (5) AND account_id IS DISTINCT FROM (1))".to_string(),
+                    "((id) = ('6') AND account_id IS DISTINCT FROM (4))".to_string(),
+                ],
+                vec![5, 6]
+            )
+        );
+        // The same id twice: under one key it is the shard's to refuse; under two, the
+        // rows would go to two shards.
+        assert!(matches!(
+            over.rows(&rows("(5, 1, 'a'), (5, 1, 'b')"), &none),
+            RowsLook::Matches(_, _)
+        ));
+        assert_eq!(
+            over.rows(&rows("(5, 1, 'a'), ('5', 2, 'b')"), &none),
+            RowsLook::Twice("5".to_string())
+        );
+        assert!(matches!(
+            over.rows(&rows("(5 + 1, 1, 'a')"), &none),
+            RowsLook::Computed(_)
+        ));
     }
 
     #[test]

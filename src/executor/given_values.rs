@@ -22,7 +22,7 @@
 //! another proxy's cache (or by a session whose INSERT has not run yet), COPY, and UPDATE.
 
 use super::given_lookup::{
-    computed, fixed, integer, is_null, request, with_literals, Check, GivenValues,
+    computed, duplicate, request, with_literals, Check, GivenValues, Over, RowsLook,
     GIVEN_LOCK_CLASS, MOST_ADVANCE,
 };
 use super::key_sequence::{column_names, is_default};
@@ -34,7 +34,7 @@ use crate::router::params::Params;
 use crate::router::plan::{last_ident, HOME};
 use crate::txn::state::{Isolation, TxnState};
 use bytes::BytesMut;
-use sqlparser::ast::{Expr, Ident, SetExpr, Statement};
+use sqlparser::ast::{Ident, SetExpr, Statement};
 
 impl Exec<'_> {
     /// Whether `stmt` may give a value to a sequence column of a sharded table other than its
@@ -175,67 +175,34 @@ impl Exec<'_> {
             else {
                 continue;
             };
-            let cols: Vec<&str> = at.iter().map(|&k| written[k].as_str()).collect();
-            // A row with the same values under the same key lives on the new row's own shard,
-            // whose index (and an upsert's arbiter) judges it as PostgreSQL would.
-            let key_at = position(&key_column);
-            let mut matches = Vec::new();
-            let mut seq_values = Vec::new();
-            for row in rows.iter() {
-                let values: Vec<&Expr> = at.iter().filter_map(|&k| row.get(k)).collect();
-                if values.len() != at.len() || values.iter().any(|e| is_default(Some(e))) {
-                    continue;
-                }
-                if let Some(e) = values.iter().find(|e| !fixed(e)) {
-                    self.error(&computed(e, &table, index, &key_column));
+            let over = Over {
+                at: &at,
+                seq: at
+                    .iter()
+                    .position(|&k| names[k].eq_ignore_ascii_case(&held.column)),
+                key: position(&key_column),
+                written: &written,
+            };
+            let (matches, seq_values) = match over.rows(rows, params) {
+                RowsLook::Matches(m, v) => (m, v),
+                RowsLook::Computed(e) => {
+                    self.error(&computed(&e, &table, index, &key_column));
                     return Ok(Err(()));
                 }
-                if values.iter().any(|e| is_null(e)) {
-                    continue;
+                RowsLook::Twice(values) => {
+                    self.error(&duplicate(index, &values));
+                    return Ok(Err(()));
                 }
-                let seq_at = at
-                    .iter()
-                    .position(|&k| names[k].eq_ignore_ascii_case(&held.column));
-                if let Some(e) = seq_at.map(|i| values[i]) {
-                    match integer(e, params) {
-                        Some(Some(v)) => seq_values.push(v),
-                        // NULL meets no row (and a key column refuses it anyway).
-                        Some(None) => continue,
-                        None => {
-                            self.error(&computed(e, &table, index, &key_column));
-                            return Ok(Err(()));
-                        }
-                    }
-                }
-                let tuple: Vec<String> = values.iter().map(|e| e.to_string()).collect();
-                let same = format!("({}) = ({})", cols.join(", "), tuple.join(", "));
-                matches.push(
-                    match key_at.and_then(|k| Some((&written[k], row.get(k)?))) {
-                        Some((column, key)) if fixed(key) => {
-                            format!("({same} AND {column} IS DISTINCT FROM ({key}))")
-                        }
-                        _ => format!("({same})"),
-                    },
-                );
-            }
+            };
             if matches.is_empty() {
                 continue;
             }
-            let shown: Vec<String> = cols
-                .iter()
-                .map(|c| format!("({c})::pg_catalog.text"))
-                .collect();
-            let sql = format!(
-                "SELECT pg_catalog.concat_ws(', ', {}) FROM {table} WHERE {} LIMIT 1",
-                shown.join(", "),
-                matches.join(" OR ")
-            );
+            let sql = over.select(&table, &matches);
             let Some(check) = request(&sql, params, types) else {
                 return Ok(Ok(None));
             };
             out.checks.push(Check {
-                index: index.name.clone(),
-                columns: index.columns.clone(),
+                index: index.clone(),
                 request: check,
                 fresh: with_literals(&sql, params),
             });
@@ -307,19 +274,7 @@ impl Exec<'_> {
                 }
             }
             if let Some(value) = found {
-                return Ok(self.error(
-                    &PgError::error(
-                        "23505",
-                        format!(
-                            "duplicate key value violates unique constraint \"{}\"",
-                            check.index
-                        ),
-                    )
-                    .with_detail(format!(
-                        "Key ({})=({value}) already exists.",
-                        check.columns.join(", ")
-                    )),
-                ));
+                return Ok(self.error(&duplicate(&check.index, &value)));
             }
         }
         Ok(Step::Done)
@@ -334,7 +289,7 @@ impl Exec<'_> {
         let Some(sql) = &check.fresh else {
             return Err(PgError::error(
                 sqlstate::FEATURE_NOT_SUPPORTED,
-                format!("a value bound in binary for {} cannot be looked for outside this transaction's snapshot", check.columns.join(", ")),
+                format!("a value bound in binary for {} cannot be looked for outside this transaction's snapshot", check.index.columns.join(", ")),
             )
             .with_hint("Bind it in text or as an integer, or run the INSERT at READ COMMITTED."));
         };
