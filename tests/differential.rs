@@ -26,6 +26,9 @@ key_type = "bigint"
 [tables.users]
 shard_key = "name"
 key_type = "text"
+[tables.lines]
+shard_key = "account_id"
+key_type = "bigint"
 [tables.regions]
 reference = true
 "#;
@@ -36,6 +39,7 @@ create table accounts (id bigint primary key, owner text, balance numeric(12,2),
 create table orders (account_id bigint, order_no int, amount numeric(10,2), primary key (account_id, order_no));
 create table users (name text primary key, age int, city text);
 create table regions (id int primary key, label text);
+create table lines (id serial primary key, account_id bigint not null, note text, unique (account_id, id));
 ";
 
 const ROWS: i64 = 240;

@@ -55,7 +55,26 @@ fn returning(rng: &mut Rng, what: &str) -> String {
 pub fn statement(rng: &mut Rng) -> String {
     let cols = "(id, owner, balance, region, active)";
     let w = |rng: &mut Rng| filters(rng, "").unwrap_or_else(|| "true".into());
-    match rng.below(36) {
+    match rng.below(38) {
+        // Ids an application gives a sequence-filled column held unique without the key: one
+        // another account's line may hold already, alone or with a second row, plain or as
+        // an upsert by the account and id.
+        36 => format!(
+            "insert into lines (id, account_id, note) values ({}, {}, 'n'){}",
+            1 + rng.below(20),
+            id(rng),
+            if rng.below(2) == 0 {
+                format!(", ({}, {}, 'm')", 1 + rng.below(20), id(rng))
+            } else {
+                String::new()
+            }
+        ),
+        37 => format!(
+            "insert into lines (id, account_id, note) values ({}, {}, 'u') on conflict (account_id, id) do update set note = excluded.note || lines.note{}",
+            1 + rng.below(20),
+            1 + rng.below(4),
+            returning(rng, "id, account_id, note")
+        ),
         // An ORM's save(), naming the key with the value each row has; an upsert naming it
         // with the value it conflicted on; and (refused) one that would move a row.
         33 => format!(
@@ -287,6 +306,7 @@ const SHARDED: &[(&str, &str)] = &[
     ("accounts", "id"),
     ("orders", "account_id"),
     ("users", "name"),
+    ("lines", "account_id"),
 ];
 
 async fn table(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
