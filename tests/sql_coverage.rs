@@ -1301,3 +1301,33 @@ async fn insert_select_from_functions_and_values_places_every_row() {
         .unwrap_err();
     assert_eq!(code(&err), "0A000");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_case_sequence_column_is_filled_under_its_own_name() {
+    let tail = "[tables.parts]\nshard_key = \"order_id\"\nkey_type = \"bigint\"\n";
+    let tc = TestCluster::start_unlike(3, "", tail).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        r#"create table parts ("PartNo" serial primary key, order_id bigint not null, note text)"#,
+    )
+    .await
+    .unwrap();
+    // Left out, given DEFAULT, and with no column list: the proxy names the column itself.
+    let mut numbers = Vec::new();
+    for sql in [
+        r#"insert into parts (order_id, note) values (1, 'a'), (2, 'b') returning "PartNo""#,
+        r#"insert into parts ("PartNo", order_id) values (default, 3) returning "PartNo""#,
+        r#"insert into parts values (default, 4, 'd') returning "PartNo""#,
+    ] {
+        for r in rows(&c.simple_query(sql).await.unwrap()) {
+            numbers.push(r[0].clone().unwrap());
+        }
+    }
+    assert_eq!(numbers.len(), 4);
+    let mut unique = numbers.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 4, "{numbers:?}");
+    let counts = tc.count_on_each_shard("select count(*) from parts").await;
+    assert_eq!(counts.iter().sum::<i64>(), 4);
+}

@@ -54,7 +54,8 @@ fn rows_without(ins: &sqlparser::ast::Insert, columns: &[String], column: &str) 
 }
 
 /// The INSERT with `values` given for `column` in the rows that gave it none (the column added
-/// to the list when missing; the list written out when the INSERT had none).
+/// to the list when missing; the list written out when the INSERT had none). Names the proxy
+/// writes are the catalog's, quoted, so a column named in mixed case keeps its case.
 fn with_values(
     ins: &mut sqlparser::ast::Insert,
     columns: &mut Vec<String>,
@@ -64,13 +65,13 @@ fn with_values(
     if ins.columns.is_empty() {
         ins.columns = columns
             .iter()
-            .map(|c| ObjectName::from(vec![Ident::new(c)]))
+            .map(|c| ObjectName::from(vec![Ident::with_quote('"', c)]))
             .collect();
     }
     let at = columns.iter().position(|c| c.eq_ignore_ascii_case(column));
     if at.is_none() {
         ins.columns
-            .insert(0, ObjectName::from(vec![Ident::new(column)]));
+            .insert(0, ObjectName::from(vec![Ident::with_quote('"', column)]));
         columns.insert(0, column.to_string());
     }
     let Some(source) = &mut ins.source else {
@@ -371,7 +372,7 @@ mod tests {
         with_values(&mut ins, &mut columns, "id", &[7, 8]);
         assert_eq!(
             Statement::Insert(ins).to_string(),
-            "INSERT INTO t (id, name) VALUES (7, 'a'), (8, $1)"
+            r#"INSERT INTO t ("id", name) VALUES (7, 'a'), (8, $1)"#
         );
         let mut ins = insert("INSERT INTO t (id, name) VALUES (DEFAULT, 'a'), (3, 'b')");
         let mut columns = cols(&["id", "name"]);
@@ -389,7 +390,7 @@ mod tests {
         with_values(&mut ins, &mut columns, "n", &[500]);
         assert_eq!(
             Statement::Insert(ins).to_string(),
-            "INSERT INTO t (n, id, name) VALUES (500, 10, 'a')"
+            r#"INSERT INTO t ("n", "id", "name") VALUES (500, 10, 'a')"#
         );
     }
 }
