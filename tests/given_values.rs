@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{answer, code, db_error, TestCluster};
+use common::{answer, code, copy_in, db_error, TestCluster};
 
 const TABLES: &str = r#"
 [tables.lines]
@@ -299,4 +299,76 @@ async fn two_writers_of_one_value_take_turns() {
         .unwrap_err();
     duplicate(&e, 702, "own transaction");
     first.batch_execute("rollback").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_with_ids_is_looked_at_as_an_insert_is() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    let other = (2..100).find(|&a| tc.owner(a) != tc.owner(1)).unwrap();
+    let before = ids_everywhere(&tc).await;
+    // An id another account's line holds, in text and CSV; one id twice under two keys.
+    for (sql, data) in [
+        (
+            "copy lines (id, account_id, note) from stdin",
+            format!("800\t{other}\tnew\n1\t{other}\tdup\n"),
+        ),
+        (
+            "copy lines (account_id, id) from stdin (format csv)",
+            format!("{other},\"2\"\n"),
+        ),
+        (
+            "copy lines (id, account_id) from stdin",
+            format!("801\t1\n801\t{other}\n"),
+        ),
+    ] {
+        let e = copy_in(&c, sql, data.as_bytes()).await.unwrap_err();
+        assert_eq!(code(&e), "23505", "{sql}: {e:?}");
+        assert!(
+            db_error(&e).detail().unwrap().contains("already exists"),
+            "{e:?}"
+        );
+    }
+    assert_eq!(ids_everywhere(&tc).await, before, "nothing kept");
+
+    // New ids, in binary too, are kept; the sequence then moves past them.
+    let n = copy_in(
+        &c,
+        "copy lines (id, account_id, note) from stdin",
+        format!("802\t1\ta\n803\t{other}\tb\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 2);
+    let mut binary = b"PGCOPY\n\xff\r\n\0".to_vec();
+    binary.extend_from_slice(&[0; 8]);
+    binary.extend_from_slice(&2i16.to_be_bytes());
+    binary.extend_from_slice(&4i32.to_be_bytes());
+    binary.extend_from_slice(&804i32.to_be_bytes());
+    binary.extend_from_slice(&8i32.to_be_bytes());
+    binary.extend_from_slice(&other.to_be_bytes());
+    binary.extend_from_slice(&(-1i16).to_be_bytes());
+    let n = copy_in(
+        &c,
+        "copy lines (id, account_id) from stdin (format binary)",
+        &binary,
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 1);
+    let e = copy_in(
+        &c,
+        "copy lines (id, account_id) from stdin (format binary)",
+        &binary,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(&e), "23505", "{e:?}");
+    c.simple_query("insert into lines (account_id) select g from generate_series(1, 120) g")
+        .await
+        .unwrap();
+    let ids = ids_everywhere(&tc).await;
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(ids, unique, "no id twice across the shards");
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::raw::{self, Raw};
-use common::{code, db_error, rows, TestCluster};
+use common::{code, copy_in, db_error, rows, TestCluster};
 use futures_util::{SinkExt, StreamExt};
 use std::process::Command;
 use tokio_postgres::SimpleQueryMessage;
@@ -65,17 +65,6 @@ async fn placed_like_items(tc: &TestCluster, expected_total: i64) {
         total += held;
     }
     assert_eq!(total, expected_total);
-}
-
-async fn copy_in(
-    c: &tokio_postgres::Client,
-    sql: &str,
-    data: &[u8],
-) -> Result<u64, tokio_postgres::Error> {
-    let sink = c.copy_in(sql).await?;
-    futures_util::pin_mut!(sink);
-    sink.send(bytes::Bytes::copy_from_slice(data)).await?;
-    sink.finish().await
 }
 
 async fn copy_out(c: &tokio_postgres::Client, sql: &str) -> Vec<u8> {

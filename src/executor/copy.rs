@@ -15,6 +15,7 @@
 //! Sequence columns (the key or others) the column list leaves out are filled in from the
 //! cluster-wide sequence (see `key_sequence`), appended to each row before it is placed.
 
+use super::copy_given::CopyGiven;
 use super::copy_rows::{append_fields, BadRow, Piece, Splitter};
 use super::session::{Exec, Step, Stop, R};
 use crate::error::{sqlstate, PgError};
@@ -178,9 +179,21 @@ impl Exec<'_> {
                         format!("COPY into sharded table {} must give the shard key {column}", plan.table),
                     ).with_hint("The shard key decides where each row lives: add it to the column list, or give the column a sequence (serial or identity) for the proxy to fill in.")));
                 }
-                Some((at, *key_type))
+                Some((at, *key_type, columns))
             }
         };
+        // Values the rows give a sequence column held unique without the key: looked for on
+        // every shard once they are written (see `copy_given`).
+        let given = match (&plan.key, &key) {
+            (Some((column, _)), Some((_, _, columns))) => {
+                match self.copy_given(&plan, columns, column).await? {
+                    Ok(given) => given,
+                    Err(()) => return Ok(Step::Failed),
+                }
+            }
+            _ => None,
+        };
+        let key = key.map(|(at, key_type, _)| (at, key_type));
         // Its values would be drawn in the session's transaction, which the COPY occupies.
         if generated.iter().any(|g| g.local) {
             return Ok(self.error(&PgError::error(
@@ -201,7 +214,9 @@ impl Exec<'_> {
             }
         }
         let own = self.own_implicit();
-        let step = self.copy_in_everywhere(&plan, key, generated, &sql).await?;
+        let step = self
+            .copy_in_everywhere(&plan, key, (generated, given), &sql)
+            .await?;
         self.end_own_implicit(own, step).await
     }
 
@@ -209,7 +224,7 @@ impl Exec<'_> {
         &mut self,
         plan: &CopyIn,
         key: Option<(Option<usize>, crate::placement::KeyType)>,
-        generated: Vec<Generated>,
+        (generated, given): (Vec<Generated>, Option<CopyGiven>),
         sql: &str,
     ) -> R<Step> {
         let all: Vec<usize> = match plan.only {
@@ -268,7 +283,10 @@ impl Exec<'_> {
         self.copied_in = true;
 
         let mut router = RowRouter {
-            splitter: key.map(|(i, t)| Splitter::new(plan.format.clone(), i, t)),
+            splitter: key.map(|(i, t)| {
+                Splitter::new(plan.format.clone(), i, t).given_at(given.as_ref().map(|g| g.at))
+            }),
+            given_rows: Vec::new(),
             batches: vec![BytesMut::new(); self.links.len()],
             targets: all.clone(),
             generated,
@@ -344,6 +362,12 @@ impl Exec<'_> {
             self.shard_error(&f);
             return Ok(Step::Failed);
         }
+        if let Some(given) = &given {
+            let rows = std::mem::take(&mut router.given_rows);
+            if self.copy_given_look(given, &rows).await? == Step::Failed {
+                return Ok(Step::Failed);
+            }
+        }
         build::command_complete(&format!("COPY {total}"), &mut self.out);
         Ok(Step::Done)
     }
@@ -379,7 +403,11 @@ impl Exec<'_> {
                     .batches
                     .iter_mut()
                     .for_each(|b| b.extend_from_slice(&h)),
-                Piece::Row { mut bytes, mut key } => {
+                Piece::Row {
+                    mut bytes,
+                    mut key,
+                    given,
+                } => {
                     if !router.generated.is_empty() {
                         let mut values = Vec::with_capacity(router.generated.len());
                         for g in router.generated.iter_mut() {
@@ -406,6 +434,9 @@ impl Exec<'_> {
                             values.push((v, g.width));
                         }
                         append_fields(&mut bytes, &router.format, &values);
+                    }
+                    if let (Some(v), Some(k)) = (given, &key) {
+                        router.given_rows.push((v, k.clone()));
                     }
                     let s = key.map_or(HOME, |k| self.placement.shard_of(&k));
                     router.batches[s].extend_from_slice(&bytes);
@@ -474,6 +505,8 @@ struct RowRouter {
     generated: Vec<Generated>,
     format: Format,
     key_type: Option<crate::placement::KeyType>,
+    /// Each row's value of the column `copy_given` looks for, and its key.
+    given_rows: Vec<(i64, KeyValue)>,
 }
 
 /// A sequence column the proxy fills in, with the values drawn for it and not used yet.

@@ -5,7 +5,8 @@
 //! receives exactly the text PostgreSQL would have read. Rows end where PostgreSQL's COPY ends
 //! them: text format at a newline not escaped by a backslash, CSV at a newline outside quotes,
 //! binary after the declared fields. Only the key field is decoded (text escapes, CSV quotes,
-//! the binary value), so memory holds one unfinished row plus what a CopyData brought.
+//! the binary value, and an integer field asked for with `given_at`), so memory holds one
+//! unfinished row plus what a CopyData brought.
 
 use crate::placement::{KeyType, KeyValue};
 use crate::router::copy::{Format, Kind};
@@ -15,10 +16,12 @@ use crate::router::copy::{Format, Kind};
 pub enum Piece {
     /// The header line (text/CSV) or the file header (binary): every shard needs it.
     Header(Vec<u8>),
-    /// A row and its key (None: NULL).
+    /// A row and its key (None: NULL), and the integer in the field `given_at` named (None:
+    /// none asked for, NULL, or not an integer, which the shard refuses itself).
     Row {
         bytes: Vec<u8>,
         key: Option<KeyValue>,
+        given: Option<i64>,
     },
 }
 
@@ -34,6 +37,8 @@ pub struct Splitter {
     /// None: the rows carry no key (the proxy adds it, see `append_fields`).
     key_index: Option<usize>,
     key_type: KeyType,
+    /// A field read as an integer too (see `given_at`).
+    given_index: Option<usize>,
     buf: Vec<u8>,
     /// Where the next row starts in `buf`, and how far it has been scanned.
     start: usize,
@@ -55,6 +60,7 @@ impl Splitter {
             format,
             key_index,
             key_type,
+            given_index: None,
             buf: Vec::new(),
             start: 0,
             scanned: 0,
@@ -63,6 +69,13 @@ impl Splitter {
             ended: false,
             line: 0,
         }
+    }
+
+    /// Reads field `index` of each row as an integer too (a sequence column the client gives,
+    /// see `copy_given`).
+    pub fn given_at(mut self, index: Option<usize>) -> Splitter {
+        self.given_index = index;
+        self
     }
 
     /// The line (text, CSV) or row (binary) of the input read last.
@@ -109,7 +122,18 @@ impl Splitter {
             return Ok(Some(Piece::Header(bytes)));
         }
         let key = self.key_of(content)?;
-        Ok(Some(Piece::Row { bytes, key }))
+        let given = self.given_index.and_then(|i| {
+            let (raw, quoted) = field(content, i, &self.format)?;
+            if !quoted && raw == self.format.null.as_slice() {
+                return None;
+            }
+            let value = match self.format.kind {
+                Kind::Csv => unquote(raw, self.format.quote, self.format.escape),
+                _ => unescape(raw),
+            };
+            std::str::from_utf8(&value).ok()?.trim().parse().ok()
+        });
+        Ok(Some(Piece::Row { bytes, key, given }))
     }
 
     /// The end (exclusive) of the row starting at `start`.
@@ -226,6 +250,7 @@ impl Splitter {
         }
         let mut at = 2;
         let mut key = None;
+        let mut given = None;
         for i in 0..fields.max(0) as usize {
             if avail.len() < at + 4 {
                 return self.need_more(last, "the binary COPY data ends inside a row");
@@ -239,6 +264,15 @@ impl Splitter {
             }
             if Some(i) == self.key_index && !null {
                 key = Some(&avail[at..at + len]);
+            }
+            if Some(i) == self.given_index && !null {
+                let raw = &avail[at..at + len];
+                given = match len {
+                    2 => Some(i16::from_be_bytes([raw[0], raw[1]]) as i64),
+                    4 => Some(i32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]) as i64),
+                    8 => raw.try_into().ok().map(i64::from_be_bytes),
+                    _ => None,
+                };
             }
             at += len;
         }
@@ -259,7 +293,7 @@ impl Splitter {
         let bytes = avail[..at].to_vec();
         self.start += at;
         self.scanned = self.start;
-        Ok(Some(Piece::Row { bytes, key }))
+        Ok(Some(Piece::Row { bytes, key, given }))
     }
 
     fn need_more(&self, last: bool, why: &str) -> Result<Option<Piece>, BadRow> {
@@ -433,145 +467,4 @@ fn unquote(raw: &[u8], quote: u8, escape: u8) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn appended_fields_go_before_the_line_end_or_raise_the_field_count() {
-        let csv = Format::new(Kind::Csv);
-        for (row, want) in [
-            (&b"a,\"b\nc\"\r\n"[..], &b"a,\"b\nc\",7,9\r\n"[..]),
-            (b"a\n", b"a,7,9\n"),
-            (b"a", b"a,7,9"),
-        ] {
-            let mut r = row.to_vec();
-            append_fields(&mut r, &csv, &[(7, 8), (9, 4)]);
-            assert_eq!(r, want);
-        }
-        let mut r = vec![0, 1, 0, 0, 0, 1, b'x'];
-        append_fields(&mut r, &Format::new(Kind::Binary), &[(5, 4), (-1, 8)]);
-        let mut want = vec![0, 3, 0, 0, 0, 1, b'x', 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 8];
-        want.extend_from_slice(&(-1i64).to_be_bytes());
-        assert_eq!(r, want);
-    }
-
-    fn all(format: Format, key: usize, chunks: &[&[u8]]) -> Vec<Piece> {
-        let mut s = Splitter::new(format, Some(key), KeyType::Integer);
-        let mut out = Vec::new();
-        for c in chunks {
-            s.push(c);
-            while let Some(p) = s.next(false).unwrap() {
-                out.push(p);
-            }
-        }
-        while let Some(p) = s.next(true).unwrap() {
-            out.push(p);
-        }
-        out
-    }
-
-    fn keys(pieces: &[Piece]) -> Vec<Option<i64>> {
-        pieces
-            .iter()
-            .filter_map(|p| match p {
-                Piece::Row { key, .. } => Some(key.as_ref().map(|k| match k {
-                    KeyValue::Integer(i) => *i,
-                    _ => panic!("integer keys"),
-                })),
-                Piece::Header(_) => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn text_rows_split_anywhere_keep_their_bytes() {
-        let input: &[u8] = b"1\ta\\tb\n2\tline\\\nbreak\n\\N\tnull key\n3\tlast";
-        for cut in 0..input.len() {
-            let pieces = all(Format::new(Kind::Text), 0, &[&input[..cut], &input[cut..]]);
-            assert_eq!(
-                keys(&pieces),
-                vec![Some(1), Some(2), None, Some(3)],
-                "cut {cut}"
-            );
-            let joined: Vec<u8> = pieces
-                .iter()
-                .flat_map(|p| match p {
-                    Piece::Row { bytes, .. } | Piece::Header(bytes) => bytes.clone(),
-                })
-                .collect();
-            assert_eq!(joined, input);
-        }
-    }
-
-    #[test]
-    fn the_key_may_be_any_column_and_escaped() {
-        let pieces = all(Format::new(Kind::Text), 1, &[b"x\t\\061\\x32\n"]);
-        assert_eq!(keys(&pieces), vec![Some(12)]);
-    }
-
-    #[test]
-    fn csv_quotes_hold_newlines_and_delimiters() {
-        let mut f = Format::new(Kind::Csv);
-        f.header = true;
-        let input: &[u8] = b"id,note\n7,\"a,b\nc\"\"d\"\n\"8\",x\n,empty key\n";
-        for cut in 0..input.len() {
-            let pieces = all(f.clone(), 0, &[&input[..cut], &input[cut..]]);
-            assert!(matches!(&pieces[0], Piece::Header(h) if h == b"id,note\n"));
-            assert_eq!(keys(&pieces), vec![Some(7), Some(8), None], "cut {cut}");
-        }
-    }
-
-    #[test]
-    fn csv_with_its_own_escape() {
-        let mut f = Format::new(Kind::Csv);
-        f.escape = b'\\';
-        let pieces = all(f, 1, &[b"\"a\\\"\n\",5\n"]);
-        assert_eq!(keys(&pieces), vec![Some(5)]);
-    }
-
-    #[test]
-    fn end_marker_stops_the_stream() {
-        let pieces = all(Format::new(Kind::Text), 0, &[b"1\n\\.\n2\n"]);
-        assert_eq!(keys(&pieces), vec![Some(1)]);
-    }
-
-    #[test]
-    fn bad_keys_and_short_rows_are_reported_with_their_line() {
-        let mut s = Splitter::new(Format::new(Kind::Text), Some(1), KeyType::Integer);
-        s.push(b"a\t1\nb\tnope\n");
-        assert!(matches!(s.next(false), Ok(Some(Piece::Row { .. }))));
-        let err = s.next(false).unwrap_err();
-        assert_eq!(err.line, 2);
-        let mut s = Splitter::new(Format::new(Kind::Text), Some(2), KeyType::Integer);
-        s.push(b"a\t1\n");
-        assert!(s.next(false).is_err());
-    }
-
-    #[test]
-    fn binary_rows_and_header() {
-        let mut input = b"PGCOPY\n\xff\r\n\0".to_vec();
-        input.extend_from_slice(&0u32.to_be_bytes());
-        input.extend_from_slice(&0u32.to_be_bytes());
-        for (k, null_key) in [(5i64, false), (0, true)] {
-            input.extend_from_slice(&2i16.to_be_bytes());
-            input.extend_from_slice(&3i32.to_be_bytes());
-            input.extend_from_slice(b"abc");
-            if null_key {
-                input.extend_from_slice(&(-1i32).to_be_bytes());
-            } else {
-                input.extend_from_slice(&8i32.to_be_bytes());
-                input.extend_from_slice(&k.to_be_bytes());
-            }
-        }
-        input.extend_from_slice(&(-1i16).to_be_bytes());
-        for cut in 0..input.len() {
-            let pieces = all(
-                Format::new(Kind::Binary),
-                1,
-                &[&input[..cut], &input[cut..]],
-            );
-            assert!(matches!(&pieces[0], Piece::Header(h) if h.len() == 19));
-            assert_eq!(keys(&pieces), vec![Some(5), None], "cut {cut}");
-        }
-    }
-}
+mod tests;

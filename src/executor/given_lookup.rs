@@ -8,10 +8,19 @@ use crate::protocol::build;
 use crate::router::params::Params;
 use crate::router::plan::keep_used_params;
 use bytes::{Bytes, BytesMut};
-use sqlparser::ast::{Expr, Parens, Value};
+use sqlparser::ast::{Expr, Ident, Parens, Value};
 
 /// The first key of the advisory locks that order writers of given values ("SV").
-pub(super) const GIVEN_LOCK_CLASS: i32 = 0x5356;
+const GIVEN_LOCK_CLASS: i32 = 0x5356;
+
+/// The lock writers of given values into `table` (its name without schema or quotes) take on
+/// every shard: an INSERT and a COPY into one table must take the same one.
+pub(super) fn lock_for(table: &str) -> String {
+    format!(
+        "SELECT pg_catalog.pg_advisory_xact_lock({GIVEN_LOCK_CLASS}, pg_catalog.hashtext('{}'))",
+        table.to_lowercase().replace('\'', "''")
+    )
+}
 
 /// The most `nextval` calls that move a sequence past a given value; a value further ahead is
 /// refused, with a hint to move the sequence first.
@@ -45,8 +54,11 @@ fn fixed(e: &Expr) -> bool {
     }
 }
 
-fn is_default(e: &Expr) -> bool {
-    super::key_sequence::is_default(Some(e))
+/// Whether a VALUES item is `DEFAULT` (or missing): the column's default, or for a sequence
+/// column the proxy's value, fills it.
+pub(super) fn is_default(e: Option<&Expr>) -> bool {
+    matches!(e, Some(Expr::Identifier(Ident { value, quote_style: None, .. }))
+        if value.eq_ignore_ascii_case("default"))
 }
 
 fn is_null(e: &Expr) -> bool {
@@ -143,7 +155,7 @@ impl Over<'_> {
         let mut seen: Vec<(Vec<String>, Option<String>)> = Vec::new();
         for row in rows {
             let values: Vec<&Expr> = self.at.iter().filter_map(|&k| row.get(k)).collect();
-            if values.len() != self.at.len() || values.iter().any(|e| is_default(e)) {
+            if values.len() != self.at.len() || values.iter().any(|e| is_default(Some(e))) {
                 continue;
             }
             if let Some(e) = values.iter().find(|e| !fixed(e)) {

@@ -19,13 +19,15 @@
 //!
 //! A given value must be a constant or a bound parameter: anything else would be computed once
 //! for the look and again for the row. Not covered, and documented: a value already drawn into
-//! another proxy's cache (or by a session whose INSERT has not run yet), COPY, and UPDATE.
+//! another proxy's cache (or by a session whose INSERT has not run yet), and UPDATE. COPY has
+//! its own look (`copy_given`).
 
+use super::given_lookup::is_default;
 use super::given_lookup::{
-    computed, duplicate, request, with_literals, Check, GivenValues, Over, RowsLook,
-    GIVEN_LOCK_CLASS, MOST_ADVANCE,
+    computed, duplicate, lock_for, request, with_literals, Check, GivenValues, Over, RowsLook,
+    MOST_ADVANCE,
 };
-use super::key_sequence::{column_names, is_default};
+use super::key_sequence::column_names;
 use super::session::{Exec, Step, R};
 use crate::backend::catalog::UniqueIndex;
 use crate::error::{sqlstate, PgError};
@@ -151,10 +153,7 @@ impl Exec<'_> {
             }
         };
         let mut out = GivenValues {
-            lock: format!(
-                "SELECT pg_catalog.pg_advisory_xact_lock({GIVEN_LOCK_CLASS}, pg_catalog.hashtext('{}'))",
-                last_ident(name).replace('\'', "''")
-            ),
+            lock: lock_for(&last_ident(name)),
             checks: Vec::new(),
         };
         let mut advanced: Vec<&str> = Vec::new();
@@ -199,7 +198,12 @@ impl Exec<'_> {
             }
             let sql = over.select(&table, &matches);
             let Some(check) = request(&sql, params, types) else {
-                return Ok(Ok(None));
+                // Never left unlooked: a value given would go unchecked.
+                self.error(&PgError::error(
+                    sqlstate::INTERNAL_ERROR,
+                    format!("could not build the look for the values given to {table}"),
+                ));
+                return Ok(Err(()));
             };
             out.checks.push(Check {
                 index: index.clone(),
@@ -308,7 +312,7 @@ impl Exec<'_> {
     }
 
     /// Moves `sequence` past the values `given` and drops them from the cache of drawn values.
-    async fn advance_past(&mut self, sequence: &str, values: &[i64]) -> R<Step> {
+    pub(super) async fn advance_past(&mut self, sequence: &str, values: &[i64]) -> R<Step> {
         let Some(&most) = values.iter().max() else {
             return Ok(Step::Done);
         };

@@ -15,6 +15,7 @@
 //! Invariant: nothing inserts into a sharded table's shards directly using their sequences;
 //! values drawn on the first shard directly come from the same sequence and stay unique.
 
+use super::given_lookup::is_default;
 use super::key_blocks::SequenceColumn;
 use super::session::{Exec, R};
 use crate::placement::TableRule;
@@ -23,11 +24,6 @@ use sqlparser::ast::{Expr, Ident, ObjectName, SetExpr, Statement, TableObject, V
 
 /// Values drawn from a sequence at once.
 pub const BLOCK: usize = 100;
-
-pub(super) fn is_default(e: Option<&Expr>) -> bool {
-    matches!(e, Some(Expr::Identifier(Ident { value, quote_style: None, .. }))
-        if value.eq_ignore_ascii_case("default"))
-}
 
 /// The rows of a VALUES INSERT that give `column` no value (it is not in the column list, or
 /// the row says DEFAULT).

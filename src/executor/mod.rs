@@ -9,6 +9,7 @@
 
 pub mod client_input;
 pub mod copy;
+pub mod copy_given;
 pub mod copy_rows;
 pub mod cursor;
 pub mod dispatch;

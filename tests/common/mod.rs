@@ -391,6 +391,15 @@ pub async fn answer(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
     )
 }
 
+/// Runs `sql` (a COPY FROM STDIN) with `data` as its input; the rows it copied.
+pub async fn copy_in(c: &Client, sql: &str, data: &[u8]) -> Result<u64, tokio_postgres::Error> {
+    use futures_util::SinkExt;
+    let sink = c.copy_in(sql).await?;
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::copy_from_slice(data)).await?;
+    sink.finish().await
+}
+
 /// The SQLSTATE of a tokio-postgres error, if the server sent one.
 pub fn code(e: &tokio_postgres::Error) -> String {
     e.code()
