@@ -12,7 +12,9 @@
 //!    go only when that row is committed there;
 //! 2. looks for the given values on every shard, in a snapshot taken after the lock (where the
 //!    transaction's own may be older, REPEATABLE READ or a snapshot cut, on the proxy's own
-//!    connection too), and fails as PostgreSQL does (23505, naming the index) when one is there;
+//!    connection too), and fails as PostgreSQL does (23505, naming the index) when one is there
+//!    under another key, or when the statement gives one value twice under two keys (rows under
+//!    the same key share a shard, whose index judges them);
 //! 3. moves the column's sequence past the largest value given, by `nextval` (never backwards,
 //!    whatever other proxies draw meanwhile), and drops the given values from this proxy's cache
 //!    of drawn values, so the sequence does not hand one out again.
@@ -22,10 +24,9 @@
 //! another proxy's cache (or by a session whose INSERT has not run yet), and UPDATE. COPY has
 //! its own look (`copy_given`).
 
-use super::given_lookup::is_default;
 use super::given_lookup::{
-    computed, duplicate, lock_for, request, with_literals, Check, GivenValues, Over, RowsLook,
-    MOST_ADVANCE,
+    computed, duplicate, is_default, lock_for, request, with_literals, Check, GivenValues, Over,
+    RowsLook, MOST_ADVANCE,
 };
 use super::key_sequence::column_names;
 use super::session::{Exec, Step, R};
@@ -41,7 +42,7 @@ use sqlparser::ast::{Ident, SetExpr, Statement};
 impl Exec<'_> {
     /// Whether `stmt` may give a value to a sequence column of a sharded table other than its
     /// key, so that it must not take the extended protocol's one-shard fast path, which sends
-    /// the client's messages without the look (see `given_values`).
+    /// the client's messages without the look (see the module comment).
     pub fn gives_sequence_value(&self, stmt: &Statement) -> bool {
         let Some((ins, _, table, key_column)) = self.sharded_insert(stmt) else {
             return false;
