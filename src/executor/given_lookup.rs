@@ -30,6 +30,7 @@ pub(super) const MOST_ADVANCE: i64 = 1_000_000;
 #[derive(Debug, Clone)]
 pub struct GivenValues {
     pub(super) lock: String,
+    /// Never empty: the shards other than the first take their lock with the first look.
     pub(super) checks: Vec<Check>,
 }
 

@@ -231,6 +231,11 @@ impl Exec<'_> {
                 return Ok(Step::Failed);
             }
         }
+        // A transaction whose snapshot may predate the lock (REPEATABLE READ, a snapshot
+        // cut) sees its own rows but not what another committed while it waited: the proxy's
+        // own connection looks too, in a snapshot taken then. Asked before anything is sent.
+        let fresh = matches!(&self.txn, TxnState::Open(t) if t.snapshot)
+            || self.txn_isolation().await? != Isolation::ReadCommitted;
         // The first shard first: whoever holds it meets on the others only a writer it waits
         // for, never one waiting for it.
         if let Some(e) = self.run_quiet(HOME, &given.lock).await? {
@@ -239,31 +244,23 @@ impl Exec<'_> {
         }
         let mut lock = BytesMut::new();
         build::query(&given.lock, &mut lock);
-        let others: Vec<usize> = shards.iter().copied().filter(|&s| s != HOME).collect();
-        for &s in &others {
-            self.links[s].send(&lock).await?;
-        }
-        let mut failure = None;
-        for &s in &others {
-            if let Some(e) = self.quiet_until_ready(s).await? {
-                failure.get_or_insert(e);
-            }
-        }
-        if let Some(e) = failure {
-            self.own_error(&e);
-            return Ok(Step::Failed);
-        }
-        // A transaction whose snapshot may predate the lock (REPEATABLE READ, a snapshot
-        // cut) sees its own rows but not what another committed while it waited: the proxy's
-        // own connection looks too, in a snapshot taken now.
-        let fresh = matches!(&self.txn, TxnState::Open(t) if t.snapshot)
-            || self.txn_isolation().await? != Isolation::ReadCommitted;
-        for check in &given.checks {
+        for (i, check) in given.checks.iter().enumerate() {
+            // The other shards take their lock and run the first look in one round trip: a
+            // shard runs the look once the lock is granted, in a snapshot taken then.
+            let locking = |s: usize| i == 0 && s != HOME;
             for &s in &shards {
+                if locking(s) {
+                    self.links[s].send(&lock).await?;
+                }
                 self.links[s].send(&check.request).await?;
             }
             let (mut found, mut failure) = (None, None);
             for &s in &shards {
+                if locking(s) {
+                    if let Some(e) = self.quiet_until_ready(s).await? {
+                        failure.get_or_insert(e);
+                    }
+                }
                 let (values, error) = self.values_until_ready(s).await?;
                 failure = failure.or(error);
                 found = found.or(values.into_iter().next());
