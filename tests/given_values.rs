@@ -3,7 +3,7 @@
 //! unlike shards. Each shard checks the index against its own rows only, so before this change
 //! a given id that another shard held was written a second time. Now it fails with 23505 as in
 //! PostgreSQL, in every protocol, two writers of one value take turns, and the sequence never
-//! hands out a value given.
+//! hands out a value given. The same holds for a value an UPDATE sets and a COPY gives.
 
 mod common;
 
@@ -205,8 +205,9 @@ async fn one_waits<T>(home: &tokio_postgres::Client, waiting: &tokio::task::Join
 }
 
 /// `first` inserts `id` under account `a` in a transaction it keeps open; `second` then
-/// inserts it under `b` in its own (opened by `begin`), waits for the first's lock, and answers
-/// once `first` ends with `end`.
+/// inserts it under `b` (or sets it on `b`'s rows, when `begin` names an update) in its own
+/// transaction (opened by `begin`), waits for the first's lock, and answers once `first` ends
+/// with `end`.
 async fn second_after_first(
     home: &tokio_postgres::Client,
     first: &tokio_postgres::Client,
@@ -225,12 +226,13 @@ async fn second_after_first(
         .await
         .unwrap();
     second.batch_execute(begin).await.unwrap();
+    let sql = match begin.contains("update") {
+        // The second sets the id on its row instead.
+        true => format!("update lines set id = {id} where account_id = {b}"),
+        false => format!("insert into lines (id, account_id) values ({id}, {b})"),
+    };
     let waiting = tokio::spawn(async move {
-        let r = second
-            .simple_query(&format!(
-                "insert into lines (id, account_id) values ({id}, {b})"
-            ))
-            .await;
+        let r = second.simple_query(&sql).await;
         (second, r)
     });
     one_waits(home, &waiting).await;
@@ -353,4 +355,111 @@ async fn a_copy_with_ids_is_looked_at_as_an_insert_is() {
     let mut unique = ids.clone();
     unique.dedup();
     assert_eq!(ids, unique, "no id twice across the shards");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_an_update_sets_is_looked_for_on_every_shard() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    // Accounts of one row each: `other` on another shard than account 1, `a` and `b` apart.
+    let other = (100..200).find(|&x| tc.owner(x) != tc.owner(1)).unwrap();
+    let a = other + 1;
+    let b = (a + 1..300).find(|&x| tc.owner(x) != tc.owner(a)).unwrap();
+    c.simple_query(&format!(
+        "insert into lines (account_id, note) values ({a}, 'a'), ({b}, 'b'), ({other}, 'o')"
+    ))
+    .await
+    .unwrap();
+    let before = ids_everywhere(&tc).await;
+
+    // Id 1 lives under account 1, on another shard: by key, by several keys, by another
+    // column over every shard, and two rows on two shards given one new id.
+    for sql in [
+        format!("update lines set id = 1 where account_id = {other}"),
+        format!("update lines set id = 1, note = 'n' where account_id in ({other}, 99999)"),
+        format!("update lines set id = 1 where note = 'o' and account_id = {other} returning id"),
+    ] {
+        duplicate(&c.simple_query(&sql).await.unwrap_err(), 1, &sql);
+    }
+    let sql = format!("update lines set id = 800 where account_id in ({a}, {b})");
+    duplicate(&c.simple_query(&sql).await.unwrap_err(), 800, &sql);
+    let sql = "update lines set id = 801 where note in ('a', 'b')";
+    duplicate(&c.simple_query(sql).await.unwrap_err(), 801, sql);
+    // Bound, twice through one prepared statement (the second Bind may take the fast path).
+    let set = c
+        .prepare("update lines set id = $1 where account_id = $2")
+        .await
+        .unwrap();
+    for id in [1i32, 2] {
+        duplicate(
+            &c.execute(&set, &[&id, &other]).await.unwrap_err(),
+            id.into(),
+            "bound",
+        );
+    }
+    // In a transaction: the statement fails and nothing of it is kept.
+    c.batch_execute("begin").await.unwrap();
+    let e = c
+        .simple_query(&format!(
+            "update lines set id = 3 where account_id = {other}"
+        ))
+        .await
+        .unwrap_err();
+    duplicate(&e, 3, "in a transaction");
+    c.batch_execute("rollback").await.unwrap();
+    assert_eq!(ids_everywhere(&tc).await, before, "nothing written");
+
+    // What changes no row conflicts with nothing, as in PostgreSQL; a row's own id is its own.
+    let n = c
+        .execute(
+            "update lines set id = 1 where account_id = $1",
+            &[&99999i64],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    c.simple_query("update lines set id = 1 where account_id = 1 and id = 1")
+        .await
+        .unwrap();
+    // A new id is set, and the sequence never hands it out.
+    assert_eq!(c.execute(&set, &[&850i32, &other]).await.unwrap(), 1);
+    let next = answer(&c, "select nextval('lines_id_seq')").await;
+    assert!(next[0][0].as_ref().unwrap().parse::<i64>().unwrap() > 850);
+    let ids = ids_everywhere(&tc).await;
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(ids, unique, "no id twice across the shards");
+
+    // Values the look cannot read as the shard will write them are refused.
+    for (sql, hint) in [
+        (
+            "update lines set id = default where account_id = 1",
+            "nextval",
+        ),
+        (
+            "update lines set id = id + 1000 where account_id = 1",
+            "constant",
+        ),
+        (
+            "update lines set (id, note) = (5000, 'x') where account_id = 1",
+            "on its own",
+        ),
+    ] {
+        let e = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
+        assert!(db_error(&e).hint().unwrap().contains(hint), "{sql}: {e:?}");
+    }
+
+    // An UPDATE waits for an INSERT of the value on another shard, and sees its commit.
+    let home = tc.direct(0).await;
+    let first = tc.client().await;
+    let second = (tc.client().await, "begin; select 'update'");
+    let (second, r) = second_after_first(&home, &first, second, (720, a, b), "commit").await;
+    duplicate(&r.unwrap_err(), 720, "after the first committed");
+    second.batch_execute("rollback").await.unwrap();
+    let begin = "begin isolation level repeatable read; select 'update', count(*) from lines";
+    let (second, r) =
+        second_after_first(&home, &first, (second, begin), (721, a, b), "commit").await;
+    duplicate(&r.unwrap_err(), 721, "repeatable read");
+    second.batch_execute("rollback").await.unwrap();
 }

@@ -164,6 +164,7 @@ impl Exec<'_> {
                 request: look,
                 fresh: with_literals(&sql, &params),
             }],
+            after_update: None,
         };
         if self.claim_given_values(&claim).await? == Step::Failed {
             return Ok(Step::Failed);

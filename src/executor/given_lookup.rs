@@ -26,12 +26,16 @@ pub(super) fn lock_for(table: &str) -> String {
 /// refused, with a hint to move the sequence first.
 pub(super) const MOST_ADVANCE: i64 = 1_000_000;
 
-/// What an INSERT must do on every shard before its rows are written (see the module comment).
+/// What an INSERT must do on every shard before its rows are written (see the module comment),
+/// or an UPDATE around its write (see `given_update`).
 #[derive(Debug, Clone)]
 pub struct GivenValues {
     pub(super) lock: String,
     /// Never empty: the shards other than the first take their lock with the first look.
     pub(super) checks: Vec<Check>,
+    /// An UPDATE's: its checks run after the write, and each names the rows holding the value
+    /// set; then each sequence moves past its value.
+    pub(super) after_update: Option<Vec<(String, i64)>>,
 }
 
 /// The look for one unique index's given values: a request whose rows name a value found.
@@ -68,7 +72,7 @@ fn is_null(e: &Expr) -> bool {
 
 /// The integer a sequence column's given value `e` stands for, as PostgreSQL reads an integer
 /// literal, string or bound parameter: Some(None) for NULL, None when the proxy cannot tell.
-fn integer(e: &Expr, params: &Params) -> Option<Option<i64>> {
+pub(super) fn integer(e: &Expr, params: &Params) -> Option<Option<i64>> {
     use sqlparser::ast::UnaryOperator::{Minus, Plus};
     match e {
         Expr::Value(v) => match &v.value {

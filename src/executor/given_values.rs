@@ -21,8 +21,8 @@
 //!
 //! A given value must be a constant or a bound parameter: anything else would be computed once
 //! for the look and again for the row. Not covered, and documented: a value already drawn into
-//! another proxy's cache (or by a session whose INSERT has not run yet), and UPDATE. COPY has
-//! its own look (`copy_given`).
+//! another proxy's cache (or by a session whose INSERT has not run yet). COPY has its own look
+//! (`copy_given`), and UPDATE too (`given_update`).
 
 use super::given_lookup::{
     computed, duplicate, is_default, lock_for, request, with_literals, Check, GivenValues, Over,
@@ -156,6 +156,7 @@ impl Exec<'_> {
         let mut out = GivenValues {
             lock: lock_for(&last_ident(name)),
             checks: Vec::new(),
+            after_update: None,
         };
         let mut advanced: Vec<&str> = Vec::new();
         for index in &indexes {
@@ -225,23 +226,10 @@ impl Exec<'_> {
     /// Runs `given` in the session's open transaction (see the module comment), before the
     /// INSERT's own requests; Failed with the client's error written.
     pub async fn claim_given_values(&mut self, given: &GivenValues) -> R<Step> {
-        let shards: Vec<usize> = (0..self.links.len()).collect();
-        for &s in &shards {
-            if self.enlist(s).await? == Step::Failed {
-                return Ok(Step::Failed);
-            }
-        }
-        // A transaction whose snapshot may predate the lock (REPEATABLE READ, a snapshot
-        // cut) sees its own rows but not what another committed while it waited: the proxy's
-        // own connection looks too, in a snapshot taken then. Asked before anything is sent.
-        let fresh = matches!(&self.txn, TxnState::Open(t) if t.snapshot)
-            || self.txn_isolation().await? != Isolation::ReadCommitted;
-        // The first shard first: whoever holds it meets on the others only a writer it waits
-        // for, never one waiting for it.
-        if let Some(e) = self.run_quiet(HOME, &given.lock).await? {
-            self.own_error(&e);
+        let Some(fresh) = self.lock_first(given).await? else {
             return Ok(Step::Failed);
-        }
+        };
+        let shards: Vec<usize> = (0..self.links.len()).collect();
         let mut lock = BytesMut::new();
         build::query(&given.lock, &mut lock);
         for (i, check) in given.checks.iter().enumerate() {
@@ -280,6 +268,33 @@ impl Exec<'_> {
             }
         }
         Ok(Step::Done)
+    }
+
+    /// Enlists every shard and takes `given`'s lock on the first; None when that failed (the
+    /// client's error written), else whether the look must also be made afresh.
+    pub(super) async fn lock_first(&mut self, given: &GivenValues) -> R<Option<bool>> {
+        for s in 0..self.links.len() {
+            if self.enlist(s).await? == Step::Failed {
+                return Ok(None);
+            }
+        }
+        // Asked before anything is sent.
+        let fresh = self.needs_fresh_look().await?;
+        // The first shard first: whoever holds it meets on the others only a writer it waits
+        // for, never one waiting for it.
+        if let Some(e) = self.run_quiet(HOME, &given.lock).await? {
+            self.own_error(&e);
+            return Ok(None);
+        }
+        Ok(Some(fresh))
+    }
+
+    /// Whether the transaction's snapshot may predate the lock (REPEATABLE READ, a snapshot
+    /// cut): it sees its own rows but not what another committed while it waited, so the
+    /// proxy's own connection looks too, in a snapshot taken then.
+    pub(super) async fn needs_fresh_look(&mut self) -> R<bool> {
+        Ok(matches!(&self.txn, TxnState::Open(t) if t.snapshot)
+            || self.txn_isolation().await? != Isolation::ReadCommitted)
     }
 
     /// `check` on the proxy's own connection to each shard: the first value found.
@@ -369,7 +384,7 @@ impl Exec<'_> {
 
     /// An error of one of the proxy's own statements: it carries no position in the client's
     /// text.
-    fn own_error(&mut self, e: &crate::protocol::Frame) {
+    pub(super) fn own_error(&mut self, e: &crate::protocol::Frame) {
         let rewritten = std::mem::replace(&mut self.rewritten, true);
         self.shard_error(e);
         self.rewritten = rewritten;

@@ -45,7 +45,8 @@ pub enum Rewrite {
 
 impl Exec<'_> {
     /// The INSERT as the shards should run it (see `Rewrite`); `params` and `types` are the
-    /// client's bound values and declared types (extended protocol).
+    /// client's bound values and declared types (extended protocol). An UPDATE is read here
+    /// too, for the values it sets that the cluster must look for.
     pub async fn rewrite_insert(
         &mut self,
         stmt: &Statement,
@@ -58,6 +59,18 @@ impl Exec<'_> {
         }
         if !self.upsert_arbiters_kept(stmt).await? {
             return Ok(Rewrite::Failed);
+        }
+        // An UPDATE setting a value the cluster must look for (see `given_update`) runs as the
+        // proxy's write, as such an INSERT does, and its route is never learned by shape.
+        if let Statement::Update(_) = stmt {
+            return Ok(match self.given_update(stmt, params).await? {
+                Ok(None) => Rewrite::AsWritten,
+                Ok(given) => {
+                    self.given = given;
+                    Rewrite::Rewritten(Box::new(stmt.clone()))
+                }
+                Err(()) => Rewrite::Failed,
+            });
         }
         let materialized = match self.materialize_insert(stmt, params, types).await? {
             Rewrite::AsWritten => None,

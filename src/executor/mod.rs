@@ -16,6 +16,7 @@ pub mod dispatch;
 pub mod enlist;
 pub mod extended;
 pub mod given_lookup;
+pub mod given_update;
 pub mod given_values;
 pub mod insert_select;
 pub mod key_blocks;

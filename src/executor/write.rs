@@ -43,7 +43,11 @@ pub async fn run(
         }
     }
     if let Some(given) = &given {
-        if exec.claim_given_values(given).await? == Step::Failed {
+        let step = match given.after_update {
+            Some(_) => exec.lock_for_update(given).await?,
+            None => exec.claim_given_values(given).await?,
+        };
+        if step == Step::Failed {
             return Ok(Step::Failed);
         }
     }
@@ -146,6 +150,13 @@ pub async fn run(
                 exec.out.extend_from_slice(&row.bytes);
                 exec.maybe_flush().await?;
             }
+        }
+    }
+    // An UPDATE's values are looked for once it is known to have set them (see
+    // `given_update`).
+    if let (Some(given), Some((_, Some(1..)))) = (&given, &tag) {
+        if given.after_update.is_some() && exec.look_after_update(given).await? == Step::Failed {
+            return Ok(Step::Failed);
         }
     }
     match tag {
