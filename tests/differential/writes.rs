@@ -55,7 +55,19 @@ fn returning(rng: &mut Rng, what: &str) -> String {
 pub fn statement(rng: &mut Rng) -> String {
     let cols = "(id, owner, balance, region, active)";
     let w = |rng: &mut Rng| filters(rng, "").unwrap_or_else(|| "true".into());
-    match rng.below(38) {
+    match rng.below(39) {
+        // The same column set by an UPDATE: on one account's rows, several accounts' (rows
+        // on several shards given one id), or rows named by another column.
+        38 => format!(
+            "update lines set id = {} where {}{}",
+            1 + rng.below(25),
+            match rng.below(3) {
+                0 => format!("account_id = {}", id(rng)),
+                1 => format!("account_id in ({}, {})", id(rng), id(rng)),
+                _ => format!("note = '{}'", rng.pick(&["n", "m", "u"])),
+            },
+            returning(rng, "id, account_id")
+        ),
         // Ids an application gives a sequence-filled column held unique without the key: one
         // another account's line may hold already, alone or with a second row, plain or as
         // an upsert by the account and id.
