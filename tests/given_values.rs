@@ -397,6 +397,15 @@ async fn an_id_an_update_sets_is_looked_for_on_every_shard() {
             "bound",
         );
     }
+    // An upsert's DO UPDATE setting the id.
+    c.batch_execute("create unique index lines_account_note on lines (account_id, note)")
+        .await
+        .unwrap();
+    let upsert = format!(
+        "insert into lines (account_id, note) values ({other}, 'o') on conflict (account_id, note) do update set"
+    );
+    let sql = format!("{upsert} id = 1 returning id");
+    duplicate(&c.simple_query(&sql).await.unwrap_err(), 1, &sql);
     // In a transaction: the statement fails and nothing of it is kept.
     c.batch_execute("begin").await.unwrap();
     let e = c
@@ -430,12 +439,20 @@ async fn an_id_an_update_sets_is_looked_for_on_every_shard() {
     unique.dedup();
     assert_eq!(ids, unique, "no id twice across the shards");
 
+    // The row the upsert proposed carries the sequence's value.
+    let n = c
+        .execute(&format!("{upsert} id = excluded.id"), &[])
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
     // Values the look cannot read as the shard will write them are refused.
+    let default = format!("{upsert} id = default");
     for (sql, hint) in [
         (
             "update lines set id = default where account_id = 1",
             "nextval",
         ),
+        (default.as_str(), "nextval"),
         (
             "update lines set id = id + 1000 where account_id = 1",
             "constant",

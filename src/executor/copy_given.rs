@@ -164,7 +164,8 @@ impl Exec<'_> {
                 request: look,
                 fresh: with_literals(&sql, &params),
             }],
-            after_update: None,
+            after: Vec::new(),
+            moved: Vec::new(),
         };
         if self.claim_given_values(&claim).await? == Step::Failed {
             return Ok(Step::Failed);

@@ -27,15 +27,32 @@ pub(super) fn lock_for(table: &str) -> String {
 pub(super) const MOST_ADVANCE: i64 = 1_000_000;
 
 /// What an INSERT must do on every shard before its rows are written (see the module comment),
-/// or an UPDATE around its write (see `given_update`).
+/// and what an UPDATE, or an upsert's DO UPDATE, must do after (see `given_update`).
 #[derive(Debug, Clone)]
 pub struct GivenValues {
     pub(super) lock: String,
-    /// Never empty: the shards other than the first take their lock with the first look.
+    /// Before the write: each names a row holding a given value under another key. The shards
+    /// other than the first take their lock with the first.
     pub(super) checks: Vec<Check>,
-    /// An UPDATE's: its checks run after the write, and each names the rows holding the value
-    /// set; then each sequence moves past its value.
-    pub(super) after_update: Option<Vec<(String, i64)>>,
+    /// After the write, when it changed rows: each names the rows holding a value set.
+    pub(super) after: Vec<Check>,
+    /// The sequences moved past the values set, once `after` found no duplicate.
+    pub(super) moved: Vec<(String, i64)>,
+}
+
+impl GivenValues {
+    /// An INSERT's looks before its write and its upsert's after it, as one (both for one
+    /// table, under one lock).
+    pub(super) fn joined(before: Option<Self>, after: Option<Self>) -> Option<Self> {
+        match (before, after) {
+            (Some(mut b), Some(a)) => {
+                b.after = a.after;
+                b.moved = a.moved;
+                Some(b)
+            }
+            (b, a) => b.or(a),
+        }
+    }
 }
 
 /// The look for one unique index's given values: a request whose rows name a value found.

@@ -1,5 +1,6 @@
-//! Values an UPDATE sets, itself, to a column the cluster's sequence fills where a unique index
-//! without the shard key holds that column: the UPDATE counterpart of `given_values`.
+//! Values an UPDATE (or an upsert's DO UPDATE) sets, itself, to a column the cluster's sequence
+//! fills where a unique index without the shard key holds that column: the UPDATE counterpart
+//! of `given_values`.
 //!
 //! Each shard checks such an index against its own rows only, so `UPDATE lines SET id = 1
 //! WHERE account_id = 2` would leave two rows with id 1 when another shard holds one, and
@@ -17,7 +18,8 @@
 //! 3. moves the sequence past the value (see `given_values`).
 //!
 //! The value must be a constant or a bound parameter, read once by the proxy and written into
-//! the look. `DEFAULT` is refused: each shard's own copy of the sequence would compute it.
+//! the look. `DEFAULT` is refused: each shard's own copy of the sequence would compute it. An
+//! upsert's `excluded.id` is the INSERT's own value, judged by the INSERT's look.
 
 use super::given_lookup::{duplicate, integer, is_default, lock_for, Check, GivenValues};
 use super::session::{Exec, Step, R};
@@ -27,26 +29,41 @@ use crate::protocol::build;
 use crate::router::params::Params;
 use crate::router::plan::{last_ident, HOME};
 use bytes::BytesMut;
-use sqlparser::ast::{AssignmentTarget, Expr, Ident, ObjectName, Statement, TableFactor};
+use sqlparser::ast::{
+    AssignmentTarget, Expr, Ident, ObjectName, OnConflict, OnConflictAction, OnInsert, Statement,
+    TableFactor, TableObject,
+};
 use std::collections::HashMap;
 
 /// The columns an UPDATE assigns, by name, with the value (None inside a tuple target).
 type Assigned<'s> = Vec<(String, Option<&'s Expr>)>;
 
-/// The UPDATE's sharded table, its key column and what it assigns.
+/// The sharded table an UPDATE, or an upsert's DO UPDATE, writes, its key column and what it
+/// assigns.
 fn sharded_update<'s>(
     stmt: &'s Statement,
     rule: impl Fn(&str) -> Option<String>,
 ) -> Option<(&'s ObjectName, String, Assigned<'s>)> {
-    let Statement::Update(u) = stmt else {
-        return None;
-    };
-    let TableFactor::Table { name, .. } = &u.table.relation else {
-        return None;
+    let (name, assignments) = match stmt {
+        Statement::Update(u) => match &u.table.relation {
+            TableFactor::Table { name, .. } => (name, &u.assignments),
+            _ => return None,
+        },
+        Statement::Insert(ins) => match (&ins.table, &ins.on) {
+            (
+                TableObject::TableName(name),
+                Some(OnInsert::OnConflict(OnConflict {
+                    action: OnConflictAction::DoUpdate(d),
+                    ..
+                })),
+            ) => (name, &d.assignments),
+            _ => return None,
+        },
+        _ => return None,
     };
     let key_column = rule(&name.to_string())?;
     let mut assigned = Vec::new();
-    for a in &u.assignments {
+    for a in assignments {
         match &a.target {
             AssignmentTarget::ColumnName(c) => assigned.push((last_ident(c), Some(&a.value))),
             AssignmentTarget::Tuple(cs) => {
@@ -62,6 +79,14 @@ fn sharded_update<'s>(
         return None;
     }
     Some((name, key_column, assigned))
+}
+
+/// Whether `e` is `excluded.column`: in an upsert's DO UPDATE, the INSERT's own value.
+fn is_excluded(e: &Expr, column: &str) -> bool {
+    matches!(e, Expr::CompoundIdentifier(parts)
+        if parts.len() == 2
+            && parts[0].value.eq_ignore_ascii_case("excluded")
+            && parts[1].value.eq_ignore_ascii_case(column))
 }
 
 /// The look on one shard for the rows of `table` whose `column` holds `value`: their index
@@ -203,6 +228,9 @@ impl Exec<'_> {
             let refusal =
                 |what: &str, hint: &str| not_fixed(what, column, &table, &index.name, hint);
             let value = match value {
+                // The row the INSERT proposed: its value is the proxy's or one given, which
+                // the INSERT's own look has judged (see `given_values`).
+                Some(e) if is_excluded(e, column) => continue,
                 None => Err(refusal(
                     "values of a row expression",
                     &format!("Set {column} on its own: SET {column} = <value>."),
@@ -248,13 +276,15 @@ impl Exec<'_> {
         }
         Ok(Ok(Some(GivenValues {
             lock: lock_for(&last_ident(name)),
-            checks,
-            after_update: Some(moved),
+            checks: Vec::new(),
+            after: checks,
+            moved,
         })))
     }
 
-    /// Before an UPDATE's write: `given`'s lock on every shard, the first shard first.
-    pub async fn lock_for_update(&mut self, given: &GivenValues) -> R<Step> {
+    /// Before a write that looks only after it: `given`'s lock on every shard, the first shard
+    /// first.
+    pub async fn lock_everywhere(&mut self, given: &GivenValues) -> R<Step> {
         if self.lock_first(given).await?.is_none() {
             return Ok(Step::Failed);
         }
@@ -277,12 +307,12 @@ impl Exec<'_> {
         Ok(Step::Done)
     }
 
-    /// After an UPDATE's write changed rows: the looks of `given` on every shard, then each
+    /// After a write that changed rows: the looks of `given.after` on every shard, then each
     /// sequence moved past its value. Failed with the client's error written.
-    pub async fn look_after_update(&mut self, given: &GivenValues) -> R<Step> {
+    pub async fn look_after_write(&mut self, given: &GivenValues) -> R<Step> {
         let fresh = self.needs_fresh_look().await?;
         let shards: Vec<usize> = (0..self.links.len()).collect();
-        for check in &given.checks {
+        for check in &given.after {
             for &s in &shards {
                 self.links[s].send(&check.request).await?;
             }
@@ -313,7 +343,7 @@ impl Exec<'_> {
                 return Ok(self.error(&duplicate(&check.index, values)));
             }
         }
-        for (sequence, value) in given.after_update.iter().flatten() {
+        for (sequence, value) in &given.moved {
             if self.advance_past(sequence, &[*value]).await? == Step::Failed {
                 return Ok(Step::Failed);
             }
@@ -356,9 +386,33 @@ mod tests {
             assigned("UPDATE lines l SET (id, note) = (5, 'x')"),
             Some(vec![("id".into(), None), ("note".into(), None)])
         );
+        assert_eq!(
+            assigned("INSERT INTO lines (account_id) VALUES (1) ON CONFLICT (account_id, note) DO UPDATE SET id = excluded.id"),
+            Some(vec![("id".into(), Some("excluded.id".into()))])
+        );
+        assert_eq!(
+            assigned("INSERT INTO lines (account_id) VALUES (1) ON CONFLICT DO NOTHING"),
+            None
+        );
         assert_eq!(assigned("UPDATE lines SET account_id = 3"), None);
         assert_eq!(assigned("UPDATE other SET id = 5"), None);
         assert_eq!(assigned("DELETE FROM lines WHERE id = 5"), None);
+    }
+
+    #[test]
+    fn only_the_proposed_rows_own_value_is_excluded() {
+        let e = |sql: &str| {
+            sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+                .try_with_sql(sql)
+                .unwrap()
+                .parse_expr()
+                .unwrap()
+        };
+        assert!(is_excluded(&e("excluded.id"), "id"));
+        assert!(is_excluded(&e("EXCLUDED.\"Id\""), "id"));
+        assert!(!is_excluded(&e("excluded.other"), "id"));
+        assert!(!is_excluded(&e("lines.id"), "id"));
+        assert!(!is_excluded(&e("excluded.id + 1"), "id"));
     }
 
     #[test]

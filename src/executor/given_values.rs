@@ -156,7 +156,8 @@ impl Exec<'_> {
         let mut out = GivenValues {
             lock: lock_for(&last_ident(name)),
             checks: Vec::new(),
-            after_update: None,
+            after: Vec::new(),
+            moved: Vec::new(),
         };
         let mut advanced: Vec<&str> = Vec::new();
         for index in &indexes {

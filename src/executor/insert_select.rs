@@ -17,6 +17,7 @@
 //! is left to it; so is a source over several shards in `snapshot` consistency (its reads would
 //! need a cut), which the planner refuses.
 
+use super::given_lookup::GivenValues;
 use super::session::{Exec, Step, R};
 use crate::error::PgError;
 use crate::placement::TableRule;
@@ -82,6 +83,11 @@ impl Exec<'_> {
         // the statement then runs as the proxy's, a write that looks on every shard first.
         let given = match self.given_values(current, params, types).await? {
             Ok(given) => given,
+            Err(()) => return Ok(Rewrite::Failed),
+        };
+        // An upsert's DO UPDATE may set such a column too: looked for after the write.
+        let given = match self.given_update(current, params).await? {
+            Ok(set) => GivenValues::joined(given, set),
             Err(()) => return Ok(Rewrite::Failed),
         };
         let looks = given.is_some();

@@ -43,9 +43,9 @@ pub async fn run(
         }
     }
     if let Some(given) = &given {
-        let step = match given.after_update {
-            Some(_) => exec.lock_for_update(given).await?,
-            None => exec.claim_given_values(given).await?,
+        let step = match given.checks.is_empty() {
+            true => exec.lock_everywhere(given).await?,
+            false => exec.claim_given_values(given).await?,
         };
         if step == Step::Failed {
             return Ok(Step::Failed);
@@ -152,10 +152,10 @@ pub async fn run(
             }
         }
     }
-    // An UPDATE's values are looked for once it is known to have set them (see
-    // `given_update`).
+    // Values an UPDATE (or an upsert's DO UPDATE) sets are looked for once it is known to
+    // have changed rows (see `given_update`).
     if let (Some(given), Some((_, Some(1..)))) = (&given, &tag) {
-        if given.after_update.is_some() && exec.look_after_update(given).await? == Step::Failed {
+        if !given.after.is_empty() && exec.look_after_write(given).await? == Step::Failed {
             return Ok(Step::Failed);
         }
     }

@@ -55,9 +55,10 @@ fn returning(rng: &mut Rng, what: &str) -> String {
 pub fn statement(rng: &mut Rng) -> String {
     let cols = "(id, owner, balance, region, active)";
     let w = |rng: &mut Rng| filters(rng, "").unwrap_or_else(|| "true".into());
-    match rng.below(39) {
+    match rng.below(40) {
         // The same column set by an UPDATE: on one account's rows, several accounts' (rows
-        // on several shards given one id), or rows named by another column.
+        // on several shards given one id), or rows named by another column; and by an
+        // upsert's DO UPDATE.
         38 => format!(
             "update lines set id = {} where {}{}",
             1 + rng.below(25),
@@ -66,6 +67,13 @@ pub fn statement(rng: &mut Rng) -> String {
                 1 => format!("account_id in ({}, {})", id(rng), id(rng)),
                 _ => format!("note = '{}'", rng.pick(&["n", "m", "u"])),
             },
+            returning(rng, "id, account_id")
+        ),
+        39 => format!(
+            "insert into lines (id, account_id, note) values ({}, {}, 'u') on conflict (account_id, id) do update set id = {}{}",
+            1 + rng.below(20),
+            1 + rng.below(4),
+            1 + rng.below(25),
             returning(rng, "id, account_id")
         ),
         // Ids an application gives a sequence-filled column held unique without the key: one
