@@ -5,7 +5,8 @@ sharded by id, `orders` by customer_id, `tenants` is a reference table, other ta
 
 Serial keys everywhere, relationships with eager loading, pagination, aggregates, savepoints,
 a transfer between customers on different shards, `func.now()` written on every shard in one
-transaction, a server-side cursor (yield_per), bulk inserts, and DDL the way Alembic runs it. Every check compares with values computed here.
+transaction, a server-side cursor (yield_per), bulk inserts, an order's primary key changed
+(to a taken id and to a new one), and DDL the way Alembic runs it. Every check compares with values computed here.
 Prints "orm app ok <driver>".
 """
 import faulthandler
@@ -17,6 +18,7 @@ from datetime import datetime
 
 from sqlalchemy import (BigInteger, DateTime, Enum, ForeignKey, Integer, String, create_engine,
                         func, select, text, union, union_all, update)
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, mapped_column, relationship,
                             selectinload)
 
@@ -190,6 +192,33 @@ def stream(s, ids):
     assert sorted(streamed) == sorted(ids)
 
 
+def renumber(s, ids):
+    # An order's primary key changed through the ORM (UPDATE orders SET id=... WHERE
+    # orders.id=..., over every shard): to the id of another customer's order, on whichever
+    # shard it lives, PostgreSQL's unique violation; to a new id, it sticks.
+    mine = s.scalars(select(Order.id).where(Order.customer_id == ids[0])).first()
+    taken = s.scalars(select(func.min(Order.id)).where(Order.customer_id != ids[0])
+                      .group_by(Order.customer_id)).all()
+    assert len(taken) == CUSTOMERS - 1, taken
+    for other in taken:
+        s.get(Order, mine).id = other
+        try:
+            s.commit()
+        except IntegrityError:
+            s.rollback()
+        else:
+            raise AssertionError(f"order id {other} written twice")
+    new = max(taken) + 500
+    s.get(Order, mine).id = new
+    s.commit()
+    assert s.get(Order, new).customer_id == ids[0]
+    later = [Order(customer_id=ids[1], amount=1, state="new") for _ in range(3)]
+    s.add_all(later)
+    s.commit()
+    every = s.scalars(select(Order.id)).all()
+    assert len(every) == len(set(every)) == CUSTOMERS * ORDERS_EACH + 3, every
+
+
 def migrate(conn):
     # DDL as Alembic runs it: its version table, a new column, an index.
     conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
@@ -212,7 +241,7 @@ def main():
         seed(s)
     with Session(engine) as s:
         ids = add_customers(s)
-    for step in (read_back, query, transfer, check_transfer, touch, stream):
+    for step in (read_back, query, transfer, check_transfer, touch, stream, renumber):
         with Session(engine) as s:
             step(s, ids)
     with engine.begin() as conn:
@@ -231,7 +260,7 @@ async def main_async():
         await s.run_sync(seed)
     async with AsyncSession(engine) as s:
         ids = await s.run_sync(add_customers)
-    for step in (read_back, query, transfer, check_transfer, touch, stream):
+    for step in (read_back, query, transfer, check_transfer, touch, stream, renumber):
         async with AsyncSession(engine) as s:
             await s.run_sync(step, ids)
     async with engine.begin() as conn:
