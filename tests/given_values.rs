@@ -410,12 +410,35 @@ async fn an_id_an_update_sets_is_looked_for_on_every_shard() {
     c.batch_execute("begin").await.unwrap();
     let e = c
         .simple_query(&format!(
-            "update lines set id = 3 where account_id = {other}"
+            "update lines set id = 1 where account_id = {other}"
         ))
         .await
         .unwrap_err();
-    duplicate(&e, 3, "in a transaction");
+    duplicate(&e, 1, "in a transaction");
     c.batch_execute("rollback").await.unwrap();
+    // After a savepoint, the shard ran the write before the look failed it: rolling back to
+    // the savepoint undoes it there, and the transaction commits what came before.
+    c.batch_execute(&format!(
+        "begin; update lines set note = 'kept' where account_id = {a}; savepoint s"
+    ))
+    .await
+    .unwrap();
+    let e = c
+        .simple_query(&format!(
+            "update lines set id = 1 where account_id = {other}"
+        ))
+        .await
+        .unwrap_err();
+    duplicate(&e, 1, "after a savepoint");
+    c.batch_execute("rollback to savepoint s; commit")
+        .await
+        .unwrap();
+    let kept = answer(
+        &c,
+        &format!("select note from lines where account_id = {a}"),
+    )
+    .await;
+    assert_eq!(kept, vec![vec![Some("kept".to_string())]]);
     assert_eq!(ids_everywhere(&tc).await, before, "nothing written");
 
     // What changes no row conflicts with nothing, as in PostgreSQL; a row's own id is its own.
