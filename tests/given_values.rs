@@ -503,3 +503,77 @@ async fn an_id_an_update_sets_is_looked_for_on_every_shard() {
     duplicate(&r.unwrap_err(), 721, "repeatable read");
     second.batch_execute("rollback").await.unwrap();
 }
+
+/// Until a statement waits for a row lock on `shard` (`waiting` must not end before).
+async fn waits_for_a_row<T>(shard: &tokio_postgres::Client, waiting: &tokio::task::JoinHandle<T>) {
+    for _ in 0..600 {
+        let waits = answer(
+            shard,
+            "select count(*) from pg_locks where locktype = 'transactionid' and not granted",
+        )
+        .await;
+        if waits[0][0].as_deref() == Some("1") {
+            return;
+        }
+        assert!(!waiting.is_finished(), "the writer did not wait");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the writer never waited for the row");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_through_the_lock_of_set_values_is_ended() {
+    let tc = cluster().await;
+    // Account `r`'s row lives off the first shard, where writers of such values lock first.
+    let r = (1..=6).find(|&x| tc.owner(x) != 0).unwrap();
+    let (holder, writer) = (tc.client().await, tc.client().await);
+    holder
+        .batch_execute(&format!(
+            "begin; update lines set note = 'held' where account_id = {r}"
+        ))
+        .await
+        .unwrap();
+    writer.batch_execute("begin").await.unwrap();
+    // The writer takes the lock on every shard, then waits for the holder's row; the holder
+    // then waits for the writer's lock: a cycle over two shards, which neither shard sees.
+    let sets = |c: tokio_postgres::Client, sql: String| {
+        tokio::spawn(async move {
+            let r = c.simple_query(&sql).await;
+            (c, r)
+        })
+    };
+    let writing = sets(
+        writer,
+        format!("update lines set id = 5000 where account_id = {r}"),
+    );
+    waits_for_a_row(&tc.direct(tc.owner(r)).await, &writing).await;
+    let other = if r == 1 { 2 } else { 1 };
+    let holding = sets(
+        holder,
+        format!("update lines set id = 5001 where account_id = {other}"),
+    );
+    let guard = std::time::Duration::from_secs(60);
+    let (mut one, mut two) = (writing, holding);
+    let first = tokio::time::timeout(guard, async {
+        tokio::select! {
+            r = &mut one => (r.unwrap(), two),
+            r = &mut two => (r.unwrap(), one),
+        }
+    })
+    .await
+    .expect("the cycle was ended");
+    let ((loser, err), still) = match first {
+        ((c, Err(e)), still) => ((c, e), still),
+        ((_, Ok(_)), _) => panic!("one went on while the other held what it needed"),
+    };
+    assert_eq!(code(&err), "40P01", "{err:?}");
+    loser.batch_execute("rollback").await.unwrap();
+    let (winner, r) = tokio::time::timeout(guard, still)
+        .await
+        .expect("the other went on")
+        .unwrap();
+    r.unwrap();
+    winner.batch_execute("commit").await.unwrap();
+    let ids = ids_everywhere(&tc).await;
+    assert_eq!(ids.iter().filter(|&&i| i == 5000 || i == 5001).count(), 1);
+}
