@@ -186,22 +186,31 @@ async fn the_sequence_never_hands_out_a_given_value() {
         .unwrap();
 }
 
-/// Until a second writer waits for the first one's lock on the first shard (`waiting` must
-/// not end before).
-async fn one_waits<T>(home: &tokio_postgres::Client, waiting: &tokio::task::JoinHandle<T>) {
+/// Until a statement waits for a lock of `locktype` on `shard` (`waiting` must not end
+/// before).
+async fn waits_on<T>(
+    shard: &tokio_postgres::Client,
+    locktype: &str,
+    waiting: &tokio::task::JoinHandle<T>,
+) {
+    let sql =
+        format!("select count(*) from pg_locks where locktype = '{locktype}' and not granted");
     for _ in 0..600 {
-        let waits = answer(
-            home,
-            "select count(*) from pg_locks where locktype = 'advisory' and not granted",
-        )
-        .await;
-        if waits[0][0].as_deref() == Some("1") {
+        if answer(shard, &sql).await[0][0].as_deref() == Some("1") {
             return;
         }
-        assert!(!waiting.is_finished(), "the second writer did not wait");
+        assert!(
+            !waiting.is_finished(),
+            "the writer did not wait on {locktype}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    panic!("the second writer never waited for the lock");
+    panic!("the writer never waited on {locktype}");
+}
+
+/// Until a second writer waits for the first one's lock on the first shard.
+async fn one_waits<T>(home: &tokio_postgres::Client, waiting: &tokio::task::JoinHandle<T>) {
+    waits_on(home, "advisory", waiting).await
 }
 
 /// `first` inserts `id` under account `a` in a transaction it keeps open; `second` then
@@ -504,23 +513,6 @@ async fn an_id_an_update_sets_is_looked_for_on_every_shard() {
     second.batch_execute("rollback").await.unwrap();
 }
 
-/// Until a statement waits for a row lock on `shard` (`waiting` must not end before).
-async fn waits_for_a_row<T>(shard: &tokio_postgres::Client, waiting: &tokio::task::JoinHandle<T>) {
-    for _ in 0..600 {
-        let waits = answer(
-            shard,
-            "select count(*) from pg_locks where locktype = 'transactionid' and not granted",
-        )
-        .await;
-        if waits[0][0].as_deref() == Some("1") {
-            return;
-        }
-        assert!(!waiting.is_finished(), "the writer did not wait");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("the writer never waited for the row");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cycle_through_the_lock_of_set_values_is_ended() {
     let tc = cluster().await;
@@ -546,7 +538,7 @@ async fn a_cycle_through_the_lock_of_set_values_is_ended() {
         writer,
         format!("update lines set id = 5000 where account_id = {r}"),
     );
-    waits_for_a_row(&tc.direct(tc.owner(r)).await, &writing).await;
+    waits_on(&tc.direct(tc.owner(r)).await, "transactionid", &writing).await;
     let other = if r == 1 { 2 } else { 1 };
     let holding = sets(
         holder,

@@ -194,21 +194,10 @@ impl Exec<'_> {
         if sequences.is_empty() {
             return Ok(Ok(None));
         }
-        let Some(catalog) = self.catalog else {
-            return Ok(Ok(None));
-        };
-        let indexes = match catalog
-            .unique_without_key(&last_ident(name), &key_column)
-            .await
-        {
-            Ok(found) => found,
-            Err(e) => {
-                self.error(&PgError::error(
-                    "58000",
-                    format!("cannot read the unique indexes of {table}: {e}"),
-                ));
-                return Ok(Err(()));
-            }
+        let indexes = match self.indexes_without_key(name, &key_column).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return Ok(Ok(None)),
+            Err(()) => return Ok(Err(())),
         };
         let (mut checks, mut moved) = (Vec::new(), Vec::new());
         for index in indexes.iter().filter(|i| !i.expression) {

@@ -37,7 +37,7 @@ use crate::router::params::Params;
 use crate::router::plan::{last_ident, HOME};
 use crate::txn::state::{Isolation, TxnState};
 use bytes::BytesMut;
-use sqlparser::ast::{Ident, SetExpr, Statement};
+use sqlparser::ast::{Ident, ObjectName, SetExpr, Statement};
 
 impl Exec<'_> {
     /// Whether `stmt` may give a value to a sequence column of a sharded table other than its
@@ -137,21 +137,10 @@ impl Exec<'_> {
         if given.is_empty() {
             return Ok(Ok(None));
         }
-        let Some(catalog) = self.catalog else {
-            return Ok(Ok(None));
-        };
-        let indexes: Vec<UniqueIndex> = match catalog
-            .unique_without_key(&last_ident(name), &key_column)
-            .await
-        {
-            Ok(found) => found,
-            Err(e) => {
-                self.error(&PgError::error(
-                    "58000",
-                    format!("cannot read the unique indexes of {table}: {e}"),
-                ));
-                return Ok(Err(()));
-            }
+        let indexes = match self.indexes_without_key(name, &key_column).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return Ok(Ok(None)),
+            Err(()) => return Ok(Err(())),
         };
         let mut out = GivenValues {
             lock: lock_for(&last_ident(name)),
@@ -222,6 +211,32 @@ impl Exec<'_> {
             }
         }
         Ok(Ok((!out.checks.is_empty()).then_some(out)))
+    }
+
+    /// The unique indexes of sharded table `name` without `key_column` (the first shard's
+    /// catalog, cached until DDL); None without a catalog, Err when it could not tell (the
+    /// client's error written).
+    pub(super) async fn indexes_without_key(
+        &mut self,
+        name: &ObjectName,
+        key_column: &str,
+    ) -> Result<Option<Vec<UniqueIndex>>, ()> {
+        let Some(catalog) = self.catalog else {
+            return Ok(None);
+        };
+        match catalog
+            .unique_without_key(&last_ident(name), key_column)
+            .await
+        {
+            Ok(found) => Ok(Some(found)),
+            Err(e) => {
+                self.error(&PgError::error(
+                    "58000",
+                    format!("cannot read the unique indexes of {name}: {e}"),
+                ));
+                Err(())
+            }
+        }
     }
 
     /// Runs `given` in the session's open transaction (see the module comment), before the
