@@ -213,14 +213,19 @@ async fn one_waits<T>(home: &tokio_postgres::Client, waiting: &tokio::task::Join
     waits_on(home, "advisory", waiting).await
 }
 
-/// `first` inserts `id` under account `a` in a transaction it keeps open; `second` then
-/// inserts it under `b` (or sets it on `b`'s rows, when `begin` names an update) in its own
-/// transaction (opened by `begin`), waits for the first's lock, and answers once `first` ends
-/// with `end`.
+/// How the second writer writes the id: an INSERT, or an UPDATE setting it on its row.
+#[derive(Clone, Copy)]
+enum Second {
+    Inserts,
+    Sets,
+}
+
+/// `first` inserts `id` under account `a` in a transaction it keeps open; `second` then writes
+/// it under `b` (as `how` says) in its own transaction (opened by `begin`), waits for the
+/// first's lock, and answers once `first` ends with `end`.
 async fn second_after_first(
-    home: &tokio_postgres::Client,
-    first: &tokio_postgres::Client,
-    (second, begin): (tokio_postgres::Client, &str),
+    (home, first): (&tokio_postgres::Client, &tokio_postgres::Client),
+    (second, begin, how): (tokio_postgres::Client, &str, Second),
     (id, a, b): (i64, i64, i64),
     end: &str,
 ) -> (
@@ -235,10 +240,9 @@ async fn second_after_first(
         .await
         .unwrap();
     second.batch_execute(begin).await.unwrap();
-    let sql = match begin.contains("update") {
-        // The second sets the id on its row instead.
-        true => format!("update lines set id = {id} where account_id = {b}"),
-        false => format!("insert into lines (id, account_id) values ({id}, {b})"),
+    let sql = match how {
+        Second::Sets => format!("update lines set id = {id} where account_id = {b}"),
+        Second::Inserts => format!("insert into lines (id, account_id) values ({id}, {b})"),
     };
     let waiting = tokio::spawn(async move {
         let r = second.simple_query(&sql).await;
@@ -249,31 +253,42 @@ async fn second_after_first(
     waiting.await.unwrap()
 }
 
+/// Once the first writer of `id` (then `id + 1`) commits, the second gets 23505: at READ
+/// COMMITTED, and at REPEATABLE READ with a snapshot on every shard older than that commit,
+/// which does not see the first's row; PostgreSQL's unique check would, and so does the
+/// proxy's.
+async fn second_sees_the_commit(
+    writers: (&tokio_postgres::Client, &tokio_postgres::Client),
+    (second, how): (tokio_postgres::Client, Second),
+    (id, a, b): (i64, i64, i64),
+) -> tokio_postgres::Client {
+    let (second, r) =
+        second_after_first(writers, (second, "begin", how), (id, a, b), "commit").await;
+    duplicate(&r.unwrap_err(), id, "after the first committed");
+    second.batch_execute("rollback").await.unwrap();
+    let begin = "begin isolation level repeatable read; select count(*) from lines";
+    let (second, r) =
+        second_after_first(writers, (second, begin, how), (id + 1, a, b), "commit").await;
+    duplicate(&r.unwrap_err(), id + 1, "repeatable read");
+    second.batch_execute("rollback").await.unwrap();
+    second
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_writers_of_one_value_take_turns() {
     let tc = cluster().await;
     let (a, b) = apart(&tc);
     let first = tc.client().await;
     let home = tc.direct(0).await;
-    let second = (tc.client().await, "begin");
-    let (second, r) = second_after_first(&home, &first, second, (700, a, b), "commit").await;
-    duplicate(&r.unwrap_err(), 700, "after the first committed");
-    second.batch_execute("rollback").await.unwrap();
-
-    // A REPEATABLE READ transaction whose snapshot on every shard predates the first's commit
-    // does not see its row there; PostgreSQL's unique check would, and so does the proxy's.
-    let begin = "begin isolation level repeatable read; select count(*) from lines";
-    let (second, r) =
-        second_after_first(&home, &first, (second, begin), (703, a, b), "commit").await;
-    duplicate(&r.unwrap_err(), 703, "repeatable read");
-    second.batch_execute("rollback").await.unwrap();
+    let second = (tc.client().await, Second::Inserts);
+    let second = second_sees_the_commit((&home, &first), second, (700, a, b)).await;
 
     // When the first rolls back, the second's value is free.
-    let (second, r) =
-        second_after_first(&home, &first, (second, "begin"), (701, a, b), "rollback").await;
+    let second = (second, "begin", Second::Inserts);
+    let (second, r) = second_after_first((&home, &first), second, (703, a, b), "rollback").await;
     r.unwrap();
     second.batch_execute("commit").await.unwrap();
-    let rows = answer(&first, "select account_id from lines where id = 701").await;
+    let rows = answer(&first, "select account_id from lines where id = 703").await;
     assert_eq!(rows, vec![vec![Some(b.to_string())]]);
 
     // In one transaction, its own row on another shard is seen.
@@ -502,15 +517,8 @@ async fn an_id_an_update_sets_is_looked_for_on_every_shard() {
     // An UPDATE waits for an INSERT of the value on another shard, and sees its commit.
     let home = tc.direct(0).await;
     let first = tc.client().await;
-    let second = (tc.client().await, "begin; select 'update'");
-    let (second, r) = second_after_first(&home, &first, second, (720, a, b), "commit").await;
-    duplicate(&r.unwrap_err(), 720, "after the first committed");
-    second.batch_execute("rollback").await.unwrap();
-    let begin = "begin isolation level repeatable read; select 'update', count(*) from lines";
-    let (second, r) =
-        second_after_first(&home, &first, (second, begin), (721, a, b), "commit").await;
-    duplicate(&r.unwrap_err(), 721, "repeatable read");
-    second.batch_execute("rollback").await.unwrap();
+    let second = (tc.client().await, Second::Sets);
+    second_sees_the_commit((&home, &first), second, (720, a, b)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
