@@ -167,5 +167,15 @@ Line.objects.create(pk=ahead, item=elsewhere, note="own id")
 later = Line.objects.bulk_create([Line(item=items[6], note="later") for _ in range(10)])
 assert ahead not in [x.pk for x in later], [x.pk for x in later]
 assert Line.objects.filter(pk=ahead).count() == 1
+# That line's id changed by update() (UPDATE ... SET id = ... WHERE id = ..., over every shard)
+# to the id of the line under an item on another shard: the same IntegrityError.
+try:
+    with transaction.atomic():
+        Line.objects.filter(pk=ahead).update(id=line.pk)
+    raise AssertionError("update() wrote a second line with one id")
+except django.db.IntegrityError as e:
+    assert "already exists" in str(e), e
+assert Line.objects.filter(pk=line.pk).count() == 1
+assert Line.objects.filter(pk=ahead).count() == 1
 Item.objects.filter(qty__lt=5).delete()
 print("django ok", Item.objects.count())
