@@ -396,12 +396,19 @@ async fn an_id_an_update_sets_is_looked_for_on_every_shard() {
     .unwrap();
     let before = ids_everywhere(&tc).await;
 
-    // Id 1 lives under account 1, on another shard: by key, by several keys, by another
-    // column over every shard, and two rows on two shards given one new id.
+    // Id 1 lives under account 1, on another shard: by key, by several keys, with RETURNING,
+    // through SQL EXECUTE; then two rows on two shards given one new id, named by their keys
+    // and by another column over every shard.
+    c.batch_execute(
+        "prepare move_to(int, bigint) as update lines set id = $1 where account_id = $2",
+    )
+    .await
+    .unwrap();
     for sql in [
         format!("update lines set id = 1 where account_id = {other}"),
         format!("update lines set id = 1, note = 'n' where account_id in ({other}, 99999)"),
         format!("update lines set id = 1 where note = 'o' and account_id = {other} returning id"),
+        format!("execute move_to(1, {other})"),
     ] {
         duplicate(&c.simple_query(&sql).await.unwrap_err(), 1, &sql);
     }
@@ -414,10 +421,10 @@ async fn an_id_an_update_sets_is_looked_for_on_every_shard() {
         .prepare("update lines set id = $1 where account_id = $2")
         .await
         .unwrap();
-    for id in [1i32, 2] {
+    for _ in 0..2 {
         duplicate(
-            &c.execute(&set, &[&id, &other]).await.unwrap_err(),
-            id.into(),
+            &c.execute(&set, &[&1i32, &other]).await.unwrap_err(),
+            1,
             "bound",
         );
     }
