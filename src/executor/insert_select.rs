@@ -47,7 +47,7 @@ pub enum Rewrite {
 impl Exec<'_> {
     /// The INSERT as the shards should run it (see `Rewrite`); `params` and `types` are the
     /// client's bound values and declared types (extended protocol). An UPDATE is read here
-    /// too, for the values it sets that the cluster must look for.
+    /// too, for the values it sets that the cluster must look for, and a `setval` call.
     pub async fn rewrite_insert(
         &mut self,
         stmt: &Statement,
@@ -59,6 +59,10 @@ impl Exec<'_> {
             return Ok(Rewrite::AsWritten);
         }
         if !self.upsert_arbiters_kept(stmt).await? {
+            return Ok(Rewrite::Failed);
+        }
+        // A move of a cluster sequence (see `sequence_moves`).
+        if self.setval_checked(stmt, params, types).await?.is_err() {
             return Ok(Rewrite::Failed);
         }
         // An UPDATE setting a value the cluster must look for (see `given_update`) runs as the

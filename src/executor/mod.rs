@@ -31,6 +31,7 @@ pub mod parse_cache;
 pub mod pooling;
 pub mod procedural;
 pub mod rebind;
+pub mod sequence_moves;
 pub mod session;
 pub mod shape_route;
 pub mod signal;

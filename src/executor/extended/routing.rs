@@ -63,13 +63,15 @@ impl Extended {
                     // An INSERT whose sequence columns the proxy fills runs rewritten, not as
                     // the shard prepared it (see `key_sequence`); an upsert whose arbiters
                     // the catalog tells is judged first (see `upsert_arbiters`); values given
-                    // or set for such columns are looked for (`given_values`, `given_update`).
+                    // or set for such columns are looked for (`given_values`, `given_update`),
+                    // and a setval moving their sequence (`sequence_moves`).
                     let (sql, ast) = source_for(&self.statements, exec, &b.statement, batch)?;
                     if ast.as_ref().is_some_and(|a| {
                         exec.may_need_values(a)
                             || exec.needs_arbiter_look(a)
                             || exec.gives_sequence_value(a)
                             || exec.may_set_sequence_value(a)
+                            || crate::executor::sequence_moves::setval_call(a).is_some()
                     }) {
                         return None;
                     }
