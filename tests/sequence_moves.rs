@@ -1,13 +1,14 @@
 //! `SELECT setval(...)` through the proxy, on a sequence that fills `lines.id` of a table sharded
 //! by `account_id`, on three unlike shards. Before this, a move back below the ids in use let
 //! the sequence hand them out again to rows on other shards (no shard's index sees the
-//! others'), and values the proxy had drawn before a move were still handed out after it.
+//! others'), values the proxy had drawn before a move were still handed out after it, and a
+//! reference table's sequence moved on one copy only, so its copies drew apart.
 
 mod common;
 
 use common::{answer, code, db_error, TestCluster};
 
-const TABLES: &str = "[tables.lines]\nshard_key = \"account_id\"\nkey_type = \"bigint\"\n";
+const TABLES: &str = "[tables.lines]\nshard_key = \"account_id\"\nkey_type = \"bigint\"\n[tables.refs]\nreference = true\n";
 
 async fn next_id(c: &tokio_postgres::Client, account: i64) -> Option<String> {
     let sql = format!("insert into lines (account_id) values ({account}) returning id");
@@ -61,4 +62,48 @@ async fn setval_is_refused_below_the_ids_in_use_and_drops_the_drawn_values() {
     )
     .await;
     assert_eq!(next_id(&c, 23).await.as_deref(), Some("1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setval_of_a_reference_tables_sequence_moves_every_copy() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table refs (id serial primary key, name text);
+         insert into refs (name) values ('a'), ('b');",
+    )
+    .await
+    .unwrap();
+    // As pg_dump's restore sets it, then bound as a driver sends it.
+    answer(
+        &c,
+        "select pg_catalog.setval('public.refs_id_seq', 100, true)",
+    )
+    .await;
+    c.execute("insert into refs (name) values ('c')", &[])
+        .await
+        .unwrap();
+    let moved = c
+        .query_one(
+            "select setval($1::text::regclass, $2)",
+            &[&"refs_id_seq", &200i64],
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.get::<_, i64>(0), 200);
+    c.execute("insert into refs (name) values ('d')", &[])
+        .await
+        .unwrap();
+    for shard in 0..3 {
+        let rows = answer(
+            &tc.direct(shard).await,
+            "select string_agg(id || name, ',' order by id) from refs",
+        )
+        .await;
+        assert_eq!(
+            rows[0][0].as_deref(),
+            Some("1a,2b,101c,201d"),
+            "shard {shard}"
+        );
+    }
 }

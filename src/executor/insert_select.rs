@@ -40,8 +40,23 @@ pub enum Rewrite {
     /// The source returned no row: the statement inserts nothing; run it as written on this
     /// shard, which answers with the right description and `INSERT 0 0`.
     OnShard(usize),
+    /// Run it as written on every shard, as a write of this reference table (a `setval` of a
+    /// sequence each copy of the table has, see `sequence_moves`).
+    OnEveryCopy(String),
     /// The source failed; its error is written for the client.
     Failed,
+}
+
+/// `sql` on each of `shards` as a write of reference table `table` (see `Rewrite::OnEveryCopy`):
+/// the client gets one copy's answer.
+pub fn on_every_copy(sql: &str, table: String, shards: usize) -> Plan {
+    Plan::Write {
+        parts: (0..shards).map(|s| (s, sql.to_string())).collect(),
+        sum: false,
+        picks: Vec::new(),
+        serialize: Some(table),
+        row_order: Vec::new(),
+    }
 }
 
 impl Exec<'_> {
@@ -62,8 +77,10 @@ impl Exec<'_> {
             return Ok(Rewrite::Failed);
         }
         // A move of a cluster sequence (see `sequence_moves`).
-        if self.setval_checked(stmt, params, types).await?.is_err() {
-            return Ok(Rewrite::Failed);
+        match self.setval_checked(stmt, params, types).await? {
+            Ok(None) => {}
+            Ok(Some(table)) => return Ok(Rewrite::OnEveryCopy(table)),
+            Err(()) => return Ok(Rewrite::Failed),
         }
         // An UPDATE setting a value the cluster must look for (see `given_update`) runs as the
         // proxy's write, as such an INSERT does, and its route is never learned by shape.

@@ -8,6 +8,9 @@
 //!   otherwise still be handed out (an application resetting a sequence to 1 after emptying a
 //!   table, as Django's `reset_sequences` does, would get the old values, not 1), and once the
 //!   sequence reached them again they would be handed out twice.
+//! - A sequence filling a reference table's column has a copy on every shard, each drawn from
+//!   by that shard's copy of the table (writers take turns, so they stay alike): the call runs
+//!   on every shard, or the copies would hand out different values from then on.
 //! - A move back to a value at or below one a sharded table already holds is refused. On one
 //!   server each later INSERT reaching a held value fails with 23505; here the rows go to the
 //!   shard of their key, whose index does not see the other shards' rows, and most would be
@@ -63,6 +66,16 @@ pub fn setval_call(stmt: &Statement) -> Option<Vec<&Expr>> {
     (args.len() == list.args.len() && (2..=3).contains(&args.len())).then_some(args)
 }
 
+/// A table's name without its schema or quotes, as a reference table's writers lock it.
+fn last_ident_of(table: &str) -> String {
+    table
+        .rsplit('.')
+        .next()
+        .unwrap_or(table)
+        .trim_matches('"')
+        .to_lowercase()
+}
+
 /// The first shard's reading of a setval call's arguments: the sequence (as `regclass` prints
 /// it), the next value it would hand out, and its increment, as one line `seq|next|increment`.
 fn reading(args: &[&Expr]) -> String {
@@ -104,15 +117,17 @@ fn users(sequence: &str) -> String {
 
 impl Exec<'_> {
     /// Before a `SELECT setval(...)` runs (see the module comment): Err when it was refused,
-    /// its error written for the client.
+    /// its error written for the client; Some(table) when the sequence fills a column of
+    /// reference table `table`, whose every copy has its own sequence: the call must then run
+    /// on every shard, as a write of that table (its writers take turns).
     pub async fn setval_checked(
         &mut self,
         stmt: &Statement,
         params: &Params,
         types: &[u32],
-    ) -> R<Result<(), ()>> {
+    ) -> R<Result<Option<String>, ()>> {
         let Some(args) = setval_call(stmt) else {
-            return Ok(Ok(()));
+            return Ok(Ok(None));
         };
         if let Some(blocks) = self.key_blocks {
             blocks.forget();
@@ -120,7 +135,7 @@ impl Exec<'_> {
         // The first shard reads the call's own arguments, bound as the client bound them, in
         // the client's transaction; an error there is the one the call itself would get.
         let Some(request) = super::given_lookup::request(&reading(&args), params, types) else {
-            return Ok(Ok(()));
+            return Ok(Ok(None));
         };
         if self.enlist(HOME).await? == Step::Failed {
             return Ok(Err(()));
@@ -133,7 +148,7 @@ impl Exec<'_> {
         }
         let Some(line) = read.first() else {
             // Not a sequence: the call fails on the first shard as it would anyway.
-            return Ok(Ok(()));
+            return Ok(Ok(None));
         };
         let mut parts = line.split('|');
         let (Some(sequence), Some(Ok(next)), Some(Ok(increment))) = (
@@ -141,22 +156,26 @@ impl Exec<'_> {
             parts.next().map(str::parse::<i64>),
             parts.next().map(str::parse::<i64>),
         ) else {
-            return Ok(Ok(()));
+            return Ok(Ok(None));
         };
-        if increment < 0 {
-            return Ok(Ok(()));
-        }
         let (columns, error) = self.query_values(HOME, &users(sequence)).await?;
         if let Some(e) = error {
             self.own_error(&e);
             return Ok(Err(()));
         }
+        let mut copies = None;
         for user in &columns {
             let Some((table, column)) = user.rsplit_once('|') else {
                 continue;
             };
-            if !matches!(self.placement.rule(table), Some(TableRule::Sharded { .. })) {
-                continue;
+            match self.placement.rule(table) {
+                Some(TableRule::Reference) => {
+                    copies.get_or_insert_with(|| last_ident_of(table));
+                    continue;
+                }
+                // A sequence counting down is not drawn from by the proxy.
+                Some(TableRule::Sharded { .. }) if increment > 0 => {}
+                _ => continue,
             }
             let most = match self.most_in_use(table, column).await {
                 Ok(m) => m,
@@ -179,7 +198,7 @@ impl Exec<'_> {
                 return Ok(Err(()));
             }
         }
-        Ok(Ok(()))
+        Ok(Ok(copies))
     }
 
     /// The largest value of `column` in `table` over every shard, as committed.

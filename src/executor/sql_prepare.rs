@@ -271,6 +271,16 @@ impl Exec<'_> {
         let stmt = match self.rewrite_insert(&stmt, &Params::default(), &[]).await? {
             super::insert_select::Rewrite::Rewritten(rewritten) => *rewritten,
             super::insert_select::Rewrite::Failed => return Ok(Err(Step::Failed)),
+            // Planned from here as one statement, it would reach one copy only.
+            super::insert_select::Rewrite::OnEveryCopy(table) => {
+                return Ok(Err(self.error(
+                    &PgError::error(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        format!("EXECUTE of a setval of a sequence that reference table {table} draws from is not supported"),
+                    )
+                    .with_hint("Call setval directly: SELECT setval(...)."),
+                )))
+            }
             _ => stmt,
         };
         Ok(Ok(self.with_insert_columns(&Arc::new(stmt))))

@@ -4,7 +4,7 @@
 //! `copy`, `sql_prepare` ...); `transaction` carries out transaction control. It sits above
 //! everything else in the executor, and nothing below it depends on it.
 
-use super::insert_select::Rewrite;
+use super::insert_select::{on_every_copy, Rewrite};
 use super::session::{too_large_to_analyse, Exec, Step, R};
 use crate::error::PgError;
 use crate::protocol::build;
@@ -117,6 +117,9 @@ impl Exec<'_> {
                         filled = true;
                     }
                     Rewrite::OnShard(shard) => forced = Some(Plan::Shard { shard, write: true }),
+                    Rewrite::OnEveryCopy(table) => {
+                        forced = Some(on_every_copy(&sql, table, self.links.len()))
+                    }
                     Rewrite::Failed => {
                         self.after_error().await?;
                         break;

@@ -5,7 +5,7 @@
 
 use super::{plan_sql, plan_stmt, snapshot_without, Extended, LocalPortal, Portal};
 use crate::error::{sqlstate, PgError};
-use crate::executor::insert_select::Rewrite;
+use crate::executor::insert_select::{on_every_copy, Rewrite};
 use crate::executor::session::state::CursorPortal;
 use crate::executor::session::{Exec, Step, R};
 use crate::protocol::message::{Bind, Target, TargetKind};
@@ -127,7 +127,7 @@ impl Extended {
                 ),
             )));
         };
-        let (ast, declared) = (st.ast.clone(), st.param_types.clone());
+        let (ast, declared, source) = (st.ast.clone(), st.param_types.clone(), st.sql.clone());
         let mut plan = plan_sql(exec, &st.sql, &ast, &params);
         // What an INSERT must do on every shard first (see `given_values`), held by the portal.
         let mut given = None;
@@ -196,6 +196,9 @@ impl Extended {
                 };
             }
             Rewrite::OnShard(shard) => plan = Plan::Shard { shard, write: true },
+            Rewrite::OnEveryCopy(table) => {
+                plan = on_every_copy(&source, table, exec.links.len());
+            }
             Rewrite::Failed => return Ok(Step::Failed),
         }
         exec.routes.note(&plan);
