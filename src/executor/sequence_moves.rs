@@ -24,10 +24,8 @@ use super::session::{Exec, Step, R};
 use crate::error::{sqlstate, PgError};
 use crate::placement::TableRule;
 use crate::router::params::Params;
-use crate::router::plan::{last_ident, HOME};
-use sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, SelectItem, SetExpr, Statement,
-};
+use crate::router::plan::{last_ident, lone_call, HOME};
+use sqlparser::ast::{Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Statement};
 
 /// The arguments of a Query that is `SELECT setval(...)` alone (as pg_dump's restores and ORMs'
 /// sequence resets send it), without a FROM.
@@ -35,20 +33,7 @@ pub fn setval_call(stmt: &Statement) -> Option<Vec<&Expr>> {
     let Statement::Query(q) = stmt else {
         return None;
     };
-    let SetExpr::Select(s) = q.body.as_ref() else {
-        return None;
-    };
-    if !s.from.is_empty() || s.projection.len() != 1 {
-        return None;
-    }
-    let (SelectItem::UnnamedExpr(Expr::Function(f))
-    | SelectItem::ExprWithAlias {
-        expr: Expr::Function(f),
-        ..
-    }) = &s.projection[0]
-    else {
-        return None;
-    };
+    let f = lone_call(q)?;
     if !last_ident(&f.name).eq_ignore_ascii_case("setval") {
         return None;
     }

@@ -544,6 +544,25 @@ pub(crate) fn ungrouped(select: &Select) -> bool {
         && matches!(&select.group_by, sqlparser::ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
 }
 
+/// The function a Query calls when it is a SELECT of that one call, without FROM
+/// (`SELECT setval(...)`, `SELECT pg_cancel_backend(...)`), perhaps under an alias.
+pub(crate) fn lone_call(q: &Query) -> Option<&sqlparser::ast::Function> {
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return None;
+    };
+    if !s.from.is_empty() || s.projection.len() != 1 {
+        return None;
+    }
+    match &s.projection[0] {
+        SelectItem::UnnamedExpr(Expr::Function(f))
+        | SelectItem::ExprWithAlias {
+            expr: Expr::Function(f),
+            ..
+        } => Some(f),
+        _ => None,
+    }
+}
+
 pub(crate) fn last_ident(name: &ObjectName) -> String {
     match name.0.last() {
         Some(ObjectNamePart::Identifier(i)) => i.value.clone(),

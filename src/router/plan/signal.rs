@@ -4,7 +4,7 @@
 //! (`sql::signal_call`), from its text as sqlparser writes it back; a pid a parameter gives is
 //! read from the bound values, so such a plan is never learned for later values.
 
-use super::{Expr, Plan, Query, SelectItem, SetExpr};
+use super::{Plan, Query};
 use crate::client::cancel::is_minted;
 use crate::router::params::Params;
 use crate::sql::signal_call::{self, Arg, SignalKind};
@@ -12,20 +12,7 @@ use crate::sql::signal_call::{self, Arg, SignalKind};
 /// The plan of such a call, if `q` is one of a minted pid.
 pub(super) fn signal_plan(q: &Query, params: &Params) -> Option<Plan> {
     // Only a SELECT without FROM of one such function is written back as text and read.
-    let SetExpr::Select(s) = q.body.as_ref() else {
-        return None;
-    };
-    if !s.from.is_empty() || s.projection.len() != 1 {
-        return None;
-    }
-    let (SelectItem::UnnamedExpr(Expr::Function(f))
-    | SelectItem::ExprWithAlias {
-        expr: Expr::Function(f),
-        ..
-    }) = &s.projection[0]
-    else {
-        return None;
-    };
+    let f = super::lone_call(q)?;
     SignalKind::of_function(&f.name.to_string())?;
     let call = signal_call::parse(&q.to_string())?;
     let pid = match call.arg {
