@@ -2,7 +2,9 @@
 //! by `account_id`, on three unlike shards. Before this, a move back below the ids in use let
 //! the sequence hand them out again to rows on other shards (no shard's index sees the
 //! others'), values the proxy had drawn before a move were still handed out after it, and a
-//! reference table's sequence moved on one copy only, so its copies drew apart.
+//! reference table's sequence moved on one copy only, so its copies drew apart. `SELECT
+//! nextval(...)` and `setval` of the sequence of a reference table, or of a table living on one
+//! shard other than the first, moved the first shard's copy, which nobody draws from there.
 
 mod common;
 
@@ -106,4 +108,69 @@ async fn setval_of_a_reference_tables_sequence_moves_every_copy() {
             "shard {shard}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nextval_and_setval_move_the_copies_a_table_draws_from() {
+    let tail = format!("{TABLES}[routing]\nundeclared_tables = \"s1\"\n");
+    let tc = TestCluster::start_unlike(3, "", &tail).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table refs (id serial primary key, name text);
+         insert into refs (name) values ('a'), ('b');
+         create table pinned (id serial primary key, v text);
+         insert into pinned (v) values ('x');",
+    )
+    .await
+    .unwrap();
+
+    // A reference table's sequence: drawn from on every copy, in each protocol, so the next
+    // row gets one id on all of them.
+    assert_eq!(
+        answer(&c, "select nextval('refs_id_seq')").await[0][0].as_deref(),
+        Some("3")
+    );
+    let drawn = c
+        .query_one(
+            "select pg_catalog.nextval($1::text::regclass)",
+            &[&"refs_id_seq"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(drawn.get::<_, i64>(0), 4);
+    c.execute("insert into refs (name) values ('c')", &[])
+        .await
+        .unwrap();
+    for shard in 0..3 {
+        let rows = answer(
+            &tc.direct(shard).await,
+            "select string_agg(id || name, ',' order by id) from refs",
+        )
+        .await;
+        assert_eq!(rows[0][0].as_deref(), Some("1a,2b,5c"), "shard {shard}");
+    }
+
+    // A table on the second shard draws from that shard's copy: the calls move it.
+    assert_eq!(
+        answer(&c, "select nextval('pinned_id_seq')").await[0][0].as_deref(),
+        Some("2")
+    );
+    answer(&c, "select setval('pinned_id_seq', 50)").await;
+    assert_eq!(
+        answer(&c, "insert into pinned (v) values ('y') returning id").await[0][0].as_deref(),
+        Some("51")
+    );
+    let rows = answer(
+        &tc.direct(1).await,
+        "select string_agg(id || v, ',' order by id) from pinned",
+    )
+    .await;
+    assert_eq!(rows[0][0].as_deref(), Some("1x,51y"));
+
+    // Planned as one statement, SQL EXECUTE would reach the first shard only: refused.
+    c.batch_execute("prepare draw as select nextval('refs_id_seq')")
+        .await
+        .unwrap();
+    let e = c.simple_query("execute draw").await.unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e:?}");
 }

@@ -18,6 +18,7 @@
 //! need a cut), which the planner refuses.
 
 use super::given_lookup::GivenValues;
+use super::sequence_moves::SequenceRoute;
 use super::session::{Exec, Step, R};
 use crate::error::PgError;
 use crate::placement::TableRule;
@@ -40,8 +41,8 @@ pub enum Rewrite {
     /// The source returned no row: the statement inserts nothing; run it as written on this
     /// shard, which answers with the right description and `INSERT 0 0`.
     OnShard(usize),
-    /// Run it as written on every shard, as a write of this reference table (a `setval` of a
-    /// sequence each copy of the table has, see `sequence_moves`).
+    /// Run it as written on every shard, as a write of this reference table (a `setval` or
+    /// `nextval` of a sequence each copy of the table has, see `sequence_moves`).
     OnEveryCopy(String),
     /// The source failed; its error is written for the client.
     Failed,
@@ -62,7 +63,8 @@ pub fn on_every_copy(sql: &str, table: String, shards: usize) -> Plan {
 impl Exec<'_> {
     /// The INSERT as the shards should run it (see `Rewrite`); `params` and `types` are the
     /// client's bound values and declared types (extended protocol). An UPDATE is read here
-    /// too, for the values it sets that the cluster must look for, and a `setval` call.
+    /// too, for the values it sets that the cluster must look for, and a call moving a
+    /// sequence.
     pub async fn rewrite_insert(
         &mut self,
         stmt: &Statement,
@@ -76,10 +78,11 @@ impl Exec<'_> {
         if !self.upsert_arbiters_kept(stmt).await? {
             return Ok(Rewrite::Failed);
         }
-        // A move of a cluster sequence (see `sequence_moves`).
-        match self.setval_checked(stmt, params, types).await? {
-            Ok(None) => {}
-            Ok(Some(table)) => return Ok(Rewrite::OnEveryCopy(table)),
+        // A call moving a sequence runs where its tables draw from it (see `sequence_moves`).
+        match self.sequence_call_checked(stmt, params, types).await? {
+            Ok(SequenceRoute::Home) => {}
+            Ok(SequenceRoute::Copies(table)) => return Ok(Rewrite::OnEveryCopy(table)),
+            Ok(SequenceRoute::Shard(shard)) => return Ok(Rewrite::OnShard(shard)),
             Err(()) => return Ok(Rewrite::Failed),
         }
         // An UPDATE setting a value the cluster must look for (see `given_update`) runs as the

@@ -1,20 +1,28 @@
-//! `SELECT setval(sequence, value [, is_called])` through the proxy, for a sequence that fills a
-//! column of a sharded table (see `key_sequence`).
+//! `SELECT setval(sequence, value [, is_called])` and `SELECT nextval(sequence)` through the
+//! proxy: sent where the tables the sequence fills draw from it.
 //!
-//! The call runs on the first shard, whose copy of the sequence is the cluster's. Two things
-//! must follow from it that a single server gets for free:
+//! A sequence filling a sharded table's column is the cluster's on the first shard (see
+//! `key_sequence`), so the calls run there, as every statement without a table does. Three
+//! things must follow from a setval there that a single server gets for free:
 //!
 //! - This proxy's cache of drawn values is dropped: values drawn before the move would
 //!   otherwise still be handed out (an application resetting a sequence to 1 after emptying a
 //!   table, as Django's `reset_sequences` does, would get the old values, not 1), and once the
 //!   sequence reached them again they would be handed out twice.
-//! - A sequence filling a reference table's column has a copy on every shard, each drawn from
-//!   by that shard's copy of the table (writers take turns, so they stay alike): the call runs
-//!   on every shard, or the copies would hand out different values from then on.
 //! - A move back to a value at or below one a sharded table already holds is refused. On one
 //!   server each later INSERT reaching a held value fails with 23505; here the rows go to the
 //!   shard of their key, whose index does not see the other shards' rows, and most would be
 //!   written beside the row holding their value.
+//!
+//! Other tables draw from a shard's own copy of the sequence, and a call on the first shard
+//! would move a copy nobody draws from, or one copy of several:
+//!
+//! - A sequence filling a reference table's column has a copy on every shard, each drawn from
+//!   by that shard's copy of the table (writers take turns, so they stay alike): either call
+//!   runs on every shard, as a write of that table, or the copies would hand out different
+//!   values from then on.
+//! - A sequence filling only columns of tables that live on one other shard
+//!   (`undeclared_tables` set to a shard) moves there.
 //!
 //! The sequence and the value are read by the first shard itself (the call's own arguments,
 //! bound as the client bound them, in the client's transaction), the values in use on the
@@ -22,21 +30,36 @@
 
 use super::session::{Exec, Step, R};
 use crate::error::{sqlstate, PgError};
-use crate::placement::TableRule;
+use crate::placement::{Placement, TableRule};
 use crate::router::params::Params;
 use crate::router::plan::{last_ident, lone_call, HOME};
 use sqlparser::ast::{Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Statement};
 
-/// The arguments of a Query that is `SELECT setval(...)` alone (as pg_dump's restores and ORMs'
-/// sequence resets send it), without a FROM.
-pub fn setval_call(stmt: &Statement) -> Option<Vec<&Expr>> {
+/// A Query that is one call moving a sequence, alone, without a FROM (as pg_dump's restores,
+/// ORMs' sequence resets and applications drawing an id send them): its arguments.
+pub enum SequenceCall<'a> {
+    /// `setval(sequence, value [, is_called])`.
+    Set(Vec<&'a Expr>),
+    /// `nextval(sequence)`.
+    Next(&'a Expr),
+}
+
+/// Where a sequence call runs.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SequenceRoute {
+    /// The first shard, as any statement without a table.
+    Home,
+    /// Every shard, as a write of this reference table.
+    Copies(String),
+    /// The one shard the tables it fills live on.
+    Shard(usize),
+}
+
+pub fn sequence_call(stmt: &Statement) -> Option<SequenceCall<'_>> {
     let Statement::Query(q) = stmt else {
         return None;
     };
     let f = lone_call(q)?;
-    if !last_ident(&f.name).eq_ignore_ascii_case("setval") {
-        return None;
-    }
     let FunctionArguments::List(list) = &f.args else {
         return None;
     };
@@ -48,7 +71,48 @@ pub fn setval_call(stmt: &Statement) -> Option<Vec<&Expr>> {
             _ => None,
         })
         .collect();
-    (args.len() == list.args.len() && (2..=3).contains(&args.len())).then_some(args)
+    if args.len() != list.args.len() {
+        return None;
+    }
+    let name = last_ident(&f.name);
+    if name.eq_ignore_ascii_case("setval") && (2..=3).contains(&args.len()) {
+        Some(SequenceCall::Set(args))
+    } else if name.eq_ignore_ascii_case("nextval") && args.len() == 1 {
+        Some(SequenceCall::Next(args[0]))
+    } else {
+        None
+    }
+}
+
+/// Whether the statement must be looked at each time it runs (never routed by its shape nor
+/// on the extended fast path): every setval, and a nextval where a sequence could fill a
+/// table that is not sharded.
+pub fn looked_at_each_time(stmt: &Statement, placement: &Placement) -> bool {
+    match sequence_call(stmt) {
+        Some(SequenceCall::Set(_)) => true,
+        Some(SequenceCall::Next(_)) => placement.has_copies_or_pins(),
+        None => false,
+    }
+}
+
+/// Where a call on a sequence filling these tables runs (see the module comment).
+fn route_for(tables: &[(&str, Option<&TableRule>)]) -> SequenceRoute {
+    if let Some((table, _)) = tables
+        .iter()
+        .find(|(_, rule)| matches!(rule, Some(TableRule::Reference)))
+    {
+        return SequenceRoute::Copies(last_ident_of(table));
+    }
+    let mut shards = tables.iter().map(|(_, rule)| match rule {
+        Some(TableRule::Pinned { shard }) => Some(*shard),
+        _ => None,
+    });
+    match shards.next() {
+        Some(Some(first)) if first != HOME && shards.all(|s| s == Some(first)) => {
+            SequenceRoute::Shard(first)
+        }
+        _ => SequenceRoute::Home,
+    }
 }
 
 /// A table's name without its schema or quotes, as a reference table's writers lock it.
@@ -77,16 +141,16 @@ fn reading(args: &[&Expr]) -> String {
     )
 }
 
-/// The columns a sequence fills, as `table|column`: those it belongs to (serial, identity) and
-/// those whose default calls it.
-fn users(sequence: &str) -> String {
-    let literal = crate::sql::string_literal(sequence);
+/// The columns the sequence `named` (an expression giving its name) fills, as `table|column`:
+/// those it belongs to (serial, identity) and those whose default calls it.
+fn users(named: &str) -> String {
+    let sequence = format!("({named})::pg_catalog.regclass");
     format!(
         "SELECT d.refobjid::pg_catalog.regclass::pg_catalog.text OPERATOR(pg_catalog.||) '|' OPERATOR(pg_catalog.||) a.attname \
          FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_attribute a \
            ON a.attrelid OPERATOR(pg_catalog.=) d.refobjid AND a.attnum OPERATOR(pg_catalog.=) d.refobjsubid \
          WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass \
-           AND d.objid OPERATOR(pg_catalog.=) {literal}::pg_catalog.regclass \
+           AND d.objid OPERATOR(pg_catalog.=) {sequence} \
            AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass \
            AND d.deptype IN ('a', 'i') \
          UNION \
@@ -95,33 +159,56 @@ fn users(sequence: &str) -> String {
            ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid OPERATOR(pg_catalog.=) ad.oid \
          JOIN pg_catalog.pg_attribute a \
            ON a.attrelid OPERATOR(pg_catalog.=) ad.adrelid AND a.attnum OPERATOR(pg_catalog.=) ad.adnum \
-         WHERE d.refobjid OPERATOR(pg_catalog.=) {literal}::pg_catalog.regclass \
+         WHERE d.refobjid OPERATOR(pg_catalog.=) {sequence} \
            AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass"
     )
 }
 
 impl Exec<'_> {
-    /// Before a `SELECT setval(...)` runs (see the module comment): Err when it was refused,
-    /// its error written for the client; Some(table) when the sequence fills a column of
-    /// reference table `table`, whose every copy has its own sequence: the call must then run
-    /// on every shard, as a write of that table (its writers take turns).
-    pub async fn setval_checked(
+    /// Before a sequence call runs (see the module comment): where it runs, or Err when it
+    /// was refused, its error written for the client.
+    pub async fn sequence_call_checked(
         &mut self,
         stmt: &Statement,
         params: &Params,
         types: &[u32],
-    ) -> R<Result<Option<String>, ()>> {
-        let Some(args) = setval_call(stmt) else {
-            return Ok(Ok(None));
-        };
-        if let Some(blocks) = self.key_blocks {
-            blocks.forget();
+    ) -> R<Result<SequenceRoute, ()>> {
+        match sequence_call(stmt) {
+            Some(SequenceCall::Set(args)) => self.setval_checked(&args, params, types).await,
+            Some(SequenceCall::Next(named)) if self.placement.has_copies_or_pins() => {
+                let Some(request) =
+                    super::given_lookup::request(&users(&named.to_string()), params, types)
+                else {
+                    return Ok(Ok(SequenceRoute::Home));
+                };
+                self.columns_filled(request).await
+            }
+            _ => Ok(Ok(SequenceRoute::Home)),
         }
-        // The first shard reads the call's own arguments, bound as the client bound them, in
-        // the client's transaction; an error there is the one the call itself would get.
-        let Some(request) = super::given_lookup::request(&reading(&args), params, types) else {
-            return Ok(Ok(None));
-        };
+    }
+
+    /// The route for the columns (`table|column` lines) that `request` reads on the first
+    /// shard, in the client's transaction: an error there is the one the call itself would
+    /// get (its sequence does not exist).
+    async fn columns_filled(&mut self, request: bytes::Bytes) -> R<Result<SequenceRoute, ()>> {
+        Ok(match self.read_at_home(request).await? {
+            Ok(columns) => Ok(self.route_of(&columns)),
+            Err(()) => Err(()),
+        })
+    }
+
+    fn route_of(&self, columns: &[String]) -> SequenceRoute {
+        let tables: Vec<(&str, Option<&TableRule>)> = columns
+            .iter()
+            .filter_map(|c| c.rsplit_once('|'))
+            .map(|(table, _)| (table, self.placement.rule(table)))
+            .collect();
+        route_for(&tables)
+    }
+
+    /// The lines `request` reads on the first shard, in the client's transaction; Err with
+    /// the shard's error written for the client.
+    async fn read_at_home(&mut self, request: bytes::Bytes) -> R<Result<Vec<String>, ()>> {
         if self.enlist(HOME).await? == Step::Failed {
             return Ok(Err(()));
         }
@@ -131,9 +218,28 @@ impl Exec<'_> {
             self.own_error(&e);
             return Ok(Err(()));
         }
+        Ok(Ok(read))
+    }
+
+    async fn setval_checked(
+        &mut self,
+        args: &[&Expr],
+        params: &Params,
+        types: &[u32],
+    ) -> R<Result<SequenceRoute, ()>> {
+        if let Some(blocks) = self.key_blocks {
+            blocks.forget();
+        }
+        let Some(request) = super::given_lookup::request(&reading(args), params, types) else {
+            return Ok(Ok(SequenceRoute::Home));
+        };
+        let read = match self.read_at_home(request).await? {
+            Ok(read) => read,
+            Err(()) => return Ok(Err(())),
+        };
         let Some(line) = read.first() else {
             // Not a sequence: the call fails on the first shard as it would anyway.
-            return Ok(Ok(None));
+            return Ok(Ok(SequenceRoute::Home));
         };
         let mut parts = line.split('|');
         let (Some(sequence), Some(Ok(next)), Some(Ok(increment))) = (
@@ -141,28 +247,28 @@ impl Exec<'_> {
             parts.next().map(str::parse::<i64>),
             parts.next().map(str::parse::<i64>),
         ) else {
-            return Ok(Ok(None));
+            return Ok(Ok(SequenceRoute::Home));
         };
-        let (columns, error) = self.query_values(HOME, &users(sequence)).await?;
+        let (columns, error) = self
+            .query_values(HOME, &users(&crate::sql::string_literal(sequence)))
+            .await?;
         if let Some(e) = error {
             self.own_error(&e);
             return Ok(Err(()));
         }
-        let mut copies = None;
-        for user in &columns {
-            let Some((table, column)) = user.rsplit_once('|') else {
-                continue;
-            };
-            match self.placement.rule(table) {
-                Some(TableRule::Reference) => {
-                    copies.get_or_insert_with(|| last_ident_of(table));
-                    continue;
-                }
-                // A sequence counting down is not drawn from by the proxy.
-                Some(TableRule::Sharded { .. }) if increment > 0 => {}
-                _ => continue,
-            }
-            let most = match self.most_in_use(table, column).await {
+        // A sequence counting down is not drawn from by the proxy.
+        let sharded = columns
+            .iter()
+            .filter_map(|c| c.rsplit_once('|'))
+            .filter(|(table, _)| {
+                increment > 0
+                    && matches!(self.placement.rule(table), Some(TableRule::Sharded { .. }))
+            });
+        for (table, column) in sharded
+            .map(|(t, c)| (t.to_string(), c.to_string()))
+            .collect::<Vec<_>>()
+        {
+            let most = match self.most_in_use(&table, &column).await {
                 Ok(m) => m,
                 Err(e) => {
                     self.error(&e);
@@ -183,7 +289,7 @@ impl Exec<'_> {
                 return Ok(Err(()));
             }
         }
-        Ok(Ok(copies))
+        Ok(Ok(self.route_of(&columns)))
     }
 
     /// The largest value of `column` in `table` over every shard, as committed.
@@ -218,53 +324,102 @@ impl Exec<'_> {
 mod tests {
     use super::*;
 
-    fn args(sql: &str) -> Option<Vec<String>> {
-        let stmt =
-            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
-                .unwrap()
-                .pop()
-                .unwrap();
-        setval_call(&stmt).map(|a| a.iter().map(|e| e.to_string()).collect())
+    fn parsed(sql: &str) -> Statement {
+        sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
+            .unwrap()
+            .pop()
+            .unwrap()
+    }
+
+    /// The call read from `sql`: its function and arguments.
+    fn call(sql: &str) -> Option<(&'static str, Vec<String>)> {
+        let text = |a: &[&Expr]| a.iter().map(|e| e.to_string()).collect();
+        match sequence_call(&parsed(sql))? {
+            SequenceCall::Set(a) => Some(("setval", text(&a))),
+            SequenceCall::Next(a) => Some(("nextval", text(&[a]))),
+        }
     }
 
     #[test]
-    fn only_a_setval_alone_is_read() {
+    fn only_a_call_alone_is_read() {
         assert_eq!(
-            args("SELECT setval('lines_id_seq', 5)"),
-            Some(vec!["'lines_id_seq'".into(), "5".into()])
+            call("SELECT setval('lines_id_seq', 5)"),
+            Some(("setval", vec!["'lines_id_seq'".into(), "5".into()]))
         );
         assert_eq!(
-            args("SELECT pg_catalog.setval(pg_get_serial_sequence('\"lines\"', 'id'), 1, false)"),
-            Some(vec![
-                "pg_get_serial_sequence('\"lines\"', 'id')".into(),
-                "1".into(),
-                "false".into()
-            ])
+            call("SELECT pg_catalog.setval(pg_get_serial_sequence('\"lines\"', 'id'), 1, false)"),
+            Some((
+                "setval",
+                vec![
+                    "pg_get_serial_sequence('\"lines\"', 'id')".into(),
+                    "1".into(),
+                    "false".into()
+                ]
+            ))
         );
         assert_eq!(
-            args("select setval($1, $2) as v"),
-            Some(vec!["$1".into(), "$2".into()])
+            call("select setval($1, $2) as v"),
+            Some(("setval", vec!["$1".into(), "$2".into()]))
         );
-        assert_eq!(args("SELECT nextval('lines_id_seq')"), None);
-        assert_eq!(args("SELECT setval('s', 5), 1"), None);
-        assert_eq!(args("SELECT setval('s', max(id)) FROM lines"), None);
-        assert_eq!(args("SELECT setval('s')"), None);
+        assert_eq!(
+            call("SELECT pg_catalog.NEXTVAL('refs_id_seq'::regclass)"),
+            Some(("nextval", vec!["'refs_id_seq'::REGCLASS".into()]))
+        );
+        assert_eq!(call("SELECT setval('s', 5), 1"), None);
+        assert_eq!(call("SELECT setval('s', max(id)) FROM lines"), None);
+        assert_eq!(call("SELECT setval('s')"), None);
+        assert_eq!(call("SELECT nextval('s', 2)"), None);
+        assert_eq!(call("SELECT currval('s')"), None);
+        assert_eq!(call("SELECT nextval('s') FROM generate_series(1, 3)"), None);
     }
 
     #[test]
     fn the_reading_asks_for_the_next_value_after_the_call() {
-        let stmt = sqlparser::parser::Parser::parse_sql(
-            &sqlparser::dialect::PostgreSqlDialect {},
-            "SELECT setval('s', 5, false)",
-        )
-        .unwrap()
-        .pop()
-        .unwrap();
-        let sql = reading(&setval_call(&stmt).unwrap());
+        let stmt = parsed("SELECT setval('s', 5, false)");
+        let Some(SequenceCall::Set(args)) = sequence_call(&stmt) else {
+            panic!("a setval");
+        };
+        let sql = reading(&args);
         assert!(sql.contains("CASE WHEN (false)::pg_catalog.bool"), "{sql}");
         assert!(
             sql.contains("('s')::pg_catalog.regclass AS s, (5)::pg_catalog.int8 AS v"),
             "{sql}"
         );
+    }
+
+    #[test]
+    fn a_call_runs_where_the_tables_it_fills_draw() {
+        let (reference, sharded) = (
+            TableRule::Reference,
+            TableRule::Sharded {
+                key_column: "id".into(),
+                key_type: crate::placement::KeyType::Integer,
+            },
+        );
+        let (pinned, pinned_home) = (
+            TableRule::Pinned { shard: 2 },
+            TableRule::Pinned { shard: HOME },
+        );
+        assert_eq!(route_for(&[]), SequenceRoute::Home);
+        assert_eq!(route_for(&[("t", Some(&sharded))]), SequenceRoute::Home);
+        assert_eq!(route_for(&[("t", None)]), SequenceRoute::Home);
+        assert_eq!(
+            route_for(&[("t", Some(&sharded)), ("public.\"Refs\"", Some(&reference))]),
+            SequenceRoute::Copies("refs".into())
+        );
+        assert_eq!(
+            route_for(&[("p", Some(&pinned)), ("q", Some(&pinned))]),
+            SequenceRoute::Shard(2)
+        );
+        assert_eq!(
+            route_for(&[("p", Some(&pinned)), ("r", Some(&reference))]),
+            SequenceRoute::Copies("r".into())
+        );
+        // Drawn from on two shards: no one shard is right, and the first is where it was.
+        assert_eq!(
+            route_for(&[("p", Some(&pinned)), ("t", Some(&sharded))]),
+            SequenceRoute::Home
+        );
+        assert_eq!(route_for(&[("p", Some(&pinned_home))]), SequenceRoute::Home);
     }
 }

@@ -271,14 +271,16 @@ impl Exec<'_> {
         let stmt = match self.rewrite_insert(&stmt, &Params::default(), &[]).await? {
             super::insert_select::Rewrite::Rewritten(rewritten) => *rewritten,
             super::insert_select::Rewrite::Failed => return Ok(Err(Step::Failed)),
-            // Planned from here as one statement, it would reach one copy only.
-            super::insert_select::Rewrite::OnEveryCopy(table) => {
+            // Planned from here as one statement, it would reach the first shard's copy only.
+            super::insert_select::Rewrite::OnEveryCopy(_) | super::insert_select::Rewrite::OnShard(_)
+                if super::sequence_moves::sequence_call(&stmt).is_some() =>
+            {
                 return Ok(Err(self.error(
                     &PgError::error(
                         sqlstate::FEATURE_NOT_SUPPORTED,
-                        format!("EXECUTE of a setval of a sequence that reference table {table} draws from is not supported"),
+                        "EXECUTE of a setval or nextval of a sequence that a reference table, or a table on one shard, draws from is not supported",
                     )
-                    .with_hint("Call setval directly: SELECT setval(...)."),
+                    .with_hint("Call it directly: SELECT setval(...) or SELECT nextval(...)."),
                 )))
             }
             _ => stmt,

@@ -69,6 +69,17 @@ impl Placement {
         })
     }
 
+    /// Whether some table may be a reference table, or live on one shard other than the
+    /// first: declared so, or placed so by the undeclared-tables rule.
+    pub fn has_copies_or_pins(&self) -> bool {
+        let apart = |r: &TableRule| match r {
+            TableRule::Reference => true,
+            TableRule::Pinned { shard } => *shard != HOME,
+            TableRule::Sharded { .. } => false,
+        };
+        self.tables.values().any(apart) || self.undeclared.as_ref().is_some_and(apart)
+    }
+
     pub fn slot_of(key: &KeyValue) -> u32 {
         (key.partition_hash() % SLOT_COUNT as u64) as u32
     }

@@ -64,14 +64,17 @@ impl Extended {
                     // the shard prepared it (see `key_sequence`); an upsert whose arbiters
                     // the catalog tells is judged first (see `upsert_arbiters`); values given
                     // or set for such columns are looked for (`given_values`, `given_update`),
-                    // and a setval moving their sequence (`sequence_moves`).
+                    // and a call moving a sequence (`sequence_moves`).
                     let (sql, ast) = source_for(&self.statements, exec, &b.statement, batch)?;
                     if ast.as_ref().is_some_and(|a| {
                         exec.may_need_values(a)
                             || exec.needs_arbiter_look(a)
                             || exec.gives_sequence_value(a)
                             || exec.may_set_sequence_value(a)
-                            || crate::executor::sequence_moves::setval_call(a).is_some()
+                            || crate::executor::sequence_moves::looked_at_each_time(
+                                a,
+                                &exec.placement,
+                            )
                     }) {
                         return None;
                     }
