@@ -55,6 +55,28 @@ pub enum SequenceRoute {
     Shard(usize),
 }
 
+/// Where a move leaves a sequence, as the first shard reads it: one line
+/// `sequence|next value handed out|increment`.
+pub(super) struct MoveTo<'a> {
+    pub(super) sequence: &'a str,
+    pub(super) next: i64,
+    pub(super) increment: i64,
+}
+
+impl<'a> MoveTo<'a> {
+    pub(super) fn read(line: &'a str) -> Option<MoveTo<'a>> {
+        // From the right: a quoted sequence name may hold the separator.
+        let mut parts = line.rsplitn(3, '|');
+        let increment = parts.next()?.parse().ok()?;
+        let next = parts.next()?.parse().ok()?;
+        Some(MoveTo {
+            sequence: parts.next()?,
+            next,
+            increment,
+        })
+    }
+}
+
 pub fn sequence_call(stmt: &Statement) -> Option<SequenceCall<'_>> {
     let Statement::Query(q) = stmt else {
         return None;
@@ -208,7 +230,10 @@ impl Exec<'_> {
 
     /// The lines `request` reads on the first shard, in the client's transaction; Err with
     /// the shard's error written for the client.
-    async fn read_at_home(&mut self, request: bytes::Bytes) -> R<Result<Vec<String>, ()>> {
+    pub(super) async fn read_at_home(
+        &mut self,
+        request: bytes::Bytes,
+    ) -> R<Result<Vec<String>, ()>> {
         if self.enlist(HOME).await? == Step::Failed {
             return Ok(Err(()));
         }
@@ -237,37 +262,41 @@ impl Exec<'_> {
             Ok(read) => read,
             Err(()) => return Ok(Err(())),
         };
-        let Some(line) = read.first() else {
-            // Not a sequence: the call fails on the first shard as it would anyway.
+        // No line: not a sequence, and the call fails on the first shard as it would anyway.
+        let Some(move_to) = read.first().and_then(|l| MoveTo::read(l)) else {
             return Ok(Ok(SequenceRoute::Home));
         };
-        let mut parts = line.split('|');
-        let (Some(sequence), Some(Ok(next)), Some(Ok(increment))) = (
-            parts.next(),
-            parts.next().map(str::parse::<i64>),
-            parts.next().map(str::parse::<i64>),
-        ) else {
-            return Ok(Ok(SequenceRoute::Home));
-        };
+        Ok(match self.kept_past_use(&move_to, "setval").await? {
+            Ok(columns) => Ok(self.route_of(&columns)),
+            Err(()) => Err(()),
+        })
+    }
+
+    /// Refuses (Err, the error written) a move of a sequence back to or below a value a
+    /// sharded table it fills holds; otherwise the columns it fills (`table|column`).
+    pub(super) async fn kept_past_use(
+        &mut self,
+        to: &MoveTo<'_>,
+        statement: &str,
+    ) -> R<Result<Vec<String>, ()>> {
         let (columns, error) = self
-            .query_values(HOME, &users(&crate::sql::string_literal(sequence)))
+            .query_values(HOME, &users(&crate::sql::string_literal(to.sequence)))
             .await?;
         if let Some(e) = error {
             self.own_error(&e);
             return Ok(Err(()));
         }
         // A sequence counting down is not drawn from by the proxy.
-        let sharded = columns
+        let sharded: Vec<(String, String)> = columns
             .iter()
             .filter_map(|c| c.rsplit_once('|'))
             .filter(|(table, _)| {
-                increment > 0
+                to.increment > 0
                     && matches!(self.placement.rule(table), Some(TableRule::Sharded { .. }))
-            });
-        for (table, column) in sharded
+            })
             .map(|(t, c)| (t.to_string(), c.to_string()))
-            .collect::<Vec<_>>()
-        {
+            .collect();
+        for (table, column) in sharded {
             let most = match self.most_in_use(&table, &column).await {
                 Ok(m) => m,
                 Err(e) => {
@@ -275,10 +304,11 @@ impl Exec<'_> {
                     return Ok(Err(()));
                 }
             };
-            if let Some(most) = most.filter(|&m| m >= next) {
+            if let Some(most) = most.filter(|&m| m >= to.next) {
+                let (sequence, next) = (to.sequence, to.next);
                 let e = PgError::error(
                     sqlstate::FEATURE_NOT_SUPPORTED,
-                    format!("setval would move sequence {sequence} back to {next}, at or below {column} {most} that sharded table {table} holds"),
+                    format!("{statement} would move sequence {sequence} back to {next}, at or below {column} {most} that sharded table {table} holds"),
                 )
                 .with_detail("The proxy gives the sequence's values to rows on every shard, and no shard's index sees the other shards' rows: values handed out again would be written beside the rows that hold them, where PostgreSQL raises 23505 at each.")
                 .with_hint(format!(
@@ -289,7 +319,7 @@ impl Exec<'_> {
                 return Ok(Err(()));
             }
         }
-        Ok(Ok(self.route_of(&columns)))
+        Ok(Ok(columns))
     }
 
     /// The largest value of `column` in `table` over every shard, as committed.

@@ -300,6 +300,10 @@ impl Exec<'_> {
                 self.end_own_implicit(own, step?).await
             }
             Plan::Broadcast { transactional } => {
+                // A restart of a cluster sequence below its values in use is refused first.
+                if self.restart_checked(sql).await? == Step::Failed {
+                    return Ok(Step::Failed);
+                }
                 let step = self.broadcast(sql, transactional).await?;
                 // Types may have been dropped and made again under new OIDs, and columns moved
                 // (an INSERT without a column list finds its key by them).
