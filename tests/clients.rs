@@ -193,6 +193,14 @@ async fn django_migrates_and_its_orm_works_over_three_shards() {
     assert!(out.contains("Applying shop.0002_shelf... OK"), "{out}");
     let out = run(&mut django(&["run.py"]));
     assert!(out.contains("django ok 45"), "{out}");
+    // The shelf made after loaddata's sequence reset has one id on every copy.
+    assert_eq!(
+        tc.count_on_each_shard(
+            "select count(*) from shop_shelf where id = 901 and name = 'after load'"
+        )
+        .await,
+        vec![1, 1, 1]
+    );
     // Django's own tables have a copy on every shard; the items are spread.
     assert_eq!(
         tc.count_on_each_shard("select count(*) from auth_user")

@@ -6,6 +6,8 @@
 //! nextval(...)` and `setval` of the sequence of a reference table, or of a table living on one
 //! shard other than the first, moved the first shard's copy, which nobody draws from there.
 //! `ALTER SEQUENCE ... RESTART` and an identity column's `RESTART` went through unchecked.
+//! A setval over a table's rows (Django's sequence reset after `loaddata`) was refused over a
+//! sharded table, and set a reference table's sequence on one copy.
 
 mod common;
 
@@ -243,4 +245,91 @@ async fn a_restart_below_the_ids_in_use_is_refused() {
         .await
         .unwrap();
     assert_eq!(next_id(&c, 23).await.as_deref(), Some("1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setval_over_a_tables_rows_reads_every_shard() {
+    let tail = format!("{TABLES}[routing]\nundeclared_tables = \"s2\"\n");
+    let tc = TestCluster::start_unlike(3, "", &tail).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table lines (id serial primary key, account_id bigint not null);
+         create table refs (id serial primary key, name text);
+         create table pinned (id serial primary key, v text);",
+    )
+    .await
+    .unwrap();
+    let reset = |table: &str| {
+        format!(
+            "SELECT setval(pg_get_serial_sequence('\"{table}\"','id'), coalesce(max(\"id\"), 1), max(\"id\") IS NOT null) FROM \"{table}\";"
+        )
+    };
+
+    // Rows loaded with their ids and the sequence reset in one transaction, as Django's
+    // loaddata does: the largest id over every shard, the loaded rows counted.
+    c.batch_execute(
+        "begin; insert into lines (id, account_id) values (40, 1), (7, 2), (300, 3), (12, 4)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        answer(&c, &reset("lines")).await[0][0].as_deref(),
+        Some("300")
+    );
+    c.batch_execute("commit").await.unwrap();
+    assert_eq!(next_id(&c, 5).await.as_deref(), Some("301"));
+    // Extended protocol, a bound WHERE: the smallest id of the rows it names.
+    let set = c
+        .query_one(
+            "select setval('lines_id_seq', min(id) + 1000) from lines where account_id > $1",
+            &[&2i64],
+        )
+        .await
+        .unwrap();
+    assert_eq!(set.get::<_, i64>(0), 1012);
+    assert_eq!(next_id(&c, 6).await.as_deref(), Some("1013"));
+    // Emptied: coalesce(max, 1) and is_called false, so the next row gets 1.
+    c.batch_execute("delete from lines").await.unwrap();
+    assert_eq!(
+        answer(&c, &reset("lines")).await[0][0].as_deref(),
+        Some("1")
+    );
+    assert_eq!(next_id(&c, 7).await.as_deref(), Some("1"));
+
+    // A reference table: every copy's sequence, so the next row gets one id on all of them.
+    c.batch_execute(
+        "insert into refs (id, name) values (90, 'a'), (95, 'b');
+         insert into pinned (id, v) values (60, 'x');",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        answer(&c, &reset("refs")).await[0][0].as_deref(),
+        Some("95")
+    );
+    c.execute("insert into refs (name) values ('c')", &[])
+        .await
+        .unwrap();
+    for shard in 0..3 {
+        let rows = answer(
+            &tc.direct(shard).await,
+            "select string_agg(id || name, ',' order by id) from refs",
+        )
+        .await;
+        assert_eq!(rows[0][0].as_deref(), Some("90a,95b,96c"), "shard {shard}");
+    }
+    // A table living on the third shard: its own copy of the sequence.
+    assert_eq!(
+        answer(&c, &reset("pinned")).await[0][0].as_deref(),
+        Some("60")
+    );
+    let sql = "insert into pinned (v) values ('y') returning id";
+    assert_eq!(answer(&c, sql).await[0][0].as_deref(), Some("61"));
+
+    // What the proxy does not read so stays refused over several shards.
+    let e = c
+        .simple_query("select setval('lines_id_seq', max(id) + count(*)) from lines")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e:?}");
 }

@@ -78,6 +78,15 @@ impl Exec<'_> {
         if !self.upsert_arbiters_kept(stmt).await? {
             return Ok(Rewrite::Failed);
         }
+        // A setval over a table's rows runs as the call alone, its aggregates read first (see
+        // `sequence_reset`).
+        match self.setval_from_rows(stmt, params, types).await? {
+            Ok(None) => {}
+            Ok(Some((alone, from))) => {
+                return self.reset_from_rows(alone, from, params, types).await;
+            }
+            Err(()) => return Ok(Rewrite::Failed),
+        }
         // A call moving a sequence runs where its tables draw from it (see `sequence_moves`).
         match self.sequence_call_checked(stmt, params, types).await? {
             Ok(SequenceRoute::Home) => {}
@@ -121,6 +130,42 @@ impl Exec<'_> {
             None if looks => Rewrite::Rewritten(Box::new(current.clone())),
             None => materialized.map_or(Rewrite::AsWritten, |m| Rewrite::Rewritten(Box::new(m))),
         })
+    }
+
+    /// Where a setval over a table's rows runs, as the call alone (see `sequence_reset`). Where
+    /// the rows it reads are whole (every copy of a reference table, the one shard of a table
+    /// living there), the client's text runs as written.
+    async fn reset_from_rows(
+        &mut self,
+        alone: Statement,
+        from: TableRule,
+        params: &Params,
+        types: &[u32],
+    ) -> R<Rewrite> {
+        Ok(
+            match self.sequence_call_checked(&alone, params, types).await? {
+                Err(()) => Rewrite::Failed,
+                Ok(SequenceRoute::Home) => Rewrite::Rewritten(Box::new(alone)),
+                Ok(SequenceRoute::Copies(table)) if from == TableRule::Reference => {
+                    Rewrite::OnEveryCopy(table)
+                }
+                Ok(SequenceRoute::Shard(shard))
+                    if from == TableRule::Reference || from == (TableRule::Pinned { shard }) =>
+                {
+                    Rewrite::OnShard(shard)
+                }
+                Ok(_) => {
+                    self.error(
+                    &PgError::error(
+                        crate::error::sqlstate::FEATURE_NOT_SUPPORTED,
+                        "setval from the rows of a table placed apart from the tables its sequence fills is not supported",
+                    )
+                    .with_hint("Read the value first, then move the sequence to it: SELECT setval('a_sequence', <value>)."),
+                );
+                    Rewrite::Failed
+                }
+            },
+        )
     }
 
     async fn materialize_insert(

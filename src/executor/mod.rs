@@ -32,6 +32,7 @@ pub mod pooling;
 pub mod procedural;
 pub mod rebind;
 pub mod sequence_moves;
+mod sequence_reset;
 mod sequence_restart;
 pub mod session;
 pub mod shape_route;

@@ -107,14 +107,20 @@ pub fn sequence_call(stmt: &Statement) -> Option<SequenceCall<'_>> {
 }
 
 /// Whether the statement must be looked at each time it runs (never routed by its shape nor
-/// on the extended fast path): every setval, and a nextval where a sequence could fill a
-/// table that is not sharded.
+/// on the extended fast path): every setval (alone or over a table's rows), and a nextval
+/// where a sequence could fill a table that is not sharded.
 pub fn looked_at_each_time(stmt: &Statement, placement: &Placement) -> bool {
     match sequence_call(stmt) {
         Some(SequenceCall::Set(_)) => true,
         Some(SequenceCall::Next(_)) => placement.has_copies_or_pins(),
-        None => false,
+        None => super::sequence_reset::from_rows(stmt, placement).is_some(),
     }
+}
+
+/// Whether the statement moves a sequence: a call alone, or a setval over a table's rows
+/// (see `sequence_reset`).
+pub fn moves_sequence(stmt: &Statement, placement: &Placement) -> bool {
+    sequence_call(stmt).is_some() || super::sequence_reset::from_rows(stmt, placement).is_some()
 }
 
 /// Where a call on a sequence filling these tables runs (see the module comment).
@@ -213,7 +219,7 @@ impl Exec<'_> {
     /// shard, in the client's transaction: an error there is the one the call itself would
     /// get (its sequence does not exist).
     async fn columns_filled(&mut self, request: bytes::Bytes) -> R<Result<SequenceRoute, ()>> {
-        Ok(match self.read_at_home(request).await? {
+        Ok(match self.read_in_transaction(HOME, &request).await? {
             Ok(columns) => Ok(self.route_of(&columns)),
             Err(()) => Err(()),
         })
@@ -228,17 +234,18 @@ impl Exec<'_> {
         route_for(&tables)
     }
 
-    /// The lines `request` reads on the first shard, in the client's transaction; Err with
-    /// the shard's error written for the client.
-    pub(super) async fn read_at_home(
+    /// The lines `request` reads on `shard`, in the client's transaction; Err with the
+    /// shard's error written for the client.
+    pub(super) async fn read_in_transaction(
         &mut self,
-        request: bytes::Bytes,
+        shard: usize,
+        request: &bytes::Bytes,
     ) -> R<Result<Vec<String>, ()>> {
-        if self.enlist(HOME).await? == Step::Failed {
+        if self.enlist(shard).await? == Step::Failed {
             return Ok(Err(()));
         }
-        self.links[HOME].send(&request).await?;
-        let (read, error) = self.values_until_ready(HOME).await?;
+        self.links[shard].send(request).await?;
+        let (read, error) = self.values_until_ready(shard).await?;
         if let Some(e) = error {
             self.own_error(&e);
             return Ok(Err(()));
@@ -258,7 +265,7 @@ impl Exec<'_> {
         let Some(request) = super::given_lookup::request(&reading(args), params, types) else {
             return Ok(Ok(SequenceRoute::Home));
         };
-        let read = match self.read_at_home(request).await? {
+        let read = match self.read_in_transaction(HOME, &request).await? {
             Ok(read) => read,
             Err(()) => return Ok(Err(())),
         };

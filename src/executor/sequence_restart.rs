@@ -214,7 +214,10 @@ impl Exec<'_> {
         for restart in restarts(sql) {
             let mut q = bytes::BytesMut::new();
             crate::protocol::build::query(&restart.reading(), &mut q);
-            let read = match self.read_at_home(q.freeze()).await? {
+            let read = match self
+                .read_in_transaction(crate::router::plan::HOME, &q.freeze())
+                .await?
+            {
                 Ok(read) => read,
                 Err(()) => return Ok(Step::Failed),
             };

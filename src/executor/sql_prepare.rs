@@ -273,7 +273,7 @@ impl Exec<'_> {
             super::insert_select::Rewrite::Failed => return Ok(Err(Step::Failed)),
             // Planned from here as one statement, it would reach the first shard's copy only.
             super::insert_select::Rewrite::OnEveryCopy(_) | super::insert_select::Rewrite::OnShard(_)
-                if super::sequence_moves::sequence_call(&stmt).is_some() =>
+                if super::sequence_moves::moves_sequence(&stmt, &self.placement) =>
             {
                 return Ok(Err(self.error(
                     &PgError::error(
