@@ -288,6 +288,25 @@ async fn a_setval_over_a_tables_rows_reads_every_shard() {
         .unwrap();
     assert_eq!(set.get::<_, i64>(0), 1012);
     assert_eq!(next_id(&c, 6).await.as_deref(), Some("1013"));
+    // The form people write after a load, a subquery over the table: the largest id is on a
+    // shard other than the first, where the call runs.
+    let far = (100..).find(|a| tc.owner(*a) != 0).unwrap();
+    c.execute(
+        "insert into lines (id, account_id) values (5000, $1)",
+        &[&far],
+    )
+    .await
+    .unwrap();
+    let sql = "select setval('lines_id_seq', (select max(id) from lines) + 10)";
+    assert_eq!(answer(&c, sql).await[0][0].as_deref(), Some("5010"));
+    assert_eq!(next_id(&c, 8).await.as_deref(), Some("5011"));
+    // A reference table's sequence set from a sharded table's rows: each copy would read its
+    // own shard's rows.
+    let e = c
+        .simple_query("select setval('refs_id_seq', (select max(id) from lines))")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e:?}");
     // Emptied: coalesce(max, 1) and is_called false, so the next row gets 1.
     c.batch_execute("delete from lines").await.unwrap();
     assert_eq!(

@@ -132,40 +132,39 @@ impl Exec<'_> {
         })
     }
 
-    /// Where a setval over a table's rows runs, as the call alone (see `sequence_reset`). Where
-    /// the rows it reads are whole (every copy of a reference table, the one shard of a table
+    /// Where a setval over tables' rows runs, as the call alone (see `sequence_reset`). Where
+    /// the rows it reads are whole (every copy of reference tables, the one shard of tables
     /// living there), the client's text runs as written.
     async fn reset_from_rows(
         &mut self,
         alone: Statement,
-        from: TableRule,
+        from: Vec<TableRule>,
         params: &Params,
         types: &[u32],
     ) -> R<Rewrite> {
-        Ok(
-            match self.sequence_call_checked(&alone, params, types).await? {
-                Err(()) => Rewrite::Failed,
-                Ok(SequenceRoute::Home) => Rewrite::Rewritten(Box::new(alone)),
-                Ok(SequenceRoute::Copies(table)) if from == TableRule::Reference => {
-                    Rewrite::OnEveryCopy(table)
-                }
-                Ok(SequenceRoute::Shard(shard))
-                    if from == TableRule::Reference || from == (TableRule::Pinned { shard }) =>
-                {
-                    Rewrite::OnShard(shard)
-                }
-                Ok(_) => {
-                    self.error(
+        let route = self.sequence_call_checked(&alone, params, types).await?;
+        let whole_on = |shard: Option<usize>| {
+            from.iter().all(|r| {
+                *r == TableRule::Reference
+                    || shard.is_some_and(|shard| *r == TableRule::Pinned { shard })
+            })
+        };
+        Ok(match route {
+            Err(()) => Rewrite::Failed,
+            Ok(SequenceRoute::Home) => Rewrite::Rewritten(Box::new(alone)),
+            Ok(SequenceRoute::Copies(table)) if whole_on(None) => Rewrite::OnEveryCopy(table),
+            Ok(SequenceRoute::Shard(shard)) if whole_on(Some(shard)) => Rewrite::OnShard(shard),
+            Ok(_) => {
+                self.error(
                     &PgError::error(
                         crate::error::sqlstate::FEATURE_NOT_SUPPORTED,
                         "setval from the rows of a table placed apart from the tables its sequence fills is not supported",
                     )
                     .with_hint("Read the value first, then move the sequence to it: SELECT setval('a_sequence', <value>)."),
                 );
-                    Rewrite::Failed
-                }
-            },
-        )
+                Rewrite::Failed
+            }
+        })
     }
 
     async fn materialize_insert(
