@@ -57,6 +57,36 @@ async fn setval_is_refused_below_the_ids_in_use_and_drops_the_drawn_values() {
     // before the move.
     answer(&c, "select setval('lines_id_seq', 500)").await;
     assert_eq!(next_id(&c, 22).await.as_deref(), Some("501"));
+    // Rows the transaction wrote itself count: back below one of them is refused.
+    c.batch_execute("begin; insert into lines (id, account_id) values (900, 30)")
+        .await
+        .unwrap();
+    let e = c
+        .simple_query("select setval('lines_id_seq', 600)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e:?}");
+    assert!(db_error(&e).hint().unwrap().contains("900"), "{e:?}");
+    c.batch_execute("rollback").await.unwrap();
+    // In REPEATABLE READ, rows committed after the transaction's snapshot count too.
+    c.batch_execute("begin isolation level repeatable read; select count(*) from lines")
+        .await
+        .unwrap();
+    let other = tc.client().await;
+    other
+        .batch_execute("insert into lines (id, account_id) values (2000, 31)")
+        .await
+        .unwrap();
+    let e = c
+        .simple_query("select setval('lines_id_seq', 1500)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e:?}");
+    c.batch_execute("rollback").await.unwrap();
+    other
+        .batch_execute("delete from lines where id = 2000")
+        .await
+        .unwrap();
 
     // Emptied, and reset to 1 as a test suite resets it between tests: the next row gets 1,
     // as from PostgreSQL.
@@ -240,8 +270,8 @@ async fn a_restart_below_the_ids_in_use_is_refused() {
     assert_eq!(code(&e), "42P01", "{e:?}");
 
     // Emptied, a restart back to the start runs: the next row gets 1, as from PostgreSQL.
-    c.batch_execute("delete from lines").await.unwrap();
-    c.batch_execute("alter sequence lines_id_seq restart")
+    // In one transaction: the rows it deleted no longer hold their values.
+    c.batch_execute("begin; delete from lines; alter sequence lines_id_seq restart; commit")
         .await
         .unwrap();
     assert_eq!(next_id(&c, 23).await.as_deref(), Some("1"));

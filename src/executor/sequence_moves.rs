@@ -25,8 +25,8 @@
 //!   (`undeclared_tables` set to a shard) moves there.
 //!
 //! The sequence and the value are read by the first shard itself (the call's own arguments,
-//! bound as the client bound them, in the client's transaction), the values in use on the
-//! proxy's own connections, as committed.
+//! bound as the client bound them, in the client's transaction), the values in use on every
+//! shard in the client's transaction (and as committed when its snapshot may be older).
 
 use super::session::{Exec, Step, R};
 use crate::error::{sqlstate, PgError};
@@ -304,12 +304,8 @@ impl Exec<'_> {
             .map(|(t, c)| (t.to_string(), c.to_string()))
             .collect();
         for (table, column) in sharded {
-            let most = match self.most_in_use(&table, &column).await {
-                Ok(m) => m,
-                Err(e) => {
-                    self.error(&e);
-                    return Ok(Err(()));
-                }
+            let Ok(most) = self.most_in_use(&table, &column).await? else {
+                return Ok(Err(()));
             };
             if let Some(most) = most.filter(|&m| m >= to.next) {
                 let (sequence, next) = (to.sequence, to.next);
@@ -329,31 +325,47 @@ impl Exec<'_> {
         Ok(Ok(columns))
     }
 
-    /// The largest value of `column` in `table` over every shard, as committed.
-    async fn most_in_use(&self, table: &str, column: &str) -> Result<Option<i64>, PgError> {
-        let Some(catalog) = self.catalog else {
-            return Ok(None);
-        };
+    /// The largest value of `column` in `table` over every shard, as the client's transaction
+    /// sees it (its own rows counted, rows it deleted not); in REPEATABLE READ or under a
+    /// snapshot cut, whose snapshot may predate later commits, as committed too. Err when a
+    /// read failed, its error written for the client.
+    async fn most_in_use(&mut self, table: &str, column: &str) -> R<Result<Option<i64>, ()>> {
         let sql = format!(
             "SELECT pg_catalog.max({})::pg_catalog.text FROM {table}",
             Ident::with_quote('"', column)
         );
+        let mut q = bytes::BytesMut::new();
+        crate::protocol::build::query(&sql, &mut q);
+        let request = q.freeze();
         let mut most = None;
         for s in 0..self.links.len() {
-            let found = catalog.texts_of(s, &sql).await.map_err(|e| {
-                PgError::error(
-                    "58000",
-                    format!("cannot read the values {table} holds: {e}"),
-                )
-            })?;
-            let here = found
-                .into_iter()
-                .flatten()
-                .next()
-                .and_then(|v| v.parse().ok());
-            most = most.max(here);
+            match self.read_in_transaction(s, &request).await? {
+                Ok(read) => most = most.max(read.first().and_then(|v| v.parse().ok())),
+                Err(()) => return Ok(Err(())),
+            }
         }
-        Ok(most)
+        if !self.needs_fresh_look().await? {
+            return Ok(Ok(most));
+        }
+        let Some(catalog) = self.catalog else {
+            return Ok(Ok(most));
+        };
+        for s in 0..self.links.len() {
+            match catalog.texts_of(s, &sql).await {
+                Ok(found) => {
+                    let here = found.into_iter().flatten().next();
+                    most = most.max(here.and_then(|v| v.parse().ok()));
+                }
+                Err(e) => {
+                    self.error(&PgError::error(
+                        "58000",
+                        format!("cannot read the values {table} holds: {e}"),
+                    ));
+                    return Ok(Err(()));
+                }
+            }
+        }
+        Ok(Ok(most))
     }
 }
 
