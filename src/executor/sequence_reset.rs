@@ -19,10 +19,10 @@
 use super::session::{Exec, R};
 use crate::placement::{Placement, TableRule};
 use crate::router::params::Params;
-use crate::router::plan::{has_aggregate_or_window, last_ident, lone_call, ungrouped, HOME};
+use crate::router::plan::{has_aggregate_or_window, last_ident, ungrouped, HOME};
 use sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Query, SelectItem, SetExpr,
-    Statement, TableFactor, Value,
+    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectNamePart, Query,
+    SelectItem, SetExpr, Statement, TableFactor, Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use std::ops::ControlFlow;
@@ -174,6 +174,11 @@ fn over_rows(q: &Query, placement: &Placement) -> Option<(Expr, Part)> {
     Some((item, part))
 }
 
+/// Whether `f` calls `setval`, under any schema.
+fn is_setval(f: &Function) -> bool {
+    matches!(f.name.0.last(), Some(ObjectNamePart::Identifier(i)) if i.value.eq_ignore_ascii_case("setval"))
+}
+
 /// The one SELECT item of a query without set operations.
 fn only_item(stmt: &mut Statement) -> Option<&mut sqlparser::ast::Select> {
     let Statement::Query(q) = stmt else {
@@ -190,12 +195,21 @@ pub(super) fn from_rows(stmt: &Statement, placement: &Placement) -> Option<FromR
     let Statement::Query(q) = stmt else {
         return None;
     };
+    // Every statement a session runs is asked: the one item answers for nearly all.
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return None;
+    };
+    match s.projection.as_slice() {
+        [SelectItem::UnnamedExpr(Expr::Function(f))
+        | SelectItem::ExprWithAlias {
+            expr: Expr::Function(f),
+            ..
+        }] if is_setval(f) => {}
+        _ => return None,
+    }
     // `SELECT setval(...) FROM t`.
-    if let Some((item, part)) = over_rows(q, placement) {
-        if !matches!(&item, Expr::Function(f) if last_ident(&f.name).eq_ignore_ascii_case("setval"))
-        {
-            return None;
-        }
+    if !s.from.is_empty() {
+        let (item, part) = over_rows(q, placement)?;
         let mut alone = stmt.clone();
         let s = only_item(&mut alone)?;
         s.from.clear();
@@ -212,9 +226,6 @@ pub(super) fn from_rows(stmt: &Statement, placement: &Placement) -> Option<FromR
     // `SELECT setval(sequence, (SELECT max(id) FROM t))`, when some such subquery reads a
     // table that the first shard, where the call runs, does not hold whole. Other subqueries
     // (of the catalog, say) stay as they are.
-    if !lone_call(q).is_some_and(|f| last_ident(&f.name).eq_ignore_ascii_case("setval")) {
-        return None;
-    }
     let mut alone = stmt.clone();
     let s = only_item(&mut alone)?;
     let mut parts = Vec::new();
