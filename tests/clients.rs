@@ -158,7 +158,7 @@ async fn psycopg3_and_asyncpg_copy_cursors_and_pools_over_three_shards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sqlalchemy_app_runs_unchanged_over_three_shards() {
-    let tables = "[tables.customers]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.orders]\nshard_key = \"customer_id\"\nkey_type = \"bigint\"\n[tables.tenants]\nreference = true\n[routing]\nundeclared_tables = \"reference\"\n";
+    let tables = "[tables.customers]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.orders]\nshard_key = \"customer_id\"\nkey_type = \"bigint\"\n[tables.payments]\nshard_key = \"customer_id\"\nkey_type = \"bigint\"\n[tables.tenants]\nreference = true\n[routing]\nundeclared_tables = \"reference\"\n";
     for driver in ["psycopg", "asyncpg"] {
         let tc = TestCluster::start_unlike(3, "", tables).await;
         let url = tc.url("app", "secret");

@@ -7,7 +7,9 @@
 //! shard other than the first, moved the first shard's copy, which nobody draws from there.
 //! `ALTER SEQUENCE ... RESTART` and an identity column's `RESTART` went through unchecked.
 //! A setval over a table's rows (Django's sequence reset after `loaddata`) was refused over a
-//! sharded table, and set a reference table's sequence on one copy.
+//! sharded table, and set a reference table's sequence on one copy. `nextval(...)` inside an
+//! INSERT's VALUES (as SQLAlchemy writes a column with a `Sequence`) ran on the row's shard,
+//! whose copy of the sequence hands out the values the cluster's already did.
 
 mod common;
 
@@ -378,6 +380,63 @@ async fn a_setval_over_a_tables_rows_reads_every_shard() {
     // What the proxy does not read so stays refused over several shards.
     let e = c
         .simple_query("select setval('lines_id_seq', max(id) + count(*)) from lines")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nextval_in_a_statement_on_a_sharded_table_draws_from_the_cluster() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    // The key in the primary key, as sharded schemas often have it: no shard's index judges
+    // an id alone, so only the sequence keeps them apart.
+    c.batch_execute(
+        "create table lines (id serial, account_id bigint not null, note text, primary key (account_id, id));
+         insert into lines (account_id) select g from generate_series(1, 20) g;",
+    )
+    .await
+    .unwrap();
+    // Rows of accounts on every shard, the call in the simple and the extended protocol
+    // (prepared, as a driver repeats it), under two spellings of the sequence.
+    for account in 21..27i64 {
+        let sql = format!(
+            "insert into lines (id, account_id) values (nextval('lines_id_seq'), {account})"
+        );
+        c.batch_execute(&sql).await.unwrap();
+    }
+    let insert = c
+        .prepare("insert into lines (id, account_id, note) values (pg_catalog.nextval('public.lines_id_seq'::regclass), $1, nextval('lines_id_seq')::text) returning id")
+        .await
+        .unwrap();
+    for account in 27..33i64 {
+        c.query_one(&insert, &[&account]).await.unwrap();
+    }
+    // Every id is the cluster's: none handed out twice, none from a shard's own copy.
+    let ids = answer(
+        &c,
+        "select count(*), count(distinct id), count(*) filter (where id <= 20 and account_id > 20) from lines",
+    )
+    .await;
+    assert_eq!(
+        ids[0],
+        vec![Some("32".into()), Some("32".into()), Some("0".into())]
+    );
+    // Anywhere else in a statement on a sharded table it is refused.
+    for sql in [
+        "update lines set note = nextval('lines_id_seq')::text where account_id = 1",
+        "select nextval('lines_id_seq') from lines where account_id = 1",
+        "insert into lines (account_id) select nextval('lines_id_seq')",
+        "insert into lines (id, account_id) values (nextval('lines_id_seq'), 1) returning setval('lines_id_seq', 1)",
+    ] {
+        let e = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
+    }
+    let e = c
+        .query(
+            "select nextval('lines_id_seq') from lines where account_id = $1",
+            &[&1i64],
+        )
         .await
         .unwrap_err();
     assert_eq!(code(&e), "0A000", "{e:?}");

@@ -94,6 +94,13 @@ impl Exec<'_> {
             Ok(SequenceRoute::Shard(shard)) => return Ok(Rewrite::OnShard(shard)),
             Err(()) => return Ok(Rewrite::Failed),
         }
+        // nextval() in an INSERT's rows, drawn from the cluster's sequence; refused elsewhere
+        // in a statement on a sharded table (see `inline_nextval`).
+        let drawn = match self.nextval_drawn(stmt).await? {
+            Ok(drawn) => drawn,
+            Err(()) => return Ok(Rewrite::Failed),
+        };
+        let stmt = drawn.as_ref().unwrap_or(stmt);
         // An UPDATE setting a value the cluster must look for (see `given_update`) runs as the
         // proxy's write, as such an INSERT does, and its route is never learned by shape.
         if let Statement::Update(_) = stmt {
@@ -127,7 +134,7 @@ impl Exec<'_> {
         self.given = given;
         Ok(match self.fill_keys(current).await? {
             Some(with_keys) => Rewrite::Rewritten(Box::new(with_keys)),
-            None if looks => Rewrite::Rewritten(Box::new(current.clone())),
+            None if looks || drawn.is_some() => Rewrite::Rewritten(Box::new(current.clone())),
             None => materialized.map_or(Rewrite::AsWritten, |m| Rewrite::Rewritten(Box::new(m))),
         })
     }

@@ -18,6 +18,7 @@ pub mod extended;
 pub mod given_lookup;
 pub mod given_update;
 pub mod given_values;
+mod inline_nextval;
 pub mod insert_select;
 pub mod key_blocks;
 pub mod key_columns;

@@ -4,7 +4,7 @@ sharded by id, `orders` by customer_id, `tenants` is a reference table, other ta
 `undeclared_tables`).
 
 Serial keys everywhere, relationships with eager loading, pagination, aggregates, savepoints,
-a transfer between customers on different shards, `func.now()` written on every shard in one
+a transfer between customers on different shards, ids from an explicit Sequence, `func.now()` written on every shard in one
 transaction, a server-side cursor (yield_per), bulk inserts, an order's primary key changed
 (to a taken id and to a new one), and DDL the way Alembic runs it. Every check compares with values computed here.
 Prints "orm app ok <driver>".
@@ -16,8 +16,8 @@ import os
 import time
 from datetime import datetime
 
-from sqlalchemy import (BigInteger, DateTime, Enum, ForeignKey, Integer, String, create_engine,
-                        func, select, text, union, union_all, update)
+from sqlalchemy import (BigInteger, DateTime, Enum, ForeignKey, Integer, Sequence, String,
+                        create_engine, func, select, text, union, union_all, update)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, mapped_column, relationship,
                             selectinload)
@@ -59,6 +59,15 @@ class Order(Base):
     # A native PostgreSQL ENUM (CREATE TYPE order_state AS ENUM), SQLAlchemy's default.
     state: Mapped[str] = mapped_column(Enum(*DECLARED, name="order_state"))
     customer: Mapped[Customer] = relationship(back_populates="orders")
+
+
+class Payment(Base):
+    # Sharded by customer_id (the key in its primary key), ids from an explicit Sequence: the
+    # INSERT carries nextval('payments_id_seq') in its VALUES.
+    __tablename__ = "payments"
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, Sequence("payments_id_seq"), primary_key=True)
+    amount: Mapped[int] = mapped_column(Integer)
 
 
 def seed(s):
@@ -219,6 +228,20 @@ def renumber(s, ids):
     assert len(every) == len(set(every)) == CUSTOMERS * ORDERS_EACH + 3, every
 
 
+def pay(s, ids):
+    # Payments for customers on every shard, one at a time and in bulk: every id from the one
+    # sequence, none handed out twice.
+    for cid in ids:
+        s.add(Payment(customer_id=cid, amount=1))
+        s.flush()
+    s.add_all([Payment(customer_id=cid, amount=2) for cid in ids])
+    s.commit()
+    drawn = s.scalar(Sequence("payments_id_seq").next_value())
+    every = s.scalars(select(Payment.id)).all()
+    assert len(every) == len(set(every)) == 2 * len(ids), sorted(every)
+    assert drawn not in every, drawn
+
+
 def migrate(conn):
     # DDL as Alembic runs it: its version table, a new column, an index.
     conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
@@ -241,7 +264,7 @@ def main():
         seed(s)
     with Session(engine) as s:
         ids = add_customers(s)
-    for step in (read_back, query, transfer, check_transfer, touch, stream, renumber):
+    for step in (read_back, query, transfer, check_transfer, touch, stream, renumber, pay):
         with Session(engine) as s:
             step(s, ids)
     with engine.begin() as conn:
@@ -260,7 +283,7 @@ async def main_async():
         await s.run_sync(seed)
     async with AsyncSession(engine) as s:
         ids = await s.run_sync(add_customers)
-    for step in (read_back, query, transfer, check_transfer, touch, stream, renumber):
+    for step in (read_back, query, transfer, check_transfer, touch, stream, renumber, pay):
         async with AsyncSession(engine) as s:
             await s.run_sync(step, ids)
     async with engine.begin() as conn:

@@ -64,7 +64,8 @@ impl Extended {
                     // the shard prepared it (see `key_sequence`); an upsert whose arbiters
                     // the catalog tells is judged first (see `upsert_arbiters`); values given
                     // or set for such columns are looked for (`given_values`, `given_update`),
-                    // and a call moving a sequence (`sequence_moves`).
+                    // a call moving a sequence (`sequence_moves`), and nextval() inside a statement on a
+                    // sharded table (`inline_nextval`).
                     let (sql, ast) = source_for(&self.statements, exec, &b.statement, batch)?;
                     if ast.as_ref().is_some_and(|a| {
                         exec.may_need_values(a)
@@ -75,6 +76,11 @@ impl Extended {
                                 a,
                                 &exec.placement,
                             )
+                            || (crate::executor::inline_nextval::may_call_sequence(sql)
+                                && crate::executor::inline_nextval::runs_on_shards(
+                                    a,
+                                    &exec.placement,
+                                ))
                     }) {
                         return None;
                     }
