@@ -104,6 +104,14 @@ enum Calls {
 }
 
 fn calls(stmt: &Statement, placement: &crate::placement::Placement) -> Calls {
+    // DDL calls nothing as it runs: a column's DEFAULT nextval(...) is the proxy's to fill
+    // (see `key_sequence`).
+    if !matches!(
+        stmt,
+        Statement::Query(_) | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)
+    ) {
+        return Calls::None;
+    }
     let Some(called) = first_call(stmt) else {
         return Calls::None;
     };
@@ -294,5 +302,12 @@ mod tests {
             read("insert into lines (id, account_id) values (1, 2)"),
             Calls::None
         );
+        // DDL: a DEFAULT calls nothing as the statement runs.
+        for sql in [
+            "alter table lines alter column note set default nextval('s')::text",
+            "create table lines2 (id bigint default nextval('s'), account_id bigint)",
+        ] {
+            assert_eq!(read(sql), Calls::None, "{sql}");
+        }
     }
 }
