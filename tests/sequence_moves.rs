@@ -22,6 +22,17 @@ async fn next_id(c: &tokio_postgres::Client, account: i64) -> Option<String> {
     answer(c, &sql).await[0][0].clone()
 }
 
+/// Each statement refused (0A000) for moving the sequence below the ids in use, the hint
+/// naming the setval past them.
+async fn refused_below(c: &tokio_postgres::Client, statements: &[&str], hint: &str) {
+    for sql in statements {
+        let e = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
+        let got = db_error(&e).hint().unwrap();
+        assert!(got.contains(hint), "{sql}: {got}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setval_is_refused_below_the_ids_in_use_and_drops_the_drawn_values() {
     let tc = TestCluster::start_unlike(3, "", TABLES).await;
@@ -34,16 +45,16 @@ async fn setval_is_refused_below_the_ids_in_use_and_drops_the_drawn_values() {
     .unwrap();
 
     // Back to or below the largest id in use: refused in each spelling and protocol.
-    for sql in [
-        "select setval('lines_id_seq', 1, false)",
-        "select setval('lines_id_seq', 20, false)",
-        "select pg_catalog.setval(pg_get_serial_sequence('\"lines\"', 'id'), 19, true) as v",
-    ] {
-        let e = c.simple_query(sql).await.unwrap_err();
-        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
-        let hint = db_error(&e).hint().unwrap();
-        assert!(hint.contains("setval('lines_id_seq', 20)"), "{sql}: {hint}");
-    }
+    refused_below(
+        &c,
+        &[
+            "select setval('lines_id_seq', 1, false)",
+            "select setval('lines_id_seq', 20, false)",
+            "select pg_catalog.setval(pg_get_serial_sequence('\"lines\"', 'id'), 19, true) as v",
+        ],
+        "setval('lines_id_seq', 20)",
+    )
+    .await;
     let e = c
         .query(
             "select setval($1::text::regclass, $2, false)",
@@ -225,16 +236,16 @@ async fn a_restart_below_the_ids_in_use_is_refused() {
 
     // Back to or below the largest id in use: refused in each spelling and protocol, and in
     // a transaction, which it fails.
-    for sql in [
-        "alter sequence lines_id_seq restart",
-        "ALTER SEQUENCE IF EXISTS public.lines_id_seq INCREMENT BY 1 RESTART WITH 20",
-        "alter sequence lines_id_seq start with 7 restart",
-    ] {
-        let e = c.simple_query(sql).await.unwrap_err();
-        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
-        let hint = db_error(&e).hint().unwrap();
-        assert!(hint.contains("setval('lines_id_seq', 20)"), "{sql}: {hint}");
-    }
+    refused_below(
+        &c,
+        &[
+            "alter sequence lines_id_seq restart",
+            "ALTER SEQUENCE IF EXISTS public.lines_id_seq INCREMENT BY 1 RESTART WITH 20",
+            "alter sequence lines_id_seq start with 7 restart",
+        ],
+        "setval('lines_id_seq', 20)",
+    )
+    .await;
     let e = c
         .execute("alter sequence lines_id_seq restart with 3", &[])
         .await

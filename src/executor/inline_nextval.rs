@@ -11,11 +11,8 @@
 
 use super::session::{Exec, R};
 use crate::error::{sqlstate, PgError};
-use crate::router::plan::relations;
-use sqlparser::ast::{
-    CastKind, DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectNamePart,
-    SetExpr, Statement, Value,
-};
+use crate::router::plan::{relations, unnamed_arguments};
+use sqlparser::ast::{CastKind, DataType, Expr, ObjectNamePart, SetExpr, Statement, Value};
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
@@ -54,10 +51,7 @@ fn named_sequence(e: &Expr) -> Option<String> {
     let Expr::Function(f) = e else {
         return None;
     };
-    let FunctionArguments::List(list) = &f.args else {
-        return None;
-    };
-    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] = list.args.as_slice() else {
+    let [arg] = unnamed_arguments(f)?[..] else {
         return None;
     };
     let literal = match arg {

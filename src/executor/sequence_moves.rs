@@ -32,8 +32,8 @@ use super::session::{Exec, Step, R};
 use crate::error::{sqlstate, PgError};
 use crate::placement::{Placement, TableRule};
 use crate::router::params::Params;
-use crate::router::plan::{last_ident, lone_call, HOME};
-use sqlparser::ast::{Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Statement};
+use crate::router::plan::{last_ident, lone_call, unnamed_arguments, HOME};
+use sqlparser::ast::{Expr, Ident, Statement};
 
 /// A Query that is one call moving a sequence, alone, without a FROM (as pg_dump's restores,
 /// ORMs' sequence resets and applications drawing an id send them): its arguments.
@@ -82,20 +82,7 @@ pub fn sequence_call(stmt: &Statement) -> Option<SequenceCall<'_>> {
         return None;
     };
     let f = lone_call(q)?;
-    let FunctionArguments::List(list) = &f.args else {
-        return None;
-    };
-    let args: Vec<&Expr> = list
-        .args
-        .iter()
-        .filter_map(|a| match a {
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
-            _ => None,
-        })
-        .collect();
-    if args.len() != list.args.len() {
-        return None;
-    }
+    let args = unnamed_arguments(f)?;
     let name = last_ident(&f.name);
     if name.eq_ignore_ascii_case("setval") && (2..=3).contains(&args.len()) {
         Some(SequenceCall::Set(args))

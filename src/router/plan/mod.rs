@@ -31,6 +31,7 @@ use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 mod aggregate_level;
+mod calls;
 mod conflict_target;
 mod copies;
 mod create_table;
@@ -54,6 +55,7 @@ mod unroutable;
 mod windows;
 mod write;
 
+pub(crate) use calls::*;
 pub(crate) use query::*;
 pub(crate) use scatter::*;
 pub use text_scope::TextScope;
@@ -542,25 +544,6 @@ pub(crate) fn bare(q: &Query) -> bool {
 pub(crate) fn ungrouped(select: &Select) -> bool {
     select.having.is_none()
         && matches!(&select.group_by, sqlparser::ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
-}
-
-/// The function a Query calls when it is a SELECT of that one call, without FROM
-/// (`SELECT setval(...)`, `SELECT pg_cancel_backend(...)`), perhaps under an alias.
-pub(crate) fn lone_call(q: &Query) -> Option<&sqlparser::ast::Function> {
-    let SetExpr::Select(s) = q.body.as_ref() else {
-        return None;
-    };
-    if !s.from.is_empty() || s.projection.len() != 1 {
-        return None;
-    }
-    match &s.projection[0] {
-        SelectItem::UnnamedExpr(Expr::Function(f))
-        | SelectItem::ExprWithAlias {
-            expr: Expr::Function(f),
-            ..
-        } => Some(f),
-        _ => None,
-    }
 }
 
 pub(crate) fn last_ident(name: &ObjectName) -> String {
