@@ -22,6 +22,18 @@ async fn next_id(c: &tokio_postgres::Client, account: i64) -> Option<String> {
     answer(c, &sql).await[0][0].clone()
 }
 
+/// Every shard's copy of `refs` holds these rows (`id || name`, in id order).
+async fn every_copy_holds(tc: &TestCluster, rows: &str) {
+    for shard in 0..3 {
+        let held = answer(
+            &tc.direct(shard).await,
+            "select string_agg(id || name, ',' order by id) from refs",
+        )
+        .await;
+        assert_eq!(held[0][0].as_deref(), Some(rows), "shard {shard}");
+    }
+}
+
 /// Each statement refused (0A000) for moving the sequence below the ids in use, the hint
 /// naming the setval past them.
 async fn refused_below(c: &tokio_postgres::Client, statements: &[&str], hint: &str) {
@@ -142,18 +154,7 @@ async fn setval_of_a_reference_tables_sequence_moves_every_copy() {
     c.execute("insert into refs (name) values ('d')", &[])
         .await
         .unwrap();
-    for shard in 0..3 {
-        let rows = answer(
-            &tc.direct(shard).await,
-            "select string_agg(id || name, ',' order by id) from refs",
-        )
-        .await;
-        assert_eq!(
-            rows[0][0].as_deref(),
-            Some("1a,2b,101c,201d"),
-            "shard {shard}"
-        );
-    }
+    every_copy_holds(&tc, "1a,2b,101c,201d").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,14 +188,7 @@ async fn nextval_and_setval_move_the_copies_a_table_draws_from() {
     c.execute("insert into refs (name) values ('c')", &[])
         .await
         .unwrap();
-    for shard in 0..3 {
-        let rows = answer(
-            &tc.direct(shard).await,
-            "select string_agg(id || name, ',' order by id) from refs",
-        )
-        .await;
-        assert_eq!(rows[0][0].as_deref(), Some("1a,2b,5c"), "shard {shard}");
-    }
+    every_copy_holds(&tc, "1a,2b,5c").await;
 
     // A table on the second shard draws from that shard's copy: the calls move it.
     assert_eq!(
@@ -372,14 +366,7 @@ async fn a_setval_over_a_tables_rows_reads_every_shard() {
     c.execute("insert into refs (name) values ('c')", &[])
         .await
         .unwrap();
-    for shard in 0..3 {
-        let rows = answer(
-            &tc.direct(shard).await,
-            "select string_agg(id || name, ',' order by id) from refs",
-        )
-        .await;
-        assert_eq!(rows[0][0].as_deref(), Some("90a,95b,96c"), "shard {shard}");
-    }
+    every_copy_holds(&tc, "90a,95b,96c").await;
     // A table living on the third shard: its own copy of the sequence.
     assert_eq!(
         answer(&c, &reset("pinned")).await[0][0].as_deref(),
