@@ -122,9 +122,7 @@ fn calls(stmt: &Statement, placement: &crate::placement::Placement) -> Calls {
         _ => return Calls::Refused(called),
     };
     // Calls anywhere but in the rows (RETURNING, ON CONFLICT) stay refused.
-    let mut rest = ins.clone();
-    rest.source = None;
-    if let Some(elsewhere) = first_call(&rest) {
+    if let Some(elsewhere) = first_call(&ins.returning).or_else(|| first_call(&ins.on)) {
         return Calls::Refused(elsewhere);
     }
     let mut draws: BTreeMap<String, usize> = BTreeMap::new();
