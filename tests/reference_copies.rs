@@ -230,3 +230,99 @@ async fn reference_tables_may_not_default_to_a_value_per_server() {
         .await
         .unwrap();
 }
+
+/// `WITH ... INSERT/UPDATE/DELETE` of a reference table, and a SELECT whose WITH list writes
+/// one, are writes of it: every copy takes them, its writers taking turns (a serial default
+/// hands out one id everywhere), and the client gets one copy's rows. Before, the proxy read
+/// them as queries and ran them on the first shard only. A statement that would also need a
+/// sharded table, or write two reference tables at once, is refused with nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_inside_with_reach_every_copy() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table tags (id serial primary key, name text unique, n int);
+         create table currencies (code text primary key, name text);
+         create table accounts (id bigint primary key, n int);
+         insert into accounts select generate_series(1, 6), 0",
+    )
+    .await
+    .unwrap();
+    c.batch_execute(
+        "with w as (select 'a' as name) insert into tags (name) select name from w;
+         with w as (select 'b' as name) insert into tags (name, n) select name, 2 from w",
+    )
+    .await
+    .unwrap();
+    let returned = c
+        .query(
+            "with w as (insert into tags (name) values ($1) returning id, name) select name from w",
+            &[&"c"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(returned.len(), 1, "one copy's rows");
+    assert_eq!(returned[0].get::<_, &str>(0), "c");
+    let updated = common::rows(
+        &c.simple_query(
+            "with w as (select 'b' as name) update tags set n = 20 where name in (select name from w) returning name",
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(updated, vec![vec![Some("b".to_string())]]);
+    let deleted = common::answer(
+        &c,
+        "with d as (delete from tags where name = 'a' returning *) select count(*) from d",
+    )
+    .await;
+    assert_eq!(deleted[0][0].as_deref(), Some("1"));
+    // In a transaction with a sharded table's write: both kept.
+    c.batch_execute(
+        "begin;
+         update accounts set n = 1 where id = 3;
+         with w as (select 'd' as name) insert into tags (name) select name from w;
+         commit",
+    )
+    .await
+    .unwrap();
+    let copy = the_copy(&tc, "tags").await;
+    let held: Vec<(Option<String>, Option<String>)> =
+        copy.iter().map(|r| (r[0].clone(), r[1].clone())).collect();
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        held,
+        vec![(s("2"), s("b")), (s("3"), s("c")), (s("4"), s("d"))],
+        "one id each, alike on every copy"
+    );
+    assert_eq!(copy[0][2].as_deref(), Some("20"));
+    assert_eq!(
+        common::answer(&c, "select n from accounts where id = 3").await[0][0].as_deref(),
+        Some("1")
+    );
+
+    for sql in [
+        "with w as (insert into tags (name) values ('x') returning id) select * from w, accounts a where a.id = 1",
+        "with w as (select id from accounts) insert into tags (name) select 'x' from w",
+        "with w as (insert into currencies values ('EUR', 'Euro') returning code) insert into tags (name) values ('x')",
+    ] {
+        let e = c.simple_query(sql).await.expect_err(sql);
+        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
+        assert!(
+            db_error(&e)
+                .hint()
+                .is_some_and(|h| h.contains("statement of its own")),
+            "{sql}: {e:?}"
+        );
+    }
+    let e = c
+        .simple_query("with w as (insert into tags (name, n) values ('x', random()) returning id) select * from w")
+        .await
+        .unwrap_err();
+    refused(&e, "random() in a WITH");
+    assert_eq!(the_copy(&tc, "tags").await.len(), 3, "nothing written");
+    assert!(the_copy(&tc, "currencies").await.is_empty());
+    c.batch_execute("drop table tags, currencies, accounts")
+        .await
+        .unwrap();
+}

@@ -6,7 +6,7 @@
 mod common;
 
 use common::raw::{self, Raw};
-use common::{code, copy_in, db_error, rows, TestCluster};
+use common::{answer, code, copy_in, db_error, rows, TestCluster};
 use futures_util::{SinkExt, StreamExt};
 use std::process::Command;
 use tokio_postgres::SimpleQueryMessage;
@@ -680,6 +680,52 @@ async fn undeclared_tables_can_live_on_one_named_shard() {
         .hint()
         .unwrap_or("")
         .contains("undeclared_tables"));
+    // A WITH that writes it is a write on its shard: with a row of another shard written in the
+    // same transaction, both commit in two phases (each prepared branch leaves a marker on its
+    // shard). Read as a query, it was committed after the decision, as a read.
+    let markers = || async {
+        answer(
+            &tc.direct(1).await,
+            "select count(*) from shardgate.txn_marker",
+        )
+        .await[0][0]
+            .clone()
+    };
+    c.batch_execute("insert into items select g, 'i', 0 from generate_series(1, 20) g")
+        .await
+        .unwrap();
+    let before = markers().await;
+    let elsewhere = answer(&tc.direct(0).await, "select min(id) from items").await[0][0]
+        .clone()
+        .unwrap();
+    c.batch_execute(&format!(
+        "begin;
+         update items set qty = 100 where id = {elsewhere};
+         with w as (select 'de' as app) insert into django_migrations (app, name) select app, '0001' from w;
+         commit"
+    ))
+    .await
+    .unwrap();
+    let after = markers().await;
+    assert_eq!(
+        after.and_then(|a| a.parse::<i64>().ok()),
+        before.and_then(|b| b.parse::<i64>().ok()).map(|b| b + 1),
+        "shard s1 took part in the two-phase commit"
+    );
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from django_migrations where app = 'de'")
+            .await,
+        vec![0, 1, 0]
+    );
+    // Writing a reference table beside it would write one copy: refused.
+    let sql = "with w as (insert into countries values ('de', 'Germany') returning code) insert into django_migrations (app, name) select code, '1' from w";
+    let err = c.simple_query(sql).await.unwrap_err();
+    assert_eq!(code(&err), "0A000", "{err:?}");
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from countries where code = 'de'")
+            .await,
+        vec![0, 0, 0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,8 @@
 //! `kept_rows` the aggregates over a reference table's rows kept by an outer join that combine
 //! exactly, `reading_functions` the refusal of calls of functions that read sharded tables,
 //! `text_scope` where merged text may take its collation from, `key_guard` the assignments to a
-//! sharded table's key, `conflict_target` the ON CONFLICT targets that would look on one shard.
+//! sharded table's key, `conflict_target` the ON CONFLICT targets that would look on one shard,
+//! `writing_query` the queries that write (WITH ... INSERT, a WITH list holding a write).
 
 use super::keys::{keys_in, literal_key, strip, KeySet};
 use super::params::Params;
@@ -54,6 +55,7 @@ mod unparsed;
 mod unroutable;
 mod windows;
 mod write;
+mod writing_query;
 
 pub(crate) use calls::*;
 pub(crate) use query::*;
@@ -503,10 +505,16 @@ fn plan_unguarded(stmt: &Statement, placement: &Placement, params: &Params) -> P
             // A reference-table write: every copy plans alike, and ANALYZE runs it on every
             // copy, as the write itself would; the client sees one copy's plan.
             Plan::Write {
-                parts, sum: false, ..
+                parts,
+                sum: false,
+                serialize,
+                ..
             } if parts.len() == placement.shard_names.len() => {
                 if *analyze {
-                    on_every_shard(placement, stmt, false)
+                    match serialize {
+                        Some(table) => on_every_copy(placement, &stmt.to_string(), &table),
+                        None => on_every_shard(placement, stmt, false),
+                    }
                 } else {
                     Plan::Shard {
                         shard: HOME,

@@ -40,7 +40,7 @@ pub(crate) struct Relations {
     pub sharded: Vec<(String, KeyType, String)>, // (table, key type, key column)
     reference: usize,
     /// Shards of the tables that live on one shard (undeclared tables, see `TableRule::Pinned`).
-    pinned: BTreeSet<usize>,
+    pub(super) pinned: BTreeSet<usize>,
     undeclared: Option<String>,
 }
 
@@ -172,6 +172,9 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
     let rels = relations(q, placement);
     if let Some(name) = rels.undeclared {
         return undeclared(&name);
+    }
+    if let Some(plan) = super::writing_query::plan(q, placement, &rels) {
+        return plan;
     }
     if let Some(&shard) = rels.pinned.first() {
         return on_pinned_shard(q, placement, shard, false);

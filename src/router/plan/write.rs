@@ -8,37 +8,59 @@ use super::*;
 /// false for one).
 pub(super) fn on_every_shard(placement: &Placement, stmt: &Statement, sum: bool) -> Plan {
     let text = stmt.to_string();
+    match written_table(stmt).filter(|_| !sum) {
+        Some(table) => on_every_copy(placement, &text, &table),
+        None => Plan::Write {
+            parts: (0..placement.shard_names.len())
+                .map(|s| (s, text.clone()))
+                .collect(),
+            sum,
+            picks: Vec::new(),
+            serialize: None,
+            row_order: Vec::new(),
+        },
+    }
+}
+
+/// `text` on every shard as a write of reference table `table`, whose writers take turns: the
+/// client gets one copy's answer.
+pub(super) fn on_every_copy(placement: &Placement, text: &str, table: &str) -> Plan {
     Plan::Write {
         parts: (0..placement.shard_names.len())
-            .map(|s| (s, text.clone()))
+            .map(|s| (s, text.to_string()))
             .collect(),
-        sum,
+        sum: false,
         picks: Vec::new(),
-        serialize: if sum { None } else { written_table(stmt) },
+        serialize: Some(table.to_string()),
         row_order: Vec::new(),
     }
 }
 
-/// The table an INSERT, UPDATE or DELETE (or EXPLAIN of one) writes.
+/// The table an INSERT, UPDATE or DELETE (or EXPLAIN of one) writes, as its writers lock it.
 pub(super) fn written_table(stmt: &Statement) -> Option<String> {
+    target(stmt).map(|n| last_ident(n).to_lowercase())
+}
+
+/// The table an INSERT, UPDATE or DELETE (or EXPLAIN of one) writes.
+pub(super) fn target(stmt: &Statement) -> Option<&ObjectName> {
     match stmt {
         Statement::Insert(ins) => match &ins.table {
-            TableObject::TableName(n) => Some(last_ident(n).to_lowercase()),
+            TableObject::TableName(n) => Some(n),
             _ => None,
         },
         Statement::Update(up) => match &up.table.relation {
-            TableFactor::Table { name, .. } => Some(last_ident(name).to_lowercase()),
+            TableFactor::Table { name, .. } => Some(name),
             _ => None,
         },
         Statement::Delete(del) => match &del.from {
             FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => {
                 match t.first().map(|t| &t.relation) {
-                    Some(TableFactor::Table { name, .. }) => Some(last_ident(name).to_lowercase()),
+                    Some(TableFactor::Table { name, .. }) => Some(name),
                     _ => None,
                 }
             }
         },
-        Statement::Explain { statement, .. } => written_table(statement),
+        Statement::Explain { statement, .. } => target(statement),
         _ => None,
     }
 }

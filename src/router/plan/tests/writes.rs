@@ -210,3 +210,46 @@ fn writes_naming_the_key_run_guarded_where_their_rows_are() {
         "0A000"
     );
 }
+
+#[test]
+fn a_query_writing_a_reference_table_runs_on_every_copy() {
+    for sql in [
+        "with w as (select 'x' as c) insert into countries (code) select c from w",
+        "with w as (insert into countries (code) values ('x') returning code) select * from w",
+        "with w as (select 1) delete from countries where code = 'x'",
+    ] {
+        match plan_sql(sql) {
+            Plan::Write {
+                parts,
+                sum: false,
+                serialize: Some(table),
+                ..
+            } => {
+                assert_eq!(parts.len(), 3, "{sql}");
+                assert_eq!(table, "countries", "{sql}");
+            }
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    // With a sharded table, or a value each copy computes its own way: refused.
+    for sql in [
+        "with w as (select id from accounts) insert into countries (code) select 'x' from w",
+        "with w as (insert into countries (code) values ('x') returning code) select * from w, accounts where id = 1",
+        "with w as (insert into countries (code) values (random()::text) returning code) select * from w",
+    ] {
+        assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
+    }
+    // EXPLAIN ANALYZE runs it as the write itself would.
+    assert!(matches!(
+        plan_sql("explain analyze with w as (select 'x' as c) insert into countries (code) select c from w"),
+        Plan::Write { ref parts, serialize: Some(ref t), .. } if parts.len() == 3 && t == "countries"
+    ));
+    // A plain WITH reads one copy, as before.
+    assert_eq!(
+        plan_sql("with w as (select * from countries) select * from w"),
+        Plan::Shard {
+            shard: HOME,
+            write: false
+        }
+    );
+}
