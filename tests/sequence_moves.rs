@@ -24,13 +24,19 @@ async fn next_id(c: &tokio_postgres::Client, account: i64) -> Option<String> {
 
 /// Every shard's copy of `refs` holds these rows (`id || name`, in id order).
 async fn every_copy_holds(tc: &TestCluster, rows: &str) {
+    every_copy_answers(
+        tc,
+        "select string_agg(id || name, ',' order by id) from refs",
+        rows,
+    )
+    .await
+}
+
+/// Every shard answers `sql` (one value) with `expected`.
+async fn every_copy_answers(tc: &TestCluster, sql: &str, expected: &str) {
     for shard in 0..3 {
-        let held = answer(
-            &tc.direct(shard).await,
-            "select string_agg(id || name, ',' order by id) from refs",
-        )
-        .await;
-        assert_eq!(held[0][0].as_deref(), Some(rows), "shard {shard}");
+        let held = answer(&tc.direct(shard).await, sql).await;
+        assert_eq!(held[0][0].as_deref(), Some(expected), "shard {shard}");
     }
 }
 
@@ -438,4 +444,79 @@ async fn nextval_in_a_statement_on_a_sharded_table_draws_from_the_cluster() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), "0A000", "{e:?}");
+}
+
+/// `nextval()` in statements on reference tables and tables living on one shard: a reference
+/// table's write calling the cluster's sequence ran on every copy, each calling its own copy of
+/// it (the first shard's value on one, another shard's stale one elsewhere), and a read calling
+/// a reference table's sequence moved the first copy alone. Now each call is right where its
+/// sequence is drawn from, drawn from the cluster in an INSERT's VALUES, or refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nextval_beside_tables_that_are_not_sharded_calls_the_copy_drawn_from() {
+    let tail = format!("{TABLES}[routing]\nundeclared_tables = \"s2\"\n");
+    let tc = TestCluster::start_unlike(3, "", &tail).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table lines (id serial primary key, account_id bigint not null);
+         insert into lines (account_id) select g from generate_series(1, 5) g;
+         create table refs (id serial primary key, name text, code bigint);
+         create table pinned (id serial primary key, code bigint);",
+    )
+    .await
+    .unwrap();
+    // The cluster's sequence, drawn once for every copy, in each protocol; the table's own
+    // sequence, called on every copy as its default would be.
+    c.batch_execute("insert into refs (name, code) values ('a', nextval('lines_id_seq'))")
+        .await
+        .unwrap();
+    c.execute(
+        "insert into refs (id, name, code) values (nextval('refs_id_seq'), $1, nextval('lines_id_seq'))",
+        &[&"b"],
+    )
+    .await
+    .unwrap();
+    let codes = "select string_agg(id || name || (code > 5 and code < 1000)::text, ',' order by id) from refs";
+    every_copy_answers(&tc, codes, "1atrue,2btrue").await;
+    let distinct = answer(&c, "select count(distinct code) from refs").await;
+    assert_eq!(distinct[0][0].as_deref(), Some("2"));
+    // On the shard a table lives on: its own sequence as written, the cluster's drawn.
+    c.batch_execute(
+        "insert into pinned (id, code) values (nextval('pinned_id_seq'), nextval('lines_id_seq'))",
+    )
+    .await
+    .unwrap();
+    let pinned = answer(
+        &tc.direct(2).await,
+        "select id || ':' || (code > 5)::text from pinned",
+    )
+    .await;
+    assert_eq!(pinned[0][0].as_deref(), Some("1:true"));
+    // The other calls would each move some copy on its own: refused, nothing moved.
+    for sql in [
+        "update refs set code = nextval('lines_id_seq')",
+        "select nextval('refs_id_seq') from generate_series(1, 3)",
+        "select nextval('lines_id_seq') from pinned",
+        "insert into refs (name, code) select 'c', nextval('lines_id_seq')",
+        "insert into refs (name, code) values ('c', setval('lines_id_seq', 500))",
+        "insert into pinned (code) values (nextval('refs_id_seq'))",
+    ] {
+        let e = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
+        assert!(
+            db_error(&e).message().contains("is drawn from"),
+            "{sql}: {e:?}"
+        );
+    }
+    let e = c
+        .query(
+            "select nextval($1::text::regclass) from refs",
+            &[&"refs_id_seq"],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e:?}");
+    c.batch_execute("insert into refs (name) values ('c')")
+        .await
+        .unwrap();
+    every_copy_holds(&tc, "1a,2b,3c").await;
 }

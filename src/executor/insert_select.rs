@@ -96,7 +96,7 @@ impl Exec<'_> {
         }
         // nextval() in an INSERT's rows, drawn from the cluster's sequence; refused elsewhere
         // in a statement on a sharded table (see `inline_nextval`).
-        let drawn = match self.nextval_drawn(stmt).await? {
+        let drawn = match self.nextval_drawn(stmt, params, types).await? {
             Ok(drawn) => drawn,
             Err(()) => return Ok(Rewrite::Failed),
         };

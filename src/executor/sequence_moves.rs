@@ -191,15 +191,26 @@ impl Exec<'_> {
         match sequence_call(stmt) {
             Some(SequenceCall::Set(args)) => self.setval_checked(&args, params, types).await,
             Some(SequenceCall::Next(named)) if self.placement.has_copies_or_pins() => {
-                let Some(request) =
-                    super::given_lookup::request(&users(&named.to_string()), params, types)
-                else {
-                    return Ok(Ok(SequenceRoute::Home));
-                };
-                self.columns_filled(request).await
+                self.sequence_route(named, params, types).await
             }
             _ => Ok(Ok(SequenceRoute::Home)),
         }
+    }
+
+    /// Where the sequence `named` (an expression giving its name, bound as the client bound
+    /// it) is drawn from: the route a call of it alone takes. Err when the first shard could
+    /// not tell, its error (the call's own: no such sequence) written for the client.
+    pub(super) async fn sequence_route(
+        &mut self,
+        named: &Expr,
+        params: &Params,
+        types: &[u32],
+    ) -> R<Result<SequenceRoute, ()>> {
+        let Some(request) = super::given_lookup::request(&users(&named.to_string()), params, types)
+        else {
+            return Ok(Ok(SequenceRoute::Home));
+        };
+        self.columns_filled(request).await
     }
 
     /// The route for the columns (`table|column` lines) that `request` reads on the first

@@ -127,12 +127,13 @@ impl Exec<'_> {
                 }
             }
             let stmt = stmt.map(|s| self.with_insert_columns(&s));
-            // A call moving a sequence may be looked at every time (see `sequence_moves`),
-            // never routed by shape.
+            // A call moving a sequence may be looked at every time (see `sequence_moves`,
+            // `inline_nextval`), never routed by shape.
             let as_written = forced.is_none()
                 && !filled
                 && stmt.as_deref().is_some_and(|s| {
                     !super::sequence_moves::looked_at_each_time(s, &self.placement)
+                        && !super::inline_nextval::looked_at(&sql, s, &self.placement)
                 });
             let plan = match (&stmt, forced) {
                 (_, Some(p)) => p,

@@ -76,11 +76,7 @@ impl Extended {
                                 a,
                                 &exec.placement,
                             )
-                            || (crate::executor::inline_nextval::may_call_sequence(sql)
-                                && crate::executor::inline_nextval::runs_on_shards(
-                                    a,
-                                    &exec.placement,
-                                ))
+                            || crate::executor::inline_nextval::looked_at(sql, a, &exec.placement)
                     }) {
                         return None;
                     }

@@ -63,6 +63,7 @@ pub(crate) use scatter::*;
 pub use text_scope::TextScope;
 pub use unparsed::*;
 pub(crate) use write::*;
+pub(crate) use writing_query::tables_written;
 
 pub use crate::placement::HOME;
 

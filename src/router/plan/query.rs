@@ -49,6 +49,11 @@ impl Relations {
     pub(crate) fn only_reference(&self) -> bool {
         self.sharded.is_empty() && self.pinned.is_empty() && self.undeclared.is_none()
     }
+
+    /// The shard of the tables that live on one shard, if any (the first, where they differ).
+    pub(crate) fn pinned_shard(&self) -> Option<usize> {
+        self.pinned.first().copied()
+    }
 }
 
 pub(crate) fn relations<V: sqlparser::ast::Visit>(q: &V, placement: &Placement) -> Relations {

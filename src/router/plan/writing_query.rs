@@ -23,6 +23,15 @@ pub(super) fn written_tables(q: &Query) -> Vec<&ObjectName> {
         .collect()
 }
 
+/// The tables a statement writes: an INSERT's, UPDATE's or DELETE's target, and a query's as
+/// above.
+pub(crate) fn tables_written(stmt: &Statement) -> Vec<&ObjectName> {
+    match stmt {
+        Statement::Query(q) => written_tables(q),
+        other => target(other).into_iter().collect(),
+    }
+}
+
 /// Where a query that writes runs, or None when it writes nothing or only tables `plan_query`
 /// places (sharded tables, refused there, and catalogs).
 pub(super) fn plan(q: &Query, placement: &Placement, rels: &Relations) -> Option<Plan> {
