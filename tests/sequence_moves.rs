@@ -507,6 +507,19 @@ async fn nextval_beside_tables_that_are_not_sharded_calls_the_copy_drawn_from() 
             "{sql}: {e:?}"
         );
     }
+    // A reference table's own sequence outside an INSERT's VALUES: each copy would call it
+    // in the order it visits its rows.
+    for sql in [
+        "update refs set code = nextval('refs_id_seq')",
+        "insert into refs (id, name) select nextval('refs_id_seq'), 'c'",
+    ] {
+        let e = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
+        assert!(
+            db_error(&e).message().contains("order it visits"),
+            "{sql}: {e:?}"
+        );
+    }
     let e = c
         .query(
             "select nextval($1::text::regclass) from refs",

@@ -335,7 +335,7 @@ impl Exec<'_> {
             let route = match routes.get(&key) {
                 Some(route) => route,
                 None if names_a_column(named) => {
-                    self.refuse_placed(f, &key, runs, None);
+                    self.refuse_placed(f, &key, runs, Why::Column);
                     return Ok(Err(()));
                 }
                 None => match self.sequence_route(named, params, types).await? {
@@ -343,7 +343,13 @@ impl Exec<'_> {
                     Err(()) => return Ok(Err(())),
                 },
             };
+            // On every copy, the copies' own sequences stay alike only when called in one
+            // order: an INSERT's VALUES; rows an UPDATE or a SELECT visits come in each copy's.
             if runs.calls_the_copy(route) {
+                if runs == Runs::EveryCopy && !matches!(elsewhere, Calls::Draw(_)) {
+                    self.refuse_placed(f, &key, runs, Why::RowOrder);
+                    return Ok(Err(()));
+                }
                 continue;
             }
             // The cluster's sequence, in an INSERT's rows: drawn, as on a sharded table.
@@ -352,8 +358,8 @@ impl Exec<'_> {
                     *draws.entry(name).or_default() += 1;
                 }
                 _ => {
-                    let route = Some(route_text(route, &self.placement));
-                    self.refuse_placed(f, &key, runs, route);
+                    let route = route_text(route, &self.placement);
+                    self.refuse_placed(f, &key, runs, Why::DrawnFrom(route));
                     return Ok(Err(()));
                 }
             }
@@ -361,23 +367,42 @@ impl Exec<'_> {
         Ok(Ok(draws))
     }
 
-    fn refuse_placed(&mut self, f: &str, sequence: &str, runs: Runs, drawn: Option<String>) {
+    fn refuse_placed(&mut self, f: &str, sequence: &str, runs: Runs, why: Why) {
         let runs = match runs {
             Runs::Home => "on the first shard alone".to_string(),
             Runs::EveryCopy => "on every copy of a reference table".to_string(),
             Runs::Shard(s) => format!("on shard {} alone", self.placement.shard_names[s]),
         };
-        let drawn = drawn.unwrap_or_else(|| "where a column names it".to_string());
+        let (why, detail) = match why {
+            Why::Column => ("a column names the sequence".to_string(), DRAW_APART),
+            Why::DrawnFrom(route) => (format!("the sequence is drawn from {route}"), DRAW_APART),
+            Why::RowOrder => (
+                "outside an INSERT's VALUES each copy calls it in the order it visits its rows".to_string(),
+                "The copies' own sequences stay alike, but each copy would give a row another value.",
+            ),
+        };
         self.error(
             &PgError::error(
                 sqlstate::FEATURE_NOT_SUPPORTED,
-                format!("{f}({sequence}) in this statement is not supported: the statement runs {runs}, and the sequence is drawn from {drawn}"),
+                format!("{f}({sequence}) in this statement is not supported: the statement runs {runs}, and {why}"),
             )
-            .with_detail("Each shard the statement runs on would call its own copy of the sequence, and the copies would draw apart.")
+            .with_detail(detail)
             .with_hint(HINT),
         );
     }
 }
+
+/// Why a call in a statement on tables that are not sharded is refused.
+enum Why {
+    /// The sequence is named by a column.
+    Column,
+    /// It is drawn from elsewhere: where, in words.
+    DrawnFrom(String),
+    /// On every copy, in an order each copy takes its own way.
+    RowOrder,
+}
+
+const DRAW_APART: &str = "Each shard the statement runs on would call its own copy of the sequence, and the copies would draw apart.";
 
 const HINT: &str = "Draw the values first through the proxy (SELECT nextval('a_sequence')) and pass them, or leave the column to its DEFAULT; INSERT ... VALUES (nextval('a_sequence'), ...) is supported.";
 
