@@ -326,3 +326,71 @@ async fn writes_inside_with_reach_every_copy() {
         .await
         .unwrap();
 }
+
+/// An INSERT ... SELECT into a reference table runs on every copy, and each copy read its
+/// source its own way: a serial numbered the rows in each copy's physical order (which a
+/// `CLUSTER` on one shard changes), a LIMIT without ORDER BY picked each copy's first rows.
+/// Where the order decides what is written, the source is now read once and its rows written
+/// alike on every copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_select_into_a_reference_table_reads_its_source_once() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table src (id int primary key, name text);
+         create table dst (id serial primary key, name text);
+         create table firsts (code text primary key, name text);
+         insert into src select g, 'n' || g from generate_series(1, 8) g;
+         update src set name = name || 'x' where id in (1, 2, 3);",
+    )
+    .await
+    .unwrap();
+    // One shard's copy of the source put in key order, the others keep updated rows last.
+    tc.direct(1)
+        .await
+        .batch_execute("cluster src using src_pkey")
+        .await
+        .unwrap();
+    c.batch_execute("insert into dst (name) select name from src")
+        .await
+        .unwrap();
+    let copy = the_copy(&tc, "dst").await;
+    assert_eq!(copy.len(), 8);
+    c.execute(
+        "insert into dst (name) select name from src where id > $1 limit 2",
+        &[&0i32],
+    )
+    .await
+    .unwrap();
+    assert_eq!(the_copy(&tc, "dst").await.len(), 10);
+    // ON CONFLICT keeps the first row of each key the source returns.
+    c.batch_execute(
+        "insert into firsts select left(name, 1), name from src on conflict (code) do nothing",
+    )
+    .await
+    .unwrap();
+    assert_eq!(the_copy(&tc, "firsts").await.len(), 1);
+    // Rows the transaction wrote are read; a source without rows writes none anywhere.
+    c.batch_execute(
+        "begin;
+         insert into src values (9, 'n9');
+         insert into dst (name) select name from src where id = 9;
+         commit",
+    )
+    .await
+    .unwrap();
+    let none = c
+        .query(
+            "insert into dst (name) select name from src where id < 0 returning id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let copy = the_copy(&tc, "dst").await;
+    assert_eq!(copy.len(), 11);
+    assert_eq!(copy[10][1].as_deref(), Some("n9"));
+    c.batch_execute("drop table src, dst, firsts")
+        .await
+        .unwrap();
+}

@@ -726,6 +726,26 @@ async fn undeclared_tables_can_live_on_one_named_shard() {
             .await,
         vec![0, 0, 0]
     );
+    // A reference table filled from it: read on its shard once, written alike on every copy
+    // (each copy read its own shard's table before).
+    c.batch_execute(
+        "insert into countries (code, name) select app, name from django_migrations where app = 'de'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from countries where code = 'de'")
+            .await,
+        vec![1, 1, 1]
+    );
+    // Other writes of a reference table reading it are refused.
+    for sql in [
+        "update countries set name = (select max(name) from django_migrations)",
+        "delete from countries where code in (select app from django_migrations)",
+    ] {
+        let err = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(code(&err), "0A000", "{sql}: {err:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

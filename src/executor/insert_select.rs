@@ -13,6 +13,10 @@
 //! memory for the statement, as the statement's own VALUES would be, at most `SOURCE_BYTES`
 //! (beyond that the statement fails with 54000 and nothing is written).
 //!
+//! An INSERT ... SELECT into a reference table is read the same way, from the one shard its
+//! source reads, when the copies would each read it their own way (see `copies_source`); a
+//! source without rows then writes none on any copy.
+//!
 //! An INSERT ... SELECT the planner already places (a co-located table's own keys on one shard)
 //! is left to it; so is a source over several shards in `snapshot` consistency (its reads would
 //! need a cut), which the planner refuses.
@@ -26,7 +30,7 @@ use crate::protocol::{build, inspect};
 use crate::router::params::Params;
 use crate::router::plan::{keep_used_params, plan, Plan};
 use bytes::BytesMut;
-use sqlparser::ast::{Expr, Parens, SetExpr, Statement, TableObject, Value, Values};
+use sqlparser::ast::{Expr, LimitClause, Parens, SetExpr, Statement, TableObject, Value, Values};
 
 /// How much of a source's rows an INSERT ... SELECT may hold in the proxy.
 pub const SOURCE_BYTES: usize = 64 << 20;
@@ -187,33 +191,41 @@ impl Exec<'_> {
             return Ok(Rewrite::AsWritten);
         };
         let table = name.to_string();
-        let (Some(TableRule::Sharded { .. }), Some(source)) =
-            (self.placement.rule(&table), &ins.source)
-        else {
+        let Some(source) = ins.source.as_deref() else {
             return Ok(Rewrite::AsWritten);
         };
-        if matches!(source.body.as_ref(), SetExpr::Values(_))
-            || matches!(plan(stmt, &self.placement, params), Plan::Shard { .. })
-        {
+        if matches!(source.body.as_ref(), SetExpr::Values(_)) {
             return Ok(Rewrite::AsWritten);
         }
-        let query = (**source).clone();
-        let (shards, text) = match plan(
-            &Statement::Query(Box::new(query.clone())),
-            &self.placement,
-            params,
-        ) {
-            Plan::Shard { shard, .. } => (vec![shard], query.to_string()),
-            // In snapshot consistency a read of several shards needs a cut, which these
-            // shard-by-shard reads do not take: left to the planner, which refuses it.
-            Plan::Scatter { shards, sql, merge }
-                if merge == Default::default()
-                    && self.consistency != crate::txn::snapshot::Consistency::Snapshot
-                    && !matches!(&self.txn, crate::txn::state::TxnState::Open(t) if t.snapshot) =>
-            {
-                (shards, sql)
+        let copies = self.placement.rule(&table) == Some(&TableRule::Reference);
+        let (shards, text) = if copies {
+            // Read once only where the copies would each read it their own way.
+            match self.copies_read_once(ins, &table, source, params).await? {
+                Some(shard) => (vec![shard], source.to_string()),
+                None => return Ok(Rewrite::AsWritten),
             }
-            _ => return Ok(Rewrite::AsWritten),
+        } else if matches!(self.placement.rule(&table), Some(TableRule::Sharded { .. }))
+            && !matches!(plan(stmt, &self.placement, params), Plan::Shard { .. })
+        {
+            match plan(
+                &Statement::Query(Box::new(source.clone())),
+                &self.placement,
+                params,
+            ) {
+                Plan::Shard { shard, .. } => (vec![shard], source.to_string()),
+                // In snapshot consistency a read of several shards needs a cut, which these
+                // shard-by-shard reads do not take: left to the planner, which refuses it.
+                Plan::Scatter { shards, sql, merge }
+                    if merge == Default::default()
+                        && self.consistency != crate::txn::snapshot::Consistency::Snapshot
+                        && !matches!(&self.txn, crate::txn::state::TxnState::Open(t) if t.snapshot) =>
+                {
+                    (shards, sql)
+                }
+                _ => return Ok(Rewrite::AsWritten),
+            }
+        } else {
+            return Ok(Rewrite::AsWritten);
         };
         let Some(Statement::Query(per_shard)) =
             sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, &text)
@@ -244,6 +256,19 @@ impl Exec<'_> {
                 return Ok(Rewrite::Failed);
             }
         }
+        if rows.is_empty() && copies {
+            // Every copy inserts nothing, whatever its own reading would find now.
+            let mut nothing = ins.clone();
+            if let Some(q) = nothing.source.as_mut() {
+                q.limit_clause = Some(LimitClause::LimitOffset {
+                    limit: Some(Expr::value(Value::Number("0".into(), false))),
+                    offset: None,
+                    limit_by: Vec::new(),
+                });
+                q.fetch = None;
+            }
+            return Ok(Rewrite::Rewritten(Box::new(Statement::Insert(nothing))));
+        }
         if rows.is_empty() {
             return Ok(Rewrite::OnShard(shards[0]));
         }
@@ -260,7 +285,7 @@ impl Exec<'_> {
             return Ok(Rewrite::Failed);
         }
         let mut values = ins.clone();
-        let mut body = (**source).clone();
+        let mut body = source.clone();
         body.body = Box::new(SetExpr::Values(Values {
             explicit_row: false,
             value_keyword: false,

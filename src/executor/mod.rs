@@ -8,6 +8,7 @@
 //! its I/O), the features that add behaviour to it as methods, and `dispatch` on top.
 
 pub mod client_input;
+mod copies_source;
 pub mod copy;
 pub mod copy_given;
 pub mod copy_rows;

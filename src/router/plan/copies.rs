@@ -140,6 +140,25 @@ pub(super) fn check_write<V: sqlparser::ast::Visit>(table: &str, write: &V) -> O
     })
 }
 
+/// Refuses a write of the reference table `table` that reads a table living on one shard:
+/// every copy would read that shard's table where it has it, and an empty one elsewhere. An
+/// INSERT ... SELECT from one is read there first by the executor and written as VALUES (see
+/// `executor::copies_source`); what reaches the planner is the rest.
+pub(super) fn check_reads<V: sqlparser::ast::Visit>(
+    table: &str,
+    write: &V,
+    placement: &Placement,
+) -> Option<super::Plan> {
+    let shard = super::relations(write, placement).pinned_shard()?;
+    Some(super::refuse(
+        format!(
+            "a write of reference table {table} that reads tables living on shard {} is not supported: each shard's copy would read its own",
+            placement.shard_names[shard]
+        ),
+        "Read the rows first and write them as values, or use INSERT ... SELECT, which reads its source once.",
+    ))
+}
+
 /// Refuses a definition of the reference table `table` (CREATE TABLE, ALTER TABLE) whose
 /// defaults, filling query or rewritten columns compute a value differing between servers: every
 /// INSERT that leaves such a column out, and every row an ALTER fills, would differ by copy.

@@ -122,6 +122,7 @@ pub(super) fn plan_write_where(
     };
     match placement.rule(&name.to_string()) {
         Some(TableRule::Reference) => reads_beyond_its_rows(stmt, None, &[], placement)
+            .or_else(|| super::copies::check_reads(&name.to_string(), stmt, placement))
             .or_else(|| super::copies::check_write(&name.to_string(), stmt))
             .unwrap_or_else(|| on_every_shard(placement, stmt, false)),
         Some(TableRule::Pinned { shard }) => on_pinned_shard(stmt, placement, *shard, true),
@@ -267,6 +268,7 @@ pub(super) fn plan_insert(
     };
     match placement.rule(&name.to_string()) {
         Some(TableRule::Reference) => reads_beyond_its_rows(ins, None, &[], placement)
+            .or_else(|| super::copies::check_reads(&name.to_string(), ins, placement))
             .or_else(|| super::copies::check_write(&name.to_string(), ins))
             .unwrap_or_else(|| on_every_shard(placement, &Statement::Insert(ins.clone()), false)),
         Some(TableRule::Pinned { shard }) => on_pinned_shard(ins, placement, *shard, true),
