@@ -390,6 +390,27 @@ async fn an_insert_select_into_a_reference_table_reads_its_source_once() {
     let copy = the_copy(&tc, "dst").await;
     assert_eq!(copy.len(), 11);
     assert_eq!(copy[10][1].as_deref(), Some("n9"));
+    // Other writes picking rows by the order they come in, or by a system column, are
+    // refused; ordered by a key they run.
+    for sql in [
+        "delete from dst where id in (select id from dst limit 2)",
+        "update dst set name = 'z' where ctid = '(0,1)'",
+        "delete from dst where id = (select id from dst offset 3 fetch first 1 row only)",
+        "update dst set name = (select name from src limit 1)",
+        "insert into dst (name) values ((select name from src limit 1))",
+        "update dst set name = (select string_agg(n::text, ',') from (select row_number() over () as n from src) s)",
+    ] {
+        let e = c.simple_query(sql).await.expect_err(sql);
+        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
+        assert!(
+            db_error(&e).message().contains("pick its own rows"),
+            "{sql}: {e:?}"
+        );
+    }
+    c.batch_execute("delete from dst where id in (select id from dst order by id limit 2)")
+        .await
+        .unwrap();
+    assert_eq!(the_copy(&tc, "dst").await.len(), 9);
     c.batch_execute("drop table src, dst, firsts")
         .await
         .unwrap();

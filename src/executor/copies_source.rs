@@ -22,32 +22,14 @@
 use super::session::{Exec, R};
 use crate::placement::HOME;
 use crate::router::params::Params;
-use crate::router::plan::{last_ident, plan, Plan};
-use sqlparser::ast::{Distinct, Expr, Insert, Query, SetExpr, Statement, Visit, Visitor};
-use std::ops::ControlFlow;
+use crate::router::plan::{last_ident, plan, rows_picked_by_order, Plan};
+use sqlparser::ast::{Insert, Query, Statement};
 
 /// Whether the source picks rows or computes values by the order it returns them in, in
-/// itself or in a subquery.
+/// itself or in a subquery: under an ORDER BY too, which may leave ties each copy breaks its
+/// own way.
 fn picks_by_order(source: &Query) -> bool {
-    struct Find;
-    impl Visitor for Find {
-        type Break = ();
-        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
-            let distinct_on = matches!(q.body.as_ref(), SetExpr::Select(s)
-                if matches!(s.distinct, Some(Distinct::On(_))));
-            match q.limit_clause.is_some() || q.fetch.is_some() || distinct_on {
-                true => ControlFlow::Break(()),
-                false => ControlFlow::Continue(()),
-            }
-        }
-        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-            match e {
-                Expr::Function(f) if f.over.is_some() => ControlFlow::Break(()),
-                _ => ControlFlow::Continue(()),
-            }
-        }
-    }
-    source.visit(&mut Find).is_break()
+    rows_picked_by_order(source).is_some()
 }
 
 impl Exec<'_> {

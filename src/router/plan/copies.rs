@@ -9,8 +9,10 @@
 
 use crate::placement::{Placement, TableRule};
 use sqlparser::ast::{
-    DataType, Expr, FunctionArguments, ObjectName, ObjectNamePart, Statement, Value, ValueWithSpan,
+    DataType, Distinct, Expr, FunctionArguments, LimitClause, ObjectName, ObjectNamePart, SetExpr,
+    Statement, Value, ValueWithSpan, WindowType,
 };
+use std::ops::ControlFlow;
 
 /// Functions whose value at one moment differs between servers, sorted for `binary_search`.
 /// `nextval` is not here: writers of one reference table take turns (see `executor::write`), so
@@ -140,6 +142,93 @@ pub(super) fn check_write<V: sqlparser::ast::Visit>(table: &str, write: &V) -> O
     })
 }
 
+/// Refuses a write of the reference table `table` whose rows or values each copy would pick
+/// its own way: by a system column outside RETURNING (`ctid`, `xmin`, `tableoid` ... differ
+/// between copies), or through rows a LIMIT, OFFSET, FETCH or DISTINCT ON picks, or a window
+/// function numbers, without an ORDER BY (`DELETE ... WHERE id IN (SELECT id ... LIMIT 100)`
+/// deletes the first rows each copy happens to read). An INSERT ... SELECT whose source picks
+/// rows so is read once by the executor (see `executor::copies_source`) before it comes here.
+pub(super) fn check_rows(table: &str, write: &Statement) -> Option<super::Plan> {
+    let mut parts = write.clone();
+    match &mut parts {
+        Statement::Insert(i) => i.returning = None,
+        Statement::Update(u) => u.returning = None,
+        Statement::Delete(d) => d.returning = None,
+        _ => {}
+    }
+    let what = match super::system_column(&parts) {
+        Some(column) => format!("the system column {column}"),
+        None => match rows_picked_by_order(&parts) {
+            Some(PickedBy { ordered: false, .. }) => "rows picked without an ORDER BY".to_string(),
+            _ => return None,
+        },
+    };
+    Some(super::refuse(
+        format!("a write of reference table {table} by {what} is not supported: each shard's copy would pick its own rows"),
+        "Name the rows by a key (a primary key or unique column), or order the subquery by one.",
+    ))
+}
+
+/// A LIMIT, OFFSET, FETCH or DISTINCT ON, or a window function, in a statement: rows picked or
+/// numbered by the order they come in.
+pub(crate) struct PickedBy {
+    /// Under an ORDER BY (of the query, or of the window), which may still leave ties.
+    pub ordered: bool,
+}
+
+/// The first place `node` picks or numbers rows by their order, if any (see `PickedBy`):
+/// unordered ones first.
+pub(crate) fn rows_picked_by_order<V: sqlparser::ast::Visit>(node: &V) -> Option<PickedBy> {
+    #[derive(Default)]
+    struct Find {
+        ordered: bool,
+        unordered: bool,
+    }
+    impl sqlparser::ast::Visitor for Find {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &sqlparser::ast::Query) -> ControlFlow<()> {
+            let distinct_on = matches!(q.body.as_ref(), SetExpr::Select(s)
+                if matches!(s.distinct, Some(Distinct::On(_))));
+            // `LIMIT 0` picks no row at all (the executor's form of a source without rows).
+            let none = matches!(&q.limit_clause, Some(LimitClause::LimitOffset {
+                limit: Some(Expr::Value(v)), offset: None, ..
+            }) if v.value == Value::Number("0".into(), false));
+            if (q.limit_clause.is_some() && !none) || q.fetch.is_some() || distinct_on {
+                self.note(q.order_by.is_some())?;
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if let Expr::Function(f) = e {
+                match &f.over {
+                    Some(WindowType::WindowSpec(w)) => self.note(!w.order_by.is_empty())?,
+                    Some(WindowType::NamedWindow(_)) => self.note(false)?,
+                    None => {}
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    impl Find {
+        fn note(&mut self, ordered: bool) -> ControlFlow<()> {
+            if ordered {
+                self.ordered = true;
+                ControlFlow::Continue(())
+            } else {
+                self.unordered = true;
+                ControlFlow::Break(())
+            }
+        }
+    }
+    let mut find = Find::default();
+    let _ = node.visit(&mut find);
+    match (find.unordered, find.ordered) {
+        (true, _) => Some(PickedBy { ordered: false }),
+        (false, true) => Some(PickedBy { ordered: true }),
+        _ => None,
+    }
+}
+
 /// Refuses a write of the reference table `table` that reads a table living on one shard:
 /// every copy would read that shard's table where it has it, and an empty one elsewhere. An
 /// INSERT ... SELECT from one is read there first by the executor and written as VALUES (see
@@ -197,6 +286,35 @@ mod tests {
     #[test]
     fn the_list_is_sorted_for_the_binary_search() {
         assert!(DIFFER_BETWEEN_SERVERS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn rows_picked_by_their_order_or_a_system_column_are_refused() {
+        let checked = |sql: &str| {
+            let stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+                .unwrap()
+                .remove(0);
+            check_rows("r", &stmt)
+        };
+        for sql in [
+            "delete from r where id in (select id from r limit 2)",
+            "update r set x = 1 where ctid = '(0,1)'",
+            "update r set x = (select y from s fetch first 1 row only)",
+            "insert into r values ((select y from s limit 1))",
+            "delete from r where id in (select distinct on (k) id from s)",
+            "update r set x = (select max(n) from (select row_number() over () n from s) t)",
+        ] {
+            assert!(checked(sql).is_some(), "{sql}");
+        }
+        for sql in [
+            "delete from r where id in (select id from r order by id limit 2)",
+            "insert into r select * from s limit 0",
+            "update r set x = 1 where id = 5 returning ctid",
+            "insert into r values (1) returning xmin",
+            "update r set x = (select max(n) from (select row_number() over (order by id) n from s) t)",
+        ] {
+            assert!(checked(sql).is_none(), "{sql}");
+        }
     }
 
     #[test]

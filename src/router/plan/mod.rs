@@ -58,6 +58,7 @@ mod write;
 mod writing_query;
 
 pub(crate) use calls::*;
+pub(crate) use copies::rows_picked_by_order;
 pub(crate) use query::*;
 pub(crate) use scatter::*;
 pub use text_scope::TextScope;

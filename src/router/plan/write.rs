@@ -123,6 +123,7 @@ pub(super) fn plan_write_where(
     match placement.rule(&name.to_string()) {
         Some(TableRule::Reference) => reads_beyond_its_rows(stmt, None, &[], placement)
             .or_else(|| super::copies::check_reads(&name.to_string(), stmt, placement))
+            .or_else(|| super::copies::check_rows(&name.to_string(), stmt))
             .or_else(|| super::copies::check_write(&name.to_string(), stmt))
             .unwrap_or_else(|| on_every_shard(placement, stmt, false)),
         Some(TableRule::Pinned { shard }) => on_pinned_shard(stmt, placement, *shard, true),
@@ -227,7 +228,7 @@ pub(super) fn joined_to_write(
 
 /// A system column the condition names (`ctid`, `xmin` ...): a row's place or transaction on
 /// its own server, which rows of other shards share.
-fn system_column(condition: &Expr) -> Option<String> {
+pub(super) fn system_column<V: sqlparser::ast::Visit>(condition: &V) -> Option<String> {
     let mut found = None;
     let _ = sqlparser::ast::visit_expressions(condition, |e: &Expr| {
         let name = match e {
@@ -267,10 +268,14 @@ pub(super) fn plan_insert(
         );
     };
     match placement.rule(&name.to_string()) {
-        Some(TableRule::Reference) => reads_beyond_its_rows(ins, None, &[], placement)
-            .or_else(|| super::copies::check_reads(&name.to_string(), ins, placement))
-            .or_else(|| super::copies::check_write(&name.to_string(), ins))
-            .unwrap_or_else(|| on_every_shard(placement, &Statement::Insert(ins.clone()), false)),
+        Some(TableRule::Reference) => {
+            let stmt = Statement::Insert(ins.clone());
+            reads_beyond_its_rows(ins, None, &[], placement)
+                .or_else(|| super::copies::check_reads(&name.to_string(), ins, placement))
+                .or_else(|| super::copies::check_rows(&name.to_string(), &stmt))
+                .or_else(|| super::copies::check_write(&name.to_string(), ins))
+                .unwrap_or_else(|| on_every_shard(placement, &stmt, false))
+        }
         Some(TableRule::Pinned { shard }) => on_pinned_shard(ins, placement, *shard, true),
         None => undeclared(&name.to_string()),
         Some(TableRule::Sharded {
