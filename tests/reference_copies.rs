@@ -398,6 +398,7 @@ async fn an_insert_select_into_a_reference_table_reads_its_source_once() {
         "delete from dst where id = (select id from dst offset 3 fetch first 1 row only)",
         "update dst set name = (select name from src limit 1)",
         "insert into dst (name) values ((select name from src limit 1))",
+        "update dst set name = 'q' where id = (select id from dst order by id limit 1 for update skip locked)",
         "update dst set name = (select string_agg(n::text, ',') from (select row_number() over () as n from src) s)",
     ] {
         let e = c.simple_query(sql).await.expect_err(sql);

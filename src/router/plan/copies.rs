@@ -9,8 +9,8 @@
 
 use crate::placement::{Placement, TableRule};
 use sqlparser::ast::{
-    DataType, Distinct, Expr, FunctionArguments, LimitClause, ObjectName, ObjectNamePart, SetExpr,
-    Statement, Value, ValueWithSpan, WindowType,
+    DataType, Distinct, Expr, FunctionArguments, LimitClause, NonBlock, ObjectName, ObjectNamePart,
+    SetExpr, Statement, Value, ValueWithSpan, WindowType,
 };
 use std::ops::ControlFlow;
 
@@ -159,7 +159,10 @@ pub(super) fn check_rows(table: &str, write: &Statement) -> Option<super::Plan> 
     let what = match super::system_column(&parts) {
         Some(column) => format!("the system column {column}"),
         None => match rows_picked_by_order(&parts) {
-            Some(PickedBy { ordered: false, .. }) => "rows picked without an ORDER BY".to_string(),
+            Some(PickedBy {
+                ordered: false,
+                what,
+            }) => format!("rows {what} picks"),
             _ => return None,
         },
     };
@@ -170,10 +173,12 @@ pub(super) fn check_rows(table: &str, write: &Statement) -> Option<super::Plan> 
 }
 
 /// A LIMIT, OFFSET, FETCH or DISTINCT ON, or a window function, in a statement: rows picked or
-/// numbered by the order they come in.
+/// numbered by the order they come in; or SKIP LOCKED, rows picked by the locks a server holds.
 pub(crate) struct PickedBy {
     /// Under an ORDER BY (of the query, or of the window), which may still leave ties.
     pub ordered: bool,
+    /// What picks them, in words.
+    pub what: &'static str,
 }
 
 /// The first place `node` picks or numbers rows by their order, if any (see `PickedBy`):
@@ -181,28 +186,44 @@ pub(crate) struct PickedBy {
 pub(crate) fn rows_picked_by_order<V: sqlparser::ast::Visit>(node: &V) -> Option<PickedBy> {
     #[derive(Default)]
     struct Find {
-        ordered: bool,
-        unordered: bool,
+        ordered: Option<&'static str>,
+        unordered: Option<&'static str>,
     }
     impl sqlparser::ast::Visitor for Find {
         type Break = ();
         fn pre_visit_query(&mut self, q: &sqlparser::ast::Query) -> ControlFlow<()> {
-            let distinct_on = matches!(q.body.as_ref(), SetExpr::Select(s)
-                if matches!(s.distinct, Some(Distinct::On(_))));
+            if q.locks
+                .iter()
+                .any(|l| l.nonblock == Some(NonBlock::SkipLocked))
+            {
+                self.note(false, "SKIP LOCKED (by the locks each server holds)")?;
+            }
             // `LIMIT 0` picks no row at all (the executor's form of a source without rows).
             let none = matches!(&q.limit_clause, Some(LimitClause::LimitOffset {
                 limit: Some(Expr::Value(v)), offset: None, ..
             }) if v.value == Value::Number("0".into(), false));
-            if (q.limit_clause.is_some() && !none) || q.fetch.is_some() || distinct_on {
-                self.note(q.order_by.is_some())?;
+            let distinct_on = matches!(q.body.as_ref(), SetExpr::Select(s)
+                if matches!(s.distinct, Some(Distinct::On(_))));
+            let what = if q.limit_clause.is_some() && !none {
+                Some("a LIMIT or OFFSET without ORDER BY")
+            } else if q.fetch.is_some() {
+                Some("a FETCH without ORDER BY")
+            } else if distinct_on {
+                Some("DISTINCT ON without ORDER BY")
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                self.note(q.order_by.is_some(), what)?;
             }
             ControlFlow::Continue(())
         }
         fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
             if let Expr::Function(f) = e {
+                let what = "a window function without ORDER BY";
                 match &f.over {
-                    Some(WindowType::WindowSpec(w)) => self.note(!w.order_by.is_empty())?,
-                    Some(WindowType::NamedWindow(_)) => self.note(false)?,
+                    Some(WindowType::WindowSpec(w)) => self.note(!w.order_by.is_empty(), what)?,
+                    Some(WindowType::NamedWindow(_)) => self.note(false, what)?,
                     None => {}
                 }
             }
@@ -210,12 +231,12 @@ pub(crate) fn rows_picked_by_order<V: sqlparser::ast::Visit>(node: &V) -> Option
         }
     }
     impl Find {
-        fn note(&mut self, ordered: bool) -> ControlFlow<()> {
+        fn note(&mut self, ordered: bool, what: &'static str) -> ControlFlow<()> {
             if ordered {
-                self.ordered = true;
+                self.ordered.get_or_insert(what);
                 ControlFlow::Continue(())
             } else {
-                self.unordered = true;
+                self.unordered = Some(what);
                 ControlFlow::Break(())
             }
         }
@@ -223,8 +244,14 @@ pub(crate) fn rows_picked_by_order<V: sqlparser::ast::Visit>(node: &V) -> Option
     let mut find = Find::default();
     let _ = node.visit(&mut find);
     match (find.unordered, find.ordered) {
-        (true, _) => Some(PickedBy { ordered: false }),
-        (false, true) => Some(PickedBy { ordered: true }),
+        (Some(what), _) => Some(PickedBy {
+            ordered: false,
+            what,
+        }),
+        (None, Some(what)) => Some(PickedBy {
+            ordered: true,
+            what,
+        }),
         _ => None,
     }
 }
@@ -303,6 +330,7 @@ mod tests {
             "insert into r values ((select y from s limit 1))",
             "delete from r where id in (select distinct on (k) id from s)",
             "update r set x = (select max(n) from (select row_number() over () n from s) t)",
+            "update r set taken = true where id = (select id from r where not taken order by id limit 1 for update skip locked)",
         ] {
             assert!(checked(sql).is_some(), "{sql}");
         }
