@@ -387,6 +387,14 @@ async fn an_insert_select_into_a_reference_table_reads_its_source_once() {
         .await
         .unwrap();
     assert!(none.is_empty());
+    let none = c
+        .query(
+            "insert into firsts select left(name, 1), name from src where id < $1 on conflict (code) do update set name = $2 returning code",
+            &[&0i32, &"x"],
+        )
+        .await
+        .unwrap();
+    assert!(none.is_empty());
     let copy = the_copy(&tc, "dst").await;
     assert_eq!(copy.len(), 11);
     assert_eq!(copy[10][1].as_deref(), Some("n9"));

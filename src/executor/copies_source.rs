@@ -11,8 +11,8 @@
 //!   (serial, identity, a `nextval` default) numbers the rows in the order the source returns
 //!   them, and that order is each copy's: its physical order (a `CLUSTER` or `VACUUM FULL` run
 //!   on one shard changes it) and its planner's choice (statistics and indexes differ between
-//!   shards). ON CONFLICT keeps the first of two rows with one key; LIMIT, OFFSET, FETCH,
-//!   DISTINCT ON and window functions pick rows or compute values by that order.
+//!   shards). ON CONFLICT DO NOTHING keeps the first of two rows with one key; LIMIT, OFFSET,
+//!   FETCH, DISTINCT ON and window functions pick rows or compute values by that order.
 //!
 //! Such a source is read once where its tables are whole (the first shard, or the shard its
 //! tables live on), in the client's transaction, and the statement is written as INSERT ...
@@ -23,7 +23,7 @@ use super::session::{Exec, R};
 use crate::placement::HOME;
 use crate::router::params::Params;
 use crate::router::plan::{last_ident, plan, rows_picked_by_order, Plan};
-use sqlparser::ast::{Insert, Query, Statement};
+use sqlparser::ast::{Insert, OnConflictAction, OnInsert, Query, Statement};
 
 /// Whether the source picks rows or computes values by the order it returns them in, in
 /// itself or in a subquery: under an ORDER BY too, which may leave ties each copy breaks its
@@ -52,7 +52,11 @@ impl Exec<'_> {
             Plan::Shard { shard, .. } => shard,
             _ => return Ok(None),
         };
-        if shard != HOME || ins.on.is_some() || picks_by_order(source) {
+        // DO NOTHING keeps the first row of a key; DO UPDATE fails on a second row of one
+        // on every copy alike ("cannot affect row a second time").
+        let first_wins = matches!(&ins.on, Some(OnInsert::OnConflict(c))
+            if c.action == OnConflictAction::DoNothing);
+        if shard != HOME || first_wins || picks_by_order(source) {
             return Ok(Some(shard));
         }
         // Without a column list every column may be given, or the rest left to defaults.

@@ -30,7 +30,7 @@ use crate::protocol::{build, inspect};
 use crate::router::params::Params;
 use crate::router::plan::{keep_used_params, plan, Plan};
 use bytes::BytesMut;
-use sqlparser::ast::{Expr, LimitClause, Parens, SetExpr, Statement, TableObject, Value, Values};
+use sqlparser::ast::{Expr, Parens, SetExpr, Statement, TableObject, Value, Values};
 
 /// How much of a source's rows an INSERT ... SELECT may hold in the proxy.
 pub const SOURCE_BYTES: usize = 64 << 20;
@@ -257,16 +257,27 @@ impl Exec<'_> {
             }
         }
         if rows.is_empty() && copies {
-            // Every copy inserts nothing, whatever its own reading would find now.
+            // Every copy inserts nothing, whatever its own reading would find now: a source of
+            // no row, without the client's parameters (the extended protocol binds none to a
+            // statement the proxy rewrote), and no conflict to handle.
+            let columns = if ins.columns.is_empty() {
+                self.table_columns(&table).await?.len()
+            } else {
+                ins.columns.len()
+            };
+            let empty = format!("SELECT {} LIMIT 0", vec!["NULL"; columns.max(1)].join(", "));
             let mut nothing = ins.clone();
-            if let Some(q) = nothing.source.as_mut() {
-                q.limit_clause = Some(LimitClause::LimitOffset {
-                    limit: Some(Expr::value(Value::Number("0".into(), false))),
-                    offset: None,
-                    limit_by: Vec::new(),
-                });
-                q.fetch = None;
-            }
+            nothing.on = None;
+            nothing.source = match sqlparser::parser::Parser::parse_sql(
+                &sqlparser::dialect::PostgreSqlDialect {},
+                &empty,
+            )
+            .ok()
+            .and_then(|mut v| v.pop())
+            {
+                Some(Statement::Query(q)) => Some(q),
+                _ => return Ok(Rewrite::AsWritten),
+            };
             return Ok(Rewrite::Rewritten(Box::new(Statement::Insert(nothing))));
         }
         if rows.is_empty() {

@@ -157,7 +157,7 @@ impl Extended {
                     Some(_) => {
                         return Ok(exec.error(&PgError::error(
                             sqlstate::FEATURE_NOT_SUPPORTED,
-                            "INSERT ... SELECT into a sharded table with parameters outside its SELECT is not supported",
+                            "INSERT ... SELECT with parameters outside its SELECT is not supported where the proxy reads the SELECT first",
                         ).with_hint("Put the values in the SELECT, or send literals.")))
                     }
                 };
