@@ -491,34 +491,46 @@ async fn nextval_beside_tables_that_are_not_sharded_calls_the_copy_drawn_from() 
     )
     .await;
     assert_eq!(pinned[0][0].as_deref(), Some("1:true"));
-    // The other calls would each move some copy on its own: refused, nothing moved.
-    for sql in [
-        "update refs set code = nextval('lines_id_seq')",
-        "select nextval('refs_id_seq') from generate_series(1, 3)",
-        "select nextval('lines_id_seq') from pinned",
-        "insert into refs (name, code) select 'c', nextval('lines_id_seq')",
-        "insert into refs (name, code) values ('c', setval('lines_id_seq', 500))",
-        "insert into pinned (code) values (nextval('refs_id_seq'))",
+    // The other calls would each move some copy on its own, or (a reference table's own
+    // sequence outside an INSERT's VALUES) be called in the order each copy visits its rows:
+    // refused, nothing moved.
+    for (sql, why) in [
+        (
+            "update refs set code = nextval('lines_id_seq')",
+            "is drawn from",
+        ),
+        (
+            "select nextval('refs_id_seq') from generate_series(1, 3)",
+            "is drawn from",
+        ),
+        (
+            "select nextval('lines_id_seq') from pinned",
+            "is drawn from",
+        ),
+        (
+            "insert into refs (name, code) select 'c', nextval('lines_id_seq')",
+            "is drawn from",
+        ),
+        (
+            "insert into refs (name, code) values ('c', setval('lines_id_seq', 500))",
+            "is drawn from",
+        ),
+        (
+            "insert into pinned (code) values (nextval('refs_id_seq'))",
+            "is drawn from",
+        ),
+        (
+            "update refs set code = nextval('refs_id_seq')",
+            "order it visits",
+        ),
+        (
+            "insert into refs (id, name) select nextval('refs_id_seq'), 'c'",
+            "order it visits",
+        ),
     ] {
         let e = c.simple_query(sql).await.unwrap_err();
         assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
-        assert!(
-            db_error(&e).message().contains("is drawn from"),
-            "{sql}: {e:?}"
-        );
-    }
-    // A reference table's own sequence outside an INSERT's VALUES: each copy would call it
-    // in the order it visits its rows.
-    for sql in [
-        "update refs set code = nextval('refs_id_seq')",
-        "insert into refs (id, name) select nextval('refs_id_seq'), 'c'",
-    ] {
-        let e = c.simple_query(sql).await.unwrap_err();
-        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
-        assert!(
-            db_error(&e).message().contains("order it visits"),
-            "{sql}: {e:?}"
-        );
+        assert!(db_error(&e).message().contains(why), "{sql}: {e:?}");
     }
     let e = c
         .query(
