@@ -136,7 +136,7 @@ fn routable_as(t: &DataType, key_type: KeyType) -> bool {
     }
 }
 
-fn is_serial(name: &str) -> bool {
+pub(super) fn is_serial(name: &str) -> bool {
     [
         "serial",
         "bigserial",
