@@ -354,6 +354,11 @@ async fn writes_inside_with_reach_every_copy() {
         );
     }
     let e = c
+        .simple_query("copy (with w as (insert into tags (name) values ('x') returning id) select * from w) to stdout")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e:?}");
+    let e = c
         .simple_query("with w as (insert into tags (name, n) values ('x', random()) returning id) select * from w")
         .await
         .unwrap_err();

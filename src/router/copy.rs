@@ -219,10 +219,14 @@ pub fn plan_copy(stmt: &Statement, placement: &Placement) -> Plan {
                         format,
                     })
                 }
-                Plan::Shard { shard, .. } => Plan::Shard {
-                    shard,
-                    write: false,
-                },
+                // A query writing a table living on one shard is a write there.
+                Plan::Shard { shard, write } => Plan::Shard { shard, write },
+                // A query writing a reference table: each copy would run the COPY, and the
+                // client gets one copy's rows, which `executor::write` does not stream as COPY.
+                Plan::Write { .. } => refuse(
+                    "COPY of a query that writes a reference table is not supported on several shards",
+                    "Run the query itself: shardgate writes every copy and returns one copy's rows.",
+                ),
                 other => other,
             }
         }
@@ -350,6 +354,11 @@ mod tests {
         ));
         assert!(matches!(
             planned("COPY (SELECT id FROM accounts ORDER BY id) TO STDOUT"),
+            Plan::Reject(_)
+        ));
+        // A query writing a reference table would write every copy: not streamed as COPY.
+        assert!(matches!(
+            planned("COPY (WITH w AS (INSERT INTO countries (code) VALUES ('x') RETURNING code) SELECT * FROM w) TO STDOUT"),
             Plan::Reject(_)
         ));
     }
