@@ -467,3 +467,24 @@ async fn an_insert_select_into_a_reference_table_reads_its_source_once() {
         .await
         .unwrap();
 }
+
+/// A reference table filled from a table living on the first shard: each other copy read its
+/// own shard's empty table of that name. The source is read on the first shard once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_table_filled_from_a_table_on_the_first_shard_gets_its_rows_everywhere() {
+    let tail = "[tables.currencies]\nreference = true\n[routing]\nundeclared_tables = \"s0\"\n";
+    let tc = TestCluster::start_unlike(3, "", tail).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table currencies (code text primary key, name text);
+         create table staged (code text, name text);
+         insert into staged values ('EUR', 'Euro'), ('USD', 'US dollar');
+         insert into currencies select code, name from staged",
+    )
+    .await
+    .unwrap();
+    assert_eq!(the_copy(&tc, "currencies").await.len(), 2);
+    c.batch_execute("drop table currencies, staged")
+        .await
+        .unwrap();
+}

@@ -20,9 +20,8 @@
 //! order everywhere.
 
 use super::session::{Exec, R};
-use crate::placement::HOME;
 use crate::router::params::Params;
-use crate::router::plan::{last_ident, plan, rows_picked_by_order, Plan};
+use crate::router::plan::{last_ident, plan, relations, rows_picked_by_order, Plan};
 use sqlparser::ast::{Insert, OnConflictAction, OnInsert, Query, Statement};
 
 /// Whether the source picks rows or computes values by the order it returns them in, in
@@ -56,7 +55,9 @@ impl Exec<'_> {
         // on every copy alike ("cannot affect row a second time").
         let first_wins = matches!(&ins.on, Some(OnInsert::OnConflict(c))
             if c.action == OnConflictAction::DoNothing);
-        if shard != HOME || first_wins || picks_by_order(source) {
+        // A table living on one shard, the first one included, is read there.
+        let lives_on_one = relations(source, &self.placement).pinned_shard().is_some();
+        if lives_on_one || first_wins || picks_by_order(source) {
             return Ok(Some(shard));
         }
         // Without a column list every column may be given, or the rest left to defaults.
