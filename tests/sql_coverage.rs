@@ -1347,6 +1347,15 @@ async fn insert_select_from_functions_and_values_places_every_row() {
         m.last(),
         Some(SimpleQueryMessage::CommandComplete(0))
     ));
+    // Bound, and with an upsert the empty source never reaches.
+    let none = c
+        .query(
+            "insert into copied (id, name) select g, $1 from generate_series(1, 0) g on conflict (id) do update set name = $1 returning id",
+            &[&"x"],
+        )
+        .await
+        .unwrap();
+    assert!(none.is_empty());
     // A source over several shards whose rows would need merging is still refused.
     let err = c
         .batch_execute(

@@ -14,8 +14,9 @@
 //! (beyond that the statement fails with 54000 and nothing is written).
 //!
 //! An INSERT ... SELECT into a reference table is read the same way, from the one shard its
-//! source reads, when the copies would each read it their own way (see `copies_source`); a
-//! source without rows then writes none on any copy.
+//! source reads, when the copies would each read it their own way (see `copies_source`).
+//! A source found without rows becomes one of none (`router::plan::no_rows`): no shard reads
+//! it again, where a row committed since would be written whatever its key.
 //!
 //! An INSERT ... SELECT the planner already places (a co-located table's own keys on one shard)
 //! is left to it; so is a source over several shards in `snapshot` consistency (its reads would
@@ -28,7 +29,7 @@ use crate::error::PgError;
 use crate::placement::TableRule;
 use crate::protocol::{build, inspect};
 use crate::router::params::Params;
-use crate::router::plan::{keep_used_params, plan, Plan};
+use crate::router::plan::{keep_used_params, no_rows, plan, Plan};
 use bytes::BytesMut;
 use sqlparser::ast::{Expr, Parens, SetExpr, Statement, TableObject, Value, Values};
 
@@ -42,8 +43,8 @@ pub enum Rewrite {
     /// Plan and run this statement instead: the source's rows as VALUES, keys from a sequence
     /// filled in.
     Rewritten(Box<Statement>),
-    /// The source returned no row: the statement inserts nothing; run it as written on this
-    /// shard, which answers with the right description and `INSERT 0 0`.
+    /// Run it as written on this shard: a sequence call, or a `setval` over the rows of tables
+    /// living there (see `sequence_moves`).
     OnShard(usize),
     /// Run it as written on every shard, as a write of this reference table (a `setval` or
     /// `nextval` of a sequence each copy of the table has, see `sequence_moves`).
@@ -256,32 +257,23 @@ impl Exec<'_> {
                 return Ok(Rewrite::Failed);
             }
         }
-        if rows.is_empty() && copies {
-            // Every copy inserts nothing, whatever its own reading would find now: a source of
-            // no row, without the client's parameters (the extended protocol binds none to a
-            // statement the proxy rewrote), and no conflict to handle.
+        if rows.is_empty() {
+            // Nothing is inserted, whatever a shard's own reading would find now (in READ
+            // COMMITTED a row committed since, written as it stands on whichever shard ran
+            // it): a source of no row, without the client's parameters (the extended protocol
+            // binds none to a statement the proxy rewrote), and no conflict to handle.
             let columns = if ins.columns.is_empty() {
                 self.table_columns(&table).await?.len()
             } else {
                 ins.columns.len()
             };
-            let empty = format!("SELECT {} LIMIT 0", vec!["NULL"; columns.max(1)].join(", "));
             let mut nothing = ins.clone();
             nothing.on = None;
-            nothing.source = match sqlparser::parser::Parser::parse_sql(
-                &sqlparser::dialect::PostgreSqlDialect {},
-                &empty,
-            )
-            .ok()
-            .and_then(|mut v| v.pop())
-            {
-                Some(Statement::Query(q)) => Some(q),
-                _ => return Ok(Rewrite::AsWritten),
+            nothing.source = match no_rows(columns) {
+                Some(q) => Some(Box::new(q)),
+                None => return Ok(Rewrite::OnShard(shards[0])),
             };
             return Ok(Rewrite::Rewritten(Box::new(Statement::Insert(nothing))));
-        }
-        if rows.is_empty() {
-            return Ok(Rewrite::OnShard(shards[0]));
         }
         let columns = if ins.columns.is_empty() {
             self.table_columns(&table).await?.len()

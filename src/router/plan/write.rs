@@ -442,6 +442,35 @@ pub(super) fn renumber_parameters(rows: &mut sqlparser::ast::Values) -> Vec<usiz
 /// INSERT ... SELECT into a sharded table runs only where it is correct on one shard: the source
 /// reads one shard, and the inserted key is a co-located source table's own shard key, so every
 /// row it produces belongs on that same shard.
+/// A source of no row, `SELECT NULL, ... LIMIT 0` with `columns` NULLs: what the executor puts
+/// in place of an INSERT ... SELECT source it read and found empty, so that the statement
+/// inserts nothing wherever it runs, binds no parameter, and is not read again.
+pub(crate) fn no_rows(columns: usize) -> Option<Query> {
+    let text = format!("SELECT {} LIMIT 0", vec!["NULL"; columns.max(1)].join(", "));
+    match sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, &text)
+        .ok()?
+        .pop()?
+    {
+        Statement::Query(q) => Some(*q),
+        _ => None,
+    }
+}
+
+/// Whether `source` is `no_rows`'s.
+fn is_no_rows(source: &Query) -> bool {
+    let SetExpr::Select(s) = source.body.as_ref() else {
+        return false;
+    };
+    s.from.is_empty()
+        && source.with.is_none()
+        && s.projection
+            .iter()
+            .all(|i| matches!(i, SelectItem::UnnamedExpr(Expr::Value(v)) if v.value == Value::Null))
+        && matches!(&source.limit_clause, Some(LimitClause::LimitOffset {
+            limit: Some(Expr::Value(v)), offset: None, ..
+        }) if v.value == Value::Number("0".into(), false))
+}
+
 pub(super) fn plan_insert_select(
     ins: &sqlparser::ast::Insert,
     name: &ObjectName,
@@ -451,6 +480,13 @@ pub(super) fn plan_insert_select(
     placement: &Placement,
     params: &Params,
 ) -> Plan {
+    // Inserts nothing: one shard answers with the right description and `INSERT 0 0`.
+    if is_no_rows(source) {
+        return Plan::Shard {
+            shard: HOME,
+            write: true,
+        };
+    }
     let refused = || {
         refuse(
             format!("INSERT ... SELECT into sharded table {name} must read one shard and insert that shard's own keys"),
