@@ -40,7 +40,7 @@ pub(crate) struct Relations {
     pub sharded: Vec<(String, KeyType, String)>, // (table, key type, key column)
     reference: usize,
     /// Shards of the tables that live on one shard (undeclared tables, see `TableRule::Pinned`).
-    pub(super) pinned: BTreeSet<usize>,
+    pinned: BTreeSet<usize>,
     undeclared: Option<String>,
 }
 

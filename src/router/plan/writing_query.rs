@@ -50,12 +50,12 @@ pub(super) fn plan(q: &Query, placement: &Placement, rels: &Relations) -> Option
                 Some(TableRule::Pinned { .. })
             )
         });
-        return match rels.pinned.first() {
-            Some(&shard) if pinned => Some(on_pinned_shard(q, placement, shard, true)),
+        return match rels.pinned_shard() {
+            Some(shard) if pinned => Some(on_pinned_shard(q, placement, shard, true)),
             _ => None,
         };
     };
-    if !rels.sharded.is_empty() || !rels.pinned.is_empty() {
+    if !rels.sharded.is_empty() || rels.pinned_shard().is_some() {
         return Some(refuse(
             format!("a write of reference table {table} with tables that are not on every shard is not supported"),
             format!("A write of {table} runs on every shard's copy. Run it as a statement of its own, in the same transaction."),
