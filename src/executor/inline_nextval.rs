@@ -90,15 +90,7 @@ fn named_sequence(e: &Expr) -> Option<String> {
 
 /// The first sequence function `node` calls, by name.
 fn first_call<V: sqlparser::ast::Visit>(node: &V) -> Option<&'static str> {
-    let mut found = None;
-    let _ = sqlparser::ast::visit_expressions(node, |e: &Expr| match sequence_function(e) {
-        Some(name) => {
-            found = Some(name);
-            ControlFlow::Break(())
-        }
-        None => ControlFlow::Continue(()),
-    });
-    found
+    crate::sql::first_expression(node, sequence_function)
 }
 
 /// Where a statement without a sharded table runs.
@@ -418,16 +410,10 @@ fn route_text(route: &SequenceRoute, placement: &Placement) -> String {
 /// Whether an expression naming a sequence reads a column, which only the statement's rows
 /// can tell.
 fn names_a_column(e: &Expr) -> bool {
-    let mut found = false;
-    let _ = sqlparser::ast::visit_expressions(e, |e: &Expr| {
-        found = matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
-        if found {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    });
-    found
+    crate::sql::first_expression(e, |e| {
+        matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)).then_some(())
+    })
+    .is_some()
 }
 
 #[cfg(test)]

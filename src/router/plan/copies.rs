@@ -338,17 +338,11 @@ fn numbered_column(stmt: &Statement) -> Option<String> {
 }
 
 fn calls_nextval<V: sqlparser::ast::Visit>(node: &V) -> bool {
-    let mut found = false;
-    let _ = sqlparser::ast::visit_expressions(node, |e: &Expr| {
-        found = matches!(e, Expr::Function(f)
-            if super::last_ident(&f.name).eq_ignore_ascii_case("nextval"));
-        if found {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    });
-    found
+    crate::sql::first_expression(node, |e| {
+        matches!(e, Expr::Function(f) if super::last_ident(&f.name).eq_ignore_ascii_case("nextval"))
+            .then_some(())
+    })
+    .is_some()
 }
 
 #[cfg(test)]
