@@ -81,7 +81,15 @@ pub fn plan_aggregate(
     placement: &crate::placement::Placement,
 ) -> Plan {
     let group_exprs: Vec<Expr> = match &select.group_by {
-        GroupByExpr::Expressions(e, mods) if mods.is_empty() => e.clone(),
+        // ROLLUP(a) is an expression of the list to sqlparser, not a modifier.
+        GroupByExpr::Expressions(e, mods)
+            if mods.is_empty()
+                && !e.iter().any(|g| {
+                    matches!(g, Expr::Rollup(_) | Expr::Cube(_) | Expr::GroupingSets(_))
+                }) =>
+        {
+            e.clone()
+        }
         _ => return refuse(
             "GROUP BY ALL, ROLLUP, CUBE and GROUPING SETS over several shards are not supported",
             HINT,
@@ -148,7 +156,14 @@ pub fn plan_aggregate(
             && (super::plan::has_aggregate_or_window(expr, placement) || !plain);
         if computes {
             let first = client_visible + parts.len();
-            let combined = |e: &Expr| aggregate_kind(e).map(|k| k.is_some());
+            // An aggregate the merge cannot combine is named as such, not taken for a
+            // column missing from GROUP BY.
+            let combined = |e: &Expr| match (aggregate_kind(e), e) {
+                (Ok(None), Expr::Function(f)) if super::plan::may_combine_rows(f, placement) => {
+                    Err(not_combinable(e))
+                }
+                (kind, _) => kind.map(|k| k.is_some()),
+            };
             match super::computed::split(
                 expr,
                 alias.as_ref(),

@@ -373,3 +373,46 @@ fn items_over_aggregates_are_computed_after_the_merge() {
         assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
     }
 }
+
+#[test]
+fn aggregates_the_merge_cannot_combine_are_named_as_such() {
+    let message = |sql: &str| match plan_sql(sql) {
+        Plan::Reject(e) => (e.code, e.message.clone()),
+        other => panic!("{sql}: expected a refusal, got {other:?}"),
+    };
+    for (sql, named) in [
+        (
+            "select stddev(x) from accounts",
+            "stddev(x) over several shards",
+        ),
+        (
+            "select v, string_agg(v, ',') from accounts group by v",
+            "string_agg(v, ',') over several shards",
+        ),
+        (
+            "select count(*), bit_and(x) from accounts",
+            "bit_and(x) over",
+        ),
+        // Inside an item computed over merged aggregates.
+        (
+            "select count(*) + variance(x) from accounts",
+            "variance(x) over",
+        ),
+        (
+            "select v, count(*) from accounts group by rollup(v)",
+            "ROLLUP, CUBE and GROUPING SETS",
+        ),
+        (
+            "select v, count(*) from accounts group by v, cube(x)",
+            "ROLLUP, CUBE and GROUPING SETS",
+        ),
+    ] {
+        let (code, text) = message(sql);
+        assert_eq!(code, "0A000", "{sql}");
+        assert!(text.contains(named), "{sql}: {text}");
+        assert!(
+            !text.contains("must appear in the GROUP BY"),
+            "{sql}: {text}"
+        );
+    }
+}
