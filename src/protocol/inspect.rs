@@ -138,6 +138,24 @@ pub fn row_description(body: &[u8]) -> Option<Vec<FieldDesc>> {
     Some(out)
 }
 
+/// Each field's type OID and format in a RowDescription body, without its name.
+pub fn column_types(body: &[u8]) -> Option<Vec<(u32, i16)>> {
+    let n = usize::try_from(i16::from_be_bytes(body.get(..2)?.try_into().ok()?)).ok()?;
+    let mut at = 2;
+    let mut out = Vec::with_capacity(n.min(body.len() / 19));
+    for _ in 0..n {
+        let (name, _) = cstr(body.get(at..)?)?;
+        // name, NUL, table oid (4), attnum (2), type oid (4), typlen (2), typmod (4), format (2)
+        let fixed = body.get(at + name.len() + 1..)?.get(..18)?;
+        out.push((
+            u32::from_be_bytes(fixed[6..10].try_into().ok()?),
+            i16::from_be_bytes(fixed[16..18].try_into().ok()?),
+        ));
+        at += name.len() + 1 + 18;
+    }
+    Some(out)
+}
+
 /// Where the type OIDs of a RowDescription or ParameterDescription frame (whole, tag
 /// included) sit: (byte offset in the frame, OID). None for another message or a malformed one.
 pub fn type_oid_positions(frame: &[u8]) -> Option<Vec<(usize, u32)>> {

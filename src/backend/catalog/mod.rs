@@ -1,14 +1,15 @@
 //! Catalog facts the executor needs about a shard while a session's own connections to it are
-//! busy (in the middle of an answer): user-defined type OIDs (`type_oids`), a column's table
-//! and attribute number as the first shard numbers them, and the collations of text being
-//! merged (`collations`), and the columns of the arbiters an upsert leaves unnamed. Asked on the
-//! proxy's control connections, one per shard, opened on first use and again after one broke,
-//! and cached for the proxy.
+//! busy (in the middle of an answer): user-defined type OIDs (`type_oids`) and the types binary
+//! values name inside them (`type_graph`), a column's table and attribute number as the first
+//! shard numbers them, and the collations of text being merged (`collations`), and the columns
+//! of the arbiters an upsert leaves unnamed. Asked on the proxy's control connections, one per
+//! shard, opened on first use and again after one broke, and cached for the proxy.
 //!
 //! Everything cached can change with DDL (a type or column dropped and made again, a column's
 //! collation altered), so `forget` clears the caches whenever this proxy runs DDL.
 
 pub mod collations;
+pub mod type_graph;
 pub mod type_oids;
 
 use crate::config::ShardTarget;

@@ -14,9 +14,7 @@
 use super::{Cache, Catalog};
 use std::time::Instant;
 
-/// The first OID PostgreSQL gives to objects a database creates (`FirstNormalObjectId`); every
-/// OID below it is built in and the same everywhere.
-pub const FIRST_USER_OID: u32 = 16384;
+pub use crate::protocol::embedded_oids::FIRST_USER_OID;
 
 pub fn is_user(oid: u32) -> bool {
     oid >= FIRST_USER_OID
@@ -33,6 +31,9 @@ pub struct TypeOids {
     enums: Cache<(usize, u32), bool>,
     /// (shard, OID of an enum) → its labels in their declared order, and when they were read.
     labels: Cache<(usize, u32), (Vec<String>, Instant)>,
+    /// (from, to, column types as `from` numbers them) → the types their binary values name
+    /// inside, renumbered for `to` (see `type_graph`).
+    pub(super) maps: super::type_graph::Maps,
 }
 
 impl TypeOids {
@@ -42,6 +43,7 @@ impl TypeOids {
         self.oids.clear();
         self.enums.clear();
         self.labels.clear();
+        self.maps.clear();
     }
 }
 
@@ -133,7 +135,7 @@ impl Catalog {
         Ok(name)
     }
 
-    async fn type_oid(&self, shard: usize, name: &str) -> Result<Option<u32>, String> {
+    pub(super) async fn type_oid(&self, shard: usize, name: &str) -> Result<Option<u32>, String> {
         let key = (shard, name.to_string());
         if let Some(o) = self.types.oids.get(&key) {
             return Ok(Some(o));
