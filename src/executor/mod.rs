@@ -7,6 +7,7 @@
 //! Three levels, none importing one above it: `session` (the state every part works on, and
 //! its I/O), the features that add behaviour to it as methods, and `dispatch` on top.
 
+pub mod binary_oids;
 pub mod client_input;
 mod copies_source;
 pub mod copy;

@@ -8,6 +8,7 @@
 //! written shards are recorded, so the commit is two-phase. Writers of one reference table
 //! take turns (see `run`).
 
+use super::link::row_types::RowTypes;
 use super::session::{Exec, Step, R};
 use crate::router::plan::HOME;
 
@@ -26,7 +27,8 @@ fn one_time_on(exec: &Exec<'_>, requests: &[(usize, Bytes)]) -> bool {
 
 /// Runs `requests` (shard, Query or Parse..Execute+Sync) and answers the client once.
 /// `describe`: send the RowDescription (simple protocol) or not (extended, after Describe).
-/// `serialize`: the reference table written, whose writers take turns (below).
+/// `serialize`: the reference table written, whose writers take turns (below). `rows`: what
+/// each request's binary RETURNING rows need (see `binary_oids`), or nothing.
 pub async fn run(
     exec: &mut Exec<'_>,
     requests: &[(usize, Bytes)],
@@ -34,6 +36,7 @@ pub async fn run(
     describe: bool,
     serialize: Option<&str>,
     row_order: &[usize],
+    rows: Vec<RowTypes>,
 ) -> R<Step> {
     let given = exec.given.take();
     for &(shard, _) in requests {
@@ -77,6 +80,11 @@ pub async fn run(
         if let Some(err) = exec.run_quiet(HOME, &lock).await? {
             exec.shard_error(&err);
             return Ok(Step::Failed);
+        }
+    }
+    for ((shard, _), r) in requests.iter().zip(rows) {
+        if !matches!(r, RowTypes::Plain) {
+            exec.links[*shard].row_types.push(r);
         }
     }
     for (shard, request) in requests {

@@ -10,6 +10,7 @@ import os
 
 import asyncpg
 import psycopg
+from psycopg.types.composite import CompositeInfo, register_composite
 from psycopg.types.enum import EnumInfo, register_enum
 
 URL = os.environ["SHARDGATE_URL"]
@@ -63,15 +64,33 @@ def check_psycopg():
         # A registered enum: psycopg declares the first shard's OID in Parse and expects it in
         # every description, whichever shard answers.
         conn.execute("create type mood as enum ('sad', 'ok', 'happy')")
-        conn.execute("create table feelings (id bigint primary key, m mood)")
+        # A composite naming the enum: its binary values carry type OIDs inside them.
+        conn.execute("create type pair as (m mood, n int)")
+        conn.execute("create table feelings (id bigint primary key, m mood, p pair)")
         info = EnumInfo.fetch(conn, "mood")
         register_enum(info, conn)
         Mood = info.enum
+        register_composite(CompositeInfo.fetch(conn, "pair"), conn)
         want = {i: (Mood.ok if i % 2 else Mood.sad) for i in range(1, 13)}
         for i, m in want.items():
-            conn.execute("insert into feelings (id, m) values (%s, %s)", (i, m))
+            conn.execute(
+                "insert into feelings (id, m, p) values (%s, %s, row(%s, %s)::pair)", (i, m, m, i)
+            )
         rows = conn.execute("select id, m from feelings order by id").fetchall()
         assert rows == sorted(want.items()), rows
+        with conn.cursor(binary=True) as cur:
+            cur.execute("select id, p from feelings order by id")
+            got = [(i, tuple(p)) for i, p in cur.fetchall()]
+            assert got == [(i, (m, i)) for i, m in sorted(want.items())], got
+        # libpq's one-shot query (Parse, Bind, Describe of the portal, Execute) in binary: the
+        # OID inside each composite is the one the client's catalog gives the enum.
+        mood_oid = conn.execute("select 'mood'::regtype::oid").fetchone()[0]
+        for i in want:
+            res = conn.pgconn.exec_params(
+                b"select p from feelings where id = $1", [str(i).encode()], result_format=1
+            )
+            value = res.get_value(0, 0)
+            assert int.from_bytes(value[4:8], "big") == mood_oid, (i, value, mood_oid)
         for i, m in want.items():
             assert conn.execute("select m from feelings where id = %s", (i,)).fetchone() == (m,)
         assert conn.execute("select count(*) from feelings where m = %s", (Mood.ok,)).fetchone() == (6,)
@@ -105,6 +124,17 @@ async def check_asyncpg():
         assert await conn.fetchval("select count(*) from feelings where m = $1", "ok") == 6
         for i in range(1, 13):
             assert await conn.fetchval("select m from feelings where id = $1", i) == ("ok" if i % 2 else "sad")
+        # Binary composites from every shard name the types as the catalog asyncpg read does
+        # (asyncpg refuses a field OID it was not described with).
+        mood = lambda i: "ok" if i % 2 else "sad"
+        rows = await conn.fetch("select id, p, array[p] as ps from feelings order by id")
+        got = [(r["id"], tuple(r["p"]), [tuple(x) for x in r["ps"]]) for r in rows]
+        assert got == [(i, (mood(i), i), [(mood(i), i)]) for i in range(1, 13)], got
+        for i in range(1, 13):
+            assert tuple(await conn.fetchval("select p from feelings where id = $1", i)) == (mood(i), i)
+        rows = await conn.fetch("update feelings set m = m returning id, p")
+        got = sorted((r["id"], tuple(r["p"])) for r in rows)
+        assert got == [(i, (mood(i), i)) for i in range(1, 13)], got
         got = asyncio.get_running_loop().create_future()
         await conn.add_listener("events", lambda *args: got.set_result(args[3]))
         other = await asyncpg.connect(URL)

@@ -294,9 +294,16 @@ impl Exec<'_> {
                     build::query(&text, &mut q);
                     requests.push((shard, q.freeze()));
                 }
-                let step =
-                    super::write::run(self, &requests, sum, true, serialize.as_deref(), &row_order)
-                        .await;
+                let step = super::write::run(
+                    self,
+                    &requests,
+                    sum,
+                    true,
+                    serialize.as_deref(),
+                    &row_order,
+                    vec![],
+                )
+                .await;
                 self.rewritten = false;
                 self.end_own_implicit(own, step?).await
             }

@@ -134,6 +134,13 @@ impl Extended {
                 let own = exec.own_implicit();
                 let (serialize, row_order) = (serialize.clone(), row_order.clone());
                 exec.given = lp.given.clone();
+                let mut rows = Vec::with_capacity(requests.len());
+                for (shard, _) in &requests {
+                    rows.push(
+                        exec.row_types_for(*shard, lp.columns.as_ref(), &lp.result_formats)
+                            .await,
+                    );
+                }
                 let step = crate::executor::write::run(
                     exec,
                     &requests,
@@ -141,6 +148,7 @@ impl Extended {
                     false,
                     serialize.as_deref(),
                     &row_order,
+                    rows,
                 )
                 .await?;
                 exec.end_own_implicit(own, step).await

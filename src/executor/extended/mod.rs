@@ -21,6 +21,7 @@
 //! keeps a statement's result columns as PostgreSQL does, `shard_set` the small per-batch
 //! sets of shards, `portals` the portals by name.
 
+mod binary_rows;
 mod execute;
 mod fixed_result;
 mod local_portal;

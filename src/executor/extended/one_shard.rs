@@ -89,6 +89,7 @@ impl Extended {
         if !ends_with_sync && batch.last().is_some_and(|m| m.tag() != b'H') {
             out.extend_from_slice(b"H\0\0\0\x04");
         }
+        self.expect_rows(exec, shard, batch).await;
         exec.links[shard].send(&out).await?;
         self.keep_out(out);
         // The batch ends with the client's own unnamed statement on the shard, if it has one.
@@ -129,6 +130,9 @@ impl Extended {
                         exec.pass(&f).await?;
                     }
                     b'T' | b'n' => {
+                        if describing.is_none() {
+                            exec.learn_row_types(shard, &f).await;
+                        }
                         let f = exec.for_client(shard, f).await;
                         self.keep_columns(describing.take(), &f);
                         exec.pass(&f).await?;

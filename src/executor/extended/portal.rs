@@ -103,6 +103,9 @@ impl Extended {
             };
             // Quiet: the terminal answer belongs to a message the client did not send.
             if !(matches!(f.tag, b'N' | b'A' | b'S') || quiet && done) {
+                if tag == b'D' && !of_statement {
+                    exec.learn_row_types(shard, &f).await;
+                }
                 let f = exec.for_client(shard, f).await;
                 if done && of_statement {
                     self.described = Some(f.clone());

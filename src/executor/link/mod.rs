@@ -8,6 +8,7 @@
 
 mod deadline;
 mod parses;
+pub mod row_types;
 use deadline::{within, Health};
 use parses::parses;
 pub(crate) use parses::unnamed_parses;
@@ -90,6 +91,8 @@ pub struct ShardLink {
     /// The placement version the session routes by: a connection checked out carries it, so
     /// the shard's fence refuses writes routed by a version it has replaced.
     placement_version: i64,
+    /// Results still to come whose binary rows are renumbered (see `row_types`).
+    pub row_types: row_types::Pending,
 }
 
 impl ShardLink {
@@ -117,6 +120,7 @@ impl ShardLink {
             replay_status: Vec::new(),
             sent_at: None,
             placement_version: 0,
+            row_types: Default::default(),
         }
     }
 
@@ -410,7 +414,11 @@ impl ShardLink {
     /// whole: the caller passes it on with `piece` as it arrives, so it is never held.
     pub async fn recv_or_large(&mut self, large: usize) -> Result<Incoming, LinkLost> {
         loop {
-            if self.buf.len() >= 5 && matches!(self.buf[0], b'D' | b'd') {
+            // A row to renumber is read whole.
+            if self.buf.len() >= 5
+                && matches!(self.buf[0], b'D' | b'd')
+                && self.row_types.is_empty()
+            {
                 let declared =
                     i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
                 let total = usize::try_from(declared).map_or(0, |d| d + 1);
@@ -445,6 +453,10 @@ impl ShardLink {
     /// Moves the whole messages already received that `plain` accepts into `out`, up to the
     /// first other one (see `frame::move_plain`); none of them is one `note` keeps.
     pub fn move_plain(&mut self, out: &mut BytesMut, plain: impl Fn(u8) -> bool, room: usize) {
+        // Each message is followed then (see `row_types`).
+        if !self.row_types.is_empty() {
+            return;
+        }
         let plain = |t| plain(t) && !matches!(t, b'Z' | b'E' | b'A');
         crate::protocol::frame::move_plain(&mut self.buf, out, plain, room, room);
     }
@@ -488,6 +500,11 @@ impl ShardLink {
     /// Keeps what is not an answer: a notification is set aside for the client, a FATAL is
     /// remembered (the shard closes next).
     fn note(&mut self, f: Frame) -> Option<Frame> {
+        let f = if self.row_types.is_empty() {
+            f
+        } else {
+            self.row_types.note(f)
+        };
         match f.tag {
             b'Z' => {
                 self.status = f.body().first().copied().unwrap_or(b'I');

@@ -115,7 +115,9 @@ async fn scatter_in_txn(
             match f.tag {
                 b'T' => {
                     // Compared and passed on numbered as the first shard numbers types,
-                    // tables and columns (each shard has its own numbers for them).
+                    // tables and columns (each shard has its own numbers for them), and so
+                    // are the types inside binary values of the rows that follow.
+                    exec.learn_row_types(s, &f).await;
                     let f = exec.for_client(s, f).await;
                     match &description {
                         None => description = Some(f),
