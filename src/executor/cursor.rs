@@ -11,6 +11,7 @@
 //! Entries outlive the transaction that declared them; a stale name only sends a FETCH to shards
 //! where PostgreSQL answers that the cursor does not exist, as it would directly.
 
+use super::link::row_types::RowTypes;
 use super::session::state::{CursorAt, CursorPortal, Several};
 use super::session::{Exec, Step, R};
 use crate::error::{sqlstate, PgError};
@@ -236,6 +237,13 @@ impl Exec<'_> {
                 build::query(&text, &mut q);
                 q.freeze()
             };
+            // Binary rows name types inside them as this shard numbers them.
+            let rows = self
+                .row_types_for(s, c.description.as_ref(), &self.result_formats)
+                .await;
+            if matches!(rows, RowTypes::Renumber { .. }) {
+                self.links[s].row_types.push(rows);
+            }
             self.links[s].send(&request).await?;
             let mut got = 0;
             let mut failed = false;

@@ -91,6 +91,13 @@ def check_psycopg():
             )
             value = res.get_value(0, 0)
             assert int.from_bytes(value[4:8], "big") == mood_oid, (i, value, mood_oid)
+        # The same from a cursor over every shard, fetched in binary.
+        with conn.transaction():
+            conn.execute("declare every_pair cursor for select p from feelings")
+            res = conn.pgconn.exec_params(b"fetch all from every_pair", [], result_format=1)
+            assert res.ntuples == 12, res.ntuples
+            for r in range(res.ntuples):
+                assert int.from_bytes(res.get_value(r, 0)[4:8], "big") == mood_oid, r
         for i, m in want.items():
             assert conn.execute("select m from feelings where id = %s", (i,)).fetchone() == (m,)
         assert conn.execute("select count(*) from feelings where m = %s", (Mood.ok,)).fetchone() == (6,)
