@@ -279,3 +279,62 @@ async fn float_sums_are_exact_or_refused_when_the_session_rounds_floats() {
         .unwrap();
     assert_eq!(exact, (direct.get::<_, f64>(0), direct.get::<_, f64>(1)));
 }
+
+/// ROLLUP, CUBE and GROUPING SETS over several shards give one PostgreSQL's groups: a set's
+/// group found on several shards is one group, and a NULL a set leaves out never meets a NULL
+/// value of a set that groups by the column. Simple and extended protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouping_sets_merge_as_one_postgresql_groups_them() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    let schema =
+        "create table accounts (id bigint primary key, region text, kind int, balance numeric);
+         insert into accounts select i, case when i % 5 = 0 then null else 'r' || (i % 3) end,
+           i % 2, i * 1.5 from generate_series(1, 60) i";
+    c.batch_execute(schema).await.unwrap();
+    let per_shard = tc
+        .count_on_each_shard("select count(*) from accounts")
+        .await;
+    assert!(per_shard.iter().all(|&n| n > 0 && n < 60), "{per_shard:?}");
+    let one = tc.one_server("one_grouping", &[schema]).await;
+    let ordered = "order by 1 nulls first, 2 nulls first, 3";
+    for sql in [
+        format!("select region, kind, count(*) from accounts group by rollup(region, kind) {ordered}"),
+        format!("select region, kind, sum(balance) from accounts group by cube(region, kind) {ordered}"),
+        format!(
+            "select region, grouping(region), avg(balance) from accounts \
+             group by grouping sets ((region), ()) {ordered}"
+        ),
+        format!(
+            "select region, kind, max(id) from accounts group by region, rollup(kind) \
+             having count(*) > 2 {ordered}"
+        ),
+        "select count(*), min(balance) from accounts where false group by rollup(region) order by 1"
+            .to_string(),
+        // The key itself in a set: the empty set's group spans every shard.
+        format!("select id % 4, count(*), min(id) from accounts group by rollup(id % 4, id) {ordered} limit 6"),
+    ] {
+        let want = rows(&one.simple_query(&sql).await.unwrap());
+        assert_eq!(one_value(&c, &sql).await, want, "{sql}");
+    }
+    // Extended protocol, with the kind bound.
+    let sql = format!(
+        "select region, kind, count(*) from accounts where kind >= $1 \
+         group by cube(region, kind) {ordered}"
+    );
+    let typed = |rows: Vec<tokio_postgres::Row>| -> Vec<(Option<String>, Option<i32>, i64)> {
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    };
+    let want = typed(one.query(&sql, &[&0i32]).await.unwrap());
+    assert!(want.len() > 8, "{want:?}");
+    assert_eq!(typed(c.query(&sql, &[&0i32]).await.unwrap()), want);
+    for sql in [
+        "select region, count(distinct kind) from accounts group by rollup(region)",
+        "select distinct region, count(*) from accounts group by rollup(region)",
+    ] {
+        refused(c.simple_query(sql).await, sql);
+    }
+    tc.drop_one_server(one, "one_grouping").await;
+}

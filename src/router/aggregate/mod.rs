@@ -18,6 +18,7 @@ pub(super) use kinds::aggregate_kind;
 use kinds::{
     combined_kind, distinct_argument, has_count_distinct, is_constant, not_combinable, zero_default,
 };
+mod grouping_sets;
 pub use spec::{AggColumn, AggSpec, CmpOp, HavingCond};
 
 use super::plan::{collect_and, MergeSpec, Plan, SortColumn, SortKey};
@@ -80,26 +81,29 @@ pub fn plan_aggregate(
     params: &super::params::Params,
     placement: &crate::placement::Placement,
 ) -> Plan {
-    let group_exprs: Vec<Expr> = match &select.group_by {
-        // ROLLUP(a) is an expression of the list to sqlparser, not a modifier.
-        GroupByExpr::Expressions(e, mods)
-            if mods.is_empty()
-                && !e.iter().any(|g| {
-                    matches!(g, Expr::Rollup(_) | Expr::Cube(_) | Expr::GroupingSets(_))
-                }) =>
-        {
-            e.clone()
+    let (group_exprs, grouping) = match &select.group_by {
+        GroupByExpr::Expressions(e, mods) if mods.is_empty() => match grouping_sets::flatten(e) {
+            Ok(flat) => flat,
+            Err(m) => return refuse(m, HINT),
+        },
+        _ => {
+            return refuse(
+                "GROUP BY ALL and WITH ROLLUP over several shards are not supported",
+                HINT,
+            )
         }
-        _ => return refuse(
-            "GROUP BY ALL, ROLLUP, CUBE and GROUPING SETS over several shards are not supported",
-            HINT,
-        ),
     };
     let distinct = match &select.distinct {
         None => false,
         Some(sqlparser::ast::Distinct::Distinct) => true,
         Some(_) => return refuse("DISTINCT ON over several shards is not supported", HINT),
     };
+    if grouping.is_some() && distinct {
+        return refuse(
+            "SELECT DISTINCT with grouping sets over several shards is not supported",
+            HINT,
+        );
+    }
     let mut items: Vec<(Expr, Option<Ident>)> = match select
         .projection
         .iter()
@@ -151,7 +155,8 @@ pub fn plan_aggregate(
         let plain = group_texts.contains(&expr.to_string())
             || of_reference_table(expr, select, placement)
             || is_constant(expr);
-        let computes = matches!(combined_kind(expr), Ok(None))
+        let computes = !grouping_sets::is_grouping_call(expr)
+            && matches!(combined_kind(expr), Ok(None))
             && !distinct
             && (super::plan::has_aggregate_or_window(expr, placement) || !plain);
         if computes {
@@ -192,6 +197,12 @@ pub fn plan_aggregate(
     // With count(DISTINCT) and no GROUP BY, the shards group by the distinct values and
     // return no rows when none match; the merge then makes the one answer row itself, which
     // holds no constant and no coalesced 0.
+    if grouping.is_some() && has_count_distinct(&items) {
+        return refuse(
+            "count(DISTINCT ...) with grouping sets over several shards is not supported",
+            HINT,
+        );
+    }
     let answer_row_made = group_exprs.is_empty() && has_count_distinct(&items);
     for (i, (expr, alias)) in items.iter().enumerate() {
         if let Some((_, first, c)) = computed.iter().find(|(at, _, _)| *at == i) {
@@ -233,6 +244,8 @@ pub fn plan_aggregate(
                     float_sum: None,
                 }
             }
+            // Constant within each group of each set.
+            None if grouping_sets::is_grouping_call(expr) => AggColumn::Group,
             // Before the group test: under DISTINCT every item groups, and an aggregate the
             // proxy cannot combine would be grouped by its partial values.
             None if super::plan::has_aggregate_or_window(expr, placement) => {
@@ -276,6 +289,13 @@ pub fn plan_aggregate(
             });
             spec.columns.push(AggColumn::Group);
         }
+    }
+    if let Some(g) = grouping {
+        hidden.push(SelectItem::ExprWithAlias {
+            expr: g,
+            alias: Ident::new("__shardgate_grouping"),
+        });
+        spec.columns.push(AggColumn::Group);
     }
     for (i, expr) in avg_pending {
         let count_col = visible + hidden.len();

@@ -399,12 +399,12 @@ fn aggregates_the_merge_cannot_combine_are_named_as_such() {
             "variance(x) over",
         ),
         (
-            "select v, count(*) from accounts group by rollup(v)",
-            "ROLLUP, CUBE and GROUPING SETS",
+            "select v, count(distinct x) from accounts group by rollup(v)",
+            "count(DISTINCT ...) with grouping sets",
         ),
         (
-            "select v, count(*) from accounts group by v, cube(x)",
-            "ROLLUP, CUBE and GROUPING SETS",
+            "select v, count(*) from accounts group by rollup(v) order by grouping(v)",
+            "grouping(v) cannot be computed",
         ),
     ] {
         let (code, text) = message(sql);
@@ -415,4 +415,22 @@ fn aggregates_the_merge_cannot_combine_are_named_as_such() {
             "{sql}: {text}"
         );
     }
+}
+
+#[test]
+fn grouping_sets_are_grouped_on_each_shard_and_told_apart_by_grouping() {
+    let Plan::Scatter { sql, merge, .. } =
+        plan_sql("select v, grouping(v), count(*) from accounts group by rollup(v, x)")
+    else {
+        panic!()
+    };
+    assert_eq!(
+        sql,
+        "SELECT v, grouping(v), count(*), x AS __shardgate_group_0, GROUPING(v, x) AS __shardgate_grouping FROM accounts GROUP BY ROLLUP (v, x)"
+    );
+    use crate::router::aggregate::AggColumn::*;
+    let spec = merge.aggregate.unwrap();
+    assert_eq!(spec.columns, vec![Group, Group, Count, Group, Group]);
+    assert!(!spec.single_group);
+    assert_eq!(merge.hidden, 2);
 }
