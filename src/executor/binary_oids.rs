@@ -12,7 +12,7 @@
 
 use crate::executor::link::row_types::RowTypes;
 use crate::executor::session::Exec;
-use crate::protocol::embedded_oids::{may_name_types, Shape};
+use crate::protocol::embedded_oids::{may_name_types, Shape, RECORD, RECORD_ARRAY};
 use crate::protocol::Frame;
 use crate::router::plan::HOME;
 
@@ -44,7 +44,13 @@ impl Exec<'_> {
             return RowTypes::Plain;
         };
         let types: Vec<u32> = columns.iter().map(|(_, t)| *t).collect();
-        match catalog.type_map(shard, HOME, &types).await {
+        // An anonymous record's fields may be of any type.
+        let map = if types.iter().any(|&t| t == RECORD || t == RECORD_ARRAY) {
+            catalog.all_types_map(shard, HOME).await
+        } else {
+            catalog.type_map(shard, HOME, &types).await
+        };
+        match map {
             Ok(map) if !map.is_empty() => {
                 let shaped: Vec<(usize, Shape)> = columns
                     .iter()

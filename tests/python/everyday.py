@@ -91,6 +91,11 @@ def check_psycopg():
             )
             value = res.get_value(0, 0)
             assert int.from_bytes(value[4:8], "big") == mood_oid, (i, value, mood_oid)
+        # An anonymous record's fields are named by the values alone.
+        res = conn.pgconn.exec_params(b"select row(m, id) from feelings", [], result_format=1)
+        assert res.ntuples == 12, res.ntuples
+        for r in range(res.ntuples):
+            assert int.from_bytes(res.get_value(r, 0)[4:8], "big") == mood_oid, r
         # The same from a cursor over every shard, fetched in binary.
         with conn.transaction():
             conn.execute("declare every_pair cursor for select p from feelings")

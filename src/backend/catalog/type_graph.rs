@@ -4,8 +4,9 @@
 //! One query on the sending shard follows the type graph from the column types: an array to
 //! its element type, a domain to its base type, a composite to its fields' types. Each
 //! user-defined type found is then looked up on the receiving shard by its schema-qualified
-//! name (cached with the other names in `type_oids`). The map is kept per set of column types
-//! until DDL through the proxy clears the caches.
+//! name (cached with the other names in `type_oids`). An anonymous record names its fields'
+//! types only in its values, so for one the map holds every user type of the shard
+//! (`all_types_map`). A map is kept until DDL through the proxy clears the caches.
 
 use super::{Cache, Catalog};
 use crate::protocol::embedded_oids::{Shape, TypeMap, FIRST_USER_OID};
@@ -31,6 +32,19 @@ const GRAPH: &str = "with recursive g(oid) as ( \
          format('%I.%I', n.nspname, t.typname)) \
      from g join pg_catalog.pg_type t on t.oid = g.oid \
        join pg_catalog.pg_namespace n on n.oid = t.typnamespace";
+
+/// Every user-defined type of a shard, as `GRAPH` lists them: the fields of an anonymous
+/// record are known only from its values, so any type may be met there.
+const ALL_TYPES: &str = "select concat_ws(' ', t.oid, t.typtype, \
+         case when t.typelem <> 0 and t.typlen = -1 then 'a' else '-' end, t.typbasetype, \
+         format('%I.%I', n.nspname, t.typname)) \
+     from pg_catalog.pg_type t join pg_catalog.pg_namespace n on n.oid = t.typnamespace \
+     where t.oid >= $1::text::pg_catalog.oid";
+
+/// The OID of each of the schema-qualified type names `$1` (a text array), as "oid name".
+const OIDS_BY_NAME: &str = "select concat_ws(' ', t.oid, format('%I.%I', n.nspname, t.typname)) \
+     from pg_catalog.pg_type t join pg_catalog.pg_namespace n on n.oid = t.typnamespace \
+     where format('%I.%I', n.nspname, t.typname) = any($1::text::text[])";
 
 /// One row of `GRAPH`.
 #[derive(Debug, PartialEq, Eq)]
@@ -81,7 +95,54 @@ fn shapes(nodes: &[Node]) -> HashMap<u32, Shape> {
     out
 }
 
+/// A text array literal of `items`, each quoted.
+fn text_array(items: &[&str]) -> String {
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|i| format!("\"{}\"", i.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("{{{}}}", quoted.join(","))
+}
+
 impl Catalog {
+    /// Every user-defined type of shard `from` whose values may name types, and every user
+    /// type's OID on shard `to` (those `to` lacks are left out, so a value naming one is
+    /// passed as it is): for anonymous records, whose fields can be of any type. Two catalog
+    /// queries, cached as `type_map`'s answers are.
+    pub async fn all_types_map(&self, from: usize, to: usize) -> Result<Arc<TypeMap>, String> {
+        let key = (from, to, Vec::new());
+        if let Some(known) = self.types.maps.get(&key) {
+            return Ok(known);
+        }
+        let nodes: Vec<Node> = self
+            .texts(from, ALL_TYPES, &FIRST_USER_OID.to_string())
+            .await?
+            .into_iter()
+            .flatten()
+            .filter_map(|line| node(&line))
+            .collect();
+        let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        let theirs: HashMap<String, u32> = self
+            .texts(to, OIDS_BY_NAME, &text_array(&names))
+            .await?
+            .into_iter()
+            .flatten()
+            .filter_map(|line| {
+                let (oid, name) = line.split_once(' ')?;
+                Some((name.to_string(), oid.parse().ok()?))
+            })
+            .collect();
+        let map = Arc::new(TypeMap {
+            shapes: shapes(&nodes),
+            oids: nodes
+                .iter()
+                .filter_map(|n| Some((n.oid, *theirs.get(&n.name)?)))
+                .collect(),
+        });
+        self.types.maps.insert(key, map.clone());
+        Ok(map)
+    }
+
     /// What values of the column types `columns` (as shard `from` numbers them) name inside
     /// them, renumbered for shard `to`. The error says what could not be looked up.
     pub async fn type_map(
@@ -159,5 +220,13 @@ mod tests {
         assert_eq!(s.get(&16520), None);
         assert_eq!(s.get(&1007), None);
         assert!(node("x c - 0 a.b").is_none() && node("1 c").is_none());
+    }
+
+    #[test]
+    fn names_are_quoted_in_the_array_literal() {
+        assert_eq!(
+            text_array(&["public.mood", "public.\"a \\\"b\""]),
+            r#"{"public.mood","public.\"a \\\"b\""}"#
+        );
     }
 }
