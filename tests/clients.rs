@@ -287,6 +287,68 @@ async fn psql_meta_commands_work_on_three_shards() {
     assert!(out.contains(" n \n---\n 2\n"), "count over shards:\n{out}");
 }
 
+/// pg_dump through the proxy (leaving out the schema the proxy keeps on the shards) dumps each
+/// shard's rows once, and psql restores the dump through the proxy: each row back on its
+/// shard, the reference table whole on every copy. `pg_dump -t` looks its tables up with
+/// `OPERATOR(pg_catalog.=) ANY (...)`, which the proxy plans as the plain operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_dump_and_a_restore_through_the_proxy_over_three_unlike_shards() {
+    let tables = "[tables.widgets]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.colors]\nreference = true\n";
+    let tc = TestCluster::start_unlike(3, "", tables).await;
+    let url = tc.url("app", "secret");
+    let c = tc.client().await;
+    c.batch_execute(
+        "create type size as enum ('s', 'm', 'l');
+         create table colors (code text primary key, name text);
+         insert into colors values ('r', 'red'), ('g', 'green');
+         create table widgets (id bigint primary key, color text, size size);
+         insert into widgets select i, case when i % 2 = 0 then 'r' else 'g' end,
+           (array['s', 'm', 'l'])[i % 3 + 1]::size from generate_series(1, 60) i",
+    )
+    .await
+    .unwrap();
+    let placed = tc.count_on_each_shard("select count(*) from widgets").await;
+    assert!(placed.iter().all(|&n| n > 0 && n < 60), "{placed:?}");
+    let one_table = run(Command::new("pg_dump").args([&url, "-t", "widgets", "--data-only"]));
+    let rows = one_table
+        .lines()
+        .skip_while(|l| !l.starts_with("COPY public.widgets"))
+        .skip(1)
+        .take_while(|l| *l != "\\.")
+        .count();
+    assert_eq!(rows, 60, "{one_table}");
+    let dir = common::TempDir::new("dump");
+    let file = dir.path().join("all.sql");
+    let file = file.to_str().unwrap();
+    run(Command::new("pg_dump").args([&url, "-N", "shardgate", "-f", file]));
+    c.batch_execute("drop table widgets, colors; drop type size")
+        .await
+        .unwrap();
+    run(Command::new("psql").args([&url, "-q", "-v", "ON_ERROR_STOP=1", "-f", file]));
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from widgets").await,
+        placed
+    );
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from colors").await,
+        vec![2, 2, 2]
+    );
+    let summary = common::answer(
+        &c,
+        "select count(*), sum(id), count(distinct size), min(size) from widgets",
+    )
+    .await;
+    assert_eq!(
+        summary,
+        vec![vec![
+            Some("60".to_string()),
+            Some("1830".to_string()),
+            Some("3".to_string()),
+            Some("s".to_string())
+        ]]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3_and_asyncpg_everyday_habits_on_three_unlike_shards() {
     let tables = "[tables.items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.countries]\nreference = true\n[tables.feelings]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";

@@ -2,15 +2,17 @@
 //! into its statements, the shape of a statement (its text with literals taken out), the calls
 //! that signal a session (`signal_call`), SQL string literals, and the names of PostgreSQL's
 //! catalog relations, built-in types and functions of their arguments alone, which every shard
-//! has alike.
+//! has alike; `catalog_operators` writes `OPERATOR(pg_catalog.=)` plainly for the parser.
 
 pub mod builtin_types;
+mod catalog_operators;
 pub mod clock;
 pub mod pure_functions;
 mod shape;
 pub mod signal_call;
 mod split;
 mod tokens;
+pub use catalog_operators::catalog_operators_plain;
 pub use shape::{shape_into, shape_of, Shape};
 pub use split::{
     first_word_is, several_statements, single_statement, split_statements, without_comments,
