@@ -488,3 +488,56 @@ async fn a_reference_table_filled_from_a_table_on_the_first_shard_gets_its_rows_
         .await
         .unwrap();
 }
+
+/// A DO block runs on every copy, so it takes every reference table's writers' turn before its
+/// code runs, as a write of one table takes that table's: while another transaction's write of
+/// a reference table is open, the DO waits on the first shard for the turn, and runs once the
+/// writer commits. Each copy then hands out the serial values in the same order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_do_block_waits_for_the_turn_of_reference_table_writers() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    c.batch_execute("create table currencies (id serial primary key, code text)")
+        .await
+        .unwrap();
+    let writer = tc.client().await;
+    writer
+        .batch_execute("begin; insert into currencies (code) values ('w1')")
+        .await
+        .unwrap();
+    let block = tokio::spawn({
+        let c = tc.client().await;
+        async move {
+            c.batch_execute(
+                "do $$ begin insert into currencies (code) values ('d1'), ('d2'); end $$",
+            )
+            .await
+        }
+    });
+    let home = tc.direct(0).await;
+    loop {
+        assert!(
+            !block.is_finished(),
+            "the DO block ran while a writer of the reference table held its turn"
+        );
+        let waiting = home
+            .simple_query(
+                "select count(*) from pg_stat_activity where wait_event_type = 'Lock' \
+                 and query like '%pg_advisory_xact_lock%'",
+            )
+            .await
+            .unwrap();
+        if common::rows(&waiting)[0][0].as_deref() != Some("0") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    writer
+        .batch_execute("insert into currencies (code) values ('w2'); commit")
+        .await
+        .unwrap();
+    block.await.unwrap().unwrap();
+    let rows = the_copy(&tc, "currencies").await;
+    let codes: Vec<_> = rows.iter().map(|r| r[1].as_deref().unwrap()).collect();
+    assert_eq!(codes, ["w1", "w2", "d1", "d2"]);
+}

@@ -8,7 +8,8 @@
 //! request, the rows of sharded tables its transaction has inserted, updated or deleted and the
 //! scans it has made of them (`pg_stat_xact_user_tables`); any change refuses the statement,
 //! and the transaction's rollback takes the rows back. The client sees the home shard's answer
-//! (a CALL's output row, its notices).
+//! (a CALL's output row, its notices). Before the code runs, it takes the writers' turn of
+//! every declared reference table, as a write of one takes that table's.
 
 use super::session::{Exec, Step, R};
 use crate::error::{sqlstate, PgError};
@@ -40,6 +41,19 @@ fn written_rows_query(placement: &Placement) -> Option<String> {
     ))
 }
 
+/// The declared reference tables, as their writers name their turns, sorted.
+fn reference_tables(placement: &Placement) -> Vec<String> {
+    let mut names: Vec<String> = placement
+        .tables
+        .iter()
+        .filter(|(_, rule)| matches!(rule, TableRule::Reference))
+        .map(|(name, _)| name.to_lowercase())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 impl Exec<'_> {
     pub async fn procedural(&mut self, sql: &str) -> R<Step> {
         let own = self.own_implicit();
@@ -55,6 +69,18 @@ impl Exec<'_> {
         for &s in &all {
             self.txn.note_write(s);
             if self.enlist(s).await? == Step::Failed {
+                return Ok(Step::Failed);
+            }
+        }
+        // Code that writes a reference table writes each copy itself: it takes every reference
+        // table's writers' turn first (in one order), so that its writes and other writers'
+        // reach the copies in the same order and a serial hands out the same values on each.
+        let turns = reference_tables(&self.placement);
+        if !turns.is_empty() {
+            let names: Vec<&str> = turns.iter().map(String::as_str).collect();
+            let turn = super::write::reference_turn(&names);
+            if let Some(err) = self.run_quiet(HOME, &turn).await? {
+                self.shard_error(&err);
                 return Ok(Step::Failed);
             }
         }

@@ -19,6 +19,21 @@ use crate::protocol::{build, inspect, Frame};
 use crate::txn::state::TxnState;
 use bytes::Bytes;
 
+/// The statement that takes, on the first shard, the writers' turn of each reference table
+/// `tables` names, in the order given (see `run`).
+pub(crate) fn reference_turn(tables: &[&str]) -> String {
+    let locks: Vec<String> = tables
+        .iter()
+        .map(|t| {
+            format!(
+                "pg_catalog.pg_advisory_xact_lock({REFERENCE_LOCK_CLASS}, pg_catalog.hashtext({}))",
+                crate::sql::string_literal(t)
+            )
+        })
+        .collect();
+    format!("SELECT {}", locks.join(", "))
+}
+
 /// Whether every shard of `requests` answers the transaction's time (see `sql::clock`).
 fn one_time_on(exec: &Exec<'_>, requests: &[(usize, Bytes)]) -> bool {
     matches!(&exec.txn, TxnState::Open(t)
@@ -73,11 +88,7 @@ pub async fn run(
     // serial default hands out the same value on every copy, and two writers of one key
     // cannot each wait for the other on different copies (a deadlock no shard could see).
     if let Some(table) = serialize {
-        let lock = format!(
-            "SELECT pg_catalog.pg_advisory_xact_lock({REFERENCE_LOCK_CLASS}, pg_catalog.hashtext('{}'))",
-            table.replace('\'', "''")
-        );
-        if let Some(err) = exec.run_quiet(HOME, &lock).await? {
+        if let Some(err) = exec.run_quiet(HOME, &reference_turn(&[table])).await? {
             exec.shard_error(&err);
             return Ok(Step::Failed);
         }
