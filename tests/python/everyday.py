@@ -144,6 +144,16 @@ async def check_asyncpg():
         assert got == [(i, (mood(i), i), [(mood(i), i)]) for i in range(1, 13)], got
         for i in range(1, 13):
             assert tuple(await conn.fetchval("select p from feelings where id = $1", i)) == (mood(i), i)
+        # A cursor read in parts: each Execute after the first comes without its Bind.
+        async with conn.transaction():
+            for i in range(1, 13):
+                cur = await conn.cursor(
+                    "select p from feelings, generate_series(1, 5) g where id = $1", i
+                )
+                got = []
+                for _ in range(3):
+                    got.extend(tuple(r["p"]) for r in await cur.fetch(2))
+                assert got == [(mood(i), i)] * 5, (i, got)
         rows = await conn.fetch("update feelings set m = m returning id, p")
         got = sorted((r["id"], tuple(r["p"])) for r in rows)
         assert got == [(i, (mood(i), i)) for i in range(1, 13)], got

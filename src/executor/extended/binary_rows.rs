@@ -1,7 +1,8 @@
 //! What the rows of each Execute in a batch sent to one shard need before the client sees them
-//! (see `executor::binary_oids`): told to the shard's link just before the batch goes.
+//! (see `executor::binary_oids`): told to the shard's link just before the batch goes, and kept
+//! with each portal for its Executes in later batches (a cursor read in parts).
 
-use super::{binds, Extended};
+use super::{binds, Extended, Portal};
 use crate::executor::link::row_types::RowTypes;
 use crate::executor::session::Exec;
 use crate::protocol::message::{ClientMessage, Kind, TargetKind};
@@ -9,49 +10,60 @@ use crate::router::plan::HOME;
 
 impl Extended {
     /// One entry per Execute of `batch`, queued on `shard`'s link when any of them has rows to
-    /// renumber. A portal bound in an earlier batch, or whose columns are known only from a
-    /// Describe this batch does not send, passes its rows as they come.
+    /// renumber. A portal whose columns are known only from a Describe that this batch does not
+    /// send passes its rows as they come.
     pub(super) async fn expect_rows(
-        &self,
+        &mut self,
         exec: &mut Exec<'_>,
         shard: usize,
         batch: &[ClientMessage],
     ) {
         // Drivers that read binary bind every statement so: this is the only test most
-        // batches pay.
-        if shard == HOME || !binds(batch).any(|b| b.result_formats.contains(&1)) {
+        // batches pay, and a batch of Executes alone looks its portals up.
+        let binary = binds(batch).any(|b| b.result_formats.contains(&1));
+        let bare = !binary && batch.iter().all(|m| !matches!(m.kind, Kind::Bind(_)));
+        if shard == HOME || !(binary || bare) {
             return;
         }
-        let mut bound: Vec<(&str, &str, &[i16])> = Vec::new();
+        let mut bound: Vec<(&str, RowTypes)> = Vec::new();
         let mut described: Vec<&str> = Vec::new();
         let mut entries = Vec::new();
         for m in batch {
             match &m.kind {
                 Kind::Bind(b) => {
-                    bound.retain(|(p, _, _)| *p != b.portal.as_str());
-                    bound.push((&b.portal, &b.statement, &b.result_formats));
+                    let shown = self
+                        .statements
+                        .get(b.statement.as_str())
+                        .and_then(|s| s.columns.as_ref());
+                    let r = exec.row_types_for(shard, shown, &b.result_formats).await;
+                    bound.retain(|(p, _)| *p != b.portal.as_str());
+                    bound.push((&b.portal, r));
                 }
                 Kind::Describe(t) if t.kind == TargetKind::Portal => described.push(&t.name),
                 Kind::Execute(e) => {
-                    let found = bound.iter().find(|(p, _, _)| *p == e.portal.as_str());
-                    let r = match found {
-                        Some(&(portal, statement, formats)) => {
-                            let shown = self
-                                .statements
-                                .get(statement)
-                                .and_then(|s| s.columns.as_ref());
-                            match exec.row_types_for(shard, shown, formats).await {
-                                RowTypes::Learn { .. } if !described.contains(&portal) => {
-                                    RowTypes::Plain
-                                }
-                                r => r,
-                            }
+                    let portal = e.portal.as_str();
+                    let r = match bound.iter().find(|(p, _)| *p == portal) {
+                        Some((_, RowTypes::Learn { .. })) if !described.contains(&portal) => {
+                            RowTypes::Plain
                         }
-                        None => RowTypes::Plain,
+                        Some((_, r)) => r.clone(),
+                        // Bound in an earlier batch.
+                        None => match self.portals.get(portal) {
+                            Some(Portal::Shard(s, Some(r))) if *s == shard => r.clone(),
+                            _ => RowTypes::Plain,
+                        },
                     };
                     entries.push(r);
                 }
                 _ => {}
+            }
+        }
+        // Kept for the portal's later Executes (a Learn is resolved only within its batch).
+        for (portal, r) in bound {
+            if let (Some(Portal::Shard(_, kept)), RowTypes::Renumber { .. }) =
+                (self.portals.get_mut(portal), &r)
+            {
+                *kept = Some(r);
             }
         }
         if entries.iter().any(|r| !matches!(r, RowTypes::Plain)) {

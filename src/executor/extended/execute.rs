@@ -16,9 +16,9 @@ impl Extended {
     pub(super) async fn execute(&mut self, exec: &mut Exec<'_>, f: &Frame, e: &Execute) -> R<Step> {
         let (name, max_rows) = (e.portal.as_str(), e.max_rows);
         match self.portals.get(name) {
-            Some(Portal::Shard(s)) => {
-                let s = *s;
-                self.send_and_relay(exec, s, std::slice::from_ref(&f.bytes), b'E', 0)
+            Some(Portal::Shard(s, rows)) => {
+                let (s, rows) = (*s, rows.clone());
+                self.send_and_relay_rows(exec, s, std::slice::from_ref(&f.bytes), b'E', 0, rows)
                     .await
             }
             Some(Portal::Local(lp))

@@ -36,6 +36,7 @@ mod statement;
 use shard_set::ShardSet;
 use statement::Statement;
 
+use super::link::row_types::RowTypes;
 use super::session::{Exec, Step, R};
 use crate::error::PgError;
 use crate::protocol::message::{Bind, ClientMessage, DecodeError, Kind, Parse};
@@ -52,8 +53,9 @@ const PENDING_LIMIT_BYTES: usize = 1 << 20;
 const PENDING_LIMIT_MESSAGES: usize = 1024;
 
 enum Portal {
-    /// Bound on this shard under the client's name.
-    Shard(usize),
+    /// Bound on this shard under the client's name, with what its binary rows need renumbered
+    /// (see `binary_rows`) once a batch has worked it out.
+    Shard(usize, Option<RowTypes>),
     /// Carried out by the proxy (boxed: it is large and rarer than `Shard`).
     Local(Box<LocalPortal>),
 }

@@ -77,7 +77,7 @@ impl Extended {
                             parsed_before.push(i);
                         }
                     }
-                    self.portals.insert(&b.portal, Portal::Shard(shard));
+                    self.portals.insert(&b.portal, Portal::Shard(shard, None));
                 }
                 Kind::Sync => ends_with_sync = true,
                 _ => {}

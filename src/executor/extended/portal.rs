@@ -3,7 +3,7 @@
 //! on either kind. Each message sent to a shard is followed by a Flush so answers come back in
 //! order.
 
-use super::{plan_sql, plan_stmt, snapshot_without, Extended, LocalPortal, Portal};
+use super::{plan_sql, plan_stmt, snapshot_without, Extended, LocalPortal, Portal, RowTypes};
 use crate::error::{sqlstate, PgError};
 use crate::executor::insert_select::{on_every_copy, Rewrite};
 use crate::executor::session::state::CursorPortal;
@@ -27,6 +27,21 @@ impl Extended {
         tag: u8,
         swallow: usize,
     ) -> R<Step> {
+        self.send_and_relay_rows(exec, shard, frames, tag, swallow, None)
+            .await
+    }
+
+    /// As `send_and_relay`, for an Execute whose binary rows need renumbering (`rows`, see
+    /// `binary_rows`), told to the link once nothing else is left to answer before them.
+    pub(super) async fn send_and_relay_rows(
+        &mut self,
+        exec: &mut Exec<'_>,
+        shard: usize,
+        frames: &[Bytes],
+        tag: u8,
+        swallow: usize,
+        rows: Option<RowTypes>,
+    ) -> R<Step> {
         if self.reach(exec, shard, tag).await? == Step::Failed {
             return Ok(Step::Failed);
         }
@@ -35,6 +50,9 @@ impl Extended {
             out.extend_from_slice(b);
         }
         out.extend_from_slice(b"H\0\0\0\x04");
+        if let Some(r) = rows {
+            exec.links[shard].row_types.push(r);
+        }
         exec.links[shard].send(&out).await?;
         self.touched.insert(shard);
         for _ in 0..swallow {
@@ -236,7 +254,7 @@ impl Extended {
                     swallow = 1;
                 }
                 frames.push(f.bytes.clone());
-                self.portals.insert(&portal, Portal::Shard(shard));
+                self.portals.insert(&portal, Portal::Shard(shard, None));
                 let step = self
                     .send_and_relay(exec, shard, &frames, b'B', swallow)
                     .await;
@@ -339,7 +357,7 @@ impl Extended {
             return step;
         }
         match self.portals.get(name) {
-            Some(Portal::Shard(s)) => {
+            Some(Portal::Shard(s, _)) => {
                 let s = *s;
                 self.send_and_relay(exec, s, std::slice::from_ref(&f.bytes), b'D', 0)
                     .await
@@ -449,7 +467,7 @@ impl Extended {
                 .unwrap_or_default()
         } else {
             match self.portals.remove(name) {
-                Some(Portal::Shard(s)) => vec![s],
+                Some(Portal::Shard(s, _)) => vec![s],
                 Some(_) => vec![],
                 // An SQL cursor is a portal too: closing it by protocol closes the cursor.
                 None => match exec.close_cursor_portal(name).await? {

@@ -58,7 +58,7 @@ mod tests {
 
     fn shard(p: Option<&Portal>) -> Option<usize> {
         match p {
-            Some(Portal::Shard(s)) => Some(*s),
+            Some(Portal::Shard(s, _)) => Some(*s),
             _ => None,
         }
     }
@@ -66,14 +66,14 @@ mod tests {
     #[test]
     fn unnamed_and_named_portals_are_kept_apart() {
         let mut p = Portals::default();
-        p.insert("", Portal::Shard(1));
-        p.insert("c1", Portal::Shard(2));
+        p.insert("", Portal::Shard(1, None));
+        p.insert("c1", Portal::Shard(2, None));
         assert_eq!((shard(p.get("")), shard(p.get("c1"))), (Some(1), Some(2)));
-        p.insert("", Portal::Shard(3));
+        p.insert("", Portal::Shard(3, None));
         assert_eq!(shard(p.get("")), Some(3));
         assert_eq!(shard(p.remove("").as_ref()), Some(3));
         assert_eq!((shard(p.get("")), shard(p.get("c1"))), (None, Some(2)));
-        p.insert("", Portal::Shard(0));
+        p.insert("", Portal::Shard(0, None));
         p.clear();
         assert!(p.get("").is_none() && p.get("c1").is_none() && p.remove("c1").is_none());
     }

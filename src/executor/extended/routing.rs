@@ -180,7 +180,7 @@ impl Extended {
 
     pub(super) fn portal_shard(&self, name: &str) -> Option<usize> {
         match self.portals.get(name) {
-            Some(Portal::Shard(s)) => Some(*s),
+            Some(Portal::Shard(s, _)) => Some(*s),
             _ => None,
         }
     }
