@@ -605,3 +605,52 @@ async fn every_statement_works_in_snapshot_consistency() {
     }
     panic!("a shard connection was left in a transaction");
 }
+
+/// Items computed after merging several shards' aggregates (`count(*)::int`, `round(avg(x),
+/// 2)`) work in snapshot consistency's autocommit reads, in both protocols: they are evaluated
+/// on a shard of the read before its COMMIT, and every connection is in step for the next
+/// statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_computed_after_the_merge_work_in_snapshot_consistency() {
+    let config = format!("{ITEMS}{}", common::SNAPSHOT_READER);
+    let tc = TestCluster::start_unlike(3, "", &config).await;
+    let c = common::connect(&tc.url("reader", "none")).await.unwrap();
+    c.batch_execute(
+        "create table items (id bigint primary key, note text);
+         insert into items select i, 'n' || i from generate_series(1, 30) i",
+    )
+    .await
+    .unwrap();
+    let some = |s: &str| Some(s.to_string());
+    for _ in 0..2 {
+        let simple = c
+            .simple_query(
+                "select count(*)::int, round(avg(id), 2), max(id) - min(id) as spread from items",
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            common::rows(&simple),
+            vec![vec![some("30"), some("15.50"), some("29")]]
+        );
+        let row = c
+            .query_one(
+                "select count(*)::int, round(avg(id), 2)::text, max(id) - min(id) from items \
+                 where id > $1",
+                &[&0i64],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                row.get::<_, i32>(0),
+                row.get::<_, String>(1),
+                row.get::<_, i64>(2)
+            ),
+            (30, "15.50".to_string(), 29)
+        );
+        // The next read finds every connection in step.
+        let n = c.simple_query("select count(*) from items").await.unwrap();
+        assert_eq!(first_value(&n).as_deref(), Some("30"));
+    }
+}

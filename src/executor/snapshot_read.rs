@@ -104,11 +104,21 @@ impl Exec<'_> {
             self.txn = TxnState::Idle;
             return Ok(Step::Failed);
         }
+        // Items computed after the merge are evaluated on a shard of the read, which must
+        // have nothing left to answer by then: the COMMIT follows the merge instead of riding
+        // with the read.
+        let evaluates = merge.aggregate.as_ref().is_some_and(|a| {
+            a.columns
+                .iter()
+                .any(|c| matches!(c, crate::router::aggregate::AggColumn::Computed { .. }))
+        });
         let with_commit: Vec<Bytes> = requests
             .iter()
             .map(|r| {
                 let mut b = BytesMut::from(&r[..]);
-                build::query("COMMIT", &mut b);
+                if !evaluates {
+                    build::query("COMMIT", &mut b);
+                }
                 b.freeze()
             })
             .collect();
@@ -116,6 +126,11 @@ impl Exec<'_> {
             super::merge::scatter_request(self, shards, &with_commit, merge, describe).await?;
         // The COMMIT's answers (ROLLBACK if the read failed): the transaction is over either way.
         for &s in shards {
+            if evaluates {
+                let mut q = BytesMut::new();
+                build::query("COMMIT", &mut q);
+                self.links[s].send(&q).await?;
+            }
             self.quiet_until_ready(s).await?;
         }
         self.txn = TxnState::Idle;
