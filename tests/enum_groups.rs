@@ -2,8 +2,9 @@
 //! ENUM type (SQLAlchemy's `Enum` does by default) group and order by them. The enum has
 //! another OID on each unlike shard; its labels are what the shards write. Equality merges and
 //! ORDER BY are answered as one PostgreSQL answers them (ORDER BY in the labels' declared
-//! order, which is not their alphabetical one), and so are min/max; HAVING on an enum, items
-//! computed from one, and shards that declare the enum differently are refused.
+//! order, which is not their alphabetical one), and so are min/max, also inside items computed
+//! after the merge; HAVING on an enum, items computed from a grouped one, and shards that
+//! declare the enum differently are refused.
 
 mod common;
 
@@ -38,12 +39,29 @@ async fn enum_columns_group_across_shards_as_on_one_server() {
         "select state, note, count(*) from orders group by state, note",
         "select state from orders union select 'new'",
         "select state, count(*) as n from orders group by state order by n",
+        // An enum's min and max read by an item computed after the merge, bound in the type.
+        "select max(state)::text, min(state)::text || '!' as low from orders",
+        "select coalesce(min(state), 'paid') as m from orders where id > 1000",
+        "select note, max(state)::text as top from orders group by note",
     ] {
         let (mut got, mut want) = (answer(&c, sql).await, answer(&one, sql).await);
         got.sort();
         want.sort();
         assert_eq!(got, want, "{sql}");
     }
+    // Evaluated on the first shard the read reaches: here one that numbers the enum its own way.
+    let on = |s: usize| {
+        (1..=30)
+            .filter(|&i| tc.owner(i) == s)
+            .take(3)
+            .collect::<Vec<i64>>()
+    };
+    let ids: Vec<String> = [on(1), on(2)].concat().iter().map(i64::to_string).collect();
+    let sql = format!(
+        "select max(state)::text as top, min(state)::text as low from orders where id in ({})",
+        ids.join(", ")
+    );
+    assert_eq!(answer(&c, &sql).await, answer(&one, &sql).await, "{sql}");
     // Binary results, as drivers ask for them: the labels, grouped.
     let count: i64 = c
         .query_one(
@@ -58,7 +76,7 @@ async fn enum_columns_group_across_shards_as_on_one_server() {
     for sql in [
         "select state, count(*) from orders group by state having state = 'paid'",
         "select note, max(state) from orders group by note having max(state) > 'new'",
-        "select max(state)::text from orders",
+        "select state::text, count(*) from orders group by state",
     ] {
         let e = c.simple_query(sql).await.unwrap_err();
         assert_eq!(code(&e), "0A000", "{sql}: {e}");

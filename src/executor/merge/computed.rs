@@ -29,10 +29,6 @@ const MAX_PARAMS: usize = u16::MAX as usize;
 /// Parameters in one evaluation, well under that.
 const PARAMS_PER_STATEMENT: usize = 30_000;
 
-/// Types PostgreSQL defines itself (below FirstNormalObjectId): the same OID on every server,
-/// so a part of such a type can be bound by its OID.
-const FIRST_USER_OID: u32 = 16_384;
-
 /// Fills the computed columns of `rows` (the merged groups, in `fields`' types and formats),
 /// evaluated on `shard`. Err: the error to give the client.
 pub async fn fill(
@@ -71,25 +67,13 @@ pub async fn fill(
         },
     };
     let inputs = read_by_templates(spec, |_, parts| parts);
-    for &p in &inputs {
-        let Some(f) = fields.get(p) else {
-            return Ok(Err(error_frame(&PgError::error(
-                sqlstate::INTERNAL_ERROR,
-                "a computed item reads a column the shards did not return",
-            ))));
-        };
-        if f.type_oid >= FIRST_USER_OID {
-            return Ok(Err(error_frame(
-                &PgError::error(
-                    sqlstate::FEATURE_NOT_SUPPORTED,
-                    format!(
-                        "computing over {} (a type of the database's own) after merging several shards is not supported",
-                        f.name
-                    ),
-                )
-                .with_hint("Select the aggregate and compute in the application."),
-            )));
-        }
+    // A part of a type the database made (an enum's min or max) is bound with the evaluating
+    // shard's OID for it (see `evaluate`).
+    if inputs.iter().any(|&p| p >= fields.len()) {
+        return Ok(Err(error_frame(&PgError::error(
+            sqlstate::INTERNAL_ERROR,
+            "a computed item reads a column the shards did not return",
+        ))));
     }
     let ahead = client.as_ref().map_or(0, |(p, _)| p.values.len());
     // A Bind counts its parameters in 16 bits: the client's and one group's parts must fit.
@@ -209,6 +193,16 @@ async fn evaluate(
         names.join(", ")
     );
     let formats: Vec<i16> = computed.iter().map(|&(c, _)| fields[c].format).collect();
+    // The fields are numbered as the first shard numbers types (an enum's min or max).
+    let types = match exec.types_for(shard, &types).await {
+        Ok(t) => t,
+        Err(e) => return Ok(Err(error_frame(&e))),
+    };
+    let expected: Vec<u32> = computed.iter().map(|&(c, _)| fields[c].type_oid).collect();
+    let expected = match exec.types_for(shard, &expected).await {
+        Ok(t) => t,
+        Err(e) => return Ok(Err(error_frame(&e))),
+    };
     let request = crate::executor::rebind::rebind(&sql, &params, &types, &formats, true, true);
     exec.links[shard].send(&request).await?;
     let (mut at, mut error) = (0usize, None);
@@ -220,8 +214,8 @@ async fn evaluate(
                 let same = described.len() == computed.len()
                     && described
                         .iter()
-                        .zip(computed)
-                        .all(|(d, &(c, _))| d.type_oid == fields[c].type_oid);
+                        .zip(&expected)
+                        .all(|(d, &want)| d.type_oid == want);
                 if !same {
                     error = Some(error_frame(&PgError::error(
                         sqlstate::FEATURE_NOT_SUPPORTED,

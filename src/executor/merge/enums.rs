@@ -150,7 +150,11 @@ pub async fn grouped(
                 used.iter()
                     .all(|&how| how == Use::Equality || (how == Use::Order && sorted))
             } else {
-                best && used.iter().all(|&how| how == Use::Order)
+                // A min or max read by an item computed after the merge is bound in the
+                // enum's own type, which it keeps.
+                best && used
+                    .iter()
+                    .all(|&how| how == Use::Order || how == Use::Evaluated)
             };
         // A catalog that cannot be asked leaves the type as it is, which the merge refuses.
         if !fits || catalog.is_enum(HOME, f.type_oid).await != Ok(true) {
