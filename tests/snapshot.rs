@@ -607,9 +607,9 @@ async fn every_statement_works_in_snapshot_consistency() {
 }
 
 /// Items computed after merging several shards' aggregates (`count(*)::int`, `round(avg(x),
-/// 2)`) work in snapshot consistency's autocommit reads, in both protocols: they are evaluated
-/// on a shard of the read before its COMMIT, and every connection is in step for the next
-/// statement.
+/// 2)`) and float sums work in snapshot consistency's autocommit reads, in both protocols: what
+/// the merge asks a shard of the read is answered before its COMMIT, and every connection is in
+/// step for the next statement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn items_computed_after_the_merge_work_in_snapshot_consistency() {
     let config = format!("{ITEMS}{}", common::SNAPSHOT_READER);
@@ -649,6 +649,12 @@ async fn items_computed_after_the_merge_work_in_snapshot_consistency() {
             ),
             (30, "15.50".to_string(), 29)
         );
+        // A float sum asks a shard for the session's extra_float_digits after the merge.
+        let sum = c
+            .simple_query("select sum(id::float8) from items")
+            .await
+            .unwrap();
+        assert_eq!(first_value(&sum).as_deref(), Some("465"));
         // The next read finds every connection in step.
         let n = c.simple_query("select count(*) from items").await.unwrap();
         assert_eq!(first_value(&n).as_deref(), Some("30"));

@@ -104,14 +104,11 @@ impl Exec<'_> {
             self.txn = TxnState::Idle;
             return Ok(Step::Failed);
         }
-        // Items computed after the merge are evaluated on a shard of the read, which must
-        // have nothing left to answer by then: the COMMIT follows the merge instead of riding
-        // with the read.
-        let evaluates = merge.aggregate.as_ref().is_some_and(|a| {
-            a.columns
-                .iter()
-                .any(|c| matches!(c, crate::router::aggregate::AggColumn::Computed { .. }))
-        });
+        // A grouped merge may ask a shard of the read something once the rows are in (items
+        // computed after the merge are evaluated there; float sums need its
+        // extra_float_digits), and that shard must have nothing left to answer first: the
+        // COMMIT then follows the merge instead of riding with the read.
+        let evaluates = merge.aggregate.is_some();
         let with_commit: Vec<Bytes> = requests
             .iter()
             .map(|r| {
