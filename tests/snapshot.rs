@@ -660,3 +660,65 @@ async fn items_computed_after_the_merge_work_in_snapshot_consistency() {
         assert_eq!(first_value(&n).as_deref(), Some("30"));
     }
 }
+
+/// libpq's one-shot query (Parse, Bind, Describe of the portal, Execute, Sync in one batch, as
+/// psycopg sends each statement) reading shards other than the first, autocommit, in snapshot
+/// consistency: the Describe runs in the shard's implicit transaction, which ends before the
+/// read's cut begins there (it failed with 25001 'SET TRANSACTION ISOLATION LEVEL must be
+/// called before any query').
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_query_of_shards_other_than_the_first_reads_in_snapshot_consistency() {
+    use common::raw::{field, message, Raw};
+    // Every session in snapshot consistency, the raw one too.
+    let config = ITEMS.replace(
+        "snapshot = true\n",
+        "snapshot = true\nconsistency = \"snapshot\"\n",
+    );
+    let tc = TestCluster::start_unlike(3, "", &config).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table items (id bigint primary key, note text);
+         insert into items select i, 'n' || i from generate_series(1, 60) i",
+    )
+    .await
+    .unwrap();
+    let on = |s: usize| {
+        (1..=60)
+            .filter(|&i| tc.owner(i) == s)
+            .take(2)
+            .collect::<Vec<i64>>()
+    };
+    let ids: Vec<String> = [on(1), on(2)].concat().iter().map(i64::to_string).collect();
+    let (mut raw, _) = Raw::login(tc.port).await;
+    for sql in [
+        "select count(note) from items where id in ($1, $2, $3, $4)",
+        "select id, note from items where id in ($1, $2, $3, $4) order by id",
+    ] {
+        for _ in 0..2 {
+            let mut parse = vec![0u8];
+            parse.extend_from_slice(sql.as_bytes());
+            parse.extend_from_slice(&[0, 0, 0]);
+            let mut bind = vec![0u8, 0, 0, 0];
+            bind.extend_from_slice(&(ids.len() as i16).to_be_bytes());
+            for id in &ids {
+                bind.extend_from_slice(&(id.len() as i32).to_be_bytes());
+                bind.extend_from_slice(id.as_bytes());
+            }
+            bind.extend_from_slice(&[0, 0]);
+            let mut request = message(b'P', &parse);
+            request.extend(message(b'B', &bind));
+            request.extend(message(b'D', b"P\0"));
+            request.extend(message(b'E', &[0, 0, 0, 0, 0]));
+            request.extend(message(b'S', &[]));
+            raw.send(&request).await;
+            let answer = raw.until_ready().await;
+            let error = answer
+                .iter()
+                .find(|m| m.0 == b'E')
+                .map(|(_, b)| (field(b, b'C'), field(b, b'M')));
+            assert_eq!(error, None, "{sql}");
+            let rows = answer.iter().filter(|m| m.0 == b'D').count();
+            assert_eq!(rows, if sql.contains("count") { 1 } else { 4 }, "{sql}");
+        }
+    }
+}

@@ -380,7 +380,9 @@ impl Extended {
                     lp.scatter(false, &types).expect("a scatter portal");
                 let (shard, request) = (shards[0], &requests[0]);
                 let hidden = merge.hidden;
-                if !self.touched.contains(&shard) && exec.enlist(shard).await? == Step::Failed {
+                // As any Describe: outside a snapshot's cut it runs in the shard's own implicit
+                // transaction, which must end before a cut there begins (see `reach`).
+                if self.reach(exec, shard, b'D').await? == Step::Failed {
                     return Ok(Step::Failed);
                 }
                 let mut out = BytesMut::from(&request[..]);
