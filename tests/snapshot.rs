@@ -661,27 +661,63 @@ async fn items_computed_after_the_merge_work_in_snapshot_consistency() {
     }
 }
 
-/// libpq's one-shot query (Parse, Bind, Describe of the portal, Execute, Sync in one batch, as
-/// psycopg sends each statement) reading shards other than the first, autocommit, in snapshot
-/// consistency: the Describe runs in the shard's implicit transaction, which ends before the
-/// read's cut begins there (it failed with 25001 'SET TRANSACTION ISOLATION LEVEL must be
-/// called before any query').
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_one_shot_query_of_shards_other_than_the_first_reads_in_snapshot_consistency() {
-    use common::raw::{field, message, Raw};
-    // Every session in snapshot consistency, the raw one too.
+/// libpq's one-shot query of `sql` with `params` in text: Parse, Bind, Describe of the portal,
+/// Execute and Sync in one batch, as psycopg sends each statement. The answer's messages.
+async fn one_shot(raw: &mut common::raw::Raw, sql: &str, params: &[String]) -> Vec<(u8, Vec<u8>)> {
+    use common::raw::message;
+    let mut parse = vec![0u8];
+    parse.extend_from_slice(sql.as_bytes());
+    parse.extend_from_slice(&[0, 0, 0]);
+    let mut bind = vec![0u8, 0, 0, 0];
+    bind.extend_from_slice(&(params.len() as i16).to_be_bytes());
+    for p in params {
+        bind.extend_from_slice(&(p.len() as i32).to_be_bytes());
+        bind.extend_from_slice(p.as_bytes());
+    }
+    bind.extend_from_slice(&[0, 0]);
+    let mut request = message(b'P', &parse);
+    request.extend(message(b'B', &bind));
+    request.extend(message(b'D', b"P\0"));
+    request.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    request.extend(message(b'S', &[]));
+    raw.send(&request).await;
+    raw.until_ready().await
+}
+
+/// The SQLSTATE and message of the error among `answer`'s messages, if any.
+fn error_of(answer: &[(u8, Vec<u8>)]) -> Option<(Option<String>, Option<String>)> {
+    use common::raw::field;
+    answer
+        .iter()
+        .find(|m| m.0 == b'E')
+        .map(|(_, b)| (field(b, b'C'), field(b, b'M')))
+}
+
+/// A cluster whose sessions all start in snapshot consistency, raw logins included.
+async fn all_in_snapshot() -> TestCluster {
     let config = ITEMS.replace(
         "snapshot = true\n",
         "snapshot = true\nconsistency = \"snapshot\"\n",
     );
     let tc = TestCluster::start_unlike(3, "", &config).await;
-    let c = tc.client().await;
-    c.batch_execute(
-        "create table items (id bigint primary key, note text);
-         insert into items select i, 'n' || i from generate_series(1, 60) i",
-    )
-    .await
-    .unwrap();
+    tc.client()
+        .await
+        .batch_execute(
+            "create table items (id bigint primary key, note text);
+             insert into items select i, 'n' || i from generate_series(1, 60) i",
+        )
+        .await
+        .unwrap();
+    tc
+}
+
+/// libpq's one-shot queries reading shards other than the first, autocommit, in snapshot
+/// consistency: the Describe runs in the shard's implicit transaction, which ends before the
+/// read's cut begins there (it failed with 25001 'SET TRANSACTION ISOLATION LEVEL must be
+/// called before any query').
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_query_of_shards_other_than_the_first_reads_in_snapshot_consistency() {
+    let tc = all_in_snapshot().await;
     let on = |s: usize| {
         (1..=60)
             .filter(|&i| tc.owner(i) == s)
@@ -689,36 +725,49 @@ async fn a_one_shot_query_of_shards_other_than_the_first_reads_in_snapshot_consi
             .collect::<Vec<i64>>()
     };
     let ids: Vec<String> = [on(1), on(2)].concat().iter().map(i64::to_string).collect();
-    let (mut raw, _) = Raw::login(tc.port).await;
+    let (mut raw, _) = common::raw::Raw::login(tc.port).await;
     for sql in [
         "select count(note) from items where id in ($1, $2, $3, $4)",
         "select id, note from items where id in ($1, $2, $3, $4) order by id",
     ] {
         for _ in 0..2 {
-            let mut parse = vec![0u8];
-            parse.extend_from_slice(sql.as_bytes());
-            parse.extend_from_slice(&[0, 0, 0]);
-            let mut bind = vec![0u8, 0, 0, 0];
-            bind.extend_from_slice(&(ids.len() as i16).to_be_bytes());
-            for id in &ids {
-                bind.extend_from_slice(&(id.len() as i32).to_be_bytes());
-                bind.extend_from_slice(id.as_bytes());
-            }
-            bind.extend_from_slice(&[0, 0]);
-            let mut request = message(b'P', &parse);
-            request.extend(message(b'B', &bind));
-            request.extend(message(b'D', b"P\0"));
-            request.extend(message(b'E', &[0, 0, 0, 0, 0]));
-            request.extend(message(b'S', &[]));
-            raw.send(&request).await;
-            let answer = raw.until_ready().await;
-            let error = answer
-                .iter()
-                .find(|m| m.0 == b'E')
-                .map(|(_, b)| (field(b, b'C'), field(b, b'M')));
-            assert_eq!(error, None, "{sql}");
+            let answer = one_shot(&mut raw, sql, &ids).await;
+            assert_eq!(error_of(&answer), None, "{sql}");
             let rows = answer.iter().filter(|m| m.0 == b'D').count();
             assert_eq!(rows, if sql.contains("count") { 1 } else { 4 }, "{sql}");
         }
+    }
+}
+
+/// A write on the first shard sent as libpq's one-shot query inside a transaction belongs to
+/// the transaction in snapshot consistency: its Parse reached the shard outside the
+/// transaction (a Parse reads no rows), and the Bind joins the shard to it before running
+/// there. It ran in the Parse's implicit transaction and was committed by the batch's Sync,
+/// whatever the transaction then did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_write_on_the_first_shard_is_rolled_back_with_its_transaction() {
+    let tc = all_in_snapshot().await;
+    let home = (100..200).find(|&i| tc.owner(i) == 0).unwrap();
+    let away = (100..200).find(|&i| tc.owner(i) == 1).unwrap();
+    let (mut raw, _) = common::raw::Raw::login(tc.port).await;
+    let insert = "insert into items (id, note) values ($1, 'w')";
+    for end in ["rollback", "commit"] {
+        for step in [
+            ("begin", vec![]),
+            (insert, vec![home.to_string()]),
+            (insert, vec![away.to_string()]),
+            (end, vec![]),
+        ] {
+            let answer = one_shot(&mut raw, step.0, &step.1).await;
+            assert_eq!(error_of(&answer), None, "{end}: {}", step.0);
+        }
+        let written = format!("select count(*) from items where id in ({home}, {away})");
+        let per_shard = tc.count_on_each_shard(&written).await;
+        let want = if end == "commit" {
+            vec![1, 1, 0]
+        } else {
+            vec![0, 0, 0]
+        };
+        assert_eq!(per_shard, want, "after {end}");
     }
 }

@@ -69,10 +69,10 @@ impl Extended {
         // Parse and Describe read no rows: a snapshot transaction does not pull a shard into its
         // cut for them (they run in the shard's own implicit transaction, ended by Sync).
         let outside_cut = matches!(tag, b'P' | b'D') && snapshot_without(exec, shard);
-        if !outside_cut
-            && !self.touched.contains(&shard)
-            && exec.enlist(shard).await? == Step::Failed
-        {
+        // A shard that so far got only such messages is touched but not in the transaction:
+        // what reads or writes rows there joins it first (enlist syncs the implicit one).
+        let joined = self.touched.contains(&shard) && !exec.unsynced.contains(&shard);
+        if !outside_cut && !joined && exec.enlist(shard).await? == Step::Failed {
             return Ok(Step::Failed);
         }
         let enlisted = matches!(&exec.txn, TxnState::Open(t) | TxnState::Failed(t) if t.enlisted.contains(&shard));
@@ -227,6 +227,11 @@ impl Extended {
             Plan::Shard { shard, write } => {
                 if write {
                     exec.txn.note_write(shard);
+                }
+                // Joined to the transaction before looking whether the shard holds the
+                // statement: the BEGIN that joins it drops an unnamed one parsed outside it.
+                if self.reach(exec, shard, b'B').await? == Step::Failed {
+                    return Ok(Step::Failed);
                 }
                 exec.links[shard].ensure().await?;
                 let Some(st) = self.statements.get_mut(stmt) else {
