@@ -2,7 +2,8 @@
 //! and on one plain PostgreSQL must give the same rows. Every ORDER BY ends in the unique key,
 //! so row order is fully determined and compared exactly; other results are compared as sorted
 //! multisets. A seeded generator adds random queries; the seed is printed on failure and can be
-//! replayed with SHARDGATE_DIFF_SEED.
+//! replayed with SHARDGATE_DIFF_SEED. The random queries and writes, and the fixed queries, run
+//! in shard and in snapshot consistency.
 
 #[path = "differential/bound.rs"]
 mod bound;
@@ -161,7 +162,26 @@ impl Drop for Plain {
 }
 
 async fn setup() -> (TestCluster, Plain, Client, Client) {
-    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    setup_in(Consistency::Shard).await
+}
+
+/// The consistency the proxy's sessions start in: the differences between the two modes are
+/// in when each shard's snapshot is taken and how a statement joins a transaction, which the
+/// same statements exercise differently.
+#[derive(Clone, Copy)]
+enum Consistency {
+    Shard,
+    Snapshot,
+}
+
+async fn setup_in(consistency: Consistency) -> (TestCluster, Plain, Client, Client) {
+    let config = match consistency {
+        Consistency::Shard => TABLES.to_string(),
+        Consistency::Snapshot => {
+            format!("{TABLES}[transactions]\nsnapshot = true\nconsistency = \"snapshot\"\n")
+        }
+    };
+    let tc = TestCluster::start_unlike(3, "", &config).await;
     let (plain, dir) = tokio::task::spawn_blocking(|| {
         let install = PgInstall::find().unwrap();
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -227,7 +247,16 @@ const SORTABLE: &[&str] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_results_as_one_postgres() {
-    let (_tc, _plain, p, d) = setup().await;
+    same_results(Consistency::Shard).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_results_as_one_postgres_in_snapshot_consistency() {
+    same_results(Consistency::Snapshot).await;
+}
+
+async fn same_results(consistency: Consistency) {
+    let (_tc, _plain, p, d) = setup_in(consistency).await;
     let mut count = 0;
 
     // Point lookups and IN lists.
@@ -812,8 +841,8 @@ enum Sent {
 
 /// Random queries of the shapes applications send: the proxy either refuses one (0A000) or
 /// answers exactly as one PostgreSQL with the same rows does, error codes included.
-async fn random_queries(sent: Sent) {
-    let (tc, plain, p, d) = setup().await;
+async fn random_queries(sent: Sent, consistency: Consistency) {
+    let (tc, plain, p, d) = setup_in(consistency).await;
     let seed = seed();
     let count = std::env::var("SHARDGATE_DIFF_QUERIES")
         .ok()
@@ -864,10 +893,20 @@ async fn random_queries(sent: Sent) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_queries_are_answered_as_one_postgres_answers_or_refused() {
-    random_queries(Sent::Simple).await;
+    random_queries(Sent::Simple, Consistency::Shard).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_queries_with_bound_values_are_answered_as_one_postgres_answers_or_refused() {
-    random_queries(Sent::Bound).await;
+    random_queries(Sent::Bound, Consistency::Shard).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_queries_in_snapshot_consistency_are_answered_as_one_postgres_or_refused() {
+    random_queries(Sent::Simple, Consistency::Snapshot).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bound_queries_in_snapshot_consistency_are_answered_as_one_postgres_or_refused() {
+    random_queries(Sent::Bound, Consistency::Snapshot).await;
 }

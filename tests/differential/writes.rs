@@ -392,8 +392,8 @@ impl Side<'_> {
     }
 }
 
-async fn random_writes(sent: super::Sent) {
-    let (tc, plain, p, d) = super::setup().await;
+async fn random_writes(sent: super::Sent, consistency: super::Consistency) {
+    let (tc, plain, p, d) = super::setup_in(consistency).await;
     let shards = [tc.direct(0).await, tc.direct(1).await, tc.direct(2).await];
     let seed = super::seed();
     let count: usize = std::env::var("SHARDGATE_DIFF_WRITES")
@@ -463,10 +463,20 @@ async fn random_writes(sent: super::Sent) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_writes_leave_the_shards_as_one_postgres_or_are_refused() {
-    random_writes(super::Sent::Simple).await;
+    random_writes(super::Sent::Simple, super::Consistency::Shard).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_writes_with_bound_values_leave_the_shards_as_one_postgres_or_are_refused() {
-    random_writes(super::Sent::Bound).await;
+    random_writes(super::Sent::Bound, super::Consistency::Shard).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_writes_in_snapshot_consistency_leave_the_shards_as_one_postgres() {
+    random_writes(super::Sent::Simple, super::Consistency::Snapshot).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bound_writes_in_snapshot_consistency_leave_the_shards_as_one_postgres() {
+    random_writes(super::Sent::Bound, super::Consistency::Snapshot).await;
 }
