@@ -351,8 +351,19 @@ async fn pg_dump_and_a_restore_through_the_proxy_over_three_unlike_shards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3_and_asyncpg_everyday_habits_on_three_unlike_shards() {
-    let tables = "[tables.items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.countries]\nreference = true\n[tables.feelings]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
-    let tc = TestCluster::start_unlike(3, "", tables).await;
+    everyday_habits("").await;
+}
+
+/// The same habits with every session in snapshot consistency, where a statement joins a
+/// transaction's cut, and an autocommit read takes one, on its own schedule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg3_and_asyncpg_everyday_habits_in_snapshot_consistency() {
+    everyday_habits("[transactions]\nsnapshot = true\nconsistency = \"snapshot\"\n").await;
+}
+
+async fn everyday_habits(transactions: &str) {
+    let tables = format!("{transactions}[tables.items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n[tables.countries]\nreference = true\n[tables.feelings]\nshard_key = \"id\"\nkey_type = \"bigint\"\n");
+    let tc = TestCluster::start_unlike(3, "", &tables).await;
     let out = python_script("everyday.py", &tc.url("app", "secret"), &[]).await;
     assert!(
         out.contains("psycopg everyday ok") && out.contains("asyncpg everyday ok"),

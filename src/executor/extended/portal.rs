@@ -69,9 +69,14 @@ impl Extended {
         // Parse and Describe read no rows: a snapshot transaction does not pull a shard into its
         // cut for them (they run in the shard's own implicit transaction, ended by Sync).
         let outside_cut = matches!(tag, b'P' | b'D') && snapshot_without(exec, shard);
-        // A shard that so far got only such messages is touched but not in the transaction:
-        // what reads or writes rows there joins it first (enlist syncs the implicit one).
-        let joined = self.touched.contains(&shard) && !exec.unsynced.contains(&shard);
+        // In a transaction, a shard that so far got only such messages is touched but not in
+        // it: what reads or writes rows there joins it first (enlist syncs the implicit one).
+        // Outside one, what the batch sent runs in the shard's implicit transaction, whose
+        // unnamed portal a Sync would end between a Bind and its Execute.
+        let joined = match &exec.txn {
+            TxnState::Open(t) => t.enlisted.contains(&shard),
+            _ => self.touched.contains(&shard),
+        };
         if !outside_cut && !joined && exec.enlist(shard).await? == Step::Failed {
             return Ok(Step::Failed);
         }
