@@ -661,26 +661,9 @@ async fn items_computed_after_the_merge_work_in_snapshot_consistency() {
     }
 }
 
-/// libpq's one-shot query of `sql` with `params` in text: Parse, Bind, Describe of the portal,
-/// Execute and Sync in one batch, as psycopg sends each statement. The answer's messages.
+/// libpq's one-shot query of `sql` with `params`; the answer's messages.
 async fn one_shot(raw: &mut common::raw::Raw, sql: &str, params: &[String]) -> Vec<(u8, Vec<u8>)> {
-    use common::raw::message;
-    let mut parse = vec![0u8];
-    parse.extend_from_slice(sql.as_bytes());
-    parse.extend_from_slice(&[0, 0, 0]);
-    let mut bind = vec![0u8, 0, 0, 0];
-    bind.extend_from_slice(&(params.len() as i16).to_be_bytes());
-    for p in params {
-        bind.extend_from_slice(&(p.len() as i32).to_be_bytes());
-        bind.extend_from_slice(p.as_bytes());
-    }
-    bind.extend_from_slice(&[0, 0]);
-    let mut request = message(b'P', &parse);
-    request.extend(message(b'B', &bind));
-    request.extend(message(b'D', b"P\0"));
-    request.extend(message(b'E', &[0, 0, 0, 0, 0]));
-    request.extend(message(b'S', &[]));
-    raw.send(&request).await;
+    raw.send(&common::raw::one_shot(sql, params)).await;
     raw.until_ready().await
 }
 

@@ -28,6 +28,28 @@ pub fn query(sql: &str) -> Vec<u8> {
     message(b'Q', &body)
 }
 
+/// libpq's one-shot query of `sql` with `params` bound in text, as psycopg sends each
+/// statement: Parse and Bind of the unnamed statement and portal, Describe of the portal,
+/// Execute and Sync, in one batch.
+pub fn one_shot(sql: &str, params: &[String]) -> Vec<u8> {
+    let mut parse = vec![0u8];
+    parse.extend_from_slice(sql.as_bytes());
+    parse.extend_from_slice(&[0, 0, 0]);
+    let mut bind = vec![0u8, 0, 0, 0];
+    bind.extend_from_slice(&(params.len() as i16).to_be_bytes());
+    for p in params {
+        bind.extend_from_slice(&(p.len() as i32).to_be_bytes());
+        bind.extend_from_slice(p.as_bytes());
+    }
+    bind.extend_from_slice(&[0, 0]);
+    let mut request = message(b'P', &parse);
+    request.extend(message(b'B', &bind));
+    request.extend(message(b'D', b"P\0"));
+    request.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    request.extend(message(b'S', &[]));
+    request
+}
+
 impl Raw {
     pub async fn connect(port: u16) -> Raw {
         Raw {

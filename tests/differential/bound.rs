@@ -2,7 +2,7 @@
 //! extended protocol (Parse without parameter types, Bind in text, results in text), so that
 //! the proxy routes, limits and filters by bound values rather than by literals.
 
-use super::common::raw::{data_row, message, startup_packet, Raw};
+use super::common::raw::{data_row, startup_packet, Raw};
 
 /// The query with the constants of comparisons, IN lists, BETWEEN, LIMIT and OFFSET replaced
 /// by `$1, $2, ...`, and those constants. Positions in ORDER BY and GROUP BY stay literals
@@ -79,21 +79,7 @@ pub async fn answer(
     sql: &str,
     params: &[String],
 ) -> Result<Vec<Vec<Option<String>>>, String> {
-    let mut parse = vec![0u8];
-    parse.extend_from_slice(sql.as_bytes());
-    parse.extend_from_slice(&[0, 0, 0]);
-    let mut bind = vec![0u8, 0u8, 0, 0];
-    bind.extend_from_slice(&(params.len() as i16).to_be_bytes());
-    for p in params {
-        bind.extend_from_slice(&(p.len() as i32).to_be_bytes());
-        bind.extend_from_slice(p.as_bytes());
-    }
-    bind.extend_from_slice(&[0, 0]);
-    let mut request = message(b'P', &parse);
-    request.extend(message(b'B', &bind));
-    request.extend(message(b'D', b"P\0"));
-    request.extend(message(b'E', &[0, 0, 0, 0, 0]));
-    request.extend(message(b'S', &[]));
+    let request = super::common::raw::one_shot(sql, params);
     raw.send(&request).await;
     let messages = raw.until_ready().await;
     assert_eq!(

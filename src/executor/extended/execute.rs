@@ -18,7 +18,15 @@ impl Extended {
         match self.portals.get(name) {
             Some(Portal::Shard(s, rows)) => {
                 let (s, rows) = (*s, rows.clone());
-                self.send_and_relay_rows(exec, s, std::slice::from_ref(&f.bytes), b'E', 0, rows)
+                if let Some(r) = rows {
+                    // Told to the link once nothing else is left to answer before the rows
+                    // (the portal's Bind joined the shard to any transaction already).
+                    if self.reach(exec, s, b'E').await? == Step::Failed {
+                        return Ok(Step::Failed);
+                    }
+                    exec.links[s].row_types.push(r);
+                }
+                self.send_and_relay(exec, s, std::slice::from_ref(&f.bytes), b'E', 0)
                     .await
             }
             Some(Portal::Local(lp))

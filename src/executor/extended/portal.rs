@@ -3,7 +3,7 @@
 //! on either kind. Each message sent to a shard is followed by a Flush so answers come back in
 //! order.
 
-use super::{plan_sql, plan_stmt, snapshot_without, Extended, LocalPortal, Portal, RowTypes};
+use super::{plan_sql, plan_stmt, snapshot_without, Extended, LocalPortal, Portal};
 use crate::error::{sqlstate, PgError};
 use crate::executor::insert_select::{on_every_copy, Rewrite};
 use crate::executor::session::state::CursorPortal;
@@ -27,21 +27,6 @@ impl Extended {
         tag: u8,
         swallow: usize,
     ) -> R<Step> {
-        self.send_and_relay_rows(exec, shard, frames, tag, swallow, None)
-            .await
-    }
-
-    /// As `send_and_relay`, for an Execute whose binary rows need renumbering (`rows`, see
-    /// `binary_rows`), told to the link once nothing else is left to answer before them.
-    pub(super) async fn send_and_relay_rows(
-        &mut self,
-        exec: &mut Exec<'_>,
-        shard: usize,
-        frames: &[Bytes],
-        tag: u8,
-        swallow: usize,
-        rows: Option<RowTypes>,
-    ) -> R<Step> {
         if self.reach(exec, shard, tag).await? == Step::Failed {
             return Ok(Step::Failed);
         }
@@ -50,9 +35,6 @@ impl Extended {
             out.extend_from_slice(b);
         }
         out.extend_from_slice(b"H\0\0\0\x04");
-        if let Some(r) = rows {
-            exec.links[shard].row_types.push(r);
-        }
         exec.links[shard].send(&out).await?;
         self.touched.insert(shard);
         for _ in 0..swallow {
