@@ -751,30 +751,6 @@ fn no_error(answer: &[(u8, Vec<u8>)], what: &str) {
     }
 }
 
-/// A Parse of `sql` declaring `types`, a Bind of text `values`, Describe, Execute and Sync.
-fn typed_request(sql: &str, types: &[u32], values: &[&str]) -> Vec<u8> {
-    let mut parse = vec![0u8];
-    parse.extend_from_slice(sql.as_bytes());
-    parse.push(0);
-    parse.extend_from_slice(&(types.len() as i16).to_be_bytes());
-    for t in types {
-        parse.extend_from_slice(&t.to_be_bytes());
-    }
-    let mut bind = vec![0u8, 0, 0, 0];
-    bind.extend_from_slice(&(values.len() as i16).to_be_bytes());
-    for v in values {
-        bind.extend_from_slice(&(v.len() as i32).to_be_bytes());
-        bind.extend_from_slice(v.as_bytes());
-    }
-    bind.extend_from_slice(&[0, 0]);
-    let mut out = message(b'P', &parse);
-    out.extend(message(b'B', &bind));
-    out.extend(message(b'D', b"P\0"));
-    out.extend(message(b'E', &[0, 0, 0, 0, 0]));
-    out.extend(message(b'S', &[]));
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_defined_types_keep_the_first_shards_oids() {
     let tc = cluster().await;
@@ -824,7 +800,7 @@ async fn user_defined_types_keep_the_first_shards_oids() {
     let (mut raw, _) = Raw::login(tc.port).await;
     for id in 1..=6 {
         assert_eq!(s.columns()[0].type_().oid(), home);
-        raw.send(&typed_request(
+        raw.send(&common::raw::one_shot(
             "select m from feelings where id = $1",
             &[20],
             &[&id.to_string()],
@@ -849,11 +825,11 @@ async fn user_defined_types_keep_the_first_shards_oids() {
     // Parameters the client declares with the first shard's OID reach every shard as that
     // shard's own type: a point read on each shard, and a read of all of them.
     for id in 1..=6 {
-        raw.send(&typed_request(
+        raw.send(&common::raw::one_shot(
             "select id from feelings where id = $1 and m = $2",
             &[20, home],
             &[
-                &id.to_string(),
+                id.to_string().as_str(),
                 if id % 3 == 1 {
                     "sad"
                 } else if id % 3 == 2 {
@@ -868,7 +844,7 @@ async fn user_defined_types_keep_the_first_shards_oids() {
         no_error(&answer, &format!("row {id}"));
         assert_eq!(answer.iter().filter(|m| m.0 == b'D').count(), 1, "row {id}");
     }
-    raw.send(&typed_request(
+    raw.send(&common::raw::one_shot(
         "select id from feelings where m = $1",
         &[home],
         &["ok"],
@@ -878,7 +854,7 @@ async fn user_defined_types_keep_the_first_shards_oids() {
     assert!(answer.iter().all(|m| m.0 != b'E'));
     assert_eq!(answer.iter().filter(|m| m.0 == b'D').count(), 2);
     // A multi-row insert over several shards with the type declared.
-    raw.send(&typed_request(
+    raw.send(&common::raw::one_shot(
         "insert into feelings values ($1, $2), ($3, $4)",
         &[20, home, 20, home],
         &["7", "ok", "8", "sad"],
@@ -924,7 +900,7 @@ async fn a_type_made_in_the_open_transaction_is_usable_before_it_commits() {
         (5, "ok"),
         (6, "happy"),
     ] {
-        raw.send(&typed_request(
+        raw.send(&common::raw::one_shot(
             "select m from feelings where id = $1 and m = $2",
             &[20, home],
             &[&id.to_string(), mood],

@@ -663,7 +663,7 @@ async fn items_computed_after_the_merge_work_in_snapshot_consistency() {
 
 /// libpq's one-shot query of `sql` with `params`; the answer's messages.
 async fn one_shot(raw: &mut common::raw::Raw, sql: &str, params: &[String]) -> Vec<(u8, Vec<u8>)> {
-    raw.send(&common::raw::one_shot(sql, params)).await;
+    raw.send(&common::raw::one_shot(sql, &[], params)).await;
     raw.until_ready().await
 }
 

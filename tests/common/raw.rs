@@ -29,15 +29,20 @@ pub fn query(sql: &str) -> Vec<u8> {
 }
 
 /// libpq's one-shot query of `sql` with `params` bound in text, as psycopg sends each
-/// statement: Parse and Bind of the unnamed statement and portal, Describe of the portal,
-/// Execute and Sync, in one batch.
-pub fn one_shot(sql: &str, params: &[String]) -> Vec<u8> {
+/// statement: Parse (declaring `types`, which may be none) and Bind of the unnamed statement
+/// and portal, Describe of the portal, Execute and Sync, in one batch.
+pub fn one_shot<S: AsRef<str>>(sql: &str, types: &[u32], params: &[S]) -> Vec<u8> {
     let mut parse = vec![0u8];
     parse.extend_from_slice(sql.as_bytes());
-    parse.extend_from_slice(&[0, 0, 0]);
+    parse.push(0);
+    parse.extend_from_slice(&(types.len() as i16).to_be_bytes());
+    for t in types {
+        parse.extend_from_slice(&t.to_be_bytes());
+    }
     let mut bind = vec![0u8, 0, 0, 0];
     bind.extend_from_slice(&(params.len() as i16).to_be_bytes());
     for p in params {
+        let p = p.as_ref();
         bind.extend_from_slice(&(p.len() as i32).to_be_bytes());
         bind.extend_from_slice(p.as_bytes());
     }

@@ -79,7 +79,7 @@ pub async fn answer(
     sql: &str,
     params: &[String],
 ) -> Result<Vec<Vec<Option<String>>>, String> {
-    let request = super::common::raw::one_shot(sql, params);
+    let request = super::common::raw::one_shot(sql, &[], params);
     raw.send(&request).await;
     let messages = raw.until_ready().await;
     assert_eq!(
