@@ -247,16 +247,24 @@ mod bank_with_readers {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_proxies_share_a_standalone_oracle_through_a_crash_and_an_oracle_restart() {
-        let oracle_port = free_port().unwrap();
+        // The oracle's and the second proxy's ports stay bound until their processes start:
+        // a port only picked could be given to a shard the rig starts (every read then met
+        // a PostgreSQL server where the oracle should be, 'the oracle closed the connection').
+        let hold = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (oracle_hold, b_hold) = (hold(), hold());
+        let port = |l: &std::net::TcpListener| l.local_addr().unwrap().port();
+        let (oracle_port, p2) = (port(&oracle_hold), port(&b_hold));
         let rig = Rig::new(&format!(
             "snapshot = true\noracle = \"127.0.0.1:{oracle_port}\"\n[oracle]\nlisten = \"127.0.0.1:{oracle_port}\"\n"
         ))
         .await;
         let config = rig.dir.join("proxy.toml");
         let oracle_log = rig.dir.join("oracle.log");
+        drop(oracle_hold);
         let mut oracle = ProxyProcess::oracle(&config, oracle_port, &oracle_log);
-        let (p1, p2) = (rig.port(), free_port().unwrap());
+        let p1 = rig.port();
         let _a = rig.proxy(p1, DELAY);
+        drop(b_hold);
         let mut b = rig.proxy(p2, DELAY);
         let stop = Arc::new(AtomicBool::new(false));
         let w1 = rig.workload(p1, 60, stop.clone(), 1);
