@@ -6,11 +6,19 @@
 //! a NULL value: so each shard also returns `GROUPING(e1, ..., en)` over every expression the
 //! sets name, a hidden group column that tells the sets apart. A `grouping(...)` item the
 //! client selects is constant within a group, so it is merged as a group column too.
+//!
+//! GROUPING tells sets apart only by the expressions they group by. PostgreSQL keeps a set
+//! named twice (`CUBE(a, a)` holds `(a)` twice, `ROLLUP(a, a)` groups by `(a, a)` and by
+//! `(a)`) and returns its groups once per time, rows that the merge would take for one group
+//! found on several shards: such a GROUP BY is refused.
 
 use sqlparser::ast::{Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments};
 
 /// PostgreSQL's limit on GROUPING's arguments.
 const MAX_GROUPING_ARGUMENTS: usize = 31;
+
+/// PostgreSQL's limit on the grouping sets a GROUP BY expands to.
+const MAX_SETS: usize = 4096;
 
 /// The expressions a GROUP BY list names, its sets flattened, each once (by its text), and,
 /// when it has sets, the GROUPING call that tells them apart. Err: why it cannot be merged.
@@ -39,6 +47,14 @@ pub(super) fn flatten(list: &[Expr]) -> Result<(Vec<Expr>, Option<Expr>), String
             "grouping sets over more than {MAX_GROUPING_ARGUMENTS} expressions over several shards are not supported"
         ));
     }
+    let mut expanded = expand(list, &flat)?;
+    expanded.sort_unstable();
+    if expanded.windows(2).any(|w| w[0] == w[1]) {
+        return Err(
+            "grouping sets that group by the same expressions twice over several shards are not supported"
+                .into(),
+        );
+    }
     let grouping = if flat.is_empty() {
         None
     } else {
@@ -52,6 +68,65 @@ pub(super) fn flatten(list: &[Expr]) -> Result<(Vec<Expr>, Option<Expr>), String
         )
     };
     Ok((flat, grouping))
+}
+
+/// The grouping sets `list` expands to, as PostgreSQL expands them (each item's sets crossed
+/// with the others'), each as the bits of the `flat` expressions it groups by.
+fn expand(list: &[Expr], flat: &[Expr]) -> Result<Vec<u32>, String> {
+    let bits = |exprs: &[Expr]| -> Result<u32, String> {
+        exprs.iter().try_fold(0u32, |acc, e| {
+            if matches!(e, Expr::Rollup(_) | Expr::Cube(_) | Expr::GroupingSets(_)) {
+                return Err(
+                    "grouping sets nested in grouping sets over several shards are not supported"
+                        .to_string(),
+                );
+            }
+            let at = flat.iter().position(|f| f.to_string() == e.to_string());
+            Ok(acc | at.map_or(0, |i| 1 << i))
+        })
+    };
+    let too_many = || format!("more than {MAX_SETS} grouping sets over several shards");
+    let mut sets: Vec<u32> = vec![0];
+    for g in list {
+        let options: Vec<u32> = match g {
+            Expr::Rollup(lists) => {
+                let mut prefix = 0;
+                let mut out = vec![0];
+                for l in lists {
+                    prefix |= bits(l)?;
+                    out.push(prefix);
+                }
+                out
+            }
+            Expr::Cube(lists) => {
+                if lists.len() > 12 {
+                    return Err(too_many());
+                }
+                let each = lists
+                    .iter()
+                    .map(|l| bits(l))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (0..1u32 << each.len())
+                    .map(|pick| {
+                        each.iter()
+                            .enumerate()
+                            .filter(|(i, _)| pick & (1 << i) != 0)
+                            .fold(0, |acc, (_, b)| acc | b)
+                    })
+                    .collect()
+            }
+            Expr::GroupingSets(lists) => lists.iter().map(|l| bits(l)).collect::<Result<_, _>>()?,
+            plain => vec![bits(std::slice::from_ref(plain))?],
+        };
+        if sets.len() * options.len() > MAX_SETS {
+            return Err(too_many());
+        }
+        sets = sets
+            .iter()
+            .flat_map(|s| options.iter().map(move |o| s | o))
+            .collect();
+    }
+    Ok(sets)
 }
 
 /// Whether `e` is a call of GROUPING(...) (plain arguments, no modifiers).
@@ -102,7 +177,7 @@ mod tests {
     #[test]
     fn sets_are_flattened_once_each_and_told_apart_by_grouping() {
         let (flat, grouping) = flatten(&group_list(
-            "select 1 from t group by a, rollup(a, b), cube((b, c))",
+            "select 1 from t group by grouping sets ((a, b), (b, c), (c))",
         ))
         .unwrap();
         let texts: Vec<String> = flat.iter().map(|e| e.to_string()).collect();
@@ -115,6 +190,27 @@ mod tests {
         let (flat, grouping) =
             flatten(&group_list("select 1 from t group by grouping sets (())")).unwrap();
         assert!(flat.is_empty() && grouping.is_none());
+        // A set named twice returns its groups twice: refused, as rows of one set found on
+        // two shards look the same.
+        for sql in [
+            "select 1 from t group by cube(a, a)",
+            "select 1 from t group by rollup(a, a)",
+            "select 1 from t group by grouping sets ((a), (a))",
+            "select 1 from t group by a, grouping sets ((a), ())",
+            "select 1 from t group by grouping sets ((a, b), (b, a))",
+            "select 1 from t group by rollup(a), rollup(b), grouping sets ((a), (b))",
+            "select 1 from t group by a, rollup(a, b), cube((b, c))",
+        ] {
+            assert!(flatten(&group_list(sql)).is_err(), "{sql}");
+        }
+        for sql in [
+            "select 1 from t group by cube(a, b)",
+            "select 1 from t group by rollup(a, (b, c)), d",
+            "select 1 from t group by grouping sets ((a), (b), ())",
+            "select 1 from t group by a, a, rollup(b)",
+        ] {
+            assert!(flatten(&group_list(sql)).is_ok(), "{sql}");
+        }
         let many: Vec<String> = (0..32).map(|i| format!("c{i}")).collect();
         let sql = format!("select 1 from t group by rollup({})", many.join(", "));
         assert!(flatten(&group_list(&sql)).is_err());
