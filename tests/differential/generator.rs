@@ -340,10 +340,21 @@ fn plain(rng: &mut Rng) -> Query {
         cols.push("r.label".into());
     }
     let distinct = rng.below(6) == 0;
+    // The total a paginated listing sends beside each page.
+    let total = if !distinct && rng.below(6) == 0 {
+        rng.pick(&[
+            ", count(*) over () as total".to_string(),
+            format!(", count({q}note) over ()"),
+            format!(", count(*) filter (where {q}active) over () as n"),
+        ])
+        .clone()
+    } else {
+        String::new()
+    };
     let mut sql = if distinct {
         format!("select distinct {} from {from}", cols.join(", "))
     } else {
-        format!("select {key}, {} from {from}", cols.join(", "))
+        format!("select {key}, {}{total} from {from}", cols.join(", "))
     };
     if let Some(w) = filters(rng, q) {
         sql.push_str(&format!(" where {w}"));
@@ -408,21 +419,39 @@ fn grouped(rng: &mut Rng) -> Query {
     } else {
         String::new()
     };
+    // ROLLUP, CUBE or GROUPING SETS now and then, with `grouping(...)` beside them: the NULL
+    // a set writes for a column it leaves out must stay apart from a NULL value.
+    let sets = match rng.below(6) {
+        0 => Some(format!("rollup({})", groups.join(", "))),
+        1 if groups.len() > 1 => Some(format!("cube({})", groups.join(", "))),
+        2 => Some(format!("grouping sets (({}), ())", groups.join(", "))),
+        _ => None,
+    };
+    let marker = match &sets {
+        Some(_) if rng.below(2) == 0 => format!(", grouping({})", groups[0]),
+        _ => String::new(),
+    };
     let mut sql = format!(
-        "select {}, {}{constant} from {from}",
+        "select {}, {}{constant}{marker} from {from}",
         groups.join(", "),
         aggs.join(", ")
     );
     if let Some(w) = filters(rng, q) {
         sql.push_str(&format!(" where {w}"));
     }
-    sql.push_str(&format!(" group by {}", groups.join(", ")));
+    sql.push_str(&format!(
+        " group by {}",
+        sets.clone().unwrap_or_else(|| groups.join(", "))
+    ));
     if rng.below(3) == 0 {
         let having = [
             "count(*)".to_string(),
             format!("max({q}id)"),
             format!("min({q}region)"),
             format!("count(distinct {q}owner)"),
+            // Computed from merged aggregates.
+            "count(*)::int * 2".to_string(),
+            format!("sum({q}balance) / count(*)"),
         ];
         if rng.below(4) == 0 {
             // A combined boolean against a constant, in the spellings PostgreSQL reads.
@@ -439,7 +468,9 @@ fn grouped(rng: &mut Rng) -> Query {
             ));
         }
     }
-    let ordered = rng.below(3) != 0;
+    // Under grouping sets, ordering by the group columns is not total (a set's NULL ties
+    // with a NULL value), so those rows are compared as a multiset.
+    let ordered = sets.is_none() && rng.below(3) != 0;
     if ordered {
         let mut order: Vec<String> = Vec::new();
         if rng.below(3) == 0 {
@@ -580,6 +611,11 @@ fn odd(rng: &mut Rng) -> Query {
                 "sum(balance)",
                 "count(*)",
                 "lag(owner)",
+                "dense_rank()",
+                "first_value(owner)",
+                "avg(balance)",
+                "ntile(2)",
+                "count(*) filter (where active)",
             ]);
             let inner = format!(
                 "select id, owner, {f} over (partition by {by} order by balance desc, id) as w from accounts{w}"
