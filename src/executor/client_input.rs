@@ -114,6 +114,10 @@ fn with_stamped_clock(frame: &Frame) -> Option<Frame> {
         _ => return None,
     };
     let len = memchr::memchr(0, &body[start..])?;
+    // Before the UTF-8 check: most texts end here.
+    if !crate::sql::clock::may_read_clock(&body[start..start + len]) {
+        return None;
+    }
     let sql = std::str::from_utf8(&body[start..start + len]).ok()?;
     let stamped = crate::sql::clock::stamped(sql)?;
     let rest = &body[start + len..];
