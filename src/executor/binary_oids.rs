@@ -80,6 +80,16 @@ impl Exec<'_> {
         if shard == HOME || f.tag != b'T' {
             return;
         }
+        // With no result waiting for its column types, only a binary column that may name
+        // types could change anything (`Pending::learned` keeps no Plain then). The usual case,
+        // text results, ends here without allocating.
+        if self.links[shard].row_types.learning().is_none()
+            && !crate::protocol::inspect::any_column(f.body(), |oid, format| {
+                format == 1 && may_name_types(oid)
+            })
+        {
+            return;
+        }
         let Some(types) = crate::protocol::inspect::column_types(f.body()) else {
             return;
         };

@@ -140,20 +140,67 @@ pub fn row_description(body: &[u8]) -> Option<Vec<FieldDesc>> {
 
 /// Each field's type OID and format in a RowDescription body, without its name.
 pub fn column_types(body: &[u8]) -> Option<Vec<(u32, i16)>> {
-    let n = usize::try_from(i16::from_be_bytes(body.get(..2)?.try_into().ok()?)).ok()?;
-    let mut at = 2;
-    let mut out = Vec::with_capacity(n.min(body.len() / 19));
-    for _ in 0..n {
-        let (name, _) = cstr(body.get(at..)?)?;
-        // name, NUL, table oid (4), attnum (2), type oid (4), typlen (2), typmod (4), format (2)
-        let fixed = body.get(at + name.len() + 1..)?.get(..18)?;
-        out.push((
-            u32::from_be_bytes(fixed[6..10].try_into().ok()?),
-            i16::from_be_bytes(fixed[16..18].try_into().ok()?),
-        ));
-        at += name.len() + 1 + 18;
+    let mut columns = ColumnTypes::new(body)?;
+    let mut out = Vec::with_capacity(columns.left.min(body.len() / 19));
+    out.extend(&mut columns);
+    columns.whole().then_some(out)
+}
+
+/// Whether a field of a RowDescription body is `(type OID, format)` such that `f` holds; false
+/// for a malformed body. Allocates nothing: it runs on every RowDescription of some paths.
+pub fn any_column(body: &[u8], f: impl Fn(u32, i16) -> bool) -> bool {
+    ColumnTypes::new(body).is_some_and(|mut c| c.any(|(oid, format)| f(oid, format)))
+}
+
+/// The fields' (type OID, format) of a RowDescription body, in order, names skipped unread.
+struct ColumnTypes<'a> {
+    rest: &'a [u8],
+    left: usize,
+    broken: bool,
+}
+
+impl<'a> ColumnTypes<'a> {
+    fn new(body: &'a [u8]) -> Option<Self> {
+        let n = usize::try_from(i16::from_be_bytes(body.get(..2)?.try_into().ok()?)).ok()?;
+        Some(ColumnTypes {
+            rest: &body[2..],
+            left: n,
+            broken: false,
+        })
     }
-    Some(out)
+
+    /// Whether every field the count announced was read.
+    fn whole(&self) -> bool {
+        self.left == 0 && !self.broken
+    }
+}
+
+impl Iterator for ColumnTypes<'_> {
+    type Item = (u32, i16);
+
+    fn next(&mut self) -> Option<(u32, i16)> {
+        if self.left == 0 || self.broken {
+            return None;
+        }
+        // name, NUL, table oid (4), attnum (2), type oid (4), typlen (2), typmod (4), format (2)
+        let field = memchr::memchr(0, self.rest)
+            .and_then(|end| Some((end, self.rest.get(end + 1..end + 19)?)))
+            .map(|(end, fixed)| {
+                let oid = u32::from_be_bytes([fixed[6], fixed[7], fixed[8], fixed[9]]);
+                (end, (oid, i16::from_be_bytes([fixed[16], fixed[17]])))
+            });
+        match field {
+            Some((end, item)) => {
+                self.rest = &self.rest[end + 19..];
+                self.left -= 1;
+                Some(item)
+            }
+            None => {
+                self.broken = true;
+                None
+            }
+        }
+    }
 }
 
 /// Where the type OIDs of a RowDescription or ParameterDescription frame (whole, tag
@@ -300,6 +347,27 @@ mod row_tests {
         assert!(!same_columns(&text, &binary));
         assert!(same_column_types(&text, &binary));
         assert!(!same_column_types(&text, &description(16384, 23)));
+    }
+
+    #[test]
+    fn column_types_read_every_field_or_none() {
+        let mut two = description(16384, 20);
+        two[1] = 2;
+        let mut second = description(16384, 16500);
+        let last = second.len() - 1;
+        second[last] = 1;
+        two.extend_from_slice(&second[2..]);
+        assert_eq!(column_types(&two), Some(vec![(20, 0), (16500, 1)]));
+        assert!(any_column(&two, |oid, format| oid == 16500 && format == 1));
+        assert!(!any_column(&two, |oid, _| oid == 23));
+        // A count past the fields, or a field cut short, is no answer.
+        let mut three = two.clone();
+        three[1] = 3;
+        assert_eq!(column_types(&three), None);
+        assert_eq!(column_types(&two[..two.len() - 1]), None);
+        assert!(!any_column(&two[..10], |_, _| true));
+        assert_eq!(column_types(&[0, 0]), Some(vec![]));
+        assert_eq!(column_types(&[0]), None);
     }
 
     #[test]
