@@ -23,7 +23,30 @@ pub fn filter(rng: &mut Rng, q: &str) -> String {
     } else {
         col("id")
     };
-    match rng.below(33) {
+    // The last three shapes are refused over several shards: drawn less often, so that most
+    // queries stay of shapes the proxy answers.
+    let arm = match rng.below(36) {
+        n if n >= 33 && rng.below(3) != 0 => rng.below(33),
+        n => n,
+    };
+    match arm {
+        // Subqueries whose answer needs every shard's rows: a group's count, a limit over an
+        // order, an overall maximum.
+        33 => format!(
+            "{} in (select region from accounts a3 group by region having count(*) > {})",
+            col("region"),
+            35 + rng.below(20)
+        ),
+        34 => format!(
+            "{} in (select id from accounts a3 order by balance desc, id limit {})",
+            col("id"),
+            1 + rng.below(30)
+        ),
+        35 => format!(
+            "{} >= (select max(amount) from orders o2) - {}",
+            col("balance"),
+            rng.below(600)
+        ),
         30 => format!(
             "{} > (select coalesce(sum(amount), 0) from orders o2 where o2.account_id = {outer})",
             col("balance")
@@ -244,7 +267,9 @@ fn plain_column(rng: &mut Rng, q: &str) -> String {
     } else {
         c("id")
     };
-    match rng.below(17) {
+    match rng.below(18) {
+        // Not correlated: every shard's orders make the answer.
+        17 => "(select max(o2.amount) from orders o2)".to_string(),
         // Correlated by the key, as Django's Subquery and SQLAlchemy's scalar_subquery() write.
         14 => format!("(select count(*) from orders o2 where o2.account_id = {outer})"),
         15 => format!(
@@ -322,6 +347,16 @@ fn plain(rng: &mut Rng) -> Query {
         ),
         3 => (
             "accounts a join regions r on r.id = a.region".to_string(),
+            "a.",
+            "a.id".to_string(),
+        ),
+        // A derived table that keeps the top rows of an order: its limit needs every shard.
+        4 if rng.below(3) == 0 => (
+            format!(
+                "(select * from accounts order by {} limit {}) a",
+                rng.pick(&["balance desc, id", "owner, id", "id desc"]),
+                1 + rng.below(40)
+            ),
             "a.",
             "a.id".to_string(),
         ),
