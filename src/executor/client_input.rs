@@ -17,8 +17,51 @@ pub struct ClientInput {
     rx: ClientReader,
     buf: BytesMut,
     scanner: FrameScanner,
-    /// A Query or Parse calling the transaction's clock has come (see `with_stamped_clock`).
-    clock_calls: bool,
+    clock: ClockLook,
+}
+
+/// The look at each Query and Parse for calls of the transaction's clock.
+#[derive(Default)]
+struct ClockLook {
+    /// A Query or Parse calling the clock has come (see `with_stamped_clock`).
+    calls: bool,
+    /// The text of the last Parse found without a call (at most `REMEMBERED_TEXT_BYTES`):
+    /// drivers parse the unnamed statement again for every query, mostly the same text.
+    plain_parse: Vec<u8>,
+}
+
+/// The longest Parse text `ClockLook` keeps, so that a session holds no large text for it.
+const REMEMBERED_TEXT_BYTES: usize = 4096;
+
+impl ClockLook {
+    fn stamped(&mut self, frame: Frame) -> Frame {
+        let parse_text = if frame.tag == b'P' {
+            text_at(&frame)
+        } else {
+            None
+        };
+        if let Some((start, len)) = parse_text {
+            if frame.body()[start..start + len] == self.plain_parse[..] {
+                return frame;
+            }
+        }
+        match with_stamped_clock(&frame) {
+            Some(stamped) => {
+                self.calls = true;
+                stamped
+            }
+            None => {
+                if let Some((start, len)) =
+                    parse_text.filter(|&(_, len)| len <= REMEMBERED_TEXT_BYTES)
+                {
+                    self.plain_parse.clear();
+                    self.plain_parse
+                        .extend_from_slice(&frame.body()[start..start + len]);
+                }
+                frame
+            }
+        }
+    }
 }
 
 impl ClientInput {
@@ -27,7 +70,7 @@ impl ClientInput {
             rx,
             buf: BytesMut::with_capacity(8 * 1024),
             scanner: FrameScanner::new(max_message_bytes),
-            clock_calls: false,
+            clock: ClockLook::default(),
         }
     }
 
@@ -42,7 +85,7 @@ impl ClientInput {
             {
                 Scan::Whole { tag, len } => {
                     let frame = take_frame(&mut self.buf, tag, len);
-                    return Ok(Some(self.stamped(frame)));
+                    return Ok(Some(self.clock.stamped(frame)));
                 }
                 Scan::Pass { .. } => unreachable!("every frame is inspected"),
                 Scan::NeedMore => {}
@@ -61,7 +104,7 @@ impl ClientInput {
         match self.scanner.scan(&self.buf, 0, |_| true) {
             Ok(Scan::Whole { tag, len }) => {
                 let frame = take_frame(&mut self.buf, tag, len);
-                Some(Ok(self.stamped(frame)))
+                Some(Ok(self.clock.stamped(frame)))
             }
             Ok(Scan::Pass { .. }) => unreachable!("every frame is inspected"),
             Ok(Scan::NeedMore) => None,
@@ -71,17 +114,7 @@ impl ClientInput {
 
     /// Whether a Query or Parse that calls the transaction's clock has come so far.
     pub fn clock_calls(&self) -> bool {
-        self.clock_calls
-    }
-
-    fn stamped(&mut self, frame: Frame) -> Frame {
-        match with_stamped_clock(&frame) {
-            Some(stamped) => {
-                self.clock_calls = true;
-                stamped
-            }
-            None => frame,
-        }
+        self.clock.calls
     }
 
     /// Whether `read_frame` would answer without waiting for the client: a whole message is
@@ -107,13 +140,7 @@ impl ClientInput {
 /// message (or text that is not UTF-8, which the session refuses later).
 fn with_stamped_clock(frame: &Frame) -> Option<Frame> {
     let body = frame.body();
-    // The text's place in the body: after a Parse's statement name.
-    let start = match frame.tag {
-        b'Q' => 0,
-        b'P' => memchr::memchr(0, body)? + 1,
-        _ => return None,
-    };
-    let len = memchr::memchr(0, &body[start..])?;
+    let (start, len) = text_at(frame)?;
     // Before the UTF-8 check: most texts end here.
     if !crate::sql::clock::may_read_clock(&body[start..start + len]) {
         return None;
@@ -131,6 +158,18 @@ fn with_stamped_clock(frame: &Frame) -> Option<Frame> {
         tag: frame.tag,
         bytes: out.freeze(),
     })
+}
+
+/// Where a Query's or Parse's text sits in its body (after a Parse's statement name): start
+/// and length, without the NUL that ends it.
+fn text_at(frame: &Frame) -> Option<(usize, usize)> {
+    let body = frame.body();
+    let start = match frame.tag {
+        b'Q' => 0,
+        b'P' => memchr::memchr(0, body)? + 1,
+        _ => return None,
+    };
+    Some((start, memchr::memchr(0, &body[start..])?))
 }
 
 #[cfg(test)]
@@ -162,5 +201,29 @@ mod tests {
         );
         assert!(with_stamped_clock(&frame(b'Q', b"select 1\0")).is_none());
         assert!(with_stamped_clock(&frame(b'B', b"\0s1\0\0\0\0\0\0\0")).is_none());
+    }
+
+    #[test]
+    fn a_parse_text_found_without_a_clock_call_is_passed_again_as_it_is() {
+        let mut look = ClockLook::default();
+        let plain = frame(b'P', b"\0select 1\0\0\0");
+        assert_eq!(look.stamped(plain.clone()).bytes, plain.bytes);
+        assert_eq!(look.plain_parse, b"select 1");
+        assert_eq!(look.stamped(plain.clone()).bytes, plain.bytes);
+        assert!(!look.calls);
+        // Another text is looked at, and one with a call is rewritten every time.
+        let clock = frame(b'P', b"\0select now()\0\0\0");
+        for _ in 0..2 {
+            assert_eq!(
+                look.stamped(clock.clone()).bytes,
+                frame(b'P', b"\0select shardgate.now()\0\0\0").bytes
+            );
+        }
+        assert!(look.calls);
+        assert_eq!(look.plain_parse, b"select 1");
+        // A Query is never remembered, and never mistaken for a remembered Parse.
+        let query = frame(b'Q', b"select current_date\0");
+        assert_ne!(look.stamped(query.clone()).bytes, query.bytes);
+        assert_eq!(look.plain_parse, b"select 1");
     }
 }
