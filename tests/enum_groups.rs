@@ -50,12 +50,7 @@ async fn enum_columns_group_across_shards_as_on_one_server() {
         assert_eq!(got, want, "{sql}");
     }
     // Evaluated on the first shard the read reaches: here one that numbers the enum its own way.
-    let on = |s: usize| {
-        (1..=30)
-            .filter(|&i| tc.owner(i) == s)
-            .take(3)
-            .collect::<Vec<i64>>()
-    };
+    let on = |s: usize| tc.keys_on(s, 1..31, 3);
     let ids: Vec<String> = [on(1), on(2)].concat().iter().map(i64::to_string).collect();
     let sql = format!(
         "select max(state)::text as top, min(state)::text as low from orders where id in ({})",

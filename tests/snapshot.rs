@@ -709,12 +709,7 @@ async fn all_in_snapshot() -> TestCluster {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_shot_query_of_shards_other_than_the_first_reads_in_snapshot_consistency() {
     let tc = all_in_snapshot().await;
-    let on = |s: usize| {
-        (1..=60)
-            .filter(|&i| tc.owner(i) == s)
-            .take(2)
-            .collect::<Vec<i64>>()
-    };
+    let on = |s: usize| tc.keys_on(s, 1..61, 2);
     let ids: Vec<String> = [on(1), on(2)].concat().iter().map(i64::to_string).collect();
     let (mut raw, _) = common::raw::Raw::login(tc.port).await;
     for sql in [

@@ -328,7 +328,7 @@ async fn a_shard_that_refuses_at_commit_rolls_back_every_shard() {
     )
     .await
     .unwrap();
-    let on = |s: usize| -> Vec<i64> { (1..500i64).filter(|&i| tc.owner(i) == s).take(1).collect() };
+    let on = |s: usize| tc.keys_on(s, 1..500, 1);
     let (low, high) = (on(0), on(2));
     // Participant refuses (shard 2 prepares), then decider refuses (shard 0 commits).
     for (clash, other) in [(&high, low[0]), (&low, high[0])] {

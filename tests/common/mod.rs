@@ -276,6 +276,11 @@ impl TestCluster {
             .shard_of(&shardgate::placement::KeyValue::Integer(id))
     }
 
+    /// The first `n` integer keys within `among` that shard `shard` owns.
+    pub fn keys_on(&self, shard: usize, among: std::ops::Range<i64>, n: usize) -> Vec<i64> {
+        among.filter(|&i| self.owner(i) == shard).take(n).collect()
+    }
+
     /// A tokio-postgres client straight to shard `i`.
     pub async fn direct(&self, i: usize) -> Client {
         connect(&self.shards[i].url("postgres"))
