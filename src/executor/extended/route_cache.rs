@@ -5,6 +5,12 @@
 //! route serves named statements and the unnamed one parsed again for every query alike. An
 //! INSERT without a column list is never learned: its key's position comes from the table's
 //! current columns, which DDL may change.
+//!
+//! The questions that keep a Bind off the one-shard fast path (sequences, upserts, values
+//! given for sequence columns, `nextval()`) are asked of every Bind of an INSERT or UPDATE,
+//! whose answers move with what the proxy has learnt of the tables' sequences. For any other
+//! statement they depend only on its text and the placement, so a "no" is kept with the route
+//! learned under that placement and not asked again.
 
 use super::{plan_sql, Ast};
 use crate::executor::session::Exec;
@@ -17,32 +23,52 @@ use foldhash::HashMap;
 /// texts must not grow without bound).
 const MAX_TEXTS: usize = 1024;
 
-/// A session's learned routes by statement text (`None`: planned every time).
+/// What a session keeps of one statement text.
+#[derive(Debug)]
+struct Learned {
+    /// None: planned every time.
+    route: Option<Route>,
+    /// The fast path's questions said no, and say the same while `route` holds (see the
+    /// module comment).
+    not_looked_at: bool,
+}
+
+/// A session's learned routes by statement text.
 #[derive(Debug, Default)]
 pub(super) struct Routes {
-    by_text: HashMap<String, Option<Route>>,
+    by_text: HashMap<String, Learned>,
 }
 
 impl Routes {
-    /// The plan of a Bind of `sql` with these values.
+    /// The plan of a Bind of `sql` with these values, or None when `looked_at` says the
+    /// statement must leave the fast path (it is asked unless an earlier no still holds).
     pub(super) fn plan(
         &mut self,
         exec: &Exec<'_>,
         sql: &str,
         ast: &Option<Ast>,
         params: &Params,
-    ) -> Plan {
+        looked_at: impl FnOnce(&sqlparser::ast::Statement) -> bool,
+    ) -> Option<Plan> {
         let Some(stmt) = ast else {
-            return plan_sql(exec, sql, ast, params);
+            return Some(plan_sql(exec, sql, ast, params));
         };
-        match self.by_text.get(sql) {
-            Some(Some(route)) if route.learned_with(&exec.placement) => {
+        let known = self.by_text.get(sql);
+        let valid =
+            known.and_then(|l| l.route.as_ref().filter(|r| r.learned_with(&exec.placement)));
+        if !(valid.is_some() && known.is_some_and(|l| l.not_looked_at)) && looked_at(stmt) {
+            return None;
+        }
+        match (known, valid) {
+            (_, Some(route)) => {
                 if let Some(plan) = route.plan(params) {
-                    return plan;
+                    return Some(plan);
                 }
-                return exec.resolve_cursor(plan(stmt, &exec.placement, params));
+                return Some(exec.resolve_cursor(plan(stmt, &exec.placement, params)));
             }
-            Some(None) => return exec.resolve_cursor(plan(stmt, &exec.placement, params)),
+            (Some(Learned { route: None, .. }), _) => {
+                return Some(exec.resolve_cursor(plan(stmt, &exec.placement, params)))
+            }
             _ => {}
         }
         let (planned, reads) = recording(|| plan(stmt, &exec.placement, params));
@@ -54,10 +80,20 @@ impl Routes {
         if self.by_text.len() >= MAX_TEXTS {
             self.by_text.clear();
         }
-        self.by_text.insert(sql.to_string(), route);
+        let not_looked_at = !matches!(
+            **stmt,
+            sqlparser::ast::Statement::Insert(_) | sqlparser::ast::Statement::Update(_)
+        );
+        self.by_text.insert(
+            sql.to_string(),
+            Learned {
+                route,
+                not_looked_at,
+            },
+        );
         // A cursor's plan depends on the session's cursors; it is never a Shard plan, so never
         // learned.
-        exec.resolve_cursor(planned)
+        Some(exec.resolve_cursor(planned))
     }
 }
 

@@ -64,10 +64,11 @@ impl Extended {
                     // the shard prepared it (see `key_sequence`); an upsert whose arbiters
                     // the catalog tells is judged first (see `upsert_arbiters`); values given
                     // or set for such columns are looked for (`given_values`, `given_update`),
-                    // a call moving a sequence (`sequence_moves`), and nextval() inside a statement on a
-                    // sharded table (`inline_nextval`).
+                    // a call moving a sequence (`sequence_moves`), and nextval() inside a
+                    // statement on a sharded table (`inline_nextval`). The route cache keeps a
+                    // no where it cannot change (see `route_cache`).
                     let (sql, ast) = source_for(&self.statements, exec, &b.statement, batch)?;
-                    if ast.as_ref().is_some_and(|a| {
+                    let plan = self.routes.plan(exec, sql, &ast, &b.params, |a| {
                         exec.may_need_values(a)
                             || exec.needs_arbiter_look(a)
                             || exec.gives_sequence_value(a)
@@ -77,10 +78,7 @@ impl Extended {
                                 &exec.placement,
                             )
                             || crate::executor::inline_nextval::looked_at(sql, a, &exec.placement)
-                    }) {
-                        return None;
-                    }
-                    let plan = self.routes.plan(exec, sql, &ast, &b.params);
+                    })?;
                     match plan {
                         // A statement prepared elsewhere with user-defined parameter
                         // types needs them translated for this shard: the slow path does it.
