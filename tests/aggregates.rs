@@ -343,3 +343,29 @@ async fn grouping_sets_merge_as_one_postgresql_groups_them() {
     }
     tc.drop_one_server(one, "one_grouping").await;
 }
+
+/// The count of a grouped query's groups kept by HAVING (a paginator's count over an
+/// annotated, filtered query) with the HAVING value bound, as drivers that bind on the server
+/// send it: each group is merged across shards before HAVING keeps or drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_kept_by_a_bound_having_are_counted_across_shards() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    let schema = "create table accounts (id bigint primary key, region text, kind int, balance numeric);
+         insert into accounts select i, 'r' || (i % 7), i % 2, i * 1.5 from generate_series(1, 70) i";
+    c.batch_execute(schema).await.unwrap();
+    let one = tc.one_server("one_kept_count", &[schema]).await;
+    for (sql, value) in [
+        // Every region has 10 rows, spread over the shards: no shard alone holds more than
+        // 6 of one, so a count of each shard's kept groups would be 0.
+        ("select count(*) from (select region, count(*) from accounts group by region having count(*) > $1) s", 6i64),
+        ("select count(*) from (select region, sum(balance) as total from accounts group by region having max(id) >= $1) s", 68),
+        ("select count(*) from (select region, kind, count(*) as n from accounts where id > $1 group by region, kind having count(*) > 2) s", 10),
+    ] {
+        let want: i64 = one.query_one(sql, &[&value]).await.unwrap().get(0);
+        let got: i64 = c.query_one(sql, &[&value]).await.unwrap().get(0);
+        assert_eq!(got, want, "{sql} with {value}");
+        assert!(want > 0, "{sql}: the groups kept must not be none");
+    }
+    tc.drop_one_server(one, "one_kept_count").await;
+}

@@ -316,11 +316,12 @@ fn count_kept_groups(
             sql,
             mut merge,
         } => {
+            // A bound HAVING value left out of the shards' text (`picks`) is the merge's to
+            // apply, as in the grouped query itself.
             let plain = merge.order.is_empty()
                 && merge.limit.is_none()
                 && merge.offset == 0
-                && merge.distinct_on == 0
-                && merge.picks.is_none();
+                && merge.distinct_on == 0;
             let Some(spec) = merge
                 .aggregate
                 .as_mut()
