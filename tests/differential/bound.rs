@@ -5,35 +5,75 @@
 use super::common::raw::{data_row, startup_packet, Raw};
 
 /// The query with the constants of comparisons, IN lists, BETWEEN, LIMIT and OFFSET replaced
-/// by `$1, $2, ...`, and those constants. Positions in ORDER BY and GROUP BY stay literals
-/// (bound, they would sort by a constant), as do constants in strings and other arithmetic.
+/// by `$1, $2, ...`, and those constants, strings among them. Only constants in WHERE, HAVING
+/// and ON (and an outer LIMIT or OFFSET) are bound: one bound in a select list or GROUP BY
+/// would no longer match its copy in the other (PostgreSQL refuses a grouped query whose
+/// select list says `balance > $1` and GROUP BY `balance > $2`). Arithmetic stays literal, as
+/// do strings that are cast or concatenated.
 pub fn parametrize(sql: &str) -> (String, Vec<String>) {
     let bytes = sql.as_bytes();
     let (mut out, mut params) = (String::new(), Vec::new());
     let (mut i, mut in_list, mut between) = (0, false, false);
+    // Whether the clause being read binds its constants, per parenthesis level: a subquery
+    // or FILTER (WHERE ...) sets its own and the level outside it keeps its one.
+    let mut binds = vec![false];
+    let starts_word = |i: usize| {
+        i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || b"_.$".contains(&bytes[i - 1]))
+    };
     while i < bytes.len() {
         let c = bytes[i];
+        if starts_word(i) {
+            let rest = &sql[i..];
+            if ["where ", "having ", "on "]
+                .iter()
+                .any(|k| rest.starts_with(k))
+            {
+                *binds.last_mut().unwrap() = true;
+            } else if ["select ", "group by ", "order by "]
+                .iter()
+                .any(|k| rest.starts_with(k))
+            {
+                *binds.last_mut().unwrap() = false;
+            }
+        }
+        let binding = *binds.last().unwrap();
         if c == b'\'' {
-            let end = sql[i + 1..]
-                .find('\'')
-                .map_or(bytes.len(), |e| i + 1 + e + 1);
-            out.push_str(&sql[i..end]);
+            let close = sql[i + 1..].find('\'');
+            let end = close.map_or(bytes.len(), |e| i + 1 + e + 1);
+            // A string compared or listed is bound as well (text keys route by bound
+            // values too), unless a cast or concatenation follows, which would then apply
+            // to a parameter of unknown type.
+            let before = out.trim_end();
+            let after = sql[end..].trim_start();
+            let bound = ["=", ">", "<"].iter().any(|w| before.ends_with(w))
+                || (in_list && (before.ends_with('(') || before.ends_with(',')));
+            if binding
+                && bound
+                && close.is_some()
+                && !after.starts_with("::")
+                && !after.starts_with("||")
+            {
+                params.push(sql[i + 1..end - 1].to_string());
+                out.push_str(&format!("${}", params.len()));
+            } else {
+                out.push_str(&sql[i..end]);
+            }
             i = end;
             continue;
         }
-        let starts_word =
-            i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || b"_.$".contains(&bytes[i - 1]));
-        if c.is_ascii_digit() && starts_word {
+        if c.is_ascii_digit() && starts_word(i) {
             let mut end = i;
             while end < bytes.len() && (bytes[end].is_ascii_digit() || bytes[end] == b'.') {
                 end += 1;
             }
             let before = out.trim_end();
-            let bound = ["=", ">", "<", "limit", "offset", "between"]
+            let compared = ["=", ">", "<", "between"]
                 .iter()
                 .any(|w| before.ends_with(w))
                 || (between && before.ends_with(" and"))
                 || (in_list && (before.ends_with('(') || before.ends_with(',')));
+            let limit = ["limit", "offset"].iter().any(|w| before.ends_with(w));
+            let bound = (binding && compared) || (limit && (binding || binds.len() == 1));
             if bound && !before.ends_with("::") {
                 if before.ends_with(" and") {
                     between = false;
@@ -48,8 +88,13 @@ pub fn parametrize(sql: &str) -> (String, Vec<String>) {
         }
         if sql[i..].starts_with(" in (") {
             in_list = true;
+        } else if c == b'(' {
+            binds.push(binding);
         } else if c == b')' {
             in_list = false;
+            if binds.len() > 1 {
+                binds.pop();
+            }
         } else if sql[i..].starts_with(" between ") {
             between = true;
         }

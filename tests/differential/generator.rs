@@ -170,7 +170,14 @@ fn aggregate(rng: &mut Rng, q: &str) -> String {
     // ratio holds equal values written with different scales: its sum, average and distinct
     // count are determined, while which spelling a maximum or a group shows is not, on one
     // server either.
-    match rng.below(52) {
+    match rng.below(58) {
+        // uuid has no min or max before PostgreSQL 16.
+        52 => format!("{}({}::text)", rng.pick(&["min", "max"]), c("tag")),
+        53 => format!("count(distinct {})", c("tag")),
+        54 => format!("max({} || {})", c("owner"), c("note")),
+        55 => format!("bit_and({})", c("region")),
+        56 => format!("min({}::date)", c("updated")),
+        57 => format!("sum({}) filter (where {})", c("balance"), c("active")),
         // Items computed over the merged aggregates.
         45 => "count(*)::int".into(),
         46 => format!("round(avg({}), 2)", c("balance")),
@@ -246,7 +253,11 @@ fn constant(rng: &mut Rng) -> String {
 /// Group columns or expressions of `accounts`.
 fn group_column(rng: &mut Rng, q: &str) -> String {
     let c = |name: &str| format!("{q}{name}");
-    match rng.below(9) {
+    match rng.below(13) {
+        9 => format!("extract(month from {})", c("opened")),
+        10 => format!("case when {} > 0 then 'pos' else 'neg' end", c("balance")),
+        11 => format!("coalesce({}, {})", c("note"), c("owner")),
+        12 => format!("{}::date", c("updated")),
         0 => c("owner"),
         1 => c("region"),
         2 => c("active"),
@@ -368,10 +379,11 @@ fn plain(rng: &mut Rng) -> Query {
     };
     let n = 1 + rng.below(3);
     let mut cols: Vec<String> = (0..n).map(|_| plain_column(rng, q)).collect();
-    if from.contains("orders o") && rng.below(2) == 0 {
+    // The joined tables' own columns (a derived table's filter may name orders o2).
+    if from.contains("orders o on") && rng.below(2) == 0 {
         cols.push("o.amount".into());
     }
-    if from.contains("regions r") && rng.below(2) == 0 {
+    if from.contains("regions r ") && rng.below(2) == 0 {
         cols.push("r.label".into());
     }
     let distinct = rng.below(6) == 0;
@@ -522,12 +534,11 @@ fn grouped(rng: &mut Rng) -> Query {
 /// A derived table or CTE over grouped rows, read again outside.
 fn nested(rng: &mut Rng) -> Query {
     let inner = grouped(rng);
-    let inner_sql = inner
-        .sql
-        .split(" order by ")
-        .next()
-        .unwrap_or(&inner.sql)
-        .to_string();
+    // Without its own ORDER BY, the last one (a subquery in its filter may have another).
+    let inner_sql = match inner.sql.rsplit_once(" order by ") {
+        Some((body, _)) if inner.ordered => body.to_string(),
+        _ => inner.sql.clone(),
+    };
     if rng.below(3) == 0 {
         // Django's values("x", ...).distinct().count(), over one column or several.
         let w = filters(rng, "")
@@ -619,13 +630,81 @@ fn kept(rng: &mut Rng) -> Query {
 }
 
 pub fn query(rng: &mut Rng) -> Query {
-    match rng.below(13) {
+    match rng.below(14) {
+        13 => users(rng),
         12 => kept(rng),
         10 | 11 => odd(rng),
         0..=3 => plain(rng),
         4 | 5 => overall(rng),
         6..=8 => grouped(rng),
         _ => nested(rng),
+    }
+}
+
+/// A filter of `users`, sharded by its text key: the key in the spellings PostgreSQL reads
+/// as the same text (escapes, concatenation, casts), names no row holds, and ranges.
+fn user_filter(rng: &mut Rng) -> String {
+    // Some names past the last row's (user059).
+    let n = rng.below(70);
+    match rng.below(14) {
+        0 => format!("name = 'user{n:03}'"),
+        1 => format!("name in ('user{n:03}', 'user{:03}')", rng.below(70)),
+        2 => format!("name = any('{{user{n:03}, user{:03}}}')", rng.below(70)),
+        3 => format!("name like 'user0{}%'", rng.below(7)),
+        4 => format!(
+            "name between 'user{n:03}' and 'user{:03}'",
+            n + rng.below(20)
+        ),
+        5 => format!("upper(name) = 'USER{n:03}'"),
+        6 => format!("name = 'user{n:03}'::varchar"),
+        7 => format!("name = 'user0' || '{n:02}'"),
+        8 => format!("name = E'user\\x30{n:02}'"),
+        9 => format!("name = U&'user\\0030{n:02}'"),
+        10 => format!(
+            "name = '{}'",
+            rng.pick(&["USER001", "user001 ", " user001", "user1", ""])
+        ),
+        11 => format!("age > {}", 18 + rng.below(60)),
+        12 => format!(
+            "city = '{}'",
+            rng.pick(&["Paris", "Lyon", "Oslo", "Kyoto", "Rome"])
+        ),
+        _ => format!("name >= 'user0{}'", rng.below(7)),
+    }
+}
+
+/// Rows and aggregates of `users`: by its key, ordered by it, grouped by city.
+fn users(rng: &mut Rng) -> Query {
+    let w = (0..1 + rng.below(2))
+        .map(|_| user_filter(rng))
+        .collect::<Vec<_>>()
+        .join(if rng.below(4) == 0 { " or " } else { " and " });
+    match rng.below(4) {
+        0 => {
+            let mut sql = format!(
+                "select name, age, city from users where {w} order by {}name{}",
+                rng.pick(&["", "age desc, ", "city, "]),
+                direction(rng)
+            );
+            window(rng, &mut sql);
+            Query { sql, ordered: true }
+        }
+        1 => Query {
+            sql: format!(
+                "select city, count(*), sum(age), min(name), max(name), count(distinct age) from users where {w} group by city order by city"
+            ),
+            ordered: true,
+        },
+        2 => Query {
+            sql: format!(
+                "select count(*), avg(age), max(upper(name)), bool_and(age > 20) from users where {w}"
+            ),
+            ordered: true,
+        },
+        _ => Query {
+            sql: format!("select name, age from users where {w}"),
+            ordered: false,
+        },
     }
 }
 
