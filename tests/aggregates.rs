@@ -369,3 +369,42 @@ async fn groups_kept_by_a_bound_having_are_counted_across_shards() {
     }
     tc.drop_one_server(one, "one_kept_count").await;
 }
+
+/// A constant beside count(DISTINCT ...) without GROUP BY: the merge makes the answer row
+/// itself, so the constant is evaluated after it, and comes back as PostgreSQL writes it,
+/// also when no shard has a row to count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn constants_beside_a_distinct_count_come_back_as_written() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    let schema = "create table accounts (id bigint primary key, region text, kind int, balance numeric);
+         insert into accounts select i, 'r' || (i % 7), i % 2, i * 1.5 from generate_series(1, 70) i";
+    c.batch_execute(schema).await.unwrap();
+    let one = tc.one_server("one_distinct_constant", &[schema]).await;
+    for filter in ["", " where id > 1000", " where kind = 1"] {
+        for items in [
+            "count(distinct region), 'total'",
+            "1, count(distinct kind), null, -2.5",
+            "count(distinct region) + 1, 'k'::text, 1 + 2, true",
+            "count(distinct region) as n, 'x' as label, sum(balance)",
+        ] {
+            let sql = format!("select {items} from accounts{filter}");
+            let want = rows(&one.simple_query(&sql).await.unwrap());
+            assert_eq!(one_value(&c, &sql).await, want, "{sql}");
+        }
+    }
+    // Bound, with the constant a parameter; the column names and types are PostgreSQL's.
+    let sql = "select count(distinct region), $1::text as label, 7 from accounts where id > $2";
+    for bound in [0i64, 1000] {
+        let want = one.query_one(sql, &[&"all", &bound]).await.unwrap();
+        let got = c.query_one(sql, &[&"all", &bound]).await.unwrap();
+        let read =
+            |r: &tokio_postgres::Row| -> (i64, String, i32) { (r.get(0), r.get(1), r.get(2)) };
+        assert_eq!(read(&got), read(&want), "{sql} with {bound}");
+        let names = |r: &tokio_postgres::Row| -> Vec<String> {
+            r.columns().iter().map(|c| c.name().to_string()).collect()
+        };
+        assert_eq!(names(&got), names(&want));
+    }
+    tc.drop_one_server(one, "one_distinct_constant").await;
+}

@@ -43,7 +43,8 @@ pub fn part_name(column: usize) -> String {
 }
 
 /// Splits `item`, whose parts will take the columns from `first_column` on. Err: why the item
-/// cannot be computed after the merge.
+/// cannot be computed after the merge. An item with no parts is the caller's to judge: only a
+/// literal may be computed so.
 pub fn split(
     item: &Expr,
     alias: Option<&Ident>,
@@ -75,11 +76,6 @@ pub fn split(
     let _ = template.visit(&mut parts);
     if let Some(problem) = parts.problem {
         return Err(problem);
-    }
-    if parts.found.is_empty() {
-        return Err(format!(
-            "column {item} must appear in the GROUP BY clause or be used in an aggregate function"
-        ));
     }
     if let Some(what) = unfit(&template) {
         return Err(format!(

@@ -111,6 +111,22 @@ pub(super) fn is_constant(e: &Expr) -> bool {
     }
 }
 
+/// A constant written out, which any server evaluates alike (`is_constant` without the clock's
+/// calls, which the evaluation after the merge would read at another time).
+pub(super) fn is_literal(e: &Expr) -> bool {
+    is_constant(e)
+        && crate::sql::first_expression(e, |x| matches!(x, Expr::Function(_)).then_some(()))
+            .is_none()
+}
+
+/// Whether `e` is or holds a count(DISTINCT ...).
+pub(super) fn counts_distinct(e: &Expr) -> bool {
+    crate::sql::first_expression(e, |x| {
+        matches!(aggregate_kind(x), Ok(Some("count_distinct"))).then_some(())
+    })
+    .is_some()
+}
+
 pub(super) fn has_count_distinct(items: &[(Expr, Option<Ident>)]) -> bool {
     items
         .iter()

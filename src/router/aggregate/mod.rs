@@ -16,7 +16,8 @@ mod spec;
 
 pub(super) use kinds::aggregate_kind;
 use kinds::{
-    combined_kind, distinct_argument, has_count_distinct, is_constant, not_combinable, zero_default,
+    combined_kind, counts_distinct, distinct_argument, has_count_distinct, is_constant, is_literal,
+    not_combinable, zero_default,
 };
 mod grouping_sets;
 pub use spec::{AggColumn, AggSpec, CmpOp, HavingCond};
@@ -147,6 +148,10 @@ pub fn plan_aggregate(
     };
     let group_texts: Vec<String> = group_exprs.iter().map(resolve_group).collect();
 
+    // With count(DISTINCT) and no GROUP BY the merge makes the one answer row itself (see
+    // below), from no shard's row: a literal beside it is evaluated after the merge, as an
+    // item computed over no parts.
+    let row_made = group_exprs.is_empty() && items.iter().any(|(e, _)| counts_distinct(e));
     // Items computed over merged aggregates: their parts follow the client's items.
     let client_visible = items.len();
     let mut computed = Vec::new();
@@ -158,7 +163,9 @@ pub fn plan_aggregate(
         let computes = !grouping_sets::is_grouping_call(expr)
             && matches!(combined_kind(expr), Ok(None))
             && !distinct
-            && (super::plan::has_aggregate_or_window(expr, placement) || !plain);
+            && (super::plan::has_aggregate_or_window(expr, placement)
+                || !plain
+                || (row_made && is_literal(expr)));
         if computes {
             let first = client_visible + parts.len();
             // An aggregate the merge cannot combine is named as such, not taken for a
@@ -177,6 +184,12 @@ pub fn plan_aggregate(
                 (q, params),
                 &combined,
             ) {
+                Ok(c) if c.parts.is_empty() && !(row_made && is_literal(expr)) => {
+                    return refuse(
+                        format!("column {expr} must appear in the GROUP BY clause or be used in an aggregate function"),
+                        HINT,
+                    )
+                }
                 Ok(c) => {
                     parts.extend(c.parts.iter().cloned());
                     computed.push((i, first, c));
@@ -254,6 +267,12 @@ pub fn plan_aggregate(
             None if distinct || group_texts.contains(&expr.to_string()) => AggColumn::Group,
             None if of_reference_table(expr, select, placement) => AggColumn::Carried,
             None if is_constant(expr) && !answer_row_made => AggColumn::Carried,
+            None if is_constant(expr) => {
+                return refuse(
+                    format!("{expr} beside count(DISTINCT ...) without GROUP BY over several shards is not supported"),
+                    HINT,
+                )
+            }
             None => {
                 return refuse(
                     format!("column {expr} must appear in the GROUP BY clause or be used in an aggregate function"),

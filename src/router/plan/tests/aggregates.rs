@@ -197,12 +197,27 @@ fn constants_zero_defaults_and_filters_combine() {
         }
         other => panic!("{other:?}"),
     }
+    // A literal beside count(DISTINCT) without GROUP BY is evaluated after the merge, which
+    // makes the answer row from no shard's row; the clock's calls are not literals.
+    match plan_sql("select 1, count(distinct owner) from accounts") {
+        Plan::Scatter { merge, .. } => {
+            let spec = merge.aggregate.expect("combined");
+            assert!(
+                matches!(&spec.columns[0], AggColumn::Computed { template, parts, .. } if template == "1" && parts.is_empty()),
+                "{spec:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match plan_sql("select now(), count(distinct owner) from accounts") {
+        Plan::Reject(e) => assert!(!e.message.contains("GROUP BY clause"), "{}", e.message),
+        other => panic!("{other:?}"),
+    }
     for sql in [
         // Another value per shard.
         "select now(), count(*) from accounts",
         "select v, count(*) from accounts",
-        // Without rows the merge makes the answer row and has no constant to put in it.
-        "select 1, count(distinct owner) from accounts",
+        // Without rows the merge makes the answer row and has no default to put in it.
         "select count(distinct owner) filter (where v > 1) from accounts",
         "select count(distinct owner), coalesce(sum(v), 0) from accounts",
         "select sum(v) over () from accounts",
