@@ -408,3 +408,35 @@ async fn constants_beside_a_distinct_count_come_back_as_written() {
     }
     tc.drop_one_server(one, "one_distinct_constant").await;
 }
+
+/// HAVING over a boolean aggregate: compared with `true` or `false` (as Django writes a
+/// filter on one), alone, or negated, merged across shards before the condition is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn having_a_boolean_aggregate_keeps_the_groups_one_postgresql_keeps() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    // Within each region some rows are big and some not, on different shards: a shard alone
+    // would see some regions as all big.
+    let schema = "create table accounts (id bigint primary key, region text, kind int, balance numeric);
+         insert into accounts select i, 'r' || (i % 7), i % 2, case when i % 5 = 0 then null else i * 1.5 end
+           from generate_series(1, 70) i";
+    c.batch_execute(schema).await.unwrap();
+    let one = tc.one_server("one_bool_having", &[schema]).await;
+    for having in [
+        "bool_and(balance > 20) = false",
+        "bool_or(balance > 100) = true",
+        "every(kind = 1) = false and count(*) > 3",
+        "bool_and(balance > 9)",
+        "not bool_or(balance > 99)",
+        "(every(balance < 100))",
+        "not (bool_and(balance > 20))",
+    ] {
+        let sql = format!(
+            "select region, count(*) from accounts where id > 2 group by region having {having} order by region"
+        );
+        let want = rows(&one.simple_query(&sql).await.unwrap());
+        assert!(!want.is_empty(), "{sql} keeps some group");
+        assert_eq!(one_value(&c, &sql).await, want, "{sql}");
+    }
+    tc.drop_one_server(one, "one_bool_having").await;
+}

@@ -501,12 +501,16 @@ fn grouped(rng: &mut Rng) -> Query {
             format!("sum({q}balance) / count(*)"),
         ];
         if rng.below(4) == 0 {
-            // A combined boolean against a constant, in the spellings PostgreSQL reads.
-            sql.push_str(&format!(
-                " having {}({q}active) = {}",
-                rng.pick(&["bool_or", "bool_and", "every"]),
-                rng.pick(&["true", "false", "'t'", "'false'", "'yes'", "'0'"])
-            ));
+            // A combined boolean against a constant, in the spellings PostgreSQL reads, or
+            // alone.
+            let f = rng.pick(&["bool_or", "bool_and", "every"]);
+            sql.push_str(&match rng.below(4) {
+                0 => format!(" having {}{f}({q}active)", rng.pick(&["", "not "])),
+                _ => format!(
+                    " having {f}({q}active) = {}",
+                    rng.pick(&["true", "false", "'t'", "'false'", "'yes'", "'0'"])
+                ),
+            });
         } else {
             sql.push_str(&format!(
                 " having {} > {}",

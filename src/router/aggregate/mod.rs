@@ -407,20 +407,25 @@ pub fn plan_aggregate(
         let mut conjuncts = Vec::new();
         collect_and(h, &mut conjuncts);
         for c in conjuncts {
-            let Expr::BinaryOp { left, op, right } = c else {
-                return refuse(
-                    format!("HAVING {c} over several shards is not supported"),
-                    HINT,
-                );
-            };
-            let (expr, lit, op) = match (literal(right, params), literal(left, params)) {
-                (Some(l), _) => (left.as_ref(), l, op.clone()),
-                (None, Some(l)) => (right.as_ref(), l, flip(op)),
-                _ => {
+            // A boolean aggregate alone, or negated, is compared with true or false.
+            let (expr, lit, op) = if let Some((call, holds)) = bare_boolean(c) {
+                (call, holds.to_string(), BinaryOperator::Eq)
+            } else {
+                let Expr::BinaryOp { left, op, right } = c else {
                     return refuse(
-                        format!("HAVING {c} over several shards needs a constant on one side"),
+                        format!("HAVING {c} over several shards is not supported"),
                         HINT,
-                    )
+                    );
+                };
+                match (literal(right, params), literal(left, params)) {
+                    (Some(l), _) => (left.as_ref(), l, op.clone()),
+                    (None, Some(l)) => (right.as_ref(), l, flip(op)),
+                    _ => {
+                        return refuse(
+                            format!("HAVING {c} over several shards needs a constant on one side"),
+                            HINT,
+                        )
+                    }
                 }
             };
             let op = match op {
@@ -542,10 +547,32 @@ fn rename_function(e: &Expr, to: &str) -> Expr {
 }
 
 /// A constant: a literal, or a bound parameter (ORMs bind HAVING's values).
+/// `bool_and(x)`, `bool_or(x)` or `every(x)` alone as a HAVING condition (Some(call, true)),
+/// or under NOT (Some(call, false)).
+fn bare_boolean(e: &Expr) -> Option<(&Expr, bool)> {
+    match e {
+        Expr::Nested(i) => bare_boolean(i),
+        Expr::UnaryOp {
+            op: sqlparser::ast::UnaryOperator::Not,
+            expr,
+        } => bare_boolean(expr).map(|(call, holds)| (call, !holds)),
+        Expr::Function(f)
+            if matches!(aggregate_kind(e), Ok(Some(_)))
+                && ["bool_and", "bool_or", "every"]
+                    .iter()
+                    .any(|n| f.name.to_string().eq_ignore_ascii_case(n)) =>
+        {
+            Some((e, true))
+        }
+        _ => None,
+    }
+}
+
 fn literal(e: &Expr, params: &super::params::Params) -> Option<String> {
     match e {
         Expr::Value(v) => match &v.value {
             Value::Number(n, _) => Some(n.clone()),
+            Value::Boolean(b) => Some(b.to_string()),
             Value::SingleQuotedString(s) => Some(s.clone()),
             Value::Placeholder(p) => params.constant(p.strip_prefix('$')?.parse().ok()?),
             _ => None,
