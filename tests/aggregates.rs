@@ -440,3 +440,39 @@ async fn having_a_boolean_aggregate_keeps_the_groups_one_postgresql_keeps() {
     }
     tc.drop_one_server(one, "one_bool_having").await;
 }
+
+/// HAVING and ORDER BY over an avg or a count(DISTINCT ...) the select list leaves out (as
+/// Django's `alias()` then `filter()` writes them): carried as hidden columns and merged as
+/// selected ones are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unselected_averages_and_distinct_counts_filter_and_sort_groups() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    let schema =
+        "create table accounts (id bigint primary key, region text, kind int, balance numeric);
+         insert into accounts select i, 'r' || (i % 7), case when i % 7 < 3 then 1 else i % 3 end,
+           i * 1.5 from generate_series(1, 70) i";
+    c.batch_execute(schema).await.unwrap();
+    let one = tc.one_server("one_unselected", &[schema]).await;
+    for sql in [
+        "select region, count(*) from accounts group by region having avg(balance) > 52 order by region",
+        "select region from accounts group by region having count(distinct kind) > 1 order by region",
+        "select region, max(id) from accounts group by region order by avg(balance) desc, region",
+        "select region, count(*) from accounts group by region order by count(distinct kind), region",
+        "select region from accounts group by region having avg(balance::float8) < 53.5 order by region",
+        "select region, count(distinct kind) from accounts where id > 5 group by region having count(distinct id % 4) > 3 and avg(id) > 34 order by 1",
+    ] {
+        let want = rows(&one.simple_query(sql).await.unwrap());
+        assert!(!want.is_empty(), "{sql} keeps some group");
+        assert_eq!(one_value(&c, sql).await, want, "{sql}");
+    }
+    for sql in [
+        // Without GROUP BY the merge makes the answer row; under grouping sets a distinct
+        // count is refused selected or not.
+        "select count(*) from accounts having count(distinct kind) > 1",
+        "select region, count(*) from accounts group by rollup(region) having count(distinct kind) > 1",
+    ] {
+        refused(c.simple_query(sql).await, sql);
+    }
+    tc.drop_one_server(one, "one_unselected").await;
+}

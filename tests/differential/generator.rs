@@ -496,6 +496,9 @@ fn grouped(rng: &mut Rng) -> Query {
             format!("max({q}id)"),
             format!("min({q}region)"),
             format!("count(distinct {q}owner)"),
+            // Not selected: carried hidden.
+            format!("avg({q}balance)"),
+            format!("count(distinct {q}region)"),
             // Computed from merged aggregates.
             "count(*)::int * 2".to_string(),
             format!("sum({q}balance) / count(*)"),

@@ -309,6 +309,7 @@ pub fn plan_aggregate(
             spec.columns.push(AggColumn::Group);
         }
     }
+    let has_sets = grouping.is_some();
     if let Some(g) = grouping {
         hidden.push(SelectItem::ExprWithAlias {
             expr: g,
@@ -352,7 +353,7 @@ pub fn plan_aggregate(
     // SELECT DISTINCT groups by every column: no rows make no groups, not one empty group.
     spec.single_group = group_exprs.is_empty() && !distinct;
     // Finds (or adds as hidden) the column computing `e`.
-    let column_of =
+    let mut column_of =
         |e: &Expr, spec: &mut AggSpec, hidden: &mut Vec<SelectItem>| -> Result<usize, PgError> {
             if let Expr::Value(v) = e {
                 if let Value::Number(n, _) = &v.value {
@@ -384,6 +385,60 @@ pub fn plan_aggregate(
                 Some("sum") => AggColumn::Sum,
                 Some("min") => AggColumn::Min,
                 Some("max") => AggColumn::Max,
+                // Hidden as a selected one is carried: the sum with the count (and a float
+                // sum) beside it.
+                Some("avg") => {
+                    let at = visible + hidden.len();
+                    hidden.push(SelectItem::ExprWithAlias {
+                        expr: rename_function(e, "sum"),
+                        alias: Ident::new(format!("__shardgate_extra_{}", hidden.len())),
+                    });
+                    spec.columns.push(AggColumn::Avg {
+                        count: at + 1,
+                        float_sum: None,
+                    });
+                    hidden.push(SelectItem::ExprWithAlias {
+                        expr: rename_function(e, "count"),
+                        alias: Ident::new(format!("__shardgate_extra_{}", hidden.len())),
+                    });
+                    spec.columns.push(AggColumn::AvgCount);
+                    let float_sum = float_sum_of(e).map(|sum| {
+                        hidden.push(SelectItem::ExprWithAlias {
+                            expr: sum,
+                            alias: Ident::new(format!("__shardgate_extra_{}", hidden.len())),
+                        });
+                        spec.columns.push(AggColumn::AvgFloatSum);
+                        visible + hidden.len() - 1
+                    });
+                    spec.columns[at] = AggColumn::Avg {
+                        count: at + 1,
+                        float_sum,
+                    };
+                    return Ok(at);
+                }
+                // With its values beside it, which join the shards' GROUP BY; without GROUP BY
+                // the merge would make an answer row the items were not planned for, and under
+                // grouping sets it is refused as a selected one is.
+                Some("count_distinct") if !group_exprs.is_empty() && !has_sets => {
+                    let Some(arg) = distinct_argument(e) else {
+                        return Err(unsupported(not_combinable(e)));
+                    };
+                    let at = visible + hidden.len();
+                    hidden.push(SelectItem::ExprWithAlias {
+                        expr: e.clone(),
+                        alias: Ident::new(format!("__shardgate_extra_{}", hidden.len())),
+                    });
+                    spec.columns
+                        .push(AggColumn::CountDistinct { values: at + 1 });
+                    hidden.push(SelectItem::ExprWithAlias {
+                        expr: arg.clone(),
+                        alias: Ident::new(format!("__shardgate_extra_{}", hidden.len())),
+                    });
+                    spec.columns
+                        .push(AggColumn::DistinctValue { with_null: false });
+                    extra_groups.push(arg);
+                    return Ok(at);
+                }
                 Some(_) => {
                     return Err(unsupported(format!(
                         "{e} is used but not selected; select it to sort or filter on it"
