@@ -311,6 +311,10 @@ async fn grouping_sets_merge_as_one_postgresql_groups_them() {
         ),
         "select count(*), min(balance) from accounts where false group by rollup(region) order by 1"
             .to_string(),
+        // Sorted by the sets, grouping(...) not selected.
+        "select region, kind, count(*) from accounts group by rollup(region, kind) \
+         order by grouping(region, kind), 1 nulls first, 2 nulls first"
+            .to_string(),
         // The key itself in a set: the empty set's group spans every shard.
         format!("select id % 4, count(*), min(id) from accounts group by rollup(id % 4, id) {ordered} limit 6"),
     ] {
@@ -475,4 +479,37 @@ async fn unselected_averages_and_distinct_counts_filter_and_sort_groups() {
         refused(c.simple_query(sql).await, sql);
     }
     tc.drop_one_server(one, "one_unselected").await;
+}
+
+/// HAVING and ORDER BY over an item computed from aggregates that the select list leaves
+/// out: computed after the merge from hidden parts, as a selected one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unselected_items_computed_over_aggregates_filter_and_sort_groups() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    let schema = "create table accounts (id bigint primary key, region text, kind int, balance numeric);
+         insert into accounts select i, 'r' || (i % 7), i % 3, i * 1.5 from generate_series(1, 70) i";
+    c.batch_execute(schema).await.unwrap();
+    let one = tc.one_server("one_unselected_computed", &[schema]).await;
+    for sql in [
+        "select region, count(*) from accounts group by region having sum(balance) / count(*) > 53 order by region",
+        "select region from accounts group by region having count(*)::int * 2 > 19 and max(id) - min(id) >= 63 order by region",
+        "select region, kind from accounts group by region, kind order by max(id) - min(id) desc, sum(balance) / count(*), region, kind",
+        "select kind, count(*) from accounts group by kind having round(sum(balance) / count(*), 1) < 54 order by kind",
+    ] {
+        let want = rows(&one.simple_query(sql).await.unwrap());
+        assert!(!want.is_empty(), "{sql} keeps some group");
+        assert_eq!(one_value(&c, sql).await, want, "{sql}");
+    }
+    // Bound.
+    let sql = "select kind from accounts group by kind having max(id) - min(id) > $1 order by kind";
+    let read =
+        |rows: Vec<tokio_postgres::Row>| -> Vec<i32> { rows.iter().map(|r| r.get(0)).collect() };
+    let want = read(one.query(sql, &[&67i64]).await.unwrap());
+    assert!(!want.is_empty() && want.len() < 3, "{want:?}");
+    assert_eq!(read(c.query(sql, &[&67i64]).await.unwrap()), want);
+    // A part that needs columns of its own.
+    let sql = "select region from accounts group by region having avg(balance) * 2 > 100";
+    refused(c.simple_query(sql).await, sql);
+    tc.drop_one_server(one, "one_unselected_computed").await;
 }

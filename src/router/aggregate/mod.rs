@@ -19,7 +19,10 @@ use kinds::{
     combined_kind, counts_distinct, distinct_argument, has_count_distinct, is_constant, is_literal,
     not_combinable, zero_default,
 };
+mod conditions;
+use conditions::{bare_boolean, flip, literal};
 mod grouping_sets;
+mod hidden;
 pub use spec::{AggColumn, AggSpec, CmpOp, HavingCond};
 
 use super::plan::{collect_and, MergeSpec, Plan, SortColumn, SortKey};
@@ -385,58 +388,12 @@ pub fn plan_aggregate(
                 Some("sum") => AggColumn::Sum,
                 Some("min") => AggColumn::Min,
                 Some("max") => AggColumn::Max,
-                // Hidden as a selected one is carried: the sum with the count (and a float
-                // sum) beside it.
-                Some("avg") => {
-                    let at = visible + hidden.len();
-                    hidden.push(SelectItem::ExprWithAlias {
-                        expr: rename_function(e, "sum"),
-                        alias: Ident::new(format!("__shardgate_extra_{}", hidden.len())),
-                    });
-                    spec.columns.push(AggColumn::Avg {
-                        count: at + 1,
-                        float_sum: None,
-                    });
-                    hidden.push(SelectItem::ExprWithAlias {
-                        expr: rename_function(e, "count"),
-                        alias: Ident::new(format!("__shardgate_extra_{}", hidden.len())),
-                    });
-                    spec.columns.push(AggColumn::AvgCount);
-                    let float_sum = float_sum_of(e).map(|sum| {
-                        hidden.push(SelectItem::ExprWithAlias {
-                            expr: sum,
-                            alias: Ident::new(format!("__shardgate_extra_{}", hidden.len())),
-                        });
-                        spec.columns.push(AggColumn::AvgFloatSum);
-                        visible + hidden.len() - 1
-                    });
-                    spec.columns[at] = AggColumn::Avg {
-                        count: at + 1,
-                        float_sum,
-                    };
-                    return Ok(at);
-                }
-                // With its values beside it, which join the shards' GROUP BY; without GROUP BY
-                // the merge would make an answer row the items were not planned for, and under
-                // grouping sets it is refused as a selected one is.
+                Some("avg") => return Ok(hidden::avg(e, visible, (spec, hidden))),
+                // Without GROUP BY the merge would make an answer row the items were not
+                // planned for; under grouping sets it is refused as a selected one is.
                 Some("count_distinct") if !group_exprs.is_empty() && !has_sets => {
-                    let Some(arg) = distinct_argument(e) else {
-                        return Err(unsupported(not_combinable(e)));
-                    };
-                    let at = visible + hidden.len();
-                    hidden.push(SelectItem::ExprWithAlias {
-                        expr: e.clone(),
-                        alias: Ident::new(format!("__shardgate_extra_{}", hidden.len())),
-                    });
-                    spec.columns
-                        .push(AggColumn::CountDistinct { values: at + 1 });
-                    hidden.push(SelectItem::ExprWithAlias {
-                        expr: arg.clone(),
-                        alias: Ident::new(format!("__shardgate_extra_{}", hidden.len())),
-                    });
-                    spec.columns
-                        .push(AggColumn::DistinctValue { with_null: false });
-                    extra_groups.push(arg);
+                    let (at, values) = hidden::distinct_count(e, visible, (spec, hidden))?;
+                    extra_groups.push(values);
                     return Ok(at);
                 }
                 Some(_) => {
@@ -445,10 +402,18 @@ pub fn plan_aggregate(
                     )))
                 }
                 None if group_texts.contains(&text) => AggColumn::Group,
+                // Constant within each group of each set, as when selected.
+                None if grouping_sets::is_grouping_call(e) => AggColumn::Group,
+                // Computed after the merge from hidden parts, as a selected item is, when
+                // each part is a column of its own: a count, sum, min, max or group column.
                 None => {
-                    return Err(unsupported(format!(
-                        "{e} cannot be computed after merging groups from several shards"
-                    )))
+                    return hidden::computed(
+                        e,
+                        (q, params, placement),
+                        &group_texts,
+                        visible,
+                        (spec, hidden),
+                    )
                 }
             };
             hidden.push(SelectItem::ExprWithAlias {
@@ -599,64 +564,4 @@ fn rename_function(e: &Expr, to: &str) -> Expr {
         f.name = sqlparser::ast::ObjectName::from(vec![Ident::new(to)]);
     }
     e
-}
-
-/// A constant: a literal, or a bound parameter (ORMs bind HAVING's values).
-/// `bool_and(x)`, `bool_or(x)` or `every(x)` alone as a HAVING condition (Some(call, true)),
-/// or under NOT (Some(call, false)).
-fn bare_boolean(e: &Expr) -> Option<(&Expr, bool)> {
-    match e {
-        Expr::Nested(i) => bare_boolean(i),
-        Expr::UnaryOp {
-            op: sqlparser::ast::UnaryOperator::Not,
-            expr,
-        } => bare_boolean(expr).map(|(call, holds)| (call, !holds)),
-        Expr::Function(f)
-            if matches!(aggregate_kind(e), Ok(Some(_)))
-                && ["bool_and", "bool_or", "every"]
-                    .iter()
-                    .any(|n| f.name.to_string().eq_ignore_ascii_case(n)) =>
-        {
-            Some((e, true))
-        }
-        _ => None,
-    }
-}
-
-fn literal(e: &Expr, params: &super::params::Params) -> Option<String> {
-    match e {
-        Expr::Value(v) => match &v.value {
-            Value::Number(n, _) => Some(n.clone()),
-            Value::Boolean(b) => Some(b.to_string()),
-            Value::SingleQuotedString(s) => Some(s.clone()),
-            Value::Placeholder(p) => params.constant(p.strip_prefix('$')?.parse().ok()?),
-            _ => None,
-        },
-        Expr::UnaryOp {
-            op: sqlparser::ast::UnaryOperator::Minus,
-            expr,
-        } => literal(expr, params).map(|l| format!("-{l}")),
-        Expr::Nested(i) => literal(i, params),
-        // `$1::INTEGER`, as psycopg binds with SQLAlchemy: an integer stays itself.
-        Expr::Cast {
-            expr, data_type, ..
-        } if matches!(
-            data_type.to_string().to_ascii_uppercase().as_str(),
-            "INTEGER" | "INT" | "INT4" | "BIGINT" | "INT8" | "SMALLINT" | "INT2"
-        ) =>
-        {
-            literal(expr, params).filter(|l| l.parse::<i64>().is_ok())
-        }
-        _ => None,
-    }
-}
-
-fn flip(op: &BinaryOperator) -> BinaryOperator {
-    match op {
-        BinaryOperator::Lt => BinaryOperator::Gt,
-        BinaryOperator::LtEq => BinaryOperator::GtEq,
-        BinaryOperator::Gt => BinaryOperator::Lt,
-        BinaryOperator::GtEq => BinaryOperator::LtEq,
-        other => other.clone(),
-    }
 }

@@ -1,0 +1,68 @@
+//! HAVING's conditions read as the merge applies them: an aggregate or group column compared
+//! with a constant (a literal, `true`/`false`, or a bound value), the constant on either side,
+//! or a boolean aggregate alone or negated. Anything else is refused by the planner.
+
+use super::kinds::aggregate_kind;
+use crate::router::params::Params;
+use sqlparser::ast::{BinaryOperator, Expr, Value};
+
+/// `bool_and(x)`, `bool_or(x)` or `every(x)` alone as a HAVING condition (Some(call, true)),
+/// or under NOT (Some(call, false)).
+pub(super) fn bare_boolean(e: &Expr) -> Option<(&Expr, bool)> {
+    match e {
+        Expr::Nested(i) => bare_boolean(i),
+        Expr::UnaryOp {
+            op: sqlparser::ast::UnaryOperator::Not,
+            expr,
+        } => bare_boolean(expr).map(|(call, holds)| (call, !holds)),
+        Expr::Function(f)
+            if matches!(aggregate_kind(e), Ok(Some(_)))
+                && ["bool_and", "bool_or", "every"]
+                    .iter()
+                    .any(|n| f.name.to_string().eq_ignore_ascii_case(n)) =>
+        {
+            Some((e, true))
+        }
+        _ => None,
+    }
+}
+
+/// A constant: a literal, or a bound parameter (ORMs bind HAVING's values).
+pub(super) fn literal(e: &Expr, params: &Params) -> Option<String> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => Some(n.clone()),
+            Value::Boolean(b) => Some(b.to_string()),
+            Value::SingleQuotedString(s) => Some(s.clone()),
+            Value::Placeholder(p) => params.constant(p.strip_prefix('$')?.parse().ok()?),
+            _ => None,
+        },
+        Expr::UnaryOp {
+            op: sqlparser::ast::UnaryOperator::Minus,
+            expr,
+        } => literal(expr, params).map(|l| format!("-{l}")),
+        Expr::Nested(i) => literal(i, params),
+        // `$1::INTEGER`, as psycopg binds with SQLAlchemy: an integer stays itself.
+        Expr::Cast {
+            expr, data_type, ..
+        } if matches!(
+            data_type.to_string().to_ascii_uppercase().as_str(),
+            "INTEGER" | "INT" | "INT4" | "BIGINT" | "INT8" | "SMALLINT" | "INT2"
+        ) =>
+        {
+            literal(expr, params).filter(|l| l.parse::<i64>().is_ok())
+        }
+        _ => None,
+    }
+}
+
+/// The operator with its sides swapped (`5 < x` read as `x > 5`).
+pub(super) fn flip(op: &BinaryOperator) -> BinaryOperator {
+    match op {
+        BinaryOperator::Lt => BinaryOperator::Gt,
+        BinaryOperator::LtEq => BinaryOperator::GtEq,
+        BinaryOperator::Gt => BinaryOperator::Lt,
+        BinaryOperator::GtEq => BinaryOperator::LtEq,
+        other => other.clone(),
+    }
+}

@@ -1,0 +1,135 @@
+//! Aggregates that HAVING or ORDER BY read and the select list leaves out, carried as hidden
+//! columns after the client's: each planned as a selected one is, so that the merge combines
+//! it the same way. Every function returns the column HAVING or ORDER BY then reads.
+//!
+//! Invariant: `spec.columns` and the hidden items grow together, one column per item, so a
+//! column's number is the count of visible items plus its place among the hidden ones.
+
+use super::kinds::{aggregate_kind, combined_kind, distinct_argument, not_combinable};
+use super::{float_sum_of, rename_function, unsupported, AggColumn, AggSpec};
+use crate::error::PgError;
+use sqlparser::ast::{Expr, Ident, Query, SelectItem};
+
+/// Adds `expr` as the next hidden item, merged as `column`; returns its column.
+fn push(
+    expr: Expr,
+    column: AggColumn,
+    visible: usize,
+    (spec, hidden): (&mut AggSpec, &mut Vec<SelectItem>),
+) -> usize {
+    hidden.push(SelectItem::ExprWithAlias {
+        expr,
+        alias: Ident::new(format!("__shardgate_extra_{}", hidden.len())),
+    });
+    spec.columns.push(column);
+    visible + hidden.len() - 1
+}
+
+/// `avg(x)`: its sum, with the count (and the float sum) beside it.
+pub(super) fn avg(
+    e: &Expr,
+    visible: usize,
+    (spec, hidden): (&mut AggSpec, &mut Vec<SelectItem>),
+) -> usize {
+    let placeholder = AggColumn::Avg {
+        count: usize::MAX,
+        float_sum: None,
+    };
+    let at = push(
+        rename_function(e, "sum"),
+        placeholder,
+        visible,
+        (spec, hidden),
+    );
+    let count = push(
+        rename_function(e, "count"),
+        AggColumn::AvgCount,
+        visible,
+        (spec, hidden),
+    );
+    let float_sum =
+        float_sum_of(e).map(|sum| push(sum, AggColumn::AvgFloatSum, visible, (spec, hidden)));
+    spec.columns[at] = AggColumn::Avg { count, float_sum };
+    at
+}
+
+/// `count(DISTINCT x)`: x beside it, counted by the merge; also returns x, which must join
+/// the shards' GROUP BY.
+pub(super) fn distinct_count(
+    e: &Expr,
+    visible: usize,
+    (spec, hidden): (&mut AggSpec, &mut Vec<SelectItem>),
+) -> Result<(usize, Expr), PgError> {
+    let Some(values) = distinct_argument(e) else {
+        return Err(unsupported(not_combinable(e)));
+    };
+    let placeholder = AggColumn::CountDistinct { values: usize::MAX };
+    let at = push(e.clone(), placeholder, visible, (spec, hidden));
+    let column = push(
+        values.clone(),
+        AggColumn::DistinctValue { with_null: false },
+        visible,
+        (spec, hidden),
+    );
+    spec.columns[at] = AggColumn::CountDistinct { values: column };
+    Ok((at, values))
+}
+
+/// An item HAVING or ORDER BY reads that computes over aggregates and is not selected
+/// (`HAVING sum(x) / count(*) > 2`): a hidden column the merge fills as it fills a selected
+/// computed item, its parts hidden after it. A part needing columns of its own (avg, a
+/// distinct count) is refused. Returns the item's column.
+pub(super) fn computed(
+    e: &Expr,
+    (q, params, placement): (
+        &Query,
+        &crate::router::params::Params,
+        &crate::placement::Placement,
+    ),
+    group_texts: &[String],
+    visible: usize,
+    (spec, hidden): (&mut AggSpec, &mut Vec<SelectItem>),
+) -> Result<usize, PgError> {
+    let cannot = || {
+        unsupported(format!(
+            "{e} cannot be computed after merging groups from several shards"
+        ))
+    };
+    let at = visible + hidden.len();
+    // The name `push` gives it, which the template's own name must be.
+    let name = Ident::new(format!("__shardgate_extra_{}", hidden.len()));
+    // An aggregate the merge cannot combine is named as such (as for a selected item).
+    let combined = |x: &Expr| match (aggregate_kind(x), x) {
+        (Ok(None), Expr::Function(f)) if crate::router::plan::may_combine_rows(f, placement) => {
+            Err(not_combinable(x))
+        }
+        (kind, _) => kind.map(|k| k.is_some()),
+    };
+    let c =
+        crate::router::computed::split(e, Some(&name), group_texts, at + 1, (q, params), &combined)
+            .map_err(unsupported)?;
+    let mut columns = Vec::with_capacity(c.parts.len());
+    for part in &c.parts {
+        columns.push(match combined_kind(part) {
+            Ok(Some("count")) => AggColumn::Count,
+            Ok(Some("sum")) => AggColumn::Sum,
+            Ok(Some("min")) => AggColumn::Min,
+            Ok(Some("max")) => AggColumn::Max,
+            Ok(None) if group_texts.contains(&part.to_string()) => AggColumn::Group,
+            _ => return Err(cannot()),
+        });
+    }
+    if columns.is_empty() {
+        return Err(cannot());
+    }
+    let template = AggColumn::Computed {
+        template: c.template,
+        parts: (at + 1..at + 1 + columns.len()).collect(),
+        params: c.params,
+    };
+    push(c.stand_in, template, visible, (spec, hidden));
+    for (part, column) in c.parts.into_iter().zip(columns) {
+        push(part, column, visible, (spec, hidden));
+    }
+    Ok(at)
+}
