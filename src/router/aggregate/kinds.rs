@@ -19,7 +19,6 @@ pub(in crate::router) fn aggregate_kind(e: &Expr) -> Result<Option<&'static str>
             && list.clauses.is_empty()
             && distinct_argument(e).is_some()
             && f.over.is_none()
-            && f.filter.is_none()
             && f.within_group.is_empty()
         {
             return Ok(Some("count_distinct"));
@@ -143,15 +142,30 @@ pub(super) fn not_combinable(e: &Expr) -> String {
     }
 }
 
-/// The x of a one-argument aggregate such as `count(DISTINCT x)`.
+/// The values a one-argument aggregate such as `count(DISTINCT x)` reads: x, or what its
+/// FILTER keeps of x.
 pub(super) fn distinct_argument(e: &Expr) -> Option<Expr> {
     use sqlparser::ast::{FunctionArg, FunctionArgExpr};
     let Expr::Function(f) = e else { return None };
     let FunctionArguments::List(list) = &f.args else {
         return None;
     };
-    match list.args.as_slice() {
-        [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] => Some(arg.clone()),
-        _ => None,
-    }
+    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] = list.args.as_slice() else {
+        return None;
+    };
+    // `count(DISTINCT x) FILTER (WHERE c)` counts the values of `CASE WHEN c THEN x END`:
+    // a row the filter leaves out gives NULL, which a distinct count skips as it skips x's.
+    Some(match &f.filter {
+        None => arg.clone(),
+        Some(c) => Expr::Case {
+            case_token: sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
+            end_token: sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
+            operand: None,
+            conditions: vec![sqlparser::ast::CaseWhen {
+                condition: Expr::Nested(c.clone()),
+                result: arg.clone(),
+            }],
+            else_result: None,
+        },
+    })
 }
