@@ -18,7 +18,7 @@ from django.contrib.auth.models import User  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.core.paginator import Paginator  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
-from django.db.models import Count, F, OuterRef, Q, Subquery, Sum, Window  # noqa: E402
+from django.db.models import Avg, Count, F, OuterRef, Q, Subquery, Sum, Window  # noqa: E402
 from django.db.models.functions import RowNumber  # noqa: E402
 from shop.models import Item, Line, Shelf  # noqa: E402
 
@@ -83,6 +83,18 @@ assert Line.objects.values("note").annotate(n=Count("id")).count() == 2
 assert Line.objects.values("note").annotate(n=Count("id")).filter(n__gt=9).count() == 2
 assert Line.objects.values("note").annotate(n=Count("id")).filter(n__gt=10).count() == 0
 assert Item.objects.values("shelf").annotate(q=Sum("qty")).filter(q__gt=100).count() == 2
+# alias() then filter(): HAVING over an aggregate the select list leaves out (an average), and
+# over one computed from aggregates; Count(distinct=True, filter=Q(...)).
+shelved = Item.objects.filter(shelf__isnull=False).values("shelf")
+by_avg = shelved.alias(a=Avg("qty")).filter(a__gt=6).values_list("shelf", flat=True)
+assert sorted(by_avg) == sorted([shelves[0].pk, shelves[2].pk]), list(by_avg)
+by_ratio = shelved.alias(r=Sum("qty") / Count("id")).filter(r__gt=6).values_list("shelf", flat=True)
+assert list(by_ratio) == [shelves[0].pk], list(by_ratio)
+notes = Item.objects.aggregate(
+    low=Count("line__note", distinct=True, filter=Q(qty__lt=5)),
+    none=Count("line__note", distinct=True, filter=Q(qty__lt=1)),
+)
+assert notes == {"low": 2, "none": 0}, notes
 # Window(partition_by=[the shard key]): each shard numbers whole partitions; filtered on the
 # window, Django reads it through a derived table.
 numbered = Line.objects.annotate(
