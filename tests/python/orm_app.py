@@ -112,6 +112,20 @@ def query(s, ids):
         select(Customer.tenant_id, func.count()).group_by(Customer.tenant_id)
         .having(func.count() > 1)).all())
     assert per_tenant == {1: CUSTOMERS // 2, 2: CUSTOMERS // 2}, per_tenant
+    # The count of the groups a bound HAVING value keeps, as a paginator asks it, and HAVING on
+    # an average the select list leaves out.
+    kept = select(Customer.tenant_id).group_by(Customer.tenant_id).having(func.count() > 1)
+    assert s.scalar(select(func.count()).select_from(kept.subquery())) == 2
+    by_state = {}
+    for i in range(CUSTOMERS):
+        for j in range(ORDERS_EACH):
+            if (10 * i + j) % 4:
+                by_state.setdefault(STATES[(i + j) % 3], []).append(10 * i + j)
+    cut = int(sorted(sum(v) / len(v) for v in by_state.values())[1])
+    above = s.scalars(select(Order.state).where(Order.amount % 4 != 0).group_by(Order.state)
+                      .having(func.avg(Order.amount) >= cut)).all()
+    assert sorted(above) == sorted(k for k, v in by_state.items() if sum(v) / len(v) >= cut), above
+    assert 0 < len(above) < 3, (above, by_state)
     # Grouped by an enum column: its labels, counted over every shard.
     per_state = dict(s.execute(select(Order.state, func.count()).group_by(Order.state)).all())
     expected = {}
