@@ -1,0 +1,225 @@
+//! Grouped queries over several shards compared with one PostgreSQL holding the same rows:
+//! HAVING's forms, aggregates HAVING and ORDER BY read without selecting them, distinct counts
+//! filtered or beside constants, and the count of a grouped query's groups. Each runs on three
+//! unlike shards, with rows of every group on more than one shard.
+
+mod common;
+
+use common::{rows, TestCluster};
+use tokio_postgres::Client;
+
+const TABLES: &str = "[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
+
+/// Three unlike shards behind the proxy, and one server holding the same rows (a database of
+/// the first shard's server, gone with the cluster if a test fails) to compare answers with.
+struct Beside {
+    tc: TestCluster,
+    /// The proxy.
+    c: Client,
+    one: Client,
+    name: &'static str,
+}
+
+impl Beside {
+    /// `accounts (id bigint primary key, region text, kind int, balance numeric)` holds ids 1
+    /// to 70 in seven regions (`'r' || (i % 7)`), with the kind and balance of id `i` as the
+    /// expressions say, through the proxy and on the one server alike.
+    async fn start(name: &'static str, kind: &str, balance: &str) -> Self {
+        let tc = TestCluster::start_unlike(3, "", TABLES).await;
+        let c = tc.client().await;
+        let schema = format!(
+            "create table accounts (id bigint primary key, region text, kind int, balance numeric);
+             insert into accounts select i, 'r' || (i % 7), {kind}, {balance} from generate_series(1, 70) i"
+        );
+        c.batch_execute(&schema).await.unwrap();
+        let one = tc.one_server(name, &[&schema]).await;
+        Beside { tc, c, one, name }
+    }
+
+    /// The proxy answers `sql` with the one server's rows, and there are some.
+    async fn same(&self, sql: &str) {
+        let want = rows(&self.one.simple_query(sql).await.unwrap());
+        assert!(!want.is_empty(), "{sql}: the one server's answer has rows");
+        let got = self
+            .c
+            .simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(rows(&got), want, "{sql}");
+    }
+
+    /// The proxy refuses `sql` as a feature it does not support.
+    async fn refused(&self, sql: &str) {
+        match self.c.simple_query(sql).await {
+            Ok(m) => panic!("{sql}: answered {:?} instead of a refusal", rows(&m)),
+            Err(e) => assert_eq!(common::code(&e), "0A000", "{sql}: {e}"),
+        }
+    }
+
+    async fn stop(self) {
+        self.tc.drop_one_server(self.one, self.name).await;
+    }
+}
+
+/// The count of a grouped query's groups kept by HAVING (a paginator's count over an
+/// annotated, filtered query) with the HAVING value bound, as drivers that bind on the server
+/// send it: each group is merged across shards before HAVING keeps or drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_kept_by_a_bound_having_are_counted_across_shards() {
+    let b = Beside::start("one_kept_count", "i % 2", "i * 1.5").await;
+    for (sql, value) in [
+        // Every region has 10 rows, spread over the shards: no shard alone holds more than
+        // 6 of one, so a count of each shard's kept groups would be 0.
+        ("select count(*) from (select region, count(*) from accounts group by region having count(*) > $1) s", 6i64),
+        ("select count(*) from (select region, sum(balance) as total from accounts group by region having max(id) >= $1) s", 68),
+        ("select count(*) from (select region, kind, count(*) as n from accounts where id > $1 group by region, kind having count(*) > 2) s", 10),
+    ] {
+        let want: i64 = b.one.query_one(sql, &[&value]).await.unwrap().get(0);
+        let got: i64 = b.c.query_one(sql, &[&value]).await.unwrap().get(0);
+        assert_eq!(got, want, "{sql} with {value}");
+        assert!(want > 0, "{sql}: the groups kept must not be none");
+    }
+    b.stop().await;
+}
+
+/// A constant beside count(DISTINCT ...) without GROUP BY: the merge makes the answer row
+/// itself, so the constant is evaluated after it, and comes back as PostgreSQL writes it,
+/// also when no shard has a row to count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn constants_beside_a_distinct_count_come_back_as_written() {
+    let b = Beside::start("one_distinct_constant", "i % 2", "i * 1.5").await;
+    for filter in ["", " where id > 1000", " where kind = 1"] {
+        for items in [
+            "count(distinct region), 'total'",
+            "1, count(distinct kind), null, -2.5",
+            "count(distinct region) + 1, 'k'::text, 1 + 2, true",
+            "count(distinct region) as n, 'x' as label, sum(balance)",
+        ] {
+            b.same(&format!("select {items} from accounts{filter}"))
+                .await;
+        }
+    }
+    // Bound, with the constant a parameter; the column names and types are PostgreSQL's.
+    let sql = "select count(distinct region), $1::text as label, 7 from accounts where id > $2";
+    for bound in [0i64, 1000] {
+        let want = b.one.query_one(sql, &[&"all", &bound]).await.unwrap();
+        let got = b.c.query_one(sql, &[&"all", &bound]).await.unwrap();
+        let read =
+            |r: &tokio_postgres::Row| -> (i64, String, i32) { (r.get(0), r.get(1), r.get(2)) };
+        assert_eq!(read(&got), read(&want), "{sql} with {bound}");
+        let names = |r: &tokio_postgres::Row| -> Vec<String> {
+            r.columns().iter().map(|c| c.name().to_string()).collect()
+        };
+        assert_eq!(names(&got), names(&want));
+    }
+    b.stop().await;
+}
+
+/// HAVING over a boolean aggregate: compared with `true` or `false` (as Django writes a
+/// filter on one), alone, or negated, merged across shards before the condition is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn having_a_boolean_aggregate_keeps_the_groups_one_postgresql_keeps() {
+    // Within each region some rows are big and some not, on different shards: a shard alone
+    // would see some regions as all big.
+    let b = Beside::start(
+        "one_bool_having",
+        "i % 2",
+        "case when i % 5 = 0 then null else i * 1.5 end",
+    )
+    .await;
+    for having in [
+        "bool_and(balance > 20) = false",
+        "bool_or(balance > 100) = true",
+        "every(kind = 1) = false and count(*) > 3",
+        "bool_and(balance > 9)",
+        "not bool_or(balance > 99)",
+        "(every(balance < 100))",
+        "not (bool_and(balance > 20))",
+    ] {
+        b.same(&format!(
+            "select region, count(*) from accounts where id > 2 group by region having {having} order by region"
+        ))
+        .await;
+    }
+    b.stop().await;
+}
+
+/// HAVING and ORDER BY over an avg or a count(DISTINCT ...) the select list leaves out (as
+/// Django's `alias()` then `filter()` writes them): carried as hidden columns and merged as
+/// selected ones are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unselected_averages_and_distinct_counts_filter_and_sort_groups() {
+    let b = Beside::start(
+        "one_unselected",
+        "case when i % 7 < 3 then 1 else i % 3 end",
+        "i * 1.5",
+    )
+    .await;
+    for sql in [
+        "select region, count(*) from accounts group by region having avg(balance) > 52 order by region",
+        "select region from accounts group by region having count(distinct kind) > 1 order by region",
+        "select region, max(id) from accounts group by region order by avg(balance) desc, region",
+        "select region, count(*) from accounts group by region order by count(distinct kind), region",
+        "select region from accounts group by region having avg(balance::float8) < 53.5 order by region",
+        "select region, count(distinct kind) from accounts where id > 5 group by region having count(distinct id % 4) > 3 and avg(id) > 34 order by 1",
+    ] {
+        b.same(sql).await;
+    }
+    // Without GROUP BY the merge makes the answer row; under grouping sets a distinct count
+    // is refused selected or not.
+    b.refused("select count(*) from accounts having count(distinct kind) > 1")
+        .await;
+    b.refused("select region, count(*) from accounts group by rollup(region) having count(distinct kind) > 1")
+        .await;
+    b.stop().await;
+}
+
+/// HAVING and ORDER BY over an item computed from aggregates that the select list leaves
+/// out: computed after the merge from hidden parts, as a selected one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unselected_items_computed_over_aggregates_filter_and_sort_groups() {
+    let b = Beside::start("one_unselected_computed", "i % 3", "i * 1.5").await;
+    for sql in [
+        "select region, count(*) from accounts group by region having sum(balance) / count(*) > 53 order by region",
+        "select region from accounts group by region having count(*)::int * 2 > 19 and max(id) - min(id) >= 63 order by region",
+        "select region, kind from accounts group by region, kind order by max(id) - min(id) desc, sum(balance) / count(*), region, kind",
+        "select kind, count(*) from accounts group by kind having round(sum(balance) / count(*), 1) < 54 order by kind",
+    ] {
+        b.same(sql).await;
+    }
+    // Bound.
+    let sql = "select kind from accounts group by kind having max(id) - min(id) > $1 order by kind";
+    let read =
+        |rows: Vec<tokio_postgres::Row>| -> Vec<i32> { rows.iter().map(|r| r.get(0)).collect() };
+    let want = read(b.one.query(sql, &[&67i64]).await.unwrap());
+    assert!(!want.is_empty() && want.len() < 3, "{want:?}");
+    assert_eq!(read(b.c.query(sql, &[&67i64]).await.unwrap()), want);
+    // A part that needs columns of its own.
+    b.refused("select region from accounts group by region having avg(balance) * 2 > 100")
+        .await;
+    b.stop().await;
+}
+
+/// count(DISTINCT x) FILTER (WHERE ...), as Django writes `Count("x", distinct=True,
+/// filter=Q(...))`: the values the filter keeps, counted across shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_distinct_counts_count_the_values_the_filter_keeps() {
+    let b = Beside::start(
+        "one_filtered_distinct",
+        "i % 5",
+        "case when i % 9 = 0 then null else i * 1.5 end",
+    )
+    .await;
+    for sql in [
+        "select count(distinct kind) filter (where balance > 50) from accounts",
+        "select count(distinct kind) filter (where id > 1000), count(*) from accounts",
+        "select region, count(distinct kind) filter (where balance < 60), count(distinct kind) from accounts group by region order by region",
+        "select kind, count(distinct region) filter (where balance is null or id % 2 = 0) as n from accounts group by kind having count(distinct region) filter (where id > 20) > 5 order by kind",
+    ] {
+        b.same(sql).await;
+    }
+    // Row values are not among the types the merge compares, filtered or not.
+    b.refused("select count(distinct (region, kind)) filter (where id > 3) from accounts")
+        .await;
+    b.stop().await;
+}
