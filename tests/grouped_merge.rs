@@ -161,6 +161,9 @@ async fn unselected_averages_and_distinct_counts_filter_and_sort_groups() {
         "select region, max(id) from accounts group by region order by avg(balance) desc, region",
         "select region, count(*) from accounts group by region order by count(distinct kind), region",
         "select region from accounts group by region having avg(balance::float8) < 53.5 order by region",
+        // A decimal cast as SQLAlchemy binds one, against numeric and float columns.
+        "select region from accounts group by region having sum(balance) > 530.25::numeric order by region",
+        "select region from accounts group by region having avg(balance::float8) > 53.5::numeric order by region",
         "select region, count(distinct kind) from accounts where id > 5 group by region having count(distinct id % 4) > 3 and avg(id) > 34 order by 1",
     ] {
         b.same(sql).await;

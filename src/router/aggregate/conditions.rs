@@ -52,8 +52,28 @@ pub(super) fn literal(e: &Expr, params: &Params) -> Option<String> {
         {
             literal(expr, params).filter(|l| l.parse::<i64>().is_ok())
         }
+        // `$1::NUMERIC`, as SQLAlchemy binds a Decimal: a plain decimal compares in the
+        // column's type as PostgreSQL compares it there (an integer column's value as a
+        // numeric, a float column's in float). With a typmod the cast would round: refused.
+        Expr::Cast {
+            expr, data_type, ..
+        } if matches!(
+            data_type.to_string().to_ascii_uppercase().as_str(),
+            "NUMERIC" | "DECIMAL"
+        ) =>
+        {
+            literal(expr, params).filter(|l| plain_decimal(l))
+        }
         _ => None,
     }
+}
+
+/// `-12.50`, `3`, `.5`: digits with at most one point and a leading minus, nothing else.
+fn plain_decimal(l: &str) -> bool {
+    let digits = l.strip_prefix('-').unwrap_or(l);
+    digits.chars().any(|c| c.is_ascii_digit())
+        && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && digits.matches('.').count() <= 1
 }
 
 /// The operator with its sides swapped (`5 < x` read as `x > 5`).
@@ -64,5 +84,20 @@ pub(super) fn flip(op: &BinaryOperator) -> BinaryOperator {
         BinaryOperator::Gt => BinaryOperator::Lt,
         BinaryOperator::GtEq => BinaryOperator::LtEq,
         other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_decimals_pass_a_numeric_cast() {
+        for ok in ["3", "-12.50", ".5", "7."] {
+            assert!(plain_decimal(ok), "{ok}");
+        }
+        for not in ["", "-", ".", "1e5", "NaN", "1.2.3", "+1", " 1", "Infinity"] {
+            assert!(!plain_decimal(not), "{not}");
+        }
     }
 }

@@ -444,3 +444,30 @@ fn grouping_sets_are_grouped_on_each_shard_and_told_apart_by_grouping() {
     assert!(!spec.single_group);
     assert_eq!(merge.hidden, 2);
 }
+
+#[test]
+fn having_reads_a_value_bound_as_a_plain_numeric() {
+    let bound = |value: &'static [u8]| Params {
+        values: [Some(bytes::Bytes::from_static(value))]
+            .into_iter()
+            .collect(),
+        formats: vec![],
+        types: Default::default(),
+    };
+    let planned = |sql: &str, value: &'static [u8]| {
+        let stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
+        plan(&stmt[0], &placement(), &bound(value))
+    };
+    let sql = "select v, count(*) from accounts group by v having sum(x) > $1::NUMERIC";
+    match planned(sql, b"10.5") {
+        Plan::Scatter { merge, .. } => {
+            let spec = merge.aggregate.expect("combined");
+            assert_eq!(spec.having[0].literal, "10.5");
+        }
+        other => panic!("{other:?}"),
+    }
+    // An exponent, or a typmod that would round the value, is not read as it.
+    assert_eq!(code(&planned(sql, b"1e5")), "0A000");
+    let rounded = "select v, count(*) from accounts group by v having sum(x) > $1::NUMERIC(10, 1)";
+    assert_eq!(code(&planned(rounded, b"10.55")), "0A000");
+}
