@@ -510,6 +510,12 @@ async fn same_results(consistency: Consistency) {
         "select count(*) from (select owner, count(*) from accounts where id > 100000 group by owner having count(*) > 0) s",
         // ... but its outputs the count does not read are not evaluated, as on one server.
         "select count(*) from (select owner, sum(1 / (region - region)) from accounts group by owner) s",
+        // A literal beside a distinct count without GROUP BY, with rows and without; HAVING
+        // and ORDER BY over aggregates and items the select list leaves out.
+        "select 1, count(distinct owner), 'total' from accounts",
+        "select count(distinct owner), null from accounts where id > 100000",
+        "select owner from accounts group by owner having avg(balance) > 400 and count(distinct region) > 3 \
+         order by sum(balance) / count(*) desc, owner",
         // Items over merged aggregates and group columns, computed after the merge.
         "select owner, round(avg(balance), 2), count(*)::int, sum(balance) / count(*) as per, max(balance) - min(balance) \
          from accounts group by owner order by 3 desc, owner",
@@ -799,7 +805,6 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "select id from accounts union all select count(*) from orders",
         "select regr_count(id, region) from accounts",
         "select distinct corr(id, region) from accounts",
-        "select 1, count(distinct owner) from accounts",
         "select a.id, (select count(*) from orders) from accounts a",
         "select a.id, (select count(*) from orders o where o.amount = a.balance) from accounts a",
         "select (select max(a.balance)) from accounts a",

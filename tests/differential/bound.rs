@@ -145,13 +145,20 @@ pub async fn answer(
 #[test]
 fn constants_of_comparisons_lists_and_limits_are_bound_and_positions_are_not() {
     let (sql, params) = parametrize(
-        "select id, note from accounts where id in (3, 4) and balance > 10.5 and id between 2 and 9 \
-         and note = 'n1' and r.id * 50 = a.id order by 2, 1 limit 5 offset 1",
+        "select id, balance > 0, note from accounts where id in (3, 4) and balance > 10.5 \
+         and id between 2 and 9 and note = 'n1' and owner = 'x'::text and r.id * 50 = a.id \
+         and region in (select region from accounts a3 where id < 7 group by region limit 3) \
+         group by 1, balance > 0 having count(*) > 2 order by 2, 1 limit 5 offset 1",
     );
     assert_eq!(
         sql,
-        "select id, note from accounts where id in ($1, $2) and balance > $3 and id between $4 and $5 \
-         and note = 'n1' and r.id * 50 = a.id order by 2, 1 limit $6 offset $7"
+        "select id, balance > 0, note from accounts where id in ($1, $2) and balance > $3 \
+         and id between $4 and $5 and note = $6 and owner = 'x'::text and r.id * 50 = a.id \
+         and region in (select region from accounts a3 where id < $7 group by region limit 3) \
+         group by 1, balance > 0 having count(*) > $8 order by 2, 1 limit $9 offset $10"
     );
-    assert_eq!(params, ["3", "4", "10.5", "2", "9", "5", "1"]);
+    assert_eq!(
+        params,
+        ["3", "4", "10.5", "2", "9", "n1", "7", "2", "5", "1"]
+    );
 }

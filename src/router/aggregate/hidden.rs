@@ -77,8 +77,8 @@ pub(super) fn distinct_count(
 
 /// An item HAVING or ORDER BY reads that computes over aggregates and is not selected
 /// (`HAVING sum(x) / count(*) > 2`): a hidden column the merge fills as it fills a selected
-/// computed item, its parts hidden after it. A part needing columns of its own (avg, a
-/// distinct count) is refused. Returns the item's column.
+/// computed item, its parts hidden after it (an average's count after every part). A distinct
+/// count among the parts is refused. Returns the item's column.
 pub(super) fn computed(
     e: &Expr,
     (q, params, placement): (
@@ -115,6 +115,12 @@ pub(super) fn computed(
             Ok(Some("sum")) => AggColumn::Sum,
             Ok(Some("min")) => AggColumn::Min,
             Ok(Some("max")) => AggColumn::Max,
+            // Its sum here; the count (and float sum) after every part, since the template
+            // reads the parts from consecutive columns.
+            Ok(Some("avg")) => AggColumn::Avg {
+                count: usize::MAX,
+                float_sum: None,
+            },
             Ok(None) if group_texts.contains(&part.to_string()) => AggColumn::Group,
             _ => return Err(cannot()),
         });
@@ -128,8 +134,30 @@ pub(super) fn computed(
         params: c.params,
     };
     push(c.stand_in, template, visible, (spec, hidden));
+    let mut averages = Vec::new();
     for (part, column) in c.parts.into_iter().zip(columns) {
-        push(part, column, visible, (spec, hidden));
+        if matches!(column, AggColumn::Avg { .. }) {
+            let column = push(
+                rename_function(&part, "sum"),
+                column,
+                visible,
+                (spec, hidden),
+            );
+            averages.push((column, part));
+        } else {
+            push(part, column, visible, (spec, hidden));
+        }
+    }
+    for (column, avg) in averages {
+        let count = push(
+            rename_function(&avg, "count"),
+            AggColumn::AvgCount,
+            visible,
+            (spec, hidden),
+        );
+        let float_sum = float_sum_of(&avg)
+            .map(|sum| push(sum, AggColumn::AvgFloatSum, visible, (spec, hidden)));
+        spec.columns[column] = AggColumn::Avg { count, float_sum };
     }
     Ok(at)
 }
