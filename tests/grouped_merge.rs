@@ -232,3 +232,36 @@ async fn filtered_distinct_counts_count_the_values_the_filter_keeps() {
         .await;
     b.stop().await;
 }
+
+/// bit_or and bit_and of integers: the shards' partials ORed and ANDed, NULLs skipped, in
+/// text and in binary at each integer width; over bit strings refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bit_or_and_bit_and_of_integers_combine_across_shards() {
+    let b = Beside::start(
+        "one_bits",
+        "case when i % 11 = 0 then null else (i * 37) % 64 end",
+        "i * 1.5",
+    )
+    .await;
+    for sql in [
+        "select bit_or(kind), bit_and(kind | 1), bit_or(id), bit_and(-id), bit_or(kind::int2) from accounts",
+        "select region, bit_or(kind), bit_and(kind) from accounts group by region order by region",
+        "select region, count(*) from accounts group by region having bit_or(kind) > 60 order by bit_and(id), region",
+        "select bit_or(kind), count(*) from accounts where id > 1000",
+    ] {
+        b.same(sql).await;
+    }
+    // Binary results, as tokio-postgres asks for them.
+    let sql = "select region, bit_or(kind::int2), bit_and(kind), bit_or(id) from accounts group by region order by region";
+    type Bits = (String, Option<i16>, Option<i32>, Option<i64>);
+    let read = |rows: Vec<tokio_postgres::Row>| -> Vec<Bits> {
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
+    };
+    let want = read(b.one.query(sql, &[]).await.unwrap());
+    assert_eq!(want.len(), 7);
+    assert_eq!(read(b.c.query(sql, &[]).await.unwrap()), want);
+    b.refused("select bit_or(kind::bit(8)) from accounts").await;
+    b.stop().await;
+}

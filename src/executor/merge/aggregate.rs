@@ -44,6 +44,8 @@ enum State {
     /// A sum of intervals, each part apart, as PostgreSQL's `+` adds them.
     SumInterval(Option<Interval>),
     Best(Option<(SortValue, Bytes)>),
+    /// bit_or or bit_and of integers so far.
+    Bits(Option<i64>),
     /// The distinct values of a count(DISTINCT x), in `distinct_key` form; None for a NULL
     /// where it counts.
     Distinct(HashSet<Option<Vec<u8>>>),
@@ -99,6 +101,11 @@ pub fn check(
                 ONE_SPELLING.contains(&f.type_oid) || value::supported(f.type_oid, f.format).is_ok()
             }
             AggColumn::CountDistinct { .. } => f.type_oid == oid::INT8,
+            // bit_or over bit strings fails on strings of different lengths, which the
+            // merge would have to fail alike: only integers.
+            AggColumn::BitOr | AggColumn::BitAnd => {
+                matches!(f.type_oid, oid::INT2 | oid::INT4 | oid::INT8)
+            }
         };
         if !ok && *col == AggColumn::Group {
             return Err(unsupported(format!(
@@ -191,6 +198,7 @@ fn fresh(fields: &[FieldDesc], spec: &AggSpec) -> Vec<State> {
                 _ => State::SumFloat(None),
             },
             AggColumn::Min | AggColumn::Max => State::Best(None),
+            AggColumn::BitOr | AggColumn::BitAnd => State::Bits(None),
             AggColumn::DistinctValue { .. } => State::Distinct(HashSet::new()),
             AggColumn::CountDistinct { .. } => State::CountDistinct,
         })
@@ -306,6 +314,7 @@ impl Groups {
                     (State::Group(v), _) => v,
                     (State::Count(n), _) => Some(encode_int(n as i128, f)?),
                     (State::Best(b), _) => b.map(|(_, raw)| raw),
+                    (State::Bits(v), _) => v.map(|v| encode_sized_int(v, f)),
                     (State::CountDistinct, AggColumn::CountDistinct { values }) => {
                         Some(encode_int(distinct[*values] as i128, f)?)
                     }
@@ -456,9 +465,43 @@ fn combine(
                 }
             }
         }
+        State::Bits(acc) => {
+            if let Some(r) = raw {
+                let v = read_sized_int(&r, f.format).ok_or_else(bad)?;
+                *acc = Some(match (*acc, col) {
+                    (None, _) => v,
+                    (Some(a), AggColumn::BitAnd) => a & v,
+                    (Some(a), _) => a | v,
+                });
+            }
+        }
         State::Distinct(_) | State::CountDistinct => {}
     }
     Ok(())
+}
+
+/// An int2, int4 or int8 value as text or in its binary width.
+fn read_sized_int(raw: &[u8], format: i16) -> Option<i64> {
+    if format != 1 {
+        return std::str::from_utf8(raw).ok()?.parse().ok();
+    }
+    Some(match raw.len() {
+        2 => i16::from_be_bytes(raw.try_into().ok()?) as i64,
+        4 => i32::from_be_bytes(raw.try_into().ok()?) as i64,
+        8 => i64::from_be_bytes(raw.try_into().ok()?),
+        _ => return None,
+    })
+}
+
+/// `v` in the column's integer type and format. ORs and ANDs of values of a type stay in
+/// its range, so the casts keep every bit.
+fn encode_sized_int(v: i64, f: &FieldDesc) -> Bytes {
+    match (f.format, f.type_oid) {
+        (1, oid::INT2) => Bytes::copy_from_slice(&(v as i16).to_be_bytes()),
+        (1, oid::INT4) => Bytes::copy_from_slice(&(v as i32).to_be_bytes()),
+        (1, _) => Bytes::copy_from_slice(&v.to_be_bytes()),
+        _ => Bytes::from(v.to_string()),
+    }
 }
 
 /// What one group costs beyond its values: its index entry, key and state vectors.

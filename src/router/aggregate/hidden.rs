@@ -115,6 +115,8 @@ pub(super) fn computed(
             Ok(Some("sum")) => AggColumn::Sum,
             Ok(Some("min")) => AggColumn::Min,
             Ok(Some("max")) => AggColumn::Max,
+            Ok(Some("bit_or")) => AggColumn::BitOr,
+            Ok(Some("bit_and")) => AggColumn::BitAnd,
             // Its sum here; the count (and float sum) after every part, since the template
             // reads the parts from consecutive columns.
             Ok(Some("avg")) => AggColumn::Avg {

@@ -14,6 +14,9 @@ pub enum AggColumn {
     Sum,
     Min,
     Max,
+    /// bit_or(x) and bit_and(x) of an integer column: the partials ORed (ANDed).
+    BitOr,
+    BitAnd,
     /// sum(x) on the shards; `count` is the column of the hidden count(x), `float_sum` the
     /// column of the hidden sum of x as double precision (used when x is a float type, because
     /// PostgreSQL accumulates avg(real) in double precision while sum(real) stays real).

@@ -404,8 +404,8 @@ fn aggregates_the_merge_cannot_combine_are_named_as_such() {
             "string_agg(v, ',') over several shards",
         ),
         (
-            "select count(*), bit_and(x) from accounts",
-            "bit_and(x) over",
+            "select count(*), bit_xor(x) from accounts",
+            "bit_xor(x) over",
         ),
         // Inside an item computed over merged aggregates.
         (
