@@ -233,10 +233,10 @@ async fn filtered_distinct_counts_count_the_values_the_filter_keeps() {
     b.stop().await;
 }
 
-/// bit_or and bit_and of integers: the shards' partials ORed and ANDed, NULLs skipped, in
+/// bit_or, bit_and and bit_xor of integers: the shards' partials combined, NULLs skipped, in
 /// text and in binary at each integer width; over bit strings refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bit_or_and_bit_and_of_integers_combine_across_shards() {
+async fn bitwise_aggregates_of_integers_combine_across_shards() {
     let b = Beside::start(
         "one_bits",
         "case when i % 11 = 0 then null else (i * 37) % 64 end",
@@ -244,8 +244,8 @@ async fn bit_or_and_bit_and_of_integers_combine_across_shards() {
     )
     .await;
     for sql in [
-        "select bit_or(kind), bit_and(kind | 1), bit_or(id), bit_and(-id), bit_or(kind::int2) from accounts",
-        "select region, bit_or(kind), bit_and(kind) from accounts group by region order by region",
+        "select bit_or(kind), bit_and(kind | 1), bit_or(id), bit_and(-id), bit_or(kind::int2), bit_xor(kind), bit_xor(id) from accounts",
+        "select region, bit_or(kind), bit_and(kind), bit_xor(kind::int2) from accounts group by region order by region",
         "select region, count(*) from accounts group by region having bit_or(kind) > 60 order by bit_and(id), region",
         "select bit_or(kind), count(*) from accounts where id > 1000",
     ] {

@@ -175,7 +175,7 @@ fn aggregate(rng: &mut Rng, q: &str) -> String {
         52 => format!("{}({}::text)", rng.pick(&["min", "max"]), c("tag")),
         53 => format!("count(distinct {})", c("tag")),
         54 => format!("max({} || {})", c("owner"), c("note")),
-        55 => format!("bit_and({})", c("region")),
+        55 => format!("{}({})", rng.pick(&["bit_and", "bit_xor"]), c("region")),
         56 => format!("min({}::date)", c("updated")),
         57 => format!("sum({}) filter (where {})", c("balance"), c("active")),
         // Items computed over the merged aggregates.

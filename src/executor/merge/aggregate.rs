@@ -44,7 +44,7 @@ enum State {
     /// A sum of intervals, each part apart, as PostgreSQL's `+` adds them.
     SumInterval(Option<Interval>),
     Best(Option<(SortValue, Bytes)>),
-    /// bit_or or bit_and of integers so far.
+    /// bit_or, bit_and or bit_xor of integers so far.
     Bits(Option<i64>),
     /// The distinct values of a count(DISTINCT x), in `distinct_key` form; None for a NULL
     /// where it counts.
@@ -103,7 +103,7 @@ pub fn check(
             AggColumn::CountDistinct { .. } => f.type_oid == oid::INT8,
             // bit_or over bit strings fails on strings of different lengths, which the
             // merge would have to fail alike: only integers.
-            AggColumn::BitOr | AggColumn::BitAnd => {
+            AggColumn::BitOr | AggColumn::BitAnd | AggColumn::BitXor => {
                 matches!(f.type_oid, oid::INT2 | oid::INT4 | oid::INT8)
             }
         };
@@ -198,7 +198,7 @@ fn fresh(fields: &[FieldDesc], spec: &AggSpec) -> Vec<State> {
                 _ => State::SumFloat(None),
             },
             AggColumn::Min | AggColumn::Max => State::Best(None),
-            AggColumn::BitOr | AggColumn::BitAnd => State::Bits(None),
+            AggColumn::BitOr | AggColumn::BitAnd | AggColumn::BitXor => State::Bits(None),
             AggColumn::DistinctValue { .. } => State::Distinct(HashSet::new()),
             AggColumn::CountDistinct { .. } => State::CountDistinct,
         })
@@ -471,6 +471,7 @@ fn combine(
                 *acc = Some(match (*acc, col) {
                     (None, _) => v,
                     (Some(a), AggColumn::BitAnd) => a & v,
+                    (Some(a), AggColumn::BitXor) => a ^ v,
                     (Some(a), _) => a | v,
                 });
             }

@@ -117,6 +117,7 @@ pub(super) fn computed(
             Ok(Some("max")) => AggColumn::Max,
             Ok(Some("bit_or")) => AggColumn::BitOr,
             Ok(Some("bit_and")) => AggColumn::BitAnd,
+            Ok(Some("bit_xor")) => AggColumn::BitXor,
             // Its sum here; the count (and float sum) after every part, since the template
             // reads the parts from consecutive columns.
             Ok(Some("avg")) => AggColumn::Avg {

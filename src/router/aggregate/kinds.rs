@@ -1,5 +1,5 @@
 //! Which aggregate calls combine across shards, and as what: each shard's partial count, sum,
-//! min, max, bit_or or bit_and adds up (or compares, or ORs) to the whole's; count(DISTINCT x) is counted by the merge
+//! min, max and bitwise aggregate adds up (or compares, or ORs) to the whole's; count(DISTINCT x) is counted by the merge
 //! from the values; anything else is named in the refusal.
 
 use sqlparser::ast::{Expr, FunctionArguments, Ident, ObjectNamePart, Value};
@@ -32,10 +32,11 @@ pub(in crate::router) fn aggregate_kind(e: &Expr) -> Result<Option<&'static str>
         "min" | "bool_and" | "every" => "min",
         "max" | "bool_or" => "max",
         "avg" => "avg",
-        // Over integers OR and AND are associative and skip NULLs: the shards' partials
+        // Over integers OR, AND and XOR are associative and skip NULLs: the shards' partials
         // combine to the whole's (other types are refused by the merge).
         "bit_or" => "bit_or",
         "bit_and" => "bit_and",
+        "bit_xor" => "bit_xor",
         _ => return Ok(None),
     };
     // FILTER only chooses the rows a shard aggregates, so its partials combine as any other.

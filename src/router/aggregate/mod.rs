@@ -251,6 +251,7 @@ pub fn plan_aggregate(
             Some("max") => AggColumn::Max,
             Some("bit_or") => AggColumn::BitOr,
             Some("bit_and") => AggColumn::BitAnd,
+            Some("bit_xor") => AggColumn::BitXor,
             Some("count_distinct") => {
                 distinct_pending.extend(distinct_argument(expr).map(|a| (i, a)));
                 AggColumn::CountDistinct { values: usize::MAX }
@@ -392,6 +393,7 @@ pub fn plan_aggregate(
                 Some("max") => AggColumn::Max,
                 Some("bit_or") => AggColumn::BitOr,
                 Some("bit_and") => AggColumn::BitAnd,
+                Some("bit_xor") => AggColumn::BitXor,
                 Some("avg") => return Ok(hidden::avg(e, visible, (spec, hidden))),
                 // Without GROUP BY the merge would make an answer row the items were not
                 // planned for; under grouping sets it is refused as a selected one is.

@@ -14,9 +14,11 @@ pub enum AggColumn {
     Sum,
     Min,
     Max,
-    /// bit_or(x) and bit_and(x) of an integer column: the partials ORed (ANDed).
+    /// bit_or(x), bit_and(x) and bit_xor(x) of an integer column: the partials ORed (ANDed,
+    /// XORed).
     BitOr,
     BitAnd,
+    BitXor,
     /// sum(x) on the shards; `count` is the column of the hidden count(x), `float_sum` the
     /// column of the hidden sum of x as double precision (used when x is a float type, because
     /// PostgreSQL accumulates avg(real) in double precision while sum(real) stays real).
