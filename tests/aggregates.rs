@@ -48,7 +48,7 @@ async fn aggregates_that_cannot_be_combined_are_refused_never_answered_per_shard
     for sql in [
         "select regr_count(id, balance) from accounts",
         "select corr(id, balance) from accounts",
-        "select bit_xor(id) from accounts",
+        "select bit_xor(id::bit(8)) from accounts",
         "select distinct regr_count(id, balance) from accounts",
         "select * from (select regr_count(id, balance) from accounts) s",
         "select id from accounts order by row_number() over (order by balance) limit 3",
