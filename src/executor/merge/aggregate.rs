@@ -494,7 +494,7 @@ fn read_sized_int(raw: &[u8], format: i16) -> Option<i64> {
     })
 }
 
-/// `v` in the column's integer type and format. ORs and ANDs of values of a type stay in
+/// `v` in the column's integer type and format. OR, AND and XOR of values of a type stay in
 /// its range, so the casts keep every bit.
 fn encode_sized_int(v: i64, f: &FieldDesc) -> Bytes {
     match (f.format, f.type_oid) {

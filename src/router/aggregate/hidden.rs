@@ -17,12 +17,66 @@ fn push(
     visible: usize,
     (spec, hidden): (&mut AggSpec, &mut Vec<SelectItem>),
 ) -> usize {
+    let alias = format!("__shardgate_extra_{}", hidden.len());
+    push_as(expr, &alias, column, visible, (spec, hidden))
+}
+
+fn push_as(
+    expr: Expr,
+    alias: &str,
+    column: AggColumn,
+    visible: usize,
+    (spec, hidden): (&mut AggSpec, &mut Vec<SelectItem>),
+) -> usize {
     hidden.push(SelectItem::ExprWithAlias {
         expr,
-        alias: Ident::new(format!("__shardgate_extra_{}", hidden.len())),
+        alias: Ident::new(alias),
     });
     spec.columns.push(column);
     visible + hidden.len() - 1
+}
+
+/// The hidden count (and float sum) an `avg` whose sum is column `sum` divides by, named
+/// after `tag`; makes that column the Avg reading them. Selected or hidden, every avg takes
+/// its companions so.
+pub(super) fn avg_companions(
+    avg: &Expr,
+    sum: usize,
+    tag: usize,
+    visible: usize,
+    (spec, hidden): (&mut AggSpec, &mut Vec<SelectItem>),
+) {
+    let count = push_as(
+        rename_function(avg, "count"),
+        &format!("__shardgate_count_{tag}"),
+        AggColumn::AvgCount,
+        visible,
+        (spec, hidden),
+    );
+    let float_sum = float_sum_of(avg).map(|f| {
+        let alias = format!("__shardgate_fsum_{tag}");
+        push_as(f, &alias, AggColumn::AvgFloatSum, visible, (spec, hidden))
+    });
+    spec.columns[sum] = AggColumn::Avg { count, float_sum };
+}
+
+/// The hidden values a `count(DISTINCT ...)` at column `count` counts, named after `tag`;
+/// makes that column read them. The caller adds `values` to the shards' GROUP BY.
+pub(super) fn distinct_values(
+    values: Expr,
+    count: usize,
+    tag: usize,
+    visible: usize,
+    (spec, hidden): (&mut AggSpec, &mut Vec<SelectItem>),
+) {
+    let column = push_as(
+        values,
+        &format!("__shardgate_distinct_{tag}"),
+        AggColumn::DistinctValue { with_null: false },
+        visible,
+        (spec, hidden),
+    );
+    spec.columns[count] = AggColumn::CountDistinct { values: column };
 }
 
 /// `avg(x)`: its sum, with the count (and the float sum) beside it.
@@ -31,25 +85,13 @@ pub(super) fn avg(
     visible: usize,
     (spec, hidden): (&mut AggSpec, &mut Vec<SelectItem>),
 ) -> usize {
-    let placeholder = AggColumn::Avg {
-        count: usize::MAX,
-        float_sum: None,
-    };
     let at = push(
         rename_function(e, "sum"),
-        placeholder,
+        AggColumn::Sum,
         visible,
         (spec, hidden),
     );
-    let count = push(
-        rename_function(e, "count"),
-        AggColumn::AvgCount,
-        visible,
-        (spec, hidden),
-    );
-    let float_sum =
-        float_sum_of(e).map(|sum| push(sum, AggColumn::AvgFloatSum, visible, (spec, hidden)));
-    spec.columns[at] = AggColumn::Avg { count, float_sum };
+    avg_companions(e, at, at, visible, (spec, hidden));
     at
 }
 
@@ -63,15 +105,8 @@ pub(super) fn distinct_count(
     let Some(values) = distinct_argument(e) else {
         return Err(unsupported(not_combinable(e)));
     };
-    let placeholder = AggColumn::CountDistinct { values: usize::MAX };
-    let at = push(e.clone(), placeholder, visible, (spec, hidden));
-    let column = push(
-        values.clone(),
-        AggColumn::DistinctValue { with_null: false },
-        visible,
-        (spec, hidden),
-    );
-    spec.columns[at] = AggColumn::CountDistinct { values: column };
+    let at = push(e.clone(), AggColumn::Count, visible, (spec, hidden));
+    distinct_values(values.clone(), at, at, visible, (spec, hidden));
     Ok((at, values))
 }
 
@@ -111,18 +146,12 @@ pub(super) fn computed(
     let mut columns = Vec::with_capacity(c.parts.len());
     for part in &c.parts {
         columns.push(match combined_kind(part) {
-            Ok(Some("count")) => AggColumn::Count,
-            Ok(Some("sum")) => AggColumn::Sum,
-            Ok(Some("min")) => AggColumn::Min,
-            Ok(Some("max")) => AggColumn::Max,
-            Ok(Some("bit_or")) => AggColumn::BitOr,
-            Ok(Some("bit_and")) => AggColumn::BitAnd,
-            Ok(Some("bit_xor")) => AggColumn::BitXor,
             // Its sum here; the count (and float sum) after every part, since the template
             // reads the parts from consecutive columns.
-            Ok(Some("avg")) => AggColumn::Avg {
-                count: usize::MAX,
-                float_sum: None,
+            Ok(Some("avg")) => AggColumn::Sum,
+            Ok(Some(kind)) => match super::spec::partial(kind) {
+                Some(column) => column,
+                None => return Err(cannot()),
             },
             Ok(None) if group_texts.contains(&part.to_string()) => AggColumn::Group,
             _ => return Err(cannot()),
@@ -139,28 +168,19 @@ pub(super) fn computed(
     push(c.stand_in, template, visible, (spec, hidden));
     let mut averages = Vec::new();
     for (part, column) in c.parts.into_iter().zip(columns) {
-        if matches!(column, AggColumn::Avg { .. }) {
-            let column = push(
-                rename_function(&part, "sum"),
-                column,
-                visible,
-                (spec, hidden),
-            );
-            averages.push((column, part));
+        let average = matches!(combined_kind(&part), Ok(Some("avg")));
+        let expr = if average {
+            rename_function(&part, "sum")
         } else {
-            push(part, column, visible, (spec, hidden));
+            part.clone()
+        };
+        let at = push(expr, column, visible, (spec, hidden));
+        if average {
+            averages.push((at, part));
         }
     }
-    for (column, avg) in averages {
-        let count = push(
-            rename_function(&avg, "count"),
-            AggColumn::AvgCount,
-            visible,
-            (spec, hidden),
-        );
-        let float_sum = float_sum_of(&avg)
-            .map(|sum| push(sum, AggColumn::AvgFloatSum, visible, (spec, hidden)));
-        spec.columns[column] = AggColumn::Avg { count, float_sum };
+    for (sum, avg) in averages {
+        avg_companions(&avg, sum, sum, visible, (spec, hidden));
     }
     Ok(at)
 }

@@ -245,24 +245,18 @@ pub fn plan_aggregate(
         };
         let column = match kind {
             Some(_) if distinct => return refuse("SELECT DISTINCT with aggregates over several shards is not supported", HINT),
-            Some("count") => AggColumn::Count,
-            Some("sum") => AggColumn::Sum,
-            Some("min") => AggColumn::Min,
-            Some("max") => AggColumn::Max,
-            Some("bit_or") => AggColumn::BitOr,
-            Some("bit_and") => AggColumn::BitAnd,
-            Some("bit_xor") => AggColumn::BitXor,
-            Some("count_distinct") => {
-                distinct_pending.extend(distinct_argument(expr).map(|a| (i, a)));
-                AggColumn::CountDistinct { values: usize::MAX }
-            }
-            Some(_) => {
-                avg_pending.push((i, expr.clone()));
-                AggColumn::Avg {
-                    count: usize::MAX,
-                    float_sum: None,
+            Some(k) => match spec::partial(k) {
+                Some(column) => column,
+                // Their companions follow the client's items (see `hidden`).
+                None if k == "count_distinct" => {
+                    distinct_pending.extend(distinct_argument(expr).map(|a| (i, a)));
+                    AggColumn::Count
                 }
-            }
+                None => {
+                    avg_pending.push((i, expr.clone()));
+                    AggColumn::Sum
+                }
+            },
             // Constant within each group of each set.
             None if grouping_sets::is_grouping_call(expr) => AggColumn::Group,
             // Before the group test: under DISTINCT every item groups, and an aggregate the
@@ -324,36 +318,11 @@ pub fn plan_aggregate(
         spec.columns.push(AggColumn::Group);
     }
     for (i, expr) in avg_pending {
-        let count_col = visible + hidden.len();
-        hidden.push(SelectItem::ExprWithAlias {
-            expr: rename_function(&expr, "count"),
-            alias: Ident::new(format!("__shardgate_count_{i}")),
-        });
-        spec.columns.push(AggColumn::AvgCount);
-        let float_sum = float_sum_of(&expr).map(|sum| {
-            hidden.push(SelectItem::ExprWithAlias {
-                expr: sum,
-                alias: Ident::new(format!("__shardgate_fsum_{i}")),
-            });
-            spec.columns.push(AggColumn::AvgFloatSum);
-            visible + hidden.len() - 1
-        });
-        spec.columns[i] = AggColumn::Avg {
-            count: count_col,
-            float_sum,
-        };
+        hidden::avg_companions(&expr, i, i, visible, (&mut spec, &mut hidden));
     }
     let mut extra_groups = Vec::new();
     for (i, arg) in distinct_pending {
-        spec.columns[i] = AggColumn::CountDistinct {
-            values: visible + hidden.len(),
-        };
-        hidden.push(SelectItem::ExprWithAlias {
-            expr: arg.clone(),
-            alias: Ident::new(format!("__shardgate_distinct_{i}")),
-        });
-        spec.columns
-            .push(AggColumn::DistinctValue { with_null: false });
+        hidden::distinct_values(arg.clone(), i, i, visible, (&mut spec, &mut hidden));
         extra_groups.push(arg);
     }
     // SELECT DISTINCT groups by every column: no rows make no groups, not one empty group.
@@ -386,18 +355,12 @@ pub fn plan_aggregate(
                 return Ok(p);
             }
             let kind = combined_kind(e).map_err(unsupported)?;
-            let col = match kind {
-                Some("count") => AggColumn::Count,
-                Some("sum") => AggColumn::Sum,
-                Some("min") => AggColumn::Min,
-                Some("max") => AggColumn::Max,
-                Some("bit_or") => AggColumn::BitOr,
-                Some("bit_and") => AggColumn::BitAnd,
-                Some("bit_xor") => AggColumn::BitXor,
-                Some("avg") => return Ok(hidden::avg(e, visible, (spec, hidden))),
+            let col = match kind.map(|k| (k, spec::partial(k))) {
+                Some((_, Some(column))) => column,
+                Some(("avg", _)) => return Ok(hidden::avg(e, visible, (spec, hidden))),
                 // Without GROUP BY the merge would make an answer row the items were not
                 // planned for; under grouping sets it is refused as a selected one is.
-                Some("count_distinct") if !group_exprs.is_empty() && !has_sets => {
+                Some(("count_distinct", _)) if !group_exprs.is_empty() && !has_sets => {
                     let (at, values) = hidden::distinct_count(e, visible, (spec, hidden))?;
                     extra_groups.push(values);
                     return Ok(at);

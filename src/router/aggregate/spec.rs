@@ -91,3 +91,19 @@ impl AggSpec {
             .any(|c| matches!(c, AggColumn::Computed { .. }))
     }
 }
+
+/// The column of an aggregate of this kind (see `kinds::aggregate_kind`) whose shards'
+/// partials combine on their own: count, sum, min, max and the bitwise ones. None for avg and
+/// count(DISTINCT ...), which need columns beside them.
+pub(super) fn partial(kind: &str) -> Option<AggColumn> {
+    Some(match kind {
+        "count" => AggColumn::Count,
+        "sum" => AggColumn::Sum,
+        "min" => AggColumn::Min,
+        "max" => AggColumn::Max,
+        "bit_or" => AggColumn::BitOr,
+        "bit_and" => AggColumn::BitAnd,
+        "bit_xor" => AggColumn::BitXor,
+        _ => return None,
+    })
+}
