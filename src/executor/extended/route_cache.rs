@@ -23,20 +23,10 @@ use foldhash::HashMap;
 /// texts must not grow without bound).
 const MAX_TEXTS: usize = 1024;
 
-/// What a session keeps of one statement text.
-#[derive(Debug)]
-struct Learned {
-    /// None: planned every time.
-    route: Option<Route>,
-    /// The fast path's questions said no, and say the same while `route` holds (see the
-    /// module comment).
-    not_looked_at: bool,
-}
-
-/// A session's learned routes by statement text.
+/// A session's learned routes by statement text (`None`: planned every time).
 #[derive(Debug, Default)]
 pub(super) struct Routes {
-    by_text: HashMap<String, Learned>,
+    by_text: HashMap<String, Option<Route>>,
 }
 
 impl Routes {
@@ -54,9 +44,15 @@ impl Routes {
             return Some(plan_sql(exec, sql, ast, params));
         };
         let known = self.by_text.get(sql);
-        let valid =
-            known.and_then(|l| l.route.as_ref().filter(|r| r.learned_with(&exec.placement)));
-        if !(valid.is_some() && known.is_some_and(|l| l.not_looked_at)) && looked_at(stmt) {
+        let valid = known.and_then(|r| r.as_ref().filter(|r| r.learned_with(&exec.placement)));
+        // A route is learned only after the questions said no (below), which for a statement
+        // other than an INSERT or UPDATE holds while the route does.
+        let answered = valid.is_some()
+            && !matches!(
+                **stmt,
+                sqlparser::ast::Statement::Insert(_) | sqlparser::ast::Statement::Update(_)
+            );
+        if !answered && looked_at(stmt) {
             return None;
         }
         match (known, valid) {
@@ -66,7 +62,7 @@ impl Routes {
                 }
                 return Some(exec.resolve_cursor(plan(stmt, &exec.placement, params)));
             }
-            (Some(Learned { route: None, .. }), _) => {
+            (Some(None), _) => {
                 return Some(exec.resolve_cursor(plan(stmt, &exec.placement, params)))
             }
             _ => {}
@@ -80,17 +76,7 @@ impl Routes {
         if self.by_text.len() >= MAX_TEXTS {
             self.by_text.clear();
         }
-        let not_looked_at = !matches!(
-            **stmt,
-            sqlparser::ast::Statement::Insert(_) | sqlparser::ast::Statement::Update(_)
-        );
-        self.by_text.insert(
-            sql.to_string(),
-            Learned {
-                route,
-                not_looked_at,
-            },
-        );
+        self.by_text.insert(sql.to_string(), route);
         // A cursor's plan depends on the session's cursors; it is never a Shard plan, so never
         // learned.
         Some(exec.resolve_cursor(planned))
