@@ -113,6 +113,8 @@ pub struct FieldDesc {
     pub table_oid: u32,
     pub column: i16,
     pub type_oid: u32,
+    /// The type modifier (`numeric(10,2)`, `varchar(20)`); -1 when there is none.
+    pub typmod: i32,
     pub format: i16,
 }
 
@@ -131,6 +133,7 @@ pub fn row_description(body: &[u8]) -> Option<Vec<FieldDesc>> {
             table_oid: u32::from_be_bytes(fixed[0..4].try_into().ok()?),
             column: i16::from_be_bytes(fixed[4..6].try_into().ok()?),
             type_oid: u32::from_be_bytes(fixed[6..10].try_into().ok()?),
+            typmod: i32::from_be_bytes(fixed[12..16].try_into().ok()?),
             format: i16::from_be_bytes(fixed[16..18].try_into().ok()?),
         });
         rest = &after[18..];

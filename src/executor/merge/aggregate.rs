@@ -546,6 +546,7 @@ mod tests {
             table_oid: 0,
             column: 0,
             type_oid: oid::INT8,
+            typmod: -1,
             format: 0,
         }];
         let spec = AggSpec {

@@ -108,6 +108,7 @@ mod tests {
             table_oid: 0,
             column: 0,
             type_oid,
+            typmod: -1,
             format,
         }
     }
