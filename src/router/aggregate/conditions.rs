@@ -46,7 +46,7 @@ pub(super) fn literal(e: &Expr, params: &Params) -> Option<String> {
         Expr::Cast {
             expr, data_type, ..
         } if matches!(
-            data_type.to_string().to_ascii_uppercase().as_str(),
+            type_name(data_type).as_str(),
             "INTEGER" | "INT" | "INT4" | "BIGINT" | "INT8" | "SMALLINT" | "INT2"
         ) =>
         {
@@ -57,14 +57,20 @@ pub(super) fn literal(e: &Expr, params: &Params) -> Option<String> {
         // numeric, a float column's in float). With a typmod the cast would round: refused.
         Expr::Cast {
             expr, data_type, ..
-        } if matches!(
-            data_type.to_string().to_ascii_uppercase().as_str(),
-            "NUMERIC" | "DECIMAL"
-        ) =>
-        {
+        } if matches!(type_name(data_type).as_str(), "NUMERIC" | "DECIMAL") => {
             literal(expr, params).filter(|l| plain_decimal(l))
         }
         _ => None,
+    }
+}
+
+/// A cast's type in upper case, `pg_catalog.` left off (as the proxy writes a subquery's
+/// answer it ran first, see `router::uncorrelated`).
+fn type_name(t: &sqlparser::ast::DataType) -> String {
+    let name = t.to_string().to_ascii_uppercase();
+    match name.strip_prefix("PG_CATALOG.") {
+        Some(plain) => plain.to_string(),
+        None => name,
     }
 }
 
