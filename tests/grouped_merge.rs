@@ -5,60 +5,19 @@
 
 mod common;
 
-use common::{rows, TestCluster};
-use tokio_postgres::Client;
+use common::beside::Beside;
 
 const TABLES: &str = "[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
 
-/// Three unlike shards behind the proxy, and one server holding the same rows (a database of
-/// the first shard's server, gone with the cluster if a test fails) to compare answers with.
-struct Beside {
-    tc: TestCluster,
-    /// The proxy.
-    c: Client,
-    one: Client,
-    name: &'static str,
-}
-
-impl Beside {
-    /// `accounts (id bigint primary key, region text, kind int, balance numeric)` holds ids 1
-    /// to 70 in seven regions (`'r' || (i % 7)`), with the kind and balance of id `i` as the
-    /// expressions say, through the proxy and on the one server alike.
-    async fn start(name: &'static str, kind: &str, balance: &str) -> Self {
-        let tc = TestCluster::start_unlike(3, "", TABLES).await;
-        let c = tc.client().await;
-        let schema = format!(
-            "create table accounts (id bigint primary key, region text, kind int, balance numeric);
-             insert into accounts select i, 'r' || (i % 7), {kind}, {balance} from generate_series(1, 70) i"
-        );
-        c.batch_execute(&schema).await.unwrap();
-        let one = tc.one_server(name, &[&schema]).await;
-        Beside { tc, c, one, name }
-    }
-
-    /// The proxy answers `sql` with the one server's rows, and there are some.
-    async fn same(&self, sql: &str) {
-        let want = rows(&self.one.simple_query(sql).await.unwrap());
-        assert!(!want.is_empty(), "{sql}: the one server's answer has rows");
-        let got = self
-            .c
-            .simple_query(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        assert_eq!(rows(&got), want, "{sql}");
-    }
-
-    /// The proxy refuses `sql` as a feature it does not support.
-    async fn refused(&self, sql: &str) {
-        match self.c.simple_query(sql).await {
-            Ok(m) => panic!("{sql}: answered {:?} instead of a refusal", rows(&m)),
-            Err(e) => assert_eq!(common::code(&e), "0A000", "{sql}: {e}"),
-        }
-    }
-
-    async fn stop(self) {
-        self.tc.drop_one_server(self.one, self.name).await;
-    }
+/// `accounts (id bigint primary key, region text, kind int, balance numeric)` holds ids 1 to
+/// 70 in seven regions (`'r' || (i % 7)`), with the kind and balance of id `i` as the
+/// expressions say, through the proxy and on the one server alike.
+async fn start(name: &'static str, kind: &str, balance: &str) -> Beside {
+    let schema = format!(
+        "create table accounts (id bigint primary key, region text, kind int, balance numeric);
+         insert into accounts select i, 'r' || (i % 7), {kind}, {balance} from generate_series(1, 70) i"
+    );
+    Beside::start(name, TABLES, &schema).await
 }
 
 /// The count of a grouped query's groups kept by HAVING (a paginator's count over an
@@ -66,7 +25,7 @@ impl Beside {
 /// send it: each group is merged across shards before HAVING keeps or drops it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_kept_by_a_bound_having_are_counted_across_shards() {
-    let b = Beside::start("one_kept_count", "i % 2", "i * 1.5").await;
+    let b = start("one_kept_count", "i % 2", "i * 1.5").await;
     for (sql, value) in [
         // Every region has 10 rows, spread over the shards: no shard alone holds more than
         // 6 of one, so a count of each shard's kept groups would be 0.
@@ -87,7 +46,7 @@ async fn groups_kept_by_a_bound_having_are_counted_across_shards() {
 /// also when no shard has a row to count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn constants_beside_a_distinct_count_come_back_as_written() {
-    let b = Beside::start("one_distinct_constant", "i % 2", "i * 1.5").await;
+    let b = start("one_distinct_constant", "i % 2", "i * 1.5").await;
     for filter in ["", " where id > 1000", " where kind = 1"] {
         for items in [
             "count(distinct region), 'total'",
@@ -121,7 +80,7 @@ async fn constants_beside_a_distinct_count_come_back_as_written() {
 async fn having_a_boolean_aggregate_keeps_the_groups_one_postgresql_keeps() {
     // Within each region some rows are big and some not, on different shards: a shard alone
     // would see some regions as all big.
-    let b = Beside::start(
+    let b = start(
         "one_bool_having",
         "i % 2",
         "case when i % 5 = 0 then null else i * 1.5 end",
@@ -149,7 +108,7 @@ async fn having_a_boolean_aggregate_keeps_the_groups_one_postgresql_keeps() {
 /// selected ones are.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unselected_averages_and_distinct_counts_filter_and_sort_groups() {
-    let b = Beside::start(
+    let b = start(
         "one_unselected",
         "case when i % 7 < 3 then 1 else i % 3 end",
         "i * 1.5",
@@ -181,7 +140,7 @@ async fn unselected_averages_and_distinct_counts_filter_and_sort_groups() {
 /// out: computed after the merge from hidden parts, as a selected one is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unselected_items_computed_over_aggregates_filter_and_sort_groups() {
-    let b = Beside::start("one_unselected_computed", "i % 3", "i * 1.5").await;
+    let b = start("one_unselected_computed", "i % 3", "i * 1.5").await;
     for sql in [
         "select region, count(*) from accounts group by region having sum(balance) / count(*) > 53 order by region",
         "select region from accounts group by region having count(*)::int * 2 > 19 and max(id) - min(id) >= 63 order by region",
@@ -213,7 +172,7 @@ async fn unselected_items_computed_over_aggregates_filter_and_sort_groups() {
 /// filter=Q(...))`: the values the filter keeps, counted across shards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filtered_distinct_counts_count_the_values_the_filter_keeps() {
-    let b = Beside::start(
+    let b = start(
         "one_filtered_distinct",
         "i % 5",
         "case when i % 9 = 0 then null else i * 1.5 end",
@@ -237,7 +196,7 @@ async fn filtered_distinct_counts_count_the_values_the_filter_keeps() {
 /// text and in binary at each integer width; over bit strings refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bitwise_aggregates_of_integers_combine_across_shards() {
-    let b = Beside::start(
+    let b = start(
         "one_bits",
         "case when i % 11 = 0 then null else (i * 37) % 64 end",
         "i * 1.5",

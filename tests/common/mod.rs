@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod bank;
+pub mod beside;
 pub mod certs;
 pub mod process;
 pub mod raw;
