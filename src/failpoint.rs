@@ -1,5 +1,6 @@
-//! Failpoints: named places in the commit, recovery and slot-move protocols where a test can crash the
-//! proxy, delay it, or make the step fail.
+//! Failpoints: named places in the commit, recovery and slot-move protocols (and between a
+//! subquery answered first and its statement) where a test can crash the proxy, delay it, or
+//! make the step fail.
 //!
 //! Compiled in only with the `failpoints` cargo feature; without it `hit` is an empty inline
 //! function. They are armed at start-up from `SHARDGATE_FAILPOINTS`, a `;`-separated list of
@@ -31,6 +32,8 @@ pub const MOVE_AFTER_COPY: &str = "move.after_copy";
 pub const MOVE_AFTER_PREPARE: &str = "move.after_prepare";
 pub const MOVE_AFTER_DECISION: &str = "move.after_decision";
 pub const MOVE_BEFORE_DONE: &str = "move.before_done";
+/// After a statement's subqueries were answered first, before the statement runs.
+pub const SUBQUERY_BEFORE_STATEMENT: &str = "subquery.before_statement";
 /// Test-only switch: armed with any action, the embedded gate grants every request at once, so
 /// tests can show that snapshot reads go wrong without it.
 pub const GATE_OFF: &str = "snapshot.gate_off";
@@ -49,6 +52,7 @@ pub const ALL: &[&str] = &[
     MOVE_AFTER_PREPARE,
     MOVE_AFTER_DECISION,
     MOVE_BEFORE_DONE,
+    SUBQUERY_BEFORE_STATEMENT,
     GATE_OFF,
 ];
 

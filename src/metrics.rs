@@ -22,6 +22,8 @@ pub const STATEMENT_PREPARES: &str = "shardgate_statement_prepares_total";
 pub const BACKEND_CONNECT_ERRORS: &str = "shardgate_backend_connect_errors_total";
 /// Counter: statements refused by the router.
 pub const STATEMENTS_REJECTED: &str = "shardgate_statements_rejected_total";
+/// Counter: statements whose subqueries over sharded tables were answered first.
+pub const SUBQUERIES_ANSWERED_FIRST: &str = "shardgate_subqueries_answered_first_total";
 /// Counter: rows sent to clients from merged multi-shard results.
 pub const MERGE_ROWS: &str = "shardgate_merge_rows_total";
 /// Counter, label `route`: statements on multi-shard clusters by route kind (`single`, `several`,
@@ -245,6 +247,10 @@ fn describe() {
     metrics::describe_counter!(BACKEND_CONNECT_ERRORS, "Failed logins to each shard");
     metrics::describe_counter!(STATEMENTS_REJECTED, "Statements refused by the planner");
     metrics::describe_counter!(AUTH_FAILURES, "Client authentication failures");
+    metrics::describe_counter!(
+        SUBQUERIES_ANSWERED_FIRST,
+        "Statements whose subqueries over sharded tables the proxy answered first"
+    );
     metrics::describe_counter!(MERGE_ROWS, "Rows sent from merged multi-shard results");
     metrics::describe_counter!(COMMITS, "Committed writing transactions by kind");
     metrics::describe_counter!(ABORTS, "Distributed transactions rolled back, by reason");

@@ -17,4 +17,5 @@ pub mod params;
 pub mod plan;
 pub mod route_metrics;
 pub mod subquery;
+pub mod uncorrelated;
 pub mod utility;

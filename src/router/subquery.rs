@@ -24,6 +24,12 @@ use crate::placement::{KeyType, Placement, TableRule};
 use sqlparser::ast::{BinaryOperator, Expr, Query, Select, SelectItem, SetExpr, TableFactor};
 use std::ops::ControlFlow;
 
+/// The refusal of a subquery over sharded tables that no shard answers alone.
+pub const UNTIED: &str = "a sharded table inside a subquery is not supported here";
+/// The refusal of NOT IN over a sharded table not tied by the key.
+pub const UNTIED_NOT_IN: &str =
+    "NOT IN (subquery over a sharded table) is not supported on several shards";
+
 /// A sharded table of a query's own FROM: the names it goes by, its key type and key column.
 pub type TopTable = (Vec<String>, KeyType, String);
 
@@ -99,7 +105,7 @@ fn tied_in_one(e: &Expr, outer: &[TopTable], placement: &Placement) -> Result<us
                     return Err(Box::new(Plan::Reject(
                         PgError::error(
                             sqlstate::FEATURE_NOT_SUPPORTED,
-                            "NOT IN (subquery over a sharded table) is not supported on several shards",
+                            UNTIED_NOT_IN,
                         )
                         .with_hint("One NULL among the subquery's keys would make it false everywhere, and only one shard holds that NULL: use NOT EXISTS with the key equality instead."),
                     )));
@@ -122,7 +128,7 @@ fn tied_in_one(e: &Expr, outer: &[TopTable], placement: &Placement) -> Result<us
 }
 
 /// The subquery expressions of `e` (EXISTS, IN, scalar), not those nested inside them.
-fn outermost_subqueries(e: &Expr) -> Vec<Expr> {
+pub(crate) fn outermost_subqueries(e: &Expr) -> Vec<Expr> {
     struct Walk {
         /// Queries entered: a subquery expression seen at depth 0 is an outermost one.
         depth: usize,

@@ -11,6 +11,7 @@ use crate::protocol::build;
 use crate::router::copy::CopyPlan;
 use crate::router::params::Params;
 use crate::router::plan::{plan, plan_unparsed, Plan, TxnCmd};
+use crate::router::uncorrelated::answered_first;
 use crate::txn::state::TxnState;
 use bytes::BytesMut;
 
@@ -148,7 +149,13 @@ impl Exec<'_> {
             }
             self.ahead = ahead;
             self.rewritten = filled;
-            let step = self.run_plan(plan, &sql).await;
+            let step = match (plan, stmt.as_deref()) {
+                // Subqueries no shard answers alone, answered first (see `subqueries_first`).
+                (Plan::Reject(refusal), Some(s)) if answered_first(&refusal) => {
+                    self.subqueries_first(s, &sql, refusal).await
+                }
+                (plan, _) => self.run_plan(plan, &sql).await,
+            };
             self.rewritten = false;
             self.ahead = 0;
             if step? == Step::Failed {

@@ -5,7 +5,7 @@
 use super::*;
 
 /// Names of every CTE defined anywhere in the statement (they are not tables).
-pub(super) fn cte_names<V: sqlparser::ast::Visit>(node: &V) -> Vec<String> {
+pub(crate) fn cte_names<V: sqlparser::ast::Visit>(node: &V) -> Vec<String> {
     struct Ctes(Vec<String>);
     impl sqlparser::ast::Visitor for Ctes {
         type Break = ();
@@ -265,7 +265,7 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
     }
     if top.len().checked_add(tied) != Some(rels.sharded.len()) {
         return refuse(
-            "a sharded table inside a subquery is not supported here",
+            crate::router::subquery::UNTIED,
             "A subquery over a sharded table runs on each shard when it is in WHERE or the select list and tied to the outer table by the shard key: EXISTS (... WHERE inner.key = outer.key), (SELECT ... WHERE inner.key = outer.key) or outer.key IN (SELECT inner.key ...). Otherwise join co-located tables on their shard keys.",
         );
     }

@@ -117,6 +117,13 @@ assert Item.objects.filter(qty__lt=5).values("shelf", "line__note").distinct().c
 lines = Line.objects.filter(item=OuterRef("pk")).values("item").annotate(c=Count("*")).values("c")
 with_lines = Item.objects.annotate(n=Subquery(lines)).filter(n__gte=1).order_by("-n", "pk")
 assert [i.n for i in with_lines] == [2] * 10, [(i.pk, i.n) for i in with_lines]
+# Subqueries that read every shard and name nothing of the outer query: the proxy answers
+# them first. The second-fullest item's qty as a bound, and the three fullest items' keys.
+second = Item.objects.order_by("-qty", "pk").values("qty")[1:2]
+assert sorted(Item.objects.filter(qty__gte=Subquery(second)).values_list("name", flat=True)) == ["i0", "i48"]
+fullest3 = Item.objects.order_by("-qty", "pk").values("pk")[:3]
+assert sorted(Item.objects.filter(pk__in=fullest3).values_list("name", flat=True)) == ["i0", "i47", "i48"]
+assert Item.objects.exclude(pk__in=fullest3).count() == 47
 # distinct("shelf") with order_by("shelf", "-qty"): DISTINCT ON, the fullest item per shelf.
 fullest = Item.objects.filter(shelf__isnull=False).order_by("shelf", "-qty").distinct("shelf")
 assert [i.name for i in fullest] == ["i0", "i10", "i11"], [i.name for i in fullest]

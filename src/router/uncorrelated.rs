@@ -1,0 +1,628 @@
+//! Subqueries over sharded tables that no shard can answer alone and that refer to nothing
+//! outside themselves: the executor runs each first as a query of its own (merged over the
+//! shards like any other) and the statement then runs with the answer in the subquery's place.
+//!
+//! - a scalar subquery becomes its value as a typed literal, `NULL` of its type when it found
+//!   no row, and a subquery over those rows when it found several (so that PostgreSQL raises
+//!   "more than one row returned by a subquery" where it would have evaluated it);
+//! - `x [NOT] IN (subquery)`, `x op ANY/ALL (subquery)` compare with an array literal of its
+//!   values, which keeps PostgreSQL's operator choice and its NULL logic (and an empty set);
+//! - `[NOT] EXISTS (subquery)` becomes true or false.
+//!
+//! "Refers to nothing outside": every qualified column names a table of the subquery itself.
+//! An unqualified name PostgreSQL resolves inside first, so a subquery that runs alone means
+//! what it meant inside the statement; one whose name belonged to the outer query fails alone
+//! with 42703 or 42P01, and the executor then refuses the statement as before.
+//!
+//! Invariant: a replacement is always of the type the subquery's column had (a built-in type,
+//! written `pg_catalog.` qualified) and carries the value as PostgreSQL wrote it as text, which
+//! its input reads back as the same value under the same session settings.
+
+use super::plan::{cte_names, relations};
+use super::subquery::{outermost_subqueries, tied_in, top_tables};
+use crate::error::{sqlstate, PgError};
+use crate::placement::Placement;
+use sqlparser::ast::{
+    BinaryOperator, Expr, Ident, ObjectNamePart, Query, SelectItem, SetExpr, TableFactor,
+    UnaryOperator, Value, Visit, VisitMut, Visitor, VisitorMut,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+/// Whether the planner refused a statement for a subquery that the executor may answer by
+/// running it first.
+pub fn answered_first(refusal: &PgError) -> bool {
+    refusal.message == super::subquery::UNTIED || refusal.message == super::subquery::UNTIED_NOT_IN
+}
+
+/// How the statement uses a subquery's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `(SELECT ...)` as a value.
+    Scalar,
+    /// `[NOT] EXISTS (...)`.
+    Exists { negated: bool },
+    /// `x [NOT] IN (...)`.
+    In { negated: bool },
+    /// `x op ANY (...)` or `x op ALL (...)`.
+    Compared,
+}
+
+/// A subquery the executor answers first.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The expression as the statement holds it (replaced wherever it occurs).
+    pub expr: Expr,
+    /// The query to run alone (an EXISTS's with LIMIT 1).
+    pub query: Query,
+    pub kind: Kind,
+}
+
+/// What a subquery returned: each column's name, type OID and modifier, and its rows as text.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    pub columns: Vec<(String, u32, i32)>,
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
+/// The subqueries of `q` that read sharded tables, refer to nothing outside themselves, and
+/// are not already answered by each shard (tied to the outer table by the shard key), in the
+/// order they appear; the outermost only (one inside them is answered when it runs alone).
+pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
+    let kept = tied(q, placement);
+    struct Walk<'a> {
+        placement: &'a Placement,
+        kept: Vec<Expr>,
+        /// CTE names of the whole statement: a subquery reading one reads the CTE, which it
+        /// would not see alone.
+        ctes: Vec<String>,
+        inside: Option<*const Expr>,
+        found: Vec<Candidate>,
+    }
+    impl Visitor for Walk<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if self.inside.is_some() {
+                return ControlFlow::Continue(());
+            }
+            let Some((query, kind)) = subquery_of(e) else {
+                return ControlFlow::Continue(());
+            };
+            if relations(query, self.placement).sharded.is_empty()
+                || self.kept.contains(e)
+                || !self_contained(query)
+                || reads_any(query, &self.ctes)
+            {
+                return ControlFlow::Continue(());
+            }
+            self.inside = Some(e as *const Expr);
+            if !self.found.iter().any(|c| c.expr == *e) {
+                if let Some(query) = standalone(query, kind) {
+                    self.found.push(Candidate {
+                        expr: e.clone(),
+                        query,
+                        kind,
+                    });
+                }
+            }
+            ControlFlow::Continue(())
+        }
+        fn post_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if self.inside == Some(e as *const Expr) {
+                self.inside = None;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut walk = Walk {
+        placement,
+        kept,
+        ctes: cte_names(q),
+        inside: None,
+        found: Vec::new(),
+    };
+    let _ = q.visit(&mut walk);
+    walk.found
+}
+
+/// Subqueries of the top SELECT's WHERE and select list that each shard answers as written.
+fn tied(q: &Query, placement: &Placement) -> Vec<Expr> {
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return Vec::new();
+    };
+    let top = top_tables(s, placement);
+    let items = s.projection.iter().filter_map(|i| match i {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
+        _ => None,
+    });
+    s.selection
+        .iter()
+        .chain(items)
+        .flat_map(outermost_subqueries)
+        .filter(|e| {
+            matches!(tied_in(std::iter::once(e), &top, placement), Ok(n) if n > 0 && n != usize::MAX)
+        })
+        .collect()
+}
+
+fn subquery_of(e: &Expr) -> Option<(&Query, Kind)> {
+    match e {
+        Expr::Subquery(q) => Some((q, Kind::Scalar)),
+        Expr::Exists { subquery, negated } => Some((subquery, Kind::Exists { negated: *negated })),
+        Expr::InSubquery {
+            subquery, negated, ..
+        } => Some((subquery, Kind::In { negated: *negated })),
+        Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } => match right.as_ref() {
+            Expr::Subquery(q) => Some((q, Kind::Compared)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The query to run alone: an EXISTS needs one row at most.
+fn standalone(q: &Query, kind: Kind) -> Option<Query> {
+    if !matches!(kind, Kind::Exists { .. }) || q.limit_clause.is_some() || q.fetch.is_some() {
+        return Some(q.clone());
+    }
+    let text = format!("{q} LIMIT 1");
+    match Parser::parse_sql(&PostgreSqlDialect {}, &text)
+        .ok()?
+        .pop()?
+    {
+        sqlparser::ast::Statement::Query(q) => Some(*q),
+        _ => None,
+    }
+}
+
+/// Whether every qualified column of `q` names a table, alias or CTE of `q` itself.
+pub fn self_contained(q: &Query) -> bool {
+    let mut defined = HashSet::new();
+    struct Names<'a> {
+        defined: &'a mut HashSet<String>,
+        qualifiers: Vec<String>,
+    }
+    impl Visitor for Names<'_> {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            if let Some(w) = &q.with {
+                for c in &w.cte_tables {
+                    self.defined.insert(folded(&c.alias.name));
+                }
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+            if let TableFactor::Table { name, .. } = t {
+                if let Some(ObjectNamePart::Identifier(last)) = name.0.last() {
+                    self.defined.insert(folded(last));
+                }
+            }
+            let alias = match t {
+                TableFactor::Table { alias, .. }
+                | TableFactor::Derived { alias, .. }
+                | TableFactor::TableFunction { alias, .. }
+                | TableFactor::Function { alias, .. }
+                | TableFactor::UNNEST { alias, .. }
+                | TableFactor::NestedJoin { alias, .. } => alias.as_ref(),
+                _ => None,
+            };
+            if let Some(a) = alias {
+                self.defined.insert(folded(&a.name));
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if let Expr::CompoundIdentifier(parts) = e {
+                if parts.len() >= 2 {
+                    self.qualifiers.push(folded(&parts[parts.len() - 2]));
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut names = Names {
+        defined: &mut defined,
+        qualifiers: Vec::new(),
+    };
+    let _ = q.visit(&mut names);
+    let qualifiers = names.qualifiers;
+    qualifiers.iter().all(|q| defined.contains(q))
+}
+
+/// Whether `q` reads a relation by one of `names` (lower case), unqualified.
+fn reads_any(q: &Query, names: &[String]) -> bool {
+    struct Reads<'a>(&'a [String]);
+    impl Visitor for Reads<'_> {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+            match t {
+                TableFactor::Table { name, .. } if name.0.len() == 1 => match name.0.first() {
+                    Some(ObjectNamePart::Identifier(i)) if self.0.contains(&folded(i)) => {
+                        ControlFlow::Break(())
+                    }
+                    _ => ControlFlow::Continue(()),
+                },
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    !names.is_empty() && q.visit(&mut Reads(names)).is_break()
+}
+
+/// A name as PostgreSQL compares it: folded to lower case unless quoted.
+fn folded(i: &Ident) -> String {
+    match i.quote_style {
+        None => i.value.to_ascii_lowercase(),
+        Some(_) => i.value.clone(),
+    }
+}
+
+/// What takes the candidate's place, given its answer.
+pub fn replacement(c: &Candidate, answer: &Answer) -> Result<Expr, PgError> {
+    if let Kind::Exists { negated } = c.kind {
+        // Found rows: true, unless negated.
+        return Ok(Expr::value(Value::Boolean(
+            answer.rows.is_empty() == negated,
+        )));
+    }
+    let [(_, oid, typmod)] = answer.columns.as_slice() else {
+        return Err(refusal(
+            "a subquery over several shards that returns other than one column is not supported",
+        ));
+    };
+    let Some(ty) = type_text(*oid, *typmod) else {
+        return Err(refusal(format!(
+            "a subquery over several shards whose column is of a type created in the database (OID {oid}) is not supported"
+        )));
+    };
+    let column = || answer.rows.iter().map(|r| r.first().cloned().flatten());
+    let text = match c.kind {
+        Kind::Scalar => match answer.rows.len() {
+            0 => format!("CAST(NULL AS {ty})"),
+            1 => typed(column().next().flatten().as_deref(), &ty),
+            _ => {
+                // Two rows: PostgreSQL's own error, where it would evaluate the subquery.
+                let two: Vec<String> = column()
+                    .take(2)
+                    .map(|v| format!("({})", typed(v.as_deref(), &ty)))
+                    .collect();
+                format!(
+                    "(SELECT v FROM (VALUES {}) AS shardgate_rows (v))",
+                    two.join(", ")
+                )
+            }
+        },
+        Kind::In { .. } | Kind::Compared => {
+            if ty.ends_with("[]") {
+                return Err(refusal(
+                    "a subquery over several shards compared with IN, ANY or ALL that returns arrays is not supported",
+                ));
+            }
+            let values: Vec<Option<String>> = column().collect();
+            format!("CAST({} AS {ty}[])", quoted(&array_text(&values)))
+        }
+        Kind::Exists { .. } => unreachable!("answered above"),
+    };
+    let value = parse_expr(&text)?;
+    Ok(match (&c.kind, &c.expr) {
+        (Kind::In { negated }, Expr::InSubquery { expr, .. }) => {
+            let any = Expr::AnyOp {
+                left: expr.clone(),
+                compare_op: BinaryOperator::Eq,
+                right: Box::new(value),
+                is_some: false,
+            };
+            if *negated {
+                Expr::UnaryOp {
+                    op: UnaryOperator::Not,
+                    expr: Box::new(Expr::Nested(Box::new(any))),
+                }
+            } else {
+                any
+            }
+        }
+        (Kind::Compared, Expr::AnyOp { .. } | Expr::AllOp { .. }) => {
+            let mut e = c.expr.clone();
+            if let Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } = &mut e {
+                **right = value;
+            }
+            e
+        }
+        _ => value,
+    })
+}
+
+/// The column name PostgreSQL gives a select-list item that is the candidate alone.
+pub fn item_name(c: &Candidate, answer: &Answer) -> Option<String> {
+    match c.kind {
+        Kind::Scalar => answer.columns.first().map(|(name, _, _)| name.clone()),
+        Kind::Exists { negated: false } => Some("exists".into()),
+        // NOT EXISTS is ?column?; its replacement, a bare boolean, would be "bool".
+        Kind::Exists { negated: true } => Some("?column?".into()),
+        // `x IN (...)` and `x op ANY (...)` are named ?column? as their replacements are.
+        Kind::In { .. } | Kind::Compared => None,
+    }
+}
+
+/// `q` with each `(expr, replacement, item name)` put in place: wherever the expression
+/// occurs, and a select-list item that is the expression alone keeps PostgreSQL's name for it.
+pub fn replace(q: &mut Query, found: &[(Expr, Expr, Option<String>)]) {
+    struct Put<'a>(&'a [(Expr, Expr, Option<String>)]);
+    impl VisitorMut for Put<'_> {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+            if let SetExpr::Select(s) = q.body.as_mut() {
+                for item in &mut s.projection {
+                    let SelectItem::UnnamedExpr(e) = item else {
+                        continue;
+                    };
+                    let mut bare = &*e;
+                    while let Expr::Nested(inner) = bare {
+                        bare = inner;
+                    }
+                    let named = self.0.iter().find(|(o, _, _)| o == bare);
+                    if let Some((_, _, Some(name))) = named {
+                        *item = SelectItem::ExprWithAlias {
+                            expr: e.clone(),
+                            alias: Ident::with_quote('"', name.clone()),
+                        };
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            if let Some((_, r, _)) = self.0.iter().find(|(o, _, _)| o == e) {
+                *e = r.clone();
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = q.visit(&mut Put(found));
+}
+
+/// A built-in type as a cast names it, with the modifier that changes how values compare
+/// or print (`numeric(10,2)`, `varchar(20)`, `char(3)`).
+pub fn type_text(oid: u32, typmod: i32) -> Option<String> {
+    let name = crate::sql::builtin_types::name_of(oid)?;
+    let modifier = match oid {
+        1700 if typmod >= 4 => {
+            let (precision, scale) = (((typmod - 4) >> 16) & 0xffff, (typmod - 4) & 0xffff);
+            if scale <= precision {
+                format!("({precision},{scale})")
+            } else {
+                String::new()
+            }
+        }
+        1042 | 1043 if typmod >= 4 => format!("({})", typmod - 4),
+        _ => String::new(),
+    };
+    Some(format!("pg_catalog.{name}{modifier}"))
+}
+
+/// `CAST('value' AS type)`, or a NULL of the type.
+fn typed(value: Option<&str>, ty: &str) -> String {
+    match value {
+        Some(v) => format!("CAST({} AS {ty})", quoted(v)),
+        None => format!("CAST(NULL AS {ty})"),
+    }
+}
+
+/// A string literal of `v` that reads the same whatever `standard_conforming_strings` is.
+fn quoted(v: &str) -> String {
+    if v.contains('\\') {
+        format!("E'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", v.replace('\'', "''"))
+    }
+}
+
+/// An array's text form (`{"a","b",NULL}`) of the values, each quoted as array input reads it.
+pub fn array_text(values: &[Option<String>]) -> String {
+    let elements: Vec<String> = values
+        .iter()
+        .map(|v| match v {
+            None => "NULL".to_string(),
+            Some(v) => format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")),
+        })
+        .collect();
+    format!("{{{}}}", elements.join(","))
+}
+
+fn parse_expr(text: &str) -> Result<Expr, PgError> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|_| refusal("a subquery's answer could not be written back into the statement"))
+}
+
+fn refusal(message: impl Into<String>) -> PgError {
+    PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(
+        "Run the subquery first and write its values into the statement, or tie it to the outer table by the shard key.",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(sql: &str) -> Query {
+        match Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().pop() {
+            Some(sqlparser::ast::Statement::Query(q)) => *q,
+            _ => panic!("not a query"),
+        }
+    }
+
+    fn placement() -> Placement {
+        let text = "[[users]]\nname=\"a\"\nauth=\"trust\"\n\
+             [[shards]]\nname=\"s0\"\nurl=\"postgres://u@h/db\"\n\
+             [[shards]]\nname=\"s1\"\nurl=\"postgres://u@h/db\"\n\
+             [tables.accounts]\nshard_key=\"id\"\nkey_type=\"bigint\"\n\
+             [tables.orders]\nshard_key=\"account_id\"\nkey_type=\"bigint\"\n";
+        crate::config::Config::from_toml(text)
+            .unwrap()
+            .placement()
+            .unwrap()
+    }
+
+    #[test]
+    fn only_subqueries_referring_to_their_own_tables_are_run_alone() {
+        assert!(self_contained(&query(
+            "select max(o2.amount) from orders o2 where o2.amount > 0"
+        )));
+        assert!(self_contained(&query(
+            "select id from accounts order by balance limit 7"
+        )));
+        assert!(!self_contained(&query(
+            "select count(*) from orders o2 where o2.account_id = a.id"
+        )));
+        // A name hidden by its alias is the outer one.
+        assert!(self_contained(&query(
+            "select 1 from orders where orders.amount > 3"
+        )));
+        assert!(self_contained(&query(
+            "with t as (select 1 as x) select t.x from t"
+        )));
+    }
+
+    #[test]
+    fn untied_subqueries_are_found_outermost_first_and_tied_ones_are_left() {
+        let p = placement();
+        let q = query(
+            "select (select max(amount) from orders), a.id from accounts a \
+             where a.id in (select account_id from orders) \
+             and a.balance > (select avg(balance) from accounts where id in (select account_id from orders)) \
+             and exists (select 1 from orders o where o.account_id = a.id)",
+        );
+        let found: Vec<String> = candidates(&q, &p)
+            .iter()
+            .map(|c| c.expr.to_string())
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                "(SELECT max(amount) FROM orders)".to_string(),
+                "(SELECT avg(balance) FROM accounts WHERE id IN (SELECT account_id FROM orders))"
+                    .to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_subquery_reading_a_cte_of_the_statement_is_left_in_place() {
+        let q = query(
+            "with accounts as (select 1 as balance) select id from orders \
+             where amount > (select max(balance) from accounts) \
+             and amount < (select max(amount) from orders)",
+        );
+        let found: Vec<String> = candidates(&q, &placement())
+            .iter()
+            .map(|c| c.expr.to_string())
+            .collect();
+        assert_eq!(found, vec!["(SELECT max(amount) FROM orders)".to_string()]);
+    }
+
+    #[test]
+    fn an_exists_is_asked_for_one_row() {
+        let q = query("select 1 from accounts where exists (select 1 from orders)");
+        let c = candidates(&q, &placement());
+        assert_eq!(c[0].query.to_string(), "SELECT 1 FROM orders LIMIT 1");
+    }
+
+    fn answer(oid: u32, typmod: i32, rows: &[Option<&str>]) -> Answer {
+        Answer {
+            columns: vec![("max".into(), oid, typmod)],
+            rows: rows.iter().map(|v| vec![v.map(str::to_string)]).collect(),
+        }
+    }
+
+    fn replaced(sql: &str, a: &Answer) -> String {
+        let mut q = query(sql);
+        let c = candidates(&q, &placement());
+        let found: Vec<_> = c
+            .iter()
+            .map(|c| (c.expr.clone(), replacement(c, a).unwrap(), item_name(c, a)))
+            .collect();
+        replace(&mut q, &found);
+        q.to_string()
+    }
+
+    #[test]
+    fn a_scalar_becomes_a_typed_literal_named_as_postgres_names_it() {
+        let numeric = 1700;
+        let typmod = ((12 << 16) | 2) + 4;
+        assert_eq!(
+            replaced(
+                "select (select max(amount) from orders), id from accounts",
+                &answer(numeric, typmod, &[Some("12.50")])
+            ),
+            "SELECT CAST('12.50' AS pg_catalog.numeric(12, 2)) AS \"max\", id FROM accounts"
+        );
+        assert_eq!(
+            replaced(
+                "select id from accounts where balance > (select max(amount) from orders)",
+                &answer(numeric, -1, &[])
+            ),
+            "SELECT id FROM accounts WHERE balance > CAST(NULL AS pg_catalog.numeric)"
+        );
+        assert!(replaced(
+            "select id from accounts where owner = (select owner from orders)",
+            &answer(25, -1, &[Some("a"), Some("it's")])
+        )
+        .contains("(SELECT v FROM (VALUES (CAST('a' AS pg_catalog.text)), (CAST('it''s' AS pg_catalog.text))) AS shardgate_rows (v))"));
+    }
+
+    #[test]
+    fn in_and_not_in_compare_with_an_array_of_the_values() {
+        let a = answer(25, -1, &[Some("x\"y"), None, Some("a\\b")]);
+        assert_eq!(
+            replaced(
+                "select id from accounts where owner not in (select owner from orders)",
+                &a
+            ),
+            "SELECT id FROM accounts WHERE NOT (owner = ANY(CAST(E'{\"x\\\\\"y\",NULL,\"a\\\\\\\\b\"}' AS pg_catalog.text[])))"
+        );
+        assert_eq!(
+            replaced(
+                "select id from accounts where balance > all (select amount from orders)",
+                &answer(23, -1, &[])
+            ),
+            "SELECT id FROM accounts WHERE balance > ALL(CAST('{}' AS pg_catalog.int4[]))"
+        );
+    }
+
+    #[test]
+    fn exists_becomes_true_or_false() {
+        assert_eq!(
+            replaced(
+                "select exists (select 1 from orders), not exists (select 1 from orders) from accounts",
+                &answer(23, -1, &[Some("1")])
+            ),
+            "SELECT true AS \"exists\", false AS \"?column?\" FROM accounts"
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_written_back_is_refused() {
+        let q = query("select id from accounts where id in (select account_id, 1 from orders)");
+        let c = &candidates(&q, &placement())[0];
+        let two = Answer {
+            columns: vec![("a".into(), 23, -1), ("b".into(), 23, -1)],
+            rows: vec![],
+        };
+        assert_eq!(replacement(c, &two).unwrap_err().code, "0A000");
+        assert!(replacement(c, &answer(16390, -1, &[])).is_err());
+        assert!(replacement(c, &answer(1007, -1, &[])).is_err());
+    }
+
+    #[test]
+    fn array_text_quotes_each_element() {
+        assert_eq!(
+            array_text(&[Some("a,b".into()), None, Some("{".into())]),
+            "{\"a,b\",NULL,\"{\"}"
+        );
+    }
+}

@@ -1,0 +1,239 @@
+//! Subqueries over sharded tables that no shard answers alone (not tied to the outer table by
+//! the shard key) and that refer to nothing outside themselves: the proxy answers each first
+//! and runs the statement with the answer in its place. Compared with one PostgreSQL holding
+//! the same rows, on three unlike shards with the rows each subquery reads on all of them.
+
+mod common;
+
+use common::beside::Beside;
+use tokio_postgres::SimpleQueryMessage;
+
+const TABLES: &str = "[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
+                      [tables.orders]\nshard_key = \"account_id\"\nkey_type = \"bigint\"\n";
+
+/// `accounts` 1 to 60 in six regions, owners with quotes and backslashes, some scores NULL;
+/// `orders` two for each account but every seventh, some notes NULL.
+const SCHEMA: &str = "
+    create table accounts (id bigint primary key, region text, owner text,
+                           balance numeric(12,2), score float8);
+    insert into accounts
+      select i, 'r' || (i % 6), 'o''' || (i % 9) || E'\\\\x', i * 1.25 + (i % 4),
+             case when i % 5 = 0 then null else i / 3.0 end
+      from generate_series(1, 60) i;
+    create table orders (account_id bigint, order_no int, amount numeric(12,2), note text);
+    insert into orders
+      select i, n, i * n * 0.75, case when i % 8 = 0 then null else 'n' || (i % 3) end
+      from generate_series(1, 60) i, generate_series(1, 2) n where i % 7 <> 0;";
+
+async fn start(name: &'static str) -> Beside {
+    Beside::start(name, TABLES, SCHEMA).await
+}
+
+/// The proxy's answer to `sql` and the one server's are the same, rows or none.
+async fn same_rows(b: &Beside, sql: &str) {
+    let want = common::rows(&b.one.simple_query(sql).await.unwrap());
+    let got =
+        b.c.simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    assert_eq!(common::rows(&got), want, "{sql}");
+}
+
+/// Each form of subquery, wherever the statement holds it, answered as one server answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subqueries_no_shard_answers_alone_are_answered_first() {
+    let b = start("one_first").await;
+    for sql in [
+        // A scalar in WHERE, in the select list, in HAVING, and nested in another.
+        "select id, balance from accounts where balance > (select avg(balance) from accounts) order by id",
+        "select id, (select max(amount) from orders), balance - (select min(balance) from accounts) from accounts where id < 6 order by id",
+        "select region, count(*) from accounts group by region having sum(balance) > (select avg(balance) * 9 from accounts) order by region",
+        "select id from accounts where balance > (select avg(balance) from accounts where balance < (select max(amount) from orders)) order by id",
+        // IN over a subquery with its own order and limit, and over text with quotes.
+        "select id, owner from accounts where id in (select id from accounts order by balance desc, id limit 7) order by id",
+        "select id from accounts where owner in (select owner from accounts where id % 10 = 3) order by id",
+        "select a.id from accounts a where a.id in (select o.order_no * 10 from orders o where o.amount > 40) order by a.id",
+        // ANY and ALL.
+        "select id from accounts where balance >= all (select balance from accounts where region = 'r2') order by id",
+        "select id from accounts where balance < any (select amount from orders where order_no = 1 and amount < 9) order by id",
+        // EXISTS, true and false, in WHERE and as a column.
+        "select id, exists (select 1 from orders where amount > 80), not exists (select 1 from orders where amount > 80) from accounts where id < 4 order by id",
+        "select count(*) from accounts where not exists (select 1 from orders where note = 'none')",
+        // Beside a subquery each shard answers (tied by the key).
+        "select a.id from accounts a where exists (select 1 from orders o where o.account_id = a.id) and a.balance > (select avg(amount) from orders) order by a.id",
+        // Floats, whose text is exact at the default extra_float_digits.
+        "select id from accounts where score = (select max(score) from accounts)",
+        "select count(*) from accounts where score < (select avg(score) from accounts)",
+    ] {
+        b.same(sql).await;
+    }
+    // No rows, NULLs, and an empty set, as PostgreSQL's three-valued logic has them.
+    for sql in [
+        "select count(*) from accounts where balance > coalesce((select max(amount) from orders where amount < 0), 0)",
+        "select (select max(amount) from orders where amount < 0) is null",
+        "select id from accounts where id not in (select account_id from orders where amount < 0) order by id limit 3",
+        "select id from accounts where region not in (select note from orders) order by id",
+        "select id from accounts where region not in (select note from orders where note is not null) order by id limit 4",
+        "select count(*) from accounts where balance > all (select amount from orders where amount < 0)",
+        "select id from accounts where exists (select 1 from orders where amount < 0)",
+    ] {
+        same_rows(&b, sql).await;
+    }
+    // The column names are PostgreSQL's: a scalar subquery's own column's, exists.
+    let sql = "select (select max(amount) from orders), exists (select 1 from orders), id from accounts where id = 1";
+    let names = |m: Vec<SimpleQueryMessage>| -> Vec<String> {
+        m.iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => {
+                    Some(r.columns().iter().map(|c| c.name().to_string()).collect())
+                }
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(
+        names(b.c.simple_query(sql).await.unwrap()),
+        names(b.one.simple_query(sql).await.unwrap())
+    );
+    b.stop().await;
+}
+
+/// A scalar subquery of several rows fails as it does on one server, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scalar_subquery_of_several_rows_fails_as_postgresql_fails() {
+    let b = start("one_first_errors").await;
+    let sql = "select id from accounts where balance = (select balance from accounts where id < 5)";
+    let want = common::code(&b.one.simple_query(sql).await.unwrap_err());
+    let got = common::code(&b.c.simple_query(sql).await.unwrap_err());
+    assert_eq!((got.as_str(), want.as_str()), ("21000", "21000"));
+    b.same("select count(*) from accounts").await;
+    b.stop().await;
+}
+
+/// What the proxy cannot answer this way is refused: a subquery naming the outer query's
+/// columns, one inside a READ COMMITTED transaction block (it and the statement would read two
+/// snapshots; REPEATABLE READ reads one), a statement of the extended protocol, and float
+/// answers whose text the session rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_needs_the_outer_query_or_two_snapshots_is_refused() {
+    let b = start("one_first_refused").await;
+    b.refused(
+        "select id from accounts a where a.balance > (select avg(o.amount) from orders o where o.order_no = a.id)",
+    )
+    .await;
+    // `balance` is the outer table's, written without its name.
+    b.refused(
+        "select id from accounts where exists (select 1 from orders o where o.amount > balance)",
+    )
+    .await;
+    let sql =
+        "select id from accounts where balance > (select avg(balance) from accounts) order by id";
+    b.c.batch_execute("begin").await.unwrap();
+    let e = b.c.simple_query(sql).await.unwrap_err();
+    assert_eq!(common::code(&e), "0A000");
+    let hint = common::db_error(&e).hint().unwrap_or_default().to_string();
+    assert!(hint.contains("REPEATABLE READ"), "{hint}");
+    b.c.batch_execute("rollback").await.unwrap();
+    b.c.batch_execute("begin isolation level repeatable read")
+        .await
+        .unwrap();
+    b.same(sql).await;
+    b.c.batch_execute("commit").await.unwrap();
+    let e = b.c.query(sql, &[]).await.unwrap_err();
+    assert_eq!(common::code(&e), "0A000", "{e}");
+    b.c.batch_execute("set extra_float_digits = 0")
+        .await
+        .unwrap();
+    b.refused("select id from accounts where score = (select max(score) from accounts)")
+        .await;
+    b.c.batch_execute("reset extra_float_digits").await.unwrap();
+    b.same(sql).await;
+    b.stop().await;
+}
+
+/// One snapshot for a subquery and its statement needs the failpoint that holds the proxy
+/// between the two, as the README's test command enables.
+#[cfg(feature = "failpoints")]
+mod one_snapshot {
+    use super::common::{self, rig::Rig};
+    use std::time::{Duration, Instant};
+
+    /// Outside a transaction block, a row changed after the subquery was answered and before
+    /// the statement ran is seen by neither: the statement still finds the row the subquery
+    /// found, as one PostgreSQL's one snapshot would.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subquery_and_its_statement_read_one_snapshot() {
+        let rig = Rig::new("").await;
+        let port = rig.port();
+        let mut proxy = rig.proxy(port, "subquery.before_statement=sleep(3000)");
+        let c = common::connect(&rig.url(port)).await.unwrap();
+        let richest = rig.account_on(1);
+        c.batch_execute(&format!(
+            "update accounts set balance = balance + 1000 where id = {richest}"
+        ))
+        .await
+        .unwrap();
+        let url = rig.url(port);
+        let reader = tokio::spawn(async move {
+            let r = common::connect(&url).await.unwrap();
+            let found = r
+                .simple_query(
+                    "select id from accounts where balance = (select max(balance) from accounts)",
+                )
+                .await
+                .unwrap();
+            common::rows(&found)
+        });
+        // The proxy holds at the failpoint once the subquery's transaction is open and idle
+        // on the richest account's shard.
+        let shard = common::connect(&rig.shards[1].url("postgres"))
+            .await
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let idle: i64 = shard
+                .query_one(
+                    "select count(*) from pg_stat_activity where state = 'idle in transaction' and query like '%max(balance)%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if idle > 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "the subquery never ran:\n{}",
+                proxy.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        c.batch_execute(&format!(
+            "update accounts set balance = balance + 1000 where id = {richest}"
+        ))
+        .await
+        .unwrap();
+        let found = reader.await.unwrap();
+        assert_eq!(found, vec![vec![Some(richest.to_string())]]);
+        // A statement after it reads the change.
+        let now = c
+            .simple_query(
+                "select id from accounts where balance = (select max(balance) from accounts)",
+            )
+            .await
+            .unwrap();
+        assert_eq!(common::rows(&now), found);
+        let balance = c
+            .simple_query(&format!(
+                "select balance from accounts where id = {richest}"
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            common::rows(&balance),
+            vec![vec![Some((common::bank::START_BALANCE + 2000).to_string())]]
+        );
+        proxy.kill();
+    }
+}
