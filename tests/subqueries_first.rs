@@ -237,3 +237,25 @@ mod one_snapshot {
         proxy.kill();
     }
 }
+
+/// A derived table that picks some of every shard's rows (a top-N, then joined, filtered or
+/// aggregated) is answered first and read as VALUES of those rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derived_tables_that_limit_their_rows_are_answered_first() {
+    let b = start("one_first_derived").await;
+    for sql in [
+        "select a.id, a.owner, a.balance from (select * from accounts order by balance desc, id limit 12) a order by a.id",
+        "select sum(s.balance), count(*) from (select balance from accounts order by balance desc limit 5) s",
+        "select t.id, o.order_no, o.amount from (select id from accounts order by score desc nulls last, id limit 6) t join orders o on o.account_id = t.id order by t.id, o.order_no",
+        "select x.k, x.\"Owner\" from (select id, owner as \"Owner\" from accounts order by id offset 55) as x (k) order by x.k",
+        "select count(*) from (select id from accounts order by id limit 4) a where a.id in (select account_id from orders where amount > 2)",
+    ] {
+        b.same(sql).await;
+    }
+    same_rows(
+        &b,
+        "select * from (select id, balance from accounts where balance < 0 order by id limit 3) a",
+    )
+    .await;
+    b.stop().await;
+}

@@ -138,7 +138,7 @@ impl Exec<'_> {
             match uncorrelated::replacement(&c, &answer) {
                 Ok(r) => {
                     let name = uncorrelated::item_name(&c, &answer);
-                    found.push((c.expr, r, name));
+                    found.push((c.site, r, name));
                 }
                 Err(e) => {
                     self.error(&e);

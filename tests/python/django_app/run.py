@@ -124,6 +124,8 @@ assert sorted(Item.objects.filter(qty__gte=Subquery(second)).values_list("name",
 fullest3 = Item.objects.order_by("-qty", "pk").values("pk")[:3]
 assert sorted(Item.objects.filter(pk__in=fullest3).values_list("name", flat=True)) == ["i0", "i47", "i48"]
 assert Item.objects.exclude(pk__in=fullest3).count() == 47
+# aggregate() over a sliced queryset reads a derived table of the top rows: answered first.
+assert Item.objects.order_by("-qty")[:5].aggregate(s=Sum("qty"))["s"] == 286
 # distinct("shelf") with order_by("shelf", "-qty"): DISTINCT ON, the fullest item per shelf.
 fullest = Item.objects.filter(shelf__isnull=False).order_by("shelf", "-qty").distinct("shelf")
 assert [i.name for i in fullest] == ["i0", "i10", "i11"], [i.name for i in fullest]

@@ -7,7 +7,9 @@
 //!   "more than one row returned by a subquery" where it would have evaluated it);
 //! - `x [NOT] IN (subquery)`, `x op ANY/ALL (subquery)` compare with an array literal of its
 //!   values, which keeps PostgreSQL's operator choice and its NULL logic (and an empty set);
-//! - `[NOT] EXISTS (subquery)` becomes true or false.
+//! - `[NOT] EXISTS (subquery)` becomes true or false;
+//! - a derived table that limits its rows (`FROM (SELECT ... ORDER BY ... LIMIT 10) s`)
+//!   becomes a VALUES list of them (`derived`).
 //!
 //! "Refers to nothing outside": every qualified column names a table of the subquery itself.
 //! An unqualified name PostgreSQL resolves inside first, so a subquery that runs alone means
@@ -17,6 +19,8 @@
 //! Invariant: a replacement is always of the type the subquery's column had (a built-in type,
 //! written `pg_catalog.` qualified) and carries the value as PostgreSQL wrote it as text, which
 //! its input reads back as the same value under the same session settings.
+
+mod derived;
 
 use super::plan::{cte_names, relations};
 use super::subquery::{outermost_subqueries, tied_in, top_tables};
@@ -48,13 +52,32 @@ pub enum Kind {
     In { negated: bool },
     /// `x op ANY (...)` or `x op ALL (...)`.
     Compared,
+    /// A derived table in FROM.
+    Derived,
+}
+
+/// Where a subquery sits in the statement, and what takes its place.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Site {
+    Expr(Box<Expr>),
+    Table(Box<TableFactor>),
+}
+
+impl std::fmt::Display for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Site::Expr(e) => e.fmt(f),
+            Site::Table(t) => t.fmt(f),
+        }
+    }
 }
 
 /// A subquery the executor answers first.
 #[derive(Debug, Clone)]
 pub struct Candidate {
-    /// The expression as the statement holds it (replaced wherever it occurs).
-    pub expr: Expr,
+    /// The expression or derived table as the statement holds it (replaced wherever it
+    /// occurs).
+    pub site: Site,
     /// The query to run alone (an EXISTS's with LIMIT 1).
     pub query: Query,
     pub kind: Kind,
@@ -78,7 +101,8 @@ pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
         /// CTE names of the whole statement: a subquery reading one reads the CTE, which it
         /// would not see alone.
         ctes: Vec<String>,
-        inside: Option<*const Expr>,
+        /// The candidate being walked through (its insides are answered with it).
+        inside: Option<*const ()>,
         found: Vec<Candidate>,
     }
     impl Visitor for Walk<'_> {
@@ -97,23 +121,48 @@ pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
             {
                 return ControlFlow::Continue(());
             }
-            self.inside = Some(e as *const Expr);
-            if !self.found.iter().any(|c| c.expr == *e) {
-                if let Some(query) = standalone(query, kind) {
-                    self.found.push(Candidate {
-                        expr: e.clone(),
-                        query,
-                        kind,
-                    });
-                }
-            }
+            self.inside = Some(e as *const Expr as *const ());
+            self.push(Site::Expr(Box::new(e.clone())), query, kind);
             ControlFlow::Continue(())
         }
         fn post_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-            if self.inside == Some(e as *const Expr) {
+            if self.inside == Some(e as *const Expr as *const ()) {
                 self.inside = None;
             }
             ControlFlow::Continue(())
+        }
+        fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+            if self.inside.is_some() {
+                return ControlFlow::Continue(());
+            }
+            let Some(query) = derived::limited(t) else {
+                return ControlFlow::Continue(());
+            };
+            if relations(query, self.placement).sharded.is_empty()
+                || !self_contained(query)
+                || reads_any(query, &self.ctes)
+            {
+                return ControlFlow::Continue(());
+            }
+            self.inside = Some(t as *const TableFactor as *const ());
+            self.push(Site::Table(Box::new(t.clone())), query, Kind::Derived);
+            ControlFlow::Continue(())
+        }
+        fn post_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+            if self.inside == Some(t as *const TableFactor as *const ()) {
+                self.inside = None;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    impl Walk<'_> {
+        fn push(&mut self, site: Site, query: &Query, kind: Kind) {
+            if self.found.iter().any(|c| c.site == site) {
+                return;
+            }
+            if let Some(query) = standalone(query, kind) {
+                self.found.push(Candidate { site, query, kind });
+            }
         }
     }
     let mut walk = Walk {
@@ -261,13 +310,23 @@ fn folded(i: &Ident) -> String {
 }
 
 /// What takes the candidate's place, given its answer.
-pub fn replacement(c: &Candidate, answer: &Answer) -> Result<Expr, PgError> {
-    if let Kind::Exists { negated } = c.kind {
-        // Found rows: true, unless negated.
-        return Ok(Expr::value(Value::Boolean(
-            answer.rows.is_empty() == negated,
-        )));
+pub fn replacement(c: &Candidate, answer: &Answer) -> Result<Site, PgError> {
+    match (&c.kind, &c.site) {
+        (Kind::Exists { negated }, _) => {
+            // Found rows: true, unless negated.
+            Ok(Site::Expr(Box::new(Expr::value(Value::Boolean(
+                answer.rows.is_empty() == *negated,
+            )))))
+        }
+        (Kind::Derived, Site::Table(t)) => {
+            derived::replacement(t, answer).map(|t| Site::Table(Box::new(t)))
+        }
+        (_, Site::Expr(e)) => value_replacement(c.kind, e, answer).map(|e| Site::Expr(Box::new(e))),
+        (_, Site::Table(_)) => Err(refusal("a derived table is answered as rows")),
     }
+}
+
+fn value_replacement(kind: Kind, expr: &Expr, answer: &Answer) -> Result<Expr, PgError> {
     let [(_, oid, typmod)] = answer.columns.as_slice() else {
         return Err(refusal(
             "a subquery over several shards that returns other than one column is not supported",
@@ -279,7 +338,7 @@ pub fn replacement(c: &Candidate, answer: &Answer) -> Result<Expr, PgError> {
         )));
     };
     let column = || answer.rows.iter().map(|r| r.first().cloned().flatten());
-    let text = match c.kind {
+    let text = match kind {
         Kind::Scalar => match answer.rows.len() {
             0 => format!("CAST(NULL AS {ty})"),
             1 => typed(column().next().flatten().as_deref(), &ty),
@@ -304,10 +363,10 @@ pub fn replacement(c: &Candidate, answer: &Answer) -> Result<Expr, PgError> {
             let values: Vec<Option<String>> = column().collect();
             format!("CAST({} AS {ty}[])", quoted(&array_text(&values)))
         }
-        Kind::Exists { .. } => unreachable!("answered above"),
+        Kind::Exists { .. } | Kind::Derived => unreachable!("answered by `replacement`"),
     };
     let value = parse_expr(&text)?;
-    Ok(match (&c.kind, &c.expr) {
+    Ok(match (&kind, expr) {
         (Kind::In { negated }, Expr::InSubquery { expr, .. }) => {
             let any = Expr::AnyOp {
                 left: expr.clone(),
@@ -325,7 +384,7 @@ pub fn replacement(c: &Candidate, answer: &Answer) -> Result<Expr, PgError> {
             }
         }
         (Kind::Compared, Expr::AnyOp { .. } | Expr::AllOp { .. }) => {
-            let mut e = c.expr.clone();
+            let mut e = expr.clone();
             if let Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } = &mut e {
                 **right = value;
             }
@@ -342,15 +401,17 @@ pub fn item_name(c: &Candidate, answer: &Answer) -> Option<String> {
         Kind::Exists { negated: false } => Some("exists".into()),
         // NOT EXISTS is ?column?; its replacement, a bare boolean, would be "bool".
         Kind::Exists { negated: true } => Some("?column?".into()),
-        // `x IN (...)` and `x op ANY (...)` are named ?column? as their replacements are.
-        Kind::In { .. } | Kind::Compared => None,
+        // `x IN (...)` and `x op ANY (...)` are named ?column? as their replacements are; a
+        // derived table is no select-list item.
+        Kind::In { .. } | Kind::Compared | Kind::Derived => None,
     }
 }
 
-/// `q` with each `(expr, replacement, item name)` put in place: wherever the expression
-/// occurs, and a select-list item that is the expression alone keeps PostgreSQL's name for it.
-pub fn replace(q: &mut Query, found: &[(Expr, Expr, Option<String>)]) {
-    struct Put<'a>(&'a [(Expr, Expr, Option<String>)]);
+/// `q` with each `(site, replacement, item name)` put in place: wherever the expression or
+/// derived table occurs, and a select-list item that is the expression alone keeps
+/// PostgreSQL's name for it.
+pub fn replace(q: &mut Query, found: &[(Site, Site, Option<String>)]) {
+    struct Put<'a>(&'a [(Site, Site, Option<String>)]);
     impl VisitorMut for Put<'_> {
         type Break = ();
         fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
@@ -363,7 +424,10 @@ pub fn replace(q: &mut Query, found: &[(Expr, Expr, Option<String>)]) {
                     while let Expr::Nested(inner) = bare {
                         bare = inner;
                     }
-                    let named = self.0.iter().find(|(o, _, _)| o == bare);
+                    let named = self
+                        .0
+                        .iter()
+                        .find(|(o, _, _)| matches!(o, Site::Expr(o) if **o == *bare));
                     if let Some((_, _, Some(name))) = named {
                         *item = SelectItem::ExprWithAlias {
                             expr: e.clone(),
@@ -375,8 +439,24 @@ pub fn replace(q: &mut Query, found: &[(Expr, Expr, Option<String>)]) {
             ControlFlow::Continue(())
         }
         fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
-            if let Some((_, r, _)) = self.0.iter().find(|(o, _, _)| o == e) {
-                *e = r.clone();
+            for (o, r, _) in self.0 {
+                if let (Site::Expr(o), Site::Expr(r)) = (o, r) {
+                    if **o == *e {
+                        *e = (**r).clone();
+                        break;
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {
+            for (o, r, _) in self.0 {
+                if let (Site::Table(o), Site::Table(r)) = (o, r) {
+                    if **o == *t {
+                        *t = (**r).clone();
+                        break;
+                    }
+                }
             }
             ControlFlow::Continue(())
         }
@@ -387,6 +467,20 @@ pub fn replace(q: &mut Query, found: &[(Expr, Expr, Option<String>)]) {
 /// A built-in type as a cast names it, with the modifier that changes how values compare
 /// or print (`numeric(10,2)`, `varchar(20)`, `char(3)`).
 pub fn type_text(oid: u32, typmod: i32) -> Option<String> {
+    // The integer types by their SQL keywords, which name nothing else and which the planner
+    // reads a shard key through (`id = CAST('7' AS BIGINT)` goes to one shard).
+    let keyword = match oid {
+        21 => Some("SMALLINT"),
+        23 => Some("INTEGER"),
+        20 => Some("BIGINT"),
+        1005 => Some("SMALLINT[]"),
+        1007 => Some("INTEGER[]"),
+        1016 => Some("BIGINT[]"),
+        _ => None,
+    };
+    if let Some(k) = keyword {
+        return Some(k.to_string());
+    }
     let name = crate::sql::builtin_types::name_of(oid)?;
     let modifier = match oid {
         1700 if typmod >= 4 => {
@@ -404,7 +498,7 @@ pub fn type_text(oid: u32, typmod: i32) -> Option<String> {
 }
 
 /// `CAST('value' AS type)`, or a NULL of the type.
-fn typed(value: Option<&str>, ty: &str) -> String {
+pub(super) fn typed(value: Option<&str>, ty: &str) -> String {
     match value {
         Some(v) => format!("CAST({} AS {ty})", quoted(v)),
         None => format!("CAST(NULL AS {ty})"),
@@ -439,7 +533,7 @@ fn parse_expr(text: &str) -> Result<Expr, PgError> {
         .map_err(|_| refusal("a subquery's answer could not be written back into the statement"))
 }
 
-fn refusal(message: impl Into<String>) -> PgError {
+pub(super) fn refusal(message: impl Into<String>) -> PgError {
     PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(
         "Run the subquery first and write its values into the statement, or tie it to the outer table by the shard key.",
     )
@@ -499,7 +593,7 @@ mod tests {
         );
         let found: Vec<String> = candidates(&q, &p)
             .iter()
-            .map(|c| c.expr.to_string())
+            .map(|c| c.site.to_string())
             .collect();
         assert_eq!(
             found,
@@ -520,7 +614,7 @@ mod tests {
         );
         let found: Vec<String> = candidates(&q, &placement())
             .iter()
-            .map(|c| c.expr.to_string())
+            .map(|c| c.site.to_string())
             .collect();
         assert_eq!(found, vec!["(SELECT max(amount) FROM orders)".to_string()]);
     }
@@ -544,7 +638,7 @@ mod tests {
         let c = candidates(&q, &placement());
         let found: Vec<_> = c
             .iter()
-            .map(|c| (c.expr.clone(), replacement(c, a).unwrap(), item_name(c, a)))
+            .map(|c| (c.site.clone(), replacement(c, a).unwrap(), item_name(c, a)))
             .collect();
         replace(&mut q, &found);
         q.to_string()
@@ -590,7 +684,28 @@ mod tests {
                 "select id from accounts where balance > all (select amount from orders)",
                 &answer(23, -1, &[])
             ),
-            "SELECT id FROM accounts WHERE balance > ALL(CAST('{}' AS pg_catalog.int4[]))"
+            "SELECT id FROM accounts WHERE balance > ALL(CAST('{}' AS INTEGER[]))"
+        );
+    }
+
+    #[test]
+    fn an_integer_answer_is_a_key_the_planner_routes_by() {
+        let q = replaced(
+            "select * from accounts where id = (select max(account_id) from orders)",
+            &answer(20, -1, &[Some("7")]),
+        );
+        assert_eq!(q, "SELECT * FROM accounts WHERE id = CAST('7' AS BIGINT)");
+        let stmt = Parser::parse_sql(&PostgreSqlDialect {}, &q)
+            .unwrap()
+            .remove(0);
+        let planned = super::super::plan::plan(
+            &stmt,
+            &placement(),
+            &crate::router::params::Params::default(),
+        );
+        assert!(
+            matches!(planned, super::super::plan::Plan::Shard { .. }),
+            "{planned:?}"
         );
     }
 

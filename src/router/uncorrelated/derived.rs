@@ -1,0 +1,204 @@
+//! A derived table that picks some of the rows of every shard (`FROM (SELECT ... ORDER BY x
+//! LIMIT 10) s`, as a top-N is read before it is joined or aggregated), answered first: it
+//! becomes a VALUES list of its rows under the same alias and column names, each value a
+//! literal of its column's type. The statement then reads it as it reads a reference table's
+//! rows: whole on whichever shard runs it.
+
+use super::{folded, refusal, type_text, Answer};
+use crate::error::PgError;
+use sqlparser::ast::{
+    CastKind, DataType, Expr, Parens, Query, SetExpr, Statement, TableFactor, Value,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+/// The query of a derived table (not LATERAL) that limits its rows.
+pub(super) fn limited(t: &TableFactor) -> Option<&Query> {
+    match t {
+        TableFactor::Derived {
+            lateral: false,
+            subquery,
+            ..
+        } if subquery.limit_clause.is_some() || subquery.fetch.is_some() => Some(subquery),
+        _ => None,
+    }
+}
+
+/// The derived table `t` as VALUES of `answer`'s rows.
+pub(super) fn replacement(t: &TableFactor, answer: &Answer) -> Result<TableFactor, PgError> {
+    let TableFactor::Derived { alias, .. } = t else {
+        return Err(refusal("only a derived table is answered as rows"));
+    };
+    if answer.columns.is_empty() {
+        return Err(refusal(
+            "a derived table over several shards without columns is not supported",
+        ));
+    }
+    // The alias's column names stand for the first columns; the rest keep their own.
+    let mut names = Vec::new();
+    let mut compared = Vec::new();
+    let mut types = Vec::new();
+    for (i, (name, oid, typmod)) in answer.columns.iter().enumerate() {
+        match alias.as_ref().and_then(|a| a.columns.get(i)) {
+            Some(c) => {
+                names.push(c.name.to_string());
+                compared.push(folded(&c.name));
+            }
+            None => {
+                names.push(format!("\"{}\"", name.replace('"', "\"\"")));
+                compared.push(name.clone());
+            }
+        }
+        let Some(ty) = type_text(*oid, *typmod) else {
+            return Err(refusal(format!(
+                "a derived table over several shards whose column {name} is of a type created in the database (OID {oid}) is not supported"
+            )));
+        };
+        types.push(ty);
+    }
+    if let Some(twice) = compared
+        .iter()
+        .enumerate()
+        .find_map(|(i, n)| compared[..i].contains(n).then_some(n))
+    {
+        return Err(refusal(format!(
+            "a derived table over several shards with two columns named {twice} is not supported"
+        )));
+    }
+    let nulls: Vec<String> = types.iter().map(|t| format!("CAST(NULL AS {t})")).collect();
+    let body = if answer.rows.is_empty() {
+        format!("(SELECT {} WHERE false)", nulls.join(", "))
+    } else {
+        // One row of NULLs to parse the types once; the rows are put in below.
+        format!("(VALUES ({}))", nulls.join(", "))
+    };
+    let alias_name = alias
+        .as_ref()
+        .map_or_else(|| "shardgate_rows".to_string(), |a| a.name.to_string());
+    let text = format!(
+        "SELECT * FROM {body} AS {alias_name} ({})",
+        names.join(", ")
+    );
+    let parsed = Parser::parse_sql(&PostgreSqlDialect {}, &text)
+        .ok()
+        .and_then(|mut v| v.pop());
+    let Some(Statement::Query(q)) = parsed else {
+        return Err(refusal(
+            "a derived table's rows could not be written back into the statement",
+        ));
+    };
+    let SetExpr::Select(s) = *q.body else {
+        unreachable!("written as a SELECT above")
+    };
+    let mut table = s
+        .from
+        .into_iter()
+        .next()
+        .map(|f| f.relation)
+        .ok_or_else(|| {
+            refusal("a derived table's rows could not be written back into the statement")
+        })?;
+    if let TableFactor::Derived { subquery, .. } = &mut table {
+        if let SetExpr::Values(values) = subquery.body.as_mut() {
+            let data_types: Vec<DataType> = values.rows[0]
+                .iter()
+                .filter_map(|e| match e {
+                    Expr::Cast { data_type, .. } => Some(data_type.clone()),
+                    _ => None,
+                })
+                .collect();
+            values.rows = answer
+                .rows
+                .iter()
+                .map(|row| {
+                    Parens::with_empty_span(
+                        row.iter()
+                            .zip(&data_types)
+                            .map(|(v, t)| cast(v.as_deref(), t))
+                            .collect(),
+                    )
+                })
+                .collect();
+        }
+    }
+    Ok(table)
+}
+
+/// `CAST(<value> AS t)`, the value a string literal that reads the same whatever
+/// `standard_conforming_strings` is.
+fn cast(value: Option<&str>, t: &DataType) -> Expr {
+    let v = match value {
+        None => Value::Null,
+        Some(s) if s.contains('\\') => Value::EscapedStringLiteral(s.to_string()),
+        Some(s) => Value::SingleQuotedString(s.to_string()),
+    };
+    Expr::Cast {
+        kind: CastKind::Cast,
+        expr: Box::new(Expr::value(v)),
+        data_type: t.clone(),
+        format: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Answer;
+    use super::*;
+
+    fn derived(sql: &str) -> TableFactor {
+        let Some(Statement::Query(q)) =
+            Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().pop()
+        else {
+            panic!("a query")
+        };
+        let SetExpr::Select(s) = *q.body else {
+            panic!("a select")
+        };
+        s.from[0].relation.clone()
+    }
+
+    fn answer(rows: &[[Option<&str>; 2]]) -> Answer {
+        Answer {
+            columns: vec![("id".into(), 20, -1), ("Owner".into(), 25, -1)],
+            rows: rows
+                .iter()
+                .map(|r| r.iter().map(|v| v.map(str::to_string)).collect())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn only_a_derived_table_that_limits_its_rows_is_answered_first() {
+        let t = derived("select * from (select id from accounts order by id limit 3) a");
+        assert!(limited(&t).is_some());
+        let t = derived("select * from (select id from accounts) a");
+        assert!(limited(&t).is_none());
+        let t = derived("select * from lateral (select id from accounts limit 3) a");
+        assert!(limited(&t).is_none());
+    }
+
+    #[test]
+    fn rows_become_values_under_the_same_names() {
+        let t = derived("select * from (select id, owner as \"Owner\" from accounts limit 2) a");
+        let r = replacement(&t, &answer(&[[Some("1"), Some("it's")], [Some("2"), None]])).unwrap();
+        assert_eq!(
+            r.to_string(),
+            "(VALUES (CAST('1' AS BIGINT), CAST('it''s' AS pg_catalog.text)), (CAST('2' AS BIGINT), CAST(NULL AS pg_catalog.text))) AS a (\"id\", \"Owner\")"
+        );
+        // The alias's own names stand for the first columns; no rows is a SELECT of none.
+        let t = derived("select * from (select id, owner from accounts limit 2) AS b (k)");
+        let r = replacement(&t, &answer(&[])).unwrap();
+        assert_eq!(
+            r.to_string(),
+            "(SELECT CAST(NULL AS BIGINT), CAST(NULL AS pg_catalog.text) WHERE false) AS b (k, \"Owner\")"
+        );
+        let backslash = replacement(&t, &answer(&[[Some("3"), Some("a\\b")]])).unwrap();
+        assert!(backslash.to_string().contains("E'a\\\\b'"), "{backslash}");
+    }
+
+    #[test]
+    fn two_columns_of_one_name_are_refused() {
+        let t = derived("select * from (select id, owner from accounts limit 2) AS b (\"Owner\")");
+        assert!(replacement(&t, &answer(&[])).is_err());
+    }
+}
