@@ -42,7 +42,7 @@ pub mod shape_route;
 pub mod signal;
 pub mod snapshot_read;
 pub mod sql_prepare;
-mod subqueries_first;
+pub mod subqueries_first;
 pub mod transaction_clock;
 pub mod upsert_arbiters;
 pub mod value;

@@ -7,7 +7,8 @@
 //!
 //! - outside a transaction block the proxy opens a REPEATABLE READ transaction of its own for
 //!   the two (one statement of READ COMMITTED reads one snapshot too, so the client sees the
-//!   level it asked for), committed when the statement is done;
+//!   level it asked for), committed when the statement is done (at Sync in the extended
+//!   protocol);
 //! - in a REPEATABLE READ or SERIALIZABLE transaction the transaction's snapshot serves both;
 //! - in a READ COMMITTED transaction block each statement takes a new snapshot, and the
 //!   statement is refused with a hint.
@@ -15,15 +16,20 @@
 //! In `snapshot` consistency the same holds with one cut for the two. A subquery that fails
 //! alone for a name it cannot find belonged to the outer query: the statement gets the
 //! planner's refusal. The rows a subquery returns are held in the proxy while the statement
-//! runs, at most `SUBQUERY_BYTES`. Simple protocol only: a statement of the extended protocol
-//! is described before any of it runs, and stays refused.
+//! runs, at most `SUBQUERY_BYTES`.
+//!
+//! In the extended protocol the subqueries are answered at Bind, with the parameters they use
+//! (renumbered, see `keep_used_params`), and the portal runs the rewritten statement as a read
+//! the proxy carries out, with the rest of the client's parameters.
 
+use super::merge::scatter_request;
+use super::rebind::rebind;
 use super::session::{Exec, Step, R};
 use crate::error::{sqlstate, PgError};
 use crate::placement::HOME;
 use crate::protocol::inspect;
 use crate::router::params::Params;
-use crate::router::plan::{plan, Plan};
+use crate::router::plan::{keep_used_params, plan, Plan};
 use crate::router::uncorrelated::{self, Answer};
 use crate::txn::state::{Isolation, TxnState};
 use sqlparser::ast::{Query, Statement};
@@ -46,6 +52,44 @@ enum Unanswered {
     Outside,
 }
 
+/// Parameters of the extended protocol and the types the statement declared for them (both
+/// empty in the simple protocol).
+#[derive(Clone, Default)]
+pub struct Bound {
+    pub params: Params,
+    pub types: Vec<u32>,
+}
+
+impl Bound {
+    /// The parameters `q` uses, `q` renumbered to them.
+    fn used_by<V>(&self, q: &mut V) -> Bound
+    where
+        V: sqlparser::ast::Visit + sqlparser::ast::VisitMut,
+    {
+        if self.params.values.is_empty() {
+            return Bound::default();
+        }
+        match keep_used_params(q, self.params.values.len()) {
+            None => self.clone(),
+            Some(picks) => Bound {
+                params: self.params.pick(&picks),
+                types: picks
+                    .iter()
+                    .map(|&i| self.types.get(i).copied().unwrap_or(0))
+                    .collect(),
+            },
+        }
+    }
+}
+
+/// A statement with its subqueries answered, ready to run: its plan, its text, and the
+/// parameters it still uses.
+pub struct Answered {
+    pub plan: Plan,
+    pub sql: String,
+    pub bound: Bound,
+}
+
 impl Exec<'_> {
     /// Runs `stmt`, which the planner refused with `refusal` (see
     /// `router::uncorrelated::answered_first`), with its subqueries answered first; `sql` is
@@ -56,11 +100,88 @@ impl Exec<'_> {
         sql: &str,
         refusal: PgError,
     ) -> R<Step> {
-        let Statement::Query(q) = stmt else {
-            return Ok(self.error(&refusal));
-        };
-        if matches!(self.txn, TxnState::Failed(_)) || !q.locks.is_empty() {
+        if matches!(self.txn, TxnState::Failed(_)) {
             return self.run_plan(Plan::Reject(refusal), sql).await;
+        }
+        let (own, answered) = match self
+            .answer_subqueries(stmt, &Bound::default(), refusal)
+            .await?
+        {
+            Ok(a) => a,
+            Err(step) => return Ok(step),
+        };
+        let step = match answered.plan {
+            plan @ Plan::Scatter { .. } => {
+                // A scatter drops error positions when its text is not the client's.
+                self.run_plan(plan, sql).await?
+            }
+            plan => {
+                self.rewritten = true;
+                let step = self.run_plan(plan, &answered.sql).await;
+                self.rewritten = false;
+                step?
+            }
+        };
+        self.end_own_implicit(own && step == Step::Done, step).await
+    }
+
+    /// For a Bind of `stmt` (refused by the planner with `refusal`) with `bound`: the read the
+    /// portal carries out, its subqueries answered now. A transaction of the proxy's own that
+    /// this opens ends at Sync. Err: the step, the client told why.
+    pub async fn answered_portal(
+        &mut self,
+        stmt: &Statement,
+        bound: &Bound,
+        refusal: PgError,
+    ) -> R<Result<Answered, Step>> {
+        if bound
+            .types
+            .iter()
+            .any(|o| crate::backend::catalog::type_oids::is_user(*o))
+        {
+            return Ok(Err(self.error(&refusal)));
+        }
+        let answered = match self.answer_subqueries(stmt, bound, refusal).await? {
+            Ok((_, a)) => a,
+            Err(step) => return Ok(Err(step)),
+        };
+        Ok(Ok(match answered.plan {
+            // Run as a read the proxy carries out: no shard prepared this text.
+            Plan::Shard {
+                shard,
+                write: false,
+            } => Answered {
+                plan: Plan::Scatter {
+                    shards: vec![shard],
+                    sql: answered.sql.clone(),
+                    merge: Default::default(),
+                },
+                ..answered
+            },
+            Plan::Scatter { .. } => answered,
+            Plan::Reject(e) => return Ok(Err(self.error(&e))),
+            _ => {
+                return Ok(Err(self.error(&PgError::error(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "a statement whose subqueries the proxy answers first must be a read",
+                ))))
+            }
+        }))
+    }
+
+    /// `stmt` with its subqueries answered (see the module's notes), planned; with whether a
+    /// transaction of the proxy's own was opened for it. Err: the client has been told.
+    async fn answer_subqueries(
+        &mut self,
+        stmt: &Statement,
+        bound: &Bound,
+        refusal: PgError,
+    ) -> R<Result<(bool, Answered), Step>> {
+        let Statement::Query(q) = stmt else {
+            return Ok(Err(self.error(&refusal)));
+        };
+        if !q.locks.is_empty() || matches!(self.txn, TxnState::Failed(_)) {
+            return Ok(Err(self.error(&refusal)));
         }
         let own = match self.txn {
             TxnState::Idle => {
@@ -73,49 +194,44 @@ impl Exec<'_> {
             }
             _ => {
                 if self.txn_isolation().await? == Isolation::ReadCommitted {
-                    return Ok(self.error(
+                    return Ok(Err(self.error(
                         &PgError::error(
                             sqlstate::FEATURE_NOT_SUPPORTED,
                             format!("{}, in a READ COMMITTED transaction block", refusal.message),
                         )
                         .with_hint("The proxy answers such a subquery first, which needs one snapshot for it and the statement: run the statement outside a transaction block, or in a REPEATABLE READ transaction."),
-                    ));
+                    )));
                 }
                 false
             }
         };
-        let query = match self.substituted((**q).clone(), 0).await? {
+        let mut query = match self.substituted((**q).clone(), bound, 0).await? {
             Ok(query) => query,
-            Err(Unanswered::Told) => return Ok(Step::Failed),
-            Err(Unanswered::Outside) => return Ok(self.error(&refusal)),
+            Err(Unanswered::Told) => return Ok(Err(Step::Failed)),
+            Err(Unanswered::Outside) => return Ok(Err(self.error(&refusal))),
         };
         metrics::counter!(crate::metrics::SUBQUERIES_ANSWERED_FIRST).increment(1);
         crate::failpoint::hit(crate::failpoint::SUBQUERY_BEFORE_STATEMENT).await;
-        let text = query.to_string();
-        let step = match plan(
+        let bound = bound.used_by(&mut query);
+        let sql = query.to_string();
+        let plan = plan(
             &Statement::Query(Box::new(query)),
             &self.placement,
-            &Params::default(),
-        ) {
-            plan @ Plan::Scatter { .. } => {
-                // A scatter drops error positions when its text is not the client's.
-                self.run_plan(plan, sql).await?
-            }
-            plan => {
-                self.rewritten = true;
-                let step = self.run_plan(plan, &text).await;
-                self.rewritten = false;
-                step?
-            }
-        };
-        self.end_own_implicit(own && step == Step::Done, step).await
+            &bound.params,
+        );
+        Ok(Ok((own, Answered { plan, sql, bound })))
     }
 
     /// `q` with its subqueries that no shard answers alone replaced by their answers.
-    async fn substituted(&mut self, mut q: Query, depth: usize) -> R<Result<Query, Unanswered>> {
+    async fn substituted(
+        &mut self,
+        mut q: Query,
+        bound: &Bound,
+        depth: usize,
+    ) -> R<Result<Query, Unanswered>> {
         let mut found = Vec::new();
         for c in uncorrelated::candidates(&q, &self.placement) {
-            let answer = match Box::pin(self.answer_of(c.query.clone(), depth)).await? {
+            let answer = match Box::pin(self.answer_of(c.query.clone(), bound, depth)).await? {
                 Ok(a) => a,
                 Err(e) => return Ok(Err(e)),
             };
@@ -151,24 +267,31 @@ impl Exec<'_> {
     }
 
     /// The rows of `q` as the proxy answers it to a client, held instead of sent.
-    async fn answer_of(&mut self, q: Query, depth: usize) -> R<Result<Answer, Unanswered>> {
-        let stmt = Statement::Query(Box::new(q));
-        let mut planned = plan(&stmt, &self.placement, &Params::default());
-        let mut text = stmt.to_string();
+    async fn answer_of(
+        &mut self,
+        mut q: Query,
+        bound: &Bound,
+        depth: usize,
+    ) -> R<Result<Answer, Unanswered>> {
+        let mut bound = bound.used_by(&mut q);
+        let mut text = q.to_string();
+        let mut planned = plan(
+            &Statement::Query(Box::new(q.clone())),
+            &self.placement,
+            &bound.params,
+        );
         if let Plan::Reject(e) = &planned {
             if uncorrelated::answered_first(e) && depth < DEPTH {
-                let Statement::Query(q) = stmt else {
-                    unreachable!("built as a query above")
-                };
-                let inner = match self.substituted(*q, depth + 1).await? {
+                let mut inner = match self.substituted(q, &bound, depth + 1).await? {
                     Ok(inner) => inner,
                     Err(e) => return Ok(Err(e)),
                 };
+                bound = bound.used_by(&mut inner);
                 text = inner.to_string();
                 planned = plan(
                     &Statement::Query(Box::new(inner)),
                     &self.placement,
-                    &Params::default(),
+                    &bound.params,
                 );
             }
         }
@@ -185,7 +308,7 @@ impl Exec<'_> {
         }
         let mark = self.out.len();
         let held = std::mem::replace(&mut self.hold_output, true);
-        let step = self.run_plan(planned, &text).await;
+        let step = self.held_read(planned, &text, &bound).await;
         self.hold_output = held;
         let step = step?;
         let captured = self.out.split_off(mark);
@@ -196,6 +319,43 @@ impl Exec<'_> {
             ).with_hint("Narrow the subquery, or join co-located tables on their shard keys instead."));
             return Ok(Err(Unanswered::Told));
         }
+        Ok(self.read_answer(&captured, step))
+    }
+
+    /// Runs a read planned for `text`: as a Query without parameters, re-bound on its shards
+    /// with them (the description asked for too).
+    async fn held_read(&mut self, planned: Plan, text: &str, bound: &Bound) -> R<Step> {
+        if bound.params.values.is_empty() {
+            return self.run_plan(planned, text).await;
+        }
+        let (shards, sql, merge) = match planned {
+            Plan::Scatter { shards, sql, merge } => (shards, sql, merge),
+            Plan::Shard { shard, .. } => (vec![shard], text.to_string(), Default::default()),
+            _ => unreachable!("only reads are run here"),
+        };
+        let requests: Vec<bytes::Bytes> = shards
+            .iter()
+            .map(|_| match &merge.picks {
+                None => rebind(&sql, &bound.params, &bound.types, &[], true, true),
+                Some(picks) => {
+                    let types: Vec<u32> = picks
+                        .iter()
+                        .map(|&p| bound.types.get(p).copied().unwrap_or(0))
+                        .collect();
+                    rebind(&sql, &bound.params.pick(picks), &types, &[], true, true)
+                }
+            })
+            .collect();
+        let computes = merge.aggregate.as_ref().is_some_and(|a| a.computes());
+        self.bound = computes.then(|| (bound.params.clone(), bound.types.clone()));
+        let step = scatter_request(self, &shards, &requests, &merge, true).await;
+        self.bound = None;
+        step
+    }
+
+    /// A held answer's columns and rows; its error passed on to the client (or, for a name
+    /// the subquery could not find alone, left for the statement's refusal).
+    fn read_answer(&mut self, captured: &[u8], step: Step) -> Result<Answer, Unanswered> {
         let mut answer = Answer::default();
         let mut failure = None;
         let mut at = 0;
@@ -233,17 +393,17 @@ impl Exec<'_> {
             at += 1 + len;
         }
         match failure {
-            None if step == Step::Done => Ok(Ok(answer)),
-            None => Ok(Err(Unanswered::Told)),
+            None if step == Step::Done => Ok(answer),
+            None => Err(Unanswered::Told),
             Some(frame) => {
                 let code = inspect::error_field(&frame[5..], b'C').unwrap_or_default();
                 if matches!(code, "42703" | "42P01") {
-                    return Ok(Err(Unanswered::Outside));
+                    return Err(Unanswered::Outside);
                 }
                 // Its position is in a text the client did not send.
                 let placed = inspect::map_error_position(frame, |_| None);
                 self.out.extend_from_slice(&placed);
-                Ok(Err(Unanswered::Told))
+                Err(Unanswered::Told)
             }
         }
     }

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from sqlalchemy import (BigInteger, DateTime, Enum, ForeignKey, Integer, Sequence, String,
                         create_engine, func, select, text, union, union_all, update)
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, mapped_column, relationship,
                             selectinload)
 
@@ -178,6 +178,25 @@ def query(s, ids):
     assert sorted(every) == sorted([ids[i] for i in big] + ids[0::2]), every
 
 
+def answered_first(s, ids):
+    # Subqueries over every shard that name nothing of the outer query, answered first by the
+    # proxy with their bound values; it needs one snapshot for them and the statement, which a
+    # READ COMMITTED transaction block (the Session's default) does not give: refused there.
+    biggest = select(func.max(Order.amount)).scalar_subquery()
+    top = select(Order.customer_id).order_by(Order.amount.desc()).limit(4)
+    try:
+        s.scalars(select(Order.customer_id).where(Order.amount == biggest)).all()
+        raise AssertionError("a READ COMMITTED transaction block answered it")
+    except DBAPIError as e:
+        assert "REPEATABLE READ" in str(e), e
+    s.rollback()
+    s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    assert s.scalars(select(Order.customer_id).where(Order.amount == biggest)).all() == [ids[-1]]
+    named = s.scalars(select(Customer.name).where(Customer.id.in_(top)).order_by(Customer.name))
+    assert named.all() == ["c22", "c23"]
+    s.commit()
+
+
 def transfer(s, ids):
     # Between two customers (on different shards, most likely), with a savepoint that rolls
     # back.
@@ -278,7 +297,7 @@ def main():
         seed(s)
     with Session(engine) as s:
         ids = add_customers(s)
-    for step in (read_back, query, transfer, check_transfer, touch, stream, renumber, pay):
+    for step in (read_back, query, answered_first, transfer, check_transfer, touch, stream, renumber, pay):
         with Session(engine) as s:
             step(s, ids)
     with engine.begin() as conn:
@@ -297,7 +316,7 @@ async def main_async():
         await s.run_sync(seed)
     async with AsyncSession(engine) as s:
         ids = await s.run_sync(add_customers)
-    for step in (read_back, query, transfer, check_transfer, touch, stream, renumber, pay):
+    for step in (read_back, query, answered_first, transfer, check_transfer, touch, stream, renumber, pay):
         async with AsyncSession(engine) as s:
             await s.run_sync(step, ids)
     async with engine.begin() as conn:

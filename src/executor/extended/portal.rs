@@ -8,11 +8,13 @@ use crate::error::{sqlstate, PgError};
 use crate::executor::insert_select::{on_every_copy, Rewrite};
 use crate::executor::session::state::CursorPortal;
 use crate::executor::session::{Exec, Step, R};
+use crate::executor::subqueries_first::Bound;
 use crate::protocol::message::{Bind, Target, TargetKind};
 use crate::protocol::{build, Frame};
 use crate::router::cursor::CursorCmd;
 use crate::router::params::Params;
 use crate::router::plan::{keep_used_params, Plan, PreparedCmd, HOME};
+use crate::router::uncorrelated::answered_first;
 use crate::txn::state::TxnState;
 use bytes::{Bytes, BytesMut};
 
@@ -256,6 +258,39 @@ impl Extended {
                     }
                 }
                 step
+            }
+            // Subqueries no shard answers alone, answered now (see `subqueries_first`).
+            Plan::Reject(e) if answered_first(&e) && ast.is_some() => {
+                let Some(query) = ast.as_deref() else {
+                    unreachable!("checked above")
+                };
+                let bound = Bound {
+                    params,
+                    types: declared,
+                };
+                let answered = match exec.answered_portal(query, &bound, e).await? {
+                    Ok(a) => a,
+                    Err(step) => return Ok(step),
+                };
+                let columns = self.statements.get(stmt).and_then(|st| st.columns.clone());
+                self.portals.insert(
+                    &portal,
+                    Portal::Local(Box::new(LocalPortal {
+                        plan: answered.plan,
+                        // The client's text: the shards run another, whose error positions
+                        // are not the client's.
+                        sql: source,
+                        params: answered.bound.params,
+                        param_types: answered.bound.types,
+                        result_formats: b.result_formats.to_vec(),
+                        pending: None,
+                        held: 0,
+                        columns,
+                        given: None,
+                    })),
+                );
+                build::empty(b'2', &mut exec.out);
+                Ok(Step::Done)
             }
             Plan::Reject(e) => Ok(exec.error(&e)),
             // The home shard parsed it (at Parse), so it is valid SQL the proxy cannot route.

@@ -464,8 +464,9 @@ pub fn replace(q: &mut Query, found: &[(Site, Site, Option<String>)]) {
     let _ = q.visit(&mut Put(found));
 }
 
-/// A built-in type as a cast names it, with the modifier that changes how values compare
-/// or print (`numeric(10,2)`, `varchar(20)`, `char(3)`).
+/// A built-in type as a cast names it, with the modifier its column had (`numeric(10,2)`,
+/// `varchar(20)`, `char(3)`, `timestamp(3)`), which a client's prepared statement keeps as
+/// part of its result type.
 pub fn type_text(oid: u32, typmod: i32) -> Option<String> {
     // The integer types by their SQL keywords, which name nothing else and which the planner
     // reads a shard key through (`id = CAST('7' AS BIGINT)` goes to one shard).
@@ -492,6 +493,8 @@ pub fn type_text(oid: u32, typmod: i32) -> Option<String> {
             }
         }
         1042 | 1043 if typmod >= 4 => format!("({})", typmod - 4),
+        // time, timestamp, timestamptz, timetz: the fractional digits; bit, varbit: the length.
+        1083 | 1114 | 1184 | 1266 | 1560 | 1562 if typmod >= 0 => format!("({typmod})"),
         _ => String::new(),
     };
     Some(format!("pg_catalog.{name}{modifier}"))
