@@ -250,11 +250,7 @@ async fn bound_statements_have_their_subqueries_answered_first() {
         let got = ids(b.c.query(sql, &[&region, &above]).await.unwrap());
         assert_eq!(got, want, "{sql} with {region}, {above}");
     }
-    let prepared = b
-        .c
-        .prepare("select a.id, a.owner from (select * from accounts where region = $1 order by balance desc, id limit $2) a where a.id in (select account_id from orders where order_no = $3) order by a.id")
-        .await
-        .unwrap();
+    let prepared = b.c.prepare(prepared_text()).await.unwrap();
     let direct = b.one.prepare(prepared_text()).await.unwrap();
     for (region, n, order_no) in [("r2", 4i64, 1i32), ("r5", 9, 2), ("r0", 1, 1)] {
         let want = ids(b

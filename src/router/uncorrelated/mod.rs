@@ -439,29 +439,37 @@ pub fn replace(q: &mut Query, found: &[(Site, Site, Option<String>)]) {
             ControlFlow::Continue(())
         }
         fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
-            for (o, r, _) in self.0 {
-                if let (Site::Expr(o), Site::Expr(r)) = (o, r) {
-                    if **o == *e {
-                        *e = (**r).clone();
-                        break;
-                    }
-                }
-            }
+            put_in(self.0, e, |s| match s {
+                Site::Expr(e) => Some(&**e),
+                Site::Table(_) => None,
+            });
             ControlFlow::Continue(())
         }
         fn pre_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {
-            for (o, r, _) in self.0 {
-                if let (Site::Table(o), Site::Table(r)) = (o, r) {
-                    if **o == *t {
-                        *t = (**r).clone();
-                        break;
-                    }
-                }
-            }
+            put_in(self.0, t, |s| match s {
+                Site::Table(t) => Some(&**t),
+                Site::Expr(_) => None,
+            });
             ControlFlow::Continue(())
         }
     }
     let _ = q.visit(&mut Put(found));
+}
+
+/// `node` replaced by what takes the place of the first site equal to it (`pick` reads a site
+/// as a node of its kind).
+fn put_in<T: PartialEq + Clone>(
+    found: &[(Site, Site, Option<String>)],
+    node: &mut T,
+    pick: impl Fn(&Site) -> Option<&T>,
+) {
+    let replacement = found
+        .iter()
+        .find(|(o, _, _)| pick(o) == Some(&*node))
+        .and_then(|(_, r, _)| pick(r));
+    if let Some(r) = replacement {
+        *node = r.clone();
+    }
 }
 
 /// A built-in type as a cast names it, with the modifier its column had (`numeric(10,2)`,
