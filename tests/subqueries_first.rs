@@ -112,7 +112,8 @@ async fn a_scalar_subquery_of_several_rows_fails_as_postgresql_fails() {
 
 /// What the proxy cannot answer this way is refused: a subquery naming the outer query's
 /// columns, one inside a READ COMMITTED transaction block (it and the statement would read two
-/// snapshots; REPEATABLE READ reads one), and float answers whose text the session rounds.
+/// snapshots; REPEATABLE READ reads one), and float answers whose text the session rounds;
+/// answers too large to hold fail the statement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_needs_the_outer_query_or_two_snapshots_is_refused() {
     let b = start("one_first_refused").await;
@@ -144,6 +145,15 @@ async fn what_needs_the_outer_query_or_two_snapshots_is_refused() {
     b.refused("select id from accounts where score = (select max(score) from accounts)")
         .await;
     b.c.batch_execute("reset extra_float_digits").await.unwrap();
+    b.same(sql).await;
+    // More rows than the proxy holds for a statement (60 of 300 kB): the statement fails, the
+    // session goes on.
+    let e = b
+        .c
+        .simple_query("select id from accounts where owner in (select repeat('x', 300000) || id from accounts)")
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), "54000", "{e}");
     b.same(sql).await;
     b.stop().await;
 }

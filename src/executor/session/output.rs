@@ -252,7 +252,7 @@ impl Exec<'_> {
     pub async fn maybe_flush(&mut self) -> R<()> {
         if self.hold_output && self.out.len() > MAX_HELD_BYTES {
             return Err(Stop::Limit(format!(
-                "an answer held until it was complete exceeded {MAX_HELD_BYTES} bytes (a result handed out in parts by an Execute with a row limit over several shards, or the notices of DDL or DO code, held until its key columns are checked)"
+                "an answer held until it was complete exceeded {MAX_HELD_BYTES} bytes (a result handed out in parts by an Execute with a row limit over several shards, the rows of a subquery answered first, or the notices of DDL or DO code, held until its key columns are checked)"
             )));
         }
         if self.out.len() >= FLUSH_AT && !self.hold_output {
