@@ -211,6 +211,21 @@ impl Extended {
             }
             Rewrite::Failed => return Ok(Step::Failed),
         }
+        // Subqueries no shard answers alone, answered now (see `subqueries_first`): the
+        // portal is the proxy's read of the rewritten statement, with the parameters it uses.
+        let (plan, params, declared) = match (plan, ast.as_deref()) {
+            (Plan::Reject(e), Some(query)) if answered_first(&e) => {
+                let bound = Bound {
+                    params,
+                    types: declared,
+                };
+                match exec.answered_portal(query, &bound, e).await? {
+                    Ok(a) => (a.plan, a.bound.params, a.bound.types),
+                    Err(step) => return Ok(step),
+                }
+            }
+            (plan, _) => (plan, params, declared),
+        };
         exec.routes.note(&plan);
         match plan {
             Plan::Shard { shard, write } => {
@@ -259,45 +274,13 @@ impl Extended {
                 }
                 step
             }
-            // Subqueries no shard answers alone, answered now (see `subqueries_first`).
-            Plan::Reject(e) if answered_first(&e) && ast.is_some() => {
-                let Some(query) = ast.as_deref() else {
-                    unreachable!("checked above")
-                };
-                let bound = Bound {
-                    params,
-                    types: declared,
-                };
-                let answered = match exec.answered_portal(query, &bound, e).await? {
-                    Ok(a) => a,
-                    Err(step) => return Ok(step),
-                };
-                let columns = self.statements.get(stmt).and_then(|st| st.columns.clone());
-                self.portals.insert(
-                    &portal,
-                    Portal::Local(Box::new(LocalPortal {
-                        plan: answered.plan,
-                        // The client's text: the shards run another, whose error positions
-                        // are not the client's.
-                        sql: source,
-                        params: answered.bound.params,
-                        param_types: answered.bound.types,
-                        result_formats: b.result_formats.to_vec(),
-                        pending: None,
-                        held: 0,
-                        columns,
-                        given: None,
-                    })),
-                );
-                build::empty(b'2', &mut exec.out);
-                Ok(Step::Done)
-            }
             Plan::Reject(e) => Ok(exec.error(&e)),
             // The home shard parsed it (at Parse), so it is valid SQL the proxy cannot route.
             Plan::Unrecognised => Ok(exec.error(&crate::router::plan::unrecognised())),
             other => {
+                // The client's text: when the shards run another, its error positions are not
+                // the client's.
                 let sql = st.sql.clone();
-                let param_types = st.param_types.clone();
                 let columns = st.columns.clone();
                 self.portals.insert(
                     &portal,
@@ -305,7 +288,7 @@ impl Extended {
                         plan: other,
                         sql,
                         params,
-                        param_types,
+                        param_types: declared,
                         result_formats: b.result_formats.to_vec(),
                         pending: None,
                         held: 0,
