@@ -1163,6 +1163,27 @@ async fn subqueries_tied_by_the_shard_key_run_on_each_shard() {
         .await
         .unwrap();
     assert_eq!(ids(found), rest);
+    // Sorted by a tied subquery: each shard computes it for its rows, the merge sorts by it.
+    let counted = c
+        .query(
+            "select i.id, (select count(*) from copied c where c.id = i.id) from items i order by (select count(*) from copied c where c.id = i.id) desc, i.id limit 5",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(i64, i64)> = counted.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let want: Vec<(i64, i64)> = some.iter().take(5).map(|&k| (k, 1)).collect();
+    assert_eq!(got, want);
+    // Under DISTINCT, the subquery's count(*) is its own, not an aggregate of the outer rows.
+    let distinct = c
+        .query(
+            "select distinct (select count(*) from copied c where c.id = i.id) as n from items i order by n",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<i64> = distinct.iter().map(|r| r.get(0)).collect();
+    assert_eq!(got, vec![0, 1]);
     // Not tied by the key: still refused.
     let err = c
         .query(
@@ -1233,6 +1254,54 @@ async fn a_query_over_a_derived_table_of_each_shards_rows_merges() {
         .await
         .unwrap();
     assert_eq!(n.get::<_, i64>(0), 5);
+    // A derived table of one sharded table's rows, key selected, stands for the table: its
+    // key routes, joins on it are co-located and subqueries tie to it.
+    let one = c
+        .query(
+            "select a.id, (select count(*) from items i where i.id = a.id) from (select * from items where qty > 2) a where a.id = $1",
+            &[&12i64],
+        )
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!((one[0].get::<_, i64>(0), one[0].get::<_, i64>(1)), (12, 1));
+    let n = c
+        .query_one(
+            "select count(*) from (select id as k, qty from items where qty > 2) a join items i on i.id = a.k where exists (select 1 from items j where j.id = a.k and j.qty < 6)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        n.get::<_, i64>(0),
+        (1..=ROWS).filter(|g| (3..6).contains(&(g % 7))).count() as i64
+    );
+    // Grouped other than by the key, it combines every shard's rows: answered first (here as
+    // a CTE read once, with a bound value), then read as a list of its rows.
+    let n = c
+        .query_one(
+            "with s as (select qty, count(*) n from items group by qty) select count(*) from s where s.n > $1",
+            &[&8i64],
+        )
+        .await
+        .unwrap();
+    let mut per_qty = std::collections::BTreeMap::new();
+    for g in 1..=ROWS {
+        *per_qty.entry(g % 7).or_insert(0) += 1;
+    }
+    assert_eq!(
+        n.get::<_, i64>(0),
+        per_qty.values().filter(|&&k| k > 8).count() as i64
+    );
+    // Its key renamed by a column list, it no longer stands for the table: refused.
+    let err = c
+        .query(
+            "select count(*) from (select * from items) a (k) join items i on i.id = a.k",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "0A000");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

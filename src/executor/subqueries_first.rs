@@ -225,11 +225,12 @@ impl Exec<'_> {
     /// `q` with its subqueries that no shard answers alone replaced by their answers.
     async fn substituted(
         &mut self,
-        mut q: Query,
+        q: Query,
         bound: &Bound,
         depth: usize,
     ) -> R<Result<Query, Unanswered>> {
         let mut found = Vec::new();
+        let mut q = uncorrelated::ctes_inlined(q);
         for c in uncorrelated::candidates(&q, &self.placement) {
             let answer = match Box::pin(self.answer_of(c.query.clone(), bound, depth)).await? {
                 Ok(a) => a,

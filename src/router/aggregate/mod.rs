@@ -166,7 +166,7 @@ pub fn plan_aggregate(
         let computes = !grouping_sets::is_grouping_call(expr)
             && matches!(combined_kind(expr), Ok(None))
             && !distinct
-            && (super::plan::has_aggregate_or_window(expr, placement)
+            && (super::plan::has_own_aggregate_or_window(expr, select, placement)
                 || !plain
                 || (row_made && is_literal(expr)));
         if computes {
@@ -261,7 +261,10 @@ pub fn plan_aggregate(
             None if grouping_sets::is_grouping_call(expr) => AggColumn::Group,
             // Before the group test: under DISTINCT every item groups, and an aggregate the
             // proxy cannot combine would be grouped by its partial values.
-            None if super::plan::has_aggregate_or_window(expr, placement) => {
+            None if super::plan::has_own_aggregate_or_window(
+                expr, select, placement,
+            ) =>
+            {
                 return refuse(not_combinable(expr), HINT)
             }
             None if distinct || group_texts.contains(&expr.to_string()) => AggColumn::Group,

@@ -13,7 +13,7 @@ use super::*;
 use sqlparser::ast::{Cte, TableAlias, VisitMut, VisitorMut};
 
 /// The statement with its CTEs inlined, or None when it cannot be.
-pub(super) fn inlined(q: &Query) -> Option<Query> {
+pub(crate) fn inlined(q: &Query) -> Option<Query> {
     let with = q.with.as_ref()?;
     if with.recursive {
         return None;

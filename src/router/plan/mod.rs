@@ -48,7 +48,7 @@ mod scatter;
 mod signal;
 pub mod string_syntax;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod text_scope;
 mod union;
 mod unparsed;
@@ -57,8 +57,10 @@ mod windows;
 mod write;
 mod writing_query;
 
+pub(crate) use aggregate_level::has_own_aggregate_or_window;
 pub(crate) use calls::*;
 pub(crate) use copies::rows_picked_by_order;
+pub(crate) use inline_ctes::inlined as ctes_inlined;
 pub(crate) use query::*;
 pub(crate) use scatter::*;
 pub use text_scope::TextScope;

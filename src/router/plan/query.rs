@@ -229,16 +229,21 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
             "Inline the CTE as a subquery, or query each shard key separately.",
         );
     }
-    // Sharded tables of the top-level FROM, with the names they are referred to by.
-    let top = crate::router::subquery::top_tables(select, placement);
-    // Subqueries in WHERE and the select list tied to those tables by the shard key run on
-    // each shard as written.
-    let items = select.projection.iter().filter_map(|i| match i {
-        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
-        _ => None,
-    });
+    // Sharded tables of the top-level FROM, with the names they are referred to by, and the
+    // derived tables that stand for a sharded table's rows.
+    let mut top = crate::router::subquery::top_tables(select, placement);
+    let no_table = top.is_empty();
+    let mut covered = top.len();
+    for (table, tables) in
+        crate::router::subquery::derived_rows::derived_top_tables(select, placement)
+    {
+        top.push(table);
+        covered += tables;
+    }
+    // Subqueries in WHERE, the select list and ORDER BY tied to those tables by the shard
+    // key run on each shard as written.
     let tied = match crate::router::subquery::tied_in(
-        select.selection.iter().chain(items),
+        crate::router::subquery::per_row_exprs(q, select),
         &top,
         placement,
     ) {
@@ -246,7 +251,7 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
         Err(refusal) => return *refusal,
     };
     // `SELECT ... FROM (subquery) s`, whose rows are each shard's rows (SQLAlchemy's count()).
-    if top.is_empty() && tied == 0 {
+    if no_table && tied == 0 {
         if let Some(shards) =
             crate::router::subquery::derived_shards(select, &rels, placement, params)
         {
@@ -263,10 +268,10 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
             return plan;
         }
     }
-    if top.len().checked_add(tied) != Some(rels.sharded.len()) {
+    if covered.checked_add(tied) != Some(rels.sharded.len()) {
         return refuse(
             crate::router::subquery::UNTIED,
-            "A subquery over a sharded table runs on each shard when it is in WHERE or the select list and tied to the outer table by the shard key: EXISTS (... WHERE inner.key = outer.key), (SELECT ... WHERE inner.key = outer.key) or outer.key IN (SELECT inner.key ...). Otherwise join co-located tables on their shard keys.",
+            "A subquery over a sharded table runs on each shard when it is in WHERE, the select list or ORDER BY and tied to the outer table by the shard key: EXISTS (... WHERE inner.key = outer.key), (SELECT ... WHERE inner.key = outer.key) or outer.key IN (SELECT inner.key ...). Otherwise join co-located tables on their shard keys.",
         );
     }
     if top.len() > 1 {

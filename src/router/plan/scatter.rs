@@ -162,12 +162,13 @@ pub(crate) fn has_aggregate_or_window<V: sqlparser::ast::Visit>(
     found.is_break()
 }
 
-/// Whether the query's ORDER BY calls an aggregate or window function.
-fn orders_by_aggregate_or_window(q: &Query, placement: &Placement) -> bool {
+/// Whether the query's ORDER BY calls an aggregate or window function of its own level (a
+/// tied subquery's `count(*)` is the subquery's).
+fn orders_by_aggregate_or_window(q: &Query, select: &Select, placement: &Placement) -> bool {
     q.order_by.as_ref().is_some_and(|ob| match &ob.kind {
-        OrderByKind::Expressions(exprs) => exprs
-            .iter()
-            .any(|oe| has_aggregate_or_window(&oe.expr, placement)),
+        OrderByKind::Expressions(exprs) => exprs.iter().any(|oe| {
+            super::aggregate_level::has_own_aggregate_or_window(&oe.expr, select, placement)
+        }),
         _ => false,
     })
 }
@@ -248,7 +249,7 @@ pub(super) fn plan_scatter(
                 select,
                 placement,
             )
-            || orders_by_aggregate_or_window(q, placement));
+            || orders_by_aggregate_or_window(q, select, placement));
     // Grouped by a shard key (or DISTINCT over one), each shard holds whole groups: its rows
     // are final, and only their order and LIMIT are merged, as for plain rows.
     if grouped && !crate::router::subquery::grouped_by_key(q, placement) {

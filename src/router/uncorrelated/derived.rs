@@ -1,27 +1,44 @@
 //! A derived table that picks some of the rows of every shard (`FROM (SELECT ... ORDER BY x
-//! LIMIT 10) s`, as a top-N is read before it is joined or aggregated), answered first: it
+//! LIMIT 10) s`, as a top-N is read before it is joined or aggregated) or combines them
+//! (`FROM (SELECT owner, count(*) FROM accounts GROUP BY owner) s`), answered first: it
 //! becomes a VALUES list of its rows under the same alias and column names, each value a
 //! literal of its column's type. The statement then reads it as it reads a reference table's
 //! rows: whole on whichever shard runs it.
 
 use super::{folded, refusal, type_text, Answer};
 use crate::error::PgError;
+use crate::placement::Placement;
+use crate::router::plan::has_own_aggregate_or_window;
+use crate::router::subquery::{grouped_by_key, output_exprs};
 use sqlparser::ast::{
-    CastKind, DataType, Expr, Parens, Query, SetExpr, Statement, TableFactor, Value,
+    CastKind, DataType, Expr, GroupByExpr, Parens, Query, SetExpr, Statement, TableFactor, Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
-/// The query of a derived table (not LATERAL) that limits its rows.
-pub(super) fn limited(t: &TableFactor) -> Option<&Query> {
-    match t {
-        TableFactor::Derived {
-            lateral: false,
-            subquery,
-            ..
-        } if subquery.limit_clause.is_some() || subquery.fetch.is_some() => Some(subquery),
-        _ => None,
+/// The query of a derived table (not LATERAL) whose rows are not each shard's own: one that
+/// limits its rows, or groups, aggregates, windows or removes duplicates other than by the
+/// shard key (those the merge makes of every shard's rows).
+pub(super) fn merged<'t>(t: &'t TableFactor, placement: &Placement) -> Option<&'t Query> {
+    let TableFactor::Derived {
+        lateral: false,
+        subquery,
+        ..
+    } = t
+    else {
+        return None;
+    };
+    if subquery.limit_clause.is_some() || subquery.fetch.is_some() {
+        return Some(subquery);
     }
+    let SetExpr::Select(s) = subquery.body.as_ref() else {
+        return None;
+    };
+    let combines = s.distinct.is_some()
+        || !matches!(&s.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+        || s.having.is_some()
+        || output_exprs(subquery, s).any(|e| has_own_aggregate_or_window(e, s, placement));
+    (combines && !grouped_by_key(subquery, placement)).then_some(subquery.as_ref())
 }
 
 /// The derived table `t` as VALUES of `answer`'s rows.
@@ -168,13 +185,34 @@ mod tests {
     }
 
     #[test]
-    fn only_a_derived_table_that_limits_its_rows_is_answered_first() {
-        let t = derived("select * from (select id from accounts order by id limit 3) a");
-        assert!(limited(&t).is_some());
-        let t = derived("select * from (select id from accounts) a");
-        assert!(limited(&t).is_none());
-        let t = derived("select * from lateral (select id from accounts limit 3) a");
-        assert!(limited(&t).is_none());
+    fn only_a_derived_table_that_combines_every_shards_rows_is_answered_first() {
+        let p = crate::router::plan::tests::placement();
+        let merged = |sql: &str| merged(&derived(sql), &p).is_some();
+        assert!(merged(
+            "select * from (select id from accounts order by id limit 3) a"
+        ));
+        assert!(merged(
+            "select * from (select owner, count(*) from accounts group by owner) a"
+        ));
+        assert!(merged(
+            "select * from (select distinct owner from accounts) a"
+        ));
+        assert!(merged("select * from (select max(id) from accounts) a"));
+        // Each shard's own rows, or whole groups of one key: not combined.
+        assert!(!merged("select * from (select id from accounts) a"));
+        assert!(!merged(
+            "select * from (select id, count(*) from accounts group by id) a"
+        ));
+        assert!(!merged(
+            "select * from (select distinct id, owner from accounts) a"
+        ));
+        // An aggregate in WHERE is a subquery's own.
+        assert!(!merged(
+            "select * from (select id from accounts where id < (select max(account_id) from ledger)) a"
+        ));
+        assert!(!merged(
+            "select * from lateral (select id from accounts limit 3) a"
+        ));
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! - `x [NOT] IN (subquery)`, `x op ANY/ALL (subquery)` compare with an array literal of its
 //!   values, which keeps PostgreSQL's operator choice and its NULL logic (and an empty set);
 //! - `[NOT] EXISTS (subquery)` becomes true or false;
-//! - a derived table that limits its rows (`FROM (SELECT ... ORDER BY ... LIMIT 10) s`)
+//! - a derived table that limits its rows (`FROM (SELECT ... ORDER BY ... LIMIT 10) s`) or
+//!   combines them across shards (grouped, aggregated or DISTINCT other than by the key)
 //!   becomes a VALUES list of them (`derived`).
 //!
 //! "Refers to nothing outside": every qualified column names a table of the subquery itself.
@@ -23,7 +24,8 @@
 mod derived;
 
 use super::plan::{cte_names, relations};
-use super::subquery::{outermost_subqueries, tied_in, top_tables};
+use super::subquery::derived_rows::derived_top_tables;
+use super::subquery::{outermost_subqueries, per_row_exprs, tied_in, top_tables};
 use crate::error::{sqlstate, PgError};
 use crate::placement::Placement;
 use sqlparser::ast::{
@@ -90,6 +92,20 @@ pub struct Answer {
     pub rows: Vec<Vec<Option<String>>>,
 }
 
+/// A reading statement with its WITH queries put in place as the derived tables they stand
+/// for (as PostgreSQL itself plans a CTE read once), so that one of them is answered first as
+/// a derived table; the statement as it was when they cannot be.
+pub fn ctes_inlined(q: Query) -> Query {
+    let writes = matches!(
+        q.body.as_ref(),
+        SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_)
+    );
+    if q.with.is_none() || writes {
+        return q;
+    }
+    super::plan::ctes_inlined(&q).unwrap_or(q)
+}
+
 /// The subqueries of `q` that read sharded tables, refer to nothing outside themselves, and
 /// are not already answered by each shard (tied to the outer table by the shard key), in the
 /// order they appear; the outermost only (one inside them is answered when it runs alone).
@@ -135,7 +151,7 @@ pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
             if self.inside.is_some() {
                 return ControlFlow::Continue(());
             }
-            let Some(query) = derived::limited(t) else {
+            let Some(query) = derived::merged(t, self.placement) else {
                 return ControlFlow::Continue(());
             };
             if relations(query, self.placement).sharded.is_empty()
@@ -176,19 +192,15 @@ pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
     walk.found
 }
 
-/// Subqueries of the top SELECT's WHERE and select list that each shard answers as written.
+/// Subqueries of the top SELECT's WHERE, select list and ORDER BY that each shard answers as
+/// written.
 fn tied(q: &Query, placement: &Placement) -> Vec<Expr> {
     let SetExpr::Select(s) = q.body.as_ref() else {
         return Vec::new();
     };
-    let top = top_tables(s, placement);
-    let items = s.projection.iter().filter_map(|i| match i {
-        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
-        _ => None,
-    });
-    s.selection
-        .iter()
-        .chain(items)
+    let mut top = top_tables(s, placement);
+    top.extend(derived_top_tables(s, placement).into_iter().map(|(t, _)| t));
+    per_row_exprs(q, s)
         .flat_map(outermost_subqueries)
         .filter(|e| {
             matches!(tied_in(std::iter::once(e), &top, placement), Ok(n) if n > 0 && n != usize::MAX)

@@ -12,7 +12,7 @@ mod routing;
 mod session;
 mod writes;
 
-pub(super) fn placement() -> Placement {
+pub(crate) fn placement() -> Placement {
     let mut text = String::from("[[users]]\nname=\"a\"\nauth=\"trust\"\n");
     for i in 0..3 {
         text.push_str(&format!(

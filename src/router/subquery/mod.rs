@@ -10,18 +10,22 @@
 //! DISTINCT or aggregate inside) is local too: the outer query then merges like a query of a
 //! sharded table (`SELECT count(*) FROM (SELECT ...) s`, as SQLAlchemy's `count()` sends).
 //!
-//! A scalar subquery in WHERE or the select list tied the same way (`(SELECT count(*) FROM
-//! items i WHERE i.account_id = a.id)`) reads only its outer row's shard too.
+//! A scalar subquery in WHERE, the select list or ORDER BY tied the same way (`(SELECT
+//! count(*) FROM items i WHERE i.account_id = a.id)`) reads only its outer row's shard too.
 //!
 //! `NOT IN` not tied by the key is refused: one NULL key in the subquery's rows makes it false
 //! for every row of every shard, and that NULL lives on one shard only. Subqueries elsewhere
-//! (FROM, HAVING, ORDER BY) or not tied by the key stay refused by the planner.
+//! (FROM, GROUP BY, HAVING) or not tied by the key stay refused by the planner.
+
+pub mod derived_rows;
 
 use super::params::Params;
 use super::plan::{is_column, last_ident, plan_query, relations, Plan, Relations};
 use crate::error::{sqlstate, PgError};
 use crate::placement::{KeyType, Placement, TableRule};
-use sqlparser::ast::{BinaryOperator, Expr, Query, Select, SelectItem, SetExpr, TableFactor};
+use sqlparser::ast::{
+    BinaryOperator, Expr, OrderByKind, Query, Select, SelectItem, SetExpr, TableFactor,
+};
 use std::ops::ControlFlow;
 
 /// The refusal of a subquery over sharded tables that no shard answers alone.
@@ -60,6 +64,30 @@ pub(crate) fn top_tables(select: &Select, placement: &Placement) -> Vec<TopTable
         }
     }
     top
+}
+
+/// The expressions of `select` (with `q`'s ORDER BY) whose subqueries each shard runs as
+/// written when they are tied by the key: WHERE, the select list and ORDER BY. Each of them is
+/// evaluated for one row of the outer query, which lives on one shard.
+pub(crate) fn per_row_exprs<'q>(
+    q: &'q Query,
+    select: &'q Select,
+) -> impl Iterator<Item = &'q Expr> {
+    select.selection.iter().chain(output_exprs(q, select))
+}
+
+/// The select list's and ORDER BY's expressions: where an aggregate or window call of the
+/// query's own level can be (WHERE cannot hold one, so an aggregate there is a subquery's).
+pub(crate) fn output_exprs<'q>(q: &'q Query, select: &'q Select) -> impl Iterator<Item = &'q Expr> {
+    let items = select.projection.iter().filter_map(|i| match i {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
+        _ => None,
+    });
+    let order = q.order_by.iter().flat_map(|ob| match &ob.kind {
+        OrderByKind::Expressions(exprs) => exprs.iter().map(|oe| &oe.expr).collect(),
+        OrderByKind::All(_) => Vec::new(),
+    });
+    items.chain(order)
 }
 
 /// How many sharded tables the subqueries of `exprs` read, when each of them is tied to
