@@ -1,6 +1,6 @@
 //! Failpoints: named places in the commit, recovery and slot-move protocols (and between a
-//! subquery answered first and its statement) where a test can crash the proxy, delay it, or
-//! make the step fail.
+//! statement's parts read first and the statement) where a test can crash the proxy, delay it,
+//! or make the step fail.
 //!
 //! Compiled in only with the `failpoints` cargo feature; without it `hit` is an empty inline
 //! function. They are armed at start-up from `SHARDGATE_FAILPOINTS`, a `;`-separated list of
@@ -34,6 +34,9 @@ pub const MOVE_AFTER_DECISION: &str = "move.after_decision";
 pub const MOVE_BEFORE_DONE: &str = "move.before_done";
 /// After a statement's subqueries were answered first, before the statement runs.
 pub const SUBQUERY_BEFORE_STATEMENT: &str = "subquery.before_statement";
+/// After the reference rows an outer join's sharded side matches were read, before the
+/// statement runs.
+pub const KEPT_ROWS_BEFORE_STATEMENT: &str = "kept_rows.before_statement";
 /// Test-only switch: armed with any action, the embedded gate grants every request at once, so
 /// tests can show that snapshot reads go wrong without it.
 pub const GATE_OFF: &str = "snapshot.gate_off";
@@ -53,6 +56,7 @@ pub const ALL: &[&str] = &[
     MOVE_AFTER_DECISION,
     MOVE_BEFORE_DONE,
     SUBQUERY_BEFORE_STATEMENT,
+    KEPT_ROWS_BEFORE_STATEMENT,
     GATE_OFF,
 ];
 

@@ -24,6 +24,9 @@ pub const BACKEND_CONNECT_ERRORS: &str = "shardgate_backend_connect_errors_total
 pub const STATEMENTS_REJECTED: &str = "shardgate_statements_rejected_total";
 /// Counter: statements whose subqueries over sharded tables were answered first.
 pub const SUBQUERIES_ANSWERED_FIRST: &str = "shardgate_subqueries_answered_first_total";
+/// Counter: statements whose outer join keeps a reference table's rows against a sharded
+/// table, read in two parts (the rows some shard matches first).
+pub const KEPT_ROWS_ANSWERED_FIRST: &str = "shardgate_kept_rows_answered_first_total";
 /// Counter: rows sent to clients from merged multi-shard results.
 pub const MERGE_ROWS: &str = "shardgate_merge_rows_total";
 /// Counter, label `route`: statements on multi-shard clusters by route kind (`single`, `several`,
@@ -250,6 +253,10 @@ fn describe() {
     metrics::describe_counter!(
         SUBQUERIES_ANSWERED_FIRST,
         "Statements whose subqueries over sharded tables the proxy answered first"
+    );
+    metrics::describe_counter!(
+        KEPT_ROWS_ANSWERED_FIRST,
+        "Statements whose outer join keeps reference rows against a sharded table, read in two parts"
     );
     metrics::describe_counter!(MERGE_ROWS, "Rows sent from merged multi-shard results");
     metrics::describe_counter!(COMMITS, "Committed writing transactions by kind");

@@ -435,6 +435,12 @@ async fn same_results(consistency: Consistency) {
         "select account_id, count(*) from orders group by account_id having count(*) > 1 order by 2 desc, 1 limit 10",
         "select count(*) from (select distinct a.id, a.owner from accounts a join orders o on o.account_id = a.id where o.amount > 10) s",
         "select count(*) from (select account_id, sum(amount) from orders group by account_id) s",
+        // Outer joins keeping a reference table's rows: the rows some shard matches read first.
+        "select r.label, a.id from regions r left join accounts a on a.id = r.id * 50 order by r.label, a.id",
+        "select r.label, a.id from accounts a full join regions r on a.id = r.id * 50 order by r.label, a.id",
+        "select r.id, count(*), count(a.id), sum(a.balance) from regions r left join accounts a on a.region = r.id and a.balance > 500 group by r.id order by r.id",
+        "select r.label from regions r left join accounts a on a.region = r.id and a.owner = 'nobody' where a.id is null order by r.label",
+        "select count(*) from accounts a right join regions r on a.id = r.id order by 1",
         // Derived tables that combine every shard's rows, answered first.
         "select count(*) from (select owner, region, count(*) from accounts group by rollup (owner, region)) s",
         "with s as (select region, avg(balance) from accounts group by region) select count(*) from s",
@@ -834,8 +840,8 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "with accounts as (select * from accounts) select count(*) from accounts x join accounts y on x.owner = y.owner",
         "select count(*) from (select distinct a.owner, o.amount from accounts a join orders o on o.amount = a.balance) s",
         "select count(*) from (select a.owner, count(*) from accounts a join orders o on o.amount = a.balance group by 1) s",
-        "select r.label, a.id from regions r left join accounts a on a.id = r.id * 50",
-        "select r.label, a.id from accounts a full join regions r on a.id = r.id * 50",
+        // An outer join keeping reference rows against two sharded tables.
+        "select r.label, a.id from regions r left join accounts a on a.id = r.id * 50 left join orders o on o.account_id = a.id",
     ] {
         let e = p.simple_query(sql).await.map(|_| ()).expect_err(sql);
         assert_eq!(common::code(&e), "0A000", "{sql}");

@@ -44,6 +44,7 @@ pub mod snapshot_read;
 pub mod sql_prepare;
 pub mod subqueries_first;
 pub mod transaction_clock;
+pub mod unmatched_first;
 pub mod upsert_arbiters;
 pub mod value;
 pub mod write;

@@ -18,6 +18,9 @@
 //! planner's refusal. The rows a subquery returns are held in the proxy while the statement
 //! runs, at most `SUBQUERY_BYTES`.
 //!
+//! An outer join keeping a reference table's rows against a sharded table is read in two parts
+//! the same way (`unmatched_first`), with or without subqueries of its own.
+//!
 //! In the extended protocol the subqueries are answered at Bind, with the parameters they use
 //! (renumbered, see `keep_used_params`), and the portal runs the rewritten statement as a read
 //! the proxy carries out, with the rest of the client's parameters.
@@ -30,7 +33,7 @@ use crate::placement::HOME;
 use crate::protocol::inspect;
 use crate::router::params::Params;
 use crate::router::plan::{keep_used_params, plan, Plan};
-use crate::router::uncorrelated::{self, Answer};
+use crate::router::uncorrelated::{self, unmatched, Answer};
 use crate::txn::state::{Isolation, TxnState};
 use sqlparser::ast::{Query, Statement};
 
@@ -45,7 +48,7 @@ const FLOAT4: u32 = 700;
 const FLOAT8: u32 = 701;
 
 /// Why a subquery could not be answered.
-enum Unanswered {
+pub(super) enum Unanswered {
     /// The client has its error already.
     Told,
     /// It names something outside itself: the statement keeps the planner's refusal.
@@ -183,6 +186,14 @@ impl Exec<'_> {
         if !q.locks.is_empty() || matches!(self.txn, TxnState::Failed(_)) {
             return Ok(Err(self.error(&refusal)));
         }
+        // An outer join of another shape than the one read in two parts keeps its refusal,
+        // whatever the transaction.
+        if unmatched::refused_for_kept_rows(&refusal)
+            && unmatched::kept_join(&uncorrelated::ctes_inlined((**q).clone()), &self.placement)
+                .is_none()
+        {
+            return Ok(Err(self.error(&refusal)));
+        }
         let own = match self.txn {
             TxnState::Idle => {
                 let begin = match self.txn_isolation().await? {
@@ -199,7 +210,7 @@ impl Exec<'_> {
                             sqlstate::FEATURE_NOT_SUPPORTED,
                             format!("{}, in a READ COMMITTED transaction block", refusal.message),
                         )
-                        .with_hint("The proxy answers such a subquery first, which needs one snapshot for it and the statement: run the statement outside a transaction block, or in a REPEATABLE READ transaction."),
+                        .with_hint("The proxy reads part of this statement first (a subquery over several shards, or which reference rows of an outer join some shard matches), which needs one snapshot for that and the statement: run the statement outside a transaction block, or in a REPEATABLE READ transaction."),
                     )));
                 }
                 false
@@ -210,16 +221,33 @@ impl Exec<'_> {
             Err(Unanswered::Told) => return Ok(Err(Step::Failed)),
             Err(Unanswered::Outside) => return Ok(Err(self.error(&refusal))),
         };
-        metrics::counter!(crate::metrics::SUBQUERIES_ANSWERED_FIRST).increment(1);
+        if uncorrelated::answered_first(&refusal) {
+            metrics::counter!(crate::metrics::SUBQUERIES_ANSWERED_FIRST).increment(1);
+        }
         crate::failpoint::hit(crate::failpoint::SUBQUERY_BEFORE_STATEMENT).await;
         let bound = bound.used_by(&mut query);
         let sql = query.to_string();
-        let plan = plan(
-            &Statement::Query(Box::new(query)),
+        let plan = match self.planned(&query, &bound).await? {
+            Ok(plan) => plan,
+            Err(Unanswered::Told) => return Ok(Err(Step::Failed)),
+            Err(Unanswered::Outside) => return Ok(Err(self.error(&refusal))),
+        };
+        Ok(Ok((own, Answered { plan, sql, bound })))
+    }
+
+    /// The plan of `query`, its subqueries answered already; an outer join that keeps a
+    /// reference table's rows read in two parts (`kept_rows_plan`).
+    async fn planned(&mut self, query: &Query, bound: &Bound) -> R<Result<Plan, Unanswered>> {
+        match plan(
+            &Statement::Query(Box::new(query.clone())),
             &self.placement,
             &bound.params,
-        );
-        Ok(Ok((own, Answered { plan, sql, bound })))
+        ) {
+            Plan::Reject(e) if unmatched::refused_for_kept_rows(&e) => {
+                self.kept_rows_plan(query, bound, e).await
+            }
+            other => Ok(Ok(other)),
+        }
     }
 
     /// `q` with its subqueries that no shard answers alone replaced by their answers.
@@ -268,7 +296,7 @@ impl Exec<'_> {
     }
 
     /// The rows of `q` as the proxy answers it to a client, held instead of sent.
-    async fn answer_of(
+    pub(super) async fn answer_of(
         &mut self,
         mut q: Query,
         bound: &Bound,
@@ -276,11 +304,10 @@ impl Exec<'_> {
     ) -> R<Result<Answer, Unanswered>> {
         let mut bound = bound.used_by(&mut q);
         let mut text = q.to_string();
-        let mut planned = plan(
-            &Statement::Query(Box::new(q.clone())),
-            &self.placement,
-            &bound.params,
-        );
+        let mut planned = match self.planned(&q, &bound).await? {
+            Ok(planned) => planned,
+            Err(e) => return Ok(Err(e)),
+        };
         if let Plan::Reject(e) = &planned {
             if uncorrelated::answered_first(e) && depth < DEPTH {
                 let mut inner = match self.substituted(q, &bound, depth + 1).await? {
@@ -289,11 +316,10 @@ impl Exec<'_> {
                 };
                 bound = bound.used_by(&mut inner);
                 text = inner.to_string();
-                planned = plan(
-                    &Statement::Query(Box::new(inner)),
-                    &self.placement,
-                    &bound.params,
-                );
+                planned = match self.planned(&inner, &bound).await? {
+                    Ok(planned) => planned,
+                    Err(e) => return Ok(Err(e)),
+                };
             }
         }
         match planned {
@@ -336,14 +362,17 @@ impl Exec<'_> {
         };
         let requests: Vec<bytes::Bytes> = shards
             .iter()
-            .map(|_| match &merge.picks {
-                None => rebind(&sql, &bound.params, &bound.types, &[], true, true),
-                Some(picks) => {
-                    let types: Vec<u32> = picks
-                        .iter()
-                        .map(|&p| bound.types.get(p).copied().unwrap_or(0))
-                        .collect();
-                    rebind(&sql, &bound.params.pick(picks), &types, &[], true, true)
+            .map(|&s| {
+                let sql = merge.text_for(s, &sql);
+                match &merge.picks {
+                    None => rebind(sql, &bound.params, &bound.types, &[], true, true),
+                    Some(picks) => {
+                        let types: Vec<u32> = picks
+                            .iter()
+                            .map(|&p| bound.types.get(p).copied().unwrap_or(0))
+                            .collect();
+                        rebind(sql, &bound.params.pick(picks), &types, &[], true, true)
+                    }
                 }
             })
             .collect();

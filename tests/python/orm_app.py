@@ -17,7 +17,7 @@ import time
 from datetime import datetime
 
 from sqlalchemy import (BigInteger, DateTime, Enum, ForeignKey, Integer, Sequence, String,
-                        create_engine, func, select, text, union, union_all, update)
+                        and_, create_engine, func, select, text, union, union_all, update)
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, mapped_column, relationship,
                             selectinload)
@@ -180,8 +180,9 @@ def query(s, ids):
 
 def answered_first(s, ids):
     # Subqueries over every shard that name nothing of the outer query, answered first by the
-    # proxy with their bound values; it needs one snapshot for them and the statement, which a
-    # READ COMMITTED transaction block (the Session's default) does not give: refused there.
+    # proxy with their bound values, and an outer join keeping a reference table's rows (read
+    # in two parts); it needs one snapshot for them and the statement, which a READ COMMITTED
+    # transaction block (the Session's default) does not give: refused there.
     biggest = select(func.max(Order.amount)).scalar_subquery()
     top = select(Order.customer_id).order_by(Order.amount.desc()).limit(4)
     try:
@@ -194,6 +195,12 @@ def answered_first(s, ids):
     assert s.scalars(select(Order.customer_id).where(Order.amount == biggest)).all() == [ids[-1]]
     named = s.scalars(select(Customer.name).where(Customer.id.in_(top)).order_by(Customer.name))
     assert named.all() == ["c22", "c23"]
+    # Every tenant (a reference table) with its customers named c3, or none: a tenant no
+    # shard matches comes back once, and one matched on some shard only matched.
+    kept = s.execute(select(Tenant.name, Customer.name)
+                     .outerjoin(Customer, and_(Customer.tenant_id == Tenant.id, Customer.name == "c3"))
+                     .order_by(Tenant.name)).all()
+    assert [tuple(r) for r in kept] == [("acme", None), ("globex", "c3")], kept
     s.commit()
 
 

@@ -11,7 +11,7 @@ use crate::protocol::build;
 use crate::router::copy::CopyPlan;
 use crate::router::params::Params;
 use crate::router::plan::{plan, plan_unparsed, Plan, TxnCmd};
-use crate::router::uncorrelated::answered_first;
+use crate::router::uncorrelated::answered_in_parts;
 use crate::txn::state::TxnState;
 use bytes::BytesMut;
 
@@ -151,7 +151,7 @@ impl Exec<'_> {
             self.rewritten = filled;
             let step = match (plan, stmt.as_deref()) {
                 // Subqueries no shard answers alone, answered first (see `subqueries_first`).
-                (Plan::Reject(refusal), Some(s)) if answered_first(&refusal) => {
+                (Plan::Reject(refusal), Some(s)) if answered_in_parts(&refusal) => {
                     self.subqueries_first(s, &sql, refusal).await
                 }
                 (plan, _) => self.run_plan(plan, &sql).await,
@@ -203,10 +203,9 @@ impl Exec<'_> {
                 && self.consistency == crate::txn::snapshot::Consistency::Snapshot
                 && self.txn == TxnState::Idle
             {
-                let mut q = BytesMut::new();
-                build::query(sql, &mut q);
+                let requests = super::merge::queries(shards, sql, merge);
                 return self
-                    .autocommit_snapshot_read(shards, &[q.freeze()], merge, true)
+                    .autocommit_snapshot_read(shards, &requests, merge, true)
                     .await;
             }
         }

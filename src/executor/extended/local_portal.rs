@@ -147,6 +147,7 @@ impl LocalPortal {
             .iter()
             .map(|&s| {
                 let declared = self.types_on(types, s);
+                let sql = merge.text_for(s, sql);
                 let Some(picks) = &merge.picks else {
                     return rebind::rebind(
                         sql,

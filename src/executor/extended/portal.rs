@@ -14,7 +14,7 @@ use crate::protocol::{build, Frame};
 use crate::router::cursor::CursorCmd;
 use crate::router::params::Params;
 use crate::router::plan::{keep_used_params, Plan, PreparedCmd, HOME};
-use crate::router::uncorrelated::answered_first;
+use crate::router::uncorrelated::answered_in_parts;
 use crate::txn::state::TxnState;
 use bytes::{Bytes, BytesMut};
 
@@ -214,7 +214,7 @@ impl Extended {
         // Subqueries no shard answers alone, answered now (see `subqueries_first`): the
         // portal is the proxy's read of the rewritten statement, with the parameters it uses.
         let (plan, params, declared) = match (plan, ast.as_deref()) {
-            (Plan::Reject(e), Some(query)) if answered_first(&e) => {
+            (Plan::Reject(e), Some(query)) if answered_in_parts(&e) => {
                 let bound = Bound {
                     params,
                     types: declared,

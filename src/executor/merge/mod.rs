@@ -53,9 +53,24 @@ pub async fn scatter(
     sql: &str,
     merge: &MergeSpec,
 ) -> R<Step> {
-    let mut q = BytesMut::new();
-    build::query(sql, &mut q);
-    scatter_request(exec, shards, &[q.freeze()], merge, true).await
+    let requests = queries(shards, sql, merge);
+    scatter_request(exec, shards, &requests, merge, true).await
+}
+
+/// The Query message of each of `shards` (one for all when they run the same text).
+pub fn queries(shards: &[usize], sql: &str, merge: &MergeSpec) -> Vec<Bytes> {
+    let one = |text: &str| {
+        let mut q = BytesMut::new();
+        build::query(text, &mut q);
+        q.freeze()
+    };
+    if merge.shard_text.is_none() {
+        return vec![one(sql)];
+    }
+    shards
+        .iter()
+        .map(|&s| one(merge.text_for(s, sql)))
+        .collect()
 }
 
 /// Sends each shard its request (a Query, or Parse+Bind+Describe+Execute+Sync; `requests` holds

@@ -222,6 +222,20 @@ pub struct MergeSpec {
     /// `count(...) OVER ()` select items: each shard counts its own rows, and the merge writes
     /// the sum of the shards' counts in every row.
     pub totals: Vec<TotalColumn>,
+    /// One shard that runs another text than the scatter's, returning the same columns: the
+    /// shard that adds the reference rows an outer join keeps unmatched (see
+    /// `uncorrelated::unmatched`).
+    pub shard_text: Option<(usize, String)>,
+}
+
+impl MergeSpec {
+    /// The text `shard` runs: the scatter's `sql`, or its own.
+    pub fn text_for<'a>(&'a self, shard: usize, sql: &'a str) -> &'a str {
+        match &self.shard_text {
+            Some((s, text)) if *s == shard => text,
+            _ => sql,
+        }
+    }
 }
 
 /// Where a `count(...) OVER ()` item is among the client's columns: its place from the first,

@@ -22,6 +22,7 @@
 //! its input reads back as the same value under the same session settings.
 
 mod derived;
+pub mod unmatched;
 
 use super::plan::{cte_names, relations};
 use super::subquery::derived_rows::derived_top_tables;
@@ -41,6 +42,13 @@ use std::ops::ControlFlow;
 /// running it first.
 pub fn answered_first(refusal: &PgError) -> bool {
     refusal.message == super::subquery::UNTIED || refusal.message == super::subquery::UNTIED_NOT_IN
+}
+
+/// Whether the executor may answer a statement the planner refused in parts: subqueries
+/// first (`answered_first`), or the reference rows an outer join keeps unmatched
+/// (`unmatched`).
+pub fn answered_in_parts(refusal: &PgError) -> bool {
+    answered_first(refusal) || unmatched::refused_for_kept_rows(refusal)
 }
 
 /// How the statement uses a subquery's rows.
@@ -529,7 +537,7 @@ pub(super) fn typed(value: Option<&str>, ty: &str) -> String {
 }
 
 /// A string literal of `v` that reads the same whatever `standard_conforming_strings` is.
-fn quoted(v: &str) -> String {
+pub(super) fn quoted(v: &str) -> String {
     if v.contains('\\') {
         format!("E'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
     } else {
@@ -549,7 +557,7 @@ pub fn array_text(values: &[Option<String>]) -> String {
     format!("{{{}}}", elements.join(","))
 }
 
-fn parse_expr(text: &str) -> Result<Expr, PgError> {
+pub(super) fn parse_expr(text: &str) -> Result<Expr, PgError> {
     Parser::new(&PostgreSqlDialect {})
         .try_with_sql(text)
         .and_then(|mut p| p.parse_expr())

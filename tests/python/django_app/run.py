@@ -54,6 +54,11 @@ for n, it in enumerate(items[:12]):
     it.save(update_fields=["shelf"])
 per_shelf = {s.name: s.n for s in Shelf.objects.annotate(n=Count("item"))}
 assert per_shelf == {"s0": 4, "s1": 4, "s2": 4, "s3": 0}, per_shelf
+# A reference parent LEFT OUTER JOIN its sharded children, row by row: the empty shelf comes
+# back once, unmatched, and a shelf matched on some shard only matched.
+assert [s.name for s in Shelf.objects.filter(item__isnull=True)] == ["s3"]
+pairs = list(Shelf.objects.filter(name__in=["s1", "s3"]).values_list("name", "item__name").order_by("name", "item__name"))
+assert pairs == [("s1", "i1"), ("s1", "i10"), ("s1", "i4"), ("s1", "i7"), ("s3", None)], pairs
 busy = Shelf.objects.annotate(n=Count("item"), q=Sum("item__qty")).filter(n__gt=0).order_by("-q")
 assert [(s.name, s.n, s.q) for s in busy] == [("s0", 4, 118), ("s2", 4, 26), ("s1", 4, 22)], list(busy.values())
 # Count(filter=Q(...)) and Sum(default=0): FILTER and COALESCE(SUM(...), 0) over every shard,
