@@ -9,7 +9,7 @@ mod common;
 use common::beside::Beside;
 
 const TABLES: &str = "[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
-                      [tables.regions]\nreference = true\n";
+                      [tables.regions]\nreference = true\n[tables.prices]\nreference = true\n";
 
 /// Regions 0 to 7, accounts only in 0 to 4; a region twice with the same values (no key),
 /// one with a quote, a backslash and a NULL in its row, and one matched by nothing.
@@ -20,7 +20,9 @@ const SCHEMA: &str = "
       (6, 'far', 'none'), (7, null, null);
     create table accounts (id bigint primary key, region int, owner text, balance numeric(12,2));
     insert into accounts
-      select i, i % 5, 'o' || (i % 7), i * 1.5 from generate_series(1, 60) i;";
+      select i, i % 5, 'o' || (i % 7), i * 1.5 from generate_series(1, 60) i;
+    create table prices (region int, price money);
+    insert into prices values (1, 12.5), (6, 3);";
 
 async fn start(name: &'static str) -> Beside {
     Beside::start(name, TABLES, SCHEMA).await
@@ -98,6 +100,18 @@ async fn what_needs_two_snapshots_or_another_shape_is_refused() {
     ] {
         b.refused(refused).await;
     }
+    // Money is written under each server's lc_monetary: its rows are not known by their text.
+    let e =
+        b.c.simple_query(
+            "select p.price, a.id from prices p left join accounts a on a.region = p.region",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), "0A000");
+    assert!(
+        common::db_error(&e).message().contains("column price"),
+        "{e}"
+    );
     // The refusal of another shape is the plain one, not the transaction's.
     b.c.batch_execute("begin").await.unwrap();
     let e =

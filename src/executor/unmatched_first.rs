@@ -6,7 +6,7 @@
 
 use super::session::{Exec, R};
 use super::subqueries_first::{Bound, Unanswered};
-use crate::error::PgError;
+use crate::error::{sqlstate, PgError};
 use crate::router::plan::{plan, Plan};
 use crate::router::uncorrelated::unmatched;
 use sqlparser::ast::{Query, Statement};
@@ -36,6 +36,25 @@ impl Exec<'_> {
             Plan::Reject(e) => return Ok(Ok(Plan::Reject(e))),
             _ => return Ok(Ok(Plan::Reject(refusal))),
         };
+        // Rows known by their text need columns whose text every copy writes alike.
+        let described = match Box::pin(self.answer_of(kept.columns.clone(), bound, 0)).await? {
+            Ok(answer) => answer,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Some((name, oid, _)) = described
+            .columns
+            .iter()
+            .find(|c| unmatched::text_differs_between_copies(c.1))
+        {
+            self.error(
+                &PgError::error(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    format!("{}: the kept table's column {name} is of a type (OID {oid}) whose text can differ between its copies", refusal.message),
+                )
+                .with_hint("Keep the sharded table's rows instead (sharded LEFT JOIN reference), or read the two tables apart."),
+            );
+            return Ok(Err(Unanswered::Told));
+        }
         let answer = match Box::pin(self.answer_of(kept.matched.clone(), bound, 0)).await? {
             Ok(answer) => answer,
             Err(e) => return Ok(Err(e)),

@@ -60,7 +60,7 @@ pub(crate) fn differing_value<V: sqlparser::ast::Visit>(node: &V) -> Option<Stri
 
 /// `differing_value`, where the transaction's clock as the proxy gives it (`sql::clock`) does
 /// not differ: every shard of the transaction answers the same time.
-fn differing_besides_the_clock<V: sqlparser::ast::Visit>(node: &V) -> Option<String> {
+pub(crate) fn differing_besides_the_clock<V: sqlparser::ast::Visit>(node: &V) -> Option<String> {
     differing(node, true)
 }
 

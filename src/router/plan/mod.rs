@@ -59,7 +59,7 @@ mod writing_query;
 
 pub(crate) use aggregate_level::has_own_aggregate_or_window;
 pub(crate) use calls::*;
-pub(crate) use copies::rows_picked_by_order;
+pub(crate) use copies::{differing_besides_the_clock, rows_picked_by_order};
 pub(crate) use inline_ctes::inlined as ctes_inlined;
 pub(crate) use query::*;
 pub(crate) use scatter::*;
