@@ -315,3 +315,54 @@ async fn derived_tables_that_limit_their_rows_are_answered_first() {
     .await;
     b.stop().await;
 }
+
+/// A correlated subquery that names the outer table's columns without the table: the proxy
+/// reads the tables' columns (in the client's transaction) and writes each such name
+/// qualified, as PostgreSQL resolves it, so the subquery is seen to be tied by the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outer_columns_named_without_their_table_are_placed_as_postgresql_places_them() {
+    let b = start("one_first_bare").await;
+    let tied = [
+        "select id from accounts where exists (select 1 from orders o where o.account_id = id and amount > 40) order by id",
+        "select id, (select sum(amount) from orders where account_id = id) from accounts where id < 20 order by id",
+        "select id, owner from accounts a where 1 < (select count(*) from orders where account_id = id and note is not null) order by 2, 1",
+    ];
+    for sql in tied {
+        b.same(sql).await;
+    }
+    // Tied, so a READ COMMITTED transaction block answers them too (one statement, one read).
+    b.c.batch_execute("begin").await.unwrap();
+    for sql in tied {
+        b.same(sql).await;
+    }
+    b.c.batch_execute("commit").await.unwrap();
+    // With bound values.
+    let sql = "select id from accounts where exists (select 1 from orders where account_id = id and amount > $1::int) order by id";
+    let ids =
+        |rows: Vec<tokio_postgres::Row>| -> Vec<i64> { rows.iter().map(|r| r.get(0)).collect() };
+    let want = ids(b.one.query(sql, &[&30i32]).await.unwrap());
+    assert!(!want.is_empty());
+    assert_eq!(ids(b.c.query(sql, &[&30i32]).await.unwrap()), want);
+    // A column of that name added to the subquery's table in this transaction, uncommitted:
+    // PostgreSQL now reads the inner one, and so does the proxy.
+    let sql = "select count(*) from accounts where exists (select 1 from orders o where o.account_id = id and owner = 'o''7\\x')";
+    let schema_change = "alter table orders add column owner text; update orders set owner = 'o''7\\x' where account_id = 8";
+    for c in [&b.one, &b.c] {
+        c.batch_execute("begin isolation level repeatable read")
+            .await
+            .unwrap();
+        c.batch_execute(schema_change).await.unwrap();
+    }
+    let want = common::rows(&b.one.simple_query(sql).await.unwrap());
+    let got = common::rows(&b.c.simple_query(sql).await.unwrap());
+    assert_eq!(got, want);
+    assert_eq!(want, vec![vec![Some("1".to_string())]]);
+    for c in [&b.one, &b.c] {
+        c.batch_execute("rollback").await.unwrap();
+    }
+    // Without the column, `owner` is the outer table's again.
+    b.same(sql).await;
+    let outer = common::rows(&b.c.simple_query(sql).await.unwrap());
+    assert_ne!(outer, want);
+    b.stop().await;
+}

@@ -28,6 +28,7 @@ pub mod key_sequence;
 pub mod link;
 pub mod merge;
 pub mod numeric;
+pub mod outer_columns;
 pub mod own_functions;
 pub mod own_types;
 pub mod parse_cache;

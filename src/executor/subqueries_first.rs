@@ -186,10 +186,33 @@ impl Exec<'_> {
         if !q.locks.is_empty() || matches!(self.txn, TxnState::Failed(_)) {
             return Ok(Err(self.error(&refusal)));
         }
+        let (mut q, mut refusal) = (q.clone(), refusal);
+        // Subqueries naming outer columns bare may be tied after all: written qualified, the
+        // statement may plan as it stands, or have fewer parts to answer first.
+        if uncorrelated::answered_first(&refusal) {
+            match self.outer_columns_qualified(&q).await? {
+                Err(step) => return Ok(Err(step)),
+                Ok(None) => {}
+                Ok(Some(mut qualified)) => {
+                    let bound = bound.used_by(&mut qualified);
+                    let sql = qualified.to_string();
+                    match plan(
+                        &Statement::Query(Box::new(qualified.clone())),
+                        &self.placement,
+                        &bound.params,
+                    ) {
+                        Plan::Reject(e) if uncorrelated::answered_in_parts(&e) => {
+                            (q, refusal) = (Box::new(qualified), e);
+                        }
+                        plan => return Ok(Ok((false, Answered { plan, sql, bound }))),
+                    }
+                }
+            }
+        }
         // An outer join of another shape than the one read in two parts keeps its refusal,
         // whatever the transaction.
         if unmatched::refused_for_kept_rows(&refusal)
-            && unmatched::kept_join(&uncorrelated::ctes_inlined((**q).clone()), &self.placement)
+            && unmatched::kept_join(&uncorrelated::ctes_inlined((*q).clone()), &self.placement)
                 .is_none()
         {
             return Ok(Err(self.error(&refusal)));
@@ -216,7 +239,7 @@ impl Exec<'_> {
                 false
             }
         };
-        let mut query = match self.substituted((**q).clone(), bound, 0).await? {
+        let mut query = match self.substituted((*q).clone(), bound, 0).await? {
             Ok(query) => query,
             Err(Unanswered::Told) => return Ok(Err(Step::Failed)),
             Err(Unanswered::Outside) => return Ok(Err(self.error(&refusal))),

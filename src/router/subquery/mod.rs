@@ -18,6 +18,7 @@
 //! (FROM, GROUP BY, HAVING) or not tied by the key stay refused by the planner.
 
 pub mod derived_rows;
+pub mod unqualified;
 
 use super::params::Params;
 use super::plan::{is_column, last_ident, plan_query, relations, Plan, Relations};
