@@ -135,7 +135,6 @@ async fn what_needs_two_snapshots_or_another_shape_is_refused() {
 mod one_snapshot {
     use super::common::{self, rig::Rig};
     use std::io::Write;
-    use std::time::{Duration, Instant};
 
     /// An account that would match a region no shard matched is added between the two reads:
     /// neither sees it, so the region comes back once, unmatched, as one snapshot of one
@@ -175,26 +174,7 @@ mod one_snapshot {
         let shard = common::connect(&rig.shards[0].url("postgres"))
             .await
             .unwrap();
-        let until = Instant::now() + Duration::from_secs(20);
-        loop {
-            let idle: i64 = shard
-                .query_one(
-                    "select count(*) from pg_stat_activity where state = 'idle in transaction' and query like '%ROW(b.*)%'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            if idle > 0 {
-                break;
-            }
-            assert!(
-                Instant::now() < until,
-                "the matched rows were never read:\n{}",
-                proxy.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::process::until_idle_in_transaction(&shard, "ROW(b.*)", &proxy).await;
         c.batch_execute(&format!(
             "insert into accounts (id, balance) values ({added}, 0)"
         ))

@@ -163,7 +163,6 @@ async fn what_needs_the_outer_query_or_two_snapshots_is_refused() {
 #[cfg(feature = "failpoints")]
 mod one_snapshot {
     use super::common::{self, rig::Rig};
-    use std::time::{Duration, Instant};
 
     /// Outside a transaction block, a row changed after the subquery was answered and before
     /// the statement ran is seen by neither: the statement still finds the row the subquery
@@ -196,26 +195,7 @@ mod one_snapshot {
         let shard = common::connect(&rig.shards[1].url("postgres"))
             .await
             .unwrap();
-        let until = Instant::now() + Duration::from_secs(20);
-        loop {
-            let idle: i64 = shard
-                .query_one(
-                    "select count(*) from pg_stat_activity where state = 'idle in transaction' and query like '%max(balance)%'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            if idle > 0 {
-                break;
-            }
-            assert!(
-                Instant::now() < until,
-                "the subquery never ran:\n{}",
-                proxy.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::process::until_idle_in_transaction(&shard, "max(balance)", &proxy).await;
         c.batch_execute(&format!(
             "update accounts set balance = balance + 1000 where id = {richest}"
         ))

@@ -96,3 +96,33 @@ impl Drop for ProxyProcess {
         self.kill();
     }
 }
+
+/// Waits until a session of `proxy` on `shard` sits idle in a transaction whose last
+/// statement's text holds `text` (the proxy holding at a failpoint between two reads of one
+/// snapshot); fails with the proxy's log after 20 s.
+pub async fn until_idle_in_transaction(
+    shard: &tokio_postgres::Client,
+    text: &str,
+    proxy: &ProxyProcess,
+) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let idle: i64 = shard
+            .query_one(
+                "select count(*) from pg_stat_activity where state = 'idle in transaction' and strpos(query, $1) > 0",
+                &[&text],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if idle > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no session ran {text}:\n{}",
+            proxy.log_tail()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -158,12 +158,31 @@ fn tied_in_one(e: &Expr, outer: &[TopTable], placement: &Placement) -> Result<us
 
 /// The subquery expressions of `e` (EXISTS, IN, scalar), not those nested inside them.
 pub(crate) fn outermost_subqueries(e: &Expr) -> Vec<Expr> {
-    struct Walk {
-        /// Queries entered: a subquery expression seen at depth 0 is an outermost one.
+    let mut found = Vec::new();
+    let _ = visit_outside_subqueries(e, |e| {
+        if matches!(
+            e,
+            Expr::Exists { .. } | Expr::InSubquery { .. } | Expr::Subquery(_)
+        ) {
+            found.push(e.clone());
+        }
+        ControlFlow::Continue(())
+    });
+    found
+}
+
+/// Calls `f` on each expression of `node` that is outside the subqueries it holds (a subquery
+/// expression itself is outside; what is inside its query is not), until `f` breaks.
+pub(crate) fn visit_outside_subqueries<V: sqlparser::ast::Visit>(
+    node: &V,
+    f: impl FnMut(&Expr) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    struct Walk<F> {
+        /// Queries entered.
         depth: usize,
-        found: Vec<Expr>,
+        f: F,
     }
-    impl sqlparser::ast::Visitor for Walk {
+    impl<F: FnMut(&Expr) -> ControlFlow<()>> sqlparser::ast::Visitor for Walk<F> {
         type Break = ();
         fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
             self.depth += 1;
@@ -174,23 +193,43 @@ pub(crate) fn outermost_subqueries(e: &Expr) -> Vec<Expr> {
             ControlFlow::Continue(())
         }
         fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-            if self.depth == 0
-                && matches!(
-                    e,
-                    Expr::Exists { .. } | Expr::InSubquery { .. } | Expr::Subquery(_)
-                )
-            {
-                self.found.push(e.clone());
+            if self.depth == 0 {
+                return (self.f)(e);
             }
             ControlFlow::Continue(())
         }
     }
-    let mut walk = Walk {
-        depth: 0,
-        found: Vec::new(),
-    };
-    let _ = sqlparser::ast::Visit::visit(e, &mut walk);
-    walk.found
+    node.visit(&mut Walk { depth: 0, f })
+}
+
+/// As `visit_outside_subqueries`, changing them: `f` sees each expression before what is
+/// inside it.
+pub(crate) fn visit_outside_subqueries_mut<V: sqlparser::ast::VisitMut>(
+    node: &mut V,
+    f: impl FnMut(&mut Expr),
+) {
+    struct Walk<F> {
+        depth: usize,
+        f: F,
+    }
+    impl<F: FnMut(&mut Expr)> sqlparser::ast::VisitorMut for Walk<F> {
+        type Break = ();
+        fn pre_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
+            self.depth += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            if self.depth == 0 {
+                (self.f)(e);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = node.visit(&mut Walk { depth: 0, f });
 }
 
 /// The subquery's plain SELECT and its sharded tables, when they are all in its own FROM.

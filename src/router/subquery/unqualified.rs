@@ -18,10 +18,9 @@
 //! is a plain table without a column list on its alias. Names that are keywords where
 //! unquoted (`user`, `current_user`, ...) are left alone.
 
-use super::per_row_exprs;
+use super::{per_row_exprs, visit_outside_subqueries, visit_outside_subqueries_mut};
 use sqlparser::ast::{
     Expr, Ident, ObjectName, ObjectNamePart, Query, Select, SetExpr, TableFactor, VisitMut,
-    VisitorMut,
 };
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -87,16 +86,15 @@ pub fn qualified(q: &Query, columns: &HashMap<String, Vec<String>>) -> Option<Qu
     let mut walk = Outermost {
         outer: &outer,
         columns,
-        depth: 0,
         changed: false,
     };
     // The same places `per_row_exprs` reads: WHERE, the select list, ORDER BY.
     let SetExpr::Select(s) = q.body.as_mut() else {
         return None;
     };
-    let _ = s.selection.visit(&mut walk);
-    let _ = s.projection.visit(&mut walk);
-    let _ = q.order_by.visit(&mut walk);
+    walk.visit(&mut s.selection);
+    walk.visit(&mut s.projection);
+    walk.visit(&mut q.order_by);
     walk.changed.then_some(q)
 }
 
@@ -154,37 +152,11 @@ fn plain_tables(s: &Select) -> Option<Vec<(Ident, &ObjectName)>> {
 
 /// Whether `e` names a column without its table (outside subqueries of its own).
 fn names_bare_column(e: &Expr) -> bool {
-    let mut found = false;
-    let mut walk = Bare {
-        depth: 0,
-        found: &mut found,
-    };
-    let _ = sqlparser::ast::Visit::visit(e, &mut walk);
-    found
-}
-
-struct Bare<'f> {
-    depth: usize,
-    found: &'f mut bool,
-}
-
-impl sqlparser::ast::Visitor for Bare<'_> {
-    type Break = ();
-    fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-        self.depth += 1;
-        ControlFlow::Continue(())
-    }
-    fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-        self.depth -= 1;
-        ControlFlow::Continue(())
-    }
-    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-        if self.depth == 0 && matches!(e, Expr::Identifier(i) if !keyword(i)) {
-            *self.found = true;
-            return ControlFlow::Break(());
-        }
-        ControlFlow::Continue(())
-    }
+    visit_outside_subqueries(e, |e| match e {
+        Expr::Identifier(i) if !keyword(i) => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
 }
 
 fn keyword(i: &Ident) -> bool {
@@ -200,41 +172,25 @@ fn stored(i: &Ident) -> String {
     }
 }
 
-/// Walks the outer query's expressions; qualifies the WHERE of each subquery met outside
-/// other subqueries.
+/// Qualifies the bare columns of each subquery met outside other subqueries.
 struct Outermost<'a> {
     outer: &'a [(Ident, Vec<String>)],
     columns: &'a HashMap<String, Vec<String>>,
-    /// Subqueries entered.
-    depth: usize,
     changed: bool,
 }
 
-impl VisitorMut for Outermost<'_> {
-    type Break = ();
-    fn pre_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
-        self.depth += 1;
-        ControlFlow::Continue(())
-    }
-    fn post_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
-        self.depth -= 1;
-        ControlFlow::Continue(())
-    }
-    fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
-        if self.depth > 0 {
-            return ControlFlow::Continue(());
-        }
-        if let Expr::Exists { subquery, .. }
-        | Expr::InSubquery { subquery, .. }
-        | Expr::Subquery(subquery) = e
-        {
-            self.changed |= self.qualify(subquery);
-        }
-        ControlFlow::Continue(())
-    }
-}
-
 impl Outermost<'_> {
+    fn visit<V: VisitMut>(&mut self, node: &mut V) {
+        visit_outside_subqueries_mut(node, |e| {
+            if let Expr::Exists { subquery, .. }
+            | Expr::InSubquery { subquery, .. }
+            | Expr::Subquery(subquery) = e
+            {
+                self.changed |= self.qualify(subquery);
+            }
+        });
+    }
+
     /// Qualifies the bare columns of `sub`'s WHERE, select list and HAVING; whether any was.
     fn qualify(&self, sub: &mut Query) -> bool {
         let SetExpr::Select(s) = sub.body.as_mut() else {
@@ -254,79 +210,51 @@ impl Outermost<'_> {
         // Rewritten apart, and kept only when an outer column was found: a subquery that
         // names nothing outside stays as written.
         let mut written = s.clone();
-        let mut rewrite = Rewrite {
-            own: &own,
-            outer: self.outer,
-            depth: 0,
-            outer_found: false,
-        };
-        let _ = written.selection.visit(&mut rewrite);
+        let mut outer_found = false;
+        let mut rewrite = |e: &mut Expr| outer_found |= place(e, &own, self.outer);
+        visit_outside_subqueries_mut(&mut written.selection, &mut rewrite);
         for item in written.projection.iter_mut() {
             if let sqlparser::ast::SelectItem::UnnamedExpr(e)
             | sqlparser::ast::SelectItem::ExprWithAlias { expr: e, .. } = item
             {
-                let _ = e.visit(&mut rewrite);
+                visit_outside_subqueries_mut(e, &mut rewrite);
             }
         }
-        let _ = written.having.visit(&mut rewrite);
-        if !rewrite.outer_found {
+        visit_outside_subqueries_mut(&mut written.having, &mut rewrite);
+        if !outer_found {
             return false;
         }
         // GROUP BY reads a bare name as an input column before an output one: the subquery's
         // own columns are written as in the select list, so that the two still match.
-        let mut own_only = Rewrite {
-            own: &own,
-            outer: &[],
-            depth: 0,
-            outer_found: false,
-        };
         if let sqlparser::ast::GroupByExpr::Expressions(exprs, _) = &mut written.group_by {
-            for e in exprs {
-                let _ = e.visit(&mut own_only);
-            }
+            visit_outside_subqueries_mut(exprs, |e| {
+                place(e, &own, &[]);
+            });
         }
         *s = written;
         true
     }
 }
 
-/// Writes a bare name (outside the subquery's own subqueries) qualified by the one table of
-/// the subquery that has it, or when none has it, by the one outer table that has it.
-struct Rewrite<'a> {
-    own: &'a [(Ident, Vec<String>)],
-    outer: &'a [(Ident, Vec<String>)],
-    depth: usize,
-    /// A name was written qualified by an outer table.
-    outer_found: bool,
-}
-
-impl VisitorMut for Rewrite<'_> {
-    type Break = ();
-    fn pre_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
-        self.depth += 1;
-        ControlFlow::Continue(())
+/// Writes `e`, when it is a bare name, qualified by the one table of `own` (the subquery's)
+/// that has it, or when none has it, by the one `outer` table that has it; whether it was an
+/// outer table's.
+fn place(e: &mut Expr, own: &[(Ident, Vec<String>)], outer: &[(Ident, Vec<String>)]) -> bool {
+    let Expr::Identifier(i) = e else {
+        return false;
+    };
+    if keyword(i) {
+        return false;
     }
-    fn post_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
-        self.depth -= 1;
-        ControlFlow::Continue(())
+    let name = stored(i);
+    let inner = own.iter().any(|(_, cols)| cols.contains(&name));
+    let scope = if inner { own } else { outer };
+    let mut having = scope.iter().filter(|(_, cols)| cols.contains(&name));
+    if let (Some((qualifier, _)), None) = (having.next(), having.next()) {
+        *e = Expr::CompoundIdentifier(vec![qualifier.clone(), i.clone()]);
+        return !inner;
     }
-    fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
-        let Expr::Identifier(i) = e else {
-            return ControlFlow::Continue(());
-        };
-        if self.depth > 0 || keyword(i) {
-            return ControlFlow::Continue(());
-        }
-        let name = stored(i);
-        let inner = self.own.iter().any(|(_, cols)| cols.contains(&name));
-        let scope = if inner { self.own } else { self.outer };
-        let mut having = scope.iter().filter(|(_, cols)| cols.contains(&name));
-        if let (Some((qualifier, _)), None) = (having.next(), having.next()) {
-            *e = Expr::CompoundIdentifier(vec![qualifier.clone(), i.clone()]);
-            self.outer_found |= !inner;
-        }
-        ControlFlow::Continue(())
-    }
+    false
 }
 
 #[cfg(test)]
