@@ -6,9 +6,7 @@
 use super::session::{Exec, Step, R};
 use super::subqueries_first::{Bound, Unanswered};
 use crate::router::subquery::unqualified;
-use sqlparser::ast::{Query, Statement};
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
+use sqlparser::ast::Query;
 use std::collections::HashMap;
 
 impl Exec<'_> {
@@ -30,12 +28,10 @@ impl Exec<'_> {
                  WHERE attrelid = CAST('{}' AS pg_catalog.regclass) AND attnum > 0 AND NOT attisdropped",
                 table.replace('\'', "''")
             );
-            let Ok(Some(Statement::Query(read))) =
-                Parser::parse_sql(&PostgreSqlDialect {}, &text).map(|mut s| s.pop())
-            else {
+            let Some(read) = crate::router::uncorrelated::parse_query(&text) else {
                 return Ok(Ok(None));
             };
-            match Box::pin(self.answer_of(*read, &Bound::default(), 0)).await? {
+            match Box::pin(self.answer_of(read, &Bound::default(), 0)).await? {
                 Ok(answer) => {
                     let names: Vec<String> = answer
                         .rows

@@ -77,17 +77,7 @@ pub(super) fn plan(q: &Query, placement: &Placement, rels: &Relations) -> Option
 mod tests {
     use super::*;
 
-    fn query(sql: &str) -> Query {
-        let stmt =
-            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
-                .unwrap()
-                .pop()
-                .unwrap();
-        let Statement::Query(q) = stmt else {
-            panic!("{sql} is not a query")
-        };
-        *q
-    }
+    use crate::router::plan::tests::query;
 
     #[test]
     fn the_body_and_each_cte_tell_what_is_written() {

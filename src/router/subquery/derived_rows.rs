@@ -157,22 +157,11 @@ fn key_named(e: &Expr) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlparser::ast::Statement;
-    use sqlparser::dialect::PostgreSqlDialect;
-    use sqlparser::parser::Parser;
 
     /// The top tables the derived tables of `sql`'s FROM stand for.
     fn tops(sql: &str) -> Vec<(TopTable, usize)> {
         let p = crate::router::plan::tests::placement();
-        let Some(Statement::Query(q)) =
-            Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().pop()
-        else {
-            panic!("a query")
-        };
-        let SetExpr::Select(s) = *q.body else {
-            panic!("a select")
-        };
-        derived_top_tables(&s, &p)
+        derived_top_tables(&crate::router::plan::tests::select(sql), &p)
     }
 
     fn key_name(sql: &str) -> Option<String> {

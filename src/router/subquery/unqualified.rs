@@ -260,15 +260,7 @@ fn place(e: &mut Expr, own: &[(Ident, Vec<String>)], outer: &[(Ident, Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlparser::dialect::PostgreSqlDialect;
-    use sqlparser::parser::Parser;
-
-    fn query(sql: &str) -> Query {
-        match Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().pop() {
-            Some(sqlparser::ast::Statement::Query(q)) => *q,
-            _ => panic!("a query"),
-        }
-    }
+    use crate::router::plan::tests::query;
 
     fn columns() -> HashMap<String, Vec<String>> {
         let cols = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();

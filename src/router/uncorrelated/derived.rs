@@ -11,10 +11,8 @@ use crate::placement::Placement;
 use crate::router::plan::has_own_aggregate_or_window;
 use crate::router::subquery::{grouped_by_key, output_exprs};
 use sqlparser::ast::{
-    CastKind, DataType, Expr, GroupByExpr, Parens, Query, SetExpr, Statement, TableFactor, Value,
+    CastKind, DataType, Expr, GroupByExpr, Parens, Query, SetExpr, TableFactor, Value,
 };
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 
 /// The query of a derived table (not LATERAL) whose rows are not each shard's own: one that
 /// limits its rows, or groups, aggregates, windows or removes duplicates other than by the
@@ -96,10 +94,7 @@ pub(super) fn replacement(t: &TableFactor, answer: &Answer) -> Result<TableFacto
         "SELECT * FROM {body} AS {alias_name} ({})",
         names.join(", ")
     );
-    let parsed = Parser::parse_sql(&PostgreSqlDialect {}, &text)
-        .ok()
-        .and_then(|mut v| v.pop());
-    let Some(Statement::Query(q)) = parsed else {
+    let Some(q) = super::parse_query(&text) else {
         return Err(refusal(
             "a derived table's rows could not be written back into the statement",
         ));
@@ -163,15 +158,9 @@ mod tests {
     use super::*;
 
     fn derived(sql: &str) -> TableFactor {
-        let Some(Statement::Query(q)) =
-            Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().pop()
-        else {
-            panic!("a query")
-        };
-        let SetExpr::Select(s) = *q.body else {
-            panic!("a select")
-        };
-        s.from[0].relation.clone()
+        crate::router::plan::tests::select(sql).from[0]
+            .relation
+            .clone()
     }
 
     fn answer(rows: &[[Option<&str>; 2]]) -> Answer {

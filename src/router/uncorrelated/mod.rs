@@ -557,6 +557,14 @@ pub fn array_text(values: &[Option<String>]) -> String {
     format!("{{{}}}", elements.join(","))
 }
 
+/// The query `text` holds, when it is one query the parser reads.
+pub fn parse_query(text: &str) -> Option<Query> {
+    match Parser::parse_sql(&PostgreSqlDialect {}, text).ok()?.pop()? {
+        sqlparser::ast::Statement::Query(q) => Some(*q),
+        _ => None,
+    }
+}
+
 pub(super) fn parse_expr(text: &str) -> Result<Expr, PgError> {
     Parser::new(&PostgreSqlDialect {})
         .try_with_sql(text)
@@ -574,12 +582,7 @@ pub(super) fn refusal(message: impl Into<String>) -> PgError {
 mod tests {
     use super::*;
 
-    fn query(sql: &str) -> Query {
-        match Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().pop() {
-            Some(sqlparser::ast::Statement::Query(q)) => *q,
-            _ => panic!("not a query"),
-        }
-    }
+    use crate::router::plan::tests::query;
 
     fn placement() -> Placement {
         let text = "[[users]]\nname=\"a\"\nauth=\"trust\"\n\

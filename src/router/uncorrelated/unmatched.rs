@@ -22,14 +22,12 @@
 //! table joined to one sharded table (LEFT, RIGHT the other way round, or FULL) on an ON
 //! condition without subqueries qualifies; anything else keeps the refusal.
 
-use super::{array_text, parse_expr, quoted, refusal};
+use super::{array_text, parse_expr, parse_query, quoted, refusal};
 use crate::error::PgError;
 use crate::placement::{Placement, TableRule};
 use sqlparser::ast::{
     BinaryOperator, Expr, JoinConstraint, JoinOperator, ObjectName, Query, SetExpr, TableFactor,
 };
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 use std::ops::ControlFlow;
 
 /// The start of the planner's refusal of an outer join that keeps a side without sharded
@@ -141,8 +139,8 @@ pub fn kept_join(q: &Query, placement: &Placement) -> Option<KeptJoin> {
     let text = format!(
         "SELECT DISTINCT CAST(ROW({reference}.*) AS text) FROM {kept} JOIN {other} ON {cond}"
     );
-    let matched = parsed(&text)?;
-    let columns = parsed(&format!("SELECT {reference}.* FROM {kept} LIMIT 0"))?;
+    let matched = parse_query(&text)?;
+    let columns = parse_query(&format!("SELECT {reference}.* FROM {kept} LIMIT 0"))?;
     Some(KeptJoin {
         matched,
         inner,
@@ -152,13 +150,6 @@ pub fn kept_join(q: &Query, placement: &Placement) -> Option<KeptJoin> {
         home,
         others,
     })
-}
-
-fn parsed(text: &str) -> Option<Query> {
-    match Parser::parse_sql(&PostgreSqlDialect {}, text).ok()?.pop()? {
-        sqlparser::ast::Statement::Query(q) => Some(*q),
-        _ => None,
-    }
 }
 
 /// Whether a column of this type may be written differently by two copies holding the same
@@ -223,13 +214,7 @@ pub fn home_text(
     matched: &[Option<String>],
 ) -> Result<String, PgError> {
     let unexpected = || refusal("the outer join's rewritten statement has an unexpected shape");
-    let mut q = match Parser::parse_sql(&PostgreSqlDialect {}, shard_sql)
-        .map_err(|_| unexpected())?
-        .pop()
-    {
-        Some(sqlparser::ast::Statement::Query(q)) => *q,
-        _ => return Err(unexpected()),
-    };
+    let mut q = parse_query(shard_sql).ok_or_else(unexpected)?;
     let SetExpr::Select(s) = q.body.as_mut() else {
         return Err(unexpected());
     };
@@ -265,12 +250,7 @@ pub fn home_text(
 mod tests {
     use super::*;
 
-    fn query(sql: &str) -> Query {
-        match Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().pop() {
-            Some(sqlparser::ast::Statement::Query(q)) => *q,
-            _ => panic!("a query"),
-        }
-    }
+    use crate::router::plan::tests::query;
 
     fn kept(sql: &str) -> Option<KeptJoin> {
         kept_join(&query(sql), &crate::router::plan::tests::placement())

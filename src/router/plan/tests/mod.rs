@@ -28,6 +28,22 @@ pub(crate) fn placement() -> Placement {
     Config::from_toml(&text).unwrap().placement().unwrap()
 }
 
+/// The one query `sql` holds.
+pub(crate) fn query(sql: &str) -> Query {
+    match Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().pop() {
+        Some(Statement::Query(q)) => *q,
+        _ => panic!("{sql} is not a query"),
+    }
+}
+
+/// The plain SELECT `sql` holds.
+pub(crate) fn select(sql: &str) -> Select {
+    match *query(sql).body {
+        SetExpr::Select(s) => *s,
+        _ => panic!("{sql} is not a plain SELECT"),
+    }
+}
+
 pub(super) fn plan_sql(sql: &str) -> Plan {
     let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
     plan(&stmts[0], &placement(), &Params::default())
