@@ -146,25 +146,9 @@ pub(super) fn first_table_key(
                 | JoinOperator::LeftOuter(_)
         )
     });
-    let TableFactor::Table {
-        name,
-        alias,
-        args: None,
-        ..
-    } = &from.relation
-    else {
-        return None;
-    };
-    let Some(TableRule::Sharded {
-        key_column,
-        key_type,
-    }) = placement.rule(&name.to_string())
-    else {
-        return None;
-    };
-    let mut names = vec![last_ident(name).to_string()];
-    names.extend(alias.as_ref().map(|a| a.name.value.clone()));
-    preserved.then(|| (names, key_column.clone(), *key_type))
+    let (names, key_type, key_column) =
+        crate::router::subquery::sharded_table(&from.relation, placement)?;
+    preserved.then_some((names, key_column, key_type))
 }
 
 /// An aggregate call that is not a window call, in the select list or ORDER BY.

@@ -16,8 +16,8 @@
 //! (`*`, `t.*`, `id` or `id AS k`), with no column list on the alias. Anything else is judged
 //! as before.
 
-use super::{grouped_by_key, output_exprs, per_row_exprs, tied_in, TopTable};
-use crate::placement::{Placement, TableRule};
+use super::{grouped_by_key, output_exprs, per_row_exprs, sharded_table, tied_in, TopTable};
+use crate::placement::Placement;
 use crate::router::plan::{has_own_aggregate_or_window, is_column, last_ident, relations};
 use sqlparser::ast::{
     Expr, GroupByExpr, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
@@ -85,25 +85,8 @@ fn table_rows(
     if !twj.joins.is_empty() {
         return None;
     }
-    let TableFactor::Table {
-        name,
-        alias,
-        args: None,
-        ..
-    } = &twj.relation
-    else {
-        return None;
-    };
-    let Some(TableRule::Sharded {
-        key_column,
-        key_type,
-    }) = placement.rule(&name.to_string())
-    else {
-        return None;
-    };
-    let mut names = vec![last_ident(name)];
-    names.extend(alias.iter().map(|a| a.name.value.clone()));
-    let top: TopTable = (names.clone(), *key_type, key_column.clone());
+    let top = sharded_table(&twj.relation, placement)?;
+    let (names, key_type, key_column) = (&top.0, top.1, &top.2);
     // A window reads other rows than its own: those of other shards too.
     let windowed = output_exprs(q, s).any(has_window);
     if windowed
@@ -125,15 +108,15 @@ fn table_rows(
                 .any(|n| n.eq_ignore_ascii_case(&t))
                 .then(|| key_column.clone())
         }
-        SelectItem::UnnamedExpr(e) if is_column(e, &names, key_column) => {
+        SelectItem::UnnamedExpr(e) if is_column(e, names, key_column) => {
             key_named(e).or_else(|| Some(key_column.clone()))
         }
-        SelectItem::ExprWithAlias { expr, alias } if is_column(expr, &names, key_column) => {
+        SelectItem::ExprWithAlias { expr, alias } if is_column(expr, names, key_column) => {
             Some(alias.value.clone())
         }
         _ => None,
     })?;
-    Some((*key_type, key_name, sharded))
+    Some((key_type, key_name, sharded))
 }
 
 /// Whether a window call is anywhere in `e` (subqueries included, to be safe).

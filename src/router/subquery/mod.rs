@@ -43,28 +43,34 @@ pub(crate) fn top_tables(select: &Select, placement: &Placement) -> Vec<TopTable
     let mut top = Vec::new();
     for twj in &select.from {
         for factor in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
-            if let TableFactor::Table {
-                name,
-                alias,
-                args: None,
-                ..
-            } = factor
-            {
-                if let Some(TableRule::Sharded {
-                    key_column,
-                    key_type,
-                }) = placement.rule(&name.to_string())
-                {
-                    let mut names = vec![last_ident(name)];
-                    if let Some(a) = alias {
-                        names.push(a.name.value.clone());
-                    }
-                    top.push((names, *key_type, key_column.clone()));
-                }
-            }
+            top.extend(sharded_table(factor, placement));
         }
     }
     top
+}
+
+/// A FROM item that is a sharded table, named as such: the names it goes by (its own and its
+/// alias), its key type and key column.
+pub(crate) fn sharded_table(factor: &TableFactor, placement: &Placement) -> Option<TopTable> {
+    let TableFactor::Table {
+        name,
+        alias,
+        args: None,
+        ..
+    } = factor
+    else {
+        return None;
+    };
+    let Some(TableRule::Sharded {
+        key_column,
+        key_type,
+    }) = placement.rule(&name.to_string())
+    else {
+        return None;
+    };
+    let mut names = vec![last_ident(name)];
+    names.extend(alias.iter().map(|a| a.name.value.clone()));
+    Some((names, *key_type, key_column.clone()))
 }
 
 /// The expressions of `select` (with `q`'s ORDER BY) whose subqueries each shard runs as
