@@ -20,7 +20,7 @@ async fn one_value(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<Stri
     rows(
         &c.simple_query(sql)
             .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}")),
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}")),
     )
 }
 
@@ -346,4 +346,65 @@ async fn grouping_sets_merge_as_one_postgresql_groups_them() {
         refused(c.simple_query(sql).await, sql);
     }
     tc.drop_one_server(one, "one_grouping").await;
+}
+
+/// Variance and standard deviation over integers and numerics are computed from the merged
+/// count, sum and sum of squares exactly as PostgreSQL computes them (same digits, same scale,
+/// NULL for too few values, 0 for equal ones); over floats they are refused, with a hint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variance_and_standard_deviation_match_one_postgresql() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    // Scales from 0 to 9 digits and magnitudes from 1e-6 to 1e12, so that the quotient's
+    // scale and the root's rounding take every path; groups of one row, of equal values, of
+    // NULLs only.
+    let schema = "create table accounts (id bigint primary key, region text, n int, b bigint, x numeric, f float8);
+         insert into accounts select i, 'r' || (i % 7), i % 1000 - 300, (i * 7919 % 100003)::bigint * 1000003,
+           round((i * 7919 % 10007) * power(10::numeric, i % 19 - 6), i % 10), i / 7.0
+           from generate_series(1, 400) i;
+         insert into accounts values (1001, 'one', 5, 5, 5.5, 1), (1002, 'equal', 3, 3, 2.50, 1),
+           (1003, 'equal', 3, 3, 2.5, 1), (1004, 'nulls', null, null, null, null)";
+    c.batch_execute(schema).await.unwrap();
+    let per_shard = tc
+        .count_on_each_shard("select count(*) from accounts")
+        .await;
+    assert!(per_shard.iter().all(|&n| n > 0 && n < 404), "{per_shard:?}");
+    let one = tc.one_server("one_variance", &[schema]).await;
+    for sql in [
+        "select stddev(x), variance(x), stddev_pop(x), var_pop(x), stddev_samp(n), var_samp(b), \
+         stddev_pop(b), var_pop(n) from accounts",
+        "select region, stddev(x), var_samp(x), stddev_pop(x), var_pop(x), stddev(n), variance(b) \
+         from accounts group by region order by region",
+        "select region, round(stddev(x), 3), stddev(x) filter (where id % 2 = 0) as even \
+         from accounts group by region order by stddev(x) desc nulls last, region",
+        "select region, count(*) from accounts group by region having var_pop(n) > 1000 order by 1",
+        "select stddev(x), var_samp(n) from accounts where id < 0",
+        "select stddev(x) from accounts where id in (1002, 1003)",
+    ] {
+        let want = rows(&one.simple_query(sql).await.unwrap());
+        assert_eq!(one_value(&c, sql).await, want, "{sql}");
+    }
+    // Extended protocol, with a bound factor inside the argument.
+    let sql =
+        "select region, stddev(x * $1::int)::text from accounts group by region order by region";
+    let texts = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, Option<String>)> {
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    };
+    let factor = 3i32;
+    let want = texts(one.query(sql, &[&factor]).await.unwrap());
+    assert_eq!(texts(c.query(sql, &[&factor]).await.unwrap()), want);
+    let e = c
+        .simple_query("select stddev(f) from accounts")
+        .await
+        .expect_err("a float's standard deviation would not have PostgreSQL's last digits");
+    assert_eq!(common::code(&e), "0A000", "{e}");
+    let hint = e.as_db_error().and_then(|d| d.hint()).unwrap_or_default();
+    assert!(hint.contains("cast the argument to numeric"), "{hint}");
+    for sql in [
+        "select stddev(distinct x) from accounts",
+        "select var_samp(x order by id) from accounts",
+    ] {
+        refused(c.simple_query(sql).await, sql);
+    }
+    tc.drop_one_server(one, "one_variance").await;
 }

@@ -73,6 +73,7 @@ pub fn split(
         problem: None,
     };
     let mut template = item.clone();
+    super::variance::written_over_sums(&mut template);
     let _ = template.visit(&mut parts);
     if let Some(problem) = parts.problem {
         return Err(problem);

@@ -49,6 +49,10 @@ const PURE: &[&str] = &[
     "upper",
 ];
 
+/// The proxy's own function of its arguments alone, in the `shardgate` schema of every shard:
+/// a variance or standard deviation from merged sums (see `router::variance`).
+pub const VARIANCE_OF: &str = "variance_of";
+
 /// Whether a call of this name (unqualified or in pg_catalog) is one of them.
 pub fn is_pure(name: &sqlparser::ast::ObjectName) -> bool {
     use sqlparser::ast::ObjectNamePart;
@@ -66,6 +70,7 @@ pub fn is_pure(name: &sqlparser::ast::ObjectName) -> bool {
     match parts.as_slice() {
         [f] => PURE.binary_search(&f.as_str()).is_ok(),
         [schema, f] if schema == "pg_catalog" => PURE.binary_search(&f.as_str()).is_ok(),
+        [schema, f] if schema == "shardgate" => f == VARIANCE_OF,
         _ => false,
     }
 }

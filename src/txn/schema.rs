@@ -18,6 +18,10 @@
 //! - `shardgate.unchanged_key(new, old, what)`: `new` when it equals `old`, else an error (0A000);
 //!   the planner wraps assignments to a sharded table's key in it (see `router::plan::key_guard`).
 //!
+//! - `shardgate.variance_of(n, s, q, sample, root)`: a variance or standard deviation from the
+//!   count, sum and sum of squares of the values, as PostgreSQL computes it over integers and
+//!   numerics (see `router::variance`).
+//!
 //! Creation is idempotent and serialized by an advisory lock, so proxies starting together do
 //! not race on the catalog.
 
@@ -67,6 +71,35 @@ BEGIN
                   HINT = 'The row would belong on another shard. DELETE it and INSERT it with the new key instead.';
     END IF;
     RETURN new;
+END $$;
+CREATE OR REPLACE FUNCTION shardgate.variance_of(n bigint, s numeric, q numeric, sample boolean, root boolean)
+    RETURNS numeric LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    d numeric;
+    v numeric;
+    big numeric;
+    f numeric;
+BEGIN
+    IF n IS NULL OR n <= sample::int THEN
+        RETURN NULL;
+    END IF;
+    d := n * q - s * s;
+    IF d <= 0 THEN
+        RETURN 0;
+    END IF;
+    v := d / (n::numeric * (n - sample::int));
+    IF NOT root OR v = 'NaN' THEN
+        RETURN v;
+    END IF;
+    big := v * ('1e' || 2 * pg_catalog.scale(v))::numeric;
+    f := pg_catalog.floor(pg_catalog.sqrt(big));
+    IF f * f > big THEN
+        f := f - 1;
+    END IF;
+    IF big > f * f + f THEN
+        f := f + 1;
+    END IF;
+    RETURN f * ('1e-' || pg_catalog.scale(v))::numeric;
 END $$;
 GRANT USAGE ON SCHEMA shardgate TO PUBLIC;";
 

@@ -170,7 +170,25 @@ fn aggregate(rng: &mut Rng, q: &str) -> String {
     // ratio holds equal values written with different scales: its sum, average and distinct
     // count are determined, while which spelling a maximum or a group shows is not, on one
     // server either.
-    match rng.below(58) {
+    match rng.below(62) {
+        // Variance and standard deviation: exact over integers and numerics, refused over
+        // floats.
+        58 => format!(
+            "{}({})",
+            rng.pick(&["stddev", "variance", "stddev_pop", "var_pop"]),
+            c("balance")
+        ),
+        59 => format!(
+            "{}({})",
+            rng.pick(&["stddev_samp", "var_samp"]),
+            c("region")
+        ),
+        60 => format!(
+            "round({}({}), 4)",
+            rng.pick(&["stddev", "var_pop"]),
+            c("ratio")
+        ),
+        61 => format!("stddev({})", c("score")),
         // uuid has no min or max before PostgreSQL 16.
         52 => format!("{}({}::text)", rng.pick(&["min", "max"]), c("tag")),
         53 => format!("count(distinct {})", c("tag")),

@@ -217,10 +217,7 @@ async fn evaluate(
                         .zip(&expected)
                         .all(|(d, &want)| d.type_oid == want);
                 if !same {
-                    error = Some(error_frame(&PgError::error(
-                        sqlstate::FEATURE_NOT_SUPPORTED,
-                        "an item computed after merging several shards came out of another type than the shards described",
-                    )));
+                    error = Some(error_frame(&other_type(computed)));
                 }
             }
             b'D' if error.is_none() => {
@@ -253,6 +250,24 @@ async fn evaluate(
         error = Some(error_frame(&extra_row()));
     }
     Ok(error.map_or(Ok(()), Err))
+}
+
+/// The refusal of a computed item whose value came out of another type than the item's own.
+/// The one case known to come here is a variance or standard deviation of floats, which the
+/// merged sums would give as numeric (see `router::variance`).
+fn other_type(computed: &[(usize, &str)]) -> PgError {
+    let error = PgError::error(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        "an item computed after merging several shards came out of another type than the shards described",
+    );
+    let variance = format!("shardgate.{}(", crate::router::variance::FUNCTION);
+    if computed.iter().any(|(_, t)| t.contains(&variance)) {
+        error.with_hint(
+            "Variance and standard deviation combine across shards over integer and numeric values, not over real or double precision ones: cast the argument to numeric, or add a shard-key condition so the query runs on one shard.",
+        )
+    } else {
+        error
+    }
 }
 
 fn extra_row() -> PgError {

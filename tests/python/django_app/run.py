@@ -6,7 +6,9 @@ import faulthandler
 # A hang in the proxy becomes a traceback and a failure, not a stuck CI run.
 faulthandler.dump_traceback_later(120, exit=True)
 import json
+import math
 import os
+import statistics
 import tempfile
 
 import django
@@ -18,7 +20,7 @@ from django.contrib.auth.models import User  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.core.paginator import Paginator  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
-from django.db.models import Avg, Count, F, OuterRef, Q, Subquery, Sum, Window  # noqa: E402
+from django.db.models import Avg, Count, F, OuterRef, Q, StdDev, Subquery, Sum, Variance, Window  # noqa: E402
 from django.db.models.functions import RowNumber  # noqa: E402
 from shop.models import Item, Line, Shelf  # noqa: E402
 
@@ -69,6 +71,11 @@ totals = Item.objects.aggregate(
     none=Sum("qty", default=0, filter=Q(qty__gt=1000)),
 )
 assert totals == {"big": 25, "s": 1276, "none": 0}, totals
+# StdDev and Variance (STDDEV_POP, VAR_SAMP): evaluated over the shards' merged sums.
+qtys = [100] + list(range(1, 49)) + [0]
+spread = Item.objects.aggregate(sd=StdDev("qty"), v=Variance("qty", sample=True))
+assert math.isclose(spread["sd"], statistics.pstdev(qtys), rel_tol=1e-12), spread
+assert math.isclose(spread["v"], statistics.variance(qtys), rel_tol=1e-12), spread
 filtered = {
     s.name: (s.big, s.q)
     for s in Shelf.objects.annotate(big=Count("item", filter=Q(item__qty__gte=5)), q=Sum("item__qty", default=0))

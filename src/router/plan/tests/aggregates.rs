@@ -56,6 +56,41 @@ fn aggregates_rewrite_avg_and_push_nothing_down() {
 }
 
 #[test]
+fn variance_is_evaluated_over_merged_sums_under_its_own_name_and_type() {
+    let Plan::Scatter { sql, merge, .. } = plan_sql(
+        "select v, stddev(x) filter (where y > 0), round(var_pop(x), 2) as r from accounts group by v",
+    ) else {
+        panic!()
+    };
+    // The shards describe each item as written (its type: numeric, or double precision for a
+    // float argument) and return the three sums after the client's items.
+    assert_eq!(
+        sql,
+        "SELECT v, CASE WHEN false THEN stddev(x) FILTER (WHERE y > 0) END AS \"stddev\", \
+         CASE WHEN false THEN round(var_pop(x), 2) END AS r, \
+         count(x) FILTER (WHERE y > 0) AS __shardgate_part_0, \
+         sum((x)::NUMERIC) FILTER (WHERE y > 0) AS __shardgate_part_1, \
+         sum((x)::NUMERIC * (x)::NUMERIC) FILTER (WHERE y > 0) AS __shardgate_part_2, \
+         count(x) AS __shardgate_part_3, sum((x)::NUMERIC) AS __shardgate_part_4, \
+         sum((x)::NUMERIC * (x)::NUMERIC) AS __shardgate_part_5 FROM accounts GROUP BY v"
+    );
+    use crate::router::aggregate::AggColumn::*;
+    let columns = merge.aggregate.unwrap().columns;
+    let Computed {
+        template, parts, ..
+    } = &columns[1]
+    else {
+        panic!("{columns:?}")
+    };
+    assert_eq!(
+        template,
+        "shardgate.variance_of(__shardgate_c3, __shardgate_c4, __shardgate_c5, true, true)"
+    );
+    assert_eq!(parts, &[3, 4, 5]);
+    assert_eq!(&columns[3..], &[Count, Sum, Sum, Count, Sum, Sum]);
+}
+
+#[test]
 fn built_in_aggregates_are_listed_in_order_for_the_binary_search() {
     assert!(BUILT_IN_AGGREGATES.windows(2).all(|w| w[0] < w[1]));
 }
@@ -396,8 +431,8 @@ fn aggregates_the_merge_cannot_combine_are_named_as_such() {
     };
     for (sql, named) in [
         (
-            "select stddev(x) from accounts",
-            "stddev(x) over several shards",
+            "select corr(x, v) from accounts",
+            "corr(x, v) over several shards",
         ),
         (
             "select v, string_agg(v, ',') from accounts group by v",
@@ -409,8 +444,8 @@ fn aggregates_the_merge_cannot_combine_are_named_as_such() {
         ),
         // Inside an item computed over merged aggregates.
         (
-            "select count(*) + variance(x) from accounts",
-            "variance(x) over",
+            "select count(*) + covar_samp(x, v) from accounts",
+            "covar_samp(x, v) over",
         ),
         (
             "select v, count(distinct x) from accounts group by rollup(v)",
