@@ -408,3 +408,70 @@ async fn variance_and_standard_deviation_match_one_postgresql() {
     }
     tc.drop_one_server(one, "one_variance").await;
 }
+
+/// string_agg without an ORDER BY in the call joins the shards' partial strings with its
+/// separator: the same values, each once, as one PostgreSQL joins them (in an order neither
+/// promises), NULL where no row has a value; an ordered call, a bytea one and one over a
+/// derived table are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn string_agg_joins_every_shards_values_with_its_separator() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    let schema = "create table accounts (id bigint primary key, region text, note text);
+         insert into accounts select i, 'r' || (i % 4), case when i % 5 <> 0 then 'n' || i end
+           from generate_series(1, 60) i";
+    c.batch_execute(schema).await.unwrap();
+    let per_shard = tc
+        .count_on_each_shard("select count(*) from accounts")
+        .await;
+    assert!(per_shard.iter().all(|&n| n > 0 && n < 60), "{per_shard:?}");
+    let one = tc.one_server("one_string_agg", &[schema]).await;
+    // Each joined string as its sorted pieces: the order of the values is unspecified.
+    let pieces =
+        |rows: Vec<Vec<Option<String>>>, separator: &str| -> Vec<Vec<Option<Vec<String>>>> {
+            rows.into_iter()
+                .map(|row| {
+                    row.into_iter()
+                        .map(|v| {
+                            v.map(|v| {
+                                let mut p: Vec<String> =
+                                    v.split(separator).map(str::to_string).collect();
+                                p.sort();
+                                p
+                            })
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+    for sql in [
+        "select region, string_agg(note, ' | '), count(*) from accounts group by region order by region",
+        "select string_agg(note, ' | ') from accounts",
+        "select string_agg(note, ' | ') filter (where id > 50) from accounts",
+        "select string_agg(note, ' | ') from accounts where id < 0",
+        "select region, string_agg(note, ' | ') || ' | end' as s from accounts group by region order by region",
+    ] {
+        let want = pieces(rows(&one.simple_query(sql).await.unwrap()), " | ");
+        let got = pieces(one_value(&c, sql).await, " | ");
+        assert_eq!(got, want, "{sql}");
+        assert!(want.iter().flatten().flatten().any(|p| p.len() > 3) || sql.contains("id <"), "{sql}");
+    }
+    // Bound separator, extended protocol.
+    let sql = "select region, string_agg(note, $1) from accounts group by region order by region";
+    let joined = |rows: Vec<tokio_postgres::Row>| -> Vec<Vec<Option<String>>> {
+        rows.iter().map(|r| vec![r.get(0), r.get(1)]).collect()
+    };
+    let want = pieces(joined(one.query(sql, &[&";"]).await.unwrap()), ";");
+    assert_eq!(
+        pieces(joined(c.query(sql, &[&";"]).await.unwrap()), ";"),
+        want
+    );
+    for sql in [
+        "select string_agg(note, ',' order by id) from accounts",
+        "select string_agg(note::bytea, ',') from accounts",
+        "select string_agg(n, ',') from (select note n from accounts order by id) s",
+    ] {
+        refused(c.simple_query(sql).await, sql);
+    }
+    tc.drop_one_server(one, "one_string_agg").await;
+}

@@ -389,7 +389,7 @@ mod tests {
             "count(*) + x",
             "count(*) + (select 1)",
             "my_function(count(*))",
-            "string_agg(x, ',') || count(*)",
+            "string_agg(x, ',' ORDER BY x) || count(*)",
             "count(*) + now()::int",
             "round(avg(x), $1)",
             "lower(owner)",

@@ -51,6 +51,8 @@ enum State {
     Distinct(HashSet<Option<Vec<u8>>>),
     /// Filled from a `Distinct` column when the group is finished.
     CountDistinct,
+    /// string_agg's partial strings so far, joined with the separator.
+    Joined(Option<Vec<u8>>),
 }
 
 /// Checks that every column can be combined in its type and format.
@@ -101,6 +103,8 @@ pub fn check(
                 ONE_SPELLING.contains(&f.type_oid) || value::supported(f.type_oid, f.format).is_ok()
             }
             AggColumn::CountDistinct { .. } => f.type_oid == oid::INT8,
+            // A text's binary form is its bytes, as its text form is; bytea's is not.
+            AggColumn::Joined { .. } => f.type_oid == oid::TEXT,
             // bit_or over bit strings fails on strings of different lengths, which the
             // merge would have to fail alike: only integers.
             AggColumn::BitOr | AggColumn::BitAnd | AggColumn::BitXor => {
@@ -201,6 +205,7 @@ fn fresh(fields: &[FieldDesc], spec: &AggSpec) -> Vec<State> {
             AggColumn::BitOr | AggColumn::BitAnd | AggColumn::BitXor => State::Bits(None),
             AggColumn::DistinctValue { .. } => State::Distinct(HashSet::new()),
             AggColumn::CountDistinct { .. } => State::CountDistinct,
+            AggColumn::Joined { .. } => State::Joined(None),
         })
         .collect()
 }
@@ -265,6 +270,13 @@ impl Groups {
                 }
                 continue;
             }
+            if let (State::Joined(_), Some(raw)) = (&*state, &raw) {
+                // The joined strings grow with the rows, not with the groups.
+                self.group_bytes += raw.len();
+                if self.group_bytes > self.group_budget {
+                    return Err(too_many_groups(self.group_budget));
+                }
+            }
             combine(state, c, f, raw, self.enums.get(&i).map(|e| &**e))?;
         }
         Ok(())
@@ -315,6 +327,7 @@ impl Groups {
                     (State::Count(n), _) => Some(encode_int(n as i128, f)?),
                     (State::Best(b), _) => b.map(|(_, raw)| raw),
                     (State::Bits(v), _) => v.map(|v| encode_sized_int(v, f)),
+                    (State::Joined(v), _) => v.map(Bytes::from),
                     (State::CountDistinct, AggColumn::CountDistinct { values }) => {
                         Some(encode_int(distinct[*values] as i128, f)?)
                     }
@@ -477,6 +490,18 @@ fn combine(
             }
         }
         State::Distinct(_) | State::CountDistinct => {}
+        State::Joined(joined) => {
+            let (Some(raw), AggColumn::Joined { separator }) = (raw, col) else {
+                return Ok(());
+            };
+            match joined {
+                None => *joined = Some(raw.to_vec()),
+                Some(j) => {
+                    j.extend_from_slice(separator);
+                    j.extend_from_slice(&raw);
+                }
+            }
+        }
     }
     Ok(())
 }

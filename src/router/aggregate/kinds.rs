@@ -1,6 +1,7 @@
 //! Which aggregate calls combine across shards, and as what: each shard's partial count, sum,
-//! min, max and bitwise aggregate adds up (or compares, or ORs) to the whole's; count(DISTINCT x) is counted by the merge
-//! from the values; anything else is named in the refusal.
+//! min, max and bitwise aggregate adds up (or compares, or ORs) to the whole's, its string_agg
+//! joins with the others; count(DISTINCT x) is counted by the merge from the values; anything
+//! else is named in the refusal.
 
 use sqlparser::ast::{Expr, FunctionArguments, Ident, ObjectNamePart, Value};
 
@@ -37,6 +38,8 @@ pub(in crate::router) fn aggregate_kind(e: &Expr) -> Result<Option<&'static str>
         "bit_or" => "bit_or",
         "bit_and" => "bit_and",
         "bit_xor" => "bit_xor",
+        // Joined in the merge with its separator (see `separator`).
+        "string_agg" => "string_agg",
         _ => return Ok(None),
     };
     // FILTER only chooses the rows a shard aggregates, so its partials combine as any other.
@@ -56,7 +59,8 @@ pub(in crate::router) fn aggregate_kind(e: &Expr) -> Result<Option<&'static str>
                 "{name}(DISTINCT ...) other than count(DISTINCT x), and ordered aggregates, over several shards are not supported"
             ));
         }
-        if list.args.len() != 1 {
+        let arguments = if kind == "string_agg" { 2 } else { 1 };
+        if list.args.len() != arguments {
             return Err(format!(
                 "{name}() with {} arguments is not supported",
                 list.args.len()
@@ -64,6 +68,41 @@ pub(in crate::router) fn aggregate_kind(e: &Expr) -> Result<Option<&'static str>
         }
     }
     Ok(Some(kind))
+}
+
+/// The separator of `string_agg(x, separator)`: a string literal, or a bound value, which every
+/// row of every shard puts between its value and the one before, so the merge joins the
+/// shards' partial strings with it. Err: another separator, which the merge cannot know.
+pub(super) fn separator(
+    e: &Expr,
+    params: &crate::router::params::Params,
+) -> Result<Vec<u8>, String> {
+    use sqlparser::ast::{FunctionArg, FunctionArgExpr};
+    let given = match e {
+        Expr::Function(f) => match &f.args {
+            FunctionArguments::List(list) => match list.args.as_slice() {
+                [_, FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))] => {
+                    match &v.value {
+                        Value::SingleQuotedString(s) => Some(s.clone().into_bytes()),
+                        Value::Placeholder(p) => p
+                            .strip_prefix('$')
+                            .and_then(|n| n.parse::<usize>().ok())
+                            .and_then(|n| params.text(n))
+                            .map(String::into_bytes),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    };
+    given.ok_or_else(|| {
+        format!(
+            "{e} over several shards needs its separator written as a string or bound as a value"
+        )
+    })
 }
 
 /// The aggregate an item combines as: a supported aggregate itself, or `coalesce(sum(x), 0)`

@@ -66,6 +66,16 @@ fn of_reference_table(e: &Expr, select: &Select, placement: &crate::placement::P
     found
 }
 
+/// Whether the FROM list reads tables alone (no derived table, function or VALUES), whose rows
+/// come in no order anyone relies on.
+fn reads_tables_only(select: &Select) -> bool {
+    select.from.iter().all(|twj| {
+        std::iter::once(&twj.relation)
+            .chain(twj.joins.iter().map(|j| &j.relation))
+            .all(|f| matches!(f, sqlparser::ast::TableFactor::Table { args: None, .. }))
+    })
+}
+
 fn unsupported(message: String) -> PgError {
     PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(HINT)
 }
@@ -74,7 +84,7 @@ fn refuse(message: impl Into<String>, hint: &str) -> Plan {
     Plan::Reject(PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(hint))
 }
 
-const HINT: &str = "Supported across shards: count, sum, min, max, avg, bool_and, bool_or, every, and variance and stddev of integers and numerics, over plain GROUP BY expressions, simple HAVING comparisons with constants, ORDER BY on output columns. Or add a shard-key condition so the query runs on one shard.";
+const HINT: &str = "Supported across shards: count, sum, min, max, avg, bool_and, bool_or, every, string_agg, and variance and stddev of integers and numerics, over plain GROUP BY expressions, simple HAVING comparisons with constants, ORDER BY on output columns. Or add a shard-key condition so the query runs on one shard.";
 
 /// Plans a scattered aggregate (or DISTINCT) query.
 pub fn plan_aggregate(
@@ -252,6 +262,21 @@ pub fn plan_aggregate(
                 None if k == "count_distinct" => {
                     distinct_pending.extend(distinct_argument(expr).map(|a| (i, a)));
                     AggColumn::Count
+                }
+                None if k == "string_agg" => {
+                    // Rows fed from an ordered derived table are joined in its order by one
+                    // server, as its documentation says usually works; the shards' partials
+                    // would not keep it.
+                    if !reads_tables_only(select) {
+                        return refuse(
+                            format!("{expr} over a derived table or function on several shards is not supported"),
+                            "Order the values inside the call is not supported either; add a shard-key condition so the query runs on one shard.",
+                        );
+                    }
+                    match kinds::separator(expr, params) {
+                        Ok(separator) => AggColumn::Joined { separator },
+                        Err(m) => return refuse(m, HINT),
+                    }
                 }
                 None => {
                     avg_pending.push((i, expr.clone()));

@@ -26,6 +26,12 @@ pub enum AggColumn {
         count: usize,
         float_sum: Option<usize>,
     },
+    /// string_agg(x, separator) of text: the shards' partial strings joined with the separator,
+    /// in the order the shards' rows come (an order PostgreSQL leaves unspecified too, without
+    /// an ORDER BY in the call, which is refused).
+    Joined {
+        separator: Vec<u8>,
+    },
     /// A hidden count(x) feeding an Avg.
     AvgCount,
     /// A hidden sum((x) * 1::float8) feeding an Avg.

@@ -91,6 +91,75 @@ fn variance_is_evaluated_over_merged_sums_under_its_own_name_and_type() {
 }
 
 #[test]
+fn string_agg_joins_with_its_separator_given_or_bound() {
+    use crate::router::aggregate::AggColumn::*;
+    let Plan::Scatter { sql, merge, .. } =
+        plan_sql("select v, string_agg(owner, ' | ') from accounts group by v")
+    else {
+        panic!()
+    };
+    assert_eq!(
+        sql,
+        "SELECT v, string_agg(owner, ' | ') FROM accounts GROUP BY v"
+    );
+    assert_eq!(
+        merge.aggregate.unwrap().columns,
+        [
+            Group,
+            Joined {
+                separator: b" | ".to_vec()
+            }
+        ]
+    );
+    let stmts = Parser::parse_sql(
+        &PostgreSqlDialect {},
+        "select string_agg(owner, $1) filter (where x > 0) from accounts",
+    )
+    .unwrap();
+    let bound = Params {
+        values: [Some(bytes::Bytes::from_static(b";"))]
+            .into_iter()
+            .collect(),
+        formats: vec![],
+        types: Default::default(),
+    };
+    let Plan::Scatter { merge, .. } = plan(&stmts[0], &placement(), &bound) else {
+        panic!()
+    };
+    assert_eq!(
+        merge.aggregate.unwrap().columns,
+        [Joined {
+            separator: b";".to_vec()
+        }]
+    );
+    for (sql, why) in [
+        ("select string_agg(owner, v) from accounts", "separator"),
+        (
+            "select string_agg(owner, ',' order by v) from accounts",
+            "ordered",
+        ),
+        (
+            "select string_agg(distinct owner, ',') from accounts",
+            "DISTINCT",
+        ),
+        (
+            "select string_agg(o, ',') from (select owner o from accounts order by v) s",
+            "",
+        ),
+        (
+            "select string_agg(a.owner, ',') from accounts a, generate_series(1, 2) g",
+            "function",
+        ),
+    ] {
+        let Plan::Reject(e) = plan_sql(sql) else {
+            panic!("{sql}: expected a refusal")
+        };
+        assert_eq!(e.code, "0A000", "{sql}");
+        assert!(e.message.contains(why), "{sql}: {}", e.message);
+    }
+}
+
+#[test]
 fn built_in_aggregates_are_listed_in_order_for_the_binary_search() {
     assert!(BUILT_IN_AGGREGATES.windows(2).all(|w| w[0] < w[1]));
 }
@@ -333,7 +402,7 @@ fn counts_of_distinct_values_collect_them_across_shards() {
         "select count(*) from (select distinct owner, v from accounts limit 3) s",
         "select count(*) from (select distinct owner, v from accounts a join ledger l on l.amount = a.v) s",
         "select count(*) from (select distinct owner, count(*) from accounts) s",
-        "select count(*) from (select owner, count(*) from accounts group by owner having string_agg(owner, ',') > 'a') s",
+        "select count(*) from (select owner, count(*) from accounts group by owner having string_agg(owner, ',' order by v) > 'a') s",
         "select count(*) from (select owner, count(*) from accounts group by 3) s",
         "select count(*) from (select * from accounts group by owner) s",
         "select count(*) from (select distinct owner from accounts limit 3) s",
@@ -435,8 +504,8 @@ fn aggregates_the_merge_cannot_combine_are_named_as_such() {
             "corr(x, v) over several shards",
         ),
         (
-            "select v, string_agg(v, ',') from accounts group by v",
-            "string_agg(v, ',') over several shards",
+            "select v, string_agg(v, ',' order by x) from accounts group by v",
+            "ordered aggregates, over several shards",
         ),
         (
             "select count(*), regr_count(x, v) from accounts",
