@@ -316,11 +316,7 @@ mod tests {
     use super::*;
 
     fn expr(sql: &str) -> Expr {
-        sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
-            .try_with_sql(sql)
-            .unwrap()
-            .parse_expr()
-            .unwrap()
+        crate::sql::expression(sql).unwrap()
     }
 
     fn bound(values: &[Option<&[u8]>], formats: &[i16]) -> Params {

@@ -390,13 +390,7 @@ mod tests {
 
     #[test]
     fn only_the_proposed_rows_own_value_is_excluded() {
-        let e = |sql: &str| {
-            sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
-                .try_with_sql(sql)
-                .unwrap()
-                .parse_expr()
-                .unwrap()
-        };
+        let e = |sql: &str| crate::sql::expression(sql).unwrap();
         assert!(is_excluded(&e("excluded.id"), "id"));
         assert!(is_excluded(&e("EXCLUDED.\"Id\""), "id"));
         assert!(!is_excluded(&e("excluded.other"), "id"));

@@ -562,10 +562,6 @@ mod tests {
     }
 
     fn parsed_expr(sql: &str) -> Expr {
-        sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
-            .try_with_sql(sql)
-            .unwrap()
-            .parse_expr()
-            .unwrap()
+        crate::sql::expression(sql).unwrap()
     }
 }

@@ -24,7 +24,6 @@ use sqlparser::ast::{
     Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectNamePart, Query,
     SelectItem, SetExpr, Statement, TableFactor, Value,
 };
-use sqlparser::dialect::PostgreSqlDialect;
 use std::ops::ControlFlow;
 
 /// Where an aggregate stood in the call, until its value replaces it: no parameter a client
@@ -285,13 +284,7 @@ impl Part {
                 "(SELECT pg_catalog.{kind}(v) FROM (VALUES {}) AS shardgate_values (v))",
                 rows.join(", ")
             );
-            values.push(
-                sqlparser::parser::Parser::new(&PostgreSqlDialect {})
-                    .try_with_sql(&text)
-                    .ok()?
-                    .parse_expr()
-                    .ok()?,
-            );
+            values.push(crate::sql::expression(&text).ok()?);
         }
         Some(values)
     }
@@ -377,10 +370,11 @@ mod tests {
     }
 
     fn read(sql: &str) -> Option<FromRows> {
-        let stmt = sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, sql)
-            .unwrap()
-            .pop()
-            .unwrap();
+        let stmt =
+            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
+                .unwrap()
+                .pop()
+                .unwrap();
         from_rows(&stmt, &placement())
     }
 

@@ -274,11 +274,7 @@ mod tests {
     }
 
     fn expr(sql: &str) -> Expr {
-        Parser::new(&PostgreSqlDialect {})
-            .try_with_sql(sql)
-            .unwrap()
-            .parse_expr()
-            .unwrap()
+        crate::sql::expression(sql).unwrap()
     }
 
     #[test]

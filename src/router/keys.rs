@@ -291,8 +291,6 @@ fn placeholder_index(p: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlparser::dialect::PostgreSqlDialect;
-    use sqlparser::parser::Parser;
 
     fn keys(where_clause: &str, params: &Params) -> KeySet {
         keys_as(where_clause, KeyType::Integer, params)
@@ -300,11 +298,7 @@ mod tests {
 
     /// The keys a WHERE clause names of the key column `id`, of type `ty`.
     fn keys_as(where_clause: &str, ty: KeyType, params: &Params) -> KeySet {
-        let e = Parser::new(&PostgreSqlDialect {})
-            .try_with_sql(where_clause)
-            .unwrap()
-            .parse_expr()
-            .unwrap();
+        let e = crate::sql::expression(where_clause).unwrap();
         let is_key = |e: &Expr| matches!(e, Expr::Identifier(i) if i.value == "id");
         keys_in(&e, &is_key, ty, params).unwrap()
     }

@@ -90,11 +90,7 @@ fn over_sums(e: &Expr) -> Option<Expr> {
         "shardgate.{FUNCTION}(count({x}){filter}, sum(({x})::numeric){filter}, \
          sum(({x})::numeric * ({x})::numeric){filter}, {sample}, {root})"
     );
-    sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
-        .try_with_sql(&text)
-        .ok()?
-        .parse_expr()
-        .ok()
+    crate::sql::expression(&text).ok()
 }
 
 #[cfg(test)]
@@ -103,11 +99,7 @@ mod tests {
     use sqlparser::ast::Expr;
 
     fn expr(sql: &str) -> Expr {
-        sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
-            .try_with_sql(sql)
-            .unwrap()
-            .parse_expr()
-            .unwrap()
+        crate::sql::expression(sql).unwrap()
     }
 
     fn written(sql: &str) -> String {

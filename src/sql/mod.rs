@@ -20,6 +20,13 @@ pub use split::{
 };
 pub use tokens::is_ident;
 
+/// An expression held in text (one the proxy wrote, or a test's), read in PostgreSQL's dialect.
+pub fn expression(text: &str) -> Result<sqlparser::ast::Expr, sqlparser::parser::ParserError> {
+    sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_expr())
+}
+
 /// The first expression in `node` (outermost first) that `f` maps to something.
 pub fn first_expression<V, T>(
     node: &V,

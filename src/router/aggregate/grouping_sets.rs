@@ -61,9 +61,7 @@ pub(super) fn flatten(list: &[Expr]) -> Result<(Vec<Expr>, Option<Expr>), String
         let args = flat.iter().map(|e| e.to_string()).collect::<Vec<_>>();
         let call = format!("GROUPING({})", args.join(", "));
         Some(
-            sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
-                .try_with_sql(&call)
-                .and_then(|mut p| p.parse_expr())
+            crate::sql::expression(&call)
                 .map_err(|e| format!("grouping sets over several shards: {e}"))?,
         )
     };
@@ -218,13 +216,7 @@ mod tests {
 
     #[test]
     fn grouping_calls_are_recognised() {
-        let e = |s: &str| {
-            sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
-                .try_with_sql(s)
-                .unwrap()
-                .parse_expr()
-                .unwrap()
-        };
+        let e = |s: &str| crate::sql::expression(s).unwrap();
         assert!(is_grouping_call(&e("grouping(a, b)")));
         assert!(is_grouping_call(&e("GROUPING(a)")));
         assert!(!is_grouping_call(&e("grouping(a) + 1")));

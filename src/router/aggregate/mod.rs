@@ -544,11 +544,7 @@ fn float_sum_of(avg: &Expr) -> Option<Expr> {
     if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
         return None;
     }
-    let mut sum = sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
-        .try_with_sql(&format!("sum(({arg}) * 1::float8)"))
-        .ok()?
-        .parse_expr()
-        .ok()?;
+    let mut sum = crate::sql::expression(&format!("sum(({arg}) * 1::float8)")).ok()?;
     // Over the rows the avg itself reads.
     if let Expr::Function(g) = &mut sum {
         g.filter = f.filter.clone();

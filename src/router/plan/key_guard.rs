@@ -149,9 +149,7 @@ fn last_part(name: &ObjectName) -> Ident {
 
 /// `shardgate.unchanged_key(value, row_key, what)`.
 fn unchanged_key(args: [Expr; 3]) -> Expr {
-    let mut call = sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
-        .try_with_sql("shardgate.unchanged_key(NULL, NULL, NULL)")
-        .and_then(|mut p| p.parse_expr())
+    let mut call = crate::sql::expression("shardgate.unchanged_key(NULL, NULL, NULL)")
         .expect("a constant call parses");
     if let Expr::Function(f) = &mut call {
         if let FunctionArguments::List(list) = &mut f.args {

@@ -566,9 +566,7 @@ pub fn parse_query(text: &str) -> Option<Query> {
 }
 
 pub(super) fn parse_expr(text: &str) -> Result<Expr, PgError> {
-    Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(text)
-        .and_then(|mut p| p.parse_expr())
+    crate::sql::expression(text)
         .map_err(|_| refusal("a subquery's answer could not be written back into the statement"))
 }
 
