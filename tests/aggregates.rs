@@ -475,3 +475,76 @@ async fn string_agg_joins_every_shards_values_with_its_separator() {
     }
     tc.drop_one_server(one, "one_string_agg").await;
 }
+
+/// array_agg and jsonb_agg without an ORDER BY inside the call hold every shard's values, as
+/// one PostgreSQL's do (compared after sorting the elements, whose order neither promises), in
+/// text and in binary results; arrays of arrays are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn array_agg_and_jsonb_agg_hold_every_shards_values() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    let schema = "create table accounts (id bigint primary key, region text, note text);
+         insert into accounts select i, 'r' || (i % 4), case when i % 5 <> 0 then 'n,' || i end
+           from generate_series(1, 60) i";
+    c.batch_execute(schema).await.unwrap();
+    let per_shard = tc
+        .count_on_each_shard("select count(*) from accounts")
+        .await;
+    assert!(per_shard.iter().all(|&n| n > 0 && n < 60), "{per_shard:?}");
+    let one = tc.one_server("one_array_agg", &[schema]).await;
+    for sql in [
+        "select region, array_agg(id), array_agg(note), jsonb_agg(note), count(*) from accounts group by region order by region",
+        "select array_agg(id) filter (where id > 50), jsonb_agg(id) from accounts",
+        "select array_agg(id), jsonb_agg(note) from accounts where id < 0",
+    ] {
+        let want = rows(&one.simple_query(sql).await.unwrap());
+        let got = one_value(&c, sql).await;
+        assert_eq!(got.len(), want.len(), "{sql}");
+        for (g, w) in got.iter().zip(&want) {
+            for (gv, wv) in g.iter().zip(w) {
+                let (gv, wv) = (elements(&one, gv).await, elements(&one, wv).await);
+                assert_eq!(gv, wv, "{sql}");
+            }
+        }
+    }
+    // Binary results (tokio-postgres asks for them), NULL elements among them.
+    let sql = "select region, array_agg(id), array_agg(note) from accounts group by region order by region";
+    type Arrays = Vec<(String, Vec<i64>, Vec<Option<String>>)>;
+    let binary = |rows: Vec<tokio_postgres::Row>| -> Arrays {
+        rows.iter()
+            .map(|r| {
+                let mut ids: Vec<i64> = r.get(1);
+                let mut notes: Vec<Option<String>> = r.get(2);
+                ids.sort();
+                notes.sort();
+                (r.get(0), ids, notes)
+            })
+            .collect()
+    };
+    let want = binary(one.query(sql, &[]).await.unwrap());
+    assert!(want.iter().all(|(_, ids, _)| ids.len() == 15), "{want:?}");
+    assert_eq!(binary(c.query(sql, &[]).await.unwrap()), want);
+    for sql in [
+        "select array_agg(array[id, id]) from accounts",
+        "select array_agg(id order by id) from accounts",
+        "select json_agg(id) from accounts",
+    ] {
+        refused(c.simple_query(sql).await, sql);
+    }
+    tc.drop_one_server(one, "one_array_agg").await;
+}
+
+/// A text array's or JSON array's elements in an order of their own, sorted by `one`; any
+/// other value as it is.
+async fn elements(one: &tokio_postgres::Client, value: &Option<String>) -> Option<String> {
+    let v = value.as_ref()?;
+    if !v.starts_with(['[', '{']) {
+        return Some(v.clone());
+    }
+    let sql = if v.starts_with('[') {
+        "select (select jsonb_agg(e order by e) from jsonb_array_elements($1::text::jsonb) e)::text"
+    } else {
+        "select array(select e from unnest($1::text::text[]) e order by e nulls first)::text"
+    };
+    Some(one.query_one(sql, &[v]).await.unwrap().get(0))
+}

@@ -51,8 +51,8 @@ enum State {
     Distinct(HashSet<Option<Vec<u8>>>),
     /// Filled from a `Distinct` column when the group is finished.
     CountDistinct,
-    /// string_agg's partial strings so far, joined with the separator.
-    Joined(Option<Vec<u8>>),
+    /// The partials of a concatenating aggregate so far (see `joined`), NULLs left out.
+    Joined(Vec<Bytes>),
 }
 
 /// Checks that every column can be combined in its type and format.
@@ -103,8 +103,7 @@ pub fn check(
                 ONE_SPELLING.contains(&f.type_oid) || value::supported(f.type_oid, f.format).is_ok()
             }
             AggColumn::CountDistinct { .. } => f.type_oid == oid::INT8,
-            // A text's binary form is its bytes, as its text form is; bytea's is not.
-            AggColumn::Joined { .. } => f.type_oid == oid::TEXT,
+            AggColumn::Joined(how) => super::joined::fits(how, f),
             // bit_or over bit strings fails on strings of different lengths, which the
             // merge would have to fail alike: only integers.
             AggColumn::BitOr | AggColumn::BitAnd | AggColumn::BitXor => {
@@ -205,7 +204,7 @@ fn fresh(fields: &[FieldDesc], spec: &AggSpec) -> Vec<State> {
             AggColumn::BitOr | AggColumn::BitAnd | AggColumn::BitXor => State::Bits(None),
             AggColumn::DistinctValue { .. } => State::Distinct(HashSet::new()),
             AggColumn::CountDistinct { .. } => State::CountDistinct,
-            AggColumn::Joined { .. } => State::Joined(None),
+            AggColumn::Joined(_) => State::Joined(Vec::new()),
         })
         .collect()
 }
@@ -327,7 +326,10 @@ impl Groups {
                     (State::Count(n), _) => Some(encode_int(n as i128, f)?),
                     (State::Best(b), _) => b.map(|(_, raw)| raw),
                     (State::Bits(v), _) => v.map(|v| encode_sized_int(v, f)),
-                    (State::Joined(v), _) => v.map(Bytes::from),
+                    (State::Joined(parts), AggColumn::Joined(how)) => {
+                        super::joined::finish(how, f, parts)?
+                    }
+                    (State::Joined(_), _) => None,
                     (State::CountDistinct, AggColumn::CountDistinct { values }) => {
                         Some(encode_int(distinct[*values] as i128, f)?)
                     }
@@ -490,18 +492,7 @@ fn combine(
             }
         }
         State::Distinct(_) | State::CountDistinct => {}
-        State::Joined(joined) => {
-            let (Some(raw), AggColumn::Joined { separator }) = (raw, col) else {
-                return Ok(());
-            };
-            match joined {
-                None => *joined = Some(raw.to_vec()),
-                Some(j) => {
-                    j.extend_from_slice(separator);
-                    j.extend_from_slice(&raw);
-                }
-            }
-        }
+        State::Joined(parts) => parts.extend(raw),
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Which aggregate calls combine across shards, and as what: each shard's partial count, sum,
-//! min, max and bitwise aggregate adds up (or compares, or ORs) to the whole's, its string_agg
-//! joins with the others; count(DISTINCT x) is counted by the merge from the values; anything
+//! min, max and bitwise aggregate adds up (or compares, or ORs) to the whole's, its string_agg,
+//! array_agg and jsonb_agg concatenate with the others'; count(DISTINCT x) is counted by the merge from the values; anything
 //! else is named in the refusal.
 
 use sqlparser::ast::{Expr, FunctionArguments, Ident, ObjectNamePart, Value};
@@ -38,8 +38,11 @@ pub(in crate::router) fn aggregate_kind(e: &Expr) -> Result<Option<&'static str>
         "bit_or" => "bit_or",
         "bit_and" => "bit_and",
         "bit_xor" => "bit_xor",
-        // Joined in the merge with its separator (see `separator`).
+        // Their partials concatenate in the merge (string_agg's with its separator, see
+        // `separator`).
         "string_agg" => "string_agg",
+        "array_agg" => "array_agg",
+        "jsonb_agg" => "jsonb_agg",
         _ => return Ok(None),
     };
     // FILTER only chooses the rows a shard aggregates, so its partials combine as any other.

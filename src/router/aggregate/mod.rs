@@ -24,7 +24,7 @@ mod conditions;
 use conditions::{bare_boolean, flip, literal};
 mod grouping_sets;
 mod hidden;
-pub use spec::{AggColumn, AggSpec, CmpOp, HavingCond};
+pub use spec::{AggColumn, AggSpec, CmpOp, Concatenation, HavingCond};
 
 use super::plan::{collect_and, MergeSpec, Plan, SortColumn, SortKey};
 use crate::error::{sqlstate, PgError};
@@ -84,7 +84,7 @@ fn refuse(message: impl Into<String>, hint: &str) -> Plan {
     Plan::Reject(PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(hint))
 }
 
-const HINT: &str = "Supported across shards: count, sum, min, max, avg, bool_and, bool_or, every, string_agg, and variance and stddev of integers and numerics, over plain GROUP BY expressions, simple HAVING comparisons with constants, ORDER BY on output columns. Or add a shard-key condition so the query runs on one shard.";
+const HINT: &str = "Supported across shards: count, sum, min, max, avg, bool_and, bool_or, every, string_agg, array_agg and jsonb_agg (without ORDER BY inside), and variance and stddev of integers and numerics, over plain GROUP BY expressions, simple HAVING comparisons with constants, ORDER BY on output columns. Or add a shard-key condition so the query runs on one shard.";
 
 /// Plans a scattered aggregate (or DISTINCT) query.
 pub fn plan_aggregate(
@@ -263,20 +263,24 @@ pub fn plan_aggregate(
                     distinct_pending.extend(distinct_argument(expr).map(|a| (i, a)));
                     AggColumn::Count
                 }
-                None if k == "string_agg" => {
+                None if matches!(k, "string_agg" | "array_agg" | "jsonb_agg") => {
                     // Rows fed from an ordered derived table are joined in its order by one
                     // server, as its documentation says usually works; the shards' partials
                     // would not keep it.
                     if !reads_tables_only(select) {
                         return refuse(
                             format!("{expr} over a derived table or function on several shards is not supported"),
-                            "Order the values inside the call is not supported either; add a shard-key condition so the query runs on one shard.",
+                            "An ORDER BY inside the call is not supported over several shards either; add a shard-key condition so the query runs on one shard.",
                         );
                     }
-                    match kinds::separator(expr, params) {
-                        Ok(separator) => AggColumn::Joined { separator },
-                        Err(m) => return refuse(m, HINT),
-                    }
+                    AggColumn::Joined(match k {
+                        "array_agg" => Concatenation::Arrays,
+                        "jsonb_agg" => Concatenation::JsonbArrays,
+                        _ => match kinds::separator(expr, params) {
+                            Ok(separator) => Concatenation::Strings { separator },
+                            Err(m) => return refuse(m, HINT),
+                        },
+                    })
                 }
                 None => {
                     avg_pending.push((i, expr.clone()));

@@ -26,12 +26,10 @@ pub enum AggColumn {
         count: usize,
         float_sum: Option<usize>,
     },
-    /// string_agg(x, separator) of text: the shards' partial strings joined with the separator,
-    /// in the order the shards' rows come (an order PostgreSQL leaves unspecified too, without
-    /// an ORDER BY in the call, which is refused).
-    Joined {
-        separator: Vec<u8>,
-    },
+    /// An aggregate whose shards' partials concatenate, in the order the shards' rows come (an
+    /// order PostgreSQL leaves unspecified too, without an ORDER BY in the call, which is
+    /// refused).
+    Joined(Concatenation),
     /// A hidden count(x) feeding an Avg.
     AvgCount,
     /// A hidden sum((x) * 1::float8) feeding an Avg.
@@ -55,6 +53,17 @@ pub enum AggColumn {
     DistinctValue {
         with_null: bool,
     },
+}
+
+/// What a `Joined` column's partials are, and so how they concatenate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Concatenation {
+    /// string_agg(x, separator) of text: the partial strings joined with the separator.
+    Strings { separator: Vec<u8> },
+    /// array_agg(x) of a value that is not an array: the one-dimensional arrays' elements.
+    Arrays,
+    /// jsonb_agg(x): the JSON arrays' elements.
+    JsonbArrays,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

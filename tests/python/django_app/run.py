@@ -17,7 +17,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
 django.setup()
 
 from django.contrib.auth.models import User  # noqa: E402
-from django.contrib.postgres.aggregates import StringAgg  # noqa: E402
+from django.contrib.postgres.aggregates import ArrayAgg, JSONBAgg, StringAgg  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.core.paginator import Paginator  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
@@ -80,6 +80,10 @@ assert math.isclose(spread["v"], statistics.variance(qtys), rel_tol=1e-12), spre
 # StringAgg without ordering: every shard's names, each once.
 names = Item.objects.aggregate(n=StringAgg("name", delimiter=";"))["n"]
 assert sorted(names.split(";")) == sorted(f"i{i}" for i in range(50)), names
+# ArrayAgg and JSONBAgg without ordering: every shard's values.
+lists = Item.objects.aggregate(a=ArrayAgg("qty"), j=JSONBAgg("name"))
+assert sorted(lists["a"]) == sorted(qtys), lists
+assert sorted(lists["j"]) == sorted(f"i{i}" for i in range(50)), lists
 filtered = {
     s.name: (s.big, s.q)
     for s in Shelf.objects.annotate(big=Count("item", filter=Q(item__qty__gte=5)), q=Sum("item__qty", default=0))

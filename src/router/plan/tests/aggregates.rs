@@ -93,6 +93,7 @@ fn variance_is_evaluated_over_merged_sums_under_its_own_name_and_type() {
 #[test]
 fn string_agg_joins_with_its_separator_given_or_bound() {
     use crate::router::aggregate::AggColumn::*;
+    use crate::router::aggregate::Concatenation::*;
     let Plan::Scatter { sql, merge, .. } =
         plan_sql("select v, string_agg(owner, ' | ') from accounts group by v")
     else {
@@ -106,9 +107,9 @@ fn string_agg_joins_with_its_separator_given_or_bound() {
         merge.aggregate.unwrap().columns,
         [
             Group,
-            Joined {
+            Joined(Strings {
                 separator: b" | ".to_vec()
-            }
+            })
         ]
     );
     let stmts = Parser::parse_sql(
@@ -128,11 +129,26 @@ fn string_agg_joins_with_its_separator_given_or_bound() {
     };
     assert_eq!(
         merge.aggregate.unwrap().columns,
-        [Joined {
+        [Joined(Strings {
             separator: b";".to_vec()
-        }]
+        })]
+    );
+    let Plan::Scatter { merge, .. } =
+        plan_sql("select v, array_agg(x), jsonb_agg(owner) from accounts group by v")
+    else {
+        panic!()
+    };
+    assert_eq!(
+        merge.aggregate.unwrap().columns,
+        [Group, Joined(Arrays), Joined(JsonbArrays)]
     );
     for (sql, why) in [
+        ("select array_agg(x order by v) from accounts", "ordered"),
+        ("select jsonb_agg(distinct x) from accounts", "DISTINCT"),
+        (
+            "select json_agg(x) from accounts",
+            "json_agg(x) over several shards",
+        ),
         ("select string_agg(owner, v) from accounts", "separator"),
         (
             "select string_agg(owner, ',' order by v) from accounts",
