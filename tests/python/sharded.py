@@ -6,9 +6,11 @@ Each check compares with what the rows must be, computed here, not with the prox
 import asyncio
 import decimal
 import faulthandler
+import json
 # A hang in the proxy becomes a traceback and a failure, not a stuck CI run.
 faulthandler.dump_traceback_later(120, exit=True)
 import os
+import statistics
 import sys
 
 import asyncpg
@@ -116,6 +118,13 @@ async def check_asyncpg():
         owners = {r["owner"] for r in await conn.fetch("select owner from accounts")}
         distinct = await conn.fetchval("select count(distinct owner) from accounts")
         assert distinct == len(owners), (distinct, len(owners))
+        # Concatenated and variance aggregates in binary: the arrays' lengths add up, jsonb
+        # keeps its version byte, the numeric variance is the one of every row.
+        ids, names, spread = await conn.fetchrow("select array_agg(id), jsonb_agg(owner), var_pop(id) from accounts")
+        every = [r["id"] for r in await conn.fetch("select id from accounts")]
+        assert sorted(ids) == sorted(every), ids
+        assert sorted(json.loads(names)) == sorted(r["owner"] for r in await conn.fetch("select owner from accounts"))
+        assert abs(float(spread) - statistics.pvariance(every)) < 1e-9, spread
         try:
             await conn.fetch("select sum(distinct balance) from accounts")
             raise AssertionError("sum(distinct) across shards is refused")
