@@ -350,25 +350,29 @@ async fn grouping_sets_merge_as_one_postgresql_groups_them() {
 
 /// Variance and standard deviation over integers and numerics are computed from the merged
 /// count, sum and sum of squares exactly as PostgreSQL computes them (same digits, same scale,
-/// NULL for too few values, 0 for equal ones); over floats they are refused, with a hint.
+/// NULL for too few values, 0 for equal ones, NaN over NaN or infinities, which numeric sums
+/// and averages carry as PostgreSQL's do); over floats they are refused, with a hint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn variance_and_standard_deviation_match_one_postgresql() {
     let tc = TestCluster::start_unlike(3, "", TABLES).await;
     let c = tc.client().await;
     // Scales from 0 to 9 digits and magnitudes from 1e-6 to 1e12, so that the quotient's
     // scale and the root's rounding take every path; groups of one row, of equal values, of
-    // NULLs only.
+    // NULLs only, holding NaN, an infinity, and infinities of both signs.
     let schema = "create table accounts (id bigint primary key, region text, n int, b bigint, x numeric, f float8);
          insert into accounts select i, 'r' || (i % 7), i % 1000 - 300, (i * 7919 % 100003)::bigint * 1000003,
            round((i * 7919 % 10007) * power(10::numeric, i % 19 - 6), i % 10), i / 7.0
            from generate_series(1, 400) i;
          insert into accounts values (1001, 'one', 5, 5, 5.5, 1), (1002, 'equal', 3, 3, 2.50, 1),
-           (1003, 'equal', 3, 3, 2.5, 1), (1004, 'nulls', null, null, null, null)";
+           (1003, 'equal', 3, 3, 2.5, 1), (1004, 'nulls', null, null, null, null),
+           (1005, 'nan', 1, 1, 'NaN', 1), (1006, 'nan', 2, 2, 7, 1),
+           (1007, 'inf', 1, 1, 'Infinity', 1), (1008, 'inf', 2, 2, 3, 1),
+           (1009, 'infs', 1, 1, 'Infinity', 1), (1010, 'infs', 2, 2, '-Infinity', 1)";
     c.batch_execute(schema).await.unwrap();
     let per_shard = tc
         .count_on_each_shard("select count(*) from accounts")
         .await;
-    assert!(per_shard.iter().all(|&n| n > 0 && n < 404), "{per_shard:?}");
+    assert!(per_shard.iter().all(|&n| n > 0 && n < 410), "{per_shard:?}");
     let one = tc.one_server("one_variance", &[schema]).await;
     for sql in [
         "select stddev(x), variance(x), stddev_pop(x), var_pop(x), stddev_samp(n), var_samp(b), \
@@ -380,6 +384,7 @@ async fn variance_and_standard_deviation_match_one_postgresql() {
         "select region, count(*) from accounts group by region having var_pop(n) > 1000 order by 1",
         "select stddev(x), var_samp(n) from accounts where id < 0",
         "select stddev(x) from accounts where id in (1002, 1003)",
+        "select region, sum(x), avg(x), var_samp(x) from accounts where region in ('nan', 'inf', 'infs') group by region order by 1",
     ] {
         let want = rows(&one.simple_query(sql).await.unwrap());
         assert_eq!(one_value(&c, sql).await, want, "{sql}");

@@ -14,6 +14,7 @@ use super::encode::{
 };
 use super::enums::Enums;
 use super::group_keys::{distinct_key, group_key, groupable, ONE_SPELLING};
+use super::numeric_sum::NumSum;
 use crate::error::{sqlstate, PgError};
 use crate::executor::numeric::{float4_text, Num};
 use crate::executor::value::interval::Interval;
@@ -39,7 +40,7 @@ enum State {
     Group(Option<Bytes>),
     Count(i64),
     SumInt(Option<i128>),
-    SumNum(Option<Num>),
+    SumNum(Option<NumSum>),
     SumFloat(Option<f64>),
     /// A sum of intervals, each part apart, as PostgreSQL's `+` adds them.
     SumInterval(Option<Interval>),
@@ -344,9 +345,7 @@ impl Groups {
                         };
                         match sum {
                             _ if n == 0 => None,
-                            State::SumNum(Some(v)) => {
-                                Some(encode_numeric(&v.div_count(n), f.format))
-                            }
+                            State::SumNum(Some(v)) => Some(v.divided(n).encode(f.format)),
                             State::SumInt(Some(v)) => Some(encode_numeric(
                                 &Num::parse(&v.to_string()).expect("integer").div_count(n),
                                 f.format,
@@ -360,7 +359,7 @@ impl Groups {
                         }
                     }
                     (State::SumInt(v), _) => v.map(|v| encode_int(v, f)).transpose()?,
-                    (State::SumNum(v), _) => v.map(|v| encode_numeric(&v, f.format)),
+                    (State::SumNum(v), _) => v.map(|v| v.encode(f.format)),
                     (State::SumInterval(v), _) => {
                         v.map(|v| encode_interval(Some(v), f)).transpose()?
                     }
@@ -416,15 +415,11 @@ fn combine(
         }
         State::SumNum(acc) => {
             if let Some(r) = raw {
-                let v = if f.format == 1 {
-                    Num::from_binary(&r)
-                } else {
-                    std::str::from_utf8(&r).ok().and_then(Num::parse)
-                };
-                let v = v.ok_or_else(|| {
-                    unsupported("cannot combine a numeric NaN or infinity across shards".into())
-                })?;
-                *acc = Some(acc.take().unwrap_or_else(Num::zero).add(&v));
+                let v = NumSum::read(&r, f.format).ok_or_else(bad)?;
+                *acc = Some(match acc.take() {
+                    None => v,
+                    Some(sum) => sum.add(v),
+                });
             }
         }
         State::SumInterval(acc) => {

@@ -23,6 +23,7 @@ mod group_keys;
 mod group_output;
 mod groups;
 mod joined;
+mod numeric_sum;
 pub mod rows;
 mod totals;
 
