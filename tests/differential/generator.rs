@@ -743,6 +743,23 @@ fn odd(rng: &mut Rng) -> Query {
         // A window per key (each shard holds whole partitions), read directly or for the top
         // rows per key; by another column it must be refused.
         12 | 13 => {
+            // Or numbered over the whole result, which the merge numbers in its order (a total
+            // order for row_number, whose ties one server could number either way).
+            if rng.below(3) == 0 {
+                let f = rng.pick(&["row_number()", "rank()", "dense_rank()"]);
+                let order = if *f == "row_number()" { "balance desc, id" } else { "balance desc" };
+                let limit = if rng.below(2) == 0 {
+                    format!(" limit {} offset {}", 1 + rng.below(20), rng.below(10))
+                } else {
+                    String::new()
+                };
+                return Query {
+                    sql: format!(
+                        "select id, owner, {f} over (order by {order}) as w from accounts{w} order by balance desc, id{limit}"
+                    ),
+                    ordered: true,
+                };
+            }
             let by = if rng.below(4) == 0 { "region" } else { "id" };
             let f = rng.pick(&[
                 "row_number()",

@@ -23,6 +23,7 @@ mod group_keys;
 mod group_output;
 mod groups;
 mod joined;
+mod numbering;
 mod numeric_sum;
 pub mod rows;
 mod totals;
@@ -200,7 +201,10 @@ async fn scatter_in_txn(
             failure = Some(error_frame(&e));
         }
     }
-    let fields = match (&description, merge.totals.is_empty()) {
+    let fields = match (
+        &description,
+        merge.totals.is_empty() && merge.numbers.is_empty(),
+    ) {
         (Some(d), false) => inspect::row_description(d.body()).unwrap_or_default(),
         _ => Vec::new(),
     };
@@ -232,6 +236,13 @@ async fn scatter_in_txn(
         sent: 0,
     };
     let mut late_error: Option<Frame> = None;
+    let mut numbers = numbering::Numbers::new(&merge.numbers, &fields);
+    if keys.is_empty() && !merge.numbers.is_empty() {
+        late_error = Some(error_frame(&PgError::error(
+            sqlstate::INTERNAL_ERROR,
+            "numbered rows of several shards came unsorted",
+        )));
+    }
     if keys.is_empty() {
         let mut firsts: Vec<Option<Frame>> = Vec::with_capacity(shards.len());
         if !total_columns.is_empty() {
@@ -294,11 +305,26 @@ async fn scatter_in_txn(
                 && kept
                     .as_ref()
                     .is_some_and(|k| order(k, &values, on) == Ordering::Equal);
+            let written = if repeated {
+                None
+            } else {
+                numbers.next(&values, &keys)
+            };
             if !on.is_empty() && !repeated {
                 kept = Some(values);
             }
             if !repeated && window.admit() {
-                send(exec, &row, merge, &sums);
+                match written {
+                    Some(Ok(n)) => {
+                        let all: Vec<(usize, Bytes)> = sums.iter().cloned().chain(n).collect();
+                        send(exec, &row, merge, &all);
+                    }
+                    Some(Err(e)) => {
+                        late_error.get_or_insert_with(|| error_frame(&e));
+                        break;
+                    }
+                    None => send(exec, &row, merge, &sums),
+                }
                 exec.maybe_flush().await?;
             }
             heads[best] = head(exec, shards[best], &keys, &mut late_error).await?;

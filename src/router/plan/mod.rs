@@ -42,6 +42,8 @@ mod inline_ctes;
 mod kept_rows;
 mod key_guard;
 mod keyed_sets;
+mod numbering;
+pub use numbering::{NumberKind, Numbering};
 mod query;
 mod reading_functions;
 mod scatter;
@@ -222,6 +224,9 @@ pub struct MergeSpec {
     /// `count(...) OVER ()` select items: each shard counts its own rows, and the merge writes
     /// the sum of the shards' counts in every row.
     pub totals: Vec<TotalColumn>,
+    /// `row_number()`, `rank()` and `dense_rank()` over the whole ordered result: the merge
+    /// numbers the rows as they pass in the sort order.
+    pub numbers: Vec<Numbering>,
     /// One shard that runs another text than the scatter's, returning the same columns: the
     /// shard that adds the reference rows an outer join keeps unmatched (see
     /// `uncorrelated::unmatched`).

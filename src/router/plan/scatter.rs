@@ -219,6 +219,33 @@ pub(super) fn plan_scatter(
         }
         return plan_scatter(&limited, select, shards, params, placement);
     }
+    if let Some(numbered) = super::numbering::numbered(q, select) {
+        let (rewritten, numbers) = match numbered {
+            Ok(n) => n,
+            Err(refusal) => return *refusal,
+        };
+        let SetExpr::Select(s) = rewritten.body.as_ref() else {
+            return refuse(
+                "numbering windows here are not supported",
+                "Add a shard-key condition.",
+            );
+        };
+        return match plan_scatter(&rewritten, s, shards, params, placement) {
+            Plan::Scatter {
+                shards,
+                sql,
+                mut merge,
+            } if merge.aggregate.is_none() && merge.distinct_on == 0 => {
+                merge.numbers = numbers;
+                Plan::Scatter { shards, sql, merge }
+            }
+            Plan::Scatter { .. } => refuse(
+                "row_number(), rank() or dense_rank() over grouped, DISTINCT or DISTINCT ON rows over several shards is not supported",
+                "Add a shard-key condition so the query runs on one shard.",
+            ),
+            other => other,
+        };
+    }
     // Windows partitioned by the shard key come back final from each shard, as plain rows.
     let windows = has_window(&select.projection) || has_window_in_order(q);
     let mut totals = Vec::new();

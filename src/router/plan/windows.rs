@@ -11,9 +11,10 @@
 //! A select item `count(*) OVER ()` (or `count(x)`, with or without FILTER), the total that
 //! paginated listings send beside each page's rows, counts every row of the result before
 //! LIMIT: each shard counts its own, and the merge writes the sum of the shards' counts in
-//! every row (see `MergeSpec::totals`). Refused: any other window (each shard would number its
-//! own rows), a named window, such a count inside an expression or in ORDER BY, and windows
-//! over grouped or DISTINCT rows.
+//! every row (see `MergeSpec::totals`). `row_number()`, `rank()` and `dense_rank()` over the
+//! whole ordered result are numbered by the merge (see `numbering`). Refused: any other window
+//! (each shard would number its own rows), a named window, such a count inside an expression or
+//! in ORDER BY, and windows over grouped or DISTINCT rows.
 
 use super::*;
 use sqlparser::ast::{Function, FunctionArguments, JoinOperator, WindowType};

@@ -122,6 +122,10 @@ numbered = Line.objects.annotate(
 )
 assert [(ln.note, ln.n) for ln in numbered.order_by("item_id", "n")] == [("b", 1), ("a", 2)] * 10
 assert [ln.note for ln in numbered.filter(n=1)] == ["b"] * 10
+# A window numbering every item by qty: the merge numbers the rows in the window's order.
+ranked = Item.objects.annotate(r=Window(RowNumber(), order_by=[F("qty").desc(), F("pk").asc()]))
+top = [(i.qty, i.r) for i in ranked.order_by("-qty", "pk")[:4]]
+assert top == [(100, 1), (48, 2), (47, 3), (46, 4)], top
 # difference() and intersection() over one model select its key in every branch.
 low = Item.objects.filter(qty__lt=20)
 assert sorted(i.name for i in low.difference(Item.objects.filter(qty__lt=10))) == sorted(

@@ -399,7 +399,7 @@ fn windows_partitioned_by_the_shard_key_run_on_every_shard_as_plain_rows() {
         }
     }
     for sql in [
-        "select id, row_number() over (order by id) from accounts",
+        "select id, row_number() over (order by id) from accounts order by v",
         "select id, row_number() over (partition by v) from accounts",
         "select id, row_number() over w from accounts window w as (partition by id)",
         "select owner, rank() over (partition by owner order by count(*)) from accounts group by owner",
