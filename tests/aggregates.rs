@@ -291,12 +291,9 @@ async fn grouping_sets_merge_as_one_postgresql_groups_them() {
         "create table accounts (id bigint primary key, region text, kind int, balance numeric);
          insert into accounts select i, case when i % 5 = 0 then null else 'r' || (i % 3) end,
            i % 2, i * 1.5 from generate_series(1, 60) i";
-    c.batch_execute(schema).await.unwrap();
-    let per_shard = tc
-        .count_on_each_shard("select count(*) from accounts")
+    let one = tc
+        .spread_beside_one(&c, schema, "accounts", "one_grouping")
         .await;
-    assert!(per_shard.iter().all(|&n| n > 0 && n < 60), "{per_shard:?}");
-    let one = tc.one_server("one_grouping", &[schema]).await;
     let ordered = "order by 1 nulls first, 2 nulls first, 3";
     for sql in [
         format!("select region, kind, count(*) from accounts group by rollup(region, kind) {ordered}"),
@@ -368,12 +365,9 @@ async fn variance_and_standard_deviation_match_one_postgresql() {
            (1005, 'nan', 1, 1, 'NaN', 1), (1006, 'nan', 2, 2, 7, 1),
            (1007, 'inf', 1, 1, 'Infinity', 1), (1008, 'inf', 2, 2, 3, 1),
            (1009, 'infs', 1, 1, 'Infinity', 1), (1010, 'infs', 2, 2, '-Infinity', 1)";
-    c.batch_execute(schema).await.unwrap();
-    let per_shard = tc
-        .count_on_each_shard("select count(*) from accounts")
+    let one = tc
+        .spread_beside_one(&c, schema, "accounts", "one_variance")
         .await;
-    assert!(per_shard.iter().all(|&n| n > 0 && n < 410), "{per_shard:?}");
-    let one = tc.one_server("one_variance", &[schema]).await;
     for sql in [
         "select stddev(x), variance(x), stddev_pop(x), var_pop(x), stddev_samp(n), var_samp(b), \
          stddev_pop(b), var_pop(n) from accounts",
@@ -425,12 +419,9 @@ async fn string_agg_joins_every_shards_values_with_its_separator() {
     let schema = "create table accounts (id bigint primary key, region text, note text);
          insert into accounts select i, 'r' || (i % 4), case when i % 5 <> 0 then 'n' || i end
            from generate_series(1, 60) i";
-    c.batch_execute(schema).await.unwrap();
-    let per_shard = tc
-        .count_on_each_shard("select count(*) from accounts")
+    let one = tc
+        .spread_beside_one(&c, schema, "accounts", "one_string_agg")
         .await;
-    assert!(per_shard.iter().all(|&n| n > 0 && n < 60), "{per_shard:?}");
-    let one = tc.one_server("one_string_agg", &[schema]).await;
     // Each joined string as its sorted pieces: the order of the values is unspecified.
     let pieces =
         |rows: Vec<Vec<Option<String>>>, separator: &str| -> Vec<Vec<Option<Vec<String>>>> {
@@ -491,12 +482,9 @@ async fn array_agg_and_jsonb_agg_hold_every_shards_values() {
     let schema = "create table accounts (id bigint primary key, region text, note text);
          insert into accounts select i, 'r' || (i % 4), case when i % 5 <> 0 then 'n,' || i end
            from generate_series(1, 60) i";
-    c.batch_execute(schema).await.unwrap();
-    let per_shard = tc
-        .count_on_each_shard("select count(*) from accounts")
+    let one = tc
+        .spread_beside_one(&c, schema, "accounts", "one_array_agg")
         .await;
-    assert!(per_shard.iter().all(|&n| n > 0 && n < 60), "{per_shard:?}");
-    let one = tc.one_server("one_array_agg", &[schema]).await;
     for sql in [
         "select region, array_agg(id), array_agg(note), jsonb_agg(note), count(*) from accounts group by region order by region",
         "select array_agg(id) filter (where id > 50), jsonb_agg(id) from accounts",

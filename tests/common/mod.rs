@@ -306,6 +306,32 @@ impl TestCluster {
         one
     }
 
+    /// Runs `schema` through the proxy with `client`, checks that every shard holds some but
+    /// not all of `table`'s rows (so an answer made of one shard's rows would show), and makes
+    /// one PostgreSQL database `name` holding the same, to compare answers with.
+    pub async fn spread_beside_one(
+        &self,
+        client: &Client,
+        schema: &str,
+        table: &str,
+        name: &str,
+    ) -> Client {
+        client.batch_execute(schema).await.unwrap();
+        let total: i64 = client
+            .query_one(&format!("select count(*) from {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        let per_shard = self
+            .count_on_each_shard(&format!("select count(*) from {table}"))
+            .await;
+        assert!(
+            per_shard.iter().all(|&n| n > 0 && n < total),
+            "{per_shard:?} of {total}"
+        );
+        self.one_server(name, &[schema]).await
+    }
+
     pub async fn drop_one_server(&self, one: Client, name: &str) {
         drop(one);
         self.direct(0)

@@ -127,14 +127,7 @@ fn shape(q: &Query) -> Option<(&SelectItem, (&Query, &Select))> {
     let [item] = outer.projection.as_slice() else {
         return None;
     };
-    let (SelectItem::UnnamedExpr(Expr::Function(f))
-    | SelectItem::ExprWithAlias {
-        expr: Expr::Function(f),
-        ..
-    }) = item
-    else {
-        return None;
-    };
+    let f = super::item_call(item)?;
     let count_star = f.name.to_string().eq_ignore_ascii_case("count")
         && matches!(&f.args, FunctionArguments::List(l)
             if l.duplicate_treatment.is_none() && l.clauses.is_empty()

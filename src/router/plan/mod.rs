@@ -577,6 +577,18 @@ pub(crate) fn ungrouped(select: &Select) -> bool {
         && matches!(&select.group_by, sqlparser::ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
 }
 
+/// The function a select item calls, named or not: `count(*)`, `row_number() OVER (...) AS n`.
+pub(super) fn item_call(item: &SelectItem) -> Option<&sqlparser::ast::Function> {
+    match item {
+        SelectItem::UnnamedExpr(Expr::Function(f))
+        | SelectItem::ExprWithAlias {
+            expr: Expr::Function(f),
+            ..
+        } => Some(f),
+        _ => None,
+    }
+}
+
 pub(crate) fn last_ident(name: &ObjectName) -> String {
     match name.0.last() {
         Some(ObjectNamePart::Identifier(i)) => i.value.clone(),

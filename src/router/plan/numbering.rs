@@ -164,14 +164,7 @@ fn item_name(item: &SelectItem, kind: NumberKind) -> String {
 /// A select item that numbers the whole result: `row_number()`, `rank()` or `dense_rank()`
 /// over an unnamed window with an ORDER BY and nothing else.
 fn numbering(item: &SelectItem) -> Option<(NumberKind, &Vec<OrderByExpr>)> {
-    let (SelectItem::UnnamedExpr(Expr::Function(f))
-    | SelectItem::ExprWithAlias {
-        expr: Expr::Function(f),
-        ..
-    }) = item
-    else {
-        return None;
-    };
+    let f = item_call(item)?;
     let kind = match f.name.0.as_slice() {
         [sqlparser::ast::ObjectNamePart::Identifier(n)] if n.quote_style.is_none() => {
             match n.value.to_ascii_lowercase().as_str() {

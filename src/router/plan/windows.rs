@@ -103,14 +103,7 @@ pub(super) fn sorts_by_total(select: &Select, order: &[SortKey]) -> bool {
 
 /// A select item that is `count(...) OVER ()`, bare or named.
 fn whole_count_item(item: &SelectItem) -> bool {
-    match item {
-        SelectItem::UnnamedExpr(Expr::Function(f))
-        | SelectItem::ExprWithAlias {
-            expr: Expr::Function(f),
-            ..
-        } => whole_count(f),
-        _ => false,
-    }
+    item_call(item).is_some_and(whole_count)
 }
 
 /// `count(*)` or `count(x)` over the whole result: no partition, order, frame or name.
