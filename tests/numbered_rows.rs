@@ -1,6 +1,6 @@
 //! row_number(), rank() and dense_rank() over the whole ordered result of several shards: the
 //! merge numbers the rows as they pass in the window's order, before OFFSET and LIMIT, as one
-//! PostgreSQL numbers them.
+//! PostgreSQL numbers them; and counts and sums over the whole result beside them.
 
 mod common;
 
@@ -27,6 +27,11 @@ async fn rows_are_numbered_across_shards_as_one_postgresql_numbers_them() {
         "select id, rank() over (order by balance nulls first) r, dense_rank() over (order by balance nulls first) \
          from accounts order by balance nulls first, id",
         "select id, rank() over (order by balance desc) from accounts where id > 10 order by balance desc, id limit 20 offset 15",
+        // Totals over the whole result beside the numbers: counts, and sums of integers and
+        // numerics (NULL where no row has a value).
+        "select id, row_number() over (order by id), count(*) over () as n, sum(balance) over () as s, \
+         sum(balance::numeric / 4) over () as q, sum(balance) filter (where id < 0) over () as none \
+         from accounts order by id limit 4 offset 2",
         // Numbered in a derived table or a subquery, answered first.
         "select * from (select id, row_number() over (order by balance desc, id) rn from accounts) s where rn <= 4 order by rn",
         "select id from accounts where id in (select id from (select id, rank() over (order by balance) r from accounts) s where r = 1) order by id",
@@ -55,6 +60,8 @@ async fn rows_are_numbered_across_shards_as_one_postgresql_numbers_them() {
         "select id, row_number() over (order by balance) from accounts order by id",
         "select distinct balance, row_number() over (order by balance) from accounts",
         "select id, row_number() over () from accounts",
+        "select id, sum(balance::float8) over () from accounts",
+        "select id, sum(balance) over () from accounts order by 2",
     ] {
         let e = c.simple_query(sql).await.expect_err(sql);
         assert_eq!(common::code(&e), "0A000", "{sql}: {e}");

@@ -411,6 +411,8 @@ fn plain(rng: &mut Rng) -> Query {
             ", count(*) over () as total".to_string(),
             format!(", count({q}note) over ()"),
             format!(", count(*) filter (where {q}active) over () as n"),
+            format!(", sum({q}balance) over () as s"),
+            format!(", sum({q}region) filter (where {q}active) over ()"),
         ])
         .clone()
     } else {

@@ -1,8 +1,11 @@
-//! `count(...) OVER ()` items over several shards (see `router::plan::windows`): each shard
-//! counted its own rows and wrote that count in every row it sends, so one row of each shard
-//! tells its count, and the sum over the shards is the count of the whole result, which the
-//! merge writes in every row it passes on. A shard with no rows counts none.
+//! `count(...) OVER ()` and `sum(x) OVER ()` items over several shards (see
+//! `router::plan::windows`): each shard counted (or summed) its own rows and wrote that total in
+//! every row it sends, so one row of each shard tells its total, and the sum over the shards is
+//! the whole result's, which the merge writes in every row it passes on. A shard with no rows
+//! counts none; a sum that is NULL on every shard (no value) stays NULL. Sums of integers and
+//! numerics only: a float sum's last digits would depend on the order of the additions.
 
+use super::numeric_sum::NumSum;
 use super::rows::unsupported;
 use crate::error::{sqlstate, PgError};
 use crate::executor::value::oid;
@@ -25,9 +28,15 @@ pub fn columns(
                 TotalColumn::FromEnd(i) => shown.checked_sub(i + 1),
             };
             match at.and_then(|i| fields.get(i).map(|f| (i, f))) {
-                Some((i, f)) if f.type_oid == oid::INT8 && i < shown => Ok(i),
-                _ => Err(unsupported(
-                    "the shards did not return count(...) OVER () where the statement puts it"
+                Some((i, f)) if matches!(f.type_oid, oid::INT8 | oid::NUMERIC) && i < shown => {
+                    Ok(i)
+                }
+                Some((_, f)) => Err(unsupported(format!(
+                    "a total OVER () of column {} (type OID {}) across shards is not supported: only counts and sums of integers and numerics add up exactly",
+                    f.name, f.type_oid
+                ))),
+                None => Err(unsupported(
+                    "the shards did not return the total OVER () where the statement puts it"
                         .into(),
                 )),
             }
@@ -44,38 +53,61 @@ pub fn sums(
     let bad = || {
         PgError::error(
             sqlstate::PROTOCOL_VIOLATION,
-            "cannot read a count(...) OVER () a shard sent",
+            "cannot read a total OVER () a shard sent",
         )
     };
-    columns
-        .iter()
-        .map(|&c| {
-            let format = fields.get(c).map_or(0, |f| f.format);
-            let mut total: i64 = 0;
-            for row in firsts {
-                let raw = inspect::data_row_column(row.body(), c)
-                    .flatten()
-                    .ok_or_else(bad)?;
-                let n = if format == 1 {
-                    raw.try_into().ok().map(i64::from_be_bytes)
-                } else {
-                    std::str::from_utf8(raw).ok().and_then(|t| t.parse().ok())
-                }
-                .ok_or_else(bad)?;
-                total = total
-                    .checked_add(n)
-                    .ok_or_else(|| PgError::error("22003", "bigint out of range"))?;
+    let mut out = Vec::with_capacity(columns.len());
+    for &c in columns {
+        let (format, numeric) = fields
+            .get(c)
+            .map_or((0, false), |f| (f.format, f.type_oid == oid::NUMERIC));
+        // A shard's NULL is a sum of no values, which adds nothing.
+        let partials = firsts
+            .iter()
+            .map(|row| inspect::data_row_column(row.body(), c).ok_or_else(bad))
+            .collect::<Result<Vec<_>, _>>()?;
+        let partials = partials.into_iter().flatten();
+        if numeric {
+            let mut total: Option<NumSum> = None;
+            for raw in partials {
+                let v = NumSum::read(raw, format).ok_or_else(bad)?;
+                total = Some(match total {
+                    None => v,
+                    Some(t) => t.add(v),
+                });
             }
-            Ok((
+            if let Some(t) = total {
+                out.push((c, t.encode(format)));
+            }
+            continue;
+        }
+        let mut total: Option<i64> = None;
+        for raw in partials {
+            let n = if format == 1 {
+                raw.try_into().ok().map(i64::from_be_bytes)
+            } else {
+                std::str::from_utf8(raw).ok().and_then(|t| t.parse().ok())
+            }
+            .ok_or_else(bad)?;
+            total = Some(
+                total
+                    .unwrap_or(0)
+                    .checked_add(n)
+                    .ok_or_else(|| PgError::error("22003", "bigint out of range"))?,
+            );
+        }
+        if let Some(total) = total {
+            out.push((
                 c,
                 if format == 1 {
                     Bytes::copy_from_slice(&total.to_be_bytes())
                 } else {
                     Bytes::from(total.to_string())
                 },
-            ))
-        })
-        .collect()
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// `row` with each total written in its column.
@@ -162,5 +194,31 @@ mod tests {
         );
         let totals = sums(&[&x, &y], &[0], &bin).unwrap();
         assert_eq!(totals, [(0, Bytes::copy_from_slice(&11i64.to_be_bytes()))]);
+    }
+
+    #[test]
+    fn numeric_sums_add_up_exactly_and_nulls_add_nothing() {
+        let fields = [field("s", oid::NUMERIC, 0), field("n", oid::INT8, 0)];
+        let at = columns(
+            &[TotalColumn::FromStart(0), TotalColumn::FromStart(1)],
+            &fields,
+            0,
+        )
+        .unwrap();
+        let (a, b, c) = (
+            row(&[Some(b"1.50"), None]),
+            row(&[Some(b"2.125"), Some(b"4")]),
+            row(&[None, None]),
+        );
+        let totals = sums(&[&a, &b, &c], &at, &fields).unwrap();
+        assert_eq!(totals, [(0, Bytes::from("3.625")), (1, Bytes::from("4"))]);
+        // NULL on every shard: nothing written, the rows' own NULL stays.
+        assert_eq!(sums(&[&c], &at, &fields).unwrap(), []);
+        assert!(columns(
+            &[TotalColumn::FromStart(0)],
+            &[field("f", oid::FLOAT8, 0)],
+            0
+        )
+        .is_err());
     }
 }

@@ -11,7 +11,8 @@
 //! A select item `count(*) OVER ()` (or `count(x)`, with or without FILTER), the total that
 //! paginated listings send beside each page's rows, counts every row of the result before
 //! LIMIT: each shard counts its own, and the merge writes the sum of the shards' counts in
-//! every row (see `MergeSpec::totals`). `row_number()`, `rank()` and `dense_rank()` over the
+//! every row (see `MergeSpec::totals`); `sum(x) OVER ()` of integers or numerics adds up so
+//! too. `row_number()`, `rank()` and `dense_rank()` over the
 //! whole ordered result are numbered by the merge (see `numbering`). Refused: any other window
 //! (each shard would number its own rows), a named window, such a count inside an expression or
 //! in ORDER BY, and windows over grouped or DISTINCT rows.
@@ -95,7 +96,9 @@ pub(super) fn sorts_by_total(select: &Select, order: &[SortKey]) -> bool {
             SelectItem::ExprWithAlias { alias, .. } if whole_count_item(item) => {
                 alias.value.eq_ignore_ascii_case(n)
             }
-            SelectItem::UnnamedExpr(_) if whole_count_item(item) => n.eq_ignore_ascii_case("count"),
+            SelectItem::UnnamedExpr(_) if whole_count_item(item) => {
+                item_call(item).is_some_and(|f| n.eq_ignore_ascii_case(&last_ident(&f.name)))
+            }
             _ => false,
         }),
     })
@@ -106,7 +109,8 @@ fn whole_count_item(item: &SelectItem) -> bool {
     item_call(item).is_some_and(whole_count)
 }
 
-/// `count(*)` or `count(x)` over the whole result: no partition, order, frame or name.
+/// `count(*)`, `count(x)` or `sum(x)` over the whole result: no partition, order, frame or
+/// name.
 fn whole_count(f: &Function) -> bool {
     let whole = matches!(&f.over, Some(WindowType::WindowSpec(w))
         if w.window_name.is_none()
@@ -119,7 +123,9 @@ fn whole_count(f: &Function) -> bool {
         && plain_args
         && f.within_group.is_empty()
         && f.name.0.len() == 1
-        && last_ident(&f.name).eq_ignore_ascii_case("count")
+        && ["count", "sum"]
+            .iter()
+            .any(|n| last_ident(&f.name).eq_ignore_ascii_case(n))
 }
 
 /// The names (its own and its alias), key column and key type of the FROM list's first table,
@@ -203,11 +209,16 @@ mod tests {
             Some(vec![TotalColumn::FromEnd(1)])
         );
         assert_eq!(at("select *, count(x) over (), * from t"), None);
+        assert_eq!(
+            at("select id, sum(x) over () as s from t"),
+            Some(vec![TotalColumn::FromStart(1)])
+        );
         // Not a count of the whole result: left to the partition rule.
         for sql in [
             "select count(*) over (partition by id) from t",
             "select count(*) over (order by id) from t",
-            "select sum(x) over () from t",
+            "select avg(x) over () from t",
+            "select sum(x) over (order by id) from t",
             "select count(*) over () + 1 from t",
             "select count(*) over w from t window w as ()",
         ] {

@@ -126,6 +126,9 @@ assert [ln.note for ln in numbered.filter(n=1)] == ["b"] * 10
 ranked = Item.objects.annotate(r=Window(RowNumber(), order_by=[F("qty").desc(), F("pk").asc()]))
 top = [(i.qty, i.r) for i in ranked.order_by("-qty", "pk")[:4]]
 assert top == [(100, 1), (48, 2), (47, 3), (46, 4)], top
+# A share of the whole (Window(Sum(...)) without partition or order): every shard's sum added.
+shares = Item.objects.annotate(total=Window(Sum("qty"))).order_by("pk")[:3]
+assert [i.total for i in shares] == [1276] * 3, [i.total for i in shares]
 # difference() and intersection() over one model select its key in every branch.
 low = Item.objects.filter(qty__lt=20)
 assert sorted(i.name for i in low.difference(Item.objects.filter(qty__lt=10))) == sorted(

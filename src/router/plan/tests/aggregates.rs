@@ -339,7 +339,7 @@ fn constants_zero_defaults_and_filters_combine() {
         "select v, count(*) from accounts",
         // Without rows the merge makes the answer row and has no default to put in it.
         "select count(distinct owner), coalesce(sum(v), 0) from accounts",
-        "select sum(v) over () from accounts",
+        "select avg(v) over () from accounts",
     ] {
         assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
     }
