@@ -85,6 +85,16 @@ pub fn check(
             }
         }
     }
+    // Before any row: with none, the merge would answer where PostgreSQL refuses to sort
+    // (json has no ordering).
+    for k in order {
+        if let Some(f) = match k.column {
+            SortColumn::Position(p) => p.checked_sub(1).and_then(|i| fields.get(i)),
+            SortColumn::Name(_) => None,
+        } {
+            value::supported(f.type_oid, f.format).map_err(unsupported)?;
+        }
+    }
     for (i, (f, col)) in fields.iter().zip(&spec.columns).enumerate() {
         let ok = match col {
             AggColumn::Group => groupable(f.type_oid),
@@ -549,6 +559,34 @@ fn too_many_distinct() -> PgError {
 mod tests {
     use super::*;
     use crate::executor::merge::group_output::data_row;
+
+    #[test]
+    fn an_order_on_a_type_the_merge_cannot_sort_is_refused_before_any_row() {
+        let field = |type_oid| FieldDesc {
+            name: "j".into(),
+            table_oid: 0,
+            column: 0,
+            type_oid,
+            typmod: -1,
+            format: 0,
+        };
+        let spec = AggSpec {
+            columns: vec![AggColumn::Group],
+            ..AggSpec::default()
+        };
+        let order = [crate::router::plan::SortKey {
+            column: SortColumn::Position(1),
+            descending: false,
+            nulls_first: false,
+            bytewise: false,
+        }];
+        let json = 114;
+        let e = check(&[field(json)], &spec, &order, true, &Enums::default()).unwrap_err();
+        assert_eq!(e.code, sqlstate::FEATURE_NOT_SUPPORTED);
+        assert!(check(&[field(oid::INT8)], &spec, &order, true, &Enums::default()).is_ok());
+        assert!(check(&[field(json)], &spec, &[], true, &Enums::default())
+            .is_err_and(|e| e.message.contains("grouping")));
+    }
 
     #[test]
     fn groups_beyond_the_budget_fail_instead_of_growing() {
