@@ -85,6 +85,9 @@ async fn text_under_other_collations_is_merged_exactly_or_refused() {
         "select max(body collate \"und-x-icu\") from notes",
         "select distinct on (tag) tag, id from notes order by tag, id",
         "select label, count(*) from notes group by label having label > 'b'",
+        // Gathered, then ordered again by one shard under the default collation.
+        "select string_agg(body, ',' order by label, id) from notes",
+        "select array_agg(distinct tag) from notes",
     ] {
         let e = refused(&c, sql).await;
         assert!(

@@ -800,7 +800,7 @@ async fn what_cannot_be_merged_exactly_is_refused() {
     for sql in [
         "select sum(distinct balance) from accounts",
         "select count(distinct (owner, region)) from accounts",
-        "select string_agg(owner, ',' order by id) from accounts",
+        "select string_agg(owner, owner order by id) from accounts",
         "select owner from accounts group by owner having sum(balance) > min(id)",
         "select distinct on (owner) owner, id from accounts",
         "select distinct on (owner) owner, id from accounts order by id",
@@ -824,7 +824,7 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "select id from accounts union select pg_backend_pid()",
         "select owner, round(avg(balance), 2) + score from accounts group by owner",
         "select count(*) * (select count(*) from regions) from accounts",
-        "select string_agg(owner, ',' order by id) || count(*) from accounts",
+        "select json_agg(o) from (select owner o from accounts order by id) s",
         "select count(*) + extract(epoch from now()) from accounts",
         "select owner from accounts union select relname::text from pg_class",
         "select id from accounts union all select id from regions",

@@ -35,6 +35,9 @@ pub struct Computed {
     pub name: Ident,
     /// The client's parameters (`$n`, 1-based) the template reads, in order.
     pub params: Vec<usize>,
+    /// The parts (indexes into `parts`) gathering values the template puts in an order of its
+    /// own (see `router::gathered`), so the order the shards read rows in does not matter.
+    pub reordered: Vec<usize>,
 }
 
 /// The name of part column `column` in a template.
@@ -70,6 +73,7 @@ pub fn split(
         read: Vec::new(),
         first_column,
         found: Vec::new(),
+        gathered: Vec::new(),
         problem: None,
     };
     let mut template = item.clone();
@@ -83,13 +87,50 @@ pub fn split(
             "{item} over several shards is not supported: computing it after the merge would read {what}"
         ));
     }
+    // Checked above as the names standing for them; what replaces them reads only parts.
+    let mut reordered = Vec::new();
+    let mut evaluated = Vec::with_capacity(parts.gathered.len());
+    for (first, g) in &parts.gathered {
+        let at = first - first_column;
+        if g.ordered {
+            reordered.extend(at..at + g.parts.len());
+        }
+        let columns: Vec<String> = (*first..first + g.parts.len()).map(part_name).collect();
+        evaluated.push(g.evaluated(&columns)?);
+    }
+    let _ = template.visit(&mut Evaluated(evaluated));
     Ok(Computed {
         parts: parts.found,
         template: template.to_string(),
         stand_in: never_evaluated(item),
         name,
         params: parts.read,
+        reordered,
     })
+}
+
+/// The name standing for gathered call `n` in a template until it is evaluated.
+fn gathered_name(n: usize) -> String {
+    format!("__shardgate_g{n}")
+}
+
+/// Puts each gathered call's evaluation where its name stands.
+struct Evaluated(Vec<Expr>);
+
+impl VisitorMut for Evaluated {
+    type Break = ();
+    fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Identifier(i) = e {
+            let n = i.value.strip_prefix("__shardgate_g");
+            if let Some(evaluated) = n
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| self.0.get(n))
+            {
+                *e = evaluated.clone();
+            }
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 /// `CASE WHEN false THEN item END`: the item's type, checked as the item is when the statement
@@ -120,6 +161,8 @@ struct Parts<'a> {
     read: Vec<usize>,
     first_column: usize,
     found: Vec<Expr>,
+    /// The calls answered over gathered values, with the column of their first part.
+    gathered: Vec<(usize, crate::router::gathered::Gathered)>,
     problem: Option<String>,
 }
 
@@ -131,18 +174,10 @@ impl VisitorMut for Parts<'_> {
             ..
         }) = e
         {
-            match bound(p, self.statement, self.params) {
-                Ok(n) => {
-                    if let Err(at) = self.read.binary_search(&n) {
-                        self.read.insert(at, n);
-                    }
-                }
-                Err(m) => {
-                    self.problem = Some(m);
-                    return ControlFlow::Break(());
-                }
-            }
-            return ControlFlow::Continue(());
+            return self.read_param(&p.clone());
+        }
+        if let Some(g) = crate::router::gathered::call(e) {
+            return self.gather(e, g);
         }
         let part = match (self.aggregate)(e) {
             Err(m) => {
@@ -159,6 +194,53 @@ impl VisitorMut for Parts<'_> {
                 Expr::Identifier(Ident::new(part_name(column))),
             ));
         }
+        ControlFlow::Continue(())
+    }
+}
+
+impl Parts<'_> {
+    /// Notes that the template reads bound parameter `p`.
+    fn read_param(&mut self, p: &str) -> ControlFlow<()> {
+        match bound(p, self.statement, self.params) {
+            Ok(n) => {
+                if let Err(at) = self.read.binary_search(&n) {
+                    self.read.insert(at, n);
+                }
+                ControlFlow::Continue(())
+            }
+            Err(m) => {
+                self.problem = Some(m);
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    /// Puts gathered call `e`'s parts in the next columns, and a name in its place.
+    fn gather(
+        &mut self,
+        e: &mut Expr,
+        g: Result<crate::router::gathered::Gathered, String>,
+    ) -> ControlFlow<()> {
+        let g = match g {
+            Ok(g) => g,
+            Err(m) => {
+                self.problem = Some(m);
+                return ControlFlow::Break(());
+            }
+        };
+        if let Some(Expr::Value(ValueWithSpan {
+            value: Value::Placeholder(p),
+            ..
+        })) = &g.separator
+        {
+            if self.read_param(p).is_break() {
+                return ControlFlow::Break(());
+            }
+        }
+        let first = self.first_column + self.found.len();
+        self.found.extend(g.parts.iter().cloned());
+        *e = Expr::Identifier(Ident::new(gathered_name(self.gathered.len())));
+        self.gathered.push((first, g));
         ControlFlow::Continue(())
     }
 }
@@ -195,7 +277,11 @@ fn bound(p: &str, statement: &Query, params: &Params) -> Result<usize, String> {
 /// would: another column, a subquery, a bound parameter, a function not of its arguments alone.
 fn unfit(template: &Expr) -> Option<String> {
     crate::sql::first_expression(template, |e: &Expr| match e {
-        Expr::Identifier(i) if i.value.starts_with("__shardgate_c") => None,
+        Expr::Identifier(i)
+            if i.value.starts_with("__shardgate_c") || i.value.starts_with("__shardgate_g") =>
+        {
+            None
+        }
         Expr::Identifier(_) | Expr::CompoundIdentifier(_) => Some(format!(
             "column {e}, which is neither grouped nor inside an aggregate"
         )),
@@ -380,12 +466,48 @@ mod tests {
     }
 
     #[test]
+    fn a_gathered_call_reads_its_parts_inside_its_evaluation() {
+        let c = split(
+            &expr("count(*) || ': ' || string_agg(x, $1 ORDER BY y)"),
+            Some(&Ident::new("s")),
+            &[],
+            4,
+            (
+                &statement("select string_agg(x, $1 ORDER BY y) from t"),
+                &Params {
+                    values: [Some(bytes::Bytes::from_static(b","))]
+                        .into_iter()
+                        .collect(),
+                    formats: vec![],
+                    types: Default::default(),
+                },
+            ),
+            &combined,
+        )
+        .unwrap();
+        assert_eq!(
+            c.parts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["count(*)", "array_agg(y)", "array_agg(x)"]
+        );
+        // Only the gathered arrays are put in the evaluation's order.
+        assert_eq!((c.reordered, c.params), (vec![1, 2], vec![1]));
+        assert!(
+            c.template.starts_with(
+                "__shardgate_c4 || ': ' || (SELECT string_agg(__shardgate_v, $1 ORDER BY __shardgate_k0) \
+                 FROM (SELECT unnest(__shardgate_c5) AS __shardgate_k0, unnest(__shardgate_c6)"
+            ),
+            "{}",
+            c.template
+        );
+    }
+
+    #[test]
     fn what_one_shard_could_not_evaluate_is_refused() {
         for sql in [
             "count(*) + x",
             "count(*) + (select 1)",
             "my_function(count(*))",
-            "string_agg(x, ',' ORDER BY x) || count(*)",
+            "string_agg(x, y ORDER BY x) || count(*)",
             "count(*) + now()::int",
             "round(avg(x), $1)",
             "lower(owner)",

@@ -11,6 +11,7 @@ pub mod aggregate;
 pub mod computed;
 pub mod copy;
 pub mod cursor;
+pub mod gathered;
 pub mod keys;
 pub mod learned_route;
 pub mod params;

@@ -170,7 +170,18 @@ fn aggregate(rng: &mut Rng, q: &str) -> String {
     // ratio holds equal values written with different scales: its sum, average and distinct
     // count are determined, while which spelling a maximum or a group shows is not, on one
     // server either.
-    match rng.below(62) {
+    match rng.below(66) {
+        // Ordered and DISTINCT collection aggregates, evaluated once over the gathered values
+        // (ties broken by the key: the order is determined).
+        62 => format!("string_agg({}, ',' order by {} desc)", c("note"), c("id")),
+        63 => format!("array_agg(distinct {0} order by {0})", c("region")),
+        64 => format!("jsonb_agg({} order by {})", c("balance"), c("id")),
+        65 => format!(
+            "json_agg({} order by {} desc, {})",
+            c("owner"),
+            c("owner"),
+            c("id")
+        ),
         // Variance and standard deviation: exact over integers and numerics, refused over
         // floats.
         58 => format!(

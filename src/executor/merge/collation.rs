@@ -109,7 +109,11 @@ pub async fn problem(
     };
     for &(i, how) in compared {
         let Some(f) = fields.get(i) else { continue };
-        if !value::is_text(f.type_oid) {
+        // Text gathered into arrays is compared when an evaluation orders it or removes its
+        // duplicates (see `router::gathered`).
+        let text = value::is_text(f.type_oid)
+            || (how == Use::Evaluated && value::is_text_array(f.type_oid));
+        if !text {
             continue;
         }
         if scope.code_point.contains(&i) && how.allows(&pinned, exec.text_order_c) {

@@ -235,6 +235,11 @@ pub fn is_text(type_oid: u32) -> bool {
     matches!(type_oid, oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME)
 }
 
+/// Arrays of the types `is_text` names: name[], text[], bpchar[] and varchar[].
+pub fn is_text_array(type_oid: u32) -> bool {
+    matches!(type_oid, 1003 | 1009 | 1014 | 1015)
+}
+
 pub fn compare_key(a: &SortValue, b: &SortValue, descending: bool, nulls_first: bool) -> Ordering {
     match (a, b) {
         (SortValue::Null, SortValue::Null) => Ordering::Equal,

@@ -9,7 +9,8 @@
 //! HAVING, ORDER BY, OFFSET and LIMIT are applied after the combination (a group can span
 //! shards, so none of them can be pushed down). Group columns and sort values the client did
 //! not select travel as hidden trailing columns. Variance and standard deviation are items
-//! computed over sums (`router::variance`). Any other aggregate or window call (PostgreSQL's
+//! computed over sums (`router::variance`), ordered and DISTINCT collection aggregates items
+//! computed over the gathered values (`router::gathered`). Any other aggregate or window call (PostgreSQL's
 //! or one the shards define, see `plan::may_combine_rows`) is refused, never passed through.
 
 mod kinds;
@@ -84,7 +85,7 @@ fn refuse(message: impl Into<String>, hint: &str) -> Plan {
     Plan::Reject(PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(hint))
 }
 
-const HINT: &str = "Supported across shards: count, sum, min, max, avg, bool_and, bool_or, every, string_agg, array_agg and jsonb_agg (without ORDER BY inside), and variance and stddev of integers and numerics, over plain GROUP BY expressions, simple HAVING comparisons with constants, ORDER BY on output columns. Or add a shard-key condition so the query runs on one shard.";
+const HINT: &str = "Supported across shards: count, sum, min, max, avg, bool_and, bool_or, every, string_agg, array_agg, jsonb_agg and json_agg (ORDER BY or DISTINCT inside too), and variance and stddev of integers and numerics, over plain GROUP BY expressions, simple HAVING comparisons with constants, ORDER BY on output columns. Or add a shard-key condition so the query runs on one shard.";
 
 /// Plans a scattered aggregate (or DISTINCT) query.
 pub fn plan_aggregate(
@@ -170,12 +171,14 @@ pub fn plan_aggregate(
     let client_visible = items.len();
     let mut computed = Vec::new();
     let mut parts = Vec::new();
+    // Parts whose values an evaluation puts in its own order (see `router::gathered`).
+    let mut reordered = Vec::new();
     for (i, (expr, alias)) in items.iter().enumerate() {
         let plain = group_texts.contains(&expr.to_string())
             || of_reference_table(expr, select, placement)
             || is_constant(expr);
         let computes = !grouping_sets::is_grouping_call(expr)
-            && matches!(combined_kind(expr), Ok(None))
+            && (matches!(combined_kind(expr), Ok(None)) || super::gathered::answers(expr))
             && !distinct
             && (super::plan::has_own_aggregate_or_window(expr, select, placement)
                 || !plain
@@ -206,6 +209,7 @@ pub fn plan_aggregate(
                 }
                 Ok(c) => {
                     parts.extend(c.parts.iter().cloned());
+                    reordered.extend(c.reordered.iter().map(|p| first + p));
                     computed.push((i, first, c));
                 }
                 Err(m) => return refuse(m, HINT),
@@ -267,10 +271,10 @@ pub fn plan_aggregate(
                     // Rows fed from an ordered derived table are joined in its order by one
                     // server, as its documentation says usually works; the shards' partials
                     // would not keep it.
-                    if !reads_tables_only(select) {
+                    if !reads_tables_only(select) && !reordered.contains(&i) {
                         return refuse(
                             format!("{expr} over a derived table or function on several shards is not supported"),
-                            "An ORDER BY inside the call is not supported over several shards either; add a shard-key condition so the query runs on one shard.",
+                            "Put the order inside the call (string_agg(x, ',' ORDER BY y)), or add a shard-key condition so the query runs on one shard.",
                         );
                     }
                     AggColumn::Joined(match k {

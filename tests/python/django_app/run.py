@@ -84,6 +84,20 @@ assert sorted(names.split(";")) == sorted(f"i{i}" for i in range(50)), names
 lists = Item.objects.aggregate(a=ArrayAgg("qty"), j=JSONBAgg("name"))
 assert sorted(lists["a"]) == sorted(qtys), lists
 assert sorted(lists["j"]) == sorted(f"i{i}" for i in range(50)), lists
+# With order_by or distinct: evaluated once over every shard's gathered values.
+ordered = Item.objects.aggregate(
+    n=StringAgg("name", delimiter=",", order_by=("-qty", "pk")),
+    a=ArrayAgg("qty", distinct=True, order_by="-qty"),
+    j=JSONBAgg("name", order_by="pk"),
+)
+by_qty = sorted(zip(qtys, (i.pk for i in items), (f"i{i}" for i in range(50))), key=lambda t: (-t[0], t[1]))
+assert ordered["n"] == ",".join(name for _, _, name in by_qty), ordered
+assert ordered["a"] == sorted(set(qtys), reverse=True), ordered
+assert ordered["j"] == [name for _, name in sorted((i.pk, f"i{n}") for n, i in enumerate(items))], ordered
+per_shelf_names = {
+    s.name: s.names for s in Shelf.objects.annotate(names=StringAgg("item__name", delimiter="/", order_by="item__qty"))
+}
+assert per_shelf_names == {"s0": "i3/i6/i9/i0", "s1": "i1/i4/i7/i10", "s2": "i2/i5/i8/i11", "s3": None}, per_shelf_names
 filtered = {
     s.name: (s.big, s.q)
     for s in Shelf.objects.annotate(big=Count("item", filter=Q(item__qty__gte=5)), q=Sum("item__qty", default=0))

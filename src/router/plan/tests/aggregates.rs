@@ -142,21 +142,45 @@ fn string_agg_joins_with_its_separator_given_or_bound() {
         merge.aggregate.unwrap().columns,
         [Group, Joined(Arrays), Joined(JsonbArrays)]
     );
+    // Ordered, DISTINCT and json_agg calls: the values gathered, the call evaluated once
+    // (`router::gathered`), over a derived table too when the call orders them.
+    let Plan::Scatter { merge, .. } = plan_sql(
+        "select string_agg(o, ',' order by v desc) from (select owner o, v from accounts) s",
+    ) else {
+        panic!()
+    };
+    let columns = merge.aggregate.unwrap().columns;
+    let [Computed {
+        template, parts, ..
+    }, Joined(Arrays), Joined(Arrays)] = columns.as_slice()
+    else {
+        panic!("{columns:?}")
+    };
+    assert_eq!(parts, &[1, 2]);
+    assert!(
+        template.starts_with("(SELECT string_agg(__shardgate_v, ',' ORDER BY __shardgate_k0 DESC)"),
+        "{template}"
+    );
+    for sql in [
+        "select array_agg(x order by v) from accounts",
+        "select jsonb_agg(distinct x) from accounts",
+        "select json_agg(x) from accounts",
+        "select string_agg(distinct owner, ',') from accounts",
+    ] {
+        let Plan::Scatter { merge, .. } = plan_sql(sql) else {
+            panic!("{sql}")
+        };
+        assert!(merge.aggregate.unwrap().computes(), "{sql}");
+    }
     for (sql, why) in [
-        ("select array_agg(x order by v) from accounts", "ordered"),
-        ("select jsonb_agg(distinct x) from accounts", "DISTINCT"),
-        (
-            "select json_agg(x) from accounts",
-            "json_agg(x) over several shards",
-        ),
         ("select string_agg(owner, v) from accounts", "separator"),
         (
-            "select string_agg(owner, ',' order by v) from accounts",
-            "ordered",
+            "select string_agg(owner, v order by v) from accounts",
+            "separator",
         ),
         (
-            "select string_agg(distinct owner, ',') from accounts",
-            "DISTINCT",
+            "select json_agg(o) from (select owner o from accounts order by v) s",
+            "",
         ),
         (
             "select string_agg(o, ',') from (select owner o from accounts order by v) s",
@@ -520,7 +544,7 @@ fn aggregates_the_merge_cannot_combine_are_named_as_such() {
             "corr(x, v) over several shards",
         ),
         (
-            "select v, string_agg(v, ',' order by x) from accounts group by v",
+            "select v from accounts group by v having string_agg(owner, ',' order by x) = 'a'",
             "ordered aggregates, over several shards",
         ),
         (

@@ -1,0 +1,139 @@
+//! Collection aggregates whose answer is the whole group's over several shards: string_agg,
+//! array_agg, jsonb_agg and json_agg with an ORDER BY or DISTINCT inside the call, and json_agg
+//! in any form. Each answer is compared with one PostgreSQL holding every row; the shards are
+//! unlike (their types and the table's row type have other OIDs on each).
+
+mod common;
+
+use common::{answer, rows, TestCluster};
+
+const TABLES: &str = "[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
+
+const SCHEMA: &str = "create type tier as enum ('gold', 'silver', 'bronze');
+     create table accounts (id bigint primary key, region text, note text, level tier, amount numeric);
+     insert into accounts select i, 'r' || (i % 4), case when i % 5 <> 0 then 'n' || (i % 7) end,
+       (array['bronze', 'gold', 'silver'])[i % 3 + 1]::tier, (i % 6) * 1.5
+       from generate_series(1, 60) i";
+
+/// Ordered calls give one PostgreSQL's answer exactly: the order inside the call, ties broken
+/// by a unique key, NULLs where they sort, FILTER, an empty group, an item computed over the
+/// call, a derived table, an enum key and a composite value; DISTINCT removes duplicates across
+/// shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_and_distinct_calls_match_one_postgresql() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    let one = tc
+        .spread_beside_one(&c, SCHEMA, "accounts", "one_ordered_agg")
+        .await;
+    for sql in [
+        "select region, string_agg(note, ' | ' order by id desc), count(*) from accounts group by region order by region",
+        "select string_agg(note, ',' order by note nulls first, id) from accounts",
+        "select region, string_agg(note, e'\\t' order by amount desc, id) filter (where id > 20) from accounts group by 1 order by 1",
+        "select array_agg(id order by id desc), array_agg(note order by id) from accounts",
+        "select region, array_agg(level order by level, id) from accounts group by region order by region",
+        "select array_agg(distinct region order by region desc), string_agg(distinct note, '/') from accounts",
+        "select region, array_agg(distinct amount) from accounts group by region order by region",
+        "select jsonb_agg(note order by id), json_agg(amount order by id desc) from accounts where id < 20",
+        "select region, json_agg(a order by a.id) from accounts a where id % 9 = 0 group by region order by 1",
+        "select string_agg(note, ',' order by id) from accounts where id < 0",
+        "select region, coalesce(string_agg(note, ',' order by id), '-') || '!' as s from accounts group by region order by 1",
+        "select string_agg(n, ',' order by n, i) from (select note n, id i from accounts) s",
+        "select region, string_agg(note, ',' order by id), sum(amount), count(distinct note) from accounts group by region order by 1",
+    ] {
+        let want = answer(&one, sql).await;
+        assert_eq!(answer(&c, sql).await, want, "{sql}");
+        assert!(
+            want.iter().flatten().flatten().any(|v| v.len() > 12) || sql.contains("id < 0"),
+            "{sql}: {want:?}"
+        );
+    }
+    // Every shard held values of each group, so a shard's own answer would show.
+    let per_shard = tc
+        .count_on_each_shard("select count(*) from accounts")
+        .await;
+    assert!(per_shard.iter().all(|&n| n > 0 && n < 60), "{per_shard:?}");
+
+    // Extended protocol: a bound separator, binary arrays of an enum and of bigints.
+    let sql = "select region, string_agg(note, $1 order by id), array_agg(id order by id desc), \
+               array_agg(level::text order by level desc, id) from accounts group by region order by region";
+    type Row = (String, Option<String>, Vec<i64>, Vec<String>);
+    let read = |rows: Vec<tokio_postgres::Row>| -> Vec<Row> {
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
+    };
+    let want = read(one.query(sql, &[&"; "]).await.unwrap());
+    assert_eq!(want.len(), 4);
+    assert_eq!(read(c.query(sql, &[&"; "]).await.unwrap()), want);
+    tc.drop_one_server(one, "one_ordered_agg").await;
+}
+
+/// json_agg's separator depends on the values' type, so it is evaluated once over every
+/// shard's values rather than joined: the same elements as one PostgreSQL's, in an order
+/// neither promises, and for a row value the same layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_agg_holds_every_shards_values_in_one_servers_layout() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    let one = tc
+        .spread_beside_one(&c, SCHEMA, "accounts", "one_json_agg")
+        .await;
+    for sql in [
+        "select region, json_agg(note) from accounts group by region order by region",
+        "select json_agg(a) from accounts a where id < 8",
+        "select json_agg(id) filter (where id > 50) from accounts",
+        "select json_agg(id) from accounts where id < 0",
+    ] {
+        let (got, want) = (answer(&c, sql).await, answer(&one, sql).await);
+        assert_eq!(got.len(), want.len(), "{sql}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.len(), w.len(), "{sql}");
+            for (gv, wv) in g.iter().zip(w) {
+                assert_eq!(
+                    sorted_elements(&one, gv).await,
+                    sorted_elements(&one, wv).await,
+                    "{sql}"
+                );
+                // Elements of a row type stand on lines of their own, as one server writes them.
+                if let (Some(gv), Some(wv)) = (gv, wv) {
+                    assert_eq!(gv.matches('\n').count(), wv.matches('\n').count(), "{sql}");
+                }
+            }
+        }
+    }
+    tc.drop_one_server(one, "one_json_agg").await;
+}
+
+/// What the gathering cannot answer as one server would is refused: a separator that differs
+/// by row, DISTINCT ordered by something else than the value, an unordered json_agg over a
+/// derived table (one server usually keeps the derived table's order), the call in a window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_the_gathering_cannot_answer_are_refused() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    for sql in [
+        "select string_agg(note, region order by id) from accounts",
+        "select array_agg(distinct note order by id) from accounts",
+        "select json_agg(n) from (select note n from accounts order by id) s",
+        "select id, string_agg(note, ',' order by id) over () from accounts",
+    ] {
+        match c.simple_query(sql).await {
+            Ok(m) => panic!("{sql}: answered {:?} instead of a refusal", rows(&m)),
+            Err(e) => assert_eq!(common::code(&e), "0A000", "{sql}: {e}"),
+        }
+    }
+}
+
+/// A JSON array's elements sorted by `one` (as jsonb, which ignores layout); any other value
+/// as it is.
+async fn sorted_elements(one: &tokio_postgres::Client, value: &Option<String>) -> Option<String> {
+    let v = value.as_ref()?;
+    if !v.starts_with('[') {
+        return Some(v.clone());
+    }
+    let sql =
+        "select (select jsonb_agg(e order by e) from jsonb_array_elements($1::text::jsonb) e)::text";
+    Some(one.query_one(sql, &[v]).await.unwrap().get(0))
+}
