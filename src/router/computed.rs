@@ -228,12 +228,21 @@ impl Parts<'_> {
                 return ControlFlow::Break(());
             }
         };
-        if let Some(Expr::Value(ValueWithSpan {
-            value: Value::Placeholder(p),
-            ..
-        })) = &g.separator
-        {
-            if self.read_param(p).is_break() {
+        let mut placeholders = Vec::new();
+        for c in &g.constants {
+            let _ = sqlparser::ast::visit_expressions(c, |e: &Expr| {
+                if let Expr::Value(ValueWithSpan {
+                    value: Value::Placeholder(p),
+                    ..
+                }) = e
+                {
+                    placeholders.push(p.clone());
+                }
+                ControlFlow::<()>::Continue(())
+            });
+        }
+        for p in placeholders {
+            if self.read_param(&p).is_break() {
                 return ControlFlow::Break(());
             }
         }
@@ -487,15 +496,14 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.parts.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            ["count(*)", "array_agg(y)", "array_agg(x)"]
+            ["count(*)", "array_agg(x)", "array_agg(y)"]
         );
         // Only the gathered arrays are put in the evaluation's order.
         assert_eq!((c.reordered, c.params), (vec![1, 2], vec![1]));
         assert!(
             c.template.starts_with(
-                "__shardgate_c4 || ': ' || (SELECT string_agg(__shardgate_v, $1 ORDER BY __shardgate_k0) \
-                 FROM (SELECT unnest(__shardgate_c5) AS __shardgate_k0, unnest(__shardgate_c6)"
-            ),
+                "__shardgate_c4 || ': ' || (SELECT string_agg(__shardgate_e0, $1 ORDER BY __shardgate_e1) \
+                 FROM (SELECT unnest(__shardgate_c5) AS __shardgate_e0, unnest(__shardgate_c6)"),
             "{}",
             c.template
         );

@@ -170,9 +170,9 @@ fn aggregate(rng: &mut Rng, q: &str) -> String {
     // ratio holds equal values written with different scales: its sum, average and distinct
     // count are determined, while which spelling a maximum or a group shows is not, on one
     // server either.
-    match rng.below(66) {
-        // Ordered and DISTINCT collection aggregates, evaluated once over the gathered values
-        // (ties broken by the key: the order is determined).
+    match rng.below(69) {
+        // Ordered, DISTINCT and ordered-set aggregates, evaluated once over the gathered
+        // values (ties broken by the key: the order is determined).
         62 => format!("string_agg({}, ',' order by {} desc)", c("note"), c("id")),
         63 => format!("array_agg(distinct {0} order by {0})", c("region")),
         64 => format!("jsonb_agg({} order by {})", c("balance"), c("id")),
@@ -182,6 +182,13 @@ fn aggregate(rng: &mut Rng, q: &str) -> String {
             c("owner"),
             c("id")
         ),
+        66 => format!(
+            "percentile_cont({}) within group (order by {})",
+            rng.pick(&["0.5", "0.1", "array[0.25, 0.75]"]),
+            c("balance")
+        ),
+        67 => format!("mode() within group (order by {})", c("region")),
+        68 => format!("jsonb_object_agg({}, {})", c("id"), c("owner")),
         // Variance and standard deviation: exact over integers and numerics, refused over
         // floats.
         58 => format!(

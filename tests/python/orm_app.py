@@ -13,11 +13,13 @@ import faulthandler
 # A hang in the proxy becomes a traceback and a failure, not a stuck CI run.
 faulthandler.dump_traceback_later(120, exit=True)
 import os
+import statistics
 import time
 from datetime import datetime
 
 from sqlalchemy import (BigInteger, DateTime, Enum, ForeignKey, Integer, Sequence, String,
                         and_, create_engine, func, select, text, union, union_all, update)
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, mapped_column, relationship,
                             selectinload)
@@ -160,6 +162,16 @@ def query(s, ids):
         func.sum(Order.amount) * 1.0 / func.count())).one()
     assert (str(rounded), n) == (f"{sum(amounts) / len(amounts):.2f}", len(amounts)), rounded
     assert round(float(ratio), 6) == round(sum(amounts) / len(amounts), 6), ratio
+    # Aggregates over every shard's values, evaluated once: a median (its fraction bound), the
+    # commonest state (ties go to the first in the enum's order), names in descending key order.
+    median = s.scalar(select(func.percentile_cont(0.5).within_group(Order.amount)))
+    assert median == statistics.median(amounts), median
+    counted = {st: sum(1 for i in range(CUSTOMERS) for j in range(ORDERS_EACH) if STATES[(i + j) % 3] == st)
+               for st in STATES}
+    commonest = min(DECLARED, key=lambda st: (-counted[st], DECLARED.index(st)))
+    assert s.scalar(select(func.mode().within_group(Order.state))) == commonest
+    names = s.scalar(select(func.array_agg(aggregate_order_by(Customer.name, Customer.id.desc()))))
+    assert names == [f"c{i}" for _, i in sorted(((ids[i], i) for i in range(CUSTOMERS)), reverse=True)], names
     per_tenant = s.execute(
         select(Customer.tenant_id, (func.max(Customer.balance) - func.min(Customer.balance))
                .label("spread"))

@@ -158,7 +158,8 @@ fn string_agg_joins_with_its_separator_given_or_bound() {
     };
     assert_eq!(parts, &[1, 2]);
     assert!(
-        template.starts_with("(SELECT string_agg(__shardgate_v, ',' ORDER BY __shardgate_k0 DESC)"),
+        template
+            .starts_with("(SELECT string_agg(__shardgate_e0, ',' ORDER BY __shardgate_e1 DESC)"),
         "{template}"
     );
     for sql in [
@@ -176,7 +177,7 @@ fn string_agg_joins_with_its_separator_given_or_bound() {
         ("select string_agg(owner, v) from accounts", "separator"),
         (
             "select string_agg(owner, v order by v) from accounts",
-            "separator",
+            "every row must share it",
         ),
         (
             "select json_agg(o) from (select owner o from accounts order by v) s",
