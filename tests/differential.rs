@@ -829,7 +829,7 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "select owner from accounts union select relname::text from pg_class",
         "select id from accounts union all select id from regions",
         "select id from accounts union all select count(*) from orders",
-        "select regr_count(id, region) from accounts",
+        "select bit_or(id::bit(8)) from accounts",
         "select distinct corr(id, region) from accounts",
         "select a.id, (select count(*) from orders o where o.amount = a.balance) from accounts a",
         "select (select max(a.balance)) from accounts a",

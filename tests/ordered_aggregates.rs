@@ -76,6 +76,50 @@ async fn ordered_and_distinct_calls_match_one_postgresql() {
     tc.drop_one_server(one, "one_ordered_agg").await;
 }
 
+/// The statistics of two variables, ranges, XML and hypothetical ranks are evaluated once over
+/// every shard's values: exactly one PostgreSQL's answer where its arithmetic is exact (counts,
+/// ranks, ranges, XML in the call's order), and for the double precision statistics within
+/// rounding of it (one server's last digits depend on the order it reads the rows in too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_ranges_xml_and_hypothetical_ranks_match_one_postgresql() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    let one = tc
+        .spread_beside_one(&c, SCHEMA, "accounts", "one_statistics")
+        .await;
+    for sql in [
+        "select region, regr_count(amount, id), rank(30) within group (order by id), \
+           dense_rank(3.0) within group (order by amount desc), percent_rank(3.0) within group (order by amount), \
+           cume_dist(20, 'n1') within group (order by id, note) from accounts group by region order by region",
+        "select range_agg(int4range(id::int, id::int + 2)), \
+           range_intersect_agg(int4range(id::int - 50, id::int + 50)) filter (where id between 10 and 40) from accounts",
+        "select region, xmlagg(('<n>' || id || '</n>')::xml order by id) from accounts where id < 20 group by region order by 1",
+    ] {
+        let want = answer(&one, sql).await;
+        assert_eq!(answer(&c, sql).await, want, "{sql}");
+        assert!(want.iter().flatten().all(Option::is_some), "{sql}: {want:?}");
+    }
+    for sql in [
+        "select region, corr(amount, id), covar_samp(id, amount), regr_slope(amount, id), \
+           regr_intercept(amount, id), regr_r2(amount, id) from accounts group by region order by region",
+        "select covar_pop(id, amount), regr_sxx(amount, id), regr_syy(amount, id), regr_sxy(amount, id), \
+           regr_avgx(amount, id), regr_avgy(amount, id) from accounts where id > 5",
+    ] {
+        let (got, want) = (answer(&c, sql).await, answer(&one, sql).await);
+        assert_eq!(got.len(), want.len(), "{sql}");
+        for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+            let (g, w) = (g.as_deref().unwrap(), w.as_deref().unwrap());
+            match (g.parse::<f64>(), w.parse::<f64>()) {
+                (Ok(g), Ok(w)) if !w.is_nan() => {
+                    assert!((g - w).abs() <= 1e-9 * w.abs().max(1.0), "{sql}: {g} vs {w}")
+                }
+                _ => assert_eq!(g, w, "{sql}"),
+            }
+        }
+    }
+    tc.drop_one_server(one, "one_statistics").await;
+}
+
 /// json_agg's separator depends on the values' type, so it is evaluated once over every
 /// shard's values rather than joined: the same elements as one PostgreSQL's, in an order
 /// neither promises, and for a row value the same layout; json_object_agg likewise.

@@ -2,7 +2,9 @@
 //! `string_agg(x, ', ' ORDER BY k)`, `array_agg(DISTINCT x)`, `jsonb_agg(x ORDER BY k DESC)`,
 //! json_agg, json_object_agg and jsonb_object_agg in any form (json_agg's separator between
 //! elements follows the values' type, so its partials do not concatenate as jsonb_agg's do),
-//! and the ordered-set aggregates `percentile_cont`, `percentile_disc` and `mode`.
+//! xmlagg, range_agg and range_intersect_agg, the statistics of two variables (corr, covar_*,
+//! regr_*), the ordered-set aggregates `percentile_cont`, `percentile_disc` and `mode`, and
+//! the hypothetical-set ones (`rank(v) WITHIN GROUP (ORDER BY x)`).
 //!
 //! The shards gather what the call reads per row instead: `array_agg` of each value argument
 //! and of each ORDER BY or WITHIN GROUP key, under the call's FILTER. The merge concatenates
@@ -41,11 +43,13 @@ pub struct Gathered {
     evaluated: Function,
 }
 
-/// How a call reads its arguments: which are one value per row (gathered) and which are one
-/// for every row (constants), by position.
+/// How a call reads its arguments: which are one value per row (gathered), by position; every
+/// other argument is one for every row (a constant).
 struct Reading {
     per_row: &'static [usize],
-    constant: &'static [usize],
+    /// How many arguments it takes (None: as many as its WITHIN GROUP keys, which PostgreSQL
+    /// checks).
+    arity: Option<usize>,
     /// Answered by gathering even without an order of their own.
     always: bool,
     /// An ordered-set aggregate: its values are its WITHIN GROUP keys.
@@ -53,23 +57,32 @@ struct Reading {
 }
 
 fn reading(name: &str) -> Option<Reading> {
-    let r = |per_row, constant, always, ordered_set| {
+    let r = |per_row, arity, always, ordered_set| {
         Some(Reading {
             per_row,
-            constant,
+            arity,
             always,
             ordered_set,
         })
     };
     match name {
         // Unordered, these concatenate as they are (see `Concatenation`).
-        "string_agg" => r(&[0], &[1], false, false),
-        "array_agg" | "jsonb_agg" => r(&[0], &[], false, false),
+        "string_agg" => r(&[0], Some(2), false, false),
+        "array_agg" | "jsonb_agg" => r(&[0], Some(1), false, false),
         // Their separators and layout follow the values' type: never concatenated.
-        "json_agg" => r(&[0], &[], true, false),
-        "json_object_agg" | "jsonb_object_agg" => r(&[0, 1], &[], true, false),
-        "percentile_cont" | "percentile_disc" => r(&[], &[0], true, true),
-        "mode" => r(&[], &[], true, true),
+        "json_agg" => r(&[0], Some(1), true, false),
+        "json_object_agg" | "jsonb_object_agg" => r(&[0, 1], Some(2), true, false),
+        "xmlagg" | "range_agg" | "range_intersect_agg" => r(&[0], Some(1), true, false),
+        // Over float8, accumulated row by row: the gathered rows, in the order the shards
+        // return them, are added up as one server scanning them in that order would.
+        "corr" | "covar_pop" | "covar_samp" | "regr_avgx" | "regr_avgy" | "regr_count"
+        | "regr_intercept" | "regr_r2" | "regr_slope" | "regr_sxx" | "regr_sxy" | "regr_syy" => {
+            r(&[0, 1], Some(2), true, false)
+        }
+        "percentile_cont" | "percentile_disc" => r(&[], Some(1), true, true),
+        "mode" => r(&[], Some(0), true, true),
+        // Hypothetical-set: the rank a row of the given values would have.
+        "rank" | "dense_rank" | "percent_rank" | "cume_dist" => r(&[], None, true, true),
         _ => None,
     }
 }
@@ -129,7 +142,7 @@ pub fn call(e: &Expr) -> Option<Result<Gathered, String>> {
             _ => return None,
         }
     }
-    if args.len() != reading.per_row.len() + reading.constant.len() {
+    if reading.arity.is_some_and(|n| n != args.len()) {
         return None;
     }
     Some(gathered(f, &args, &reading, distinct))
@@ -142,13 +155,14 @@ fn gathered(
     distinct: bool,
 ) -> Result<Gathered, String> {
     let call = Expr::Function(f.clone());
-    for &i in reading.constant {
-        if !constant(&args[i]) {
-            return Err(format!(
-                "{call} over several shards needs its argument {} written as a constant or bound as a value: every row must share it",
-                args[i]
-            ));
-        }
+    let constants: Vec<Expr> = (0..args.len())
+        .filter(|i| !reading.per_row.contains(i))
+        .map(|i| args[i].clone())
+        .collect();
+    if let Some(c) = constants.iter().find(|c| !constant(c)) {
+        return Err(format!(
+            "{call} over several shards needs its argument {c} written as a constant or bound as a value: every row must share it"
+        ));
     }
     let filter = f
         .filter
@@ -192,7 +206,6 @@ fn gathered(
     for k in &mut evaluated.within_group {
         k.expr = gather(&k.expr)?;
     }
-    let constants = reading.constant.iter().map(|&i| args[i].clone()).collect();
     let ordered = distinct
         || !evaluated.within_group.is_empty()
         || matches!(&evaluated.args, FunctionArguments::List(l) if !l.clauses.is_empty());
@@ -305,6 +318,24 @@ mod tests {
     }
 
     #[test]
+    fn statistics_and_hypothetical_ranks_gather_what_they_read() {
+        let g = gathered("corr(y, x) FILTER (WHERE x > 0)");
+        assert!(!g.ordered);
+        assert_eq!(
+            parts(&g),
+            [
+                "array_agg(y) FILTER (WHERE x > 0)",
+                "array_agg(x) FILTER (WHERE x > 0)"
+            ]
+        );
+        assert!(evaluated(&g).starts_with("(SELECT corr(__shardgate_e0, __shardgate_e1) FROM"));
+        let g = gathered("rank(3, 'b') WITHIN GROUP (ORDER BY a DESC, b)");
+        assert_eq!(parts(&g), ["array_agg(a)", "array_agg(b)"]);
+        assert_eq!(g.constants, [expr("3"), expr("'b'")]);
+        assert!(g.ordered);
+    }
+
+    #[test]
     fn json_calls_are_gathered_even_unordered_and_the_rest_is_left() {
         let g = gathered("json_agg(t)");
         assert!(!g.ordered);
@@ -318,6 +349,8 @@ mod tests {
             "array_agg(x)",
             "jsonb_agg(x)",
             "json_agg(x) OVER ()",
+            "rank() OVER (ORDER BY x)",
+            "corr(x)",
             "myschema.json_agg(x)",
             "\"json_agg\"(x)",
             "percentile_cont(0.5)",

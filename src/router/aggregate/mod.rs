@@ -9,8 +9,8 @@
 //! HAVING, ORDER BY, OFFSET and LIMIT are applied after the combination (a group can span
 //! shards, so none of them can be pushed down). Group columns and sort values the client did
 //! not select travel as hidden trailing columns. Variance and standard deviation are items
-//! computed over sums (`router::variance`); ordered, DISTINCT, JSON and ordered-set aggregates
-//! items computed over the gathered values (`router::gathered`). Any other aggregate or window call (PostgreSQL's
+//! computed over sums (`router::variance`); ordered, DISTINCT, JSON, statistical and
+//! ordered-set aggregates items computed over the gathered values (`router::gathered`). Any other aggregate or window call (PostgreSQL's
 //! or one the shards define, see `plan::may_combine_rows`) is refused, never passed through.
 
 mod kinds;
@@ -85,7 +85,7 @@ fn refuse(message: impl Into<String>, hint: &str) -> Plan {
     Plan::Reject(PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(hint))
 }
 
-const HINT: &str = "Supported across shards: count, sum, min, max, avg, bool_and, bool_or, every, string_agg, array_agg, jsonb_agg, json_agg and the object aggregates (ORDER BY or DISTINCT inside too), percentile_cont, percentile_disc and mode, and variance and stddev of integers and numerics, over plain GROUP BY expressions, simple HAVING comparisons with constants, ORDER BY on output columns. Or add a shard-key condition so the query runs on one shard.";
+const HINT: &str = "Supported across shards: count, sum, min, max, avg, bool_and, bool_or, every, string_agg, array_agg, jsonb_agg, json_agg and the object aggregates (ORDER BY or DISTINCT inside too), the ordered-set and hypothetical-set aggregates, corr, covar and regr_*, and variance and stddev of integers and numerics, over plain GROUP BY expressions, simple HAVING comparisons with constants, ORDER BY on output columns. Or add a shard-key condition so the query runs on one shard.";
 
 /// Plans a scattered aggregate (or DISTINCT) query.
 pub fn plan_aggregate(
