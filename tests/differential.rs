@@ -798,7 +798,6 @@ async fn same_results(consistency: Consistency) {
 async fn what_cannot_be_merged_exactly_is_refused() {
     let (_tc, _plain, p, _d) = setup().await;
     for sql in [
-        "select sum(distinct balance) from accounts",
         "select count(distinct (owner, region)) from accounts",
         "select string_agg(owner, owner order by id) from accounts",
         "select owner from accounts group by owner having sum(balance) > min(id)",

@@ -18,7 +18,8 @@ const SCHEMA: &str = "create type tier as enum ('gold', 'silver', 'bronze');
 /// Ordered calls give one PostgreSQL's answer exactly: the order inside the call, ties broken
 /// by a unique key, NULLs where they sort, FILTER, an empty group, an item computed over the
 /// call, a derived table, an enum key and a composite value; DISTINCT removes duplicates across
-/// shards; percentiles and modes are the whole group's, with fractions written or bound.
+/// shards, for sums, averages and variances too; percentiles and modes are the whole group's,
+/// with fractions written or bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordered_and_distinct_calls_match_one_postgresql() {
     let tc = TestCluster::start_unlike(3, "", TABLES).await;
@@ -40,6 +41,9 @@ async fn ordered_and_distinct_calls_match_one_postgresql() {
         "select region, coalesce(string_agg(note, ',' order by id), '-') || '!' as s from accounts group by region order by 1",
         "select string_agg(n, ',' order by n, i) from (select note n, id i from accounts) s",
         "select region, string_agg(note, ',' order by id), sum(amount), count(distinct note) from accounts group by region order by 1",
+        "select region, sum(distinct amount), avg(distinct amount), count(distinct amount), \
+           stddev(distinct id % 7), max(distinct note), bool_or(distinct id > 50) from accounts group by region order by 1",
+        "select sum(distinct amount) filter (where id > 30), var_samp(distinct amount) from accounts",
         "select region, percentile_cont(0.5) within group (order by amount), \
            percentile_disc(array[0.1, 0.9]) within group (order by id desc) from accounts group by region order by region",
         "select mode() within group (order by note), percentile_cont(0.25) within group (order by id) filter (where id > 10) from accounts",

@@ -1,5 +1,6 @@
 //! Aggregates whose answer is the whole group's, not a combination of the shards' answers:
 //! `string_agg(x, ', ' ORDER BY k)`, `array_agg(DISTINCT x)`, `jsonb_agg(x ORDER BY k DESC)`,
+//! `sum(DISTINCT x)` and the other combinable aggregates under DISTINCT,
 //! json_agg, json_object_agg and jsonb_object_agg in any form (json_agg's separator between
 //! elements follows the values' type, so its partials do not concatenate as jsonb_agg's do),
 //! xmlagg, range_agg and range_intersect_agg, the statistics of two variables (corr, covar_*,
@@ -69,6 +70,10 @@ fn reading(name: &str) -> Option<Reading> {
         // Unordered, these concatenate as they are (see `Concatenation`).
         "string_agg" => r(&[0], Some(2), false, false),
         "array_agg" | "jsonb_agg" => r(&[0], Some(1), false, false),
+        // Combined across shards unless DISTINCT (or an ORDER BY, which changes nothing).
+        "sum" | "avg" | "min" | "max" | "bit_and" | "bit_or" | "bit_xor" | "bool_and"
+        | "bool_or" | "every" | "stddev" | "stddev_pop" | "stddev_samp" | "variance"
+        | "var_pop" | "var_samp" => r(&[0], Some(1), false, false),
         // Their separators and layout follow the values' type: never concatenated.
         "json_agg" => r(&[0], Some(1), true, false),
         "json_object_agg" | "jsonb_object_agg" => r(&[0, 1], Some(2), true, false),
@@ -297,6 +302,9 @@ mod tests {
             "(SELECT pg_catalog.array_agg(DISTINCT __shardgate_e0 ORDER BY __shardgate_e0 DESC) FROM"
         ));
         assert!(gathered("string_agg(DISTINCT x, ',')").ordered);
+        let g = gathered("avg(DISTINCT x) FILTER (WHERE y)");
+        assert_eq!(parts(&g), ["array_agg(x) FILTER (WHERE y)"]);
+        assert!(evaluated(&g).starts_with("(SELECT avg(DISTINCT __shardgate_e0) FROM"));
         let other_key = call(&expr("array_agg(DISTINCT x ORDER BY y)")).unwrap();
         assert!(other_key.unwrap_err().contains("aggregated value itself"));
     }
@@ -355,6 +363,7 @@ mod tests {
             "\"json_agg\"(x)",
             "percentile_cont(0.5)",
             "sum(x)",
+            "count(DISTINCT x)",
             "string_agg(x)",
         ] {
             assert!(call(&expr(left)).is_none(), "{left}");

@@ -170,7 +170,7 @@ fn aggregate(rng: &mut Rng, q: &str) -> String {
     // ratio holds equal values written with different scales: its sum, average and distinct
     // count are determined, while which spelling a maximum or a group shows is not, on one
     // server either.
-    match rng.below(69) {
+    match rng.below(71) {
         // Ordered, DISTINCT and ordered-set aggregates, evaluated once over the gathered
         // values (ties broken by the key: the order is determined).
         62 => format!("string_agg({}, ',' order by {} desc)", c("note"), c("id")),
@@ -189,6 +189,12 @@ fn aggregate(rng: &mut Rng, q: &str) -> String {
         ),
         67 => format!("mode() within group (order by {})", c("region")),
         68 => format!("jsonb_object_agg({}, {})", c("id"), c("owner")),
+        69 => format!("sum(distinct {})", c("balance")),
+        70 => format!(
+            "avg(distinct {}) filter (where {})",
+            c("region"),
+            c("active")
+        ),
         // Variance and standard deviation: exact over integers and numerics, refused over
         // floats.
         58 => format!(

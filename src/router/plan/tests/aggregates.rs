@@ -46,10 +46,19 @@ fn aggregates_rewrite_avg_and_push_nothing_down() {
         ]
     );
     assert!(spec.single_group);
+    // Other DISTINCT aggregates gather their values (`router::gathered`).
     for sql in [
         "select sum(distinct v) from accounts",
         "select sum(distinct v) filter (where x > 1) from accounts",
+    ] {
+        let Plan::Scatter { merge, .. } = plan_sql(sql) else {
+            panic!("{sql}")
+        };
+        assert!(merge.aggregate.unwrap().computes(), "{sql}");
+    }
+    for sql in [
         "select v from accounts group by v having sum(x) > min(y)",
+        "select v from accounts group by v having sum(distinct x) > 1",
     ] {
         assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
     }
