@@ -41,6 +41,8 @@ async fn ordered_and_distinct_calls_match_one_postgresql() {
         "select region, coalesce(string_agg(note, ',' order by id), '-') || '!' as s from accounts group by region order by 1",
         "select string_agg(n, ',' order by n, i) from (select note n, id i from accounts) s",
         "select region, string_agg(note, ',' order by id), sum(amount), count(distinct note) from accounts group by region order by 1",
+        "select region, count(*) from accounts group by region having sum(distinct amount) > 10 \
+           order by string_agg(note, ',' order by id) desc",
         "select region, sum(distinct amount), avg(distinct amount), count(distinct amount), \
            stddev(distinct id % 7), max(distinct note), bool_or(distinct id > 50) from accounts group by region order by 1",
         "select sum(distinct amount) filter (where id > 30), var_samp(distinct amount) from accounts",
@@ -58,6 +60,10 @@ async fn ordered_and_distinct_calls_match_one_postgresql() {
             "{sql}: {want:?}"
         );
     }
+    // HAVING on a gathered call, under a count of the groups it keeps.
+    let sql = "select count(*) from (select region from accounts group by region \
+               having string_agg(note, ',' order by id desc) = 'n2,n5,n4,n0,n3,n6,n5,n1,n4,n0,n6,n2') s";
+    assert_eq!(answer(&c, sql).await, [[Some("1".to_string())]], "{sql}");
     // Every shard held values of each group, so a shard's own answer would show.
     let per_shard = tc
         .count_on_each_shard("select count(*) from accounts")

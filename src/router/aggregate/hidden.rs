@@ -113,7 +113,9 @@ pub(super) fn distinct_count(
 /// An item HAVING or ORDER BY reads that computes over aggregates and is not selected
 /// (`HAVING sum(x) / count(*) > 2`): a hidden column the merge fills as it fills a selected
 /// computed item, its parts hidden after it (an average's count after every part). A distinct
-/// count among the parts is refused. Returns the item's column.
+/// count among the parts is refused, and so are values gathered in no order of the
+/// evaluation's own (an unordered json_agg), whose FROM list is not judged here. Returns the
+/// item's column.
 pub(super) fn computed(
     e: &Expr,
     (q, params, placement): (
@@ -144,8 +146,13 @@ pub(super) fn computed(
         crate::router::computed::split(e, Some(&name), group_texts, at + 1, (q, params), &combined)
             .map_err(unsupported)?;
     let mut columns = Vec::with_capacity(c.parts.len());
-    for part in &c.parts {
+    for (i, part) in c.parts.iter().enumerate() {
         columns.push(match combined_kind(part) {
+            // Values the evaluation orders itself (`router::gathered`): whatever the FROM
+            // list, the order they are gathered in does not matter.
+            Ok(Some("array_agg")) if c.reordered.contains(&i) => {
+                AggColumn::Joined(super::Concatenation::Arrays)
+            }
             // Its sum here; the count (and float sum) after every part, since the template
             // reads the parts from consecutive columns.
             Ok(Some("avg")) => AggColumn::Sum,

@@ -391,6 +391,16 @@ pub fn plan_aggregate(
             if let Some(p) = items.iter().position(|(x, _)| x.to_string() == text) {
                 return Ok(p);
             }
+            // Gathered and evaluated after the merge, as a selected one is.
+            if super::gathered::answers(e) {
+                return hidden::computed(
+                    e,
+                    (q, params, placement),
+                    &group_texts,
+                    visible,
+                    (spec, hidden),
+                );
+            }
             let kind = combined_kind(e).map_err(unsupported)?;
             let col = match kind.map(|k| (k, spec::partial(k))) {
                 Some((_, Some(column))) => column,

@@ -50,6 +50,8 @@ fn aggregates_rewrite_avg_and_push_nothing_down() {
     for sql in [
         "select sum(distinct v) from accounts",
         "select sum(distinct v) filter (where x > 1) from accounts",
+        "select v from accounts group by v having sum(distinct x) > 1",
+        "select v from accounts group by v order by string_agg(owner, ',' order by x)",
     ] {
         let Plan::Scatter { merge, .. } = plan_sql(sql) else {
             panic!("{sql}")
@@ -58,7 +60,8 @@ fn aggregates_rewrite_avg_and_push_nothing_down() {
     }
     for sql in [
         "select v from accounts group by v having sum(x) > min(y)",
-        "select v from accounts group by v having sum(distinct x) > 1",
+        // Gathered in no order of the evaluation's own, from a derived table.
+        "select v from (select * from accounts order by x) s group by v having json_agg(owner)::text > ''",
     ] {
         assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
     }
@@ -452,7 +455,7 @@ fn counts_of_distinct_values_collect_them_across_shards() {
         "select count(*) from (select distinct owner, v from accounts limit 3) s",
         "select count(*) from (select distinct owner, v from accounts a join ledger l on l.amount = a.v) s",
         "select count(*) from (select distinct owner, count(*) from accounts) s",
-        "select count(*) from (select owner, count(*) from accounts group by owner having string_agg(owner, ',' order by v) > 'a') s",
+        "select count(*) from (select owner, count(*) from accounts group by owner having any_value(owner) > 'a') s",
         "select count(*) from (select owner, count(*) from accounts group by 3) s",
         "select count(*) from (select * from accounts group by owner) s",
         "select count(*) from (select distinct owner from accounts limit 3) s",
@@ -554,8 +557,8 @@ fn aggregates_the_merge_cannot_combine_are_named_as_such() {
             "any_value(x) over several shards",
         ),
         (
-            "select v from accounts group by v having string_agg(owner, ',' order by x) = 'a'",
-            "ordered aggregates, over several shards",
+            "select v from accounts group by v having any_value(owner) = 'a'",
+            "any_value(owner) over several shards",
         ),
         (
             "select count(*), any_value(v) from accounts",
