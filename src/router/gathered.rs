@@ -25,7 +25,7 @@
 
 use sqlparser::ast::{
     DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
-    FunctionArguments, Ident, ObjectNamePart,
+    FunctionArguments, Ident,
 };
 
 /// A call answered over its gathered values.
@@ -106,17 +106,8 @@ pub fn answers(e: &Expr) -> bool {
 /// the merge cannot answer, and why.
 pub fn call(e: &Expr) -> Option<Result<Gathered, String>> {
     let Expr::Function(f) = e else { return None };
-    let name = match f.name.0.as_slice() {
-        [ObjectNamePart::Identifier(n)] => n,
-        [ObjectNamePart::Identifier(schema), ObjectNamePart::Identifier(n)]
-            if schema.quote_style.is_none() && schema.value.eq_ignore_ascii_case("pg_catalog") =>
-        {
-            n
-        }
-        _ => return None,
-    };
-    let reading = reading(&name.value.to_ascii_lowercase())?;
-    if name.quote_style.is_some() || f.over.is_some() || f.null_treatment.is_some() {
+    let reading = reading(&crate::sql::catalog_function_name(&f.name)?)?;
+    if f.over.is_some() || f.null_treatment.is_some() {
         return None;
     }
     if reading.ordered_set == f.within_group.is_empty() {

@@ -17,9 +17,7 @@
 //! wrote it (`computed::never_evaluated`), double precision for a float argument, and the merge
 //! refuses a computed item whose value comes out of another type than described.
 
-use sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectNamePart, VisitMut, VisitorMut,
-};
+use sqlparser::ast::{Expr, FunctionArg, FunctionArgExpr, FunctionArguments, VisitMut, VisitorMut};
 use std::ops::ControlFlow;
 
 /// The function the merged sums are evaluated with.
@@ -55,23 +53,15 @@ fn kind(name: &str) -> Option<(bool, bool)> {
 }
 
 /// The call written over sums, if `e` is one this module writes: a plain call of one argument
-/// (a FILTER applies to each sum); DISTINCT, an ordering, OVER or WITHIN GROUP are left as
-/// written, for the planner to refuse.
+/// (a FILTER applies to each sum); DISTINCT and an ordering are left as written, for
+/// `router::gathered`, and OVER or WITHIN GROUP for the planner to refuse.
 fn over_sums(e: &Expr) -> Option<Expr> {
     let Expr::Function(f) = e else { return None };
-    let name = match f.name.0.as_slice() {
-        [ObjectNamePart::Identifier(n)] => n,
-        [ObjectNamePart::Identifier(schema), ObjectNamePart::Identifier(n)]
-            if schema.quote_style.is_none() && schema.value.eq_ignore_ascii_case("pg_catalog") =>
-        {
-            n
-        }
-        _ => return None,
-    };
-    if name.quote_style.is_some() || f.over.is_some() || !f.within_group.is_empty() {
+    let name = crate::sql::catalog_function_name(&f.name)?;
+    if f.over.is_some() || !f.within_group.is_empty() {
         return None;
     }
-    let (sample, root) = kind(&name.value.to_ascii_lowercase())?;
+    let (sample, root) = kind(&name)?;
     let FunctionArguments::List(list) = &f.args else {
         return None;
     };

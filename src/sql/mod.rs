@@ -67,6 +67,24 @@ pub fn identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// The name of a function as PostgreSQL's own (lowercase): unqualified or qualified by
+/// pg_catalog, and unquoted (a quoted name keeps its case, and may be a user's). None otherwise.
+pub fn catalog_function_name(name: &sqlparser::ast::ObjectName) -> Option<String> {
+    use sqlparser::ast::ObjectNamePart;
+    let n = match name.0.as_slice() {
+        [ObjectNamePart::Identifier(n)] => n,
+        [ObjectNamePart::Identifier(schema), ObjectNamePart::Identifier(n)]
+            if schema.quote_style.is_none() && schema.value.eq_ignore_ascii_case("pg_catalog") =>
+        {
+            n
+        }
+        _ => return None,
+    };
+    n.quote_style
+        .is_none()
+        .then(|| n.value.to_ascii_lowercase())
+}
+
 /// True for relations that live in the system catalogs (identical on every shard's server).
 pub fn is_catalog_relation(name: &str) -> bool {
     let lower = name.to_ascii_lowercase().replace('"', "");
@@ -206,5 +224,18 @@ mod tests {
         sorted.sort_unstable();
         assert_eq!(sorted, CATALOG_RELATIONS);
         assert!(!is_catalog_relation("accounts"));
+    }
+
+    #[test]
+    fn function_names_of_the_catalog_are_unquoted_and_unqualified_or_pg_catalog() {
+        let name = |sql: &str| match expression(sql).unwrap() {
+            sqlparser::ast::Expr::Function(f) => catalog_function_name(&f.name),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(name("Sum(x)").as_deref(), Some("sum"));
+        assert_eq!(name("PG_CATALOG.corr(x, y)").as_deref(), Some("corr"));
+        assert_eq!(name("\"sum\"(x)"), None);
+        assert_eq!(name("public.sum(x)"), None);
+        assert_eq!(name("\"pg_catalog\".sum(x)"), None);
     }
 }
