@@ -83,6 +83,19 @@ async fn ordered_and_distinct_calls_match_one_postgresql() {
     let want = read(one.query(sql, &[&"; ", &0.3f64]).await.unwrap());
     assert_eq!(want.len(), 4);
     assert_eq!(read(c.query(sql, &[&"; ", &0.3f64]).await.unwrap()), want);
+    // Evaluated on a shard other than the first, whose OIDs for the enum and the row type
+    // differ: binary arrays of both gathered from the shards holding the chosen keys alone.
+    let away: Vec<i64> = (1..=60).filter(|&id| tc.owner(id) != 0).collect();
+    let sql = "select region, array_agg(level order by level desc, id)::text[], \
+               json_agg(a order by id)::text from accounts a where id = any($1) group by region order by region";
+    let read = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, Vec<String>, String)> {
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    };
+    let want = read(one.query(sql, &[&away]).await.unwrap());
+    assert_eq!(want.len(), 4);
+    assert_eq!(read(c.query(sql, &[&away]).await.unwrap()), want);
     tc.drop_one_server(one, "one_ordered_agg").await;
 }
 
