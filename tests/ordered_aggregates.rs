@@ -38,6 +38,7 @@ async fn ordered_and_distinct_calls_match_one_postgresql() {
         "select jsonb_agg(note order by id), json_agg(amount order by id desc) from accounts where id < 20",
         "select region, json_agg(a order by a.id) from accounts a where id % 9 = 0 group by region order by 1",
         "select string_agg(note, ',' order by id) from accounts where id < 0",
+        "select region, string_agg('x', '' order by id) || count(*) as s from accounts group by region order by 1",
         "select region, coalesce(string_agg(note, ',' order by id), '-') || '!' as s from accounts group by region order by 1",
         "select string_agg(n, ',' order by n, i) from (select note n, id i from accounts) s",
         "select region, string_agg(note, ',' order by id), sum(amount), count(distinct note) from accounts group by region order by 1",

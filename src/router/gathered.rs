@@ -25,7 +25,7 @@
 
 use sqlparser::ast::{
     DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
-    FunctionArguments, Ident,
+    FunctionArguments, Ident, Value,
 };
 
 /// A call answered over its gathered values.
@@ -166,6 +166,18 @@ fn gathered(
         .map_or(String::new(), |c| format!(" FILTER (WHERE {c})"));
     let mut parts = Vec::new();
     let mut gather = |x: &Expr| -> Result<Expr, String> {
+        // A string literal the call would read as text is of no type to array_agg.
+        let x = match x {
+            Expr::Value(v)
+                if matches!(
+                    v.value,
+                    Value::SingleQuotedString(_) | Value::EscapedStringLiteral(_)
+                ) =>
+            {
+                format!("CAST({x} AS text)")
+            }
+            _ => x.to_string(),
+        };
         parts.push(
             crate::sql::expression(&format!("array_agg({x}){filter}"))
                 .map_err(|e| format!("{call} over several shards: {e}"))?,
@@ -282,6 +294,14 @@ mod tests {
             evaluated(&g),
             "(SELECT string_agg(__shardgate_e0, ', ' ORDER BY __shardgate_e1 DESC, __shardgate_e2 NULLS FIRST) \
              FROM (SELECT unnest(c0) AS __shardgate_e0, unnest(c1) AS __shardgate_e1, unnest(c2) AS __shardgate_e2) AS __shardgate_u)"
+        );
+    }
+
+    #[test]
+    fn a_string_literal_is_gathered_as_text() {
+        assert_eq!(
+            parts(&gathered("string_agg('x', ',' ORDER BY id)")),
+            ["array_agg(CAST('x' AS TEXT))", "array_agg(id)"]
         );
     }
 
