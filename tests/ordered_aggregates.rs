@@ -203,6 +203,18 @@ async fn forms_the_gathering_cannot_answer_are_refused() {
             Err(e) => assert_eq!(common::code(&e), "0A000", "{sql}: {e}"),
         }
     }
+    // Named by the client's call, not by what the shards would gather for it.
+    let e = c
+        .simple_query(
+            "select json_agg(t) from (select id, note from accounts where id < 30 order by id) t",
+        )
+        .await
+        .unwrap_err();
+    let message = common::db_error(&e).message().to_string();
+    assert!(
+        message.starts_with("json_agg(t) over a derived table"),
+        "{message}"
+    );
 }
 
 /// A JSON array's elements sorted by `one`, a JSON object as jsonb (both ignoring layout);

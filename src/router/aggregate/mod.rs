@@ -272,8 +272,13 @@ pub fn plan_aggregate(
                     // server, as its documentation says usually works; the shards' partials
                     // would not keep it.
                     if !reads_tables_only(select) && !reordered.contains(&i) {
+                        // A part is named by the client's item it serves.
+                        let item = computed
+                            .iter()
+                            .find(|(_, first, c)| (*first..first + c.parts.len()).contains(&i))
+                            .map_or(expr, |(at, _, _)| &items[*at].0);
                         return refuse(
-                            format!("{expr} over a derived table or function on several shards is not supported"),
+                            format!("{item} over a derived table or function on several shards is not supported"),
                             "Put the order inside the call (string_agg(x, ',' ORDER BY y)), or add a shard-key condition so the query runs on one shard.",
                         );
                     }
