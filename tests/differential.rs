@@ -823,7 +823,7 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "select id from accounts union select pg_backend_pid()",
         "select owner, round(avg(balance), 2) + score from accounts group by owner",
         "select count(*) * (select count(*) from regions) from accounts",
-        "select json_agg(o) from (select owner o from accounts order by id) s",
+        "select json_agg(o) from (select owner o from accounts) s",
         "select count(*) + extract(epoch from now()) from accounts",
         "select owner from accounts union select relname::text from pg_class",
         "select id from accounts union all select id from regions",

@@ -182,10 +182,38 @@ async fn json_agg_holds_every_shards_values_in_one_servers_layout() {
     tc.drop_one_server(one, "one_json_agg").await;
 }
 
+/// An aggregate reading an ordered derived table's rows in the order they come (as PostgREST's
+/// `json_agg(_postgrest_t)` does) gets them in that order: the derived table is answered first
+/// and the aggregate runs on one server over its rows, as one PostgreSQL would. That needs one
+/// snapshot, so inside a READ COMMITTED block it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_derived_table_feeds_its_aggregate_in_order() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    let one = tc
+        .spread_beside_one(&c, SCHEMA, "accounts", "one_fed_in_order")
+        .await;
+    for sql in [
+        "select json_agg(t) from (select id, note from accounts where id < 20 order by id desc) t",
+        "select string_agg(n, '|'), count(*) from (select note n from accounts where note is not null order by note desc, id) s",
+        "select coalesce(json_agg(t), '[]') from (select id from accounts where id < 0 order by id) t",
+    ] {
+        assert_eq!(answer(&c, sql).await, answer(&one, sql).await, "{sql}");
+    }
+    c.batch_execute("begin").await.unwrap();
+    let e = c
+        .simple_query("select json_agg(t) from (select id from accounts order by id) t")
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), "0A000", "{e}");
+    c.batch_execute("rollback").await.unwrap();
+    tc.drop_one_server(one, "one_fed_in_order").await;
+}
+
 /// What the gathering cannot answer as one server would is refused: a separator that differs
 /// by row, DISTINCT ordered by something else than the value, an unordered json_agg over a
-/// derived table (one server usually keeps the derived table's order), the call in a window,
-/// a fraction that differs by row.
+/// derived table that is not ordered (the order rows come in then is no one's), the call in a
+/// window, a fraction that differs by row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forms_the_gathering_cannot_answer_are_refused() {
     let tc = TestCluster::start_unlike(3, "", TABLES).await;
@@ -194,7 +222,7 @@ async fn forms_the_gathering_cannot_answer_are_refused() {
     for sql in [
         "select string_agg(note, region order by id) from accounts",
         "select array_agg(distinct note order by id) from accounts",
-        "select json_agg(n) from (select note n from accounts order by id) s",
+        "select json_agg(n) from (select note n from accounts) s",
         "select id, string_agg(note, ',' order by id) over () from accounts",
         "select percentile_disc(amount / 10) within group (order by id) from accounts",
     ] {
@@ -205,9 +233,7 @@ async fn forms_the_gathering_cannot_answer_are_refused() {
     }
     // Named by the client's call, not by what the shards would gather for it.
     let e = c
-        .simple_query(
-            "select json_agg(t) from (select id, note from accounts where id < 30 order by id) t",
-        )
+        .simple_query("select json_agg(t) from (select id, note from accounts where id < 30) t")
         .await
         .unwrap_err();
     let message = common::db_error(&e).message().to_string();

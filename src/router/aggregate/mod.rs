@@ -77,6 +77,12 @@ fn reads_tables_only(select: &Select) -> bool {
     })
 }
 
+/// How the refusal of an aggregate reading rows in the order they come from a derived table
+/// ends: the executor answers such a derived table first when it is ordered (see
+/// `uncorrelated::derived::fed_in_order`).
+pub const OVER_DERIVED: &str =
+    " over a derived table or function on several shards is not supported";
+
 fn unsupported(message: String) -> PgError {
     PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(HINT)
 }
@@ -278,7 +284,7 @@ pub fn plan_aggregate(
                             .find(|(_, first, c)| (*first..first + c.parts.len()).contains(&i))
                             .map_or(expr, |(at, _, _)| &items[*at].0);
                         return refuse(
-                            format!("{item} over a derived table or function on several shards is not supported"),
+                            format!("{item}{OVER_DERIVED}"),
                             "Put the order inside the call (string_agg(x, ',' ORDER BY y)), or add a shard-key condition so the query runs on one shard.",
                         );
                     }

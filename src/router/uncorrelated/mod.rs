@@ -41,7 +41,9 @@ use std::ops::ControlFlow;
 /// Whether the planner refused a statement for a subquery that the executor may answer by
 /// running it first.
 pub fn answered_first(refusal: &PgError) -> bool {
-    refusal.message == super::subquery::UNTIED || refusal.message == super::subquery::UNTIED_NOT_IN
+    refusal.message == super::subquery::UNTIED
+        || refusal.message == super::subquery::UNTIED_NOT_IN
+        || refusal.message.ends_with(super::aggregate::OVER_DERIVED)
 }
 
 /// Whether the executor may answer a statement the planner refused in parts: subqueries
@@ -127,10 +129,19 @@ pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
         ctes: Vec<String>,
         /// The candidate being walked through (its insides are answered with it).
         inside: Option<*const ()>,
+        /// Ordered derived tables whose rows an aggregate of the query around them reads in
+        /// the order they come (see `derived::fed_in_order`).
+        fed_in_order: Vec<*const ()>,
         found: Vec<Candidate>,
     }
     impl Visitor for Walk<'_> {
         type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            if let Some(t) = derived::fed_in_order(q) {
+                self.fed_in_order.push(t as *const TableFactor as *const ());
+            }
+            ControlFlow::Continue(())
+        }
         fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
             if self.inside.is_some() {
                 return ControlFlow::Continue(());
@@ -159,7 +170,11 @@ pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
             if self.inside.is_some() {
                 return ControlFlow::Continue(());
             }
-            let Some(query) = derived::merged(t, self.placement) else {
+            let fed = self
+                .fed_in_order
+                .contains(&(t as *const TableFactor as *const ()));
+            let merged = derived::merged(t, self.placement);
+            let Some(query) = merged.or_else(|| fed.then(|| derived::query(t)).flatten()) else {
                 return ControlFlow::Continue(());
             };
             if relations(query, self.placement).sharded.is_empty()
@@ -194,6 +209,7 @@ pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
         kept,
         ctes: cte_names(q),
         inside: None,
+        fed_in_order: Vec::new(),
         found: Vec::new(),
     };
     let _ = q.visit(&mut walk);
