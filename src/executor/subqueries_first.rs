@@ -227,7 +227,9 @@ impl Exec<'_> {
                 true
             }
             _ => {
-                if self.txn_isolation().await? == Isolation::ReadCommitted {
+                if self.txn_isolation().await? == Isolation::ReadCommitted
+                    && !uncorrelated::one_read_when_answered_first(&q)
+                {
                     return Ok(Err(self.error(
                         &PgError::error(
                             sqlstate::FEATURE_NOT_SUPPORTED,

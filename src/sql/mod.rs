@@ -8,6 +8,7 @@ pub mod builtin_types;
 mod catalog_operators;
 pub mod clock;
 pub mod pure_functions;
+pub mod row_order;
 mod shape;
 pub mod signal_call;
 mod split;

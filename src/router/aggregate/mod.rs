@@ -77,12 +77,6 @@ fn reads_tables_only(select: &Select) -> bool {
     })
 }
 
-/// How the refusal of an aggregate reading rows in the order they come from a derived table
-/// ends: the executor answers such a derived table first when it is ordered (see
-/// `uncorrelated::derived::fed_in_order`).
-pub const OVER_DERIVED: &str =
-    " over a derived table or function on several shards is not supported";
-
 fn unsupported(message: String) -> PgError {
     PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(HINT)
 }
@@ -103,6 +97,14 @@ pub fn plan_aggregate(
     params: &super::params::Params,
     placement: &crate::placement::Placement,
 ) -> Plan {
+    // Its derived table is read first and the statement run on one shard over its rows, in
+    // their order (`router::uncorrelated`), whatever else the statement holds.
+    if crate::sql::row_order::fed_in_order(q).is_some() {
+        return refuse(
+            super::subquery::FED_IN_ORDER,
+            "Put the order inside the call (json_agg(t ORDER BY id)), or add a shard-key condition so the query runs on one shard.",
+        );
+    }
     let (group_exprs, grouping) = match &select.group_by {
         GroupByExpr::Expressions(e, mods) if mods.is_empty() => match grouping_sets::flatten(e) {
             Ok(flat) => flat,
@@ -284,7 +286,7 @@ pub fn plan_aggregate(
                             .find(|(_, first, c)| (*first..first + c.parts.len()).contains(&i))
                             .map_or(expr, |(at, _, _)| &items[*at].0);
                         return refuse(
-                            format!("{item}{OVER_DERIVED}"),
+                            format!("{item} over a derived table or function on several shards is not supported"),
                             "Put the order inside the call (string_agg(x, ',' ORDER BY y)), or add a shard-key condition so the query runs on one shard.",
                         );
                     }

@@ -31,6 +31,10 @@ use std::ops::ControlFlow;
 
 /// The refusal of a subquery over sharded tables that no shard answers alone.
 pub const UNTIED: &str = "a sharded table inside a subquery is not supported here";
+/// The planner's answer to an aggregate reading an ordered derived table's rows in their
+/// order, which the executor answers by reading that table first (`router::uncorrelated`, see `sql::row_order`).
+pub const FED_IN_ORDER: &str =
+    "aggregating the rows of an ordered derived table in their order over several shards is not supported";
 /// The refusal of NOT IN over a sharded table not tied by the key.
 pub const UNTIED_NOT_IN: &str =
     "NOT IN (subquery over a sharded table) is not supported on several shards";

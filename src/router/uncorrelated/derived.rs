@@ -11,15 +11,14 @@ use crate::placement::Placement;
 use crate::router::plan::has_own_aggregate_or_window;
 use crate::router::subquery::{grouped_by_key, output_exprs};
 use sqlparser::ast::{
-    CastKind, DataType, Expr, FunctionArguments, GroupByExpr, Parens, Query, SelectItem, SetExpr,
-    TableFactor, Value,
+    CastKind, DataType, Expr, GroupByExpr, Parens, Query, SetExpr, TableFactor, Value,
 };
 
 /// The query of a derived table (not LATERAL) whose rows are not each shard's own: one that
 /// limits its rows, or groups, aggregates, windows or removes duplicates other than by the
 /// shard key (those the merge makes of every shard's rows).
 pub(super) fn merged<'t>(t: &'t TableFactor, placement: &Placement) -> Option<&'t Query> {
-    let subquery = query(t)?;
+    let subquery = crate::sql::row_order::derived_query(t)?;
     if subquery.limit_clause.is_some() || subquery.fetch.is_some() {
         return Some(subquery);
     }
@@ -32,64 +31,6 @@ pub(super) fn merged<'t>(t: &'t TableFactor, placement: &Placement) -> Option<&'
         || output_exprs(subquery, s).any(|e| has_own_aggregate_or_window(e, s, placement));
     (combines && !grouped_by_key(subquery, placement)).then_some(subquery)
 }
-
-/// The query of derived table `t` (not LATERAL).
-pub(super) fn query(t: &TableFactor) -> Option<&Query> {
-    match t {
-        TableFactor::Derived {
-            lateral: false,
-            subquery,
-            ..
-        } => Some(subquery),
-        _ => None,
-    }
-}
-
-/// The one derived table `q` reads, when it is ordered and `q` aggregates its rows in the
-/// order they come: string_agg, array_agg, the JSON aggregates or xmlagg without an order or
-/// DISTINCT of their own (`SELECT json_agg(t) FROM (SELECT ... ORDER BY id) t`, as PostgREST
-/// writes). One server feeds the aggregate the rows in the derived table's order, which the
-/// shards' partials would not keep; answered first, the rows come in that order.
-pub(super) fn fed_in_order(q: &Query) -> Option<&TableFactor> {
-    let SetExpr::Select(s) = q.body.as_ref() else {
-        return None;
-    };
-    let [only] = s.from.as_slice() else {
-        return None;
-    };
-    let ordered = query(&only.relation).is_some_and(|d| d.order_by.is_some());
-    if !ordered || !only.joins.is_empty() {
-        return None;
-    }
-    let in_row_order = |e: &Expr| {
-        let Expr::Function(f) = e else { return None };
-        let name = crate::sql::catalog_function_name(&f.name)?;
-        let plain = match &f.args {
-            FunctionArguments::List(l) => l.clauses.is_empty() && l.duplicate_treatment.is_none(),
-            _ => false,
-        };
-        (plain && f.over.is_none() && ROW_ORDER_AGGREGATES.contains(&name.as_str())).then_some(())
-    };
-    let items = s.projection.iter().filter_map(|i| match i {
-        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
-        _ => None,
-    });
-    let reads = items
-        .chain(s.having.as_ref())
-        .any(|e| crate::sql::first_expression(e, in_row_order).is_some());
-    reads.then_some(&only.relation)
-}
-
-/// Aggregates whose answer lists the values in the order they are fed.
-const ROW_ORDER_AGGREGATES: &[&str] = &[
-    "array_agg",
-    "json_agg",
-    "json_object_agg",
-    "jsonb_agg",
-    "jsonb_object_agg",
-    "string_agg",
-    "xmlagg",
-];
 
 /// The derived table `t` as VALUES of `answer`'s rows.
 pub(super) fn replacement(t: &TableFactor, answer: &Answer) -> Result<TableFactor, PgError> {
@@ -254,37 +195,6 @@ mod tests {
         assert!(!merged(
             "select * from lateral (select id from accounts limit 3) a"
         ));
-    }
-
-    #[test]
-    fn an_ordered_derived_table_is_answered_first_for_an_aggregate_reading_its_order() {
-        let fed = |sql: &str| match sqlparser::parser::Parser::parse_sql(
-            &sqlparser::dialect::PostgreSqlDialect {},
-            sql,
-        )
-        .unwrap()
-        .remove(0)
-        {
-            sqlparser::ast::Statement::Query(q) => fed_in_order(&q).is_some(),
-            other => panic!("{other:?}"),
-        };
-        assert!(fed(
-            "select json_agg(t) from (select * from accounts order by id) t"
-        ));
-        assert!(fed(
-            "select coalesce(string_agg(o, ','), '') from (select owner o from accounts order by id) s"
-        ));
-        assert!(fed("select id from (select * from accounts order by id) t having array_agg(id) is not null"));
-        // Not ordered, ordered inside the call, joined, or an aggregate that keeps no order.
-        for sql in [
-            "select json_agg(t) from (select * from accounts) t",
-            "select json_agg(t order by id) from (select * from accounts order by id) t",
-            "select array_agg(distinct id) from (select * from accounts order by id) t",
-            "select json_agg(t) from (select * from accounts order by id) t, countries c",
-            "select count(*) from (select * from accounts order by id) t",
-        ] {
-            assert!(!fed(sql), "{sql}");
-        }
     }
 
     #[test]

@@ -43,7 +43,14 @@ use std::ops::ControlFlow;
 pub fn answered_first(refusal: &PgError) -> bool {
     refusal.message == super::subquery::UNTIED
         || refusal.message == super::subquery::UNTIED_NOT_IN
-        || refusal.message.ends_with(super::aggregate::OVER_DERIVED)
+        || refusal.message == super::subquery::FED_IN_ORDER
+}
+
+/// Whether `q`, with its CTEs put in place, is an aggregate over an ordered derived table
+/// that, answered first, leaves nothing else to read (see `sql::row_order::fed_in_order`): one read,
+/// so a READ COMMITTED transaction block may have it answered first too.
+pub fn one_read_when_answered_first(q: &Query) -> bool {
+    crate::sql::row_order::reads_only_its_fed_table(&ctes_inlined(q.clone()))
 }
 
 /// Whether the executor may answer a statement the planner refused in parts: subqueries
@@ -130,14 +137,14 @@ pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
         /// The candidate being walked through (its insides are answered with it).
         inside: Option<*const ()>,
         /// Ordered derived tables whose rows an aggregate of the query around them reads in
-        /// the order they come (see `derived::fed_in_order`).
+        /// the order they come (see `sql::row_order::fed_in_order`).
         fed_in_order: Vec<*const ()>,
         found: Vec<Candidate>,
     }
     impl Visitor for Walk<'_> {
         type Break = ();
         fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
-            if let Some(t) = derived::fed_in_order(q) {
+            if let Some(t) = crate::sql::row_order::fed_in_order(q) {
                 self.fed_in_order.push(t as *const TableFactor as *const ());
             }
             ControlFlow::Continue(())
@@ -174,7 +181,10 @@ pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
                 .fed_in_order
                 .contains(&(t as *const TableFactor as *const ()));
             let merged = derived::merged(t, self.placement);
-            let Some(query) = merged.or_else(|| fed.then(|| derived::query(t)).flatten()) else {
+            let Some(query) = merged.or_else(|| {
+                fed.then(|| crate::sql::row_order::derived_query(t))
+                    .flatten()
+            }) else {
                 return ControlFlow::Continue(());
             };
             if relations(query, self.placement).sharded.is_empty()
