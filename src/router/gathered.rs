@@ -97,14 +97,34 @@ fn column(n: usize) -> Ident {
     Ident::new(format!("__shardgate_e{n}"))
 }
 
-/// Whether `e` is a call this module answers or refuses (see `call`).
+/// Whether `e` is a call this module answers or refuses (see `call`), told from its form
+/// alone, without building its gathering.
 pub fn answers(e: &Expr) -> bool {
-    call(e).is_some()
+    form(e).is_some()
 }
 
 /// The gathering of call `e`, if it is one this module answers; Err: a form of such a call
 /// the merge cannot answer, and why.
 pub fn call(e: &Expr) -> Option<Result<Gathered, String>> {
+    let (f, reading, distinct) = form(e)?;
+    let args: Vec<Expr> = match &f.args {
+        FunctionArguments::List(list) => list
+            .args
+            .iter()
+            .filter_map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => Some(x.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some(gathered(f, &args, &reading, distinct))
+}
+
+/// The call, how it reads its arguments and whether it is DISTINCT, if `e` is a call this
+/// module gathers: a known aggregate, not a window, with an order, DISTINCT or WITHIN GROUP
+/// (or one always gathered), its arguments unnamed and as many as it takes.
+fn form(e: &Expr) -> Option<(&Function, Reading, bool)> {
     let Expr::Function(f) = e else { return None };
     let reading = reading(&crate::sql::catalog_function_name(&f.name)?)?;
     if f.over.is_some() || f.null_treatment.is_some() {
@@ -116,7 +136,7 @@ pub fn call(e: &Expr) -> Option<Result<Gathered, String>> {
     let FunctionArguments::List(list) = &f.args else {
         // `mode()` has no arguments.
         return match (reading.ordered_set, &f.args) {
-            (true, FunctionArguments::None) => Some(gathered(f, &[], &reading, false)),
+            (true, FunctionArguments::None) => Some((f, reading, false)),
             _ => None,
         };
     };
@@ -131,17 +151,14 @@ pub fn call(e: &Expr) -> Option<Result<Gathered, String>> {
     if !(ordered || distinct || reading.always) {
         return None;
     }
-    let mut args = Vec::with_capacity(list.args.len());
-    for a in &list.args {
-        match a {
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => args.push(x.clone()),
-            _ => return None,
-        }
-    }
-    if reading.arity.is_some_and(|n| n != args.len()) {
+    let unnamed = list
+        .args
+        .iter()
+        .all(|a| matches!(a, FunctionArg::Unnamed(FunctionArgExpr::Expr(_))));
+    if !unnamed || reading.arity.is_some_and(|n| n != list.args.len()) {
         return None;
     }
-    Some(gathered(f, &args, &reading, distinct))
+    Some((f, reading, distinct))
 }
 
 fn gathered(
