@@ -28,6 +28,7 @@
 use super::merge::scatter_request;
 use super::rebind::rebind;
 use super::session::{Exec, Step, R};
+use crate::backend::catalog::type_oids::is_user;
 use crate::error::{sqlstate, PgError};
 use crate::placement::HOME;
 use crate::protocol::inspect;
@@ -43,9 +44,12 @@ pub const SUBQUERY_BYTES: usize = 16 << 20;
 /// Subqueries inside subqueries are answered from the inside out, this deep at most.
 const DEPTH: usize = 4;
 
-/// Float types, whose text is exact only with `extra_float_digits` of 1 or more.
-const FLOAT4: u32 = 700;
-const FLOAT8: u32 = 701;
+/// Types whose text writes floats, exact only with `extra_float_digits` of 1 or more: float4,
+/// float8, their arrays, and the geometric types (point, lseg, path, box, polygon, line,
+/// circle) with theirs.
+const FLOAT_TEXT: [u32; 18] = [
+    700, 701, 1021, 1022, 600, 601, 602, 603, 604, 628, 718, 1017, 1018, 1019, 1020, 1027, 629, 719,
+];
 
 /// Why a subquery could not be answered.
 pub(super) enum Unanswered {
@@ -285,17 +289,15 @@ impl Exec<'_> {
         let mut found = Vec::new();
         let mut q = uncorrelated::ctes_inlined(q);
         for c in uncorrelated::candidates(&q, &self.placement) {
-            let answer = match Box::pin(self.answer_of(c.query.clone(), bound, depth)).await? {
+            let mut answer = match Box::pin(self.answer_of(c.query.clone(), bound, depth)).await? {
                 Ok(a) => a,
                 Err(e) => return Ok(Err(e)),
             };
-            if answer
-                .columns
-                .iter()
-                .any(|c| matches!(c.1, FLOAT4 | FLOAT8))
-                && !matches!(c.kind, uncorrelated::Kind::Exists { .. })
-                && !self.floats_exact().await?
-            {
+            let exists = matches!(c.kind, uncorrelated::Kind::Exists { .. });
+            if !exists {
+                self.name_types(&mut answer).await;
+            }
+            if !exists && self.may_hold_floats(&answer).await && !self.floats_exact().await? {
                 self.error(
                     &PgError::error(
                         sqlstate::FEATURE_NOT_SUPPORTED,
@@ -464,6 +466,46 @@ impl Exec<'_> {
     }
 
     /// Whether the session's float text reads back as the same value.
+    /// Names the answer's column types that `type_text` does not know (types created in the
+    /// database, as the first shard, whose OIDs the columns carry, names them; built-in ones
+    /// outside its table), so that its values can be written back as literals every shard
+    /// reads as that type. A type not found stays unnamed: its column is refused.
+    async fn name_types(&mut self, answer: &mut Answer) {
+        let Some(catalog) = self.catalog else {
+            return;
+        };
+        for i in 0..answer.columns.len() {
+            let oid = answer.columns[i].1;
+            if oid == 0 || answer.column_type(i).is_some() {
+                continue;
+            }
+            match catalog.cast_name(HOME, oid).await {
+                Ok(Some(name)) => answer.named_types.push((oid, name)),
+                Ok(None) => {}
+                Err(e) => tracing::debug!("naming type {oid} of a subquery's answer: {e}"),
+            }
+        }
+    }
+
+    /// Whether a column's text may hold a float (one of `FLOAT_TEXT`, or a type created in
+    /// the database other than an enum).
+    async fn may_hold_floats(&self, answer: &Answer) -> bool {
+        for &(_, oid, _) in &answer.columns {
+            let possible = match oid {
+                _ if FLOAT_TEXT.contains(&oid) => true,
+                _ if is_user(oid) => match self.catalog {
+                    Some(catalog) => !catalog.is_enum(HOME, oid).await.unwrap_or(false),
+                    None => true,
+                },
+                _ => false,
+            };
+            if possible {
+                return true;
+            }
+        }
+        false
+    }
+
     async fn floats_exact(&mut self) -> R<bool> {
         let (values, _) = self.query_values(HOME, "SHOW extra_float_digits").await?;
         Ok(values

@@ -117,6 +117,24 @@ impl Catalog {
         Ok(Some(labels))
     }
 
+    /// Type `oid` of `shard` as a cast names it on any shard: schema-qualified, quoted where
+    /// needed, an array as its element type's name with `[]` (`None`: no such type, or a
+    /// pseudo-type such as `record`, whose text no input reads).
+    pub async fn cast_name(&self, shard: usize, oid: u32) -> Result<Option<String>, String> {
+        self.value(
+            shard,
+            "select case when t.typcategory = 'A' and e.oid is not null \
+                then format('%I.%I[]', en.nspname, e.typname) \
+                else format('%I.%I', n.nspname, t.typname) end \
+             from pg_type t join pg_namespace n on n.oid = t.typnamespace \
+             left join pg_type e on e.oid = t.typelem and e.typarray = t.oid \
+             left join pg_namespace en on en.oid = e.typnamespace \
+             where t.oid = $1::text::oid and t.typtype <> 'p'",
+            &oid.to_string(),
+        )
+        .await
+    }
+
     async fn type_name(&self, shard: usize, oid: u32) -> Result<Option<String>, String> {
         if let Some(n) = self.types.names.get(&(shard, oid)) {
             return Ok(Some(n));

@@ -5,7 +5,7 @@
 //! literal of its column's type. The statement then reads it as it reads a reference table's
 //! rows: whole on whichever shard runs it.
 
-use super::{folded, refusal, type_text, Answer};
+use super::{folded, refusal, Answer};
 use crate::error::PgError;
 use crate::placement::Placement;
 use crate::router::plan::has_own_aggregate_or_window;
@@ -46,7 +46,7 @@ pub(super) fn replacement(t: &TableFactor, answer: &Answer) -> Result<TableFacto
     let mut names = Vec::new();
     let mut compared = Vec::new();
     let mut types = Vec::new();
-    for (i, (name, oid, typmod)) in answer.columns.iter().enumerate() {
+    for (i, (name, oid, _)) in answer.columns.iter().enumerate() {
         match alias.as_ref().and_then(|a| a.columns.get(i)) {
             Some(c) => {
                 names.push(c.name.to_string());
@@ -57,9 +57,9 @@ pub(super) fn replacement(t: &TableFactor, answer: &Answer) -> Result<TableFacto
                 compared.push(name.clone());
             }
         }
-        let Some(ty) = type_text(*oid, *typmod) else {
+        let Some(ty) = answer.column_type(i) else {
             return Err(refusal(format!(
-                "a derived table over several shards whose column {name} is of a type created in the database (OID {oid}) is not supported"
+                "a derived table over several shards whose column {name} is of a type the proxy cannot name on every shard (OID {oid}) is not supported"
             )));
         };
         types.push(ty);
@@ -163,6 +163,7 @@ mod tests {
                 .iter()
                 .map(|r| r.iter().map(|v| v.map(str::to_string)).collect())
                 .collect(),
+            named_types: vec![],
         }
     }
 

@@ -107,6 +107,24 @@ pub struct Candidate {
 pub struct Answer {
     pub columns: Vec<(String, u32, i32)>,
     pub rows: Vec<Vec<Option<String>>>,
+    /// The columns' types `type_text` does not know (created in the database, or built-in
+    /// types outside its table), by OID (as the first shard numbers them, which the columns'
+    /// OIDs are) and schema-qualified name, which every shard resolves to its own OID for the
+    /// same type.
+    pub named_types: Vec<(u32, String)>,
+}
+
+impl Answer {
+    /// Column `i`'s type as a cast names it (`None`: a type whose name is not known).
+    pub fn column_type(&self, i: usize) -> Option<String> {
+        let &(_, oid, typmod) = self.columns.get(i)?;
+        type_text(oid, typmod).or_else(|| {
+            self.named_types
+                .iter()
+                .find(|(o, _)| *o == oid)
+                .map(|(_, name)| name.clone())
+        })
+    }
 }
 
 /// A reading statement with its WITH queries put in place as the derived tables they stand
@@ -373,14 +391,14 @@ pub fn replacement(c: &Candidate, answer: &Answer) -> Result<Site, PgError> {
 }
 
 fn value_replacement(kind: Kind, expr: &Expr, answer: &Answer) -> Result<Expr, PgError> {
-    let [(_, oid, typmod)] = answer.columns.as_slice() else {
+    let [(_, oid, _)] = answer.columns.as_slice() else {
         return Err(refusal(
             "a subquery over several shards that returns other than one column is not supported",
         ));
     };
-    let Some(ty) = type_text(*oid, *typmod) else {
+    let Some(ty) = answer.column_type(0) else {
         return Err(refusal(format!(
-            "a subquery over several shards whose column is of a type created in the database (OID {oid}) is not supported"
+            "a subquery over several shards whose column is of a type the proxy cannot name on every shard (OID {oid}) is not supported"
         )));
     };
     let column = || answer.rows.iter().map(|r| r.first().cloned().flatten());
@@ -688,6 +706,7 @@ mod tests {
         Answer {
             columns: vec![("max".into(), oid, typmod)],
             rows: rows.iter().map(|v| vec![v.map(str::to_string)]).collect(),
+            named_types: vec![],
         }
     }
 
@@ -784,11 +803,30 @@ mod tests {
         let c = &candidates(&q, &placement())[0];
         let two = Answer {
             columns: vec![("a".into(), 23, -1), ("b".into(), 23, -1)],
-            rows: vec![],
+            ..Answer::default()
         };
         assert_eq!(replacement(c, &two).unwrap_err().code, "0A000");
         assert!(replacement(c, &answer(16390, -1, &[])).is_err());
         assert!(replacement(c, &answer(1007, -1, &[])).is_err());
+    }
+
+    #[test]
+    fn a_type_created_in_the_database_is_written_by_the_name_it_was_given() {
+        let mut mood = answer(16390, -1, &[Some("ok")]);
+        mood.named_types = vec![(16390, "\"Odd\".\"Mood\"".into())];
+        assert_eq!(
+            replaced(
+                "select id from accounts where m = (select max(m) from orders)",
+                &mood
+            ),
+            "SELECT id FROM accounts WHERE m = CAST('ok' AS \"Odd\".\"Mood\")"
+        );
+        // An array of it compared with IN would read as one array of its elements.
+        let mut moods = answer(16389, -1, &[Some("{ok}")]);
+        moods.named_types = vec![(16389, "public.mood[]".into())];
+        let q = query("select id from accounts where m in (select ms from orders)");
+        let c = &candidates(&q, &placement())[0];
+        assert_eq!(replacement(c, &moods).unwrap_err().code, "0A000");
     }
 
     #[test]
