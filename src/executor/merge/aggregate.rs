@@ -92,7 +92,7 @@ pub fn check(
             SortColumn::Position(p) => p.checked_sub(1).and_then(|i| fields.get(i)),
             SortColumn::Name(_) => None,
         } {
-            value::supported(f.type_oid, f.format).map_err(unsupported)?;
+            value::supported(f.type_oid).map_err(unsupported)?;
         }
     }
     for (i, (f, col)) in fields.iter().zip(&spec.columns).enumerate() {
@@ -108,10 +108,10 @@ pub fn check(
                 oid::INT8 | oid::NUMERIC | oid::FLOAT4 | oid::FLOAT8 | oid::INTERVAL
             ),
             AggColumn::Min | AggColumn::Max => {
-                enums.contains_key(&i) || value::supported(f.type_oid, f.format).is_ok()
+                enums.contains_key(&i) || value::supported(f.type_oid).is_ok()
             }
             AggColumn::DistinctValue { .. } => {
-                ONE_SPELLING.contains(&f.type_oid) || value::supported(f.type_oid, f.format).is_ok()
+                ONE_SPELLING.contains(&f.type_oid) || value::supported(f.type_oid).is_ok()
             }
             AggColumn::CountDistinct { .. } => f.type_oid == oid::INT8,
             AggColumn::Joined(how) => super::joined::fits(how, f),

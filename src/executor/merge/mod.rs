@@ -372,7 +372,7 @@ async fn resolve_keys(
     for k in &merge.order {
         let column = key_column(&fields, k)?;
         let f = &fields[column];
-        let labels = match value::supported(f.type_oid, f.format) {
+        let labels = match value::supported(f.type_oid) {
             Ok(()) => None,
             Err(why) => match enums::order_of(exec, shards, f.type_oid).await? {
                 Some(order) => Some(order),

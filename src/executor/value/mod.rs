@@ -51,8 +51,8 @@ pub enum SortValue {
     Wide(i128),
 }
 
-/// Whether the merge can sort on this type in this format; the text is the reason if not.
-pub fn supported(type_oid: u32, format: i16) -> Result<(), String> {
+/// Whether the merge can sort on this type (in either format); the text is the reason if not.
+pub fn supported(type_oid: u32) -> Result<(), String> {
     use oid::*;
     let ok = matches!(
         type_oid,
@@ -75,11 +75,15 @@ pub fn supported(type_oid: u32, format: i16) -> Result<(), String> {
             | TIMETZ
             | NUMERIC
     );
-    let _ = format;
     if ok {
         Ok(())
     } else {
-        Err(format!("sorting rows from several shards on a column of type OID {type_oid} ({}) is not supported", if format == 0 { "text" } else { "binary" }))
+        let name = crate::sql::builtin_types::name_of(type_oid)
+            .map(|n| format!("{n} (OID {type_oid})"))
+            .unwrap_or_else(|| format!("OID {type_oid}"));
+        Err(format!(
+            "sorting rows from several shards on a column of type {name} is not supported"
+        ))
     }
 }
 
@@ -412,7 +416,7 @@ mod tests {
         let a = decode(oid::INT8, 1, Some(&(-5i64).to_be_bytes())).unwrap();
         let b = decode(oid::INT8, 1, Some(&3i64.to_be_bytes())).unwrap();
         assert_eq!(compare(&a, &b), Ordering::Less);
-        assert!(supported(oid::NUMERIC, 1).is_ok());
-        assert!(supported(9999, 0).is_err());
+        assert!(supported(oid::NUMERIC).is_ok());
+        assert!(supported(9999).is_err());
     }
 }
