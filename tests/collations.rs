@@ -183,3 +183,50 @@ async fn text_computed_from_a_table_found_through_the_search_path_is_judged_by_i
     )
     .await;
 }
+
+/// A subquery or derived table answered first (read through the merge, then written back into
+/// the statement as literals) keeps each column's collation: the statement then sorts, groups
+/// and compares those values as one PostgreSQL compares the column's. Text computed from
+/// columns, whose collation the description does not tell, is refused where the table holds
+/// other collations than the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_written_back_keep_their_columns_collations() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    c.batch_execute(&format!(
+        "{COLLATION}; create table notes {TABLE}; insert into notes {ROWS}"
+    ))
+    .await
+    .unwrap();
+    let one = oracle(&tc).await;
+    for sql in [
+        // Linguistic order: 'Zebra' last, not first.
+        "select label, id from (select label, id from notes order by id limit 10) s order by label, id",
+        "select l from (select label l, count(*) from notes group by label) s order by l",
+        "select min(l), max(l) from (select label l from notes order by id desc limit 9) s",
+        // Case-insensitive equality: 'Red', 'red' and 'RED' one group.
+        "select t, count(*) from (select tag t from notes order by id limit 12) s group by t order by 2",
+        "select count(*) from (select tag from notes order by id limit 12) s where tag = 'rEd'",
+        // Under the default collation, as before.
+        "select b, count(*) from (select body b from notes order by id limit 11) s group by b order by b",
+        // A subquery's value compared with a constant, under the column's collation.
+        "select count(*) from notes where 'Zebra' < (select label from notes order by id limit 1)",
+        "select id, (select label from notes order by id desc limit 1) < 'b' as x from notes where id < 3 order by id",
+        "select id from notes where 'Red' in (select tag from notes order by id limit 3) and id < 4 order by id",
+        "select count(*) from notes where 'apple' > any (select label from notes order by id desc limit 2)",
+    ] {
+        assert_eq!(answer(&c, sql).await, answer(&one, sql).await, "{sql}");
+    }
+    for sql in [
+        "select u from (select upper(label) u from notes order by id limit 5) s order by u",
+        "select b from (select body || '' b from notes order by id limit 5) s order by b",
+    ] {
+        refused(&c, sql).await;
+    }
+    drop(one);
+    tc.direct(0)
+        .await
+        .batch_execute("drop database collation_oracle with (force)")
+        .await
+        .unwrap();
+}

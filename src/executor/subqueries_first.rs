@@ -25,13 +25,16 @@
 //! (renumbered, see `keep_used_params`), and the portal runs the rewritten statement as a read
 //! the proxy carries out, with the rest of the client's parameters.
 
+use super::merge::collation::{self, Use};
 use super::merge::scatter_request;
 use super::rebind::rebind;
 use super::session::{Exec, Step, R};
+use super::value;
 use crate::backend::catalog::type_oids::is_user;
 use crate::error::{sqlstate, PgError};
 use crate::placement::HOME;
 use crate::protocol::inspect;
+use crate::protocol::inspect::FieldDesc;
 use crate::router::params::Params;
 use crate::router::plan::{keep_used_params, plan, Plan};
 use crate::router::uncorrelated::{self, unmatched, Answer};
@@ -297,6 +300,12 @@ impl Exec<'_> {
             if !exists {
                 self.name_types(&mut answer).await;
             }
+            if !exists {
+                if let Err(e) = self.keep_collations(&mut answer, &c.query).await {
+                    self.error(&e);
+                    return Ok(Err(Unanswered::Told));
+                }
+            }
             if !exists && self.may_hold_floats(&answer).await && !self.floats_exact().await? {
                 self.error(
                     &PgError::error(
@@ -424,8 +433,9 @@ impl Exec<'_> {
             let body = &frame[5..];
             match head[0] {
                 b'T' => {
-                    answer.columns = inspect::row_description(body)
-                        .unwrap_or_default()
+                    let fields = inspect::row_description(body).unwrap_or_default();
+                    answer.origins = fields.iter().map(|f| (f.table_oid, f.column)).collect();
+                    answer.columns = fields
                         .into_iter()
                         .map(|f| (f.name, f.type_oid, f.typmod))
                         .collect();
@@ -465,7 +475,6 @@ impl Exec<'_> {
         }
     }
 
-    /// Whether the session's float text reads back as the same value.
     /// Names the answer's column types that `type_text` does not know (types created in the
     /// database, as the first shard, whose OIDs the columns carry, names them; built-in ones
     /// outside its table), so that its values can be written back as literals every shard
@@ -487,6 +496,65 @@ impl Exec<'_> {
         }
     }
 
+    /// Text written back as literals compares under its type's collation (the database's
+    /// default for text), where the statement would compare the subquery's values under the
+    /// column's. A column straight from a table's column keeps that column's collation
+    /// (`Answer::collations`); text computed from columns is refused when the subquery's
+    /// tables hold any collation the default would not stand for, as text a merged item
+    /// evaluates again is (see `merge::collation`).
+    async fn keep_collations(&mut self, answer: &mut Answer, q: &Query) -> Result<(), PgError> {
+        let Some(catalog) = self.catalog else {
+            return Ok(());
+        };
+        let mut scope = None;
+        for (i, (name, oid, typmod)) in answer.columns.iter().enumerate() {
+            let text = value::is_text(*oid) || value::is_text_array(*oid);
+            // Only these may have a collation of their own (a domain's is its type's).
+            if !text && !is_user(*oid) {
+                continue;
+            }
+            match answer.origins.get(i).copied().unwrap_or((0, 0)) {
+                (table, column) if table != 0 && column > 0 => {
+                    let clause = catalog
+                        .column_collation_clause(HOME, table, column)
+                        .await
+                        .map_err(|e| {
+                            PgError::error(
+                                sqlstate::FEATURE_NOT_SUPPORTED,
+                                format!("cannot tell the collation of column {name}: {e}"),
+                            )
+                        })?;
+                    if let Some(clause) = clause {
+                        answer.collations.push((i, clause));
+                    }
+                }
+                _ if text => {
+                    let scope = scope.get_or_insert_with(|| {
+                        crate::router::plan::text_scope(
+                            &Statement::Query(Box::new(q.clone())),
+                            &self.placement,
+                        )
+                    });
+                    let field = FieldDesc {
+                        name: name.clone(),
+                        table_oid: 0,
+                        column: 0,
+                        type_oid: *oid,
+                        typmod: *typmod,
+                        format: 0,
+                    };
+                    if let Some(e) =
+                        collation::problem(self, &[field], &[(0, Use::Evaluated)], scope).await
+                    {
+                        return Err(e);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Whether a column's text may hold a float (one of `FLOAT_TEXT`, or a type created in
     /// the database other than an enum).
     async fn may_hold_floats(&self, answer: &Answer) -> bool {
@@ -506,6 +574,7 @@ impl Exec<'_> {
         false
     }
 
+    /// Whether the session's float text reads back as the same value.
     async fn floats_exact(&mut self) -> R<bool> {
         let (values, _) = self.query_values(HOME, "SHOW extra_float_digits").await?;
         Ok(values

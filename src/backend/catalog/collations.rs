@@ -67,12 +67,16 @@ pub struct Collations {
     /// (shard, table name) → the collations its columns and the database's domains use (None:
     /// no such table).
     tables: Cache<(usize, String), Dated<Option<Vec<Collation>>>>,
+    /// (shard, table OID, attribute number) → the collation the column has other than its
+    /// type's, schema-qualified (None: its type's own, or none).
+    clauses: Cache<(usize, u32, i16), Dated<Option<String>>>,
 }
 
 impl Collations {
     pub fn forget(&self) {
         self.columns.clear();
         self.tables.clear();
+        self.clauses.clear();
     }
 }
 
@@ -110,6 +114,40 @@ impl Catalog {
             .columns
             .insert(key, (collation.clone(), Instant::now()));
         Ok(collation)
+    }
+
+    /// The collation column `column` of table `table_oid` on `shard` has other than its type's
+    /// own, as a COLLATE clause names it (`pg_catalog."und-x-icu"`): what a value of the
+    /// column written as a literal of its type needs to compare as the column's do. None: the
+    /// type's own collation, or none.
+    pub async fn column_collation_clause(
+        &self,
+        shard: usize,
+        table_oid: u32,
+        column: i16,
+    ) -> Result<Option<String>, String> {
+        let key = (shard, table_oid, column);
+        if let Some((known, at)) = self.collations.clauses.get(&key) {
+            if at.elapsed() < FRESH {
+                return Ok(known);
+            }
+        }
+        let clause = self
+            .value(
+                shard,
+                "select format('%I.%I', n.nspname, c.collname) from pg_attribute a \
+                 join pg_type t on t.oid = a.atttypid \
+                 join pg_collation c on c.oid = a.attcollation \
+                 join pg_namespace n on n.oid = c.collnamespace \
+                 where a.attrelid = split_part($1, '/', 1)::oid \
+                 and a.attnum = split_part($1, '/', 2)::int2 and a.attcollation <> t.typcollation",
+                &format!("{table_oid}/{column}"),
+            )
+            .await?;
+        self.collations
+            .clauses
+            .insert(key, (clause.clone(), Instant::now()));
+        Ok(clause)
     }
 
     /// Every collation that columns of `table` or any domain of the database use on `shard`:

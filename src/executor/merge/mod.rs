@@ -15,7 +15,7 @@
 //! order.
 
 mod aggregate;
-mod collation;
+pub(super) mod collation;
 mod computed;
 mod encode;
 mod enums;

@@ -327,6 +327,11 @@ fn reads_sequence_values(stmt: &Statement) -> Option<Plan> {
     })
 }
 
+/// Where text merged or written back from `stmt`'s rows may take its collation from.
+pub fn text_scope(stmt: &Statement, placement: &Placement) -> TextScope {
+    text_scope::of(stmt, placement)
+}
+
 /// Plans one parsed statement.
 pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
     let mut planned = plan_statement(stmt, placement, params);

@@ -11,7 +11,7 @@ use crate::placement::Placement;
 use crate::router::plan::has_own_aggregate_or_window;
 use crate::router::subquery::{grouped_by_key, output_exprs};
 use sqlparser::ast::{
-    CastKind, DataType, Expr, GroupByExpr, Parens, Query, SetExpr, TableFactor, Value,
+    CastKind, DataType, Expr, GroupByExpr, ObjectName, Parens, Query, SetExpr, TableFactor, Value,
 };
 
 /// The query of a derived table (not LATERAL) whose rows are not each shard's own: one that
@@ -73,7 +73,18 @@ pub(super) fn replacement(t: &TableFactor, answer: &Answer) -> Result<TableFacto
             "a derived table over several shards with two columns named {twice} is not supported"
         )));
     }
-    let nulls: Vec<String> = types.iter().map(|t| format!("CAST(NULL AS {t})")).collect();
+    // A column's own collation, where it differs from its type's, goes with its values: the
+    // statement compares them as it would compare the column's.
+    let nulls: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(
+            |(i, t)| match answer.collations.iter().find(|(c, _)| *c == i) {
+                Some((_, collation)) => format!("CAST(NULL AS {t}) COLLATE {collation}"),
+                None => format!("CAST(NULL AS {t})"),
+            },
+        )
+        .collect();
     let body = if answer.rows.is_empty() {
         format!("(SELECT {} WHERE false)", nulls.join(", "))
     } else {
@@ -105,21 +116,42 @@ pub(super) fn replacement(t: &TableFactor, answer: &Answer) -> Result<TableFacto
         })?;
     if let TableFactor::Derived { subquery, .. } = &mut table {
         if let SetExpr::Values(values) = subquery.body.as_mut() {
-            let data_types: Vec<DataType> = values.rows[0]
+            // Each column's type, and its collation if one is named.
+            let written: Vec<(DataType, Option<ObjectName>)> = values.rows[0]
                 .iter()
                 .filter_map(|e| match e {
-                    Expr::Cast { data_type, .. } => Some(data_type.clone()),
+                    Expr::Cast { data_type, .. } => Some((data_type.clone(), None)),
+                    Expr::Collate { expr, collation } => match expr.as_ref() {
+                        Expr::Cast { data_type, .. } => {
+                            Some((data_type.clone(), Some(collation.clone())))
+                        }
+                        _ => None,
+                    },
                     _ => None,
                 })
                 .collect();
+            if written.len() != answer.columns.len() {
+                return Err(refusal(
+                    "a derived table's rows could not be written back into the statement",
+                ));
+            }
             values.rows = answer
                 .rows
                 .iter()
                 .map(|row| {
                     Parens::with_empty_span(
                         row.iter()
-                            .zip(&data_types)
-                            .map(|(v, t)| cast(v.as_deref(), t))
+                            .zip(&written)
+                            .map(|(v, (t, collation))| {
+                                let value = cast(v.as_deref(), t);
+                                match collation {
+                                    Some(c) => Expr::Collate {
+                                        expr: Box::new(value),
+                                        collation: c.clone(),
+                                    },
+                                    None => value,
+                                }
+                            })
                             .collect(),
                     )
                 })
@@ -163,7 +195,7 @@ mod tests {
                 .iter()
                 .map(|r| r.iter().map(|v| v.map(str::to_string)).collect())
                 .collect(),
-            named_types: vec![],
+            ..Answer::default()
         }
     }
 

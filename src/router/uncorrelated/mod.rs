@@ -112,6 +112,12 @@ pub struct Answer {
     /// OIDs are) and schema-qualified name, which every shard resolves to its own OID for the
     /// same type.
     pub named_types: Vec<(u32, String)>,
+    /// Each column's table OID and attribute number, as the first shard numbers them, when it
+    /// comes straight from a table's column (0 otherwise).
+    pub origins: Vec<(u32, i16)>,
+    /// The columns whose values compare under a collation other than their type's, and that
+    /// collation as a COLLATE clause names it: a derived table's rows written back carry it.
+    pub collations: Vec<(usize, String)>,
 }
 
 impl Answer {
@@ -402,15 +408,31 @@ fn value_replacement(kind: Kind, expr: &Expr, answer: &Answer) -> Result<Expr, P
         )));
     };
     let column = || answer.rows.iter().map(|r| r.first().cloned().flatten());
+    // The column's own collation, where it differs from its type's. A subquery's output
+    // column carries its collation into the statement as an implicit one, which a COLLATE
+    // written beside the value would make explicit (and win over the other side's): so the
+    // value is selected under it, as the subquery selected it.
+    let collation = answer
+        .collations
+        .iter()
+        .find(|(c, _)| *c == 0)
+        .map(|(_, name)| name.as_str());
+    let collated = |text: String| match collation {
+        Some(c) => format!("(SELECT {text} COLLATE {c})"),
+        None => text,
+    };
     let text = match kind {
         Kind::Scalar => match answer.rows.len() {
-            0 => format!("CAST(NULL AS {ty})"),
-            1 => typed(column().next().flatten().as_deref(), &ty),
+            0 => collated(format!("CAST(NULL AS {ty})")),
+            1 => collated(typed(column().next().flatten().as_deref(), &ty)),
             _ => {
                 // Two rows: PostgreSQL's own error, where it would evaluate the subquery.
                 let two: Vec<String> = column()
                     .take(2)
-                    .map(|v| format!("({})", typed(v.as_deref(), &ty)))
+                    .map(|v| match collation {
+                        Some(c) => format!("({} COLLATE {c})", typed(v.as_deref(), &ty)),
+                        None => format!("({})", typed(v.as_deref(), &ty)),
+                    })
                     .collect();
                 format!(
                     "(SELECT v FROM (VALUES {}) AS shardgate_rows (v))",
@@ -425,7 +447,12 @@ fn value_replacement(kind: Kind, expr: &Expr, answer: &Answer) -> Result<Expr, P
                 ));
             }
             let values: Vec<Option<String>> = column().collect();
-            format!("CAST({} AS {ty}[])", quoted(&array_text(&values)))
+            let array = format!("CAST({} AS {ty}[])", quoted(&array_text(&values)));
+            match collation {
+                // In an expression, not a subquery alone, which ANY would compare row by row.
+                Some(_) => format!("COALESCE({})", collated(array)),
+                None => array,
+            }
         }
         Kind::Exists { .. } | Kind::Derived => unreachable!("answered by `replacement`"),
     };
@@ -706,7 +733,7 @@ mod tests {
         Answer {
             columns: vec![("max".into(), oid, typmod)],
             rows: rows.iter().map(|v| vec![v.map(str::to_string)]).collect(),
-            named_types: vec![],
+            ..Answer::default()
         }
     }
 
@@ -827,6 +854,21 @@ mod tests {
         let q = query("select id from accounts where m in (select ms from orders)");
         let c = &candidates(&q, &placement())[0];
         assert_eq!(replacement(c, &moods).unwrap_err().code, "0A000");
+    }
+
+    #[test]
+    fn a_value_keeps_its_columns_collation_as_an_implicit_one() {
+        let mut label = answer(25, -1, &[Some("apple")]);
+        label.collations = vec![(0, "pg_catalog.\"und-x-icu\"".into())];
+        assert_eq!(
+            replaced("select id from accounts where 'Z' < (select max(m) from orders)", &label),
+            "SELECT id FROM accounts WHERE 'Z' < (SELECT CAST('apple' AS pg_catalog.text) COLLATE pg_catalog.\"und-x-icu\")"
+        );
+        // Under ANY, an expression: a subquery alone would be compared row by row.
+        assert_eq!(
+            replaced("select id from accounts where 'Z' in (select m from orders)", &label),
+            "SELECT id FROM accounts WHERE 'Z' = ANY(COALESCE((SELECT CAST('{\"apple\"}' AS pg_catalog.text[]) COLLATE pg_catalog.\"und-x-icu\")))"
+        );
     }
 
     #[test]
