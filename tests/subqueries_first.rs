@@ -425,3 +425,58 @@ async fn answers_of_types_the_database_created_are_written_back_by_name() {
         .await;
     b.stop().await;
 }
+
+/// Windows not partitioned by the shard key, over one table: its rows (those a WHERE without
+/// function calls keeps) are read first, and one server computes the windows over them, as
+/// it would over the table: ranks per region, running sums, named windows, the top rows per
+/// region through a derived table, bound values, and inside a READ COMMITTED block (one read).
+/// Joined tables keep the refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_over_one_tables_rows_read_first() {
+    let b = start("one_first_windows").await;
+    for sql in [
+        "select id, region, rank() over (partition by region order by balance desc, id) from accounts order by id",
+        "select id, row_number() over (order by score desc nulls last, id) rn, \
+           sum(balance) over (partition by region order by id rows between 1 preceding and current row) \
+           from accounts where balance > 20 order by id limit 15",
+        "select * from (select id, region, row_number() over (partition by region order by balance desc, id) rn \
+           from accounts) s where rn <= 2 order by region, rn",
+        "select owner, lag(balance) over w, lead(id) over w from accounts a where a.id < 30 \
+           window w as (partition by owner order by id) order by id",
+        "select id, dense_rank() over (partition by length(owner) order by region) from accounts \
+           where length(owner) > 3 and id % 2 = 0 order by id",
+    ] {
+        b.same(sql).await;
+    }
+    // Bound, as drivers send it.
+    let sql = "select id::text, (rank() over (partition by region order by balance, id))::text \
+               from accounts where id > $1 order by id";
+    let want: Vec<(String, String)> = b
+        .one
+        .query(sql, &[&40i64])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let got: Vec<(String, String)> =
+        b.c.query(sql, &[&40i64])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+    assert_eq!(got, want);
+    assert_eq!(want.len(), 20);
+    // One read: a READ COMMITTED block may have it.
+    b.c.batch_execute("begin").await.unwrap();
+    b.same("select id, ntile(3) over (partition by region order by id) from accounts order by id")
+        .await;
+    b.c.batch_execute("commit").await.unwrap();
+    b.refused(
+        "select a.id, rank() over (partition by a.region order by o.amount) from accounts a \
+         join orders o on o.account_id = a.id",
+    )
+    .await;
+    b.stop().await;
+}

@@ -235,7 +235,7 @@ impl Exec<'_> {
             }
             _ => {
                 if self.txn_isolation().await? == Isolation::ReadCommitted
-                    && !uncorrelated::one_read_when_answered_first(&q)
+                    && !uncorrelated::one_read_when_answered_first(&q, &self.placement)
                 {
                     return Ok(Err(self.error(
                         &PgError::error(

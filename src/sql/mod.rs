@@ -13,6 +13,7 @@ mod shape;
 pub mod signal_call;
 mod split;
 mod tokens;
+pub mod window_rows;
 pub use catalog_operators::catalog_operators_plain;
 pub use shape::{shape_into, shape_of, Shape};
 pub use split::{

@@ -222,7 +222,7 @@ pub(super) fn plan_scatter(
     if let Some(numbered) = super::numbering::numbered(q, select) {
         let (rewritten, numbers) = match numbered {
             Ok(n) => n,
-            Err(refusal) => return *refusal,
+            Err(refusal) => return super::windows::read_first(q, placement).unwrap_or(*refusal),
         };
         let SetExpr::Select(s) = rewritten.body.as_ref() else {
             return refuse(

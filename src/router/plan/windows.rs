@@ -50,10 +50,30 @@ pub(super) fn refusal(q: &Query, select: &Select, placement: &Placement) -> Opti
     if let Some(ob) = &q.order_by {
         each_window(&ob.kind, &mut |spec| every &= partitioned(spec));
     }
-    (!every).then(|| {
+    if every {
+        return None;
+    }
+    Some(read_first(q, placement).unwrap_or_else(|| {
         refuse(
             "window functions over several shards must be partitioned by the shard key of the first table",
             "PARTITION BY the shard key (each shard then holds whole partitions), or add a shard-key condition so the query runs on one shard.",
+        )
+    }))
+}
+
+/// The executor's cue to read the table's rows first, when `q`'s windows are over one sharded
+/// table's rows that can be (see `sql::window_rows`).
+pub(super) fn read_first(q: &Query, placement: &Placement) -> Option<Plan> {
+    let sharded = |n: &ObjectName| {
+        matches!(
+            placement.rule(&n.to_string()),
+            Some(TableRule::Sharded { .. })
+        )
+    };
+    crate::sql::window_rows::read_first(q, &sharded).map(|_| {
+        refuse(
+            crate::router::subquery::WINDOW_ROWS,
+            "Run it outside a READ COMMITTED transaction block, PARTITION BY the shard key, or add a shard-key condition so the query runs on one shard.",
         )
     })
 }

@@ -35,6 +35,11 @@ pub const UNTIED: &str = "a sharded table inside a subquery is not supported her
 /// order, which the executor answers by reading that table first (`router::uncorrelated`, see `sql::row_order`).
 pub const FED_IN_ORDER: &str =
     "aggregating the rows of an ordered derived table in their order over several shards is not supported";
+/// The planner's answer to windows over one sharded table's rows that the shards cannot
+/// compute alone, which the executor answers by reading those rows first (see
+/// `sql::window_rows`).
+pub const WINDOW_ROWS: &str =
+    "window functions over several shards not partitioned by the shard key are answered over the table's rows read first, which is not possible here";
 /// The refusal of NOT IN over a sharded table not tied by the key.
 pub const UNTIED_NOT_IN: &str =
     "NOT IN (subquery over a sharded table) is not supported on several shards";

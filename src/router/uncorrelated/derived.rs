@@ -34,8 +34,11 @@ pub(super) fn merged<'t>(t: &'t TableFactor, placement: &Placement) -> Option<&'
 
 /// The derived table `t` as VALUES of `answer`'s rows.
 pub(super) fn replacement(t: &TableFactor, answer: &Answer) -> Result<TableFactor, PgError> {
-    let TableFactor::Derived { alias, .. } = t else {
-        return Err(refusal("only a derived table is answered as rows"));
+    // A table whose rows a window needs read first goes by its own name when it has no alias.
+    let (alias, own_name) = match t {
+        TableFactor::Derived { alias, .. } => (alias, None),
+        TableFactor::Table { name, alias, .. } => (alias, name.0.last().map(|n| n.to_string())),
+        _ => return Err(refusal("only a derived table is answered as rows")),
     };
     if answer.columns.is_empty() {
         return Err(refusal(
@@ -93,7 +96,9 @@ pub(super) fn replacement(t: &TableFactor, answer: &Answer) -> Result<TableFacto
     };
     let alias_name = alias
         .as_ref()
-        .map_or_else(|| "shardgate_rows".to_string(), |a| a.name.to_string());
+        .map(|a| a.name.to_string())
+        .or(own_name)
+        .unwrap_or_else(|| "shardgate_rows".to_string());
     let text = format!(
         "SELECT * FROM {body} AS {alias_name} ({})",
         names.join(", ")

@@ -10,7 +10,8 @@
 //! - `[NOT] EXISTS (subquery)` becomes true or false;
 //! - a derived table that limits its rows (`FROM (SELECT ... ORDER BY ... LIMIT 10) s`) or
 //!   combines them across shards (grouped, aggregated or DISTINCT other than by the key)
-//!   becomes a VALUES list of them (`derived`).
+//!   becomes a VALUES list of them (`derived`); so does a table whose rows a window of the
+//!   query around it needs from every shard (`sql::window_rows`), under the table's name.
 //!
 //! "Refers to nothing outside": every qualified column names a table of the subquery itself.
 //! An unqualified name PostgreSQL resolves inside first, so a subquery that runs alone means
@@ -18,8 +19,9 @@
 //! with 42703 or 42P01, and the executor then refuses the statement as before.
 //!
 //! Invariant: a replacement is always of the type the subquery's column had (a built-in type,
-//! written `pg_catalog.` qualified) and carries the value as PostgreSQL wrote it as text, which
-//! its input reads back as the same value under the same session settings.
+//! written `pg_catalog.` qualified, or one the database created, by its schema-qualified name)
+//! under the collation the column's values had, and carries the value as PostgreSQL wrote it
+//! as text, which its input reads back as the same value under the same session settings.
 
 mod derived;
 pub mod unmatched;
@@ -44,13 +46,23 @@ pub fn answered_first(refusal: &PgError) -> bool {
     refusal.message == super::subquery::UNTIED
         || refusal.message == super::subquery::UNTIED_NOT_IN
         || refusal.message == super::subquery::FED_IN_ORDER
+        || refusal.message == super::subquery::WINDOW_ROWS
 }
 
 /// Whether `q`, with its CTEs put in place, is an aggregate over an ordered derived table
-/// that, answered first, leaves nothing else to read (see `sql::row_order::fed_in_order`): one read,
-/// so a READ COMMITTED transaction block may have it answered first too.
-pub fn one_read_when_answered_first(q: &Query) -> bool {
+/// that, answered first, leaves nothing else to read (see `sql::row_order::fed_in_order`), or
+/// windows over one table's rows read first (`sql::window_rows`): one read, so a READ
+/// COMMITTED transaction block may have it answered first too.
+pub fn one_read_when_answered_first(q: &Query, placement: &Placement) -> bool {
     crate::sql::row_order::reads_only_its_fed_table(&ctes_inlined(q.clone()))
+        || crate::sql::window_rows::read_first(q, &|n| is_sharded(placement, n)).is_some()
+}
+
+fn is_sharded(placement: &Placement, name: &sqlparser::ast::ObjectName) -> bool {
+    matches!(
+        placement.rule(&name.to_string()),
+        Some(crate::placement::TableRule::Sharded { .. })
+    )
 }
 
 /// Whether the executor may answer a statement the planner refused in parts: subqueries
@@ -163,6 +175,9 @@ pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
         /// Ordered derived tables whose rows an aggregate of the query around them reads in
         /// the order they come (see `sql::row_order::fed_in_order`).
         fed_in_order: Vec<*const ()>,
+        /// Tables whose rows a window of the query around them needs read first, with the
+        /// query that reads them (see `sql::window_rows`).
+        windowed: Vec<(*const (), Query)>,
         found: Vec<Candidate>,
     }
     impl Visitor for Walk<'_> {
@@ -170,6 +185,24 @@ pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
         fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
             if let Some(t) = crate::sql::row_order::fed_in_order(q) {
                 self.fed_in_order.push(t as *const TableFactor as *const ());
+            }
+            let placement = self.placement;
+            if let Some((t, read)) =
+                crate::sql::window_rows::read_first(q, &|n| is_sharded(placement, n))
+            {
+                // Only where the planner asks for it: windows partitioned by the key are
+                // computed by each shard, and need no rows read first.
+                let planned = super::plan::plan(
+                    &sqlparser::ast::Statement::Query(Box::new(q.clone())),
+                    placement,
+                    &super::params::Params::default(),
+                );
+                if matches!(&planned, super::plan::Plan::Reject(e)
+                    if e.message == super::subquery::WINDOW_ROWS)
+                {
+                    self.windowed
+                        .push((t as *const TableFactor as *const (), read));
+                }
             }
             ControlFlow::Continue(())
         }
@@ -201,16 +234,25 @@ pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
             if self.inside.is_some() {
                 return ControlFlow::Continue(());
             }
-            let fed = self
-                .fed_in_order
-                .contains(&(t as *const TableFactor as *const ()));
+            let at = t as *const TableFactor as *const ();
+            let fed = self.fed_in_order.contains(&at);
+            let windowed = self
+                .windowed
+                .iter()
+                .find(|(w, _)| *w == at)
+                .map(|(_, read)| read.clone());
             let merged = derived::merged(t, self.placement);
-            let Some(query) = merged.or_else(|| {
-                fed.then(|| crate::sql::row_order::derived_query(t))
-                    .flatten()
-            }) else {
+            let Some(query) = merged
+                .or_else(|| {
+                    fed.then(|| crate::sql::row_order::derived_query(t))
+                        .flatten()
+                })
+                .cloned()
+                .or(windowed)
+            else {
                 return ControlFlow::Continue(());
             };
+            let query = &query;
             if relations(query, self.placement).sharded.is_empty()
                 || !self_contained(query)
                 || reads_any(query, &self.ctes)
@@ -244,6 +286,7 @@ pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
         ctes: cte_names(q),
         inside: None,
         fed_in_order: Vec::new(),
+        windowed: Vec::new(),
         found: Vec::new(),
     };
     let _ = q.visit(&mut walk);

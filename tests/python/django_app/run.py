@@ -22,7 +22,7 @@ from django.core.management import call_command  # noqa: E402
 from django.core.paginator import Paginator  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.db.models import Avg, Count, F, OuterRef, Q, StdDev, Subquery, Sum, Variance, Window  # noqa: E402
-from django.db.models.functions import RowNumber  # noqa: E402
+from django.db.models.functions import Rank, RowNumber  # noqa: E402
 from shop.models import Item, Line, Shelf  # noqa: E402
 
 user = User.objects.create_user("ann", password="pw")
@@ -140,6 +140,15 @@ assert [ln.note for ln in numbered.filter(n=1)] == ["b"] * 10
 ranked = Item.objects.annotate(r=Window(RowNumber(), order_by=[F("qty").desc(), F("pk").asc()]))
 top = [(i.qty, i.r) for i in ranked.order_by("-qty", "pk")[:4]]
 assert top == [(100, 1), (48, 2), (47, 3), (46, 4)], top
+# Window(partition_by=[another column]), filtered on the window: the items' rows are read
+# first and one server ranks them per shelf.
+by_shelf = Item.objects.filter(shelf__isnull=False).annotate(
+    r=Window(Rank(), partition_by=[F("shelf")], order_by=F("qty").desc())
+)
+tops = sorted((i.shelf_id, i.qty) for i in by_shelf.filter(r=1))
+shelved_qty = [(i.shelf_id, i.qty) for i in Item.objects.filter(shelf__isnull=False)]
+best = {s: max(q for t, q in shelved_qty if t == s) for s, _ in shelved_qty}
+assert tops == sorted((s, q) for s, q in shelved_qty if q == best[s]) and len(tops) >= 3, tops
 # A share of the whole (Window(Sum(...)) without partition or order): every shard's sum added.
 shares = Item.objects.annotate(total=Window(Sum("qty"))).order_by("pk")[:3]
 assert [i.total for i in shares] == [1276] * 3, [i.total for i in shares]

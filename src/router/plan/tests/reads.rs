@@ -410,6 +410,21 @@ fn windows_partitioned_by_the_shard_key_run_on_every_shard_as_plain_rows() {
     ] {
         assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
     }
+    // Over one table's rows alone, the executor reads them first.
+    let read_first = |sql: &str| matches!(plan_sql(sql), Plan::Reject(e) if e.message == crate::router::subquery::WINDOW_ROWS);
+    for sql in [
+        "select id, row_number() over (order by id) from accounts order by v",
+        "select id, row_number() over (partition by v) from accounts",
+        "select id, row_number() over w from accounts window w as (partition by id)",
+    ] {
+        assert!(read_first(sql), "{sql}");
+    }
+    for sql in [
+        "select owner, rank() over (partition by owner order by count(*)) from accounts group by owner",
+        "select a.id, row_number() over (partition by l.account_id) from accounts a left join ledger l on l.account_id = a.id",
+    ] {
+        assert!(!read_first(sql), "{sql}");
+    }
 }
 
 #[test]

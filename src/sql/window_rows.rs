@@ -1,0 +1,172 @@
+//! Windows over the rows of one sharded table that the shards cannot compute alone:
+//! `SELECT id, rank() OVER (PARTITION BY region ORDER BY balance) FROM accounts WHERE ...`. A
+//! window not partitioned by the shard key sees rows of several shards, so the table's rows
+//! are read first (those WHERE keeps, when keeping them twice keeps the same ones) and the
+//! statement then runs on one server over them, which computes every window as it would over
+//! the table. Pure reading of the statement: the router decides what to do about it.
+//!
+//! Invariant: the statement itself still filters, orders and limits the rows as written; the
+//! read only narrows what travels, and only by a WHERE without function calls, whose second
+//! evaluation over the same rows keeps the same ones.
+
+use sqlparser::ast::{Expr, GroupByExpr, ObjectName, Query, SetExpr, TableFactor, Visit, Visitor};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use std::ops::ControlFlow;
+
+/// Columns every table has that a table's rows read as values would not.
+const SYSTEM_COLUMNS: [&str; 6] = ["ctid", "xmin", "xmax", "cmin", "cmax", "tableoid"];
+
+/// The one table of `q`'s FROM, when `q` computes window functions over its rows and nothing
+/// else keeps them from being read first, with the query that reads them: `SELECT * FROM`
+/// the table as `q` names it, under `q`'s WHERE when it calls no function. `sharded` tells a
+/// sharded table by name.
+pub fn read_first<'q>(
+    q: &'q Query,
+    sharded: &dyn Fn(&ObjectName) -> bool,
+) -> Option<(&'q TableFactor, Query)> {
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return None;
+    };
+    if !q.locks.is_empty() || s.into.is_some() || q.with.is_some() {
+        return None;
+    }
+    let [from] = s.from.as_slice() else {
+        return None;
+    };
+    let TableFactor::Table {
+        name, args: None, ..
+    } = &from.relation
+    else {
+        return None;
+    };
+    let grouped = s.distinct.is_some()
+        || s.having.is_some()
+        || !matches!(&s.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+    if !from.joins.is_empty() || grouped || !sharded(name) || !has_window(q) || reads_more(q) {
+        return None;
+    }
+    let filter = s
+        .selection
+        .as_ref()
+        .filter(|w| !calls_function(w))
+        .map(|w| format!(" WHERE {w}"))
+        .unwrap_or_default();
+    let text = format!("SELECT * FROM {}{filter}", from.relation);
+    match Parser::parse_sql(&PostgreSqlDialect {}, &text)
+        .ok()?
+        .pop()?
+    {
+        sqlparser::ast::Statement::Query(read) => Some((&from.relation, *read)),
+        _ => None,
+    }
+}
+
+fn has_window(q: &Query) -> bool {
+    struct Find;
+    impl Visitor for Find {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            match e {
+                Expr::Function(f) if f.over.is_some() => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    q.visit(&mut Find).is_break()
+}
+
+/// Whether `q` holds a subquery (it would read other rows, or these twice) or names a system
+/// column (which rows read as values do not have).
+fn reads_more(q: &Query) -> bool {
+    struct Find;
+    impl Visitor for Find {
+        type Break = ();
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            ControlFlow::Break(())
+        }
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            let named = match e {
+                Expr::Identifier(i) => Some(&i.value),
+                Expr::CompoundIdentifier(parts) => parts.last().map(|i| &i.value),
+                _ => None,
+            };
+            match named {
+                Some(n) if SYSTEM_COLUMNS.contains(&n.to_ascii_lowercase().as_str()) => {
+                    ControlFlow::Break(())
+                }
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    // The statement itself is the first query visited.
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return true;
+    };
+    s.visit(&mut Find).is_break() || q.order_by.visit(&mut Find).is_break()
+}
+
+fn calls_function(e: &Expr) -> bool {
+    struct Find;
+    impl Visitor for Find {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            match e {
+                Expr::Function(_) => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    e.visit(&mut Find).is_break()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(sql: &str) -> Query {
+        match Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .pop()
+            .unwrap()
+        {
+            sqlparser::ast::Statement::Query(q) => *q,
+            other => panic!("{other}"),
+        }
+    }
+
+    fn read(sql: &str) -> Option<String> {
+        let q = query(sql);
+        let sharded = |n: &ObjectName| n.to_string() == "accounts";
+        read_first(&q, &sharded).map(|(_, r)| r.to_string())
+    }
+
+    #[test]
+    fn a_window_over_one_tables_rows_reads_them_first() {
+        assert_eq!(
+            read("select id, rank() over (partition by region order by v) from accounts a where a.v > $1 and region in ('x', 'y') order by 2 limit 5").as_deref(),
+            Some("SELECT * FROM accounts a WHERE a.v > $1 AND region IN ('x', 'y')")
+        );
+        // A WHERE calling a function is evaluated once, by the statement.
+        assert_eq!(
+            read("select id, sum(v) over (partition by region) from accounts where v > random()")
+                .as_deref(),
+            Some("SELECT * FROM accounts")
+        );
+    }
+
+    #[test]
+    fn other_shapes_are_not_read_first() {
+        for sql in [
+            "select id from accounts",
+            "select id, rank() over (order by v) from accounts join orders o on o.id = accounts.id",
+            "select id, rank() over (order by v) from orders",
+            "select region, rank() over (order by count(*)) from accounts group by region",
+            "select id, rank() over (order by v) from accounts where id in (select id from accounts)",
+            "select ctid, rank() over (order by v) from accounts",
+            "select id, rank() over (order by v) from accounts for update",
+        ] {
+            assert_eq!(read(sql), None, "{sql}");
+        }
+    }
+}
