@@ -426,8 +426,8 @@ async fn answers_of_types_the_database_created_are_written_back_by_name() {
     b.stop().await;
 }
 
-/// Windows not partitioned by the shard key, over one table: its rows (those a WHERE without
-/// function calls keeps) are read first, and one server computes the windows over them, as
+/// Windows not partitioned by the shard key, over one table: its rows (those its WHERE keeps,
+/// or every one when the WHERE calls a function that may answer otherwise twice) are read first, and one server computes the windows over them, as
 /// it would over the table: ranks per region, running sums, named windows, the top rows per
 /// region through a derived table, bound values, and inside a READ COMMITTED block (one read).
 /// Joined tables keep the refusal.
@@ -445,6 +445,7 @@ async fn windows_over_one_tables_rows_read_first() {
            window w as (partition by owner order by id) order by id",
         "select id, dense_rank() over (partition by length(owner) order by region) from accounts \
            where length(owner) > 3 and id % 2 = 0 order by id",
+        "select id, percent_rank() over (order by balance, id) from accounts where balance > random() - 1 order by id",
     ] {
         b.same(sql).await;
     }

@@ -22,7 +22,7 @@ use crate::router::params::Params;
 use crate::router::plan::{has_aggregate_or_window, last_ident, ungrouped, HOME};
 use sqlparser::ast::{
     Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectNamePart, Query,
-    SelectItem, SetExpr, Statement, TableFactor, Value,
+    SelectItem, SetExpr, Statement, Value,
 };
 use std::ops::ControlFlow;
 
@@ -116,20 +116,8 @@ fn over_rows(q: &Query, placement: &Placement) -> Option<(Expr, Part)> {
     {
         return None;
     }
-    let SetExpr::Select(s) = q.body.as_ref() else {
-        return None;
-    };
-    let [from] = s.from.as_slice() else {
-        return None;
-    };
-    let TableFactor::Table {
-        name, args: None, ..
-    } = &from.relation
-    else {
-        return None;
-    };
-    if !from.joins.is_empty()
-        || !ungrouped(s)
+    let (s, from, name) = crate::sql::lone_table(q)?;
+    if !ungrouped(s)
         || s.distinct.is_some()
         || s.into.is_some()
         || s.selection

@@ -22,6 +22,29 @@ pub use split::{
 };
 pub use tokens::is_ident;
 
+/// The SELECT of `q` and the one table its FROM reads, without joins, when that is a table
+/// (or view) by name, not a function: `SELECT ... FROM accounts a WHERE ...`.
+pub fn lone_table(
+    q: &sqlparser::ast::Query,
+) -> Option<(
+    &sqlparser::ast::Select,
+    &sqlparser::ast::TableFactor,
+    &sqlparser::ast::ObjectName,
+)> {
+    let sqlparser::ast::SetExpr::Select(s) = q.body.as_ref() else {
+        return None;
+    };
+    let [from] = s.from.as_slice() else {
+        return None;
+    };
+    match &from.relation {
+        sqlparser::ast::TableFactor::Table {
+            name, args: None, ..
+        } if from.joins.is_empty() => Some((s, &from.relation, name)),
+        _ => None,
+    }
+}
+
 /// An expression held in text (one the proxy wrote, or a test's), read in PostgreSQL's dialect.
 pub fn expression(text: &str) -> Result<sqlparser::ast::Expr, sqlparser::parser::ParserError> {
     sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})

@@ -6,8 +6,8 @@
 //! the table. Pure reading of the statement: the router decides what to do about it.
 //!
 //! Invariant: the statement itself still filters, orders and limits the rows as written; the
-//! read only narrows what travels, and only by a WHERE without function calls, whose second
-//! evaluation over the same rows keeps the same ones.
+//! read only narrows what travels, and only by a WHERE calling no function but built-ins of
+//! their arguments alone, whose second evaluation over the same rows keeps the same ones.
 
 use sqlparser::ast::{Expr, GroupByExpr, ObjectName, Query, SetExpr, TableFactor, Visit, Visitor};
 use sqlparser::dialect::PostgreSqlDialect;
@@ -19,31 +19,24 @@ const SYSTEM_COLUMNS: [&str; 6] = ["ctid", "xmin", "xmax", "cmin", "cmax", "tabl
 
 /// The one table of `q`'s FROM, when `q` computes window functions over its rows and nothing
 /// else keeps them from being read first, with the query that reads them: `SELECT * FROM`
-/// the table as `q` names it, under `q`'s WHERE when it calls no function. `sharded` tells a
-/// sharded table by name.
+/// the table as `q` names it, under `q`'s WHERE when it calls no function but built-ins of
+/// their arguments alone. `sharded` tells a sharded table by name.
 pub fn read_first<'q>(
     q: &'q Query,
     sharded: &dyn Fn(&ObjectName) -> bool,
 ) -> Option<(&'q TableFactor, Query)> {
-    let SetExpr::Select(s) = q.body.as_ref() else {
-        return None;
-    };
-    if !q.locks.is_empty() || s.into.is_some() || q.with.is_some() {
-        return None;
-    }
-    let [from] = s.from.as_slice() else {
-        return None;
-    };
-    let TableFactor::Table {
-        name, args: None, ..
-    } = &from.relation
-    else {
-        return None;
-    };
+    let (s, table, name) = super::lone_table(q)?;
     let grouped = s.distinct.is_some()
         || s.having.is_some()
         || !matches!(&s.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
-    if !from.joins.is_empty() || grouped || !sharded(name) || !has_window(q) || reads_more(q) {
+    if !q.locks.is_empty()
+        || s.into.is_some()
+        || q.with.is_some()
+        || grouped
+        || !sharded(name)
+        || !has_window(q)
+        || reads_more(q)
+    {
         return None;
     }
     let filter = s
@@ -52,12 +45,12 @@ pub fn read_first<'q>(
         .filter(|w| !calls_function(w))
         .map(|w| format!(" WHERE {w}"))
         .unwrap_or_default();
-    let text = format!("SELECT * FROM {}{filter}", from.relation);
+    let text = format!("SELECT * FROM {table}{filter}");
     match Parser::parse_sql(&PostgreSqlDialect {}, &text)
         .ok()?
         .pop()?
     {
-        sqlparser::ast::Statement::Query(read) => Some((&from.relation, *read)),
+        sqlparser::ast::Statement::Query(read) => Some((table, *read)),
         _ => None,
     }
 }
@@ -106,13 +99,19 @@ fn reads_more(q: &Query) -> bool {
     s.visit(&mut Find).is_break() || q.order_by.visit(&mut Find).is_break()
 }
 
+/// Whether `e` calls a function other than a built-in of its arguments alone (which a second
+/// evaluation over the same row answers alike).
 fn calls_function(e: &Expr) -> bool {
     struct Find;
     impl Visitor for Find {
         type Break = ();
         fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
             match e {
-                Expr::Function(_) => ControlFlow::Break(()),
+                Expr::Function(f)
+                    if f.over.is_some() || !super::pure_functions::is_pure(&f.name) =>
+                {
+                    ControlFlow::Break(())
+                }
                 _ => ControlFlow::Continue(()),
             }
         }
@@ -147,11 +146,17 @@ mod tests {
             read("select id, rank() over (partition by region order by v) from accounts a where a.v > $1 and region in ('x', 'y') order by 2 limit 5").as_deref(),
             Some("SELECT * FROM accounts a WHERE a.v > $1 AND region IN ('x', 'y')")
         );
-        // A WHERE calling a function is evaluated once, by the statement.
+        // A WHERE calling a function that may answer otherwise the second time is evaluated
+        // once, by the statement; built-ins of their arguments alone narrow the read.
         assert_eq!(
             read("select id, sum(v) over (partition by region) from accounts where v > random()")
                 .as_deref(),
             Some("SELECT * FROM accounts")
+        );
+        assert_eq!(
+            read("select id, sum(v) over (partition by region) from accounts where upper(owner) like 'A%'")
+                .as_deref(),
+            Some("SELECT * FROM accounts WHERE upper(owner) LIKE 'A%'")
         );
     }
 
