@@ -479,5 +479,16 @@ async fn windows_over_one_tables_rows_read_first() {
          join orders o on o.account_id = a.id",
     )
     .await;
+    // A cursor over such a query is not read first: refused, the session goes on.
+    b.c.batch_execute("begin").await.unwrap();
+    let e = b
+        .c
+        .batch_execute("declare w cursor for select id, rank() over (partition by region order by id) from accounts")
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), "0A000", "{e}");
+    b.c.batch_execute("rollback").await.unwrap();
+    b.same("select id, ntile(2) over (partition by region order by id) from accounts order by id")
+        .await;
     b.stop().await;
 }

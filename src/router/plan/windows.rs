@@ -73,7 +73,7 @@ pub(super) fn read_first(q: &Query, placement: &Placement) -> Option<Plan> {
     crate::sql::window_rows::read_first(q, &sharded).map(|_| {
         refuse(
             crate::router::subquery::WINDOW_ROWS,
-            "Run it outside a READ COMMITTED transaction block, PARTITION BY the shard key, or add a shard-key condition so the query runs on one shard.",
+            "The proxy reads the table's rows first for a SELECT of its own, not here (in a cursor or as a write's source). PARTITION BY the shard key, or add a shard-key condition so the query runs on one shard.",
         )
     })
 }

@@ -39,7 +39,7 @@ pub const FED_IN_ORDER: &str =
 /// compute alone, which the executor answers by reading those rows first (see
 /// `sql::window_rows`).
 pub const WINDOW_ROWS: &str =
-    "window functions over several shards not partitioned by the shard key are answered over the table's rows read first, which is not possible here";
+    "window functions over several shards not partitioned by the shard key are answered over the table's rows read first, which is not done here";
 /// The refusal of NOT IN over a sharded table not tied by the key.
 pub const UNTIED_NOT_IN: &str =
     "NOT IN (subquery over a sharded table) is not supported on several shards";
