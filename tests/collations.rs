@@ -51,8 +51,9 @@ async fn oracle(tc: &TestCluster) -> Client {
     c
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn text_under_other_collations_is_merged_exactly_or_refused() {
+/// Three unlike shards holding `notes` through the proxy, a client of the proxy, and the
+/// one server holding the same rows.
+async fn notes_beside_oracle() -> (TestCluster, Client, Client) {
     let tc = TestCluster::start_unlike(3, "", TABLES).await;
     let c = tc.client().await;
     c.batch_execute(&format!(
@@ -61,6 +62,21 @@ async fn text_under_other_collations_is_merged_exactly_or_refused() {
     .await
     .unwrap();
     let one = oracle(&tc).await;
+    (tc, c, one)
+}
+
+async fn drop_oracle(tc: &TestCluster, one: Client) {
+    drop(one);
+    tc.direct(0)
+        .await
+        .batch_execute("drop database collation_oracle with (force)")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_under_other_collations_is_merged_exactly_or_refused() {
+    let (tc, c, one) = notes_beside_oracle().await;
     // Every shard holds rows, so a shard-by-shard answer would show.
     let per_shard = tc.count_on_each_shard("select count(*) from notes").await;
     assert!(per_shard.iter().all(|&n| n > 0 && n < 40), "{per_shard:?}");
@@ -140,12 +156,7 @@ async fn text_under_other_collations_is_merged_exactly_or_refused() {
             Ok(m) => panic!("still merged by bytes after a minute: {:?}", rows(&m)),
         }
     }
-    drop(one);
-    tc.direct(0)
-        .await
-        .batch_execute("drop database collation_oracle with (force)")
-        .await
-        .unwrap();
+    drop_oracle(&tc, one).await;
 }
 
 /// The session's search_path may find a table of the declared name in another schema than the
@@ -191,14 +202,7 @@ async fn text_computed_from_a_table_found_through_the_search_path_is_judged_by_i
 /// other collations than the default.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_written_back_keep_their_columns_collations() {
-    let tc = TestCluster::start_unlike(3, "", TABLES).await;
-    let c = tc.client().await;
-    c.batch_execute(&format!(
-        "{COLLATION}; create table notes {TABLE}; insert into notes {ROWS}"
-    ))
-    .await
-    .unwrap();
-    let one = oracle(&tc).await;
+    let (tc, c, one) = notes_beside_oracle().await;
     for sql in [
         // Linguistic order: 'Zebra' last, not first.
         "select label, id from (select label, id from notes order by id limit 10) s order by label, id",
@@ -223,10 +227,5 @@ async fn answers_written_back_keep_their_columns_collations() {
     ] {
         refused(&c, sql).await;
     }
-    drop(one);
-    tc.direct(0)
-        .await
-        .batch_execute("drop database collation_oracle with (force)")
-        .await
-        .unwrap();
+    drop_oracle(&tc, one).await;
 }
