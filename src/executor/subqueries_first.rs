@@ -299,8 +299,6 @@ impl Exec<'_> {
             let exists = matches!(c.kind, uncorrelated::Kind::Exists { .. });
             if !exists {
                 self.name_types(&mut answer).await;
-            }
-            if !exists {
                 if let Err(e) = self.keep_collations(&mut answer, &c.query).await {
                     self.error(&e);
                     return Ok(Err(Unanswered::Told));
@@ -506,7 +504,10 @@ impl Exec<'_> {
         let Some(catalog) = self.catalog else {
             return Ok(());
         };
-        let mut scope = None;
+        let scope = crate::router::plan::text_scope(
+            &Statement::Query(Box::new(q.clone())),
+            &self.placement,
+        );
         for (i, (name, oid, typmod)) in answer.columns.iter().enumerate() {
             let text = value::is_text(*oid) || value::is_text_array(*oid);
             // Only these may have a collation of their own (a domain's is its type's).
@@ -514,7 +515,9 @@ impl Exec<'_> {
                 continue;
             }
             match answer.origins.get(i).copied().unwrap_or((0, 0)) {
-                (table, column) if table != 0 && column > 0 => {
+                // A set operation's column combines its branches' collations; the description
+                // names the first branch's column only.
+                (table, column) if table != 0 && column > 0 && !scope.set_operation => {
                     let clause = catalog
                         .column_collation_clause(HOME, table, column)
                         .await
@@ -529,12 +532,6 @@ impl Exec<'_> {
                     }
                 }
                 _ if text => {
-                    let scope = scope.get_or_insert_with(|| {
-                        crate::router::plan::text_scope(
-                            &Statement::Query(Box::new(q.clone())),
-                            &self.placement,
-                        )
-                    });
                     let field = FieldDesc {
                         name: name.clone(),
                         table_oid: 0,
@@ -544,7 +541,7 @@ impl Exec<'_> {
                         format: 0,
                     };
                     if let Some(e) =
-                        collation::problem(self, &[field], &[(0, Use::Evaluated)], scope).await
+                        collation::problem(self, &[field], &[(0, Use::Evaluated)], &scope).await
                     {
                         return Err(e);
                     }
