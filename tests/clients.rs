@@ -1,5 +1,6 @@
 //! Real clients through a one-shard proxy: psql (with its catalog meta-commands), pgbench in all
-//! three query modes, and the Python drivers psycopg 3 and asyncpg.
+//! three query modes, and the Python drivers psycopg 3 and asyncpg; and the same clients, ORMs
+//! and pgbench's own workload over three unlike shards.
 //!
 //! The Python test makes its own virtualenv under `target/pyvenv` (from
 //! tests/python/requirements.txt) the first time it runs.
@@ -72,6 +73,83 @@ async fn pgbench_initialises_and_runs_in_every_mode() {
             "{mode}:\n{out}"
         );
     }
+}
+
+/// pgbench as its users run it on a cluster: `pgbench -i` (its COPY ... WITH (FREEZE ON) into
+/// the sharded accounts table) and its default TPC-B-like script, which writes a sharded row
+/// and three reference tables in each transaction, in every query mode. Every row ends up on
+/// its own shard, the reference copies stay alike, and the balances add up as on one server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_loads_and_runs_its_tpcb_script_over_three_unlike_shards() {
+    let tables = "[tables.pgbench_accounts]\nshard_key = \"aid\"\nkey_type = \"integer\"\n\
+                  [tables.pgbench_branches]\nreference = true\n\
+                  [tables.pgbench_tellers]\nreference = true\n\
+                  [tables.pgbench_history]\nreference = true\n";
+    let tc = TestCluster::start_unlike(3, "", tables).await;
+    let url = tc.url("app", "secret");
+    run(Command::new("pgbench").args(["-i", "-s", "2", "-q", &url]));
+    let placement = tc.config.placement().unwrap();
+    let mut owned = [0i64; 3];
+    for aid in 1..=200_000 {
+        owned[placement.shard_of(&shardgate::placement::KeyValue::Integer(aid))] += 1;
+    }
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from pgbench_accounts")
+            .await,
+        owned.to_vec(),
+        "each account on the shard its key chooses"
+    );
+    // -n: history keeps every run's rows, so that their deltas can be added up at the end.
+    for mode in ["simple", "extended", "prepared"] {
+        let out = run(Command::new("pgbench").args([
+            "-n",
+            "-M",
+            mode,
+            "-c",
+            "4",
+            "-j",
+            "2",
+            "-t",
+            "25",
+            "--max-tries",
+            "10",
+            &url,
+        ]));
+        assert!(
+            out.contains("number of transactions actually processed: 100/100"),
+            "{mode}:\n{out}"
+        );
+        assert!(
+            out.contains("number of failed transactions: 0"),
+            "{mode}:\n{out}"
+        );
+    }
+    let sums = "select (select sum(bbalance) from pgbench_branches)::bigint, \
+                (select sum(tbalance) from pgbench_tellers)::bigint, \
+                (select coalesce(sum(delta), 0) from pgbench_history)::bigint, \
+                (select count(*) from pgbench_history), \
+                (select string_agg(tid || ':' || tbalance, ',' order by tid) from pgbench_tellers), \
+                (select coalesce(sum(abalance), 0) from pgbench_accounts)::bigint";
+    let mut copies = Vec::new();
+    let mut accounts = 0i64;
+    for i in 0..3 {
+        let row = tc.direct(i).await.query_one(sums, &[]).await.unwrap();
+        accounts += row.get::<_, i64>(5);
+        copies.push((
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2),
+            row.get::<_, i64>(3),
+            row.get::<_, String>(4),
+        ));
+    }
+    assert!(copies.iter().all(|c| *c == copies[0]), "{copies:?}");
+    let (branches, tellers, history, rows, _) = &copies[0];
+    assert_eq!(*rows, 300, "one history row per transaction");
+    assert_eq!(
+        (*branches, *tellers, *history),
+        (accounts, accounts, accounts)
+    );
 }
 
 /// Tests of this file set up the shared virtualenv and node packages one at a time.

@@ -286,10 +286,13 @@ pub fn with_columns(sql: &str, extra: &[String]) -> Option<String> {
 }
 
 fn parse_one(sql: &str) -> Option<Statement> {
-    sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
-        .ok()?
-        .into_iter()
-        .next()
+    let parsed = |text: &str| {
+        sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, text)
+            .ok()?
+            .into_iter()
+            .next()
+    };
+    parsed(sql).or_else(|| crate::sql::copy_options_plain(sql).and_then(|t| parsed(&t)))
 }
 
 fn select_star(table: &str) -> sqlparser::ast::Query {

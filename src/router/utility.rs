@@ -37,7 +37,7 @@ pub fn plan_keywords(w: &[&str; 3]) -> Option<Plan> {
         // cannot (a WHERE, an option it does not know).
         ("copy", _, _) => Some(refuse(
             "this form of COPY (with WHERE or an option shardgate cannot read) is not supported on several shards",
-            "COPY FROM STDIN without WHERE and filter with INSERT ... SELECT, or use the plain option forms (FORMAT, HEADER, DELIMITER, NULL, QUOTE, ESCAPE).",
+            "COPY FROM STDIN without WHERE and filter with INSERT ... SELECT, or use the plain option forms (FORMAT, HEADER, FREEZE, DELIMITER, NULL, QUOTE, ESCAPE).",
         )),
         _ => None,
     }
