@@ -152,6 +152,48 @@ async fn pgbench_loads_and_runs_its_tpcb_script_over_three_unlike_shards() {
     );
 }
 
+/// pgjdbc, the JDBC driver, over three unlike shards: tests/java/JdbcHabits.java runs its
+/// habits through the proxy and against one PostgreSQL database holding the same, and both
+/// must print the same answers, with and without the driver's rewrite of batched INSERTs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_habits_answer_as_one_postgresql_over_three_unlike_shards() {
+    // Debian's libpostgresql-jdbc-java, which .ci/run installs.
+    let jar = "/usr/share/java/postgresql.jar";
+    assert!(
+        Path::new(jar).exists(),
+        "pgjdbc is needed: apt-get install libpostgresql-jdbc-java"
+    );
+    let tables = "[tables.jdbc_items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
+                  [tables.jdbc_codes]\nreference = true\n";
+    let tc = TestCluster::start_unlike(3, "", tables).await;
+    let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/java/JdbcHabits.java");
+    let habits = |url: String, user: &str, password: &str, rewrite: &str| {
+        let mut cmd = Command::new("java");
+        cmd.arg("-cp")
+            .arg(jar)
+            .arg(&program)
+            .args([&url, user, password, rewrite]);
+        run(&mut cmd)
+    };
+    // The oracle: an empty database on the first shard's server, which the program fills.
+    drop(tc.one_server("jdbc_one", &[]).await);
+    let proxy = format!("jdbc:postgresql://127.0.0.1:{}/postgres", tc.port);
+    let oracle = format!("jdbc:postgresql://127.0.0.1:{}/jdbc_one", tc.shards[0].port);
+    for rewrite in ["false", "true"] {
+        let through =
+            tokio::task::block_in_place(|| habits(proxy.clone(), "app", "secret", rewrite));
+        let alone = tokio::task::block_in_place(|| habits(oracle.clone(), "postgres", "", rewrite));
+        assert!(!alone.contains("EXCEPTION"), "{alone}");
+        assert_eq!(through.lines().count(), 27, "{through}");
+        for (got, want) in through.lines().zip(alone.lines()) {
+            assert_eq!(got, want, "rewrite {rewrite}:\n{through}");
+        }
+        // The answers that show the rows spread and a cancel that reached its shards.
+        assert!(through.contains("count: 60/178"), "{through}");
+        assert!(through.contains("query timeout: 57014"), "{through}");
+    }
+}
+
 /// Tests of this file set up the shared virtualenv and node packages one at a time.
 static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
