@@ -164,7 +164,8 @@ async fn jdbc_habits_answer_as_one_postgresql_over_three_unlike_shards() {
         "pgjdbc is needed: apt-get install libpostgresql-jdbc-java"
     );
     let tables = "[tables.jdbc_items]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
-                  [tables.jdbc_codes]\nreference = true\n";
+                  [tables.jdbc_codes]\nreference = true\n\
+                  [tables.jdbc_serial]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
     let tc = TestCluster::start_unlike(3, "", tables).await;
     let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/java/JdbcHabits.java");
     let habits = |url: String, user: &str, password: &str, rewrite: &str| {
@@ -184,13 +185,17 @@ async fn jdbc_habits_answer_as_one_postgresql_over_three_unlike_shards() {
             tokio::task::block_in_place(|| habits(proxy.clone(), "app", "secret", rewrite));
         let alone = tokio::task::block_in_place(|| habits(oracle.clone(), "postgres", "", rewrite));
         assert!(!alone.contains("EXCEPTION"), "{alone}");
-        assert_eq!(through.lines().count(), 27, "{through}");
+        assert_eq!(through.lines().count(), 28, "{through}");
         for (got, want) in through.lines().zip(alone.lines()) {
             assert_eq!(got, want, "rewrite {rewrite}:\n{through}");
         }
         // The answers that show the rows spread and a cancel that reached its shards.
         assert!(through.contains("count: 60/178"), "{through}");
         assert!(through.contains("query timeout: 57014"), "{through}");
+        assert!(
+            through.contains("s0 s1 s2 s3 s4 s5 s6 s7 s8 s9 s10 s11 12"),
+            "each key the proxy filled names its row: {through}"
+        );
     }
 }
 

@@ -8,7 +8,8 @@ import java.util.*;
  * transactions with savepoints, cursor-mode fetches (fetchSize), a query timeout (a cancel
  * request), errors with their SQLSTATE, several statements in one execute, DatabaseMetaData and
  * ResultSetMetaData (which look tables up by OID), isolation levels, read-only transactions,
- * parameter types and a CallableStatement. tests/clients.rs runs it through the proxy and
+ * parameter types, a CallableStatement, and a batch into a table whose serial key the proxy
+ * fills, with the keys it returns. tests/clients.rs runs it through the proxy and
  * against one PostgreSQL database, and compares the two outputs.
  *
  *   java -cp postgresql.jar JdbcHabits.java JDBC_URL USER PASSWORD [reWriteBatchedInserts]
@@ -155,6 +156,21 @@ public class JdbcHabits {
             try { ps.executeQuery(); return "not cancelled"; } catch (SQLException e) { return e.getSQLState(); }
         });
         step("after cancel", () -> { ResultSet r = st.executeQuery("select count(*) from jdbc_items where id < 3"); r.next(); return r.getLong(1); });
+        step("serial keys of a batch", () -> {
+            st.execute("create table jdbc_serial (id bigserial primary key, name text)");
+            PreparedStatement ps = c.prepareStatement("insert into jdbc_serial (name) values (?)", new String[]{"id"});
+            for (int i = 0; i < 12; i++) { ps.setString(1, "s" + i); ps.addBatch(); }
+            int[] counts = ps.executeBatch();
+            ResultSet k = ps.getGeneratedKeys(); List<Long> ids = new ArrayList<>(); while (k.next()) ids.add(k.getLong(1));
+            // Each key the driver was given names the row it inserted.
+            PreparedStatement q = c.prepareStatement("select name from jdbc_serial where id = ?");
+            StringBuilder sb = new StringBuilder(Arrays.toString(counts) + " ");
+            for (long id : ids) { q.setLong(1, id); ResultSet r = q.executeQuery(); sb.append(r.next() ? r.getString(1) : "missing").append(' '); }
+            ResultSet r = st.executeQuery("select count(distinct id) from jdbc_serial"); r.next();
+            sb.append(r.getLong(1));
+            st.execute("drop table jdbc_serial");
+            return sb;
+        });
         step("delete some", () -> st.executeUpdate("delete from jdbc_items where qty < 3"));
         step("final", () -> { ResultSet r = st.executeQuery("select count(*), sum(qty), sum(id) from jdbc_items"); r.next(); return r.getLong(1) + "/" + r.getLong(2) + "/" + r.getLong(3); });
         st.execute("drop table jdbc_items; drop table jdbc_codes");
