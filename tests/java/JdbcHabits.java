@@ -7,7 +7,8 @@ import java.util.*;
  * a statement has run five times (binary results), array parameters, generated keys, explicit
  * transactions with savepoints, cursor-mode fetches (fetchSize), a query timeout (a cancel
  * request), errors with their SQLSTATE, several statements in one execute, DatabaseMetaData and
- * ResultSetMetaData (which look tables up by OID), isolation levels, read-only transactions,
+ * ResultSetMetaData (which look tables up by OID), setMaxRows over a merged order, an updatable
+ * result set, a batch failing on its second row, isolation levels, read-only transactions,
  * parameter types, a CallableStatement, and a batch into a table whose serial key the proxy
  * fills, with the keys it returns. tests/clients.rs runs it through the proxy and
  * against one PostgreSQL database, and compares the two outputs.
@@ -156,6 +157,35 @@ public class JdbcHabits {
             try { ps.executeQuery(); return "not cancelled"; } catch (SQLException e) { return e.getSQLState(); }
         });
         step("after cancel", () -> { ResultSet r = st.executeQuery("select count(*) from jdbc_items where id < 3"); r.next(); return r.getLong(1); });
+        step("maxRows, merged order", () -> {
+            Statement s = c.createStatement(); s.setMaxRows(4);
+            ResultSet r = s.executeQuery("select id from jdbc_items order by id desc");
+            StringBuilder sb = new StringBuilder(); while (r.next()) sb.append(r.getLong(1)).append(' '); return sb;
+        });
+        step("maxRows, prepared x6", () -> {
+            PreparedStatement s = c.prepareStatement("select id from jdbc_items where qty = ? order by id"); s.setMaxRows(2);
+            StringBuilder sb = new StringBuilder();
+            for (int i = 0; i < 6; i++) { s.setInt(1, i); ResultSet r = s.executeQuery(); while (r.next()) sb.append(r.getLong(1)).append(' '); sb.append('|'); }
+            return sb;
+        });
+        step("parameter metadata", () -> {
+            ParameterMetaData m = c.prepareStatement("select name from jdbc_items where id = ? and qty > ?").getParameterMetaData();
+            return m.getParameterCount() + " " + m.getParameterTypeName(1) + " " + m.getParameterTypeName(2);
+        });
+        step("updatable result set", () -> {
+            Statement s = c.createStatement(ResultSet.TYPE_SCROLL_INSENSITIVE, ResultSet.CONCUR_UPDATABLE);
+            ResultSet r = s.executeQuery("select id, name, qty from jdbc_items where id = 10");
+            r.next(); r.updateString("name", "ten"); r.updateRow();
+            r.moveToInsertRow(); r.updateLong("id", 1000); r.updateString("name", "k"); r.updateInt("qty", 3); r.insertRow();
+            ResultSet q = st.executeQuery("select string_agg(name, ',' order by id) from jdbc_items where id in (10, 1000)"); q.next(); return q.getString(1);
+        });
+        step("batch with a duplicate", () -> {
+            PreparedStatement s = c.prepareStatement("insert into jdbc_items (id) values (?)");
+            for (long id : new long[]{2000, 1, 2001}) { s.setLong(1, id); s.addBatch(); }
+            String res;
+            try { s.executeBatch(); res = "no error"; } catch (BatchUpdateException e) { res = e.getSQLState() + " " + Arrays.toString(e.getUpdateCounts()); }
+            ResultSet r = st.executeQuery("select count(*) from jdbc_items where id >= 2000"); r.next(); return res + " kept " + r.getLong(1);
+        });
         step("serial keys of a batch", () -> {
             st.execute("create table jdbc_serial (id bigserial primary key, name text)");
             PreparedStatement ps = c.prepareStatement("insert into jdbc_serial (name) values (?)", new String[]{"id"});
