@@ -49,11 +49,19 @@ async fn aggregates_that_cannot_be_combined_are_refused_never_answered_per_shard
         "select bit_xor(id::bit(8)) from accounts",
         "select distinct regr_count(id, balance) from accounts",
         "select * from (select bit_or(id::bit(8)) from accounts) s",
-        // A window beside an aggregate: no row of the table can stand for the group.
-        "select count(*), row_number() over (order by count(*)) from accounts",
     ] {
         refused(c.simple_query(sql).await, sql);
     }
+    // A window beside an aggregate numbers the one group: one server computes it over the
+    // rows, read first.
+    assert_eq!(
+        one_value(
+            &c,
+            "select count(*), row_number() over (order by count(*)) from accounts"
+        )
+        .await,
+        vec![vec![Some("40".into()), Some("1".into())]]
+    );
     // An aggregate in ORDER BY alone makes one group, whose constant is carried.
     assert_eq!(
         one_value(&c, "select 1 from accounts order by count(*)").await,

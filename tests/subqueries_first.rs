@@ -492,3 +492,33 @@ async fn windows_over_one_tables_rows_read_first() {
         .await;
     b.stop().await;
 }
+
+/// Windows over groups of one table's rows (a region's rank by its total, a running total of
+/// groups, the top groups through a derived table, as BI tools and Django's `Window` over
+/// `values().annotate()` write them): the groups are made of several shards' rows, so the rows
+/// are read first and one server groups them and computes the windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_over_groups_of_one_tables_rows_read_first() {
+    let b = start("one_first_grouped_windows").await;
+    for sql in [
+        "select region, sum(balance) s, rank() over (order by sum(balance) desc) from accounts \
+           group by region order by 3, 1",
+        "select * from (select region, sum(balance) s, rank() over (order by sum(balance) desc) r \
+           from accounts group by region) x where r <= 2 order by r, region",
+        "select region, count(*), sum(count(*)) over (order by region) from accounts \
+           where score is not null group by region having count(*) > 5 order by region",
+        "select owner, max(balance), row_number() over (order by max(balance) desc, owner) \
+           from accounts where id > 7 group by owner order by 3",
+        "select distinct region, count(*) over (partition by region) from accounts order by 1",
+        "select sum(balance), rank() over (order by sum(balance)) from accounts",
+    ] {
+        b.same(sql).await;
+    }
+    // Grouped by the shard key too: still the one server's groups and ranks.
+    b.same(
+        "select id, sum(balance), dense_rank() over (order by sum(balance) desc, id) from accounts \
+         group by id order by 3 limit 5",
+    )
+    .await;
+    b.stop().await;
+}

@@ -1,15 +1,17 @@
 //! Windows over the rows of one sharded table that the shards cannot compute alone:
-//! `SELECT id, rank() OVER (PARTITION BY region ORDER BY balance) FROM accounts WHERE ...`. A
-//! window not partitioned by the shard key sees rows of several shards, so the table's rows
-//! are read first (those WHERE keeps, when keeping them twice keeps the same ones) and the
-//! statement then runs on one server over them, which computes every window as it would over
-//! the table. Pure reading of the statement: the router decides what to do about it.
+//! `SELECT id, rank() OVER (PARTITION BY region ORDER BY balance) FROM accounts WHERE ...`, or
+//! over its groups (`SELECT region, rank() OVER (ORDER BY sum(balance)) ... GROUP BY region`).
+//! A window not partitioned by the shard key sees rows of several shards, and one over groups
+//! sees groups made of several shards' rows, so the table's rows are read first (those WHERE
+//! keeps, when keeping them twice keeps the same ones) and the statement then runs on one
+//! server over them, which groups them and computes every window as it would over the table.
+//! Pure reading of the statement: the router decides what to do about it.
 //!
 //! Invariant: the statement itself still filters, orders and limits the rows as written; the
 //! read only narrows what travels, and only by a WHERE calling no function but built-ins of
 //! their arguments alone, whose second evaluation over the same rows keeps the same ones.
 
-use sqlparser::ast::{Expr, GroupByExpr, ObjectName, Query, SetExpr, TableFactor, Visit, Visitor};
+use sqlparser::ast::{Expr, ObjectName, Query, SetExpr, TableFactor, Visit, Visitor};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use std::ops::ControlFlow;
@@ -26,13 +28,9 @@ pub fn read_first<'q>(
     sharded: &dyn Fn(&ObjectName) -> bool,
 ) -> Option<(&'q TableFactor, Query)> {
     let (s, table, name) = super::lone_table(q)?;
-    let grouped = s.distinct.is_some()
-        || s.having.is_some()
-        || !matches!(&s.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
     if !q.locks.is_empty()
         || s.into.is_some()
         || q.with.is_some()
-        || grouped
         || !sharded(name)
         || !has_window(q)
         || reads_more(q)
@@ -161,12 +159,29 @@ mod tests {
     }
 
     #[test]
+    fn a_window_over_groups_reads_the_rows_they_are_made_of() {
+        assert_eq!(
+            read("select region, sum(v), rank() over (order by sum(v) desc) from accounts where v > 0 group by region having count(*) > 1").as_deref(),
+            Some("SELECT * FROM accounts WHERE v > 0")
+        );
+        assert_eq!(
+            read("select distinct region, count(*) over (partition by region) from accounts")
+                .as_deref(),
+            Some("SELECT * FROM accounts")
+        );
+        // Grouped without a window: the shards' groups are merged, nothing is read first.
+        assert_eq!(
+            read("select region, count(*) from accounts group by region"),
+            None
+        );
+    }
+
+    #[test]
     fn other_shapes_are_not_read_first() {
         for sql in [
             "select id from accounts",
             "select id, rank() over (order by v) from accounts join orders o on o.id = accounts.id",
             "select id, rank() over (order by v) from orders",
-            "select region, rank() over (order by count(*)) from accounts group by region",
             "select id, rank() over (order by v) from accounts where id in (select id from accounts)",
             "select ctid, rank() over (order by v) from accounts",
             "select id, rank() over (order by v) from accounts for update",

@@ -239,10 +239,13 @@ pub(super) fn plan_scatter(
                 merge.numbers = numbers;
                 Plan::Scatter { shards, sql, merge }
             }
-            Plan::Scatter { .. } => refuse(
-                "row_number(), rank() or dense_rank() over grouped, DISTINCT or DISTINCT ON rows over several shards is not supported",
-                "Add a shard-key condition so the query runs on one shard.",
-            ),
+            // Numbered after the shards aggregate: one server numbers the rows read first.
+            Plan::Scatter { .. } => super::windows::read_first(q, placement).unwrap_or_else(|| {
+                refuse(
+                    "row_number(), rank() or dense_rank() over grouped, DISTINCT or DISTINCT ON rows over several shards is not supported",
+                    "Add a shard-key condition so the query runs on one shard.",
+                )
+            }),
             other => other,
         };
     }

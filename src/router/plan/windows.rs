@@ -15,7 +15,9 @@
 //! too. `row_number()`, `rank()` and `dense_rank()` over the
 //! whole ordered result are numbered by the merge (see `numbering`). Refused: any other window
 //! (each shard would number its own rows), a named window, such a count inside an expression or
-//! in ORDER BY, and windows over grouped or DISTINCT rows.
+//! in ORDER BY, and windows over grouped or DISTINCT rows, unless the query reads one sharded
+//! table alone: then the executor reads its rows first and one server computes the windows
+//! (`read_first`, `sql::window_rows`).
 
 use super::*;
 use sqlparser::ast::{Function, FunctionArguments, JoinOperator, WindowType};
@@ -28,10 +30,13 @@ pub(super) fn refusal(q: &Query, select: &Select, placement: &Placement) -> Opti
         || select.having.is_some()
         || plain_aggregate(select, q, placement);
     if grouped {
-        return Some(refuse(
-            "window functions over grouped or DISTINCT rows over several shards are not supported",
-            "Add a shard-key condition so the query runs on one shard.",
-        ));
+        // Groups made of several shards' rows: one server groups the rows read first.
+        return Some(read_first(q, placement).unwrap_or_else(|| {
+            refuse(
+                "window functions over grouped or DISTINCT rows over several shards are not supported",
+                "Add a shard-key condition so the query runs on one shard.",
+            )
+        }));
     }
     let key = first_table_key(select, placement);
     let partitioned = |spec: &WindowType| match (spec, &key) {

@@ -149,6 +149,20 @@ tops = sorted((i.shelf_id, i.qty) for i in by_shelf.filter(r=1))
 shelved_qty = [(i.shelf_id, i.qty) for i in Item.objects.filter(shelf__isnull=False)]
 best = {s: max(q for t, q in shelved_qty if t == s) for s, _ in shelved_qty}
 assert tops == sorted((s, q) for s, q in shelved_qty if q == best[s]) and len(tops) >= 3, tops
+# A window over groups (Window(Rank()) over values().annotate(Sum)): the shelves ranked by
+# their items' total qty, which one server computes over the items' rows read first.
+ranked_shelves = (
+    Item.objects.filter(shelf__isnull=False)
+    .values("shelf")
+    .annotate(q=Sum("qty"), r=Window(Rank(), order_by=Sum("qty").desc()))
+    .order_by("r", "shelf")
+)
+totals = {}
+for t, q in shelved_qty:
+    totals[t] = totals.get(t, 0) + q
+want = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
+got = [(g["shelf"], g["q"], g["r"]) for g in ranked_shelves]
+assert [(s, q) for s, q, _ in got] == want and got[0][2] == 1, (got, want)
 # A share of the whole (Window(Sum(...)) without partition or order): every shard's sum added.
 shares = Item.objects.annotate(total=Window(Sum("qty"))).order_by("pk")[:3]
 assert [i.total for i in shares] == [1276] * 3, [i.total for i in shares]

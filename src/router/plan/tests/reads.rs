@@ -416,11 +416,14 @@ fn windows_partitioned_by_the_shard_key_run_on_every_shard_as_plain_rows() {
         "select id, row_number() over (order by id) from accounts order by v",
         "select id, row_number() over (partition by v) from accounts",
         "select id, row_number() over w from accounts window w as (partition by id)",
+        "select owner, rank() over (partition by owner order by count(*)) from accounts group by owner",
+        "select distinct id, row_number() over (partition by id) from accounts",
+        "select owner, sum(v), rank() over (order by sum(v) desc) from accounts group by owner",
     ] {
         assert!(read_first(sql), "{sql}");
     }
     for sql in [
-        "select owner, rank() over (partition by owner order by count(*)) from accounts group by owner",
+        "select owner, rank() over (order by count(*)) from accounts a join ledger l on l.account_id = a.id group by owner",
         "select a.id, row_number() over (partition by l.account_id) from accounts a left join ledger l on l.account_id = a.id",
     ] {
         assert!(!read_first(sql), "{sql}");
