@@ -224,3 +224,22 @@ async fn bitwise_aggregates_of_integers_combine_across_shards() {
     b.refused("select bit_or(kind::bit(8)) from accounts").await;
     b.stop().await;
 }
+
+/// Columns named through the table in one place and bare in another, as ORMs write them
+/// (Sequelize groups by `"region"` and orders by `"Account"."region"`): over one table both
+/// are the same column, grouped, selected, filtered and sorted alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_named_with_and_without_its_table_is_one_group_column() {
+    let b = start("one_qualified", "i % 4", "i * 2.5").await;
+    for sql in [
+        r#"SELECT "region", count("id") AS "n", sum("balance") AS "t" FROM "accounts" AS "Account" GROUP BY "region" ORDER BY "Account"."region" ASC"#,
+        "select accounts.region, count(*) from accounts group by region order by accounts.region desc",
+        "select region, kind, max(balance) from accounts a group by a.region, a.kind having min(a.id) > 2 order by a.kind, region",
+        "select distinct a.kind from accounts a order by kind",
+        // A bare ORDER BY name means the output column: `lower(a.region) AS region`.
+        "select lower(a.region) as region, count(*) from accounts a group by a.region order by region desc",
+    ] {
+        b.same(sql).await;
+    }
+    b.stop().await;
+}

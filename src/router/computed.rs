@@ -308,6 +308,11 @@ fn unfit(template: &Expr) -> Option<String> {
     })
 }
 
+/// The name PostgreSQL gives an unnamed select item; None when unsure.
+pub(crate) fn output_name(e: &Expr) -> Option<String> {
+    column_name(e).map(|(n, _)| n)
+}
+
 /// The name PostgreSQL gives an unnamed select item, and how strongly (2: a column or
 /// function's own name, 1: a type's or keyword's, 0: none, `?column?`); None when unsure.
 fn column_name(e: &Expr) -> Option<(String, u8)> {

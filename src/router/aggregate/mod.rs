@@ -25,6 +25,7 @@ mod conditions;
 use conditions::{bare_boolean, flip, literal};
 mod grouping_sets;
 mod hidden;
+mod qualified;
 pub use spec::{AggColumn, AggSpec, CmpOp, Concatenation, HavingCond};
 
 use super::plan::{collect_and, MergeSpec, Plan, SortColumn, SortKey};
@@ -104,6 +105,12 @@ pub fn plan_aggregate(
             super::subquery::FED_IN_ORDER,
             "Put the order inside the call (json_agg(t ORDER BY id)), or add a shard-key condition so the query runs on one shard.",
         );
+    }
+    // Matched by their text below: `t.status` and `status` must read alike.
+    if let Some(bare) = qualified::bare(q) {
+        if let SetExpr::Select(s) = bare.body.as_ref() {
+            return plan_aggregate(&bare, s, shards, limit, offset, params, placement);
+        }
     }
     let (group_exprs, grouping) = match &select.group_by {
         GroupByExpr::Expressions(e, mods) if mods.is_empty() => match grouping_sets::flatten(e) {
