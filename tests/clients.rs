@@ -373,6 +373,41 @@ async fn node_postgres_works_over_three_shards() {
     assert!(spread.iter().all(|n| *n > 0), "{spread:?}");
 }
 
+/// Sequelize and Knex over three unlike shards: tests/node/orms.js runs their habits through
+/// the proxy and against one PostgreSQL database, and both must print the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequelize_and_knex_answer_as_one_postgresql_over_three_unlike_shards() {
+    let modules = tokio::task::spawn_blocking(node_modules).await.unwrap();
+    let tables = "[tables.seq_customers]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
+                  [tables.seq_orders]\nshard_key = \"customer_id\"\nkey_type = \"bigint\"\n\
+                  [tables.kx_users]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
+                  [tables.kx_events]\nshard_key = \"user_id\"\nkey_type = \"bigint\"\n";
+    let tc = TestCluster::start_unlike(3, "", tables).await;
+    drop(tc.one_server("orms_one", &[]).await);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node/orms.js");
+    let orms = |url: String| {
+        tokio::task::block_in_place(|| {
+            run(Command::new("node")
+                .arg(&script)
+                .env("NODE_PATH", &modules)
+                .env("SHARDGATE_URL", url))
+        })
+    };
+    let through = orms(tc.url("app", "secret"));
+    let alone = orms(tc.shards[0].url("orms_one"));
+    assert!(!alone.contains("ERROR"), "{alone}");
+    assert_eq!(through.lines().count(), 38, "{through}");
+    for (got, want) in through.lines().zip(alone.lines()) {
+        assert_eq!(got, want, "{through}");
+    }
+    // The steps ran: the rows went in, and the group ordered through the model came back.
+    assert!(through.contains("bulkCreate: 30"), "{through}");
+    assert!(
+        through.contains(r#"group: [{"status":"new","n":"23""#),
+        "{through}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_meta_commands_work_on_three_shards() {
     let tables = "[tables.widgets]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
