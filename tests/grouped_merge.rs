@@ -243,3 +243,26 @@ async fn a_column_named_with_and_without_its_table_is_one_group_column() {
     }
     b.stop().await;
 }
+
+/// A bare ORDER BY (or DISTINCT ON) name means the output column named so first, also one
+/// named without an alias (`kind::text` is named `kind`): sorted as text, not as the integer
+/// column. The shards sort so; a merge sorting by the table's column would interleave their
+/// rows out of order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_sort_name_means_the_output_column_named_so() {
+    let b = start("one_output_names", "i % 12", "i * 0.5").await;
+    for sql in [
+        "select kind::text from accounts where id < 40 order by kind, id",
+        "select id, kind::text from accounts where id < 40 order by kind desc, id limit 15",
+        "select distinct on (kind) kind::text, id from accounts order by kind, id",
+        "select distinct kind::text from accounts order by kind",
+        "select kind::text, count(*) from accounts group by kind order by kind",
+        "select kind::text, sum(balance) from accounts group by kind order by kind desc limit 4",
+        // Named by an alias, or an input column under another output name: the integer.
+        "select kind::text as k, count(*) from accounts group by kind order by kind",
+        "select id, kind::text as k from accounts where id < 30 order by kind, id",
+    ] {
+        b.same(sql).await;
+    }
+    b.stop().await;
+}

@@ -337,6 +337,11 @@ fn column_name(e: &Expr) -> Option<(String, u8)> {
             strong @ (_, 2) => strong,
             _ => (type_name(data_type)?, 1),
         },
+        // An array element keeps its array's name, a field its own.
+        Expr::CompoundFieldAccess { root, access_chain } => match access_chain.last()? {
+            sqlparser::ast::AccessExpr::Subscript(_) => return column_name(root),
+            sqlparser::ast::AccessExpr::Dot(field) => return column_name(field),
+        },
         Expr::Case { .. } => ("case".into(), 1),
         Expr::BinaryOp { .. } | Expr::UnaryOp { .. } | Expr::Value(_) => ("?column?".into(), 0),
         _ => return None,

@@ -524,7 +524,22 @@ pub fn plan_aggregate(
             if super::plan::explicit_collation(&oe.expr) == Some(false) {
                 return Plan::Reject(super::plan::other_collation(&oe.expr));
             }
-            let column = match column_of(&oe.expr, &mut spec, &mut hidden) {
+            // A bare name an unaliased item was given is that item, as in PostgreSQL.
+            let named = match &oe.expr {
+                Expr::Identifier(id)
+                    if !items[..client_visible]
+                        .iter()
+                        .any(|(_, a)| a.as_ref().is_some_and(|a| a.value == id.value)) =>
+                {
+                    super::plan::named_output(
+                        id,
+                        items[..client_visible].iter().map(|(e, a)| (e, a.as_ref())),
+                    )
+                }
+                _ => None,
+            };
+            let column = match named.map_or_else(|| column_of(&oe.expr, &mut spec, &mut hidden), Ok)
+            {
                 Ok(c) => c,
                 Err(e) => return Plan::Reject(e),
             };

@@ -564,12 +564,40 @@ pub(super) fn sort_column(e: &Expr, projection: &[SelectItem]) -> Option<SortCol
             _ => {}
         }
     }
+    if let Expr::Identifier(id) = e {
+        let items = projection.iter().filter_map(|item| match item {
+            SelectItem::UnnamedExpr(expr) => Some((expr, None)),
+            SelectItem::ExprWithAlias { expr, alias } => Some((expr, Some(alias))),
+            _ => None,
+        });
+        if let Some(i) = named_output(id, items) {
+            return Some(SortColumn::Position(i + 1));
+        }
+    }
     // A plain column (possibly behind `*`): found by name in the result's RowDescription.
     match e {
         Expr::Identifier(i) => Some(SortColumn::Name(column_name(i))),
         Expr::CompoundIdentifier(parts) => parts.last().map(|i| SortColumn::Name(column_name(i))),
         _ => None,
     }
+}
+
+/// The select item (0-based) a bare ORDER BY or DISTINCT ON name means by the name PostgreSQL
+/// gave it without an alias: `SELECT qty::text ... ORDER BY qty` sorts the text, since
+/// PostgreSQL looks such a name up among the output columns before the input ones. None when
+/// no unaliased item is named so (an alias is matched by the caller).
+pub(crate) fn named_output<'a>(
+    id: &Ident,
+    items: impl Iterator<Item = (&'a Expr, Option<&'a Ident>)>,
+) -> Option<usize> {
+    let wanted = column_name(id);
+    items
+        .enumerate()
+        .find(|(_, (expr, alias))| {
+            alias.is_none()
+                && crate::router::computed::output_name(expr).is_some_and(|n| n == wanted)
+        })
+        .map(|(i, _)| i)
 }
 
 pub(super) fn column_name(i: &Ident) -> String {

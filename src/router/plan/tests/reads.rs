@@ -461,3 +461,36 @@ fn set_operations_of_rows_carrying_the_shard_key_run_on_every_shard() {
         assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
     }
 }
+
+#[test]
+fn a_bare_sort_name_is_the_output_column_named_so() {
+    // `v::text` is named `v`: ORDER BY v sorts it, as PostgreSQL does, not the column.
+    for (sql, want) in [
+        (
+            "select id, v::text from accounts order by v",
+            SortColumn::Position(2),
+        ),
+        (
+            "select v::text, id from accounts order by v, id",
+            SortColumn::Position(1),
+        ),
+        // An array's element keeps the array's name.
+        (
+            "select tags[1], id from accounts order by tags",
+            SortColumn::Position(1),
+        ),
+    ] {
+        match plan_sql(sql) {
+            Plan::Scatter { merge, .. } => assert_eq!(sort_columns(&merge)[0], want, "{sql}"),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    // Aliased, the item is named otherwise: v is the table's column, sent as a hidden one.
+    match plan_sql("select id, v::text as t from accounts order by v") {
+        Plan::Scatter { merge, sql, .. } => {
+            assert_eq!(sort_columns(&merge)[0], SortColumn::Position(3), "{sql}");
+            assert_eq!(merge.hidden, 1);
+        }
+        other => panic!("{other:?}"),
+    }
+}
