@@ -373,15 +373,17 @@ async fn node_postgres_works_over_three_shards() {
     assert!(spread.iter().all(|n| *n > 0), "{spread:?}");
 }
 
-/// Sequelize and Knex over three unlike shards: tests/node/orms.js runs their habits through
-/// the proxy and against one PostgreSQL database, and both must print the same answers.
+/// Sequelize, Knex and TypeORM over three unlike shards: tests/node/orms.js runs their habits
+/// through the proxy and against one PostgreSQL database, and both must print the same answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sequelize_and_knex_answer_as_one_postgresql_over_three_unlike_shards() {
+async fn node_orms_answer_as_one_postgresql_over_three_unlike_shards() {
     let modules = tokio::task::spawn_blocking(node_modules).await.unwrap();
     let tables = "[tables.seq_customers]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
                   [tables.seq_orders]\nshard_key = \"customer_id\"\nkey_type = \"bigint\"\n\
                   [tables.kx_users]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
-                  [tables.kx_events]\nshard_key = \"user_id\"\nkey_type = \"bigint\"\n";
+                  [tables.kx_events]\nshard_key = \"user_id\"\nkey_type = \"bigint\"\n\
+                  [tables.to_authors]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
+                  [tables.to_posts]\nshard_key = \"author_id\"\nkey_type = \"bigint\"\n";
     let tc = TestCluster::start_unlike(3, "", tables).await;
     drop(tc.one_server("orms_one", &[]).await);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node/orms.js");
@@ -396,14 +398,18 @@ async fn sequelize_and_knex_answer_as_one_postgresql_over_three_unlike_shards() 
     let through = orms(tc.url("app", "secret"));
     let alone = orms(tc.shards[0].url("orms_one"));
     assert!(!alone.contains("ERROR"), "{alone}");
-    assert_eq!(through.lines().count(), 38, "{through}");
+    assert_eq!(through.lines().count(), 54, "{through}");
     for (got, want) in through.lines().zip(alone.lines()) {
         assert_eq!(got, want, "{through}");
     }
     // The steps ran: the rows went in, and the group ordered through the model came back.
-    assert!(through.contains("bulkCreate: 30"), "{through}");
+    assert!(through.contains("sequelize bulkCreate: 30"), "{through}");
     assert!(
-        through.contains(r#"group: [{"status":"new","n":"23""#),
+        through.contains(r#"typeorm find relations paged: [["3",3],["5",1]]"#),
+        "{through}"
+    );
+    assert!(
+        through.contains(r#"sequelize group: [{"status":"new","n":"23""#),
         "{through}"
     );
 }

@@ -2,13 +2,21 @@
 // includes with findAndCountAll, aggregates, group with an ORDER BY naming the column through
 // the model, upsert, managed transactions) and Knex (paginated counts, GROUP BY with HAVING,
 // joins on the shard key, a left join counting distinct rows, whereIn over a subquery, a CTE,
-// onConflict().merge(), union, a window over groups). tests/clients.rs runs it through the
-// proxy and against one PostgreSQL database and compares the outputs.
+// onConflict().merge(), union, a window over groups) and TypeORM (relations loaded with
+// skip/take, which it pages through a SELECT DISTINCT over a derived table ordered by an
+// output column's bare name, getManyAndCount over a join, query builder subqueries, upsert,
+// transactions). tests/clients.rs runs it through the proxy and against one PostgreSQL
+// database and compares the outputs.
 //   SHARDGATE_URL=postgres://... node orms.js
 const { Sequelize, DataTypes, Op } = require('sequelize');
+require('reflect-metadata');
+const { DataSource, EntitySchema, In, MoreThan } = require('typeorm');
 const url = process.env.SHARDGATE_URL;
 const out = [];
+// The ORM whose steps run, named in each line.
+let orm = '';
 async function step(name, f) {
+  name = orm + ' ' + name;
   try {
     out.push(name + ': ' + JSON.stringify(await f()));
   } catch (e) {
@@ -18,6 +26,7 @@ async function step(name, f) {
 }
 
 async function sequelize() {
+  orm = 'sequelize';
   const s = new Sequelize(url, { logging: false });
   const Customer = s.define('Customer', { id: { type: DataTypes.BIGINT, primaryKey: true }, name: DataTypes.STRING, tier: DataTypes.INTEGER }, { tableName: 'seq_customers' });
   const Order = s.define('Order', { id: { type: DataTypes.BIGINT, primaryKey: true, autoIncrement: true }, customer_id: { type: DataTypes.BIGINT, primaryKey: true }, total: DataTypes.DECIMAL(10, 2), status: DataTypes.ENUM('new', 'paid', 'void') }, { tableName: 'seq_orders' });
@@ -48,6 +57,7 @@ async function sequelize() {
 }
 
 async function knexSteps() {
+  orm = 'knex';
   const knex = require('knex')({ client: 'pg', connection: url, pool: { min: 1, max: 2 } });
 
   await step('schema', async () => {
@@ -76,8 +86,36 @@ async function knexSteps() {
   await knex.destroy();
 }
 
+async function typeorm() {
+  orm = 'typeorm';
+  const Author = new EntitySchema({ name: 'Author', tableName: 'to_authors', columns: { id: { type: 'bigint', primary: true }, name: { type: 'text' }, score: { type: 'int' } }, relations: { posts: { type: 'one-to-many', target: 'Post', inverseSide: 'author' } } });
+  const Post = new EntitySchema({ name: 'Post', tableName: 'to_posts', columns: { id: { type: 'bigint', primary: true, generated: 'increment' }, author_id: { type: 'bigint', primary: true }, title: { type: 'text' }, likes: { type: 'int' } }, relations: { author: { type: 'many-to-one', target: 'Author', joinColumn: { name: 'author_id' }, inverseSide: 'posts', createForeignKeyConstraints: false } } });
+
+  const ds = new DataSource({ type: 'postgres', url, entities: [Author, Post], synchronize: false, logging: false });
+  await ds.initialize();
+  const A = ds.getRepository('Author'), P = ds.getRepository('Post');
+  await step('sync', async () => { await ds.synchronize(); return 'ok'; });
+  await step('save authors', async () => (await A.save(Array.from({ length: 25 }, (_, i) => ({ id: i + 1, name: 'a' + (i + 1), score: (i * 7) % 10 })))).length);
+  await step('save posts', async () => { const ps = []; for (let a = 1; a <= 25; a++) for (let k = 0; k < a % 4; k++) ps.push({ author: { id: a }, title: `t${a}-${k}`, likes: (a * 3 + k) % 11 }); return (await P.save(ps)).length; });
+  await step('findOneBy', async () => (await A.findOneBy({ id: 9 })).name);
+  await step('find relations paged', async () => (await A.find({ relations: { posts: true }, where: { score: MoreThan(3) }, order: { id: 'ASC', posts: { id: 'ASC' } }, skip: 2, take: 4 })).map(a => [a.id, a.posts.length]));
+  await step('findAndCount', async () => { const [rows, n] = await A.findAndCount({ where: { score: In([1, 2, 3]) }, order: { id: 'DESC' }, take: 3 }); return [n, rows.map(r => r.id)]; });
+  await step('qb join group', async () => A.createQueryBuilder('a').leftJoin('a.posts', 'p').select('a.score', 'score').addSelect('COUNT(p.id)', 'posts').addSelect('SUM(p.likes)', 'likes').groupBy('a.score').orderBy('a.score', 'ASC').getRawMany());
+  await step('qb getManyAndCount joins', async () => { const [rows, n] = await A.createQueryBuilder('a').innerJoinAndSelect('a.posts', 'p').where('p.likes > :l', { l: 6 }).orderBy('a.id', 'ASC').skip(1).take(3).getManyAndCount(); return [n, rows.map(r => [r.id, r.posts.length])]; });
+  await step('qb subquery', async () => (await A.createQueryBuilder('a').where(qb => 'a.id IN ' + qb.subQuery().select('p.author_id').from('Post', 'p').where('p.likes = 10').getQuery()).orderBy('a.id').getMany()).map(a => a.id));
+  await step('count/sum', async () => [await P.count(), await P.sum('likes'), await P.maximum('likes'), await A.countBy({ score: 5 })]);
+  await step('update', async () => (await A.update({ score: 0 }, { score: 9 })).affected);
+  await step('upsert', async () => { await A.upsert({ id: 3, name: 'three', score: 33 }, ['id']); return (await A.findOneBy({ id: 3 })).name; });
+  await step('transaction', async () => ds.transaction(async m => { await m.increment('Author', { id: 1 }, 'score', 5); await m.decrement('Author', { id: 2 }, 'score', 5); return m.sum('Author', 'score'); }));
+  await step('delete', async () => (await P.delete({ likes: 0 })).affected);
+  await step('final', async () => [await A.count(), await P.count(), await P.sum('likes')]);
+  await step('drop', async () => { await ds.query('drop table to_posts; drop table to_authors'); return 'ok'; });
+  await ds.destroy();
+}
+
 (async () => {
   await sequelize();
   await knexSteps();
+  await typeorm();
   console.log(out.join('\n'));
 })();
