@@ -266,3 +266,35 @@ async fn a_bare_sort_name_means_the_output_column_named_so() {
     }
     b.stop().await;
 }
+
+/// A bare GROUP BY or HAVING name is the table's column first, as PostgreSQL resolves it, even
+/// where an output column has that alias (`upper(region) AS region ... GROUP BY region` keeps
+/// 'r1' and 'R1' apart); an alias naming no column groups by its expression. SELECT DISTINCT
+/// over groups it does not select is refused (the merge makes one row per group).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_group_name_is_the_column_before_the_alias() {
+    let b = start("one_group_names", "i % 5", "i * 1.5").await;
+    b.c.batch_execute("update accounts set region = upper(region) where id % 2 = 0")
+        .await
+        .unwrap();
+    b.one
+        .batch_execute("update accounts set region = upper(region) where id % 2 = 0")
+        .await
+        .unwrap();
+    for sql in [
+        "select upper(region) as region, count(*) from accounts group by region order by 1, 2",
+        "select kind % 2 as kind, sum(balance) from accounts group by kind order by 1, 2",
+        "select upper(region) as region, count(*) from accounts group by region having region = 'r1' order by 1",
+        "select upper(region) as r, count(*) from accounts group by r order by 1",
+        "select distinct kind from accounts group by kind order by 1",
+    ] {
+        b.same(sql).await;
+    }
+    for sql in [
+        "select distinct kind from accounts group by kind, region",
+        "select distinct kind % 2 from accounts group by kind",
+    ] {
+        b.refused(sql).await;
+    }
+    b.stop().await;
+}

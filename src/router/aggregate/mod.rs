@@ -68,6 +68,33 @@ fn of_reference_table(e: &Expr, select: &Select, placement: &crate::placement::P
     found
 }
 
+/// Whether `select` names a column `id` (bare or through a table) in its select list, WHERE or
+/// HAVING: then, outside a subquery, the FROM list has such a column. (One named only inside a
+/// subquery is taken for one too: the item it would group by then reads a column neither grouped
+/// nor aggregated, and is refused.)
+fn names_column(select: &Select, id: &Ident) -> bool {
+    let wanted = super::plan::column_name(id);
+    let named = |e: &Expr| -> bool {
+        crate::sql::first_expression(e, |x: &Expr| {
+            let i = match x {
+                Expr::Identifier(i) => i,
+                Expr::CompoundIdentifier(parts) => parts.last()?,
+                _ => return None,
+            };
+            (super::plan::column_name(i) == wanted).then_some(())
+        })
+        .is_some()
+    };
+    let items = select.projection.iter().filter_map(|i| match i {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
+        _ => None,
+    });
+    items
+        .chain(select.selection.iter())
+        .chain(select.having.iter())
+        .any(named)
+}
+
 /// Whether the FROM list reads tables alone (no derived table, function or VALUES), whose rows
 /// come in no order anyone relies on.
 fn reads_tables_only(select: &Select) -> bool {
@@ -166,10 +193,14 @@ pub fn plan_aggregate(
                 }
             }
         }
+        // A bare name is the FROM list's column first, as PostgreSQL resolves GROUP BY: an
+        // alias only when the statement names no column so (`upper(r) AS r ... GROUP BY r`
+        // groups by the column r).
         if let Expr::Identifier(id) = g {
             if let Some(item) = items
                 .iter()
                 .find(|(_, a)| a.as_ref().is_some_and(|a| a.value == id.value))
+                .filter(|_| !names_column(select, id))
             {
                 return item.0.to_string();
             }
@@ -177,6 +208,17 @@ pub fn plan_aggregate(
         g.to_string()
     };
     let group_texts: Vec<String> = group_exprs.iter().map(resolve_group).collect();
+    // The merge makes one row per group: DISTINCT leaves them as they are only when every
+    // group expression is among them.
+    if distinct && !group_exprs.is_empty() {
+        let selected: Vec<String> = items.iter().map(|(e, _)| e.to_string()).collect();
+        if let Some(g) = group_texts.iter().find(|g| !selected.contains(g)) {
+            return refuse(
+                format!("SELECT DISTINCT over groups that are not selected (GROUP BY {g}) over several shards is not supported"),
+                "Select every GROUP BY expression, or drop DISTINCT and group by what is selected.",
+            );
+        }
+    }
 
     // With count(DISTINCT) and no GROUP BY the merge makes the one answer row itself (see
     // below), from no shard's row: a literal beside it is evaluated after the merge, as an
@@ -385,80 +427,86 @@ pub fn plan_aggregate(
     // SELECT DISTINCT groups by every column: no rows make no groups, not one empty group.
     spec.single_group = group_exprs.is_empty() && !distinct;
     // Finds (or adds as hidden) the column computing `e`.
-    let mut column_of =
-        |e: &Expr, spec: &mut AggSpec, hidden: &mut Vec<SelectItem>| -> Result<usize, PgError> {
-            if let Expr::Value(v) = e {
-                if let Value::Number(n, _) = &v.value {
-                    return n
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|p| (1..=client_visible).contains(p))
-                        .map(|p| p - 1)
-                        .ok_or_else(|| {
-                            PgError::error("42P10", format!("position {n} is not in select list"))
-                        });
-                }
+    // `sorting`: an ORDER BY key, where a bare name may be an output column's alias; HAVING
+    // reads input columns only.
+    let mut column_of = |e: &Expr,
+                         sorting: bool,
+                         spec: &mut AggSpec,
+                         hidden: &mut Vec<SelectItem>|
+     -> Result<usize, PgError> {
+        if let Expr::Value(v) = e {
+            if let Value::Number(n, _) = &v.value {
+                return n
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|p| (1..=client_visible).contains(p))
+                    .map(|p| p - 1)
+                    .ok_or_else(|| {
+                        PgError::error("42P10", format!("position {n} is not in select list"))
+                    });
             }
-            if let Expr::Identifier(id) = e {
-                if let Some(p) = items
-                    .iter()
-                    .position(|(_, a)| a.as_ref().is_some_and(|a| a.value == id.value))
-                {
-                    return Ok(p);
-                }
-            }
-            let text = e.to_string();
-            if let Some(p) = items.iter().position(|(x, _)| x.to_string() == text) {
+        }
+        if let Expr::Identifier(id) = e {
+            if let Some(p) = items
+                .iter()
+                .position(|(_, a)| a.as_ref().is_some_and(|a| a.value == id.value))
+                .filter(|_| sorting)
+            {
                 return Ok(p);
             }
-            // Gathered and evaluated after the merge, as a selected one is.
-            if super::gathered::answers(e) {
+        }
+        let text = e.to_string();
+        if let Some(p) = items.iter().position(|(x, _)| x.to_string() == text) {
+            return Ok(p);
+        }
+        // Gathered and evaluated after the merge, as a selected one is.
+        if super::gathered::answers(e) {
+            return hidden::computed(
+                e,
+                (q, params, placement),
+                &group_texts,
+                visible,
+                (spec, hidden),
+            );
+        }
+        let kind = combined_kind(e).map_err(unsupported)?;
+        let col = match kind.map(|k| (k, spec::partial(k))) {
+            Some((_, Some(column))) => column,
+            Some(("avg", _)) => return Ok(hidden::avg(e, visible, (spec, hidden))),
+            // Without GROUP BY the merge would make an answer row the items were not
+            // planned for; under grouping sets it is refused as a selected one is.
+            Some(("count_distinct", _)) if !group_exprs.is_empty() && !has_sets => {
+                let (at, values) = hidden::distinct_count(e, visible, (spec, hidden))?;
+                extra_groups.push(values);
+                return Ok(at);
+            }
+            Some(_) => {
+                return Err(unsupported(format!(
+                    "{e} is used but not selected; select it to sort or filter on it"
+                )))
+            }
+            None if group_texts.contains(&text) => AggColumn::Group,
+            // Constant within each group of each set, as when selected.
+            None if grouping_sets::is_grouping_call(e) => AggColumn::Group,
+            // Computed after the merge from hidden parts, as a selected item is, when
+            // each part is a column of its own: a count, sum, min, max or group column.
+            None => {
                 return hidden::computed(
                     e,
                     (q, params, placement),
                     &group_texts,
                     visible,
                     (spec, hidden),
-                );
+                )
             }
-            let kind = combined_kind(e).map_err(unsupported)?;
-            let col = match kind.map(|k| (k, spec::partial(k))) {
-                Some((_, Some(column))) => column,
-                Some(("avg", _)) => return Ok(hidden::avg(e, visible, (spec, hidden))),
-                // Without GROUP BY the merge would make an answer row the items were not
-                // planned for; under grouping sets it is refused as a selected one is.
-                Some(("count_distinct", _)) if !group_exprs.is_empty() && !has_sets => {
-                    let (at, values) = hidden::distinct_count(e, visible, (spec, hidden))?;
-                    extra_groups.push(values);
-                    return Ok(at);
-                }
-                Some(_) => {
-                    return Err(unsupported(format!(
-                        "{e} is used but not selected; select it to sort or filter on it"
-                    )))
-                }
-                None if group_texts.contains(&text) => AggColumn::Group,
-                // Constant within each group of each set, as when selected.
-                None if grouping_sets::is_grouping_call(e) => AggColumn::Group,
-                // Computed after the merge from hidden parts, as a selected item is, when
-                // each part is a column of its own: a count, sum, min, max or group column.
-                None => {
-                    return hidden::computed(
-                        e,
-                        (q, params, placement),
-                        &group_texts,
-                        visible,
-                        (spec, hidden),
-                    )
-                }
-            };
-            hidden.push(SelectItem::ExprWithAlias {
-                expr: e.clone(),
-                alias: Ident::new(format!("__shardgate_extra_{}", hidden.len())),
-            });
-            spec.columns.push(col);
-            Ok(visible + hidden.len() - 1)
         };
+        hidden.push(SelectItem::ExprWithAlias {
+            expr: e.clone(),
+            alias: Ident::new(format!("__shardgate_extra_{}", hidden.len())),
+        });
+        spec.columns.push(col);
+        Ok(visible + hidden.len() - 1)
+    };
     if let Some(h) = &select.having {
         let mut conjuncts = Vec::new();
         collect_and(h, &mut conjuncts);
@@ -500,7 +548,7 @@ pub fn plan_aggregate(
                     )
                 }
             };
-            let column = match column_of(expr, &mut spec, &mut hidden) {
+            let column = match column_of(expr, false, &mut spec, &mut hidden) {
                 Ok(c) => c,
                 Err(e) => return Plan::Reject(e),
             };
@@ -538,11 +586,11 @@ pub fn plan_aggregate(
                 }
                 _ => None,
             };
-            let column = match named.map_or_else(|| column_of(&oe.expr, &mut spec, &mut hidden), Ok)
-            {
-                Ok(c) => c,
-                Err(e) => return Plan::Reject(e),
-            };
+            let column =
+                match named.map_or_else(|| column_of(&oe.expr, true, &mut spec, &mut hidden), Ok) {
+                    Ok(c) => c,
+                    Err(e) => return Plan::Reject(e),
+                };
             order.push(SortKey {
                 column: SortColumn::Position(column + 1),
                 descending,

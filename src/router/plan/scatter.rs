@@ -600,7 +600,7 @@ pub(crate) fn named_output<'a>(
         .map(|(i, _)| i)
 }
 
-pub(super) fn column_name(i: &Ident) -> String {
+pub(crate) fn column_name(i: &Ident) -> String {
     if i.quote_style.is_some() {
         i.value.clone()
     } else {
