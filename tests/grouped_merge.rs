@@ -247,7 +247,8 @@ async fn a_column_named_with_and_without_its_table_is_one_group_column() {
 /// A bare ORDER BY (or DISTINCT ON) name means the output column named so first, also one
 /// named without an alias (`kind::text` is named `kind`): sorted as text, not as the integer
 /// column. The shards sort so; a merge sorting by the table's column would interleave their
-/// rows out of order.
+/// rows out of order. Output names come before an item that holds the column itself, and an
+/// item after a `*` is sorted by its own expression (its position is not known).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bare_sort_name_means_the_output_column_named_so() {
     let b = start("one_output_names", "i % 12", "i * 0.5").await;
@@ -261,6 +262,13 @@ async fn a_bare_sort_name_means_the_output_column_named_so() {
         // Named by an alias, or an input column under another output name: the integer.
         "select kind::text as k, count(*) from accounts group by kind order by kind",
         "select id, kind::text as k from accounts where id < 30 order by kind, id",
+        // An output name comes before an item holding the column itself.
+        "select kind as x, kind::text from accounts where id < 30 order by kind desc, id",
+        "select id, kind as k, balance::text as kind from accounts where id < 30 order by kind, id",
+        // After a `*`, where the item's position is not known: sorted by its expression.
+        "select *, -id as k from accounts where id < 20 order by k",
+        "select *, upper(region) from accounts where id < 20 order by upper, id",
+        "select a.*, -id from accounts a where id < 20 order by -id",
     ] {
         b.same(sql).await;
     }

@@ -315,16 +315,19 @@ pub(super) fn plan_scatter(
             if explicit_collation(&oe.expr) == Some(false) {
                 return Plan::Reject(other_collation(&oe.expr));
             }
-            let column = match sort_column(&oe.expr, &select.projection) {
-                Some(SortColumn::Name(n)) if has_wildcard => SortColumn::Name(n),
-                Some(SortColumn::Position(p)) => SortColumn::Position(p),
+            let sorted = sort_column(&oe.expr, &select.projection);
+            let column = match sorted {
+                Some(Ok(SortColumn::Name(n))) if has_wildcard => SortColumn::Name(n),
+                Some(Ok(SortColumn::Position(p))) => SortColumn::Position(p),
                 _ => {
-                    // Not among the client's columns: the shards return it after them.
+                    // Not among the client's columns, or behind a `*`: the shards return it
+                    // after them (an item's own expression, which its alias stands for).
+                    let expr = match sorted {
+                        Some(Err(item)) => item,
+                        _ => oe.expr.clone(),
+                    };
                     let alias = Ident::new(format!("__shardgate_sort_{}", hidden_items.len()));
-                    hidden_items.push(SelectItem::ExprWithAlias {
-                        expr: oe.expr.clone(),
-                        alias,
-                    });
+                    hidden_items.push(SelectItem::ExprWithAlias { expr, alias });
                     if has_wildcard {
                         SortColumn::Name(format!("__shardgate_sort_{}", hidden_items.len() - 1))
                     } else {
@@ -544,40 +547,65 @@ pub(crate) fn sort_direction(oe: &sqlparser::ast::OrderByExpr) -> Result<(bool, 
     Ok((descending, oe.options.nulls_first.unwrap_or(descending)))
 }
 
-pub(super) fn sort_column(e: &Expr, projection: &[SelectItem]) -> Option<SortColumn> {
+/// What an ORDER BY key sorts on, as PostgreSQL resolves it: a position; a bare name first
+/// among the output columns' names (aliases, and the names items get without one); then an
+/// expression the select list holds. `Err(expr)`: a select item after a `*`, whose position
+/// the plan cannot know: the shards return `expr` again as a hidden column. None: not among
+/// the client's columns.
+pub(super) fn sort_column(e: &Expr, projection: &[SelectItem]) -> Option<Result<SortColumn, Expr>> {
     if let Expr::Value(v) = e {
         if let Value::Number(n, _) = &v.value {
-            return n.parse().ok().filter(|p| *p >= 1).map(SortColumn::Position);
+            return n
+                .parse()
+                .ok()
+                .filter(|p| *p >= 1)
+                .map(|p| Ok(SortColumn::Position(p)));
+        }
+    }
+    let items: Vec<(usize, &Expr, Option<&Ident>)> = projection
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| match item {
+            SelectItem::UnnamedExpr(expr) => Some((i, expr, None)),
+            SelectItem::ExprWithAlias { expr, alias } => Some((i, expr, Some(alias))),
+            _ => None,
+        })
+        .collect();
+    let found = |i: usize, expr: &Expr| {
+        let after_wildcard = projection[..i].iter().any(|item| {
+            matches!(
+                item,
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+            )
+        });
+        if after_wildcard {
+            Err(expr.clone())
+        } else {
+            Ok(SortColumn::Position(i + 1))
+        }
+    };
+    if let Expr::Identifier(id) = e {
+        if let Some(&(i, expr, _)) = items
+            .iter()
+            .find(|(_, _, alias)| alias.is_some_and(|a| a.value == id.value))
+        {
+            return Some(found(i, expr));
+        }
+        if let Some(n) = named_output(id, items.iter().map(|&(_, expr, alias)| (expr, alias))) {
+            let (i, expr, _) = items[n];
+            return Some(found(i, expr));
         }
     }
     let text = e.to_string();
-    for (i, item) in projection.iter().enumerate() {
-        match item {
-            SelectItem::ExprWithAlias { alias, .. } if matches!(e, Expr::Identifier(id) if id.value == alias.value) => {
-                return Some(SortColumn::Position(i + 1))
-            }
-            SelectItem::ExprWithAlias { expr, .. } | SelectItem::UnnamedExpr(expr)
-                if expr.to_string() == text =>
-            {
-                return Some(SortColumn::Position(i + 1))
-            }
-            _ => {}
-        }
-    }
-    if let Expr::Identifier(id) = e {
-        let items = projection.iter().filter_map(|item| match item {
-            SelectItem::UnnamedExpr(expr) => Some((expr, None)),
-            SelectItem::ExprWithAlias { expr, alias } => Some((expr, Some(alias))),
-            _ => None,
-        });
-        if let Some(i) = named_output(id, items) {
-            return Some(SortColumn::Position(i + 1));
-        }
+    if let Some(&(i, expr, _)) = items.iter().find(|(_, expr, _)| expr.to_string() == text) {
+        return Some(found(i, expr));
     }
     // A plain column (possibly behind `*`): found by name in the result's RowDescription.
     match e {
-        Expr::Identifier(i) => Some(SortColumn::Name(column_name(i))),
-        Expr::CompoundIdentifier(parts) => parts.last().map(|i| SortColumn::Name(column_name(i))),
+        Expr::Identifier(i) => Some(Ok(SortColumn::Name(column_name(i)))),
+        Expr::CompoundIdentifier(parts) => {
+            parts.last().map(|i| Ok(SortColumn::Name(column_name(i))))
+        }
         _ => None,
     }
 }
