@@ -323,7 +323,7 @@ pub(super) fn plan_scatter(
                     // Not among the client's columns, or behind a `*`: the shards return it
                     // after them (an item's own expression, which its alias stands for).
                     let expr = match sorted {
-                        Some(Err(item)) => item,
+                        Some(Err(item)) => *item,
                         _ => oe.expr.clone(),
                     };
                     let alias = Ident::new(format!("__shardgate_sort_{}", hidden_items.len()));
@@ -552,7 +552,10 @@ pub(crate) fn sort_direction(oe: &sqlparser::ast::OrderByExpr) -> Result<(bool, 
 /// expression the select list holds. `Err(expr)`: a select item after a `*`, whose position
 /// the plan cannot know: the shards return `expr` again as a hidden column. None: not among
 /// the client's columns.
-pub(super) fn sort_column(e: &Expr, projection: &[SelectItem]) -> Option<Result<SortColumn, Expr>> {
+pub(super) fn sort_column(
+    e: &Expr,
+    projection: &[SelectItem],
+) -> Option<Result<SortColumn, Box<Expr>>> {
     if let Expr::Value(v) = e {
         if let Value::Number(n, _) = &v.value {
             return n
@@ -579,7 +582,7 @@ pub(super) fn sort_column(e: &Expr, projection: &[SelectItem]) -> Option<Result<
             )
         });
         if after_wildcard {
-            Err(expr.clone())
+            Err(Box::new(expr.clone()))
         } else {
             Ok(SortColumn::Position(i + 1))
         }
