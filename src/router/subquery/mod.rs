@@ -382,7 +382,9 @@ pub(crate) fn sole_derived(select: &Select) -> Option<&Query> {
     }
 }
 
-/// `SELECT DISTINCT` whose columns include a shard key of its FROM, or GROUP BY one.
+/// `SELECT DISTINCT` whose columns include a shard key of its FROM, or GROUP BY one (without
+/// DISTINCT: rows of groups on two shards may be alike once the key is left out, and DISTINCT
+/// would have to remove one of them).
 pub(crate) fn grouped_by_key(q: &Query, placement: &Placement) -> bool {
     let SetExpr::Select(s) = q.body.as_ref() else {
         return false;
@@ -397,5 +399,8 @@ pub(crate) fn grouped_by_key(q: &Query, placement: &Placement) -> bool {
     let grouped_key = matches!(&s.group_by,
         sqlparser::ast::GroupByExpr::Expressions(exprs, mods)
             if mods.is_empty() && exprs.iter().any(is_key));
-    distinct_key || grouped_key
+    if matches!(s.distinct, Some(sqlparser::ast::Distinct::Distinct)) {
+        return distinct_key;
+    }
+    grouped_key
 }
