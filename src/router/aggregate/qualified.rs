@@ -11,9 +11,8 @@
 
 use sqlparser::ast::{
     Expr, Ident, ObjectNamePart, OrderByKind, Query, Select, SelectItem, SetExpr, TableFactor,
-    VisitMut, VisitorMut,
+    VisitMut,
 };
-use std::ops::ControlFlow;
 
 /// `q` with its references to the one table's columns written bare, or None when its FROM
 /// list is not one table or nothing is qualified.
@@ -26,22 +25,17 @@ pub(super) fn bare(q: &Query) -> Option<Query> {
     let SetExpr::Select(select) = out.body.as_mut() else {
         return None;
     };
-    let mut strip = Strip {
-        qualifier: &qualifier,
-        depth: 0,
-        changed: false,
-        keep: Vec::new(),
-    };
+    let mut changed = false;
     for item in &mut select.projection {
         match item {
             SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
-                let _ = e.visit(&mut strip);
+                changed |= strip(e, &qualifier, &[]);
             }
             _ => return None,
         }
     }
-    let _ = select.group_by.visit(&mut strip);
-    let _ = select.having.visit(&mut strip);
+    changed |= strip(&mut select.group_by, &qualifier, &[]);
+    changed |= strip(&mut select.having, &qualifier, &[]);
     // Output names a bare ORDER BY name would mean instead of the table's column.
     let mut named = Vec::new();
     for item in &s.projection {
@@ -49,13 +43,13 @@ pub(super) fn bare(q: &Query) -> Option<Query> {
             SelectItem::ExprWithAlias { alias, .. } => Some((folded(alias), None)),
             SelectItem::UnnamedExpr(e) => match crate::router::computed::output_name(e) {
                 Some(n) => Some((n, column_of(e, &qualifier))),
-                None => return Some(out).filter(|_| strip.changed),
+                None => return Some(out).filter(|_| changed),
             },
             _ => None,
         };
         named.extend(name);
     }
-    strip.keep = named
+    let keep: Vec<String> = named
         .into_iter()
         .filter(|(_, column)| column.is_none())
         .map(|(n, _)| n)
@@ -63,11 +57,28 @@ pub(super) fn bare(q: &Query) -> Option<Query> {
     if let Some(ob) = &mut out.order_by {
         if let OrderByKind::Expressions(exprs) = &mut ob.kind {
             for o in exprs {
-                let _ = o.expr.visit(&mut strip);
+                changed |= strip(&mut o.expr, &qualifier, &keep);
             }
         }
     }
-    strip.changed.then_some(out)
+    changed.then_some(out)
+}
+
+/// Writes bare, outside subqueries, each column of `node` named through `qualifier`, but those
+/// named in `keep`; whether any was.
+fn strip<V: VisitMut>(node: &mut V, qualifier: &str, keep: &[String]) -> bool {
+    let mut changed = false;
+    crate::router::subquery::visit_outside_subqueries_mut(node, |e| {
+        if let Expr::CompoundIdentifier(parts) = e {
+            if let [q, c] = parts.as_slice() {
+                if folded(q) == qualifier && !keep.contains(&folded(c)) {
+                    *e = Expr::Identifier(c.clone());
+                    changed = true;
+                }
+            }
+        }
+    });
+    changed
 }
 
 /// The name qualifying the FROM list's one table: its alias, or its own last name.
@@ -112,45 +123,6 @@ fn folded(i: &Ident) -> String {
     match i.quote_style {
         None => i.value.to_lowercase(),
         Some(_) => i.value.clone(),
-    }
-}
-
-struct Strip<'a> {
-    qualifier: &'a str,
-    /// Subqueries entered: their names are left alone.
-    depth: usize,
-    changed: bool,
-    /// Names left qualified (in ORDER BY: output columns named alike).
-    keep: Vec<String>,
-}
-
-impl VisitorMut for Strip<'_> {
-    type Break = ();
-
-    fn pre_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
-        self.depth += 1;
-        ControlFlow::Continue(())
-    }
-
-    fn post_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
-        self.depth -= 1;
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
-        if self.depth > 0 {
-            return ControlFlow::Continue(());
-        }
-        if let Expr::CompoundIdentifier(parts) = e {
-            if let [q, c] = parts.as_slice() {
-                if folded(q) == self.qualifier && !self.keep.contains(&folded(c)) {
-                    let column = c.clone();
-                    *e = Expr::Identifier(column);
-                    self.changed = true;
-                }
-            }
-        }
-        ControlFlow::Continue(())
     }
 }
 
