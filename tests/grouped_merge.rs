@@ -6,6 +6,7 @@
 mod common;
 
 use common::beside::Beside;
+use common::rows;
 
 const TABLES: &str = "[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
 
@@ -308,5 +309,45 @@ async fn a_bare_group_name_is_the_column_before_the_alias() {
     ] {
         b.refused(sql).await;
     }
+    b.stop().await;
+}
+
+/// A bare GROUP BY name that an alias takes and the statement names nowhere else as a column
+/// is settled from the catalog, as PostgreSQL settles it: the table's column when it has one
+/// (`region AS kind ... GROUP BY kind, region` groups by the column kind), the alias's item
+/// otherwise; bound, in a transaction block, and for a column the transaction just added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_name_an_alias_takes_is_the_catalogs_column_first() {
+    let b = start("one_group_catalog", "i % 5", "i * 1.5").await;
+    for sql in [
+        "select region as kind, count(*) from accounts group by kind, region order by 1, 2",
+        "select 1 as kind, count(*) from accounts group by kind order by 2",
+        "select region as kind, count(*) from accounts a group by a.kind, region order by 1, 2",
+        "select count(*), upper(region) as r from accounts group by r order by 2",
+        "select upper(region) as r, sum(balance) from accounts group by r having sum(balance) > 10 order by 1",
+        "select region as id, count(*) from accounts group by id order by 1, 2 limit 5",
+    ] {
+        b.same(sql).await;
+    }
+    let bound = "select region as kind, count(*) from accounts where id > $1 group by kind, region order by 1, 2";
+    let pairs = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, i64)> {
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    };
+    let want = pairs(b.one.query(bound, &[&5i64]).await.unwrap());
+    assert_eq!(want.len(), 35, "one row per region and kind");
+    let got = pairs(b.c.query(bound, &[&5i64]).await.unwrap());
+    assert_eq!(got, want, "{bound}");
+
+    // The transaction's own column counts: grouped by it, not by the constant.
+    let added = "begin; alter table accounts add column r int; update accounts set r = id % 2";
+    let read = "select 1 as r, count(*) from accounts group by r order by 2";
+    b.one.batch_execute(added).await.unwrap();
+    let want = rows(&b.one.simple_query(read).await.unwrap());
+    b.one.batch_execute("rollback").await.unwrap();
+    assert_eq!(want.len(), 2, "{read}: two groups by the new column");
+    b.c.batch_execute(added).await.unwrap();
+    let got = b.c.simple_query(read).await;
+    b.c.batch_execute("rollback").await.unwrap();
+    assert_eq!(rows(&got.unwrap()), want, "{read}");
     b.stop().await;
 }

@@ -1,10 +1,13 @@
-//! Outer columns a subquery names without their table, written qualified
-//! (`router::subquery::unqualified` has the reasoning). The tables' columns are read from the
-//! first shard's catalog in the client's own transaction, so a column added there and not yet
-//! committed counts, and names resolve under the session's search_path.
+//! Names a statement writes without their table, settled from the catalog: outer columns a
+//! subquery names bare, written qualified (`router::subquery::unqualified` has the
+//! reasoning), and a GROUP BY name that is an alias and maybe a column
+//! (`router::aggregate::group_names`). The tables' columns are read from the first shard's
+//! catalog in the client's own transaction, so a column added there and not yet committed
+//! counts, and names resolve under the session's search_path.
 
 use super::session::{Exec, Step, R};
 use super::subqueries_first::{Bound, Unanswered};
+use crate::router::aggregate::group_names;
 use crate::router::subquery::unqualified;
 use sqlparser::ast::Query;
 use std::collections::HashMap;
@@ -21,6 +24,35 @@ impl Exec<'_> {
         if tables.is_empty() {
             return Ok(Ok(None));
         }
+        Ok(match self.catalog_columns(tables).await? {
+            Ok(Some(columns)) => Ok(unqualified::qualified(q, &columns)),
+            other => other.map(|_| None),
+        })
+    }
+
+    /// `q` with each GROUP BY name that is an alias and maybe a column written as one or the
+    /// other; None when that cannot be settled (the statement keeps its refusal). Err: the
+    /// client has been told why.
+    pub(super) async fn group_names_resolved(
+        &mut self,
+        q: &Query,
+    ) -> R<Result<Option<Query>, Step>> {
+        let Some(tables) = group_names::tables_to_read(q) else {
+            return Ok(Ok(None));
+        };
+        Ok(match self.catalog_columns(tables).await? {
+            Ok(Some(columns)) => Ok(group_names::resolved(q, &columns)),
+            other => other.map(|_| None),
+        })
+    }
+
+    /// The columns of each of `tables` (by its name as written), in the order the catalog
+    /// lists them; None when a table is not there (the statement fails on its own, as
+    /// written). Err: the client has been told why.
+    async fn catalog_columns(
+        &mut self,
+        tables: Vec<String>,
+    ) -> R<Result<Option<HashMap<String, Vec<String>>>, Step>> {
         let mut columns = HashMap::new();
         for table in tables {
             let text = format!(
@@ -45,6 +77,6 @@ impl Exec<'_> {
                 Err(Unanswered::Told) => return Ok(Err(Step::Failed)),
             }
         }
-        Ok(Ok(unqualified::qualified(q, &columns)))
+        Ok(Ok(Some(columns)))
     }
 }

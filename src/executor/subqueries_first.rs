@@ -35,6 +35,7 @@ use crate::error::{sqlstate, PgError};
 use crate::placement::HOME;
 use crate::protocol::inspect;
 use crate::protocol::inspect::FieldDesc;
+use crate::router::aggregate::group_names;
 use crate::router::params::Params;
 use crate::router::plan::{keep_used_params, plan, Plan};
 use crate::router::uncorrelated::{self, unmatched, Answer};
@@ -194,6 +195,36 @@ impl Exec<'_> {
             return Ok(Err(self.error(&refusal)));
         }
         let (mut q, mut refusal) = (q.clone(), refusal);
+        // A GROUP BY name that is an alias and maybe a column, settled from the catalog.
+        if group_names::unresolved(&refusal) {
+            let resolved = match self.group_names_resolved(&q).await? {
+                Err(step) => return Ok(Err(step)),
+                Ok(None) => return Ok(Err(self.error(&refusal))),
+                Ok(Some(resolved)) => resolved,
+            };
+            let mut renumbered = resolved.clone();
+            let used = bound.used_by(&mut renumbered);
+            match plan(
+                &Statement::Query(Box::new(renumbered.clone())),
+                &self.placement,
+                &used.params,
+            ) {
+                Plan::Reject(e) if uncorrelated::answered_in_parts(&e) => {
+                    (q, refusal) = (Box::new(resolved), e);
+                }
+                plan => {
+                    let sql = renumbered.to_string();
+                    return Ok(Ok((
+                        false,
+                        Answered {
+                            plan,
+                            sql,
+                            bound: used,
+                        },
+                    )));
+                }
+            }
+        }
         // Subqueries naming outer columns bare may be tied after all: written qualified, the
         // statement may plan as it stands, or have fewer parts to answer first.
         if uncorrelated::answered_first(&refusal) {

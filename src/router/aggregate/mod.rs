@@ -23,6 +23,7 @@ use kinds::{
 };
 mod conditions;
 use conditions::{bare_boolean, flip, literal};
+pub mod group_names;
 mod grouping_sets;
 mod hidden;
 mod qualified;
@@ -180,7 +181,14 @@ pub fn plan_aggregate(
             )
         }
     };
-    // Group expressions named by position or alias mean that select item.
+    // A bare name that may be an alias or a column: the executor settles it from the catalog.
+    if group_exprs
+        .iter()
+        .any(|g| group_names::ambiguous(select, g))
+    {
+        return refuse(group_names::UNRESOLVED, group_names::HINT);
+    }
+    // Group expressions named by position mean that select item.
     let resolve_group = |g: &Expr| -> String {
         if let Expr::Value(v) = g {
             if let Value::Number(n, _) = &v.value {
@@ -193,18 +201,8 @@ pub fn plan_aggregate(
                 }
             }
         }
-        // A bare name is the FROM list's column first, as PostgreSQL resolves GROUP BY: an
-        // alias only when the statement names no column so (`upper(r) AS r ... GROUP BY r`
-        // groups by the column r).
-        if let Expr::Identifier(id) = g {
-            if let Some(item) = items
-                .iter()
-                .find(|(_, a)| a.as_ref().is_some_and(|a| a.value == id.value))
-                .filter(|_| !names_column(select, id))
-            {
-                return item.0.to_string();
-            }
-        }
+        // A bare name here is the FROM list's column, as PostgreSQL resolves GROUP BY (an
+        // alias naming no known column was refused above).
         g.to_string()
     };
     let group_texts: Vec<String> = group_exprs.iter().map(resolve_group).collect();

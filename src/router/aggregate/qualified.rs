@@ -5,9 +5,10 @@
 //! but the merge matches expressions by their text, so `"Order"."status"` read as a column
 //! neither grouped nor aggregated. Each reference qualified by the table's alias (or, without
 //! one, its name) is written bare in the select list, GROUP BY and HAVING, where a bare name
-//! means the table's column, and in ORDER BY unless a select item other than that column is
-//! named alike (a bare ORDER BY name means the output column first). Subqueries keep their
-//! names: theirs may be another table's.
+//! means the table's column (in GROUP BY unless an alias takes the name and the statement
+//! names no such column elsewhere: the planner would not know it for one), and in ORDER BY
+//! unless a select item other than that column is named alike (a bare ORDER BY name means the
+//! output column first). Subqueries keep their names: theirs may be another table's.
 
 use sqlparser::ast::{
     Expr, Ident, ObjectNamePart, OrderByKind, Query, Select, SelectItem, SetExpr, TableFactor,
@@ -34,7 +35,19 @@ pub(super) fn bare(q: &Query) -> Option<Query> {
             _ => return None,
         }
     }
-    changed |= strip(&mut select.group_by, &qualifier, &[]);
+    // A GROUP BY name an alias takes stays qualified unless the statement names the column
+    // elsewhere: bare, it could read as the alias (`group_names`).
+    let aliases: Vec<String> = s
+        .projection
+        .iter()
+        .filter_map(|i| match i {
+            SelectItem::ExprWithAlias { alias, .. } if !super::names_column(s, alias) => {
+                Some(folded(alias))
+            }
+            _ => None,
+        })
+        .collect();
+    changed |= strip(&mut select.group_by, &qualifier, &aliases);
     changed |= strip(&mut select.having, &qualifier, &[]);
     // Output names a bare ORDER BY name would mean instead of the table's column.
     let mut named = Vec::new();
@@ -169,6 +182,11 @@ mod tests {
         assert_eq!(
             bare_text("select o.x, (select max(o.y) from other o) from orders o").as_deref(),
             Some("SELECT x, (SELECT max(o.y) FROM other o) FROM orders o")
+        );
+        // Bare, the group name would read as the alias.
+        assert_eq!(
+            bare_text("select o.r as q, count(*) from orders o group by o.q, o.r").as_deref(),
+            Some("SELECT r AS q, count(*) FROM orders o GROUP BY o.q, r")
         );
         // A bare ORDER BY name would mean the output column `x`, which is another value.
         assert_eq!(

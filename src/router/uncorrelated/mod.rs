@@ -67,9 +67,12 @@ fn is_sharded(placement: &Placement, name: &sqlparser::ast::ObjectName) -> bool 
 
 /// Whether the executor may answer a statement the planner refused in parts: subqueries
 /// first (`answered_first`), or the reference rows an outer join keeps unmatched
-/// (`unmatched`).
+/// (`unmatched`); or after reading what its GROUP BY names mean
+/// (`aggregate::group_names`).
 pub fn answered_in_parts(refusal: &PgError) -> bool {
-    answered_first(refusal) || unmatched::refused_for_kept_rows(refusal)
+    answered_first(refusal)
+        || unmatched::refused_for_kept_rows(refusal)
+        || super::aggregate::group_names::unresolved(refusal)
 }
 
 /// How the statement uses a subquery's rows.
