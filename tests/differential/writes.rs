@@ -1,9 +1,10 @@
 //! Random writes, sent through the proxy and to one plain PostgreSQL with the same rows: the
 //! shapes applications and ORMs write with (multi-row INSERT, ON CONFLICT, UPDATE and DELETE
 //! under every filter the read generator draws, RETURNING, UPDATE ... FROM and DELETE ...
-//! USING a reference table, INSERT ... SELECT, writes to the reference table (some computing
-//! values each server draws its own way), MERGE, writing CTEs), alone or a few in one
-//! transaction that commits or rolls back; as text, or with their constants bound.
+//! USING a reference table or a table joined by the key, INSERT ... SELECT, writes to the
+//! reference table (some computing values each server draws its own way), MERGE, writing
+//! CTEs), alone or a few in one transaction that commits or rolls back; as text, or with their
+//! constants bound.
 //!
 //! Each statement must be refused (0A000) or have the plain server's outcome: the same rows
 //! returned, the same count, or the same SQLSTATE. After each statement outside a transaction,
@@ -55,7 +56,7 @@ fn returning(rng: &mut Rng, what: &str) -> String {
 pub fn statement(rng: &mut Rng) -> String {
     let cols = "(id, owner, balance, region, active)";
     let w = |rng: &mut Rng| filters(rng, "").unwrap_or_else(|| "true".into());
-    match rng.below(40) {
+    match rng.below(42) {
         // The same column set by an UPDATE: on one account's rows, several accounts' (rows
         // on several shards given one id), or rows named by another column; and by an
         // upsert's DO UPDATE.
@@ -153,6 +154,21 @@ pub fn statement(rng: &mut Rng) -> String {
             rng.pick(&["th", "e"]),
             id(rng)
         ),
+        // Joined to a co-located table by the key: each shard joins its own rows; joined by
+        // another column (refused), a shard would miss the rows of the others.
+        40 => format!(
+            "update orders o set amount = o.amount + 1 from accounts a where a.id = o.account_id and {}{}",
+            filter(rng, "a."),
+            returning(rng, "o.account_id, o.order_no, o.amount, a.owner")
+        ),
+        41 => match rng.below(3) {
+            0 => "update accounts a set note = 'n' || o.order_no from orders o where o.order_no = a.id".into(),
+            _ => format!(
+                "delete from orders o using accounts a where o.account_id = a.id and {}{}",
+                filter(rng, "a."),
+                returning(rng, "o.account_id, o.order_no")
+            ),
+        },
         29 => format!(
             "update accounts set note = (select label from regions r where r.id = accounts.region) where {}{}",
             w(rng),

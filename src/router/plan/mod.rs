@@ -381,12 +381,22 @@ fn plan_unguarded(stmt: &Statement, placement: &Placement, params: &Params) -> P
                 }
                 None => &[][..],
             };
-            if let Some(refusal) = joined_to_write(name, &up.table.joins, from, placement) {
-                return refusal;
-            }
+            let alias = alias.as_ref().map(|a| &a.name);
+            let joined = match joined_to_write(
+                name,
+                alias,
+                &up.table.joins,
+                from,
+                up.selection.as_ref(),
+                placement,
+            ) {
+                Ok(n) => n,
+                Err(refusal) => return *refusal,
+            };
             plan_write_where(
                 name,
-                alias.as_ref().map(|a| &a.name),
+                alias,
+                joined,
                 up.selection.as_ref(),
                 placement,
                 params,
@@ -408,12 +418,17 @@ fn plan_unguarded(stmt: &Statement, placement: &Placement, params: &Params) -> P
                 );
             };
             let using = del.using.as_deref().unwrap_or_default();
-            if let Some(refusal) = joined_to_write(name, joins, using, placement) {
-                return refusal;
-            }
+            let alias = alias.as_ref().map(|a| &a.name);
+            let joined =
+                match joined_to_write(name, alias, joins, using, del.selection.as_ref(), placement)
+                {
+                    Ok(n) => n,
+                    Err(refusal) => return *refusal,
+                };
             plan_write_where(
                 name,
-                alias.as_ref().map(|a| &a.name),
+                alias,
+                joined,
                 del.selection.as_ref(),
                 placement,
                 params,

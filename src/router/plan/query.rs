@@ -396,16 +396,26 @@ pub(crate) fn colocation_problem(
     select: &Select,
     top: &[(Vec<String>, KeyType, String)],
 ) -> Option<String> {
+    colocation_problem_of(select.selection.as_ref(), &select.from, top)
+}
+
+/// `colocation_problem` of the tables `top` named in `from` (and elsewhere, as a write's
+/// target), with the equalities of `selection` and of `from`'s joins.
+pub(crate) fn colocation_problem_of(
+    selection: Option<&Expr>,
+    from: &[TableWithJoins],
+    top: &[(Vec<String>, KeyType, String)],
+) -> Option<String> {
     if top.iter().any(|t| t.1 != top[0].1) {
         return Some(
             "a join of tables sharded on keys of different types runs across shards".into(),
         );
     }
     let mut conjuncts: Vec<&Expr> = Vec::new();
-    if let Some(w) = &select.selection {
+    if let Some(w) = selection {
         collect_and(w, &mut conjuncts);
     }
-    for twj in &select.from {
+    for twj in from {
         for j in &twj.joins {
             use sqlparser::ast::{JoinConstraint, JoinOperator as J};
             let c = match &j.join_operator {

@@ -70,15 +70,17 @@ pub(super) fn target(stmt: &Statement) -> Option<&ObjectName> {
 /// through a subquery of `tied_at` (an UPDATE's or DELETE's WHERE, an UPDATE's SET values) tied
 /// to the written sharded table by the shard key. Each shard would read only its own rows of
 /// that table and write by its partial answer; every copy of a reference table by a different
-/// one. `target`: the written table when it is sharded.
+/// one. `target`: the written table when it is sharded; `joined`: the sharded tables of an
+/// UPDATE's FROM or a DELETE's USING joined to it by the key (see `joined_to_write`).
 fn reads_beyond_its_rows<V: sqlparser::ast::Visit>(
     read: &V,
     target: Option<&crate::router::subquery::TopTable>,
+    joined: usize,
     tied_at: &[&Expr],
     placement: &Placement,
 ) -> Option<Plan> {
     let sharded = relations(read, placement).sharded.len();
-    let own = usize::from(target.is_some());
+    let own = usize::from(target.is_some()) + joined;
     if sharded <= own {
         return None;
     }
@@ -108,9 +110,12 @@ fn reads_beyond_its_rows<V: sqlparser::ast::Visit>(
     ))
 }
 
+/// An UPDATE or DELETE of `name`; `joined` sharded tables of its FROM or USING are joined to
+/// it by the key (see `joined_to_write`).
 pub(super) fn plan_write_where(
     name: &ObjectName,
     alias: Option<&Ident>,
+    joined: usize,
     selection: Option<&Expr>,
     placement: &Placement,
     params: &Params,
@@ -121,7 +126,7 @@ pub(super) fn plan_write_where(
         _ => "DELETE",
     };
     match placement.rule(&name.to_string()) {
-        Some(TableRule::Reference) => reads_beyond_its_rows(stmt, None, &[], placement)
+        Some(TableRule::Reference) => reads_beyond_its_rows(stmt, None, 0, &[], placement)
             .or_else(|| super::copies::check_reads(&name.to_string(), stmt, placement))
             .or_else(|| super::copies::check_rows(&name.to_string(), stmt))
             .or_else(|| super::copies::check_write(&name.to_string(), stmt))
@@ -146,7 +151,9 @@ pub(super) fn plan_write_where(
             if let Statement::Update(u) = stmt {
                 tied_at.extend(u.assignments.iter().map(|a| &a.value));
             }
-            if let Some(refusal) = reads_beyond_its_rows(stmt, Some(&target), &tied_at, placement) {
+            if let Some(refusal) =
+                reads_beyond_its_rows(stmt, Some(&target), joined, &tied_at, placement)
+            {
                 return refusal;
             }
             let is_key = |e: &Expr| is_column(e, &names, key_column);
@@ -192,38 +199,81 @@ pub(super) fn plan_write_where(
     }
 }
 
-/// Why an UPDATE ... FROM or DELETE ... USING cannot run where its table's rows are, if it
-/// cannot. Over reference tables only, each shard joins its own rows of a sharded table to its
-/// full copy, as one server would join them all. Refused: sharded or undeclared tables in FROM
-/// (their rows are elsewhere), and any FROM on a written reference table, since when several
-/// FROM rows match one row PostgreSQL picks one of them, and each copy could pick another.
+/// How many sharded tables an UPDATE ... FROM or DELETE ... USING of `target` (seen as
+/// `alias`) joins to it by the key; Err: why it cannot run where its table's rows are. Over
+/// reference tables only, each shard joins its own rows of a sharded table to its full copy,
+/// as one server would join them all. Sharded tables of FROM, each a plain table, whose keys
+/// equal the written table's through equalities of WHERE and the joins' ON (as co-located
+/// tables of a read, `colocation_problem`): every row a written row can meet has its key, so
+/// lives on its shard, and the shard picks among the same rows one server would. Refused:
+/// other sharded or undeclared tables in FROM (their rows are elsewhere), and any FROM on a
+/// written reference table, since when several FROM rows match one row PostgreSQL picks one
+/// of them, and each copy could pick another.
 pub(super) fn joined_to_write(
     target: &ObjectName,
+    alias: Option<&Ident>,
     joins: &[sqlparser::ast::Join],
     from: &[TableWithJoins],
+    selection: Option<&Expr>,
     placement: &Placement,
-) -> Option<Plan> {
+) -> Result<usize, Box<Plan>> {
     if joins.is_empty() && from.is_empty() {
-        return None;
+        return Ok(0);
     }
-    let fine = joins.is_empty()
-        && match placement.rule(&target.to_string()) {
-            Some(TableRule::Sharded { .. }) => {
-                relations(&from.to_vec(), placement).only_reference()
+    let joined = if !joins.is_empty() {
+        None
+    } else {
+        match placement.rule(&target.to_string()) {
+            Some(TableRule::Sharded {
+                key_column,
+                key_type,
+            }) => {
+                if relations(&from.to_vec(), placement).only_reference() {
+                    Some(0)
+                } else {
+                    let mut names = vec![last_ident(target)];
+                    names.extend(alias.map(|a| a.value.clone()));
+                    colocated_from(
+                        (names, *key_type, key_column.clone()),
+                        from,
+                        selection,
+                        placement,
+                    )
+                }
             }
             // On its one shard, with whatever else lives there (`on_pinned_shard` judges).
-            Some(TableRule::Pinned { .. }) => true,
+            Some(TableRule::Pinned { .. }) => Some(0),
             // Refused by `plan_write_where` for what the table is.
-            None => true,
-            Some(TableRule::Reference) => false,
-        };
-    if fine {
-        return None;
-    }
-    Some(refuse(
+            None => Some(0),
+            Some(TableRule::Reference) => None,
+        }
+    };
+    joined.ok_or_else(|| Box::new(refuse(
         format!("UPDATE ... FROM or DELETE ... USING of {target} over these tables is not supported on several shards"),
-        "FROM or USING may name reference tables when the written table is sharded. Otherwise use a subquery in WHERE tied by the shard key (key IN (SELECT ...)), or read the values first.",
-    ))
+        "FROM or USING may name reference tables, and sharded tables joined to the written one by the shard key (WHERE t.key = other.key). Otherwise use a subquery in WHERE tied by the shard key (key IN (SELECT ...)), or read the values first.",
+    )))
+}
+
+/// The number of sharded tables in `from` when each FROM item is a plain table and the
+/// sharded ones are joined to `target` by their keys; None otherwise.
+fn colocated_from(
+    target: crate::router::subquery::TopTable,
+    from: &[TableWithJoins],
+    selection: Option<&Expr>,
+    placement: &Placement,
+) -> Option<usize> {
+    let mut top = vec![target];
+    for twj in from {
+        for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
+            if !matches!(f, TableFactor::Table { args: None, .. }) {
+                return None;
+            }
+            top.extend(crate::router::subquery::sharded_table(f, placement));
+        }
+    }
+    super::query::colocation_problem_of(selection, from, &top)
+        .is_none()
+        .then(|| top.len() - 1)
 }
 
 /// A system column the condition names (`ctid`, `xmin` ...): a row's place or transaction on
@@ -270,7 +320,7 @@ pub(super) fn plan_insert(
     match placement.rule(&name.to_string()) {
         Some(TableRule::Reference) => {
             let stmt = Statement::Insert(ins.clone());
-            reads_beyond_its_rows(ins, None, &[], placement)
+            reads_beyond_its_rows(ins, None, 0, &[], placement)
                 .or_else(|| super::copies::check_reads(&name.to_string(), ins, placement))
                 .or_else(|| super::copies::check_rows(&name.to_string(), &stmt))
                 .or_else(|| super::copies::check_write(&name.to_string(), ins))
@@ -295,7 +345,7 @@ pub(super) fn plan_insert(
             ) {
                 rest.source = None;
             }
-            if let Some(refusal) = reads_beyond_its_rows(&rest, Some(&target), &[], placement) {
+            if let Some(refusal) = reads_beyond_its_rows(&rest, Some(&target), 0, &[], placement) {
                 return refusal;
             }
             let Some(source) = &ins.source else {
