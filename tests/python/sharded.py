@@ -68,6 +68,17 @@ def check_psycopg():
         assert [r[0] for r in rows] == expect, (rows, expect)
         rows = conn.execute("select id from accounts where id = any(%s) order by id", ([3, 33, 63],)).fetchall()
         assert [r[0] for r in rows] == [3, 33, 63], rows
+        # avg of an integer column, bound (a Describe of the portal, as psycopg sends): the
+        # shards return its sum as bigint, and the client is told numeric, as PostgreSQL does.
+        kept = [i * 7 % 100 for i in range(1, N + 1) if i * 7 % 100 >= 50]
+        for prepare in (False, True):
+            cur = conn.execute("select avg(balance), count(*) from accounts where balance >= %s", (50,), prepare=prepare)
+            assert [d.type_code for d in cur.description] == [1700, 20], cur.description
+            avg, n = cur.fetchone()
+            assert n == len(kept) and abs(avg - decimal.Decimal(sum(kept)) / n) < decimal.Decimal("1e-12"), (avg, n)
+            rows = conn.execute("select balance %% 2, avg(balance) from accounts where id > %s group by 1 order by 1", (0,), prepare=prepare).fetchall()
+            want = [statistics.mean(b for b in (i * 7 % 100 for i in range(1, N + 1)) if b % 2 == p) for p in (0, 1)]
+            assert [r[0] for r in rows] == [0, 1] and all(abs(r[1] - decimal.Decimal(w)) < decimal.Decimal("1e-12") for r, w in zip(rows, want)), rows
         # A transaction on one shard commits.
         with conn.transaction():
             conn.execute("update accounts set balance = balance + 1 where id = %s", (5,))

@@ -389,7 +389,6 @@ impl Extended {
                 let (shards, merge, requests) =
                     lp.scatter(false, &types).expect("a scatter portal");
                 let (shard, request) = (shards[0], &requests[0]);
-                let hidden = merge.hidden;
                 // As any Describe: outside a snapshot's cut it runs in the shard's own implicit
                 // transaction, which must end before a cut there begins (see `reach`).
                 if self.reach(exec, shard, b'D').await? == Step::Failed {
@@ -404,16 +403,16 @@ impl Extended {
                         return Ok(Step::Failed);
                     }
                 }
-                // The description without the hidden sort columns.
+                // The description as the merge answers: without the hidden columns, an avg
+                // typed as its result rather than as the sum the shards return.
                 loop {
                     let f = exec.links[shard].recv().await?;
                     match f.tag {
                         b'T' => {
                             let f = exec.for_client(shard, f).await;
-                            exec.out
-                                .extend_from_slice(&crate::executor::merge::strip_columns(
-                                    &f, hidden,
-                                ));
+                            exec.out.extend_from_slice(
+                                &crate::executor::merge::client_description(&f, &merge),
+                            );
                             return Ok(Step::Done);
                         }
                         b'n' => {

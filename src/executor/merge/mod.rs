@@ -35,6 +35,7 @@ use crate::protocol::inspect::FieldDesc;
 use crate::protocol::{build, inspect, Frame};
 use crate::router::plan::{MergeSpec, SortColumn, SortKey};
 use bytes::{Bytes, BytesMut};
+pub use group_output::client_description;
 pub use rows::strip_columns;
 use rows::{drain, error_frame, next_row, non_c_order, Window};
 use std::cmp::Ordering;
