@@ -344,11 +344,10 @@ pub(super) fn plan_scatter(
             });
         }
     }
-    if !merge.totals.is_empty() && super::windows::sorts_by_total(select, &merge.order) {
-        return refuse(
-            "ORDER BY a count(...) OVER () item over several shards is not supported",
-            "Every row carries the same total: order by the other columns.",
-        );
+    if !merge.totals.is_empty() {
+        merge
+            .order
+            .retain(|k| !super::windows::sorts_by_total(select, k));
     }
     if let Some(exprs) = distinct_on {
         // PostgreSQL asks the same of DISTINCT ON with ORDER BY; without one, which row of a

@@ -109,10 +109,13 @@ pub(super) fn totals(select: &Select) -> Option<Vec<TotalColumn>> {
     Some(out)
 }
 
-/// Whether ORDER BY sorts on a `count(...) OVER ()` item, by position or name: each shard's
-/// own count is not the value the client sees, so the merge could not sort by it.
-pub(super) fn sorts_by_total(select: &Select, order: &[SortKey]) -> bool {
-    order.iter().any(|k| match &k.column {
+/// Whether a sort key names a `count(...) OVER ()` item, by position or name. Each shard's
+/// own total is not the value the client sees, so the merge must not sort by it; and every
+/// row the client sees carries the same total, so sorting by it orders nothing: the merge
+/// leaves such a key out, and each shard, whose rows share their total too, sorts by the
+/// other keys alike.
+pub(super) fn sorts_by_total(select: &Select, k: &SortKey) -> bool {
+    match &k.column {
         SortColumn::Position(p) => select
             .projection
             .get(p.wrapping_sub(1))
@@ -126,7 +129,7 @@ pub(super) fn sorts_by_total(select: &Select, order: &[SortKey]) -> bool {
             }
             _ => false,
         }),
-    })
+    }
 }
 
 /// A select item that is `count(...) OVER ()`, bare or named.
