@@ -74,6 +74,7 @@ pub fn supported(type_oid: u32) -> Result<(), String> {
             | INTERVAL
             | TIMETZ
             | NUMERIC
+            | BYTEA
     );
     if ok {
         Ok(())
@@ -109,7 +110,7 @@ pub fn decode(type_oid: u32, format: i16, raw: Option<&[u8]>) -> Result<SortValu
                 SortValue::Float(f32::from_be_bytes(raw.try_into().map_err(|_| bad())?) as f64)
             }
             FLOAT8 => SortValue::Float(f64::from_be_bytes(raw.try_into().map_err(|_| bad())?)),
-            TEXT | VARCHAR | NAME | UUID | BPCHAR => SortValue::Bytes(raw.to_vec()),
+            TEXT | VARCHAR | NAME | UUID | BPCHAR | BYTEA => SortValue::Bytes(raw.to_vec()),
             NUMERIC => SortValue::Numeric(numeric_binary(raw).ok_or_else(bad)?),
             INTERVAL => SortValue::Wide(Interval::from_binary(raw).ok_or_else(bad)?.span()),
             TIMETZ => SortValue::Wide(timetz_binary(raw).ok_or_else(bad)?),
@@ -128,6 +129,8 @@ pub fn decode(type_oid: u32, format: i16, raw: Option<&[u8]>) -> Result<SortValu
         FLOAT4 | FLOAT8 => SortValue::Float(parse_float(s).ok_or_else(bad)?),
         NUMERIC => SortValue::Numeric(Decimal::parse(s).ok_or_else(bad)?),
         TEXT | VARCHAR | NAME | UUID | BPCHAR => SortValue::Bytes(raw.to_vec()),
+        // PostgreSQL orders bytea by its bytes, as memcmp, the shorter first on a tie.
+        BYTEA => SortValue::Bytes(bytea_text(s).ok_or_else(bad)?),
         DATE => SortValue::Int(parse_date(s).ok_or_else(|| not_iso(s))?),
         TIMESTAMP => SortValue::Int(parse_timestamp(s, false).ok_or_else(|| not_iso(s))?),
         TIMESTAMPTZ => SortValue::Int(parse_timestamp(s, true).ok_or_else(|| not_iso(s))?),
@@ -160,6 +163,43 @@ fn numeric_binary(raw: &[u8]) -> Option<Decimal> {
         0xF000 => Some(Decimal::Inf(false)),
         _ => Decimal::parse(&super::numeric::Num::from_binary(raw)?.to_text()),
     }
+}
+
+/// The bytes of a bytea in either output form: hex (`\\x0a1b`, the default) or escape
+/// (printable bytes as themselves, a backslash doubled, others as `\\ooo` in octal).
+fn bytea_text(s: &str) -> Option<Vec<u8>> {
+    if let Some(hex) = s.strip_prefix("\\x") {
+        let digits = hex.as_bytes();
+        if digits.len() % 2 != 0 {
+            return None;
+        }
+        let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        return digits
+            .chunks(2)
+            .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
+            .collect();
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b != b'\\' {
+            out.push(b);
+            rest = tail;
+            continue;
+        }
+        match tail {
+            [b'\\', more @ ..] => {
+                out.push(b'\\');
+                rest = more;
+            }
+            [a @ b'0'..=b'3', o @ b'0'..=b'7', c @ b'0'..=b'7', more @ ..] => {
+                out.push((a - b'0') << 6 | (o - b'0') << 3 | (c - b'0'));
+                rest = more;
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 fn parse_float(s: &str) -> Option<f64> {
@@ -297,6 +337,30 @@ mod tests {
 
     fn t(oid: u32, s: &str) -> SortValue {
         decode(oid, 0, Some(s.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn bytea_orders_by_its_bytes_in_either_output_form() {
+        let b = |s: &str| t(oid::BYTEA, s);
+        assert_eq!(b("\\x00ff10"), SortValue::Bytes(vec![0, 255, 16]));
+        assert_eq!(
+            b("a\\\\b\\000\\377"),
+            SortValue::Bytes(vec![b'a', b'\\', b'b', 0, 255])
+        );
+        assert_eq!(b("\\x"), b(""));
+        // Shorter first on a tie, as memcmp then length.
+        assert_eq!(compare(&b("\\x0001"), &b("\\x000100")), Ordering::Less);
+        assert_eq!(compare(&b("\\x7f"), &b("\\x80")), Ordering::Less);
+        for bad in ["\\x0", "\\xzz", "a\\9"] {
+            assert!(
+                decode(oid::BYTEA, 0, Some(bad.as_bytes())).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            decode(oid::BYTEA, 1, Some(&[1, 2][..])).unwrap(),
+            SortValue::Bytes(vec![1, 2])
+        );
     }
 
     #[test]
