@@ -109,7 +109,7 @@ fn writes_by_a_system_column_over_several_shards_are_refused() {
 }
 
 #[test]
-fn update_from_and_delete_using_run_over_reference_tables_only() {
+fn update_from_and_delete_using_run_over_reference_and_colocated_tables() {
     // Each shard joins its own rows to its full copy of the reference table.
     assert_eq!(
         plan_sql(
@@ -131,11 +131,31 @@ fn update_from_and_delete_using_run_over_reference_tables_only() {
         plan_sql("update accounts a set v = 0 from (select code from countries) c where c.code = a.country"),
         Plan::Write { parts, sum: true, .. } if parts.len() == 3
     ));
+    // A sharded table joined by the key: its rows a written row meets are on its shard.
+    assert_eq!(
+        plan_sql("update accounts a set v = l.amount from ledger l where l.account_id = a.id and a.id = 42"),
+        Plan::Shard {
+            shard: shard_of(42),
+            write: true
+        }
+    );
+    for sql in [
+        "update accounts a set v = l.amount from ledger l where l.account_id = a.id",
+        "update accounts a set v = 1 from countries c, ledger l where l.account_id = a.id and c.code = a.country",
+        "delete from ledger using accounts a join countries c on c.code = a.country where a.id = ledger.account_id",
+    ] {
+        assert!(
+            matches!(plan_sql(sql), Plan::Write { parts, sum: true, .. } if parts.len() == 3),
+            "{sql}"
+        );
+    }
     for sql in [
         // Another sharded table's rows are on other shards.
-        "update accounts a set v = l.amount from ledger l where l.account_id = a.id",
         "delete from accounts a using users u where u.name = a.owner",
-        "update accounts a set v = 1 from countries c, ledger l where l.account_id = a.id",
+        "update accounts a set v = 1 from ledger l where l.amount = a.id",
+        "update accounts a set v = 1 from ledger l where l.account_id = a.id or a.id = 3",
+        // The key of another type: not co-located.
+        "update accounts a set v = 1 from users u where u.name = a.id::text",
         // Copies could each pick another of several matching rows.
         "update countries c set name = d.name from countries d where d.code = c.code",
         "update countries c set name = a.owner from accounts a where a.country = c.code",
