@@ -8,6 +8,9 @@
 //! is read once, at DECLARE, from the first shard (`FETCH FORWARD 0` returns no row), which is
 //! also what a Describe of its FETCH answers.
 //!
+//! A cursor over several shards under ORDER BY is merged instead, FETCH by FETCH
+//! (`cursor_order`).
+//!
 //! Entries outlive the transaction that declared them; a stale name only sends a FETCH to shards
 //! where PostgreSQL answers that the cursor does not exist, as it would directly.
 
@@ -17,7 +20,7 @@ use super::session::{Exec, Step, R};
 use crate::error::{sqlstate, PgError};
 use crate::protocol::{build, inspect, Frame};
 use crate::router::cursor::{CursorCmd, Fetch};
-use crate::router::plan::{Plan, HOME};
+use crate::router::plan::{MergeSpec, Plan, HOME};
 use crate::txn::state::TxnState;
 use bytes::BytesMut;
 
@@ -65,9 +68,10 @@ impl Exec<'_> {
                 name,
                 shards,
                 per_shard,
+                merge,
             } => {
                 let text = if shards.len() == 1 { sql } else { &per_shard };
-                self.declare_on(name, shards, text).await
+                self.declare_on(name, shards, text, *merge).await
             }
             CursorCmd::Fetch(f) => self.fetch_several(f).await,
             CursorCmd::Close(None) => {
@@ -118,7 +122,13 @@ impl Exec<'_> {
         Ok(Step::Done)
     }
 
-    async fn declare_on(&mut self, name: String, shards: Vec<usize>, sql: &str) -> R<Step> {
+    async fn declare_on(
+        &mut self,
+        name: String,
+        shards: Vec<usize>,
+        sql: &str,
+        merge: MergeSpec,
+    ) -> R<Step> {
         if let TxnState::Open(_) = self.txn {
             for &s in &shards {
                 if self.enlist(s).await? == Step::Failed {
@@ -147,14 +157,7 @@ impl Exec<'_> {
             }
         }
         if let Some(e) = failure {
-            // Outside a transaction a WITH HOLD cursor that some shards declared would outlive
-            // the failed DECLARE: close it there.
-            if self.txn == TxnState::Idle {
-                let close = format!("CLOSE {}", crate::sql::identifier(&name));
-                for &s in &shards {
-                    let _ = self.run_quiet(s, &close).await?;
-                }
-            }
+            self.close_failed_declare(&name, &shards).await?;
             self.rewritten = shards.len() > 1;
             self.shard_error(&e);
             self.rewritten = false;
@@ -162,15 +165,49 @@ impl Exec<'_> {
         }
         let at = match shards.as_slice() {
             [one] => CursorAt::One(*one),
-            _ => CursorAt::Several(Several {
-                description: self.describe_cursor(shards[0], &name).await?,
-                shards,
-                current: 0,
-            }),
+            _ => {
+                let columns = self.describe_cursor(shards[0], &name).await?;
+                let order = match (&columns, merge.order.is_empty()) {
+                    (Some(columns), false) => {
+                        match self.ordered_cursor(&shards, columns.clone(), merge).await {
+                            Ok(o) => Some(Box::new(o)),
+                            Err(e) => {
+                                // The cursors stay declared on the shards until the
+                                // transaction ends; this one is refused.
+                                self.close_failed_declare(&name, &shards).await?;
+                                return Ok(self.error(&e));
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                let hidden = order.as_ref().map_or(0, |o| o.merge.hidden);
+                CursorAt::Several(Several {
+                    description: columns.map(|d| Frame {
+                        tag: b'T',
+                        bytes: super::merge::strip_columns(&d, hidden),
+                    }),
+                    shards,
+                    current: 0,
+                    order,
+                })
+            }
         };
         self.cursors.insert(name, at);
         build::command_complete("DECLARE CURSOR", &mut self.out);
         Ok(Step::Done)
+    }
+
+    /// Outside a transaction a WITH HOLD cursor that some shards declared would outlive a
+    /// DECLARE that failed: closed there.
+    async fn close_failed_declare(&mut self, name: &str, shards: &[usize]) -> R<()> {
+        if self.txn == TxnState::Idle {
+            let close = format!("CLOSE {}", crate::sql::identifier(name));
+            for &s in shards {
+                let _ = self.run_quiet(s, &close).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The cursor's row description, from a FETCH of no rows.
@@ -199,6 +236,9 @@ impl Exec<'_> {
                 format!("cursor \"{}\" does not exist", f.name),
             )));
         };
+        if c.order.is_some() {
+            return self.fetch_ordered(f, c).await;
+        }
         let verb = if f.is_move { "MOVE" } else { "FETCH" };
         let Some(mut remaining) = f.forward else {
             return Ok(self.error(

@@ -14,6 +14,7 @@ pub mod copy;
 pub mod copy_given;
 pub mod copy_rows;
 pub mod cursor;
+mod cursor_order;
 pub mod dispatch;
 pub mod enlist;
 pub mod extended;

@@ -2,9 +2,10 @@
 //!
 //! A cursor whose query runs on one shard is declared there, and its FETCH, MOVE and CLOSE go to
 //! that shard (the session remembers where; see `executor::cursor`). A cursor over several shards
-//! is declared on each of them and read one shard after another, forward only: its query must be
-//! one whose rows need no merging (no ORDER BY, LIMIT, DISTINCT or aggregate), since each shard's
-//! cursor can only hand out its own rows in its own order.
+//! is declared on each of them and read forward only: one shard after another, or, under ORDER
+//! BY, merged in its order as each FETCH reads the shards' cursors (`executor::cursor_order`).
+//! Its query must need no other merging (no LIMIT, DISTINCT or aggregate), since each shard's
+//! cursor can only hand out its own rows.
 
 use super::params::Params;
 use super::plan::{plan, Plan};
@@ -14,11 +15,13 @@ use sqlparser::ast::{Ident, Statement};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CursorCmd {
-    /// `DECLARE name ... CURSOR FOR query`: on `shards`; with several, each runs `per_shard`.
+    /// `DECLARE name ... CURSOR FOR query`: on `shards`; with several, each runs `per_shard`,
+    /// whose rows `merge` orders (no order: one shard's rows after another's).
     Declare {
         name: String,
         shards: Vec<usize>,
         per_shard: String,
+        merge: Box<crate::router::plan::MergeSpec>,
     },
     /// FETCH or MOVE.
     Fetch(Fetch),
@@ -68,12 +71,20 @@ pub fn plan_declare(stmt: &Statement, placement: &Placement, params: &Params) ->
             name,
             shards: vec![shard],
             per_shard: String::new(),
+            merge: Box::default(),
         }),
         Plan::Scatter { shards, sql, merge } => {
-            if merge != Default::default() {
+            // Each FETCH can merge the shards' rows by their order, and nothing else.
+            let ordered_only = crate::router::plan::MergeSpec {
+                order: merge.order.clone(),
+                hidden: merge.hidden,
+                text: merge.text.clone(),
+                ..Default::default()
+            };
+            if merge != ordered_only {
                 return refuse(
-                    "a cursor over several shards cannot ORDER BY, LIMIT, DISTINCT or aggregate",
-                    "Its rows are read from one shard after another. Add a shard-key condition, or run the query without a cursor (shardgate merges it).",
+                    "a cursor over several shards cannot LIMIT, DISTINCT or aggregate",
+                    "Its rows are read from each shard's cursor, merged in their ORDER BY. Add a shard-key condition, or run the query without a cursor (shardgate merges it).",
                 );
             }
             if d.scroll == Some(true) {
@@ -100,6 +111,7 @@ pub fn plan_declare(stmt: &Statement, placement: &Placement, params: &Params) ->
                     stmts: vec![per_shard],
                 }
                 .to_string(),
+                merge: Box::new(merge),
             })
         }
         other => other,

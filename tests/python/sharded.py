@@ -79,6 +79,15 @@ def check_psycopg():
             rows = conn.execute("select balance %% 2, avg(balance) from accounts where id > %s group by 1 order by 1", (0,), prepare=prepare).fetchall()
             want = [statistics.mean(b for b in (i * 7 % 100 for i in range(1, N + 1)) if b % 2 == p) for p in (0, 1)]
             assert [r[0] for r in rows] == [0, 1] and all(abs(r[1] - decimal.Decimal(w)) < decimal.Decimal("1e-12") for r, w in zip(rows, want)), rows
+        # A named (server-side) cursor under ORDER BY: each fetch merges the shards' cursors.
+        want = sorted(((i, i * 7 % 100) for i in range(1, N + 1)), key=lambda r: (-r[1], r[0]))
+        with conn.transaction():
+            with conn.cursor(name="by_balance") as cur:
+                cur.itersize = 7
+                cur.execute("select id, balance from accounts where id > %s order by balance desc, id", (0,))
+                got = cur.fetchmany(5) + cur.fetchmany(11)
+                got += list(cur)
+        assert got == want, (got[:8], want[:8])
         # A transaction on one shard commits.
         with conn.transaction():
             conn.execute("update accounts set balance = balance + 1 where id = %s", (5,))

@@ -41,6 +41,7 @@ use rows::{drain, error_frame, next_row, non_c_order, Window};
 use std::cmp::Ordering;
 
 /// A resolved sort key: 0-based column, its type and format, direction.
+#[derive(Clone)]
 struct Key {
     column: usize,
     type_oid: u32,
@@ -396,6 +397,70 @@ async fn resolve_keys(
         });
     }
     Ok(keys)
+}
+
+/// A merge's sort keys resolved against the shards' columns, for rows read apart from a
+/// scatter (a cursor over several shards, read FETCH by FETCH).
+#[derive(Clone)]
+pub struct Sorting(Vec<Key>);
+
+impl Sorting {
+    /// The keys of `merge` over `description` (text rows), refused as a scatter's would be:
+    /// a type the merge cannot order, text under a collation bytes do not order.
+    pub async fn resolve(
+        exec: &Exec<'_>,
+        shards: &[usize],
+        description: &Frame,
+        merge: &MergeSpec,
+    ) -> Result<Sorting, PgError> {
+        let keys = resolve_keys(exec, shards, description, merge).await?;
+        let fields = inspect::row_description(description.body()).unwrap_or_default();
+        let sorted: Vec<(usize, collation::Use)> = keys
+            .iter()
+            .zip(&merge.order)
+            .filter(|(_, o)| !o.bytewise)
+            .map(|(k, _)| (k.column, collation::Use::Order))
+            .collect();
+        match collation::problem(exec, &fields, &sorted, &merge.text).await {
+            Some(e) => Err(e),
+            None => Ok(Sorting(keys)),
+        }
+    }
+
+    /// The same keys over rows in `formats` (a Bind's result formats: none for text, one for
+    /// every column, or one per column).
+    pub fn in_formats(&self, formats: &[i16]) -> Sorting {
+        let mut keys = self.0.clone();
+        for k in &mut keys {
+            k.format = match formats {
+                [] => 0,
+                [one] => *one,
+                many => many.get(k.column).copied().unwrap_or(0),
+            };
+        }
+        Sorting(keys)
+    }
+
+    /// A row's sort values.
+    pub fn values(&self, row: &Frame) -> Result<Vec<SortValue>, PgError> {
+        self.0
+            .iter()
+            .map(|k| {
+                let raw = inspect::data_row_column(row.body(), k.column)
+                    .ok_or_else(|| "malformed DataRow".to_string())?;
+                match &k.labels {
+                    Some(labels) => labels.value(raw),
+                    None => value::decode(k.type_oid, k.format, raw),
+                }
+            })
+            .collect::<Result<_, String>>()
+            .map_err(|m| PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, m))
+    }
+
+    /// Whether `a` sorts after `b`.
+    pub fn after(&self, a: &[SortValue], b: &[SortValue]) -> bool {
+        order(a, b, &self.0) == Ordering::Greater
+    }
 }
 
 /// The column a sort key names in `fields`.

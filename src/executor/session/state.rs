@@ -4,6 +4,7 @@
 //! `snapshot_read` and `pooling`, which the session's state must not depend on.
 
 use crate::config::PoolMode;
+use crate::executor::value::SortValue;
 use crate::pool::names::StatementNames;
 use crate::pool::settings::Settings;
 use crate::protocol::Frame;
@@ -21,7 +22,25 @@ pub struct Several {
     pub(in crate::executor) shards: Vec<usize>,
     /// Index in `shards` of the shard being read; `shards.len()` when all are exhausted.
     pub(in crate::executor) current: usize,
+    /// The columns the client sees (hidden sort columns left out).
     pub(in crate::executor) description: Option<Frame>,
+    /// Under ORDER BY, the shards' cursors merged in its order (see `cursor_order`).
+    pub(in crate::executor) order: Option<Box<OrderedCursor>>,
+}
+
+/// A cursor over several shards read in its ORDER BY: the rows each shard's cursor has
+/// handed out and the merge has not yet, with their sort values.
+#[derive(Debug, Clone)]
+pub struct OrderedCursor {
+    pub(in crate::executor) merge: crate::router::plan::MergeSpec,
+    /// The shards' columns, hidden sort columns included.
+    pub(in crate::executor) columns: Frame,
+    /// Per shard, in `Several::shards`' order: rows read and not yet handed out.
+    pub(in crate::executor) buffered: Vec<std::collections::VecDeque<(Frame, Vec<SortValue>)>>,
+    /// Per shard: its cursor has no rows left.
+    pub(in crate::executor) ended: Vec<bool>,
+    /// The result formats the buffered rows were read in.
+    pub(in crate::executor) formats: Vec<i16>,
 }
 
 pub enum CursorPortal {

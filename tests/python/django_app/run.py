@@ -39,6 +39,10 @@ assert Item.objects.count() == 50
 assert Item.objects.filter(qty__gte=25).count() == 25
 # iterator(): a server-side cursor over every shard.
 assert sorted(i.pk for i in Item.objects.iterator(chunk_size=7)) == sorted(i.pk for i in items)
+# Ordered, its shards' cursors merged chunk by chunk in the query's order.
+assert [(i.qty, i.pk) for i in Item.objects.order_by("-qty", "pk").iterator(chunk_size=6)] == sorted(
+    ((i.qty, i.pk) for i in items), key=lambda r: (-r[0], r[1])
+)
 assert Item.objects.aggregate(s=Sum("qty"))["s"] == sum(range(50))
 item = Item.objects.get(pk=items[3].pk)
 assert item.name == "i3" and item.line_set.count() == 2
