@@ -393,6 +393,49 @@ async fn extended_protocol_routes_by_bound_values() {
     );
 }
 
+/// A multi-row INSERT whose rows go to several shards, each shard given its own rows, with
+/// parameters in ON CONFLICT and RETURNING too: every shard's part binds the values the client
+/// bound there, whichever rows it got (a shard's rows renumbered alone once made `$2` in DO
+/// UPDATE read another row's value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_insert_binds_its_on_conflict_and_returning_parameters_on_every_shard() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    let ids: Vec<i64> = {
+        let mut v = vec![1i64];
+        for i in 2..60i64 {
+            if v.iter().all(|&x| tc.owner(x) != tc.owner(i)) {
+                v.push(i);
+            }
+        }
+        v
+    };
+    assert_eq!(ids.len(), 3, "one account on each shard");
+    let sql = "insert into accounts (id, owner, balance) values ($1, $2, 1), ($3, $4, 2), ($5, $6, 3) \
+               on conflict (id) do update set owner = $2 || '/' || excluded.owner, balance = $7::float8 \
+               where accounts.balance < $8::float8 returning id, owner, balance::text, $9::text";
+    let rows = c
+        .query(
+            sql,
+            &[
+                &ids[0], &"a", &ids[1], &"b", &ids[2], &"c", &7.0f64, &1000.0f64, &"tag",
+            ],
+        )
+        .await
+        .unwrap();
+    let mut got: Vec<(i64, String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    got.sort();
+    let want: Vec<(i64, String, String, String)> = ids
+        .iter()
+        .zip(["a", "b", "c"])
+        .map(|(&id, o)| (id, format!("a/{o}"), "7".to_string(), "tag".to_string()))
+        .collect();
+    assert_eq!(got, want);
+}
+
 /// A numeric parameter without pulling in a decimal crate: float8 compared with numeric.
 fn rust_decimal_free(v: i32) -> f64 {
     v as f64

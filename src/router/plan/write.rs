@@ -433,10 +433,12 @@ pub(super) fn split_insert(
                         .filter(|(_, s)| **s == shard)
                         .map(|(r, _)| r)
                         .collect();
-                    picks.push(renumber_parameters(values));
                 }
             }
-            (shard, Statement::Insert(part).to_string())
+            // Over the whole statement: ON CONFLICT and RETURNING may name parameters too.
+            let mut part = Statement::Insert(part);
+            picks.push(renumber_parameters(&mut part));
+            (shard, part.to_string())
         })
         .collect();
     // Parameters only matter where the rows have some.
@@ -462,12 +464,13 @@ pub(super) fn split_insert(
     }
 }
 
-/// Numbers the parameters of the rows `$1, $2, ...` in order of first use, so that a shard sees
-/// only parameters its rows use (PostgreSQL cannot type a parameter that no row mentions);
-/// returns the client's parameter (0-based) behind each new number.
-pub(super) fn renumber_parameters(rows: &mut sqlparser::ast::Values) -> Vec<usize> {
+/// Numbers the parameters of a shard's part of a split INSERT `$1, $2, ...` in order of first
+/// use, so that a shard sees only parameters its rows (and its ON CONFLICT and RETURNING) use:
+/// PostgreSQL cannot type a parameter nothing mentions. Returns the client's parameter
+/// (0-based) behind each new number.
+pub(super) fn renumber_parameters(part: &mut Statement) -> Vec<usize> {
     let mut picked: Vec<usize> = Vec::new();
-    let _ = sqlparser::ast::visit_expressions_mut(rows, |e: &mut Expr| {
+    let _ = sqlparser::ast::visit_expressions_mut(part, |e: &mut Expr| {
         if let Expr::Value(v) = e {
             if let Value::Placeholder(p) = &mut v.value {
                 if let Some(n) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
