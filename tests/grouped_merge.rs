@@ -326,6 +326,12 @@ async fn a_group_name_an_alias_takes_is_the_catalogs_column_first() {
         "select count(*), upper(region) as r from accounts group by r order by 2",
         "select upper(region) as r, sum(balance) from accounts group by r having sum(balance) > 10 order by 1",
         "select region as id, count(*) from accounts group by id order by 1, 2 limit 5",
+        // Inside a derived table, a CTE, a subquery, and a count of the groups.
+        "select * from (select region as kind, count(*) from accounts group by kind, region) s order by 1, 2",
+        "with x as (select upper(region) as r, count(*) as n from accounts group by r) select * from x order by 1",
+        "select id from accounts where region in (select region as r from accounts group by r having count(*) > 9) order by id limit 5",
+        "select count(*) from (select upper(region) as r from accounts group by r) s",
+        "select count(*) from (select region as kind from accounts group by kind, region) s",
     ] {
         b.same(sql).await;
     }

@@ -195,8 +195,9 @@ impl Exec<'_> {
             return Ok(Err(self.error(&refusal)));
         }
         let (mut q, mut refusal) = (q.clone(), refusal);
-        // A GROUP BY name that is an alias and maybe a column, settled from the catalog.
-        if group_names::unresolved(&refusal) {
+        // A GROUP BY name that is an alias and maybe a column, settled from the catalog: the
+        // planner's refusal, or that of a derived table or subquery read first holding one.
+        if group_names::unresolved(&refusal) || group_names::tables_to_read(&q).is_some() {
             let resolved = match self.group_names_resolved(&q).await? {
                 Err(step) => return Ok(Err(step)),
                 Ok(None) => return Ok(Err(self.error(&refusal))),

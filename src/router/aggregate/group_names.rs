@@ -13,9 +13,10 @@ use super::names_column;
 use crate::error::PgError;
 use sqlparser::ast::{
     Expr, GroupByExpr, Ident, ObjectName, ObjectNamePart, Query, Select, SelectItem, SetExpr,
-    TableFactor, Value,
+    TableFactor, Value, VisitMut, VisitorMut,
 };
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
 /// The planner's refusal of a statement grouping by such a name; the executor's cue.
 pub const UNRESOLVED: &str =
@@ -31,7 +32,7 @@ pub fn unresolved(refusal: &PgError) -> bool {
 
 /// Whether `g`, a GROUP BY expression of `select`, is a bare name that some item takes as its
 /// alias while the statement names no column so elsewhere.
-pub(super) fn ambiguous(select: &Select, g: &Expr) -> bool {
+pub(crate) fn ambiguous(select: &Select, g: &Expr) -> bool {
     let Expr::Identifier(id) = g else {
         return false;
     };
@@ -45,42 +46,93 @@ pub(super) fn aliased(select: &Select, id: &Ident) -> bool {
     )
 }
 
-/// The tables (as written) whose columns `resolved` needs; None when the FROM list holds
-/// something other than plain tables (or one with renamed columns), whose columns the
-/// catalog does not list.
+/// Whether `s` groups by a name `ambiguous` holds for.
+fn has_ambiguous(s: &Select) -> bool {
+    matches!(&s.group_by, GroupByExpr::Expressions(exprs, _) if exprs.iter().any(|g| ambiguous(s, g)))
+}
+
+/// Calls `f` on each SELECT of `q` at every depth (derived tables, CTEs, subqueries, the
+/// branches of set operations): a GROUP BY name resolves in its own SELECT's FROM list.
+fn each_select(q: &mut Query, f: &mut dyn FnMut(&mut Select)) {
+    struct Walk<'f>(&'f mut dyn FnMut(&mut Select));
+    fn body(e: &mut SetExpr, f: &mut dyn FnMut(&mut Select)) {
+        match e {
+            SetExpr::Select(s) => f(s),
+            SetExpr::SetOperation { left, right, .. } => {
+                body(left, f);
+                body(right, f);
+            }
+            // A query in parentheses is visited as a query of its own.
+            _ => {}
+        }
+    }
+    impl VisitorMut for Walk<'_> {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+            body(&mut q.body, self.0);
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = q.visit(&mut Walk(f));
+}
+
+/// The tables (as written) whose columns `resolved` needs: those of each SELECT grouping by
+/// such a name. None when none does, or one's FROM list holds something other than plain
+/// tables (or one with renamed columns), whose columns the catalog does not list.
 pub fn tables_to_read(q: &Query) -> Option<Vec<String>> {
-    let SetExpr::Select(s) = q.body.as_ref() else {
+    let mut names: Vec<String> = Vec::new();
+    let mut plain = true;
+    each_select(&mut q.clone(), &mut |s| {
+        if !has_ambiguous(s) {
+            return;
+        }
+        match plain_tables(s) {
+            Some(tables) => names.extend(tables.into_iter().map(|(_, n)| n.to_string())),
+            None => plain = false,
+        }
+    });
+    if !plain || names.is_empty() {
         return None;
-    };
-    let mut names: Vec<String> = plain_tables(s)?
-        .into_iter()
-        .map(|(_, name)| name.to_string())
-        .collect();
+    }
     names.sort();
     names.dedup();
     Some(names)
 }
 
-/// `q` with each ambiguous GROUP BY name written as the column of the one table that has it
-/// (`t.qty`), or as its item's position when none has; given each table's columns by its
-/// name as `tables_to_read` wrote it. None when a name is several tables' column (PostgreSQL
-/// refuses it as ambiguous), or names several items, or a table's columns are missing.
+/// `q` with each ambiguous GROUP BY name, at every depth, written as the column of the one
+/// table of its SELECT that has it (`t.qty`), or as its item's position when none has; given
+/// each table's columns by its name as `tables_to_read` wrote it. None when a name is several
+/// tables' column (PostgreSQL refuses it as ambiguous), or names several items, or a table's
+/// columns are missing.
 pub fn resolved(q: &Query, columns: &HashMap<String, Vec<String>>) -> Option<Query> {
     let mut out = q.clone();
-    let SetExpr::Select(s) = q.body.as_ref() else {
-        return None;
-    };
+    let mut failed = false;
+    let mut changed = false;
+    each_select(&mut out, &mut |s| {
+        if failed || !has_ambiguous(s) {
+            return;
+        }
+        match resolved_select(s, columns) {
+            Some(resolved) => {
+                *s = resolved;
+                changed = true;
+            }
+            None => failed = true,
+        }
+    });
+    (changed && !failed).then_some(out)
+}
+
+/// `resolved` for one SELECT.
+fn resolved_select(s: &Select, columns: &HashMap<String, Vec<String>>) -> Option<Select> {
     let tables: Vec<(Ident, &Vec<String>)> = plain_tables(s)?
         .into_iter()
         .map(|(qualifier, name)| Some((qualifier, columns.get(&name.to_string())?)))
         .collect::<Option<_>>()?;
-    let SetExpr::Select(select) = out.body.as_mut() else {
+    let mut out = s.clone();
+    let GroupByExpr::Expressions(exprs, _) = &mut out.group_by else {
         return None;
     };
-    let GroupByExpr::Expressions(exprs, _) = &mut select.group_by else {
-        return None;
-    };
-    let mut changed = false;
     for g in exprs.iter_mut() {
         if !ambiguous(s, g) {
             continue;
@@ -108,9 +160,8 @@ pub fn resolved(q: &Query, columns: &HashMap<String, Vec<String>>) -> Option<Que
             [table] => Expr::CompoundIdentifier(vec![(*table).clone(), id.clone()]),
             _ => return None,
         };
-        changed = true;
     }
-    changed.then_some(out)
+    Some(out)
 }
 
 /// The plain tables of `s`'s FROM list, with the name each goes by (its alias, or the last
@@ -205,6 +256,26 @@ mod tests {
     }
 
     #[test]
+    fn names_are_settled_in_their_own_select_at_every_depth() {
+        let sql =
+            "SELECT r, n FROM (SELECT upper(region) AS r, count(*) AS n FROM t GROUP BY r) s \
+                   WHERE n IN (SELECT k AS qty FROM u GROUP BY qty) ORDER BY 1";
+        assert_eq!(
+            tables_to_read(&query(sql)),
+            Some(vec!["t".to_string(), "u".to_string()])
+        );
+        assert_eq!(
+            resolved_text(sql, &[("t", &["region"]), ("u", &["k", "qty"])]).as_deref(),
+            Some("SELECT r, n FROM (SELECT upper(region) AS r, count(*) AS n FROM t GROUP BY 1) s WHERE n IN (SELECT k AS qty FROM u GROUP BY u.qty) ORDER BY 1")
+        );
+        let union = "SELECT a AS b FROM t GROUP BY b UNION SELECT c AS b FROM u GROUP BY b";
+        assert_eq!(
+            resolved_text(union, &[("t", &["a", "b"]), ("u", &["c"])]).as_deref(),
+            Some("SELECT a AS b FROM t GROUP BY t.b UNION SELECT c AS b FROM u GROUP BY 1")
+        );
+    }
+
+    #[test]
     fn what_postgresql_would_refuse_or_settle_alone_is_left() {
         // Two tables have the column: ambiguous in PostgreSQL too.
         assert_eq!(
@@ -227,6 +298,11 @@ mod tests {
             tables_to_read(&query(
                 "SELECT x AS y, count(*) FROM (SELECT 1 AS x) d GROUP BY y"
             )),
+            None
+        );
+        // Nothing to settle.
+        assert_eq!(
+            tables_to_read(&query("SELECT x, count(*) FROM t GROUP BY x")),
             None
         );
         assert_eq!(

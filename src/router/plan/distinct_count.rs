@@ -152,8 +152,8 @@ fn shape(q: &Query) -> Option<(&SelectItem, (&Query, &Select))> {
 }
 
 /// The expressions a grouped inner query groups by, a position (`GROUP BY 1`, as Django
-/// writes it) read as the select item it names; None for grouping sets, GROUP BY ALL, or an
-/// aggregate among them.
+/// writes it) read as the select item it names; None for grouping sets, GROUP BY ALL, an
+/// aggregate among them, or a name an alias takes that may be a column too.
 fn group_exprs<'a>(inner: &'a Select, placement: &Placement) -> Option<Vec<&'a Expr>> {
     let sqlparser::ast::GroupByExpr::Expressions(exprs, modifiers) = &inner.group_by else {
         return None;
@@ -177,6 +177,10 @@ fn group_exprs<'a>(inner: &'a Select, placement: &Placement) -> Option<Vec<&'a E
                     }
                 }
                 Expr::GroupingSets(_) | Expr::Cube(_) | Expr::Rollup(_) | Expr::Tuple(_) => {
+                    return None
+                }
+                // An alias and maybe a column: settled first (`aggregate::group_names`).
+                other if crate::router::aggregate::group_names::ambiguous(inner, other) => {
                     return None
                 }
                 other => other,
