@@ -241,13 +241,7 @@ impl Exec<'_> {
         }
         let verb = if f.is_move { "MOVE" } else { "FETCH" };
         let Some(mut remaining) = f.forward else {
-            return Ok(self.error(
-                &PgError::error(
-                    sqlstate::FEATURE_NOT_SUPPORTED,
-                    format!("{verb} in that direction from a cursor over several shards"),
-                )
-                .with_hint("A cursor over several shards reads forward only: FETCH n, FETCH NEXT or FETCH ALL."),
-            ));
+            return Ok(self.error(&backward(verb)));
         };
         if !f.is_move && self.describe_rows {
             if let Some(d) = &c.description {
@@ -323,4 +317,14 @@ impl Exec<'_> {
         build::command_complete(&format!("{verb} {total}"), &mut self.out);
         Ok(Step::Done)
     }
+}
+
+/// The refusal of a FETCH or MOVE (`verb`) other than forward from a cursor over several
+/// shards, which reads each shard's cursor forward only.
+pub(super) fn backward(verb: &str) -> PgError {
+    PgError::error(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!("{verb} in that direction from a cursor over several shards"),
+    )
+    .with_hint("A cursor over several shards reads forward only: FETCH n, FETCH NEXT or FETCH ALL.")
 }

@@ -57,13 +57,7 @@ impl Exec<'_> {
         };
         let verb = if f.is_move { "MOVE" } else { "FETCH" };
         let Some(mut remaining) = f.forward else {
-            return Ok(self.error(
-                &PgError::error(
-                    sqlstate::FEATURE_NOT_SUPPORTED,
-                    format!("{verb} in that direction from a cursor over several shards"),
-                )
-                .with_hint("A cursor over several shards reads forward only: FETCH n, FETCH NEXT or FETCH ALL."),
-            ));
+            return Ok(self.error(&super::cursor::backward(verb)));
         };
         // Per-column formats name the client's columns: the hidden sort columns come as text.
         let mut formats = self.result_formats.clone();

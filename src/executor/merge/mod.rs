@@ -182,8 +182,8 @@ async fn scatter_in_txn(
         return groups::run(exec, shards, description, failure, merge, describe).await;
     }
     let keys = match (&failure, &description) {
-        (None, Some(d)) => match resolve_keys(exec, shards, d, merge).await {
-            Ok(k) => k,
+        (None, Some(d)) => match Sorting::resolve(exec, shards, d, merge).await {
+            Ok(Sorting(k)) => k,
             Err(e) => {
                 failure = Some(error_frame(&e));
                 vec![]
@@ -191,18 +191,6 @@ async fn scatter_in_txn(
         },
         _ => vec![],
     };
-    if let (None, Some(d)) = (&failure, &description) {
-        let fields = inspect::row_description(d.body()).unwrap_or_default();
-        let sorted: Vec<(usize, collation::Use)> = keys
-            .iter()
-            .zip(&merge.order)
-            .filter(|(_, o)| !o.bytewise)
-            .map(|(k, _)| (k.column, collation::Use::Order))
-            .collect();
-        if let Some(e) = collation::problem(exec, &fields, &sorted, &merge.text).await {
-            failure = Some(error_frame(&e));
-        }
-    }
     let fields = match (
         &description,
         merge.totals.is_empty() && merge.numbers.is_empty(),
@@ -405,8 +393,8 @@ async fn resolve_keys(
 pub struct Sorting(Vec<Key>);
 
 impl Sorting {
-    /// The keys of `merge` over `description` (text rows), refused as a scatter's would be:
-    /// a type the merge cannot order, text under a collation bytes do not order.
+    /// The keys of `merge` over `description`, refused where the merge cannot order them as
+    /// PostgreSQL does: a type it cannot decode, text under a collation bytes do not order.
     pub async fn resolve(
         exec: &Exec<'_>,
         shards: &[usize],

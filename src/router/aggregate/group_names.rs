@@ -11,9 +11,9 @@
 
 use super::names_column;
 use crate::error::PgError;
+use crate::router::subquery::unqualified::{plain_tables, stored};
 use sqlparser::ast::{
-    Expr, GroupByExpr, Ident, ObjectName, ObjectNamePart, Query, Select, SelectItem, SetExpr,
-    TableFactor, Value, VisitMut, VisitorMut,
+    Expr, GroupByExpr, Ident, Query, Select, SelectItem, SetExpr, Value, VisitMut, VisitorMut,
 };
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -162,43 +162,6 @@ fn resolved_select(s: &Select, columns: &HashMap<String, Vec<String>>) -> Option
         };
     }
     Some(out)
-}
-
-/// The plain tables of `s`'s FROM list, with the name each goes by (its alias, or the last
-/// part of its name) and its name as written.
-fn plain_tables(s: &Select) -> Option<Vec<(Ident, &ObjectName)>> {
-    let mut out = Vec::new();
-    for twj in &s.from {
-        for factor in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
-            let TableFactor::Table {
-                name,
-                alias,
-                args: None,
-                ..
-            } = factor
-            else {
-                return None;
-            };
-            let qualifier = match alias {
-                Some(a) if a.columns.is_empty() => a.name.clone(),
-                Some(_) => return None,
-                None => match name.0.last() {
-                    Some(ObjectNamePart::Identifier(i)) => i.clone(),
-                    _ => return None,
-                },
-            };
-            out.push((qualifier, name));
-        }
-    }
-    (!out.is_empty()).then_some(out)
-}
-
-/// A name as the catalog stores it: unquoted ones fold to lower case.
-fn stored(i: &Ident) -> String {
-    match i.quote_style {
-        None => i.value.to_lowercase(),
-        Some(_) => i.value.clone(),
-    }
 }
 
 #[cfg(test)]

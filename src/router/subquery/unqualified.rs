@@ -123,7 +123,7 @@ fn rewritten_parts(s: &Select) -> impl Iterator<Item = &Expr> {
 
 /// The plain tables of `s`'s FROM list, with the name each goes by in the query (its alias,
 /// or the last part of its name) and its name as written; None when something else is there.
-fn plain_tables(s: &Select) -> Option<Vec<(Ident, &ObjectName)>> {
+pub(crate) fn plain_tables(s: &Select) -> Option<Vec<(Ident, &ObjectName)>> {
     let mut out = Vec::new();
     for twj in &s.from {
         for factor in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
@@ -164,7 +164,7 @@ fn keyword(i: &Ident) -> bool {
 }
 
 /// A column's name as the catalog stores it.
-fn stored(i: &Ident) -> String {
+pub(crate) fn stored(i: &Ident) -> String {
     if i.quote_style.is_some() {
         i.value.clone()
     } else {
