@@ -206,7 +206,6 @@ async fn wrong_statements_are_refused_without_side_effects() {
         // Every shard has a row at (0,1).
         "update accounts set balance = 0 where ctid = '(0,1)'",
         // Every copy of a reference table would get a different write.
-        "insert into countries select cc, max(owner) from accounts group by cc",
         "insert into countries values ((select max(cc) from accounts), 'x')",
     ] {
         refused_with_hint(&c, sql).await;
@@ -391,6 +390,77 @@ async fn extended_protocol_routes_by_bound_values() {
         .get::<_, i64>(0),
         1
     );
+}
+
+/// INSERT ... SELECT whose source the merge answers (groups, an order and a limit) is read
+/// once through the proxy and written as VALUES: into a reference table, every copy gets the
+/// same rows; into a sharded table, each row goes to its key's shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_select_of_merged_rows_writes_them_where_they_belong() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    c.batch_execute("insert into countries select cc, max(owner) from accounts group by cc")
+        .await
+        .unwrap();
+    let grouped = answer(
+        &c,
+        "select cc, max(owner) from accounts group by cc order by cc",
+    )
+    .await;
+    assert_eq!(grouped.len(), 3);
+    for i in 0..3 {
+        let copy = tc
+            .direct(i)
+            .await
+            .simple_query("select code, name from countries order by code")
+            .await
+            .unwrap();
+        assert_eq!(common::rows(&copy), grouped, "copy on shard {i}");
+    }
+    let returned = answer(
+        &c,
+        "insert into ledger (entry, account_id, amount) select 9, min(id), sum(balance) \
+         from accounts group by cc returning account_id::text, amount::text",
+    )
+    .await;
+    let want = answer(
+        &c,
+        "select min(id)::text, sum(balance)::text from accounts group by cc order by 1",
+    )
+    .await;
+    let mut got = returned;
+    got.sort();
+    let mut want = want;
+    want.sort();
+    assert_eq!(got, want);
+    c.batch_execute(
+        "insert into ledger (entry, account_id, amount) select 10, id, balance from accounts \
+         order by balance desc, id limit 5",
+    )
+    .await
+    .unwrap();
+    let top = answer(
+        &c,
+        "select account_id::text from ledger where entry = 10 order by amount desc, account_id",
+    )
+    .await;
+    let want_top = answer(
+        &c,
+        "select id::text from accounts order by balance desc, id limit 5",
+    )
+    .await;
+    assert_eq!(top, want_top);
+    // Each row on the shard of its key.
+    let placed = tc
+        .count_on_each_shard(
+            "select count(*) from ledger l join accounts a on a.id = l.account_id where l.entry in (9, 10)",
+        )
+        .await;
+    let held = tc
+        .count_on_each_shard("select count(*) from ledger where entry in (9, 10)")
+        .await;
+    assert_eq!(placed, held, "a ledger row landed away from its account");
+    assert_eq!(held.iter().sum::<i64>(), 8);
 }
 
 /// A multi-row INSERT whose rows go to several shards, each shard given its own rows, with

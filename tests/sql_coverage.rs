@@ -1431,14 +1431,23 @@ async fn insert_select_from_functions_and_values_places_every_row() {
         .await
         .unwrap();
     assert!(none.is_empty());
-    // A source over several shards whose rows would need merging is still refused.
-    let err = c
-        .batch_execute(
-            "insert into copied select id + 1000, name, qty from items order by id limit 5",
+    // A source over several shards whose rows need merging is read once through the merge.
+    let inserted = c
+        .query(
+            "insert into copied select id + 1000, name, qty from items order by id limit 5 returning id",
+            &[],
         )
         .await
-        .unwrap_err();
-    assert_eq!(code(&err), "0A000");
+        .unwrap();
+    let ids: Vec<i64> = inserted.iter().map(|r| r.get(0)).collect();
+    let want: Vec<i64> = c
+        .query("select id + 1000 from items order by id limit 5", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,10 @@
 //! (`generate_series`, `unnest` as Django's `bulk_create` sends), a VALUES list (SQLAlchemy's
 //! multi-row inserts, `SELECT ... FROM (VALUES ...) ORDER BY sen_counter`), reference tables;
 //! or from a source over several shards whose rows need no merging (no ORDER BY, LIMIT,
-//! DISTINCT or aggregate across shards), read from each shard in turn.
+//! DISTINCT or aggregate across shards), read from each shard in turn. A source the merge
+//! answers (groups, an order and a limit, DISTINCT, subqueries answered first) is read once
+//! as a client's SELECT would be (`subqueries_first::answer_of`), into a sharded or a
+//! reference table alike.
 //!
 //! The proxy runs the source on its shards (inside the session's transaction, with the
 //! client's bound values), reads its rows as text, and rewrites the statement as INSERT ...
@@ -199,29 +202,38 @@ impl Exec<'_> {
             return Ok(Rewrite::AsWritten);
         }
         let copies = self.placement.rule(&table) == Some(&TableRule::Reference);
+        // In snapshot consistency a read of several shards needs a cut, which these reads do
+        // not take: left to the planner, which refuses it.
+        let cut_free = self.consistency != crate::txn::snapshot::Consistency::Snapshot
+            && !matches!(&self.txn, crate::txn::state::TxnState::Open(t) if t.snapshot);
+        let source_plan = plan(
+            &Statement::Query(Box::new(source.clone())),
+            &self.placement,
+            params,
+        );
         let (shards, text) = if copies {
             // Read once only where the copies would each read it their own way.
             match self.copies_read_once(ins, &table, source, params).await? {
                 Some(shard) => (vec![shard], source.to_string()),
+                // Over several shards every copy would read its own shard's rows alone: read
+                // once, through the merge.
+                None if cut_free && merged_read(&source_plan) => {
+                    return self.merged_source(ins, &table, source, params, types).await
+                }
                 None => return Ok(Rewrite::AsWritten),
             }
         } else if matches!(self.placement.rule(&table), Some(TableRule::Sharded { .. }))
             && !matches!(plan(stmt, &self.placement, params), Plan::Shard { .. })
         {
-            match plan(
-                &Statement::Query(Box::new(source.clone())),
-                &self.placement,
-                params,
-            ) {
+            match source_plan {
                 Plan::Shard { shard, .. } => (vec![shard], source.to_string()),
-                // In snapshot consistency a read of several shards needs a cut, which these
-                // shard-by-shard reads do not take: left to the planner, which refuses it.
-                Plan::Scatter { shards, sql, merge }
-                    if merge == Default::default()
-                        && self.consistency != crate::txn::snapshot::Consistency::Snapshot
-                        && !matches!(&self.txn, crate::txn::state::TxnState::Open(t) if t.snapshot) =>
-                {
+                Plan::Scatter { shards, sql, merge } if merge == Default::default() && cut_free => {
                     (shards, sql)
+                }
+                // Rows the merge makes (groups, an order and a limit, DISTINCT), or a source
+                // whose subqueries are answered first: read through the proxy.
+                planned if cut_free && merged_read(&planned) => {
+                    return self.merged_source(ins, &table, source, params, types).await
                 }
                 _ => return Ok(Rewrite::AsWritten),
             }
@@ -257,13 +269,64 @@ impl Exec<'_> {
                 return Ok(Rewrite::Failed);
             }
         }
+        self.values_insert(ins, &table, source, rows, shards[0])
+            .await
+    }
+
+    /// The source of `ins` read as a client's SELECT would be (merged across shards, its
+    /// subqueries answered first), in the session's transaction, and the statement written as
+    /// INSERT ... VALUES of its rows.
+    async fn merged_source(
+        &mut self,
+        ins: &sqlparser::ast::Insert,
+        table: &str,
+        source: &sqlparser::ast::Query,
+        params: &Params,
+        types: &[u32],
+    ) -> R<Rewrite> {
+        let bound = super::subqueries_first::Bound {
+            params: params.clone(),
+            types: types.to_vec(),
+        };
+        let answer = match Box::pin(self.answer_of(source.clone(), &bound, 0)).await? {
+            Ok(answer) => answer,
+            Err(super::subqueries_first::Unanswered::Told) => return Ok(Rewrite::Failed),
+            // Not a read the proxy answers: the planner's refusal stands.
+            Err(super::subqueries_first::Unanswered::Outside) => return Ok(Rewrite::AsWritten),
+        };
+        let rows = answer
+            .rows
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|v| match v {
+                        Some(v) => Expr::value(Value::SingleQuotedString(v)),
+                        None => Expr::value(Value::Null),
+                    })
+                    .collect()
+            })
+            .collect();
+        self.values_insert(ins, table, source, rows, crate::placement::HOME)
+            .await
+    }
+
+    /// `ins` with `rows` (the source's, as literals) for its source; a source of no row when
+    /// there are none, run on `fallback` if that cannot be written.
+    async fn values_insert(
+        &mut self,
+        ins: &sqlparser::ast::Insert,
+        table: &str,
+        source: &sqlparser::ast::Query,
+        rows: Vec<Vec<Expr>>,
+        fallback: usize,
+    ) -> R<Rewrite> {
         if rows.is_empty() {
             // Nothing is inserted, whatever a shard's own reading would find now (in READ
             // COMMITTED a row committed since, written as it stands on whichever shard ran
             // it): a source of no row, without the client's parameters (the extended protocol
             // binds none to a statement the proxy rewrote), and no conflict to handle.
             let columns = if ins.columns.is_empty() {
-                self.table_columns(&table).await?.len()
+                self.table_columns(table).await?.len()
             } else {
                 ins.columns.len()
             };
@@ -271,12 +334,12 @@ impl Exec<'_> {
             nothing.on = None;
             nothing.source = match no_rows(columns) {
                 Some(q) => Some(Box::new(q)),
-                None => return Ok(Rewrite::OnShard(shards[0])),
+                None => return Ok(Rewrite::OnShard(fallback)),
             };
             return Ok(Rewrite::Rewritten(Box::new(Statement::Insert(nothing))));
         }
         let columns = if ins.columns.is_empty() {
-            self.table_columns(&table).await?.len()
+            self.table_columns(table).await?.len()
         } else {
             ins.columns.len()
         };
@@ -358,6 +421,16 @@ impl Exec<'_> {
             }
         }
         Ok(failure.map_or(Ok(()), |f| Err(Some(f))))
+    }
+}
+
+/// Whether the proxy answers a source planned so by reading it as a client's SELECT: a
+/// scatter (merged or not), or a refusal the executor answers in parts.
+fn merged_read(planned: &Plan) -> bool {
+    match planned {
+        Plan::Scatter { .. } => true,
+        Plan::Reject(e) => crate::router::uncorrelated::answered_in_parts(e),
+        _ => false,
     }
 }
 

@@ -56,7 +56,7 @@ fn returning(rng: &mut Rng, what: &str) -> String {
 pub fn statement(rng: &mut Rng) -> String {
     let cols = "(id, owner, balance, region, active)";
     let w = |rng: &mut Rng| filters(rng, "").unwrap_or_else(|| "true".into());
-    match rng.below(42) {
+    match rng.below(43) {
         // The same column set by an UPDATE: on one account's rows, several accounts' (rows
         // on several shards given one id), or rows named by another column; and by an
         // upsert's DO UPDATE.
@@ -169,6 +169,14 @@ pub fn statement(rng: &mut Rng) -> String {
                 returning(rng, "o.account_id, o.order_no")
             ),
         },
+        // A source the merge answers: groups over several shards, read once, then written
+        // by each row's key.
+        42 => format!(
+            "insert into orders (account_id, order_no, amount) select min(id), {}, sum(balance) from accounts where {} group by region on conflict do nothing{}",
+            90 + rng.below(5),
+            filter(rng, ""),
+            returning(rng, "account_id, amount")
+        ),
         29 => format!(
             "update accounts set note = (select label from regions r where r.id = accounts.region) where {}{}",
             w(rng),
