@@ -392,22 +392,28 @@ async fn extended_protocol_routes_by_bound_values() {
     );
 }
 
-/// INSERT ... SELECT whose source the merge answers (groups, an order and a limit) is read
-/// once through the proxy and written as VALUES: into a reference table, every copy gets the
-/// same rows; into a sharded table, each row goes to its key's shard.
+/// INSERT ... SELECT whose source the merge answers (groups, an order and a limit), or that
+/// reads a sharded table on one shard into a reference table, is read once through the proxy
+/// and written as VALUES: into a reference table, every copy gets the same rows; into a
+/// sharded table, each row goes to its key's shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_insert_select_of_merged_rows_writes_them_where_they_belong() {
     let tc = cluster().await;
     let c = tc.client().await;
-    c.batch_execute("insert into countries select cc, max(owner) from accounts group by cc")
-        .await
-        .unwrap();
-    let grouped = answer(
+    c.batch_execute(
+        "insert into countries select cc, max(owner) from accounts group by cc;
+         insert into countries select 'k' || id, owner from accounts where id = 7",
+    )
+    .await
+    .unwrap();
+    let mut grouped = answer(
         &c,
         "select cc, max(owner) from accounts group by cc order by cc",
     )
     .await;
-    assert_eq!(grouped.len(), 3);
+    grouped.extend(answer(&c, "select 'k' || id, owner from accounts where id = 7").await);
+    grouped.sort();
+    assert_eq!(grouped.len(), 4);
     for i in 0..3 {
         let copy = tc
             .direct(i)

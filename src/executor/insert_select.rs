@@ -215,9 +215,14 @@ impl Exec<'_> {
             // Read once only where the copies would each read it their own way.
             match self.copies_read_once(ins, &table, source, params).await? {
                 Some(shard) => (vec![shard], source.to_string()),
-                // Over several shards every copy would read its own shard's rows alone: read
-                // once, through the merge.
-                None if cut_free && merged_read(&source_plan) => {
+                // Over sharded tables every copy would read its own shard's rows alone: read
+                // once, through the merge (or on the one shard a key names).
+                None if cut_free
+                    && (merged_read(&source_plan)
+                        || !crate::router::plan::relations(source, &self.placement)
+                            .sharded
+                            .is_empty()) =>
+                {
                     return self.merged_source(ins, &table, source, params, types).await
                 }
                 None => return Ok(Rewrite::AsWritten),
