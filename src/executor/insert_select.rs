@@ -206,11 +206,13 @@ impl Exec<'_> {
         // not take: left to the planner, which refuses it.
         let cut_free = self.consistency != crate::txn::snapshot::Consistency::Snapshot
             && !matches!(&self.txn, crate::txn::state::TxnState::Open(t) if t.snapshot);
-        let source_plan = plan(
-            &Statement::Query(Box::new(source.clone())),
-            &self.placement,
-            params,
-        );
+        let source_plan = || {
+            plan(
+                &Statement::Query(Box::new(source.clone())),
+                &self.placement,
+                params,
+            )
+        };
         let (shards, text) = if copies {
             // Read once only where the copies would each read it their own way.
             match self.copies_read_once(ins, &table, source, params).await? {
@@ -218,10 +220,9 @@ impl Exec<'_> {
                 // Over sharded tables every copy would read its own shard's rows alone: read
                 // once, through the merge (or on the one shard a key names).
                 None if cut_free
-                    && (merged_read(&source_plan)
-                        || !crate::router::plan::relations(source, &self.placement)
-                            .sharded
-                            .is_empty()) =>
+                    && (!crate::router::plan::relations(source, &self.placement)
+                        .sharded
+                        .is_empty()) =>
                 {
                     return self.merged_source(ins, &table, source, params, types).await
                 }
@@ -230,7 +231,7 @@ impl Exec<'_> {
         } else if matches!(self.placement.rule(&table), Some(TableRule::Sharded { .. }))
             && !matches!(plan(stmt, &self.placement, params), Plan::Shard { .. })
         {
-            match source_plan {
+            match source_plan() {
                 Plan::Shard { shard, .. } => (vec![shard], source.to_string()),
                 Plan::Scatter { shards, sql, merge } if merge == Default::default() && cut_free => {
                     (shards, sql)
@@ -302,14 +303,7 @@ impl Exec<'_> {
         let rows = answer
             .rows
             .into_iter()
-            .map(|row| {
-                row.into_iter()
-                    .map(|v| match v {
-                        Some(v) => Expr::value(Value::SingleQuotedString(v)),
-                        None => Expr::value(Value::Null),
-                    })
-                    .collect()
-            })
+            .map(|row| row.into_iter().map(literal).collect())
             .collect();
         self.values_insert(ins, table, source, rows, crate::placement::HOME)
             .await
@@ -445,13 +439,22 @@ fn literal_row(body: &[u8]) -> Vec<Expr> {
         .get(..2)
         .map_or(0, |b| i16::from_be_bytes([b[0], b[1]]).max(0) as usize);
     (0..n)
-        .map(|i| match inspect::data_row_column(body, i) {
-            Some(Some(v)) => Expr::value(Value::SingleQuotedString(
-                String::from_utf8_lossy(v).into_owned(),
-            )),
-            _ => Expr::value(Value::Null),
+        .map(|i| {
+            literal(
+                inspect::data_row_column(body, i)
+                    .flatten()
+                    .map(|v| String::from_utf8_lossy(v).into_owned()),
+            )
         })
         .collect()
+}
+
+/// A value as text, as an SQL literal (NULL stays NULL).
+fn literal(v: Option<String>) -> Expr {
+    match v {
+        Some(v) => Expr::value(Value::SingleQuotedString(v)),
+        None => Expr::value(Value::Null),
+    }
 }
 
 #[cfg(test)]
