@@ -25,7 +25,8 @@ use super::plan::{is_column, last_ident, plan_query, relations, Plan, Relations}
 use crate::error::{sqlstate, PgError};
 use crate::placement::{KeyType, Placement, TableRule};
 use sqlparser::ast::{
-    BinaryOperator, Expr, OrderByKind, Query, Select, SelectItem, SetExpr, TableFactor,
+    BinaryOperator, Expr, JoinOperator, OrderByKind, Query, Select, SelectItem, SetExpr,
+    TableFactor,
 };
 use std::ops::ControlFlow;
 
@@ -53,6 +54,42 @@ pub(crate) fn top_tables(select: &Select, placement: &Placement) -> Vec<TopTable
     for twj in &select.from {
         for factor in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
             top.extend(sharded_table(factor, placement));
+        }
+    }
+    top
+}
+
+/// The sharded tables of `select`'s own FROM whose columns no outer join can make NULL.
+///
+/// A row an outer join extends with NULLs stands for no row of that table, on every shard
+/// that has such a row: its NULL key says nothing about where it lives. So rows grouped by
+/// such a key are not whole on one shard, as rows grouped by a preserved table's key are.
+pub(crate) fn preserved_top_tables(select: &Select, placement: &Placement) -> Vec<TopTable> {
+    let mut top = Vec::new();
+    for twj in &select.from {
+        let factors: Vec<&TableFactor> = std::iter::once(&twj.relation)
+            .chain(twj.joins.iter().map(|j| &j.relation))
+            .collect();
+        let mut nullable = vec![false; factors.len()];
+        for (i, join) in twj.joins.iter().enumerate() {
+            let right = i + 1;
+            let (left_side, right_side) = match join.join_operator {
+                JoinOperator::Left(_) | JoinOperator::LeftOuter(_) | JoinOperator::OuterApply => {
+                    (false, true)
+                }
+                JoinOperator::Right(_) | JoinOperator::RightOuter(_) => (true, false),
+                JoinOperator::FullOuter(_) => (true, true),
+                _ => (false, false),
+            };
+            if left_side {
+                nullable[..right].iter_mut().for_each(|n| *n = true);
+            }
+            nullable[right] |= right_side;
+        }
+        for (factor, nullable) in factors.into_iter().zip(nullable) {
+            if !nullable {
+                top.extend(sharded_table(factor, placement));
+            }
         }
     }
     top
@@ -384,12 +421,13 @@ pub(crate) fn sole_derived(select: &Select) -> Option<&Query> {
 
 /// `SELECT DISTINCT` whose columns include a shard key of its FROM, or GROUP BY one (without
 /// DISTINCT: rows of groups on two shards may be alike once the key is left out, and DISTINCT
-/// would have to remove one of them).
+/// would have to remove one of them). The key must be of a table no outer join extends with
+/// NULLs (see `preserved_top_tables`).
 pub(crate) fn grouped_by_key(q: &Query, placement: &Placement) -> bool {
     let SetExpr::Select(s) = q.body.as_ref() else {
         return false;
     };
-    let top = top_tables(s, placement);
+    let top = preserved_top_tables(s, placement);
     let is_key = |e: &Expr| top.iter().any(|(names, _, key)| is_column(e, names, key));
     let distinct_key = matches!(s.distinct, Some(sqlparser::ast::Distinct::Distinct))
         && s.projection.iter().any(|item| match item {
@@ -403,4 +441,73 @@ pub(crate) fn grouped_by_key(q: &Query, placement: &Placement) -> bool {
         return distinct_key;
     }
     grouped_key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names of the tables of `sql`'s FROM that keep their rows' keys.
+    fn preserved(sql: &str) -> Vec<String> {
+        let p = crate::router::plan::tests::placement();
+        preserved_top_tables(&crate::router::plan::tests::select(sql), &p)
+            .into_iter()
+            .map(|(names, _, _)| names.last().cloned().unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn an_outer_join_leaves_out_the_tables_it_extends_with_nulls() {
+        let on = "on l.account_id = a.id";
+        assert_eq!(
+            preserved(&format!("select 1 from accounts a join ledger l {on}")),
+            ["a", "l"]
+        );
+        assert_eq!(
+            preserved(&format!("select 1 from accounts a left join ledger l {on}")),
+            ["a"]
+        );
+        assert_eq!(
+            preserved(&format!(
+                "select 1 from accounts a right join ledger l {on}"
+            )),
+            ["l"]
+        );
+        assert!(preserved(&format!("select 1 from accounts a full join ledger l {on}")).is_empty());
+        // A RIGHT JOIN later in the chain extends every table before it.
+        assert_eq!(
+            preserved(&format!(
+                "select 1 from accounts a join ledger l {on} right join countries c on c.code = a.code"
+            )),
+            Vec::<String>::new()
+        );
+        // Each item of a FROM list is joined on its own.
+        assert_eq!(
+            preserved(&format!(
+                "select 1 from users u, accounts a left join ledger l {on}"
+            )),
+            ["u", "a"]
+        );
+    }
+
+    #[test]
+    fn a_key_an_outer_join_can_make_null_does_not_hold_groups_whole() {
+        let grouped = |sql: &str| {
+            grouped_by_key(
+                &crate::router::plan::tests::query(sql),
+                &crate::router::plan::tests::placement(),
+            )
+        };
+        let from = "from accounts a left join ledger l on l.account_id = a.id";
+        assert!(grouped(&format!(
+            "select a.id, count(*) {from} group by a.id"
+        )));
+        assert!(!grouped(&format!(
+            "select l.account_id, count(*) {from} group by l.account_id"
+        )));
+        assert!(!grouped(&format!("select distinct l.account_id {from}")));
+        assert!(grouped(&format!(
+            "select distinct a.id, l.account_id {from}"
+        )));
+    }
 }
