@@ -3,6 +3,7 @@
 //! shard. A write that reaches several shards is a `Plan::Write`, one distributed transaction.
 
 use super::*;
+use crate::router::subquery::PerRow;
 
 /// The same statement on every shard (a reference table keeps a full copy on each; `sum` is
 /// false for one).
@@ -76,7 +77,7 @@ fn reads_beyond_its_rows<V: sqlparser::ast::Visit>(
     read: &V,
     target: Option<&crate::router::subquery::TopTable>,
     joined: usize,
-    tied_at: &[&Expr],
+    tied_at: &[PerRow],
     placement: &Placement,
 ) -> Option<Plan> {
     let sharded = relations(read, placement).sharded.len();
@@ -147,9 +148,9 @@ pub(super) fn plan_write_where(
             }
             let target = (names.clone(), *key_type, key_column.clone());
             // Django's update(x=Subquery(...)) sets a row from its own children.
-            let mut tied_at: Vec<&Expr> = selection.into_iter().collect();
+            let mut tied_at: Vec<PerRow> = selection.into_iter().map(|e| (e, true)).collect();
             if let Statement::Update(u) = stmt {
-                tied_at.extend(u.assignments.iter().map(|a| &a.value));
+                tied_at.extend(u.assignments.iter().map(|a| (&a.value, false)));
             }
             if let Some(refusal) =
                 reads_beyond_its_rows(stmt, Some(&target), joined, &tied_at, placement)

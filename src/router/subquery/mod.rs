@@ -119,14 +119,19 @@ pub(crate) fn sharded_table(factor: &TableFactor, placement: &Placement) -> Opti
     Some((names, *key_type, key_column.clone()))
 }
 
+/// An expression evaluated for one row, and whether it is a WHERE condition, where a false
+/// and a NULL answer alike leave the row out.
+pub(crate) type PerRow<'e> = (&'e Expr, bool);
+
 /// The expressions of `select` (with `q`'s ORDER BY) whose subqueries each shard runs as
 /// written when they are tied by the key: WHERE, the select list and ORDER BY. Each of them is
 /// evaluated for one row of the outer query, which lives on one shard.
 pub(crate) fn per_row_exprs<'q>(
     q: &'q Query,
     select: &'q Select,
-) -> impl Iterator<Item = &'q Expr> {
-    select.selection.iter().chain(output_exprs(q, select))
+) -> impl Iterator<Item = PerRow<'q>> {
+    let filter = select.selection.iter().map(|e| (e, true));
+    filter.chain(output_exprs(q, select).map(|e| (e, false)))
 }
 
 /// The select list's and ORDER BY's expressions: where an aggregate or window call of the
@@ -144,25 +149,47 @@ pub(crate) fn output_exprs<'q>(q: &'q Query, select: &'q Select) -> impl Iterato
 }
 
 /// How many sharded tables the subqueries of `exprs` read, when each of them is tied to
-/// `outer` by the shard key; a refusal for NOT IN over a sharded table that is not.
+/// `outer` by the shard key (`usize::MAX` when one is not); a refusal for NOT IN over a
+/// sharded table that is not.
 pub(crate) fn tied_in<'e>(
-    exprs: impl IntoIterator<Item = &'e Expr>,
+    exprs: impl IntoIterator<Item = PerRow<'e>>,
     outer: &[TopTable],
     placement: &Placement,
 ) -> Result<usize, Box<Plan>> {
     let mut tables = 0;
     for e in exprs {
-        tables = match tied_in_one(e, outer, placement)? {
-            usize::MAX => return Ok(usize::MAX),
-            n => tables + n,
-        };
+        for (_, read) in tied_subqueries(e, outer, placement) {
+            match read? {
+                Some(n) => tables += n,
+                None => return Ok(usize::MAX),
+            }
+        }
     }
     Ok(tables)
 }
 
-fn tied_in_one(e: &Expr, outer: &[TopTable], placement: &Placement) -> Result<usize, Box<Plan>> {
+/// What a subquery reads, as `tied_subqueries` finds: the number of sharded tables when it is
+/// tied by the shard key, None when it is not, a refusal for NOT IN that is not.
+pub(crate) type Tie = Result<Option<usize>, Box<Plan>>;
+
+/// The outermost subqueries of `e` over sharded tables, in order, each with its `Tie`.
+pub(crate) fn tied_subqueries(
+    (e, filter): PerRow<'_>,
+    outer: &[TopTable],
+    placement: &Placement,
+) -> Vec<(Expr, Tie)> {
     let found = outermost_subqueries(e);
-    let mut tables = 0;
+    let mut filtering = Vec::new();
+    if filter {
+        conditions_of(e, &mut filtering);
+    }
+    // A key among keys answers false on a shard where one PostgreSQL answers NULL (a NULL key
+    // of the subquery's rows lives on one shard): alike only where both leave the row out.
+    let only_filters = |sub: &Expr| {
+        found.iter().filter(|f| *f == sub).count()
+            == filtering.iter().filter(|f| **f == sub).count()
+    };
+    let mut tied_ones = Vec::new();
     for e in &found {
         let (subquery, tied) = match e {
             // A scalar subquery tied by the key reads only rows of its outer row's shard,
@@ -183,15 +210,17 @@ fn tied_in_one(e: &Expr, outer: &[TopTable], placement: &Placement) -> Result<us
                 if correlated(subquery, outer, placement) {
                     (subquery, true)
                 } else if *negated {
-                    return Err(Box::new(Plan::Reject(
+                    tied_ones.push((e.clone(), Err(Box::new(Plan::Reject(
                         PgError::error(
                             sqlstate::FEATURE_NOT_SUPPORTED,
                             UNTIED_NOT_IN,
                         )
                         .with_hint("One NULL among the subquery's keys would make it false everywhere, and only one shard holds that NULL: use NOT EXISTS with the key equality instead."),
-                    )));
+                    )))));
+                    continue;
                 } else {
-                    (subquery, key_in_keys(expr, subquery, outer, placement))
+                    let keys = key_in_keys(expr, subquery, outer, placement);
+                    (subquery, keys && only_filters(e))
                 }
             }
             _ => continue,
@@ -200,12 +229,26 @@ fn tied_in_one(e: &Expr, outer: &[TopTable], placement: &Placement) -> Result<us
         if inner == 0 {
             continue;
         }
-        if !tied {
-            return Ok(usize::MAX);
-        }
-        tables += inner;
+        tied_ones.push((e.clone(), Ok(tied.then_some(inner))));
     }
-    Ok(tables)
+    tied_ones
+}
+
+/// The parts of a condition that decide alone whether a row is kept: `e` itself, and what
+/// AND and OR join in it (a row both leave out for false leaves out for NULL too).
+fn conditions_of<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match e {
+        Expr::Nested(inner) => conditions_of(inner, out),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And | BinaryOperator::Or,
+            right,
+        } => {
+            conditions_of(left, out);
+            conditions_of(right, out);
+        }
+        other => out.push(other),
+    }
 }
 
 /// The subquery expressions of `e` (EXISTS, IN, scalar), not those nested inside them.

@@ -101,7 +101,7 @@ pub fn qualified(q: &Query, columns: &HashMap<String, Vec<String>>) -> Option<Qu
 /// The subqueries (EXISTS, IN, scalar) directly in `s`'s WHERE, select list and ORDER BY.
 fn direct_subqueries(q: &Query, s: &Select) -> Vec<Query> {
     per_row_exprs(q, s)
-        .flat_map(super::outermost_subqueries)
+        .flat_map(|(e, _)| super::outermost_subqueries(e))
         .filter_map(|e| match e {
             Expr::Exists { subquery, .. }
             | Expr::InSubquery { subquery, .. }

@@ -28,7 +28,7 @@ pub mod unmatched;
 
 use super::plan::{cte_names, relations};
 use super::subquery::derived_rows::derived_top_tables;
-use super::subquery::{outermost_subqueries, per_row_exprs, tied_in, top_tables};
+use super::subquery::{per_row_exprs, tied_subqueries, top_tables};
 use crate::error::{sqlstate, PgError};
 use crate::placement::Placement;
 use sqlparser::ast::{
@@ -305,10 +305,8 @@ fn tied(q: &Query, placement: &Placement) -> Vec<Expr> {
     let mut top = top_tables(s, placement);
     top.extend(derived_top_tables(s, placement).into_iter().map(|(t, _)| t));
     per_row_exprs(q, s)
-        .flat_map(outermost_subqueries)
-        .filter(|e| {
-            matches!(tied_in(std::iter::once(e), &top, placement), Ok(n) if n > 0 && n != usize::MAX)
-        })
+        .flat_map(|e| tied_subqueries(e, &top, placement))
+        .filter_map(|(e, read)| matches!(read, Ok(Some(n)) if n > 0).then_some(e))
         .collect()
 }
 
