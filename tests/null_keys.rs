@@ -59,7 +59,9 @@ async fn a_null_key_among_a_subquerys_keys_makes_in_null_everywhere() {
         format!("select count(*) from accounts a where not (a.id in {keys})"),
         format!("select count(*) from accounts a where (a.id in {keys}) is not true"),
         format!("select count(*) from accounts a where coalesce(a.id in {keys}, true)"),
-        format!("select a.id in {keys}, count(*) from accounts a group by 1 order by 1 nulls first"),
+        format!(
+            "select a.id in {keys}, count(*) from accounts a group by 1 order by 1 nulls first"
+        ),
         format!("select a.id, a.id in {keys} from accounts a order by 1"),
         // Where false and NULL alike leave the row out, as before.
         format!("select count(*) from accounts a where a.id in {keys} or a.region = 'r1'"),

@@ -240,6 +240,7 @@ pub(crate) fn plan_query(q: &Query, placement: &Placement, params: &Params) -> P
         top.push(table);
         covered += tables;
     }
+    covered += crate::router::subquery::tied_laterals(select, &top, placement);
     // Subqueries in WHERE, the select list and ORDER BY tied to those tables by the shard
     // key run on each shard as written.
     let tied = match crate::router::subquery::tied_in(

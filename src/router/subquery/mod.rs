@@ -119,6 +119,28 @@ pub(crate) fn sharded_table(factor: &TableFactor, placement: &Placement) -> Opti
     Some((names, *key_type, key_column.clone()))
 }
 
+/// How many sharded tables the LATERAL derived tables of `select`'s FROM read, those tied to
+/// `outer` by the shard key as EXISTS is (`inner.key = outer.key` in their WHERE): each reads
+/// only rows of its outer row's key, which live on that row's shard (the top rows of each key,
+/// `JOIN LATERAL (SELECT ... WHERE e.account_id = a.id ORDER BY ... LIMIT 3) e ON true`).
+pub(crate) fn tied_laterals(select: &Select, outer: &[TopTable], placement: &Placement) -> usize {
+    let factors = select.from.iter().flat_map(|twj| {
+        std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation))
+    });
+    factors
+        .filter_map(|factor| match factor {
+            TableFactor::Derived {
+                lateral: true,
+                subquery,
+                ..
+            } if correlated(subquery, outer, placement) => {
+                Some(relations(subquery.as_ref(), placement).sharded.len())
+            }
+            _ => None,
+        })
+        .sum()
+}
+
 /// An expression evaluated for one row, and whether it is a WHERE condition, where a false
 /// and a NULL answer alike leave the row out.
 pub(crate) type PerRow<'e> = (&'e Expr, bool);
