@@ -373,7 +373,7 @@ async fn node_postgres_works_over_three_shards() {
     assert!(spread.iter().all(|n| *n > 0), "{spread:?}");
 }
 
-/// Sequelize, Knex and TypeORM over three unlike shards: tests/node/orms.js runs their habits
+/// Sequelize, Knex, TypeORM and Drizzle over three unlike shards: tests/node/orms.js runs their habits
 /// through the proxy and against one PostgreSQL database, and both must print the same answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_orms_answer_as_one_postgresql_over_three_unlike_shards() {
@@ -383,7 +383,9 @@ async fn node_orms_answer_as_one_postgresql_over_three_unlike_shards() {
                   [tables.kx_users]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
                   [tables.kx_events]\nshard_key = \"user_id\"\nkey_type = \"bigint\"\n\
                   [tables.to_authors]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
-                  [tables.to_posts]\nshard_key = \"author_id\"\nkey_type = \"bigint\"\n";
+                  [tables.to_posts]\nshard_key = \"author_id\"\nkey_type = \"bigint\"\n\
+                  [tables.dz_authors]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
+                  [tables.dz_posts]\nshard_key = \"author_id\"\nkey_type = \"bigint\"\n";
     let tc = TestCluster::start_unlike(3, "", tables).await;
     drop(tc.one_server("orms_one", &[]).await);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node/orms.js");
@@ -398,7 +400,7 @@ async fn node_orms_answer_as_one_postgresql_over_three_unlike_shards() {
     let through = orms(tc.url("app", "secret"));
     let alone = orms(tc.shards[0].url("orms_one"));
     assert!(!alone.contains("ERROR"), "{alone}");
-    assert_eq!(through.lines().count(), 54, "{through}");
+    assert_eq!(through.lines().count(), 66, "{through}");
     for (got, want) in through.lines().zip(alone.lines()) {
         assert_eq!(got, want, "{through}");
     }
@@ -410,6 +412,12 @@ async fn node_orms_answer_as_one_postgresql_over_three_unlike_shards() {
     );
     assert!(
         through.contains(r#"sequelize group: [{"status":"new","n":"23""#),
+        "{through}"
+    );
+    // Each author's two most liked posts, loaded through a LATERAL join.
+    assert!(
+        through
+            .contains(r#"drizzle findFirst: {"id":7,"name":"au7","city":"c0","posts":[{"id":7,"#),
         "{through}"
     );
 }

@@ -1,11 +1,13 @@
-// Two ORMs on node-postgres, one step per line ("name: answer"): Sequelize (sync, bulkCreate,
+// ORMs on node-postgres, one step per line ("name: answer"): Sequelize (sync, bulkCreate,
 // includes with findAndCountAll, aggregates, group with an ORDER BY naming the column through
 // the model, upsert, managed transactions) and Knex (paginated counts, GROUP BY with HAVING,
 // joins on the shard key, a left join counting distinct rows, whereIn over a subquery, a CTE,
 // onConflict().merge(), union, a window over groups) and TypeORM (relations loaded with
 // skip/take, which it pages through a SELECT DISTINCT over a derived table ordered by an
 // output column's bare name, getManyAndCount over a join, query builder subqueries, upsert,
-// transactions). tests/clients.rs runs it through the proxy and against one PostgreSQL
+// transactions) and Drizzle (relational queries, which load each relation through a LEFT JOIN
+// LATERAL tied to its parent by the key, inserts, a grouped join, a transaction).
+// tests/clients.rs runs it through the proxy and against one PostgreSQL
 // database and compares the outputs.
 //   SHARDGATE_URL=postgres://... node orms.js
 const { Sequelize, DataTypes, Op } = require('sequelize');
@@ -113,9 +115,40 @@ async function typeorm() {
   await ds.destroy();
 }
 
+async function drizzleSteps() {
+  orm = 'drizzle';
+  const { Pool } = require('pg');
+  const { drizzle } = require('drizzle-orm/node-postgres');
+  const { pgTable, bigint, text, integer } = require('drizzle-orm/pg-core');
+  const { relations, eq, gt, desc, inArray, count, sum } = require('drizzle-orm');
+  const authors = pgTable('dz_authors', { id: bigint('id', { mode: 'number' }).primaryKey(), name: text('name'), city: text('city') });
+  const posts = pgTable('dz_posts', { id: bigint('id', { mode: 'number' }).notNull(), authorId: bigint('author_id', { mode: 'number' }).notNull(), title: text('title'), likes: integer('likes') });
+  const authorsRelations = relations(authors, ({ many }) => ({ posts: many(posts) }));
+  const postsRelations = relations(posts, ({ one }) => ({ author: one(authors, { fields: [posts.authorId], references: [authors.id] }) }));
+  const pool = new Pool({ connectionString: url, max: 2 });
+  const db = drizzle(pool, { schema: { authors, posts, authorsRelations, postsRelations } });
+
+  await step('create', async () => { await pool.query('create table dz_authors (id bigint primary key, name text, city text); create table dz_posts (id bigint not null, author_id bigint not null, title text, likes int, primary key (author_id, id))'); return 'ok'; });
+  await step('insert authors', async () => (await db.insert(authors).values(Array.from({ length: 20 }, (_, i) => ({ id: i + 1, name: 'au' + (i + 1), city: 'c' + (i % 3) }))).returning({ id: authors.id })).length);
+  await step('insert posts', async () => (await db.insert(posts).values(Array.from({ length: 70 }, (_, i) => ({ id: i + 1, authorId: (i % 17) + 1, title: 't' + (i + 1), likes: ((i + 1) * 7) % 30 })))).rowCount);
+  // Relational queries: each relation is a LEFT JOIN LATERAL tied to its parent by the key,
+  // paged through a derived table.
+  await step('findMany with posts', async () => db.query.authors.findMany({ with: { posts: { orderBy: [desc(posts.likes), posts.id], limit: 2 } }, orderBy: [authors.id] }));
+  await step('findFirst', async () => db.query.authors.findFirst({ where: eq(authors.id, 7), with: { posts: { orderBy: [posts.id] } } }));
+  await step('posts with author', async () => db.query.posts.findMany({ with: { author: true }, where: gt(posts.likes, 25), orderBy: [posts.authorId, posts.id] }));
+  await step('nested', async () => db.query.authors.findMany({ columns: { id: true }, with: { posts: { columns: { title: true }, orderBy: [posts.id], with: { author: { columns: { name: true } } } } }, where: inArray(authors.id, [1, 2, 3]), orderBy: [authors.id] }));
+  await step('paged', async () => db.query.authors.findMany({ limit: 3, offset: 2, orderBy: [desc(authors.id)], with: { posts: { limit: 1, orderBy: [posts.id] } } }));
+  await step('select join group', async () => db.select({ city: authors.city, n: count(posts.id), likes: sum(posts.likes) }).from(authors).leftJoin(posts, eq(posts.authorId, authors.id)).groupBy(authors.city).orderBy(authors.city));
+  await step('update', async () => (await db.update(posts).set({ likes: 0 }).where(eq(posts.authorId, 5)).returning({ id: posts.id })).length);
+  await step('transaction', async () => db.transaction(async (tx) => { await tx.delete(posts).where(eq(posts.likes, 0)); return (await tx.select({ n: count() }).from(posts))[0].n; }));
+  await step('drop', async () => { await pool.query('drop table dz_posts; drop table dz_authors'); return 'ok'; });
+  await pool.end();
+}
+
 (async () => {
   await sequelize();
   await knexSteps();
   await typeorm();
+  await drizzleSteps();
   console.log(out.join('\n'));
 })();

@@ -86,7 +86,7 @@ fn table_rows(
         return None;
     }
     let top = sharded_table(&twj.relation, placement)?;
-    let (names, key_type, key_column) = (&top.0, top.1, &top.2);
+    let key_type = top.1;
     // A window reads other rows than its own: those of other shards too.
     let windowed = output_exprs(q, s).any(has_window);
     if windowed
@@ -99,7 +99,14 @@ fn table_rows(
     if tied.checked_add(1) != Some(sharded) {
         return None;
     }
-    let key_name = s.projection.iter().find_map(|item| match item {
+    let key_name = key_output_name(s, &top)?;
+    Some((key_type, key_name, sharded))
+}
+
+/// The name `s` returns `top`'s key under: `*`, `t.*`, the key column, or it aliased.
+pub(crate) fn key_output_name(s: &Select, top: &TopTable) -> Option<String> {
+    let (names, key_column) = (&top.0, &top.2);
+    s.projection.iter().find_map(|item| match item {
         SelectItem::Wildcard(_) => Some(key_column.clone()),
         SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(t), _) => {
             let t = last_ident(t);
@@ -115,8 +122,7 @@ fn table_rows(
             Some(alias.value.clone())
         }
         _ => None,
-    })?;
-    Some((key_type, key_name, sharded))
+    })
 }
 
 /// Whether a window call is anywhere in `e` (subqueries included, to be safe).

@@ -119,21 +119,18 @@ pub(crate) fn sharded_table(factor: &TableFactor, placement: &Placement) -> Opti
     Some((names, *key_type, key_column.clone()))
 }
 
-/// How many sharded tables the LATERAL derived tables of `select`'s FROM read, those tied to
-/// `outer` by the shard key as EXISTS is (`inner.key = outer.key` in their WHERE): each reads
-/// only rows of its outer row's key, which live on that row's shard (the top rows of each key,
-/// `JOIN LATERAL (SELECT ... WHERE e.account_id = a.id ORDER BY ... LIMIT 3) e ON true`).
+/// How many sharded tables the LATERAL derived tables of `select`'s FROM read, those that read
+/// only rows of their outer row's key (`reads_outer_key`), which live on that row's shard (the
+/// top rows of each key, `JOIN LATERAL (SELECT ... WHERE e.account_id = a.id ORDER BY ...
+/// LIMIT 3) e ON true`).
 pub(crate) fn tied_laterals(select: &Select, outer: &[TopTable], placement: &Placement) -> usize {
-    let factors = select.from.iter().flat_map(|twj| {
-        std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation))
-    });
-    factors
+    from_factors(select)
         .filter_map(|factor| match factor {
             TableFactor::Derived {
                 lateral: true,
                 subquery,
                 ..
-            } if correlated(subquery, outer, placement) => {
+            } if reads_outer_key(subquery, outer, placement) => {
                 Some(relations(subquery.as_ref(), placement).sharded.len())
             }
             _ => None,
@@ -364,22 +361,40 @@ fn inner_select<'q>(q: &'q Query, placement: &Placement) -> Option<(&'q Select, 
 /// EXISTS: the subquery's WHERE holds `inner.key = outer.key` as one of its AND-ed conditions,
 /// the outer side named by its table or alias.
 fn correlated(q: &Query, outer: &[TopTable], placement: &Placement) -> bool {
-    let Some((s, inner)) = inner_select(q, placement) else {
-        return false;
-    };
+    inner_select(q, placement).is_some_and(|(s, inner)| key_tied(s, &inner, outer))
+}
+
+/// `s`'s WHERE holds `inner.key = outer.key` among its AND-ed conditions, for one of `inner`
+/// (sharded tables of `s`'s FROM) and one of `outer`, the outer side named by a qualifier no
+/// inner table goes by; and every inner table is the tied one or joined to it on the key.
+fn key_tied(s: &Select, inner: &[TopTable], outer: &[TopTable]) -> bool {
     let Some(w) = &s.selection else {
         return false;
     };
-    if !same_key_types(&inner, outer) {
+    if !same_key_types(inner, outer) {
         return false;
     }
     let mut conjuncts = Vec::new();
     super::plan::collect_and(w, &mut conjuncts);
     // Django writes the outer reference in parentheses: `U0."item_id" = ("shop_item"."id")`.
-    let qualified_outer = |e: &Expr| {
-        let e = unnested(e);
-        matches!(e, Expr::CompoundIdentifier(_))
-            && outer.iter().any(|(names, _, key)| is_column(e, names, key))
+    let qualified_outer = |e: &Expr| match unnested(e) {
+        Expr::CompoundIdentifier(parts) => {
+            // A qualifier an inner table goes by names that table, not the outer one. An
+            // aliased table goes by its alias only (the last of its names).
+            let qualifier = &parts[..parts.len().saturating_sub(1)];
+            let inner_name = qualifier.last().is_some_and(|q| {
+                inner.iter().any(|(names, _, _)| {
+                    names
+                        .last()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(&q.value))
+                })
+            });
+            !inner_name
+                && outer
+                    .iter()
+                    .any(|(names, _, key)| is_column(unnested(e), names, key))
+        }
+        _ => false,
     };
     let inner_key = |e: &Expr| {
         inner
@@ -398,7 +413,74 @@ fn correlated(q: &Query, outer: &[TopTable], placement: &Placement) -> bool {
         _ => false,
     });
     // Every sharded table of the subquery is the tied one, or joined to it on the key.
-    tied && (inner.len() == 1 || super::plan::colocation_problem(s, &inner).is_none())
+    tied && (inner.len() == 1 || super::plan::colocation_problem(s, inner).is_none())
+}
+
+/// Whether `q`, evaluated for one row of `outer`, reads only rows whose shard key is that
+/// row's key: tied as EXISTS is (`correlated`), or through its FROM's derived tables, each
+/// tied so itself (`FROM (SELECT * FROM posts p WHERE p.author_id = a.id ORDER BY ... LIMIT
+/// 5) p`, as ORMs page a row's children), with its own tables tied to `outer` and its LATERAL
+/// subqueries and WHERE's subqueries tied to those. Such rows all live on the outer row's shard.
+pub(crate) fn reads_outer_key(q: &Query, outer: &[TopTable], placement: &Placement) -> bool {
+    if correlated(q, outer, placement) {
+        return true;
+    }
+    if q.with.is_some() {
+        return false;
+    }
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return false;
+    };
+    let own = top_tables(s, placement);
+    if !own.is_empty() && !key_tied(s, &own, outer) {
+        return false;
+    }
+    // What a LATERAL subquery may be tied to: the outer tables, this query's own, and its
+    // derived tables of the outer row's key that return that key (SQL lets a LATERAL item
+    // see only the items before it; PostgreSQL refuses any other).
+    let mut scope = outer.to_vec();
+    scope.extend(own.iter().cloned());
+    let mut covered = own.len();
+    for factor in from_factors(s) {
+        let TableFactor::Derived {
+            lateral,
+            subquery,
+            alias,
+            ..
+        } = factor
+        else {
+            continue;
+        };
+        let tables = relations(subquery.as_ref(), placement).sharded.len();
+        if tables == 0 {
+            continue;
+        }
+        let within = if *lateral { &scope[..] } else { outer };
+        if !reads_outer_key(subquery, within, placement) {
+            return false;
+        }
+        covered += tables;
+        if let (Some(alias), SetExpr::Select(inner)) = (alias, subquery.body.as_ref()) {
+            let key = top_tables(inner, placement)
+                .into_iter()
+                .find_map(|t| derived_rows::key_output_name(inner, &t).map(|name| (t.1, name)));
+            if let (Some((key_type, name)), true) = (key, alias.columns.is_empty()) {
+                scope.push((vec![alias.name.value.clone()], key_type, name));
+            }
+        }
+    }
+    match tied_in(per_row_exprs(q, s), &own, placement) {
+        Ok(n) if n != usize::MAX => covered += n,
+        _ => return false,
+    }
+    covered == relations(q, placement).sharded.len()
+}
+
+/// Every item of `s`'s FROM list, joined ones too (not inside nested joins).
+fn from_factors(s: &Select) -> impl Iterator<Item = &TableFactor> {
+    s.from
+        .iter()
+        .flat_map(|twj| std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)))
 }
 
 fn unnested(mut e: &Expr) -> &Expr {
