@@ -61,6 +61,9 @@ async fn subqueries_no_shard_answers_alone_are_answered_first() {
         "select count(*) from accounts where not exists (select 1 from orders where note = 'none')",
         // Beside a subquery each shard answers (tied by the key).
         "select a.id from accounts a where exists (select 1 from orders o where o.account_id = a.id) and a.balance > (select avg(amount) from orders) order by a.id",
+        // An unaliased inner table hides the outer one of its name: `orders.account_id =
+        // orders.account_id` compares the inner row with itself and ties nothing.
+        "select count(*) from orders where exists (select 1 from orders where orders.account_id = orders.account_id and orders.amount = 90)",
         // Floats, whose text is exact at the default extra_float_digits.
         "select id from accounts where score = (select max(score) from accounts)",
         "select count(*) from accounts where score < (select avg(score) from accounts)",
