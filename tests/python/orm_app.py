@@ -21,8 +21,8 @@ from sqlalchemy import (BigInteger, DateTime, Enum, ForeignKey, Integer, Sequenc
                         and_, create_engine, func, select, text, union, union_all, update)
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, mapped_column, relationship,
-                            selectinload)
+from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, joinedload, mapped_column,
+                            relationship, selectinload)
 
 DRIVER = os.environ["SHARDGATE_DRIVER"]
 URL = os.environ["SHARDGATE_URL"].replace("postgres://", f"postgresql+{DRIVER}://", 1)
@@ -213,6 +213,21 @@ def answered_first(s, ids):
                      .outerjoin(Customer, and_(Customer.tenant_id == Tenant.id, Customer.name == "c3"))
                      .order_by(Tenant.name)).all()
     assert [tuple(r) for r in kept] == [("acme", None), ("globex", "c3")], kept
+    # joinedload over a LIMIT: the limited customers (answered first, a VALUES list every
+    # shard reads whole) outer-joined to their orders, and those without one kept once.
+    first = s.scalars(select(Customer).options(joinedload(Customer.orders))
+                      .order_by(Customer.id).limit(3)).unique().all()
+    assert [c.id for c in first] == sorted(ids)[:3], first
+    assert [sorted(o.amount for o in c.orders) for c in first] == [
+        [10 * ids.index(c.id) + j for j in range(ORDERS_EACH)] for c in first]
+    last = select(Customer.id, Customer.name).order_by(Customer.id.desc()).limit(5).subquery()
+    rows = s.execute(select(last.c.name, Order.amount)
+                     .outerjoin(Order, and_(Order.customer_id == last.c.id, Order.amount > 225))
+                     .order_by(last.c.name, Order.amount)).all()
+    want = sorted((f"c{i}", a) for i in range(CUSTOMERS - 5, CUSTOMERS)
+                  for a in ([10 * i + j for j in range(ORDERS_EACH) if 10 * i + j > 225] or [None]))
+    assert [tuple(r) for r in rows] == want, rows
+    assert any(a is None for _, a in want) and any(a is not None for _, a in want), want
     s.commit()
 
 

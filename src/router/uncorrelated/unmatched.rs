@@ -20,7 +20,9 @@
 //! A reference row is known by its whole row's text, the same on every copy (the copies hold
 //! the same values, and one session's settings write them the same way). Only one reference
 //! table joined to one sharded table (LEFT, RIGHT the other way round, or FULL) on an ON
-//! condition without subqueries qualifies; anything else keeps the refusal.
+//! condition without subqueries qualifies; anything else keeps the refusal. A VALUES list
+//! under an alias stands for a reference table: every shard reads the same rows (it is how a
+//! derived table answered first comes back, see `derived`).
 
 use super::{array_text, parse_expr, parse_query, quoted, refusal};
 use crate::error::PgError;
@@ -111,7 +113,7 @@ pub fn kept_join(q: &Query, placement: &Placement) -> Option<KeptJoin> {
         return None;
     };
     let (home, cond) = Join::of(&join.join_operator)?;
-    let reference_first = is_reference(&twj.relation, placement);
+    let reference_first = kept_qualifier(&twj.relation, placement).is_some();
     // The sharded side's unmatched rows of a FULL join are each shard's own: every shard keeps
     // them, as the statement does.
     let others = match (home, reference_first) {
@@ -125,7 +127,7 @@ pub fn kept_join(q: &Query, placement: &Placement) -> Option<KeptJoin> {
     } else {
         (&join.relation, &twj.relation)
     };
-    let reference = qualifier(kept, placement, |r| matches!(r, TableRule::Reference))?;
+    let reference = kept_qualifier(kept, placement)?;
     let sharded = qualifier(other, placement, |r| matches!(r, TableRule::Sharded { .. }))?;
     // Evaluated twice (for the matched rows, then in the statement), the condition must give
     // the same answer both times: no subquery, nothing random (the clock is the transaction's).
@@ -166,9 +168,24 @@ pub fn text_differs_between_copies(type_oid: u32) -> bool {
     TYPES.contains(&type_oid)
 }
 
-fn is_reference(t: &TableFactor, placement: &Placement) -> bool {
-    matches!(t, TableFactor::Table { name, .. }
-        if matches!(placement.rule(&name.to_string()), Some(TableRule::Reference)))
+/// The name the kept side goes by, when every shard reads it whole and alike: a reference
+/// table, or a VALUES list under an alias (a derived table the proxy answered first and wrote
+/// as its rows, as SQLAlchemy's joinedload over a LIMIT reads one).
+fn kept_qualifier(t: &TableFactor, placement: &Placement) -> Option<String> {
+    match t {
+        TableFactor::Derived {
+            lateral: false,
+            subquery,
+            alias: Some(alias),
+            ..
+        } if matches!(subquery.body.as_ref(), SetExpr::Values(_))
+            && subquery.order_by.is_none()
+            && subquery.limit_clause.is_none() =>
+        {
+            Some(alias.name.to_string())
+        }
+        _ => qualifier(t, placement, |r| matches!(r, TableRule::Reference)),
+    }
 }
 
 /// The name a plain table of the wanted kind goes by in the statement: its alias, or its
@@ -254,6 +271,23 @@ mod tests {
 
     fn kept(sql: &str) -> Option<KeptJoin> {
         kept_join(&query(sql), &crate::router::plan::tests::placement())
+    }
+
+    #[test]
+    fn a_values_list_stands_for_a_reference_table() {
+        let k = kept(
+            "select v.id, l.amount from (values (1, 'a'), (2, 'b')) as v (id, name) left join ledger l on l.account_id = v.id",
+        )
+        .unwrap();
+        assert_eq!(
+            k.matched.to_string(),
+            "SELECT DISTINCT CAST(ROW(v.*) AS TEXT) FROM (VALUES (1, 'a'), (2, 'b')) AS v (id, name) JOIN ledger l ON l.account_id = v.id"
+        );
+        // A derived table that reads a table is no such list.
+        assert!(kept(
+            "select v.id, l.amount from (select id from countries) v left join ledger l on l.account_id = v.id"
+        )
+        .is_none());
     }
 
     #[test]
