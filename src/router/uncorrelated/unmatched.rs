@@ -20,7 +20,8 @@
 //! A reference row is known by its whole row's text, the same on every copy (the copies hold
 //! the same values, and one session's settings write them the same way). Only one reference
 //! table joined to one sharded table (LEFT, RIGHT the other way round, or FULL) on an ON
-//! condition without subqueries qualifies; anything else keeps the refusal. A VALUES list
+//! condition without subqueries qualifies, the LEFT join optionally followed by LEFT or
+//! inner joins of sharded tables co-located with it; anything else keeps the refusal. A VALUES list
 //! under an alias stands for a reference table: every shard reads the same rows (it is how a
 //! derived table answered first comes back, see `derived`).
 
@@ -109,11 +110,26 @@ pub fn kept_join(q: &Query, placement: &Placement) -> Option<KeptJoin> {
     let [twj] = s.from.as_slice() else {
         return None;
     };
-    let [join] = twj.joins.as_slice() else {
-        return None;
-    };
+    let (join, further) = twj.joins.split_first()?;
     let (home, cond) = Join::of(&join.join_operator)?;
     let reference_first = kept_qualifier(&twj.relation, placement).is_some();
+    // Sharded tables joined further on, LEFT or inner, to the rows the first join keeps
+    // (Django's `Count("item__line")` over a reference parent): where that join's row is
+    // NULL-extended so are theirs, on any shard, and the planner checks that they are
+    // co-located with its sharded table when it plans the join made inner.
+    let further_fits = further.iter().all(|j| {
+        matches!(
+            Join::of(&j.join_operator),
+            Some((Join::Left | Join::Inner, _))
+        ) && qualifier(&j.relation, placement, |r| {
+            matches!(r, TableRule::Sharded { .. })
+        })
+        .is_some()
+    });
+    let rides_along = reference_first && home == Join::Left && further_fits;
+    if !(further.is_empty() || rides_along) {
+        return None;
+    }
     // The sharded side's unmatched rows of a FULL join are each shard's own: every shard keeps
     // them, as the statement does.
     let others = match (home, reference_first) {
@@ -238,7 +254,7 @@ pub fn home_text(
     let [twj] = s.from.as_mut_slice() else {
         return Err(unexpected());
     };
-    let [join] = twj.joins.as_mut_slice() else {
+    let Some(join) = twj.joins.first_mut() else {
         return Err(unexpected());
     };
     match Join::of(&join.join_operator) {
@@ -271,6 +287,31 @@ mod tests {
 
     fn kept(sql: &str) -> Option<KeptJoin> {
         kept_join(&query(sql), &crate::router::plan::tests::placement())
+    }
+
+    #[test]
+    fn sharded_tables_joined_on_after_the_kept_join_ride_along() {
+        let k = kept(
+            "select c.code, count(l.id) from countries c left join accounts a on a.country = c.code left join ledger l on l.account_id = a.id group by 1",
+        )
+        .unwrap();
+        assert_eq!(
+            k.inner.to_string(),
+            "SELECT c.code, count(l.id) FROM countries c INNER JOIN accounts a ON a.country = c.code LEFT JOIN ledger l ON l.account_id = a.id GROUP BY 1"
+        );
+        assert_eq!(
+            k.matched.to_string(),
+            "SELECT DISTINCT CAST(ROW(c.*) AS TEXT) FROM countries c JOIN accounts a ON a.country = c.code"
+        );
+        // Not after a RIGHT or FULL first join, not a reference table further on, not a
+        // RIGHT join further on.
+        for sql in [
+            "select 1 from accounts a right join countries c on a.country = c.code left join ledger l on l.account_id = a.id",
+            "select 1 from countries c left join accounts a on a.country = c.code left join countries d on d.code = a.country",
+            "select 1 from countries c left join accounts a on a.country = c.code right join ledger l on l.account_id = a.id",
+        ] {
+            assert!(kept(sql).is_none(), "{sql}");
+        }
     }
 
     #[test]
@@ -352,7 +393,6 @@ mod tests {
             "select * from countries c left join accounts a using (code)",
             "select * from countries c left join accounts a on a.id in (select account_id from ledger)",
             "select * from countries c left join accounts a on a.country = c.code and random() < 0.5",
-            "select * from countries c left join accounts a on a.country = c.code left join ledger l on l.account_id = a.id",
             "select * from countries c left join (select * from accounts) a on a.country = c.code",
             "select * from accounts a left join countries c on a.country = c.code",
             "select * from countries c (k) left join accounts a on a.country = c.k",

@@ -61,6 +61,10 @@ for n, it in enumerate(items[:12]):
     it.save(update_fields=["shelf"])
 per_shelf = {s.name: s.n for s in Shelf.objects.annotate(n=Count("item"))}
 assert per_shelf == {"s0": 4, "s1": 4, "s2": 4, "s3": 0}, per_shelf
+# Through two joins (shelf LEFT JOIN item LEFT JOIN line, each line on its item's shard): the
+# lines of each shelf's items, the empty shelf at 0.
+lines_per_shelf = {s.name: s.n for s in Shelf.objects.annotate(n=Count("item__line"))}
+assert lines_per_shelf == {"s0": 8, "s1": 6, "s2": 6, "s3": 0}, lines_per_shelf
 # A reference parent LEFT OUTER JOIN its sharded children, row by row: the empty shelf comes
 # back once, unmatched, and a shelf matched on some shard only matched.
 assert [s.name for s in Shelf.objects.filter(item__isnull=True)] == ["s3"]
