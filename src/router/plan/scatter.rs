@@ -357,13 +357,16 @@ pub(super) fn plan_scatter(
                 OrderByKind::Expressions(o) => o
                     .iter()
                     .take(exprs.len())
-                    .map(|oe| oe.expr.to_string())
+                    .map(|oe| item_text(&oe.expr, &select.projection))
                     .collect(),
                 _ => Vec::new(),
             },
             None => Vec::new(),
         };
-        let mut on: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
+        let mut on: Vec<String> = exprs
+            .iter()
+            .map(|e| item_text(e, &select.projection))
+            .collect();
         let mut leading_sorted = leading.clone();
         on.sort();
         leading_sorted.sort();
@@ -636,4 +639,36 @@ pub(crate) fn column_name(i: &Ident) -> String {
     } else {
         i.value.to_ascii_lowercase()
     }
+}
+
+/// The text of what an ORDER BY or DISTINCT ON item stands for: the select item it names by
+/// position (`ORDER BY 1`, as Django writes it) or by output name, else itself. PostgreSQL
+/// reads both lists by these rules, and matches DISTINCT ON against ORDER BY after them.
+fn item_text(e: &Expr, projection: &[SelectItem]) -> String {
+    let item = |i: &SelectItem| match i {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e.clone()),
+        _ => None,
+    };
+    let named = match e {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                // After a `*`, a position counts columns only the shards know.
+                .filter(|&i| {
+                    i < projection.len() && projection[..=i].iter().all(|p| item(p).is_some())
+                })
+                .and_then(|i| item(&projection[i])),
+            _ => None,
+        },
+        Expr::Identifier(name) => projection.iter().find_map(|i| match i {
+            SelectItem::ExprWithAlias { expr, alias } if alias.value == name.value => {
+                Some(expr.clone())
+            }
+            _ => None,
+        }),
+        _ => None,
+    };
+    named.unwrap_or_else(|| e.clone()).to_string()
 }

@@ -49,6 +49,12 @@ assert item.name == "i3" and item.line_set.count() == 2
 with transaction.atomic():
     Item.objects.filter(pk=items[0].pk).update(qty=100)
     Item.objects.filter(pk=items[49].pk).update(qty=0)
+# distinct(field) ordered through a join: DISTINCT ON ("shop_line"."note") ... ORDER BY 1, ...
+# keeps the first line of each note in the order PostgreSQL would.
+firsts = Line.objects.order_by("note", "item__qty").distinct("note").values_list("note", "item__name")
+assert list(firsts) == [("a", "i1"), ("b", "i1")], list(firsts)
+lasts = Line.objects.order_by("note", "-item__qty").distinct("note").values_list("note", "item__name")
+assert list(lasts) == [("a", "i0"), ("b", "i0")], list(lasts)
 page = list(Item.objects.order_by("pk").values_list("name", flat=True)[5:10])
 assert page == [f"i{i}" for i in range(5, 10)], page
 assert Item.objects.filter(line__note="a").distinct().count() == 10

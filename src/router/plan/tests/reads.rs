@@ -263,9 +263,22 @@ fn distinct_on_keeps_the_first_row_per_value_across_shards() {
         }
         other => panic!("{other:?}"),
     }
+    // Named by position or output name, as Django orders a distinct("note").
+    for sql in [
+        "select distinct on (accounts.owner) accounts.owner as owner, id from accounts order by 1 asc, id desc",
+        "select distinct on (accounts.owner) accounts.owner as o, id from accounts order by o, id desc",
+        "select distinct on (1) owner, id from accounts order by owner, id desc",
+    ] {
+        match plan_sql(sql) {
+            Plan::Scatter { merge, .. } => assert_eq!(merge.distinct_on, 1, "{sql}"),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
     for sql in [
         // Which row of a value each shard keeps would be its own choice.
         "select distinct on (owner) owner, id from accounts",
+        // After a `*`, position 2 is not the second item.
+        "select distinct on (owner) *, owner from accounts order by 2, id",
         "select distinct on (owner) owner, id from accounts order by id, owner",
         "select distinct on (owner) owner, count(*) from accounts group by owner, v order by owner",
     ] {
