@@ -194,6 +194,8 @@ fn collect<'a>(body: &'a SetExpr, distinct: bool, out: &mut Vec<&'a SetExpr>) ->
             out.push(body);
             Some(())
         }
+        // A parenthesized operand with nothing of its own, as Django writes every branch.
+        SetExpr::Query(inner) if bare(inner) => collect(inner.body.as_ref(), distinct, out),
         _ => None,
     }
 }

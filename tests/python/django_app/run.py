@@ -188,6 +188,11 @@ assert sorted(i.name for i in low.difference(Item.objects.filter(qty__lt=10))) =
 assert sorted(i.name for i in low.intersection(Item.objects.filter(qty__gte=15))) == sorted(
     f"i{i}" for i in range(15, 20)
 )
+# union() of names (no key): every branch parenthesized, one of each name kept across shards.
+names = Item.objects.filter(qty__lt=3).values_list("name", flat=True).union(
+    Item.objects.filter(Q(qty__lt=2) | Q(qty__gt=47)).values_list("name", flat=True)
+).order_by("name")
+assert list(names) == ["i0", "i1", "i2", "i48", "i49"], list(names)
 # Over several columns and a join: rows distinct across shards, NULLs among them.
 assert Item.objects.values("shelf", "line__note").distinct().count() == 9
 assert Item.objects.filter(qty__lt=5).values("shelf", "line__note").distinct().count() == 7

@@ -287,6 +287,25 @@ fn distinct_on_keeps_the_first_row_per_value_across_shards() {
 }
 
 #[test]
+fn parenthesized_union_branches_are_their_selects() {
+    let sql = "(select owner from accounts where v < 3) union (select owner from accounts where v > 9) order by 1 asc";
+    match plan_sql(sql) {
+        Plan::Scatter { shards, merge, .. } => {
+            assert_eq!(shards, vec![0, 1, 2]);
+            assert!(merge.aggregate.is_some(), "one of each row: {merge:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A branch with its own LIMIT is not a bare SELECT.
+    assert_eq!(
+        code(&plan_sql(
+            "(select owner from accounts limit 2) union (select owner from accounts)"
+        )),
+        "0A000"
+    );
+}
+
+#[test]
 fn union_all_of_each_shards_rows_runs_on_every_shard() {
     match plan_sql(
         "select id, v from accounts where v > 1 union all select account_id, amount from ledger where id = 9 \
