@@ -441,6 +441,9 @@ async fn same_results(consistency: Consistency) {
         "select r.id, count(*), count(a.id), sum(a.balance) from regions r left join accounts a on a.region = r.id and a.balance > 500 group by r.id order by r.id",
         "select r.label from regions r left join accounts a on a.region = r.id and a.owner = 'nobody' where a.id is null order by r.label",
         "select count(*) from accounts a right join regions r on a.id = r.id order by 1",
+        // ... and the sharded tables joined on after it by the key.
+        "select r.label, a.id, o.order_no from regions r left join accounts a on a.id = r.id * 50 left join orders o on o.account_id = a.id order by 1, 2, 3",
+        "select r.id, count(o.order_no), sum(o.amount) from regions r left join accounts a on a.region = r.id and a.balance > 900 left join orders o on o.account_id = a.id group by r.id order by r.id",
         // Derived tables that combine every shard's rows, answered first.
         "select count(*) from (select owner, region, count(*) from accounts group by rollup (owner, region)) s",
         "with s as (select region, avg(balance) from accounts group by region) select count(*) from s",
@@ -842,8 +845,9 @@ async fn what_cannot_be_merged_exactly_is_refused() {
         "with accounts as (select * from accounts) select count(*) from accounts x join accounts y on x.owner = y.owner",
         "select count(*) from (select distinct a.owner, o.amount from accounts a join orders o on o.amount = a.balance) s",
         "select count(*) from (select a.owner, count(*) from accounts a join orders o on o.amount = a.balance group by 1) s",
-        // An outer join keeping reference rows against two sharded tables.
-        "select r.label, a.id from regions r left join accounts a on a.id = r.id * 50 left join orders o on o.account_id = a.id",
+        // An outer join keeping reference rows against two sharded tables, the second not
+        // joined by its key.
+        "select r.label, a.id from regions r left join accounts a on a.id = r.id * 50 left join orders o on o.order_no = a.id",
     ] {
         let e = p.simple_query(sql).await.map(|_| ()).expect_err(sql);
         assert_eq!(common::code(&e), "0A000", "{sql}");
