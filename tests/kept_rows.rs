@@ -45,6 +45,9 @@ async fn reference_rows_kept_by_an_outer_join_come_back_once() {
         "select a.id, r.id from accounts a right join regions r on a.region = r.id and a.id < 8 order by r.id, a.id",
         "select a.id, r.id from regions r full join accounts a on a.region = r.id + 2 order by a.id, r.id",
         "select count(*), count(a.id), count(r.id) from accounts a full join regions r on a.id = r.id * 11",
+        // A sharded table joined on after it by the key, LEFT or inner.
+        "select r.id, a.id, x.owner from regions r left join accounts a on a.region = r.id and a.id < 30 left join accounts x on x.id = a.id and x.balance > 20 order by 1, 2",
+        "select r.id, count(x.id) from regions r left join accounts a on a.region = r.id join accounts x on x.id = a.id where x.owner <> 'o2' group by r.id order by 1",
         // A tied subquery beside it, and a subquery answered first in WHERE.
         "select r.id, a.id, (select count(*) from accounts x where x.id = a.id) from regions r left join accounts a on a.region = r.id and a.id < 12 order by 1, 2",
         "select r.id, a.id from regions r left join accounts a on a.region = r.id where r.id <= (select max(region) from accounts) order by 1, 2",
@@ -94,7 +97,9 @@ async fn what_needs_two_snapshots_or_another_shape_is_refused() {
     b.same(sql).await;
     b.c.batch_execute("commit").await.unwrap();
     for refused in [
-        "select r.id, a.id from regions r left join accounts a on a.region = r.id left join accounts x on x.id = a.id",
+        // Joined on after it not by the key, or by RIGHT JOIN.
+        "select r.id, a.id from regions r left join accounts a on a.region = r.id left join accounts x on x.owner = a.owner",
+        "select r.id, a.id from regions r left join accounts a on a.region = r.id right join accounts x on x.id = a.id",
         "select r.id, a.id from regions r left join accounts a using (id)",
         "select r.id from regions r left join (select * from accounts where id > 3) a on a.region = r.id",
     ] {
