@@ -205,3 +205,50 @@ mod one_snapshot {
         proxy.kill();
     }
 }
+
+/// `[NOT] EXISTS` over accounts correlated to a region's row (Django's `Exists(OuterRef(...))`
+/// on a reference parent): each shard knows only its own accounts, so the regions some shard
+/// matches are read first, and the EXISTS becomes a test of the region's row among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exists_correlated_to_a_reference_row_asks_every_shard() {
+    let b = start("kept_rows_exists").await;
+    for sql in [
+        "select r.id, r.label from regions r where exists (select 1 from accounts a where a.region = r.id and a.balance > 80) order by 1, 2",
+        // Both copies of the region stored twice, the one with quotes and a backslash, NULLs.
+        "select r.id, r.note, not exists (select 1 from accounts a where a.region = r.id and a.owner = 'o3') from regions r order by 1, 2",
+        "select count(*) from regions r where not exists (select 1 from accounts a where a.region = r.id)",
+        // As Django writes it: a bare outer column in parentheses, LIMIT 1, named in the list.
+        "select label, exists (select 1 as a from accounts u0 where u0.region = (regions.id) limit 1) as has from regions order by 1 nulls first, 2",
+        "select r.id from regions r where r.id < 4 and (exists (select 1 from accounts a where a.region = r.id and a.id % 7 = 0) or r.label is null) order by 1",
+    ] {
+        b.same(sql).await;
+    }
+    // Bound values, prepared once and run with others.
+    let sql = "select r.id from regions r where exists (select 1 from accounts a where a.region = r.id and a.id > $1) order by 1";
+    let statement = b.c.prepare(sql).await.unwrap();
+    let ids =
+        |rows: Vec<tokio_postgres::Row>| -> Vec<i32> { rows.iter().map(|r| r.get(0)).collect() };
+    for over in [0i64, 57, 1000] {
+        let want = ids(b.one.query(sql, &[&over]).await.unwrap());
+        let got = ids(b.c.query(&statement, &[&over]).await.unwrap());
+        assert_eq!(got, want, "{over}");
+    }
+    // Two reads: refused in a READ COMMITTED transaction block.
+    b.c.batch_execute("begin").await.unwrap();
+    let e = b.c
+        .simple_query("select r.id from regions r where exists (select 1 from accounts a where a.region = r.id)")
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), "0A000");
+    b.c.batch_execute("rollback").await.unwrap();
+    for refused in [
+        // An aggregate's one row exists whatever the shard holds; a subquery inside.
+        "select r.id from regions r where exists (select count(*) from accounts a where a.region = r.id)",
+        "select r.id from regions r where exists (select 1 from accounts a where a.region = r.id and a.id in (select id from accounts where balance > 3))",
+        // Money is written under each server's lc_monetary.
+        "select p.region from prices p where exists (select 1 from accounts a where a.region = p.region)",
+    ] {
+        b.refused(refused).await;
+    }
+    b.stop().await;
+}

@@ -324,11 +324,20 @@ impl Exec<'_> {
         let mut found = Vec::new();
         let mut q = uncorrelated::ctes_inlined(q);
         for c in uncorrelated::candidates(&q, &self.placement) {
+            if matches!(c.kind, uncorrelated::Kind::SemiJoin { .. }) {
+                if let Err(e) = self.rows_known_by_text(&c.query, bound, depth).await? {
+                    return Ok(Err(e));
+                }
+            }
             let mut answer = match Box::pin(self.answer_of(c.query.clone(), bound, depth)).await? {
                 Ok(a) => a,
                 Err(e) => return Ok(Err(e)),
             };
-            let exists = matches!(c.kind, uncorrelated::Kind::Exists { .. });
+            // Answers of whole rows' texts: no value of theirs is written back.
+            let exists = matches!(
+                c.kind,
+                uncorrelated::Kind::Exists { .. } | uncorrelated::Kind::SemiJoin { .. }
+            );
             if !exists {
                 self.name_types(&mut answer).await;
                 if let Err(e) = self.keep_collations(&mut answer, &c.query).await {
@@ -359,6 +368,39 @@ impl Exec<'_> {
         }
         uncorrelated::replace(&mut q, &found);
         Ok(Ok(q))
+    }
+
+    /// Whether the reference table a semi-join's first read (`matched`) knows its rows by has
+    /// only columns whose text every copy writes alike (see `unmatched`); Err once the client
+    /// has been told it has not.
+    async fn rows_known_by_text(
+        &mut self,
+        matched: &Query,
+        bound: &Bound,
+        depth: usize,
+    ) -> R<Result<(), Unanswered>> {
+        let Some(columns) = uncorrelated::semi_join::columns(matched) else {
+            return Ok(Err(Unanswered::Outside));
+        };
+        let described = match Box::pin(self.answer_of(columns, bound, depth)).await? {
+            Ok(answer) => answer,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Some((name, oid, _)) = described
+            .columns
+            .iter()
+            .find(|c| unmatched::text_differs_between_copies(c.1))
+        {
+            self.error(
+                &PgError::error(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    format!("EXISTS over a sharded table correlated to a reference table whose column {name} is of a type (OID {oid}) whose text can differ between its copies is not supported"),
+                )
+                .with_hint("Join the tables on the condition and keep one row of each with DISTINCT, or read the two tables apart."),
+            );
+            return Ok(Err(Unanswered::Told));
+        }
+        Ok(Ok(()))
     }
 
     /// The rows of `q` as the proxy answers it to a client, held instead of sent.

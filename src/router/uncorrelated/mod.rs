@@ -24,6 +24,7 @@
 //! as text, which its input reads back as the same value under the same session settings.
 
 mod derived;
+pub mod semi_join;
 pub mod unmatched;
 
 use super::plan::{cte_names, relations};
@@ -88,6 +89,9 @@ pub enum Kind {
     Compared,
     /// A derived table in FROM.
     Derived,
+    /// `[NOT] EXISTS (...)` correlated to the row of a reference table, read as the reference
+    /// rows some shard matches (see `semi_join`); the candidate's query reads them.
+    SemiJoin { negated: bool },
 }
 
 /// Where a subquery sits in the statement, and what takes its place.
@@ -182,10 +186,18 @@ pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
         /// query that reads them (see `sql::window_rows`).
         windowed: Vec<(*const (), Query)>,
         found: Vec<Candidate>,
+        /// For each query entered, its one table when that is a reference table (see
+        /// `semi_join::reference_row`).
+        rows: Vec<Option<(String, String)>>,
     }
     impl Visitor for Walk<'_> {
         type Break = ();
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.rows.pop();
+            ControlFlow::Continue(())
+        }
         fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            self.rows.push(semi_join::reference_row(q, self.placement));
             if let Some(t) = crate::sql::row_order::fed_in_order(q) {
                 self.fed_in_order.push(t as *const TableFactor as *const ());
             }
@@ -218,9 +230,26 @@ pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
             };
             if relations(query, self.placement).sharded.is_empty()
                 || self.kept.contains(e)
-                || !self_contained(query)
                 || reads_any(query, &self.ctes)
             {
+                return ControlFlow::Continue(());
+            }
+            if !self_contained(query) {
+                // Correlated: only an EXISTS over a reference table's row is read in parts.
+                let (Kind::Exists { negated }, Some(Some(row))) = (kind, self.rows.last()) else {
+                    return ControlFlow::Continue(());
+                };
+                if let Some(matched) = semi_join::matched(query, row, self.placement) {
+                    self.inside = Some(e as *const Expr as *const ());
+                    let site = Site::Expr(Box::new(e.clone()));
+                    if !self.found.iter().any(|c| c.site == site) {
+                        self.found.push(Candidate {
+                            site,
+                            query: matched,
+                            kind: Kind::SemiJoin { negated },
+                        });
+                    }
+                }
                 return ControlFlow::Continue(());
             }
             self.inside = Some(e as *const Expr as *const ());
@@ -291,6 +320,7 @@ pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
         fed_in_order: Vec::new(),
         windowed: Vec::new(),
         found: Vec::new(),
+        rows: Vec::new(),
     };
     let _ = q.visit(&mut walk);
     walk.found
@@ -432,6 +462,14 @@ pub fn replacement(c: &Candidate, answer: &Answer) -> Result<Site, PgError> {
                 answer.rows.is_empty() == *negated,
             )))))
         }
+        (Kind::SemiJoin { negated }, _) => {
+            let texts: Vec<Option<String>> = answer
+                .rows
+                .iter()
+                .map(|r| r.first().cloned().flatten())
+                .collect();
+            semi_join::replacement(&c.query, *negated, &texts).map(|e| Site::Expr(Box::new(e)))
+        }
         (Kind::Derived, Site::Table(t)) => {
             derived::replacement(t, answer).map(|t| Site::Table(Box::new(t)))
         }
@@ -498,7 +536,9 @@ fn value_replacement(kind: Kind, expr: &Expr, answer: &Answer) -> Result<Expr, P
                 None => array,
             }
         }
-        Kind::Exists { .. } | Kind::Derived => unreachable!("answered by `replacement`"),
+        Kind::Exists { .. } | Kind::Derived | Kind::SemiJoin { .. } => {
+            unreachable!("answered by `replacement`")
+        }
     };
     let value = parse_expr(&text)?;
     Ok(match (&kind, expr) {
@@ -533,9 +573,13 @@ fn value_replacement(kind: Kind, expr: &Expr, answer: &Answer) -> Result<Expr, P
 pub fn item_name(c: &Candidate, answer: &Answer) -> Option<String> {
     match c.kind {
         Kind::Scalar => answer.columns.first().map(|(name, _, _)| name.clone()),
-        Kind::Exists { negated: false } => Some("exists".into()),
+        Kind::Exists { negated: false } | Kind::SemiJoin { negated: false } => {
+            Some("exists".into())
+        }
         // NOT EXISTS is ?column?; its replacement, a bare boolean, would be "bool".
-        Kind::Exists { negated: true } => Some("?column?".into()),
+        Kind::Exists { negated: true } | Kind::SemiJoin { negated: true } => {
+            Some("?column?".into())
+        }
         // `x IN (...)` and `x op ANY (...)` are named ?column? as their replacements are; a
         // derived table is no select-list item.
         Kind::In { .. } | Kind::Compared | Kind::Derived => None,

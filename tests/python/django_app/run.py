@@ -21,7 +21,7 @@ from django.contrib.postgres.aggregates import ArrayAgg, JSONBAgg, StringAgg  # 
 from django.core.management import call_command  # noqa: E402
 from django.core.paginator import Paginator  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
-from django.db.models import Avg, Count, F, OuterRef, Q, StdDev, Subquery, Sum, Variance, Window  # noqa: E402
+from django.db.models import Avg, Count, Exists, F, OuterRef, Q, StdDev, Subquery, Sum, Variance, Window  # noqa: E402
 from django.db.models.functions import Rank, RowNumber  # noqa: E402
 from shop.models import Item, Line, Shelf  # noqa: E402
 
@@ -71,6 +71,12 @@ assert per_shelf == {"s0": 4, "s1": 4, "s2": 4, "s3": 0}, per_shelf
 # lines of each shelf's items, the empty shelf at 0.
 lines_per_shelf = {s.name: s.n for s in Shelf.objects.annotate(n=Count("item__line"))}
 assert lines_per_shelf == {"s0": 8, "s1": 6, "s2": 6, "s3": 0}, lines_per_shelf
+# Exists(OuterRef(...)) over a reference parent: the shelves some shard's items match, read
+# first, then tested row by row (outside a transaction block: two reads, one snapshot).
+big = Item.objects.filter(shelf=OuterRef("pk"), qty__gte=11)
+assert [s.name for s in Shelf.objects.filter(Exists(big)).order_by("name")] == ["s0", "s2"]
+flags = Shelf.objects.annotate(none=~Exists(big)).order_by("name").values_list("name", "none")
+assert list(flags) == [("s0", False), ("s1", True), ("s2", False), ("s3", True)], list(flags)
 # A reference parent LEFT OUTER JOIN its sharded children, row by row: the empty shelf comes
 # back once, unmatched, and a shelf matched on some shard only matched.
 assert [s.name for s in Shelf.objects.filter(item__isnull=True)] == ["s3"]

@@ -1,0 +1,242 @@
+//! `[NOT] EXISTS (...)` over a sharded table correlated to a reference table's row, the one
+//! table of the query around it: `SELECT s.* FROM shelves s WHERE EXISTS (SELECT 1 FROM items
+//! i WHERE i.shelf_id = s.id AND i.qty > 100)`, as Django's `Exists(OuterRef("pk"))` filters or
+//! annotates a reference parent.
+//!
+//! Every shard holds the reference table whole, but only its own items: each would answer the
+//! EXISTS from its own rows. A reference row has a match somewhere exactly when some shard's
+//! join of the two tables on the subquery's conditions holds it, so the proxy first reads those
+//! rows, as the distinct texts of the whole reference row merged over the shards (`matched`),
+//! and then puts `CAST(ROW(s.*) AS text) = ANY(<those texts>)` in the EXISTS's place (its
+//! negation for NOT EXISTS). Both are true or false, never NULL, as EXISTS is, so the
+//! replacement holds wherever the EXISTS stood. What is left reads reference tables only.
+//!
+//! A reference row is known by its text, the same on every copy (see `unmatched`, whose check
+//! of the column types the executor makes here too). The subquery must be a plain SELECT of
+//! sharded tables (co-located, as the planner checks when it plans `matched`) with no
+//! grouping, aggregate, window, DISTINCT, OFFSET, LIMIT 0, or subquery of its own, none of
+//! whose tables goes by the reference table's name; its conditions move into the join's
+//! WHERE, where a bare column name means what it meant in the subquery or is ambiguous (an
+//! error, never another column).
+
+use super::{array_text, parse_expr, parse_query, quoted};
+use crate::error::PgError;
+use crate::placement::{Placement, TableRule};
+use sqlparser::ast::{
+    Expr, GroupByExpr, LimitClause, ObjectName, Query, Select, SetExpr, TableFactor, Value,
+};
+
+/// The outer query's one table, when it is a plain reference table: how it is written in FROM,
+/// and the name its row goes by.
+pub(super) fn reference_row(q: &Query, placement: &Placement) -> Option<(String, String)> {
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return None;
+    };
+    let [twj] = s.from.as_slice() else {
+        return None;
+    };
+    if !twj.joins.is_empty() {
+        return None;
+    }
+    let TableFactor::Table {
+        name,
+        alias,
+        args: None,
+        ..
+    } = &twj.relation
+    else {
+        return None;
+    };
+    if !matches!(
+        placement.rule(&name.to_string()),
+        Some(TableRule::Reference)
+    ) {
+        return None;
+    }
+    let qualifier = match alias {
+        Some(a) if a.columns.is_empty() => a.name.to_string(),
+        Some(_) => return None,
+        None => ObjectName::to_string(name),
+    };
+    Some((twj.relation.to_string(), qualifier))
+}
+
+/// The query reading which reference rows some shard's rows match, for the EXISTS subquery
+/// `sub` inside a query over `(table, row)` (`reference_row`); None when `sub` is not the
+/// shape handled.
+pub(super) fn matched(
+    sub: &Query,
+    (table, row): &(String, String),
+    placement: &Placement,
+) -> Option<Query> {
+    if sub.with.is_some() || sub.fetch.is_some() || !sub.locks.is_empty() {
+        return None;
+    }
+    match &sub.limit_clause {
+        None => {}
+        Some(LimitClause::LimitOffset {
+            limit: Some(Expr::Value(v)),
+            offset: None,
+            limit_by,
+        }) if limit_by.is_empty()
+            && matches!(&v.value, Value::Number(n, _) if n.parse::<u64>().is_ok_and(|n| n > 0)) => {
+        }
+        Some(_) => return None,
+    }
+    let SetExpr::Select(s) = sub.body.as_ref() else {
+        return None;
+    };
+    if !plain(s, placement) || has_subquery(s) {
+        return None;
+    }
+    let mut sharded = 0;
+    for twj in &s.from {
+        for t in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
+            let TableFactor::Table { name, alias, .. } = t else {
+                return None;
+            };
+            let goes_by = alias
+                .as_ref()
+                .map(|a| a.name.value.clone())
+                .unwrap_or_else(|| crate::router::plan::last_ident(name));
+            if goes_by.eq_ignore_ascii_case(row.trim_matches('"')) {
+                return None;
+            }
+            match placement.rule(&name.to_string()) {
+                Some(TableRule::Sharded { .. }) => sharded += 1,
+                Some(TableRule::Reference) => {}
+                _ => return None,
+            }
+        }
+    }
+    if sharded == 0 {
+        return None;
+    }
+    let from: Vec<String> = s.from.iter().map(|t| t.to_string()).collect();
+    let condition = s
+        .selection
+        .as_ref()
+        .map(|w| format!(" WHERE {w}"))
+        .unwrap_or_default();
+    parse_query(&format!(
+        "SELECT DISTINCT CAST(ROW({row}.*) AS text) FROM {table}, {}{condition}",
+        from.join(", ")
+    ))
+}
+
+/// The reference table's columns and no row, to learn their types (`matched`'s first table).
+pub fn columns(matched: &Query) -> Option<Query> {
+    let SetExpr::Select(s) = matched.body.as_ref() else {
+        return None;
+    };
+    let table = s.from.first()?.relation.to_string();
+    let row = row_of(s)?;
+    parse_query(&format!("SELECT {row}.* FROM {table} LIMIT 0"))
+}
+
+/// What takes the EXISTS's place: its reference row's text among the matched rows' texts.
+pub(super) fn replacement(
+    matched: &Query,
+    negated: bool,
+    texts: &[Option<String>],
+) -> Result<Expr, PgError> {
+    let SetExpr::Select(s) = matched.body.as_ref() else {
+        return Err(super::refusal(
+            "a semi-join's first read has an unexpected shape",
+        ));
+    };
+    let row = row_of(s)
+        .ok_or_else(|| super::refusal("a semi-join's first read has an unexpected shape"))?;
+    let set = quoted(&array_text(texts));
+    let test = format!("CAST(ROW({row}.*) AS text) = ANY(CAST({set} AS text[]))");
+    parse_expr(&if negated {
+        format!("NOT ({test})")
+    } else {
+        format!("({test})")
+    })
+}
+
+/// The reference row's name in `matched`'s select item `CAST(ROW(row.*) AS text)`.
+fn row_of(s: &Select) -> Option<String> {
+    let item = s.projection.first()?.to_string();
+    let inner = item.strip_prefix("CAST(ROW(")?.split(".*)").next()?;
+    Some(inner.to_string())
+}
+
+fn plain(s: &Select, placement: &Placement) -> bool {
+    s.distinct.is_none()
+        && s.having.is_none()
+        && matches!(&s.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+        && s.named_window.is_empty()
+        && s.qualify.is_none()
+        && s.into.is_none()
+        && !crate::router::plan::has_own_aggregate_or_window(&s.projection, s, placement)
+}
+
+fn has_subquery(s: &Select) -> bool {
+    sqlparser::ast::visit_expressions(s, |e: &Expr| match e {
+        Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
+            std::ops::ControlFlow::Break(())
+        }
+        _ => std::ops::ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::plan::tests::{placement, query};
+
+    /// The first read of the EXISTS in `sql`'s WHERE, inside a query over `countries c`.
+    fn first_read(sql: &str) -> Option<String> {
+        let q = query(sql);
+        let p = placement();
+        let row = reference_row(&q, &p)?;
+        let SetExpr::Select(s) = q.body.as_ref() else {
+            return None;
+        };
+        let Some(Expr::Exists { subquery, .. }) = &s.selection else {
+            return None;
+        };
+        matched(subquery, &row, &p).map(|m| m.to_string())
+    }
+
+    #[test]
+    fn the_reference_rows_some_shard_matches_are_read_by_a_join() {
+        assert_eq!(
+            first_read("select * from countries c where exists (select 1 from accounts a where a.country = c.code and a.v > 3 limit 1)").as_deref(),
+            Some("SELECT DISTINCT CAST(ROW(c.*) AS TEXT) FROM countries c, accounts a WHERE a.country = c.code AND a.v > 3")
+        );
+        let m = query(&first_read("select * from countries where exists (select 1 from accounts a join ledger l on l.account_id = a.id where a.country = countries.code)").unwrap());
+        assert_eq!(
+            columns(&m).unwrap().to_string(),
+            "SELECT countries.* FROM countries LIMIT 0"
+        );
+        let e = replacement(&m, true, &[Some("(de,x)".into())]).unwrap();
+        assert_eq!(
+            e.to_string(),
+            "NOT (CAST(ROW(countries.*) AS TEXT) = ANY(CAST('{\"(de,x)\"}' AS TEXT[])))"
+        );
+    }
+
+    #[test]
+    fn other_shapes_are_not_read_so() {
+        for sql in [
+            // An aggregate's one row, a LIMIT 0, an OFFSET, grouping, a subquery inside.
+            "select * from countries c where exists (select count(*) from accounts a where a.country = c.code)",
+            "select * from countries c where exists (select 1 from accounts a where a.country = c.code limit 0)",
+            "select * from countries c where exists (select 1 from accounts a where a.country = c.code offset 2)",
+            "select * from countries c where exists (select a.v from accounts a where a.country = c.code group by a.v)",
+            "select * from countries c where exists (select 1 from accounts a where a.country = c.code and a.id in (select account_id from ledger))",
+            // No sharded table, or one going by the reference row's name.
+            "select * from countries c where exists (select 1 from countries d where d.code = c.code)",
+            "select * from countries c where exists (select 1 from accounts c where c.country = 'x')",
+            // The outer query is not one reference table.
+            "select * from accounts c where exists (select 1 from ledger l where l.v = c.v)",
+            "select * from countries c join countries d on d.code = c.code where exists (select 1 from accounts a where a.country = c.code)",
+        ] {
+            assert!(first_read(sql).is_none(), "{sql}");
+        }
+    }
+}
