@@ -208,9 +208,10 @@ mod one_snapshot {
 
 /// `[NOT] EXISTS` over accounts correlated to a region's row (Django's `Exists(OuterRef(...))`
 /// on a reference parent): each shard knows only its own accounts, so the regions some shard
-/// matches are read first, and the EXISTS becomes a test of the region's row among them.
+/// matches are read first, and the EXISTS becomes a test of the region's row among them. A
+/// region's first account in an order is read the same way, as each region's first row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exists_correlated_to_a_reference_row_asks_every_shard() {
+async fn subqueries_correlated_to_a_reference_row_ask_every_shard() {
     let b = start("kept_rows_exists").await;
     for sql in [
         "select r.id, r.label from regions r where exists (select 1 from accounts a where a.region = r.id and a.balance > 80) order by 1, 2",
@@ -220,6 +221,15 @@ async fn exists_correlated_to_a_reference_row_asks_every_shard() {
         // As Django writes it: a bare outer column in parentheses, LIMIT 1, named in the list.
         "select label, exists (select 1 as a from accounts u0 where u0.region = (regions.id) limit 1) as has from regions order by 1 nulls first, 2",
         "select r.id from regions r where r.id < 4 and (exists (select 1 from accounts a where a.region = r.id and a.id % 7 = 0) or r.label is null) order by 1",
+    ] {
+        b.same(sql).await;
+    }
+    // A value of each region's first account in an order (Django's `Subquery(children
+    // .order_by(...).values(...)[:1])`), NULL for a region without one.
+    for sql in [
+        "select r.id, r.label, (select a.owner from accounts a where a.region = r.id order by a.balance desc, a.id limit 1) from regions r order by 1, 2",
+        "select r.id, (select a.balance as b from accounts a where a.region = r.id and a.owner = 'o2' order by 1 limit 1) from regions r order by 1, 2",
+        "select r.note from regions r where (select a.id from accounts a where a.region = r.id order by a.id desc limit 1) > 55 order by 1",
     ] {
         b.same(sql).await;
     }
@@ -245,6 +255,9 @@ async fn exists_correlated_to_a_reference_row_asks_every_shard() {
         // An aggregate's one row exists whatever the shard holds; a subquery inside.
         "select r.id from regions r where exists (select count(*) from accounts a where a.region = r.id)",
         "select r.id from regions r where exists (select 1 from accounts a where a.region = r.id and a.id in (select id from accounts where balance > 3))",
+        // More than one row per region, or no order to pick one by.
+        "select r.id, (select a.owner from accounts a where a.region = r.id order by a.id limit 2) from regions r",
+        "select r.id, (select a.owner from accounts a where a.region = r.id limit 1) from regions r",
         // Money is written under each server's lc_monetary.
         "select p.region from prices p where exists (select 1 from accounts a where a.region = p.region)",
     ] {

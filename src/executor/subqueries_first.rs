@@ -324,7 +324,10 @@ impl Exec<'_> {
         let mut found = Vec::new();
         let mut q = uncorrelated::ctes_inlined(q);
         for c in uncorrelated::candidates(&q, &self.placement) {
-            if matches!(c.kind, uncorrelated::Kind::SemiJoin { .. }) {
+            if matches!(
+                c.kind,
+                uncorrelated::Kind::SemiJoin { .. } | uncorrelated::Kind::FirstOfRow
+            ) {
                 if let Err(e) = self.rows_known_by_text(&c.query, bound, depth).await? {
                     return Ok(Err(e));
                 }

@@ -92,6 +92,9 @@ pub enum Kind {
     /// `[NOT] EXISTS (...)` correlated to the row of a reference table, read as the reference
     /// rows some shard matches (see `semi_join`); the candidate's query reads them.
     SemiJoin { negated: bool },
+    /// `(SELECT x ... ORDER BY ... LIMIT 1)` correlated to the row of a reference table, read
+    /// as each matched reference row's first value (see `semi_join::first_values`).
+    FirstOfRow,
 }
 
 /// Where a subquery sits in the statement, and what takes its place.
@@ -235,19 +238,23 @@ pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
                 return ControlFlow::Continue(());
             }
             if !self_contained(query) {
-                // Correlated: only an EXISTS over a reference table's row is read in parts.
-                let (Kind::Exists { negated }, Some(Some(row))) = (kind, self.rows.last()) else {
+                // Correlated: only an EXISTS or a first value over a reference table's row
+                // is read in parts.
+                let Some(Some(row)) = self.rows.last() else {
                     return ControlFlow::Continue(());
                 };
-                if let Some(matched) = semi_join::matched(query, row, self.placement) {
+                let read = match kind {
+                    Kind::Exists { negated } => semi_join::matched(query, row, self.placement)
+                        .map(|q| (q, Kind::SemiJoin { negated })),
+                    Kind::Scalar => semi_join::first_values(query, row, self.placement)
+                        .map(|q| (q, Kind::FirstOfRow)),
+                    _ => None,
+                };
+                if let Some((query, kind)) = read {
                     self.inside = Some(e as *const Expr as *const ());
                     let site = Site::Expr(Box::new(e.clone()));
                     if !self.found.iter().any(|c| c.site == site) {
-                        self.found.push(Candidate {
-                            site,
-                            query: matched,
-                            kind: Kind::SemiJoin { negated },
-                        });
+                        self.found.push(Candidate { site, query, kind });
                     }
                 }
                 return ControlFlow::Continue(());
@@ -470,6 +477,27 @@ pub fn replacement(c: &Candidate, answer: &Answer) -> Result<Site, PgError> {
                 .collect();
             semi_join::replacement(&c.query, *negated, &texts).map(|e| Site::Expr(Box::new(e)))
         }
+        (Kind::FirstOfRow, _) => {
+            let Some(ty) = answer.column_type(1).filter(|t| !t.ends_with("[]")) else {
+                return Err(refusal(
+                    "a first value per reference row of a type the proxy cannot write back as an array element is not supported",
+                ));
+            };
+            if !answer.collations.is_empty() {
+                return Err(refusal(
+                    "a first value per reference row under a collation other than its type's is not supported",
+                ));
+            }
+            let column = |i: usize| -> Vec<Option<String>> {
+                answer
+                    .rows
+                    .iter()
+                    .map(|r| r.get(i).cloned().flatten())
+                    .collect()
+            };
+            semi_join::value_of_row(&c.query, &ty, &column(0), &column(1))
+                .map(|e| Site::Expr(Box::new(e)))
+        }
         (Kind::Derived, Site::Table(t)) => {
             derived::replacement(t, answer).map(|t| Site::Table(Box::new(t)))
         }
@@ -536,7 +564,7 @@ fn value_replacement(kind: Kind, expr: &Expr, answer: &Answer) -> Result<Expr, P
                 None => array,
             }
         }
-        Kind::Exists { .. } | Kind::Derived | Kind::SemiJoin { .. } => {
+        Kind::Exists { .. } | Kind::Derived | Kind::SemiJoin { .. } | Kind::FirstOfRow => {
             unreachable!("answered by `replacement`")
         }
     };
@@ -573,6 +601,8 @@ fn value_replacement(kind: Kind, expr: &Expr, answer: &Answer) -> Result<Expr, P
 pub fn item_name(c: &Candidate, answer: &Answer) -> Option<String> {
     match c.kind {
         Kind::Scalar => answer.columns.first().map(|(name, _, _)| name.clone()),
+        // The value's column, after the row's text.
+        Kind::FirstOfRow => answer.columns.get(1).map(|(name, _, _)| name.clone()),
         Kind::Exists { negated: false } | Kind::SemiJoin { negated: false } => {
             Some("exists".into())
         }

@@ -11,6 +11,12 @@
 //! negation for NOT EXISTS). Both are true or false, never NULL, as EXISTS is, so the
 //! replacement holds wherever the EXISTS stood. What is left reads reference tables only.
 //!
+//! A scalar subquery that picks one row by an order, `(SELECT i.name FROM items i WHERE
+//! i.shelf_id = s.id ORDER BY i.qty DESC LIMIT 1)` (Django's `Subquery(...[:1])`), is read the
+//! same way, as each reference row's first row of that join in that order over every shard
+//! (`first_values`, a DISTINCT ON the proxy merges), and put in place as the value of the row's
+//! text, NULL where no shard matched it, as the subquery would find no row.
+//!
 //! A reference row is known by its text, the same on every copy (see `unmatched`, whose check
 //! of the column types the executor makes here too). The subquery must be a plain SELECT of
 //! sharded tables (co-located, as the planner checks when it plans `matched`) with no
@@ -124,6 +130,100 @@ pub(super) fn matched(
     ))
 }
 
+/// The query reading, for each reference row some shard's rows match, the value a scalar
+/// subquery `sub` picks for it by `ORDER BY ... LIMIT 1` (Django's `Subquery(children
+/// .order_by(...).values(...)[:1])` over a reference parent): the first row of each reference
+/// row's join, in that order, over every shard. None when `sub` is not that shape.
+pub(super) fn first_values(
+    sub: &Query,
+    (table, row): &(String, String),
+    placement: &Placement,
+) -> Option<Query> {
+    let Some(LimitClause::LimitOffset {
+        limit: Some(Expr::Value(v)),
+        offset: None,
+        limit_by,
+    }) = &sub.limit_clause
+    else {
+        return None;
+    };
+    if !limit_by.is_empty() || !matches!(&v.value, Value::Number(n, _) if n == "1") {
+        return None;
+    }
+    let order = sub.order_by.as_ref()?;
+    let mut unlimited = sub.clone();
+    unlimited.limit_clause = Some(LimitClause::LimitOffset {
+        limit: Some(Expr::value(Value::Number("1".into(), false))),
+        offset: None,
+        limit_by: Vec::new(),
+    });
+    unlimited.order_by = None;
+    // The same checks as an EXISTS's: a plain SELECT of sharded tables, nothing inside.
+    let joined = matched(&unlimited, &(table.clone(), row.clone()), placement)?;
+    let SetExpr::Select(s) = sub.body.as_ref() else {
+        return None;
+    };
+    let [item @ (sqlparser::ast::SelectItem::UnnamedExpr(_)
+    | sqlparser::ast::SelectItem::ExprWithAlias { .. })] = s.projection.as_slice()
+    else {
+        return None;
+    };
+    let sqlparser::ast::OrderByKind::Expressions(keys) = &order.kind else {
+        return None;
+    };
+    // A key by position names the subquery's one item (Django writes `ORDER BY 1 DESC`),
+    // which the read returns second, after the row's text.
+    let mut shifted = Vec::new();
+    for key in keys {
+        let mut key = key.clone();
+        if let Expr::Value(v) = &key.expr {
+            match &v.value {
+                Value::Number(n, _) if n == "1" => {
+                    key.expr = Expr::value(Value::Number("2".into(), false));
+                }
+                _ => return None,
+            }
+        }
+        shifted.push(key.to_string());
+    }
+    let keys = shifted;
+    let SetExpr::Select(j) = joined.body.as_ref() else {
+        return None;
+    };
+    let from: Vec<String> = j.from.iter().map(|t| t.to_string()).collect();
+    let condition = j
+        .selection
+        .as_ref()
+        .map(|w| format!(" WHERE {w}"))
+        .unwrap_or_default();
+    parse_query(&format!(
+        "SELECT DISTINCT ON (1) CAST(ROW({row}.*) AS text), {item} FROM {}{condition} ORDER BY 1, {}",
+        from.join(", "),
+        keys.join(", ")
+    ))
+}
+
+/// What takes a scalar subquery's place, given `first_values`' answer (texts, then values of
+/// type `ty`): the value of the row's text, NULL for a row no shard matches, as the subquery
+/// finds no row for it.
+pub(super) fn value_of_row(
+    first_values: &Query,
+    ty: &str,
+    texts: &[Option<String>],
+    values: &[Option<String>],
+) -> Result<Expr, PgError> {
+    let unexpected = || super::refusal("a per-row first read has an unexpected shape");
+    let SetExpr::Select(s) = first_values.body.as_ref() else {
+        return Err(unexpected());
+    };
+    let row = row_of(s).ok_or_else(unexpected)?;
+    let texts = quoted(&array_text(texts));
+    let values = quoted(&array_text(values));
+    parse_expr(&format!(
+        "(CAST({values} AS {ty}[]))[array_position(CAST({texts} AS text[]), CAST(ROW({row}.*) AS text))]"
+    ))
+}
+
 /// The reference table's columns and no row, to learn their types (`matched`'s first table).
 pub fn columns(matched: &Query) -> Option<Query> {
     let SetExpr::Select(s) = matched.body.as_ref() else {
@@ -218,6 +318,38 @@ mod tests {
             e.to_string(),
             "NOT (CAST(ROW(countries.*) AS TEXT) = ANY(CAST('{\"(de,x)\"}' AS TEXT[])))"
         );
+    }
+
+    #[test]
+    fn a_first_value_per_row_is_read_as_each_rows_first_joined_row() {
+        let p = placement();
+        let q = query("select c.code, (select a.v from accounts a where a.country = c.code order by 1 desc, a.id limit 1) from countries c");
+        let row = reference_row(&q, &p).unwrap();
+        let SetExpr::Select(s) = q.body.as_ref() else {
+            panic!()
+        };
+        let sqlparser::ast::SelectItem::UnnamedExpr(Expr::Subquery(sub)) = &s.projection[1] else {
+            panic!()
+        };
+        let read = first_values(sub, &row, &p).unwrap();
+        assert_eq!(
+            read.to_string(),
+            "SELECT DISTINCT ON (1) CAST(ROW(c.*) AS TEXT), a.v FROM countries c, accounts a WHERE a.country = c.code ORDER BY 1, 2 DESC, a.id"
+        );
+        assert_eq!(
+            value_of_row(&read, "INTEGER", &[Some("(de)".into())], &[Some("7".into())])
+                .unwrap()
+                .to_string(),
+            "(CAST('{\"7\"}' AS INTEGER[]))[array_position(CAST('{\"(de)\"}' AS TEXT[]), CAST(ROW(c.*) AS TEXT))]"
+        );
+        // Not without ORDER BY or with another LIMIT.
+        for sql in [
+            "(select a.v from accounts a where a.country = c.code limit 1)",
+            "(select a.v from accounts a where a.country = c.code order by a.v limit 2)",
+        ] {
+            let sub = query(&sql[1..sql.len() - 1]);
+            assert!(first_values(&sub, &row, &p).is_none(), "{sql}");
+        }
     }
 
     #[test]

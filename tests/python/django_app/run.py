@@ -77,6 +77,11 @@ big = Item.objects.filter(shelf=OuterRef("pk"), qty__gte=11)
 assert [s.name for s in Shelf.objects.filter(Exists(big)).order_by("name")] == ["s0", "s2"]
 flags = Shelf.objects.annotate(none=~Exists(big)).order_by("name").values_list("name", "none")
 assert list(flags) == [("s0", False), ("s1", True), ("s2", False), ("s3", True)], list(flags)
+# Subquery(...[:1]) over a reference parent: each shelf's biggest item, read as each shelf's
+# first joined row over every shard (Django orders it `ORDER BY 1 DESC`).
+top = Item.objects.filter(shelf=OuterRef("pk")).order_by("-qty").values("name")[:1]
+tops = Shelf.objects.annotate(top=Subquery(top)).order_by("name").values_list("name", "top")
+assert list(tops) == [("s0", "i0"), ("s1", "i10"), ("s2", "i11"), ("s3", None)], list(tops)
 # A reference parent LEFT OUTER JOIN its sharded children, row by row: the empty shelf comes
 # back once, unmatched, and a shelf matched on some shard only matched.
 assert [s.name for s in Shelf.objects.filter(item__isnull=True)] == ["s3"]
