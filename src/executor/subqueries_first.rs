@@ -328,7 +328,20 @@ impl Exec<'_> {
                 c.kind,
                 uncorrelated::Kind::SemiJoin { .. } | uncorrelated::Kind::FirstOfRow
             ) {
-                if let Err(e) = self.rows_known_by_text(&c.query, bound, depth).await? {
+                let Some(columns) = uncorrelated::semi_join::columns(&c.query) else {
+                    return Ok(Err(Unanswered::Outside));
+                };
+                let refused = |name: &str, oid: u32| {
+                    PgError::error(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        format!("a subquery over a sharded table correlated to a reference table whose column {name} is of a type (OID {oid}) whose text can differ between its copies is not supported"),
+                    )
+                    .with_hint("Join the tables on the condition instead, or read the two tables apart.")
+                };
+                if let Err(e) = self
+                    .rows_known_by_text(columns, bound, depth, refused)
+                    .await?
+                {
                     return Ok(Err(e));
                 }
             }
@@ -373,18 +386,16 @@ impl Exec<'_> {
         Ok(Ok(q))
     }
 
-    /// Whether the reference table a semi-join's first read (`matched`) knows its rows by has
-    /// only columns whose text every copy writes alike (see `unmatched`); Err once the client
-    /// has been told it has not.
-    async fn rows_known_by_text(
+    /// Whether the reference table whose rows a first read knows by their text (`columns`:
+    /// its columns and no row) has only columns whose text every copy writes alike (see
+    /// `unmatched`); Err once the client has been told, by `refused(column, oid)`, that not.
+    pub(super) async fn rows_known_by_text(
         &mut self,
-        matched: &Query,
+        columns: Query,
         bound: &Bound,
         depth: usize,
+        refused: impl FnOnce(&str, u32) -> PgError,
     ) -> R<Result<(), Unanswered>> {
-        let Some(columns) = uncorrelated::semi_join::columns(matched) else {
-            return Ok(Err(Unanswered::Outside));
-        };
         let described = match Box::pin(self.answer_of(columns, bound, depth)).await? {
             Ok(answer) => answer,
             Err(e) => return Ok(Err(e)),
@@ -394,13 +405,7 @@ impl Exec<'_> {
             .iter()
             .find(|c| unmatched::text_differs_between_copies(c.1))
         {
-            self.error(
-                &PgError::error(
-                    sqlstate::FEATURE_NOT_SUPPORTED,
-                    format!("EXISTS over a sharded table correlated to a reference table whose column {name} is of a type (OID {oid}) whose text can differ between its copies is not supported"),
-                )
-                .with_hint("Join the tables on the condition and keep one row of each with DISTINCT, or read the two tables apart."),
-            );
+            self.error(&refused(name, *oid));
             return Ok(Err(Unanswered::Told));
         }
         Ok(Ok(()))

@@ -37,23 +37,18 @@ impl Exec<'_> {
             _ => return Ok(Ok(Plan::Reject(refusal))),
         };
         // Rows known by their text need columns whose text every copy writes alike.
-        let described = match Box::pin(self.answer_of(kept.columns.clone(), bound, 0)).await? {
-            Ok(answer) => answer,
-            Err(e) => return Ok(Err(e)),
+        let refused = |name: &str, oid: u32| {
+            PgError::error(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!("{}: the kept table's column {name} is of a type (OID {oid}) whose text can differ between its copies", refusal.message),
+            )
+            .with_hint("Keep the sharded table's rows instead (sharded LEFT JOIN reference), or read the two tables apart.")
         };
-        if let Some((name, oid, _)) = described
-            .columns
-            .iter()
-            .find(|c| unmatched::text_differs_between_copies(c.1))
+        if let Err(e) = self
+            .rows_known_by_text(kept.columns.clone(), bound, 0, refused)
+            .await?
         {
-            self.error(
-                &PgError::error(
-                    sqlstate::FEATURE_NOT_SUPPORTED,
-                    format!("{}: the kept table's column {name} is of a type (OID {oid}) whose text can differ between its copies", refusal.message),
-                )
-                .with_hint("Keep the sharded table's rows instead (sharded LEFT JOIN reference), or read the two tables apart."),
-            );
-            return Ok(Err(Unanswered::Told));
+            return Ok(Err(e));
         }
         let answer = match Box::pin(self.answer_of(kept.matched.clone(), bound, 0)).await? {
             Ok(answer) => answer,

@@ -118,15 +118,9 @@ pub(super) fn matched(
     if sharded == 0 {
         return None;
     }
-    let from: Vec<String> = s.from.iter().map(|t| t.to_string()).collect();
-    let condition = s
-        .selection
-        .as_ref()
-        .map(|w| format!(" WHERE {w}"))
-        .unwrap_or_default();
     parse_query(&format!(
-        "SELECT DISTINCT CAST(ROW({row}.*) AS text) FROM {table}, {}{condition}",
-        from.join(", ")
+        "SELECT DISTINCT CAST(ROW({row}.*) AS text) FROM {table}, {}",
+        from_and_where(s)
     ))
 }
 
@@ -190,15 +184,9 @@ pub(super) fn first_values(
     let SetExpr::Select(j) = joined.body.as_ref() else {
         return None;
     };
-    let from: Vec<String> = j.from.iter().map(|t| t.to_string()).collect();
-    let condition = j
-        .selection
-        .as_ref()
-        .map(|w| format!(" WHERE {w}"))
-        .unwrap_or_default();
     parse_query(&format!(
-        "SELECT DISTINCT ON (1) CAST(ROW({row}.*) AS text), {item} FROM {}{condition} ORDER BY 1, {}",
-        from.join(", "),
+        "SELECT DISTINCT ON (1) CAST(ROW({row}.*) AS text), {item} FROM {} ORDER BY 1, {}",
+        from_and_where(j),
         keys.join(", ")
     ))
 }
@@ -254,6 +242,15 @@ pub(super) fn replacement(
     } else {
         format!("({test})")
     })
+}
+
+/// `s`'s FROM list and WHERE, as text to follow `FROM`.
+fn from_and_where(s: &Select) -> String {
+    let from: Vec<String> = s.from.iter().map(|t| t.to_string()).collect();
+    match &s.selection {
+        Some(w) => format!("{} WHERE {w}", from.join(", ")),
+        None => from.join(", "),
+    }
 }
 
 /// The reference row's name in `matched`'s select item `CAST(ROW(row.*) AS text)`.
