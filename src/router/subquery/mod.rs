@@ -13,12 +13,18 @@
 //! A scalar subquery in WHERE, the select list or ORDER BY tied the same way (`(SELECT
 //! count(*) FROM items i WHERE i.account_id = a.id)`) reads only its outer row's shard too.
 //!
+//! A LATERAL subquery in FROM tied the same way reads only its outer row's shard too (see
+//! `lateral`).
+//!
 //! `NOT IN` not tied by the key is refused: one NULL key in the subquery's rows makes it false
 //! for every row of every shard, and that NULL lives on one shard only. Subqueries elsewhere
 //! (FROM, GROUP BY, HAVING) or not tied by the key stay refused by the planner.
 
 pub mod derived_rows;
+mod lateral;
 pub mod unqualified;
+
+pub(crate) use lateral::tied_laterals;
 
 use super::params::Params;
 use super::plan::{is_column, last_ident, plan_query, relations, Plan, Relations};
@@ -117,25 +123,6 @@ pub(crate) fn sharded_table(factor: &TableFactor, placement: &Placement) -> Opti
     let mut names = vec![last_ident(name)];
     names.extend(alias.iter().map(|a| a.name.value.clone()));
     Some((names, *key_type, key_column.clone()))
-}
-
-/// How many sharded tables the LATERAL derived tables of `select`'s FROM read, those that read
-/// only rows of their outer row's key (`reads_outer_key`), which live on that row's shard (the
-/// top rows of each key, `JOIN LATERAL (SELECT ... WHERE e.account_id = a.id ORDER BY ...
-/// LIMIT 3) e ON true`).
-pub(crate) fn tied_laterals(select: &Select, outer: &[TopTable], placement: &Placement) -> usize {
-    from_factors(select)
-        .filter_map(|factor| match factor {
-            TableFactor::Derived {
-                lateral: true,
-                subquery,
-                ..
-            } if reads_outer_key(subquery, outer, placement) => {
-                Some(relations(subquery.as_ref(), placement).sharded.len())
-            }
-            _ => None,
-        })
-        .sum()
 }
 
 /// An expression evaluated for one row, and whether it is a WHERE condition, where a false
@@ -414,73 +401,6 @@ fn key_tied(s: &Select, inner: &[TopTable], outer: &[TopTable]) -> bool {
     });
     // Every sharded table of the subquery is the tied one, or joined to it on the key.
     tied && (inner.len() == 1 || super::plan::colocation_problem(s, inner).is_none())
-}
-
-/// Whether `q`, evaluated for one row of `outer`, reads only rows whose shard key is that
-/// row's key: tied as EXISTS is (`correlated`), or through its FROM's derived tables, each
-/// tied so itself (`FROM (SELECT * FROM posts p WHERE p.author_id = a.id ORDER BY ... LIMIT
-/// 5) p`, as ORMs page a row's children), with its own tables tied to `outer` and its LATERAL
-/// subqueries and WHERE's subqueries tied to those. Such rows all live on the outer row's shard.
-pub(crate) fn reads_outer_key(q: &Query, outer: &[TopTable], placement: &Placement) -> bool {
-    if correlated(q, outer, placement) {
-        return true;
-    }
-    if q.with.is_some() {
-        return false;
-    }
-    let SetExpr::Select(s) = q.body.as_ref() else {
-        return false;
-    };
-    let own = top_tables(s, placement);
-    if !own.is_empty() && !key_tied(s, &own, outer) {
-        return false;
-    }
-    // What a LATERAL subquery may be tied to: the outer tables, this query's own, and its
-    // derived tables of the outer row's key that return that key (SQL lets a LATERAL item
-    // see only the items before it; PostgreSQL refuses any other).
-    let mut scope = outer.to_vec();
-    scope.extend(own.iter().cloned());
-    let mut covered = own.len();
-    for factor in from_factors(s) {
-        let TableFactor::Derived {
-            lateral,
-            subquery,
-            alias,
-            ..
-        } = factor
-        else {
-            continue;
-        };
-        let tables = relations(subquery.as_ref(), placement).sharded.len();
-        if tables == 0 {
-            continue;
-        }
-        let within = if *lateral { &scope[..] } else { outer };
-        if !reads_outer_key(subquery, within, placement) {
-            return false;
-        }
-        covered += tables;
-        if let (Some(alias), SetExpr::Select(inner)) = (alias, subquery.body.as_ref()) {
-            let key = top_tables(inner, placement)
-                .into_iter()
-                .find_map(|t| derived_rows::key_output_name(inner, &t).map(|name| (t.1, name)));
-            if let (Some((key_type, name)), true) = (key, alias.columns.is_empty()) {
-                scope.push((vec![alias.name.value.clone()], key_type, name));
-            }
-        }
-    }
-    match tied_in(per_row_exprs(q, s), &own, placement) {
-        Ok(n) if n != usize::MAX => covered += n,
-        _ => return false,
-    }
-    covered == relations(q, placement).sharded.len()
-}
-
-/// Every item of `s`'s FROM list, joined ones too (not inside nested joins).
-fn from_factors(s: &Select) -> impl Iterator<Item = &TableFactor> {
-    s.from
-        .iter()
-        .flat_map(|twj| std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)))
 }
 
 fn unnested(mut e: &Expr) -> &Expr {
