@@ -353,6 +353,9 @@ async fn serve(config: Config, path: PathBuf) -> Result<(), String> {
     Ok(())
 }
 
+/// The stack of each of the runtime's worker threads.
+const STACK_BYTES: usize = 8 << 20;
+
 /// One worker is a current-thread runtime: every task and the I/O driver on the thread that
 /// runs the proxy, as PgBouncer's single event loop. A multi-thread runtime with one worker
 /// would hand each wake-up between that worker and the main thread's `block_on`, and pay the
@@ -362,7 +365,10 @@ fn runtime(workers: usize) -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(workers);
+        // The main thread's stack, which one worker runs on: a statement whose subqueries
+        // are answered first nests the executor's reads, and 2 MiB (the default for a
+        // spawned thread) leaves little room for that in a build without optimisation.
+        b.worker_threads(workers).thread_stack_size(STACK_BYTES);
         b
     };
     builder.enable_all().build().expect("tokio runtime")
