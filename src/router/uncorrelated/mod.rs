@@ -330,7 +330,26 @@ pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
         rows: Vec::new(),
     };
     let _ = q.visit(&mut walk);
-    walk.found
+    // A reading of a correlated subquery holds for the reference row of the query it was
+    // found in; its answer goes wherever the same text stands, so the text must stand once.
+    let mut found = walk.found;
+    found.retain(|c| match (&c.kind, &c.site) {
+        (Kind::SemiJoin { .. } | Kind::FirstOfRow, Site::Expr(e)) => occurrences(q, e) == 1,
+        _ => true,
+    });
+    found
+}
+
+/// How many times `e` stands in `q`.
+fn occurrences(q: &Query, e: &Expr) -> usize {
+    let mut n = 0;
+    let _ = sqlparser::ast::visit_expressions(q, |x: &Expr| {
+        if x == e {
+            n += 1;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    n
 }
 
 /// Subqueries of the top SELECT's WHERE, select list and ORDER BY that each shard answers as
@@ -838,6 +857,21 @@ mod tests {
             .map(|c| c.site.to_string())
             .collect();
         assert_eq!(found, vec!["(SELECT max(amount) FROM orders)".to_string()]);
+    }
+
+    #[test]
+    fn a_correlated_exists_is_read_in_parts_only_where_its_text_stands_once() {
+        let p = crate::router::plan::tests::placement();
+        let exists = "exists (select 1 from accounts a where a.country = c.code)";
+        let once = query(&format!("select c.code from countries c where {exists}"));
+        let found = candidates(&once, &p);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].kind, Kind::SemiJoin { negated: false });
+        // The same text over a table of another kind: one answer would be put in both places.
+        let twice = query(&format!(
+            "select c.code from countries c where {exists} union select c.name from accounts c where {exists}"
+        ));
+        assert!(candidates(&twice, &p).is_empty());
     }
 
     #[test]
