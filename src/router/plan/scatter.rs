@@ -642,33 +642,21 @@ pub(crate) fn column_name(i: &Ident) -> String {
 }
 
 /// The text of what an ORDER BY or DISTINCT ON item stands for: the select item it names by
-/// position (`ORDER BY 1`, as Django writes it) or by output name, else itself. PostgreSQL
-/// reads both lists by these rules, and matches DISTINCT ON against ORDER BY after them.
+/// position (`ORDER BY 1`, as Django writes it), output name or expression, as `sort_column`
+/// resolves a sort key, else itself. PostgreSQL reads both lists by these rules, and matches
+/// DISTINCT ON against ORDER BY after them.
 fn item_text(e: &Expr, projection: &[SelectItem]) -> String {
-    let item = |i: &SelectItem| match i {
-        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e.clone()),
+    let item = match sort_column(e, projection) {
+        // Not after a `*`, whose width only the shards know.
+        Some(Ok(SortColumn::Position(p))) if p <= projection.len() => projection[..p]
+            .iter()
+            .map(|i| match i {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .and_then(|items| items.last().copied()),
         _ => None,
     };
-    let named = match e {
-        Expr::Value(v) => match &v.value {
-            Value::Number(n, _) => n
-                .parse::<usize>()
-                .ok()
-                .and_then(|n| n.checked_sub(1))
-                // After a `*`, a position counts columns only the shards know.
-                .filter(|&i| {
-                    i < projection.len() && projection[..=i].iter().all(|p| item(p).is_some())
-                })
-                .and_then(|i| item(&projection[i])),
-            _ => None,
-        },
-        Expr::Identifier(name) => projection.iter().find_map(|i| match i {
-            SelectItem::ExprWithAlias { expr, alias } if alias.value == name.value => {
-                Some(expr.clone())
-            }
-            _ => None,
-        }),
-        _ => None,
-    };
-    named.unwrap_or_else(|| e.clone()).to_string()
+    item.unwrap_or(e).to_string()
 }
