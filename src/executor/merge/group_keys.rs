@@ -15,8 +15,9 @@ pub(super) const ONE_SPELLING: [u32; 9] = [1266, 18, 869, 650, 829, 774, 790, 15
 
 /// Whether rows of a column group alike in the proxy as on one server: its values are equal
 /// exactly when their bytes are, or `group_key` makes them so (an interval by its span, as
-/// '1 day' = '24:00:00'). Other types (jsonb and arrays holding numbers; ranges; types of an
-/// extension) can write one value several ways, and a group could come back once per way.
+/// '1 day' = '24:00:00', jsonb with its numbers by value). Other types (arrays holding numbers;
+/// ranges; types of an extension) can write one value several ways, and a group could come
+/// back once per way.
 pub(super) fn groupable(type_oid: u32) -> bool {
     ONE_SPELLING.contains(&type_oid)
         || matches!(
@@ -40,6 +41,7 @@ pub(super) fn groupable(type_oid: u32) -> bool {
                 | oid::NUMERIC
                 | oid::FLOAT4
                 | oid::FLOAT8
+                | oid::JSONB
         )
 }
 
@@ -48,7 +50,7 @@ pub(super) fn groupable(type_oid: u32) -> bool {
 /// interval '1 mon' = '30 days').
 pub(super) fn group_key(f: &FieldDesc, raw: Bytes) -> Result<Bytes, PgError> {
     Ok(match f.type_oid {
-        oid::NUMERIC | oid::FLOAT4 | oid::FLOAT8 | oid::INTERVAL => {
+        oid::NUMERIC | oid::FLOAT4 | oid::FLOAT8 | oid::INTERVAL | oid::JSONB => {
             Bytes::from(distinct_key(f, &raw)?)
         }
         oid::BPCHAR => {
@@ -82,6 +84,8 @@ pub(super) fn distinct_key(f: &FieldDesc, raw: &[u8]) -> Result<Vec<u8>, PgError
             SortValue::Numeric(d) => format!("{d:?}").into_bytes(),
             // An interval's span: '1 day' = '24:00:00', as PostgreSQL's `=` has it.
             SortValue::Wide(i) => i.to_be_bytes().to_vec(),
+            // jsonb with its numbers by value: '{"a": 1.0}' = '{"a": 1}'.
+            SortValue::Json(t) => value::jsonb::equality_key(&t),
             // char(n) compares without its trailing blanks.
             SortValue::Bytes(mut b) if f.type_oid == oid::BPCHAR => {
                 b.truncate(b.iter().rposition(|&c| c != b' ').map_or(0, |p| p + 1));

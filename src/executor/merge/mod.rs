@@ -375,6 +375,10 @@ async fn resolve_keys(
         if value::is_text(f.type_oid) && !exec.text_order_c && !k.bytewise {
             return Err(non_c_order(&f.name));
         }
+        // jsonb strings sort by the database's collation, which no COLLATE clause changes.
+        if f.type_oid == value::oid::JSONB && !exec.text_order_c {
+            return Err(non_c_order(&f.name));
+        }
         keys.push(Key {
             column,
             type_oid: f.type_oid,

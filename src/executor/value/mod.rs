@@ -9,6 +9,7 @@
 
 mod datetime;
 pub mod interval;
+pub mod jsonb;
 
 use datetime::{parse_date, parse_time, parse_timestamp, parse_timetz, timetz_binary};
 use interval::Interval;
@@ -36,6 +37,7 @@ pub mod oid {
     pub const TIMETZ: u32 = 1266;
     pub const NUMERIC: u32 = 1700;
     pub const UUID: u32 = 2950;
+    pub const JSONB: u32 = 3802;
 }
 
 /// A decoded sort key.
@@ -49,6 +51,8 @@ pub enum SortValue {
     /// An interval's span (see `interval::Interval::span`), which can pass 64 bits; a timetz
     /// as it sorts.
     Wide(i128),
+    /// A jsonb value as PostgreSQL walks it to compare (see `jsonb`).
+    Json(Vec<jsonb::Token>),
 }
 
 /// Whether the merge can sort on this type (in either format); the text is the reason if not.
@@ -75,6 +79,7 @@ pub fn supported(type_oid: u32) -> Result<(), String> {
             | TIMETZ
             | NUMERIC
             | BYTEA
+            | JSONB
     );
     if ok {
         Ok(())
@@ -114,6 +119,11 @@ pub fn decode(type_oid: u32, format: i16, raw: Option<&[u8]>) -> Result<SortValu
             NUMERIC => SortValue::Numeric(numeric_binary(raw).ok_or_else(bad)?),
             INTERVAL => SortValue::Wide(Interval::from_binary(raw).ok_or_else(bad)?.span()),
             TIMETZ => SortValue::Wide(timetz_binary(raw).ok_or_else(bad)?),
+            // A version byte (1), then the text form.
+            JSONB => match raw.split_first() {
+                Some((1, text)) => json(std::str::from_utf8(text).map_err(|_| bad())?)?,
+                _ => return Err(bad()),
+            },
             _ => return Err(bad()),
         });
     }
@@ -136,6 +146,7 @@ pub fn decode(type_oid: u32, format: i16, raw: Option<&[u8]>) -> Result<SortValu
         TIMESTAMPTZ => SortValue::Int(parse_timestamp(s, true).ok_or_else(|| not_iso(s))?),
         TIME => SortValue::Int(parse_time(s).ok_or_else(bad)?),
         TIMETZ => SortValue::Wide(parse_timetz(s).ok_or_else(bad)?),
+        JSONB => json(s)?,
         INTERVAL => SortValue::Wide(Interval::parse(s).map(|i| i.span()).ok_or_else(|| {
             format!(
                 "cannot read {s:?} as an interval to merge by: the proxy merges intervals \
@@ -144,6 +155,12 @@ pub fn decode(type_oid: u32, format: i16, raw: Option<&[u8]>) -> Result<SortValu
         })?),
         _ => return Err(bad()),
     })
+}
+
+fn json(s: &str) -> Result<SortValue, String> {
+    jsonb::parse(s)
+        .map(SortValue::Json)
+        .ok_or_else(|| "cannot read a jsonb value from a shard to merge by".to_string())
 }
 
 /// Why a date or time in text cannot be merged by: only ISO DateStyle is read, since the
@@ -327,6 +344,7 @@ pub fn compare(a: &SortValue, b: &SortValue) -> Ordering {
         }
         (SortValue::Bytes(x), SortValue::Bytes(y)) => x.cmp(y),
         (SortValue::Wide(x), SortValue::Wide(y)) => x.cmp(y),
+        (SortValue::Json(x), SortValue::Json(y)) => jsonb::compare(x, y),
         _ => Ordering::Equal,
     }
 }
