@@ -109,10 +109,10 @@ pub async fn problem(
     };
     for &(i, how) in compared {
         let Some(f) = fields.get(i) else { continue };
-        // Text gathered into arrays is compared when an evaluation orders it or removes its
-        // duplicates (see `router::gathered`).
-        let text = value::is_text(f.type_oid)
-            || (how == Use::Evaluated && value::is_text_array(f.type_oid));
+        // Arrays of text compare their elements under the column's collation: sorted and
+        // grouped by the merge, or ordered and deduplicated by an evaluation of text gathered
+        // into them (see `router::gathered`).
+        let text = value::is_text(f.type_oid) || value::is_text_array(f.type_oid);
         if !text {
             continue;
         }

@@ -43,6 +43,7 @@ pub(super) fn groupable(type_oid: u32) -> bool {
                 | oid::FLOAT8
                 | oid::JSONB
         )
+        || value::array::element_of(type_oid).is_some()
 }
 
 /// The bytes a group column's value is grouped by: as it came, but for values PostgreSQL calls
@@ -53,6 +54,7 @@ pub(super) fn group_key(f: &FieldDesc, raw: Bytes) -> Result<Bytes, PgError> {
         oid::NUMERIC | oid::FLOAT4 | oid::FLOAT8 | oid::INTERVAL | oid::JSONB => {
             Bytes::from(distinct_key(f, &raw)?)
         }
+        t if value::array::element_of(t).is_some() => Bytes::from(distinct_key(f, &raw)?),
         oid::BPCHAR => {
             let kept = raw.iter().rposition(|&b| b != b' ').map_or(0, |p| p + 1);
             raw.slice(..kept)
@@ -68,31 +70,57 @@ pub(super) fn distinct_key(f: &FieldDesc, raw: &[u8]) -> Result<Vec<u8>, PgError
     if ONE_SPELLING.contains(&f.type_oid) {
         return Ok(raw.to_vec());
     }
-    Ok(
-        match value::decode(f.type_oid, f.format, Some(raw)).map_err(unsupported)? {
-            SortValue::Int(i) => i.to_be_bytes().to_vec(),
-            SortValue::Float(x) => {
-                let x = if x == 0.0 {
-                    0.0
-                } else if x.is_nan() {
-                    f64::NAN
-                } else {
-                    x
-                };
-                x.to_bits().to_be_bytes().to_vec()
+    let v = value::decode(f.type_oid, f.format, Some(raw)).map_err(unsupported)?;
+    Ok(value_key(f.type_oid, v))
+}
+
+/// `distinct_key` of a decoded value of type `type_oid`.
+fn value_key(type_oid: u32, v: SortValue) -> Vec<u8> {
+    match v {
+        SortValue::Int(i) => i.to_be_bytes().to_vec(),
+        SortValue::Float(x) => {
+            let x = if x == 0.0 {
+                0.0
+            } else if x.is_nan() {
+                f64::NAN
+            } else {
+                x
+            };
+            x.to_bits().to_be_bytes().to_vec()
+        }
+        SortValue::Numeric(d) => format!("{d:?}").into_bytes(),
+        // An interval's span: '1 day' = '24:00:00', as PostgreSQL's `=` has it.
+        SortValue::Wide(i) => i.to_be_bytes().to_vec(),
+        // jsonb with its numbers by value: '{"a": 1.0}' = '{"a": 1}'.
+        SortValue::Json(t) => value::jsonb::equality_key(&t),
+        // An array by its shape and its elements' keys, each length-prefixed.
+        SortValue::Array(a) => {
+            let elem = value::array::element_of(type_oid).unwrap_or_default();
+            let mut out = Vec::new();
+            for (lower, len) in &a.dims {
+                out.extend_from_slice(&lower.to_be_bytes());
+                out.extend_from_slice(&(*len as u64).to_be_bytes());
             }
-            SortValue::Numeric(d) => format!("{d:?}").into_bytes(),
-            // An interval's span: '1 day' = '24:00:00', as PostgreSQL's `=` has it.
-            SortValue::Wide(i) => i.to_be_bytes().to_vec(),
-            // jsonb with its numbers by value: '{"a": 1.0}' = '{"a": 1}'.
-            SortValue::Json(t) => value::jsonb::equality_key(&t),
-            // char(n) compares without its trailing blanks.
-            SortValue::Bytes(mut b) if f.type_oid == oid::BPCHAR => {
-                b.truncate(b.iter().rposition(|&c| c != b' ').map_or(0, |p| p + 1));
-                b
+            out.push(b'|');
+            for e in a.elems {
+                match e {
+                    None => out.push(0),
+                    Some(v) => {
+                        let k = value_key(elem, v);
+                        out.push(1);
+                        out.extend_from_slice(&(k.len() as u64).to_be_bytes());
+                        out.extend_from_slice(&k);
+                    }
+                }
             }
-            SortValue::Bytes(b) => b,
-            SortValue::Null => Vec::new(),
-        },
-    )
+            out
+        }
+        // char(n) compares without its trailing blanks.
+        SortValue::Bytes(mut b) if type_oid == oid::BPCHAR => {
+            b.truncate(b.iter().rposition(|&c| c != b' ').map_or(0, |p| p + 1));
+            b
+        }
+        SortValue::Bytes(b) => b,
+        SortValue::Null => Vec::new(),
+    }
 }

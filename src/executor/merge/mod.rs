@@ -372,7 +372,8 @@ async fn resolve_keys(
                 }
             },
         };
-        if value::is_text(f.type_oid) && !exec.text_order_c && !k.bytewise {
+        let text = value::is_text(f.type_oid) || value::is_text_array(f.type_oid);
+        if text && !exec.text_order_c && !k.bytewise {
             return Err(non_c_order(&f.name));
         }
         // jsonb strings sort by the database's collation, which no COLLATE clause changes.

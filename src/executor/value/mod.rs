@@ -7,6 +7,7 @@
 //! intervals by their span, as PostgreSQL compares them ('1 day' = '24:00:00'); `datetime`
 //! reads the text forms of dates and times, `interval` those of intervals.
 
+pub mod array;
 mod datetime;
 pub mod interval;
 pub mod jsonb;
@@ -53,6 +54,8 @@ pub enum SortValue {
     Wide(i128),
     /// A jsonb value as PostgreSQL walks it to compare (see `jsonb`).
     Json(Vec<jsonb::Token>),
+    /// An array of one of the types above (see `array`).
+    Array(Box<array::Array>),
 }
 
 /// Whether the merge can sort on this type (in either format); the text is the reason if not.
@@ -80,7 +83,7 @@ pub fn supported(type_oid: u32) -> Result<(), String> {
             | NUMERIC
             | BYTEA
             | JSONB
-    );
+    ) || array::element_of(type_oid).is_some();
     if ok {
         Ok(())
     } else {
@@ -124,7 +127,10 @@ pub fn decode(type_oid: u32, format: i16, raw: Option<&[u8]>) -> Result<SortValu
                 Some((1, text)) => json(std::str::from_utf8(text).map_err(|_| bad())?)?,
                 _ => return Err(bad()),
             },
-            _ => return Err(bad()),
+            _ => match array::element_of(type_oid) {
+                Some(e) => SortValue::Array(Box::new(array::from_binary(e, raw).ok_or_else(bad)?)),
+                None => return Err(bad()),
+            },
         });
     }
     let s = std::str::from_utf8(raw).map_err(|_| bad())?;
@@ -147,6 +153,12 @@ pub fn decode(type_oid: u32, format: i16, raw: Option<&[u8]>) -> Result<SortValu
         TIME => SortValue::Int(parse_time(s).ok_or_else(bad)?),
         TIMETZ => SortValue::Wide(parse_timetz(s).ok_or_else(bad)?),
         JSONB => json(s)?,
+        _ if array::element_of(type_oid).is_some() => {
+            let e = array::element_of(type_oid).unwrap_or_default();
+            SortValue::Array(Box::new(array::from_text(e, s).ok_or_else(|| {
+                format!("cannot read {s:?} as an array to merge by (dates, times and intervals in it as DateStyle ISO and IntervalStyle postgres write them)")
+            })?))
+        }
         INTERVAL => SortValue::Wide(Interval::parse(s).map(|i| i.span()).ok_or_else(|| {
             format!(
                 "cannot read {s:?} as an interval to merge by: the proxy merges intervals \
@@ -345,6 +357,7 @@ pub fn compare(a: &SortValue, b: &SortValue) -> Ordering {
         (SortValue::Bytes(x), SortValue::Bytes(y)) => x.cmp(y),
         (SortValue::Wide(x), SortValue::Wide(y)) => x.cmp(y),
         (SortValue::Json(x), SortValue::Json(y)) => jsonb::compare(x, y),
+        (SortValue::Array(x), SortValue::Array(y)) => array::compare(x, y),
         _ => Ordering::Equal,
     }
 }
