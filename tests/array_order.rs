@@ -40,6 +40,9 @@ async fn arrays_sort_and_group_as_postgresql_does() {
         "select count(*), min(id) from tagged group by amounts order by min(id)",
         "select count(distinct amounts), count(distinct ints), count(distinct tags) from tagged",
         "select min(ints), max(tags), max(seen) from tagged",
+        // Functions of a group's array, computed after the merge.
+        "select cardinality(ints) as c, array_length(ints, 1) as l, array_to_string(ints, '/') as s, \
+         count(*) from tagged group by ints order by ints",
         // Sorted by the group column not selected (an output named `tags` would be sorted by).
         "select tags[1] as first, count(*) from tagged group by tags order by tags",
     ] {

@@ -41,6 +41,8 @@ async fn jsonb_sorts_and_groups_as_postgresql_does() {
         // Which spelling a group shows is PostgreSQL's choice: only one spelling here.
         "select data -> 'n', count(*) from docs where data ? 'k' and id < 100 group by 1 order by 1",
         "select min(id), count(*) from docs group by data order by data desc",
+        // A function of a group's value, computed after the merge.
+        "select jsonb_typeof(data) as t, min(id) from docs group by data order by data",
     ] {
         b.same(sql).await;
     }
