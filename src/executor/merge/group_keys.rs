@@ -115,6 +115,7 @@ fn value_key(type_oid: u32, v: SortValue) -> Vec<u8> {
             }
             out
         }
+        SortValue::Network(n) => format!("{n:?}").into_bytes(),
         // char(n) compares without its trailing blanks.
         SortValue::Bytes(mut b) if type_oid == oid::BPCHAR => {
             b.truncate(b.iter().rposition(|&c| c != b' ').map_or(0, |p| p + 1));

@@ -11,6 +11,7 @@ pub mod array;
 mod datetime;
 pub mod interval;
 pub mod jsonb;
+pub mod network;
 
 use datetime::{parse_date, parse_time, parse_timestamp, parse_timetz, timetz_binary};
 use interval::Interval;
@@ -39,6 +40,10 @@ pub mod oid {
     pub const NUMERIC: u32 = 1700;
     pub const UUID: u32 = 2950;
     pub const JSONB: u32 = 3802;
+    pub const INET: u32 = 869;
+    pub const CIDR: u32 = 650;
+    pub const MACADDR: u32 = 829;
+    pub const MACADDR8: u32 = 774;
 }
 
 /// A decoded sort key.
@@ -56,6 +61,8 @@ pub enum SortValue {
     Json(Vec<jsonb::Token>),
     /// An array of one of the types above (see `array`).
     Array(Box<array::Array>),
+    /// An inet or cidr value (see `network`).
+    Network(network::Network),
 }
 
 /// Whether the merge can sort on this type (in either format); the text is the reason if not.
@@ -83,6 +90,10 @@ pub fn supported(type_oid: u32) -> Result<(), String> {
             | NUMERIC
             | BYTEA
             | JSONB
+            | INET
+            | CIDR
+            | MACADDR
+            | MACADDR8
     ) || array::element_of(type_oid).is_some();
     if ok {
         Ok(())
@@ -118,7 +129,10 @@ pub fn decode(type_oid: u32, format: i16, raw: Option<&[u8]>) -> Result<SortValu
                 SortValue::Float(f32::from_be_bytes(raw.try_into().map_err(|_| bad())?) as f64)
             }
             FLOAT8 => SortValue::Float(f64::from_be_bytes(raw.try_into().map_err(|_| bad())?)),
-            TEXT | VARCHAR | NAME | UUID | BPCHAR | BYTEA => SortValue::Bytes(raw.to_vec()),
+            TEXT | VARCHAR | NAME | UUID | BPCHAR | BYTEA | MACADDR | MACADDR8 => {
+                SortValue::Bytes(raw.to_vec())
+            }
+            INET | CIDR => SortValue::Network(network::Network::from_binary(raw).ok_or_else(bad)?),
             NUMERIC => SortValue::Numeric(numeric_binary(raw).ok_or_else(bad)?),
             INTERVAL => SortValue::Wide(Interval::from_binary(raw).ok_or_else(bad)?.span()),
             TIMETZ => SortValue::Wide(timetz_binary(raw).ok_or_else(bad)?),
@@ -153,6 +167,8 @@ pub fn decode(type_oid: u32, format: i16, raw: Option<&[u8]>) -> Result<SortValu
         TIME => SortValue::Int(parse_time(s).ok_or_else(bad)?),
         TIMETZ => SortValue::Wide(parse_timetz(s).ok_or_else(bad)?),
         JSONB => json(s)?,
+        INET | CIDR => SortValue::Network(network::Network::parse(s).ok_or_else(bad)?),
+        MACADDR | MACADDR8 => SortValue::Bytes(network::mac_bytes(s).ok_or_else(bad)?),
         _ if array::element_of(type_oid).is_some() => {
             let e = array::element_of(type_oid).unwrap_or_default();
             SortValue::Array(Box::new(array::from_text(e, s).ok_or_else(|| {
@@ -358,6 +374,7 @@ pub fn compare(a: &SortValue, b: &SortValue) -> Ordering {
         (SortValue::Wide(x), SortValue::Wide(y)) => x.cmp(y),
         (SortValue::Json(x), SortValue::Json(y)) => jsonb::compare(x, y),
         (SortValue::Array(x), SortValue::Array(y)) => array::compare(x, y),
+        (SortValue::Network(x), SortValue::Network(y)) => x.compare(y),
         _ => Ordering::Equal,
     }
 }
