@@ -258,10 +258,12 @@ async fn subqueries_correlated_to_a_reference_row_ask_every_shard() {
         // More than one row per region, or no order to pick one by.
         "select r.id, (select a.owner from accounts a where a.region = r.id order by a.id limit 2) from regions r",
         "select r.id, (select a.owner from accounts a where a.region = r.id limit 1) from regions r",
-        // Money is written under each server's lc_monetary.
-        "select p.region from prices p where exists (select 1 from accounts a where a.region = p.region)",
     ] {
         b.refused(refused).await;
     }
+    // Rows with money in them cannot be known by their text (written under each server's
+    // lc_monetary), but one equality reads the inner values instead.
+    b.same("select p.region from prices p where exists (select 1 from accounts a where a.region = p.region) order by 1")
+        .await;
     b.stop().await;
 }

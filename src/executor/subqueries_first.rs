@@ -18,6 +18,10 @@
 //! planner's refusal. The rows a subquery returns are held in the proxy while the statement
 //! runs, at most `SUBQUERY_BYTES`.
 //!
+//! An EXISTS correlated to the outer query by one equality off the shard key is first written
+//! as an IN whose subquery names nothing outside (`uncorrelated::equality_exists`), then
+//! answered as any other.
+//!
 //! An outer join keeping a reference table's rows against a sharded table is read in two parts
 //! the same way (`unmatched_first`), with or without subqueries of its own.
 //!
@@ -255,6 +259,12 @@ impl Exec<'_> {
                 .is_none()
         {
             return Ok(Err(self.error(&refusal)));
+        }
+        // An EXISTS correlated by one equality off the shard key reads as an IN answered first.
+        if uncorrelated::answered_first(&refusal) {
+            if let Some(d) = uncorrelated::equality_exists::decorrelated(&q, &self.placement) {
+                *q = d;
+            }
         }
         let own = match self.txn {
             TxnState::Idle => {

@@ -24,6 +24,7 @@
 //! as text, which its input reads back as the same value under the same session settings.
 
 mod derived;
+pub mod equality_exists;
 pub mod semi_join;
 pub mod unmatched;
 
