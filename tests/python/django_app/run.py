@@ -311,6 +311,18 @@ with tempfile.TemporaryDirectory() as where:
 fresh = Item.objects.create(name="after load", qty=-7)
 assert fresh.pk > 5003, fresh.pk
 assert Shelf.objects.create(name="after load").pk == 901
+# Exists() correlated off the shard key: line.note against item.name (lines are placed by
+# item_id), read as the notes first.
+target = Item.objects.order_by("pk").first()
+named = Line.objects.create(item=target, note=target.name)
+notes = set(Line.objects.values_list("note", flat=True))
+every = list(Item.objects.values_list("name", flat=True))
+matching = Item.objects.filter(Exists(Line.objects.filter(note=OuterRef("name"))))
+assert sorted(matching.values_list("name", flat=True)) == sorted(n for n in every if n in notes)
+assert matching.count() >= 1
+missing = Item.objects.filter(~Exists(Line.objects.filter(note=OuterRef("name"))))
+assert missing.count() == len([n for n in every if n not in notes])
+named.delete()
 Item.objects.filter(qty=-7).delete()
 Item.objects.filter(qty__lt=5).delete()
 print("django ok", Item.objects.count())
