@@ -22,8 +22,8 @@
 use super::{folded, parse_expr, self_contained, tied};
 use crate::placement::Placement;
 use sqlparser::ast::{
-    BinaryOperator, Distinct, Expr, LimitClause, Query, SelectItem, SetExpr, TableFactor, Value,
-    Visit, VisitMut, Visitor, VisitorMut,
+    BinaryOperator, Distinct, Expr, Query, SelectItem, SetExpr, TableFactor, Visit, VisitMut,
+    Visitor, VisitorMut,
 };
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -76,16 +76,8 @@ fn as_in(sub: &Query, negated: bool) -> Option<Expr> {
     {
         return None;
     }
-    match &sub.limit_clause {
-        None => {}
-        Some(LimitClause::LimitOffset {
-            limit: Some(Expr::Value(v)),
-            offset: None,
-            limit_by,
-        }) if limit_by.is_empty()
-            && matches!(&v.value, Value::Number(n, _) if n.parse::<u64>().is_ok_and(|n| n > 0)) => {
-        }
-        Some(_) => return None,
+    if !super::no_limit_but_a_positive_one(sub) {
+        return None;
     }
     let SetExpr::Select(s) = sub.body.as_ref() else {
         return None;

@@ -382,6 +382,23 @@ fn subquery_of(e: &Expr) -> Option<(&Query, Kind)> {
     }
 }
 
+/// Whether `q` has no LIMIT, or only a positive constant one without OFFSET: one an EXISTS or a
+/// first value read over every shard does not notice.
+fn no_limit_but_a_positive_one(q: &Query) -> bool {
+    match &q.limit_clause {
+        None => true,
+        Some(sqlparser::ast::LimitClause::LimitOffset {
+            limit: Some(Expr::Value(v)),
+            offset: None,
+            limit_by,
+        }) => {
+            limit_by.is_empty()
+                && matches!(&v.value, Value::Number(n, _) if n.parse::<u64>().is_ok_and(|n| n > 0))
+        }
+        Some(_) => false,
+    }
+}
+
 /// The query to run alone: an EXISTS needs one row at most.
 fn standalone(q: &Query, kind: Kind) -> Option<Query> {
     if !matches!(kind, Kind::Exists { .. }) || q.limit_clause.is_some() || q.fetch.is_some() {

@@ -78,16 +78,8 @@ pub(super) fn matched(
     if sub.with.is_some() || sub.fetch.is_some() || !sub.locks.is_empty() {
         return None;
     }
-    match &sub.limit_clause {
-        None => {}
-        Some(LimitClause::LimitOffset {
-            limit: Some(Expr::Value(v)),
-            offset: None,
-            limit_by,
-        }) if limit_by.is_empty()
-            && matches!(&v.value, Value::Number(n, _) if n.parse::<u64>().is_ok_and(|n| n > 0)) => {
-        }
-        Some(_) => return None,
+    if !super::no_limit_but_a_positive_one(sub) {
+        return None;
     }
     let SetExpr::Select(s) = sub.body.as_ref() else {
         return None;
