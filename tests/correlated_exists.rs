@@ -39,6 +39,9 @@ async fn exists_correlated_off_the_key_reads_the_inner_values_first() {
         "select id from customers c where not (exists (select 1 from orders o where o.customer_id = c.id)) order by id",
         "select c.region, count(*) from customers c where exists (select 1 from orders o where o.customer_id = c.id) group by c.region order by 1",
         "select id from customers c where exists (select 1 from orders o where o.customer_id::text = (c.id)::text and o.total < 50) order by id",
+        // The outer side an expression of outer columns.
+        "select id, exists (select 1 from orders o where o.customer_id = c.id + 1 and o.total > 100) from customers c order by id",
+        "select id from customers c where not exists (select 1 from orders o where o.customer_id = coalesce(c.region, 0) * 10) order by id",
     ] {
         b.same(sql).await;
     }

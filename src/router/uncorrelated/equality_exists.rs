@@ -15,8 +15,9 @@
 //! Only this shape: a plain SELECT of constants, columns or `*` (no aggregate, grouping,
 //! DISTINCT, window, OFFSET or nested subquery; a LIMIT of a positive constant, which an EXISTS
 //! does not notice, is dropped), whose WHERE is an AND of conditions of which exactly one
-//! names the outer query: `inner = outer`, the outer side made of the outer query's qualified
-//! columns alone. What is left must name nothing outside (`self_contained`), or the EXISTS stays
+//! names the outer query: `inner = outer`, the outer side reading the outer query's qualified
+//! columns alone (through operators, casts and functions of their arguments alone, as Django's
+//! `OuterRef("data__key")` writes `("t"."data" -> 'key')`). What is left must name nothing outside (`self_contained`), or the EXISTS stays
 //! as it was and the statement keeps its refusal.
 
 use super::{folded, parse_expr, self_contained, tied};
@@ -214,16 +215,24 @@ fn names_outside(e: &Expr, inside: &HashSet<String>) -> bool {
     .is_some()
 }
 
-/// Whether `e` is made of the outer query's qualified columns alone (in parentheses or casts):
-/// a bare name could be an inner column.
+/// Whether `e` reads the outer query's qualified columns and nothing of the subquery's: no
+/// bare name (it could be an inner column), no subquery, no function but those of their
+/// arguments alone (moved out of the subquery, it is evaluated once per outer row instead of
+/// once per inner row).
 fn only_outer(e: &Expr, inside: &HashSet<String>) -> bool {
-    match e {
-        Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
-            !inside.contains(&folded(&parts[parts.len() - 2]))
-        }
-        Expr::Nested(inner) | Expr::Cast { expr: inner, .. } => only_outer(inner, inside),
-        _ => false,
-    }
+    let foreign = crate::sql::first_expression(e, |x| match x {
+        Expr::Identifier(_) => Some(()),
+        Expr::CompoundIdentifier(parts) if parts.len() >= 2 => inside
+            .contains(&folded(&parts[parts.len() - 2]))
+            .then_some(()),
+        Expr::CompoundIdentifier(_)
+        | Expr::Subquery(_)
+        | Expr::Exists { .. }
+        | Expr::InSubquery { .. } => Some(()),
+        Expr::Function(f) => (!crate::sql::pure_functions::is_pure(&f.name)).then_some(()),
+        _ => None,
+    });
+    foreign.is_none() && names_outside(e, inside)
 }
 
 fn has_subquery(q: &Query) -> bool {
@@ -279,6 +288,25 @@ mod tests {
             rewritten("SELECT customers.id, NOT EXISTS (SELECT * FROM orders WHERE (customers.id) = orders.customer_id) AS none FROM customers").as_deref(),
             Some("SELECT customers.id, NOT COALESCE(((customers.id)) IN (SELECT DISTINCT orders.customer_id FROM orders), false) AS none FROM customers")
         );
+    }
+
+    #[test]
+    fn the_outer_side_may_be_an_expression_of_outer_columns() {
+        assert_eq!(
+            rewritten("SELECT id FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.note = (c.data -> 'k') ->> 0 AND o.total > 1)").as_deref(),
+            Some("SELECT id FROM customers c WHERE COALESCE(((c.data -> 'k') ->> 0) IN (SELECT DISTINCT o.note FROM orders o WHERE (o.total > 1)), false)")
+        );
+        assert_eq!(
+            rewritten("SELECT id FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.note = lower(c.name))").as_deref(),
+            Some("SELECT id FROM customers c WHERE COALESCE((lower(c.name)) IN (SELECT DISTINCT o.note FROM orders o), false)")
+        );
+        for sql in [
+            "SELECT id FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.total = c.id + random())",
+            "SELECT id FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.total = c.id + total)",
+            "SELECT id FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.total = c.id + o.id)",
+        ] {
+            assert_eq!(rewritten(sql), None, "{sql}");
+        }
     }
 
     #[test]
