@@ -45,6 +45,7 @@ pub mod signal;
 pub mod snapshot_read;
 pub mod sql_prepare;
 pub mod subqueries_first;
+mod subquery_answer;
 pub mod transaction_clock;
 pub mod unmatched_first;
 pub mod upsert_arbiters;
