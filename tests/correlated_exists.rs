@@ -1,8 +1,9 @@
-//! `[NOT] EXISTS` correlated to the outer query by one equality that is not the shard key (a
-//! foreign key to a table placed by another key), as Django's `Exists(OuterRef(...))` and
-//! SQLAlchemy's `any()` write it: read as the inner values first, then tested with an IN that
-//! keeps EXISTS's true-or-false answer, NULL outer values and NULL inner values included. On
-//! three unlike shards beside one PostgreSQL holding the same rows.
+//! `[NOT] EXISTS` correlated to the outer query by equalities that are not the shard key (a
+//! foreign key to a table placed by another key, one column or several), as Django's
+//! `Exists(OuterRef(...))` and SQLAlchemy's `any()` write it: read as the inner values first,
+//! then tested with an IN that keeps EXISTS's true-or-false answer, NULL outer values and NULL
+//! inner values included; and the row and array comparisons with IN that this reads through,
+//! written by the client. On three unlike shards beside one PostgreSQL holding the same rows.
 
 mod common;
 
@@ -14,11 +15,11 @@ const TABLES: &str = "[tables.customers]\nshard_key = \"id\"\nkey_type = \"bigin
 
 const SCHEMA: &str = "
 create table customers (id bigint primary key, name text, region int);
-create table orders (id bigint primary key, customer_id bigint, total numeric, note text);
+create table orders (id bigint primary key, customer_id bigint, total numeric, note text, region int);
 insert into customers select i, 'c' || i, i % 4 from generate_series(1, 60) i;
 insert into customers values (61, null, null);
 insert into orders select i, case when i % 17 = 0 then null else (i * 7) % 70 end, (i * 13) % 250,
-    case when i % 3 = 0 then 'x' end
+    case when i % 3 = 0 then 'x' end, case when i % 11 <> 0 then i % 4 end
   from generate_series(1, 200) i;
 ";
 
@@ -42,6 +43,15 @@ async fn exists_correlated_off_the_key_reads_the_inner_values_first() {
         // The outer side an expression of outer columns.
         "select id, exists (select 1 from orders o where o.customer_id = c.id + 1 and o.total > 100) from customers c order by id",
         "select id from customers c where not exists (select 1 from orders o where o.customer_id = coalesce(c.region, 0) * 10) order by id",
+        // Several equalities: a row compared with rows, NULL regions on both sides.
+        "select id from customers c where exists (select 1 from orders o where o.customer_id = c.id and o.region = c.region) order by id",
+        "select id from customers c where not exists (select 1 from orders o where c.region = o.region and o.customer_id = c.id and o.total > 50) order by id",
+        "select id, exists (select 1 from orders o where o.region = c.region and o.customer_id = c.id + 1) as e from customers c order by id",
+        // The same comparisons written by the client: rows and arrays with [NOT] IN.
+        "select id from customers c where (c.id, c.region) in (select customer_id, region from orders where total > 20) order by id",
+        "select id from customers c where (c.id, c.region) not in (select customer_id, region from orders where note = 'x') order by id",
+        "select id, (c.region, c.id) in (select region, customer_id from orders) from customers c order by id",
+        "select id from customers c where array[c.region, 1] in (select array[region, 1] from orders where total < 40) order by id",
     ] {
         b.same(sql).await;
     }
@@ -56,7 +66,7 @@ async fn exists_correlated_off_the_key_reads_the_inner_values_first() {
         want,
         "{sql}"
     );
-    // Correlated by more than one equality, or by another comparison: still refused.
+    // Correlated by another comparison beside the equality, or by it alone: still refused.
     for sql in [
         "select id from customers c where exists (select 1 from orders o where o.customer_id = c.id and o.total > c.region)",
         "select id from customers c where exists (select 1 from orders o where o.customer_id > c.id)",

@@ -18,7 +18,7 @@
 //! planner's refusal. The rows a subquery returns are held in the proxy while the statement
 //! runs, at most `SUBQUERY_BYTES`.
 //!
-//! An EXISTS correlated to the outer query by one equality off the shard key is first written
+//! An EXISTS correlated to the outer query by equalities off the shard key is first written
 //! as an IN whose subquery names nothing outside (`uncorrelated::equality_exists`), then
 //! answered as any other.
 //!
@@ -245,7 +245,7 @@ impl Exec<'_> {
         {
             return Ok(Err(self.error(&refusal)));
         }
-        // An EXISTS correlated by one equality off the shard key reads as an IN answered first.
+        // An EXISTS correlated by equalities off the shard key reads as an IN answered first.
         if uncorrelated::answered_first(&refusal) {
             if let Some(d) = uncorrelated::equality_exists::decorrelated(&q, &self.placement) {
                 *q = d;

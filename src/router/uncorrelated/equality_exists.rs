@@ -1,5 +1,5 @@
-//! `[NOT] EXISTS (...)` over sharded tables correlated to the query around it by one equality
-//! that is not a tie by the shard key: a foreign key that is not the child table's shard key
+//! `[NOT] EXISTS (...)` over sharded tables correlated to the query around it by equalities
+//! that are not a tie by the shard key: a foreign key that is not the child table's shard key
 //! (`SELECT * FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id
 //! AND o.total > 100)` with `orders` placed by its own id), as Django's `Exists(OuterRef(...))`
 //! and SQLAlchemy's `any()`/`has()` write it. Each shard would see only its own orders.
@@ -10,15 +10,18 @@
 //! subquery names nothing outside itself and is answered first, as any such IN is, and the
 //! COALESCE turns the NULL an IN gives (a NULL outer value, or a NULL among the inner values
 //! with no match) into the false EXISTS gives, so the replacement holds wherever the EXISTS
-//! stood, under NOT too.
+//! stood, under NOT too. Several equalities (a composite foreign key) compare a row with rows:
+//! `(c.region, c.id) IN (SELECT DISTINCT o.region, o.customer_id ...)`, true exactly when one
+//! inner row equals the outer one in every column, as the EXISTS's AND of equalities is.
 //!
 //! Only this shape: a plain SELECT of constants, columns or `*` (no aggregate, grouping,
 //! DISTINCT, window, OFFSET or nested subquery; a LIMIT of a positive constant, which an EXISTS
-//! does not notice, is dropped), whose WHERE is an AND of conditions of which exactly one
-//! names the outer query: `inner = outer`, the outer side reading the outer query's qualified
+//! does not notice, is dropped), whose WHERE is an AND of conditions of which each that names
+//! the outer query is `inner = outer`, the outer side reading the outer query's qualified
 //! columns alone (through operators, casts and functions of their arguments alone, as Django's
-//! `OuterRef("data__key")` writes `("t"."data" -> 'key')`). What is left must name nothing outside (`self_contained`), or the EXISTS stays
-//! as it was and the statement keeps its refusal.
+//! `OuterRef("data__key")` writes `("t"."data" -> 'key')`). What is left must name nothing
+//! outside (`self_contained`), or the EXISTS stays as it was and the statement keeps its
+//! refusal.
 
 use super::{folded, parse_expr, self_contained, tied};
 use crate::placement::Placement;
@@ -106,37 +109,43 @@ fn as_in(sub: &Query, negated: bool) -> Option<Expr> {
     let inside = defined(sub);
     let outside = |e: &Expr| names_outside(e, &inside);
     let conditions = conjuncts(s.selection.as_ref()?);
-    let mut correlated = conditions.iter().filter(|c| outside(c));
-    let (Some(tie), None) = (correlated.next(), correlated.next()) else {
+    // Each condition naming the outer query is one `inner = outer`; the others stay inside.
+    let mut pairs: Vec<(&Expr, &Expr)> = Vec::new();
+    let mut rest: Vec<String> = Vec::new();
+    for c in &conditions {
+        if !outside(c) {
+            rest.push(format!("({c})"));
+            continue;
+        }
+        let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } = c
+        else {
+            return None;
+        };
+        if only_outer(right, &inside) && !outside(left) {
+            pairs.push((left, right));
+        } else if only_outer(left, &inside) && !outside(right) {
+            pairs.push((right, left));
+        } else {
+            return None;
+        }
+    }
+    if pairs.is_empty() {
         return None;
-    };
-    let Expr::BinaryOp {
-        left,
-        op: BinaryOperator::Eq,
-        right,
-    } = tie
-    else {
-        return None;
-    };
-    let (inner, outer) = if only_outer(right, &inside) && !outside(left) {
-        (left, right)
-    } else if only_outer(left, &inside) && !outside(right) {
-        (right, left)
-    } else {
-        return None;
-    };
-    let rest: Vec<String> = conditions
-        .iter()
-        .filter(|c| !std::ptr::eq(**c, *tie))
-        .map(|c| format!("({c})"))
-        .collect();
+    }
     let mut reads = sub.clone();
     reads.limit_clause = None;
     let SetExpr::Select(r) = reads.body.as_mut() else {
         return None;
     };
     r.distinct = Some(Distinct::Distinct);
-    r.projection = vec![SelectItem::UnnamedExpr((**inner).clone())];
+    r.projection = pairs
+        .iter()
+        .map(|(inner, _)| SelectItem::UnnamedExpr((*inner).clone()))
+        .collect();
     r.selection = match rest.is_empty() {
         true => None,
         false => Some(parse_expr(&rest.join(" AND ")).ok()?),
@@ -144,7 +153,8 @@ fn as_in(sub: &Query, negated: bool) -> Option<Expr> {
     if !self_contained(&reads) {
         return None;
     }
-    let text = format!("COALESCE(({outer}) IN ({reads}), false)");
+    let outer: Vec<String> = pairs.iter().map(|(_, outer)| outer.to_string()).collect();
+    let text = format!("COALESCE(({}) IN ({reads}), false)", outer.join(", "));
     let test = parse_expr(&text).ok()?;
     Some(if negated {
         parse_expr(&format!("NOT {text}")).ok()?
@@ -310,11 +320,19 @@ mod tests {
     }
 
     #[test]
+    fn several_equalities_compare_a_row_with_rows() {
+        assert_eq!(
+            rewritten("SELECT * FROM customers c WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND c.region = o.region AND o.total > 1)").as_deref(),
+            Some("SELECT * FROM customers c WHERE NOT COALESCE((c.id, c.region) IN (SELECT DISTINCT o.customer_id, o.region FROM orders o WHERE (o.total > 1)), false)")
+        );
+    }
+
+    #[test]
     fn other_shapes_stay() {
         for sql in [
-            // Two correlations, an outer value that may be inner, an aggregate, grouping, an
-            // OFFSET, a correlation outside WHERE, a tie by the key.
-            "SELECT * FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND o.region = c.region)",
+            // A correlation other than an equality, an outer value that may be inner, an
+            // aggregate, grouping, an OFFSET, a correlation outside WHERE, a tie by the key.
+            "SELECT * FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id AND o.region <> c.region)",
             "SELECT * FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = id)",
             "SELECT * FROM customers c WHERE EXISTS (SELECT count(*) FROM orders o WHERE o.customer_id = c.id)",
             "SELECT * FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id GROUP BY o.region)",

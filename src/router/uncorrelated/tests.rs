@@ -190,15 +190,49 @@ fn exists_becomes_true_or_false() {
 
 #[test]
 fn what_cannot_be_written_back_is_refused() {
-    let q = query("select id from accounts where id in (select account_id, 1 from orders)");
+    let q = query("select id from accounts where balance in (select amount from orders)");
     let c = &candidates(&q, &placement())[0];
+    assert_eq!(
+        replacement(c, &answer(16390, -1, &[])).unwrap_err().code,
+        "0A000"
+    );
+    let q = query("select id from accounts where balance = any (select amount from orders)");
+    let c = &candidates(&q, &placement())[0];
+    assert_eq!(
+        replacement(c, &answer(1007, -1, &[])).unwrap_err().code,
+        "0A000"
+    );
+}
+
+#[test]
+fn rows_of_several_columns_are_compared_as_rows() {
     let two = Answer {
-        columns: vec![("a".into(), 23, -1), ("b".into(), 23, -1)],
+        columns: vec![("a".into(), 23, -1), ("a".into(), 25, -1)],
+        rows: vec![
+            vec![Some("1".into()), Some("x".into())],
+            vec![None, Some("it's".into())],
+        ],
+        collations: vec![(1, "\"C\"".into())],
         ..Answer::default()
     };
-    assert_eq!(replacement(c, &two).unwrap_err().code, "0A000");
-    assert!(replacement(c, &answer(16390, -1, &[])).is_err());
-    assert!(replacement(c, &answer(1007, -1, &[])).is_err());
+    assert_eq!(
+        replaced(
+            "select id from accounts where (id, m) not in (select account_id, note from orders)",
+            &two
+        ),
+        "SELECT id FROM accounts WHERE (id, m) NOT IN (SELECT * FROM (VALUES (CAST('1' AS INTEGER), CAST('x' AS pg_catalog.text) COLLATE \"C\"), (CAST(NULL AS INTEGER), CAST('it''s' AS pg_catalog.text) COLLATE \"C\")) AS shardgate_rows (c1, c2))"
+    );
+    let none = Answer {
+        rows: Vec::new(),
+        ..two
+    };
+    assert_eq!(
+        replaced(
+            "select id from accounts where (id, m) in (select account_id, note from orders)",
+            &none
+        ),
+        "SELECT id FROM accounts WHERE (id, m) IN (SELECT * FROM (SELECT CAST(NULL AS INTEGER), CAST(NULL AS pg_catalog.text) COLLATE \"C\" WHERE false) AS shardgate_rows (c1, c2))"
+    );
 }
 
 #[test]
@@ -212,12 +246,17 @@ fn a_type_created_in_the_database_is_written_by_the_name_it_was_given() {
         ),
         "SELECT id FROM accounts WHERE m = CAST('ok' AS \"Odd\".\"Mood\")"
     );
-    // An array of it compared with IN would read as one array of its elements.
+    // Arrays compared with IN are rows: an array literal of them would read as one array of
+    // their elements.
     let mut moods = answer(16389, -1, &[Some("{ok}")]);
     moods.named_types = vec![(16389, "public.mood[]".into())];
-    let q = query("select id from accounts where m in (select ms from orders)");
-    let c = &candidates(&q, &placement())[0];
-    assert_eq!(replacement(c, &moods).unwrap_err().code, "0A000");
+    assert_eq!(
+        replaced(
+            "select id from accounts where m in (select ms from orders)",
+            &moods
+        ),
+        "SELECT id FROM accounts WHERE m IN (SELECT * FROM (VALUES (CAST('{ok}' AS public.mood[]))) AS shardgate_rows (c1))"
+    );
 }
 
 #[test]

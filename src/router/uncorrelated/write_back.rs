@@ -51,12 +51,49 @@ pub fn replacement(c: &Candidate, answer: &Answer) -> Result<Site, PgError> {
             semi_join::value_of_row(&c.query, &ty, &column(0), &column(1))
                 .map(|e| Site::Expr(Box::new(e)))
         }
+        // Rows of several columns, or arrays, which an array literal cannot hold.
+        (Kind::In { .. }, Site::Expr(e))
+            if answer.columns.len() > 1
+                || answer.column_type(0).is_some_and(|t| t.ends_with("[]")) =>
+        {
+            rows_in(e, answer).map(|e| Site::Expr(Box::new(e)))
+        }
         (Kind::Derived, Site::Table(t)) => {
             derived::replacement(t, answer).map(|t| Site::Table(Box::new(t)))
         }
         (_, Site::Expr(e)) => value_replacement(c.kind, e, answer).map(|e| Site::Expr(Box::new(e))),
         (_, Site::Table(_)) => Err(refusal("a derived table is answered as rows")),
     }
+}
+
+/// `x [NOT] IN (subquery)` with the subquery's rows in its place, as a derived table of
+/// VALUES (`SELECT * FROM (VALUES (...), ...) AS shardgate_rows (c1, ...)`): a row compared with
+/// rows keeps PostgreSQL's row comparison, its NULL logic and its operator choice per column.
+fn rows_in(e: &Expr, answer: &Answer) -> Result<Expr, PgError> {
+    let Expr::InSubquery { expr, negated, .. } = e else {
+        return Err(refusal(
+            "a subquery's answer could not be written back into the statement",
+        ));
+    };
+    let names: Vec<String> = (1..=answer.columns.len())
+        .map(|i| format!("c{i}"))
+        .collect();
+    let text = format!(
+        "SELECT * FROM (SELECT 1) AS shardgate_rows ({})",
+        names.join(", ")
+    );
+    let mut q = super::parse_query(&text).ok_or_else(|| {
+        refusal("a subquery's answer could not be written back into the statement")
+    })?;
+    let SetExpr::Select(s) = q.body.as_mut() else {
+        unreachable!("written as a SELECT above")
+    };
+    s.from[0].relation = derived::replacement(&s.from[0].relation, answer)?;
+    Ok(Expr::InSubquery {
+        expr: expr.clone(),
+        subquery: Box::new(q),
+        negated: *negated,
+    })
 }
 
 fn value_replacement(kind: Kind, expr: &Expr, answer: &Answer) -> Result<Expr, PgError> {
@@ -106,7 +143,7 @@ fn value_replacement(kind: Kind, expr: &Expr, answer: &Answer) -> Result<Expr, P
         Kind::In { .. } | Kind::Compared => {
             if ty.ends_with("[]") {
                 return Err(refusal(
-                    "a subquery over several shards compared with IN, ANY or ALL that returns arrays is not supported",
+                    "a subquery over several shards compared with ANY or ALL that returns arrays is not supported",
                 ));
             }
             let values: Vec<Option<String>> = column().collect();
