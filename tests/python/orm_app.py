@@ -18,7 +18,8 @@ import time
 from datetime import datetime
 
 from sqlalchemy import (BigInteger, DateTime, Enum, ForeignKey, Integer, Sequence, String,
-                        and_, create_engine, func, select, text, union, union_all, update)
+                        and_, create_engine, func, select, text, tuple_, union, union_all,
+                        update)
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, joinedload, mapped_column,
@@ -207,6 +208,11 @@ def answered_first(s, ids):
     assert s.scalars(select(Order.customer_id).where(Order.amount == biggest)).all() == [ids[-1]]
     named = s.scalars(select(Customer.name).where(Customer.id.in_(top)).order_by(Customer.name))
     assert named.all() == ["c22", "c23"]
+    # A row compared with rows (tuple_().in_()): the rows read first, written back as VALUES.
+    owners = select(Order.customer_id, func.concat("c", func.div(Order.amount, 10))).where(Order.amount > 225)
+    pair = tuple_(Customer.id, Customer.name)
+    assert s.scalars(select(Customer.name).where(pair.in_(owners))).all() == ["c23"]
+    assert s.scalar(select(func.count()).where(pair.not_in(owners))) == CUSTOMERS - 1
     # Every tenant (a reference table) with its customers named c3, or none: a tenant no
     # shard matches comes back once, and one matched on some shard only matched.
     kept = s.execute(select(Tenant.name, Customer.name)
