@@ -197,11 +197,12 @@ async fn wrong_statements_are_refused_without_side_effects() {
         "select bit_xor(id::bit(8)) from accounts",
         "select * from accounts a join ledger l on l.amount = a.balance",
         "create table if not exists accounts (id bigint primary key, n int generated always as identity)",
-        // Writes reading other shards' rows: each shard would answer from its own.
-        "update accounts set balance = 0 where balance < (select avg(balance) from accounts)",
-        "update accounts set balance = (select count(*) - count(*) from accounts)",
-        "update accounts set balance = 0 where id = 7 and exists (select 1 from accounts b where b.balance > 300)",
-        "delete from accounts a where exists (select 1 from ledger l where l.amount = a.balance)",
+        // Writes reading other shards' rows through a subquery that names the written row
+        // (other than by equalities under EXISTS), or in VALUES: each shard would answer from
+        // its own. (Those naming nothing of the write are answered first: see
+        // tests/write_subqueries.rs.)
+        "update accounts a set balance = (select count(*) - count(*) from ledger l where l.amount = a.balance)",
+        "delete from accounts a where exists (select 1 from ledger l where l.amount > a.balance)",
         "insert into accounts (id, owner, balance) values (99, 'x', (select min(balance) * 0 from accounts))",
         // Every shard has a row at (0,1).
         "update accounts set balance = 0 where ctid = '(0,1)'",

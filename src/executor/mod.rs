@@ -51,3 +51,4 @@ pub mod unmatched_first;
 pub mod upsert_arbiters;
 pub mod value;
 pub mod write;
+pub mod write_subqueries;

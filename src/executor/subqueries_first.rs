@@ -320,9 +320,24 @@ impl Exec<'_> {
         bound: &Bound,
         depth: usize,
     ) -> R<Result<Query, Unanswered>> {
-        let mut found = Vec::new();
         let mut q = uncorrelated::ctes_inlined(q);
-        for c in uncorrelated::candidates(&q, &self.placement) {
+        let candidates = uncorrelated::candidates(&q, &self.placement);
+        Ok(self
+            .answered_in(&mut q, candidates, bound, depth)
+            .await?
+            .map(|()| q))
+    }
+
+    /// `node` with each of `candidates` replaced by its answer.
+    pub(super) async fn answered_in<N: sqlparser::ast::VisitMut + Send>(
+        &mut self,
+        node: &mut N,
+        candidates: Vec<uncorrelated::Candidate>,
+        bound: &Bound,
+        depth: usize,
+    ) -> R<Result<(), Unanswered>> {
+        let mut found = Vec::new();
+        for c in candidates {
             if matches!(
                 c.kind,
                 uncorrelated::Kind::SemiJoin { .. } | uncorrelated::Kind::FirstOfRow
@@ -381,7 +396,7 @@ impl Exec<'_> {
                 }
             }
         }
-        uncorrelated::replace(&mut q, &found);
-        Ok(Ok(q))
+        uncorrelated::replace(node, &found);
+        Ok(Ok(()))
     }
 }

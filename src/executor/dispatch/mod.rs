@@ -6,6 +6,7 @@
 
 use super::insert_select::{on_every_copy, Rewrite};
 use super::session::{too_large_to_analyse, Exec, Step, R};
+use super::write_subqueries;
 use crate::error::PgError;
 use crate::protocol::build;
 use crate::router::copy::CopyPlan;
@@ -151,6 +152,12 @@ impl Exec<'_> {
             self.rewritten = filled;
             let step = match (plan, stmt.as_deref()) {
                 // Subqueries no shard answers alone, answered first (see `subqueries_first`).
+                // A write's subqueries no shard answers alone (see `write_subqueries`).
+                (Plan::Reject(refusal), Some(s))
+                    if write_subqueries::answered_first(s, &refusal) =>
+                {
+                    self.write_subqueries_first(s, &sql, refusal).await
+                }
                 (Plan::Reject(refusal), Some(s)) if answered_in_parts(&refusal) => {
                     self.subqueries_first(s, &sql, refusal).await
                 }

@@ -66,6 +66,10 @@ pub(super) fn target(stmt: &Statement) -> Option<&ObjectName> {
     }
 }
 
+/// The refusal of a write that reads a sharded table beyond its rows; the executor answers
+/// such a read first when it names nothing of the statement (`executor::write_subqueries`).
+pub(crate) const READS_BEYOND_ITS_ROWS: &str = "a write that reads a sharded table beyond the rows it writes is not supported: each shard would read only its own rows of it";
+
 /// Why a write cannot run as written where it goes: besides the rows it writes, it reads a
 /// sharded table (in a subquery of its WHERE, SET, VALUES, ON CONFLICT or RETURNING) other than
 /// through a subquery of `tied_at` (an UPDATE's or DELETE's WHERE, an UPDATE's SET values) tied
@@ -102,8 +106,7 @@ fn reads_beyond_its_rows<V: sqlparser::ast::Visit>(
         return None;
     }
     Some(refuse(
-        "a write that reads a sharded table beyond the rows it writes is not supported: each \
-         shard would read only its own rows of it",
+        READS_BEYOND_ITS_ROWS,
         "In a write, a subquery over a sharded table must be in WHERE or SET and tied to the \
          written table by the shard key: EXISTS (... WHERE inner.key = outer.key), (SELECT ... \
          WHERE inner.key = outer.key) or key IN (SELECT inner.key ...). Otherwise read the \

@@ -26,8 +26,8 @@
 use super::{folded, parse_expr, self_contained, tied};
 use crate::placement::Placement;
 use sqlparser::ast::{
-    BinaryOperator, Distinct, Expr, Query, SelectItem, SetExpr, TableFactor, Visit, VisitMut,
-    Visitor, VisitorMut,
+    BinaryOperator, Distinct, Expr, Query, SelectItem, SetExpr, Statement, TableFactor, Visit,
+    VisitMut, Visitor, VisitorMut,
 };
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -35,7 +35,21 @@ use std::ops::ControlFlow;
 /// `q` with each EXISTS of the shape above written as an IN answered first; None when there is
 /// none.
 pub fn decorrelated(q: &Query, placement: &Placement) -> Option<Query> {
-    let kept = tied(q, placement);
+    let mut out = q.clone();
+    rewritten_in(&mut out, tied(q, placement), placement).then_some(out)
+}
+
+/// An UPDATE's or DELETE's EXISTS of the shape above written as an IN answered first; None
+/// when there is none. One tied to the written table by the key would run on each shard as
+/// written, but it is only there beside another read that needs answering first, and its IN
+/// answers the same.
+pub fn write_decorrelated(stmt: &Statement, placement: &Placement) -> Option<Statement> {
+    let mut out = stmt.clone();
+    rewritten_in(&mut out, Vec::new(), placement).then_some(out)
+}
+
+/// Whether `node` had an EXISTS of the shape above, not one of `kept`, written as an IN.
+fn rewritten_in<V: VisitMut>(node: &mut V, kept: Vec<Expr>, placement: &Placement) -> bool {
     struct Rewrite<'a> {
         placement: &'a Placement,
         kept: Vec<Expr>,
@@ -64,14 +78,13 @@ pub fn decorrelated(q: &Query, placement: &Placement) -> Option<Query> {
             ControlFlow::Continue(())
         }
     }
-    let mut out = q.clone();
     let mut rewrite = Rewrite {
         placement,
         kept,
         changed: false,
     };
-    let _ = VisitMut::visit(&mut out, &mut rewrite);
-    rewrite.changed.then_some(out)
+    let _ = VisitMut::visit(node, &mut rewrite);
+    rewrite.changed
 }
 
 /// The IN standing for `[NOT] EXISTS (sub)`, when `sub` is of the shape handled.

@@ -38,7 +38,7 @@ use super::subquery::{per_row_exprs, tied_subqueries, top_tables};
 use crate::error::{sqlstate, PgError};
 use crate::placement::Placement;
 use sqlparser::ast::{
-    Expr, Ident, ObjectNamePart, Query, SetExpr, TableFactor, Value, Visit, Visitor,
+    Expr, Ident, ObjectNamePart, Query, SetExpr, Statement, TableFactor, Value, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -177,7 +177,22 @@ pub fn ctes_inlined(q: Query) -> Query {
 /// are not already answered by each shard (tied to the outer table by the shard key), in the
 /// order they appear; the outermost only (one inside them is answered when it runs alone).
 pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
-    let kept = tied(q, placement);
+    candidates_among(q, tied(q, placement), placement)
+}
+
+/// The candidates of an UPDATE's or DELETE's subqueries (see `candidates`). Those tied to the
+/// written table by the shard key are not among them: each names the written table.
+pub fn write_candidates(stmt: &Statement, placement: &Placement) -> Vec<Candidate> {
+    match stmt {
+        Statement::Update(_) | Statement::Delete(_) => {
+            candidates_among(stmt, Vec::new(), placement)
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The candidates of `q` but the subqueries `kept`, which each shard answers as written.
+fn candidates_among<V: Visit>(q: &V, kept: Vec<Expr>, placement: &Placement) -> Vec<Candidate> {
     struct Walk<'a> {
         placement: &'a Placement,
         kept: Vec<Expr>,
@@ -345,7 +360,7 @@ pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
 }
 
 /// How many times `e` stands in `q`.
-fn occurrences(q: &Query, e: &Expr) -> usize {
+fn occurrences<V: Visit>(q: &V, e: &Expr) -> usize {
     let mut n = 0;
     let _ = sqlparser::ast::visit_expressions(q, |x: &Expr| {
         if x == e {

@@ -209,7 +209,7 @@ pub fn item_name(c: &Candidate, answer: &Answer) -> Option<String> {
 /// `q` with each `(site, replacement, item name)` put in place: wherever the expression or
 /// derived table occurs, and a select-list item that is the expression alone keeps
 /// PostgreSQL's name for it.
-pub fn replace(q: &mut Query, found: &[(Site, Site, Option<String>)]) {
+pub fn replace<V: VisitMut>(q: &mut V, found: &[(Site, Site, Option<String>)]) {
     struct Put<'a>(&'a [(Site, Site, Option<String>)]);
     impl VisitorMut for Put<'_> {
         type Break = ();

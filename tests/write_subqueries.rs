@@ -1,0 +1,117 @@
+//! UPDATE and DELETE whose subqueries read every shard and name nothing of the write: the
+//! subqueries answered first, the write then run where its own conditions send it. On three
+//! unlike shards beside one PostgreSQL holding the same rows, each write's count and RETURNING
+//! rows and the tables after it compared with what the one server does.
+
+mod common;
+
+use common::beside::Beside;
+use tokio_postgres::SimpleQueryMessage;
+
+/// Orders placed by their own id: a customer's orders lie on every shard.
+const TABLES: &str = "[tables.customers]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
+                      [tables.orders]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
+                      [tables.regions]\nreference = true\n";
+
+const SCHEMA: &str = "
+create table customers (id bigint primary key, name text, banned bool, score numeric);
+create table orders (id bigint primary key, customer_id bigint, total numeric, note text);
+create table regions (id int primary key, busiest bigint, orders bigint);
+insert into customers select i, 'c' || i, i % 7 = 0, i * 1.5 from generate_series(1, 60) i;
+insert into orders select i, case when i % 17 = 0 then null else (i * 7) % 70 end, (i * 13) % 250,
+    case when i % 3 = 0 then 'x' end
+  from generate_series(1, 200) i;
+insert into regions values (1, null, null), (2, null, null);
+";
+
+/// The command tag's count and the rows of `sql`'s answer, sorted: a write's RETURNING rows
+/// come in no order the statement names.
+fn outcome(messages: &[SimpleQueryMessage]) -> (Vec<u64>, Vec<Vec<Option<String>>>) {
+    let counts = messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    let mut rows = common::rows(messages);
+    rows.sort();
+    (counts, rows)
+}
+
+/// `sql` does through the proxy what it does on the one server, and writes some rows.
+async fn written(b: &Beside, sql: &str) {
+    let want = outcome(&b.one.simple_query(sql).await.unwrap());
+    assert!(
+        want.0.iter().any(|n| *n > 0),
+        "{sql}: the one server wrote rows"
+    );
+    let got =
+        b.c.simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}: {:?}", e.as_db_error()));
+    assert_eq!(outcome(&got), want, "{sql}");
+}
+
+async fn tables_alike(b: &Beside) {
+    b.same("select * from customers order by id").await;
+    b.same("select * from orders order by id").await;
+    b.same("select * from regions order by id").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_answer_their_subqueries_over_every_shard_first() {
+    let b = Beside::start("write_subqueries", TABLES, SCHEMA).await;
+    for sql in [
+        // IN and NOT IN of another sharded table's values, NULLs among them.
+        "update orders set note = 'banned' where customer_id in (select id from customers where banned)",
+        "delete from orders where customer_id not in (select id from customers where score > 20) returning id, total",
+        // A comparison with an aggregate of the written table itself, read before the write.
+        "update customers set score = score + 1 where score > (select avg(total) from orders) / 3 returning id, score",
+        "delete from customers where score < (select min(total) from orders where total > 0) + 3",
+        // EXISTS correlated by an equality off the key, and a reference table set from
+        // aggregates over every shard (every copy gets the same values).
+        "update customers c set name = name || '!' where exists (select 1 from orders o where o.customer_id = c.id and o.total > 200)",
+        "update regions set busiest = (select customer_id from orders where customer_id is not null group by customer_id order by count(*) desc, customer_id limit 1), orders = (select count(*) from orders) where id = 1",
+    ] {
+        written(&b, sql).await;
+        tables_alike(&b).await;
+    }
+    // In a REPEATABLE READ block, after a write of its own the subquery sees.
+    for c in [&b.one, &b.c] {
+        c.batch_execute(
+            "begin isolation level repeatable read;
+             insert into orders values (1000, 3, 999, 'late');
+             update customers set banned = true where id in (select customer_id from orders where total > 900);
+             commit",
+        )
+        .await
+        .unwrap();
+    }
+    tables_alike(&b).await;
+    // A READ COMMITTED block takes a snapshot per statement: refused there, nothing written.
+    b.c.batch_execute("begin").await.unwrap();
+    let e =
+        b.c.simple_query(
+            "delete from orders where customer_id in (select id from customers where banned)",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), "0A000", "{e}");
+    b.c.batch_execute("rollback").await.unwrap();
+    // Bound values (a Bind) keep the refusal; so does a subquery that names the write.
+    let e =
+        b.c.execute(
+            "delete from orders where customer_id in (select id from customers where id > $1)",
+            &[&5i64],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), "0A000", "{e}");
+    b.refused(
+        "update orders o set total = (select max(score) from customers c where c.name = o.note)",
+    )
+    .await;
+    tables_alike(&b).await;
+    b.stop().await;
+}
