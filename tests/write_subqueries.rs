@@ -6,7 +6,6 @@
 mod common;
 
 use common::beside::Beside;
-use tokio_postgres::SimpleQueryMessage;
 
 /// Orders placed by their own id: a customer's orders lie on every shard.
 const TABLES: &str = "[tables.customers]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
@@ -24,33 +23,15 @@ insert into orders select i, case when i % 17 = 0 then null else (i * 7) % 70 en
 insert into regions values (1, null, null), (2, null, null);
 ";
 
-/// The command tag's count and the rows of `sql`'s answer, sorted: a write's RETURNING rows
-/// come in no order the statement names.
-fn outcome(messages: &[SimpleQueryMessage]) -> (Vec<u64>, Vec<Vec<Option<String>>>) {
-    let counts = messages
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::CommandComplete(n) => Some(*n),
-            _ => None,
-        })
-        .collect();
-    let mut rows = common::rows(messages);
-    rows.sort();
-    (counts, rows)
-}
-
 /// `sql` does through the proxy what it does on the one server, and writes some rows.
 async fn written(b: &Beside, sql: &str) {
-    let want = outcome(&b.one.simple_query(sql).await.unwrap());
+    let want = common::outcome(&b.one, sql).await;
     assert!(
-        want.0.iter().any(|n| *n > 0),
-        "{sql}: the one server wrote rows"
+        want.as_ref()
+            .is_ok_and(|(_, counts)| counts.iter().any(|n| *n > 0)),
+        "{sql}: the one server wrote rows: {want:?}"
     );
-    let got =
-        b.c.simple_query(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}: {:?}", e.as_db_error()));
-    assert_eq!(outcome(&got), want, "{sql}");
+    assert_eq!(common::outcome(&b.c, sql).await, want, "{sql}");
 }
 
 async fn tables_alike(b: &Beside) {

@@ -47,6 +47,26 @@ impl Exec<'_> {
         txn
     }
 
+    /// One snapshot for a statement the proxy reads in two parts (a subquery answered first,
+    /// then the statement). With no transaction open, opens one of the proxy's own, REPEATABLE
+    /// READ where the session's level is READ COMMITTED (one statement reads one snapshot
+    /// there too), and answers Ok(true): the caller ends it. Ok(false): the open transaction's
+    /// snapshot serves both. Err: a READ COMMITTED block, whose statements each take a new one.
+    pub async fn one_snapshot_for_two_reads(&mut self) -> R<Result<bool, ()>> {
+        if self.txn == TxnState::Idle {
+            let begin = match self.txn_isolation().await? {
+                Isolation::ReadCommitted => "BEGIN ISOLATION LEVEL REPEATABLE READ",
+                _ => "BEGIN",
+            };
+            self.txn = self.new_txn(begin.into(), true);
+            return Ok(Ok(true));
+        }
+        Ok(match self.txn_isolation().await? {
+            Isolation::ReadCommitted => Err(()),
+            _ => Ok(false),
+        })
+    }
+
     /// The isolation level of the open snapshot-consistency transaction (None: no such
     /// transaction). Reads the session's default from the home shard once, when the client
     /// named no level.

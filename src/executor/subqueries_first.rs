@@ -35,7 +35,7 @@ use crate::router::aggregate::group_names;
 use crate::router::params::Params;
 use crate::router::plan::{keep_used_params, plan, Plan};
 use crate::router::uncorrelated::{self, unmatched};
-use crate::txn::state::{Isolation, TxnState};
+use crate::txn::state::TxnState;
 use sqlparser::ast::{Query, Statement};
 
 /// How much of the subqueries' answers one statement may hold in the proxy.
@@ -251,28 +251,18 @@ impl Exec<'_> {
                 *q = d;
             }
         }
-        let own = match self.txn {
-            TxnState::Idle => {
-                let begin = match self.txn_isolation().await? {
-                    Isolation::ReadCommitted => "BEGIN ISOLATION LEVEL REPEATABLE READ",
-                    _ => "BEGIN",
-                };
-                self.txn = self.new_txn(begin.into(), true);
-                true
-            }
-            _ => {
-                if self.txn_isolation().await? == Isolation::ReadCommitted
-                    && !uncorrelated::one_read_when_answered_first(&q, &self.placement)
-                {
-                    return Ok(Err(self.error(
-                        &PgError::error(
-                            sqlstate::FEATURE_NOT_SUPPORTED,
-                            format!("{}, in a READ COMMITTED transaction block", refusal.message),
-                        )
-                        .with_hint("The proxy reads part of this statement first (a subquery over several shards, or which reference rows of an outer join some shard matches), which needs one snapshot for that and the statement: run the statement outside a transaction block, or in a REPEATABLE READ transaction."),
-                    )));
-                }
-                false
+        let own = match self.one_snapshot_for_two_reads().await? {
+            Ok(own) => own,
+            // One read after all: no snapshot to share.
+            Err(()) if uncorrelated::one_read_when_answered_first(&q, &self.placement) => false,
+            Err(()) => {
+                return Ok(Err(self.error(
+                    &PgError::error(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        format!("{}, in a READ COMMITTED transaction block", refusal.message),
+                    )
+                    .with_hint("The proxy reads part of this statement first (a subquery over several shards, or which reference rows of an outer join some shard matches), which needs one snapshot for that and the statement: run the statement outside a transaction block, or in a REPEATABLE READ transaction."),
+                )))
             }
         };
         let mut query = match self.substituted((*q).clone(), bound, 0).await? {

@@ -22,7 +22,7 @@ use crate::router::params::Params;
 use crate::router::plan::{plan, Plan, READS_BEYOND_ITS_ROWS};
 use crate::router::uncorrelated;
 use crate::txn::snapshot::Consistency;
-use crate::txn::state::{Isolation, TxnState};
+use crate::txn::state::TxnState;
 use sqlparser::ast::Statement;
 
 /// Whether the planner refused `stmt`, an UPDATE or DELETE, for a read of a sharded table
@@ -51,26 +51,16 @@ impl Exec<'_> {
         {
             return self.run_plan(Plan::Reject(refusal), sql).await;
         }
-        let own = match self.txn {
-            TxnState::Idle => {
-                let begin = match self.txn_isolation().await? {
-                    Isolation::ReadCommitted => "BEGIN ISOLATION LEVEL REPEATABLE READ",
-                    _ => "BEGIN",
-                };
-                self.txn = self.new_txn(begin.into(), true);
-                true
-            }
-            _ => {
-                if self.txn_isolation().await? == Isolation::ReadCommitted {
-                    return Ok(self.error(
-                        &PgError::error(
-                            sqlstate::FEATURE_NOT_SUPPORTED,
-                            format!("{}, in a READ COMMITTED transaction block", refusal.message),
-                        )
-                        .with_hint("The proxy reads this write's subquery over several shards first, which needs one snapshot for that and the write: run the statement outside a transaction block, or in a REPEATABLE READ transaction."),
-                    ));
-                }
-                false
+        let own = match self.one_snapshot_for_two_reads().await? {
+            Ok(own) => own,
+            Err(()) => {
+                return Ok(self.error(
+                    &PgError::error(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        format!("{}, in a READ COMMITTED transaction block", refusal.message),
+                    )
+                    .with_hint("The proxy reads this write's subquery over several shards first, which needs one snapshot for that and the write: run the statement outside a transaction block, or in a REPEATABLE READ transaction."),
+                ))
             }
         };
         let step = match self

@@ -414,6 +414,25 @@ pub fn rows(messages: &[tokio_postgres::SimpleQueryMessage]) -> Vec<Vec<Option<S
         .collect()
 }
 
+/// What one statement did: its rows (sorted, since a write's RETURNING has no order) and the
+/// counts of its command tags, or the SQLSTATE it failed with.
+pub type Outcome = Result<(Vec<Vec<Option<String>>>, Vec<u64>), String>;
+
+/// `sql`'s outcome in the simple protocol.
+pub async fn outcome(client: &Client, sql: &str) -> Outcome {
+    let messages = client.simple_query(sql).await.map_err(|e| code(&e))?;
+    let mut returned = rows(&messages);
+    returned.sort();
+    let counts = messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    Ok((returned, counts))
+}
+
 /// The rows `sql` answers in the simple protocol, as text; panics with the error otherwise.
 pub async fn answer(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
     rows(

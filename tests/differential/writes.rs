@@ -12,11 +12,11 @@
 //! of their rows of each sharded table must be the plain server's, every row on the shard that
 //! owns its key, and every shard's copy of the reference table the plain server's.
 
-use super::common::{code, rows, TestCluster};
+use super::common::{outcome, rows, Outcome, TestCluster};
 use super::generator::{filter, filters};
 use super::Rng;
 use shardgate::placement::KeyValue;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 /// An id of an account that exists (most often), or of one that does not yet.
 fn id(rng: &mut Rng) -> u64 {
@@ -325,24 +325,6 @@ pub fn statement(rng: &mut Rng) -> String {
             returning(rng, "account_id, order_no")
         ),
     }
-}
-
-/// What one statement did: its rows (sorted, since RETURNING has no order) and the counts
-/// of its command tags, or the SQLSTATE it failed with.
-type Outcome = Result<(Vec<Vec<Option<String>>>, Vec<u64>), String>;
-
-async fn outcome(client: &Client, sql: &str) -> Outcome {
-    let messages = client.simple_query(sql).await.map_err(|e| code(&e))?;
-    let mut returned = rows(&messages);
-    returned.sort();
-    let counts = messages
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::CommandComplete(n) => Some(*n),
-            _ => None,
-        })
-        .collect();
-    Ok((returned, counts))
 }
 
 /// Sharded tables and their key columns.
