@@ -64,7 +64,7 @@ impl Exec<'_> {
             }
         };
         let step = match self
-            .answered_in(&mut written, candidates, &Bound::default(), 1)
+            .answered_in(&mut written, candidates, &Bound::default(), 0)
             .await?
         {
             Err(Unanswered::Told) => Step::Failed,
@@ -80,6 +80,7 @@ impl Exec<'_> {
                 }
             },
         };
-        self.end_own_implicit(own, step).await
+        // A failure is ended by the caller, as any failed statement's transaction is.
+        self.end_own_implicit(own && step == Step::Done, step).await
     }
 }
