@@ -6,6 +6,8 @@
 mod common;
 
 use common::beside::Beside;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, IsolationLevel};
 
 /// Orders placed by their own id: a customer's orders lie on every shard.
 const TABLES: &str = "[tables.customers]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
@@ -80,19 +82,96 @@ async fn writes_answer_their_subqueries_over_every_shard_first() {
         .unwrap_err();
     assert_eq!(common::code(&e), "0A000", "{e}");
     b.c.batch_execute("rollback").await.unwrap();
-    // Bound values (a Bind) keep the refusal; so does a subquery that names the write.
-    let e =
-        b.c.execute(
-            "delete from orders where customer_id in (select id from customers where id > $1)",
-            &[&5i64],
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(common::code(&e), "0A000", "{e}");
+    // A subquery that names the write keeps the refusal.
     b.refused(
         "update orders o set total = (select max(score) from customers c where c.name = o.note)",
     )
     .await;
+    tables_alike(&b).await;
+    b.stop().await;
+}
+
+/// The rows (as text) and count a bound write answers, or its SQLSTATE.
+async fn bound_outcome(
+    c: &Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<String>, String> {
+    let rows = c.query(sql, params).await.map_err(|e| common::code(&e))?;
+    let mut out: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    out.sort();
+    Ok(out)
+}
+
+/// `sql`, bound to `params` (the extended protocol), does through the proxy what it does on
+/// the one server; it returns `id::text` of the rows it writes, and writes some.
+async fn written_bound(b: &Beside, sql: &str, params: &[&(dyn ToSql + Sync)]) {
+    let want = bound_outcome(&b.one, sql, params).await;
+    assert!(
+        want.as_ref().is_ok_and(|rows| !rows.is_empty()),
+        "{sql}: the one server wrote rows: {want:?}"
+    );
+    assert_eq!(bound_outcome(&b.c, sql, params).await, want, "{sql}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bound_writes_answer_their_subqueries_at_bind() {
+    let mut b = Beside::start("write_subqueries_bound", TABLES, SCHEMA).await;
+    // Values inside the subquery only, outside it only, and on both sides (the write keeps
+    // the ones outside, renumbered).
+    written_bound(
+        &b,
+        "update orders set note = 'bound' where customer_id in (select id from customers where score > $1::int) returning id::text",
+        &[&40i32],
+    )
+    .await;
+    written_bound(
+        &b,
+        "update customers set score = score + $1::int where score > (select avg(total) from orders) / $2::int returning id::text",
+        &[&2i32, &3i32],
+    )
+    .await;
+    written_bound(
+        &b,
+        "delete from orders where customer_id in (select id from customers where id > $1) and total > $2::int returning id::text",
+        &[&20i64, &100i32],
+    )
+    .await;
+    tables_alike(&b).await;
+    // One prepared statement run twice with other values: each Bind answers the subquery
+    // again, with its own values.
+    let sql = "update orders set total = total + 1 where customer_id not in (select id from customers where id < $1 and id is not null) and customer_id is not null and id % $2 = 0";
+    for c in [&b.one, &b.c] {
+        let st = c.prepare(sql).await.unwrap();
+        for (below, every) in [(30i64, 3i64), (50, 4)] {
+            assert!(
+                c.execute(&st, &[&below, &every]).await.unwrap() > 0,
+                "{sql}"
+            );
+        }
+    }
+    tables_alike(&b).await;
+    // In a REPEATABLE READ block the block's snapshot serves both; in a READ COMMITTED one
+    // the write is refused and nothing is written.
+    let sql = "update customers set name = name || '?' where id in (select customer_id from orders where total > $1::int)";
+    for c in [&mut b.one, &mut b.c] {
+        let t = c
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .start()
+            .await
+            .unwrap();
+        t.execute("insert into orders values (2000, 5, 990, 'late')", &[])
+            .await
+            .unwrap();
+        assert!(t.execute(sql, &[&980i32]).await.unwrap() > 0);
+        t.commit().await.unwrap();
+    }
+    tables_alike(&b).await;
+    let t = b.c.transaction().await.unwrap();
+    let e = t.execute(sql, &[&0i32]).await.unwrap_err();
+    assert_eq!(common::code(&e), "0A000", "{e}");
+    t.rollback().await.unwrap();
     tables_alike(&b).await;
     b.stop().await;
 }

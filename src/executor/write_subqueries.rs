@@ -12,13 +12,13 @@
 //! 40001, where a READ COMMITTED statement would have waited and gone on: retry it); in a
 //! REPEATABLE READ or SERIALIZABLE transaction its snapshot serves both; a READ COMMITTED
 //! transaction block, whose statements each take a new snapshot, is refused with a hint, as
-//! for reads; `snapshot` consistency keeps the planner's refusal. Only in the simple protocol:
-//! a Bind of such a write keeps the refusal.
+//! for reads; `snapshot` consistency keeps the planner's refusal. A Bind of such a write has
+//! its subqueries answered at Bind, with the bound values, and its portal carries out the
+//! write (parameters of user-defined types keep the refusal, as for reads).
 
 use super::session::{Exec, Step, R};
-use super::subqueries_first::{Bound, Unanswered};
+use super::subqueries_first::{Answered, Bound, Unanswered};
 use crate::error::{sqlstate, PgError};
-use crate::router::params::Params;
 use crate::router::plan::{plan, Plan, READS_BEYOND_ITS_ROWS};
 use crate::router::uncorrelated;
 use crate::txn::snapshot::Consistency;
@@ -34,53 +34,120 @@ pub fn answered_first(stmt: &Statement, refusal: &PgError) -> bool {
 
 impl Exec<'_> {
     /// Runs `stmt`, a write the planner refused with `refusal` (see `answered_first`), with
-    /// its subqueries answered first; `sql` is the client's text.
-    pub async fn write_subqueries_first(
+    /// its subqueries answered first.
+    pub async fn write_subqueries_first(&mut self, stmt: &Statement, refusal: PgError) -> R<Step> {
+        if self.consistency == Consistency::Snapshot || matches!(self.txn, TxnState::Failed(_)) {
+            return Ok(self.reject(&refusal));
+        }
+        let (own, answered) = match self
+            .write_answered(stmt, &Bound::default(), refusal)
+            .await?
+        {
+            Ok(a) => a,
+            Err(step) => return Ok(step),
+        };
+        self.rewritten = true;
+        let step = self.run_plan(answered.plan, &answered.sql).await;
+        self.rewritten = false;
+        let step = step?;
+        // A failure is ended by the caller, as any failed statement's transaction is.
+        self.end_own_implicit(own && step == Step::Done, step).await
+    }
+
+    /// For a Bind of `stmt` (refused by the planner with `refusal`) with `bound`: the write
+    /// the portal carries out, its subqueries answered now. A transaction of the proxy's own
+    /// that this opens is implicit and ends at Sync, as the one of an extended-protocol write
+    /// on several shards does. Err: the step, the client told why.
+    pub async fn answered_write_portal(
         &mut self,
         stmt: &Statement,
-        sql: &str,
+        bound: &Bound,
         refusal: PgError,
-    ) -> R<Step> {
+    ) -> R<Result<Answered, Step>> {
+        if self.consistency == Consistency::Snapshot
+            || matches!(self.txn, TxnState::Failed(_))
+            || bound
+                .types
+                .iter()
+                .any(|o| crate::backend::catalog::type_oids::is_user(*o))
+        {
+            return Ok(Err(self.reject(&refusal)));
+        }
+        let answered = match self.write_answered(stmt, bound, refusal).await? {
+            Ok((_, a)) => a,
+            Err(step) => return Ok(Err(step)),
+        };
+        Ok(Ok(match answered.plan {
+            // Run as a write the proxy carries out: no shard prepared this text.
+            Plan::Shard { shard, write: true } => Answered {
+                plan: Plan::Write {
+                    parts: vec![(shard, answered.sql.clone())],
+                    sum: true,
+                    picks: Vec::new(),
+                    serialize: None,
+                    row_order: Vec::new(),
+                },
+                ..answered
+            },
+            Plan::Write { .. } => answered,
+            Plan::Reject(e) => return Ok(Err(self.error(&e))),
+            _ => return Ok(Err(self.error(&refusal_of_shape()))),
+        }))
+    }
+
+    /// `stmt` with its subqueries answered and planned again, with the parameters it still
+    /// uses; with whether a transaction of the proxy's own was opened for it (the caller ends
+    /// it). Err: the client has been told.
+    async fn write_answered(
+        &mut self,
+        stmt: &Statement,
+        bound: &Bound,
+        refusal: PgError,
+    ) -> R<Result<(bool, Answered), Step>> {
         // An EXISTS correlated by equalities off the key reads as an IN answered first.
         let mut written = uncorrelated::equality_exists::write_decorrelated(stmt, &self.placement)
             .unwrap_or_else(|| stmt.clone());
         let candidates = uncorrelated::write_candidates(&written, &self.placement);
-        if candidates.is_empty()
-            || self.consistency == Consistency::Snapshot
-            || matches!(self.txn, TxnState::Failed(_))
-        {
-            return self.run_plan(Plan::Reject(refusal), sql).await;
+        if candidates.is_empty() {
+            return Ok(Err(self.reject(&refusal)));
         }
         let own = match self.one_snapshot_for_two_reads().await? {
             Ok(own) => own,
             Err(()) => {
-                return Ok(self.error(
+                return Ok(Err(self.error(
                     &PgError::error(
                         sqlstate::FEATURE_NOT_SUPPORTED,
                         format!("{}, in a READ COMMITTED transaction block", refusal.message),
                     )
                     .with_hint("The proxy reads this write's subquery over several shards first, which needs one snapshot for that and the write: run the statement outside a transaction block, or in a REPEATABLE READ transaction."),
-                ))
+                )))
             }
         };
-        let step = match self
-            .answered_in(&mut written, candidates, &Bound::default(), 0)
-            .await?
-        {
-            Err(Unanswered::Told) => Step::Failed,
-            Err(Unanswered::Outside) => self.error(&refusal),
-            Ok(()) => match plan(&written, &self.placement, &Params::default()) {
-                // A subquery left that names the statement: the refusal as it was.
-                Plan::Reject(e) if answered_first(&written, &e) => self.error(&refusal),
-                planned => {
-                    self.rewritten = true;
-                    let step = self.run_plan(planned, &written.to_string()).await;
-                    self.rewritten = false;
-                    step?
-                }
-            },
-        };
-        // A failure is ended by the caller, as any failed statement's transaction is.
-        self.end_own_implicit(own && step == Step::Done, step).await
+        match self.answered_in(&mut written, candidates, bound, 0).await? {
+            Err(Unanswered::Told) => return Ok(Err(Step::Failed)),
+            Err(Unanswered::Outside) => return Ok(Err(self.error(&refusal))),
+            Ok(()) => {}
+        }
+        let bound = bound.used_by(&mut written);
+        match plan(&written, &self.placement, &bound.params) {
+            // A subquery left that names the statement: the refusal as it was.
+            Plan::Reject(e) if answered_first(&written, &e) => Ok(Err(self.error(&refusal))),
+            plan => Ok(Ok((
+                own,
+                Answered {
+                    plan,
+                    sql: written.to_string(),
+                    bound,
+                },
+            ))),
+        }
     }
+}
+
+/// What a write whose subqueries were answered must still plan as: a write.
+fn refusal_of_shape() -> PgError {
+    PgError::error(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        "a write whose subqueries the proxy answers first must plan as a write",
+    )
 }

@@ -44,6 +44,13 @@ async function main() {
   await c.query("rollback");
   const r4 = await c.query("select sum(balance) as total from accounts");
   assert.equal(Number(r4.rows[0].total), 100 * N);
+  // A bound write whose subquery (an aggregate over every shard) the proxy answers first,
+  // described and run in one batch: only the account above the mean is raised.
+  const r5 = await c.query(
+    "update accounts set balance = balance + $1 where balance > (select avg(balance) from accounts) returning id, balance",
+    [5]);
+  assert.deepEqual(r5.rows.map((r) => [Number(r.id), r.balance]), [[ids[N - 1], 115]]);
+  await c.query("update accounts set balance = balance - $1 where id = $2", [5, ids[N - 1]]);
   // A duplicate key answers with PostgreSQL's code.
   await assert.rejects(
     c.query("insert into accounts (id, owner, balance) values ($1, 'dup', 0)", [ids[2]]),

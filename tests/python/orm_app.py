@@ -234,6 +234,17 @@ def answered_first(s, ids):
                   for a in ([10 * i + j for j in range(ORDERS_EACH) if 10 * i + j > 225] or [None]))
     assert [tuple(r) for r in rows] == want, rows
     assert any(a is None for _, a in want) and any(a is not None for _, a in want), want
+    # An ORM bulk UPDATE whose subquery (an aggregate over every shard) is answered first,
+    # with its values bound inside and outside the subquery; the write then runs where its
+    # rows are, in this transaction.
+    mean = select(func.avg(Order.amount)).where(Order.amount >= 0).scalar_subquery()
+    raised = s.execute(update(Order).where(Order.amount > mean + 100)
+                       .values(amount=Order.amount + 1000)
+                       .execution_options(synchronize_session=False))
+    assert raised.rowcount == 2 * ORDERS_EACH, raised.rowcount
+    assert s.scalar(select(func.count()).where(Order.amount > 1000)) == 2 * ORDERS_EACH
+    s.execute(update(Order).where(Order.amount > 1000).values(amount=Order.amount - 1000)
+              .execution_options(synchronize_session=False))
     s.commit()
 
 

@@ -156,7 +156,7 @@ impl Exec<'_> {
                 (Plan::Reject(refusal), Some(s))
                     if write_subqueries::answered_first(s, &refusal) =>
                 {
-                    self.write_subqueries_first(s, &sql, refusal).await
+                    self.write_subqueries_first(s, refusal).await
                 }
                 (Plan::Reject(refusal), Some(s)) if answered_in_parts(&refusal) => {
                     self.subqueries_first(s, &sql, refusal).await
@@ -262,10 +262,7 @@ impl Exec<'_> {
             }
         };
         match plan {
-            Plan::Reject(e) => {
-                metrics::counter!(crate::metrics::STATEMENTS_REJECTED).increment(1);
-                Ok(self.error(&e))
-            }
+            Plan::Reject(e) => Ok(self.reject(&e)),
             Plan::Unrecognised => self.unrecognised(sql).await,
             Plan::Procedural => {
                 let step = self.procedural(sql).await;

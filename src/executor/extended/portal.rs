@@ -9,6 +9,7 @@ use crate::executor::insert_select::{on_every_copy, Rewrite};
 use crate::executor::session::state::CursorPortal;
 use crate::executor::session::{Exec, Step, R};
 use crate::executor::subqueries_first::Bound;
+use crate::executor::write_subqueries;
 use crate::protocol::message::{Bind, Target, TargetKind};
 use crate::protocol::{build, Frame};
 use crate::router::cursor::CursorCmd;
@@ -214,6 +215,17 @@ impl Extended {
         // Subqueries no shard answers alone, answered now (see `subqueries_first`): the
         // portal is the proxy's read of the rewritten statement, with the parameters it uses.
         let (plan, params, declared) = match (plan, ast.as_deref()) {
+            // A write's subqueries, answered now; the portal carries out the write.
+            (Plan::Reject(e), Some(write)) if write_subqueries::answered_first(write, &e) => {
+                let bound = Bound {
+                    params,
+                    types: declared,
+                };
+                match exec.answered_write_portal(write, &bound, e).await? {
+                    Ok(a) => (a.plan, a.bound.params, a.bound.types),
+                    Err(step) => return Ok(step),
+                }
+            }
             (Plan::Reject(e), Some(query)) if answered_in_parts(&e) => {
                 let bound = Bound {
                     params,

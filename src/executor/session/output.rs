@@ -287,6 +287,12 @@ impl Exec<'_> {
         Step::Failed
     }
 
+    /// A statement refused as planned: the error, counted.
+    pub fn reject(&mut self, err: &PgError) -> Step {
+        metrics::counter!(crate::metrics::STATEMENTS_REJECTED).increment(1);
+        self.error(err)
+    }
+
     pub fn into_client(self) -> ClientWriter {
         self.client
     }
