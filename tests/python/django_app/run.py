@@ -218,6 +218,22 @@ assert sorted(Item.objects.filter(qty__gte=Subquery(second)).values_list("name",
 fullest3 = Item.objects.order_by("-qty", "pk").values("pk")[:3]
 assert sorted(Item.objects.filter(pk__in=fullest3).values_list("name", flat=True)) == ["i0", "i47", "i48"]
 assert Item.objects.exclude(pk__in=fullest3).count() == 47
+# update() and delete() filtered by that subquery (a LIMIT no shard answers alone): the proxy
+# answers it first, then writes where the rows are.
+assert Item.objects.filter(pk__in=fullest3).update(qty=F("qty") + 1000) == 3
+assert sorted(Item.objects.filter(qty__gte=1000).values_list("name", flat=True)) == ["i0", "i47", "i48"]
+assert Item.objects.filter(qty__gte=1000).update(qty=F("qty") - 1000) == 3
+# delete() runs in a transaction block even in autocommit mode, READ COMMITTED by default,
+# whose statements each take a snapshot of their own: there the same subquery is refused,
+# with a hint, and nothing is deleted.
+Line.objects.bulk_create([Line(item=items[47], note="tmp"), Line(item=items[48], note="tmp")])
+try:
+    Line.objects.filter(item__in=fullest3, note="tmp").delete()
+    raise AssertionError("a READ COMMITTED block deleted by a subquery over every shard")
+except django.db.NotSupportedError as e:
+    assert "REPEATABLE READ" in str(e), e
+assert Line.objects.filter(note="tmp").count() == 2
+assert Line.objects.filter(note="tmp").delete() == (2, {"shop.Line": 2})
 # aggregate() over a sliced queryset reads a derived table of the top rows: answered first.
 assert Item.objects.order_by("-qty")[:5].aggregate(s=Sum("qty"))["s"] == 286
 # distinct("shelf") with order_by("shelf", "-qty"): DISTINCT ON, the fullest item per shelf.
