@@ -12,7 +12,8 @@ use tokio_postgres::{Client, IsolationLevel};
 /// Orders placed by their own id: a customer's orders lie on every shard.
 const TABLES: &str = "[tables.customers]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
                       [tables.orders]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
-                      [tables.regions]\nreference = true\n";
+                      [tables.regions]\nreference = true\n\
+                      [tables.notes]\nshard_key = \"id\"\nkey_type = \"bigint\"\n";
 
 const SCHEMA: &str = "
 create table customers (id bigint primary key, name text, banned bool, score numeric);
@@ -23,6 +24,7 @@ insert into orders select i, case when i % 17 = 0 then null else (i * 7) % 70 en
     case when i % 3 = 0 then 'x' end
   from generate_series(1, 200) i;
 insert into regions values (1, null, null), (2, null, null);
+create table notes (id bigserial primary key, body text, n numeric);
 ";
 
 /// `sql` does through the proxy what it does on the one server, and writes some rows.
@@ -56,10 +58,35 @@ async fn writes_answer_their_subqueries_over_every_shard_first() {
         // aggregates over every shard (every copy gets the same values).
         "update customers c set name = name || '!' where exists (select 1 from orders o where o.customer_id = c.id and o.total > 200)",
         "update regions set busiest = (select customer_id from orders where customer_id is not null group by customer_id order by count(*) desc, customer_id limit 1), orders = (select count(*) from orders) where id = 1",
+        // INSERT ... VALUES: a value, the shard key itself, rows of several shards, a
+        // reference table's copies, ON CONFLICT's SET and RETURNING (read before the insert,
+        // as one server's statement snapshot is).
+        "insert into orders (id, customer_id, total, note) values (5000, 3, (select max(total) from orders), 'max')",
+        "insert into orders (id, customer_id, total) values ((select max(id) + 1 from orders), 4, 1) returning id, total",
+        "insert into customers (id, name, score) values (5001, 'a', (select avg(score) from customers)), (5002, 'b', (select min(total) from orders)), (5003, 'c', 1) returning id, name, score",
+        "insert into regions (id, busiest, orders) values (3, (select max(customer_id) from orders), (select count(*) from orders))",
+        "insert into customers (id, name, score) values (1, 'dup', 0) on conflict (id) do update set score = (select max(total) from orders) returning id, score",
+        "insert into orders (id, customer_id, total) values (5004, 1, 2) returning id, (select count(*) from orders) as before",
     ] {
         written(&b, sql).await;
         tables_alike(&b).await;
     }
+    // A key the cluster's sequence fills (its values are the proxy's own, so only the other
+    // columns are compared), beside a value answered first.
+    written(
+        &b,
+        "insert into notes (body, n) values ('count', (select count(*) from orders)), ('sum', (select sum(total) from orders))",
+    )
+    .await;
+    b.same("select body, n from notes order by body").await;
+    assert_eq!(
+        common::answer(
+            &b.c,
+            "select count(distinct id) from notes where id is not null"
+        )
+        .await,
+        vec![vec![Some("2".to_string())]]
+    );
     // In a REPEATABLE READ block, after a write of its own the subquery sees.
     for c in [&b.one, &b.c] {
         c.batch_execute(
@@ -135,6 +162,12 @@ async fn bound_writes_answer_their_subqueries_at_bind() {
         &b,
         "delete from orders where customer_id in (select id from customers where id > $1) and total > $2::int returning id::text",
         &[&20i64, &100i32],
+    )
+    .await;
+    written_bound(
+        &b,
+        "insert into orders (id, customer_id, total) values ($1, $2, (select max(total) from orders where customer_id <> $2)) returning id::text",
+        &[&7000i64, &9i64],
     )
     .await;
     tables_alike(&b).await;

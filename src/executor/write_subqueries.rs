@@ -2,7 +2,8 @@
 //! that no shard can answer alone and that name nothing of the statement around them
 //! (`DELETE FROM orders WHERE customer_id IN (SELECT id FROM customers WHERE banned)` with
 //! `orders` placed by its own id, `UPDATE accounts SET flagged = true WHERE balance > (SELECT
-//! avg(balance) FROM accounts)`): each subquery is answered first, merged over the shards, and
+//! avg(balance) FROM accounts)`), and an INSERT ... VALUES with such subqueries in its rows
+//! (`VALUES ((SELECT max(id) + 1 FROM t), ...)`): each subquery is answered first, merged over the shards, and
 //! written back as values (`router::uncorrelated`), then the write runs where its own
 //! conditions send it, as any other write (in one distributed transaction over several shards).
 //!
@@ -25,10 +26,11 @@ use crate::txn::snapshot::Consistency;
 use crate::txn::state::TxnState;
 use sqlparser::ast::Statement;
 
-/// Whether the planner refused `stmt`, an UPDATE or DELETE, for a read of a sharded table
-/// beyond its rows (a subquery's, NOT IN's included), which may be answered first.
+/// Whether the planner refused `stmt`, an UPDATE, DELETE or INSERT ... VALUES, for a read of
+/// a sharded table beyond its rows (a subquery's, NOT IN's included), which may be answered
+/// first.
 pub fn answered_first(stmt: &Statement, refusal: &PgError) -> bool {
-    matches!(stmt, Statement::Update(_) | Statement::Delete(_))
+    uncorrelated::answers_write_subqueries(stmt)
         && (refusal.message == READS_BEYOND_ITS_ROWS || uncorrelated::answered_first(refusal))
 }
 

@@ -180,14 +180,27 @@ pub fn candidates(q: &Query, placement: &Placement) -> Vec<Candidate> {
     candidates_among(q, tied(q, placement), placement)
 }
 
-/// The candidates of an UPDATE's or DELETE's subqueries (see `candidates`). Those tied to the
-/// written table by the shard key are not among them: each names the written table.
-pub fn write_candidates(stmt: &Statement, placement: &Placement) -> Vec<Candidate> {
+/// Whether `stmt` is a write whose subqueries may be answered first: an UPDATE, a DELETE, or
+/// an INSERT whose rows are VALUES (an INSERT ... SELECT reads its source first instead).
+pub fn answers_write_subqueries(stmt: &Statement) -> bool {
     match stmt {
-        Statement::Update(_) | Statement::Delete(_) => {
-            candidates_among(stmt, Vec::new(), placement)
-        }
-        _ => Vec::new(),
+        Statement::Update(_) | Statement::Delete(_) => true,
+        Statement::Insert(i) => i
+            .source
+            .as_deref()
+            .is_some_and(|s| matches!(s.body.as_ref(), sqlparser::ast::SetExpr::Values(_))),
+        _ => false,
+    }
+}
+
+/// The candidates of an UPDATE's or DELETE's subqueries, or of an INSERT ... VALUES's (see
+/// `candidates`). Those tied to the written table by the shard key are not among them: each
+/// names the written table.
+pub fn write_candidates(stmt: &Statement, placement: &Placement) -> Vec<Candidate> {
+    if answers_write_subqueries(stmt) {
+        candidates_among(stmt, Vec::new(), placement)
+    } else {
+        Vec::new()
     }
 }
 
