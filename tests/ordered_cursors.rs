@@ -1,8 +1,8 @@
 //! Cursors over several shards under ORDER BY, as psycopg's named cursors and Django's
 //! `iterator()` declare them: each FETCH merges the shards' cursors in the statement's order,
 //! on three unlike shards beside one PostgreSQL holding the same rows. Batches of every size,
-//! MOVE, FETCH ALL, sort columns not selected, text and binary rows, WITH HOLD outside a
-//! transaction; what cannot be merged so is refused.
+//! MOVE, FETCH ALL, sort columns not selected, LIMIT and OFFSET, text and binary rows, WITH
+//! HOLD outside a transaction; what cannot be merged so is refused.
 
 mod common;
 
@@ -19,9 +19,11 @@ insert into items select i, 'n' || (i * 7 % 23), i % 5, (i * 13 % 40)::numeric /
 update items set name = null where id % 17 = 0;
 ";
 
-/// Runs `steps` (DECLARE, FETCH, MOVE, CLOSE ...) in the simple protocol on `c`, each
-/// answer's rows and command tag.
-async fn script(c: &Client, steps: &[String]) -> Vec<(Vec<Vec<Option<String>>>, Option<u64>)> {
+/// Each step's rows and command tag.
+type Answers = Vec<(Vec<Vec<Option<String>>>, Option<u64>)>;
+
+/// Runs `steps` (DECLARE, FETCH, MOVE, CLOSE ...) in the simple protocol on `c`.
+async fn script(c: &Client, steps: &[String]) -> Answers {
     let mut out = Vec::new();
     for step in steps {
         let m = c
@@ -64,6 +66,53 @@ async fn ordered_cursors_hand_out_the_rows_one_postgresql_would() {
         let want = script(&b.one, &steps).await;
         assert_eq!(script(&b.c, &steps).await, want, "{query}");
     }
+
+    // LIMIT and OFFSET (Django's iterator() over a slice): the merge skips and stops. Without
+    // ORDER BY the rows come in no defined order, so only their count and values are compared.
+    for query in [
+        "select id, name from items order by name nulls first, id limit 23 offset 9",
+        "select id from items where qty <> 2 order by price desc, id offset 70",
+        "select id from items order by id limit 0",
+        "select id, qty from items order by qty, id limit 150 offset 149",
+    ] {
+        let mut steps = vec!["begin".to_string(), format!("declare c cursor for {query}")];
+        for fetch in [
+            "fetch 4 from c",
+            "move 2 in c",
+            "fetch forward 10 from c",
+            "fetch all from c",
+            "fetch 5 from c",
+            "close c",
+            "commit",
+        ] {
+            steps.push(fetch.to_string());
+        }
+        let want = script(&b.one, &steps).await;
+        assert_eq!(script(&b.c, &steps).await, want, "{query}");
+    }
+    let steps: Vec<String> = [
+        "begin",
+        "declare u cursor for select id from items where qty > 0 limit 17",
+        "fetch 5 from u",
+        "fetch all from u",
+        "commit",
+    ]
+    .map(String::from)
+    .to_vec();
+    let sorted_ids = |mut answers: Answers| {
+        let tags: Vec<Option<u64>> = answers.iter().map(|a| a.1).collect();
+        let mut ids: Vec<i64> = answers
+            .drain(..)
+            .flat_map(|a| a.0)
+            .map(|r| r[0].as_deref().unwrap().parse().unwrap())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        (tags, ids.len(), ids.iter().all(|i| i % 5 != 0))
+    };
+    let want = sorted_ids(script(&b.one, &steps).await);
+    assert_eq!(want.1, 17);
+    assert_eq!(sorted_ids(script(&b.c, &steps).await), want);
 
     // Django's iterator(): WITH HOLD outside a transaction, fetched in chunks until empty.
     let mut steps = vec![
@@ -118,13 +167,22 @@ async fn ordered_cursors_hand_out_the_rows_one_postgresql_would() {
     b.c.batch_execute("begin").await.unwrap();
     for sql in [
         "declare d cursor for select distinct name from items order by name",
-        "declare l cursor for select id from items order by id limit 5",
+        "declare a cursor for select qty, count(*) from items group by qty order by qty",
         "declare s scroll cursor for select id from items order by id",
     ] {
         let err = b.c.batch_execute(sql).await.unwrap_err();
         assert_eq!(code(&err), "0A000", "{sql}: {err}");
         b.c.batch_execute("rollback; begin").await.unwrap();
     }
+    // A bound LIMIT is the merge's alone: the shards' text has none.
+    let err =
+        b.c.execute(
+            "declare l cursor for select id from items order by id limit $1",
+            &[&5i64],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "0A000", "{err}");
     b.c.batch_execute("rollback").await.unwrap();
     b.stop().await;
 }

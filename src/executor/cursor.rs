@@ -8,8 +8,8 @@
 //! is read once, at DECLARE, from the first shard (`FETCH FORWARD 0` returns no row), which is
 //! also what a Describe of its FETCH answers.
 //!
-//! A cursor over several shards under ORDER BY is merged instead, FETCH by FETCH
-//! (`cursor_order`).
+//! A cursor over several shards under ORDER BY, LIMIT or OFFSET is merged instead, FETCH by
+//! FETCH (`cursor_order`).
 //!
 //! Entries outlive the transaction that declared them; a stale name only sends a FETCH to shards
 //! where PostgreSQL answers that the cursor does not exist, as it would directly.
@@ -167,8 +167,11 @@ impl Exec<'_> {
             [one] => CursorAt::One(*one),
             _ => {
                 let columns = self.describe_cursor(shards[0], &name).await?;
-                let order = match (&columns, merge.order.is_empty()) {
-                    (Some(columns), false) => {
+                // Read one shard after another unless rows must be merged in order, or
+                // skipped and counted across the shards.
+                let merged = !merge.order.is_empty() || merge.limit.is_some() || merge.offset > 0;
+                let order = match (&columns, merged) {
+                    (Some(columns), true) => {
                         match self.ordered_cursor(&shards, columns.clone(), merge).await {
                             Ok(o) => Some(Box::new(o)),
                             Err(e) => {

@@ -1,6 +1,7 @@
 //! A cursor over several shards under ORDER BY (`DECLARE c CURSOR FOR SELECT ... ORDER BY
-//! ...`, as psycopg's named cursors and Django's `iterator()` declare them), merged FETCH by
-//! FETCH.
+//! ...`, as psycopg's named cursors and Django's `iterator()` declare them), or LIMIT or OFFSET
+//! (Django's `iterator()` over a slice), merged FETCH by FETCH. Without ORDER BY the rows come
+//! in no defined order, as on one server; with it, in that order.
 //!
 //! Each shard holds its own cursor over its rows, in the statement's order. A FETCH of n rows
 //! reads up to a batch from each shard whose rows read so far have all been handed out, then
@@ -12,7 +13,9 @@
 //! so the head compared is each shard's next row; every FETCH asks every shard something (none
 //! to those with rows waiting), so a cursor its transaction closed fails as PostgreSQL fails.
 //! The rows waiting are in the formats of the FETCH that read them; a FETCH asking for others
-//! while rows wait is refused.
+//! while rows wait is refused. OFFSET's rows are taken from the merge and dropped before any
+//! is handed out; once LIMIT's rows went out, the cursor has none left, whatever the shards
+//! still hold (each shard's cursor stops at offset + limit anyway).
 
 use super::merge::rows::error_frame;
 use super::merge::{strip_columns, Sorting};
@@ -39,6 +42,8 @@ impl Exec<'_> {
     ) -> Result<OrderedCursor, PgError> {
         Sorting::resolve(self, shards, &columns, &merge).await?;
         Ok(OrderedCursor {
+            skip: merge.offset,
+            left: merge.limit,
             merge,
             columns,
             buffered: vec![VecDeque::new(); shards.len()],
@@ -90,9 +95,11 @@ impl Exec<'_> {
         let mut total = 0u64;
         let mut first = true;
         loop {
+            // LIMIT's rows all went out: each shard is only asked whether its cursor is there.
+            let spent = o.left == Some(0);
             let asked: Vec<(usize, u64)> = (0..c.shards.len())
                 .filter_map(|i| {
-                    if o.buffered[i].is_empty() && !o.ended[i] {
+                    if !spent && o.buffered[i].is_empty() && !o.ended[i] {
                         Some((i, batch))
                     } else {
                         first.then_some((i, 0))
@@ -108,7 +115,7 @@ impl Exec<'_> {
                     return Ok(Step::Failed);
                 }
             }
-            while remaining != Some(0) {
+            while remaining != Some(0) && o.left != Some(0) {
                 let waiting = (0..c.shards.len()).any(|i| o.buffered[i].is_empty() && !o.ended[i]);
                 if waiting {
                     break;
@@ -119,6 +126,11 @@ impl Exec<'_> {
                 let Some((row, _)) = o.buffered[best].pop_front() else {
                     break;
                 };
+                if o.skip > 0 {
+                    o.skip -= 1;
+                    continue;
+                }
+                o.left = o.left.map(|n| n - 1);
                 if !f.is_move {
                     self.out
                         .extend_from_slice(&strip_columns(&row, o.merge.hidden));
@@ -127,7 +139,8 @@ impl Exec<'_> {
                 total += 1;
                 remaining = remaining.map(|n| n - 1);
             }
-            let done = (0..c.shards.len()).all(|i| o.buffered[i].is_empty() && o.ended[i]);
+            let done = o.left == Some(0)
+                || (0..c.shards.len()).all(|i| o.buffered[i].is_empty() && o.ended[i]);
             if remaining == Some(0) || done {
                 break;
             }

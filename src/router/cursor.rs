@@ -4,8 +4,9 @@
 //! that shard (the session remembers where; see `executor::cursor`). A cursor over several shards
 //! is declared on each of them and read forward only: one shard after another, or, under ORDER
 //! BY, merged in its order as each FETCH reads the shards' cursors (`executor::cursor_order`).
-//! Its query must need no other merging (no LIMIT, DISTINCT or aggregate), since each shard's
-//! cursor can only hand out its own rows.
+//! LIMIT and OFFSET are applied by that merge too (each shard's cursor limited to offset +
+//! limit rows). Its query must need no other merging (no DISTINCT or aggregate), since each
+//! shard's cursor can only hand out its own rows.
 
 use super::params::Params;
 use super::plan::{plan, Plan};
@@ -74,16 +75,19 @@ pub fn plan_declare(stmt: &Statement, placement: &Placement, params: &Params) ->
             merge: Box::default(),
         }),
         Plan::Scatter { shards, sql, merge } => {
-            // Each FETCH can merge the shards' rows by their order, and nothing else.
+            // Each FETCH can merge the shards' rows by their order, skip and stop, and do
+            // nothing else. (A bound LIMIT leaves the shards' text: `picks` tells.)
             let ordered_only = crate::router::plan::MergeSpec {
                 order: merge.order.clone(),
                 hidden: merge.hidden,
                 text: merge.text.clone(),
+                limit: merge.limit,
+                offset: merge.offset,
                 ..Default::default()
             };
             if merge != ordered_only {
                 return refuse(
-                    "a cursor over several shards cannot LIMIT, DISTINCT or aggregate",
+                    "a cursor over several shards cannot DISTINCT, aggregate or take a bound LIMIT",
                     "Its rows are read from each shard's cursor, merged in their ORDER BY. Add a shard-key condition, or run the query without a cursor (shardgate merges it).",
                 );
             }

@@ -41,6 +41,10 @@ pub struct OrderedCursor {
     pub(in crate::executor) ended: Vec<bool>,
     /// The result formats the buffered rows were read in.
     pub(in crate::executor) formats: Vec<i16>,
+    /// Rows of the merge still to be skipped (OFFSET), and still to be handed out (LIMIT;
+    /// None: no limit).
+    pub(in crate::executor) skip: u64,
+    pub(in crate::executor) left: Option<u64>,
 }
 
 pub enum CursorPortal {

@@ -39,6 +39,8 @@ assert Item.objects.count() == 50
 assert Item.objects.filter(qty__gte=25).count() == 25
 # iterator(): a server-side cursor over every shard.
 assert sorted(i.pk for i in Item.objects.iterator(chunk_size=7)) == sorted(i.pk for i in items)
+# Over a slice: the merge of the shards' cursors applies its OFFSET and LIMIT.
+assert [i.pk for i in Item.objects.order_by("pk")[5:25].iterator(chunk_size=6)] == sorted(i.pk for i in items)[5:25]
 # Ordered, its shards' cursors merged chunk by chunk in the query's order.
 assert [(i.qty, i.pk) for i in Item.objects.order_by("-qty", "pk").iterator(chunk_size=6)] == sorted(
     ((i.qty, i.pk) for i in items), key=lambda r: (-r[0], r[1])
