@@ -39,6 +39,16 @@ async fn script(c: &Client, steps: &[String]) -> Answers {
     out
 }
 
+/// Cursor `c` declared for `query` in a transaction, read by `fetches` and closed, answers
+/// through the proxy as on the one server.
+async fn same_answers(b: &Beside, query: &str, fetches: &[&str]) {
+    let mut steps = vec!["begin".to_string(), format!("declare c cursor for {query}")];
+    steps.extend(fetches.iter().map(|f| f.to_string()));
+    steps.extend(["close c".to_string(), "commit".to_string()]);
+    let want = script(&b.one, &steps).await;
+    assert_eq!(script(&b.c, &steps).await, want, "{query}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordered_cursors_hand_out_the_rows_one_postgresql_would() {
     let b = Beside::start("one_ordered_cursors", TABLES, SCHEMA).await;
@@ -48,8 +58,7 @@ async fn ordered_cursors_hand_out_the_rows_one_postgresql_would() {
         "select id from items where qty <> 2 order by price desc, id",
         "select name, qty from items order by qty, name desc nulls last, id",
     ] {
-        let mut steps = vec!["begin".to_string(), format!("declare c cursor for {query}")];
-        for fetch in [
+        let fetches = [
             "fetch next from c",
             "fetch 7 from c",
             "move 3 in c",
@@ -58,13 +67,8 @@ async fn ordered_cursors_hand_out_the_rows_one_postgresql_would() {
             "move forward 2 from c",
             "fetch all from c",
             "fetch 5 from c",
-            "close c",
-            "commit",
-        ] {
-            steps.push(fetch.to_string());
-        }
-        let want = script(&b.one, &steps).await;
-        assert_eq!(script(&b.c, &steps).await, want, "{query}");
+        ];
+        same_answers(&b, query, &fetches).await;
     }
 
     // LIMIT and OFFSET (Django's iterator() over a slice): the merge skips and stops. Without
@@ -75,20 +79,14 @@ async fn ordered_cursors_hand_out_the_rows_one_postgresql_would() {
         "select id from items order by id limit 0",
         "select id, qty from items order by qty, id limit 150 offset 149",
     ] {
-        let mut steps = vec!["begin".to_string(), format!("declare c cursor for {query}")];
-        for fetch in [
+        let fetches = [
             "fetch 4 from c",
             "move 2 in c",
             "fetch forward 10 from c",
             "fetch all from c",
             "fetch 5 from c",
-            "close c",
-            "commit",
-        ] {
-            steps.push(fetch.to_string());
-        }
-        let want = script(&b.one, &steps).await;
-        assert_eq!(script(&b.c, &steps).await, want, "{query}");
+        ];
+        same_answers(&b, query, &fetches).await;
     }
     let steps: Vec<String> = [
         "begin",

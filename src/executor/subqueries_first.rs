@@ -61,6 +61,14 @@ pub struct Bound {
 }
 
 impl Bound {
+    /// Whether a parameter is of a user-defined type, whose OID may differ between the shards
+    /// that would read the values.
+    pub fn declares_user_types(&self) -> bool {
+        self.types
+            .iter()
+            .any(|o| crate::backend::catalog::type_oids::is_user(*o))
+    }
+
     /// The parameters `q` uses, `q` renumbered to them.
     pub(super) fn used_by<V>(&self, q: &mut V) -> Bound
     where
@@ -134,11 +142,7 @@ impl Exec<'_> {
         bound: &Bound,
         refusal: PgError,
     ) -> R<Result<Answered, Step>> {
-        if bound
-            .types
-            .iter()
-            .any(|o| crate::backend::catalog::type_oids::is_user(*o))
-        {
+        if bound.declares_user_types() {
             return Ok(Err(self.error(&refusal)));
         }
         let answered = match self.answer_subqueries(stmt, bound, refusal).await? {

@@ -68,10 +68,7 @@ impl Exec<'_> {
     ) -> R<Result<Answered, Step>> {
         if self.consistency == Consistency::Snapshot
             || matches!(self.txn, TxnState::Failed(_))
-            || bound
-                .types
-                .iter()
-                .any(|o| crate::backend::catalog::type_oids::is_user(*o))
+            || bound.declares_user_types()
         {
             return Ok(Err(self.reject(&refusal)));
         }
