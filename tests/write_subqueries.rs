@@ -170,6 +170,13 @@ async fn bound_writes_answer_their_subqueries_at_bind() {
         &[&7000i64, &9i64],
     )
     .await;
+    // Rows of several shards, each taking its own bound values.
+    written_bound(
+        &b,
+        "insert into customers (id, name, score) values ($1, $3, (select avg(total) from orders where customer_id > $4)), ($2, $3 || '2', 1) returning id::text",
+        &[&7001i64, &7002i64, &"bound", &10i64],
+    )
+    .await;
     tables_alike(&b).await;
     // One prepared statement run twice with other values: each Bind answers the subquery
     // again, with its own values.
