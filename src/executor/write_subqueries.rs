@@ -3,9 +3,10 @@
 //! (`DELETE FROM orders WHERE customer_id IN (SELECT id FROM customers WHERE banned)` with
 //! `orders` placed by its own id, `UPDATE accounts SET flagged = true WHERE balance > (SELECT
 //! avg(balance) FROM accounts)`), and an INSERT ... VALUES with such subqueries in its rows
-//! (`VALUES ((SELECT max(id) + 1 FROM t), ...)`): each subquery is answered first, merged over the shards, and
-//! written back as values (`router::uncorrelated`), then the write runs where its own
-//! conditions send it, as any other write (in one distributed transaction over several shards).
+//! (`VALUES ((SELECT max(id) + 1 FROM t), ...)`): each subquery is answered first, merged over
+//! the shards, and written back as values (`router::uncorrelated`), then the write runs where
+//! its own conditions send it, as any other write (in one distributed transaction over several
+//! shards).
 //!
 //! One PostgreSQL reads the subquery and the write's rows in one snapshot. So do the shards
 //! here: outside a transaction block the two run in a REPEATABLE READ transaction of the
