@@ -170,6 +170,20 @@ async fn bound_writes_answer_their_subqueries_at_bind() {
         &[&7000i64, &9i64],
     )
     .await;
+    // A reference table: every copy written with the same answer.
+    written_bound(
+        &b,
+        "update regions set orders = (select count(*) from orders where total > $1::int) where id = $2 returning id::text",
+        &[&100i32, &2i32],
+    )
+    .await;
+    let copies =
+        b.tc.count_on_each_shard("select orders from regions where id = 2")
+            .await;
+    assert!(
+        copies.iter().all(|n| *n > 0 && *n == copies[0]),
+        "{copies:?}"
+    );
     // Rows of several shards, each taking its own bound values.
     written_bound(
         &b,
