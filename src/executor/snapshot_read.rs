@@ -67,6 +67,16 @@ impl Exec<'_> {
         })
     }
 
+    /// The refusal of a statement read in two parts (`refusal`, the planner's) in a READ
+    /// COMMITTED transaction block; `first` says what the proxy reads first.
+    pub fn two_reads_refused(refusal: &PgError, first: &str) -> PgError {
+        PgError::error(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!("{}, in a READ COMMITTED transaction block", refusal.message),
+        )
+        .with_hint(format!("The proxy reads {first} first, which needs one snapshot for that and the statement: run the statement outside a transaction block, or in a REPEATABLE READ transaction."))
+    }
+
     /// The isolation level of the open snapshot-consistency transaction (None: no such
     /// transaction). Reads the session's default from the home shard once, when the client
     /// named no level.

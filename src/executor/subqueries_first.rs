@@ -260,13 +260,10 @@ impl Exec<'_> {
             // One read after all: no snapshot to share.
             Err(()) if uncorrelated::one_read_when_answered_first(&q, &self.placement) => false,
             Err(()) => {
-                return Ok(Err(self.error(
-                    &PgError::error(
-                        sqlstate::FEATURE_NOT_SUPPORTED,
-                        format!("{}, in a READ COMMITTED transaction block", refusal.message),
-                    )
-                    .with_hint("The proxy reads part of this statement first (a subquery over several shards, or which reference rows of an outer join some shard matches), which needs one snapshot for that and the statement: run the statement outside a transaction block, or in a REPEATABLE READ transaction."),
-                )))
+                return Ok(Err(self.error(&Self::two_reads_refused(
+                    &refusal,
+                    "part of this statement (a subquery over several shards, or which reference rows of an outer join some shard matches)",
+                ))))
             }
         };
         let mut query = match self.substituted((*q).clone(), bound, 0).await? {

@@ -114,13 +114,10 @@ impl Exec<'_> {
         let own = match self.one_snapshot_for_two_reads().await? {
             Ok(own) => own,
             Err(()) => {
-                return Ok(Err(self.error(
-                    &PgError::error(
-                        sqlstate::FEATURE_NOT_SUPPORTED,
-                        format!("{}, in a READ COMMITTED transaction block", refusal.message),
-                    )
-                    .with_hint("The proxy reads this write's subquery over several shards first, which needs one snapshot for that and the write: run the statement outside a transaction block, or in a REPEATABLE READ transaction."),
-                )))
+                return Ok(Err(self.error(&Self::two_reads_refused(
+                    &refusal,
+                    "this write's subquery over several shards",
+                ))))
             }
         };
         match self.answered_in(&mut written, candidates, bound, 0).await? {
