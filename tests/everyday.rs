@@ -381,6 +381,96 @@ fn parse(name: &str, sql: &str) -> Vec<u8> {
     message(b'P', &body)
 }
 
+/// libpq's one-shot query of `sql` bound to `value` (see `one_shot`), without the Sync: one
+/// query of a pipeline.
+fn piped(sql: &str, value: i64) -> Vec<u8> {
+    let mut m = common::raw::one_shot(sql, &[], &[value.to_string()]);
+    m.truncate(m.len() - 5);
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_runs_each_query_where_its_own_statement_goes() {
+    // psycopg's pipelines (and libpq's pipeline mode) parse the unnamed statement again for
+    // every query and sync once at the end. Each Bind runs the statement parsed just before
+    // it, and must go where that statement and its values send it, not where the batch's
+    // last statement would.
+    let tc = cluster().await;
+    let (mut raw, _) = Raw::login(tc.port).await;
+    let ids: Vec<i64> = (1001..1010).collect();
+    for &id in &ids {
+        let mut batch = piped("insert into items (id, name) values ($1, 'piped')", id);
+        batch.extend(piped(
+            "select count(*) from countries where code = $1::text",
+            id,
+        ));
+        batch.extend(message(b'S', &[]));
+        raw.send(&batch).await;
+        let errors: Vec<_> = raw
+            .until_ready()
+            .await
+            .into_iter()
+            .filter(|(t, _)| *t == b'E')
+            .map(|(_, body)| field(&body, b'M'))
+            .collect();
+        assert!(errors.is_empty(), "{id}: {errors:?}");
+    }
+    let c = tc.client().await;
+    for id in &ids {
+        let found = c
+            .query("select name from items where id = $1", &[id])
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1, "item {id} where its key sends it");
+    }
+    let counts = tc
+        .count_on_each_shard("select count(*) from items where name = 'piped'")
+        .await;
+    assert_eq!(counts.iter().sum::<i64>(), ids.len() as i64, "{counts:?}");
+
+    // Writes on two shards and a read after them, one Sync: one implicit transaction, so the
+    // second write's error undoes the first.
+    let shard_of = |id: i64| {
+        let c = &c;
+        async move {
+            let route = rows(
+                &c.simple_query(&format!("show shardgate.route items {id}"))
+                    .await
+                    .unwrap(),
+            );
+            route[0][3].clone()
+        }
+    };
+    let (one, mut other) = (1i64, 2i64);
+    while shard_of(other).await == shard_of(one).await {
+        other += 1;
+    }
+    let mut batch = piped("update items set qty = 100 where id = $1", one);
+    batch.extend(piped("update items set qty = qty / 0 where id = $1", other));
+    batch.extend(piped(
+        "select count(*) from countries where code = $1::text",
+        one,
+    ));
+    batch.extend(message(b'S', &[]));
+    raw.send(&batch).await;
+    let error = raw
+        .until_ready()
+        .await
+        .into_iter()
+        .find(|(t, _)| *t == b'E')
+        .map(|(_, body)| field(&body, b'C'));
+    assert_eq!(error, Some(Some("22012".to_string())));
+    let qty = c
+        .query_one("select qty from items where id = $1", &[&one])
+        .await
+        .unwrap();
+    assert_eq!(
+        qty.get::<_, i32>(0),
+        (one % 7) as i32,
+        "the first write undone"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clients_unnamed_statement_survives_the_proxys_own() {
     // The proxy re-binds statements it runs on every shard under the unnamed statement; the

@@ -2,7 +2,7 @@
 //! its Binds touch, and whether it writes on several shards (which makes it a distributed
 //! transaction). Pure analysis of the batch and the session's statements; nothing is sent.
 
-use super::{binds, parse_ast_for, parses, plan_sql, Ast, Extended, Portal, Statement};
+use super::{parse_ast_for, parses, plan_sql, Ast, Extended, Portal, Statement};
 use crate::executor::session::Exec;
 use crate::protocol::message::{ClientMessage, Kind, Target, TargetKind};
 use crate::router::params::Params;
@@ -46,7 +46,7 @@ impl Extended {
         fn agree(dest: &mut Option<usize>, d: usize) -> bool {
             *dest.get_or_insert(d) == d
         }
-        for m in batch {
+        for (i, m) in batch.iter().enumerate() {
             let ok = match &m.kind {
                 Kind::Parse(p) => {
                     parsed.push((&p.name, None));
@@ -67,7 +67,7 @@ impl Extended {
                     // a call moving a sequence (`sequence_moves`), and nextval() inside a
                     // statement on a sharded table (`inline_nextval`). The route cache keeps a
                     // no where it cannot change (see `route_cache`).
-                    let (sql, ast) = source_for(&self.statements, exec, &b.statement, batch)?;
+                    let (sql, ast) = source_for(&self.statements, exec, &b.statement, &batch[..i])?;
                     let plan = self.routes.plan(exec, sql, &ast, &b.params, |a| {
                         exec.may_need_values(a)
                             || exec.needs_arbiter_look(a)
@@ -148,8 +148,8 @@ impl Extended {
     /// The shards the batch's Binds run on.
     pub(super) fn bound_shards(&self, exec: &Exec<'_>, batch: &[ClientMessage]) -> Vec<usize> {
         let mut shards = BTreeSet::new();
-        for b in binds(batch) {
-            match self.plan_for(exec, &b.statement, &b.params, batch) {
+        for (b, before) in binds_in_place(batch) {
+            match self.plan_for(exec, &b.statement, &b.params, before) {
                 Some(Plan::Shard { shard, .. }) => {
                     shards.insert(shard);
                 }
@@ -164,8 +164,8 @@ impl Extended {
     /// Whether the batch's Binds write on more than one shard.
     pub(super) fn writes_several_shards(&self, exec: &Exec<'_>, batch: &[ClientMessage]) -> bool {
         let mut written = BTreeSet::new();
-        for b in binds(batch) {
-            match self.plan_for(exec, &b.statement, &b.params, batch) {
+        for (b, before) in binds_in_place(batch) {
+            match self.plan_for(exec, &b.statement, &b.params, before) {
                 Some(Plan::Shard { shard, write: true }) => {
                     written.insert(shard);
                 }
@@ -183,29 +183,40 @@ impl Extended {
         }
     }
 
-    /// The plan of statement `stmt` with these parameters; a statement parsed earlier in this
-    /// batch is looked up there.
+    /// The plan of statement `stmt` with these parameters, bound after the messages `before`
+    /// of the batch (a statement parsed there is looked up there).
     pub(super) fn plan_for(
         &self,
         exec: &Exec<'_>,
         stmt: &str,
         params: &Params,
-        batch: &[ClientMessage],
+        before: &[ClientMessage],
     ) -> Option<Plan> {
-        let (sql, ast) = source_for(&self.statements, exec, stmt, batch)?;
+        let (sql, ast) = source_for(&self.statements, exec, stmt, before)?;
         Some(plan_sql(exec, sql, &ast, params))
     }
 }
 
-/// The text and syntax tree of the statement a Bind names: the batch's own Parse of that name,
-/// or the one the session holds.
+/// The Binds of a batch, each with the messages before it.
+fn binds_in_place(
+    batch: &[ClientMessage],
+) -> impl Iterator<Item = (&crate::protocol::message::Bind, &[ClientMessage])> {
+    batch.iter().enumerate().filter_map(|(i, m)| match &m.kind {
+        Kind::Bind(b) => Some((b, &batch[..i])),
+        _ => None,
+    })
+}
+
+/// The text and syntax tree of the statement a Bind names: the last Parse of that name among
+/// the messages of the batch `before` it, or the one the session holds. Not a later Parse: a
+/// driver's pipeline parses the unnamed statement again for each of its queries.
 fn source_for<'s>(
     statements: &'s HashMap<String, Statement>,
     exec: &Exec<'_>,
     stmt: &str,
-    batch: &'s [ClientMessage],
+    before: &'s [ClientMessage],
 ) -> Option<(&'s str, Option<Ast>)> {
-    if let Some(p) = parses(batch).rev().find(|p| p.name == stmt) {
+    if let Some(p) = parses(before).rev().find(|p| p.name == stmt) {
         // Drivers parse the same text again for every query: the tree the session holds for
         // it serves, but for an INSERT's (filled with the table's columns as known now).
         let same = statements
