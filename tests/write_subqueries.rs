@@ -229,3 +229,97 @@ async fn bound_writes_answer_their_subqueries_at_bind() {
     tables_alike(&b).await;
     b.stop().await;
 }
+
+/// The shard that owns customer `id`, as the proxy routes it.
+async fn shard_of(b: &Beside, id: i64) -> String {
+    let route = common::answer(&b.c, &format!("show shardgate.route customers {id}")).await;
+    route[0][3].clone().unwrap()
+}
+
+/// `one_shot` without its Sync: one statement of a longer batch.
+fn unsynced<S: AsRef<str>>(sql: &str, params: &[S]) -> Vec<u8> {
+    let mut m = common::raw::one_shot(sql, &[], params);
+    m.truncate(m.len() - 5);
+    m
+}
+
+/// A write whose subqueries read every shard, as the first statement of an implicit
+/// transaction (a query of several statements; an extended-protocol batch that writes on
+/// several shards up to its Sync): that transaction takes the one snapshot both parts need.
+/// After other statements of it, which each took a snapshot of their own, it is refused with
+/// the reason and what to do, and nothing of the transaction is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_answered_first_open_implicit_transactions() {
+    let b = Beside::start("write_subqueries_implicit", TABLES, SCHEMA).await;
+    let (one, mut other) = (1i64, 2i64);
+    while shard_of(&b, other).await == shard_of(&b, one).await {
+        other += 1;
+    }
+    written(
+        &b,
+        &format!(
+            "update orders set note = 'first' where customer_id in (select id from customers where banned); \
+             update customers set name = name || '!' where id in ({one}, {other})"
+        ),
+    )
+    .await;
+    tables_alike(&b).await;
+
+    let later = format!(
+        "update customers set name = name || '?' where id in ({one}, {other}); \
+         update orders set note = 'later' where customer_id in (select id from customers where banned)"
+    );
+    let e = b.c.simple_query(&later).await.unwrap_err();
+    let e = e.as_db_error().expect("a refusal");
+    assert_eq!(e.code().code(), "0A000", "{e:?}");
+    assert!(e.message().contains("implicit"), "{e:?}");
+    assert!(e.hint().is_some_and(|h| h.contains("of its own")), "{e:?}");
+    tables_alike(&b).await;
+
+    // The same in one extended-protocol batch: the subquery's write first, then single-row
+    // writes on two shards, one Sync.
+    let subquery = "update orders set total = total + 1 where customer_id in (select id from customers where banned and id > $1)";
+    let row = "update customers set score = 0 where id = $1";
+    let mut batch = unsynced(subquery, &["10".to_string()]);
+    batch.extend(unsynced(row, &[one.to_string()]));
+    batch.extend(unsynced(row, &[other.to_string()]));
+    batch.extend(common::raw::message(b'S', &[]));
+    let (mut raw, _) = common::raw::Raw::login(b.tc.port).await;
+    raw.send(&batch).await;
+    let answers = raw.until_ready().await;
+    let errors: Vec<_> = answers
+        .iter()
+        .filter(|(t, _)| *t == b'E')
+        .map(|(_, body)| common::raw::field(body, b'M'))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(answers.iter().filter(|(t, _)| *t == b'C').count(), 3);
+    b.one
+        .batch_execute(&format!(
+            "begin; update orders set total = total + 1 where customer_id in (select id from customers where banned and id > 10); \
+             update customers set score = 0 where id in ({one}, {other}); commit"
+        ))
+        .await
+        .unwrap();
+    tables_alike(&b).await;
+
+    // Single-row writes first: the subquery's write is refused, and the batch's implicit
+    // transaction rolls back on every shard.
+    let mut batch = unsynced(row, &[one.to_string()]);
+    batch.extend(unsynced(row, &[other.to_string()]));
+    batch.extend(unsynced(subquery, &["10".to_string()]));
+    batch.extend(common::raw::message(b'S', &[]));
+    raw.send(&batch).await;
+    let answers = raw.until_ready().await;
+    let error = answers
+        .iter()
+        .find(|(t, _)| *t == b'E')
+        .map(|(_, body)| body)
+        .expect("a refusal");
+    assert_eq!(common::raw::field(error, b'C').as_deref(), Some("0A000"));
+    let message = common::raw::field(error, b'M').unwrap_or_default();
+    assert!(message.contains("implicit"), "{message}");
+    tables_alike(&b).await;
+    drop(raw);
+    b.stop().await;
+}

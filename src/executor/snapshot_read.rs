@@ -51,7 +51,10 @@ impl Exec<'_> {
     /// then the statement). With no transaction open, opens one of the proxy's own, REPEATABLE
     /// READ where the session's level is READ COMMITTED (one statement reads one snapshot
     /// there too), and answers Ok(true): the caller ends it. Ok(false): the open transaction's
-    /// snapshot serves both. Err: a READ COMMITTED block, whose statements each take a new one.
+    /// snapshot serves both; an implicit one that has reached no shard yet (a multi-statement
+    /// query, or a batch writing on several shards, whose first statement this is) is made
+    /// REPEATABLE READ for that. Err: a READ COMMITTED transaction whose statements each take
+    /// a new snapshot.
     pub async fn one_snapshot_for_two_reads(&mut self) -> R<Result<bool, ()>> {
         if self.txn == TxnState::Idle {
             let begin = match self.txn_isolation().await? {
@@ -61,20 +64,38 @@ impl Exec<'_> {
             self.txn = self.new_txn(begin.into(), true);
             return Ok(Ok(true));
         }
-        Ok(match self.txn_isolation().await? {
-            Isolation::ReadCommitted => Err(()),
-            _ => Ok(false),
-        })
+        if self.txn_isolation().await? != Isolation::ReadCommitted {
+            return Ok(Ok(false));
+        }
+        match &mut self.txn {
+            TxnState::Open(t) if t.implicit && t.enlisted.is_empty() && t.cut.is_none() => {
+                t.begin = "BEGIN ISOLATION LEVEL REPEATABLE READ".into();
+                Ok(Ok(false))
+            }
+            _ => Ok(Err(())),
+        }
     }
 
     /// The refusal of a statement read in two parts (`refusal`, the planner's) in a READ
-    /// COMMITTED transaction block; `first` says what the proxy reads first.
-    pub fn two_reads_refused(refusal: &PgError, first: &str) -> PgError {
+    /// COMMITTED transaction that has run other statements (see `one_snapshot_for_two_reads`);
+    /// `first` says what the proxy reads first.
+    pub fn two_reads_refused(&self, refusal: &PgError, first: &str) -> PgError {
+        let (place, instead) = if matches!(&self.txn, TxnState::Open(t) if t.implicit) {
+            (
+                "after other statements of its implicit READ COMMITTED transaction (a query of several statements, or an extended-protocol batch up to its Sync)",
+                "send it as a query of its own, or with a Sync of its own",
+            )
+        } else {
+            (
+                "in a READ COMMITTED transaction block",
+                "run the statement outside a transaction block",
+            )
+        };
         PgError::error(
             sqlstate::FEATURE_NOT_SUPPORTED,
-            format!("{}, in a READ COMMITTED transaction block", refusal.message),
+            format!("{}, {place}", refusal.message),
         )
-        .with_hint(format!("The proxy reads {first} first, which needs one snapshot for that and the statement: run the statement outside a transaction block, or in a REPEATABLE READ transaction."))
+        .with_hint(format!("The proxy reads {first} first, which needs one snapshot for that and the statement: {instead}, or in a REPEATABLE READ transaction."))
     }
 
     /// The isolation level of the open snapshot-consistency transaction (None: no such

@@ -260,7 +260,7 @@ impl Exec<'_> {
             // One read after all: no snapshot to share.
             Err(()) if uncorrelated::one_read_when_answered_first(&q, &self.placement) => false,
             Err(()) => {
-                return Ok(Err(self.error(&Self::two_reads_refused(
+                return Ok(Err(self.error(&self.two_reads_refused(
                     &refusal,
                     "part of this statement (a subquery over several shards, or which reference rows of an outer join some shard matches)",
                 ))))

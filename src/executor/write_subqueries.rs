@@ -114,7 +114,7 @@ impl Exec<'_> {
         let own = match self.one_snapshot_for_two_reads().await? {
             Ok(own) => own,
             Err(()) => {
-                return Ok(Err(self.error(&Self::two_reads_refused(
+                return Ok(Err(self.error(&self.two_reads_refused(
                     &refusal,
                     "this write's subquery over several shards",
                 ))))

@@ -43,7 +43,7 @@ use crate::protocol::message::{Bind, ClientMessage, DecodeError, Kind, Parse};
 use crate::protocol::{build, Frame};
 use crate::router::params::Params;
 use crate::router::plan::{plan, plan_unparsed, Plan, TxnCmd, HOME};
-use crate::txn::state::TxnState;
+use crate::txn::state::{Isolation, TxnState};
 use bytes::{Bytes, BytesMut};
 use foldhash::HashMap;
 
@@ -317,7 +317,16 @@ impl Extended {
         // PostgreSQL runs the messages up to Sync as one implicit transaction; when they write
         // on several shards, so does the proxy, committing at Sync.
         if exec.txn == TxnState::Idle && self.writes_several_shards(exec, batch) {
-            exec.txn = exec.new_txn("BEGIN".into(), true);
+            // A first statement read in two parts needs one snapshot for both: the batch's
+            // Parses take theirs on the shards already, so the transaction has it from BEGIN.
+            let begin = if self.first_bind_reads_in_two_parts(exec, batch)
+                && exec.txn_isolation().await? == Isolation::ReadCommitted
+            {
+                "BEGIN ISOLATION LEVEL REPEATABLE READ"
+            } else {
+                "BEGIN"
+            };
+            exec.txn = exec.new_txn(begin.into(), true);
         }
         // A snapshot transaction takes its cut on the shards the batch binds to, before any
         // message runs.

@@ -4,9 +4,11 @@
 
 use super::{parse_ast_for, parses, plan_sql, Ast, Extended, Portal, Statement};
 use crate::executor::session::Exec;
+use crate::executor::write_subqueries;
 use crate::protocol::message::{ClientMessage, Kind, Target, TargetKind};
 use crate::router::params::Params;
 use crate::router::plan::{Plan, HOME};
+use crate::router::uncorrelated::answered_in_parts;
 use foldhash::HashMap;
 use smallvec::SmallVec;
 use std::collections::BTreeSet;
@@ -174,6 +176,28 @@ impl Extended {
             }
         }
         written.len() > 1
+    }
+
+    /// Whether the batch's first Bind is of a statement the proxy reads in two parts (a
+    /// subquery answered first, then the statement): an implicit transaction the batch opens
+    /// must then read one snapshot from its start (see `Exec::one_snapshot_for_two_reads`).
+    pub(super) fn first_bind_reads_in_two_parts(
+        &self,
+        exec: &Exec<'_>,
+        batch: &[ClientMessage],
+    ) -> bool {
+        let Some((b, before)) = binds_in_place(batch).next() else {
+            return false;
+        };
+        let Some((sql, ast)) = source_for(&self.statements, exec, &b.statement, before) else {
+            return false;
+        };
+        match (plan_sql(exec, sql, &ast, &b.params), ast.as_deref()) {
+            (Plan::Reject(e), Some(stmt)) => {
+                answered_in_parts(&e) || write_subqueries::answered_first(stmt, &e)
+            }
+            _ => false,
+        }
     }
 
     pub(super) fn portal_shard(&self, name: &str) -> Option<usize> {
