@@ -10,8 +10,8 @@ import java.util.*;
  * ResultSetMetaData (which look tables up by OID), setMaxRows over a merged order, an updatable
  * result set, a batch failing on its second row, isolation levels, read-only transactions,
  * parameter types, a CallableStatement, and a batch into a table whose serial key the proxy
- * fills, with the keys it returns. tests/clients.rs runs it through the proxy and
- * against one PostgreSQL database, and compares the two outputs.
+ * fills, with the keys it returns, and a batch of literal statements. tests/clients.rs runs it
+ * through the proxy and against one PostgreSQL database, and compares the two outputs.
  *
  *   java -cp postgresql.jar JdbcHabits.java JDBC_URL USER PASSWORD [reWriteBatchedInserts]
  */
@@ -199,6 +199,17 @@ public class JdbcHabits {
             ResultSet r = st.executeQuery("select count(distinct id) from jdbc_serial"); r.next();
             sb.append(r.getLong(1));
             st.execute("drop table jdbc_serial");
+            return sb;
+        });
+        step("statement batch", () -> {
+            // Literal statements, each parsed as the unnamed statement: every row goes, and is
+            // changed, where its own key sends it.
+            Statement s = c.createStatement();
+            for (int i = 3001; i <= 3012; i++) s.addBatch("insert into jdbc_items (id, name, qty) values (" + i + ", 'sb" + i + "', 5)");
+            for (int i = 3001; i <= 3012; i++) s.addBatch("update jdbc_items set qty = qty + " + i + " where id = " + i);
+            StringBuilder sb = new StringBuilder(Arrays.toString(s.executeBatch()) + " ");
+            PreparedStatement q = c.prepareStatement("select name, qty from jdbc_items where id = ?");
+            for (long id = 3001; id <= 3012; id++) { q.setLong(1, id); ResultSet r = q.executeQuery(); sb.append(r.next() ? r.getString(1) + "=" + r.getInt(2) : "missing").append(' '); }
             return sb;
         });
         step("delete some", () -> st.executeUpdate("delete from jdbc_items where qty < 3"));
