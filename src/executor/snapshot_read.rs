@@ -52,7 +52,7 @@ impl Exec<'_> {
     /// READ where the session's level is READ COMMITTED (one statement reads one snapshot
     /// there too), and answers Ok(true): the caller ends it. Ok(false): the open transaction's
     /// snapshot serves both; an implicit one that has reached no shard yet (a multi-statement
-    /// query, or a batch writing on several shards, whose first statement this is) is made
+    /// query, or an extended-protocol batch that writes, whose first statement this is) is made
     /// REPEATABLE READ for that. Err: a READ COMMITTED transaction whose statements each take
     /// a new snapshot.
     pub async fn one_snapshot_for_two_reads(&mut self) -> R<Result<bool, ()>> {

@@ -314,9 +314,10 @@ impl Extended {
                 return self.run_on_one_shard(exec, one, batch).await;
             }
         }
-        // PostgreSQL runs the messages up to Sync as one implicit transaction; when they write
-        // on several shards, so does the proxy, committing at Sync.
-        if exec.txn == TxnState::Idle && self.writes_several_shards(exec, batch) {
+        // PostgreSQL runs the messages up to Sync as one implicit transaction; so does the
+        // proxy where a shard's own would not do (see `runs_as_one_transaction`), committing
+        // at Sync.
+        if exec.txn == TxnState::Idle && self.runs_as_one_transaction(exec, batch) {
             // A first statement read in two parts needs one snapshot for both: the batch's
             // Parses take theirs on the shards already, so the transaction has it from BEGIN.
             let begin = if self.first_bind_reads_in_two_parts(exec, batch)

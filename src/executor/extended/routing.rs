@@ -163,8 +163,13 @@ impl Extended {
         shards.into_iter().collect()
     }
 
-    /// Whether the batch's Binds write on more than one shard.
-    pub(super) fn writes_several_shards(&self, exec: &Exec<'_>, batch: &[ClientMessage]) -> bool {
+    /// Whether the batch, run message by message, needs a transaction of the proxy's own to
+    /// be the one implicit transaction PostgreSQL makes of it up to its Sync: its Binds write
+    /// on more than one shard, or it writes on one and runs another statement, whose error
+    /// (a shard's, or the proxy's refusal) must undo the write. Without one, each shard would
+    /// commit its part at the Sync.
+    pub(super) fn runs_as_one_transaction(&self, exec: &Exec<'_>, batch: &[ClientMessage]) -> bool {
+        let executes = batch.iter().filter(|m| m.tag() == b'E').count();
         let mut written = BTreeSet::new();
         for (b, before) in binds_in_place(batch) {
             match self.plan_for(exec, &b.statement, &b.params, before) {
@@ -175,7 +180,7 @@ impl Extended {
                 _ => {}
             }
         }
-        written.len() > 1
+        written.len() > 1 || (!written.is_empty() && executes > 1)
     }
 
     /// Whether the batch's first Bind is of a statement the proxy reads in two parts (a
