@@ -142,6 +142,48 @@ pub async fn answer(
         .collect())
 }
 
+/// What each statement of a pipeline answered: its rows, or the SQLSTATE it failed with.
+pub type Answers = Vec<Result<Vec<Vec<Option<String>>>, String>>;
+
+/// Runs `statements` (texts with their bound values) as one pipeline, each Parse, Bind,
+/// Describe and Execute of the unnamed statement and one Sync after them all, sent in one
+/// write: each statement's answer up to the first error (PostgreSQL skips the rest), its rows
+/// sorted.
+pub async fn pipeline(raw: &mut Raw, statements: &[(String, Vec<String>)]) -> Answers {
+    let mut request = Vec::new();
+    for (sql, params) in statements {
+        let one = super::common::raw::one_shot(sql, &[], params);
+        request.extend_from_slice(&one[..one.len() - 5]);
+    }
+    request.extend(super::common::raw::message(b'S', &[]));
+    raw.send(&request).await;
+    let messages = raw.until_ready().await;
+    assert_eq!(
+        messages.last().map(|m| m.0),
+        Some(b'Z'),
+        "{statements:?}: no ReadyForQuery"
+    );
+    let (mut answers, mut rows) = (Vec::new(), Vec::new());
+    for (tag, body) in &messages {
+        match tag {
+            b'D' => rows.push(data_row(body)),
+            b'C' | b'I' => {
+                let mut done = std::mem::take(&mut rows);
+                done.sort();
+                answers.push(Ok(done));
+            }
+            b'E' => {
+                answers.push(Err(
+                    super::common::raw::field(body, b'C').unwrap_or_default()
+                ));
+                break;
+            }
+            _ => {}
+        }
+    }
+    answers
+}
+
 #[test]
 fn constants_of_comparisons_lists_and_limits_are_bound_and_positions_are_not() {
     let (sql, params) = parametrize(

@@ -486,3 +486,44 @@ async fn random_writes_in_snapshot_consistency_leave_the_shards_as_one_postgres(
 async fn random_bound_writes_in_snapshot_consistency_leave_the_shards_as_one_postgres() {
     random_writes(super::Sent::Bound, super::Consistency::Snapshot).await;
 }
+
+/// Random writes a few at a time in one pipeline (one Sync, so one implicit transaction), their
+/// constants bound, as psycopg's and libpq's pipelines send them. Each pipeline must answer
+/// statement by statement as the plain server does; one the proxy refuses part of must leave
+/// nothing of its earlier statements behind, on any shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_pipelines_leave_the_shards_as_one_postgres_or_as_they_were() {
+    let (tc, plain, _p, d) = super::setup_in(super::Consistency::Shard).await;
+    let shards = [tc.direct(0).await, tc.direct(1).await, tc.direct(2).await];
+    let seed = super::seed();
+    let count: usize = std::env::var("SHARDGATE_DIFF_PIPELINES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(150);
+    let mut via = super::bound::login(tc.port, "trustuser").await;
+    let mut direct = super::bound::login(plain.cluster.port, "postgres").await;
+    let mut rng = Rng(seed);
+    let (mut alike, mut refused) = (0, 0);
+    for _ in 0..count {
+        let statements: Vec<(String, Vec<String>)> = (0..2 + rng.below(3))
+            .map(|_| super::bound::parametrize(&statement(&mut rng)))
+            .collect();
+        let proxied = super::bound::pipeline(&mut via, &statements).await;
+        if proxied
+            .iter()
+            .any(|a| a.as_ref().err().map(String::as_str) == Some("0A000"))
+        {
+            refused += 1;
+        } else {
+            let expected = super::bound::pipeline(&mut direct, &statements).await;
+            assert_eq!(
+                proxied, expected,
+                "answers differ for the pipeline {statements:?} (seed {seed})"
+            );
+            alike += 1;
+        }
+        same_state(&tc, &shards, &d, &format!("{statements:?} (seed {seed})")).await;
+    }
+    println!("{alike} pipelines did as one PostgreSQL does, {refused} refused and undone");
+    assert!(alike > 0 && refused > 0, "{alike} alike, {refused} refused");
+}

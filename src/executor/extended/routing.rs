@@ -165,22 +165,34 @@ impl Extended {
 
     /// Whether the batch, run message by message, needs a transaction of the proxy's own to
     /// be the one implicit transaction PostgreSQL makes of it up to its Sync: its Binds write
-    /// on more than one shard, or it writes on one and runs another statement, whose error
-    /// (a shard's, or the proxy's refusal) must undo the write. Without one, each shard would
-    /// commit its part at the Sync.
+    /// on more than one shard, or it runs more than one statement and one of them may write
+    /// (a write on one shard, one the proxy carries out in parts, DDL, a call), whose effect
+    /// another's error (a shard's, or the proxy's refusal) must undo. Without one, each shard,
+    /// or the proxy's own transaction for one statement, would commit its part on its own.
     pub(super) fn runs_as_one_transaction(&self, exec: &Exec<'_>, batch: &[ClientMessage]) -> bool {
         let executes = batch.iter().filter(|m| m.tag() == b'E').count();
-        let mut written = BTreeSet::new();
+        let (mut written, mut may_write) = (BTreeSet::new(), false);
         for (b, before) in binds_in_place(batch) {
-            match self.plan_for(exec, &b.statement, &b.params, before) {
-                Some(Plan::Shard { shard, write: true }) => {
-                    written.insert(shard);
+            let Some(plan) = self.plan_for(exec, &b.statement, &b.params, before) else {
+                continue;
+            };
+            match &plan {
+                Plan::Shard { shard, write: true } => {
+                    written.insert(*shard);
                 }
-                Some(Plan::Write { parts, .. }) => written.extend(parts.iter().map(|p| p.0)),
+                Plan::Write { parts, .. } => written.extend(parts.iter().map(|p| p.0)),
                 _ => {}
             }
+            may_write |= !matches!(
+                plan,
+                Plan::Shard { write: false, .. }
+                    | Plan::Scatter { .. }
+                    | Plan::Session
+                    | Plan::Txn(_)
+                    | Plan::Admin(_)
+            );
         }
-        written.len() > 1 || (!written.is_empty() && executes > 1)
+        written.len() > 1 || (may_write && executes > 1)
     }
 
     /// Whether the batch's first Bind is of a statement the proxy reads in two parts (a
