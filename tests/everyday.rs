@@ -474,42 +474,55 @@ async fn a_pipeline_runs_each_query_where_its_own_statement_goes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_in_a_pipeline_undoes_what_ran_before_it() {
     // Up to its Sync a batch is one implicit transaction: an error anywhere in it, the proxy's
-    // own refusal included, undoes the writes before it, on one shard as on several.
+    // own refusal included, undoes the writes before it, on one shard as on several; sent in
+    // one write, or query by query with pauses between, as psycopg's pipelines send them (the
+    // proxy then runs each part as it arrives, before the Sync).
     let tc = cluster().await;
     let (mut raw, _) = Raw::login(tc.port).await;
     let refused = "select i.id from items i join feelings f on i.qty = f.id where i.id > $1";
     // A shard's error in a read of every shard after the writes.
     let failing = "select count(*) / (count(*) - count(*)) from items where id > $1";
-    for (first, second, last) in [
-        (5001, 5001, refused),
-        (5002, 5003, refused),
-        (5004, 5005, refused),
-        (5006, 5007, failing),
-        (5008, 5008, failing),
-    ] {
-        let mut batch = piped("insert into items (id, name) values ($1, 'undone')", first);
-        if second != first {
-            batch.extend(piped(
-                "insert into items (id, name) values ($1, 'undone')",
-                second,
-            ));
+    for paused in [false, true] {
+        for (first, second, last) in [
+            (5001, 5001, refused),
+            (5002, 5003, refused),
+            (5004, 5005, refused),
+            (5006, 5007, failing),
+            (5008, 5008, failing),
+        ] {
+            let insert = "insert into items (id, name) values ($1, 'undone')";
+            let mut parts = vec![piped(insert, first)];
+            if second != first {
+                parts.push(piped(insert, second));
+            }
+            parts.push(piped(last, 0));
+            parts.push(message(b'S', &[]));
+            if paused {
+                for part in parts {
+                    raw.send(&part).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            } else {
+                raw.send(&parts.concat()).await;
+            }
+            let codes: Vec<_> = raw
+                .until_ready()
+                .await
+                .into_iter()
+                .filter(|(t, _)| *t == b'E')
+                .map(|(_, body)| field(&body, b'C'))
+                .collect();
+            assert_eq!(codes.len(), 1, "{codes:?}");
+            let left = tc
+                .count_on_each_shard("select count(*) from items where name = 'undone'")
+                .await;
+            assert_eq!(
+                left,
+                vec![0, 0, 0],
+                "{first} {second} {last}, paused: {paused}"
+            );
         }
-        batch.extend(piped(last, 0));
-        batch.extend(message(b'S', &[]));
-        raw.send(&batch).await;
-        let codes: Vec<_> = raw
-            .until_ready()
-            .await
-            .into_iter()
-            .filter(|(t, _)| *t == b'E')
-            .map(|(_, body)| field(&body, b'C'))
-            .collect();
-        assert_eq!(codes.len(), 1, "{codes:?}");
     }
-    let left = tc
-        .count_on_each_shard("select count(*) from items where name = 'undone'")
-        .await;
-    assert_eq!(left, vec![0, 0, 0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

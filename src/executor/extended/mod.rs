@@ -308,26 +308,24 @@ impl Extended {
     /// Runs `batch` (what it leaves in it is spent: see `reuse`).
     async fn run_batch(&mut self, exec: &mut Exec<'_>, batch: &mut Vec<ClientMessage>) -> R<()> {
         fetch_insert_columns(exec, batch).await?;
-        // In a failed transaction every Parse and Bind is checked (see `aborted`).
-        if !self.failed && !matches!(exec.txn, TxnState::Failed(_)) {
+        // A batch run before its Sync (the client paused, or flushed) that may write opens the
+        // transaction first: what follows it up to the Sync is not known yet.
+        let synced = batch.last().is_some_and(|m| m.tag() == b'S');
+        if !synced {
+            self.open_one_transaction(exec, batch).await?;
+        }
+        // In a failed transaction every Parse and Bind is checked (see `aborted`); the proxy's
+        // own implicit transaction ends at the Sync, which the message-by-message path does.
+        if !self.failed
+            && !matches!(exec.txn, TxnState::Failed(_))
+            && !matches!(&exec.txn, TxnState::Open(t) if t.implicit && synced)
+        {
             if let Some(one) = self.single_destination(exec, batch) {
                 return self.run_on_one_shard(exec, one, batch).await;
             }
         }
-        // PostgreSQL runs the messages up to Sync as one implicit transaction; so does the
-        // proxy where a shard's own would not do (see `runs_as_one_transaction`), committing
-        // at Sync.
-        if exec.txn == TxnState::Idle && self.runs_as_one_transaction(exec, batch) {
-            // A first statement read in two parts needs one snapshot for both: the batch's
-            // Parses take theirs on the shards already, so the transaction has it from BEGIN.
-            let begin = if self.first_bind_reads_in_two_parts(exec, batch)
-                && exec.txn_isolation().await? == Isolation::ReadCommitted
-            {
-                "BEGIN ISOLATION LEVEL REPEATABLE READ"
-            } else {
-                "BEGIN"
-            };
-            exec.txn = exec.new_txn(begin.into(), true);
+        if synced {
+            self.open_one_transaction(exec, batch).await?;
         }
         // A snapshot transaction takes its cut on the shards the batch binds to, before any
         // message runs.
@@ -348,6 +346,26 @@ impl Extended {
             self.run_message(exec, frame).await?;
         }
         exec.copied_in = false;
+        Ok(())
+    }
+
+    /// PostgreSQL runs the messages up to Sync as one implicit transaction; so does the proxy,
+    /// with a transaction of its own committed at Sync, where a shard's own would not do (see
+    /// `runs_as_one_transaction`).
+    async fn open_one_transaction(&self, exec: &mut Exec<'_>, batch: &[ClientMessage]) -> R<()> {
+        if exec.txn != TxnState::Idle || self.failed || !self.runs_as_one_transaction(exec, batch) {
+            return Ok(());
+        }
+        // A first statement read in two parts needs one snapshot for both: the batch's Parses
+        // take theirs on the shards already, so the transaction has it from BEGIN.
+        let begin = if self.first_bind_reads_in_two_parts(exec, batch)
+            && exec.txn_isolation().await? == Isolation::ReadCommitted
+        {
+            "BEGIN ISOLATION LEVEL REPEATABLE READ"
+        } else {
+            "BEGIN"
+        };
+        exec.txn = exec.new_txn(begin.into(), true);
         Ok(())
     }
 

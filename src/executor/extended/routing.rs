@@ -165,10 +165,11 @@ impl Extended {
 
     /// Whether the batch, run message by message, needs a transaction of the proxy's own to
     /// be the one implicit transaction PostgreSQL makes of it up to its Sync: its Binds write
-    /// on more than one shard, or it runs more than one statement and one of them may write
-    /// (a write on one shard, one the proxy carries out in parts, DDL, a call), whose effect
-    /// another's error (a shard's, or the proxy's refusal) must undo. Without one, each shard,
-    /// or the proxy's own transaction for one statement, would commit its part on its own.
+    /// on more than one shard, or one of them may write (a write on one shard, one the proxy
+    /// carries out in parts, DDL, a call) and another statement, in the batch or after it
+    /// before the Sync, may fail (a shard's error, or the proxy's refusal) and must undo it.
+    /// Without one, each shard, or the proxy's own transaction for one statement, would
+    /// commit its part on its own.
     pub(super) fn runs_as_one_transaction(&self, exec: &Exec<'_>, batch: &[ClientMessage]) -> bool {
         let executes = batch.iter().filter(|m| m.tag() == b'E').count();
         let (mut written, mut may_write) = (BTreeSet::new(), false);
@@ -192,7 +193,8 @@ impl Extended {
                     | Plan::Admin(_)
             );
         }
-        written.len() > 1 || (may_write && executes > 1)
+        let synced = batch.last().is_some_and(|m| m.tag() == b'S');
+        written.len() > 1 || (may_write && (executes > 1 || !synced))
     }
 
     /// Whether the batch's first Bind is of a statement the proxy reads in two parts (a
