@@ -147,13 +147,22 @@ pub type Answers = Vec<Result<Vec<Vec<Option<String>>>, String>>;
 
 /// Runs `statements` (texts with their bound values) as one pipeline, each Parse, Bind,
 /// Describe and Execute of the unnamed statement and one Sync after them all, sent in one
-/// write: each statement's answer up to the first error (PostgreSQL skips the rest), its rows
-/// sorted.
-pub async fn pipeline(raw: &mut Raw, statements: &[(String, Vec<String>)]) -> Answers {
+/// write, or (`paused`) statement by statement with a pause after each, as psycopg sends a
+/// pipeline: each statement's answer up to the first error (PostgreSQL skips the rest), its
+/// rows sorted.
+pub async fn pipeline(
+    raw: &mut Raw,
+    statements: &[(String, Vec<String>)],
+    paused: bool,
+) -> Answers {
     let mut request = Vec::new();
     for (sql, params) in statements {
         let one = super::common::raw::one_shot(sql, &[], params);
         request.extend_from_slice(&one[..one.len() - 5]);
+        if paused {
+            raw.send(&std::mem::take(&mut request)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
     request.extend(super::common::raw::message(b'S', &[]));
     raw.send(&request).await;

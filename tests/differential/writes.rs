@@ -491,9 +491,8 @@ async fn random_bound_writes_in_snapshot_consistency_leave_the_shards_as_one_pos
 /// constants bound, as psycopg's and libpq's pipelines send them. Each pipeline must answer
 /// statement by statement as the plain server does; one the proxy refuses part of must leave
 /// nothing of its earlier statements behind, on any shard.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_pipelines_leave_the_shards_as_one_postgres_or_as_they_were() {
-    let (tc, plain, _p, d) = super::setup_in(super::Consistency::Shard).await;
+async fn random_pipelines(consistency: super::Consistency, paused: bool) {
+    let (tc, plain, _p, d) = super::setup_in(consistency).await;
     let shards = [tc.direct(0).await, tc.direct(1).await, tc.direct(2).await];
     let seed = super::seed();
     let count: usize = std::env::var("SHARDGATE_DIFF_PIPELINES")
@@ -508,14 +507,14 @@ async fn random_pipelines_leave_the_shards_as_one_postgres_or_as_they_were() {
         let statements: Vec<(String, Vec<String>)> = (0..2 + rng.below(3))
             .map(|_| super::bound::parametrize(&statement(&mut rng)))
             .collect();
-        let proxied = super::bound::pipeline(&mut via, &statements).await;
+        let proxied = super::bound::pipeline(&mut via, &statements, paused).await;
         if proxied
             .iter()
             .any(|a| a.as_ref().err().map(String::as_str) == Some("0A000"))
         {
             refused += 1;
         } else {
-            let expected = super::bound::pipeline(&mut direct, &statements).await;
+            let expected = super::bound::pipeline(&mut direct, &statements, paused).await;
             assert_eq!(
                 proxied, expected,
                 "answers differ for the pipeline {statements:?} (seed {seed})"
@@ -526,4 +525,22 @@ async fn random_pipelines_leave_the_shards_as_one_postgres_or_as_they_were() {
     }
     println!("{alike} pipelines did as one PostgreSQL does, {refused} refused and undone");
     assert!(alike > 0 && refused > 0, "{alike} alike, {refused} refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_pipelines_leave_the_shards_as_one_postgres_or_as_they_were() {
+    random_pipelines(super::Consistency::Shard, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_pipelines_in_snapshot_consistency_leave_the_shards_as_one_postgres_or_as_they_were()
+{
+    random_pipelines(super::Consistency::Snapshot, false).await;
+}
+
+/// As psycopg sends a pipeline: each statement as it comes, the Sync after them all, so the
+/// proxy runs each before it knows the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_paused_pipelines_leave_the_shards_as_one_postgres_or_as_they_were() {
+    random_pipelines(super::Consistency::Shard, true).await;
 }
