@@ -19,7 +19,8 @@
 //! Describe, Close) and `execute` its Execute, `local_portal` the portals the proxy carries
 //! out, `rebind` builds the requests for statements run on several shards, `fixed_result`
 //! keeps a statement's result columns as PostgreSQL does, `shard_set` the small per-batch
-//! sets of shards, `portals` the portals by name.
+//! sets of shards, `portals` the portals by name, `parse_checked` the refusals a Parse gets
+//! whatever its values.
 
 mod binary_rows;
 mod execute;
@@ -27,6 +28,8 @@ mod fixed_result;
 mod local_portal;
 use local_portal::LocalPortal;
 mod one_shard;
+mod parse_checked;
+use parse_checked::ParseChecked;
 mod portal;
 mod portals;
 pub(crate) mod route_cache;
@@ -94,39 +97,6 @@ pub struct Extended {
     parse_checked: ParseChecked,
     /// The fast path's write buffer, kept for the next batch (see `keep_out`).
     out: BytesMut,
-}
-
-/// The last Parse text that `parse_error` passed, with the placement it was checked against.
-/// Drivers send the same unnamed text batch after batch, and checking it again (splitting it
-/// into statements, visiting its tree) costs about as much as routing it. The placement is held,
-/// not just compared by address, so a reload's new placement can never take an old one's place.
-/// Whether the text is one the proxy answers itself (`answered_by_proxy`) is kept with it.
-#[derive(Default)]
-struct ParseChecked(Option<(String, std::sync::Arc<crate::placement::Placement>, bool)>);
-
-impl ParseChecked {
-    /// `parse_error` of `sql`, remembered while the text and the placement stay the same.
-    fn error(&mut self, exec: &Exec<'_>, sql: &str) -> Option<PgError> {
-        if let Some((text, placement, _)) = &self.0 {
-            if text == sql && std::sync::Arc::ptr_eq(placement, &exec.placement) {
-                return None;
-            }
-        }
-        let error = parse_error(exec, sql);
-        if error.is_none() {
-            let answered = answered_by_proxy(sql);
-            self.0 = Some((sql.to_string(), exec.placement.clone(), answered));
-        }
-        error
-    }
-
-    /// `answered_by_proxy` of `sql`, remembered with the last text checked.
-    fn answered_by_proxy(&self, sql: &str) -> bool {
-        match &self.0 {
-            Some((text, _, answered)) if text == sql => *answered,
-            _ => answered_by_proxy(sql),
-        }
-    }
 }
 
 impl Drop for Extended {
@@ -544,21 +514,6 @@ pub(super) fn answered_by_proxy(sql: &str) -> bool {
 /// A snapshot transaction that has not enlisted `shard` (it may not have a cut yet).
 fn snapshot_without(exec: &Exec<'_>, shard: usize) -> bool {
     matches!(&exec.txn, TxnState::Open(t) if t.snapshot && !t.enlisted.contains(&shard))
-}
-
-/// A refusal that does not depend on parameters (see `check_at_parse`).
-fn parse_error(exec: &Exec<'_>, sql: &str) -> Option<PgError> {
-    if let Some(err) = super::session::too_large_to_analyse(sql) {
-        return Some(err);
-    }
-    if crate::sql::split_statements(sql).len() > 1 {
-        return Some(PgError::error(
-            "42601",
-            "cannot insert multiple commands into a prepared statement",
-        ));
-    }
-    parse_ast(exec, sql)
-        .and_then(|stmt| crate::router::plan::check_at_parse(&stmt, &exec.placement))
 }
 
 /// A parsed statement shared with the session's parse cache.
