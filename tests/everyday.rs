@@ -381,6 +381,16 @@ fn parse(name: &str, sql: &str) -> Vec<u8> {
     message(b'P', &body)
 }
 
+/// The `code` field of each ErrorResponse up to the next ReadyForQuery.
+async fn errors_until_ready(raw: &mut Raw, code: u8) -> Vec<Option<String>> {
+    raw.until_ready()
+        .await
+        .into_iter()
+        .filter(|(t, _)| *t == b'E')
+        .map(|(_, body)| field(&body, code))
+        .collect()
+}
+
 /// libpq's one-shot query of `sql` bound to `value` (see `one_shot`), without the Sync: one
 /// query of a pipeline.
 fn piped(sql: &str, value: i64) -> Vec<u8> {
@@ -406,13 +416,7 @@ async fn a_pipeline_runs_each_query_where_its_own_statement_goes() {
         ));
         batch.extend(message(b'S', &[]));
         raw.send(&batch).await;
-        let errors: Vec<_> = raw
-            .until_ready()
-            .await
-            .into_iter()
-            .filter(|(t, _)| *t == b'E')
-            .map(|(_, body)| field(&body, b'M'))
-            .collect();
+        let errors = errors_until_ready(&mut raw, b'M').await;
         assert!(errors.is_empty(), "{id}: {errors:?}");
     }
     let c = tc.client().await;
@@ -505,13 +509,7 @@ async fn a_refusal_in_a_pipeline_undoes_what_ran_before_it() {
             } else {
                 raw.send(&parts.concat()).await;
             }
-            let codes: Vec<_> = raw
-                .until_ready()
-                .await
-                .into_iter()
-                .filter(|(t, _)| *t == b'E')
-                .map(|(_, body)| field(&body, b'C'))
-                .collect();
+            let codes = errors_until_ready(&mut raw, b'C').await;
             assert_eq!(codes.len(), 1, "{codes:?}");
             let left = tc
                 .count_on_each_shard("select count(*) from items where name = 'undone'")
