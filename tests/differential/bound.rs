@@ -118,28 +118,14 @@ pub async fn login(port: u16, user: &str) -> Raw {
 }
 
 /// Runs `sql` with `params` bound, in one Parse, Bind, Describe, Execute, Sync: the rows in
-/// text, or the SQLSTATE of the first error.
+/// text, in the order they came, or the SQLSTATE of the first error.
 pub async fn answer(
     raw: &mut Raw,
     sql: &str,
     params: &[String],
 ) -> Result<Vec<Vec<Option<String>>>, String> {
-    let request = super::common::raw::one_shot(sql, &[], params);
-    raw.send(&request).await;
-    let messages = raw.until_ready().await;
-    assert_eq!(
-        messages.last().map(|m| m.0),
-        Some(b'Z'),
-        "{sql}: no ReadyForQuery"
-    );
-    if let Some((_, body)) = messages.iter().find(|m| m.0 == b'E') {
-        return Err(super::common::raw::field(body, b'C').unwrap_or_default());
-    }
-    Ok(messages
-        .iter()
-        .filter(|m| m.0 == b'D')
-        .map(|(_, body)| data_row(body))
-        .collect())
+    let mut answers = pipeline(raw, &[(sql.to_string(), params.to_vec())], false).await;
+    answers.pop().unwrap_or_else(|| panic!("{sql}: no answer"))
 }
 
 /// What each statement of a pipeline answered: its rows, or the SQLSTATE it failed with.
@@ -149,7 +135,7 @@ pub type Answers = Vec<Result<Vec<Vec<Option<String>>>, String>>;
 /// Describe and Execute of the unnamed statement and one Sync after them all, sent in one
 /// write, or (`paused`) statement by statement with a pause after each, as psycopg sends a
 /// pipeline: each statement's answer up to the first error (PostgreSQL skips the rest), its
-/// rows sorted.
+/// rows in the order they came.
 pub async fn pipeline(
     raw: &mut Raw,
     statements: &[(String, Vec<String>)],
@@ -176,11 +162,7 @@ pub async fn pipeline(
     for (tag, body) in &messages {
         match tag {
             b'D' => rows.push(data_row(body)),
-            b'C' | b'I' => {
-                let mut done = std::mem::take(&mut rows);
-                done.sort();
-                answers.push(Ok(done));
-            }
+            b'C' | b'I' => answers.push(Ok(std::mem::take(&mut rows))),
             b'E' => {
                 answers.push(Err(
                     super::common::raw::field(body, b'C').unwrap_or_default()
