@@ -368,7 +368,13 @@ impl Registration {
     /// A wait that ends once another session terminated this one.
     pub fn termination(&self) -> Termination {
         let mut rx = self.session.terminate.subscribe();
-        let probe = rx.clone();
+        let mut probe = rx.clone();
+        // A subscription counts the value it finds as seen. A terminate that came between
+        // the registration and this wait (the greeting is written in between) must still
+        // show in `moved()`, which the session loops look at before reading the client.
+        if *probe.borrow() {
+            probe.mark_changed();
+        }
         KeptWait::new(
             probe,
             Box::pin(async move {
@@ -542,6 +548,22 @@ mod tests {
             reg.signal(pb, SignalKind::Terminate, pa),
             Signalled::NoSuchSession
         ));
+    }
+
+    #[test]
+    fn a_terminate_before_the_wait_is_taken_shows_at_once() {
+        let reg = CancelRegistry::default();
+        let t = crate::config::ShardTarget::parse("postgres://u@h/db").unwrap();
+        let killer = reg.register_slots(vec![t.clone()], vec![None], app());
+        let victim = reg.register_slots(vec![t], vec![None], app());
+        assert!(!victim.termination().moved());
+        assert!(matches!(
+            reg.signal(victim.key.pid, SignalKind::Terminate, killer.key.pid),
+            Signalled::Sent(_)
+        ));
+        // As when the terminate lands while the greeting is written, before the session
+        // loop takes its wait.
+        assert!(victim.termination().moved());
     }
 
     #[test]
