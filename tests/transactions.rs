@@ -556,3 +556,78 @@ async fn a_write_on_several_shards_under_a_role_without_rights_rolls_back_cleanl
         .await
         .unwrap();
 }
+
+/// A read that calls a function writing on its shard (an application's logging or queueing
+/// function) wrote there: that shard commits with the others, atomically, as in one PostgreSQL,
+/// though no plan saw the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_calling_a_writing_function_commits_with_the_transaction() {
+    let tc = cluster().await;
+    // Made on each shard directly, as a table the configuration does not declare. Deferred, so
+    // that a clash shows only when the shard's transaction ends.
+    for s in 0..tc.shards.len() {
+        tc.direct(s)
+            .await
+            .batch_execute(
+                "create table notes (k bigint, primary key (k) deferrable initially deferred);
+                 create function note(k bigint) returns bigint language sql
+                   as $$ insert into notes values (k) returning k $$",
+            )
+            .await
+            .unwrap();
+    }
+    let notes = |s: usize| {
+        let tc = &tc;
+        async move {
+            tc.direct(s)
+                .await
+                .query_one("select count(*) from notes", &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    let c = tc.client().await;
+    let (low, high) = (tc.keys_on(0, 1..31, 1)[0], tc.keys_on(2, 1..31, 1)[0]);
+    // A planned write on one shard, the function's clashing writes on the other, both ways
+    // round (the lower written shard decides); then the function's writes alone, one shard's
+    // clashing.
+    let cases = [
+        (Some(low), low, high),
+        (Some(high), high, low),
+        (None, low, high),
+    ];
+    for (update, noted, clash) in cases {
+        c.batch_execute("begin").await.unwrap();
+        if let Some(id) = update {
+            c.batch_execute(&format!("update accounts set balance = 0 where id = {id}"))
+                .await
+                .unwrap();
+        }
+        c.batch_execute(&format!("select note(id) from accounts where id = {noted}"))
+            .await
+            .unwrap();
+        c.batch_execute(&format!(
+            "select note(id), note(id) from accounts where id = {clash}"
+        ))
+        .await
+        .unwrap();
+        let e = c.batch_execute("commit").await.unwrap_err();
+        assert_eq!(code(&e), "23505", "{update:?} {noted} {clash}: {e:?}");
+        for s in [0, 2] {
+            assert_eq!(notes(s).await, 0, "shard {s} kept a note ({update:?})");
+        }
+        if let Some(id) = update {
+            assert_eq!(balance(&c, id).await, 100, "the update rolled back");
+        }
+        assert_eq!(prepared_left(&tc).await, 0);
+    }
+    // Without a clash everything commits.
+    c.batch_execute(&format!(
+        "begin; update accounts set balance = 7 where id = {low};
+         select note(id) from accounts where id = {high}; commit"
+    ))
+    .await
+    .unwrap();
+    assert_eq!((balance(&c, low).await, notes(2).await), (7, 1));
+}
