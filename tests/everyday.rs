@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::raw::{field, message, query, startup_packet, Raw};
+use common::raw::{field, message, piped, query, startup_packet, Raw};
 use common::{code, connect, db_error, rows, TestCluster};
 use std::time::Duration;
 use tokio_postgres::SimpleQueryMessage;
@@ -389,14 +389,6 @@ async fn errors_until_ready(raw: &mut Raw, code: u8) -> Vec<Option<String>> {
         .filter(|(t, _)| *t == b'E')
         .map(|(_, body)| field(&body, code))
         .collect()
-}
-
-/// libpq's one-shot query of `sql` bound to `value` (see `one_shot`), without the Sync: one
-/// query of a pipeline.
-fn piped(sql: &str, value: i64) -> Vec<u8> {
-    let mut m = common::raw::one_shot(sql, &[], &[value.to_string()]);
-    m.truncate(m.len() - 5);
-    m
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

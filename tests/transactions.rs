@@ -563,30 +563,8 @@ async fn a_write_on_several_shards_under_a_role_without_rights_rolls_back_cleanl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_calling_a_writing_function_commits_with_the_transaction() {
     let tc = cluster().await;
-    // Made on each shard directly, as a table the configuration does not declare. Deferred, so
-    // that a clash shows only when the shard's transaction ends.
-    for s in 0..tc.shards.len() {
-        tc.direct(s)
-            .await
-            .batch_execute(
-                "create table notes (k bigint, primary key (k) deferrable initially deferred);
-                 create function note(k bigint) returns bigint language sql
-                   as $$ insert into notes values (k) returning k $$",
-            )
-            .await
-            .unwrap();
-    }
-    let notes = |s: usize| {
-        let tc = &tc;
-        async move {
-            tc.direct(s)
-                .await
-                .query_one("select count(*) from notes", &[])
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-        }
-    };
+    make_notes(&tc).await;
+    let notes = |s| notes(&tc, s);
     let c = tc.client().await;
     let (low, high) = (tc.keys_on(0, 1..31, 1)[0], tc.keys_on(2, 1..31, 1)[0]);
     // A planned write on one shard, the function's clashing writes on the other, both ways
@@ -630,4 +608,93 @@ async fn a_read_calling_a_writing_function_commits_with_the_transaction() {
     .await
     .unwrap();
     assert_eq!((balance(&c, low).await, notes(2).await), (7, 1));
+}
+
+/// On every shard, a table the configuration does not declare and a function that writes it,
+/// made through the proxy so that its planner knows the function from the next transaction
+/// on. Deferred, so that a clash shows only when a shard's transaction ends.
+async fn make_notes(tc: &TestCluster) {
+    let c = tc.client().await;
+    c.batch_execute("create table notes (k bigint, primary key (k) deferrable initially deferred)")
+        .await
+        .unwrap();
+    c.batch_execute(
+        "create function note(k bigint) returns bigint language sql
+           as $$ insert into notes values (k) returning k $$",
+    )
+    .await
+    .unwrap();
+}
+
+async fn notes(tc: &TestCluster, shard: usize) -> i64 {
+    tc.direct(shard)
+        .await
+        .query_one("select count(*) from notes", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Outside a transaction block a statement, and a pipeline up to its Sync, is one transaction
+/// in PostgreSQL: a function's writes on one shard are undone when another shard fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writing_function_outside_a_transaction_block_is_undone_with_its_statement() {
+    let tc = cluster().await;
+    make_notes(&tc).await;
+    let c = tc.client().await;
+    let (low, high) = (tc.keys_on(0, 1..31, 2), tc.keys_on(2, 1..31, 1)[0]);
+    let in_list = format!("{}, {}, {high}", low[0], low[1]);
+    let none_left = || async {
+        for s in 0..tc.shards.len() {
+            assert_eq!(notes(&tc, s).await, 0, "shard {s} kept a note");
+        }
+    };
+    // A read of two shards: shard 0 notes 0 twice, which clashes at its commit.
+    let e = c
+        .batch_execute(&format!(
+            "select note(0) from accounts where id in ({in_list})"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "23505", "{e:?}");
+    none_left().await;
+    let e = c
+        .query(
+            &format!("select note($1::bigint) from accounts where id in ({in_list})"),
+            &[&0i64],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "23505", "{e:?}");
+    none_left().await;
+    // A pipeline: a read calling the function on one shard, then a statement failing on
+    // another, before one Sync.
+    let (mut raw, _) = Raw::login(tc.port).await;
+    let mut batch = raw::piped(
+        &format!("select note($1::bigint) from accounts where id = {high}"),
+        5,
+    );
+    batch.extend(raw::piped(
+        "select 1 / (id - id) from accounts where id = $1",
+        low[0],
+    ));
+    batch.extend(raw::message(b'S', &[]));
+    raw.send(&batch).await;
+    let errors: Vec<_> = raw
+        .until_ready()
+        .await
+        .into_iter()
+        .filter(|(t, _)| *t == b'E')
+        .map(|(_, body)| raw::field(&body, b'C'))
+        .collect();
+    assert_eq!(errors, vec![Some("22012".to_string())]);
+    none_left().await;
+    // With nothing failing, every shard's notes stay.
+    c.batch_execute(&format!(
+        "select note(id) from accounts where id in ({}, {high})",
+        low[0]
+    ))
+    .await
+    .unwrap();
+    assert_eq!((notes(&tc, 0).await, notes(&tc, 2).await), (1, 1));
 }

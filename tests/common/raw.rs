@@ -55,6 +55,14 @@ pub fn one_shot<S: AsRef<str>>(sql: &str, types: &[u32], params: &[S]) -> Vec<u8
     request
 }
 
+/// `one_shot` of `sql` bound to `value`, without its Sync: one query of a pipeline, as
+/// libpq's pipeline mode and psycopg's send them.
+pub fn piped(sql: &str, value: i64) -> Vec<u8> {
+    let mut m = one_shot(sql, &[], &[value.to_string()]);
+    m.truncate(m.len() - 5);
+    m
+}
+
 impl Raw {
     pub async fn connect(port: u16) -> Raw {
         Raw {

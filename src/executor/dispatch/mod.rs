@@ -11,7 +11,7 @@ use crate::error::PgError;
 use crate::protocol::build;
 use crate::router::copy::CopyPlan;
 use crate::router::params::Params;
-use crate::router::plan::{plan, plan_unparsed, Plan, TxnCmd};
+use crate::router::plan::{calls_writing_function, plan, plan_unparsed, Plan, TxnCmd};
 use crate::router::uncorrelated::answered_in_parts;
 use crate::txn::state::TxnState;
 use bytes::BytesMut;
@@ -160,6 +160,17 @@ impl Exec<'_> {
                 }
                 (Plan::Reject(refusal), Some(s)) if answered_in_parts(&refusal) => {
                     self.subqueries_first(s, &sql, refusal).await
+                }
+                // A read of several shards whose function writes on them: one transaction of
+                // the proxy's, as PostgreSQL runs a statement (`txn::commit` finds the writes).
+                (plan @ Plan::Scatter { .. }, Some(s))
+                    if self.txn == TxnState::Idle && calls_writing_function(s, &self.placement) =>
+                {
+                    let own = self.own_implicit();
+                    match self.run_plan(plan, &sql).await {
+                        Ok(step) => self.end_own_implicit(own, step).await,
+                        Err(stop) => Err(stop),
+                    }
                 }
                 (plan, _) => self.run_plan(plan, &sql).await,
             };

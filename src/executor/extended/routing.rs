@@ -7,7 +7,7 @@ use crate::executor::session::Exec;
 use crate::executor::write_subqueries;
 use crate::protocol::message::{ClientMessage, Kind, Target, TargetKind};
 use crate::router::params::Params;
-use crate::router::plan::{Plan, HOME};
+use crate::router::plan::{calls_writing_function, Plan, HOME};
 use crate::router::uncorrelated::answered_in_parts;
 use foldhash::HashMap;
 use smallvec::SmallVec;
@@ -174,14 +174,23 @@ impl Extended {
         let executes = batch.iter().filter(|m| m.tag() == b'E').count();
         let (mut written, mut may_write) = (BTreeSet::new(), false);
         for (b, before) in binds_in_place(batch) {
-            let Some(plan) = self.plan_for(exec, &b.statement, &b.params, before) else {
+            let Some((sql, ast)) = source_for(&self.statements, exec, &b.statement, before) else {
                 continue;
             };
+            let plan = plan_sql(exec, sql, &ast, &b.params);
             match &plan {
                 Plan::Shard { shard, write: true } => {
                     written.insert(*shard);
                 }
                 Plan::Write { parts, .. } => written.extend(parts.iter().map(|p| p.0)),
+                // A read of several shards whose function writes on each.
+                Plan::Scatter { shards, .. }
+                    if ast
+                        .as_deref()
+                        .is_some_and(|s| calls_writing_function(s, &exec.placement)) =>
+                {
+                    written.extend(shards.iter().copied());
+                }
                 _ => {}
             }
             may_write |= !matches!(

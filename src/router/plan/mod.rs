@@ -14,6 +14,7 @@
 //! refusal of non-standard strings, `copies` what keeps a reference table's copies alike,
 //! `kept_rows` the aggregates over a reference table's rows kept by an outer join that combine
 //! exactly, `reading_functions` the refusal of calls of functions that read sharded tables,
+//! `writing_functions` the calls of functions that may write, which make a read a write,
 //! `text_scope` where merged text may take its collation from, `key_guard` the assignments to a
 //! sharded table's key, `conflict_target` the ON CONFLICT targets that would look on one shard,
 //! `writing_query` the queries that write (WITH ... INSERT, a WITH list holding a write).
@@ -57,6 +58,7 @@ mod unparsed;
 mod unroutable;
 mod windows;
 mod write;
+mod writing_functions;
 mod writing_query;
 
 pub(crate) use aggregate_level::has_own_aggregate_or_window;
@@ -68,6 +70,7 @@ pub(crate) use scatter::*;
 pub use text_scope::TextScope;
 pub use unparsed::*;
 pub(crate) use write::*;
+pub(crate) use writing_functions::calls_writing_function;
 pub(crate) use writing_query::tables_written;
 
 pub use crate::placement::HOME;
@@ -335,10 +338,15 @@ pub fn text_scope(stmt: &Statement, placement: &Placement) -> TextScope {
 /// Plans one parsed statement.
 pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
     let mut planned = plan_statement(stmt, placement, params);
-    if let Plan::Scatter { merge, .. } = &mut planned {
-        if *merge != MergeSpec::default() {
+    match &mut planned {
+        Plan::Scatter { merge, .. } if *merge != MergeSpec::default() => {
             merge.text = text_scope::of(stmt, placement);
         }
+        // A read that calls a function writing on its shard writes there.
+        Plan::Shard { write, .. } if !*write && calls_writing_function(stmt, placement) => {
+            *write = true;
+        }
+        _ => {}
     }
     if placement.unroutable.is_empty() {
         return planned;

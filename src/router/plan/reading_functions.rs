@@ -62,12 +62,22 @@ fn table_read(
     sharded: &[String],
     words: &BTreeMap<String, BTreeSet<String>>,
 ) -> Option<String> {
+    named_through(function, words, |w| sharded.iter().any(|t| t == w))
+}
+
+/// The first word `wanted` accepts that `function`'s definition holds, or the definition of a
+/// function it names, at any depth.
+pub(super) fn named_through(
+    function: &str,
+    words: &BTreeMap<String, BTreeSet<String>>,
+    wanted: impl Fn(&str) -> bool,
+) -> Option<String> {
     let mut seen = BTreeSet::from([function.to_string()]);
     let mut next = vec![function.to_string()];
     while let Some(f) = next.pop() {
         let Some(named) = words.get(&f) else { continue };
-        if let Some(t) = sharded.iter().find(|t| named.contains(*t)) {
-            return Some(t.clone());
+        if let Some(w) = named.iter().find(|w| wanted(w)) {
+            return Some(w.clone());
         }
         for w in named {
             if words.contains_key(w) && seen.insert(w.clone()) {
@@ -78,9 +88,10 @@ fn table_read(
     None
 }
 
-struct Calls<'a> {
-    reads: &'a dyn Fn(&ObjectName) -> Option<(String, String)>,
-    found: Option<(String, String)>,
+/// A visitor for the first call (in an expression or in FROM) of which `reads` says something.
+pub(super) struct Calls<'a> {
+    pub reads: &'a dyn Fn(&ObjectName) -> Option<(String, String)>,
+    pub found: Option<(String, String)>,
 }
 
 impl sqlparser::ast::Visitor for Calls<'_> {
