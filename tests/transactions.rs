@@ -23,7 +23,11 @@ key_type = "bigint"
 "#;
 
 async fn cluster() -> TestCluster {
-    let tc = TestCluster::start_configured(3, "", TABLES).await;
+    cluster_with(TABLES).await
+}
+
+async fn cluster_with(config: &str) -> TestCluster {
+    let tc = TestCluster::start_configured(3, "", config).await;
     let c = tc.client().await;
     c.batch_execute("create table accounts (id bigint primary key, balance int not null)")
         .await
@@ -639,14 +643,28 @@ async fn notes(tc: &TestCluster, shard: usize) -> i64 {
 /// in PostgreSQL: a function's writes on one shard are undone when another shard fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writing_function_outside_a_transaction_block_is_undone_with_its_statement() {
-    let tc = cluster().await;
+    // In shard consistency, and in snapshot consistency (the reader's), whose reads of several
+    // shards outside a transaction take a cut of their own.
+    let gated = TABLES.replace("[transactions]\n", "[transactions]\nsnapshot = true\n");
+    let tc = cluster_with(&format!("{gated}{}", common::SNAPSHOT_READER)).await;
     make_notes(&tc).await;
-    let c = tc.client().await;
+    for url in [tc.url("app", "secret"), tc.url("reader", "none")] {
+        notes_undone_with_their_statement(&tc, &url).await;
+        tc.client()
+            .await
+            .batch_execute("truncate notes")
+            .await
+            .unwrap();
+    }
+}
+
+async fn notes_undone_with_their_statement(tc: &TestCluster, url: &str) {
+    let c = common::connect(url).await.unwrap();
     let (low, high) = (tc.keys_on(0, 1..31, 2), tc.keys_on(2, 1..31, 1)[0]);
     let in_list = format!("{}, {}, {high}", low[0], low[1]);
     let none_left = || async {
         for s in 0..tc.shards.len() {
-            assert_eq!(notes(&tc, s).await, 0, "shard {s} kept a note");
+            assert_eq!(notes(tc, s).await, 0, "shard {s} kept a note ({url})");
         }
     };
     // A read of two shards: shard 0 notes 0 twice, which clashes at its commit.
@@ -696,5 +714,5 @@ async fn a_writing_function_outside_a_transaction_block_is_undone_with_its_state
     ))
     .await
     .unwrap();
-    assert_eq!((notes(&tc, 0).await, notes(&tc, 2).await), (1, 1));
+    assert_eq!((notes(tc, 0).await, notes(tc, 2).await), (1, 1));
 }
