@@ -169,12 +169,16 @@ impl Live {
     /// up between transactions.
     pub fn set_functions(&self, found: OwnFunctions) {
         let current = self.placement();
-        if *current.aggregates == found.aggregates && *current.function_words == found.words {
+        if *current.aggregates == found.aggregates
+            && *current.function_words == found.words
+            && *current.function_writes == found.writes
+        {
             return;
         }
         self.change_placement(|placement| {
             placement.aggregates = Arc::new(found.aggregates);
             placement.function_words = Arc::new(found.words);
+            placement.function_writes = Arc::new(found.writes);
         });
     }
 
@@ -184,6 +188,7 @@ impl Live {
         let known = |p: &Placement| OwnFunctions {
             aggregates: (*p.aggregates).clone(),
             words: (*p.function_words).clone(),
+            writes: (*p.function_writes).clone(),
         };
         if known(&self.placement()).covers(found) {
             return;
@@ -193,6 +198,7 @@ impl Live {
             all.extend(found);
             placement.aggregates = Arc::new(all.aggregates);
             placement.function_words = Arc::new(all.words);
+            placement.function_writes = Arc::new(all.writes);
         });
     }
 
@@ -272,6 +278,7 @@ fn carry_over(current: &Placement, placement: &mut Placement, derived_slots: boo
     placement.unroutable = Arc::new(unroutable);
     placement.aggregates = current.aggregates.clone();
     placement.function_words = current.function_words.clone();
+    placement.function_writes = current.function_writes.clone();
 }
 
 fn check_shards(running: &Config, new: &Config) -> Result<(), String> {

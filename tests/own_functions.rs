@@ -1,7 +1,8 @@
 //! Functions defined on the shards that read a sharded table. On each shard such a function
 //! reads only that shard's rows, so a statement calling it would answer for one shard: the
 //! proxy refuses it, whether the function was made through the proxy or on the shards
-//! directly; functions that read no sharded table are called as before.
+//! directly; functions that read no sharded table are called as before. A function that
+//! writes a reference table would change one copy only: refused too.
 
 mod common;
 
@@ -100,4 +101,58 @@ async fn calls_of_functions_that_read_sharded_tables_are_refused() {
             other => panic!("still answered after a minute: {other:?}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_of_functions_that_write_a_reference_table_are_refused() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table accounts (id bigint primary key, owner text);
+         insert into accounts select g, 'o' || g from generate_series(1, 30) g;
+         create table countries (code text primary key, name text);
+         insert into countries values ('fr', 'France'), ('de', 'Germany');
+         create function add_country(c text, n text) returns text language plpgsql as $$
+             begin insert into public.Countries values (c, n); return c; end $$;
+         create function add_twice(c text) returns text language sql
+             as $$ select add_country(c, c) $$;",
+    )
+    .await
+    .unwrap();
+    for sql in [
+        "select add_country('it', 'Italy')",
+        "select add_twice('es')",
+        "select id, add_country('nl', owner) from accounts where id = 3",
+        "update accounts set owner = add_country('pt', 'Portugal') where id = 4",
+    ] {
+        match c.simple_query(sql).await {
+            Ok(m) => panic!("{sql}: answered {:?} instead of a refusal", rows(&m)),
+            Err(e) => {
+                assert_eq!(code(&e), "0A000", "{sql}: {e}");
+                let message = common::db_error(&e).message().to_string();
+                assert!(
+                    message.contains("add_country") && message.contains("countries"),
+                    "{sql}: {message}"
+                );
+            }
+        }
+    }
+    let e = c
+        .query("select add_country($1, 'Belgium')", &[&"be"])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e}");
+    // Every copy as it was.
+    let copies = tc
+        .count_on_each_shard("select count(*) from countries")
+        .await;
+    assert_eq!(copies, vec![2, 2, 2]);
+    // The write as a statement of its own reaches every copy.
+    c.batch_execute("insert into countries values ('it', 'Italy')")
+        .await
+        .unwrap();
+    let copies = tc
+        .count_on_each_shard("select count(*) from countries")
+        .await;
+    assert_eq!(copies, vec![3, 3, 3]);
 }

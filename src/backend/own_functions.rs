@@ -9,7 +9,9 @@
 //!   a sharded table reads, on each shard, only that shard's rows, so a call of it in a
 //!   statement would answer for one shard's rows. The words of each definition are kept by
 //!   name, and the planner refuses a call whose definition names a sharded table (a word it
-//!   only resembles, such as a column of that name, refuses too: never a wrong answer).
+//!   only resembles, such as a column of that name, refuses too: never a wrong answer). The
+//!   tables each definition writes are kept too: a call of one that writes a reference
+//!   table would change one copy only.
 //!
 //! Read from every shard's catalog at start and at each health-check interval (on control
 //! connections, here), and by a session after its DDL, in the DDL's own transaction
@@ -29,6 +31,10 @@ pub struct OwnFunctions {
     /// Names (lower case) of functions that may run queries, with the words (lower case) of
     /// their definitions, every overload's together.
     pub words: BTreeMap<String, BTreeSet<String>>,
+    /// Of those, the ones whose definitions write a table, with the tables' names (lower case,
+    /// the last part of a qualified name): what follows INSERT INTO, UPDATE, DELETE FROM, MERGE
+    /// INTO or TRUNCATE, in the code or in a string it runs.
+    pub writes: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl OwnFunctions {
@@ -39,33 +45,78 @@ impl OwnFunctions {
             (Some("a"), Some(name), _) => {
                 self.aggregates.insert(name.to_string());
             }
-            (Some("f"), Some(name), Some(body)) => self
-                .words
-                .entry(name.to_string())
-                .or_default()
-                .extend(words_of(body)),
+            (Some("f"), Some(name), Some(body)) => {
+                self.words
+                    .entry(name.to_string())
+                    .or_default()
+                    .extend(words_of(body));
+                let written: BTreeSet<String> = tables_written(body).collect();
+                if !written.is_empty() {
+                    self.writes
+                        .entry(name.to_string())
+                        .or_default()
+                        .extend(written);
+                }
+            }
             _ => {}
         }
     }
 
     /// Whether every name and word of `other` is already here.
     pub fn covers(&self, other: &OwnFunctions) -> bool {
-        other.aggregates.is_subset(&self.aggregates)
-            && other
-                .words
+        let within = |mine: &BTreeMap<String, BTreeSet<String>>,
+                      theirs: &BTreeMap<String, BTreeSet<String>>| {
+            theirs
                 .iter()
-                .all(|(name, w)| self.words.get(name).is_some_and(|have| w.is_subset(have)))
+                .all(|(name, w)| mine.get(name).is_some_and(|have| w.is_subset(have)))
+        };
+        other.aggregates.is_subset(&self.aggregates)
+            && within(&self.words, &other.words)
+            && within(&self.writes, &other.writes)
     }
 
     pub fn extend(&mut self, other: &OwnFunctions) {
         self.aggregates.extend(other.aggregates.iter().cloned());
-        for (name, w) in &other.words {
-            self.words
-                .entry(name.clone())
-                .or_default()
-                .extend(w.iter().cloned());
+        for (mine, theirs) in [
+            (&mut self.words, &other.words),
+            (&mut self.writes, &other.writes),
+        ] {
+            for (name, w) in theirs {
+                mine.entry(name.clone())
+                    .or_default()
+                    .extend(w.iter().cloned());
+            }
         }
     }
+}
+
+/// The tables a definition writes (see `OwnFunctions::writes`), read from its tokens: names
+/// with their schema and quotes, so `public."Countries"` is `countries`.
+fn tables_written(body: &str) -> impl Iterator<Item = String> + '_ {
+    let tokens: Vec<String> = body
+        .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$' || c == '.' || c == '"'))
+        .filter(|t| !t.is_empty())
+        .map(|t| t.replace('"', "").to_lowercase())
+        .collect();
+    let mut found = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        let after = match t.as_str() {
+            "insert" | "merge" if tokens.get(i + 1).is_some_and(|n| n == "into") => i + 2,
+            "delete" if tokens.get(i + 1).is_some_and(|n| n == "from") => i + 2,
+            "update" | "truncate" => i + 1,
+            _ => continue,
+        };
+        let name = tokens[after..]
+            .iter()
+            .find(|n| !matches!(n.as_str(), "only" | "table"));
+        if let Some(name) = name {
+            let last = name.rsplit('.').next().unwrap_or(name);
+            if !last.is_empty() {
+                found.push(last.to_string());
+            }
+        }
+    }
+    found.into_iter()
 }
 
 /// The words of a definition, lower-cased: runs of letters, digits, `_` and `$` (which an
@@ -185,6 +236,26 @@ mod tests {
         assert!(f.covers(&more));
         more.add_row("f\u{1f}other\u{1f}select 1");
         assert!(!f.covers(&more));
+        f.extend(&more);
+        assert!(f.covers(&more));
+    }
+
+    #[test]
+    fn the_tables_a_definition_writes_are_kept() {
+        let mut f = OwnFunctions::default();
+        f.add_row("f\u{1f}add\u{1f}begin insert into public.\"Countries\" values (1); update only ledger set n = 1; delete from app.log; end");
+        f.add_row("f\u{1f}add\u{1f}truncate table notes; merge into Totals t using x on true");
+        f.add_row("f\u{1f}reader\u{1f}select * from countries for update");
+        let written: Vec<&str> = f.writes["add"].iter().map(String::as_str).collect();
+        assert_eq!(written, ["countries", "ledger", "log", "notes", "totals"]);
+        // A row lock reads as an UPDATE of the word after it: never a reference table's name.
+        assert!(!f
+            .writes
+            .get("reader")
+            .is_some_and(|w| w.contains("countries")));
+        let mut more = OwnFunctions::default();
+        more.add_row("f\u{1f}add\u{1f}insert into other values (1)");
+        assert!(!f.covers(&more), "a table written that was not known");
         f.extend(&more);
         assert!(f.covers(&more));
     }

@@ -328,6 +328,7 @@ impl Config {
             unroutable: Default::default(),
             aggregates: Default::default(),
             function_words: Default::default(),
+            function_writes: Default::default(),
         })
     }
 

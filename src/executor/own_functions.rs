@@ -30,6 +30,7 @@ impl Exec<'_> {
         let known = OwnFunctions {
             aggregates: (*self.placement.aggregates).clone(),
             words: (*self.placement.function_words).clone(),
+            writes: (*self.placement.function_writes).clone(),
         };
         if known.covers(&found) {
             return Ok(step);
@@ -39,6 +40,7 @@ impl Exec<'_> {
         let mut placement = (*self.placement).clone();
         placement.aggregates = std::sync::Arc::new(all.aggregates);
         placement.function_words = std::sync::Arc::new(all.words);
+        placement.function_writes = std::sync::Arc::new(all.writes);
         self.placement = std::sync::Arc::new(placement);
         if let Some(live) = self.live {
             live.add_functions(&found);

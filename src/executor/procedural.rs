@@ -182,6 +182,7 @@ mod tests {
             unroutable: Default::default(),
             aggregates: Default::default(),
             function_words: Default::default(),
+            function_writes: Default::default(),
         };
         assert_eq!(written_rows_query(&p), None);
         p.tables.insert(

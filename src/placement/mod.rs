@@ -55,6 +55,9 @@ pub struct Placement {
     /// queries, with the words of their definitions (see `backend::own_functions`): a call of
     /// one whose definition names a sharded table is refused.
     pub function_words: Arc<BTreeMap<String, BTreeSet<String>>>,
+    /// Of those, the ones whose definitions write tables, with the tables written (see
+    /// `backend::own_functions`): a call of one that writes a reference table is refused.
+    pub function_writes: Arc<BTreeMap<String, BTreeSet<String>>>,
 }
 
 impl Placement {

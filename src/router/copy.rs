@@ -327,6 +327,7 @@ mod tests {
             unroutable: Default::default(),
             aggregates: Default::default(),
             function_words: Default::default(),
+            function_writes: Default::default(),
         }
     }
 

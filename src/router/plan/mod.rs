@@ -371,6 +371,9 @@ fn plan_unguarded(stmt: &Statement, placement: &Placement, params: &Params) -> P
     if let Some(refusal) = reading_functions::refusal(stmt, placement) {
         return refusal;
     }
+    if let Some(refusal) = writing_functions::reference_refusal(stmt, placement) {
+        return refusal;
+    }
     match stmt {
         Statement::Query(q) => {
             signal::signal_plan(q, params).unwrap_or_else(|| plan_query(q, placement, params))

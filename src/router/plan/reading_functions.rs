@@ -62,22 +62,24 @@ fn table_read(
     sharded: &[String],
     words: &BTreeMap<String, BTreeSet<String>>,
 ) -> Option<String> {
-    named_through(function, words, |w| sharded.iter().any(|t| t == w))
+    through_calls(function, words, |_, named| {
+        sharded.iter().find(|t| named.contains(*t)).cloned()
+    })
 }
 
-/// The first word `wanted` accepts that `function`'s definition holds, or the definition of a
-/// function it names, at any depth.
-pub(super) fn named_through(
+/// What `find` says first of `function` or of a function it names, at any depth, given each
+/// one's name and the words of its definition.
+pub(super) fn through_calls<T>(
     function: &str,
     words: &BTreeMap<String, BTreeSet<String>>,
-    wanted: impl Fn(&str) -> bool,
-) -> Option<String> {
+    find: impl Fn(&str, &BTreeSet<String>) -> Option<T>,
+) -> Option<T> {
     let mut seen = BTreeSet::from([function.to_string()]);
     let mut next = vec![function.to_string()];
     while let Some(f) = next.pop() {
         let Some(named) = words.get(&f) else { continue };
-        if let Some(w) = named.iter().find(|w| wanted(w)) {
-            return Some(w.clone());
+        if let Some(found) = find(&f, named) {
+            return Some(found);
         }
         for w in named {
             if words.contains_key(w) && seen.insert(w.clone()) {

@@ -9,10 +9,15 @@
 //! resembles counts too: the statement then pays for a transaction it did not need, never
 //! for atomicity it lost. Whether a shard really wrote is asked again at commit (see
 //! `txn::commit`).
+//!
+//! A function that writes a reference table (`Placement::function_writes`: the table after
+//! INSERT INTO, UPDATE, DELETE FROM, MERGE INTO or TRUNCATE in its definition) would change
+//! the copy of the shard it runs on only, and the copies would differ: a statement that calls
+//! one is refused.
 
-use super::last_ident;
-use super::reading_functions::{named_through, Calls};
-use crate::placement::Placement;
+use super::reading_functions::{through_calls, Calls};
+use super::{last_ident, refuse, Plan};
+use crate::placement::{Placement, TableRule};
 use sqlparser::ast::{ObjectName, Statement};
 
 /// Words of statements that change rows or lock them, and of dynamic SQL.
@@ -28,8 +33,11 @@ pub(crate) fn calls_writing_function(stmt: &Statement, placement: &Placement) ->
     let writes = |name: &ObjectName| -> Option<(String, String)> {
         let function = last_ident(name).to_lowercase();
         // PostgreSQL's own functions are not in the list, nor C ones.
-        let word = named_through(&function, &placement.function_words, |w| {
-            WRITING.contains(&w)
+        let word = through_calls(&function, &placement.function_words, |_, named| {
+            named
+                .iter()
+                .find(|w| WRITING.contains(&w.as_str()))
+                .cloned()
         })?;
         Some((function, word))
     };
@@ -39,6 +47,48 @@ pub(crate) fn calls_writing_function(stmt: &Statement, placement: &Placement) ->
     };
     let _ = sqlparser::ast::Visit::visit(stmt, &mut calls);
     calls.found.is_some()
+}
+
+/// The refusal of `stmt` if it calls a function that writes a reference table, itself or
+/// through a function it calls.
+pub(super) fn reference_refusal(stmt: &Statement, placement: &Placement) -> Option<Plan> {
+    if placement.function_writes.is_empty()
+        || !matches!(
+            stmt,
+            Statement::Query(_)
+                | Statement::Insert(_)
+                | Statement::Update(_)
+                | Statement::Delete(_)
+        )
+    {
+        return None;
+    }
+    let references: Vec<String> = placement
+        .tables
+        .iter()
+        .filter(|(_, rule)| matches!(rule, TableRule::Reference))
+        .map(|(name, _)| name.rsplit('.').next().unwrap_or(name).to_lowercase())
+        .collect();
+    let writes = |name: &ObjectName| -> Option<(String, String)> {
+        let function = last_ident(name).to_lowercase();
+        through_calls(&function, &placement.function_words, |f, _| {
+            let written = placement.function_writes.get(f)?;
+            let table = references.iter().find(|r| written.contains(*r))?;
+            Some((f.to_string(), table.clone()))
+        })
+    };
+    let mut calls = Calls {
+        reads: &writes,
+        found: None,
+    };
+    let _ = sqlparser::ast::Visit::visit(stmt, &mut calls);
+    let (function, table) = calls.found?;
+    Some(refuse(
+        format!(
+            "function {function} writes reference table {table}: it would change only the copy on the shard it runs on"
+        ),
+        "Write the reference table with a statement of its own, which the proxy runs on every copy.",
+    ))
 }
 
 #[cfg(test)]
@@ -79,5 +129,56 @@ mod tests {
         assert!(calls("select dynamic('x')", &p));
         assert!(!calls("select pure('x'), upper('y') from accounts", &p));
         assert!(!calls("select 1", &p));
+    }
+
+    #[test]
+    fn a_call_of_a_function_writing_a_reference_table_is_refused() {
+        let mut p = placement();
+        let words = |w: &[&str]| -> std::collections::BTreeSet<String> {
+            w.iter().map(|s| s.to_string()).collect()
+        };
+        p.function_words = Arc::new(
+            [
+                (
+                    "add_country".to_string(),
+                    words(&["insert", "into", "countries"]),
+                ),
+                ("via".to_string(), words(&["select", "add_country"])),
+                ("note".to_string(), words(&["insert", "into", "notes"])),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        p.function_writes = Arc::new(
+            [
+                ("add_country".to_string(), words(&["countries"])),
+                ("note".to_string(), words(&["notes"])),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let planned = |sql: &str| {
+            let stmt = sqlparser::parser::Parser::parse_sql(
+                &sqlparser::dialect::PostgreSqlDialect {},
+                sql,
+            )
+            .unwrap()
+            .remove(0);
+            super::super::plan(&stmt, &p, &Default::default())
+        };
+        for sql in [
+            "select add_country('xx')",
+            "select via() from accounts where id = 1",
+            "update accounts set name = add_country(name) where id = 2",
+        ] {
+            match planned(sql) {
+                Plan::Reject(e) => assert!(e.message.contains("countries"), "{sql}: {e:?}"),
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            planned("select note(1) from accounts where id = 1"),
+            Plan::Shard { write: true, .. }
+        ));
     }
 }
