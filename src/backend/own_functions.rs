@@ -90,6 +90,24 @@ impl OwnFunctions {
     }
 }
 
+/// Words that follow UPDATE (or TRUNCATE) without naming a table.
+const NOT_TABLES: [&str; 14] = [
+    "set",
+    "skip",
+    "nowait",
+    "of",
+    "on",
+    "or",
+    "cascade",
+    "restrict",
+    "no",
+    "for",
+    "returning",
+    "where",
+    "to",
+    "is",
+];
+
 /// The tables a definition writes (see `OwnFunctions::writes`), read from its tokens: names
 /// with their schema and quotes, so `public."Countries"` is `countries`.
 fn tables_written(body: &str) -> impl Iterator<Item = String> + '_ {
@@ -108,7 +126,10 @@ fn tables_written(body: &str) -> impl Iterator<Item = String> + '_ {
         };
         let name = tokens[after..]
             .iter()
-            .find(|n| !matches!(n.as_str(), "only" | "table"));
+            .find(|n| !matches!(n.as_str(), "only" | "table"))
+            // `FOR UPDATE SKIP LOCKED`, `DO UPDATE SET`, `ON UPDATE CASCADE`, `BEFORE UPDATE
+            // ON`: a word that follows UPDATE there, not a table.
+            .filter(|n| !NOT_TABLES.contains(&n.as_str()));
         if let Some(name) = name {
             let last = name.rsplit('.').next().unwrap_or(name);
             if !last.is_empty() {
@@ -246,6 +267,7 @@ mod tests {
         f.add_row("f\u{1f}add\u{1f}begin insert into public.\"Countries\" values (1); update only ledger set n = 1; delete from app.log; end");
         f.add_row("f\u{1f}add\u{1f}truncate table notes; merge into Totals t using x on true");
         f.add_row("f\u{1f}reader\u{1f}select * from countries for update");
+        f.add_row("f\u{1f}locker\u{1f}select 1 from t for update skip locked; insert into x values (1) on conflict do update set n = 1");
         let written: Vec<&str> = f.writes["add"].iter().map(String::as_str).collect();
         assert_eq!(written, ["countries", "ledger", "log", "notes", "totals"]);
         // A row lock reads as an UPDATE of the word after it: never a reference table's name.
@@ -253,6 +275,8 @@ mod tests {
             .writes
             .get("reader")
             .is_some_and(|w| w.contains("countries")));
+        let locker: Vec<&str> = f.writes["locker"].iter().map(String::as_str).collect();
+        assert_eq!(locker, ["x"], "the words after UPDATE there name no table");
         let mut more = OwnFunctions::default();
         more.add_row("f\u{1f}add\u{1f}insert into other values (1)");
         assert!(!f.covers(&more), "a table written that was not known");

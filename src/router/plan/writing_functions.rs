@@ -63,17 +63,24 @@ pub(super) fn reference_refusal(stmt: &Statement, placement: &Placement) -> Opti
     {
         return None;
     }
+    let short = |name: &str| name.rsplit('.').next().unwrap_or(name).to_lowercase();
     let references: Vec<String> = placement
         .tables
         .iter()
         .filter(|(_, rule)| matches!(rule, TableRule::Reference))
-        .map(|(name, _)| name.rsplit('.').next().unwrap_or(name).to_lowercase())
+        .map(|(name, _)| short(name))
         .collect();
+    // With `undeclared_tables = "reference"`, every table the config does not declare is one.
+    let declared: Vec<String> = placement.tables.keys().map(|n| short(n)).collect();
+    let undeclared_copied = matches!(placement.undeclared, Some(TableRule::Reference));
+    let is_reference = |t: &str| {
+        references.iter().any(|r| r == t) || (undeclared_copied && !declared.iter().any(|d| d == t))
+    };
     let writes = |name: &ObjectName| -> Option<(String, String)> {
         let function = last_ident(name).to_lowercase();
         through_calls(&function, &placement.function_words, |f, _| {
             let written = placement.function_writes.get(f)?;
-            let table = references.iter().find(|r| written.contains(*r))?;
+            let table = written.iter().find(|t| is_reference(t))?;
             Some((f.to_string(), table.clone()))
         })
     };
@@ -157,15 +164,16 @@ mod tests {
             .into_iter()
             .collect(),
         );
-        let planned = |sql: &str| {
+        let planned_in = |sql: &str, p: &Placement| {
             let stmt = sqlparser::parser::Parser::parse_sql(
                 &sqlparser::dialect::PostgreSqlDialect {},
                 sql,
             )
             .unwrap()
             .remove(0);
-            super::super::plan(&stmt, &p, &Default::default())
+            super::super::plan(&stmt, p, &Default::default())
         };
+        let planned = |sql: &str| planned_in(sql, &p);
         for sql in [
             "select add_country('xx')",
             "select via() from accounts where id = 1",
@@ -179,6 +187,13 @@ mod tests {
         assert!(matches!(
             planned("select note(1) from accounts where id = 1"),
             Plan::Shard { write: true, .. }
+        ));
+        // Where undeclared tables are reference tables, notes is one.
+        let mut copied = p.clone();
+        copied.undeclared = Some(TableRule::Reference);
+        assert!(matches!(
+            planned_in("select note(1) from accounts where id = 1", &copied),
+            Plan::Reject(_)
         ));
     }
 }
