@@ -15,15 +15,7 @@ use std::ops::ControlFlow;
 
 /// The refusal of `stmt` if it calls such a function.
 pub(super) fn refusal(stmt: &Statement, placement: &Placement) -> Option<Plan> {
-    if placement.function_words.is_empty()
-        || !matches!(
-            stmt,
-            Statement::Query(_)
-                | Statement::Insert(_)
-                | Statement::Update(_)
-                | Statement::Delete(_)
-        )
-    {
+    if placement.function_words.is_empty() || !runs_calls(stmt) {
         return None;
     }
     let reads = |name: &ObjectName| -> Option<(String, String)> {
@@ -53,6 +45,15 @@ pub(super) fn refusal(stmt: &Statement, placement: &Placement) -> Option<Plan> {
         ),
         "Run the query the function runs as a statement of its own, which the proxy plans over every shard.",
     ))
+}
+
+/// Whether `stmt` is a statement whose function calls run where it runs: a query or a write
+/// (DDL only names functions, and DO and CALL run on every shard).
+pub(super) fn runs_calls(stmt: &Statement) -> bool {
+    matches!(
+        stmt,
+        Statement::Query(_) | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)
+    )
 }
 
 /// A sharded table `function` names, itself or through the functions it names (a function

@@ -15,7 +15,7 @@
 //! the copy of the shard it runs on only, and the copies would differ: a statement that calls
 //! one is refused.
 
-use super::reading_functions::{through_calls, Calls};
+use super::reading_functions::{runs_calls, through_calls, Calls};
 use super::{last_ident, refuse, Plan};
 use crate::placement::{Placement, TableRule};
 use sqlparser::ast::{ObjectName, Statement};
@@ -52,15 +52,7 @@ pub(crate) fn calls_writing_function(stmt: &Statement, placement: &Placement) ->
 /// The refusal of `stmt` if it calls a function that writes a reference table, itself or
 /// through a function it calls.
 pub(super) fn reference_refusal(stmt: &Statement, placement: &Placement) -> Option<Plan> {
-    if placement.function_writes.is_empty()
-        || !matches!(
-            stmt,
-            Statement::Query(_)
-                | Statement::Insert(_)
-                | Statement::Update(_)
-                | Statement::Delete(_)
-        )
-    {
+    if placement.function_writes.is_empty() || !runs_calls(stmt) {
         return None;
     }
     let short = |name: &str| name.rsplit('.').next().unwrap_or(name).to_lowercase();
