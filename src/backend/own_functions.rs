@@ -33,7 +33,7 @@ pub struct OwnFunctions {
     pub words: BTreeMap<String, BTreeSet<String>>,
     /// Of those, the ones whose definitions write a table, with the tables' names (lower case,
     /// the last part of a qualified name): what follows INSERT INTO, UPDATE, DELETE FROM, MERGE
-    /// INTO or TRUNCATE, in the code or in a string it runs.
+    /// INTO or TRUNCATE in the code (not in its string literals or comments).
     pub writes: BTreeMap<String, BTreeSet<String>>,
 }
 
@@ -90,6 +90,50 @@ impl OwnFunctions {
     }
 }
 
+/// `body` with its '...' literals and its comments blanked. A definition's own dollar quotes
+/// are kept: they hold the code.
+fn code_only(body: &str) -> String {
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                // To the closing quote; '' inside is a quote, and the scan goes on past it.
+                while let Some(q) = chars.next() {
+                    if q == '\'' && chars.peek() != Some(&'\'') {
+                        break;
+                    }
+                    if q == '\'' {
+                        chars.next();
+                    }
+                }
+                out.push(' ');
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                for q in chars.by_ref() {
+                    if q == '\n' {
+                        break;
+                    }
+                }
+                out.push(' ');
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut last = ' ';
+                for q in chars.by_ref() {
+                    if last == '*' && q == '/' {
+                        break;
+                    }
+                    last = q;
+                }
+                out.push(' ');
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Words that follow UPDATE (or TRUNCATE) without naming a table.
 const NOT_TABLES: [&str; 14] = [
     "set",
@@ -109,9 +153,11 @@ const NOT_TABLES: [&str; 14] = [
 ];
 
 /// The tables a definition writes (see `OwnFunctions::writes`), read from its tokens: names
-/// with their schema and quotes, so `public."Countries"` is `countries`.
-fn tables_written(body: &str) -> impl Iterator<Item = String> + '_ {
-    let tokens: Vec<String> = body
+/// with their schema and quotes, so `public."Countries"` is `countries`. String literals and
+/// comments are left out first, as for triggers (see `per_shard_constraints`), so that a
+/// message such as 'UPDATE may not ...' names no table.
+fn tables_written(body: &str) -> impl Iterator<Item = String> {
+    let tokens: Vec<String> = code_only(body)
         .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$' || c == '.' || c == '"'))
         .filter(|t| !t.is_empty())
         .map(|t| t.replace('"', "").to_lowercase())
@@ -155,7 +201,8 @@ const SEPARATOR: char = '\u{1f}';
 /// One row per aggregate name (`a`, name) and per function of a language other than C and
 /// internal (`f`, name, definition), as one text joined by U+001F. Everything named in
 /// pg_catalog and information_schema is left out, as PostgreSQL's own, and so are the
-/// functions of extensions, which read their own objects, not the application's tables.
+/// functions of extensions, which read their own objects, not the application's tables, and
+/// the proxy's own in the `shardgate` schema, which its rewrites call.
 pub const SQL: &str = "SELECT 'a' OPERATOR(pg_catalog.||) pg_catalog.chr(31) \
     OPERATOR(pg_catalog.||) pg_catalog.lower(p.proname::pg_catalog.text) \
     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
@@ -167,7 +214,7 @@ pub const SQL: &str = "SELECT 'a' OPERATOR(pg_catalog.||) pg_catalog.chr(31) \
     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
     JOIN pg_catalog.pg_language l ON l.oid OPERATOR(pg_catalog.=) p.prolang \
     WHERE p.prokind OPERATOR(pg_catalog.=) 'f' \
-    AND n.nspname::pg_catalog.text OPERATOR(pg_catalog.<>) ALL ('{pg_catalog,information_schema}'::pg_catalog.text[]) \
+    AND n.nspname::pg_catalog.text OPERATOR(pg_catalog.<>) ALL ('{pg_catalog,information_schema,shardgate}'::pg_catalog.text[]) \
     AND l.lanname::pg_catalog.text OPERATOR(pg_catalog.<>) ALL ('{c,internal}'::pg_catalog.text[]) \
     AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d \
     WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass \
@@ -275,6 +322,12 @@ mod tests {
             .writes
             .get("reader")
             .is_some_and(|w| w.contains("countries")));
+        f.add_row("f\u{1f}guard\u{1f}begin raise exception 'UPDATE may not; it''s INSERT INTO x'; -- update y\n /* delete from z */ return 1; end");
+        assert!(
+            !f.writes.contains_key("guard"),
+            "{:?}",
+            f.writes.get("guard")
+        );
         let locker: Vec<&str> = f.writes["locker"].iter().map(String::as_str).collect();
         assert_eq!(locker, ["x"], "the words after UPDATE there name no table");
         let mut more = OwnFunctions::default();
