@@ -13,6 +13,13 @@ use tokio_postgres::Client;
 const TABLES: &str = "[tables.accounts]\nshard_key = \"id\"\nkey_type = \"bigint\"\n\
     [tables.countries]\nreference = true\n";
 
+/// The tables both tests call functions over: 30 accounts spread over the shards, and two
+/// countries in every copy.
+const SCHEMA: &str = "create table accounts (id bigint primary key, owner text);
+    insert into accounts select g, 'o' || g from generate_series(1, 30) g;
+    create table countries (code text primary key, name text);
+    insert into countries values ('fr', 'France'), ('de', 'Germany');";
+
 /// `sql` is refused with a message naming each of `named`.
 async fn refused(c: &Client, sql: &str, named: &[&str]) {
     match c.simple_query(sql).await {
@@ -32,12 +39,9 @@ async fn refused(c: &Client, sql: &str, named: &[&str]) {
 async fn calls_of_functions_that_read_sharded_tables_are_refused() {
     let tc = TestCluster::start_unlike(3, "health_check_interval_secs = 1", TABLES).await;
     let c = tc.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
     c.batch_execute(
-        "create table accounts (id bigint primary key, owner text);
-         insert into accounts select g, 'o' || g from generate_series(1, 30) g;
-         create table countries (code text primary key, name text);
-         insert into countries values ('fr', 'France'), ('de', 'Germany');
-         create function account_count() returns bigint language sql stable
+        "create function account_count() returns bigint language sql stable
              as 'select count(*) from accounts';
          create function owner_of(k bigint) returns text language plpgsql stable as $$
              begin return (select owner from public.Accounts where id = k); end $$;
@@ -111,12 +115,9 @@ async fn calls_of_functions_that_read_sharded_tables_are_refused() {
 async fn calls_of_functions_that_write_a_reference_table_are_refused() {
     let tc = TestCluster::start_unlike(3, "", TABLES).await;
     let c = tc.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
     c.batch_execute(
-        "create table accounts (id bigint primary key, owner text);
-         insert into accounts select g, 'o' || g from generate_series(1, 30) g;
-         create table countries (code text primary key, name text);
-         insert into countries values ('fr', 'France'), ('de', 'Germany');
-         create function add_country(c text, n text) returns text language plpgsql as $$
+        "create function add_country(c text, n text) returns text language plpgsql as $$
              begin insert into public.Countries values (c, n); return c; end $$;
          create function add_twice(c text) returns text language sql
              as $$ select add_country(c, c) $$;",

@@ -120,7 +120,7 @@ async fn wrote_unplanned<P: Participants>(
     let readers: Vec<usize> = t.enlisted.difference(&t.written).copied().collect();
     let mut q = BytesMut::new();
     build::query(
-        "SELECT pg_current_xact_id_if_assigned() IS NOT NULL",
+        "SELECT pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL",
         &mut q,
     );
     for &s in &readers {
