@@ -707,6 +707,21 @@ async fn notes_undone_with_their_statement(tc: &TestCluster, url: &str) {
         .collect();
     assert_eq!(errors, vec![Some("22012".to_string())]);
     none_left().await;
+    // A COPY of such a read's rows, as a Query and with the extended protocol. (Drivers'
+    // COPY streams end at CopyDone and never read an error that comes at the commit.)
+    let copy = format!("copy (select note(0) from accounts where id in ({in_list})) to stdout");
+    for request in [raw::query(&copy), raw::one_shot::<&str>(&copy, &[], &[])] {
+        raw.send(&request).await;
+        let errors: Vec<_> = raw
+            .until_ready()
+            .await
+            .into_iter()
+            .filter(|(t, _)| *t == b'E')
+            .map(|(_, body)| raw::field(&body, b'C'))
+            .collect();
+        assert_eq!(errors, vec![Some("23505".to_string())], "{copy}");
+        none_left().await;
+    }
     // With nothing failing, every shard's notes stay.
     c.batch_execute(&format!(
         "select note(id) from accounts where id in ({}, {high})",

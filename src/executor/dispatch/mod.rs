@@ -161,10 +161,13 @@ impl Exec<'_> {
                 (Plan::Reject(refusal), Some(s)) if answered_in_parts(&refusal) => {
                     self.subqueries_first(s, &sql, refusal).await
                 }
-                // A read of several shards whose function writes on them: one transaction of
-                // the proxy's, as PostgreSQL runs a statement (`txn::commit` finds the writes).
-                (plan @ Plan::Scatter { .. }, Some(s))
-                    if self.txn == TxnState::Idle && calls_writing_function(s, &self.placement) =>
+                // A read of several shards (a COPY of a query's rows too) whose function writes
+                // on them: one transaction of the proxy's, as PostgreSQL runs a statement
+                // (`txn::commit` finds the writes).
+                (plan, Some(s))
+                    if self.txn == TxnState::Idle
+                        && !plan.read_shards().is_empty()
+                        && calls_writing_function(s, &self.placement) =>
                 {
                     let own = self.own_implicit();
                     match self.run_plan(plan, &sql).await {

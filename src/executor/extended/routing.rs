@@ -184,12 +184,12 @@ impl Extended {
                 }
                 Plan::Write { parts, .. } => written.extend(parts.iter().map(|p| p.0)),
                 // A read of several shards whose function writes on each.
-                Plan::Scatter { shards, .. }
-                    if ast
+                p if !p.read_shards().is_empty()
+                    && ast
                         .as_deref()
                         .is_some_and(|s| calls_writing_function(s, &exec.placement)) =>
                 {
-                    written.extend(shards.iter().copied());
+                    written.extend(p.read_shards().iter().copied());
                 }
                 _ => {}
             }

@@ -137,6 +137,18 @@ pub enum Plan {
     Unrecognised,
 }
 
+impl Plan {
+    /// The shards a read of several shards reaches (a scatter, or a COPY of a query's rows),
+    /// each of which runs the statement on its own: empty for any other plan.
+    pub fn read_shards(&self) -> &[usize] {
+        match self {
+            Plan::Scatter { shards, .. } => shards,
+            Plan::Copy(super::copy::CopyPlan::Out { shards, .. }) if shards.len() > 1 => shards,
+            _ => &[],
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PreparedCmd {
     /// `PREPARE name [(types)] AS statement`: the types as written, the statement's text.
