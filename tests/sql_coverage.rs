@@ -589,6 +589,48 @@ async fn utility_statements_are_never_left_unanalysed() {
     assert!(!db_error(&err).message().contains("could not analyse"));
 }
 
+/// The parser reads `ONLY` before a table as a table named `only`: planned so, `FROM ONLY
+/// (items)` ran on one shard and counted its rows alone. Refused instead, in both protocols,
+/// and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_before_a_table_is_refused_not_answered_by_one_shard() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    let before = tc.count_on_each_shard("select count(*) from items").await;
+    for sql in [
+        "select count(*) from only (items)",
+        "select count(*) from only items",
+        "select i.name from countries c join only (items) i on true",
+        "update only items set qty = 0 where id = 5",
+        "delete from only items where id = 5",
+    ] {
+        let e = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
+        let e = c.query(sql, &[]).await.unwrap_err();
+        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
+    }
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from items").await,
+        before
+    );
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from items where id = 5 and qty = 5")
+            .await
+            .iter()
+            .sum::<i64>(),
+        1
+    );
+    // TRUNCATE ONLY is read as PostgreSQL reads it, on every copy.
+    c.batch_execute("insert into countries values ('fr', 'France'); truncate only countries")
+        .await
+        .unwrap();
+    assert_eq!(
+        tc.count_on_each_shard("select count(*) from countries")
+            .await,
+        vec![0, 0, 0]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orm_shapes_bind_limit_offset_and_having_values() {
     let tc = cluster().await;

@@ -50,6 +50,7 @@ mod reading_functions;
 mod scatter;
 mod signal;
 pub mod string_syntax;
+mod table_only;
 #[cfg(test)]
 pub(crate) mod tests;
 mod text_scope;
@@ -290,6 +291,9 @@ fn refuse(message: impl Into<String>, hint: impl Into<String>) -> Plan {
 /// What can be refused from the statement alone, before parameters are bound: a read or write of
 /// a table that is not declared. Key-dependent decisions wait for Bind.
 pub fn check_at_parse(stmt: &Statement, placement: &Placement) -> Option<PgError> {
+    if let Some(Plan::Reject(e)) = table_only::refusal(stmt) {
+        return Some(e);
+    }
     if let Some(Plan::Reject(e)) = reads_sequence_values(stmt) {
         return Some(e);
     }
@@ -349,6 +353,9 @@ pub fn text_scope(stmt: &Statement, placement: &Placement) -> TextScope {
 
 /// Plans one parsed statement.
 pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
+    if let Some(refusal) = table_only::refusal(stmt) {
+        return refusal;
+    }
     let mut planned = plan_statement(stmt, placement, params);
     match &mut planned {
         Plan::Scatter { merge, .. } if *merge != MergeSpec::default() => {
