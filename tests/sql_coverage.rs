@@ -631,6 +631,81 @@ async fn only_before_a_table_is_refused_not_answered_by_one_shard() {
     );
 }
 
+/// `FOR NO KEY UPDATE` and `FOR KEY SHARE` (Django's `select_for_update(no_key=True)`,
+/// SQLAlchemy's `with_for_update(key_share=True)`) run. On one shard the lock is taken as
+/// written: the shard's own session may still take the locks it leaves free, not the others.
+/// A read of several shards, which the proxy writes anew, holds at least that lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weaker_row_locks_run_and_lock() {
+    let tc = cluster().await;
+    let mut c = tc.client().await;
+    let (on_0, elsewhere) = (tc.keys_on(0, 1..61, 2), tc.keys_on(1, 1..61, 1)[0]);
+    let shard = tc.direct(0).await;
+    // Whether the shard's own session can lock `id` with `lock` now.
+    let free = |id: i64, lock: &'static str| {
+        let shard = &shard;
+        async move {
+            let sql = format!("select id from items where id = {id} for {lock} nowait");
+            match shard.simple_query(&sql).await {
+                Ok(_) => true,
+                Err(e) if code(&e) == "55P03" => false,
+                Err(e) => panic!("{sql}: {e:?}"),
+            }
+        }
+    };
+    for bound in [false, true] {
+        let t = c.transaction().await.unwrap();
+        let one = "select id from items where id = $1 for no key update";
+        let key_share = "select id from items where id = $1 for key share";
+        let several = "select id from items where id in ($1, $2) order by id for key share";
+        let counts = if bound {
+            vec![
+                t.query(one, &[&on_0[0]]).await.unwrap().len(),
+                t.query(key_share, &[&on_0[1]]).await.unwrap().len(),
+            ]
+        } else {
+            vec![
+                rows(
+                    &t.simple_query(&one.replace("$1", &on_0[0].to_string()))
+                        .await
+                        .unwrap(),
+                )
+                .len(),
+                rows(
+                    &t.simple_query(&key_share.replace("$1", &on_0[1].to_string()))
+                        .await
+                        .unwrap(),
+                )
+                .len(),
+            ]
+        };
+        assert_eq!(counts, vec![1, 1]);
+        // NO KEY UPDATE leaves KEY SHARE free, not SHARE; KEY SHARE leaves NO KEY UPDATE free,
+        // not UPDATE.
+        assert!(free(on_0[0], "key share").await, "bound: {bound}");
+        assert!(!free(on_0[0], "share").await, "bound: {bound}");
+        assert!(free(on_0[1], "no key update").await, "bound: {bound}");
+        assert!(!free(on_0[1], "update").await, "bound: {bound}");
+        t.rollback().await.unwrap();
+
+        let t = c.transaction().await.unwrap();
+        let locked = if bound {
+            t.query(several, &[&elsewhere, &on_0[0]])
+                .await
+                .unwrap()
+                .len()
+        } else {
+            let several = several
+                .replace("$1", &elsewhere.to_string())
+                .replace("$2", &on_0[0].to_string());
+            rows(&t.simple_query(&several).await.unwrap()).len()
+        };
+        assert_eq!(locked, 2);
+        assert!(!free(on_0[0], "update").await, "bound: {bound}");
+        t.rollback().await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orm_shapes_bind_limit_offset_and_having_values() {
     let tc = cluster().await;

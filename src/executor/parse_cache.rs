@@ -81,11 +81,13 @@ fn parse(sql: &str) -> Option<Vec<Statement>> {
             .filter(|v| !v.is_empty())
     };
     // sqlparser does not know `TABLE name`; it means `SELECT * FROM name`. Nor `x
-    // OPERATOR(pg_catalog.=) ANY (...)`, as pg_dump writes it. Nor COPY's `FREEZE on`.
+    // OPERATOR(pg_catalog.=) ANY (...)`, as pg_dump writes it. Nor COPY's `FREEZE on`. Nor
+    // `FOR NO KEY UPDATE` and `FOR KEY SHARE`.
     parsed(sql)
         .or_else(|| crate::router::utility::table_shorthand(sql).and_then(|t| parsed(&t)))
         .or_else(|| crate::sql::catalog_operators_plain(sql).and_then(|t| parsed(&t)))
         .or_else(|| crate::sql::copy_options_plain(sql).and_then(|t| parsed(&t)))
+        .or_else(|| crate::sql::lock_strengths_plain(sql).and_then(|t| parsed(&t)))
 }
 
 fn shared(v: Vec<Statement>) -> Parsed {
