@@ -120,7 +120,13 @@ async fn calls_of_functions_that_write_a_reference_table_are_refused() {
         "create function add_country(c text, n text) returns text language plpgsql as $$
              begin insert into public.Countries values (c, n); return c; end $$;
          create function add_twice(c text) returns text language sql
-             as $$ select add_country(c, c) $$;",
+             as $$ select add_country(c, c) $$;
+         create function add_dynamic(c text) returns text language plpgsql as $$
+             begin execute 'insert into countries values ($1, $1)' using c; return c; end $$;
+         create function read_dynamic(c text) returns bigint language plpgsql as $$
+             declare n bigint;
+             begin execute 'select count(*) from countries where code = $1' into n using c;
+             return n; end $$;",
     )
     .await
     .unwrap();
@@ -132,6 +138,15 @@ async fn calls_of_functions_that_write_a_reference_table_are_refused() {
     ] {
         refused(&c, sql, &["add_country", "countries"]).await;
     }
+    // Text a function runs (dynamic SQL) is read for the tables it writes too.
+    refused(
+        &c,
+        "select add_dynamic('gr')",
+        &["add_dynamic", "countries"],
+    )
+    .await;
+    let read = c.simple_query("select read_dynamic('fr')").await.unwrap();
+    assert_eq!(rows(&read), vec![vec![Some("1".to_string())]]);
     let e = c
         .query("select add_country($1, 'Belgium')", &[&"be"])
         .await

@@ -90,9 +90,10 @@ impl OwnFunctions {
     }
 }
 
-/// `body` with its '...' literals and its comments blanked. A definition's own dollar quotes
-/// are kept: they hold the code.
-fn code_only(body: &str) -> String {
+/// `body` with its comments blanked, and its '...' literals too unless `literals` (then their
+/// text stays, `''` read as the quote it stands for). A definition's own dollar quotes are
+/// kept: they hold the code.
+fn code_only(body: &str, literals: bool) -> String {
     let mut out = String::with_capacity(body.len());
     let mut chars = body.chars().peekable();
     while let Some(c) = chars.next() {
@@ -105,6 +106,9 @@ fn code_only(body: &str) -> String {
                     }
                     if q == '\'' {
                         chars.next();
+                    }
+                    if literals {
+                        out.push(q);
                     }
                 }
                 out.push(' ');
@@ -155,9 +159,21 @@ const NOT_TABLES: [&str; 14] = [
 /// The tables a definition writes (see `OwnFunctions::writes`), read from its tokens: names
 /// with their schema and quotes, so `public."Countries"` is `countries`. String literals and
 /// comments are left out first, as for triggers (see `per_shard_constraints`), so that a
-/// message such as 'UPDATE may not ...' names no table.
+/// message such as 'UPDATE may not ...' names no table; but a definition that runs text
+/// (`EXECUTE 'INSERT INTO countries ...'`) is read with its literals as well, since what it
+/// writes is written there.
 fn tables_written(body: &str) -> impl Iterator<Item = String> {
-    let tokens: Vec<String> = code_only(body)
+    let code = code_only(body, false);
+    let mut found = names_written(&code);
+    if words_of(&code).any(|w| w == "execute") {
+        found.extend(names_written(&code_only(body, true)));
+    }
+    found.into_iter()
+}
+
+/// The names after INSERT INTO, UPDATE, DELETE FROM, MERGE INTO and TRUNCATE in `code`.
+fn names_written(code: &str) -> Vec<String> {
+    let tokens: Vec<String> = code
         .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$' || c == '.' || c == '"'))
         .filter(|t| !t.is_empty())
         .map(|t| t.replace('"', "").to_lowercase())
@@ -183,7 +199,7 @@ fn tables_written(body: &str) -> impl Iterator<Item = String> {
             }
         }
     }
-    found.into_iter()
+    found
 }
 
 /// The words of a definition, lower-cased: runs of letters, digits, `_` and `$` (which an
@@ -330,6 +346,10 @@ mod tests {
         );
         let locker: Vec<&str> = f.writes["locker"].iter().map(String::as_str).collect();
         assert_eq!(locker, ["x"], "the words after UPDATE there name no table");
+        // Text a function runs is read with the rest; a message of one that runs none is not.
+        f.add_row("f\u{1f}dynamic\u{1f}begin execute 'insert into Countries values ($1)' using c; raise notice 'delete from notes'; end");
+        let dynamic: Vec<&str> = f.writes["dynamic"].iter().map(String::as_str).collect();
+        assert_eq!(dynamic, ["countries", "notes"]);
         let mut more = OwnFunctions::default();
         more.add_row("f\u{1f}add\u{1f}insert into other values (1)");
         assert!(!f.covers(&more), "a table written that was not known");
