@@ -631,6 +631,36 @@ async fn only_before_a_table_is_refused_not_answered_by_one_shard() {
     );
 }
 
+/// `FROM tagged AS t (note, tag)` renames the table's columns by position: `tag` there is the
+/// note column. Planned by the names, `WHERE tag = 'x'` went to the shard owning the key 'x'
+/// and counted the notes there alone; refused instead. Column lists of functions stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_tables_columns_renamed_by_its_alias_are_refused() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    let values: Vec<String> = (1..=30).map(|g| format!("('t{g}', 'x')")).collect();
+    c.batch_execute(&format!("insert into tagged values {}", values.join(", ")))
+        .await
+        .unwrap();
+    for sql in [
+        "select count(*) from tagged as t (note, tag) where tag = 'x'",
+        "select i.id from items i join tagged t (k) on t.k = 'x' where i.id = 1",
+    ] {
+        let e = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
+        let e = c.query(sql, &[]).await.unwrap_err();
+        assert_eq!(code(&e), "0A000", "{sql}: {e:?}");
+    }
+    let n = c
+        .query_one(
+            "select count(*) from tagged t, generate_series(1, 2) as g (n) where t.note = 'x'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n.get::<_, i64>(0), 60);
+}
+
 /// `FOR NO KEY UPDATE` and `FOR KEY SHARE` (Django's `select_for_update(no_key=True)`,
 /// SQLAlchemy's `with_for_update(key_share=True)`) run. On one shard the lock is taken as
 /// written: the shard's own session may still take the locks it leaves free, not the others.

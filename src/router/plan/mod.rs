@@ -47,6 +47,7 @@ mod numbering;
 pub use numbering::{NumberKind, Numbering};
 mod query;
 mod reading_functions;
+mod renamed_columns;
 mod scatter;
 mod signal;
 pub mod string_syntax;
@@ -294,6 +295,9 @@ pub fn check_at_parse(stmt: &Statement, placement: &Placement) -> Option<PgError
     if let Some(Plan::Reject(e)) = table_only::refusal(stmt) {
         return Some(e);
     }
+    if let Some(Plan::Reject(e)) = renamed_columns::refusal(stmt, placement) {
+        return Some(e);
+    }
     if let Some(Plan::Reject(e)) = reads_sequence_values(stmt) {
         return Some(e);
     }
@@ -354,6 +358,9 @@ pub fn text_scope(stmt: &Statement, placement: &Placement) -> TextScope {
 /// Plans one parsed statement.
 pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
     if let Some(refusal) = table_only::refusal(stmt) {
+        return refusal;
+    }
+    if let Some(refusal) = renamed_columns::refusal(stmt, placement) {
         return refusal;
     }
     let mut planned = plan_statement(stmt, placement, params);
