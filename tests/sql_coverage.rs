@@ -661,6 +661,26 @@ async fn a_sharded_tables_columns_renamed_by_its_alias_are_refused() {
     assert_eq!(n.get::<_, i64>(0), 60);
 }
 
+/// `interval(0) '1.6 seconds'` is 2 seconds. The parser drops that precision, and a read of
+/// several shards, which the proxy writes anew, asked the shards for 1.6 seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interval_literals_precision_holds_over_several_shards() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    let sql = "select id, interval(0) '1.6 seconds' as i from items order by id limit 2";
+    let simple = rows(&c.simple_query(sql).await.unwrap());
+    assert_eq!(simple.len(), 2);
+    assert!(
+        simple.iter().all(|r| r[1].as_deref() == Some("00:00:02")),
+        "{simple:?}"
+    );
+    let typed = c
+        .query(&format!("select i::text from ({sql}) s"), &[])
+        .await
+        .unwrap();
+    assert!(typed.iter().all(|r| r.get::<_, String>(0) == "00:00:02"));
+}
+
 /// `FOR NO KEY UPDATE` and `FOR KEY SHARE` (Django's `select_for_update(no_key=True)`,
 /// SQLAlchemy's `with_for_update(key_share=True)`) run. On one shard the lock is taken as
 /// written: the shard's own session may still take the locks it leaves free, not the others.

@@ -80,6 +80,9 @@ fn parse(sql: &str) -> Option<Vec<Statement>> {
             .ok()
             .filter(|v| !v.is_empty())
     };
+    // sqlparser reads `interval(0) '...'` without its precision: the text it reads instead.
+    let cast = crate::sql::interval_precision_plain(sql);
+    let sql = cast.as_deref().unwrap_or(sql);
     // sqlparser does not know `TABLE name`; it means `SELECT * FROM name`. Nor `x
     // OPERATOR(pg_catalog.=) ANY (...)`, as pg_dump writes it. Nor COPY's `FREEZE on`. Nor
     // `FOR NO KEY UPDATE` and `FOR KEY SHARE`.

@@ -3,12 +3,14 @@
 //! that signal a session (`signal_call`), SQL string literals, and the names of PostgreSQL's
 //! catalog relations, built-in types and functions of their arguments alone, which every shard
 //! has alike; `catalog_operators` writes `OPERATOR(pg_catalog.=)` plainly for the parser,
-//! `lock_strength` the row locks it does not know, and `copy_options` COPY's boolean options.
+//! `lock_strength` the row locks it does not know, `interval_precision` the interval literals
+//! whose precision it drops, and `copy_options` COPY's boolean options.
 
 pub mod builtin_types;
 mod catalog_operators;
 pub mod clock;
 mod copy_options;
+mod interval_precision;
 mod lock_strength;
 pub mod pure_functions;
 pub mod row_order;
@@ -19,6 +21,7 @@ mod tokens;
 pub mod window_rows;
 pub use catalog_operators::catalog_operators_plain;
 pub use copy_options::copy_options_plain;
+pub use interval_precision::interval_precision_plain;
 pub use lock_strength::lock_strengths_plain;
 pub use shape::{shape_into, shape_of, Shape};
 pub use split::{
