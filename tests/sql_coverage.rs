@@ -681,6 +681,49 @@ async fn an_interval_literals_precision_holds_over_several_shards() {
     assert!(typed.iter().all(|r| r.get::<_, String>(0) == "00:00:02"));
 }
 
+/// Where the proxy writes a statement anew for the shards (a read of several shards, each
+/// shard's part of an INSERT split by key), `- -3` must not come back as `--3`, a comment to
+/// the end of the line, nor `@ -3.5` as an operator `@-`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_operators_written_back_keep_their_operands_apart() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    let read = "select id, - -id as n, @ -3.5 as a, ~ -5 as b from items order by id limit 2";
+    assert_eq!(
+        rows(&c.simple_query(read).await.unwrap()),
+        vec![
+            vec![
+                Some("1".into()),
+                Some("1".into()),
+                Some("3.5".into()),
+                Some("4".into())
+            ],
+            vec![
+                Some("2".into()),
+                Some("2".into()),
+                Some("3.5".into()),
+                Some("4".into())
+            ],
+        ]
+    );
+    let keys: Vec<i64> = (0..3).map(|s| tc.keys_on(s, 100..200, 1)[0]).collect();
+    let values: Vec<String> = keys.iter().map(|k| format!("({k}, 'n', - -{k})")).collect();
+    c.batch_execute(&format!("insert into items values {}", values.join(", ")))
+        .await
+        .unwrap();
+    let qty = c
+        .query(
+            "select id, qty from items where id = any($1) order by id",
+            &[&keys],
+        )
+        .await
+        .unwrap();
+    assert_eq!(qty.len(), 3);
+    assert!(qty
+        .iter()
+        .all(|r| r.get::<_, i64>(0) == i64::from(r.get::<_, i32>(1))));
+}
+
 /// `FOR NO KEY UPDATE` and `FOR KEY SHARE` (Django's `select_for_update(no_key=True)`,
 /// SQLAlchemy's `with_for_update(key_share=True)`) run. On one shard the lock is taken as
 /// written: the shard's own session may still take the locks it leaves free, not the others.

@@ -94,7 +94,15 @@ fn parse(sql: &str) -> Option<Vec<Statement>> {
 }
 
 fn shared(v: Vec<Statement>) -> Parsed {
-    Arc::new(v.into_iter().map(Arc::new).collect())
+    Arc::new(
+        v.into_iter()
+            .map(|mut s| {
+                // The statement may be written anew for the shards (see `unary_operands`).
+                crate::sql::keep_operands_apart(&mut s);
+                Arc::new(s)
+            })
+            .collect(),
+    )
 }
 
 impl ParseCache {

@@ -4,7 +4,8 @@
 //! catalog relations, built-in types and functions of their arguments alone, which every shard
 //! has alike; `catalog_operators` writes `OPERATOR(pg_catalog.=)` plainly for the parser,
 //! `lock_strength` the row locks it does not know, `interval_precision` the interval literals
-//! whose precision it drops, and `copy_options` COPY's boolean options.
+//! whose precision it drops, and `copy_options` COPY's boolean options; `unary_operands` keeps
+//! what the parser writes back from running two operators together.
 
 pub mod builtin_types;
 mod catalog_operators;
@@ -18,6 +19,7 @@ mod shape;
 pub mod signal_call;
 mod split;
 mod tokens;
+mod unary_operands;
 pub mod window_rows;
 pub use catalog_operators::catalog_operators_plain;
 pub use copy_options::copy_options_plain;
@@ -29,6 +31,7 @@ pub use split::{
     without_leading_comments,
 };
 pub use tokens::is_ident;
+pub use unary_operands::keep_operands_apart;
 
 /// The SELECT of `q` and the one table its FROM reads, without joins, when that is a table
 /// (or view) by name, not a function: `SELECT ... FROM accounts a WHERE ...`.
