@@ -620,6 +620,10 @@ async fn only_before_a_table_is_refused_not_answered_by_one_shard() {
             .sum::<i64>(),
         1
     );
+    // DDL holding such a query goes to every shard as written, as before.
+    c.batch_execute("create view only_items as select * from only items; drop view only_items")
+        .await
+        .unwrap();
     // TRUNCATE ONLY is read as PostgreSQL reads it, on every copy.
     c.batch_execute("insert into countries values ('fr', 'France'); truncate only countries")
         .await

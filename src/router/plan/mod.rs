@@ -292,10 +292,7 @@ fn refuse(message: impl Into<String>, hint: impl Into<String>) -> Plan {
 /// What can be refused from the statement alone, before parameters are bound: a read or write of
 /// a table that is not declared. Key-dependent decisions wait for Bind.
 pub fn check_at_parse(stmt: &Statement, placement: &Placement) -> Option<PgError> {
-    if let Some(Plan::Reject(e)) = table_only::refusal(stmt) {
-        return Some(e);
-    }
-    if let Some(Plan::Reject(e)) = renamed_columns::refusal(stmt, placement) {
+    if let Some(Plan::Reject(e)) = misread_refusal(stmt, placement) {
         return Some(e);
     }
     if let Some(Plan::Reject(e)) = reads_sequence_values(stmt) {
@@ -355,12 +352,31 @@ pub fn text_scope(stmt: &Statement, placement: &Placement) -> TextScope {
     text_scope::of(stmt, placement)
 }
 
+/// The refusal of a statement whose tables the parser reads otherwise than PostgreSQL
+/// (`table_only`, `renamed_columns`), where the planner routes by them. DDL holding a query
+/// (`CREATE VIEW ... AS SELECT ... FROM ONLY t`) goes to every shard as written.
+fn misread_refusal(stmt: &Statement, placement: &Placement) -> Option<Plan> {
+    let routed = matches!(
+        stmt,
+        Statement::Query(_)
+            | Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_)
+            | Statement::Merge(_)
+            | Statement::Copy { .. }
+            | Statement::Declare { .. }
+            | Statement::Prepare { .. }
+            | Statement::Explain { .. }
+    );
+    if !routed {
+        return None;
+    }
+    table_only::refusal(stmt).or_else(|| renamed_columns::refusal(stmt, placement))
+}
+
 /// Plans one parsed statement.
 pub fn plan(stmt: &Statement, placement: &Placement, params: &Params) -> Plan {
-    if let Some(refusal) = table_only::refusal(stmt) {
-        return refusal;
-    }
-    if let Some(refusal) = renamed_columns::refusal(stmt, placement) {
+    if let Some(refusal) = misread_refusal(stmt, placement) {
         return refusal;
     }
     let mut planned = plan_statement(stmt, placement, params);
