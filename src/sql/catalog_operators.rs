@@ -6,6 +6,7 @@
 //! to PostgreSQL; the proxy reads such a text only to plan it, and a shard runs the client's
 //! text as it was whenever that text goes to one shard.
 
+use super::splice::Splice;
 use super::tokens::{Token, Tokens};
 
 /// Characters PostgreSQL's operators are made of.
@@ -24,8 +25,7 @@ pub fn catalog_operators_plain(sql: &str) -> Option<String> {
     {
         return None;
     }
-    let mut out = String::with_capacity(sql.len());
-    let mut copied = 0;
+    let mut out = Splice::new(sql);
     let mut tokens = Tokens::new(sql).peekable();
     while let Some((token, range)) = tokens.next() {
         if token != Token::Word || !sql[range.clone()].eq_ignore_ascii_case("operator") {
@@ -55,17 +55,9 @@ pub fn catalog_operators_plain(sql: &str) -> Option<String> {
         if !is_operator(op) {
             continue;
         }
-        out.push_str(&sql[copied..range.start]);
-        out.push(' ');
-        out.push_str(op);
-        out.push(' ');
-        copied = close.end;
+        out.replace(range.start..close.end, &format!(" {op} "));
     }
-    if copied == 0 {
-        return None;
-    }
-    out.push_str(&sql[copied..]);
-    Some(out)
+    out.finish()
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! reads only `TRUE` and `FALSE`. The proxy plans the text written `true`/`false`, which means
 //! the same; the shards still receive the client's text.
 
+use super::splice::Splice;
 use super::tokens::{Token, Tokens};
 
 /// The options of COPY whose value is a boolean.
@@ -17,8 +18,7 @@ pub fn copy_options_plain(sql: &str) -> Option<String> {
         return None;
     }
     let b = sql.as_bytes();
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut copied = 0;
+    let mut out = Splice::new(sql);
     let mut depth = 0usize;
     // Whether the group open at depth 1 is the option list: it follows WITH, STDIN or STDOUT.
     let mut in_options = false;
@@ -42,9 +42,7 @@ pub fn copy_options_plain(sql: &str) -> Option<String> {
             Token::Close => depth = depth.saturating_sub(1),
             Token::Word | Token::Other if in_options && depth == 1 && option_named => {
                 if let Some(value) = boolean(text, b.get(at.end).copied()) {
-                    out.push_str(&sql[copied..at.start]);
-                    out.push_str(value);
-                    copied = at.end;
+                    out.replace(at.clone(), value);
                 }
             }
             _ => {}
@@ -55,11 +53,7 @@ pub fn copy_options_plain(sql: &str) -> Option<String> {
             && BOOLEAN_OPTIONS.iter().any(|o| text.eq_ignore_ascii_case(o));
         last_word = (token == Token::Word).then_some(at);
     }
-    if copied == 0 {
-        return None;
-    }
-    out.push_str(&sql[copied..]);
-    Some(out)
+    out.finish()
 }
 
 /// The plain spelling of a boolean option's value `text` (`next`: the byte after it), None

@@ -7,6 +7,7 @@
 //! and keeps the precision through the parser; a shard still runs the client's text whenever
 //! that text goes to one shard.
 
+use super::splice::Splice;
 use super::tokens::{Token, Tokens};
 
 /// `sql` with each `interval(p) '...'` outside quotes and comments written as a cast; None
@@ -29,8 +30,7 @@ pub fn interval_precision_plain(sql: &str) -> Option<String> {
         })
         .collect();
     let text = |i: usize| tokens.get(i).map_or("", |(_, r)| &sql[r.clone()]);
-    let mut out = String::with_capacity(sql.len() + 16);
-    let mut copied = 0;
+    let mut out = Splice::new(sql);
     let mut i = 0;
     while i < tokens.len() {
         let (token, range) = &tokens[i];
@@ -57,16 +57,13 @@ pub fn interval_precision_plain(sql: &str) -> Option<String> {
             continue;
         }
         let precision: String = (i + 2..digits_end).map(text).collect();
-        out.push_str(&sql[copied..range.start]);
-        out.push_str(&format!("CAST({literal} AS interval({precision}))"));
-        copied = tokens[string].1.end;
+        out.replace(
+            range.start..tokens[string].1.end,
+            &format!("CAST({literal} AS interval({precision}))"),
+        );
         i = string + 1;
     }
-    if copied == 0 {
-        return None;
-    }
-    out.push_str(&sql[copied..]);
-    Some(out)
+    out.finish()
 }
 
 #[cfg(test)]

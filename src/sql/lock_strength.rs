@@ -8,6 +8,7 @@
 //! where the proxy writes the statement anew the shards take the stronger lock, which blocks
 //! more (a foreign key's check of the row) but changes no answer.
 
+use super::splice::Splice;
 use super::tokens::{Token, Tokens};
 
 /// `sql` with `NO KEY` of each `FOR NO KEY UPDATE` and `KEY` of each `FOR KEY SHARE` outside
@@ -33,8 +34,7 @@ pub fn lock_strengths_plain(sql: &str) -> Option<String> {
             .get(i)
             .is_some_and(|(t, r)| *t == Token::Word && sql[r.clone()].eq_ignore_ascii_case(word))
     };
-    let mut out = String::with_capacity(sql.len());
-    let mut copied = 0;
+    let mut out = Splice::new(sql);
     for i in 0..words.len() {
         let left_out = if is(i, "for") && is(i + 1, "no") && is(i + 2, "key") && is(i + 3, "update")
         {
@@ -44,14 +44,9 @@ pub fn lock_strengths_plain(sql: &str) -> Option<String> {
         } else {
             continue;
         };
-        out.push_str(&sql[copied..left_out.start]);
-        copied = left_out.end;
+        out.replace(left_out, "");
     }
-    if copied == 0 {
-        return None;
-    }
-    out.push_str(&sql[copied..]);
-    Some(out)
+    out.finish()
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod pure_functions;
 pub mod row_order;
 mod shape;
 pub mod signal_call;
+mod splice;
 mod split;
 mod tokens;
 mod unary_operands;
