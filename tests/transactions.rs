@@ -630,6 +630,16 @@ async fn make_notes(tc: &TestCluster) {
     .unwrap();
 }
 
+/// The SQLSTATEs of the errors `raw` gets up to its next ReadyForQuery.
+async fn error_codes(raw: &mut Raw) -> Vec<Option<String>> {
+    raw.until_ready()
+        .await
+        .into_iter()
+        .filter(|(t, _)| *t == b'E')
+        .map(|(_, body)| raw::field(&body, b'C'))
+        .collect()
+}
+
 async fn notes(tc: &TestCluster, shard: usize) -> i64 {
     tc.direct(shard)
         .await
@@ -698,28 +708,18 @@ async fn notes_undone_with_their_statement(tc: &TestCluster, url: &str) {
     ));
     batch.extend(raw::message(b'S', &[]));
     raw.send(&batch).await;
-    let errors: Vec<_> = raw
-        .until_ready()
-        .await
-        .into_iter()
-        .filter(|(t, _)| *t == b'E')
-        .map(|(_, body)| raw::field(&body, b'C'))
-        .collect();
-    assert_eq!(errors, vec![Some("22012".to_string())]);
+    assert_eq!(error_codes(&mut raw).await, vec![Some("22012".to_string())]);
     none_left().await;
     // A COPY of such a read's rows, as a Query and with the extended protocol. (Drivers'
     // COPY streams end at CopyDone and never read an error that comes at the commit.)
     let copy = format!("copy (select note(0) from accounts where id in ({in_list})) to stdout");
     for request in [raw::query(&copy), raw::one_shot::<&str>(&copy, &[], &[])] {
         raw.send(&request).await;
-        let errors: Vec<_> = raw
-            .until_ready()
-            .await
-            .into_iter()
-            .filter(|(t, _)| *t == b'E')
-            .map(|(_, body)| raw::field(&body, b'C'))
-            .collect();
-        assert_eq!(errors, vec![Some("23505".to_string())], "{copy}");
+        assert_eq!(
+            error_codes(&mut raw).await,
+            vec![Some("23505".to_string())],
+            "{copy}"
+        );
         none_left().await;
     }
     // With nothing failing, every shard's notes stay.
