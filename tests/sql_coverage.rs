@@ -685,6 +685,40 @@ async fn an_interval_literals_precision_holds_over_several_shards() {
     assert!(typed.iter().all(|r| r.get::<_, String>(0) == "00:00:02"));
 }
 
+/// `x ISNULL` is PostgreSQL's `x IS NULL`. The parser reads it in a select list as `x` under
+/// an alias, and a read of several shards, which the proxy writes anew, answered the column's
+/// values instead of booleans. A number run into letters (`0x1f`), which PostgreSQL 15 rejects
+/// and 16 reads as an integer, was written anew as a bit string.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isnull_and_numbers_run_into_letters_mean_what_postgresql_reads() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    let read = "select id, nullif(qty, 0) ISNULL from items where id in (6, 7, 8) order by id";
+    let expected = |id: &str, none: &str| vec![Some(id.into()), Some(none.into())];
+    assert_eq!(
+        rows(&c.simple_query(read).await.unwrap()),
+        vec![expected("6", "f"), expected("7", "t"), expected("8", "f")]
+    );
+    let typed = c.query(read, &[]).await.unwrap();
+    let nones: Vec<bool> = typed.iter().map(|r| r.get(1)).collect();
+    assert_eq!(nones, [false, true, false]);
+    let counted = c
+        .query_one(
+            "select count(*) from items where nullif(qty, 0) isnull",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(counted.get::<_, i64>(0), ROWS / 7);
+    for sql in [
+        "select id, 0x1f from items where id in (6, 7, 8)",
+        "select id, 1_000 from items order by id limit 2",
+    ] {
+        assert!(c.simple_query(sql).await.is_err(), "{sql}");
+        assert!(c.query(sql, &[]).await.is_err(), "{sql}");
+    }
+}
+
 /// Where the proxy writes a statement anew for the shards (a read of several shards, each
 /// shard's part of an INSERT split by key), `- -3` must not come back as `--3`, a comment to
 /// the end of the line, nor `@ -3.5` as an operator `@-`.

@@ -80,9 +80,16 @@ fn parse(sql: &str) -> Option<Vec<Statement>> {
             .ok()
             .filter(|v| !v.is_empty())
     };
-    // sqlparser reads `interval(0) '...'` without its precision: the text it reads instead.
+    // sqlparser reads `0x1f` as a bit string and `1_000` as a number under an alias.
+    if crate::sql::number_runs_into_word(sql) {
+        return None;
+    }
+    // sqlparser reads `interval(0) '...'` without its precision, and `x ISNULL` in a select
+    // list as `x` under an alias: the texts it reads instead.
     let cast = crate::sql::interval_precision_plain(sql);
     let sql = cast.as_deref().unwrap_or(sql);
+    let spelled = crate::sql::isnull_operators_plain(sql);
+    let sql = spelled.as_deref().unwrap_or(sql);
     // sqlparser does not know `TABLE name`; it means `SELECT * FROM name`. Nor `x
     // OPERATOR(pg_catalog.=) ANY (...)`, as pg_dump writes it. Nor COPY's `FREEZE on`. Nor
     // `FOR NO KEY UPDATE` and `FOR KEY SHARE`.

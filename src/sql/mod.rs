@@ -12,7 +12,9 @@ mod catalog_operators;
 pub mod clock;
 mod copy_options;
 mod interval_precision;
+mod isnull_operator;
 mod lock_strength;
+mod number_junk;
 pub mod pure_functions;
 pub mod row_order;
 mod shape;
@@ -25,7 +27,9 @@ pub mod window_rows;
 pub use catalog_operators::catalog_operators_plain;
 pub use copy_options::copy_options_plain;
 pub use interval_precision::interval_precision_plain;
+pub use isnull_operator::isnull_operators_plain;
 pub use lock_strength::lock_strengths_plain;
+pub use number_junk::number_runs_into_word;
 pub use shape::{shape_into, shape_of, Shape};
 pub use split::{
     first_word_is, several_statements, single_statement, split_statements, without_comments,
