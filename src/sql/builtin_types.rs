@@ -61,6 +61,12 @@ pub fn name_of(oid: u32) -> Option<String> {
     })
 }
 
+/// How messages name the type whose OID is `oid`: `money (OID 790)`, or `OID 16507` for a type
+/// that is not built in.
+pub fn described(oid: u32) -> String {
+    name_of(oid).map_or_else(|| format!("OID {oid}"), |n| format!("{n} (OID {oid})"))
+}
+
 /// Each built-in type: the names SQL spells it with, its OID, and its array type's OID.
 const TYPES: &[(&[&str], u32, Option<u32>)] = &[
     (&["bool", "boolean"], 16, Some(1000)),

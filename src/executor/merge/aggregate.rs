@@ -23,6 +23,7 @@ use crate::protocol::inspect::{self, FieldDesc};
 use crate::protocol::Frame;
 use crate::router::aggregate::{AggColumn, AggSpec};
 use crate::router::plan::SortColumn;
+use crate::sql::builtin_types::described;
 use bytes::Bytes;
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
@@ -78,7 +79,8 @@ pub fn check(
         for (f, col) in fields.iter().zip(&spec.columns) {
             if matches!(col, AggColumn::Min | AggColumn::Max) && value::is_text(f.type_oid) {
                 return Err(unsupported(format!(
-                    "{col:?} of text column {} across shards under a collation other than C",
+                    "{} of text column {} across shards under a collation other than C",
+                    col.called(),
                     f.name
                 ))
                 .with_hint("Combining text minimums and maximums compares by code point, as the C collation does; use a C-collated database."));
@@ -123,19 +125,20 @@ pub fn check(
         };
         if !ok && *col == AggColumn::Group {
             return Err(unsupported(format!(
-                "grouping the rows of several shards by column {} (type OID {}) is not supported: \
+                "grouping the rows of several shards by column {} of type {} is not supported: \
                  values PostgreSQL calls equal can be written differently, and each way would \
                  make a group of its own",
-                f.name, f.type_oid
+                f.name,
+                described(f.type_oid)
             ))
             .with_hint("Add a shard-key condition so the query runs on one shard."));
         }
         if !ok {
             return Err(unsupported(format!(
-                "combining {col:?} of column {} (type OID {}, {} format) across shards is not supported",
+                "combining {} of column {} of type {} across shards is not supported",
+                col.called(),
                 f.name,
-                f.type_oid,
-                if f.format == 0 { "text" } else { "binary" }
+                described(f.type_oid)
             )));
         }
     }
@@ -445,6 +448,10 @@ fn combine(
                          intervals written in IntervalStyle postgres, the default",
                         f.name
                     ))
+                    .with_hint(
+                        "SET IntervalStyle = postgres, or add a shard-key condition so the \
+                         query runs on one shard.",
+                    )
                 })?;
                 let total = match acc.take() {
                     None => Some(v),

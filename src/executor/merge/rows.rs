@@ -122,9 +122,8 @@ fn strip(frame: &Frame, hidden: usize) -> Option<bytes::Bytes> {
 
 /// A refusal of what the merge cannot combine as PostgreSQL would.
 pub(super) fn unsupported(msg: String) -> PgError {
-    PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, msg).with_hint(
-        "Add a shard-key condition so the query runs on one shard, or ask for text results.",
-    )
+    PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, msg)
+        .with_hint("Add a shard-key condition so the query runs on one shard.")
 }
 
 #[cfg(test)]

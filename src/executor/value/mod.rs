@@ -98,11 +98,9 @@ pub fn supported(type_oid: u32) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        let name = crate::sql::builtin_types::name_of(type_oid)
-            .map(|n| format!("{n} (OID {type_oid})"))
-            .unwrap_or_else(|| format!("OID {type_oid}"));
         Err(format!(
-            "sorting rows from several shards on a column of type {name} is not supported"
+            "sorting rows from several shards on a column of type {} is not supported",
+            crate::sql::builtin_types::described(type_oid)
         ))
     }
 }

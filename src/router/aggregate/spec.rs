@@ -55,6 +55,31 @@ pub enum AggColumn {
     },
 }
 
+impl AggColumn {
+    /// What the column is, as an error message names it.
+    pub fn called(&self) -> &'static str {
+        match self {
+            AggColumn::Group => "the grouping",
+            AggColumn::Carried => "the value",
+            AggColumn::Count | AggColumn::AvgCount => "count",
+            AggColumn::Sum => "sum",
+            AggColumn::Min => "min",
+            AggColumn::Max => "max",
+            AggColumn::BitOr => "bit_or",
+            AggColumn::BitAnd => "bit_and",
+            AggColumn::BitXor => "bit_xor",
+            AggColumn::Avg { .. } | AggColumn::AvgFloatSum => "avg",
+            AggColumn::Joined(Concatenation::Strings { .. }) => "string_agg",
+            AggColumn::Joined(Concatenation::Arrays) => "array_agg",
+            AggColumn::Joined(Concatenation::JsonbArrays) => "jsonb_agg",
+            AggColumn::Computed { .. } => "an expression over aggregates",
+            AggColumn::CountDistinct { .. } | AggColumn::DistinctValue { .. } => {
+                "count(DISTINCT ...)"
+            }
+        }
+    }
+}
+
 /// What a `Joined` column's partials are, and so how they concatenate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Concatenation {
