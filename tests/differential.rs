@@ -450,6 +450,10 @@ async fn same_results(consistency: Consistency) {
         "select r.id, count(o.order_no), sum(o.amount) from regions r left join accounts a on a.region = r.id and a.balance > 900 left join orders o on o.account_id = a.id group by r.id order by r.id",
         // Derived tables that combine every shard's rows, answered first.
         "select count(*) from (select owner, region, count(*) from accounts group by rollup (owner, region)) s",
+        // An empty grouping set groups by nothing: one group of all the rows, even of none.
+        "select count(*), sum(balance) from accounts group by ()",
+        "select count(*), max(id) from accounts where id < 0 group by ()",
+        "select region, count(*) from accounts group by (), region order by region",
         "with s as (select region, avg(balance) from accounts group by region) select count(*) from s",
         "select s.region, s.n, r.label from (select region, count(*) n from accounts group by region) s join regions r on r.id = s.region order by s.region",
         // Tied subqueries sorted by, and under DISTINCT.

@@ -36,6 +36,9 @@ pub(super) fn flatten(list: &[Expr]) -> Result<(Vec<Expr>, Option<Expr>), String
                 sets = true;
                 lists.iter().flatten().for_each(&mut add);
             }
+            // `GROUP BY ()` groups by nothing: alone, one group of all the rows, as without
+            // GROUP BY. Selected as a column, it would be `()`, which is no expression.
+            Expr::Tuple(items) if items.is_empty() => {}
             plain => add(plain),
         }
     }

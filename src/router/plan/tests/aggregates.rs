@@ -604,6 +604,22 @@ fn grouping_sets_are_grouped_on_each_shard_and_told_apart_by_grouping() {
 }
 
 #[test]
+fn an_empty_grouping_set_groups_by_nothing() {
+    let planned = |sql: &str| {
+        let Plan::Scatter { sql, merge, .. } = plan_sql(sql) else {
+            panic!("{sql}")
+        };
+        (sql, merge.aggregate.unwrap())
+    };
+    let (sql, spec) = planned("select count(*) from accounts group by ()");
+    assert_eq!(sql, "SELECT count(*) FROM accounts GROUP BY ()");
+    assert!(spec.single_group);
+    let (sql, spec) = planned("select v, count(*) from accounts group by (), v");
+    assert_eq!(sql, "SELECT v, count(*) FROM accounts GROUP BY (), v");
+    assert!(!spec.single_group);
+}
+
+#[test]
 fn having_reads_a_value_bound_as_a_plain_numeric() {
     let bound = |value: &'static [u8]| Params {
         values: [Some(bytes::Bytes::from_static(value))]
