@@ -685,12 +685,14 @@ async fn an_interval_literals_precision_holds_over_several_shards() {
     assert!(typed.iter().all(|r| r.get::<_, String>(0) == "00:00:02"));
 }
 
-/// `x ISNULL` is PostgreSQL's `x IS NULL`. The parser reads it in a select list as `x` under
-/// an alias, and a read of several shards, which the proxy writes anew, answered the column's
-/// values instead of booleans. A number run into letters (`0x1f`), which PostgreSQL 15 rejects
-/// and 16 reads as an integer, was written anew as a bit string.
+/// Forms the parser misreads, over several shards, where the proxy writes the statement anew.
+/// `x ISNULL` is PostgreSQL's `x IS NULL`; the parser read it in a select list as `x` under an
+/// alias, and the shards were asked for the column's values instead of booleans. A number run
+/// into letters (`0x1f`), which PostgreSQL 15 rejects and 16 reads as an integer, was written
+/// anew as a bit string. A typed constant (`mood 'ok'`) was read as a name under a string
+/// alias, which every shard then refused as a syntax error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn isnull_and_numbers_run_into_letters_mean_what_postgresql_reads() {
+async fn forms_the_parser_misreads_mean_what_postgresql_reads() {
     let tc = cluster().await;
     let c = tc.client().await;
     let read = "select id, nullif(qty, 0) ISNULL from items where id in (6, 7, 8) order by id";
@@ -717,6 +719,24 @@ async fn isnull_and_numbers_run_into_letters_mean_what_postgresql_reads() {
         assert!(c.simple_query(sql).await.is_err(), "{sql}");
         assert!(c.query(sql, &[]).await.is_err(), "{sql}");
     }
+    c.batch_execute("create type mood as enum ('sad', 'ok')")
+        .await
+        .unwrap();
+    let typed = "select id, mood 'ok', qty = pg_catalog.int4 '0' from items \
+                 where id in (6, 7, 8) order by id";
+    let typed_row =
+        |id: &str, zero: &str| vec![Some(id.into()), Some("ok".into()), Some(zero.into())];
+    assert_eq!(
+        rows(&c.simple_query(typed).await.unwrap()),
+        vec![typed_row("6", "f"), typed_row("7", "t"), typed_row("8", "f")]
+    );
+    // A string after AS stays PostgreSQL's syntax error, never a constant.
+    let err = c
+        .simple_query("select id as 'x' from items where id in (6, 7, 8)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "42601");
+    c.batch_execute("drop type mood").await.unwrap();
 }
 
 /// Where the proxy writes a statement anew for the shards (a read of several shards, each

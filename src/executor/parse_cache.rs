@@ -79,6 +79,8 @@ fn parse(sql: &str) -> Option<Vec<Statement>> {
         sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, text)
             .ok()
             .filter(|v| !v.is_empty())
+            // A string taken as an alias was a typed constant, or a syntax error.
+            .and_then(|v| crate::sql::typed_constants_from_aliases(text, v))
     };
     // sqlparser reads `0x1f` as a bit string and `1_000` as a number under an alias.
     if crate::sql::number_runs_into_word(sql) {

@@ -21,6 +21,7 @@ mod shape;
 pub mod signal_call;
 mod splice;
 mod split;
+mod string_aliases;
 mod tokens;
 mod unary_operands;
 pub mod window_rows;
@@ -35,6 +36,7 @@ pub use split::{
     first_word_is, several_statements, single_statement, split_statements, without_comments,
     without_leading_comments,
 };
+pub use string_aliases::typed_constants_from_aliases;
 pub use tokens::is_ident;
 pub use unary_operands::keep_operands_apart;
 
