@@ -82,8 +82,9 @@ fn parse(sql: &str) -> Option<Vec<Statement>> {
             // A string taken as an alias was a typed constant, or a syntax error.
             .and_then(|v| crate::sql::typed_constants_from_aliases(text, v))
     };
-    // sqlparser reads `0x1f` as a bit string and `1_000` as a number under an alias.
-    if crate::sql::number_runs_into_word(sql) {
+    // sqlparser reads `0x1f` as a bit string and `1_000` as a number under an alias, and
+    // splits the operator `!=-` in two.
+    if crate::sql::number_runs_into_word(sql) || crate::sql::operator_split_by_parser(sql) {
         return None;
     }
     // sqlparser reads `interval(0) '...'` without its precision, and `x ISNULL` in a select

@@ -15,6 +15,7 @@ mod interval_precision;
 mod isnull_operator;
 mod lock_strength;
 mod number_junk;
+mod operator_runs;
 pub mod pure_functions;
 pub mod row_order;
 mod shape;
@@ -31,6 +32,7 @@ pub use interval_precision::interval_precision_plain;
 pub use isnull_operator::isnull_operators_plain;
 pub use lock_strength::lock_strengths_plain;
 pub use number_junk::number_runs_into_word;
+pub use operator_runs::operator_split_by_parser;
 pub use shape::{shape_into, shape_of, Shape};
 pub use split::{
     first_word_is, several_statements, single_statement, split_statements, without_comments,
