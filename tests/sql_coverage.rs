@@ -689,9 +689,9 @@ async fn an_interval_literals_precision_holds_over_several_shards() {
 /// `x ISNULL` is PostgreSQL's `x IS NULL`; the parser read it in a select list as `x` under an
 /// alias, and the shards were asked for the column's values instead of booleans. A number run
 /// into letters (`0x1f`), which PostgreSQL 15 rejects and 16 reads as an integer, was written
-/// anew as a bit string, and `2 ^-1` (the operator `^-`) as `2 ^ -1`. A typed constant
-/// (`mood 'ok'`) was read as a name under a string alias, which every shard then refused as a
-/// syntax error.
+/// anew as a bit string, `2 ^-1` (the operator `^-`) as `2 ^ -1`, and `==` as `=`. A typed
+/// constant (`mood 'ok'`) was read as a name under a string alias, which every shard then
+/// refused as a syntax error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forms_the_parser_misreads_mean_what_postgresql_reads() {
     let tc = cluster().await;
@@ -718,6 +718,7 @@ async fn forms_the_parser_misreads_mean_what_postgresql_reads() {
         "select id, 1_000 from items order by id limit 2",
         // PostgreSQL's operator `^-`, not `^` before a negative number.
         "select id, 2 ^-1 from items where id in (6, 7, 8)",
+        "select id, id == 7 from items where id in (6, 7, 8)",
     ] {
         assert!(c.simple_query(sql).await.is_err(), "{sql}");
         assert!(c.query(sql, &[]).await.is_err(), "{sql}");

@@ -4,15 +4,19 @@
 //! trailing `+` or `-` from it only when the run holds none of `~ ! @ # % ^ & | \` ?`. So
 //! `2 !=- 1` and `2 ^-1` name the operators `!=-` and `^-`: an error, or a user's operator of
 //! that name. sqlparser splits them into `!=` and `^` before a negative operand and answers
-//! `true` and `0.5`. Such a text is not given to the parser, so the shard judges it.
+//! `true` and `0.5`; and it reads `==` as `=`. Such a text is not given to the parser, so the
+//! shard judges it.
 
 use super::tokens::{Token, Tokens};
 
-/// Whether `sql` has, outside quotes and comments, `!=` or `^` run into a `+` or `-`.
+/// Whether `sql` has, outside quotes and comments, `!=` or `^` run into a `+` or `-`, or `==`.
 pub fn operator_split_by_parser(sql: &str) -> bool {
     let b = sql.as_bytes();
-    // Every text is asked before it is parsed: most have neither operator.
-    if !b.contains(&b'^') && memchr::memmem::find(b, b"!=").is_none() {
+    // Every text is asked before it is parsed: most have none of them.
+    if !b.contains(&b'^')
+        && memchr::memmem::find(b, b"!=").is_none()
+        && memchr::memmem::find(b, b"==").is_none()
+    {
         return false;
     }
     let mut tokens = Tokens::new(sql).peekable();
@@ -22,6 +26,7 @@ pub fn operator_split_by_parser(sql: &str) -> bool {
         }
         let at = range.start;
         let op_len = match b[at] {
+            b'=' if b.get(at + 1) == Some(&b'=') => return true,
             b'^' => 1,
             b'!' if b.get(at + 1) == Some(&b'=') => 2,
             _ => continue,
@@ -52,6 +57,7 @@ mod tests {
             "select 2 ^-1 from t",
             "select 2 !=+ 1",
             "select 2^+3",
+            "select k == 1 from t",
         ] {
             assert!(operator_split_by_parser(sql), "{sql}");
         }
@@ -64,6 +70,7 @@ mod tests {
             "select '2 !=- 1', \"a^-\" from t",
             "select 2 ^-- comment\n 3",
             "select 2 != 1 /* ^- */",
+            "select f(a => 1), 1 = 1, 'a==b'",
         ] {
             assert!(!operator_split_by_parser(sql), "{sql}");
         }
