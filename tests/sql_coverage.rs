@@ -1765,3 +1765,54 @@ async fn a_mixed_case_sequence_column_is_filled_under_its_own_name() {
     let counts = tc.count_on_each_shard("select count(*) from parts").await;
     assert_eq!(counts.iter().sum::<i64>(), 4);
 }
+
+/// A join `USING` the shard key of two tables sharded on it (the form `JOIN ... USING (id)`
+/// that hand-written SQL and query builders use) runs on each shard, as the same join written
+/// with ON does: the rows it pairs share their key, and so their shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_using_the_shard_key_run_on_each_shard() {
+    let tc = cluster().await;
+    let c = tc.client().await;
+    c.batch_execute("insert into copied select id, 'copy' || id, qty from items where id % 3 = 0")
+        .await
+        .unwrap();
+    let joined = rows(
+        &c.simple_query(
+            "select id, i.name, c.name from items i join copied c using (id) \
+             where id <= 12 order by id",
+        )
+        .await
+        .unwrap(),
+    );
+    let expected: Vec<Vec<Option<String>>> = [3, 6, 9, 12]
+        .iter()
+        .map(|id| {
+            vec![
+                Some(id.to_string()),
+                Some(format!("item{id}")),
+                Some(format!("copy{id}")),
+            ]
+        })
+        .collect();
+    assert_eq!(joined, expected);
+    let outer = c
+        .query_one(
+            "select count(*), count(c.name) from items i left join copied c using (id)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (outer.get::<_, i64>(0), outer.get::<_, i64>(1)),
+        (ROWS, ROWS / 3)
+    );
+    let one = c
+        .query(
+            "select id, c.qty from items join copied c using (id) where id = $1",
+            &[&9i64],
+        )
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].get::<_, i32>(1), 9 % 7);
+}

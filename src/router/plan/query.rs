@@ -392,6 +392,44 @@ pub(crate) fn collect_and<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
     }
 }
 
+/// The pairs of `top` that `JOIN right USING (columns)` joins on their shard keys: `right`
+/// with each table before it whose shard key has the name of `right`'s, one of the columns.
+/// PostgreSQL joins the one column of that name on the left; were there two (another table's
+/// column of that name), it would refuse the join as ambiguous, so pairing every such table
+/// is safe.
+fn keys_joined_by_using<'a>(
+    columns: &[sqlparser::ast::ObjectName],
+    left: impl Iterator<Item = &'a TableFactor>,
+    right: &TableFactor,
+    top: &[(Vec<String>, KeyType, String)],
+) -> Vec<(usize, usize)> {
+    let named = |column: &str| {
+        columns
+            .iter()
+            .any(|c| last_ident(c).eq_ignore_ascii_case(column))
+    };
+    let keyed = |f: &TableFactor| {
+        let name = match f {
+            TableFactor::Table { name, alias, .. } => alias
+                .as_ref()
+                .map_or_else(|| last_ident(name), |a| a.name.value.clone()),
+            TableFactor::Derived { alias: Some(a), .. } => a.name.value.clone(),
+            _ => return None,
+        };
+        top.iter().position(|(names, _, col)| {
+            names.iter().any(|n| n.eq_ignore_ascii_case(&name)) && named(col)
+        })
+    };
+    let Some(r) = keyed(right) else {
+        return Vec::new();
+    };
+    let key = &top[r].2;
+    left.filter_map(keyed)
+        .filter(|&l| top[l].2.eq_ignore_ascii_case(key))
+        .map(|l| (l, r))
+        .collect()
+}
+
 /// Every pair of sharded tables must be connected by equalities of their key columns.
 pub(crate) fn colocation_problem(
     select: &Select,
@@ -416,8 +454,10 @@ pub(crate) fn colocation_problem_of(
     if let Some(w) = selection {
         collect_and(w, &mut conjuncts);
     }
+    // Pairs of `top` joined by USING on both tables' shard key.
+    let mut using_pairs: Vec<(usize, usize)> = Vec::new();
     for twj in from {
-        for j in &twj.joins {
+        for (i, j) in twj.joins.iter().enumerate() {
             use sqlparser::ast::{JoinConstraint, JoinOperator as J};
             let c = match &j.join_operator {
                 J::Join(c)
@@ -431,8 +471,14 @@ pub(crate) fn colocation_problem_of(
                     return Some("this kind of join is not supported across sharded tables".into())
                 }
             };
-            if let JoinConstraint::On(e) = c {
-                collect_and(e, &mut conjuncts);
+            match c {
+                JoinConstraint::On(e) => collect_and(e, &mut conjuncts),
+                JoinConstraint::Using(columns) => {
+                    let left = std::iter::once(&twj.relation)
+                        .chain(twj.joins[..i].iter().map(|j| &j.relation));
+                    using_pairs.extend(keys_joined_by_using(columns, left, &j.relation, top));
+                }
+                _ => {}
             }
         }
     }
@@ -444,6 +490,10 @@ pub(crate) fn colocation_problem_of(
             p[i] = r;
         }
         p[i]
+    }
+    for (a, b) in using_pairs {
+        let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
+        parent[ra] = rb;
     }
     for c in conjuncts {
         if let Expr::BinaryOp {

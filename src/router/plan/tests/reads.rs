@@ -526,3 +526,31 @@ fn a_bare_sort_name_is_the_output_column_named_so() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn joins_using_both_tables_shard_key_are_co_located() {
+    for sql in [
+        "select * from accounts x join accounts y using (id)",
+        "select * from accounts x left join accounts y using (id, v)",
+        "select id from accounts a join accounts b using (id) join accounts c using (id)",
+    ] {
+        assert!(
+            matches!(plan_sql(sql), Plan::Scatter { .. }),
+            "{sql}: {:?}",
+            plan_sql(sql)
+        );
+    }
+    assert!(matches!(
+        plan_sql("select * from accounts x join accounts y using (id) where id = 5"),
+        Plan::Shard { shard, .. } if shard == shard_of(5)
+    ));
+    // USING a column that is one table's key and not the other's, or no key at all.
+    for sql in [
+        "select * from ledger l join accounts a using (id)",
+        "select * from accounts a join ledger l using (account_id)",
+        "select * from accounts x join accounts y using (v)",
+        "select * from accounts x natural join accounts y",
+    ] {
+        assert!(matches!(plan_sql(sql), Plan::Reject(_)), "{sql}");
+    }
+}
