@@ -14,7 +14,7 @@
 //! (`CURRENT_TIMESTAMP(3)`) and a keyword naming a column (`AS current_date`) are left as
 //! written. The text fuzzer checks that sqlparser reads every rewritten text it read before.
 
-use super::tokens::{Token, Tokens};
+use super::tokens::Token;
 
 /// The custom setting the `shardgate` clock functions read: the transaction's time, written
 /// as ISO 8601 text in UTC.
@@ -47,14 +47,7 @@ pub fn stamped(sql: &str) -> Option<String> {
         return None;
     }
     let b = sql.as_bytes();
-    // The tokens that matter: no blanks, no comments.
-    let tokens: Vec<(Token, std::ops::Range<usize>)> = Tokens::new(sql)
-        .filter(|(t, r)| match t {
-            Token::Comment => false,
-            Token::Other => !b[r.start].is_ascii_whitespace(),
-            _ => true,
-        })
-        .collect();
+    let tokens = super::tokens::significant(sql);
     let mut out = String::new();
     let mut copied = 0;
     let mut at_start = true;

@@ -8,27 +8,16 @@
 //! that text goes to one shard.
 
 use super::splice::Splice;
-use super::tokens::{Token, Tokens};
+use super::tokens::{mentions, significant, Token};
 
 /// `sql` with each `interval(p) '...'` outside quotes and comments written as a cast; None
 /// when it has none.
 pub fn interval_precision_plain(sql: &str) -> Option<String> {
     // Every text is asked before it is parsed: most answer here.
-    if !sql
-        .as_bytes()
-        .windows(8)
-        .any(|w| w.eq_ignore_ascii_case(b"interval"))
-    {
+    if !mentions(sql, b"interval") {
         return None;
     }
-    let b = sql.as_bytes();
-    let tokens: Vec<_> = Tokens::new(sql)
-        .filter(|(t, r)| match t {
-            Token::Comment => false,
-            Token::Other => !b[r.start].is_ascii_whitespace(),
-            _ => true,
-        })
-        .collect();
+    let tokens = significant(sql);
     let text = |i: usize| tokens.get(i).map_or("", |(_, r)| &sql[r.clone()]);
     let mut out = Splice::new(sql);
     let mut i = 0;

@@ -8,7 +8,7 @@
 //! a shard still runs the client's text whenever that text goes to one shard.
 
 use super::splice::Splice;
-use super::tokens::{Token, Tokens};
+use super::tokens::{mentions, significant, Token};
 
 /// Words after which `isnull` names something (a function, a type, an output column) instead
 /// of testing the operand before it.
@@ -26,21 +26,10 @@ const NAMING: [&str; 7] = [
 /// it has none.
 pub fn isnull_operators_plain(sql: &str) -> Option<String> {
     // Every text is asked before it is parsed: most answer here.
-    if !sql
-        .as_bytes()
-        .windows(6)
-        .any(|w| w.eq_ignore_ascii_case(b"isnull"))
-    {
+    if !mentions(sql, b"isnull") {
         return None;
     }
-    let b = sql.as_bytes();
-    let tokens: Vec<_> = Tokens::new(sql)
-        .filter(|(t, r)| match t {
-            Token::Comment => false,
-            Token::Other => !b[r.start].is_ascii_whitespace(),
-            _ => true,
-        })
-        .collect();
+    let tokens = significant(sql);
     let text = |i: usize| tokens.get(i).map_or("", |(_, r)| &sql[r.clone()]);
     let mut out = Splice::new(sql);
     for (i, (token, range)) in tokens.iter().enumerate() {

@@ -9,26 +9,16 @@
 //! more (a foreign key's check of the row) but changes no answer.
 
 use super::splice::Splice;
-use super::tokens::{Token, Tokens};
+use super::tokens::{mentions, significant, Token};
 
 /// `sql` with `NO KEY` of each `FOR NO KEY UPDATE` and `KEY` of each `FOR KEY SHARE` outside
 /// quotes and comments left out; None when it has neither.
 pub fn lock_strengths_plain(sql: &str) -> Option<String> {
     // Every text the parser cannot read is asked: most answer here.
-    if !sql
-        .as_bytes()
-        .windows(3)
-        .any(|w| w.eq_ignore_ascii_case(b"key"))
-    {
+    if !mentions(sql, b"key") {
         return None;
     }
-    let words: Vec<_> = Tokens::new(sql)
-        .filter(|(t, r)| match t {
-            Token::Comment => false,
-            Token::Other => !sql.as_bytes()[r.start].is_ascii_whitespace(),
-            _ => true,
-        })
-        .collect();
+    let words = significant(sql);
     let is = |i: usize, word: &str| {
         words
             .get(i)

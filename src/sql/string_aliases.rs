@@ -9,7 +9,7 @@
 //! string alias is no parse at all, so the shard judges the text, as it does for texts the
 //! parser cannot read.
 
-use super::tokens::{Token, Tokens};
+use super::tokens::{significant, Token};
 use sqlparser::ast::{
     CastKind, DataType, Expr, Ident, ObjectName, Select, SelectItem, Statement, TableAlias,
     TableFactor, Value, Visit, VisitMut, Visitor, VisitorMut,
@@ -46,11 +46,7 @@ pub fn typed_constants_from_aliases(
 fn as_before_string(sql: &str) -> bool {
     let b = sql.as_bytes();
     let mut last_as = false;
-    for (token, range) in Tokens::new(sql) {
-        if token == Token::Comment || token == Token::Other && b[range.start].is_ascii_whitespace()
-        {
-            continue;
-        }
+    for (token, range) in significant(sql) {
         let is_string = token == Token::Other && b[range.start] == b'\'';
         if last_as && is_string {
             return true;

@@ -136,6 +136,26 @@ fn block_comment_end(b: &[u8], mut i: usize) -> Option<usize> {
     None
 }
 
+/// The tokens of `sql` that mean something to the scanner: its comments and blanks left out.
+pub fn significant(sql: &str) -> Vec<(Token, Range<usize>)> {
+    let b = sql.as_bytes();
+    Tokens::new(sql)
+        .filter(|(t, r)| match t {
+            Token::Comment => false,
+            Token::Other => !b[r.start].is_ascii_whitespace(),
+            _ => true,
+        })
+        .collect()
+}
+
+/// Whether `word` appears in `sql` in any case, quoted or not: a cheap test that lets the
+/// readers of raw text skip the texts that cannot hold what they look for.
+pub fn mentions(sql: &str, word: &[u8]) -> bool {
+    sql.as_bytes()
+        .windows(word.len())
+        .any(|w| w.eq_ignore_ascii_case(word))
+}
+
 /// Whether `sql` holds nothing but comments and blanks, each block comment closed: the scanner
 /// finds no statement in it.
 pub fn only_comments(sql: &str) -> bool {
