@@ -691,7 +691,7 @@ async fn an_interval_literals_precision_holds_over_several_shards() {
 /// into letters (`0x1f`), which PostgreSQL 15 rejects and 16 reads as an integer, was written
 /// anew as a bit string, `2 ^-1` (the operator `^-`) as `2 ^ -1`, and `==` as `=`. A typed
 /// constant (`mood 'ok'`) was read as a name under a string alias, which every shard then
-/// refused as a syntax error.
+/// refused as a syntax error, and a string continued over a line break was refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forms_the_parser_misreads_mean_what_postgresql_reads() {
     let tc = cluster().await;
@@ -737,6 +737,16 @@ async fn forms_the_parser_misreads_mean_what_postgresql_reads() {
             typed_row("7", "t"),
             typed_row("8", "f")
         ]
+    );
+    // PostgreSQL's string continued over a line break, which the parser read as an alias.
+    let continued = rows(
+        &c.simple_query("select 'it'\n  'em' || id from items where id in (6, 7, 8) order by id")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        continued,
+        [6, 7, 8].map(|id| vec![Some(format!("item{id}"))])
     );
     // A string after AS stays PostgreSQL's syntax error, never a constant.
     let err = c

@@ -87,12 +87,15 @@ fn parse(sql: &str) -> Option<Vec<Statement>> {
     if crate::sql::number_runs_into_word(sql) || crate::sql::operator_split_by_parser(sql) {
         return None;
     }
-    // sqlparser reads `interval(0) '...'` without its precision, and `x ISNULL` in a select
-    // list as `x` under an alias: the texts it reads instead.
+    // sqlparser reads `interval(0) '...'` without its precision, `x ISNULL` in a select list
+    // as `x` under an alias, and a string continued over a line break as a string under a
+    // string alias: the texts it reads instead.
     let cast = crate::sql::interval_precision_plain(sql);
     let sql = cast.as_deref().unwrap_or(sql);
     let spelled = crate::sql::isnull_operators_plain(sql);
     let sql = spelled.as_deref().unwrap_or(sql);
+    let joined = crate::sql::string_continuations_joined(sql);
+    let sql = joined.as_deref().unwrap_or(sql);
     // sqlparser does not know `TABLE name`; it means `SELECT * FROM name`. Nor `x
     // OPERATOR(pg_catalog.=) ANY (...)`, as pg_dump writes it. Nor COPY's `FREEZE on`. Nor
     // `FOR NO KEY UPDATE` and `FOR KEY SHARE`.

@@ -23,6 +23,7 @@ pub mod signal_call;
 mod splice;
 mod split;
 mod string_aliases;
+mod string_continuation;
 mod tokens;
 mod unary_operands;
 pub mod window_rows;
@@ -39,6 +40,7 @@ pub use split::{
     without_leading_comments,
 };
 pub use string_aliases::typed_constants_from_aliases;
+pub use string_continuation::string_continuations_joined;
 pub use tokens::is_ident;
 pub use unary_operands::keep_operands_apart;
 

@@ -1,6 +1,6 @@
 //! A statement's text with some of its ranges replaced: how the rewriters that write a text
 //! for the parser's sake (`catalog_operators`, `copy_options`, `lock_strength`,
-//! `interval_precision`, `isnull_operator`) build theirs. Replacements come in order and never overlap.
+//! `interval_precision`, `isnull_operator`, `string_continuation`) build theirs. Replacements come in order and never overlap.
 
 use std::ops::Range;
 
