@@ -52,6 +52,16 @@ async fn aggregates_that_cannot_be_combined_are_refused_never_answered_per_shard
     ] {
         refused(c.simple_query(sql).await, sql);
     }
+    // The refusal names what the client wrote, not the proxy's hidden column for it.
+    let sql = "select count(distinct (id, balance)) from accounts";
+    let e = c.simple_query(sql).await.expect_err(sql);
+    assert_eq!(common::code(&e), "0A000", "{e}");
+    let said = e.as_db_error().map(|d| d.message()).unwrap_or_default();
+    assert!(
+        said.contains("count(DISTINCT ...) of a value of type record")
+            && !said.contains("__shardgate"),
+        "{said}"
+    );
     // A window beside an aggregate numbers the one group: one server computes it over the
     // rows, read first.
     assert_eq!(

@@ -64,6 +64,12 @@ pub fn name_of(oid: u32) -> Option<String> {
 /// How messages name the type whose OID is `oid`: `money (OID 790)`, or `OID 16507` for a type
 /// that is not built in.
 pub fn described(oid: u32) -> String {
+    // Pseudo-types are not in the table (no SQL text names them as a value's type), but a
+    // row value's type is one a refusal can meet.
+    const RECORD: u32 = 2249;
+    if oid == RECORD {
+        return format!("record (OID {oid})");
+    }
     name_of(oid).map_or_else(|| format!("OID {oid}"), |n| format!("{n} (OID {oid})"))
 }
 

@@ -23,7 +23,6 @@ use crate::protocol::inspect::{self, FieldDesc};
 use crate::protocol::Frame;
 use crate::router::aggregate::{AggColumn, AggSpec};
 use crate::router::plan::SortColumn;
-use crate::sql::builtin_types::described;
 use bytes::Bytes;
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
@@ -125,20 +124,18 @@ pub fn check(
         };
         if !ok && *col == AggColumn::Group {
             return Err(unsupported(format!(
-                "grouping the rows of several shards by column {} of type {} is not supported: \
+                "grouping the rows of several shards by {} is not supported: \
                  values PostgreSQL calls equal can be written differently, and each way would \
                  make a group of its own",
-                f.name,
-                described(f.type_oid)
+                super::rows::column_and_type(f)
             ))
             .with_hint("Add a shard-key condition so the query runs on one shard."));
         }
         if !ok {
             return Err(unsupported(format!(
-                "combining {} of column {} of type {} across shards is not supported",
+                "combining {} of {} across shards is not supported",
                 col.called(),
-                f.name,
-                described(f.type_oid)
+                super::rows::column_and_type(f)
             )));
         }
     }

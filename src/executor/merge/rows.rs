@@ -4,6 +4,7 @@
 
 use crate::error::{sqlstate, PgError};
 use crate::executor::session::{Exec, R};
+use crate::protocol::inspect::FieldDesc;
 use crate::protocol::{build, Frame};
 use bytes::BytesMut;
 
@@ -118,6 +119,16 @@ fn strip(frame: &Frame, hidden: usize) -> Option<bytes::Bytes> {
     let len = (out.len() - 1) as i32;
     out[1..5].copy_from_slice(&len.to_be_bytes());
     Some(out.freeze())
+}
+
+/// How a refusal names a column and its type: the proxy's own hidden columns (an aggregate's
+/// argument, a DISTINCT value) mean nothing to the client, so they are named by type only.
+pub(super) fn column_and_type(f: &FieldDesc) -> String {
+    let of_type = crate::sql::builtin_types::described(f.type_oid);
+    match f.name.starts_with("__shardgate") {
+        true => format!("a value of type {of_type}"),
+        false => format!("column {} of type {of_type}", f.name),
+    }
 }
 
 /// A refusal of what the merge cannot combine as PostgreSQL would.

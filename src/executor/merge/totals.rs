@@ -32,8 +32,8 @@ pub fn columns(
                     Ok(i)
                 }
                 Some((_, f)) => Err(unsupported(format!(
-                    "a total OVER () of column {} of type {} across shards is not supported: only counts and sums of integers and numerics add up exactly",
-                    f.name, crate::sql::builtin_types::described(f.type_oid)
+                    "a total OVER () of {} across shards is not supported: only counts and sums of integers and numerics add up exactly",
+                    super::rows::column_and_type(f)
                 ))),
                 None => Err(unsupported(
                     "the shards did not return the total OVER () where the statement puts it"
