@@ -50,20 +50,23 @@ pub fn keys_in(
             if made_numeric(column) && is_string(value) {
                 return Ok(KeySet::Any);
             }
-            Ok(match literal_key(value, ty, params)? {
-                Some(Some(v)) => KeySet::Values(vec![v]),
-                Some(None) => KeySet::Values(vec![]),
-                None => KeySet::Any,
-            })
+            Ok(
+                match compared_key(value, ty, params, compared(column, ty))? {
+                    Some(Some(v)) => KeySet::Values(vec![v]),
+                    Some(None) => KeySet::Values(vec![]),
+                    None => KeySet::Any,
+                },
+            )
         }
         Expr::InList {
             expr,
             list,
             negated: false,
         } if is_key(strip_for(expr, ty)) => {
+            let how = compared(expr, ty);
             let mut out = Vec::new();
             for item in list {
-                match literal_key(item, ty, params)? {
+                match compared_key(item, ty, params, how)? {
                     Some(Some(v)) => out.push(v),
                     Some(None) => {}
                     None => return Ok(KeySet::Any),
@@ -78,15 +81,19 @@ pub fn keys_in(
             ..
         } if is_key(strip_for(left, ty)) => match strip_for(right, ty) {
             Expr::Value(v) => match &v.value {
+                // Elements compared with the key's text or as numbers may be written in ways
+                // no key is: not read.
+                Value::Placeholder(_) if compared(left, ty) != ComparedAs::Key => Ok(KeySet::Any),
                 Value::Placeholder(p) => Ok(params
                     .key_array(placeholder_index(p)?, ty)?
                     .map_or(KeySet::Any, KeySet::Values)),
                 _ => Ok(KeySet::Any),
             },
             Expr::Array(arr) => {
+                let how = compared(left, ty);
                 let mut out = Vec::new();
                 for item in &arr.elem {
-                    match literal_key(item, ty, params)? {
+                    match compared_key(item, ty, params, how)? {
                         Some(Some(v)) => out.push(v),
                         Some(None) => {}
                         None => return Ok(KeySet::Any),
@@ -97,6 +104,77 @@ pub fn keys_in(
             _ => Ok(KeySet::Any),
         },
         _ => Ok(KeySet::Any),
+    }
+}
+
+/// What the key column's side of a comparison is compared as, after its casts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ComparedAs {
+    /// The key itself, or an integer type for an integer key: a value is read as a key.
+    Key,
+    /// The key's text (`id::text` of an integer or uuid key): a value is text, and one no
+    /// key is written as matches no row rather than failing.
+    Text,
+    /// A number (`id::numeric`): `5.0` matches 5, so only integer literals are keys.
+    Numeric,
+}
+
+/// How `column` (the key, under the casts `strip_for` looks through) is compared: its
+/// outermost cast decides, since that is the type the other side meets.
+fn compared(column: &Expr, ty: KeyType) -> ComparedAs {
+    match column {
+        Expr::Nested(inner) => compared(inner, ty),
+        Expr::Cast { data_type, .. } if as_text(data_type) && ty != KeyType::Text => {
+            ComparedAs::Text
+        }
+        Expr::Cast {
+            data_type:
+                DataType::Numeric(ExactNumberInfo::None) | DataType::Decimal(ExactNumberInfo::None),
+            ..
+        } => ComparedAs::Numeric,
+        _ => ComparedAs::Key,
+    }
+}
+
+/// As `literal_key`, for a value compared with the key as `how` says.
+fn compared_key(
+    e: &Expr,
+    ty: KeyType,
+    params: &Params,
+    how: ComparedAs,
+) -> Result<Option<Option<KeyValue>>, String> {
+    let placeholder = match strip_for(e, ty) {
+        Expr::Value(v) => match &v.value {
+            Value::Placeholder(p) => Some(placeholder_index(p)?),
+            _ => None,
+        },
+        _ => None,
+    };
+    match (how, placeholder) {
+        (ComparedAs::Key, _) => literal_key(e, ty, params),
+        // Left to the server, the parameter is numeric, whose binary form is no integer's.
+        (ComparedAs::Numeric, Some(_)) => Ok(None),
+        (ComparedAs::Numeric, None) => literal_key(e, ty, params),
+        // Under a cast of its own (`$1::int8::text`) the parameter may arrive in the binary
+        // form of another type: not read.
+        (ComparedAs::Text, Some(_)) if !bare_or_text(e) => Ok(None),
+        (ComparedAs::Text, Some(n)) => params.key_from_text(n, ty).map(Some),
+        (ComparedAs::Text, None) => match literal_key(e, ty, params) {
+            // `id::text = 'abc'` is false for every row, as PostgreSQL answers.
+            Err(_) => Ok(Some(None)),
+            found => found,
+        },
+    }
+}
+
+/// A parameter in parentheses, or under casts to text only: text in either format.
+fn bare_or_text(e: &Expr) -> bool {
+    match e {
+        Expr::Nested(inner) => bare_or_text(inner),
+        Expr::Cast {
+            expr, data_type, ..
+        } => as_text(data_type) && bare_or_text(expr),
+        other => is_placeholder(other),
     }
 }
 
@@ -126,10 +204,12 @@ pub fn strip_for(e: &Expr, ty: KeyType) -> &Expr {
             // A string made numeric is read as a number, rounded where it meets an integer
             // (`'7.5'::numeric::int` is 8, `'5.0'::numeric` equals 5): not the key its text
             // would be read as, so the cast stays and no key is read through it.
+            // So is a parameter under the cast: the server reads it as numeric, whose binary
+            // form is no integer's.
             let numeric_string = matches!(
                 data_type,
                 DataType::Numeric(ExactNumberInfo::None) | DataType::Decimal(ExactNumberInfo::None)
-            ) && is_string(expr);
+            ) && (is_string(expr) || is_placeholder(expr));
             if numeric_string {
                 e
             } else {
@@ -152,6 +232,15 @@ fn made_numeric(e: &Expr) -> bool {
                 DataType::Numeric(ExactNumberInfo::None) | DataType::Decimal(ExactNumberInfo::None)
             ) || made_numeric(expr)
         }
+        _ => false,
+    }
+}
+
+/// A parameter, in any parentheses.
+fn is_placeholder(e: &Expr) -> bool {
+    match e {
+        Expr::Nested(inner) => is_placeholder(inner),
+        Expr::Value(v) => matches!(v.value, Value::Placeholder(_)),
         _ => false,
     }
 }
@@ -213,12 +302,25 @@ fn varchar_length(t: &DataType) -> Option<usize> {
     }
 }
 
+/// The type of the cast applied right to the parameter in `e` (through parentheses and
+/// other casts above it): the type the server gives a parameter left to it.
+fn own_cast(e: &Expr) -> Option<&DataType> {
+    match e {
+        Expr::Nested(inner) => own_cast(inner),
+        Expr::Cast {
+            expr, data_type, ..
+        } => own_cast(expr).or_else(|| is_placeholder(expr).then_some(data_type)),
+        _ => None,
+    }
+}
+
 /// `Some(Some(v))` a key value, `Some(None)` SQL NULL, `None` not a constant.
 pub fn literal_key(
     e: &Expr,
     ty: KeyType,
     params: &Params,
 ) -> Result<Option<Option<KeyValue>>, String> {
+    let orig = e;
     // A text key cast to varchar(n) is its first n characters.
     if let Expr::Cast {
         expr, data_type, ..
@@ -259,7 +361,14 @@ pub fn literal_key(
             if !params.typed_as_key(n, ty) {
                 return Ok(None);
             }
-            return params.key(n, ty).map(Some);
+            // Left to the server, a parameter under a cast of its own takes that cast's type
+            // (`$1::text::bigint` is text), not the key's.
+            return match own_cast(orig) {
+                None => params.key(n, ty).map(Some),
+                Some(t) if as_text(t) => params.key_cast_from_text(n, ty).map(Some),
+                Some(t) if keeps(t, ty) => params.key(n, ty).map(Some),
+                Some(_) => Ok(None),
+            };
         }
         _ => return Ok(None),
     };
@@ -330,6 +439,50 @@ mod tests {
         assert_eq!(int("id = '5'::int::numeric"), i(5));
         assert_eq!(int("id::numeric = '5.0'"), KeySet::Any);
         assert_eq!(int("id::numeric = 5"), i(5));
+    }
+
+    /// Binary parameters as a driver sends them after asking the server their types.
+    fn binary(values: &[&'static [u8]], types: &[u32]) -> Params {
+        Params {
+            values: values
+                .iter()
+                .map(|v| Some(bytes::Bytes::from_static(v)))
+                .collect(),
+            formats: vec![1],
+            types: types.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn the_keys_text_is_compared_as_text() {
+        const INT4: [u8; 4] = 1234i32.to_be_bytes();
+        let none = Params::default();
+        let i = |v: i64| KeySet::Values(vec![KeyValue::Integer(v)]);
+        // No key is written so: no row matches, as PostgreSQL answers (not an error).
+        assert_eq!(keys("id::text = 'abc'", &none), KeySet::Values(vec![]));
+        assert_eq!(keys("id::text in ('abc', '5')", &none), i(5));
+        // `1234` sent as text in binary form is four characters, not an int4.
+        let text = binary(&[b"1234"], &[]);
+        assert_eq!(keys("id::text = $1", &text), i(1234));
+        assert_eq!(keys("$1 = (id)::varchar", &text), i(1234));
+        assert_eq!(keys("id::text = $1::text", &text), i(1234));
+        assert_eq!(keys("id::text = $1::int8::text", &text), KeySet::Any);
+        assert_eq!(
+            keys("id::text = $1", &binary(&[b"abc"], &[])),
+            KeySet::Values(vec![])
+        );
+        // Left to the server, the parameter of `$1::text::bigint` is text.
+        assert_eq!(keys("id = $1::text::bigint", &text), i(1234));
+        assert_eq!(keys("id = ($1::varchar)::int8", &text), i(1234));
+        assert_eq!(keys("id = $1::int4", &binary(&[&INT4], &[])), i(1234));
+        assert_eq!(keys("id = $1::float8::int8", &text), KeySet::Any);
+        // Declared text, cast to the key's type by the statement.
+        assert_eq!(keys("id = $1::bigint", &binary(&[b"1234"], &[25])), i(1234));
+        // Undeclared and compared as numeric: the server sends numeric's binary form.
+        assert_eq!(keys("id::numeric = $1", &text), KeySet::Any);
+        assert_eq!(keys("id = $1::numeric", &text), KeySet::Any);
+        // Compared as the key, an int4's four bytes are still read as one.
+        assert_eq!(keys("id = $1", &binary(&[&INT4], &[])), i(1234));
     }
 
     #[test]

@@ -108,7 +108,10 @@ impl Params {
             return Err(format!("there is no parameter ${n}"));
         };
         let Some(bytes) = slot else { return Ok(None) };
-        if self.format_of(i) == 1 {
+        // A value declared text is its characters in either format (`$1::bigint` of a text
+        // parameter), never an integer's bytes.
+        let declared_text = matches!(self.declared(i), oid::TEXT | oid::VARCHAR);
+        if self.format_of(i) == 1 && !declared_text {
             KeyValue::from_binary(ty, bytes).map(Some)
         } else if let Some(v) = (ty == KeyType::Integer)
             .then(|| plain_integer(bytes))
@@ -119,6 +122,35 @@ impl Params {
             let s = std::str::from_utf8(bytes).map_err(|_| "parameter is not UTF-8".to_string())?;
             KeyValue::from_text(ty, s).map(Some)
         }
+    }
+
+    /// `$n` (1-based) compared with the key's text (`id::text = $n`): the server reads it as
+    /// text in either format, and a text that no key is written as matches no row (None, as
+    /// NULL). Noted as a read other than a key's, since `key` would read a binary value
+    /// otherwise, so no route is learned from it.
+    pub fn key_from_text(&self, n: usize, ty: KeyType) -> Result<Option<KeyValue>, String> {
+        if n.checked_sub(1).is_none_or(|i| i >= self.values.len()) {
+            return Err(format!("there is no parameter ${n}"));
+        }
+        Ok(self.key_cast_from_text(n, ty).ok().flatten())
+    }
+
+    /// `$n` (1-based) as a key where the statement casts it from text (`$1::text::bigint`):
+    /// left to the server, or declared text, its type is text, so a binary value is its
+    /// characters; declared as another type, it is that type's value. Noted as a read other
+    /// than a key's, as in `key_from_text`.
+    pub fn key_cast_from_text(&self, n: usize, ty: KeyType) -> Result<Option<KeyValue>, String> {
+        note(Read::Other);
+        let i = n.checked_sub(1).ok_or("parameter $0")?;
+        let Some(slot) = self.values.get(i) else {
+            return Err(format!("there is no parameter ${n}"));
+        };
+        let Some(bytes) = slot else { return Ok(None) };
+        if self.format_of(i) == 1 && !matches!(self.declared(i), 0 | oid::TEXT | oid::VARCHAR) {
+            return KeyValue::from_binary(ty, bytes).map(Some);
+        }
+        let s = std::str::from_utf8(bytes).map_err(|_| "parameter is not UTF-8".to_string())?;
+        KeyValue::from_text(ty, s).map(Some)
     }
 
     /// `$n` (1-based) as written text: a text-format value as sent, a binary integer
