@@ -238,8 +238,9 @@ pub(super) fn computed(e: &Expr, table: &str, index: &UniqueIndex, key_column: &
     .with_hint("Give a constant or a parameter, or leave the column to its sequence (DEFAULT).")
 }
 
-/// `sql` with each parameter written in as a literal: a text value as sent, a binary integer
-/// in decimal, NULL; None for another binary value (its text is the type's to tell).
+/// `sql` with each parameter written in as a literal: a text value as sent (in binary, one
+/// declared or described as text), a binary integer in decimal, NULL; None for another binary
+/// value (its text is the type's to tell).
 pub(super) fn with_literals(sql: &str, params: &Params) -> Option<String> {
     if params.values.is_empty() {
         return Some(sql.to_string());

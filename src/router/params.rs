@@ -153,10 +153,10 @@ impl Params {
         KeyValue::from_text(ty, s).map(Some)
     }
 
-    /// `$n` (1-based) as written text: a text-format value as sent, a binary integer
-    /// (int2/int4/int8, or left to the server, which infers one where a count is wanted) in
-    /// decimal. None for NULL, a missing parameter, or another binary value: a float8's bytes
-    /// are no integer's.
+    /// `$n` (1-based) as written text: a text-format value as sent, a binary one declared
+    /// text as its characters, a binary integer (int2/int4/int8, or left to the server, which
+    /// infers one where a count is wanted) in decimal. None for NULL, a missing parameter, or
+    /// another binary value: a float8's bytes are no integer's.
     pub fn constant(&self, n: usize) -> Option<String> {
         note(Read::Other);
         let i = n.checked_sub(1)?;
@@ -166,8 +166,11 @@ impl Params {
                 .ok()
                 .map(|s| s.trim().to_string());
         }
-        if !matches!(self.declared(i), 0 | oid::INT2 | oid::INT4 | oid::INT8) {
-            return None;
+        match self.declared(i) {
+            // A text value's binary form is its characters.
+            oid::TEXT | oid::VARCHAR => return std::str::from_utf8(bytes).ok().map(str::to_string),
+            0 | oid::INT2 | oid::INT4 | oid::INT8 => {}
+            _ => return None,
         }
         let v = match bytes.len() {
             2 => i16::from_be_bytes([bytes[0], bytes[1]]) as i64,

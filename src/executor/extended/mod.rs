@@ -91,6 +91,8 @@ pub struct Extended {
     touched: ShardSet,
     /// The result columns of the last statement Describe relayed (see `relay_one`).
     described: Option<Frame>,
+    /// Its ParameterDescription, as the client was shown it.
+    described_params: Option<Frame>,
     /// Where Binds of each statement text go, as their first planning showed.
     routes: route_cache::Routes,
     /// The last Parse text found valid (see `ParseChecked`).
@@ -147,16 +149,21 @@ impl Extended {
     }
 
     /// The parameter types declared for the statement a Bind names: by its Parse earlier in
-    /// the batch, or by the one that prepared it.
+    /// the batch, or by the one that prepared it, completed by the types a shard described.
     fn declared_types(&self, statement: &str) -> smallvec::SmallVec<[u32; 2]> {
         let in_batch = self.batch.iter().rev().find_map(|m| match &m.kind {
             Kind::Parse(p) if p.name == statement => Some(&p.param_types),
             _ => None,
         });
-        in_batch
-            .or_else(|| self.statements.get(statement).map(|st| &st.param_types))
-            .map(|types| types.iter().copied().collect())
-            .unwrap_or_default()
+        // A Parse in the batch replaces the statement, and was not described yet.
+        match in_batch {
+            Some(types) => types.iter().copied().collect(),
+            None => self
+                .statements
+                .get(statement)
+                .map(|st| st.known_types().collect())
+                .unwrap_or_default(),
+        }
     }
 
     /// Runs the batch `join` said must run: to its Sync or Flush, or (too much pending) the

@@ -127,6 +127,9 @@ impl Extended {
                     b't' => {
                         describing = describes.next();
                         let f = exec.for_client(shard, f).await;
+                        if let Some(st) = describing.and_then(|n| self.statements.get_mut(n)) {
+                            st.keep_described_types(&f);
+                        }
                         exec.pass(&f).await?;
                     }
                     b'T' | b'n' => {
@@ -164,12 +167,18 @@ impl Extended {
                     }
                 }
                 self.described = None;
+                self.described_params = None;
                 if self.relay_one(exec, shard, m.tag(), false).await? == Step::Failed {
                     errored = true;
                 }
+                let name = described_statements(std::slice::from_ref(m)).next();
                 if let Some(columns) = self.described.take() {
-                    let name = described_statements(std::slice::from_ref(m)).next();
                     self.keep_columns(name, &columns);
+                }
+                if let Some(params) = self.described_params.take() {
+                    if let Some(st) = name.and_then(|n| self.statements.get_mut(n)) {
+                        st.keep_described_types(&params);
+                    }
                 }
             }
             if errored {

@@ -118,6 +118,9 @@ impl Extended {
                 if done && of_statement {
                     self.described = Some(f.clone());
                 }
+                if tag == b'D' && f.tag == b't' {
+                    self.described_params = Some(f.clone());
+                }
                 exec.pass(&f).await?;
             }
             exec.maybe_flush().await?;
@@ -138,7 +141,11 @@ impl Extended {
                 ),
             )));
         };
-        let (ast, declared, source) = (st.ast.clone(), st.param_types.clone(), st.sql.clone());
+        // The types the values are of, a shard's description completing the client's: what
+        // the proxy's own statements over them (see `LocalPortal`) must declare, since the
+        // server could infer another type where a parameter stands elsewhere.
+        let declared: Vec<u32> = st.known_types().collect();
+        let (ast, source) = (st.ast.clone(), st.sql.clone());
         let mut plan = plan_sql(exec, &st.sql, &ast, &params);
         // What an INSERT must do on every shard first (see `given_values`), held by the portal.
         let mut given = None;
@@ -365,6 +372,7 @@ impl Extended {
             };
             frames.push(f.bytes.clone());
             self.described = None;
+            self.described_params = None;
             let step = self
                 .send_and_relay(exec, shard, &frames, b'D', swallow)
                 .await;
@@ -374,6 +382,9 @@ impl Extended {
                 }
                 if let Some(columns) = self.described.take() {
                     st.columns = Some(columns);
+                }
+                if let Some(params) = self.described_params.take() {
+                    st.keep_described_types(&params);
                 }
             }
             return step;

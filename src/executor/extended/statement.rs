@@ -21,6 +21,9 @@ pub(super) struct Statement {
     pub(super) sql: String,
     /// Parameter types the client declared in its Parse.
     pub(super) param_types: Vec<u32>,
+    /// The types a shard inferred for every parameter, once the client described the
+    /// statement (its ParameterDescription): what the values it then binds in binary are.
+    pub(super) described_types: Vec<u32>,
     pub(super) ast: Option<Ast>,
     /// The server connections it was prepared on (see `ShardLink::conn_id`, unique in the
     /// process): with pooling, a shard's connection changes between transactions, and a
@@ -43,6 +46,7 @@ impl Statement {
             parse: Bytes::copy_from_slice(&m.frame.bytes),
             sql: p.sql.to_string(),
             param_types: p.param_types.clone(),
+            described_types: Vec::new(),
             ast: parse_ast_for(exec, &p.sql),
             on: Default::default(),
             parsed_at: Default::default(),
@@ -57,6 +61,7 @@ impl Statement {
         self.on.clear();
         self.parsed_at.clear();
         self.columns = None;
+        self.described_types.clear();
         if self.tree_has_columns() {
             self.ast = parse_ast_for(exec, &self.sql);
         }
@@ -117,6 +122,24 @@ impl Statement {
         exec: &'s Exec<'_>,
     ) -> impl Iterator<Item = usize> + 's {
         (0..exec.links.len()).filter(|&s| self.held_on(exec, s))
+    }
+
+    /// Keeps the parameter types of a ParameterDescription (whole frame) the client was
+    /// shown for this statement.
+    pub(super) fn keep_described_types(&mut self, description: &Frame) {
+        if let Some(types) = crate::protocol::inspect::type_oid_positions(&description.bytes) {
+            self.described_types = types.into_iter().map(|(_, oid)| oid).collect();
+        }
+    }
+
+    /// The type of each parameter as far as the session knows it: as declared, else as a
+    /// shard described it, else 0 (left to the server).
+    pub(super) fn known_types(&self) -> impl Iterator<Item = u32> + '_ {
+        let n = self.param_types.len().max(self.described_types.len());
+        (0..n).map(|i| match self.param_types.get(i).copied().unwrap_or(0) {
+            0 => self.described_types.get(i).copied().unwrap_or(0),
+            declared => declared,
+        })
     }
 
     /// Whether the client declared a user-defined parameter type (whose OID differs per shard).

@@ -34,7 +34,21 @@ pub(super) fn literal(e: &Expr, params: &Params) -> Option<String> {
             Value::Number(n, _) => Some(n.clone()),
             Value::Boolean(b) => Some(b.to_string()),
             Value::SingleQuotedString(s) => Some(s.clone()),
-            Value::Placeholder(p) => params.constant(p.strip_prefix('$')?.parse().ok()?),
+            Value::Placeholder(p) => {
+                let n: usize = p.strip_prefix('$')?.parse().ok()?;
+                match (
+                    params.format_of(n.checked_sub(1)?),
+                    params.binary_undeclared(n),
+                ) {
+                    // As sent: a string's blanks are part of it.
+                    (0, _) => params.text(n),
+                    // Binary and left to the server, it has the type of what it is compared
+                    // with, which is not known here: a float's or a date's bytes are no
+                    // integer's.
+                    (_, true) => None,
+                    _ => params.constant(n),
+                }
+            }
             _ => None,
         },
         Expr::UnaryOp {
@@ -50,7 +64,20 @@ pub(super) fn literal(e: &Expr, params: &Params) -> Option<String> {
             "INTEGER" | "INT" | "INT4" | "BIGINT" | "INT8" | "SMALLINT" | "INT2"
         ) =>
         {
-            literal(expr, params).filter(|l| l.parse::<i64>().is_ok())
+            // Left to the server, a parameter under the cast is of the cast's type.
+            let bare = match &**expr {
+                Expr::Value(v) => match &v.value {
+                    Value::Placeholder(p) => p.strip_prefix('$').and_then(|n| n.parse().ok()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            match bare {
+                Some(n) if params.binary_undeclared(n) => params.constant(n),
+                _ => literal(expr, params),
+            }
+            .map(|l| l.trim().to_string())
+            .filter(|l| l.parse::<i64>().is_ok())
         }
         // `$1::NUMERIC`, as SQLAlchemy binds a Decimal: a plain decimal compares in the
         // column's type as PostgreSQL compares it there (an integer column's value as a

@@ -1,8 +1,12 @@
-//! A shard key compared through a cast. `id::text = $1` compares the key's text: a driver that
-//! asks the server the parameter's type sends text, in binary form its characters, which are
-//! no integer's bytes; and a text no key is written as matches no row rather than failing.
-//! Read as an integer, `'1234'` would be an int4 of another value, and the statement would run
-//! on a shard that does not hold the row: a read that misses it, a write that changes nothing.
+//! Parameters a driver binds in binary after asking the server their types (tokio-postgres,
+//! asyncpg): their bytes are of the type the server inferred, which is not always the shard
+//! key's or an integer's.
+//!
+//! A shard key compared through a cast: `id::text = $1` compares the key's text, so the value
+//! is text, in binary form its characters; a text no key is written as matches no row rather
+//! than failing. Read as an integer, `'1234'` would be an int4 of another value, and the
+//! statement would run on a shard that does not hold the row: a read that misses it, a write
+//! that changes nothing. A HAVING constant bound so is compared in its own type or refused.
 
 mod common;
 
@@ -147,4 +151,68 @@ async fn a_key_compared_as_text_finds_its_row_on_its_shard() {
     c.batch_execute("drop table items; drop table tokens")
         .await
         .unwrap();
+}
+
+/// A HAVING condition over several shards compares a bound value as the server typed it: a
+/// float's, a date's or a string's binary form read as an integer's would keep or drop the
+/// wrong groups. What the merge cannot read is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn having_compares_binary_values_in_their_own_type_or_refuses() {
+    let tc = TestCluster::start_unlike(3, "", TABLES).await;
+    let c = tc.client().await;
+    c.batch_execute(
+        "create table items (id bigint primary key, cat text, f float8, name text);
+         insert into items select g, 'c' || (g % 3), g / 4.0, 'n' || lpad(g::text, 2, '0')
+           from generate_series(1, 30) g",
+    )
+    .await
+    .unwrap();
+    let cats =
+        |rows: Vec<tokio_postgres::Row>| -> Vec<String> { rows.iter().map(|r| r.get(0)).collect() };
+    let by = "select cat from items group by cat having";
+    // Either the answer one PostgreSQL gives or a refusal, never another answer.
+    let cases: Vec<(
+        String,
+        Box<dyn tokio_postgres::types::ToSql + Sync>,
+        Vec<&str>,
+    )> = vec![
+        (
+            format!("{by} max(f) > $1 order by cat"),
+            Box::new(7.3f64),
+            vec!["c0"],
+        ),
+        (
+            format!("{by} max(f) < $1 order by cat"),
+            Box::new(7.3f64),
+            vec!["c1", "c2"],
+        ),
+        (
+            format!("{by} max(name) = $1 order by cat"),
+            Box::new("n30"),
+            vec!["c0"],
+        ),
+        (
+            format!("{by} min(name) = $1 order by cat"),
+            Box::new(" n01"),
+            vec![],
+        ),
+        (
+            format!("{by} count(*) >= $1 order by cat"),
+            Box::new(10i64),
+            vec!["c0", "c1", "c2"],
+        ),
+    ];
+    for (sql, value, want) in cases {
+        match c.query(&sql, &[value.as_ref()]).await {
+            Ok(rows) => assert_eq!(cats(rows), want, "{sql}"),
+            Err(e) => assert_eq!(common::code(&e), "0A000", "{sql}: {e}"),
+        }
+    }
+    // Strings are compared, not refused.
+    let rows = c
+        .query(&format!("{by} max(name) = $1 order by cat"), &[&"n30"])
+        .await
+        .unwrap();
+    assert_eq!(cats(rows), vec!["c0"]);
+    c.batch_execute("drop table items").await.unwrap();
 }
