@@ -38,10 +38,27 @@ impl Exec<'_> {
                 write: false,
             },
             Some(CursorAt::Several(_)) => plan,
-            // Unknown here: the home shard gives PostgreSQL's own answer.
-            None => Plan::Shard {
-                shard: HOME,
-                write: false,
+            // A portal the client bound through the protocol is a cursor to SQL, as in
+            // PostgreSQL (asyncpg's `Cursor.forward()` is a MOVE of its portal).
+            None => match &self.named_portal {
+                Some((portal, Some(shard))) if portal == name => Plan::Shard {
+                    shard: *shard,
+                    write: false,
+                },
+                Some((portal, None)) if portal == name => Plan::Reject(
+                    PgError::error(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        format!(
+                            "FETCH, MOVE and CLOSE of portal \"{name}\", whose rows the proxy merges from several shards, are not supported"
+                        ),
+                    )
+                    .with_hint("Read the portal with Execute and a row count, or DECLARE a cursor."),
+                ),
+                // Unknown here: the home shard gives PostgreSQL's own answer.
+                _ => Plan::Shard {
+                    shard: HOME,
+                    write: false,
+                },
             },
         }
     }

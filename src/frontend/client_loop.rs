@@ -323,7 +323,10 @@ async fn run_query(exec: &mut Exec<'_>, extended: &mut Extended, sql: &str) -> R
     if extended.skipping_until_sync() {
         return exec.flush().await;
     }
-    exec.simple_query(sql).await
+    exec.named_portal = extended.portal_named_by(sql);
+    let ran = exec.simple_query(sql).await;
+    exec.named_portal = None;
+    ran
 }
 
 /// A simple Query whose text is not UTF-8.

@@ -81,6 +81,23 @@ async def check_asyncpg():
         async with conn.transaction():
             got = [r["id"] async for r in conn.cursor("select id from events2 where n > $1", 100, prefetch=30)]
         assert sorted(got) == list(range(51, 201)), len(got)
+        # Cursor.forward() is a MOVE of the protocol portal: run where the portal is bound;
+        # one the proxy merges from several shards is refused, never answered wrongly.
+        async with conn.transaction():
+            cur = await conn.cursor("select n from events2 where id = $1", 8)
+            assert [r["n"] for r in await cur.fetch(1)] == [16]
+            assert await cur.forward(5) == 0
+        async with conn.transaction():
+            cur = await conn.cursor("select n from events2 where id = $1", 7)
+            assert await cur.forward(1) == 1
+            assert await cur.fetch(1) == []
+        try:
+            async with conn.transaction():
+                cur = await conn.cursor("select n from events2 order by n")
+                await cur.forward(3)
+            raise AssertionError("MOVE of a merged portal answered")
+        except asyncpg.exceptions.FeatureNotSupportedError:
+            pass
     await pool.close()
     print("asyncpg coverage ok")
 

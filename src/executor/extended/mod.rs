@@ -44,6 +44,7 @@ use super::session::{Exec, Step, R};
 use crate::error::PgError;
 use crate::protocol::message::{Bind, ClientMessage, DecodeError, Kind, Parse};
 use crate::protocol::{build, Frame};
+use crate::router::cursor::CursorCmd;
 use crate::router::params::Params;
 use crate::router::plan::{plan, plan_unparsed, Plan, TxnCmd, HOME};
 use crate::txn::state::{Isolation, TxnState};
@@ -146,6 +147,24 @@ impl Extended {
         Ok(matches!(tag, b'S' | b'H')
             || self.batch_bytes > PENDING_LIMIT_BYTES
             || self.batch.len() > PENDING_LIMIT_MESSAGES)
+    }
+
+    /// The named portal a simple FETCH, MOVE or CLOSE text names, if the client bound one of
+    /// that name: with its shard, or None when the proxy carries it out.
+    pub fn portal_named_by(&self, sql: &str) -> Option<(String, Option<usize>)> {
+        if !self.portals.any_named() {
+            return None;
+        }
+        let name = match crate::router::cursor::plan_words(sql)? {
+            Plan::Cursor(CursorCmd::Fetch(f)) => f.name,
+            Plan::Cursor(CursorCmd::Close(Some(name))) => name,
+            _ => return None,
+        };
+        let at = match self.portals.get(&name)? {
+            Portal::Shard(s, _) => Some(*s),
+            Portal::Local(_) => None,
+        };
+        Some((name, at))
     }
 
     /// The parameter types declared for the statement a Bind names: by its Parse earlier in

@@ -43,6 +43,11 @@ impl Portals {
         }
     }
 
+    /// Whether any portal has a name (only those can be named by SQL).
+    pub fn any_named(&self) -> bool {
+        !self.named.is_empty()
+    }
+
     /// The transaction ended: every portal is gone on the shards.
     pub fn clear(&mut self) {
         self.unnamed = None;

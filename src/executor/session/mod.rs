@@ -142,6 +142,9 @@ pub struct Exec<'a> {
     pub bound: Option<(Params, Vec<u32>)>,
     /// Cursors this session declared, and where (see `cursor`).
     pub cursors: std::collections::HashMap<String, state::CursorAt>,
+    /// The protocol-level portal a simple FETCH, MOVE or CLOSE being run names, and the
+    /// shard it is bound on (None: the proxy carries it out). See `resolve_cursor`.
+    pub named_portal: Option<(String, Option<usize>)>,
     /// Key values drawn from sequences, shared by the proxy's sessions (see `key_sequence`).
     pub key_blocks: Option<&'a super::key_blocks::KeyBlocks>,
     /// The client's input, lent by the client loop while a message runs (see `client_input`).
@@ -220,6 +223,7 @@ impl<'a> Exec<'a> {
             key_blocks: None,
             signals: None,
             cursors: std::collections::HashMap::new(),
+            named_portal: None,
             copied_in: false,
             clock_seen: false,
             result_formats: Vec::new(),
