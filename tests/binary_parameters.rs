@@ -154,8 +154,8 @@ async fn a_key_compared_as_text_finds_its_row_on_its_shard() {
 }
 
 /// A HAVING condition over several shards compares a bound value as the server typed it: a
-/// float's, a date's or a string's binary form read as an integer's would keep or drop the
-/// wrong groups. What the merge cannot read is refused.
+/// float's or a string's binary form read as an integer's would keep or drop the wrong
+/// groups. What the merge cannot read (a numeric's or a date's binary form) is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn having_compares_binary_values_in_their_own_type_or_refuses() {
     let tc = TestCluster::start_unlike(3, "", TABLES).await;
@@ -208,9 +208,22 @@ async fn having_compares_binary_values_in_their_own_type_or_refuses() {
             Err(e) => assert_eq!(common::code(&e), "0A000", "{sql}: {e}"),
         }
     }
-    // Strings are compared, not refused.
+    // Strings, floats and booleans are compared, not refused.
     let rows = c
         .query(&format!("{by} max(name) = $1 order by cat"), &[&"n30"])
+        .await
+        .unwrap();
+    assert_eq!(cats(rows), vec!["c0"]);
+    let rows = c
+        .query(&format!("{by} max(f) >= $1 order by cat"), &[&7.25f64])
+        .await
+        .unwrap();
+    assert_eq!(cats(rows), vec!["c0", "c2"]);
+    let rows = c
+        .query(
+            &format!("{by} bool_or(f > 7.4) = $1 order by cat"),
+            &[&true],
+        )
         .await
         .unwrap();
     assert_eq!(cats(rows), vec!["c0"]);

@@ -154,7 +154,8 @@ impl Params {
     }
 
     /// `$n` (1-based) as written text: a text-format value as sent, a binary one declared
-    /// text as its characters, a binary integer (int2/int4/int8, or left to the server, which
+    /// text as its characters, a binary float or boolean declared so in the text that reads
+    /// back as the same value, a binary integer (int2/int4/int8, or left to the server, which
     /// infers one where a count is wanted) in decimal. None for NULL, a missing parameter, or
     /// another binary value: a float8's bytes are no integer's.
     pub fn constant(&self, n: usize) -> Option<String> {
@@ -169,6 +170,22 @@ impl Params {
         match self.declared(i) {
             // A text value's binary form is its characters.
             oid::TEXT | oid::VARCHAR => return std::str::from_utf8(bytes).ok().map(str::to_string),
+            oid::FLOAT8 => return Some(float_text(f64::from_be_bytes(bytes[..].try_into().ok()?))),
+            oid::FLOAT4 => {
+                let v = f32::from_be_bytes(bytes[..].try_into().ok()?);
+                // The shortest text that reads back as this float4 (not as its float8 widening).
+                return Some(match v.is_finite() {
+                    true => v.to_string(),
+                    false => float_text(v as f64),
+                });
+            }
+            oid::BOOL => {
+                return match &bytes[..] {
+                    [0] => Some("f".into()),
+                    [1] => Some("t".into()),
+                    _ => None,
+                }
+            }
             0 | oid::INT2 | oid::INT4 | oid::INT8 => {}
             _ => return None,
         }
@@ -223,6 +240,9 @@ impl Params {
 /// Type OIDs of the values a key of each type is read from.
 mod oid {
     pub const UNKNOWN: u32 = 705;
+    pub const BOOL: u32 = 16;
+    pub const FLOAT4: u32 = 700;
+    pub const FLOAT8: u32 = 701;
     pub const INT2: u32 = 21;
     pub const INT4: u32 = 23;
     pub const INT8: u32 = 20;
@@ -372,6 +392,17 @@ fn binary_array(b: &Bytes, ty: KeyType) -> Result<Option<Vec<KeyValue>>, String>
 /// `str::parse` reads it but without the UTF-8 check and the trims, which cost more than the
 /// digits on the path of every bound lookup. None for anything else (blanks, overflow ...),
 /// which the general reading then takes.
+/// A float8 as PostgreSQL reads it back exactly: the shortest digits that round-trip (Rust
+/// writes no exponent), and PostgreSQL's names for the special values.
+fn float_text(v: f64) -> String {
+    match v {
+        v if v.is_nan() => "NaN".into(),
+        f64::INFINITY => "Infinity".into(),
+        f64::NEG_INFINITY => "-Infinity".into(),
+        v => v.to_string(),
+    }
+}
+
 fn plain_integer(bytes: &[u8]) -> Option<i64> {
     let (negative, digits) = match bytes.split_first()? {
         (b'-', rest) => (true, rest),
@@ -399,6 +430,33 @@ fn plain_integer(bytes: &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Binary values of the types the server described, as the text that reads back the same.
+    #[test]
+    fn described_binary_constants_are_their_own_text() {
+        let one = |bytes: Vec<u8>, ty: u32| Params {
+            values: smallvec::smallvec![Some(Bytes::from(bytes))],
+            formats: vec![1],
+            types: smallvec::smallvec![ty],
+        };
+        let float8 = |v: f64| one(v.to_be_bytes().to_vec(), oid::FLOAT8).constant(1);
+        assert_eq!(float8(7.3).as_deref(), Some("7.3"));
+        assert_eq!(float8(8.0).as_deref(), Some("8"));
+        assert_eq!(float8(-1e-7).as_deref(), Some("-0.0000001"));
+        assert_eq!(float8(f64::NEG_INFINITY).as_deref(), Some("-Infinity"));
+        assert_eq!(float8(f64::NAN).as_deref(), Some("NaN"));
+        // A float4's own shortest digits, not its float8 widening's 0.10000000149011612.
+        let float4 = one(0.1f32.to_be_bytes().to_vec(), oid::FLOAT4).constant(1);
+        assert_eq!(float4.as_deref(), Some("0.1"));
+        assert_eq!(one(vec![1], oid::BOOL).constant(1).as_deref(), Some("t"));
+        assert_eq!(
+            one(b"x8".to_vec(), oid::TEXT).constant(1).as_deref(),
+            Some("x8")
+        );
+        // Undeclared, two bytes are an int2; of a type not read, nothing.
+        assert_eq!(one(b"x8".to_vec(), 0).constant(1).as_deref(), Some("30776"));
+        assert_eq!(one(vec![0; 8], 1700).constant(1), None);
+    }
 
     /// Whatever it reads, the general reading (`str::parse` of the trimmed text) reads the same.
     #[test]
@@ -600,8 +658,13 @@ mod tests {
         ] {
             assert!(typed(&[same], 0, b"5").typed_as_key(1, ty), "{ty:?} {same}");
         }
-        // A binary float is no constant count either (LIMIT, HAVING).
-        assert_eq!(typed(&[701], 1, &five).constant(1), None);
+        // A binary float is its own digits, never its bytes read as an integer: a count
+        // (LIMIT) only when they are an integer's.
+        assert_eq!(typed(&[701], 1, &five).constant(1), Some("5".into()));
+        assert_eq!(
+            typed(&[701], 1, &2.5f64.to_be_bytes()).constant(1),
+            Some("2.5".into())
+        );
         assert_eq!(
             typed(&[20], 1, &5i64.to_be_bytes()).constant(1),
             Some("5".into())
