@@ -357,3 +357,72 @@ async fn a_group_name_an_alias_takes_is_the_catalogs_column_first() {
     assert_eq!(rows(&got.unwrap()), want, "{read}");
     b.stop().await;
 }
+
+/// HAVING compares a number in the type PostgreSQL picks from both sides, not in the
+/// aggregate's: an integer against `68.5` as numeric, a real against `6.9` as float8 (which
+/// no real equals) but against `'6.9'` as real, a numeric against a float8 parameter as
+/// float8. A quoted decimal against an integer, and a number against text, are PostgreSQL's
+/// errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn having_compares_numbers_in_the_type_postgresql_picks() {
+    let b = start("one_having_types", "i % 2", "i / 7.0").await;
+    let add = "alter table accounts add column f4 real; update accounts set f4 = id * 0.1";
+    b.c.batch_execute(add).await.unwrap();
+    b.one.batch_execute(add).await.unwrap();
+    let grouped = |having: &str| {
+        format!("select region, max(id), max(f4) from accounts group by region having {having} order by region")
+    };
+    for having in [
+        "max(id) > 68.5",
+        "max(id) = 70.0",
+        "count(*) >= 1e1",
+        "68.5 < max(id)",
+        "max(f4) = '6.9'",
+        "max(f4) > 6.85",
+        "max(balance) > 9.857142857142857",
+        "max(balance) >= 9.857142857142857::float8",
+        "avg(id) > 3.55e1",
+    ] {
+        b.same(&grouped(having)).await;
+    }
+    // No real equals the float8 nearest 6.9, so no group is kept; the proxy compared the
+    // decimal with the real read as float8 and kept region r4's.
+    let none = grouped("max(f4) = 6.9");
+    assert!(rows(&b.one.simple_query(&none).await.unwrap()).is_empty());
+    assert!(
+        rows(&b.c.simple_query(&none).await.unwrap()).is_empty(),
+        "{none}"
+    );
+
+    // Bound as drivers bind it after the server described it: float8, in binary.
+    let bound = grouped("max(balance) >= $1::float8");
+    let value: f64 = 69.0 / 7.0;
+    let read =
+        |r: Vec<tokio_postgres::Row>| -> Vec<String> { r.iter().map(|r| r.get(0)).collect() };
+    let want = read(b.one.query(&bound, &[&value]).await.unwrap());
+    let got = read(b.c.query(&bound, &[&value]).await.unwrap());
+    assert_eq!(got, want, "{bound}");
+    // Compared as numeric, 69 / 7.0 (9.8571428571428571) is below the float8 written as
+    // 9.857142857142858; as float8 the two are equal, so the answer shows which comparison
+    // ran.
+    let as_numeric = rows(
+        &b.one
+            .simple_query(&grouped(&format!("max(balance) >= {value}")))
+            .await
+            .unwrap(),
+    );
+    assert_ne!(
+        as_numeric.len(),
+        want.len(),
+        "the float8 and numeric comparisons differ"
+    );
+
+    for (having, code) in [("max(id) > '68.5'", "22P02"), ("max(region) > 5", "42883")] {
+        let sql = grouped(having);
+        let want = b.one.simple_query(&sql).await.expect_err(&sql);
+        let got = b.c.simple_query(&sql).await.expect_err(&sql);
+        assert_eq!(common::code(&want), code, "{sql}");
+        assert_eq!(common::code(&got), code, "{sql}: {got}");
+    }
+    b.stop().await;
+}

@@ -1,5 +1,5 @@
-//! Merged groups on their way to the client: HAVING applied, ORDER BY sorted, and the
-//! columns and rows the client sees (avg re-typed from its sum, hidden columns removed).
+//! Merged groups on their way to the client, once `having` kept them: ORDER BY sorted, and
+//! the columns and rows the client sees (avg re-typed from its sum, hidden columns removed).
 //! Values are compared in each column's final type, after `aggregate` combined the shards'
 //! partial states.
 
@@ -10,7 +10,7 @@ use crate::error::{sqlstate, PgError};
 use crate::executor::value::{self, oid, SortValue};
 use crate::protocol::inspect::FieldDesc;
 use crate::protocol::Frame;
-use crate::router::aggregate::{AggColumn, AggSpec, CmpOp};
+use crate::router::aggregate::{AggColumn, AggSpec};
 use crate::router::plan::{MergeSpec, SortColumn};
 use bytes::{Bytes, BytesMut};
 use std::cmp::Ordering;
@@ -69,59 +69,6 @@ pub fn client_description(frame: &Frame, merge: &MergeSpec) -> Bytes {
         },
         merge.hidden,
     )
-}
-
-/// Keeps the rows that satisfy every HAVING condition (compared in the column's final type).
-pub fn having(rows: Vec<Row>, fields: &[FieldDesc], spec: &AggSpec) -> Result<Vec<Row>, PgError> {
-    if spec.having.is_empty() {
-        return Ok(rows);
-    }
-    let mut kept = Vec::with_capacity(rows.len());
-    'rows: for row in rows {
-        for cond in &spec.having {
-            let f = &fields[cond.column];
-            let Some(raw) = &row[cond.column] else {
-                continue 'rows;
-            };
-            let v = value::decode(f.type_oid, f.format, Some(raw)).map_err(unsupported)?;
-            let lit = if f.type_oid == oid::BOOL {
-                bool_literal(&cond.literal).map(|b| SortValue::Int(b as i64))
-            } else {
-                value::decode(f.type_oid, 0, Some(cond.literal.as_bytes()))
-            }
-            .map_err(unsupported)?;
-            let o = value::compare(&v, &lit);
-            let holds = match cond.op {
-                CmpOp::Eq => o == Ordering::Equal,
-                CmpOp::NotEq => o != Ordering::Equal,
-                CmpOp::Lt => o == Ordering::Less,
-                CmpOp::LtEq => o != Ordering::Greater,
-                CmpOp::Gt => o == Ordering::Greater,
-                CmpOp::GtEq => o != Ordering::Less,
-            };
-            if !holds {
-                continue 'rows;
-            }
-        }
-        kept.push(row);
-    }
-    Ok(kept)
-}
-
-/// A boolean constant as PostgreSQL reads one ('true', 'yes', 'on', '1' ...), unique prefixes
-/// included; anything else is an error, not false.
-fn bool_literal(text: &str) -> Result<bool, String> {
-    let t = text.trim().to_ascii_lowercase();
-    let prefix_of = |word: &str, min: usize| t.len() >= min && word.starts_with(t.as_str());
-    if prefix_of("true", 1) || prefix_of("yes", 1) || t == "on" || t == "1" {
-        Ok(true)
-    } else if prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || t == "0" {
-        Ok(false)
-    } else {
-        Err(format!(
-            "{text:?} is not a boolean to compare a merged group with"
-        ))
-    }
 }
 
 /// The sort keys with names resolved against the shards' columns (a set operation's ORDER BY
@@ -232,22 +179,4 @@ pub fn data_row(row: &[Option<Bytes>]) -> Bytes {
     let len = (b.len() - 1) as i32;
     b[1..5].copy_from_slice(&len.to_be_bytes());
     b.freeze()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn boolean_constants_read_as_postgresql_reads_them() {
-        for t in ["t", "true", "TRUE", " yes ", "y", "on", "1", "tr"] {
-            assert_eq!(bool_literal(t), Ok(true), "{t}");
-        }
-        for f in ["f", "false", "no", "n", "off", "0", "fal"] {
-            assert_eq!(bool_literal(f), Ok(false), "{f}");
-        }
-        for bad in ["o", "maybe", "", "2", "truex"] {
-            assert!(bool_literal(bad).is_err(), "{bad}");
-        }
-    }
 }

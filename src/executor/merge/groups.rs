@@ -3,6 +3,7 @@
 
 use super::aggregate::{self, Groups};
 use super::group_output;
+use super::having;
 use super::rows::{drain, error_frame, next_row, Window};
 use crate::error::{sqlstate, PgError};
 use crate::executor::session::{Exec, Step, R};
@@ -119,7 +120,7 @@ pub async fn run(
         exec.shard_error(&e);
         return Ok(Step::Failed);
     }
-    let rows = group_output::having(rows, &client_fields, spec).and_then(|mut rows| {
+    let rows = having::having(rows, &client_fields, spec).and_then(|mut rows| {
         group_output::sort(&mut rows, &client_fields, merge, &enum_orders).map(|()| rows)
     });
     // Groups counted after HAVING: the count of those it kept.

@@ -22,6 +22,7 @@ mod enums;
 mod group_keys;
 mod group_output;
 mod groups;
+mod having;
 mod joined;
 mod numbering;
 mod numeric_sum;

@@ -3,6 +3,7 @@
 //! or a boolean aggregate alone or negated. Anything else is refused by the planner.
 
 use super::kinds::aggregate_kind;
+use super::spec::ConstType;
 use crate::router::params::Params;
 use sqlparser::ast::{BinaryOperator, Expr, Value};
 
@@ -27,16 +28,21 @@ pub(super) fn bare_boolean(e: &Expr) -> Option<(&Expr, bool)> {
     }
 }
 
-/// A constant: a literal, or a bound parameter (ORMs bind HAVING's values).
-pub(super) fn literal(e: &Expr, params: &Params) -> Option<String> {
+/// A constant: a literal, or a bound parameter (ORMs bind HAVING's values), with the type
+/// PostgreSQL gives it.
+pub(super) fn literal(e: &Expr, params: &Params) -> Option<(String, ConstType)> {
     match e {
         Expr::Value(v) => match &v.value {
-            Value::Number(n, _) => Some(n.clone()),
-            Value::Boolean(b) => Some(b.to_string()),
-            Value::SingleQuotedString(s) => Some(s.clone()),
+            // Digits alone are an integer where one fits, anything else numeric.
+            Value::Number(n, _) => Some(match n.parse::<i64>() {
+                Ok(_) if n.bytes().all(|b| b.is_ascii_digit()) => (n.clone(), ConstType::Integer),
+                _ => (n.clone(), ConstType::Numeric),
+            }),
+            Value::Boolean(b) => Some((b.to_string(), ConstType::Column)),
+            Value::SingleQuotedString(s) => Some((s.clone(), ConstType::Column)),
             Value::Placeholder(p) => {
                 let n: usize = p.strip_prefix('$')?.parse().ok()?;
-                match (
+                let value = match (
                     params.format_of(n.checked_sub(1)?),
                     params.binary_undeclared(n),
                 ) {
@@ -47,14 +53,15 @@ pub(super) fn literal(e: &Expr, params: &Params) -> Option<String> {
                     // integer's.
                     (_, true) => None,
                     _ => params.constant(n),
-                }
+                }?;
+                Some((value, typed_as(params.type_of(n))))
             }
             _ => None,
         },
         Expr::UnaryOp {
             op: sqlparser::ast::UnaryOperator::Minus,
             expr,
-        } => literal(expr, params).map(|l| format!("-{l}")),
+        } => literal(expr, params).map(|(l, typed)| (format!("-{l}"), typed)),
         Expr::Nested(i) => literal(i, params),
         // `$1::INTEGER`, as psycopg binds with SQLAlchemy: an integer stays itself.
         Expr::Cast {
@@ -74,20 +81,48 @@ pub(super) fn literal(e: &Expr, params: &Params) -> Option<String> {
             };
             match bare {
                 Some(n) if params.binary_undeclared(n) => params.constant(n),
-                _ => literal(expr, params),
+                _ => literal(expr, params).map(|(l, _)| l),
             }
             .map(|l| l.trim().to_string())
             .filter(|l| l.parse::<i64>().is_ok())
+            .map(|l| (l, ConstType::Integer))
         }
-        // `$1::NUMERIC`, as SQLAlchemy binds a Decimal: a plain decimal compares in the
-        // column's type as PostgreSQL compares it there (an integer column's value as a
-        // numeric, a float column's in float). With a typmod the cast would round: refused.
+        // `$1::NUMERIC`, as SQLAlchemy binds a Decimal. With a typmod the cast would round:
+        // refused.
         Expr::Cast {
             expr, data_type, ..
         } if matches!(type_name(data_type).as_str(), "NUMERIC" | "DECIMAL") => {
-            literal(expr, params).filter(|l| plain_decimal(l))
+            literal(expr, params)
+                .filter(|(l, _)| plain_decimal(l))
+                .map(|(l, _)| (l, ConstType::Numeric))
+        }
+        // `5.57::float8`: text that reads as a float (a binary value under the cast is read
+        // as its declared type or not at all, as above).
+        Expr::Cast {
+            expr, data_type, ..
+        } => {
+            let typed = match type_name(data_type).as_str() {
+                "FLOAT8" | "DOUBLE PRECISION" | "FLOAT" => ConstType::Float8,
+                "FLOAT4" | "REAL" => ConstType::Float4,
+                _ => return None,
+            };
+            literal(expr, params)
+                .filter(|(l, _)| l.trim().parse::<f64>().is_ok())
+                .map(|(l, _)| (l, typed))
         }
         _ => None,
+    }
+}
+
+/// A parameter's type as a HAVING constant's: one the server infers (0) is the column's.
+fn typed_as(type_oid: u32) -> ConstType {
+    use crate::router::params::oid;
+    match type_oid {
+        oid::INT2 | oid::INT4 | oid::INT8 => ConstType::Integer,
+        oid::NUMERIC => ConstType::Numeric,
+        oid::FLOAT4 => ConstType::Float4,
+        oid::FLOAT8 => ConstType::Float8,
+        _ => ConstType::Column,
     }
 }
 

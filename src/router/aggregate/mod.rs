@@ -27,7 +27,7 @@ pub mod group_names;
 mod grouping_sets;
 mod hidden;
 mod qualified;
-pub use spec::{AggColumn, AggSpec, CmpOp, Concatenation, HavingCond};
+pub use spec::{AggColumn, AggSpec, CmpOp, Concatenation, ConstType, HavingCond};
 
 use super::plan::{collect_and, MergeSpec, Plan, SortColumn, SortKey};
 use crate::error::{sqlstate, PgError};
@@ -510,8 +510,12 @@ pub fn plan_aggregate(
         collect_and(h, &mut conjuncts);
         for c in conjuncts {
             // A boolean aggregate alone, or negated, is compared with true or false.
-            let (expr, lit, op) = if let Some((call, holds)) = bare_boolean(c) {
-                (call, holds.to_string(), BinaryOperator::Eq)
+            let (expr, (lit, typed), op) = if let Some((call, holds)) = bare_boolean(c) {
+                (
+                    call,
+                    (holds.to_string(), ConstType::Column),
+                    BinaryOperator::Eq,
+                )
             } else {
                 let Expr::BinaryOp { left, op, right } = c else {
                     return refuse(
@@ -554,6 +558,7 @@ pub fn plan_aggregate(
                 column,
                 op,
                 literal: lit,
+                typed,
             });
         }
     }

@@ -75,6 +75,13 @@ impl Params {
         self.types.get(i).copied().unwrap_or(0)
     }
 
+    /// The type `$n` (1-based) is declared as, or that the server described it as; 0 when
+    /// the server infers it and the client never asked. A statement's types stay for every
+    /// Bind, so reading them is no read of a value.
+    pub fn type_of(&self, n: usize) -> u32 {
+        n.checked_sub(1).map_or(0, |i| self.declared(i))
+    }
+
     /// Whether `$n` (1-based) is declared of a type that the key of type `ty` compares as
     /// itself, so that its value is a key: left to the server (which then infers the key
     /// column's type), an integer type for an integer key, text or varchar for a text key, uuid
@@ -237,9 +244,10 @@ impl Params {
     }
 }
 
-/// Type OIDs of the values a key of each type is read from.
-mod oid {
+/// Type OIDs of the values a key of each type is read from, and of HAVING's constants.
+pub(crate) mod oid {
     pub const UNKNOWN: u32 = 705;
+    pub const NUMERIC: u32 = 1700;
     pub const BOOL: u32 = 16;
     pub const FLOAT4: u32 = 700;
     pub const FLOAT8: u32 = 701;
@@ -388,10 +396,6 @@ fn binary_array(b: &Bytes, ty: KeyType) -> Result<Option<Vec<KeyValue>>, String>
     Ok(Some(out))
 }
 
-/// A text-format integer as drivers send keys (an optional sign and decimal digits), read as
-/// `str::parse` reads it but without the UTF-8 check and the trims, which cost more than the
-/// digits on the path of every bound lookup. None for anything else (blanks, overflow ...),
-/// which the general reading then takes.
 /// A float8 as PostgreSQL reads it back exactly: the shortest digits that round-trip (Rust
 /// writes no exponent), and PostgreSQL's names for the special values.
 fn float_text(v: f64) -> String {
@@ -403,6 +407,10 @@ fn float_text(v: f64) -> String {
     }
 }
 
+/// A text-format integer as drivers send keys (an optional sign and decimal digits), read as
+/// `str::parse` reads it but without the UTF-8 check and the trims, which cost more than the
+/// digits on the path of every bound lookup. None for anything else (blanks, overflow ...),
+/// which the general reading then takes.
 fn plain_integer(bytes: &[u8]) -> Option<i64> {
     let (negative, digits) = match bytes.split_first()? {
         (b'-', rest) => (true, rest),
