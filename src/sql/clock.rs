@@ -245,34 +245,7 @@ pub fn time_text(at: std::time::SystemTime) -> String {
         Ok(d) => d.as_micros() as i64,
         Err(e) => -(e.duration().as_micros() as i64),
     };
-    let (days, of_day) = (
-        micros.div_euclid(86_400_000_000),
-        micros.rem_euclid(86_400_000_000),
-    );
-    let (y, m, d) = civil_from_days(days);
-    let secs = of_day / 1_000_000;
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:06}+00",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        of_day % 1_000_000
-    )
-}
-
-/// Year, month and day of a day counted from 1970-01-01 (the proleptic Gregorian calendar,
-/// after Howard Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    super::calendar::unix_micros_text(micros)
 }
 
 #[cfg(test)]

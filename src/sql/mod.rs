@@ -8,6 +8,7 @@
 //! what the parser writes back from running two operators together.
 
 pub mod builtin_types;
+pub mod calendar;
 mod catalog_operators;
 pub mod clock;
 mod copy_options;

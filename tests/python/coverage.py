@@ -4,6 +4,8 @@ three shards (tests/clients.rs sets SHARDGATE_URL; `events` and `events2` are sh
 Each check compares with rows computed here, not with the proxy's own view.
 """
 import asyncio
+import datetime
+import decimal
 import faulthandler
 # A hang in the proxy becomes a traceback and a failure, not a stuck CI run.
 faulthandler.dump_traceback_later(120, exit=True)
@@ -98,6 +100,23 @@ async def check_asyncpg():
             raise AssertionError("MOVE of a merged portal answered")
         except asyncpg.exceptions.FeatureNotSupportedError:
             pass
+    async with pool.acquire() as conn:
+        # HAVING with values asyncpg binds in binary after the server described them: a
+        # numeric, a date and a timestamptz, each compared with groups merged across shards.
+        await conn.execute("alter table events2 add column amount numeric, add column day date, "
+                           "add column at timestamptz")
+        await conn.execute("update events2 set amount = id / 7.0, day = date '2024-01-01' + id::int, "
+                           "at = timestamptz '2024-01-01 00:00+00' + id * interval '1 hour'")
+        grouped = "select id % 4 as g from events2 group by g having {} order by g"
+        start = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+        for having, value, want in [
+            # The groups' largest ids are 200, 197, 198 and 199.
+            ("max(amount) > $1", decimal.Decimal("28.2"), [0, 2, 3]),
+            ("max(day) >= $1", datetime.date(2024, 1, 1) + datetime.timedelta(days=199), [0, 3]),
+            ("max(at) < $1", start + datetime.timedelta(hours=199), [1, 2]),
+        ]:
+            got = [r["g"] for r in await conn.fetch(grouped.format(having), value)]
+            assert got == want, (having, got)
     await pool.close()
     print("asyncpg coverage ok")
 

@@ -161,10 +161,11 @@ impl Params {
     }
 
     /// `$n` (1-based) as written text: a text-format value as sent, a binary one declared
-    /// text as its characters, a binary float or boolean declared so in the text that reads
-    /// back as the same value, a binary integer (int2/int4/int8, or left to the server, which
-    /// infers one where a count is wanted) in decimal. None for NULL, a missing parameter, or
-    /// another binary value: a float8's bytes are no integer's.
+    /// text as its characters, a binary float, numeric, date, timestamp or boolean declared so
+    /// in the text that reads back as the same value (a timestamptz in UTC), a binary integer
+    /// (int2/int4/int8, or left to the server, which infers one where a count is wanted) in
+    /// decimal. None for NULL, a missing parameter, or another binary value: a float8's bytes
+    /// are no integer's.
     pub fn constant(&self, n: usize) -> Option<String> {
         note(Read::Other);
         let i = n.checked_sub(1)?;
@@ -192,6 +193,16 @@ impl Params {
                     [1] => Some("t".into()),
                     _ => None,
                 }
+            }
+            oid::NUMERIC => return numeric_text(bytes),
+            oid::DATE => {
+                let days = i32::from_be_bytes(bytes[..].try_into().ok()?);
+                return Some(crate::sql::calendar::date_text(days));
+            }
+            oid::TIMESTAMP | oid::TIMESTAMPTZ => {
+                let micros = i64::from_be_bytes(bytes[..].try_into().ok()?);
+                let with_zone = self.declared(i) == oid::TIMESTAMPTZ;
+                return Some(crate::sql::calendar::timestamp_text(micros, with_zone));
             }
             0 | oid::INT2 | oid::INT4 | oid::INT8 => {}
             _ => return None,
@@ -248,6 +259,9 @@ impl Params {
 pub(crate) mod oid {
     pub const UNKNOWN: u32 = 705;
     pub const NUMERIC: u32 = 1700;
+    pub const DATE: u32 = 1082;
+    pub const TIMESTAMP: u32 = 1114;
+    pub const TIMESTAMPTZ: u32 = 1184;
     pub const BOOL: u32 = 16;
     pub const FLOAT4: u32 = 700;
     pub const FLOAT8: u32 = 701;
@@ -405,6 +419,57 @@ fn float_text(v: f64) -> String {
         f64::NEG_INFINITY => "-Infinity".into(),
         v => v.to_string(),
     }
+}
+
+/// A numeric's binary form (digit count, weight, sign, display scale, then base-10000 digits,
+/// the first of them worth 10000^weight) as numeric_out writes it: every digit of the display
+/// scale, NaN and the infinities by name. None for bytes no server sends.
+fn numeric_text(b: &[u8]) -> Option<String> {
+    let word = |i: usize| -> Option<u16> {
+        Some(u16::from_be_bytes(
+            b.get(2 * i..2 * i + 2)?.try_into().ok()?,
+        ))
+    };
+    let (ndigits, weight, sign, dscale) = (word(0)? as usize, word(1)? as i16, word(2)?, word(3)?);
+    if b.len() != 8 + 2 * ndigits || dscale > 0x3FFF {
+        return None;
+    }
+    let digit = |i: i64| -> Option<u16> {
+        match usize::try_from(i) {
+            Ok(i) if i < ndigits => word(4 + i).filter(|&d| d < 10_000),
+            _ => Some(0),
+        }
+    };
+    let mut out = match sign {
+        0x0000 => String::new(),
+        0x4000 => "-".to_string(),
+        0xC000 => return Some("NaN".into()),
+        0xD000 => return Some("Infinity".into()),
+        0xF000 => return Some("-Infinity".into()),
+        _ => return None,
+    };
+    if weight < 0 {
+        out.push('0');
+    }
+    for i in 0..=i64::from(weight) {
+        let d = digit(i)?;
+        match i {
+            0 => out.push_str(&d.to_string()),
+            _ => out.push_str(&format!("{d:04}")),
+        }
+    }
+    if dscale > 0 {
+        let mut frac = String::new();
+        let mut i = i64::from(weight) + 1;
+        while frac.len() < dscale as usize {
+            frac.push_str(&format!("{:04}", digit(i)?));
+            i += 1;
+        }
+        frac.truncate(dscale as usize);
+        out.push('.');
+        out.push_str(&frac);
+    }
+    Some(out)
 }
 
 /// A text-format integer as drivers send keys (an optional sign and decimal digits), read as

@@ -26,7 +26,55 @@ fn described_binary_constants_are_their_own_text() {
     );
     // Undeclared, two bytes are an int2; of a type not read, nothing.
     assert_eq!(one(b"x8".to_vec(), 0).constant(1).as_deref(), Some("30776"));
-    assert_eq!(one(vec![0; 8], 1700).constant(1), None);
+    assert_eq!(one(vec![0; 8], oid::UUID).constant(1), None);
+}
+
+/// numeric's binary form as numeric_out writes it, from the words PostgreSQL sends.
+#[test]
+fn binary_numerics_read_as_their_text() {
+    let numeric = |words: &[u16]| {
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+        Params {
+            values: smallvec::smallvec![Some(Bytes::from(bytes))],
+            formats: vec![1],
+            types: smallvec::smallvec![oid::NUMERIC],
+        }
+        .constant(1)
+    };
+    // ndigits, weight, sign, dscale, digits.
+    assert_eq!(numeric(&[2, 0, 0, 2, 38, 5000]).as_deref(), Some("38.50"));
+    assert_eq!(numeric(&[2, 1, 0x4000, 0, 1, 2]).as_deref(), Some("-10002"));
+    assert_eq!(numeric(&[1, 1, 0, 0, 7]).as_deref(), Some("70000"));
+    assert_eq!(numeric(&[1, 0xFFFF, 0, 6, 12]).as_deref(), Some("0.001200"));
+    assert_eq!(numeric(&[1, 0xFFFE, 0, 5, 5]).as_deref(), Some("0.00000"));
+    assert_eq!(numeric(&[0, 0, 0, 0]).as_deref(), Some("0"));
+    assert_eq!(numeric(&[0, 0, 0, 3]).as_deref(), Some("0.000"));
+    assert_eq!(numeric(&[0, 0, 0xC000, 0]).as_deref(), Some("NaN"));
+    assert_eq!(numeric(&[0, 0, 0xF000, 0]).as_deref(), Some("-Infinity"));
+    // A digit of 10000 or more, a count the bytes do not hold, or another sign: nothing.
+    assert_eq!(numeric(&[1, 0, 0, 0, 10_000]), None);
+    assert_eq!(numeric(&[2, 0, 0, 0, 1]), None);
+    assert_eq!(numeric(&[1, 0, 0x1234, 0, 1]), None);
+    assert_eq!(numeric(&[1, 0]), None);
+}
+
+/// Dates and timestamps bound in binary read as ISO text, a timestamptz in UTC.
+#[test]
+fn binary_dates_and_timestamps_read_as_iso_text() {
+    let one = |bytes: Vec<u8>, ty: u32| Params {
+        values: smallvec::smallvec![Some(Bytes::from(bytes))],
+        formats: vec![1],
+        types: smallvec::smallvec![ty],
+    };
+    let date = one(8_825i32.to_be_bytes().to_vec(), oid::DATE).constant(1);
+    assert_eq!(date.as_deref(), Some("2024-02-29"));
+    let at = 8_825i64 * 86_400_000_000 + 5_000_000;
+    let stamp = one(at.to_be_bytes().to_vec(), oid::TIMESTAMP).constant(1);
+    assert_eq!(stamp.as_deref(), Some("2024-02-29 00:00:05.000000"));
+    let stamp = one(at.to_be_bytes().to_vec(), oid::TIMESTAMPTZ).constant(1);
+    assert_eq!(stamp.as_deref(), Some("2024-02-29 00:00:05.000000+00"));
+    // A date's bytes are four, a timestamp's eight: others are no value of the type.
+    assert_eq!(one(vec![0; 8], oid::DATE).constant(1), None);
 }
 
 /// Whatever it reads, the general reading (`str::parse` of the trimmed text) reads the same.
