@@ -131,6 +131,11 @@ impl TxnState {
         }
     }
 
+    /// Whether `shard` has joined the open transaction.
+    pub fn has_enlisted(&self, shard: usize) -> bool {
+        matches!(self, TxnState::Open(t) | TxnState::Failed(t) if t.enlisted.contains(&shard))
+    }
+
     /// After an error. An explicit transaction waits for the client's ROLLBACK; an implicit
     /// one is rolled back by the session at the end of its statement or Sync.
     pub fn fail(&mut self) {

@@ -118,6 +118,17 @@ async def check_asyncpg():
             got = [r["g"] for r in await conn.fetch(grouped.format(having), value)]
             assert got == want, (having, got)
     await pool.close()
+    # asyncpg prepares with Parse, Describe and Flush, then binds in a batch of its own: the
+    # Parse's implicit transaction on the shard ends before a statement read in two parts
+    # opens its REPEATABLE READ transaction there (it failed with 25001, "SET TRANSACTION
+    # ISOLATION LEVEL must be called before any query", after these two statements).
+    conn = await asyncpg.connect(URL)
+    await conn.fetch("select n, array_agg(id order by id) from events2 where id < 10 group by n order by n")
+    await conn.fetch("select kind, rank() over (order by sum(n) desc) from events2 group by kind order by kind")
+    got = await conn.fetch(
+        "select * from (select kind, count(*) as c from events2 group by kind) s where c > $1 order by kind", 5)
+    assert [tuple(r) for r in got] == [("r", 200)], got
+    await conn.close()
     print("asyncpg coverage ok")
 
 

@@ -98,6 +98,18 @@ impl Extended {
                 st.sent_to(exec, shard);
             }
         }
+        // Statements prepared and described alone, outside the session's transaction, leave
+        // the shard in an implicit transaction of its own that no Sync has ended, with the
+        // snapshot a Parse took: it must end before a transaction opens there (see
+        // `Exec::settle`), or BEGIN would adopt it and a REPEATABLE READ opening fail with
+        // 25001. Not when an earlier batch left a portal there, which a Sync would close.
+        if !ends_with_sync
+            && !self.touched.contains(&shard)
+            && statements_only(batch)
+            && !exec.txn.has_enlisted(shard)
+        {
+            exec.unsynced.insert(shard);
+        }
         self.touched.insert(shard);
         let mut errored = false;
         if ends_with_sync {
@@ -242,5 +254,16 @@ fn described_statements(batch: &[ClientMessage]) -> impl Iterator<Item = &str> {
     batch.iter().filter_map(|m| match &m.kind {
         Kind::Describe(t) if t.kind == TargetKind::Statement => Some(t.name.as_str()),
         _ => None,
+    })
+}
+
+/// Whether a batch only prepares, describes and closes statements: it binds no portal and
+/// reads or writes no rows, so ending its implicit transaction early changes nothing the
+/// client sees.
+fn statements_only(batch: &[ClientMessage]) -> bool {
+    batch.iter().all(|m| match &m.kind {
+        Kind::Parse(_) | Kind::Flush => true,
+        Kind::Describe(t) | Kind::Close(t) => t.kind == TargetKind::Statement,
+        _ => false,
     })
 }
