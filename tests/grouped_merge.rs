@@ -426,3 +426,35 @@ async fn having_compares_numbers_in_the_type_postgresql_picks() {
     }
     b.stop().await;
 }
+
+/// HAVING on a timestamptz compares with a constant that names its zone, also written as
+/// node-postgres writes a Date (`T` between date and time); one without a zone PostgreSQL
+/// reads in the session's TimeZone, which the merge does not apply, so it is refused, never
+/// read as UTC (which kept other groups than PostgreSQL keeps outside UTC).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn having_on_a_timestamptz_reads_the_constants_zone_or_refuses() {
+    let b = start("one_having_zones", "i % 2", "i * 1.5").await;
+    let add = "alter table accounts add column at timestamptz; \
+               update accounts set at = timestamptz '2024-01-01 00:00+00' + id * interval '1 hour'; \
+               set timezone = 'Asia/Kolkata'";
+    b.c.batch_execute(add).await.unwrap();
+    b.one.batch_execute(add).await.unwrap();
+    let grouped = |having: &str| {
+        format!(
+            "select region, max(at) from accounts group by region having {having} order by region"
+        )
+    };
+    for having in [
+        "max(at) >= '2024-01-03 20:30:00+05:30'",
+        "max(at) >= '2024-01-03T15:00:00.000+00:00'",
+        "min(at) < '2024-01-01 05:00:00Z'",
+        "max(at) > '2024-01-03 10:00-05'",
+    ] {
+        b.same(&grouped(having)).await;
+    }
+    let local = grouped("max(at) >= '2024-01-03 20:30:00'");
+    assert!(!rows(&b.one.simple_query(&local).await.unwrap()).is_empty());
+    let e = b.c.simple_query(&local).await.expect_err(&local);
+    assert_eq!(common::code(&e), "0A000", "{e}");
+    b.stop().await;
+}

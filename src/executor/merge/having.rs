@@ -145,8 +145,56 @@ fn own_type(type_oid: u32, lit: &str) -> Result<SortValue, PgError> {
         None if type_oid == oid::BOOL => bool_literal(lit)
             .map(|b| SortValue::Int(b as i64))
             .map_err(|_| invalid("boolean", lit)),
+        None if matches!(type_oid, oid::DATE | oid::TIMESTAMP | oid::TIMESTAMPTZ) => {
+            let text = moment_text(lit, type_oid == oid::TIMESTAMPTZ)?;
+            value::decode(type_oid, 0, Some(text.as_bytes())).map_err(unsupported)
+        }
         None => value::decode(type_oid, 0, Some(lit.as_bytes())).map_err(unsupported),
     }
+}
+
+/// A date or time constant in the form the merge reads (see `value::datetime`): ISO 8601's
+/// `T` between date and time, as node-postgres writes a Date, read as a blank, and `Z` as
+/// `+00`. A timestamptz constant must name its zone: without one PostgreSQL reads it in the
+/// session's TimeZone, which the merge does not apply, so it is refused, not read as UTC.
+fn moment_text(lit: &str, zoned: bool) -> Result<String, PgError> {
+    let t = lit.trim();
+    if matches!(t, "infinity" | "-infinity") {
+        return Ok(t.to_string());
+    }
+    let mut text = t.to_string();
+    let b = t.as_bytes();
+    if let Some(at) = (1..b.len().saturating_sub(1)).find(|&i| {
+        matches!(b[i], b'T' | b't') && b[i - 1].is_ascii_digit() && b[i + 1].is_ascii_digit()
+    }) {
+        text.replace_range(at..at + 1, " ");
+    }
+    if let Some(utc) = text.strip_suffix(['Z', 'z']) {
+        text = format!("{utc}+00");
+    }
+    // `19:00` is `19:00:00`: the merge reads seconds always written.
+    if let Some((date, time)) = text.split_once(' ') {
+        let clock_end = time.find(['+', '-', ' ']).unwrap_or(time.len());
+        if time[..clock_end].matches(':').count() == 1 {
+            text = format!("{date} {}:00{}", &time[..clock_end], &time[clock_end..]);
+        }
+    }
+    let time = text.split_once(' ').map_or("", |(_, time)| time);
+    if zoned && !time.contains(['+', '-']) {
+        return Err(PgError::error(
+            crate::error::sqlstate::FEATURE_NOT_SUPPORTED,
+            format!(
+                "HAVING compares {lit:?} with a timestamp with time zone merged from several \
+                 shards, and a time without its zone is read in the session's TimeZone, which \
+                 the merge does not apply"
+            ),
+        )
+        .with_hint(
+            "Write the zone in the constant ('2024-01-03 05:30:00+05:30'), or add a shard-key \
+             condition so the query runs on one shard.",
+        ));
+    }
+    Ok(text)
 }
 
 /// A float constant as PostgreSQL's float8in or float4in reads it; a real is widened.
@@ -267,6 +315,41 @@ mod tests {
             "", ".", "e5", "1e", "1.2.3", "--1", "0x10", "1e99999", "-nan",
         ] {
             assert_eq!(d(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn moments_are_read_with_their_zone_or_refused() {
+        assert_eq!(
+            moment_text("2024-01-03T00:00:00.000+00:00", true).unwrap(),
+            "2024-01-03 00:00:00.000+00:00"
+        );
+        assert_eq!(
+            moment_text(" 2024-01-03 05:30:00Z ", true).unwrap(),
+            "2024-01-03 05:30:00+00"
+        );
+        assert_eq!(
+            moment_text("2024-01-03 05:30:00-05", true).unwrap(),
+            "2024-01-03 05:30:00-05"
+        );
+        assert_eq!(
+            moment_text("2024-01-03 05:30:00", false).unwrap(),
+            "2024-01-03 05:30:00"
+        );
+        assert_eq!(moment_text("2024-02-07", false).unwrap(), "2024-02-07");
+        assert_eq!(
+            moment_text("2024-01-02 19:00", false).unwrap(),
+            "2024-01-02 19:00:00"
+        );
+        assert_eq!(
+            moment_text("2024-01-02 19:00-05", true).unwrap(),
+            "2024-01-02 19:00:00-05"
+        );
+        assert_eq!(moment_text("infinity", true).unwrap(), "infinity");
+        // The session's TimeZone would place these: refused, never read as UTC.
+        for local in ["2024-01-03 05:30:00", "2024-02-08", "2024-01-03T05:30"] {
+            let e = moment_text(local, true).unwrap_err();
+            assert_eq!(e.code, "0A000", "{local}");
         }
     }
 
