@@ -2,14 +2,18 @@
 
 use super::*;
 
-/// Binary values of the types the server described, as the text that reads back the same.
-#[test]
-fn described_binary_constants_are_their_own_text() {
-    let one = |bytes: Vec<u8>, ty: u32| Params {
+/// One value bound in binary, of the type `ty` the statement declared or the server described.
+fn one(bytes: Vec<u8>, ty: u32) -> Params {
+    Params {
         values: smallvec::smallvec![Some(Bytes::from(bytes))],
         formats: vec![1],
         types: smallvec::smallvec![ty],
-    };
+    }
+}
+
+/// Binary values of the types the server described, as the text that reads back the same.
+#[test]
+fn described_binary_constants_are_their_own_text() {
     let float8 = |v: f64| one(v.to_be_bytes().to_vec(), oid::FLOAT8).constant(1);
     assert_eq!(float8(7.3).as_deref(), Some("7.3"));
     assert_eq!(float8(8.0).as_deref(), Some("8"));
@@ -34,12 +38,7 @@ fn described_binary_constants_are_their_own_text() {
 fn binary_numerics_read_as_their_text() {
     let numeric = |words: &[u16]| {
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
-        Params {
-            values: smallvec::smallvec![Some(Bytes::from(bytes))],
-            formats: vec![1],
-            types: smallvec::smallvec![oid::NUMERIC],
-        }
-        .constant(1)
+        one(bytes, oid::NUMERIC).constant(1)
     };
     // ndigits, weight, sign, dscale, digits.
     assert_eq!(numeric(&[2, 0, 0, 2, 38, 5000]).as_deref(), Some("38.50"));
@@ -61,11 +60,6 @@ fn binary_numerics_read_as_their_text() {
 /// Dates and timestamps bound in binary read as ISO text, a timestamptz in UTC.
 #[test]
 fn binary_dates_and_timestamps_read_as_iso_text() {
-    let one = |bytes: Vec<u8>, ty: u32| Params {
-        values: smallvec::smallvec![Some(Bytes::from(bytes))],
-        formats: vec![1],
-        types: smallvec::smallvec![ty],
-    };
     let date = one(8_825i32.to_be_bytes().to_vec(), oid::DATE).constant(1);
     assert_eq!(date.as_deref(), Some("2024-02-29"));
     let at = 8_825i64 * 86_400_000_000 + 5_000_000;
