@@ -61,6 +61,28 @@ pub fn name_of(oid: u32) -> Option<String> {
     })
 }
 
+/// The name PostgreSQL's own messages give the built-in type whose OID is `oid` (`bigint`,
+/// `double precision`), as its format_type writes it.
+pub fn formatted(oid: u32) -> Option<String> {
+    let standard = match oid {
+        16 => "boolean",
+        20 => "bigint",
+        21 => "smallint",
+        23 => "integer",
+        700 => "real",
+        701 => "double precision",
+        1042 => "character",
+        1043 => "character varying",
+        1083 => "time without time zone",
+        1114 => "timestamp without time zone",
+        1184 => "timestamp with time zone",
+        1266 => "time with time zone",
+        1562 => "bit varying",
+        _ => return name_of(oid),
+    };
+    Some(standard.to_string())
+}
+
 /// How messages name the type whose OID is `oid`: `money (OID 790)`, or `OID 16507` for a type
 /// that is not built in.
 pub fn described(oid: u32) -> String {
@@ -122,7 +144,15 @@ const TYPES: &[(&[&str], u32, Option<u32>)] = &[
 
 #[cfg(test)]
 mod tests {
-    use super::oid_of;
+    use super::{formatted, oid_of};
+
+    #[test]
+    fn types_are_named_as_postgresqls_messages_name_them() {
+        assert_eq!(formatted(20).as_deref(), Some("bigint"));
+        assert_eq!(formatted(1184).as_deref(), Some("timestamp with time zone"));
+        assert_eq!(formatted(1009).as_deref(), Some("text[]"));
+        assert_eq!(formatted(16507), None);
+    }
 
     #[test]
     fn names_as_sql_writes_them() {

@@ -559,11 +559,17 @@ fn grouped(rng: &mut Rng) -> Query {
                 ),
             });
         } else {
-            sql.push_str(&format!(
-                " having {} > {}",
-                rng.pick(&having),
-                rng.below(20)
-            ));
+            let (a, b) = (rng.pick(&having).clone(), rng.pick(&having).clone());
+            let (n, m) = (rng.below(20), rng.below(20));
+            // Conditions only PostgreSQL's own evaluation reads, over the merged groups.
+            sql.push_str(&match rng.below(8) {
+                0 => format!(" having {a} > {n} or {b} < {m}"),
+                1 => format!(" having {a} between {} and {}", n.min(m), n.max(m)),
+                2 => format!(" having {a} in ({n}, {m}, {})", n + m),
+                3 => format!(" having not ({a} > {n}) and {b} is not null"),
+                4 => format!(" having sum({q}balance) > min({q}id) * {n}"),
+                _ => format!(" having {a} > {n}"),
+            });
         }
     }
     // Under grouping sets, ordering by the group columns is not total (a set's NULL ties

@@ -148,19 +148,30 @@ pub fn check(
     Ok(())
 }
 
-/// The field types the client sees: avg is numeric (or float8 for float inputs), not the sum.
-/// Whether the merge adds up floats the shards wrote as text. Their digits are as many as the
-/// session's `extra_float_digits` lets them write: exact at 1 or more (the default), rounded
-/// below, and partial sums added after rounding are not the sum PostgreSQL would round.
-pub fn adds_text_floats(fields: &[FieldDesc], spec: &AggSpec) -> bool {
-    fields.iter().zip(&spec.columns).any(|(f, c)| {
-        f.format == 0
-            && matches!(f.type_oid, oid::FLOAT4 | oid::FLOAT8)
-            && matches!(
-                c,
-                AggColumn::Sum | AggColumn::Avg { .. } | AggColumn::AvgFloatSum
-            )
-    })
+/// Whether the merge computes with floats the shards wrote as text: adds them up, or binds
+/// them into an item computed after the merge (HAVING's condition among them). Their digits
+/// are as many as the session's `extra_float_digits` lets them write: exact at 1 or more (the
+/// default), rounded below. Partial sums added after rounding are not the sum PostgreSQL would
+/// round, and a rounded maximum compared with a constant is not the maximum.
+pub fn reads_text_floats(fields: &[FieldDesc], spec: &AggSpec) -> bool {
+    let evaluated = |i: usize| {
+        spec.columns.iter().any(|c| match c {
+            AggColumn::Computed { parts, .. } => parts.contains(&i),
+            _ => false,
+        })
+    };
+    fields
+        .iter()
+        .zip(&spec.columns)
+        .enumerate()
+        .any(|(i, (f, c))| {
+            f.format == 0
+                && matches!(f.type_oid, oid::FLOAT4 | oid::FLOAT8)
+                && (matches!(
+                    c,
+                    AggColumn::Sum | AggColumn::Avg { .. } | AggColumn::AvgFloatSum
+                ) || evaluated(i))
+        })
 }
 
 /// How much memory one query's merged groups may take in the proxy, counted as twice the bytes
@@ -296,7 +307,7 @@ impl Groups {
     /// Groups counted under HAVING are finished one row each, and counted once HAVING has
     /// filtered them (`count_row`).
     pub fn finish(mut self, fields: &[FieldDesc], spec: &AggSpec) -> Result<Vec<Row>, PgError> {
-        if spec.count_groups && spec.having.is_empty() {
+        if spec.count_groups && spec.having.is_none() {
             return Ok(vec![count_row(self.states.len(), fields)?]);
         }
         if self.states.is_empty() && spec.single_group {

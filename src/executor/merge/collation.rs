@@ -20,7 +20,7 @@ use crate::backend::catalog::collations::Collation;
 use crate::error::{sqlstate, PgError};
 use crate::executor::value;
 use crate::protocol::inspect::FieldDesc;
-use crate::router::aggregate::{AggColumn, AggSpec, CmpOp};
+use crate::router::aggregate::{AggColumn, AggSpec};
 use crate::router::plan::{SortColumn, SortKey, TextScope, HOME};
 
 /// What the merge does with a column.
@@ -65,8 +65,8 @@ impl Use {
 }
 
 /// The columns a grouped merge compares, and how: its group columns and distinct values
-/// (equality), min/max and sort keys (order), HAVING's comparisons with a constant, and the
-/// parts computed items read again.
+/// (equality), min/max and sort keys (order), and the parts computed items (HAVING's among
+/// them) read again.
 pub fn grouped(spec: &AggSpec, order: &[SortKey]) -> Vec<(usize, Use)> {
     let mut compared = vec![];
     for (i, col) in spec.columns.iter().enumerate() {
@@ -78,13 +78,6 @@ pub fn grouped(spec: &AggSpec, order: &[SortKey]) -> Vec<(usize, Use)> {
             }
             _ => {}
         }
-    }
-    for h in &spec.having {
-        let how = match h.op {
-            CmpOp::Eq | CmpOp::NotEq => Use::Equality,
-            _ => Use::Order,
-        };
-        compared.push((h.column, how));
     }
     for k in order.iter().filter(|k| !k.bytewise) {
         if let SortColumn::Position(p) = k.column {
@@ -143,7 +136,8 @@ async fn judge(exec: &Exec<'_>, f: &FieldDesc, how: Use, scope: &TextScope) -> R
             .await
             .map_err(lookup_failed)?
             .unwrap_or_else(Collation::default_collation);
-        return match how.allows(&c, database_c) {
+        // The evaluation gives a column's value its column's collation.
+        return match how == Use::Evaluated || how.allows(&c, database_c) {
             true => Ok(()),
             false => Err(refusal(how, &f.name, &format!("collation {}", c.name))),
         };

@@ -14,11 +14,13 @@
 use super::rows::error_frame;
 use crate::error::{sqlstate, PgError};
 use crate::executor::session::{Exec, R};
+use crate::executor::value;
 use crate::protocol::inspect::{self, FieldDesc};
 use crate::protocol::Frame;
 use crate::router::aggregate::{AggColumn, AggSpec};
 use crate::router::computed::part_name;
 use crate::router::params::Params;
+use crate::router::plan::HOME;
 use bytes::Bytes;
 
 type Row = Vec<Option<Bytes>>;
@@ -29,28 +31,29 @@ const MAX_PARAMS: usize = u16::MAX as usize;
 /// Parameters in one evaluation, well under that.
 const PARAMS_PER_STATEMENT: usize = 30_000;
 
-/// Fills the computed columns of `rows` (the merged groups, in `fields`' types and formats),
-/// evaluated on `shard`. Err: the error to give the client.
+/// Fills the computed columns of `rows` (the merged groups, in `fields`' types and formats)
+/// that `pick` chooses, evaluated on `shard`. Err: the error to give the client.
 pub async fn fill(
     exec: &mut Exec<'_>,
     shard: usize,
     rows: &mut [Row],
     fields: &[FieldDesc],
     spec: &AggSpec,
+    pick: &(dyn Fn(usize) -> bool + Sync),
 ) -> R<Result<(), Frame>> {
     let computed: Vec<(usize, &str)> = spec
         .columns
         .iter()
         .enumerate()
         .filter_map(|(i, c)| match c {
-            AggColumn::Computed { template, .. } => Some((i, template.as_str())),
+            AggColumn::Computed { template, .. } if pick(i) => Some((i, template.as_str())),
             _ => None,
         })
         .collect();
     if computed.is_empty() || rows.is_empty() {
         return Ok(Ok(()));
     }
-    let client_params = read_by_templates(spec, |params, _| params);
+    let client_params = read_by_templates(spec, pick, |params, _| params);
     let client = match client_params.last() {
         None => None,
         Some(&highest) => match &exec.bound {
@@ -66,7 +69,7 @@ pub async fn fill(
             }
         },
     };
-    let inputs = read_by_templates(spec, |_, parts| parts);
+    let inputs = read_by_templates(spec, pick, |_, parts| parts);
     // A part of a type the database made (an enum's min or max) is bound with the evaluating
     // shard's OID for it (see `evaluate`).
     if inputs.iter().any(|&p| p >= fields.len()) {
@@ -104,17 +107,21 @@ pub async fn fill(
     Ok(Ok(()))
 }
 
-/// What the templates read, in order, once each: `pick` chooses, of a computed column's
-/// parameters and part columns, which.
+/// What the templates of the columns `pick` chooses read, in order, once each: `read`
+/// chooses, of a computed column's parameters and part columns, which.
 fn read_by_templates(
     spec: &AggSpec,
-    pick: impl for<'a> Fn(&'a [usize], &'a [usize]) -> &'a [usize],
+    pick: &(dyn Fn(usize) -> bool + Sync),
+    read: impl for<'a> Fn(&'a [usize], &'a [usize]) -> &'a [usize],
 ) -> Vec<usize> {
     let mut out: Vec<usize> = spec
         .columns
         .iter()
-        .filter_map(|c| match c {
-            AggColumn::Computed { params, parts, .. } => Some(pick(params, parts).iter().copied()),
+        .enumerate()
+        .filter_map(|(i, c)| match c {
+            AggColumn::Computed { params, parts, .. } if pick(i) => {
+                Some(read(params, parts).iter().copied())
+            }
             _ => None,
         })
         .flatten()
@@ -170,16 +177,23 @@ async fn evaluate(
     statement: &Statement<'_>,
 ) -> R<Result<(), Frame>> {
     let (computed, inputs) = (statement.computed, statement.inputs);
+    let collations = match column_collations(exec, inputs, fields).await {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(error_frame(&e))),
+    };
     let mut values_list = String::new();
     let (mut params, mut types) = statement.client.cloned().unwrap_or_default();
     for (n, row) in rows.iter().enumerate() {
         values_list.push_str(if n == 0 { "(" } else { ", (" });
         values_list.push_str(&(n + 1).to_string());
-        for &p in inputs {
+        for (&p, collation) in inputs.iter().zip(&collations) {
             params.values.push(row.get(p).cloned().flatten());
             params.formats.push(fields[p].format);
             types.push(fields[p].type_oid);
             values_list.push_str(&format!(", ${}", params.values.len()));
+            if let Some(clause) = collation {
+                values_list.push_str(&format!(" COLLATE {clause}"));
+            }
         }
         values_list.push(')');
     }
@@ -250,6 +264,36 @@ async fn evaluate(
         error = Some(error_frame(&extra_row()));
     }
     Ok(error.map_or(Ok(()), Err))
+}
+
+/// For each part, the collation its table column has other than its type's (a COLLATE
+/// clause), which the evaluation gives the part so that the template compares it as the
+/// column's own values compare (see `merge::collation`). Text computed from columns has none
+/// here: the merge refused it unless it is under the database's default.
+async fn column_collations(
+    exec: &Exec<'_>,
+    inputs: &[usize],
+    fields: &[FieldDesc],
+) -> Result<Vec<Option<String>>, PgError> {
+    let mut out = Vec::with_capacity(inputs.len());
+    for &p in inputs {
+        let f = &fields[p];
+        let text = value::is_text(f.type_oid) || value::is_text_array(f.type_oid);
+        let clause = match exec.catalog {
+            Some(catalog) if text && f.table_oid != 0 && f.column > 0 => catalog
+                .column_collation_clause(HOME, f.table_oid, f.column)
+                .await
+                .map_err(|e| {
+                    PgError::error(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        format!("cannot tell the collation of column {}: {e}", f.name),
+                    )
+                })?,
+            _ => None,
+        };
+        out.push(clause);
+    }
+    Ok(out)
 }
 
 /// The refusal of a computed item whose value came out of another type than the item's own.

@@ -140,11 +140,7 @@ pub async fn grouped(
             .filter(|(c, _)| *c == i)
             .map(|(_, how)| *how)
             .collect();
-        // HAVING's constant would be compared as text, where PostgreSQL refuses a label the
-        // enum does not have; a computed item would bind the value in the enum's type.
-        let in_having = spec.having.iter().any(|h| h.column == i);
-        let fits = !in_having
-            && !used.is_empty()
+        let fits = !used.is_empty()
             && if group {
                 // Sorting is by the declared order, below.
                 used.iter()

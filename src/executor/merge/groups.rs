@@ -105,7 +105,7 @@ pub async fn run(
         exec.shard_error(&err);
         return Ok(Step::Failed);
     }
-    if aggregate::adds_text_floats(&fields, spec) {
+    if aggregate::reads_text_floats(&fields, spec) {
         if let Some(refusal) = rounded_floats(exec, shards[0]).await? {
             return Ok(exec.error(&refusal));
         }
@@ -115,17 +115,39 @@ pub async fn run(
         Ok(r) => r,
         Err(e) => return Ok(exec.error(&e)),
     };
-    // Before HAVING and ORDER BY, which may read the computed items.
-    if let Err(e) = super::computed::fill(exec, shards[0], &mut rows, &client_fields, spec).await? {
+    // HAVING first, as PostgreSQL keeps groups before it computes their select items (an
+    // item may divide by a sum that HAVING keeps away from zero).
+    if let Some(h) = spec.having {
+        if let Err(e) = having::check(&client_fields, h) {
+            return Ok(exec.error(&e));
+        }
+        let only_having = |c: usize| c == h;
+        let filled = super::computed::fill(
+            exec,
+            shards[0],
+            &mut rows,
+            &client_fields,
+            spec,
+            &only_having,
+        );
+        if let Err(e) = filled.await? {
+            exec.shard_error(&e);
+            return Ok(Step::Failed);
+        }
+        rows = having::keep(rows, h);
+    }
+    // Before ORDER BY, which may read the computed items.
+    let rest = |c: usize| Some(c) != spec.having;
+    if let Err(e) =
+        super::computed::fill(exec, shards[0], &mut rows, &client_fields, spec, &rest).await?
+    {
         exec.shard_error(&e);
         return Ok(Step::Failed);
     }
-    let rows = having::having(rows, &client_fields, spec).and_then(|mut rows| {
-        group_output::sort(&mut rows, &client_fields, merge, &enum_orders).map(|()| rows)
-    });
+    let rows = group_output::sort(&mut rows, &client_fields, merge, &enum_orders).map(|()| rows);
     // Groups counted after HAVING: the count of those it kept.
     let rows = match rows {
-        Ok(kept) if spec.count_groups && !spec.having.is_empty() => {
+        Ok(kept) if spec.count_groups && spec.having.is_some() => {
             super::encode::count_row(kept.len(), &fields).map(|row| vec![row])
         }
         other => other,
@@ -167,8 +189,9 @@ async fn rounded_floats(exec: &mut Exec<'_>, shard: usize) -> R<Option<PgError>>
     Ok(Some(
         PgError::error(
             sqlstate::FEATURE_NOT_SUPPORTED,
-            "sums and averages of float columns over several shards need extra_float_digits of \
-             1 or more: the shards would write their partial sums rounded",
+            "sums, averages and conditions or items computed from float columns over several \
+             shards need extra_float_digits of 1 or more: the shards would write their partial \
+             results rounded",
         )
         .with_hint("SET extra_float_digits = 1 (the default), or ask for binary results."),
     ))

@@ -285,21 +285,6 @@ impl Decimal {
         Some(Decimal::Finite(neg && !zero, int, frac))
     }
 
-    /// The nearest float8, as PostgreSQL casts a numeric to compare it with a float.
-    pub fn to_f64(&self) -> f64 {
-        match self {
-            Decimal::NaN => f64::NAN,
-            Decimal::Inf(positive) => match positive {
-                true => f64::INFINITY,
-                false => f64::NEG_INFINITY,
-            },
-            Decimal::Finite(neg, int, frac) => {
-                let sign = if *neg { "-" } else { "" };
-                format!("{sign}0{int}.{frac}0").parse().unwrap_or(f64::NAN)
-            }
-        }
-    }
-
     fn cmp_magnitude(a: (&str, &str), b: (&str, &str)) -> Ordering {
         a.0.len()
             .cmp(&b.0.len())

@@ -112,10 +112,11 @@ pub(super) fn distinct_count(
 
 /// An item HAVING or ORDER BY reads that computes over aggregates and is not selected
 /// (`HAVING sum(x) / count(*) > 2`): a hidden column the merge fills as it fills a selected
-/// computed item, its parts hidden after it (an average's count after every part). A distinct
-/// count among the parts is refused, and so are values gathered in no order of the
-/// evaluation's own (an unordered json_agg), whose FROM list is not judged here. Returns the
-/// item's column.
+/// computed item, its parts hidden after it (an average's count, and the values a distinct
+/// count counts, after every part). A distinct count is taken only where `distinct_groups`
+/// can take its values into the shards' GROUP BY; values gathered in no order of the
+/// evaluation's own (an unordered json_agg), whose FROM list is not judged here, are refused.
+/// Returns the item's column.
 pub(super) fn computed(
     e: &Expr,
     (q, params, placement): (
@@ -126,6 +127,7 @@ pub(super) fn computed(
     group_texts: &[String],
     visible: usize,
     (spec, hidden): (&mut AggSpec, &mut Vec<SelectItem>),
+    mut distinct_groups: Option<&mut Vec<Expr>>,
 ) -> Result<usize, PgError> {
     let cannot = || {
         unsupported(format!(
@@ -156,6 +158,8 @@ pub(super) fn computed(
             // Its sum here; the count (and float sum) after every part, since the template
             // reads the parts from consecutive columns.
             Ok(Some("avg")) => AggColumn::Sum,
+            // Its count here; the values it counts after every part.
+            Ok(Some("count_distinct")) if distinct_groups.is_some() => AggColumn::Count,
             Ok(Some(kind)) => match super::spec::partial(kind) {
                 Some(column) => column,
                 None => return Err(cannot()),
@@ -173,9 +177,10 @@ pub(super) fn computed(
         params: c.params,
     };
     push(c.stand_in, template, visible, (spec, hidden));
-    let mut averages = Vec::new();
+    let (mut averages, mut distinct_counts) = (Vec::new(), Vec::new());
     for (part, column) in c.parts.into_iter().zip(columns) {
-        let average = matches!(combined_kind(&part), Ok(Some("avg")));
+        let kind = combined_kind(&part);
+        let average = matches!(kind, Ok(Some("avg")));
         let expr = if average {
             rename_function(&part, "sum")
         } else {
@@ -184,10 +189,20 @@ pub(super) fn computed(
         let at = push(expr, column, visible, (spec, hidden));
         if average {
             averages.push((at, part));
+        } else if matches!(kind, Ok(Some("count_distinct"))) {
+            distinct_counts.push((at, part));
         }
     }
     for (sum, avg) in averages {
         avg_companions(&avg, sum, sum, visible, (spec, hidden));
+    }
+    for (count, part) in distinct_counts {
+        let (Some(values), Some(groups)) = (distinct_argument(&part), distinct_groups.as_mut())
+        else {
+            return Err(unsupported(not_combinable(&part)));
+        };
+        distinct_values(values.clone(), count, count, visible, (spec, hidden));
+        groups.push(values);
     }
     Ok(at)
 }

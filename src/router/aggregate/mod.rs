@@ -21,19 +21,16 @@ use kinds::{
     combined_kind, counts_distinct, distinct_argument, has_count_distinct, is_constant, is_literal,
     not_combinable, zero_default,
 };
-mod conditions;
-use conditions::{bare_boolean, flip, literal};
 pub mod group_names;
 mod grouping_sets;
 mod hidden;
 mod qualified;
-pub use spec::{AggColumn, AggSpec, CmpOp, Concatenation, ConstType, HavingCond};
+pub use spec::{AggColumn, AggSpec, Concatenation};
 
-use super::plan::{collect_and, MergeSpec, Plan, SortColumn, SortKey};
+use super::plan::{MergeSpec, Plan, SortColumn, SortKey};
 use crate::error::{sqlstate, PgError};
 use sqlparser::ast::{
-    BinaryOperator, Expr, GroupByExpr, Ident, OrderByKind, Query, Select, SelectItem, SetExpr,
-    Value,
+    Expr, GroupByExpr, Ident, OrderByKind, Query, Select, SelectItem, SetExpr, Value,
 };
 
 /// Whether `e` is a column qualified by a reference table of the FROM list (by name or alias).
@@ -114,7 +111,7 @@ fn refuse(message: impl Into<String>, hint: &str) -> Plan {
     Plan::Reject(PgError::error(sqlstate::FEATURE_NOT_SUPPORTED, message).with_hint(hint))
 }
 
-const HINT: &str = "Supported across shards: count, sum, min, max, avg, bool_and, bool_or, every, string_agg, array_agg, jsonb_agg, json_agg and the object aggregates (ORDER BY or DISTINCT inside too), the ordered-set and hypothetical-set aggregates, corr, covar and regr_*, and variance and stddev of integers and numerics, over plain GROUP BY expressions, simple HAVING comparisons with constants, ORDER BY on output columns. Or add a shard-key condition so the query runs on one shard.";
+const HINT: &str = "Supported across shards: count, sum, min, max, avg, bool_and, bool_or, every, string_agg, array_agg, jsonb_agg, json_agg and the object aggregates (ORDER BY or DISTINCT inside too), the ordered-set and hypothetical-set aggregates, corr, covar and regr_*, and variance and stddev of integers and numerics, over plain GROUP BY expressions, HAVING over them, ORDER BY on output columns. Or add a shard-key condition so the query runs on one shard.";
 
 /// Plans a scattered aggregate (or DISTINCT) query.
 pub fn plan_aggregate(
@@ -422,6 +419,10 @@ pub fn plan_aggregate(
         hidden::distinct_values(arg.clone(), i, i, visible, (&mut spec, &mut hidden));
         extra_groups.push(arg);
     }
+    // Where a hidden distinct count may join: under GROUP BY, or where the shards group by
+    // the values a selected one counts already (without either, the merge would make an
+    // answer row the items were not planned for). Never under grouping sets.
+    let distinct_may_hide = (!group_exprs.is_empty() || !extra_groups.is_empty()) && !has_sets;
     // SELECT DISTINCT groups by every column: no rows make no groups, not one empty group.
     spec.single_group = group_exprs.is_empty() && !distinct;
     // Finds (or adds as hidden) the column computing `e`.
@@ -465,15 +466,14 @@ pub fn plan_aggregate(
                 &group_texts,
                 visible,
                 (spec, hidden),
+                None,
             );
         }
         let kind = combined_kind(e).map_err(unsupported)?;
         let col = match kind.map(|k| (k, spec::partial(k))) {
             Some((_, Some(column))) => column,
             Some(("avg", _)) => return Ok(hidden::avg(e, visible, (spec, hidden))),
-            // Without GROUP BY the merge would make an answer row the items were not
-            // planned for; under grouping sets it is refused as a selected one is.
-            Some(("count_distinct", _)) if !group_exprs.is_empty() && !has_sets => {
+            Some(("count_distinct", _)) if distinct_may_hide => {
                 let (at, values) = hidden::distinct_count(e, visible, (spec, hidden))?;
                 extra_groups.push(values);
                 return Ok(at);
@@ -488,14 +488,18 @@ pub fn plan_aggregate(
             None if grouping_sets::is_grouping_call(e) => AggColumn::Group,
             // Computed after the merge from hidden parts, as a selected item is, when
             // each part is a column of its own: a count, sum, min, max or group column.
+            // A distinct count among its parts takes its values into the shards' GROUP BY,
+            // as a distinct count alone does.
             None => {
+                let distinct = distinct_may_hide.then_some(&mut extra_groups);
                 return hidden::computed(
                     e,
                     (q, params, placement),
                     &group_texts,
                     visible,
                     (spec, hidden),
-                )
+                    distinct,
+                );
             }
         };
         hidden.push(SelectItem::ExprWithAlias {
@@ -505,61 +509,20 @@ pub fn plan_aggregate(
         spec.columns.push(col);
         Ok(visible + hidden.len() - 1)
     };
+    // HAVING as one boolean column: an aggregate or group column itself, or the condition
+    // computed after the merge from its parts as a selected item is, so that PostgreSQL
+    // itself reads its constants and picks its operators' types.
     if let Some(h) = &select.having {
-        let mut conjuncts = Vec::new();
-        collect_and(h, &mut conjuncts);
-        for c in conjuncts {
-            // A boolean aggregate alone, or negated, is compared with true or false.
-            let (expr, (lit, typed), op) = if let Some((call, holds)) = bare_boolean(c) {
-                (
-                    call,
-                    (holds.to_string(), ConstType::Column),
-                    BinaryOperator::Eq,
-                )
-            } else {
-                let Expr::BinaryOp { left, op, right } = c else {
-                    return refuse(
-                        format!("HAVING {c} over several shards is not supported"),
-                        HINT,
-                    );
-                };
-                match (literal(right, params), literal(left, params)) {
-                    (Some(l), _) => (left.as_ref(), l, op.clone()),
-                    (None, Some(l)) => (right.as_ref(), l, flip(op)),
-                    _ => {
-                        return refuse(
-                            format!("HAVING {c} over several shards needs a constant on one side"),
-                            HINT,
-                        )
-                    }
-                }
-            };
-            let op = match op {
-                BinaryOperator::Eq => CmpOp::Eq,
-                BinaryOperator::NotEq => CmpOp::NotEq,
-                BinaryOperator::Lt => CmpOp::Lt,
-                BinaryOperator::LtEq => CmpOp::LtEq,
-                BinaryOperator::Gt => CmpOp::Gt,
-                BinaryOperator::GtEq => CmpOp::GtEq,
-                other => {
-                    return refuse(
-                        format!(
-                            "HAVING with operator {other} over several shards is not supported"
-                        ),
-                        HINT,
-                    )
-                }
-            };
-            let column = match column_of(expr, false, &mut spec, &mut hidden) {
-                Ok(c) => c,
-                Err(e) => return Plan::Reject(e),
-            };
-            spec.having.push(HavingCond {
-                column,
-                op,
-                literal: lit,
-                typed,
-            });
+        // A bare number would be read as a position in the select list, which HAVING has not.
+        if matches!(h, Expr::Value(_)) {
+            return refuse(
+                format!("HAVING {h} over several shards is not supported"),
+                HINT,
+            );
+        }
+        match column_of(h, false, &mut spec, &mut hidden) {
+            Ok(c) => spec.having = Some(c),
+            Err(e) => return Plan::Reject(e),
         }
     }
     let mut order = Vec::new();

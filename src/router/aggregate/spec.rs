@@ -91,58 +91,13 @@ pub enum Concatenation {
     JsonbArrays,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CmpOp {
-    Eq,
-    NotEq,
-    Lt,
-    LtEq,
-    Gt,
-    GtEq,
-}
-
-impl CmpOp {
-    /// The operator as SQL writes it.
-    pub fn symbol(&self) -> &'static str {
-        match self {
-            CmpOp::Eq => "=",
-            CmpOp::NotEq => "<>",
-            CmpOp::Lt => "<",
-            CmpOp::LtEq => "<=",
-            CmpOp::Gt => ">",
-            CmpOp::GtEq => ">=",
-        }
-    }
-}
-
-/// `column op literal`, all conjuncts must hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HavingCond {
-    pub column: usize,
-    pub op: CmpOp,
-    pub literal: String,
-    /// The literal's type, which with the column's picks the type both compare in.
-    pub typed: ConstType,
-}
-
-/// The type PostgreSQL gives a HAVING constant. An integer aggregate against `38.5` compares
-/// as numeric, a real one against a float8 parameter as float8, against `'3.9'` as real.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConstType {
-    /// A quoted literal, a boolean, or a value whose type the server infers: the column's
-    /// own type.
-    Column,
-    Integer,
-    Numeric,
-    Float4,
-    Float8,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AggSpec {
     /// One per returned column (client's, then hidden).
     pub columns: Vec<AggColumn>,
-    pub having: Vec<HavingCond>,
+    /// HAVING's column: a boolean (an aggregate, a group column, or the condition computed
+    /// after the merge), whose groups are kept only where it is true.
+    pub having: Option<usize>,
     /// The client's query has no GROUP BY, so its answer is one row even when the shards return
     /// none (their GROUP BY was only added for count(DISTINCT)).
     pub single_group: bool,

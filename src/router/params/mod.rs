@@ -75,13 +75,6 @@ impl Params {
         self.types.get(i).copied().unwrap_or(0)
     }
 
-    /// The type `$n` (1-based) is declared as, or that the server described it as; 0 when
-    /// the server infers it and the client never asked. A statement's types stay for every
-    /// Bind, so reading them is no read of a value.
-    pub fn type_of(&self, n: usize) -> u32 {
-        n.checked_sub(1).map_or(0, |i| self.declared(i))
-    }
-
     /// Whether `$n` (1-based) is declared of a type that the key of type `ty` compares as
     /// itself, so that its value is a key: left to the server (which then infers the key
     /// column's type), an integer type for an integer key, text or varchar for a text key, uuid

@@ -322,7 +322,7 @@ fn count_kept_groups(
             let Some(spec) = merge
                 .aggregate
                 .as_mut()
-                .filter(|s| plain && !s.single_group && !s.count_groups && !s.having.is_empty())
+                .filter(|s| plain && !s.single_group && !s.count_groups && s.having.is_some())
             else {
                 return refused();
             };

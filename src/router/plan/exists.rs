@@ -66,7 +66,7 @@ pub(super) fn plan_exists(q: &Query, placement: &Placement, params: &Params) -> 
             merge: MergeSpec {
                 aggregate: Some(AggSpec {
                     columns,
-                    having: Vec::new(),
+                    having: None,
                     single_group: true,
                     count_groups: false,
                 }),

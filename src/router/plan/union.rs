@@ -207,7 +207,7 @@ fn only_distinct(merge: &MergeSpec) -> bool {
         return false;
     };
     spec.columns.iter().all(|c| *c == AggColumn::Group)
-        && spec.having.is_empty()
+        && spec.having.is_none()
         && !spec.single_group
         && merge.hidden == 0
         && merge.order.is_empty()

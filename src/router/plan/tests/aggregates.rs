@@ -2,6 +2,7 @@
 //! is refused.
 
 use super::*;
+use crate::router::aggregate::AggColumn;
 
 #[test]
 fn aggregates_rewrite_avg_and_push_nothing_down() {
@@ -10,7 +11,7 @@ fn aggregates_rewrite_avg_and_push_nothing_down() {
     ) else {
         panic!()
     };
-    assert_eq!(sql, "SELECT v, sum(x) AS avg, count(x) AS __shardgate_count_1, sum((x) * 1::FLOAT8) AS __shardgate_fsum_1, count(*) AS __shardgate_extra_2 FROM accounts GROUP BY v");
+    assert_eq!(sql, "SELECT v, sum(x) AS avg, count(x) AS __shardgate_count_1, sum((x) * 1::FLOAT8) AS __shardgate_fsum_1, CASE WHEN false THEN count(*) > 2 END AS __shardgate_extra_2, count(*) AS __shardgate_extra_3 FROM accounts GROUP BY v");
     let spec = merge.aggregate.unwrap();
     use crate::router::aggregate::AggColumn::*;
     assert_eq!(
@@ -23,10 +24,16 @@ fn aggregates_rewrite_avg_and_push_nothing_down() {
             },
             AvgCount,
             AvgFloatSum,
+            Computed {
+                template: "__shardgate_c5 > 2".into(),
+                parts: vec![5],
+                params: vec![]
+            },
             Count
         ]
     );
-    assert_eq!((merge.limit, merge.hidden), (Some(3), 3));
+    assert_eq!(spec.having, Some(4));
+    assert_eq!((merge.limit, merge.hidden), (Some(3), 4));
     let Plan::Scatter { sql, merge, .. } =
         plan_sql("select count(distinct v), count(*) from accounts")
     else {
@@ -52,19 +59,16 @@ fn aggregates_rewrite_avg_and_push_nothing_down() {
         "select sum(distinct v) filter (where x > 1) from accounts",
         "select v from accounts group by v having sum(distinct x) > 1",
         "select v from accounts group by v order by string_agg(owner, ',' order by x)",
+        "select v from accounts group by v having sum(x) > min(y)",
     ] {
         let Plan::Scatter { merge, .. } = plan_sql(sql) else {
             panic!("{sql}")
         };
         assert!(merge.aggregate.unwrap().computes(), "{sql}");
     }
-    for sql in [
-        "select v from accounts group by v having sum(x) > min(y)",
-        // Gathered in no order of the evaluation's own, from a derived table.
-        "select v from (select * from accounts order by x) s group by v having json_agg(owner)::text > ''",
-    ] {
-        assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
-    }
+    // Gathered in no order of the evaluation's own, from a derived table.
+    let sql = "select v from (select * from accounts order by x) s group by v having json_agg(owner)::text > ''";
+    assert_eq!(code(&plan_sql(sql)), "0A000", "{sql}");
 }
 
 #[test]
@@ -431,7 +435,7 @@ fn counts_of_distinct_values_collect_them_across_shards() {
     match plan_sql("select count(*) from (select owner, count(*) from accounts group by owner having count(*) > 1) s") {
         Plan::Scatter { merge, .. } => {
             let spec = merge.aggregate.expect("combined");
-            assert!(spec.count_groups && !spec.having.is_empty());
+            assert!(spec.count_groups && spec.having.is_some());
             assert_eq!(merge.hidden, spec.columns.len() - 1);
         }
         other => panic!("{other:?}"),
@@ -620,28 +624,48 @@ fn an_empty_grouping_set_groups_by_nothing() {
 }
 
 #[test]
-fn having_reads_a_value_bound_as_a_plain_numeric() {
-    let bound = |value: &'static [u8]| Params {
-        values: [Some(bytes::Bytes::from_static(value))]
+fn having_is_one_condition_computed_after_the_merge() {
+    let bound = Params {
+        values: [Some(bytes::Bytes::from_static(b"10.55"))]
             .into_iter()
             .collect(),
         formats: vec![],
         types: Default::default(),
     };
-    let planned = |sql: &str, value: &'static [u8]| {
+    let planned = |sql: &str| {
         let stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
-        plan(&stmt[0], &placement(), &bound(value))
-    };
-    let sql = "select v, count(*) from accounts group by v having sum(x) > $1::NUMERIC";
-    match planned(sql, b"10.5") {
-        Plan::Scatter { merge, .. } => {
-            let spec = merge.aggregate.expect("combined");
-            assert_eq!(spec.having[0].literal, "10.5");
+        match plan(&stmt[0], &placement(), &bound) {
+            Plan::Scatter { sql, merge, .. } => (sql, merge.aggregate.expect("combined")),
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
-    }
-    // An exponent, or a typmod that would round the value, is not read as it.
-    assert_eq!(code(&planned(sql, b"1e5")), "0A000");
-    let rounded = "select v, count(*) from accounts group by v having sum(x) > $1::NUMERIC(10, 1)";
-    assert_eq!(code(&planned(rounded, b"10.55")), "0A000");
+    };
+    // The whole condition, its bound value and typmod left for PostgreSQL to read.
+    let (sql, spec) = planned(
+        "select v, count(*) from accounts group by v \
+         having sum(x) > $1::NUMERIC(10, 1) or v in ('a', 'b')",
+    );
+    assert!(!sql.contains("HAVING"), "{sql}");
+    let Some(AggColumn::Computed {
+        template, params, ..
+    }) = spec.having.map(|c| &spec.columns[c])
+    else {
+        panic!("{spec:?}")
+    };
+    assert_eq!(params, &[1]);
+    assert!(template.contains("> $1::NUMERIC(10,1) OR"), "{template}");
+    assert!(template.contains("IN ('a', 'b')"), "{template}");
+    // A boolean aggregate alone is its own column, with nothing to evaluate.
+    let (_, spec) = planned("select v from accounts group by v having bool_or(x > 1)");
+    let column = spec.having.expect("a HAVING column");
+    assert!(!matches!(spec.columns[column], AggColumn::Computed { .. }));
+    // A bare constant would read as a position in the select list.
+    let stmt = Parser::parse_sql(
+        &PostgreSqlDialect {},
+        "select v from accounts group by v having 1",
+    )
+    .unwrap();
+    assert_eq!(
+        code(&plan(&stmt[0], &placement(), &Params::default())),
+        "0A000"
+    );
 }
