@@ -114,6 +114,11 @@ async def check_asyncpg():
             ("max(amount) > $1", decimal.Decimal("28.2"), [0, 2, 3]),
             ("max(day) >= $1", datetime.date(2024, 1, 1) + datetime.timedelta(days=199), [0, 3]),
             ("max(at) < $1", start + datetime.timedelta(hours=199), [1, 2]),
+            # Conditions PostgreSQL evaluates over the merged groups: an interval bound in
+            # binary, OR, BETWEEN.
+            ("max(at) - timestamptz '2024-01-01 00:00+00' > $1 or max(id) = 197",
+             datetime.timedelta(hours=198, minutes=30), [0, 1, 3]),
+            ("max(amount) between $1 and 28.3", decimal.Decimal("28.2"), [2]),
         ]:
             got = [r["g"] for r in await conn.fetch(grouped.format(having), value)]
             assert got == want, (having, got)
