@@ -248,15 +248,7 @@ impl Exec<'_> {
                 // A set operation's column combines its branches' collations; the description
                 // names the first branch's column only.
                 (table, column) if table != 0 && column > 0 && !scope.set_operation => {
-                    let clause = catalog
-                        .column_collation_clause(HOME, table, column)
-                        .await
-                        .map_err(|e| {
-                            PgError::error(
-                                sqlstate::FEATURE_NOT_SUPPORTED,
-                                format!("cannot tell the collation of column {name}: {e}"),
-                            )
-                        })?;
+                    let clause = collation::column_clause(catalog, (table, column), name).await?;
                     if let Some(clause) = clause {
                         answer.collations.push((i, clause));
                     }

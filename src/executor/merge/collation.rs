@@ -124,12 +124,7 @@ async fn judge(exec: &Exec<'_>, f: &FieldDesc, how: Use, scope: &TextScope) -> R
     let Some(catalog) = exec.catalog else {
         return Ok(());
     };
-    let lookup_failed = |e: String| {
-        PgError::error(
-            sqlstate::FEATURE_NOT_SUPPORTED,
-            format!("cannot tell the collation of column {}: {e}", f.name),
-        )
-    };
+    let lookup_failed = |e: String| lookup_failed(&f.name, e);
     if f.table_oid != 0 && f.column > 0 && !scope.set_operation {
         let c = catalog
             .column_collation(HOME, f.table_oid, f.column)
@@ -169,6 +164,27 @@ async fn judge(exec: &Exec<'_>, f: &FieldDesc, how: Use, scope: &TextScope) -> R
         }
     }
     Ok(())
+}
+
+/// The COLLATE clause a value of column `column` of table `table_oid` needs to compare as the
+/// column's own values do, read from the first shard's catalog (None: its type's own
+/// collation). `name` is the column as the client sees it, for the error.
+pub async fn column_clause(
+    catalog: &crate::backend::catalog::Catalog,
+    (table_oid, column): (u32, i16),
+    name: &str,
+) -> Result<Option<String>, PgError> {
+    catalog
+        .column_collation_clause(HOME, table_oid, column)
+        .await
+        .map_err(|e| lookup_failed(name, e))
+}
+
+fn lookup_failed(column: &str, e: String) -> PgError {
+    PgError::error(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!("cannot tell the collation of column {column}: {e}"),
+    )
 }
 
 fn refusal(how: Use, column: &str, under: &str) -> PgError {

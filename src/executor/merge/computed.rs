@@ -20,7 +20,6 @@ use crate::protocol::Frame;
 use crate::router::aggregate::{AggColumn, AggSpec};
 use crate::router::computed::part_name;
 use crate::router::params::Params;
-use crate::router::plan::HOME;
 use bytes::Bytes;
 
 type Row = Vec<Option<Bytes>>;
@@ -280,15 +279,9 @@ async fn column_collations(
         let f = &fields[p];
         let text = value::is_text(f.type_oid) || value::is_text_array(f.type_oid);
         let clause = match exec.catalog {
-            Some(catalog) if text && f.table_oid != 0 && f.column > 0 => catalog
-                .column_collation_clause(HOME, f.table_oid, f.column)
-                .await
-                .map_err(|e| {
-                    PgError::error(
-                        sqlstate::FEATURE_NOT_SUPPORTED,
-                        format!("cannot tell the collation of column {}: {e}", f.name),
-                    )
-                })?,
+            Some(catalog) if text && f.table_oid != 0 && f.column > 0 => {
+                super::collation::column_clause(catalog, (f.table_oid, f.column), &f.name).await?
+            }
             _ => None,
         };
         out.push(clause);

@@ -249,7 +249,7 @@ impl Params {
 }
 
 /// Type OIDs of the values a key of each type is read from, and of HAVING's constants.
-pub(crate) mod oid {
+mod oid {
     pub const UNKNOWN: u32 = 705;
     pub const NUMERIC: u32 = 1700;
     pub const DATE: u32 = 1082;
